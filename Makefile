@@ -1,0 +1,35 @@
+# CareVault: `make run` for a working platform with demo data, `make test` for every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_PATIENTS ?= 1000
+DEMO_PROFESSIONALS ?= 200
+export CAREVAULT_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+.PHONY: run install test lint typecheck pytest clean-var
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/carevault init
+	$(BIN)/carevault demo --if-empty --patients $(DEMO_PATIENTS) --professionals $(DEMO_PROFESSIONALS)
+	$(BIN)/carevault serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict src
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest

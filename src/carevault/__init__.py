@@ -1,0 +1,3 @@
+"""CareVault: a patient-controlled shared care record."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,539 @@
+"""SQL storage of the directories (MPI and HPD), for SQLite and PostgreSQL alike.
+
+A resource row is written together with its search index rows and a history row, inside the
+caller's transaction; the store never commits. Writes take lists so that bulk loads (the demo
+data, an initial identity feed) use ``executemany`` through the same code path as single writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+
+from carevault.adapters.storage import schema as t
+from carevault.domain.directory import MergeState, PatientEntry
+from carevault.domain.queries import (
+    Alternatives,
+    DateRange,
+    OrganizationQuery,
+    Page,
+    PatientQuery,
+    PractitionerQuery,
+    RoleQuery,
+)
+from carevault.domain.text import fold
+from carevault.fhirmodel.directory import OrganizationEntry, PractitionerEntry, RoleEntry
+
+JsonObject = dict[str, Any]
+
+# Bound on the values of one SQL IN list (SQLite allows 32,766 parameters).
+IN_CHUNK = 500
+
+
+def dump(resource: JsonObject) -> str:
+    """The stored form of a resource: compact JSON with a stable key order."""
+    return json.dumps(resource, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A resource as stored: its JSON (with ``id`` and ``meta``) and its current version."""
+
+    id: str
+    version_id: int
+    resource: JsonObject
+
+
+@dataclass(frozen=True)
+class PatientWrite:
+    id: str
+    version_id: int
+    entry: PatientEntry
+    resource: JsonObject
+    merged_into: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    total: int
+    items: list[Stored]
+
+
+def _like_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")  # type: ignore[no-any-return]
+
+
+def _word_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
+    """Match a prefix of any space-separated word of a folded column."""
+    return or_(_like_prefix(column, prefix), _like_prefix(column, "% " + prefix).self_group())
+
+
+def _any_of(alternatives: Alternatives, test: Any) -> ColumnElement[bool]:
+    return or_(*(test(value) for value in alternatives))
+
+
+def _date_clause(column: Any, criterion: DateRange) -> ColumnElement[bool]:
+    start, end = criterion.start, criterion.end
+    match criterion.prefix:
+        case "eq":
+            return and_(column >= start, column < end)
+        case "ne":
+            return or_(column < start, column >= end)
+        case "lt":
+            return column < start  # type: ignore[no-any-return]
+        case "le":
+            return column < end  # type: ignore[no-any-return]
+        case "gt":
+            return column >= end  # type: ignore[no-any-return]
+        case "ge":
+            return column >= start  # type: ignore[no-any-return]
+    raise ValueError(f"unknown date prefix {criterion.prefix}")
+
+
+class DirectoryStore:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    # --- history --------------------------------------------------------------------------
+
+    def _history(
+        self,
+        resource_type: str,
+        rows: Sequence[dict[str, Any]],
+        now: datetime,
+        *,
+        patient_scoped: bool = False,
+    ) -> None:
+        """One history row per written version; patient versions carry the patient key."""
+        self.connection.execute(
+            insert(t.resource_history),
+            [
+                {
+                    "resource_type": resource_type,
+                    "resource_id": row["id"],
+                    "version_id": row["version_id"],
+                    "patient_id": row["id"] if patient_scoped else None,
+                    "resource": row["resource"],
+                    "recorded_at": now,
+                }
+                for row in rows
+            ],
+        )
+
+    def history(self, resource_type: str, resource_id: str) -> list[Stored]:
+        rows = self.connection.execute(
+            select(t.resource_history.c.version_id, t.resource_history.c.resource)
+            .where(
+                t.resource_history.c.resource_type == resource_type,
+                t.resource_history.c.resource_id == resource_id,
+            )
+            .order_by(t.resource_history.c.version_id.desc())
+        ).all()
+        return [Stored(resource_id, row.version_id, json.loads(row.resource)) for row in rows]
+
+    def version(self, resource_type: str, resource_id: str, version_id: int) -> Stored | None:
+        row = self.connection.execute(
+            select(t.resource_history.c.resource).where(
+                t.resource_history.c.resource_type == resource_type,
+                t.resource_history.c.resource_id == resource_id,
+                t.resource_history.c.version_id == version_id,
+            )
+        ).first()
+        return None if row is None else Stored(resource_id, version_id, json.loads(row.resource))
+
+    # --- generic reads --------------------------------------------------------------------
+
+    def read(self, table: Table, resource_id: str) -> Stored | None:
+        row = self.connection.execute(
+            select(table.c.version_id, table.c.resource).where(table.c.id == resource_id)
+        ).first()
+        return (
+            None if row is None else Stored(resource_id, row.version_id, json.loads(row.resource))
+        )
+
+    def existing_ids(self, table: Table, ids: Iterable[str]) -> set[str]:
+        wanted = set(ids)
+        if not wanted:
+            return set()
+        rows = self.connection.execute(select(table.c.id).where(table.c.id.in_(wanted)))
+        return {row.id for row in rows}
+
+    def _page(
+        self, table: Table, where: list[ColumnElement[bool]], page: Page, order: Any
+    ) -> SearchResult:
+        condition = and_(true(), *where)
+        total = self.connection.execute(
+            select(func.count()).select_from(table).where(condition)
+        ).scalar_one()
+        rows = self.connection.execute(
+            select(table.c.id, table.c.version_id, table.c.resource)
+            .where(condition)
+            .order_by(*order, table.c.id)
+            .offset(page.offset)
+            .limit(page.count)
+        ).all()
+        return SearchResult(
+            total, [Stored(r.id, r.version_id, json.loads(r.resource)) for r in rows]
+        )
+
+    # --- patients -------------------------------------------------------------------------
+
+    def patient_merge_state(self, patient_id: str) -> MergeState | None:
+        row = self.connection.execute(
+            select(t.patient.c.merged_into).where(t.patient.c.id == patient_id)
+        ).first()
+        return None if row is None else MergeState(patient_id, row.merged_into)
+
+    def identifier_owners(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Which patient holds each (system, value) now; one IN list per system and chunk."""
+        by_system: dict[str, set[str]] = {}
+        for system, value in pairs:
+            by_system.setdefault(system, set()).add(value)
+        pi = t.patient_identifier
+        owners: dict[tuple[str, str], str] = {}
+        for system, wanted in by_system.items():
+            values = sorted(wanted)
+            for start in range(0, len(values), IN_CHUNK):
+                rows = self.connection.execute(
+                    select(pi.c.value, pi.c.patient_id).where(
+                        pi.c.system == system, pi.c.value.in_(values[start : start + IN_CHUNK])
+                    )
+                )
+                owners.update({(system, r.value): r.patient_id for r in rows})
+        return owners
+
+    def assigning_authorities(self) -> set[str]:
+        rows = self.connection.execute(
+            select(t.organization.c.patient_id_system).where(
+                t.organization.c.patient_id_system.is_not(None)
+            )
+        )
+        return {row.patient_id_system for row in rows}
+
+    def write_patients(
+        self, writes: Sequence[PatientWrite], now: datetime, *, national_system: str, new: bool
+    ) -> None:
+        """Insert (``new``) or replace patients, their index rows and a history row each."""
+        if not writes:
+            return
+        rows = [
+            {
+                "id": w.id,
+                "version_id": w.version_id,
+                "national_id": w.entry.national_id,
+                "birth_date": w.entry.birth_date,
+                "gender": w.entry.gender,
+                "active": w.entry.active,
+                "merged_into": w.merged_into,
+                "resource": dump(w.resource),
+                "updated_at": now,
+            }
+            for w in writes
+        ]
+        if new:
+            self.connection.execute(insert(t.patient), rows)
+        else:
+            for row in rows:
+                self.connection.execute(
+                    update(t.patient).where(t.patient.c.id == row["id"]).values(**row)
+                )
+            ids = [w.id for w in writes]
+            for table in (t.patient_name, t.patient_identifier, t.patient_postal_code):
+                self.connection.execute(delete(table).where(table.c.patient_id.in_(ids)))
+        names: list[dict[str, Any]] = []
+        identifiers: list[dict[str, Any]] = []
+        postal: list[dict[str, Any]] = []
+        for w in writes:
+            for position, name in enumerate(w.entry.names):
+                names.append(
+                    {
+                        "patient_id": w.id,
+                        "position": position,
+                        "family_folded": fold(name.family),
+                        "given_folded": fold(" ".join(name.given)),
+                    }
+                )
+            identifiers.append(
+                {"patient_id": w.id, "system": national_system, "value": w.entry.national_id}
+            )
+            identifiers.extend(
+                {"patient_id": w.id, "system": i.system, "value": i.value}
+                for i in w.entry.local_ids
+            )
+            postal.extend(
+                {"patient_id": w.id, "postal_code": code.strip().upper()}
+                for code in w.entry.postal_codes
+            )
+        for table, table_rows in (
+            (t.patient_name, names),
+            (t.patient_identifier, identifiers),
+            (t.patient_postal_code, postal),
+        ):
+            if table_rows:
+                self.connection.execute(insert(table), table_rows)
+        self._history("Patient", rows, now, patient_scoped=True)
+
+    def record_merge(self, source_id: str, survivor_id: str, now: datetime) -> None:
+        self.connection.execute(
+            insert(t.patient_merge).values(
+                patient_id=source_id, survivor_id=survivor_id, merged_at=now
+            )
+        )
+
+    def record_unmerge(self, source_id: str, now: datetime) -> None:
+        pm = t.patient_merge
+        self.connection.execute(
+            update(pm)
+            .where(pm.c.patient_id == source_id, pm.c.unmerged_at.is_(None))
+            .values(unmerged_at=now)
+        )
+
+    def merged_into(self, survivor_id: str) -> list[str]:
+        rows = self.connection.execute(
+            select(t.patient.c.id)
+            .where(t.patient.c.merged_into == survivor_id)
+            .order_by(t.patient.c.id)
+        )
+        return [row.id for row in rows]
+
+    def patients_by_identifier(self, system: str, value: str) -> list[str]:
+        pi = t.patient_identifier
+        rows = self.connection.execute(
+            select(pi.c.patient_id).where(pi.c.system == system, pi.c.value == value)
+        )
+        return [row.patient_id for row in rows]
+
+    def identifiers_of(self, patient_ids: Sequence[str]) -> list[tuple[str, str]]:
+        pi = t.patient_identifier
+        rows = self.connection.execute(
+            select(pi.c.system, pi.c.value)
+            .where(pi.c.patient_id.in_(patient_ids))
+            .order_by(pi.c.system, pi.c.value)
+        )
+        return [(row.system, row.value) for row in rows]
+
+    def search_patients(self, query: PatientQuery, page: Page) -> SearchResult:
+        p, pn, pi, pc = t.patient, t.patient_name, t.patient_identifier, t.patient_postal_code
+        where: list[ColumnElement[bool]] = [p.c.merged_into.is_(None)]
+
+        def has_name(test: ColumnElement[bool]) -> ColumnElement[bool]:
+            return p.c.id.in_(select(pn.c.patient_id).where(test))
+
+        for ids in query.ids:
+            where.append(p.c.id.in_(ids))
+        for alternatives in query.family:
+            where.append(
+                has_name(_any_of(alternatives, lambda v: _like_prefix(pn.c.family_folded, v)))
+            )
+        for alternatives in query.given:
+            where.append(
+                has_name(_any_of(alternatives, lambda v: _word_prefix(pn.c.given_folded, v)))
+            )
+        for alternatives in query.name:
+            where.append(
+                has_name(
+                    _any_of(
+                        alternatives,
+                        lambda v: or_(
+                            _word_prefix(pn.c.family_folded, v), _word_prefix(pn.c.given_folded, v)
+                        ),
+                    )
+                )
+            )
+        for criterion in query.birthdate:
+            where.append(_date_clause(p.c.birth_date, criterion))
+        for alternatives in query.gender:
+            where.append(p.c.gender.in_(alternatives))
+        for identifiers in query.identifier:
+            # A merged entry's identifiers find its survivor.
+            holder = t.patient.alias("holder")
+            owners = (
+                select(func.coalesce(holder.c.merged_into, holder.c.id))
+                .select_from(pi.join(holder, holder.c.id == pi.c.patient_id))
+                .where(
+                    or_(
+                        *(
+                            and_(pi.c.system == i.system, pi.c.value == i.value)
+                            if i.system
+                            else pi.c.value == i.value
+                            for i in identifiers
+                        )
+                    )
+                )
+            )
+            where.append(p.c.id.in_(owners))
+        for alternatives in query.postal_code:
+            where.append(
+                p.c.id.in_(
+                    select(pc.c.patient_id).where(
+                        _any_of(alternatives, lambda v: _like_prefix(pc.c.postal_code, v.upper()))
+                    )
+                )
+            )
+        if query.active is not None:
+            where.append(p.c.active == query.active)
+        return self._page(p, where, page, order=())
+
+    # --- organizations --------------------------------------------------------------------
+
+    def write_organizations(
+        self, writes: Sequence[tuple[Stored, OrganizationEntry]], now: datetime, *, new: bool
+    ) -> None:
+        rows = [
+            {
+                "id": s.id,
+                "version_id": s.version_id,
+                "identifier": e.identifier,
+                "name": e.name,
+                "name_folded": fold(e.name),
+                "active": e.active,
+                "patient_id_system": e.patient_id_system,
+                "resource": dump(s.resource),
+                "updated_at": now,
+            }
+            for s, e in writes
+        ]
+        self._write(t.organization, rows, new)
+        self._history("Organization", rows, now)
+
+    def _write(self, table: Table, rows: list[dict[str, Any]], new: bool) -> None:
+        if not rows:
+            return
+        if new:
+            self.connection.execute(insert(table), rows)
+        else:
+            for row in rows:
+                self.connection.execute(update(table).where(table.c.id == row["id"]).values(**row))
+
+    def organization_ids_by_identifier(self, values: Iterable[str]) -> dict[str, str]:
+        org = t.organization
+        rows = self.connection.execute(
+            select(org.c.identifier, org.c.id).where(org.c.identifier.in_(set(values)))
+        )
+        return {row.identifier: row.id for row in rows}
+
+    def search_organizations(self, query: OrganizationQuery, page: Page) -> SearchResult:
+        org = t.organization
+        where: list[ColumnElement[bool]] = []
+        for ids in query.ids:
+            where.append(org.c.id.in_(ids))
+        for alternatives in query.name:
+            where.append(_any_of(alternatives, lambda v: _word_prefix(org.c.name_folded, v)))
+        for alternatives in query.identifier:
+            where.append(org.c.identifier.in_(alternatives))
+        if query.active is not None:
+            where.append(org.c.active == query.active)
+        return self._page(org, where, page, order=(org.c.name_folded,))
+
+    # --- practitioners --------------------------------------------------------------------
+
+    def write_practitioners(
+        self, writes: Sequence[tuple[Stored, PractitionerEntry]], now: datetime, *, new: bool
+    ) -> None:
+        rows = [
+            {
+                "id": s.id,
+                "version_id": s.version_id,
+                "identifier": e.identifier,
+                "family_folded": fold(e.family),
+                "given_folded": fold(e.given),
+                "licence_status": e.licence_status,
+                "active": e.active,
+                "resource": dump(s.resource),
+                "updated_at": now,
+            }
+            for s, e in writes
+        ]
+        self._write(t.practitioner, rows, new)
+        self._history("Practitioner", rows, now)
+
+    def practitioner_ids_by_identifier(self, values: Iterable[str]) -> dict[str, str]:
+        pr = t.practitioner
+        rows = self.connection.execute(
+            select(pr.c.identifier, pr.c.id).where(pr.c.identifier.in_(set(values)))
+        )
+        return {row.identifier: row.id for row in rows}
+
+    def search_practitioners(self, query: PractitionerQuery, page: Page) -> SearchResult:
+        pr = t.practitioner
+        where: list[ColumnElement[bool]] = []
+        for ids in query.ids:
+            where.append(pr.c.id.in_(ids))
+        for alternatives in query.family:
+            where.append(_any_of(alternatives, lambda v: _like_prefix(pr.c.family_folded, v)))
+        for alternatives in query.given:
+            where.append(_any_of(alternatives, lambda v: _word_prefix(pr.c.given_folded, v)))
+        for alternatives in query.name:
+            where.append(
+                _any_of(
+                    alternatives,
+                    lambda v: or_(
+                        _word_prefix(pr.c.family_folded, v), _word_prefix(pr.c.given_folded, v)
+                    ),
+                )
+            )
+        for alternatives in query.identifier:
+            where.append(pr.c.identifier.in_(alternatives))
+        if query.active is not None:
+            where.append(pr.c.active == query.active)
+        return self._page(pr, where, page, order=(pr.c.family_folded,))
+
+    # --- practitioner roles ---------------------------------------------------------------
+
+    def write_roles(
+        self, writes: Sequence[tuple[Stored, RoleEntry]], now: datetime, *, new: bool
+    ) -> None:
+        rows = [
+            {
+                "id": s.id,
+                "version_id": s.version_id,
+                "practitioner_id": e.practitioner_id,
+                "organization_id": e.organization_id,
+                "profession": e.profession,
+                "specialty": e.specialty,
+                "active": e.active,
+                "resource": dump(s.resource),
+                "updated_at": now,
+            }
+            for s, e in writes
+        ]
+        self._write(t.practitioner_role, rows, new)
+        self._history("PractitionerRole", rows, now)
+
+    def search_roles(self, query: RoleQuery, page: Page) -> SearchResult:
+        role = t.practitioner_role
+        where: list[ColumnElement[bool]] = []
+        for ids in query.ids:
+            where.append(role.c.id.in_(ids))
+        for alternatives in query.practitioner:
+            where.append(role.c.practitioner_id.in_(alternatives))
+        for alternatives in query.organization:
+            where.append(role.c.organization_id.in_(alternatives))
+        for alternatives in query.role:
+            where.append(role.c.profession.in_(alternatives))
+        for alternatives in query.specialty:
+            where.append(role.c.specialty.in_(alternatives))
+        if query.active is not None:
+            where.append(role.c.active == query.active)
+        return self._page(role, where, page, order=())
+
+    def count(self, table: Table) -> int:
+        return int(self.connection.execute(select(func.count()).select_from(table)).scalar_one())

@@ -1,0 +1,176 @@
+"""The relational schema, shared by SQLite (embedded) and PostgreSQL (production).
+
+Every table that holds data about a patient carries ``patient_id`` so that the data can later be
+sharded by patient. Resources are kept as canonical JSON text beside the columns that searches
+use; the columns are derived from the JSON on every write and never edited alone. Folded name
+columns (see `carevault.domain.text.fold`) are indexed for prefix search with
+``text_pattern_ops`` on PostgreSQL, so that ``LIKE 'abc%'`` uses the index under any collation.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is stored and returned in UTC, on SQLite too (which has no time zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: CareVault stores UTC timestamps only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(64)
+
+
+def _prefix_index(name: str, table: str, column: str) -> Index:
+    return Index(name, column, postgresql_ops={column: "text_pattern_ops"})
+
+
+organization = Table(
+    "organization",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("identifier", String(128), nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("name_folded", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    # The namespace of the local patient numbers this organization assigns (PIX).
+    Column("patient_id_system", String(255), unique=True),
+    Column("resource", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    _prefix_index("ix_organization_name_folded", "organization", "name_folded"),
+)
+
+practitioner = Table(
+    "practitioner",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("identifier", String(128), nullable=False, unique=True),
+    Column("family_folded", Text, nullable=False),
+    Column("given_folded", Text, nullable=False),
+    Column("licence_status", String(16), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("resource", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    _prefix_index("ix_practitioner_family_folded", "practitioner", "family_folded"),
+)
+
+practitioner_role = Table(
+    "practitioner_role",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("practitioner_id", ID, ForeignKey("practitioner.id"), nullable=False, index=True),
+    Column("organization_id", ID, ForeignKey("organization.id"), index=True),
+    Column("profession", String(64), nullable=False, index=True),
+    Column("specialty", String(64), index=True),
+    Column("active", Boolean, nullable=False),
+    Column("resource", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+patient = Table(
+    "patient",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("national_id", String(32), nullable=False, unique=True),
+    Column("birth_date", Date),
+    Column("gender", String(16)),
+    Column("active", Boolean, nullable=False),
+    Column("merged_into", ID, ForeignKey("patient.id"), index=True),
+    Column("resource", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_patient_birth_date", "birth_date"),
+)
+
+patient_name = Table(
+    "patient_name",
+    metadata,
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("family_folded", Text, nullable=False),
+    # Given names folded and joined by single spaces; a prefix of any of them matches.
+    Column("given_folded", Text, nullable=False),
+    _prefix_index("ix_patient_name_family_folded", "patient_name", "family_folded"),
+)
+
+patient_identifier = Table(
+    "patient_identifier",
+    metadata,
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("system", String(255), nullable=False),
+    Column("value", String(128), nullable=False),
+    UniqueConstraint("system", "value"),
+)
+
+patient_postal_code = Table(
+    "patient_postal_code",
+    metadata,
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("postal_code", String(32), nullable=False, index=True),
+)
+
+patient_merge = Table(
+    "patient_merge",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("survivor_id", ID, ForeignKey("patient.id"), nullable=False),
+    Column("merged_at", UTCDateTime, nullable=False),
+    Column("unmerged_at", UTCDateTime),
+)
+
+# Every version of every directory resource, never updated or deleted.
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("resource_type", String(64), primary_key=True),
+    Column("resource_id", ID, primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("patient_id", ID, index=True),
+    Column("resource", Text, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,58 @@
+"""One database transaction per use case.
+
+A use case opens a unit of work, reads and writes through its stores, and calls `commit`;
+leaving the block any other way rolls everything back, so a failure at any point leaves the old
+state. A constraint violation the service did not foresee (two requests racing to register the
+same identifier) becomes a `Conflict` rather than a server error.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from carevault.adapters.storage.directory_store import DirectoryStore
+from carevault.domain.errors import Conflict
+
+
+class UnitOfWork:
+    directory: DirectoryStore
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._connection: Connection | None = None
+
+    def __enter__(self) -> Self:
+        self._connection = self._engine.connect()
+        self._connection.begin()
+        self.directory = DirectoryStore(self._connection)
+        return self
+
+    def commit(self) -> None:
+        assert self._connection is not None
+        try:
+            self._connection.commit()
+        except IntegrityError as error:
+            raise Conflict(
+                "the change conflicts with stored data (a duplicate identifier?)"
+            ) from error
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        assert self._connection is not None
+        try:
+            self._connection.rollback()
+        finally:
+            self._connection.close()
+            self._connection = None
+        if isinstance(error, IntegrityError):
+            raise Conflict(
+                "the change conflicts with stored data (a duplicate identifier?)"
+            ) from error

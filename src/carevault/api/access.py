@@ -1,0 +1,96 @@
+"""Who may pass the door until the authorization engine arrives, what is recorded, and how fast.
+
+`DevLoopbackGate` is deliberately narrow: in the ``dev`` environment, requests from this machine
+(loopback) are admitted so that a developer can use the directories; everywhere else, and from
+any other address, every request except the CapabilityStatement is refused as unauthenticated.
+It is replaced by the authorization engine (issue "authorization engine"), not extended.
+
+`LogRecorder` writes one structured line per request to the ``carevault.access`` logger. It is
+not tamper-evident; the Merkle-tree audit log (issue "traceability") replaces it behind the
+same `AccessRecorder` interface.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from carevault.api.fhir.door import FhirRequest, Interaction
+from carevault.domain.errors import NotAuthenticated, RateLimited
+from carevault.settings import Settings
+
+access_log = logging.getLogger("carevault.access")
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class DevLoopbackGate:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def admit(self, request: FhirRequest) -> str:
+        if request.interaction is Interaction.CAPABILITIES:
+            return "public: capability statement"
+        if self.settings.environment == "dev" and is_loopback(request.client):
+            return "dev: loopback client, directories open until sign-in lands"
+        raise NotAuthenticated(
+            "authentication is required: this CareVault accepts no "
+            "sign-in yet outside the development environment's loopback"
+        )
+
+
+class LogRecorder:
+    def record(self, request: FhirRequest, status: int, rule: str | None) -> None:
+        access_log.info(
+            json.dumps(
+                {
+                    "client": request.client,
+                    "method": request.method,
+                    "interaction": request.interaction.value,
+                    "type": request.resource_type,
+                    "id": request.resource_id,
+                    "operation": request.operation,
+                    # Parameter names only: values can be patient identifiers.
+                    "params": sorted(request.param_names()),
+                    "status": status,
+                    "rule": rule,
+                },
+                separators=(",", ":"),
+            )
+        )
+
+
+class TokenBucketLimiter:
+    """Per-client token buckets: ``rate_per_minute`` sustained, the same number as a burst."""
+
+    MAX_CLIENTS = 100_000
+
+    def __init__(self, rate_per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(rate_per_minute)
+        self.refill_per_second = rate_per_minute / 60.0
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, client: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._buckets) >= self.MAX_CLIENTS:
+                self._buckets.clear()  # bounded memory; a reset only ever lets clients through
+            tokens, last = self._buckets.get(client, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.refill_per_second)
+            if tokens < 1.0:
+                self._buckets[client] = (tokens, now)
+                wait = math.ceil((1.0 - tokens) / self.refill_per_second)
+                raise RateLimited(f"too many requests; retry in {wait} s", retry_after=wait)
+            self._buckets[client] = (tokens - 1.0, now)

@@ -1,0 +1,137 @@
+"""The HTTP application: FHIR under ``/fhir`` through the door, the portal at ``/``.
+
+Only transport lives here: reading a bounded body, turning the door's `FhirResponse` into an
+HTTP response, and the security headers every response carries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from carevault import __version__
+from carevault.api.fhir.door import FORM, FhirDoor, FhirResponse
+from carevault.domain.errors import CareVaultError, InvalidInput, TooLarge
+from carevault.settings import Settings
+
+FHIR_JSON = "application/fhir+json"
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent.parent / "web" / "templates"))
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it exceeds ``limit`` bytes (declared or sent)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidInput("Content-Length is not a number")
+        if int(declared) > limit:
+            raise TooLarge(f"the request body exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def render(response: FhirResponse) -> Response:
+    content = (
+        b""
+        if response.body is None
+        else json.dumps(response.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    )
+    headers = {**response.headers, "Cache-Control": "no-store"}
+    return Response(
+        content,
+        status_code=response.status,
+        headers=headers,
+        media_type=f"{FHIR_JSON}; charset=utf-8",
+    )
+
+
+def create_app(settings: Settings, door: FhirDoor) -> FastAPI:
+    app = FastAPI(
+        title="CareVault", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.api_route(
+        "/fhir/{path:path}",
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        include_in_schema=False,
+    )
+    async def fhir(request: Request, path: str) -> Response:
+        params = tuple(request.query_params.multi_items())
+        body, body_error = b"", None
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+        except CareVaultError as error:
+            body_error = error
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if body_error is None and request.method == "POST" and content_type == FORM:
+            # POST [type]/_search: the parameters travel in the body.
+            try:
+                params += tuple(
+                    parse_qsl(
+                        body.decode("utf-8"),
+                        keep_blank_values=True,
+                        max_num_fields=100,
+                        strict_parsing=bool(body),
+                    )
+                )
+            except (UnicodeDecodeError, ValueError):
+                body_error = InvalidInput("the form body of a search is malformed")
+            body = b""
+        client = request.client.host if request.client else ""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        response = await run_in_threadpool(
+            door.handle,
+            request.method,
+            path,
+            params=params,
+            body=body,
+            headers=headers,
+            client=client,
+            base_url=fhir_base,
+            body_error=body_error,
+        )
+        return render(response)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def home(request: Request) -> HTMLResponse:
+        return TEMPLATES.TemplateResponse(
+            request,
+            "home.html",
+            {"version": __version__, "environment": settings.environment, "fhir_base": fhir_base},
+        )
+
+    return app

@@ -1,0 +1,61 @@
+"""The CapabilityStatement, generated from the door's registry so it can only list what runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from carevault import __version__
+from carevault.api.fhir.door import FhirDoor, Interaction
+
+JsonObject = dict[str, Any]
+
+# The order FHIR lists interactions in; 'conditional-update' is a flag, not an interaction.
+_ORDER = ["read", "vread", "update", "history-instance", "create", "search-type"]
+
+
+def capability_statement(
+    door: FhirDoor, base_url: str, published: datetime | None = None
+) -> JsonObject:
+    resources = []
+    for kind in sorted(door.handlers):
+        handler = door.handlers[kind]
+        codes = {i.value for i in handler.interactions}
+        entry: JsonObject = {
+            "type": kind,
+            "interaction": [{"code": code} for code in _ORDER if code in codes],
+            "versioning": "versioned",
+            "readHistory": Interaction.VREAD in handler.interactions,
+            "updateCreate": False,
+            "conditionalUpdate": Interaction.CONDITIONAL_UPDATE in handler.interactions,
+            "searchParam": [
+                {"name": p.name, "type": p.type, "documentation": p.documentation}
+                for p in handler.search_params
+            ],
+        }
+        if handler.profile:
+            entry["supportedProfile"] = [handler.profile]
+        if handler.includes:
+            entry["searchInclude"] = list(handler.includes)
+        if handler.operations:
+            entry["operation"] = [
+                {"name": o.name, "definition": o.definition, "documentation": o.documentation}
+                for o in handler.operations
+            ]
+        resources.append(entry)
+    when = (published or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": when,
+        "publisher": "CareVault",
+        "kind": "instance",
+        "software": {"name": "CareVault", "version": __version__},
+        "implementation": {
+            "description": "CareVault shared care record",
+            "url": base_url.rstrip("/"),
+        },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{"mode": "server", "resource": resources}],
+    }

@@ -1,0 +1,462 @@
+"""FHIR handlers of the directories: Patient (PDQm ITI-78, PIXm ITI-83, identity feed ITI-104),
+Practitioner, PractitionerRole and Organization (mCSD ITI-90)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from carevault.adapters.storage.directory_store import SearchResult, Stored
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.api.fhir import search as sp
+from carevault.api.fhir.door import (
+    FhirRequest,
+    FhirResponse,
+    Interaction,
+    Operation,
+    ResourceHandler,
+    SearchParam,
+)
+from carevault.domain.directory import Identifier
+from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
+from carevault.domain.queries import OrganizationQuery, PatientQuery, PractitionerQuery, RoleQuery
+from carevault.fhirmodel.validate import parse_json, validate_resource
+from carevault.services import directory as svc
+from carevault.settings import Settings
+
+JsonObject = dict[str, Any]
+
+_IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,9})"$')
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What the handlers are given: a way to open a unit of work, and configuration."""
+
+    unit_of_work: Callable[[], UnitOfWork]
+    directory: svc.DirectoryContext
+    settings: Settings
+
+
+def resource_response(request: FhirRequest, stored: Stored, status: int = 200) -> FhirResponse:
+    headers = {"ETag": f'W/"{stored.version_id}"'}
+    last_updated = stored.resource.get("meta", {}).get("lastUpdated")
+    if last_updated:
+        headers["Last-Modified"] = last_updated
+    if status == 201:
+        kind = stored.resource["resourceType"]
+        headers["Location"] = (
+            f"{request.base_url.rstrip('/')}/{kind}/{stored.id}/_history/{stored.version_id}"
+        )
+    return FhirResponse(status, stored.resource, headers)
+
+
+def if_match(request: FhirRequest) -> int | None:
+    value = request.headers.get("if-match")
+    if value is None:
+        return None
+    match = _IF_MATCH.match(value.strip())
+    if match is None:
+        raise InvalidInput('If-Match must be a version ETag such as W/"3"', expression="If-Match")
+    return int(match.group(1))
+
+
+class DirectoryHandler(ResourceHandler):
+    """Read, version read and history, shared by the four directory resources."""
+
+    interactions = frozenset(
+        {
+            Interaction.READ,
+            Interaction.VREAD,
+            Interaction.HISTORY,
+            Interaction.SEARCH,
+            Interaction.CREATE,
+        }
+    )
+
+    def __init__(self, api: ApiContext) -> None:
+        self.api = api
+
+    def body(self, request: FhirRequest) -> JsonObject:
+        return parse_json(request.body, max_depth=self.api.settings.max_json_depth)
+
+    def page(self, request: FhirRequest) -> Any:
+        return sp.page(
+            request, self.api.settings.default_page_size, self.api.settings.max_page_size
+        )
+
+    def read(self, request: FhirRequest) -> FhirResponse:
+        assert request.resource_id is not None
+        with self.api.unit_of_work() as uow:
+            stored = svc.read_resource(uow, self.resource_type, request.resource_id)
+        return resource_response(request, stored)
+
+    def vread(self, request: FhirRequest) -> FhirResponse:
+        assert request.resource_id is not None
+        version = request.version_id or ""
+        if not version.isdigit() or len(version) > 9:
+            raise NotFound(f"{self.resource_type}/{request.resource_id} has no version {version!r}")
+        with self.api.unit_of_work() as uow:
+            stored = svc.read_version(uow, self.resource_type, request.resource_id, int(version))
+        return resource_response(request, stored)
+
+    def history(self, request: FhirRequest) -> FhirResponse:
+        assert request.resource_id is not None
+        with self.api.unit_of_work() as uow:
+            versions = svc.history(uow, self.resource_type, request.resource_id)
+        base = request.base_url.rstrip("/")
+        entries = [
+            {
+                "fullUrl": f"{base}/{self.resource_type}/{v.id}",
+                "resource": v.resource,
+                "request": {
+                    "method": "POST" if v.version_id == 1 else "PUT",
+                    "url": self.resource_type
+                    if v.version_id == 1
+                    else f"{self.resource_type}/{v.id}",
+                },
+                "response": {
+                    "status": "201 Created" if v.version_id == 1 else "200 OK",
+                    "etag": f'W/"{v.version_id}"',
+                },
+            }
+            for v in versions
+        ]
+        return FhirResponse(
+            200,
+            {"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries},
+        )
+
+    def searchset(
+        self,
+        request: FhirRequest,
+        result: SearchResult,
+        paging: Any,
+        included: list[Stored] | None = None,
+    ) -> FhirResponse:
+        return FhirResponse(200, sp.searchset(request, result, paging, included or []))
+
+
+def _param(name: str, kind: str, doc: str) -> SearchParam:
+    return SearchParam(name, kind, doc)
+
+
+PIX_DEFINITION = "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"
+
+
+class PatientHandler(DirectoryHandler):
+    resource_type = "Patient"
+    profile = "https://profiles.ihe.net/ITI/PDQm/StructureDefinition/IHE.PDQm.Patient"
+    interactions = DirectoryHandler.interactions | {
+        Interaction.UPDATE,
+        Interaction.CONDITIONAL_UPDATE,
+    }
+    search_params = (
+        _param("_id", "token", "Logical id"),
+        _param("active", "token", "true or false; merged entries are never returned"),
+        _param("family", "string", "Family name, case- and accent-insensitive prefix"),
+        _param("given", "string", "Given name, case- and accent-insensitive prefix"),
+        _param("name", "string", "Any part of the name, case- and accent-insensitive prefix"),
+        _param("birthdate", "date", "Birth date, with eq/ne/lt/le/gt/ge prefixes"),
+        _param("gender", "token", "male | female | other | unknown"),
+        _param(
+            "identifier",
+            "token",
+            "system|value; a merged entry's identifiers find the surviving patient",
+        ),
+        _param("address-postalcode", "string", "Postal code prefix"),
+    )
+    operations = (
+        Operation(
+            "ihe-pix",
+            PIX_DEFINITION,
+            False,
+            frozenset({"GET"}),
+            "PIXm ITI-83: the identifiers a patient is known by in other domains",
+        ),
+        Operation(
+            "merge",
+            "https://carevault.lu/fhir/OperationDefinition/Patient-merge",
+            False,
+            frozenset({"POST"}),
+            "Merge source-patient into target-patient",
+        ),
+        Operation(
+            "unmerge",
+            "https://carevault.lu/fhir/OperationDefinition/Patient-unmerge",
+            True,
+            frozenset({"POST"}),
+            "Undo the merge of this patient; history is kept",
+        ),
+    )
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        query = PatientQuery(
+            ids=sp.exact(request, "_id"),
+            family=sp.strings(request, "family"),
+            given=sp.strings(request, "given"),
+            name=sp.strings(request, "name"),
+            birthdate=sp.dates(request, "birthdate"),
+            gender=sp.exact(request, "gender"),
+            identifier=sp.tokens(request, "identifier"),
+            postal_code=[
+                tuple(v.upper() for v in alternatives)
+                for alternatives in sp.exact(request, "address-postalcode")
+            ],
+            active=sp.boolean(request, "active"),
+        )
+        paging = self.page(request)
+        with self.api.unit_of_work() as uow:
+            result = svc.search_patients(uow, query, paging)
+        return self.searchset(request, result, paging)
+
+    def create(self, request: FhirRequest) -> FhirResponse:
+        resource = self.body(request)
+        with self.api.unit_of_work() as uow:
+            stored = svc.create_patient(uow, self.api.directory, resource)
+        return resource_response(request, stored, 201)
+
+    def update(self, request: FhirRequest) -> FhirResponse:
+        assert request.resource_id is not None
+        resource = self.body(request)
+        if resource.get("id") not in (None, request.resource_id):
+            raise InvalidInput(
+                "the resource id does not match the id in the URL", expression="Patient.id"
+            )
+        with self.api.unit_of_work() as uow:
+            stored = svc.update_patient(
+                uow, self.api.directory, request.resource_id, resource, if_match(request)
+            )
+        return resource_response(request, stored)
+
+    def conditional_update(self, request: FhirRequest) -> FhirResponse:
+        """ITI-104: ``PUT Patient?identifier=system|value`` creates or updates that patient."""
+        if request.param_names() != {"identifier"}:
+            raise InvalidInput(
+                "an identity feed names the patient by one identifier: "
+                "PUT Patient?identifier=system|value",
+                expression="identifier",
+            )
+        (alternatives,) = sp.tokens(request, "identifier")
+        if len(alternatives) != 1 or not alternatives[0].system:
+            raise InvalidInput(
+                "the identifier must be a single system|value", expression="identifier"
+            )
+        resource = self.body(request)
+        with self.api.unit_of_work() as uow:
+            stored, created = svc.feed_patient(uow, self.api.directory, alternatives[0], resource)
+        return resource_response(request, stored, 201 if created else 200)
+
+    def operation(self, request: FhirRequest) -> FhirResponse:
+        if request.operation == "ihe-pix":
+            return self._pix(request)
+        if request.operation == "merge":
+            return self._merge(request)
+        return self._unmerge(request)
+
+    def _pix(self, request: FhirRequest) -> FhirResponse:
+        names = request.param_names()
+        unknown = names - {"sourceIdentifier", "targetSystem", "_format"}
+        if unknown:
+            raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $ihe-pix")
+        source = sp.single(request, "sourceIdentifier")
+        system, bar, value = (source or "").partition("|")
+        if not source or not bar or not system or not value:
+            raise InvalidInput(
+                "sourceIdentifier must be system|value", expression="sourceIdentifier"
+            )
+        targets = sp.values(request, "targetSystem")
+        with self.api.unit_of_work() as uow:
+            known = uow.directory.assigning_authorities() | {self.api.directory.systems.national}
+            if system not in known:
+                raise NotFound(
+                    "sourceIdentifier Assigning Authority not found",
+                    expression="sourceIdentifier",
+                    issue_code="code-invalid",
+                )
+            for target in targets:
+                if target not in known:
+                    raise _TargetSystemNotFound(target)
+            answer = svc.cross_reference(uow, Identifier(system, value), targets)
+        parameters = [
+            {"name": "targetIdentifier", "valueIdentifier": {"system": i.system, "value": i.value}}
+            for i in answer.identifiers
+        ]
+        parameters.append(
+            {"name": "targetId", "valueReference": {"reference": f"Patient/{answer.patient_id}"}}
+        )
+        return FhirResponse(200, {"resourceType": "Parameters", "parameter": parameters})
+
+    def _merge(self, request: FhirRequest) -> FhirResponse:
+        parameters = validate_resource(self.body(request), "Parameters")
+        refs = {
+            p.get("name"): p.get("valueReference", {}).get("reference", "")
+            for p in parameters.get("parameter", [])
+        }
+        ids = []
+        for name in ("source-patient", "target-patient"):
+            kind, _, ident = str(refs.get(name) or "").partition("/")
+            if kind != "Patient" or not ident:
+                raise InvalidInput(
+                    f"parameter {name!r} must be a reference 'Patient/id'", expression=name
+                )
+            ids.append(ident)
+        with self.api.unit_of_work() as uow:
+            stored = svc.merge_patients(uow, self.api.directory, ids[0], ids[1])
+        return resource_response(request, stored)
+
+    def _unmerge(self, request: FhirRequest) -> FhirResponse:
+        assert request.resource_id is not None
+        with self.api.unit_of_work() as uow:
+            stored = svc.unmerge_patient(uow, self.api.directory, request.resource_id)
+        return resource_response(request, stored)
+
+
+class _TargetSystemNotFound(NotPermitted):
+    """PIXm asks for 403 when a target domain is unknown (ITI-83 §3.83.4.2.3, case 4)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(
+            f"targetSystem {target!r} not found",
+            expression="targetSystem",
+            issue_code="code-invalid",
+        )
+
+
+class PractitionerHandler(DirectoryHandler):
+    resource_type = "Practitioner"
+    profile = "https://profiles.ihe.net/ITI/mCSD/StructureDefinition/IHE.mCSD.Practitioner"
+    interactions = DirectoryHandler.interactions | {Interaction.UPDATE}
+    search_params = (
+        _param("_id", "token", "Logical id"),
+        _param("active", "token", "true or false"),
+        _param("family", "string", "Family name, case- and accent-insensitive prefix"),
+        _param("given", "string", "Given name, case- and accent-insensitive prefix"),
+        _param("name", "string", "Any part of the name, case- and accent-insensitive prefix"),
+        _param("identifier", "token", "The professional identifier (system|value)"),
+    )
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        query = PractitionerQuery(
+            ids=sp.exact(request, "_id"),
+            family=sp.strings(request, "family"),
+            given=sp.strings(request, "given"),
+            name=sp.strings(request, "name"),
+            identifier=sp.codes_in(request, "identifier", self.api.directory.systems.professional),
+            active=sp.boolean(request, "active"),
+        )
+        paging = self.page(request)
+        with self.api.unit_of_work() as uow:
+            result = svc.search_practitioners(uow, query, paging)
+        return self.searchset(request, result, paging)
+
+    def create(self, request: FhirRequest) -> FhirResponse:
+        resource = self.body(request)
+        with self.api.unit_of_work() as uow:
+            stored = svc.create_practitioner(uow, self.api.directory, resource)
+        return resource_response(request, stored, 201)
+
+    def update(self, request: FhirRequest) -> FhirResponse:
+        assert request.resource_id is not None
+        resource = self.body(request)
+        with self.api.unit_of_work() as uow:
+            stored = svc.update_practitioner(
+                uow, self.api.directory, request.resource_id, resource, if_match(request)
+            )
+        return resource_response(request, stored)
+
+
+class PractitionerRoleHandler(DirectoryHandler):
+    resource_type = "PractitionerRole"
+    profile = "https://profiles.ihe.net/ITI/mCSD/StructureDefinition/IHE.mCSD.PractitionerRole"
+    search_params = (
+        _param("_id", "token", "Logical id"),
+        _param("active", "token", "true or false"),
+        _param("practitioner", "reference", "The practitioner (Practitioner/id)"),
+        _param("organization", "reference", "The organization (Organization/id)"),
+        _param("role", "token", "The profession (physician, pharmacist, nurse, …)"),
+        _param("specialty", "token", "The specialty (cardiology, psychiatry, …)"),
+    )
+    includes = ("PractitionerRole:practitioner", "PractitionerRole:organization")
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        professions = self.api.directory.professions
+        query = RoleQuery(
+            ids=sp.exact(request, "_id"),
+            practitioner=sp.references(request, "practitioner", "Practitioner"),
+            organization=sp.references(request, "organization", "Organization"),
+            role=sp.codes_in(request, "role", professions.profession_system),
+            specialty=sp.codes_in(request, "specialty", professions.specialty_system),
+            active=sp.boolean(request, "active"),
+        )
+        includes = set(sp.values(request, "_include"))
+        unknown = includes - set(self.includes)
+        if unknown:
+            raise InvalidInput(
+                f"_include {sorted(unknown)[0]!r} is not supported; supported: "
+                f"{', '.join(self.includes)}",
+                expression="_include",
+            )
+        paging = self.page(request)
+        with self.api.unit_of_work() as uow:
+            result = svc.search_roles(uow, query, paging)
+            included: list[Stored] = []
+            for spec, kind, key in (
+                ("PractitionerRole:practitioner", "Practitioner", "practitioner"),
+                ("PractitionerRole:organization", "Organization", "organization"),
+            ):
+                if spec not in includes:
+                    continue
+                wanted = {
+                    str(item.resource[key]["reference"]).split("/")[-1]
+                    for item in result.items
+                    if key in item.resource
+                }
+                included += [svc.read_resource(uow, kind, ident) for ident in sorted(wanted)]
+        return self.searchset(request, result, paging, included)
+
+    def create(self, request: FhirRequest) -> FhirResponse:
+        resource = self.body(request)
+        with self.api.unit_of_work() as uow:
+            stored = svc.create_role(uow, self.api.directory, resource)
+        return resource_response(request, stored, 201)
+
+
+class OrganizationHandler(DirectoryHandler):
+    resource_type = "Organization"
+    profile = "https://profiles.ihe.net/ITI/mCSD/StructureDefinition/IHE.mCSD.Organization"
+    search_params = (
+        _param("_id", "token", "Logical id"),
+        _param("active", "token", "true or false"),
+        _param("name", "string", "Any word of the name, case- and accent-insensitive prefix"),
+        _param("identifier", "token", "The organization identifier (system|value)"),
+    )
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        query = OrganizationQuery(
+            ids=sp.exact(request, "_id"),
+            name=sp.strings(request, "name"),
+            identifier=sp.codes_in(request, "identifier", self.api.directory.systems.organization),
+            active=sp.boolean(request, "active"),
+        )
+        paging = self.page(request)
+        with self.api.unit_of_work() as uow:
+            result = svc.search_organizations(uow, query, paging)
+        return self.searchset(request, result, paging)
+
+    def create(self, request: FhirRequest) -> FhirResponse:
+        resource = self.body(request)
+        with self.api.unit_of_work() as uow:
+            stored = svc.create_organization(uow, self.api.directory, resource)
+        return resource_response(request, stored, 201)
+
+
+def directory_handlers(api: ApiContext) -> list[ResourceHandler]:
+    return [
+        PatientHandler(api),
+        PractitionerHandler(api),
+        PractitionerRoleHandler(api),
+        OrganizationHandler(api),
+    ]

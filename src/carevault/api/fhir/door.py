@@ -1,0 +1,363 @@
+"""The single door of the FHIR API.
+
+Every FHIR interaction, whatever its resource, arrives here as a `FhirRequest` and leaves as a
+`FhirResponse`. In between, always in this order:
+
+1. the rate limit of the client;
+2. the **gate** (`AccessGate`): who is calling and whether they may make this interaction;
+3. the resource handler, found in a registry keyed by resource type;
+4. the **recorder** (`AccessRecorder`): one record per request, permitted or refused.
+
+HTTP routing does nothing but build the request and render the response, so a new resource is
+a new handler in the registry, and it cannot be reached without passing the gate and the
+recorder. The CapabilityStatement is generated from the same registry, so it lists exactly what
+is implemented.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from carevault.api.fhir.outcome import HttpProblem, from_error
+from carevault.domain.errors import CareVaultError, InvalidInput, NotFound, UnsupportedMediaType
+
+JsonObject = dict[str, Any]
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+
+
+class Interaction(enum.Enum):
+    UNKNOWN = "unknown"  # the route could not be parsed; kept so the refusal is recorded
+    CAPABILITIES = "capabilities"
+    READ = "read"
+    VREAD = "vread"
+    HISTORY = "history-instance"
+    SEARCH = "search-type"
+    CREATE = "create"
+    UPDATE = "update"
+    CONDITIONAL_UPDATE = "conditional-update"
+    OPERATION = "operation"
+
+
+@dataclass(frozen=True)
+class FhirRequest:
+    method: str
+    interaction: Interaction
+    resource_type: str | None
+    resource_id: str | None = None
+    version_id: str | None = None
+    operation: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    client: str = ""
+    base_url: str = ""
+
+    def param_names(self) -> set[str]:
+        return {name for name, _ in self.params}
+
+
+@dataclass
+class FhirResponse:
+    status: int
+    body: JsonObject | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    name: str
+    type: str  # FHIR search parameter type: string, token, date, reference
+    documentation: str
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str  # without the '$'
+    definition: str  # canonical URL of the OperationDefinition
+    instance: bool  # invoked on Type/id rather than on Type
+    methods: frozenset[str]
+    documentation: str
+
+
+class ResourceHandler:
+    """One resource type's interactions. Subclasses override what they support and declare it
+    in ``interactions``, ``search_params``, ``includes`` and ``operations``."""
+
+    resource_type: str = ""
+    profile: str | None = None
+    interactions: frozenset[Interaction] = frozenset()
+    search_params: tuple[SearchParam, ...] = ()
+    includes: tuple[str, ...] = ()
+    operations: tuple[Operation, ...] = ()
+
+    def read(self, request: FhirRequest) -> FhirResponse:
+        raise NotImplementedError
+
+    def vread(self, request: FhirRequest) -> FhirResponse:
+        raise NotImplementedError
+
+    def history(self, request: FhirRequest) -> FhirResponse:
+        raise NotImplementedError
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        raise NotImplementedError
+
+    def create(self, request: FhirRequest) -> FhirResponse:
+        raise NotImplementedError
+
+    def update(self, request: FhirRequest) -> FhirResponse:
+        raise NotImplementedError
+
+    def conditional_update(self, request: FhirRequest) -> FhirResponse:
+        raise NotImplementedError
+
+    def operation(self, request: FhirRequest) -> FhirResponse:
+        raise NotImplementedError
+
+
+class AccessGate(Protocol):
+    """Decides, before any handler runs, whether the caller may make this request.
+
+    Raises `NotAuthenticated` or `NotPermitted` to refuse; returns a short description of the
+    rule that admitted the request, which the recorder keeps.
+    """
+
+    def admit(self, request: FhirRequest) -> str: ...
+
+
+class AccessRecorder(Protocol):
+    """Keeps one record of every request that reached the door, refused ones included."""
+
+    def record(self, request: FhirRequest, status: int, rule: str | None) -> None: ...
+
+
+class RateLimiter(Protocol):
+    def check(self, client: str) -> None: ...
+
+
+_JSON_TYPES = ("application/fhir+json", "application/json")
+FORM = "application/x-www-form-urlencoded"
+
+
+class FhirDoor:
+    def __init__(
+        self,
+        handlers: list[ResourceHandler],
+        gate: AccessGate,
+        recorder: AccessRecorder,
+        limiter: RateLimiter,
+        capabilities: Callable[[FhirDoor], JsonObject],
+    ) -> None:
+        self.handlers = {h.resource_type: h for h in handlers}
+        self.gate = gate
+        self.recorder = recorder
+        self.limiter = limiter
+        self._capabilities = capabilities
+
+    def handle(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: tuple[tuple[str, str], ...] = (),
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        client: str = "",
+        base_url: str = "",
+        body_error: CareVaultError | None = None,
+    ) -> FhirResponse:
+        """Serve one HTTP exchange on ``/fhir/<path>``.
+
+        ``body_error`` carries a refusal the HTTP layer met while reading the body (too large),
+        so that it is answered and recorded like every other refusal.
+        """
+        request = FhirRequest(
+            method,
+            Interaction.UNKNOWN,
+            None,
+            params=params,
+            body=body,
+            headers=headers or {},
+            client=client,
+            base_url=base_url,
+        )
+        rule: str | None = None
+        try:
+            self.limiter.check(client)
+            interaction, kind, resource_id, version_id, operation = parse_route(method, path)
+            request = replace(
+                request,
+                interaction=interaction,
+                resource_type=kind,
+                resource_id=resource_id,
+                version_id=version_id,
+                operation=operation,
+            )
+            if body_error is not None:
+                raise body_error
+            _check_format(request)
+            rule = self.gate.admit(request)
+            response = self._dispatch(request)
+        except Exception as error:  # every error becomes an OperationOutcome
+            status, outcome, headers = from_error(error)
+            response = FhirResponse(status, outcome, headers)
+        self.recorder.record(request, response.status, rule)
+        return response
+
+    def _dispatch(self, request: FhirRequest) -> FhirResponse:
+        if request.interaction is Interaction.CAPABILITIES:
+            return FhirResponse(200, self._capabilities(self))
+        handler = self.handler_for(request)
+        _check_body(request)
+        match request.interaction:
+            case Interaction.READ:
+                return handler.read(request)
+            case Interaction.VREAD:
+                return handler.vread(request)
+            case Interaction.HISTORY:
+                return handler.history(request)
+            case Interaction.SEARCH:
+                _check_search_params(handler, request)
+                return handler.search(request)
+            case Interaction.CREATE:
+                return handler.create(request)
+            case Interaction.UPDATE:
+                return handler.update(request)
+            case Interaction.CONDITIONAL_UPDATE:
+                _check_search_params(handler, request)
+                return handler.conditional_update(request)
+            case Interaction.OPERATION:
+                return handler.operation(request)
+        raise HttpProblem(405, "not-supported", "interaction not supported")
+
+    def handler_for(self, request: FhirRequest) -> ResourceHandler:
+        assert request.resource_type is not None
+        handler = self.handlers.get(request.resource_type)
+        if handler is None:
+            supported = ", ".join(sorted(self.handlers))
+            raise NotFound(
+                f"resource type {request.resource_type!r} is not served here; "
+                f"supported: {supported}"
+            )
+        if request.interaction is Interaction.OPERATION:
+            known = {(o.name, o.instance) for o in handler.operations}
+            if (request.operation, request.resource_id is not None) not in known:
+                raise NotFound(
+                    f"operation ${request.operation} is not defined on "
+                    f"{request.resource_type}" + ("/[id]" if request.resource_id else "")
+                )
+            operation = next(o for o in handler.operations if o.name == request.operation)
+            if request.method not in operation.methods:
+                raise HttpProblem(
+                    405,
+                    "not-supported",
+                    f"${operation.name} accepts {', '.join(sorted(operation.methods))}",
+                )
+        elif request.interaction not in handler.interactions:
+            raise HttpProblem(
+                405,
+                "not-supported",
+                f"{request.interaction.value} is not supported on {request.resource_type}",
+            )
+        return handler
+
+
+def _check_body(request: FhirRequest) -> None:
+    if request.method not in ("POST", "PUT"):
+        return
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.interaction is Interaction.SEARCH and content_type == FORM:
+        return
+    if content_type not in _JSON_TYPES:
+        raise UnsupportedMediaType(
+            f"send the resource as application/fhir+json (got {content_type or 'no content type'})"
+        )
+
+
+def _check_format(request: FhirRequest) -> None:
+    for name, value in request.params:
+        if name == "_format" and value not in ("json", *_JSON_TYPES):
+            raise HttpProblem(406, "not-supported", "only JSON is served (_format=json)")
+
+
+COMMON_PARAMS = frozenset({"_count", "_offset", "_format", "_include"})
+
+
+def _check_search_params(handler: ResourceHandler, request: FhirRequest) -> None:
+    known = {p.name for p in handler.search_params}
+    for name in request.param_names():
+        if name in COMMON_PARAMS or name in known:
+            continue
+        base = name.split(":", 1)[0]
+        message = (
+            f"search parameter {name!r} has an unsupported modifier"
+            if base in known
+            else f"unknown search parameter {name!r} for {handler.resource_type}"
+        )
+        raise InvalidInput(
+            f"{message}; supported: {', '.join(sorted(known | COMMON_PARAMS))}", expression=name
+        )
+
+
+def parse_route(
+    method: str, path: str
+) -> tuple[Interaction, str | None, str | None, str | None, str | None]:
+    """Map ``METHOD /fhir/<path>`` to (interaction, type, id, version, operation)."""
+    parts = [p for p in path.split("/") if p]
+    bad = HttpProblem(404, "not-found", f"no FHIR endpoint at /fhir/{path}")
+    if parts == ["metadata"] and method == "GET":
+        return Interaction.CAPABILITIES, None, None, None, None
+    if not parts or not _TYPE.match(parts[0]):
+        raise bad
+    kind = parts[0]
+    rest = parts[1:]
+    if not rest:
+        interaction = {
+            "GET": Interaction.SEARCH,
+            "POST": Interaction.CREATE,
+            "PUT": Interaction.CONDITIONAL_UPDATE,
+        }.get(method)
+        if interaction is None:
+            raise HttpProblem(405, "not-supported", f"{method} is not allowed on /fhir/{kind}")
+        return interaction, kind, None, None, None
+    if rest[0].startswith("$") and len(rest) == 1:
+        return Interaction.OPERATION, kind, None, None, rest[0][1:]
+    if rest == ["_search"] and method == "POST":
+        return Interaction.SEARCH, kind, None, None, None
+    resource_id = rest[0]
+    if not _ID.match(resource_id):
+        raise InvalidInput(f"{resource_id!r} is not a valid resource id")
+    if len(rest) == 1:
+        interaction = {"GET": Interaction.READ, "PUT": Interaction.UPDATE}.get(method)
+        if interaction is None:
+            raise HttpProblem(405, "not-supported", f"{method} is not allowed on /fhir/{kind}/[id]")
+        return interaction, kind, resource_id, None, None
+    if len(rest) == 2 and rest[1].startswith("$"):
+        return Interaction.OPERATION, kind, resource_id, None, rest[1][1:]
+    if rest[1] == "_history" and method == "GET":
+        if len(rest) == 2:
+            return Interaction.HISTORY, kind, resource_id, None, None
+        if len(rest) == 3:
+            return Interaction.VREAD, kind, resource_id, rest[2], None
+    raise bad
+
+
+__all__ = [
+    "AccessGate",
+    "AccessRecorder",
+    "CareVaultError",
+    "FhirDoor",
+    "FhirRequest",
+    "FhirResponse",
+    "Interaction",
+    "Operation",
+    "ResourceHandler",
+    "SearchParam",
+    "parse_route",
+]

@@ -1,0 +1,75 @@
+"""The one place that wires real adapters to the services and the HTTP layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from carevault.adapters.keys.local_file import key_file_path, load_keys
+from carevault.adapters.storage.database import connect
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.api.access import DevLoopbackGate, LogRecorder, TokenBucketLimiter
+from carevault.api.app import create_app
+from carevault.api.fhir.capability import capability_statement
+from carevault.api.fhir.directory_handlers import ApiContext, directory_handlers
+from carevault.api.fhir.door import FhirDoor
+from carevault.domain.professions import Professions
+from carevault.fhirmodel.directory import IdentitySystems
+from carevault.services.directory import DirectoryContext
+from carevault.settings import Settings
+
+BUILTIN_PROFESSIONS = Path(__file__).parent / "config" / "professions.json"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_professions(settings: Settings) -> Professions:
+    path = settings.professions_file or BUILTIN_PROFESSIONS
+    return Professions.from_json(path.read_text(encoding="utf-8"))
+
+
+def directory_context(settings: Settings) -> DirectoryContext:
+    systems = IdentitySystems(
+        national=settings.national_id_system,
+        professional=settings.professional_id_system,
+        organization=settings.organization_id_system,
+    )
+    return DirectoryContext(systems=systems, professions=load_professions(settings), clock=utc_now)
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    engine: Engine
+    directory: DirectoryContext
+    door: FhirDoor
+    app: FastAPI
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.engine)
+
+
+def build(settings: Settings, engine: Engine | None = None) -> Platform:
+    """Assemble the platform; refuses development defaults outside ``dev``."""
+    settings.check_deployable()
+    load_keys(key_file_path(settings.key_source))  # refuse to start without usable keys
+    engine = engine or connect(settings.database_url)
+    directory = directory_context(settings)
+    api = ApiContext(
+        unit_of_work=lambda: UnitOfWork(engine), directory=directory, settings=settings
+    )
+    fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
+    door = FhirDoor(
+        handlers=directory_handlers(api),
+        gate=DevLoopbackGate(settings),
+        recorder=LogRecorder(),
+        limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
+        capabilities=lambda d: capability_statement(d, fhir_base),
+    )
+    return Platform(settings, engine, directory, door, create_app(settings, door))

@@ -1,0 +1,312 @@
+"""``carevault``: the operators' command line.
+
+Every command reads the same `Settings` as the server (``CAREVAULT_*``). Errors print one line
+saying what is wrong and exit with status 1; they never print a stack trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from carevault.adapters.keys.local_file import KeyFileError, create_key_file, key_file_path
+from carevault.adapters.storage.database import connect, upgrade
+from carevault.adapters.storage.directory_store import SearchResult
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.bootstrap import directory_context
+from carevault.domain.errors import CareVaultError
+from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
+from carevault.services import directory as svc
+from carevault.settings import ConfigurationError, Settings
+
+app = typer.Typer(
+    help="Operate a CareVault platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+directory_app = typer.Typer(
+    help="Register and list people and organizations.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(directory_app, name="directory")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn expected failures into one readable line and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (CareVaultError, ConfigurationError, KeyFileError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
+        except SQLAlchemyError as error:
+            reason = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()[0]
+            typer.echo(f"error: the database refused the operation: {reason[:300]}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _uow_factory(settings: Settings) -> Callable[[], UnitOfWork]:
+    engine = connect(settings.database_url)
+    return lambda: UnitOfWork(engine)
+
+
+def _print(data: dict[str, Any], as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, ensure_ascii=False) if as_json else text)
+
+
+@app.command()
+@friendly
+def init() -> None:
+    """Create the key file (mode 0600) and bring the database schema up to date."""
+    settings = _settings()
+    path = key_file_path(settings.key_source)
+    created = create_key_file(path)
+    typer.echo(f"key file {path}: {'created' if created else 'already present, kept'}")
+    upgrade(connect(settings.database_url))
+    typer.echo("database schema: up to date")
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """Apply database migrations (safe to run again)."""
+    upgrade(connect(_settings().database_url))
+    typer.echo("database schema: up to date")
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the FHIR API under /fhir and the portal at /."""
+    import uvicorn
+
+    from carevault.bootstrap import build
+
+    platform = build(_settings())
+    uvicorn.run(
+        platform.app,
+        host=host,
+        port=port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@app.command()
+@friendly
+def demo(
+    patients: Annotated[int, typer.Option(min=0, help="How many patients.")] = 1000,
+    professionals: Annotated[int, typer.Option(min=0, help="How many professionals.")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same people.")] = 2026,
+    if_empty: Annotated[bool, typer.Option(help="Do nothing if demo data is loaded.")] = False,
+    accounts: Annotated[Path, typer.Option(help="Where to describe the demo people.")] = Path(
+        "var/demo-accounts.json"
+    ),
+) -> None:
+    """Load synthetic, reproducible Luxembourg-like directories."""
+    from carevault.demo import loader
+
+    settings = _settings()
+    unit_of_work = _uow_factory(settings)
+    if loader.demo_loaded(unit_of_work):
+        typer.echo("demo data is already loaded")
+        if if_empty:
+            return
+        raise typer.Exit(1)
+    ctx = directory_context(settings)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, disable=not sys.stderr.isatty()) as bar:
+        tasks = {
+            "organizations": bar.add_task("organizations", total=None),
+            "professionals": bar.add_task("professionals", total=professionals),
+            "patients": bar.add_task("patients", total=patients),
+        }
+        summary = loader.load(
+            unit_of_work,
+            ctx,
+            patients=patients,
+            professionals=professionals,
+            seed=seed,
+            progress=lambda task, n: bar.advance(tasks[task], n),
+        )
+    loader.write_accounts(accounts, summary, settings.public_base_url.rstrip("/") + "/fhir")
+    typer.echo(
+        f"loaded {summary.organizations} organizations, {summary.practitioners} "
+        f"professionals, {summary.patients} patients; demo people in {accounts}"
+    )
+
+
+@directory_app.command("add-patient")
+@friendly
+def add_patient(
+    national_id: Annotated[str, typer.Option(help="13-digit national identification number.")],
+    family: Annotated[str, typer.Option(help="Family name.")],
+    given: Annotated[str, typer.Option(help="Given name(s), space-separated.")],
+    birthdate: Annotated[str, typer.Option(help="Birth date, YYYY-MM-DD.")],
+    gender: Annotated[str, typer.Option(help="male, female, other or unknown.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Register a patient in the master patient index."""
+    settings = _settings()
+    ctx = directory_context(settings)
+    try:
+        born = date.fromisoformat(birthdate)
+    except ValueError:
+        raise CareVaultError(f"--birthdate {birthdate!r} is not a date YYYY-MM-DD") from None
+    resource = new_patient(
+        ctx.systems,
+        national_id=national_id,
+        family=family,
+        given=given.split(),
+        birth_date=born,
+        gender=gender,
+    )
+    with _uow_factory(settings)() as uow:
+        stored = svc.create_patient(uow, ctx, resource)
+    _print(
+        {"id": stored.id, "resourceType": "Patient", "resource": stored.resource},
+        json_output,
+        f"Patient/{stored.id} registered",
+    )
+
+
+@directory_app.command("add-organization")
+@friendly
+def add_organization(
+    identifier: Annotated[str, typer.Option(help="Organization identifier.")],
+    name: Annotated[str, typer.Option(help="Organization name.")],
+    patient_id_system: Annotated[
+        str | None, typer.Option(help="URI of the local patient numbers it assigns (hospitals).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Register an organization (hospital, laboratory, pharmacy, practice)."""
+    settings = _settings()
+    ctx = directory_context(settings)
+    resource = new_organization(
+        ctx.systems, identifier=identifier, name=name, patient_id_system=patient_id_system
+    )
+    with _uow_factory(settings)() as uow:
+        stored = svc.create_organization(uow, ctx, resource)
+    _print(
+        {"id": stored.id, "resourceType": "Organization", "resource": stored.resource},
+        json_output,
+        f"Organization/{stored.id} registered",
+    )
+
+
+@directory_app.command("add-practitioner")
+@friendly
+def add_practitioner(
+    identifier: Annotated[str, typer.Option(help="Professional identifier.")],
+    family: Annotated[str, typer.Option(help="Family name.")],
+    given: Annotated[str, typer.Option(help="Given name(s), space-separated.")],
+    profession: Annotated[str, typer.Option(help="Profession code (physician, pharmacist, …).")],
+    specialty: Annotated[str | None, typer.Option(help="Specialty code.")] = None,
+    organization: Annotated[
+        str | None, typer.Option(help="Organization id (as 'add-organization' printed it).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Register a health professional with their profession (and organization)."""
+    settings = _settings()
+    ctx = directory_context(settings)
+    item = svc.NewProfessional(
+        practitioner=new_practitioner(
+            ctx.systems, identifier=identifier, family=family, given=given.split()
+        ),
+        profession=profession,
+        specialty=specialty,
+        organization_id=organization,
+    )
+    with _uow_factory(settings)() as uow:
+        ((practitioner, role),) = svc.register_professionals(uow, ctx, [item])
+    _print(
+        {
+            "id": practitioner.id,
+            "resourceType": "Practitioner",
+            "role_id": role.id,
+            "resource": practitioner.resource,
+        },
+        json_output,
+        f"Practitioner/{practitioner.id} registered (PractitionerRole/{role.id})",
+    )
+
+
+@directory_app.command("list")
+@friendly
+def list_directory(
+    kind: Annotated[str, typer.Argument(help="patients, practitioners or organizations.")] = (
+        "practitioners"
+    ),
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many to show.")] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List directory entries (the first LIMIT)."""
+    from carevault.domain.queries import OrganizationQuery, Page, PatientQuery, PractitionerQuery
+
+    searches: dict[str, Callable[[UnitOfWork], SearchResult]] = {
+        "patients": lambda uow: svc.search_patients(uow, PatientQuery(), Page(0, limit)),
+        "practitioners": lambda uow: svc.search_practitioners(
+            uow, PractitionerQuery(), Page(0, limit)
+        ),
+        "organizations": lambda uow: svc.search_organizations(
+            uow, OrganizationQuery(), Page(0, limit)
+        ),
+    }
+    if kind not in searches:
+        raise CareVaultError(f"unknown kind {kind!r}: use patients, practitioners or organizations")
+    with _uow_factory(_settings())() as uow:
+        result = searches[kind](uow)
+    rows = [
+        {
+            "id": s.id,
+            "identifier": [i.get("value") for i in s.resource.get("identifier", [])],
+            "name": _display_name(s.resource),
+        }
+        for s in result.items
+    ]
+    if json_output:
+        typer.echo(json.dumps({"total": result.total, "entries": rows}, ensure_ascii=False))
+        return
+    for row in rows:
+        typer.echo(f"{row['id']}  {', '.join(map(str, row['identifier']))}  {row['name']}")
+    typer.echo(f"({len(rows)} of {result.total})")
+
+
+def _display_name(resource: dict[str, Any]) -> str:
+    if isinstance(resource.get("name"), str):
+        return str(resource["name"])
+    names = resource.get("name") or [{}]
+    return " ".join([*names[0].get("given", []), names[0].get("family", "")]).strip()

@@ -1,0 +1,197 @@
+"""Loading the synthetic demo population through the same use cases as real registrations.
+
+Batches keep memory flat and let ``executemany`` do the inserting: 100,000 patients load in
+minutes. Each batch is one transaction, so an interrupted load leaves whole batches only, and
+loading again is refused rather than duplicated (the organizations' identifiers are unique).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.demo import population
+from carevault.domain.directory import Identifier
+from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
+from carevault.services import directory as svc
+
+BATCH = 1000
+T = TypeVar("T")
+
+
+def local_id_system(organization_key: str) -> str:
+    """The assigning authority of an organization's local patient numbers."""
+    return f"https://carevault.lu/fhir/sid/local/{organization_key}"
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+@dataclass
+class DemoSummary:
+    organizations: int
+    practitioners: int
+    patients: int
+    accounts: dict[str, Any]
+
+
+def demo_loaded(unit_of_work: Callable[[], UnitOfWork]) -> bool:
+    first = population.organizations()[0]
+    with unit_of_work() as uow:
+        return bool(uow.directory.organization_ids_by_identifier([first.identifier]))
+
+
+def load(
+    unit_of_work: Callable[[], UnitOfWork],
+    ctx: svc.DirectoryContext,
+    *,
+    patients: int,
+    professionals: int,
+    seed: int,
+    progress: Callable[[str, int], None] = lambda _task, _n: None,
+) -> DemoSummary:
+    organizations = population.organizations()
+    org_resources = [
+        new_organization(
+            ctx.systems,
+            identifier=o.identifier,
+            name=o.name,
+            kind=o.kind,
+            patient_id_system=local_id_system(o.key) if o.kind == "hospital" else None,
+            postal_code=o.postal_code,
+            city=o.city,
+        )
+        for o in organizations
+    ]
+    with unit_of_work() as uow:
+        stored_orgs = svc.register_organizations(uow, ctx, org_resources)
+    org_ids = {o.key: s.id for o, s in zip(organizations, stored_orgs, strict=True)}
+    progress("organizations", len(stored_orgs))
+
+    accounts: dict[str, Any] = {"professionals": [], "patients": []}
+    wanted = {"physician": 2, "pharmacist": 1, "nurse": 1, "laboratory-biologist": 1}
+    for batch in _batches(population.practitioners(professionals, seed), BATCH):
+        items = [
+            svc.NewProfessional(
+                practitioner=new_practitioner(
+                    ctx.systems,
+                    identifier=p.identifier,
+                    family=p.family,
+                    given=list(p.given),
+                    gender=p.gender,
+                ),
+                profession=p.profession,
+                specialty=p.specialty,
+                organization_id=org_ids[p.organization_key] if p.organization_key else None,
+            )
+            for p in batch
+        ]
+        with unit_of_work() as uow:
+            stored = svc.register_professionals(uow, ctx, items)
+        for professional, (practitioner, _role) in zip(batch, stored, strict=True):
+            if wanted.get(professional.profession, 0) > 0:
+                wanted[professional.profession] -= 1
+                accounts["professionals"].append(
+                    {
+                        "practitioner_id": practitioner.id,
+                        "identifier": professional.identifier,
+                        "name": f"{' '.join(professional.given)} {professional.family}",
+                        "profession": professional.profession,
+                        "specialty": professional.specialty,
+                        "organization": next(
+                            (
+                                o.name
+                                for o in organizations
+                                if o.key == professional.organization_key
+                            ),
+                            None,
+                        ),
+                    }
+                )
+        progress("professionals", len(batch))
+
+    for people in _batches(population.patients(patients, seed), BATCH):
+        resources = [
+            new_patient(
+                ctx.systems,
+                national_id=p.national_id,
+                family=p.family,
+                given=list(p.given),
+                birth_date=p.birth_date,
+                gender=p.gender,
+                postal_code=p.postal_code,
+                city=p.city,
+                line=p.street,
+                phone=p.phone,
+                local_ids=[Identifier(local_id_system(key), number) for key, number in p.local_ids],
+            )
+            for p in people
+        ]
+        with unit_of_work() as uow:
+            stored_patients = svc.register_patients(uow, ctx, resources)
+        for person, patient in zip(people, stored_patients, strict=True):
+            if len(accounts["patients"]) < 3:
+                accounts["patients"].append(
+                    {
+                        "patient_id": patient.id,
+                        "national_id": person.national_id,
+                        "name": f"{' '.join(person.given)} {person.family}",
+                        "birth_date": person.birth_date.isoformat(),
+                        "local_ids": [
+                            {"system": local_id_system(k), "value": v} for k, v in person.local_ids
+                        ],
+                    }
+                )
+        progress("patients", len(people))
+
+    with unit_of_work() as uow:
+        counts = (
+            uow.directory.count(t.organization),
+            uow.directory.count(t.practitioner),
+            uow.directory.count(t.patient),
+        )
+    return DemoSummary(*counts, accounts=accounts)
+
+
+def write_accounts(path: Path, summary: DemoSummary, fhir_base: str) -> None:
+    """Describe the demo people a newcomer can try, with ready-made queries."""
+    accounts = dict(summary.accounts)
+    for patient in accounts["patients"]:
+        family = patient["name"].split()[-1]
+        patient["try"] = [
+            f"{fhir_base}/Patient?family={family}",
+            f"{fhir_base}/Patient/{patient['patient_id']}",
+        ]
+    for professional in accounts["professionals"]:
+        professional["try"] = [
+            f"{fhir_base}/PractitionerRole?role={professional['profession']}"
+            "&_include=PractitionerRole:practitioner",
+            f"{fhir_base}/Practitioner/{professional['practitioner_id']}",
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "note": "Synthetic people: no real person is described here.",
+                "counts": {
+                    "organizations": summary.organizations,
+                    "practitioners": summary.practitioners,
+                    "patients": summary.patients,
+                },
+                **accounts,
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n",
+        encoding="utf-8",
+    )

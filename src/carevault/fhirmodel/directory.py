@@ -1,0 +1,358 @@
+"""Directory resources: reading the index out of a FHIR resource, and building new ones.
+
+CareVault-specific facts ride on small extensions whose URLs are below; everything else is
+plain FHIR R4 as IHE PDQm, PIXm and mCSD expect it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from carevault.domain.directory import Identifier, PatientEntry, PersonName
+from carevault.domain.errors import BusinessRuleViolation, InvalidInput
+from carevault.domain.national_id import parse_luxembourg_national_id
+from carevault.domain.professions import Professions
+
+JsonObject = dict[str, Any]
+
+EXT_BASE = "https://carevault.lu/fhir/StructureDefinition/"
+LICENCE_STATUS_URL = EXT_BASE + "licence-status"
+PATIENT_ID_SYSTEM_URL = EXT_BASE + "patient-identifier-system"
+ORGANIZATION_KIND_URL = EXT_BASE + "organization-kind"
+
+GENDERS = frozenset({"male", "female", "other", "unknown"})
+LICENCE_STATUSES = frozenset({"active", "suspended"})
+
+
+@dataclass(frozen=True)
+class IdentitySystems:
+    """The namespaces the platform itself assigns or recognizes."""
+
+    national: str
+    professional: str
+    organization: str
+    validate_national: bool = True
+
+
+def _names(resource: JsonObject, where: str) -> tuple[PersonName, ...]:
+    names = tuple(
+        PersonName(family=n.get("family", ""), given=tuple(n.get("given", [])))
+        for n in resource.get("name", [])
+    )
+    if not any(n.family.strip() for n in names):
+        raise BusinessRuleViolation(
+            f"a {where} needs a name with a family name", expression=f"{where}.name"
+        )
+    return names
+
+
+def patient_entry(resource: JsonObject, systems: IdentitySystems) -> PatientEntry:
+    """The MPI index of a Patient; exactly one national identifier is required."""
+    national = [i for i in resource.get("identifier", []) if i.get("system") == systems.national]
+    if len(national) != 1:
+        raise BusinessRuleViolation(
+            f"a Patient needs exactly one identifier with system {systems.national!r} "
+            f"(the national identification number); found {len(national)}",
+            expression="Patient.identifier",
+        )
+    national_id = str(national[0].get("value", "")).strip()
+    if systems.validate_national:
+        national_id = parse_luxembourg_national_id(national_id).value
+    local_ids = []
+    for item in resource.get("identifier", []):
+        if item.get("system") == systems.national:
+            continue
+        if not item.get("system") or not item.get("value"):
+            raise InvalidInput(
+                "every Patient identifier needs a system and a value",
+                expression="Patient.identifier",
+            )
+        local_ids.append(Identifier(item["system"], item["value"]))
+    gender = resource.get("gender")
+    if gender is not None and gender not in GENDERS:
+        raise InvalidInput(
+            f"gender must be one of {', '.join(sorted(GENDERS))}", expression="Patient.gender"
+        )
+    birth = resource.get("birthDate")
+    return PatientEntry(
+        national_id=national_id,
+        names=_names(resource, "Patient"),
+        birth_date=_full_date(birth) if birth else None,
+        gender=gender,
+        postal_codes=tuple(
+            a["postalCode"] for a in resource.get("address", []) if "postalCode" in a
+        ),
+        local_ids=tuple(local_ids),
+        active=bool(resource.get("active", True)),
+    )
+
+
+def with_national_id(resource: JsonObject, systems: IdentitySystems, national_id: str) -> None:
+    """Write the canonical form of the national identifier back (people type spaces)."""
+    for item in resource.get("identifier", []):
+        if item.get("system") == systems.national:
+            item["value"] = national_id
+
+
+def _full_date(value: str) -> date | None:
+    # FHIR allows a partial birth date (YYYY or YYYY-MM); only a full one is indexed as a date.
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else None
+    except ValueError:
+        raise InvalidInput(
+            f"birthDate {value!r} is not a date", expression="Patient.birthDate"
+        ) from None
+
+
+@dataclass(frozen=True)
+class PractitionerEntry:
+    identifier: str
+    family: str
+    given: str
+    licence_status: str
+    active: bool
+
+
+def _single_identifier(resource: JsonObject, system: str, where: str) -> str:
+    values = [i.get("value") for i in resource.get("identifier", []) if i.get("system") == system]
+    if len(values) != 1 or not values[0]:
+        raise BusinessRuleViolation(
+            f"a {where} needs exactly one identifier with system {system!r}",
+            expression=f"{where}.identifier",
+        )
+    return str(values[0])
+
+
+def _extension(resource: JsonObject, url: str, key: str) -> Any:
+    for extension in resource.get("extension", []):
+        if extension.get("url") == url:
+            return extension.get(key)
+    return None
+
+
+def practitioner_entry(resource: JsonObject, systems: IdentitySystems) -> PractitionerEntry:
+    names = _names(resource, "Practitioner")
+    status = _extension(resource, LICENCE_STATUS_URL, "valueCode") or "active"
+    if status not in LICENCE_STATUSES:
+        raise InvalidInput(
+            "licence status must be 'active' or 'suspended'", expression="Practitioner.extension"
+        )
+    return PractitionerEntry(
+        identifier=_single_identifier(resource, systems.professional, "Practitioner"),
+        family=names[0].family,
+        given=" ".join(names[0].given),
+        licence_status=status,
+        active=bool(resource.get("active", True)),
+    )
+
+
+@dataclass(frozen=True)
+class RoleEntry:
+    practitioner_id: str
+    organization_id: str | None
+    profession: str
+    specialty: str | None
+    active: bool
+
+
+def _reference_id(reference: JsonObject | None, resource_type: str, where: str) -> str | None:
+    if reference is None:
+        return None
+    text = str(reference.get("reference", ""))
+    kind, _, ident = text.partition("/")
+    if kind != resource_type or not ident or "/" in ident:
+        raise InvalidInput(
+            f"{where} must reference a {resource_type} as '{resource_type}/id'", expression=where
+        )
+    return ident
+
+
+def _coded(concepts: list[JsonObject], system: str) -> str | None:
+    for concept in concepts:
+        for coding in concept.get("coding", []):
+            if coding.get("system") == system and coding.get("code"):
+                return str(coding["code"])
+    return None
+
+
+def role_entry(resource: JsonObject, professions: Professions) -> RoleEntry:
+    practitioner_id = _reference_id(
+        resource.get("practitioner"), "Practitioner", "PractitionerRole.practitioner"
+    )
+    if practitioner_id is None:
+        raise BusinessRuleViolation(
+            "a PractitionerRole needs a practitioner", expression="PractitionerRole.practitioner"
+        )
+    profession = _coded(resource.get("code", []), professions.profession_system)
+    if profession is None:
+        raise BusinessRuleViolation(
+            f"a PractitionerRole needs a code from {professions.profession_system!r}",
+            expression="PractitionerRole.code",
+        )
+    specialty = _coded(resource.get("specialty", []), professions.specialty_system)
+    professions.check(profession, specialty)
+    return RoleEntry(
+        practitioner_id=practitioner_id,
+        organization_id=_reference_id(
+            resource.get("organization"), "Organization", "PractitionerRole.organization"
+        ),
+        profession=profession,
+        specialty=specialty,
+        active=bool(resource.get("active", True)),
+    )
+
+
+@dataclass(frozen=True)
+class OrganizationEntry:
+    identifier: str
+    name: str
+    patient_id_system: str | None
+    active: bool
+
+
+def organization_entry(resource: JsonObject, systems: IdentitySystems) -> OrganizationEntry:
+    name = str(resource.get("name", "")).strip()
+    if not name:
+        raise BusinessRuleViolation("an Organization needs a name", expression="Organization.name")
+    return OrganizationEntry(
+        identifier=_single_identifier(resource, systems.organization, "Organization"),
+        name=name,
+        patient_id_system=_extension(resource, PATIENT_ID_SYSTEM_URL, "valueUri"),
+        active=bool(resource.get("active", True)),
+    )
+
+
+# --- building resources (the CLI and the demo loader speak through the same services) ---
+
+
+def new_patient(
+    systems: IdentitySystems,
+    *,
+    national_id: str,
+    family: str,
+    given: list[str],
+    birth_date: date,
+    gender: str,
+    postal_code: str | None = None,
+    city: str | None = None,
+    line: str | None = None,
+    phone: str | None = None,
+    local_ids: list[Identifier] | None = None,
+) -> JsonObject:
+    resource: JsonObject = {
+        "resourceType": "Patient",
+        "identifier": [{"use": "official", "system": systems.national, "value": national_id}]
+        + [{"use": "usual", "system": i.system, "value": i.value} for i in local_ids or []],
+        "active": True,
+        "name": [{"use": "official", "family": family, "given": given}],
+        "gender": gender,
+        "birthDate": birth_date.isoformat(),
+    }
+    if phone:
+        resource["telecom"] = [{"system": "phone", "value": phone, "use": "mobile"}]
+    if postal_code or city or line:
+        address: JsonObject = {"use": "home", "country": "LU"}
+        if line:
+            address["line"] = [line]
+        if city:
+            address["city"] = city
+        if postal_code:
+            address["postalCode"] = postal_code
+        resource["address"] = [address]
+    return resource
+
+
+def new_practitioner(
+    systems: IdentitySystems,
+    *,
+    identifier: str,
+    family: str,
+    given: list[str],
+    gender: str | None = None,
+    licence_status: str = "active",
+) -> JsonObject:
+    resource: JsonObject = {
+        "resourceType": "Practitioner",
+        "extension": [{"url": LICENCE_STATUS_URL, "valueCode": licence_status}],
+        "identifier": [{"system": systems.professional, "value": identifier}],
+        "active": True,
+        "name": [{"family": family, "given": given}],
+    }
+    if gender:
+        resource["gender"] = gender
+    return resource
+
+
+def new_role(
+    professions: Professions,
+    *,
+    practitioner_id: str,
+    profession: str,
+    specialty: str | None = None,
+    organization_id: str | None = None,
+) -> JsonObject:
+    code = professions.professions.get(profession)
+    resource: JsonObject = {
+        "resourceType": "PractitionerRole",
+        "active": True,
+        "practitioner": {"reference": f"Practitioner/{practitioner_id}"},
+        "code": [
+            {
+                "coding": [
+                    {
+                        "system": professions.profession_system,
+                        "code": profession,
+                        "display": code.display_en if code else profession,
+                    }
+                ]
+            }
+        ],
+    }
+    if organization_id:
+        resource["organization"] = {"reference": f"Organization/{organization_id}"}
+    if specialty:
+        found = professions.specialties.get(specialty)
+        resource["specialty"] = [
+            {
+                "coding": [
+                    {
+                        "system": professions.specialty_system,
+                        "code": specialty,
+                        "display": found.display_en if found else specialty,
+                    }
+                ]
+            }
+        ]
+    return resource
+
+
+def new_organization(
+    systems: IdentitySystems,
+    *,
+    identifier: str,
+    name: str,
+    kind: str | None = None,
+    patient_id_system: str | None = None,
+    postal_code: str | None = None,
+    city: str | None = None,
+) -> JsonObject:
+    resource: JsonObject = {
+        "resourceType": "Organization",
+        "identifier": [{"system": systems.organization, "value": identifier}],
+        "active": True,
+        "name": name,
+    }
+    extensions = []
+    if patient_id_system:
+        extensions.append({"url": PATIENT_ID_SYSTEM_URL, "valueUri": patient_id_system})
+    if kind:
+        extensions.append({"url": ORGANIZATION_KIND_URL, "valueCode": kind})
+    if extensions:
+        resource["extension"] = extensions
+    if postal_code or city:
+        resource["address"] = [
+            {k: v for k, v in (("city", city), ("postalCode", postal_code), ("country", "LU")) if v}
+        ]
+    return resource

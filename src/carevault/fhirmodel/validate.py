@@ -1,0 +1,107 @@
+"""Parsing an inbound FHIR JSON body, with every limit explicit.
+
+The order matters: size is bounded before parsing (by the HTTP layer), nesting is bounded
+before validation (a deeply nested document must not reach a recursive validator), and the
+resource type is checked before the full model validation so that the error says what was
+expected rather than listing every field of the wrong model.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from carevault.domain.errors import InvalidInput, TooLarge
+
+JsonObject = dict[str, Any]
+
+MAX_REPORTED_ISSUES = 5
+
+
+def parse_json(body: bytes, *, max_depth: int) -> JsonObject:
+    """Decode a JSON object, refusing invalid UTF-8, non-objects and excessive nesting."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("the request body is not valid UTF-8") from None
+    _check_depth(text, max_depth)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInput(
+            f"the request body is not valid JSON: {error.msg} at line {error.lineno} "
+            f"column {error.colno}"
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidInput("the request body must be a JSON object (a FHIR resource)")
+    return value
+
+
+def _check_depth(text: str, max_depth: int) -> None:
+    """Bound nesting with a scan of the raw text, before any recursive parser sees it."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise TooLarge(f"the JSON body is nested deeper than {max_depth} levels")
+        elif char in "]}":
+            depth -= 1
+
+
+def validate_resource(value: JsonObject, expected_type: str) -> JsonObject:
+    """Validate against the R4 definition of ``expected_type``; return the normalized JSON."""
+    actual = value.get("resourceType")
+    if actual != expected_type:
+        raise InvalidInput(
+            f"expected a {expected_type} resource, got resourceType {actual!r}",
+            expression="resourceType",
+        )
+    model = get_fhir_model_class(expected_type)
+    try:
+        parsed = model.model_validate(value)
+    except ValidationError as error:
+        raise InvalidInput(
+            _describe(error, expected_type), expression=_first_location(error, expected_type)
+        ) from None
+    except (ValueError, TypeError) as error:
+        raise InvalidInput(f"invalid {expected_type}: {error}") from None
+    result: JsonObject = parsed.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return result
+
+
+def _location(loc: tuple[int | str, ...], resource_type: str) -> str:
+    path = resource_type
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _first_location(error: ValidationError, resource_type: str) -> str | None:
+    errors = error.errors()
+    return _location(errors[0]["loc"], resource_type) if errors else None
+
+
+def _describe(error: ValidationError, resource_type: str) -> str:
+    issues = []
+    for item in error.errors()[:MAX_REPORTED_ISSUES]:
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "is not an element of this resource"
+        issues.append(f"{_location(item['loc'], resource_type)}: {message}")
+    more = error.error_count() - len(issues)
+    suffix = f" (and {more} more)" if more > 0 else ""
+    return f"invalid {resource_type}: " + "; ".join(issues) + suffix

@@ -1,0 +1,78 @@
+"""Typed configuration, read once from ``CAREVAULT_*`` environment variables.
+
+Settings are an explicit object handed to `bootstrap`; nothing reads the environment at import
+time. `Settings.check_deployable` is where a non-development environment refuses defaults: a
+platform that would run in ``prod`` with the development key file or the development database
+must not start at all, and must say which setting is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["dev", "integration", "preprod", "prod"]
+
+DEV_DATABASE_URL = "sqlite:///var/carevault.db"
+DEV_KEY_SOURCE = "file:var/carevault.key"
+DEV_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+
+
+class ConfigurationError(Exception):
+    """The configuration cannot be used in this environment; the message names the setting."""
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. Limits are explicit and documented here."""
+
+    model_config = SettingsConfigDict(env_prefix="CAREVAULT_", extra="ignore")
+
+    environment: Environment = "dev"
+    database_url: str = DEV_DATABASE_URL
+    key_source: str = Field(
+        default=DEV_KEY_SOURCE,
+        description="Where keys live: 'file:PATH' (a 0600 key file) or, later, 'pkcs11:…'.",
+    )
+    public_base_url: str = DEV_PUBLIC_BASE_URL
+    national_id_system: str = "https://carevault.lu/fhir/sid/matricule"
+    professional_id_system: str = "https://carevault.lu/fhir/sid/hpd"
+    organization_id_system: str = "https://carevault.lu/fhir/sid/organization"
+    professions_file: Path | None = Field(
+        default=None, description="A professions/specialties code system file; None = built-in."
+    )
+
+    # Explicit bounds on what a client may send or ask for.
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_bundle_entries: int = Field(default=1000, ge=1)
+    max_json_depth: int = Field(default=32, ge=4)
+    default_page_size: int = Field(default=20, ge=1)
+    max_page_size: int = Field(default=100, ge=1)
+    rate_limit_per_minute: int = Field(default=1200, ge=1)
+
+    def check_deployable(self) -> None:
+        """Refuse development defaults anywhere but ``dev``; say which setting is at fault."""
+        if self.environment == "dev":
+            return
+        env = self.environment
+        if self.key_source == DEV_KEY_SOURCE:
+            raise ConfigurationError(
+                f"CAREVAULT_KEY_SOURCE is the development default; set a key source "
+                f"dedicated to the '{env}' environment"
+            )
+        if not self.key_source.strip():
+            raise ConfigurationError("CAREVAULT_KEY_SOURCE is missing")
+        if self.database_url == DEV_DATABASE_URL:
+            raise ConfigurationError(
+                f"CAREVAULT_DATABASE_URL is the development default; set the '{env}' database"
+            )
+        if self.public_base_url == DEV_PUBLIC_BASE_URL:
+            raise ConfigurationError(
+                f"CAREVAULT_PUBLIC_BASE_URL is the development default; set the '{env}' address"
+            )
+        if not self.public_base_url.startswith("https://"):
+            raise ConfigurationError(
+                "CAREVAULT_PUBLIC_BASE_URL must be https:// outside dev (got a plain address)"
+            )
