@@ -76,14 +76,20 @@ class SearchResult:
     items: list[Stored]
 
 
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.like(escaped + "%", escape="\\")  # type: ignore[no-any-return]
+    return column.like(_escape_like(prefix) + "%", escape="\\")  # type: ignore[no-any-return]
 
 
 def _word_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
     """Match a prefix of any space-separated word of a folded column."""
-    return or_(_like_prefix(column, prefix), _like_prefix(column, "% " + prefix).self_group())
+    escaped = _escape_like(prefix)
+    return or_(
+        column.like(escaped + "%", escape="\\"), column.like("% " + escaped + "%", escape="\\")
+    )
 
 
 def _any_of(alternatives: Alternatives, test: Any) -> ColumnElement[bool]:

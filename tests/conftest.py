@@ -1,0 +1,112 @@
+"""Shared fixtures: a fresh database on each backend, a wired platform, an HTTP client.
+
+Every test that asks for ``database_url`` runs twice, on SQLite and on PostgreSQL. PostgreSQL
+comes from ``CAREVAULT_TEST_DATABASE_URL`` (default: the local server); each test session
+creates its own database there and drops it at the end. Outside CI an unreachable PostgreSQL
+skips its half of the tests; under ``CI=true`` it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from starlette.testclient import TestClient
+
+from carevault.adapters.keys.local_file import create_key_file
+from carevault.adapters.storage import schema
+from carevault.adapters.storage.database import connect, upgrade
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.bootstrap import Platform, build, directory_context
+from carevault.services.directory import DirectoryContext
+from carevault.settings import Settings
+
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL database for this test session, migrated to the latest schema."""
+    admin_url = make_url(os.environ.get("CAREVAULT_TEST_DATABASE_URL", DEFAULT_PG))
+    name = f"carevault_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required under CI=true: {error}")
+        pytest.skip(f"PostgreSQL unavailable: {error}")
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    engine = connect(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate(engine: Engine) -> None:
+    with engine.begin() as connection:
+        names = ", ".join(table.name for table in reversed(schema.metadata.sorted_tables))
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'carevault.db'}"
+        engine = connect(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    url = request.getfixturevalue("postgres_url")
+    engine = connect(url)
+    _truncate(engine)
+    engine.dispose()
+    yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = connect(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    key_file = tmp_path / "keys" / "carevault.key"
+    create_key_file(key_file)
+    return Settings(database_url=database_url, key_source=f"file:{key_file}",
+                    environment="dev", _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def uow(engine: Engine) -> Callable[[], UnitOfWork]:
+    return lambda: UnitOfWork(engine)
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> DirectoryContext:
+    return directory_context(settings)
+
+
+@pytest.fixture
+def platform(settings: Settings, engine: Engine) -> Platform:
+    return build(settings, engine)
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[TestClient]:
+    """An HTTP client that calls from the loopback address, as a local developer would."""
+    with TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                    client=("127.0.0.1", 50000)) as test_client:
+        yield test_client

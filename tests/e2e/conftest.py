@@ -1,0 +1,155 @@
+"""A real CareVault server, started once for the end-to-end tests.
+
+The server runs as a subprocess of the installed ``carevault`` script, exactly as an operator
+would start it: ``init``, ``demo`` (a small population), then ``serve`` on a free port. Its
+database and key file live in a private temporary directory, and its output goes to files so
+that a server that does not come up can be diagnosed from the failure message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+CAREVAULT = str(BIN / "carevault")
+DEMO_PATIENTS = 300
+DEMO_PROFESSIONALS = 80
+STARTUP_SECONDS = 30.0
+COMMAND_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    base_url: str
+    accounts: dict[str, Any]
+    workdir: Path
+
+    @property
+    def fhir(self) -> str:
+        return f"{self.base_url}/fhir"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def carevault_env(workdir: Path, base_url: str = "http://127.0.0.1:8000") -> dict[str, str]:
+    """The process environment of a CareVault whose state all lives under ``workdir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREVAULT_")}
+    var = workdir / "var"
+    env.update(
+        {
+            "CAREVAULT_ENVIRONMENT": "dev",
+            "CAREVAULT_DATABASE_URL": f"sqlite:///{var / 'carevault.db'}",
+            "CAREVAULT_KEY_SOURCE": f"file:{var / 'carevault.key'}",
+            "CAREVAULT_PUBLIC_BASE_URL": base_url,
+        }
+    )
+    return env
+
+
+def _run(args: list[str], workdir: Path, env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [CAREVAULT, *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            f"`carevault {' '.join(args)}` exited {done.returncode}\n"
+            f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, stderr: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    last_error = "no attempt made"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"the server exited with status {process.returncode} before answering /health\n"
+                f"stderr:\n{stderr.read_text(errors='replace')}"
+            )
+        try:
+            response = httpx.get(f"{base_url}/health", timeout=2.0)
+            if response.status_code == 200:
+                return
+            last_error = f"/health answered {response.status_code}"
+        except httpx.TransportError as error:
+            last_error = repr(error)
+        time.sleep(0.2)
+    _stop(process)
+    pytest.fail(
+        f"the server did not answer /health within {STARTUP_SECONDS:.0f} s ({last_error})\n"
+        f"stderr:\n{stderr.read_text(errors='replace')}"
+    )
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A CareVault server with demo data, listening on a free loopback port."""
+    workdir = tmp_path_factory.mktemp("carevault-server")
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = carevault_env(workdir, base_url)
+    accounts_file = workdir / "var" / "demo-accounts.json"
+
+    _run(["init"], workdir, env)
+    _run(
+        [
+            "demo",
+            "--patients",
+            str(DEMO_PATIENTS),
+            "--professionals",
+            str(DEMO_PROFESSIONALS),
+            "--accounts",
+            str(accounts_file),
+        ],
+        workdir,
+        env,
+    )
+    accounts = json.loads(accounts_file.read_text(encoding="utf-8"))
+
+    stdout, stderr = workdir / "server.out", workdir / "server.err"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [CAREVAULT, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        _wait_until_healthy(process, base_url, stderr)
+        yield RunningServer(base_url=base_url, accounts=accounts, workdir=workdir)
+    finally:
+        _stop(process)
