@@ -1,0 +1,295 @@
+"""The FHIR API in-process (ASGI) on both databases: every interaction and every refusal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+from starlette.testclient import TestClient
+from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
+
+from carevault.bootstrap import Platform, build
+from carevault.settings import Settings
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def outcome(response: Any, status: int) -> dict[str, Any]:
+    """Assert an OperationOutcome with ``status`` and return its first issue."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body = response.json()
+    OperationOutcome.model_validate(body)
+    assert "Traceback" not in response.text
+    issue: dict[str, Any] = body["issue"][0]
+    return issue
+
+
+def post(client: TestClient, path: str, resource: dict[str, Any], **headers: str) -> Any:
+    return client.post(f"/fhir/{path}", json=resource, headers={**FHIR_JSON, **headers})
+
+
+@pytest.fixture
+def systems(platform: Platform) -> Any:
+    return platform.directory.systems
+
+
+def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -> None:
+    response = client.get("/fhir/metadata")
+    assert response.status_code == 200
+    statement = response.json()
+    CapabilityStatement.model_validate(statement)
+    assert statement["fhirVersion"] == "4.0.1"
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    assert set(resources) == {"Patient", "Practitioner", "PractitionerRole", "Organization"}
+    patient_params = {p["name"] for p in resources["Patient"]["searchParam"]}
+    assert {"family", "given", "birthdate", "gender", "identifier",
+            "address-postalcode"} <= patient_params
+    assert {o["name"] for o in resources["Patient"]["operation"]} == {"ihe-pix", "merge",
+                                                                       "unmerge"}
+    assert resources["Patient"]["conditionalUpdate"] is True
+    assert "PractitionerRole:practitioner" in resources["PractitionerRole"]["searchInclude"]
+
+
+def test_every_advertised_search_parameter_is_accepted(client: TestClient) -> None:
+    """The statement and the door share one registry: nothing advertised is refused."""
+    statement = client.get("/fhir/metadata").json()
+    samples = {"string": "a", "token": "true", "date": "1980", "reference": "x"}
+    for resource in statement["rest"][0]["resource"]:
+        for param in resource["searchParam"]:
+            value = samples[param["type"]]
+            if param["name"] in ("identifier",):
+                value = "urn:x|1"
+            if param["name"] == "gender":
+                value = "female"
+            response = client.get(f"/fhir/{resource['type']}", params={param["name"]: value})
+            assert response.status_code == 200, (resource["type"], param["name"], response.text)
+
+
+def test_create_read_update_vread_history(client: TestClient, systems: Any) -> None:
+    created = post(client, "Patient", patient(systems, 1))
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert created.headers["etag"] == 'W/"1"'
+    assert created.headers["location"].endswith(f"/fhir/Patient/{body['id']}/_history/1")
+    read = client.get(f"/fhir/Patient/{body['id']}")
+    assert read.json() == body
+    changed = patient(systems, 1, family="Schmit")
+    updated = client.put(f"/fhir/Patient/{body['id']}", json=changed,
+                         headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert updated.status_code == 200 and updated.headers["etag"] == 'W/"2"'
+    stale = client.put(f"/fhir/Patient/{body['id']}", json=changed,
+                       headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert outcome(stale, 412)["code"] == "conflict"
+    assert client.get(f"/fhir/Patient/{body['id']}/_history/1").json()["name"][0][
+        "family"] == "Müller"
+    history = client.get(f"/fhir/Patient/{body['id']}/_history").json()
+    Bundle.model_validate(history)
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2", "1"]
+    outcome(client.get(f"/fhir/Patient/{body['id']}/_history/9"), 404)
+
+
+def test_pdqm_search_accents_paging_and_links(client: TestClient, systems: Any) -> None:
+    for i in range(25):
+        assert post(client, "Patient", patient(systems, i, family="Müller")).status_code == 201
+    first = client.get("/fhir/Patient", params={"family": "MULLER"}).json()
+    Bundle.model_validate(first)
+    assert first["total"] == 25 and len(first["entry"]) == 20  # the default page size
+    relations = {link["relation"]: link["url"] for link in first["link"]}
+    assert "next" in relations and "previous" not in relations
+    second = client.get(relations["next"].replace("http://127.0.0.1:8000", "")).json()
+    assert len(second["entry"]) == 5
+    ids = {e["resource"]["id"] for e in first["entry"] + second["entry"]}
+    assert len(ids) == 25
+    assert "next" not in {link["relation"] for link in second["link"]}
+    form = client.post("/fhir/Patient/_search", data={"family": "mül", "_count": "3"})
+    assert form.status_code == 200 and form.json()["total"] == 25
+    assert len(form.json()["entry"]) == 3
+
+
+def test_identifier_search_and_pix(client: TestClient, systems: Any) -> None:
+    assert post(client, "Organization", hospital(systems)).status_code == 201
+    created = post(client, "Patient", patient(systems, 1, local="H-77")).json()
+    token = f"{systems.national}|{national_id(1)}"
+    found = client.get("/fhir/Patient", params={"identifier": token}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [created["id"]]
+    pix = client.get("/fhir/Patient/$ihe-pix", params={"sourceIdentifier": token})
+    assert pix.status_code == 200
+    parameters = pix.json()["parameter"]
+    assert {"name": "targetIdentifier",
+            "valueIdentifier": {"system": HOSPITAL_SYSTEM, "value": "H-77"}} in parameters
+    assert {"name": "targetId",
+            "valueReference": {"reference": f"Patient/{created['id']}"}} in parameters
+    only = client.get("/fhir/Patient/$ihe-pix", params={"sourceIdentifier": token,
+                                                         "targetSystem": HOSPITAL_SYSTEM})
+    assert [p["name"] for p in only.json()["parameter"]] == ["targetIdentifier", "targetId"]
+    unknown_domain = client.get("/fhir/Patient/$ihe-pix",
+                                params={"sourceIdentifier": "urn:nowhere|1"})
+    assert outcome(unknown_domain, 404)["code"] == "code-invalid"
+    unknown_patient = client.get("/fhir/Patient/$ihe-pix",
+                                 params={"sourceIdentifier": f"{HOSPITAL_SYSTEM}|none"})
+    assert outcome(unknown_patient, 404)["code"] == "not-found"
+    bad_target = client.get("/fhir/Patient/$ihe-pix", params={"sourceIdentifier": token,
+                                                               "targetSystem": "urn:nowhere"})
+    assert outcome(bad_target, 403)["code"] == "code-invalid"
+
+
+def test_identity_feed_then_merge_and_unmerge(client: TestClient, systems: Any) -> None:
+    token = f"{systems.national}|{national_id(3)}"
+    fed = client.put("/fhir/Patient", params={"identifier": token},
+                     json=patient(systems, 3), headers=FHIR_JSON)
+    assert fed.status_code == 201, fed.text
+    again = client.put("/fhir/Patient", params={"identifier": token},
+                       json=patient(systems, 3, family="Hoffmann"), headers=FHIR_JSON)
+    assert again.status_code == 200 and again.json()["id"] == fed.json()["id"]
+    survivor = post(client, "Patient", patient(systems, 4)).json()
+    merge = post(client, "Patient/$merge", {"resourceType": "Parameters", "parameter": [
+        {"name": "source-patient", "valueReference": {"reference": f"Patient/{fed.json()['id']}"}},
+        {"name": "target-patient", "valueReference": {"reference": f"Patient/{survivor['id']}"}},
+    ]})
+    assert merge.status_code == 200, merge.text
+    merged = client.get(f"/fhir/Patient/{fed.json()['id']}").json()
+    assert merged["active"] is False
+    assert merged["link"][0] == {"other": {"reference": f"Patient/{survivor['id']}"},
+                                 "type": "replaced-by"}
+    found = client.get("/fhir/Patient", params={"identifier": token}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [survivor["id"]]
+    unmerge = client.post(f"/fhir/Patient/{fed.json()['id']}/$unmerge", headers=FHIR_JSON)
+    assert unmerge.status_code == 200 and unmerge.json()["active"] is True
+    outcome(client.post(f"/fhir/Patient/{fed.json()['id']}/$unmerge", headers=FHIR_JSON), 409)
+
+
+def test_mcsd_searches(client: TestClient, systems: Any, platform: Platform) -> None:
+    org = post(client, "Organization", hospital(systems)).json()
+    practitioner = post(client, "Practitioner", {
+        "resourceType": "Practitioner", "active": True, "name": [{"family": "Lefèvre",
+                                                                  "given": ["Chloé"]}],
+        "identifier": [{"system": systems.professional, "value": "HP-1"}]}).json()
+    professions = platform.directory.professions
+    role = post(client, "PractitionerRole", {
+        "resourceType": "PractitionerRole", "active": True,
+        "practitioner": {"reference": f"Practitioner/{practitioner['id']}"},
+        "organization": {"reference": f"Organization/{org['id']}"},
+        "code": [{"coding": [{"system": professions.profession_system,
+                              "code": "pharmacist"}]}]})
+    assert role.status_code == 201, role.text
+    bundle = client.get("/fhir/PractitionerRole", params={
+        "role": "pharmacist", "_include": ["PractitionerRole:practitioner",
+                                           "PractitionerRole:organization"]}).json()
+    modes = sorted((e["search"]["mode"], e["resource"]["resourceType"]) for e in bundle["entry"])
+    assert modes == [("include", "Organization"), ("include", "Practitioner"),
+                     ("match", "PractitionerRole")]
+    assert client.get("/fhir/PractitionerRole", params={"role": "nurse"}).json()["total"] == 0
+    by_name = client.get("/fhir/Practitioner", params={"name": "lefevre"}).json()
+    assert by_name["total"] == 1
+    by_identifier = client.get("/fhir/Practitioner",
+                               params={"identifier": f"{systems.professional}|HP-1"}).json()
+    assert by_identifier["total"] == 1
+    other_system = client.get("/fhir/Practitioner", params={"identifier": "urn:x|HP-1"}).json()
+    assert other_system["total"] == 0
+    assert client.get("/fhir/Organization", params={"name": "hopital"}).json()["total"] == 1
+    bad_role = post(client, "PractitionerRole", {
+        "resourceType": "PractitionerRole",
+        "practitioner": {"reference": f"Practitioner/{practitioner['id']}"},
+        "code": [{"coding": [{"system": professions.profession_system, "code": "wizard"}]}]})
+    assert "unknown profession" in outcome(bad_role, 422)["diagnostics"]
+
+
+@pytest.mark.parametrize(("request_args", "status", "words"), [
+    ({"method": "POST", "url": "/fhir/Patient", "content": b"{bad",
+      "headers": FHIR_JSON}, 400, "not valid JSON"),
+    ({"method": "POST", "url": "/fhir/Patient", "content": b"[1, 2]",
+      "headers": FHIR_JSON}, 400, "JSON object"),
+    ({"method": "POST", "url": "/fhir/Patient", "json": {"resourceType": "Practitioner"},
+      "headers": FHIR_JSON}, 400, "expected a Patient"),
+    ({"method": "POST", "url": "/fhir/Patient", "json": {"resourceType": "Patient",
+                                                          "birthDate": "1980-02-30"},
+      "headers": FHIR_JSON}, 400, "birthDate"),
+    ({"method": "POST", "url": "/fhir/Patient", "json": {"resourceType": "Patient", "x": 1},
+      "headers": FHIR_JSON}, 400, "is not an element"),
+    ({"method": "POST", "url": "/fhir/Patient", "content": b"{}",
+      "headers": {"Content-Type": "text/plain"}}, 415, "application/fhir+json"),
+    ({"method": "GET", "url": "/fhir/Patient?_count=100000"}, 400, "_count"),
+    ({"method": "GET", "url": "/fhir/Patient?_count=0"}, 400, "_count"),
+    ({"method": "GET", "url": "/fhir/Patient?shoe-size=42"}, 400, "unknown search parameter"),
+    ({"method": "GET", "url": "/fhir/Patient?family:exact=x"}, 400, "modifier"),
+    ({"method": "GET", "url": "/fhir/Patient?birthdate=yesterday"}, 400, "date"),
+    ({"method": "GET", "url": "/fhir/Patient?active=maybe"}, 400, "true"),
+    ({"method": "GET", "url": "/fhir/Patient?_format=xml"}, 406, "JSON"),
+    ({"method": "GET", "url": "/fhir/Observation"}, 404, "not served"),
+    ({"method": "GET", "url": "/fhir/Patient/nope"}, 404, "not known"),
+    ({"method": "GET", "url": "/fhir/Patient/$everything"}, 404, "not defined"),
+    ({"method": "DELETE", "url": "/fhir/Patient/abc"}, 405, "not allowed"),
+    ({"method": "PUT", "url": "/fhir/Organization/abc", "json": {}, "headers": FHIR_JSON},
+     405, "update"),
+    ({"method": "GET", "url": "/fhir/Patient/" + "a" * 65}, 400, "not a valid resource id"),
+])
+def test_bad_input_gets_an_operation_outcome(client: TestClient, request_args: dict[str, Any],
+                                             status: int, words: str) -> None:
+    issue = outcome(client.request(**request_args), status)
+    assert words in issue["diagnostics"]
+
+
+def test_invalid_national_number_is_refused_by_name(client: TestClient, systems: Any) -> None:
+    resource = patient(systems, 1)
+    value = resource["identifier"][0]["value"]
+    resource["identifier"][0]["value"] = value[:-1] + str((int(value[-1]) + 1) % 10)
+    issue = outcome(post(client, "Patient", resource), 422)
+    assert "check digit" in issue["diagnostics"]
+    assert issue["expression"] == ["Patient.identifier"]
+    assert client.get("/fhir/Patient").json()["total"] == 0
+
+
+def test_duplicate_national_number_is_a_conflict(client: TestClient, systems: Any) -> None:
+    assert post(client, "Patient", patient(systems, 1)).status_code == 201
+    issue = outcome(post(client, "Patient", patient(systems, 1, family="Other")), 409)
+    assert "already identifies" in issue["diagnostics"]
+
+
+def test_body_size_limit(settings: Settings, platform: Platform) -> None:
+    small = settings.model_copy(update={"max_body_bytes": 2048})
+    app = build(small, platform.engine).app
+    with TestClient(app, client=("127.0.0.1", 1)) as client:
+        big = b'{"resourceType":"Patient","text":"' + b"x" * 4096 + b'"}'
+        issue = outcome(client.post("/fhir/Patient", content=big, headers=FHIR_JSON), 413)
+        assert "2048" in issue["diagnostics"]
+
+
+def test_json_nesting_limit(client: TestClient) -> None:
+    deep = b'{"resourceType":"Patient","extension":' + b"[" * 100 + b"]" * 100 + b"}"
+    issue = outcome(client.post("/fhir/Patient", content=deep, headers=FHIR_JSON), 413)
+    assert "nested" in issue["diagnostics"]
+
+
+def test_rate_limit(settings: Settings, platform: Platform) -> None:
+    limited = settings.model_copy(update={"rate_limit_per_minute": 3})
+    app = build(limited, platform.engine).app
+    with TestClient(app, client=("127.0.0.1", 1)) as client:
+        codes = [client.get("/fhir/Patient").status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]
+        response = client.get("/fhir/Patient")
+        outcome(response, 429)
+        assert int(response.headers["retry-after"]) >= 1
+
+
+def test_only_loopback_clients_pass_in_dev(platform: Platform) -> None:
+    with TestClient(platform.app, client=("203.0.113.9", 1)) as remote:
+        issue = outcome(remote.get("/fhir/Patient"), 401)
+        assert issue["code"] == "login"
+        assert remote.get("/fhir/metadata").status_code == 200
+
+
+def test_errors_never_leak_internals(client: TestClient, platform: Platform) -> None:
+    platform.engine.dispose()
+    # A request on a broken database must answer with an incident id, not a trace.
+    platform.engine.pool._creator = _broken_connection  # type: ignore[attr-defined]
+    issue = outcome(client.get("/fhir/Patient"), 500)
+    assert "incident" in issue["diagnostics"]
+    assert "broken" not in issue["diagnostics"]
+
+
+def _broken_connection() -> Any:
+    raise OSError("broken database connection with secret detail")
