@@ -6,7 +6,6 @@ from collections.abc import Callable
 from datetime import UTC, date
 
 import pytest
-from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
 from sqlalchemy import select
 
 from carevault.adapters.storage import schema as t
@@ -29,6 +28,7 @@ from carevault.domain.queries import (
 from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
+from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
 
 UowFactory = Callable[[], UnitOfWork]
 PAGE = Page(0, 50)

@@ -9,10 +9,10 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from starlette.testclient import TestClient
-from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
 
 from carevault.bootstrap import Platform, build
 from carevault.settings import Settings
+from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
