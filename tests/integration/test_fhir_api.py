@@ -293,3 +293,37 @@ def test_errors_never_leak_internals(client: TestClient, platform: Platform) -> 
 
 def _broken_connection() -> Any:
     raise OSError("broken database connection with secret detail")
+
+
+def test_birth_date_must_match_the_national_number(client: TestClient, systems: Any) -> None:
+    resource = patient(systems, 1)
+    resource["birthDate"] = "1981-04-12"
+    issue = outcome(post(client, "Patient", resource), 422)
+    assert "does not match" in issue["diagnostics"]
+    assert issue["expression"] == ["Patient.birthDate"]
+
+
+def test_fhir_has_one_route_the_door(platform: Platform) -> None:
+    """No endpoint under /fhir exists beside the door, so none can skip the gate or recorder."""
+    fhir_routes = [route for route in platform.app.routes
+                   if getattr(route, "path", "").startswith("/fhir")]
+    assert [getattr(route, "path", None) for route in fhir_routes] == ["/fhir/{path:path}"]
+    assert fhir_routes[0].endpoint.__name__ == "fhir"
+
+
+def test_every_request_is_recorded_once(client: TestClient, systems: Any,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="carevault.access")
+    client.get("/fhir/metadata")
+    client.get("/fhir/Patient", params={"family": "Zyxwvut"})
+    client.get("/fhir/Patient/unknown")
+    client.get("/fhir/Nope")
+    post(client, "Patient", {"resourceType": "Patient"})
+    records = [r for r in caplog.records if r.name == "carevault.access"]
+    assert len(records) == 5
+    assert [next(p for p in r.getMessage().split(",")
+                                     if p.startswith('"status"')) for r in records] == ['"status":200', '"status":200', '"status":404', '"status":404',
+            '"status":422']
+    # Parameter names are kept, values (which can identify a patient) are not.
+    assert '"params":["family"]' in records[1].getMessage()
+    assert not any("Zyxwvut" in r.getMessage() for r in records)

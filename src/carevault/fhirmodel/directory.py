@@ -58,8 +58,19 @@ def patient_entry(resource: JsonObject, systems: IdentitySystems) -> PatientEntr
             expression="Patient.identifier",
         )
     national_id = str(national[0].get("value", "")).strip()
+    birth = resource.get("birthDate")
+    birth_date = _full_date(birth) if birth else None
     if systems.validate_national:
-        national_id = parse_luxembourg_national_id(national_id).value
+        parsed = parse_luxembourg_national_id(national_id)
+        national_id = parsed.value
+        # Identity vigilance: the number encodes the birth date; a mismatch is a typing error
+        # in one of them, and registering it would create a wrong identity.
+        if parsed.birth_date and birth_date and parsed.birth_date != birth_date:
+            raise BusinessRuleViolation(
+                f"birthDate {birth_date.isoformat()} does not match the birth date "
+                f"{parsed.birth_date.isoformat()} encoded in the national identification number",
+                expression="Patient.birthDate",
+            )
     local_ids = []
     for item in resource.get("identifier", []):
         if item.get("system") == systems.national:
@@ -75,11 +86,10 @@ def patient_entry(resource: JsonObject, systems: IdentitySystems) -> PatientEntr
         raise InvalidInput(
             f"gender must be one of {', '.join(sorted(GENDERS))}", expression="Patient.gender"
         )
-    birth = resource.get("birthDate")
     return PatientEntry(
         national_id=national_id,
         names=_names(resource, "Patient"),
-        birth_date=_full_date(birth) if birth else None,
+        birth_date=birth_date,
         gender=gender,
         postal_codes=tuple(
             a["postalCode"] for a in resource.get("address", []) if "postalCode" in a
