@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
@@ -22,7 +23,9 @@ from carevault.domain.errors import CareVaultError, InvalidInput, TooLarge
 from carevault.settings import Settings
 
 FHIR_JSON = "application/fhir+json"
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent.parent / "web" / "templates"))
+WEB = Path(__file__).parent.parent / "web"
+TEMPLATES = Jinja2Templates(directory=str(WEB / "templates"))
+STATIC = str(WEB / "static")
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -121,6 +124,12 @@ def create_app(settings: Settings, door: FhirDoor) -> FastAPI:
             body_error=body_error,
         )
         return render(response)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=308, headers={"Location": "/static/favicon.svg"})
 
     @app.get("/health", include_in_schema=False)
     async def health() -> JSONResponse:

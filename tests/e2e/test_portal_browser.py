@@ -1,0 +1,136 @@
+"""The portal in a real browser (Debian's Chromium driven by Playwright), against a real server.
+
+Playwright's own browser downloads are never used: the system Chromium is launched by path.
+Without it the tests skip, except under ``CI=true`` where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"a browser is required under CI=true: {message}")
+        pytest.skip(message)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    opened = context.new_page()
+    try:
+        yield opened
+    finally:
+        context.close()
+
+
+def collect_problems(page: Any) -> list[str]:
+    """Console errors and uncaught page errors, gathered as the page runs."""
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda message: problems.append(
+            f"console {message.type} at {message.location.get('url')}: {message.text}"
+        )
+        if message.type == "error"
+        else None,
+    )
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    return problems
+
+
+def test_home_page(server: Any, page: Any, tmp_path: Path) -> None:
+    problems = collect_problems(page)
+
+    response = page.goto(server.base_url + "/", wait_until="load")
+
+    assert response is not None
+    assert response.status == 200
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "CareVault" in page.title()
+    heading = page.locator("h1")
+    assert heading.count() == 1
+    assert heading.inner_text().strip() == "CareVault"
+    notice = page.get_by_role("status")
+    assert notice.is_visible()
+    assert re.search(r"sign-in .* not open yet", notice.inner_text(), re.IGNORECASE | re.DOTALL)
+    assert server.fhir in page.locator("main").inner_text()
+    screenshot = tmp_path / "home.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 0
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
+    scripts = [p for p in problems if p.startswith("page error")]
+    assert scripts == [], "\n".join(scripts)
+
+
+def test_home_page_styles_are_not_blocked(server: Any, page: Any) -> None:
+    problems = collect_problems(page)
+
+    page.goto(server.base_url + "/", wait_until="load")
+
+    blocked = [p for p in problems if "Content Security Policy" in p]
+    assert blocked == [], "\n".join(blocked)
+    # home.html colours the h1 #0b5394; the browser's default is black.
+    colour = page.locator("h1").evaluate("element => getComputedStyle(element).color")
+    assert colour == "rgb(11, 83, 148)"
+
+
+def test_home_page_has_no_console_error(server: Any, page: Any) -> None:
+    problems = collect_problems(page)
+
+    page.goto(server.base_url + "/", wait_until="load")
+    page.wait_for_load_state("networkidle")
+
+    assert problems == [], "\n".join(problems)
+
+
+def test_capability_statement_link(server: Any, page: Any) -> None:
+    problems = collect_problems(page)
+    page.goto(server.base_url + "/", wait_until="load")
+    link = page.locator("#capabilities-link")
+    assert link.inner_text().strip() == "capability statement"
+
+    with page.expect_navigation(wait_until="load"):
+        link.click()
+
+    assert page.url == server.base_url + "/fhir/metadata"
+    text = page.locator("body").inner_text()
+    assert "CapabilityStatement" in text
+    assert '"fhirVersion"' in text
+    # The JSON is shown, not downloaded, and it is the FHIR document itself.
+    document = json.loads(page.locator("pre").first.inner_text())
+    assert document["resourceType"] == "CapabilityStatement"
+    scripts = [p for p in problems if p.startswith("page error")]
+    assert scripts == [], "\n".join(scripts)

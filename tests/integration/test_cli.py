@@ -1,0 +1,340 @@
+"""The ``carevault`` command line, run as an operator runs it: the installed script, a real
+SQLite database and key file under a private working directory, and nothing mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carevault.domain.national_id import make_luxembourg_national_id
+
+CAREVAULT = str(Path(sys.executable).parent / "carevault")
+TIMEOUT = 300.0
+
+
+@dataclass
+class Cli:
+    workdir: Path
+    env: dict[str, str]
+
+    @property
+    def key_file(self) -> Path:
+        return self.workdir / "var" / "carevault.key"
+
+    def run(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CAREVAULT, *args],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = self.run(*args)
+        assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+        assert "Traceback" not in done.stderr
+        return done
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json").stdout)
+
+
+def base_env(workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAREVAULT_")}
+    var = workdir / "var"
+    env.update(
+        {
+            "CAREVAULT_ENVIRONMENT": "dev",
+            "CAREVAULT_DATABASE_URL": f"sqlite:///{var / 'carevault.db'}",
+            "CAREVAULT_KEY_SOURCE": f"file:{var / 'carevault.key'}",
+            "CAREVAULT_PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+            "COLUMNS": "200",  # help text unwrapped, whatever the terminal
+        }
+    )
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path, base_env(tmp_path))
+
+
+@pytest.fixture
+def ready(cli: Cli) -> Cli:
+    cli.ok("init")
+    return cli
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def patient_args(national_id: str) -> list[str]:
+    return [
+        "directory",
+        "add-patient",
+        "--national-id",
+        national_id,
+        "--family",
+        "Weber",
+        "--given",
+        "Marie Claire",
+        "--birthdate",
+        "1985-06-15",
+        "--gender",
+        "female",
+    ]
+
+
+# --- init ------------------------------------------------------------------------------------
+
+
+def test_init_twice_keeps_the_key_file(cli: Cli) -> None:
+    first = cli.ok("init")
+    assert "created" in first.stdout
+    assert stat.S_IMODE(cli.key_file.stat().st_mode) == 0o600
+    key = cli.key_file.read_bytes()
+
+    second = cli.ok("init")
+
+    assert "already present" in second.stdout
+    assert "up to date" in second.stdout
+    assert cli.key_file.read_bytes() == key
+    assert stat.S_IMODE(cli.key_file.stat().st_mode) == 0o600
+
+
+# --- directory -------------------------------------------------------------------------------
+
+
+def test_organization_then_practitioner_then_list(ready: Cli) -> None:
+    organization = ready.json(
+        "directory", "add-organization", "--identifier", "ORG-T1", "--name", "Hôpital Test"
+    )
+    assert organization["resourceType"] == "Organization"
+    assert organization["resource"]["name"] == "Hôpital Test"
+    assert organization["id"]
+
+    practitioner = ready.json(
+        "directory",
+        "add-practitioner",
+        "--identifier",
+        "HP-1",
+        "--family",
+        "Muller",
+        "--given",
+        "Anne",
+        "--profession",
+        "pharmacist",
+        "--organization",
+        organization["id"],
+    )
+    assert practitioner["resourceType"] == "Practitioner"
+    assert practitioner["id"]
+    assert practitioner["role_id"]
+    assert practitioner["resource"]["name"][0]["family"] == "Muller"
+
+    listed = ready.json("directory", "list", "practitioners")
+    assert listed["total"] == 1
+    (row,) = listed["entries"]
+    assert row["id"] == practitioner["id"]
+    assert "HP-1" in row["identifier"]
+    assert row["name"] == "Anne Muller"
+
+    organizations = ready.json("directory", "list", "organizations")
+    assert [o["id"] for o in organizations["entries"]] == [organization["id"]]
+    assert organizations["entries"][0]["name"] == "Hôpital Test"
+
+
+def test_practitioner_with_unknown_organization_is_refused(ready: Cli) -> None:
+    done = ready.run(
+        "directory",
+        "add-practitioner",
+        "--identifier",
+        "HP-2",
+        "--family",
+        "Muller",
+        "--given",
+        "Anne",
+        "--profession",
+        "pharmacist",
+        "--organization",
+        "no-such-organization",
+    )
+
+    assert_one_line_error(done)
+    assert ready.json("directory", "list", "practitioners")["total"] == 0
+
+
+def test_add_patient_then_duplicate_is_refused(ready: Cli) -> None:
+    national_id = make_luxembourg_national_id(date(1985, 6, 15), 42)
+
+    first = ready.json(*patient_args(national_id))
+
+    assert first["resourceType"] == "Patient"
+    assert first["id"]
+    values = [i["value"] for i in first["resource"]["identifier"]]
+    assert national_id in values
+
+    again = ready.run(*patient_args(national_id))
+
+    line = assert_one_line_error(again)
+    assert "already identifies" in line
+    assert first["id"] in line
+    listed = ready.json("directory", "list", "patients")
+    assert listed["total"] == 1
+
+
+def test_add_patient_plain_output(ready: Cli) -> None:
+    national_id = make_luxembourg_national_id(date(1985, 6, 15), 43)
+
+    done = ready.ok(*patient_args(national_id))
+
+    assert done.stdout.startswith("Patient/")
+    assert "registered" in done.stdout
+
+
+def test_invalid_national_number_is_a_readable_error(ready: Cli) -> None:
+    good = make_luxembourg_national_id(date(1985, 6, 15), 44)
+    bad = good[:-1] + str((int(good[-1]) + 1) % 10)
+
+    done = ready.run(*patient_args(bad))
+
+    line = assert_one_line_error(done)
+    assert "check digit" in line
+    assert ready.json("directory", "list", "patients")["total"] == 0
+
+
+def test_malformed_birthdate_is_a_readable_error(ready: Cli) -> None:
+    args = patient_args(make_luxembourg_national_id(date(1985, 6, 15), 45))
+    args[args.index("--birthdate") + 1] = "15/06/1985"
+
+    line = assert_one_line_error(ready.run(*args))
+
+    assert "--birthdate" in line
+
+
+def test_unknown_profession_lists_known_professions(ready: Cli) -> None:
+    done = ready.run(
+        "directory",
+        "add-practitioner",
+        "--identifier",
+        "HP-9",
+        "--family",
+        "Muller",
+        "--given",
+        "Anne",
+        "--profession",
+        "wizard",
+    )
+
+    line = assert_one_line_error(done)
+    assert "wizard" in line
+    for known in ("physician", "pharmacist", "nurse"):
+        assert known in line
+
+
+def test_list_unknown_kind_is_refused(ready: Cli) -> None:
+    line = assert_one_line_error(ready.run("directory", "list", "hamsters"))
+    assert "patients" in line
+
+
+# --- demo ------------------------------------------------------------------------------------
+
+
+def test_demo_then_if_empty(ready: Cli) -> None:
+    accounts_file = ready.workdir / "var" / "demo-accounts.json"
+
+    loaded = ready.ok("demo", "--patients", "50", "--professionals", "10")
+
+    assert "50 patients" in loaded.stdout
+    accounts = json.loads(accounts_file.read_text(encoding="utf-8"))
+    assert accounts["counts"]["patients"] == 50
+    assert accounts["counts"]["practitioners"] == 10
+    assert accounts["patients"]
+    assert accounts["professionals"]
+    for patient in accounts["patients"]:
+        assert patient["patient_id"]
+        assert len(patient["national_id"]) == 13
+    for professional in accounts["professionals"]:
+        assert professional["practitioner_id"]
+        assert professional["profession"]
+
+    again = ready.ok("demo", "--if-empty", "--patients", "50", "--professionals", "10")
+
+    assert "already loaded" in again.stdout
+    assert ready.json("directory", "list", "patients")["total"] == 50
+
+    refused = ready.run("demo", "--patients", "50", "--professionals", "10")
+    assert refused.returncode == 1
+    assert "already loaded" in refused.stdout + refused.stderr
+    assert ready.json("directory", "list", "patients")["total"] == 50
+
+
+# --- help ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), ["init", "serve", "demo", "directory", "db"]),
+        (("directory",), ["add-patient", "add-organization", "add-practitioner", "list"]),
+        (
+            ("directory", "add-patient"),
+            ["--national-id", "--family", "--given", "--birthdate", "--gender", "--json"],
+        ),
+    ],
+)
+def test_help(cli: Cli, args: tuple[str, ...], expected: list[str]) -> None:
+    done = cli.ok(*args, "--help")
+
+    assert "Usage" in done.stdout
+    for word in expected:
+        assert word in done.stdout
+
+
+# --- deployment checks -----------------------------------------------------------------------
+
+
+def test_prod_refuses_to_serve_with_the_development_key_source(cli: Cli) -> None:
+    env = {k: v for k, v in cli.env.items() if k != "CAREVAULT_KEY_SOURCE"}
+    env["CAREVAULT_ENVIRONMENT"] = "prod"
+
+    done = subprocess.run(
+        [CAREVAULT, "serve", "--port", str(free_port())],
+        cwd=cli.workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode != 0
+    assert "CAREVAULT_KEY_SOURCE" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Uvicorn running" not in done.stderr
