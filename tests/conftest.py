@@ -22,6 +22,7 @@ from carevault.adapters.keys.local_file import create_key_file
 from carevault.adapters.storage import schema
 from carevault.adapters.storage.database import connect, upgrade
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.audit import STREAMS
 from carevault.bootstrap import Platform, build, directory_context
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
@@ -53,9 +54,12 @@ def postgres_url() -> Iterator[str]:
 
 
 def _truncate(engine: Engine) -> None:
+    """Empty every table, then restore what migrations seed (the empty audit trees)."""
     with engine.begin() as connection:
         names = ", ".join(table.name for table in reversed(schema.metadata.sorted_tables))
         connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        connection.execute(schema.audit_log_state.insert(), [
+            {"stream": stream, "tree_size": 0, "frontier": b""} for stream in STREAMS])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

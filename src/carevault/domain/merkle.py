@@ -164,15 +164,17 @@ def root_from_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes
     return r
 
 
-def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes],
-                     root: bytes) -> None:
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes
+) -> None:
     """Raise `ProofError` unless ``leaf`` is at ``index`` in the tree of ``size`` with ``root``."""
     if root_from_inclusion(leaf, index, size, path) != root:
         raise ProofError(f"leaf {index} is not in the tree of size {size} with this root")
 
 
-def verify_consistency(first: int, second: int, proof: Sequence[bytes], first_root: bytes,
-                       second_root: bytes) -> None:
+def verify_consistency(
+    first: int, second: int, proof: Sequence[bytes], first_root: bytes, second_root: bytes
+) -> None:
     """Raise `ProofError` unless the tree (second, second_root) extends (first, first_root)
     (RFC 9162 §2.1.4.2)."""
     if not 0 <= first <= second:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -21,7 +22,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -173,4 +176,58 @@ resource_history = Table(
     Column("patient_id", ID, index=True),
     Column("resource", Text, nullable=False),
     Column("recorded_at", UTCDateTime, nullable=False),
+)
+
+# --- the audit log (one Merkle tree per stream) -------------------------------------------------
+
+# The entries, in order, with no gaps; ``entry`` holds the canonical bytes the tree commits to.
+audit_entry = Table(
+    "audit_entry",
+    metadata,
+    Column("stream", String(16), primary_key=True),
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("patient_id", ID),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("entry", LargeBinary, nullable=False),
+    Index("ix_audit_entry_patient", "stream", "patient_id", "leaf_index"),
+)
+
+# Hashes of complete (perfect) subtrees: level 0 holds leaf hashes. Proofs read O(log n) of them.
+audit_node = Table(
+    "audit_node",
+    metadata,
+    Column("stream", String(16), primary_key=True),
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+# The writers' shared state: size and right edge of each tree, locked while appending.
+audit_log_state = Table(
+    "audit_log_state",
+    metadata,
+    Column("stream", String(16), primary_key=True),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("frontier", LargeBinary, nullable=False),
+)
+
+audit_tree_head = Table(
+    "audit_tree_head",
+    metadata,
+    Column("stream", String(16), primary_key=True),
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    # An RFC 3161 time-stamp token over the signed bytes, when a TSA is configured.
+    Column("timestamp_token", LargeBinary),
+)
+
+# How far each external audit repository has confirmed delivery (the outbox is the log itself).
+audit_export_cursor = Table(
+    "audit_export_cursor",
+    metadata,
+    Column("stream", String(16), primary_key=True),
+    Column("destination", String(255), primary_key=True),
+    Column("next_index", BigInteger, nullable=False),
 )

@@ -1,0 +1,241 @@
+"""SQL storage of the audit log: entries, perfect subtree hashes, tree heads, export cursors.
+
+Appending locks the stream's state row (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite's
+``BEGIN IMMEDIATE`` already serializes writers), extends the frontier kept there, and inserts the
+entries and the subtree hashes they complete, all in the caller's transaction. So indexes are
+contiguous across processes, and the entries, the hashes and the size commit together or not
+at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+
+from carevault.adapters.storage import schema as t
+from carevault.domain.merkle import HASH_SIZE, Frontier, Node, leaf_hash
+
+
+class AuditStorageError(Exception):
+    """The audit storage is missing its state or holds something impossible."""
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """An entry to append: its canonical bytes and the patient it concerns (for their view)."""
+
+    data: bytes
+    patient_id: str | None
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredTreeHead:
+    stream: str
+    tree_size: int
+    root_hash: bytes
+    timestamp_ms: int
+    signature: bytes
+    timestamp_token: bytes | None = None
+
+
+class AuditStore:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    # --- appending ------------------------------------------------------------------------
+
+    def _locked_frontier(self, stream: str) -> Frontier:
+        query = select(t.audit_log_state.c.tree_size, t.audit_log_state.c.frontier).where(
+            t.audit_log_state.c.stream == stream
+        )
+        if self.connection.dialect.name != "sqlite":
+            query = query.with_for_update()
+        row = self.connection.execute(query).first()
+        if row is None:
+            raise AuditStorageError(
+                f"audit stream {stream!r} is not initialized: run 'carevault db upgrade'"
+            )
+        blob = bytes(row.frontier)
+        hashes = [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
+        return Frontier(int(row.tree_size), hashes)
+
+    def append(self, stream: str, entries: Sequence[PendingEntry]) -> tuple[int, int]:
+        """Append entries in order; return (first leaf index, new tree size)."""
+        frontier = self._locked_frontier(stream)
+        first = frontier.size
+        nodes: list[dict[str, object]] = []
+        rows: list[dict[str, object]] = []
+        for entry in entries:
+            index = frontier.size
+            rows.append(
+                {
+                    "stream": stream,
+                    "leaf_index": index,
+                    "patient_id": entry.patient_id,
+                    "recorded_at": entry.recorded_at,
+                    "entry": entry.data,
+                }
+            )
+            for (level, idx), value in frontier.append(leaf_hash(entry.data)):
+                nodes.append({"stream": stream, "level": level, "idx": idx, "hash": value})
+        if rows:
+            self.connection.execute(insert(t.audit_entry), rows)
+            self.connection.execute(insert(t.audit_node), nodes)
+            self.connection.execute(
+                update(t.audit_log_state)
+                .where(t.audit_log_state.c.stream == stream)
+                .values(tree_size=frontier.size, frontier=b"".join(frontier.hashes))
+            )
+        return first, frontier.size
+
+    # --- reading --------------------------------------------------------------------------
+
+    def size(self, stream: str) -> int:
+        value = self.connection.execute(
+            select(t.audit_log_state.c.tree_size).where(t.audit_log_state.c.stream == stream)
+        ).scalar_one_or_none()
+        if value is None:
+            raise AuditStorageError(f"audit stream {stream!r} is not initialized")
+        return int(value)
+
+    def nodes(self, stream: str, wanted: Iterable[Node]) -> dict[Node, bytes]:
+        """Fetch perfect subtree hashes in one query per 200 (a proof needs O(log n))."""
+        wanted = sorted(set(wanted))
+        found: dict[Node, bytes] = {}
+        node = t.audit_node
+        for start in range(0, len(wanted), 200):
+            chunk = wanted[start : start + 200]
+            rows = self.connection.execute(
+                select(node.c.level, node.c.idx, node.c.hash).where(
+                    node.c.stream == stream,
+                    or_(*(and_(node.c.level == level, node.c.idx == idx) for level, idx in chunk)),
+                )
+            )
+            found.update({(row.level, row.idx): bytes(row.hash) for row in rows})
+        missing = set(wanted) - set(found)
+        if missing:
+            raise AuditStorageError(
+                f"audit stream {stream!r} lacks subtree hashes {sorted(missing)[:3]}"
+            )
+        return found
+
+    def entries(self, stream: str, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Entries with start <= leaf_index < end, in order."""
+        entry = t.audit_entry
+        rows = self.connection.execute(
+            select(entry.c.leaf_index, entry.c.entry)
+            .where(entry.c.stream == stream, entry.c.leaf_index >= start, entry.c.leaf_index < end)
+            .order_by(entry.c.leaf_index)
+        )
+        return [(int(row.leaf_index), bytes(row.entry)) for row in rows]
+
+    def patient_entries(
+        self, stream: str, patient_id: str, *, after: int = -1, limit: int = 100
+    ) -> list[tuple[int, bytes]]:
+        entry = t.audit_entry
+        rows = self.connection.execute(
+            select(entry.c.leaf_index, entry.c.entry)
+            .where(
+                entry.c.stream == stream,
+                entry.c.patient_id == patient_id,
+                entry.c.leaf_index > after,
+            )
+            .order_by(entry.c.leaf_index)
+            .limit(limit)
+        )
+        return [(int(row.leaf_index), bytes(row.entry)) for row in rows]
+
+    def level_nodes(self, stream: str, level: int, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Stored hashes of one level with start <= idx < end (for whole-log verification)."""
+        node = t.audit_node
+        rows = self.connection.execute(
+            select(node.c.idx, node.c.hash)
+            .where(
+                node.c.stream == stream,
+                node.c.level == level,
+                node.c.idx >= start,
+                node.c.idx < end,
+            )
+            .order_by(node.c.idx)
+        )
+        return [(int(row.idx), bytes(row.hash)) for row in rows]
+
+    # --- tree heads -----------------------------------------------------------------------
+
+    def save_tree_head(self, head: StoredTreeHead) -> None:
+        self.connection.execute(
+            insert(t.audit_tree_head).values(
+                stream=head.stream,
+                tree_size=head.tree_size,
+                root_hash=head.root_hash,
+                timestamp_ms=head.timestamp_ms,
+                signature=head.signature,
+                timestamp_token=head.timestamp_token,
+            )
+        )
+
+    def set_timestamp_token(self, stream: str, tree_size: int, token: bytes) -> None:
+        head = t.audit_tree_head
+        self.connection.execute(
+            update(head)
+            .where(head.c.stream == stream, head.c.tree_size == tree_size)
+            .values(timestamp_token=token)
+        )
+
+    def latest_tree_head(self, stream: str) -> StoredTreeHead | None:
+        head = t.audit_tree_head
+        row = self.connection.execute(
+            select(head).where(head.c.stream == stream).order_by(head.c.tree_size.desc()).limit(1)
+        ).first()
+        return None if row is None else _tree_head(row)
+
+    def tree_head(self, stream: str, tree_size: int) -> StoredTreeHead | None:
+        head = t.audit_tree_head
+        row = self.connection.execute(
+            select(head).where(head.c.stream == stream, head.c.tree_size == tree_size)
+        ).first()
+        return None if row is None else _tree_head(row)
+
+    # --- export cursors -------------------------------------------------------------------
+
+    def export_cursor(self, stream: str, destination: str) -> int:
+        cursor = t.audit_export_cursor
+        value = self.connection.execute(
+            select(cursor.c.next_index).where(
+                cursor.c.stream == stream, cursor.c.destination == destination
+            )
+        ).scalar_one_or_none()
+        return 0 if value is None else int(value)
+
+    def advance_export_cursor(self, stream: str, destination: str, next_index: int) -> None:
+        cursor = t.audit_export_cursor
+        changed = self.connection.execute(
+            update(cursor)
+            .where(
+                cursor.c.stream == stream,
+                cursor.c.destination == destination,
+                cursor.c.next_index < next_index,
+            )
+            .values(next_index=next_index)
+        ).rowcount
+        if not changed and self.export_cursor(stream, destination) == 0 and next_index > 0:
+            self.connection.execute(
+                insert(cursor).values(stream=stream, destination=destination, next_index=next_index)
+            )
+
+
+def _tree_head(row: Row[Any]) -> StoredTreeHead:
+    token = row.timestamp_token
+    return StoredTreeHead(
+        stream=row.stream,
+        tree_size=int(row.tree_size),
+        root_hash=bytes(row.root_hash),
+        timestamp_ms=int(row.timestamp_ms),
+        signature=bytes(row.signature),
+        timestamp_token=bytes(token) if token is not None else None,
+    )

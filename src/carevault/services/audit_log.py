@@ -1,0 +1,251 @@
+"""The audit log: durable appends with group commit, signed tree heads, and proofs.
+
+Two ways in, one ordering:
+
+* `AuditLog.append` is for accesses that change nothing (reads, searches, refusals). Callers
+  block until their entry is committed; a single writer thread commits everything that queued
+  up meanwhile in one transaction (group commit), so thousands of concurrent requests cost a
+  handful of fsyncs. If the commit fails, every waiting caller gets `AuditUnavailable` and must
+  not answer (fail closed).
+* `AuditLog.append_in` writes entries inside a caller's transaction, for changes: the record
+  of a write commits atomically with the write itself, so a crash leaves both or neither.
+
+Both lock the stream's state row, so indexes stay contiguous whichever path appends.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from carevault.adapters.storage.audit_store import AuditStore, PendingEntry, StoredTreeHead
+from carevault.domain import merkle
+from carevault.domain.audit import STREAMS, AuditRecord
+from carevault.domain.tree_head import TreeHead, signed_bytes
+
+log = logging.getLogger("carevault.audit")
+
+
+class AuditUnavailable(Exception):
+    """The audit log could not durably record an access; the access must not be served."""
+
+
+class Signer:
+    """What the log needs of a key (an Ed25519 key, in a file or an HSM)."""
+
+    def sign(self, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def public_key_pem(self) -> bytes:
+        raise NotImplementedError
+
+
+@dataclass
+class _Request:
+    stream: str
+    entries: list[PendingEntry]
+    done: Future[list[int]]
+
+
+def _pending(record: AuditRecord, recorded_at: datetime) -> PendingEntry:
+    return PendingEntry(record.canonical(), record.patient, recorded_at)
+
+
+class AuditLog:
+    def __init__(
+        self,
+        engine: Engine,
+        signers: dict[str, Signer],
+        clock: Callable[[], datetime],
+        *,
+        max_batch: int = 2000,
+        wait_seconds: float = 10.0,
+    ) -> None:
+        missing = set(STREAMS) - set(signers)
+        if missing:
+            raise ValueError(f"no signing key for audit streams {sorted(missing)}")
+        self.engine = engine
+        self.signers = signers
+        self.clock = clock
+        self.max_batch = max_batch
+        self.wait_seconds = wait_seconds
+        self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # --- appending ------------------------------------------------------------------------
+
+    def append_in(self, connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
+        """Append inside the caller's transaction; the caller's commit makes them durable."""
+        now = self.clock()
+        indexes: list[int] = []
+        store = AuditStore(connection)
+        for stream in STREAMS:
+            batch = [_pending(r, now) for r in records if r.stream == stream]
+            if batch:
+                first, _size = store.append(stream, batch)
+                indexes += range(first, first + len(batch))
+        return indexes
+
+    def append(self, records: Sequence[AuditRecord]) -> list[int]:
+        """Append and wait until committed; raise `AuditUnavailable` if that cannot be done."""
+        if not records:
+            return []
+        self._ensure_writer()
+        now = self.clock()
+        futures = []
+        for stream in STREAMS:
+            batch = [_pending(r, now) for r in records if r.stream == stream]
+            if batch:
+                done: Future[list[int]] = Future()
+                self._queue.put(_Request(stream, batch, done))
+                futures.append(done)
+        indexes: list[int] = []
+        for done in futures:
+            try:
+                indexes += done.result(timeout=self.wait_seconds)
+            except Exception as error:
+                raise AuditUnavailable("the audit log could not record this access") from error
+        return indexes
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="audit-group-commit", daemon=True
+                )
+                self._writer.start()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._writer is not None and self._writer.is_alive():
+                self._queue.put(None)
+                self._writer.join(timeout=self.wait_seconds)
+            self._writer = None
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            count = len(first.entries)
+            while count < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+                count += len(item.entries)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Request]) -> None:
+        try:
+            results: list[list[int]] = []
+            with self.engine.begin() as connection:
+                store = AuditStore(connection)
+                for request in batch:
+                    first, _size = store.append(request.stream, request.entries)
+                    results.append(list(range(first, first + len(request.entries))))
+        except Exception as error:
+            log.error(
+                "audit group commit of %d requests failed: %s", len(batch), type(error).__name__
+            )
+            for request in batch:
+                request.done.set_exception(error)
+            return
+        for request, indexes in zip(batch, results, strict=True):
+            request.done.set_result(indexes)
+
+    # --- tree heads -----------------------------------------------------------------------
+
+    def public_key_pem(self, stream: str) -> bytes:
+        return self.signers[stream].public_key_pem()
+
+    def sign_tree_head(self, stream: str) -> TreeHead:
+        """Sign the current tree, unless the latest signed head already covers it."""
+        with self.engine.connect() as connection:
+            store = AuditStore(connection)
+            latest = store.latest_tree_head(stream)
+            size, root = self._current_root(store, stream)
+        if latest is not None and latest.tree_size == size:
+            return _public(latest)
+        timestamp_ms = int(self.clock().timestamp() * 1000)
+        if latest is not None:
+            timestamp_ms = max(timestamp_ms, latest.timestamp_ms)
+        signature = self.signers[stream].sign(signed_bytes(size, root, timestamp_ms))
+        head = StoredTreeHead(stream, size, root, timestamp_ms, signature)
+        try:
+            with self.engine.begin() as connection:
+                AuditStore(connection).save_tree_head(head)
+        except IntegrityError:
+            pass  # another signer published this size first; serve theirs
+        return self.tree_head(stream, size)
+
+    def _current_root(self, store: AuditStore, stream: str) -> tuple[int, bytes]:
+        size = store.size(stream)
+        if size == 0:
+            return 0, merkle.EMPTY_ROOT
+        nodes = store.nodes(stream, merkle.perfect_nodes(0, size))
+        return size, merkle.range_hash(0, size, nodes.__getitem__)
+
+    def tree_head(self, stream: str, tree_size: int) -> TreeHead:
+        with self.engine.connect() as connection:
+            stored = AuditStore(connection).tree_head(stream, tree_size)
+        if stored is None:
+            raise LookupError(f"no signed tree head of size {tree_size}")
+        return _public(stored)
+
+    def latest_tree_head(self, stream: str) -> TreeHead:
+        with self.engine.connect() as connection:
+            stored = AuditStore(connection).latest_tree_head(stream)
+        if stored is None:
+            return self.sign_tree_head(stream)
+        return _public(stored)
+
+    # --- proofs and entries -----------------------------------------------------------------
+
+    def size(self, stream: str) -> int:
+        with self.engine.connect() as connection:
+            return AuditStore(connection).size(stream)
+
+    def inclusion_proof(self, stream: str, leaf_index: int, tree_size: int) -> list[bytes]:
+        return self._proof(stream, merkle.inclusion_ranges(leaf_index, tree_size), tree_size)
+
+    def consistency_proof(self, stream: str, first: int, second: int) -> list[bytes]:
+        return self._proof(stream, merkle.consistency_ranges(first, second), second)
+
+    def _proof(self, stream: str, ranges: list[merkle.Range], tree_size: int) -> list[bytes]:
+        with self.engine.connect() as connection:
+            store = AuditStore(connection)
+            if tree_size > store.size(stream):
+                raise merkle.ProofError(f"the log has fewer than {tree_size} entries")
+            nodes = store.nodes(stream, merkle.nodes_needed(ranges))
+        return merkle.proof_hashes(ranges, nodes)
+
+    def entries(self, stream: str, start: int, end: int) -> list[tuple[int, bytes]]:
+        with self.engine.connect() as connection:
+            return AuditStore(connection).entries(stream, start, end)
+
+    def patient_entries(
+        self, patient_id: str, *, after: int = -1, limit: int = 100
+    ) -> list[tuple[int, bytes]]:
+        with self.engine.connect() as connection:
+            return AuditStore(connection).patient_entries(
+                "clinical", patient_id, after=after, limit=limit
+            )
+
+
+def _public(stored: StoredTreeHead) -> TreeHead:
+    return TreeHead(stored.tree_size, stored.root_hash, stored.timestamp_ms, stored.signature)
