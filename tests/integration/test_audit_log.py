@@ -71,9 +71,13 @@ def test_streams_are_separate_trees(audit_log: AuditLog) -> None:
 
 
 def test_append_in_a_transaction_is_atomic_with_it(audit_log: AuditLog, engine: Engine) -> None:
-    with pytest.raises(RuntimeError), engine.begin() as connection:
-        audit_log.append_in(connection, [record(1)])
-        raise RuntimeError("the business write failed after the audit entry was added")
+    def failing_write() -> None:
+        with engine.begin() as connection:
+            audit_log.append_in(connection, [record(1)])
+            raise RuntimeError("the business write failed after the audit entry was added")
+
+    with pytest.raises(RuntimeError):
+        failing_write()
     assert audit_log.size("clinical") == 0
     with engine.begin() as connection:
         assert audit_log.append_in(connection, [record(2)]) == [0]

@@ -43,8 +43,8 @@ def path(m: int, leaves: list[bytes]) -> list[bytes]:
         return []
     k = _k(n)
     if m < k:
-        return path(m, leaves[:k]) + [mth(leaves[k:])]
-    return path(m - k, leaves[k:]) + [mth(leaves[:k])]
+        return [*path(m, leaves[:k]), mth(leaves[k:])]
+    return [*path(m - k, leaves[k:]), mth(leaves[:k])]
 
 
 def proof(m: int, leaves: list[bytes]) -> list[bytes]:
@@ -58,5 +58,5 @@ def _subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
         return [] if complete else [mth(leaves)]
     k = _k(n)
     if m <= k:
-        return _subproof(m, leaves[:k], complete) + [mth(leaves[k:])]
-    return _subproof(m - k, leaves[k:], False) + [mth(leaves[:k])]
+        return [*_subproof(m, leaves[:k], complete), mth(leaves[k:])]
+    return [*_subproof(m - k, leaves[k:], False), mth(leaves[:k])]
