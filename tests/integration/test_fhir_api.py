@@ -220,6 +220,11 @@ def test_mcsd_searches(client: TestClient, systems: Any, platform: Platform) -> 
     ({"method": "GET", "url": "/fhir/Patient?birthdate=yesterday"}, 400, "date"),
     ({"method": "GET", "url": "/fhir/Patient?active=maybe"}, 400, "true"),
     ({"method": "GET", "url": "/fhir/Patient?_format=xml"}, 406, "JSON"),
+    ({"method": "GET", "url": "/fhir/Patient?identifier=,"}, 400, "empty value"),
+    ({"method": "GET", "url": "/fhir/Patient?_count=%C2%B2"}, 400, "whole number"),
+    ({"method": "GET", "url": "/fhir/Patient/abc/_history/%C2%B2"}, 404, "no version"),
+    ({"method": "PUT", "url": "/fhir/Patient?identifier=a|1&identifier=b|2", "json": {},
+      "headers": FHIR_JSON}, 400, "a single system|value"),
     ({"method": "GET", "url": "/fhir/Observation"}, 404, "not served"),
     ({"method": "GET", "url": "/fhir/Patient/nope"}, 404, "not known"),
     ({"method": "GET", "url": "/fhir/Patient/$everything"}, 404, "not defined"),
@@ -242,6 +247,14 @@ def test_invalid_national_number_is_refused_by_name(client: TestClient, systems:
     assert "check digit" in issue["diagnostics"]
     assert issue["expression"] == ["Patient.identifier"]
     assert client.get("/fhir/Patient").json()["total"] == 0
+
+
+def test_identifier_without_system_matches_nothing(client: TestClient, systems: Any) -> None:
+    assert post(client, "Patient", patient(systems, 1)).status_code == 201
+    token = f"|{national_id(1)}"
+    assert client.get("/fhir/Patient", params={"identifier": token}).json()["total"] == 0
+    assert client.get("/fhir/Patient", params={"identifier": national_id(1)}).json()[
+        "total"] == 1
 
 
 def test_duplicate_national_number_is_a_conflict(client: TestClient, systems: Any) -> None:

@@ -113,9 +113,7 @@ class HttpTimeStampAuthority:
         for chunk in response.iter_bytes():
             body += chunk
             if len(body) > self.max_response_bytes:
-                raise TimestampError(
-                    f"time-stamp response exceeds {self.max_response_bytes} bytes"
-                )
+                raise TimestampError(f"time-stamp response exceeds {self.max_response_bytes} bytes")
         if not body:
             raise TimestampError(f"time-stamping authority {self.url} sent an empty response")
         return bytes(body)
@@ -142,7 +140,7 @@ def timestamp(data: bytes, authority: TimeStampAuthority) -> bytes:
     response_der = authority.stamp(request.as_bytes())
     try:
         response = decode_timestamp_response(response_der)
-    except ValueError as error:
+    except Exception as error:  # untrusted bytes: any decoding failure is a refusal
         raise TimestampError(f"malformed time-stamp response: {error}") from error
 
     status = response.status
@@ -152,13 +150,14 @@ def timestamp(data: bytes, authority: TimeStampAuthority) -> bytes:
     try:
         info = response.tst_info
         token = response.time_stamp_token()
-    except ValueError as error:
+        nonce = info.nonce
+        got = info.message_imprint
+    except Exception as error:
         raise TimestampError(f"granted time-stamp response has no usable token: {error}") from error
 
-    if request.nonce is None or info.nonce != request.nonce:
+    if request.nonce is None or nonce != request.nonce:
         raise TimestampError("time-stamp response nonce does not match the request")
     wanted = request.message_imprint
-    got = info.message_imprint
     if got.hash_algorithm != SHA256_OID or wanted.hash_algorithm != SHA256_OID:
         raise TimestampError(
             f"time-stamp imprint uses {got.hash_algorithm.dotted_string}, expected SHA-256"
@@ -198,8 +197,13 @@ def verify_timestamp(
         generated = response.tst_info.gen_time
     except VerificationError as error:
         raise TimestampError(f"time-stamp token does not verify: {error}") from error
-    except ValueError as error:  # malformed parts surfacing lazily from the parser
-        raise TimestampError(f"time-stamp token is malformed: {error}") from error
+    except Exception as error:
+        # The token is untrusted input: parts are decoded lazily, and a damaged one surfaces
+        # as ValueError from the parser or as cryptography's own errors (e.g. InvalidVersion
+        # for an embedded certificate). None of them may escape as anything but a rejection.
+        raise TimestampError(
+            f"time-stamp token is malformed: {type(error).__name__}: {error}"
+        ) from error
     if generated.tzinfo is None:
         return generated.replace(tzinfo=UTC)  # TSTInfo genTime is GeneralizedTime in UTC
     return generated.astimezone(UTC)
@@ -213,7 +217,7 @@ def _response_from_token(token: bytes) -> TimeStampResponse:
     try:
         response = decode_timestamp_response(b"\x30" + _der_length(len(body)) + body)
         embedded = response.time_stamp_token()
-    except ValueError as error:
+    except Exception as error:
         raise TimestampError(f"time-stamp token is malformed: {error}") from error
     if embedded != token:  # trailing bytes or a non-canonical encoding
         raise TimestampError("time-stamp token is not a single DER-encoded TimeStampToken")

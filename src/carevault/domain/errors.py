@@ -16,7 +16,9 @@ person who sent the request, so it names the field and the rule, never internal 
     ├── VersionConflict       If-Match names an older version (412)
     ├── TooLarge              a size limit was exceeded (413)
     ├── UnsupportedMediaType  the body is not in a format we accept (415)
-    └── RateLimited           too many requests from this client (429)
+    ├── RateLimited           too many requests from this client (429)
+    └── Unavailable           a dependency the request cannot be served without is down (503),
+                              e.g. the audit log: nothing is served that was not recorded
 """
 
 from __future__ import annotations
@@ -84,3 +86,7 @@ class RateLimited(CareVaultError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Unavailable(CareVaultError):
+    """The request cannot be served safely right now; nothing was served."""

@@ -15,7 +15,14 @@ _SPECIAL = str.maketrans({"ß": "ss", "ø": "o", "đ": "d", "ł": "l", "æ": "ae
 
 
 def fold(text: str) -> str:
-    """Lower-case, accent-free, single-spaced form of ``text``."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold().translate(_SPECIAL))
+    """Lower-case, accent-free, single-spaced form of ``text``; ``fold(fold(x)) == fold(x)``.
+
+    Decompose first, so that compatibility characters (ℌ, ㎒) and accented special letters
+    (Ǿ, Ǣ) reach the table and the accent stripping in their base form; lower-case at the end
+    again, because decomposition can produce capitals (``casefold`` then ``lower``: a few
+    scripts, Cherokee among them, case-fold to upper case).
+    """
+    decomposed = unicodedata.normalize("NFKD", text).casefold().translate(_SPECIAL)
+    decomposed = unicodedata.normalize("NFKD", decomposed)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return " ".join(stripped.split())
+    return " ".join(stripped.casefold().lower().split())

@@ -57,6 +57,9 @@ def load_keys(path: Path) -> dict[str, bytes]:
         raise KeyFileError(f"key file {path} is readable by others: chmod 600 it")
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
-        return {name: base64.b64decode(value) for name, value in content["keys"].items()}
+        keys = content["keys"]
+        if not isinstance(keys, dict):
+            raise TypeError("'keys' is not an object")
+        return {name: base64.b64decode(value, validate=True) for name, value in keys.items()}
     except (ValueError, KeyError, TypeError) as error:
         raise KeyFileError(f"key file {path} is malformed: {error}") from None

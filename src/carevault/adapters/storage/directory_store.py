@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     and_,
     delete,
+    false,
     func,
     insert,
     or_,
@@ -93,6 +94,9 @@ def _word_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
 
 
 def _any_of(alternatives: Alternatives, test: Any) -> ColumnElement[bool]:
+    # No alternative left (all in another code system) matches nothing, never everything.
+    if not alternatives:
+        return false()
     return or_(*(test(value) for value in alternatives))
 
 
@@ -117,6 +121,7 @@ def _date_clause(column: Any, criterion: DateRange) -> ColumnElement[bool]:
 class DirectoryStore:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.touched_patients: list[str] = []  # patients written in this transaction
 
     # --- history --------------------------------------------------------------------------
 
@@ -240,6 +245,7 @@ class DirectoryStore:
         """Insert (``new``) or replace patients, their index rows and a history row each."""
         if not writes:
             return
+        self.touched_patients += [w.id for w in writes if w.id not in self.touched_patients]
         rows = [
             {
                 "id": w.id,
@@ -376,12 +382,13 @@ class DirectoryStore:
                 .select_from(pi.join(holder, holder.c.id == pi.c.patient_id))
                 .where(
                     or_(
+                        false(),
                         *(
                             and_(pi.c.system == i.system, pi.c.value == i.value)
                             if i.system
                             else pi.c.value == i.value
                             for i in identifiers
-                        )
+                        ),
                     )
                 )
             )

@@ -96,7 +96,7 @@ class DirectoryHandler(ResourceHandler):
     def vread(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
         version = request.version_id or ""
-        if not version.isdigit() or len(version) > 9:
+        if not (version.isascii() and version.isdigit()) or len(version) > 9:
             raise NotFound(f"{self.resource_type}/{request.resource_id} has no version {version!r}")
         with self.api.unit_of_work() as uow:
             stored = svc.read_version(uow, self.resource_type, request.resource_id, int(version))
@@ -239,14 +239,14 @@ class PatientHandler(DirectoryHandler):
                 "PUT Patient?identifier=system|value",
                 expression="identifier",
             )
-        (alternatives,) = sp.tokens(request, "identifier")
-        if len(alternatives) != 1 or not alternatives[0].system:
+        criteria = sp.tokens(request, "identifier")
+        if len(criteria) != 1 or len(criteria[0]) != 1 or not criteria[0][0].system:
             raise InvalidInput(
                 "the identifier must be a single system|value", expression="identifier"
             )
         resource = self.body(request)
         with self.api.unit_of_work() as uow:
-            stored, created = svc.feed_patient(uow, self.api.directory, alternatives[0], resource)
+            stored, created = svc.feed_patient(uow, self.api.directory, criteria[0][0], resource)
         return resource_response(request, stored, 201 if created else 200)
 
     def operation(self, request: FhirRequest) -> FhirResponse:

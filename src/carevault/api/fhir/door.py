@@ -67,6 +67,8 @@ class FhirResponse:
     status: int
     body: JsonObject | None
     headers: dict[str, str] = field(default_factory=dict)
+    # The patients this response concerns (read, found, written): each gets an audit entry.
+    patients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

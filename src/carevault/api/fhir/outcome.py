@@ -21,6 +21,7 @@ from carevault.domain.errors import (
     NotPermitted,
     RateLimited,
     TooLarge,
+    Unavailable,
     UnsupportedMediaType,
     VersionConflict,
 )
@@ -42,6 +43,7 @@ _MAPPING: list[tuple[type[CareVaultError], int, str]] = [
     (TooLarge, 413, "too-costly"),
     (UnsupportedMediaType, 415, "not-supported"),
     (RateLimited, 429, "throttled"),
+    (Unavailable, 503, "transient"),
 ]
 
 

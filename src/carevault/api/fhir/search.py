@@ -48,17 +48,19 @@ def single(request: FhirRequest, name: str) -> str | None:
     return found[0] if found else None
 
 
-def _split(value: str) -> list[str]:
-    # FHIR: a comma separates alternatives; "\," is a literal comma.
-    parts = re.split(r"(?<!\\),", value)
-    return [p.replace("\\,", ",") for p in parts if p]
+def _split(value: str, name: str) -> list[str]:
+    """Alternatives of one parameter (FHIR: a comma separates them, a backslash escapes one)."""
+    parts = [p.replace("\\,", ",") for p in re.split(r"(?<!\\),", value) if p]
+    if not parts:
+        raise InvalidInput(f"search parameter {name!r} has an empty value", expression=name)
+    return parts
 
 
 def strings(request: FhirRequest, name: str) -> list[Alternatives]:
     """String parameters, folded for case- and accent-insensitive prefix matching."""
     result = []
     for value in values(request, name):
-        folded = tuple(f for f in (fold(v) for v in _split(value)) if f)
+        folded = tuple(f for f in (fold(v) for v in _split(value, name)) if f)
         if not folded:
             raise InvalidInput(f"search parameter {name!r} has an empty value", expression=name)
         result.append(folded)
@@ -66,23 +68,29 @@ def strings(request: FhirRequest, name: str) -> list[Alternatives]:
 
 
 def exact(request: FhirRequest, name: str) -> list[Alternatives]:
-    return [tuple(_split(value)) for value in values(request, name)]
+    return [tuple(_split(value, name)) for value in values(request, name)]
 
 
 def tokens(request: FhirRequest, name: str) -> list[tuple[Identifier, ...]]:
-    """Token parameters as (system, code); an empty system means any system."""
+    """Token parameters as (system, code).
+
+    ``code`` alone matches any system (the returned system is empty); ``|code`` means "with no
+    system" in FHIR, which nothing CareVault stores has, so that alternative is dropped and an
+    empty tuple of alternatives matches nothing.
+    """
     result = []
     for value in values(request, name):
         alternatives = []
-        for part in _split(value):
+        for part in _split(value, name):
             system, bar, code = part.partition("|")
-            if not bar:
-                system, code = "", part
-            if not code:
+            if bar and not code:
                 raise InvalidInput(
                     f"search parameter {name!r} needs a code after '|'", expression=name
                 )
-            alternatives.append(Identifier(system, code))
+            if not bar:
+                alternatives.append(Identifier("", part))
+            elif system:
+                alternatives.append(Identifier(system, code))
         result.append(tuple(alternatives))
     return result
 
@@ -158,7 +166,7 @@ def _integer(request: FhirRequest, name: str, default: int) -> int:
     value = single(request, name)
     if value is None:
         return default
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise InvalidInput(f"{name} must be a whole number", expression=name)
     return int(value)
 

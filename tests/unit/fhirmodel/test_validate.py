@@ -1,0 +1,165 @@
+"""Tests for parsing and validating inbound FHIR JSON, limits first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from carevault.domain.errors import InvalidInput, TooLarge
+from carevault.fhirmodel.validate import parse_json, validate_resource
+
+# --- parse_json ------------------------------------------------------------------------------
+
+
+def test_parse_json_returns_the_object() -> None:
+    body = '{"resourceType": "Patient", "name": [{"family": "Müller"}]}'.encode()
+    assert parse_json(body, max_depth=32) == {
+        "resourceType": "Patient",
+        "name": [{"family": "Müller"}],
+    }
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe{}", b'{"a": "\xc3"}', b'{"a": "\xed\xa0\x80"}'])
+def test_parse_json_refuses_invalid_utf8(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match="not valid UTF-8"):
+        parse_json(body, max_depth=32)
+
+
+@pytest.mark.parametrize("body", [b"[]", b"[1, 2]", b'"Patient"', b"42", b"null", b"true"])
+def test_parse_json_refuses_non_objects(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match="must be a JSON object"):
+        parse_json(body, max_depth=32)
+
+
+def test_parse_json_reports_line_and_column_of_a_syntax_error() -> None:
+    body = b'{\n  "resourceType": "Patient",\n  "active": tru\n}'
+    with pytest.raises(InvalidInput) as caught:
+        parse_json(body, max_depth=32)
+    assert caught.value.message.startswith("the request body is not valid JSON: ")
+    assert "line 3 column 13" in caught.value.message
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b'{"a": 1,}', b"{'a': 1}", b'{"a": 1} x'])
+def test_parse_json_refuses_malformed_json(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match=r"not valid JSON: .* at line \d+ column \d+"):
+        parse_json(body, max_depth=32)
+
+
+def _nested(depth: int) -> bytes:
+    return ('{"a":' * (depth - 1) + "{}" + "}" * (depth - 1)).encode()
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    assert parse_json(_nested(4), max_depth=4) == {"a": {"a": {"a": {}}}}
+    assert parse_json(b'{"a": [[1]]}', max_depth=3) == {"a": [[1]]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [_nested(5), b'{"a": [[[1]]]}', b'{"a": [{"b": [2]}]}'],
+    ids=["objects", "lists", "mixed"],
+)
+def test_nesting_beyond_the_limit_is_too_large(body: bytes) -> None:
+    with pytest.raises(TooLarge, match="nested deeper than 3 levels"):
+        parse_json(body, max_depth=3)
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    body = json.dumps({"a": "[[[[{{{{", "b": 'quote \\" [[[[ {{{{'}).encode()
+    assert parse_json(body, max_depth=1) == {"a": "[[[[{{{{", "b": 'quote \\" [[[[ {{{{'}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000,
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b'{"a": [' + b"[" * 100_000,
+    ],
+    ids=["open-lists", "closed-lists", "objects", "inside-object"],
+)
+def test_very_deep_nesting_is_too_large_not_a_recursion_error(body: bytes) -> None:
+    with pytest.raises(TooLarge):
+        parse_json(body, max_depth=32)
+
+
+# --- validate_resource -----------------------------------------------------------------------
+
+GOOD_PATIENT = {
+    "resourceType": "Patient",
+    "identifier": [{"system": "https://carevault.lu/fhir/sid/matricule", "value": "1980041212345"}],
+    "active": True,
+    "name": [{"family": "Müller", "given": ["Anne", "Marie"]}],
+    "gender": "female",
+    "birthDate": "1980-04-12",
+    "address": [{"postalCode": "L-1210", "city": "Luxembourg"}],
+}
+
+
+def test_a_good_patient_is_returned_as_normalized_json() -> None:
+    result = validate_resource(dict(GOOD_PATIENT), "Patient")
+    assert result == GOOD_PATIENT
+    json.dumps(result)  # plain JSON types only
+
+
+def test_normalization_drops_nulls_and_keeps_aliases() -> None:
+    value = {
+        "resourceType": "Patient",
+        "gender": None,
+        "name": [{"family": "X"}],
+        "_birthDate": {"extension": [{"url": "http://e.example", "valueString": "s"}]},
+    }
+    result = validate_resource(value, "Patient")
+    assert "gender" not in result
+    assert result["_birthDate"]["extension"][0]["valueString"] == "s"
+
+
+@pytest.mark.parametrize("actual", ["Practitioner", "patient", None, 42])
+def test_wrong_resource_type_is_refused(actual: object) -> None:
+    value = {**GOOD_PATIENT, "resourceType": actual}
+    with pytest.raises(InvalidInput) as caught:
+        validate_resource(value, "Patient")
+    assert caught.value.message == (f"expected a Patient resource, got resourceType {actual!r}")
+    assert caught.value.expression == "resourceType"
+
+
+def test_missing_resource_type_is_refused() -> None:
+    value = {k: v for k, v in GOOD_PATIENT.items() if k != "resourceType"}
+    with pytest.raises(InvalidInput, match="got resourceType None"):
+        validate_resource(value, "Patient")
+
+
+def test_unknown_element_is_refused() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_resource({**GOOD_PATIENT, "favouriteColour": "blue"}, "Patient")
+    assert "Patient.favouriteColour: is not an element of this resource" in caught.value.message
+    assert caught.value.expression == "Patient.favouriteColour"
+
+
+def test_unknown_nested_element_is_located() -> None:
+    value = {**GOOD_PATIENT, "name": [{"family": "X"}, {"family": "Y", "nickname": "Z"}]}
+    with pytest.raises(InvalidInput, match=r"Patient\.name\[1\]\.nickname: is not an element"):
+        validate_resource(value, "Patient")
+
+
+@pytest.mark.parametrize("birth_date", ["1980-13-45", "1980-02-30", "12/04/1980", "yesterday"])
+def test_bad_date_is_refused(birth_date: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_resource({**GOOD_PATIENT, "birthDate": birth_date}, "Patient")
+    assert caught.value.message.startswith("invalid Patient: Patient.birthDate: ")
+    assert caught.value.expression == "Patient.birthDate"
+
+
+def test_wrong_shape_is_refused() -> None:
+    with pytest.raises(InvalidInput, match=r"Patient\.name: "):
+        validate_resource({**GOOD_PATIENT, "name": {"family": "X"}}, "Patient")
+
+
+def test_many_problems_are_summarized() -> None:
+    value = {**GOOD_PATIENT, **{f"extra{i}": i for i in range(8)}}
+    with pytest.raises(InvalidInput) as caught:
+        validate_resource(value, "Patient")
+    assert caught.value.message.count("is not an element") == 5
+    assert caught.value.message.endswith("(and 3 more)")

@@ -1,0 +1,110 @@
+"""Tests for `Settings.check_deployable`: development defaults are refused outside dev."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+from carevault.settings import (
+    DEV_DATABASE_URL,
+    DEV_KEY_SOURCE,
+    DEV_PUBLIC_BASE_URL,
+    ConfigurationError,
+    Settings,
+)
+
+DEPLOYED = ("integration", "preprod", "prod")
+GOOD: dict[str, Any] = {
+    "key_source": "file:/etc/carevault/keys",
+    "database_url": "postgresql+psycopg://carevault@db.internal/carevault",
+    "public_base_url": "https://carevault.example.lu",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_carevault_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("CAREVAULT_"):
+            monkeypatch.delenv(name)
+
+
+def make(**kwargs: Any) -> Settings:
+    return Settings(_env_file=None, **kwargs)  # type: ignore[call-arg]
+
+
+def test_defaults_are_the_development_ones() -> None:
+    settings = make()
+    assert settings.environment == "dev"
+    assert settings.key_source == DEV_KEY_SOURCE
+    assert settings.database_url == DEV_DATABASE_URL
+    assert settings.public_base_url == DEV_PUBLIC_BASE_URL
+
+
+def test_dev_accepts_the_defaults() -> None:
+    make(environment="dev").check_deployable()
+
+
+def test_dev_accepts_anything() -> None:
+    make(
+        environment="dev", public_base_url="http://10.0.0.5:8000", key_source=""
+    ).check_deployable()
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+def test_default_key_source_is_refused(environment: str) -> None:
+    with pytest.raises(ConfigurationError, match="CAREVAULT_KEY_SOURCE") as caught:
+        make(environment=environment).check_deployable()
+    assert environment in str(caught.value)
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+@pytest.mark.parametrize("key_source", ["", "   "])
+def test_empty_key_source_is_refused(environment: str, key_source: str) -> None:
+    settings = make(environment=environment, **{**GOOD, "key_source": key_source})
+    with pytest.raises(ConfigurationError, match="CAREVAULT_KEY_SOURCE"):
+        settings.check_deployable()
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+def test_default_database_url_is_refused(environment: str) -> None:
+    settings = make(environment=environment, **{**GOOD, "database_url": DEV_DATABASE_URL})
+    with pytest.raises(ConfigurationError, match="CAREVAULT_DATABASE_URL") as caught:
+        settings.check_deployable()
+    assert environment in str(caught.value)
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+def test_default_public_url_is_refused(environment: str) -> None:
+    settings = make(environment=environment, **{**GOOD, "public_base_url": DEV_PUBLIC_BASE_URL})
+    with pytest.raises(ConfigurationError, match="CAREVAULT_PUBLIC_BASE_URL"):
+        settings.check_deployable()
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+@pytest.mark.parametrize(
+    "url", ["http://carevault.example.lu", "carevault.example.lu", "ftp://carevault.example.lu"]
+)
+def test_non_https_public_url_is_refused(environment: str, url: str) -> None:
+    settings = make(environment=environment, **{**GOOD, "public_base_url": url})
+    with pytest.raises(ConfigurationError, match="CAREVAULT_PUBLIC_BASE_URL must be https"):
+        settings.check_deployable()
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+def test_properly_configured_deployment_passes(environment: str) -> None:
+    make(environment=environment, **GOOD).check_deployable()
+
+
+def test_the_variables_named_in_messages_are_the_ones_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAREVAULT_ENVIRONMENT", "prod")
+    monkeypatch.setenv("CAREVAULT_KEY_SOURCE", GOOD["key_source"])
+    monkeypatch.setenv("CAREVAULT_DATABASE_URL", GOOD["database_url"])
+    monkeypatch.setenv("CAREVAULT_PUBLIC_BASE_URL", GOOD["public_base_url"])
+    settings = make()
+    assert settings.environment == "prod"
+    settings.check_deployable()
+    monkeypatch.delenv("CAREVAULT_PUBLIC_BASE_URL")
+    with pytest.raises(ConfigurationError, match="CAREVAULT_PUBLIC_BASE_URL"):
+        make().check_deployable()
