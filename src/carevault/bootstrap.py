@@ -10,15 +10,19 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from carevault.adapters.keys.local_file import key_file_path, load_keys
+from carevault.adapters.keys.log_signer import signers_from_key_source
 from carevault.adapters.storage.database import connect
 from carevault.adapters.storage.unit_of_work import UnitOfWork
-from carevault.api.access import DevLoopbackGate, LogRecorder, TokenBucketLimiter
+from carevault.api.access import DevLoopbackGate, TokenBucketLimiter
 from carevault.api.app import create_app
+from carevault.api.audit_trail import AuditTrail, before_commit
 from carevault.api.fhir.capability import capability_statement
 from carevault.api.fhir.directory_handlers import ApiContext, directory_handlers
 from carevault.api.fhir.door import FhirDoor
+from carevault.domain.audit import STREAMS
 from carevault.domain.professions import Professions
 from carevault.fhirmodel.directory import IdentitySystems
+from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
 
@@ -43,16 +47,22 @@ def directory_context(settings: Settings) -> DirectoryContext:
     return DirectoryContext(systems=systems, professions=load_professions(settings), clock=utc_now)
 
 
+def audit_log(settings: Settings, engine: Engine) -> AuditLog:
+    signers = signers_from_key_source(settings.key_source, STREAMS)
+    return AuditLog(engine, {stream: signer for stream, signer in signers.items()}, utc_now)
+
+
 @dataclass
 class Platform:
     settings: Settings
     engine: Engine
     directory: DirectoryContext
+    audit: AuditLog
     door: FhirDoor
     app: FastAPI
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.engine)
+        return UnitOfWork(self.engine, before_commit=before_commit)
 
 
 def build(settings: Settings, engine: Engine | None = None) -> Platform:
@@ -61,15 +71,18 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     load_keys(key_file_path(settings.key_source))  # refuse to start without usable keys
     engine = engine or connect(settings.database_url)
     directory = directory_context(settings)
+    log = audit_log(settings, engine)
     api = ApiContext(
-        unit_of_work=lambda: UnitOfWork(engine), directory=directory, settings=settings
+        unit_of_work=lambda: UnitOfWork(engine, before_commit=before_commit),
+        directory=directory,
+        settings=settings,
     )
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
     door = FhirDoor(
         handlers=directory_handlers(api),
         gate=DevLoopbackGate(settings),
-        recorder=LogRecorder(),
+        recorder=AuditTrail(log, utc_now),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         capabilities=lambda d: capability_statement(d, fhir_base),
     )
-    return Platform(settings, engine, directory, door, create_app(settings, door))
+    return Platform(settings, engine, directory, log, door, create_app(settings, door, log))

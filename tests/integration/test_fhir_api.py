@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -12,6 +11,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from starlette.testclient import TestClient
 
 from carevault.bootstrap import Platform, build
+from carevault.domain.audit import AuditRecord
 from carevault.settings import Settings
 from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
 
@@ -298,11 +298,13 @@ def test_only_loopback_clients_pass_in_dev(platform: Platform) -> None:
 
 def test_errors_never_leak_internals(client: TestClient, platform: Platform) -> None:
     platform.engine.dispose()
-    # A request on a broken database must answer with an incident id, not a trace.
+    # On a broken database neither the search nor its audit entry can be written: the answer
+    # is 503 (nothing served, since nothing was recorded), and says nothing of the cause.
     platform.engine.pool._creator = _broken_connection  # type: ignore[attr-defined]
-    issue = outcome(client.get("/fhir/Patient"), 500)
-    assert "incident" in issue["diagnostics"]
+    issue = outcome(client.get("/fhir/Patient"), 503)
+    assert "nothing was served" in issue["diagnostics"]
     assert "broken" not in issue["diagnostics"]
+    assert "secret" not in issue["diagnostics"]
 
 
 def _broken_connection() -> Any:
@@ -325,18 +327,30 @@ def test_fhir_has_one_route_the_door(platform: Platform) -> None:
     assert fhir_routes[0].endpoint.__name__ == "fhir"
 
 
-def test_every_request_is_recorded_once(client: TestClient, systems: Any,
-                                        caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="carevault.access")
+def test_every_request_is_recorded_in_the_audit_log(client: TestClient, systems: Any,
+                                                    platform: Platform) -> None:
+    created = post(client, "Patient", patient(systems, 1, family="Zyxwvut")).json()
     client.get("/fhir/metadata")
     client.get("/fhir/Patient", params={"family": "Zyxwvut"})
+    client.get(f"/fhir/Patient/{created['id']}")
     client.get("/fhir/Patient/unknown")
     client.get("/fhir/Nope")
     post(client, "Patient", {"resourceType": "Patient"})
-    records = [r for r in caplog.records if r.name == "carevault.access"]
-    assert len(records) == 5
-    statuses = [json.loads(r.getMessage())["status"] for r in records]
-    assert statuses == [200, 200, 404, 404, 422]
-    # Parameter names are kept, values (which can identify a patient) are not.
-    assert '"params":["family"]' in records[1].getMessage()
-    assert not any("Zyxwvut" in r.getMessage() for r in records)
+    size = platform.audit.size("clinical")
+    records = [AuditRecord.from_canonical(data)
+               for _, data in platform.audit.entries("clinical", 0, size)]
+    summary = [(r.interaction, r.status, r.patient) for r in records]
+    assert summary == [
+        ("create", 201, created["id"]),
+        ("capabilities", 200, None),
+        ("search-type", 200, None),  # the query, for the security officer
+        ("search-type", 200, created["id"]),  # the patient's own entry
+        ("read", 200, created["id"]),
+        ("read", 404, "unknown"),  # an attempt on an id is filed under that id
+        ("search-type", 404, None),  # an unknown resource type
+        ("create", 422, None),
+    ]
+    # The patient's entry names the parameters, never the values asked about.
+    assert records[2].query == "family=Zyxwvut"
+    assert records[3].query == "family"
+    assert all(r.agent.network == "127.0.0.1" for r in records)

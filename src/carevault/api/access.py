@@ -5,16 +5,11 @@
 any other address, every request except the CapabilityStatement is refused as unauthenticated.
 It is replaced by the authorization engine (issue "authorization engine"), not extended.
 
-`LogRecorder` writes one structured line per request to the ``carevault.access`` logger. It is
-not tamper-evident; the Merkle-tree audit log (issue "traceability") replaces it behind the
-same `AccessRecorder` interface.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import logging
 import math
 import threading
 import time
@@ -23,8 +18,6 @@ from collections.abc import Callable
 from carevault.api.fhir.door import FhirRequest, Interaction
 from carevault.domain.errors import NotAuthenticated, RateLimited
 from carevault.settings import Settings
-
-access_log = logging.getLogger("carevault.access")
 
 
 def is_loopback(address: str) -> bool:
@@ -46,27 +39,6 @@ class DevLoopbackGate:
         raise NotAuthenticated(
             "authentication is required: this CareVault accepts no "
             "sign-in yet outside the development environment's loopback"
-        )
-
-
-class LogRecorder:
-    def record(self, request: FhirRequest, status: int, rule: str | None) -> None:
-        access_log.info(
-            json.dumps(
-                {
-                    "client": request.client,
-                    "method": request.method,
-                    "interaction": request.interaction.value,
-                    "type": request.resource_type,
-                    "id": request.resource_id,
-                    "operation": request.operation,
-                    # Parameter names only: values can be patient identifiers.
-                    "params": sorted(request.param_names()),
-                    "status": status,
-                    "rule": rule,
-                },
-                separators=(",", ":"),
-            )
         )
 
 

@@ -6,8 +6,12 @@ HTTP response, and the security headers every response carries.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -18,11 +22,20 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from carevault import __version__
+from carevault.api.audit_routes import audit_router
 from carevault.api.fhir.door import FORM, FhirDoor, FhirResponse
+from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError, InvalidInput, TooLarge
+from carevault.services.audit_log import AuditLog
 from carevault.settings import Settings
 
 FHIR_JSON = "application/fhir+json"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 WEB = Path(__file__).parent.parent / "web"
 TEMPLATES = Jinja2Templates(directory=str(WEB / "templates"))
 STATIC = str(WEB / "static")
@@ -68,10 +81,42 @@ def render(response: FhirResponse) -> Response:
     )
 
 
-def create_app(settings: Settings, door: FhirDoor) -> FastAPI:
+TREE_HEAD_INTERVAL_SECONDS = 1.0
+
+
+@contextlib.asynccontextmanager
+async def _lifespan_with(log: AuditLog) -> AsyncIterator[None]:
+    """Publish signed tree heads every second while serving; flush the log on shutdown."""
+    stop = threading.Event()
+
+    def publish() -> None:
+        while not stop.wait(TREE_HEAD_INTERVAL_SECONDS):
+            for stream in STREAMS:
+                try:
+                    log.sign_tree_head(stream)
+                except Exception:  # the next tick retries; a failure must not stop serving
+                    logging.getLogger("carevault.audit").exception("tree head not signed")
+
+    publisher = threading.Thread(target=publish, name="tree-head-publisher", daemon=True)
+    publisher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        publisher.join(timeout=5)
+        log.close()
+
+
+def create_app(settings: Settings, door: FhirDoor, log: AuditLog) -> FastAPI:
     app = FastAPI(
-        title="CareVault", version=__version__, docs_url=None, redoc_url=None, openapi_url=None
+        title="CareVault",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lambda _app: _lifespan_with(log),
     )
+    app.include_router(audit_router(log, settings, utc_now))
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
 
     @app.middleware("http")

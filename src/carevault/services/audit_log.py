@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Protocol
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine
@@ -38,14 +39,12 @@ class AuditUnavailable(Exception):
     """The audit log could not durably record an access; the access must not be served."""
 
 
-class Signer:
+class Signer(Protocol):
     """What the log needs of a key (an Ed25519 key, in a file or an HSM)."""
 
-    def sign(self, data: bytes) -> bytes:
-        raise NotImplementedError
+    def sign(self, data: bytes) -> bytes: ...
 
-    def public_key_pem(self) -> bytes:
-        raise NotImplementedError
+    def public_key_pem(self) -> bytes: ...
 
 
 @dataclass

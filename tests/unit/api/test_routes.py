@@ -145,14 +145,31 @@ class FakeGate:
         return "test: admitted"
 
 
+class FakeScope:
+    recorded = False
+
+    def __enter__(self) -> FakeScope:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
 class FakeRecorder:
-    def __init__(self, events: Events) -> None:
+    def __init__(self, events: Events, error: Exception | None = None) -> None:
         self.events = events
+        self.error = error
         self.records: list[tuple[FhirRequest, int, str | None]] = []
 
-    def record(self, request: FhirRequest, status: int, rule: str | None) -> None:
+    def begin(self, request: FhirRequest, rule: str | None) -> FakeScope:
+        return FakeScope()
+
+    def record(self, request: FhirRequest, response: FhirResponse, rule: str | None,
+               scope: object) -> None:
         self.events.append("record")
-        self.records.append((request, status, rule))
+        self.records.append((request, response.status, rule))
+        if self.error is not None:
+            raise self.error
 
 
 class FakePatients(ResourceHandler):
@@ -199,11 +216,12 @@ class Rig:
         gate_error: Exception | None = None,
         limit_error: Exception | None = None,
         handler_error: Exception | None = None,
+        record_error: Exception | None = None,
     ) -> None:
         self.events = Events()
         self.limiter = FakeLimiter(self.events, limit_error)
         self.gate = FakeGate(self.events, gate_error)
-        self.recorder = FakeRecorder(self.events)
+        self.recorder = FakeRecorder(self.events, record_error)
         self.patients = FakePatients(self.events, handler_error)
         self.door = FhirDoor(
             [self.patients],
@@ -474,3 +492,12 @@ def test_body_error_from_the_http_layer_is_answered_and_recorded() -> None:
     assert rig.patients.requests == []
     request, status, _ = rig.only_record
     assert (request.interaction, status) == (I.CREATE, 413)
+
+
+def test_an_access_that_cannot_be_recorded_is_not_served() -> None:
+    rig = Rig(record_error=RuntimeError("audit storage is read-only"))
+    response = rig.handle("GET", "Patient/p1")
+    assert response.status == 503
+    assert _code(response) == "transient"
+    assert "nothing was served" in _diagnostics(response)
+    assert "read-only" not in _diagnostics(response)

@@ -8,6 +8,7 @@ same identifier) becomes a `Conflict` rather than a server error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -17,12 +18,19 @@ from sqlalchemy.exc import IntegrityError
 from carevault.adapters.storage.directory_store import DirectoryStore
 from carevault.domain.errors import Conflict
 
+BeforeCommit = Callable[[Connection, list[str]], None]
+
 
 class UnitOfWork:
+    """``before_commit`` runs inside the transaction just before it commits, with the ids of
+    the patients the transaction wrote: the audit log uses it to record a change atomically
+    with the change."""
+
     directory: DirectoryStore
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, before_commit: BeforeCommit | None = None) -> None:
         self._engine = engine
+        self._before_commit = before_commit
         self._connection: Connection | None = None
 
     def __enter__(self) -> Self:
@@ -33,6 +41,8 @@ class UnitOfWork:
 
     def commit(self) -> None:
         assert self._connection is not None
+        if self._before_commit is not None:
+            self._before_commit(self._connection, self.directory.touched_patients)
         try:
             self._connection.commit()
         except IntegrityError as error:

@@ -40,6 +40,10 @@ class ApiContext:
     settings: Settings
 
 
+def _patients(stored: Stored) -> tuple[str, ...]:
+    return (stored.id,) if stored.resource.get("resourceType") == "Patient" else ()
+
+
 def resource_response(request: FhirRequest, stored: Stored, status: int = 200) -> FhirResponse:
     headers = {"ETag": f'W/"{stored.version_id}"'}
     last_updated = stored.resource.get("meta", {}).get("lastUpdated")
@@ -50,7 +54,7 @@ def resource_response(request: FhirRequest, stored: Stored, status: int = 200) -
         headers["Location"] = (
             f"{request.base_url.rstrip('/')}/{kind}/{stored.id}/_history/{stored.version_id}"
         )
-    return FhirResponse(status, stored.resource, headers)
+    return FhirResponse(status, stored.resource, headers, patients=_patients(stored))
 
 
 def if_match(request: FhirRequest) -> int | None:
@@ -127,6 +131,7 @@ class DirectoryHandler(ResourceHandler):
         return FhirResponse(
             200,
             {"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries},
+            patients=(request.resource_id,) if self.resource_type == "Patient" else (),
         )
 
     def searchset(
@@ -136,7 +141,9 @@ class DirectoryHandler(ResourceHandler):
         paging: Any,
         included: list[Stored] | None = None,
     ) -> FhirResponse:
-        return FhirResponse(200, sp.searchset(request, result, paging, included or []))
+        body = sp.searchset(request, result, paging, included or [])
+        found = tuple(i.id for i in result.items if i.resource.get("resourceType") == "Patient")
+        return FhirResponse(200, body, patients=found)
 
 
 def _param(name: str, kind: str, doc: str) -> SearchParam:
@@ -287,7 +294,11 @@ class PatientHandler(DirectoryHandler):
         parameters.append(
             {"name": "targetId", "valueReference": {"reference": f"Patient/{answer.patient_id}"}}
         )
-        return FhirResponse(200, {"resourceType": "Parameters", "parameter": parameters})
+        return FhirResponse(
+            200,
+            {"resourceType": "Parameters", "parameter": parameters},
+            patients=(answer.patient_id,),
+        )
 
     def _merge(self, request: FhirRequest) -> FhirResponse:
         parameters = validate_resource(self.body(request), "Parameters")

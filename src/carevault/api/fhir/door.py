@@ -20,10 +20,17 @@ import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import TracebackType
 from typing import Any, Protocol
 
 from carevault.api.fhir.outcome import HttpProblem, from_error
-from carevault.domain.errors import CareVaultError, InvalidInput, NotFound, UnsupportedMediaType
+from carevault.domain.errors import (
+    CareVaultError,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    UnsupportedMediaType,
+)
 
 JsonObject = dict[str, Any]
 
@@ -133,10 +140,38 @@ class AccessGate(Protocol):
     def admit(self, request: FhirRequest) -> str: ...
 
 
-class AccessRecorder(Protocol):
-    """Keeps one record of every request that reached the door, refused ones included."""
+class AccessScope(Protocol):
+    """The recorder's context while a handler runs; ``recorded`` once the handler's own
+    transaction has recorded the access (a change is recorded atomically with itself)."""
 
-    def record(self, request: FhirRequest, status: int, rule: str | None) -> None: ...
+    recorded: bool
+
+    def __enter__(self) -> AccessScope: ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None: ...
+
+
+class AccessRecorder(Protocol):
+    """Keeps a durable record of every request that reached the door, refused ones included.
+
+    ``record`` runs before the response leaves; if it raises, the door answers 503 and serves
+    nothing (fail closed).
+    """
+
+    def begin(self, request: FhirRequest, rule: str | None) -> AccessScope: ...
+
+    def record(
+        self,
+        request: FhirRequest,
+        response: FhirResponse,
+        rule: str | None,
+        scope: AccessScope | None,
+    ) -> None: ...
 
 
 class RateLimiter(Protocol):
@@ -190,6 +225,7 @@ class FhirDoor:
             base_url=base_url,
         )
         rule: str | None = None
+        scope: AccessScope | None = None
         try:
             self.limiter.check(client)
             interaction, kind, resource_id, version_id, operation = parse_route(method, path)
@@ -205,11 +241,19 @@ class FhirDoor:
                 raise body_error
             _check_format(request)
             rule = self.gate.admit(request)
-            response = self._dispatch(request)
+            scope = self.recorder.begin(request, rule)
+            with scope:
+                response = self._dispatch(request)
         except Exception as error:  # every error becomes an OperationOutcome
-            status, outcome, headers = from_error(error)
-            response = FhirResponse(status, outcome, headers)
-        self.recorder.record(request, response.status, rule)
+            response = _error_response(error)
+        try:
+            self.recorder.record(request, response, rule, scope)
+        except Exception as error:  # fail closed: an unrecorded access is not served
+            response = _error_response(
+                error
+                if isinstance(error, CareVaultError)
+                else Unavailable("the access could not be recorded; nothing was served")
+            )
         return response
 
     def _dispatch(self, request: FhirRequest) -> FhirResponse:
@@ -268,6 +312,11 @@ class FhirDoor:
                 f"{request.interaction.value} is not supported on {request.resource_type}",
             )
         return handler
+
+
+def _error_response(error: BaseException) -> FhirResponse:
+    status, outcome, headers = from_error(error)
+    return FhirResponse(status, outcome, headers)
 
 
 def _check_body(request: FhirRequest) -> None:

@@ -1,0 +1,143 @@
+"""The audit log's read API, modelled on Certificate Transparency's (JSON, base64 hashes).
+
+Tree heads and proofs reveal only sizes and hashes: they are public, so that anyone can
+monitor the log. Entries are not: they go to the security officer only, and reading them is
+itself recorded, in the operators' stream.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from carevault.api.access import is_loopback
+from carevault.domain.audit import STREAMS, Agent, AuditRecord, rfc3339_ms
+from carevault.domain.merkle import ProofError
+from carevault.services.audit_log import AuditLog, AuditUnavailable
+from carevault.settings import Settings
+
+MAX_ENTRIES = 1000
+
+
+class BadAuditRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _int(request: Request, name: str, *, minimum: int = 0) -> int:
+    value = request.query_params.get(name)
+    if value is None or not value.isdigit() or len(value) > 18:
+        raise BadAuditRequest(400, f"{name} must be a whole number")
+    number = int(value)
+    if number < minimum:
+        raise BadAuditRequest(400, f"{name} must be at least {minimum}")
+    return number
+
+
+def _stream(request: Request) -> str:
+    stream = request.query_params.get("stream", "clinical")
+    if stream not in STREAMS:
+        raise BadAuditRequest(400, f"stream must be one of {', '.join(STREAMS)}")
+    return stream
+
+
+def audit_router(log: AuditLog, settings: Settings, clock: Callable[[], Any]) -> APIRouter:
+    router = APIRouter(prefix="/audit")
+
+    def answer(produce: Callable[[], Any]) -> Response:
+        try:
+            return JSONResponse(produce(), headers={"Cache-Control": "no-store"})
+        except BadAuditRequest as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        except ProofError as error:
+            return JSONResponse({"error": str(error)}, status_code=400)
+        except LookupError as error:
+            return JSONResponse({"error": str(error)}, status_code=404)
+        except AuditUnavailable:
+            return JSONResponse({"error": "the audit log is unavailable"}, status_code=503)
+
+    @router.get("/public-key")
+    def public_key(request: Request) -> Response:
+        try:
+            stream = _stream(request)
+        except BadAuditRequest as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        return Response(log.public_key_pem(stream), media_type="application/x-pem-file")
+
+    @router.get("/tree-head")
+    def tree_head(request: Request) -> Response:
+        def produce() -> dict[str, Any]:
+            head = log.sign_tree_head(_stream(request))
+            return {
+                "tree_size": head.tree_size,
+                "root_hash": b64(head.root_hash),
+                "timestamp": head.timestamp_ms,
+                "signature": b64(head.signature),
+            }
+
+        return answer(produce)
+
+    @router.get("/proof/inclusion")
+    def inclusion(request: Request) -> Response:
+        def produce() -> dict[str, Any]:
+            index = _int(request, "leaf_index")
+            size = _int(request, "tree_size", minimum=1)
+            path = log.inclusion_proof(_stream(request), index, size)
+            return {"leaf_index": index, "tree_size": size, "audit_path": [b64(h) for h in path]}
+
+        return answer(produce)
+
+    @router.get("/proof/consistency")
+    def consistency(request: Request) -> Response:
+        def produce() -> dict[str, Any]:
+            first = _int(request, "first")
+            second = _int(request, "second")
+            proof = log.consistency_proof(_stream(request), first, second)
+            return {"consistency": [b64(h) for h in proof]}
+
+        return answer(produce)
+
+    @router.get("/entries")
+    def entries(request: Request) -> Response:
+        def produce() -> dict[str, Any]:
+            client = request.client.host if request.client else ""
+            # Until sign-in lands, the security officer is the developer on this machine.
+            if settings.environment != "dev" or not is_loopback(client):
+                raise BadAuditRequest(401, "the audit entries are for the security officer")
+            stream = _stream(request)
+            start = _int(request, "start")
+            end = _int(request, "end")
+            if end <= start or end - start > MAX_ENTRIES:
+                raise BadAuditRequest(400, f"ask for 1 to {MAX_ENTRIES} entries (start < end)")
+            log.append(
+                [
+                    AuditRecord(
+                        stream="operator",
+                        recorded=rfc3339_ms(clock()),
+                        kind="security",
+                        action="R",
+                        interaction="audit-entries",
+                        outcome="0",
+                        agent=Agent(who=None, role="security-officer", network=client),
+                        entity_type="AuditLog",
+                        entity_id=stream,
+                        query=f"start={start}&end={end}",
+                        status=200,
+                    )
+                ]
+            )
+            rows = log.entries(stream, start, end)
+            return {"entries": [{"leaf_index": i, "leaf_input": b64(data)} for i, data in rows]}
+
+        return answer(produce)
+
+    return router

@@ -1,0 +1,168 @@
+"""Turning every request that reaches the FHIR door into audit log entries (IHE BALP fields).
+
+One request gives one main entry with the full query, for the security officer. When the
+request concerns patients (a read, a write, or a search that found them), each of those patients
+also gets an entry of their own, which names only the *parameters* of the query: a patient's
+access history must not reveal what was asked about someone else.
+
+Changes are recorded inside their own transaction (`AuditScope.write_in`, called by the unit of
+work just before it commits), so a write and its record commit together. Everything else is
+recorded after the handler ran, through the group commit, before the response leaves; if that
+fails the door answers 503 and serves nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy import Connection
+
+from carevault.api.fhir.door import AccessScope, FhirRequest, FhirResponse, Interaction
+from carevault.domain.audit import (
+    ACTION_CREATE,
+    ACTION_EXECUTE,
+    ACTION_READ,
+    ACTION_UPDATE,
+    Agent,
+    AuditRecord,
+    outcome_of,
+    rfc3339_ms,
+)
+from carevault.domain.errors import Unavailable
+from carevault.services.audit_log import AuditLog, AuditUnavailable
+
+_ACTIONS = {
+    Interaction.READ: ACTION_READ,
+    Interaction.VREAD: ACTION_READ,
+    Interaction.HISTORY: ACTION_READ,
+    Interaction.SEARCH: ACTION_READ,
+    Interaction.CAPABILITIES: ACTION_READ,
+    Interaction.CREATE: ACTION_CREATE,
+    Interaction.UPDATE: ACTION_UPDATE,
+    Interaction.CONDITIONAL_UPDATE: ACTION_UPDATE,
+    Interaction.OPERATION: ACTION_EXECUTE,
+    Interaction.UNKNOWN: ACTION_EXECUTE,
+}
+
+_current: contextvars.ContextVar[AuditScope | None] = contextvars.ContextVar(
+    "carevault_audit_scope", default=None
+)
+
+
+def _query(request: FhirRequest, names_only: bool) -> str | None:
+    if not request.params:
+        return None
+    if names_only:
+        return ",".join(sorted(request.param_names()))
+    return "&".join(f"{name}={value}" for name, value in request.params)
+
+
+class AuditScope:
+    """The audit context of one request while its handler runs."""
+
+    def __init__(self, trail: AuditTrail, request: FhirRequest, rule: str | None) -> None:
+        self.trail = trail
+        self.request = request
+        self.rule = rule
+        self.recorded = False
+        self._token: contextvars.Token[AuditScope | None] | None = None
+
+    def __enter__(self) -> Self:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _current.reset(self._token)
+
+    def write_in(self, connection: Connection, patients: list[str]) -> None:
+        """Record the change being committed, inside its transaction (once per request)."""
+        if self.recorded:
+            return
+        status = 201 if self.request.interaction is Interaction.CREATE else 200
+        records = self.trail.records(self.request, status, self.rule, tuple(patients))
+        self.trail.log.append_in(connection, records)
+        self.recorded = True
+
+
+def before_commit(connection: Connection, patients: list[str]) -> None:
+    """The unit-of-work hook: record the current request's change in its transaction."""
+    scope = _current.get()
+    if scope is not None:
+        scope.write_in(connection, patients)
+
+
+class AuditTrail:
+    """The door's recorder, writing to the Merkle-tree audit log."""
+
+    def __init__(self, log: AuditLog, clock: Callable[[], datetime]) -> None:
+        self.log = log
+        self.clock = clock
+
+    def begin(self, request: FhirRequest, rule: str | None) -> AuditScope:
+        return AuditScope(self, request, rule)
+
+    def record(
+        self,
+        request: FhirRequest,
+        response: FhirResponse,
+        rule: str | None,
+        scope: AccessScope | None,
+    ) -> None:
+        if scope is not None and scope.recorded and response.status < 400:
+            return
+        records = self.records(request, response.status, rule, response.patients)
+        try:
+            self.log.append(records)
+        except AuditUnavailable as error:
+            raise Unavailable(
+                "the access could not be recorded in the audit log, so nothing "
+                "was served; try again shortly"
+            ) from error
+
+    def records(
+        self, request: FhirRequest, status: int, rule: str | None, patients: tuple[str, ...]
+    ) -> list[AuditRecord]:
+        request_id = uuid.uuid4().hex
+        own = (
+            request.resource_id
+            if request.resource_type == "Patient" and request.resource_id
+            else None
+        )
+        if own is None and len(patients) == 1 and request.interaction is not Interaction.SEARCH:
+            own = patients[0]
+
+        def entry(patient: str | None, names_only: bool) -> AuditRecord:
+            return AuditRecord(
+                stream="clinical",
+                recorded=rfc3339_ms(self.clock()),
+                kind="access",
+                action=_ACTIONS[request.interaction],
+                interaction=request.interaction.value,
+                outcome=outcome_of(status),
+                agent=Agent(who=None, network=request.client or None),
+                patient=patient,
+                entity_type=request.resource_type,
+                entity_id=request.resource_id,
+                query=_query(request, names_only)
+                if request.operation is None
+                else f"${request.operation}"
+                + (f"?{_query(request, names_only)}" if request.params else ""),
+                status=status,
+                rule=rule,
+                request_id=request_id,
+            )
+
+        main = entry(own, names_only=False)
+        others = [entry(p, names_only=True) for p in patients if p != own]
+        return [main, *others]

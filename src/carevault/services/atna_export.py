@@ -1,0 +1,179 @@
+"""Forwarding the audit log to an external ATNA Audit Record Repository, through an outbox.
+
+The audit log is append-only; every entry has a stream ("clinical" or "operator") and a
+contiguous ``leaf_index`` per stream. For each (stream, destination) the source keeps a durable
+cursor: the last leaf index the repository confirmed. ``AtnaExporter.run_once`` reads the next
+batch after the cursor, sends it as RFC 5424 messages in one ``deliver`` call and advances the
+cursor only when the sender confirmed the batch (see ``carevault.adapters.syslog.tls_sender``
+for what confirms it). A repository that is down for minutes loses nothing: the cursor stays,
+and the same entries go again, in order, when it is back. Each stream has its own exporter,
+cursor and APP-NAME (and may have its own destination).
+
+Each message is ``<85>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [carevault@32473 stream="…"
+leafIndex="…"] BOM{AuditEvent JSON}``. ``carevault@32473`` uses 32473, the private enterprise
+number that RFC 5612 reserves for documentation examples, until CareVault has its own IANA
+number. The stream and leaf index identify an entry, so a repository can also drop repeats.
+TIMESTAMP is when the batch was formatted (the event's own time is inside the AuditEvent).
+
+Exactly once, as counted by the repository, holds when every batch either is confirmed or was
+not stored at all; the two residual cases (stored but not confirmed, so sent again; confirmed
+but lost inside a receiver that crashed before writing) are those of the sender's docstring,
+plus one of ours: a crash between a confirmed delivery and ``confirm`` sends the batch again.
+Delivery failures are logged with the destination and leaf range, never the message contents.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from carevault.adapters.syslog.rfc5424 import format_message
+from carevault.adapters.syslog.tls_sender import DeliveryError
+
+log = logging.getLogger(__name__)
+
+# MSGID. IHE ITI TF-2 §3.20 (Record Audit Event [ITI-20], syslog transport over RFC 5425)
+# requires MSGID "IHE+RFC-3881" and an MSG that is the DICOM PS3.15 A.5 / RFC 3881 XML audit
+# message (DICOM PS3.15 A.6 and its implementations use "DICOM+RFC3881" for the same XML).
+# A FHIR AuditEvent has its own ITI-20 transport, the ATX: FHIR Feed (a RESTful create), and IHE
+# defines no MSGID for an AuditEvent carried by syslog. Using "IHE+RFC-3881" would tell a
+# conforming repository to parse our JSON as DICOM XML, so we follow RFC 5424 §6.2.7 ("The MSGID
+# SHOULD identify the type of message") with our own value, which is not an IHE code.
+MSGID = "FHIR+AuditEvent"
+SD_ID = "carevault@32473"  # 32473: the example private enterprise number of RFC 5612
+STREAMS = frozenset({"clinical", "operator"})
+
+
+class ExportSource(Protocol):
+    """The outbox of one audit log: entries after a durable per-destination cursor."""
+
+    def pending(self, stream: str, destination: str, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (leaf_index, AuditEvent JSON) after the cursor, in order."""
+        ...
+
+    def confirm(self, stream: str, destination: str, through_index: int) -> None:
+        """Durably advance the cursor of (stream, destination) to ``through_index``."""
+        ...
+
+
+class Sender(Protocol):
+    def deliver(self, messages: Sequence[bytes]) -> None:
+        """Deliver all messages or raise ``DeliveryError``."""
+        ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    sent: int
+    failed: bool
+
+
+class AtnaExporter:
+    """Sends one stream of the audit log to one ATNA repository, batch by batch, in order."""
+
+    def __init__(
+        self,
+        source: ExportSource,
+        sender: Sender,
+        *,
+        stream: str,
+        destination: str,
+        app_name: str,
+        hostname: str,
+        batch_size: int = 500,
+        clock: Callable[[], datetime] = utc_now,
+        procid: str | None = None,
+    ) -> None:
+        if stream not in STREAMS:
+            raise ValueError(f"unknown audit stream {stream!r}; expected one of {sorted(STREAMS)}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.source = source
+        self.sender = sender
+        self.stream = stream
+        self.destination = destination
+        self.app_name = app_name
+        self.hostname = hostname
+        self.batch_size = batch_size
+        self.clock = clock
+        self.procid = procid if procid is not None else str(os.getpid())
+        self._format(clock(), 0, "{}")  # refuse an invalid APP-NAME or HOSTNAME now
+
+    def run_once(self) -> int:
+        """Send one batch if any; the number confirmed (0 when none, or delivery failed)."""
+        return self._attempt().sent
+
+    def run_forever(
+        self,
+        stop: threading.Event,
+        idle_seconds: float = 0.5,
+        retry_seconds: float = 1.0,
+        max_retry_seconds: float = 30.0,
+    ) -> None:
+        """Export until ``stop`` is set; back off exponentially (bounded) while failing."""
+        delay = retry_seconds
+        while not stop.is_set():
+            try:
+                outcome = self._attempt()
+            except Exception:
+                log.exception(
+                    "ATNA export of stream %s to %s failed", self.stream, self.destination
+                )
+                outcome = _Outcome(sent=0, failed=True)
+            if outcome.failed:
+                stop.wait(delay)
+                delay = min(delay * 2, max_retry_seconds)
+                continue
+            delay = retry_seconds
+            if outcome.sent < self.batch_size:
+                stop.wait(idle_seconds)
+
+    def _attempt(self) -> _Outcome:
+        batch = self.source.pending(self.stream, self.destination, self.batch_size)
+        if not batch:
+            return _Outcome(sent=0, failed=False)
+        first, last = batch[0][0], batch[-1][0]
+        if [index for index, _ in batch] != list(range(first, first + len(batch))):
+            raise ValueError(
+                f"the source returned leaf indexes of stream {self.stream} that are not "
+                f"contiguous and ascending ({first}..{last}, {len(batch)} entries)"
+            )
+        now = self.clock()
+        messages = [self._format(now, index, text) for index, text in batch]
+        try:
+            self.sender.deliver(messages)
+        except DeliveryError as error:
+            log.warning(
+                "ATNA delivery of stream %s leaves %d..%d (%d messages) to %s failed: %s",
+                self.stream,
+                first,
+                last,
+                len(batch),
+                self.destination,
+                error,
+            )
+            return _Outcome(sent=0, failed=True)
+        self.source.confirm(self.stream, self.destination, last)
+        return _Outcome(sent=len(batch), failed=False)
+
+    def _format(self, now: datetime, leaf_index: int, text: str) -> bytes:
+        return format_message(
+            timestamp=now,
+            hostname=self.hostname,
+            app_name=self.app_name,
+            procid=self.procid,
+            msgid=MSGID,
+            structured_data=[
+                (SD_ID, [("stream", self.stream), ("leafIndex", str(leaf_index))]),
+            ],
+            message=text,
+        )
