@@ -22,8 +22,8 @@ from carevault.adapters.keys.local_file import create_key_file
 from carevault.adapters.storage import schema
 from carevault.adapters.storage.database import connect, upgrade
 from carevault.adapters.storage.unit_of_work import UnitOfWork
-from carevault.domain.audit import STREAMS
 from carevault.bootstrap import Platform, build, directory_context
+from carevault.domain.audit import STREAMS
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
 
