@@ -6,27 +6,28 @@ saying what is wrong and exit with status 1; they never print a stack trace.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from carevault.adapters.keys.local_file import KeyFileError, create_key_file, key_file_path
+from carevault.adapters.keys.local_file import create_key_file, key_file_path
 from carevault.adapters.storage.database import connect, upgrade
 from carevault.adapters.storage.directory_store import SearchResult
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import directory_context
+from carevault.cli import context
+from carevault.cli.audit_commands import app as audit_app
+from carevault.cli.errors import friendly
 from carevault.domain.errors import CareVaultError
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
-from carevault.settings import ConfigurationError, Settings
+from carevault.settings import Settings
 
 app = typer.Typer(
     help="Operate a CareVault platform.",
@@ -40,36 +41,11 @@ directory_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(directory_app, name="directory")
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def friendly(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn expected failures into one readable line and exit status 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except (CareVaultError, ConfigurationError, KeyFileError) as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(1) from None
-        except SQLAlchemyError as error:
-            reason = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()[0]
-            typer.echo(f"error: the database refused the operation: {reason[:300]}", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
+app.add_typer(audit_app, name="audit")
 
 
 def _settings() -> Settings:
-    return Settings()
-
-
-def _uow_factory(settings: Settings) -> Callable[[], UnitOfWork]:
-    engine = connect(settings.database_url)
-    return lambda: UnitOfWork(engine)
+    return context.settings()
 
 
 def _print(data: dict[str, Any], as_json: bool, text: str) -> None:
@@ -85,14 +61,25 @@ def init() -> None:
     created = create_key_file(path)
     typer.echo(f"key file {path}: {'created' if created else 'already present, kept'}")
     upgrade(connect(settings.database_url))
+    _record(settings, "init", {"key_file": "created" if created else "kept"})
     typer.echo("database schema: up to date")
+
+
+def _record(settings: Settings, interaction: str, detail: dict[str, str]) -> None:
+    """Record an operator action that is not a directory change."""
+    with context.engine_for(settings.database_url).begin() as connection:
+        context.log_for(settings).append_in(
+            connection, [context.operator_record("E", interaction, detail=detail)]
+        )
 
 
 @db_app.command("upgrade")
 @friendly
 def db_upgrade() -> None:
     """Apply database migrations (safe to run again)."""
-    upgrade(connect(_settings().database_url))
+    settings = _settings()
+    upgrade(connect(settings.database_url))
+    _record(settings, "db upgrade", {})
     typer.echo("database schema: up to date")
 
 
@@ -133,7 +120,11 @@ def demo(
     from carevault.demo import loader
 
     settings = _settings()
-    unit_of_work = _uow_factory(settings)
+    unit_of_work = context.audited_units(
+        settings,
+        "demo load",
+        detail={"patients": str(patients), "professionals": str(professionals), "seed": str(seed)},
+    )
     if loader.demo_loaded(unit_of_work):
         typer.echo("demo data is already loaded")
         if if_empty:
@@ -192,7 +183,7 @@ def add_patient(
         birth_date=born,
         gender=gender,
     )
-    with _uow_factory(settings)() as uow:
+    with context.audited_units(settings, "directory add-patient")() as uow:
         stored = svc.create_patient(uow, ctx, resource)
     _print(
         {"id": stored.id, "resourceType": "Patient", "resource": stored.resource},
@@ -217,7 +208,10 @@ def add_organization(
     resource = new_organization(
         ctx.systems, identifier=identifier, name=name, patient_id_system=patient_id_system
     )
-    with _uow_factory(settings)() as uow:
+    units = context.audited_units(
+        settings, "directory add-organization", detail={"identifier": identifier}
+    )
+    with units() as uow:
         stored = svc.create_organization(uow, ctx, resource)
     _print(
         {"id": stored.id, "resourceType": "Organization", "resource": stored.resource},
@@ -250,7 +244,12 @@ def add_practitioner(
         specialty=specialty,
         organization_id=organization,
     )
-    with _uow_factory(settings)() as uow:
+    units = context.audited_units(
+        settings,
+        "directory add-practitioner",
+        detail={"identifier": identifier, "profession": profession},
+    )
+    with units() as uow:
         ((practitioner, role),) = svc.register_professionals(uow, ctx, [item])
     _print(
         {
@@ -287,7 +286,18 @@ def list_directory(
     }
     if kind not in searches:
         raise CareVaultError(f"unknown kind {kind!r}: use patients, practitioners or organizations")
-    with _uow_factory(_settings())() as uow:
+    config = _settings()
+    with context.engine_for(config.database_url).begin() as connection:
+        # Listing the directories is an access to identities: it is recorded too.
+        context.log_for(config).append_in(
+            connection,
+            [
+                context.operator_record(
+                    "R", "directory list", entity_type=kind, detail={"limit": str(limit)}
+                )
+            ],
+        )
+    with UnitOfWork(context.engine_for(config.database_url)) as uow:
         result = searches[kind](uow)
     rows = [
         {

@@ -21,8 +21,8 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError

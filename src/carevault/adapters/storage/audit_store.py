@@ -194,6 +194,13 @@ class AuditStore:
         ).first()
         return None if row is None else _tree_head(row)
 
+    def tree_heads(self, stream: str) -> list[StoredTreeHead]:
+        head = t.audit_tree_head
+        rows = self.connection.execute(
+            select(head).where(head.c.stream == stream).order_by(head.c.tree_size)
+        )
+        return [_tree_head(row) for row in rows]
+
     def tree_head(self, stream: str, tree_size: int) -> StoredTreeHead | None:
         head = t.audit_tree_head
         row = self.connection.execute(

@@ -1,0 +1,156 @@
+"""``carevault audit …``: read entries, publish a tree head, verify the whole log."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from carevault.adapters.storage.audit_store import AuditStore
+from carevault.cli.context import engine_for, log_for, operator_record, settings
+from carevault.cli.errors import friendly
+from carevault.domain.audit import STREAMS
+from carevault.domain.errors import CareVaultError
+from carevault.domain.tree_head import TreeHead
+from carevault.verifier import Checkpoint, VerificationError, verify_log
+
+app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+
+StreamOption = Annotated[str, typer.Option(help="clinical or operator.")]
+
+
+def _stream(stream: str) -> str:
+    if stream not in STREAMS:
+        raise CareVaultError(f"--stream must be one of {', '.join(STREAMS)}")
+    return stream
+
+
+@app.command("entry")
+@friendly
+def entry(
+    index: Annotated[int, typer.Argument(min=0, help="Leaf index.")],
+    stream: StreamOption = "clinical",
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print one entry: its leaf index and its canonical bytes (base64 with --json)."""
+    config = settings()
+    log = log_for(config)
+    rows = log.entries(_stream(stream), index, index + 1)
+    with engine_for(config.database_url).begin() as connection:
+        log.append_in(
+            connection,
+            [
+                operator_record(
+                    "R",
+                    "audit entry",
+                    entity_type="AuditLog",
+                    entity_id=stream,
+                    detail={"leaf_index": str(index)},
+                    outcome="0" if rows else "4",
+                )
+            ],
+        )
+    if not rows:
+        raise CareVaultError(f"the {stream} log has no entry {index}")
+    leaf_index, data = rows[0]
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {"leaf_index": leaf_index, "leaf_input": base64.b64encode(data).decode("ascii")}
+            )
+        )
+    else:
+        typer.echo(json.dumps(json.loads(data), indent=2, ensure_ascii=False))
+
+
+@app.command("tree-head")
+@friendly
+def tree_head(stream: StreamOption = "clinical") -> None:
+    """Sign and print the current tree head (JSON, base64 hashes)."""
+    head = log_for(settings()).sign_tree_head(_stream(stream))
+    typer.echo(
+        json.dumps(
+            {
+                "tree_size": head.tree_size,
+                "timestamp": head.timestamp_ms,
+                "root_hash": base64.b64encode(head.root_hash).decode("ascii"),
+                "signature": base64.b64encode(head.signature).decode("ascii"),
+            }
+        )
+    )
+
+
+@app.command("verify")
+@friendly
+def verify(
+    stream: StreamOption = "clinical",
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Save progress here, and resume from it if it exists.")
+    ] = None,
+) -> None:
+    """Recompute the whole log and check every stored hash and every signed tree head."""
+    config = settings()
+    stream = _stream(stream)
+    log = log_for(config)
+    engine = engine_for(config.database_url)
+    with engine.connect() as connection:
+        store = AuditStore(connection)
+        size = store.size(stream)
+        heads = [
+            TreeHead(h.tree_size, h.root_hash, h.timestamp_ms, h.signature)
+            for h in store.tree_heads(stream)
+        ]
+    start = Checkpoint.load(checkpoint) if checkpoint and checkpoint.exists() else None
+
+    def read_entries(first: int, end: int) -> list[tuple[int, bytes]]:
+        with engine.connect() as connection:
+            return AuditStore(connection).entries(stream, first, end)
+
+    def read_nodes(level: int, first: int, end: int) -> list[tuple[int, bytes]]:
+        with engine.connect() as connection:
+            return AuditStore(connection).level_nodes(stream, level, first, end)
+
+    columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    outcome, message = "0", ""
+    with Progress(*columns, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("verify", total=size, completed=start.size if start else 0)
+        try:
+            report = verify_log(
+                log.public_key_pem(stream),
+                size,
+                read_entries,
+                read_nodes,
+                heads,
+                checkpoint=start,
+                progress=lambda n: bar.advance(task, n),
+                on_checkpoint=(lambda c: c.save(checkpoint)) if checkpoint else lambda _c: None,
+            )
+            message = (
+                f"verified {report.verified_size} entries of the {stream} log and "
+                f"{report.tree_heads_checked} signed tree heads"
+            )
+        except VerificationError as error:
+            outcome = "8"
+            message = f"{error} (first bad index: {error.first_bad_index})"
+    with engine.begin() as connection:
+        log.append_in(
+            connection,
+            [
+                operator_record(
+                    "E",
+                    "audit verify",
+                    entity_type="AuditLog",
+                    entity_id=stream,
+                    outcome=outcome,
+                    detail={"result": message[:500]},
+                )
+            ],
+        )
+    if outcome != "0":
+        raise CareVaultError(message)
+    typer.echo(message)

@@ -1,0 +1,77 @@
+"""What every command needs: settings, a database, and the operators' audit stream.
+
+"One function, one trace": whatever an operator changes from the command line is recorded in
+the operator stream of the audit log, inside the transaction that makes the change.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine
+
+from carevault.adapters.storage.database import connect
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.bootstrap import audit_log
+from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
+from carevault.services.audit_log import AuditLog
+from carevault.settings import Settings
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+@functools.cache
+def engine_for(url: str) -> Engine:
+    return connect(url)
+
+
+def operator() -> str:
+    return f"os-user:{getpass.getuser()}"
+
+
+def operator_record(
+    action: str,
+    interaction: str,
+    *,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    detail: dict[str, str] | None = None,
+    outcome: str = "0",
+) -> AuditRecord:
+    return AuditRecord(
+        stream="operator",
+        recorded=rfc3339_ms(datetime.now(UTC)),
+        kind="operator",
+        action=action,
+        interaction=interaction,
+        outcome=outcome,
+        agent=Agent(who=operator(), role="operator", network="local"),
+        entity_type=entity_type,
+        entity_id=entity_id,
+        detail=detail or {},
+    )
+
+
+def audited_units(
+    config: Settings, interaction: str, *, action: str = "C", detail: dict[str, str] | None = None
+) -> Callable[[], UnitOfWork]:
+    """Units of work whose commits each record ``interaction`` in the operator stream."""
+    engine = engine_for(config.database_url)
+    log = audit_log(config, engine)
+
+    def record(connection: Connection, patients: list[str]) -> None:
+        entity = {"patients": ",".join(patients)} if patients else {}
+        log.append_in(
+            connection, [operator_record(action, interaction, detail={**(detail or {}), **entity})]
+        )
+
+    return lambda: UnitOfWork(engine, before_commit=record)
+
+
+def log_for(config: Settings) -> AuditLog:
+    return audit_log(config, engine_for(config.database_url))
