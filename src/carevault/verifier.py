@@ -156,12 +156,13 @@ def verify_log(
             size,
         )
     pending = [h for h in heads if h.tree_size >= frontier.size]
-    last_good = frontier.size
-    last_good = _check_heads(frontier, pending, last_good)  # a head of the checkpoint's size
+    last_good = _check_heads({frontier.size: frontier.root()}, pending, frontier.size)
     while frontier.size < size:
         start = frontier.size
         end = min(size, start + chunk)
         computed: dict[merkle.Node, bytes] = {}
+        roots: dict[int, bytes] = {}  # the roots at the sizes of pending tree heads
+        wanted = {h.tree_size for h in pending}
         expected = start
         for index, data in read_entries(start, end):
             if index != expected:
@@ -169,26 +170,28 @@ def verify_log(
             for node, value in frontier.append(merkle.leaf_hash(data)):
                 computed[node] = value
             expected += 1
-            last_good = _check_heads(frontier, pending, last_good)
+            if frontier.size in wanted:
+                roots[frontier.size] = frontier.root()
         if expected != end:
             raise VerificationError(f"entry {expected} is missing", expected)
+        # Stored hashes first: they locate a change to the exact entry or subtree.
         _compare_nodes(computed, read_nodes)
-        state = Checkpoint(frontier.size, list(frontier.hashes))
-        on_checkpoint(state)
+        last_good = _check_heads(roots, pending, last_good)
+        on_checkpoint(Checkpoint(frontier.size, list(frontier.hashes)))
         progress(end - start)
     checked = len(heads) - len(pending)
     return VerifyReport(frontier.size, checked, frontier.root())
 
 
-def _check_heads(frontier: merkle.Frontier, pending: list[TreeHead], last_good: int) -> int:
-    """Check and drop the heads of exactly the current size; return the new last good size.
+def _check_heads(roots: dict[int, bytes], pending: list[TreeHead], last_good: int) -> int:
+    """Check and drop the pending heads whose size ``roots`` covers; return the last good size.
 
     A head that disagrees while every stored hash agreed means entries *and* hashes were
     rewritten together; the alteration lies after the last head that still matched.
     """
-    while pending and pending[0].tree_size == frontier.size:
+    while pending and pending[0].tree_size in roots:
         head = pending.pop(0)
-        if head.root_hash != frontier.root():
+        if head.root_hash != roots[head.tree_size]:
             raise VerificationError(
                 f"the signed tree head of size {head.tree_size} does not match the entries: "
                 f"entries between index {last_good} and {head.tree_size - 1} were rewritten",
@@ -199,17 +202,21 @@ def _check_heads(frontier: merkle.Frontier, pending: list[TreeHead], last_good: 
 
 
 def _compare_nodes(computed: dict[merkle.Node, bytes], read_nodes: NodeReader) -> None:
+    """Compare recomputed subtree hashes with the stored ones, level by level from the leaves.
+
+    A changed entry also changes every ancestor of its leaf, so the lowest level with a
+    mismatch locates the change: the first bad index is the first leaf under the leftmost
+    mismatching node of that level.
+    """
     by_level: dict[int, list[int]] = {}
     for level, idx in computed:
         by_level.setdefault(level, []).append(idx)
-    bad: list[int] = []
-    for level, indexes in by_level.items():
+    for level in sorted(by_level):
+        indexes = by_level[level]
         stored = dict(read_nodes(level, min(indexes), max(indexes) + 1))
-        for idx in indexes:
-            if stored.get(idx) != computed[(level, idx)]:
-                bad.append(idx << level)
-    if bad:
-        first = min(bad)
-        raise VerificationError(
-            f"the stored hashes disagree with the entries from index {first}", first
-        )
+        bad = [idx for idx in sorted(indexes) if stored.get(idx) != computed[(level, idx)]]
+        if bad:
+            first = bad[0] << level
+            raise VerificationError(
+                f"the stored hashes disagree with the entries from index {first}", first
+            )
