@@ -108,16 +108,10 @@ def audit_router(log: AuditLog, settings: Settings, clock: Callable[[], Any]) ->
 
     @router.get("/entries")
     def entries(request: Request) -> Response:
-        def produce() -> dict[str, Any]:
-            client = request.client.host if request.client else ""
-            # Until sign-in lands, the security officer is the developer on this machine.
-            if settings.environment != "dev" or not is_loopback(client):
-                raise BadAuditRequest(401, "the audit entries are for the security officer")
-            stream = _stream(request)
-            start = _int(request, "start")
-            end = _int(request, "end")
-            if end <= start or end - start > MAX_ENTRIES:
-                raise BadAuditRequest(400, f"ask for 1 to {MAX_ENTRIES} entries (start < end)")
+        client = request.client.host if request.client else ""
+
+        def recorded(outcome: str, detail: str) -> None:
+            # Every attempt on the entries is recorded in the operators' stream, refused or not.
             log.append(
                 [
                     AuditRecord(
@@ -126,15 +120,30 @@ def audit_router(log: AuditLog, settings: Settings, clock: Callable[[], Any]) ->
                         kind="security",
                         action="R",
                         interaction="audit-entries",
-                        outcome="0",
-                        agent=Agent(who=None, role="security-officer", network=client),
+                        outcome=outcome,
+                        agent=Agent(who=None, role="security-officer", network=client or None),
                         entity_type="AuditLog",
-                        entity_id=stream,
-                        query=f"start={start}&end={end}",
-                        status=200,
+                        query=str(request.query_params)[:500],
+                        detail={"result": detail},
                     )
                 ]
             )
+
+        def produce() -> dict[str, Any]:
+            # Until sign-in lands, the security officer is the developer on this machine.
+            if settings.environment != "dev" or not is_loopback(client):
+                recorded("4", "refused: not the security officer")
+                raise BadAuditRequest(401, "the audit entries are for the security officer")
+            try:
+                stream = _stream(request)
+                start = _int(request, "start")
+                end = _int(request, "end")
+                if end <= start or end - start > MAX_ENTRIES:
+                    raise BadAuditRequest(400, f"ask for 1 to {MAX_ENTRIES} entries (start < end)")
+            except BadAuditRequest as error:
+                recorded("4", str(error))
+                raise
+            recorded("0", f"{stream} {start}..{end}")
             rows = log.entries(stream, start, end)
             return {"entries": [{"leaf_index": i, "leaf_input": b64(data)} for i, data in rows]}
 

@@ -1,0 +1,144 @@
+"""The audit log's public API, checked with a verifier written in the tests from the RFCs,
+and the fail-closed rule: no access is served that could not be recorded."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from sqlalchemy import Engine, text
+from starlette.testclient import TestClient
+
+from carevault.bootstrap import Platform
+from carevault.domain.audit import AuditRecord
+from support import rfc9162
+from support.builders import patient
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def b64(value: str) -> bytes:
+    return base64.b64decode(value)
+
+
+def fill(client: TestClient, platform: Platform, count: int) -> list[str]:
+    systems = platform.directory.systems
+    ids = [client.post("/fhir/Patient", json=patient(systems, n), headers=FHIR_JSON).json()["id"]
+           for n in range(count)]
+    for patient_id in ids:
+        client.get(f"/fhir/Patient/{patient_id}")
+    return ids
+
+
+def test_tree_head_signature_verifies_with_the_published_key(client: TestClient,
+                                                             platform: Platform) -> None:
+    fill(client, platform, 3)
+    head = client.get("/audit/tree-head").json()
+    assert set(head) == {"tree_size", "root_hash", "timestamp", "signature"}
+    key = load_pem_public_key(client.get("/audit/public-key").content)
+    assert isinstance(key, Ed25519PublicKey)
+    # RFC 6962 §3.5 TreeHeadSignature: version 0, type 1, u64 timestamp, u64 size, root.
+    signed = struct.pack(">BBQQ", 0, 1, head["timestamp"], head["tree_size"]) + b64(
+        head["root_hash"])
+    key.verify(b64(head["signature"]), signed)
+    entries = client.get("/audit/entries", params={"start": 0, "end": head["tree_size"]}).json()
+    leaves = [b64(e["leaf_input"]) for e in entries["entries"]]
+    assert rfc9162.mth(leaves) == b64(head["root_hash"])
+
+
+def test_inclusion_and_consistency_proofs(client: TestClient, platform: Platform) -> None:
+    fill(client, platform, 4)
+    old = client.get("/audit/tree-head").json()
+    fill(client, platform, 0)
+    client.get("/fhir/Patient", params={"family": "m"})
+    new = client.get("/audit/tree-head").json()
+    assert new["tree_size"] > old["tree_size"]
+    leaves = [b64(e["leaf_input"]) for e in client.get(
+        "/audit/entries", params={"start": 0, "end": new["tree_size"]}).json()["entries"]]
+    for index in range(new["tree_size"]):
+        proof = client.get("/audit/proof/inclusion",
+                           params={"leaf_index": index, "tree_size": new["tree_size"]}).json()
+        assert proof["leaf_index"] == index
+        assert [b64(h) for h in proof["audit_path"]] == rfc9162.path(index, leaves)
+    consistency = client.get("/audit/proof/consistency",
+                             params={"first": old["tree_size"], "second": new["tree_size"]})
+    assert [b64(h) for h in consistency.json()["consistency"]] == rfc9162.proof(
+        old["tree_size"], leaves)
+    assert rfc9162.mth(leaves[: old["tree_size"]]) == b64(old["root_hash"])
+
+
+@pytest.mark.parametrize(("path", "params", "status"), [
+    ("/audit/proof/inclusion", {"leaf_index": 5, "tree_size": 2}, 400),
+    ("/audit/proof/inclusion", {"leaf_index": "x", "tree_size": 2}, 400),
+    ("/audit/proof/inclusion", {"leaf_index": 0, "tree_size": 10_000}, 400),
+    ("/audit/proof/consistency", {"first": 3, "second": 1}, 400),
+    ("/audit/entries", {"start": 0, "end": 5000}, 400),
+    ("/audit/entries", {"start": 3, "end": 3}, 400),
+    ("/audit/tree-head", {"stream": "secret"}, 400),
+])
+def test_bad_audit_requests_are_refused_clearly(client: TestClient, platform: Platform,
+                                                path: str, params: dict[str, Any],
+                                                status: int) -> None:
+    fill(client, platform, 1)
+    response = client.get(path, params=params)
+    assert response.status_code == status
+    assert response.json()["error"]
+
+
+def test_entries_are_for_the_security_officer_only(platform: Platform) -> None:
+    with TestClient(platform.app, client=("198.51.100.4", 1)) as remote:
+        assert remote.get("/audit/entries", params={"start": 0, "end": 1}).status_code == 401
+        assert remote.get("/audit/tree-head").status_code == 200  # public
+    size = platform.audit.size("operator")
+    last = AuditRecord.from_canonical(platform.audit.entries("operator", size - 1, size)[0][1])
+    assert last.interaction == "audit-entries"
+    assert last.outcome == "4"
+    assert last.agent.network == "198.51.100.4"
+
+
+def _make_audit_read_only(engine: Engine) -> None:
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execute(text(
+                "CREATE TRIGGER audit_read_only BEFORE INSERT ON audit_entry "
+                "BEGIN SELECT RAISE(ABORT, 'audit storage is read-only'); END"))
+        else:
+            connection.execute(text(
+                "CREATE FUNCTION audit_read_only() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'audit storage is read-only'; END $$"))
+            connection.execute(text(
+                "CREATE TRIGGER audit_read_only BEFORE INSERT ON audit_entry "
+                "FOR EACH ROW EXECUTE FUNCTION audit_read_only()"))
+
+
+def _undo_read_only(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER audit_read_only" + (
+            "" if engine.dialect.name == "sqlite" else " ON audit_entry")))
+        if engine.dialect.name != "sqlite":
+            connection.execute(text("DROP FUNCTION audit_read_only()"))
+
+
+def test_with_the_audit_storage_unwritable_nothing_is_served(
+        client: TestClient, platform: Platform, engine: Engine) -> None:
+    systems = platform.directory.systems
+    (patient_id,) = fill(client, platform, 1)
+    _make_audit_read_only(engine)
+    try:
+        read = client.get(f"/fhir/Patient/{patient_id}")
+        assert read.status_code == 503
+        assert read.json()["resourceType"] == "OperationOutcome"
+        assert "Müller" not in read.text and patient_id not in read.text
+        search = client.get("/fhir/Patient", params={"family": "muller"})
+        assert search.status_code == 503 and "Müller" not in search.text
+        write = client.post("/fhir/Patient", json=patient(systems, 7), headers=FHIR_JSON)
+        assert write.status_code == 503
+    finally:
+        _undo_read_only(engine)
+    # The refused write left nothing behind: the change and its record commit together.
+    found = client.get("/fhir/Patient", params={"_count": 10}).json()
+    assert found["total"] == 1
