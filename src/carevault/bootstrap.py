@@ -17,7 +17,8 @@ from carevault.api.access import DevLoopbackGate, TokenBucketLimiter
 from carevault.api.app import create_app
 from carevault.api.audit_trail import AuditTrail, before_commit
 from carevault.api.fhir.capability import capability_statement
-from carevault.api.fhir.directory_handlers import ApiContext, directory_handlers
+from carevault.api.fhir.context import ApiContext
+from carevault.api.fhir.directory_handlers import fhir_handlers
 from carevault.api.fhir.door import FhirDoor
 from carevault.domain.audit import STREAMS
 from carevault.domain.professions import Professions
@@ -75,11 +76,12 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     api = ApiContext(
         unit_of_work=lambda: UnitOfWork(engine, before_commit=before_commit),
         directory=directory,
+        audit=log,
         settings=settings,
     )
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
     door = FhirDoor(
-        handlers=directory_handlers(api),
+        handlers=fhir_handlers(api),
         gate=DevLoopbackGate(settings),
         recorder=AuditTrail(log, utc_now),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),

@@ -45,12 +45,13 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
     CapabilityStatement.model_validate(statement)
     assert statement["fhirVersion"] == "4.0.1"
     resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
-    assert set(resources) == {"Patient", "Practitioner", "PractitionerRole", "Organization"}
+    assert set(resources) == {"Patient", "Practitioner", "PractitionerRole", "Organization",
+                              "AuditEvent"}
     patient_params = {p["name"] for p in resources["Patient"]["searchParam"]}
     assert {"family", "given", "birthdate", "gender", "identifier",
             "address-postalcode"} <= patient_params
-    assert {o["name"] for o in resources["Patient"]["operation"]} == {"ihe-pix", "merge",
-                                                                       "unmerge"}
+    assert {o["name"] for o in resources["Patient"]["operation"]} == {
+        "ihe-pix", "merge", "unmerge", "access-history"}
     assert resources["Patient"]["conditionalUpdate"] is True
     assert "PractitionerRole:practitioner" in resources["PractitionerRole"]["searchInclude"]
 

@@ -55,7 +55,7 @@ class _Request:
 
 
 def _pending(record: AuditRecord, recorded_at: datetime) -> PendingEntry:
-    return PendingEntry(record.canonical(), record.patient, recorded_at)
+    return PendingEntry(record.canonical(), record.patient, recorded_at, record.agent.who)
 
 
 class AuditLog:

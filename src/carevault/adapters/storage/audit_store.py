@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select, update
 
 from carevault.adapters.storage import schema as t
 from carevault.domain.merkle import HASH_SIZE, Frontier, Node, leaf_hash
@@ -31,6 +31,7 @@ class PendingEntry:
     data: bytes
     patient_id: str | None
     recorded_at: datetime
+    agent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class AuditStore:
                     "stream": stream,
                     "leaf_index": index,
                     "patient_id": entry.patient_id,
+                    "agent": entry.agent,
                     "recorded_at": entry.recorded_at,
                     "entry": entry.data,
                 }
@@ -133,6 +135,50 @@ class AuditStore:
             .order_by(entry.c.leaf_index)
         )
         return [(int(row.leaf_index), bytes(row.entry)) for row in rows]
+
+    def search_entries(
+        self,
+        stream: str,
+        *,
+        patients: Sequence[tuple[str, ...]] = (),
+        agents: Sequence[tuple[str, ...]] = (),
+        recorded: Sequence[tuple[str, datetime, datetime]] = (),
+        offset: int = 0,
+        count: int = 20,
+    ) -> tuple[int, list[tuple[int, bytes]]]:
+        """Entries matching every criterion, newest first, with the total count.
+
+        Each criterion is a tuple of alternatives; ``recorded`` holds (prefix, start, end)
+        half-open UTC ranges with FHIR's date prefixes.
+        """
+        entry = t.audit_entry
+        where: list[ColumnElement[bool]] = [entry.c.stream == stream]
+        where += [entry.c.patient_id.in_(alternatives) for alternatives in patients]
+        where += [entry.c.agent.in_(alternatives) for alternatives in agents]
+        for prefix, start, end in recorded:
+            column = entry.c.recorded_at
+            where.append(
+                {
+                    "eq": and_(column >= start, column < end),
+                    "ne": or_(column < start, column >= end),
+                    "lt": column < start,
+                    "le": column < end,
+                    "gt": column >= end,
+                    "ge": column >= start,
+                }[prefix]
+            )
+        condition = and_(*where)
+        total = self.connection.execute(
+            select(func.count()).select_from(entry).where(condition)
+        ).scalar_one()
+        rows = self.connection.execute(
+            select(entry.c.leaf_index, entry.c.entry)
+            .where(condition)
+            .order_by(entry.c.leaf_index.desc())
+            .offset(offset)
+            .limit(count)
+        )
+        return int(total), [(int(row.leaf_index), bytes(row.entry)) for row in rows]
 
     def patient_entries(
         self, stream: str, patient_id: str, *, after: int = -1, limit: int = 100

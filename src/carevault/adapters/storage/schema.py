@@ -187,9 +187,13 @@ audit_entry = Table(
     Column("stream", String(16), primary_key=True),
     Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
     Column("patient_id", ID),
+    # Who acted (an identity reference), for the security officer's searches by agent.
+    Column("agent", String(255)),
     Column("recorded_at", UTCDateTime, nullable=False),
     Column("entry", LargeBinary, nullable=False),
     Index("ix_audit_entry_patient", "stream", "patient_id", "leaf_index"),
+    Index("ix_audit_entry_agent", "stream", "agent", "leaf_index"),
+    Index("ix_audit_entry_recorded", "stream", "recorded_at"),
 )
 
 # Hashes of complete (perfect) subtrees: level 0 holds leaf hashes. Proofs read O(log n) of them.

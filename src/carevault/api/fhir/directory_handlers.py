@@ -4,13 +4,16 @@ Practitioner, PractitionerRole and Organization (mCSD ITI-90)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from carevault.adapters.storage.directory_store import SearchResult, Stored
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
+from carevault.api.fhir.audit_handlers import (
+    ACCESS_HISTORY,
+    AuditEventHandler,
+    access_history_response,
+)
+from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import (
     FhirRequest,
     FhirResponse,
@@ -24,20 +27,10 @@ from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.queries import OrganizationQuery, PatientQuery, PractitionerQuery, RoleQuery
 from carevault.fhirmodel.validate import parse_json, validate_resource
 from carevault.services import directory as svc
-from carevault.settings import Settings
 
 JsonObject = dict[str, Any]
 
 _IF_MATCH = re.compile(r'^(?:W/)?"(\d{1,9})"$')
-
-
-@dataclass(frozen=True)
-class ApiContext:
-    """What the handlers are given: a way to open a unit of work, and configuration."""
-
-    unit_of_work: Callable[[], UnitOfWork]
-    directory: svc.DirectoryContext
-    settings: Settings
 
 
 def _patients(stored: Stored) -> tuple[str, ...]:
@@ -197,6 +190,7 @@ class PatientHandler(DirectoryHandler):
             frozenset({"POST"}),
             "Undo the merge of this patient; history is kept",
         ),
+        ACCESS_HISTORY,
     )
 
     def search(self, request: FhirRequest) -> FhirResponse:
@@ -257,6 +251,8 @@ class PatientHandler(DirectoryHandler):
         return resource_response(request, stored, 201 if created else 200)
 
     def operation(self, request: FhirRequest) -> FhirResponse:
+        if request.operation == ACCESS_HISTORY.name:
+            return access_history_response(self.api, request)
         if request.operation == "ihe-pix":
             return self._pix(request)
         if request.operation == "merge":
@@ -464,10 +460,12 @@ class OrganizationHandler(DirectoryHandler):
         return resource_response(request, stored, 201)
 
 
-def directory_handlers(api: ApiContext) -> list[ResourceHandler]:
+def fhir_handlers(api: ApiContext) -> list[ResourceHandler]:
+    """Every resource the FHIR API serves; the door and the CapabilityStatement use this list."""
     return [
         PatientHandler(api),
         PractitionerHandler(api),
         PractitionerRoleHandler(api),
         OrganizationHandler(api),
+        AuditEventHandler(api),
     ]

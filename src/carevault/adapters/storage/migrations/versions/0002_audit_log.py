@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("stream", sa.String(length=16), nullable=False),
         sa.Column("leaf_index", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("patient_id", sa.String(length=64), nullable=True),
+        sa.Column("agent", sa.String(length=255), nullable=True),
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("entry", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("stream", "leaf_index", name=op.f("pk_audit_entry")),
@@ -30,6 +31,10 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_audit_entry_patient", ["stream", "patient_id", "leaf_index"], unique=False
         )
+        batch_op.create_index(
+            "ix_audit_entry_agent", ["stream", "agent", "leaf_index"], unique=False
+        )
+        batch_op.create_index("ix_audit_entry_recorded", ["stream", "recorded_at"], unique=False)
 
     op.create_table(
         "audit_export_cursor",
@@ -76,6 +81,8 @@ def downgrade() -> None:
     op.drop_table("audit_log_state")
     op.drop_table("audit_export_cursor")
     with op.batch_alter_table("audit_entry", schema=None) as batch_op:
+        batch_op.drop_index("ix_audit_entry_recorded")
+        batch_op.drop_index("ix_audit_entry_agent")
         batch_op.drop_index("ix_audit_entry_patient")
 
     op.drop_table("audit_entry")

@@ -1,0 +1,178 @@
+"""FHIR ``AuditEvent`` (IHE BALP queries) and the patient's ``$access-history``.
+
+Until sign-in lands, the door's gate admits only the developer on this machine; the rules that
+follow it (the security officer sees every event, a patient only their own) arrive with the
+authorization engine, which will add the patient filter here, in the query, before paging.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, time
+from typing import Any
+
+from carevault.adapters.storage.audit_store import AuditStore
+from carevault.adapters.storage.directory_store import SearchResult
+from carevault.api.fhir import search as sp
+from carevault.api.fhir.context import ApiContext
+from carevault.api.fhir.door import (
+    FhirRequest,
+    FhirResponse,
+    Interaction,
+    Operation,
+    ResourceHandler,
+    SearchParam,
+)
+from carevault.domain.audit import STREAMS, AuditRecord
+from carevault.domain.errors import InvalidInput, NotFound
+from carevault.domain.queries import Page
+from carevault.fhirmodel.audit_event import audit_event
+from carevault.services.access_history import AccessHistory, access_history
+from carevault.services.directory import read_patient
+
+JsonObject = dict[str, Any]
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+class AuditEventHandler(ResourceHandler):
+    resource_type = "AuditEvent"
+    profile = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read"
+    interactions = frozenset({Interaction.READ, Interaction.SEARCH})
+    search_params = (
+        SearchParam("patient", "reference", "The patient the event concerns (Patient/id)"),
+        SearchParam("agent", "reference", "Who acted (Practitioner/id, …)"),
+        SearchParam("date", "date", "When the event was recorded, with eq/ne/lt/le/gt/ge"),
+    )
+
+    def __init__(self, api: ApiContext) -> None:
+        self.api = api
+        self.log = api.audit
+
+    def read(self, request: FhirRequest) -> FhirResponse:
+        stream, _, index = (request.resource_id or "").rpartition("-")
+        if stream not in STREAMS or not (index.isascii() and index.isdigit()):
+            raise NotFound(f"AuditEvent/{request.resource_id} is not known")
+        rows = self.log.entries(stream, int(index), int(index) + 1)
+        if not rows:
+            raise NotFound(f"AuditEvent/{request.resource_id} is not known")
+        record = AuditRecord.from_canonical(rows[0][1])
+        patients = (record.patient,) if record.patient else ()
+        return FhirResponse(200, audit_event(stream, rows[0][0], record), patients=patients)
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        paging: Page = sp.page(
+            request, self.api.settings.default_page_size, self.api.settings.max_page_size
+        )
+        recorded = [
+            (d.prefix, datetime.combine(d.start, time(), UTC), datetime.combine(d.end, time(), UTC))
+            for d in sp.dates(request, "date")
+        ]
+        with self.log.engine.connect() as connection:
+            total, rows = AuditStore(connection).search_entries(
+                "clinical",
+                patients=sp.references(request, "patient", "Patient"),
+                agents=sp.exact(request, "agent"),
+                recorded=recorded,
+                offset=paging.offset,
+                count=paging.count,
+            )
+        base = request.base_url.rstrip("/")
+        bundle = sp.searchset(request, SearchResult(total, []), paging)
+        records = [(i, AuditRecord.from_canonical(data)) for i, data in rows]
+        bundle["entry"] = [
+            {
+                "fullUrl": f"{base}/AuditEvent/clinical-{i}",
+                "resource": audit_event("clinical", i, record),
+                "search": {"mode": "match"},
+            }
+            for i, record in records
+        ]
+        patients = tuple(sorted({r.patient for _, r in records if r.patient}))
+        return FhirResponse(200, bundle, patients=patients)
+
+
+ACCESS_HISTORY = Operation(
+    "access-history",
+    "https://carevault.lu/fhir/OperationDefinition/Patient-access-history",
+    True,
+    frozenset({"GET"}),
+    "Who accessed this patient's record, in plain words, with inclusion proofs of every entry "
+    "in a signed tree head and a consistency proof from the tree size given in 'since'",
+)
+
+MAX_HISTORY_PAGE = 100
+
+
+def history_parameters(history: AccessHistory, language: str) -> JsonObject:
+    head = history.tree_head
+    parameters: list[JsonObject] = [
+        {
+            "name": "treeHead",
+            "part": [
+                {"name": "treeSize", "valueInteger": head.tree_size},
+                {"name": "rootHash", "valueBase64Binary": _b64(head.root_hash)},
+                {"name": "timestamp", "valueString": str(head.timestamp_ms)},
+                {"name": "signature", "valueBase64Binary": _b64(head.signature)},
+            ],
+        }
+    ]
+    if history.consistency is not None:
+        parameters.append(
+            {
+                "name": "consistency",
+                "part": [
+                    {"name": "hash", "valueBase64Binary": _b64(h)} for h in history.consistency
+                ],
+            }
+        )
+    for entry in history.entries:
+        parameters.append(
+            {
+                "name": "entry",
+                "part": [
+                    {"name": "leafIndex", "valueInteger": entry.leaf_index},
+                    {"name": "leafInput", "valueBase64Binary": _b64(entry.leaf_input)},
+                    {"name": "recorded", "valueInstant": entry.record.recorded},
+                    {"name": "text", "valueString": entry.text},
+                    *(
+                        {"name": "auditPath", "valueBase64Binary": _b64(h)}
+                        for h in entry.audit_path
+                    ),
+                ],
+            }
+        )
+    if history.next_after is not None:
+        parameters.append({"name": "nextAfter", "valueInteger": history.next_after})
+    parameters.append({"name": "language", "valueCode": language})
+    return {"resourceType": "Parameters", "parameter": parameters}
+
+
+def access_history_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
+    assert request.resource_id is not None
+    unknown = request.param_names() - {"since", "after", "_count", "language", "_format"}
+    if unknown:
+        raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $access-history")
+    language = sp.single(request, "language") or "en"
+    if language not in ("en", "fr"):
+        raise InvalidInput("language must be 'en' or 'fr'", expression="language")
+    since = sp.single(request, "since")
+    after = sp.single(request, "after")
+    count = sp.page(request, 20, MAX_HISTORY_PAGE).count
+    for name, value in (("since", since), ("after", after)):
+        if value is not None and not (value.isascii() and value.isdigit() and len(value) < 16):
+            raise InvalidInput(f"{name} must be a whole number", expression=name)
+    with api.unit_of_work() as uow:
+        read_patient(uow, request.resource_id)
+    history = access_history(
+        api.audit,
+        api.unit_of_work,
+        request.resource_id,
+        known_size=int(since) if since is not None else None,
+        after=int(after) if after is not None else -1,
+        limit=count,
+        language=language,
+    )
+    return FhirResponse(200, history_parameters(history, language), patients=(request.resource_id,))

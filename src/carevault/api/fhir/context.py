@@ -1,0 +1,20 @@
+"""What the FHIR handlers are given: units of work, the directories' context, the audit log,
+and configuration. Built once by `carevault.bootstrap`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.services.audit_log import AuditLog
+from carevault.services.directory import DirectoryContext
+from carevault.settings import Settings
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    unit_of_work: Callable[[], UnitOfWork]
+    directory: DirectoryContext
+    audit: AuditLog
+    settings: Settings

@@ -1,0 +1,105 @@
+"""AuditEvent queries and the patient's access history, with proofs a device can check alone."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from fhir.resources.R4B.auditevent import AuditEvent
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.parameters import Parameters
+from starlette.testclient import TestClient
+
+from carevault.bootstrap import Platform
+from support import rfc9162
+from support.builders import patient
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def parts(parameter: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(p["name"], next(v for k, v in p.items() if k.startswith("value")))
+            for p in parameter["part"]]
+
+
+def test_audit_events_by_patient_and_date(client: TestClient, platform: Platform) -> None:
+    systems = platform.directory.systems
+    anne = client.post("/fhir/Patient", json=patient(systems, 1), headers=FHIR_JSON).json()
+    marc = client.post("/fhir/Patient", json=patient(systems, 2, family="Thill"),
+                       headers=FHIR_JSON).json()
+    client.get(f"/fhir/Patient/{anne['id']}")
+    client.get(f"/fhir/Patient/{marc['id']}")
+    bundle = client.get("/fhir/AuditEvent", params={"patient": f"Patient/{anne['id']}"}).json()
+    Bundle.model_validate(bundle)
+    events = [e["resource"] for e in bundle["entry"]]
+    assert bundle["total"] == 2 == len(events)  # created, then read
+    for event in events:
+        AuditEvent.model_validate(event)
+        assert {"reference": f"Patient/{anne['id']}"} in [e.get("what") for e in event["entity"]]
+    assert [e["subtype"][0]["code"] for e in events] == ["read", "create"]  # newest first
+    one = client.get(f"/fhir/AuditEvent/{events[0]['id']}").json()
+    assert one == events[0]
+    today = events[0]["recorded"][:10]
+    assert client.get("/fhir/AuditEvent", params={"date": today}).json()["total"] >= 4
+    assert client.get("/fhir/AuditEvent", params={"date": "lt2000-01-01"}).json()["total"] == 0
+    assert client.get("/fhir/AuditEvent/clinical-999999").status_code == 404
+    assert client.get("/fhir/AuditEvent/nonsense").status_code == 404
+
+
+def test_access_history_in_plain_words_with_proofs(client: TestClient,
+                                                   platform: Platform) -> None:
+    systems = platform.directory.systems
+    anne = client.post("/fhir/Patient", json=patient(systems, 1), headers=FHIR_JSON).json()
+    client.get(f"/fhir/Patient/{anne['id']}")
+    client.get("/fhir/Patient", params={"family": "mül"})
+    first = client.get(f"/fhir/Patient/{anne['id']}/$access-history").json()
+    Parameters.model_validate(first)
+    head = dict(parts(first["parameter"][0]))
+    key = load_pem_public_key(client.get("/audit/public-key").content)
+    assert isinstance(key, Ed25519PublicKey)
+    key.verify(base64.b64decode(head["signature"]), struct.pack(
+        ">BBQQ", 0, 1, int(head["timestamp"]), head["treeSize"]) + base64.b64decode(
+        head["rootHash"]))
+    entries = [p for p in first["parameter"] if p["name"] == "entry"]
+    texts = [dict(parts(e))["text"] for e in entries]
+    assert len(entries) == 3
+    assert texts[0].startswith("An unidentified system (from 127.0.0.1) created your identity")
+    assert "read your identity record" in texts[1]
+    assert "found your identity record" in texts[2]
+    # Each entry is in the signed tree: check it with the test's own RFC 9162 code.
+    all_leaves = [base64.b64decode(e["leaf_input"]) for e in client.get(
+        "/audit/entries", params={"start": 0, "end": head["treeSize"]}).json()["entries"]]
+    for entry in entries:
+        fields = parts(entry)
+        index = dict(fields)["leafIndex"]
+        path = [base64.b64decode(v) for name, v in fields if name == "auditPath"]
+        assert base64.b64decode(dict(fields)["leafInput"]) == all_leaves[index]
+        assert path == rfc9162.path(index, all_leaves)
+    assert rfc9162.mth(all_leaves) == base64.b64decode(head["rootHash"])
+
+    # Next visit: the device sends the size it saw; the answer proves the log only grew.
+    client.get(f"/fhir/Patient/{anne['id']}")
+    second = client.get(f"/fhir/Patient/{anne['id']}/$access-history",
+                        params={"since": head["treeSize"], "language": "fr"}).json()
+    new_head = dict(parts(second["parameter"][0]))
+    consistency = [base64.b64decode(v) for _, v in parts(
+        next(p for p in second["parameter"] if p["name"] == "consistency"))]
+    leaves = [base64.b64decode(e["leaf_input"]) for e in client.get(
+        "/audit/entries", params={"start": 0, "end": new_head["treeSize"]}).json()["entries"]]
+    assert consistency == rfc9162.proof(head["treeSize"], leaves)
+    french = [dict(parts(p))["text"] for p in second["parameter"] if p["name"] == "entry"]
+    assert any("a consulté votre fiche d'identité" in text for text in french)
+
+
+def test_access_history_refusals(client: TestClient, platform: Platform) -> None:
+    anne = client.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
+                       headers=FHIR_JSON).json()
+    base = f"/fhir/Patient/{anne['id']}/$access-history"
+    assert client.get(base, params={"language": "de"}).status_code == 400
+    assert client.get(base, params={"since": "10000000"}).status_code == 400
+    assert client.get(base, params={"since": "-1"}).status_code == 400
+    assert client.get(base, params={"colour": "red"}).status_code == 400
+    assert client.get("/fhir/Patient/nobody/$access-history").status_code == 404
