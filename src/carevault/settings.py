@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     national_id_system: str = "https://carevault.lu/fhir/sid/matricule"
     professional_id_system: str = "https://carevault.lu/fhir/sid/hpd"
     organization_id_system: str = "https://carevault.lu/fhir/sid/organization"
+    tsa_url: str | None = Field(
+        default=None, description="An RFC 3161 time-stamping authority for the tree heads."
+    )
+    tsa_interval_seconds: float = Field(default=60.0, ge=1.0)
     professions_file: Path | None = Field(
         default=None, description="A professions/specialties code system file; None = built-in."
     )

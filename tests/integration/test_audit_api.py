@@ -142,3 +142,24 @@ def test_with_the_audit_storage_unwritable_nothing_is_served(
     # The refused write left nothing behind: the change and its record commit together.
     found = client.get("/fhir/Patient", params={"_count": 10}).json()
     assert found["total"] == 1
+
+
+def test_tree_heads_are_time_stamped_by_a_trusted_authority(
+        client: TestClient, platform: Platform, tmp_path: Any) -> None:
+    from carevault.adapters.timestamping import verify_timestamp
+    from support.tsa import OpenSslTsa
+
+    tsa = OpenSslTsa(tmp_path / "tsa")
+    fill(client, platform, 2)
+    head = client.get("/audit/tree-head").json()
+    missing = client.get("/audit/tree-head/timestamp", params={"tree_size": head["tree_size"]})
+    assert missing.status_code == 404
+    assert platform.audit.stamp_latest_tree_head("clinical", tsa) == head["tree_size"]
+    assert platform.audit.stamp_latest_tree_head("clinical", tsa) is None  # already stamped
+    token = b64(client.get("/audit/tree-head/timestamp",
+                           params={"tree_size": head["tree_size"]}).json()["timestamp_token"])
+    signed = struct.pack(">BBQQ", 0, 1, head["timestamp"], head["tree_size"]) + b64(
+        head["root_hash"])
+    stamped_at = verify_timestamp(token, signed, tsa_certificate_pem=tsa.certificate_pem,
+                                  root_certificates_pem=[tsa.root_certificate_pem])
+    assert abs(stamped_at.timestamp() * 1000 - head["timestamp"]) < 60_000

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from carevault import __version__
+from carevault.adapters.timestamping import HttpTimeStampAuthority
 from carevault.api.audit_routes import audit_router
 from carevault.api.fhir.door import FORM, FhirDoor, FhirResponse
 from carevault.domain.audit import STREAMS
@@ -85,17 +87,28 @@ TREE_HEAD_INTERVAL_SECONDS = 1.0
 
 
 @contextlib.asynccontextmanager
-async def _lifespan_with(log: AuditLog) -> AsyncIterator[None]:
-    """Publish signed tree heads every second while serving; flush the log on shutdown."""
+async def _lifespan_with(log: AuditLog, settings: Settings) -> AsyncIterator[None]:
+    """Publish signed tree heads every second while serving (and have one time-stamped by the
+    configured TSA every ``tsa_interval_seconds``); flush the log on shutdown."""
     stop = threading.Event()
+    authority = HttpTimeStampAuthority(settings.tsa_url) if settings.tsa_url else None
+    audit_logger = logging.getLogger("carevault.audit")
 
     def publish() -> None:
+        next_stamp = 0.0
         while not stop.wait(TREE_HEAD_INTERVAL_SECONDS):
             for stream in STREAMS:
                 try:
                     log.sign_tree_head(stream)
                 except Exception:  # the next tick retries; a failure must not stop serving
-                    logging.getLogger("carevault.audit").exception("tree head not signed")
+                    audit_logger.exception("tree head not signed")
+            if authority is not None and time.monotonic() >= next_stamp:
+                next_stamp = time.monotonic() + settings.tsa_interval_seconds
+                for stream in STREAMS:
+                    try:
+                        log.stamp_latest_tree_head(stream, authority)
+                    except Exception as error:
+                        audit_logger.warning("tree head not time-stamped: %s", error)
 
     publisher = threading.Thread(target=publish, name="tree-head-publisher", daemon=True)
     publisher.start()
@@ -114,7 +127,7 @@ def create_app(settings: Settings, door: FhirDoor, log: AuditLog) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        lifespan=lambda _app: _lifespan_with(log),
+        lifespan=lambda _app: _lifespan_with(log, settings),
     )
     app.include_router(audit_router(log, settings, utc_now))
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"

@@ -86,6 +86,17 @@ def audit_router(log: AuditLog, settings: Settings, clock: Callable[[], Any]) ->
 
         return answer(produce)
 
+    @router.get("/tree-head/timestamp")
+    def tree_head_timestamp(request: Request) -> Response:
+        def produce() -> dict[str, Any]:
+            size = _int(request, "tree_size")
+            token = log.timestamp_token(_stream(request), size)
+            if token is None:
+                raise LookupError(f"the tree head of size {size} has no time-stamp yet")
+            return {"tree_size": size, "timestamp_token": b64(token)}
+
+        return answer(produce)
+
     @router.get("/proof/inclusion")
     def inclusion(request: Request) -> Response:
         def produce() -> dict[str, Any]:

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from carevault.adapters.storage.audit_store import AuditStore, PendingEntry, StoredTreeHead
+from carevault.adapters.timestamping import TimeStampAuthority, timestamp
 from carevault.domain import merkle
 from carevault.domain.audit import STREAMS, AuditRecord
 from carevault.domain.tree_head import TreeHead, signed_bytes
@@ -198,6 +199,28 @@ class AuditLog:
             return 0, merkle.EMPTY_ROOT
         nodes = store.nodes(stream, merkle.perfect_nodes(0, size))
         return size, merkle.range_hash(0, size, nodes.__getitem__)
+
+    def stamp_latest_tree_head(self, stream: str, authority: TimeStampAuthority) -> int | None:
+        """Have a trusted time-stamping authority (RFC 3161) stamp the latest signed tree head,
+        unless it already is; return the size stamped. The token proves to a third party that
+        the log had this size and root no later than the TSA's time."""
+        with self.engine.connect() as connection:
+            latest = AuditStore(connection).latest_tree_head(stream)
+        if latest is None or latest.timestamp_token is not None:
+            return None
+        token = timestamp(
+            signed_bytes(latest.tree_size, latest.root_hash, latest.timestamp_ms), authority
+        )
+        with self.engine.begin() as connection:
+            AuditStore(connection).set_timestamp_token(stream, latest.tree_size, token)
+        return latest.tree_size
+
+    def timestamp_token(self, stream: str, tree_size: int) -> bytes | None:
+        with self.engine.connect() as connection:
+            stored = AuditStore(connection).tree_head(stream, tree_size)
+        if stored is None:
+            raise LookupError(f"no signed tree head of size {tree_size}")
+        return stored.timestamp_token
 
     def tree_head(self, stream: str, tree_size: int) -> TreeHead:
         with self.engine.connect() as connection:

@@ -16,21 +16,21 @@ connection:
    such a receiver the confirmation is the way the connection ended, read from the kernel: an
    orderly FIN (the socket is in CLOSE_WAIT, no reset and no socket error) and an empty send
    queue (``TIOCOUTQ`` is 0: the peer's TCP acknowledged every byte, the close_notify
-   included). A TCP stack that closes a socket with unread data sends a reset instead of a FIN
-   (RFC 2525 §2.17, Linux does), and one that receives data after its application closed
-   answers with a reset too; so an orderly FIN after every byte was acknowledged means the
-   receiving application read every byte, up to and including the close_notify, before it
-   closed. A receiver rejecting our certificate (which TLS 1.3 lets the client notice only
-   after it has "sent" the batch), stopping mid-batch, or crashing with unread data fails
-   these checks, and the batch is reported as not delivered. This check needs Linux
-   (``TCP_INFO``, ``TIOCOUTQ``); elsewhere only an answered close_notify confirms.
+   included). A TCP whose application closes while received data is unread, or that receives
+   data after the close, sends a reset (RFC 1122 §4.2.2.13; Linux does both); so an orderly
+   FIN after every byte was acknowledged means the receiving application read every byte, up
+   to and including the close_notify, before it closed. A receiver rejecting our certificate
+   (which TLS 1.3 lets the client notice only after it has "sent" the batch), stopping
+   mid-batch, or crashing with unread data fails these checks, and the batch is reported as
+   not delivered. This check needs Linux (``TCP_INFO``, ``TIOCOUTQ``); elsewhere only an
+   answered close_notify confirms.
 
 Anything else - refused connection, TLS failure, certificate not trusted, timeout (one deadline
 covers the whole exchange), reset, EOF without the kernel evidence - raises ``DeliveryError``;
 the caller retries the whole batch later on a new connection.
 
-Residual risks (this is at-least-once with a narrow duplicate window, made exactly-once in
-practice by confirming only what was read):
+Residual risks. Each message arrives exactly once when the receiver stores what it reads and
+either reads a whole batch or stores none of it; outside that:
 
 - Loss: the receiver read the bytes but crashed, or was stopped, before writing them to its
   store (messages in its memory queue, or a write not yet flushed to disk). Nothing on the
@@ -186,7 +186,7 @@ def _unacknowledged_bytes(sock: socket.socket) -> int | None:
 
 
 def _all_acknowledged(sock: socket.socket, *, require: bool) -> bool:
-    """Whether the peer's TCP acknowledged every byte sent; ``require`` if unmeasurable."""
+    """Whether the peer's TCP acknowledged every byte sent (unmeasurable: ``not require``)."""
     if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
         return False
     unacknowledged = _unacknowledged_bytes(sock)
