@@ -1,0 +1,316 @@
+"""The ATNA exporter against a real rsyslog over mutual TLS (RFC 5425), counted on rsyslog's side.
+
+The source is an in-memory outbox written here: ``ExportSource`` is the exporter's own port, so a
+fake is the right double; the database-backed source is wired elsewhere. Every count below is
+read from the files rsyslog wrote, by the ``leafIndex`` each message carries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from carevault.adapters.syslog.tls_sender import DeliveryError, TlsSyslogSender
+from carevault.services.atna_export import MSGID, SD_ID, AtnaExporter
+from support.rsyslog import RsyslogServer
+
+pytestmark = pytest.mark.e2e
+
+CLINICAL_APP = "carevault-clinical"
+OPERATOR_APP = "carevault-operator"
+DESTINATION = "arr-test"
+SECRET = "Müller-Zoë-7781"  # appears in every AuditEvent; must never reach the log
+WAIT_SECONDS = 60.0
+LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)"\]')
+
+
+def audit_event(stream: str, index: int) -> str:
+    event = {
+        "resourceType": "AuditEvent",
+        "id": f"{stream}-{index}",
+        "type": {
+            "system": "http://dicom.nema.org/resources/ontology/DCM",
+            "code": "110110",
+            "display": "Patient Record",
+        },
+        "action": "R",
+        "recorded": "2025-01-02T03:04:05.678Z",
+        "outcome": "0",
+        "agent": [{"who": {"display": f"Dr {SECRET}"}, "requestor": True}],
+        "source": {"observer": {"display": "carevault"}},
+        "entity": [{"what": {"reference": f"Patient/p{index % 97}"}}],
+    }
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+class Gate:
+    """Holds the exporter before it reads the batch that starts at ``at``, until released."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+
+class MemorySource:
+    """An in-memory outbox: a list of AuditEvent JSON and one confirmed cursor."""
+
+    def __init__(self, stream: str, count: int, gates: Sequence[Gate] = ()) -> None:
+        self.stream = stream
+        self.entries = [audit_event(stream, index) for index in range(count)]
+        self.cursor = -1
+        self.gates = list(gates)
+
+    def pending(self, stream: str, destination: str, limit: int) -> list[tuple[int, str]]:
+        assert (stream, destination) == (self.stream, DESTINATION)
+        start = self.cursor + 1
+        for gate in self.gates:
+            if start >= gate.at and not gate.released.is_set():
+                gate.reached.set()
+                assert gate.released.wait(WAIT_SECONDS), "gate never released"
+        end = min(len(self.entries), start + limit)
+        return [(index, self.entries[index]) for index in range(start, end)]
+
+    def confirm(self, stream: str, destination: str, through_index: int) -> None:
+        assert (stream, destination) == (self.stream, DESTINATION)
+        assert through_index > self.cursor
+        self.cursor = through_index
+
+    @property
+    def done(self) -> bool:
+        return self.cursor == len(self.entries) - 1
+
+
+class CountingSender:
+    def __init__(self, inner: TlsSyslogSender) -> None:
+        self.inner = inner
+        self.failures = 0
+
+    def deliver(self, messages: Sequence[bytes]) -> None:
+        try:
+            self.inner.deliver(messages)
+        except DeliveryError:
+            self.failures += 1
+            raise
+
+
+class RecordingStop(threading.Event):
+    """A stop event that remembers every pause the exporter asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return super().wait(timeout)
+
+
+def sender_for(
+    server: RsyslogServer,
+    *,
+    ca_file: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> TlsSyslogSender:
+    return TlsSyslogSender.from_files(
+        server.host,
+        server.port,
+        str(ca_file or server.pki.ca_file),
+        str(cert or server.pki.client_cert),
+        str(key or server.pki.client_key),
+        server_name=server.server_name,
+        timeout=5.0,
+    )
+
+
+def exporter(
+    source: MemorySource, sender: object, app_name: str, batch_size: int = 500
+) -> AtnaExporter:
+    return AtnaExporter(
+        source,
+        sender,  # type: ignore[arg-type]
+        stream=source.stream,
+        destination=DESTINATION,
+        app_name=app_name,
+        hostname="carevault.test",
+        batch_size=batch_size,
+        clock=lambda: datetime.now(UTC),
+    )
+
+
+def leaf_indexes(lines: list[str], stream: str) -> list[int]:
+    found = []
+    for line in lines:
+        match = LEAF.search(line)
+        assert match is not None, f"a line without the carevault SD element: {line[:120]!r}"
+        assert match.group(1) == stream
+        found.append(int(match.group(2)))
+    return found
+
+
+def wait_until(check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
+    """A bounded wait for ``check``; the bound only keeps a broken run from hanging."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path) -> Iterator[RsyslogServer]:
+    server = RsyslogServer(tmp_path / "rsyslog")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_1000_events_arrive_once_in_order_and_operator_events_in_their_own_stream(
+    rsyslog: RsyslogServer,
+) -> None:
+    clinical = MemorySource("clinical", 1000)
+    operator = MemorySource("operator", 40)
+    sender = sender_for(rsyslog)
+    clinical_exporter = exporter(clinical, sender, CLINICAL_APP)
+    operator_exporter = exporter(operator, sender, OPERATOR_APP, batch_size=25)
+
+    assert clinical_exporter.run_once() == 500
+    # Confirmed means already written: rsyslog's queue is Direct, so the file action ran
+    # before rsyslog read the close_notify that followed the batch. No waiting here.
+    assert leaf_indexes(rsyslog.received_lines(CLINICAL_APP), "clinical") == list(range(500))
+    assert clinical_exporter.run_once() == 500
+    assert clinical_exporter.run_once() == 0
+    assert operator_exporter.run_once() == 25
+    assert operator_exporter.run_once() == 15
+    assert operator_exporter.run_once() == 0
+
+    clinical_lines = rsyslog.received_lines(CLINICAL_APP)
+    assert leaf_indexes(clinical_lines, "clinical") == list(range(1000))
+    assert leaf_indexes(rsyslog.received_lines(OPERATOR_APP), "operator") == list(range(40))
+    assert clinical.cursor == 999
+    assert operator.cursor == 39
+
+    header, _, body = clinical_lines[7].partition(" \ufeff")
+    assert re.fullmatch(
+        rf"<85>1 \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{6}}Z carevault\.test {CLINICAL_APP} "
+        rf'\d+ {re.escape(MSGID)} \[{SD_ID} stream="clinical" leafIndex="7"\]',
+        header,
+    )
+    assert json.loads(body) == json.loads(clinical.entries[7])
+
+
+def test_restart_during_a_10000_event_run_loses_and_repeats_nothing(rsyslog: RsyslogServer) -> None:
+    total = 10_000
+    first, second = Gate(3000), Gate(6500)
+    source = MemorySource("clinical", total, gates=[first, second])
+    sender = CountingSender(sender_for(rsyslog))
+    stop = RecordingStop()
+    worker = threading.Thread(
+        target=exporter(source, sender, CLINICAL_APP).run_forever,
+        args=(stop,),
+        kwargs={"idle_seconds": 0.05, "retry_seconds": 0.05, "max_retry_seconds": 0.4},
+        daemon=True,
+    )
+    worker.start()
+    try:
+        assert first.reached.wait(WAIT_SECONDS)
+        rsyslog.terminate()  # rsyslog shuts down while the exporter goes on sending
+        first.released.set()
+        rsyslog.stop()
+        failures_before = sender.failures
+        second.released.set()  # from here on the repository is down
+        assert wait_until(lambda: sender.failures >= failures_before + 4), "no retries"
+        assert not source.done
+        rsyslog.start()  # same port, same certificates
+        assert wait_until(lambda: source.done), f"stuck at {source.cursor}"
+    finally:
+        stop.set()
+        first.released.set()
+        second.released.set()
+        worker.join(WAIT_SECONDS)
+    assert not worker.is_alive()
+
+    lines = rsyslog.wait_for_lines(total, CLINICAL_APP, timeout=10)
+    assert leaf_indexes(lines, "clinical") == list(range(total))  # each once, in order
+    # Four failures in a row while down: the pauses doubled from 0.05 up to the 0.4 bound.
+    pauses = stop.waits
+    assert any(pauses[i : i + 4] == [0.05, 0.1, 0.2, 0.4] for i in range(len(pauses)))
+    assert max(pause or 0.0 for pause in pauses) == 0.4
+
+
+def test_a_sender_that_does_not_trust_the_server_fails_and_the_cursor_stays(
+    rsyslog: RsyslogServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = MemorySource("clinical", 30)
+    untrusting = sender_for(rsyslog, ca_file=rsyslog.pki.foreign_ca_file)
+    with pytest.raises(DeliveryError, match="not trusted"):
+        untrusting.deliver([b"<85>1 - - - - - - probe"])
+    wrong_name = TlsSyslogSender.from_files(
+        rsyslog.host,
+        rsyslog.port,
+        str(rsyslog.pki.ca_file),
+        str(rsyslog.pki.client_cert),
+        str(rsyslog.pki.client_key),
+        server_name="audit.elsewhere.test",
+        timeout=5.0,
+    )
+    with pytest.raises(DeliveryError, match="not trusted"):
+        wrong_name.deliver([b"<85>1 - - - - - - probe"])
+    with pytest.raises(ValueError, match="verify"):
+        TlsSyslogSender(rsyslog.host, rsyslog.port, ssl._create_unverified_context())
+
+    with caplog.at_level(logging.WARNING, logger="carevault.services.atna_export"):
+        assert exporter(source, untrusting, CLINICAL_APP).run_once() == 0
+    assert source.cursor == -1
+    assert "leaves 0..29" in caplog.text
+    assert SECRET not in caplog.text
+
+    # A client certificate the server does not permit: with TLS 1.3 the client "sends"
+    # successfully; only the missing confirmation shows the rejection.
+    refused = sender_for(
+        rsyslog, cert=rsyslog.pki.unpermitted_cert, key=rsyslog.pki.unpermitted_key
+    )
+    assert exporter(source, refused, CLINICAL_APP).run_once() == 0
+    assert source.cursor == -1
+
+    # The same batch with the right credentials: exactly once, nothing left from the attempts.
+    assert exporter(source, sender_for(rsyslog), CLINICAL_APP).run_once() == 30
+    assert leaf_indexes(rsyslog.received_lines(), "clinical") == list(range(30))
+
+
+def test_a_repository_that_is_down_keeps_the_cursor_then_gets_everything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RsyslogServer(tmp_path / "rsyslog")  # configured, not started
+    source = MemorySource("operator", 120)
+    export = exporter(source, sender_for(server), OPERATOR_APP, batch_size=100)
+    with caplog.at_level(logging.WARNING, logger="carevault.services.atna_export"):
+        assert export.run_once() == 0
+        assert export.run_once() == 0
+    assert source.cursor == -1
+    assert "cannot connect" in caplog.text
+    assert SECRET not in caplog.text
+
+    server.start()
+    try:
+        assert export.run_once() == 100
+        assert export.run_once() == 20
+        assert export.run_once() == 0
+        lines = server.received_lines(OPERATOR_APP)
+    finally:
+        server.stop()
+    assert leaf_indexes(lines, "operator") == list(range(120))
+    assert source.cursor == 119
