@@ -44,6 +44,13 @@ class Settings(BaseSettings):
         default=None, description="An RFC 3161 time-stamping authority for the tree heads."
     )
     tsa_interval_seconds: float = Field(default=60.0, ge=1.0)
+    # The external ATNA audit record repository (RFC 5425 syslog over TLS); none = no export.
+    atna_host: str | None = None
+    atna_port: int = Field(default=6514, ge=1, le=65535)
+    atna_ca_file: Path | None = None
+    atna_cert_file: Path | None = None
+    atna_key_file: Path | None = None
+    atna_server_name: str | None = None
     professions_file: Path | None = Field(
         default=None, description="A professions/specialties code system file; None = built-in."
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,13 +24,15 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from carevault import __version__
+from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 from carevault.adapters.timestamping import HttpTimeStampAuthority
 from carevault.api.audit_routes import audit_router
 from carevault.api.fhir.door import FORM, FhirDoor, FhirResponse
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError, InvalidInput, TooLarge
+from carevault.services.atna_export import start_exporters
 from carevault.services.audit_log import AuditLog
-from carevault.settings import Settings
+from carevault.settings import ConfigurationError, Settings
 
 FHIR_JSON = "application/fhir+json"
 
@@ -112,12 +115,39 @@ async def _lifespan_with(log: AuditLog, settings: Settings) -> AsyncIterator[Non
 
     publisher = threading.Thread(target=publish, name="tree-head-publisher", daemon=True)
     publisher.start()
+    exporters = _start_atna_export(log, settings, stop)
     try:
         yield
     finally:
         stop.set()
-        publisher.join(timeout=5)
+        for thread in [publisher, *exporters]:
+            thread.join(timeout=5)
         log.close()
+
+
+def _start_atna_export(
+    log: AuditLog, settings: Settings, stop: threading.Event
+) -> list[threading.Thread]:
+    """Forward both audit streams to the configured ATNA repository, if there is one."""
+    if not settings.atna_host:
+        return []
+    if settings.atna_ca_file is None:
+        raise ConfigurationError("CAREVAULT_ATNA_CA_FILE is needed to trust the ATNA repository")
+    sender = TlsSyslogSender.from_files(
+        settings.atna_host,
+        settings.atna_port,
+        str(settings.atna_ca_file),
+        str(settings.atna_cert_file) if settings.atna_cert_file else None,
+        str(settings.atna_key_file) if settings.atna_key_file else None,
+        server_name=settings.atna_server_name,
+    )
+    return start_exporters(
+        log.engine,
+        sender,
+        destination=f"{settings.atna_host}:{settings.atna_port}",
+        hostname=socket.gethostname(),
+        stop=stop,
+    )
 
 
 def create_app(settings: Settings, door: FhirDoor, log: AuditLog) -> FastAPI:

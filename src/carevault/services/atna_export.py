@@ -24,6 +24,7 @@ Delivery failures are logged with the destination and leaf range, never the mess
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -32,8 +33,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from sqlalchemy import Engine
+
+from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.syslog.rfc5424 import format_message
 from carevault.adapters.syslog.tls_sender import DeliveryError
+from carevault.domain.audit import AuditRecord
+from carevault.fhirmodel.audit_event import audit_event
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +183,54 @@ class AtnaExporter:
             ],
             message=text,
         )
+
+
+class AuditLogSource:
+    """The audit log itself as the exporter's outbox: entries rendered as FHIR AuditEvents,
+    the confirmed position kept per (stream, destination) in ``audit_export_cursor``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def pending(self, stream: str, destination: str, limit: int) -> list[tuple[int, str]]:
+        with self.engine.connect() as connection:
+            store = AuditStore(connection)
+            start = store.export_cursor(stream, destination)
+            rows = store.entries(stream, start, start + limit)
+        return [
+            (
+                index,
+                json.dumps(
+                    audit_event(stream, index, AuditRecord.from_canonical(data)),
+                    ensure_ascii=False,
+                    separators=(",", ":"),
+                ),
+            )
+            for index, data in rows
+        ]
+
+    def confirm(self, stream: str, destination: str, through_index: int) -> None:
+        with self.engine.begin() as connection:
+            AuditStore(connection).advance_export_cursor(stream, destination, through_index + 1)
+
+
+def start_exporters(
+    engine: Engine, sender: Sender, *, destination: str, hostname: str, stop: threading.Event
+) -> list[threading.Thread]:
+    """One exporter thread per stream, each with its own APP-NAME ("one function, one trace")."""
+    threads = []
+    for stream in sorted(STREAMS):
+        exporter = AtnaExporter(
+            AuditLogSource(engine),
+            sender,
+            stream=stream,
+            destination=destination,
+            app_name=f"carevault-{stream}",
+            hostname=hostname,
+        )
+        thread = threading.Thread(
+            target=exporter.run_forever, args=(stop,), name=f"atna-export-{stream}", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    return threads

@@ -1,0 +1,132 @@
+"""The audit log itself as the ATNA outbox, on SQLite and PostgreSQL, with a real rsyslog."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from starlette.testclient import TestClient
+
+from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
+from carevault.adapters.storage.audit_store import AuditStore
+from carevault.adapters.syslog.tls_sender import TlsSyslogSender
+from carevault.bootstrap import build
+from carevault.domain.audit import Agent, AuditRecord
+from carevault.services.atna_export import AtnaExporter, AuditLogSource
+from carevault.services.audit_log import AuditLog
+from carevault.settings import Settings
+from support.builders import patient
+from support.rsyslog import RsyslogServer
+
+pytestmark = pytest.mark.e2e
+
+LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)"\]')
+WAIT_SECONDS = 90.0
+
+
+def wait_until(check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path) -> Iterator[RsyslogServer]:
+    server = RsyslogServer(tmp_path / "rsyslog")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def sender(server: RsyslogServer) -> TlsSyslogSender:
+    return TlsSyslogSender.from_files(
+        server.host, server.port, str(server.pki.ca_file), str(server.pki.client_cert),
+        str(server.pki.client_key), server_name=server.server_name, timeout=5.0)
+
+
+def record(n: int) -> AuditRecord:
+    return AuditRecord(stream="clinical", recorded="2026-11-22T10:00:00.000Z", kind="access",
+                       action="R", interaction="read", outcome="0",
+                       agent=Agent(network="127.0.0.1"), patient=f"p{n % 97}",
+                       entity_type="Patient", entity_id=f"p{n % 97}", status=200)
+
+
+def indexes(lines: list[str]) -> list[int]:
+    found = []
+    for line in lines:
+        match = LEAF.search(line)
+        assert match is not None, line[:200]
+        found.append(int(match.group(2)))
+    return found
+
+
+def test_restart_during_10000_events_from_the_database(
+        engine: Engine, rsyslog: RsyslogServer) -> None:
+    signers = {s: Ed25519TreeHeadSigner.derive(b"k" * 32, s) for s in ("clinical", "operator")}
+    log = AuditLog(engine, {**signers}, lambda: datetime.now(UTC))
+    total = 10_000
+    for start in range(0, total, 1000):
+        with engine.begin() as connection:
+            log.append_in(connection, [record(n) for n in range(start, start + 1000)])
+    source = AuditLogSource(engine)
+
+    def cursor() -> int:
+        with engine.connect() as connection:
+            return AuditStore(connection).export_cursor("clinical", "arr")
+
+    exporter = AtnaExporter(source, sender(rsyslog), stream="clinical", destination="arr",
+                            app_name="carevault-clinical", hostname="carevault.test")
+    stop = threading.Event()
+    worker = threading.Thread(target=exporter.run_forever, args=(stop,), daemon=True,
+                              kwargs={"idle_seconds": 0.05, "retry_seconds": 0.05,
+                                      "max_retry_seconds": 0.4})
+    worker.start()
+    try:
+        assert wait_until(lambda: cursor() >= 3000), "the export did not start"
+        rsyslog.stop()
+        stopped_at = cursor()
+        assert stopped_at < total, "everything went out before the stop: nothing was tested"
+        time.sleep(1.0)  # the repository stays down while the exporter keeps trying
+        assert cursor() == stopped_at
+        rsyslog.start()
+        assert wait_until(lambda: cursor() == total), f"stuck at {cursor()}"
+    finally:
+        stop.set()
+        worker.join(WAIT_SECONDS)
+    lines = rsyslog.wait_for_lines(total, "carevault-clinical", timeout=30)
+    assert indexes(lines) == list(range(total))  # every event once, in order
+    event = json.loads(lines[42].partition(" \ufeff")[2])
+    assert event["resourceType"] == "AuditEvent"
+    assert event["id"] == "clinical-42"
+
+
+def test_the_server_forwards_both_streams(settings: Settings, engine: Engine,
+                                          rsyslog: RsyslogServer) -> None:
+    configured = settings.model_copy(update={
+        "atna_host": rsyslog.host, "atna_port": rsyslog.port,
+        "atna_ca_file": rsyslog.pki.ca_file, "atna_cert_file": rsyslog.pki.client_cert,
+        "atna_key_file": rsyslog.pki.client_key, "atna_server_name": rsyslog.server_name})
+    platform = build(configured, engine)
+    with TestClient(platform.app, client=("127.0.0.1", 1)) as client:
+        created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
+                              headers={"Content-Type": "application/fhir+json"})
+        assert created.status_code == 201
+        client.get(f"/fhir/Patient/{created.json()['id']}")
+        client.get("/audit/entries", params={"start": 0, "end": 2})  # an operator-stream entry
+        clinical = rsyslog.wait_for_lines(2, "carevault-clinical", timeout=WAIT_SECONDS)
+        operator = rsyslog.wait_for_lines(1, "carevault-operator", timeout=WAIT_SECONDS)
+    events = [json.loads(line.partition(" \ufeff")[2]) for line in clinical]
+    assert [e["subtype"][0]["code"] for e in events][:2] == ["create", "read"]
+    assert json.loads(operator[0].partition(" \ufeff")[2])["id"] == "operator-0"
