@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/carevault serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
 	$(BIN)/ruff format --check src
 
 typecheck: $(STAMP)
