@@ -22,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from support.rsyslog import RsyslogServer
+
 BIN = Path(sys.executable).parent
 CAREVAULT = str(BIN / "carevault")
 DEMO_PATIENTS = 300
@@ -153,3 +155,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         yield RunningServer(base_url=base_url, accounts=accounts, workdir=workdir)
     finally:
         _stop(process)
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path) -> Iterator[RsyslogServer]:
+    """A real rsyslog receiving RFC 5425 syslog over mutual TLS, for the ATNA tests."""
+    server = RsyslogServer(tmp_path / "rsyslog")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,8 +12,7 @@ import logging
 import re
 import ssl
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from carevault.adapters.syslog.tls_sender import DeliveryError, TlsSyslogSender
 from carevault.services.atna_export import MSGID, SD_ID, AtnaExporter
-from support.rsyslog import RsyslogServer
+from support.rsyslog import RsyslogServer, sender_for, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -115,24 +114,6 @@ class RecordingStop(threading.Event):
         return super().wait(timeout)
 
 
-def sender_for(
-    server: RsyslogServer,
-    *,
-    ca_file: Path | None = None,
-    cert: Path | None = None,
-    key: Path | None = None,
-) -> TlsSyslogSender:
-    return TlsSyslogSender.from_files(
-        server.host,
-        server.port,
-        str(ca_file or server.pki.ca_file),
-        str(cert or server.pki.client_cert),
-        str(key or server.pki.client_key),
-        server_name=server.server_name,
-        timeout=5.0,
-    )
-
-
 def exporter(
     source: MemorySource, sender: object, app_name: str, batch_size: int = 500
 ) -> AtnaExporter:
@@ -156,26 +137,6 @@ def leaf_indexes(lines: list[str], stream: str) -> list[int]:
         assert match.group(1) == stream
         found.append(int(match.group(2)))
     return found
-
-
-def wait_until(check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
-    """A bounded wait for ``check``; the bound only keeps a broken run from hanging."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-@pytest.fixture
-def rsyslog(tmp_path: Path) -> Iterator[RsyslogServer]:
-    server = RsyslogServer(tmp_path / "rsyslog")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_1000_events_arrive_once_in_order_and_operator_events_in_their_own_stream(

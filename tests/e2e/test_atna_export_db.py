@@ -6,9 +6,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -16,44 +14,18 @@ from starlette.testclient import TestClient
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
 from carevault.adapters.storage.audit_store import AuditStore
-from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 from carevault.bootstrap import build
 from carevault.domain.audit import Agent, AuditRecord
 from carevault.services.atna_export import AtnaExporter, AuditLogSource
 from carevault.services.audit_log import AuditLog
 from carevault.settings import Settings
 from support.builders import patient
-from support.rsyslog import RsyslogServer
+from support.rsyslog import RsyslogServer, sender_for, wait_until
 
 pytestmark = pytest.mark.e2e
 
 LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)"\]')
 WAIT_SECONDS = 90.0
-
-
-def wait_until(check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-@pytest.fixture
-def rsyslog(tmp_path: Path) -> Iterator[RsyslogServer]:
-    server = RsyslogServer(tmp_path / "rsyslog")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def sender(server: RsyslogServer) -> TlsSyslogSender:
-    return TlsSyslogSender.from_files(
-        server.host, server.port, str(server.pki.ca_file), str(server.pki.client_cert),
-        str(server.pki.client_key), server_name=server.server_name, timeout=5.0)
 
 
 def record(n: int) -> AuditRecord:
@@ -86,7 +58,7 @@ def test_restart_during_10000_events_from_the_database(
         with engine.connect() as connection:
             return AuditStore(connection).export_cursor("clinical", "arr")
 
-    exporter = AtnaExporter(source, sender(rsyslog), stream="clinical", destination="arr",
+    exporter = AtnaExporter(source, sender_for(rsyslog), stream="clinical", destination="arr",
                             app_name="carevault-clinical", hostname="carevault.test")
     stop = threading.Event()
     worker = threading.Thread(target=exporter.run_forever, args=(stop,), daemon=True,
@@ -94,14 +66,14 @@ def test_restart_during_10000_events_from_the_database(
                                       "max_retry_seconds": 0.4})
     worker.start()
     try:
-        assert wait_until(lambda: cursor() >= 3000), "the export did not start"
+        assert wait_until(lambda: cursor() >= 3000, WAIT_SECONDS), "the export did not start"
         rsyslog.stop()
         stopped_at = cursor()
         assert stopped_at < total, "everything went out before the stop: nothing was tested"
         time.sleep(1.0)  # the repository stays down while the exporter keeps trying
         assert cursor() == stopped_at
         rsyslog.start()
-        assert wait_until(lambda: cursor() == total), f"stuck at {cursor()}"
+        assert wait_until(lambda: cursor() == total, WAIT_SECONDS), f"stuck at {cursor()}"
     finally:
         stop.set()
         worker.join(WAIT_SECONDS)

@@ -26,7 +26,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 
 RSYSLOGD_CANDIDATES = ("/usr/sbin/rsyslogd", "/sbin/rsyslogd")
 START_SECONDS = 20.0
@@ -422,3 +424,22 @@ input(type="imtcp" address="127.0.0.1" port="{self.port}" ruleset="atna")
                 tail = path.read_text(encoding="utf-8", errors="replace")[-4000:]
                 parts.append(f"--- {path.name}\n{tail}")
         return "\n".join(parts) or "(no rsyslogd output)"
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """A bounded wait for ``check``; the bound only keeps a broken run from hanging."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def sender_for(server: RsyslogServer, *, ca_file: Path | None = None,
+               cert: Path | None = None, key: Path | None = None) -> TlsSyslogSender:
+    """A sender that trusts ``server`` and presents the permitted client certificate."""
+    return TlsSyslogSender.from_files(
+        server.host, server.port, str(ca_file or server.pki.ca_file),
+        str(cert or server.pki.client_cert), str(key or server.pki.client_key),
+        server_name=server.server_name, timeout=5.0)
