@@ -6,6 +6,7 @@ import json
 import re
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
@@ -44,44 +45,105 @@ def indexes(lines: list[str]) -> list[int]:
     return found
 
 
-def test_restart_during_10000_events_from_the_database(
-        engine: Engine, rsyslog: RsyslogServer) -> None:
+class GatedSource(AuditLogSource):
+    """The database outbox, holding the exporter before the batch that starts at ``at``."""
+
+    def __init__(self, engine: Engine, at: int) -> None:
+        super().__init__(engine)
+        self.at = at
+        self.reached = threading.Event()
+        self.released = threading.Event()
+
+    def pending(self, stream: str, destination: str, limit: int) -> list[tuple[int, str]]:
+        batch = super().pending(stream, destination, limit)
+        if batch and batch[0][0] >= self.at and not self.released.is_set():
+            self.reached.set()
+            assert self.released.wait(WAIT_SECONDS), "gate never released"
+        return batch
+
+
+def fill(engine: Engine, total: int) -> None:
     signers = {s: Ed25519TreeHeadSigner.derive(b"k" * 32, s) for s in ("clinical", "operator")}
     log = AuditLog(engine, {**signers}, lambda: datetime.now(UTC))
-    total = 10_000
     for start in range(0, total, 1000):
         with engine.begin() as connection:
             log.append_in(connection, [record(n) for n in range(start, start + 1000)])
-    source = AuditLogSource(engine)
 
-    def cursor() -> int:
-        with engine.connect() as connection:
-            return AuditStore(connection).export_cursor("clinical", "arr")
 
-    exporter = AtnaExporter(source, sender_for(rsyslog), stream="clinical", destination="arr",
+def cursor(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return AuditStore(connection).export_cursor("clinical", "arr")
+
+
+def run_exporter(source: AuditLogSource, server: RsyslogServer,
+                 stop: threading.Event) -> threading.Thread:
+    exporter = AtnaExporter(source, sender_for(server), stream="clinical", destination="arr",
                             app_name="carevault-clinical", hostname="carevault.test")
-    stop = threading.Event()
     worker = threading.Thread(target=exporter.run_forever, args=(stop,), daemon=True,
                               kwargs={"idle_seconds": 0.05, "retry_seconds": 0.05,
                                       "max_retry_seconds": 0.4})
     worker.start()
+    return worker
+
+
+TOTAL = 10_000
+
+
+def test_rsyslog_restarted_during_10000_events_gets_each_exactly_once(
+        engine: Engine, rsyslog: RsyslogServer) -> None:
+    """The repository goes down between two batches and comes back minutes later (here: after
+    the exporter has failed and backed off several times): nothing lost, nothing repeated."""
+    fill(engine, TOTAL)
+    source = GatedSource(engine, at=3000)
+    stop = threading.Event()
+    worker = run_exporter(source, rsyslog, stop)
     try:
-        assert wait_until(lambda: cursor() >= 3000, WAIT_SECONDS), "the export did not start"
+        assert source.reached.wait(WAIT_SECONDS), "the export did not start"
         rsyslog.stop()
-        stopped_at = cursor()
-        assert stopped_at < total, "everything went out before the stop: nothing was tested"
-        time.sleep(1.0)  # the repository stays down while the exporter keeps trying
-        assert cursor() == stopped_at
+        source.released.set()
+        time.sleep(1.0)  # down: the exporter keeps failing and backing off meanwhile
+        assert cursor(engine) == 3000
         rsyslog.start()
-        assert wait_until(lambda: cursor() == total, WAIT_SECONDS), f"stuck at {cursor()}"
+        assert wait_until(lambda: cursor(engine) == TOTAL, WAIT_SECONDS), (
+            f"stuck at {cursor(engine)}")
     finally:
         stop.set()
+        source.released.set()
         worker.join(WAIT_SECONDS)
-    lines = rsyslog.wait_for_lines(total, "carevault-clinical", timeout=30)
-    assert indexes(lines) == list(range(total))  # every event once, in order
+    lines = rsyslog.wait_for_lines(TOTAL, "carevault-clinical", timeout=30)
+    assert indexes(lines) == list(range(TOTAL))  # every event once, in order
     event = json.loads(lines[42].partition(" \ufeff")[2])
     assert event["resourceType"] == "AuditEvent"
     assert event["id"] == "clinical-42"
+
+
+def test_a_stop_in_the_middle_of_a_batch_loses_nothing(engine: Engine,
+                                                       rsyslog: RsyslogServer) -> None:
+    """RFC 5425 has no acknowledgement: when rsyslog stops while reading a batch, the part it
+    had already written cannot be told from the part it dropped, so the whole batch goes
+    again. Nothing is lost; the repeats are that one batch, each carrying its own (stream,
+    leafIndex) so a repository can drop them."""
+    fill(engine, TOTAL)
+    stop = threading.Event()
+    worker = run_exporter(AuditLogSource(engine), rsyslog, stop)
+    try:
+        assert wait_until(lambda: cursor(engine) >= 3000, WAIT_SECONDS)
+        rsyslog.stop()
+        stopped_at = cursor(engine)
+        time.sleep(0.5)
+        assert cursor(engine) == stopped_at
+        rsyslog.start()
+        assert wait_until(lambda: cursor(engine) == TOTAL, WAIT_SECONDS)
+    finally:
+        stop.set()
+        worker.join(WAIT_SECONDS)
+    received = indexes(rsyslog.wait_for_lines(TOTAL, "carevault-clinical", timeout=30))
+    first_arrivals = list(dict.fromkeys(received))
+    assert first_arrivals == list(range(TOTAL))  # nothing lost, in order
+    repeats = {index for index, times in Counter(received).items() if times > 1}
+    # At most the one batch that was in flight when rsyslog stopped, each repeated once.
+    assert repeats <= set(range(stopped_at, stopped_at + 500))
+    assert len(received) == TOTAL + len(repeats)
 
 
 def test_the_server_forwards_both_streams(settings: Settings, engine: Engine,
