@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class AuditLog:
         *,
         max_batch: int = 2000,
         wait_seconds: float = 10.0,
+        straggler_seconds: float = 0.002,
     ) -> None:
         missing = set(STREAMS) - set(signers)
         if missing:
@@ -77,6 +79,7 @@ class AuditLog:
         self.clock = clock
         self.max_batch = max_batch
         self.wait_seconds = wait_seconds
+        self.straggler_seconds = straggler_seconds
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -132,41 +135,66 @@ class AuditLog:
             self._writer = None
 
     def _write_loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            count = len(first.entries)
-            while count < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(item)
-                count += len(item.entries)
-            self._commit(batch)
-
-    def _commit(self, batch: list[_Request]) -> None:
+        # The writer keeps one connection of its own: no pool checkout (and no pre-ping, which
+        # costs a round trip) per group commit.
+        connection: Connection | None = None
         try:
-            results: list[list[int]] = []
-            with self.engine.begin() as connection:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                if connection is None or connection.invalidated or connection.closed:
+                    connection = self.engine.connect()
+                self._commit(connection, batch)
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _next_batch(self) -> list[_Request] | None:
+        """Everything queued, waiting up to ``straggler_seconds`` for late arrivals once the
+        queue runs dry, so that a burst shares one commit instead of several."""
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        count = len(first.entries)
+        deadline = time.monotonic() + self.straggler_seconds
+        while count < self.max_batch:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                break
+            batch.append(item)
+            count += len(item.entries)
+        return batch
+
+    def _commit(self, connection: Connection, batch: list[_Request]) -> None:
+        """One transaction, one append per stream, then each waiter gets its slice."""
+        try:
+            firsts: dict[str, int] = {}
+            with connection.begin():
                 store = AuditStore(connection)
-                for request in batch:
-                    first, _size = store.append(request.stream, request.entries)
-                    results.append(list(range(first, first + len(request.entries))))
+                for stream in STREAMS:
+                    entries = [e for r in batch if r.stream == stream for e in r.entries]
+                    if entries:
+                        firsts[stream], _size = store.append(stream, entries)
         except Exception as error:
             log.error(
                 "audit group commit of %d requests failed: %s", len(batch), type(error).__name__
             )
+            if connection.in_transaction():
+                connection.rollback()
             for request in batch:
                 request.done.set_exception(error)
             return
-        for request, indexes in zip(batch, results, strict=True):
-            request.done.set_result(indexes)
+        offsets = dict(firsts)
+        for request in batch:
+            start = offsets[request.stream]
+            offsets[request.stream] += len(request.entries)
+            request.done.set_result(list(range(start, start + len(request.entries))))
 
     # --- tree heads -----------------------------------------------------------------------
 

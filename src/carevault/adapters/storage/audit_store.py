@@ -14,7 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Table,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from carevault.adapters.storage import schema as t
 from carevault.domain.merkle import HASH_SIZE, Frontier, Node, leaf_hash
@@ -86,14 +97,27 @@ class AuditStore:
             for (level, idx), value in frontier.append(leaf_hash(entry.data)):
                 nodes.append({"stream": stream, "level": level, "idx": idx, "hash": value})
         if rows:
-            self.connection.execute(insert(t.audit_entry), rows)
-            self.connection.execute(insert(t.audit_node), nodes)
+            self._insert(t.audit_entry, rows)
+            self._insert(t.audit_node, nodes)
             self.connection.execute(
                 update(t.audit_log_state)
                 .where(t.audit_log_state.c.stream == stream)
                 .values(tree_size=frontier.size, frontier=b"".join(frontier.hashes))
             )
         return first, frontier.size
+
+    def _insert(self, table: Table, rows: list[dict[str, object]]) -> None:
+        """Bulk insert; on PostgreSQL with COPY, several times cheaper per row than INSERT."""
+        if self.connection.dialect.name != "postgresql":
+            self.connection.execute(insert(table), rows)
+            return
+        columns = list(rows[0])
+        driver = self.connection.connection.driver_connection
+        assert driver is not None
+        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[column] for column in columns])
 
     # --- reading --------------------------------------------------------------------------
 
