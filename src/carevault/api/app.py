@@ -28,6 +28,7 @@ from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 from carevault.adapters.timestamping import HttpTimeStampAuthority
 from carevault.api.audit_routes import audit_router
 from carevault.api.fhir.door import FORM, FhirDoor, FhirResponse
+from carevault.api.pki_routes import pki_router
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError, InvalidInput, TooLarge
 from carevault.services.atna_export import start_exporters
@@ -160,6 +161,7 @@ def create_app(settings: Settings, door: FhirDoor, log: AuditLog) -> FastAPI:
         lifespan=lambda _app: _lifespan_with(log, settings),
     )
     app.include_router(audit_router(log, settings, utc_now))
+    app.include_router(pki_router(log.engine, settings, utc_now))
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
 
     @app.middleware("http")

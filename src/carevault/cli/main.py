@@ -24,6 +24,7 @@ from carevault.bootstrap import directory_context
 from carevault.cli import context
 from carevault.cli.audit_commands import app as audit_app
 from carevault.cli.errors import friendly
+from carevault.cli.pki_commands import app as pki_app
 from carevault.domain.errors import CareVaultError
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
@@ -42,6 +43,7 @@ directory_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(directory_app, name="directory")
 app.add_typer(audit_app, name="audit")
+app.add_typer(pki_app, name="pki")
 
 
 def _settings() -> Settings:

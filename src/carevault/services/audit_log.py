@@ -144,7 +144,12 @@ class AuditLog:
                 if batch is None:
                     return
                 if connection is None or connection.invalidated or connection.closed:
-                    connection = self.engine.connect()
+                    try:
+                        connection = self.engine.connect()
+                    except Exception as error:  # the database is unreachable: fail the batch
+                        self._fail(batch, error)
+                        connection = None
+                        continue
                 self._commit(connection, batch)
         finally:
             if connection is not None:
@@ -171,6 +176,11 @@ class AuditLog:
             count += len(item.entries)
         return batch
 
+    def _fail(self, batch: list[_Request], error: Exception) -> None:
+        log.error("audit group commit of %d requests failed: %s", len(batch), type(error).__name__)
+        for request in batch:
+            request.done.set_exception(error)
+
     def _commit(self, connection: Connection, batch: list[_Request]) -> None:
         """One transaction, one append per stream, then each waiter gets its slice."""
         try:
@@ -182,13 +192,9 @@ class AuditLog:
                     if entries:
                         firsts[stream], _size = store.append(stream, entries)
         except Exception as error:
-            log.error(
-                "audit group commit of %d requests failed: %s", len(batch), type(error).__name__
-            )
             if connection.in_transaction():
                 connection.rollback()
-            for request in batch:
-                request.done.set_exception(error)
+            self._fail(batch, error)
             return
         offsets = dict(firsts)
         for request in batch:

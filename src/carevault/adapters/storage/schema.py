@@ -235,3 +235,33 @@ audit_export_cursor = Table(
     Column("destination", String(255), primary_key=True),
     Column("next_index", BigInteger, nullable=False),
 )
+
+# --- the platform PKI (migration 0003) ----------------------------------------------------------
+
+# The two certificate authorities, 'root' and 'issuing'. The key is encrypted PKCS #8 PEM whose
+# password is derived from the key file (`carevault.adapters.keys.pki_keys`): never plaintext.
+pki_authority = Table(
+    "pki_authority",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("certificate", Text, nullable=False),
+    Column("encrypted_key", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Every client certificate issued, by serial number (lowercase hex); revocation marks the row.
+pki_certificate = Table(
+    "pki_certificate",
+    metadata,
+    Column("serial", String(64), primary_key=True),
+    Column("client_id", String(128), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # 'practitioner' or 'system'
+    Column("practitioner_id", ID),
+    Column("organization_id", ID),
+    Column("subject", Text, nullable=False),
+    Column("not_before", UTCDateTime, nullable=False),
+    Column("not_after", UTCDateTime, nullable=False),
+    Column("certificate", Text, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Column("revocation_reason", String(32)),
+)

@@ -1,0 +1,61 @@
+"""The platform PKI's public documents: the CRL and the CA chain.
+
+Both are public, as a CA's CRL and certificates always are: relying parties need them to check
+a client certificate. The CRL is signed afresh on every request and is good for five minutes
+(`carevault.services.pki.CRL_LIFETIME`), the longest life of an access token, so a revocation
+reaches every relying party that honours ``nextUpdate`` within a token's lifetime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from carevault.adapters.keys.pki_keys import ca_key_password
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.services import pki
+from carevault.settings import Settings
+
+CRL_MEDIA_TYPE = "application/pkix-crl"
+CHAIN_MEDIA_TYPE = "application/pem-certificate-chain"
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def pki_router(engine: Engine, settings: Settings, clock: Callable[[], datetime]) -> APIRouter:
+    router = APIRouter(prefix="/pki")
+    password = ca_key_password(settings.key_source)
+
+    def answer(produce: Callable[[UnitOfWork], Response]) -> Response:
+        try:
+            with UnitOfWork(engine) as uow:
+                return produce(uow)
+        except pki.PkiNotInitialized as error:
+            return JSONResponse({"error": str(error)}, status_code=404, headers=NO_STORE)
+        except pki.CaKeyUnavailable:
+            return JSONResponse(
+                {"error": "the CRL cannot be signed now"}, status_code=503, headers=NO_STORE
+            )
+
+    @router.get("/crl")
+    def crl() -> Response:
+        return answer(
+            lambda uow: Response(
+                pki.current_crl(uow, password, clock()),
+                media_type=CRL_MEDIA_TYPE,
+                headers=NO_STORE,
+            )
+        )
+
+    @router.get("/ca")
+    def ca() -> Response:
+        return answer(
+            lambda uow: Response(
+                pki.ca_chain_pem(uow), media_type=CHAIN_MEDIA_TYPE, headers=NO_STORE
+            )
+        )
+
+    return router
