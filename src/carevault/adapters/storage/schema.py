@@ -265,3 +265,29 @@ pki_certificate = Table(
     Column("revoked_at", UTCDateTime),
     Column("revocation_reason", String(32)),
 )
+
+# --- OAuth 2 / SMART tokens (migration 0004) ----------------------------------------------------
+
+# Client assertion ids already used (RFC 7523 §3 "jti"): a replayed assertion is refused. Rows
+# older than their expiry can be purged; the assertion itself is then refused as expired.
+oauth_assertion = Table(
+    "oauth_assertion",
+    metadata,
+    Column("client_id", String(128), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# Access tokens issued, so that they can be revoked and introspected (RFC 7009, RFC 7662).
+oauth_token = Table(
+    "oauth_token",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("client_id", String(128), nullable=False, index=True),
+    Column("certificate_serial", String(64)),
+    Column("subject", String(255), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
