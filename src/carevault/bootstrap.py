@@ -11,20 +11,23 @@ from sqlalchemy import Engine
 
 from carevault.adapters.keys.local_file import key_file_path, load_keys
 from carevault.adapters.keys.log_signer import signers_from_key_source
+from carevault.adapters.keys.token_signer import TokenSigningKey
 from carevault.adapters.storage.database import connect
 from carevault.adapters.storage.unit_of_work import UnitOfWork
-from carevault.api.access import DevLoopbackGate, TokenBucketLimiter
+from carevault.api.access import TokenBucketLimiter, TokenGate
 from carevault.api.app import create_app
 from carevault.api.audit_trail import AuditTrail, before_commit
 from carevault.api.fhir.capability import capability_statement
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.directory_handlers import fhir_handlers
 from carevault.api.fhir.door import FhirDoor
+from carevault.api.oauth_routes import oauth_router
 from carevault.domain.audit import STREAMS
 from carevault.domain.professions import Professions
 from carevault.fhirmodel.directory import IdentitySystems
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
+from carevault.services.tokens import TokenContext
 from carevault.settings import Settings
 
 BUILTIN_PROFESSIONS = Path(__file__).parent / "config" / "professions.json"
@@ -59,6 +62,7 @@ class Platform:
     engine: Engine
     directory: DirectoryContext
     audit: AuditLog
+    tokens: TokenContext
     door: FhirDoor
     app: FastAPI
 
@@ -79,12 +83,28 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         audit=log,
         settings=settings,
     )
-    fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
+    base = settings.public_base_url.rstrip("/")
+    fhir_base = base + "/fhir"
+    tokens = TokenContext(
+        key=TokenSigningKey.from_key_source(settings.key_source),
+        issuer=base,
+        token_endpoint=base + "/oauth/token",
+        fhir_base=fhir_base,
+        clock=utc_now,
+    )
     door = FhirDoor(
         handlers=fhir_handlers(api),
-        gate=DevLoopbackGate(settings),
+        gate=TokenGate(settings, lambda: UnitOfWork(engine), tokens),
         recorder=AuditTrail(log, utc_now),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         capabilities=lambda d: capability_statement(d, fhir_base),
     )
-    return Platform(settings, engine, directory, log, door, create_app(settings, door, log))
+    oauth = oauth_router(
+        lambda: UnitOfWork(engine),
+        tokens,
+        log,
+        TokenBucketLimiter(settings.rate_limit_per_minute),
+        utc_now,
+    )
+    app = create_app(settings, door, log, routers=[oauth])
+    return Platform(settings, engine, directory, log, tokens, door, app)

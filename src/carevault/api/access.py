@@ -15,8 +15,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from carevault.api.fhir.door import FhirRequest, Interaction
-from carevault.domain.errors import NotAuthenticated, RateLimited
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.api.fhir.door import Admission, FhirRequest, Interaction
+from carevault.domain.errors import NotAuthenticated, NotPermitted, RateLimited
+from carevault.domain.scopes import permits
+from carevault.services.tokens import InvalidToken, TokenContext, authenticate
 from carevault.settings import Settings
 
 
@@ -31,11 +34,11 @@ class DevLoopbackGate:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def admit(self, request: FhirRequest) -> str:
+    def admit(self, request: FhirRequest) -> Admission:
         if request.interaction is Interaction.CAPABILITIES:
-            return "public: capability statement"
+            return Admission("public: capability statement")
         if self.settings.environment == "dev" and is_loopback(request.client):
-            return "dev: loopback client, directories open until sign-in lands"
+            return Admission("dev: loopback client, directories open until sign-in lands")
         raise NotAuthenticated(
             "authentication is required: this CareVault accepts no "
             "sign-in yet outside the development environment's loopback"
@@ -66,3 +69,61 @@ class TokenBucketLimiter:
                 wait = math.ceil((1.0 - tokens) / self.refill_per_second)
                 raise RateLimited(f"too many requests; retry in {wait} s", retry_after=wait)
             self._buckets[client] = (tokens - 1.0, now)
+
+
+# What each interaction needs of a SMART scope (c r u d s).
+_PERMISSION = {
+    Interaction.READ: "r",
+    Interaction.VREAD: "r",
+    Interaction.HISTORY: "r",
+    Interaction.SEARCH: "s",
+    Interaction.CREATE: "c",
+    Interaction.UPDATE: "u",
+    Interaction.CONDITIONAL_UPDATE: "u",
+}
+
+
+def needed_permission(request: FhirRequest) -> str:
+    if request.interaction is Interaction.OPERATION:
+        return "r" if request.method == "GET" else "u"
+    return _PERMISSION.get(request.interaction, "r")
+
+
+class TokenGate:
+    """Admits requests that carry a valid SMART access token whose scopes cover them.
+
+    Without a token, the development loopback rule still applies (see `DevLoopbackGate`) until
+    the authorization engine takes over the directories; with a token, the token decides.
+    """
+
+    def __init__(
+        self, settings: Settings, units: Callable[[], UnitOfWork], tokens: TokenContext
+    ) -> None:
+        self.fallback = DevLoopbackGate(settings)
+        self.units = units
+        self.tokens = tokens
+
+    def admit(self, request: FhirRequest) -> Admission:
+        if request.interaction is Interaction.CAPABILITIES:
+            return self.fallback.admit(request)
+        header = request.headers.get("authorization")
+        if header is None:
+            return self.fallback.admit(request)
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken("use 'Authorization: Bearer <access token>'")
+        with self.units() as uow:
+            caller = authenticate(uow, self.tokens, token.strip())
+        kind = request.resource_type or ""
+        permission = needed_permission(request)
+        if not permits(caller.scopes, kind, permission):
+            raise NotPermitted(
+                f"the token's scopes do not allow '{permission}' on {kind}", issue_code="forbidden"
+            )
+        return Admission(
+            rule=f"token {caller.token_id[:8]}: {' '.join(str(s) for s in caller.scopes)}",
+            who=caller.fhir_user,
+            organization=caller.organization,
+            client_id=caller.client_id,
+            role="system" if caller.acting_system else "practitioner",
+        )

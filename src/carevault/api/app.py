@@ -12,12 +12,12 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -151,7 +151,9 @@ def _start_atna_export(
     )
 
 
-def create_app(settings: Settings, door: FhirDoor, log: AuditLog) -> FastAPI:
+def create_app(
+    settings: Settings, door: FhirDoor, log: AuditLog, routers: Sequence[APIRouter] = ()
+) -> FastAPI:
     app = FastAPI(
         title="CareVault",
         version=__version__,
@@ -161,6 +163,8 @@ def create_app(settings: Settings, door: FhirDoor, log: AuditLog) -> FastAPI:
         lifespan=lambda _app: _lifespan_with(log, settings),
     )
     app.include_router(audit_router(log, settings, utc_now))
+    for router in routers:
+        app.include_router(router)
     app.include_router(pki_router(log.engine, settings, utc_now))
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
 

@@ -22,7 +22,13 @@ from typing import Self
 
 from sqlalchemy import Connection
 
-from carevault.api.fhir.door import AccessScope, FhirRequest, FhirResponse, Interaction
+from carevault.api.fhir.door import (
+    AccessScope,
+    Admission,
+    FhirRequest,
+    FhirResponse,
+    Interaction,
+)
 from carevault.domain.audit import (
     ACTION_CREATE,
     ACTION_EXECUTE,
@@ -65,10 +71,12 @@ def _query(request: FhirRequest, names_only: bool) -> str | None:
 class AuditScope:
     """The audit context of one request while its handler runs."""
 
-    def __init__(self, trail: AuditTrail, request: FhirRequest, rule: str | None) -> None:
+    def __init__(
+        self, trail: AuditTrail, request: FhirRequest, admission: Admission | None
+    ) -> None:
         self.trail = trail
         self.request = request
-        self.rule = rule
+        self.admission = admission
         self.recorded = False
         self._token: contextvars.Token[AuditScope | None] | None = None
 
@@ -90,7 +98,7 @@ class AuditScope:
         if self.recorded:
             return
         status = 201 if self.request.interaction is Interaction.CREATE else 200
-        records = self.trail.records(self.request, status, self.rule, tuple(patients))
+        records = self.trail.records(self.request, status, self.admission, tuple(patients))
         self.trail.log.append_in(connection, records)
         self.recorded = True
 
@@ -109,19 +117,19 @@ class AuditTrail:
         self.log = log
         self.clock = clock
 
-    def begin(self, request: FhirRequest, rule: str | None) -> AuditScope:
-        return AuditScope(self, request, rule)
+    def begin(self, request: FhirRequest, admission: Admission | None) -> AuditScope:
+        return AuditScope(self, request, admission)
 
     def record(
         self,
         request: FhirRequest,
         response: FhirResponse,
-        rule: str | None,
+        admission: Admission | None,
         scope: AccessScope | None,
     ) -> None:
         if scope is not None and scope.recorded and response.status < 400:
             return
-        records = self.records(request, response.status, rule, response.patients)
+        records = self.records(request, response.status, admission, response.patients)
         try:
             self.log.append(records)
         except AuditUnavailable as error:
@@ -131,7 +139,11 @@ class AuditTrail:
             ) from error
 
     def records(
-        self, request: FhirRequest, status: int, rule: str | None, patients: tuple[str, ...]
+        self,
+        request: FhirRequest,
+        status: int,
+        admission: Admission | None,
+        patients: tuple[str, ...],
     ) -> list[AuditRecord]:
         request_id = uuid.uuid4().hex
         own = (
@@ -150,7 +162,12 @@ class AuditTrail:
                 action=_ACTIONS[request.interaction],
                 interaction=request.interaction.value,
                 outcome=outcome_of(status),
-                agent=Agent(who=None, network=request.client or None),
+                agent=Agent(
+                    who=admission.who if admission else None,
+                    role=admission.role if admission else None,
+                    organization=admission.organization if admission else None,
+                    network=request.client or None,
+                ),
                 patient=patient,
                 entity_type=request.resource_type,
                 entity_id=request.resource_id,
@@ -159,8 +176,11 @@ class AuditTrail:
                 else f"${request.operation}"
                 + (f"?{_query(request, names_only)}" if request.params else ""),
                 status=status,
-                rule=rule,
+                rule=admission.rule if admission else None,
                 request_id=request_id,
+                detail={"client_id": admission.client_id}
+                if admission and admission.client_id
+                else {},
             )
 
         main = entry(own, names_only=False)

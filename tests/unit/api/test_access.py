@@ -126,8 +126,9 @@ def _request(client: str, interaction: Interaction = Interaction.READ) -> FhirRe
 
 @pytest.mark.parametrize("client", ["127.0.0.1", "127.0.0.2", "::1"])
 def test_dev_admits_loopback(client: str) -> None:
-    rule = _gate("dev").admit(_request(client))
-    assert rule.startswith("dev:")
+    admission = _gate("dev").admit(_request(client))
+    assert admission.rule.startswith("dev:")
+    assert admission.who is None
 
 
 @pytest.mark.parametrize(
@@ -148,8 +149,8 @@ def test_other_environments_refuse_even_loopback(environment: str, client: str) 
 @pytest.mark.parametrize("environment", ["dev", "integration", "preprod", "prod"])
 @pytest.mark.parametrize("client", ["127.0.0.1", "10.0.0.5", ""])
 def test_capability_statement_is_always_admitted(environment: str, client: str) -> None:
-    rule = _gate(environment).admit(_request(client, Interaction.CAPABILITIES))
-    assert rule == "public: capability statement"
+    admission = _gate(environment).admit(_request(client, Interaction.CAPABILITIES))
+    assert admission.rule == "public: capability statement"
 
 
 @pytest.mark.parametrize(

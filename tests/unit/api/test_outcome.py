@@ -86,10 +86,14 @@ def test_outcome_is_a_valid_r4_operation_outcome(case: tuple[CareVaultError, int
 
 
 @pytest.mark.parametrize("case", EXPECTED, ids=_ids)
-def test_only_rate_limiting_sets_retry_after(case: tuple[CareVaultError, int, str]) -> None:
+def test_only_rate_limiting_and_authentication_set_headers(
+    case: tuple[CareVaultError, int, str],
+) -> None:
     _, _, headers = from_error(case[0])
     if isinstance(case[0], RateLimited):
         assert headers == {"Retry-After": "30"}
+    elif isinstance(case[0], NotAuthenticated):
+        assert headers == {"WWW-Authenticate": 'Bearer realm="CareVault"'}  # RFC 6750 §3
     else:
         assert headers == {}
 

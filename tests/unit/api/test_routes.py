@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from carevault.api.fhir.door import (
+    Admission,
     FhirDoor,
     FhirRequest,
     FhirResponse,
@@ -137,12 +138,12 @@ class FakeGate:
         self.error = error
         self.requests: list[FhirRequest] = []
 
-    def admit(self, request: FhirRequest) -> str:
+    def admit(self, request: FhirRequest) -> Admission:
         self.events.append("gate")
         self.requests.append(request)
         if self.error is not None:
             raise self.error
-        return "test: admitted"
+        return Admission("test: admitted")
 
 
 class FakeScope:
@@ -161,13 +162,18 @@ class FakeRecorder:
         self.error = error
         self.records: list[tuple[FhirRequest, int, str | None]] = []
 
-    def begin(self, request: FhirRequest, rule: str | None) -> FakeScope:
+    def begin(self, request: FhirRequest, admission: Admission | None) -> FakeScope:
         return FakeScope()
 
-    def record(self, request: FhirRequest, response: FhirResponse, rule: str | None,
-               scope: object) -> None:
+    def record(
+        self,
+        request: FhirRequest,
+        response: FhirResponse,
+        admission: Admission | None,
+        scope: object,
+    ) -> None:
         self.events.append("record")
-        self.records.append((request, response.status, rule))
+        self.records.append((request, response.status, admission.rule if admission else None))
         if self.error is not None:
             raise self.error
 

@@ -130,14 +130,24 @@ class ResourceHandler:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Admission:
+    """Why the gate let a request in, and on whose behalf: what the recorder keeps."""
+
+    rule: str
+    who: str | None = None  # an identity reference, e.g. Practitioner/<id>
+    organization: str | None = None
+    client_id: str | None = None  # the authenticated client (a card, a hospital system)
+    role: str | None = None
+
+
 class AccessGate(Protocol):
     """Decides, before any handler runs, whether the caller may make this request.
 
-    Raises `NotAuthenticated` or `NotPermitted` to refuse; returns a short description of the
-    rule that admitted the request, which the recorder keeps.
+    Raises `NotAuthenticated` or `NotPermitted` to refuse; returns the `Admission`.
     """
 
-    def admit(self, request: FhirRequest) -> str: ...
+    def admit(self, request: FhirRequest) -> Admission: ...
 
 
 class AccessScope(Protocol):
@@ -163,13 +173,13 @@ class AccessRecorder(Protocol):
     nothing (fail closed).
     """
 
-    def begin(self, request: FhirRequest, rule: str | None) -> AccessScope: ...
+    def begin(self, request: FhirRequest, admission: Admission | None) -> AccessScope: ...
 
     def record(
         self,
         request: FhirRequest,
         response: FhirResponse,
-        rule: str | None,
+        admission: Admission | None,
         scope: AccessScope | None,
     ) -> None: ...
 
@@ -224,7 +234,7 @@ class FhirDoor:
             client=client,
             base_url=base_url,
         )
-        rule: str | None = None
+        admission: Admission | None = None
         scope: AccessScope | None = None
         try:
             self.limiter.check(client)
@@ -240,14 +250,14 @@ class FhirDoor:
             if body_error is not None:
                 raise body_error
             _check_format(request)
-            rule = self.gate.admit(request)
-            scope = self.recorder.begin(request, rule)
+            admission = self.gate.admit(request)
+            scope = self.recorder.begin(request, admission)
             with scope:
                 response = self._dispatch(request)
         except Exception as error:  # every error becomes an OperationOutcome
             response = _error_response(error)
         try:
-            self.recorder.record(request, response, rule, scope)
+            self.recorder.record(request, response, admission, scope)
         except Exception as error:  # fail closed: an unrecorded access is not served
             response = _error_response(
                 error

@@ -81,6 +81,8 @@ def from_error(error: BaseException) -> tuple[int, JsonObject, dict[str, str]]:
         headers = {}
         if isinstance(error, RateLimited):
             headers["Retry-After"] = str(error.retry_after)
+        if isinstance(error, NotAuthenticated):
+            headers["WWW-Authenticate"] = 'Bearer realm="CareVault"'  # RFC 6750 §3
         return status, operation_outcome("error", code, error.message, error.expression), headers
     incident = uuid.uuid4().hex[:12]
     log.error("incident %s: unexpected error", incident, exc_info=error)

@@ -1,0 +1,216 @@
+"""OAuth 2 / SMART on FHIR endpoints: discovery, token, introspection, revocation, keys.
+
+Answers follow RFC 6749 §5.2 (``{"error", "error_description"}``) rather than FHIR, because
+OAuth clients expect them. Every token request, granted or refused, is recorded in the audit
+log before it is answered; if it cannot be, the answer is 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.api.access import TokenBucketLimiter
+from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
+from carevault.domain.errors import CareVaultError, InvalidInput, RateLimited
+from carevault.services.audit_log import AuditLog, AuditUnavailable
+from carevault.services.tokens import (
+    InvalidClient,
+    TokenContext,
+    introspect,
+    issue_backend_token,
+    revoke,
+)
+
+MAX_FORM_BYTES = 32_768
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _oauth_error(
+    status: int, error: str, description: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "error_description": description},
+        status_code=status,
+        headers={**NO_STORE, **(headers or {})},
+    )
+
+
+async def _form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise InvalidInput("send the request as application/x-www-form-urlencoded")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise InvalidInput(f"the request body exceeds {MAX_FORM_BYTES} bytes")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInput("the form is malformed") from None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if key in form:
+            raise InvalidInput(f"parameter {key!r} appears twice")  # RFC 6749 §3.2
+        form[key] = value
+    return form
+
+
+def oauth_router(
+    units: Callable[[], UnitOfWork],
+    tokens: TokenContext,
+    log: AuditLog,
+    limiter: TokenBucketLimiter,
+    clock: Callable[[], datetime],
+) -> APIRouter:
+    router = APIRouter()
+
+    def record(
+        request: Request, outcome: str, detail: dict[str, str], interaction: str = "token"
+    ) -> None:
+        client = request.client.host if request.client else None
+        log.append(
+            [
+                AuditRecord(
+                    stream="clinical",
+                    recorded=rfc3339_ms(clock()),
+                    kind="authentication",
+                    action="E",
+                    interaction=interaction,
+                    outcome=outcome,
+                    agent=Agent(who=None, network=client),
+                    status=200 if outcome == "0" else 401,
+                    detail=detail,
+                )
+            ]
+        )
+
+    @router.get("/.well-known/smart-configuration")
+    def smart_configuration() -> JSONResponse:
+        return JSONResponse(
+            {
+                "issuer": tokens.issuer,
+                "jwks_uri": f"{tokens.issuer}/.well-known/jwks.json",
+                "token_endpoint": tokens.token_endpoint,
+                "introspection_endpoint": f"{tokens.issuer}/oauth/introspect",
+                "revocation_endpoint": f"{tokens.issuer}/oauth/revoke",
+                "grant_types_supported": ["client_credentials"],
+                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+                "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+                "scopes_supported": [
+                    "system/*.rs",
+                    "system/Patient.rs",
+                    "system/Practitioner.rs",
+                    "system/PractitionerRole.rs",
+                    "system/Organization.rs",
+                    "system/AuditEvent.rs",
+                    "system/Patient.cruds",
+                ],
+                "capabilities": [
+                    "client-confidential-asymmetric",
+                    "permission-v1",
+                    "permission-v2",
+                ],
+            }
+        )
+
+    @router.get("/.well-known/jwks.json")
+    def jwks() -> JSONResponse:
+        return JSONResponse(tokens.key.jwks())
+
+    @router.post("/oauth/token")
+    async def token(request: Request) -> Response:
+        client = request.client.host if request.client else ""
+        try:
+            limiter.check(client)
+            form = await _form(request)
+        except RateLimited as error:
+            return _oauth_error(
+                429, "slow_down", error.message, {"Retry-After": str(error.retry_after)}
+            )
+        except CareVaultError as error:
+            return _oauth_error(400, "invalid_request", error.message)
+        if form.get("grant_type") != "client_credentials":
+            return _oauth_error(
+                400, "unsupported_grant_type", "only client_credentials is supported here"
+            )
+        try:
+            with units() as uow:
+                grant = issue_backend_token(
+                    uow,
+                    tokens,
+                    assertion_type=form.get("client_assertion_type", ""),
+                    assertion=form.get("client_assertion", ""),
+                    scope=form.get("scope", ""),
+                )
+        except InvalidClient as error:
+            answer = _oauth_error(401, "invalid_client", error.message)
+            outcome, detail = "4", {"reason": error.message[:300]}
+        except InvalidInput as error:
+            answer = _oauth_error(
+                400,
+                "invalid_scope" if error.expression == "scope" else "invalid_request",
+                error.message,
+            )
+            outcome, detail = "4", {"reason": error.message[:300]}
+        else:
+            answer = JSONResponse(
+                {
+                    "access_token": grant.access_token,
+                    "token_type": "Bearer",
+                    "expires_in": grant.expires_in,
+                    "scope": grant.scope,
+                },
+                headers=NO_STORE,
+            )
+            outcome, detail = "0", {"scope": grant.scope}
+        try:
+            record(request, outcome, detail)
+        except AuditUnavailable:
+            return _oauth_error(
+                503,
+                "temporarily_unavailable",
+                "the request could not be recorded; nothing was issued",
+            )
+        return answer
+
+    async def _token_parameter(request: Request) -> str | Response:
+        try:
+            form = await _form(request)
+        except CareVaultError as error:
+            return _oauth_error(400, "invalid_request", error.message)
+        value = form.get("token")
+        if not value:
+            return _oauth_error(400, "invalid_request", "the token parameter is required")
+        return value
+
+    @router.post("/oauth/introspect")
+    async def introspection(request: Request) -> Response:
+        value = await _token_parameter(request)
+        if isinstance(value, Response):
+            return value
+        with units() as uow:
+            answer: dict[str, Any] = introspect(uow, tokens, value)
+        return JSONResponse(answer, headers=NO_STORE)
+
+    @router.post("/oauth/revoke")
+    async def revocation(request: Request) -> Response:
+        value = await _token_parameter(request)
+        if isinstance(value, Response):
+            return value
+        with units() as uow:
+            revoked = revoke(uow, tokens, value)
+        try:
+            record(request, "0", {"revoked": revoked or "unknown token"}, "token-revocation")
+        except AuditUnavailable:
+            return _oauth_error(503, "temporarily_unavailable", "the revocation was not recorded")
+        return Response(status_code=200, headers=NO_STORE)
+
+    return router

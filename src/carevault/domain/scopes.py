@@ -1,0 +1,53 @@
+"""SMART on FHIR scopes (v2 ``system/Patient.rs``; v1 ``system/Patient.read`` is accepted too).
+
+A scope bounds what a token may ever do; the authorization engine still decides each access.
+Parsing is strict: an unknown form is refused rather than read as something broader.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from carevault.domain.errors import InvalidInput
+
+_SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]{1,63})\.(\*|read|write|c?r?u?d?s?)$")
+_V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+MAX_SCOPES = 50
+
+
+@dataclass(frozen=True)
+class Scope:
+    context: str  # patient | user | system
+    resource: str  # a resource type, or "*"
+    permissions: frozenset[str]  # letters of "cruds"
+
+    def __str__(self) -> str:
+        letters = "".join(p for p in "cruds" if p in self.permissions)
+        return f"{self.context}/{self.resource}.{letters}"
+
+    def permits(self, resource_type: str, permission: str) -> bool:
+        return self.resource in ("*", resource_type) and permission in self.permissions
+
+
+def parse_scopes(text: str) -> tuple[Scope, ...]:
+    """Parse a space-separated scope string; refuse anything that is not a SMART scope."""
+    words = text.split()
+    if not words:
+        raise InvalidInput("no scope was asked for", expression="scope")
+    if len(words) > MAX_SCOPES:
+        raise InvalidInput(f"at most {MAX_SCOPES} scopes", expression="scope")
+    scopes = []
+    for word in words:
+        match = _SCOPE.match(word)
+        if match is None or match.group(3) == "":
+            raise InvalidInput(
+                f"{word!r} is not a SMART scope such as system/Patient.rs", expression="scope"
+            )
+        context, resource, access = match.groups()
+        scopes.append(Scope(context, resource, frozenset(_V1.get(access, access))))
+    return tuple(scopes)
+
+
+def permits(scopes: tuple[Scope, ...], resource_type: str, permission: str) -> bool:
+    return any(scope.permits(resource_type, permission) for scope in scopes)

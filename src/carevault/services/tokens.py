@@ -1,0 +1,326 @@
+"""SMART Backend Services: client assertions in, short-lived signed access tokens out.
+
+A client (a professional's card, or a hospital system acting for one of its professionals)
+proves possession of its certificate's key by signing a JWT assertion (RFC 7523, as SMART's
+``private_key_jwt``) that carries the certificate chain in its ``x5c`` header. We check the
+chain up to the platform CA and the CRL, the signature, the claims and that the assertion is
+fresh and used once; then issue an ES256 access token bound to the scopes granted. Every token
+is recorded, so it can be revoked and introspected, and every check is made again on each use:
+a revoked certificate or a suspended licence stops live tokens at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from joserfc import jws, jwt
+from joserfc.jws import JWSRegistry
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey
+
+from carevault.adapters.keys.token_signer import TokenSigningKey
+from carevault.adapters.storage.oauth_store import IssuedToken, OAuthStore
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated, NotFound
+from carevault.domain.queries import Page, RoleQuery
+from carevault.domain.scopes import Scope, parse_scopes
+from carevault.fhirmodel.directory import LICENCE_STATUS_URL
+from carevault.services import directory as svc
+from carevault.services.pki import CertificateRejected, validate_client_chain
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+CLOCK_SKEW = timedelta(seconds=60)
+MAX_ASSERTION_LIFETIME = timedelta(minutes=5)
+TOKEN_LIFETIME = timedelta(minutes=5)
+MAX_ASSERTION_BYTES = 16_384
+
+# joserfc bounds a JWS header at 512 bytes; an x5c chain of two certificates needs a few KB.
+_ASSERTIONS = JWSRegistry(algorithms=["ES256"])
+_ASSERTIONS.max_header_length = 8_192
+
+
+class InvalidClient(NotAuthenticated):
+    """The client could not be authenticated (RFC 6749 ``invalid_client``)."""
+
+
+class InvalidToken(NotAuthenticated):
+    """A bearer token that is malformed, expired, revoked or otherwise unusable."""
+
+
+@dataclass(frozen=True)
+class TokenContext:
+    key: TokenSigningKey
+    issuer: str  # the platform's public base URL
+    token_endpoint: str
+    fhir_base: str
+    clock: Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a valid access token speaks for."""
+
+    client_id: str
+    fhir_user: str  # Practitioner/<id>
+    organization: str | None  # Organization/<id>, when a system acts for its professional
+    acting_system: str | None  # the system's client_id when it acts for a professional
+    scopes: tuple[Scope, ...]
+    token_id: str
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str
+    expires_in: int
+    scope: str
+
+
+def _fail(message: str) -> InvalidClient:
+    return InvalidClient(message, issue_code="security")
+
+
+def _x5c(assertion: str) -> list[bytes]:
+    try:
+        header = jws.extract_compact(assertion.encode("ascii"), registry=_ASSERTIONS).protected
+    except (JoseError, ValueError, UnicodeError) as error:
+        raise _fail(f"the client assertion is not a compact JWS: {error}") from None
+    if header.get("alg") != "ES256":
+        raise _fail("the client assertion must be signed with ES256")
+    chain = header.get("x5c")
+    if not isinstance(chain, list) or not chain or len(chain) > 2:
+        raise _fail("the client assertion header needs x5c: the certificate chain, leaf first")
+    try:
+        return [base64.b64decode(str(item), validate=True) for item in chain]
+    except ValueError:
+        raise _fail("x5c must hold base64 DER certificates") from None
+
+
+def _timestamp(claims: dict[str, Any], name: str) -> datetime:
+    value = claims.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _fail(f"the client assertion needs a numeric {name!r} claim")
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise _fail(f"the {name!r} claim is out of range") from None
+
+
+def _check_practitioner(uow: UnitOfWork, practitioner_id: str) -> None:
+    try:
+        resource = svc.read_resource(uow, "Practitioner", practitioner_id).resource
+    except NotFound:
+        raise _fail("the professional is not in the directory") from None
+    status = next(
+        (
+            e.get("valueCode")
+            for e in resource.get("extension", [])
+            if e.get("url") == LICENCE_STATUS_URL
+        ),
+        "active",
+    )
+    if not resource.get("active", True) or status != "active":
+        raise _fail("the professional's licence is not active")
+
+
+def _acts_for(uow: UnitOfWork, claims: dict[str, Any], organization_id: str) -> str:
+    """A system must name the professional it acts for, who must belong to its organization."""
+    act = claims.get("act")
+    identifier = act.get("sub") if isinstance(act, dict) else None
+    if not isinstance(identifier, str) or not identifier:
+        raise _fail(
+            "a system must name the professional it acts for in the 'act' claim "
+            '({"sub": professional identifier})'
+        )
+    found = uow.directory.practitioner_ids_by_identifier([identifier])
+    practitioner_id = found.get(identifier)
+    if practitioner_id is None:
+        raise _fail("the professional named in 'act' is not in the directory")
+    _check_practitioner(uow, practitioner_id)
+    roles = uow.directory.search_roles(
+        RoleQuery(
+            practitioner=[(practitioner_id,)], organization=[(organization_id,)], active=True
+        ),
+        Page(0, 1),
+    )
+    if roles.total == 0:
+        raise _fail("the professional named in 'act' does not belong to this organization")
+    return practitioner_id
+
+
+def issue_backend_token(
+    uow: UnitOfWork, ctx: TokenContext, *, assertion_type: str, assertion: str, scope: str
+) -> TokenGrant:
+    """The ``client_credentials`` grant with a ``private_key_jwt`` client assertion."""
+    if assertion_type != ASSERTION_TYPE:
+        raise _fail(f"client_assertion_type must be {ASSERTION_TYPE}")
+    if len(assertion) > MAX_ASSERTION_BYTES:
+        raise _fail("the client assertion is too large")
+    now = ctx.clock()
+    try:
+        identity = validate_client_chain(uow, _x5c(assertion), now)
+    except CertificateRejected as error:
+        raise _fail(f"the client certificate was refused: {error.message}") from None
+    try:
+        decoded = jwt.decode(
+            assertion,
+            ECKey.import_key(identity.public_key),
+            algorithms=["ES256"],
+            registry=_ASSERTIONS,
+        )
+    except (JoseError, ValueError) as error:
+        raise _fail(f"the client assertion's signature does not verify: {error}") from None
+    claims = dict(decoded.claims)
+    if claims.get("iss") != identity.client_id or claims.get("sub") != identity.client_id:
+        raise _fail("iss and sub must both be the client_id of the certificate")
+    audience = claims.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    if ctx.token_endpoint not in audiences:
+        raise _fail(f"aud must be the token endpoint {ctx.token_endpoint}")
+    expires = _timestamp(claims, "exp")
+    if expires <= now - CLOCK_SKEW:
+        raise _fail("the client assertion has expired")
+    if expires > now + MAX_ASSERTION_LIFETIME + CLOCK_SKEW:
+        raise _fail("the client assertion may live at most 5 minutes")
+    if "iat" in claims and _timestamp(claims, "iat") > now + CLOCK_SKEW:
+        raise _fail("the client assertion was issued in the future")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not 8 <= len(jti) <= 255:
+        raise _fail("the client assertion needs a jti of 8 to 255 characters")
+    scopes = parse_scopes(scope)
+    if any(s.context != "system" for s in scopes):
+        raise InvalidInput("backend services may ask for system/ scopes only", expression="scope")
+    if identity.kind == "practitioner":
+        assert identity.practitioner_id is not None
+        _check_practitioner(uow, identity.practitioner_id)
+        practitioner_id, acting_system, organization = identity.practitioner_id, None, None
+    else:
+        assert identity.organization_id is not None
+        practitioner_id = _acts_for(uow, claims, identity.organization_id)
+        acting_system = identity.client_id
+        organization = f"Organization/{identity.organization_id}"
+    store = OAuthStore(uow.directory.connection)
+    if not store.use_assertion(identity.client_id, jti, expires + CLOCK_SKEW):
+        raise _fail("this client assertion was already used (jti replay)")
+    granted = " ".join(str(s) for s in scopes)
+    token_id = uuid.uuid4().hex
+    expires_at = now + TOKEN_LIFETIME
+    payload: dict[str, Any] = {
+        "iss": ctx.issuer,
+        "sub": identity.client_id,
+        "aud": ctx.fhir_base,
+        "iat": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "jti": token_id,
+        "scope": granted,
+        "client_id": identity.client_id,
+        "fhirUser": f"{ctx.fhir_base}/Practitioner/{practitioner_id}",
+    }
+    if acting_system is not None:
+        payload["act"] = {"sub": acting_system}
+        payload["organization"] = organization
+    token = jwt.encode(
+        {"alg": "ES256", "kid": ctx.key.kid, "typ": "at+jwt"},
+        payload,
+        ctx.key.jwk,
+        algorithms=["ES256"],
+    )
+    store.save_token(
+        IssuedToken(
+            token_id,
+            identity.client_id,
+            identity.serial,
+            f"Practitioner/{practitioner_id}",
+            granted,
+            now,
+            expires_at,
+            None,
+            None,
+        )
+    )
+    uow.commit()
+    return TokenGrant(token, int(TOKEN_LIFETIME.total_seconds()), granted)
+
+
+def _token_claims(ctx: TokenContext, token: str) -> dict[str, Any]:
+    if len(token) > MAX_ASSERTION_BYTES:
+        raise InvalidToken("the access token is too large")
+    try:
+        decoded = jwt.decode(token, ctx.key.public_jwk, algorithms=["ES256"])
+    except (JoseError, ValueError) as error:
+        raise InvalidToken(f"the access token does not verify: {error}") from None
+    return dict(decoded.claims)
+
+
+def authenticate(uow: UnitOfWork, ctx: TokenContext, token: str) -> Caller:
+    """Check a bearer token completely, on every request: signature, issuer, audience, expiry,
+    and that neither the token nor its certificate was revoked and the licence is active."""
+    claims = _token_claims(ctx, token)
+    now = ctx.clock()
+    if claims.get("iss") != ctx.issuer or claims.get("aud") != ctx.fhir_base:
+        raise InvalidToken("the access token was not issued for this server")
+    exp = claims.get("exp")
+    if not isinstance(exp, int) or datetime.fromtimestamp(exp, UTC) <= now:
+        raise InvalidToken("the access token has expired")
+    issued = OAuthStore(uow.directory.connection).token(str(claims.get("jti", "")))
+    if issued is None:
+        raise InvalidToken("the access token is not known")
+    if issued.revoked_at is not None:
+        raise InvalidToken("the access token was revoked")
+    if issued.certificate_revoked_at is not None:
+        raise InvalidToken("the client certificate was revoked")
+    practitioner_id = issued.subject.removeprefix("Practitioner/")
+    try:
+        _check_practitioner(uow, practitioner_id)
+    except InvalidClient as error:
+        raise InvalidToken(error.message) from None
+    act = claims.get("act")
+    return Caller(
+        client_id=issued.client_id,
+        fhir_user=issued.subject,
+        organization=claims.get("organization") if isinstance(act, dict) else None,
+        acting_system=act.get("sub") if isinstance(act, dict) else None,
+        scopes=parse_scopes(issued.scope),
+        token_id=issued.jti,
+    )
+
+
+def introspect(uow: UnitOfWork, ctx: TokenContext, token: str) -> dict[str, Any]:
+    """RFC 7662: ``{"active": false}`` for anything not currently usable."""
+    try:
+        caller = authenticate(uow, ctx, token)
+    except CareVaultError:
+        return {"active": False}
+    claims = _token_claims(ctx, token)
+    answer = {
+        "active": True,
+        "scope": " ".join(str(s) for s in caller.scopes),
+        "client_id": caller.client_id,
+        "sub": claims["sub"],
+        "exp": claims["exp"],
+        "iat": claims["iat"],
+        "iss": claims["iss"],
+        "aud": claims["aud"],
+        "token_type": "Bearer",
+        "fhirUser": claims["fhirUser"],
+    }
+    if caller.acting_system:
+        answer["act"] = {"sub": caller.acting_system}
+    return answer
+
+
+def revoke(uow: UnitOfWork, ctx: TokenContext, token: str) -> str | None:
+    """RFC 7009: revoking an unknown or invalid token is not an error. Returns the id of the
+    token revoked, if one was."""
+    try:
+        claims = _token_claims(ctx, token)
+    except InvalidToken:
+        return None
+    jti = str(claims.get("jti", ""))
+    changed = OAuthStore(uow.directory.connection).revoke(jti, ctx.clock())
+    uow.commit()
+    return jti if changed else None

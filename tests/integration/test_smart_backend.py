@@ -1,0 +1,385 @@
+"""SMART Backend Services, tested as a third-party client would use them.
+
+The client side (the signed assertion, the reading of tokens and keys) is written with PyJWT,
+not with CareVault's code, so that the two JOSE implementations check each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt as pyjwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from carevault.adapters.keys.pki_keys import ca_key_password
+from carevault.adapters.pki.x509_authority import (
+    LeafSubject,
+    build_issuing,
+    build_leaf,
+    build_root,
+    ca_name,
+    new_key,
+)
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.bootstrap import Platform
+from carevault.domain.audit import AuditRecord
+from carevault.domain.errors import CareVaultError
+from carevault.fhirmodel.directory import new_practitioner
+from carevault.services import directory as svc
+from carevault.services import pki
+from carevault.services.tokens import ASSERTION_TYPE, authenticate, issue_backend_token
+from carevault.settings import Settings
+from support.builders import hospital
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+REMOTE = ("198.51.100.20", 4000)  # not loopback: only a token lets it in
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclasses.dataclass
+class Holder:
+    """What a certificate holder has: a client_id, a private key, a certificate chain."""
+
+    client_id: str
+    key_pem: bytes
+    chain_der: list[bytes]
+    serial: str
+    practitioner_id: str | None = None
+
+
+def _holder(credentials: pki.Credentials) -> Holder:
+    leaf = x509.load_pem_x509_certificate(credentials.record.certificate_pem.encode())
+    issuing = x509.load_pem_x509_certificate(credentials.chain_pem.encode())
+    return Holder(credentials.record.client_id, credentials.private_key_pem,
+                  [c.public_bytes(serialization.Encoding.DER) for c in (leaf, issuing)],
+                  credentials.record.serial, credentials.record.practitioner_id)
+
+
+@dataclasses.dataclass
+class World:
+    doctor: Holder
+    colleague: Holder  # a second professional, for the suspension test
+    system: Holder
+    organization_id: str
+    outsider_identifier: str  # a professional of no organization
+
+
+@pytest.fixture
+def world(platform: Platform, settings: Settings) -> World:
+    units: Callable[[], UnitOfWork] = platform.unit_of_work
+    ctx = platform.directory
+    pki_ctx = pki.PkiContext(systems=ctx.systems, ca_password=ca_key_password(settings.key_source),
+                             clock=now)
+    with units() as uow:
+        pki.init_pki(uow, pki_ctx)
+    with units() as uow:
+        org = svc.create_organization(uow, ctx, hospital(ctx.systems))
+    people = [svc.NewProfessional(new_practitioner(ctx.systems, identifier=f"HP-{n}",
+                                                   family=f"Weber{n}", given=["Anne"]),
+                                  "physician", "cardiology", org.id if n < 3 else None)
+              for n in (1, 2, 3)]
+    with units() as uow:
+        registered = svc.register_professionals(uow, ctx, people)
+    issued: list[pki.Credentials] = []
+    for practitioner, _role in registered[:2]:
+        with units() as uow:
+            pki.issue_practitioner_certificate(uow, pki_ctx, practitioner.id, issued.append)
+    with units() as uow:
+        pki.issue_system_certificate(uow, pki_ctx, org.id, issued.append)
+    doctor, colleague, system = (_holder(c) for c in issued)
+    return World(doctor, colleague, system, org.id, "HP-3")
+
+
+def assertion(holder: Holder, platform: Platform, *, lifetime: int = 120,
+              jti: str | None = None, **claims: Any) -> str:
+    """A client assertion as any SMART client library would build it (RFC 7523)."""
+    issued = int(now().timestamp())
+    payload = {"iss": holder.client_id, "sub": holder.client_id,
+               "aud": platform.tokens.token_endpoint, "iat": issued, "exp": issued + lifetime,
+               "jti": jti or uuid.uuid4().hex, **claims}
+    x5c = [base64.b64encode(der).decode() for der in holder.chain_der]
+    return pyjwt.encode(payload, holder.key_pem, algorithm="ES256", headers={"x5c": x5c})
+
+
+def token_request(client: TestClient, signed: str, scope: str = "system/*.rs") -> Any:
+    return client.post("/oauth/token", data={
+        "grant_type": "client_credentials", "scope": scope,
+        "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed})
+
+
+def get_token(client: TestClient, holder: Holder, platform: Platform, **claims: Any) -> str:
+    response = token_request(client, assertion(holder, platform, **claims))
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+@pytest.fixture
+def remote(platform: Platform) -> Any:
+    with TestClient(platform.app, base_url="http://127.0.0.1:8000", client=REMOTE) as client:
+        yield client
+
+
+def fhir_outcome(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    return dict(body["issue"][0])
+
+
+def test_discovery_names_the_endpoints(remote: TestClient, platform: Platform) -> None:
+    config = remote.get("/.well-known/smart-configuration").json()
+    assert config["token_endpoint"] == platform.tokens.token_endpoint
+    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert "client_credentials" in config["grant_types_supported"]
+    for key in ("introspection_endpoint", "revocation_endpoint", "jwks_uri"):
+        assert config[key].startswith("http://127.0.0.1:8000/")
+
+
+def test_a_professional_obtains_a_token_and_reads_patients(
+        world: World, remote: TestClient, platform: Platform) -> None:
+    response = token_request(remote, assertion(world.doctor, platform))
+    assert response.status_code == 200, response.text
+    grant = response.json()
+    assert grant["token_type"] == "Bearer" and grant["expires_in"] <= 15 * 60
+    assert grant["scope"] == "system/*.rs"
+    # The token verifies with the published keys, read by a third-party library.
+    jwk = remote.get("/.well-known/jwks.json").json()["keys"][0]
+    public = pyjwt.PyJWK(jwk).key
+    claims = pyjwt.decode(grant["access_token"], public, algorithms=["ES256"],
+                          audience=platform.tokens.fhir_base)
+    assert claims["sub"] == "HP-1"
+    assert claims["fhirUser"].endswith(f"/Practitioner/{world.doctor.practitioner_id}")
+    assert claims["exp"] - claims["iat"] <= 15 * 60
+    read = remote.get("/fhir/Patient", headers={"Authorization": f"Bearer {grant['access_token']}"})
+    assert read.status_code == 200, read.text
+    last = AuditRecord.from_canonical(platform.audit.entries(
+        "clinical", platform.audit.size("clinical") - 1, platform.audit.size("clinical"))[0][1])
+    assert last.agent.who == f"Practitioner/{world.doctor.practitioner_id}"
+    assert last.detail == {"client_id": "HP-1"}
+
+
+def test_without_a_token_a_remote_client_gets_401(world: World, remote: TestClient) -> None:
+    response = remote.get("/fhir/Patient")
+    issue = fhir_outcome(response, 401)
+    assert issue["code"] == "login"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_an_expired_token_is_refused(world: World, remote: TestClient,
+                                     platform: Platform) -> None:
+    token = get_token(remote, world.doctor, platform)
+    later = dataclasses.replace(platform.tokens, clock=lambda: now() + timedelta(minutes=6))
+    with platform.unit_of_work() as uow, pytest.raises(CareVaultError, match="expired"):
+        authenticate(uow, later, token)
+    # The same token as the server would have issued ten minutes ago (its own key, PEM).
+    claims = pyjwt.decode(token, options={"verify_signature": False})
+    claims["iat"] -= 600
+    claims["exp"] -= 600
+    server_key = platform.tokens.key.jwk.as_pem(private=True)
+    stale = pyjwt.encode(claims, server_key, algorithm="ES256",
+                         headers={"kid": platform.tokens.key.kid})
+    issue = fhir_outcome(remote.get("/fhir/Patient", headers={
+        "Authorization": f"Bearer {stale}"}), 401)
+    assert "expired" in issue["diagnostics"]
+
+
+def test_an_expired_assertion_is_refused(world: World, remote: TestClient,
+                                         platform: Platform) -> None:
+    response = token_request(remote, assertion(world.doctor, platform, lifetime=-120))
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    too_long = token_request(remote, assertion(world.doctor, platform, lifetime=3600))
+    assert too_long.status_code == 401
+    assert "5 minutes" in too_long.json()["error_description"]
+
+
+def test_a_tampered_token_is_refused(world: World, remote: TestClient,
+                                     platform: Platform) -> None:
+    token = get_token(remote, world.doctor, platform)
+    header, payload, signature = token.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    issue = fhir_outcome(remote.get("/fhir/Patient", headers={
+        "Authorization": f"Bearer {header}.{payload}.{flipped}"}), 401)
+    assert "does not verify" in issue["diagnostics"]
+    forged_payload = base64.urlsafe_b64encode(
+        base64.urlsafe_b64decode(payload + "==").replace(b"system/*.rs", b"system/*.cruds")
+    ).decode().rstrip("=")
+    fhir_outcome(remote.get("/fhir/Patient", headers={
+        "Authorization": f"Bearer {header}.{forged_payload}.{signature}"}), 401)
+
+
+def test_a_tampered_assertion_is_refused(world: World, remote: TestClient,
+                                         platform: Platform) -> None:
+    signed = assertion(world.doctor, platform)
+    header, _payload, signature = signed.split(".")
+    claims = pyjwt.decode(signed, options={"verify_signature": False})
+    claims["sub"] = claims["iss"] = "HP-2"  # pretend to be the colleague
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode()
+    response = token_request(remote, f"{header}.{forged.rstrip('=')}.{signature}")
+    assert response.status_code == 401
+
+
+def test_a_certificate_from_another_ca_is_refused(world: World, remote: TestClient,
+                                                  platform: Platform) -> None:
+    root_key, issuing_key, leaf_key = new_key(), new_key(), new_key()
+    root = build_root(root_key, ca_name("Rogue Root"), now())
+    issuing = build_issuing(issuing_key, ca_name("Rogue Issuing"), root, root_key, now())
+    leaf = build_leaf(leaf_key.public_key(), LeafSubject("Anne Weber1", "HP-1", None),
+                      issuing, issuing_key, now())
+    rogue = Holder("HP-1", leaf_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()),
+        [c.public_bytes(serialization.Encoding.DER) for c in (leaf, issuing)], "0")
+    response = token_request(remote, assertion(rogue, platform))
+    assert response.status_code == 401
+    assert "certificate was refused" in response.json()["error_description"]
+
+
+def test_a_key_that_is_not_the_certificates_is_refused(world: World, remote: TestClient,
+                                                       platform: Platform) -> None:
+    thief = dataclasses.replace(world.doctor, key_pem=ec.generate_private_key(
+        ec.SECP256R1()).private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    assert token_request(remote, assertion(thief, platform)).status_code == 401
+
+
+def test_a_revoked_certificate_stops_new_and_live_tokens(world: World, remote: TestClient,
+                                                         platform: Platform) -> None:
+    live = get_token(remote, world.doctor, platform)
+    with platform.unit_of_work() as uow:
+        pki.revoke(uow, world.doctor.serial, "keyCompromise", now())
+    refused = token_request(remote, assertion(world.doctor, platform))
+    assert refused.status_code == 401
+    issue = fhir_outcome(remote.get("/fhir/Patient", headers={
+        "Authorization": f"Bearer {live}"}), 401)
+    assert "revoked" in issue["diagnostics"]
+
+
+def test_a_reused_jti_is_refused(world: World, remote: TestClient, platform: Platform) -> None:
+    signed = assertion(world.doctor, platform, jti="only-once-please")
+    assert token_request(remote, signed).status_code == 200
+    again = token_request(remote, signed)
+    assert again.status_code == 401
+    assert "replay" in again.json()["error_description"]
+
+
+def test_a_suspended_professional_is_refused(world: World, remote: TestClient,
+                                            platform: Platform) -> None:
+    live = get_token(remote, world.colleague, platform)
+    ctx = platform.directory
+    suspended = new_practitioner(ctx.systems, identifier="HP-2", family="Weber2",
+                                 given=["Anne"], licence_status="suspended")
+    assert world.colleague.practitioner_id is not None
+    with platform.unit_of_work() as uow:
+        svc.update_practitioner(uow, ctx, world.colleague.practitioner_id, suspended)
+    response = token_request(remote, assertion(world.colleague, platform))
+    assert response.status_code == 401
+    assert "licence" in response.json()["error_description"]
+    fhir_outcome(remote.get("/fhir/Patient", headers={"Authorization": f"Bearer {live}"}), 401)
+
+
+def test_a_system_acts_for_one_of_its_professionals(world: World, remote: TestClient,
+                                                   platform: Platform) -> None:
+    token = get_token(remote, world.system, platform, act={"sub": "HP-1"})
+    claims = pyjwt.decode(token, options={"verify_signature": False})
+    assert claims["act"] == {"sub": world.system.client_id}
+    assert claims["fhirUser"].endswith(f"/Practitioner/{world.doctor.practitioner_id}")
+    assert remote.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}
+                      ).status_code == 200
+    nobody = token_request(remote, assertion(world.system, platform))
+    assert nobody.status_code == 401
+    assert "act" in nobody.json()["error_description"]
+    stranger = token_request(remote, assertion(world.system, platform,
+                                               act={"sub": world.outsider_identifier}))
+    assert stranger.status_code == 401
+    assert "does not belong" in stranger.json()["error_description"]
+
+
+def test_scopes_bound_the_token(world: World, remote: TestClient, platform: Platform) -> None:
+    response = token_request(remote, assertion(world.doctor, platform),
+                             scope="system/Practitioner.rs")
+    token = response.json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert remote.get("/fhir/Practitioner", headers=headers).status_code == 200
+    issue = fhir_outcome(remote.get("/fhir/Patient", headers=headers), 403)
+    assert "scopes" in issue["diagnostics"]
+    bad = token_request(remote, assertion(world.doctor, platform), scope="admin")
+    assert (bad.status_code, bad.json()["error"]) == (400, "invalid_scope")
+    user = token_request(remote, assertion(world.doctor, platform), scope="user/Patient.rs")
+    assert (user.status_code, user.json()["error"]) == (400, "invalid_scope")
+
+
+def test_introspection_and_revocation(world: World, remote: TestClient,
+                                      platform: Platform) -> None:
+    token = get_token(remote, world.doctor, platform)
+    active = remote.post("/oauth/introspect", data={"token": token}).json()
+    assert active["active"] is True
+    assert active["client_id"] == "HP-1" and active["scope"] == "system/*.rs"
+    assert remote.post("/oauth/revoke", data={"token": token}).status_code == 200
+    assert remote.post("/oauth/introspect", data={"token": token}).json() == {"active": False}
+    fhir_outcome(remote.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}), 401)
+    assert remote.post("/oauth/introspect", data={"token": "garbage"}).json() == {
+        "active": False}
+
+
+@pytest.mark.parametrize(("data", "status", "error"), [
+    ({"grant_type": "password"}, 400, "unsupported_grant_type"),
+    ({"grant_type": "client_credentials"}, 401, "invalid_client"),
+    ({"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
+      "client_assertion": "a.b.c", "scope": "system/*.rs"}, 401, "invalid_client"),
+])
+def test_malformed_token_requests(world: World, remote: TestClient, data: dict[str, str],
+                                  status: int, error: str) -> None:
+    response = remote.post("/oauth/token", data=data)
+    assert (response.status_code, response.json()["error"]) == (status, error)
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_token_requests_must_be_forms_without_repeats(world: World, remote: TestClient) -> None:
+    not_form = remote.post("/oauth/token", json={"grant_type": "client_credentials"})
+    assert not_form.json()["error"] == "invalid_request"
+    repeated = remote.post("/oauth/token", content=b"grant_type=a&grant_type=b",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert "twice" in repeated.json()["error_description"]
+
+
+def test_every_token_request_is_audited(world: World, remote: TestClient,
+                                        platform: Platform) -> None:
+    before = platform.audit.size("clinical")
+    get_token(remote, world.doctor, platform)
+    token_request(remote, assertion(world.doctor, platform, lifetime=-300))
+    records = [AuditRecord.from_canonical(d) for _, d in platform.audit.entries(
+        "clinical", before, platform.audit.size("clinical"))]
+    assert [(r.kind, r.interaction, r.outcome) for r in records] == [
+        ("authentication", "token", "0"), ("authentication", "token", "4")]
+    assert all(r.agent.network == REMOTE[0] for r in records)
+
+
+@hypothesis_settings(max_examples=150, deadline=None, database=None,
+                     suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.one_of(
+    st.text(max_size=300),
+    st.lists(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+                     max_size=80), min_size=1, max_size=4).map(".".join)))
+def test_the_assertion_parser_never_crashes(world: World, platform: Platform,
+                                           garbage: str) -> None:
+    with platform.unit_of_work() as uow, pytest.raises(CareVaultError):
+        issue_backend_token(uow, platform.tokens, assertion_type=ASSERTION_TYPE,
+                            assertion=garbage, scope="system/*.rs")
