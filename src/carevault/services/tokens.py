@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from joserfc import jws, jwt
-from joserfc.jws import JWSRegistry
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
+from joserfc.jws import JWSRegistry
 
 from carevault.adapters.keys.token_signer import TokenSigningKey
 from carevault.adapters.storage.oauth_store import IssuedToken, OAuthStore
