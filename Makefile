@@ -19,6 +19,7 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/carevault init
+	$(BIN)/carevault pki init
 	$(BIN)/carevault demo --if-empty --patients $(DEMO_PATIENTS) --professionals $(DEMO_PROFESSIONALS)
 	$(BIN)/carevault serve
 
