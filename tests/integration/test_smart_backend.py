@@ -149,6 +149,7 @@ def test_discovery_names_the_endpoints(remote: TestClient, platform: Platform) -
     assert "client_credentials" in config["grant_types_supported"]
     for key in ("introspection_endpoint", "revocation_endpoint", "jwks_uri"):
         assert config[key].startswith("http://127.0.0.1:8000/")
+    assert remote.get("/.well-known/oauth-authorization-server").json() == config
 
 
 def test_a_professional_obtains_a_token_and_reads_patients(

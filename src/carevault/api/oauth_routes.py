@@ -92,34 +92,36 @@ def oauth_router(
             ]
         )
 
+    def metadata() -> dict[str, Any]:
+        return {
+            "issuer": tokens.issuer,
+            "jwks_uri": f"{tokens.issuer}/.well-known/jwks.json",
+            "token_endpoint": tokens.token_endpoint,
+            "introspection_endpoint": f"{tokens.issuer}/oauth/introspect",
+            "revocation_endpoint": f"{tokens.issuer}/oauth/revoke",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+            "scopes_supported": [
+                "system/*.rs",
+                "system/Patient.rs",
+                "system/Practitioner.rs",
+                "system/PractitionerRole.rs",
+                "system/Organization.rs",
+                "system/AuditEvent.rs",
+                "system/Patient.cruds",
+            ],
+            "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
+        }
+
     @router.get("/.well-known/smart-configuration")
     def smart_configuration() -> JSONResponse:
-        return JSONResponse(
-            {
-                "issuer": tokens.issuer,
-                "jwks_uri": f"{tokens.issuer}/.well-known/jwks.json",
-                "token_endpoint": tokens.token_endpoint,
-                "introspection_endpoint": f"{tokens.issuer}/oauth/introspect",
-                "revocation_endpoint": f"{tokens.issuer}/oauth/revoke",
-                "grant_types_supported": ["client_credentials"],
-                "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-                "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
-                "scopes_supported": [
-                    "system/*.rs",
-                    "system/Patient.rs",
-                    "system/Practitioner.rs",
-                    "system/PractitionerRole.rs",
-                    "system/Organization.rs",
-                    "system/AuditEvent.rs",
-                    "system/Patient.cruds",
-                ],
-                "capabilities": [
-                    "client-confidential-asymmetric",
-                    "permission-v1",
-                    "permission-v2",
-                ],
-            }
-        )
+        return JSONResponse(metadata())
+
+    @router.get("/.well-known/oauth-authorization-server")
+    def authorization_server_metadata() -> JSONResponse:
+        """RFC 8414 metadata, the form IHE IUA (ITI-103) clients read."""
+        return JSONResponse(metadata())
 
     @router.get("/.well-known/jwks.json")
     def jwks() -> JSONResponse:
