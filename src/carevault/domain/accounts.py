@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import math
 import unicodedata
 from dataclasses import dataclass
@@ -216,7 +217,7 @@ def _repetitive(password: str) -> bool:
 
 def _sequential(password: str) -> bool:
     """Consecutive code points up or down all the way (``abcdefghijkl``, ``987654321…``)."""
-    steps = {ord(b) - ord(a) for a, b in zip(password, password[1:], strict=False)}
+    steps = {ord(b) - ord(a) for a, b in itertools.pairwise(password)}
     return steps in ({1}, {-1})
 
 
@@ -345,7 +346,7 @@ class LoginThrottle:
         # Compare in float seconds first: base_delay * 2**1000 would overflow a timedelta.
         if p.base_delay.total_seconds() * 2.0 ** min(doublings, 64) >= p.max_delay.total_seconds():
             return p.max_delay
-        return p.base_delay * 2**doublings
+        return p.base_delay * (1 << doublings)
 
     def retry_after(self, state: ThrottleState, now: datetime) -> int:
         """Whole seconds until the next try is allowed; 0 if it is allowed now."""

@@ -291,3 +291,71 @@ oauth_token = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
 )
+
+# --- accounts (migration 0005) ------------------------------------------------------------------
+
+# Who signs in: patients (bound to their index entry), representatives, operators. ``login`` is
+# stored case-folded; ``password_hash`` is an Argon2id encoded hash; ``totp_secret`` is sealed
+# with AES-GCM under a key derived from the key file (`carevault.adapters.security.totp`), never
+# plaintext. ``totp_last_step`` is the last TOTP time step accepted (a code is never accepted
+# twice); NULL until the first code confirms the enrolment. ``roles``: space-separated.
+account = Table(
+    "account",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("login", String(254), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("totp_secret", LargeBinary, nullable=False),
+    Column("totp_last_step", BigInteger),
+    Column("patient_id", ID, ForeignKey("patient.id"), unique=True),
+    Column("roles", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime),
+)
+
+# Single-use recovery codes, as SHA-256 digests (why not Argon2: `carevault.services.accounts`).
+recovery_code = Table(
+    "recovery_code",
+    metadata,
+    Column("account_id", ID, ForeignKey("account.id"), primary_key=True),
+    Column("code_hash", LargeBinary(32), primary_key=True),
+    Column("used_at", UTCDateTime),
+)
+
+# A representative may act on a patient's record, with a scope, between two dates.
+mandate = Table(
+    "mandate",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("representative_account_id", ID, ForeignKey("account.id"), nullable=False, index=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("scope", String(16), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Failed sign-ins per throttle key ("account:<id>", "login:<sha256>", "ip:<address>").
+login_attempt_state = Table(
+    "login_attempt_state",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("next_allowed_at", UTCDateTime),
+    Column("locked_at", UTCDateTime),
+)
+
+# What an account holder is told (an account locked after repeated failures, …): the outbox the
+# portal shows, and a mailer may later deliver. ``payload`` is JSON text.
+notification = Table(
+    "notification",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("patient_id", ID, index=True),
+    Column("account_id", ID, ForeignKey("account.id"), nullable=False, index=True),
+    Column("kind", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("read_at", UTCDateTime),
+)

@@ -1,0 +1,866 @@
+"""Use cases of accounts: enrolment, sign-in, representatives and their mandates, operators.
+
+Every account signs in with a password (Argon2id) and a TOTP second factor, or one of its
+single-use recovery codes instead of a TOTP code. Enrolment returns the TOTP provisioning URI,
+its QR code and the recovery codes, once; it is complete only when `confirm_totp` has seen a
+first valid code.
+
+Sign-in (`AccountService.login`) runs in three steps, so that the slow password check holds
+no database lock and yet concurrent guesses are all counted:
+
+1. one short transaction checks the throttles of the account and of the client address and,
+   if the attempt may go ahead, *charges* it to the account as a failure in advance;
+2. the password and the code are checked, outside any transaction;
+3. a second transaction records the outcome: a success resets the account's count and spends
+   the TOTP step or the recovery code (a conditional update, so a code cannot be used twice
+   even by two concurrent sign-ins); a failure is counted against the address too, and a
+   failure that locked the account leaves a notification for its holder.
+
+An unknown login, a wrong password and a wrong code get the same `AuthenticationFailed`, with
+the same message; an unknown login is throttled under a key of its own exactly like a known
+one, and its password is checked against a dummy Argon2 hash, so neither the answer nor its
+timing tells whether an account exists. The audit log is precise where the caller is not: every
+event is recorded, with the reason, in the transaction that makes it; never a password, TOTP
+secret or code.
+
+Audit streams: operator accounts' events go to the ``operator`` stream; patients' and
+representatives' to ``clinical``, with kind ``authentication`` and, for a patient account, the
+patient's id, so that the patient's access history shows every sign-in to their record.
+
+Errors, besides the directory's `NotFound` and the unit of work's `Conflict`:
+
+    CareVaultError
+    ├── InvalidInput / BusinessRuleViolation
+    │   └── WeakPassword            (carevault.domain.accounts)
+    ├── NotAuthenticated
+    │   └── AuthenticationFailed    (carevault.domain.accounts)
+    ├── NotPermitted                acting for a patient without an active mandate
+    └── RateLimited
+        └── Throttled               (carevault.domain.accounts), with ``retry_after``
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import Connection
+
+from carevault.adapters.storage.account_store import AccountRecord, AccountStore, Notification
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.accounts import (
+    ACCOUNT_POLICY,
+    IP_POLICY,
+    PERSON_KINDS,
+    SECURITY_OFFICER,
+    AccountKind,
+    AuthenticationFailed,
+    LoginThrottle,
+    Mandate,
+    Throttled,
+    ThrottlePolicy,
+    ThrottleState,
+    WeakPassword,
+    account_key,
+    check_password,
+    client_key,
+    fold_login,
+    login_key,
+    normalize_password,
+)
+from carevault.domain.audit import (
+    ACTION_CREATE,
+    ACTION_EXECUTE,
+    ACTION_UPDATE,
+    Agent,
+    AuditRecord,
+    rfc3339_ms,
+)
+from carevault.domain.errors import (
+    BusinessRuleViolation,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotPermitted,
+)
+from carevault.services.directory import read_patient
+
+__all__ = [
+    "FAILED",
+    "AccountService",
+    "AuditAppender",
+    "AuthenticationFailed",
+    "Enrolment",
+    "PasswordHasher",
+    "Principal",
+    "SecretBox",
+    "Throttled",
+    "TotpVerifier",
+    "WeakPassword",
+]
+
+log = logging.getLogger("carevault.accounts")
+
+FAILED = "invalid login or password"
+THROTTLED = "too many failed sign-ins: try again later"
+RECOVERY_CODES = 10
+TOTP_CODE = "totp"
+RECOVERY_CODE = "recovery-code"
+
+# FHIR AuditEvent.outcome: a refused sign-in is a minor failure; a lock is serious.
+_SUCCESS, _FAILURE, _SERIOUS = "0", "4", "8"
+
+
+# --- ports --------------------------------------------------------------------------------------
+
+
+class PasswordHasher(Protocol):
+    """`carevault.adapters.security.passwords.Argon2PasswordHasher`."""
+
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, encoded: str, password: str) -> bool: ...
+
+    def needs_rehash(self, encoded: str) -> bool: ...
+
+
+class TotpVerifier(Protocol):
+    """`carevault.adapters.security.totp.TotpAuthenticator`."""
+
+    def new_secret(self) -> str: ...
+
+    def provisioning_uri(self, secret: str, account_name: str) -> str: ...
+
+    def verify(self, secret: str, code: str, at: datetime, last_step: int | None) -> int | None: ...
+
+
+class SecretBox(Protocol):
+    """`carevault.adapters.security.totp.TotpSecretBox`."""
+
+    def seal(self, secret: str, account_id: str) -> bytes: ...
+
+    def open(self, sealed: bytes, account_id: str) -> str: ...
+
+
+class AuditAppender(Protocol):
+    """`carevault.services.audit_log.AuditLog`."""
+
+    def append_in(self, connection: Connection, records: Sequence[AuditRecord]) -> list[int]: ...
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """What a new account holder is shown once, and never again: the TOTP provisioning URI (it
+    holds the secret), its QR code and the recovery codes. Kept out of ``repr``."""
+
+    account_id: str
+    totp_provisioning_uri: str = field(repr=False)
+    qr_svg: str = field(repr=False)
+    recovery_codes: tuple[str, ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who signed in. ``acting_for`` is the patient whose record they act on, and ``scope``
+    how far: a patient acts for themselves with ``manage``; a representative acts for no one
+    until `AccountService.choose_patient`; an operator never acts for a patient."""
+
+    account_id: str
+    kind: AccountKind
+    patient_id: str | None
+    roles: frozenset[str]
+    second_factor: str  # 'totp' or 'recovery-code'
+    authenticated_at: datetime
+    acting_for: str | None = None
+    scope: str | None = None
+
+    @property
+    def security_officer(self) -> bool:
+        return SECURITY_OFFICER in self.roles
+
+    @property
+    def who(self) -> str:
+        """The identity reference audit records name."""
+        return f"account:{self.account_id}"
+
+
+@dataclass(frozen=True)
+class _Check:
+    """The outcome of checking a password and a code (step 2 of a sign-in)."""
+
+    ok: bool
+    reason: str  # why it failed, for the audit log; or the second factor used
+    step: int | None = None
+    recovery_hash: bytes | None = None
+    new_hash: str | None = None
+
+
+# --- recovery codes -----------------------------------------------------------------------------
+
+# Recovery codes are 16 characters of base32: 80 bits from `secrets`. They are stored as plain
+# SHA-256 digests, not Argon2: stretching protects low-entropy human passwords, and guessing one
+# of these takes ~2**79 hash evaluations however fast the hash is. A fast hash also lets a
+# sign-in compare the submitted code with every unused code of the account (in constant time,
+# `hmac.compare_digest`), where Argon2 would cost ten slow hashes per attempt, a gift to anyone
+# trying to exhaust the server.
+_RECOVERY_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_RECOVERY_LENGTH = 16
+
+
+def new_recovery_code() -> str:
+    raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(_RECOVERY_LENGTH))
+    return "-".join(raw[i : i + 4] for i in range(0, _RECOVERY_LENGTH, 4))
+
+
+def recovery_digest(code: str) -> bytes:
+    canonical = "".join(ch for ch in code.casefold() if ch not in "- \t")
+    return hashlib.sha256(canonical.encode("utf-8")).digest()
+
+
+def _is_totp_code(code: str) -> bool:
+    compact = code.replace(" ", "")
+    return len(compact) == 6 and compact.isascii() and compact.isdigit()
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --- the service --------------------------------------------------------------------------------
+
+
+class AccountService:
+    """Accounts' use cases, each in its own transaction(s) through ``units``."""
+
+    def __init__(
+        self,
+        units: Callable[[], UnitOfWork],
+        audit: AuditAppender,
+        *,
+        hasher: PasswordHasher,
+        totp: TotpVerifier,
+        secret_box: SecretBox,
+        qr_code: Callable[[str], str],
+        clock: Callable[[], datetime],
+        account_policy: ThrottlePolicy = ACCOUNT_POLICY,
+        ip_policy: ThrottlePolicy = IP_POLICY,
+    ) -> None:
+        self.units = units
+        self.audit = audit
+        self.hasher = hasher
+        self.totp = totp
+        self.secret_box = secret_box
+        self.qr_code = qr_code
+        self.clock = clock
+        self.account_throttle = LoginThrottle(account_policy)
+        self.ip_throttle = LoginThrottle(ip_policy)
+        # What an unknown login's password is checked against: the same Argon2 work as a real
+        # check, so that the answer's timing does not reveal whether the account exists.
+        self._dummy_hash = hasher.hash(base64.b64encode(secrets.token_bytes(24)).decode())
+
+    # --- enrolment --------------------------------------------------------------------------
+
+    def enrol_patient(
+        self,
+        login: str,
+        password: str,
+        *,
+        patient_id: str | None = None,
+        national_id: str | None = None,
+        client_ip: str | None = None,
+        now: datetime | None = None,
+    ) -> Enrolment:
+        """Create the account of a patient of the index, named by id or national identifier;
+        one account per patient."""
+        if (patient_id is None) == (national_id is None):
+            raise InvalidInput("name the patient by exactly one of patient_id and national_id")
+
+        def resolve(uow: UnitOfWork, store: AccountStore) -> str:
+            pid = patient_id
+            if pid is None:
+                assert national_id is not None
+                pid = store.patient_id_by_national_id(national_id.strip())
+                if pid is None:
+                    raise NotFound("no patient has this national identifier")
+            read_patient(uow, pid)  # NotFound if the index does not know it
+            state = uow.directory.patient_merge_state(pid)
+            if state is not None and state.merged_into is not None:
+                raise BusinessRuleViolation(
+                    f"Patient/{pid} was merged into another entry: enrol with that one"
+                )
+            if store.by_patient(pid) is not None:
+                raise Conflict("this patient already has an account")
+            return pid
+
+        return self._enrol(
+            AccountKind.PATIENT, login, password, resolve, frozenset(), None, client_ip, now
+        )
+
+    def add_representative(
+        self,
+        login: str,
+        password: str,
+        *,
+        client_ip: str | None = None,
+        now: datetime | None = None,
+    ) -> Enrolment:
+        """Create the account of a person who will act for patients under mandates."""
+        return self._enrol(
+            AccountKind.REPRESENTATIVE, login, password, None, frozenset(), None, client_ip, now
+        )
+
+    def register_operator(
+        self,
+        login: str,
+        password: str,
+        *,
+        security_officer: bool,
+        by: str,
+        now: datetime | None = None,
+    ) -> Enrolment:
+        """Create an operator account (TOTP mandatory, like every account); ``by`` names who
+        created it, for the operator stream of the audit log."""
+        roles = frozenset({SECURITY_OFFICER}) if security_officer else frozenset()
+        return self._enrol(AccountKind.OPERATOR, login, password, None, roles, by, None, now)
+
+    def _enrol(
+        self,
+        kind: AccountKind,
+        login: str,
+        password: str,
+        resolve: Callable[[UnitOfWork, AccountStore], str] | None,
+        roles: frozenset[str],
+        by: str | None,
+        client_ip: str | None,
+        now: datetime | None,
+    ) -> Enrolment:
+        now = now or self.clock()
+        folded = fold_login(login)
+        check_password(password, context=(folded,))
+        # The slow work happens before the transaction opens.
+        password_hash = self.hasher.hash(normalize_password(password))
+        account_id = _new_id()
+        secret = self.totp.new_secret()
+        codes = tuple(new_recovery_code() for _ in range(RECOVERY_CODES))
+        with self.units() as uow:
+            store = _store(uow)
+            patient = resolve(uow, store) if resolve is not None else None
+            if store.login_taken(folded):
+                raise Conflict("this login is already taken", expression="login")
+            account = AccountRecord(
+                id=account_id,
+                kind=kind,
+                login=folded,
+                password_hash=password_hash,
+                totp_secret=self.secret_box.seal(secret, account_id),
+                totp_last_step=None,
+                patient_id=patient,
+                roles=roles,
+                created_at=now,
+            )
+            store.add(account)
+            store.add_recovery_codes(account_id, [recovery_digest(c) for c in codes])
+            detail = {"roles": " ".join(sorted(roles))} if roles else {}
+            self._append(
+                uow,
+                self._event(
+                    account, "enrol", ACTION_CREATE, _SUCCESS, now, client_ip, by=by, detail=detail
+                ),
+            )
+            uow.commit()
+        uri = self.totp.provisioning_uri(secret, folded)
+        return Enrolment(account_id, uri, self.qr_code(uri), codes)
+
+    def confirm_totp(
+        self,
+        account_id: str,
+        code: str,
+        *,
+        client_ip: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Complete an enrolment with a first valid TOTP code: until then the account cannot
+        sign in. Wrong codes count towards the account's throttle like failed sign-ins."""
+        now = now or self.clock()
+        with self.units() as uow:
+            store = _store(uow)
+            account = store.by_id(account_id)
+            if account is None:
+                raise NotFound(f"Account/{account_id} is not known")
+            if account.enrolled:
+                raise Conflict("the second factor of this account is already confirmed")
+            key = account_key(account.id)
+            before = store.lock_throttle_states([key])[key]
+            wait = self.account_throttle.retry_after(before, now)
+            if wait:
+                self._append(
+                    uow,
+                    self._event(
+                        account,
+                        "enrol-confirm",
+                        ACTION_UPDATE,
+                        _FAILURE,
+                        now,
+                        client_ip,
+                        reason="throttled",
+                    ),
+                )
+                uow.commit()
+                raise Throttled(THROTTLED, retry_after=wait)
+            secret = self.secret_box.open(account.totp_secret, account.id)
+            step = self.totp.verify(secret, code, now, None)
+            if step is not None and store.accept_totp_step(account.id, step):
+                store.save_throttle_state(key, self.account_throttle.succeed())
+                self._append(
+                    uow,
+                    self._event(account, "enrol-confirm", ACTION_UPDATE, _SUCCESS, now, client_ip),
+                )
+                uow.commit()
+                return
+            charged = self.account_throttle.fail(before, now)
+            store.save_throttle_state(key, charged)
+            self._record_failure(
+                uow, store, account, "enrol-confirm", "wrong-code", before, charged, client_ip, now
+            )
+            uow.commit()
+        raise AuthenticationFailed("invalid code")
+
+    # --- signing in -------------------------------------------------------------------------
+
+    def login(
+        self,
+        login: str,
+        password: str,
+        code: str,
+        client_ip: str,
+        now: datetime | None = None,
+    ) -> Principal:
+        """Sign in with a password and a TOTP code or a recovery code.
+
+        Raises `Throttled` (with ``retry_after`` seconds) while the account or the address is
+        backing off, and `AuthenticationFailed` with one message whatever was wrong."""
+        now = now or self.clock()
+        try:
+            folded: str | None = fold_login(login)
+        except InvalidInput:
+            folded = None  # cannot name an account: handled exactly like an unknown login
+        address = client_key(client_ip)
+
+        # 1. Throttles, and the attempt charged in advance.
+        with self.units() as uow:
+            store = _store(uow)
+            account = store.by_login(folded) if folded is not None else None
+            key = account_key(account.id) if account else login_key(folded or login)
+            states = store.lock_throttle_states([key, address])
+            wait = max(
+                self.account_throttle.retry_after(states[key], now),
+                self.ip_throttle.retry_after(states[address], now),
+            )
+            if wait:
+                self._append(
+                    uow,
+                    self._event(
+                        account,
+                        "login",
+                        ACTION_EXECUTE,
+                        _FAILURE,
+                        now,
+                        client_ip,
+                        reason="throttled",
+                    ),
+                )
+                uow.commit()
+                raise Throttled(THROTTLED, retry_after=wait)
+            before = states[key]
+            charged = self.account_throttle.fail(before, now)
+            store.save_throttle_state(key, charged)
+            # Queried for an unknown login too, so that both paths do the same work.
+            unused_codes = store.unused_recovery_codes(account.id if account else "")
+            uow.commit()
+
+        # 2. The slow check, holding no lock.
+        check = self._check(account, password, code, now, unused_codes)
+
+        # 3. The outcome.
+        with self.units() as uow:
+            store = _store(uow)
+            if check.ok and account is not None:
+                if check.step is not None:
+                    won = store.accept_totp_step(account.id, check.step)
+                else:
+                    assert check.recovery_hash is not None
+                    won = store.use_recovery_code(account.id, check.recovery_hash, now)
+                if not won:
+                    check = _Check(False, "replayed-code")
+            if check.ok and account is not None:
+                store.lock_throttle_states([key])
+                store.save_throttle_state(key, self.account_throttle.succeed())
+                if check.new_hash is not None:
+                    store.set_password_hash(account.id, check.new_hash)
+                events = [
+                    self._event(
+                        account,
+                        "login",
+                        ACTION_EXECUTE,
+                        _SUCCESS,
+                        now,
+                        client_ip,
+                        detail={"second_factor": check.reason},
+                    )
+                ]
+                if check.reason == RECOVERY_CODE:
+                    left = str(len(unused_codes) - 1)
+                    events.append(
+                        self._event(
+                            account,
+                            "recovery-code-use",
+                            ACTION_UPDATE,
+                            _SUCCESS,
+                            now,
+                            client_ip,
+                            detail={"recovery_codes_left": left},
+                        )
+                    )
+                self._append(uow, *events)
+                uow.commit()
+                return self._principal(account, check.reason, now)
+            ip_state = store.lock_throttle_states([address])[address]
+            store.save_throttle_state(address, self.ip_throttle.fail(ip_state, now))
+            self._record_failure(
+                uow, store, account, "login", check.reason, before, charged, client_ip, now
+            )
+            uow.commit()
+        raise AuthenticationFailed(FAILED)
+
+    def _check(
+        self,
+        account: AccountRecord | None,
+        password: str,
+        code: str,
+        now: datetime,
+        unused_codes: Sequence[bytes],
+    ) -> _Check:
+        normalized = normalize_password(password)
+        if account is None or account.disabled_at is not None:
+            self.hasher.verify(self._dummy_hash, normalized)  # the same work, then refuse
+            return _Check(False, "unknown-account" if account is None else "disabled")
+        if not self.hasher.verify(account.password_hash, normalized):
+            return _Check(False, "wrong-password")
+        if not account.enrolled:
+            return _Check(False, "enrolment-incomplete")
+        secret = self.secret_box.open(account.totp_secret, account.id)
+        submitted = (code or "").strip()
+        if _is_totp_code(submitted):
+            step = self.totp.verify(secret, submitted, now, account.totp_last_step)
+            if step is None:
+                replayed = self.totp.verify(secret, submitted, now, None) is not None
+                return _Check(False, "replayed-code" if replayed else "wrong-code")
+            result = _Check(True, TOTP_CODE, step=step)
+        else:
+            digest = recovery_digest(submitted)
+            matched: bytes | None = None
+            for stored in unused_codes:  # every one compared, in constant time
+                if hmac.compare_digest(stored, digest):
+                    matched = stored
+            if matched is None or not submitted:
+                return _Check(False, "wrong-code")
+            result = _Check(True, RECOVERY_CODE, recovery_hash=matched)
+        if self.hasher.needs_rehash(account.password_hash):
+            result = replace(result, new_hash=self.hasher.hash(normalized))
+        return result
+
+    @staticmethod
+    def _principal(account: AccountRecord, second_factor: str, now: datetime) -> Principal:
+        own = account.patient_id if account.kind is AccountKind.PATIENT else None
+        return Principal(
+            account_id=account.id,
+            kind=account.kind,
+            patient_id=account.patient_id,
+            roles=account.roles,
+            second_factor=second_factor,
+            authenticated_at=now,
+            acting_for=own,
+            scope="manage" if own else None,
+        )
+
+    # --- representatives --------------------------------------------------------------------
+
+    def create_mandate(
+        self,
+        representative_account_id: str,
+        patient_id: str,
+        scope: str,
+        starts_at: datetime,
+        ends_at: datetime | None = None,
+        *,
+        by: str,
+        now: datetime | None = None,
+    ) -> Mandate:
+        """Let a person account act on a patient's record; ``by`` names who granted it (the
+        patient's account, an operator). Recorded in the patient's access history."""
+        now = now or self.clock()
+        with self.units() as uow:
+            store = _store(uow)
+            account = store.by_id(representative_account_id)
+            if account is None:
+                raise NotFound(f"Account/{representative_account_id} is not known")
+            if account.kind not in PERSON_KINDS:
+                raise BusinessRuleViolation("only a person's account can hold a mandate")
+            if account.patient_id == patient_id:
+                raise BusinessRuleViolation("a patient needs no mandate for their own record")
+            read_patient(uow, patient_id)
+            mandate = Mandate(_new_id(), account.id, patient_id, scope, starts_at, ends_at)
+            store.add_mandate(mandate, now)
+            detail = {"scope": scope, "starts_at": rfc3339_ms(starts_at)}
+            if ends_at is not None:
+                detail["ends_at"] = rfc3339_ms(ends_at)
+            record = AuditRecord(
+                stream="clinical",
+                recorded=rfc3339_ms(now),
+                kind="policy",
+                action=ACTION_CREATE,
+                interaction="mandate-create",
+                outcome=_SUCCESS,
+                agent=Agent(who=by),
+                patient=patient_id,
+                detail={"mandate": mandate.id, "representative": f"account:{account.id}", **detail},
+            )
+            self._append(uow, record)
+            uow.commit()
+        return mandate
+
+    def mandates_of(self, account_id: str, now: datetime | None = None) -> list[Mandate]:
+        """The mandates of an account that are in force at ``now``."""
+        now = now or self.clock()
+        with self.units() as uow:
+            mandates = _store(uow).mandates_of(account_id)
+        return [m for m in mandates if m.active_at(now)]
+
+    def choose_patient(
+        self,
+        principal: Principal,
+        patient_id: str,
+        *,
+        client_ip: str | None = None,
+        now: datetime | None = None,
+    ) -> Principal:
+        """The signed-in person now acts on ``patient_id``'s record: their own, or one they
+        hold an active mandate for (the broadest scope wins). Recorded in that patient's
+        access history, refusals included."""
+        now = now or self.clock()
+        if principal.kind not in PERSON_KINDS:
+            raise NotPermitted("operators do not act on a patient's record")
+        if principal.patient_id == patient_id:
+            return replace(principal, acting_for=patient_id, scope="manage")
+        mandates = [
+            m for m in self.mandates_of(principal.account_id, now) if m.patient_id == patient_id
+        ]
+        scope = (
+            "manage"
+            if any(m.scope == "manage" for m in mandates)
+            else ("read" if mandates else None)
+        )
+        with self.units() as uow:
+            record = AuditRecord(
+                stream="clinical",
+                recorded=rfc3339_ms(now),
+                kind="authentication",
+                action=ACTION_EXECUTE,
+                interaction="act-for",
+                outcome=_SUCCESS if scope else _FAILURE,
+                agent=Agent(
+                    who=principal.who,
+                    role=principal.kind.value,
+                    on_behalf_of=f"Patient/{patient_id}",
+                    network=client_ip,
+                ),
+                patient=patient_id,
+                entity_type="Patient",
+                entity_id=patient_id,
+                detail={"scope": scope} if scope else {"reason": "no-active-mandate"},
+            )
+            self._append(uow, record)
+            uow.commit()
+        if scope is None:
+            raise NotPermitted("no mandate in force lets this account act for this patient")
+        return replace(principal, acting_for=patient_id, scope=scope)
+
+    # --- passwords --------------------------------------------------------------------------
+
+    def change_password(
+        self,
+        account_id: str,
+        current_password: str,
+        new_password: str,
+        *,
+        client_ip: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Replace the password, proving the current one; throttled like a sign-in."""
+        now = now or self.clock()
+        with self.units() as uow:
+            store = _store(uow)
+            account = store.by_id(account_id)
+            if account is None:
+                raise NotFound(f"Account/{account_id} is not known")
+            check_password(new_password, context=(account.login,))  # refused before charging
+            key = account_key(account.id)
+            before = store.lock_throttle_states([key])[key]
+            wait = self.account_throttle.retry_after(before, now)
+            if wait:
+                self._append(
+                    uow,
+                    self._event(
+                        account,
+                        "password-change",
+                        ACTION_UPDATE,
+                        _FAILURE,
+                        now,
+                        client_ip,
+                        reason="throttled",
+                    ),
+                )
+                uow.commit()
+                raise Throttled(THROTTLED, retry_after=wait)
+            charged = self.account_throttle.fail(before, now)
+            store.save_throttle_state(key, charged)
+            uow.commit()
+        ok = self.hasher.verify(account.password_hash, normalize_password(current_password))
+        new_hash = self.hasher.hash(normalize_password(new_password)) if ok else None
+        with self.units() as uow:
+            store = _store(uow)
+            if new_hash is not None:
+                store.set_password_hash(account.id, new_hash)
+                store.lock_throttle_states([key])
+                store.save_throttle_state(key, self.account_throttle.succeed())
+                self._append(
+                    uow,
+                    self._event(
+                        account, "password-change", ACTION_UPDATE, _SUCCESS, now, client_ip
+                    ),
+                )
+                uow.commit()
+                return
+            self._record_failure(
+                uow,
+                store,
+                account,
+                "password-change",
+                "wrong-password",
+                before,
+                charged,
+                client_ip,
+                now,
+            )
+            uow.commit()
+        raise AuthenticationFailed("invalid password")
+
+    # --- notifications ----------------------------------------------------------------------
+
+    def notifications(self, account_id: str) -> list[Notification]:
+        """What the account holder is to be told, oldest first."""
+        with self.units() as uow:
+            return _store(uow).notifications_of(account_id)
+
+    # --- audit ------------------------------------------------------------------------------
+
+    def _record_failure(
+        self,
+        uow: UnitOfWork,
+        store: AccountStore,
+        account: AccountRecord | None,
+        interaction: str,
+        reason: str,
+        before: ThrottleState,
+        charged: ThrottleState,
+        client_ip: str | None,
+        now: datetime,
+    ) -> None:
+        """Record a refused attempt and, if it locked the account, the lock and a notice."""
+        action = ACTION_EXECUTE if interaction == "login" else ACTION_UPDATE
+        events = [
+            self._event(account, interaction, action, _FAILURE, now, client_ip, reason=reason)
+        ]
+        if self.account_throttle.newly_locked(before, charged):
+            until = charged.next_allowed_at
+            detail = {"failures": str(charged.failures)}
+            if until is not None:
+                detail["until"] = rfc3339_ms(until)
+            events.append(
+                self._event(
+                    account, "lockout", ACTION_EXECUTE, _SERIOUS, now, client_ip, detail=detail
+                )
+            )
+            if account is not None:
+                log.warning("account %s locked after %d failures", account.id, charged.failures)
+                store.add_notification(
+                    Notification(
+                        id=_new_id(),
+                        account_id=account.id,
+                        patient_id=account.patient_id,
+                        kind="account-locked",
+                        created_at=now,
+                        payload={
+                            "failures": charged.failures,
+                            "locked_at": rfc3339_ms(now),
+                            "until": rfc3339_ms(until) if until else None,
+                        },
+                    )
+                )
+        self._append(uow, *events)
+
+    def _event(
+        self,
+        account: AccountRecord | None,
+        interaction: str,
+        action: str,
+        outcome: str,
+        now: datetime,
+        client_ip: str | None,
+        *,
+        reason: str | None = None,
+        by: str | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> AuditRecord:
+        """An authentication event of ``account`` (None: a login that names no account)."""
+        operator = account is not None and account.kind is AccountKind.OPERATOR
+        details = dict(detail or {})
+        if reason is not None:
+            details["reason"] = reason
+        return AuditRecord(
+            stream="operator" if operator else "clinical",
+            recorded=rfc3339_ms(now),
+            kind="authentication",
+            action=action,
+            interaction=interaction,
+            outcome=outcome,
+            agent=Agent(
+                who=by or (f"account:{account.id}" if account else None),
+                role=account.kind.value if account else None,
+                network=client_ip,
+            ),
+            # No entity: FHIR's "Account" is a billing resource, and the account already is
+            # the agent.
+            patient=account.patient_id if account else None,
+            detail=details,
+        )
+
+    def _append(self, uow: UnitOfWork, *records: AuditRecord) -> None:
+        self.audit.append_in(uow.directory.connection, records)
+
+
+def _store(uow: UnitOfWork) -> AccountStore:
+    # The account tables live in the directories' database: the store shares the unit of
+    # work's transaction, so a change and its audit record commit together.
+    return AccountStore(uow.directory.connection)
