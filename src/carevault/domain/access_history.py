@@ -103,12 +103,57 @@ def when(recorded: str, language: str) -> str:
     return f"on {moment.day} {month} {moment.year} at {moment:%H:%M} UTC"
 
 
+# Sign-in events of the patient's own account or of their representatives.
+_ACCOUNT_ACTORS = {
+    "en": {"patient": "You", "representative": "Your representative"},
+    "fr": {"patient": "Vous", "representative": "Votre mandataire"},
+}
+_ACCOUNT_VERBS = {
+    "en": {
+        "login": "signed in",
+        "enrol": "created an account",
+        "enrol-confirm": "confirmed the account's second factor",
+        "password-change": "changed the account's password",
+        "recovery-code-use": "used a recovery code",
+        "lockout": "had the account locked after repeated failed sign-ins",
+        "act-for": "started acting on your behalf",
+    },
+    "fr": {
+        "login": "connexion",
+        "enrol": "création du compte",
+        "enrol-confirm": "confirmation du second facteur du compte",
+        "password-change": "changement du mot de passe du compte",
+        "recovery-code-use": "utilisation d'un code de secours",
+        "lockout": "verrouillage du compte après des échecs de connexion répétés",
+        "act-for": "début d'une action en votre nom",
+    },
+}
+_FAILED = {"en": "failed", "fr": "échec"}
+
+
+def _describe_account_event(record: AuditRecord, language: str) -> str:
+    actor = _ACCOUNT_ACTORS[language].get(record.agent.role or "", _UNKNOWN_ACTOR[language])
+    event = _ACCOUNT_VERBS[language].get(record.interaction, record.interaction)
+    failed = record.outcome != "0" and record.interaction != "lockout"
+    where = f" ({_FROM[language]} {record.agent.network})" if record.agent.network else ""
+    if language == "fr":
+        sentence = f"{actor}{where} : {event}" + (f" ({_FAILED[language]})" if failed else "")
+    elif failed:
+        attempt = "sign in" if record.interaction == "login" else event
+        sentence = f"{actor}{where} tried to {attempt} and failed"
+    else:
+        sentence = f"{actor}{where} {event}"
+    return f"{sentence}, {when(record.recorded, language)}."
+
+
 def describe(
     record: AuditRecord, language: str = "en", names: Mapping[str, str] | None = None
 ) -> str:
     """One sentence saying who did what to which part of the record, when, and why."""
     if language not in _MONTHS:
         raise ValueError(f"no wording for language {language!r}")
+    if record.kind == "authentication" and record.agent.role in ("patient", "representative"):
+        return _describe_account_event(record, language)
     names = names or {}
     agent = record.agent
     if agent.who:

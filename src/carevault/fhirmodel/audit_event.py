@@ -36,7 +36,14 @@ _REST = {
 
 
 def audit_event(stream: str, leaf_index: int, record: AuditRecord) -> JsonObject:
-    if record.interaction in _REST:
+    if record.kind == "authentication":
+        # DCM 110114 "User Authentication", subtype 110122 "Login" (BALP, DICOM PS3.15 A.5).
+        event_type = {"system": DICOM, "code": "110114", "display": "User Authentication"}
+        subtype = [
+            {"system": DICOM, "code": "110122", "display": "Login"},
+            {"system": CAREVAULT, "code": record.interaction},
+        ]
+    elif record.interaction in _REST:
         event_type = {"system": EVENT_TYPE, "code": "rest", "display": "RESTful Operation"}
         subtype = [{"system": RESTFUL, "code": record.interaction.replace("conditional-", "")}]
     else:
