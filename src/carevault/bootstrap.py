@@ -12,6 +12,8 @@ from sqlalchemy import Engine
 from carevault.adapters.keys.local_file import key_file_path, load_keys
 from carevault.adapters.keys.log_signer import signers_from_key_source
 from carevault.adapters.keys.token_signer import TokenSigningKey
+from carevault.adapters.security.passwords import Argon2PasswordHasher
+from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox, qr_svg
 from carevault.adapters.storage.database import connect
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenBucketLimiter, TokenGate
@@ -25,10 +27,13 @@ from carevault.api.oauth_routes import oauth_router
 from carevault.domain.audit import STREAMS
 from carevault.domain.professions import Professions
 from carevault.fhirmodel.directory import IdentitySystems
+from carevault.services.accounts import AccountService
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
+from carevault.services.portal_sessions import PortalSessions
 from carevault.services.tokens import TokenContext
 from carevault.settings import Settings
+from carevault.web.portal import portal_router
 
 BUILTIN_PROFESSIONS = Path(__file__).parent / "config" / "professions.json"
 
@@ -56,6 +61,18 @@ def audit_log(settings: Settings, engine: Engine) -> AuditLog:
     return AuditLog(engine, {stream: signer for stream, signer in signers.items()}, utc_now)
 
 
+def account_service(settings: Settings, engine: Engine, log: AuditLog) -> AccountService:
+    return AccountService(
+        lambda: UnitOfWork(engine),
+        log,
+        hasher=Argon2PasswordHasher(),
+        totp=TotpAuthenticator(),
+        secret_box=TotpSecretBox.from_key_source(settings.key_source),
+        qr_code=qr_svg,
+        clock=utc_now,
+    )
+
+
 @dataclass
 class Platform:
     settings: Settings
@@ -63,6 +80,7 @@ class Platform:
     directory: DirectoryContext
     audit: AuditLog
     tokens: TokenContext
+    accounts: AccountService
     door: FhirDoor
     app: FastAPI
 
@@ -99,6 +117,17 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         capabilities=lambda d: capability_statement(d, fhir_base),
     )
+    accounts = AccountService(
+        lambda: UnitOfWork(engine),
+        log,
+        hasher=Argon2PasswordHasher(),
+        totp=TotpAuthenticator(),
+        secret_box=TotpSecretBox.from_key_source(settings.key_source),
+        qr_code=qr_svg,
+        clock=utc_now,
+    )
+    sessions = PortalSessions(lambda: UnitOfWork(engine), utc_now)
+    portal = portal_router(settings, accounts, sessions, log, api.unit_of_work, utc_now)
     oauth = oauth_router(
         lambda: UnitOfWork(engine),
         tokens,
@@ -106,5 +135,5 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         TokenBucketLimiter(settings.rate_limit_per_minute),
         utc_now,
     )
-    app = create_app(settings, door, log, routers=[oauth])
-    return Platform(settings, engine, directory, log, tokens, door, app)
+    app = create_app(settings, door, log, routers=[oauth, portal])
+    return Platform(settings, engine, directory, log, tokens, accounts, door, app)

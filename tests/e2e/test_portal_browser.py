@@ -85,7 +85,7 @@ def test_home_page(server: Any, page: Any, tmp_path: Path) -> None:
     assert heading.inner_text().strip() == "CareVault"
     notice = page.get_by_role("status")
     assert notice.is_visible()
-    assert re.search(r"sign-in .* not open yet", notice.inner_text(), re.IGNORECASE | re.DOTALL)
+    assert re.search(r"patients sign in here", notice.inner_text(), re.IGNORECASE | re.DOTALL)
     assert server.fhir in page.locator("main").inner_text()
     screenshot = tmp_path / "home.png"
     page.screenshot(path=str(screenshot), full_page=True)
@@ -134,3 +134,42 @@ def test_capability_statement_link(server: Any, page: Any) -> None:
     assert document["resourceType"] == "CapabilityStatement"
     scripts = [p for p in problems if p.startswith("page error")]
     assert scripts == [], "\n".join(scripts)
+
+
+def test_a_patient_signs_in_sees_who_accessed_the_record_and_signs_out(
+    server: Any, page: Any, tmp_path: Path
+) -> None:
+    import httpx
+    import pyotp
+
+    demo = server.accounts["patients"][0]
+    portal = demo["portal"]
+    # A professional's system reads the record first (loopback dev access, recorded).
+    assert httpx.get(f"{server.fhir}/Patient/{demo['patient_id']}").status_code == 200
+    problems = collect_problems(page)
+    page.goto(server.base_url + "/", wait_until="load")
+    page.click("#signin-link")
+    page.fill("#login", portal["login"])
+    page.fill("#password", "not the password")
+    page.fill("#code", "123456")
+    page.click("#signin")
+    assert "is not right" in page.locator("#error").inner_text()
+    page.fill("#login", portal["login"])
+    page.fill("#password", portal["password"])
+    page.fill("#code", pyotp.TOTP(portal["totp_secret"]).now())
+    with page.expect_navigation(wait_until="load"):
+        page.click("#signin")
+    assert page.url.startswith(server.base_url + "/me")
+    assert demo["name"].split()[-1] in page.locator("#patient-name").inner_text()
+    lines = page.locator("#access-history li").all_inner_texts()
+    assert any("read your identity record" in line for line in lines)
+    assert any("signed in" in line for line in lines)
+    assert any("tried to sign in and failed" in line for line in lines)
+    page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
+    with page.expect_navigation(wait_until="load"):
+        page.click("#signout")
+    assert "/login" in page.url
+    page.goto(server.base_url + "/me", wait_until="load")
+    assert "/login" in page.url  # the session is over
+    errors = [p for p in problems if p.startswith("page error")]
+    assert errors == [], "\n".join(errors)

@@ -20,7 +20,7 @@ from carevault.adapters.keys.local_file import create_key_file, key_file_path
 from carevault.adapters.storage.database import connect, upgrade
 from carevault.adapters.storage.directory_store import SearchResult
 from carevault.adapters.storage.unit_of_work import UnitOfWork
-from carevault.bootstrap import directory_context
+from carevault.bootstrap import account_service, directory_context
 from carevault.cli import context
 from carevault.cli.audit_commands import app as audit_app
 from carevault.cli.errors import friendly
@@ -152,6 +152,14 @@ def demo(
             professionals=professionals,
             seed=seed,
             progress=lambda task, n: bar.advance(tasks[task], n),
+        )
+    if summary.accounts["patients"]:
+        engine = context.engine_for(settings.database_url)
+        service = account_service(settings, engine, context.log_for(settings))
+        loader.enrol_demo_patient(
+            service,
+            summary.accounts["patients"][0],
+            settings.public_base_url.rstrip("/") + "/login",
         )
     loader.write_accounts(accounts, summary, settings.public_base_url.rstrip("/") + "/fhir")
     typer.echo(

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from carevault.adapters.security.totp import TotpAuthenticator
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.demo import population
+from carevault.domain.accounts import WeakPassword
 from carevault.domain.directory import Identifier
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
+from carevault.services.accounts import AccountService
 
 BATCH = 1000
 T = TypeVar("T")
@@ -178,6 +184,8 @@ def write_accounts(path: Path, summary: DemoSummary, fhir_base: str) -> None:
             f"{fhir_base}/Practitioner/{professional['practitioner_id']}",
         ]
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)  # it holds the demo patient's password
     path.write_text(
         json.dumps(
             {
@@ -195,3 +203,37 @@ def write_accounts(path: Path, summary: DemoSummary, fhir_base: str) -> None:
         + "\n",
         encoding="utf-8",
     )
+
+
+DEMO_LOGIN = "demo.patient@carevault.test"
+
+
+def enrol_demo_patient(accounts: AccountService, patient: dict[str, Any], portal_url: str) -> None:
+    """Give the first demo patient a portal account a newcomer can sign in with: a random
+    password and a TOTP secret, written (with the recovery codes) into the accounts file."""
+    while True:
+        password = secrets.token_urlsafe(12)
+        try:
+            enrolment = accounts.enrol_patient(
+                DEMO_LOGIN, password, patient_id=patient["patient_id"]
+            )
+            break
+        except WeakPassword:
+            continue  # a random draw that happens to look like a pattern: draw again
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(enrolment.totp_provisioning_uri).query)
+    secret = query["secret"][0]
+    # Confirm with the previous 30-second step, so the current one is free for a sign-in.
+    earlier = datetime.now(UTC) - timedelta(seconds=30)
+    totp = TotpAuthenticator()
+    accounts.confirm_totp(
+        enrolment.account_id, totp.code_at(secret, totp.step_at(earlier)), now=earlier
+    )
+    patient["portal"] = {
+        "sign_in": portal_url,
+        "login": DEMO_LOGIN,
+        "password": password,
+        "totp_secret": secret,
+        "totp_uri": enrolment.totp_provisioning_uri,
+        "recovery_codes": list(enrolment.recovery_codes),
+        "how": "enter the secret in an authenticator app, or: oathtool --totp -b SECRET",
+    }

@@ -359,3 +359,20 @@ notification = Table(
     Column("payload", Text, nullable=False),
     Column("read_at", UTCDateTime),
 )
+
+# --- portal sessions (migration 0006) ------------------------------------------------------------
+
+# Server-side sessions of the web portal. The cookie holds a random token; only its SHA-256 is
+# stored, so a copy of the database opens no session. ``csrf`` is the synchronizer token every
+# form of the session must echo.
+portal_session = Table(
+    "portal_session",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", ID, nullable=False, index=True),
+    Column("patient_id", ID),  # the record the session acts on
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+)

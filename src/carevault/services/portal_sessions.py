@@ -1,0 +1,103 @@
+"""Server-side sessions of the web portal.
+
+The cookie carries 256 random bits; the database keeps only their SHA-256, so neither a backup
+nor an operator reading the table can take over a session. Sessions expire after
+``IDLE_LIFETIME`` without use and can be ended at once (sign-out, or later by the patient from
+another device). Each session has its own CSRF token that every form must echo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import insert, select, update
+
+from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.errors import NotAuthenticated, NotPermitted
+
+IDLE_LIFETIME = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class PortalSession:
+    account_id: str
+    patient_id: str | None
+    csrf: str
+    expires_at: datetime
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+class PortalSessions:
+    def __init__(self, units: Callable[[], UnitOfWork], clock: Callable[[], datetime]) -> None:
+        self.units = units
+        self.clock = clock
+
+    def open(self, account_id: str, patient_id: str | None) -> tuple[str, PortalSession]:
+        """Start a session; return the cookie value (shown once) and the session."""
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        session = PortalSession(
+            account_id, patient_id, secrets.token_urlsafe(32), now + IDLE_LIFETIME
+        )
+        with self.units() as uow:
+            uow.directory.connection.execute(
+                insert(t.portal_session).values(
+                    token_hash=_hash(token),
+                    account_id=account_id,
+                    patient_id=patient_id,
+                    csrf=session.csrf,
+                    created_at=now,
+                    expires_at=session.expires_at,
+                )
+            )
+            uow.commit()
+        return token, session
+
+    def resume(self, token: str | None) -> PortalSession:
+        """The live session a cookie names, its idle expiry pushed back; else NotAuthenticated."""
+        if not token or len(token) > 100:
+            raise NotAuthenticated("please sign in")
+        now = self.clock()
+        table = t.portal_session
+        with self.units() as uow:
+            row = uow.directory.connection.execute(
+                select(table).where(table.c.token_hash == _hash(token))
+            ).first()
+            if row is None or row.ended_at is not None or row.expires_at <= now:
+                raise NotAuthenticated("your session has ended; please sign in again")
+            expires = now + IDLE_LIFETIME
+            uow.directory.connection.execute(
+                update(table).where(table.c.token_hash == _hash(token)).values(expires_at=expires)
+            )
+            uow.commit()
+        return PortalSession(row.account_id, row.patient_id, row.csrf, expires)
+
+    def end(self, token: str | None) -> None:
+        if not token:
+            return
+        table = t.portal_session
+        with self.units() as uow:
+            uow.directory.connection.execute(
+                update(table)
+                .where(table.c.token_hash == _hash(token), table.c.ended_at.is_(None))
+                .values(ended_at=self.clock())
+            )
+            uow.commit()
+
+
+def check_csrf(expected: str, presented: str | None) -> None:
+    """Constant-time comparison of the form's CSRF token with the session's."""
+    if not presented or not hmac.compare_digest(expected.encode(), presented.encode()):
+        raise NotPermitted(
+            "the form is out of date or was not sent from this site; "
+            "please reload the page and try again"
+        )

@@ -1,0 +1,130 @@
+"""The patient portal over HTTP on both databases: sign-in with password and TOTP, the access
+history, CSRF, throttling, sessions that a database copy cannot open, sign-out."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from starlette.testclient import TestClient
+
+from carevault.adapters.storage import schema as t
+from carevault.bootstrap import Platform
+from carevault.domain.audit import AuditRecord
+from support.accounts import PatientAccount, enrol_patient
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture
+def account(platform: Platform) -> PatientAccount:
+    return enrol_patient(platform, family="Müller<script>")
+
+
+def login_form(client: TestClient) -> str:
+    page = client.get("/login")
+    assert page.status_code == 200
+    found = CSRF.search(page.text)
+    assert found
+    return found.group(1)
+
+
+def sign_in(client: TestClient, account: PatientAccount, *, code: str | None = None,
+            password: str | None = None, csrf: str | None = None) -> Any:
+    token = login_form(client) if csrf is None else csrf
+    return client.post("/login", data={
+        "login": account.login, "password": password or account.password,
+        "code": code or account.totp.now(), "csrf": token}, follow_redirects=False)
+
+
+def test_sign_in_then_see_who_accessed_the_record(client: TestClient, platform: Platform,
+                                                  account: PatientAccount) -> None:
+    client.get(f"/fhir/Patient/{account.patient_id}")  # someone reads the record
+    response = sign_in(client, account)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/me")
+    cookie = next(h for h in response.headers.get_list("set-cookie")
+                  if h.startswith("cv_session="))
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
+    page = client.get("/me")
+    assert page.status_code == 200
+    assert "Müller&lt;script&gt;" in page.text and "<script>" not in page.text
+    history = re.findall(r'<li data-leaf-index="\d+">([^<]+)</li>', page.text)
+    assert any("read your identity record" in line for line in history)
+    assert any("You (from 127.0.0.1) signed in" in line for line in history)
+    french = client.get("/me", params={"lang": "fr"})
+    assert "a consulté votre fiche d&#39;identité" in french.text
+
+
+def test_a_wrong_password_or_code_gets_one_readable_answer(client: TestClient,
+                                                           account: PatientAccount) -> None:
+    wrong_password = sign_in(client, account, password="not the password at all")
+    wrong_code = sign_in(client, account, code="000000")
+    for response in (wrong_password, wrong_code):
+        assert response.status_code == 401
+        assert "The login, the password or the code is not right." in response.text
+        assert "cv_session=" not in response.headers.get("set-cookie", "")
+    assert client.get("/me", follow_redirects=False).status_code == 303
+
+
+def test_a_recovery_code_works_once(client: TestClient, account: PatientAccount) -> None:
+    code = account.recovery_codes[0]
+    assert sign_in(client, account, code=code).status_code == 303
+    assert sign_in(client, account, code=code).status_code == 401
+
+
+def test_a_form_without_its_csrf_token_is_refused(client: TestClient,
+                                                  account: PatientAccount) -> None:
+    login_form(client)
+    response = sign_in(client, account, csrf="forged")
+    assert response.status_code == 403
+    assert "out of date" in response.text
+    assert sign_in(client, account).status_code == 303
+    refused = client.post("/logout", data={"csrf": "forged"}, follow_redirects=False)
+    assert refused.status_code == 303
+    assert client.get("/me").status_code == 200  # the forged sign-out changed nothing
+
+
+def test_repeated_failures_are_throttled(client: TestClient, account: PatientAccount) -> None:
+    statuses = [sign_in(client, account, password="wrong password number x").status_code
+                for _ in range(6)]
+    assert statuses[:5] == [401] * 5
+    assert statuses[5] == 429
+    last = sign_in(client, account)
+    assert last.status_code == 429
+    assert int(last.headers["retry-after"]) >= 1
+    assert "Too many attempts" in last.text
+
+
+def test_sign_out_ends_the_session(client: TestClient, account: PatientAccount) -> None:
+    assert sign_in(client, account).status_code == 303
+    page = client.get("/me")
+    token = CSRF.search(page.text)
+    assert token
+    assert client.post("/logout", data={"csrf": token.group(1)},
+                       follow_redirects=False).status_code == 303
+    assert client.get("/me", follow_redirects=False).headers["location"].startswith("/login")
+
+
+def test_the_database_holds_no_usable_session_token(client: TestClient, engine: Engine,
+                                                    account: PatientAccount) -> None:
+    response = sign_in(client, account)
+    token = response.cookies["cv_session"]
+    with engine.connect() as connection:
+        stored = connection.execute(select(t.portal_session.c.token_hash)).scalars().all()
+    assert stored == [hashlib.sha256(token.encode()).hexdigest()]
+    assert token not in stored
+
+
+def test_reading_the_history_is_itself_recorded(client: TestClient, platform: Platform,
+                                                account: PatientAccount) -> None:
+    sign_in(client, account)
+    client.get("/me")
+    size = platform.audit.size("clinical")
+    last = AuditRecord.from_canonical(platform.audit.entries("clinical", size - 1, size)[0][1])
+    assert (last.kind, last.interaction, last.patient) == (
+        "patient-action", "access-history", account.patient_id)
