@@ -1,0 +1,86 @@
+"""``carevault accounts …``: operator-assisted enrolment of patients.
+
+A patient comes to a registration desk with an identity document; the operator creates the
+account, the patient types a password (read from standard input, never from the command line
+where it would land in the shell history) and scans the QR code, then reads back a first code
+to confirm. The recovery codes are printed once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from carevault.bootstrap import account_service
+from carevault.cli.context import engine_for, log_for, operator_record, settings
+from carevault.cli.errors import friendly
+from carevault.domain.errors import CareVaultError
+from carevault.settings import Settings
+
+app = typer.Typer(help="Patient and representative accounts.", no_args_is_help=True)
+
+
+def _record(config: Settings, interaction: str, account_id: str) -> None:
+    """The operator's side of the enrolment, in the operators' stream."""
+    with engine_for(config.database_url).begin() as connection:
+        log_for(config).append_in(
+            connection,
+            [operator_record("C", interaction, entity_type="Account", entity_id=account_id)],
+        )
+
+
+@app.command("enrol-patient")
+@friendly
+def enrol_patient(
+    patient_id: Annotated[str, typer.Argument(help="The patient's FHIR id in the index.")],
+    login: Annotated[str, typer.Option(help="The login the patient chose (an e-mail).")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a patient's portal account; prints the TOTP enrolment URI and recovery codes."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    config = settings()
+    service = account_service(config, engine_for(config.database_url), log_for(config))
+    enrolment = service.enrol_patient(login, password, patient_id=patient_id)
+    _record(config, "accounts enrol-patient", enrolment.account_id)
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "account_id": enrolment.account_id,
+                    "totp_uri": enrolment.totp_provisioning_uri,
+                    "recovery_codes": list(enrolment.recovery_codes),
+                }
+            )
+        )
+        return
+    typer.echo(f"account {enrolment.account_id} created; scan this in an authenticator app:")
+    typer.echo(enrolment.totp_provisioning_uri)
+    typer.echo("recovery codes (shown once):")
+    for code in enrolment.recovery_codes:
+        typer.echo(f"  {code}")
+    typer.echo("then run: carevault accounts confirm ACCOUNT_ID --code <first code>")
+
+
+@app.command("confirm")
+@friendly
+def confirm(
+    account_id: Annotated[str, typer.Argument(help="As enrol-patient printed it.")],
+    code: Annotated[str, typer.Option(help="The first code the authenticator app shows.")],
+) -> None:
+    """Complete an enrolment with the first code of the patient's authenticator app."""
+    config = settings()
+    service = account_service(config, engine_for(config.database_url), log_for(config))
+    if not code.strip():
+        raise CareVaultError("--code is empty")
+    service.confirm_totp(account_id, code.strip())
+    _record(config, "accounts confirm", account_id)
+    typer.echo("the account is ready: the patient can sign in at /login")
