@@ -89,6 +89,20 @@ def needed_permission(request: FhirRequest) -> str:
     return _PERMISSION.get(request.interaction, "r")
 
 
+def _within_own_record(request: FhirRequest, patient_id: str) -> None:
+    """A patient app reaches its patient's record and nothing else (deny by default)."""
+    own = f"Patient/{patient_id}"
+    if request.resource_type == "Patient" and request.resource_id == patient_id:
+        return
+    if request.resource_type == "AuditEvent" and request.interaction is Interaction.SEARCH:
+        asked = [value for name, value in request.params if name == "patient"]
+        if asked and all(value in (own, patient_id) for value in asked):
+            return
+    raise NotPermitted(
+        "a patient app may only reach its own patient's record", issue_code="forbidden"
+    )
+
+
 class TokenGate:
     """Admits requests that carry a valid SMART access token whose scopes cover them.
 
@@ -119,6 +133,14 @@ class TokenGate:
         if not permits(caller.scopes, kind, permission):
             raise NotPermitted(
                 f"the token's scopes do not allow '{permission}' on {kind}", issue_code="forbidden"
+            )
+        if caller.patient is not None:
+            _within_own_record(request, caller.patient)
+            return Admission(
+                rule=f"patient app token {caller.token_id[:8]}: own record only",
+                who=caller.fhir_user,
+                client_id=caller.client_id,
+                role="representative" if caller.representative else "patient",
             )
         return Admission(
             rule=f"token {caller.token_id[:8]}: {' '.join(str(s) for s in caller.scopes)}",

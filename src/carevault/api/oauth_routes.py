@@ -20,6 +20,7 @@ from carevault.api.access import TokenBucketLimiter
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.errors import CareVaultError, InvalidInput, RateLimited
 from carevault.services.audit_log import AuditLog, AuditUnavailable
+from carevault.services.patient_apps import InvalidGrant, exchange_code
 from carevault.services.tokens import (
     InvalidClient,
     TokenContext,
@@ -99,8 +100,11 @@ def oauth_router(
             "token_endpoint": tokens.token_endpoint,
             "introspection_endpoint": f"{tokens.issuer}/oauth/introspect",
             "revocation_endpoint": f"{tokens.issuer}/oauth/revoke",
-            "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "authorization_endpoint": f"{tokens.issuer}/oauth/authorize",
+            "grant_types_supported": ["client_credentials", "authorization_code"],
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
             "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
             "scopes_supported": [
                 "system/*.rs",
@@ -110,8 +114,21 @@ def oauth_router(
                 "system/Organization.rs",
                 "system/AuditEvent.rs",
                 "system/Patient.cruds",
+                "patient/Patient.rs",
+                "patient/AuditEvent.rs",
+                "launch/patient",
+                "openid",
+                "fhirUser",
             ],
-            "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
+            "capabilities": [
+                "client-confidential-asymmetric",
+                "client-public",
+                "launch-standalone",
+                "context-standalone-patient",
+                "permission-patient",
+                "permission-v1",
+                "permission-v2",
+            ],
         }
 
     @router.get("/.well-known/smart-configuration")
@@ -139,9 +156,11 @@ def oauth_router(
             )
         except CareVaultError as error:
             return _oauth_error(400, "invalid_request", error.message)
+        if form.get("grant_type") == "authorization_code":
+            return code_grant(request, form)
         if form.get("grant_type") != "client_credentials":
             return _oauth_error(
-                400, "unsupported_grant_type", "only client_credentials is supported here"
+                400, "unsupported_grant_type", "use client_credentials or authorization_code"
             )
         try:
             with units() as uow:
@@ -175,6 +194,43 @@ def oauth_router(
             outcome, detail = "0", {"scope": grant.scope}
         try:
             record(request, outcome, detail)
+        except AuditUnavailable:
+            return _oauth_error(
+                503,
+                "temporarily_unavailable",
+                "the request could not be recorded; nothing was issued",
+            )
+        return answer
+
+    def code_grant(request: Request, form: dict[str, str]) -> Response:
+        """A patient app trades its code and PKCE verifier for a token on its patient."""
+        try:
+            with units() as uow:
+                grant, patient = exchange_code(
+                    uow,
+                    tokens,
+                    code=form.get("code", ""),
+                    redirect_uri=form.get("redirect_uri", ""),
+                    client_id=form.get("client_id", ""),
+                    code_verifier=form.get("code_verifier", ""),
+                )
+        except InvalidGrant as error:
+            answer: Response = _oauth_error(400, "invalid_grant", error.message)
+            outcome, detail = "4", {"reason": error.message[:300]}
+        else:
+            answer = JSONResponse(
+                {
+                    "access_token": grant.access_token,
+                    "token_type": "Bearer",
+                    "expires_in": grant.expires_in,
+                    "scope": grant.scope,
+                    "patient": patient,
+                },
+                headers=NO_STORE,
+            )
+            outcome, detail = "0", {"scope": grant.scope, "client_id": form.get("client_id", "")}
+        try:
+            record(request, outcome, detail, "authorization-code")
         except AuditUnavailable:
             return _oauth_error(
                 503,

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
+from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import account_service
 from carevault.cli.context import engine_for, log_for, operator_record, settings
 from carevault.cli.errors import friendly
 from carevault.domain.errors import CareVaultError
+from carevault.services.patient_apps import register_app
 from carevault.settings import Settings
 
 app = typer.Typer(help="Patient and representative accounts.", no_args_is_help=True)
@@ -84,3 +87,25 @@ def confirm(
     service.confirm_totp(account_id, code.strip())
     _record(config, "accounts confirm", account_id)
     typer.echo("the account is ready: the patient can sign in at /login")
+
+
+apps_app = typer.Typer(help="Patient apps (public OAuth clients with PKCE).", no_args_is_help=True)
+
+
+@apps_app.command("register")
+@friendly
+def register(
+    name: Annotated[str, typer.Option(help="The app's name, as patients will see it.")],
+    redirect_uri: Annotated[list[str], typer.Option(help="An exact redirect URI (repeat).")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Register a patient app; prints its client_id."""
+    config = settings()
+    engine = engine_for(config.database_url)
+    with UnitOfWork(engine) as uow:
+        client_id = register_app(uow, name, redirect_uri, datetime.now(UTC))
+    _record(config, "apps register", client_id)
+    if json_output:
+        typer.echo(json.dumps({"client_id": client_id}))
+    else:
+        typer.echo(f"app registered: client_id {client_id}")

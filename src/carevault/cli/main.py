@@ -23,6 +23,7 @@ from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import account_service, directory_context
 from carevault.cli import context
 from carevault.cli.account_commands import app as accounts_app
+from carevault.cli.account_commands import apps_app
 from carevault.cli.audit_commands import app as audit_app
 from carevault.cli.errors import friendly
 from carevault.cli.pki_commands import app as pki_app
@@ -45,6 +46,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(directory_app, name="directory")
 app.add_typer(audit_app, name="audit")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(apps_app, name="apps")
 app.add_typer(pki_app, name="pki")
 
 

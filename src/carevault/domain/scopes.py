@@ -51,3 +51,12 @@ def parse_scopes(text: str) -> tuple[Scope, ...]:
 
 def permits(scopes: tuple[Scope, ...], resource_type: str, permission: str) -> bool:
     return any(scope.permits(resource_type, permission) for scope in scopes)
+
+
+# OpenID Connect and SMART launch scopes: they ask for identity or context, not for resources.
+IDENTITY_SCOPES = frozenset({"openid", "fhirUser", "launch/patient"})
+
+
+def resource_scopes(text: str) -> tuple[Scope, ...]:
+    """The resource scopes of a granted scope string, identity and launch scopes aside."""
+    return parse_scopes(" ".join(w for w in text.split() if w not in IDENTITY_SCOPES))

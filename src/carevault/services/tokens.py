@@ -28,7 +28,7 @@ from carevault.adapters.storage.oauth_store import IssuedToken, OAuthStore
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated, NotFound
 from carevault.domain.queries import Page, RoleQuery
-from carevault.domain.scopes import Scope, parse_scopes
+from carevault.domain.scopes import Scope, parse_scopes, resource_scopes
 from carevault.fhirmodel.directory import LICENCE_STATUS_URL
 from carevault.services import directory as svc
 from carevault.services.pki import CertificateRejected, validate_client_chain
@@ -66,11 +66,13 @@ class Caller:
     """Who a valid access token speaks for."""
 
     client_id: str
-    fhir_user: str  # Practitioner/<id>
+    fhir_user: str  # Practitioner/<id>, or account:<id> for a patient or representative
     organization: str | None  # Organization/<id>, when a system acts for its professional
     acting_system: str | None  # the system's client_id when it acts for a professional
     scopes: tuple[Scope, ...]
     token_id: str
+    patient: str | None = None  # a patient app's launch context: the only record it reaches
+    representative: bool = False
 
 
 @dataclass(frozen=True)
@@ -273,12 +275,26 @@ def authenticate(uow: UnitOfWork, ctx: TokenContext, token: str) -> Caller:
         raise InvalidToken("the access token was revoked")
     if issued.certificate_revoked_at is not None:
         raise InvalidToken("the client certificate was revoked")
+    act = claims.get("act")
+    if issued.subject.startswith("account:"):
+        patient = claims.get("patient")
+        if not isinstance(patient, str) or not patient:
+            raise InvalidToken("a patient app's token must carry its patient")
+        return Caller(
+            client_id=issued.client_id,
+            fhir_user=issued.subject,
+            organization=None,
+            acting_system=None,
+            scopes=resource_scopes(issued.scope),
+            token_id=issued.jti,
+            patient=patient,
+            representative=isinstance(act, dict),
+        )
     practitioner_id = issued.subject.removeprefix("Practitioner/")
     try:
         _check_practitioner(uow, practitioner_id)
     except InvalidClient as error:
         raise InvalidToken(error.message) from None
-    act = claims.get("act")
     return Caller(
         client_id=issued.client_id,
         fhir_user=issued.subject,

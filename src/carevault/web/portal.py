@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -23,11 +23,18 @@ from starlette.concurrency import run_in_threadpool
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.accounts import AccountKind, AuthenticationFailed, Throttled
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
-from carevault.domain.errors import CareVaultError, NotAuthenticated, NotPermitted
+from carevault.domain.errors import (
+    CareVaultError,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    NotPermitted,
+)
 from carevault.services.access_history import access_history
 from carevault.services.accounts import AccountService
 from carevault.services.audit_log import AuditLog, AuditUnavailable
 from carevault.services.directory import read_patient
+from carevault.services.patient_apps import AppRequest, approve, check_request
 from carevault.services.portal_sessions import PortalSessions, check_csrf
 from carevault.settings import Settings
 
@@ -54,6 +61,11 @@ TEXT = {
         "form": "The form is out of date. Please try again.",
         "representative": "You act for other people: choosing whose record comes soon; "
         "until then, use the FHIR API.",
+        "authorize": "An app asks to reach your record",
+        "approve": "Allow",
+        "deny": "Refuse",
+        "asks": "{app} asks for:",
+        "error": "Something is wrong",
     },
     "fr": {
         "title": "Connexion",
@@ -72,8 +84,20 @@ TEXT = {
         "form": "Le formulaire a expiré. Veuillez réessayer.",
         "representative": "Vous agissez pour d'autres personnes : le choix du dossier "
         "arrive bientôt.",
+        "authorize": "Une application demande l'accès à votre dossier",
+        "approve": "Autoriser",
+        "deny": "Refuser",
+        "asks": "{app} demande :",
+        "error": "Un problème est survenu",
     },
 }
+
+
+def _safe_next(value: str | None) -> str | None:
+    """Only our own authorization page may be returned to after sign-in (no open redirect)."""
+    if value and value.startswith("/oauth/authorize?") and "\\" not in value and len(value) < 4096:
+        return value
+    return None
 
 
 def _language(request: Request) -> str:
@@ -109,13 +133,16 @@ def portal_router(
             name, value, max_age=max_age, httponly=True, secure=secure, samesite="strict", path="/"
         )
 
-    def login_page(request: Request, status: int = 200, error: str | None = None) -> Response:
+    def login_page(
+        request: Request, status: int = 200, error: str | None = None, next_url: str | None = None
+    ) -> Response:
         lang = _language(request)
         csrf = secrets.token_urlsafe(32)
+        next_url = _safe_next(next_url or request.query_params.get("next"))
         response = TEMPLATES.TemplateResponse(
             request,
             "login.html",
-            {"t": TEXT[lang], "lang": lang, "csrf": csrf, "error": error},
+            {"t": TEXT[lang], "lang": lang, "csrf": csrf, "error": error, "next": next_url},
             status_code=status,
         )
         set_cookie(response, LOGIN_CSRF_COOKIE, csrf, 900)
@@ -133,6 +160,7 @@ def portal_router(
             check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form.get("csrf"))
         except NotPermitted:
             return login_page(request, 403, TEXT[lang]["form"])
+        next_url = _safe_next(form.get("next"))
         client = request.client.host if request.client else ""
         try:
             principal = await run_in_threadpool(
@@ -149,12 +177,12 @@ def portal_router(
             page.headers["Retry-After"] = str(error.retry_after)
             return page
         except AuthenticationFailed:
-            return login_page(request, 401, TEXT[lang]["failed"])
+            return login_page(request, 401, TEXT[lang]["failed"], next_url)
         patient = principal.patient_id if principal.kind is AccountKind.PATIENT else None
         if principal.kind is AccountKind.OPERATOR:
             return login_page(request, 403, TEXT[lang]["failed"])
         token, _session = await run_in_threadpool(sessions.open, principal.account_id, patient)
-        response = RedirectResponse(f"/me?lang={lang}", status_code=303)
+        response = RedirectResponse(next_url or f"/me?lang={lang}", status_code=303)
         set_cookie(response, SESSION_COOKIE, token, 1800)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
         return response
@@ -237,4 +265,114 @@ def portal_router(
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
+    @router.get("/oauth/authorize", include_in_schema=False)
+    async def authorize(request: Request) -> Response:
+        lang = _language(request)
+        params = dict(request.query_params)
+        try:
+            app_request = await run_in_threadpool(_check, params)
+        except _UntrustedRedirect as error:
+            return _error_page(request, lang, 400, str(error))
+        except InvalidInput as error:
+            return _redirect_error(
+                params,
+                "invalid_scope" if error.expression == "scope" else "invalid_request",
+                error.message,
+            )
+        try:
+            session = await run_in_threadpool(sessions.resume, request.cookies.get(SESSION_COOKIE))
+        except NotAuthenticated:
+            here = f"{request.url.path}?{request.url.query}"
+            return RedirectResponse(
+                f"/login?{urlencode({'next': here, 'lang': lang})}", status_code=303
+            )
+        if session.patient_id is None:
+            return _error_page(request, lang, 403, TEXT[lang]["representative"])
+        return TEMPLATES.TemplateResponse(
+            request,
+            "authorize.html",
+            {
+                "t": TEXT[lang],
+                "lang": lang,
+                "csrf": session.csrf,
+                "app": app_request,
+                "params": params,
+                "scopes": app_request.scope.split(),
+            },
+        )
+
+    @router.post("/oauth/authorize", include_in_schema=False)
+    async def decide(request: Request) -> Response:
+        lang = _language(request)
+        token = request.cookies.get(SESSION_COOKIE)
+        try:
+            session = await run_in_threadpool(sessions.resume, token)
+            form = await _form(request)
+            check_csrf(session.csrf, form.get("csrf"))
+        except CareVaultError:
+            return _error_page(request, lang, 403, TEXT[lang]["form"])
+        params = {k: v for k, v in form.items() if k in AUTHORIZE_PARAMS}
+        try:
+            app_request = await run_in_threadpool(_check, params)
+        except (_UntrustedRedirect, InvalidInput) as error:
+            return _error_page(request, lang, 400, str(error))
+        if form.get("decision") != "approve" or session.patient_id is None:
+            return _redirect_error(params, "access_denied", "the patient declined")
+
+        def issue() -> str:
+            with units() as uow:
+                return approve(
+                    uow, app_request, session.account_id, session.patient_id or "", clock()
+                )
+
+        return RedirectResponse(await run_in_threadpool(issue), status_code=303)
+
+    def _check(params: dict[str, str]) -> AppRequest:
+        with units() as uow:
+            try:
+                return check_request(uow, params)
+            except NotFound as error:
+                raise _UntrustedRedirect(error.message) from None
+            except InvalidInput as error:
+                if error.expression is None:  # about the client or its redirect URI
+                    raise _UntrustedRedirect(error.message) from None
+                raise
+
+    def _error_page(request: Request, lang: str, status: int, message: str) -> Response:
+        return TEMPLATES.TemplateResponse(
+            request,
+            "error.html",
+            {"t": TEXT[lang], "lang": lang, "message": message},
+            status_code=status,
+        )
+
     return router
+
+
+AUTHORIZE_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "aud",
+    }
+)
+
+
+class _UntrustedRedirect(Exception):
+    """The request cannot be answered at its redirect URI: tell the person instead."""
+
+
+def _redirect_error(params: dict[str, str], error: str, description: str) -> Response:
+    query = {
+        "error": error,
+        "error_description": description,
+        **({"state": params["state"]} if "state" in params else {}),
+    }
+    uri = params.get("redirect_uri", "")
+    separator = "&" if "?" in uri else "?"
+    return RedirectResponse(f"{uri}{separator}{urlencode(query)}", status_code=303)

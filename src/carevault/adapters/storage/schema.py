@@ -376,3 +376,34 @@ portal_session = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime),
 )
+
+# --- patient apps: OAuth clients and authorization codes (migration 0007) ----------------------
+
+# Public clients (apps on a patient's phone) registered by an operator; PKCE protects their
+# codes. Redirect URIs are matched exactly (space-separated list).
+oauth_client = Table(
+    "oauth_client",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("redirect_uris", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime),
+)
+
+# Authorization codes, stored as SHA-256 and usable once within their minute of life.
+oauth_code = Table(
+    "oauth_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("account_id", ID, nullable=False),
+    Column("patient_id", ID, nullable=False),
+    # True when a representative acts for the patient (the token then names both).
+    Column("representative", Boolean, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)

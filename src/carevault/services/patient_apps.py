@@ -1,0 +1,232 @@
+"""Patient apps: the SMART authorization code flow with PKCE, for public clients.
+
+An operator registers the app (its name and exact redirect URIs). The patient, signed in to the
+portal, sees which app asks for what and approves; the app receives a one-minute, single-use
+code, bound to its redirect URI and to the S256 challenge of a verifier only it knows, and
+trades it for a five-minute token restricted to the patient's own record.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from joserfc import jwt
+from sqlalchemy import insert, select, update
+
+from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.oauth_store import IssuedToken, OAuthStore
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.errors import InvalidInput, NotAuthenticated, NotFound
+from carevault.domain.scopes import IDENTITY_SCOPES, parse_scopes
+from carevault.services.tokens import TOKEN_LIFETIME, TokenContext, TokenGrant
+
+CODE_LIFETIME = timedelta(seconds=60)
+_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.1
+_CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
+
+
+class InvalidGrant(NotAuthenticated):
+    """The code, the verifier or the redirect URI does not match (RFC 6749 invalid_grant)."""
+
+
+@dataclass(frozen=True)
+class AppRequest:
+    """A validated authorization request, ready to be shown to the patient."""
+
+    client_id: str
+    client_name: str
+    redirect_uri: str
+    scope: str
+    state: str | None
+    code_challenge: str
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode("ascii", "replace")).hexdigest()
+
+
+def register_app(uow: UnitOfWork, name: str, redirect_uris: list[str], now: datetime) -> str:
+    if not name.strip() or len(name) > 200:
+        raise InvalidInput("an app needs a name of at most 200 characters")
+    if not redirect_uris:
+        raise InvalidInput("an app needs at least one redirect URI")
+    for uri in redirect_uris:
+        parts = urlsplit(uri)
+        local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.fragment or not parts.netloc or (parts.scheme != "https" and not local):
+            raise InvalidInput(
+                f"redirect URI {uri!r} must be https (or http on loopback), "
+                "absolute, without a fragment"
+            )
+    client_id = "app-" + uuid.uuid4().hex[:16]
+    uow.directory.connection.execute(
+        insert(t.oauth_client).values(
+            client_id=client_id,
+            name=name.strip(),
+            redirect_uris=" ".join(redirect_uris),
+            created_at=now,
+        )
+    )
+    uow.commit()
+    return client_id
+
+
+def patient_scopes(scope: str) -> str:
+    """Keep the identity scopes, check the rest are patient/… scopes; return them normalized."""
+    words = scope.split()
+    resource = [w for w in words if w not in IDENTITY_SCOPES]
+    if not resource:
+        raise InvalidInput("ask for at least one patient/… scope", expression="scope")
+    parsed = parse_scopes(" ".join(resource))
+    if any(s.context != "patient" for s in parsed):
+        raise InvalidInput("a patient app may ask for patient/… scopes only", expression="scope")
+    identity = [w for w in words if w in IDENTITY_SCOPES]
+    return " ".join([*dict.fromkeys(identity), *(str(s) for s in parsed)])
+
+
+def check_request(uow: UnitOfWork, params: dict[str, str]) -> AppRequest:
+    """Validate an authorization request. Errors about the client or its redirect URI must be
+    shown to the person, never sent to that URI (it is not trusted yet)."""
+    row = uow.directory.connection.execute(
+        select(t.oauth_client).where(t.oauth_client.c.client_id == params.get("client_id", ""))
+    ).first()
+    if row is None or row.disabled_at is not None:
+        raise NotFound("this app is not registered with CareVault")
+    redirect_uri = params.get("redirect_uri", "")
+    if redirect_uri not in row.redirect_uris.split():
+        raise InvalidInput("the app's redirect_uri is not one registered for it")
+    if params.get("response_type") != "code":
+        raise InvalidInput("response_type must be code", expression="response_type")
+    if params.get("code_challenge_method") != "S256" or not _CHALLENGE.match(
+        params.get("code_challenge", "")
+    ):
+        raise InvalidInput(
+            "PKCE with code_challenge_method=S256 is required", expression="code_challenge"
+        )
+    state = params.get("state")
+    if state is not None and len(state) > 500:
+        raise InvalidInput("state is too long", expression="state")
+    return AppRequest(
+        row.client_id,
+        row.name,
+        redirect_uri,
+        patient_scopes(params.get("scope", "")),
+        state,
+        params["code_challenge"],
+    )
+
+
+def approve(
+    uow: UnitOfWork,
+    request: AppRequest,
+    account_id: str,
+    patient_id: str,
+    now: datetime,
+    *,
+    representative: bool = False,
+) -> str:
+    """Issue a code and return the URL to send the browser to."""
+    code = secrets.token_urlsafe(32)
+    uow.directory.connection.execute(
+        insert(t.oauth_code).values(
+            code_hash=_hash(code),
+            client_id=request.client_id,
+            redirect_uri=request.redirect_uri,
+            code_challenge=request.code_challenge,
+            scope=request.scope,
+            account_id=account_id,
+            patient_id=patient_id,
+            representative=representative,
+            expires_at=now + CODE_LIFETIME,
+        )
+    )
+    uow.commit()
+    query = {"code": code, **({"state": request.state} if request.state is not None else {})}
+    separator = "&" if urlsplit(request.redirect_uri).query else "?"
+    return f"{request.redirect_uri}{separator}{urlencode(query)}"
+
+
+def exchange_code(
+    uow: UnitOfWork,
+    ctx: TokenContext,
+    *,
+    code: str,
+    redirect_uri: str,
+    client_id: str,
+    code_verifier: str,
+) -> tuple[TokenGrant, str]:
+    """The ``authorization_code`` grant; returns the token and the patient (launch context)."""
+    if not _VERIFIER.match(code_verifier):
+        raise InvalidGrant("code_verifier must be 43 to 128 unreserved characters")
+    now = ctx.clock()
+    table = t.oauth_code
+    connection = uow.directory.connection
+    row = connection.execute(select(table).where(table.c.code_hash == _hash(code))).first()
+    if row is None or row.used_at is not None or row.expires_at <= now:
+        raise InvalidGrant("the code is unknown, used or expired")
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(code_verifier.encode("ascii")).digest())
+        .decode()
+        .rstrip("=")
+    )
+    if not (
+        hmac.compare_digest(challenge, row.code_challenge)
+        and hmac.compare_digest(client_id, row.client_id)
+        and hmac.compare_digest(redirect_uri, row.redirect_uri)
+    ):
+        raise InvalidGrant("the code was issued for another client, redirect URI or verifier")
+    used = connection.execute(
+        update(table)
+        .where(table.c.code_hash == row.code_hash, table.c.used_at.is_(None))
+        .values(used_at=now)
+    ).rowcount
+    if not used:
+        raise InvalidGrant("the code was already used")
+    token_id = uuid.uuid4().hex
+    expires_at = now + TOKEN_LIFETIME
+    payload: dict[str, Any] = {
+        "iss": ctx.issuer,
+        "sub": f"account:{row.account_id}",
+        "aud": ctx.fhir_base,
+        "iat": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "jti": token_id,
+        "scope": row.scope,
+        "client_id": row.client_id,
+        "patient": row.patient_id,
+    }
+    if row.representative:
+        # Both identities: who signed in (sub) and whose record they act on (patient).
+        payload["act"] = {"sub": f"account:{row.account_id}", "role": "representative"}
+    else:
+        payload["fhirUser"] = f"{ctx.fhir_base}/Patient/{row.patient_id}"
+    token = jwt.encode(
+        {"alg": "ES256", "kid": ctx.key.kid, "typ": "at+jwt"},
+        payload,
+        ctx.key.jwk,
+        algorithms=["ES256"],
+    )
+    OAuthStore(connection).save_token(
+        IssuedToken(
+            token_id,
+            row.client_id,
+            None,
+            f"account:{row.account_id}",
+            row.scope,
+            now,
+            expires_at,
+            None,
+            None,
+        )
+    )
+    uow.commit()
+    return TokenGrant(token, int(TOKEN_LIFETIME.total_seconds()), row.scope), row.patient_id

@@ -1,0 +1,177 @@
+"""A patient app connects with the SMART authorization code flow and PKCE, written as the app
+would be: discovery, a browser round trip through sign-in and consent, the code exchange."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt as pyjwt
+import pytest
+from starlette.testclient import TestClient
+
+from carevault.bootstrap import Platform
+from carevault.services import directory as svc
+from carevault.services.patient_apps import register_app
+from support.accounts import PatientAccount, enrol_patient
+from support.builders import patient
+
+REDIRECT = "https://app.example/callback"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture
+def app_id(platform: Platform) -> str:
+    with platform.unit_of_work() as uow:
+        return register_app(uow, "Mon Carnet Santé", [REDIRECT], datetime.now(UTC))
+
+
+@pytest.fixture
+def account(platform: Platform) -> PatientAccount:
+    return enrol_patient(platform)
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    return verifier, challenge.decode().rstrip("=")
+
+
+def authorize_url(client_id: str, challenge: str, scope: str = "launch/patient openid "
+                  "fhirUser patient/Patient.rs patient/AuditEvent.rs") -> str:
+    return "/oauth/authorize?" + urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
+        "scope": scope, "state": "xyz-123", "code_challenge": challenge,
+        "code_challenge_method": "S256", "aud": "http://127.0.0.1:8000/fhir"})
+
+
+def sign_in_through(client: TestClient, account: PatientAccount, url: str) -> Any:
+    """Follow the browser: the authorization page sends us to sign in, then back."""
+    to_login = client.get(url, follow_redirects=False)
+    assert to_login.status_code == 303 and to_login.headers["location"].startswith("/login")
+    page = client.get(to_login.headers["location"])
+    csrf = CSRF.search(page.text)
+    next_field = re.search(r'name="next" value="([^"]+)"', page.text)
+    assert csrf and next_field
+    back = client.post("/login", data={
+        "login": account.login, "password": account.password, "code": account.totp.now(),
+        "csrf": csrf.group(1), "next": next_field.group(1).replace("&amp;", "&")},
+        follow_redirects=False)
+    assert back.status_code == 303 and back.headers["location"].startswith("/oauth/authorize")
+    consent = client.get(back.headers["location"])
+    assert consent.status_code == 200
+    return consent
+
+
+def consent_form(consent: Any) -> dict[str, str]:
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
+                             consent.text))
+    return {k: v.replace("&amp;", "&") for k, v in fields.items()}
+
+
+def test_the_full_flow_gives_a_token_for_the_patients_own_record(
+        client: TestClient, platform: Platform, account: PatientAccount, app_id: str) -> None:
+    config = client.get("/.well-known/smart-configuration").json()
+    assert config["code_challenge_methods_supported"] == ["S256"]
+    assert config["authorization_endpoint"].endswith("/oauth/authorize")
+    verifier, challenge = pkce()
+    consent = sign_in_through(client, account, authorize_url(app_id, challenge))
+    assert "Mon Carnet Santé" in consent.text and "patient/Patient.rs" in consent.text
+    approved = client.post("/oauth/authorize", data={**consent_form(consent),
+                                                     "decision": "approve"},
+                           follow_redirects=False)
+    assert approved.status_code == 303
+    location = urlsplit(approved.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT
+    query = parse_qs(location.query)
+    assert query["state"] == ["xyz-123"]
+    code = query["code"][0]
+    wrong = client.post("/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+        "client_id": app_id, "code_verifier": pkce()[0]})
+    assert (wrong.status_code, wrong.json()["error"]) == (400, "invalid_grant")
+    granted = client.post("/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+        "client_id": app_id, "code_verifier": verifier})
+    # A wrong verifier does not consume the code; the right one does, once.
+    assert granted.status_code == 200, granted.text
+    body = granted.json()
+    assert body["patient"] == account.patient_id
+    claims = pyjwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["fhirUser"].endswith(f"/Patient/{account.patient_id}")
+    again = client.post("/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+        "client_id": app_id, "code_verifier": verifier})
+    assert again.status_code == 400
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    own = client.get(f"/fhir/Patient/{account.patient_id}", headers=headers)
+    assert own.status_code == 200
+    history = client.get("/fhir/AuditEvent", headers=headers,
+                         params={"patient": f"Patient/{account.patient_id}"})
+    assert history.status_code == 200 and history.json()["total"] >= 1
+
+
+def test_a_patient_app_cannot_reach_another_record(
+        client: TestClient, platform: Platform, account: PatientAccount, app_id: str) -> None:
+    ctx = platform.directory
+    with platform.unit_of_work() as uow:
+        other = svc.create_patient(uow, ctx, patient(ctx.systems, 9, family="Thill"))
+    verifier, challenge = pkce()
+    consent = sign_in_through(client, account, authorize_url(app_id, challenge))
+    approved = client.post("/oauth/authorize", data={**consent_form(consent),
+                                                     "decision": "approve"},
+                           follow_redirects=False)
+    code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
+    token = client.post("/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+        "client_id": app_id, "code_verifier": verifier}).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    for path, params in ((f"/fhir/Patient/{other.id}", {}), ("/fhir/Patient", {}),
+                         ("/fhir/AuditEvent", {"patient": f"Patient/{other.id}"}),
+                         ("/fhir/AuditEvent", {}), ("/fhir/Practitioner", {})):
+        refused = client.get(path, params=params, headers=headers)
+        assert refused.status_code == 403, (path, refused.text)
+        assert refused.json()["resourceType"] == "OperationOutcome"
+
+
+def test_declining_sends_the_app_an_error(client: TestClient, account: PatientAccount,
+                                          app_id: str) -> None:
+    consent = sign_in_through(client, account, authorize_url(app_id, pkce()[1]))
+    declined = client.post("/oauth/authorize", data={**consent_form(consent),
+                                                     "decision": "deny"},
+                           follow_redirects=False)
+    query = parse_qs(urlsplit(declined.headers["location"]).query)
+    assert query["error"] == ["access_denied"] and query["state"] == ["xyz-123"]
+
+
+@pytest.mark.parametrize(("change", "status", "where"), [
+    ({"redirect_uri": "https://evil.example/steal"}, 400, "page"),
+    ({"client_id": "app-unknown"}, 400, "page"),
+    ({"code_challenge_method": "plain"}, 303, "redirect"),
+    ({"scope": "system/*.rs"}, 303, "redirect"),
+])
+def test_bad_authorization_requests(client: TestClient, account: PatientAccount,
+                                    app_id: str, change: dict[str, str], status: int,
+                                    where: str) -> None:
+    url = authorize_url(app_id, pkce()[1])
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()} | change
+    response = client.get("/oauth/authorize?" + urlencode(query), follow_redirects=False)
+    assert response.status_code == status
+    if where == "page":
+        # Never redirect to a URI the app did not register: say it to the person instead.
+        assert "evil.example" not in response.headers.get("location", "")
+        assert 'role="alert"' in response.text
+    else:
+        assert response.headers["location"].startswith(REDIRECT)
+        assert "error=" in response.headers["location"]
+
+
+def test_login_does_not_redirect_anywhere_else(client: TestClient,
+                                               account: PatientAccount) -> None:
+    page = client.get("/login", params={"next": "https://evil.example/"})
+    assert 'name="next"' not in page.text
