@@ -384,3 +384,23 @@ def test_the_assertion_parser_never_crashes(world: World, platform: Platform,
     with platform.unit_of_work() as uow, pytest.raises(CareVaultError):
         issue_backend_token(uow, platform.tokens, assertion_type=ASSERTION_TYPE,
                             assertion=garbage, scope="system/*.rs")
+
+
+def test_token_requests_are_throttled_per_client_and_per_address(
+        world: World, platform: Platform, settings: Settings) -> None:
+    from carevault.bootstrap import build
+
+    strict = build(settings.model_copy(update={"rate_limit_per_minute": 3}), platform.engine)
+    with TestClient(strict.app, client=("198.51.100.30", 1)) as first, \
+            TestClient(strict.app, client=("198.51.100.31", 1)) as second:
+        answers = [token_request(first, assertion(world.doctor, strict)).status_code
+                   for _ in range(3)]
+        assert answers == [200, 200, 200]
+        # The same client from another address is still held back: the client is throttled.
+        held = token_request(second, assertion(world.doctor, strict))
+        assert held.status_code == 429
+        assert int(held.headers["retry-after"]) >= 1
+        assert held.json()["error"] == "slow_down"
+        # Another client from that address may go on.
+        other = token_request(second, assertion(world.colleague, strict))
+        assert other.status_code == 200

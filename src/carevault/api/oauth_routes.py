@@ -7,6 +7,8 @@ log before it is answered; if it cannot be, the answer is 503.
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -62,6 +64,21 @@ async def _form(request: Request) -> dict[str, str]:
             raise InvalidInput(f"parameter {key!r} appears twice")  # RFC 6749 §3.2
         form[key] = value
     return form
+
+
+def _claimed_client(form: dict[str, str]) -> str:
+    """The client a token request claims to be, before anything is verified (for throttling
+    only): the form's client_id, or the unverified ``iss`` of the client assertion."""
+    if form.get("client_id"):
+        return form["client_id"][:128]
+    assertion = form.get("client_assertion", "")
+    try:
+        payload = assertion.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        issuer = claims.get("iss") if isinstance(claims, dict) else None
+    except (IndexError, ValueError, UnicodeDecodeError):
+        issuer = None
+    return str(issuer)[:128] if issuer else "unknown"
 
 
 def oauth_router(
@@ -148,8 +165,11 @@ def oauth_router(
     async def token(request: Request) -> Response:
         client = request.client.host if request.client else ""
         try:
-            limiter.check(client)
+            limiter.check(f"ip:{client}")
             form = await _form(request)
+            # Per client as well as per address: a stolen key used from many addresses, or
+            # one address guessing for many clients, is slowed down either way.
+            limiter.check(f"client:{_claimed_client(form)}")
         except RateLimited as error:
             return _oauth_error(
                 429, "slow_down", error.message, {"Retry-After": str(error.retry_after)}
