@@ -22,6 +22,7 @@ Errors, besides the directory's `NotFound` for an unknown professional or organi
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
@@ -422,8 +424,12 @@ def validate_client_chain(
     except PkiNotInitialized as error:
         raise CertificateRejected(str(error)) from None
     try:
-        chain = [x509.load_der_x509_certificate(bytes(der)) for der in chain_der]
-    except _MALFORMED:
+        with warnings.catch_warnings():
+            # What cryptography only warns about today (a non-positive serial, RFC 5280
+            # §4.1.2.2) is refused here: it is no certificate this platform issues.
+            warnings.simplefilter("error", CryptographyDeprecationWarning)
+            chain = [x509.load_der_x509_certificate(bytes(der)) for der in chain_der]
+    except (*_MALFORMED, CryptographyDeprecationWarning):
         raise CertificateRejected(
             "the chain holds something that is not a DER certificate"
         ) from None
