@@ -153,7 +153,8 @@ def test_declining_sends_the_app_an_error(client: TestClient, account: PatientAc
     ({"redirect_uri": "https://evil.example/steal"}, 400, "page"),
     ({"client_id": "app-unknown"}, 400, "page"),
     ({"code_challenge_method": "plain"}, 303, "redirect"),
-    ({"scope": "system/*.rs"}, 303, "redirect"),
+    ({"scope": "patient/Patient.rs system/Patient.rs"}, 303, "redirect"),
+    ({"scope": "admin"}, 303, "redirect"),
 ])
 def test_bad_authorization_requests(client: TestClient, account: PatientAccount,
                                     app_id: str, change: dict[str, str], status: int,
@@ -175,3 +176,20 @@ def test_login_does_not_redirect_anywhere_else(client: TestClient,
                                                account: PatientAccount) -> None:
     page = client.get("/login", params={"next": "https://evil.example/"})
     assert 'name="next"' not in page.text
+
+
+def test_a_patient_cannot_grant_system_scopes(client: TestClient, account: PatientAccount,
+                                              app_id: str) -> None:
+    url = authorize_url(app_id, pkce()[1], scope="system/Patient.rs")
+    to_login = client.get(url, follow_redirects=False)
+    page = client.get(to_login.headers["location"])
+    csrf = CSRF.search(page.text)
+    next_field = re.search(r'name="next" value="([^"]+)"', page.text)
+    assert csrf and next_field
+    back = client.post("/login", data={
+        "login": account.login, "password": account.password, "code": account.totp.now(),
+        "csrf": csrf.group(1), "next": next_field.group(1).replace("&amp;", "&")},
+        follow_redirects=False)
+    refused = client.get(back.headers["location"], follow_redirects=False)
+    assert refused.status_code == 303
+    assert parse_qs(urlsplit(refused.headers["location"]).query)["error"] == ["access_denied"]

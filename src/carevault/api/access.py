@@ -19,7 +19,7 @@ from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir.door import Admission, FhirRequest, Interaction
 from carevault.domain.errors import NotAuthenticated, NotPermitted, RateLimited
 from carevault.domain.scopes import permits
-from carevault.services.tokens import InvalidToken, TokenContext, authenticate
+from carevault.services.tokens import Caller, InvalidToken, TokenContext, authenticate
 from carevault.settings import Settings
 
 
@@ -103,6 +103,24 @@ def _within_own_record(request: FhirRequest, patient_id: str) -> None:
     )
 
 
+def _operator_admission(request: FhirRequest, caller: Caller) -> Admission:
+    """Operators never see clinical content; a security officer may read the audit trail."""
+    reading = request.interaction in (Interaction.READ, Interaction.SEARCH)
+    if (
+        caller.role == "security-officer"
+        and request.resource_type == "AuditEvent"
+        and reading
+        and permits(caller.scopes, "AuditEvent", needed_permission(request))
+    ):
+        return Admission(
+            rule="security officer: audit trail",
+            who=caller.fhir_user,
+            client_id=caller.client_id,
+            role=caller.role,
+        )
+    raise NotPermitted("operators never see clinical content", issue_code="forbidden")
+
+
 class TokenGate:
     """Admits requests that carry a valid SMART access token whose scopes cover them.
 
@@ -129,6 +147,8 @@ class TokenGate:
         with self.units() as uow:
             caller = authenticate(uow, self.tokens, token.strip())
         kind = request.resource_type or ""
+        if caller.role is not None:
+            return _operator_admission(request, caller)
         permission = needed_permission(request)
         if not permits(caller.scopes, kind, permission):
             raise NotPermitted(

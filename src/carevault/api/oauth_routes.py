@@ -244,7 +244,8 @@ def oauth_router(
                     "token_type": "Bearer",
                     "expires_in": grant.expires_in,
                     "scope": grant.scope,
-                    "patient": patient,
+                    # SMART launch context; an operator's token has none.
+                    **({"patient": patient} if patient else {}),
                 },
                 headers=NO_STORE,
             )

@@ -49,6 +49,11 @@ class AppRequest:
     state: str | None
     code_challenge: str
 
+    @property
+    def scope_context(self) -> str:
+        """'patient' for a patient app, 'system' for an operator's or security officer's."""
+        return "system" if any(w.startswith("system/") for w in self.scope.split()) else ("patient")
+
 
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode("ascii", "replace")).hexdigest()
@@ -80,15 +85,19 @@ def register_app(uow: UnitOfWork, name: str, redirect_uris: list[str], now: date
     return client_id
 
 
-def patient_scopes(scope: str) -> str:
-    """Keep the identity scopes, check the rest are patient/… scopes; return them normalized."""
+def requested_scopes(scope: str) -> str:
+    """Identity scopes plus either patient/… scopes (a patient's or representative's app) or
+    system/… scopes (an operator's tool), never both; returned normalized."""
     words = scope.split()
     resource = [w for w in words if w not in IDENTITY_SCOPES]
     if not resource:
-        raise InvalidInput("ask for at least one patient/… scope", expression="scope")
+        raise InvalidInput("ask for at least one resource scope", expression="scope")
     parsed = parse_scopes(" ".join(resource))
-    if any(s.context != "patient" for s in parsed):
-        raise InvalidInput("a patient app may ask for patient/… scopes only", expression="scope")
+    contexts = {s.context for s in parsed}
+    if contexts not in ({"patient"}, {"system"}):
+        raise InvalidInput(
+            "ask for patient/… scopes, or for system/… scopes, not both", expression="scope"
+        )
     identity = [w for w in words if w in IDENTITY_SCOPES]
     return " ".join([*dict.fromkeys(identity), *(str(s) for s in parsed)])
 
@@ -119,7 +128,7 @@ def check_request(uow: UnitOfWork, params: dict[str, str]) -> AppRequest:
         row.client_id,
         row.name,
         redirect_uri,
-        patient_scopes(params.get("scope", "")),
+        requested_scopes(params.get("scope", "")),
         state,
         params["code_challenge"],
     )
@@ -129,10 +138,10 @@ def approve(
     uow: UnitOfWork,
     request: AppRequest,
     account_id: str,
-    patient_id: str,
+    patient_id: str | None,
     now: datetime,
     *,
-    representative: bool = False,
+    kind: str = "patient",
 ) -> str:
     """Issue a code and return the URL to send the browser to."""
     code = secrets.token_urlsafe(32)
@@ -145,7 +154,7 @@ def approve(
             scope=request.scope,
             account_id=account_id,
             patient_id=patient_id,
-            representative=representative,
+            kind=kind,
             expires_at=now + CODE_LIFETIME,
         )
     )
@@ -163,7 +172,7 @@ def exchange_code(
     redirect_uri: str,
     client_id: str,
     code_verifier: str,
-) -> tuple[TokenGrant, str]:
+) -> tuple[TokenGrant, str | None]:
     """The ``authorization_code`` grant; returns the token and the patient (launch context)."""
     if not _VERIFIER.match(code_verifier):
         raise InvalidGrant("code_verifier must be 43 to 128 unreserved characters")
@@ -202,13 +211,16 @@ def exchange_code(
         "jti": token_id,
         "scope": row.scope,
         "client_id": row.client_id,
-        "patient": row.patient_id,
     }
-    if row.representative:
+    if row.kind == "patient":
+        payload["patient"] = row.patient_id
+        payload["fhirUser"] = f"{ctx.fhir_base}/Patient/{row.patient_id}"
+    elif row.kind == "representative":
         # Both identities: who signed in (sub) and whose record they act on (patient).
+        payload["patient"] = row.patient_id
         payload["act"] = {"sub": f"account:{row.account_id}", "role": "representative"}
     else:
-        payload["fhirUser"] = f"{ctx.fhir_base}/Patient/{row.patient_id}"
+        payload["role"] = row.kind  # operator or security-officer: no patient, ever
     token = jwt.encode(
         {"alg": "ES256", "kid": ctx.key.kid, "typ": "at+jwt"},
         payload,

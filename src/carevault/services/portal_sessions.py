@@ -27,6 +27,7 @@ IDLE_LIFETIME = timedelta(minutes=30)
 @dataclass(frozen=True)
 class PortalSession:
     account_id: str
+    kind: str  # patient | representative | operator | security-officer
     patient_id: str | None
     csrf: str
     expires_at: datetime
@@ -41,18 +42,19 @@ class PortalSessions:
         self.units = units
         self.clock = clock
 
-    def open(self, account_id: str, patient_id: str | None) -> tuple[str, PortalSession]:
+    def open(self, account_id: str, kind: str, patient_id: str | None) -> tuple[str, PortalSession]:
         """Start a session; return the cookie value (shown once) and the session."""
         token = secrets.token_urlsafe(32)
         now = self.clock()
         session = PortalSession(
-            account_id, patient_id, secrets.token_urlsafe(32), now + IDLE_LIFETIME
+            account_id, kind, patient_id, secrets.token_urlsafe(32), now + IDLE_LIFETIME
         )
         with self.units() as uow:
             uow.directory.connection.execute(
                 insert(t.portal_session).values(
                     token_hash=_hash(token),
                     account_id=account_id,
+                    kind=kind,
                     patient_id=patient_id,
                     csrf=session.csrf,
                     created_at=now,
@@ -79,7 +81,7 @@ class PortalSessions:
                 update(table).where(table.c.token_hash == _hash(token)).values(expires_at=expires)
             )
             uow.commit()
-        return PortalSession(row.account_id, row.patient_id, row.csrf, expires)
+        return PortalSession(row.account_id, row.kind, row.patient_id, row.csrf, expires)
 
     def end(self, token: str | None) -> None:
         if not token:

@@ -73,6 +73,7 @@ class Caller:
     token_id: str
     patient: str | None = None  # a patient app's launch context: the only record it reaches
     representative: bool = False
+    role: str | None = None  # operator or security-officer: never any clinical content
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,17 @@ def authenticate(uow: UnitOfWork, ctx: TokenContext, token: str) -> Caller:
         raise InvalidToken("the client certificate was revoked")
     act = claims.get("act")
     if issued.subject.startswith("account:"):
+        role = claims.get("role")
+        if role in ("operator", "security-officer"):
+            return Caller(
+                client_id=issued.client_id,
+                fhir_user=issued.subject,
+                organization=None,
+                acting_system=None,
+                scopes=resource_scopes(issued.scope),
+                token_id=issued.jti,
+                role=str(role),
+            )
         patient = claims.get("patient")
         if not isinstance(patient, str) or not patient:
             raise InvalidToken("a patient app's token must carry its patient")

@@ -66,6 +66,8 @@ TEXT = {
         "deny": "Refuse",
         "asks": "{app} asks for:",
         "error": "Something is wrong",
+        "operator": "Operators never see medical content. Security officers read the audit "
+        "log through the API (AuditEvent) with a token of their own.",
     },
     "fr": {
         "title": "Connexion",
@@ -89,8 +91,16 @@ TEXT = {
         "deny": "Refuser",
         "asks": "{app} demande :",
         "error": "Un problème est survenu",
+        "operator": "Les opérateurs ne voient jamais de contenu médical. Les responsables de "
+        "la sécurité lisent le journal d'audit par l'API (AuditEvent).",
     },
 }
+
+
+def _session_kind(kind: AccountKind, security_officer: bool) -> str:
+    if kind is AccountKind.OPERATOR:
+        return "security-officer" if security_officer else "operator"
+    return kind.value
 
 
 def _safe_next(value: str | None) -> str | None:
@@ -178,10 +188,11 @@ def portal_router(
             return page
         except AuthenticationFailed:
             return login_page(request, 401, TEXT[lang]["failed"], next_url)
+        kind = _session_kind(principal.kind, principal.security_officer)
         patient = principal.patient_id if principal.kind is AccountKind.PATIENT else None
-        if principal.kind is AccountKind.OPERATOR:
-            return login_page(request, 403, TEXT[lang]["failed"])
-        token, _session = await run_in_threadpool(sessions.open, principal.account_id, patient)
+        token, _session = await run_in_threadpool(
+            sessions.open, principal.account_id, kind, patient
+        )
         response = RedirectResponse(next_url or f"/me?lang={lang}", status_code=303)
         set_cookie(response, SESSION_COOKIE, token, 1800)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
@@ -202,6 +213,9 @@ def portal_router(
             "name": None,
             "tree_size": None,
         }
+        if session.kind in ("operator", "security-officer"):
+            context["notice"] = TEXT[lang]["operator"]
+            return TEMPLATES.TemplateResponse(request, "me.html", context)
         if session.patient_id is None:
             context["notice"] = TEXT[lang]["representative"]
             return TEMPLATES.TemplateResponse(request, "me.html", context)
@@ -286,8 +300,12 @@ def portal_router(
             return RedirectResponse(
                 f"/login?{urlencode({'next': here, 'lang': lang})}", status_code=303
             )
-        if session.patient_id is None:
-            return _error_page(request, lang, 403, TEXT[lang]["representative"])
+        operator = session.kind in ("operator", "security-officer")
+        patient_scopes = app_request.scope_context == "patient"
+        if operator == patient_scopes or (not operator and session.patient_id is None):
+            return _redirect_error(
+                params, "access_denied", "these scopes are not for this kind of account"
+            )
         return TEMPLATES.TemplateResponse(
             request,
             "authorize.html",
@@ -316,13 +334,21 @@ def portal_router(
             app_request = await run_in_threadpool(_check, params)
         except (_UntrustedRedirect, InvalidInput) as error:
             return _error_page(request, lang, 400, str(error))
-        if form.get("decision") != "approve" or session.patient_id is None:
-            return _redirect_error(params, "access_denied", "the patient declined")
+        operator = session.kind in ("operator", "security-officer")
+        if form.get("decision") != "approve" or operator == (
+            app_request.scope_context == "patient"
+        ):
+            return _redirect_error(params, "access_denied", "the request was declined")
 
         def issue() -> str:
             with units() as uow:
                 return approve(
-                    uow, app_request, session.account_id, session.patient_id or "", clock()
+                    uow,
+                    app_request,
+                    session.account_id,
+                    session.patient_id,
+                    clock(),
+                    kind=session.kind,
                 )
 
         return RedirectResponse(await run_in_threadpool(issue), status_code=303)

@@ -370,6 +370,8 @@ portal_session = Table(
     metadata,
     Column("token_hash", String(64), primary_key=True),
     Column("account_id", ID, nullable=False, index=True),
+    # patient | representative | operator | security-officer
+    Column("kind", String(16), nullable=False),
     Column("patient_id", ID),  # the record the session acts on
     Column("csrf", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -401,9 +403,9 @@ oauth_code = Table(
     Column("code_challenge", String(128), nullable=False),
     Column("scope", Text, nullable=False),
     Column("account_id", ID, nullable=False),
-    Column("patient_id", ID, nullable=False),
-    # True when a representative acts for the patient (the token then names both).
-    Column("representative", Boolean, nullable=False),
+    # patient | representative (acting for patient_id) | operator | security-officer
+    Column("kind", String(16), nullable=False),
+    Column("patient_id", ID),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
 )

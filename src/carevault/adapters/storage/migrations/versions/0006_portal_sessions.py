@@ -21,6 +21,7 @@ def upgrade() -> None:
         "portal_session",
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("account_id", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("patient_id", sa.String(length=64), nullable=True),
         sa.Column("csrf", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
