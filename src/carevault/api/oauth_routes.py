@@ -121,7 +121,9 @@ def oauth_router(
             "grant_types_supported": ["client_credentials", "authorization_code"],
             "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
+            # As the issue fixes it; public patient apps are announced by "client-public" and
+            # authenticate their code with PKCE instead.
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
             "scopes_supported": [
                 "system/*.rs",
