@@ -83,6 +83,18 @@ class PortalSessions:
             uow.commit()
         return PortalSession(row.account_id, row.kind, row.patient_id, row.csrf, expires)
 
+    def act_for(self, token: str, patient_id: str) -> None:
+        """A representative's session now acts on this patient's record (mandate checked by
+        the caller, through `AccountService.choose_patient`)."""
+        table = t.portal_session
+        with self.units() as uow:
+            uow.directory.connection.execute(
+                update(table)
+                .where(table.c.token_hash == _hash(token), table.c.kind == "representative")
+                .values(patient_id=patient_id)
+            )
+            uow.commit()
+
     def end(self, token: str | None) -> None:
         if not token:
             return

@@ -31,7 +31,7 @@ from carevault.domain.errors import (
     NotPermitted,
 )
 from carevault.services.access_history import access_history
-from carevault.services.accounts import AccountService
+from carevault.services.accounts import AccountService, Principal
 from carevault.services.audit_log import AuditLog, AuditUnavailable
 from carevault.services.directory import read_patient
 from carevault.services.patient_apps import AppRequest, approve, check_request
@@ -66,6 +66,8 @@ TEXT = {
         "deny": "Refuse",
         "asks": "{app} asks for:",
         "error": "Something is wrong",
+        "choose": "You act for other people. Choose whose record to open:",
+        "act": "Open this record",
         "operator": "Operators never see medical content. Security officers read the audit "
         "log through the API (AuditEvent) with a token of their own.",
     },
@@ -91,6 +93,8 @@ TEXT = {
         "deny": "Refuser",
         "asks": "{app} demande :",
         "error": "Un problème est survenu",
+        "choose": "Vous agissez pour d'autres personnes. Choisissez le dossier à ouvrir :",
+        "act": "Ouvrir ce dossier",
         "operator": "Les opérateurs ne voient jamais de contenu médical. Les responsables de "
         "la sécurité lisent le journal d'audit par l'API (AuditEvent).",
     },
@@ -217,7 +221,24 @@ def portal_router(
             context["notice"] = TEXT[lang]["operator"]
             return TEMPLATES.TemplateResponse(request, "me.html", context)
         if session.patient_id is None:
-            context["notice"] = TEXT[lang]["representative"]
+            # A representative chooses whose record to act on, among their mandates.
+            def mandates() -> list[dict[str, str]]:
+                choices = []
+                for mandate in accounts.mandates_of(session.account_id):
+                    with units() as uow:
+                        resource = read_patient(uow, mandate.patient_id).resource
+                    name = resource.get("name", [{}])[0]
+                    choices.append(
+                        {
+                            "patient_id": mandate.patient_id,
+                            "scope": mandate.scope,
+                            "name": " ".join([*name.get("given", []), name.get("family", "")]),
+                        }
+                    )
+                return choices
+
+            context["mandates"] = await run_in_threadpool(mandates)
+            context["notice"] = TEXT[lang]["choose"]
             return TEMPLATES.TemplateResponse(request, "me.html", context)
         client = request.client.host if request.client else None
 
@@ -246,7 +267,7 @@ def portal_router(
                         interaction="access-history",
                         outcome="0",
                         agent=Agent(
-                            who=f"account:{session.account_id}", role="patient", network=client
+                            who=f"account:{session.account_id}", role=session.kind, network=client
                         ),
                         patient=session.patient_id,
                         entity_type="AuditEvent",
@@ -263,6 +284,32 @@ def portal_router(
         except AuditUnavailable:
             return HTMLResponse("<p>The service is unavailable; nothing was shown.</p>", 503)
         return TEMPLATES.TemplateResponse(request, "me.html", context)
+
+    @router.post("/act-for", include_in_schema=False)
+    async def act_for(request: Request) -> Response:
+        lang = _language(request)
+        token = request.cookies.get(SESSION_COOKIE) or ""
+        try:
+            session = await run_in_threadpool(sessions.resume, token)
+            form = await _form(request)
+            check_csrf(session.csrf, form.get("csrf"))
+        except CareVaultError:
+            return RedirectResponse(f"/login?lang={lang}", status_code=303)
+        if session.kind != "representative":
+            return _error_page(request, lang, 403, TEXT[lang]["form"])
+        principal = Principal(
+            session.account_id, AccountKind.REPRESENTATIVE, None, frozenset(), "session", clock()
+        )
+        patient_id = form.get("patient_id", "")
+        client = request.client.host if request.client else None
+        try:
+            await run_in_threadpool(
+                lambda: accounts.choose_patient(principal, patient_id, client_ip=client)
+            )
+        except NotPermitted as error:
+            return _error_page(request, lang, 403, error.message)
+        await run_in_threadpool(sessions.act_for, token, patient_id)
+        return RedirectResponse(f"/me?lang={lang}", status_code=303)
 
     @router.post("/logout", include_in_schema=False)
     async def sign_out(request: Request) -> Response:
