@@ -26,6 +26,7 @@ from carevault.bootstrap import Platform, build, directory_context
 from carevault.domain.audit import STREAMS
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
+from support.tokens import professional_token
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -110,7 +111,10 @@ def platform(settings: Settings, engine: Engine) -> Platform:
 
 @pytest.fixture
 def client(platform: Platform) -> Iterator[TestClient]:
-    """An HTTP client that calls from the loopback address, as a local developer would."""
+    """An HTTP client on the loopback address that acts as a professional's system: it holds a
+    real SMART access token (see `support.tokens`). Requests may override the header."""
+    token = professional_token(platform)
     with TestClient(platform.app, base_url="http://127.0.0.1:8000",
-                    client=("127.0.0.1", 50000)) as test_client:
+                    client=("127.0.0.1", 50000),
+                    headers={"Authorization": f"Bearer {token}"}) as test_client:
         yield test_client

@@ -8,19 +8,24 @@ that a server that does not come up can be diagnosed from the failure message.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from support.rsyslog import RsyslogServer
 
@@ -37,10 +42,47 @@ class RunningServer:
     base_url: str
     accounts: dict[str, Any]
     workdir: Path
+    card: Path  # a demo physician's certificate, key and chain
+    client_id: str
 
     @property
     def fhir(self) -> str:
         return f"{self.base_url}/fhir"
+
+    def token(self, scope: str = "system/*.cruds") -> str:
+        """A fresh SMART access token for the demo physician (a third-party JOSE library)."""
+        certificates = [x509.load_pem_x509_certificate((self.card / name).read_bytes())
+                        for name in ("cert.pem", "chain.pem")]
+        now = int(time.time())
+        assertion = jwt.encode(
+            {"iss": self.client_id, "sub": self.client_id,
+             "aud": f"{self.base_url}/oauth/token", "iat": now, "exp": now + 120,
+             "jti": uuid.uuid4().hex},
+            (self.card / "key.pem").read_bytes(), algorithm="ES256",
+            headers={"x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
+                             for c in certificates]})
+        response = httpx.post(f"{self.base_url}/oauth/token", data={
+            "grant_type": "client_credentials", "scope": scope,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion})
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+
+class BearerAuth(httpx.Auth):
+    """Adds a token to every request, fetching a new one before the 5-minute lifetime ends."""
+
+    def __init__(self, server: RunningServer) -> None:
+        self.server = server
+        self._token = ""
+        self._fetched = 0.0
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        if time.monotonic() - self._fetched > 240:
+            self._token = self.server.token()
+            self._fetched = time.monotonic()
+        request.headers.setdefault("Authorization", f"Bearer {self._token}")
+        yield request
 
 
 def free_port() -> int:
@@ -140,6 +182,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         env,
     )
     accounts = json.loads(accounts_file.read_text(encoding="utf-8"))
+    physician = next(p for p in accounts["professionals"] if p["profession"] == "physician")
+    _run(["pki", "init"], workdir, env)
+    _run(["pki", "issue-practitioner", physician["practitioner_id"], "--out",
+          str(workdir / "card")], workdir, env)
 
     stdout, stderr = workdir / "server.out", workdir / "server.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
@@ -152,7 +198,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         )
     try:
         _wait_until_healthy(process, base_url, stderr)
-        yield RunningServer(base_url=base_url, accounts=accounts, workdir=workdir)
+        yield RunningServer(base_url=base_url, accounts=accounts, workdir=workdir,
+                            card=workdir / "card", client_id=physician["identifier"])
     finally:
         _stop(process)
 

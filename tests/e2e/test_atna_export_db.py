@@ -22,6 +22,7 @@ from carevault.services.audit_log import AuditLog
 from carevault.settings import Settings
 from support.builders import patient
 from support.rsyslog import RsyslogServer, sender_for, wait_until
+from support.tokens import professional_token
 
 pytestmark = pytest.mark.e2e
 
@@ -153,7 +154,9 @@ def test_the_server_forwards_both_streams(settings: Settings, engine: Engine,
         "atna_ca_file": rsyslog.pki.ca_file, "atna_cert_file": rsyslog.pki.client_cert,
         "atna_key_file": rsyslog.pki.client_key, "atna_server_name": rsyslog.server_name})
     platform = build(configured, engine)
-    with TestClient(platform.app, client=("127.0.0.1", 1)) as client:
+    token = professional_token(platform)
+    with TestClient(platform.app, client=("127.0.0.1", 1),
+                    headers={"Authorization": f"Bearer {token}"}) as client:
         created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
                               headers={"Content-Type": "application/fhir+json"})
         assert created.status_code == 201

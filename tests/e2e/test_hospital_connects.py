@@ -62,8 +62,8 @@ def test_a_hospital_system_and_a_professional_connect(server: RunningServer,
     token = token_for(server, tmp_path / "his", issued["client_id"], "system/Patient.rs",
                       act={"sub": professional["identifier"]})
     patient = server.accounts["patients"][0]
-    family = httpx.get(f"{server.fhir}/Patient/{patient['patient_id']}").json()["name"][0][
-        "family"]
+    family = httpx.get(f"{server.fhir}/Patient/{patient['patient_id']}",
+                       headers={"Authorization": f"Bearer {token}"}).json()["name"][0]["family"]
     found = httpx.get(f"{server.fhir}/Patient", params={"family": family},
                       headers={"Authorization": f"Bearer {token}"})
     assert found.status_code == 200, found.text

@@ -144,8 +144,9 @@ def test_a_patient_signs_in_sees_who_accessed_the_record_and_signs_out(
 
     demo = server.accounts["patients"][0]
     portal = demo["portal"]
-    # A professional's system reads the record first (loopback dev access, recorded).
-    assert httpx.get(f"{server.fhir}/Patient/{demo['patient_id']}").status_code == 200
+    # A professional's system reads the record first (recorded in the patient's history).
+    assert httpx.get(f"{server.fhir}/Patient/{demo['patient_id']}",
+                     headers={"Authorization": f"Bearer {server.token()}"}).status_code == 200
     problems = collect_problems(page)
     page.goto(server.base_url + "/", wait_until="load")
     page.click("#signin-link")

@@ -15,6 +15,8 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from carevault.domain.national_id import make_luxembourg_national_id
 
+from .conftest import BearerAuth
+
 pytestmark = pytest.mark.e2e
 
 FHIR_JSON = "application/fhir+json"
@@ -24,7 +26,8 @@ PROFESSION_SYSTEM = "https://carevault.lu/fhir/CodeSystem/profession"
 
 @pytest.fixture(scope="module")
 def http(server: Any) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=120.0) as client:
+    with httpx.Client(base_url=server.base_url, timeout=120.0,
+                      auth=BearerAuth(server)) as client:
         yield client
 
 

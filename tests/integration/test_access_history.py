@@ -66,7 +66,7 @@ def test_access_history_in_plain_words_with_proofs(client: TestClient,
     entries = [p for p in first["parameter"] if p["name"] == "entry"]
     texts = [dict(parts(e))["text"] for e in entries]
     assert len(entries) == 3
-    assert texts[0].startswith("An unidentified system (from 127.0.0.1) created your identity")
+    assert texts[0].startswith("Theo Tester created your identity record")
     assert "read your identity record" in texts[1]
     assert "found your identity record" in texts[2]
     # Each entry is in the signed tree: check it with the test's own RFC 9162 code.

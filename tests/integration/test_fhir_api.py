@@ -14,6 +14,7 @@ from carevault.bootstrap import Platform, build
 from carevault.domain.audit import AuditRecord
 from carevault.settings import Settings
 from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
+from support.tokens import professional_token
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -282,7 +283,9 @@ def test_json_nesting_limit(client: TestClient) -> None:
 def test_rate_limit(settings: Settings, platform: Platform) -> None:
     limited = settings.model_copy(update={"rate_limit_per_minute": 3})
     app = build(limited, platform.engine).app
-    with TestClient(app, client=("127.0.0.1", 1)) as client:
+    token = professional_token(platform)
+    with TestClient(app, client=("127.0.0.1", 1),
+                    headers={"Authorization": f"Bearer {token}"}) as client:
         codes = [client.get("/fhir/Patient").status_code for _ in range(4)]
         assert codes == [200, 200, 200, 429]
         response = client.get("/fhir/Patient")
@@ -290,11 +293,16 @@ def test_rate_limit(settings: Settings, platform: Platform) -> None:
         assert int(response.headers["retry-after"]) >= 1
 
 
-def test_only_loopback_clients_pass_in_dev(platform: Platform) -> None:
-    with TestClient(platform.app, client=("203.0.113.9", 1)) as remote:
-        issue = outcome(remote.get("/fhir/Patient"), 401)
-        assert issue["code"] == "login"
-        assert remote.get("/fhir/metadata").status_code == 200
+@pytest.mark.parametrize("address", ["203.0.113.9", "127.0.0.1"])
+def test_without_a_token_only_the_capability_statement_answers(platform: Platform,
+                                                               address: str) -> None:
+    """Since sign-in landed, the directories need a token, on loopback in dev too."""
+    with TestClient(platform.app, client=(address, 1)) as anonymous:
+        for path in ("/fhir/Patient", "/fhir/Practitioner", "/fhir/Organization",
+                     "/fhir/PractitionerRole", "/fhir/AuditEvent"):
+            issue = outcome(anonymous.get(path), 401)
+            assert issue["code"] == "login"
+        assert anonymous.get("/fhir/metadata").status_code == 200
 
 
 def test_errors_never_leak_internals(client: TestClient, platform: Platform) -> None:

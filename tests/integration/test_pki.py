@@ -36,7 +36,7 @@ from carevault.adapters.pki.x509_authority import (
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.pki_store import CertificateRecord, PkiStore, StoredAuthority
 from carevault.adapters.storage.unit_of_work import UnitOfWork
-from carevault.bootstrap import directory_context
+from carevault.bootstrap import Platform, directory_context
 from carevault.domain.errors import BusinessRuleViolation, Conflict, InvalidInput, NotFound
 from carevault.fhirmodel.directory import new_organization, new_practitioner
 from carevault.services import directory as svc
@@ -207,12 +207,14 @@ def test_the_crl_needs_the_right_key_source(initialized: PkiContext, uow: Units,
 
 
 def test_nothing_is_issued_before_init(uow: Units, pki_ctx: PkiContext, people: People,
-                                       tmp_path: Path, client: TestClient) -> None:
+                                       tmp_path: Path, platform: Platform) -> None:
     with pytest.raises(PkiNotInitialized, match="pki init"):
         issue(uow, pki_ctx, tmp_path / "out", practitioner=people.active_id)
     assert not (tmp_path / "out").exists()
-    for path in ("/pki/crl", "/pki/ca"):
-        response = client.get(path)
+    # A bare client: the `client` fixture's token would have initialized the PKI.
+    with TestClient(platform.app, client=("127.0.0.1", 1)) as bare:
+        responses = [bare.get(path) for path in ("/pki/crl", "/pki/ca")]
+    for response in responses:
         assert response.status_code == 404
         assert "not initialized" in response.json()["error"]
     with pytest.raises(CertificateRejected, match="not initialized"):
