@@ -140,8 +140,9 @@ class TokenGate:
             return self.fallback.admit(request)
         header = request.headers.get("authorization")
         if header is None:
-            raise NotAuthenticated("a SMART access token is required: see "
-                                   "/.well-known/smart-configuration")
+            raise NotAuthenticated(
+                "a SMART access token is required: see /.well-known/smart-configuration"
+            )
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("use 'Authorization: Bearer <access token>'")

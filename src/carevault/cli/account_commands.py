@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -20,6 +20,7 @@ from carevault.bootstrap import account_service
 from carevault.cli.context import engine_for, log_for, operator_record, settings
 from carevault.cli.errors import friendly
 from carevault.domain.errors import CareVaultError
+from carevault.services.invitations import invite
 from carevault.services.patient_apps import register_app
 from carevault.settings import Settings
 
@@ -71,6 +72,25 @@ def enrol_patient(
     for code in enrolment.recovery_codes:
         typer.echo(f"  {code}")
     typer.echo("then run: carevault accounts confirm ACCOUNT_ID --code <first code>")
+
+
+@app.command("invite")
+@friendly
+def invite_patient(
+    patient_id: Annotated[str, typer.Argument(help="The patient's FHIR id in the index.")],
+    days: Annotated[int, typer.Option(min=1, max=90, help="Days the code stays valid.")] = 14,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Give a patient (whose identity you checked) a one-time code to enrol in the portal."""
+    config = settings()
+    with UnitOfWork(engine_for(config.database_url)) as uow:
+        code = invite(uow, patient_id, datetime.now(UTC), timedelta(days=days))
+    _record(config, "accounts invite", patient_id)
+    if json_output:
+        typer.echo(json.dumps({"activation_code": code, "valid_days": days}))
+    else:
+        typer.echo(f"activation code (give it to the patient, valid {days} days): {code}")
+        typer.echo("the patient enrols at /enrol with it and their national number")
 
 
 @app.command("confirm")

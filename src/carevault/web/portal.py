@@ -18,9 +18,11 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.api.access import TokenBucketLimiter
 from carevault.domain.accounts import AccountKind, AuthenticationFailed, Throttled
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.errors import (
@@ -29,11 +31,13 @@ from carevault.domain.errors import (
     NotAuthenticated,
     NotFound,
     NotPermitted,
+    RateLimited,
 )
 from carevault.services.access_history import access_history
 from carevault.services.accounts import AccountService, Principal
 from carevault.services.audit_log import AuditLog, AuditUnavailable
 from carevault.services.directory import read_patient
+from carevault.services.invitations import InvitationRefused, mark_used, redeemable
 from carevault.services.patient_apps import AppRequest, approve, check_request
 from carevault.services.portal_sessions import PortalSessions, check_csrf
 from carevault.settings import Settings
@@ -66,6 +70,20 @@ TEXT = {
         "deny": "Refuse",
         "asks": "{app} asks for:",
         "error": "Something is wrong",
+        "enrol": "Open your account",
+        "national": "Your national identification number (13 digits)",
+        "activation": "The activation code you were given",
+        "password2": "The same password again",
+        "mismatch": "The two passwords are not the same.",
+        "invitation": "This activation code and national number do not match an invitation "
+        "in force. Ask the desk for a new code.",
+        "scan": "Scan this code with your authenticator app, then type the code it shows.",
+        "recovery": "Your recovery codes: keep them somewhere safe. Each works once, if you "
+        "lose your phone.",
+        "confirm": "Confirm",
+        "badcode": "That code is not right. Type the code your app shows now.",
+        "ready": "Your account is ready.",
+        "signin_now": "Sign in",
         "choose": "You act for other people. Choose whose record to open:",
         "act": "Open this record",
         "operator": "Operators never see medical content. Security officers read the audit "
@@ -93,6 +111,21 @@ TEXT = {
         "deny": "Refuser",
         "asks": "{app} demande :",
         "error": "Un problème est survenu",
+        "enrol": "Ouvrir votre compte",
+        "national": "Votre numéro d'identification national (13 chiffres)",
+        "activation": "Le code d'activation que vous avez reçu",
+        "password2": "Le même mot de passe, à nouveau",
+        "mismatch": "Les deux mots de passe ne sont pas identiques.",
+        "invitation": "Ce code d'activation et ce numéro ne correspondent à aucune invitation "
+        "en cours. Demandez un nouveau code au guichet.",
+        "scan": "Scannez ce code avec votre application d'authentification, puis saisissez "
+        "le code qu'elle affiche.",
+        "recovery": "Vos codes de secours : gardez-les en lieu sûr. Chacun sert une fois, "
+        "si vous perdez votre téléphone.",
+        "confirm": "Confirmer",
+        "badcode": "Ce code n'est pas correct. Saisissez le code affiché maintenant.",
+        "ready": "Votre compte est prêt.",
+        "signin_now": "Se connecter",
         "choose": "Vous agissez pour d'autres personnes. Choisissez le dossier à ouvrir :",
         "act": "Ouvrir ce dossier",
         "operator": "Les opérateurs ne voient jamais de contenu médical. Les responsables de "
@@ -284,6 +317,117 @@ def portal_router(
         except AuditUnavailable:
             return HTMLResponse("<p>The service is unavailable; nothing was shown.</p>", 503)
         return TEMPLATES.TemplateResponse(request, "me.html", context)
+
+    enrol_limiter = TokenBucketLimiter(10)
+
+    def enrol_page(request: Request, status: int = 200, error: str | None = None) -> Response:
+        lang = _language(request)
+        csrf = secrets.token_urlsafe(32)
+        response = TEMPLATES.TemplateResponse(
+            request,
+            "enrol.html",
+            {"t": TEXT[lang], "lang": lang, "csrf": csrf, "error": error},
+            status_code=status,
+        )
+        set_cookie(response, LOGIN_CSRF_COOKIE, csrf, 1800)
+        return response
+
+    @router.get("/enrol", response_class=HTMLResponse, include_in_schema=False)
+    async def show_enrol(request: Request) -> Response:
+        return enrol_page(request)
+
+    @router.post("/enrol", include_in_schema=False)
+    async def enrol(request: Request) -> Response:
+        lang = _language(request)
+        client = request.client.host if request.client else ""
+        try:
+            enrol_limiter.check(client)
+            form = await _form(request)
+            check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form.get("csrf"))
+        except RateLimited as error:
+            page = enrol_page(
+                request, 429, TEXT[lang]["throttled"].format(seconds=error.retry_after)
+            )
+            page.headers["Retry-After"] = str(error.retry_after)
+            return page
+        except CareVaultError:
+            return enrol_page(request, 403, TEXT[lang]["form"])
+        if form.get("password", "") != form.get("password2", ""):
+            return enrol_page(request, 422, TEXT[lang]["mismatch"])
+        code = form.get("activation", "")
+
+        def open_account() -> Any:
+            with units() as uow:
+                patient_id = redeemable(
+                    uow, code, form.get("national_id", ""), settings.national_id_system, clock()
+                )
+            enrolment = accounts.enrol_patient(
+                form.get("login", ""),
+                form.get("password", ""),
+                patient_id=patient_id,
+                client_ip=client,
+            )
+            with units() as uow:
+                mark_used(uow, code, clock())
+            return enrolment
+
+        try:
+            enrolment = await run_in_threadpool(open_account)
+        except InvitationRefused:
+            return enrol_page(request, 401, TEXT[lang]["invitation"])
+        except CareVaultError as error:
+            return enrol_page(request, 422, error.message)
+        csrf = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+        return TEMPLATES.TemplateResponse(
+            request,
+            "enrol_done.html",
+            {
+                "t": TEXT[lang],
+                "lang": lang,
+                "csrf": csrf,
+                "account_id": enrolment.account_id,
+                # Safe to inline: segno draws the URI as path data only, with a fixed title;
+                # no byte of user input reaches the markup as text (tested).
+                "qr": Markup(enrolment.qr_svg),  # noqa: S704
+                "uri": enrolment.totp_provisioning_uri,
+                "codes": enrolment.recovery_codes,
+            },
+        )
+
+    @router.post("/enrol/confirm", include_in_schema=False)
+    async def confirm_enrolment(request: Request) -> Response:
+        lang = _language(request)
+        client = request.client.host if request.client else None
+        try:
+            form = await _form(request)
+            check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form.get("csrf"))
+        except CareVaultError:
+            return _error_page(request, lang, 403, TEXT[lang]["form"])
+        account_id, code = form.get("account_id", ""), form.get("code", "")
+        try:
+            await run_in_threadpool(
+                lambda: accounts.confirm_totp(account_id, code, client_ip=client)
+            )
+        except RateLimited as error:
+            return _error_page(
+                request, lang, 429, TEXT[lang]["throttled"].format(seconds=error.retry_after)
+            )
+        except CareVaultError:
+            return TEMPLATES.TemplateResponse(
+                request,
+                "enrol_done.html",
+                {
+                    "t": TEXT[lang],
+                    "lang": lang,
+                    "csrf": form.get("csrf", ""),
+                    "account_id": account_id,
+                    "error": TEXT[lang]["badcode"],
+                },
+                status_code=401,
+            )
+        return TEMPLATES.TemplateResponse(
+            request, "enrol_ready.html", {"t": TEXT[lang], "lang": lang}
+        )
 
     @router.post("/act-for", include_in_schema=False)
     async def act_for(request: Request) -> Response:

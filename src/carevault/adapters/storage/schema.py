@@ -409,3 +409,17 @@ oauth_code = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
 )
+
+# --- enrolment invitations (migration 0008) ------------------------------------------------------
+
+# A one-time activation code given to a patient whose identity was checked at a desk (or sent
+# by post), so that nobody else can open an account on their record. Only a hash is kept.
+enrolment_invitation = Table(
+    "enrolment_invitation",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("patient_id", ID, nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
