@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from carevault.adapters.keys.local_file import create_key_file, key_file_path
+from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.storage.database import connect, upgrade
 from carevault.adapters.storage.directory_store import SearchResult
 from carevault.adapters.storage.unit_of_work import UnitOfWork
@@ -30,6 +31,7 @@ from carevault.cli.pki_commands import app as pki_app
 from carevault.domain.errors import CareVaultError
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
+from carevault.services import pki
 from carevault.settings import Settings
 
 app = typer.Typer(
@@ -165,6 +167,14 @@ def demo(
             summary.accounts["patients"][0],
             settings.public_base_url.rstrip("/") + "/login",
         )
+    physicians = [p for p in summary.accounts["professionals"] if p["profession"] == "physician"]
+    if physicians:
+        pki_ctx = pki.PkiContext(
+            systems=ctx.systems,
+            ca_password=ca_key_password(settings.key_source),
+            clock=lambda: datetime.now(UTC),
+        )
+        loader.issue_demo_card(unit_of_work, pki_ctx, physicians[0], accounts.parent / "demo-card")
     loader.write_accounts(accounts, summary, settings.public_base_url.rstrip("/") + "/fhir")
     typer.echo(
         f"loaded {summary.organizations} organizations, {summary.practitioners} "

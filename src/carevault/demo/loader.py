@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from carevault.adapters.pki.credential_files import write_credentials
 from carevault.adapters.security.totp import TotpAuthenticator
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.unit_of_work import UnitOfWork
@@ -25,6 +26,7 @@ from carevault.domain.accounts import WeakPassword
 from carevault.domain.directory import Identifier
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
+from carevault.services import pki
 from carevault.services.accounts import AccountService
 
 BATCH = 1000
@@ -237,3 +239,37 @@ def enrol_demo_patient(accounts: AccountService, patient: dict[str, Any], portal
         "recovery_codes": list(enrolment.recovery_codes),
         "how": "enter the secret in an authenticator app, or: oathtool --totp -b SECRET",
     }
+
+
+def issue_demo_card(
+    units: Callable[[], UnitOfWork],
+    ctx: pki.PkiContext,
+    professional: dict[str, Any],
+    directory: Path,
+) -> bool:
+    """Give a demo physician a certificate (their "card") in ``directory``, so a newcomer can
+    run the README's token snippet at once; False when the PKI is not initialized yet."""
+    if directory.exists():
+        return False
+
+    def deliver(credentials: pki.Credentials) -> None:
+        write_credentials(
+            directory,
+            credentials.record.certificate_pem,
+            credentials.private_key_pem,
+            credentials.chain_pem,
+        )
+
+    try:
+        with units() as uow:
+            record = pki.issue_practitioner_certificate(
+                uow, ctx, professional["practitioner_id"], deliver
+            )
+    except pki.PkiNotInitialized:
+        return False
+    professional["card"] = {
+        "directory": str(directory),
+        "client_id": record.client_id,
+        "serial": record.serial,
+    }
+    return True
