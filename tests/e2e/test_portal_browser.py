@@ -9,11 +9,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pyotp
 import pytest
+
+from .conftest import CAREVAULT, carevault_env
 
 pytestmark = pytest.mark.e2e
 
@@ -139,9 +145,6 @@ def test_capability_statement_link(server: Any, page: Any) -> None:
 def test_a_patient_signs_in_sees_who_accessed_the_record_and_signs_out(
     server: Any, page: Any, tmp_path: Path
 ) -> None:
-    import httpx
-    import pyotp
-
     demo = server.accounts["patients"][0]
     portal = demo["portal"]
     # A professional's system reads the record first (recorded in the patient's history).
@@ -174,3 +177,37 @@ def test_a_patient_signs_in_sees_who_accessed_the_record_and_signs_out(
     assert "/login" in page.url  # the session is over
     errors = [p for p in problems if p.startswith("page error")]
     assert errors == [], "\n".join(errors)
+
+
+def test_a_patient_enrols_in_the_browser_then_signs_in(server: Any, page: Any) -> None:
+    patient = server.accounts["patients"][1]
+    invited = subprocess.run(
+        [CAREVAULT, "accounts", "invite", patient["patient_id"], "--json"], cwd=server.workdir,
+        env=carevault_env(server.workdir, server.base_url), capture_output=True, text=True,
+        timeout=120, check=True)
+    code = json.loads(invited.stdout)["activation_code"]
+    page.goto(server.base_url + "/enrol", wait_until="load")
+    page.fill("#national_id", patient["national_id"])
+    page.fill("#activation", code)
+    page.fill("#login", "browser.patient@example.lu")
+    page.fill("#password", "a passphrase typed in a browser 7")
+    page.fill("#password2", "a passphrase typed in a browser 7")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#enrol")
+    assert page.locator("#qr svg").is_visible()
+    uri = page.locator("#totp-uri").inner_text()
+    secret = re.search(r"secret=([A-Z2-7]+)", uri)
+    assert secret
+    totp = pyotp.TOTP(secret.group(1))
+    assert len(page.locator("#recovery-codes li").all_inner_texts()) >= 8
+    page.fill("#code", totp.at(datetime.now(UTC) - timedelta(seconds=30)))
+    with page.expect_navigation(wait_until="load"):
+        page.click("#confirm")
+    assert page.locator("#ready").is_visible()
+    page.click("#signin-now")
+    page.fill("#login", "browser.patient@example.lu")
+    page.fill("#password", "a passphrase typed in a browser 7")
+    page.fill("#code", totp.now())
+    with page.expect_navigation(wait_until="load"):
+        page.click("#signin")
+    assert patient["name"].split()[-1] in page.locator("#patient-name").inner_text()
