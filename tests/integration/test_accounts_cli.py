@@ -68,3 +68,31 @@ def test_a_weak_password_is_refused_readably(cli: CliRunner, platform: Platform)
     assert refused.exit_code == 1
     assert refused.output.startswith("error: ")
     assert "Traceback" not in refused.output
+
+
+def test_operators_representatives_and_mandates(cli: CliRunner, platform: Platform) -> None:
+    officer = cli.invoke(app, ["accounts", "add-operator", "--login", "so@carevault.test",
+                               "--security-officer", "--password-stdin", "--json"],
+                         input=PASSWORD + "\n")
+    assert officer.exit_code == 0, officer.output
+    assert json.loads(officer.output)["totp_uri"].startswith("otpauth://totp/")
+    parent = cli.invoke(app, ["accounts", "add-representative", "--login", "dad@example.lu",
+                              "--password-stdin", "--json"], input=PASSWORD + "\n")
+    assert parent.exit_code == 0, parent.output
+    representative = json.loads(parent.output)["account_id"]
+    ctx = platform.directory
+    with platform.unit_of_work() as uow:
+        child = svc.register_patients(uow, ctx, [patient(ctx.systems, 3)])[0].id
+    made = cli.invoke(app, ["accounts", "mandate", representative, child, "--scope", "read",
+                            "--until", "2099-12-31"])
+    assert made.exit_code == 0, made.output
+    (mandate,) = platform.accounts.mandates_of(representative)
+    assert (mandate.patient_id, mandate.scope) == (child, "read")
+    assert mandate.ends_at is not None and mandate.ends_at.year == 2100
+    bad = cli.invoke(app, ["accounts", "mandate", representative, child, "--until", "soon"])
+    assert bad.exit_code == 1 and bad.output.startswith("error: ")
+    size = platform.audit.size("operator")
+    interactions = [AuditRecord.from_canonical(d).interaction
+                    for _, d in platform.audit.entries("operator", 0, size)]
+    for expected in ("accounts add-operator", "accounts add-representative", "accounts mandate"):
+        assert expected in interactions

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
 import typer
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import account_service
-from carevault.cli.context import engine_for, log_for, operator_record, settings
+from carevault.cli.context import engine_for, log_for, operator, operator_record, settings
 from carevault.cli.errors import friendly
 from carevault.domain.errors import CareVaultError
+from carevault.services.accounts import Enrolment
 from carevault.services.invitations import invite
 from carevault.services.patient_apps import register_app
 from carevault.settings import Settings
@@ -47,31 +48,11 @@ def enrol_patient(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Create a patient's portal account; prints the TOTP enrolment URI and recovery codes."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     config = settings()
     service = account_service(config, engine_for(config.database_url), log_for(config))
-    enrolment = service.enrol_patient(login, password, patient_id=patient_id)
+    enrolment = service.enrol_patient(login, _password(password_stdin), patient_id=patient_id)
     _record(config, "accounts enrol-patient", enrolment.account_id)
-    if json_output:
-        typer.echo(
-            json.dumps(
-                {
-                    "account_id": enrolment.account_id,
-                    "totp_uri": enrolment.totp_provisioning_uri,
-                    "recovery_codes": list(enrolment.recovery_codes),
-                }
-            )
-        )
-        return
-    typer.echo(f"account {enrolment.account_id} created; scan this in an authenticator app:")
-    typer.echo(enrolment.totp_provisioning_uri)
-    typer.echo("recovery codes (shown once):")
-    for code in enrolment.recovery_codes:
-        typer.echo(f"  {code}")
-    typer.echo("then run: carevault accounts confirm ACCOUNT_ID --code <first code>")
+    _print_enrolment(enrolment, json_output)
 
 
 @app.command("invite")
@@ -129,3 +110,97 @@ def register(
         typer.echo(json.dumps({"client_id": client_id}))
     else:
         typer.echo(f"app registered: client_id {client_id}")
+
+
+def _password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _print_enrolment(enrolment: Enrolment, json_output: bool) -> None:
+    if json_output:
+        typer.echo(
+            json.dumps(
+                {
+                    "account_id": enrolment.account_id,
+                    "totp_uri": enrolment.totp_provisioning_uri,
+                    "recovery_codes": list(enrolment.recovery_codes),
+                }
+            )
+        )
+        return
+    typer.echo(f"account {enrolment.account_id} created; scan this in an authenticator app:")
+    typer.echo(enrolment.totp_provisioning_uri)
+    typer.echo("recovery codes (shown once):")
+    for code in enrolment.recovery_codes:
+        typer.echo(f"  {code}")
+    typer.echo("then run: carevault accounts confirm ACCOUNT_ID --code <first code>")
+
+
+@app.command("add-operator")
+@friendly
+def add_operator(
+    login: Annotated[str, typer.Option(help="The operator's login.")],
+    security_officer: Annotated[
+        bool, typer.Option(help="May read the audit trail (never clinical content).")
+    ] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create an operator or security officer account (TOTP mandatory)."""
+    config = settings()
+    service = account_service(config, engine_for(config.database_url), log_for(config))
+    enrolment = service.register_operator(
+        login, _password(password_stdin), security_officer=security_officer, by=operator()
+    )
+    _record(config, "accounts add-operator", enrolment.account_id)
+    _print_enrolment(enrolment, json_output)
+
+
+@app.command("add-representative")
+@friendly
+def add_representative(
+    login: Annotated[str, typer.Option(help="The representative's login.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a representative's account (a person who may act for patients by mandate)."""
+    config = settings()
+    service = account_service(config, engine_for(config.database_url), log_for(config))
+    enrolment = service.add_representative(login, _password(password_stdin))
+    _record(config, "accounts add-representative", enrolment.account_id)
+    _print_enrolment(enrolment, json_output)
+
+
+@app.command("mandate")
+@friendly
+def mandate(
+    representative: Annotated[str, typer.Argument(help="The representative's account id.")],
+    patient_id: Annotated[str, typer.Argument(help="The patient's FHIR id.")],
+    scope: Annotated[str, typer.Option(help="read or manage.")] = "read",
+    until: Annotated[
+        str | None, typer.Option(help="Last day, YYYY-MM-DD (excluded after).")
+    ] = None,
+) -> None:
+    """Record a mandate (e.g. a guardianship the desk has seen) from a patient to a
+    representative, with its scope and end."""
+    config = settings()
+    service = account_service(config, engine_for(config.database_url), log_for(config))
+    now = datetime.now(UTC)
+    ends = None
+    if until is not None:
+        try:
+            ends = datetime.combine(date.fromisoformat(until) + timedelta(days=1), time(), UTC)
+        except ValueError:
+            raise CareVaultError(f"--until {until!r} is not a date YYYY-MM-DD") from None
+    made = service.create_mandate(representative, patient_id, scope, now, ends, by=operator())
+    _record(config, "accounts mandate", representative)
+    typer.echo(
+        f"mandate {made.id}: {representative} may {scope} Patient/{patient_id}"
+        + (f" until {until}" if until else "")
+    )
