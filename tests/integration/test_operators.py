@@ -45,11 +45,13 @@ def operator_token(client: TestClient, platform: Platform, login: str, totp: pyo
         "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
         "scope": scope, "code_challenge": challenge.rstrip("="),
         "code_challenge_method": "S256"})
-    login_page = client.get(client.get(url, follow_redirects=False).headers["location"])
+    to_login = client.get(url, follow_redirects=False).headers["location"]
+    # Operators have their own door; the patients' page links to it, keeping "next".
+    login_page = client.get(to_login.replace("/login", "/operator/login", 1))
     csrf = CSRF.search(login_page.text)
     next_field = re.search(r'name="next" value="([^"]+)"', login_page.text)
     assert csrf and next_field
-    back = client.post("/login", data={"login": login, "password": PASSWORD,
+    back = client.post("/operator/login", data={"login": login, "password": PASSWORD,
                                        "code": totp.now(), "csrf": csrf.group(1),
                                        "next": next_field.group(1).replace("&amp;", "&")},
                        follow_redirects=False)
@@ -117,12 +119,22 @@ def test_a_security_officer_reads_the_audit_trail_and_nothing_else(
 def test_operators_sign_in_to_a_page_without_medical_content(
         client: TestClient, platform: Platform, a_patient: str) -> None:
     totp = operator(platform, "ops2@carevault.test", security_officer=False)
-    page = client.get("/login")
+    patients_door = client.get("/login")
+    csrf = CSRF.search(patients_door.text)
+    assert csrf
+    wrong_door = client.post("/login", data={"login": "ops2@carevault.test",
+                                             "password": PASSWORD, "code": totp.now(),
+                                             "csrf": csrf.group(1)})
+    assert wrong_door.status_code == 401  # the same answer as a wrong password
+    page = client.get("/operator/login")
+    assert "Operators and security officers" in page.text
     csrf = CSRF.search(page.text)
     assert csrf
-    signed_in = client.post("/login", data={"login": "ops2@carevault.test",
-                                            "password": PASSWORD, "code": totp.now(),
-                                            "csrf": csrf.group(1)})
+    later = datetime.now(UTC) + timedelta(seconds=30)  # the current step was just used
+    signed_in = client.post("/operator/login", data={"login": "ops2@carevault.test",
+                                                     "password": PASSWORD,
+                                                     "code": totp.at(later),
+                                                     "csrf": csrf.group(1)})
     assert signed_in.status_code == 200
     assert "Operators never see medical content" in signed_in.text
     assert "access-history" not in signed_in.text

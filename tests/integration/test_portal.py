@@ -128,3 +128,15 @@ def test_reading_the_history_is_itself_recorded(client: TestClient, platform: Pl
     last = AuditRecord.from_canonical(platform.audit.entries("clinical", size - 1, size)[0][1])
     assert (last.kind, last.interaction, last.patient) == (
         "patient-action", "access-history", account.patient_id)
+
+
+def test_a_patient_cannot_use_the_operators_door(client: TestClient,
+                                                 account: PatientAccount) -> None:
+    page = client.get("/operator/login")
+    csrf = CSRF.search(page.text)
+    assert csrf
+    refused = client.post("/operator/login", data={
+        "login": account.login, "password": account.password, "code": account.totp.now(),
+        "csrf": csrf.group(1)}, follow_redirects=False)
+    assert refused.status_code == 401
+    assert "cv_session=" not in refused.headers.get("set-cookie", "")

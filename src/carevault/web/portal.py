@@ -70,6 +70,9 @@ TEXT = {
         "deny": "Refuse",
         "asks": "{app} asks for:",
         "error": "Something is wrong",
+        "operators": "Operators and security officers",
+        "to_operators": "Operators and security officers sign in here",
+        "to_patients": "Patients sign in here",
         "enrol": "Open your account",
         "national": "Your national identification number (13 digits)",
         "activation": "The activation code you were given",
@@ -111,6 +114,9 @@ TEXT = {
         "deny": "Refuser",
         "asks": "{app} demande :",
         "error": "Un problème est survenu",
+        "operators": "Opérateurs et responsables de la sécurité",
+        "to_operators": "Connexion des opérateurs et responsables de la sécurité",
+        "to_patients": "Connexion des patients",
         "enrol": "Ouvrir votre compte",
         "national": "Votre numéro d'identification national (13 chiffres)",
         "activation": "Le code d'activation que vous avez reçu",
@@ -181,7 +187,12 @@ def portal_router(
         )
 
     def login_page(
-        request: Request, status: int = 200, error: str | None = None, next_url: str | None = None
+        request: Request,
+        status: int = 200,
+        error: str | None = None,
+        next_url: str | None = None,
+        *,
+        operators: bool = False,
     ) -> Response:
         lang = _language(request)
         csrf = secrets.token_urlsafe(32)
@@ -189,7 +200,17 @@ def portal_router(
         response = TEMPLATES.TemplateResponse(
             request,
             "login.html",
-            {"t": TEXT[lang], "lang": lang, "csrf": csrf, "error": error, "next": next_url},
+            {
+                "t": TEXT[lang],
+                "lang": lang,
+                "csrf": csrf,
+                "error": error,
+                "next": next_url,
+                "action": "/operator/login" if operators else "/login",
+                "operators": operators,
+                "other": ("/login" if operators else "/operator/login")
+                + (f"?{urlencode({'next': next_url})}" if next_url else ""),
+            },
             status_code=status,
         )
         set_cookie(response, LOGIN_CSRF_COOKIE, csrf, 900)
@@ -201,12 +222,26 @@ def portal_router(
 
     @router.post("/login", include_in_schema=False)
     async def sign_in(request: Request) -> Response:
+        return await _sign_in(request, operators=False)
+
+    @router.get("/operator/login", response_class=HTMLResponse, include_in_schema=False)
+    async def show_operator_login(request: Request) -> Response:
+        return login_page(request, operators=True)
+
+    @router.post("/operator/login", include_in_schema=False)
+    async def operator_sign_in(request: Request) -> Response:
+        return await _sign_in(request, operators=True)
+
+    async def _sign_in(request: Request, *, operators: bool) -> Response:
+        """Patients and representatives sign in at /login, operators and security officers
+        at /operator/login ("one function, one directory"); an account at the wrong door
+        gets the same answer as a wrong password."""
         lang = _language(request)
         try:
             form = await _form(request)
             check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form.get("csrf"))
         except NotPermitted:
-            return login_page(request, 403, TEXT[lang]["form"])
+            return login_page(request, 403, TEXT[lang]["form"], operators=operators)
         next_url = _safe_next(form.get("next"))
         client = request.client.host if request.client else ""
         try:
@@ -219,12 +254,18 @@ def portal_router(
             )
         except Throttled as error:
             page = login_page(
-                request, 429, TEXT[lang]["throttled"].format(seconds=error.retry_after)
+                request,
+                429,
+                TEXT[lang]["throttled"].format(seconds=error.retry_after),
+                next_url,
+                operators=operators,
             )
             page.headers["Retry-After"] = str(error.retry_after)
             return page
         except AuthenticationFailed:
-            return login_page(request, 401, TEXT[lang]["failed"], next_url)
+            return login_page(request, 401, TEXT[lang]["failed"], next_url, operators=operators)
+        if (principal.kind is AccountKind.OPERATOR) != operators:
+            return login_page(request, 401, TEXT[lang]["failed"], next_url, operators=operators)
         kind = _session_kind(principal.kind, principal.security_officer)
         patient = principal.patient_id if principal.kind is AccountKind.PATIENT else None
         token, _session = await run_in_threadpool(
