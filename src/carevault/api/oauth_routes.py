@@ -90,9 +90,7 @@ def oauth_router(
 ) -> APIRouter:
     router = APIRouter()
 
-    def record(
-        request: Request, outcome: str, detail: dict[str, str], interaction: str = "token"
-    ) -> None:
+    def record(request: Request, outcome: str, detail: dict[str, str], interaction: str) -> None:
         client = request.client.host if request.client else None
         log.append(
             [
@@ -109,6 +107,20 @@ def oauth_router(
                 )
             ]
         )
+
+    def recorded(
+        request: Request, answer: Response, outcome: str, detail: dict[str, str], interaction: str
+    ) -> Response:
+        """The answer, once its audit entry is durable; 503 and nothing else otherwise."""
+        try:
+            record(request, outcome, detail, interaction)
+        except AuditUnavailable:
+            return _oauth_error(
+                503,
+                "temporarily_unavailable",
+                "the request could not be recorded; nothing was done",
+            )
+        return answer
 
     def metadata() -> dict[str, Any]:
         return {
@@ -214,15 +226,7 @@ def oauth_router(
                 headers=NO_STORE,
             )
             outcome, detail = "0", {"scope": grant.scope}
-        try:
-            record(request, outcome, detail)
-        except AuditUnavailable:
-            return _oauth_error(
-                503,
-                "temporarily_unavailable",
-                "the request could not be recorded; nothing was issued",
-            )
-        return answer
+        return recorded(request, answer, outcome, detail, "token")
 
     def code_grant(request: Request, form: dict[str, str]) -> Response:
         """A patient app trades its code and PKCE verifier for a token on its patient."""
@@ -252,15 +256,7 @@ def oauth_router(
                 headers=NO_STORE,
             )
             outcome, detail = "0", {"scope": grant.scope, "client_id": form.get("client_id", "")}
-        try:
-            record(request, outcome, detail, "authorization-code")
-        except AuditUnavailable:
-            return _oauth_error(
-                503,
-                "temporarily_unavailable",
-                "the request could not be recorded; nothing was issued",
-            )
-        return answer
+        return recorded(request, answer, outcome, detail, "authorization-code")
 
     async def _token_parameter(request: Request) -> str | Response:
         try:
@@ -288,10 +284,12 @@ def oauth_router(
             return value
         with units() as uow:
             revoked = revoke(uow, tokens, value)
-        try:
-            record(request, "0", {"revoked": revoked or "unknown token"}, "token-revocation")
-        except AuditUnavailable:
-            return _oauth_error(503, "temporarily_unavailable", "the revocation was not recorded")
-        return Response(status_code=200, headers=NO_STORE)
+        return recorded(
+            request,
+            Response(status_code=200, headers=NO_STORE),
+            "0",
+            {"revoked": revoked or "unknown token"},
+            "token-revocation",
+        )
 
     return router

@@ -186,6 +186,21 @@ def portal_router(
             name, value, max_age=max_age, httponly=True, secure=secure, samesite="strict", path="/"
         )
 
+    def anonymous_form(
+        request: Request, template: str, status: int, context: dict[str, Any]
+    ) -> Response:
+        """A form shown before sign-in: its CSRF token is a double-submit cookie."""
+        lang = _language(request)
+        csrf = secrets.token_urlsafe(32)
+        response = TEMPLATES.TemplateResponse(
+            request,
+            template,
+            {"t": TEXT[lang], "lang": lang, "csrf": csrf, **context},
+            status_code=status,
+        )
+        set_cookie(response, LOGIN_CSRF_COOKIE, csrf, 1800)
+        return response
+
     def login_page(
         request: Request,
         status: int = 200,
@@ -194,27 +209,20 @@ def portal_router(
         *,
         operators: bool = False,
     ) -> Response:
-        lang = _language(request)
-        csrf = secrets.token_urlsafe(32)
         next_url = _safe_next(next_url or request.query_params.get("next"))
-        response = TEMPLATES.TemplateResponse(
+        other = "/login" if operators else "/operator/login"
+        return anonymous_form(
             request,
             "login.html",
+            status,
             {
-                "t": TEXT[lang],
-                "lang": lang,
-                "csrf": csrf,
                 "error": error,
                 "next": next_url,
-                "action": "/operator/login" if operators else "/login",
                 "operators": operators,
-                "other": ("/login" if operators else "/operator/login")
-                + (f"?{urlencode({'next': next_url})}" if next_url else ""),
+                "action": "/operator/login" if operators else "/login",
+                "other": other + (f"?{urlencode({'next': next_url})}" if next_url else ""),
             },
-            status_code=status,
         )
-        set_cookie(response, LOGIN_CSRF_COOKIE, csrf, 900)
-        return response
 
     @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
     async def show_login(request: Request) -> Response:
@@ -362,16 +370,7 @@ def portal_router(
     enrol_limiter = TokenBucketLimiter(10)
 
     def enrol_page(request: Request, status: int = 200, error: str | None = None) -> Response:
-        lang = _language(request)
-        csrf = secrets.token_urlsafe(32)
-        response = TEMPLATES.TemplateResponse(
-            request,
-            "enrol.html",
-            {"t": TEXT[lang], "lang": lang, "csrf": csrf, "error": error},
-            status_code=status,
-        )
-        set_cookie(response, LOGIN_CSRF_COOKIE, csrf, 1800)
-        return response
+        return anonymous_form(request, "enrol.html", status, {"error": error})
 
     @router.get("/enrol", response_class=HTMLResponse, include_in_schema=False)
     async def show_enrol(request: Request) -> Response:
