@@ -25,13 +25,15 @@ from carevault.api.fhir.directory_handlers import fhir_handlers
 from carevault.api.fhir.door import FhirDoor
 from carevault.api.oauth_routes import oauth_router
 from carevault.domain.audit import STREAMS
+from carevault.domain.errors import CareVaultError
 from carevault.domain.professions import Professions
+from carevault.domain.scopes import permits
 from carevault.fhirmodel.directory import IdentitySystems
 from carevault.services.accounts import AccountService
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
 from carevault.services.portal_sessions import PortalSessions
-from carevault.services.tokens import TokenContext
+from carevault.services.tokens import TokenContext, authenticate
 from carevault.settings import Settings
 from carevault.web.portal import portal_router
 
@@ -135,5 +137,18 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         TokenBucketLimiter(settings.rate_limit_per_minute),
         utc_now,
     )
-    app = create_app(settings, door, log, routers=[oauth, portal])
+
+    def security_officer(token: str) -> str | None:
+        with UnitOfWork(engine) as uow:
+            try:
+                caller = authenticate(uow, tokens, token)
+            except CareVaultError:
+                return None
+        if caller.role == "security-officer" and permits(caller.scopes, "AuditEvent", "r"):
+            return caller.fhir_user
+        return None
+
+    app = create_app(
+        settings, door, log, routers=[oauth, portal], security_officer=security_officer
+    )
     return Platform(settings, engine, directory, log, tokens, accounts, door, app)

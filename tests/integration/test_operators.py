@@ -16,6 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from carevault.bootstrap import Platform
+from carevault.domain.audit import AuditRecord
 from carevault.services.patient_apps import register_app
 from support.builders import patient
 
@@ -138,3 +139,27 @@ def test_operators_sign_in_to_a_page_without_medical_content(
     assert signed_in.status_code == 200
     assert "Operators never see medical content" in signed_in.text
     assert "access-history" not in signed_in.text
+
+
+def test_a_security_officer_token_reads_the_audit_entries_from_anywhere(
+        client: TestClient, platform: Platform, a_patient: str) -> None:
+    officer = operator(platform, "so2@carevault.test", security_officer=True)
+    officer_token = operator_token(client, platform, "so2@carevault.test", officer,
+                                   "system/AuditEvent.rs")
+    plain = operator(platform, "ops3@carevault.test", security_officer=False)
+    client.cookies.clear()  # another person at another browser
+    plain_token = operator_token(client, platform, "ops3@carevault.test", plain,
+                                 "system/AuditEvent.rs")
+    with TestClient(platform.app, client=("198.51.100.77", 1)) as remote:
+        params = {"start": 0, "end": 2}
+        served = remote.get("/audit/entries", params=params,
+                            headers={"Authorization": f"Bearer {officer_token}"})
+        assert served.status_code == 200 and len(served.json()["entries"]) == 2
+        for headers in ({"Authorization": f"Bearer {plain_token}"}, {}):
+            assert remote.get("/audit/entries", params=params,
+                              headers=headers).status_code == 401
+    size = platform.audit.size("operator")
+    reads = [AuditRecord.from_canonical(d) for _, d in platform.audit.entries(
+        "operator", 0, size)]
+    served_to = [r for r in reads if r.interaction == "audit-entries" and r.outcome == "0"]
+    assert served_to[-1].agent.who is not None and served_to[-1].agent.who.startswith("account:")

@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from carevault import __version__
 from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 from carevault.adapters.timestamping import HttpTimeStampAuthority
-from carevault.api.audit_routes import audit_router
+from carevault.api.audit_routes import SecurityOfficer, audit_router
 from carevault.api.fhir.door import FORM, FhirDoor, FhirResponse
 from carevault.api.pki_routes import pki_router
 from carevault.domain.audit import STREAMS
@@ -152,7 +152,11 @@ def _start_atna_export(
 
 
 def create_app(
-    settings: Settings, door: FhirDoor, log: AuditLog, routers: Sequence[APIRouter] = ()
+    settings: Settings,
+    door: FhirDoor,
+    log: AuditLog,
+    routers: Sequence[APIRouter] = (),
+    security_officer: SecurityOfficer = lambda _token: None,
 ) -> FastAPI:
     app = FastAPI(
         title="CareVault",
@@ -162,7 +166,7 @@ def create_app(
         openapi_url=None,
         lifespan=lambda _app: _lifespan_with(log, settings),
     )
-    app.include_router(audit_router(log, settings, utc_now))
+    app.include_router(audit_router(log, settings, utc_now, security_officer))
     for router in routers:
         app.include_router(router)
     app.include_router(pki_router(log.engine, settings, utc_now))

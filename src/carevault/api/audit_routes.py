@@ -50,7 +50,17 @@ def _stream(request: Request) -> str:
     return stream
 
 
-def audit_router(log: AuditLog, settings: Settings, clock: Callable[[], Any]) -> APIRouter:
+SecurityOfficer = Callable[[str], str | None]
+
+
+def audit_router(
+    log: AuditLog,
+    settings: Settings,
+    clock: Callable[[], Any],
+    security_officer: SecurityOfficer = lambda _token: None,
+) -> APIRouter:
+    """``security_officer(bearer token)`` names the security officer a token belongs to, or
+    None; the entries are served to them (and, in ``dev`` only, to the developer's loopback)."""
     router = APIRouter(prefix="/audit")
 
     def answer(produce: Callable[[], Any]) -> Response:
@@ -120,6 +130,8 @@ def audit_router(log: AuditLog, settings: Settings, clock: Callable[[], Any]) ->
     @router.get("/entries")
     def entries(request: Request) -> Response:
         client = request.client.host if request.client else ""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        officer = security_officer(token.strip()) if scheme.lower() == "bearer" else None
 
         def recorded(outcome: str, detail: str) -> None:
             # Every attempt on the entries is recorded in the operators' stream, refused or not.
@@ -132,7 +144,7 @@ def audit_router(log: AuditLog, settings: Settings, clock: Callable[[], Any]) ->
                         action="R",
                         interaction="audit-entries",
                         outcome=outcome,
-                        agent=Agent(who=None, role="security-officer", network=client or None),
+                        agent=Agent(who=officer, role="security-officer", network=client or None),
                         entity_type="AuditLog",
                         query=str(request.query_params)[:500],
                         detail={"result": detail},
@@ -141,8 +153,8 @@ def audit_router(log: AuditLog, settings: Settings, clock: Callable[[], Any]) ->
             )
 
         def produce() -> dict[str, Any]:
-            # Until sign-in lands, the security officer is the developer on this machine.
-            if settings.environment != "dev" or not is_loopback(client):
+            developer = settings.environment == "dev" and is_loopback(client)
+            if officer is None and not developer:
                 recorded("4", "refused: not the security officer")
                 raise BadAuditRequest(401, "the audit entries are for the security officer")
             try:
