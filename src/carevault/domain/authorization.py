@@ -1,0 +1,964 @@
+"""The authorization engine (*moteur d'habilitation*): who may read, search and write what.
+
+A pure function over facts loaded for one patient: ``decide(subject, action, record, document,
+now, matrix)`` returns a `Decision` — permit or deny, the deciding rule, reasons in plain English
+and French, the obligations the caller must fulfil (audit with a purpose of use, notify the
+patient, alert the security officer) and the path of rules evaluated, for ``explain``.
+``visible_filter`` describes, for a search, exactly the documents a single read would permit, so
+that a storage layer can turn it into SQL and hidden results never leave the database.
+
+The rules, first deny wins, deny by default (PRODUCT.md, "The authorization engine")::
+
+    identity → operator → record → blacklist → author | patient | representative → hidden
+      → profile → mandate → confidentiality → grant → emergency → deny-by-default
+
+Rules 7 (grant) and 10 (emergency) are the only ways a professional gets in, so they are tried
+last, after the rules that can only deny (mandate, confidentiality): a decision then always ends
+with the rule that decided it, and a refusal names the most specific reason (a secret document
+is refused as secret, not as "no grant"). Rules that do not apply to a kind of subject are not
+evaluated and do not appear in the path.
+
+Choices the specification leaves open, made here:
+
+- the author exception is personal: it covers the practitioner who wrote the document, not their
+  organization's system nor their assistant; so is the referring physician's exception to
+  *hidden*;
+- an assistant acts with the mandating practitioner's profile and grants, narrowed: never writes,
+  never declares or uses emergency access, never sees hidden or ``V`` documents;
+- a representative reads what the patient reads except ``V`` documents (secret documents, e.g. a
+  minor's, stay between author and patient) and documents not yet released to the patient;
+- grants to an organization or a care team without an end date are ignored (group grants need
+  one); delegations count only while the patient allows delegation, and give at most the level
+  the delegator holds through their own delegable grants at that instant;
+- the record model (opt-in / opt-out) decides whether a record exists, which the loader already
+  knows: a missing record is passed as ``None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+
+__all__ = [
+    "DEFAULT_PROFILE_MATRIX",
+    "ORGANIZATION_SYSTEM_PROFILE",
+    "Action",
+    "Block",
+    "Confidentiality",
+    "Decision",
+    "Delegation",
+    "DocumentFacts",
+    "DocumentFilter",
+    "EmergencySetting",
+    "EmergencyWindow",
+    "Grant",
+    "GrantLevel",
+    "MandateScope",
+    "Obligation",
+    "Party",
+    "ProfileMatrix",
+    "RecordFacts",
+    "RecordModel",
+    "RecordState",
+    "Representative",
+    "Subject",
+    "SubjectKind",
+    "decide",
+    "visible_filter",
+]
+
+
+# --- facts -----------------------------------------------------------------------------------
+
+
+class SubjectKind(StrEnum):
+    PRACTITIONER = "practitioner"
+    ASSISTANT = "assistant"
+    ORGANIZATION_SYSTEM = "organization_system"
+    PATIENT = "patient"
+    REPRESENTATIVE = "representative"
+    OPERATOR = "operator"
+
+
+class Action(StrEnum):
+    READ = "read"
+    SEARCH = "search"
+    WRITE = "write"
+    EMERGENCY = "emergency"  # declaring break-the-glass on the record
+
+
+class RecordState(StrEnum):
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class RecordModel(StrEnum):
+    OPT_OUT = "opt-out"
+    OPT_IN = "opt-in"
+
+
+class Confidentiality(StrEnum):
+    """HL7 v3 confidentiality codes."""
+
+    N = "N"
+    R = "R"
+    V = "V"
+
+
+class GrantLevel(StrEnum):
+    NORMAL = "normal"  # sees N
+    EXTENDED = "extended"  # sees N and R
+
+
+class Party(StrEnum):
+    """Who a grant or a block names."""
+
+    PRACTITIONER = "practitioner"
+    ORGANIZATION = "organization"
+    CARE_TEAM = "care_team"
+
+
+class EmergencySetting(StrEnum):
+    OFF = "off"
+    NORMAL = "normal"
+    NORMAL_AND_RESTRICTED = "normal+restricted"
+
+
+class MandateScope(StrEnum):
+    READ = "read"
+    MANAGE = "manage"  # read, write and manage the record for the patient
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The authenticated identity, as the directories describe it.
+
+    ``identity_valid`` sums up what was checked before the engine: token not expired, certificate
+    not revoked, scope covers the action. For an assistant, ``mandator`` is the mandating
+    practitioner as the directory describes them (their profession, organizations, care teams).
+    A representative's mandate is read from the record, where the patient keeps it, not from the
+    subject: a stale token cannot widen it.
+    """
+
+    kind: SubjectKind
+    id: str
+    profession: str | None = None
+    specialty: str | None = None
+    organization_ids: frozenset[str] = frozenset()
+    care_team_ids: frozenset[str] = frozenset()
+    licence_active: bool = True
+    identity_valid: bool = True
+    mandator: Subject | None = None
+
+    @property
+    def mandator_id(self) -> str | None:
+        return self.mandator.id if self.mandator is not None else None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Access given by the patient (or a representative) to a practitioner, organization or team."""
+
+    party: Party
+    party_id: str
+    level: GrantLevel
+    start: datetime
+    end: datetime | None = None
+    granted_by: str = ""
+    delegable: bool = False
+
+    def active(self, now: datetime) -> bool:
+        if self.party is not Party.PRACTITIONER and self.end is None:
+            return False  # a group grant without an end date is not valid
+        return self.start <= now and (self.end is None or now < self.end)
+
+
+@dataclass(frozen=True)
+class Block:
+    party: Party
+    party_id: str
+
+
+@dataclass(frozen=True)
+class EmergencyWindow:
+    practitioner_id: str
+    until: datetime
+
+
+@dataclass(frozen=True)
+class Representative:
+    person_id: str
+    scope: MandateScope
+    start: datetime
+    end: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        return self.start <= now and (self.end is None or now < self.end)
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """A practitioner passes (part of) their access on to another; the end date is mandatory."""
+
+    delegator_id: str
+    delegate_id: str
+    level: GrantLevel
+    start: datetime
+    end: datetime
+
+    def active(self, now: datetime) -> bool:
+        return self.start <= now < self.end
+
+
+@dataclass(frozen=True)
+class RecordFacts:
+    patient_id: str
+    state: RecordState = RecordState.ACTIVE
+    model: RecordModel = RecordModel.OPT_OUT
+    referring_physician_id: str | None = None
+    grants: tuple[Grant, ...] = ()
+    blocks: tuple[Block, ...] = ()
+    emergency_setting: EmergencySetting = EmergencySetting.NORMAL
+    emergency_windows: tuple[EmergencyWindow, ...] = ()
+    representatives: tuple[Representative, ...] = ()
+    delegation_allowed: bool = False
+    delegations: tuple[Delegation, ...] = ()
+
+
+@dataclass(frozen=True)
+class DocumentFacts:
+    id: str
+    author_id: str
+    author_organization_id: str
+    class_code: str
+    type_code: str = ""
+    confidentiality: Confidentiality = Confidentiality.N
+    hidden: bool = False
+    not_yet_visible_to_patient: bool = False
+
+
+# --- the profile matrix ----------------------------------------------------------------------
+
+ORGANIZATION_SYSTEM_PROFILE = "organization-system"
+_ANY_CLASS = "*"
+_MATRIX_ACTIONS = ("read", "write")
+
+
+@dataclass(frozen=True)
+class ProfileMatrix:
+    """Which profession (or profession/specialty) may read or write which document classes.
+
+    Keys are ``"profession"`` or ``"profession/specialty"``; a specialty adds to its profession.
+    ``"*"`` stands for every class. A profession absent from the matrix may do nothing.
+    """
+
+    version: str
+    profiles: Mapping[str, Mapping[str, frozenset[str]]]
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object]) -> ProfileMatrix:
+        """Build from ``{"version": ..., "profiles": {key: {"read": [...], "write": [...]}}}``."""
+        version = data.get("version")
+        profiles = data.get("profiles")
+        if not isinstance(version, str) or not version:
+            raise ValueError("the profile matrix needs a version")
+        if not isinstance(profiles, Mapping):
+            raise ValueError("the profile matrix needs a 'profiles' mapping")
+        built: dict[str, Mapping[str, frozenset[str]]] = {}
+        for key, actions in profiles.items():
+            if not isinstance(key, str) or not key or not isinstance(actions, Mapping):
+                raise ValueError(f"profile {key!r}: expected a mapping of actions to classes")
+            unknown = set(actions) - set(_MATRIX_ACTIONS)
+            if unknown:
+                raise ValueError(f"profile {key!r}: unknown actions {sorted(unknown)}")
+            entry: dict[str, frozenset[str]] = {}
+            for action in _MATRIX_ACTIONS:
+                classes = actions.get(action, ())
+                if isinstance(classes, str) or not isinstance(classes, Iterable):
+                    raise ValueError(f"profile {key!r}: {action} must list class codes")
+                codes = frozenset(classes)
+                if not all(isinstance(code, str) and code for code in codes):
+                    raise ValueError(f"profile {key!r}: {action} class codes must be text")
+                entry[action] = codes
+            built[key] = MappingProxyType(entry)
+        return cls(version=version, profiles=MappingProxyType(built))
+
+    def classes(self, profession: str | None, specialty: str | None, action: str) -> frozenset[str]:
+        """The permitted classes (may hold ``"*"``): the specialty's added to the profession's."""
+        if profession is None:
+            return frozenset()
+        found = self.profiles.get(profession, {}).get(action, frozenset())
+        if specialty is not None:
+            found |= self.profiles.get(f"{profession}/{specialty}", {}).get(action, frozenset())
+        return found
+
+    def permits(
+        self, profession: str | None, specialty: str | None, action: str, class_code: str
+    ) -> bool:
+        allowed = self.classes(profession, specialty, action)
+        return _ANY_CLASS in allowed or class_code in allowed
+
+
+# Class codes of the default matrix; the document layer maps XDS classCodes onto them.
+_SENSITIVE = ("psychiatric", "genetic", "hiv")
+_MEDICATION = ("medication", "prescription", "allergy", "vaccination")
+_GENERAL = (
+    *_MEDICATION,
+    "patient-summary",
+    "laboratory",
+    "imaging",
+    "consultation-report",
+    "discharge-summary",
+    "nursing",
+    "maternity",
+    "dental",
+    "physiotherapy",
+    "psychotherapy",
+)
+
+DEFAULT_PROFILE_MATRIX = ProfileMatrix.from_mapping(
+    {
+        "version": "2026-11-default",
+        "profiles": {
+            # Psychiatric, genetic and HIV-related classes: physicians only.
+            "physician": {"read": [_ANY_CLASS], "write": [_ANY_CLASS]},
+            "dentist": {
+                "read": [*_MEDICATION, "patient-summary", "laboratory", "imaging", "dental"],
+                "write": ["dental", "prescription", "imaging", "consultation-report"],
+            },
+            "pharmacist": {"read": list(_MEDICATION), "write": ["medication", "vaccination"]},
+            "nurse": {
+                "read": [
+                    *_MEDICATION,
+                    "patient-summary",
+                    "laboratory",
+                    "discharge-summary",
+                    "nursing",
+                ],
+                "write": ["nursing", "vaccination"],
+            },
+            "midwife": {
+                "read": [*_MEDICATION, "patient-summary", "laboratory", "imaging", "maternity"],
+                "write": ["maternity", "prescription"],
+            },
+            "physiotherapist": {
+                "read": [
+                    "allergy",
+                    "patient-summary",
+                    "imaging",
+                    "discharge-summary",
+                    "physiotherapy",
+                ],
+                "write": ["physiotherapy"],
+            },
+            "laboratory-biologist": {
+                "read": ["laboratory", "medication", "allergy"],
+                "write": ["laboratory"],
+            },
+            "psychotherapist": {
+                "read": ["patient-summary", "medication", "allergy", "psychotherapy"],
+                "write": ["psychotherapy"],
+            },
+            # An assistant works with the mandating practitioner's profile, never their own.
+            "medical-assistant": {"read": [], "write": []},
+            # A hospital or laboratory system submits every class its professionals author, but
+            # reads back only the non-sensitive ones without a practitioner in the loop.
+            ORGANIZATION_SYSTEM_PROFILE: {"read": list(_GENERAL), "write": [_ANY_CLASS]},
+        },
+    }
+)
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Obligation:
+    """Something the caller must do with a decision.
+
+    ``kind`` is ``audit`` (with an HL7 purpose of use: TREAT, EMER, PATRQT, PWATRNY, HOPERAT and
+    the person acted for, if any), ``notify-patient`` or ``alert-security-officer``.
+    """
+
+    kind: str
+    purpose_of_use: str | None = None
+    on_behalf_of: str | None = None
+
+
+NOTIFY_PATIENT = Obligation("notify-patient")
+ALERT_SECURITY_OFFICER = Obligation("alert-security-officer")
+
+
+@dataclass(frozen=True)
+class Decision:
+    permit: bool
+    rule: str
+    reasons: dict[str, str]
+    obligations: frozenset[Obligation]
+    path: tuple[str, ...]
+
+    def explain(self) -> str:
+        verdict = "permit" if self.permit else "deny"
+        return f"{' → '.join(self.path)}: {verdict} ({self.rule}) — {self.reasons['en']}"
+
+
+# Reasons, in words a patient understands; every message exists in both languages.
+_REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "identity": (
+            "The identity could not be confirmed (expired session, revoked card, inactive "
+            "licence or insufficient rights).",
+            "L'identité n'a pas pu être confirmée (session expirée, carte révoquée, droit "
+            "d'exercer inactif ou droits insuffisants).",
+        ),
+        "identity-assistant": (
+            "The assistant has no valid mandate from a practising professional.",
+            "L'assistant n'a pas de mandat valide d'un professionnel en exercice.",
+        ),
+        "operator": (
+            "Platform operators never have access to medical content.",
+            "Les opérateurs de la plateforme n'ont jamais accès au contenu médical.",
+        ),
+        "record-missing": (
+            "There is no shared care record for this patient.",
+            "Il n'existe pas de dossier de soins partagé pour ce patient.",
+        ),
+        "record-closed": (
+            "The record is closed: only the patient, or a representative who manages it, can "
+            "act on it.",
+            "Le dossier est fermé : seul le patient, ou un représentant qui le gère, peut y agir.",
+        ),
+        "blacklist": (
+            "The patient has blocked this professional or their organization; this applies even "
+            "in an emergency.",
+            "Le patient a bloqué ce professionnel ou son établissement ; cela vaut même en cas "
+            "d'urgence.",
+        ),
+        "author": (
+            "This professional wrote the document, and an author can always read it.",
+            "Ce professionnel a rédigé le document, et un auteur peut toujours le lire.",
+        ),
+        "patient": (
+            "This is the patient's own record.",
+            "Il s'agit du propre dossier du patient.",
+        ),
+        "patient-other": (
+            "A patient can only act on their own record.",
+            "Un patient ne peut agir que sur son propre dossier.",
+        ),
+        "not-yet-visible": (
+            "The author has not yet released this document to the patient; it becomes visible "
+            "once it has been discussed with them.",
+            "L'auteur n'a pas encore rendu ce document visible au patient ; il le sera une fois "
+            "qu'il en aura parlé avec lui.",
+        ),
+        "hidden": (
+            "The patient has hidden this document from every professional except its author and "
+            "the referring physician.",
+            "Le patient a masqué ce document à tous les professionnels sauf son auteur et le "
+            "médecin référent.",
+        ),
+        "profile-read": (
+            "Professionals of this kind may not see documents of this category.",
+            "Les professionnels de cette catégorie ne peuvent pas voir ce type de document.",
+        ),
+        "profile-write": (
+            "Professionals of this kind may not add documents of this category.",
+            "Les professionnels de cette catégorie ne peuvent pas ajouter ce type de document.",
+        ),
+        "mandate-assistant-write": (
+            "An assistant acts only within the mandating professional's rights and never adds or "
+            "changes anything in the record.",
+            "Un assistant agit seulement dans les droits du professionnel qui l'a mandaté et "
+            "n'ajoute ni ne modifie rien dans le dossier.",
+        ),
+        "mandate-none": (
+            "This person is not, or no longer, a representative of the patient (outside the "
+            "dates of the mandate).",
+            "Cette personne n'est pas, ou plus, représentante du patient (en dehors des dates du "
+            "mandat).",
+        ),
+        "mandate-read-only": (
+            "The representative's mandate allows reading only, not changes.",
+            "Le mandat du représentant permet seulement la consultation, pas les modifications.",
+        ),
+        "confidentiality-v": (
+            "This document is secret (very restricted): only its author and the patient can "
+            "read it.",
+            "Ce document est secret (très restreint) : seuls son auteur et le patient peuvent le "
+            "lire.",
+        ),
+        "confidentiality-r": (
+            "This document is restricted: it needs an extended access, which this professional "
+            "does not hold.",
+            "Ce document est restreint : il faut un accès étendu, que ce professionnel n'a pas.",
+        ),
+        "grant": (
+            "The patient gave this professional (or their organization or care team) an active "
+            "access that covers this request.",
+            "Le patient a donné à ce professionnel (ou à son établissement ou son équipe de "
+            "soins) un accès actif qui couvre cette demande.",
+        ),
+        "emergency": (
+            "Emergency access: the professional declared an emergency. The patient is notified "
+            "and the security officer alerted.",
+            "Accès d'urgence : le professionnel a déclaré une urgence. Le patient est prévenu et "
+            "le responsable de la sécurité alerté.",
+        ),
+        "emergency-off": (
+            "The patient has turned emergency access off for this record.",
+            "Le patient a désactivé l'accès d'urgence à son dossier.",
+        ),
+        "emergency-not-professional": (
+            "Only a professional, in person, can declare or use emergency access.",
+            "Seul un professionnel, en personne, peut déclarer ou utiliser un accès d'urgence.",
+        ),
+        "representative": (
+            "A representative acting for the patient within the mandate.",
+            "Un représentant qui agit pour le patient dans les limites de son mandat.",
+        ),
+        "deny-by-default": (
+            "No active access from the patient, care relationship or emergency access covers "
+            "this request.",
+            "Aucun accès actif donné par le patient, relation de soins ou accès d'urgence ne "
+            "couvre cette demande.",
+        ),
+    }
+)
+
+_LEVEL_SEES: Mapping[GrantLevel, frozenset[Confidentiality]] = MappingProxyType(
+    {
+        GrantLevel.NORMAL: frozenset({Confidentiality.N}),
+        GrantLevel.EXTENDED: frozenset({Confidentiality.N, Confidentiality.R}),
+    }
+)
+_NOTHING: frozenset[Confidentiality] = frozenset()
+_PROFESSIONALS = frozenset(
+    {SubjectKind.PRACTITIONER, SubjectKind.ASSISTANT, SubjectKind.ORGANIZATION_SYSTEM}
+)
+
+
+class _Trace:
+    """The rules evaluated so far, and the audit obligation every decision carries."""
+
+    def __init__(self, audit: Obligation) -> None:
+        self.path: list[str] = []
+        self.audit = audit
+
+    def check(self, rule: str) -> None:
+        self.path.append(rule)
+
+    def decide(
+        self,
+        permit: bool,
+        rule: str,
+        message: str | None = None,
+        extra: Iterable[Obligation] = (),
+    ) -> Decision:
+        if not self.path or self.path[-1] != rule:
+            self.path.append(rule)
+        en, fr = _REASONS[message or rule]
+        return Decision(
+            permit=permit,
+            rule=rule,
+            reasons={"en": en, "fr": fr},
+            obligations=frozenset({self.audit, *extra}),
+            path=tuple(self.path),
+        )
+
+
+def _purpose(subject: Subject) -> str:
+    return {
+        SubjectKind.PATIENT: "PATRQT",
+        SubjectKind.REPRESENTATIVE: "PWATRNY",
+        SubjectKind.OPERATOR: "HOPERAT",
+    }.get(subject.kind, "TREAT")
+
+
+def _audit(subject: Subject, record: RecordFacts | None, purpose: str | None = None) -> Obligation:
+    if subject.kind is SubjectKind.ASSISTANT:
+        on_behalf_of = subject.mandator_id
+    elif subject.kind is SubjectKind.REPRESENTATIVE and record is not None:
+        on_behalf_of = record.patient_id
+    else:
+        on_behalf_of = None
+    return Obligation("audit", purpose or _purpose(subject), on_behalf_of)
+
+
+# --- what a subject holds on a record ---------------------------------------------------------
+
+
+def _identity_problem(subject: Subject) -> str | None:
+    if not subject.identity_valid:
+        return "identity"
+    if subject.kind in (SubjectKind.PRACTITIONER, SubjectKind.ASSISTANT) and not (
+        subject.licence_active
+    ):
+        return "identity"
+    if subject.kind is SubjectKind.ASSISTANT:
+        mandator = subject.mandator
+        if (
+            mandator is None
+            or mandator.kind is not SubjectKind.PRACTITIONER
+            or not mandator.identity_valid
+            or not mandator.licence_active
+        ):
+            return "identity-assistant"
+    return None
+
+
+def _acting(subject: Subject) -> Subject:
+    """Whose rights are used: an assistant's are the mandating practitioner's."""
+    if subject.kind is SubjectKind.ASSISTANT and subject.mandator is not None:
+        return subject.mandator
+    return subject
+
+
+def _blocked(subject: Subject, record: RecordFacts) -> bool:
+    people = {subject.id}
+    organizations = set(subject.organization_ids)
+    teams = set(subject.care_team_ids)
+    if subject.mandator is not None:
+        people.add(subject.mandator.id)
+        organizations |= subject.mandator.organization_ids
+        teams |= subject.mandator.care_team_ids
+    for block in record.blocks:
+        if (
+            (block.party is Party.PRACTITIONER and block.party_id in people)
+            or (block.party is Party.ORGANIZATION and block.party_id in organizations)
+            or (block.party is Party.CARE_TEAM and block.party_id in teams)
+        ):
+            return True
+    return False
+
+
+def _grant_reaches(grant: Grant, subject: Subject) -> bool:
+    if grant.party is Party.PRACTITIONER:
+        return subject.kind is SubjectKind.PRACTITIONER and grant.party_id == subject.id
+    if grant.party is Party.ORGANIZATION:
+        return grant.party_id in subject.organization_ids
+    return subject.kind is SubjectKind.PRACTITIONER and grant.party_id in subject.care_team_ids
+
+
+def _delegable_level(record: RecordFacts, delegator_id: str, now: datetime) -> set[GrantLevel]:
+    """What a practitioner may pass on: their own delegable grants, never a delegation."""
+    levels = {
+        grant.level
+        for grant in record.grants
+        if grant.party is Party.PRACTITIONER
+        and grant.party_id == delegator_id
+        and grant.delegable
+        and grant.active(now)
+    }
+    if record.referring_physician_id == delegator_id:
+        levels.add(GrantLevel.EXTENDED)
+    return levels
+
+
+def _granted(subject: Subject, record: RecordFacts, now: datetime) -> frozenset[Confidentiality]:
+    """The confidentiality levels the subject's grants, referral and delegations open."""
+    levels = {
+        grant.level
+        for grant in record.grants
+        if grant.active(now) and _grant_reaches(grant, subject)
+    }
+    if subject.kind is SubjectKind.PRACTITIONER:
+        if record.referring_physician_id == subject.id:
+            levels.add(GrantLevel.EXTENDED)
+        if record.delegation_allowed:
+            for delegation in record.delegations:
+                if delegation.delegate_id != subject.id or not delegation.active(now):
+                    continue
+                held = _delegable_level(record, delegation.delegator_id, now)
+                if GrantLevel.EXTENDED in held:
+                    levels.add(delegation.level)
+                elif held:
+                    # Never more than the delegator: a normal delegator passes on normal only.
+                    levels.add(GrantLevel.NORMAL)
+    seen: frozenset[Confidentiality] = _NOTHING
+    for level in levels:
+        seen |= _LEVEL_SEES[level]
+    return seen
+
+
+def _emergency(subject: Subject, record: RecordFacts, now: datetime) -> frozenset[Confidentiality]:
+    """The levels an open emergency window gives; only a practitioner in person may use one."""
+    if subject.kind is not SubjectKind.PRACTITIONER:
+        return _NOTHING
+    if record.emergency_setting is EmergencySetting.OFF:
+        return _NOTHING
+    if not any(
+        window.practitioner_id == subject.id and now < window.until
+        for window in record.emergency_windows
+    ):
+        return _NOTHING
+    if record.emergency_setting is EmergencySetting.NORMAL_AND_RESTRICTED:
+        return _LEVEL_SEES[GrantLevel.EXTENDED]
+    return _LEVEL_SEES[GrantLevel.NORMAL]
+
+
+def _profile_classes(subject: Subject, matrix: ProfileMatrix, action: str) -> frozenset[str]:
+    if subject.kind is SubjectKind.ORGANIZATION_SYSTEM:
+        return matrix.classes(ORGANIZATION_SYSTEM_PROFILE, None, action)
+    acting = _acting(subject)
+    return matrix.classes(acting.profession, acting.specialty, action)
+
+
+def _mandate(subject: Subject, record: RecordFacts, now: datetime) -> Representative | None:
+    """The representative's widest mandate active now, if any."""
+    active = [
+        mandate
+        for mandate in record.representatives
+        if mandate.person_id == subject.id and mandate.active(now)
+    ]
+    for mandate in active:
+        if mandate.scope is MandateScope.MANAGE:
+            return mandate
+    return active[0] if active else None
+
+
+# --- the engine ------------------------------------------------------------------------------
+
+
+def decide(
+    subject: Subject,
+    action: Action,
+    record: RecordFacts | None,
+    document: DocumentFacts | None,
+    now: datetime,
+    matrix: ProfileMatrix = DEFAULT_PROFILE_MATRIX,
+) -> Decision:
+    """Decide one request. ``document`` is None for a record-level request (a search before its
+    filter, a write without a class yet); for ``Action.EMERGENCY`` (declaring break-the-glass)
+    it is ignored."""
+    trace = _Trace(_audit(subject, record))
+    trace.check("identity")
+    problem = _identity_problem(subject)
+    if problem is not None:
+        return trace.decide(False, "identity", problem)
+    if subject.kind is SubjectKind.OPERATOR:
+        return trace.decide(False, "operator")
+    trace.check("record")
+    if record is None:
+        return trace.decide(False, "record", "record-missing")
+    if subject.kind is SubjectKind.PATIENT:
+        return _decide_patient(trace, subject, action, record, document)
+    if subject.kind is SubjectKind.REPRESENTATIVE:
+        return _decide_representative(trace, subject, action, record, document, now)
+    return _decide_professional(trace, subject, action, record, document, now, matrix)
+
+
+def _decide_patient(
+    trace: _Trace,
+    subject: Subject,
+    action: Action,
+    record: RecordFacts,
+    document: DocumentFacts | None,
+) -> Decision:
+    # A closed record stays the patient's: they can still read it and reopen it. A patient may
+    # also add documents of their own (as in the DMP and the EPD); they are never emergencies.
+    if subject.id != record.patient_id:
+        return trace.decide(False, "patient", "patient-other")
+    if action is Action.EMERGENCY:
+        return trace.decide(False, "emergency", "emergency-not-professional")
+    if action in (Action.READ, Action.SEARCH) and document is not None:
+        trace.check("not-yet-visible")
+        if document.not_yet_visible_to_patient:
+            return trace.decide(False, "not-yet-visible")
+    return trace.decide(True, "patient")
+
+
+def _decide_representative(
+    trace: _Trace,
+    subject: Subject,
+    action: Action,
+    record: RecordFacts,
+    document: DocumentFacts | None,
+    now: datetime,
+) -> Decision:
+    mandate = _mandate(subject, record, now)
+    if record.state is RecordState.CLOSED and (
+        mandate is None or mandate.scope is not MandateScope.MANAGE
+    ):
+        return trace.decide(False, "record", "record-closed")
+    trace.check("mandate")
+    if mandate is None:
+        return trace.decide(False, "mandate", "mandate-none")
+    if action is Action.EMERGENCY:
+        return trace.decide(False, "emergency", "emergency-not-professional")
+    if action is Action.WRITE:
+        if mandate.scope is not MandateScope.MANAGE:
+            return trace.decide(False, "mandate", "mandate-read-only")
+        return trace.decide(True, "representative", extra=(NOTIFY_PATIENT,))
+    if document is not None:
+        trace.check("not-yet-visible")
+        if document.not_yet_visible_to_patient:
+            return trace.decide(False, "not-yet-visible")
+        trace.check("confidentiality")
+        if document.confidentiality is Confidentiality.V:
+            return trace.decide(False, "confidentiality", "confidentiality-v")
+    return trace.decide(True, "representative")
+
+
+def _emergency_permit(trace: _Trace, subject: Subject, record: RecordFacts) -> Decision:
+    trace.audit = _audit(subject, record, "EMER")
+    return trace.decide(True, "emergency", extra=(NOTIFY_PATIENT, ALERT_SECURITY_OFFICER))
+
+
+def _decide_professional(
+    trace: _Trace,
+    subject: Subject,
+    action: Action,
+    record: RecordFacts,
+    document: DocumentFacts | None,
+    now: datetime,
+    matrix: ProfileMatrix,
+) -> Decision:
+    if record.state is not RecordState.ACTIVE:
+        return trace.decide(False, "record", "record-closed")
+    trace.check("blacklist")
+    if _blocked(subject, record):
+        # A blocked professional trying to break the glass is an anomaly worth a look.
+        extra = (ALERT_SECURITY_OFFICER,) if action is Action.EMERGENCY else ()
+        return trace.decide(False, "blacklist", extra=extra)
+
+    if action is Action.EMERGENCY:
+        trace.check("emergency")
+        if subject.kind is not SubjectKind.PRACTITIONER:
+            return trace.decide(False, "emergency", "emergency-not-professional")
+        if record.emergency_setting is EmergencySetting.OFF:
+            return trace.decide(False, "emergency", "emergency-off")
+        return _emergency_permit(trace, subject, record)
+
+    reading = action in (Action.READ, Action.SEARCH)
+    if document is not None:
+        if reading:
+            if subject.kind is SubjectKind.PRACTITIONER:
+                trace.check("author")
+                if document.author_id == subject.id:
+                    return trace.decide(True, "author")
+            trace.check("hidden")
+            referring = (
+                subject.kind is SubjectKind.PRACTITIONER
+                and record.referring_physician_id == subject.id
+            )
+            if document.hidden and not referring:
+                return trace.decide(False, "hidden")
+        trace.check("profile")
+        matrix_action = "read" if reading else "write"
+        allowed = _profile_classes(subject, matrix, matrix_action)
+        if _ANY_CLASS not in allowed and document.class_code not in allowed:
+            return trace.decide(False, "profile", f"profile-{matrix_action}")
+
+    if subject.kind is SubjectKind.ASSISTANT:
+        trace.check("mandate")
+        if not reading:
+            return trace.decide(False, "mandate", "mandate-assistant-write")
+
+    granted = _granted(_acting(subject), record, now)
+    emergency = _emergency(subject, record, now)
+    if document is not None and reading:
+        # The author chooses the level of what they write; levels only narrow reading.
+        trace.check("confidentiality")
+        level = document.confidentiality
+        if level is Confidentiality.V:
+            return trace.decide(False, "confidentiality", "confidentiality-v")
+        if (granted or emergency) and level not in granted | emergency:
+            return trace.decide(False, "confidentiality", "confidentiality-r")
+        granted = granted if level in granted else _NOTHING
+        emergency = emergency if level in emergency else _NOTHING
+
+    trace.check("grant")
+    if granted:
+        return trace.decide(True, "grant")
+    trace.check("emergency")
+    if emergency:
+        return _emergency_permit(trace, subject, record)
+    return trace.decide(False, "deny-by-default")
+
+
+# --- the search filter -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DocumentFilter:
+    """Which documents of one record a subject may see: a pure description for the storage layer.
+
+    A document matches when its author is ``author_id``, or when all of these hold: it is not
+    hidden (unless ``include_hidden``), not awaiting release to the patient (unless
+    ``include_not_yet_visible``), its class is in ``classes`` (``None``: any class) and its
+    confidentiality is in ``confidentiality``. An empty ``confidentiality`` and no ``author_id``
+    match nothing.
+    """
+
+    confidentiality: frozenset[Confidentiality] = _NOTHING
+    classes: frozenset[str] | None = field(default_factory=frozenset)
+    include_hidden: bool = False
+    include_not_yet_visible: bool = False
+    author_id: str | None = None
+
+    @property
+    def matches_nothing(self) -> bool:
+        return self.author_id is None and (not self.confidentiality or self.classes == frozenset())
+
+    def matches(self, document: DocumentFacts) -> bool:
+        if self.author_id is not None and document.author_id == self.author_id:
+            return True
+        return (
+            (self.include_hidden or not document.hidden)
+            and (self.include_not_yet_visible or not document.not_yet_visible_to_patient)
+            and (self.classes is None or document.class_code in self.classes)
+            and document.confidentiality in self.confidentiality
+        )
+
+
+_NO_DOCUMENTS = DocumentFilter()
+
+
+def visible_filter(
+    subject: Subject,
+    record: RecordFacts | None,
+    now: datetime,
+    matrix: ProfileMatrix = DEFAULT_PROFILE_MATRIX,
+) -> DocumentFilter:
+    """The documents ``decide(subject, Action.READ, record, document, now, matrix)`` permits."""
+    if _identity_problem(subject) is not None or subject.kind is SubjectKind.OPERATOR:
+        return _NO_DOCUMENTS
+    if record is None:
+        return _NO_DOCUMENTS
+    if subject.kind is SubjectKind.PATIENT:
+        if subject.id != record.patient_id:
+            return _NO_DOCUMENTS
+        return DocumentFilter(
+            confidentiality=frozenset(Confidentiality), classes=None, include_hidden=True
+        )
+    if subject.kind is SubjectKind.REPRESENTATIVE:
+        mandate = _mandate(subject, record, now)
+        if mandate is None or (
+            record.state is RecordState.CLOSED and mandate.scope is not MandateScope.MANAGE
+        ):
+            return _NO_DOCUMENTS
+        return DocumentFilter(
+            confidentiality=frozenset({Confidentiality.N, Confidentiality.R}),
+            classes=None,
+            include_hidden=True,
+        )
+    if subject.kind not in _PROFESSIONALS:
+        return _NO_DOCUMENTS
+    if record.state is not RecordState.ACTIVE or _blocked(subject, record):
+        return _NO_DOCUMENTS
+    allowed = _profile_classes(subject, matrix, "read")
+    levels = (_granted(_acting(subject), record, now) | _emergency(subject, record, now)) - {
+        Confidentiality.V
+    }
+    practitioner = subject.kind is SubjectKind.PRACTITIONER
+    return DocumentFilter(
+        confidentiality=levels,
+        classes=None if _ANY_CLASS in allowed else allowed,
+        include_hidden=practitioner and record.referring_physician_id == subject.id,
+        include_not_yet_visible=True,
+        author_id=subject.id if practitioner else None,
+    )

@@ -1,0 +1,470 @@
+"""The authorization engine, rule by rule: one row per rule and per combination issue 4 names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from carevault.domain.authorization import (
+    DEFAULT_PROFILE_MATRIX,
+    Action,
+    Block,
+    Confidentiality,
+    Decision,
+    Delegation,
+    DocumentFacts,
+    EmergencySetting,
+    EmergencyWindow,
+    Grant,
+    GrantLevel,
+    MandateScope,
+    Obligation,
+    Party,
+    ProfileMatrix,
+    RecordFacts,
+    RecordState,
+    Representative,
+    Subject,
+    SubjectKind,
+    decide,
+    visible_filter,
+)
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+GP = Subject(
+    SubjectKind.PRACTITIONER,
+    "dr-gp",
+    "physician",
+    "general-practice",
+    organization_ids=frozenset({"practice-1"}),
+)
+CARDIO = Subject(
+    SubjectKind.PRACTITIONER,
+    "dr-cardio",
+    "physician",
+    "cardiology",
+    organization_ids=frozenset({"hospital-1"}),
+    care_team_ids=frozenset({"team-heart"}),
+)
+AUTHOR = Subject(
+    SubjectKind.PRACTITIONER,
+    "dr-author",
+    "physician",
+    "psychiatry",
+    organization_ids=frozenset({"hospital-1"}),
+)
+PHARMACIST = Subject(
+    SubjectKind.PRACTITIONER,
+    "ph-1",
+    "pharmacist",
+    organization_ids=frozenset({"pharmacy-1"}),
+)
+STRANGER = Subject(SubjectKind.PRACTITIONER, "dr-stranger", "physician", "emergency-medicine")
+ASSISTANT = Subject(SubjectKind.ASSISTANT, "as-1", "medical-assistant", mandator=CARDIO)
+HOSPITAL_IS = Subject(
+    SubjectKind.ORGANIZATION_SYSTEM, "client-his", organization_ids=frozenset({"hospital-1"})
+)
+PATIENT = Subject(SubjectKind.PATIENT, "pat-1")
+OTHER_PATIENT = Subject(SubjectKind.PATIENT, "pat-2")
+PARENT = Subject(SubjectKind.REPRESENTATIVE, "rep-manage")
+READER = Subject(SubjectKind.REPRESENTATIVE, "rep-read")
+FORMER = Subject(SubjectKind.REPRESENTATIVE, "rep-expired")
+OPERATOR = Subject(SubjectKind.OPERATOR, "op-1")
+
+
+def grant(party: Party, party_id: str, level: GrantLevel, **kw: object) -> Grant:
+    defaults: dict[str, object] = {"start": NOW - 10 * DAY, "end": NOW + 10 * DAY}
+    defaults.update(kw)
+    return Grant(party, party_id, level, granted_by="pat-1", **defaults)  # type: ignore[arg-type]
+
+
+RECORD = RecordFacts(
+    patient_id="pat-1",
+    referring_physician_id="dr-gp",
+    grants=(
+        grant(Party.PRACTITIONER, "dr-cardio", GrantLevel.NORMAL),
+        grant(Party.ORGANIZATION, "pharmacy-1", GrantLevel.NORMAL),
+        grant(Party.ORGANIZATION, "hospital-1", GrantLevel.NORMAL),
+    ),
+    representatives=(
+        Representative("rep-manage", MandateScope.MANAGE, NOW - 100 * DAY),
+        Representative("rep-read", MandateScope.READ, NOW - 100 * DAY, NOW + 100 * DAY),
+        Representative("rep-expired", MandateScope.MANAGE, NOW - 100 * DAY, NOW - DAY),
+    ),
+)
+
+
+def doc(**kw: object) -> DocumentFacts:
+    base = DocumentFacts(
+        id="doc-1",
+        author_id="dr-author",
+        author_organization_id="hospital-1",
+        class_code="consultation-report",
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+N_DOC = doc()
+R_DOC = doc(confidentiality=Confidentiality.R)
+V_DOC = doc(confidentiality=Confidentiality.V)
+HIDDEN = doc(hidden=True)
+UNRELEASED = doc(not_yet_visible_to_patient=True)
+PSY = doc(class_code="psychiatric")
+MEDICATION = doc(class_code="medication")
+
+EMERGENCY_OPEN = replace(RECORD, emergency_windows=(EmergencyWindow("dr-stranger", NOW + DAY),))
+CLOSED = replace(RECORD, state=RecordState.CLOSED)
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    subject: Subject
+    action: Action
+    record: RecordFacts | None
+    document: DocumentFacts | None
+    permit: bool
+    rule: str
+
+
+ROWS = [
+    # 1 identity
+    Row("invalid token", replace(GP, identity_valid=False), Action.READ, RECORD, N_DOC, False,
+        "identity"),
+    Row("inactive licence", replace(GP, licence_active=False), Action.READ, RECORD, N_DOC, False,
+        "identity"),
+    Row("assistant without mandator", replace(ASSISTANT, mandator=None), Action.READ, RECORD,
+        N_DOC, False, "identity"),
+    Row("assistant of a struck-off practitioner",
+        replace(ASSISTANT, mandator=replace(CARDIO, licence_active=False)), Action.READ, RECORD,
+        N_DOC, False, "identity"),
+    # operator always denied clinical content
+    Row("operator reads", OPERATOR, Action.READ, RECORD, N_DOC, False, "operator"),
+    Row("operator searches", OPERATOR, Action.SEARCH, RECORD, None, False, "operator"),
+    Row("operator writes", OPERATOR, Action.WRITE, RECORD, N_DOC, False, "operator"),
+    Row("operator breaks the glass", OPERATOR, Action.EMERGENCY, RECORD, None, False,
+        "operator"),
+    # 2 record exists and is active; closed record denies everyone but the patient
+    Row("no record", GP, Action.READ, None, N_DOC, False, "record"),
+    Row("closed: referring physician", GP, Action.READ, CLOSED, N_DOC, False, "record"),
+    Row("closed: author", AUTHOR, Action.READ, CLOSED, N_DOC, False, "record"),
+    Row("closed: emergency", STRANGER, Action.EMERGENCY,
+        replace(EMERGENCY_OPEN, state=RecordState.CLOSED), None, False, "record"),
+    Row("closed: read-only representative", READER, Action.READ, CLOSED, N_DOC, False, "record"),
+    Row("closed: patient reads", PATIENT, Action.READ, CLOSED, N_DOC, True, "patient"),
+    Row("closed: managing representative", PARENT, Action.READ, CLOSED, N_DOC, True,
+        "representative"),
+    # 3 blacklist, beating emergency, grants, author and referral
+    Row("blocked practitioner", CARDIO, Action.READ,
+        replace(RECORD, blocks=(Block(Party.PRACTITIONER, "dr-cardio"),)), N_DOC, False,
+        "blacklist"),
+    Row("blocked organization", CARDIO, Action.READ,
+        replace(RECORD, blocks=(Block(Party.ORGANIZATION, "hospital-1"),)), N_DOC, False,
+        "blacklist"),
+    Row("blocked author", AUTHOR, Action.READ,
+        replace(RECORD, blocks=(Block(Party.PRACTITIONER, "dr-author"),)), N_DOC, False,
+        "blacklist"),
+    Row("blacklist beats emergency declaration", STRANGER, Action.EMERGENCY,
+        replace(RECORD, blocks=(Block(Party.PRACTITIONER, "dr-stranger"),)), None, False,
+        "blacklist"),
+    Row("blacklist beats an open emergency window", STRANGER, Action.READ,
+        replace(EMERGENCY_OPEN, blocks=(Block(Party.PRACTITIONER, "dr-stranger"),)), N_DOC,
+        False, "blacklist"),
+    Row("blocked mandator blocks the assistant", ASSISTANT, Action.READ,
+        replace(RECORD, blocks=(Block(Party.PRACTITIONER, "dr-cardio"),)), N_DOC, False,
+        "blacklist"),
+    # 4 author and patient always read
+    Row("author reads without grant", AUTHOR, Action.READ, RECORD, N_DOC, True, "author"),
+    Row("author reads V", AUTHOR, Action.READ, RECORD, V_DOC, True, "author"),
+    Row("author reads hidden", AUTHOR, Action.READ, RECORD, HIDDEN, True, "author"),
+    Row("patient reads V", PATIENT, Action.READ, RECORD, V_DOC, True, "patient"),
+    Row("patient reads hidden", PATIENT, Action.READ, RECORD, HIDDEN, True, "patient"),
+    Row("patient of another record", OTHER_PATIENT, Action.READ, RECORD, N_DOC, False,
+        "patient"),
+    # not yet visible hides from the patient (and representatives) only
+    Row("not yet visible: patient", PATIENT, Action.READ, RECORD, UNRELEASED, False,
+        "not-yet-visible"),
+    Row("not yet visible: representative", PARENT, Action.READ, RECORD, UNRELEASED, False,
+        "not-yet-visible"),
+    Row("not yet visible: granted professional", CARDIO, Action.READ, RECORD, UNRELEASED, True,
+        "grant"),
+    # 5 hidden beats grant except for author and referring physician
+    Row("hidden beats grant", CARDIO, Action.READ, RECORD, HIDDEN, False, "hidden"),
+    Row("hidden beats emergency", STRANGER, Action.READ, EMERGENCY_OPEN, HIDDEN, False,
+        "hidden"),
+    Row("hidden: referring physician", GP, Action.READ, RECORD, HIDDEN, True, "grant"),
+    Row("hidden: assistant of the referring physician",
+        replace(ASSISTANT, mandator=GP), Action.READ, RECORD, HIDDEN, False, "hidden"),
+    # 6 profile
+    Row("pharmacist: medication", PHARMACIST, Action.READ, RECORD, MEDICATION, True, "grant"),
+    Row("pharmacist: psychiatric", PHARMACIST, Action.READ, RECORD, PSY, False, "profile"),
+    Row("pharmacist: consultation report", PHARMACIST, Action.READ, RECORD, N_DOC, False,
+        "profile"),
+    Row("physician: psychiatric", CARDIO, Action.READ, RECORD, PSY, True, "grant"),
+    Row("pharmacist writes a consultation report", PHARMACIST, Action.WRITE, RECORD,
+        doc(author_id="ph-1"), False, "profile"),
+    Row("hospital system reads HIV class", HOSPITAL_IS, Action.READ, RECORD,
+        doc(class_code="hiv"), False, "profile"),
+    # 7 grant: active, level, referral, delegation
+    Row("normal grant reads N", CARDIO, Action.READ, RECORD, N_DOC, True, "grant"),
+    Row("organization grant", HOSPITAL_IS, Action.READ, RECORD, N_DOC, True, "grant"),
+    Row("care team grant", CARDIO, Action.READ,
+        replace(RECORD, grants=(grant(Party.CARE_TEAM, "team-heart", GrantLevel.EXTENDED),)),
+        R_DOC, True, "grant"),
+    Row("group grant without end date is ignored", CARDIO, Action.READ,
+        replace(RECORD, grants=(grant(Party.CARE_TEAM, "team-heart", GrantLevel.NORMAL,
+                                      end=None),)), N_DOC, False, "deny-by-default"),
+    Row("no grant", STRANGER, Action.READ, RECORD, N_DOC, False, "deny-by-default"),
+    Row("expired grant denies", CARDIO, Action.READ,
+        replace(RECORD, grants=(grant(Party.PRACTITIONER, "dr-cardio", GrantLevel.EXTENDED,
+                                      end=NOW - DAY),)), N_DOC, False, "deny-by-default"),
+    Row("grant not started", CARDIO, Action.READ,
+        replace(RECORD, grants=(grant(Party.PRACTITIONER, "dr-cardio", GrantLevel.NORMAL,
+                                      start=NOW + DAY),)), N_DOC, False, "deny-by-default"),
+    Row("open-ended personal grant", CARDIO, Action.READ,
+        replace(RECORD, grants=(grant(Party.PRACTITIONER, "dr-cardio", GrantLevel.NORMAL,
+                                      end=None),)), N_DOC, True, "grant"),
+    Row("write needs a grant", CARDIO, Action.WRITE, RECORD, doc(author_id="dr-cardio"), True,
+        "grant"),
+    Row("write without grant", STRANGER, Action.WRITE, RECORD, doc(author_id="dr-stranger"),
+        False, "deny-by-default"),
+    Row("record-level search with a grant", CARDIO, Action.SEARCH, RECORD, None, True, "grant"),
+    Row("record-level search without", STRANGER, Action.SEARCH, RECORD, None, False,
+        "deny-by-default"),
+    # 8 mandate: assistant narrowed, representatives within scope and dates
+    Row("assistant reads within mandator's grant", ASSISTANT, Action.READ, RECORD, N_DOC, True,
+        "grant"),
+    Row("assistant never writes", ASSISTANT, Action.WRITE, RECORD, N_DOC, False, "mandate"),
+    Row("assistant cannot break the glass", ASSISTANT, Action.EMERGENCY, RECORD, None, False,
+        "emergency"),
+    Row("assistant does not get the mandator's R beyond it", ASSISTANT, Action.READ, RECORD,
+        R_DOC, False, "confidentiality"),
+    Row("representative outside mandate dates denied", FORMER, Action.READ, RECORD, N_DOC, False,
+        "mandate"),
+    Row("representative before mandate start denied", PARENT, Action.READ,
+        replace(RECORD, representatives=(
+            Representative("rep-manage", MandateScope.MANAGE, NOW + DAY),)), N_DOC, False,
+        "mandate"),
+    Row("read mandate cannot write", READER, Action.WRITE, RECORD, N_DOC, False, "mandate"),
+    Row("manage mandate writes", PARENT, Action.WRITE, RECORD, N_DOC, True, "representative"),
+    Row("read mandate reads", READER, Action.READ, RECORD, R_DOC, True, "representative"),
+    Row("representative reads hidden", READER, Action.READ, RECORD, HIDDEN, True,
+        "representative"),
+    # 9 confidentiality: V only author and patient; R needs extended
+    Row("V denied to granted professional", CARDIO, Action.READ, RECORD, V_DOC, False,
+        "confidentiality"),
+    Row("V denied to referring physician", GP, Action.READ, RECORD, V_DOC, False,
+        "confidentiality"),
+    Row("V denied to representative", PARENT, Action.READ, RECORD, V_DOC, False,
+        "confidentiality"),
+    Row("V denied in emergency", STRANGER, Action.READ,
+        replace(EMERGENCY_OPEN, emergency_setting=EmergencySetting.NORMAL_AND_RESTRICTED),
+        V_DOC, False, "confidentiality"),
+    Row("R needs extended", CARDIO, Action.READ, RECORD, R_DOC, False, "confidentiality"),
+    Row("R with extended", CARDIO, Action.READ,
+        replace(RECORD, grants=(grant(Party.PRACTITIONER, "dr-cardio", GrantLevel.EXTENDED),)),
+        R_DOC, True, "grant"),
+    Row("referring physician holds extended", GP, Action.READ, RECORD, R_DOC, True, "grant"),
+    # delegation never exceeds the delegator
+    Row("delegation from the referring physician", STRANGER, Action.READ,
+        replace(RECORD, delegation_allowed=True, delegations=(
+            Delegation("dr-gp", "dr-stranger", GrantLevel.EXTENDED, NOW - DAY, NOW + DAY),)),
+        R_DOC, True, "grant"),
+    Row("delegation capped at the delegator's normal", STRANGER, Action.READ,
+        replace(RECORD, delegation_allowed=True,
+                grants=(grant(Party.PRACTITIONER, "dr-cardio", GrantLevel.NORMAL,
+                              delegable=True),),
+                delegations=(Delegation("dr-cardio", "dr-stranger", GrantLevel.EXTENDED,
+                                        NOW - DAY, NOW + DAY),)),
+        R_DOC, False, "confidentiality"),
+    Row("delegation of a non-delegable grant", STRANGER, Action.READ,
+        replace(RECORD, delegation_allowed=True, delegations=(
+            Delegation("dr-cardio", "dr-stranger", GrantLevel.NORMAL, NOW - DAY, NOW + DAY),)),
+        N_DOC, False, "deny-by-default"),
+    Row("delegation when the patient does not allow it", STRANGER, Action.READ,
+        replace(RECORD, delegations=(
+            Delegation("dr-gp", "dr-stranger", GrantLevel.NORMAL, NOW - DAY, NOW + DAY),)),
+        N_DOC, False, "deny-by-default"),
+    Row("expired delegation", STRANGER, Action.READ,
+        replace(RECORD, delegation_allowed=True, delegations=(
+            Delegation("dr-gp", "dr-stranger", GrantLevel.NORMAL, NOW - 2 * DAY, NOW - DAY),)),
+        N_DOC, False, "deny-by-default"),
+    Row("delegation outliving the delegator's grant", STRANGER, Action.READ,
+        replace(RECORD, delegation_allowed=True,
+                grants=(grant(Party.PRACTITIONER, "dr-cardio", GrantLevel.NORMAL,
+                              delegable=True, end=NOW - DAY),),
+                delegations=(Delegation("dr-cardio", "dr-stranger", GrantLevel.NORMAL,
+                                        NOW - 2 * DAY, NOW + DAY),)),
+        N_DOC, False, "deny-by-default"),
+    # 10 emergency
+    Row("declare emergency", STRANGER, Action.EMERGENCY, RECORD, None, True, "emergency"),
+    Row("emergency turned off", STRANGER, Action.EMERGENCY,
+        replace(RECORD, emergency_setting=EmergencySetting.OFF), None, False, "emergency"),
+    Row("patient cannot break the glass", PATIENT, Action.EMERGENCY, RECORD, None, False,
+        "emergency"),
+    Row("emergency window reads N", STRANGER, Action.READ, EMERGENCY_OPEN, N_DOC, True,
+        "emergency"),
+    Row("emergency window: R needs the widened setting", STRANGER, Action.READ, EMERGENCY_OPEN,
+        R_DOC, False, "confidentiality"),
+    Row("emergency widened to R", STRANGER, Action.READ,
+        replace(EMERGENCY_OPEN, emergency_setting=EmergencySetting.NORMAL_AND_RESTRICTED),
+        R_DOC, True, "emergency"),
+    Row("widened emergency tops up a normal grant", CARDIO, Action.READ,
+        replace(RECORD, emergency_setting=EmergencySetting.NORMAL_AND_RESTRICTED,
+                emergency_windows=(EmergencyWindow("dr-cardio", NOW + DAY),)),
+        R_DOC, True, "emergency"),
+    Row("emergency window closed", STRANGER, Action.READ,
+        replace(RECORD, emergency_windows=(EmergencyWindow("dr-stranger", NOW - DAY),)), N_DOC,
+        False, "deny-by-default"),
+    Row("emergency window of someone else", CARDIO, Action.READ,
+        replace(EMERGENCY_OPEN, grants=()), N_DOC, False, "deny-by-default"),
+    Row("emergency turned off closes open windows", STRANGER, Action.READ,
+        replace(EMERGENCY_OPEN, emergency_setting=EmergencySetting.OFF), N_DOC, False,
+        "deny-by-default"),
+    Row("emergency still needs the profile", replace(STRANGER, profession="pharmacist",
+                                                     specialty=None),
+        Action.READ, EMERGENCY_OPEN, PSY, False, "profile"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+def test_rule(row: Row) -> None:
+    decision = decide(row.subject, row.action, row.record, row.document, NOW)
+    assert (decision.permit, decision.rule) == (row.permit, row.rule), decision.explain()
+    assert decision.path[-1] == decision.rule
+    assert decision.path[0] == "identity"
+    assert set(decision.reasons) == {"en", "fr"}
+    assert all(text.strip() for text in decision.reasons.values())
+    assert decision.reasons["en"] != decision.reasons["fr"]
+    assert any(o.kind == "audit" for o in decision.obligations)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+def test_the_filter_agrees_with_every_single_read(row: Row) -> None:
+    if row.document is None or row.action is not Action.READ:
+        return
+    expected = decide(row.subject, Action.READ, row.record, row.document, NOW).permit
+    assert visible_filter(row.subject, row.record, NOW).matches(row.document) is expected
+
+
+def test_emergency_obligations() -> None:
+    declared = decide(STRANGER, Action.EMERGENCY, RECORD, None, NOW)
+    read = decide(STRANGER, Action.READ, EMERGENCY_OPEN, N_DOC, NOW)
+    for decision in (declared, read):
+        assert decision.obligations == {
+            Obligation("audit", "EMER"),
+            Obligation("notify-patient"),
+            Obligation("alert-security-officer"),
+        }
+
+
+def test_a_blocked_professional_breaking_the_glass_alerts_the_security_officer() -> None:
+    blocked = replace(RECORD, blocks=(Block(Party.PRACTITIONER, "dr-stranger"),))
+    decision = decide(STRANGER, Action.EMERGENCY, blocked, None, NOW)
+    assert Obligation("alert-security-officer") in decision.obligations
+    assert Obligation("notify-patient") not in decision.obligations
+
+
+def test_audit_purposes_and_on_behalf_of() -> None:
+    def audit(decision: Decision) -> Obligation:
+        (found,) = [o for o in decision.obligations if o.kind == "audit"]
+        return found
+
+    assert audit(decide(CARDIO, Action.READ, RECORD, N_DOC, NOW)) == Obligation("audit", "TREAT")
+    assert audit(decide(PATIENT, Action.READ, RECORD, N_DOC, NOW)) == Obligation("audit", "PATRQT")
+    assert audit(decide(ASSISTANT, Action.READ, RECORD, N_DOC, NOW)) == Obligation(
+        "audit", "TREAT", "dr-cardio"
+    )
+    assert audit(decide(PARENT, Action.READ, RECORD, N_DOC, NOW)) == Obligation(
+        "audit", "PWATRNY", "pat-1"
+    )
+    # Denials are audited too.
+    assert audit(decide(OPERATOR, Action.READ, RECORD, N_DOC, NOW)).purpose_of_use == "HOPERAT"
+
+
+def test_a_representative_change_notifies_the_patient() -> None:
+    decision = decide(PARENT, Action.WRITE, RECORD, N_DOC, NOW)
+    assert Obligation("notify-patient") in decision.obligations
+
+
+def test_path_lists_the_rules_in_order() -> None:
+    decision = decide(CARDIO, Action.READ, RECORD, N_DOC, NOW)
+    assert decision.path == (
+        "identity",
+        "record",
+        "blacklist",
+        "author",
+        "hidden",
+        "profile",
+        "confidentiality",
+        "grant",
+    )
+    assert "grant" in decision.explain()
+    emergency = decide(STRANGER, Action.READ, EMERGENCY_OPEN, N_DOC, NOW)
+    assert emergency.path[-3:] == ("confidentiality", "grant", "emergency")
+
+
+def test_the_default_matrix_keeps_sensitive_classes_for_physicians() -> None:
+    for key, actions in DEFAULT_PROFILE_MATRIX.profiles.items():
+        for action in ("read", "write"):
+            for sensitive in ("psychiatric", "genetic", "hiv"):
+                allowed = DEFAULT_PROFILE_MATRIX.permits(key, None, action, sensitive)
+                if key == "physician":
+                    assert allowed
+                elif action == "read":
+                    assert not allowed, (key, actions)
+    for seen in ("medication", "prescription", "allergy", "vaccination"):
+        assert DEFAULT_PROFILE_MATRIX.permits("pharmacist", None, "read", seen)
+    assert not DEFAULT_PROFILE_MATRIX.permits("pharmacist", None, "read", "psychiatric")
+
+
+def test_matrix_from_mapping_adds_specialty_to_profession() -> None:
+    matrix = ProfileMatrix.from_mapping(
+        {
+            "version": "1",
+            "profiles": {
+                "nurse": {"read": ["nursing"]},
+                "nurse/psychiatry": {"read": ["psychiatric"]},
+            },
+        }
+    )
+    assert matrix.permits("nurse", "psychiatry", "read", "psychiatric")
+    assert matrix.permits("nurse", "psychiatry", "read", "nursing")
+    assert not matrix.permits("nurse", None, "read", "psychiatric")
+    assert not matrix.permits("nurse", None, "write", "nursing")
+    assert not matrix.permits("dentist", None, "read", "nursing")
+    nurse = Subject(SubjectKind.PRACTITIONER, "n-1", "nurse", "psychiatry")
+    record = replace(RECORD, grants=(grant(Party.PRACTITIONER, "n-1", GrantLevel.NORMAL),))
+    assert decide(nurse, Action.READ, record, PSY, NOW, matrix).permit
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"profiles": {}},
+        {"version": "1"},
+        {"version": "1", "profiles": {"nurse": {"delete": []}}},
+        {"version": "1", "profiles": {"nurse": {"read": "nursing"}}},
+        {"version": "1", "profiles": {"nurse": ["nursing"]}},
+        {"version": "1", "profiles": {"nurse": {"read": [""]}}},
+    ],
+)
+def test_matrix_from_mapping_refuses_malformed_input(data: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"profile matrix|profile 'nurse'"):
+        ProfileMatrix.from_mapping(data)
+
+
+def test_filters_describe_what_they_let_through() -> None:
+    assert visible_filter(OPERATOR, RECORD, NOW).matches_nothing
+    assert visible_filter(STRANGER, RECORD, NOW).confidentiality == frozenset()
+    gp = visible_filter(GP, RECORD, NOW)
+    assert gp.include_hidden
+    assert gp.classes is None
+    assert gp.confidentiality == {Confidentiality.N, Confidentiality.R}
+    pharmacist = visible_filter(PHARMACIST, RECORD, NOW)
+    assert pharmacist.classes == frozenset({"medication", "prescription", "allergy", "vaccination"})
+    assert not visible_filter(PATIENT, RECORD, NOW).include_not_yet_visible
