@@ -20,12 +20,16 @@ from carevault.bootstrap import account_service
 from carevault.cli.context import engine_for, log_for, operator, operator_record, settings
 from carevault.cli.errors import friendly
 from carevault.domain.errors import CareVaultError
-from carevault.services.accounts import Enrolment
+from carevault.services.accounts import AccountService, Enrolment
 from carevault.services.invitations import invite
 from carevault.services.patient_apps import register_app
 from carevault.settings import Settings
 
 app = typer.Typer(help="Patient and representative accounts.", no_args_is_help=True)
+
+
+def _service(config: Settings) -> AccountService:
+    return account_service(config, engine_for(config.database_url), log_for(config))
 
 
 def _record(config: Settings, interaction: str, account_id: str) -> None:
@@ -49,7 +53,7 @@ def enrol_patient(
 ) -> None:
     """Create a patient's portal account; prints the TOTP enrolment URI and recovery codes."""
     config = settings()
-    service = account_service(config, engine_for(config.database_url), log_for(config))
+    service = _service(config)
     enrolment = service.enrol_patient(login, _password(password_stdin), patient_id=patient_id)
     _record(config, "accounts enrol-patient", enrolment.account_id)
     _print_enrolment(enrolment, json_output)
@@ -82,7 +86,7 @@ def confirm(
 ) -> None:
     """Complete an enrolment with the first code of the patient's authenticator app."""
     config = settings()
-    service = account_service(config, engine_for(config.database_url), log_for(config))
+    service = _service(config)
     if not code.strip():
         raise CareVaultError("--code is empty")
     service.confirm_totp(account_id, code.strip())
@@ -152,7 +156,7 @@ def add_operator(
 ) -> None:
     """Create an operator or security officer account (TOTP mandatory)."""
     config = settings()
-    service = account_service(config, engine_for(config.database_url), log_for(config))
+    service = _service(config)
     enrolment = service.register_operator(
         login, _password(password_stdin), security_officer=security_officer, by=operator()
     )
@@ -171,7 +175,7 @@ def add_representative(
 ) -> None:
     """Create a representative's account (a person who may act for patients by mandate)."""
     config = settings()
-    service = account_service(config, engine_for(config.database_url), log_for(config))
+    service = _service(config)
     enrolment = service.add_representative(login, _password(password_stdin))
     _record(config, "accounts add-representative", enrolment.account_id)
     _print_enrolment(enrolment, json_output)
@@ -190,7 +194,7 @@ def mandate(
     """Record a mandate (e.g. a guardianship the desk has seen) from a patient to a
     representative, with its scope and end."""
     config = settings()
-    service = account_service(config, engine_for(config.database_url), log_for(config))
+    service = _service(config)
     now = datetime.now(UTC)
     ends = None
     if until is not None:

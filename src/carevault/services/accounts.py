@@ -50,7 +50,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from sqlalchemy import Connection
 
@@ -404,20 +404,9 @@ class AccountService:
             before = store.lock_throttle_states([key])[key]
             wait = self.account_throttle.retry_after(before, now)
             if wait:
-                self._append(
-                    uow,
-                    self._event(
-                        account,
-                        "enrol-confirm",
-                        ACTION_UPDATE,
-                        _FAILURE,
-                        now,
-                        client_ip,
-                        reason="throttled",
-                    ),
+                self._refuse_throttled(
+                    uow, account, "enrol-confirm", ACTION_UPDATE, wait, now, client_ip
                 )
-                uow.commit()
-                raise Throttled(THROTTLED, retry_after=wait)
             secret = self.secret_box.open(account.totp_secret, account.id)
             step = self.totp.verify(secret, code, now, None)
             if step is not None and store.accept_totp_step(account.id, step):
@@ -468,20 +457,7 @@ class AccountService:
                 self.ip_throttle.retry_after(states[address], now),
             )
             if wait:
-                self._append(
-                    uow,
-                    self._event(
-                        account,
-                        "login",
-                        ACTION_EXECUTE,
-                        _FAILURE,
-                        now,
-                        client_ip,
-                        reason="throttled",
-                    ),
-                )
-                uow.commit()
-                raise Throttled(THROTTLED, retry_after=wait)
+                self._refuse_throttled(uow, account, "login", ACTION_EXECUTE, wait, now, client_ip)
             before = states[key]
             charged = self.account_throttle.fail(before, now)
             store.save_throttle_state(key, charged)
@@ -719,20 +695,9 @@ class AccountService:
             before = store.lock_throttle_states([key])[key]
             wait = self.account_throttle.retry_after(before, now)
             if wait:
-                self._append(
-                    uow,
-                    self._event(
-                        account,
-                        "password-change",
-                        ACTION_UPDATE,
-                        _FAILURE,
-                        now,
-                        client_ip,
-                        reason="throttled",
-                    ),
+                self._refuse_throttled(
+                    uow, account, "password-change", ACTION_UPDATE, wait, now, client_ip
                 )
-                uow.commit()
-                raise Throttled(THROTTLED, retry_after=wait)
             charged = self.account_throttle.fail(before, now)
             store.save_throttle_state(key, charged)
             uow.commit()
@@ -774,6 +739,24 @@ class AccountService:
             return _store(uow).notifications_of(account_id)
 
     # --- audit ------------------------------------------------------------------------------
+
+    def _refuse_throttled(
+        self,
+        uow: UnitOfWork,
+        account: AccountRecord | None,
+        interaction: str,
+        action: str,
+        wait: int,
+        now: datetime,
+        client_ip: str | None,
+    ) -> NoReturn:
+        """Record a refusal of a throttled account or address, commit it, and refuse."""
+        self._append(
+            uow,
+            self._event(account, interaction, action, _FAILURE, now, client_ip, reason="throttled"),
+        )
+        uow.commit()
+        raise Throttled(THROTTLED, retry_after=wait)
 
     def _record_failure(
         self,
