@@ -169,6 +169,8 @@ class Grant:
     end: datetime | None = None
     granted_by: str = ""
     delegable: bool = False
+    id: str = ""  # the stored grant's id (a Consent resource id); empty in pure tests
+    source: str = "patient"  # patient | representative | care-event
 
     def active(self, now: datetime) -> bool:
         if self.party is not Party.PRACTITIONER and self.end is None:
@@ -180,12 +182,14 @@ class Grant:
 class Block:
     party: Party
     party_id: str
+    id: str = ""
 
 
 @dataclass(frozen=True)
 class EmergencyWindow:
     practitioner_id: str
     until: datetime
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,7 @@ class Representative:
     scope: MandateScope
     start: datetime
     end: datetime | None = None
+    id: str = ""
 
     def active(self, now: datetime) -> bool:
         return self.start <= now and (self.end is None or now < self.end)
@@ -208,6 +213,7 @@ class Delegation:
     level: GrantLevel
     start: datetime
     end: datetime
+    id: str = ""
 
     def active(self, now: datetime) -> bool:
         return self.start <= now < self.end
@@ -226,6 +232,7 @@ class RecordFacts:
     representatives: tuple[Representative, ...] = ()
     delegation_allowed: bool = False
     delegations: tuple[Delegation, ...] = ()
+    default_confidentiality: Confidentiality = Confidentiality.N  # for new documents
 
 
 @dataclass(frozen=True)
