@@ -67,6 +67,8 @@ __all__ = [
     "Subject",
     "SubjectKind",
     "decide",
+    "decide_audit_trail",
+    "decide_directory",
     "visible_filter",
 ]
 
@@ -81,6 +83,7 @@ class SubjectKind(StrEnum):
     PATIENT = "patient"
     REPRESENTATIVE = "representative"
     OPERATOR = "operator"
+    SECURITY_OFFICER = "security_officer"  # an operator who reads the audit trail, nothing more
 
 
 class Action(StrEnum):
@@ -88,6 +91,9 @@ class Action(StrEnum):
     SEARCH = "search"
     WRITE = "write"
     EMERGENCY = "emergency"  # declaring break-the-glass on the record
+    CARE_EVENT = "care-event"  # recording an encounter, which opens a care relationship
+    PERSONAL = "personal"  # reading what is the patient's own: consents, notifications, history
+    MANAGE = "manage"  # deciding who sees what: grants, blocks, hiding, representatives, closing
 
 
 class RecordState(StrEnum):
@@ -527,6 +533,49 @@ _REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
             "A representative acting for the patient within the mandate.",
             "Un représentant qui agit pour le patient dans les limites de son mandat.",
         ),
+        "manage": (
+            "Only the patient, or a representative who manages the record, decides who sees it.",
+            "Seul le patient, ou un représentant qui gère le dossier, décide qui peut le voir.",
+        ),
+        "personal": (
+            "Consents, notifications and the access history are the patient's own: only the "
+            "patient and their representatives see them.",
+            "Les consentements, les notifications et l'historique des accès appartiennent au "
+            "patient : seuls le patient et ses représentants les voient.",
+        ),
+        "care-event": (
+            "The professional recorded a care event with the patient, which gives them a "
+            "time-limited access; the patient is notified and can revoke it.",
+            "Le professionnel a enregistré une prise en charge du patient, qui lui donne un accès "
+            "limité dans le temps ; le patient est prévenu et peut le retirer.",
+        ),
+        "care-event-not-professional": (
+            "A care event is recorded by the professional who saw the patient.",
+            "Une prise en charge est enregistrée par le professionnel qui a vu le patient.",
+        ),
+        "directory": (
+            "The directories of professionals, organizations and patients' identities are open "
+            "to authenticated professionals; they hold no medical content.",
+            "Les annuaires des professionnels, des établissements et des identités des patients "
+            "sont ouverts aux professionnels authentifiés ; ils ne contiennent aucune donnée "
+            "médicale.",
+        ),
+        "directory-read-only": (
+            "Patients and representatives may look professionals up, not change the directories.",
+            "Les patients et les représentants peuvent consulter les annuaires, pas les modifier.",
+        ),
+        "audit-trail": (
+            "A security officer reads the audit trail, which holds who accessed what, never the "
+            "medical content.",
+            "Un responsable de la sécurité consulte la trace des accès, qui dit qui a accédé à "
+            "quoi, jamais le contenu médical.",
+        ),
+        "audit-trail-officer-only": (
+            "Only a security officer reads the whole audit trail; a patient reads the accesses "
+            "to their own record.",
+            "Seul un responsable de la sécurité consulte toute la trace des accès ; un patient "
+            "consulte les accès à son propre dossier.",
+        ),
         "deny-by-default": (
             "No active access from the patient, care relationship or emergency access covers "
             "this request.",
@@ -546,6 +595,7 @@ _NOTHING: frozenset[Confidentiality] = frozenset()
 _PROFESSIONALS = frozenset(
     {SubjectKind.PRACTITIONER, SubjectKind.ASSISTANT, SubjectKind.ORGANIZATION_SYSTEM}
 )
+_OPERATORS = frozenset({SubjectKind.OPERATOR, SubjectKind.SECURITY_OFFICER})
 
 
 class _Trace:
@@ -582,6 +632,7 @@ def _purpose(subject: Subject) -> str:
         SubjectKind.PATIENT: "PATRQT",
         SubjectKind.REPRESENTATIVE: "PWATRNY",
         SubjectKind.OPERATOR: "HOPERAT",
+        SubjectKind.SECURITY_OFFICER: "HOPERAT",
     }.get(subject.kind, "TREAT")
 
 
@@ -746,7 +797,7 @@ def decide(
     problem = _identity_problem(subject)
     if problem is not None:
         return trace.decide(False, "identity", problem)
-    if subject.kind is SubjectKind.OPERATOR:
+    if subject.kind in _OPERATORS:
         return trace.decide(False, "operator")
     trace.check("record")
     if record is None:
@@ -771,6 +822,8 @@ def _decide_patient(
         return trace.decide(False, "patient", "patient-other")
     if action is Action.EMERGENCY:
         return trace.decide(False, "emergency", "emergency-not-professional")
+    if action is Action.CARE_EVENT:
+        return trace.decide(False, "care-event", "care-event-not-professional")
     if action in (Action.READ, Action.SEARCH) and document is not None:
         trace.check("not-yet-visible")
         if document.not_yet_visible_to_patient:
@@ -796,9 +849,12 @@ def _decide_representative(
         return trace.decide(False, "mandate", "mandate-none")
     if action is Action.EMERGENCY:
         return trace.decide(False, "emergency", "emergency-not-professional")
-    if action is Action.WRITE:
+    if action is Action.CARE_EVENT:
+        return trace.decide(False, "care-event", "care-event-not-professional")
+    if action in (Action.WRITE, Action.MANAGE):
         if mandate.scope is not MandateScope.MANAGE:
             return trace.decide(False, "mandate", "mandate-read-only")
+        # A change made for the patient is always told to the patient.
         return trace.decide(True, "representative", extra=(NOTIFY_PATIENT,))
     if document is not None:
         trace.check("not-yet-visible")
@@ -826,11 +882,20 @@ def _decide_professional(
 ) -> Decision:
     if record.state is not RecordState.ACTIVE:
         return trace.decide(False, "record", "record-closed")
+    if action in (Action.MANAGE, Action.PERSONAL):
+        # Checked before the blacklist: the answer is the same for every professional.
+        return trace.decide(False, action.value)
     trace.check("blacklist")
     if _blocked(subject, record):
         # A blocked professional trying to break the glass is an anomaly worth a look.
         extra = (ALERT_SECURITY_OFFICER,) if action is Action.EMERGENCY else ()
         return trace.decide(False, "blacklist", extra=extra)
+
+    if action is Action.CARE_EVENT:
+        trace.check("care-event")
+        if subject.kind is SubjectKind.ASSISTANT:
+            return trace.decide(False, "mandate", "mandate-assistant-write")
+        return trace.decide(True, "care-event", extra=(NOTIFY_PATIENT,))
 
     if action is Action.EMERGENCY:
         trace.check("emergency")
@@ -932,7 +997,7 @@ def visible_filter(
     matrix: ProfileMatrix = DEFAULT_PROFILE_MATRIX,
 ) -> DocumentFilter:
     """The documents ``decide(subject, Action.READ, record, document, now, matrix)`` permits."""
-    if _identity_problem(subject) is not None or subject.kind is SubjectKind.OPERATOR:
+    if _identity_problem(subject) is not None or subject.kind in _OPERATORS:
         return _NO_DOCUMENTS
     if record is None:
         return _NO_DOCUMENTS
@@ -969,3 +1034,41 @@ def visible_filter(
         include_not_yet_visible=True,
         author_id=subject.id if practitioner else None,
     )
+
+
+# --- outside the records ---------------------------------------------------------------------
+
+
+def decide_directory(subject: Subject, action: Action) -> Decision:
+    """Directories (professionals, organizations, patients' identities) hold no medical content:
+    open to every authenticated professional; patients and representatives may read them (to
+    choose whom to grant), not change them; operators are kept out of the FHIR API entirely —
+    they manage the directories from the command line, where every change is audited."""
+    trace = _Trace(_audit(subject, None))
+    trace.check("identity")
+    problem = _identity_problem(subject)
+    if problem is not None:
+        return trace.decide(False, "identity", problem)
+    if subject.kind in _OPERATORS:
+        return trace.decide(False, "operator")
+    trace.check("directory")
+    reading = action in (Action.READ, Action.SEARCH)
+    if subject.kind in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE) and not reading:
+        return trace.decide(False, "directory", "directory-read-only")
+    if subject.kind is SubjectKind.ASSISTANT and not reading:
+        return trace.decide(False, "mandate", "mandate-assistant-write")
+    return trace.decide(True, "directory")
+
+
+def decide_audit_trail(subject: Subject) -> Decision:
+    """The whole audit trail (every patient's accesses) is for the security officer alone; a
+    patient's own history is a `Action.PERSONAL` request on their record."""
+    trace = _Trace(_audit(subject, None))
+    trace.check("identity")
+    problem = _identity_problem(subject)
+    if problem is not None:
+        return trace.decide(False, "identity", problem)
+    trace.check("audit-trail")
+    if subject.kind is SubjectKind.SECURITY_OFFICER:
+        return trace.decide(True, "audit-trail")
+    return trace.decide(False, "audit-trail", "audit-trail-officer-only")

@@ -29,6 +29,8 @@ from carevault.domain.authorization import (
     Subject,
     SubjectKind,
     decide,
+    decide_audit_trail,
+    decide_directory,
     visible_filter,
 )
 
@@ -74,6 +76,7 @@ PARENT = Subject(SubjectKind.REPRESENTATIVE, "rep-manage")
 READER = Subject(SubjectKind.REPRESENTATIVE, "rep-read")
 FORMER = Subject(SubjectKind.REPRESENTATIVE, "rep-expired")
 OPERATOR = Subject(SubjectKind.OPERATOR, "op-1")
+OFFICER = Subject(SubjectKind.SECURITY_OFFICER, "so-1")
 
 
 def grant(party: Party, party_id: str, level: GrantLevel, **kw: object) -> Grant:
@@ -328,6 +331,45 @@ ROWS = [
     Row("emergency still needs the profile", replace(STRANGER, profession="pharmacist",
                                                      specialty=None),
         Action.READ, EMERGENCY_OPEN, PSY, False, "profile"),
+    # managing the record (who sees what) is the patient's, or a managing representative's
+    Row("patient manages", PATIENT, Action.MANAGE, RECORD, None, True, "patient"),
+    Row("patient manages a closed record", PATIENT, Action.MANAGE, CLOSED, None, True,
+        "patient"),
+    Row("patient manages another record", OTHER_PATIENT, Action.MANAGE, RECORD, None, False,
+        "patient"),
+    Row("managing representative manages", PARENT, Action.MANAGE, RECORD, None, True,
+        "representative"),
+    Row("read-only representative cannot manage", READER, Action.MANAGE, RECORD, None, False,
+        "mandate"),
+    Row("representative outside mandate dates", FORMER, Action.MANAGE, RECORD, None, False,
+        "mandate"),
+    Row("referring physician cannot manage", GP, Action.MANAGE, RECORD, None, False, "manage"),
+    Row("operator cannot manage", OPERATOR, Action.MANAGE, RECORD, None, False, "operator"),
+    Row("security officer reads no record", OFFICER, Action.READ, RECORD, N_DOC, False,
+        "operator"),
+    # personal: consents, notifications, access history
+    Row("patient reads their notifications", PATIENT, Action.PERSONAL, RECORD, None, True,
+        "patient"),
+    Row("read-only representative reads them", READER, Action.PERSONAL, RECORD, None, True,
+        "representative"),
+    Row("granted professional does not", CARDIO, Action.PERSONAL, RECORD, None, False,
+        "personal"),
+    # care events open a care relationship for professionals who are not blocked
+    Row("care event by a stranger", STRANGER, Action.CARE_EVENT, RECORD, None, True,
+        "care-event"),
+    Row("care event by a hospital system", HOSPITAL_IS, Action.CARE_EVENT, RECORD, None, True,
+        "care-event"),
+    Row("care event by a blocked practitioner", STRANGER, Action.CARE_EVENT,
+        replace(RECORD, blocks=(Block(Party.PRACTITIONER, "dr-stranger"),)), None, False,
+        "blacklist"),
+    Row("care event on a closed record", STRANGER, Action.CARE_EVENT, CLOSED, None, False,
+        "record"),
+    Row("care event by an assistant", ASSISTANT, Action.CARE_EVENT, RECORD, None, False,
+        "mandate"),
+    Row("care event by the patient", PATIENT, Action.CARE_EVENT, RECORD, None, False,
+        "care-event"),
+    Row("care event by a representative", PARENT, Action.CARE_EVENT, RECORD, None, False,
+        "care-event"),
 ]  # fmt: skip
 
 
@@ -468,3 +510,43 @@ def test_filters_describe_what_they_let_through() -> None:
     pharmacist = visible_filter(PHARMACIST, RECORD, NOW)
     assert pharmacist.classes == frozenset({"medication", "prescription", "allergy", "vaccination"})
     assert not visible_filter(PATIENT, RECORD, NOW).include_not_yet_visible
+
+
+@pytest.mark.parametrize(
+    ("subject", "action", "permit", "rule"),
+    [
+        (STRANGER, Action.SEARCH, True, "directory"),
+        (STRANGER, Action.WRITE, True, "directory"),
+        (HOSPITAL_IS, Action.WRITE, True, "directory"),
+        (ASSISTANT, Action.READ, True, "directory"),
+        (ASSISTANT, Action.WRITE, False, "mandate"),
+        (PATIENT, Action.SEARCH, True, "directory"),
+        (PATIENT, Action.WRITE, False, "directory"),
+        (PARENT, Action.WRITE, False, "directory"),
+        (OPERATOR, Action.READ, False, "operator"),
+        (OFFICER, Action.READ, False, "operator"),
+        (replace(STRANGER, licence_active=False), Action.READ, False, "identity"),
+    ],
+)
+def test_directory_decisions(subject: Subject, action: Action, permit: bool, rule: str) -> None:
+    decision = decide_directory(subject, action)
+    assert (decision.permit, decision.rule) == (permit, rule), decision.explain()
+    assert decision.path[0] == "identity" and decision.path[-1] == rule
+
+
+@pytest.mark.parametrize(
+    ("subject", "permit"),
+    [(OFFICER, True), (OPERATOR, False), (PATIENT, False), (GP, False), (PARENT, False)],
+)
+def test_only_the_security_officer_reads_the_whole_audit_trail(
+    subject: Subject, permit: bool
+) -> None:
+    decision = decide_audit_trail(subject)
+    assert decision.permit is permit
+    assert decision.rule == "audit-trail"
+    assert decide_audit_trail(replace(OFFICER, identity_valid=False)).rule == "identity"
+
+
+def test_a_care_event_notifies_the_patient() -> None:
+    decision = decide(STRANGER, Action.CARE_EVENT, RECORD, None, NOW)
+    assert Obligation("notify-patient") in decision.obligations

@@ -346,14 +346,16 @@ login_attempt_state = Table(
     Column("locked_at", UTCDateTime),
 )
 
-# What an account holder is told (an account locked after repeated failures, …): the outbox the
-# portal shows, and a mailer may later deliver. ``payload`` is JSON text.
+# What an account holder or a patient is told (an account locked after repeated failures, an
+# emergency access to the record, …): the outbox the portal shows, and a mailer may later
+# deliver. ``payload`` is JSON text.
 notification = Table(
     "notification",
     metadata,
     Column("id", ID, primary_key=True),
     Column("patient_id", ID, index=True),
-    Column("account_id", ID, ForeignKey("account.id"), nullable=False, index=True),
+    # No account: a notification to a patient who has none yet (migration 0009).
+    Column("account_id", ID, ForeignKey("account.id"), index=True),
     Column("kind", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("payload", Text, nullable=False),
@@ -422,4 +424,118 @@ enrolment_invitation = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
+)
+
+# --- record policy (migration 0009) --------------------------------------------------------------
+
+# The facts the authorization engine decides on (`carevault.domain.authorization.RecordFacts`),
+# one patient at a time. Revocations mark rows instead of deleting them: the patient's history of
+# who was allowed what stays readable.
+
+# The record's own settings. No row means every default (a record under the opt-out model).
+record = Table(
+    "record",
+    metadata,
+    Column("patient_id", ID, ForeignKey("patient.id"), primary_key=True),
+    Column("state", String(16), nullable=False),  # active | closed
+    Column("referring_physician_id", ID),
+    Column("emergency_setting", String(24), nullable=False),  # off | normal | normal+restricted
+    Column("delegation_allowed", Boolean, nullable=False),
+    Column("default_confidentiality", String(1), nullable=False),  # N | R | V
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Access given to a practitioner, an organization or a care team (a FHIR Consent).
+record_grant = Table(
+    "record_grant",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("party", String(16), nullable=False),  # practitioner | organization | care_team
+    Column("party_id", ID, nullable=False),
+    Column("level", String(16), nullable=False),  # normal | extended
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime),
+    Column("granted_by", String(255), nullable=False),
+    Column("delegable", Boolean, nullable=False),
+    Column("source", String(16), nullable=False),  # patient | representative | care-event
+    Column("source_ref", String(128)),  # what gave it, e.g. "Encounter/<id>"
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Column("revoked_by", String(255)),
+)
+
+# The patient's blacklist: a practitioner, organization or care team kept out, emergencies too.
+record_block = Table(
+    "record_block",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("party", String(16), nullable=False),
+    Column("party_id", ID, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Column("revoked_by", String(255)),
+)
+
+# A practitioner passing (part of) their access on to another, always until a set date.
+record_delegation = Table(
+    "record_delegation",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("delegator_id", ID, nullable=False),
+    Column("delegate_id", ID, nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+# Break-the-glass windows a practitioner opened on the record, with the reason they gave.
+emergency_access = Table(
+    "emergency_access",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("practitioner_id", ID, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime),
+)
+
+# The facts about a document the engine and the search filter need (its content comes later).
+document = Table(
+    "document",
+    metadata,
+    Column("id", ID, primary_key=True),
+    # Indexed by the (patient_id, class_code) index below, whose first column it is.
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False),
+    Column("author_id", ID, nullable=False),
+    Column("author_organization_id", ID, nullable=False),
+    Column("class_code", String(64), nullable=False),
+    Column("type_code", String(64), nullable=False),
+    Column("confidentiality", String(1), nullable=False),
+    Column("hidden", Boolean, nullable=False),
+    Column("not_yet_visible", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_document_patient_id_class_code", "patient_id", "class_code"),
+)
+
+# Care events (FHIR Encounter); one may give its practitioner a grant (``source_ref``).
+encounter = Table(
+    "encounter",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("practitioner_id", ID, nullable=False),
+    Column("organization_id", ID),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("period_end", UTCDateTime),
+    Column("resource", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
