@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -25,7 +27,8 @@ from carevault.api.fhir.directory_handlers import fhir_handlers
 from carevault.api.fhir.door import FhirDoor
 from carevault.api.oauth_routes import oauth_router
 from carevault.domain.audit import STREAMS
-from carevault.domain.errors import CareVaultError
+from carevault.domain.authorization import DEFAULT_PROFILE_MATRIX, ProfileMatrix, RecordModel
+from carevault.domain.errors import CareVaultError, InvalidInput
 from carevault.domain.professions import Professions
 from carevault.domain.scopes import permits
 from carevault.fhirmodel.directory import IdentitySystems
@@ -33,6 +36,7 @@ from carevault.services.accounts import AccountService
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
 from carevault.services.portal_sessions import PortalSessions
+from carevault.services.record_policy import RecordPolicy
 from carevault.services.tokens import TokenContext, authenticate
 from carevault.settings import Settings
 from carevault.web.portal import portal_router
@@ -56,6 +60,35 @@ def directory_context(settings: Settings) -> DirectoryContext:
         organization=settings.organization_id_system,
     )
     return DirectoryContext(systems=systems, professions=load_professions(settings), clock=utc_now)
+
+
+def load_profile_matrix(settings: Settings) -> ProfileMatrix:
+    """The deployment's profile matrix, or the built-in one; a malformed file stops the start
+    with a message naming the file."""
+    path = settings.profile_matrix_file
+    if path is None:
+        return DEFAULT_PROFILE_MATRIX
+    try:
+        return ProfileMatrix.from_mapping(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as error:
+        raise InvalidInput(f"the profile matrix {path} cannot be used: {error}") from None
+
+
+def units(settings: Settings, engine: Engine) -> Callable[[], UnitOfWork]:
+    """Units of work that record the current request's change atomically with it."""
+    model = RecordModel(settings.record_model)
+    return lambda: UnitOfWork(engine, before_commit=before_commit, record_model=model)
+
+
+def record_policy(settings: Settings, engine: Engine, log: AuditLog) -> RecordPolicy:
+    return RecordPolicy(
+        units(settings, engine),
+        log,
+        clock=utc_now,
+        matrix=load_profile_matrix(settings),
+        care_relationship=timedelta(days=settings.care_relationship_days),
+        emergency_window=timedelta(hours=settings.emergency_access_hours),
+    )
 
 
 def audit_log(settings: Settings, engine: Engine) -> AuditLog:
@@ -83,11 +116,12 @@ class Platform:
     audit: AuditLog
     tokens: TokenContext
     accounts: AccountService
+    policy: RecordPolicy
     door: FhirDoor
     app: FastAPI
 
     def unit_of_work(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, before_commit=before_commit)
+        return units(self.settings, self.engine)()
 
 
 def build(settings: Settings, engine: Engine | None = None) -> Platform:
@@ -97,11 +131,13 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     engine = engine or connect(settings.database_url)
     directory = directory_context(settings)
     log = audit_log(settings, engine)
+    policy = record_policy(settings, engine, log)
     api = ApiContext(
-        unit_of_work=lambda: UnitOfWork(engine, before_commit=before_commit),
+        unit_of_work=units(settings, engine),
         directory=directory,
         audit=log,
         settings=settings,
+        policy=policy,
     )
     base = settings.public_base_url.rstrip("/")
     fhir_base = base + "/fhir"
@@ -114,20 +150,12 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     )
     door = FhirDoor(
         handlers=fhir_handlers(api),
-        gate=TokenGate(settings, lambda: UnitOfWork(engine), tokens),
+        gate=TokenGate(settings, units(settings, engine), tokens, policy),
         recorder=AuditTrail(log, utc_now),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         capabilities=lambda d: capability_statement(d, fhir_base),
     )
-    accounts = AccountService(
-        lambda: UnitOfWork(engine),
-        log,
-        hasher=Argon2PasswordHasher(),
-        totp=TotpAuthenticator(),
-        secret_box=TotpSecretBox.from_key_source(settings.key_source),
-        qr_code=qr_svg,
-        clock=utc_now,
-    )
+    accounts = account_service(settings, engine, log)
     sessions = PortalSessions(lambda: UnitOfWork(engine), utc_now)
     portal = portal_router(settings, accounts, sessions, log, api.unit_of_work, utc_now)
     oauth = oauth_router(
@@ -151,4 +179,4 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     app = create_app(
         settings, door, log, routers=[oauth, portal], security_officer=security_officer
     )
-    return Platform(settings, engine, directory, log, tokens, accounts, door, app)
+    return Platform(settings, engine, directory, log, tokens, accounts, policy, door, app)

@@ -56,6 +56,17 @@ class Settings(BaseSettings):
     )
 
     # Explicit bounds on what a client may send or ask for.
+    profile_matrix_file: Path | None = Field(
+        default=None,
+        description="The authorization profile matrix (JSON, versioned); None = built-in.",
+    )
+    record_model: Literal["opt-out", "opt-in"] = Field(
+        default="opt-out",
+        description="opt-out: every identified patient has a record; opt-in: only those who "
+        "opened one.",
+    )
+    care_relationship_days: int = Field(default=90, ge=1, le=3650)
+    emergency_access_hours: int = Field(default=24, ge=1, le=168)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     max_bundle_entries: int = Field(default=1000, ge=1)
     max_json_depth: int = Field(default=32, ge=4)

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from carevault.bootstrap import Platform
 from support import rfc9162
 from support.builders import patient
+from support.tokens import officer_headers, patient_headers
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -32,6 +33,7 @@ def test_audit_events_by_patient_and_date(client: TestClient, platform: Platform
                        headers=FHIR_JSON).json()
     client.get(f"/fhir/Patient/{anne['id']}")
     client.get(f"/fhir/Patient/{marc['id']}")
+    client.headers.update(officer_headers(platform))
     bundle = client.get("/fhir/AuditEvent", params={"patient": f"Patient/{anne['id']}"}).json()
     Bundle.model_validate(bundle)
     events = [e["resource"] for e in bundle["entry"]]
@@ -55,6 +57,8 @@ def test_access_history_in_plain_words_with_proofs(client: TestClient,
     anne = client.post("/fhir/Patient", json=patient(systems, 1), headers=FHIR_JSON).json()
     client.get(f"/fhir/Patient/{anne['id']}")
     client.get("/fhir/Patient", params={"family": "mül"})
+    professional = dict(client.headers)
+    client.headers.update(patient_headers(platform, anne["id"]))
     first = client.get(f"/fhir/Patient/{anne['id']}/$access-history").json()
     Parameters.model_validate(first)
     head = dict(parts(first["parameter"][0]))
@@ -65,10 +69,12 @@ def test_access_history_in_plain_words_with_proofs(client: TestClient,
         head["rootHash"]))
     entries = [p for p in first["parameter"] if p["name"] == "entry"]
     texts = [dict(parts(e))["text"] for e in entries]
-    assert len(entries) == 3
+    assert len(entries) == 5
     assert texts[0].startswith("Theo Tester created your identity record")
     assert "read your identity record" in texts[1]
     assert "found your identity record" in texts[2]
+    assert texts[3].startswith("You created an account")  # the patient's app signs in
+    assert texts[4].startswith("You confirmed the account's second factor")
     # Each entry is in the signed tree: check it with the test's own RFC 9162 code.
     all_leaves = [base64.b64decode(e["leaf_input"]) for e in client.get(
         "/audit/entries", params={"start": 0, "end": head["treeSize"]}).json()["entries"]]
@@ -81,7 +87,7 @@ def test_access_history_in_plain_words_with_proofs(client: TestClient,
     assert rfc9162.mth(all_leaves) == base64.b64decode(head["rootHash"])
 
     # Next visit: the device sends the size it saw; the answer proves the log only grew.
-    client.get(f"/fhir/Patient/{anne['id']}")
+    client.get(f"/fhir/Patient/{anne['id']}", headers=professional)
     second = client.get(f"/fhir/Patient/{anne['id']}/$access-history",
                         params={"since": head["treeSize"], "language": "fr"}).json()
     new_head = dict(parts(second["parameter"][0]))
@@ -98,8 +104,10 @@ def test_access_history_refusals(client: TestClient, platform: Platform) -> None
     anne = client.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
                        headers=FHIR_JSON).json()
     base = f"/fhir/Patient/{anne['id']}/$access-history"
+    client.headers.update(patient_headers(platform, anne["id"]))
     assert client.get(base, params={"language": "de"}).status_code == 400
     assert client.get(base, params={"since": "10000000"}).status_code == 400
     assert client.get(base, params={"since": "-1"}).status_code == 400
     assert client.get(base, params={"colour": "red"}).status_code == 400
-    assert client.get("/fhir/Patient/nobody/$access-history").status_code == 404
+    # Another record, existing or not, is refused alike: existence is not revealed.
+    assert client.get("/fhir/Patient/nobody/$access-history").status_code == 403

@@ -14,7 +14,7 @@ from carevault.bootstrap import Platform, build
 from carevault.domain.audit import AuditRecord
 from carevault.settings import Settings
 from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
-from support.tokens import professional_token
+from support.tokens import patient_headers, professional_token
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -47,7 +47,7 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
     assert statement["fhirVersion"] == "4.0.1"
     resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
     assert set(resources) == {"Patient", "Practitioner", "PractitionerRole", "Organization",
-                              "AuditEvent"}
+                              "AuditEvent", "Consent", "Encounter", "Communication"}
     patient_params = {p["name"] for p in resources["Patient"]["searchParam"]}
     assert {"family", "given", "birthdate", "gender", "identifier",
             "address-postalcode"} <= patient_params
@@ -57,18 +57,29 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
     assert "PractitionerRole:practitioner" in resources["PractitionerRole"]["searchInclude"]
 
 
-def test_every_advertised_search_parameter_is_accepted(client: TestClient) -> None:
-    """The statement and the door share one registry: nothing advertised is refused."""
+def test_every_advertised_search_parameter_is_accepted(client: TestClient,
+                                                      platform: Platform) -> None:
+    """The statement and the door share one registry: nothing advertised is refused. Searches
+    of one record's resources are made by its patient, naming their record."""
     statement = client.get("/fhir/metadata").json()
     samples = {"string": "a", "token": "true", "date": "1980", "reference": "x"}
+    own = post(client, "Patient", patient(platform.directory.systems, 7)).json()["id"]
+    mine = patient_headers(platform, own)
     for resource in statement["rest"][0]["resource"]:
+        personal = resource["type"] in ("AuditEvent", "Consent", "Encounter", "Communication")
         for param in resource["searchParam"]:
             value = samples[param["type"]]
             if param["name"] in ("identifier",):
                 value = "urn:x|1"
             if param["name"] == "gender":
                 value = "female"
-            response = client.get(f"/fhir/{resource['type']}", params={param["name"]: value})
+            if param["name"] == "status":
+                value = "active"
+            params = {param["name"]: value}
+            if personal:
+                params["patient"] = f"Patient/{own}"
+            response = client.get(f"/fhir/{resource['type']}", params=params,
+                                  headers=mine if personal else {})
             assert response.status_code == 200, (resource["type"], param["name"], response.text)
 
 

@@ -3,71 +3,16 @@ reach clinical content. A security officer's token reads the audit trail, nothin
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
-import urllib.parse
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import pyotp
 import pytest
 from starlette.testclient import TestClient
 
 from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
-from carevault.services.patient_apps import register_app
 from support.builders import patient
-
-PASSWORD = "operators keep long passphrases 9"
-REDIRECT = "https://ops.example/callback"
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-def operator(platform: Platform, login: str, *, security_officer: bool) -> pyotp.TOTP:
-    enrolment = platform.accounts.register_operator(login, PASSWORD,
-                                                    security_officer=security_officer,
-                                                    by="os-user:test")
-    query = urllib.parse.parse_qs(urllib.parse.urlparse(enrolment.totp_provisioning_uri).query)
-    totp = pyotp.TOTP(query["secret"][0])
-    earlier = datetime.now(UTC) - timedelta(seconds=30)
-    platform.accounts.confirm_totp(enrolment.account_id, totp.at(earlier), now=earlier)
-    return totp
-
-
-def operator_token(client: TestClient, platform: Platform, login: str, totp: pyotp.TOTP,
-                   scope: str) -> str:
-    with platform.unit_of_work() as uow:
-        client_id = register_app(uow, "Security console", [REDIRECT], datetime.now(UTC))
-    verifier = "v" * 50
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode()
-    url = "/oauth/authorize?" + urllib.parse.urlencode({
-        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
-        "scope": scope, "code_challenge": challenge.rstrip("="),
-        "code_challenge_method": "S256"})
-    to_login = client.get(url, follow_redirects=False).headers["location"]
-    # Operators have their own door; the patients' page links to it, keeping "next".
-    login_page = client.get(to_login.replace("/login", "/operator/login", 1))
-    csrf = CSRF.search(login_page.text)
-    next_field = re.search(r'name="next" value="([^"]+)"', login_page.text)
-    assert csrf and next_field
-    back = client.post("/operator/login", data={"login": login, "password": PASSWORD,
-                                       "code": totp.now(), "csrf": csrf.group(1),
-                                       "next": next_field.group(1).replace("&amp;", "&")},
-                       follow_redirects=False)
-    consent = client.get(back.headers["location"])
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
-                             consent.text))
-    fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
-    approved = client.post("/oauth/authorize", data={**fields, "decision": "approve"},
-                           follow_redirects=False)
-    code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
-    answer = client.post("/oauth/token", data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
-        "client_id": client_id, "code_verifier": verifier}).json()
-    assert "patient" not in answer
-    return str(answer["access_token"])
+from support.operators import CSRF, PASSWORD, operator, operator_token
 
 
 @pytest.fixture
@@ -96,11 +41,14 @@ def test_an_operator_token_gets_403_on_every_clinical_resource(
     totp = operator(platform, "ops@carevault.test", security_officer=False)
     token = operator_token(client, platform, "ops@carevault.test", totp, "system/*.rs")
     headers = {"Authorization": f"Bearer {token}"}
-    for path, params in [*clinical_requests(platform, a_patient), ("/fhir/AuditEvent", {})]:
+    for path, params in clinical_requests(platform, a_patient):
         refused = client.get(path, params=params, headers=headers)
         assert refused.status_code == 403, (path, refused.text)
-        assert "operators never see clinical content" in refused.json()["issue"][0][
+        assert "operators never have access to medical content" in refused.json()["issue"][0][
             "diagnostics"]
+    trail = client.get("/fhir/AuditEvent", headers=headers)
+    assert trail.status_code == 403
+    assert "Only a security officer" in trail.json()["issue"][0]["diagnostics"]
     assert client.get("/fhir/metadata", headers=headers).status_code == 200
 
 

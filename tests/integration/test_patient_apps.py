@@ -131,7 +131,11 @@ def test_a_patient_app_cannot_reach_another_record(
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
         "client_id": app_id, "code_verifier": verifier}).json()["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
-    for path, params in ((f"/fhir/Patient/{other.id}", {}), ("/fhir/Patient", {}),
+    found = client.get("/fhir/Patient", headers=headers).json()  # a search finds only their own
+    assert [e["resource"]["id"] for e in found["entry"]] == [account.patient_id]
+    assert client.get("/fhir/Patient", params={"family": "Thill"},
+                      headers=headers).json()["total"] == 0
+    for path, params in ((f"/fhir/Patient/{other.id}", {}),
                          ("/fhir/AuditEvent", {"patient": f"Patient/{other.id}"}),
                          ("/fhir/AuditEvent", {}), ("/fhir/Practitioner", {})):
         refused = client.get(path, params=params, headers=headers)

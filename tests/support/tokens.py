@@ -8,6 +8,7 @@ token endpoint's use case checks it and issues the token.
 from __future__ import annotations
 
 import base64
+import hashlib
 import uuid
 from datetime import UTC, datetime
 
@@ -59,3 +60,67 @@ def professional_token(platform: Platform, scope: str = "system/*.cruds") -> str
         grant = issue_backend_token(uow, platform.tokens, assertion_type=ASSERTION_TYPE,
                                     assertion=assertion, scope=scope)
     return grant.access_token
+
+
+def account_token(platform: Platform, account_id: str, patient_id: str | None, *,
+                  kind: str = "patient",
+                  scope: str = "launch/patient patient/*.cruds") -> str:
+    """A token for a patient's (or representative's, operator's) app through the services of
+    the authorization code grant with PKCE: the browser steps are tested elsewhere."""
+    from carevault.services.patient_apps import AppRequest, approve, exchange_code, register_app
+
+    redirect = "https://app.example/callback"
+    verifier = "v" * 64
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    now = datetime.now(UTC)
+    with platform.unit_of_work() as uow:
+        client_id = register_app(uow, "Test app", [redirect], now)
+    request = AppRequest(client_id, "Test app", redirect, scope, None, challenge)
+    with platform.unit_of_work() as uow:
+        location = approve(uow, request, account_id, patient_id, now, kind=kind)
+    code = location.split("code=", 1)[1].split("&", 1)[0]
+    with platform.unit_of_work() as uow:
+        grant, _ = exchange_code(uow, platform.tokens, code=code, redirect_uri=redirect,
+                                 client_id=client_id, code_verifier=verifier)
+        uow.commit()
+    return grant.access_token
+
+
+def patient_headers(platform: Platform, patient_id: str) -> dict[str, str]:
+    """Enrol an account for a registered patient and return their app token's headers."""
+    import urllib.parse
+    from datetime import timedelta
+
+    import pyotp
+
+    enrolment = platform.accounts.enrol_patient(
+        f"patient-{uuid.uuid4().hex[:8]}@example.lu", "correct horse battery staple 42",
+        patient_id=patient_id)
+    secret = urllib.parse.parse_qs(
+        urllib.parse.urlparse(enrolment.totp_provisioning_uri).query)["secret"][0]
+    earlier = datetime.now(UTC) - timedelta(seconds=30)
+    platform.accounts.confirm_totp(enrolment.account_id, pyotp.TOTP(secret).at(earlier),
+                                   now=earlier)
+    token = account_token(platform, enrolment.account_id, patient_id)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def officer_headers(platform: Platform) -> dict[str, str]:
+    """A security officer's token (an operator account with the role, TOTP confirmed)."""
+    import urllib.parse
+    from datetime import timedelta
+
+    import pyotp
+
+    enrolment = platform.accounts.register_operator(
+        f"officer-{uuid.uuid4().hex[:8]}", "officers keep long passphrases 9",
+        security_officer=True, by="os-user:test")
+    secret = urllib.parse.parse_qs(
+        urllib.parse.urlparse(enrolment.totp_provisioning_uri).query)["secret"][0]
+    earlier = datetime.now(UTC) - timedelta(seconds=30)
+    platform.accounts.confirm_totp(enrolment.account_id, pyotp.TOTP(secret).at(earlier),
+                                   now=earlier)
+    token = account_token(platform, enrolment.account_id, None, kind="security-officer",
+                          scope="system/AuditEvent.rs")
+    return {"Authorization": f"Bearer {token}"}

@@ -1,10 +1,8 @@
-"""Who may pass the door until the authorization engine arrives, what is recorded, and how fast.
+"""Who may pass the door, and how fast: the token gate that hands every request to the
+authorization engine, and the per-client rate limit.
 
-`DevLoopbackGate` is deliberately narrow: in the ``dev`` environment, requests from this machine
-(loopback) are admitted so that a developer can use the directories; everywhere else, and from
-any other address, every request except the CapabilityStatement is refused as unauthenticated.
-It is replaced by the authorization engine (issue "authorization engine"), not extended.
-
+`DevLoopbackGate` now only serves the public CapabilityStatement; every other request needs a
+token and an engine decision.
 """
 
 from __future__ import annotations
@@ -14,11 +12,30 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
-from carevault.api.fhir.door import Admission, FhirRequest, Interaction
-from carevault.domain.errors import NotAuthenticated, NotPermitted, RateLimited
+from carevault.api.fhir.door import (
+    AccessNeed,
+    Admission,
+    FhirRequest,
+    Interaction,
+    Refusal,
+    Target,
+)
+from carevault.domain.authorization import (
+    Action,
+    Decision,
+    RecordFacts,
+    Subject,
+    SubjectKind,
+    decide_audit_trail,
+    decide_directory,
+)
+from carevault.domain.errors import InvalidInput, NotAuthenticated, RateLimited
 from carevault.domain.scopes import permits
+from carevault.services.record_policy import RecordPolicy, practitioner_subject
 from carevault.services.tokens import Caller, InvalidToken, TokenContext, authenticate
 from carevault.settings import Settings
 
@@ -89,53 +106,30 @@ def needed_permission(request: FhirRequest) -> str:
     return _PERMISSION.get(request.interaction, "r")
 
 
-def _within_own_record(request: FhirRequest, patient_id: str) -> None:
-    """A patient app reaches its patient's record and nothing else (deny by default)."""
-    own = f"Patient/{patient_id}"
-    if request.resource_type == "Patient" and request.resource_id == patient_id:
-        return
-    if request.resource_type == "AuditEvent" and request.interaction is Interaction.SEARCH:
-        asked = [value for name, value in request.params if name == "patient"]
-        if asked and all(value in (own, patient_id) for value in asked):
-            return
-    raise NotPermitted(
-        "a patient app may only reach its own patient's record", issue_code="forbidden"
-    )
-
-
-def _operator_admission(request: FhirRequest, caller: Caller) -> Admission:
-    """Operators never see clinical content; a security officer may read the audit trail."""
-    reading = request.interaction in (Interaction.READ, Interaction.SEARCH)
-    if (
-        caller.role == "security-officer"
-        and request.resource_type == "AuditEvent"
-        and reading
-        and permits(caller.scopes, "AuditEvent", needed_permission(request))
-    ):
-        return Admission(
-            rule="security officer: audit trail",
-            who=caller.fhir_user,
-            client_id=caller.client_id,
-            role=caller.role,
-        )
-    raise NotPermitted("operators never see clinical content", issue_code="forbidden")
-
-
 class TokenGate:
-    """Admits requests that carry a valid SMART access token whose scopes cover them.
+    """Authenticates the SMART access token, then asks the authorization engine.
 
-    Without a token, the development loopback rule still applies (see `DevLoopbackGate`) until
-    the authorization engine takes over the directories; with a token, the token decides.
+    The token gives the identity (re-checked on every request: revocation, licence); the
+    directory gives the subject's profession and organizations; the record's facts are loaded
+    fresh, in one query, for the patient the request concerns. The scopes of the token are part
+    of rule 1 (identity): a scope that does not cover the interaction is an identity refusal.
     """
 
     def __init__(
-        self, settings: Settings, units: Callable[[], UnitOfWork], tokens: TokenContext
+        self,
+        settings: Settings,
+        units: Callable[[], UnitOfWork],
+        tokens: TokenContext,
+        policy: RecordPolicy,
     ) -> None:
         self.fallback = DevLoopbackGate(settings)
         self.units = units
         self.tokens = tokens
+        self.policy = policy
 
-    def admit(self, request: FhirRequest) -> Admission:
+    def admit(
+        self, request: FhirRequest, need_of: Callable[[FhirRequest], AccessNeed]
+    ) -> Admission:
         if request.interaction is Interaction.CAPABILITIES:
             return self.fallback.admit(request)
         header = request.headers.get("authorization")
@@ -146,28 +140,108 @@ class TokenGate:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("use 'Authorization: Bearer <access token>'")
+        now = self.tokens.clock()
         with self.units() as uow:
             caller = authenticate(uow, self.tokens, token.strip())
-        kind = request.resource_type or ""
-        if caller.role is not None:
-            return _operator_admission(request, caller)
-        permission = needed_permission(request)
-        if not permits(caller.scopes, kind, permission):
-            raise NotPermitted(
-                f"the token's scopes do not allow '{permission}' on {kind}", issue_code="forbidden"
-            )
-        if caller.patient is not None:
-            _within_own_record(request, caller.patient)
-            return Admission(
-                rule=f"patient app token {caller.token_id[:8]}: own record only",
-                who=caller.fhir_user,
-                client_id=caller.client_id,
-                role="representative" if caller.representative else "patient",
-            )
-        return Admission(
-            rule=f"token {caller.token_id[:8]}: {' '.join(str(s) for s in caller.scopes)}",
+            scoped = permits(caller.scopes, request.resource_type or "", needed_permission(request))
+            subject = subject_of(uow, caller, identity_valid=scoped)
+            need = need_of(request)
+            decision, record = self._decide(uow, subject, need, caller, now)
+        admission = Admission(
+            rule=decision.explain(),
             who=caller.fhir_user,
             organization=caller.organization,
             client_id=caller.client_id,
-            role="system" if caller.acting_system else "practitioner",
+            role=_role(caller),
+            subject=subject,
+            decision=decision,
+            record=record,
+            on_behalf_of=f"Patient/{record.patient_id}"
+            if record is not None and subject.kind is SubjectKind.REPRESENTATIVE
+            else None,
+            purpose_of_use=next(
+                (o.purpose_of_use for o in decision.obligations if o.kind == "audit"), None
+            ),
         )
+        if not decision.permit:
+            message = decision.reasons["en"]
+            if not scoped and decision.rule == "identity":
+                message = (
+                    f"the token's scopes do not allow '{needed_permission(request)}' on "
+                    f"{request.resource_type}"
+                )
+            raise Refusal(message, admission)
+        return admission
+
+    def _decide(
+        self,
+        uow: UnitOfWork,
+        subject: Subject,
+        need: AccessNeed,
+        caller: Caller,
+        now: datetime,
+    ) -> tuple[Decision, RecordFacts | None]:
+        personal = subject.kind in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE)
+        target, action = need.target, need.action
+        if target is Target.DIRECTORY or (target is Target.DEMOGRAPHICS and not personal):
+            return decide_directory(subject, action), None
+        if target is Target.AUDIT_TRAIL and (
+            subject.kind is SubjectKind.SECURITY_OFFICER or need.patient_id is None
+        ):
+            return decide_audit_trail(subject), None
+        if target is Target.AUDIT_TRAIL:
+            action = Action.PERSONAL
+        patient_id = need.patient_id
+        if patient_id is None and personal:
+            patient_id = caller.patient
+        if patient_id is None:
+            raise InvalidInput(
+                "name the patient whose record this concerns (the 'patient' parameter)",
+                expression="patient",
+            )
+        if subject.kind is SubjectKind.REPRESENTATIVE and patient_id != caller.patient:
+            # SMART patient context: the token reaches the record it was issued for, even if
+            # the representative holds other mandates (they choose again in the portal).
+            raise Refusal(
+                "this token was issued to act on another patient's record",
+                Admission(
+                    rule="patient context of the token",
+                    who=caller.fhir_user,
+                    client_id=caller.client_id,
+                    role=_role(caller),
+                    subject=subject,
+                ),
+            )
+        record = self.policy.facts(uow, patient_id, now)
+        return self.policy.decide(subject, action, record, None, now), record
+
+
+def _role(caller: Caller) -> str:
+    if caller.role is not None:
+        return caller.role
+    if caller.patient is not None:
+        return "representative" if caller.representative else "patient"
+    return "system" if caller.acting_system else "practitioner"
+
+
+def subject_of(uow: UnitOfWork, caller: Caller, *, identity_valid: bool = True) -> Subject:
+    """The engine's subject for an authenticated caller."""
+    if caller.role is not None:
+        kind = (
+            SubjectKind.SECURITY_OFFICER
+            if caller.role == "security-officer"
+            else SubjectKind.OPERATOR
+        )
+        return Subject(kind, caller.fhir_user, identity_valid=identity_valid)
+    if caller.patient is not None:
+        if caller.representative:
+            account = caller.fhir_user.removeprefix("account:")
+            return Subject(SubjectKind.REPRESENTATIVE, account, identity_valid=identity_valid)
+        return Subject(SubjectKind.PATIENT, caller.patient, identity_valid=identity_valid)
+    organization = (
+        caller.organization.removeprefix("Organization/") if caller.organization else None
+    )
+    subject = practitioner_subject(
+        uow, caller.fhir_user.removeprefix("Practitioner/"), organization
+    )
+    return replace(subject, identity_valid=identity_valid)

@@ -36,10 +36,12 @@ Choices the specification leaves open, made here:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from importlib import resources
 from types import MappingProxyType
 
 __all__ = [
@@ -315,74 +317,15 @@ class ProfileMatrix:
         return _ANY_CLASS in allowed or class_code in allowed
 
 
-# Class codes of the default matrix; the document layer maps XDS classCodes onto them.
-_SENSITIVE = ("psychiatric", "genetic", "hiv")
-_MEDICATION = ("medication", "prescription", "allergy", "vaccination")
-_GENERAL = (
-    *_MEDICATION,
-    "patient-summary",
-    "laboratory",
-    "imaging",
-    "consultation-report",
-    "discharge-summary",
-    "nursing",
-    "maternity",
-    "dental",
-    "physiotherapy",
-    "psychotherapy",
+# The built-in matrix ships as package data (``carevault/config/profile-matrix.json``), the one
+# place its defaults are written: psychiatric, genetic and HIV-related classes for physicians
+# only; pharmacists see medication, prescriptions, allergies and vaccinations; an assistant has
+# no profile of their own (they work with their mandator's). Deployments point
+# ``CAREVAULT_PROFILE_MATRIX_FILE`` at their own version.
+BUILTIN_PROFILE_MATRIX_TEXT = (
+    resources.files("carevault.config").joinpath("profile-matrix.json").read_text("utf-8")
 )
-
-DEFAULT_PROFILE_MATRIX = ProfileMatrix.from_mapping(
-    {
-        "version": "2026-11-default",
-        "profiles": {
-            # Psychiatric, genetic and HIV-related classes: physicians only.
-            "physician": {"read": [_ANY_CLASS], "write": [_ANY_CLASS]},
-            "dentist": {
-                "read": [*_MEDICATION, "patient-summary", "laboratory", "imaging", "dental"],
-                "write": ["dental", "prescription", "imaging", "consultation-report"],
-            },
-            "pharmacist": {"read": list(_MEDICATION), "write": ["medication", "vaccination"]},
-            "nurse": {
-                "read": [
-                    *_MEDICATION,
-                    "patient-summary",
-                    "laboratory",
-                    "discharge-summary",
-                    "nursing",
-                ],
-                "write": ["nursing", "vaccination"],
-            },
-            "midwife": {
-                "read": [*_MEDICATION, "patient-summary", "laboratory", "imaging", "maternity"],
-                "write": ["maternity", "prescription"],
-            },
-            "physiotherapist": {
-                "read": [
-                    "allergy",
-                    "patient-summary",
-                    "imaging",
-                    "discharge-summary",
-                    "physiotherapy",
-                ],
-                "write": ["physiotherapy"],
-            },
-            "laboratory-biologist": {
-                "read": ["laboratory", "medication", "allergy"],
-                "write": ["laboratory"],
-            },
-            "psychotherapist": {
-                "read": ["patient-summary", "medication", "allergy", "psychotherapy"],
-                "write": ["psychotherapy"],
-            },
-            # An assistant works with the mandating practitioner's profile, never their own.
-            "medical-assistant": {"read": [], "write": []},
-            # A hospital or laboratory system submits every class its professionals author, but
-            # reads back only the non-sensitive ones without a practitioner in the loop.
-            ORGANIZATION_SYSTEM_PROFILE: {"read": list(_GENERAL), "write": [_ANY_CLASS]},
-        },
-    }
-)
+DEFAULT_PROFILE_MATRIX = ProfileMatrix.from_mapping(json.loads(BUILTIN_PROFILE_MATRIX_TEXT))
 
 
 # --- decisions -------------------------------------------------------------------------------

@@ -7,11 +7,13 @@ so small fakes written here stand in for them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from carevault.api.fhir.door import (
+    AccessNeed,
     Admission,
     FhirDoor,
     FhirRequest,
@@ -20,9 +22,12 @@ from carevault.api.fhir.door import (
     Operation,
     ResourceHandler,
     SearchParam,
+    Target,
     parse_route,
+    reading,
 )
 from carevault.api.fhir.outcome import HttpProblem
+from carevault.domain.authorization import Subject, SubjectKind, decide_directory
 from carevault.domain.errors import (
     InvalidInput,
     NotAuthenticated,
@@ -32,6 +37,7 @@ from carevault.domain.errors import (
 )
 
 I = Interaction  # noqa: E741
+READER = Subject(SubjectKind.PRACTITIONER, "dr-test", "physician")
 
 # --- parse_route -----------------------------------------------------------------------------
 
@@ -138,12 +144,17 @@ class FakeGate:
         self.error = error
         self.requests: list[FhirRequest] = []
 
-    def admit(self, request: FhirRequest) -> Admission:
+    def admit(
+        self, request: FhirRequest, need_of: Callable[[FhirRequest], AccessNeed]
+    ) -> Admission:
         self.events.append("gate")
         self.requests.append(request)
         if self.error is not None:
             raise self.error
-        return Admission("test: admitted")
+        if request.interaction is I.CAPABILITIES:
+            return Admission("test: public")
+        need = need_of(request)
+        return Admission("test: admitted", decision=decide_directory(READER, need.action))
 
 
 class FakeScope:
@@ -201,6 +212,9 @@ class FakePatients(ResourceHandler):
         if self.error is not None:
             raise self.error
         return FhirResponse(status, {"resourceType": "Patient", "id": request.resource_id or "n"})
+
+    def access_need(self, request: FhirRequest) -> AccessNeed:
+        return AccessNeed(Target.DIRECTORY, reading(request))
 
     def read(self, request: FhirRequest) -> FhirResponse:
         return self._answer("read", request)

@@ -16,6 +16,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from carevault.adapters.storage.directory_store import DirectoryStore
+from carevault.adapters.storage.record_store import RecordStore
+from carevault.domain.authorization import RecordModel
 from carevault.domain.errors import Conflict
 
 BeforeCommit = Callable[[Connection, list[str]], None]
@@ -24,19 +26,28 @@ BeforeCommit = Callable[[Connection, list[str]], None]
 class UnitOfWork:
     """``before_commit`` runs inside the transaction just before it commits, with the ids of
     the patients the transaction wrote: the audit log uses it to record a change atomically
-    with the change."""
+    with the change. ``record_model`` (opt-in or opt-out) tells the record store whether a
+    patient without a stored record has one."""
 
     directory: DirectoryStore
+    records: RecordStore
 
-    def __init__(self, engine: Engine, before_commit: BeforeCommit | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        before_commit: BeforeCommit | None = None,
+        record_model: RecordModel = RecordModel.OPT_OUT,
+    ) -> None:
         self._engine = engine
         self._before_commit = before_commit
+        self._record_model = record_model
         self._connection: Connection | None = None
 
     def __enter__(self) -> Self:
         self._connection = self._engine.connect()
         self._connection.begin()
         self.directory = DirectoryStore(self._connection)
+        self.records = RecordStore(self._connection, self._record_model)
         return self
 
     def commit(self) -> None:

@@ -1,8 +1,8 @@
 """FHIR ``AuditEvent`` (IHE BALP queries) and the patient's ``$access-history``.
 
-Until sign-in lands, the door's gate admits only the developer on this machine; the rules that
-follow it (the security officer sees every event, a patient only their own) arrive with the
-authorization engine, which will add the patient filter here, in the query, before paging.
+The security officer reads every event; a patient (or representative) searches the events of
+their own record only: the engine decides on the one ``patient`` the search names, and the query
+filters on it before paging.
 """
 
 from __future__ import annotations
@@ -16,14 +16,17 @@ from carevault.adapters.storage.directory_store import SearchResult
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import (
+    AccessNeed,
     FhirRequest,
     FhirResponse,
     Interaction,
     Operation,
     ResourceHandler,
     SearchParam,
+    Target,
 )
 from carevault.domain.audit import STREAMS, AuditRecord
+from carevault.domain.authorization import Action
 from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.queries import Page
 from carevault.fhirmodel.audit_event import audit_event
@@ -50,6 +53,13 @@ class AuditEventHandler(ResourceHandler):
     def __init__(self, api: ApiContext) -> None:
         self.api = api
         self.log = api.audit
+
+    def access_need(self, request: FhirRequest) -> AccessNeed:
+        patients = sp.references(request, "patient", "Patient")
+        single = patients[0][0] if len(patients) == 1 and len(patients[0]) == 1 else None
+        if request.interaction is not Interaction.SEARCH:
+            single = None
+        return AccessNeed(Target.AUDIT_TRAIL, Action.READ, single)
 
     def read(self, request: FhirRequest) -> FhirResponse:
         stream, _, index = (request.resource_id or "").rpartition("-")

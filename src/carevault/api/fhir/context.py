@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
+from carevault.services.record_policy import RecordPolicy
 from carevault.settings import Settings
 
 
@@ -18,3 +19,4 @@ class ApiContext:
     directory: DirectoryContext
     audit: AuditLog
     settings: Settings
+    policy: RecordPolicy

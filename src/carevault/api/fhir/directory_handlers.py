@@ -15,13 +15,26 @@ from carevault.api.fhir.audit_handlers import (
 )
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import (
+    AccessNeed,
     FhirRequest,
     FhirResponse,
     Interaction,
     Operation,
     ResourceHandler,
     SearchParam,
+    Target,
+    reading,
 )
+from carevault.api.fhir.record_handlers import (
+    EMERGENCY_ACCESS,
+    EXPLAIN,
+    CommunicationHandler,
+    ConsentHandler,
+    EncounterHandler,
+    emergency_access_response,
+    explain_response,
+)
+from carevault.domain.authorization import Action
 from carevault.domain.directory import Identifier
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.queries import OrganizationQuery, PatientQuery, PractitionerQuery, RoleQuery
@@ -75,6 +88,9 @@ class DirectoryHandler(ResourceHandler):
 
     def __init__(self, api: ApiContext) -> None:
         self.api = api
+
+    def access_need(self, request: FhirRequest) -> AccessNeed:
+        return AccessNeed(Target.DIRECTORY, reading(request))
 
     def body(self, request: FhirRequest) -> JsonObject:
         return parse_json(request.body, max_depth=self.api.settings.max_json_depth)
@@ -139,6 +155,14 @@ class DirectoryHandler(ResourceHandler):
         return FhirResponse(200, body, patients=found)
 
 
+def _own_patient(request: FhirRequest) -> str | None:
+    """For a patient or representative, the one record their search may find."""
+    admission = request.admission
+    if admission is not None and admission.record is not None:
+        return admission.record.patient_id
+    return None
+
+
 def _param(name: str, kind: str, doc: str) -> SearchParam:
     return SearchParam(name, kind, doc)
 
@@ -191,11 +215,34 @@ class PatientHandler(DirectoryHandler):
             "Undo the merge of this patient; history is kept",
         ),
         ACCESS_HISTORY,
+        EMERGENCY_ACCESS,
+        EXPLAIN,
     )
 
+    def access_need(self, request: FhirRequest) -> AccessNeed:
+        """Identities are the directory for professionals (no medical content) and the
+        patient's own record for a patient; changes to them are a directory write; the access
+        history, emergency access and explanations are record requests."""
+        patient = request.resource_id
+        match request.interaction, request.operation:
+            case Interaction.OPERATION, ACCESS_HISTORY.name:
+                return AccessNeed(Target.RECORD, Action.PERSONAL, patient)
+            case Interaction.OPERATION, EMERGENCY_ACCESS.name:
+                return AccessNeed(Target.RECORD, Action.EMERGENCY, patient)
+            case Interaction.OPERATION, EXPLAIN.name:
+                return AccessNeed(Target.AUDIT_TRAIL, Action.READ, patient)
+            case Interaction.OPERATION, "ihe-pix":
+                return AccessNeed(Target.DEMOGRAPHICS, Action.SEARCH)
+            case ((Interaction.READ | Interaction.VREAD | Interaction.HISTORY), _):
+                return AccessNeed(Target.DEMOGRAPHICS, Action.READ, patient)
+            case Interaction.SEARCH, _:
+                return AccessNeed(Target.DEMOGRAPHICS, Action.SEARCH)
+        return AccessNeed(Target.DIRECTORY, Action.WRITE)
+
     def search(self, request: FhirRequest) -> FhirResponse:
+        own = _own_patient(request)
         query = PatientQuery(
-            ids=sp.exact(request, "_id"),
+            ids=sp.exact(request, "_id") + ([(own,)] if own is not None else []),
             family=sp.strings(request, "family"),
             given=sp.strings(request, "given"),
             name=sp.strings(request, "name"),
@@ -253,6 +300,10 @@ class PatientHandler(DirectoryHandler):
     def operation(self, request: FhirRequest) -> FhirResponse:
         if request.operation == ACCESS_HISTORY.name:
             return access_history_response(self.api, request)
+        if request.operation == EMERGENCY_ACCESS.name:
+            return emergency_access_response(self.api, request)
+        if request.operation == EXPLAIN.name:
+            return explain_response(self.api, request)
         if request.operation == "ihe-pix":
             return self._pix(request)
         if request.operation == "merge":
@@ -468,4 +519,7 @@ def fhir_handlers(api: ApiContext) -> list[ResourceHandler]:
         PractitionerRoleHandler(api),
         OrganizationHandler(api),
         AuditEventHandler(api),
+        ConsentHandler(api),
+        EncounterHandler(api),
+        CommunicationHandler(api),
     ]

@@ -4,9 +4,13 @@ Every FHIR interaction, whatever its resource, arrives here as a `FhirRequest` a
 `FhirResponse`. In between, always in this order:
 
 1. the rate limit of the client;
-2. the **gate** (`AccessGate`): who is calling and whether they may make this interaction;
-3. the resource handler, found in a registry keyed by resource type;
-4. the **recorder** (`AccessRecorder`): one record per request, permitted or refused.
+2. the **gate** (`AccessGate`): who is calling, and the authorization engine's decision on what
+   the handler declares the request needs (`ResourceHandler.access_need`) — a handler that
+   declares nothing is unreachable (deny by default);
+3. the resource handler, found in a registry keyed by resource type, which receives the
+   `Admission` (subject, decision, record facts) to filter what it returns;
+4. the **recorder** (`AccessRecorder`): one record per request, permitted or refused, with the
+   rule path that decided it.
 
 HTTP routing does nothing but build the request and render the response, so a new resource is
 a new handler in the registry, and it cannot be reached without passing the gate and the
@@ -24,10 +28,12 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from carevault.api.fhir.outcome import HttpProblem, from_error
+from carevault.domain.authorization import Action, Decision, RecordFacts, Subject
 from carevault.domain.errors import (
     CareVaultError,
     InvalidInput,
     NotFound,
+    NotPermitted,
     Unavailable,
     UnsupportedMediaType,
 )
@@ -64,6 +70,7 @@ class FhirRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     client: str = ""
     base_url: str = ""
+    admission: Admission | None = None  # set by the door once the gate has admitted it
 
     def param_names(self) -> set[str]:
         return {name for name, _ in self.params}
@@ -94,9 +101,41 @@ class Operation:
     documentation: str
 
 
+class Target(enum.Enum):
+    """What a request reaches, for the engine."""
+
+    RECORD = "record"  # one patient's record: ``decide`` over its facts
+    DIRECTORY = "directory"  # professionals and organizations: ``decide_directory``
+    # Patients' identities: the directory for professionals; for a patient or a
+    # representative, their own record (``patient_id``), nothing else.
+    DEMOGRAPHICS = "demographics"
+    # The audit trail: the security officer's; a patient's own entries (``patient_id``) are a
+    # personal request on their record.
+    AUDIT_TRAIL = "audit-trail"
+
+
+@dataclass(frozen=True)
+class AccessNeed:
+    """What a request needs of the engine, as its handler declares it."""
+
+    target: Target
+    action: Action
+    patient_id: str | None = None
+
+
+def reading(request: FhirRequest) -> Action:
+    """The engine action of a plain interaction: read, search or write."""
+    if request.interaction is Interaction.SEARCH:
+        return Action.SEARCH
+    if request.interaction in (Interaction.READ, Interaction.VREAD, Interaction.HISTORY):
+        return Action.READ
+    return Action.WRITE
+
+
 class ResourceHandler:
     """One resource type's interactions. Subclasses override what they support and declare it
-    in ``interactions``, ``search_params``, ``includes`` and ``operations``."""
+    in ``interactions``, ``search_params``, ``includes`` and ``operations``, and say in
+    ``access_need`` what each request needs of the authorization engine."""
 
     resource_type: str = ""
     profile: str | None = None
@@ -104,6 +143,12 @@ class ResourceHandler:
     search_params: tuple[SearchParam, ...] = ()
     includes: tuple[str, ...] = ()
     operations: tuple[Operation, ...] = ()
+
+    def access_need(self, request: FhirRequest) -> AccessNeed:
+        raise NotPermitted(
+            f"no access rule is declared for {request.resource_type}: refused by default",
+            issue_code="forbidden",
+        )
 
     def read(self, request: FhirRequest) -> FhirResponse:
         raise NotImplementedError
@@ -139,15 +184,33 @@ class Admission:
     organization: str | None = None
     client_id: str | None = None  # the authenticated client (a card, a hospital system)
     role: str | None = None
+    subject: Subject | None = None
+    decision: Decision | None = None  # None only for the public CapabilityStatement
+    record: RecordFacts | None = None  # the facts the decision was made on, if a record
+    on_behalf_of: str | None = None
+    purpose_of_use: str | None = None
+
+
+class Refusal(NotPermitted):
+    """A refusal by the engine, carrying the admission-to-be so the attempt is recorded with
+    who tried and the rule that refused them."""
+
+    def __init__(self, message: str, admission: Admission) -> None:
+        super().__init__(message, issue_code="forbidden")
+        self.admission = admission
 
 
 class AccessGate(Protocol):
-    """Decides, before any handler runs, whether the caller may make this request.
+    """Decides, before any handler runs, whether the caller may make this request, asking
+    ``need_of`` what the request needs once the caller is authenticated.
 
-    Raises `NotAuthenticated` or `NotPermitted` to refuse; returns the `Admission`.
+    Raises `NotAuthenticated` or `NotPermitted` (`Refusal` when the engine refused) to refuse;
+    returns the `Admission`.
     """
 
-    def admit(self, request: FhirRequest) -> Admission: ...
+    def admit(
+        self, request: FhirRequest, need_of: Callable[[FhirRequest], AccessNeed]
+    ) -> Admission: ...
 
 
 class AccessScope(Protocol):
@@ -250,11 +313,16 @@ class FhirDoor:
             if body_error is not None:
                 raise body_error
             _check_format(request)
-            admission = self.gate.admit(request)
+            admission = self.gate.admit(request, self.need_of)
+            if admission.decision is None and request.interaction is not Interaction.CAPABILITIES:
+                raise NotPermitted("no decision was made on this request", issue_code="forbidden")
+            request = replace(request, admission=admission)
             scope = self.recorder.begin(request, admission)
             with scope:
                 response = self._dispatch(request)
         except Exception as error:  # every error becomes an OperationOutcome
+            if isinstance(error, Refusal):
+                admission = error.admission
             response = _error_response(error)
         try:
             self.recorder.record(request, response, admission, scope)
@@ -291,6 +359,10 @@ class FhirDoor:
             case Interaction.OPERATION:
                 return handler.operation(request)
         raise HttpProblem(405, "not-supported", "interaction not supported")
+
+    def need_of(self, request: FhirRequest) -> AccessNeed:
+        """What the request needs of the engine, as its (existing, supporting) handler says."""
+        return self.handler_for(request).access_need(request)
 
     def handler_for(self, request: FhirRequest) -> ResourceHandler:
         assert request.resource_type is not None
@@ -411,6 +483,7 @@ def parse_route(
 
 __all__ = [
     "AccessGate",
+    "AccessNeed",
     "AccessRecorder",
     "CareVaultError",
     "FhirDoor",
@@ -418,7 +491,9 @@ __all__ = [
     "FhirResponse",
     "Interaction",
     "Operation",
+    "Refusal",
     "ResourceHandler",
     "SearchParam",
+    "Target",
     "parse_route",
 ]

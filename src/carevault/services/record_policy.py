@@ -1,0 +1,806 @@
+"""The patient's say over their record: the facts the engine decides on, and the use cases that
+change them.
+
+Every decision is made by `carevault.domain.authorization` over facts loaded fresh, in one
+query, for the request at hand: nothing is cached, so a revocation or a block applies to the very
+next request. Every change runs in one transaction together with its audit entry and, when the
+engine's obligations call for one, the notification to the patient (an outbox the portal and
+the API read as FHIR ``Communication``): a crash leaves either all of it or none of it.
+
+Who may change what is itself an engine decision (`Action.MANAGE`: the patient, or a
+representative whose mandate lets them manage the record), so the portal, the CLI and the FHIR
+``Consent`` resource cannot disagree about it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+
+from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.audit import (
+    ACTION_CREATE,
+    ACTION_DELETE,
+    ACTION_EXECUTE,
+    ACTION_UPDATE,
+    Agent,
+    AuditRecord,
+    rfc3339_ms,
+)
+from carevault.domain.authorization import (
+    ALERT_SECURITY_OFFICER,
+    DEFAULT_PROFILE_MATRIX,
+    NOTIFY_PATIENT,
+    Action,
+    Block,
+    Confidentiality,
+    Decision,
+    Delegation,
+    DocumentFacts,
+    DocumentFilter,
+    EmergencySetting,
+    EmergencyWindow,
+    Grant,
+    GrantLevel,
+    Party,
+    ProfileMatrix,
+    RecordFacts,
+    RecordState,
+    Subject,
+    SubjectKind,
+    decide,
+    visible_filter,
+)
+from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
+from carevault.domain.queries import Page, RoleQuery
+
+CARE_RELATIONSHIP = timedelta(days=90)  # ELGA's default for a care contact
+EMERGENCY_WINDOW = timedelta(hours=24)
+MAX_REASON = 1_000
+_SUCCESS = "0"
+
+
+class AuditAppender(Protocol):
+    def append_in(self, connection: Connection, records: Sequence[AuditRecord]) -> list[int]: ...
+
+
+class Refused(NotPermitted):
+    """The engine said no: the decision travels with the error, so that the refusal is recorded
+    with its rule and the caller reads the reason in plain words."""
+
+    def __init__(self, decision: Decision, language: str = "en") -> None:
+        super().__init__(decision.reasons[language], issue_code="forbidden")
+        self.decision = decision
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a change, as the audit names them."""
+
+    subject: Subject
+    who: str  # an identity reference: account:<id>, Practitioner/<id>
+    network: str | None = None
+    organization: str | None = None
+
+
+# --- who is asking ---------------------------------------------------------------------------
+
+
+def practitioner_subject(
+    uow: UnitOfWork, practitioner_id: str, organization_id: str | None = None
+) -> Subject:
+    """A practitioner as the directory describes them: the profession and specialty of their
+    role at ``organization_id`` (when a system acts for them) or of their first active role, and
+    every organization they work for. Licence and revocation were checked with the token."""
+    roles = uow.directory.search_roles(
+        RoleQuery(practitioner=[(practitioner_id,)], active=True), Page(0, 100)
+    ).items
+    profession: str | None = None
+    specialty: str | None = None
+    organizations: set[str] = set()
+    chosen = False
+    for stored in sorted(roles, key=lambda s: s.id):
+        role = stored.resource
+        org = str(role.get("organization", {}).get("reference", "")).removeprefix("Organization/")
+        if org:
+            organizations.add(org)
+        if chosen and org != organization_id:
+            continue
+        code = _first_code(role.get("code", []))
+        if code is None:
+            continue
+        profession, specialty = code, _first_code(role.get("specialty", []))
+        chosen = chosen or organization_id is None or org == organization_id
+    return Subject(
+        SubjectKind.PRACTITIONER,
+        practitioner_id,
+        profession,
+        specialty,
+        organization_ids=frozenset(organizations),
+    )
+
+
+def _first_code(concepts: list[dict[str, Any]]) -> str | None:
+    for concept in concepts:
+        for coding in concept.get("coding", []):
+            code = coding.get("code")
+            if isinstance(code, str) and code:
+                return code
+    return None
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RecordPolicy:
+    """Decisions over stored facts, and the changes a patient (or their representative) makes."""
+
+    def __init__(
+        self,
+        units: Callable[[], UnitOfWork],
+        audit: AuditAppender,
+        *,
+        clock: Callable[[], datetime],
+        matrix: ProfileMatrix = DEFAULT_PROFILE_MATRIX,
+        care_relationship: timedelta = CARE_RELATIONSHIP,
+        emergency_window: timedelta = EMERGENCY_WINDOW,
+    ) -> None:
+        self.units = units
+        self.audit = audit
+        self.clock = clock
+        self.matrix = matrix
+        self.care_relationship = care_relationship
+        self.emergency_window = emergency_window
+
+    # --- decisions --------------------------------------------------------------------------
+
+    def facts(self, uow: UnitOfWork, patient_id: str, now: datetime) -> RecordFacts | None:
+        return uow.records.load(patient_id, now)
+
+    def decide(
+        self,
+        subject: Subject,
+        action: Action,
+        record: RecordFacts | None,
+        document: DocumentFacts | None,
+        now: datetime,
+    ) -> Decision:
+        return decide(subject, action, record, document, now, self.matrix)
+
+    def require(
+        self,
+        subject: Subject,
+        action: Action,
+        record: RecordFacts | None,
+        document: DocumentFacts | None,
+        now: datetime,
+    ) -> Decision:
+        decision = self.decide(subject, action, record, document, now)
+        if not decision.permit:
+            raise Refused(decision)
+        return decision
+
+    def visible(
+        self, subject: Subject, record: RecordFacts | None, now: datetime
+    ) -> DocumentFilter:
+        return visible_filter(subject, record, now, self.matrix)
+
+    def explain(
+        self, practitioner_id: str, patient_id: str, document_id: str | None = None
+    ) -> Decision:
+        """The rule path for one practitioner reading one record (or one of its documents)."""
+        now = self.clock()
+        with self.units() as uow:
+            if uow.directory.read(t.practitioner, practitioner_id) is None:
+                raise NotFound(f"Practitioner/{practitioner_id} is not in the directory")
+            subject = practitioner_subject(uow, practitioner_id)
+            record = self.facts(uow, patient_id, now)
+            document = None
+            if document_id is not None:
+                document = uow.records.document(patient_id, document_id)
+                if document is None:
+                    raise NotFound(
+                        f"document {document_id} is not in Patient/{patient_id}'s record"
+                    )
+        return self.decide(subject, Action.READ, record, document, now)
+
+    # --- changes made by the patient or a representative ------------------------------------
+
+    def _managed(self, uow: UnitOfWork, actor: Actor, patient_id: str, now: datetime) -> Decision:
+        record = self.facts(uow, patient_id, now)
+        return self.require(actor.subject, Action.MANAGE, record, None, now)
+
+    def _change(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        patient_id: str,
+        decision: Decision,
+        now: datetime,
+        interaction: str,
+        action: str,
+        detail: dict[str, str],
+        *,
+        entity: tuple[str, str] | None = None,
+        words: tuple[str, str] | None = None,
+    ) -> None:
+        """Audit a change in its transaction, and tell the patient when a representative made
+        it (the engine's obligation)."""
+        record = AuditRecord(
+            stream="clinical",
+            recorded=rfc3339_ms(now),
+            kind="policy",
+            action=action,
+            interaction=interaction,
+            outcome=_SUCCESS,
+            agent=Agent(
+                who=actor.who,
+                role=actor.subject.kind.value,
+                organization=actor.organization,
+                network=actor.network,
+                on_behalf_of=f"Patient/{patient_id}"
+                if actor.subject.kind is SubjectKind.REPRESENTATIVE
+                else None,
+            ),
+            patient=patient_id,
+            entity_type=entity[0] if entity else None,
+            entity_id=entity[1] if entity else None,
+            purpose_of_use=_purpose(decision),
+            rule=" → ".join(decision.path),
+            detail=detail,
+        )
+        self.audit.append_in(uow.directory.connection, [record])
+        if NOTIFY_PATIENT in decision.obligations and words is not None:
+            self._notify(uow, patient_id, interaction, words, actor, now, detail)
+
+    def _notify(
+        self,
+        uow: UnitOfWork,
+        patient_id: str,
+        kind: str,
+        words: tuple[str, str],
+        actor: Actor,
+        now: datetime,
+        detail: dict[str, str],
+    ) -> str:
+        payload = {"en": words[0], "fr": words[1], "sender": actor.who, **detail}
+        return uow.records.notify(patient_id, kind, payload, now)
+
+    def grant(
+        self,
+        actor: Actor,
+        patient_id: str,
+        party: Party,
+        party_id: str,
+        level: GrantLevel,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        delegable: bool = False,
+    ) -> Grant:
+        now = self.clock()
+        start = start or now
+        if end is not None and end <= start:
+            raise InvalidInput("a grant must end after it starts", expression="end")
+        if party is not Party.PRACTITIONER and end is None:
+            raise BusinessRuleViolation(
+                "a grant to an organization or a care team needs an end date", expression="end"
+            )
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            self._require_party(uow, party, party_id)
+            source = (
+                "representative" if actor.subject.kind is SubjectKind.REPRESENTATIVE else "patient"
+            )
+            grant = Grant(
+                party, party_id, level, start, end, actor.who, delegable, _new_id(), source
+            )
+            uow.records.ensure_record(patient_id, now)
+            uow.records.add_grant(patient_id, grant, now)
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "grant-create",
+                ACTION_CREATE,
+                _grant_detail(grant),
+                entity=("Consent", grant.id),
+                words=(
+                    f"Your representative gave {party.value} {party_id} {level.value} access "
+                    "to your record.",
+                    f"Votre représentant a donné un accès {level.value} à votre dossier à "
+                    f"{party_id}.",
+                ),
+            )
+            uow.commit()
+        return grant
+
+    def revoke_grant(self, actor: Actor, patient_id: str, grant_id: str) -> None:
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            if not uow.records.revoke_grant(patient_id, grant_id, now, actor.who):
+                raise NotFound(f"there is no active grant {grant_id} on this record")
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "grant-revoke",
+                ACTION_DELETE,
+                {"grant": grant_id},
+                entity=("Consent", grant_id),
+                words=(
+                    "Your representative withdrew an access to your record.",
+                    "Votre représentant a retiré un accès à votre dossier.",
+                ),
+            )
+            uow.commit()
+
+    def change_grant(
+        self,
+        actor: Actor,
+        patient_id: str,
+        grant_id: str,
+        *,
+        level: GrantLevel | None = None,
+        end: datetime | None = None,
+    ) -> None:
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            stored = uow.records.grant(patient_id, grant_id)
+            if stored is None or stored.revoked_at is not None:
+                raise NotFound(f"there is no active grant {grant_id} on this record")
+            if end is not None and end <= stored.grant.start:
+                raise InvalidInput("a grant must end after it starts", expression="end")
+            if end is None and stored.grant.party is not Party.PRACTITIONER:
+                end = stored.grant.end  # a group grant keeps its end date
+            uow.records.update_grant(patient_id, grant_id, level=level, end=end)
+            detail = {"grant": grant_id}
+            if level is not None:
+                detail["level"] = level.value
+            if end is not None:
+                detail["end"] = rfc3339_ms(end)
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "grant-change",
+                ACTION_UPDATE,
+                detail,
+                entity=("Consent", grant_id),
+                words=(
+                    "Your representative changed an access to your record.",
+                    "Votre représentant a modifié un accès à votre dossier.",
+                ),
+            )
+            uow.commit()
+
+    def block(self, actor: Actor, patient_id: str, party: Party, party_id: str) -> Block:
+        if party is Party.CARE_TEAM:
+            raise InvalidInput("block a professional or an organization", expression="party")
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            self._require_party(uow, party, party_id)
+            block = Block(party, party_id, _new_id())
+            uow.records.ensure_record(patient_id, now)
+            uow.records.add_block(patient_id, block, now, actor.who)
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "block-create",
+                ACTION_CREATE,
+                {"block": block.id, "party": party.value, "party_id": party_id},
+                entity=("Consent", block.id),
+                words=(
+                    f"Your representative blocked {party_id} from your record.",
+                    f"Votre représentant a bloqué l'accès de {party_id} à votre dossier.",
+                ),
+            )
+            uow.commit()
+        return block
+
+    def unblock(self, actor: Actor, patient_id: str, block_id: str) -> None:
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            if not uow.records.revoke_block(patient_id, block_id, now, actor.who):
+                raise NotFound(f"there is no active block {block_id} on this record")
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "block-revoke",
+                ACTION_DELETE,
+                {"block": block_id},
+                entity=("Consent", block_id),
+                words=(
+                    "Your representative lifted a block on your record.",
+                    "Votre représentant a levé un blocage sur votre dossier.",
+                ),
+            )
+            uow.commit()
+
+    def set_emergency_setting(
+        self, actor: Actor, patient_id: str, setting: EmergencySetting
+    ) -> None:
+        self._update_record(
+            actor,
+            patient_id,
+            "emergency-setting",
+            {"emergency_setting": setting.value},
+            (
+                f"Your representative set emergency access to '{setting.value}'.",
+                f"Votre représentant a réglé l'accès d'urgence sur « {setting.value} ».",
+            ),
+            emergency_setting=setting,
+        )
+
+    def name_referring_physician(
+        self, actor: Actor, patient_id: str, practitioner_id: str | None
+    ) -> None:
+        if practitioner_id is not None:
+            with self.units() as uow:
+                self._require_party(uow, Party.PRACTITIONER, practitioner_id)
+        self._update_record(
+            actor,
+            patient_id,
+            "referring-physician",
+            {"referring_physician": practitioner_id or ""},
+            (
+                "Your representative changed your referring physician.",
+                "Votre représentant a changé votre médecin référent.",
+            ),
+            referring_physician_id=practitioner_id,
+        )
+
+    def allow_delegation(self, actor: Actor, patient_id: str, allowed: bool) -> None:
+        self._update_record(
+            actor,
+            patient_id,
+            "delegation-setting",
+            {"delegation_allowed": "true" if allowed else "false"},
+            (
+                "Your representative changed whether professionals may pass on their access.",
+                "Votre représentant a modifié la possibilité pour les professionnels de "
+                "déléguer leur accès.",
+            ),
+            delegation_allowed=allowed,
+        )
+
+    def set_default_confidentiality(
+        self, actor: Actor, patient_id: str, level: Confidentiality
+    ) -> None:
+        self._update_record(
+            actor,
+            patient_id,
+            "default-confidentiality",
+            {"default_confidentiality": level.value},
+            (
+                "Your representative changed the default confidentiality of new documents.",
+                "Votre représentant a modifié la confidentialité par défaut des nouveaux "
+                "documents.",
+            ),
+            default_confidentiality=level,
+        )
+
+    def close_record(self, actor: Actor, patient_id: str) -> None:
+        self._update_record(
+            actor,
+            patient_id,
+            "record-close",
+            {"state": RecordState.CLOSED.value},
+            (
+                "Your representative closed your record.",
+                "Votre représentant a fermé votre dossier.",
+            ),
+            state=RecordState.CLOSED,
+        )
+
+    def reopen_record(self, actor: Actor, patient_id: str) -> None:
+        self._update_record(
+            actor,
+            patient_id,
+            "record-reopen",
+            {"state": RecordState.ACTIVE.value},
+            (
+                "Your representative reopened your record.",
+                "Votre représentant a rouvert votre dossier.",
+            ),
+            state=RecordState.ACTIVE,
+        )
+
+    def _update_record(
+        self,
+        actor: Actor,
+        patient_id: str,
+        interaction: str,
+        detail: dict[str, str],
+        words: tuple[str, str],
+        **fields: Any,
+    ) -> None:
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            uow.records.update_record(patient_id, now, **fields)
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                interaction,
+                ACTION_UPDATE,
+                detail,
+                entity=("Patient", patient_id),
+                words=words,
+            )
+            uow.commit()
+
+    def hide_document(self, actor: Actor, patient_id: str, document_id: str, hidden: bool) -> None:
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            if not uow.records.set_document_hidden(patient_id, document_id, hidden):
+                raise NotFound(f"document {document_id} is not in this record")
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "document-hide" if hidden else "document-unhide",
+                ACTION_UPDATE,
+                {"document": document_id},
+                entity=("DocumentReference", document_id),
+                words=(
+                    "Your representative changed who can see one of your documents.",
+                    "Votre représentant a modifié qui peut voir l'un de vos documents.",
+                ),
+            )
+            uow.commit()
+
+    def set_document_confidentiality(
+        self, actor: Actor, patient_id: str, document_id: str, level: Confidentiality
+    ) -> None:
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            if not uow.records.set_document_confidentiality(patient_id, document_id, level):
+                raise NotFound(f"document {document_id} is not in this record")
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "document-confidentiality",
+                ACTION_UPDATE,
+                {"document": document_id, "confidentiality": level.value},
+                entity=("DocumentReference", document_id),
+                words=(
+                    "Your representative changed the confidentiality of one of your documents.",
+                    "Votre représentant a modifié la confidentialité de l'un de vos documents.",
+                ),
+            )
+            uow.commit()
+
+    # --- what professionals do --------------------------------------------------------------
+
+    def delegate(
+        self,
+        actor: Actor,
+        patient_id: str,
+        delegate_id: str,
+        level: GrantLevel,
+        end: datetime,
+    ) -> Delegation:
+        """A practitioner passes their access on, when the patient allows it; the engine never
+        lets a delegation give more than the delegator holds at the moment it is used."""
+        now = self.clock()
+        if end <= now:
+            raise InvalidInput("a delegation needs an end date in the future", expression="end")
+        with self.units() as uow:
+            record = self.facts(uow, patient_id, now)
+            decision = self.require(actor.subject, Action.READ, record, None, now)
+            assert record is not None
+            if actor.subject.kind is not SubjectKind.PRACTITIONER or decision.rule != "grant":
+                raise NotPermitted(
+                    "only a practitioner holding an access from the patient can delegate it",
+                    issue_code="forbidden",
+                )
+            if not record.delegation_allowed:
+                raise NotPermitted(
+                    "the patient does not allow professionals to delegate their access",
+                    issue_code="forbidden",
+                )
+            self._require_party(uow, Party.PRACTITIONER, delegate_id)
+            delegation = Delegation(actor.subject.id, delegate_id, level, now, end, _new_id())
+            uow.records.add_delegation(patient_id, delegation, now)
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "delegation-create",
+                ACTION_CREATE,
+                {"delegation": delegation.id, "delegate": f"Practitioner/{delegate_id}"},
+            )
+            uow.commit()
+        return delegation
+
+    def declare_emergency(self, actor: Actor, patient_id: str, reason: str) -> EmergencyWindow:
+        """Break the glass: a window of ``emergency_window`` for this practitioner alone; the
+        patient is told at once and the security officer alerted (both in this transaction)."""
+        reason = " ".join(reason.split())
+        if not reason:
+            raise InvalidInput("an emergency access needs a reason", expression="reason")
+        if len(reason) > MAX_REASON:
+            raise InvalidInput(
+                f"the reason may hold at most {MAX_REASON} characters", expression="reason"
+            )
+        now = self.clock()
+        with self.units() as uow:
+            record = self.facts(uow, patient_id, now)
+            decision = self.decide(actor.subject, Action.EMERGENCY, record, None, now)
+            if not decision.permit:
+                if ALERT_SECURITY_OFFICER in decision.obligations:
+                    self._alert(uow, actor, patient_id, decision, now, reason)
+                    uow.commit()
+                raise Refused(decision)
+            window = EmergencyWindow(actor.subject.id, now + self.emergency_window, _new_id())
+            uow.records.open_emergency(patient_id, window, reason, now)
+            detail = {"emergency": window.id, "reason": reason, "until": rfc3339_ms(window.until)}
+            self._change(
+                uow, actor, patient_id, decision, now, "emergency-access", ACTION_EXECUTE, detail
+            )
+            self._notify(
+                uow,
+                patient_id,
+                "emergency-access",
+                (
+                    f"{actor.who} declared an emergency to open your record until "
+                    f"{rfc3339_ms(window.until)}. Reason: {reason}",
+                    f"{actor.who} a déclaré une urgence pour ouvrir votre dossier jusqu'au "
+                    f"{rfc3339_ms(window.until)}. Motif : {reason}",
+                ),
+                actor,
+                now,
+                detail,
+            )
+            self._alert(uow, actor, patient_id, decision, now, reason)
+            uow.commit()
+        return window
+
+    def _alert(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        patient_id: str,
+        decision: Decision,
+        now: datetime,
+        reason: str,
+    ) -> None:
+        """The security officer's alert: an entry of kind ``alert`` in the operators' stream,
+        which the officer reads (and the ATNA export forwards) without any medical content."""
+        self.audit.append_in(
+            uow.directory.connection,
+            [
+                AuditRecord(
+                    stream="operator",
+                    recorded=rfc3339_ms(now),
+                    kind="alert",
+                    action=ACTION_EXECUTE,
+                    interaction="emergency-access",
+                    outcome=_SUCCESS if decision.permit else "4",
+                    agent=Agent(who=actor.who, role=actor.subject.kind.value),
+                    patient=patient_id,
+                    purpose_of_use="EMER",
+                    rule=" → ".join(decision.path),
+                    detail={"reason": reason, "decision": "permit" if decision.permit else "deny"},
+                )
+            ],
+        )
+
+    def record_care_event(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        patient_id: str,
+        encounter_id: str,
+        start: datetime,
+        now: datetime,
+    ) -> Grant:
+        """An encounter gives its practitioner a ``normal`` grant for ``care_relationship`` from
+        its start, unless the patient blocked them. Runs inside the caller's transaction (the
+        encounter is stored by the same unit of work)."""
+        record = self.facts(uow, patient_id, now)
+        decision = self.require(actor.subject, Action.CARE_EVENT, record, None, now)
+        grant = Grant(
+            Party.PRACTITIONER,
+            actor.subject.id,
+            GrantLevel.NORMAL,
+            start,
+            start + self.care_relationship,
+            actor.who,
+            False,
+            _new_id(),
+            "care-event",
+        )
+        if grant.end is not None and grant.end <= now:
+            raise BusinessRuleViolation(
+                f"this encounter started more than {self.care_relationship.days} days ago and "
+                "gives no access any more",
+                expression="Encounter.period.start",
+            )
+        uow.records.ensure_record(patient_id, now)
+        uow.records.add_grant(patient_id, grant, now, source_ref=f"Encounter/{encounter_id}")
+        self._change(
+            uow,
+            actor,
+            patient_id,
+            decision,
+            now,
+            "care-event",
+            ACTION_CREATE,
+            {**_grant_detail(grant), "encounter": f"Encounter/{encounter_id}"},
+            entity=("Consent", grant.id),
+            words=(
+                f"{actor.who} recorded a care event with you, which gives them access to your "
+                f"record until {rfc3339_ms(grant.end or now)}. You can withdraw it.",
+                f"{actor.who} a enregistré une prise en charge, qui lui donne accès à votre "
+                f"dossier jusqu'au {rfc3339_ms(grant.end or now)}. Vous pouvez le retirer.",
+            ),
+        )
+        return grant
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _require_party(self, uow: UnitOfWork, party: Party, party_id: str) -> None:
+        table = {Party.PRACTITIONER: t.practitioner, Party.ORGANIZATION: t.organization}.get(party)
+        if table is not None and uow.directory.read(table, party_id) is None:
+            kind = "Practitioner" if party is Party.PRACTITIONER else "Organization"
+            raise NotFound(f"{kind}/{party_id} is not in the directory")
+
+
+def _purpose(decision: Decision) -> str | None:
+    for obligation in decision.obligations:
+        if obligation.kind == "audit":
+            return obligation.purpose_of_use
+    return None
+
+
+def _grant_detail(grant: Grant) -> dict[str, str]:
+    detail = {
+        "grant": grant.id,
+        "party": grant.party.value,
+        "party_id": grant.party_id,
+        "level": grant.level.value,
+        "start": rfc3339_ms(grant.start),
+    }
+    if grant.end is not None:
+        detail["end"] = rfc3339_ms(grant.end)
+    return detail
