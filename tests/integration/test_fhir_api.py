@@ -52,7 +52,7 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
     assert {"family", "given", "birthdate", "gender", "identifier",
             "address-postalcode"} <= patient_params
     assert {o["name"] for o in resources["Patient"]["operation"]} == {
-        "ihe-pix", "merge", "unmerge", "access-history"}
+        "ihe-pix", "merge", "unmerge", "access-history", "emergency-access", "explain"}
     assert resources["Patient"]["conditionalUpdate"] is True
     assert "PractitionerRole:practitioner" in resources["PractitionerRole"]["searchInclude"]
 

@@ -48,7 +48,7 @@ def test_an_operator_token_gets_403_on_every_clinical_resource(
             "diagnostics"]
     trail = client.get("/fhir/AuditEvent", headers=headers)
     assert trail.status_code == 403
-    assert "Only a security officer" in trail.json()["issue"][0]["diagnostics"]
+    assert "operators never have access" in trail.json()["issue"][0]["diagnostics"]
     assert client.get("/fhir/metadata", headers=headers).status_code == 200
 
 
@@ -62,7 +62,9 @@ def test_a_security_officer_reads_the_audit_trail_and_nothing_else(
                        headers=headers)
     assert trail.status_code == 200 and trail.json()["total"] >= 1
     for path, params in clinical_requests(platform, a_patient):
-        assert client.get(path, params=params, headers=headers).status_code == 403
+        # Refused by the engine; an id that does not exist is simply not found.
+        expected = {403, 404} if path.endswith("/x") else {403}
+        assert client.get(path, params=params, headers=headers).status_code in expected
 
 
 def test_operators_sign_in_to_a_page_without_medical_content(

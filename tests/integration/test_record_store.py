@@ -678,23 +678,22 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         ]
 
     revoked = st.sampled_from([False, False, False, True])
-    settings = draw(
-        st.none()
-        | st.builds(
-            RecordFacts,
-            patient_id=st.just(""),
-            state=st.sampled_from([RecordState.ACTIVE, RecordState.ACTIVE, RecordState.CLOSED]),
-            referring_physician_id=st.none() | st.sampled_from(PRACTITIONERS),
-            emergency_setting=st.sampled_from(EmergencySetting),
-            delegation_allowed=st.booleans(),
-            default_confidentiality=st.sampled_from(Confidentiality),
-        )
+    stored_settings = st.builds(
+        RecordFacts,
+        patient_id=st.just(""),
+        state=st.sampled_from([*[RecordState.ACTIVE] * 4, RecordState.CLOSED]),
+        referring_physician_id=st.none() | st.sampled_from(PRACTITIONERS),
+        emergency_setting=st.sampled_from(EmergencySetting),
+        delegation_allowed=st.booleans(),
+        default_confidentiality=st.sampled_from(Confidentiality),
     )
+    written = draw(st.sampled_from([True, True, False]))  # a record row, two times in three
+    settings = draw(stored_settings) if written else None
     mandates = numbered("m", [(r, None) for r in draw(st.lists(representatives, max_size=2))])
     return Scenario(
         model=draw(st.sampled_from([RecordModel.OPT_OUT, RecordModel.OPT_OUT, RecordModel.OPT_IN])),
         settings=settings,
-        grants=numbered("g", draw(st.lists(st.tuples(grants(), revoked), max_size=5))),
+        grants=numbered("g", draw(st.lists(st.tuples(grants(), revoked), max_size=6))),
         blocks=numbered("b", draw(st.lists(st.tuples(blocks(), revoked), max_size=2))),
         delegations=numbered("d", draw(st.lists(st.tuples(delegations, revoked), max_size=3))),
         windows=numbered("e", draw(st.lists(st.tuples(windows, revoked), max_size=2))),

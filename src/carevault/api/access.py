@@ -21,6 +21,7 @@ from carevault.api.fhir.door import (
     Admission,
     FhirRequest,
     Interaction,
+    NeedOf,
     Refusal,
     Target,
 )
@@ -127,9 +128,7 @@ class TokenGate:
         self.tokens = tokens
         self.policy = policy
 
-    def admit(
-        self, request: FhirRequest, need_of: Callable[[FhirRequest], AccessNeed]
-    ) -> Admission:
+    def admit(self, request: FhirRequest, need_of: NeedOf) -> Admission:
         if request.interaction is Interaction.CAPABILITIES:
             return self.fallback.admit(request)
         header = request.headers.get("authorization")
@@ -145,8 +144,16 @@ class TokenGate:
             caller = authenticate(uow, self.tokens, token.strip())
             scoped = permits(caller.scopes, request.resource_type or "", needed_permission(request))
             subject = subject_of(uow, caller, identity_valid=scoped)
-            need = need_of(request)
-            decision, record = self._decide(uow, subject, need, caller, now)
+            # Rules 1 and the operator rule need nothing of the request: refuse before any
+            # lookup, so that an operator learns nothing, not even whether an id exists.
+            early = self.policy.decide(subject, Action.READ, None, None, now)
+            if early.rule == "identity" or (
+                early.rule == "operator" and subject.kind is SubjectKind.OPERATOR
+            ):
+                decision, record = early, None
+            else:
+                need = need_of(request, uow)
+                decision, record = self._decide(uow, subject, need, caller, now)
         admission = Admission(
             rule=decision.explain(),
             who=caller.fhir_user,
@@ -195,6 +202,10 @@ class TokenGate:
         if patient_id is None and personal:
             patient_id = caller.patient
         if patient_id is None:
+            # Identity and operators are refused as such; anyone else must name the record.
+            early = self.policy.decide(subject, action, None, None, now)
+            if early.rule in ("identity", "operator"):
+                return early, None
             raise InvalidInput(
                 "name the patient whose record this concerns (the 'patient' parameter)",
                 expression="patient",

@@ -166,6 +166,7 @@ class AuditTrail:
                     who=admission.who if admission else None,
                     role=admission.role if admission else None,
                     organization=admission.organization if admission else None,
+                    on_behalf_of=admission.on_behalf_of if admission else None,
                     network=request.client or None,
                 ),
                 patient=patient,
@@ -176,6 +177,7 @@ class AuditTrail:
                 else f"${request.operation}"
                 + (f"?{_query(request, names_only)}" if request.params else ""),
                 status=status,
+                purpose_of_use=admission.purpose_of_use if admission else None,
                 rule=admission.rule if admission else None,
                 request_id=request_id,
                 detail={"client_id": admission.client_id}

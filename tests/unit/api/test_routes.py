@@ -7,7 +7,6 @@ so small fakes written here stand in for them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from carevault.api.fhir.door import (
     FhirRequest,
     FhirResponse,
     Interaction,
+    NeedOf,
     Operation,
     ResourceHandler,
     SearchParam,
@@ -144,16 +144,14 @@ class FakeGate:
         self.error = error
         self.requests: list[FhirRequest] = []
 
-    def admit(
-        self, request: FhirRequest, need_of: Callable[[FhirRequest], AccessNeed]
-    ) -> Admission:
+    def admit(self, request: FhirRequest, need_of: NeedOf) -> Admission:
         self.events.append("gate")
         self.requests.append(request)
         if self.error is not None:
             raise self.error
         if request.interaction is I.CAPABILITIES:
             return Admission("test: public")
-        need = need_of(request)
+        need = need_of(request, None)  # type: ignore[arg-type]  # these handlers look nothing up
         return Admission("test: admitted", decision=decide_directory(READER, need.action))
 
 
@@ -213,7 +211,7 @@ class FakePatients(ResourceHandler):
             raise self.error
         return FhirResponse(status, {"resourceType": "Patient", "id": request.resource_id or "n"})
 
-    def access_need(self, request: FhirRequest) -> AccessNeed:
+    def access_need(self, request: FhirRequest, uow: object) -> AccessNeed:
         return AccessNeed(Target.DIRECTORY, reading(request))
 
     def read(self, request: FhirRequest) -> FhirResponse:

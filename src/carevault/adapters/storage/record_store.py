@@ -563,6 +563,17 @@ class RecordStore:
             for row in rows
         ]
 
+    def consent_patient(self, consent_id: str) -> str | None:
+        """Whose record a grant or a block (a FHIR Consent) belongs to: one indexed query."""
+        g, b = t.record_grant, t.record_block
+        query = (
+            select(g.c.patient_id)
+            .where(g.c.id == consent_id)
+            .union_all(select(b.c.patient_id).where(b.c.id == consent_id))
+        )
+        row = self.connection.execute(query).first()
+        return None if row is None else str(row[0])
+
     # --- delegations ------------------------------------------------------------------------
 
     def add_delegation(self, patient_id: str, delegation: Delegation, now: datetime) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.directory_store import SearchResult
+from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import (
@@ -54,7 +55,7 @@ class AuditEventHandler(ResourceHandler):
         self.api = api
         self.log = api.audit
 
-    def access_need(self, request: FhirRequest) -> AccessNeed:
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         patients = sp.references(request, "patient", "Patient")
         single = patients[0][0] if len(patients) == 1 and len(patients[0]) == 1 else None
         if request.interaction is not Interaction.SEARCH:

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from carevault.adapters.storage.directory_store import SearchResult, Stored
+from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.audit_handlers import (
     ACCESS_HISTORY,
@@ -89,7 +90,7 @@ class DirectoryHandler(ResourceHandler):
     def __init__(self, api: ApiContext) -> None:
         self.api = api
 
-    def access_need(self, request: FhirRequest) -> AccessNeed:
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         return AccessNeed(Target.DIRECTORY, reading(request))
 
     def body(self, request: FhirRequest) -> JsonObject:
@@ -219,7 +220,7 @@ class PatientHandler(DirectoryHandler):
         EXPLAIN,
     )
 
-    def access_need(self, request: FhirRequest) -> AccessNeed:
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         """Identities are the directory for professionals (no medical content) and the
         patient's own record for a patient; changes to them are a directory write; the access
         history, emergency access and explanations are record requests."""

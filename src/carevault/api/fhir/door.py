@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from carevault.api.fhir.outcome import HttpProblem, from_error
 from carevault.domain.authorization import Action, Decision, RecordFacts, Subject
@@ -37,6 +37,9 @@ from carevault.domain.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+
+if TYPE_CHECKING:
+    from carevault.adapters.storage.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
 
@@ -144,7 +147,9 @@ class ResourceHandler:
     includes: tuple[str, ...] = ()
     operations: tuple[Operation, ...] = ()
 
-    def access_need(self, request: FhirRequest) -> AccessNeed:
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
+        """What this request needs of the engine; ``uow`` is the gate's transaction, for a
+        handler that must look up which record a resource belongs to."""
         raise NotPermitted(
             f"no access rule is declared for {request.resource_type}: refused by default",
             issue_code="forbidden",
@@ -200,6 +205,9 @@ class Refusal(NotPermitted):
         self.admission = admission
 
 
+NeedOf = Callable[[FhirRequest, "UnitOfWork"], AccessNeed]
+
+
 class AccessGate(Protocol):
     """Decides, before any handler runs, whether the caller may make this request, asking
     ``need_of`` what the request needs once the caller is authenticated.
@@ -208,9 +216,7 @@ class AccessGate(Protocol):
     returns the `Admission`.
     """
 
-    def admit(
-        self, request: FhirRequest, need_of: Callable[[FhirRequest], AccessNeed]
-    ) -> Admission: ...
+    def admit(self, request: FhirRequest, need_of: NeedOf) -> Admission: ...
 
 
 class AccessScope(Protocol):
@@ -360,9 +366,9 @@ class FhirDoor:
                 return handler.operation(request)
         raise HttpProblem(405, "not-supported", "interaction not supported")
 
-    def need_of(self, request: FhirRequest) -> AccessNeed:
+    def need_of(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         """What the request needs of the engine, as its (existing, supporting) handler says."""
-        return self.handler_for(request).access_need(request)
+        return self.handler_for(request).access_need(request, uow)
 
     def handler_for(self, request: FhirRequest) -> ResourceHandler:
         assert request.resource_type is not None

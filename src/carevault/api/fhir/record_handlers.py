@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carevault.adapters.storage.record_store import StoredBlock, StoredEncounter, StoredGrant
+from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import (
@@ -246,7 +247,7 @@ class ConsentHandler(ResourceHandler):
     def __init__(self, api: ApiContext) -> None:
         self.api = api
 
-    def access_need(self, request: FhirRequest) -> AccessNeed:
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         action = Action.PERSONAL if reading(request) is not Action.WRITE else Action.MANAGE
         if request.interaction is Interaction.SEARCH:
             return AccessNeed(Target.RECORD, action, _one_patient(request))
@@ -254,16 +255,15 @@ class ConsentHandler(ResourceHandler):
             resource = parse_json(request.body, max_depth=self.api.settings.max_json_depth)
             patient = _reference_id(resource.get("patient"), "Patient", "Consent.patient")
             return AccessNeed(Target.RECORD, action, patient)
-        return AccessNeed(Target.RECORD, action, self._patient_of(request.resource_id or ""))
-
-    def _patient_of(self, consent_id: str) -> str:
+        consent_id = request.resource_id or ""
         if consent_id.startswith(EMERGENCY_CONSENT_PREFIX):
-            return consent_id.removeprefix(EMERGENCY_CONSENT_PREFIX)
-        with self.api.unit_of_work() as uow:
-            patient = uow.records.consent_patient(consent_id)
-        if patient is None:
+            return AccessNeed(
+                Target.RECORD, action, consent_id.removeprefix(EMERGENCY_CONSENT_PREFIX)
+            )
+        owner = uow.records.consent_patient(consent_id)
+        if owner is None:
             raise NotFound(f"Consent/{consent_id} is not known")
-        return patient
+        return AccessNeed(Target.RECORD, action, owner)
 
     def _all(self, record: RecordFacts) -> list[JsonObject]:
         with self.api.unit_of_work() as uow:
@@ -432,15 +432,14 @@ class EncounterHandler(ResourceHandler):
     def __init__(self, api: ApiContext) -> None:
         self.api = api
 
-    def access_need(self, request: FhirRequest) -> AccessNeed:
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         if request.interaction is Interaction.CREATE:
             resource = parse_json(request.body, max_depth=self.api.settings.max_json_depth)
             patient = _reference_id(resource.get("subject"), "Patient", "Encounter.subject")
             return AccessNeed(Target.RECORD, Action.CARE_EVENT, patient)
         if request.interaction is Interaction.SEARCH:
             return AccessNeed(Target.RECORD, Action.SEARCH, _one_patient(request))
-        with self.api.unit_of_work() as uow:
-            stored = uow.records.encounter(request.resource_id or "")
+        stored = uow.records.encounter(request.resource_id or "")
         if stored is None:
             raise NotFound(f"Encounter/{request.resource_id} is not known")
         return AccessNeed(Target.RECORD, Action.READ, stored.patient_id)
@@ -532,11 +531,10 @@ class CommunicationHandler(ResourceHandler):
     def __init__(self, api: ApiContext) -> None:
         self.api = api
 
-    def access_need(self, request: FhirRequest) -> AccessNeed:
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         if request.interaction is Interaction.SEARCH:
             return AccessNeed(Target.RECORD, Action.PERSONAL, _one_patient(request))
-        with self.api.unit_of_work() as uow:
-            found = uow.records.notification(request.resource_id or "")
+        found = uow.records.notification(request.resource_id or "")
         if found is None or found.patient_id is None:
             raise NotFound(f"Communication/{request.resource_id} is not known")
         return AccessNeed(Target.RECORD, Action.PERSONAL, found.patient_id)
