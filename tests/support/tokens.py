@@ -26,7 +26,10 @@ from carevault.services.tokens import ASSERTION_TYPE, issue_backend_token
 TEST_PROFESSIONAL = "HP-TEST-1"
 
 
-def professional_token(platform: Platform, scope: str = "system/*.cruds") -> str:
+def professional_token(platform: Platform, scope: str = "system/*.cruds", *,
+                       identifier: str = TEST_PROFESSIONAL, family: str = "Tester",
+                       profession: str = "physician",
+                       specialty: str | None = "general-practice") -> str:
     ctx = platform.directory
     pki_ctx = pki.PkiContext(systems=ctx.systems,
                              ca_password=ca_key_password(platform.settings.key_source),
@@ -34,24 +37,24 @@ def professional_token(platform: Platform, scope: str = "system/*.cruds") -> str
     with platform.unit_of_work() as uow:
         pki.init_pki(uow, pki_ctx)
     with platform.unit_of_work() as uow:
-        known = uow.directory.practitioner_ids_by_identifier([TEST_PROFESSIONAL])
-    if TEST_PROFESSIONAL not in known:
+        known = uow.directory.practitioner_ids_by_identifier([identifier])
+    if identifier not in known:
         with platform.unit_of_work() as uow:
             svc.register_professionals(uow, ctx, [svc.NewProfessional(
-                new_practitioner(ctx.systems, identifier=TEST_PROFESSIONAL, family="Tester",
-                                 given=["Theo"]), "physician", "general-practice")])
+                new_practitioner(ctx.systems, identifier=identifier, family=family,
+                                 given=["Theo"]), profession, specialty)])
         with platform.unit_of_work() as uow:
-            known = uow.directory.practitioner_ids_by_identifier([TEST_PROFESSIONAL])
+            known = uow.directory.practitioner_ids_by_identifier([identifier])
     issued: list[pki.Credentials] = []
     with platform.unit_of_work() as uow:
-        pki.issue_practitioner_certificate(uow, pki_ctx, known[TEST_PROFESSIONAL], issued.append)
+        pki.issue_practitioner_certificate(uow, pki_ctx, known[identifier], issued.append)
     credentials = issued[0]
     chain = [x509.load_pem_x509_certificate(pem.encode()).public_bytes(
         serialization.Encoding.DER)
         for pem in (credentials.record.certificate_pem, credentials.chain_pem)]
     now = int(datetime.now(UTC).timestamp())
     assertion = pyjwt.encode(
-        {"iss": TEST_PROFESSIONAL, "sub": TEST_PROFESSIONAL,
+        {"iss": identifier, "sub": identifier,
          "aud": platform.tokens.token_endpoint, "iat": now, "exp": now + 120,
          "jti": uuid.uuid4().hex},
         credentials.private_key_pem, algorithm="ES256",
@@ -122,5 +125,5 @@ def officer_headers(platform: Platform) -> dict[str, str]:
     platform.accounts.confirm_totp(enrolment.account_id, pyotp.TOTP(secret).at(earlier),
                                    now=earlier)
     token = account_token(platform, enrolment.account_id, None, kind="security-officer",
-                          scope="system/AuditEvent.rs")
+                          scope="system/AuditEvent.rs system/Patient.r")
     return {"Authorization": f"Bearer {token}"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Self
@@ -39,6 +40,7 @@ from carevault.domain.audit import (
     outcome_of,
     rfc3339_ms,
 )
+from carevault.domain.authorization import ALERT_SECURITY_OFFICER
 from carevault.domain.errors import Unavailable
 from carevault.services.audit_log import AuditLog, AuditUnavailable
 
@@ -187,4 +189,32 @@ class AuditTrail:
 
         main = entry(own, names_only=False)
         others = [entry(p, names_only=True) for p in patients if p != own]
-        return [main, *others]
+        return [main, *others, *self._alerts(request, status, admission, main)]
+
+    def _alerts(
+        self,
+        request: FhirRequest,
+        status: int,
+        admission: Admission | None,
+        main: AuditRecord,
+    ) -> list[AuditRecord]:
+        """The engine's ``alert-security-officer`` obligation: an entry of kind ``alert``
+        beside the request's own (same request id), permitted or refused, which the security
+        officer finds in the trail and the ATNA export forwards. It holds no medical content."""
+        decision = admission.decision if admission else None
+        if decision is None or ALERT_SECURITY_OFFICER not in decision.obligations:
+            return []
+        if decision.permit and status >= 400:
+            return []  # permitted, then refused as malformed: nothing happened to alert on
+        return [
+            replace(
+                main,
+                kind="alert",
+                query=None,
+                detail={
+                    **main.detail,
+                    "decision": "permit" if decision.permit else "deny",
+                    "rule": decision.rule,
+                },
+            )
+        ]

@@ -34,7 +34,6 @@ from carevault.domain.audit import (
     rfc3339_ms,
 )
 from carevault.domain.authorization import (
-    ALERT_SECURITY_OFFICER,
     DEFAULT_PROFILE_MATRIX,
     NOTIFY_PATIENT,
     Action,
@@ -665,12 +664,9 @@ class RecordPolicy:
         now = self.clock()
         with self.units() as uow:
             record = self.facts(uow, patient_id, now)
-            decision = self.decide(actor.subject, Action.EMERGENCY, record, None, now)
-            if not decision.permit:
-                if ALERT_SECURITY_OFFICER in decision.obligations:
-                    self._alert(uow, actor, patient_id, decision, now, reason)
-                    uow.commit()
-                raise Refused(decision)
+            # The gate made the same decision; its alert obligation is fulfilled by the
+            # recorder with the request's own entry (`carevault.api.audit_trail`).
+            decision = self.require(actor.subject, Action.EMERGENCY, record, None, now)
             window = EmergencyWindow(actor.subject.id, now + self.emergency_window, _new_id())
             uow.records.open_emergency(patient_id, window, reason, now)
             detail = {"emergency": window.id, "reason": reason, "until": rfc3339_ms(window.until)}
@@ -691,39 +687,8 @@ class RecordPolicy:
                 now,
                 detail,
             )
-            self._alert(uow, actor, patient_id, decision, now, reason)
             uow.commit()
         return window
-
-    def _alert(
-        self,
-        uow: UnitOfWork,
-        actor: Actor,
-        patient_id: str,
-        decision: Decision,
-        now: datetime,
-        reason: str,
-    ) -> None:
-        """The security officer's alert: an entry of kind ``alert`` in the operators' stream,
-        which the officer reads (and the ATNA export forwards) without any medical content."""
-        self.audit.append_in(
-            uow.directory.connection,
-            [
-                AuditRecord(
-                    stream="operator",
-                    recorded=rfc3339_ms(now),
-                    kind="alert",
-                    action=ACTION_EXECUTE,
-                    interaction="emergency-access",
-                    outcome=_SUCCESS if decision.permit else "4",
-                    agent=Agent(who=actor.who, role=actor.subject.kind.value),
-                    patient=patient_id,
-                    purpose_of_use="EMER",
-                    rule=" → ".join(decision.path),
-                    detail={"reason": reason, "decision": "permit" if decision.permit else "deny"},
-                )
-            ],
-        )
 
     def record_care_event(
         self,

@@ -175,7 +175,7 @@ def grant_consent(patient_id: str, stored: StoredGrant) -> JsonObject:
                 {"system": CONFIDENTIALITY, "code": code} for code in _LEVEL_LABELS[grant.level]
             ],
         },
-        **({"source": {"reference": stored.source_ref}} if stored.source_ref else {}),
+        **({"sourceReference": {"reference": stored.source_ref}} if stored.source_ref else {}),
     }
 
 

@@ -1,0 +1,310 @@
+"""The patient's say over their record, through the FHIR API and the service, on both
+databases: grants and blocks as Consent, care relationships from Encounters, emergency access,
+notifications as Communication, explanations — each applying to the very next request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from carevault.bootstrap import Platform
+from carevault.domain.audit import AuditRecord
+from carevault.domain.authorization import (
+    GrantLevel,
+    Party,
+    Subject,
+    SubjectKind,
+)
+from carevault.services.record_policy import Actor, Refused
+from support.builders import patient
+from support.tokens import officer_headers, patient_headers, professional_token
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+class Pro:
+    """A practitioner's system: their token, and their id in the directory."""
+
+    def __init__(self, platform: Platform, identifier: str, family: str,
+                 profession: str = "physician", specialty: str | None = "cardiology") -> None:
+        token = professional_token(platform, identifier=identifier, family=family,
+                                   profession=profession, specialty=specialty)
+        self.headers = {"Authorization": f"Bearer {token}", **FHIR_JSON}
+        with platform.unit_of_work() as uow:
+            self.id = uow.directory.practitioner_ids_by_identifier([identifier])[identifier]
+
+
+@pytest.fixture
+def record(client: TestClient, platform: Platform) -> tuple[str, dict[str, str]]:
+    """A patient (registered by the test professional's system) and their app's headers."""
+    created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 3),
+                          headers=FHIR_JSON)
+    assert created.status_code == 201
+    patient_id = str(created.json()["id"])
+    return patient_id, {**patient_headers(platform, patient_id), **FHIR_JSON}
+
+
+def consent(patient_id: str, kind: str, actor: str, labels: tuple[str, ...] = ("N",),
+            period: dict[str, str] | None = None) -> dict[str, Any]:
+    provision: dict[str, Any] = {
+        "type": kind,
+        "actor": [{"role": {"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+            "code": "IRCP"}]}, "reference": {"reference": actor}}]}
+    if kind == "permit":
+        provision["securityLabel"] = [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": c}
+            for c in labels]
+    if period:
+        provision["period"] = period
+    return {"resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{patient_id}"}, "provision": provision}
+
+
+def encounter(patient_id: str, practitioner_id: str, start: str = "2026-11-20T09:00:00Z"
+              ) -> dict[str, Any]:
+    return {"resourceType": "Encounter", "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                      "code": "AMB"},
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "participant": [{"individual": {"reference": f"Practitioner/{practitioner_id}"}}],
+            "period": {"start": start}}
+
+
+def search_encounters(client: TestClient, who: dict[str, str], patient_id: str) -> Any:
+    return client.get("/fhir/Encounter", params={"patient": f"Patient/{patient_id}"},
+                      headers=who)
+
+
+def diagnostics(response: Any) -> str:
+    return str(response.json()["issue"][0]["diagnostics"])
+
+
+def test_a_grant_opens_the_record_and_its_withdrawal_closes_it_at_once(
+        client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    patient_id, mine = record
+    cardio = Pro(platform, "HP-CARDIO", "Cardio")
+    refused = search_encounters(client, cardio.headers, patient_id)
+    assert refused.status_code == 403
+    assert "No active access" in diagnostics(refused)
+
+    made = client.post("/fhir/Consent", json=consent(patient_id, "permit",
+                                                     f"Practitioner/{cardio.id}", ("N", "R")),
+                       headers=mine)
+    assert made.status_code == 201, made.text
+    grant = made.json()
+    assert grant["provision"]["type"] == "permit"
+    assert [label["code"] for label in grant["provision"]["securityLabel"]] == ["N", "R"]
+    assert search_encounters(client, cardio.headers, patient_id).status_code == 200
+
+    listed = client.get("/fhir/Consent", params={"patient": f"Patient/{patient_id}"},
+                        headers=mine).json()
+    ids = {entry["resource"]["id"] for entry in listed["entry"]}
+    assert grant["id"] in ids and f"emergency-{patient_id}" in ids
+
+    withdrawn = client.put(f"/fhir/Consent/{grant['id']}",
+                           json={**grant, "status": "inactive"}, headers=mine)
+    assert withdrawn.status_code == 200 and withdrawn.json()["status"] == "inactive"
+    assert search_encounters(client, cardio.headers, patient_id).status_code == 403
+
+    # Professionals neither read nor make consents; another patient cannot either.
+    assert client.get("/fhir/Consent", params={"patient": f"Patient/{patient_id}"},
+                      headers=cardio.headers).status_code == 403
+    assert client.post("/fhir/Consent", json=consent(patient_id, "permit",
+                                                     f"Practitioner/{cardio.id}"),
+                       headers=cardio.headers).status_code == 403
+    # The log keeps both changes.
+    kinds = [AuditRecord.from_canonical(data).interaction for _, data in
+             platform.audit.patient_entries(patient_id, limit=100)]
+    assert "grant-create" in kinds and "grant-revoke" in kinds
+
+
+def test_group_grants_need_an_end_and_bad_consents_are_refused(
+        client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    patient_id, mine = record
+    no_end = client.post("/fhir/Consent", json=consent(patient_id, "permit",
+                                                       "Organization/unknown-org"),
+                         headers=mine)
+    assert no_end.status_code == 422 and "end date" in diagnostics(no_end)
+    unknown = client.post("/fhir/Consent", json=consent(patient_id, "permit",
+                                                        "Practitioner/nobody"), headers=mine)
+    assert unknown.status_code == 404 and "nobody" in diagnostics(unknown)
+    wrong_label = consent(patient_id, "permit", "Practitioner/nobody", ("V",))
+    assert client.post("/fhir/Consent", json=wrong_label, headers=mine).status_code == 400
+    other = client.post("/fhir/Consent", json=consent("someone-else", "permit",
+                                                      "Practitioner/nobody"), headers=mine)
+    assert other.status_code == 403
+
+
+def test_an_encounter_gives_a_care_relationship_the_patient_is_told_of(
+        client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    patient_id, mine = record
+    gp = Pro(platform, "HP-GP-2", "Generalist", specialty="general-practice")
+    assert search_encounters(client, gp.headers, patient_id).status_code == 403
+    made = client.post("/fhir/Encounter", json=encounter(patient_id, gp.id), headers=gp.headers)
+    assert made.status_code == 201, made.text
+    found = search_encounters(client, gp.headers, patient_id).json()
+    assert found["total"] == 1 and found["entry"][0]["resource"]["id"] == made.json()["id"]
+
+    grants = [e["resource"] for e in client.get(
+        "/fhir/Consent", params={"patient": f"Patient/{patient_id}"}, headers=mine
+    ).json()["entry"] if e["resource"]["provision"].get("actor")]
+    care = [g for g in grants if g.get("sourceReference", {}).get("reference", "").startswith(
+        "Encounter/")]
+    assert len(care) == 1
+    assert care[0]["provision"]["period"]["end"].startswith("2027-02-18")  # 90 days
+
+    notices = client.get("/fhir/Communication", params={"patient": f"Patient/{patient_id}"},
+                         headers=mine).json()
+    assert notices["total"] == 1
+    texts = [p["contentString"] for p in notices["entry"][0]["resource"]["payload"]]
+    assert "care event" in texts[0] and "prise en charge" in texts[1]
+
+    # The patient withdraws it: the very next request is refused.
+    assert client.put(f"/fhir/Consent/{care[0]['id']}", json={**care[0], "status": "inactive"},
+                      headers=mine).status_code == 200
+    assert search_encounters(client, gp.headers, patient_id).status_code == 403
+
+
+def test_an_encounter_must_name_the_practitioner_and_not_be_in_the_future(
+        client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    patient_id, _ = record
+    gp = Pro(platform, "HP-GP-3", "Generalist", specialty="general-practice")
+    someone = client.post("/fhir/Encounter", json=encounter(patient_id, "another"),
+                          headers=gp.headers)
+    assert someone.status_code == 400
+    assert "participant" in someone.json()["issue"][0]["expression"][0]
+    future = client.post("/fhir/Encounter",
+                         json=encounter(patient_id, gp.id, "2999-01-01T00:00:00Z"),
+                         headers=gp.headers)
+    assert future.status_code == 400
+    old = client.post("/fhir/Encounter", json=encounter(patient_id, gp.id, "2020-01-01"),
+                      headers=gp.headers)
+    assert old.status_code == 422  # a care event older than 90 days gives nothing
+
+
+def test_blocks_beat_care_events_and_emergencies_and_alert_the_officer(
+        client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    patient_id, mine = record
+    intruder = Pro(platform, "HP-BLOCKED", "Blocked")
+    assert client.post("/fhir/Consent", json=consent(patient_id, "deny",
+                                                     f"Practitioner/{intruder.id}"),
+                       headers=mine).status_code == 201
+    care = client.post("/fhir/Encounter", json=encounter(patient_id, intruder.id),
+                       headers=intruder.headers)
+    assert care.status_code == 403 and "blocked" in diagnostics(care)
+    glass = client.post(f"/fhir/Patient/{patient_id}/$emergency-access",
+                        json={"resourceType": "Parameters", "parameter": [
+                            {"name": "reason", "valueString": "unconscious"}]},
+                        headers=intruder.headers)
+    assert glass.status_code == 403 and "even in an emergency" in diagnostics(glass)
+    alerts = [AuditRecord.from_canonical(data) for _, data in
+              platform.audit.patient_entries(patient_id, limit=200)]
+    assert [a.detail["decision"] for a in alerts if a.kind == "alert"] == ["deny"]
+
+
+def test_emergency_access_opens_a_window_tells_the_patient_and_alerts(
+        client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    patient_id, mine = record
+    er = Pro(platform, "HP-ER", "Urgentiste", specialty="emergency-medicine")
+    missing = client.post(f"/fhir/Patient/{patient_id}/$emergency-access",
+                          json={"resourceType": "Parameters", "parameter": []},
+                          headers=er.headers)
+    assert missing.status_code == 400 and "reason" in diagnostics(missing)
+    assert search_encounters(client, er.headers, patient_id).status_code == 403
+    glass = client.post(f"/fhir/Patient/{patient_id}/$emergency-access",
+                        json={"resourceType": "Parameters", "parameter": [
+                            {"name": "reason", "valueString": "unconscious on arrival"}]},
+                        headers=er.headers)
+    assert glass.status_code == 200, glass.text
+    assert glass.json()["parameter"][0]["name"] == "until"
+    read = search_encounters(client, er.headers, patient_id)
+    assert read.status_code == 200
+
+    entries = [AuditRecord.from_canonical(data) for _, data in
+               platform.audit.patient_entries(patient_id, limit=200)]
+    alerts = [e for e in entries if e.kind == "alert"]
+    assert [a.detail["decision"] for a in alerts] == ["permit"]
+    declared = [e for e in entries if e.interaction == "emergency-access" and e.kind == "policy"]
+    assert declared and declared[0].purpose_of_use == "EMER"
+    assert declared[0].detail["reason"] == "unconscious on arrival"
+    assert alerts[0].request_id is not None
+    reads = [e for e in entries if e.entity_type == "Encounter" and e.outcome == "0"]
+    assert reads and reads[-1].purpose_of_use == "EMER"
+
+    notices = client.get("/fhir/Communication", params={"patient": f"Patient/{patient_id}"},
+                         headers=mine).json()
+    assert any("unconscious on arrival" in p["contentString"]
+               for e in notices["entry"] for p in e["resource"]["payload"])
+
+    # The patient turns emergency access off: the open window closes with it.
+    turned_off = client.put(f"/fhir/Consent/emergency-{patient_id}", json={
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "provision": {"type": "deny", "purpose": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+            "code": "ETREAT"}]}}, headers=mine)
+    assert turned_off.status_code == 200, turned_off.text
+    assert search_encounters(client, er.headers, patient_id).status_code == 403
+    other = Pro(platform, "HP-ER-2", "Second", specialty="emergency-medicine")
+    again = client.post(f"/fhir/Patient/{patient_id}/$emergency-access",
+                        json={"resourceType": "Parameters", "parameter": [
+                            {"name": "reason", "valueString": "fall"}]},
+                        headers=other.headers)
+    assert again.status_code == 403 and "turned emergency access off" in diagnostics(again)
+
+
+def test_the_security_officer_and_the_patient_can_explain_a_decision(
+        client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    patient_id, mine = record
+    cardio = Pro(platform, "HP-CARDIO-X", "Cardio")
+    officer = officer_headers(platform)
+    explained = client.get(f"/fhir/Patient/{patient_id}/$explain",
+                           params={"practitioner": f"Practitioner/{cardio.id}"},
+                           headers=officer)
+    assert explained.status_code == 200, explained.text
+    values = {p["name"]: next(v for k, v in p.items() if k.startswith("value"))
+              for p in explained.json()["parameter"]}
+    assert values["decision"] == "deny" and values["rule"] == "deny-by-default"
+    assert values["path"].startswith("identity → record → blacklist")
+    client.post("/fhir/Consent", json=consent(patient_id, "permit",
+                                              f"Practitioner/{cardio.id}"), headers=mine)
+    mine_too = client.get(f"/fhir/Patient/{patient_id}/$explain",
+                          params={"practitioner": cardio.id}, headers=mine)
+    assert mine_too.status_code == 200
+    assert {"name": "decision", "valueCode": "permit"} in mine_too.json()["parameter"]
+    assert client.get(f"/fhir/Patient/{patient_id}/$explain",
+                      params={"practitioner": cardio.id},
+                      headers=cardio.headers).status_code == 403
+
+
+def test_managing_is_the_patients_or_a_managing_representatives(
+        platform: Platform, client: TestClient, record: tuple[str, dict[str, str]]) -> None:
+    patient_id, _ = record
+    cardio = Pro(platform, "HP-CARDIO-M", "Cardio")
+    policy = platform.policy
+    reader = Actor(Subject(SubjectKind.REPRESENTATIVE, "rep-reader"), "account:rep-reader")
+    with pytest.raises(Refused) as refused:
+        policy.grant(reader, patient_id, Party.PRACTITIONER, cardio.id, GrantLevel.NORMAL)
+    assert refused.value.decision.rule == "mandate"
+    doctor = Actor(Subject(SubjectKind.PRACTITIONER, cardio.id, "physician"),
+                   f"Practitioner/{cardio.id}")
+    with pytest.raises(Refused):
+        policy.close_record(doctor, patient_id)
+    me = Actor(Subject(SubjectKind.PATIENT, patient_id), f"Patient/{patient_id}")
+    policy.grant(me, patient_id, Party.PRACTITIONER, cardio.id, GrantLevel.NORMAL)
+    assert search_encounters(client, cardio.headers, patient_id).status_code == 200
+    policy.close_record(me, patient_id)
+    closed = search_encounters(client, cardio.headers, patient_id)
+    assert closed.status_code == 403 and "closed" in diagnostics(closed)
+    policy.reopen_record(me, patient_id)
+    assert search_encounters(client, cardio.headers, patient_id).status_code == 200
