@@ -28,6 +28,8 @@ from carevault.cli.account_commands import apps_app
 from carevault.cli.audit_commands import app as audit_app
 from carevault.cli.errors import friendly
 from carevault.cli.pki_commands import app as pki_app
+from carevault.cli.policy_commands import app as policy_app
+from carevault.cli.policy_commands import matrix_digest
 from carevault.domain.errors import CareVaultError
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
@@ -50,6 +52,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(apps_app, name="apps")
 app.add_typer(pki_app, name="pki")
+app.add_typer(policy_app, name="policy")
 
 
 def _settings() -> Settings:
@@ -102,7 +105,16 @@ def serve(
 
     from carevault.bootstrap import build
 
-    platform = build(_settings())
+    config = _settings()
+    platform = build(config)
+    loaded = platform.policy.matrix
+    # Every start records the profile matrix in force: a change of who sees what is in the
+    # operators' trail, with the version and digest before and after.
+    _record(
+        config,
+        "policy matrix load",
+        {"version": loaded.version, "sha256": matrix_digest(loaded)},
+    )
     uvicorn.run(
         platform.app,
         host=host,
