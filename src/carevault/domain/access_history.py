@@ -146,6 +146,55 @@ def _describe_account_event(record: AuditRecord, language: str) -> str:
     return f"{sentence}, {when(record.recorded, language)}."
 
 
+# Changes to who sees what, and emergencies: the words a patient reads for each.
+_POLICY_EVENTS = {
+    "en": {
+        "grant-create": "gave an access to your record",
+        "grant-revoke": "withdrew an access to your record",
+        "grant-change": "changed an access to your record",
+        "block-create": "blocked someone from your record",
+        "block-revoke": "lifted a block on your record",
+        "emergency-setting": "changed the emergency access setting of your record",
+        "referring-physician": "changed your referring physician",
+        "delegation-setting": "changed whether professionals may pass on their access",
+        "delegation-create": "passed their access to your record on to a colleague",
+        "default-confidentiality": "changed the default confidentiality of new documents",
+        "record-close": "closed your record",
+        "record-reopen": "reopened your record",
+        "document-hide": "hid a document of your record",
+        "document-unhide": "made a hidden document visible again",
+        "document-confidentiality": "changed the confidentiality of a document",
+        "care-event": "recorded a care event with you, which gives them access for a while",
+        "emergency-access": "declared an emergency to open your record",
+        "mandate-create": "named a representative for you",
+    },
+    "fr": {
+        "grant-create": "a donné un accès à votre dossier",
+        "grant-revoke": "a retiré un accès à votre dossier",
+        "grant-change": "a modifié un accès à votre dossier",
+        "block-create": "a bloqué l'accès de quelqu'un à votre dossier",
+        "block-revoke": "a levé un blocage sur votre dossier",
+        "emergency-setting": "a modifié le réglage de l'accès d'urgence à votre dossier",
+        "referring-physician": "a changé votre médecin référent",
+        "delegation-setting": "a modifié la possibilité de déléguer les accès",
+        "delegation-create": "a délégué son accès à votre dossier à un confrère",
+        "default-confidentiality": "a modifié la confidentialité par défaut des documents",
+        "record-close": "a fermé votre dossier",
+        "record-reopen": "a rouvert votre dossier",
+        "document-hide": "a masqué un document de votre dossier",
+        "document-unhide": "a rendu visible un document masqué",
+        "document-confidentiality": "a modifié la confidentialité d'un document",
+        "care-event": "a enregistré une prise en charge, qui lui donne accès pour un temps",
+        "emergency-access": "a déclaré une urgence pour ouvrir votre dossier",
+        "mandate-create": "vous a désigné un représentant",
+    },
+}
+_ALERTED = {
+    "en": "the security officer was alerted",
+    "fr": "le responsable de la sécurité a été alerté",
+}
+
+
 def describe(
     record: AuditRecord, language: str = "en", names: Mapping[str, str] | None = None
 ) -> str:
@@ -168,7 +217,18 @@ def describe(
         actor += f", {_ON_BEHALF[language]} {names.get(agent.on_behalf_of, agent.on_behalf_of)}"
     what = _WHAT[language].get(record.entity_type or "", record.entity_type or "?")
     refused = record.outcome != "0"
-    if refused:
+    policy = _POLICY_EVENTS[language].get(record.interaction)
+    if record.kind == "alert":
+        action = (
+            f"{_TRIED[language]} {what} {_REFUSED[language]}"
+            if (record.detail.get("decision") == "deny")
+            else _POLICY_EVENTS[language]["emergency-access"]
+        )
+        sentence = f"{actor} {action}, {when(record.recorded, language)}, {_ALERTED[language]}"
+        return sentence + "."
+    if record.kind == "policy" and policy is not None:
+        action = policy
+    elif refused:
         action = f"{_TRIED[language]} {what} {_REFUSED[language]}"
     else:
         action = f"{_VERBS[language].get(record.interaction, record.interaction)} {what}"

@@ -65,3 +65,28 @@ def test_sign_in_events(interaction: str, outcome: str, role: str, english: str,
 def test_an_unknown_language_is_refused() -> None:
     with pytest.raises(ValueError, match="language"):
         describe(record(), "de")
+
+
+@pytest.mark.parametrize(("interaction", "english", "french"), [
+    ("grant-create", "Dr Anne Weber, CHL gave an access to your record, on 12 March",
+     "Dr Anne Weber, CHL a donné un accès à votre dossier, le 12 mars"),
+    ("care-event", "recorded a care event with you", "a enregistré une prise en charge"),
+    ("record-close", "closed your record", "a fermé votre dossier"),
+])
+def test_changes_to_who_sees_what(interaction: str, english: str, french: str) -> None:
+    change = record(kind="policy", interaction=interaction, action="C", entity_type="Consent")
+    assert english in describe(change, "en", NAMES)
+    assert french in describe(change, "fr", NAMES)
+
+
+def test_an_alert_says_the_security_officer_was_told() -> None:
+    permitted = record(kind="alert", interaction="operation", purpose_of_use="EMER",
+                       detail={"decision": "permit"}, entity_type="Patient")
+    assert describe(permitted, "en", NAMES) == (
+        "Dr Anne Weber, CHL declared an emergency to open your record, on 12 March 2026 at "
+        "10:42 UTC, the security officer was alerted.")
+    refused = record(kind="alert", outcome="4", detail={"decision": "deny"},
+                     entity_type="Patient")
+    assert "tried to open your identity record and was refused" in describe(refused, "en",
+                                                                           NAMES)
+    assert "le responsable de la sécurité a été alerté" in describe(refused, "fr", NAMES)
