@@ -17,6 +17,7 @@ from carevault.domain.authorization import (
     Subject,
     SubjectKind,
 )
+from carevault.domain.errors import NotPermitted
 from carevault.services.record_policy import Actor, Refused
 from support.builders import patient
 from support.tokens import officer_headers, patient_headers, professional_token
@@ -308,3 +309,26 @@ def test_managing_is_the_patients_or_a_managing_representatives(
     assert closed.status_code == 403 and "closed" in diagnostics(closed)
     policy.reopen_record(me, patient_id)
     assert search_encounters(client, cardio.headers, patient_id).status_code == 200
+
+
+def test_a_delegation_needs_the_patients_leave_and_ends_with_the_delegators_grant(
+        platform: Platform, client: TestClient, record: tuple[str, dict[str, str]]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    patient_id, _ = record
+    cardio = Pro(platform, "HP-DELEGATOR", "Cardio")
+    colleague = Pro(platform, "HP-DELEGATE", "Locum")
+    me = Actor(Subject(SubjectKind.PATIENT, patient_id), f"Patient/{patient_id}")
+    doctor = Actor(Subject(SubjectKind.PRACTITIONER, cardio.id, "physician"),
+                   f"Practitioner/{cardio.id}")
+    grant = platform.policy.grant(me, patient_id, Party.PRACTITIONER, cardio.id,
+                                  GrantLevel.NORMAL, delegable=True)
+    week = datetime.now(UTC) + timedelta(days=7)
+    with pytest.raises(NotPermitted, match="does not allow"):
+        platform.policy.delegate(doctor, patient_id, colleague.id, GrantLevel.NORMAL, week)
+    platform.policy.allow_delegation(me, patient_id, True)
+    platform.policy.delegate(doctor, patient_id, colleague.id, GrantLevel.EXTENDED, week)
+    assert search_encounters(client, colleague.headers, patient_id).status_code == 200
+    # The delegator's access ends, and the delegate's with it.
+    platform.policy.revoke_grant(me, patient_id, grant.id)
+    assert search_encounters(client, colleague.headers, patient_id).status_code == 403
