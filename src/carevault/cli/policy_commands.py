@@ -68,7 +68,7 @@ def explain(
                     "decision": "permit" if decision.permit else "deny",
                     "rule": decision.rule,
                     "path": list(decision.path),
-                    "reasons": decision.reasons,
+                    "reasons": dict(decision.reasons),
                     "obligations": sorted(
                         o.kind + (f":{o.purpose_of_use}" if o.purpose_of_use else "")
                         for o in decision.obligations

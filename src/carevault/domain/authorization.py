@@ -350,9 +350,11 @@ ALERT_SECURITY_OFFICER = Obligation("alert-security-officer")
 
 @dataclass(frozen=True)
 class Decision:
+    """Immutable and shared: equal decisions are one object (see `_Trace.decide`)."""
+
     permit: bool
     rule: str
-    reasons: dict[str, str]
+    reasons: Mapping[str, str]
     obligations: frozenset[Obligation]
     path: tuple[str, ...]
 
@@ -528,6 +530,15 @@ _REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
     }
 )
 
+_REASON_MAPS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {key: MappingProxyType({"en": en, "fr": fr}) for key, (en, fr) in _REASONS.items()}
+)
+# Decisions are values: the same rule path, reason and obligations give the same object, so a
+# decision costs a dictionary lookup once its kind has been seen.
+_DecisionKey = tuple[bool, str, str | None, Obligation, tuple[Obligation, ...], tuple[str, ...]]
+_DECISIONS: dict[_DecisionKey, Decision] = {}
+_MAX_DECISIONS = 4_096
+
 _LEVEL_SEES: Mapping[GrantLevel, frozenset[Confidentiality]] = MappingProxyType(
     {
         GrantLevel.NORMAL: frozenset({Confidentiality.N}),
@@ -560,14 +571,23 @@ class _Trace:
     ) -> Decision:
         if not self.path or self.path[-1] != rule:
             self.path.append(rule)
-        en, fr = _REASONS[message or rule]
-        return Decision(
+        path = tuple(self.path)
+        extras = tuple(extra)
+        key = (permit, rule, message, self.audit, extras, path)
+        found = _DECISIONS.get(key)
+        if found is not None:
+            return found
+        decision = Decision(
             permit=permit,
             rule=rule,
-            reasons={"en": en, "fr": fr},
-            obligations=frozenset({self.audit, *extra}),
-            path=tuple(self.path),
+            reasons=_REASON_MAPS[message or rule],
+            obligations=frozenset({self.audit, *extras}),
+            path=path,
         )
+        if len(_DECISIONS) >= _MAX_DECISIONS:
+            _DECISIONS.clear()  # bounded: the audit obligation may name a patient
+        _DECISIONS[key] = decision
+        return decision
 
 
 def _purpose(subject: Subject) -> str:
@@ -661,10 +681,11 @@ def _delegable_level(record: RecordFacts, delegator_id: str, now: datetime) -> s
 
 def _granted(subject: Subject, record: RecordFacts, now: datetime) -> frozenset[Confidentiality]:
     """The confidentiality levels the subject's grants, referral and delegations open."""
+    # Whom a grant names is checked before its dates: comparing aware datetimes costs more.
     levels = {
         grant.level
         for grant in record.grants
-        if grant.active(now) and _grant_reaches(grant, subject)
+        if _grant_reaches(grant, subject) and grant.active(now)
     }
     if subject.kind is SubjectKind.PRACTITIONER:
         if record.referring_physician_id == subject.id:
