@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.record_store import UNSET, Unset
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import (
     ACTION_CREATE,
@@ -356,24 +357,29 @@ class RecordPolicy:
         grant_id: str,
         *,
         level: GrantLevel | None = None,
-        end: datetime | None = None,
+        end: datetime | Unset | None = UNSET,
     ) -> None:
+        """Change a grant's level and/or end; ``end=None`` removes the end date (a
+        practitioner's grant only), leaving ``end`` out keeps it."""
         now = self.clock()
         with self.units() as uow:
             decision = self._managed(uow, actor, patient_id, now)
             stored = uow.records.grant(patient_id, grant_id)
             if stored is None or stored.revoked_at is not None:
                 raise NotFound(f"there is no active grant {grant_id} on this record")
-            if end is not None and end <= stored.grant.start:
+            if isinstance(end, datetime) and end <= stored.grant.start:
                 raise InvalidInput("a grant must end after it starts", expression="end")
             if end is None and stored.grant.party is not Party.PRACTITIONER:
-                end = stored.grant.end  # a group grant keeps its end date
+                raise BusinessRuleViolation(
+                    "a grant to an organization or a care team needs an end date",
+                    expression="end",
+                )
             uow.records.update_grant(patient_id, grant_id, level=level, end=end)
             detail = {"grant": grant_id}
             if level is not None:
                 detail["level"] = level.value
-            if end is not None:
-                detail["end"] = rfc3339_ms(end)
+            if not isinstance(end, Unset):
+                detail["end"] = rfc3339_ms(end) if end is not None else "none"
             self._change(
                 uow,
                 actor,

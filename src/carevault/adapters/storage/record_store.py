@@ -76,13 +76,13 @@ __all__ = [
 ]
 
 
-class _Unset(Enum):
+class Unset(Enum):
     """Marks an argument left out, where ``None`` is a value (clearing an optional column)."""
 
     UNSET = "unset"
 
 
-UNSET: Final = _Unset.UNSET
+UNSET: Final = Unset.UNSET
 
 
 @dataclass(frozen=True)
@@ -155,9 +155,9 @@ def _branch(kind: str, table: Any, **columns: ColumnElement[Any]) -> Select[Any]
     """One table's rows in the common shape. The first branch decides how SQLAlchemy reads the
     result (timestamps, booleans on SQLite), so every column is typed, NULLs included."""
     shaped: list[ColumnElement[Any]] = [literal_column(f"'{kind}'", String(16)).label("kind")]
-    for name, kind_type in _SHAPE.items():
+    for name, column_type in _SHAPE.items():
         value = columns.pop(name, None)
-        shaped.append(type_coerce(value if value is not None else null(), kind_type).label(name))
+        shaped.append(type_coerce(value if value is not None else null(), column_type).label(name))
     assert not columns, f"unknown columns {sorted(columns)}"
     return select(*shaped).select_from(table)
 
@@ -426,7 +426,7 @@ class RecordStore:
         now: datetime,
         *,
         state: RecordState | None = None,
-        referring_physician_id: str | _Unset | None = UNSET,
+        referring_physician_id: str | Unset | None = UNSET,
         emergency_setting: EmergencySetting | None = None,
         delegation_allowed: bool | None = None,
         default_confidentiality: Confidentiality | None = None,
@@ -490,7 +490,7 @@ class RecordStore:
         grant_id: str,
         *,
         level: GrantLevel | None = None,
-        end: datetime | _Unset | None = UNSET,
+        end: datetime | Unset | None = UNSET,
     ) -> bool:
         """Change a grant that is not revoked (``end=None``: no end date); False if none."""
         g = t.record_grant
