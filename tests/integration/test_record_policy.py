@@ -124,6 +124,13 @@ def test_a_grant_opens_the_record_and_its_withdrawal_closes_it_at_once(
     kinds = [AuditRecord.from_canonical(data).interaction for _, data in
              platform.audit.patient_entries(patient_id, limit=100)]
     assert "grant-create" in kinds and "grant-revoke" in kinds
+    # The request that made the change is in the patient's entries too, with its rule path.
+    requests = [AuditRecord.from_canonical(data) for _, data in
+                platform.audit.patient_entries(patient_id, limit=100)]
+    made_by_request = [r for r in requests if r.kind == "access" and r.entity_type == "Consent"
+                       and r.interaction == "create"]
+    assert made_by_request and made_by_request[0].rule is not None
+    assert made_by_request[0].rule.endswith("permit (patient) — This is the patient's own record.")
 
 
 def test_group_grants_need_an_end_and_bad_consents_are_refused(

@@ -389,6 +389,11 @@ class RecordStore:
     def __init__(self, connection: Connection, model: RecordModel = RecordModel.OPT_OUT) -> None:
         self.connection = connection
         self.model = model
+        self.touched_patients: list[str] = []  # patients written in this transaction
+
+    def _touch(self, patient_id: str) -> None:
+        if patient_id not in self.touched_patients:
+            self.touched_patients.append(patient_id)
 
     # --- the facts ------------------------------------------------------------------------
 
@@ -404,6 +409,7 @@ class RecordStore:
 
     def ensure_record(self, patient_id: str, now: datetime) -> None:
         """Open the record with every default setting, unless it exists already."""
+        self._touch(patient_id)
         defaults = RecordFacts(patient_id=patient_id)
         self.connection.execute(
             self._insert_ignore(
@@ -433,6 +439,7 @@ class RecordStore:
     ) -> None:
         """Change the settings given (``referring_physician_id=None`` clears the referring
         physician); the record is opened with defaults first if it has no row yet."""
+        self._touch(patient_id)
         self.ensure_record(patient_id, now)
         values: dict[str, Any] = {"updated_at": now}
         if state is not None:
@@ -455,6 +462,7 @@ class RecordStore:
         self, patient_id: str, grant: Grant, now: datetime, source_ref: str | None = None
     ) -> str:
         """Store a grant under ``grant.id`` (a new id if empty); returns the id."""
+        self._touch(patient_id)
         grant_id = grant.id or _new_id()
         self.connection.execute(
             insert(t.record_grant).values(
@@ -476,6 +484,7 @@ class RecordStore:
 
     def revoke_grant(self, patient_id: str, grant_id: str, now: datetime, by: str) -> bool:
         """False if the record has no such grant, or it was revoked already."""
+        self._touch(patient_id)
         g = t.record_grant
         done = self.connection.execute(
             update(g)
@@ -493,6 +502,7 @@ class RecordStore:
         end: datetime | Unset | None = UNSET,
     ) -> bool:
         """Change a grant that is not revoked (``end=None``: no end date); False if none."""
+        self._touch(patient_id)
         g = t.record_grant
         values: dict[str, Any] = {}
         if level is not None:
@@ -524,6 +534,7 @@ class RecordStore:
 
     def add_block(self, patient_id: str, block: Block, now: datetime, by: str) -> str:
         """Store a block under ``block.id`` (a new id if empty); returns the id."""
+        self._touch(patient_id)
         block_id = block.id or _new_id()
         self.connection.execute(
             insert(t.record_block).values(
@@ -538,6 +549,7 @@ class RecordStore:
         return block_id
 
     def revoke_block(self, patient_id: str, block_id: str, now: datetime, by: str) -> bool:
+        self._touch(patient_id)
         b = t.record_block
         done = self.connection.execute(
             update(b)
@@ -578,6 +590,7 @@ class RecordStore:
 
     def add_delegation(self, patient_id: str, delegation: Delegation, now: datetime) -> str:
         """Store a delegation under ``delegation.id`` (a new id if empty); returns the id."""
+        self._touch(patient_id)
         delegation_id = delegation.id or _new_id()
         self.connection.execute(
             insert(t.record_delegation).values(
@@ -594,6 +607,7 @@ class RecordStore:
         return delegation_id
 
     def revoke_delegation(self, patient_id: str, delegation_id: str, now: datetime) -> bool:
+        self._touch(patient_id)
         d = t.record_delegation
         done = self.connection.execute(
             update(d)
@@ -608,6 +622,7 @@ class RecordStore:
         self, patient_id: str, window: EmergencyWindow, reason: str, now: datetime
     ) -> str:
         """Record a break-the-glass window from ``now`` until ``window.until``; returns its id."""
+        self._touch(patient_id)
         window_id = window.id or _new_id()
         self.connection.execute(
             insert(t.emergency_access).values(
@@ -623,6 +638,7 @@ class RecordStore:
 
     def close_emergency(self, patient_id: str, window_id: str, now: datetime) -> bool:
         """End a window early; False if there is no such window or it was closed already."""
+        self._touch(patient_id)
         e = t.emergency_access
         done = self.connection.execute(
             update(e)
@@ -634,6 +650,7 @@ class RecordStore:
     # --- documents --------------------------------------------------------------------------
 
     def add_document(self, patient_id: str, document: DocumentFacts, now: datetime) -> None:
+        self._touch(patient_id)
         self.connection.execute(
             insert(t.document).values(
                 id=document.id,
@@ -669,6 +686,7 @@ class RecordStore:
         return self._update_document(patient_id, document_id, not_yet_visible=False)
 
     def _update_document(self, patient_id: str, document_id: str, **values: Any) -> bool:
+        self._touch(patient_id)
         d = t.document
         done = self.connection.execute(
             update(d).where(d.c.patient_id == patient_id, d.c.id == document_id).values(**values)
@@ -693,6 +711,7 @@ class RecordStore:
     # --- encounters -------------------------------------------------------------------------
 
     def add_encounter(self, record: StoredEncounter) -> None:
+        self._touch(record.patient_id)
         self.connection.execute(
             insert(t.encounter).values(
                 id=record.id,
@@ -740,6 +759,7 @@ class RecordStore:
         account_id: str | None = None,
     ) -> str:
         """Queue a notification for the patient (to their account, if known); returns its id."""
+        self._touch(patient_id)
         notification_id = _new_id()
         self.connection.execute(
             insert(t.notification).values(

@@ -53,7 +53,10 @@ class UnitOfWork:
     def commit(self) -> None:
         assert self._connection is not None
         if self._before_commit is not None:
-            self._before_commit(self._connection, self.directory.touched_patients)
+            written = self.directory.touched_patients + [
+                p for p in self.records.touched_patients if p not in self.directory.touched_patients
+            ]
+            self._before_commit(self._connection, written)
         try:
             self._connection.commit()
         except IntegrityError as error:
