@@ -13,11 +13,12 @@ from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
 from carevault.domain.authorization import (
     GrantLevel,
+    MandateScope,
     Party,
     Subject,
     SubjectKind,
 )
-from carevault.domain.errors import NotPermitted
+from carevault.domain.errors import NotFound, NotPermitted
 from carevault.services.record_policy import Actor, Refused
 from support.builders import patient
 from support.tokens import officer_headers, patient_headers, professional_token
@@ -339,3 +340,88 @@ def test_a_delegation_needs_the_patients_leave_and_ends_with_the_delegators_gran
     # The delegator's access ends, and the delegate's with it.
     platform.policy.revoke_grant(me, patient_id, grant.id)
     assert search_encounters(client, colleague.headers, patient_id).status_code == 403
+
+
+def test_representatives_named_and_removed_by_the_patient(
+        platform: Platform, client: TestClient, record: tuple[str, dict[str, str]]) -> None:
+    from support.tokens import account_token
+
+    patient_id, _ = record
+    me = Actor(Subject(SubjectKind.PATIENT, patient_id), f"Patient/{patient_id}")
+    parent = platform.accounts.add_representative("parent@example.lu",
+                                                  "orange kettle mountain 4471")
+    mandate = platform.policy.add_representative(me, patient_id, parent.account_id,
+                                                 MandateScope.READ)
+    token = account_token(platform, parent.account_id, patient_id, kind="representative")
+    theirs = {"Authorization": f"Bearer {token}", **FHIR_JSON}
+    listed = client.get("/fhir/Consent", params={"patient": f"Patient/{patient_id}"},
+                        headers=theirs)
+    assert listed.status_code == 200
+    cardio = Pro(platform, "HP-CARDIO-R", "Cardio")
+    write = client.post("/fhir/Consent", json=consent(patient_id, "permit",
+                                                      f"Practitioner/{cardio.id}"),
+                        headers=theirs)
+    assert write.status_code == 403 and "reading only" in diagnostics(write)
+    platform.policy.remove_representative(me, patient_id, mandate.id)
+    gone = client.get("/fhir/Consent", params={"patient": f"Patient/{patient_id}"},
+                      headers=theirs)
+    assert gone.status_code == 403 and "no longer" in diagnostics(gone)
+    with pytest.raises(NotFound):
+        platform.policy.remove_representative(me, patient_id, mandate.id)
+    with pytest.raises(NotFound):  # a patient's own account is no representative's
+        platform.policy.add_representative(me, patient_id, "no-such-account", MandateScope.READ)
+
+
+def test_document_settings_change_what_a_search_finds_at_once(
+        platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    """Hide, confidentiality, referring physician: the SQL filter sees the change at once."""
+    from datetime import UTC, datetime
+
+    from carevault.domain.authorization import Confidentiality, DocumentFacts
+
+    patient_id, _ = record
+    cardio = Pro(platform, "HP-CARDIO-D", "Cardio")
+    gp = Pro(platform, "HP-GP-D", "Generalist", specialty="general-practice")
+    now = datetime.now(UTC)
+    with platform.unit_of_work() as uow:
+        for n, level in enumerate(("N", "N", "R")):
+            uow.records.add_document(patient_id, DocumentFacts(
+                id=f"doc-{n}", author_id="someone-else", author_organization_id="org",
+                class_code="consultation-report", confidentiality=Confidentiality(level)), now)
+        uow.commit()
+    me = Actor(Subject(SubjectKind.PATIENT, patient_id), f"Patient/{patient_id}")
+    policy = platform.policy
+    policy.grant(me, patient_id, Party.PRACTITIONER, cardio.id, GrantLevel.NORMAL)
+    policy.grant(me, patient_id, Party.PRACTITIONER, gp.id, GrantLevel.NORMAL)
+
+    def visible(practitioner_id: str) -> list[str]:
+        with platform.unit_of_work() as uow:
+            from carevault.services.record_policy import practitioner_subject
+            subject = practitioner_subject(uow, practitioner_id)
+            facts = policy.facts(uow, patient_id, datetime.now(UTC))
+            total, found = uow.records.find_documents(
+                patient_id, policy.visible(subject, facts, datetime.now(UTC)),
+                offset=0, count=10)
+        assert total == len(found)
+        return [d.id for d in found]
+
+    assert visible(cardio.id) == ["doc-0", "doc-1"]
+    policy.hide_document(me, patient_id, "doc-0", True)
+    assert visible(cardio.id) == ["doc-1"]
+    policy.name_referring_physician(me, patient_id, gp.id)  # sees hidden, and R
+    assert visible(gp.id) == ["doc-0", "doc-1", "doc-2"]
+    policy.set_document_confidentiality(me, patient_id, "doc-1", Confidentiality.V)
+    assert visible(gp.id) == ["doc-0", "doc-2"] and visible(cardio.id) == []
+    policy.hide_document(me, patient_id, "doc-0", False)
+    assert visible(cardio.id) == ["doc-0"]
+    policy.set_default_confidentiality(me, patient_id, Confidentiality.R)
+    with platform.unit_of_work() as uow:
+        facts = policy.facts(uow, patient_id, datetime.now(UTC))
+    assert facts is not None and facts.default_confidentiality is Confidentiality.R
+    with pytest.raises(NotFound):
+        policy.hide_document(me, patient_id, "no-such-document", True)
+    kinds = [AuditRecord.from_canonical(data).interaction for _, data in
+             platform.audit.patient_entries(patient_id, limit=200)]
+    for change in ("document-hide", "document-unhide", "referring-physician",
+                   "document-confidentiality", "default-confidentiality"):
+        assert change in kinds

@@ -167,6 +167,7 @@ _POLICY_EVENTS = {
         "care-event": "recorded a care event with you, which gives them access for a while",
         "emergency-access": "declared an emergency to open your record",
         "mandate-create": "named a representative for you",
+        "mandate-end": "ended a representative's mandate",
     },
     "fr": {
         "grant-create": "a donné un accès à votre dossier",
@@ -187,6 +188,7 @@ _POLICY_EVENTS = {
         "care-event": "a enregistré une prise en charge, qui lui donne accès pour un temps",
         "emergency-access": "a déclaré une urgence pour ouvrir votre dossier",
         "mandate-create": "vous a désigné un représentant",
+        "mandate-end": "a mis fin au mandat d'un représentant",
     },
 }
 _ALERTED = {

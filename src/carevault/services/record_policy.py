@@ -23,8 +23,10 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.account_store import AccountStore
 from carevault.adapters.storage.record_store import UNSET, Unset
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.accounts import AccountKind, Mandate
 from carevault.domain.audit import (
     ACTION_CREATE,
     ACTION_DELETE,
@@ -48,6 +50,7 @@ from carevault.domain.authorization import (
     EmergencyWindow,
     Grant,
     GrantLevel,
+    MandateScope,
     Party,
     ProfileMatrix,
     RecordFacts,
@@ -608,6 +611,75 @@ class RecordPolicy:
                 words=(
                     "Your representative changed the confidentiality of one of your documents.",
                     "Votre représentant a modifié la confidentialité de l'un de vos documents.",
+                ),
+            )
+            uow.commit()
+
+    def add_representative(
+        self,
+        actor: Actor,
+        patient_id: str,
+        account_id: str,
+        scope: MandateScope,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> Mandate:
+        """Name a person (a representative's account) to read or manage the record."""
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            store = AccountStore(uow.directory.connection)
+            account = store.by_id(account_id)
+            if account is None or account.kind is not AccountKind.REPRESENTATIVE:
+                raise NotFound(f"account:{account_id} is not a representative's account")
+            mandate = Mandate(_new_id(), account_id, patient_id, scope.value, start or now, end)
+            store.add_mandate(mandate, now)
+            uow.records.ensure_record(patient_id, now)  # marks the record as written
+            detail = {
+                "mandate": mandate.id,
+                "representative": f"account:{account_id}",
+                "scope": scope.value,
+            }
+            if end is not None:
+                detail["end"] = rfc3339_ms(end)
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "mandate-create",
+                ACTION_CREATE,
+                detail,
+                words=(
+                    "Your representative named another representative for you.",
+                    "Votre représentant vous a désigné un autre représentant.",
+                ),
+            )
+            uow.commit()
+        return mandate
+
+    def remove_representative(self, actor: Actor, patient_id: str, mandate_id: str) -> None:
+        """End a mandate now; the representative is refused from the very next request."""
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            if not AccountStore(uow.directory.connection).end_mandate(patient_id, mandate_id, now):
+                raise NotFound(f"there is no mandate {mandate_id} in force on this record")
+            uow.records.ensure_record(patient_id, now)
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "mandate-end",
+                ACTION_DELETE,
+                {"mandate": mandate_id},
+                words=(
+                    "Your representative ended a representative's mandate.",
+                    "Votre représentant a mis fin au mandat d'un représentant.",
                 ),
             )
             uow.commit()

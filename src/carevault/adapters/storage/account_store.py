@@ -169,6 +169,21 @@ class AccountStore:
             )
         )
 
+    def end_mandate(self, patient_id: str, mandate_id: str, at: datetime) -> bool:
+        """End a mandate in force now (its history stays); False if none matches."""
+        m = t.mandate
+        done = self.connection.execute(
+            update(m)
+            .where(
+                m.c.id == mandate_id,
+                m.c.patient_id == patient_id,
+                m.c.starts_at <= at,
+                (m.c.ends_at.is_(None)) | (m.c.ends_at > at),
+            )
+            .values(ends_at=at)
+        )
+        return done.rowcount == 1
+
     def mandates_of(self, representative_account_id: str) -> list[Mandate]:
         m = t.mandate
         rows = self.connection.execute(
