@@ -11,6 +11,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from carevault.adapters.crypto import open_keyring
+from carevault.adapters.crypto.vault import EnvelopeVault
 from carevault.adapters.keys.local_file import key_file_path, load_keys
 from carevault.adapters.keys.log_signer import signers_from_key_source
 from carevault.adapters.keys.token_signer import TokenSigningKey
@@ -25,7 +27,9 @@ from carevault.api.fhir.capability import capability_statement
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.directory_handlers import fhir_handlers
 from carevault.api.fhir.door import FhirDoor
+from carevault.api.fhir.terminology_handlers import load_affinity_domain
 from carevault.api.oauth_routes import oauth_router
+from carevault.domain.affinity import AffinityDomain
 from carevault.domain.audit import STREAMS
 from carevault.domain.authorization import DEFAULT_PROFILE_MATRIX, ProfileMatrix, RecordModel
 from carevault.domain.errors import CareVaultError, InvalidInput
@@ -35,6 +39,7 @@ from carevault.fhirmodel.directory import IdentitySystems
 from carevault.services.accounts import AccountService
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
+from carevault.services.documents import DocumentLimits, DocumentService
 from carevault.services.portal_sessions import PortalSessions
 from carevault.services.record_policy import RecordPolicy
 from carevault.services.tokens import TokenContext, authenticate
@@ -91,6 +96,24 @@ def record_policy(settings: Settings, engine: Engine, log: AuditLog) -> RecordPo
     )
 
 
+def document_service(
+    settings: Settings, log: AuditLog, matrix: ProfileMatrix, affinity: AffinityDomain
+) -> DocumentService:
+    keyring = open_keyring(settings.document_key_source or settings.key_source)
+    keyring.initialize()  # the first KEK, once
+    return DocumentService(
+        EnvelopeVault(keyring),
+        affinity,
+        log,
+        clock=utc_now,
+        matrix=matrix,
+        limits=DocumentLimits(
+            max_bytes=settings.max_document_bytes,
+            max_bundle_entries=settings.max_bundle_entries,
+        ),
+    )
+
+
 def audit_log(settings: Settings, engine: Engine) -> AuditLog:
     signers = signers_from_key_source(settings.key_source, STREAMS)
     return AuditLog(engine, {stream: signer for stream, signer in signers.items()}, utc_now)
@@ -132,12 +155,16 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     directory = directory_context(settings)
     log = audit_log(settings, engine)
     policy = record_policy(settings, engine, log)
+    affinity = load_affinity_domain(settings.affinity_domain_file)
+    documents = document_service(settings, log, policy.matrix, affinity)
     api = ApiContext(
         unit_of_work=units(settings, engine),
         directory=directory,
         audit=log,
         settings=settings,
         policy=policy,
+        documents=documents,
+        affinity=affinity,
     )
     base = settings.public_base_url.rstrip("/")
     fhir_base = base + "/fhir"

@@ -60,6 +60,16 @@ class Settings(BaseSettings):
         default=None,
         description="The authorization profile matrix (JSON, versioned); None = built-in.",
     )
+    document_key_source: str | None = Field(
+        default=None,
+        description="Where documents' key-encryption keys live: 'file:PATH' or "
+        "'pkcs11:module=…;token=…;pin-env=VAR'; None = the key source.",
+    )
+    max_document_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    affinity_domain_file: Path | None = Field(
+        default=None,
+        description="The affinity domain's code lists (JSON, versioned); None = built-in.",
+    )
     record_model: Literal["opt-out", "opt-in"] = Field(
         default="opt-out",
         description="opt-out: every identified patient has a record; opt-in: only those who "
@@ -67,7 +77,8 @@ class Settings(BaseSettings):
     )
     care_relationship_days: int = Field(default=90, ge=1, le=3650)
     emergency_access_hours: int = Field(default=24, ge=1, le=168)
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # A 20 MB document travels base64-encoded (4/3) inside a Bundle.
+    max_body_bytes: int = Field(default=28 * 1024 * 1024, ge=1024)
     max_bundle_entries: int = Field(default=1000, ge=1)
     max_json_depth: int = Field(default=32, ge=4)
     default_page_size: int = Field(default=20, ge=1)

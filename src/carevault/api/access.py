@@ -98,6 +98,7 @@ _PERMISSION = {
     Interaction.CREATE: "c",
     Interaction.UPDATE: "u",
     Interaction.CONDITIONAL_UPDATE: "u",
+    Interaction.TRANSACTION: "c",
 }
 
 
@@ -142,7 +143,13 @@ class TokenGate:
         now = self.tokens.clock()
         with self.units() as uow:
             caller = authenticate(uow, self.tokens, token.strip())
-            scoped = permits(caller.scopes, request.resource_type or "", needed_permission(request))
+            # An ITI-65 bundle creates DocumentReferences (with their List and Binary).
+            kind = (
+                "DocumentReference"
+                if request.interaction is Interaction.TRANSACTION
+                else request.resource_type or ""
+            )
+            scoped = permits(caller.scopes, kind, needed_permission(request))
             subject = subject_of(uow, caller, identity_valid=scoped)
             # Rules 1 and the operator rule need nothing of the request: refuse before any
             # lookup, so that an operator learns nothing, not even whether an id exists.
@@ -224,7 +231,7 @@ class TokenGate:
                 ),
             )
         record = self.policy.facts(uow, patient_id, now)
-        return self.policy.decide(subject, action, record, None, now), record
+        return self.policy.decide(subject, action, record, need.document, now), record
 
 
 def _role(caller: Caller) -> str:

@@ -73,6 +73,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def render(response: FhirResponse) -> Response:
+    if response.raw is not None:
+        return Response(
+            response.raw,
+            status_code=response.status,
+            headers={**response.headers, "Cache-Control": "no-store"},
+            media_type=response.media_type or "application/octet-stream",
+        )
     content = (
         b""
         if response.body is None
@@ -186,7 +193,8 @@ def create_app(
         methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
         include_in_schema=False,
     )
-    async def fhir(request: Request, path: str) -> Response:
+    @app.api_route("/fhir", methods=["POST"], include_in_schema=False)
+    async def fhir(request: Request, path: str = "") -> Response:
         params = tuple(request.query_params.multi_items())
         body, body_error = b"", None
         try:

@@ -54,6 +54,7 @@ _VERBS = {
         "conditional-update": "updated",
         "operation": "processed",
         "capabilities": "consulted",
+        "transaction": "added",
     },
     "fr": {
         "read": "a consulté",
@@ -65,6 +66,7 @@ _VERBS = {
         "conditional-update": "a modifié",
         "operation": "a traité",
         "capabilities": "a consulté",
+        "transaction": "a ajouté",
     },
 }
 
@@ -78,6 +80,10 @@ _WHAT = {
         "Binary": "a document of your record",
         "AuditEvent": "your access history",
         "Consent": "your access settings",
+        "Bundle": "documents to your record",
+        "Encounter": "a care event",
+        "Communication": "your notifications",
+        "List": "a list of documents of your record",
     },
     "fr": {
         "Patient": "votre fiche d'identité",
@@ -85,6 +91,10 @@ _WHAT = {
         "Binary": "un document de votre dossier",
         "AuditEvent": "votre historique d'accès",
         "Consent": "vos réglages d'accès",
+        "Bundle": "des documents à votre dossier",
+        "Encounter": "une prise en charge",
+        "Communication": "vos notifications",
+        "List": "une liste de documents de votre dossier",
     },
 }
 

@@ -260,6 +260,7 @@ class DocumentFacts:
 ORGANIZATION_SYSTEM_PROFILE = "organization-system"
 _ANY_CLASS = "*"
 _MATRIX_ACTIONS = ("read", "write")
+_MAX_MATRIX_ANSWERS = 1_024
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,11 @@ class ProfileMatrix:
 
     version: str
     profiles: Mapping[str, Mapping[str, frozenset[str]]]
+    # What `classes` answered, per (profession, specialty, action): a memo of the read-only
+    # ``profiles`` (built by `from_mapping` as read-only views), never part of the matrix's value.
+    _answers: dict[tuple[str, str | None, str], frozenset[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object]) -> ProfileMatrix:
@@ -305,9 +311,15 @@ class ProfileMatrix:
         """The permitted classes (may hold ``"*"``): the specialty's added to the profession's."""
         if profession is None:
             return frozenset()
-        found = self.profiles.get(profession, {}).get(action, frozenset())
-        if specialty is not None:
-            found |= self.profiles.get(f"{profession}/{specialty}", {}).get(action, frozenset())
+        key = (profession, specialty, action)
+        found = self._answers.get(key)
+        if found is None:
+            found = self.profiles.get(profession, {}).get(action, frozenset())
+            if specialty is not None:
+                found |= self.profiles.get(f"{profession}/{specialty}", {}).get(action, frozenset())
+            if len(self._answers) >= _MAX_MATRIX_ANSWERS:
+                self._answers.clear()  # bounded: professions and specialties come from outside
+            self._answers[key] = found
         return found
 
     def permits(
@@ -534,8 +546,11 @@ _REASON_MAPS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {key: MappingProxyType({"en": en, "fr": fr}) for key, (en, fr) in _REASONS.items()}
 )
 # Decisions are values: the same rule path, reason and obligations give the same object, so a
-# decision costs a dictionary lookup once its kind has been seen.
-_DecisionKey = tuple[bool, str, str | None, Obligation, tuple[Obligation, ...], tuple[str, ...]]
+# decision costs a dictionary lookup once its kind has been seen. The audit obligation is keyed by
+# its purpose of use and the person acted for, and built only for a decision not yet seen.
+_DecisionKey = tuple[
+    bool, str, str | None, str, str | None, tuple[Obligation, ...], tuple[str, ...]
+]
 _DECISIONS: dict[_DecisionKey, Decision] = {}
 _MAX_DECISIONS = 4_096
 
@@ -550,14 +565,19 @@ _PROFESSIONALS = frozenset(
     {SubjectKind.PRACTITIONER, SubjectKind.ASSISTANT, SubjectKind.ORGANIZATION_SYSTEM}
 )
 _OPERATORS = frozenset({SubjectKind.OPERATOR, SubjectKind.SECURITY_OFFICER})
+_LICENSED = frozenset({SubjectKind.PRACTITIONER, SubjectKind.ASSISTANT})  # need a licence
+_READING = frozenset({Action.READ, Action.SEARCH})
+_PATIENT_SIDE = frozenset({Action.MANAGE, Action.PERSONAL})  # the patient's and representatives'
 
 
 class _Trace:
-    """The rules evaluated so far, and the audit obligation every decision carries."""
+    """The rules evaluated so far, and the audit obligation every decision carries: its purpose
+    of use (HL7) and the person acted for, if any."""
 
-    def __init__(self, audit: Obligation) -> None:
+    def __init__(self, subject: Subject, record: RecordFacts | None) -> None:
         self.path: list[str] = []
-        self.audit = audit
+        self.purpose = _PURPOSES.get(subject.kind, "TREAT")
+        self.on_behalf_of = _on_behalf_of(subject, record)
 
     def check(self, rule: str) -> None:
         self.path.append(rule)
@@ -573,15 +593,16 @@ class _Trace:
             self.path.append(rule)
         path = tuple(self.path)
         extras = tuple(extra)
-        key = (permit, rule, message, self.audit, extras, path)
+        key = (permit, rule, message, self.purpose, self.on_behalf_of, extras, path)
         found = _DECISIONS.get(key)
         if found is not None:
             return found
+        audit = Obligation("audit", self.purpose, self.on_behalf_of)
         decision = Decision(
             permit=permit,
             rule=rule,
             reasons=_REASON_MAPS[message or rule],
-            obligations=frozenset({self.audit, *extras}),
+            obligations=frozenset({audit, *extras}),
             path=path,
         )
         if len(_DECISIONS) >= _MAX_DECISIONS:
@@ -590,23 +611,24 @@ class _Trace:
         return decision
 
 
-def _purpose(subject: Subject) -> str:
-    return {
+# The purpose of use audited for each kind of subject; professionals treat (TREAT), or declare
+# an emergency (EMER, set by the emergency rule).
+_PURPOSES: Mapping[SubjectKind, str] = MappingProxyType(
+    {
         SubjectKind.PATIENT: "PATRQT",
         SubjectKind.REPRESENTATIVE: "PWATRNY",
         SubjectKind.OPERATOR: "HOPERAT",
         SubjectKind.SECURITY_OFFICER: "HOPERAT",
-    }.get(subject.kind, "TREAT")
+    }
+)
 
 
-def _audit(subject: Subject, record: RecordFacts | None, purpose: str | None = None) -> Obligation:
+def _on_behalf_of(subject: Subject, record: RecordFacts | None) -> str | None:
     if subject.kind is SubjectKind.ASSISTANT:
-        on_behalf_of = subject.mandator_id
-    elif subject.kind is SubjectKind.REPRESENTATIVE and record is not None:
-        on_behalf_of = record.patient_id
-    else:
-        on_behalf_of = None
-    return Obligation("audit", purpose or _purpose(subject), on_behalf_of)
+        return subject.mandator_id
+    if subject.kind is SubjectKind.REPRESENTATIVE and record is not None:
+        return record.patient_id
+    return None
 
 
 # --- what a subject holds on a record ---------------------------------------------------------
@@ -615,9 +637,7 @@ def _audit(subject: Subject, record: RecordFacts | None, purpose: str | None = N
 def _identity_problem(subject: Subject) -> str | None:
     if not subject.identity_valid:
         return "identity"
-    if subject.kind in (SubjectKind.PRACTITIONER, SubjectKind.ASSISTANT) and not (
-        subject.licence_active
-    ):
+    if subject.kind in _LICENSED and not subject.licence_active:
         return "identity"
     if subject.kind is SubjectKind.ASSISTANT:
         mandator = subject.mandator
@@ -639,21 +659,21 @@ def _acting(subject: Subject) -> Subject:
 
 
 def _blocked(subject: Subject, record: RecordFacts) -> bool:
-    people = {subject.id}
-    organizations = set(subject.organization_ids)
-    teams = set(subject.care_team_ids)
-    if subject.mandator is not None:
-        people.add(subject.mandator.id)
-        organizations |= subject.mandator.organization_ids
-        teams |= subject.mandator.care_team_ids
+    """Whether a block names the subject or their mandator: in person, or one of their
+    organizations or care teams."""
+    mandator = subject.mandator
     for block in record.blocks:
-        if (
-            (block.party is Party.PRACTITIONER and block.party_id in people)
-            or (block.party is Party.ORGANIZATION and block.party_id in organizations)
-            or (block.party is Party.CARE_TEAM and block.party_id in teams)
-        ):
+        if _block_names(block, subject) or (mandator is not None and _block_names(block, mandator)):
             return True
     return False
+
+
+def _block_names(block: Block, subject: Subject) -> bool:
+    if block.party is Party.PRACTITIONER:
+        return block.party_id == subject.id
+    if block.party is Party.ORGANIZATION:
+        return block.party_id in subject.organization_ids
+    return block.party_id in subject.care_team_ids
 
 
 def _grant_reaches(grant: Grant, subject: Subject) -> bool:
@@ -681,12 +701,17 @@ def _delegable_level(record: RecordFacts, delegator_id: str, now: datetime) -> s
 
 def _granted(subject: Subject, record: RecordFacts, now: datetime) -> frozenset[Confidentiality]:
     """The confidentiality levels the subject's grants, referral and delegations open."""
-    # Whom a grant names is checked before its dates: comparing aware datetimes costs more.
-    levels = {
-        grant.level
-        for grant in record.grants
-        if _grant_reaches(grant, subject) and grant.active(now)
-    }
+    levels: set[GrantLevel] = set()
+    for grant in record.grants:
+        # Most grants name someone else: the party's id is compared first, then its kind and the
+        # dates (comparing aware datetimes costs more), for the few that name the subject.
+        named = (
+            grant.party_id == subject.id
+            or grant.party_id in subject.organization_ids
+            or grant.party_id in subject.care_team_ids
+        )
+        if named and _grant_reaches(grant, subject) and grant.active(now):
+            levels.add(grant.level)
     if subject.kind is SubjectKind.PRACTITIONER:
         if record.referring_physician_id == subject.id:
             levels.add(GrantLevel.EXTENDED)
@@ -712,14 +737,12 @@ def _emergency(subject: Subject, record: RecordFacts, now: datetime) -> frozense
         return _NOTHING
     if record.emergency_setting is EmergencySetting.OFF:
         return _NOTHING
-    if not any(
-        window.practitioner_id == subject.id and now < window.until
-        for window in record.emergency_windows
-    ):
-        return _NOTHING
-    if record.emergency_setting is EmergencySetting.NORMAL_AND_RESTRICTED:
-        return _LEVEL_SEES[GrantLevel.EXTENDED]
-    return _LEVEL_SEES[GrantLevel.NORMAL]
+    for window in record.emergency_windows:
+        if window.practitioner_id == subject.id and now < window.until:
+            if record.emergency_setting is EmergencySetting.NORMAL_AND_RESTRICTED:
+                return _LEVEL_SEES[GrantLevel.EXTENDED]
+            return _LEVEL_SEES[GrantLevel.NORMAL]
+    return _NOTHING
 
 
 def _profile_classes(subject: Subject, matrix: ProfileMatrix, action: str) -> frozenset[str]:
@@ -756,7 +779,7 @@ def decide(
     """Decide one request. ``document`` is None for a record-level request (a search before its
     filter, a write without a class yet); for ``Action.EMERGENCY`` (declaring break-the-glass)
     it is ignored."""
-    trace = _Trace(_audit(subject, record))
+    trace = _Trace(subject, record)
     trace.check("identity")
     problem = _identity_problem(subject)
     if problem is not None:
@@ -766,11 +789,11 @@ def decide(
     trace.check("record")
     if record is None:
         return trace.decide(False, "record", "record-missing")
+    if subject.kind in _PROFESSIONALS:
+        return _decide_professional(trace, subject, action, record, document, now, matrix)
     if subject.kind is SubjectKind.PATIENT:
         return _decide_patient(trace, subject, action, record, document)
-    if subject.kind is SubjectKind.REPRESENTATIVE:
-        return _decide_representative(trace, subject, action, record, document, now)
-    return _decide_professional(trace, subject, action, record, document, now, matrix)
+    return _decide_representative(trace, subject, action, record, document, now)
 
 
 def _decide_patient(
@@ -830,8 +853,8 @@ def _decide_representative(
     return trace.decide(True, "representative")
 
 
-def _emergency_permit(trace: _Trace, subject: Subject, record: RecordFacts) -> Decision:
-    trace.audit = _audit(subject, record, "EMER")
+def _emergency_permit(trace: _Trace) -> Decision:
+    trace.purpose = "EMER"
     return trace.decide(True, "emergency", extra=(NOTIFY_PATIENT, ALERT_SECURITY_OFFICER))
 
 
@@ -846,7 +869,7 @@ def _decide_professional(
 ) -> Decision:
     if record.state is not RecordState.ACTIVE:
         return trace.decide(False, "record", "record-closed")
-    if action in (Action.MANAGE, Action.PERSONAL):
+    if action in _PATIENT_SIDE:
         # Checked before the blacklist: the answer is the same for every professional.
         return trace.decide(False, action.value)
     trace.check("blacklist")
@@ -867,20 +890,18 @@ def _decide_professional(
             return trace.decide(False, "emergency", "emergency-not-professional")
         if record.emergency_setting is EmergencySetting.OFF:
             return trace.decide(False, "emergency", "emergency-off")
-        return _emergency_permit(trace, subject, record)
+        return _emergency_permit(trace)
 
-    reading = action in (Action.READ, Action.SEARCH)
+    reading = action in _READING
+    practitioner = subject.kind is SubjectKind.PRACTITIONER
     if document is not None:
         if reading:
-            if subject.kind is SubjectKind.PRACTITIONER:
+            if practitioner:
                 trace.check("author")
                 if document.author_id == subject.id:
                     return trace.decide(True, "author")
             trace.check("hidden")
-            referring = (
-                subject.kind is SubjectKind.PRACTITIONER
-                and record.referring_physician_id == subject.id
-            )
+            referring = practitioner and record.referring_physician_id == subject.id
             if document.hidden and not referring:
                 return trace.decide(False, "hidden")
         trace.check("profile")
@@ -902,7 +923,7 @@ def _decide_professional(
         level = document.confidentiality
         if level is Confidentiality.V:
             return trace.decide(False, "confidentiality", "confidentiality-v")
-        if (granted or emergency) and level not in granted | emergency:
+        if (granted or emergency) and level not in granted and level not in emergency:
             return trace.decide(False, "confidentiality", "confidentiality-r")
         granted = granted if level in granted else _NOTHING
         emergency = emergency if level in emergency else _NOTHING
@@ -912,7 +933,7 @@ def _decide_professional(
         return trace.decide(True, "grant")
     trace.check("emergency")
     if emergency:
-        return _emergency_permit(trace, subject, record)
+        return _emergency_permit(trace)
     return trace.decide(False, "deny-by-default")
 
 
@@ -1008,7 +1029,7 @@ def decide_directory(subject: Subject, action: Action) -> Decision:
     open to every authenticated professional; patients and representatives may read them (to
     choose whom to grant), not change them; operators are kept out of the FHIR API entirely —
     they manage the directories from the command line, where every change is audited."""
-    trace = _Trace(_audit(subject, None))
+    trace = _Trace(subject, None)
     trace.check("identity")
     problem = _identity_problem(subject)
     if problem is not None:
@@ -1027,7 +1048,7 @@ def decide_directory(subject: Subject, action: Action) -> Decision:
 def decide_audit_trail(subject: Subject) -> Decision:
     """The whole audit trail (every patient's accesses) is for the security officer alone; a
     patient's own history is a `Action.PERSONAL` request on their record."""
-    trace = _Trace(_audit(subject, None))
+    trace = _Trace(subject, None)
     trace.check("identity")
     problem = _identity_problem(subject)
     if problem is not None:

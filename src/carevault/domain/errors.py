@@ -88,5 +88,10 @@ class RateLimited(CareVaultError):
         self.retry_after = retry_after
 
 
+class IntegrityFailure(CareVaultError):
+    """Stored data failed its integrity check (a changed ciphertext, key or hash): nothing is
+    served and the security officer is alerted."""
+
+
 class Unavailable(CareVaultError):
     """The request cannot be served safely right now; nothing was served."""

@@ -20,6 +20,7 @@ from carevault.domain.errors import (
     NotPermitted,
     RateLimited,
     TooLarge,
+    IntegrityFailure,
     Unavailable,
     UnsupportedMediaType,
     VersionConflict,
@@ -38,6 +39,7 @@ EXPECTED: list[tuple[CareVaultError, int, str]] = [
     (UnsupportedMediaType("xml"), 415, "not-supported"),
     (RateLimited("slow", retry_after=30), 429, "throttled"),
     (Unavailable("audit log down"), 503, "transient"),
+    (IntegrityFailure("a stored document failed its check"), 500, "exception"),
 ]
 
 

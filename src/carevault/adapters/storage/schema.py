@@ -539,3 +539,60 @@ encounter = Table(
     Column("resource", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# --- documents (migration 0010) ------------------------------------------------------------------
+
+# The registry's metadata of a document, beside its authorization facts (``document``). Codes are
+# stored as ``system|code``; free text (title, description) only sealed (``sealed_text``).
+document_metadata = Table(
+    "document_metadata",
+    metadata,
+    Column("document_id", ID, ForeignKey("document.id"), primary_key=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("status", String(24), nullable=False),
+    Column("master_identifier", String(255), nullable=False, unique=True),
+    Column("xds_class", String(300), nullable=False),
+    Column("xds_type", String(300), nullable=False),
+    Column("format", String(300), nullable=False),
+    Column("practice_setting", String(300), nullable=False),
+    Column("facility_type", String(300), nullable=False),
+    Column("content_type", String(128), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("sha1", String(40)),
+    Column("created", UTCDateTime),
+    Column("service_start", UTCDateTime),
+    Column("service_end", UTCDateTime),
+    Column("language", String(16)),
+    Column("replaces", ID, index=True),
+    Column("submission_set_id", ID, index=True),
+    Column("patient_authored", Boolean, nullable=False),
+    Column("sealed_text", LargeBinary),
+)
+
+# The content, sealed (AES-256-GCM under a per-document data key wrapped by a KEK): the
+# database backend of the document storage port.
+document_content = Table(
+    "document_content",
+    metadata,
+    Column("document_id", ID, ForeignKey("document.id"), primary_key=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("kek_id", String(64), nullable=False, index=True),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# IHE SubmissionSets (FHIR List): who submitted which documents together.
+submission_set = Table(
+    "submission_set",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("master_identifier", String(255), nullable=False, unique=True),
+    Column("source_id", String(255), nullable=False),
+    Column("author_id", ID),
+    Column("submitted_at", UTCDateTime, nullable=False),
+    Column("document_ids", Text, nullable=False),  # JSON list, in submission order
+)

@@ -18,8 +18,13 @@ def capability_statement(
     door: FhirDoor, base_url: str, published: datetime | None = None
 ) -> JsonObject:
     resources = []
+    system_interactions = []
     for kind in sorted(door.handlers):
         handler = door.handlers[kind]
+        if Interaction.TRANSACTION in handler.interactions:
+            system_interactions.append({"code": "transaction"})
+            if handler.interactions == {Interaction.TRANSACTION}:
+                continue  # a system-level interaction, not a resource served here
         codes = {i.value for i in handler.interactions}
         entry: JsonObject = {
             "type": kind,
@@ -57,5 +62,11 @@ def capability_statement(
         },
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
-        "rest": [{"mode": "server", "resource": resources}],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                **({"interaction": system_interactions} if system_interactions else {}),
+            }
+        ],
     }

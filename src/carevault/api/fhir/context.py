@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.affinity import AffinityDomain
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
+from carevault.services.documents import DocumentService
 from carevault.services.record_policy import RecordPolicy
 from carevault.settings import Settings
 
@@ -20,3 +22,5 @@ class ApiContext:
     audit: AuditLog
     settings: Settings
     policy: RecordPolicy
+    documents: DocumentService
+    affinity: AffinityDomain  # the codes ITI-65 metadata must come from, served as ValueSets

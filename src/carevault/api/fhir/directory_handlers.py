@@ -15,6 +15,12 @@ from carevault.api.fhir.audit_handlers import (
     access_history_response,
 )
 from carevault.api.fhir.context import ApiContext
+from carevault.api.fhir.document_handlers import (
+    BinaryHandler,
+    DocumentReferenceHandler,
+    SubmissionSetHandler,
+    TransactionHandler,
+)
 from carevault.api.fhir.door import (
     AccessNeed,
     FhirRequest,
@@ -35,6 +41,7 @@ from carevault.api.fhir.record_handlers import (
     emergency_access_response,
     explain_response,
 )
+from carevault.api.fhir.terminology_handlers import ValueSetHandler
 from carevault.domain.authorization import Action
 from carevault.domain.directory import Identifier
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
@@ -523,4 +530,13 @@ def fhir_handlers(api: ApiContext) -> list[ResourceHandler]:
         ConsentHandler(api),
         EncounterHandler(api),
         CommunicationHandler(api),
+        TransactionHandler(api),
+        DocumentReferenceHandler(api),
+        BinaryHandler(api),
+        SubmissionSetHandler(api),
+        ValueSetHandler(
+            api.affinity,
+            default_page_size=api.settings.default_page_size,
+            max_page_size=api.settings.max_page_size,
+        ),
     ]

@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from carevault.api.fhir.outcome import HttpProblem, from_error
-from carevault.domain.authorization import Action, Decision, RecordFacts, Subject
+from carevault.domain.authorization import Action, Decision, DocumentFacts, RecordFacts, Subject
 from carevault.domain.errors import (
     CareVaultError,
     InvalidInput,
@@ -58,6 +58,7 @@ class Interaction(enum.Enum):
     UPDATE = "update"
     CONDITIONAL_UPDATE = "conditional-update"
     OPERATION = "operation"
+    TRANSACTION = "transaction"  # POST [base] with a transaction Bundle (IHE ITI-65)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,9 @@ class FhirResponse:
     headers: dict[str, str] = field(default_factory=dict)
     # The patients this response concerns (read, found, written): each gets an audit entry.
     patients: tuple[str, ...] = ()
+    # Bytes served as they are (ITI-68 retrieve), with ``media_type``; ``body`` is then None.
+    raw: bytes | None = None
+    media_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,9 @@ class AccessNeed:
     target: Target
     action: Action
     patient_id: str | None = None
+    # One document of the record (a DocumentReference or its Binary): decided on its own
+    # facts, so that its author reads it even without a grant to the record.
+    document: DocumentFacts | None = None
 
 
 def reading(request: FhirRequest) -> Action:
@@ -177,6 +184,9 @@ class ResourceHandler:
         raise NotImplementedError
 
     def operation(self, request: FhirRequest) -> FhirResponse:
+        raise NotImplementedError
+
+    def transaction(self, request: FhirRequest) -> FhirResponse:
         raise NotImplementedError
 
 
@@ -364,6 +374,8 @@ class FhirDoor:
                 return handler.conditional_update(request)
             case Interaction.OPERATION:
                 return handler.operation(request)
+            case Interaction.TRANSACTION:
+                return handler.transaction(request)
         raise HttpProblem(405, "not-supported", "interaction not supported")
 
     def need_of(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
@@ -452,6 +464,8 @@ def parse_route(
     bad = HttpProblem(404, "not-found", f"no FHIR endpoint at /fhir/{path}")
     if parts == ["metadata"] and method == "GET":
         return Interaction.CAPABILITIES, None, None, None, None
+    if not parts and method == "POST":
+        return Interaction.TRANSACTION, "Bundle", None, None, None
     if not parts or not _TYPE.match(parts[0]):
         raise bad
     kind = parts[0]

@@ -15,6 +15,7 @@ from carevault.domain.errors import (
     CareVaultError,
     Conflict,
     Gone,
+    IntegrityFailure,
     InvalidInput,
     NotAuthenticated,
     NotFound,
@@ -44,6 +45,7 @@ _MAPPING: list[tuple[type[CareVaultError], int, str]] = [
     (UnsupportedMediaType, 415, "not-supported"),
     (RateLimited, 429, "throttled"),
     (Unavailable, 503, "transient"),
+    (IntegrityFailure, 500, "exception"),
 ]
 
 

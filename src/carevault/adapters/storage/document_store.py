@@ -1,0 +1,379 @@
+"""SQL storage of shared documents: registry metadata, sealed content and SubmissionSets.
+
+The database is the default backend of the document storage port: the content row is written
+in the same transaction as the metadata, so a document is either wholly there or not at all.
+Only sealed bytes are stored (``SealedParts``); free text is sealed too. Searches apply the
+authorization engine's filter (`carevault.adapters.storage.record_store.filter_clause`) in the
+same WHERE clause as the criteria, so hidden documents never leave the database and never count.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, or_, select, update
+
+from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.record_store import filter_clause
+from carevault.domain.authorization import Confidentiality, DocumentFilter
+from carevault.domain.documents import Coding, DocumentMetadata, DocumentStatus
+
+
+@dataclass(frozen=True)
+class SealedParts:
+    """What a sealed content (or sealed free text) is made of; nothing in it is secret."""
+
+    kek_id: str
+    wrapped_key: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return f"SealedParts(kek_id={self.kek_id!r}, {len(self.ciphertext)} bytes)"
+
+    def pack(self) -> bytes:
+        """One column's worth: length-prefixed fields (used for sealed free text)."""
+        parts = (self.kek_id.encode("ascii"), self.wrapped_key, self.nonce, self.ciphertext)
+        return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> SealedParts:
+        parts: list[bytes] = []
+        offset = 0
+        for _ in range(4):
+            size = int.from_bytes(data[offset : offset + 4], "big")
+            parts.append(data[offset + 4 : offset + 4 + size])
+            offset += 4 + size
+        return cls(parts[0].decode("ascii"), parts[1], parts[2], parts[3])
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document's metadata as stored: free text still sealed."""
+
+    metadata: DocumentMetadata  # title and description are None here
+    sealed_text: SealedParts | None
+
+
+@dataclass(frozen=True)
+class DocumentCriteria:
+    """ITI-67 search criteria, each a list of alternatives (OR) combined with AND."""
+
+    status: list[tuple[str, ...]] = field(default_factory=list)
+    category: list[tuple[str, ...]] = field(default_factory=list)  # system|code or code
+    type: list[tuple[str, ...]] = field(default_factory=list)
+    setting: list[tuple[str, ...]] = field(default_factory=list)
+    facility: list[tuple[str, ...]] = field(default_factory=list)
+    format: list[tuple[str, ...]] = field(default_factory=list)
+    security_label: list[tuple[str, ...]] = field(default_factory=list)
+    related: list[tuple[str, ...]] = field(default_factory=list)  # DocumentReference ids
+    date: list[tuple[str, datetime, datetime]] = field(default_factory=list)  # prefix, lo, hi
+    period: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+    author: list[tuple[str, ...]] = field(default_factory=list)  # practitioner ids
+
+
+def _code(coding: Coding) -> str:
+    return f"{coding.system}|{coding.code}"
+
+
+def _coding(value: str) -> Coding:
+    system, _, code = value.rpartition("|")
+    return Coding(system, code)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _token(column: Any, alternatives: tuple[str, ...]) -> ColumnElement[bool]:
+    tests = []
+    for value in alternatives:
+        if "|" in value:
+            tests.append(column == value)
+        else:  # a code in any system
+            tests.append(column.like(f"%|{_escape_like(value)}", escape="\\"))
+    return or_(*tests)
+
+
+def _dates(column: Any, prefix: str, low: datetime, high: datetime) -> ColumnElement[bool]:
+    match prefix:
+        case "lt":
+            return and_(column.is_not(None), column < low)
+        case "le":
+            return and_(column.is_not(None), column < high)
+        case "gt":
+            return and_(column.is_not(None), column >= high)
+        case "ge":
+            return and_(column.is_not(None), column >= low)
+        case "ne":
+            return and_(column.is_not(None), or_(column < low, column >= high))
+    return and_(column >= low, column < high)
+
+
+def _period(
+    start: Any, end: Any, prefix: str, low: datetime, high: datetime
+) -> ColumnElement[bool]:
+    """A date against the service period: eq overlaps the day (or month, year); ge/gt the
+    period has not ended before it; le/lt the period started before it."""
+    if prefix in ("ge", "gt"):
+        bound = low if prefix == "ge" else high
+        return or_(end.is_(None), end >= bound)
+    if prefix in ("le", "lt"):
+        bound = high if prefix == "le" else low
+        return and_(start.is_not(None), start < bound)
+    return and_(start.is_not(None), start < high, or_(end.is_(None), end >= low))
+
+
+class DocumentStore:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def master_identifier_taken(self, value: str) -> bool:
+        m = t.document_metadata
+        row = self.connection.execute(
+            select(m.c.document_id).where(m.c.master_identifier == value)
+        ).first()
+        return row is not None
+
+    def add(
+        self,
+        document: DocumentMetadata,
+        content: SealedParts,
+        sealed_text: SealedParts | None,
+        now: datetime,
+    ) -> None:
+        self.connection.execute(
+            t.document.insert().values(
+                id=document.id,
+                patient_id=document.patient_id,
+                author_id=document.author_id,
+                author_organization_id=document.author_organization_id,
+                class_code=document.engine_class,
+                type_code=document.type_code.code,
+                confidentiality=document.confidentiality.value,
+                hidden=document.hidden,
+                not_yet_visible=document.not_yet_visible_to_patient,
+                created_at=document.indexed,
+            )
+        )
+        self.connection.execute(
+            t.document_metadata.insert().values(
+                document_id=document.id,
+                patient_id=document.patient_id,
+                status=document.status.value,
+                master_identifier=document.master_identifier,
+                xds_class=_code(document.class_code),
+                xds_type=_code(document.type_code),
+                format=_code(document.format_code),
+                practice_setting=_code(document.practice_setting),
+                facility_type=_code(document.facility_type),
+                content_type=document.content_type,
+                size=document.size,
+                sha256=document.sha256,
+                sha1=document.sha1,
+                created=document.created,
+                service_start=document.service_start,
+                service_end=document.service_end,
+                language=document.language,
+                replaces=document.replaces,
+                submission_set_id=document.submission_set_id,
+                patient_authored=document.patient_authored,
+                sealed_text=sealed_text.pack() if sealed_text is not None else None,
+            )
+        )
+        self.connection.execute(
+            t.document_content.insert().values(
+                document_id=document.id,
+                patient_id=document.patient_id,
+                kek_id=content.kek_id,
+                wrapped_key=content.wrapped_key,
+                nonce=content.nonce,
+                ciphertext=content.ciphertext,
+                created_at=now,
+            )
+        )
+
+    def set_status(self, patient_id: str, document_id: str, status: DocumentStatus) -> bool:
+        m = t.document_metadata
+        done = self.connection.execute(
+            update(m)
+            .where(m.c.patient_id == patient_id, m.c.document_id == document_id)
+            .values(status=status.value)
+        )
+        return done.rowcount == 1
+
+    def get(self, document_id: str) -> StoredDocument | None:
+        d, m = t.document, t.document_metadata
+        row = self.connection.execute(
+            select(d, m).join(m, m.c.document_id == d.c.id).where(d.c.id == document_id)
+        ).first()
+        return None if row is None else _stored(row)
+
+    def content(self, document_id: str) -> SealedParts | None:
+        c = t.document_content
+        row = self.connection.execute(select(c).where(c.c.document_id == document_id)).first()
+        if row is None:
+            return None
+        return SealedParts(
+            row.kek_id, bytes(row.wrapped_key), bytes(row.nonce), bytes(row.ciphertext)
+        )
+
+    def search(
+        self,
+        patient_id: str,
+        visible: DocumentFilter,
+        criteria: DocumentCriteria,
+        *,
+        offset: int,
+        count: int,
+    ) -> tuple[int, list[StoredDocument]]:
+        """Total and one page (newest first), both computed by the database under the
+        engine's filter."""
+        if visible.matches_nothing:
+            return 0, []
+        d, m = t.document, t.document_metadata
+        where: list[ColumnElement[bool]] = [
+            d.c.patient_id == patient_id,
+            filter_clause(visible),
+        ]
+        for column, wanted in (
+            (m.c.xds_class, criteria.category),
+            (m.c.xds_type, criteria.type),
+            (m.c.practice_setting, criteria.setting),
+            (m.c.facility_type, criteria.facility),
+            (m.c.format, criteria.format),
+        ):
+            where += [_token(column, alternatives) for alternatives in wanted]
+        where += [m.c.status.in_(alternatives) for alternatives in criteria.status]
+        where += [
+            d.c.confidentiality.in_([v.rpartition("|")[2] for v in alternatives])
+            for alternatives in criteria.security_label
+        ]
+        where += [d.c.author_id.in_(alternatives) for alternatives in criteria.author]
+        where += [
+            or_(
+                m.c.replaces.in_(alternatives),
+                d.c.id.in_(select(m.c.replaces).where(m.c.document_id.in_(alternatives))),
+            )
+            for alternatives in criteria.related
+        ]
+        where += [_dates(d.c.created_at, *bounds) for bounds in criteria.date]
+        where += [
+            _period(m.c.service_start, m.c.service_end, *bounds) for bounds in criteria.period
+        ]
+        joined = d.join(m, m.c.document_id == d.c.id)
+        total = self.connection.execute(select(func.count()).select_from(joined).where(*where))
+        rows = self.connection.execute(
+            select(d, m)
+            .select_from(joined)
+            .where(*where)
+            .order_by(d.c.created_at.desc(), d.c.id)
+            .offset(offset)
+            .limit(count)
+        )
+        return int(total.scalar_one()), [_stored(row) for row in rows]
+
+    def visible_among(
+        self, patient_id: str, visible: DocumentFilter, document_ids: Sequence[str]
+    ) -> set[str]:
+        """Which of these documents the filter lets through."""
+        if visible.matches_nothing or not document_ids:
+            return set()
+        d = t.document
+        rows = self.connection.execute(
+            select(d.c.id).where(
+                d.c.patient_id == patient_id,
+                d.c.id.in_(list(document_ids)),
+                filter_clause(visible),
+            )
+        )
+        return {row.id for row in rows}
+
+    # --- submission sets --------------------------------------------------------------------
+
+    def add_submission_set(
+        self,
+        set_id: str,
+        patient_id: str,
+        master_identifier: str,
+        source_id: str,
+        author_id: str | None,
+        document_ids: Sequence[str],
+        now: datetime,
+    ) -> None:
+        self.connection.execute(
+            t.submission_set.insert().values(
+                id=set_id,
+                patient_id=patient_id,
+                master_identifier=master_identifier,
+                source_id=source_id,
+                author_id=author_id,
+                submitted_at=now,
+                document_ids=json.dumps(list(document_ids)),
+            )
+        )
+
+    def submission_set_taken(self, master_identifier: str) -> bool:
+        s = t.submission_set
+        return (
+            self.connection.execute(
+                select(s.c.id).where(s.c.master_identifier == master_identifier)
+            ).first()
+            is not None
+        )
+
+    def submission_sets(
+        self, patient_id: str, *, offset: int, count: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        s = t.submission_set
+        total = self.connection.execute(
+            select(func.count()).select_from(s).where(s.c.patient_id == patient_id)
+        ).scalar_one()
+        rows = self.connection.execute(
+            select(s)
+            .where(s.c.patient_id == patient_id)
+            .order_by(s.c.submitted_at.desc(), s.c.id)
+            .offset(offset)
+            .limit(count)
+        )
+        return int(total), [
+            {**row._asdict(), "document_ids": json.loads(row.document_ids)} for row in rows
+        ]
+
+
+def _stored(row: Row[Any]) -> StoredDocument:
+    metadata = DocumentMetadata(
+        id=row.id,
+        patient_id=row.patient_id,
+        master_identifier=row.master_identifier,
+        status=DocumentStatus(row.status),
+        class_code=_coding(row.xds_class),
+        type_code=_coding(row.xds_type),
+        format_code=_coding(row.format),
+        practice_setting=_coding(row.practice_setting),
+        facility_type=_coding(row.facility_type),
+        confidentiality=Confidentiality(row.confidentiality),
+        engine_class=row.class_code,
+        author_id=row.author_id,
+        author_organization_id=row.author_organization_id,
+        content_type=row.content_type,
+        size=int(row.size),
+        sha256=row.sha256,
+        sha1=row.sha1,
+        indexed=row.created_at,
+        created=row.created,
+        service_start=row.service_start,
+        service_end=row.service_end,
+        language=row.language,
+        replaces=row.replaces,
+        submission_set_id=row.submission_set_id,
+        patient_authored=bool(row.patient_authored),
+        not_yet_visible_to_patient=bool(row.not_yet_visible),
+        hidden=bool(row.hidden),
+    )
+    sealed = SealedParts.unpack(bytes(row.sealed_text)) if row.sealed_text is not None else None
+    return StoredDocument(metadata, sealed)

@@ -1,0 +1,302 @@
+"""FHIR handlers of IHE MHD: ITI-65 (``POST [base]`` transaction Bundle), ITI-66 (``List``),
+ITI-67 (``DocumentReference``) and ITI-68 (``Binary``).
+
+Every request names one record: the gate decides on it (on the document's own facts for a
+read of one document), and searches filter with the engine's ``visible_filter`` in SQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+from typing import Any
+
+from carevault.adapters.storage.directory_store import SearchResult, Stored
+from carevault.adapters.storage.document_store import DocumentCriteria, DocumentStore
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.api.fhir import search as sp
+from carevault.api.fhir.context import ApiContext
+from carevault.api.fhir.door import (
+    AccessNeed,
+    FhirRequest,
+    FhirResponse,
+    Interaction,
+    ResourceHandler,
+    SearchParam,
+    Target,
+)
+from carevault.domain.authorization import Action, RecordFacts, Subject
+from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
+from carevault.domain.queries import Page
+from carevault.fhirmodel.mhd import (
+    PatientRef,
+    document_reference,
+    parse_provide_bundle,
+    patient_reference,
+    submission_set_list,
+)
+from carevault.fhirmodel.validate import parse_json
+
+JsonObject = dict[str, Any]
+
+
+def _admitted(request: FhirRequest) -> tuple[Subject, RecordFacts]:
+    admission = request.admission
+    if admission is None or admission.subject is None or admission.record is None:
+        raise NotPermitted("the request was not decided on a record", issue_code="forbidden")
+    return admission.subject, admission.record
+
+
+def _resolve(uow: UnitOfWork, patient: PatientRef, where: str) -> str:
+    if patient.patient_id is not None:
+        return patient.patient_id
+    found = uow.directory.patients_by_identifier(patient.system or "", patient.value or "")
+    if len(found) != 1:
+        raise NotFound(f"{where}: no patient has the identifier {patient.system}|{patient.value}")
+    return found[0]
+
+
+def _search_patient(request: FhirRequest, uow: UnitOfWork) -> str | None:
+    """ITI-67 names the patient by ``patient`` (a reference) or ``patient.identifier``."""
+    references = sp.references(request, "patient", "Patient")
+    identifiers = sp.tokens(request, "patient.identifier")
+    if (
+        len(references) + len(identifiers) > 1
+        or any(len(r) != 1 for r in references)
+        or any(len(i) != 1 for i in identifiers)
+    ):
+        raise InvalidInput("search one patient's record at a time", expression="patient")
+    if references:
+        return references[0][0]
+    if identifiers:
+        identifier = identifiers[0][0]
+        if not identifier.system:
+            raise InvalidInput(
+                "patient.identifier needs system|value", expression="patient.identifier"
+            )
+        return _resolve(
+            uow, PatientRef(system=identifier.system, value=identifier.value), "patient.identifier"
+        )
+    return None
+
+
+def _dates(request: FhirRequest, name: str) -> list[tuple[str, datetime, datetime]]:
+    return [
+        (d.prefix, datetime.combine(d.start, time(), UTC), datetime.combine(d.end, time(), UTC))
+        for d in sp.dates(request, name)
+    ]
+
+
+class TransactionHandler(ResourceHandler):
+    """``POST [base]``: an ITI-65 Provide Document Bundle (the only transaction we accept)."""
+
+    resource_type = "Bundle"
+    interactions = frozenset({Interaction.TRANSACTION})
+
+    def __init__(self, api: ApiContext) -> None:
+        self.api = api
+
+    def _bundle(self, request: FhirRequest) -> JsonObject:
+        return parse_json(request.body, max_depth=self.api.settings.max_json_depth)
+
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
+        bundle = self._bundle(request)
+        for entry in bundle.get("entry", []) if isinstance(bundle.get("entry"), list) else []:
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") == "List":
+                patient = patient_reference(resource.get("subject"), "List.subject")
+                return AccessNeed(Target.RECORD, Action.WRITE, _resolve(uow, patient, "List"))
+        raise InvalidInput(
+            "an ITI-65 Bundle holds one List (the SubmissionSet) naming the patient",
+            expression="Bundle.entry",
+        )
+
+    def transaction(self, request: FhirRequest) -> FhirResponse:
+        subject, record = _admitted(request)
+        documents = self.api.documents
+        submission = parse_provide_bundle(
+            self._bundle(request),
+            documents.affinity.contains,
+            max_entries=self.api.settings.max_bundle_entries,
+        )
+        with self.api.unit_of_work() as uow:
+            for where, patient in [("List.subject", submission.patient)] + [
+                ("DocumentReference.subject", d.patient) for d in submission.documents
+            ]:
+                if _resolve(uow, patient, where) != record.patient_id:
+                    raise InvalidInput(
+                        "every resource of the Bundle concerns the same patient",
+                        expression=where,
+                    )
+            published = documents.publish(uow, subject, record, submission)
+            uow.commit()
+        base = request.base_url.rstrip("/")
+        kinds = {submission.full_url: "List"}
+        kinds.update({d.full_url: "DocumentReference" for d in submission.documents})
+        entries = []
+        for full_url, new_id in published.ids.items():
+            kind = kinds.get(full_url, "Binary")
+            entries.append(
+                {
+                    "response": {
+                        "status": "201 Created",
+                        "location": f"{base}/{kind}/{new_id}/_history/1",
+                    }
+                }
+            )
+        body = {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
+        return FhirResponse(200, body, patients=(record.patient_id,))
+
+
+class DocumentReferenceHandler(ResourceHandler):
+    resource_type = "DocumentReference"
+    profile = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Comprehensive.DocumentReference"
+    interactions = frozenset({Interaction.READ, Interaction.SEARCH})
+    search_params = (
+        SearchParam("patient", "reference", "The patient whose record is searched"),
+        SearchParam("patient.identifier", "token", "The patient, by national identifier"),
+        SearchParam("status", "token", "current, superseded, entered-in-error"),
+        SearchParam("category", "token", "classCode"),
+        SearchParam("type", "token", "typeCode"),
+        SearchParam("setting", "token", "practiceSettingCode"),
+        SearchParam("facility", "token", "healthcareFacilityTypeCode"),
+        SearchParam("format", "token", "formatCode"),
+        SearchParam("security-label", "token", "confidentialityCode (N, R, V)"),
+        SearchParam("date", "date", "When the document was registered"),
+        SearchParam("period", "date", "The service period"),
+        SearchParam("author", "reference", "Practitioner/id of the author"),
+        SearchParam("related", "reference", "Documents related by replacement"),
+    )
+
+    def __init__(self, api: ApiContext) -> None:
+        self.api = api
+
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
+        if request.interaction is Interaction.SEARCH:
+            return AccessNeed(Target.RECORD, Action.SEARCH, _search_patient(request, uow))
+        return _one_document(request, uow)
+
+    def read(self, request: FhirRequest) -> FhirResponse:
+        subject, record = _admitted(request)
+        with self.api.unit_of_work() as uow:
+            metadata = self.api.documents.read(uow, subject, record, request.resource_id or "")
+        body = document_reference(metadata, request.base_url)
+        return FhirResponse(200, body, {"ETag": 'W/"1"'}, patients=(record.patient_id,))
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        subject, record = _admitted(request)
+        criteria = DocumentCriteria(
+            status=sp.exact(request, "status"),
+            category=sp.exact(request, "category"),
+            type=sp.exact(request, "type"),
+            setting=sp.exact(request, "setting"),
+            facility=sp.exact(request, "facility"),
+            format=sp.exact(request, "format"),
+            security_label=sp.exact(request, "security-label"),
+            related=sp.references(request, "related", "DocumentReference"),
+            date=_dates(request, "date"),
+            period=_dates(request, "period"),
+            author=sp.references(request, "author", "Practitioner"),
+        )
+        paging: Page = sp.page(
+            request, self.api.settings.default_page_size, self.api.settings.max_page_size
+        )
+        with self.api.unit_of_work() as uow:
+            total, found = self.api.documents.find(
+                uow, subject, record, criteria, offset=paging.offset, count=paging.count
+            )
+        items = [Stored(m.id, 1, document_reference(m, request.base_url)) for m in found]
+        body = sp.searchset(request, SearchResult(total, items), paging)
+        return FhirResponse(200, body, patients=(record.patient_id,))
+
+
+def _one_document(request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
+    stored = DocumentStore(uow.directory.connection).get(request.resource_id or "")
+    if stored is None:
+        raise NotFound(f"{request.resource_type}/{request.resource_id} is not known")
+    return AccessNeed(
+        Target.RECORD, Action.READ, stored.metadata.patient_id, stored.metadata.facts()
+    )
+
+
+class BinaryHandler(ResourceHandler):
+    """ITI-68: the exact bytes, with their content type, never rendered by a browser."""
+
+    resource_type = "Binary"
+    interactions = frozenset({Interaction.READ})
+
+    def __init__(self, api: ApiContext) -> None:
+        self.api = api
+
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
+        return _one_document(request, uow)
+
+    def read(self, request: FhirRequest) -> FhirResponse:
+        subject, record = _admitted(request)
+        retrieved = self.api.documents.retrieve(
+            self.api.unit_of_work, subject, record, request.resource_id or ""
+        )
+        metadata = retrieved.metadata
+        headers = {
+            "ETag": f'"{metadata.sha256}"',
+            "Content-Disposition": f'attachment; filename="{metadata.id}"',
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+        }
+        return FhirResponse(
+            200,
+            None,
+            headers,
+            patients=(record.patient_id,),
+            raw=retrieved.content,
+            media_type=metadata.content_type,
+        )
+
+
+class SubmissionSetHandler(ResourceHandler):
+    """ITI-66: the SubmissionSets of a record, as ``List`` resources."""
+
+    resource_type = "List"
+    interactions = frozenset({Interaction.SEARCH})
+    search_params = (
+        SearchParam("patient", "reference", "The patient whose record is searched"),
+        SearchParam("patient.identifier", "token", "The patient, by national identifier"),
+        SearchParam("code", "token", "submissionset"),
+    )
+
+    def __init__(self, api: ApiContext) -> None:
+        self.api = api
+
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
+        return AccessNeed(Target.RECORD, Action.SEARCH, _search_patient(request, uow))
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        subject, record = _admitted(request)
+        codes = {v for alternatives in sp.exact(request, "code") for v in alternatives}
+        if codes - {"submissionset", f"{SUBMISSION_SET_CODE}|submissionset"}:
+            raise InvalidInput(
+                "only SubmissionSets (code=submissionset) are kept", expression="code"
+            )
+        paging: Page = sp.page(
+            request, self.api.settings.default_page_size, self.api.settings.max_page_size
+        )
+        with self.api.unit_of_work() as uow:
+            total, rows = DocumentStore(uow.directory.connection).submission_sets(
+                record.patient_id, offset=paging.offset, count=paging.count
+            )
+            listed = [i for row in rows for i in row["document_ids"]]
+            visible_ids = self.api.documents.visible_among(uow, subject, record, listed)
+        items = [
+            Stored(
+                row["id"],
+                1,
+                submission_set_list(
+                    row, [i for i in row["document_ids"] if i in visible_ids], request.base_url
+                ),
+            )
+            for row in rows
+        ]
+        body = sp.searchset(request, SearchResult(total, items), paging)
+        return FhirResponse(200, body, patients=(record.patient_id,))
+
+
+SUBMISSION_SET_CODE = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"

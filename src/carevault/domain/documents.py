@@ -1,0 +1,174 @@
+"""Shared clinical documents: their metadata (IHE XDS / MHD "Comprehensive Metadata"), their
+lifecycle, and the checks made on their bytes before anything is stored.
+
+Nothing is ever overwritten: a correction is a new document that *replaces* the old one, which
+becomes ``superseded`` (or ``entered-in-error``) and stays readable to whoever could read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from carevault.domain.authorization import Confidentiality, DocumentFacts
+from carevault.domain.errors import InvalidInput, UnsupportedMediaType
+
+DEFAULT_MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+
+# What may be shared, and what never (active content a browser would run).
+DEFAULT_CONTENT_TYPES = frozenset(
+    {
+        "application/pdf",
+        "application/dicom",
+        "application/fhir+json",
+        "application/fhir+xml",
+        "application/hl7-v3+xml",  # CDA
+        "text/xml",
+        "application/xml",
+        "text/plain",
+        "image/jpeg",
+        "image/png",
+    }
+)
+
+
+class DocumentStatus(StrEnum):
+    CURRENT = "current"
+    SUPERSEDED = "superseded"
+    ENTERED_IN_ERROR = "entered-in-error"
+
+
+@dataclass(frozen=True)
+class Coding:
+    system: str
+    code: str
+    display: str | None = None
+
+
+@dataclass(frozen=True)
+class DocumentMetadata:
+    """One document as the registry knows it. ``title`` and ``description`` are free text and
+    are stored encrypted; everything else is needed by searches and stays queryable."""
+
+    id: str
+    patient_id: str
+    master_identifier: str  # the XDS uniqueId, e.g. urn:oid:1.2.3 or urn:uuid:…
+    status: DocumentStatus
+    class_code: Coding
+    type_code: Coding
+    format_code: Coding
+    practice_setting: Coding
+    facility_type: Coding
+    confidentiality: Confidentiality
+    engine_class: str  # the authorization engine's class, derived from class and type codes
+    author_id: str  # Practitioner id (or the patient's id for a patient upload)
+    author_organization_id: str
+    content_type: str
+    size: int
+    sha256: str  # hex, CareVault's own integrity check, verified on every retrieval
+    sha1: str | None  # base64, as FHIR's Attachment.hash, when the submitter gave one
+    indexed: datetime  # when the registry took it (DocumentReference.date)
+    created: datetime | None = None  # Attachment.creation
+    service_start: datetime | None = None
+    service_end: datetime | None = None
+    title: str | None = None
+    description: str | None = None
+    language: str | None = None
+    replaces: str | None = None
+    submission_set_id: str | None = None
+    patient_authored: bool = False
+    not_yet_visible_to_patient: bool = False
+    hidden: bool = False
+
+    def facts(self) -> DocumentFacts:
+        """What the authorization engine decides on."""
+        return DocumentFacts(
+            id=self.id,
+            author_id=self.author_id,
+            author_organization_id=self.author_organization_id,
+            class_code=self.engine_class,
+            type_code=self.type_code.code,
+            confidentiality=self.confidentiality,
+            hidden=self.hidden,
+            not_yet_visible_to_patient=self.not_yet_visible_to_patient,
+        )
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- what the bytes really are ---------------------------------------------------------------
+
+_EXECUTABLES = (b"MZ", b"\x7fELF", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe", b"#!")
+_MARKUP_DANGER = (b"<script", b"javascript:", b"<iframe", b"<object", b"<embed", b" on")
+
+
+def _looks_like(content_type: str, data: bytes) -> bool:
+    head = data[:1024]
+    if content_type == "application/pdf":
+        return data.startswith(b"%PDF-")
+    if content_type == "image/png":
+        return data.startswith(b"\x89PNG\r\n\x1a\n")
+    if content_type == "image/jpeg":
+        return data.startswith(b"\xff\xd8\xff")
+    if content_type == "application/dicom":
+        return len(data) > 132 and data[128:132] == b"DICM"
+    if content_type in ("application/fhir+json",):
+        return head.lstrip().startswith(b"{")
+    if content_type in (
+        "application/fhir+xml",
+        "application/hl7-v3+xml",
+        "text/xml",
+        "application/xml",
+    ):
+        return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+    if content_type == "text/plain":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return b"\x00" not in data
+    return False
+
+
+def check_content(
+    content_type: str,
+    data: bytes,
+    *,
+    allowed: frozenset[str] = DEFAULT_CONTENT_TYPES,
+    max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES,
+    where: str = "Binary",
+) -> None:
+    """Refuse a document whose declared type is not allowed, whose bytes are not of that type
+    (magic numbers), which is active content (HTML, script, executables) or which is too big."""
+    declared = content_type.split(";")[0].strip().lower()
+    if declared not in allowed:
+        raise UnsupportedMediaType(
+            f"{where}: content type {declared or 'none'!r} is not accepted; accepted: "
+            + ", ".join(sorted(allowed))
+        )
+    if len(data) > max_bytes:
+        raise InvalidInput(
+            f"{where}: the document is {len(data)} bytes; the limit is {max_bytes}",
+            expression=where,
+        )
+    if not data:
+        raise InvalidInput(f"{where}: the document is empty", expression=where)
+    if data.startswith(_EXECUTABLES):
+        raise UnsupportedMediaType(f"{where}: executable content is never accepted")
+    if not _looks_like(declared, data):
+        raise UnsupportedMediaType(
+            f"{where}: the bytes are not {declared} (their signature does not match the "
+            "declared content type)"
+        )
+    if declared.endswith("xml") or declared == "text/plain":
+        lowered = data[:65536].lower()
+        if (
+            b"<html" in lowered
+            or b"<svg" in lowered
+            or any(marker in lowered for marker in _MARKUP_DANGER[:5])
+        ):
+            raise UnsupportedMediaType(f"{where}: active content (HTML, SVG, script) is refused")

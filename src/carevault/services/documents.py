@@ -1,0 +1,423 @@
+"""Sharing documents (IHE MHD): publish, find, retrieve — each through the authorization engine.
+
+Publishing (ITI-65) is all-or-nothing: every document of a submission is checked (metadata
+against the affinity domain, bytes against their declared type, size and hash), decided by the
+engine as a write of its class, sealed (a fresh data key per document, AES-256-GCM) and stored
+in one transaction with the SubmissionSet, the replaced documents' new status, the patient's
+notification and the audit entry. Retrieval (ITI-68) decides the read on the document's own
+facts, opens the sealed bytes and checks CareVault's SHA-256 before serving a single byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import Connection
+
+from carevault.adapters.storage.document_store import (
+    DocumentCriteria,
+    DocumentStore,
+    SealedParts,
+    StoredDocument,
+)
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.audit import ACTION_READ, Agent, AuditRecord, rfc3339_ms
+from carevault.domain.authorization import (
+    Action,
+    ProfileMatrix,
+    RecordFacts,
+    Subject,
+    SubjectKind,
+    decide,
+    visible_filter,
+)
+from carevault.domain.documents import (
+    DEFAULT_CONTENT_TYPES,
+    DEFAULT_MAX_DOCUMENT_BYTES,
+    DocumentMetadata,
+    DocumentStatus,
+    check_content,
+    sha256_hex,
+)
+from carevault.domain.errors import (
+    BusinessRuleViolation,
+    Conflict,
+    IntegrityFailure,
+    InvalidInput,
+    NotFound,
+)
+from carevault.fhirmodel.mhd import ProvidedDocument, ProvidedSubmission, new_id
+from carevault.services.record_policy import Refused
+
+CONTENT = "content"
+TEXT = "text"
+
+
+class ContentVault(Protocol):
+    """Seals and opens bytes bound to one document (its id, version and purpose)."""
+
+    def seal(
+        self, plaintext: bytes, *, document_id: str, version: int, purpose: str
+    ) -> SealedParts: ...
+
+    def open(
+        self, sealed: SealedParts, *, document_id: str, version: int, purpose: str
+    ) -> bytes: ...
+
+
+class AffinityCodes(Protocol):
+    def contains(self, valueset: str, system: str, code: str) -> bool: ...
+
+    def engine_class(
+        self, class_code: tuple[str, str] | None, type_code: tuple[str, str] | None
+    ) -> str | None: ...
+
+
+class AuditAppender(Protocol):
+    def append_in(self, connection: Connection, records: Sequence[AuditRecord]) -> list[int]: ...
+
+    def append(self, records: Sequence[AuditRecord]) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class DocumentLimits:
+    max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
+    content_types: frozenset[str] = DEFAULT_CONTENT_TYPES
+    max_bundle_entries: int = 1000
+
+
+@dataclass(frozen=True)
+class Published:
+    """What ITI-65 answers: the ids given to each entry of the bundle (by its fullUrl)."""
+
+    submission_set_id: str
+    ids: dict[str, str]  # fullUrl -> new id (DocumentReference and Binary share it)
+    documents: tuple[DocumentMetadata, ...]
+
+
+@dataclass(frozen=True)
+class Retrieved:
+    metadata: DocumentMetadata
+    content: bytes
+
+
+class DocumentService:
+    def __init__(
+        self,
+        vault: ContentVault,
+        affinity: AffinityCodes,
+        audit: AuditAppender,
+        *,
+        clock: Callable[[], datetime],
+        matrix: ProfileMatrix,
+        limits: DocumentLimits = DocumentLimits(),
+    ) -> None:
+        self.vault = vault
+        self.affinity = affinity
+        self.audit = audit
+        self.clock = clock
+        self.matrix = matrix
+        self.limits = limits
+
+    # --- ITI-65 -----------------------------------------------------------------------------
+
+    def publish(
+        self,
+        uow: UnitOfWork,
+        subject: Subject,
+        record: RecordFacts,
+        submission: ProvidedSubmission,
+    ) -> Published:
+        """Store every document of the submission, or none (the caller commits ``uow``)."""
+        now = self.clock()
+        store = DocumentStore(uow.directory.connection)
+        if store.submission_set_taken(submission.master_identifier):
+            raise Conflict(
+                f"a SubmissionSet with uniqueId {submission.master_identifier} was already received"
+            )
+        ids = {d.full_url: new_id() for d in submission.documents}
+        stored: list[DocumentMetadata] = []
+        for provided in submission.documents:
+            metadata = self._metadata(store, subject, record, provided, ids, now)
+            if provided.replaces is not None:
+                self._supersede(store, subject, record, provided.replaces, now)
+            content = self.vault.seal(
+                provided.content, document_id=metadata.id, version=1, purpose=CONTENT
+            )
+            text = _free_text(provided)
+            sealed_text = (
+                self.vault.seal(text, document_id=metadata.id, version=1, purpose=TEXT)
+                if text is not None
+                else None
+            )
+            store.add(metadata, content, sealed_text, now)
+            stored.append(metadata)
+        set_id = new_id()
+        store.add_submission_set(
+            set_id,
+            record.patient_id,
+            submission.master_identifier,
+            submission.source_id,
+            subject.id,
+            [m.id for m in stored],
+            now,
+        )
+        uow.records.notify(
+            record.patient_id,
+            "new-document",
+            {
+                "en": f"{len(stored)} new document(s) were added to your record.",
+                "fr": f"{len(stored)} nouveau(x) document(s) ajouté(s) à votre dossier.",
+                "sender": f"Practitioner/{subject.id}"
+                if subject.kind is SubjectKind.PRACTITIONER
+                else f"Patient/{record.patient_id}",
+                "documents": ",".join(m.id for m in stored),
+            },
+            now,
+        )
+        return Published(set_id, {**ids, submission.full_url: set_id}, tuple(stored))
+
+    def _metadata(
+        self,
+        store: DocumentStore,
+        subject: Subject,
+        record: RecordFacts,
+        provided: ProvidedDocument,
+        ids: dict[str, str],
+        now: datetime,
+    ) -> DocumentMetadata:
+        where = f"DocumentReference {provided.full_url}"
+        check_content(
+            provided.content_type,
+            provided.content,
+            allowed=self.limits.content_types,
+            max_bytes=self.limits.max_bytes,
+            where=where,
+        )
+        if provided.declared_size is not None and provided.declared_size != len(provided.content):
+            raise InvalidInput(
+                f"{where}: attachment.size says {provided.declared_size} bytes, the content "
+                f"has {len(provided.content)}",
+                expression="DocumentReference.content.attachment.size",
+            )
+        sha1 = base64.b64encode(hashlib.sha1(provided.content).digest()).decode()  # noqa: S324 — FHIR's Attachment.hash
+        if provided.declared_sha1 is not None and provided.declared_sha1 != sha1:
+            raise InvalidInput(
+                f"{where}: attachment.hash does not match the content (SHA-1, base64)",
+                expression="DocumentReference.content.attachment.hash",
+            )
+        if store.master_identifier_taken(provided.master_identifier):
+            raise Conflict(f"{where}: uniqueId {provided.master_identifier} already exists")
+        patient_upload = subject.kind in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE)
+        if patient_upload:
+            author, organization = record.patient_id, ""
+        else:
+            author = subject.id
+            if provided.author_practitioner_id not in (None, subject.id):
+                raise BusinessRuleViolation(
+                    f"{where}: the author must be the practitioner the token speaks for "
+                    f"(Practitioner/{subject.id})",
+                    expression="DocumentReference.author",
+                )
+            organization = provided.author_organization_id or min(
+                subject.organization_ids, default=""
+            )
+            if (
+                organization
+                and subject.organization_ids
+                and (organization not in subject.organization_ids)
+            ):
+                raise BusinessRuleViolation(
+                    f"{where}: the author's organization must be one the practitioner works for",
+                    expression="DocumentReference.author",
+                )
+        engine_class = self.affinity.engine_class(
+            (provided.class_code.system, provided.class_code.code),
+            (provided.type_code.system, provided.type_code.code),
+        )
+        if engine_class is None:
+            raise InvalidInput(
+                f"{where}: class {provided.class_code.code} / type {provided.type_code.code} "
+                "has no document category in the affinity domain",
+                expression="DocumentReference.type",
+            )
+        metadata = DocumentMetadata(
+            id=ids[provided.full_url],
+            patient_id=record.patient_id,
+            master_identifier=provided.master_identifier,
+            status=DocumentStatus.CURRENT,
+            class_code=provided.class_code,
+            type_code=provided.type_code,
+            format_code=provided.format_code,
+            practice_setting=provided.practice_setting,
+            facility_type=provided.facility_type,
+            confidentiality=provided.confidentiality,
+            engine_class=engine_class,
+            author_id=author,
+            author_organization_id=organization,
+            content_type=provided.content_type.split(";")[0].strip().lower(),
+            size=len(provided.content),
+            sha256=sha256_hex(provided.content),
+            sha1=sha1,
+            indexed=now,
+            created=provided.created,
+            service_start=provided.service_start,
+            service_end=provided.service_end,
+            title=provided.title,
+            description=provided.description,
+            language=provided.language,
+            replaces=provided.replaces,
+            patient_authored=patient_upload,
+        )
+        decision = decide(subject, Action.WRITE, record, metadata.facts(), now, self.matrix)
+        if not decision.permit:
+            raise Refused(decision)
+        return metadata
+
+    def _supersede(
+        self,
+        store: DocumentStore,
+        subject: Subject,
+        record: RecordFacts,
+        replaced_id: str,
+        now: datetime,
+    ) -> None:
+        old = store.get(replaced_id)
+        if old is None or old.metadata.patient_id != record.patient_id:
+            raise NotFound(f"DocumentReference/{replaced_id} (to replace) is not in this record")
+        if old.metadata.status is not DocumentStatus.CURRENT:
+            raise Conflict(f"DocumentReference/{replaced_id} was already replaced")
+        decision = decide(subject, Action.WRITE, record, old.metadata.facts(), now, self.matrix)
+        if not decision.permit:
+            raise Refused(decision)
+        store.set_status(record.patient_id, replaced_id, DocumentStatus.SUPERSEDED)
+
+    # --- ITI-67 / ITI-68 --------------------------------------------------------------------
+
+    def find(
+        self,
+        uow: UnitOfWork,
+        subject: Subject,
+        record: RecordFacts,
+        criteria: DocumentCriteria,
+        *,
+        offset: int,
+        count: int,
+    ) -> tuple[int, list[DocumentMetadata]]:
+        visible = visible_filter(subject, record, self.clock(), self.matrix)
+        total, found = DocumentStore(uow.directory.connection).search(
+            record.patient_id, visible, criteria, offset=offset, count=count
+        )
+        return total, [self._with_text(stored) for stored in found]
+
+    def visible_among(
+        self, uow: UnitOfWork, subject: Subject, record: RecordFacts, ids: Sequence[str]
+    ) -> set[str]:
+        visible = visible_filter(subject, record, self.clock(), self.matrix)
+        return DocumentStore(uow.directory.connection).visible_among(
+            record.patient_id, visible, ids
+        )
+
+    def read(
+        self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
+    ) -> DocumentMetadata:
+        stored = self._permitted(uow, subject, record, document_id)
+        return self._with_text(stored)
+
+    def retrieve(
+        self,
+        units: Callable[[], UnitOfWork],
+        subject: Subject,
+        record: RecordFacts,
+        document_id: str,
+    ) -> Retrieved:
+        """The exact bytes, after the engine permitted the read and the integrity checks; a
+        failed check alerts the security officer (once the read transaction is over, so that
+        the alert never waits on it)."""
+        with units() as uow:
+            stored = self._permitted(uow, subject, record, document_id)
+            sealed = DocumentStore(uow.directory.connection).content(document_id)
+        problem = None
+        content = b""
+        if sealed is None:
+            problem = "the content is missing"
+        else:
+            try:
+                content = self.vault.open(
+                    sealed, document_id=document_id, version=1, purpose=CONTENT
+                )
+            except IntegrityFailure:
+                problem = "the content does not decrypt"
+        if problem is None and (
+            sha256_hex(content) != stored.metadata.sha256 or len(content) != stored.metadata.size
+        ):
+            problem = "the content does not match its hash"
+        if problem is not None:
+            raise self._integrity(stored.metadata, problem)
+        return Retrieved(stored.metadata, content)
+
+    def _permitted(
+        self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
+    ) -> StoredDocument:
+        stored = DocumentStore(uow.directory.connection).get(document_id)
+        if stored is None or stored.metadata.patient_id != record.patient_id:
+            raise NotFound(f"DocumentReference/{document_id} is not known")
+        decision = decide(
+            subject, Action.READ, record, stored.metadata.facts(), self.clock(), self.matrix
+        )
+        if not decision.permit:
+            raise Refused(decision)
+        return stored
+
+    def _with_text(self, stored: StoredDocument) -> DocumentMetadata:
+        if stored.sealed_text is None:
+            return stored.metadata
+        try:
+            text = json.loads(
+                self.vault.open(
+                    stored.sealed_text,
+                    document_id=stored.metadata.id,
+                    version=1,
+                    purpose=TEXT,
+                )
+            )
+        except IntegrityFailure:
+            return stored.metadata  # metadata stays usable; the content check will alert
+        return replace(
+            stored.metadata, title=text.get("title"), description=text.get("description")
+        )
+
+    def _integrity(self, metadata: DocumentMetadata, what: str) -> IntegrityFailure:
+        """Alert the security officer (an entry of its own) and refuse."""
+        record = AuditRecord(
+            stream="clinical",
+            recorded=rfc3339_ms(self.clock()),
+            kind="alert",
+            action=ACTION_READ,
+            interaction="integrity-check",
+            outcome="8",
+            agent=Agent(who="CareVault"),
+            patient=metadata.patient_id,
+            entity_type="DocumentReference",
+            entity_id=metadata.id,
+            detail={"problem": what, "decision": "deny"},
+        )
+        self.audit.append([record])
+        return IntegrityFailure(
+            "the stored document failed its integrity check and was not served; the security "
+            "officer has been alerted"
+        )
+
+
+def _free_text(provided: ProvidedDocument) -> bytes | None:
+    if provided.title is None and provided.description is None:
+        return None
+    return json.dumps(
+        {"title": provided.title, "description": provided.description}, ensure_ascii=False
+    ).encode("utf-8")

@@ -1,0 +1,305 @@
+"""IHE MHD end to end through the HTTP API, on both databases: publish (ITI-65), find (ITI-67,
+ITI-66), retrieve (ITI-68), replace — with hand-built Bundles, as a third-party system sends
+them, and the engine deciding every step. Integrity failures are caught, one byte at a time."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+from starlette.testclient import TestClient
+
+from carevault.adapters.storage import schema as t
+from carevault.bootstrap import Platform
+from carevault.domain.audit import AuditRecord
+from support.builders import patient
+from support.tokens import patient_headers, professional_token
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+FORMATS = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
+PDF = b"%PDF-1.7\n% Rapport de consultation: MARKER-Zo\xc3\xab-Kaiser-4417\n%%EOF\n"
+SOURCE = "urn:oid:1.3.6.1.4.1.21367.2026.1"
+
+
+def provide_bundle(patient_id: str, practitioner_id: str, content: bytes = PDF, *,
+                   type_code: str = "11488-4", class_code: str = "11488-4",
+                   confidentiality: str = "N", replaces: str | None = None,
+                   content_type: str = "application/pdf", sha1: str | None = None,
+                   title: str = "Consultation MARKER-Title-9931") -> dict[str, Any]:
+    """An ITI-65 Provide Document Bundle, written from the MHD profile alone."""
+    doc_url, bin_url, set_url = (f"urn:uuid:{uuid.uuid4()}" for _ in range(3))
+    attachment = {
+        "contentType": content_type, "url": bin_url, "size": len(content),
+        "hash": sha1 or base64.b64encode(hashlib.sha1(content).digest()).decode(),
+        "title": title, "creation": "2026-11-20T10:00:00Z",
+    }
+    reference: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986",
+                             "value": f"urn:oid:1.2.3.{uuid.uuid4().int % 10**12}"},
+        "status": "current",
+        "type": {"coding": [{"system": LOINC, "code": type_code}]},
+        "category": [{"coding": [{"system": LOINC, "code": class_code}]}],
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "author": [{"reference": f"Practitioner/{practitioner_id}"}],
+        "securityLabel": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+            "code": confidentiality}]}],
+        "content": [{"attachment": attachment, "format": {
+            "system": FORMATS, "code": "urn:ihe:iti:xds-sd:pdf:2008"}}],
+        "context": {"practiceSetting": {"coding": [{"system": SNOMED, "code": "394802001"}]},
+                    "facilityType": {"coding": [{"system": SNOMED, "code": "22232009"}]},
+                    "period": {"start": "2026-11-20T09:00:00Z"}},
+    }
+    if replaces:
+        reference["relatesTo"] = [{"code": "replaces",
+                                   "target": {"reference": f"DocumentReference/{replaces}"}}]
+    submission_set = {
+        "resourceType": "List",
+        "extension": [{"url": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId",
+                       "valueUri": SOURCE}],
+        "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986",
+                        "value": f"urn:oid:1.2.4.{uuid.uuid4().int % 10**12}"}],
+        "status": "current", "mode": "working",
+        "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
+                             "code": "submissionset"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "date": "2026-11-20T10:05:00Z",
+        "entry": [{"item": {"reference": doc_url}}],
+    }
+    binary = {"resourceType": "Binary", "contentType": content_type,
+              "data": base64.b64encode(content).decode()}
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": set_url, "resource": submission_set,
+         "request": {"method": "POST", "url": "List"}},
+        {"fullUrl": doc_url, "resource": reference,
+         "request": {"method": "POST", "url": "DocumentReference"}},
+        {"fullUrl": bin_url, "resource": binary, "request": {"method": "POST", "url": "Binary"}},
+    ]}
+
+
+class Pro:
+    def __init__(self, platform: Platform, identifier: str, profession: str = "physician",
+                 specialty: str | None = "general-practice") -> None:
+        token = professional_token(platform, identifier=identifier, family=identifier,
+                                   profession=profession, specialty=specialty)
+        self.headers = {"Authorization": f"Bearer {token}", **FHIR_JSON}
+        with platform.unit_of_work() as uow:
+            self.id = uow.directory.practitioner_ids_by_identifier([identifier])[identifier]
+
+
+@pytest.fixture
+def setting(client: TestClient, platform: Platform) -> tuple[str, dict[str, str], Pro]:
+    """A patient, their app's headers, and a GP who saw them (a care relationship)."""
+    created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 5),
+                          headers=FHIR_JSON)
+    patient_id = str(created.json()["id"])
+    gp = Pro(platform, "HP-DOC-GP")
+    seen = client.post("/fhir/Encounter", headers=gp.headers, json={
+        "resourceType": "Encounter", "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "participant": [{"individual": {"reference": f"Practitioner/{gp.id}"}}],
+        "period": {"start": "2026-11-20T09:00:00Z"}})
+    assert seen.status_code == 201, seen.text
+    return patient_id, {**patient_headers(platform, patient_id), **FHIR_JSON}, gp
+
+
+def grant(client: TestClient, mine: dict[str, str], patient_id: str, practitioner_id: str
+          ) -> None:
+    made = client.post("/fhir/Consent", headers=mine, json={
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": LOINC, "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "provision": {"type": "permit", "actor": [{
+            "role": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                "code": "IRCP"}]},
+            "reference": {"reference": f"Practitioner/{practitioner_id}"}}]}})
+    assert made.status_code == 201, made.text
+
+
+def publish(client: TestClient, who: Pro, bundle: dict[str, Any]) -> Any:
+    return client.post("/fhir", json=bundle, headers=who.headers)
+
+
+def created_id(response: Any) -> str:
+    locations = [e["response"]["location"] for e in response.json()["entry"]]
+    return next(loc.split("/")[-3] for loc in locations if "/DocumentReference/" in loc)
+
+
+def find(client: TestClient, headers: dict[str, str], patient_id: str, **params: str) -> Any:
+    return client.get("/fhir/DocumentReference",
+                      params={"patient": f"Patient/{patient_id}", **params}, headers=headers)
+
+
+def test_publish_find_retrieve_the_exact_bytes(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, mine, gp = setting
+    published = publish(client, gp, provide_bundle(patient_id, gp.id))
+    assert published.status_code == 200, published.text
+    assert published.json()["type"] == "transaction-response"
+    assert all(e["response"]["status"] == "201 Created" for e in published.json()["entry"])
+    document_id = created_id(published)
+
+    found = find(client, gp.headers, patient_id)
+    assert found.status_code == 200 and found.json()["total"] == 1
+    reference = found.json()["entry"][0]["resource"]
+    assert reference["id"] == document_id and reference["status"] == "current"
+    assert reference["content"][0]["attachment"]["title"] == "Consultation MARKER-Title-9931"
+    url = reference["content"][0]["attachment"]["url"]
+    assert url.endswith(f"/Binary/{document_id}")
+
+    retrieved = client.get(f"/fhir/Binary/{document_id}", headers=gp.headers)
+    assert retrieved.status_code == 200
+    assert retrieved.content == PDF
+    assert retrieved.headers["content-type"] == "application/pdf"
+    assert retrieved.headers["x-content-type-options"] == "nosniff"
+    assert retrieved.headers["content-disposition"].startswith("attachment")
+    assert retrieved.headers["etag"] == f'"{hashlib.sha256(PDF).hexdigest()}"'
+
+    # The patient sees it, and is told of it.
+    assert find(client, mine, patient_id).json()["total"] == 1
+    assert client.get(f"/fhir/Binary/{document_id}", headers=mine).content == PDF
+    notices = client.get("/fhir/Communication", params={"patient": f"Patient/{patient_id}"},
+                         headers=mine).json()
+    assert any(e["resource"]["category"][0]["text"] == "new-document" for e in notices["entry"])
+    # The SubmissionSet lists it.
+    lists = client.get("/fhir/List", params={"patient": f"Patient/{patient_id}"},
+                       headers=gp.headers).json()
+    assert lists["total"] == 1
+    assert lists["entry"][0]["resource"]["entry"][0]["item"]["reference"].endswith(document_id)
+
+
+def test_the_engine_decides_who_finds_and_reads(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, mine, gp = setting
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp.id)))
+    stranger = Pro(platform, "HP-DOC-STRANGER")
+    assert find(client, stranger.headers, patient_id).status_code == 403
+    refused = client.get(f"/fhir/Binary/{document_id}", headers=stranger.headers)
+    assert refused.status_code == 403 and refused.headers["content-type"].startswith(
+        "application/fhir+json")
+    # A pharmacist with a grant sees medication, not a psychiatric report.
+    pharmacist = Pro(platform, "HP-DOC-PHARMA", "pharmacist", None)
+    grant(client, mine, patient_id, pharmacist.id)
+    seen = find(client, pharmacist.headers, patient_id)
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["total"] == 0
+    assert client.get(f"/fhir/Binary/{document_id}",
+                      headers=pharmacist.headers).status_code == 403
+    # The patient hides it: the GP (not author? the GP is the author) still reads it; a
+    # colleague with a grant does not find it, and the total does not count it.
+    colleague = Pro(platform, "HP-DOC-COLLEAGUE")
+    grant(client, mine, patient_id, colleague.id)
+    assert find(client, colleague.headers, patient_id).json()["total"] == 1
+    from carevault.domain.authorization import Subject, SubjectKind
+    from carevault.services.record_policy import Actor
+    platform.policy.hide_document(Actor(Subject(SubjectKind.PATIENT, patient_id), "me"),
+                                  patient_id, document_id, True)
+    assert find(client, colleague.headers, patient_id).json()["total"] == 0
+    assert client.get(f"/fhir/Binary/{document_id}",
+                      headers=colleague.headers).status_code == 403
+    assert client.get(f"/fhir/Binary/{document_id}", headers=gp.headers).status_code == 200
+
+
+def test_a_replacement_supersedes_and_keeps_the_old_version(
+        client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, _, gp = setting
+    first = created_id(publish(client, gp, provide_bundle(patient_id, gp.id)))
+    corrected = PDF.replace(b"consultation", b"CONSULTATION")
+    second = publish(client, gp, provide_bundle(patient_id, gp.id, corrected, replaces=first))
+    assert second.status_code == 200, second.text
+    second_id = created_id(second)
+    current = find(client, gp.headers, patient_id, status="current").json()
+    assert [e["resource"]["id"] for e in current["entry"]] == [second_id]
+    old = client.get(f"/fhir/DocumentReference/{first}", headers=gp.headers).json()
+    assert old["status"] == "superseded"
+    assert client.get(f"/fhir/Binary/{first}", headers=gp.headers).content == PDF
+    related = find(client, gp.headers, patient_id, related=f"DocumentReference/{first}").json()
+    assert second_id in [e["resource"]["id"] for e in related["entry"]]
+    again = publish(client, gp, provide_bundle(patient_id, gp.id, corrected, replaces=first))
+    assert again.status_code == 409
+
+
+@pytest.mark.parametrize(("change", "status", "expression"), [
+    ({"sha1": base64.b64encode(b"x" * 20).decode()}, 400, "attachment.hash"),
+    ({"content": b"plain text, not a PDF"}, 415, None),
+    ({"type_code": "99999-9", "class_code": "99999-9"}, 400, "DocumentReference.category"),
+    ({"confidentiality": "X"}, 400, "DocumentReference.securityLabel"),
+    ({"content_type": "text/html", "content": b"<html><script>x</script></html>"}, 415, None),
+])
+def test_bad_submissions_name_what_is_wrong_and_store_nothing(
+        client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro],
+        change: dict[str, Any], status: int, expression: str | None) -> None:
+    patient_id, _, gp = setting
+    answer = publish(client, gp, provide_bundle(patient_id, gp.id, **change))
+    assert answer.status_code == status, answer.text
+    issue = answer.json()["issue"][0]
+    if expression is not None:
+        assert expression in issue["expression"][0]
+    assert find(client, gp.headers, patient_id).json()["total"] == 0
+    with platform.unit_of_work() as uow:
+        assert uow.directory.connection.execute(select(t.document_content)).first() is None
+
+
+def test_a_bundle_that_is_not_a_transaction_is_refused(
+        client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, _, gp = setting
+    bundle = provide_bundle(patient_id, gp.id)
+    duplicate = publish(client, gp, bundle)
+    assert duplicate.status_code == 200
+    assert publish(client, gp, bundle).status_code == 409  # the same uniqueIds again
+    batch = {**provide_bundle(patient_id, gp.id), "type": "batch"}
+    refused = publish(client, gp, batch)
+    assert refused.status_code == 400 and "transaction" in refused.json()["issue"][0][
+        "diagnostics"]
+
+
+@pytest.mark.parametrize("column", ["ciphertext", "wrapped_key", "sha256"])
+def test_one_flipped_byte_is_detected_and_nothing_is_served(
+        client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro],
+        column: str) -> None:
+    patient_id, _, gp = setting
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp.id)))
+    table = t.document_metadata if column == "sha256" else t.document_content
+    with platform.engine.begin() as connection:
+        value = connection.execute(
+            select(table.c[column]).where(table.c.document_id == document_id)).scalar_one()
+        if column == "sha256":
+            flipped: Any = ("0" if value[0] != "0" else "1") + value[1:]
+        else:
+            data = bytearray(value)
+            data[len(data) // 2] ^= 0x01
+            flipped = bytes(data)
+        connection.execute(update(table).where(table.c.document_id == document_id)
+                           .values({column: flipped}))
+    answer = client.get(f"/fhir/Binary/{document_id}", headers=gp.headers)
+    assert answer.status_code == 500
+    assert PDF not in answer.content
+    assert "integrity" in answer.json()["issue"][0]["diagnostics"]
+    alerts = [AuditRecord.from_canonical(data) for _, data in
+              platform.audit.patient_entries(patient_id, limit=200)]
+    assert [a.entity_id for a in alerts if a.kind == "alert"] == [document_id]
+
+
+def test_no_plaintext_reaches_the_database(
+        client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, _, gp = setting
+    assert publish(client, gp, provide_bundle(patient_id, gp.id)).status_code == 200
+    with platform.engine.connect() as connection:
+        for table in (t.document_content, t.document_metadata, t.document):
+            for row in connection.execute(select(table)):
+                for value in row:
+                    raw = value if isinstance(value, bytes) else str(value).encode()
+                    assert b"MARKER-Zo" not in raw and b"MARKER-Title" not in raw
