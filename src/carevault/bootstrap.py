@@ -96,13 +96,22 @@ def record_policy(settings: Settings, engine: Engine, log: AuditLog) -> RecordPo
     )
 
 
-def document_service(
-    settings: Settings, log: AuditLog, matrix: ProfileMatrix, affinity: AffinityDomain
-) -> DocumentService:
+def document_vault(settings: Settings) -> EnvelopeVault:
+    """The documents' vault over their key source (the first KEK is created once)."""
     keyring = open_keyring(settings.document_key_source or settings.key_source)
-    keyring.initialize()  # the first KEK, once
+    keyring.initialize()
+    return EnvelopeVault(keyring)
+
+
+def document_service(
+    settings: Settings,
+    log: AuditLog,
+    matrix: ProfileMatrix,
+    affinity: AffinityDomain,
+    vault: EnvelopeVault,
+) -> DocumentService:
     return DocumentService(
-        EnvelopeVault(keyring),
+        vault,
         affinity,
         log,
         clock=utc_now,
@@ -140,6 +149,8 @@ class Platform:
     tokens: TokenContext
     accounts: AccountService
     policy: RecordPolicy
+    documents: DocumentService
+    vault: EnvelopeVault
     door: FhirDoor
     app: FastAPI
 
@@ -156,7 +167,8 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     log = audit_log(settings, engine)
     policy = record_policy(settings, engine, log)
     affinity = load_affinity_domain(settings.affinity_domain_file)
-    documents = document_service(settings, log, policy.matrix, affinity)
+    vault = document_vault(settings)
+    documents = document_service(settings, log, policy.matrix, affinity, vault)
     api = ApiContext(
         unit_of_work=units(settings, engine),
         directory=directory,
@@ -206,4 +218,6 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     app = create_app(
         settings, door, log, routers=[oauth, portal], security_officer=security_officer
     )
-    return Platform(settings, engine, directory, log, tokens, accounts, policy, door, app)
+    return Platform(
+        settings, engine, directory, log, tokens, accounts, policy, documents, vault, door, app
+    )

@@ -27,6 +27,7 @@ from carevault.cli.account_commands import app as accounts_app
 from carevault.cli.account_commands import apps_app
 from carevault.cli.audit_commands import app as audit_app
 from carevault.cli.errors import friendly
+from carevault.cli.keys_commands import app as keys_app
 from carevault.cli.pki_commands import app as pki_app
 from carevault.cli.policy_commands import app as policy_app
 from carevault.cli.policy_commands import matrix_digest
@@ -53,6 +54,7 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(apps_app, name="apps")
 app.add_typer(pki_app, name="pki")
 app.add_typer(policy_app, name="policy")
+app.add_typer(keys_app, name="keys")
 
 
 def _settings() -> Settings:

@@ -183,6 +183,7 @@ class DocumentStore:
                 submission_set_id=document.submission_set_id,
                 patient_authored=document.patient_authored,
                 sealed_text=sealed_text.pack() if sealed_text is not None else None,
+                text_kek_id=sealed_text.kek_id if sealed_text is not None else None,
             )
         )
         self.connection.execute(
@@ -292,6 +293,72 @@ class DocumentStore:
             )
         )
         return {row.id for row in rows}
+
+    # --- key rotation -----------------------------------------------------------------------
+
+    def kek_usage(self) -> dict[str, int]:
+        """How many sealed items (contents and free texts) each KEK still wraps."""
+        c, m = t.document_content, t.document_metadata
+        usage: dict[str, int] = {}
+        for kek_id, count in self.connection.execute(
+            select(c.c.kek_id, func.count()).group_by(c.c.kek_id)
+        ):
+            usage[kek_id] = usage.get(kek_id, 0) + int(count)
+        for kek_id, count in self.connection.execute(
+            select(m.c.text_kek_id, func.count())
+            .where(m.c.text_kek_id.is_not(None))
+            .group_by(m.c.text_kek_id)
+        ):
+            usage[kek_id] = usage.get(kek_id, 0) + int(count)
+        return usage
+
+    def contents_not_under(
+        self, kek_id: str, *, after: str, limit: int
+    ) -> list[tuple[str, SealedParts]]:
+        """Sealed contents wrapped by another KEK, by document id after ``after``: the wrapped
+        key only (the ciphertext is not read)."""
+        c = t.document_content
+        rows = self.connection.execute(
+            select(c.c.document_id, c.c.kek_id, c.c.wrapped_key)
+            .where(c.c.kek_id != kek_id, c.c.document_id > after)
+            .order_by(c.c.document_id)
+            .limit(limit)
+        )
+        return [
+            (row.document_id, SealedParts(row.kek_id, bytes(row.wrapped_key), b"", b""))
+            for row in rows
+        ]
+
+    def set_content_key(self, document_id: str, old_kek: str, kek_id: str, wrapped: bytes) -> bool:
+        """Swap a content's wrapped key, if no one else did in the meantime."""
+        c = t.document_content
+        done = self.connection.execute(
+            update(c)
+            .where(c.c.document_id == document_id, c.c.kek_id == old_kek)
+            .values(kek_id=kek_id, wrapped_key=wrapped)
+        )
+        return done.rowcount == 1
+
+    def texts_not_under(
+        self, kek_id: str, *, after: str, limit: int
+    ) -> list[tuple[str, SealedParts]]:
+        m = t.document_metadata
+        rows = self.connection.execute(
+            select(m.c.document_id, m.c.sealed_text)
+            .where(m.c.text_kek_id.is_not(None), m.c.text_kek_id != kek_id, m.c.document_id > after)
+            .order_by(m.c.document_id)
+            .limit(limit)
+        )
+        return [(row.document_id, SealedParts.unpack(bytes(row.sealed_text))) for row in rows]
+
+    def set_text(self, document_id: str, old_kek: str, sealed: SealedParts) -> bool:
+        m = t.document_metadata
+        done = self.connection.execute(
+            update(m)
+            .where(m.c.document_id == document_id, m.c.text_kek_id == old_kek)
+            .values(sealed_text=sealed.pack(), text_kek_id=sealed.kek_id)
+        )
+        return done.rowcount == 1
 
     # --- submission sets --------------------------------------------------------------------
 

@@ -568,6 +568,7 @@ document_metadata = Table(
     Column("submission_set_id", ID, index=True),
     Column("patient_authored", Boolean, nullable=False),
     Column("sealed_text", LargeBinary),
+    Column("text_kek_id", String(64), index=True),  # which KEK wraps sealed_text's key
 )
 
 # The content, sealed (AES-256-GCM under a per-document data key wrapped by a KEK): the

@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column("submission_set_id", ID, nullable=True),
         sa.Column("patient_authored", sa.Boolean(), nullable=False),
         sa.Column("sealed_text", sa.LargeBinary(), nullable=True),
+        sa.Column("text_kek_id", sa.String(length=64), nullable=True),
         _fk("document_metadata", "document_id", "document"),
         _fk("document_metadata", "patient_id", "patient"),
         sa.PrimaryKeyConstraint("document_id", name=op.f("pk_document_metadata")),
@@ -63,7 +64,7 @@ def upgrade() -> None:
             "master_identifier", name=op.f("uq_document_metadata_master_identifier")
         ),
     )
-    _indexes("document_metadata", "patient_id", "replaces", "submission_set_id")
+    _indexes("document_metadata", "patient_id", "replaces", "submission_set_id", "text_kek_id")
     op.create_table(
         "document_content",
         sa.Column("document_id", ID, nullable=False),

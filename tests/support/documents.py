@@ -1,0 +1,115 @@
+"""ITI-65 Provide Document Bundles written by hand from the MHD profile (as a third-party
+system would), and a practitioner's system for the document tests."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from carevault.bootstrap import Platform
+from support.tokens import professional_token
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+FORMATS = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
+PDF = b"%PDF-1.7\n% Rapport de consultation: MARKER-Zo\xc3\xab-Kaiser-4417\n%%EOF\n"
+SOURCE = "urn:oid:1.3.6.1.4.1.21367.2026.1"
+
+
+def provide_bundle(patient_id: str, practitioner_id: str, content: bytes = PDF, *,
+                   type_code: str = "11488-4", class_code: str = "11488-4",
+                   confidentiality: str = "N", replaces: str | None = None,
+                   content_type: str = "application/pdf", sha1: str | None = None,
+                   title: str = "Consultation MARKER-Title-9931") -> dict[str, Any]:
+    """An ITI-65 Provide Document Bundle, written from the MHD profile alone."""
+    doc_url, bin_url, set_url = (f"urn:uuid:{uuid.uuid4()}" for _ in range(3))
+    attachment = {
+        "contentType": content_type, "url": bin_url, "size": len(content),
+        "hash": sha1 or base64.b64encode(hashlib.sha1(content).digest()).decode(),
+        "title": title, "creation": "2026-11-20T10:00:00Z",
+    }
+    reference: dict[str, Any] = {
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986",
+                             "value": f"urn:oid:1.2.3.{uuid.uuid4().int % 10**12}"},
+        "status": "current",
+        "type": {"coding": [{"system": LOINC, "code": type_code}]},
+        "category": [{"coding": [{"system": LOINC, "code": class_code}]}],
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "author": [{"reference": f"Practitioner/{practitioner_id}"}],
+        "securityLabel": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+            "code": confidentiality}]}],
+        "content": [{"attachment": attachment, "format": {
+            "system": FORMATS, "code": "urn:ihe:iti:xds-sd:pdf:2008"}}],
+        "context": {"practiceSetting": {"coding": [{"system": SNOMED, "code": "394802001"}]},
+                    "facilityType": {"coding": [{"system": SNOMED, "code": "22232009"}]},
+                    "period": {"start": "2026-11-20T09:00:00Z"}},
+    }
+    if replaces:
+        reference["relatesTo"] = [{"code": "replaces",
+                                   "target": {"reference": f"DocumentReference/{replaces}"}}]
+    submission_set = {
+        "resourceType": "List",
+        "extension": [{"url": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId",
+                       "valueUri": SOURCE}],
+        "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986",
+                        "value": f"urn:oid:1.2.4.{uuid.uuid4().int % 10**12}"}],
+        "status": "current", "mode": "working",
+        "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
+                             "code": "submissionset"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "date": "2026-11-20T10:05:00Z",
+        "entry": [{"item": {"reference": doc_url}}],
+    }
+    binary = {"resourceType": "Binary", "contentType": content_type,
+              "data": base64.b64encode(content).decode()}
+    return {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": set_url, "resource": submission_set,
+         "request": {"method": "POST", "url": "List"}},
+        {"fullUrl": doc_url, "resource": reference,
+         "request": {"method": "POST", "url": "DocumentReference"}},
+        {"fullUrl": bin_url, "resource": binary, "request": {"method": "POST", "url": "Binary"}},
+    ]}
+
+
+class Pro:
+    def __init__(self, platform: Platform, identifier: str, profession: str = "physician",
+                 specialty: str | None = "general-practice") -> None:
+        token = professional_token(platform, identifier=identifier, family=identifier,
+                                   profession=profession, specialty=specialty)
+        self.headers = {"Authorization": f"Bearer {token}", **FHIR_JSON}
+        with platform.unit_of_work() as uow:
+            self.id = uow.directory.practitioner_ids_by_identifier([identifier])[identifier]
+
+
+
+def grant(client: TestClient, mine: dict[str, str], patient_id: str, practitioner_id: str
+          ) -> None:
+    made = client.post("/fhir/Consent", headers=mine, json={
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": LOINC, "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "provision": {"type": "permit", "actor": [{
+            "role": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                "code": "IRCP"}]},
+            "reference": {"reference": f"Practitioner/{practitioner_id}"}}]}})
+    assert made.status_code == 201, made.text
+
+
+def publish(client: TestClient, who: Pro, bundle: dict[str, Any]) -> Any:
+    return client.post("/fhir", json=bundle, headers=who.headers)
+
+
+def created_id(response: Any) -> str:
+    locations = [e["response"]["location"] for e in response.json()["entry"]]
+    return next(loc.split("/")[-3] for loc in locations if "/DocumentReference/" in loc)
+

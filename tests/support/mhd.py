@@ -1,0 +1,210 @@
+"""IHE MHD written by hand, as a third-party system writes it: ITI-65 Provide Document Bundles
+and the small helpers a client needs to read the answers of ITI-65/66/67/68.
+
+Nothing here imports CareVault: every resource is built from the MHD profile and FHIR R4 alone
+(the "Comprehensive Metadata" option), so that the tests that use it exercise the server the way
+an outside client does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+FHIR_JSON = "application/fhir+json"
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+FORMAT_CODES = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
+CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+MHD_LIST_TYPES = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
+SOURCE_ID = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
+DEFAULT_SOURCE = "urn:oid:1.3.6.1.4.1.21367.2026.1"
+
+PDF_FORMAT = "urn:ihe:iti:xds-sd:pdf:2008"
+CDA_FORMAT = "urn:ihe:pcc:xds-ms:2007"  # IHE PCC Medical Summary (a CDA document)
+CDA_MEDIA_TYPE = "application/hl7-v3+xml"
+
+
+def pdf(marker: str) -> bytes:
+    """A small, well-formed-looking PDF whose bytes carry ``marker``."""
+    return (
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n"
+        + f"% {marker}\n".encode()
+        + b"trailer\n<< /Root 1 0 R >>\n%%EOF\n"
+    )
+
+
+def cda(marker: str) -> bytes:
+    """A minimal CDA R2 ClinicalDocument (UTF-8, with a BOM-less XML declaration)."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<ClinicalDocument xmlns="urn:hl7-org:v3">\n'
+        '  <typeId root="2.16.840.1.113883.1.3" extension="POCD_HD000040"/>\n'
+        f'  <id root="2.25.{uuid.uuid4().int}"/>\n'
+        '  <code code="18842-5" codeSystem="2.16.840.1.113883.6.1"'
+        ' displayName="Discharge summary"/>\n'
+        f"  <title>Lettre de sortie — {marker}</title>\n"
+        '  <effectiveTime value="20261120100000+0100"/>\n'
+        '  <confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>\n'
+        "  <component><structuredBody><component><section>\n"
+        f"    <text>Évolution favorable. Séjour sans complication. {marker}</text>\n"
+        "  </section></component></structuredBody></component>\n"
+        "</ClinicalDocument>\n"
+    ).encode("utf-8")
+
+
+def sha1_base64(data: bytes) -> str:
+    """FHIR R4 ``Attachment.hash``: the SHA-1 of the bytes, base64."""
+    return base64.b64encode(hashlib.sha1(data).digest()).decode()
+
+
+def unique_oid(root: str = "1.2.3") -> str:
+    """An XDS uniqueId: an OID under ``root`` (as ``urn:oid:``), unique per call."""
+    return f"urn:oid:{root}.{uuid.uuid4().int % 10**18}"
+
+
+def patient_subject(patient_id: str | None = None, *,
+                    identifier: tuple[str, str] | None = None) -> JsonObject:
+    """A reference to the patient: by id (``Patient/…``) or by a business identifier."""
+    if identifier is not None:
+        system, value = identifier
+        return {"identifier": {"system": system, "value": value}}
+    if patient_id is None:
+        raise ValueError("name the patient by id or by identifier")
+    return {"reference": f"Patient/{patient_id}"}
+
+
+def provide_bundle(
+    patient_id: str | None,
+    practitioner_id: str | None,
+    content: bytes,
+    *,
+    patient_identifier: tuple[str, str] | None = None,
+    organization_id: str | None = None,
+    content_type: str = "application/pdf",
+    format_code: str = PDF_FORMAT,
+    format_system: str = FORMAT_CODES,
+    type_code: str = "11488-4",
+    class_code: str = "11488-4",
+    practice_setting: str = "394802001",
+    facility_type: str = "22232009",
+    confidentiality: str = "N",
+    title: str | None = "Consultation",
+    description: str | None = None,
+    replaces: str | None = None,
+    unique_id: str | None = None,
+    submission_set_id: str | None = None,
+    source_id: str = DEFAULT_SOURCE,
+    sha1: str | None = None,
+    size: int | None = None,
+    inline: bool = False,
+) -> JsonObject:
+    """An ITI-65 Provide Document Bundle with one document (Comprehensive Metadata).
+
+    The content travels as a ``Binary`` entry referenced by ``attachment.url`` (or, with
+    ``inline``, in ``attachment.data``). ``hash`` and ``size`` are computed from ``content``
+    unless given. ``unique_id`` (the document's ``masterIdentifier``) and ``submission_set_id``
+    are fresh OIDs unless given; `document_unique_id` reads the former back.
+    """
+    subject = patient_subject(patient_id, identifier=patient_identifier)
+    doc_url, bin_url, set_url = (f"urn:uuid:{uuid.uuid4()}" for _ in range(3))
+    attachment: JsonObject = {
+        "contentType": content_type,
+        "size": len(content) if size is None else size,
+        "hash": sha1 or sha1_base64(content),
+        "creation": "2026-11-20T10:00:00Z",
+    }
+    if title is not None:
+        attachment["title"] = title
+    if inline:
+        attachment["data"] = base64.b64encode(content).decode()
+    else:
+        attachment["url"] = bin_url
+    authors: list[JsonObject] = []
+    if practitioner_id is not None:
+        authors.append({"reference": f"Practitioner/{practitioner_id}"})
+    if organization_id is not None:
+        authors.append({"reference": f"Organization/{organization_id}"})
+    reference: JsonObject = {
+        "resourceType": "DocumentReference",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": unique_id or unique_oid()},
+        "status": "current",
+        "type": {"coding": [{"system": LOINC, "code": type_code}]},
+        "category": [{"coding": [{"system": LOINC, "code": class_code}]}],
+        "subject": subject,
+        "author": authors,
+        "securityLabel": [{"coding": [{"system": CONFIDENTIALITY, "code": confidentiality}]}],
+        "content": [{"attachment": attachment,
+                     "format": {"system": format_system, "code": format_code}}],
+        "context": {
+            "practiceSetting": {"coding": [{"system": SNOMED, "code": practice_setting}]},
+            "facilityType": {"coding": [{"system": SNOMED, "code": facility_type}]},
+            "period": {"start": "2026-11-20T09:00:00Z"},
+        },
+    }
+    if description is not None:
+        reference["description"] = description
+    if replaces is not None:
+        reference["relatesTo"] = [
+            {"code": "replaces", "target": {"reference": f"DocumentReference/{replaces}"}}]
+    submission_set: JsonObject = {
+        "resourceType": "List",
+        "extension": [{"url": SOURCE_ID, "valueUri": source_id}],
+        "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986",
+                        "value": submission_set_id or unique_oid("1.2.4")}],
+        "status": "current",
+        "mode": "working",
+        "code": {"coding": [{"system": MHD_LIST_TYPES, "code": "submissionset"}]},
+        "subject": subject,
+        "date": "2026-11-20T10:05:00Z",
+        "entry": [{"item": {"reference": doc_url}}],
+    }
+    entries: list[JsonObject] = [
+        {"fullUrl": set_url, "resource": submission_set,
+         "request": {"method": "POST", "url": "List"}},
+        {"fullUrl": doc_url, "resource": reference,
+         "request": {"method": "POST", "url": "DocumentReference"}},
+    ]
+    if not inline:
+        entries.append({
+            "fullUrl": bin_url,
+            "resource": {"resourceType": "Binary", "contentType": content_type,
+                         "data": base64.b64encode(content).decode()},
+            "request": {"method": "POST", "url": "Binary"}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def document_unique_id(bundle: JsonObject) -> str:
+    """The masterIdentifier (XDS uniqueId) of the single DocumentReference of ``bundle``."""
+    values = [e["resource"]["masterIdentifier"]["value"] for e in bundle["entry"]
+              if e["resource"]["resourceType"] == "DocumentReference"]
+    if len(values) != 1:
+        raise ValueError(f"the bundle holds {len(values)} DocumentReferences, not one")
+    return str(values[0])
+
+
+def created(response_bundle: JsonObject, resource_type: str) -> list[str]:
+    """The ids a ``transaction-response`` gives to the created resources of one type, read
+    from each entry's ``response.location`` (``[base]/Type/id/_history/n`` or ``Type/id``)."""
+    ids = []
+    for entry in response_bundle.get("entry", []):
+        location = str(entry["response"]["location"])
+        parts = location.split("/_history/")[0].rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] == resource_type:
+            ids.append(parts[-1])
+    return ids
+
+
+def bundle_ids(searchset: JsonObject) -> list[str]:
+    """The ids of the resources of one searchset page (``mode: match`` or no mode)."""
+    return [e["resource"]["id"] for e in searchset.get("entry", [])
+            if e.get("search", {}).get("mode", "match") == "match"]
+
+
+def next_link(searchset: JsonObject) -> str | None:
+    return next((link["url"] for link in searchset.get("link", [])
+                 if link.get("relation") == "next"), None)
