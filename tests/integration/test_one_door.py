@@ -21,6 +21,7 @@ _METHOD = {
     Interaction.CREATE: ("POST", "{type}"),
     Interaction.UPDATE: ("PUT", "{type}/x1"),
     Interaction.CONDITIONAL_UPDATE: ("PUT", "{type}?identifier=urn:x|1"),
+    Interaction.TRANSACTION: ("POST", ""),  # POST [base]
 }
 
 

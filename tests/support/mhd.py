@@ -54,7 +54,7 @@ def cda(marker: str) -> bytes:
         f"    <text>Évolution favorable. Séjour sans complication. {marker}</text>\n"
         "  </section></component></structuredBody></component>\n"
         "</ClinicalDocument>\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def sha1_base64(data: bytes) -> str:
