@@ -218,3 +218,30 @@ def test_no_plaintext_reaches_the_database(
                 for value in row:
                     raw = value if isinstance(value, bytes) else str(value).encode()
                     assert b"MARKER-Zo" not in raw and b"MARKER-Title" not in raw
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+
+
+def test_a_patient_uploads_their_own_document(
+        client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, mine, gp = setting
+    upload = provide_bundle(patient_id, "", PNG, content_type="image/png",
+                            author=f"Patient/{patient_id}", title="Photo of my rash")
+    sent = client.post("/fhir", json=upload, headers=mine)
+    assert sent.status_code == 200, sent.text
+    document_id = created_id(sent)
+    reference = client.get(f"/fhir/DocumentReference/{document_id}", headers=mine).json()
+    assert reference["author"] == [{"reference": f"Patient/{patient_id}"}]
+    seen = client.get(f"/fhir/Binary/{document_id}", headers=gp.headers)  # a granted GP
+    assert seen.content == PNG and seen.headers["content-type"] == "image/png"
+    assert seen.headers["content-disposition"].startswith("attachment")
+    # Someone else's name as author, active content and lying content types are refused.
+    other = provide_bundle(patient_id, gp.id, PNG, content_type="image/png")
+    assert client.post("/fhir", json=other, headers=mine).status_code == 422
+    svg = provide_bundle(patient_id, "", b"<svg><script>alert(1)</script></svg>",
+                         content_type="image/svg+xml", author=f"Patient/{patient_id}")
+    assert client.post("/fhir", json=svg, headers=mine).status_code == 415
+    fake = provide_bundle(patient_id, "", b"MZ\x90\x00 an executable", content_type="image/png",
+                          author=f"Patient/{patient_id}")
+    assert client.post("/fhir", json=fake, headers=mine).status_code == 415

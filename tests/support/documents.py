@@ -25,7 +25,8 @@ def provide_bundle(patient_id: str, practitioner_id: str, content: bytes = PDF, 
                    type_code: str = "11488-4", class_code: str = "11488-4",
                    confidentiality: str = "N", replaces: str | None = None,
                    content_type: str = "application/pdf", sha1: str | None = None,
-                   title: str = "Consultation MARKER-Title-9931") -> dict[str, Any]:
+                   title: str = "Consultation MARKER-Title-9931",
+                   author: str | None = None) -> dict[str, Any]:
     """An ITI-65 Provide Document Bundle, written from the MHD profile alone."""
     doc_url, bin_url, set_url = (f"urn:uuid:{uuid.uuid4()}" for _ in range(3))
     attachment = {
@@ -41,7 +42,7 @@ def provide_bundle(patient_id: str, practitioner_id: str, content: bytes = PDF, 
         "type": {"coding": [{"system": LOINC, "code": type_code}]},
         "category": [{"coding": [{"system": LOINC, "code": class_code}]}],
         "subject": {"reference": f"Patient/{patient_id}"},
-        "author": [{"reference": f"Practitioner/{practitioner_id}"}],
+        "author": [{"reference": author or f"Practitioner/{practitioner_id}"}],
         "securityLabel": [{"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
             "code": confidentiality}]}],

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 import uuid
+from pathlib import Path
 from typing import Any
+
+import httpx
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 JsonObject = dict[str, Any]
 
@@ -27,6 +34,31 @@ DEFAULT_SOURCE = "urn:oid:1.3.6.1.4.1.21367.2026.1"
 PDF_FORMAT = "urn:ihe:iti:xds-sd:pdf:2008"
 CDA_FORMAT = "urn:ihe:pcc:xds-ms:2007"  # IHE PCC Medical Summary (a CDA document)
 CDA_MEDIA_TYPE = "application/hl7-v3+xml"
+
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def backend_token(base_url: str, credentials: Path, client_id: str,
+                  scope: str = "system/*.cruds", **claims: Any) -> str:
+    """A SMART Backend Services access token, the way a connecting system gets one: a client
+    assertion signed with its certificate's key by a third-party JOSE library (PyJWT), with the
+    chain in ``x5c``. ``credentials`` holds ``cert.pem``, ``chain.pem`` and ``key.pem``."""
+    chain = [x509.load_pem_x509_certificate((credentials / name).read_bytes())
+             for name in ("cert.pem", "chain.pem")]
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"iss": client_id, "sub": client_id, "aud": f"{base_url}/oauth/token", "iat": now,
+         "exp": now + 120, "jti": uuid.uuid4().hex, **claims},
+        (credentials / "key.pem").read_bytes(), algorithm="ES256",
+        headers={"x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
+                         for c in chain]})
+    response = httpx.post(f"{base_url}/oauth/token", data={
+        "grant_type": "client_credentials", "scope": scope,
+        "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}, timeout=30)
+    if response.status_code != 200:
+        raise AssertionError(f"token endpoint: {response.status_code} {response.text}")
+    return str(response.json()["access_token"])
 
 
 def pdf(marker: str) -> bytes:
@@ -76,6 +108,18 @@ def patient_subject(patient_id: str | None = None, *,
     if patient_id is None:
         raise ValueError("name the patient by id or by identifier")
     return {"reference": f"Patient/{patient_id}"}
+
+
+def encounter(patient_id: str, practitioner_id: str) -> JsonObject:
+    """A finished ambulatory visit: recording it gives its practitioner a care relationship
+    with the patient (the right to publish to and read the record for a while)."""
+    return {
+        "resourceType": "Encounter", "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "participant": [{"individual": {"reference": f"Practitioner/{practitioner_id}"}}],
+        "period": {"start": "2026-11-20T09:00:00Z"},
+    }
 
 
 def provide_bundle(

@@ -58,6 +58,7 @@ class ProvidedDocument:
     confidentiality: Confidentiality
     author_practitioner_id: str | None
     author_organization_id: str | None
+    author_patient_id: str | None  # a patient's own upload
     content_type: str
     content: bytes
     declared_size: int | None
@@ -310,7 +311,7 @@ def _document(
     if level_code not in ("N", "R", "V"):
         raise _fail("the confidentiality is N, R or V", f"{here}.securityLabel")
     context = resource.get("context", {})
-    practitioner = organization = None
+    practitioner = organization = patient_author = None
     for author in resource.get("author", []):
         reference = author.get("reference") if isinstance(author, dict) else None
         parts = reference.rstrip("/").rsplit("/", 2) if isinstance(reference, str) else []
@@ -319,9 +320,13 @@ def _document(
             practitioner = _reference_id(author, "Practitioner", f"{here}.author")
         elif kind == "Organization" and organization is None:
             organization = _reference_id(author, "Organization", f"{here}.author")
-    if practitioner is None and organization is None:
+        elif kind == "Patient" and patient_author is None:
+            patient_author = _reference_id(author, "Patient", f"{here}.author")
+    if practitioner is None and organization is None and patient_author is None:
         raise _fail(
-            "a DocumentReference needs its author (Practitioner and Organization)", f"{here}.author"
+            "a DocumentReference needs its author (Practitioner and Organization, or the "
+            "Patient for their own upload)",
+            f"{here}.author",
         )
     replaces = signs = None
     for relation in resource.get("relatesTo", []):
@@ -372,6 +377,7 @@ def _document(
         confidentiality=Confidentiality(level_code),
         author_practitioner_id=practitioner,
         author_organization_id=organization,
+        author_patient_id=patient_author,
         content_type=content_type,
         content=content,
         declared_size=size if isinstance(size, int) else None,

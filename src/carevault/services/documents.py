@@ -216,6 +216,15 @@ class DocumentService:
             raise Conflict(f"{where}: uniqueId {provided.master_identifier} already exists")
         patient_upload = subject.kind in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE)
         if patient_upload:
+            if provided.author_practitioner_id is not None or provided.author_patient_id not in (
+                None,
+                record.patient_id,
+            ):
+                raise BusinessRuleViolation(
+                    f"{where}: a patient's upload is authored by the patient "
+                    f"(Patient/{record.patient_id})",
+                    expression="DocumentReference.author",
+                )
             author, organization = record.patient_id, ""
         else:
             author = subject.id
