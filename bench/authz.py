@@ -737,7 +737,8 @@ def machine() -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--decisions", type=int, default=200_000,
-                        help="engine decisions sampled from the 1M-patient population")
+                        help="engine requests sampled from the 1M-patient population, each "
+                        "decided once: half in timed batches, half timed one by one")
     parser.add_argument("--chunk", type=int, default=10_000,
                         help="requests generated per chunk (half timed as a batch, half per call)")
     parser.add_argument("--warmup", type=int, default=2_000,

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from typing import Any
 
+import jwt as pyjwt
 import pytest
+from cryptography import x509
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
@@ -18,6 +21,7 @@ from carevault.domain.audit import AuditRecord
 from support.builders import patient
 from support.documents import (
     FHIR_JSON,
+    FORMATS,
     PDF,
     Pro,
     created_id,
@@ -60,13 +64,13 @@ def test_publish_find_retrieve_the_exact_bytes(
         client: TestClient, platform: Platform,
         setting: tuple[str, dict[str, str], Pro]) -> None:
     patient_id, mine, gp = setting
-    published = publish(client, gp, provide_bundle(patient_id, gp.id))
+    published = publish(client, gp, provide_bundle(patient_id, gp))
     assert published.status_code == 200, published.text
     assert published.json()["type"] == "transaction-response"
     assert all(e["response"]["status"] == "201 Created" for e in published.json()["entry"])
     document_id = created_id(published)
 
-    found = find(client, gp.headers, patient_id)
+    found = find(client, gp.headers, patient_id, format=f"{FORMATS}|urn:ihe:iti:xds-sd:pdf:2008")
     assert found.status_code == 200 and found.json()["total"] == 1
     reference = found.json()["entry"][0]["resource"]
     assert reference["id"] == document_id and reference["status"] == "current"
@@ -82,8 +86,26 @@ def test_publish_find_retrieve_the_exact_bytes(
     assert retrieved.headers["content-disposition"].startswith("attachment")
     assert retrieved.headers["etag"] == f'"{hashlib.sha256(PDF).hexdigest()}"'
 
+    # The author's signature is a document too: anyone reading it can check the author with
+    # the platform CA alone (here with PyJWT and cryptography, not CareVault).
+    signatures = find(client, gp.headers, patient_id,
+                      related=f"DocumentReference/{document_id}").json()
+    signature_ref = next(e["resource"] for e in signatures["entry"]
+                         if e["resource"]["id"] != document_id)
+    assert signature_ref["relatesTo"] == [
+        {"code": "signs", "target": {"reference": f"DocumentReference/{document_id}"}}]
+    jws = client.get(f"/fhir/Binary/{signature_ref['id']}", headers=gp.headers).content
+    header_segment, _, signature_segment = jws.decode().split(".")
+    header = json.loads(base64.urlsafe_b64decode(header_segment + "=="))
+    leaf = x509.load_der_x509_certificate(base64.b64decode(header["x5c"][0]))
+    ca = x509.load_pem_x509_certificate(client.get("/pki/ca").content)
+    leaf.verify_directly_issued_by(ca)
+    attached = f"{header_segment}.{pyjwt.utils.base64url_encode(PDF).decode()}.{signature_segment}"
+    assert pyjwt.api_jws.PyJWS().decode(attached, leaf.public_key(),
+                                        algorithms=["ES256"]) == PDF
+
     # The patient sees it, and is told of it.
-    assert find(client, mine, patient_id).json()["total"] == 1
+    assert find(client, mine, patient_id).json()["total"] == 2  # the report and its signature
     assert client.get(f"/fhir/Binary/{document_id}", headers=mine).content == PDF
     notices = client.get("/fhir/Communication", params={"patient": f"Patient/{patient_id}"},
                          headers=mine).json()
@@ -99,7 +121,7 @@ def test_the_engine_decides_who_finds_and_reads(
         client: TestClient, platform: Platform,
         setting: tuple[str, dict[str, str], Pro]) -> None:
     patient_id, mine, gp = setting
-    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp.id)))
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
     stranger = Pro(platform, "HP-DOC-STRANGER")
     assert find(client, stranger.headers, patient_id).status_code == 403
     refused = client.get(f"/fhir/Binary/{document_id}", headers=stranger.headers)
@@ -117,11 +139,12 @@ def test_the_engine_decides_who_finds_and_reads(
     # colleague with a grant does not find it, and the total does not count it.
     colleague = Pro(platform, "HP-DOC-COLLEAGUE")
     grant(client, mine, patient_id, colleague.id)
-    assert find(client, colleague.headers, patient_id).json()["total"] == 1
+    assert find(client, colleague.headers, patient_id).json()["total"] == 2
     from carevault.domain.authorization import Subject, SubjectKind
     from carevault.services.record_policy import Actor
     platform.policy.hide_document(Actor(Subject(SubjectKind.PATIENT, patient_id), "me"),
                                   patient_id, document_id, True)
+    # Hidden with its signature, which would otherwise tell it exists.
     assert find(client, colleague.headers, patient_id).json()["total"] == 0
     assert client.get(f"/fhir/Binary/{document_id}",
                       headers=colleague.headers).status_code == 403
@@ -131,19 +154,22 @@ def test_the_engine_decides_who_finds_and_reads(
 def test_a_replacement_supersedes_and_keeps_the_old_version(
         client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
     patient_id, _, gp = setting
-    first = created_id(publish(client, gp, provide_bundle(patient_id, gp.id)))
+    first = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
     corrected = PDF.replace(b"consultation", b"CONSULTATION")
-    second = publish(client, gp, provide_bundle(patient_id, gp.id, corrected, replaces=first))
+    second = publish(client, gp, provide_bundle(patient_id, gp, corrected, replaces=first))
     assert second.status_code == 200, second.text
     second_id = created_id(second)
-    current = find(client, gp.headers, patient_id, status="current").json()
+    current = find(client, gp.headers, patient_id, status="current",
+                   format=f"{FORMATS}|urn:ihe:iti:xds-sd:pdf:2008").json()
     assert [e["resource"]["id"] for e in current["entry"]] == [second_id]
+    every_current = find(client, gp.headers, patient_id, status="current").json()
+    assert every_current["total"] == 2  # the new report and its signature; the old pair is not
     old = client.get(f"/fhir/DocumentReference/{first}", headers=gp.headers).json()
     assert old["status"] == "superseded"
     assert client.get(f"/fhir/Binary/{first}", headers=gp.headers).content == PDF
     related = find(client, gp.headers, patient_id, related=f"DocumentReference/{first}").json()
     assert second_id in [e["resource"]["id"] for e in related["entry"]]
-    again = publish(client, gp, provide_bundle(patient_id, gp.id, corrected, replaces=first))
+    again = publish(client, gp, provide_bundle(patient_id, gp, corrected, replaces=first))
     assert again.status_code == 409
 
 
@@ -158,7 +184,7 @@ def test_bad_submissions_name_what_is_wrong_and_store_nothing(
         client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro],
         change: dict[str, Any], status: int, expression: str | None) -> None:
     patient_id, _, gp = setting
-    answer = publish(client, gp, provide_bundle(patient_id, gp.id, **change))
+    answer = publish(client, gp, provide_bundle(patient_id, gp, **change))
     assert answer.status_code == status, answer.text
     issue = answer.json()["issue"][0]
     if expression is not None:
@@ -171,11 +197,11 @@ def test_bad_submissions_name_what_is_wrong_and_store_nothing(
 def test_a_bundle_that_is_not_a_transaction_is_refused(
         client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
     patient_id, _, gp = setting
-    bundle = provide_bundle(patient_id, gp.id)
+    bundle = provide_bundle(patient_id, gp)
     duplicate = publish(client, gp, bundle)
     assert duplicate.status_code == 200
     assert publish(client, gp, bundle).status_code == 409  # the same uniqueIds again
-    batch = {**provide_bundle(patient_id, gp.id), "type": "batch"}
+    batch = {**provide_bundle(patient_id, gp), "type": "batch"}
     refused = publish(client, gp, batch)
     assert refused.status_code == 400 and "transaction" in refused.json()["issue"][0][
         "diagnostics"]
@@ -186,7 +212,7 @@ def test_one_flipped_byte_is_detected_and_nothing_is_served(
         client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro],
         column: str) -> None:
     patient_id, _, gp = setting
-    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp.id)))
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
     table = t.document_metadata if column == "sha256" else t.document_content
     with platform.engine.begin() as connection:
         value = connection.execute(
@@ -211,7 +237,7 @@ def test_one_flipped_byte_is_detected_and_nothing_is_served(
 def test_no_plaintext_reaches_the_database(
         client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro]) -> None:
     patient_id, _, gp = setting
-    assert publish(client, gp, provide_bundle(patient_id, gp.id)).status_code == 200
+    assert publish(client, gp, provide_bundle(patient_id, gp)).status_code == 200
     with platform.engine.connect() as connection:
         for table in (t.document_content, t.document_metadata, t.document):
             for row in connection.execute(select(table)):
@@ -226,8 +252,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
 def test_a_patient_uploads_their_own_document(
         client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
     patient_id, mine, gp = setting
-    upload = provide_bundle(patient_id, "", PNG, content_type="image/png",
-                            author=f"Patient/{patient_id}", title="Photo of my rash")
+    upload = provide_bundle(patient_id, f"Patient/{patient_id}", PNG, content_type="image/png",
+                            title="Photo of my rash")
     sent = client.post("/fhir", json=upload, headers=mine)
     assert sent.status_code == 200, sent.text
     document_id = created_id(sent)
@@ -237,11 +263,41 @@ def test_a_patient_uploads_their_own_document(
     assert seen.content == PNG and seen.headers["content-type"] == "image/png"
     assert seen.headers["content-disposition"].startswith("attachment")
     # Someone else's name as author, active content and lying content types are refused.
-    other = provide_bundle(patient_id, gp.id, PNG, content_type="image/png")
+    other = provide_bundle(patient_id, gp, PNG, content_type="image/png")
     assert client.post("/fhir", json=other, headers=mine).status_code == 422
-    svg = provide_bundle(patient_id, "", b"<svg><script>alert(1)</script></svg>",
-                         content_type="image/svg+xml", author=f"Patient/{patient_id}")
+    svg = provide_bundle(patient_id, f"Patient/{patient_id}",
+                         b"<svg><script>alert(1)</script></svg>", content_type="image/svg+xml")
     assert client.post("/fhir", json=svg, headers=mine).status_code == 415
-    fake = provide_bundle(patient_id, "", b"MZ\x90\x00 an executable", content_type="image/png",
-                          author=f"Patient/{patient_id}")
+    fake = provide_bundle(patient_id, f"Patient/{patient_id}", b"MZ\x90\x00 an executable",
+                          content_type="image/png")
     assert client.post("/fhir", json=fake, headers=mine).status_code == 415
+
+
+def test_the_authors_signature_is_required_and_checked(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    from support.documents import detached_jws
+
+    patient_id, _, gp = setting
+    colleague = Pro(platform, "HP-DOC-SIGNER")
+    unsigned = provide_bundle(patient_id, gp)
+    unsigned["entry"] = unsigned["entry"][:3]
+    unsigned["entry"][0]["resource"]["entry"] = unsigned["entry"][0]["resource"]["entry"][:1]
+    cases = {
+        "missing": unsigned,
+        "someone else": provide_bundle(
+            patient_id, gp, signature=detached_jws(PDF, colleague.key_pem, colleague.chain)),
+        "other bytes": provide_bundle(
+            patient_id, gp, signature=detached_jws(PDF + b"x", gp.key_pem, gp.chain)),
+        "attached payload": provide_bundle(
+            patient_id, gp, signature=pyjwt.api_jws.PyJWS().encode(
+                PDF, gp.key_pem, algorithm="ES256",
+                headers={"x5c": [base64.b64encode(d).decode() for d in gp.chain]}).encode()),
+        "no chain": provide_bundle(
+            patient_id, gp, signature=detached_jws(PDF, gp.key_pem, [])),
+    }
+    for name, bundle in cases.items():
+        answer = publish(client, gp, bundle)
+        assert answer.status_code == 422, (name, answer.text)
+        assert "sign" in answer.json()["issue"][0]["diagnostics"], name
+    assert find(client, gp.headers, patient_id).json()["total"] == 0

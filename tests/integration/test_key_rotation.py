@@ -36,7 +36,7 @@ def published(client: TestClient, platform: Platform) -> tuple[Pro, list[str]]:
         "subject": {"reference": f"Patient/{patient_id}"},
         "participant": [{"individual": {"reference": f"Practitioner/{gp.id}"}}],
         "period": {"start": "2026-11-20T09:00:00Z"}})
-    ids = [created_id(publish(client, gp, provide_bundle(patient_id, gp.id,
+    ids = [created_id(publish(client, gp, provide_bundle(patient_id, gp,
                                                          PDF + str(n).encode())))
            for n in range(12)]
     return gp, ids
@@ -76,8 +76,8 @@ def test_rotation_under_load_rewraps_everything_and_every_document_still_opens(
         stop.set()
         reader.join()
     assert failures == []
-    assert report.kek_id != old and report.rewrapped == len(ids) * 2  # content + title
-    assert key_rotation.usage(units) == {report.kek_id: len(ids) * 2}
+    assert report.kek_id != old and report.rewrapped == len(ids) * 3  # content + title
+    assert key_rotation.usage(units) == {report.kek_id: len(ids) * 3}
     assert ciphertexts(platform) == before  # nothing was decrypted or re-encrypted
     with pytest.raises(BusinessRuleViolation, match="current"):
         key_rotation.retire(units, vault, report.kek_id)
@@ -86,9 +86,11 @@ def test_rotation_under_load_rewraps_everything_and_every_document_still_opens(
         answer = client.get(f"/fhir/Binary/{document_id}", headers=gp.headers)
         assert answer.content == PDF + str(n).encode()
     found = client.get("/fhir/DocumentReference", headers=gp.headers,
-                       params={"patient": f"Patient/{platform_patient(platform, ids[0])}"})
-    assert all(e["resource"]["content"][0]["attachment"]["title"].startswith("Consultation")
-               for e in found.json()["entry"])
+                       params={"patient": f"Patient/{platform_patient(platform, ids[0])}",
+                               "_count": "100"})
+    titles = [e["resource"]["content"][0]["attachment"].get("title")
+              for e in found.json()["entry"]]
+    assert titles.count("Consultation MARKER-Title-9931") == len(ids)  # titles still open
 
 
 def platform_patient(platform: Platform, document_id: str) -> str:
@@ -114,11 +116,11 @@ def test_an_interrupted_rotation_resumes_and_an_old_kek_in_use_cannot_retire(
         key_rotation.rotate(units, vault, batch=4,
                             progress=stop_after_first_batch)
     used = key_rotation.usage(units)
-    assert used[old] == len(ids) * 2 - 4  # one batch of four moved, the rest waits
+    assert used[old] == len(ids) * 3 - 4  # one batch of four moved, the rest waits
     with pytest.raises(BusinessRuleViolation, match="still wraps"):
         key_rotation.retire(units, vault, old)
     report = key_rotation.rewrap_all(units, vault, batch=4)
-    assert report.rewrapped == len(ids) * 2 - 4
+    assert report.rewrapped == len(ids) * 3 - 4
     assert set(key_rotation.usage(units)) == {vault.current_kek}
 
 
@@ -136,10 +138,10 @@ def test_the_command_line(cli: CliRunner, client: TestClient, platform: Platform
                           published: tuple[Pro, list[str]]) -> None:
     gp, ids = published
     status = cli.invoke(app, ["keys", "status"])
-    assert status.exit_code == 0 and "kek-0001 (current): 24 data key(s)" in status.output
+    assert status.exit_code == 0 and "kek-0001 (current): 36 data key(s)" in status.output
     rotated = cli.invoke(app, ["keys", "rotate", "--batch", "7"])
     assert rotated.exit_code == 0, rotated.output
-    assert "current key: kek-0002; 24 data key(s) re-wrapped" in rotated.output
+    assert "current key: kek-0002; 36 data key(s) re-wrapped" in rotated.output
     refused = cli.invoke(app, ["keys", "retire", "kek-0002"])
     assert refused.exit_code == 1 and "current" in refused.output
     assert cli.invoke(app, ["keys", "retire", "kek-0001"]).exit_code == 0

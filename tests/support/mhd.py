@@ -34,6 +34,8 @@ DEFAULT_SOURCE = "urn:oid:1.3.6.1.4.1.21367.2026.1"
 PDF_FORMAT = "urn:ihe:iti:xds-sd:pdf:2008"
 CDA_FORMAT = "urn:ihe:pcc:xds-ms:2007"  # IHE PCC Medical Summary (a CDA document)
 CDA_MEDIA_TYPE = "application/hl7-v3+xml"
+DSG_FORMAT = "urn:ihe:iti:dsg:detached:2014"
+DSG_MEDIA_TYPE = "application/jose"
 
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -59,6 +61,28 @@ def backend_token(base_url: str, credentials: Path, client_id: str,
     if response.status_code != 200:
         raise AssertionError(f"token endpoint: {response.status_code} {response.text}")
     return str(response.json()["access_token"])
+
+
+class Signer:
+    """An author's key and certificate chain (``key.pem``, ``cert.pem``, ``chain.pem`` as the
+    platform issues them), signing documents as IHE DSG does in MHD."""
+
+    def __init__(self, credentials: Path) -> None:
+        self.key_pem = (credentials / "key.pem").read_bytes()
+        self.chain = [x509.load_pem_x509_certificate((credentials / name).read_bytes())
+                      for name in ("cert.pem", "chain.pem")]
+
+    def detached_jws(self, content: bytes) -> bytes:
+        """A compact JWS over ``content`` with a detached payload (RFC 7515 appendix F:
+        ``header..signature``), ES256, the chain in ``x5c`` leaf first. PyJWT's own
+        ``is_payload_detached`` would mean RFC 7797 (``b64: false``), which is not appendix F,
+        so the encoded payload is cut out of an ordinary JWS instead."""
+        token = jwt.api_jws.PyJWS().encode(
+            content, self.key_pem, algorithm="ES256",
+            headers={"typ": None, "x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
+                                          for c in self.chain]})
+        header, _payload, signature = token.split(".")
+        return f"{header}..{signature}".encode("ascii")
 
 
 def pdf(marker: str) -> bytes:
@@ -146,6 +170,8 @@ def provide_bundle(
     sha1: str | None = None,
     size: int | None = None,
     inline: bool = False,
+    signature: bytes | None = None,
+    signature_unique_id: str | None = None,
 ) -> JsonObject:
     """An ITI-65 Provide Document Bundle with one document (Comprehensive Metadata).
 
@@ -153,6 +179,12 @@ def provide_bundle(
     ``inline``, in ``attachment.data``). ``hash`` and ``size`` are computed from ``content``
     unless given. ``unique_id`` (the document's ``masterIdentifier``) and ``submission_set_id``
     are fresh OIDs unless given; `document_unique_id` reads the former back.
+
+    With ``signature`` (a detached JWS over ``content``, see `Signer`), the author's signature
+    follows IHE DSG as MHD carries it: a second DocumentReference (uniqueId
+    ``signature_unique_id``) whose ``relatesTo`` ``signs`` targets the first one's fullUrl,
+    with the JWS as its content (``application/jose``, format ``urn:ihe:iti:dsg:detached:2014``)
+    and the signed document's other metadata; the SubmissionSet lists both.
     """
     subject = patient_subject(patient_id, identifier=patient_identifier)
     doc_url, bin_url, set_url = (f"urn:uuid:{uuid.uuid4()}" for _ in range(3))
@@ -219,16 +251,38 @@ def provide_bundle(
             "resource": {"resourceType": "Binary", "contentType": content_type,
                          "data": base64.b64encode(content).decode()},
             "request": {"method": "POST", "url": "Binary"}})
+    if signature is not None:
+        sig_url = f"urn:uuid:{uuid.uuid4()}"
+        signed: JsonObject = {
+            **{k: v for k, v in reference.items() if k != "description"},
+            "masterIdentifier": {"system": "urn:ietf:rfc:3986",
+                                 "value": signature_unique_id or unique_oid("1.2.5")},
+            "relatesTo": [{"code": "signs", "target": {"reference": doc_url}}],
+            "content": [{"attachment": {"contentType": DSG_MEDIA_TYPE,
+                                        "data": base64.b64encode(signature).decode(),
+                                        "size": len(signature),
+                                        "hash": sha1_base64(signature)},
+                         "format": {"system": FORMAT_CODES, "code": DSG_FORMAT}}],
+        }
+        submission_set["entry"].append({"item": {"reference": sig_url}})
+        entries.append({"fullUrl": sig_url, "resource": signed,
+                        "request": {"method": "POST", "url": "DocumentReference"}})
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
 def document_unique_id(bundle: JsonObject) -> str:
     """The masterIdentifier (XDS uniqueId) of the single DocumentReference of ``bundle``."""
     values = [e["resource"]["masterIdentifier"]["value"] for e in bundle["entry"]
-              if e["resource"]["resourceType"] == "DocumentReference"]
+              if e["resource"]["resourceType"] == "DocumentReference"
+              and not is_signature(e["resource"])]
     if len(values) != 1:
         raise ValueError(f"the bundle holds {len(values)} DocumentReferences, not one")
     return str(values[0])
+
+
+def is_signature(reference: JsonObject) -> bool:
+    """Is this DocumentReference an author's signature of another (IHE DSG ``signs``)?"""
+    return any(r.get("code") == "signs" for r in reference.get("relatesTo", []))
 
 
 def created(response_bundle: JsonObject, resource_type: str) -> list[str]:

@@ -30,6 +30,17 @@ def professional_token(platform: Platform, scope: str = "system/*.cruds", *,
                        identifier: str = TEST_PROFESSIONAL, family: str = "Tester",
                        profession: str = "physician",
                        specialty: str | None = "general-practice") -> str:
+    return professional_credentials(platform, scope, identifier=identifier, family=family,
+                                    profession=profession, specialty=specialty)[0]
+
+
+def professional_credentials(platform: Platform, scope: str = "system/*.cruds", *,
+                             identifier: str = TEST_PROFESSIONAL, family: str = "Tester",
+                             profession: str = "physician",
+                             specialty: str | None = "general-practice",
+                             ) -> tuple[str, str, list[bytes]]:
+    """A token, and the certificate's private key (PEM) and chain (DER, leaf first), which
+    also sign the professional's documents."""
     ctx = platform.directory
     pki_ctx = pki.PkiContext(systems=ctx.systems,
                              ca_password=ca_key_password(platform.settings.key_source),
@@ -62,7 +73,7 @@ def professional_token(platform: Platform, scope: str = "system/*.cruds", *,
     with platform.unit_of_work() as uow:
         grant = issue_backend_token(uow, platform.tokens, assertion_type=ASSERTION_TYPE,
                                     assertion=assertion, scope=scope)
-    return grant.access_token
+    return grant.access_token, credentials.private_key_pem, chain
 
 
 def account_token(platform: Platform, account_id: str, patient_id: str | None, *,

@@ -30,6 +30,7 @@ DEFAULT_CONTENT_TYPES = frozenset(
         "text/plain",
         "image/jpeg",
         "image/png",
+        "application/jose",  # an author's detached JWS signature (IHE DSG)
     }
 )
 
@@ -77,6 +78,7 @@ class DocumentMetadata:
     description: str | None = None
     language: str | None = None
     replaces: str | None = None
+    signs: str | None = None  # the document this one is the author's signature of (IHE DSG)
     submission_set_id: str | None = None
     patient_authored: bool = False
     not_yet_visible_to_patient: bool = False
@@ -125,6 +127,12 @@ def _looks_like(content_type: str, data: bytes) -> bool:
         "application/xml",
     ):
         return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+    if content_type == "application/jose":
+        segments = data.split(b".")
+        return len(segments) == 3 and all(
+            not segment.strip(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+            for segment in segments
+        )
     if content_type == "text/plain":
         try:
             data.decode("utf-8")

@@ -477,10 +477,13 @@ def document_reference(metadata: DocumentMetadata, base_url: str) -> JsonObject:
     }
     if metadata.description:
         resource["description"] = metadata.description
-    if metadata.replaces:
-        resource["relatesTo"] = [
-            {"code": "replaces", "target": {"reference": f"DocumentReference/{metadata.replaces}"}}
-        ]
+    relations = [
+        {"code": code, "target": {"reference": f"DocumentReference/{target}"}}
+        for code, target in (("replaces", metadata.replaces), (DSG_SIGNS, metadata.signs))
+        if target
+    ]
+    if relations:
+        resource["relatesTo"] = relations
     return resource
 
 

@@ -54,6 +54,7 @@ from carevault.domain.errors import (
 )
 from carevault.fhirmodel.mhd import ProvidedDocument, ProvidedSubmission, new_id
 from carevault.services.record_policy import Refused
+from carevault.services.signatures import InvalidSignature, verify_detached
 
 CONTENT = "content"
 TEXT = "text"
@@ -142,9 +143,33 @@ class DocumentService:
                 f"a SubmissionSet with uniqueId {submission.master_identifier} was already received"
             )
         ids = {d.full_url: new_id() for d in submission.documents}
+        signatures = self._signatures(submission)
+        signed: dict[str, DocumentMetadata] = {}
         stored: list[DocumentMetadata] = []
-        for provided in submission.documents:
+        # Signed documents first, so that each signature can take its document's facts.
+        ordered = sorted(submission.documents, key=lambda d: d.signs is not None)
+        for provided in ordered:
             metadata = self._metadata(store, subject, record, provided, ids, now)
+            if provided.signs is not None:
+                target = signed[provided.signs]
+                metadata = replace(
+                    metadata,
+                    signs=target.id,
+                    engine_class=target.engine_class,
+                    confidentiality=target.confidentiality,
+                )
+            else:
+                signed[provided.full_url] = metadata
+                signature = signatures.get(provided.full_url)
+                if signature is None and not metadata.patient_authored:
+                    raise InvalidSignature(
+                        f"DocumentReference {provided.full_url}: the author's signature is "
+                        "required (a DocumentReference with relatesTo 'signs' targeting it, "
+                        "whose content is a detached JWS over its bytes)",
+                        expression="DocumentReference.relatesTo",
+                    )
+                if signature is not None:
+                    self._check_signature(uow, metadata, signature, provided, now)
             if provided.replaces is not None:
                 self._supersede(store, subject, record, provided.replaces, now)
             content = self.vault.seal(
@@ -182,6 +207,52 @@ class DocumentService:
             now,
         )
         return Published(set_id, {**ids, submission.full_url: set_id}, tuple(stored))
+
+    @staticmethod
+    def _signatures(submission: ProvidedSubmission) -> dict[str, ProvidedDocument]:
+        """The signature of each signed document of the bundle, by the signed one's fullUrl."""
+        urls = {d.full_url for d in submission.documents if d.signs is None}
+        found: dict[str, ProvidedDocument] = {}
+        for document in submission.documents:
+            if document.signs is None:
+                continue
+            if document.signs not in urls:
+                raise InvalidInput(
+                    f"DocumentReference {document.full_url}: relatesTo 'signs' must target a "
+                    "DocumentReference of this Bundle (its fullUrl)",
+                    expression="DocumentReference.relatesTo.target",
+                )
+            if document.signs in found:
+                raise InvalidInput(
+                    f"{document.signs} has two signatures in this Bundle",
+                    expression="DocumentReference.relatesTo",
+                )
+            found[document.signs] = document
+        return found
+
+    def _check_signature(
+        self,
+        uow: UnitOfWork,
+        metadata: DocumentMetadata,
+        signature: ProvidedDocument,
+        provided: ProvidedDocument,
+        now: datetime,
+    ) -> None:
+        identity = verify_detached(uow, signature.content, provided.content, now)
+        by_author = identity.practitioner_id is not None and (
+            identity.practitioner_id == metadata.author_id
+        )
+        by_organization = (
+            identity.kind == "system"
+            and bool(metadata.author_organization_id)
+            and (identity.organization_id == metadata.author_organization_id)
+        )
+        if not (by_author or by_organization):
+            raise InvalidSignature(
+                f"DocumentReference {provided.full_url}: the signer ({identity.client_id}) is "
+                "neither the author nor the author's organization",
+                expression="DocumentReference.relatesTo",
+            )
 
     def _metadata(
         self,

@@ -180,6 +180,7 @@ class DocumentStore:
                 service_end=document.service_end,
                 language=document.language,
                 replaces=document.replaces,
+                signs=document.signs,
                 submission_set_id=document.submission_set_id,
                 patient_authored=document.patient_authored,
                 sealed_text=sealed_text.pack() if sealed_text is not None else None,
@@ -199,13 +200,21 @@ class DocumentStore:
         )
 
     def set_status(self, patient_id: str, document_id: str, status: DocumentStatus) -> bool:
+        """Change a document's status, and its signatures' with it."""
         m = t.document_metadata
         done = self.connection.execute(
             update(m)
             .where(m.c.patient_id == patient_id, m.c.document_id == document_id)
             .values(status=status.value)
         )
-        return done.rowcount == 1
+        if done.rowcount != 1:
+            return False
+        self.connection.execute(
+            update(m)
+            .where(m.c.patient_id == patient_id, m.c.signs == document_id)
+            .values(status=status.value)
+        )
+        return True
 
     def get(self, document_id: str) -> StoredDocument | None:
         d, m = t.document, t.document_metadata
@@ -258,7 +267,9 @@ class DocumentStore:
         where += [
             or_(
                 m.c.replaces.in_(alternatives),
+                m.c.signs.in_(alternatives),
                 d.c.id.in_(select(m.c.replaces).where(m.c.document_id.in_(alternatives))),
+                d.c.id.in_(select(m.c.signs).where(m.c.document_id.in_(alternatives))),
             )
             for alternatives in criteria.related
         ]
@@ -437,6 +448,7 @@ def _stored(row: Row[Any]) -> StoredDocument:
         service_end=row.service_end,
         language=row.language,
         replaces=row.replaces,
+        signs=row.signs,
         submission_set_id=row.submission_set_id,
         patient_authored=bool(row.patient_authored),
         not_yet_visible_to_patient=bool(row.not_yet_visible),

@@ -686,12 +686,20 @@ class RecordStore:
         return self._update_document(patient_id, document_id, not_yet_visible=False)
 
     def _update_document(self, patient_id: str, document_id: str, **values: Any) -> bool:
+        """Change a document's facts, and its signatures' with it: a signature shows what it
+        signs, so whoever may not see a document may not see its signature either."""
         self._touch(patient_id)
-        d = t.document
-        done = self.connection.execute(
+        d, m = t.document, t.document_metadata
+        found = self.connection.execute(
             update(d).where(d.c.patient_id == patient_id, d.c.id == document_id).values(**values)
         )
-        return done.rowcount == 1
+        if found.rowcount != 1:
+            return False
+        signatures = select(m.c.document_id).where(m.c.signs == document_id)
+        self.connection.execute(
+            update(d).where(d.c.patient_id == patient_id, d.c.id.in_(signatures)).values(**values)
+        )
+        return True
 
     def find_documents(
         self, patient_id: str, visible: DocumentFilter, *, offset: int, count: int

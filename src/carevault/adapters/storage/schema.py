@@ -565,6 +565,7 @@ document_metadata = Table(
     Column("service_end", UTCDateTime),
     Column("language", String(16)),
     Column("replaces", ID, index=True),
+    Column("signs", ID, index=True),
     Column("submission_set_id", ID, index=True),
     Column("patient_authored", Boolean, nullable=False),
     Column("sealed_text", LargeBinary),

@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("service_end", TIMESTAMP, nullable=True),
         sa.Column("language", sa.String(length=16), nullable=True),
         sa.Column("replaces", ID, nullable=True),
+        sa.Column("signs", ID, nullable=True),
         sa.Column("submission_set_id", ID, nullable=True),
         sa.Column("patient_authored", sa.Boolean(), nullable=False),
         sa.Column("sealed_text", sa.LargeBinary(), nullable=True),
@@ -64,7 +65,9 @@ def upgrade() -> None:
             "master_identifier", name=op.f("uq_document_metadata_master_identifier")
         ),
     )
-    _indexes("document_metadata", "patient_id", "replaces", "submission_set_id", "text_kek_id")
+    _indexes(
+        "document_metadata", "patient_id", "replaces", "signs", "submission_set_id", "text_kek_id"
+    )
     op.create_table(
         "document_content",
         sa.Column("document_id", ID, nullable=False),
