@@ -119,6 +119,7 @@ def document_service(
         limits=DocumentLimits(
             max_bytes=settings.max_document_bytes,
             max_bundle_entries=settings.max_bundle_entries,
+            release_delay=timedelta(days=settings.document_release_days),
         ),
     )
 
@@ -216,7 +217,12 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         return None
 
     app = create_app(
-        settings, door, log, routers=[oauth, portal], security_officer=security_officer
+        settings,
+        door,
+        log,
+        routers=[oauth, portal],
+        security_officer=security_officer,
+        housekeeping=[lambda: documents.release_due(api.unit_of_work)],
     )
     return Platform(
         settings, engine, directory, log, tokens, accounts, policy, documents, vault, door, app

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         "'pkcs11:module=…;token=…;pin-env=VAR'; None = the key source.",
     )
     max_document_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    document_release_days: int = Field(
+        default=14, ge=1, le=366, description="How long a held document waits by default."
+    )
     affinity_domain_file: Path | None = Field(
         default=None,
         description="The affinity domain's code lists (JSON, versioned); None = built-in.",

@@ -301,3 +301,74 @@ def test_the_authors_signature_is_required_and_checked(
         assert answer.status_code == 422, (name, answer.text)
         assert "sign" in answer.json()["issue"][0]["diagnostics"], name
     assert find(client, gp.headers, patient_id).json()["total"] == 0
+
+
+def test_a_held_document_reaches_the_patient_when_released(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    patient_id, mine, gp = setting
+    held = created_id(publish(client, gp, provide_bundle(patient_id, gp, held=True)))
+    soon = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    later = created_id(publish(client, gp, provide_bundle(patient_id, gp, held=soon)))
+    assert find(client, mine, patient_id).json()["total"] == 0  # nor their signatures
+    assert client.get(f"/fhir/Binary/{held}", headers=mine).status_code == 403
+    assert find(client, gp.headers, patient_id).json()["total"] == 4  # the author sees all
+    notices = client.get("/fhir/Communication", params={"patient": f"Patient/{patient_id}"},
+                         headers=mine).json()
+    assert not any(e["resource"]["category"][0]["text"] == "new-document"
+                   for e in notices["entry"])
+    # The author releases one; the other is released by the platform when its time comes.
+    colleague = Pro(platform, "HP-DOC-NOT-AUTHOR")
+    grant(client, mine, patient_id, colleague.id)
+    assert client.post(f"/fhir/DocumentReference/{held}/$release", json={},
+                       headers=colleague.headers).status_code == 403
+    released = client.post(f"/fhir/DocumentReference/{held}/$release", json={},
+                           headers=gp.headers)
+    assert released.status_code == 200, released.text
+    assert client.get(f"/fhir/Binary/{held}", headers=mine).content == PDF
+    assert find(client, mine, patient_id).json()["total"] == 2
+    documents = platform.documents
+    original = documents.clock
+    documents.clock = lambda: original() + timedelta(hours=2)  # type: ignore[method-assign]
+    try:
+        assert documents.release_due(platform.unit_of_work) == 1
+    finally:
+        documents.clock = original  # type: ignore[method-assign]
+    assert client.get(f"/fhir/Binary/{later}", headers=mine).status_code == 200
+    kinds = [e["resource"]["category"][0]["text"] for e in client.get(
+        "/fhir/Communication", params={"patient": f"Patient/{patient_id}"},
+        headers=mine).json()["entry"]]
+    assert kinds.count("document-released") == 2
+    refused = publish(client, gp, provide_bundle(patient_id, gp, held="2001-01-01T00:00:00Z"))
+    assert refused.status_code == 400
+
+
+def test_the_patient_hides_a_document_and_changes_its_confidentiality(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, mine, gp = setting
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    colleague = Pro(platform, "HP-DOC-PRIVACY")
+    grant(client, mine, patient_id, colleague.id)
+
+    def privacy(headers: dict[str, str], **values: Any) -> Any:
+        parameters = [{"name": "hidden", "valueBoolean": values["hidden"]}] if (
+            "hidden" in values) else []
+        if "confidentiality" in values:
+            parameters.append({"name": "confidentiality",
+                               "valueCode": values["confidentiality"]})
+        return client.post(f"/fhir/DocumentReference/{document_id}/$privacy", headers=headers,
+                           json={"resourceType": "Parameters", "parameter": parameters})
+
+    assert privacy(gp.headers, hidden=True).status_code == 403  # not the author's to decide
+    assert privacy(mine, hidden=True).status_code == 200
+    assert client.get(f"/fhir/Binary/{document_id}", headers=colleague.headers).status_code == 403
+    assert privacy(mine, hidden=False, confidentiality="R").status_code == 200
+    # A normal access does not open a restricted document.
+    assert client.get(f"/fhir/Binary/{document_id}", headers=colleague.headers).status_code == 403
+    assert privacy(mine, confidentiality="N").status_code == 200
+    assert client.get(f"/fhir/Binary/{document_id}", headers=colleague.headers).status_code == 200
+    assert privacy(mine, confidentiality="X").status_code == 400
+    assert privacy(mine).status_code == 400

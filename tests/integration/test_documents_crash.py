@@ -46,7 +46,9 @@ from sqlalchemy import create_engine, text
 
 from support.builders import national_id
 from support.mhd import (
+    DSG_MEDIA_TYPE,
     FHIR_JSON,
+    Signer,
     backend_token,
     bundle_ids,
     created,
@@ -155,15 +157,23 @@ class ServerProcess:
 
 @dataclass
 class Submission:
+    """One ITI-65 request: a report and its author's signature (IHE DSG), both documents."""
+
     index: int
     patient_id: str
     unique_id: str
     content: bytes
+    signature_unique_id: str
+    signature: bytes
     body: bytes
     outcome: str = "not sent"  # acknowledged, refused, in flight, not sent
     status: int | None = None
-    document_id: str | None = None
+    document_ids: frozenset[str] = frozenset()  # the DocumentReferences it was told of
     detail: str = ""
+
+    def expected(self) -> dict[str, bytes]:
+        """The bytes each of its documents must give back, by uniqueId."""
+        return {self.unique_id: self.content, self.signature_unique_id: self.signature}
 
 
 @dataclass
@@ -206,16 +216,19 @@ def _patients_and_author(server: ServerProcess) -> tuple[list[str], str]:
     return patients, practitioner["id"]
 
 
-def _submissions(patients: list[str], author: str) -> list[Submission]:
+def _submissions(patients: list[str], author: str, signer: Signer) -> list[Submission]:
     made = []
+    run = time.time_ns()
     for n in range(SUBMISSIONS):
         patient_id = patients[n % len(patients)]
         content = pdf(f"crash submission {n:04d} of {SUBMISSIONS} for {patient_id}")
-        unique_id = f"urn:oid:1.2.3.999.{n}.{time.time_ns()}"
+        unique_id, signature_unique_id = (f"urn:oid:1.2.3.999.{run}.{n}.{k}" for k in (1, 2))
+        signature = signer.detached_jws(content)
         bundle = provide_bundle(patient_id, author, content, unique_id=unique_id,
-                                title=f"Consultation {n}")
-        made.append(Submission(n, patient_id, unique_id, content,
-                               json.dumps(bundle, separators=(",", ":")).encode()))
+                                title=f"Consultation {n}", signature=signature,
+                                signature_unique_id=signature_unique_id)
+        made.append(Submission(n, patient_id, unique_id, content, signature_unique_id,
+                               signature, json.dumps(bundle, separators=(",", ":")).encode()))
     return made
 
 
@@ -243,9 +256,9 @@ async def _fire(server: ServerProcess, token: str, run: Run) -> None:
                 continue  # no answer: stays "in flight"
             submission.status = answer.status_code
             if answer.status_code == 200:
-                ids = created(answer.json(), "DocumentReference")
-                assert len(ids) == 1, answer.text
-                submission.outcome, submission.document_id = "acknowledged", ids[0]
+                ids = frozenset(created(answer.json(), "DocumentReference"))
+                assert len(ids) == 2, answer.text
+                submission.outcome, submission.document_ids = "acknowledged", ids
                 run.acknowledged += 1
                 if run.acknowledged >= KILL_AFTER_ACKNOWLEDGED and not run.killed:
                     server.kill()
@@ -318,7 +331,8 @@ def test_sigkill_during_1000_concurrent_submissions_loses_nothing_acknowledged(
             seen = http.post("/fhir/Encounter", json=encounter(patient_id, author))
             assert seen.status_code == 201, seen.text
 
-    run = Run(_submissions(patients, author))
+    signer = Signer(server.workdir / "card")
+    run = Run(_submissions(patients, author, signer))
     asyncio.run(_fire(server, token, run))
     outcomes = Counter(s.outcome for s in run.submissions)
     summary = f"outcomes {dict(outcomes)}, transport errors {dict(run.errors)}"
@@ -344,27 +358,33 @@ def test_sigkill_during_1000_concurrent_submissions_loses_nothing_acknowledged(
     # and no metadata or content exists without its document.
     assert set(metadata) == set(documents) and set(metadata.values()) <= {1}, summary
     assert set(content) == set(documents) and set(content.values()) <= {1}, summary
-    listed = Counter(i for row in stored["submission_set"] for i in json.loads(row[2]))
-    assert set(listed) == set(documents) and set(listed.values()) <= {1}, (
-        "every stored document belongs to exactly one SubmissionSet, and every SubmissionSet "
-        f"lists stored documents only; {summary}")
 
-    by_unique_id = {s.unique_id: s for s in run.submissions}
-    stored_unique_ids = {row[1]: row[0] for row in stored["document_metadata"]}
-    unknown = set(stored_unique_ids) - set(by_unique_id)
+    by_unique_id = {u: s for s in run.submissions for u in s.expected()}
+    stored_ids = {row[1]: row[0] for row in stored["document_metadata"]}  # uniqueId -> id
+    unknown = set(stored_ids) - set(by_unique_id)
     assert not unknown, f"documents nobody submitted: {sorted(unknown)[:3]}"
-    stored_from = Counter(by_unique_id[u].outcome for u in stored_unique_ids)
+    kept = {s.index: s for u, s in by_unique_id.items() if u in stored_ids}
+    # No half-written submission either: a report is stored with its signature and its
+    # SubmissionSet, or none of them is.
+    for submission in kept.values():
+        assert set(submission.expected()) <= set(stored_ids), (
+            f"submission {submission.index} ({submission.outcome}) is partly stored")
+    sets = [frozenset(json.loads(row[2])) for row in stored["submission_set"]]
+    assert sorted(sets, key=sorted) == sorted(
+        (frozenset(stored_ids[u] for u in s.expected()) for s in kept.values()), key=sorted), (
+        f"each stored submission has exactly one SubmissionSet listing its documents; {summary}")
+    stored_from = Counter(s.outcome for s in kept.values())
     assert set(stored_from) <= {"acknowledged", "in flight"}, (
         f"stored documents came from {dict(stored_from)}; {summary}")
     acknowledged = [s for s in run.submissions if s.outcome == "acknowledged"]
     assert len(acknowledged) >= KILL_AFTER_ACKNOWLEDGED
-    lost = [s for s in acknowledged if stored_unique_ids.get(s.unique_id) != s.document_id]
+    lost = [s for s in acknowledged
+            if frozenset(stored_ids.get(u) for u in s.expected()) != s.document_ids]
     assert not lost, (
-        f"{len(lost)} acknowledged documents are not stored under the id they were given, e.g. "
-        f"submission {lost[0].index} ({lost[0].document_id}); {summary}")
-    for submission in run.submissions:
-        if submission.unique_id in stored_unique_ids:
-            assert documents[stored_unique_ids[submission.unique_id]] == submission.patient_id
+        f"{len(lost)} acknowledged submissions are not stored under the ids they were given, "
+        f"e.g. submission {lost[0].index} ({sorted(lost[0].document_ids)}); {summary}")
+    for unique_id, document_id in stored_ids.items():
+        assert documents[document_id] == by_unique_id[unique_id].patient_id
 
     # The API agrees with the tables: ITI-67 finds exactly what is stored, per patient.
     token = backend_token(server.base_url, server.workdir / "card", PRACTITIONER)
@@ -374,16 +394,17 @@ def test_sigkill_during_1000_concurrent_submissions_loses_nothing_acknowledged(
             found = _find_all(http, patient_id)
             assert len(found) == len(set(found))
             assert set(found) == {d for d, p in documents.items() if p == patient_id}, summary
-    # ITI-68: every stored document — acknowledged or committed while in flight — gives back
-    # exactly the bytes that were sent.
+    # ITI-68: every stored document (acknowledged, or committed while its answer was lost)
+    # gives back exactly the bytes that were sent.
     retrieved = asyncio.run(_retrieve_all(server.base_url, token, list(documents)))
-    for unique_id, document_id in stored_unique_ids.items():
+    for unique_id, document_id in stored_ids.items():
         answer = retrieved[document_id]
         assert answer.status_code == 200, answer.text
-        assert answer.content == by_unique_id[unique_id].content, document_id
-        assert answer.headers["content-type"] == "application/pdf"
+        expected = by_unique_id[unique_id].expected()[unique_id]
+        assert answer.content == expected, f"{document_id} does not give back its bytes"
+        assert answer.headers["content-type"] == (
+            DSG_MEDIA_TYPE if unique_id.endswith(".2") else "application/pdf")
 
-    print(summary, f"stored: {dict(stored_from)}")
     # The audit log survived the kill: the verifier recomputes it and checks every tree head.
     server.stop()
     verified = server.cli("audit", "verify", "--stream", "clinical")

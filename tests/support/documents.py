@@ -37,7 +37,8 @@ def provide_bundle(patient_id: str, author: Pro | str, content: bytes = PDF, *,
                    confidentiality: str = "N", replaces: str | None = None,
                    content_type: str = "application/pdf", sha1: str | None = None,
                    title: str = "Consultation MARKER-Title-9931",
-                   signature: bytes | None = None) -> dict[str, Any]:
+                   signature: bytes | None = None,
+                   held: bool | str | None = None) -> dict[str, Any]:
     """An ITI-65 Provide Document Bundle, written from the MHD profile alone. A practitioner
     (``Pro``) signs the document; a string author (``Patient/…``) is a patient's upload."""
     doc_url, bin_url, set_url = (f"urn:uuid:{uuid.uuid4()}" for _ in range(3))
@@ -65,6 +66,10 @@ def provide_bundle(patient_id: str, author: Pro | str, content: bytes = PDF, *,
                     "facilityType": {"coding": [{"system": SNOMED, "code": "22232009"}]},
                     "period": {"start": "2026-11-20T09:00:00Z"}},
     }
+    if held is not None:
+        reference["extension"] = [{
+            "url": "https://carevault.lu/fhir/StructureDefinition/not-yet-visible-to-patient",
+            **({"valueBoolean": held} if isinstance(held, bool) else {"valueDateTime": held})}]
     if replaces:
         reference["relatesTo"] = [{"code": "replaces",
                                    "target": {"reference": f"DocumentReference/{replaces}"}}]

@@ -95,19 +95,31 @@ def render(response: FhirResponse) -> Response:
 
 
 TREE_HEAD_INTERVAL_SECONDS = 1.0
+HOUSEKEEPING_SECONDS = 30.0
 
 
 @contextlib.asynccontextmanager
-async def _lifespan_with(log: AuditLog, settings: Settings) -> AsyncIterator[None]:
+async def _lifespan_with(
+    log: AuditLog, settings: Settings, housekeeping: Sequence[Callable[[], object]] = ()
+) -> AsyncIterator[None]:
     """Publish signed tree heads every second while serving (and have one time-stamped by the
-    configured TSA every ``tsa_interval_seconds``); flush the log on shutdown."""
+    configured TSA every ``tsa_interval_seconds``); run the ``housekeeping`` tasks (releasing
+    held documents…) every ``HOUSEKEEPING_SECONDS``; flush the log on shutdown."""
     stop = threading.Event()
     authority = HttpTimeStampAuthority(settings.tsa_url) if settings.tsa_url else None
     audit_logger = logging.getLogger("carevault.audit")
 
     def publish() -> None:
         next_stamp = 0.0
+        next_chores = 0.0
         while not stop.wait(TREE_HEAD_INTERVAL_SECONDS):
+            if time.monotonic() >= next_chores:
+                next_chores = time.monotonic() + HOUSEKEEPING_SECONDS
+                for chore in housekeeping:
+                    try:
+                        chore()
+                    except Exception:  # retried at the next round
+                        audit_logger.exception("housekeeping failed")
             for stream in STREAMS:
                 try:
                     log.sign_tree_head(stream)
@@ -164,6 +176,7 @@ def create_app(
     log: AuditLog,
     routers: Sequence[APIRouter] = (),
     security_officer: SecurityOfficer = lambda _token: None,
+    housekeeping: Sequence[Callable[[], object]] = (),
 ) -> FastAPI:
     app = FastAPI(
         title="CareVault",
@@ -171,7 +184,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        lifespan=lambda _app: _lifespan_with(log, settings),
+        lifespan=lambda _app: _lifespan_with(log, settings, housekeeping),
     )
     app.include_router(audit_router(log, settings, utc_now, security_officer))
     for router in routers:

@@ -82,6 +82,7 @@ class DocumentMetadata:
     submission_set_id: str | None = None
     patient_authored: bool = False
     not_yet_visible_to_patient: bool = False
+    release_at: datetime | None = None  # when a held document becomes visible to the patient
     hidden: bool = False
 
     def facts(self) -> DocumentFacts:

@@ -28,6 +28,9 @@ JsonObject = dict[str, Any]
 SUBMISSION_SET_SYSTEM = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
 CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 SOURCE_ID_EXTENSION = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
+# The author holds the document from the patient: valueBoolean true (until the author releases
+# it, or the platform's delay), or valueDateTime (until then).
+HELD_EXTENSION = "https://carevault.lu/fhir/StructureDefinition/not-yet-visible-to-patient"
 DSG_SIGNS = "signs"
 
 # (value set id, system, code) -> is the code in the affinity domain?
@@ -70,6 +73,7 @@ class ProvidedDocument:
     description: str | None
     language: str | None
     replaces: str | None  # DocumentReference id of the document this one replaces
+    held: bool | datetime  # not yet visible to the patient (until a time, if given)
     signs: str | None  # fullUrl of the DocumentReference this signature signs (IHE DSG)
 
 
@@ -396,7 +400,20 @@ def _document(
         language=attachment.get("language"),
         replaces=replaces,
         signs=signs,
+        held=_held(resource, f"{here}.extension"),
     )
+
+
+def _held(resource: JsonObject, where: str) -> bool | datetime:
+    for extension in resource.get("extension", []):
+        if extension.get("url") != HELD_EXTENSION:
+            continue
+        if isinstance(extension.get("valueBoolean"), bool):
+            return bool(extension["valueBoolean"])
+        if "valueDateTime" in extension:
+            return _instant(extension["valueDateTime"], where)
+        raise _fail(f"{HELD_EXTENSION} takes valueBoolean or valueDateTime", where)
+    return False
 
 
 def new_id() -> str:
@@ -477,6 +494,10 @@ def document_reference(metadata: DocumentMetadata, base_url: str) -> JsonObject:
     }
     if metadata.description:
         resource["description"] = metadata.description
+    if metadata.release_at is not None:
+        resource["extension"] = [
+            {"url": HELD_EXTENSION, "valueDateTime": _fhir_time(metadata.release_at)}
+        ]
     relations = [
         {"code": code, "target": {"reference": f"DocumentReference/{target}"}}
         for code, target in (("replaces", metadata.replaces), (DSG_SIGNS, metadata.signs))

@@ -15,7 +15,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import Connection
@@ -51,6 +51,7 @@ from carevault.domain.errors import (
     IntegrityFailure,
     InvalidInput,
     NotFound,
+    NotPermitted,
 )
 from carevault.fhirmodel.mhd import ProvidedDocument, ProvidedSubmission, new_id
 from carevault.services.record_policy import Refused
@@ -91,6 +92,8 @@ class DocumentLimits:
     max_bytes: int = DEFAULT_MAX_DOCUMENT_BYTES
     content_types: frozenset[str] = DEFAULT_CONTENT_TYPES
     max_bundle_entries: int = 1000
+    release_delay: timedelta = timedelta(days=14)  # a held document's default hold
+    max_hold: timedelta = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class DocumentService:
                     signs=target.id,
                     engine_class=target.engine_class,
                     confidentiality=target.confidentiality,
+                    not_yet_visible_to_patient=target.not_yet_visible_to_patient,
                 )
             else:
                 signed[provided.full_url] = metadata
@@ -193,19 +197,23 @@ class DocumentService:
             [m.id for m in stored],
             now,
         )
-        uow.records.notify(
-            record.patient_id,
-            "new-document",
-            {
-                "en": f"{len(stored)} new document(s) were added to your record.",
-                "fr": f"{len(stored)} nouveau(x) document(s) ajouté(s) à votre dossier.",
-                "sender": f"Practitioner/{subject.id}"
-                if subject.kind is SubjectKind.PRACTITIONER
-                else f"Patient/{record.patient_id}",
-                "documents": ",".join(m.id for m in stored),
-            },
-            now,
-        )
+        # The patient is told of what they can see: not signatures, not held documents (they
+        # are told when those are released).
+        shown = [m for m in stored if m.signs is None and not m.not_yet_visible_to_patient]
+        if shown:
+            uow.records.notify(
+                record.patient_id,
+                "new-document",
+                {
+                    "en": f"{len(shown)} new document(s) were added to your record.",
+                    "fr": f"{len(shown)} nouveau(x) document(s) ajouté(s) à votre dossier.",
+                    "sender": f"Practitioner/{subject.id}"
+                    if subject.kind is SubjectKind.PRACTITIONER
+                    else f"Patient/{record.patient_id}",
+                    "documents": ",".join(m.id for m in shown),
+                },
+                now,
+            )
         return Published(set_id, {**ids, submission.full_url: set_id}, tuple(stored))
 
     @staticmethod
@@ -327,6 +335,7 @@ class DocumentService:
                 "has no document category in the affinity domain",
                 expression="DocumentReference.type",
             )
+        release_at = self._hold(provided, patient_upload, now, where)
         metadata = DocumentMetadata(
             id=ids[provided.full_url],
             patient_id=record.patient_id,
@@ -354,11 +363,67 @@ class DocumentService:
             language=provided.language,
             replaces=provided.replaces,
             patient_authored=patient_upload,
+            not_yet_visible_to_patient=release_at is not None,
+            release_at=release_at,
         )
         decision = decide(subject, Action.WRITE, record, metadata.facts(), now, self.matrix)
         if not decision.permit:
             raise Refused(decision)
         return metadata
+
+    def _hold(
+        self, provided: ProvidedDocument, patient_upload: bool, now: datetime, where: str
+    ) -> datetime | None:
+        """Until when the author holds the document from the patient (to discuss it first)."""
+        if provided.held is False:
+            return None
+        if patient_upload:
+            raise InvalidInput(
+                f"{where}: a patient's own upload is not held from them",
+                expression="DocumentReference.extension",
+            )
+        until = now + self.limits.release_delay if provided.held is True else provided.held
+        if not isinstance(until, datetime) or until <= now or until > now + self.limits.max_hold:
+            raise InvalidInput(
+                f"{where}: the hold must end in the future and within "
+                f"{self.limits.max_hold.days} days",
+                expression="DocumentReference.extension",
+            )
+        return until
+
+    def release(
+        self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
+    ) -> None:
+        """The author releases a held document to the patient, who is told."""
+        stored = self._permitted(uow, subject, record, document_id)
+        if stored.metadata.author_id != subject.id:
+            raise NotPermitted(
+                "only the document's author releases it to the patient", issue_code="forbidden"
+            )
+        self._release(uow, record.patient_id, document_id, self.clock())
+
+    def release_due(self, units: Callable[[], UnitOfWork]) -> int:
+        """Release every held document whose time has come (run periodically)."""
+        now = self.clock()
+        with units() as uow:
+            due = DocumentStore(uow.directory.connection).due_for_release(now)
+            for patient_id, document_id in due:
+                self._release(uow, patient_id, document_id, now)
+            uow.commit()
+        return len(due)
+
+    def _release(self, uow: UnitOfWork, patient_id: str, document_id: str, now: datetime) -> None:
+        if DocumentStore(uow.directory.connection).release(patient_id, document_id):
+            uow.records.notify(
+                patient_id,
+                "document-released",
+                {
+                    "en": "A document of your record is now visible to you.",
+                    "fr": "Un document de votre dossier vous est maintenant visible.",
+                    "documents": document_id,
+                },
+                now,
+            )
 
     def _supersede(
         self,

@@ -68,9 +68,7 @@ def verify_detached(
     if len(parts) != 3:
         raise InvalidSignature("the signature is not a compact JWS (header.payload.signature)")
     if parts[1]:
-        raise InvalidSignature(
-            "the signature's JWS payload must be detached (RFC 7515 appendix F)"
-        )
+        raise InvalidSignature("the signature's JWS payload must be detached (RFC 7515 appendix F)")
     try:
         header = json.loads(_b64url(parts[0], "header"))
     except ValueError:

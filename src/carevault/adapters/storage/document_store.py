@@ -183,6 +183,7 @@ class DocumentStore:
                 signs=document.signs,
                 submission_set_id=document.submission_set_id,
                 patient_authored=document.patient_authored,
+                release_at=document.release_at,
                 sealed_text=sealed_text.pack() if sealed_text is not None else None,
                 text_kek_id=sealed_text.kek_id if sealed_text is not None else None,
             )
@@ -304,6 +305,37 @@ class DocumentStore:
             )
         )
         return {row.id for row in rows}
+
+    # --- held documents ---------------------------------------------------------------------
+
+    def release(self, patient_id: str, document_id: str) -> bool:
+        """Make a held document visible to the patient now (with its signatures)."""
+        d, m = t.document, t.document_metadata
+        ids = select(m.c.document_id).where(
+            or_(m.c.document_id == document_id, m.c.signs == document_id)
+        )
+        self.connection.execute(
+            update(m)
+            .where(m.c.patient_id == patient_id, m.c.document_id.in_(ids))
+            .values(release_at=None)
+        )
+        done = self.connection.execute(
+            update(d)
+            .where(d.c.patient_id == patient_id, d.c.id.in_(ids), d.c.not_yet_visible.is_(True))
+            .values(not_yet_visible=False)
+        )
+        return done.rowcount > 0
+
+    def due_for_release(self, now: datetime, limit: int = 1000) -> list[tuple[str, str]]:
+        """Held documents whose release time has come: (patient, document)."""
+        m = t.document_metadata
+        rows = self.connection.execute(
+            select(m.c.patient_id, m.c.document_id)
+            .where(m.c.release_at.is_not(None), m.c.release_at <= now, m.c.signs.is_(None))
+            .order_by(m.c.release_at)
+            .limit(limit)
+        )
+        return [(row.patient_id, row.document_id) for row in rows]
 
     # --- key rotation -----------------------------------------------------------------------
 
@@ -451,6 +483,7 @@ def _stored(row: Row[Any]) -> StoredDocument:
         signs=row.signs,
         submission_set_id=row.submission_set_id,
         patient_authored=bool(row.patient_authored),
+        release_at=row.release_at,
         not_yet_visible_to_patient=bool(row.not_yet_visible),
         hidden=bool(row.hidden),
     )

@@ -568,6 +568,8 @@ document_metadata = Table(
     Column("signs", ID, index=True),
     Column("submission_set_id", ID, index=True),
     Column("patient_authored", Boolean, nullable=False),
+    # Held from the patient until then (or until the author releases it), when set.
+    Column("release_at", UTCDateTime, index=True),
     Column("sealed_text", LargeBinary),
     Column("text_kek_id", String(64), index=True),  # which KEK wraps sealed_text's key
 )

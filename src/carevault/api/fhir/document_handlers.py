@@ -7,6 +7,7 @@ read of one document), and searches filter with the engine's ``visible_filter`` 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -20,11 +21,13 @@ from carevault.api.fhir.door import (
     FhirRequest,
     FhirResponse,
     Interaction,
+    Operation,
     ResourceHandler,
     SearchParam,
     Target,
 )
-from carevault.domain.authorization import Action, RecordFacts, Subject
+from carevault.api.fhir.record_handlers import actor_of
+from carevault.domain.authorization import Action, Confidentiality, RecordFacts, Subject
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.queries import Page
 from carevault.fhirmodel.mhd import (
@@ -34,7 +37,7 @@ from carevault.fhirmodel.mhd import (
     patient_reference,
     submission_set_list,
 )
-from carevault.fhirmodel.validate import parse_json
+from carevault.fhirmodel.validate import parse_json, validate_resource
 
 JsonObject = dict[str, Any]
 
@@ -170,10 +173,69 @@ class DocumentReferenceHandler(ResourceHandler):
     def __init__(self, api: ApiContext) -> None:
         self.api = api
 
+    operations = (
+        Operation(
+            "release",
+            "https://carevault.lu/fhir/OperationDefinition/DocumentReference-release",
+            True,
+            frozenset({"POST"}),
+            "The author makes a document held from the patient visible to them now",
+        ),
+        Operation(
+            "privacy",
+            "https://carevault.lu/fhir/OperationDefinition/DocumentReference-privacy",
+            True,
+            frozenset({"POST"}),
+            "The patient hides or shows a document ('hidden' valueBoolean) or changes its "
+            "confidentiality ('confidentiality' valueCode N, R or V)",
+        ),
+    )
+
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         if request.interaction is Interaction.SEARCH:
             return AccessNeed(Target.RECORD, Action.SEARCH, _search_patient(request, uow))
-        return _one_document(request, uow)
+        need = _one_document(request, uow)
+        if request.operation == "privacy":
+            return AccessNeed(Target.RECORD, Action.MANAGE, need.patient_id)
+        return need
+
+    def operation(self, request: FhirRequest) -> FhirResponse:
+        subject, record = _admitted(request)
+        document_id = request.resource_id or ""
+        if request.operation == "release":
+            with self.api.unit_of_work() as uow:
+                self.api.documents.release(uow, subject, record, document_id)
+                uow.commit()
+        else:
+            self._privacy(request, record, document_id)
+        return self.read(
+            replace(request, interaction=Interaction.READ, operation=None, method="GET")
+        )
+
+    def _privacy(self, request: FhirRequest, record: RecordFacts, document_id: str) -> None:
+        body = validate_resource(
+            parse_json(request.body, max_depth=self.api.settings.max_json_depth), "Parameters"
+        )
+        values = {p.get("name"): p for p in body.get("parameter", [])}
+        unknown = set(values) - {"hidden", "confidentiality"}
+        if unknown or not values:
+            raise InvalidInput(
+                "$privacy takes 'hidden' (valueBoolean) and/or 'confidentiality' (valueCode)",
+                expression="Parameters.parameter",
+            )
+        actor = actor_of(request)
+        if "hidden" in values:
+            hidden = values["hidden"].get("valueBoolean")
+            if not isinstance(hidden, bool):
+                raise InvalidInput("'hidden' needs valueBoolean", expression="hidden")
+            self.api.policy.hide_document(actor, record.patient_id, document_id, hidden)
+        if "confidentiality" in values:
+            code = values["confidentiality"].get("valueCode")
+            if code not in ("N", "R", "V"):
+                raise InvalidInput("'confidentiality' is N, R or V", expression="confidentiality")
+            self.api.policy.set_document_confidentiality(
+                actor, record.patient_id, document_id, Confidentiality(code)
+            )
 
     def read(self, request: FhirRequest) -> FhirResponse:
         subject, record = _admitted(request)

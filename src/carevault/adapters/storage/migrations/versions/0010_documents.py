@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column("signs", ID, nullable=True),
         sa.Column("submission_set_id", ID, nullable=True),
         sa.Column("patient_authored", sa.Boolean(), nullable=False),
+        sa.Column("release_at", TIMESTAMP, nullable=True),
         sa.Column("sealed_text", sa.LargeBinary(), nullable=True),
         sa.Column("text_kek_id", sa.String(length=64), nullable=True),
         _fk("document_metadata", "document_id", "document"),
@@ -66,7 +67,13 @@ def upgrade() -> None:
         ),
     )
     _indexes(
-        "document_metadata", "patient_id", "replaces", "signs", "submission_set_id", "text_kek_id"
+        "document_metadata",
+        "patient_id",
+        "replaces",
+        "signs",
+        "submission_set_id",
+        "text_kek_id",
+        "release_at",
     )
     op.create_table(
         "document_content",
