@@ -18,6 +18,7 @@ from carevault.adapters.keys.log_signer import signers_from_key_source
 from carevault.adapters.keys.token_signer import TokenSigningKey
 from carevault.adapters.security.passwords import Argon2PasswordHasher
 from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox, qr_svg
+from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.database import connect
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenBucketLimiter, TokenGate
@@ -121,6 +122,9 @@ def document_service(
             max_bundle_entries=settings.max_bundle_entries,
             release_delay=timedelta(days=settings.document_release_days),
         ),
+        blobs=FileBlobStore(settings.document_storage_path)
+        if settings.document_storage == "filesystem"
+        else None,
     )
 
 
@@ -222,7 +226,10 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         log,
         routers=[oauth, portal],
         security_officer=security_officer,
-        housekeeping=[lambda: documents.release_due(api.unit_of_work)],
+        housekeeping=[
+            lambda: documents.release_due(api.unit_of_work),
+            lambda: documents.sweep_orphans(api.unit_of_work),
+        ],
     )
     return Platform(
         settings, engine, directory, log, tokens, accounts, policy, documents, vault, door, app

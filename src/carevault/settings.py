@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         "'pkcs11:module=…;token=…;pin-env=VAR'; None = the key source.",
     )
     max_document_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    document_storage: Literal["database", "filesystem"] = Field(
+        default="database", description="Where sealed document content lives."
+    )
+    document_storage_path: Path = Field(
+        default=Path("var/documents"), description="The filesystem backend's directory."
+    )
     document_release_days: int = Field(
         default=14, ge=1, le=366, description="How long a held document waits by default."
     )

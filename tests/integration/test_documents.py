@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import jwt as pyjwt
@@ -18,6 +19,7 @@ from starlette.testclient import TestClient
 from carevault.adapters.storage import schema as t
 from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
+from carevault.settings import Settings
 from support.builders import patient
 from support.documents import (
     FHIR_JSON,
@@ -30,6 +32,13 @@ from support.documents import (
     publish,
 )
 from support.tokens import patient_headers
+
+
+@pytest.fixture(params=["database", "filesystem"])
+def settings(settings: Settings, request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Every test runs with both backends of the document storage port."""
+    return settings.model_copy(update={"document_storage": request.param,
+                                       "document_storage_path": tmp_path / "blobs"})
 
 
 @pytest.fixture
@@ -214,17 +223,25 @@ def test_one_flipped_byte_is_detected_and_nothing_is_served(
     patient_id, _, gp = setting
     document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
     table = t.document_metadata if column == "sha256" else t.document_content
+    on_disk = platform.settings.document_storage_path / document_id[:2] / document_id
+    if column == "ciphertext" and on_disk.exists():  # the filesystem backend
+        data = bytearray(on_disk.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        on_disk.write_bytes(bytes(data))
     with platform.engine.begin() as connection:
         value = connection.execute(
             select(table.c[column]).where(table.c.document_id == document_id)).scalar_one()
-        if column == "sha256":
+        if value is None:  # the ciphertext is in the file, flipped above
+            pass
+        elif column == "sha256":
             flipped: Any = ("0" if value[0] != "0" else "1") + value[1:]
         else:
             data = bytearray(value)
             data[len(data) // 2] ^= 0x01
             flipped = bytes(data)
-        connection.execute(update(table).where(table.c.document_id == document_id)
-                           .values({column: flipped}))
+        if value is not None:
+            connection.execute(update(table).where(table.c.document_id == document_id)
+                               .values({column: flipped}))
     answer = client.get(f"/fhir/Binary/{document_id}", headers=gp.headers)
     assert answer.status_code == 500
     assert PDF not in answer.content
@@ -372,3 +389,49 @@ def test_the_patient_hides_a_document_and_changes_its_confidentiality(
     assert client.get(f"/fhir/Binary/{document_id}", headers=colleague.headers).status_code == 200
     assert privacy(mine, confidentiality="X").status_code == 400
     assert privacy(mine).status_code == 400
+
+
+def test_no_plaintext_in_the_database_files_or_blobs(
+        client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro]) -> None:
+    """The marker in the content and the title is nowhere on disk (SQLite file, WAL, blobs)."""
+    patient_id, _, gp = setting
+    assert publish(client, gp, provide_bundle(patient_id, gp)).status_code == 200
+    url = platform.settings.database_url
+    files = list(platform.settings.document_storage_path.rglob("*"))
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///"))
+        files += [p for p in database.parent.glob(database.name + "*")]
+    # (PostgreSQL's own files are the server's; test_no_plaintext_reaches_the_database reads
+    # every row there.)
+    assert files or (url.startswith("postgresql") and platform.settings.document_storage ==
+                     "database")
+    for path in files:
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"MARKER-Zo" not in data and b"MARKER-Title" not in data, path
+
+
+def test_orphan_blobs_of_a_failed_submission_are_swept(
+        client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, _, gp = setting
+    kept = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    if platform.settings.document_storage != "filesystem":
+        assert platform.documents.sweep_orphans(platform.unit_of_work, older_than=0) == 0
+        return
+    from dataclasses import replace
+
+    from carevault.adapters.storage.document_store import DocumentStore
+    blobs = platform.documents.blobs
+    assert blobs is not None
+    with platform.unit_of_work() as uow:  # a submission that fails after writing its file
+        store = DocumentStore(uow.directory.connection, blobs)
+        stored = store.get(kept)
+        sealed = store.content(kept)
+        assert stored is not None and sealed is not None
+        orphan = replace(stored.metadata, id="orphan-1", master_identifier="urn:oid:9.9")
+        store.add(orphan, sealed, None, stored.metadata.indexed)
+        # no commit: the transaction rolls back, the file stays behind
+    assert blobs.read("orphan-1") is not None
+    assert platform.documents.sweep_orphans(platform.unit_of_work, older_than=0) == 1
+    assert blobs.read("orphan-1") is None
+    assert client.get(f"/fhir/Binary/{kept}", headers=gp.headers).content == PDF

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
+from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.document_store import (
     DocumentCriteria,
     DocumentStore,
@@ -121,6 +122,7 @@ class DocumentService:
         clock: Callable[[], datetime],
         matrix: ProfileMatrix,
         limits: DocumentLimits = DocumentLimits(),
+        blobs: FileBlobStore | None = None,
     ) -> None:
         self.vault = vault
         self.affinity = affinity
@@ -128,6 +130,27 @@ class DocumentService:
         self.clock = clock
         self.matrix = matrix
         self.limits = limits
+        self.blobs = blobs
+
+    def _store(self, uow: UnitOfWork) -> DocumentStore:
+        return DocumentStore(uow.directory.connection, self.blobs)
+
+    def sweep_orphans(self, units: Callable[[], UnitOfWork], older_than: float = 3600.0) -> int:
+        """Delete content files that no committed row references (a submission that failed
+        after writing its file); only files older than any transaction can be."""
+        if self.blobs is None:
+            return 0
+        candidates = list(self.blobs.older_than(older_than))
+        removed = 0
+        for start in range(0, len(candidates), 500):
+            batch = candidates[start : start + 500]
+            with units() as uow:
+                kept = self._store(uow).referenced(batch)
+            for document_id in batch:
+                if document_id not in kept:
+                    self.blobs.delete(document_id)
+                    removed += 1
+        return removed
 
     # --- ITI-65 -----------------------------------------------------------------------------
 
@@ -140,7 +163,7 @@ class DocumentService:
     ) -> Published:
         """Store every document of the submission, or none (the caller commits ``uow``)."""
         now = self.clock()
-        store = DocumentStore(uow.directory.connection)
+        store = self._store(uow)
         if store.submission_set_taken(submission.master_identifier):
             raise Conflict(
                 f"a SubmissionSet with uniqueId {submission.master_identifier} was already received"
@@ -406,14 +429,14 @@ class DocumentService:
         """Release every held document whose time has come (run periodically)."""
         now = self.clock()
         with units() as uow:
-            due = DocumentStore(uow.directory.connection).due_for_release(now)
+            due = self._store(uow).due_for_release(now)
             for patient_id, document_id in due:
                 self._release(uow, patient_id, document_id, now)
             uow.commit()
         return len(due)
 
     def _release(self, uow: UnitOfWork, patient_id: str, document_id: str, now: datetime) -> None:
-        if DocumentStore(uow.directory.connection).release(patient_id, document_id):
+        if self._store(uow).release(patient_id, document_id):
             uow.records.notify(
                 patient_id,
                 "document-released",
@@ -456,7 +479,7 @@ class DocumentService:
         count: int,
     ) -> tuple[int, list[DocumentMetadata]]:
         visible = visible_filter(subject, record, self.clock(), self.matrix)
-        total, found = DocumentStore(uow.directory.connection).search(
+        total, found = self._store(uow).search(
             record.patient_id, visible, criteria, offset=offset, count=count
         )
         return total, [self._with_text(stored) for stored in found]
@@ -465,9 +488,7 @@ class DocumentService:
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, ids: Sequence[str]
     ) -> set[str]:
         visible = visible_filter(subject, record, self.clock(), self.matrix)
-        return DocumentStore(uow.directory.connection).visible_among(
-            record.patient_id, visible, ids
-        )
+        return self._store(uow).visible_among(record.patient_id, visible, ids)
 
     def read(
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
@@ -487,7 +508,7 @@ class DocumentService:
         the alert never waits on it)."""
         with units() as uow:
             stored = self._permitted(uow, subject, record, document_id)
-            sealed = DocumentStore(uow.directory.connection).content(document_id)
+            sealed = self._store(uow).content(document_id)
         problem = None
         content = b""
         if sealed is None:
@@ -510,7 +531,7 @@ class DocumentService:
     def _permitted(
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
     ) -> StoredDocument:
-        stored = DocumentStore(uow.directory.connection).get(document_id)
+        stored = self._store(uow).get(document_id)
         if stored is None or stored.metadata.patient_id != record.patient_id:
             raise NotFound(f"DocumentReference/{document_id} is not known")
         decision = decide(

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, and_, func, or_, select, update
 
 from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.record_store import filter_clause
 from carevault.domain.authorization import Confidentiality, DocumentFilter
 from carevault.domain.documents import Coding, DocumentMetadata, DocumentStatus
@@ -129,8 +130,11 @@ def _period(
 
 
 class DocumentStore:
-    def __init__(self, connection: Connection) -> None:
+    """``blobs`` is the filesystem backend for content (None: content lives in the database)."""
+
+    def __init__(self, connection: Connection, blobs: FileBlobStore | None = None) -> None:
         self.connection = connection
+        self.blobs = blobs
 
     def master_identifier_taken(self, value: str) -> bool:
         m = t.document_metadata
@@ -188,6 +192,10 @@ class DocumentStore:
                 text_kek_id=sealed_text.kek_id if sealed_text is not None else None,
             )
         )
+        # The file is durable before the row that points to it commits (see blob_store).
+        location = (
+            self.blobs.write(document.id, content.ciphertext) if self.blobs is not None else None
+        )
         self.connection.execute(
             t.document_content.insert().values(
                 document_id=document.id,
@@ -195,7 +203,8 @@ class DocumentStore:
                 kek_id=content.kek_id,
                 wrapped_key=content.wrapped_key,
                 nonce=content.nonce,
-                ciphertext=content.ciphertext,
+                ciphertext=content.ciphertext if location is None else None,
+                location=location,
                 created_at=now,
             )
         )
@@ -229,9 +238,22 @@ class DocumentStore:
         row = self.connection.execute(select(c).where(c.c.document_id == document_id)).first()
         if row is None:
             return None
-        return SealedParts(
-            row.kek_id, bytes(row.wrapped_key), bytes(row.nonce), bytes(row.ciphertext)
+        if row.location is None:
+            ciphertext = bytes(row.ciphertext)
+        else:
+            found = self.blobs.read(document_id) if self.blobs is not None else None
+            if found is None:
+                return None  # the caller treats a missing blob as an integrity failure
+            ciphertext = found
+        return SealedParts(row.kek_id, bytes(row.wrapped_key), bytes(row.nonce), ciphertext)
+
+    def referenced(self, document_ids: Sequence[str]) -> set[str]:
+        """Which of these ids have a content row (the others' files are orphans)."""
+        c = t.document_content
+        rows = self.connection.execute(
+            select(c.c.document_id).where(c.c.document_id.in_(list(document_ids)))
         )
+        return {row.document_id for row in rows}
 
     def search(
         self,

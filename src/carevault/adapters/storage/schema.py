@@ -584,7 +584,8 @@ document_content = Table(
     Column("kek_id", String(64), nullable=False, index=True),
     Column("wrapped_key", LargeBinary, nullable=False),
     Column("nonce", LargeBinary, nullable=False),
-    Column("ciphertext", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary),  # None when the blob lives in a file
+    Column("location", String(128)),  # file:<path> for the filesystem backend
     Column("created_at", UTCDateTime, nullable=False),
 )
 
