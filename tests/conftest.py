@@ -26,6 +26,7 @@ from carevault.bootstrap import Platform, build, directory_context
 from carevault.domain.audit import STREAMS
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
+from support.softhsm import softhsm  # noqa: F401  (a fixture, shared)
 from support.tokens import professional_token
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

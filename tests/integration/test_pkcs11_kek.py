@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -42,72 +41,10 @@ from carevault.adapters.crypto import (
     seal,
 )
 from carevault.adapters.keys.local_file import create_key_file
+from support.softhsm import PIN, PIN_ENV, SOFTHSM_MODULE, TOKEN, SoftHsm
 
-SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
-TOKEN = "carevault-test"
-PIN = "2468-1357"
-SO_PIN = "87654321"
-PIN_ENV = "CAREVAULT_TEST_HSM_PIN"
 MARKER = b"CAREVAULT-HSM-PLAINTEXT-MARKER"
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class SoftHsm:
-    key_source: str
-    conf: Path
-
-
-def _require_softhsm() -> None:
-    missing = [
-        name
-        for name, present in (
-            ("softhsm2-util", shutil.which("softhsm2-util") is not None),
-            (str(SOFTHSM_MODULE), SOFTHSM_MODULE.exists()),
-        )
-        if not present
-    ]
-    if missing:
-        reason = (
-            f"SoftHSM2 is not installed ({', '.join(missing)} missing): apt-get install softhsm2"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; it is required under CI=true")
-        pytest.skip(reason)
-
-
-@pytest.fixture
-def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsm:
-    _require_softhsm()
-    tokens = tmp_path / "softhsm-tokens"
-    tokens.mkdir()
-    conf = tmp_path / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
-    )
-    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
-    monkeypatch.setenv(PIN_ENV, PIN)
-    subprocess.run(
-        [
-            "softhsm2-util",
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--so-pin",
-            SO_PIN,
-            "--pin",
-            PIN,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    # The module read SOFTHSM2_CONF when this process first loaded it: start it again so it
-    # sees this test's token directory (and nothing of the previous test's).
-    pkcs11.lib(str(SOFTHSM_MODULE)).reinitialize()
-    return SoftHsm(
-        key_source=f"pkcs11:module={SOFTHSM_MODULE};token={TOKEN};pin-env={PIN_ENV}", conf=conf
-    )
 
 
 @pytest.fixture(params=["local", "softhsm"])
