@@ -586,6 +586,10 @@ class Run:
             "max_ms": round(lat[-1], 2) if lat else None,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "cores_busy": self.cores,
+            "cpu_ms_per_request": {
+                who: round(cores * self.seconds * 1000 / self.ok, 3) if self.ok else None
+                for who, cores in self.cores.items()
+            },
             "first_problems": self.problems[:5],
         }
 
@@ -760,6 +764,45 @@ def other_test_runs() -> list[str]:
     return found
 
 
+def wait_until_quiet(patience: float) -> list[str]:
+    """Wait (at most ``patience`` seconds) for 10 s in a row without a pytest run."""
+    deadline, quiet_since, told = time.monotonic() + patience, None, False
+    while True:
+        busy = other_test_runs()
+        now = time.monotonic()
+        if busy:
+            quiet_since = None
+            if not told:
+                say(f"waiting up to {patience:g} s for the test runs on this machine to end …")
+                told = True
+        elif quiet_since is None:
+            quiet_since = now
+        if (quiet_since is not None and now - quiet_since >= 10) or now >= deadline:
+            return busy
+        time.sleep(1)
+
+
+def _spin(seconds: float) -> int:
+    count, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        count += 1
+    return count
+
+
+def cpu_capacity(seconds: float = 1.0) -> float:
+    """How many cores' worth of work all the CPUs do together: busy loops in one process, then
+    in one process per CPU (a shared or hyper-threaded VM gives less than its CPU count)."""
+    import multiprocessing
+
+    cpus = len(os.sched_getaffinity(0))
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        alone = pool.map(_spin, [seconds])[0]
+    with context.Pool(cpus) as pool:
+        together = sum(pool.map(_spin, [seconds] * cpus))
+    return round(together / alone, 2) if alone else float("nan")
+
+
 def machine(pg: dict[str, str], crypto_machine: dict[str, Any]) -> dict[str, Any]:
     versions = {}
     for package in ("uvicorn", "starlette", "fastapi", "httpx", "uvloop", "httptools",
@@ -779,6 +822,7 @@ def machine(pg: dict[str, str], crypto_machine: dict[str, Any]) -> dict[str, Any
         "cryptography_openssl": crypto_machine.get("cryptography_openssl"),
         "postgres": pg,
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "cpu_capacity_cores": cpu_capacity(),
     }
 
 
@@ -824,6 +868,7 @@ class Options:
     aes_seconds: float
     postgres: str
     database: str
+    wait_quiet: float
     out: Path | None
 
 
@@ -844,6 +889,8 @@ def options(argv: list[str] | None) -> Options | None:
                         help="a PostgreSQL URL whose user may create databases")
     parser.add_argument("--database", default=DATABASE,
                         help=f"scratch database, dropped and created again (default {DATABASE})")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="first wait up to SECONDS until no pytest runs on this machine")
     parser.add_argument("--out", type=Path, help=f"default {RESULTS.relative_to(ROOT)} "
                                                  "(quick: nothing written)")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
@@ -864,6 +911,7 @@ def options(argv: list[str] | None) -> Options | None:
         aes_seconds=args.aes_seconds or (1.0 if quick else 3.0),
         postgres=args.postgres,
         database=args.database,
+        wait_quiet=args.wait_quiet,
         out=args.out or (None if quick else RESULTS),
     )
 
@@ -877,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts is None:
         return 0
     signal.signal(signal.SIGTERM, on_sigterm)
-    busy = other_test_runs()
+    busy = wait_until_quiet(opts.wait_quiet) if opts.wait_quiet else other_test_runs()
     if busy:
         say("WARNING: test runs in progress on this machine; the figures will be skewed:")
         for command in busy:
@@ -1025,11 +1073,20 @@ def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, ba
                                      and aes["ratio"] >= GOAL_AES_RATIO},
     }
     errors = {s.name: s.tracebacks() for s in servers if s.tracebacks()}
+    # The clients share the machine's CPU with the server: the baseline's clients take a larger
+    # share, so its throughput understates the bare server. Server CPU per request is the
+    # comparison without the clients.
+    cv_cpu = retrieve_s["cpu_ms_per_request"]["server"]
+    bare_cpu = baseline.summary()["cpu_ms_per_request"]["server"]
+    cpu_ratio = round(bare_cpu / cv_cpu, 3) if cv_cpu and bare_cpu else None
     failed = submit.failures + retrieve.failures + baseline.failures
     return {
         "retrieve_per_s": round(retrieve.per_second, 1),
         "baseline_retrieve_per_s": round(baseline.per_second, 1),
         "retrieve_ratio": round(ratio, 3),
+        "retrieve_server_cpu_ms": cv_cpu,
+        "baseline_server_cpu_ms": bare_cpu,
+        "retrieve_ratio_by_server_cpu": cpu_ratio,
         "retrieve_p50_ms": retrieve_s["p50_ms"],
         "retrieve_p99_ms": retrieve_s["p99_ms"],
         "baseline_p50_ms": baseline.summary()["p50_ms"],
@@ -1088,13 +1145,15 @@ def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, ba
 
 def print_table(result: dict[str, Any]) -> None:
     d = result["details"]
-    rows = [("", "per s", "p50 ms", "p99 ms", "server cores", "postgres cores", "client cores")]
+    rows = [("", "per s", "p50 ms", "p99 ms", "cores: server", "postgres", "clients",
+             "server CPU ms/req")]
     for label, key in (("ITI-65 submit", "submit"), ("ITI-68 retrieve", "retrieve"),
                        ("baseline retrieve", "baseline")):
         s = d[key]
         rows.append((label, f"{s['per_s']:,.1f}", f"{s['p50_ms']}", f"{s['p99_ms']}",
                      f"{s['cores_busy']['server']}", f"{s['cores_busy']['postgres']}",
-                     f"{s['cores_busy']['clients']}"))
+                     f"{s['cores_busy']['clients']}",
+                     f"{s['cpu_ms_per_request']['server']}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     say("")
     for row in rows:
@@ -1104,6 +1163,8 @@ def print_table(result: dict[str, Any]) -> None:
         f"{aes['openssl_mb_per_s']:,.0f} MB/s")
     say(f"submit per core: {result['submit_per_core']} ({result['submit_per_core_divisor']}); "
         f"per CPU of the machine ({result['machine']['cpu_count']}): {result['submit_per_cpu']}")
+    say(f"retrieval ÷ baseline: {result['retrieve_ratio']} by throughput, "
+        f"{result['retrieve_ratio_by_server_cpu']} by server CPU per request")
     for name, goal in result["goals"].items():
         say(f"  {'MET   ' if goal['met'] else 'MISSED'} {name} = {goal['value']} "
             f"(goal {goal['goal']})")

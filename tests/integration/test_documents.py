@@ -435,3 +435,19 @@ def test_orphan_blobs_of_a_failed_submission_are_swept(
     assert platform.documents.sweep_orphans(platform.unit_of_work, older_than=0) == 1
     assert blobs.read("orphan-1") is None
     assert client.get(f"/fhir/Binary/{kept}", headers=gp.headers).content == PDF
+
+
+def test_the_author_marks_a_document_entered_in_error(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, mine, gp = setting
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    url = f"/fhir/DocumentReference/{document_id}/$entered-in-error"
+    assert client.post(url, json={}, headers=mine).status_code == 403  # not the author
+    marked = client.post(url, json={}, headers=gp.headers)
+    assert marked.status_code == 200 and marked.json()["status"] == "entered-in-error"
+    assert client.post(url, json={}, headers=gp.headers).status_code == 409
+    assert find(client, gp.headers, patient_id, status="current").json()["total"] == 0
+    assert find(client, gp.headers, patient_id,
+                status="entered-in-error").json()["total"] == 2  # with its signature
+    assert client.get(f"/fhir/Binary/{document_id}", headers=gp.headers).content == PDF

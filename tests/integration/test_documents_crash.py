@@ -376,6 +376,7 @@ def test_sigkill_during_1000_concurrent_submissions_loses_nothing_acknowledged(
     stored_from = Counter(s.outcome for s in kept.values())
     assert set(stored_from) <= {"acknowledged", "in flight"}, (
         f"stored documents came from {dict(stored_from)}; {summary}")
+    print(f"\n{summary}; stored submissions: {dict(stored_from)}")
     acknowledged = [s for s in run.submissions if s.outcome == "acknowledged"]
     assert len(acknowledged) >= KILL_AFTER_ACKNOWLEDGED
     lost = [s for s in acknowledged

@@ -425,6 +425,20 @@ class DocumentService:
             )
         self._release(uow, record.patient_id, document_id, self.clock())
 
+    def withdraw(
+        self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
+    ) -> None:
+        """The author marks a current document entered-in-error (with its signature)."""
+        stored = self._permitted(uow, subject, record, document_id)
+        if stored.metadata.author_id != subject.id or stored.metadata.signs is not None:
+            raise NotPermitted(
+                "only the document's author marks it entered-in-error", issue_code="forbidden"
+            )
+        if stored.metadata.status is not DocumentStatus.CURRENT:
+            raise Conflict(f"DocumentReference/{document_id} is {stored.metadata.status.value}")
+        self._store(uow).set_status(record.patient_id, document_id, DocumentStatus.ENTERED_IN_ERROR)
+        uow.records.touched_patients.append(record.patient_id)
+
     def release_due(self, units: Callable[[], UnitOfWork]) -> int:
         """Release every held document whose time has come (run periodically)."""
         now = self.clock()

@@ -182,6 +182,14 @@ class DocumentReferenceHandler(ResourceHandler):
             "The author makes a document held from the patient visible to them now",
         ),
         Operation(
+            "entered-in-error",
+            "https://carevault.lu/fhir/OperationDefinition/DocumentReference-entered-in-error",
+            True,
+            frozenset({"POST"}),
+            "The author withdraws a document registered by mistake: its status becomes "
+            "entered-in-error (it is kept, like every version)",
+        ),
+        Operation(
             "privacy",
             "https://carevault.lu/fhir/OperationDefinition/DocumentReference-privacy",
             True,
@@ -202,9 +210,12 @@ class DocumentReferenceHandler(ResourceHandler):
     def operation(self, request: FhirRequest) -> FhirResponse:
         subject, record = _admitted(request)
         document_id = request.resource_id or ""
-        if request.operation == "release":
+        if request.operation in ("release", "entered-in-error"):
             with self.api.unit_of_work() as uow:
-                self.api.documents.release(uow, subject, record, document_id)
+                if request.operation == "release":
+                    self.api.documents.release(uow, subject, record, document_id)
+                else:
+                    self.api.documents.withdraw(uow, subject, record, document_id)
                 uow.commit()
         else:
             self._privacy(request, record, document_id)
