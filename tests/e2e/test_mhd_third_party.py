@@ -235,10 +235,6 @@ def test_publishing_answers_a_transaction_response(record: Record, which: str) -
     assert set_id in {s["id"] for s in sets}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "CareVault answers one entry per created DocumentReference and List (none for the "
-    "Binary), documents first; FHIR R4 (http.html#transaction-response) and MHD ITI-65 want "
-    "one entry per request entry, in request order"))
 def test_the_transaction_response_follows_the_request_entry_for_entry(record: Record) -> None:
     request_types = [e["resource"]["resourceType"] for e in record.pdf.bundle["entry"]]
     response_types = [e["response"]["location"].split("/_history/")[0].rsplit("/", 2)[-2]
@@ -246,9 +242,6 @@ def test_the_transaction_response_follows_the_request_entry_for_entry(record: Re
     assert response_types == request_types
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the locations are versioned ([type]/[id]/_history/1) but vread answers 405, and "
-    "List/[id] cannot be read at all (405): only ITI-66 search finds a SubmissionSet"))
 def test_every_location_of_the_transaction_response_can_be_read_as_given(
         record: Record) -> None:
     for entry in record.pdf.answer.json()["entry"]:

@@ -451,3 +451,39 @@ def test_the_author_marks_a_document_entered_in_error(
     assert find(client, gp.headers, patient_id,
                 status="entered-in-error").json()["total"] == 2  # with its signature
     assert client.get(f"/fhir/Binary/{document_id}", headers=gp.headers).content == PDF
+
+
+def test_retrieval_honours_ranges_conditions_and_fhir_json(
+        client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, _, gp = setting
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    url = f"/fhir/Binary/{document_id}"
+    part = client.get(url, headers={**gp.headers, "Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == PDF[:10]
+    assert part.headers["content-range"] == f"bytes 0-9/{len(PDF)}"
+    tail = client.get(url, headers={**gp.headers, "Range": "bytes=-5"})
+    assert tail.status_code == 206 and tail.content == PDF[-5:]
+    assert client.get(url, headers={**gp.headers, "Range": f"bytes={len(PDF)}-"}
+                      ).status_code == 416
+    whole = client.get(url, headers=gp.headers)
+    assert whole.headers["accept-ranges"] == "bytes"
+    same = client.get(url, headers={**gp.headers, "If-None-Match": whole.headers["etag"]})
+    assert same.status_code == 304 and same.content == b""
+    as_fhir = client.get(url, headers={**gp.headers, "Accept": "application/fhir+json"}).json()
+    assert as_fhir["resourceType"] == "Binary" and base64.b64decode(as_fhir["data"]) == PDF
+    versioned = client.get(f"{url}/_history/1", headers=gp.headers)
+    assert versioned.content == PDF
+    assert client.get(f"{url}/_history/2", headers=gp.headers).status_code == 404
+
+
+def test_the_transaction_response_follows_the_request(
+        client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, _, gp = setting
+    bundle = provide_bundle(patient_id, gp)
+    answer = publish(client, gp, bundle).json()
+    kinds = [e["response"]["location"].split("/_history/")[0].rsplit("/", 2)[-2]
+             for e in answer["entry"]]
+    assert kinds == [e["resource"]["resourceType"] for e in bundle["entry"]]
+    for entry in answer["entry"]:
+        location = entry["response"]["location"].removeprefix("http://127.0.0.1:8000")
+        assert client.get(location, headers=gp.headers).status_code == 200, location

@@ -335,7 +335,8 @@ def test_sigkill_during_1000_concurrent_submissions_loses_nothing_acknowledged(
     run = Run(_submissions(patients, author, signer))
     asyncio.run(_fire(server, token, run))
     outcomes = Counter(s.outcome for s in run.submissions)
-    summary = f"outcomes {dict(outcomes)}, transport errors {dict(run.errors)}"
+    summary = (f"killed at {run.killed_at_acknowledged} acknowledged; outcomes "
+               f"{dict(outcomes)}, transport errors {dict(run.errors)}")
     statuses = Counter(s.status for s in run.submissions)
     if not run.killed:
         server.stop()

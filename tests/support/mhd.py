@@ -1,9 +1,10 @@
 """IHE MHD written by hand, as a third-party system writes it: ITI-65 Provide Document Bundles
-and the small helpers a client needs to read the answers of ITI-65/66/67/68.
+(with the author's IHE DSG signature), a SMART Backend Services token, and the small helpers a
+client needs to read the answers of ITI-65/66/67/68.
 
 Nothing here imports CareVault: every resource is built from the MHD profile and FHIR R4 alone
-(the "Comprehensive Metadata" option), so that the tests that use it exercise the server the way
-an outside client does.
+(the "Comprehensive Metadata" option), tokens and signatures are made with PyJWT, so that the
+tests that use it exercise the server the way an outside client does.
 """
 
 from __future__ import annotations

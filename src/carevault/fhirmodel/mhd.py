@@ -74,6 +74,7 @@ class ProvidedDocument:
     language: str | None
     replaces: str | None  # DocumentReference id of the document this one replaces
     held: bool | datetime  # not yet visible to the patient (until a time, if given)
+    binary_url: str | None  # the fullUrl of the Binary entry holding the bytes, if any
     signs: str | None  # fullUrl of the DocumentReference this signature signs (IHE DSG)
 
 
@@ -84,6 +85,7 @@ class ProvidedSubmission:
     source_id: str
     patient: PatientRef
     documents: tuple[ProvidedDocument, ...]
+    entry_order: tuple[str, ...]  # every entry's fullUrl, as sent: the response follows it
 
 
 def _fail(message: str, where: str) -> InvalidInput:
@@ -246,7 +248,14 @@ def parse_provide_bundle(
                 "every DocumentReference concerns the SubmissionSet's patient",
                 "DocumentReference.subject",
             )
-    return ProvidedSubmission(set_url, set_identifier, source, set_patient, tuple(documents))
+    return ProvidedSubmission(
+        set_url,
+        set_identifier,
+        source,
+        set_patient,
+        tuple(documents),
+        tuple(str(entry["fullUrl"]) for entry in entries),
+    )
 
 
 def _identifier_value(resource: JsonObject, where: str, *, usual: bool) -> str:
@@ -401,6 +410,7 @@ def _document(
         replaces=replaces,
         signs=signs,
         held=_held(resource, f"{here}.extension"),
+        binary_url=url if isinstance(url, str) and url in binaries and data is None else None,
     )
 
 

@@ -449,6 +449,13 @@ class DocumentStore:
             )
         )
 
+    def submission_set(self, set_id: str) -> dict[str, Any] | None:
+        s = t.submission_set
+        row = self.connection.execute(select(s).where(s.c.id == set_id)).first()
+        if row is None:
+            return None
+        return {**row._asdict(), "document_ids": json.loads(row.document_ids)}
+
     def submission_set_taken(self, master_identifier: str) -> bool:
         s = t.submission_set
         return (

@@ -7,6 +7,7 @@ read of one document), and searches filter with the engine's ``visible_filter`` 
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from datetime import UTC, datetime, time
 from typing import Any
@@ -26,6 +27,7 @@ from carevault.api.fhir.door import (
     SearchParam,
     Target,
 )
+from carevault.api.fhir.outcome import HttpProblem
 from carevault.api.fhir.record_handlers import actor_of
 from carevault.domain.authorization import Action, Confidentiality, RecordFacts, Subject
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
@@ -132,20 +134,23 @@ class TransactionHandler(ResourceHandler):
                     )
             published = documents.publish(uow, subject, record, submission)
             uow.commit()
+        # One response entry per request entry, in the same order (FHIR R4 transaction).
         base = request.base_url.rstrip("/")
-        kinds = {submission.full_url: "List"}
-        kinds.update({d.full_url: "DocumentReference" for d in submission.documents})
-        entries = []
-        for full_url, new_id in published.ids.items():
-            kind = kinds.get(full_url, "Binary")
-            entries.append(
-                {
-                    "response": {
-                        "status": "201 Created",
-                        "location": f"{base}/{kind}/{new_id}/_history/1",
-                    }
-                }
-            )
+        locations = {submission.full_url: f"List/{published.submission_set_id}"}
+        for document in submission.documents:
+            document_id = published.ids[document.full_url]
+            locations[document.full_url] = f"DocumentReference/{document_id}"
+            if document.binary_url is not None:
+                locations[document.binary_url] = f"Binary/{document_id}"
+        entries = [
+            {
+                "response": {
+                    "status": "201 Created",
+                    "location": f"{base}/{locations[full_url]}/_history/1",
+                },
+            }
+            for full_url in submission.entry_order
+        ]
         body = {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
         return FhirResponse(200, body, patients=(record.patient_id,))
 
@@ -153,7 +158,7 @@ class TransactionHandler(ResourceHandler):
 class DocumentReferenceHandler(ResourceHandler):
     resource_type = "DocumentReference"
     profile = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/IHE.MHD.Comprehensive.DocumentReference"
-    interactions = frozenset({Interaction.READ, Interaction.SEARCH})
+    interactions = frozenset({Interaction.READ, Interaction.VREAD, Interaction.SEARCH})
     search_params = (
         SearchParam("patient", "reference", "The patient whose record is searched"),
         SearchParam("patient.identifier", "token", "The patient, by national identifier"),
@@ -248,6 +253,10 @@ class DocumentReferenceHandler(ResourceHandler):
                 actor, record.patient_id, document_id, Confidentiality(code)
             )
 
+    def vread(self, request: FhirRequest) -> FhirResponse:
+        _only_version_one(request)
+        return self.read(request)
+
     def read(self, request: FhirRequest) -> FhirResponse:
         subject, record = _admitted(request)
         with self.api.unit_of_work() as uow:
@@ -282,6 +291,40 @@ class DocumentReferenceHandler(ResourceHandler):
         return FhirResponse(200, body, patients=(record.patient_id,))
 
 
+def _only_version_one(request: FhirRequest) -> None:
+    """Documents are never changed in place (a correction is a new document): version 1 is
+    the only one."""
+    if request.version_id != "1":
+        raise NotFound(
+            f"{request.resource_type}/{request.resource_id} has no version {request.version_id}"
+        )
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range (RFC 9110 §14.1.2), or None for the whole content; several
+    ranges, or a malformed header, are answered with the whole content, as the RFC allows."""
+    if header is None or not header.startswith("bytes=") or "," in header:
+        return None
+    first, _, last = header.removeprefix("bytes=").strip().partition("-")
+    try:
+        if first == "":
+            length = int(last)
+            start, end = max(0, size - length), size - 1
+        else:
+            start = int(first)
+            end = min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    if start > end or start >= size:
+        raise RangeNotSatisfiable(size)
+    return start, end
+
+
+class RangeNotSatisfiable(HttpProblem):
+    def __init__(self, size: int) -> None:
+        super().__init__(416, "invalid", f"the range is outside the document's {size} bytes")
+
+
 def _one_document(request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
     stored = DocumentStore(uow.directory.connection).get(request.resource_id or "")
     if stored is None:
@@ -295,7 +338,7 @@ class BinaryHandler(ResourceHandler):
     """ITI-68: the exact bytes, with their content type, never rendered by a browser."""
 
     resource_type = "Binary"
-    interactions = frozenset({Interaction.READ})
+    interactions = frozenset({Interaction.READ, Interaction.VREAD})
 
     def __init__(self, api: ApiContext) -> None:
         self.api = api
@@ -303,24 +346,54 @@ class BinaryHandler(ResourceHandler):
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         return _one_document(request, uow)
 
+    def vread(self, request: FhirRequest) -> FhirResponse:
+        _only_version_one(request)
+        return self.read(request)
+
     def read(self, request: FhirRequest) -> FhirResponse:
+        """The bytes (ranges and conditional requests honoured), or, for a client that asks
+        for FHIR JSON, a Binary resource with the bytes in base64."""
         subject, record = _admitted(request)
         retrieved = self.api.documents.retrieve(
             self.api.unit_of_work, subject, record, request.resource_id or ""
         )
-        metadata = retrieved.metadata
+        metadata, content = retrieved.metadata, retrieved.content
+        etag = f'"{metadata.sha256}"'
+        patients = (record.patient_id,)
+        accept = request.headers.get("accept", "")
+        if "application/fhir+json" in accept and metadata.content_type != "application/fhir+json":
+            body = {
+                "resourceType": "Binary",
+                "id": metadata.id,
+                "meta": {"versionId": "1"},
+                "contentType": metadata.content_type,
+                "data": base64.b64encode(content).decode("ascii"),
+            }
+            return FhirResponse(200, body, {"ETag": etag}, patients=patients)
         headers = {
-            "ETag": f'"{metadata.sha256}"',
+            "ETag": etag,
+            "Accept-Ranges": "bytes",
             "Content-Disposition": f'attachment; filename="{metadata.id}"',
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "sandbox; default-src 'none'",
         }
+        if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+            return FhirResponse(
+                304, None, headers, patients=patients, raw=b"", media_type=metadata.content_type
+            )
+        wanted = _byte_range(request.headers.get("range"), len(content))
+        if wanted is None:
+            return FhirResponse(
+                200, None, headers, patients=patients, raw=content, media_type=metadata.content_type
+            )
+        start, end = wanted
+        headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
         return FhirResponse(
-            200,
+            206,
             None,
             headers,
-            patients=(record.patient_id,),
-            raw=retrieved.content,
+            patients=patients,
+            raw=content[start : end + 1],
             media_type=metadata.content_type,
         )
 
@@ -329,7 +402,7 @@ class SubmissionSetHandler(ResourceHandler):
     """ITI-66: the SubmissionSets of a record, as ``List`` resources."""
 
     resource_type = "List"
-    interactions = frozenset({Interaction.SEARCH})
+    interactions = frozenset({Interaction.READ, Interaction.VREAD, Interaction.SEARCH})
     search_params = (
         SearchParam("patient", "reference", "The patient whose record is searched"),
         SearchParam("patient.identifier", "token", "The patient, by national identifier"),
@@ -340,7 +413,27 @@ class SubmissionSetHandler(ResourceHandler):
         self.api = api
 
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
-        return AccessNeed(Target.RECORD, Action.SEARCH, _search_patient(request, uow))
+        if request.interaction is Interaction.SEARCH:
+            return AccessNeed(Target.RECORD, Action.SEARCH, _search_patient(request, uow))
+        row = DocumentStore(uow.directory.connection).submission_set(request.resource_id or "")
+        if row is None:
+            raise NotFound(f"List/{request.resource_id} is not known")
+        return AccessNeed(Target.RECORD, Action.READ, str(row["patient_id"]))
+
+    def vread(self, request: FhirRequest) -> FhirResponse:
+        _only_version_one(request)
+        return self.read(request)
+
+    def read(self, request: FhirRequest) -> FhirResponse:
+        subject, record = _admitted(request)
+        with self.api.unit_of_work() as uow:
+            row = DocumentStore(uow.directory.connection).submission_set(request.resource_id or "")
+            if row is None or row["patient_id"] != record.patient_id:
+                raise NotFound(f"List/{request.resource_id} is not known")
+            visible = self.api.documents.visible_among(uow, subject, record, row["document_ids"])
+        listed = [i for i in row["document_ids"] if i in visible]
+        body = submission_set_list(row, listed, request.base_url)
+        return FhirResponse(200, body, patients=(record.patient_id,))
 
     def search(self, request: FhirRequest) -> FhirResponse:
         subject, record = _admitted(request)
