@@ -487,3 +487,19 @@ def test_the_transaction_response_follows_the_request(
     for entry in answer["entry"]:
         location = entry["response"]["location"].removeprefix("http://127.0.0.1:8000")
         assert client.get(location, headers=gp.headers).status_code == 200, location
+
+
+def test_find_by_event_code(client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, _, gp = setting
+    colonoscopy = ("http://snomed.info/sct", "73761001")
+    tagged = created_id(publish(client, gp, provide_bundle(patient_id, gp, event=colonoscopy)))
+    publish(client, gp, provide_bundle(patient_id, gp))
+    for value in ("73761001", "http://snomed.info/sct|73761001"):
+        found = find(client, gp.headers, patient_id, event=value).json()
+        ids = [e["resource"]["id"] for e in found["entry"]]
+        assert tagged in ids and len(ids) == 2, value  # the report and its signature
+    assert find(client, gp.headers, patient_id, event="7376").json()["total"] == 0
+    assert find(client, gp.headers, patient_id, event="http://loinc.org|73761001"
+                ).json()["total"] == 0
+    reference = client.get(f"/fhir/DocumentReference/{tagged}", headers=gp.headers).json()
+    assert reference["context"]["event"][0]["coding"][0]["code"] == "73761001"

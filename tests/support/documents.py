@@ -38,7 +38,8 @@ def provide_bundle(patient_id: str, author: Pro | str, content: bytes = PDF, *,
                    content_type: str = "application/pdf", sha1: str | None = None,
                    title: str = "Consultation MARKER-Title-9931",
                    signature: bytes | None = None,
-                   held: bool | str | None = None) -> dict[str, Any]:
+                   held: bool | str | None = None,
+                   event: tuple[str, str] | None = None) -> dict[str, Any]:
     """An ITI-65 Provide Document Bundle, written from the MHD profile alone. A practitioner
     (``Pro``) signs the document; a string author (``Patient/…``) is a patient's upload."""
     doc_url, bin_url, set_url = (f"urn:uuid:{uuid.uuid4()}" for _ in range(3))
@@ -66,6 +67,8 @@ def provide_bundle(patient_id: str, author: Pro | str, content: bytes = PDF, *,
                     "facilityType": {"coding": [{"system": SNOMED, "code": "22232009"}]},
                     "period": {"start": "2026-11-20T09:00:00Z"}},
     }
+    if event is not None:
+        reference["context"]["event"] = [{"coding": [{"system": event[0], "code": event[1]}]}]
     if held is not None:
         reference["extension"] = [{
             "url": "https://carevault.lu/fhir/StructureDefinition/not-yet-visible-to-patient",

@@ -77,6 +77,7 @@ class DocumentMetadata:
     title: str | None = None
     description: str | None = None
     language: str | None = None
+    events: tuple[Coding, ...] = ()  # context.event: the acts documented
     replaces: str | None = None
     signs: str | None = None  # the document this one is the author's signature of (IHE DSG)
     submission_set_id: str | None = None

@@ -74,6 +74,7 @@ class ProvidedDocument:
     language: str | None
     replaces: str | None  # DocumentReference id of the document this one replaces
     held: bool | datetime  # not yet visible to the patient (until a time, if given)
+    events: tuple[Coding, ...]  # context.event
     binary_url: str | None  # the fullUrl of the Binary entry holding the bytes, if any
     signs: str | None  # fullUrl of the DocumentReference this signature signs (IHE DSG)
 
@@ -410,6 +411,12 @@ def _document(
         replaces=replaces,
         signs=signs,
         held=_held(resource, f"{here}.extension"),
+        events=tuple(
+            Coding(str(c["system"]), str(c["code"]), c.get("display"))
+            for concept in context.get("event", [])
+            for c in concept.get("coding", [])
+            if isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
+        ),
         binary_url=url if isinstance(url, str) and url in binaries and data is None else None,
     )
 
@@ -465,6 +472,8 @@ def document_reference(metadata: DocumentMetadata, base_url: str) -> JsonObject:
         "practiceSetting": _concept(metadata.practice_setting),
         "facilityType": _concept(metadata.facility_type),
     }
+    if metadata.events:
+        context["event"] = [_concept(event) for event in metadata.events]
     if metadata.service_start or metadata.service_end:
         context["period"] = {
             **({"start": _fhir_time(metadata.service_start)} if metadata.service_start else {}),

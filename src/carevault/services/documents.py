@@ -384,6 +384,7 @@ class DocumentService:
             title=provided.title,
             description=provided.description,
             language=provided.language,
+            events=provided.events,
             replaces=provided.replaces,
             patient_authored=patient_upload,
             not_yet_visible_to_patient=release_at is not None,

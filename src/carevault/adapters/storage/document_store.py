@@ -70,6 +70,7 @@ class DocumentCriteria:
     setting: list[tuple[str, ...]] = field(default_factory=list)
     facility: list[tuple[str, ...]] = field(default_factory=list)
     format: list[tuple[str, ...]] = field(default_factory=list)
+    event: list[tuple[str, ...]] = field(default_factory=list)
     security_label: list[tuple[str, ...]] = field(default_factory=list)
     related: list[tuple[str, ...]] = field(default_factory=list)  # DocumentReference ids
     date: list[tuple[str, datetime, datetime]] = field(default_factory=list)  # prefix, lo, hi
@@ -97,6 +98,17 @@ def _token(column: Any, alternatives: tuple[str, ...]) -> ColumnElement[bool]:
             tests.append(column == value)
         else:  # a code in any system
             tests.append(column.like(f"%|{_escape_like(value)}", escape="\\"))
+    return or_(*tests)
+
+
+def _events(column: Any, alternatives: tuple[str, ...]) -> ColumnElement[bool]:
+    """``events`` holds `` system|code `` per event: a code matches in any system, system|code
+    exactly."""
+    tests = []
+    for value in alternatives:
+        escaped = _escape_like(value)
+        pattern = f"% {escaped} %" if "|" in value else f"%|{escaped} %"
+        tests.append(column.like(pattern, escape="\\"))
     return or_(*tests)
 
 
@@ -175,6 +187,7 @@ class DocumentStore:
                 format=_code(document.format_code),
                 practice_setting=_code(document.practice_setting),
                 facility_type=_code(document.facility_type),
+                events="".join(f" {_code(event)} " for event in document.events),
                 content_type=document.content_type,
                 size=document.size,
                 sha256=document.sha256,
@@ -281,6 +294,7 @@ class DocumentStore:
             (m.c.format, criteria.format),
         ):
             where += [_token(column, alternatives) for alternatives in wanted]
+        where += [_events(m.c.events, alternatives) for alternatives in criteria.event]
         where += [m.c.status.in_(alternatives) for alternatives in criteria.status]
         where += [
             d.c.confidentiality.in_([v.rpartition("|")[2] for v in alternatives])
@@ -495,6 +509,7 @@ def _stored(row: Row[Any]) -> StoredDocument:
         format_code=_coding(row.format),
         practice_setting=_coding(row.practice_setting),
         facility_type=_coding(row.facility_type),
+        events=tuple(_coding(value) for value in row.events.split()),
         confidentiality=Confidentiality(row.confidentiality),
         engine_class=row.class_code,
         author_id=row.author_id,

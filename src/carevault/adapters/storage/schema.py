@@ -556,6 +556,7 @@ document_metadata = Table(
     Column("format", String(300), nullable=False),
     Column("practice_setting", String(300), nullable=False),
     Column("facility_type", String(300), nullable=False),
+    Column("events", Text, nullable=False),  # " system|code " per context.event, for search
     Column("content_type", String(128), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),

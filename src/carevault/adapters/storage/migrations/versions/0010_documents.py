@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("format", code, nullable=False),
         sa.Column("practice_setting", code, nullable=False),
         sa.Column("facility_type", code, nullable=False),
+        sa.Column("events", sa.Text(), nullable=False),
         sa.Column("content_type", sa.String(length=128), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
