@@ -424,13 +424,16 @@ def bench_engine(
     rules: Counter[str] = Counter()
     permits = 0
     loop_ns: list[float] = []
+    batch_rates: list[float] = []
     for batch in chunks(directory, seed, decisions, chunk, Span(PATIENTS), salt=1):
         timed_as_batch, timed_one_by_one = batch[0::2], batch[1::2]
         start = clock()
         for subject, record, document, _ in timed_as_batch:
             decide(subject, read, record, document, NOW, matrix)
-        batch_ns += clock() - start
+        elapsed = clock() - start
+        batch_ns += elapsed
         batched += len(timed_as_batch)
+        batch_rates.append(len(timed_as_batch) / (elapsed / 1e9))
         for subject, record, document, _ in timed_one_by_one:
             t0 = clock()
             decision = decide(subject, read, record, document, NOW, matrix)
@@ -445,6 +448,12 @@ def bench_engine(
         "latency_decisions": len(latencies),
         "decisions_per_s": round(batched / (batch_ns / 1e9)),
         "mean_us_in_batches": round(batch_ns / batched / 1000, 2),
+        "batches": len(batch_rates),
+        "batch_decisions_per_s": {
+            "min": round(min(batch_rates)),
+            "median": round(statistics.median(batch_rates)),
+            "max": round(max(batch_rates)),
+        },
         "loop_overhead_ns_per_decision": round(statistics.fmean(loop_ns), 1),
         "p50_us": round(percentile(latencies, 0.50) / 1000, 2),
         "p99_us": round(percentile(latencies, 0.99) / 1000, 2),

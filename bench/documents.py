@@ -36,9 +36,11 @@ One run, on this machine and in this order:
 Latency is measured by the client around each request (connection reuse, queueing in the
 server included). CPU time of the server process, of the PostgreSQL backends of the scratch
 database (and the shared WAL writer, checkpointer and background writer), of this process (the
-clients) and of the whole machine is read from /proc for each phase: who was busy, the server's
-CPU milliseconds per request (the comparison with the baseline that leaves the clients' share of
-the CPU out), and whether anything else ran meanwhile (``other``).
+clients), of every other live process (``other``: should be about 0) and of the whole machine is
+read from /proc for each phase; ``ended`` is what the machine spent beyond every live process,
+mostly PostgreSQL backends of connections the pool opened and closed during the phase (their
+count is in ``postgres_per_request.sessions``, from ``pg_stat_database``). The server's CPU
+milliseconds per request compare it with the baseline leaving the clients' share of the CPU out.
 
 Goals (issue 5, item 6): retrieval ≥ 40 % of the baseline's throughput with p99 ≤ 25 ms;
 submission ≥ 300 documents/s per core, where a core is one server worker (``carevault serve``
@@ -206,19 +208,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process (all its threads)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def postgres_cpu_seconds(database: str) -> dict[int, float]:
-    """CPU time, by pid, of the PostgreSQL backends serving ``database`` and of the server's
-    shared writers (WAL writer, checkpointer, background writer)."""
+def processes_cpu_seconds(database: str) -> dict[int, tuple[float, bool]]:
+    """Every live process: its CPU time, and whether it is PostgreSQL working for ``database``
+    (a backend of that database, or the WAL writer, checkpointer or background writer)."""
     shared = ("walwriter", "checkpointer", "background writer")
     found = {}
     for entry in Path("/proc").iterdir():
@@ -226,22 +218,22 @@ def postgres_cpu_seconds(database: str) -> dict[int, float]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            if not stat.split("(", 1)[1].startswith("postgres)"):
-                continue
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            postgres = stat.split("(", 1)[1].startswith("postgres)")
+            command = (entry / "cmdline").read_bytes().decode(errors="replace") if postgres else ""
         except OSError:
             continue
-        if f" {database} " in command or any(f": {w}" in command for w in shared):
-            fields = stat.rsplit(")", 1)[1].split()
-            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
+        fields = stat.rsplit(")", 1)[1].split()
+        ours = postgres and (f" {database} " in command or any(f": {w}" in command
+                                                               for w in shared))
+        found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / _TICKS, ours)
     return found
 
 
 def machine_cpu_seconds() -> float:
     """CPU time spent by the whole machine (every CPU, every process), from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq + steal) / _TICKS
+    user, nice, system, _idle, _iowait, irq, softirq, _steal = values[:8]
+    return (user + nice + system + irq + softirq) / _TICKS
 
 
 def own_cpu_seconds() -> float:
@@ -252,32 +244,42 @@ def own_cpu_seconds() -> float:
 @dataclass
 class CpuSnapshot:
     wall: float
-    server: float
-    postgres: dict[int, float]
+    server_pid: int
+    processes: dict[int, tuple[float, bool]]
     clients: float
     machine: float
 
     @classmethod
     def take(cls, server_pid: int, database: str) -> CpuSnapshot:
-        return cls(time.perf_counter(), cpu_seconds(server_pid), postgres_cpu_seconds(database),
+        return cls(time.perf_counter(), server_pid, processes_cpu_seconds(database),
                    own_cpu_seconds(), machine_cpu_seconds())
 
     def cores_since(self, before: CpuSnapshot) -> dict[str, float]:
-        """Average cores busy between two snapshots (CPU seconds ÷ wall seconds); ``other`` is
-        whatever else ran on the machine meanwhile (it should be about 0)."""
+        """Average cores busy between two snapshots (CPU seconds ÷ wall seconds).
+
+        ``other``: live processes that are none of ours (another test run: should be ~0).
+        ``ended``: what the machine spent beyond every live process: processes that ended in
+        between, mostly PostgreSQL backends of connections the pool closed (see
+        ``postgres_per_request.sessions``), and the kernel's own work (loopback traffic)."""
         wall = self.wall - before.wall
-        server = (self.server - before.server) / wall
-        # A backend that exited in between takes its time with it: a lower bound.
-        postgres = sum(cpu - before.postgres.get(pid, 0.0)
-                       for pid, cpu in self.postgres.items()) / wall
-        clients = (self.clients - before.clients) / wall
-        machine = (self.machine - before.machine) / wall
+        server = postgres = other = 0.0
+        for pid, (cpu, ours) in self.processes.items():
+            spent = cpu - before.processes.get(pid, (0.0, False))[0]
+            if pid == self.server_pid:
+                server += spent
+            elif ours:
+                postgres += spent
+            elif pid != os.getpid():
+                other += spent
+        clients = self.clients - before.clients
+        machine = self.machine - before.machine
         return {
-            "server": round(server, 2),
-            "postgres": round(postgres, 2),
-            "clients": round(clients, 2),
-            "machine": round(machine, 2),
-            "other": round(max(0.0, machine - server - postgres - clients), 2),
+            "server": round(server / wall, 2),
+            "postgres": round(postgres / wall, 2),
+            "clients": round(clients / wall, 2),
+            "other": round(other / wall, 2),
+            "ended": round(max(0.0, machine - server - postgres - clients - other) / wall, 2),
+            "machine": round(machine / wall, 2),
         }
 
 
@@ -378,6 +380,15 @@ class Postgres:
                 for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers",
                              "max_connections")
             }
+
+    def counters(self) -> dict[str, int]:
+        """Sessions opened and transactions of the scratch database, so far."""
+        with self.admin() as conn:
+            row = conn.execute(
+                "SELECT sessions, xact_commit, xact_rollback FROM pg_stat_database"
+                " WHERE datname = %s", (self.name,)).fetchone()
+        names = ("sessions", "commits", "rollbacks")
+        return dict(zip(names, (int(v or 0) for v in row or (0, 0, 0)), strict=True))
 
     def ciphertext_lengths(self) -> dict[str, int]:
         with psycopg.connect(self.url.replace("postgresql+psycopg", "postgresql")) as conn:
@@ -593,6 +604,7 @@ class Run:
     problems: list[str] = field(default_factory=list)
     failures: int = 0
     cores: dict[str, float] = field(default_factory=dict)
+    database: dict[str, int] = field(default_factory=dict)  # pg_stat_database deltas
 
     @property
     def per_second(self) -> float:
@@ -614,8 +626,12 @@ class Run:
             "cpu_ms_per_request": {
                 who: round(self.cores[who] * self.seconds * 1000 / self.ok, 3)
                 if self.ok and who in self.cores else None
-                for who in ("server", "postgres", "clients")
+                for who in ("server", "postgres", "ended", "clients")
             },
+            # Approximate: backends report their counters to pg_stat_database within ~1 s.
+            "postgres_per_request": {
+                name: round(value / self.ok, 2) for name, value in self.database.items()
+            } if self.ok else {},
             "first_problems": self.problems[:5],
         }
 
@@ -631,12 +647,12 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 class Load:
     """C client coroutines on one event loop, each with its own keep-alive connection."""
 
-    def __init__(self, base_url: str, clients: int, card: Card | None, database: str,
+    def __init__(self, base_url: str, clients: int, card: Card | None, pg: Postgres,
                  seen: set[str]) -> None:
         self.base_url = base_url
         self.clients = clients
         self.card = card
-        self.database = database
+        self.pg = pg
         self.seen = seen  # test runs seen on the machine around a timed region
 
     def run(self, name: str, jobs: Iterator[Job], seconds: float, server_pid: int,
@@ -660,10 +676,12 @@ class Load:
                     raise RuntimeError(f"{name}: warm-up failed: {throwaway.problems[:3]}")
             run = Run(name)
             self.seen.update(other_test_runs())
-            before = CpuSnapshot.take(server_pid, self.database)
+            counted = self.pg.counters()
+            before = CpuSnapshot.take(server_pid, self.pg.name)
             deadline = time.perf_counter() + seconds
             await asyncio.gather(*(self._client(s, jobs, deadline, run) for s in sessions))
-            after = CpuSnapshot.take(server_pid, self.database)
+            after = CpuSnapshot.take(server_pid, self.pg.name)
+            run.database = {k: v - counted[k] for k, v in self.pg.counters().items()}
             self.seen.update(other_test_runs())
             run.seconds = after.wall - before.wall
             run.cores = after.cores_since(before)
@@ -1001,7 +1019,7 @@ def main(argv: list[str] | None = None) -> int:
         server.wait_healthy()
         card = Card(base_url, workdir / "card", str(issued["client_id"]))
         card.renew()
-        load = Load(base_url, opts.clients, card, pg.name, seen)
+        load = Load(base_url, opts.clients, card, pg, seen)
 
         encounters = [Job("POST", "/fhir/Encounter", encounter(p, practitioner_id), expect(201))
                       for p in patients]
@@ -1047,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
         bare.wait_healthy()
         say(f"baseline: {opts.clients} clients, GET /content/{{id}} (ciphertext by primary key), "
             f"{opts.seconds:g} s …")
-        bare_load = Load(baseline_url, opts.clients, None, pg.name, seen)
+        bare_load = Load(baseline_url, opts.clients, None, pg, seen)
         order = shuffled_forever(published.ids, random.Random(65_68))
         warm_bare = [next(baseline_jobs(order, lengths)) for _ in range(warm)]
         baseline = bare_load.run("baseline retrieve", baseline_jobs(order, lengths),
@@ -1179,14 +1197,15 @@ def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, ba
 
 def print_table(result: dict[str, Any]) -> None:
     d = result["details"]
-    rows = [("", "per s", "p50 ms", "p99 ms", "cores: server", "postgres", "clients",
-             "other", "server CPU ms/req")]
+    rows = [("", "per s", "p50 ms", "p99 ms", "cores: server", "postgres", "ended",
+             "clients", "other", "server CPU ms/req")]
     for label, key in (("ITI-65 submit", "submit"), ("ITI-68 retrieve", "retrieve"),
                        ("baseline retrieve", "baseline")):
         s = d[key]
         rows.append((label, f"{s['per_s']:,.1f}", f"{s['p50_ms']}", f"{s['p99_ms']}",
                      f"{s['cores_busy']['server']}", f"{s['cores_busy']['postgres']}",
-                     f"{s['cores_busy']['clients']}", f"{s['cores_busy']['other']}",
+                     f"{s['cores_busy']['ended']}", f"{s['cores_busy']['clients']}",
+                     f"{s['cores_busy']['other']}",
                      f"{s['cpu_ms_per_request']['server']}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     say("")

@@ -128,6 +128,17 @@ def document_service(
     )
 
 
+def policy_and_documents(
+    settings: Settings, engine: Engine, log: AuditLog
+) -> tuple[RecordPolicy, DocumentService]:
+    """The record policy and the document service, for commands that act outside the API."""
+    policy = record_policy(settings, engine, log)
+    affinity = load_affinity_domain(settings.affinity_domain_file)
+    return policy, document_service(
+        settings, log, policy.matrix, affinity, document_vault(settings)
+    )
+
+
 def audit_log(settings: Settings, engine: Engine) -> AuditLog:
     signers = signers_from_key_source(settings.key_source, STREAMS)
     return AuditLog(engine, {stream: signer for stream, signer in signers.items()}, utc_now)

@@ -338,3 +338,29 @@ def test_prod_refuses_to_serve_with_the_development_key_source(cli: Cli) -> None
     assert "CAREVAULT_KEY_SOURCE" in done.stderr
     assert "Traceback" not in done.stderr
     assert "Uvicorn running" not in done.stderr
+
+
+def test_the_demo_publishes_signed_documents_for_the_demo_patient(ready: Cli) -> None:
+    """With the PKI initialized (as `make run` does), the demo physician records a care event
+    and publishes two signed documents to the demo patient's record."""
+    from sqlalchemy import create_engine, text
+
+    ready.ok("pki", "init")
+    loaded = ready.ok("demo", "--patients", "20", "--professionals", "5")
+    assert "published 2 signed documents" in loaded.stdout
+    accounts = json.loads((ready.workdir / "var" / "demo-accounts.json").read_text("utf-8"))
+    patient_id = accounts["patients"][0]["patient_id"]
+    engine = create_engine(ready.env["CAREVAULT_DATABASE_URL"])
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text(
+                "select m.content_type, m.signs is not null from document_metadata m "
+                "where m.patient_id = :p"), {"p": patient_id}).all()
+            grants = connection.execute(text(
+                "select source from record_grant where patient_id = :p"),
+                {"p": patient_id}).all()
+    finally:
+        engine.dispose()
+    assert sorted(rows) == [("application/jose", True), ("application/jose", True),
+                            ("application/pdf", False), ("application/pdf", False)]
+    assert grants == [("care-event",)]

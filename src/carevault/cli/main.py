@@ -188,11 +188,37 @@ def demo(
             ca_password=ca_key_password(settings.key_source),
             clock=lambda: datetime.now(UTC),
         )
-        loader.issue_demo_card(unit_of_work, pki_ctx, physicians[0], accounts.parent / "demo-card")
+        card = accounts.parent / "demo-card"
+        if (
+            loader.issue_demo_card(unit_of_work, pki_ctx, physicians[0], card)
+            and (summary.accounts["patients"])
+        ):
+            published = _publish_demo_documents(
+                settings, physicians[0], summary.accounts["patients"][0], card
+            )
+            typer.echo(f"published {published} signed documents to the demo patient's record")
     loader.write_accounts(accounts, summary, settings.public_base_url.rstrip("/") + "/fhir")
     typer.echo(
         f"loaded {summary.organizations} organizations, {summary.practitioners} "
         f"professionals, {summary.patients} patients; demo people in {accounts}"
+    )
+
+
+def _publish_demo_documents(
+    settings: Settings, physician: dict[str, Any], patient: dict[str, Any], card: Path
+) -> int:
+    from carevault.bootstrap import policy_and_documents, units
+    from carevault.demo.documents import publish_demo_documents
+
+    engine = context.engine_for(settings.database_url)
+    policy, documents = policy_and_documents(settings, engine, context.log_for(settings))
+    return publish_demo_documents(
+        units(settings, engine),
+        policy,
+        documents,
+        physician["practitioner_id"],
+        patient["patient_id"],
+        card,
     )
 
 
