@@ -21,7 +21,9 @@ One run, single-threaded, on this machine:
    policy as an ABAC+RBAC model (grants, blocks as deny rules, hidden, V/R levels, the profile
    matrix as a role hierarchy, referral, emergency windows, patients, representatives), loaded
    for a sub-population of patients. Requests drawn by the same sampler from that sub-population
-   go through both engines, which must agree on every one. Delegations cannot be expressed (a
+   go through both engines, which must agree on every one. The two runs are interleaved, one
+   Casbin batch after each engine chunk, so that a slower or faster spell of a shared machine
+   weighs on both sides of the ratio. Delegations cannot be expressed (a
    delegation's level depends on another row, the delegator's own delegable grant, and a Casbin
    matcher sees one policy row at a time), so patients with delegations are left out of the
    Casbin sub-population.
@@ -402,68 +404,72 @@ def loop_overhead_ns(batch: Sequence[Triple]) -> float:
     return best / len(batch)
 
 
-def bench_engine(
-    directory: Directory, seed: int, decisions: int, chunk: int, warmup: int
-) -> dict[str, Any]:
-    """Throughput and latency, each on facts no other decision has seen.
+def warm_up(directory: Directory, seed: int, decisions: int) -> None:
+    """Untimed decisions on requests of their own: the interpreter specializes, the memos fill."""
+    for batch in chunks(directory, seed, decisions, max(1, decisions), Span(PATIENTS), salt=0):
+        for subject, record, document, _ in batch:
+            decide(subject, Action.READ, record, document, NOW, DEFAULT_PROFILE_MATRIX)
 
-    Facts are generated in chunks, outside every timed region. In each chunk the even-numbered
-    requests are decided in one loop timed as a whole (throughput: decisions / loop time, the
-    loop's own cost included); the odd-numbered ones are timed one call at a time (latency, the
-    timer's own cost included: see ``timer_overhead``). Each request is decided exactly once.
+
+class EngineRun:
+    """Throughput and latency on the 1M-patient sample, each request decided exactly once.
+
+    In each chunk of requests (generated outside every timed region) the even-numbered ones are
+    decided in one loop timed as a whole (throughput: decisions / loop time, the loop's own cost
+    included); the odd-numbered ones are timed one call at a time (latency, the timer's own cost
+    included: see ``timer_overhead``).
     """
-    read = Action.READ
-    matrix = DEFAULT_PROFILE_MATRIX
-    clock = time.perf_counter_ns
-    for batch in chunks(directory, seed, warmup, warmup, Span(PATIENTS), salt=0):
-        for subject, record, document, _ in batch:  # warm the interpreter and the memos
-            decide(subject, read, record, document, NOW, matrix)
-    batch_ns = 0
-    batched = 0
-    latencies: list[int] = []
-    rules: Counter[str] = Counter()
-    permits = 0
-    loop_ns: list[float] = []
-    batch_rates: list[float] = []
-    for batch in chunks(directory, seed, decisions, chunk, Span(PATIENTS), salt=1):
+
+    def __init__(self) -> None:
+        self.batch_ns = 0
+        self.batched = 0
+        self.batch_rates: list[float] = []
+        self.loop_ns: list[float] = []
+        self.latencies: list[int] = []
+        self.rules: Counter[str] = Counter()
+        self.permits = 0
+
+    def run(self, batch: list[Triple]) -> None:
+        read, matrix, clock = Action.READ, DEFAULT_PROFILE_MATRIX, time.perf_counter_ns
         timed_as_batch, timed_one_by_one = batch[0::2], batch[1::2]
         start = clock()
         for subject, record, document, _ in timed_as_batch:
             decide(subject, read, record, document, NOW, matrix)
         elapsed = clock() - start
-        batch_ns += elapsed
-        batched += len(timed_as_batch)
-        batch_rates.append(len(timed_as_batch) / (elapsed / 1e9))
+        self.batch_ns += elapsed
+        self.batched += len(timed_as_batch)
+        self.batch_rates.append(len(timed_as_batch) / (elapsed / 1e9))
         for subject, record, document, _ in timed_one_by_one:
             t0 = clock()
             decision = decide(subject, read, record, document, NOW, matrix)
-            latencies.append(clock() - t0)
-            rules[decision.rule] += 1
-            permits += decision.permit
-        loop_ns.append(loop_overhead_ns(timed_as_batch))
-    latencies.sort()
-    return {
-        "decisions": batched + len(latencies),
-        "throughput_decisions": batched,
-        "latency_decisions": len(latencies),
-        "decisions_per_s": round(batched / (batch_ns / 1e9)),
-        "mean_us_in_batches": round(batch_ns / batched / 1000, 2),
-        "batches": len(batch_rates),
-        "batch_decisions_per_s": {
-            "min": round(min(batch_rates)),
-            "median": round(statistics.median(batch_rates)),
-            "max": round(max(batch_rates)),
-        },
-        "loop_overhead_ns_per_decision": round(statistics.fmean(loop_ns), 1),
-        "p50_us": round(percentile(latencies, 0.50) / 1000, 2),
-        "p99_us": round(percentile(latencies, 0.99) / 1000, 2),
-        "p999_us": round(percentile(latencies, 0.999) / 1000, 2),
-        "max_us": round(latencies[-1] / 1000, 2),
-        "mean_us": round(statistics.fmean(latencies) / 1000, 2),
-        "warmup_decisions": warmup,
-        "permits": permits,
-        "rules": dict(rules.most_common()),
-    }
+            self.latencies.append(clock() - t0)
+            self.rules[decision.rule] += 1
+            self.permits += decision.permit
+        self.loop_ns.append(loop_overhead_ns(timed_as_batch))
+
+    def result(self) -> dict[str, Any]:
+        latencies = sorted(self.latencies)
+        return {
+            "decisions": self.batched + len(latencies),
+            "throughput_decisions": self.batched,
+            "latency_decisions": len(latencies),
+            "decisions_per_s": round(self.batched / (self.batch_ns / 1e9)),
+            "mean_us_in_batches": round(self.batch_ns / self.batched / 1000, 2),
+            "batches": len(self.batch_rates),
+            "batch_decisions_per_s": {
+                "min": round(min(self.batch_rates)),
+                "median": round(statistics.median(self.batch_rates)),
+                "max": round(max(self.batch_rates)),
+            },
+            "loop_overhead_ns_per_decision": round(statistics.fmean(self.loop_ns), 1),
+            "p50_us": round(percentile(latencies, 0.50) / 1000, 2),
+            "p99_us": round(percentile(latencies, 0.99) / 1000, 2),
+            "p999_us": round(percentile(latencies, 0.999) / 1000, 2),
+            "max_us": round(latencies[-1] / 1000, 2),
+            "mean_us": round(statistics.fmean(latencies) / 1000, 2),
+            "permits": self.permits,
+            "rules": dict(self.rules.most_common()),
+        }
 
 
 def profile_engine(directory: Directory, seed: int, decisions: int) -> tuple[str, float, float]:
@@ -646,9 +652,14 @@ def load_casbin(install: bool) -> Any:
     return importlib.import_module("casbin")
 
 
-def bench_casbin(
-    casbin: Any, directory: Directory, seed: int, patients: int, decisions: int, seconds: float
-) -> dict[str, Any]:
+@dataclass
+class CasbinSetup:
+    enforcer: Any
+    population: list[int]
+    info: dict[str, Any]
+
+
+def setup_casbin(casbin: Any, directory: Directory, seed: int, patients: int) -> CasbinSetup:
     started = time.perf_counter()
     population: list[int] = []
     rows: list[list[str]] = []
@@ -674,46 +685,56 @@ def bench_casbin(
     load_s = time.perf_counter() - started
     say(f"      loaded {len(rows):,} policy rows for {len(population):,} patients, "
         f"{len(members):,} + {len(profiles)} role links in {load_s:.1f} s")
-
-    agree = total = 0
-    casbin_ns = engine_ns = 0
-    disagreements: Counter[str] = Counter()
-    examples: list[dict[str, Any]] = []
-    clock = time.perf_counter_ns
-    deadline = time.perf_counter() + seconds
-    for batch in chunks(directory, seed, decisions, 1000, population, salt=2):
-        requests = [casbin_request(*triple) for triple in batch]
-        start = clock()
-        allowed = [enforcer.enforce(*request) for request in requests]
-        casbin_ns += clock() - start
-        start = clock()
-        ours = [decide(s, Action.READ, r, d, NOW, DEFAULT_PROFILE_MATRIX) for s, r, d, _ in batch]
-        engine_ns += clock() - start
-        for decision, permit, triple in zip(ours, allowed, batch, strict=True):
-            total += 1
-            if decision.permit == bool(permit):
-                agree += 1
-                continue
-            disagreements[decision.rule] += 1
-            if len(examples) < 5:
-                examples.append({"engine": decision.explain(), "casbin": bool(permit),
-                                 "subject": triple[0].id, "document": triple[2].id})
-        if time.perf_counter() > deadline:
-            break
-    return {
+    return CasbinSetup(enforcer, population, {
         "enforcer": f"casbin.FastEnforcer {casbin_version()} (in-memory, indexed by patient)",
         "patients": len(population),
         "patients_skipped_for_delegations": skipped,
         "policy_rows": len(rows),
         "role_links": len(members) + len(profiles),
         "load_s": round(load_s, 1),
-        "decisions": total,
-        "decisions_per_s": round(total / (casbin_ns / 1e9)),
-        "engine_decisions_per_s_same_requests": round(total / (engine_ns / 1e9)),
-        "agree": agree,
-        "disagreements_by_engine_rule": dict(disagreements),
-        "disagreement_examples": examples,
-    }
+    })
+
+
+class CasbinRun:
+    """The same requests through pycasbin and the engine, each batch timed as a whole (requests
+    built beforehand), the answers compared on every request."""
+
+    def __init__(self, setup: CasbinSetup) -> None:
+        self.setup = setup
+        self.agree = self.total = 0
+        self.casbin_ns = self.engine_ns = 0
+        self.disagreements: Counter[str] = Counter()
+        self.examples: list[dict[str, Any]] = []
+
+    def run(self, batch: list[Triple]) -> None:
+        enforcer, clock = self.setup.enforcer, time.perf_counter_ns
+        requests = [casbin_request(*triple) for triple in batch]
+        start = clock()
+        allowed = [enforcer.enforce(*request) for request in requests]
+        self.casbin_ns += clock() - start
+        start = clock()
+        ours = [decide(s, Action.READ, r, d, NOW, DEFAULT_PROFILE_MATRIX) for s, r, d, _ in batch]
+        self.engine_ns += clock() - start
+        for decision, permit, triple in zip(ours, allowed, batch, strict=True):
+            self.total += 1
+            if decision.permit == bool(permit):
+                self.agree += 1
+                continue
+            self.disagreements[decision.rule] += 1
+            if len(self.examples) < 5:
+                self.examples.append({"engine": decision.explain(), "casbin": bool(permit),
+                                      "subject": triple[0].id, "document": triple[2].id})
+
+    def result(self) -> dict[str, Any]:
+        return {
+            **self.setup.info,
+            "decisions": self.total,
+            "decisions_per_s": round(self.total / (self.casbin_ns / 1e9)),
+            "engine_decisions_per_s_same_requests": round(self.total / (self.engine_ns / 1e9)),
+            "agree": self.agree,
+            "disagreements_by_engine_rule": dict(self.disagreements),
+            "disagreement_examples": self.examples,
+        }
 
 
 def casbin_version() -> str:
@@ -756,7 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="patients whose policies are loaded into pycasbin")
     parser.add_argument("--casbin-decisions", type=int, default=20_000)
     parser.add_argument("--casbin-seconds", type=float, default=30.0,
-                        help="stop the pycasbin run after this long")
+                        help="stop sending requests to pycasbin once it has spent this long")
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--profile", type=int, default=20_000,
                         help="decisions to run under cProfile (0: none)")
@@ -776,12 +797,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     overhead = timer_overhead()
     say(f"timer: perf_counter_ns pair p50 {overhead['p50_ns']} ns, p99 {overhead['p99_ns']} ns "
         "(included in every latency below)")
-    say(f"[1/2] engine: {args.decisions:,} single-document READ decisions, one thread …")
-    engine = bench_engine(directory, args.seed, args.decisions, args.chunk, args.warmup)
-    say(f"[2/2] pycasbin: {args.casbin_patients:,} patients' policies, up to "
-        f"{args.casbin_decisions:,} decisions or {args.casbin_seconds:g} s …")
-    cas = bench_casbin(casbin, directory, args.seed, args.casbin_patients,
-                       args.casbin_decisions, args.casbin_seconds)
+    say(f"[1/3] pycasbin: loading {args.casbin_patients:,} patients' policies …")
+    setup = setup_casbin(casbin, directory, args.seed, args.casbin_patients)
+    rounds = math.ceil(args.decisions / args.chunk)
+    casbin_batch = max(1, math.ceil(args.casbin_decisions / rounds))
+    say(f"[2/3] warm-up: {args.warmup:,} untimed decisions")
+    warm_up(directory, args.seed, args.warmup)
+    say(f"[3/3] {rounds} rounds, one thread: {args.chunk:,} engine requests from the 1M-patient "
+        f"sample, then {casbin_batch:,} requests from the Casbin sub-population through both "
+        "(interleaved, so that a slower or faster spell of the machine weighs on both) …")
+    engine_run, casbin_run = EngineRun(), CasbinRun(setup)
+    casbin_batches = chunks(directory, args.seed, args.casbin_decisions, casbin_batch,
+                            setup.population, salt=2)
+    for batch in chunks(directory, args.seed, args.decisions, args.chunk, Span(PATIENTS), salt=1):
+        engine_run.run(batch)
+        same = next(casbin_batches, None)
+        if same is not None and casbin_run.casbin_ns / 1e9 < args.casbin_seconds:
+            casbin_run.run(same)
+    engine = engine_run.result() | {"warmup_decisions": args.warmup}
+    cas = casbin_run.result()
 
     ratio = round(engine["decisions_per_s"] / cas["decisions_per_s"], 1)
     goals = {"ratio": ratio >= GOAL_RATIO, "p99": engine["p99_us"] <= GOAL_P99_US}
