@@ -881,6 +881,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "already built, nothing else (throughput also includes the loop's own iteration, "
         "latency the timer's own cost)",
         "timer_overhead_ns": overhead,
+        "comparison": f"interleaved: after each engine chunk, {casbin_batch:,} requests from the "
+        "Casbin sub-population go through pycasbin (timed as a batch, requests built "
+        "beforehand), then through the engine (timed as a batch), answers compared on every one",
         "sampled_decisions": engine["decisions"],
         "pycasbin_scale": {
             key: cas[key]
