@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, RowMapping, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, RowMapping, insert, select, update
 
 from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.sql import insert_if_absent
 from carevault.domain.accounts import AccountKind, Mandate, ThrottleState, check_account
 
 
@@ -212,7 +212,9 @@ class AccountStore:
         ordered = sorted(set(keys))
         for key in ordered:
             self.connection.execute(
-                self._insert_ignore(t.login_attempt_state, {"key": key, "failures": 0})
+                insert_if_absent(
+                    self.connection, t.login_attempt_state, {"key": key, "failures": 0}
+                )
             )
         s = t.login_attempt_state
         rows = self.connection.execute(
@@ -233,14 +235,6 @@ class AccountStore:
                 locked_at=state.locked_at,
             )
         )
-
-    def _insert_ignore(self, table: Any, values: dict[str, Any]) -> Insert:
-        dialect = self.connection.dialect.name
-        if dialect == "postgresql":
-            return postgresql.insert(table).values(**values).on_conflict_do_nothing()
-        if dialect == "sqlite":
-            return sqlite.insert(table).values(**values).on_conflict_do_nothing()
-        raise NotImplementedError(f"no insert-if-absent for {dialect}")
 
     # --- notifications ----------------------------------------------------------------------
 

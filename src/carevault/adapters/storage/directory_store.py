@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 
 from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.sql import escape_like
 from carevault.domain.directory import MergeState, PatientEntry
 from carevault.domain.queries import (
     Alternatives,
@@ -77,17 +78,13 @@ class SearchResult:
     items: list[Stored]
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _like_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
-    return column.like(_escape_like(prefix) + "%", escape="\\")  # type: ignore[no-any-return]
+    return column.like(escape_like(prefix) + "%", escape="\\")  # type: ignore[no-any-return]
 
 
 def _word_prefix(column: Any, prefix: str) -> ColumnElement[bool]:
     """Match a prefix of any space-separated word of a folded column."""
-    escaped = _escape_like(prefix)
+    escaped = escape_like(prefix)
     return or_(
         column.like(escaped + "%", escape="\\"), column.like("% " + escaped + "%", escape="\\")
     )

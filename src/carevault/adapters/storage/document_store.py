@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Connection, Row, and_, func, or_, select, 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.record_store import filter_clause
+from carevault.adapters.storage.sql import escape_like
 from carevault.domain.authorization import Confidentiality, DocumentFilter
 from carevault.domain.documents import Coding, DocumentMetadata, DocumentStatus
 
@@ -87,17 +88,13 @@ def _coding(value: str) -> Coding:
     return Coding(system, code)
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _token(column: Any, alternatives: tuple[str, ...]) -> ColumnElement[bool]:
     tests = []
     for value in alternatives:
         if "|" in value:
             tests.append(column == value)
         else:  # a code in any system
-            tests.append(column.like(f"%|{_escape_like(value)}", escape="\\"))
+            tests.append(column.like(f"%|{escape_like(value)}", escape="\\"))
     return or_(*tests)
 
 
@@ -106,7 +103,7 @@ def _events(column: Any, alternatives: tuple[str, ...]) -> ColumnElement[bool]:
     exactly."""
     tests = []
     for value in alternatives:
-        escaped = _escape_like(value)
+        escaped = escape_like(value)
         pattern = f"% {escaped} %" if "|" in value else f"%|{escaped} %"
         tests.append(column.like(pattern, escape="\\"))
     return or_(*tests)

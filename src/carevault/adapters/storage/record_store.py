@@ -26,7 +26,6 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     Connection,
-    Insert,
     Row,
     Select,
     String,
@@ -42,11 +41,11 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.type_api import TypeEngine
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.directory_store import JsonObject, dump
+from carevault.adapters.storage.sql import insert_if_absent
 from carevault.domain.authorization import (
     Block,
     Confidentiality,
@@ -412,7 +411,8 @@ class RecordStore:
         self._touch(patient_id)
         defaults = RecordFacts(patient_id=patient_id)
         self.connection.execute(
-            self._insert_ignore(
+            insert_if_absent(
+                self.connection,
                 t.record,
                 {
                     "patient_id": patient_id,
@@ -802,11 +802,3 @@ class RecordStore:
             .limit(count)
         )
         return int(total.scalar_one()), [_notification(row) for row in rows]
-
-    def _insert_ignore(self, table: Any, values: dict[str, Any]) -> Insert:
-        dialect = self.connection.dialect.name
-        if dialect == "postgresql":
-            return postgresql.insert(table).values(**values).on_conflict_do_nothing()
-        if dialect == "sqlite":
-            return sqlite.insert(table).values(**values).on_conflict_do_nothing()
-        raise NotImplementedError(f"no insert-if-absent for {dialect}")
