@@ -46,7 +46,7 @@ from carevault.domain.authorization import Action
 from carevault.domain.directory import Identifier
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.queries import OrganizationQuery, PatientQuery, PractitionerQuery, RoleQuery
-from carevault.fhirmodel.validate import parse_json, validate_resource
+from carevault.fhirmodel.validate import validate_resource
 from carevault.services import directory as svc
 
 JsonObject = dict[str, Any]
@@ -101,7 +101,7 @@ class DirectoryHandler(ResourceHandler):
         return AccessNeed(Target.DIRECTORY, reading(request))
 
     def body(self, request: FhirRequest) -> JsonObject:
-        return parse_json(request.body, max_depth=self.api.settings.max_json_depth)
+        return request.json_body(self.api.settings.max_json_depth)
 
     def page(self, request: FhirRequest) -> Any:
         return sp.page(

@@ -39,7 +39,7 @@ from carevault.fhirmodel.mhd import (
     patient_reference,
     submission_set_list,
 )
-from carevault.fhirmodel.validate import parse_json, validate_resource
+from carevault.fhirmodel.validate import validate_resource
 
 JsonObject = dict[str, Any]
 
@@ -101,7 +101,7 @@ class TransactionHandler(ResourceHandler):
         self.api = api
 
     def _bundle(self, request: FhirRequest) -> JsonObject:
-        return parse_json(request.body, max_depth=self.api.settings.max_json_depth)
+        return request.json_body(self.api.settings.max_json_depth)
 
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         bundle = self._bundle(request)
@@ -230,9 +230,7 @@ class DocumentReferenceHandler(ResourceHandler):
         )
 
     def _privacy(self, request: FhirRequest, record: RecordFacts, document_id: str) -> None:
-        body = validate_resource(
-            parse_json(request.body, max_depth=self.api.settings.max_json_depth), "Parameters"
-        )
+        body = validate_resource(request.json_body(self.api.settings.max_json_depth), "Parameters")
         values = {p.get("name"): p for p in body.get("parameter", [])}
         unknown = set(values) - {"hidden", "confidentiality"}
         if unknown or not values:

@@ -37,6 +37,7 @@ from carevault.domain.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from carevault.fhirmodel.validate import parse_json
 
 if TYPE_CHECKING:
     from carevault.adapters.storage.unit_of_work import UnitOfWork
@@ -75,6 +76,16 @@ class FhirRequest:
     client: str = ""
     base_url: str = ""
     admission: Admission | None = None  # set by the door once the gate has admitted it
+    # The parsed body, shared by the copies `replace` makes: the gate's `access_need` and the
+    # handler read the same JSON, parsed once (an ITI-65 Bundle can be tens of megabytes).
+    _parsed: dict[int, JsonObject] = field(default_factory=dict, compare=False, repr=False)
+
+    def json_body(self, max_depth: int) -> JsonObject:
+        """The body as a JSON object (see `parse_json`), parsed once per request."""
+        parsed = self._parsed.get(max_depth)
+        if parsed is None:
+            parsed = self._parsed[max_depth] = parse_json(self.body, max_depth=max_depth)
+        return parsed
 
     def param_names(self) -> set[str]:
         return {name for name, _ in self.params}

@@ -45,7 +45,7 @@ from carevault.domain.authorization import (
     Subject,
 )
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
-from carevault.fhirmodel.validate import parse_json, validate_resource
+from carevault.fhirmodel.validate import validate_resource
 from carevault.services.record_policy import Actor
 
 JsonObject = dict[str, Any]
@@ -127,7 +127,7 @@ def _record(request: FhirRequest) -> RecordFacts:
 
 
 def _body(api: ApiContext, request: FhirRequest, kind: str) -> JsonObject:
-    resource = parse_json(request.body, max_depth=api.settings.max_json_depth)
+    resource = request.json_body(api.settings.max_json_depth)
     return validate_resource(resource, kind)
 
 
@@ -252,7 +252,7 @@ class ConsentHandler(ResourceHandler):
         if request.interaction is Interaction.SEARCH:
             return AccessNeed(Target.RECORD, action, _one_patient(request))
         if request.interaction is Interaction.CREATE:
-            resource = parse_json(request.body, max_depth=self.api.settings.max_json_depth)
+            resource = request.json_body(self.api.settings.max_json_depth)
             patient = _reference_id(resource.get("patient"), "Patient", "Consent.patient")
             return AccessNeed(Target.RECORD, action, patient)
         consent_id = request.resource_id or ""
@@ -434,7 +434,7 @@ class EncounterHandler(ResourceHandler):
 
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         if request.interaction is Interaction.CREATE:
-            resource = parse_json(request.body, max_depth=self.api.settings.max_json_depth)
+            resource = request.json_body(self.api.settings.max_json_depth)
             patient = _reference_id(resource.get("subject"), "Patient", "Encounter.subject")
             return AccessNeed(Target.RECORD, Action.CARE_EVENT, patient)
         if request.interaction is Interaction.SEARCH:
