@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import Confidentiality
 from carevault.domain.documents import Coding, DocumentMetadata
 from carevault.domain.errors import InvalidInput
@@ -440,10 +441,6 @@ def new_id() -> str:
 # --- what ITI-66/67 return -------------------------------------------------------------------
 
 
-def _fhir_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _concept(coding: Coding) -> JsonObject:
     entry: JsonObject = {"system": coding.system, "code": coding.code}
     if coding.display:
@@ -467,7 +464,7 @@ def document_reference(metadata: DocumentMetadata, base_url: str) -> JsonObject:
     if metadata.language:
         attachment["language"] = metadata.language
     if metadata.created:
-        attachment["creation"] = _fhir_time(metadata.created)
+        attachment["creation"] = rfc3339_ms(metadata.created)
     context: JsonObject = {
         "practiceSetting": _concept(metadata.practice_setting),
         "facilityType": _concept(metadata.facility_type),
@@ -476,8 +473,8 @@ def document_reference(metadata: DocumentMetadata, base_url: str) -> JsonObject:
         context["event"] = [_concept(event) for event in metadata.events]
     if metadata.service_start or metadata.service_end:
         context["period"] = {
-            **({"start": _fhir_time(metadata.service_start)} if metadata.service_start else {}),
-            **({"end": _fhir_time(metadata.service_end)} if metadata.service_end else {}),
+            **({"start": rfc3339_ms(metadata.service_start)} if metadata.service_start else {}),
+            **({"end": rfc3339_ms(metadata.service_end)} if metadata.service_end else {}),
         }
     authors: list[JsonObject] = []
     if metadata.patient_authored:
@@ -489,13 +486,13 @@ def document_reference(metadata: DocumentMetadata, base_url: str) -> JsonObject:
     resource: JsonObject = {
         "resourceType": "DocumentReference",
         "id": metadata.id,
-        "meta": {"versionId": "1", "lastUpdated": _fhir_time(metadata.indexed)},
+        "meta": {"versionId": "1", "lastUpdated": rfc3339_ms(metadata.indexed)},
         "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": metadata.master_identifier},
         "status": metadata.status.value,
         "type": _concept(metadata.type_code),
         "category": [_concept(metadata.class_code)],
         "subject": {"reference": f"Patient/{metadata.patient_id}"},
-        "date": _fhir_time(metadata.indexed),
+        "date": rfc3339_ms(metadata.indexed),
         "author": authors,
         "securityLabel": [
             {"coding": [{"system": CONFIDENTIALITY_SYSTEM, "code": metadata.confidentiality.value}]}
@@ -515,7 +512,7 @@ def document_reference(metadata: DocumentMetadata, base_url: str) -> JsonObject:
         resource["description"] = metadata.description
     if metadata.release_at is not None:
         resource["extension"] = [
-            {"url": HELD_EXTENSION, "valueDateTime": _fhir_time(metadata.release_at)}
+            {"url": HELD_EXTENSION, "valueDateTime": rfc3339_ms(metadata.release_at)}
         ]
     relations = [
         {"code": code, "target": {"reference": f"DocumentReference/{target}"}}
@@ -534,7 +531,7 @@ def submission_set_list(row: JsonObject, visible_ids: list[str], base_url: str) 
     return {
         "resourceType": "List",
         "id": row["id"],
-        "meta": {"versionId": "1", "lastUpdated": _fhir_time(row["submitted_at"])},
+        "meta": {"versionId": "1", "lastUpdated": rfc3339_ms(row["submitted_at"])},
         "extension": [{"url": SOURCE_ID_EXTENSION, "valueUri": row["source_id"]}],
         "identifier": [
             {"use": "official", "system": "urn:ietf:rfc:3986", "value": row["master_identifier"]}
@@ -543,6 +540,6 @@ def submission_set_list(row: JsonObject, visible_ids: list[str], base_url: str) 
         "mode": "working",
         "code": {"coding": [{"system": SUBMISSION_SET_SYSTEM, "code": "submissionset"}]},
         "subject": {"reference": f"Patient/{row['patient_id']}"},
-        "date": _fhir_time(row["submitted_at"]),
+        "date": rfc3339_ms(row["submitted_at"]),
         "entry": [{"item": {"reference": f"{base}/DocumentReference/{i}"}} for i in visible_ids],
     }

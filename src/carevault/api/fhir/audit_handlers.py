@@ -8,7 +8,6 @@ filters on it before paging.
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime, time
 from typing import Any
 
 from carevault.adapters.storage.audit_store import AuditStore
@@ -77,10 +76,7 @@ class AuditEventHandler(ResourceHandler):
         paging: Page = sp.page(
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
-        recorded = [
-            (d.prefix, datetime.combine(d.start, time(), UTC), datetime.combine(d.end, time(), UTC))
-            for d in sp.dates(request, "date")
-        ]
+        recorded = sp.date_bounds(request, "date")
         with self.log.engine.connect() as connection:
             total, rows = AuditStore(connection).search_entries(
                 "clinical",

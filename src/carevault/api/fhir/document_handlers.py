@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
-from datetime import UTC, datetime, time
 from typing import Any
 
 from carevault.adapters.storage.directory_store import SearchResult, Stored
@@ -28,9 +27,9 @@ from carevault.api.fhir.door import (
     Target,
 )
 from carevault.api.fhir.outcome import HttpProblem
-from carevault.api.fhir.record_handlers import actor_of
-from carevault.domain.authorization import Action, Confidentiality, RecordFacts, Subject
-from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
+from carevault.api.fhir.record_handlers import actor_of, admitted_record
+from carevault.domain.authorization import Action, Confidentiality, RecordFacts
+from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.queries import Page
 from carevault.fhirmodel.mhd import (
     PatientRef,
@@ -42,13 +41,6 @@ from carevault.fhirmodel.mhd import (
 from carevault.fhirmodel.validate import validate_resource
 
 JsonObject = dict[str, Any]
-
-
-def _admitted(request: FhirRequest) -> tuple[Subject, RecordFacts]:
-    admission = request.admission
-    if admission is None or admission.subject is None or admission.record is None:
-        raise NotPermitted("the request was not decided on a record", issue_code="forbidden")
-    return admission.subject, admission.record
 
 
 def _resolve(uow: UnitOfWork, patient: PatientRef, where: str) -> str:
@@ -84,13 +76,6 @@ def _search_patient(request: FhirRequest, uow: UnitOfWork) -> str | None:
     return None
 
 
-def _dates(request: FhirRequest, name: str) -> list[tuple[str, datetime, datetime]]:
-    return [
-        (d.prefix, datetime.combine(d.start, time(), UTC), datetime.combine(d.end, time(), UTC))
-        for d in sp.dates(request, name)
-    ]
-
-
 class TransactionHandler(ResourceHandler):
     """``POST [base]``: an ITI-65 Provide Document Bundle (the only transaction we accept)."""
 
@@ -116,7 +101,7 @@ class TransactionHandler(ResourceHandler):
         )
 
     def transaction(self, request: FhirRequest) -> FhirResponse:
-        subject, record = _admitted(request)
+        subject, record = admitted_record(request)
         documents = self.api.documents
         submission = parse_provide_bundle(
             self._bundle(request),
@@ -214,7 +199,7 @@ class DocumentReferenceHandler(ResourceHandler):
         return need
 
     def operation(self, request: FhirRequest) -> FhirResponse:
-        subject, record = _admitted(request)
+        subject, record = admitted_record(request)
         document_id = request.resource_id or ""
         if request.operation in ("release", "entered-in-error"):
             with self.api.unit_of_work() as uow:
@@ -257,14 +242,14 @@ class DocumentReferenceHandler(ResourceHandler):
         return self.read(request)
 
     def read(self, request: FhirRequest) -> FhirResponse:
-        subject, record = _admitted(request)
+        subject, record = admitted_record(request)
         with self.api.unit_of_work() as uow:
             metadata = self.api.documents.read(uow, subject, record, request.resource_id or "")
         body = document_reference(metadata, request.base_url)
         return FhirResponse(200, body, {"ETag": 'W/"1"'}, patients=(record.patient_id,))
 
     def search(self, request: FhirRequest) -> FhirResponse:
-        subject, record = _admitted(request)
+        subject, record = admitted_record(request)
         criteria = DocumentCriteria(
             status=sp.exact(request, "status"),
             category=sp.exact(request, "category"),
@@ -275,8 +260,8 @@ class DocumentReferenceHandler(ResourceHandler):
             event=sp.exact(request, "event"),
             security_label=sp.exact(request, "security-label"),
             related=sp.references(request, "related", "DocumentReference"),
-            date=_dates(request, "date"),
-            period=_dates(request, "period"),
+            date=sp.date_bounds(request, "date"),
+            period=sp.date_bounds(request, "period"),
             author=sp.references(request, "author", "Practitioner"),
         )
         paging: Page = sp.page(
@@ -353,7 +338,7 @@ class BinaryHandler(ResourceHandler):
     def read(self, request: FhirRequest) -> FhirResponse:
         """The bytes (ranges and conditional requests honoured), or, for a client that asks
         for FHIR JSON, a Binary resource with the bytes in base64."""
-        subject, record = _admitted(request)
+        subject, record = admitted_record(request)
         retrieved = self.api.documents.retrieve(
             self.api.unit_of_work, subject, record, request.resource_id or ""
         )
@@ -425,7 +410,7 @@ class SubmissionSetHandler(ResourceHandler):
         return self.read(request)
 
     def read(self, request: FhirRequest) -> FhirResponse:
-        subject, record = _admitted(request)
+        subject, record = admitted_record(request)
         with self.api.unit_of_work() as uow:
             row = DocumentStore(uow.directory.connection).submission_set(request.resource_id or "")
             if row is None or row["patient_id"] != record.patient_id:
@@ -436,7 +421,7 @@ class SubmissionSetHandler(ResourceHandler):
         return FhirResponse(200, body, patients=(record.patient_id,))
 
     def search(self, request: FhirRequest) -> FhirResponse:
-        subject, record = _admitted(request)
+        subject, record = admitted_record(request)
         codes = {v for alternatives in sp.exact(request, "code") for v in alternatives}
         if codes - {"submissionset", f"{SUBMISSION_SET_CODE}|submissionset"}:
             raise InvalidInput(

@@ -35,6 +35,7 @@ from carevault.api.fhir.door import (
     Target,
     reading,
 )
+from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import (
     Action,
     Decision,
@@ -83,10 +84,6 @@ def _instant(value: Any, where: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _fhir_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _reference_id(value: Any, kind: str, where: str) -> str:
     reference = value.get("reference") if isinstance(value, dict) else None
     if not isinstance(reference, str) or not reference.startswith(f"{kind}/"):
@@ -120,10 +117,15 @@ def actor_of(request: FhirRequest) -> Actor:
 
 
 def _record(request: FhirRequest) -> RecordFacts:
-    record = _admitted(request)[1].record
-    if record is None:
+    return admitted_record(request)[1]
+
+
+def admitted_record(request: FhirRequest) -> tuple[Subject, RecordFacts]:
+    """The subject and the record facts the engine decided on."""
+    subject, admission = _admitted(request)
+    if admission.record is None:
         raise NotPermitted("the request was not decided on a record", issue_code="forbidden")
-    return record
+    return subject, admission.record
 
 
 def _body(api: ApiContext, request: FhirRequest, kind: str) -> JsonObject:
@@ -155,9 +157,9 @@ def _searchset(
 
 def grant_consent(patient_id: str, stored: StoredGrant) -> JsonObject:
     grant = stored.grant
-    period: JsonObject = {"start": _fhir_time(grant.start)}
+    period: JsonObject = {"start": rfc3339_ms(grant.start)}
     if grant.end is not None:
-        period["end"] = _fhir_time(grant.end)
+        period["end"] = rfc3339_ms(grant.end)
     return {
         "resourceType": "Consent",
         "id": grant.id,
@@ -165,7 +167,7 @@ def grant_consent(patient_id: str, stored: StoredGrant) -> JsonObject:
         "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": LOINC, "code": "59284-0"}]}],
         "patient": {"reference": f"Patient/{patient_id}"},
-        "dateTime": _fhir_time(stored.created_at),
+        "dateTime": rfc3339_ms(stored.created_at),
         "policyRule": {"coding": [{"system": ACT_REASON, "code": "TREAT"}]},
         "provision": {
             "type": "permit",
@@ -188,7 +190,7 @@ def block_consent(patient_id: str, stored: StoredBlock) -> JsonObject:
         "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": LOINC, "code": "59284-0"}]}],
         "patient": {"reference": f"Patient/{patient_id}"},
-        "dateTime": _fhir_time(stored.created_at),
+        "dateTime": rfc3339_ms(stored.created_at),
         "provision": {"type": "deny", "actor": [_actor(block.party, block.party_id)]},
     }
 
@@ -231,6 +233,20 @@ def _labels(provision: JsonObject) -> set[str]:
             )
         labels.add(label["code"])
     return labels
+
+
+def _grant_level(provision: JsonObject) -> GrantLevel:
+    """N (or no label): a normal access; N and R: an extended one."""
+    return GrantLevel.EXTENDED if "R" in _labels(provision) else GrantLevel.NORMAL
+
+
+def _emergency_setting(provision: JsonObject) -> EmergencySetting:
+    """The emergency Consent's provision: deny is off; permit opens N, or N and R."""
+    if provision.get("type") == "deny":
+        return EmergencySetting.OFF
+    if "R" in _labels(provision):
+        return EmergencySetting.NORMAL_AND_RESTRICTED
+    return EmergencySetting.NORMAL
 
 
 class ConsentHandler(ResourceHandler):
@@ -305,15 +321,7 @@ class ConsentHandler(ResourceHandler):
             )
         kind = provision.get("type")
         if any(p.get("code") == "ETREAT" for p in provision.get("purpose", [])):
-            labels = _labels(provision)
-            setting = (
-                EmergencySetting.OFF
-                if kind == "deny"
-                else EmergencySetting.NORMAL_AND_RESTRICTED
-                if "R" in labels
-                else EmergencySetting.NORMAL
-            )
-            policy.set_emergency_setting(actor, record.patient_id, setting)
+            policy.set_emergency_setting(actor, record.patient_id, _emergency_setting(provision))
             body = emergency_consent(_reload(self.api, record.patient_id) or record)
             return FhirResponse(201, body, _location(request, body), (record.patient_id,))
         actors = provision.get("actor", [])
@@ -338,8 +346,7 @@ class ConsentHandler(ResourceHandler):
                 )
             body = block_consent(record.patient_id, stored_block)
         else:
-            labels = _labels(provision) or {"N"}
-            level = GrantLevel.EXTENDED if "R" in labels else GrantLevel.NORMAL
+            level = _grant_level(provision)
             period = provision.get("period", {})
             start = (
                 _instant(period["start"], "Consent.provision.period.start")
@@ -370,15 +377,7 @@ class ConsentHandler(ResourceHandler):
         actor = actor_of(request)
         if consent_id.startswith(EMERGENCY_CONSENT_PREFIX):
             provision = resource.get("provision") or {}
-            labels = _labels(provision)
-            setting = (
-                EmergencySetting.OFF
-                if provision.get("type") == "deny"
-                else EmergencySetting.NORMAL_AND_RESTRICTED
-                if "R" in labels
-                else EmergencySetting.NORMAL
-            )
-            policy.set_emergency_setting(actor, record.patient_id, setting)
+            policy.set_emergency_setting(actor, record.patient_id, _emergency_setting(provision))
             return FhirResponse(
                 200,
                 emergency_consent(_reload(self.api, record.patient_id) or record),
@@ -398,8 +397,7 @@ class ConsentHandler(ResourceHandler):
                 policy.unblock(actor, record.patient_id, consent_id)
         elif stored_grant is not None and resource.get("status") == "active":
             provision = resource.get("provision") or {}
-            labels = _labels(provision) or {"N"}
-            level = GrantLevel.EXTENDED if "R" in labels else GrantLevel.NORMAL
+            level = _grant_level(provision)
             period = provision.get("period", {})
             end = (
                 _instant(period["end"], "Consent.provision.period.end") if "end" in period else None
@@ -481,7 +479,7 @@ class EncounterHandler(ResourceHandler):
             )
         encounter_id = uuid.uuid4().hex
         resource["id"] = encounter_id
-        resource["meta"] = {"versionId": "1", "lastUpdated": _fhir_time(now)}
+        resource["meta"] = {"versionId": "1", "lastUpdated": rfc3339_ms(now)}
         with self.api.unit_of_work() as uow:
             uow.records.add_encounter(
                 StoredEncounter(
@@ -571,7 +569,7 @@ def communication(notice: Any) -> JsonObject:
         "category": [{"text": notice.kind}],
         "subject": {"reference": f"Patient/{notice.patient_id}"},
         "recipient": [{"reference": f"Patient/{notice.patient_id}"}],
-        "sent": _fhir_time(notice.created_at),
+        "sent": rfc3339_ms(notice.created_at),
         "payload": texts,
     }
     sender = payload.get("sender")
@@ -613,7 +611,7 @@ def emergency_access_response(api: ApiContext, request: FhirRequest) -> FhirResp
     result = {
         "resourceType": "Parameters",
         "parameter": [
-            {"name": "until", "valueInstant": _fhir_time(window.until)},
+            {"name": "until", "valueInstant": rfc3339_ms(window.until)},
             {
                 "name": "practitioner",
                 "valueReference": {"reference": f"Practitioner/{window.practitioner_id}"},

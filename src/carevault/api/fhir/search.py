@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import date
+from datetime import UTC, date, datetime, time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -150,6 +150,14 @@ def dates(request: FhirRequest, name: str) -> list[DateRange]:
             raise InvalidInput(f"{value!r} is not a valid date", expression=name) from None
         result.append(DateRange(prefix or "eq", start, end))
     return result
+
+
+def date_bounds(request: FhirRequest, name: str) -> list[tuple[str, datetime, datetime]]:
+    """A date parameter as (prefix, start, end) instants at midnight UTC, for a SQL column."""
+    return [
+        (d.prefix, datetime.combine(d.start, time(), UTC), datetime.combine(d.end, time(), UTC))
+        for d in dates(request, name)
+    ]
 
 
 def page(request: FhirRequest, default_size: int, max_size: int) -> Page:
