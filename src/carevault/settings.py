@@ -44,8 +44,13 @@ class Settings(BaseSettings):
         default=None, description="An RFC 3161 time-stamping authority for the tree heads."
     )
     tsa_interval_seconds: float = Field(default=60.0, ge=1.0)
-    # The external ATNA audit record repository (RFC 5425 syslog over TLS); none = no export.
+    # The external ATNA audit record repository (syslog over TLS); none = no export.
     atna_host: str | None = None
+    atna_transport: Literal["rfc5425", "relp"] = Field(
+        default="rfc5425",
+        description="rfc5425: syslog over TLS, a batch confirmed all or nothing; relp: RELP "
+        "over TLS (rsyslog imrelp), each message acknowledged, exactly once across restarts.",
+    )
     atna_port: int = Field(default=6514, ge=1, le=65535)
     atna_ca_file: Path | None = None
     atna_cert_file: Path | None = None
@@ -93,6 +98,12 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=100, ge=1)
     rate_limit_per_minute: int = Field(default=1200, ge=1)
+    # Serving: requests run in a thread pool of this size, each process with a database pool
+    # a little larger (the audit writer and the chores have their own connections).
+    request_threads: int = Field(default=24, ge=1, le=256)
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Server processes of `carevault serve`."
+    )
 
     def check_deployable(self) -> None:
         """Refuse development defaults anywhere but ``dev``; say which setting is at fault."""

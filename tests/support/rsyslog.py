@@ -1,16 +1,20 @@
-"""A private rsyslog that plays the ATNA Audit Record Repository in tests (RFC 5425 receiver).
+"""A private rsyslog that plays the ATNA Audit Record Repository in tests (RFC 5425 and RELP).
 
 ``RsyslogServer`` generates a throwaway PKI with the ``cryptography`` package (a CA, a server
 certificate for ``localhost``/127.0.0.1, a permitted client certificate, a client certificate
 the server does not permit, and a second CA that trusts nothing of ours), writes an rsyslog
 configuration that loads only ``imtcp`` with the ``gtls`` stream driver on 127.0.0.1 (mutual
 TLS, ``x509/name`` with ``PermittedPeer``) and writes every received message with ``omfile``, one
-raw message per line, into one file per APP-NAME. Nothing opens a system socket.
+raw message per line, into one file per APP-NAME. Nothing opens a system socket. With
+``relp=True`` it also loads ``imrelp`` (package ``rsyslog-relp``; librelp with GnuTLS) on a second
+port, ``relp_port``: TLS with the same certificates, ``tls.authMode="name"`` with the same
+permitted peer, into the same files.
 
-``start()`` runs ``rsyslogd -n -f <conf> -i <pidfile>`` and waits until the port listens;
-``stop()`` sends SIGTERM and waits for the exit; ``start()`` again reuses the same port and
-certificates. ``received_lines()`` reads what rsyslog wrote. A machine without ``rsyslogd``
-skips the test, except under ``CI=true`` where that is a failure.
+``start()`` runs ``rsyslogd -n -f <conf> -i <pidfile>`` and waits until the ports listen;
+``stop()`` sends SIGTERM and waits for the exit; ``start()`` again reuses the same ports and
+certificates, and the files received so far stay. ``received_lines()`` reads what rsyslog
+wrote. A machine without ``rsyslogd`` (or, for ``relp=True``, without ``imrelp``) skips the
+test, except under ``CI=true`` where that is a failure.
 
 The main queue is ``Direct``: the input thread itself runs the file action, so a message read
 from a connection is written to the file before the next data from that connection is read.
@@ -36,9 +40,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from carevault.adapters.syslog.relp_sender import RelpSender
 from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 
 RSYSLOGD_CANDIDATES = ("/usr/sbin/rsyslogd", "/sbin/rsyslogd")
+IMRELP_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so",
+    "/usr/lib/aarch64-linux-gnu/rsyslog/imrelp.so",
+    "/usr/lib/rsyslog/imrelp.so",
+    "/usr/lib64/rsyslog/imrelp.so",
+)
 START_SECONDS = 20.0
 STOP_SECONDS = 20.0
 PERMITTED_CLIENT = "carevault-exporter"
@@ -62,6 +73,16 @@ def require_rsyslogd() -> str:
             pytest.fail(f"{message}: required under CI=true")
         pytest.skip(message)
     return binary
+
+
+def require_imrelp() -> None:
+    """Skip the test when rsyslog's RELP input is missing; fail under ``CI=true``."""
+    if any(os.path.exists(path) for path in IMRELP_CANDIDATES):
+        return
+    message = "rsyslog's imrelp is not installed (apt-get install -y rsyslog-relp)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}: required under CI=true")
+    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -262,7 +283,8 @@ def _listening(port: int) -> bool:
 
 
 class RsyslogServer:
-    """A private rsyslogd receiving RFC 5425 syslog over mutual TLS on 127.0.0.1."""
+    """A private rsyslogd receiving RFC 5425 syslog (and, optionally, RELP) over mutual TLS
+    on 127.0.0.1."""
 
     def __init__(
         self,
@@ -270,8 +292,12 @@ class RsyslogServer:
         *,
         permitted_peers: Iterable[str] = (PERMITTED_CLIENT,),
         binary: str | None = None,
+        relp: bool = False,
     ) -> None:
         self.binary = binary or require_rsyslogd()
+        if relp:
+            require_imrelp()
+        self.relp = relp
         self.workdir = workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.output_dir = self.workdir / "received"
@@ -280,6 +306,7 @@ class RsyslogServer:
         self.host = "127.0.0.1"
         self.server_name = SERVER_NAME
         self.port = free_port()
+        self.relp_port = free_port() if relp else None
         self.config_file = self.workdir / "rsyslog.conf"
         self.pid_file = self.workdir / "rsyslogd.pid"
         # rsyslogd -n writes its own messages (TLS errors, refused peers) to stderr.
@@ -315,6 +342,24 @@ ruleset(name="atna") {{
   action(type="omfile" dynaFile="perApp" template="rawLine")
 }}
 input(type="imtcp" address="127.0.0.1" port="{self.port}" ruleset="atna")
+{self._relp_config(peers)}"""
+
+    def _relp_config(self, peers: str) -> str:
+        if self.relp_port is None:
+            return ""
+        # imrelp takes its own TLS settings (librelp does the TLS, not the gtls driver);
+        # "name" checks the client certificate against the CA and the permitted names.
+        return f"""\
+module(load="imrelp" tls.tlslib="gnutls")
+input(type="imrelp" address="127.0.0.1" port="{self.relp_port}" ruleset="atna"
+  maxDataSize="64k"
+  tls="on"
+  tls.cacert={_quote(self.pki.ca_file)}
+  tls.mycert={_quote(self.pki.server_cert)}
+  tls.myprivkey={_quote(self.pki.server_key)}
+  tls.authMode="name"
+  tls.permittedPeer=[{peers}]
+)
 """
 
     def _check_config(self) -> None:
@@ -353,12 +398,13 @@ input(type="imtcp" address="127.0.0.1" port="{self.port}" ruleset="atna")
         finally:
             console.close()
         deadline = time.monotonic() + START_SECONDS
-        while not _listening(self.port):
+        ports = [self.port] if self.relp_port is None else [self.port, self.relp_port]
+        while not all(_listening(port) for port in ports):
             if self._process.poll() is not None:
                 raise RuntimeError(f"rsyslogd exited at start:\n{self.diagnostics()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"rsyslogd did not listen on {self.port}:\n{self.diagnostics()}")
+                raise RuntimeError(f"rsyslogd did not listen on {ports}:\n{self.diagnostics()}")
             time.sleep(0.05)
 
     def terminate(self) -> None:
@@ -436,10 +482,41 @@ def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> bool:
     return True
 
 
-def sender_for(server: RsyslogServer, *, ca_file: Path | None = None,
-               cert: Path | None = None, key: Path | None = None) -> TlsSyslogSender:
+def sender_for(
+    server: RsyslogServer,
+    *,
+    ca_file: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> TlsSyslogSender:
     """A sender that trusts ``server`` and presents the permitted client certificate."""
     return TlsSyslogSender.from_files(
-        server.host, server.port, str(ca_file or server.pki.ca_file),
-        str(cert or server.pki.client_cert), str(key or server.pki.client_key),
-        server_name=server.server_name, timeout=5.0)
+        server.host,
+        server.port,
+        str(ca_file or server.pki.ca_file),
+        str(cert or server.pki.client_cert),
+        str(key or server.pki.client_key),
+        server_name=server.server_name,
+        timeout=5.0,
+    )
+
+
+def relp_sender_for(
+    server: RsyslogServer,
+    *,
+    ca_file: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    timeout: float = 5.0,
+) -> RelpSender:
+    """A RELP sender that trusts ``server`` and presents the permitted client certificate."""
+    assert server.relp_port is not None, "the server was made without relp=True"
+    return RelpSender.from_files(
+        server.host,
+        server.relp_port,
+        str(ca_file or server.pki.ca_file),
+        str(cert or server.pki.client_cert),
+        str(key or server.pki.client_key),
+        server_name=server.server_name,
+        timeout=timeout,
+    )

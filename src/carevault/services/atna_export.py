@@ -4,10 +4,12 @@ The audit log is append-only; every entry has a stream ("clinical" or "operator"
 contiguous ``leaf_index`` per stream. For each (stream, destination) the source keeps a durable
 cursor: the last leaf index the repository confirmed. ``AtnaExporter.run_once`` reads the next
 batch after the cursor, sends it as RFC 5424 messages in one ``deliver`` call and advances the
-cursor only when the sender confirmed the batch (see ``carevault.adapters.syslog.tls_sender``
-for what confirms it). A repository that is down for minutes loses nothing: the cursor stays,
-and the same entries go again, in order, when it is back. Each stream has its own exporter,
-cursor and APP-NAME (and may have its own destination).
+cursor over what the sender confirmed: the whole batch when ``deliver`` returns, the first
+``DeliveryError.confirmed`` messages when it fails part-way (a transport that acknowledges
+each message can say so; one that cannot confirms all or nothing and says 0). A repository
+that is down for minutes loses nothing: the cursor stays, and the unconfirmed entries go again,
+in order, when it is back. Each stream has its own exporter, cursor and APP-NAME (and may have
+its own destination).
 
 Each message is ``<85>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [carevault@32473 stream="…"
 leafIndex="…"] BOM{AuditEvent JSON}``. ``carevault@32473`` uses 32473, the private enterprise
@@ -15,11 +17,16 @@ number that RFC 5612 reserves for documentation examples, until CareVault has it
 number. The stream and leaf index identify an entry, so a repository can also drop repeats.
 TIMESTAMP is when the batch was formatted (the event's own time is inside the AuditEvent).
 
-Exactly once, as counted by the repository, holds when every batch either is confirmed or was
-not stored at all; the two residual cases (stored but not confirmed, so sent again; confirmed
-but lost inside a receiver that crashed before writing) are those of the sender's docstring,
-plus one of ours: a crash between a confirmed delivery and ``confirm`` sends the batch again.
-Delivery failures are logged with the destination and leaf range, never the message contents.
+Exactly once, as counted by the repository, holds when every message the repository stored was
+confirmed to us, and every confirmed message was stored. How close a transport comes is in its
+sender's docstring: over RELP (``carevault.adapters.syslog.relp_sender``) each message is
+acknowledged, so a repository stopped in the middle of a batch gets the unacknowledged rest
+once; over RFC 5425 (``carevault.adapters.syslog.tls_sender``) nothing tells which part of a
+batch was read, so a batch interrupted part-way is sent again whole. The residual cases (stored
+but not confirmed, so sent again; confirmed but lost inside a receiver that died before
+writing) are listed there, plus one of ours: a crash between a confirmed delivery and
+``confirm`` sends those entries again. Delivery failures are logged with the destination, the
+leaf range and how many were confirmed, never the message contents.
 """
 
 from __future__ import annotations
@@ -36,8 +43,8 @@ from typing import Protocol
 from sqlalchemy import Engine
 
 from carevault.adapters.storage.audit_store import AuditStore
+from carevault.adapters.syslog import DeliveryError
 from carevault.adapters.syslog.rfc5424 import format_message
-from carevault.adapters.syslog.tls_sender import DeliveryError
 from carevault.domain.audit import AuditRecord
 from carevault.fhirmodel.audit_event import audit_event
 
@@ -69,7 +76,8 @@ class ExportSource(Protocol):
 
 class Sender(Protocol):
     def deliver(self, messages: Sequence[bytes]) -> None:
-        """Deliver all messages or raise ``DeliveryError``."""
+        """Deliver all messages, or raise ``DeliveryError`` whose ``confirmed`` counts the
+        leading messages the repository did confirm (0 when none, or when it cannot tell)."""
         ...
 
 
@@ -115,7 +123,7 @@ class AtnaExporter:
         self._format(clock(), 0, "{}")  # refuse an invalid APP-NAME or HOSTNAME now
 
     def run_once(self) -> int:
-        """Send one batch if any; the number confirmed (0 when none, or delivery failed)."""
+        """Send one batch if any; the number confirmed (fewer than the batch on a failure)."""
         return self._attempt().sent
 
     def run_forever(
@@ -136,6 +144,8 @@ class AtnaExporter:
                 )
                 outcome = _Outcome(sent=0, failed=True)
             if outcome.failed:
+                if outcome.sent:
+                    delay = retry_seconds  # it was answering a moment ago: no long pause
                 stop.wait(delay)
                 delay = min(delay * 2, max_retry_seconds)
                 continue
@@ -158,16 +168,25 @@ class AtnaExporter:
         try:
             self.sender.deliver(messages)
         except DeliveryError as error:
+            confirmed = error.confirmed
+            if confirmed > len(batch):
+                raise ValueError(
+                    f"the sender confirmed {confirmed} messages of a batch of {len(batch)}"
+                ) from error
             log.warning(
-                "ATNA delivery of stream %s leaves %d..%d (%d messages) to %s failed: %s",
+                "ATNA delivery of stream %s leaves %d..%d (%d messages) to %s failed "
+                "with %d confirmed: %s",
                 self.stream,
                 first,
                 last,
                 len(batch),
                 self.destination,
+                confirmed,
                 error,
             )
-            return _Outcome(sent=0, failed=True)
+            if confirmed:
+                self.source.confirm(self.stream, self.destination, first + confirmed - 1)
+            return _Outcome(sent=confirmed, failed=True)
         self.source.confirm(self.stream, self.destination, last)
         return _Outcome(sent=len(batch), failed=False)
 

@@ -26,8 +26,10 @@ connection:
    answered close_notify confirms.
 
 Anything else - refused connection, TLS failure, certificate not trusted, timeout (one deadline
-covers the whole exchange), reset, EOF without the kernel evidence - raises ``DeliveryError``;
-the caller retries the whole batch later on a new connection.
+covers the whole exchange), reset, EOF without the kernel evidence - raises ``DeliveryError``
+with ``confirmed`` 0: nothing tells which part of the batch was read, so the caller retries the
+whole batch later on a new connection. (``carevault.adapters.syslog.relp_sender`` is the
+transport that acknowledges each message.)
 
 Residual risks. Each message arrives exactly once when the receiver stores what it reads and
 either reads a whole batch or stores none of it; outside that:
@@ -51,14 +53,42 @@ import termios
 import time
 from collections.abc import Sequence
 
+from carevault.adapters.syslog import DeliveryError
 from carevault.adapters.syslog.rfc5424 import frame
+
+__all__ = ["DeliveryError", "TlsSyslogSender", "check_client_context", "client_context"]
 
 TCP_CLOSE_WAIT = 8  # tcp_states.h: the peer sent FIN, we have not closed yet
 _CHUNK = 64 * 1024
 
 
-class DeliveryError(Exception):
-    """The batch was not confirmed as read by the receiver; it must be sent again."""
+def client_context(
+    ca_file: str, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
+    """A TLS client context trusting ``ca_file``, with an optional client certificate and key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and name
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(cafile=ca_file)
+    if cert_file is not None:
+        context.load_cert_chain(certfile=cert_file, keyfile=key_file)
+    elif key_file is not None:
+        raise ValueError("a client key needs its certificate (cert_file)")
+    return context
+
+
+def check_client_context(context: ssl.SSLContext) -> None:
+    """Refuse a context that would not verify the receiver; make a bare EOF an error.
+
+    Shared by every syslog transport: the server certificate and host name are verified, TLS
+    1.2 is the oldest version allowed, and ``OP_IGNORE_UNEXPECTED_EOF`` is cleared (with it,
+    OpenSSL would take a bare EOF for the peer's close_notify, and a receiver that vanished
+    would look like one that closed in order).
+    """
+    if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
+        raise ValueError("the TLS context must verify the server certificate and host name")
+    if context.minimum_version < ssl.TLSVersion.TLSv1_2:
+        raise ValueError("the TLS context must not allow versions below TLS 1.2")
+    context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
 
 
 class TlsSyslogSender:
@@ -73,15 +103,9 @@ class TlsSyslogSender:
         server_name: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
-            raise ValueError("the TLS context must verify the server certificate and host name")
-        if context.minimum_version < ssl.TLSVersion.TLSv1_2:
-            raise ValueError("the TLS context must not allow versions below TLS 1.2")
+        check_client_context(context)
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        # With this option OpenSSL would take a bare EOF for the peer's close_notify, and a
-        # receiver that vanished would look like one that confirmed.
-        context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
         self.host = host
         self.port = port
         self.context = context
@@ -100,13 +124,7 @@ class TlsSyslogSender:
         timeout: float = 10.0,
     ) -> TlsSyslogSender:
         """A sender trusting ``ca_file``, with an optional client certificate and key."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and name
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_verify_locations(cafile=ca_file)
-        if cert_file is not None:
-            context.load_cert_chain(certfile=cert_file, keyfile=key_file)
-        elif key_file is not None:
-            raise ValueError("a client key needs its certificate (cert_file)")
+        context = client_context(ca_file, cert_file, key_file)
         return cls(host, port, context, server_name=server_name, timeout=timeout)
 
     @property
