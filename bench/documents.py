@@ -102,7 +102,6 @@ TOKEN_RENEW_AFTER_S = 240  # tokens live 5 minutes
 STARTUP_SECONDS = 60.0
 QUIET_OTHER_CORES = 0.25  # CPU used by anything else during a phase, above which it is noisy
 QUIET_CAPACITY = 0.85  # of the CPU count: the CPUs' throughput together, below which it is noisy
-SERVER_WORKERS = 1  # `carevault serve` runs one uvicorn worker; so does the baseline
 
 GOAL_RETRIEVE_RATIO = 0.40
 GOAL_RETRIEVE_P99_MS = 25.0
@@ -177,12 +176,21 @@ def baseline_app(database_url: str) -> Any:
     )
 
 
-def serve_baseline(database_url: str, port: int) -> None:
+def baseline_factory() -> Any:
+    """The baseline app of each worker process (``--workers`` > 1)."""
+    return baseline_app(os.environ["CAREVAULT_BENCH_BASELINE_URL"])
+
+
+def serve_baseline(database_url: str, port: int, workers: int) -> None:
     import uvicorn
 
     # The same call as `carevault serve` makes (carevault.cli.main.serve).
+    os.environ["CAREVAULT_BENCH_BASELINE_URL"] = database_url
     uvicorn.run(
-        baseline_app(database_url),
+        baseline_app(database_url) if workers == 1 else "documents:baseline_factory",
+        factory=workers > 1,
+        workers=workers,
+        app_dir=str(Path(__file__).parent),
         host="127.0.0.1",
         port=port,
         log_level="info",
@@ -209,9 +217,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def processes_cpu_seconds(database: str) -> dict[int, tuple[float, bool]]:
-    """Every live process: its CPU time, and whether it is PostgreSQL working for ``database``
-    (a backend of that database, or the WAL writer, checkpointer or background writer)."""
+def processes_cpu_seconds(database: str) -> dict[int, tuple[float, bool, int]]:
+    """Every live process: its CPU time, whether it is PostgreSQL working for ``database``
+    (a backend of that database, or the WAL writer, checkpointer or background writer), and
+    its parent's pid."""
     shared = ("walwriter", "checkpointer", "background writer")
     found = {}
     for entry in Path("/proc").iterdir():
@@ -226,7 +235,8 @@ def processes_cpu_seconds(database: str) -> dict[int, tuple[float, bool]]:
         fields = stat.rsplit(")", 1)[1].split()
         ours = postgres and (f" {database} " in command or any(f": {w}" in command
                                                                for w in shared))
-        found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / _TICKS, ours)
+        found[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / _TICKS, ours,
+                                  int(fields[1]))
     return found
 
 
@@ -246,7 +256,7 @@ def own_cpu_seconds() -> float:
 class CpuSnapshot:
     wall: float
     server_pid: int
-    processes: dict[int, tuple[float, bool]]
+    processes: dict[int, tuple[float, bool, int]]
     clients: float
     machine: float
 
@@ -264,9 +274,10 @@ class CpuSnapshot:
         ``postgres_per_request.sessions``), and the kernel's own work (loopback traffic)."""
         wall = self.wall - before.wall
         server = postgres = other = 0.0
-        for pid, (cpu, ours) in self.processes.items():
-            spent = cpu - before.processes.get(pid, (0.0, False))[0]
-            if pid == self.server_pid:
+        tree = _descendants(self.server_pid, {**before.processes, **self.processes})
+        for pid, (cpu, ours, _parent) in self.processes.items():
+            spent = cpu - before.processes.get(pid, (0.0, False, 0))[0]
+            if pid in tree:
                 server += spent
             elif ours:
                 postgres += spent
@@ -282,6 +293,20 @@ class CpuSnapshot:
             "ended": round(max(0.0, machine - server - postgres - clients - other) / wall, 2),
             "machine": round(machine / wall, 2),
         }
+
+
+def _descendants(root: int, processes: dict[int, tuple[float, bool, int]]) -> set[int]:
+    """``root`` and every process below it (a server's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for pid, (_cpu, _ours, parent) in processes.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+    return found
 
 
 class Server:
@@ -411,6 +436,8 @@ def carevault_env(workdir: Path, database_url: str, base_url: str) -> dict[str, 
         # cap one physician's card at 20 requests/s.
         "CAREVAULT_RATE_LIMIT_PER_MINUTE": str(100_000_000),
     })
+    if "CAREVAULT_REQUEST_THREADS" in os.environ:  # to compare thread pool sizes
+        env["CAREVAULT_REQUEST_THREADS"] = os.environ["CAREVAULT_REQUEST_THREADS"]
     return env
 
 
@@ -927,6 +954,8 @@ class Options:
     database: str
     wait_quiet: float
     out: Path | None
+    profile: Path | None
+    workers: int
 
 
 def options(argv: list[str] | None) -> Options | None:
@@ -934,6 +963,8 @@ def options(argv: list[str] | None) -> Options | None:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 50 patients, 300 submissions, 4 s phases")
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes, for CareVault and the baseline alike")
     parser.add_argument("--patients", type=int, help="default 300 (quick: 50)")
     parser.add_argument("--document-bytes", type=int, default=16 * 1024)
     parser.add_argument("--submissions", type=int,
@@ -950,12 +981,14 @@ def options(argv: list[str] | None) -> Options | None:
                         help="first wait up to SECONDS until no pytest runs on this machine")
     parser.add_argument("--out", type=Path, help=f"default {RESULTS.relative_to(ROOT)} "
                                                  "(quick: nothing written)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample the server with py-spy during each phase, into DIR")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_baseline:
-        serve_baseline(args.database_url, args.port)
+        serve_baseline(args.database_url, args.port, args.workers)
         return None
     quick = bool(args.quick)
     return Options(
@@ -970,7 +1003,30 @@ def options(argv: list[str] | None) -> Options | None:
         database=args.database,
         wait_quiet=args.wait_quiet,
         out=args.out or (None if quick else RESULTS),
+        profile=args.profile,
+        workers=args.workers,
     )
+
+
+@contextlib.contextmanager
+def profiled(directory: Path | None, name: str, pid: int) -> Iterator[None]:
+    """py-spy samples ``pid`` while the phase runs (the figures of a profiled run are skewed)."""
+    if directory is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / (re.sub(r"[^a-z0-9]+", "-", name.lower()) + ".txt")
+    sampler = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--gil",
+                                "--subprocesses", "--rate", "100", "--output", str(out)],
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(timeout=60)
+        say(f"  profile: {out}")
 
 
 def on_sigterm(_signum: int, _frame: Any) -> None:
@@ -1023,7 +1079,8 @@ def main(argv: list[str] | None = None) -> int:
                      str(workdir / "card"), "--json")
 
         server = Server("carevault", [CAREVAULT, "serve", "--host", "127.0.0.1", "--port",
-                                      str(port)], env, workdir, base_url)
+                                      str(port), "--workers", str(opts.workers)],
+                        env, workdir, base_url)
         servers.append(server)
         server.wait_healthy()
         card = Card(base_url, workdir / "card", str(issued["client_id"]))
@@ -1046,8 +1103,9 @@ def main(argv: list[str] | None = None) -> int:
         card.renew()
         say(f"ITI-65: {opts.clients} clients, up to {opts.submissions:,} Bundles or "
             f"{opts.seconds:g} s …")
-        submit = load.run("ITI-65 submit", submission_jobs(bundles[warm:], published),
-                          opts.seconds, server.pid, warmup)
+        with profiled(opts.profile, "submit", server.pid):
+            submit = load.run("ITI-65 submit", submission_jobs(bundles[warm:], published),
+                              opts.seconds, server.pid, warmup)
         del bundles
         report_run(submit, server)
 
@@ -1058,9 +1116,10 @@ def main(argv: list[str] | None = None) -> int:
         order = shuffled_forever(published.ids, rng)
         warm_reads = [next(retrieval_jobs(order, published, opts.document_bytes))
                       for _ in range(warm)]
-        retrieve = load.run("ITI-68 retrieve", retrieval_jobs(order, published,
-                                                              opts.document_bytes),
-                            opts.seconds, server.pid, warm_reads)
+        with profiled(opts.profile, "retrieve", server.pid):
+            retrieve = load.run("ITI-68 retrieve", retrieval_jobs(order, published,
+                                                                  opts.document_bytes),
+                                opts.seconds, server.pid, warm_reads)
         report_run(retrieve, server)
         server.stop()
 
@@ -1069,7 +1128,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline_url = f"http://127.0.0.1:{baseline_port}"
         bare = Server("baseline", [sys.executable, str(Path(__file__).resolve()),
                                    "--serve-baseline", "--database-url", pg.url, "--port",
-                                   str(baseline_port)], env, workdir, baseline_url)
+                                   str(baseline_port), "--workers", str(opts.workers)],
+                      env, workdir, baseline_url)
         servers.append(bare)
         bare.wait_healthy()
         say(f"baseline: {opts.clients} clients, GET /content/{{id}} (ciphertext by primary key), "
@@ -1119,7 +1179,9 @@ def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, ba
               servers: list[Server]) -> dict[str, Any]:
     retrieve_s, submit_s = retrieve.summary(), submit.summary()
     ratio = retrieve.per_second / baseline.per_second if baseline.per_second else 0.0
-    per_core = submit.per_second / SERVER_WORKERS
+    # A core is a server worker, a process: the machine's cores when there are more workers.
+    server_cores_used = min(opts.workers, os.cpu_count() or 1)
+    per_core = submit.per_second / server_cores_used
     server_cores = submit.cores.get("server") or 0.0
     goals = {
         "retrieve_ratio": {"value": round(ratio, 3), "goal": f">= {GOAL_RETRIEVE_RATIO}",
@@ -1154,8 +1216,8 @@ def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, ba
         "baseline_p99_ms": baseline.summary()["p99_ms"],
         "submit_per_s": round(submit.per_second, 1),
         "submit_per_core": round(per_core, 1),
-        "submit_per_core_divisor": f"server workers ({SERVER_WORKERS}): `carevault serve` is "
-                                   "one uvicorn worker, one Python process",
+        "submit_per_core_divisor": f"server workers ({opts.workers}) on "
+                                   f"{os.cpu_count()} cores: {server_cores_used}",
         "submit_per_cpu": round(submit.per_second / (os.cpu_count() or 1), 1),
         "submit_per_server_cpu_second": round(submit.per_second / server_cores, 1)
         if server_cores else None,
@@ -1164,11 +1226,13 @@ def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, ba
         "aes_gcm_ratio_vs_openssl": aes["ratio"],
         "setup": {
             "quick": opts.quick,
-            "server": "carevault serve (uvicorn.run, one worker), PostgreSQL, local key file KEK",
-            "baseline": "Starlette + uvicorn.run with the same settings, one worker; "
+            "server": f"carevault serve --workers {opts.workers} (uvicorn), PostgreSQL, "
+                      "local key file KEK",
+            "baseline": f"Starlette + uvicorn.run with the same settings, {opts.workers} "
+                        "worker(s); "
                         "document_content.ciphertext by primary key via "
                         "carevault.adapters.storage.database.connect, in the threadpool",
-            "server_workers": SERVER_WORKERS,
+            "server_workers": opts.workers,
             "clients": opts.clients,
             "client": "httpx.AsyncClient per client (one keep-alive connection), one event loop"
                       + (" (uvloop)" if event_loop_factory() else "")

@@ -178,7 +178,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     """Assemble the platform; refuses development defaults outside ``dev``."""
     settings.check_deployable()
     load_keys(key_file_path(settings.key_source))  # refuse to start without usable keys
-    engine = engine or connect(settings.database_url)
+    engine = engine or connect(settings.database_url, pool_size=settings.request_threads + 6)
     directory = directory_context(settings)
     log = audit_log(settings, engine)
     policy = record_policy(settings, engine, log)

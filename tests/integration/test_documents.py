@@ -420,14 +420,15 @@ def test_orphan_blobs_of_a_failed_submission_are_swept(
         return
     from dataclasses import replace
 
-    from carevault.adapters.storage.document_store import DocumentStore
+    from carevault.adapters.storage.document_store import DocumentStore, sealed_parts
     blobs = platform.documents.blobs
     assert blobs is not None
     with platform.unit_of_work() as uow:  # a submission that fails after writing its file
         store = DocumentStore(uow.directory.connection, blobs)
-        stored = store.get(kept)
-        sealed = store.content(kept)
-        assert stored is not None and sealed is not None
+        found = store.get_with_content(kept)
+        assert found is not None and found[1] is not None
+        stored, sealed = found[0], sealed_parts(kept, found[1], blobs)
+        assert sealed is not None
         orphan = replace(stored.metadata, id="orphan-1", master_identifier="urn:oid:9.9")
         store.add(orphan, sealed, None, stored.metadata.indexed)
         # no commit: the transaction rolls back, the file stays behind

@@ -157,10 +157,11 @@ class TokenGate:
             if early.rule == "identity" or (
                 early.rule == "operator" and subject.kind is SubjectKind.OPERATOR
             ):
-                decision, record = early, None
+                decision, record, loaded = early, None, None
             else:
                 need = need_of(request, uow)
                 decision, record = self._decide(uow, subject, need, caller, now)
+                loaded = need.loaded
         admission = Admission(
             rule=decision.explain(),
             who=caller.fhir_user,
@@ -176,6 +177,7 @@ class TokenGate:
             purpose_of_use=next(
                 (o.purpose_of_use for o in decision.obligations if o.kind == "audit"), None
             ),
+            loaded=loaded,
         )
         if not decision.permit:
             message = decision.reasons["en"]

@@ -101,6 +101,10 @@ def db_upgrade() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Server processes (default CAREVAULT_WORKERS, 1)."),
+    ] = None,
 ) -> None:
     """Serve the FHIR API under /fhir and the portal at /."""
     import uvicorn
@@ -117,8 +121,12 @@ def serve(
         "policy matrix load",
         {"version": loaded.version, "sha256": matrix_digest(loaded)},
     )
+    processes = workers or config.workers
     uvicorn.run(
-        platform.app,
+        # Several processes each build their own platform from the same settings.
+        platform.app if processes == 1 else "carevault.api.asgi:application",
+        factory=processes > 1,
+        workers=processes,
         host=host,
         port=port,
         log_level="info",

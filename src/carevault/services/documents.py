@@ -25,7 +25,9 @@ from carevault.adapters.storage.document_store import (
     DocumentCriteria,
     DocumentStore,
     SealedParts,
+    StoredContent,
     StoredDocument,
+    sealed_parts,
 )
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_READ, Agent, AuditRecord, rfc3339_ms
@@ -104,6 +106,18 @@ class Published:
     submission_set_id: str
     ids: dict[str, str]  # fullUrl -> new id (DocumentReference and Binary share it)
     documents: tuple[DocumentMetadata, ...]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A stored document and its content's row, as one statement read them."""
+
+    document: StoredDocument
+    content: StoredContent | None
+
+    @property
+    def id(self) -> str:
+        return self.document.metadata.id
 
 
 @dataclass(frozen=True)
@@ -511,19 +525,23 @@ class DocumentService:
         stored = self._permitted(uow, subject, record, document_id)
         return self._with_text(stored)
 
-    def retrieve(
-        self,
-        units: Callable[[], UnitOfWork],
-        subject: Subject,
-        record: RecordFacts,
-        document_id: str,
-    ) -> Retrieved:
+    def fetch(self, uow: UnitOfWork, document_id: str) -> Fetched | None:
+        """A document with its content's row, in one statement: the gate reads it to decide
+        and hands it to ``open``, so that a retrieval reads the database once."""
+        found = self._store(uow).get_with_content(document_id)
+        return None if found is None else Fetched(*found)
+
+    def open(self, subject: Subject, record: RecordFacts, fetched: Fetched) -> Retrieved:
         """The exact bytes, after the engine permitted the read and the integrity checks; a
-        failed check alerts the security officer (once the read transaction is over, so that
-        the alert never waits on it)."""
-        with units() as uow:
-            stored = self._permitted(uow, subject, record, document_id)
-            sealed = self._store(uow).content(document_id)
+        failed check alerts the security officer (outside any transaction, so that the alert
+        never waits on it)."""
+        stored = self._check_permitted(fetched.document, subject, record, fetched.id)
+        document_id = stored.metadata.id
+        sealed = (
+            None
+            if fetched.content is None
+            else sealed_parts(document_id, fetched.content, self.blobs)
+        )
         problem = None
         content = b""
         if sealed is None:
@@ -546,7 +564,17 @@ class DocumentService:
     def _permitted(
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
     ) -> StoredDocument:
-        stored = self._store(uow).get(document_id)
+        return self._check_permitted(
+            self._store(uow).get(document_id), subject, record, document_id
+        )
+
+    def _check_permitted(
+        self,
+        stored: StoredDocument | None,
+        subject: Subject,
+        record: RecordFacts,
+        document_id: str,
+    ) -> StoredDocument:
         if stored is None or stored.metadata.patient_id != record.patient_id:
             raise NotFound(f"DocumentReference/{document_id} is not known")
         decision = decide(

@@ -61,7 +61,6 @@ from carevault.domain.authorization import (
     visible_filter,
 )
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
-from carevault.domain.queries import Page, RoleQuery
 
 CARE_RELATIONSHIP = timedelta(days=90)  # ELGA's default for a care contact
 EMERGENCY_WINDOW = timedelta(hours=24)
@@ -101,24 +100,17 @@ def practitioner_subject(
     """A practitioner as the directory describes them: the profession and specialty of their
     role at ``organization_id`` (when a system acts for them) or of their first active role, and
     every organization they work for. Licence and revocation were checked with the token."""
-    roles = uow.directory.search_roles(
-        RoleQuery(practitioner=[(practitioner_id,)], active=True), Page(0, 100)
-    ).items
     profession: str | None = None
     specialty: str | None = None
     organizations: set[str] = set()
     chosen = False
-    for stored in sorted(roles, key=lambda s: s.id):
-        role = stored.resource
-        org = str(role.get("organization", {}).get("reference", "")).removeprefix("Organization/")
+    for role in uow.directory.active_roles(practitioner_id):
+        org = role.organization_id or ""
         if org:
             organizations.add(org)
         if chosen and org != organization_id:
             continue
-        code = _first_code(role.get("code", []))
-        if code is None:
-            continue
-        profession, specialty = code, _first_code(role.get("specialty", []))
+        profession, specialty = role.profession, role.specialty
         chosen = chosen or organization_id is None or org == organization_id
     return Subject(
         SubjectKind.PRACTITIONER,
@@ -127,15 +119,6 @@ def practitioner_subject(
         specialty,
         organization_ids=frozenset(organizations),
     )
-
-
-def _first_code(concepts: list[dict[str, Any]]) -> str | None:
-    for concept in concepts:
-        for coding in concept.get("coding", []):
-            code = coding.get("code")
-            if isinstance(code, str) and code:
-                return code
-    return None
 
 
 # --- the service -----------------------------------------------------------------------------

@@ -18,8 +18,10 @@ from sqlalchemy.engine import make_url
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def connect(url: str) -> Engine:
-    """An engine for ``url``; for a file SQLite database, its folder is created."""
+def connect(url: str, pool_size: int = 10) -> Engine:
+    """An engine for ``url``; for a file SQLite database, its folder is created. A server gives
+    ``pool_size`` at least its request threads: connections beyond the pool are opened and
+    closed for every use, which costs PostgreSQL a backend start each time."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -30,7 +32,9 @@ def connect(url: str) -> Engine:
         # transaction starts where SQLAlchemy says it does.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max(pool_size // 2, 4)
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -115,6 +115,16 @@ def _date_clause(column: Any, criterion: DateRange) -> ColumnElement[bool]:
     raise ValueError(f"unknown date prefix {criterion.prefix}")
 
 
+@dataclass(frozen=True)
+class ActiveRole:
+    """An active PractitionerRole: where the practitioner works, and as what."""
+
+    id: str
+    organization_id: str | None
+    profession: str
+    specialty: str | None
+
+
 class DirectoryStore:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -544,6 +554,17 @@ class DirectoryStore:
         if query.active is not None:
             where.append(role.c.active == query.active)
         return self._page(role, where, page, order=())
+
+    def active_roles(self, practitioner_id: str) -> list[ActiveRole]:
+        """The practitioner's active roles as the indexed columns hold them, by role id: what
+        every request of a practitioner needs (no JSON to parse, no count)."""
+        role = t.practitioner_role
+        rows = self.connection.execute(
+            select(role.c.id, role.c.organization_id, role.c.profession, role.c.specialty)
+            .where(role.c.practitioner_id == practitioner_id, role.c.active == true())
+            .order_by(role.c.id)
+        ).all()
+        return [ActiveRole(r.id, r.organization_id, r.profession, r.specialty) for r in rows]
 
     def count(self, table: Table) -> int:
         return int(self.connection.execute(select(func.count()).select_from(table)).scalar_one())

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import ColumnElement, Connection, Row, and_, func, or_, select, update
 
@@ -59,6 +59,17 @@ class StoredDocument:
 
     metadata: DocumentMetadata  # title and description are None here
     sealed_text: SealedParts | None
+
+
+@dataclass(frozen=True)
+class StoredContent:
+    """A content row: the wrapped data key and nonce, and the ciphertext itself (database
+    backend) or None (filesystem backend: the blob is read apart)."""
+
+    kek_id: str
+    wrapped_key: bytes
+    nonce: bytes
+    ciphertext: bytes | None
 
 
 @dataclass(frozen=True)
@@ -243,19 +254,23 @@ class DocumentStore:
         ).first()
         return None if row is None else _stored(row)
 
-    def content(self, document_id: str) -> SealedParts | None:
-        c = t.document_content
-        row = self.connection.execute(select(c).where(c.c.document_id == document_id)).first()
+    def get_with_content(
+        self, document_id: str
+    ) -> tuple[StoredDocument, StoredContent | None] | None:
+        """``get`` and the content's row in one statement: what a retrieval needs. A blob in
+        the filesystem backend is not read here (``sealed`` reads it), so that nothing of a
+        large file is read before the engine permitted the read."""
+        d, m, c = t.document, t.document_metadata, t.document_content
+        row = self.connection.execute(
+            select(d, m, *_CONTENT_COLUMNS)
+            .join(m, m.c.document_id == d.c.id)
+            .outerjoin(c, c.c.document_id == d.c.id)
+            .where(d.c.id == document_id)
+        ).first()
         if row is None:
             return None
-        if row.location is None:
-            ciphertext = bytes(row.ciphertext)
-        else:
-            found = self.blobs.read(document_id) if self.blobs is not None else None
-            if found is None:
-                return None  # the caller treats a missing blob as an integrity failure
-            ciphertext = found
-        return SealedParts(row.kek_id, bytes(row.wrapped_key), bytes(row.nonce), ciphertext)
+        content = None if row.content_kek_id is None else _stored_content(row)
+        return _stored(row), content
 
     def referenced(self, document_ids: Sequence[str]) -> set[str]:
         """Which of these ids have a content row (the others' files are orphans)."""
@@ -493,6 +508,34 @@ class DocumentStore:
         return int(total), [
             {**row._asdict(), "document_ids": json.loads(row.document_ids)} for row in rows
         ]
+
+
+_CONTENT_COLUMNS: Final = tuple(
+    t.document_content.c[name].label(f"content_{name}")
+    for name in ("kek_id", "wrapped_key", "nonce", "ciphertext", "location")
+)
+
+
+def sealed_parts(
+    document_id: str, content: StoredContent, blobs: FileBlobStore | None
+) -> SealedParts | None:
+    """The sealed parts of a content row, its blob read if it has one; None when the blob is
+    missing (the caller treats that as an integrity failure)."""
+    ciphertext = content.ciphertext
+    if ciphertext is None:
+        ciphertext = blobs.read(document_id) if blobs is not None else None
+        if ciphertext is None:
+            return None
+    return SealedParts(content.kek_id, content.wrapped_key, content.nonce, ciphertext)
+
+
+def _stored_content(row: Any) -> StoredContent:
+    return StoredContent(
+        row.content_kek_id,
+        bytes(row.content_wrapped_key),
+        bytes(row.content_nonce),
+        None if row.content_location is not None else bytes(row.content_ciphertext),
+    )
 
 
 def _stored(row: Row[Any]) -> StoredDocument:

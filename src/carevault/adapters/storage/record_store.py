@@ -30,6 +30,7 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    bindparam,
     false,
     func,
     insert,
@@ -161,7 +162,11 @@ def _branch(kind: str, table: Any, **columns: ColumnElement[Any]) -> Select[Any]
     return select(*shaped).select_from(table)
 
 
-def _facts_query(patient_id: str, now: datetime) -> Any:
+def _facts_query() -> Any:
+    """The statement, built once: ``:patient_id`` and ``:now`` are bound at each execution (the
+    construction costs more than the execution of the cached compiled form)."""
+    patient_id = bindparam("patient_id", type_=String)
+    now = bindparam("now", type_=t.record_grant.c.ends_at.type)
     p, r = t.patient, t.record
     g, b, d = t.record_grant, t.record_block, t.record_delegation
     e, m = t.emergency_access, t.mandate
@@ -222,6 +227,9 @@ def _facts_query(patient_id: str, now: datetime) -> Any:
     union = head.union_all(grants, blocks, delegations, emergencies, representatives)
     columns = union.selected_columns
     return union.order_by(columns.kind, columns.starts, columns.id)
+
+
+_FACTS_QUERY: Final = _facts_query()
 
 
 def _facts(patient_id: str, model: RecordModel, rows: Sequence[Row[Any]]) -> RecordFacts | None:
@@ -401,7 +409,7 @@ class RecordStore:
         unknown, inactive or merged into another, or (opt-in) never opened one. Revoked facts,
         grants, delegations and mandates that ended and closed or ended emergency windows are
         left out: the engine would ignore them at ``now``."""
-        rows = self.connection.execute(_facts_query(patient_id, now)).all()
+        rows = self.connection.execute(_FACTS_QUERY, {"patient_id": patient_id, "now": now}).all()
         return _facts(patient_id, self.model, rows)
 
     # --- the record's settings ------------------------------------------------------------

@@ -39,6 +39,7 @@ from carevault.fhirmodel.mhd import (
     submission_set_list,
 )
 from carevault.fhirmodel.validate import validate_resource
+from carevault.services.documents import Fetched
 
 JsonObject = dict[str, Any]
 
@@ -329,7 +330,15 @@ class BinaryHandler(ResourceHandler):
         self.api = api
 
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
-        return _one_document(request, uow)
+        # The document and its content's row in one statement, in the gate's transaction:
+        # the engine decides on the document's facts, and the handler opens what was read.
+        fetched = self.api.documents.fetch(uow, request.resource_id or "")
+        if fetched is None:
+            raise NotFound(f"{request.resource_type}/{request.resource_id} is not known")
+        metadata = fetched.document.metadata
+        return AccessNeed(
+            Target.RECORD, Action.READ, metadata.patient_id, metadata.facts(), loaded=fetched
+        )
 
     def vread(self, request: FhirRequest) -> FhirResponse:
         _only_version_one(request)
@@ -339,9 +348,10 @@ class BinaryHandler(ResourceHandler):
         """The bytes (ranges and conditional requests honoured), or, for a client that asks
         for FHIR JSON, a Binary resource with the bytes in base64."""
         subject, record = admitted_record(request)
-        retrieved = self.api.documents.retrieve(
-            self.api.unit_of_work, subject, record, request.resource_id or ""
-        )
+        fetched = request.admission.loaded if request.admission else None
+        if not isinstance(fetched, Fetched):  # access_need always hands it over
+            raise RuntimeError("the gate did not hand over the document it read")
+        retrieved = self.api.documents.open(subject, record, fetched)
         metadata, content = retrieved.metadata, retrieved.content
         etag = f'"{metadata.sha256}"'
         patients = (record.patient_id,)

@@ -142,6 +142,9 @@ class AccessNeed:
     # One document of the record (a DocumentReference or its Binary): decided on its own
     # facts, so that its author reads it even without a grant to the record.
     document: DocumentFacts | None = None
+    # What the handler read, in the gate's transaction, to state the need (a stored document,
+    # say): handed back to it in the Admission, so that it is not read twice.
+    loaded: object | None = None
 
 
 def reading(request: FhirRequest) -> Action:
@@ -215,6 +218,7 @@ class Admission:
     record: RecordFacts | None = None  # the facts the decision was made on, if a record
     on_behalf_of: str | None = None
     purpose_of_use: str | None = None
+    loaded: object | None = None  # the need's ``loaded``: see AccessNeed
 
 
 class Refusal(NotPermitted):
