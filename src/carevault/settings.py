@@ -100,7 +100,10 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=1200, ge=1)
     # Serving: requests run in a thread pool of this size, each process with a database pool
     # a little larger (the audit writer and the chores have their own connections).
-    request_threads: int = Field(default=24, ge=1, le=256)
+    # 12 threads keep a 2-core machine busy (requests mostly wait on the audit's group commit);
+    # more threads only contend for the interpreter lock. Each worker process opens up to
+    # 1.5 x (request_threads + 6) connections: keep workers x that under max_connections.
+    request_threads: int = Field(default=12, ge=1, le=256)
     workers: int = Field(
         default=1, ge=1, le=64, description="Server processes of `carevault serve`."
     )

@@ -180,7 +180,10 @@ def _chores(
                 lease.release()
                 lease = None
             if lease is None:
-                lease = try_chores_lease(log.engine)
+                try:
+                    lease = try_chores_lease(log.engine)
+                except Exception:  # asked again at the next tick; the chores must not die
+                    audit_logger.exception("the chores lease could not be asked for")
                 if lease is None:
                     continue
                 leading = threading.Event()

@@ -122,6 +122,8 @@ def serve(
         {"version": loaded.version, "sha256": matrix_digest(loaded)},
     )
     processes = workers or config.workers
+    if processes > 1:
+        platform.engine.dispose()  # the workers build their own; this process only supervises
     uvicorn.run(
         # Several processes each build their own platform from the same settings.
         platform.app if processes == 1 else "carevault.api.asgi:application",

@@ -60,7 +60,10 @@ class _AdvisoryLease:
 
     @classmethod
     def try_acquire(cls, engine: Engine) -> _AdvisoryLease | None:
-        connection = engine.connect()
+        try:
+            connection = engine.connect()
+        except SQLAlchemyError:
+            return None  # the database is unreachable: ask again later
         try:
             held = connection.execute(
                 text("SELECT pg_try_advisory_lock(:key)"), {"key": CHORES_LOCK_KEY}
@@ -100,7 +103,10 @@ class _FileLease:
 
     @classmethod
     def try_acquire(cls, path: Path) -> _FileLease | None:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None  # the folder is unreachable: ask again later
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
