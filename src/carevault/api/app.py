@@ -268,13 +268,8 @@ def create_app(
 
     app.add_middleware(SecurityHeaders)
 
-    @app.api_route(
-        "/fhir/{path:path}",
-        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-        include_in_schema=False,
-    )
-    @app.api_route("/fhir", methods=["POST"], include_in_schema=False)
-    async def fhir(request: Request, path: str = "") -> Response:
+    async def fhir(request: Request) -> Response:
+        path = str(request.path_params.get("path", ""))
         params = tuple(request.query_params.multi_items())
         body, body_error = b"", None
         try:
@@ -310,6 +305,16 @@ def create_app(
             body_error=body_error,
         )
         return render(response)
+
+    # Plain Starlette routes: the door parses everything itself, so FastAPI's per-request
+    # parameter resolution would be pure cost.
+    app.add_route(
+        "/fhir/{path:path}",
+        fhir,
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        include_in_schema=False,
+    )
+    app.add_route("/fhir", fhir, methods=["POST"], include_in_schema=False)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -129,6 +129,9 @@ class DirectoryStore:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.touched_patients: list[str] = []  # patients written in this transaction
+        # A practitioner and their active roles as this transaction read them (every request
+        # of a practitioner needs both: the licence, then the profession); any write forgets.
+        self._practitioners: dict[str, tuple[Stored | None, list[ActiveRole]]] = {}
 
     # --- history --------------------------------------------------------------------------
 
@@ -435,6 +438,7 @@ class DirectoryStore:
         self._history("Organization", rows, now)
 
     def _write(self, table: Table, rows: list[dict[str, Any]], new: bool) -> None:
+        self._practitioners.clear()
         if not rows:
             return
         if new:
@@ -555,16 +559,52 @@ class DirectoryStore:
             where.append(role.c.active == query.active)
         return self._page(role, where, page, order=())
 
+    def practitioner(self, practitioner_id: str) -> Stored | None:
+        return self._practitioner_with_roles(practitioner_id)[0]
+
     def active_roles(self, practitioner_id: str) -> list[ActiveRole]:
         """The practitioner's active roles as the indexed columns hold them, by role id: what
         every request of a practitioner needs (no JSON to parse, no count)."""
-        role = t.practitioner_role
+        return self._practitioner_with_roles(practitioner_id)[1]
+
+    def _practitioner_with_roles(
+        self, practitioner_id: str
+    ) -> tuple[Stored | None, list[ActiveRole]]:
+        """One statement for both, remembered until this transaction writes."""
+        known = self._practitioners.get(practitioner_id)
+        if known is not None:
+            return known
+        pr, role = t.practitioner, t.practitioner_role
         rows = self.connection.execute(
-            select(role.c.id, role.c.organization_id, role.c.profession, role.c.specialty)
-            .where(role.c.practitioner_id == practitioner_id, role.c.active == true())
+            select(
+                pr.c.version_id,
+                pr.c.resource,
+                role.c.id.label("role_id"),
+                role.c.organization_id,
+                role.c.profession,
+                role.c.specialty,
+            )
+            .select_from(
+                pr.outerjoin(
+                    role,
+                    and_(role.c.practitioner_id == pr.c.id, role.c.active == true()),
+                )
+            )
+            .where(pr.c.id == practitioner_id)
             .order_by(role.c.id)
         ).all()
-        return [ActiveRole(r.id, r.organization_id, r.profession, r.specialty) for r in rows]
+        stored = (
+            None
+            if not rows
+            else Stored(practitioner_id, rows[0].version_id, json.loads(rows[0].resource))
+        )
+        roles = [
+            ActiveRole(r.role_id, r.organization_id, r.profession, r.specialty)
+            for r in rows
+            if r.role_id is not None
+        ]
+        self._practitioners[practitioner_id] = (stored, roles)
+        return stored, roles
 
     def count(self, table: Table) -> int:
         return int(self.connection.execute(select(func.count()).select_from(table)).scalar_one())
