@@ -184,13 +184,16 @@ def baseline_factory() -> Any:
 def serve_baseline(database_url: str, port: int, workers: int) -> None:
     import uvicorn
 
-    # The same call as `carevault serve` makes (carevault.cli.main.serve).
+    # The same calls as `carevault serve` makes (carevault.cli.main.serve): one process, or
+    # CareVault's own supervisor of processes with a socket each.
     os.environ["CAREVAULT_BENCH_BASELINE_URL"] = database_url
+    if workers > 1:
+        from carevault.api.workers import serve_processes
+
+        serve_processes("documents:baseline_factory", "127.0.0.1", port, workers)
+        return
     uvicorn.run(
-        baseline_app(database_url) if workers == 1 else "documents:baseline_factory",
-        factory=workers > 1,
-        workers=workers,
-        app_dir=str(Path(__file__).parent),
+        baseline_app(database_url),
         host="127.0.0.1",
         port=port,
         log_level="info",

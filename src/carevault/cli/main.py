@@ -35,7 +35,7 @@ from carevault.domain.errors import CareVaultError
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
 from carevault.services import pki
-from carevault.settings import Settings
+from carevault.settings import ConfigurationError, Settings
 
 app = typer.Typer(
     help="Operate a CareVault platform.",
@@ -122,19 +122,24 @@ def serve(
         {"version": loaded.version, "sha256": matrix_digest(loaded)},
     )
     processes = workers or config.workers
-    if processes > 1:
-        platform.engine.dispose()  # the workers build their own; this process only supervises
-    uvicorn.run(
-        # Several processes each build their own platform from the same settings.
-        platform.app if processes == 1 else "carevault.api.asgi:application",
-        factory=processes > 1,
-        workers=processes,
-        host=host,
-        port=port,
-        log_level="info",
-        proxy_headers=False,
-        server_header=False,
-    )
+    if processes == 1:
+        uvicorn.run(
+            platform.app,
+            host=host,
+            port=port,
+            log_level="info",
+            proxy_headers=False,
+            server_header=False,
+        )
+        return
+    from carevault.api.workers import listening_socket, serve_processes
+
+    platform.engine.dispose()  # the workers build their own; this process only supervises
+    try:
+        listening_socket(host, port).close()  # a port in use is refused here, readably
+    except OSError as error:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    serve_processes("carevault.api.asgi:application", host, port, processes)
 
 
 @app.command()

@@ -1,0 +1,87 @@
+"""Several server processes on one port, each with its own listening socket.
+
+uvicorn's own ``--workers`` shares one listening socket between its processes, and whichever
+process wakes first accepts every pending connection at once: with long-lived keep-alive
+connections (hospital systems, this platform's clients), one worker ended up with most of them
+and a core sat idle. Here each worker binds its own socket with ``SO_REUSEPORT``, so the kernel
+spreads new connections over the workers evenly.
+
+The supervisor starts the workers, starts a new one when one dies unexpectedly, and stops them
+all on SIGTERM or SIGINT. Each worker builds its own platform (engine, audit writer, door) from
+the environment's settings through the application factory.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import socket
+import threading
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+RESTART_PAUSE_SECONDS = 1.0
+STOP_SECONDS = 30.0
+
+
+def serve_processes(
+    app: str, host: str, port: int, workers: int, *, log_level: str = "info"
+) -> None:
+    """Run ``workers`` processes serving the ASGI factory ``app`` ("module:function")."""
+    spawn = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def start() -> BaseProcess:
+        process = spawn.Process(target=_worker, args=(app, host, port, log_level), daemon=False)
+        process.start()
+        return process
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    processes = [start() for _ in range(workers)]
+    try:
+        while not stopping.wait(RESTART_PAUSE_SECONDS):
+            for index, process in enumerate(processes):
+                if not process.is_alive() and not stopping.is_set():
+                    process.join()
+                    processes[index] = start()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
+        for process in processes:
+            process.join(STOP_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket on ``host:port`` that other processes may bind too (``SO_REUSEPORT``)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(app: str, host: str, port: int, log_level: str) -> None:  # pragma: no cover
+    import uvicorn  # in the worker process
+
+    sock = listening_socket(host, port)
+    config = uvicorn.Config(
+        app,
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=False,
+        server_header=False,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
