@@ -315,6 +315,10 @@ def create_app(
         include_in_schema=False,
     )
     app.add_route("/fhir", fhir, methods=["POST"], include_in_schema=False)
+    # Routes are matched in order: the FHIR API, by far the busiest, is tried first.
+    fhir_routes = app.router.routes[-2:]
+    del app.router.routes[-2:]
+    app.router.routes[:0] = fhir_routes
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -11,13 +11,14 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Table,
     and_,
+    bindparam,
     delete,
     false,
     func,
@@ -113,6 +114,30 @@ def _date_clause(column: Any, criterion: DateRange) -> ColumnElement[bool]:
         case "ge":
             return column >= start  # type: ignore[no-any-return]
     raise ValueError(f"unknown date prefix {criterion.prefix}")
+
+
+# Read on every request of a practitioner: built once, bound at each execution.
+_PRACTITIONER_WITH_ROLES: Final = (
+    select(
+        t.practitioner.c.version_id,
+        t.practitioner.c.resource,
+        t.practitioner_role.c.id.label("role_id"),
+        t.practitioner_role.c.organization_id,
+        t.practitioner_role.c.profession,
+        t.practitioner_role.c.specialty,
+    )
+    .select_from(
+        t.practitioner.outerjoin(
+            t.practitioner_role,
+            and_(
+                t.practitioner_role.c.practitioner_id == t.practitioner.c.id,
+                t.practitioner_role.c.active == true(),
+            ),
+        )
+    )
+    .where(t.practitioner.c.id == bindparam("practitioner_id"))
+    .order_by(t.practitioner_role.c.id)
+)
 
 
 @dataclass(frozen=True)
@@ -574,24 +599,8 @@ class DirectoryStore:
         known = self._practitioners.get(practitioner_id)
         if known is not None:
             return known
-        pr, role = t.practitioner, t.practitioner_role
         rows = self.connection.execute(
-            select(
-                pr.c.version_id,
-                pr.c.resource,
-                role.c.id.label("role_id"),
-                role.c.organization_id,
-                role.c.profession,
-                role.c.specialty,
-            )
-            .select_from(
-                pr.outerjoin(
-                    role,
-                    and_(role.c.practitioner_id == pr.c.id, role.c.active == true()),
-                )
-            )
-            .where(pr.c.id == practitioner_id)
-            .order_by(role.c.id)
+            _PRACTITIONER_WITH_ROLES, {"practitioner_id": practitioner_id}
         ).all()
         stored = (
             None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, func, or_, select, update
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.blob_store import FileBlobStore
@@ -260,13 +260,7 @@ class DocumentStore:
         """``get`` and the content's row in one statement: what a retrieval needs. A blob in
         the filesystem backend is not read here (``sealed`` reads it), so that nothing of a
         large file is read before the engine permitted the read."""
-        d, m, c = t.document, t.document_metadata, t.document_content
-        row = self.connection.execute(
-            select(d, m, *_CONTENT_COLUMNS)
-            .join(m, m.c.document_id == d.c.id)
-            .outerjoin(c, c.c.document_id == d.c.id)
-            .where(d.c.id == document_id)
-        ).first()
+        row = self.connection.execute(_WITH_CONTENT, {"document_id": document_id}).first()
         if row is None:
             return None
         content = None if row.content_kek_id is None else _stored_content(row)
@@ -513,6 +507,15 @@ class DocumentStore:
 _CONTENT_COLUMNS: Final = tuple(
     t.document_content.c[name].label(f"content_{name}")
     for name in ("kek_id", "wrapped_key", "nonce", "ciphertext", "location")
+)
+
+
+# Read on every retrieval: built once, bound at each execution.
+_WITH_CONTENT: Final = (
+    select(t.document, t.document_metadata, *_CONTENT_COLUMNS)
+    .join(t.document_metadata, t.document_metadata.c.document_id == t.document.c.id)
+    .outerjoin(t.document_content, t.document_content.c.document_id == t.document.c.id)
+    .where(t.document.c.id == bindparam("document_id"))
 )
 
 

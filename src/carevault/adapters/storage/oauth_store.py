@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from carevault.adapters.storage import schema as t
@@ -22,6 +23,18 @@ class IssuedToken:
     expires_at: datetime
     revoked_at: datetime | None
     certificate_revoked_at: datetime | None
+
+
+# Read on every request: built once, bound at each execution.
+_TOKEN: Final = (
+    select(t.oauth_token, t.pki_certificate.c.revoked_at.label("certificate_revoked_at"))
+    .select_from(
+        t.oauth_token.outerjoin(
+            t.pki_certificate, t.pki_certificate.c.serial == t.oauth_token.c.certificate_serial
+        )
+    )
+    .where(t.oauth_token.c.jti == bindparam("jti"))
+)
 
 
 class OAuthStore:
@@ -55,12 +68,7 @@ class OAuthStore:
         )
 
     def token(self, jti: str) -> IssuedToken | None:
-        tok, cert = t.oauth_token, t.pki_certificate
-        row = self.connection.execute(
-            select(tok, cert.c.revoked_at.label("certificate_revoked_at"))
-            .select_from(tok.outerjoin(cert, cert.c.serial == tok.c.certificate_serial))
-            .where(tok.c.jti == jti)
-        ).first()
+        row = self.connection.execute(_TOKEN, {"jti": jti}).first()
         if row is None:
             return None
         return IssuedToken(
