@@ -86,6 +86,12 @@ def units(settings: Settings, engine: Engine) -> Callable[[], UnitOfWork]:
     return lambda: UnitOfWork(engine, before_commit=before_commit, record_model=model)
 
 
+def read_units(settings: Settings, engine: Engine) -> Callable[[], UnitOfWork]:
+    """Read-only units of work (the door's gate)."""
+    model = RecordModel(settings.record_model)
+    return lambda: UnitOfWork(engine, record_model=model, read_only=True)
+
+
 def record_policy(settings: Settings, engine: Engine, log: AuditLog) -> RecordPolicy:
     return RecordPolicy(
         units(settings, engine),
@@ -205,7 +211,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     )
     door = FhirDoor(
         handlers=fhir_handlers(api),
-        gate=TokenGate(settings, units(settings, engine), tokens, policy),
+        gate=TokenGate(settings, read_units(settings, engine), tokens, policy),
         recorder=AuditTrail(log, utc_now),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         capabilities=lambda d: capability_statement(d, fhir_base),
