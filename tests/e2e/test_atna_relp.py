@@ -24,81 +24,27 @@ from starlette.testclient import TestClient
 from carevault.adapters.syslog import DeliveryError
 from carevault.adapters.syslog.relp_sender import RelpSender
 from carevault.bootstrap import build
-from carevault.services.atna_export import MSGID, SD_ID, AtnaExporter, Sender
+from carevault.services.atna_export import MSGID, SD_ID
 from carevault.settings import Settings
+from support.atna import (
+    CLINICAL_APP,
+    OPERATOR_APP,
+    SECRET,
+    WAIT_SECONDS,
+    MemorySource,
+    exporter,
+    leaf_indexes,
+)
 from support.builders import patient
 from support.rsyslog import RsyslogServer, relp_sender_for, wait_until
 from support.tokens import professional_token
 
 pytestmark = pytest.mark.e2e
 
-CLINICAL_APP = "carevault-clinical"
-OPERATOR_APP = "carevault-operator"
-DESTINATION = "arr-relp"
-SECRET = "Müller-Zoë-7781"  # appears in every AuditEvent; must never reach the log
-WAIT_SECONDS = 60.0
-LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)"\]')
 
 
-def audit_event(stream: str, index: int) -> str:
-    event = {
-        "resourceType": "AuditEvent",
-        "id": f"{stream}-{index}",
-        "action": "R",
-        "recorded": "2025-01-02T03:04:05.678Z",
-        "outcome": "0",
-        "agent": [{"who": {"display": f"Dr {SECRET}"}, "requestor": True}],
-        "source": {"observer": {"display": "carevault"}},
-        "entity": [{"what": {"reference": f"Patient/p{index % 97}"}}],
-    }
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
-class MemorySource:
-    """An in-memory outbox (the exporter's own port, so a fake is the right double)."""
-
-    def __init__(self, stream: str, count: int) -> None:
-        self.stream = stream
-        self.entries = [audit_event(stream, index) for index in range(count)]
-        self.cursor = -1
-
-    def pending(self, stream: str, destination: str, limit: int) -> list[tuple[int, str]]:
-        assert (stream, destination) == (self.stream, DESTINATION)
-        start = self.cursor + 1
-        return [(i, self.entries[i]) for i in range(start, min(len(self.entries), start + limit))]
-
-    def confirm(self, stream: str, destination: str, through_index: int) -> None:
-        assert (stream, destination) == (self.stream, DESTINATION)
-        assert through_index > self.cursor
-        self.cursor = through_index
-
-    @property
-    def done(self) -> bool:
-        return self.cursor == len(self.entries) - 1
-
-
-def exporter(
-    source: MemorySource, sender: Sender, app_name: str, batch_size: int = 500
-) -> AtnaExporter:
-    return AtnaExporter(
-        source,
-        sender,
-        stream=source.stream,
-        destination=DESTINATION,
-        app_name=app_name,
-        hostname="carevault.test",
-        batch_size=batch_size,
-    )
-
-
-def leaf_indexes(lines: list[str], stream: str) -> list[int]:
-    found = []
-    for line in lines:
-        match = LEAF.search(line)
-        assert match is not None, f"a line without the carevault SD element: {line[:120]!r}"
-        assert match.group(1) == stream
-        found.append(int(match.group(2)))
-    return found
 
 
 @pytest.fixture
