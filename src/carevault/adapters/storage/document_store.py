@@ -171,63 +171,66 @@ class DocumentStore:
         now: datetime,
     ) -> None:
         self.connection.execute(
-            t.document.insert().values(
-                id=document.id,
-                patient_id=document.patient_id,
-                author_id=document.author_id,
-                author_organization_id=document.author_organization_id,
-                class_code=document.engine_class,
-                type_code=document.type_code.code,
-                confidentiality=document.confidentiality.value,
-                hidden=document.hidden,
-                not_yet_visible=document.not_yet_visible_to_patient,
-                created_at=document.indexed,
-            )
+            t.document.insert(),
+            {
+                "id": document.id,
+                "patient_id": document.patient_id,
+                "author_id": document.author_id,
+                "author_organization_id": document.author_organization_id,
+                "class_code": document.engine_class,
+                "type_code": document.type_code.code,
+                "confidentiality": document.confidentiality.value,
+                "hidden": document.hidden,
+                "not_yet_visible": document.not_yet_visible_to_patient,
+                "created_at": document.indexed,
+            },
         )
         self.connection.execute(
-            t.document_metadata.insert().values(
-                document_id=document.id,
-                patient_id=document.patient_id,
-                status=document.status.value,
-                master_identifier=document.master_identifier,
-                xds_class=_code(document.class_code),
-                xds_type=_code(document.type_code),
-                format=_code(document.format_code),
-                practice_setting=_code(document.practice_setting),
-                facility_type=_code(document.facility_type),
-                events="".join(f" {_code(event)} " for event in document.events),
-                content_type=document.content_type,
-                size=document.size,
-                sha256=document.sha256,
-                sha1=document.sha1,
-                created=document.created,
-                service_start=document.service_start,
-                service_end=document.service_end,
-                language=document.language,
-                replaces=document.replaces,
-                signs=document.signs,
-                submission_set_id=document.submission_set_id,
-                patient_authored=document.patient_authored,
-                release_at=document.release_at,
-                sealed_text=sealed_text.pack() if sealed_text is not None else None,
-                text_kek_id=sealed_text.kek_id if sealed_text is not None else None,
-            )
+            t.document_metadata.insert(),
+            {
+                "document_id": document.id,
+                "patient_id": document.patient_id,
+                "status": document.status.value,
+                "master_identifier": document.master_identifier,
+                "xds_class": _code(document.class_code),
+                "xds_type": _code(document.type_code),
+                "format": _code(document.format_code),
+                "practice_setting": _code(document.practice_setting),
+                "facility_type": _code(document.facility_type),
+                "events": "".join(f" {_code(event)} " for event in document.events),
+                "content_type": document.content_type,
+                "size": document.size,
+                "sha256": document.sha256,
+                "sha1": document.sha1,
+                "created": document.created,
+                "service_start": document.service_start,
+                "service_end": document.service_end,
+                "language": document.language,
+                "replaces": document.replaces,
+                "signs": document.signs,
+                "submission_set_id": document.submission_set_id,
+                "patient_authored": document.patient_authored,
+                "release_at": document.release_at,
+                "sealed_text": sealed_text.pack() if sealed_text is not None else None,
+                "text_kek_id": sealed_text.kek_id if sealed_text is not None else None,
+            },
         )
         # The file is durable before the row that points to it commits (see blob_store).
         location = (
             self.blobs.write(document.id, content.ciphertext) if self.blobs is not None else None
         )
         self.connection.execute(
-            t.document_content.insert().values(
-                document_id=document.id,
-                patient_id=document.patient_id,
-                kek_id=content.kek_id,
-                wrapped_key=content.wrapped_key,
-                nonce=content.nonce,
-                ciphertext=content.ciphertext if location is None else None,
-                location=location,
-                created_at=now,
-            )
+            t.document_content.insert(),
+            {
+                "document_id": document.id,
+                "patient_id": document.patient_id,
+                "kek_id": content.kek_id,
+                "wrapped_key": content.wrapped_key,
+                "nonce": content.nonce,
+                "ciphertext": content.ciphertext if location is None else None,
+                "location": location,
+                "created_at": now,
+            },
         )
 
     def set_status(self, patient_id: str, document_id: str, status: DocumentStatus) -> bool:
@@ -458,15 +461,16 @@ class DocumentStore:
         now: datetime,
     ) -> None:
         self.connection.execute(
-            t.submission_set.insert().values(
-                id=set_id,
-                patient_id=patient_id,
-                master_identifier=master_identifier,
-                source_id=source_id,
-                author_id=author_id,
-                submitted_at=now,
-                document_ids=json.dumps(list(document_ids)),
-            )
+            t.submission_set.insert(),
+            {
+                "id": set_id,
+                "patient_id": patient_id,
+                "master_identifier": master_identifier,
+                "source_id": source_id,
+                "author_id": author_id,
+                "submitted_at": now,
+                "document_ids": json.dumps(list(document_ids)),
+            },
         )
 
     def submission_set(self, set_id: str) -> dict[str, Any] | None:

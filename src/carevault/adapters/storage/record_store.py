@@ -778,14 +778,15 @@ class RecordStore:
         self._touch(patient_id)
         notification_id = _new_id()
         self.connection.execute(
-            insert(t.notification).values(
-                id=notification_id,
-                patient_id=patient_id,
-                account_id=account_id,
-                kind=kind,
-                created_at=now,
-                payload=json.dumps(payload, sort_keys=True, separators=(",", ":")),
-            )
+            insert(t.notification),
+            {
+                "id": notification_id,
+                "patient_id": patient_id,
+                "account_id": account_id,
+                "kind": kind,
+                "created_at": now,
+                "payload": json.dumps(payload, sort_keys=True, separators=(",", ":")),
+            },
         )
         return notification_id
 
