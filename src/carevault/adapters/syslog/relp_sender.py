@@ -80,7 +80,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from carevault.adapters.syslog import DeliveryError
-from carevault.adapters.syslog.tls_sender import check_client_context, client_context
+from carevault.adapters.syslog.tls_sender import TlsClient
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -294,7 +294,7 @@ class _Session:
         return self.frames.popleft()
 
 
-class RelpSender:
+class RelpSender(TlsClient):
     """Delivers batches of RFC 5424 messages to one RELP receiver, one TLS session each."""
 
     def __init__(
@@ -308,39 +308,13 @@ class RelpSender:
         window: int = DEFAULT_WINDOW,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
-        check_client_context(context)
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        super().__init__(host, port, context, server_name=server_name, timeout=timeout)
         if not 1 <= window <= MAX_WINDOW:
             raise ValueError(f"window must be 1 to {MAX_WINDOW}")
         if not 1 <= max_message_bytes <= MAX_DATALEN:
             raise ValueError(f"max_message_bytes must be 1 to {MAX_DATALEN}")
-        self.host = host
-        self.port = port
-        self.context = context
-        self.server_name = server_name or host
-        self.timeout = timeout
         self.window = window
         self.max_message_bytes = max_message_bytes
-
-    @classmethod
-    def from_files(
-        cls,
-        host: str,
-        port: int,
-        ca_file: str,
-        cert_file: str | None = None,
-        key_file: str | None = None,
-        server_name: str | None = None,
-        timeout: float = 10.0,
-    ) -> RelpSender:
-        """A sender trusting ``ca_file``, with an optional client certificate and key."""
-        context = client_context(ca_file, cert_file, key_file)
-        return cls(host, port, context, server_name=server_name, timeout=timeout)
-
-    @property
-    def destination(self) -> str:
-        return f"{self.host}:{self.port}"
 
     def deliver(self, messages: Sequence[bytes]) -> None:
         """Send ``messages`` in one session; return once the receiver answered 200 to each."""

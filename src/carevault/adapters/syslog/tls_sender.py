@@ -52,6 +52,7 @@ import struct
 import termios
 import time
 from collections.abc import Sequence
+from typing import Self
 
 from carevault.adapters.syslog import DeliveryError
 from carevault.adapters.syslog.rfc5424 import frame
@@ -91,8 +92,9 @@ def check_client_context(context: ssl.SSLContext) -> None:
     context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
 
 
-class TlsSyslogSender:
-    """Delivers batches of RFC 5424 messages to one RFC 5425 receiver, one connection each."""
+class TlsClient:
+    """What every syslog transport shares: one receiver over TLS, under ``check_client_context``'s
+    rules, with one deadline of ``timeout`` seconds per exchange."""
 
     def __init__(
         self,
@@ -122,7 +124,7 @@ class TlsSyslogSender:
         key_file: str | None = None,
         server_name: str | None = None,
         timeout: float = 10.0,
-    ) -> TlsSyslogSender:
+    ) -> Self:
         """A sender trusting ``ca_file``, with an optional client certificate and key."""
         context = client_context(ca_file, cert_file, key_file)
         return cls(host, port, context, server_name=server_name, timeout=timeout)
@@ -130,6 +132,10 @@ class TlsSyslogSender:
     @property
     def destination(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class TlsSyslogSender(TlsClient):
+    """Delivers batches of RFC 5424 messages to one RFC 5425 receiver, one connection each."""
 
     def deliver(self, messages: Sequence[bytes]) -> None:
         """Send ``messages`` on one connection; return only once the receiver read them all."""
