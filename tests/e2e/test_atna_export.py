@@ -34,10 +34,6 @@ from support.rsyslog import RsyslogServer, sender_for, wait_until
 pytestmark = pytest.mark.e2e
 
 
-
-
-
-
 class CountingSender:
     def __init__(self, inner: TlsSyslogSender) -> None:
         self.inner = inner
@@ -61,8 +57,6 @@ class RecordingStop(threading.Event):
     def wait(self, timeout: float | None = None) -> bool:
         self.waits.append(timeout)
         return super().wait(timeout)
-
-
 
 
 def test_1000_events_arrive_once_in_order_and_operator_events_in_their_own_stream(

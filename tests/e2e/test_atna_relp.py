@@ -42,11 +42,6 @@ from support.tokens import professional_token
 pytestmark = pytest.mark.e2e
 
 
-
-
-
-
-
 @pytest.fixture
 def relp(tmp_path: Path) -> Iterator[RsyslogServer]:
     """A real rsyslog listening for RFC 5425 and for RELP, both over mutual TLS."""

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carevault import __version__
 from carevault.adapters.storage.lease import Lease, try_chores_lease
+from carevault.adapters.syslog.relp_sender import RelpSender
 from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 from carevault.adapters.timestamping import HttpTimeStampAuthority
 from carevault.api.audit_routes import SecurityOfficer, audit_router
@@ -219,9 +220,6 @@ def _start_atna_export(
     log: AuditLog, settings: Settings, stop: threading.Event
 ) -> list[threading.Thread]:
     """Forward both audit streams to the configured ATNA repository, if there is one."""
-    # Imported here: this function is the only place that chooses a transport.
-    from carevault.adapters.syslog.relp_sender import RelpSender
-
     if not settings.atna_host:
         return []
     if settings.atna_ca_file is None:
@@ -260,10 +258,6 @@ def create_app(
         openapi_url=None,
         lifespan=lambda _app: _lifespan_with(log, settings, housekeeping),
     )
-    app.include_router(audit_router(log, settings, utc_now, security_officer))
-    for router in routers:
-        app.include_router(router)
-    app.include_router(pki_router(log.engine, settings, utc_now))
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
 
     app.add_middleware(SecurityHeaders)
@@ -315,10 +309,11 @@ def create_app(
         include_in_schema=False,
     )
     app.add_route("/fhir", fhir, methods=["POST"], include_in_schema=False)
-    # Routes are matched in order: the FHIR API, by far the busiest, is tried first.
-    fhir_routes = app.router.routes[-2:]
-    del app.router.routes[-2:]
-    app.router.routes[:0] = fhir_routes
+    # Routes are matched in the order they are added: the FHIR API, by far the busiest, first.
+    app.include_router(audit_router(log, settings, utc_now, security_officer))
+    for router in routers:
+        app.include_router(router)
+    app.include_router(pki_router(log.engine, settings, utc_now))
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

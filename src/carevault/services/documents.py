@@ -115,10 +115,6 @@ class Fetched:
     document: StoredDocument
     content: StoredContent | None
 
-    @property
-    def id(self) -> str:
-        return self.document.metadata.id
-
 
 @dataclass(frozen=True)
 class Retrieved:
@@ -535,8 +531,8 @@ class DocumentService:
         """The exact bytes, after the engine permitted the read and the integrity checks; a
         failed check alerts the security officer (outside any transaction, so that the alert
         never waits on it)."""
-        stored = self._check_permitted(fetched.document, subject, record, fetched.id)
-        document_id = stored.metadata.id
+        document_id = fetched.document.metadata.id
+        stored = self._check_permitted(fetched.document, subject, record, document_id)
         sealed = (
             None
             if fetched.content is None

@@ -12,7 +12,11 @@ from dataclasses import replace
 from typing import Any
 
 from carevault.adapters.storage.directory_store import SearchResult, Stored
-from carevault.adapters.storage.document_store import DocumentCriteria, DocumentStore
+from carevault.adapters.storage.document_store import (
+    DocumentCriteria,
+    DocumentStore,
+    StoredDocument,
+)
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
@@ -313,11 +317,17 @@ class RangeNotSatisfiable(HttpProblem):
 
 def _one_document(request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
     stored = DocumentStore(uow.directory.connection).get(request.resource_id or "")
+    return _reading(request, stored)
+
+
+def _reading(
+    request: FhirRequest, stored: StoredDocument | None, loaded: object = None
+) -> AccessNeed:
+    """Reading one document: decided on its own facts; unknown ids are 404."""
     if stored is None:
         raise NotFound(f"{request.resource_type}/{request.resource_id} is not known")
-    return AccessNeed(
-        Target.RECORD, Action.READ, stored.metadata.patient_id, stored.metadata.facts()
-    )
+    metadata = stored.metadata
+    return AccessNeed(Target.RECORD, Action.READ, metadata.patient_id, metadata.facts(), loaded)
 
 
 class BinaryHandler(ResourceHandler):
@@ -333,12 +343,7 @@ class BinaryHandler(ResourceHandler):
         # The document and its content's row in one statement, in the gate's transaction:
         # the engine decides on the document's facts, and the handler opens what was read.
         fetched = self.api.documents.fetch(uow, request.resource_id or "")
-        if fetched is None:
-            raise NotFound(f"{request.resource_type}/{request.resource_id} is not known")
-        metadata = fetched.document.metadata
-        return AccessNeed(
-            Target.RECORD, Action.READ, metadata.patient_id, metadata.facts(), loaded=fetched
-        )
+        return _reading(request, fetched.document if fetched else None, fetched)
 
     def vread(self, request: FhirRequest) -> FhirResponse:
         _only_version_one(request)
