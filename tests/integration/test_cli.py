@@ -340,6 +340,20 @@ def test_prod_refuses_to_serve_with_the_development_key_source(cli: Cli) -> None
     assert "Uvicorn running" not in done.stderr
 
 
+def test_serve_with_workers_on_a_port_in_use_is_a_readable_error(ready: Cli) -> None:
+    """The supervisor checks the port before it starts any worker (each worker binds it with
+    SO_REUSEPORT; a listener without it must make the command fail, not loop restarting)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = ready.run("serve", "--workers", "2", "--port", str(port))
+
+    message = assert_one_line_error(done)
+    assert f"cannot listen on 127.0.0.1:{port}" in message
+    assert "Uvicorn running" not in done.stderr
+
+
 def test_the_demo_publishes_signed_documents_for_the_demo_patient(ready: Cli) -> None:
     """With the PKI initialized (as `make run` does), the demo physician records a care event
     and publishes two signed documents to the demo patient's record."""
