@@ -1034,7 +1034,7 @@ def profiled(directory: Path | None, name: str, pid: int) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / (re.sub(r"[^a-z0-9]+", "-", name.lower()) + ".txt")
     sampler = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--gil",
-                                "--subprocesses", "--rate", "100", "--output", str(out)],
+                                "--subprocesses", "--rate", "250", "--output", str(out)],
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:

@@ -216,6 +216,28 @@ def test_a_bundle_that_is_not_a_transaction_is_refused(
         "diagnostics"]
 
 
+def test_a_documents_unique_id_is_never_taken_twice(
+        client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, _, gp = setting
+    first = provide_bundle(patient_id, gp)
+    assert publish(client, gp, first).status_code == 200
+    unique_id = first["entry"][1]["resource"]["masterIdentifier"]["value"]
+    # A new SubmissionSet, carrying a document whose uniqueId was already received.
+    again = provide_bundle(patient_id, gp)
+    again["entry"][1]["resource"]["masterIdentifier"]["value"] = unique_id
+    refused = publish(client, gp, again)
+    assert refused.status_code == 409, refused.text
+    assert f"uniqueId {unique_id} already exists" in refused.json()["issue"][0]["diagnostics"]
+    # Two documents of one Bundle (here, the signature) under the same, new uniqueId.
+    twice = provide_bundle(patient_id, gp)
+    twice["entry"][3]["resource"]["masterIdentifier"] = dict(
+        twice["entry"][1]["resource"]["masterIdentifier"])
+    refused = publish(client, gp, twice)
+    assert refused.status_code == 409, refused.text
+    assert "already exists" in refused.json()["issue"][0]["diagnostics"]
+    assert find(client, gp.headers, patient_id).json()["total"] == 2  # the first pair only
+
+
 @pytest.mark.parametrize("column", ["ciphertext", "wrapped_key", "sha256"])
 def test_one_flipped_byte_is_detected_and_nothing_is_served(
         client: TestClient, platform: Platform, setting: tuple[str, dict[str, str], Pro],

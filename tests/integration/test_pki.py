@@ -463,6 +463,21 @@ def test_a_certificate_is_refused_before_it_is_valid(initialized: PkiContext, uo
         validate(uow, chain_of(files), record.not_before - timedelta(seconds=1))
 
 
+def test_a_chain_checked_once_is_still_dated_on_every_check(
+        initialized: PkiContext, uow: Units, people: People, tmp_path: Path) -> None:
+    """A verified chain is remembered, its dates are not: the same certificate is refused once
+    it has expired, or while it is not yet valid, after it has been accepted."""
+    record, files = issue(uow, initialized, tmp_path / "anne", practitioner=people.active_id)
+    chain = chain_of(files)
+    assert validate(uow, chain).serial == record.serial
+    assert validate(uow, chain).serial == record.serial
+    with pytest.raises(CertificateRejected, match="expired"):
+        validate(uow, chain, record.not_after + timedelta(seconds=1))
+    with pytest.raises(CertificateRejected, match="not valid before"):
+        validate(uow, chain, record.not_before - timedelta(seconds=1))
+    assert validate(uow, chain).serial == record.serial
+
+
 def test_a_certificate_the_platform_never_recorded_is_refused(
         initialized: PkiContext, uow: Units, engine: Engine) -> None:
     # Signed with the real issuing key (as by someone who stole it) but never issued.

@@ -9,6 +9,7 @@ expected rather than listing every field of the wrong model.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -40,21 +41,18 @@ def parse_json(body: bytes, *, max_depth: int) -> JsonObject:
     return value
 
 
+# A JSON string (its escapes included, the closing quote optional so that an unterminated
+# one is skipped too: the parser refuses it next) or one bracket. Strings are skipped whole by
+# the regular expression engine, so a large base64 Binary costs no Python loop turn per byte.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
 def _check_depth(text: str, max_depth: int) -> None:
     """Bound nesting with a scan of the raw text, before any recursive parser sees it."""
     depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
+    for token in _STRING_OR_BRACKET.finditer(text):
+        char = text[token.start()]
+        if char in "[{":
             depth += 1
             if depth > max_depth:
                 raise TooLarge(f"the JSON body is nested deeper than {max_depth} levels")

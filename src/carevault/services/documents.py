@@ -174,10 +174,14 @@ class DocumentService:
         """Store every document of the submission, or none (the caller commits ``uow``)."""
         now = self.clock()
         store = self._store(uow)
-        if store.submission_set_taken(submission.master_identifier):
+        set_taken, taken = store.identifiers_taken(
+            submission.master_identifier, [d.master_identifier for d in submission.documents]
+        )
+        if set_taken:
             raise Conflict(
                 f"a SubmissionSet with uniqueId {submission.master_identifier} was already received"
             )
+        unique = set(taken)  # grows with this submission's own documents
         ids = {d.full_url: new_id() for d in submission.documents}
         signatures = self._signatures(submission)
         signed: dict[str, DocumentMetadata] = {}
@@ -185,7 +189,7 @@ class DocumentService:
         # Signed documents first, so that each signature can take its document's facts.
         ordered = sorted(submission.documents, key=lambda d: d.signs is not None)
         for provided in ordered:
-            metadata = self._metadata(store, subject, record, provided, ids, now)
+            metadata = self._metadata(subject, record, provided, ids, unique, now)
             if provided.signs is not None:
                 target = signed[provided.signs]
                 metadata = replace(
@@ -297,11 +301,11 @@ class DocumentService:
 
     def _metadata(
         self,
-        store: DocumentStore,
         subject: Subject,
         record: RecordFacts,
         provided: ProvidedDocument,
         ids: dict[str, str],
+        taken: set[str],
         now: datetime,
     ) -> DocumentMetadata:
         where = f"DocumentReference {provided.full_url}"
@@ -324,8 +328,9 @@ class DocumentService:
                 f"{where}: attachment.hash does not match the content (SHA-1, base64)",
                 expression="DocumentReference.content.attachment.hash",
             )
-        if store.master_identifier_taken(provided.master_identifier):
+        if provided.master_identifier in taken:
             raise Conflict(f"{where}: uniqueId {provided.master_identifier} already exists")
+        taken.add(provided.master_identifier)
         patient_upload = subject.kind in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE)
         if patient_upload:
             if provided.author_practitioner_id is not None or provided.author_patient_id not in (

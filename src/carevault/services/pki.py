@@ -22,6 +22,7 @@ Errors, besides the directory's `NotFound` for an unknown professional or organi
 from __future__ import annotations
 
 import functools
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -189,10 +190,21 @@ def _authorities(store: PkiStore) -> _Authorities:
     found = store.authorities()
     if ROOT not in found or ISSUING not in found:
         raise PkiNotInitialized("the platform PKI is not initialized: run 'carevault pki init'")
-    return _Authorities(
-        x509.load_pem_x509_certificate(found[ROOT].certificate_pem.encode("ascii")),
-        x509.load_pem_x509_certificate(found[ISSUING].certificate_pem.encode("ascii")),
+    return _parsed_authorities(
+        found[ROOT].certificate_pem,
+        found[ISSUING].certificate_pem,
         found[ISSUING].encrypted_key_pem,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_authorities(root_pem: str, issuing_pem: str, issuing_sealed_key: str) -> _Authorities:
+    # The rows are read on every check (a new 'pki init' takes effect at once); parsing the
+    # same PEM again would only cost time.
+    return _Authorities(
+        x509.load_pem_x509_certificate(root_pem.encode("ascii")),
+        x509.load_pem_x509_certificate(issuing_pem.encode("ascii")),
+        issuing_sealed_key,
     )
 
 
@@ -437,14 +449,27 @@ def validate_client_chain(
     if any(ca != authorities.issuing for ca in presented_cas):
         raise CertificateRejected("the chain's CA certificate is not this platform's issuing CA")
     try:
-        return _identify(store, authorities, leaf, now)
+        checked = _CHECKED.get(leaf, authorities, now) or _check_leaf(authorities, leaf, now)
     except _MALFORMED as error:
         raise CertificateRejected(f"the client certificate is malformed: {error}") from None
+    _CHECKED.add(leaf, authorities, checked)
+    return _identify(store, checked)
 
 
-def _identify(
-    store: PkiStore, authorities: _Authorities, leaf: x509.Certificate, now: datetime
-) -> ClientIdentity:
+@dataclass(frozen=True)
+class _CheckedLeaf:
+    """What a client certificate's verification up to the root established: the part of the
+    check that depends only on the certificates, and the dates between which it holds."""
+
+    client_id: str
+    serial: str
+    pem: str
+    public_key: ec.EllipticCurvePublicKey
+    valid_from: datetime
+    valid_until: datetime
+
+
+def _check_leaf(authorities: _Authorities, leaf: x509.Certificate, now: datetime) -> _CheckedLeaf:
     if now >= leaf.not_valid_after_utc:
         raise CertificateRejected(
             f"the client certificate expired on {leaf.not_valid_after_utc.isoformat()}"
@@ -467,29 +492,83 @@ def _identify(
             f"the certificate chain does not verify up to the platform root: {error}"
         ) from None
     _check_usage(leaf)
-    client_id = _client_id(leaf)
-    serial = format(leaf.serial_number, "x")
+    public_key = leaf.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise CertificateRejected("the client certificate's key is not an ECDSA key")
+    chain = (leaf, authorities.issuing, authorities.root)
+    return _CheckedLeaf(
+        client_id=_client_id(leaf),
+        serial=format(leaf.serial_number, "x"),
+        pem=certificate_pem(leaf),
+        public_key=public_key,
+        valid_from=max(c.not_valid_before_utc for c in chain),
+        valid_until=min(c.not_valid_after_utc for c in chain),
+    )
+
+
+class _CheckedLeaves:
+    """Client certificates whose chain verified, at most ``LIMIT`` of them.
+
+    Verifying a chain costs two ECDSA verifications and the parsing of its extensions, and its
+    outcome depends only on the certificates, so a client presenting the same certificate again
+    (on every token request, on every signed document) is not verified again while all three
+    certificates are valid. Revocation and the platform's record of the certificate are read
+    fresh on every check (`_identify`): those change without the certificate changing.
+    """
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._checked: dict[tuple[bytes, bytes, bytes], _CheckedLeaf] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(leaf: x509.Certificate, authorities: _Authorities) -> tuple[bytes, bytes, bytes]:
+        return (
+            leaf.fingerprint(hashes.SHA256()),
+            authorities.issuing.fingerprint(hashes.SHA256()),
+            authorities.root.fingerprint(hashes.SHA256()),
+        )
+
+    def get(
+        self, leaf: x509.Certificate, authorities: _Authorities, now: datetime
+    ) -> _CheckedLeaf | None:
+        with self._lock:
+            found = self._checked.get(self._key(leaf, authorities))
+        if found is None or not found.valid_from <= now < found.valid_until:
+            return None  # checked again in full, for the exact reason
+        return found
+
+    def add(self, leaf: x509.Certificate, authorities: _Authorities, checked: _CheckedLeaf) -> None:
+        with self._lock:
+            if len(self._checked) >= self.LIMIT:
+                self._checked.pop(next(iter(self._checked)))  # the oldest
+            self._checked[self._key(leaf, authorities)] = checked
+
+
+_CHECKED = _CheckedLeaves()
+
+
+def _identify(store: PkiStore, checked: _CheckedLeaf) -> ClientIdentity:
+    serial = checked.serial
     record = store.certificate(serial)
-    if record is None or record.certificate_pem != certificate_pem(leaf):
+    if record is None or record.certificate_pem != checked.pem:
         raise CertificateRejected(f"certificate {serial} was not issued by this platform")
     if record.revoked_at is not None:
         raise CertificateRejected(
             f"certificate {serial} was revoked on {_when(record.revoked_at)} "
             f"({record.revocation_reason})"
         )
-    if record.client_id != client_id:
+    if record.client_id != checked.client_id:
         raise CertificateRejected(f"certificate {serial} does not name its recorded client")
-    public_key = leaf.public_key()
-    if not isinstance(public_key, ec.EllipticCurvePublicKey):
-        raise CertificateRejected("the client certificate's key is not an ECDSA key")
     return ClientIdentity(
-        client_id=client_id,
+        client_id=checked.client_id,
         kind=record.kind,
         practitioner_id=record.practitioner_id,
         organization_id=record.organization_id,
         serial=serial,
         not_after=record.not_after,
-        public_key=public_key,
+        public_key=checked.public_key,
     )
 
 

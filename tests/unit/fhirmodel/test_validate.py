@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from carevault.domain.errors import InvalidInput, TooLarge
 from carevault.fhirmodel.validate import parse_json, validate_resource
@@ -68,6 +70,39 @@ def test_nesting_beyond_the_limit_is_too_large(body: bytes) -> None:
 def test_brackets_inside_strings_do_not_count() -> None:
     body = json.dumps({"a": "[[[[{{{{", "b": 'quote \\" [[[[ {{{{'}).encode()
     assert parse_json(body, max_depth=1) == {"a": "[[[[{{{{", "b": 'quote \\" [[[[ {{{{'}
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ ab\n\u00e9'),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet='[]{}"\\ ab', max_size=4), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(
+    value=st.dictionaries(st.text(max_size=3), _json_values, max_size=3), limit=st.integers(1, 8)
+)
+def test_the_depth_check_agrees_with_the_parsed_nesting(
+    value: dict[str, object], limit: int
+) -> None:
+    """Strings full of brackets, quotes and escapes never fool the scan, either way."""
+    body = json.dumps(value, ensure_ascii=False).encode()
+    if _depth(value) <= limit:
+        assert parse_json(body, max_depth=limit) == value
+    else:
+        with pytest.raises(TooLarge):
+            parse_json(body, max_depth=limit)
 
 
 @pytest.mark.parametrize(

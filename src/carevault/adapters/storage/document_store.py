@@ -15,7 +15,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.blob_store import FileBlobStore
@@ -156,12 +167,25 @@ class DocumentStore:
         self.connection = connection
         self.blobs = blobs
 
-    def master_identifier_taken(self, value: str) -> bool:
-        m = t.document_metadata
-        row = self.connection.execute(
-            select(m.c.document_id).where(m.c.master_identifier == value)
-        ).first()
-        return row is not None
+    def identifiers_taken(
+        self, submission_set: str, documents: Sequence[str]
+    ) -> tuple[bool, frozenset[str]]:
+        """Whether a SubmissionSet has this uniqueId already, and which of these documents'
+        uniqueIds are taken: one query for a whole submission."""
+        m, s = t.document_metadata, t.submission_set
+        rows = self.connection.execute(
+            select(m.c.master_identifier.label("taken"), literal(False).label("is_set"))
+            .where(m.c.master_identifier.in_(list(documents)))
+            .union_all(
+                select(s.c.master_identifier, literal(True)).where(
+                    s.c.master_identifier == submission_set
+                )
+            )
+        ).all()
+        return (
+            any(row.is_set for row in rows),
+            frozenset(str(row.taken) for row in rows if not row.is_set),
+        )
 
     def add(
         self,
@@ -479,15 +503,6 @@ class DocumentStore:
         if row is None:
             return None
         return {**row._asdict(), "document_ids": json.loads(row.document_ids)}
-
-    def submission_set_taken(self, master_identifier: str) -> bool:
-        s = t.submission_set
-        return (
-            self.connection.execute(
-                select(s.c.id).where(s.c.master_identifier == master_identifier)
-            ).first()
-            is not None
-        )
 
     def submission_sets(
         self, patient_id: str, *, offset: int, count: int
