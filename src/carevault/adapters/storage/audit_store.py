@@ -9,17 +9,19 @@ at all.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import sql as pgsql
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
-    Table,
     and_,
+    bindparam,
     func,
     insert,
     or_,
@@ -29,6 +31,53 @@ from sqlalchemy import (
 
 from carevault.adapters.storage import schema as t
 from carevault.domain.merkle import HASH_SIZE, Frontier, Node, leaf_hash
+
+_ENTRY_COLUMNS = ("stream", "leaf_index", "patient_id", "agent", "recorded_at", "entry")
+_NODE_COLUMNS = ("stream", "level", "idx", "hash")
+_STATE_COLUMNS = ("new_size", "new_frontier", "state_stream")
+# Up to this many entries, one statement; beyond, COPY (see `AuditStore.append`).
+_ONE_STATEMENT_ROWS = 32
+
+_LOCKED_STATE = (
+    select(t.audit_log_state.c.tree_size, t.audit_log_state.c.frontier)
+    .where(t.audit_log_state.c.stream == bindparam("stream"))
+    .with_for_update()  # SQLite has no FOR UPDATE: its BEGIN IMMEDIATE serializes writers
+)
+_SET_STATE = (
+    update(t.audit_log_state)
+    .where(t.audit_log_state.c.stream == bindparam("state_stream"))
+    .values(tree_size=bindparam("new_size"), frontier=bindparam("new_frontier"))
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _one_statement(entries: int, nodes: int) -> pgsql.Composed:
+    """WITH e AS (INSERT entries), n AS (INSERT nodes) UPDATE the state, for these counts."""
+
+    def values(columns: tuple[str, ...], count: int) -> pgsql.Composed:
+        row = pgsql.SQL("({})").format(pgsql.SQL(", ").join([pgsql.Placeholder()] * len(columns)))
+        return pgsql.SQL(", ").join([row] * count)
+
+    def names(columns: tuple[str, ...]) -> pgsql.Composed:
+        return pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
+
+    return pgsql.SQL(
+        "WITH e AS (INSERT INTO audit_entry ({}) VALUES {}), "
+        "n AS (INSERT INTO audit_node ({}) VALUES {}) "
+        "UPDATE audit_log_state SET tree_size = {}, frontier = {} WHERE stream = {}"
+    ).format(
+        names(_ENTRY_COLUMNS),
+        values(_ENTRY_COLUMNS, entries),
+        names(_NODE_COLUMNS),
+        values(_NODE_COLUMNS, nodes),
+        pgsql.Placeholder(),
+        pgsql.Placeholder(),
+        pgsql.Placeholder(),
+    )
+
+
+def _named(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 class AuditStorageError(Exception):
@@ -62,12 +111,7 @@ class AuditStore:
     # --- appending ------------------------------------------------------------------------
 
     def _locked_frontier(self, stream: str) -> Frontier:
-        query = select(t.audit_log_state.c.tree_size, t.audit_log_state.c.frontier).where(
-            t.audit_log_state.c.stream == stream
-        )
-        if self.connection.dialect.name != "sqlite":
-            query = query.with_for_update()
-        row = self.connection.execute(query).first()
+        row = self.connection.execute(_LOCKED_STATE, {"stream": stream}).first()
         if row is None:
             raise AuditStorageError(
                 f"audit stream {stream!r} is not initialized: run 'carevault db upgrade'"
@@ -80,44 +124,65 @@ class AuditStore:
         """Append entries in order; return (first leaf index, new tree size)."""
         frontier = self._locked_frontier(stream)
         first = frontier.size
-        nodes: list[dict[str, object]] = []
-        rows: list[dict[str, object]] = []
+        nodes: list[tuple[str, int, int, bytes]] = []
+        rows: list[tuple[str, int, str | None, str | None, datetime, bytes]] = []
         for entry in entries:
-            index = frontier.size
             rows.append(
-                {
-                    "stream": stream,
-                    "leaf_index": index,
-                    "patient_id": entry.patient_id,
-                    "agent": entry.agent,
-                    "recorded_at": entry.recorded_at,
-                    "entry": entry.data,
-                }
+                (
+                    stream,
+                    frontier.size,
+                    entry.patient_id,
+                    entry.agent,
+                    entry.recorded_at,
+                    entry.data,
+                )
             )
             for (level, idx), value in frontier.append(leaf_hash(entry.data)):
-                nodes.append({"stream": stream, "level": level, "idx": idx, "hash": value})
+                nodes.append((stream, level, idx, value))
         if rows:
-            self._insert(t.audit_entry, rows)
-            self._insert(t.audit_node, nodes)
-            self.connection.execute(
-                update(t.audit_log_state)
-                .where(t.audit_log_state.c.stream == stream)
-                .values(tree_size=frontier.size, frontier=b"".join(frontier.hashes))
-            )
+            state = (frontier.size, b"".join(frontier.hashes), stream)
+            if self.connection.dialect.name != "postgresql":
+                self.connection.execute(insert(t.audit_entry), _named(_ENTRY_COLUMNS, rows))
+                self.connection.execute(insert(t.audit_node), _named(_NODE_COLUMNS, nodes))
+                self.connection.execute(_SET_STATE, dict(zip(_STATE_COLUMNS, state, strict=True)))
+            elif len(rows) <= _ONE_STATEMENT_ROWS:
+                self._append_in_one_statement(rows, nodes, state)
+            else:
+                self._append_by_copy(rows, nodes, state)
         return first, frontier.size
 
-    def _insert(self, table: Table, rows: list[dict[str, object]]) -> None:
-        """Bulk insert; on PostgreSQL with COPY, several times cheaper per row than INSERT."""
-        if self.connection.dialect.name != "postgresql":
-            self.connection.execute(insert(table), rows)
-            return
-        columns = list(rows[0])
+    def _append_in_one_statement(
+        self, rows: list[tuple[Any, ...]], nodes: list[tuple[Any, ...]], state: tuple[Any, ...]
+    ) -> None:
+        """PostgreSQL, a few entries (one request's): the entries, the hashes and the new state
+        in one statement, so one round trip while the stream's lock is held."""
+        params = [value for row in rows for value in row]
+        params += [value for node in nodes for value in node]
+        with self._driver().cursor() as cursor:
+            cursor.execute(_one_statement(len(rows), len(nodes)), [*params, *state])
+
+    def _append_by_copy(
+        self, rows: list[tuple[Any, ...]], nodes: list[tuple[Any, ...]], state: tuple[Any, ...]
+    ) -> None:
+        """PostgreSQL, many entries (an import, a batch): COPY, several times cheaper per row
+        than INSERT."""
+        with self._driver().cursor() as cursor:
+            for table, columns, values in (
+                ("audit_entry", _ENTRY_COLUMNS, rows),
+                ("audit_node", _NODE_COLUMNS, nodes),
+            ):
+                statement = pgsql.SQL("COPY {} ({}) FROM STDIN").format(
+                    pgsql.Identifier(table), pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
+                )
+                with cursor.copy(statement) as copy:
+                    for value in values:
+                        copy.write_row(value)
+        self.connection.execute(_SET_STATE, dict(zip(_STATE_COLUMNS, state, strict=True)))
+
+    def _driver(self) -> Any:
         driver = self.connection.connection.driver_connection
         assert driver is not None
-        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row([row[column] for column in columns])
+        return driver
 
     # --- reading --------------------------------------------------------------------------
 
