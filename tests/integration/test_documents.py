@@ -452,7 +452,7 @@ def test_orphan_blobs_of_a_failed_submission_are_swept(
         stored, sealed = found[0], sealed_parts(kept, found[1], blobs)
         assert sealed is not None
         orphan = replace(stored.metadata, id="orphan-1", master_identifier="urn:oid:9.9")
-        store.add(orphan, sealed, None, stored.metadata.indexed)
+        store.add([(orphan, sealed, None)], stored.metadata.indexed)
         # no commit: the transaction rolls back, the file stays behind
     assert blobs.read("orphan-1") is not None
     assert platform.documents.sweep_orphans(platform.unit_of_work, older_than=0) == 1

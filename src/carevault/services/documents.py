@@ -24,6 +24,7 @@ from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.document_store import (
     DocumentCriteria,
     DocumentStore,
+    NewDocument,
     SealedParts,
     StoredContent,
     StoredDocument,
@@ -186,6 +187,7 @@ class DocumentService:
         signatures = self._signatures(submission)
         signed: dict[str, DocumentMetadata] = {}
         stored: list[DocumentMetadata] = []
+        new: list[NewDocument] = []
         # Signed documents first, so that each signature can take its document's facts.
         ordered = sorted(submission.documents, key=lambda d: d.signs is not None)
         for provided in ordered:
@@ -222,8 +224,9 @@ class DocumentService:
                 if text is not None
                 else None
             )
-            store.add(metadata, content, sealed_text, now)
+            new.append((metadata, content, sealed_text))
             stored.append(metadata)
+        store.add(new, now)
         set_id = new_id()
         store.add_submission_set(
             set_id,

@@ -22,6 +22,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    insert,
     literal,
     or_,
     select,
@@ -160,6 +161,10 @@ def _period(
     return and_(start.is_not(None), start < high, or_(end.is_(None), end >= low))
 
 
+# A document to store: its metadata, its sealed content, its sealed free text (if any).
+NewDocument = tuple[DocumentMetadata, SealedParts, SealedParts | None]
+
+
 class DocumentStore:
     """``blobs`` is the filesystem backend for content (None: content lives in the database)."""
 
@@ -172,90 +177,86 @@ class DocumentStore:
     ) -> tuple[bool, frozenset[str]]:
         """Whether a SubmissionSet has this uniqueId already, and which of these documents'
         uniqueIds are taken: one query for a whole submission."""
-        m, s = t.document_metadata, t.submission_set
         rows = self.connection.execute(
-            select(m.c.master_identifier.label("taken"), literal(False).label("is_set"))
-            .where(m.c.master_identifier.in_(list(documents)))
-            .union_all(
-                select(s.c.master_identifier, literal(True)).where(
-                    s.c.master_identifier == submission_set
-                )
-            )
+            _IDENTIFIERS_TAKEN, {"documents": list(documents), "submission_set": submission_set}
         ).all()
         return (
             any(row.is_set for row in rows),
             frozenset(str(row.taken) for row in rows if not row.is_set),
         )
 
-    def add(
-        self,
-        document: DocumentMetadata,
-        content: SealedParts,
-        sealed_text: SealedParts | None,
-        now: datetime,
-    ) -> None:
+    def add(self, documents: Sequence[NewDocument], now: datetime) -> None:
+        """Insert a submission's documents: one statement per table for all of them."""
+        if not documents:
+            return
         self.connection.execute(
-            t.document.insert(),
-            {
-                "id": document.id,
-                "patient_id": document.patient_id,
-                "author_id": document.author_id,
-                "author_organization_id": document.author_organization_id,
-                "class_code": document.engine_class,
-                "type_code": document.type_code.code,
-                "confidentiality": document.confidentiality.value,
-                "hidden": document.hidden,
-                "not_yet_visible": document.not_yet_visible_to_patient,
-                "created_at": document.indexed,
-            },
-        )
-        self.connection.execute(
-            t.document_metadata.insert(),
-            {
-                "document_id": document.id,
-                "patient_id": document.patient_id,
-                "status": document.status.value,
-                "master_identifier": document.master_identifier,
-                "xds_class": _code(document.class_code),
-                "xds_type": _code(document.type_code),
-                "format": _code(document.format_code),
-                "practice_setting": _code(document.practice_setting),
-                "facility_type": _code(document.facility_type),
-                "events": "".join(f" {_code(event)} " for event in document.events),
-                "content_type": document.content_type,
-                "size": document.size,
-                "sha256": document.sha256,
-                "sha1": document.sha1,
-                "created": document.created,
-                "service_start": document.service_start,
-                "service_end": document.service_end,
-                "language": document.language,
-                "replaces": document.replaces,
-                "signs": document.signs,
-                "submission_set_id": document.submission_set_id,
-                "patient_authored": document.patient_authored,
-                "release_at": document.release_at,
-                "sealed_text": sealed_text.pack() if sealed_text is not None else None,
-                "text_kek_id": sealed_text.kek_id if sealed_text is not None else None,
-            },
-        )
-        # The file is durable before the row that points to it commits (see blob_store).
-        location = (
-            self.blobs.write(document.id, content.ciphertext) if self.blobs is not None else None
+            _INSERT_DOCUMENT,
+            [
+                {
+                    "id": d.id,
+                    "patient_id": d.patient_id,
+                    "author_id": d.author_id,
+                    "author_organization_id": d.author_organization_id,
+                    "class_code": d.engine_class,
+                    "type_code": d.type_code.code,
+                    "confidentiality": d.confidentiality.value,
+                    "hidden": d.hidden,
+                    "not_yet_visible": d.not_yet_visible_to_patient,
+                    "created_at": d.indexed,
+                }
+                for d, _, _ in documents
+            ],
         )
         self.connection.execute(
-            t.document_content.insert(),
-            {
-                "document_id": document.id,
-                "patient_id": document.patient_id,
-                "kek_id": content.kek_id,
-                "wrapped_key": content.wrapped_key,
-                "nonce": content.nonce,
-                "ciphertext": content.ciphertext if location is None else None,
-                "location": location,
-                "created_at": now,
-            },
+            _INSERT_METADATA,
+            [
+                {
+                    "document_id": d.id,
+                    "patient_id": d.patient_id,
+                    "status": d.status.value,
+                    "master_identifier": d.master_identifier,
+                    "xds_class": _code(d.class_code),
+                    "xds_type": _code(d.type_code),
+                    "format": _code(d.format_code),
+                    "practice_setting": _code(d.practice_setting),
+                    "facility_type": _code(d.facility_type),
+                    "events": "".join(f" {_code(event)} " for event in d.events),
+                    "content_type": d.content_type,
+                    "size": d.size,
+                    "sha256": d.sha256,
+                    "sha1": d.sha1,
+                    "created": d.created,
+                    "service_start": d.service_start,
+                    "service_end": d.service_end,
+                    "language": d.language,
+                    "replaces": d.replaces,
+                    "signs": d.signs,
+                    "submission_set_id": d.submission_set_id,
+                    "patient_authored": d.patient_authored,
+                    "release_at": d.release_at,
+                    "sealed_text": text.pack() if text is not None else None,
+                    "text_kek_id": text.kek_id if text is not None else None,
+                }
+                for d, _, text in documents
+            ],
         )
+        contents = []
+        for d, content, _ in documents:
+            # The file is durable before the row that points to it commits (see blob_store).
+            location = self.blobs.write(d.id, content.ciphertext) if self.blobs else None
+            contents.append(
+                {
+                    "document_id": d.id,
+                    "patient_id": d.patient_id,
+                    "kek_id": content.kek_id,
+                    "wrapped_key": content.wrapped_key,
+                    "nonce": content.nonce,
+                    "ciphertext": content.ciphertext if location is None else None,
+                    "location": location,
+                    "created_at": now,
+                }
+            )
+        self.connection.execute(_INSERT_CONTENT, contents)
 
     def set_status(self, patient_id: str, document_id: str, status: DocumentStatus) -> bool:
         """Change a document's status, and its signatures' with it."""
@@ -485,7 +486,7 @@ class DocumentStore:
         now: datetime,
     ) -> None:
         self.connection.execute(
-            t.submission_set.insert(),
+            _INSERT_SUBMISSION_SET,
             {
                 "id": set_id,
                 "patient_id": patient_id,
@@ -528,6 +529,21 @@ _CONTENT_COLUMNS: Final = tuple(
     for name in ("kek_id", "wrapped_key", "nonce", "ciphertext", "location")
 )
 
+
+# Built once, bound at each execution (building a statement costs more than running it).
+_IDENTIFIERS_TAKEN: Final = (
+    select(t.document_metadata.c.master_identifier.label("taken"), literal(False).label("is_set"))
+    .where(t.document_metadata.c.master_identifier.in_(bindparam("documents", expanding=True)))
+    .union_all(
+        select(t.submission_set.c.master_identifier, literal(True)).where(
+            t.submission_set.c.master_identifier == bindparam("submission_set")
+        )
+    )
+)
+_INSERT_DOCUMENT: Final = insert(t.document)
+_INSERT_METADATA: Final = insert(t.document_metadata)
+_INSERT_CONTENT: Final = insert(t.document_content)
+_INSERT_SUBMISSION_SET: Final = insert(t.submission_set)
 
 # Read on every retrieval: built once, bound at each execution.
 _WITH_CONTENT: Final = (

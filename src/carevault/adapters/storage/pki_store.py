@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from carevault.adapters.storage import schema as t
@@ -37,15 +37,22 @@ class CertificateRecord:
     revocation_reason: str | None = None
 
 
+# Read on every token request and every signed document: built once.
+_AUTHORITIES = select(
+    t.pki_authority.c.name,
+    t.pki_authority.c.certificate,
+    t.pki_authority.c.encrypted_key,
+    t.pki_authority.c.created_at,
+)
+_CERTIFICATE = select(t.pki_certificate).where(t.pki_certificate.c.serial == bindparam("serial"))
+
+
 class PkiStore:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
 
     def authorities(self) -> dict[str, StoredAuthority]:
-        a = t.pki_authority
-        rows = self.connection.execute(
-            select(a.c.name, a.c.certificate, a.c.encrypted_key, a.c.created_at)
-        )
+        rows = self.connection.execute(_AUTHORITIES)
         return {
             row.name: StoredAuthority(row.name, row.certificate, row.encrypted_key, row.created_at)
             for row in rows
@@ -89,8 +96,7 @@ class PkiStore:
         )
 
     def certificate(self, serial: str) -> CertificateRecord | None:
-        c = t.pki_certificate
-        row = self.connection.execute(select(c).where(c.c.serial == serial)).first()
+        row = self.connection.execute(_CERTIFICATE, {"serial": serial}).first()
         return None if row is None else _record(row._mapping)
 
     def certificates_of(self, client_id: str) -> list[CertificateRecord]:
