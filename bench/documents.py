@@ -111,6 +111,8 @@ GOAL_RETRIEVE_RATIO = 0.40
 GOAL_RETRIEVE_P99_MS = 25.0
 GOAL_SUBMIT_PER_CORE = 300.0
 GOAL_AES_RATIO = 0.80
+# The paced phase offers this share of the closed-loop retrieval rate: latency below saturation.
+PACED_SHARE = 0.5
 
 FHIR_JSON = "application/fhir+json"
 LOINC = "http://loinc.org"
@@ -691,13 +693,17 @@ class Load:
         self.seen = seen  # test runs seen on the machine around a timed region
 
     def run(self, name: str, jobs: Iterator[Job], seconds: float, server_pid: int,
-            warmup: Sequence[Job] = ()) -> Run:
+            warmup: Sequence[Job] = (), rate: float | None = None) -> Run:
+        """Closed loop (each client sends its next request when the last one is answered), or,
+        with ``rate``, open loop: the clients together start ``rate`` requests per second on a
+        fixed schedule, and a request's latency counts from its scheduled start, so a server
+        that falls behind is charged for the wait (no coordinated omission)."""
         runner = asyncio.Runner(loop_factory=event_loop_factory())
         with runner:
-            return runner.run(self._run(name, jobs, seconds, server_pid, warmup))
+            return runner.run(self._run(name, jobs, seconds, server_pid, warmup, rate))
 
     async def _run(self, name: str, jobs: Iterator[Job], seconds: float, server_pid: int,
-                   warmup: Sequence[Job]) -> Run:
+                   warmup: Sequence[Job], rate: float | None = None) -> Run:
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         sessions = [httpx.AsyncClient(base_url=self.base_url, timeout=60.0, limits=limits)
                     for _ in range(self.clients)]
@@ -714,7 +720,16 @@ class Load:
             counted = self.pg.counters()
             before = CpuSnapshot.take(server_pid, self.pg.name)
             deadline = time.perf_counter() + seconds
-            await asyncio.gather(*(self._client(s, jobs, deadline, run) for s in sessions))
+            if rate is None:
+                await asyncio.gather(*(self._client(s, jobs, deadline, run)
+                                       for s in sessions))
+            else:
+                interval = len(sessions) / rate  # each client's share of the schedule
+                start = time.perf_counter()
+                await asyncio.gather(*(
+                    self._client(s, jobs, deadline, run,
+                                 schedule=(start + n * interval / len(sessions), interval))
+                    for n, s in enumerate(sessions)))
             after = CpuSnapshot.take(server_pid, self.pg.name)
             run.database = {k: v - counted[k] for k, v in self.pg.counters().items()}
             self.seen.update(other_test_runs())
@@ -725,16 +740,23 @@ class Load:
             await asyncio.gather(*(s.aclose() for s in sessions))
 
     async def _client(self, session: httpx.AsyncClient, jobs: Iterator[Job], deadline: float,
-                      run: Run) -> None:
+                      run: Run, schedule: tuple[float, float] | None = None) -> None:
         clock = time.perf_counter
+        due = schedule[0] if schedule is not None else 0.0
         while clock() < deadline:
+            if schedule is not None:
+                if due >= deadline:
+                    return
+                await asyncio.sleep(max(0.0, due - clock()))
             job = next(jobs, None)
             if job is None:
                 return
             headers = {"Content-Type": FHIR_JSON} if job.body is not None else {}
             if job.authorized and self.card is not None:
                 headers.update(self.card.headers())
-            start = clock()
+            start = clock() if schedule is None else due
+            if schedule is not None:
+                due += schedule[1]
             try:
                 answer = await session.request(job.method, job.path, content=job.body,
                                                headers=headers)
@@ -1137,6 +1159,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                   opts.document_bytes),
                                 opts.seconds, server.pid, warm_reads)
         report_run(retrieve, server)
+        paced_rate = round(PACED_SHARE * retrieve.per_second, 1)
+        say(f"ITI-68 paced: {opts.clients} clients starting {paced_rate:g} requests/s "
+            f"({PACED_SHARE:.0%} of the rate above) on a fixed schedule, {opts.seconds:g} s …")
+        paced = load.run("ITI-68 paced", retrieval_jobs(order, published, opts.document_bytes),
+                         opts.seconds, server.pid, rate=paced_rate)
+        report_run(paced, server)
         server.stop()
 
         lengths = pg.ciphertext_lengths()
@@ -1159,7 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
         bare.stop()
         machine_info["cpu_capacity_cores_at_end"] = cpu_capacity()
         result = summarize(opts, aes, submit, retrieve, baseline, len(patients),
-                           machine_info, sorted(seen), servers)
+                           machine_info, sorted(seen), servers, paced)
     finally:
         for running in servers:
             running.stop()
@@ -1192,8 +1220,8 @@ def report_run(run: Run, server: Server) -> None:
 
 def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, baseline: Run,
               patients: int, machine_info: dict[str, Any], busy: list[str],
-              servers: list[Server]) -> dict[str, Any]:
-    retrieve_s, submit_s = retrieve.summary(), submit.summary()
+              servers: list[Server], paced: Run) -> dict[str, Any]:
+    retrieve_s, submit_s, paced_s = retrieve.summary(), submit.summary(), paced.summary()
     ratio = retrieve.per_second / baseline.per_second if baseline.per_second else 0.0
     # A core is a server worker, a process: the machine's cores when there are more workers.
     server_cores_used = min(opts.workers, os.cpu_count() or 1)
@@ -1218,7 +1246,7 @@ def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, ba
     cv_cpu = retrieve_s["cpu_ms_per_request"]["server"]
     bare_cpu = baseline.summary()["cpu_ms_per_request"]["server"]
     cpu_ratio = round(bare_cpu / cv_cpu, 3) if cv_cpu and bare_cpu else None
-    failed = submit.failures + retrieve.failures + baseline.failures
+    failed = submit.failures + retrieve.failures + baseline.failures + paced.failures
     return {
         "retrieve_per_s": round(retrieve.per_second, 1),
         "baseline_retrieve_per_s": round(baseline.per_second, 1),
@@ -1228,6 +1256,12 @@ def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, ba
         "retrieve_ratio_by_server_cpu": cpu_ratio,
         "retrieve_p50_ms": retrieve_s["p50_ms"],
         "retrieve_p99_ms": retrieve_s["p99_ms"],
+        # The closed loop above keeps 32 requests in flight at saturation, so its latency is
+        # mostly queueing (Little's law: 32 / throughput). Below saturation:
+        "retrieve_paced_offered_per_s": round(PACED_SHARE * retrieve.per_second, 1),
+        "retrieve_paced_per_s": round(paced.per_second, 1),
+        "retrieve_paced_p50_ms": paced_s["p50_ms"],
+        "retrieve_paced_p99_ms": paced_s["p99_ms"],
         "baseline_p50_ms": baseline.summary()["p50_ms"],
         "baseline_p99_ms": baseline.summary()["p99_ms"],
         "submit_per_s": round(submit.per_second, 1),
@@ -1280,6 +1314,7 @@ def summarize(opts: Options, aes: dict[str, Any], submit: Run, retrieve: Run, ba
         "details": {
             "submit": submit_s,
             "retrieve": retrieve_s,
+            "retrieve_paced": paced_s,
             "baseline": baseline.summary(),
             "aes_gcm_1mb": aes,
             "server_tracebacks": errors,
@@ -1292,7 +1327,7 @@ def print_table(result: dict[str, Any]) -> None:
     rows = [("", "per s", "p50 ms", "p99 ms", "cores: server", "postgres", "ended",
              "clients", "other", "server CPU ms/req")]
     for label, key in (("ITI-65 submit", "submit"), ("ITI-68 retrieve", "retrieve"),
-                       ("baseline retrieve", "baseline")):
+                       ("ITI-68 paced", "retrieve_paced"), ("baseline retrieve", "baseline")):
         s = d[key]
         rows.append((label, f"{s['per_s']:,.1f}", f"{s['p50_ms']}", f"{s['p99_ms']}",
                      f"{s['cores_busy']['server']}", f"{s['cores_busy']['postgres']}",
