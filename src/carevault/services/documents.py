@@ -186,7 +186,6 @@ class DocumentService:
         ids = {d.full_url: new_id() for d in submission.documents}
         signatures = self._signatures(submission)
         signed: dict[str, DocumentMetadata] = {}
-        stored: list[DocumentMetadata] = []
         new: list[NewDocument] = []
         # Signed documents first, so that each signature can take its document's facts.
         ordered = sorted(submission.documents, key=lambda d: d.signs is not None)
@@ -225,8 +224,8 @@ class DocumentService:
                 else None
             )
             new.append((metadata, content, sealed_text))
-            stored.append(metadata)
         store.add(new, now)
+        stored = [metadata for metadata, _, _ in new]
         set_id = new_id()
         store.add_submission_set(
             set_id,
