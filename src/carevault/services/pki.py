@@ -22,7 +22,6 @@ Errors, besides the directory's `NotFound` for an unknown professional or organi
 from __future__ import annotations
 
 import functools
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -66,6 +65,7 @@ from carevault.domain.errors import (
 )
 from carevault.domain.queries import Page, RoleQuery
 from carevault.fhirmodel.directory import IdentitySystems, organization_entry, practitioner_entry
+from carevault.services.bounded_memo import BoundedMemo
 from carevault.services.directory import read_resource
 
 __all__ = [
@@ -449,10 +449,9 @@ def validate_client_chain(
     if any(ca != authorities.issuing for ca in presented_cas):
         raise CertificateRejected("the chain's CA certificate is not this platform's issuing CA")
     try:
-        checked = _CHECKED.get(leaf, authorities, now) or _check_leaf(authorities, leaf, now)
+        checked = _checked_leaf(authorities, leaf, now)
     except _MALFORMED as error:
         raise CertificateRejected(f"the client certificate is malformed: {error}") from None
-    _CHECKED.add(leaf, authorities, checked)
     return _identify(store, checked)
 
 
@@ -506,47 +505,25 @@ def _check_leaf(authorities: _Authorities, leaf: x509.Certificate, now: datetime
     )
 
 
-class _CheckedLeaves:
-    """Client certificates whose chain verified, at most ``LIMIT`` of them.
+# Client certificates whose chain verified. Verifying a chain costs two ECDSA verifications
+# and the parsing of its extensions, and its outcome depends only on the certificates, so a
+# client presenting the same certificate again (on every token request, on every signed
+# document) is not verified again while all three certificates are valid. Revocation and the
+# platform's record of the certificate are read fresh on every check (`_identify`): those
+# change without the certificate changing.
+_CHECKED: BoundedMemo[tuple[bytes, ...], _CheckedLeaf] = BoundedMemo(10_000)
 
-    Verifying a chain costs two ECDSA verifications and the parsing of its extensions, and its
-    outcome depends only on the certificates, so a client presenting the same certificate again
-    (on every token request, on every signed document) is not verified again while all three
-    certificates are valid. Revocation and the platform's record of the certificate are read
-    fresh on every check (`_identify`): those change without the certificate changing.
-    """
 
-    LIMIT = 10_000
-
-    def __init__(self) -> None:
-        self._checked: dict[tuple[bytes, bytes, bytes], _CheckedLeaf] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(leaf: x509.Certificate, authorities: _Authorities) -> tuple[bytes, bytes, bytes]:
-        return (
-            leaf.fingerprint(hashes.SHA256()),
-            authorities.issuing.fingerprint(hashes.SHA256()),
-            authorities.root.fingerprint(hashes.SHA256()),
-        )
-
-    def get(
-        self, leaf: x509.Certificate, authorities: _Authorities, now: datetime
-    ) -> _CheckedLeaf | None:
-        with self._lock:
-            found = self._checked.get(self._key(leaf, authorities))
-        if found is None or not found.valid_from <= now < found.valid_until:
-            return None  # checked again in full, for the exact reason
+def _checked_leaf(authorities: _Authorities, leaf: x509.Certificate, now: datetime) -> _CheckedLeaf:
+    key = tuple(
+        c.fingerprint(hashes.SHA256()) for c in (leaf, authorities.issuing, authorities.root)
+    )
+    found = _CHECKED.get(key)
+    if found is not None and found.valid_from <= now < found.valid_until:
         return found
-
-    def add(self, leaf: x509.Certificate, authorities: _Authorities, checked: _CheckedLeaf) -> None:
-        with self._lock:
-            if len(self._checked) >= self.LIMIT:
-                self._checked.pop(next(iter(self._checked)))  # the oldest
-            self._checked[self._key(leaf, authorities)] = checked
-
-
-_CHECKED = _CheckedLeaves()
+    checked = _check_leaf(authorities, leaf, now)  # outside the dates: for the exact reason
+    _CHECKED.add(key, checked)
+    return checked
 
 
 def _identify(store: PkiStore, checked: _CheckedLeaf) -> ClientIdentity:

@@ -12,7 +12,6 @@ a revoked certificate or a suspended licence stops live tokens at once.
 from __future__ import annotations
 
 import base64
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticat
 from carevault.domain.queries import Page, RoleQuery
 from carevault.domain.scopes import Scope, parse_scopes, resource_scopes
 from carevault.fhirmodel.directory import LICENCE_STATUS_URL
+from carevault.services.bounded_memo import BoundedMemo
 from carevault.services.pki import CertificateRejected, validate_client_chain
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -249,48 +249,26 @@ def issue_backend_token(
     return TokenGrant(token, int(TOKEN_LIFETIME.total_seconds()), granted)
 
 
-class _VerifiedTokens:
-    """Access tokens whose signature verified, with their claims, at most ``LIMIT`` of them.
-
-    The ES256 verification costs more than the rest of a token check, and its outcome depends
-    only on the token's bytes and our key, so a token that verified once is not verified again
-    on its next request. Only the signature is remembered: expiry, revocation, the certificate
-    and the licence are checked on every request, as before.
-    """
-
-    LIMIT = 10_000
-
-    def __init__(self) -> None:
-        self._claims: dict[tuple[str, str], dict[str, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, kid: str, token: str) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._claims.get((kid, token))
-        return None if found is None else dict(found)
-
-    def add(self, kid: str, token: str, claims: dict[str, Any]) -> None:
-        with self._lock:
-            if len(self._claims) >= self.LIMIT:
-                self._claims.pop(next(iter(self._claims)))  # the oldest
-            self._claims[(kid, token)] = dict(claims)
-
-
-_VERIFIED = _VerifiedTokens()
+# Access tokens whose signature verified, with their claims. The ES256 verification costs more
+# than the rest of a token check, and its outcome depends only on the token's bytes and our key,
+# so a token that verified once is not verified again on its next request. Only the signature
+# is remembered: expiry, revocation, the certificate and the licence are checked on every
+# request, as before.
+_VERIFIED: BoundedMemo[tuple[str, str], dict[str, Any]] = BoundedMemo(10_000)
 
 
 def _token_claims(ctx: TokenContext, token: str) -> dict[str, Any]:
     if len(token) > MAX_ASSERTION_BYTES:
         raise InvalidToken("the access token is too large")
-    known = _VERIFIED.get(ctx.key.kid, token)
+    known = _VERIFIED.get((ctx.key.kid, token))
     if known is not None:
-        return known
+        return dict(known)
     try:
         decoded = jwt.decode(token, ctx.key.public_jwk, algorithms=["ES256"])
     except (JoseError, ValueError) as error:
         raise InvalidToken(f"the access token does not verify: {error}") from None
     claims = dict(decoded.claims)
-    _VERIFIED.add(ctx.key.kid, token, claims)
+    _VERIFIED.add((ctx.key.kid, token), dict(claims))
     return claims
 
 
