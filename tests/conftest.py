@@ -119,3 +119,16 @@ def client(platform: Platform) -> Iterator[TestClient]:
                     client=("127.0.0.1", 50000),
                     headers={"Authorization": f"Bearer {token}"}) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def registrar(platform: Platform) -> Iterator[TestClient]:
+    """An HTTP client holding a registrar's token: the directories' writer (patients'
+    identities, professionals, organizations). It reaches no record."""
+    from support.authorities import registrar_token
+
+    token = registrar_token(platform)
+    with TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                    client=("127.0.0.1", 50001),
+                    headers={"Authorization": f"Bearer {token}"}) as test_client:
+        yield test_client

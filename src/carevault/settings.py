@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from carevault.domain.authorization import CareProof
+
 Environment = Literal["dev", "integration", "preprod", "prod"]
 
 DEV_DATABASE_URL = "sqlite:///var/carevault.db"
@@ -90,6 +92,11 @@ class Settings(BaseSettings):
         "opened one.",
     )
     care_relationship_days: int = Field(default=90, ge=1, le=3650)
+    care_event_proof: Literal["either", "admission-system", "presence-code"] = Field(
+        default="either",
+        description="What proves a care event, so that it opens the record: the organization's "
+        "registered admission system, the patient's presence code, or either.",
+    )
     emergency_access_hours: int = Field(default=24, ge=1, le=168)
     # A 20 MB document travels base64-encoded (4/3) inside a Bundle.
     max_body_bytes: int = Field(default=28 * 1024 * 1024, ge=1024)
@@ -107,6 +114,12 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=64, description="Server processes of `carevault serve`."
     )
+
+    @property
+    def care_event_proofs(self) -> frozenset[CareProof]:
+        if self.care_event_proof == "either":
+            return frozenset(CareProof)
+        return frozenset({CareProof(self.care_event_proof)})
 
     def check_deployable(self) -> None:
         """Refuse development defaults anywhere but ``dev``; say which setting is at fault."""

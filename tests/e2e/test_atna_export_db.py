@@ -20,6 +20,7 @@ from carevault.domain.audit import Agent, AuditRecord
 from carevault.services.atna_export import AtnaExporter, AuditLogSource
 from carevault.services.audit_log import AuditLog
 from carevault.settings import Settings
+from support.authorities import registrar_headers
 from support.builders import patient
 from support.rsyslog import RsyslogServer, sender_for, wait_until
 from support.tokens import professional_token
@@ -158,7 +159,7 @@ def test_the_server_forwards_both_streams(settings: Settings, engine: Engine,
     with TestClient(platform.app, client=("127.0.0.1", 1),
                     headers={"Authorization": f"Bearer {token}"}) as client:
         created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
-                              headers={"Content-Type": "application/fhir+json"})
+                              headers=registrar_headers(platform))
         assert created.status_code == 201
         client.get(f"/fhir/Patient/{created.json()['id']}")
         client.get("/audit/entries", params={"start": 0, "end": 2})  # an operator-stream entry

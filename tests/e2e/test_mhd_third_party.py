@@ -28,6 +28,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from support.authorities import presence_code_in
 from support.builders import national_id
 from support.mhd import (
     CDA_FORMAT,
@@ -161,7 +162,8 @@ def record(server: RunningServer) -> Iterator[Record]:
         pytest.fail("no free national identifier for the test patient")
     client = Client(server)
     signer = Signer(server.card)
-    seen = client.post("/Encounter", encounter(patient_id, author_id))
+    code = presence_code_in(carevault_env(server.workdir)["CAREVAULT_DATABASE_URL"], patient_id)
+    seen = client.post("/Encounter", encounter(patient_id, author_id, code))
     assert seen.status_code == 201, seen.text
     report = publish(client, signer, patient_id, author_id,
                      pdf("Compte rendu de consultation, M. Tiers-Partie"),

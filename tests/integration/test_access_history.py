@@ -26,10 +26,11 @@ def parts(parameter: dict[str, Any]) -> list[tuple[str, Any]]:
             for p in parameter["part"]]
 
 
-def test_audit_events_by_patient_and_date(client: TestClient, platform: Platform) -> None:
+def test_audit_events_by_patient_and_date(registrar: TestClient,
+        client: TestClient, platform: Platform) -> None:
     systems = platform.directory.systems
-    anne = client.post("/fhir/Patient", json=patient(systems, 1), headers=FHIR_JSON).json()
-    marc = client.post("/fhir/Patient", json=patient(systems, 2, family="Thill"),
+    anne = registrar.post("/fhir/Patient", json=patient(systems, 1), headers=FHIR_JSON).json()
+    marc = registrar.post("/fhir/Patient", json=patient(systems, 2, family="Thill"),
                        headers=FHIR_JSON).json()
     client.get(f"/fhir/Patient/{anne['id']}")
     client.get(f"/fhir/Patient/{marc['id']}")
@@ -51,10 +52,10 @@ def test_audit_events_by_patient_and_date(client: TestClient, platform: Platform
     assert client.get("/fhir/AuditEvent/nonsense").status_code == 404
 
 
-def test_access_history_in_plain_words_with_proofs(client: TestClient,
+def test_access_history_in_plain_words_with_proofs(registrar: TestClient, client: TestClient,
                                                    platform: Platform) -> None:
     systems = platform.directory.systems
-    anne = client.post("/fhir/Patient", json=patient(systems, 1), headers=FHIR_JSON).json()
+    anne = registrar.post("/fhir/Patient", json=patient(systems, 1), headers=FHIR_JSON).json()
     client.get(f"/fhir/Patient/{anne['id']}")
     client.get("/fhir/Patient", params={"family": "mül"})
     professional = dict(client.headers)
@@ -70,7 +71,8 @@ def test_access_history_in_plain_words_with_proofs(client: TestClient,
     entries = [p for p in first["parameter"] if p["name"] == "entry"]
     texts = [dict(parts(e))["text"] for e in entries]
     assert len(entries) == 5
-    assert texts[0].startswith("Theo Tester created your identity record")
+    assert texts[0].startswith(
+        "A registrar of the patient and professional directories created your identity record")
     assert "read your identity record" in texts[1]
     assert "found your identity record" in texts[2]
     assert texts[3].startswith("You created an account")  # the patient's app signs in
@@ -100,8 +102,9 @@ def test_access_history_in_plain_words_with_proofs(client: TestClient,
     assert any("a consulté votre fiche d'identité" in text for text in french)
 
 
-def test_access_history_refusals(client: TestClient, platform: Platform) -> None:
-    anne = client.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
+def test_access_history_refusals(registrar: TestClient,
+        client: TestClient, platform: Platform) -> None:
+    anne = registrar.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
                        headers=FHIR_JSON).json()
     base = f"/fhir/Patient/{anne['id']}/$access-history"
     client.headers.update(patient_headers(platform, anne["id"]))

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
 from support import rfc9162
+from support.authorities import registrar_headers
 from support.builders import patient
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -27,7 +28,8 @@ def b64(value: str) -> bytes:
 
 def fill(client: TestClient, platform: Platform, count: int) -> list[str]:
     systems = platform.directory.systems
-    ids = [client.post("/fhir/Patient", json=patient(systems, n), headers=FHIR_JSON).json()["id"]
+    registrar = registrar_headers(platform)
+    ids = [client.post("/fhir/Patient", json=patient(systems, n), headers=registrar).json()["id"]
            for n in range(count)]
     for patient_id in ids:
         client.get(f"/fhir/Patient/{patient_id}")
@@ -123,7 +125,7 @@ def _undo_read_only(engine: Engine) -> None:
             connection.execute(text("DROP FUNCTION audit_read_only()"))
 
 
-def test_with_the_audit_storage_unwritable_nothing_is_served(
+def test_with_the_audit_storage_unwritable_nothing_is_served(registrar: TestClient,
         client: TestClient, platform: Platform, engine: Engine) -> None:
     systems = platform.directory.systems
     (patient_id,) = fill(client, platform, 1)
@@ -135,7 +137,7 @@ def test_with_the_audit_storage_unwritable_nothing_is_served(
         assert "Müller" not in read.text and patient_id not in read.text
         search = client.get("/fhir/Patient", params={"family": "muller"})
         assert search.status_code == 503 and "Müller" not in search.text
-        write = client.post("/fhir/Patient", json=patient(systems, 7), headers=FHIR_JSON)
+        write = registrar.post("/fhir/Patient", json=patient(systems, 7), headers=FHIR_JSON)
         assert write.status_code == 503
     finally:
         _undo_read_only(engine)

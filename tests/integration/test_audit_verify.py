@@ -37,10 +37,10 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 
 
 @pytest.fixture
-def filled(client: TestClient, platform: Platform) -> Platform:
+def filled(registrar: TestClient, client: TestClient, platform: Platform) -> Platform:
     systems = platform.directory.systems
     for n in range(10):
-        client.post("/fhir/Patient", json=patient(systems, n), headers=FHIR_JSON)
+        registrar.post("/fhir/Patient", json=patient(systems, n), headers=FHIR_JSON)
     while platform.audit.size("clinical") < ENTRIES:
         client.get("/fhir/Patient", params={"family": "m"})
     platform.audit.sign_tree_head("clinical")

@@ -20,6 +20,7 @@ from carevault.adapters.storage import schema as t
 from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
 from carevault.settings import Settings
+from support.authorities import presence_code, with_presence
 from support.builders import patient
 from support.documents import (
     FHIR_JSON,
@@ -42,18 +43,19 @@ def settings(settings: Settings, request: pytest.FixtureRequest, tmp_path: Path)
 
 
 @pytest.fixture
-def setting(client: TestClient, platform: Platform) -> tuple[str, dict[str, str], Pro]:
+def setting(registrar: TestClient,
+        client: TestClient, platform: Platform) -> tuple[str, dict[str, str], Pro]:
     """A patient, their app's headers, and a GP who saw them (a care relationship)."""
-    created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 5),
+    created = registrar.post("/fhir/Patient", json=patient(platform.directory.systems, 5),
                           headers=FHIR_JSON)
     patient_id = str(created.json()["id"])
     gp = Pro(platform, "HP-DOC-GP")
-    seen = client.post("/fhir/Encounter", headers=gp.headers, json={
+    seen = client.post("/fhir/Encounter", headers=gp.headers, json=with_presence({
         "resourceType": "Encounter", "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "subject": {"reference": f"Patient/{patient_id}"},
         "participant": [{"individual": {"reference": f"Practitioner/{gp.id}"}}],
-        "period": {"start": "2026-11-20T09:00:00Z"}})
+        "period": {"start": "2026-11-20T09:00:00Z"}}, presence_code(platform, patient_id)))
     assert seen.status_code == 201, seen.text
     return patient_id, {**patient_headers(platform, patient_id), **FHIR_JSON}, gp
 

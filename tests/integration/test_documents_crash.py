@@ -44,6 +44,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from support.authorities import presence_code_in
 from support.builders import national_id
 from support.mhd import (
     DSG_MEDIA_TYPE,
@@ -328,7 +329,8 @@ def test_sigkill_during_1000_concurrent_submissions_loses_nothing_acknowledged(
     with httpx.Client(base_url=server.base_url, timeout=REQUEST_SECONDS, headers={
             "Authorization": f"Bearer {token}", "Content-Type": FHIR_JSON}) as http:
         for patient_id in patients:  # the care relationship that lets the physician publish
-            seen = http.post("/fhir/Encounter", json=encounter(patient_id, author))
+            code = presence_code_in(database_url, patient_id)
+            seen = http.post("/fhir/Encounter", json=encounter(patient_id, author, code))
             assert seen.status_code == 201, seen.text
 
     signer = Signer(server.workdir / "card")

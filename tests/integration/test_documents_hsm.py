@@ -13,6 +13,7 @@ from carevault.adapters.storage import schema as t
 from carevault.bootstrap import Platform, build
 from carevault.services import key_rotation
 from carevault.settings import Settings
+from support.authorities import presence_code, registrar_headers, with_presence
 from support.builders import patient
 from support.documents import PDF, Pro, created_id, provide_bundle, publish
 from support.softhsm import SoftHsm
@@ -32,15 +33,15 @@ def test_documents_sealed_under_an_hsm_kek(hsm_platform: Platform) -> None:
                     client=("127.0.0.1", 50000)) as client:
         gp = Pro(platform, "HP-HSM-GP")
         created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 9),
-                              headers=gp.headers)
+                              headers=registrar_headers(platform))
         patient_id = str(created.json()["id"])
-        client.post("/fhir/Encounter", headers=gp.headers, json={
+        client.post("/fhir/Encounter", headers=gp.headers, json=with_presence({
             "resourceType": "Encounter", "status": "finished",
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                       "code": "AMB"},
             "subject": {"reference": f"Patient/{patient_id}"},
             "participant": [{"individual": {"reference": f"Practitioner/{gp.id}"}}],
-            "period": {"start": "2026-11-20T09:00:00Z"}})
+            "period": {"start": "2026-11-20T09:00:00Z"}}, presence_code(platform, patient_id)))
         document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
         with platform.engine.connect() as connection:
             kek = connection.execute(select(t.document_content.c.kek_id).where(

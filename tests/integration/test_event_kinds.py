@@ -33,14 +33,15 @@ def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunn
     context.engine_for.cache_clear()
 
 
-def test_read_search_write_and_refused_attempts(client: TestClient, platform: Platform) -> None:
-    created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
+def test_read_search_write_and_refused_attempts(registrar: TestClient,
+        client: TestClient, platform: Platform) -> None:
+    created = registrar.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
                           headers=FHIR_JSON).json()
     client.get(f"/fhir/Patient/{created['id']}")
     client.get("/fhir/Practitioner", params={"name": "x"})
-    client.put(f"/fhir/Patient/{created['id']}", json=patient(platform.directory.systems, 1,
-                                                             family="Schmit"),
-               headers=FHIR_JSON)
+    registrar.put(f"/fhir/Patient/{created['id']}", json=patient(platform.directory.systems, 1,
+                                                                family="Schmit"),
+                  headers=FHIR_JSON)
     with TestClient(platform.app, client=("203.0.113.50", 1)) as outsider:
         assert outsider.get(f"/fhir/Patient/{created['id']}").status_code == 401
     kinds = [(r.action, r.interaction, r.outcome, r.patient) for r in records(platform,
@@ -56,18 +57,23 @@ def test_read_search_write_and_refused_attempts(client: TestClient, platform: Pl
     assert refused.status == 401 and refused.agent.network == "203.0.113.50"
 
 
-def test_merge_is_recorded_for_both_patients(client: TestClient, platform: Platform) -> None:
+def test_merge_is_recorded_for_both_patients(registrar: TestClient,
+        client: TestClient, platform: Platform) -> None:
     systems = platform.directory.systems
-    a = client.post("/fhir/Patient", json=patient(systems, 1), headers=FHIR_JSON).json()
-    b = client.post("/fhir/Patient", json=patient(systems, 2), headers=FHIR_JSON).json()
-    client.post("/fhir/Patient/$merge", headers=FHIR_JSON, json={
+    a = registrar.post("/fhir/Patient", json=patient(systems, 1), headers=FHIR_JSON).json()
+    b = registrar.post("/fhir/Patient", json=patient(systems, 2), headers=FHIR_JSON).json()
+    registrar.post("/fhir/Patient/$merge", headers=FHIR_JSON, json={
         "resourceType": "Parameters", "parameter": [
             {"name": "source-patient", "valueReference": {"reference": f"Patient/{a['id']}"}},
             {"name": "target-patient", "valueReference": {"reference": f"Patient/{b['id']}"}}]})
     merge = [r for r in records(platform, "clinical") if r.interaction == "operation"]
-    # The operation's own entry, then one in each patient's history.
-    assert [r.patient for r in merge] == [None, a["id"], b["id"]]
+    # A registrar's operation has its own entry in the operators' stream, and one in each
+    # patient's history.
+    assert [r.patient for r in merge] == [a["id"], b["id"]]
     assert all(r.action == "E" and r.query == "$merge" for r in merge)
+    (own,) = [r for r in records(platform, "operator") if r.query == "$merge"]
+    assert own.patient is None and own.agent.role == "registrar" and own.query == "$merge"
+    assert own.detail["directory-change"] == "identity-links"
 
 
 def test_operator_commands_go_to_the_operator_stream(cli: CliRunner,

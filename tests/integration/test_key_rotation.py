@@ -19,23 +19,25 @@ from carevault.cli.main import app
 from carevault.domain.errors import BusinessRuleViolation
 from carevault.services import key_rotation
 from carevault.settings import Settings
+from support.authorities import presence_code, with_presence
 from support.documents import PDF, Pro, created_id, provide_bundle, publish
 
 
 @pytest.fixture
-def published(client: TestClient, platform: Platform) -> tuple[Pro, list[str]]:
+def published(registrar: TestClient,
+        client: TestClient, platform: Platform) -> tuple[Pro, list[str]]:
     from support.builders import patient
 
-    created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 8),
+    created = registrar.post("/fhir/Patient", json=patient(platform.directory.systems, 8),
                           headers={"Content-Type": "application/fhir+json"})
     patient_id = str(created.json()["id"])
     gp = Pro(platform, "HP-KEYS-GP")
-    client.post("/fhir/Encounter", headers=gp.headers, json={
+    client.post("/fhir/Encounter", headers=gp.headers, json=with_presence({
         "resourceType": "Encounter", "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "subject": {"reference": f"Patient/{patient_id}"},
         "participant": [{"individual": {"reference": f"Practitioner/{gp.id}"}}],
-        "period": {"start": "2026-11-20T09:00:00Z"}})
+        "period": {"start": "2026-11-20T09:00:00Z"}}, presence_code(platform, patient_id)))
     ids = [created_id(publish(client, gp, provide_bundle(patient_id, gp,
                                                          PDF + str(n).encode())))
            for n in range(12)]

@@ -16,9 +16,9 @@ from support.operators import CSRF, PASSWORD, operator, operator_token
 
 
 @pytest.fixture
-def a_patient(client: TestClient, platform: Platform) -> str:
+def a_patient(registrar: TestClient, client: TestClient, platform: Platform) -> str:
     """A patient registered through the API, so the audit trail has entries about them."""
-    created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
+    created = registrar.post("/fhir/Patient", json=patient(platform.directory.systems, 1),
                           headers={"Content-Type": "application/fhir+json"})
     assert created.status_code == 201
     return str(created.json()["id"])

@@ -20,6 +20,7 @@ from carevault.domain.authorization import (
 )
 from carevault.domain.errors import NotFound, NotPermitted
 from carevault.services.record_policy import Actor, Refused
+from support.authorities import presence_code, with_presence
 from support.builders import patient
 from support.tokens import officer_headers, patient_headers, professional_token
 
@@ -39,9 +40,10 @@ class Pro:
 
 
 @pytest.fixture
-def record(client: TestClient, platform: Platform) -> tuple[str, dict[str, str]]:
+def record(registrar: TestClient,
+        client: TestClient, platform: Platform) -> tuple[str, dict[str, str]]:
     """A patient (registered by the test professional's system) and their app's headers."""
-    created = client.post("/fhir/Patient", json=patient(platform.directory.systems, 3),
+    created = registrar.post("/fhir/Patient", json=patient(platform.directory.systems, 3),
                           headers=FHIR_JSON)
     assert created.status_code == 201
     patient_id = str(created.json()["id"])
@@ -69,14 +71,17 @@ def consent(patient_id: str, kind: str, actor: str, labels: tuple[str, ...] = ("
             "patient": {"reference": f"Patient/{patient_id}"}, "provision": provision}
 
 
-def encounter(patient_id: str, practitioner_id: str, start: str = "2026-11-20T09:00:00Z"
-              ) -> dict[str, Any]:
-    return {"resourceType": "Encounter", "status": "finished",
+def encounter(patient_id: str, practitioner_id: str, start: str = "2026-11-20T09:00:00Z",
+              code: str | None = None) -> dict[str, Any]:
+    """An encounter, with the patient's presence code when given (the proof that opens the
+    record; without one the encounter is a professional's own declaration, refused)."""
+    made = {"resourceType": "Encounter", "status": "finished",
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
                       "code": "AMB"},
             "subject": {"reference": f"Patient/{patient_id}"},
             "participant": [{"individual": {"reference": f"Practitioner/{practitioner_id}"}}],
             "period": {"start": start}}
+    return made if code is None else with_presence(made, code)
 
 
 def search_encounters(client: TestClient, who: dict[str, str], patient_id: str) -> Any:
@@ -156,7 +161,8 @@ def test_an_encounter_gives_a_care_relationship_the_patient_is_told_of(
     patient_id, mine = record
     gp = Pro(platform, "HP-GP-2", "Generalist", specialty="general-practice")
     assert search_encounters(client, gp.headers, patient_id).status_code == 403
-    made = client.post("/fhir/Encounter", json=encounter(patient_id, gp.id), headers=gp.headers)
+    made = client.post("/fhir/Encounter", json=encounter(
+        patient_id, gp.id, code=presence_code(platform, patient_id)), headers=gp.headers)
     assert made.status_code == 201, made.text
     found = search_encounters(client, gp.headers, patient_id).json()
     assert found["total"] == 1 and found["entry"][0]["resource"]["id"] == made.json()["id"]
@@ -185,16 +191,17 @@ def test_an_encounter_must_name_the_practitioner_and_not_be_in_the_future(
         client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
     patient_id, _ = record
     gp = Pro(platform, "HP-GP-3", "Generalist", specialty="general-practice")
-    someone = client.post("/fhir/Encounter", json=encounter(patient_id, "another"),
-                          headers=gp.headers)
+    someone = client.post("/fhir/Encounter", json=encounter(
+        patient_id, "another", code=presence_code(platform, patient_id)), headers=gp.headers)
     assert someone.status_code == 400
     assert "participant" in someone.json()["issue"][0]["expression"][0]
     future = client.post("/fhir/Encounter",
-                         json=encounter(patient_id, gp.id, "2999-01-01T00:00:00Z"),
+                         json=encounter(patient_id, gp.id, "2999-01-01T00:00:00Z",
+                                        presence_code(platform, patient_id)),
                          headers=gp.headers)
     assert future.status_code == 400
-    old = client.post("/fhir/Encounter", json=encounter(patient_id, gp.id, "2020-01-01"),
-                      headers=gp.headers)
+    old = client.post("/fhir/Encounter", json=encounter(
+        patient_id, gp.id, "2020-01-01", presence_code(platform, patient_id)), headers=gp.headers)
     assert old.status_code == 422  # a care event older than 90 days gives nothing
 
 
@@ -205,8 +212,9 @@ def test_blocks_beat_care_events_and_emergencies_and_alert_the_officer(
     assert client.post("/fhir/Consent", json=consent(patient_id, "deny",
                                                      f"Practitioner/{intruder.id}"),
                        headers=mine).status_code == 201
-    care = client.post("/fhir/Encounter", json=encounter(patient_id, intruder.id),
-                       headers=intruder.headers)
+    care = client.post("/fhir/Encounter", json=encounter(
+        patient_id, intruder.id, code=presence_code(platform, patient_id)),
+        headers=intruder.headers)
     assert care.status_code == 403 and "blocked" in diagnostics(care)
     glass = client.post(f"/fhir/Patient/{patient_id}/$emergency-access",
                         json={"resourceType": "Parameters", "parameter": [

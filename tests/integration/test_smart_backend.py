@@ -9,14 +9,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import jwt as pyjwt
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given
@@ -42,33 +40,11 @@ from carevault.services import directory as svc
 from carevault.services import pki
 from carevault.services.tokens import ASSERTION_TYPE, authenticate, issue_backend_token
 from carevault.settings import Settings
+from support.backend import Holder, assertion, get_token, holder, now, token_request
 from support.builders import hospital
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 REMOTE = ("198.51.100.20", 4000)  # not loopback: only a token lets it in
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclasses.dataclass
-class Holder:
-    """What a certificate holder has: a client_id, a private key, a certificate chain."""
-
-    client_id: str
-    key_pem: bytes
-    chain_der: list[bytes]
-    serial: str
-    practitioner_id: str | None = None
-
-
-def _holder(credentials: pki.Credentials) -> Holder:
-    leaf = x509.load_pem_x509_certificate(credentials.record.certificate_pem.encode())
-    issuing = x509.load_pem_x509_certificate(credentials.chain_pem.encode())
-    return Holder(credentials.record.client_id, credentials.private_key_pem,
-                  [c.public_bytes(serialization.Encoding.DER) for c in (leaf, issuing)],
-                  credentials.record.serial, credentials.record.practitioner_id)
 
 
 @dataclasses.dataclass
@@ -102,31 +78,8 @@ def world(platform: Platform, settings: Settings) -> World:
             pki.issue_practitioner_certificate(uow, pki_ctx, practitioner.id, issued.append)
     with units() as uow:
         pki.issue_system_certificate(uow, pki_ctx, org.id, issued.append)
-    doctor, colleague, system = (_holder(c) for c in issued)
+    doctor, colleague, system = (holder(c) for c in issued)
     return World(doctor, colleague, system, org.id, "HP-3")
-
-
-def assertion(holder: Holder, platform: Platform, *, lifetime: int = 120,
-              jti: str | None = None, **claims: Any) -> str:
-    """A client assertion as any SMART client library would build it (RFC 7523)."""
-    issued = int(now().timestamp())
-    payload = {"iss": holder.client_id, "sub": holder.client_id,
-               "aud": platform.tokens.token_endpoint, "iat": issued, "exp": issued + lifetime,
-               "jti": jti or uuid.uuid4().hex, **claims}
-    x5c = [base64.b64encode(der).decode() for der in holder.chain_der]
-    return pyjwt.encode(payload, holder.key_pem, algorithm="ES256", headers={"x5c": x5c})
-
-
-def token_request(client: TestClient, signed: str, scope: str = "system/*.rs") -> Any:
-    return client.post("/oauth/token", data={
-        "grant_type": "client_credentials", "scope": scope,
-        "client_assertion_type": ASSERTION_TYPE, "client_assertion": signed})
-
-
-def get_token(client: TestClient, holder: Holder, platform: Platform, **claims: Any) -> str:
-    response = token_request(client, assertion(holder, platform, **claims))
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
 
 
 @pytest.fixture

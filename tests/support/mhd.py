@@ -135,10 +135,13 @@ def patient_subject(patient_id: str | None = None, *,
     return {"reference": f"Patient/{patient_id}"}
 
 
-def encounter(patient_id: str, practitioner_id: str) -> JsonObject:
+def encounter(patient_id: str, practitioner_id: str, presence_code: str) -> JsonObject:
     """A finished ambulatory visit: recording it gives its practitioner a care relationship
-    with the patient (the right to publish to and read the record for a while)."""
+    with the patient (the right to publish to and read the record for a while), proved by the
+    code the patient gave them (a CareVault extension)."""
     return {
+        "extension": [{"url": "https://carevault.lu/fhir/StructureDefinition/presence-code",
+                       "valueString": presence_code}],
         "resourceType": "Encounter", "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "subject": {"reference": f"Patient/{patient_id}"},

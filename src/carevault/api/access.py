@@ -27,7 +27,10 @@ from carevault.api.fhir.door import (
 )
 from carevault.domain.authorization import (
     Action,
+    Authority,
+    CareProof,
     Decision,
+    DirectoryArea,
     RecordFacts,
     Subject,
     SubjectKind,
@@ -36,6 +39,7 @@ from carevault.domain.authorization import (
 )
 from carevault.domain.errors import InvalidInput, NotAuthenticated, RateLimited
 from carevault.domain.scopes import permits
+from carevault.services.authorities import NO_POWERS, Powers, powers_of
 from carevault.services.record_policy import RecordPolicy, practitioner_subject
 from carevault.services.tokens import Caller, InvalidToken, TokenContext, authenticate
 from carevault.settings import Settings
@@ -104,6 +108,8 @@ _PERMISSION = {
 
 def needed_permission(request: FhirRequest) -> str:
     if request.interaction is Interaction.OPERATION:
+        if request.operation_permission:
+            return request.operation_permission
         return "r" if request.method == "GET" else "u"
     return _PERMISSION.get(request.interaction, "r")
 
@@ -128,6 +134,7 @@ class TokenGate:
         self.units = units
         self.tokens = tokens
         self.policy = policy
+        self.care_proofs = settings.care_event_proofs
 
     def admit(self, request: FhirRequest, need_of: NeedOf) -> Admission:
         if request.interaction is Interaction.CAPABILITIES:
@@ -154,14 +161,18 @@ class TokenGate:
             # Rules 1 and the operator rule need nothing of the request: refuse before any
             # lookup, so that an operator learns nothing, not even whether an id exists.
             early = self.policy.decide(subject, Action.READ, None, None, now)
+            powers = NO_POWERS
+            detail: dict[str, str] = {}
             if early.rule == "identity" or (
                 early.rule == "operator" and subject.kind is SubjectKind.OPERATOR
             ):
                 decision, record, loaded = early, None, None
             else:
                 need = need_of(request, uow)
+                subject, powers = self._with_powers(uow, subject, caller, need)
                 decision, record = self._decide(uow, subject, need, caller, now)
                 loaded = need.loaded
+                detail = _change_detail(need, subject)
         admission = Admission(
             rule=decision.explain(),
             who=caller.fhir_user,
@@ -178,6 +189,8 @@ class TokenGate:
                 (o.purpose_of_use for o in decision.obligations if o.kind == "audit"), None
             ),
             loaded=loaded,
+            identity_domain=powers.identity_domain,
+            detail=detail,
         )
         if not decision.permit:
             message = decision.reasons["en"]
@@ -189,6 +202,34 @@ class TokenGate:
             raise Refusal(message, admission)
         return admission
 
+    def _with_powers(
+        self, uow: UnitOfWork, subject: Subject, caller: Caller, need: AccessNeed
+    ) -> tuple[Subject, Powers]:
+        """The subject with what the system it acts through is registered for, read fresh, and
+        the proof of a care event: only for the requests that need them (a directory write, a
+        care event), so that reads cost no extra query. A professional's own card, a patient
+        and an operator hold no authority."""
+        care_event = need.action is Action.CARE_EVENT
+        writing = need.target in (Target.DIRECTORY, Target.DEMOGRAPHICS) and need.action not in (
+            Action.READ,
+            Action.SEARCH,
+        )
+        if not (care_event or writing):
+            return subject, NO_POWERS
+        powers = NO_POWERS
+        if caller.acting_system is not None and caller.organization is not None:
+            powers = powers_of(uow, caller.organization.removeprefix("Organization/"))
+        proof: CareProof | None = None
+        if care_event:
+            if (
+                Authority.ADMISSION_SYSTEM in powers.authorities
+                and CareProof.ADMISSION_SYSTEM in self.care_proofs
+            ):
+                proof = CareProof.ADMISSION_SYSTEM
+            elif need.care_proof in self.care_proofs:
+                proof = need.care_proof
+        return replace(subject, authorities=powers.authorities, care_proof=proof), powers
+
     def _decide(
         self,
         uow: UnitOfWork,
@@ -199,8 +240,10 @@ class TokenGate:
     ) -> tuple[Decision, RecordFacts | None]:
         personal = subject.kind in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE)
         target, action = need.target, need.action
-        if target is Target.DIRECTORY or (target is Target.DEMOGRAPHICS and not personal):
-            return decide_directory(subject, action), None
+        if target is Target.DIRECTORY:
+            return decide_directory(subject, action, need.area), None
+        if target is Target.DEMOGRAPHICS and not personal:
+            return decide_directory(subject, action, DirectoryArea.IDENTITIES), None
         if target is Target.AUDIT_TRAIL and (
             subject.kind is SubjectKind.SECURITY_OFFICER or need.patient_id is None
         ):
@@ -236,6 +279,16 @@ class TokenGate:
         return self.policy.decide(subject, action, record, need.document, now), record
 
 
+def _change_detail(need: AccessNeed, subject: Subject) -> dict[str, str]:
+    """What the audit entry says of a change beyond the request: a directory change that
+    affects access, and what proved a care event."""
+    if need.target is Target.DIRECTORY and need.action not in (Action.READ, Action.SEARCH):
+        return {"directory-change": need.area.value} if need.area.affects_access else {}
+    if need.action is Action.CARE_EVENT and subject.care_proof is not None:
+        return {"care-proof": subject.care_proof.value}
+    return {}
+
+
 def _role(caller: Caller) -> str:
     if caller.role is not None:
         return caller.role
@@ -244,14 +297,17 @@ def _role(caller: Caller) -> str:
     return "system" if caller.acting_system else "practitioner"
 
 
+# An operator token's role, as the engine names its subject; any other role is a plain operator.
+_OPERATOR_KINDS = {
+    "security-officer": SubjectKind.SECURITY_OFFICER,
+    "registrar": SubjectKind.REGISTRAR,
+}
+
+
 def subject_of(uow: UnitOfWork, caller: Caller, *, identity_valid: bool = True) -> Subject:
     """The engine's subject for an authenticated caller."""
     if caller.role is not None:
-        kind = (
-            SubjectKind.SECURITY_OFFICER
-            if caller.role == "security-officer"
-            else SubjectKind.OPERATOR
-        )
+        kind = _OPERATOR_KINDS.get(caller.role, SubjectKind.OPERATOR)
         return Subject(kind, caller.fhir_user, identity_valid=identity_valid)
     if caller.patient is not None:
         if caller.representative:

@@ -157,9 +157,13 @@ class AuditTrail:
         if own is None and len(patients) == 1 and request.interaction is not Interaction.SEARCH:
             own = patients[0]
 
-        def entry(patient: str | None, names_only: bool) -> AuditRecord:
+        # A registrar is an operator: their request's own entry is in the operators' stream,
+        # and each patient it concerns finds it in their history (the clinical stream) too.
+        registrar = admission is not None and admission.role == "registrar"
+
+        def entry(patient: str | None, names_only: bool, stream: str = "clinical") -> AuditRecord:
             return AuditRecord(
-                stream="clinical",
+                stream=stream,
                 recorded=rfc3339_ms(self.clock()),
                 kind="access",
                 action=_ACTIONS[request.interaction],
@@ -183,11 +187,18 @@ class AuditTrail:
                 purpose_of_use=admission.purpose_of_use if admission else None,
                 rule=admission.rule if admission else None,
                 request_id=request_id,
-                detail={"client_id": admission.client_id}
-                if admission and admission.client_id
+                detail={
+                    **({"client_id": admission.client_id} if admission.client_id else {}),
+                    **admission.detail,
+                }
+                if admission
                 else {},
             )
 
+        if registrar:
+            main = entry(None, names_only=False, stream="operator")
+            others = [entry(p, names_only=True) for p in dict.fromkeys((*patients, own)) if p]
+            return [main, *others, *self._alerts(request, status, admission, main)]
         main = entry(own, names_only=False)
         others = [entry(p, names_only=True) for p in patients if p != own]
         return [main, *others, *self._alerts(request, status, admission, main)]

@@ -149,16 +149,24 @@ def add_operator(
     security_officer: Annotated[
         bool, typer.Option(help="May read the audit trail (never clinical content).")
     ] = False,
+    registrar: Annotated[
+        bool,
+        typer.Option(help="May change the directories through the API (never clinical content)."),
+    ] = False,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Create an operator or security officer account (TOTP mandatory)."""
+    """Create an operator, security officer or registrar account (TOTP mandatory)."""
     config = settings()
     service = _service(config)
     enrolment = service.register_operator(
-        login, _password(password_stdin), security_officer=security_officer, by=operator()
+        login,
+        _password(password_stdin),
+        security_officer=security_officer,
+        registrar=registrar,
+        by=operator(),
     )
     _record(config, "accounts add-operator", enrolment.account_id)
     _print_enrolment(enrolment, json_output)

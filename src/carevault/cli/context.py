@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import getpass
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
@@ -58,17 +59,26 @@ def operator_record(
 
 
 def audited_units(
-    config: Settings, interaction: str, *, action: str = "C", detail: dict[str, str] | None = None
+    config: Settings,
+    interaction: str,
+    *,
+    action: str = "C",
+    detail: dict[str, str] | None = None,
+    affects_access: bool = False,
 ) -> Callable[[], UnitOfWork]:
-    """Units of work whose commits each record ``interaction`` in the operator stream."""
+    """Units of work whose commits each record ``interaction`` in the operator stream. A change
+    that ``affects_access`` (a professional's role or organization, a licence) made by hand
+    rather than by the provider registry's feed is said so, with an alert for the security
+    officer beside it."""
     engine = engine_for(config.database_url)
     log = audit_log(config, engine)
 
     def record(connection: Connection, patients: list[str]) -> None:
         entity = {"patients": ",".join(patients)} if patients else {}
-        log.append_in(
-            connection, [operator_record(action, interaction, detail={**(detail or {}), **entity})]
-        )
+        change = {"directory-change": "providers"} if affects_access else {}
+        entry = operator_record(action, interaction, detail={**(detail or {}), **entity, **change})
+        alerts = [replace(entry, kind="alert")] if affects_access else []
+        log.append_in(connection, [entry, *alerts])
 
     return lambda: UnitOfWork(engine, before_commit=record)
 

@@ -26,6 +26,7 @@ from carevault.cli import context
 from carevault.cli.account_commands import app as accounts_app
 from carevault.cli.account_commands import apps_app
 from carevault.cli.audit_commands import app as audit_app
+from carevault.cli.authority_commands import app as authorities_app
 from carevault.cli.errors import friendly
 from carevault.cli.keys_commands import app as keys_app
 from carevault.cli.pki_commands import app as pki_app
@@ -54,6 +55,7 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(apps_app, name="apps")
 app.add_typer(pki_app, name="pki")
 app.add_typer(policy_app, name="policy")
+app.add_typer(authorities_app, name="authorities")
 app.add_typer(keys_app, name="keys")
 
 
@@ -327,6 +329,7 @@ def add_practitioner(
         settings,
         "directory add-practitioner",
         detail={"identifier": identifier, "profession": profession},
+        affects_access=True,
     )
     with units() as uow:
         ((practitioner, role),) = svc.register_professionals(uow, ctx, [item])

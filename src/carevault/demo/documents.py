@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from joserfc.jwk import ECKey
 from carevault.adapters.pki.credential_files import CHAIN_FILE, KEY_FILE
 from carevault.adapters.storage.record_store import StoredEncounter
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.authorization import CareProof
 from carevault.fhirmodel.mhd import (
     CONFIDENTIALITY_SYSTEM,
     SOURCE_ID_EXTENSION,
@@ -104,7 +106,11 @@ def publish_demo_documents(
     ]
     now = datetime.now(UTC)
     with units() as uow:
-        subject = practitioner_subject(uow, practitioner_id)
+        # The visit comes from the physician's hospital's admission system, the proof of a
+        # care relationship that opens the record (a professional's own word would not).
+        subject = replace(
+            practitioner_subject(uow, practitioner_id), care_proof=CareProof.ADMISSION_SYSTEM
+        )
         actor = Actor(subject, f"Practitioner/{practitioner_id}")
         encounter_id = uuid.uuid4().hex
         start = now - timedelta(hours=1)

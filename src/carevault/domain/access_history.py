@@ -201,6 +201,11 @@ _POLICY_EVENTS = {
         "mandate-end": "a mis fin au mandat d'un représentant",
     },
 }
+# Operators whose work reaches a patient's history: named by their office, not their account.
+_OPERATOR_ACTORS = {
+    "en": {"registrar": "A registrar of the patient and professional directories"},
+    "fr": {"registrar": "Un agent d'enregistrement des annuaires"},
+}
 _ALERTED = {
     "en": "the security officer was alerted",
     "fr": "le responsable de la sécurité a été alerté",
@@ -217,7 +222,9 @@ def describe(
         return _describe_account_event(record, language)
     names = names or {}
     agent = record.agent
-    if agent.who:
+    if agent.role in _OPERATOR_ACTORS[language]:
+        actor = _OPERATOR_ACTORS[language][agent.role or ""]
+    elif agent.who:
         actor = names.get(agent.who, agent.who)
         if agent.organization:
             actor += f", {names.get(agent.organization, agent.organization)}"

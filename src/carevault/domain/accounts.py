@@ -51,6 +51,7 @@ __all__ = [
     "MANDATE_SCOPES",
     "MAX_PASSWORD_LENGTH",
     "MIN_PASSWORD_LENGTH",
+    "REGISTRAR",
     "ROLES",
     "SECURITY_OFFICER",
     "AccountKind",
@@ -94,7 +95,10 @@ class AccountKind(StrEnum):
 
 
 SECURITY_OFFICER = "security_officer"
-ROLES = frozenset({SECURITY_OFFICER})
+# An operator who keeps the directories by hand (patients' identities, professionals, roles,
+# organizations, licences), through the API or the command line; never clinical content.
+REGISTRAR = "registrar"
+ROLES = frozenset({SECURITY_OFFICER, REGISTRAR})
 # Kinds that must sign in with a second factor: all of them (patients and representatives
 # reach health data; operators administer the platform).
 SECOND_FACTOR_REQUIRED = frozenset(AccountKind)

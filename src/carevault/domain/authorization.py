@@ -49,10 +49,13 @@ __all__ = [
     "DEFAULT_PROFILE_MATRIX",
     "ORGANIZATION_SYSTEM_PROFILE",
     "Action",
+    "Authority",
     "Block",
+    "CareProof",
     "Confidentiality",
     "Decision",
     "Delegation",
+    "DirectoryArea",
     "DocumentFacts",
     "DocumentFilter",
     "EmergencySetting",
@@ -87,6 +90,45 @@ class SubjectKind(StrEnum):
     REPRESENTATIVE = "representative"
     OPERATOR = "operator"
     SECURITY_OFFICER = "security_officer"  # an operator who reads the audit trail, nothing more
+    REGISTRAR = "registrar"  # an operator with the directory role: writes the directories only
+
+
+class Authority(StrEnum):
+    """What an organization's registered systems may write, beyond what their professionals
+    may (PRODUCT.md, "Who may change the facts the engine trusts"). An operator registers each
+    one explicitly (`carevault authorities add`); a professional never holds one in person."""
+
+    IDENTITY_SOURCE = "identity-source"  # feeds and merges patients of its assigning authority
+    PROVIDER_REGISTRY = "provider-registry"  # professionals, their roles, organizations, licences
+    ADMISSION_SYSTEM = "admission-system"  # records care events (encounters) for its professionals
+
+
+class CareProof(StrEnum):
+    """What proves a care relationship, so that a care event may open the record (rule 7)."""
+
+    ADMISSION_SYSTEM = "admission-system"  # the organization's registered admission system
+    PRESENCE_CODE = "presence-code"  # a short-lived code the patient gave the professional
+
+
+class DirectoryArea(StrEnum):
+    """Which part of the directories a request reaches, for ``decide_directory``."""
+
+    IDENTITIES = "identities"  # patients' demographics and identifiers
+    IDENTITY_LINKS = "identity-links"  # merging and unmerging patients: whose record is whose
+    PROVIDERS = "providers"  # professionals, roles, organizations, licence status
+
+    @property
+    def affects_access(self) -> bool:
+        """A change here changes what the engine lets someone see (a role, an organization, a
+        licence, a merge), so it is audited as such."""
+        return self is not DirectoryArea.IDENTITIES
+
+    @property
+    def authority(self) -> Authority:
+        """The registered authority that writes this area in the normal course of things."""
+        if self is DirectoryArea.PROVIDERS:
+            return Authority.PROVIDER_REGISTRY
+        return Authority.IDENTITY_SOURCE
 
 
 class Action(StrEnum):
@@ -186,6 +228,12 @@ class Subject:
     licence_active: bool = True
     identity_valid: bool = True
     mandator: Subject | None = None
+    # What the system the subject acts through is registered for (`Authority`); empty for a
+    # professional's own card, a patient, an operator.
+    authorities: frozenset[Authority] = frozenset()
+    # What proves this request's care relationship with the patient, once checked: the
+    # organization's registered admission system, or a presence code the patient gave.
+    care_proof: CareProof | None = None
 
     @property
     def mandator_id(self) -> str | None:
@@ -532,6 +580,14 @@ _REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
             "Le professionnel a enregistré une prise en charge du patient, qui lui donne un accès "
             "limité dans le temps ; le patient est prévenu et peut le retirer.",
         ),
+        "care-event-unproven": (
+            "A care event opens the record only when it comes from the organization's registered "
+            "admission system or carries a presence code the patient gave; a professional's own "
+            "declaration is not enough.",
+            "Une prise en charge n'ouvre le dossier que si elle vient du système d'admission "
+            "enregistré de l'établissement ou porte un code de présence donné par le patient ; "
+            "la seule déclaration du professionnel ne suffit pas.",
+        ),
         "care-event-not-professional": (
             "A care event is recorded by the professional who saw the patient.",
             "Une prise en charge est enregistrée par le professionnel qui a vu le patient.",
@@ -542,6 +598,25 @@ _REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
             "Les annuaires des professionnels, des établissements et des identités des patients "
             "sont ouverts aux professionnels authentifiés ; ils ne contiennent aucune donnée "
             "médicale.",
+        ),
+        "directory-authority": (
+            "Only the authorities the platform registers change the directories: the provider "
+            "registry, patients' identity sources within their own assigning authority, and "
+            "registrars; never a professional about themselves or a colleague.",
+            "Seules les autorités enregistrées par la plateforme modifient les annuaires : le "
+            "registre des professionnels, les sources d'identité des patients dans leur propre "
+            "domaine d'identification, et les agents d'enregistrement ; jamais un professionnel "
+            "pour lui-même ou un confrère.",
+        ),
+        "directory-authority-registered": (
+            "A system the platform registered as an authority for this directory changed it.",
+            "Un système que la plateforme a enregistré comme autorité de cet annuaire l'a modifié.",
+        ),
+        "directory-registrar": (
+            "A registrar changed the directories by hand; a change that affects access is shown "
+            "to the security officer.",
+            "Un agent d'enregistrement a modifié les annuaires à la main ; un changement qui "
+            "touche aux accès est signalé au responsable de la sécurité.",
         ),
         "directory-read-only": (
             "Patients and representatives may look professionals up, not change the directories.",
@@ -590,7 +665,8 @@ _NOTHING: frozenset[Confidentiality] = frozenset()
 _PROFESSIONALS = frozenset(
     {SubjectKind.PRACTITIONER, SubjectKind.ASSISTANT, SubjectKind.ORGANIZATION_SYSTEM}
 )
-_OPERATORS = frozenset({SubjectKind.OPERATOR, SubjectKind.SECURITY_OFFICER})
+# Operators never reach a record, whatever their role.
+_OPERATORS = frozenset({SubjectKind.OPERATOR, SubjectKind.SECURITY_OFFICER, SubjectKind.REGISTRAR})
 _LICENSED = frozenset({SubjectKind.PRACTITIONER, SubjectKind.ASSISTANT})  # need a licence
 _READING = frozenset({Action.READ, Action.SEARCH})
 _PATIENT_SIDE = frozenset({Action.MANAGE, Action.PERSONAL})  # the patient's and representatives'
@@ -645,6 +721,7 @@ _PURPOSES: Mapping[SubjectKind, str] = MappingProxyType(
         SubjectKind.REPRESENTATIVE: "PWATRNY",
         SubjectKind.OPERATOR: "HOPERAT",
         SubjectKind.SECURITY_OFFICER: "HOPERAT",
+        SubjectKind.REGISTRAR: "HOPERAT",
     }
 )
 
@@ -908,6 +985,11 @@ def _decide_professional(
         trace.check("care-event")
         if subject.kind is _SubjectKind.ASSISTANT:
             return trace.decide(False, "mandate", "mandate-assistant-write")
+        if subject.care_proof is None:
+            # A self-declared care relationship: refused, and worth a look.
+            return trace.decide(
+                False, "care-event", "care-event-unproven", extra=(ALERT_SECURITY_OFFICER,)
+            )
         return trace.decide(True, "care-event", extra=(NOTIFY_PATIENT,))
 
     if action is _Action.EMERGENCY:
@@ -1050,25 +1132,38 @@ def visible_filter(
 # --- outside the records ---------------------------------------------------------------------
 
 
-def decide_directory(subject: Subject, action: Action) -> Decision:
-    """Directories (professionals, organizations, patients' identities) hold no medical content:
-    open to every authenticated professional; patients and representatives may read them (to
-    choose whom to grant), not change them; operators are kept out of the FHIR API entirely —
-    they manage the directories from the command line, where every change is audited."""
+def decide_directory(
+    subject: Subject, action: Action, area: DirectoryArea = DirectoryArea.PROVIDERS
+) -> Decision:
+    """The directories (professionals, organizations, patients' identities) hold no medical
+    content: authenticated professionals and registrars read them; patients and representatives
+    may read them (to choose whom to grant). Writing them is for the registered authorities
+    alone (PRODUCT.md, "Who may change the facts the engine trusts"): a system of an
+    organization registered for that ``area``, or a registrar. A professional who tries is
+    refused and the security officer alerted; a registrar's hand-made change that affects
+    access is permitted and shown to the security officer. Other operators are kept out."""
     trace = _Trace(subject, None)
     trace.check("identity")
     problem = _identity_problem(subject)
     if problem is not None:
         return trace.decide(False, "identity", problem)
-    if subject.kind in _OPERATORS:
+    registrar = subject.kind is _SubjectKind.REGISTRAR
+    if subject.kind in _OPERATORS and not registrar:
         return trace.decide(False, "operator")
     trace.check("directory")
-    reading = action in _READING
-    if subject.kind in (_SubjectKind.PATIENT, _SubjectKind.REPRESENTATIVE) and not reading:
+    if action in _READING:
+        return trace.decide(True, "directory")
+    if subject.kind in (_SubjectKind.PATIENT, _SubjectKind.REPRESENTATIVE):
         return trace.decide(False, "directory", "directory-read-only")
-    if subject.kind is _SubjectKind.ASSISTANT and not reading:
+    if subject.kind is _SubjectKind.ASSISTANT:
         return trace.decide(False, "mandate", "mandate-assistant-write")
-    return trace.decide(True, "directory")
+    trace.check("directory-authority")
+    if registrar:
+        alert = (ALERT_SECURITY_OFFICER,) if area.affects_access else ()
+        return trace.decide(True, "directory-authority", "directory-registrar", extra=alert)
+    if area.authority in subject.authorities:
+        return trace.decide(True, "directory-authority", "directory-authority-registered")
+    return trace.decide(False, "directory-authority", extra=(ALERT_SECURITY_OFFICER,))
 
 
 def decide_audit_trail(subject: Subject) -> Decision:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from carevault.domain.errors import BusinessRuleViolation, Conflict
+from carevault.domain.errors import BusinessRuleViolation, Conflict, NotPermitted
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,61 @@ def check_unmerge(source: MergeState) -> str:
     if source.merged_into is None:
         raise Conflict(f"Patient/{source.patient_id} is not merged")
     return source.merged_into
+
+
+@dataclass(frozen=True)
+class IdentityDomain:
+    """What an identity source may write: the patients of its own assigning authority.
+
+    A hospital's system feeds the patient index with the numbers it assigns; it must not
+    create, rename, merge or split a patient that it does not know by one of its numbers,
+    touch another hospital's numbers, or change the national identifier (which would move an
+    identity, and the record behind it, to somebody else). ``system`` is its assigning
+    authority's identifier system. Registrars are not limited: they pass no domain.
+    """
+
+    system: str
+
+    def _refuse(self, message: str) -> NotPermitted:
+        return NotPermitted(
+            f"{message}; this identity source writes only the patients it identifies in "
+            f"{self.system}",
+            expression="Patient.identifier",
+        )
+
+    def _own(self, entry: PatientEntry) -> bool:
+        return any(i.system == self.system for i in entry.local_ids)
+
+    def _foreign(self, entry: PatientEntry) -> set[Identifier]:
+        return {i for i in entry.local_ids if i.system != self.system}
+
+    def check_names(self, identifier: Identifier) -> None:
+        """The identifier a feed names a patient by must be one of its own."""
+        if identifier.system != self.system:
+            raise self._refuse(f"the identifier {identifier.system}|… is not yours")
+
+    def check_write(self, before: PatientEntry | None, after: PatientEntry) -> None:
+        """Creating (``before`` is None) or updating one patient. An update need not repeat
+        the other authorities' identifiers (the service keeps them), but may not add any."""
+        if not self._own(after):
+            raise self._refuse("the patient must carry an identifier of your own")
+        if before is None:
+            if self._foreign(after):
+                raise self._refuse("a new patient may carry only your own local identifier")
+            return
+        if not self._own(before):
+            raise self._refuse("this patient is not known by one of your identifiers")
+        if self._foreign(after) - self._foreign(before):
+            raise self._refuse("another assigning authority's identifiers may not be added")
+        if before.national_id != after.national_id:
+            raise self._refuse("the national identifier may not change")
+
+    def check_link(self, entry: PatientEntry) -> None:
+        """Merging ``entry`` into another patient, or splitting it off again: only an entry
+        that is the source's alone (its own number, nobody else's)."""
+        if not self._own(entry):
+            raise self._refuse("this patient is not known by one of your identifiers")
+        if self._foreign(entry):
+            raise self._refuse(
+                "this patient also carries another assigning authority's identifiers"
+            )

@@ -7,8 +7,10 @@ Parsing is strict: an unknown form is refused rather than read as something broa
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from carevault.domain.authorization import Authority
 from carevault.domain.errors import InvalidInput
 
 _SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]{1,63})\.(\*|read|write|c?r?u?d?s?)$")
@@ -60,3 +62,50 @@ IDENTITY_SCOPES = frozenset({"openid", "fhirUser", "launch/patient"})
 def resource_scopes(text: str) -> tuple[Scope, ...]:
     """The resource scopes of a granted scope string, identity and launch scopes aside."""
     return parse_scopes(" ".join(w for w in text.split() if w not in IDENTITY_SCOPES))
+
+
+def narrow(asked: tuple[Scope, ...], ceiling: tuple[Scope, ...]) -> tuple[Scope, ...]:
+    """The part of ``asked`` that ``ceiling`` allows. SMART lets a server grant less than was
+    asked for, and say so in the token response's ``scope``: ``system/*.cruds`` under a ceiling
+    of ``system/*.rs system/Encounter.c`` becomes exactly that."""
+    granted: dict[tuple[str, str], frozenset[str]] = {}
+    for want in asked:
+        for allowed in ceiling:
+            if want.context != allowed.context:
+                continue
+            if allowed.resource == "*":
+                resource = want.resource
+            elif want.resource in ("*", allowed.resource):
+                resource = allowed.resource
+            else:
+                continue
+            letters = want.permissions & allowed.permissions
+            if letters:
+                key = (want.context, resource)
+                granted[key] = granted.get(key, frozenset()) | letters
+    return tuple(
+        Scope(context, resource, letters) for (context, resource), letters in granted.items()
+    )
+
+
+# What a professional's client may ever be granted, in person or through their organization's
+# system: everything the engine lets them read; documents to publish (ITI-65) and correct; care
+# events (which still need a proof). The directories are read-only to them: writing them is for
+# the authorities the platform registers (`Authority`), each for its own resources.
+PROFESSIONAL_CEILING = parse_scopes("system/*.rs system/DocumentReference.cu system/Encounter.c")
+AUTHORITY_SCOPES = {
+    Authority.IDENTITY_SOURCE: parse_scopes("system/Patient.cu"),
+    Authority.PROVIDER_REGISTRY: parse_scopes(
+        "system/Practitioner.cu system/PractitionerRole.cu system/Organization.cu"
+    ),
+    Authority.ADMISSION_SYSTEM: parse_scopes("system/Encounter.c"),
+}
+
+
+def backend_ceiling(authorities: Iterable[Authority]) -> tuple[Scope, ...]:
+    """The most a backend client may hold: a professional's, and its organization's
+    registered authorities' own resources."""
+    ceiling = PROFESSIONAL_CEILING
+    for authority in sorted(set(authorities)):
+        ceiling += AUTHORITY_SCOPES[authority]
+    return ceiling

@@ -60,6 +60,7 @@ from carevault.domain.accounts import (
     ACCOUNT_POLICY,
     IP_POLICY,
     PERSON_KINDS,
+    REGISTRAR,
     SECURITY_OFFICER,
     AccountKind,
     AuthenticationFailed,
@@ -188,6 +189,10 @@ class Principal:
     @property
     def security_officer(self) -> bool:
         return SECURITY_OFFICER in self.roles
+
+    @property
+    def registrar(self) -> bool:
+        return REGISTRAR in self.roles
 
     @property
     def who(self) -> str:
@@ -328,10 +333,15 @@ class AccountService:
         security_officer: bool,
         by: str,
         now: datetime | None = None,
+        registrar: bool = False,
     ) -> Enrolment:
         """Create an operator account (TOTP mandatory, like every account); ``by`` names who
         created it, for the operator stream of the audit log."""
-        roles = frozenset({SECURITY_OFFICER}) if security_officer else frozenset()
+        if security_officer and registrar:
+            raise InvalidInput("an operator is a security officer or a registrar, not both")
+        roles = frozenset(
+            {SECURITY_OFFICER} if security_officer else {REGISTRAR} if registrar else set()
+        )
         return self._enrol(AccountKind.OPERATOR, login, password, None, roles, by, None, now)
 
     def _enrol(

@@ -9,6 +9,7 @@ count); every write gets a new ``meta.versionId`` and a history row.
 from __future__ import annotations
 
 import copy
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,9 @@ from carevault.adapters.storage.directory_store import PatientWrite, SearchResul
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.directory import (
     Identifier,
+    IdentityDomain,
     MergeState,
+    PatientEntry,
     check_local_identifiers,
     check_merge,
     check_unmerge,
@@ -94,9 +97,14 @@ def _prepare_patient(
     version_id: int,
     now: datetime,
     merged_into: str | None = None,
+    allowed: Callable[[PatientEntry], None] | None = None,
 ) -> PatientWrite:
+    """Validate and index a patient; ``allowed`` (an identity source's bounds) is asked first,
+    so that a write outside them is refused as such, whatever else is wrong with it."""
     resource = validate_resource(resource, "Patient")
     entry = patient_entry(resource, ctx.systems)
+    if allowed is not None:
+        allowed(entry)
     with_national_id(resource, ctx.systems, entry.national_id)
     check_local_identifiers(entry.local_ids, uow.directory.assigning_authorities())
     return PatientWrite(
@@ -125,19 +133,29 @@ def _check_identifiers_free(
 
 
 def register_patients(
-    uow: UnitOfWork, ctx: DirectoryContext, resources: Sequence[JsonObject]
+    uow: UnitOfWork,
+    ctx: DirectoryContext,
+    resources: Sequence[JsonObject],
+    domain: IdentityDomain | None = None,
 ) -> list[Stored]:
-    """Create patients (an identity feed or the demo loader); all or none are stored."""
+    """Create patients (an identity feed or the demo loader); all or none are stored. An
+    identity source (``domain``) creates only patients it identifies itself."""
     now = ctx.clock()
-    writes = [_prepare_patient(uow, ctx, r, _new_id(), 1, now) for r in resources]
+    creating = None if domain is None else functools.partial(domain.check_write, None)
+    writes = [_prepare_patient(uow, ctx, r, _new_id(), 1, now, allowed=creating) for r in resources]
     _check_identifiers_free(uow, ctx, writes)
     uow.directory.write_patients(writes, now, national_system=ctx.systems.national, new=True)
     uow.commit()
     return [Stored(w.id, w.version_id, w.resource) for w in writes]
 
 
-def create_patient(uow: UnitOfWork, ctx: DirectoryContext, resource: JsonObject) -> Stored:
-    return register_patients(uow, ctx, [resource])[0]
+def create_patient(
+    uow: UnitOfWork,
+    ctx: DirectoryContext,
+    resource: JsonObject,
+    domain: IdentityDomain | None = None,
+) -> Stored:
+    return register_patients(uow, ctx, [resource], domain)[0]
 
 
 def read_patient(uow: UnitOfWork, patient_id: str) -> Stored:
@@ -150,9 +168,10 @@ def update_patient(
     patient_id: str,
     resource: JsonObject,
     if_match: int | None = None,
+    domain: IdentityDomain | None = None,
 ) -> Stored:
     """Replace a patient's demographics; merge links are kept as the merge set them."""
-    stored = _replace_patient(uow, ctx, patient_id, resource, if_match, ctx.clock())
+    stored = _replace_patient(uow, ctx, patient_id, resource, if_match, ctx.clock(), domain)
     uow.commit()
     return stored
 
@@ -164,6 +183,7 @@ def _replace_patient(
     resource: JsonObject,
     if_match: int | None,
     now: datetime,
+    domain: IdentityDomain | None = None,
 ) -> Stored:
     current = read_patient(uow, patient_id)
     _check_if_match(current, if_match)
@@ -175,23 +195,55 @@ def _replace_patient(
         incoming["link"] = current.resource["link"]
     if state.merged_into is not None:
         incoming["active"] = False
+    before = patient_entry(current.resource, ctx.systems)
+    if domain is not None:
+        _keep_foreign_identifiers(incoming, current.resource, domain, ctx.systems)
     write = _prepare_patient(
-        uow, ctx, incoming, patient_id, current.version_id + 1, now, state.merged_into
+        uow,
+        ctx,
+        incoming,
+        patient_id,
+        current.version_id + 1,
+        now,
+        state.merged_into,
+        allowed=None if domain is None else functools.partial(domain.check_write, before),
     )
     _check_identifiers_free(uow, ctx, [write])
     uow.directory.write_patients([write], now, national_system=ctx.systems.national, new=False)
     return Stored(write.id, write.version_id, write.resource)
 
 
+def _keep_foreign_identifiers(
+    incoming: JsonObject, current: JsonObject, domain: IdentityDomain, systems: IdentitySystems
+) -> None:
+    """An identity source sends what it knows; the other authorities' numbers stay."""
+    mine = {systems.national, domain.system}
+    sent = {(i.get("system"), i.get("value")) for i in incoming.get("identifier", [])}
+    kept = [
+        i
+        for i in current.get("identifier", [])
+        if i.get("system") not in mine and (i.get("system"), i.get("value")) not in sent
+    ]
+    if kept:
+        incoming["identifier"] = [*incoming.get("identifier", []), *copy.deepcopy(kept)]
+
+
 def feed_patient(
-    uow: UnitOfWork, ctx: DirectoryContext, identifier: Identifier, resource: JsonObject
+    uow: UnitOfWork,
+    ctx: DirectoryContext,
+    identifier: Identifier,
+    resource: JsonObject,
+    domain: IdentityDomain | None = None,
 ) -> tuple[Stored, bool]:
     """ITI-104 identity feed: create or update the patient the identifier names.
 
     A resource that comes with ``active: false`` and a ``replaced-by`` link is the feed's way
     of saying "this entry is a duplicate of that one": the entry is updated and merged.
-    Returns the stored patient and whether it was created.
+    Returns the stored patient and whether it was created. An identity source (``domain``)
+    names patients by its own identifiers only.
     """
+    if domain is not None:
+        domain.check_names(identifier)
     if not any(
         i.get("system") == identifier.system and i.get("value") == identifier.value
         for i in resource.get("identifier", [])
@@ -204,12 +256,12 @@ def feed_patient(
     if not matches:
         if _replaced_by(resource) is not None:
             raise BusinessRuleViolation("cannot merge a patient that does not exist yet")
-        return register_patients(uow, ctx, [resource])[0], True
+        return register_patients(uow, ctx, [resource], domain)[0], True
     survivor = _replaced_by(resource)
     now = ctx.clock()
-    stored = _replace_patient(uow, ctx, matches[0], resource, None, now)
+    stored = _replace_patient(uow, ctx, matches[0], resource, None, now, domain)
     if survivor is not None:
-        stored = _merge(uow, ctx, matches[0], survivor, now)
+        stored = _merge(uow, ctx, matches[0], survivor, now, domain)
     uow.commit()
     return stored, False
 
@@ -229,10 +281,15 @@ def _replaced_by(resource: JsonObject) -> str | None:
 
 
 def merge_patients(
-    uow: UnitOfWork, ctx: DirectoryContext, source_id: str, survivor_id: str
+    uow: UnitOfWork,
+    ctx: DirectoryContext,
+    source_id: str,
+    survivor_id: str,
+    domain: IdentityDomain | None = None,
 ) -> Stored:
-    """Fold a duplicate entry into the surviving one; the duplicate answers with a link."""
-    stored = _merge(uow, ctx, source_id, survivor_id, ctx.clock())
+    """Fold a duplicate entry into the surviving one; the duplicate answers with a link. An
+    identity source merges only a duplicate that is its own alone."""
+    stored = _merge(uow, ctx, source_id, survivor_id, ctx.clock(), domain)
     uow.commit()
     return stored
 
@@ -289,13 +346,20 @@ def _rewrite(
 
 
 def _merge(
-    uow: UnitOfWork, ctx: DirectoryContext, source_id: str, survivor_id: str, now: datetime
+    uow: UnitOfWork,
+    ctx: DirectoryContext,
+    source_id: str,
+    survivor_id: str,
+    now: datetime,
+    domain: IdentityDomain | None = None,
 ) -> Stored:
     source_state, survivor_state = _merge_states(uow, source_id, survivor_id)
     check_merge(source_state, survivor_state)
     systems = ctx.systems
     source = read_patient(uow, source_id)
     survivor = read_patient(uow, survivor_id)
+    if domain is not None:
+        domain.check_link(patient_entry(source.resource, systems))
     merged = _rewrite(
         uow,
         systems,
@@ -311,13 +375,17 @@ def _merge(
     return merged
 
 
-def unmerge_patient(uow: UnitOfWork, ctx: DirectoryContext, source_id: str) -> Stored:
+def unmerge_patient(
+    uow: UnitOfWork, ctx: DirectoryContext, source_id: str, domain: IdentityDomain | None = None
+) -> Stored:
     """Undo a merge: the entry answers for itself again; both versions stay in the history."""
     now = ctx.clock()
     (state,) = _merge_states(uow, source_id)
     survivor_id = check_unmerge(state)
     source = read_patient(uow, source_id)
     survivor = read_patient(uow, survivor_id)
+    if domain is not None:
+        domain.check_link(patient_entry(source.resource, ctx.systems))
     restored = _rewrite(
         uow,
         ctx.systems,

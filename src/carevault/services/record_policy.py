@@ -41,6 +41,7 @@ from carevault.domain.authorization import (
     NOTIFY_PATIENT,
     Action,
     Block,
+    CareProof,
     Confidentiality,
     Decision,
     Delegation,
@@ -61,6 +62,7 @@ from carevault.domain.authorization import (
     visible_filter,
 )
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
+from carevault.services.presence import code_hash, normalize
 
 CARE_RELATIONSHIP = timedelta(days=90)  # ELGA's default for a care contact
 EMERGENCY_WINDOW = timedelta(hours=24)
@@ -759,12 +761,25 @@ class RecordPolicy:
         encounter_id: str,
         start: datetime,
         now: datetime,
+        presence_code: str | None = None,
     ) -> Grant:
         """An encounter gives its practitioner a ``normal`` grant for ``care_relationship`` from
-        its start, unless the patient blocked them. Runs inside the caller's transaction (the
-        encounter is stored by the same unit of work)."""
+        its start, unless the patient blocked them, when it is proved (``actor.subject``'s
+        ``care_proof``): by the organization's registered admission system, or by the
+        patient's ``presence_code``, which is spent here. Runs inside the caller's transaction
+        (the encounter is stored by the same unit of work)."""
         record = self.facts(uow, patient_id, now)
         decision = self.require(actor.subject, Action.CARE_EVENT, record, None, now)
+        if actor.subject.care_proof is CareProof.PRESENCE_CODE:
+            plain = normalize(presence_code or "")
+            if plain is None or not uow.presence_codes.use(
+                code_hash(patient_id, plain), patient_id, actor.who, now
+            ):
+                raise NotPermitted(
+                    "the patient's presence code is wrong, used or expired: ask the patient "
+                    "for a new one",
+                    expression="Encounter.extension",
+                )
         grant = Grant(
             Party.PRACTITIONER,
             actor.subject.id,
@@ -792,7 +807,11 @@ class RecordPolicy:
             now,
             "care-event",
             ACTION_CREATE,
-            {**_grant_detail(grant), "encounter": f"Encounter/{encounter_id}"},
+            {
+                **_grant_detail(grant),
+                "encounter": f"Encounter/{encounter_id}",
+                "proof": str(actor.subject.care_proof or ""),
+            },
             entity=("Consent", grant.id),
             words=(
                 f"{actor.who} recorded a care event with you, which gives them access to your "

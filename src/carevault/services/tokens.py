@@ -28,12 +28,21 @@ from carevault.adapters.storage.oauth_store import IssuedToken, OAuthStore
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated
 from carevault.domain.queries import Page, RoleQuery
-from carevault.domain.scopes import Scope, parse_scopes, resource_scopes
+from carevault.domain.scopes import (
+    Scope,
+    backend_ceiling,
+    narrow,
+    parse_scopes,
+    resource_scopes,
+)
 from carevault.fhirmodel.directory import LICENCE_STATUS_URL
+from carevault.services.authorities import NO_POWERS, powers_of
 from carevault.services.bounded_memo import BoundedMemo
 from carevault.services.pki import CertificateRejected, validate_client_chain
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+# The roles of operators' tokens: never any clinical content (see `carevault.api.access`).
+OPERATOR_ROLES = frozenset({"operator", "security-officer", "registrar"})
 CLOCK_SKEW = timedelta(seconds=60)
 MAX_ASSERTION_LIFETIME = timedelta(minutes=5)
 TOKEN_LIFETIME = timedelta(minutes=5)
@@ -194,18 +203,30 @@ def issue_backend_token(
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 8 <= len(jti) <= 255:
         raise _fail("the client assertion needs a jti of 8 to 255 characters")
-    scopes = parse_scopes(scope)
-    if any(s.context != "system" for s in scopes):
+    asked = parse_scopes(scope)
+    if any(s.context != "system" for s in asked):
         raise InvalidInput("backend services may ask for system/ scopes only", expression="scope")
     if identity.kind == "practitioner":
         assert identity.practitioner_id is not None
         _check_practitioner(uow, identity.practitioner_id)
         practitioner_id, acting_system, organization = identity.practitioner_id, None, None
+        powers = NO_POWERS
     else:
         assert identity.organization_id is not None
         practitioner_id = _acts_for(uow, claims, identity.organization_id)
         acting_system = identity.client_id
         organization = f"Organization/{identity.organization_id}"
+        powers = powers_of(uow, identity.organization_id)
+    # Never more than the client's kind and its organization's registrations allow: what is
+    # asked beyond that is left out, and the response's scope says what was granted.
+    scopes = narrow(asked, backend_ceiling(powers.authorities))
+    if not scopes:
+        raise InvalidInput(
+            f"none of the scopes asked for ({scope}) may be granted to this client; a "
+            "professional's client may read (system/*.rs), publish documents "
+            "(system/DocumentReference.cu) and record care events (system/Encounter.c)",
+            expression="scope",
+        )
     store = OAuthStore(uow.directory.connection)
     if not store.use_assertion(identity.client_id, jti, expires + CLOCK_SKEW):
         raise _fail("this client assertion was already used (jti replay)")
@@ -292,7 +313,7 @@ def authenticate(uow: UnitOfWork, ctx: TokenContext, token: str) -> Caller:
     act = claims.get("act")
     if issued.subject.startswith("account:"):
         role = claims.get("role")
-        if role in ("operator", "security-officer"):
+        if role in OPERATOR_ROLES:
             return Caller(
                 client_id=issued.client_id,
                 fhir_user=issued.subject,

@@ -140,9 +140,14 @@ TEXT = {
 }
 
 
-def _session_kind(kind: AccountKind, security_officer: bool) -> str:
+OPERATOR_SESSIONS = ("operator", "security-officer", "registrar")
+
+
+def _session_kind(kind: AccountKind, security_officer: bool, registrar: bool = False) -> str:
     if kind is AccountKind.OPERATOR:
-        return "security-officer" if security_officer else "operator"
+        if security_officer:
+            return "security-officer"
+        return "registrar" if registrar else "operator"
     return kind.value
 
 
@@ -274,7 +279,7 @@ def portal_router(
             return login_page(request, 401, TEXT[lang]["failed"], next_url, operators=operators)
         if (principal.kind is AccountKind.OPERATOR) != operators:
             return login_page(request, 401, TEXT[lang]["failed"], next_url, operators=operators)
-        kind = _session_kind(principal.kind, principal.security_officer)
+        kind = _session_kind(principal.kind, principal.security_officer, principal.registrar)
         patient = principal.patient_id if principal.kind is AccountKind.PATIENT else None
         token, _session = await run_in_threadpool(
             sessions.open, principal.account_id, kind, patient
@@ -299,7 +304,7 @@ def portal_router(
             "name": None,
             "tree_size": None,
         }
-        if session.kind in ("operator", "security-officer"):
+        if session.kind in OPERATOR_SESSIONS:
             context["notice"] = TEXT[lang]["operator"]
             return TEMPLATES.TemplateResponse(request, "me.html", context)
         if session.patient_id is None:
@@ -531,7 +536,7 @@ def portal_router(
             return RedirectResponse(
                 f"/login?{urlencode({'next': here, 'lang': lang})}", status_code=303
             )
-        operator = session.kind in ("operator", "security-officer")
+        operator = session.kind in OPERATOR_SESSIONS
         patient_scopes = app_request.scope_context == "patient"
         if operator == patient_scopes or (not operator and session.patient_id is None):
             return _redirect_error(
@@ -565,7 +570,7 @@ def portal_router(
             app_request = await run_in_threadpool(_check, params)
         except (_UntrustedRedirect, InvalidInput) as error:
             return _error_page(request, lang, 400, str(error))
-        operator = session.kind in ("operator", "security-officer")
+        operator = session.kind in OPERATOR_SESSIONS
         if form.get("decision") != "approve" or operator == (
             app_request.scope_context == "patient"
         ):

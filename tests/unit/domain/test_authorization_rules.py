@@ -10,10 +10,13 @@ import pytest
 from carevault.domain.authorization import (
     DEFAULT_PROFILE_MATRIX,
     Action,
+    Authority,
     Block,
+    CareProof,
     Confidentiality,
     Decision,
     Delegation,
+    DirectoryArea,
     DocumentFacts,
     EmergencySetting,
     EmergencyWindow,
@@ -77,6 +80,16 @@ READER = Subject(SubjectKind.REPRESENTATIVE, "rep-read")
 FORMER = Subject(SubjectKind.REPRESENTATIVE, "rep-expired")
 OPERATOR = Subject(SubjectKind.OPERATOR, "op-1")
 OFFICER = Subject(SubjectKind.SECURITY_OFFICER, "so-1")
+REGISTRAR = Subject(SubjectKind.REGISTRAR, "reg-1")
+# A hospital's system acting for one of its professionals, registered as the hospital's
+# identity source and admission system; a national provider registry's feed.
+HOSPITAL_FEED = replace(
+    CARDIO, authorities=frozenset({Authority.IDENTITY_SOURCE, Authority.ADMISSION_SYSTEM})
+)
+PROVIDER_FEED = replace(STRANGER, authorities=frozenset({Authority.PROVIDER_REGISTRY}))
+# A care event proved by the admission system, or by a presence code the patient gave.
+ADMITTED = replace(STRANGER, care_proof=CareProof.ADMISSION_SYSTEM)
+PRESENT = replace(STRANGER, care_proof=CareProof.PRESENCE_CODE)
 
 
 def grant(party: Party, party_id: str, level: GrantLevel, **kw: object) -> Grant:
@@ -354,18 +367,25 @@ ROWS = [
         "representative"),
     Row("granted professional does not", CARDIO, Action.PERSONAL, RECORD, None, False,
         "personal"),
-    # care events open a care relationship for professionals who are not blocked
-    Row("care event by a stranger", STRANGER, Action.CARE_EVENT, RECORD, None, True,
-        "care-event"),
-    Row("care event by a hospital system", HOSPITAL_IS, Action.CARE_EVENT, RECORD, None, True,
-        "care-event"),
-    Row("care event by a blocked practitioner", STRANGER, Action.CARE_EVENT,
+    # care events open a care relationship for professionals who are not blocked, when proved
+    Row("care event from the admission system", ADMITTED, Action.CARE_EVENT, RECORD, None,
+        True, "care-event"),
+    Row("care event with the patient's presence code", PRESENT, Action.CARE_EVENT, RECORD,
+        None, True, "care-event"),
+    Row("care event declared by the professional alone", STRANGER, Action.CARE_EVENT, RECORD,
+        None, False, "care-event"),
+    Row("care event by a hospital system, unproved", HOSPITAL_IS, Action.CARE_EVENT, RECORD,
+        None, False, "care-event"),
+    Row("care event by a hospital system, proved",
+        replace(HOSPITAL_IS, care_proof=CareProof.ADMISSION_SYSTEM), Action.CARE_EVENT, RECORD,
+        None, True, "care-event"),
+    Row("care event by a blocked practitioner", ADMITTED, Action.CARE_EVENT,
         replace(RECORD, blocks=(Block(Party.PRACTITIONER, "dr-stranger"),)), None, False,
         "blacklist"),
-    Row("care event on a closed record", STRANGER, Action.CARE_EVENT, CLOSED, None, False,
+    Row("care event on a closed record", ADMITTED, Action.CARE_EVENT, CLOSED, None, False,
         "record"),
-    Row("care event by an assistant", ASSISTANT, Action.CARE_EVENT, RECORD, None, False,
-        "mandate"),
+    Row("care event by an assistant", replace(ASSISTANT, care_proof=CareProof.PRESENCE_CODE),
+        Action.CARE_EVENT, RECORD, None, False, "mandate"),
     Row("care event by the patient", PATIENT, Action.CARE_EVENT, RECORD, None, False,
         "care-event"),
     Row("care event by a representative", PARENT, Action.CARE_EVENT, RECORD, None, False,
@@ -512,26 +532,67 @@ def test_filters_describe_what_they_let_through() -> None:
     assert not visible_filter(PATIENT, RECORD, NOW).include_not_yet_visible
 
 
+IDS, LINKS = DirectoryArea.IDENTITIES, DirectoryArea.IDENTITY_LINKS
+PROVIDERS = DirectoryArea.PROVIDERS
+ALERT = Obligation("alert-security-officer")
+
+
 @pytest.mark.parametrize(
-    ("subject", "action", "permit", "rule"),
+    ("subject", "action", "area", "permit", "rule", "alert"),
     [
-        (STRANGER, Action.SEARCH, True, "directory"),
-        (STRANGER, Action.WRITE, True, "directory"),
-        (HOSPITAL_IS, Action.WRITE, True, "directory"),
-        (ASSISTANT, Action.READ, True, "directory"),
-        (ASSISTANT, Action.WRITE, False, "mandate"),
-        (PATIENT, Action.SEARCH, True, "directory"),
-        (PATIENT, Action.WRITE, False, "directory"),
-        (PARENT, Action.WRITE, False, "directory"),
-        (OPERATOR, Action.READ, False, "operator"),
-        (OFFICER, Action.READ, False, "operator"),
-        (replace(STRANGER, licence_active=False), Action.READ, False, "identity"),
+        # everybody authenticated reads the directories (no medical content)
+        (STRANGER, Action.SEARCH, PROVIDERS, True, "directory", False),
+        (ASSISTANT, Action.READ, IDS, True, "directory", False),
+        (PATIENT, Action.SEARCH, PROVIDERS, True, "directory", False),
+        (REGISTRAR, Action.READ, IDS, True, "directory", False),
+        # a professional never writes them, about themselves or anyone: refused and alerted
+        (STRANGER, Action.WRITE, PROVIDERS, False, "directory-authority", True),
+        (STRANGER, Action.WRITE, IDS, False, "directory-authority", True),
+        (STRANGER, Action.WRITE, LINKS, False, "directory-authority", True),
+        (HOSPITAL_IS, Action.WRITE, PROVIDERS, False, "directory-authority", True),
+        # registered authorities write their own area only
+        (HOSPITAL_FEED, Action.WRITE, IDS, True, "directory-authority", False),
+        (HOSPITAL_FEED, Action.WRITE, LINKS, True, "directory-authority", False),
+        (HOSPITAL_FEED, Action.WRITE, PROVIDERS, False, "directory-authority", True),
+        (PROVIDER_FEED, Action.WRITE, PROVIDERS, True, "directory-authority", False),
+        (PROVIDER_FEED, Action.WRITE, IDS, False, "directory-authority", True),
+        # a registrar writes by hand; a change that affects access is shown to the officer
+        (REGISTRAR, Action.WRITE, IDS, True, "directory-authority", False),
+        (REGISTRAR, Action.WRITE, LINKS, True, "directory-authority", True),
+        (REGISTRAR, Action.WRITE, PROVIDERS, True, "directory-authority", True),
+        (ASSISTANT, Action.WRITE, IDS, False, "mandate", False),
+        (PATIENT, Action.WRITE, IDS, False, "directory", False),
+        (PARENT, Action.WRITE, IDS, False, "directory", False),
+        (OPERATOR, Action.READ, IDS, False, "operator", False),
+        (OPERATOR, Action.WRITE, PROVIDERS, False, "operator", False),
+        (OFFICER, Action.READ, PROVIDERS, False, "operator", False),
+        (replace(STRANGER, licence_active=False), Action.READ, IDS, False, "identity", False),
+        (replace(PROVIDER_FEED, identity_valid=False), Action.WRITE, PROVIDERS, False,
+         "identity", False),
     ],
 )
-def test_directory_decisions(subject: Subject, action: Action, permit: bool, rule: str) -> None:
-    decision = decide_directory(subject, action)
+def test_directory_decisions(
+    subject: Subject, action: Action, area: DirectoryArea, permit: bool, rule: str, alert: bool
+) -> None:
+    decision = decide_directory(subject, action, area)
     assert (decision.permit, decision.rule) == (permit, rule), decision.explain()
     assert decision.path[0] == "identity" and decision.path[-1] == rule
+    assert (ALERT in decision.obligations) is alert
+
+
+def test_the_registrar_reaches_no_record() -> None:
+    for action in (Action.READ, Action.SEARCH, Action.WRITE, Action.MANAGE):
+        decision = decide(REGISTRAR, action, RECORD, None, NOW)
+        assert (decision.permit, decision.rule) == (False, "operator")
+    assert decide_audit_trail(REGISTRAR).permit is False
+    assert visible_filter(REGISTRAR, RECORD, NOW).matches_nothing
+
+
+def test_an_unproved_care_event_alerts_the_security_officer() -> None:
+    decision = decide(STRANGER, Action.CARE_EVENT, RECORD, None, NOW)
+    assert decision.reasons["en"].startswith("A care event opens the record only")
+    assert ALERT in decision.obligations
+    assert ALERT not in decide(ADMITTED, Action.CARE_EVENT, RECORD, None, NOW).obligations
 
 
 @pytest.mark.parametrize(
@@ -548,5 +609,5 @@ def test_only_the_security_officer_reads_the_whole_audit_trail(
 
 
 def test_a_care_event_notifies_the_patient() -> None:
-    decision = decide(STRANGER, Action.CARE_EVENT, RECORD, None, NOW)
+    decision = decide(PRESENT, Action.CARE_EVENT, RECORD, None, NOW)
     assert Obligation("notify-patient") in decision.obligations

@@ -266,6 +266,13 @@ class DirectoryStore:
                 owners.update({(system, r.value): r.patient_id for r in rows})
         return owners
 
+    def organization_patient_id_system(self, organization_id: str) -> str | None:
+        """The system of the patient identifiers an organization assigns, if it assigns any."""
+        row = self.connection.execute(
+            select(t.organization.c.patient_id_system).where(t.organization.c.id == organization_id)
+        ).first()
+        return None if row is None else row.patient_id_system
+
     def assigning_authorities(self) -> set[str]:
         rows = self.connection.execute(
             select(t.organization.c.patient_id_system).where(

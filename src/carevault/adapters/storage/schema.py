@@ -602,3 +602,37 @@ submission_set = Table(
     Column("submitted_at", UTCDateTime, nullable=False),
     Column("document_ids", Text, nullable=False),  # JSON list, in submission order
 )
+
+# --- who may change the facts the engine trusts (migration 0011) ----------------------------------
+
+# The authorities an operator registered: an organization whose systems may write part of the
+# directories (identity source, provider registry) or record care events (admission system).
+# Ending one marks the row; the history of who could write what stays readable.
+directory_authority = Table(
+    "directory_authority",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("organization_id", ID, ForeignKey("organization.id"), nullable=False, index=True),
+    # identity-source | provider-registry | admission-system
+    Column("kind", String(32), nullable=False),
+    # An identity source's assigning authority: the system URI of the identifiers it may feed.
+    Column("assigning_authority", String(255)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("ended_by", String(255)),
+)
+
+# Presence codes: a short-lived, single-use code the patient shows a professional to prove they
+# are in front of them, which lets that professional record a care event. Only a hash is kept.
+presence_code = Table(
+    "presence_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+    Column("used_by", String(255)),
+)

@@ -15,6 +15,7 @@ from typing import Self
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from carevault.adapters.storage.authority_store import AuthorityStore, PresenceCodeStore
 from carevault.adapters.storage.directory_store import DirectoryStore
 from carevault.adapters.storage.record_store import RecordStore
 from carevault.domain.authorization import RecordModel
@@ -37,6 +38,8 @@ class UnitOfWork:
 
     directory: DirectoryStore
     records: RecordStore
+    authorities: AuthorityStore
+    presence_codes: PresenceCodeStore
 
     def __init__(
         self,
@@ -59,6 +62,8 @@ class UnitOfWork:
         self._connection.begin()
         self.directory = DirectoryStore(self._connection)
         self.records = RecordStore(self._connection, self._record_model)
+        self.authorities = AuthorityStore(self._connection)
+        self.presence_codes = PresenceCodeStore(self._connection)
         return self
 
     def commit(self) -> None:

@@ -35,15 +35,17 @@ from carevault.api.fhir.door import (
 from carevault.api.fhir.record_handlers import (
     EMERGENCY_ACCESS,
     EXPLAIN,
+    PRESENCE_CODE,
     CommunicationHandler,
     ConsentHandler,
     EncounterHandler,
     emergency_access_response,
     explain_response,
+    presence_code_response,
 )
 from carevault.api.fhir.terminology_handlers import ValueSetHandler
-from carevault.domain.authorization import Action
-from carevault.domain.directory import Identifier
+from carevault.domain.authorization import Action, DirectoryArea
+from carevault.domain.directory import Identifier, IdentityDomain
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.queries import OrganizationQuery, PatientQuery, PractitionerQuery, RoleQuery
 from carevault.fhirmodel.validate import validate_resource
@@ -171,6 +173,12 @@ def _own_patient(request: FhirRequest) -> str | None:
     return None
 
 
+def _domain(request: FhirRequest) -> IdentityDomain | None:
+    """An identity source writes only the patients of its assigning authority (None: a
+    registrar, who is not limited)."""
+    return request.admission.identity_domain if request.admission is not None else None
+
+
 def _param(name: str, kind: str, doc: str) -> SearchParam:
     return SearchParam(name, kind, doc)
 
@@ -225,18 +233,23 @@ class PatientHandler(DirectoryHandler):
         ACCESS_HISTORY,
         EMERGENCY_ACCESS,
         EXPLAIN,
+        PRESENCE_CODE,
     )
 
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         """Identities are the directory for professionals (no medical content) and the
-        patient's own record for a patient; changes to them are a directory write; the access
-        history, emergency access and explanations are record requests."""
+        patient's own record for a patient; changes to them are a directory write, for the
+        registered authorities (merges and unmerges decide whose record is whose: they affect
+        access); the access history, emergency access, presence codes and explanations are
+        record requests."""
         patient = request.resource_id
         match request.interaction, request.operation:
             case Interaction.OPERATION, ACCESS_HISTORY.name:
                 return AccessNeed(Target.RECORD, Action.PERSONAL, patient)
             case Interaction.OPERATION, EMERGENCY_ACCESS.name:
                 return AccessNeed(Target.RECORD, Action.EMERGENCY, patient)
+            case Interaction.OPERATION, PRESENCE_CODE.name:
+                return AccessNeed(Target.RECORD, Action.MANAGE, patient)
             case Interaction.OPERATION, EXPLAIN.name:
                 return AccessNeed(Target.AUDIT_TRAIL, Action.READ, patient)
             case Interaction.OPERATION, "ihe-pix":
@@ -245,7 +258,21 @@ class PatientHandler(DirectoryHandler):
                 return AccessNeed(Target.DEMOGRAPHICS, Action.READ, patient)
             case Interaction.SEARCH, _:
                 return AccessNeed(Target.DEMOGRAPHICS, Action.SEARCH)
-        return AccessNeed(Target.DIRECTORY, Action.WRITE)
+            case Interaction.OPERATION, _:
+                return AccessNeed(Target.DIRECTORY, Action.WRITE, area=DirectoryArea.IDENTITY_LINKS)
+            case Interaction.CONDITIONAL_UPDATE, _:
+                resource = request.json_body(self.api.settings.max_json_depth)
+                merging = (
+                    any(
+                        isinstance(link, dict) and link.get("type") == "replaced-by"
+                        for link in resource.get("link", [])
+                    )
+                    if isinstance(resource.get("link"), list)
+                    else False
+                )
+                area = DirectoryArea.IDENTITY_LINKS if merging else DirectoryArea.IDENTITIES
+                return AccessNeed(Target.DIRECTORY, Action.WRITE, area=area)
+        return AccessNeed(Target.DIRECTORY, Action.WRITE, area=DirectoryArea.IDENTITIES)
 
     def search(self, request: FhirRequest) -> FhirResponse:
         own = _own_patient(request)
@@ -271,7 +298,7 @@ class PatientHandler(DirectoryHandler):
     def create(self, request: FhirRequest) -> FhirResponse:
         resource = self.body(request)
         with self.api.unit_of_work() as uow:
-            stored = svc.create_patient(uow, self.api.directory, resource)
+            stored = svc.create_patient(uow, self.api.directory, resource, _domain(request))
         return resource_response(request, stored, 201)
 
     def update(self, request: FhirRequest) -> FhirResponse:
@@ -283,7 +310,12 @@ class PatientHandler(DirectoryHandler):
             )
         with self.api.unit_of_work() as uow:
             stored = svc.update_patient(
-                uow, self.api.directory, request.resource_id, resource, if_match(request)
+                uow,
+                self.api.directory,
+                request.resource_id,
+                resource,
+                if_match(request),
+                _domain(request),
             )
         return resource_response(request, stored)
 
@@ -302,7 +334,9 @@ class PatientHandler(DirectoryHandler):
             )
         resource = self.body(request)
         with self.api.unit_of_work() as uow:
-            stored, created = svc.feed_patient(uow, self.api.directory, criteria[0][0], resource)
+            stored, created = svc.feed_patient(
+                uow, self.api.directory, criteria[0][0], resource, _domain(request)
+            )
         return resource_response(request, stored, 201 if created else 200)
 
     def operation(self, request: FhirRequest) -> FhirResponse:
@@ -312,6 +346,8 @@ class PatientHandler(DirectoryHandler):
             return emergency_access_response(self.api, request)
         if request.operation == EXPLAIN.name:
             return explain_response(self.api, request)
+        if request.operation == PRESENCE_CODE.name:
+            return presence_code_response(self.api, request)
         if request.operation == "ihe-pix":
             return self._pix(request)
         if request.operation == "merge":
@@ -342,6 +378,14 @@ class PatientHandler(DirectoryHandler):
                 if target not in known:
                     raise _TargetSystemNotFound(target)
             answer = svc.cross_reference(uow, Identifier(system, value), targets)
+        own = _own_patient(request)
+        if own is not None and answer.patient_id != own:
+            # A patient resolves their own identifiers only; another person's number is
+            # answered exactly as an unknown one, so that it tells nothing.
+            raise NotFound(
+                f"no patient is known by {Identifier(system, value).token()}",
+                expression="sourceIdentifier",
+            )
         parameters = [
             {"name": "targetIdentifier", "valueIdentifier": {"system": i.system, "value": i.value}}
             for i in answer.identifiers
@@ -370,13 +414,15 @@ class PatientHandler(DirectoryHandler):
                 )
             ids.append(ident)
         with self.api.unit_of_work() as uow:
-            stored = svc.merge_patients(uow, self.api.directory, ids[0], ids[1])
+            stored = svc.merge_patients(uow, self.api.directory, ids[0], ids[1], _domain(request))
         return resource_response(request, stored)
 
     def _unmerge(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
         with self.api.unit_of_work() as uow:
-            stored = svc.unmerge_patient(uow, self.api.directory, request.resource_id)
+            stored = svc.unmerge_patient(
+                uow, self.api.directory, request.resource_id, _domain(request)
+            )
         return resource_response(request, stored)
 
 

@@ -28,7 +28,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from carevault.api.fhir.outcome import HttpProblem, from_error
-from carevault.domain.authorization import Action, Decision, DocumentFacts, RecordFacts, Subject
+from carevault.domain.authorization import (
+    Action,
+    CareProof,
+    Decision,
+    DirectoryArea,
+    DocumentFacts,
+    RecordFacts,
+    Subject,
+)
+from carevault.domain.directory import IdentityDomain
 from carevault.domain.errors import (
     CareVaultError,
     InvalidInput,
@@ -75,6 +84,8 @@ class FhirRequest:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     client: str = ""
     base_url: str = ""
+    # An operation's declared scope letter (`Operation.permission`), set by the door.
+    operation_permission: str = ""
     admission: Admission | None = None  # set by the door once the gate has admitted it
     # The parsed body, shared by the copies `replace` makes: the gate's `access_need` and the
     # handler read the same JSON, parsed once (an ITI-65 Bundle can be tens of megabytes).
@@ -117,6 +128,9 @@ class Operation:
     instance: bool  # invoked on Type/id rather than on Type
     methods: frozenset[str]
     documentation: str
+    # The SMART scope letter (c r u d s) a token needs on the resource type to invoke it; by
+    # default "r" for GET and "u" for POST.
+    permission: str = ""
 
 
 class Target(enum.Enum):
@@ -145,6 +159,11 @@ class AccessNeed:
     # What the handler read, in the gate's transaction, to state the need (a stored document,
     # say): handed back to it in the Admission, so that it is not read twice.
     loaded: object | None = None
+    # Which part of the directories a directory request reaches (``Target.DIRECTORY``).
+    area: DirectoryArea = DirectoryArea.PROVIDERS
+    # A care event's proof found in the request itself (a presence code that is usable now);
+    # the gate adds the proof it knows of the caller (a registered admission system).
+    care_proof: CareProof | None = None
 
 
 def reading(request: FhirRequest) -> Action:
@@ -219,6 +238,10 @@ class Admission:
     on_behalf_of: str | None = None
     purpose_of_use: str | None = None
     loaded: object | None = None  # the need's ``loaded``: see AccessNeed
+    # An identity source's assigning authority, which bounds the patients it may write.
+    identity_domain: IdentityDomain | None = None
+    # Said in the request's audit entry: e.g. that a directory change affects access.
+    detail: Mapping[str, str] = field(default_factory=dict)
 
 
 class Refusal(NotPermitted):
@@ -344,6 +367,8 @@ class FhirDoor:
             if body_error is not None:
                 raise body_error
             _check_format(request)
+            if operation is not None:
+                request = replace(request, operation_permission=self._permission_of(request))
             admission = self.gate.admit(request, self.need_of)
             if admission.decision is None and request.interaction is not Interaction.CAPABILITIES:
                 raise NotPermitted("no decision was made on this request", issue_code="forbidden")
@@ -392,6 +417,11 @@ class FhirDoor:
             case Interaction.TRANSACTION:
                 return handler.transaction(request)
         raise HttpProblem(405, "not-supported", "interaction not supported")
+
+    def _permission_of(self, request: FhirRequest) -> str:
+        handler = self.handlers.get(request.resource_type or "")
+        operations = handler.operations if handler is not None else ()
+        return next((o.permission for o in operations if o.name == request.operation), "")
 
     def need_of(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         """What the request needs of the engine, as its (existing, supporting) handler says."""

@@ -38,6 +38,7 @@ from carevault.api.fhir.door import (
 from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import (
     Action,
+    CareProof,
     Decision,
     EmergencySetting,
     GrantLevel,
@@ -47,6 +48,7 @@ from carevault.domain.authorization import (
 )
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.fhirmodel.validate import validate_resource
+from carevault.services.presence import code_hash, issue_presence_code, normalize
 from carevault.services.record_policy import Actor
 
 JsonObject = dict[str, Any]
@@ -422,6 +424,21 @@ def _location(request: FhirRequest, body: JsonObject) -> dict[str, str]:
 # --- Encounter -------------------------------------------------------------------------------
 
 
+PRESENCE_CODE_URL = "https://carevault.lu/fhir/StructureDefinition/presence-code"
+
+
+def _presence_code(resource: JsonObject) -> str | None:
+    """The patient's presence code an encounter carries (extension ``presence-code``)."""
+    extensions = resource.get("extension")
+    if not isinstance(extensions, list):
+        return None
+    for extension in extensions:
+        if isinstance(extension, dict) and extension.get("url") == PRESENCE_CODE_URL:
+            value = extension.get("valueString")
+            return value if isinstance(value, str) else None
+    return None
+
+
 class EncounterHandler(ResourceHandler):
     resource_type = "Encounter"
     interactions = frozenset({Interaction.READ, Interaction.SEARCH, Interaction.CREATE})
@@ -434,7 +451,14 @@ class EncounterHandler(ResourceHandler):
         if request.interaction is Interaction.CREATE:
             resource = request.json_body(self.api.settings.max_json_depth)
             patient = _reference_id(resource.get("subject"), "Patient", "Encounter.subject")
-            return AccessNeed(Target.RECORD, Action.CARE_EVENT, patient)
+            # The patient's presence code, if any and usable now, proves the care relationship
+            # (it is spent with the encounter); the gate knows of the admission system.
+            plain = normalize(_presence_code(resource) or "")
+            usable = plain is not None and uow.presence_codes.usable(
+                code_hash(patient, plain), patient, self.api.policy.clock()
+            )
+            proof = CareProof.PRESENCE_CODE if usable else None
+            return AccessNeed(Target.RECORD, Action.CARE_EVENT, patient, care_proof=proof)
         if request.interaction is Interaction.SEARCH:
             return AccessNeed(Target.RECORD, Action.SEARCH, _one_patient(request))
         stored = uow.records.encounter(request.resource_id or "")
@@ -444,6 +468,13 @@ class EncounterHandler(ResourceHandler):
 
     def create(self, request: FhirRequest) -> FhirResponse:
         resource = _body(self.api, request, "Encounter")
+        presence_code = _presence_code(resource)
+        # The code is spent, never stored with the encounter.
+        extensions = [e for e in resource.get("extension", []) if e.get("url") != PRESENCE_CODE_URL]
+        if extensions:
+            resource["extension"] = extensions
+        else:
+            resource.pop("extension", None)
         record = _record(request)
         subject = _subject_of(request)
         participants = [
@@ -495,7 +526,13 @@ class EncounterHandler(ResourceHandler):
                 )
             )
             self.api.policy.record_care_event(
-                uow, actor_of(request), record.patient_id, encounter_id, start, now
+                uow,
+                actor_of(request),
+                record.patient_id,
+                encounter_id,
+                start,
+                now,
+                presence_code,
             )
             uow.commit()
         return FhirResponse(201, resource, _location(request, resource), (record.patient_id,))
@@ -587,6 +624,17 @@ EMERGENCY_ACCESS = Operation(
     frozenset({"POST"}),
     "Break the glass: a Parameters body with a mandatory 'reason'; opens the record for 24 h "
     "to this practitioner, notifies the patient and alerts the security officer",
+    # It asks to read the record: a professional's tokens hold no write scope on Patient.
+    permission="r",
+)
+PRESENCE_CODE = Operation(
+    "presence-code",
+    "https://carevault.lu/fhir/OperationDefinition/Patient-presence-code",
+    True,
+    frozenset({"POST"}),
+    "For the patient (or a representative who manages the record): a code to show a "
+    "professional, valid ten minutes and once, which lets them record a care event (an "
+    "Encounter carrying it in the presence-code extension)",
 )
 EXPLAIN = Operation(
     "explain",
@@ -619,6 +667,23 @@ def emergency_access_response(api: ApiContext, request: FhirRequest) -> FhirResp
         ],
     }
     return FhirResponse(200, result, patients=(patient_id,))
+
+
+def presence_code_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
+    patient_id = request.resource_id or ""
+    actor = actor_of(request)
+    with api.unit_of_work() as uow:
+        code = issue_presence_code(uow, patient_id, actor.who, api.policy.clock())
+    result = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "code", "valueString": code.code},
+            {"name": "expires", "valueInstant": rfc3339_ms(code.expires)},
+        ],
+    }
+    response = FhirResponse(200, result, patients=(patient_id,))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def decision_parameters(decision: Decision) -> JsonObject:
