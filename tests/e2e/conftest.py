@@ -213,3 +213,35 @@ def rsyslog(tmp_path: Path) -> Iterator[RsyslogServer]:
         yield server
     finally:
         server.stop()
+
+
+def registrar_token(base_url: str, workdir: Path) -> str:
+    """A registrar's token from a real server, the production way: the account made with the
+    command line, then the operators' door and the authorization code flow over HTTP."""
+    import urllib.parse
+
+    import pyotp
+
+    from support.authorities import REGISTRAR_SCOPE
+    from support.operators import PASSWORD, REDIRECT, authorize_operator
+
+    env = carevault_env(workdir, base_url)
+    login = f"registrar-{uuid.uuid4().hex[:8]}"
+
+    def cli(*args: str, stdin: str | None = None) -> Any:
+        done = subprocess.run([CAREVAULT, *args], cwd=workdir, env=env, input=stdin,
+                              capture_output=True, text=True, timeout=COMMAND_SECONDS,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if "--json" in args else done.stdout
+
+    made = cli("accounts", "add-operator", "--login", login, "--registrar", "--password-stdin",
+               "--json", stdin=PASSWORD)
+    secret = urllib.parse.parse_qs(urllib.parse.urlparse(made["totp_uri"]).query)["secret"][0]
+    totp = pyotp.TOTP(secret)
+    # The previous step confirms, so that the sign-in's own step is still unused.
+    cli("accounts", "confirm", made["account_id"], "--code", totp.at(time.time() - 30))
+    client_id = cli("apps", "register", "--name", "Registry console", "--redirect-uri",
+                    REDIRECT, "--json")["client_id"]
+    with httpx.Client(base_url=base_url, timeout=30.0) as browser:
+        return authorize_operator(browser, client_id, login, totp, REGISTRAR_SCOPE)

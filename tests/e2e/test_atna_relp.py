@@ -35,6 +35,7 @@ from support.atna import (
     exporter,
     leaf_indexes,
 )
+from support.authorities import registrar_headers
 from support.builders import patient
 from support.rsyslog import RsyslogServer, relp_sender_for, wait_until
 from support.tokens import professional_token
@@ -260,7 +261,7 @@ def test_the_server_forwards_both_streams_over_relp_when_configured(
         created = client.post(
             "/fhir/Patient",
             json=patient(platform.directory.systems, 1),
-            headers={"Content-Type": "application/fhir+json"},
+            headers=registrar_headers(platform),
         )
         assert created.status_code == 201
         client.get("/audit/entries", params={"start": 0, "end": 2})  # an operator-stream entry

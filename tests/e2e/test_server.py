@@ -15,7 +15,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from carevault.domain.national_id import make_luxembourg_national_id
 
-from .conftest import BearerAuth
+from .conftest import BearerAuth, registrar_token
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +28,15 @@ PROFESSION_SYSTEM = "https://carevault.lu/fhir/CodeSystem/profession"
 def http(server: Any) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, timeout=120.0,
                       auth=BearerAuth(server)) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def registrar(server: Any) -> Iterator[httpx.Client]:
+    """A registrar's client: the directories' writer (a professional may not write them)."""
+    token = registrar_token(server.base_url, server.workdir)
+    with httpx.Client(base_url=server.base_url, timeout=120.0,
+                      headers={"Authorization": f"Bearer {token}"}) as client:
         yield client
 
 
@@ -265,29 +274,29 @@ def valid_patient(national_id: str) -> dict[str, Any]:
     }
 
 
-def test_malformed_json_is_400(http: httpx.Client) -> None:
-    outcome = assert_outcome(post_json(http, "/fhir/Patient", b'{"resourceType": "Pat'), 400)
+def test_malformed_json_is_400(registrar: httpx.Client) -> None:
+    outcome = assert_outcome(post_json(registrar, "/fhir/Patient", b'{"resourceType": "Pat'), 400)
     assert "JSON" in diagnostics(outcome)
 
 
-def test_wrong_resource_type_is_400(http: httpx.Client) -> None:
+def test_wrong_resource_type_is_400(registrar: httpx.Client) -> None:
     body = json.dumps({"resourceType": "Observation", "status": "final"}).encode()
 
-    outcome = assert_outcome(post_json(http, "/fhir/Patient", body), 400)
+    outcome = assert_outcome(post_json(registrar, "/fhir/Patient", body), 400)
 
     assert "Observation" in diagnostics(outcome)
 
 
-def test_invalid_national_number_is_422_naming_the_check_digit(http: httpx.Client) -> None:
+def test_invalid_national_number_is_422_naming_the_check_digit(registrar: httpx.Client) -> None:
     good = make_luxembourg_national_id(date(1971, 3, 4), 417)
     bad = good[:-1] + str((int(good[-1]) + 1) % 10)
     body = json.dumps(valid_patient(bad)).encode()
 
-    outcome = assert_outcome(post_json(http, "/fhir/Patient", body), 422)
+    outcome = assert_outcome(post_json(registrar, "/fhir/Patient", body), 422)
 
     assert "check digit" in diagnostics(outcome)
     assert (
-        http.get("/fhir/Patient", params={"identifier": f"{NATIONAL_SYSTEM}|{bad}"}).json()[
+        registrar.get("/fhir/Patient", params={"identifier": f"{NATIONAL_SYSTEM}|{bad}"}).json()[
             "total"
         ]
         == 0
@@ -331,8 +340,8 @@ def test_unknown_search_parameter_is_400(http: httpx.Client) -> None:
     assert "favourite-colour" in diagnostics(outcome)
 
 
-def test_text_plain_body_is_415(http: httpx.Client) -> None:
-    response = http.post(
+def test_text_plain_body_is_415(registrar: httpx.Client) -> None:
+    response = registrar.post(
         "/fhir/Patient", content=b"family=Muller", headers={"Content-Type": "text/plain"}
     )
 

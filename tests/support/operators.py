@@ -10,6 +10,7 @@ import urllib.parse
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pyotp
 from starlette.testclient import TestClient
 
@@ -36,6 +37,13 @@ def operator_token(client: TestClient, platform: Platform, login: str, totp: pyo
                    scope: str) -> str:
     with platform.unit_of_work() as uow:
         client_id = register_app(uow, "Security console", [REDIRECT], datetime.now(UTC))
+    return authorize_operator(client, client_id, login, totp, scope)
+
+
+def authorize_operator(client: httpx.Client, client_id: str, login: str, totp: pyotp.TOTP,
+                       scope: str, password: str = PASSWORD) -> str:
+    """The operator's browser steps, with any HTTP client (in-process or a real server): the
+    authorization request, the operators' door, the consent page, the code for a token."""
     verifier = "v" * 50
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode()
     url = "/oauth/authorize?" + urllib.parse.urlencode({
@@ -48,7 +56,7 @@ def operator_token(client: TestClient, platform: Platform, login: str, totp: pyo
     csrf = CSRF.search(login_page.text)
     next_field = re.search(r'name="next" value="([^"]+)"', login_page.text)
     assert csrf and next_field
-    back = client.post("/operator/login", data={"login": login, "password": PASSWORD,
+    back = client.post("/operator/login", data={"login": login, "password": password,
                                        "code": totp.now(), "csrf": csrf.group(1),
                                        "next": next_field.group(1).replace("&amp;", "&")},
                        follow_redirects=False)
@@ -64,8 +72,6 @@ def operator_token(client: TestClient, platform: Platform, login: str, totp: pyo
         "client_id": client_id, "code_verifier": verifier}).json()
     assert "patient" not in answer
     return str(answer["access_token"])
-
-
 
 
 def security_officer_token(client: TestClient, platform: Platform,
