@@ -23,11 +23,13 @@ from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.demo import population
 from carevault.domain.accounts import WeakPassword
+from carevault.domain.authorization import Authority
 from carevault.domain.directory import Identifier
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
 from carevault.services import pki
 from carevault.services.accounts import AccountService
+from carevault.services.authorities import register_authority
 
 BATCH = 1000
 T = TypeVar("T")
@@ -85,7 +87,27 @@ def load(
     org_ids = {o.key: s.id for o, s in zip(organizations, stored_orgs, strict=True)}
     progress("organizations", len(stored_orgs))
 
-    accounts: dict[str, Any] = {"professionals": [], "patients": []}
+    accounts: dict[str, Any] = {"professionals": [], "patients": [], "authorities": []}
+    # Hospitals feed the patient index with their own numbers and run the admission systems
+    # whose encounters prove a care relationship; an operator registers both, as here.
+    now = datetime.now(UTC)
+    for organization in organizations:
+        if organization.kind != "hospital":
+            continue
+        for kind in (Authority.IDENTITY_SOURCE, Authority.ADMISSION_SYSTEM):
+            with unit_of_work() as uow:
+                registered = register_authority(
+                    uow, org_ids[organization.key], kind, by="demo", now=now
+                )
+            accounts["authorities"].append(
+                {
+                    "id": registered.id,
+                    "organization_id": registered.organization_id,
+                    "organization": organization.name,
+                    "kind": kind.value,
+                    "assigning_authority": registered.assigning_authority,
+                }
+            )
     wanted = {"physician": 2, "pharmacist": 1, "nurse": 1, "laboratory-biologist": 1}
     for batch in _batches(population.practitioners(professionals, seed), BATCH):
         items = [
