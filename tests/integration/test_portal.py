@@ -140,3 +140,57 @@ def test_a_patient_cannot_use_the_operators_door(client: TestClient,
         "csrf": csrf.group(1)}, follow_redirects=False)
     assert refused.status_code == 401
     assert "cv_session=" not in refused.headers.get("set-cookie", "")
+
+
+def test_the_patient_makes_a_presence_code_that_opens_the_record_to_the_professional_seen(
+        client: TestClient, platform: Platform, account: PatientAccount) -> None:
+    from support.documents import Pro
+
+    assert sign_in(client, account).status_code == 303
+    page = client.get("/me")
+    assert "Make a code for my professional" in page.text
+    csrf = CSRF.search(page.text)
+    assert csrf
+    refused = client.post("/me/presence-code", data={"csrf": "forged"})
+    assert refused.status_code == 400
+    made = client.post("/me/presence-code", data={"csrf": csrf.group(1)})
+    assert made.status_code == 200 and made.headers["cache-control"] == "no-store"
+    found = re.search(r'id="presence-code"[^>]*>([0-9A-Z]{5}-[0-9A-Z]{5})<', made.text)
+    assert found, made.text
+    gp = Pro(platform, "HP-PORTAL-GP")
+    visit = {"resourceType": "Encounter", "status": "finished",
+             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                       "code": "AMB"},
+             "subject": {"reference": f"Patient/{account.patient_id}"},
+             "participant": [{"individual": {"reference": f"Practitioner/{gp.id}"}}],
+             "period": {"start": "2026-11-20T09:00:00Z"},
+             "extension": [{"url": "https://carevault.lu/fhir/StructureDefinition/presence-code",
+                            "valueString": found.group(1)}]}
+    seen = client.post("/fhir/Encounter", json=visit, headers=gp.headers)
+    assert seen.status_code == 201, seen.text
+    # The patient's history says a code was made; the code itself is recorded nowhere.
+    size = platform.audit.size("clinical")
+    data = b"".join(d for _, d in platform.audit.entries("clinical", 0, size))
+    assert found.group(1).replace("-", "").encode() not in data
+    made_entries = [AuditRecord.from_canonical(d) for _, d in
+                    platform.audit.entries("clinical", 0, size)]
+    assert any(r.interaction == "presence-code" and r.patient == account.patient_id
+               for r in made_entries)
+
+
+def test_an_operator_makes_no_presence_code(client: TestClient, platform: Platform) -> None:
+    from support.operators import PASSWORD, operator
+
+    totp = operator(platform, "desk.operator", security_officer=False)
+    page = client.get("/operator/login")
+    csrf = CSRF.search(page.text)
+    assert csrf
+    signed = client.post("/operator/login", data={
+        "login": "desk.operator", "password": PASSWORD, "code": totp.now(),
+        "csrf": csrf.group(1)}, follow_redirects=False)
+    assert signed.status_code == 303
+    me = client.get("/me")
+    session_csrf = CSRF.search(me.text)
+    assert session_csrf and "make-presence-code" not in me.text
+    refused = client.post("/me/presence-code", data={"csrf": session_csrf.group(1)})
+    assert refused.status_code == 403

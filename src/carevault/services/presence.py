@@ -22,6 +22,7 @@ __all__ = [
     "PresenceCode",
     "code_hash",
     "issue_presence_code",
+    "new_code",
     "normalize",
 ]
 
@@ -55,11 +56,18 @@ def code_hash(patient_id: str, code: str) -> str:
     return hashlib.sha256(f"{patient_id}:{code}".encode()).hexdigest()
 
 
-def issue_presence_code(uow: UnitOfWork, patient_id: str, by: str, now: datetime) -> PresenceCode:
-    """A new code for ``patient_id``, asked for by the patient or their representative
-    (``by``); the caller's unit of work records the request in the audit log."""
+def new_code(uow: UnitOfWork, patient_id: str, by: str, now: datetime) -> PresenceCode:
+    """A new code for ``patient_id``, stored (as a hash) in the caller's transaction; who may
+    ask for one is the engine's decision (`RecordPolicy.issue_presence_code`)."""
     plain = "".join(secrets.choice(_ALPHABET) for _ in range(_LENGTH))
     expires = now + PRESENCE_CODE_LIFETIME
     uow.presence_codes.add(code_hash(patient_id, plain), patient_id, by, now, expires)
-    uow.commit()
     return PresenceCode(f"{plain[:5]}-{plain[5:]}", expires)
+
+
+def issue_presence_code(uow: UnitOfWork, patient_id: str, by: str, now: datetime) -> PresenceCode:
+    """A new code, committed at once: for tests and tools that stand in for the patient (the
+    platform's own way is `RecordPolicy.issue_presence_code`, decided and audited)."""
+    code = new_code(uow, patient_id, by, now)
+    uow.commit()
+    return code

@@ -62,7 +62,8 @@ from carevault.domain.authorization import (
     visible_filter,
 )
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
-from carevault.services.presence import code_hash, normalize
+from carevault.services import presence
+from carevault.services.presence import PresenceCode, code_hash, normalize
 
 CARE_RELATIONSHIP = timedelta(days=90)  # ELGA's default for a care contact
 EMERGENCY_WINDOW = timedelta(hours=24)
@@ -713,6 +714,33 @@ class RecordPolicy:
             )
             uow.commit()
         return delegation
+
+    def issue_presence_code(self, actor: Actor, patient_id: str) -> PresenceCode:
+        """A presence code for the patient to give the professional in front of them (see
+        `carevault.services.presence`): the patient's or a managing representative's act,
+        audited (never the code itself) in the transaction that stores its hash."""
+        now = self.clock()
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            code = presence.new_code(uow, patient_id, actor.who, now)
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "presence-code",
+                ACTION_CREATE,
+                {"expires": rfc3339_ms(code.expires)},
+                words=(
+                    "Your representative made a presence code, which lets the professional "
+                    "who receives it record a care event with you.",
+                    "Votre représentant a créé un code de présence, qui permet au "
+                    "professionnel qui le reçoit d'enregistrer une prise en charge.",
+                ),
+            )
+            uow.commit()
+        return code
 
     def declare_emergency(self, actor: Actor, patient_id: str, reason: str) -> EmergencyWindow:
         """Break the glass: a window of ``emergency_window`` for this practitioner alone; the

@@ -25,6 +25,7 @@ from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenBucketLimiter
 from carevault.domain.accounts import AccountKind, AuthenticationFailed, Throttled
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
+from carevault.domain.authorization import Subject, SubjectKind
 from carevault.domain.errors import (
     CareVaultError,
     InvalidInput,
@@ -40,6 +41,7 @@ from carevault.services.directory import read_patient
 from carevault.services.invitations import InvitationRefused, mark_used, redeemable
 from carevault.services.patient_apps import AppRequest, approve, check_request
 from carevault.services.portal_sessions import PortalSessions, check_csrf
+from carevault.services.record_policy import Actor, RecordPolicy
 from carevault.settings import Settings
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -143,6 +145,31 @@ TEXT = {
 OPERATOR_SESSIONS = ("operator", "security-officer", "registrar")
 
 
+# The presence code's words (PRODUCT.md: the patient proves to a professional that they are there).
+PRESENCE_TEXT = {
+    "en": {
+        "offer": "Seeing a professional who is not yet on your access list? Give them a code "
+        "valid ten minutes, once: their visit then opens your record to them for 90 days.",
+        "make": "Make a code for my professional",
+        "title": "Your code for the professional in front of you",
+        "until": "Valid once, until {until}. Give it only to the professional you are seeing.",
+        "back": "Back to my record",
+        "nobody": "Only the patient, or a representative who manages the record, makes codes.",
+    },
+    "fr": {
+        "offer": "Vous consultez un professionnel qui n'a pas encore accès à votre dossier ? "
+        "Donnez-lui un code valable dix minutes, une fois : sa consultation lui ouvre alors "
+        "votre dossier pour 90 jours.",
+        "make": "Créer un code pour mon professionnel",
+        "title": "Votre code pour le professionnel en face de vous",
+        "until": "Valable une fois, jusqu'à {until}. Ne le donnez qu'au professionnel que vous "
+        "consultez.",
+        "back": "Retour à mon dossier",
+        "nobody": "Seul le patient, ou un représentant qui gère le dossier, crée des codes.",
+    },
+}
+
+
 def _session_kind(kind: AccountKind, security_officer: bool, registrar: bool = False) -> str:
     if kind is AccountKind.OPERATOR:
         if security_officer:
@@ -182,6 +209,7 @@ def portal_router(
     log: AuditLog,
     units: Callable[[], UnitOfWork],
     clock: Callable[[], datetime],
+    policy: RecordPolicy,
 ) -> APIRouter:
     router = APIRouter()
     secure = settings.environment != "dev"
@@ -365,6 +393,7 @@ def portal_router(
                 {"text": e.text, "index": e.leaf_index} for e in reversed(history.entries)
             ]
             context["tree_size"] = history.tree_head.tree_size
+            context["presence"] = PRESENCE_TEXT[lang]
 
         try:
             await run_in_threadpool(load)
@@ -599,6 +628,49 @@ def portal_router(
                 if error.expression is None:  # about the client or its redirect URI
                     raise _UntrustedRedirect(error.message) from None
                 raise
+
+    @router.post("/me/presence-code", include_in_schema=False)
+    async def presence_code(request: Request) -> Response:
+        """A code to show the professional in front of the patient, so that their encounter
+        opens the record (docs/authorization.md, "What proves a care relationship")."""
+        lang = _language(request)
+        try:
+            session = await run_in_threadpool(sessions.resume, request.cookies.get(SESSION_COOKIE))
+            check_csrf(session.csrf, (await _form(request)).get("csrf"))
+        except NotAuthenticated:
+            return RedirectResponse(f"/login?lang={lang}", status_code=303)
+        except CareVaultError:
+            return _error_page(request, lang, 400, TEXT[lang]["form"])
+        if session.patient_id is None or session.kind not in ("patient", "representative"):
+            return _error_page(request, lang, 403, PRESENCE_TEXT[lang]["nobody"])
+        representative = session.kind == "representative"
+        subject = Subject(
+            SubjectKind.REPRESENTATIVE if representative else SubjectKind.PATIENT,
+            session.account_id if representative else session.patient_id,
+        )
+        actor = Actor(
+            subject,
+            f"account:{session.account_id}",
+            network=request.client.host if request.client else None,
+        )
+        try:
+            code = await run_in_threadpool(policy.issue_presence_code, actor, session.patient_id)
+        except NotPermitted as error:
+            return _error_page(request, lang, 403, error.message)
+        page = TEMPLATES.TemplateResponse(
+            request,
+            "presence.html",
+            {
+                "t": TEXT[lang],
+                "p": PRESENCE_TEXT[lang],
+                "lang": lang,
+                "csrf": session.csrf,
+                "code": code.code,
+                "expires": f"{code.expires:%H:%M} UTC",
+            },
+        )
+        page.headers["Cache-Control"] = "no-store"
+        return page
 
     def _error_page(request: Request, lang: str, status: int, message: str) -> Response:
         return TEMPLATES.TemplateResponse(

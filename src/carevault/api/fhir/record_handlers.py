@@ -48,7 +48,7 @@ from carevault.domain.authorization import (
 )
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.fhirmodel.validate import validate_resource
-from carevault.services.presence import code_hash, issue_presence_code, normalize
+from carevault.services.presence import code_hash, normalize
 from carevault.services.record_policy import Actor
 
 JsonObject = dict[str, Any]
@@ -671,9 +671,7 @@ def emergency_access_response(api: ApiContext, request: FhirRequest) -> FhirResp
 
 def presence_code_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     patient_id = request.resource_id or ""
-    actor = actor_of(request)
-    with api.unit_of_work() as uow:
-        code = issue_presence_code(uow, patient_id, actor.who, api.policy.clock())
+    code = api.policy.issue_presence_code(actor_of(request), patient_id)
     result = {
         "resourceType": "Parameters",
         "parameter": [
