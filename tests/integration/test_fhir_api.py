@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from carevault.bootstrap import Platform, build
 from carevault.domain.audit import AuditRecord
 from carevault.settings import Settings
 from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
-from support.tokens import patient_headers, professional_token
+from support.tokens import officer_headers, patient_headers, professional_token
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -385,3 +386,65 @@ def test_every_request_is_recorded_in_the_audit_log(client: TestClient, systems:
     assert records[2].query == "family=Zyxwvut"
     assert records[3].query == "family"
     assert all(r.agent.network == "127.0.0.1" for r in records)
+
+
+HUGE = "1" + "0" * 5000  # beyond Python's int-string conversion limit (4300 digits)
+
+
+@pytest.mark.parametrize(("number", "words"), [
+    (HUGE, "digits"),
+    ("-" + "9" * 25, "digits"),  # under Python's limit, over ours
+    ("1e999", "overflow"),
+    ("-1.5e400", "overflow"),
+    ("0." + "1" * 200, "digits"),
+    ("NaN", "not JSON"),
+    ("-Infinity", "not JSON"),
+])
+def test_numbers_in_a_body_are_bounded(client: TestClient, number: str, words: str) -> None:
+    """A number no resource needs is refused as bad input, never a 500 (pentest #12)."""
+    body = '{"resourceType":"Patient","multipleBirthInteger":' + number + "}"
+    issue = outcome(client.post("/fhir/Patient", content=body.encode(), headers=FHIR_JSON), 400)
+    assert issue["code"] == "invalid"
+    assert words in issue["diagnostics"]
+    # Deep inside a transaction Bundle too: the same parser reads every body.
+    bundle = ('{"resourceType":"Bundle","type":"transaction","entry":[{"resource":'
+              '{"resourceType":"Binary","contentType":"application/pdf","x":[' + number + "]}}]}")
+    issue = outcome(client.post("/fhir", content=bundle.encode(), headers=FHIR_JSON), 400)
+    assert words in issue["diagnostics"]
+
+
+def test_a_number_within_the_bounds_is_read(client: TestClient, systems: Any) -> None:
+    twins = json.dumps({**patient(systems, 1), "multipleBirthInteger": 2})
+    created = client.post("/fhir/Patient", content=twins.encode(), headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    assert created.json()["multipleBirthInteger"] == 2
+    # 20 digits, the most a number may have: the parser reads it, the FHIR model judges it.
+    large = json.dumps({**patient(systems, 2), "multipleBirthInteger": 12345678901234567890})
+    answer = client.post("/fhir/Patient", content=large.encode(), headers=FHIR_JSON)
+    assert answer.status_code in (201, 400), answer.text
+    assert "digits" not in answer.text
+
+
+@pytest.mark.parametrize("url", [
+    "/fhir/Patient?_count=1e999",
+    f"/fhir/Patient?_count={HUGE}",
+    f"/fhir/Patient?_offset={HUGE}",
+    "/fhir/Patient?_count=-1",
+    f"/fhir/Patient/abc/_history/{HUGE}",
+    f"/fhir/AuditEvent/clinical-{'9' * 60}",
+    f"/fhir/ValueSet/xds-typecode/$expand?count={HUGE}",
+    f"/fhir/ValueSet/xds-typecode/$expand?offset={HUGE}",
+])
+def test_numbers_in_a_query_are_bounded(client: TestClient, platform: Platform,
+                                        url: str) -> None:
+    headers = officer_headers(platform) if "AuditEvent" in url else {}
+    response = client.get(url, headers=headers)
+    assert response.status_code in (400, 404), response.text
+    issue = outcome(response, response.status_code)
+    assert "incident" not in issue["diagnostics"]
+
+
+def test_a_huge_content_length_is_bad_input(client: TestClient) -> None:
+    response = client.post("/fhir/Patient", content=b"{}",
+                           headers={**FHIR_JSON, "Content-Length": HUGE})
+    assert response.status_code in (400, 413), response.text

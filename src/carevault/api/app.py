@@ -95,9 +95,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it exceeds ``limit`` bytes (declared or sent)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise InvalidInput("Content-Length is not a number")
-        if int(declared) > limit:
+        # Compared by length first: a header of thousands of digits is not converted.
+        if len(declared.lstrip("0")) > len(str(limit)) or int(declared) > limit:
             raise TooLarge(f"the request body exceeds the limit of {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
