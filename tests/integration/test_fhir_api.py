@@ -448,3 +448,35 @@ def test_a_huge_content_length_is_bad_input(client: TestClient) -> None:
     response = client.post("/fhir/Patient", content=b"{}",
                            headers={**FHIR_JSON, "Content-Length": HUGE})
     assert response.status_code in (400, 413), response.text
+
+
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+@pytest.mark.parametrize("environment", ["dev", "integration", "prod"])
+def test_hsts_on_every_response_outside_dev(settings: Settings, platform: Platform,
+                                            environment: str) -> None:
+    """Pentest #12: outside dev, browsers must never fall back to plain HTTP."""
+    deployed = settings.model_copy(update={"environment": environment,
+                                           "public_base_url": "https://carevault.example.lu"})
+    deployed.check_deployable()  # the settings a deployment would really start with
+    app = build(deployed, platform.engine).app
+    with TestClient(app, base_url="https://carevault.example.lu",
+                    client=("198.51.100.7", 1)) as remote:
+        answers = [
+            remote.get("/fhir/metadata"),
+            remote.get("/fhir/Patient"),  # 401
+            remote.get("/health"),
+            remote.get("/login"),
+            remote.get("/nowhere"),  # 404 from routing
+            remote.post("/oauth/token", data={}),
+            remote.get("/.well-known/smart-configuration"),
+            remote.get("/audit/tree-head"),
+            remote.get("/static/favicon.svg"),
+        ]
+    for response in answers:
+        if environment == "dev":
+            assert "strict-transport-security" not in response.headers, response.url
+        else:
+            assert response.headers["strict-transport-security"] == HSTS, response.url
+        assert response.headers["x-content-type-options"] == "nosniff"
