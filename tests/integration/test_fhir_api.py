@@ -480,3 +480,61 @@ def test_hsts_on_every_response_outside_dev(settings: Settings, platform: Platfo
         else:
             assert response.headers["strict-transport-security"] == HSTS, response.url
         assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def _every_audit_entry(platform: Platform) -> list[bytes]:
+    return [data for stream in ("clinical", "operator")
+            for _, data in platform.audit.entries(stream, 0, platform.audit.size(stream))]
+
+
+def test_a_token_in_the_query_string_is_refused_and_never_recorded(
+        client: TestClient, platform: Platform, systems: Any) -> None:
+    """RFC 6750 §2.3 (a token in the URL) is not supported: such a URL ends up in logs,
+    proxies and browser histories. The request is refused, and recorded without the token."""
+    created = post(client, "Patient", patient(systems, 1)).json()
+    token = professional_token(platform, identifier="HP-QUERY-1")
+    before = platform.audit.size("clinical")
+    with TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                    client=("198.51.100.9", 1)) as remote:
+        answers = [
+            remote.get("/fhir/Patient", params={"access_token": token}),
+            remote.get(f"/fhir/Patient/{created['id']}", params={"access_token": token}),
+            # Even beside a good header: the token has travelled in the URL all the same.
+            remote.get("/fhir/Patient", params={"family": "x", "access_token": token},
+                       headers={"Authorization": f"Bearer {token}"}),
+            remote.get(f"/fhir/Patient?access%5Ftoken={token}"),  # the name percent-encoded
+            remote.post("/fhir/Patient/_search", data={"access_token": token}),  # §2.2 form
+        ]
+    for response in answers:
+        issue = outcome(response, 401)
+        assert "Authorization" in issue["diagnostics"], issue
+        assert token not in response.text
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    recorded = [AuditRecord.from_canonical(d) for _, d in platform.audit.entries(
+        "clinical", before, platform.audit.size("clinical"))]
+    refused = [r for r in recorded if r.status == 401]
+    assert len(refused) == len(answers)
+    assert all(r.query is not None and "access_token" in r.query for r in refused)
+    assert all(r.agent.network == "198.51.100.9" for r in refused)
+    assert not any(token.encode() in data for data in _every_audit_entry(platform))
+
+
+def test_a_token_in_the_query_string_is_refused_outside_fhir(
+        client: TestClient, platform: Platform) -> None:
+    officer = officer_headers(platform)["Authorization"].removeprefix("Bearer ")
+    with TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                    client=("198.51.100.9", 1)) as remote:
+        answers = [
+            remote.get("/audit/entries", params={"start": 0, "end": 1, "access_token": officer}),
+            remote.get("/login", params={"access_token": officer}),
+            remote.post(f"/oauth/introspect?access_token={officer}", data={"token": officer}),
+        ]
+    for response in answers:
+        issue = outcome(response, 401)
+        assert "Authorization" in issue["diagnostics"]
+        assert officer not in response.text
+    assert not any(officer.encode() in data for data in _every_audit_entry(platform))
+    # The same requests without the token in the URL are served as before.
+    assert client.get("/audit/tree-head").status_code == 200
+    assert client.get("/audit/entries", params={"start": 0, "end": 1},
+                      headers={"Authorization": f"Bearer {officer}"}).status_code == 200

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -31,10 +31,18 @@ from carevault.adapters.syslog.relp_sender import RelpSender
 from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 from carevault.adapters.timestamping import HttpTimeStampAuthority
 from carevault.api.audit_routes import SecurityOfficer, audit_router
-from carevault.api.fhir.door import FORM, FhirDoor, FhirResponse
+from carevault.api.fhir.door import (
+    BEARER_IN_URL,
+    FORM,
+    FhirDoor,
+    FhirResponse,
+    carries_url_token,
+    without_url_token,
+)
+from carevault.api.fhir.outcome import from_error
 from carevault.api.pki_routes import pki_router
 from carevault.domain.audit import STREAMS
-from carevault.domain.errors import CareVaultError, InvalidInput, TooLarge
+from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated, TooLarge
 from carevault.services.atna_export import start_exporters
 from carevault.services.audit_log import AuditLog
 from carevault.settings import ConfigurationError, Settings
@@ -93,6 +101,40 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class TokensNotInUrls:
+    """Refuses an access token in the query string (RFC 6750 §2.3), and keeps it out of every
+    record: its value is replaced in the request's ``scope`` before anything reads it, the
+    server's access log included (uvicorn logs the path and query of that same ``scope``).
+    Under ``/fhir`` the door refuses the request and records the refusal; elsewhere it is
+    refused here, with the same OperationOutcome.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query: bytes = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        # The parameter's name is written out, or percent-encoded: anything else is skipped
+        # without parsing.
+        if not query or (b"%" not in query and b"access_token" not in query.lower()):
+            await self.app(scope, receive, send)
+            return
+        params = tuple(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+        if not carries_url_token(params):
+            await self.app(scope, receive, send)
+            return
+        scope["query_string"] = urlencode(without_url_token(params)).encode("latin-1")
+        path: str = scope.get("path", "")
+        if path == "/fhir" or path.startswith("/fhir/"):
+            await self.app(scope, receive, send)
+            return
+        status, outcome, headers = from_error(NotAuthenticated(BEARER_IN_URL))
+        refusal = JSONResponse(
+            outcome, status_code=status, headers=headers, media_type=f"{FHIR_JSON}; charset=utf-8"
+        )
+        await refusal(scope, receive, send)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -265,6 +307,7 @@ def create_app(
     )
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
 
+    app.add_middleware(TokensNotInUrls)
     app.add_middleware(SecurityHeaders, strict_transport=settings.environment != "dev")
 
     async def fhir(request: Request) -> Response:
