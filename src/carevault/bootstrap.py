@@ -225,6 +225,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         log,
         TokenBucketLimiter(settings.rate_limit_per_minute),
         utc_now,
+        introspection_limiter=TokenBucketLimiter(settings.introspection_rate_per_minute),
     )
 
     def security_officer(token: str) -> str | None:

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=20, ge=1)
     max_page_size: int = Field(default=100, ge=1)
     rate_limit_per_minute: int = Field(default=1200, ge=1)
+    introspection_rate_per_minute: int = Field(
+        default=600,
+        ge=1,
+        description="Token introspections (RFC 7662) per authenticated client, and per "
+        "address, per minute.",
+    )
     # Serving: requests run in a thread pool of this size, each process with a database pool
     # a little larger (the audit writer and the chores have their own connections).
     # 12 threads keep a 2-core machine busy (requests mostly wait on the audit's group commit);

@@ -377,3 +377,30 @@ def test_security_headers(http: httpx.Client, path: str) -> None:
     assert "default-src" in csp
     assert "frame-ancestors 'none'" in csp
     assert "Traceback" not in response.text
+
+
+# --- tokens never in URLs --------------------------------------------------------------------
+
+
+def test_a_token_in_the_url_is_refused_and_stays_out_of_the_server_log(server: Any) -> None:
+    """RFC 6750 §2.3 is not supported, and the token it carries is written nowhere: not in
+    the server's access log (uvicorn's, on the real server), not in the audit log."""
+    import time
+
+    token = server.token()
+    marker = f"probe-{time.monotonic_ns()}"
+    response = httpx.get(f"{server.fhir}/Patient", params={"family": marker,
+                                                            "access_token": token})
+    outcome = assert_outcome(response, 401)
+    assert "Authorization" in outcome["issue"][0]["diagnostics"]
+    logs = [server.workdir / "server.out", server.workdir / "server.err"]
+    deadline = time.monotonic() + 10
+    text = ""
+    while marker not in text and time.monotonic() < deadline:  # the access line is written
+        time.sleep(0.1)
+        text = "".join(path.read_text(errors="replace") for path in logs)
+    assert marker in text, "the server's access log did not record the request"
+    assert token not in text
+    assert "access_token" in text  # the line is there, the value is not
+    database = (server.workdir / "var").glob("carevault.db*")
+    assert all(token.encode() not in path.read_bytes() for path in database)

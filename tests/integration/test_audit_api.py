@@ -81,6 +81,9 @@ def test_inclusion_and_consistency_proofs(client: TestClient, platform: Platform
     ("/audit/entries", {"start": 0, "end": 5000}, 400),
     ("/audit/entries", {"start": 3, "end": 3}, 400),
     ("/audit/tree-head", {"stream": "secret"}, 400),
+    ("/audit/proof/inclusion", {"leaf_index": "\u00b2", "tree_size": 2}, 400),  # '²'.isdigit()
+    ("/audit/proof/consistency", {"first": "1" * 5000, "second": 2}, 400),
+    ("/audit/tree-head/timestamp", {"tree_size": "1e999"}, 400),
 ])
 def test_bad_audit_requests_are_refused_clearly(client: TestClient, platform: Platform,
                                                 path: str, params: dict[str, Any],

@@ -128,6 +128,56 @@ def test_init_twice_keeps_the_key_file(cli: Cli) -> None:
     assert stat.S_IMODE(cli.key_file.stat().st_mode) == 0o600
 
 
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_creates_a_private_var_directory_and_database(cli: Cli) -> None:
+    """Pentest #12: the database holds everyone's records; only its owner may read it, even
+    under the usual umask 022."""
+    previous = os.umask(0o022)  # the child inherits it
+    try:
+        cli.ok("init")
+    finally:
+        os.umask(previous)
+    var = cli.workdir / "var"
+    assert _mode(var) == 0o700
+    assert _mode(var / "carevault.db") == 0o600
+    assert _mode(cli.key_file) == 0o600
+    for path in var.iterdir():  # -wal, -shm, the lease file…, if any is left
+        assert _mode(path) & 0o077 == 0, path
+
+
+def test_connect_creates_the_database_and_its_wal_private(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from carevault.adapters.storage.database import connect
+
+    database = tmp_path / "fresh" / "var" / "carevault.db"
+    previous = os.umask(0o022)
+    try:
+        engine = connect(f"sqlite:///{database}")
+        with engine.begin() as connection:
+            connection.execute(text("CREATE TABLE t (x INTEGER)"))
+            connection.execute(text("INSERT INTO t VALUES (1)"))
+            # While a connection is open, SQLite keeps its write-ahead log and shared memory.
+            wal, shm = (database.with_name(database.name + s) for s in ("-wal", "-shm"))
+            assert wal.exists() and shm.exists()
+            for path in (database, wal, shm):
+                assert _mode(path) == 0o600, path
+        engine.dispose()
+    finally:
+        os.umask(previous)
+    assert _mode(database.parent) == 0o700
+    # A directory that already exists is the operator's: its mode is left alone.
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    connect(f"sqlite:///{shared / 'other.db'}").dispose()
+    assert _mode(shared) == 0o755
+    assert _mode(shared / "other.db") == 0o600
+
+
 # --- directory -------------------------------------------------------------------------------
 
 

@@ -528,3 +528,82 @@ def test_find_by_event_code(client: TestClient, setting: tuple[str, dict[str, st
                 ).json()["total"] == 0
     reference = client.get(f"/fhir/DocumentReference/{tagged}", headers=gp.headers).json()
     assert reference["context"]["event"][0]["coding"][0]["code"] == "73761001"
+
+
+NEUTRAL = "You may not read this document."
+
+
+def _refusal_entries(platform: Platform, before: int, document_id: str) -> list[AuditRecord]:
+    size = platform.audit.size("clinical")
+    return [r for r in (AuditRecord.from_canonical(d)
+                        for _, d in platform.audit.entries("clinical", before, size))
+            if r.entity_id == document_id and r.status == 403]
+
+
+def test_a_refused_reader_is_not_told_the_state_of_a_document(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    """Pentest #12: "hidden", "secret" or "restricted" in a refusal reveals what the patient
+    keeps from the caller. The caller reads a neutral reason; the precise one stays in the
+    audit entry and in $explain, for the patient and the security officer."""
+    patient_id, mine, gp = setting
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    colleague = Pro(platform, "HP-DOC-NEUTRAL")
+    grant(client, mine, patient_id, colleague.id)
+    url = f"/fhir/DocumentReference/{document_id}/$privacy"
+    cases = [
+        ({"name": "hidden", "valueBoolean": True}, "hidden", "has hidden this document"),
+        ({"name": "confidentiality", "valueCode": "V"}, "confidentiality",
+         "This document is secret"),
+        ({"name": "confidentiality", "valueCode": "R"}, "confidentiality",
+         "This document is restricted"),
+    ]
+    for parameter, rule, precise in cases:
+        reset = [{"name": "hidden", "valueBoolean": False},
+                 {"name": "confidentiality", "valueCode": "N"}]
+        for values in (reset, [parameter]):
+            changed = client.post(url, headers=mine,
+                                  json={"resourceType": "Parameters", "parameter": values})
+            assert changed.status_code == 200, changed.text
+        before = platform.audit.size("clinical")
+        for path in (f"/fhir/DocumentReference/{document_id}", f"/fhir/Binary/{document_id}"):
+            refused = client.get(path, headers=colleague.headers)
+            assert refused.status_code == 403, (rule, path, refused.text)
+            issue = refused.json()["issue"][0]
+            assert issue["diagnostics"] == NEUTRAL, (rule, path)
+            assert issue["code"] == "forbidden"
+            for word in ("hidden", "secret", "restricted", "extended"):
+                assert word not in refused.text.lower(), (rule, path, word)
+        entries = _refusal_entries(platform, before, document_id)
+        assert len(entries) == 2, rule
+        for entry in entries:
+            assert entry.rule is not None and f"deny ({rule})" in entry.rule
+            assert precise in entry.rule, entry.rule
+        # The patient (and the security officer) still read the precise reason in $explain.
+        explained = client.get(f"/fhir/Patient/{patient_id}/$explain", headers=mine, params={
+            "practitioner": colleague.id, "document": document_id})
+        assert explained.status_code == 200, explained.text
+        reasons = {p["name"]: p.get("valueString") for p in explained.json()["parameter"]}
+        assert reasons["rule"] == rule and precise in str(reasons["reason"])
+
+
+def test_a_professional_refused_by_profession_is_not_told_the_category(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, mine, gp = setting
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    pharmacist = Pro(platform, "HP-DOC-PHARMACIST", profession="pharmacist", specialty=None)
+    grant(client, mine, patient_id, pharmacist.id)
+    before = platform.audit.size("clinical")
+    refused = client.get(f"/fhir/Binary/{document_id}", headers=pharmacist.headers)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["issue"][0]["diagnostics"] == NEUTRAL
+    assert "categor" not in refused.text
+    [entry] = _refusal_entries(platform, before, document_id)
+    assert entry.rule is not None and "deny (profile)" in entry.rule
+    assert "may not see documents of this category" in entry.rule
+    # A refusal that says nothing of the document is still told as it is.
+    stranger = Pro(platform, "HP-DOC-STRANGER")
+    no_access = client.get(f"/fhir/Binary/{document_id}", headers=stranger.headers)
+    assert no_access.status_code == 403
+    assert "No active access" in no_access.json()["issue"][0]["diagnostics"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from carevault.bootstrap import Platform, build
 from carevault.domain.audit import AuditRecord
 from carevault.settings import Settings
 from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
-from support.tokens import patient_headers, professional_token
+from support.tokens import officer_headers, patient_headers, professional_token
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -402,3 +403,158 @@ def test_every_request_is_recorded_in_the_audit_log(registrar: TestClient,
     assert records[2].query == "family=Zyxwvut"
     assert records[3].query == "family"
     assert all(r.agent.network == "127.0.0.1" for r in records)
+
+
+HUGE = "1" + "0" * 5000  # beyond Python's int-string conversion limit (4300 digits)
+
+
+@pytest.mark.parametrize(("number", "words"), [
+    (HUGE, "digits"),
+    ("-" + "9" * 25, "digits"),  # under Python's limit, over ours
+    ("1e999", "overflow"),
+    ("-1.5e400", "overflow"),
+    ("0." + "1" * 200, "digits"),
+    ("NaN", "not JSON"),
+    ("-Infinity", "not JSON"),
+])
+def test_numbers_in_a_body_are_bounded(registrar: TestClient, client: TestClient, number: str,
+                                       words: str) -> None:
+    """A number no resource needs is refused as bad input, never a 500 (pentest #12)."""
+    body = '{"resourceType":"Patient","multipleBirthInteger":' + number + "}"
+    issue = outcome(registrar.post("/fhir/Patient", content=body.encode(), headers=FHIR_JSON),
+                    400)
+    assert issue["code"] == "invalid"
+    assert words in issue["diagnostics"]
+    # Deep inside a transaction Bundle too: the same parser reads every body.
+    bundle = ('{"resourceType":"Bundle","type":"transaction","entry":[{"resource":'
+              '{"resourceType":"Binary","contentType":"application/pdf","x":[' + number + "]}}]}")
+    issue = outcome(client.post("/fhir", content=bundle.encode(), headers=FHIR_JSON), 400)
+    assert words in issue["diagnostics"]
+
+
+def test_a_number_within_the_bounds_is_read(registrar: TestClient, systems: Any) -> None:
+    client = registrar  # the directories' writer
+    twins = json.dumps({**patient(systems, 1), "multipleBirthInteger": 2})
+    created = client.post("/fhir/Patient", content=twins.encode(), headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    assert created.json()["multipleBirthInteger"] == 2
+    # 20 digits, the most a number may have: the parser reads it, the FHIR model judges it.
+    large = json.dumps({**patient(systems, 2), "multipleBirthInteger": 12345678901234567890})
+    answer = client.post("/fhir/Patient", content=large.encode(), headers=FHIR_JSON)
+    assert answer.status_code in (201, 400), answer.text
+    assert "digits" not in answer.text
+
+
+@pytest.mark.parametrize("url", [
+    "/fhir/Patient?_count=1e999",
+    f"/fhir/Patient?_count={HUGE}",
+    f"/fhir/Patient?_offset={HUGE}",
+    "/fhir/Patient?_count=-1",
+    f"/fhir/Patient/abc/_history/{HUGE}",
+    f"/fhir/AuditEvent/clinical-{'9' * 60}",
+    f"/fhir/ValueSet/xds-typecode/$expand?count={HUGE}",
+    f"/fhir/ValueSet/xds-typecode/$expand?offset={HUGE}",
+])
+def test_numbers_in_a_query_are_bounded(client: TestClient, platform: Platform,
+                                        url: str) -> None:
+    headers = officer_headers(platform) if "AuditEvent" in url else {}
+    response = client.get(url, headers=headers)
+    assert response.status_code in (400, 404), response.text
+    issue = outcome(response, response.status_code)
+    assert "incident" not in issue["diagnostics"]
+
+
+def test_a_huge_content_length_is_bad_input(client: TestClient) -> None:
+    response = client.post("/fhir/Patient", content=b"{}",
+                           headers={**FHIR_JSON, "Content-Length": HUGE})
+    assert response.status_code in (400, 413), response.text
+
+
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+@pytest.mark.parametrize("environment", ["dev", "integration", "prod"])
+def test_hsts_on_every_response_outside_dev(settings: Settings, platform: Platform,
+                                            environment: str) -> None:
+    """Pentest #12: outside dev, browsers must never fall back to plain HTTP."""
+    deployed = settings.model_copy(update={"environment": environment,
+                                           "public_base_url": "https://carevault.example.lu"})
+    deployed.check_deployable()  # the settings a deployment would really start with
+    app = build(deployed, platform.engine).app
+    with TestClient(app, base_url="https://carevault.example.lu",
+                    client=("198.51.100.7", 1)) as remote:
+        answers = [
+            remote.get("/fhir/metadata"),
+            remote.get("/fhir/Patient"),  # 401
+            remote.get("/health"),
+            remote.get("/login"),
+            remote.get("/nowhere"),  # 404 from routing
+            remote.post("/oauth/token", data={}),
+            remote.get("/.well-known/smart-configuration"),
+            remote.get("/audit/tree-head"),
+            remote.get("/static/favicon.svg"),
+        ]
+    for response in answers:
+        if environment == "dev":
+            assert "strict-transport-security" not in response.headers, response.url
+        else:
+            assert response.headers["strict-transport-security"] == HSTS, response.url
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def _every_audit_entry(platform: Platform) -> list[bytes]:
+    return [data for stream in ("clinical", "operator")
+            for _, data in platform.audit.entries(stream, 0, platform.audit.size(stream))]
+
+
+def test_a_token_in_the_query_string_is_refused_and_never_recorded(
+        registrar: TestClient, client: TestClient, platform: Platform, systems: Any) -> None:
+    """RFC 6750 §2.3 (a token in the URL) is not supported: such a URL ends up in logs,
+    proxies and browser histories. The request is refused, and recorded without the token."""
+    created = post(registrar, "Patient", patient(systems, 1)).json()
+    token = professional_token(platform, identifier="HP-QUERY-1")
+    before = platform.audit.size("clinical")
+    with TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                    client=("198.51.100.9", 1)) as remote:
+        answers = [
+            remote.get("/fhir/Patient", params={"access_token": token}),
+            remote.get(f"/fhir/Patient/{created['id']}", params={"access_token": token}),
+            # Even beside a good header: the token has travelled in the URL all the same.
+            remote.get("/fhir/Patient", params={"family": "x", "access_token": token},
+                       headers={"Authorization": f"Bearer {token}"}),
+            remote.get(f"/fhir/Patient?access%5Ftoken={token}"),  # the name percent-encoded
+            remote.post("/fhir/Patient/_search", data={"access_token": token}),  # §2.2 form
+        ]
+    for response in answers:
+        issue = outcome(response, 401)
+        assert "Authorization" in issue["diagnostics"], issue
+        assert token not in response.text
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    recorded = [AuditRecord.from_canonical(d) for _, d in platform.audit.entries(
+        "clinical", before, platform.audit.size("clinical"))]
+    refused = [r for r in recorded if r.status == 401]
+    assert len(refused) == len(answers)
+    assert all(r.query is not None and "access_token" in r.query for r in refused)
+    assert all(r.agent.network == "198.51.100.9" for r in refused)
+    assert not any(token.encode() in data for data in _every_audit_entry(platform))
+
+
+def test_a_token_in_the_query_string_is_refused_outside_fhir(
+        client: TestClient, platform: Platform) -> None:
+    officer = officer_headers(platform)["Authorization"].removeprefix("Bearer ")
+    with TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                    client=("198.51.100.9", 1)) as remote:
+        answers = [
+            remote.get("/audit/entries", params={"start": 0, "end": 1, "access_token": officer}),
+            remote.get("/login", params={"access_token": officer}),
+            remote.post(f"/oauth/introspect?access_token={officer}", data={"token": officer}),
+        ]
+    for response in answers:
+        issue = outcome(response, 401)
+        assert "Authorization" in issue["diagnostics"]
+        assert officer not in response.text
+    assert not any(officer.encode() in data for data in _every_audit_entry(platform))
+    # The same requests without the token in the URL are served as before.
+    assert client.get("/audit/tree-head").status_code == 200
+    assert client.get("/audit/entries", params={"start": 0, "end": 1},
+                      headers={"Authorization": f"Bearer {officer}"}).status_code == 200

@@ -99,6 +99,7 @@ def test_discovery_names_the_endpoints(remote: TestClient, platform: Platform) -
     config = remote.get("/.well-known/smart-configuration").json()
     assert config["token_endpoint"] == platform.tokens.token_endpoint
     assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert config["introspection_endpoint_auth_methods_supported"] == ["private_key_jwt"]
     assert "client_credentials" in config["grant_types_supported"]
     for key in ("introspection_endpoint", "revocation_endpoint", "jwks_uri"):
         assert config[key].startswith("http://127.0.0.1:8000/")
@@ -280,17 +281,114 @@ def test_scopes_bound_the_token(world: World, remote: TestClient, platform: Plat
     assert (user.status_code, user.json()["error"]) == (400, "invalid_scope")
 
 
+def introspect(client: TestClient, holder: Holder, platform: Platform, token: str,
+               **claims: Any) -> Any:
+    """RFC 7662 as a resource server asks: the token, and a fresh client assertion."""
+    return client.post("/oauth/introspect", data={
+        "token": token, "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion(holder, platform, **claims)})
+
+
 def test_introspection_and_revocation(world: World, remote: TestClient,
                                       platform: Platform) -> None:
     token = get_token(remote, world.doctor, platform)
-    active = remote.post("/oauth/introspect", data={"token": token}).json()
-    assert active["active"] is True
-    assert active["client_id"] == "HP-1" and active["scope"] == "system/*.rs"
+    # A registered resource server (a system certificate) learns about any token.
+    active = introspect(remote, world.system, platform, token)
+    assert active.status_code == 200, active.text
+    assert active.headers["cache-control"] == "no-store"
+    body = active.json()
+    assert body["active"] is True
+    assert body["client_id"] == "HP-1" and body["scope"] == "system/*.rs"
+    # A professional's card learns about its own tokens, and nothing about anyone else's.
+    own = introspect(remote, world.doctor, platform, token).json()
+    assert own["active"] is True and own["client_id"] == "HP-1"
+    assert introspect(remote, world.colleague, platform, token).json() == {"active": False}
     assert remote.post("/oauth/revoke", data={"token": token}).status_code == 200
-    assert remote.post("/oauth/introspect", data={"token": token}).json() == {"active": False}
+    assert introspect(remote, world.system, platform, token).json() == {"active": False}
     fhir_outcome(remote.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}), 401)
-    assert remote.post("/oauth/introspect", data={"token": "garbage"}).json() == {
-        "active": False}
+    assert introspect(remote, world.system, platform, "garbage").json() == {"active": False}
+
+
+def test_introspection_answers_for_every_kind_of_token(world: World, remote: TestClient,
+                                                       platform: Platform) -> None:
+    from support.tokens import officer_headers
+
+    officer = officer_headers(platform)["Authorization"].removeprefix("Bearer ")
+    answer = introspect(remote, world.system, platform, officer)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["active"] is True and answer.json()["sub"].startswith("account:")
+    acting = get_token(remote, world.system, platform, act={"sub": "HP-1"})
+    body = introspect(remote, world.system, platform, acting).json()
+    assert body["act"] == {"sub": world.system.client_id}
+
+
+def test_introspection_needs_an_authenticated_client(world: World, remote: TestClient,
+                                                     platform: Platform) -> None:
+    """RFC 7662 §2.1: no token scanning by whoever asks."""
+    token = get_token(remote, world.doctor, platform)
+    before = platform.audit.size("clinical")
+    anonymous = remote.post("/oauth/introspect", data={"token": token})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"] == "invalid_client"
+    assert "private_key_jwt" in anonymous.headers["www-authenticate"]
+    assert "access_token" not in anonymous.text and token not in anonymous.text
+    used = assertion(world.system, platform)
+    assert remote.post("/oauth/introspect", data={
+        "token": token, "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": used}).status_code == 200
+    for data in (
+        {"client_assertion_type": ASSERTION_TYPE, "client_assertion": used},  # jti replay
+        {"client_assertion_type": ASSERTION_TYPE, "client_assertion": "a.b.c"},
+        {"client_assertion_type": "urn:other", "client_assertion": assertion(
+            world.system, platform)},
+        {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion(
+            world.system, platform, lifetime=-300)},
+    ):
+        refused = remote.post("/oauth/introspect", data={"token": token, **data})
+        assert refused.status_code == 401, data
+        assert refused.json()["error"] == "invalid_client"
+        assert refused.headers["www-authenticate"]
+    # An assertion for another audience is refused; the introspection endpoint's own is fine.
+    elsewhere = introspect(remote, world.system, platform, token, aud="https://elsewhere.example")
+    assert elsewhere.status_code == 401
+    here = introspect(remote, world.system, platform, token,
+                      aud=f"{platform.tokens.issuer}/oauth/introspect")
+    assert here.status_code == 200 and here.json()["active"] is True
+    # A suspended professional's card introspects nothing.
+    suspended = new_practitioner(platform.directory.systems, identifier="HP-2",
+                                 family="Weber2", given=["Anne"], licence_status="suspended")
+    assert world.colleague.practitioner_id is not None
+    with platform.unit_of_work() as uow:
+        svc.update_practitioner(uow, platform.directory, world.colleague.practitioner_id,
+                                suspended)
+    assert introspect(remote, world.colleague, platform, token).status_code == 401
+    # Every attempt is in the audit log, without the token.
+    entries = platform.audit.entries("clinical", before, platform.audit.size("clinical"))
+    asked = [r for r in (AuditRecord.from_canonical(d) for _, d in entries)
+             if r.interaction == "token-introspection"]
+    assert [r.outcome for r in asked] == ["4", "0", "4", "4", "4", "4", "4", "0", "4"]
+    assert asked[1].detail["client_id"] == world.system.client_id
+    assert all(token.encode() not in data for _, data in entries)
+
+
+def test_introspection_is_throttled_per_client(world: World, platform: Platform,
+                                               settings: Settings) -> None:
+    from carevault.bootstrap import build
+
+    strict = build(settings.model_copy(update={"introspection_rate_per_minute": 2}),
+                   platform.engine)
+    with TestClient(strict.app, client=("198.51.100.40", 1)) as first, \
+            TestClient(strict.app, client=("198.51.100.41", 1)) as second:
+        token = get_token(first, world.doctor, strict)
+        answers = [introspect(first, world.system, strict, token).status_code
+                   for _ in range(2)]
+        assert answers == [200, 200]
+        held = introspect(second, world.system, strict, token)  # from another address too
+        assert held.status_code == 429
+        assert int(held.headers["retry-after"]) >= 1
+        assert held.json()["error"] == "slow_down"
+        other = introspect(second, world.doctor, strict, token)  # another client goes on
+        assert other.status_code == 200 and other.json()["active"] is True
 
 
 @pytest.mark.parametrize(("data", "status", "error"), [

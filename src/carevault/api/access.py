@@ -193,7 +193,7 @@ class TokenGate:
             detail=detail,
         )
         if not decision.permit:
-            message = decision.reasons["en"]
+            message = decision.told["en"]  # the precise reason is in the admission's rule
             if not scoped and decision.rule == "identity":
                 message = (
                     f"the token's scopes do not allow '{needed_permission(request)}' on "

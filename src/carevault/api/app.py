@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -31,10 +31,18 @@ from carevault.adapters.syslog.relp_sender import RelpSender
 from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 from carevault.adapters.timestamping import HttpTimeStampAuthority
 from carevault.api.audit_routes import SecurityOfficer, audit_router
-from carevault.api.fhir.door import FORM, FhirDoor, FhirResponse
+from carevault.api.fhir.door import (
+    BEARER_IN_URL,
+    FORM,
+    FhirDoor,
+    FhirResponse,
+    carries_url_token,
+    without_url_token,
+)
+from carevault.api.fhir.outcome import from_error
 from carevault.api.pki_routes import pki_router
 from carevault.domain.audit import STREAMS
-from carevault.domain.errors import CareVaultError, InvalidInput, TooLarge
+from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated, TooLarge
 from carevault.services.atna_export import start_exporters
 from carevault.services.audit_log import AuditLog
 from carevault.settings import ConfigurationError, Settings
@@ -57,23 +65,27 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+# Outside dev the platform is served over HTTPS only (settings refuse a plain public address):
+# browsers must not fall back to plain HTTP for two years, subdomains included (RFC 6797).
+HSTS = {"Strict-Transport-Security": "max-age=63072000; includeSubDomains"}
 
 
 class SecurityHeaders:
-    """Adds ``SECURITY_HEADERS`` to every HTTP response that does not set them itself.
+    """Adds ``SECURITY_HEADERS`` (and ``HSTS`` with ``strict_transport``) to every HTTP
+    response that does not set them itself.
 
     A plain ASGI middleware: it only edits the ``http.response.start`` message. (Starlette's
     ``@app.middleware("http")`` would re-stream every request and response body through memory
     channels and a task group, which cost a fifth of the server's CPU on document retrieval.)
     """
 
-    _ENCODED = tuple(
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in SECURITY_HEADERS.items()
-    )
-
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, strict_transport: bool = False) -> None:
         self.app = app
+        headers = {**SECURITY_HEADERS, **(HSTS if strict_transport else {})}
+        self._encoded = tuple(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers.items()
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,20 +96,55 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers.extend(pair for pair in self._ENCODED if pair[0] not in present)
+                headers.extend(pair for pair in self._encoded if pair[0] not in present)
                 message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
 
+class TokensNotInUrls:
+    """Refuses an access token in the query string (RFC 6750 §2.3), and keeps it out of every
+    record: its value is replaced in the request's ``scope`` before anything reads it, the
+    server's access log included (uvicorn logs the path and query of that same ``scope``).
+    Under ``/fhir`` the door refuses the request and records the refusal; elsewhere it is
+    refused here, with the same OperationOutcome.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query: bytes = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        # The parameter's name is written out, or percent-encoded: anything else is skipped
+        # without parsing.
+        if not query or (b"%" not in query and b"access_token" not in query.lower()):
+            await self.app(scope, receive, send)
+            return
+        params = tuple(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+        if not carries_url_token(params):
+            await self.app(scope, receive, send)
+            return
+        scope["query_string"] = urlencode(without_url_token(params)).encode("latin-1")
+        path: str = scope.get("path", "")
+        if path == "/fhir" or path.startswith("/fhir/"):
+            await self.app(scope, receive, send)
+            return
+        status, outcome, headers = from_error(NotAuthenticated(BEARER_IN_URL))
+        refusal = JSONResponse(
+            outcome, status_code=status, headers=headers, media_type=f"{FHIR_JSON}; charset=utf-8"
+        )
+        await refusal(scope, receive, send)
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it exceeds ``limit`` bytes (declared or sent)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise InvalidInput("Content-Length is not a number")
-        if int(declared) > limit:
+        # Compared by length first: a header of thousands of digits is not converted.
+        if len(declared.lstrip("0")) > len(str(limit)) or int(declared) > limit:
             raise TooLarge(f"the request body exceeds the limit of {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -260,7 +307,8 @@ def create_app(
     )
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
 
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(TokensNotInUrls)
+    app.add_middleware(SecurityHeaders, strict_transport=settings.environment != "dev")
 
     async def fhir(request: Request) -> Response:
         path = str(request.path_params.get("path", ""))

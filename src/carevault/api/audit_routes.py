@@ -35,7 +35,7 @@ def b64(value: bytes) -> str:
 
 def _int(request: Request, name: str, *, minimum: int = 0) -> int:
     value = request.query_params.get(name)
-    if value is None or not value.isdigit() or len(value) > 18:
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise BadAuditRequest(400, f"{name} must be a whole number")
     number = int(value)
     if number < minimum:

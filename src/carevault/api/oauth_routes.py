@@ -24,8 +24,10 @@ from carevault.domain.errors import CareVaultError, InvalidInput, RateLimited
 from carevault.services.audit_log import AuditLog, AuditUnavailable
 from carevault.services.patient_apps import InvalidGrant, exchange_code
 from carevault.services.tokens import (
+    ASSERTION_TYPE,
     InvalidClient,
     TokenContext,
+    authenticate_client,
     introspect,
     issue_backend_token,
     revoke,
@@ -33,6 +35,9 @@ from carevault.services.tokens import (
 
 MAX_FORM_BYTES = 32_768
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# RFC 7662 §2.1 asks for client authentication; ours is SMART's private_key_jwt, sent in the
+# form (RFC 7523), which has no HTTP authentication scheme of its own: the challenge names it.
+INTROSPECTION_CHALLENGE = 'private_key_jwt realm="CareVault", error="invalid_client"'
 
 
 def _oauth_error(
@@ -87,8 +92,10 @@ def oauth_router(
     log: AuditLog,
     limiter: TokenBucketLimiter,
     clock: Callable[[], datetime],
+    introspection_limiter: TokenBucketLimiter | None = None,
 ) -> APIRouter:
     router = APIRouter()
+    introspections = introspection_limiter or limiter
 
     def record(request: Request, outcome: str, detail: dict[str, str], interaction: str) -> None:
         client = request.client.host if request.client else None
@@ -137,6 +144,9 @@ def oauth_router(
             # authenticate their code with PKCE instead.
             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+            # RFC 8414: introspection needs the same client authentication (RFC 7662 §2.1).
+            "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "introspection_endpoint_auth_signing_alg_values_supported": ["ES256"],
             "scopes_supported": [
                 "system/*.rs",
                 "system/Patient.rs",
@@ -270,12 +280,54 @@ def oauth_router(
 
     @router.post("/oauth/introspect")
     async def introspection(request: Request) -> Response:
-        value = await _token_parameter(request)
-        if isinstance(value, Response):
-            return value
+        """RFC 7662, for an authenticated client only (§2.1: no token scanning): the client
+        assertion of the token endpoint, checked the same way (its jti works once). What
+        each client may learn: `introspect`."""
+        address = request.client.host if request.client else ""
+        try:
+            introspections.check(f"ip:{address}")
+            form = await _form(request)
+        except RateLimited as error:
+            return _oauth_error(
+                429, "slow_down", error.message, {"Retry-After": str(error.retry_after)}
+            )
+        except CareVaultError as error:
+            return _oauth_error(400, "invalid_request", error.message)
+        value = form.get("token")
+        if not value:
+            return _oauth_error(400, "invalid_request", "the token parameter is required")
+        try:
+            with units() as uow:
+                asker = authenticate_client(
+                    uow,
+                    tokens,
+                    assertion_type=form.get("client_assertion_type", ""),
+                    assertion=form.get("client_assertion", ""),
+                    audiences=(f"{tokens.issuer}/oauth/introspect",),
+                ).identity
+                uow.commit()  # the assertion's jti is spent
+        except InvalidClient as error:
+            refused = _oauth_error(
+                401,
+                "invalid_client",
+                "authenticate the client with a private_key_jwt client assertion "
+                f"(client_assertion_type {ASSERTION_TYPE}): {error.message}",
+                {"WWW-Authenticate": INTROSPECTION_CHALLENGE},
+            )
+            detail = {"reason": error.message[:300]}
+            return recorded(request, refused, "4", detail, "token-introspection")
+        try:
+            introspections.check(f"client:{asker.client_id}")
+        except RateLimited as error:
+            return _oauth_error(
+                429, "slow_down", error.message, {"Retry-After": str(error.retry_after)}
+            )
         with units() as uow:
-            answer: dict[str, Any] = introspect(uow, tokens, value)
-        return JSONResponse(answer, headers=NO_STORE)
+            answer: dict[str, Any] = introspect(uow, tokens, value, asker)
+        detail = {"client_id": asker.client_id, "active": "true" if answer["active"] else "false"}
+        return recorded(
+            request, JSONResponse(answer, headers=NO_STORE), "0", detail, "token-introspection"
+        )
 
     @router.post("/oauth/revoke")
     async def revocation(request: Request) -> Response:

@@ -207,7 +207,7 @@ def write_accounts(path: Path, summary: DemoSummary, fhir_base: str) -> None:
             "&_include=PractitionerRole:practitioner",
             f"{fhir_base}/Practitioner/{professional['practitioner_id']}",
         ]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)  # it holds the demo patient's password
     path.write_text(

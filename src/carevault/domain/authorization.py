@@ -443,10 +443,21 @@ class Decision:
     reasons: Mapping[str, str]
     obligations: frozenset[Obligation]
     path: tuple[str, ...]
+    reason: str = ""  # the key of ``reasons``
 
     def explain(self) -> str:
+        """The rule path and the precise reason: for the audit entry, the patient and the
+        security officer."""
         verdict = "permit" if self.permit else "deny"
         return f"{' → '.join(self.path)}: {verdict} ({self.rule}) — {self.reasons['en']}"
+
+    @property
+    def told(self) -> Mapping[str, str]:
+        """The reasons told to the caller this decision is about. A refusal on the state of a
+        document (hidden, secret, restricted, of a category the caller's profession may not
+        see) would tell them what the patient or the author keep from them: they read that they
+        may not read the document, and the precise reason stays in `explain`."""
+        return _REASON_MAPS["document-refused"] if self.reason in _UNTOLD else self.reasons
 
 
 # Reasons, in words a patient understands; every message exists in both languages.
@@ -634,6 +645,10 @@ _REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
             "Seul un responsable de la sécurité consulte toute la trace des accès ; un patient "
             "consulte les accès à son propre dossier.",
         ),
+        "document-refused": (
+            "You may not read this document.",
+            "Vous ne pouvez pas lire ce document.",
+        ),
         "deny-by-default": (
             "No active access from the patient, care relationship or emergency access covers "
             "this request.",
@@ -646,6 +661,8 @@ _REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
 _REASON_MAPS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {key: MappingProxyType({"en": en, "fr": fr}) for key, (en, fr) in _REASONS.items()}
 )
+# The refusals on a document's own state, never told to the refused caller (`Decision.told`).
+_UNTOLD = frozenset({"hidden", "confidentiality-v", "confidentiality-r", "profile-read"})
 # Decisions are values: the same rule path, reason and obligations give the same object, so a
 # decision costs a dictionary lookup once its kind has been seen. The audit obligation is keyed by
 # its purpose of use and the person acted for, and built only for a decision not yet seen.
@@ -706,6 +723,7 @@ class _Trace:
             reasons=_REASON_MAPS[message or rule],
             obligations=frozenset({audit, *extras}),
             path=path,
+            reason=message or rule,
         )
         if len(_DECISIONS) >= _MAX_DECISIONS:
             _DECISIONS.clear()  # bounded: the audit obligation may name a patient

@@ -9,6 +9,7 @@ expected rather than listing every field of the wrong model.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -20,17 +21,24 @@ from carevault.domain.errors import InvalidInput, TooLarge
 JsonObject = dict[str, Any]
 
 MAX_REPORTED_ISSUES = 5
+# No FHIR element needs a longer number: an integer64 has 19 digits, a decimal's precision is
+# well under 40. Longer ones are refused before Python converts them (its int-string conversion
+# limit, 4300 digits, would raise an unexpected ValueError).
+MAX_INTEGER_DIGITS = 20
+MAX_DECIMAL_DIGITS = 40
 
 
 def parse_json(body: bytes, *, max_depth: int) -> JsonObject:
-    """Decode a JSON object, refusing invalid UTF-8, non-objects and excessive nesting."""
+    """Decode a JSON object, refusing invalid UTF-8, non-objects, excessive nesting, numbers
+    beyond ``MAX_INTEGER_DIGITS`` / ``MAX_DECIMAL_DIGITS`` or out of a float's range, and the
+    non-JSON constants NaN and Infinity."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("the request body is not valid UTF-8") from None
     _check_depth(text, max_depth)
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=_integer, parse_float=_decimal, parse_constant=_constant)
     except json.JSONDecodeError as error:
         raise InvalidInput(
             f"the request body is not valid JSON: {error.msg} at line {error.lineno} "
@@ -39,6 +47,35 @@ def parse_json(body: bytes, *, max_depth: int) -> JsonObject:
     if not isinstance(value, dict):
         raise InvalidInput("the request body must be a JSON object (a FHIR resource)")
     return value
+
+
+def _integer(literal: str) -> int:
+    digits = len(literal) - literal.startswith("-")
+    if digits > MAX_INTEGER_DIGITS:
+        raise InvalidInput(
+            f"the request body holds an integer of {digits} digits; "
+            f"at most {MAX_INTEGER_DIGITS} digits are accepted"
+        )
+    return int(literal)
+
+
+def _decimal(literal: str) -> float:
+    digits = sum(char.isdigit() for char in literal)
+    if digits > MAX_DECIMAL_DIGITS:
+        raise InvalidInput(
+            f"the request body holds a decimal number of {digits} digits; "
+            f"at most {MAX_DECIMAL_DIGITS} digits are accepted"
+        )
+    value = float(literal)
+    if not math.isfinite(value):
+        raise InvalidInput(
+            f"the request body holds a number out of range ({literal} would overflow)"
+        )
+    return value
+
+
+def _constant(literal: str) -> Any:
+    raise InvalidInput(f"the request body holds {literal}, which is not JSON (RFC 8259)")
 
 
 # A JSON string (its escapes included, the closing quote optional so that an unterminated

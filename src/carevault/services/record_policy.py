@@ -77,10 +77,11 @@ class AuditAppender(Protocol):
 
 class Refused(NotPermitted):
     """The engine said no: the decision travels with the error, so that the refusal is recorded
-    with its rule and the caller reads the reason in plain words."""
+    with its rule and the caller reads the reason in plain words (what they may be told:
+    `Decision.told`)."""
 
     def __init__(self, decision: Decision, language: str = "en") -> None:
-        super().__init__(decision.reasons[language], issue_code="forbidden")
+        super().__init__(decision.told[language], issue_code="forbidden")
         self.decision = decision
 
 

@@ -38,7 +38,7 @@ from carevault.domain.scopes import (
 from carevault.fhirmodel.directory import LICENCE_STATUS_URL
 from carevault.services.authorities import NO_POWERS, powers_of
 from carevault.services.bounded_memo import BoundedMemo
-from carevault.services.pki import CertificateRejected, validate_client_chain
+from carevault.services.pki import CertificateRejected, ClientIdentity, validate_client_chain
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The roles of operators' tokens: never any clinical content (see `carevault.api.access`).
@@ -164,10 +164,26 @@ def _acts_for(uow: UnitOfWork, claims: dict[str, Any], organization_id: str) -> 
     return practitioner_id
 
 
-def issue_backend_token(
-    uow: UnitOfWork, ctx: TokenContext, *, assertion_type: str, assertion: str, scope: str
-) -> TokenGrant:
-    """The ``client_credentials`` grant with a ``private_key_jwt`` client assertion."""
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    """A client that proved possession of its certificate's key with a fresh assertion."""
+
+    identity: ClientIdentity
+    claims: dict[str, Any]
+
+
+def authenticate_client(
+    uow: UnitOfWork,
+    ctx: TokenContext,
+    *,
+    assertion_type: str,
+    assertion: str,
+    audiences: tuple[str, ...] = (),
+) -> AuthenticatedClient:
+    """SMART's ``private_key_jwt`` (RFC 7523): the assertion's chain up to the platform CA and
+    its CRL, its signature, its claims, a practitioner's licence, and its ``jti`` used once
+    (in ``uow``: the caller commits). ``aud`` must be the token endpoint or one of
+    ``audiences`` (another endpoint of this authorization server)."""
     if assertion_type != ASSERTION_TYPE:
         raise _fail(f"client_assertion_type must be {ASSERTION_TYPE}")
     if len(assertion) > MAX_ASSERTION_BYTES:
@@ -190,9 +206,11 @@ def issue_backend_token(
     if claims.get("iss") != identity.client_id or claims.get("sub") != identity.client_id:
         raise _fail("iss and sub must both be the client_id of the certificate")
     audience = claims.get("aud")
-    audiences = audience if isinstance(audience, list) else [audience]
-    if ctx.token_endpoint not in audiences:
-        raise _fail(f"aud must be the token endpoint {ctx.token_endpoint}")
+    named = audience if isinstance(audience, list) else [audience]
+    if not any(a == ctx.token_endpoint or a in audiences for a in named):
+        raise _fail(
+            " or ".join((f"aud must be the token endpoint {ctx.token_endpoint}", *audiences))
+        )
     expires = _timestamp(claims, "exp")
     if expires <= now - CLOCK_SKEW:
         raise _fail("the client assertion has expired")
@@ -203,12 +221,28 @@ def issue_backend_token(
     jti = claims.get("jti")
     if not isinstance(jti, str) or not 8 <= len(jti) <= 255:
         raise _fail("the client assertion needs a jti of 8 to 255 characters")
+    if identity.kind == "practitioner":
+        assert identity.practitioner_id is not None
+        _check_practitioner(uow, identity.practitioner_id)
+    if not OAuthStore(uow.directory.connection).use_assertion(
+        identity.client_id, jti, expires + CLOCK_SKEW
+    ):
+        raise _fail("this client assertion was already used (jti replay)")
+    return AuthenticatedClient(identity, claims)
+
+
+def issue_backend_token(
+    uow: UnitOfWork, ctx: TokenContext, *, assertion_type: str, assertion: str, scope: str
+) -> TokenGrant:
+    """The ``client_credentials`` grant with a ``private_key_jwt`` client assertion."""
+    client = authenticate_client(uow, ctx, assertion_type=assertion_type, assertion=assertion)
+    identity, claims = client.identity, client.claims
+    now = ctx.clock()
     asked = parse_scopes(scope)
     if any(s.context != "system" for s in asked):
         raise InvalidInput("backend services may ask for system/ scopes only", expression="scope")
     if identity.kind == "practitioner":
         assert identity.practitioner_id is not None
-        _check_practitioner(uow, identity.practitioner_id)
         practitioner_id, acting_system, organization = identity.practitioner_id, None, None
         powers = NO_POWERS
     else:
@@ -228,8 +262,6 @@ def issue_backend_token(
             expression="scope",
         )
     store = OAuthStore(uow.directory.connection)
-    if not store.use_assertion(identity.client_id, jti, expires + CLOCK_SKEW):
-        raise _fail("this client assertion was already used (jti replay)")
     granted = " ".join(str(s) for s in scopes)
     token_id = uuid.uuid4().hex
     expires_at = now + TOKEN_LIFETIME
@@ -351,11 +383,19 @@ def authenticate(uow: UnitOfWork, ctx: TokenContext, token: str) -> Caller:
     )
 
 
-def introspect(uow: UnitOfWork, ctx: TokenContext, token: str) -> dict[str, Any]:
-    """RFC 7662: ``{"active": false}`` for anything not currently usable."""
+def introspect(
+    uow: UnitOfWork, ctx: TokenContext, token: str, asker: ClientIdentity
+) -> dict[str, Any]:
+    """RFC 7662 for an authenticated client (see `authenticate_client`): ``{"active": false}``
+    for anything not currently usable. A resource server (an organization's system
+    certificate, registered by the operator) learns about any token; any other client about
+    its own tokens only, and reads ``{"active": false}`` for the rest (§2.2 lets the server
+    limit what it tells, and a card has no business checking another client's tokens)."""
     try:
         caller = authenticate(uow, ctx, token)
     except CareVaultError:
+        return {"active": False}
+    if asker.kind != "system" and caller.client_id != asker.client_id:
         return {"active": False}
     claims = _token_claims(ctx, token)
     answer = {
@@ -368,8 +408,12 @@ def introspect(uow: UnitOfWork, ctx: TokenContext, token: str) -> dict[str, Any]
         "iss": claims["iss"],
         "aud": claims["aud"],
         "token_type": "Bearer",
-        "fhirUser": claims["fhirUser"],
     }
+    # A representative's or an operator's token names no fhirUser; a patient app's names its
+    # patient, the launch context.
+    for name in ("fhirUser", "patient"):
+        if isinstance(claims.get(name), str):
+            answer[name] = claims[name]
     if caller.acting_system:
         answer["act"] = {"sub": caller.acting_system}
     return answer

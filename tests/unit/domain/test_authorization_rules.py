@@ -413,6 +413,26 @@ def test_the_filter_agrees_with_every_single_read(row: Row) -> None:
     assert visible_filter(row.subject, row.record, NOW).matches(row.document) is expected
 
 
+@pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
+def test_a_refused_reader_is_not_told_the_state_of_the_document(row: Row) -> None:
+    """Hidden, secret, restricted or of a category the profession may not see: the refused
+    caller reads a neutral reason (`told`); the precise one stays for `explain`."""
+    decision = decide(row.subject, row.action, row.record, row.document, NOW)
+    on_its_state = (
+        not decision.permit
+        and row.document is not None
+        and row.action in (Action.READ, Action.SEARCH)
+        and decision.rule in ("hidden", "confidentiality", "profile")
+    )
+    if on_its_state:
+        assert decision.told["en"] == "You may not read this document."
+        assert decision.told["fr"] == "Vous ne pouvez pas lire ce document."
+        assert decision.reasons["en"] in decision.explain()
+        assert decision.told["en"] not in decision.explain()
+    else:
+        assert decision.told == decision.reasons, decision.explain()
+
+
 def test_emergency_obligations() -> None:
     declared = decide(STRANGER, Action.EMERGENCY, RECORD, None, NOW)
     read = decide(STRANGER, Action.READ, EMERGENCY_OPEN, N_DOC, NOW)

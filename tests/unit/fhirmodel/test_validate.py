@@ -9,7 +9,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from carevault.domain.errors import InvalidInput, TooLarge
-from carevault.fhirmodel.validate import parse_json, validate_resource
+from carevault.fhirmodel.validate import (
+    MAX_DECIMAL_DIGITS,
+    MAX_INTEGER_DIGITS,
+    parse_json,
+    validate_resource,
+)
 
 # --- parse_json ------------------------------------------------------------------------------
 
@@ -32,6 +37,20 @@ def test_parse_json_refuses_invalid_utf8(body: bytes) -> None:
 def test_parse_json_refuses_non_objects(body: bytes) -> None:
     with pytest.raises(InvalidInput, match="must be a JSON object"):
         parse_json(body, max_depth=32)
+
+
+def test_parse_json_bounds_numbers_at_their_limits() -> None:
+    widest = "9" * MAX_INTEGER_DIGITS
+    assert parse_json(f'{{"n": -{widest}}}'.encode(), max_depth=32) == {"n": -int(widest)}
+    with pytest.raises(InvalidInput, match=f"{MAX_INTEGER_DIGITS + 1} digits"):
+        parse_json(f'{{"n": {widest}9}}'.encode(), max_depth=32)
+    decimal = "0." + "1" * (MAX_DECIMAL_DIGITS - 1)
+    assert parse_json(f'{{"n": {decimal}}}'.encode(), max_depth=32)["n"] == float(decimal)
+    with pytest.raises(InvalidInput, match="digits"):
+        parse_json(f'{{"n": {decimal}1}}'.encode(), max_depth=32)
+    assert parse_json(b'{"n": 1.5e308, "m": 1e-999}', max_depth=32) == {"n": 1.5e308, "m": 0.0}
+    with pytest.raises(InvalidInput, match="overflow"):
+        parse_json(b'{"n": 1e309}', max_depth=32)
 
 
 def test_parse_json_reports_line_and_column_of_a_syntax_error() -> None:
@@ -81,7 +100,10 @@ def _depth(value: object) -> int:
 
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ ab\n\u00e9'),
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**MAX_INTEGER_DIGITS - 1), 10**MAX_INTEGER_DIGITS - 1)
+    | st.text(alphabet='[]{}"\\ ab\n\u00e9'),
     lambda inner: (
         st.lists(inner, max_size=3)
         | st.dictionaries(st.text(alphabet='[]{}"\\ ab', max_size=4), inner, max_size=3)

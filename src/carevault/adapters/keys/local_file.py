@@ -30,7 +30,7 @@ def key_file_path(key_source: str) -> Path:
 
 def create_key_file(path: Path) -> bool:
     """Create the key file with one fresh master key; return False if it already exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # var/: the keys and the data
     content = {
         "format": "carevault-keys/1",
         "created": datetime.now(UTC).isoformat(),

@@ -7,6 +7,8 @@ failing. Schema changes go through Alembic only, for both backends.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,14 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def connect(url: str, pool_size: int = 10) -> Engine:
-    """An engine for ``url``; for a file SQLite database, its folder is created. A server gives
-    ``pool_size`` at least its request threads: connections beyond the pool are opened and
-    closed for every use, which costs PostgreSQL a backend start each time."""
+    """An engine for ``url``; for a file SQLite database, its folder and the file are created
+    private (see `create_private_database`). A server gives ``pool_size`` at least its request
+    threads: connections beyond the pool are opened and closed for every use, which costs
+    PostgreSQL a backend start each time."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and "uri" not in parsed.query:
+            create_private_database(Path(parsed.database))
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling would delay BEGIN; take it over so that a
@@ -35,6 +38,16 @@ def connect(url: str, pool_size: int = 10) -> Engine:
     return create_engine(
         url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max(pool_size // 2, 4)
     )
+
+
+def create_private_database(path: Path) -> None:
+    """Create a SQLite database's folder (0700) and its file (0600), whatever the umask, if
+    they do not exist yet: they hold every record. SQLite gives the ``-wal`` and ``-shm`` files
+    the database file's mode. An existing folder or file keeps its mode (it is the operator's
+    choice)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):  # an empty file is an empty SQLite database
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -41,6 +41,7 @@ from carevault.domain.directory import IdentityDomain
 from carevault.domain.errors import (
     CareVaultError,
     InvalidInput,
+    NotAuthenticated,
     NotFound,
     NotPermitted,
     Unavailable,
@@ -308,6 +309,28 @@ class RateLimiter(Protocol):
 _JSON_TYPES = ("application/fhir+json", "application/json")
 FORM = "application/x-www-form-urlencoded"
 
+# RFC 6750 §2.3 (and §2.2, in a form body) is not supported: a token in a URL ends up in
+# server and proxy logs and browser histories. Its value is replaced by ``REDACTED`` before
+# anything keeps the request, and the request is refused.
+BEARER_PARAMETER = "access_token"
+REDACTED = "redacted"
+BEARER_IN_URL = (
+    "an access token is never accepted in the URL or a form (RFC 6750 §2.3): it ends up in "
+    "logs and browser histories. Send it in the header 'Authorization: Bearer <token>', and "
+    "treat this one as exposed (revoke it at /oauth/revoke)"
+)
+
+
+def carries_url_token(params: tuple[tuple[str, str], ...]) -> bool:
+    return any(name.casefold() == BEARER_PARAMETER for name, _ in params)
+
+
+def without_url_token(params: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``params`` with the value of every ``access_token`` replaced by ``REDACTED``."""
+    return tuple(
+        (name, REDACTED if name.casefold() == BEARER_PARAMETER else value) for name, value in params
+    )
+
 
 class FhirDoor:
     def __init__(
@@ -341,6 +364,9 @@ class FhirDoor:
         ``body_error`` carries a refusal the HTTP layer met while reading the body (too large),
         so that it is answered and recorded like every other refusal.
         """
+        token_in_url = carries_url_token(params)
+        if token_in_url:
+            params = without_url_token(params)  # so that no record ever holds it
         request = FhirRequest(
             method,
             Interaction.UNKNOWN,
@@ -366,6 +392,8 @@ class FhirDoor:
             )
             if body_error is not None:
                 raise body_error
+            if token_in_url:
+                raise NotAuthenticated(BEARER_IN_URL)
             _check_format(request)
             if operation is not None:
                 request = replace(request, operation_permission=self._permission_of(request))
