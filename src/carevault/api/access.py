@@ -157,11 +157,11 @@ class TokenGate:
             if early.rule == "identity" or (
                 early.rule == "operator" and subject.kind is SubjectKind.OPERATOR
             ):
-                decision, record, loaded = early, None, None
+                decision, record, loaded, told = early, None, None, None
             else:
                 need = need_of(request, uow)
                 decision, record = self._decide(uow, subject, need, caller, now)
-                loaded = need.loaded
+                loaded, told = need.loaded, need.refusal
         admission = Admission(
             rule=decision.explain(),
             who=caller.fhir_user,
@@ -180,7 +180,7 @@ class TokenGate:
             loaded=loaded,
         )
         if not decision.permit:
-            message = decision.reasons["en"]
+            message = told or decision.reasons["en"]
             if not scoped and decision.rule == "identity":
                 message = (
                     f"the token's scopes do not allow '{needed_permission(request)}' on "

@@ -6,6 +6,10 @@ engine as a write of its class, sealed (a fresh data key per document, AES-256-G
 in one transaction with the SubmissionSet, the replaced documents' new status, the patient's
 notification and the audit entry. Retrieval (ITI-68) decides the read on the document's own
 facts, opens the sealed bytes and checks CareVault's SHA-256 before serving a single byte.
+
+A write that names a stored document (replacing it, marking it entered-in-error, releasing it)
+is first decided as a read of that document by the same caller (`require_visible`): nobody
+changes what they may not see, and the refusal does not say what the document is.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from carevault.domain.errors import (
     NotPermitted,
 )
 from carevault.fhirmodel.mhd import ProvidedDocument, ProvidedSubmission, new_id
-from carevault.services.record_policy import Refused
+from carevault.services.record_policy import Refused, require_visible
 from carevault.services.signatures import InvalidSignature, verify_detached
 
 CONTENT = "content"
@@ -436,25 +440,29 @@ class DocumentService:
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
     ) -> None:
         """The author releases a held document to the patient, who is told."""
-        stored = self._permitted(uow, subject, record, document_id)
+        now = self.clock()
+        stored = self._target(self._store(uow), subject, record, document_id, "release", now)
         if stored.metadata.author_id != subject.id:
             raise NotPermitted(
                 "only the document's author releases it to the patient", issue_code="forbidden"
             )
-        self._release(uow, record.patient_id, document_id, self.clock())
+        self._release(uow, record.patient_id, document_id, now)
 
     def withdraw(
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
     ) -> None:
         """The author marks a current document entered-in-error (with its signature)."""
-        stored = self._permitted(uow, subject, record, document_id)
+        store = self._store(uow)
+        stored = self._target(
+            store, subject, record, document_id, "mark entered-in-error", self.clock()
+        )
         if stored.metadata.author_id != subject.id or stored.metadata.signs is not None:
             raise NotPermitted(
                 "only the document's author marks it entered-in-error", issue_code="forbidden"
             )
         if stored.metadata.status is not DocumentStatus.CURRENT:
             raise Conflict(f"DocumentReference/{document_id} is {stored.metadata.status.value}")
-        self._store(uow).set_status(record.patient_id, document_id, DocumentStatus.ENTERED_IN_ERROR)
+        store.set_status(record.patient_id, document_id, DocumentStatus.ENTERED_IN_ERROR)
         uow.records.touched_patients.append(record.patient_id)
 
     def release_due(self, units: Callable[[], UnitOfWork]) -> int:
@@ -480,6 +488,23 @@ class DocumentService:
                 now,
             )
 
+    def _target(
+        self,
+        store: DocumentStore,
+        subject: Subject,
+        record: RecordFacts,
+        document_id: str,
+        what: str,
+        now: datetime,
+    ) -> StoredDocument:
+        """A stored document a write names, once the caller may read it (`require_visible`):
+        nothing is told about a document they may not see, not even its status."""
+        stored = store.get(document_id)
+        if stored is None or stored.metadata.patient_id != record.patient_id:
+            raise NotFound(f"DocumentReference/{document_id} (the document to {what}) is not known")
+        require_visible(subject, record, stored.metadata.facts(), now, self.matrix, what)
+        return stored
+
     def _supersede(
         self,
         store: DocumentStore,
@@ -488,14 +513,13 @@ class DocumentService:
         replaced_id: str,
         now: datetime,
     ) -> None:
-        old = store.get(replaced_id)
-        if old is None or old.metadata.patient_id != record.patient_id:
-            raise NotFound(f"DocumentReference/{replaced_id} (to replace) is not in this record")
-        if old.metadata.status is not DocumentStatus.CURRENT:
-            raise Conflict(f"DocumentReference/{replaced_id} was already replaced")
+        """The replaced document must be one the caller reads, and of a class they may write."""
+        old = self._target(store, subject, record, replaced_id, "replace", now)
         decision = decide(subject, Action.WRITE, record, old.metadata.facts(), now, self.matrix)
         if not decision.permit:
             raise Refused(decision)
+        if old.metadata.status is not DocumentStatus.CURRENT:
+            raise Conflict(f"DocumentReference/{replaced_id} was already replaced")
         store.set_status(record.patient_id, replaced_id, DocumentStatus.SUPERSEDED)
 
     # --- ITI-67 / ITI-68 --------------------------------------------------------------------

@@ -8,6 +8,8 @@ read of one document), and searches filter with the engine's ``visible_filter`` 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +28,7 @@ from carevault.api.fhir.door import (
     FhirResponse,
     Interaction,
     Operation,
+    Refusal,
     ResourceHandler,
     SearchParam,
     Target,
@@ -44,6 +47,7 @@ from carevault.fhirmodel.mhd import (
 )
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services.documents import Fetched
+from carevault.services.record_policy import Refused, unseen
 
 JsonObject = dict[str, Any]
 
@@ -55,6 +59,22 @@ def _resolve(uow: UnitOfWork, patient: PatientRef, where: str) -> str:
     if len(found) != 1:
         raise NotFound(f"{where}: no patient has the identifier {patient.system}|{patient.value}")
     return found[0]
+
+
+@contextmanager
+def _refusals_recorded(request: FhirRequest) -> Iterator[None]:
+    """An engine refusal met in the handler, past the gate (a write naming a document the
+    caller may not see), is recorded as the gate's are: with the decision that refused, not
+    the one that admitted the request."""
+    try:
+        yield
+    except Refused as refused:
+        admission = request.admission
+        if admission is None:
+            raise
+        decision = refused.decision
+        recorded = replace(admission, rule=decision.explain(), decision=decision)
+        raise Refusal(refused.message, recorded) from refused
 
 
 def _search_patient(request: FhirRequest, uow: UnitOfWork) -> str | None:
@@ -122,7 +142,8 @@ class TransactionHandler(ResourceHandler):
                         "every resource of the Bundle concerns the same patient",
                         expression=where,
                     )
-            published = documents.publish(uow, subject, record, submission)
+            with _refusals_recorded(request):
+                published = documents.publish(uow, subject, record, submission)
             uow.commit()
         # One response entry per request entry, in the same order (FHIR R4 transaction).
         base = request.base_url.rstrip("/")
@@ -143,6 +164,10 @@ class TransactionHandler(ResourceHandler):
         ]
         body = {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
         return FhirResponse(200, body, patients=(record.patient_id,))
+
+
+# The author's operations on one document, and how a refusal names the document.
+_WRITES = {"release": "release", "entered-in-error": "mark entered-in-error"}
 
 
 class DocumentReferenceHandler(ResourceHandler):
@@ -200,21 +225,27 @@ class DocumentReferenceHandler(ResourceHandler):
             return AccessNeed(Target.RECORD, Action.SEARCH, _search_patient(request, uow))
         need = _one_document(request, uow)
         if request.operation == "privacy":
+            # The patient's say over the record; the service also decides the read of the
+            # document (nobody relabels what they may not see).
             return AccessNeed(Target.RECORD, Action.MANAGE, need.patient_id)
+        if request.operation in _WRITES:
+            # Decided as a read of the document; a refusal says nothing of its state.
+            return replace(need, refusal=unseen(_WRITES[request.operation]))
         return need
 
     def operation(self, request: FhirRequest) -> FhirResponse:
         subject, record = admitted_record(request)
         document_id = request.resource_id or ""
-        if request.operation in ("release", "entered-in-error"):
-            with self.api.unit_of_work() as uow:
-                if request.operation == "release":
-                    self.api.documents.release(uow, subject, record, document_id)
-                else:
-                    self.api.documents.withdraw(uow, subject, record, document_id)
-                uow.commit()
-        else:
-            self._privacy(request, record, document_id)
+        with _refusals_recorded(request):
+            if request.operation in _WRITES:
+                with self.api.unit_of_work() as uow:
+                    if request.operation == "release":
+                        self.api.documents.release(uow, subject, record, document_id)
+                    else:
+                        self.api.documents.withdraw(uow, subject, record, document_id)
+                    uow.commit()
+            else:
+                self._privacy(request, record, document_id)
         return self.read(
             replace(request, interaction=Interaction.READ, operation=None, method="GET")
         )

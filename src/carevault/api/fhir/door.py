@@ -145,6 +145,9 @@ class AccessNeed:
     # What the handler read, in the gate's transaction, to state the need (a stored document,
     # say): handed back to it in the Admission, so that it is not read twice.
     loaded: object | None = None
+    # What a refused caller is told instead of the engine's reason, when the request writes to
+    # the document it names: the state of a document they may not read is not theirs to learn.
+    refusal: str | None = None
 
 
 def reading(request: FhirRequest) -> Action:
