@@ -1,6 +1,7 @@
 """Writes that name an existing document pass the read of that document (pentest #12, finding
 4): nobody replaces, retracts, hides or relabels a document they may not see, and the refusal
-tells them nothing about it. Over HTTP, on both databases, as a third-party system sends it."""
+tells them nothing about it. SubmissionSets (ITI-66) show only what the caller may see
+(finding 5). Over HTTP, on both databases, as a third-party system sends it."""
 
 from __future__ import annotations
 
@@ -283,3 +284,68 @@ def test_the_privacy_of_a_document_is_changed_only_by_who_may_see_it(
     assert label(plain) == "R"
     assert privacy(mine, secret, "hidden", True).status_code == 200
     assert privacy(mine, "no-such-document", "hidden", True).status_code == 404
+
+
+def test_a_submission_set_is_listed_only_to_who_sees_one_of_its_documents(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, mine, gp = setting
+    hidden = publish(client, gp, provide_bundle(patient_id, gp))
+    hide(client, mine, created_id(hidden))
+    hidden_set = next(e["response"]["location"].split("/")[-3] for e in hidden.json()["entry"]
+                      if "/List/" in e["response"]["location"])
+    colleague = Pro(platform, "HP-WRITES-LISTS")
+    grant(client, mine, patient_id, colleague.id)
+
+    def lists(headers: dict[str, str]) -> Any:
+        answer = client.get("/fhir/List", params={"patient": f"Patient/{patient_id}"},
+                            headers=headers)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    seen = lists(colleague.headers)
+    assert seen["total"] == 0 and not seen.get("entry"), seen
+    assert client.get(f"/fhir/List/{hidden_set}", headers=colleague.headers).status_code == 404
+    # The author and the patient see it, with its entries.
+    for headers in (gp.headers, mine):
+        theirs = lists(headers)
+        assert theirs["total"] == 1, theirs
+        assert len(theirs["entry"][0]["resource"]["entry"]) == 2  # the report, its signature
+        assert client.get(f"/fhir/List/{hidden_set}", headers=headers).status_code == 200
+    # Another submission, visible: counted and listed alone, on every page.
+    visible = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    seen = lists(colleague.headers)
+    assert seen["total"] == 1 and len(seen["entry"]) == 1, seen
+    items = [i["item"]["reference"] for i in seen["entry"][0]["resource"]["entry"]]
+    assert any(item.endswith(f"DocumentReference/{visible}") for item in items), items
+    assert lists(gp.headers)["total"] == 2
+    paged = client.get("/fhir/List", params={"patient": f"Patient/{patient_id}", "_count": "1"},
+                       headers=colleague.headers).json()
+    assert paged["total"] == 1 and len(paged["entry"]) == 1
+
+
+def test_submission_sets_stored_before_the_upgrade_are_listed_after_it(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    """Migration 0011 fills each document's SubmissionSet, which the ITI-66 filter reads."""
+    from alembic import command
+
+    from carevault.adapters.storage.database import alembic_config, upgrade
+
+    patient_id, _, gp = setting
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    publish(client, gp, provide_bundle(patient_id, gp))
+    command.downgrade(alembic_config(platform.engine), "0010")
+    with platform.engine.connect() as connection:  # as revision 0010 stored them
+        assert connection.execute(select(t.document_metadata.c.submission_set_id).where(
+            t.document_metadata.c.submission_set_id.is_not(None))).first() is None
+    upgrade(platform.engine)
+    with platform.engine.connect() as connection:
+        members = connection.execute(select(
+            t.document_metadata.c.document_id, t.document_metadata.c.submission_set_id)).all()
+    assert len(members) == 4 and all(set_id for _, set_id in members)
+    found = client.get("/fhir/List", params={"patient": f"Patient/{patient_id}"},
+                       headers=gp.headers).json()
+    assert found["total"] == 2
+    items = [i["item"]["reference"] for e in found["entry"] for i in e["resource"]["entry"]]
+    assert any(item.endswith(f"DocumentReference/{document_id}") for item in items)

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
@@ -122,6 +122,15 @@ class Fetched:
 
 
 @dataclass(frozen=True)
+class SubmissionSet:
+    """A stored SubmissionSet (its row) and, in submission order, the documents of it the
+    caller may see."""
+
+    row: dict[str, Any]
+    document_ids: list[str]
+
+
+@dataclass(frozen=True)
 class Retrieved:
     metadata: DocumentMetadata
     content: bytes
@@ -188,13 +197,14 @@ class DocumentService:
             )
         unique = set(taken)  # grows with this submission's own documents
         ids = {d.full_url: new_id() for d in submission.documents}
+        set_id = new_id()
         signatures = self._signatures(submission)
         signed: dict[str, DocumentMetadata] = {}
         new: list[NewDocument] = []
         # Signed documents first, so that each signature can take its document's facts.
         ordered = sorted(submission.documents, key=lambda d: d.signs is not None)
         for provided in ordered:
-            metadata = self._metadata(subject, record, provided, ids, unique, now)
+            metadata = self._metadata(subject, record, provided, ids, set_id, unique, now)
             if provided.signs is not None:
                 target = signed[provided.signs]
                 metadata = replace(
@@ -230,7 +240,6 @@ class DocumentService:
             new.append((metadata, content, sealed_text))
         store.add(new, now)
         stored = [metadata for metadata, _, _ in new]
-        set_id = new_id()
         store.add_submission_set(
             set_id,
             record.patient_id,
@@ -311,6 +320,7 @@ class DocumentService:
         record: RecordFacts,
         provided: ProvidedDocument,
         ids: dict[str, str],
+        submission_set_id: str,
         taken: set[str],
         now: datetime,
     ) -> DocumentMetadata:
@@ -407,6 +417,7 @@ class DocumentService:
             language=provided.language,
             events=provided.events,
             replaces=provided.replaces,
+            submission_set_id=submission_set_id,
             patient_authored=patient_upload,
             not_yet_visible_to_patient=release_at is not None,
             release_at=release_at,
@@ -540,11 +551,40 @@ class DocumentService:
         )
         return total, [self._with_text(stored) for stored in found]
 
-    def visible_among(
-        self, uow: UnitOfWork, subject: Subject, record: RecordFacts, ids: Sequence[str]
-    ) -> set[str]:
+    def submission_sets(
+        self,
+        uow: UnitOfWork,
+        subject: Subject,
+        record: RecordFacts,
+        *,
+        offset: int,
+        count: int,
+    ) -> tuple[int, list[SubmissionSet]]:
+        """ITI-66: the SubmissionSets of which the caller sees at least one document, each
+        with the documents they see; the total counts those only."""
         visible = visible_filter(subject, record, self.clock(), self.matrix)
-        return self._store(uow).visible_among(record.patient_id, visible, ids)
+        store = self._store(uow)
+        total, rows = store.submission_sets(record.patient_id, visible, offset=offset, count=count)
+        shown = store.visible_among(
+            record.patient_id, visible, [i for row in rows for i in row["document_ids"]]
+        )
+        return total, [_listing(row, shown) for row in rows]
+
+    def submission_set(
+        self, uow: UnitOfWork, subject: Subject, record: RecordFacts, set_id: str
+    ) -> SubmissionSet:
+        """One SubmissionSet, if the caller sees one of its documents: otherwise it is not
+        known to them, as it would not be listed."""
+        store = self._store(uow)
+        row = store.submission_set(set_id)
+        if row is not None and row["patient_id"] == record.patient_id:
+            visible = visible_filter(subject, record, self.clock(), self.matrix)
+            listing = _listing(
+                row, store.visible_among(record.patient_id, visible, row["document_ids"])
+            )
+            if listing.document_ids:
+                return listing
+        raise NotFound(f"List/{set_id} is not known")
 
     def read(
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
@@ -649,6 +689,10 @@ class DocumentService:
             "the stored document failed its integrity check and was not served; the security "
             "officer has been alerted"
         )
+
+
+def _listing(row: dict[str, Any], visible: set[str]) -> SubmissionSet:
+    return SubmissionSet(row, [i for i in row["document_ids"] if i in visible])
 
 
 def _free_text(provided: ProvidedDocument) -> bytes | None:

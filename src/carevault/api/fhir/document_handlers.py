@@ -430,7 +430,8 @@ class BinaryHandler(ResourceHandler):
 
 
 class SubmissionSetHandler(ResourceHandler):
-    """ITI-66: the SubmissionSets of a record, as ``List`` resources."""
+    """ITI-66: the SubmissionSets of a record, as ``List`` resources: those of which the
+    caller sees a document, with those documents only."""
 
     resource_type = "List"
     interactions = frozenset({Interaction.READ, Interaction.VREAD, Interaction.SEARCH})
@@ -458,12 +459,10 @@ class SubmissionSetHandler(ResourceHandler):
     def read(self, request: FhirRequest) -> FhirResponse:
         subject, record = admitted_record(request)
         with self.api.unit_of_work() as uow:
-            row = DocumentStore(uow.directory.connection).submission_set(request.resource_id or "")
-            if row is None or row["patient_id"] != record.patient_id:
-                raise NotFound(f"List/{request.resource_id} is not known")
-            visible = self.api.documents.visible_among(uow, subject, record, row["document_ids"])
-        listed = [i for i in row["document_ids"] if i in visible]
-        body = submission_set_list(row, listed, request.base_url)
+            found = self.api.documents.submission_set(
+                uow, subject, record, request.resource_id or ""
+            )
+        body = submission_set_list(found.row, found.document_ids, request.base_url)
         return FhirResponse(200, body, patients=(record.patient_id,))
 
     def search(self, request: FhirRequest) -> FhirResponse:
@@ -477,20 +476,12 @@ class SubmissionSetHandler(ResourceHandler):
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
         with self.api.unit_of_work() as uow:
-            total, rows = DocumentStore(uow.directory.connection).submission_sets(
-                record.patient_id, offset=paging.offset, count=paging.count
+            total, found = self.api.documents.submission_sets(
+                uow, subject, record, offset=paging.offset, count=paging.count
             )
-            listed = [i for row in rows for i in row["document_ids"]]
-            visible_ids = self.api.documents.visible_among(uow, subject, record, listed)
         items = [
-            Stored(
-                row["id"],
-                1,
-                submission_set_list(
-                    row, [i for i in row["document_ids"] if i in visible_ids], request.base_url
-                ),
-            )
-            for row in rows
+            Stored(s.row["id"], 1, submission_set_list(s.row, s.document_ids, request.base_url))
+            for s in found
         ]
         body = sp.searchset(request, SearchResult(total, items), paging)
         return FhirResponse(200, body, patients=(record.patient_id,))
