@@ -129,8 +129,12 @@ class Pro:
 
 
 
-def grant(client: TestClient, mine: dict[str, str], patient_id: str, practitioner_id: str
-          ) -> None:
+def grant(client: TestClient, mine: dict[str, str], patient_id: str, practitioner_id: str,
+          *, extended: bool = False) -> None:
+    """The patient gives a practitioner a normal access (N), or an extended one (N and R)."""
+    labels = {"securityLabel": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": code}
+        for code in ("N", "R")]} if extended else {}
     made = client.post("/fhir/Consent", headers=mine, json={
         "resourceType": "Consent", "status": "active",
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
@@ -141,7 +145,7 @@ def grant(client: TestClient, mine: dict[str, str], patient_id: str, practitione
             "role": {"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
                 "code": "IRCP"}]},
-            "reference": {"reference": f"Practitioner/{practitioner_id}"}}]}})
+            "reference": {"reference": f"Practitioner/{practitioner_id}"}}], **labels}})
     assert made.status_code == 201, made.text
 
 

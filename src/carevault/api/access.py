@@ -166,12 +166,12 @@ class TokenGate:
             if early.rule == "identity" or (
                 early.rule == "operator" and subject.kind is SubjectKind.OPERATOR
             ):
-                decision, record, loaded = early, None, None
+                decision, record, loaded, told = early, None, None, None
             else:
                 need = need_of(request, uow)
                 subject, powers = self._with_powers(uow, subject, caller, need)
                 decision, record = self._decide(uow, subject, need, caller, now)
-                loaded = need.loaded
+                loaded, told = need.loaded, need.refusal
                 detail = _change_detail(need, subject)
         admission = Admission(
             rule=decision.explain(),
@@ -193,7 +193,7 @@ class TokenGate:
             detail=detail,
         )
         if not decision.permit:
-            message = decision.told["en"]  # the precise reason is in the admission's rule
+            message = told or decision.told["en"]  # the precise reason is in the rule
             if not scoped and decision.rule == "identity":
                 message = (
                     f"the token's scopes do not allow '{needed_permission(request)}' on "

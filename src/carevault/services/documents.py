@@ -6,6 +6,10 @@ engine as a write of its class, sealed (a fresh data key per document, AES-256-G
 in one transaction with the SubmissionSet, the replaced documents' new status, the patient's
 notification and the audit entry. Retrieval (ITI-68) decides the read on the document's own
 facts, opens the sealed bytes and checks CareVault's SHA-256 before serving a single byte.
+
+A write that names a stored document (replacing it, marking it entered-in-error, releasing it)
+is first decided as a read of that document by the same caller (`require_visible`): nobody
+changes what they may not see, and the refusal does not say what the document is.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
@@ -58,7 +62,7 @@ from carevault.domain.errors import (
     NotPermitted,
 )
 from carevault.fhirmodel.mhd import ProvidedDocument, ProvidedSubmission, new_id
-from carevault.services.record_policy import Refused
+from carevault.services.record_policy import Refused, require_visible
 from carevault.services.signatures import InvalidSignature, verify_detached
 
 CONTENT = "content"
@@ -115,6 +119,15 @@ class Fetched:
 
     document: StoredDocument
     content: StoredContent | None
+
+
+@dataclass(frozen=True)
+class SubmissionSet:
+    """A stored SubmissionSet (its row) and, in submission order, the documents of it the
+    caller may see."""
+
+    row: dict[str, Any]
+    document_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -184,13 +197,14 @@ class DocumentService:
             )
         unique = set(taken)  # grows with this submission's own documents
         ids = {d.full_url: new_id() for d in submission.documents}
+        set_id = new_id()
         signatures = self._signatures(submission)
         signed: dict[str, DocumentMetadata] = {}
         new: list[NewDocument] = []
         # Signed documents first, so that each signature can take its document's facts.
         ordered = sorted(submission.documents, key=lambda d: d.signs is not None)
         for provided in ordered:
-            metadata = self._metadata(subject, record, provided, ids, unique, now)
+            metadata = self._metadata(subject, record, provided, ids, set_id, unique, now)
             if provided.signs is not None:
                 target = signed[provided.signs]
                 metadata = replace(
@@ -226,7 +240,6 @@ class DocumentService:
             new.append((metadata, content, sealed_text))
         store.add(new, now)
         stored = [metadata for metadata, _, _ in new]
-        set_id = new_id()
         store.add_submission_set(
             set_id,
             record.patient_id,
@@ -307,6 +320,7 @@ class DocumentService:
         record: RecordFacts,
         provided: ProvidedDocument,
         ids: dict[str, str],
+        submission_set_id: str,
         taken: set[str],
         now: datetime,
     ) -> DocumentMetadata:
@@ -403,6 +417,7 @@ class DocumentService:
             language=provided.language,
             events=provided.events,
             replaces=provided.replaces,
+            submission_set_id=submission_set_id,
             patient_authored=patient_upload,
             not_yet_visible_to_patient=release_at is not None,
             release_at=release_at,
@@ -436,25 +451,29 @@ class DocumentService:
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
     ) -> None:
         """The author releases a held document to the patient, who is told."""
-        stored = self._permitted(uow, subject, record, document_id)
+        now = self.clock()
+        stored = self._target(self._store(uow), subject, record, document_id, "release", now)
         if stored.metadata.author_id != subject.id:
             raise NotPermitted(
                 "only the document's author releases it to the patient", issue_code="forbidden"
             )
-        self._release(uow, record.patient_id, document_id, self.clock())
+        self._release(uow, record.patient_id, document_id, now)
 
     def withdraw(
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
     ) -> None:
         """The author marks a current document entered-in-error (with its signature)."""
-        stored = self._permitted(uow, subject, record, document_id)
+        store = self._store(uow)
+        stored = self._target(
+            store, subject, record, document_id, "mark entered-in-error", self.clock()
+        )
         if stored.metadata.author_id != subject.id or stored.metadata.signs is not None:
             raise NotPermitted(
                 "only the document's author marks it entered-in-error", issue_code="forbidden"
             )
         if stored.metadata.status is not DocumentStatus.CURRENT:
             raise Conflict(f"DocumentReference/{document_id} is {stored.metadata.status.value}")
-        self._store(uow).set_status(record.patient_id, document_id, DocumentStatus.ENTERED_IN_ERROR)
+        store.set_status(record.patient_id, document_id, DocumentStatus.ENTERED_IN_ERROR)
         uow.records.touched_patients.append(record.patient_id)
 
     def release_due(self, units: Callable[[], UnitOfWork]) -> int:
@@ -480,6 +499,23 @@ class DocumentService:
                 now,
             )
 
+    def _target(
+        self,
+        store: DocumentStore,
+        subject: Subject,
+        record: RecordFacts,
+        document_id: str,
+        what: str,
+        now: datetime,
+    ) -> StoredDocument:
+        """A stored document a write names, once the caller may read it (`require_visible`):
+        nothing is told about a document they may not see, not even its status."""
+        stored = store.get(document_id)
+        if stored is None or stored.metadata.patient_id != record.patient_id:
+            raise NotFound(f"DocumentReference/{document_id} (the document to {what}) is not known")
+        require_visible(subject, record, stored.metadata.facts(), now, self.matrix, what)
+        return stored
+
     def _supersede(
         self,
         store: DocumentStore,
@@ -488,14 +524,13 @@ class DocumentService:
         replaced_id: str,
         now: datetime,
     ) -> None:
-        old = store.get(replaced_id)
-        if old is None or old.metadata.patient_id != record.patient_id:
-            raise NotFound(f"DocumentReference/{replaced_id} (to replace) is not in this record")
-        if old.metadata.status is not DocumentStatus.CURRENT:
-            raise Conflict(f"DocumentReference/{replaced_id} was already replaced")
+        """The replaced document must be one the caller reads, and of a class they may write."""
+        old = self._target(store, subject, record, replaced_id, "replace", now)
         decision = decide(subject, Action.WRITE, record, old.metadata.facts(), now, self.matrix)
         if not decision.permit:
             raise Refused(decision)
+        if old.metadata.status is not DocumentStatus.CURRENT:
+            raise Conflict(f"DocumentReference/{replaced_id} was already replaced")
         store.set_status(record.patient_id, replaced_id, DocumentStatus.SUPERSEDED)
 
     # --- ITI-67 / ITI-68 --------------------------------------------------------------------
@@ -516,11 +551,40 @@ class DocumentService:
         )
         return total, [self._with_text(stored) for stored in found]
 
-    def visible_among(
-        self, uow: UnitOfWork, subject: Subject, record: RecordFacts, ids: Sequence[str]
-    ) -> set[str]:
+    def submission_sets(
+        self,
+        uow: UnitOfWork,
+        subject: Subject,
+        record: RecordFacts,
+        *,
+        offset: int,
+        count: int,
+    ) -> tuple[int, list[SubmissionSet]]:
+        """ITI-66: the SubmissionSets of which the caller sees at least one document, each
+        with the documents they see; the total counts those only."""
         visible = visible_filter(subject, record, self.clock(), self.matrix)
-        return self._store(uow).visible_among(record.patient_id, visible, ids)
+        store = self._store(uow)
+        total, rows = store.submission_sets(record.patient_id, visible, offset=offset, count=count)
+        shown = store.visible_among(
+            record.patient_id, visible, [i for row in rows for i in row["document_ids"]]
+        )
+        return total, [_listing(row, shown) for row in rows]
+
+    def submission_set(
+        self, uow: UnitOfWork, subject: Subject, record: RecordFacts, set_id: str
+    ) -> SubmissionSet:
+        """One SubmissionSet, if the caller sees one of its documents: otherwise it is not
+        known to them, as it would not be listed."""
+        store = self._store(uow)
+        row = store.submission_set(set_id)
+        if row is not None and row["patient_id"] == record.patient_id:
+            visible = visible_filter(subject, record, self.clock(), self.matrix)
+            listing = _listing(
+                row, store.visible_among(record.patient_id, visible, row["document_ids"])
+            )
+            if listing.document_ids:
+                return listing
+        raise NotFound(f"List/{set_id} is not known")
 
     def read(
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
@@ -625,6 +689,10 @@ class DocumentService:
             "the stored document failed its integrity check and was not served; the security "
             "officer has been alerted"
         )
+
+
+def _listing(row: dict[str, Any], visible: set[str]) -> SubmissionSet:
+    return SubmissionSet(row, [i for i in row["document_ids"] if i in visible])
 
 
 def _free_text(provided: ProvidedDocument) -> bytes | None:

@@ -78,11 +78,38 @@ class AuditAppender(Protocol):
 class Refused(NotPermitted):
     """The engine said no: the decision travels with the error, so that the refusal is recorded
     with its rule and the caller reads the reason in plain words (what they may be told:
-    `Decision.told`)."""
+    `Decision.told`, or ``told`` instead when the request names a document they may not see)."""
 
-    def __init__(self, decision: Decision, language: str = "en") -> None:
-        super().__init__(decision.told[language], issue_code="forbidden")
+    def __init__(
+        self, decision: Decision, language: str = "en", *, told: str | None = None
+    ) -> None:
+        super().__init__(told or decision.told[language], issue_code="forbidden")
         self.decision = decision
+
+
+def unseen(what: str) -> str:
+    """What the caller of a write is told when the document it names is not theirs to read:
+    nothing of the document's state (hidden, secret, restricted, of a class their profession
+    may not see), which would tell them what the patient or the author keep from them."""
+    return f"the document to {what} is not one you may see"
+
+
+def require_visible(
+    subject: Subject,
+    record: RecordFacts | None,
+    document: DocumentFacts,
+    now: datetime,
+    matrix: ProfileMatrix,
+    what: str,
+) -> Decision:
+    """A write that names an existing document (to replace it, retract it, release it, hide it
+    or change its confidentiality) is decided first as a read of that document by the same
+    caller, exactly as a read is: nobody changes what they may not see. The refusal carries the
+    engine's decision, for the audit, and tells the caller only `unseen`."""
+    decision = decide(subject, Action.READ, record, document, now, matrix)
+    if not decision.permit:
+        raise Refused(decision, told=unseen(what))
+    return decision
 
 
 @dataclass(frozen=True)
@@ -554,10 +581,24 @@ class RecordPolicy:
             )
             uow.commit()
 
+    def _managed_document(
+        self, uow: UnitOfWork, actor: Actor, patient_id: str, document_id: str, now: datetime
+    ) -> Decision:
+        """Managing one document: the record's manager, who may also read that document (a
+        representative does not relabel a secret document to read it, a patient does not hide
+        what their doctor has not yet released to them)."""
+        record = self.facts(uow, patient_id, now)
+        decision = self.require(actor.subject, Action.MANAGE, record, None, now)
+        document = uow.records.document(patient_id, document_id)
+        if document is None:
+            raise NotFound(f"document {document_id} is not in this record")
+        require_visible(actor.subject, record, document, now, self.matrix, "change")
+        return decision
+
     def hide_document(self, actor: Actor, patient_id: str, document_id: str, hidden: bool) -> None:
         now = self.clock()
         with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
+            decision = self._managed_document(uow, actor, patient_id, document_id, now)
             if not uow.records.set_document_hidden(patient_id, document_id, hidden):
                 raise NotFound(f"document {document_id} is not in this record")
             self._change(
@@ -582,7 +623,7 @@ class RecordPolicy:
     ) -> None:
         now = self.clock()
         with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
+            decision = self._managed_document(uow, actor, patient_id, document_id, now)
             if not uow.records.set_document_confidentiality(patient_id, document_id, level):
                 raise NotFound(f"document {document_id} is not in this record")
             self._change(

@@ -506,15 +506,28 @@ class DocumentStore:
         return {**row._asdict(), "document_ids": json.loads(row.document_ids)}
 
     def submission_sets(
-        self, patient_id: str, *, offset: int, count: int
+        self, patient_id: str, visible: DocumentFilter, *, offset: int, count: int
     ) -> tuple[int, list[dict[str, Any]]]:
-        s = t.submission_set
+        """Total and one page (newest first) of the SubmissionSets with at least one document
+        the engine's filter lets through: one whose documents are all hidden from the caller
+        is neither listed nor counted (its existence would tell what is hidden)."""
+        if visible.matches_nothing:
+            return 0, []
+        s, d, m = t.submission_set, t.document, t.document_metadata
+        shown = (
+            select(m.c.document_id)
+            .join(d, d.c.id == m.c.document_id)
+            .where(m.c.submission_set_id == s.c.id, d.c.patient_id == patient_id)
+            .where(filter_clause(visible))
+            .exists()
+        )
+        where = (s.c.patient_id == patient_id, shown)
         total = self.connection.execute(
-            select(func.count()).select_from(s).where(s.c.patient_id == patient_id)
+            select(func.count()).select_from(s).where(*where)
         ).scalar_one()
         rows = self.connection.execute(
             select(s)
-            .where(s.c.patient_id == patient_id)
+            .where(*where)
             .order_by(s.c.submitted_at.desc(), s.c.id)
             .offset(offset)
             .limit(count)

@@ -8,6 +8,8 @@ read of one document), and searches filter with the engine's ``visible_filter`` 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +28,7 @@ from carevault.api.fhir.door import (
     FhirResponse,
     Interaction,
     Operation,
+    Refusal,
     ResourceHandler,
     SearchParam,
     Target,
@@ -44,6 +47,7 @@ from carevault.fhirmodel.mhd import (
 )
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services.documents import Fetched
+from carevault.services.record_policy import Refused, unseen
 
 JsonObject = dict[str, Any]
 
@@ -55,6 +59,22 @@ def _resolve(uow: UnitOfWork, patient: PatientRef, where: str) -> str:
     if len(found) != 1:
         raise NotFound(f"{where}: no patient has the identifier {patient.system}|{patient.value}")
     return found[0]
+
+
+@contextmanager
+def _refusals_recorded(request: FhirRequest) -> Iterator[None]:
+    """An engine refusal met in the handler, past the gate (a write naming a document the
+    caller may not see), is recorded as the gate's are: with the decision that refused, not
+    the one that admitted the request."""
+    try:
+        yield
+    except Refused as refused:
+        admission = request.admission
+        if admission is None:
+            raise
+        decision = refused.decision
+        recorded = replace(admission, rule=decision.explain(), decision=decision)
+        raise Refusal(refused.message, recorded) from refused
 
 
 def _search_patient(request: FhirRequest, uow: UnitOfWork) -> str | None:
@@ -122,7 +142,8 @@ class TransactionHandler(ResourceHandler):
                         "every resource of the Bundle concerns the same patient",
                         expression=where,
                     )
-            published = documents.publish(uow, subject, record, submission)
+            with _refusals_recorded(request):
+                published = documents.publish(uow, subject, record, submission)
             uow.commit()
         # One response entry per request entry, in the same order (FHIR R4 transaction).
         base = request.base_url.rstrip("/")
@@ -143,6 +164,10 @@ class TransactionHandler(ResourceHandler):
         ]
         body = {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
         return FhirResponse(200, body, patients=(record.patient_id,))
+
+
+# The author's operations on one document, and how a refusal names the document.
+_WRITES = {"release": "release", "entered-in-error": "mark entered-in-error"}
 
 
 class DocumentReferenceHandler(ResourceHandler):
@@ -200,21 +225,27 @@ class DocumentReferenceHandler(ResourceHandler):
             return AccessNeed(Target.RECORD, Action.SEARCH, _search_patient(request, uow))
         need = _one_document(request, uow)
         if request.operation == "privacy":
+            # The patient's say over the record; the service also decides the read of the
+            # document (nobody relabels what they may not see).
             return AccessNeed(Target.RECORD, Action.MANAGE, need.patient_id)
+        if request.operation in _WRITES:
+            # Decided as a read of the document; a refusal says nothing of its state.
+            return replace(need, refusal=unseen(_WRITES[request.operation]))
         return need
 
     def operation(self, request: FhirRequest) -> FhirResponse:
         subject, record = admitted_record(request)
         document_id = request.resource_id or ""
-        if request.operation in ("release", "entered-in-error"):
-            with self.api.unit_of_work() as uow:
-                if request.operation == "release":
-                    self.api.documents.release(uow, subject, record, document_id)
-                else:
-                    self.api.documents.withdraw(uow, subject, record, document_id)
-                uow.commit()
-        else:
-            self._privacy(request, record, document_id)
+        with _refusals_recorded(request):
+            if request.operation in _WRITES:
+                with self.api.unit_of_work() as uow:
+                    if request.operation == "release":
+                        self.api.documents.release(uow, subject, record, document_id)
+                    else:
+                        self.api.documents.withdraw(uow, subject, record, document_id)
+                    uow.commit()
+            else:
+                self._privacy(request, record, document_id)
         return self.read(
             replace(request, interaction=Interaction.READ, operation=None, method="GET")
         )
@@ -399,7 +430,8 @@ class BinaryHandler(ResourceHandler):
 
 
 class SubmissionSetHandler(ResourceHandler):
-    """ITI-66: the SubmissionSets of a record, as ``List`` resources."""
+    """ITI-66: the SubmissionSets of a record, as ``List`` resources: those of which the
+    caller sees a document, with those documents only."""
 
     resource_type = "List"
     interactions = frozenset({Interaction.READ, Interaction.VREAD, Interaction.SEARCH})
@@ -427,12 +459,10 @@ class SubmissionSetHandler(ResourceHandler):
     def read(self, request: FhirRequest) -> FhirResponse:
         subject, record = admitted_record(request)
         with self.api.unit_of_work() as uow:
-            row = DocumentStore(uow.directory.connection).submission_set(request.resource_id or "")
-            if row is None or row["patient_id"] != record.patient_id:
-                raise NotFound(f"List/{request.resource_id} is not known")
-            visible = self.api.documents.visible_among(uow, subject, record, row["document_ids"])
-        listed = [i for i in row["document_ids"] if i in visible]
-        body = submission_set_list(row, listed, request.base_url)
+            found = self.api.documents.submission_set(
+                uow, subject, record, request.resource_id or ""
+            )
+        body = submission_set_list(found.row, found.document_ids, request.base_url)
         return FhirResponse(200, body, patients=(record.patient_id,))
 
     def search(self, request: FhirRequest) -> FhirResponse:
@@ -446,20 +476,12 @@ class SubmissionSetHandler(ResourceHandler):
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
         with self.api.unit_of_work() as uow:
-            total, rows = DocumentStore(uow.directory.connection).submission_sets(
-                record.patient_id, offset=paging.offset, count=paging.count
+            total, found = self.api.documents.submission_sets(
+                uow, subject, record, offset=paging.offset, count=paging.count
             )
-            listed = [i for row in rows for i in row["document_ids"]]
-            visible_ids = self.api.documents.visible_among(uow, subject, record, listed)
         items = [
-            Stored(
-                row["id"],
-                1,
-                submission_set_list(
-                    row, [i for i in row["document_ids"] if i in visible_ids], request.base_url
-                ),
-            )
-            for row in rows
+            Stored(s.row["id"], 1, submission_set_list(s.row, s.document_ids, request.base_url))
+            for s in found
         ]
         body = sp.searchset(request, SearchResult(total, items), paging)
         return FhirResponse(200, body, patients=(record.patient_id,))

@@ -165,6 +165,9 @@ class AccessNeed:
     # A care event's proof found in the request itself (a presence code that is usable now);
     # the gate adds the proof it knows of the caller (a registered admission system).
     care_proof: CareProof | None = None
+    # What a refused caller is told instead of the engine's reason, when the request writes to
+    # the document it names: the state of a document they may not read is not theirs to learn.
+    refusal: str | None = None
 
 
 def reading(request: FhirRequest) -> Action:
