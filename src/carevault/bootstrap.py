@@ -200,7 +200,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         documents=documents,
         affinity=affinity,
     )
-    base = settings.public_base_url.rstrip("/")
+    base = settings.public_url
     fhir_base = base + "/fhir"
     tokens = TokenContext(
         key=TokenSigningKey.from_key_source(settings.key_source),
