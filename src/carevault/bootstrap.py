@@ -218,7 +218,9 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     )
     accounts = account_service(settings, engine, log)
     sessions = PortalSessions(lambda: UnitOfWork(engine), utc_now)
-    portal = portal_router(settings, accounts, sessions, log, api.unit_of_work, utc_now)
+    portal = portal_router(
+        settings, accounts, sessions, log, api.unit_of_work, utc_now, affinity=affinity
+    )
     oauth = oauth_router(
         lambda: UnitOfWork(engine),
         tokens,

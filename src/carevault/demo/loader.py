@@ -13,7 +13,7 @@ import secrets
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -245,11 +245,13 @@ def enrol_demo_patient(accounts: AccountService, patient: dict[str, Any]) -> Non
             continue  # a random draw that happens to look like a pattern: draw again
     query = urllib.parse.parse_qs(urllib.parse.urlparse(enrolment.totp_provisioning_uri).query)
     secret = query["secret"][0]
-    # Confirm with the previous 30-second step, so the current one is free for a sign-in.
-    earlier = datetime.now(UTC) - timedelta(seconds=30)
+    # Confirm with the previous 30-second step's code (still within the window), so that the
+    # current one is free for a sign-in. The confirmation happens, and is recorded, now: after
+    # the account's creation, as the patient's access history tells it.
+    now = datetime.now(UTC)
     totp = TotpAuthenticator()
     accounts.confirm_totp(
-        enrolment.account_id, totp.code_at(secret, totp.step_at(earlier)), now=earlier
+        enrolment.account_id, totp.code_at(secret, totp.step_at(now) - 1), now=now
     )
     patient["portal"] = {
         "login": DEMO_LOGIN,
