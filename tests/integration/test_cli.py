@@ -283,6 +283,19 @@ def test_demo_then_if_empty(ready: Cli) -> None:
     for professional in accounts["professionals"]:
         assert professional["practitioner_id"]
         assert professional["profession"]
+    # The demo patient's file says how to print a sign-in code with what the venv has.
+    portal = accounts["patients"][0]["portal"]
+    command = portal["how"].split(" with ", 1)[1]
+    assert "oathtool" not in portal["how"]
+    assert command.startswith(".venv/bin/python -c ")
+    code = subprocess.run(
+        [sys.executable, "-c", command.removeprefix(".venv/bin/python -c ").strip('"')],
+        capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    import pyotp
+
+    totp = pyotp.TOTP(portal["totp_secret"])
+    assert code.isdigit() and len(code) == 6
+    assert totp.verify(code, valid_window=1)
 
     again = ready.ok("demo", "--if-empty", "--patients", "50", "--professionals", "10")
 

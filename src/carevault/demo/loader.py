@@ -259,7 +259,8 @@ def enrol_demo_patient(accounts: AccountService, patient: dict[str, Any]) -> Non
         "totp_secret": secret,
         "totp_uri": enrolment.totp_provisioning_uri,
         "recovery_codes": list(enrolment.recovery_codes),
-        "how": "enter the secret in an authenticator app, or: oathtool --totp -b SECRET",
+        "how": "enter the secret in an authenticator app, or print the current code with "
+        f".venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{secret}').now())\"",
     }
 
 
