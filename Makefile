@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PATIENTS ?= 1000
 DEMO_PROFESSIONALS ?= 200
+# The port `make run` serves on (127.0.0.1); in dev, tokens, links and the demo file follow it.
+PORT ?= 8000
 export CAREVAULT_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 .PHONY: run install test lint typecheck pytest clean-var
@@ -20,8 +22,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/carevault init
 	$(BIN)/carevault pki init
-	$(BIN)/carevault demo --if-empty --patients $(DEMO_PATIENTS) --professionals $(DEMO_PROFESSIONALS)
-	$(BIN)/carevault serve
+	$(BIN)/carevault demo --if-empty --patients $(DEMO_PATIENTS) --professionals $(DEMO_PROFESSIONALS) \
+		--port $(PORT)
+	$(BIN)/carevault serve --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard bench)

@@ -4,6 +4,9 @@ Every test that asks for ``database_url`` runs twice, on SQLite and on PostgreSQ
 comes from ``CAREVAULT_TEST_DATABASE_URL`` (default: the local server); each test session
 creates its own database there and drops it at the end. Outside CI an unreachable PostgreSQL
 skips its half of the tests; under ``CI=true`` it fails them.
+
+At the end of every run, one block says which suites did not run for lack of something on this
+machine, and the ``apt-get install`` line that brings it all (`support.requirements`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ from carevault.bootstrap import Platform, build, directory_context
 from carevault.domain.audit import STREAMS
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
+from support.requirements import (  # the hooks: which suites did not run, and why
+    POSTGRESQL,
+    missing,
+    pytest_runtest_makereport,  # noqa: F401
+    pytest_terminal_summary,  # noqa: F401
+)
 from support.softhsm import softhsm  # noqa: F401  (a fixture, shared)
 from support.tokens import professional_token
 
@@ -42,9 +51,8 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI=true: {error}")
-        pytest.skip(f"PostgreSQL unavailable: {error}")
+        where = admin_url.render_as_string(hide_password=True)
+        missing(POSTGRESQL, f"{where} is unreachable ({str(error).strip().splitlines()[0]})")
     url = admin_url.set(database=name).render_as_string(hide_password=False)
     engine = connect(url)
     upgrade(engine)

@@ -200,7 +200,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         documents=documents,
         affinity=affinity,
     )
-    base = settings.public_base_url.rstrip("/")
+    base = settings.public_url
     fhir_base = base + "/fhir"
     tokens = TokenContext(
         key=TokenSigningKey.from_key_source(settings.key_source),
@@ -218,7 +218,9 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     )
     accounts = account_service(settings, engine, log)
     sessions = PortalSessions(lambda: UnitOfWork(engine), utc_now)
-    portal = portal_router(settings, accounts, sessions, log, api.unit_of_work, utc_now, api.policy)
+    portal = portal_router(
+        settings, accounts, sessions, log, api.unit_of_work, utc_now, api.policy, affinity=affinity
+    )
     oauth = oauth_router(
         lambda: UnitOfWork(engine),
         tokens,

@@ -4,14 +4,20 @@ Settings are an explicit object handed to `bootstrap`; nothing reads the environ
 time. `Settings.check_deployable` is where a non-development environment refuses defaults: a
 platform that would run in ``prod`` with the development key file or the development database
 must not start at all, and must say which setting is wrong.
+
+The public address (``CAREVAULT_PUBLIC_BASE_URL``: the issuer and token endpoint of the SMART
+configuration, every link the platform writes) is required outside ``dev``. In ``dev``, left
+unset, it is the address ``carevault serve`` listens on (`Settings.served_at`), so that
+``carevault serve --port 8100`` advertises ``http://127.0.0.1:8100``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carevault.domain.authorization import CareProof
@@ -20,7 +26,9 @@ Environment = Literal["dev", "integration", "preprod", "prod"]
 
 DEV_DATABASE_URL = "sqlite:///var/carevault.db"
 DEV_KEY_SOURCE = "file:var/carevault.key"
-DEV_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+DEV_HOST = "127.0.0.1"
+DEV_PORT = 8000
+DEV_PUBLIC_BASE_URL = f"http://{DEV_HOST}:{DEV_PORT}"
 
 
 class ConfigurationError(Exception):
@@ -38,7 +46,11 @@ class Settings(BaseSettings):
         default=DEV_KEY_SOURCE,
         description="Where keys live: 'file:PATH' (a 0600 key file) or, later, 'pkcs11:…'.",
     )
-    public_base_url: str = DEV_PUBLIC_BASE_URL
+    public_base_url: str | None = Field(
+        default=None,
+        description="The address clients use (issuer, token endpoint, links). Required outside "
+        "dev; in dev, unset means the address `carevault serve` listens on.",
+    )
     national_id_system: str = "https://carevault.lu/fhir/sid/matricule"
     professional_id_system: str = "https://carevault.lu/fhir/sid/hpd"
     organization_id_system: str = "https://carevault.lu/fhir/sid/organization"
@@ -127,6 +139,31 @@ class Settings(BaseSettings):
             return frozenset(CareProof)
         return frozenset({CareProof(self.care_event_proof)})
 
+    @field_validator("public_base_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # ``CAREVAULT_PUBLIC_BASE_URL=`` (set but empty) means unset, not the empty address.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def public_url(self) -> str:
+        """The public address without a trailing slash: the one set, or in ``dev`` the default
+        address of ``carevault serve`` (`served_at` puts the address really served here)."""
+        if self.public_base_url is None:
+            if self.environment != "dev":
+                raise ConfigurationError(_MISSING_PUBLIC_URL.format(env=self.environment))
+            return DEV_PUBLIC_BASE_URL
+        return self.public_base_url.rstrip("/")
+
+    def served_at(self, host: str, port: int) -> Settings:
+        """These settings for a server listening on ``host:port``: in ``dev`` without an
+        explicit public address, clients are told that address (a wildcard address is reached
+        through the loopback one). Anything set explicitly, and every other environment, is
+        kept as it is."""
+        if self.public_base_url is not None or self.environment != "dev":
+            return self
+        return self.model_copy(update={"public_base_url": local_url(host, port)})
+
     def check_deployable(self) -> None:
         """Refuse development defaults anywhere but ``dev``; say which setting is at fault."""
         if self.environment == "dev":
@@ -143,7 +180,9 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 f"CAREVAULT_DATABASE_URL is the development default; set the '{env}' database"
             )
-        if self.public_base_url == DEV_PUBLIC_BASE_URL:
+        if self.public_base_url is None:
+            raise ConfigurationError(_MISSING_PUBLIC_URL.format(env=env))
+        if self.public_base_url.rstrip("/") == DEV_PUBLIC_BASE_URL:
             raise ConfigurationError(
                 f"CAREVAULT_PUBLIC_BASE_URL is the development default; set the '{env}' address"
             )
@@ -151,3 +190,21 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 "CAREVAULT_PUBLIC_BASE_URL must be https:// outside dev (got a plain address)"
             )
+
+
+_MISSING_PUBLIC_URL = (
+    "CAREVAULT_PUBLIC_BASE_URL is not set; set the address clients use in the '{env}' "
+    "environment (https://…)"
+)
+
+
+def local_url(host: str, port: int) -> str:
+    """The ``http://`` address of a server listening on ``host:port`` of this machine."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"http://{host}:{port}"  # a host name
+    if address.is_unspecified:  # 0.0.0.0 or "::" listens on every interface, loopback too
+        address = ipaddress.ip_address("::1" if address.version == 6 else DEV_HOST)
+    shown = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{shown}:{port}"

@@ -1,13 +1,13 @@
 """The portal in a real browser (Debian's Chromium driven by Playwright), against a real server.
 
 Playwright's own browser downloads are never used: the system Chromium is launched by path.
-Without it the tests skip, except under ``CI=true`` where a missing browser is a failure.
+Without it the tests skip, except under ``CI=true`` where a missing browser is a failure
+(`support.requirements`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -19,11 +19,12 @@ import httpx
 import pyotp
 import pytest
 
+from support.requirements import CHROMIUM, CHROMIUM_BROWSER, PLAYWRIGHT, require
+
 from .conftest import CAREVAULT, carevault_env
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -37,12 +38,8 @@ TIMEOUT_MS = 30_000
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"a browser is required under CI=true: {message}")
-        pytest.skip(message)
-    sync_api = pytest.importorskip("playwright.sync_api")
+    require(CHROMIUM_BROWSER, PLAYWRIGHT)
+    from playwright import sync_api
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

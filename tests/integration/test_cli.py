@@ -333,6 +333,19 @@ def test_demo_then_if_empty(ready: Cli) -> None:
     for professional in accounts["professionals"]:
         assert professional["practitioner_id"]
         assert professional["profession"]
+    # The demo patient's file says how to print a sign-in code with what the venv has.
+    portal = accounts["patients"][0]["portal"]
+    command = portal["how"].split(" with ", 1)[1]
+    assert "oathtool" not in portal["how"]
+    assert command.startswith(".venv/bin/python -c ")
+    code = subprocess.run(
+        [sys.executable, "-c", command.removeprefix(".venv/bin/python -c ").strip('"')],
+        capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    import pyotp
+
+    totp = pyotp.TOTP(portal["totp_secret"])
+    assert code.isdigit() and len(code) == 6
+    assert totp.verify(code, valid_window=1)
 
     again = ready.ok("demo", "--if-empty", "--patients", "50", "--professionals", "10")
 
@@ -343,6 +356,46 @@ def test_demo_then_if_empty(ready: Cli) -> None:
     assert refused.returncode == 1
     assert "already loaded" in refused.stdout + refused.stderr
     assert ready.json("directory", "list", "patients")["total"] == 50
+
+
+def _links(accounts: dict[str, Any]) -> list[str]:
+    people = accounts["patients"] + accounts["professionals"]
+    found = [url for person in people for url in person["try"]]
+    found += [p["portal"]["sign_in"] for p in accounts["patients"] if "portal" in p]
+    return found
+
+
+def test_demo_links_use_the_port_served(ready: Cli) -> None:
+    """In dev without CAREVAULT_PUBLIC_BASE_URL, `demo --port` (as `make run PORT=…` passes
+    it) writes the accounts file's links with that port; loaded again for another port, the
+    existing file's links follow; a public address that is set wins."""
+    del ready.env["CAREVAULT_PUBLIC_BASE_URL"]
+    accounts_file = ready.workdir / "var" / "demo-accounts.json"
+
+    ready.ok("demo", "--patients", "20", "--professionals", "5", "--port", "8100")
+
+    first = json.loads(accounts_file.read_text("utf-8"))
+    links = _links(first)
+    assert any(p.get("portal") for p in first["patients"])  # the sign-in page is among them
+    assert len(links) >= 2 * (len(first["patients"]) + len(first["professionals"])) + 1
+    assert all(link.startswith("http://127.0.0.1:8100/") for link in links), links
+
+    again = ready.ok("demo", "--if-empty", "--patients", "20", "--professionals", "5",
+                     "--port", "8200")
+    assert "already loaded" in again.stdout
+    second = json.loads(accounts_file.read_text("utf-8"))
+    assert all(link.startswith("http://127.0.0.1:8200/") for link in _links(second))
+    assert [link.split(":8200", 1)[1] for link in _links(second)] == [
+        link.split(":8100", 1)[1] for link in links]
+    assert second["patients"][0]["portal"]["password"] == first["patients"][0]["portal"][
+        "password"]  # the same people: only the links moved
+    assert stat.S_IMODE(accounts_file.stat().st_mode) == 0o600
+
+    ready.env["CAREVAULT_PUBLIC_BASE_URL"] = "https://carevault.example.lu/"
+    ready.ok("demo", "--if-empty", "--port", "8300")
+    third = json.loads(accounts_file.read_text("utf-8"))
+    assert all(link.startswith("https://carevault.example.lu/") for link in _links(third))
+    assert not any("//carevault.example.lu//" in link for link in _links(third))
 
 
 # --- help ------------------------------------------------------------------------------------

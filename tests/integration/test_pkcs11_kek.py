@@ -6,7 +6,7 @@ module is initialized, so the fixture re-initializes the module for every test; 
 previous test are closed by then.
 
 Without SoftHSM2 (``apt-get install softhsm2``) the HSM tests are skipped, except under
-``CI=true``, where they fail.
+``CI=true``, where they fail (`support.requirements`).
 """
 
 from __future__ import annotations

@@ -331,7 +331,7 @@ def test_a_delegation_needs_the_patients_leave_and_ends_with_the_delegators_gran
         platform: Platform, client: TestClient, record: tuple[str, dict[str, str]]) -> None:
     from datetime import UTC, datetime, timedelta
 
-    patient_id, _ = record
+    patient_id, mine = record
     cardio = Pro(platform, "HP-DELEGATOR", "Cardio")
     colleague = Pro(platform, "HP-DELEGATE", "Locum")
     me = Actor(Subject(SubjectKind.PATIENT, patient_id), f"Patient/{patient_id}")
@@ -345,6 +345,13 @@ def test_a_delegation_needs_the_patients_leave_and_ends_with_the_delegators_gran
     platform.policy.allow_delegation(me, patient_id, True)
     platform.policy.delegate(doctor, patient_id, colleague.id, GrantLevel.EXTENDED, week)
     assert search_encounters(client, colleague.headers, patient_id).status_code == 200
+    # The patient's history says for how long.
+    texts = [next(p["valueString"] for p in e["part"] if p["name"] == "text") for e in client.get(
+        f"/fhir/Patient/{patient_id}/$access-history", headers=mine,
+        params={"_count": "100"}).json()["parameter"] if e["name"] == "entry"]
+    until = f"until {week.day} {week:%B} {week.year} at {week:%H:%M} UTC"
+    assert any("passed their access to your record on to a colleague " + until in t
+               for t in texts), texts
     # The delegator's access ends, and the delegate's with it.
     platform.policy.revoke_grant(me, patient_id, grant.id)
     assert search_encounters(client, colleague.headers, patient_id).status_code == 403

@@ -13,8 +13,9 @@ permitted peer, into the same files.
 ``start()`` runs ``rsyslogd -n -f <conf> -i <pidfile>`` and waits until the ports listen;
 ``stop()`` sends SIGTERM and waits for the exit; ``start()`` again reuses the same ports and
 certificates, and the files received so far stay. ``received_lines()`` reads what rsyslog
-wrote. A machine without ``rsyslogd`` (or, for ``relp=True``, without ``imrelp``) skips the
-test, except under ``CI=true`` where that is a failure.
+wrote. A machine without ``rsyslogd`` or its TLS driver (packages ``rsyslog``,
+``rsyslog-gnutls``), or for ``relp=True`` without ``imrelp`` (``rsyslog-relp``), skips the
+test, except under ``CI=true`` where that is a failure (`support.requirements`).
 
 The main queue is ``Direct``: the input thread itself runs the file action, so a message read
 from a connection is written to the file before the next data from that connection is read.
@@ -24,8 +25,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,7 +33,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -42,14 +40,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from carevault.adapters.syslog.relp_sender import RelpSender
 from carevault.adapters.syslog.tls_sender import TlsSyslogSender
+from support.requirements import RSYSLOG, RSYSLOG_GNUTLS, RSYSLOG_RELP, find_rsyslogd, require
 
-RSYSLOGD_CANDIDATES = ("/usr/sbin/rsyslogd", "/sbin/rsyslogd")
-IMRELP_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/rsyslog/imrelp.so",
-    "/usr/lib/aarch64-linux-gnu/rsyslog/imrelp.so",
-    "/usr/lib/rsyslog/imrelp.so",
-    "/usr/lib64/rsyslog/imrelp.so",
-)
 START_SECONDS = 20.0
 STOP_SECONDS = 20.0
 PERMITTED_CLIENT = "carevault-exporter"
@@ -57,32 +49,13 @@ UNPERMITTED_CLIENT = "intruder"
 SERVER_NAME = "localhost"
 
 
-def find_rsyslogd() -> str | None:
-    found = shutil.which("rsyslogd")
-    if found:
-        return found
-    return next((path for path in RSYSLOGD_CANDIDATES if os.access(path, os.X_OK)), None)
-
-
 def require_rsyslogd() -> str:
-    """The rsyslogd binary; skips the test when it is missing, fails under ``CI=true``."""
+    """The rsyslogd binary, with its TLS driver; skips the test when either is missing, fails
+    it under ``CI=true`` (`support.requirements`)."""
+    require(RSYSLOG, RSYSLOG_GNUTLS)
     binary = find_rsyslogd()
-    if binary is None:
-        message = "rsyslogd is not installed (apt-get install -y rsyslog rsyslog-gnutls)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}: required under CI=true")
-        pytest.skip(message)
+    assert binary is not None
     return binary
-
-
-def require_imrelp() -> None:
-    """Skip the test when rsyslog's RELP input is missing; fail under ``CI=true``."""
-    if any(os.path.exists(path) for path in IMRELP_CANDIDATES):
-        return
-    message = "rsyslog's imrelp is not installed (apt-get install -y rsyslog-relp)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}: required under CI=true")
-    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -296,7 +269,7 @@ class RsyslogServer:
     ) -> None:
         self.binary = binary or require_rsyslogd()
         if relp:
-            require_imrelp()
+            require(RSYSLOG_RELP)
         self.relp = relp
         self.workdir = workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)

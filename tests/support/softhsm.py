@@ -1,13 +1,11 @@
 """A private SoftHSM2 token for a test (selected with ``SOFTHSM2_CONF``).
 
-Without SoftHSM2 (``apt-get install softhsm2``) the HSM tests are skipped, except under
-``CI=true``, where they fail.
+Without SoftHSM2 the HSM tests are skipped, except under ``CI=true``, where they fail
+(`support.requirements`).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,8 @@ from pathlib import Path
 import pkcs11
 import pytest
 
-SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+from support.requirements import SOFTHSM2, SOFTHSM_MODULE, require
+
 TOKEN = "carevault-test"
 PIN = "2468-1357"
 SO_PIN = "87654321"
@@ -28,27 +27,9 @@ class SoftHsm:
     conf: Path
 
 
-def _require_softhsm() -> None:
-    missing = [
-        name
-        for name, present in (
-            ("softhsm2-util", shutil.which("softhsm2-util") is not None),
-            (str(SOFTHSM_MODULE), SOFTHSM_MODULE.exists()),
-        )
-        if not present
-    ]
-    if missing:
-        reason = (
-            f"SoftHSM2 is not installed ({', '.join(missing)} missing): apt-get install softhsm2"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; it is required under CI=true")
-        pytest.skip(reason)
-
-
 @pytest.fixture
 def softhsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsm:
-    _require_softhsm()
+    require(SOFTHSM2)
     tokens = tmp_path / "softhsm-tokens"
     tokens.mkdir()
     conf = tmp_path / "softhsm2.conf"

@@ -20,8 +20,6 @@ them (see :func:`openssl_binary`).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -29,36 +27,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from carevault.adapters.timestamping import TimestampError
+from support.requirements import OPENSSL_TS, openssl_path, require
 
-OPENSSL = "/usr/bin/openssl"
 OPENSSL_TIMEOUT_SECONDS = 30.0
 TSA_POLICY_OID = "1.3.6.1.4.1.55555.1.1"  # a private test policy: no meaning outside these tests
 
 
 def openssl_binary() -> str:
     """The ``openssl`` command, with ``ts``; skip the test if absent (fail it under CI=true)."""
-    path = OPENSSL if Path(OPENSSL).is_file() else shutil.which("openssl")
-    problem: str | None = None
-    if path is None:
-        problem = "the openssl command is not installed"
-    else:
-        probe = subprocess.run(
-            [path, "ts", "-help"], capture_output=True, timeout=OPENSSL_TIMEOUT_SECONDS,
-            check=False,
-        )
-        if probe.returncode != 0:
-            problem = f"{path} has no working 'ts' subcommand"
-    if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"openssl is required under CI=true: {problem}")
-        pytest.skip(problem)
+    require(OPENSSL_TS)
+    path = openssl_path()
     assert path is not None
     return path
 

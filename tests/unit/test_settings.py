@@ -1,4 +1,5 @@
-"""Tests for `Settings.check_deployable`: development defaults are refused outside dev."""
+"""Tests for `Settings.check_deployable`: development defaults are refused outside dev; and for
+the public address, which in dev follows the address served unless it is set."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def test_defaults_are_the_development_ones() -> None:
     assert settings.environment == "dev"
     assert settings.key_source == DEV_KEY_SOURCE
     assert settings.database_url == DEV_DATABASE_URL
-    assert settings.public_base_url == DEV_PUBLIC_BASE_URL
+    assert settings.public_base_url is None
+    assert settings.public_url == DEV_PUBLIC_BASE_URL
 
 
 def test_dev_accepts_the_defaults() -> None:
@@ -80,6 +82,57 @@ def test_default_public_url_is_refused(environment: str) -> None:
     settings = make(environment=environment, **{**GOOD, "public_base_url": DEV_PUBLIC_BASE_URL})
     with pytest.raises(ConfigurationError, match="CAREVAULT_PUBLIC_BASE_URL"):
         settings.check_deployable()
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+@pytest.mark.parametrize("unset", [None, "", "  "])
+def test_an_unset_public_url_is_refused(environment: str, unset: str | None) -> None:
+    """Outside dev the public address is required: nothing derives it from the address the
+    server listens on (behind a proxy, that is not what clients use)."""
+    settings = make(environment=environment, **{**GOOD, "public_base_url": unset})
+    assert settings.served_at("127.0.0.1", 8100).public_base_url is None
+    with pytest.raises(ConfigurationError, match="CAREVAULT_PUBLIC_BASE_URL is not set") as caught:
+        settings.served_at("127.0.0.1", 8100).check_deployable()
+    assert environment in str(caught.value)
+    with pytest.raises(ConfigurationError, match="CAREVAULT_PUBLIC_BASE_URL"):
+        _ = settings.public_url
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+def test_the_development_default_is_refused_even_with_a_slash(environment: str) -> None:
+    slash = DEV_PUBLIC_BASE_URL + "/"
+    settings = make(environment=environment, **{**GOOD, "public_base_url": slash})
+    with pytest.raises(ConfigurationError, match="development default"):
+        settings.check_deployable()
+
+
+@pytest.mark.parametrize(("host", "port", "expected"), [
+    ("127.0.0.1", 8100, "http://127.0.0.1:8100"),
+    ("0.0.0.0", 8100, "http://127.0.0.1:8100"),  # every interface: the loopback one too
+    ("::", 8443, "http://[::1]:8443"),
+    ("::1", 9000, "http://[::1]:9000"),
+    ("10.0.0.5", 8000, "http://10.0.0.5:8000"),
+    ("localhost", 8001, "http://localhost:8001"),
+])
+def test_in_dev_an_unset_public_url_follows_the_address_served(
+        host: str, port: int, expected: str) -> None:
+    served = make(environment="dev").served_at(host, port)
+    assert served.public_url == expected
+    served.check_deployable()
+
+
+def test_in_dev_a_public_url_that_is_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAREVAULT_PUBLIC_BASE_URL", "https://proxy.example.lu/")
+    assert make().served_at("127.0.0.1", 8100).public_url == "https://proxy.example.lu"
+    monkeypatch.setenv("CAREVAULT_PUBLIC_BASE_URL", "")  # set but empty: unset
+    assert make().served_at("127.0.0.1", 8100).public_url == "http://127.0.0.1:8100"
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+def test_outside_dev_the_public_url_set_is_kept(environment: str) -> None:
+    settings = make(environment=environment, **GOOD).served_at("127.0.0.1", 8100)
+    assert settings.public_url == GOOD["public_base_url"]
+    settings.check_deployable()
 
 
 @pytest.mark.parametrize("environment", DEPLOYED)

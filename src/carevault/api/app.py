@@ -305,7 +305,7 @@ def create_app(
         openapi_url=None,
         lifespan=lambda _app: _lifespan_with(log, settings, housekeeping),
     )
-    fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
+    fhir_base = settings.public_url + "/fhir"
 
     app.add_middleware(TokensNotInUrls)
     app.add_middleware(SecurityHeaders, strict_transport=settings.environment != "dev")

@@ -14,9 +14,11 @@ the environment's settings through the application factory.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import socket
 import threading
+from collections.abc import Mapping
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -25,14 +27,24 @@ STOP_SECONDS = 30.0
 
 
 def serve_processes(
-    app: str, host: str, port: int, workers: int, *, log_level: str = "info"
+    app: str,
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    log_level: str = "info",
+    environment: Mapping[str, str] | None = None,
 ) -> None:
-    """Run ``workers`` processes serving the ASGI factory ``app`` ("module:function")."""
+    """Run ``workers`` processes serving the ASGI factory ``app`` ("module:function"), each
+    with ``environment`` added to its own (what the supervisor resolved for them)."""
     spawn = multiprocessing.get_context("spawn")
     stopping = threading.Event()
+    extra = dict(environment or {})
 
     def start() -> BaseProcess:
-        process = spawn.Process(target=_worker, args=(app, host, port, log_level), daemon=False)
+        process = spawn.Process(
+            target=_worker, args=(app, host, port, log_level, extra), daemon=False
+        )
         process.start()
         return process
 
@@ -71,8 +83,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(app: str, host: str, port: int, log_level: str) -> None:  # pragma: no cover
+def _worker(
+    app: str, host: str, port: int, log_level: str, environment: dict[str, str]
+) -> None:  # pragma: no cover
     import uvicorn  # in the worker process
+
+    os.environ.update(environment)  # this process's own environment, read by the factory
 
     sock = listening_socket(host, port)
     config = uvicorn.Config(

@@ -36,7 +36,7 @@ from carevault.domain.errors import CareVaultError
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
 from carevault.services import pki
-from carevault.settings import ConfigurationError, Settings
+from carevault.settings import DEV_HOST, DEV_PORT, ConfigurationError, Settings
 
 app = typer.Typer(
     help="Operate a CareVault platform.",
@@ -98,11 +98,30 @@ def db_upgrade() -> None:
     typer.echo("database schema: up to date")
 
 
+# Where `serve` listens; in dev without CAREVAULT_PUBLIC_BASE_URL, also what clients are told.
+HostOption = Annotated[
+    str,
+    typer.Option(
+        help="Address to listen on (in dev without CAREVAULT_PUBLIC_BASE_URL, the public "
+        "address follows it)."
+    ),
+]
+PortOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=65535,
+        help="Port to listen on (in dev without CAREVAULT_PUBLIC_BASE_URL, the public "
+        "address follows it).",
+    ),
+]
+
+
 @app.command()
 @friendly
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: HostOption = DEV_HOST,
+    port: PortOption = DEV_PORT,
     workers: Annotated[
         int | None,
         typer.Option(min=1, max=64, help="Server processes (default CAREVAULT_WORKERS, 1)."),
@@ -113,7 +132,7 @@ def serve(
 
     from carevault.bootstrap import build
 
-    config = _settings()
+    config = _settings().served_at(host, port)
     platform = build(config)
     loaded = platform.policy.matrix
     # Every start records the profile matrix in force: a change of who sees what is in the
@@ -124,6 +143,9 @@ def serve(
         {"version": loaded.version, "sha256": matrix_digest(loaded)},
     )
     processes = workers or config.workers
+    typer.echo(
+        f"CareVault: the FHIR API at {config.public_url}/fhir, the portal at {config.public_url}/"
+    )
     if processes == 1:
         uvicorn.run(
             platform.app,
@@ -141,7 +163,15 @@ def serve(
         listening_socket(host, port).close()  # a port in use is refused here, readably
     except OSError as error:
         raise ConfigurationError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    serve_processes("carevault.api.asgi:application", host, port, processes)
+    # The workers read their settings from the environment: they are told the public
+    # address resolved here, so that all of them advertise the same one.
+    serve_processes(
+        "carevault.api.asgi:application",
+        host,
+        port,
+        processes,
+        environment={"CAREVAULT_PUBLIC_BASE_URL": config.public_url},
+    )
 
 
 @app.command()
@@ -154,11 +184,18 @@ def demo(
     accounts: Annotated[Path, typer.Option(help="Where to describe the demo people.")] = Path(
         "var/demo-accounts.json"
     ),
+    host: HostOption = DEV_HOST,
+    port: PortOption = DEV_PORT,
 ) -> None:
-    """Load synthetic, reproducible Luxembourg-like directories."""
+    """Load synthetic, reproducible Luxembourg-like directories.
+
+    The links written into the accounts file use the public address: give --host and --port
+    as to `carevault serve`. When the data is already loaded, the links of an existing
+    accounts file are pointed at that address again."""
     from carevault.demo import loader
 
-    settings = _settings()
+    settings = _settings().served_at(host, port)
+    public_url = settings.public_url
     unit_of_work = context.audited_units(
         settings,
         "demo load",
@@ -166,6 +203,8 @@ def demo(
     )
     if loader.demo_loaded(unit_of_work):
         typer.echo("demo data is already loaded")
+        if loader.relink_accounts(accounts, public_url):
+            typer.echo(f"the links in {accounts} use {public_url}")
         if if_empty:
             return
         raise typer.Exit(1)
@@ -193,11 +232,7 @@ def demo(
     if summary.accounts["patients"]:
         engine = context.engine_for(settings.database_url)
         service = account_service(settings, engine, context.log_for(settings))
-        loader.enrol_demo_patient(
-            service,
-            summary.accounts["patients"][0],
-            settings.public_base_url.rstrip("/") + "/login",
-        )
+        loader.enrol_demo_patient(service, summary.accounts["patients"][0])
     physicians = [p for p in summary.accounts["professionals"] if p["profession"] == "physician"]
     if physicians:
         pki_ctx = pki.PkiContext(
@@ -214,7 +249,7 @@ def demo(
                 settings, physicians[0], summary.accounts["patients"][0], card
             )
             typer.echo(f"published {published} signed documents to the demo patient's record")
-    loader.write_accounts(accounts, summary, settings.public_base_url.rstrip("/") + "/fhir")
+    loader.write_accounts(accounts, summary, public_url)
     typer.echo(
         f"loaded {summary.organizations} organizations, {summary.practitioners} "
         f"professionals, {summary.patients} patients; demo people in {accounts}"

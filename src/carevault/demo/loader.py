@@ -13,7 +13,7 @@ import secrets
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -192,49 +192,70 @@ def load(
     return DemoSummary(*counts, accounts=accounts)
 
 
-def write_accounts(path: Path, summary: DemoSummary, fhir_base: str) -> None:
-    """Describe the demo people a newcomer can try, with ready-made queries."""
+def write_accounts(path: Path, summary: DemoSummary, public_url: str) -> None:
+    """Describe the demo people a newcomer can try, with ready-made queries on ``public_url``
+    (the platform's public address)."""
     accounts = dict(summary.accounts)
+    _link(accounts, public_url)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)  # it holds the demo patient's password
+    _write(
+        path,
+        {
+            "note": "Synthetic people: no real person is described here.",
+            "counts": {
+                "organizations": summary.organizations,
+                "practitioners": summary.practitioners,
+                "patients": summary.patients,
+            },
+            **accounts,
+        },
+    )
+
+
+def relink_accounts(path: Path, public_url: str) -> bool:
+    """Point the links of an existing accounts file at ``public_url`` (the demo data is loaded
+    once, the platform may be served elsewhere later); False when there is no such file."""
+    try:
+        described = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    _link(described, public_url)
+    _write(path, described)
+    return True
+
+
+def _link(accounts: dict[str, Any], public_url: str) -> None:
+    """The ``try`` queries of each person and the demo patient's sign-in page."""
+    fhir_base = f"{public_url}/fhir"
     for patient in accounts["patients"]:
         family = patient["name"].split()[-1]
         patient["try"] = [
             f"{fhir_base}/Patient?family={family}",
             f"{fhir_base}/Patient/{patient['patient_id']}",
         ]
+        if "portal" in patient:
+            patient["portal"]["sign_in"] = f"{public_url}/login"
     for professional in accounts["professionals"]:
         professional["try"] = [
             f"{fhir_base}/PractitionerRole?role={professional['profession']}"
             "&_include=PractitionerRole:practitioner",
             f"{fhir_base}/Practitioner/{professional['practitioner_id']}",
         ]
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)  # it holds the demo patient's password
-    path.write_text(
-        json.dumps(
-            {
-                "note": "Synthetic people: no real person is described here.",
-                "counts": {
-                    "organizations": summary.organizations,
-                    "practitioners": summary.practitioners,
-                    "patients": summary.patients,
-                },
-                **accounts,
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+
+
+def _write(path: Path, described: dict[str, Any]) -> None:
+    path.write_text(json.dumps(described, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 DEMO_LOGIN = "demo.patient@carevault.test"
 
 
-def enrol_demo_patient(accounts: AccountService, patient: dict[str, Any], portal_url: str) -> None:
+def enrol_demo_patient(accounts: AccountService, patient: dict[str, Any]) -> None:
     """Give the first demo patient a portal account a newcomer can sign in with: a random
-    password and a TOTP secret, written (with the recovery codes) into the accounts file."""
+    password and a TOTP secret, written (with the recovery codes) into the accounts file (with
+    the sign-in page, by `write_accounts`)."""
     while True:
         password = secrets.token_urlsafe(12)
         try:
@@ -246,20 +267,22 @@ def enrol_demo_patient(accounts: AccountService, patient: dict[str, Any], portal
             continue  # a random draw that happens to look like a pattern: draw again
     query = urllib.parse.parse_qs(urllib.parse.urlparse(enrolment.totp_provisioning_uri).query)
     secret = query["secret"][0]
-    # Confirm with the previous 30-second step, so the current one is free for a sign-in.
-    earlier = datetime.now(UTC) - timedelta(seconds=30)
+    # Confirm with the previous 30-second step's code (still within the window), so that the
+    # current one is free for a sign-in. The confirmation happens, and is recorded, now: after
+    # the account's creation, as the patient's access history tells it.
+    now = datetime.now(UTC)
     totp = TotpAuthenticator()
     accounts.confirm_totp(
-        enrolment.account_id, totp.code_at(secret, totp.step_at(earlier)), now=earlier
+        enrolment.account_id, totp.code_at(secret, totp.step_at(now) - 1), now=now
     )
     patient["portal"] = {
-        "sign_in": portal_url,
         "login": DEMO_LOGIN,
         "password": password,
         "totp_secret": secret,
         "totp_uri": enrolment.totp_provisioning_uri,
         "recovery_codes": list(enrolment.recovery_codes),
-        "how": "enter the secret in an authenticator app, or: oathtool --totp -b SECRET",
+        "how": "enter the secret in an authenticator app, or print the current code with "
+        f".venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{secret}').now())\"",
     }
 
 

@@ -1,16 +1,24 @@
 """An audit entry told in plain words, for the patient it concerns (English and French).
 
-"Dr X, Hospital Y, read your lab report, 12 March 10:42, emergency access: reason …". Names of
-people and organizations are looked up by the caller and passed in ``names``; an entry whose
-actor is not identified says so rather than guessing.
+"Dr X, Hospital Y read your document “Laboratory report”, on 12 March 2026 at 10:42 UTC,
+emergency access: reason …". Names of people and organizations are looked up by the caller
+and passed in ``names``; what may be said of a document (the display of its type, from the
+affinity domain) in ``documents``. An entry whose actor is not identified says so rather than
+guessing, and an account is never shown by its identifier: the patient's own account is "You",
+a representative's "Your representative".
+
+Entries are told one by one, in the order of the log: the caller lists them by leaf index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
-from carevault.domain.audit import AuditRecord
+from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE, ACTION_UPDATE, AuditRecord
+
+LANGUAGES = ("en", "fr")
 
 _MONTHS = {
     "en": [
@@ -43,6 +51,18 @@ _MONTHS = {
     ],
 }
 
+
+@dataclass(frozen=True)
+class DocumentLabel:
+    """What the history may say of one document: the display of its type in the reader's
+    language, and whether it is its author's signature of another document (which carries the
+    signed document's codes). The caller gives a label only for a document the patient may see
+    (not one held until its author releases it): the words go to the patient alone."""
+
+    kind: str
+    signature: bool = False
+
+
 _VERBS = {
     "en": {
         "read": "read",
@@ -70,14 +90,26 @@ _VERBS = {
     },
 }
 
-_TRIED = {"en": "tried to open", "fr": "a tenté d'ouvrir"}
-_REFUSED = {"en": "and was refused", "fr": "et en a été empêché"}
+# What a refusal says, by the kind of thing asked for: to see, to add, to change. The French
+# forms take a direct object (no "à le" to contract).
+_REFUSED = {
+    "en": {
+        "read": "was refused access to",
+        "add": "was refused permission to add",
+        "change": "was refused permission to change",
+    },
+    "fr": {
+        "read": "s'est vu refuser de consulter",
+        "add": "s'est vu refuser d'ajouter",
+        "change": "s'est vu refuser de modifier",
+    },
+}
 
 _WHAT = {
     "en": {
         "Patient": "your identity record",
         "DocumentReference": "a document of your record",
-        "Binary": "a document of your record",
+        "Binary": "the content of a document of your record",
         "AuditEvent": "your access history",
         "Consent": "your access settings",
         "Bundle": "documents to your record",
@@ -88,7 +120,7 @@ _WHAT = {
     "fr": {
         "Patient": "votre fiche d'identité",
         "DocumentReference": "un document de votre dossier",
-        "Binary": "un document de votre dossier",
+        "Binary": "le contenu d'un document de votre dossier",
         "AuditEvent": "votre historique d'accès",
         "Consent": "vos réglages d'accès",
         "Bundle": "des documents à votre dossier",
@@ -98,26 +130,109 @@ _WHAT = {
     },
 }
 
+# A document the history may name.
+_DOCUMENT = {
+    "en": {
+        "DocumentReference": "your document “{kind}”",
+        "Binary": "the content of your document “{kind}”",
+        "signature": "the author's signature of your document “{kind}”",
+    },
+    "fr": {
+        "DocumentReference": "votre document « {kind} »",
+        "Binary": "le contenu de votre document « {kind} »",
+        "signature": "la signature par son auteur de votre document « {kind} »",
+    },
+}
+
+# FHIR operations on a patient: what was done, and what was refused.
+_OPERATIONS = {
+    "en": {
+        "$access-history": (
+            "viewed your access history",
+            "was refused access to your access history",
+        ),
+        "$emergency-access": (
+            "declared an emergency to open your record",
+            "was refused an emergency access to your record",
+        ),
+        "$explain": (
+            "asked why a professional may or may not see your record",
+            "was refused an explanation of who may see your record",
+        ),
+        "$ihe-pix": ("looked up your identifiers", "was refused a look-up of your identifiers"),
+        "$merge": (
+            "merged your identity record with another one",
+            "was refused the merge of your identity record",
+        ),
+        "$unmerge": (
+            "undid a merge of your identity record",
+            "was refused undoing a merge of your identity record",
+        ),
+    },
+    "fr": {
+        "$access-history": (
+            "a consulté votre historique d'accès",
+            "s'est vu refuser de consulter votre historique d'accès",
+        ),
+        "$emergency-access": (
+            "a déclaré une urgence pour ouvrir votre dossier",
+            "s'est vu refuser un accès d'urgence à votre dossier",
+        ),
+        "$explain": (
+            "a demandé pourquoi un professionnel peut ou non voir votre dossier",
+            "s'est vu refuser l'explication des accès à votre dossier",
+        ),
+        "$ihe-pix": (
+            "a recherché vos identifiants",
+            "s'est vu refuser la recherche de vos identifiants",
+        ),
+        "$merge": (
+            "a fusionné votre fiche d'identité avec une autre",
+            "s'est vu refuser la fusion de votre fiche d'identité",
+        ),
+        "$unmerge": (
+            "a annulé une fusion de votre fiche d'identité",
+            "s'est vu refuser l'annulation d'une fusion de votre fiche d'identité",
+        ),
+    },
+}
+
 _UNKNOWN_ACTOR = {"en": "An unidentified system", "fr": "Un système non identifié"}
 _FROM = {"en": "from", "fr": "depuis"}
 _EMERGENCY = {"en": "emergency access", "fr": "accès d'urgence"}
 _REASON = {"en": "reason", "fr": "motif"}
 _ON_BEHALF = {"en": "on behalf of", "fr": "pour le compte de"}
+_UNTIL = {"en": "until", "fr": "jusqu'au"}
+_NO_END = {"en": "with no end date", "fr": "sans date de fin"}
+
+
+def moment(recorded: str, language: str) -> str:
+    """A date and time as a patient reads it: "12 March 2026 at 10:42 UTC"."""
+    at = datetime.fromisoformat(recorded.replace("Z", "+00:00"))
+    month = _MONTHS[language][at.month - 1]
+    joiner = "à" if language == "fr" else "at"
+    return f"{at.day} {month} {at.year} {joiner} {at:%H:%M} UTC"
 
 
 def when(recorded: str, language: str) -> str:
-    moment = datetime.fromisoformat(recorded.replace("Z", "+00:00"))
-    month = _MONTHS[language][moment.month - 1]
-    if language == "fr":
-        return f"le {moment.day} {month} {moment.year} à {moment:%H:%M} UTC"
-    return f"on {moment.day} {month} {moment.year} at {moment:%H:%M} UTC"
+    return f"{'le' if language == 'fr' else 'on'} {moment(recorded, language)}"
 
 
-# Sign-in events of the patient's own account or of their representatives.
+# People who act through an account: the patient themself, or their representative.
 _ACCOUNT_ACTORS = {
-    "en": {"patient": "You", "representative": "Your representative"},
-    "fr": {"patient": "Vous", "representative": "Votre mandataire"},
+    "en": {
+        "patient": "You",
+        "representative": "Your representative",
+        # Operators whose work reaches a patient's history: named by their office.
+        "registrar": "A registrar of the patient and professional directories",
+    },
+    "fr": {
+        "patient": "Vous",
+        "representative": "Votre mandataire",
+        "registrar": "Un agent d'enregistrement des annuaires",
+    },
 }
+_SOME_ACCOUNT = {"en": "Someone signed in", "fr": "Une personne connectée"}
 _ACCOUNT_VERBS = {
     "en": {
         "login": "signed in",
@@ -140,23 +255,37 @@ _ACCOUNT_VERBS = {
 }
 _FAILED = {"en": "failed", "fr": "échec"}
 
+# The patient (or their representative) reading the access history in the portal.
+_OWN_HISTORY = {
+    "en": "viewed your access history",
+    "fr": "a consulté votre historique d'accès",
+}
+
+
+def _account_actor(record: AuditRecord, language: str) -> str:
+    role = "patient" if _is_the_patient(record) else record.agent.role or ""
+    actor = _ACCOUNT_ACTORS[language].get(role, _SOME_ACCOUNT[language])
+    if record.agent.network:
+        actor += f" ({_FROM[language]} {record.agent.network})"
+    return actor
+
 
 def _describe_account_event(record: AuditRecord, language: str) -> str:
-    actor = _ACCOUNT_ACTORS[language].get(record.agent.role or "", _UNKNOWN_ACTOR[language])
+    actor = _account_actor(record, language)
     event = _ACCOUNT_VERBS[language].get(record.interaction, record.interaction)
     failed = record.outcome != "0" and record.interaction != "lockout"
-    where = f" ({_FROM[language]} {record.agent.network})" if record.agent.network else ""
     if language == "fr":
-        sentence = f"{actor}{where} : {event}" + (f" ({_FAILED[language]})" if failed else "")
+        sentence = f"{actor} : {event}" + (f" ({_FAILED[language]})" if failed else "")
     elif failed:
         attempt = "sign in" if record.interaction == "login" else event
-        sentence = f"{actor}{where} tried to {attempt} and failed"
+        sentence = f"{actor} tried to {attempt} and failed"
     else:
-        sentence = f"{actor}{where} {event}"
+        sentence = f"{actor} {event}"
     return f"{sentence}, {when(record.recorded, language)}."
 
 
-# Changes to who sees what, and emergencies: the words a patient reads for each.
+# Changes to who sees what, and emergencies: the words a patient reads for each. ``{document}``
+# is the document concerned, named when the caller could.
 _POLICY_EVENTS = {
     "en": {
         "grant-create": "gave an access to your record",
@@ -171,10 +300,12 @@ _POLICY_EVENTS = {
         "default-confidentiality": "changed the default confidentiality of new documents",
         "record-close": "closed your record",
         "record-reopen": "reopened your record",
-        "document-hide": "hid a document of your record",
-        "document-unhide": "made a hidden document visible again",
-        "document-confidentiality": "changed the confidentiality of a document",
-        "care-event": "recorded a care event with you, which gives them access for a while",
+        "document-hide": "hid {document}",
+        "document-unhide": "made {document} visible again",
+        "document-confidentiality": "changed the confidentiality of {document}",
+        "care-event": "recorded a care event with you, which gives them access to your record",
+        "presence-code": "made a presence code, which lets the professional who receives it "
+        "record a care event with you",
         "emergency-access": "declared an emergency to open your record",
         "mandate-create": "named a representative for you",
         "mandate-end": "ended a representative's mandate",
@@ -192,20 +323,19 @@ _POLICY_EVENTS = {
         "default-confidentiality": "a modifié la confidentialité par défaut des documents",
         "record-close": "a fermé votre dossier",
         "record-reopen": "a rouvert votre dossier",
-        "document-hide": "a masqué un document de votre dossier",
-        "document-unhide": "a rendu visible un document masqué",
-        "document-confidentiality": "a modifié la confidentialité d'un document",
-        "care-event": "a enregistré une prise en charge, qui lui donne accès pour un temps",
+        "document-hide": "a masqué {document}",
+        "document-unhide": "a rendu visible {document}",
+        "document-confidentiality": "a modifié la confidentialité de {document}",
+        "care-event": "a enregistré une prise en charge, qui lui donne accès à votre dossier",
+        "presence-code": "a créé un code de présence, qui permet au professionnel qui le "
+        "reçoit d'enregistrer une prise en charge",
         "emergency-access": "a déclaré une urgence pour ouvrir votre dossier",
         "mandate-create": "vous a désigné un représentant",
         "mandate-end": "a mis fin au mandat d'un représentant",
     },
 }
-# Operators whose work reaches a patient's history: named by their office, not their account.
-_OPERATOR_ACTORS = {
-    "en": {"registrar": "A registrar of the patient and professional directories"},
-    "fr": {"registrar": "Un agent d'enregistrement des annuaires"},
-}
+# A care event always ends; an entry recorded without its end says so vaguely rather than not.
+_FOR_A_TIME = {"en": "for a limited time", "fr": "pour un temps limité"}
 _ALERTED = {
     "en": "the security officer was alerted",
     "fr": "le responsable de la sécurité a été alerté",
@@ -213,44 +343,43 @@ _ALERTED = {
 
 
 def describe(
-    record: AuditRecord, language: str = "en", names: Mapping[str, str] | None = None
+    record: AuditRecord,
+    language: str = "en",
+    names: Mapping[str, str] | None = None,
+    documents: Mapping[str, DocumentLabel] | None = None,
 ) -> str:
     """One sentence saying who did what to which part of the record, when, and why."""
-    if language not in _MONTHS:
+    if language not in LANGUAGES:
         raise ValueError(f"no wording for language {language!r}")
-    if record.kind == "authentication" and record.agent.role in ("patient", "representative"):
+    agent = record.agent
+    if record.kind == "authentication" and agent.role in ("patient", "representative"):
         return _describe_account_event(record, language)
     names = names or {}
-    agent = record.agent
-    if agent.role in _OPERATOR_ACTORS[language]:
-        actor = _OPERATOR_ACTORS[language][agent.role or ""]
-    elif agent.who:
-        actor = names.get(agent.who, agent.who)
-        if agent.organization:
-            actor += f", {names.get(agent.organization, agent.organization)}"
-    else:
-        actor = _UNKNOWN_ACTOR[language]
-        if agent.network:
-            actor += f" ({_FROM[language]} {agent.network})"
-    if agent.on_behalf_of:
-        actor += f", {_ON_BEHALF[language]} {names.get(agent.on_behalf_of, agent.on_behalf_of)}"
-    what = _WHAT[language].get(record.entity_type or "", record.entity_type or "?")
+    actor = _actor(record, language, names)
+    what = _what(record, language, documents or {})
+    operation = (record.query or "").split("?", 1)[0]
+    operations = _OPERATIONS[language].get(operation) if record.interaction == "operation" else None
     refused = record.outcome != "0"
-    policy = _POLICY_EVENTS[language].get(record.interaction)
     if record.kind == "alert":
-        action = (
-            f"{_TRIED[language]} {what} {_REFUSED[language]}"
-            if (record.detail.get("decision") == "deny")
-            else _POLICY_EVENTS[language]["emergency-access"]
-        )
+        if record.detail.get("decision") == "deny":
+            action = operations[1] if operations else _refusal(record, what, language)
+        else:
+            action = _POLICY_EVENTS[language]["emergency-access"]
         sentence = f"{actor} {action}, {when(record.recorded, language)}, {_ALERTED[language]}"
         return sentence + "."
+    policy = _POLICY_EVENTS[language].get(record.interaction)
     if record.kind == "policy" and policy is not None:
-        action = policy
+        action = _policy_action(record, policy, what, language)
+    elif record.kind == "patient-action" and record.interaction == "access-history":
+        action = _OWN_HISTORY[language]
+    elif operations is not None:
+        action = operations[1] if refused else operations[0]
     elif refused:
-        action = f"{_TRIED[language]} {what} {_REFUSED[language]}"
+        action = _refusal(record, what, language)
     else:
         action = f"{_VERBS[language].get(record.interaction, record.interaction)} {what}"
+    if _is_the_patient(record):
+        action = _to_you(action, language)
     sentence = f"{actor} {action}, {when(record.recorded, language)}"
     if record.purpose_of_use == "EMER":
         sentence += f", {_EMERGENCY[language]}"
@@ -262,3 +391,73 @@ def describe(
                 else f": {_REASON[language]} “{reason}”"
             )
     return sentence + "."
+
+
+def _actor(record: AuditRecord, language: str, names: Mapping[str, str]) -> str:
+    agent = record.agent
+    if _is_the_patient(record) or (agent.who and agent.who.startswith("account:")):
+        # An account's identifier means nothing to a person and is not shown.
+        return _account_actor(record, language)
+    if agent.who:
+        actor = names.get(agent.who, agent.who)
+        if agent.organization:
+            actor += f", {names.get(agent.organization, agent.organization)}"
+    else:
+        actor = _UNKNOWN_ACTOR[language]
+        if agent.network:
+            actor += f" ({_FROM[language]} {agent.network})"
+    if agent.on_behalf_of and agent.on_behalf_of != f"Patient/{record.patient}":
+        actor += f", {_ON_BEHALF[language]} {names.get(agent.on_behalf_of, agent.on_behalf_of)}"
+    return actor
+
+
+def _is_the_patient(record: AuditRecord) -> bool:
+    """Whether the patient acted themself: through their own account (portal or app), or
+    named by their own entry in the patient index."""
+    who = record.agent.who or ""
+    if who.startswith("account:"):
+        return record.agent.role == "patient"
+    return record.patient is not None and who == f"Patient/{record.patient}"
+
+
+def _to_you(action: str, language: str) -> str:
+    """The phrases are written for a third person; the patient is addressed as "you"."""
+    if language == "fr":
+        for third, second in (("a ", "avez "), ("s'est vu ", "vous êtes vu ")):
+            if action.startswith(third):
+                return second + action.removeprefix(third)
+        return action
+    return "were " + action.removeprefix("was ") if action.startswith("was ") else action
+
+
+def _what(record: AuditRecord, language: str, documents: Mapping[str, DocumentLabel]) -> str:
+    kind = record.entity_type or ""
+    label = (
+        documents.get(record.entity_id or "") if kind in ("DocumentReference", "Binary") else None
+    )
+    if label is not None:
+        template = _DOCUMENT[language]["signature" if label.signature else kind]
+        return template.format(kind=label.kind)
+    return _WHAT[language].get(kind, kind or "?")
+
+
+def _refusal(record: AuditRecord, what: str, language: str) -> str:
+    if record.action == ACTION_CREATE:
+        verb = "add"
+    elif record.action in (ACTION_UPDATE, ACTION_DELETE):
+        verb = "change"
+    else:
+        verb = "read"
+    return f"{_REFUSED[language][verb]} {what}"
+
+
+def _policy_action(record: AuditRecord, policy: str, what: str, language: str) -> str:
+    action = policy.format(document=what) if "{document}" in policy else policy
+    end = record.detail.get("end") or record.detail.get("until")
+    if end == "none":
+        return f"{action}, {_NO_END[language]}"
+    if end:
+        return f"{action} {_UNTIL[language]} {moment(end, language)}"
+    if record.interaction == "care-event":
+        return f"{action} {_FOR_A_TIME[language]}"
+    return action

@@ -295,11 +295,22 @@ class AuditLog:
             return AuditStore(connection).entries(stream, start, end)
 
     def patient_entries(
-        self, patient_id: str, *, after: int = -1, limit: int = 100
+        self,
+        patient_id: str,
+        *,
+        after: int = -1,
+        before: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
     ) -> list[tuple[int, bytes]]:
         with self.engine.connect() as connection:
             return AuditStore(connection).patient_entries(
-                "clinical", patient_id, after=after, limit=limit
+                "clinical",
+                patient_id,
+                after=after,
+                before=before,
+                limit=limit,
+                newest_first=newest_first,
             )
 
 

@@ -752,7 +752,11 @@ class RecordPolicy:
                 now,
                 "delegation-create",
                 ACTION_CREATE,
-                {"delegation": delegation.id, "delegate": f"Practitioner/{delegate_id}"},
+                {
+                    "delegation": delegation.id,
+                    "delegate": f"Practitioner/{delegate_id}",
+                    "end": rfc3339_ms(end),  # the patient's history says until when
+                },
             )
             uow.commit()
         return delegation

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenBucketLimiter
 from carevault.domain.accounts import AccountKind, AuthenticationFailed, Throttled
+from carevault.domain.affinity import AffinityDomain
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Subject, SubjectKind
 from carevault.domain.errors import (
@@ -210,6 +211,8 @@ def portal_router(
     units: Callable[[], UnitOfWork],
     clock: Callable[[], datetime],
     policy: RecordPolicy,
+    *,
+    affinity: AffinityDomain,
 ) -> APIRouter:
     router = APIRouter()
     secure = settings.environment != "dev"
@@ -370,6 +373,8 @@ def portal_router(
                 after=-1,
                 limit=HISTORY_PAGE,
                 language=lang,
+                affinity=affinity,
+                newest_first=True,
             )
             # The patient reading their own history is an access too: it is recorded.
             log.append(
@@ -389,9 +394,7 @@ def portal_router(
                     )
                 ]
             )
-            context["entries"] = [
-                {"text": e.text, "index": e.leaf_index} for e in reversed(history.entries)
-            ]
+            context["entries"] = [{"text": e.text, "index": e.leaf_index} for e in history.entries]
             context["tree_size"] = history.tree_head.tree_size
             context["presence"] = PRESENCE_TEXT[lang]
 

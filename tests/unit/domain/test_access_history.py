@@ -1,10 +1,11 @@
-"""The patient's access history in plain words, English and French."""
+"""The patient's access history in plain words, English and French (the languages of the
+history, of the portal and of the affinity domain's displays; no German yet)."""
 
 from __future__ import annotations
 
 import pytest
 
-from carevault.domain.access_history import describe
+from carevault.domain.access_history import DocumentLabel, describe
 from carevault.domain.audit import Agent, AuditRecord
 
 
@@ -36,11 +37,172 @@ def test_emergency_access_gives_its_reason() -> None:
     assert "accès d'urgence: motif « unconscious at A&E »" in describe(emergency, "fr", NAMES)
 
 
-def test_a_refused_attempt_says_so() -> None:
+def test_a_refused_attempt_says_what_was_refused() -> None:
     refused = record(outcome="4", agent=Agent(network="203.0.113.9"), entity_type="Patient")
     assert describe(refused) == (
-        "An unidentified system (from 203.0.113.9) tried to open your identity record and "
-        "was refused, on 12 March 2026 at 10:42 UTC.")
+        "An unidentified system (from 203.0.113.9) was refused access to your identity record, "
+        "on 12 March 2026 at 10:42 UTC.")
+    assert describe(refused, "fr") == (
+        "Un système non identifié (depuis 203.0.113.9) s'est vu refuser de consulter votre "
+        "fiche d'identité, le 12 mars 2026 à 10:42 UTC.")
+
+
+@pytest.mark.parametrize(("fields", "english", "french"), [
+    ({"entity_type": "DocumentReference", "interaction": "search-type"},
+     "Dr Anne Weber, CHL was refused access to a document of your record,",
+     "Dr Anne Weber, CHL s'est vu refuser de consulter un document de votre dossier,"),
+    ({"entity_type": "Consent", "interaction": "search-type"},
+     "was refused access to your access settings,",
+     "s'est vu refuser de consulter vos réglages d'accès,"),
+    ({"entity_type": "Bundle", "interaction": "transaction", "action": "C"},
+     "was refused permission to add documents to your record,",
+     "s'est vu refuser d'ajouter des documents à votre dossier,"),
+    ({"entity_type": "Patient", "interaction": "update", "action": "U"},
+     "was refused permission to change your identity record,",
+     "s'est vu refuser de modifier votre fiche d'identité,"),
+    # An operation is named for what it is, not for the resource it hangs on.
+    ({"entity_type": "Patient", "interaction": "operation", "action": "E",
+      "query": "$access-history"},
+     "Dr Anne Weber, CHL was refused access to your access history,",
+     "Dr Anne Weber, CHL s'est vu refuser de consulter votre historique d'accès,"),
+    ({"entity_type": "Patient", "interaction": "operation", "action": "E",
+      "query": "$explain?practitioner"},
+     "was refused an explanation of who may see your record,",
+     "s'est vu refuser l'explication des accès à votre dossier,"),
+])
+def test_a_refusal_names_what_was_refused_in_plain_words(
+        fields: dict[str, object], english: str, french: str) -> None:
+    refused = record(outcome="4", **fields)
+    assert english in describe(refused, "en", NAMES)
+    assert french in describe(refused, "fr", NAMES)
+    for text in (describe(refused, "en", NAMES), describe(refused, "fr", NAMES)):
+        assert "tried to open" not in text
+        assert "$" not in text
+
+
+def test_a_permitted_operation_is_named_too() -> None:
+    done = record(entity_type="Patient", interaction="operation", action="E",
+                  query="$access-history")
+    assert describe(done, "en", NAMES).startswith(
+        "Dr Anne Weber, CHL viewed your access history, on 12 March")
+    assert describe(done, "fr", NAMES).startswith(
+        "Dr Anne Weber, CHL a consulté votre historique d'accès, le 12 mars")
+
+
+# --- (a) the patient reading their own history ---------------------------------------------
+
+
+def own_view(role: str = "patient") -> AuditRecord:
+    """What the portal records when a signed-in patient opens their history."""
+    return record(kind="patient-action", interaction="access-history",
+                  agent=Agent(who="account:8c2f36b0", role=role, network="10.0.0.1"),
+                  entity_type="AuditEvent")
+
+
+def test_the_patient_viewing_their_own_history_reads_as_such() -> None:
+    assert describe(own_view(), "en") == (
+        "You (from 10.0.0.1) viewed your access history, on 12 March 2026 at 10:42 UTC.")
+    assert describe(own_view(), "fr") == (
+        "Vous (depuis 10.0.0.1) avez consulté votre historique d'accès, "
+        "le 12 mars 2026 à 10:42 UTC.")
+    assert describe(own_view("representative"), "en").startswith(
+        "Your representative (from 10.0.0.1) viewed your access history, on 12 March")
+    assert describe(own_view("representative"), "fr").startswith(
+        "Votre mandataire (depuis 10.0.0.1) a consulté votre historique d'accès, le 12 mars")
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+@pytest.mark.parametrize("fields", [
+    {},  # a read through the patient's own app
+    {"outcome": "4"},
+    {"kind": "policy", "interaction": "grant-create", "action": "C",
+     "detail": {"end": "2026-06-01T00:00:00.000Z"}},
+    {"interaction": "operation", "entity_type": "Patient", "query": "$access-history"},
+    {"kind": "patient-action", "interaction": "something-new"},
+])
+def test_an_account_is_never_shown_by_its_identifier(
+        language: str, fields: dict[str, object]) -> None:
+    for role in ("patient", "representative", None):
+        done = record(agent=Agent(who="account:8c2f36b0", role=role), **fields)
+        assert "account" not in describe(done, language)
+        assert "8c2f36b0" not in describe(done, language)
+
+
+@pytest.mark.parametrize(("fields", "english", "french"), [
+    ({}, "You read a document of your record,", "Vous avez consulté un document de votre dossier,"),
+    ({"outcome": "4"}, "You were refused access to a document of your record,",
+     "Vous vous êtes vu refuser de consulter un document de votre dossier,"),
+    ({"kind": "policy", "interaction": "grant-create", "action": "C"},
+     "You gave an access to your record,", "Vous avez donné un accès à votre dossier,"),
+])
+def test_the_patient_is_addressed_as_you(fields: dict[str, object], english: str,
+                                         french: str) -> None:
+    done = record(agent=Agent(who="account:a1", role="patient"), **fields)
+    assert describe(done, "en").startswith(english)
+    assert describe(done, "fr").startswith(french)
+
+
+def test_the_patient_named_by_their_own_entry_is_you_too() -> None:
+    done = record(kind="policy", interaction="grant-create", action="C",
+                  agent=Agent(who="Patient/p1", role="patient"))
+    assert describe(done, "en").startswith("You gave an access to your record, on 12 March")
+    assert describe(done, "fr").startswith("Vous avez donné un accès à votre dossier, le 12")
+    other = record(agent=Agent(who="Patient/p2", role="patient"))
+    assert describe(other, "en").startswith("Patient/p2 read")  # not this record's patient
+
+
+def test_a_representative_acting_for_the_patient_is_not_said_to_act_for_a_raw_id() -> None:
+    done = record(agent=Agent(who="account:r1", role="representative",
+                              on_behalf_of="Patient/p1"))
+    assert describe(done, "en").startswith(
+        "Your representative read a document of your record, on 12 March")
+    assert "Patient/p1" not in describe(done, "fr")
+
+
+# --- (d) which document ----------------------------------------------------------------------
+
+
+LAB = {"d1": DocumentLabel("Laboratory report"), "s1": DocumentLabel("Laboratory report", True)}
+LABO = {"d1": DocumentLabel("Compte rendu d'examens biologiques"),
+        "s1": DocumentLabel("Compte rendu d'examens biologiques", True)}
+
+
+@pytest.mark.parametrize(("fields", "english", "french"), [
+    ({"entity_id": "d1"},
+     "Dr Anne Weber, CHL read your document “Laboratory report”, on 12 March",
+     "Dr Anne Weber, CHL a consulté votre document « Compte rendu d'examens biologiques », "
+     "le 12 mars"),
+    ({"entity_id": "d1", "entity_type": "Binary"},
+     "Dr Anne Weber, CHL read the content of your document “Laboratory report”, on",
+     "Dr Anne Weber, CHL a consulté le contenu de votre document « Compte rendu d'examens "
+     "biologiques », le"),
+    ({"entity_id": "s1", "entity_type": "Binary"},
+     "read the author's signature of your document “Laboratory report”, on",
+     "a consulté la signature par son auteur de votre document « Compte rendu d'examens "
+     "biologiques », le"),
+    ({"entity_id": "d1", "outcome": "4"},
+     "was refused access to your document “Laboratory report”, on",
+     "s'est vu refuser de consulter votre document « Compte rendu d'examens biologiques », le"),
+    ({"entity_id": "d1", "kind": "policy", "interaction": "document-hide", "action": "U"},
+     "Dr Anne Weber, CHL hid your document “Laboratory report”, on",
+     "a masqué votre document « Compte rendu d'examens biologiques », le"),
+])
+def test_an_entry_about_a_document_names_its_kind(fields: dict[str, object], english: str,
+                                                  french: str) -> None:
+    entry = record(**fields)
+    assert english in describe(entry, "en", NAMES, LAB)
+    assert french in describe(entry, "fr", NAMES, LABO)
+
+
+def test_a_document_without_a_label_stays_unnamed() -> None:
+    """The caller gives no label for a document the patient may not see yet (or unknown)."""
+    for entity_id in ("held", None):
+        entry = record(entity_id=entity_id)
+        assert describe(entry, "en", NAMES, LAB) == describe(record(), "en", NAMES)
+        assert "a document of your record" in describe(entry, "en", NAMES, LAB)
+    hidden = record(entity_id="held", kind="policy", interaction="document-hide", action="U")
+    assert "hid a document of your record" in describe(hidden, "en", NAMES, LAB)
+    assert "a masqué un document de votre dossier" in describe(hidden, "fr", NAMES, LABO)
 
 
 @pytest.mark.parametrize(("interaction", "outcome", "role", "english", "french"), [
@@ -70,13 +232,46 @@ def test_an_unknown_language_is_refused() -> None:
 @pytest.mark.parametrize(("interaction", "english", "french"), [
     ("grant-create", "Dr Anne Weber, CHL gave an access to your record, on 12 March",
      "Dr Anne Weber, CHL a donné un accès à votre dossier, le 12 mars"),
-    ("care-event", "recorded a care event with you", "a enregistré une prise en charge"),
+    ("care-event", "recorded a care event with you, which gives them access to your record "
+     "for a limited time, on", "a enregistré une prise en charge, qui lui donne accès à votre "
+     "dossier pour un temps limité, le"),
     ("record-close", "closed your record", "a fermé votre dossier"),
 ])
 def test_changes_to_who_sees_what(interaction: str, english: str, french: str) -> None:
     change = record(kind="policy", interaction=interaction, action="C", entity_type="Consent")
     assert english in describe(change, "en", NAMES)
     assert french in describe(change, "fr", NAMES)
+
+
+# --- (e) for how long ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("interaction", "detail", "english", "french"), [
+    ("care-event", {"start": "2026-03-12T10:42:00.000Z", "end": "2026-06-10T10:42:00.000Z"},
+     "Dr Anne Weber, CHL recorded a care event with you, which gives them access to your "
+     "record until 10 June 2026 at 10:42 UTC, on 12 March 2026 at 10:42 UTC.",
+     "Dr Anne Weber, CHL a enregistré une prise en charge, qui lui donne accès à votre "
+     "dossier jusqu'au 10 juin 2026 à 10:42 UTC, le 12 mars 2026 à 10:42 UTC."),
+    ("grant-create", {"end": "2027-01-01T00:00:00.000Z"},
+     "gave an access to your record until 1 January 2027 at 00:00 UTC, on 12 March",
+     "a donné un accès à votre dossier jusqu'au 1 janvier 2027 à 00:00 UTC, le 12 mars"),
+    ("grant-change", {"end": "none"},
+     "changed an access to your record, with no end date, on 12 March",
+     "a modifié un accès à votre dossier, sans date de fin, le 12 mars"),
+    ("delegation-create", {"end": "2026-03-19T10:42:00.000Z"},
+     "passed their access to your record on to a colleague until 19 March 2026 at 10:42 UTC",
+     "a délégué son accès à votre dossier à un confrère jusqu'au 19 mars 2026 à 10:42 UTC"),
+    ("emergency-access", {"until": "2026-03-13T10:42:00.000Z"},
+     "declared an emergency to open your record until 13 March 2026 at 10:42 UTC",
+     "a déclaré une urgence pour ouvrir votre dossier jusqu'au 13 mars 2026 à 10:42 UTC"),
+])
+def test_an_access_given_says_until_when(interaction: str, detail: dict[str, str],
+                                         english: str, french: str) -> None:
+    change = record(kind="policy", interaction=interaction, action="C", entity_type="Consent",
+                    detail=detail)
+    assert english in describe(change, "en", NAMES)
+    assert french in describe(change, "fr", NAMES)
+    assert "for a while" not in describe(change, "en", NAMES)
 
 
 def test_an_alert_says_the_security_officer_was_told() -> None:
@@ -87,6 +282,12 @@ def test_an_alert_says_the_security_officer_was_told() -> None:
         "10:42 UTC, the security officer was alerted.")
     refused = record(kind="alert", outcome="4", detail={"decision": "deny"},
                      entity_type="Patient")
-    assert "tried to open your identity record and was refused" in describe(refused, "en",
-                                                                           NAMES)
+    assert "was refused access to your identity record" in describe(refused, "en", NAMES)
+    emergency_refused = record(kind="alert", outcome="4", detail={"decision": "deny"},
+                               entity_type="Patient", interaction="operation",
+                               query="$emergency-access")
+    assert describe(emergency_refused, "en", NAMES).startswith(
+        "Dr Anne Weber, CHL was refused an emergency access to your record, on 12 March")
+    assert describe(emergency_refused, "fr", NAMES).startswith(
+        "Dr Anne Weber, CHL s'est vu refuser un accès d'urgence à votre dossier, le 12 mars")
     assert "le responsable de la sécurité a été alerté" in describe(refused, "fr", NAMES)

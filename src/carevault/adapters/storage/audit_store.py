@@ -270,17 +270,30 @@ class AuditStore:
         return int(total), [(int(row.leaf_index), bytes(row.entry)) for row in rows]
 
     def patient_entries(
-        self, stream: str, patient_id: str, *, after: int = -1, limit: int = 100
+        self,
+        stream: str,
+        patient_id: str,
+        *,
+        after: int = -1,
+        before: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
     ) -> list[tuple[int, bytes]]:
+        """A patient's entries with ``after < leaf_index < before``: the first ``limit`` in the
+        log's order, or with ``newest_first`` the last ``limit``, newest first."""
         entry = t.audit_entry
+        conditions = [
+            entry.c.stream == stream,
+            entry.c.patient_id == patient_id,
+            entry.c.leaf_index > after,
+        ]
+        if before is not None:
+            conditions.append(entry.c.leaf_index < before)
+        order = entry.c.leaf_index.desc() if newest_first else entry.c.leaf_index
         rows = self.connection.execute(
             select(entry.c.leaf_index, entry.c.entry)
-            .where(
-                entry.c.stream == stream,
-                entry.c.patient_id == patient_id,
-                entry.c.leaf_index > after,
-            )
-            .order_by(entry.c.leaf_index)
+            .where(*conditions)
+            .order_by(order)
             .limit(limit)
         )
         return [(int(row.leaf_index), bytes(row.entry)) for row in rows]

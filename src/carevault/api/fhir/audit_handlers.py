@@ -181,5 +181,6 @@ def access_history_response(api: ApiContext, request: FhirRequest) -> FhirRespon
         after=int(after) if after is not None else -1,
         limit=count,
         language=language,
+        affinity=api.affinity,
     )
     return FhirResponse(200, history_parameters(history, language), patients=(request.resource_id,))
