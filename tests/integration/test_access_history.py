@@ -72,7 +72,8 @@ def test_access_history_in_plain_words_with_proofs(registrar: TestClient, client
     texts = [dict(parts(e))["text"] for e in entries]
     assert len(entries) == 5
     assert texts[0].startswith(
-        "A registrar of the patient and professional directories created your identity record")
+        "A registrar of the patient and professional directories (from 127.0.0.1) created your "
+        "identity record")
     assert "read your identity record" in texts[1]
     assert "found your identity record" in texts[2]
     assert texts[3].startswith("You created an account")  # the patient's app signs in

@@ -22,6 +22,7 @@ from carevault.demo.loader import enrol_demo_patient
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.web.portal import HISTORY_PAGE
 from support.accounts import PatientAccount, enrol_patient
+from support.authorities import presence_code, with_presence
 from support.documents import Pro, created_id, provide_bundle, publish
 from support.tokens import account_token
 
@@ -190,12 +191,13 @@ def seen_by_a_gp(client: TestClient, platform: Platform,
     """A GP who records a care event with the patient (90 days of access from its start)."""
     gp = Pro(platform, "HP-HISTORY-GP")
     start = datetime.now(UTC).replace(second=0, microsecond=0)
-    seen = client.post("/fhir/Encounter", headers=gp.headers, json={
+    seen = client.post("/fhir/Encounter", headers=gp.headers, json=with_presence({
         "resourceType": "Encounter", "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "subject": {"reference": f"Patient/{account.patient_id}"},
         "participant": [{"individual": {"reference": f"Practitioner/{gp.id}"}}],
-        "period": {"start": start.isoformat().replace("+00:00", "Z")}})
+        "period": {"start": start.isoformat().replace("+00:00", "Z")}},
+        presence_code(platform, account.patient_id)))
     assert seen.status_code == 201, seen.text
     return gp, start
 
