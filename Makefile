@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/carevault serve --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests $(wildcard bench) examples
 	$(BIN)/ruff format --check src
 
 typecheck: $(STAMP)

@@ -109,6 +109,8 @@ def load(
                 }
             )
     wanted = {"physician": 2, "pharmacist": 1, "nurse": 1, "laboratory-biologist": 1}
+    # An organization's first professional (identifier, id), for its system to act for.
+    members: dict[str, tuple[str, str]] = {}
     for batch in _batches(population.practitioners(professionals, seed), BATCH):
         items = [
             svc.NewProfessional(
@@ -128,6 +130,10 @@ def load(
         with unit_of_work() as uow:
             stored = svc.register_professionals(uow, ctx, items)
         for professional, (practitioner, _role) in zip(batch, stored, strict=True):
+            if professional.organization_key:
+                members.setdefault(
+                    professional.organization_key, (professional.identifier, practitioner.id)
+                )
             if wanted.get(professional.profession, 0) > 0:
                 wanted[professional.profession] -= 1
                 accounts["professionals"].append(
@@ -148,6 +154,18 @@ def load(
                     }
                 )
         progress("professionals", len(batch))
+    accounts["hospitals"] = [
+        {
+            "organization_id": org_ids[o.key],
+            "identifier": o.identifier,
+            "name": o.name,
+            "patient_id_system": local_id_system(o.key),
+            "member": members[o.key][0] if o.key in members else None,
+            "member_id": members[o.key][1] if o.key in members else None,
+        }
+        for o in organizations
+        if o.kind == "hospital"
+    ]
 
     for people in _batches(population.patients(patients, seed), BATCH):
         resources = [

@@ -501,6 +501,8 @@ def _check_body(request: FhirRequest) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if request.interaction is Interaction.SEARCH and content_type == FORM:
         return
+    if request.interaction is Interaction.OPERATION and not request.body and not content_type:
+        return  # an operation invoked without parameters (``POST …/$presence-code``)
     if content_type not in _JSON_TYPES:
         raise UnsupportedMediaType(
             f"send the resource as application/fhir+json (got {content_type or 'no content type'})"
