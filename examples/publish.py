@@ -82,7 +82,7 @@ def bundle(patient: str, author: str, content: bytes, title: str, card: Path) ->
     submission_set = {
         "resourceType": "List", "status": "current", "mode": "working", "date": now,
         "extension": [{"url": "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId",
-                       "valueUri": SOURCE}],
+                       "valueIdentifier": {"value": SOURCE}}],
         "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986", "value": oid()}],
         "code": {"coding": [{"system": "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes",
                              "code": "submissionset"}]},

@@ -607,3 +607,44 @@ def test_a_professional_refused_by_profession_is_not_told_the_category(
     no_access = client.get(f"/fhir/Binary/{document_id}", headers=stranger.headers)
     assert no_access.status_code == 403
     assert "No active access" in no_access.json()["issue"][0]["diagnostics"]
+
+
+SOURCE_ID_URL = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
+
+
+@pytest.mark.parametrize(("url", "value", "stored"), [
+    # MHD 4.1 and later: an Identifier, 1..1 (IHE MHD 4.2.3, StructureDefinition ihe-sourceId).
+    (SOURCE_ID_URL, {"valueIdentifier": {"value": "urn:oid:1.2.3.4"}}, "urn:oid:1.2.3.4"),
+    # MHD 4.0.x published its canonical URLs with http:// (its example Bundles do so).
+    (SOURCE_ID_URL.replace("https", "http"),
+     {"valueIdentifier": {"value": "urn:oid:1.2.3.5"}}, "urn:oid:1.2.3.5"),
+    # Older sources still send a valueUri.
+    (SOURCE_ID_URL, {"valueUri": "urn:oid:1.2.3.6"}, "urn:oid:1.2.3.6"),
+])
+def test_the_submission_sets_source_id_is_read_as_every_mhd_version_sends_it(
+        client: TestClient, setting: tuple[str, dict[str, str], Pro], url: str,
+        value: dict[str, Any], stored: str) -> None:
+    patient_id, _mine, gp = setting
+    bundle = provide_bundle(patient_id, gp)
+    submission_set = next(e["resource"] for e in bundle["entry"]
+                          if e["resource"]["resourceType"] == "List")
+    submission_set["extension"] = [{"url": url, **value}]
+    answer = publish(client, gp, bundle)
+    assert answer.status_code == 200, answer.text
+    found = client.get("/fhir/List", params={"patient": f"Patient/{patient_id}"},
+                       headers=gp.headers).json()
+    sources = [e["resource"]["extension"] for e in found["entry"]]
+    # Answered as MHD 4.2 defines it, whatever the source sent.
+    assert [{"url": SOURCE_ID_URL, "valueIdentifier": {"value": stored}}] in sources
+
+
+def test_a_submission_set_without_its_source_id_is_refused(
+        client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
+    patient_id, _mine, gp = setting
+    bundle = provide_bundle(patient_id, gp)
+    submission_set = next(e["resource"] for e in bundle["entry"]
+                          if e["resource"]["resourceType"] == "List")
+    submission_set["extension"] = [{"url": SOURCE_ID_URL, "valueIdentifier": {"system": "x"}}]
+    refused = publish(client, gp, bundle)
+    assert refused.status_code == 400
+    assert "sourceId" in refused.json()["issue"][0]["diagnostics"]

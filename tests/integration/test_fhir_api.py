@@ -50,7 +50,9 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
     assert set(resources) == {"Patient", "Practitioner", "PractitionerRole", "Organization",
                               "AuditEvent", "Consent", "Encounter", "Communication",
                               "DocumentReference", "Binary", "List", "ValueSet"}
-    assert statement["rest"][0]["interaction"] == [{"code": "transaction"}]
+    (transaction,) = statement["rest"][0]["interaction"]
+    assert transaction["code"] == "transaction"
+    assert "valueIdentifier" in transaction["documentation"]  # MHD 4.1+ sourceId, and valueUri
     patient_params = {p["name"] for p in resources["Patient"]["searchParam"]}
     assert {"family", "given", "birthdate", "gender", "identifier",
             "address-postalcode"} <= patient_params

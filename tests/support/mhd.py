@@ -233,7 +233,8 @@ def provide_bundle(
             {"code": "replaces", "target": {"reference": f"DocumentReference/{replaces}"}}]
     submission_set: JsonObject = {
         "resourceType": "List",
-        "extension": [{"url": SOURCE_ID, "valueUri": source_id}],
+        # MHD 4.1 and later: ihe-sourceId is an Identifier (1..1).
+        "extension": [{"url": SOURCE_ID, "valueIdentifier": {"value": source_id}}],
         "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986",
                         "value": submission_set_id or unique_oid("1.2.4")}],
         "status": "current",

@@ -29,6 +29,21 @@ JsonObject = dict[str, Any]
 SUBMISSION_SET_SYSTEM = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
 CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 SOURCE_ID_EXTENSION = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/ihe-sourceId"
+# MHD 4.0 published its canonical URLs with http://; the IG has used https:// since.
+SOURCE_ID_URLS = frozenset(
+    {SOURCE_ID_EXTENSION, SOURCE_ID_EXTENSION.replace("https://", "http://", 1)}
+)
+
+
+def _source_id(extension: JsonObject) -> object:
+    """The SubmissionSet's sourceId: ``valueIdentifier`` (MHD 4.1 and later, 1..1), or the
+    ``valueUri`` that MHD 4.0 sources still send."""
+    identifier = extension.get("valueIdentifier")
+    if isinstance(identifier, dict):
+        return identifier.get("value")
+    return extension.get("valueUri")
+
+
 # The author holds the document from the patient: valueBoolean true (until the author releases
 # it, or the platform's delay), or valueDateTime (until then).
 HELD_EXTENSION = "https://carevault.lu/fhir/StructureDefinition/not-yet-visible-to-patient"
@@ -219,9 +234,9 @@ def parse_provide_bundle(
     set_identifier = _identifier_value(submission_set, "List.identifier", usual=False)
     source = next(
         (
-            e.get("valueUri")
+            _source_id(e)
             for e in submission_set.get("extension", [])
-            if e.get("url") == SOURCE_ID_EXTENSION
+            if isinstance(e, dict) and e.get("url") in SOURCE_ID_URLS
         ),
         None,
     )
@@ -532,7 +547,7 @@ def submission_set_list(row: JsonObject, visible_ids: list[str], base_url: str) 
         "resourceType": "List",
         "id": row["id"],
         "meta": {"versionId": "1", "lastUpdated": rfc3339_ms(row["submitted_at"])},
-        "extension": [{"url": SOURCE_ID_EXTENSION, "valueUri": row["source_id"]}],
+        "extension": [{"url": SOURCE_ID_EXTENSION, "valueIdentifier": {"value": row["source_id"]}}],
         "identifier": [
             {"use": "official", "system": "urn:ietf:rfc:3986", "value": row["master_identifier"]}
         ],

@@ -10,6 +10,12 @@ from carevault.api.fhir.door import FhirDoor, Interaction
 
 JsonObject = dict[str, Any]
 
+TRANSACTION_DOC = (
+    "IHE MHD ITI-65 Provide Document Bundle (Comprehensive Metadata). The SubmissionSet's "
+    "ihe-sourceId is read as valueIdentifier (MHD 4.1 and later) and, from older sources, as "
+    "valueUri; it is answered as valueIdentifier."
+)
+
 # The order FHIR lists interactions in; 'conditional-update' is a flag, not an interaction.
 _ORDER = ["read", "vread", "update", "history-instance", "create", "search-type"]
 
@@ -22,7 +28,7 @@ def capability_statement(
     for kind in sorted(door.handlers):
         handler = door.handlers[kind]
         if Interaction.TRANSACTION in handler.interactions:
-            system_interactions.append({"code": "transaction"})
+            system_interactions.append({"code": "transaction", "documentation": TRANSACTION_DOC})
             if handler.interactions == {Interaction.TRANSACTION}:
                 continue  # a system-level interaction, not a resource served here
         codes = {i.value for i in handler.interactions}
