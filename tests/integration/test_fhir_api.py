@@ -560,3 +560,19 @@ def test_a_token_in_the_query_string_is_refused_outside_fhir(
     assert client.get("/audit/tree-head").status_code == 200
     assert client.get("/audit/entries", params={"start": 0, "end": 1},
                       headers={"Authorization": f"Bearer {officer}"}).status_code == 200
+
+
+def test_a_search_is_bounded_in_conditions(client: TestClient) -> None:
+    """Each repetition is one more AND, each comma one more OR: unbounded, one request made
+    PostgreSQL plan for minutes (found by the generated attacks)."""
+    five = [("family", "mul")] * 5
+    assert client.get("/fhir/Patient", params=five).status_code == 200
+    issue = outcome(client.get("/fhir/Patient", params=[("family", "mul")] * 6), 400)
+    assert "at most 5 times" in issue["diagnostics"]
+    many = ",".join(f"n{i}" for i in range(21))
+    issue = outcome(client.get("/fhir/Patient", params={"family": many}), 400)
+    assert "at most 20 alternatives" in issue["diagnostics"]
+    spread = [(name, "x") for name in ("family", "given", "name", "address-postalcode")
+              for _ in range(5)] + [("gender", "female")] * 5 + [("_count", "1")] * 6
+    issue = outcome(client.get("/fhir/Patient", params=spread), 400)
+    assert "at most 30 parameters" in issue["diagnostics"]

@@ -518,7 +518,15 @@ def _check_format(request: FhirRequest) -> None:
 COMMON_PARAMS = frozenset({"_count", "_offset", "_format", "_include"})
 
 
+# A search's conditions, all parameters and repetitions counted (see `search.MAX_REPETITIONS`).
+MAX_SEARCH_PARAMETERS = 30
+
+
 def _check_search_params(handler: ResourceHandler, request: FhirRequest) -> None:
+    if len(request.params) > MAX_SEARCH_PARAMETERS:
+        raise InvalidInput(
+            f"a search may name at most {MAX_SEARCH_PARAMETERS} parameters (repetitions counted)"
+        )
     known = {p.name for p in handler.search_params}
     for name in request.param_names():
         if name in COMMON_PARAMS or name in known:

@@ -24,12 +24,21 @@ JsonObject = dict[str, Any]
 
 MAX_VALUE_LENGTH = 256
 MAX_OFFSET = 1_000_000
+# Each repetition of a parameter is one more condition (AND) and each comma one more
+# alternative (OR) in the statement: unbounded, a single request could plan for minutes.
+MAX_REPETITIONS = 5
+MAX_ALTERNATIVES = 20
 _DATE = re.compile(r"^(eq|ne|lt|le|gt|ge)?(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 
 
 def values(request: FhirRequest, name: str) -> list[str]:
     """Every occurrence of a parameter, each checked for length."""
     found = [value for key, value in request.params if key == name]
+    if len(found) > MAX_REPETITIONS:
+        raise InvalidInput(
+            f"search parameter {name!r} may appear at most {MAX_REPETITIONS} times",
+            expression=name,
+        )
     for value in found:
         if len(value) > MAX_VALUE_LENGTH:
             raise InvalidInput(
@@ -53,6 +62,11 @@ def _split(value: str, name: str) -> list[str]:
     parts = [p.replace("\\,", ",") for p in re.split(r"(?<!\\),", value) if p]
     if not parts:
         raise InvalidInput(f"search parameter {name!r} has an empty value", expression=name)
+    if len(parts) > MAX_ALTERNATIVES:
+        raise InvalidInput(
+            f"search parameter {name!r} may list at most {MAX_ALTERNATIVES} alternatives",
+            expression=name,
+        )
     return parts
 
 
