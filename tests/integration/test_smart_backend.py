@@ -293,6 +293,33 @@ def test_introspection_and_revocation(world: World, remote: TestClient,
         "active": False}
 
 
+def test_introspection_answers_for_every_kind_of_token(remote: TestClient,
+                                                      platform: Platform) -> None:
+    """Found by the access matrix: a representative's or an operator's token names no FHIR
+    user, and introspecting one answered 500."""
+    from support.builders import patient as new_patient
+    from support.tokens import account_token
+
+    with platform.unit_of_work() as uow:
+        patient_id = svc.create_patient(uow, platform.directory,
+                                        new_patient(platform.directory.systems, 9)).id
+    person = platform.accounts.add_representative("intro@example.lu", "representatives 4 ever!")
+    operator = platform.accounts.register_operator("intro-op", "operators keep passphrases 9",
+                                                   security_officer=False, by="os-user:test")
+    tokens = {
+        "representative": account_token(platform, person.account_id, patient_id,
+                                        kind="representative"),
+        "operator": account_token(platform, operator.account_id, None, kind="operator",
+                                  scope="system/*.rs"),
+    }
+    for kind, token in tokens.items():
+        answer = remote.post("/oauth/introspect", data={"token": token})
+        assert answer.status_code == 200, (kind, answer.text)
+        assert answer.json()["active"] is True
+        assert answer.json()["sub"] == f"account:{person.account_id}" or kind == "operator"
+        assert "fhirUser" not in answer.json()
+
+
 @pytest.mark.parametrize(("data", "status", "error"), [
     ({"grant_type": "password"}, 400, "unsupported_grant_type"),
     ({"grant_type": "client_credentials"}, 401, "invalid_client"),

@@ -368,8 +368,10 @@ def introspect(uow: UnitOfWork, ctx: TokenContext, token: str) -> dict[str, Any]
         "iss": claims["iss"],
         "aud": claims["aud"],
         "token_type": "Bearer",
-        "fhirUser": claims["fhirUser"],
     }
+    # A representative's and an operator's token name no FHIR user (an account acts).
+    if "fhirUser" in claims:
+        answer["fhirUser"] = claims["fhirUser"]
     if caller.acting_system:
         answer["act"] = {"sub": caller.acting_system}
     return answer
