@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenGate
 from carevault.api.fhir.directory_handlers import PractitionerRoleHandler
-from carevault.api.fhir.door import AccessNeed, FhirRequest
+from carevault.api.fhir.door import AccessNeed, FhirRequest, Operation, SearchParam
 from carevault.bootstrap import Platform, build, read_units
 from carevault.domain.authorization import Action, RecordFacts
 from carevault.services.record_policy import RecordPolicy
@@ -57,6 +57,21 @@ def test_every_declared_route_has_an_expectation_row(world: World) -> None:
     missing, stale = uncovered(platform.door, platform.app.routes)
     assert not missing, f"routes without an expectation row in the access matrix: {missing}"
     assert not stale, f"expectation rows for routes that no longer exist: {stale}"
+
+
+def test_a_new_route_without_a_row_is_reported(world: World, variant: Platform) -> None:
+    """What the first test guards against, shown: an operation, a search parameter and an
+    HTTP route added without their rows."""
+    encounters: Any = variant.door.handlers["Encounter"]
+    encounters.operations = (*encounters.operations, Operation(
+        "discharge", "urn:example:discharge", True, frozenset({"POST"}), "a new operation"))
+    encounters.search_params = (*encounters.search_params,
+                                SearchParam("date", "date", "a new search parameter"))
+    variant.app.add_api_route("/debug/facts", lambda: {}, methods=["GET"])
+    missing, stale = uncovered(variant.door, variant.app.routes)
+    assert missing == {("Encounter", "$discharge@instance:POST"), ("Encounter", "search:date"),
+                       ("/debug/facts", "GET")}
+    assert not stale
 
 
 def test_the_capability_statement_declares_what_the_registry_does(world: World) -> None:
