@@ -69,7 +69,7 @@ def now() -> datetime:
 
 @dataclass
 class Caller:
-    """One row of the matrix: who calls, and how they get a token.
+    """One caller of the matrix (a column): who calls, and how they get a token.
 
     ``mint`` returns a fresh bearer token (None: no token at all). ``practitioner_id`` is whom a
     professional's token speaks for (a system's: the professional it acts for), so that bodies
@@ -111,7 +111,6 @@ class World:
     patient_family: str
     patient_birth: date
     h1_id: str
-    registry_id: str
     role_id: str  # a PractitionerRole of the normal-grant physician
     encounter_id: str
     notification_id: str
@@ -468,7 +467,7 @@ def build_world(platform: Platform, http: TestClient) -> World:
     world = World(
         platform=platform, http=http, callers=callers, patient_id=patient_id,
         other_patient_id=other_id, patient_national_id=national, patient_family=family,
-        patient_birth=born, h1_id=h1, registry_id=registry, role_id=role_id,
+        patient_birth=born, h1_id=h1, role_id=role_id,
         encounter_id=encounter_id, notification_id=notification_id, consent_id=consent_id,
         sacrificial_consent_id=sacrificial_grant.id, sacrificial_practitioner_id=sacrifice.id,
         documents=documents, author_signer=(key, chain))
