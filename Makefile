@@ -9,7 +9,7 @@ DEMO_PROFESSIONALS ?= 200
 PORT ?= 8000
 export CAREVAULT_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-.PHONY: run install test lint typecheck pytest clean-var
+.PHONY: run install test lint typecheck pytest security clean-var
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,9 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# The security suites alone (the access matrix…); `make test` runs them too.
+security: $(STAMP)
+	$(BIN)/pytest -m security
 
 test: lint typecheck pytest

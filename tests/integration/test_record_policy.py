@@ -440,3 +440,32 @@ def test_document_settings_change_what_a_search_finds_at_once(
     for change in ("document-hide", "document-unhide", "referring-physician",
                    "document-confidentiality", "default-confidentiality"):
         assert change in kinds
+
+
+def test_an_assistant_is_refused_by_rule_1_until_the_directory_records_a_mandate(
+        client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    """Found by the access matrix: a medical assistant's card was taken for a practitioner's,
+    so that a grant let them read the record, declare an emergency and record a care event.
+    docs/authorization.md: an assistant's token is refused by rule 1 (identity-assistant)
+    until the directory records who mandates them."""
+    patient_id, mine = record
+    assistant = Pro(platform, "HP-ASSISTANT", "Assistant", profession="medical-assistant",
+                    specialty=None)
+    assert client.post("/fhir/Consent", json=consent(patient_id, "permit",
+                                                     f"Practitioner/{assistant.id}"),
+                       headers=mine).status_code == 201
+    refusals = [
+        search_encounters(client, assistant.headers, patient_id),
+        client.get(f"/fhir/Practitioner/{assistant.id}", headers=assistant.headers),
+        client.post(f"/fhir/Patient/{patient_id}/$emergency-access", headers=assistant.headers,
+                    json={"resourceType": "Parameters", "parameter": [
+                        {"name": "reason", "valueString": "unconscious"}]}),
+        client.post("/fhir/Encounter", headers=assistant.headers, json=encounter(
+            patient_id, assistant.id, code=presence_code(platform, patient_id))),
+    ]
+    for refused in refusals:
+        assert refused.status_code == 403, refused.text
+        assert "assistant has no valid mandate" in diagnostics(refused)
+    explained = client.get(f"/fhir/Patient/{patient_id}/$explain",
+                           params={"practitioner": assistant.id}, headers=mine).json()
+    assert {"name": "rule", "valueString": "identity"} in explained["parameter"]

@@ -125,12 +125,19 @@ class Actor:
 # --- who is asking ---------------------------------------------------------------------------
 
 
+# Professions whose members act only under a practitioner's mandate (PRODUCT.md, rule 8). The
+# directory records no mandate yet, so the engine sees them without a mandator and refuses them
+# by rule 1 (identity-assistant) until it does (docs/authorization.md).
+ASSISTANT_PROFESSIONS = frozenset({"medical-assistant"})
+
+
 def practitioner_subject(
     uow: UnitOfWork, practitioner_id: str, organization_id: str | None = None
 ) -> Subject:
     """A practitioner as the directory describes them: the profession and specialty of their
     role at ``organization_id`` (when a system acts for them) or of their first active role, and
-    every organization they work for. Licence and revocation were checked with the token."""
+    every organization they work for; an assistant (`ASSISTANT_PROFESSIONS`) as an assistant.
+    Licence and revocation were checked with the token."""
     profession: str | None = None
     specialty: str | None = None
     organizations: set[str] = set()
@@ -144,7 +151,7 @@ def practitioner_subject(
         profession, specialty = role.profession, role.specialty
         chosen = chosen or organization_id is None or org == organization_id
     return Subject(
-        SubjectKind.PRACTITIONER,
+        SubjectKind.ASSISTANT if profession in ASSISTANT_PROFESSIONS else SubjectKind.PRACTITIONER,
         practitioner_id,
         profession,
         specialty,
