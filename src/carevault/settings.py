@@ -8,11 +8,12 @@ must not start at all, and must say which setting is wrong.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from carevault.domain.authorization import CareProof
 
@@ -114,6 +115,42 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=64, description="Server processes of `carevault serve`."
     )
+    # Transport. `carevault serve` terminates TLS itself when given a certificate and key
+    # (`--tls-cert`, `--tls-key` override these), or sits behind a reverse proxy that does.
+    tls_cert_file: Path | None = Field(
+        default=None, description="The server's certificate chain (PEM), leaf first."
+    )
+    tls_key_file: Path | None = Field(default=None, description="Its private key (PEM).")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="Client certificates are asked for and verified against these CAs (PEM; "
+        "the platform CA chain, `carevault pki ca`); None = none asked for.",
+    )
+    tls_client_cert: Literal["optional", "required"] = Field(
+        default="optional",
+        description="With a client CA: whether a client without a certificate may connect.",
+    )
+    trusted_proxies: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = Field(
+        default=(),
+        description="Addresses (IPs or CIDRs, comma-separated) of the reverse proxies whose "
+        "X-Forwarded-For, X-Client-Certificate and X-Client-Verify headers are believed; "
+        "from anyone else those headers are dropped.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        """``"10.0.0.5, 192.168.1.0/24"`` (or a list) into networks; a bad entry is refused."""
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list | tuple):
+            try:
+                return tuple(ipaddress.ip_network(str(part), strict=False) for part in value)
+            except ValueError as error:
+                raise ValueError(f"CAREVAULT_TRUSTED_PROXIES: {error}") from None
+        return value
 
     @property
     def care_event_proofs(self) -> frozenset[CareProof]:
@@ -144,4 +181,33 @@ class Settings(BaseSettings):
         if not self.public_base_url.startswith("https://"):
             raise ConfigurationError(
                 "CAREVAULT_PUBLIC_BASE_URL must be https:// outside dev (got a plain address)"
+            )
+
+    def check_transport(self) -> None:
+        """What `carevault serve` refuses: half a TLS configuration, client certificates
+        without TLS, and, outside ``dev``, plain HTTP that no trusted proxy stands in front of
+        (the public address is https:// there, see `check_deployable`: someone must speak TLS
+        to the clients, CareVault itself or the proxy)."""
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigurationError(
+                "TLS needs both a certificate and its key: set CAREVAULT_TLS_CERT_FILE and "
+                "CAREVAULT_TLS_KEY_FILE (--tls-cert, --tls-key), or neither"
+            )
+        tls = self.tls_cert_file is not None
+        if self.tls_client_ca_file is not None and not tls:
+            raise ConfigurationError(
+                "CAREVAULT_TLS_CLIENT_CA_FILE (--client-ca) needs TLS: set "
+                "CAREVAULT_TLS_CERT_FILE and CAREVAULT_TLS_KEY_FILE too"
+            )
+        if self.tls_client_cert == "required" and self.tls_client_ca_file is None:
+            raise ConfigurationError(
+                "client certificates cannot be required without CAREVAULT_TLS_CLIENT_CA_FILE "
+                "(--client-ca), the CA they are verified against"
+            )
+        if self.environment != "dev" and not tls and not self.trusted_proxies:
+            raise ConfigurationError(
+                f"outside dev CareVault does not serve plain HTTP on its own: give it a "
+                f"certificate (CAREVAULT_TLS_CERT_FILE and CAREVAULT_TLS_KEY_FILE, or --tls-cert "
+                f"and --tls-key), or name the reverse proxy that terminates TLS in front of it "
+                f"(CAREVAULT_TRUSTED_PROXIES); environment '{self.environment}'"
             )

@@ -33,6 +33,7 @@ from carevault.adapters.timestamping import HttpTimeStampAuthority
 from carevault.api.audit_routes import SecurityOfficer, audit_router
 from carevault.api.fhir.door import FORM, FhirDoor, FhirResponse
 from carevault.api.pki_routes import pki_router
+from carevault.api.transport import TransportIdentity, client_certificate
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError, InvalidInput, TooLarge
 from carevault.services.atna_export import start_exporters
@@ -261,6 +262,8 @@ def create_app(
     fhir_base = settings.public_base_url.rstrip("/") + "/fhir"
 
     app.add_middleware(SecurityHeaders)
+    # Before anything reads the client's address or the transport's headers.
+    app.add_middleware(TransportIdentity, trusted_proxies=settings.trusted_proxies)
 
     async def fhir(request: Request) -> Response:
         path = str(request.path_params.get("path", ""))
@@ -286,6 +289,7 @@ def create_app(
                 body_error = InvalidInput("the form body of a search is malformed")
             body = b""
         client = request.client.host if request.client else ""
+        certificate = client_certificate(request)
         headers = {k.lower(): v for k, v in request.headers.items()}
         response = await run_in_threadpool(
             door.handle,
@@ -295,6 +299,7 @@ def create_app(
             body=body,
             headers=headers,
             client=client,
+            tls_client=certificate.serial if certificate else "",
             base_url=fhir_base,
             body_error=body_error,
         )
