@@ -314,3 +314,30 @@ def audit_entries(http: httpx.Client, stream: str = "clinical") -> list[dict[str
         found += [json.loads(base64.b64decode(e["leaf_input"])) for e in page]
         if len(page) < 1000:
             return found
+
+
+def card_token(http: httpx.Client, base_url: str, card: Path, client_id: str,
+               scope: str = "system/*.rs") -> str:
+    """A SMART backend token for the card in ``card`` (cert.pem, chain.pem, key.pem), asked
+    for over ``http`` (which may present that card in TLS too); its public address is
+    ``base_url``. The assertion is signed with PyJWT."""
+    chain = [x509.load_pem_x509_certificate((card / n).read_bytes())
+             for n in ("cert.pem", "chain.pem")]
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"iss": client_id, "sub": client_id, "aud": f"{base_url}/oauth/token",
+         "iat": now, "exp": now + 120, "jti": uuid.uuid4().hex},
+        (card / "key.pem").read_bytes(), algorithm="ES256",
+        headers={"x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
+                         for c in chain]})
+    response = http.post("/oauth/token", data={
+        "grant_type": "client_credentials", "scope": scope,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def last_entry(entries: list[dict[str, Any]], interaction: str) -> dict[str, Any]:
+    """The latest audit entry of ``interaction``."""
+    return next(e for e in reversed(entries) if e["interaction"] == interaction)

@@ -22,11 +22,8 @@ and the platform CA chain from ``carevault pki ca``. Checked over real sockets:
 
 from __future__ import annotations
 
-import base64
 import ssl
 import subprocess
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import jwt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from support.mhd import FHIR_JSON
 from support.tls_probe import (
@@ -50,12 +44,16 @@ from support.tls_probe import (
 )
 from support.x509_ca import Credentials, LocalCa
 
-from .conftest import CAREVAULT, Installation, audit_entries, free_port
+from .conftest import (
+    CAREVAULT,
+    Installation,
+    audit_entries,
+    card_token,
+    free_port,
+    last_entry,
+)
 
 pytestmark = pytest.mark.e2e
-
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
 
 @dataclass
 class TlsServer:
@@ -115,25 +113,6 @@ def control(server: TlsServer) -> Iterator[PermissiveServer]:
         yield c
 
 
-def token(server: TlsServer, http: httpx.Client) -> str:
-    """A SMART backend token for the card, asked for over ``http`` (PyJWT assertion)."""
-    card = server.installation.card
-    chain = [x509.load_pem_x509_certificate((card / n).read_bytes())
-             for n in ("cert.pem", "chain.pem")]
-    client_id, now = Installation.PRACTITIONER, int(time.time())
-    assertion = jwt.encode(
-        {"iss": client_id, "sub": client_id, "aud": f"{server.base_url}/oauth/token",
-         "iat": now, "exp": now + 120, "jti": uuid.uuid4().hex},
-        (card / "key.pem").read_bytes(), algorithm="ES256",
-        headers={"x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
-                         for c in chain]})
-    response = http.post("/oauth/token", data={
-        "grant_type": "client_credentials", "scope": "system/*.rs",
-        "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion})
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
 def assert_refused_in_handshake(server: TlsServer, refused: Outcome) -> None:
     """The handshake did not complete. (uvloop's TLS closes the connection without sending
     an alert, so the client sees an unexpected EOF rather than, say, protocol_version; the
@@ -141,10 +120,6 @@ def assert_refused_in_handshake(server: TlsServer, refused: Outcome) -> None:
     assert refused.version is None and refused.answer == b"", refused
     assert isinstance(refused.error, ssl.SSLError | ConnectionResetError), refused.error
     assert probe(server.port, server.context()).accepted
-
-
-def by_request(entries: list[dict[str, Any]], interaction: str) -> dict[str, Any]:
-    return next(e for e in reversed(entries) if e["interaction"] == interaction)
 
 
 # --- protocol versions and suites --------------------------------------------------------------
@@ -201,14 +176,15 @@ def test_weak_tls_1_2_suites_are_refused(server: TlsServer, control: PermissiveS
 def test_a_platform_card_is_accepted_and_seen(server: TlsServer) -> None:
     installation = server.installation
     with server.http(card=True) as http:
-        bearer = token(server, http)
+        bearer = card_token(http, server.base_url, installation.card,
+                            Installation.PRACTITIONER)
         response = http.get(f"/fhir/Patient/{installation.patient_id}",
                             headers={"Authorization": f"Bearer {bearer}"})
         assert response.status_code == 200, response.text
         entries = audit_entries(http)
 
-    issued = by_request(entries, "token")
-    read = by_request(entries, "read")
+    issued = last_entry(entries, "token")
+    read = last_entry(entries, "read")
     assert issued["outcome"] == "0"
     assert issued["detail"]["tls-client"] == installation.card_serial
     assert read["entity_id"] == installation.patient_id
@@ -224,7 +200,7 @@ def test_without_a_certificate_the_client_is_served_and_nothing_is_recorded(
         assert response.status_code == 200
         entries = audit_entries(http)
 
-    assert "tls-client" not in by_request(entries, "capabilities")["detail"]
+    assert "tls-client" not in last_entry(entries, "capabilities")["detail"]
 
 
 @pytest.mark.parametrize("maximum", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
@@ -255,7 +231,7 @@ def test_forged_proxy_headers_change_nothing(server: TlsServer) -> None:
         assert http.get("/fhir/metadata", headers=forged).status_code == 200
         entries = audit_entries(http)
 
-    entry = by_request(entries, "capabilities")
+    entry = last_entry(entries, "capabilities")
     assert "tls-client" not in entry["detail"]
     assert entry["agent"]["network"] == "127.0.0.1"
 
@@ -291,7 +267,7 @@ def test_required_client_certificates(installation: Installation, ca: LocalCa,
                       timeout=60.0) as http:
         assert http.get("/fhir/metadata", headers={"User-Agent": "one"}).status_code == 200
         entries = audit_entries(http)
-    assert by_request(entries, "capabilities")["detail"]["tls-client"] == (
+    assert last_entry(entries, "capabilities")["detail"]["tls-client"] == (
         installation.card_serial)
     assert process.poll() is None, installation.log("tls-required")
     assert list(children_of(process.pid)) == []  # one process: no supervisor, no workers
