@@ -176,6 +176,9 @@ def test_weak_tls_1_2_suites_are_refused(server: TlsServer, control: PermissiveS
 def test_a_platform_card_is_accepted_and_seen(server: TlsServer) -> None:
     installation = server.installation
     with server.http(card=True) as http:
+        # The card in the handshake authenticates nobody: without a token, nothing.
+        anonymous = http.get(f"/fhir/Patient/{installation.patient_id}")
+        assert anonymous.status_code == 401, anonymous.text
         bearer = card_token(http, server.base_url, installation.card,
                             Installation.PRACTITIONER)
         response = http.get(f"/fhir/Patient/{installation.patient_id}",
