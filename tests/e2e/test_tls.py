@@ -131,6 +131,8 @@ def test_https_with_tls_1_3_and_tls_1_2(server: TlsServer) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith(FHIR_JSON)
     assert response.json()["resourceType"] == "CapabilityStatement"
+    assert response.headers["strict-transport-security"] == (
+        "max-age=63072000; includeSubDomains")
 
     newest = probe(server.port, server.context())
     tls12 = probe(server.port, server.context(maximum=ssl.TLSVersion.TLSv1_2))

@@ -60,8 +60,14 @@ SECURITY_HEADERS = {
 }
 
 
+# Sent on responses CareVault serves over its own TLS (`carevault serve --tls-cert`); behind a
+# proxy, the proxy sends it (deploy/nginx/carevault.conf).
+HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
+
+
 class SecurityHeaders:
-    """Adds ``SECURITY_HEADERS`` to every HTTP response that does not set them itself.
+    """Adds ``SECURITY_HEADERS`` to every HTTP response that does not set them itself, and
+    HSTS to those served over HTTPS.
 
     A plain ASGI middleware: it only edits the ``http.response.start`` message. (Starlette's
     ``@app.middleware("http")`` would re-stream every request and response body through memory
@@ -81,11 +87,13 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        added = (*self._ENCODED, HSTS) if scope.get("scheme") == "https" else self._ENCODED
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers.extend(pair for pair in self._ENCODED if pair[0] not in present)
+                headers.extend(pair for pair in added if pair[0] not in present)
                 message = {**message, "headers": headers}
             await send(message)
 
