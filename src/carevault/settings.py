@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from carevault.domain.authorization import CareProof
 
@@ -132,6 +132,42 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1, ge=1, le=64, description="Server processes of `carevault serve`."
     )
+    # Transport. `carevault serve` terminates TLS itself when given a certificate and key
+    # (`--tls-cert`, `--tls-key` override these), or sits behind a reverse proxy that does.
+    tls_cert_file: Path | None = Field(
+        default=None, description="The server's certificate chain (PEM), leaf first."
+    )
+    tls_key_file: Path | None = Field(default=None, description="Its private key (PEM).")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="Client certificates are asked for and verified against these CAs (PEM; "
+        "the platform CA chain, `carevault pki ca`); None = none asked for.",
+    )
+    tls_client_cert: Literal["optional", "required"] = Field(
+        default="optional",
+        description="With a client CA: whether a client without a certificate may connect.",
+    )
+    trusted_proxies: Annotated[
+        tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode
+    ] = Field(
+        default=(),
+        description="Addresses (IPs or CIDRs, comma-separated) of the reverse proxies whose "
+        "X-Forwarded-For, X-Client-Certificate and X-Client-Verify headers are believed; "
+        "from anyone else those headers are dropped.",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        """``"10.0.0.5, 192.168.1.0/24"`` (or a list) into networks; a bad entry is refused."""
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list | tuple):
+            try:
+                return tuple(ipaddress.ip_network(str(part), strict=False) for part in value)
+            except ValueError as error:
+                raise ValueError(f"CAREVAULT_TRUSTED_PROXIES: {error}") from None
+        return value
 
     @property
     def care_event_proofs(self) -> frozenset[CareProof]:
@@ -155,14 +191,43 @@ class Settings(BaseSettings):
             return DEV_PUBLIC_BASE_URL
         return self.public_base_url.rstrip("/")
 
-    def served_at(self, host: str, port: int) -> Settings:
+    def served_at(self, host: str, port: int, *, tls: bool = False) -> Settings:
         """These settings for a server listening on ``host:port``: in ``dev`` without an
         explicit public address, clients are told that address (a wildcard address is reached
         through the loopback one). Anything set explicitly, and every other environment, is
         kept as it is."""
         if self.public_base_url is not None or self.environment != "dev":
             return self
-        return self.model_copy(update={"public_base_url": local_url(host, port)})
+        return self.model_copy(update={"public_base_url": local_url(host, port, tls=tls)})
+
+    def check_transport(self) -> None:
+        """What `carevault serve` refuses: half a TLS configuration, client certificates
+        without TLS, and, outside ``dev``, plain HTTP that no trusted proxy stands in front of
+        (the public address is https:// there, see `check_deployable`: someone must speak TLS
+        to the clients, CareVault itself or the proxy)."""
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigurationError(
+                "TLS needs both a certificate and its key: set CAREVAULT_TLS_CERT_FILE and "
+                "CAREVAULT_TLS_KEY_FILE (--tls-cert, --tls-key), or neither"
+            )
+        tls = self.tls_cert_file is not None
+        if self.tls_client_ca_file is not None and not tls:
+            raise ConfigurationError(
+                "CAREVAULT_TLS_CLIENT_CA_FILE (--client-ca) needs TLS: set "
+                "CAREVAULT_TLS_CERT_FILE and CAREVAULT_TLS_KEY_FILE too"
+            )
+        if self.tls_client_cert == "required" and self.tls_client_ca_file is None:
+            raise ConfigurationError(
+                "client certificates cannot be required without CAREVAULT_TLS_CLIENT_CA_FILE "
+                "(--client-ca), the CA they are verified against"
+            )
+        if self.environment != "dev" and not tls and not self.trusted_proxies:
+            raise ConfigurationError(
+                f"outside dev CareVault does not serve plain HTTP on its own: give it a "
+                f"certificate (CAREVAULT_TLS_CERT_FILE and CAREVAULT_TLS_KEY_FILE, or --tls-cert "
+                f"and --tls-key), or name the reverse proxy that terminates TLS in front of it "
+                f"(CAREVAULT_TRUSTED_PROXIES); environment '{self.environment}'"
+            )
 
     def check_deployable(self) -> None:
         """Refuse development defaults anywhere but ``dev``; say which setting is at fault."""
@@ -198,13 +263,15 @@ _MISSING_PUBLIC_URL = (
 )
 
 
-def local_url(host: str, port: int) -> str:
-    """The ``http://`` address of a server listening on ``host:port`` of this machine."""
+def local_url(host: str, port: int, *, tls: bool = False) -> str:
+    """The address of a server listening on ``host:port`` of this machine (``https://`` when it
+    serves TLS itself)."""
+    scheme = "https" if tls else "http"
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return f"http://{host}:{port}"  # a host name
+        return f"{scheme}://{host}:{port}"  # a host name
     if address.is_unspecified:  # 0.0.0.0 or "::" listens on every interface, loopback too
         address = ipaddress.ip_address("::1" if address.version == 6 else DEV_HOST)
     shown = f"[{address}]" if address.version == 6 else str(address)
-    return f"http://{shown}:{port}"
+    return f"{scheme}://{shown}:{port}"

@@ -12,12 +12,14 @@ import base64
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +136,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
-def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, stderr: Path) -> None:
+def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, stderr: Path,
+                        verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     last_error = "no attempt made"
     while time.monotonic() < deadline:
@@ -144,7 +147,7 @@ def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, stderr:
                 f"stderr:\n{stderr.read_text(errors='replace')}"
             )
         try:
-            response = httpx.get(f"{base_url}/health", timeout=2.0)
+            response = httpx.get(f"{base_url}/health", timeout=2.0, verify=verify)
             if response.status_code == 200:
                 return
             last_error = f"/health answered {response.status_code}"
@@ -245,3 +248,128 @@ def registrar_token(base_url: str, workdir: Path) -> str:
                     REDIRECT, "--json")["client_id"]
     with httpx.Client(base_url=base_url, timeout=30.0) as browser:
         return authorize_operator(browser, client_id, login, totp, REGISTRAR_SCOPE)
+
+
+# --- an installation driven through its command line, for tests that start servers themselves ---
+
+
+class Installation:
+    """A CareVault set up under ``workdir`` as an operator would: ``init``, ``pki init``, one
+    physician with a card of the platform CA (``card/``), one patient, and the CA chain in
+    ``platform-ca.pem`` (``carevault pki ca``). The test starts its servers itself."""
+
+    PRACTITIONER = "HP-TRANSPORT-1"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        (workdir / "var").mkdir(parents=True, exist_ok=True)
+        self.card = workdir / "card"
+        self.ca_chain = workdir / "platform-ca.pem"
+        self.card_serial = ""
+        self.patient_id = ""
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def env(self, base_url: str = "http://127.0.0.1:8000", **settings: str) -> dict[str, str]:
+        env = carevault_env(self.workdir, base_url)
+        env["CAREVAULT_RATE_LIMIT_PER_MINUTE"] = "1000000"  # not what these tests are about
+        env.pop("CAREVAULT_WORKERS", None)
+        env.update(settings)
+        return env
+
+    def cli(self, *args: str) -> Any:
+        done = subprocess.run([CAREVAULT, *args], cwd=self.workdir, env=self.env(),
+                              capture_output=True, text=True, timeout=COMMAND_SECONDS,
+                              check=False)
+        assert done.returncode == 0, (
+            f"`carevault {' '.join(args)}` exited {done.returncode}\n"
+            f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}")
+        return json.loads(done.stdout) if "--json" in args else done.stdout
+
+    def prepare(self) -> Installation:
+        from support.builders import national_id
+
+        self.cli("init")
+        self.cli("pki", "init")
+        practitioner = self.cli("directory", "add-practitioner", "--identifier",
+                                self.PRACTITIONER, "--family", "Weber", "--given", "Anne",
+                                "--profession", "physician", "--specialty",
+                                "general-practice", "--json")
+        issued = self.cli("pki", "issue-practitioner", practitioner["id"], "--out",
+                          str(self.card), "--json")
+        self.card_serial = issued["serial"]
+        patient = self.cli("directory", "add-patient", "--national-id",
+                           national_id(812, date(1971, 3, 9)), "--family", "Transport",
+                           "--given", "Tess", "--birthdate", "1971-03-09", "--gender",
+                           "female", "--json")
+        self.patient_id = patient["id"]
+        self.cli("pki", "ca", "--out", str(self.ca_chain))
+        return self
+
+    def serve(self, name: str, base_url: str, args: list[str],
+              verify: ssl.SSLContext | bool = True, **settings: str
+              ) -> subprocess.Popen[bytes]:
+        """``carevault serve ARGS`` with its output in ``NAME.out``/``NAME.err``, once it
+        answers ``/health`` at ``base_url`` (its public address too)."""
+        stderr = self.workdir / f"{name}.err"
+        with (self.workdir / f"{name}.out").open("wb") as out, stderr.open("wb") as err:
+            process = subprocess.Popen([CAREVAULT, "serve", *args], cwd=self.workdir,
+                                       env=self.env(base_url, **settings), stdout=out,
+                                       stderr=err)
+        self.processes.append(process)
+        _wait_until_healthy(process, base_url, stderr, verify)
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.err").read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        """Stops every server it started (SIGTERM: a supervisor stops its workers first)."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=45)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+
+
+def audit_entries(http: httpx.Client, stream: str = "clinical") -> list[dict[str, Any]]:
+    """Every entry of the stream, as the developer on this machine reads them in ``dev``
+    (``GET /audit/entries`` from a loopback address)."""
+    found: list[dict[str, Any]] = []
+    while True:
+        response = http.get("/audit/entries", params={
+            "stream": stream, "start": len(found), "end": len(found) + 1000})
+        assert response.status_code == 200, response.text
+        page = response.json()["entries"]
+        found += [json.loads(base64.b64decode(e["leaf_input"])) for e in page]
+        if len(page) < 1000:
+            return found
+
+
+def card_token(http: httpx.Client, base_url: str, card: Path, client_id: str,
+               scope: str = "system/*.rs") -> str:
+    """A SMART backend token for the card in ``card`` (cert.pem, chain.pem, key.pem), asked
+    for over ``http`` (which may present that card in TLS too); its public address is
+    ``base_url``. The assertion is signed with PyJWT."""
+    chain = [x509.load_pem_x509_certificate((card / n).read_bytes())
+             for n in ("cert.pem", "chain.pem")]
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"iss": client_id, "sub": client_id, "aud": f"{base_url}/oauth/token",
+         "iat": now, "exp": now + 120, "jti": uuid.uuid4().hex},
+        (card / "key.pem").read_bytes(), algorithm="ES256",
+        headers={"x5c": [base64.b64encode(c.public_bytes(Encoding.DER)).decode()
+                         for c in chain]})
+    response = http.post("/oauth/token", data={
+        "grant_type": "client_credentials", "scope": scope,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def last_entry(entries: list[dict[str, Any]], interaction: str) -> dict[str, Any]:
+    """The latest audit entry of ``interaction``."""
+    return next(e for e in reversed(entries) if e["interaction"] == interaction)

@@ -258,12 +258,14 @@ def test_the_server_forwards_both_streams_over_relp_when_configured(
     with TestClient(
         platform.app, client=("127.0.0.1", 1), headers={"Authorization": f"Bearer {token}"}
     ) as client:
+        # Only the directories' authorities write patients: a registrar's request, whose
+        # patient finds it in the clinical stream.
         created = client.post(
             "/fhir/Patient",
             json=patient(platform.directory.systems, 1),
             headers=registrar_headers(platform),
         )
-        assert created.status_code == 201
+        assert created.status_code == 201, created.text
         client.get("/audit/entries", params={"start": 0, "end": 2})  # an operator-stream entry
         clinical = relp.wait_for_lines(1, CLINICAL_APP, timeout=WAIT_SECONDS)
         operator = relp.wait_for_lines(1, OPERATOR_APP, timeout=WAIT_SECONDS)

@@ -443,6 +443,25 @@ def test_prod_refuses_to_serve_with_the_development_key_source(cli: Cli) -> None
     assert "Uvicorn running" not in done.stderr
 
 
+def test_prod_refuses_to_serve_plain_http_without_a_trusted_proxy(cli: Cli) -> None:
+    """Outside dev someone must speak TLS to the clients: CareVault itself, or a trusted proxy."""
+    env = {**cli.env, "CAREVAULT_ENVIRONMENT": "prod",
+           "CAREVAULT_KEY_SOURCE": f"file:{cli.workdir / 'prod.key'}",
+           "CAREVAULT_DATABASE_URL": f"sqlite:///{cli.workdir / 'prod.db'}",
+           "CAREVAULT_PUBLIC_BASE_URL": "https://carevault.example.lu"}
+
+    done = subprocess.run(
+        [CAREVAULT, "serve", "--port", str(free_port())],
+        cwd=cli.workdir, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+    assert done.returncode == 1
+    assert "CAREVAULT_TRUSTED_PROXIES" in done.stderr
+    assert "--tls-cert" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "Uvicorn running" not in done.stderr
+
+
 def test_serve_with_workers_on_a_port_in_use_is_a_readable_error(ready: Cli) -> None:
     """The supervisor checks the port before it starts any worker (each worker binds it with
     SO_REUSEPORT; a listener without it must make the command fail, not loop restarting)."""

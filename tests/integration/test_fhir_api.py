@@ -483,7 +483,9 @@ def test_hsts_on_every_response_outside_dev(settings: Settings, platform: Platfo
                                            "public_base_url": "https://carevault.example.lu"})
     deployed.check_deployable()  # the settings a deployment would really start with
     app = build(deployed, platform.engine).app
-    with TestClient(app, base_url="https://carevault.example.lu",
+    # In dev the platform is reached over plain HTTP (over its own TLS it sends HSTS: test_tls).
+    scheme = "http" if environment == "dev" else "https"
+    with TestClient(app, base_url=f"{scheme}://carevault.example.lu",
                     client=("198.51.100.7", 1)) as remote:
         answers = [
             remote.get("/fhir/metadata"),

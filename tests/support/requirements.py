@@ -158,6 +158,19 @@ PLAYWRIGHT = Requirement(
 OPENSSL_TS = Requirement("openssl", "openssl", _find_openssl_ts)
 
 
+def find_nginx() -> str | None:
+    """Debian's nginx, on the PATH or where Debian puts it (``/usr/sbin``, often off a user's
+    PATH)."""
+    return shutil.which("nginx") or next(
+        (str(p) for p in (Path("/usr/sbin/nginx"),) if p.exists()), None
+    )
+
+
+NGINX = Requirement(
+    "nginx", "nginx", lambda: None if find_nginx() else "nginx is not installed"
+)
+
+
 # --- the reports and the summary -------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ the public address, which in dev follows the address served unless it is set."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -161,3 +162,54 @@ def test_the_variables_named_in_messages_are_the_ones_read(monkeypatch: pytest.M
     monkeypatch.delenv("CAREVAULT_PUBLIC_BASE_URL")
     with pytest.raises(ConfigurationError, match="CAREVAULT_PUBLIC_BASE_URL"):
         make().check_deployable()
+
+
+# --- the transport: `Settings.check_transport` (carevault serve) -------------------------------
+
+TLS = {"tls_cert_file": Path("/etc/carevault/tls/cert.pem"),
+       "tls_key_file": Path("/etc/carevault/tls/key.pem")}
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+def test_plain_http_without_a_trusted_proxy_is_refused_outside_dev(environment: str) -> None:
+    with pytest.raises(ConfigurationError, match="CAREVAULT_TRUSTED_PROXIES") as caught:
+        make(environment=environment, **GOOD).check_transport()
+    assert "CAREVAULT_TLS_CERT_FILE" in str(caught.value)
+    assert environment in str(caught.value)
+
+
+@pytest.mark.parametrize("environment", DEPLOYED)
+def test_tls_or_a_trusted_proxy_is_accepted_outside_dev(environment: str) -> None:
+    make(environment=environment, **GOOD, **TLS).check_transport()
+    make(environment=environment, **GOOD, trusted_proxies="10.0.0.5").check_transport()
+
+
+def test_dev_may_serve_plain_http() -> None:
+    make().check_transport()
+
+
+@pytest.mark.parametrize("half", ["tls_cert_file", "tls_key_file"])
+def test_half_a_tls_configuration_is_refused(half: str) -> None:
+    with pytest.raises(ConfigurationError, match="both a certificate and its key"):
+        make(**{half: TLS[half]}).check_transport()
+
+
+def test_client_certificates_need_tls_and_a_ca() -> None:
+    with pytest.raises(ConfigurationError, match="needs TLS"):
+        make(tls_client_ca_file=Path("/etc/carevault/ca.pem")).check_transport()
+    with pytest.raises(ConfigurationError, match="CAREVAULT_TLS_CLIENT_CA_FILE"):
+        make(**TLS, tls_client_cert="required").check_transport()
+    make(**TLS, tls_client_ca_file=Path("/etc/carevault/ca.pem"),
+         tls_client_cert="required").check_transport()
+
+
+def test_trusted_proxies_are_read_as_addresses_and_networks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert make().trusted_proxies == ()
+    monkeypatch.setenv("CAREVAULT_TRUSTED_PROXIES", "10.0.0.5, 192.168.1.0/24 ::1")
+    assert [str(n) for n in make().trusted_proxies] == [
+        "10.0.0.5/32", "192.168.1.0/24", "::1/128"]
+    monkeypatch.setenv("CAREVAULT_TRUSTED_PROXIES", "10.0.0.5, proxy.internal")
+    with pytest.raises(ValueError, match="CAREVAULT_TRUSTED_PROXIES"):
+        make()

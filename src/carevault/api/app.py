@@ -41,6 +41,7 @@ from carevault.api.fhir.door import (
 )
 from carevault.api.fhir.outcome import from_error
 from carevault.api.pki_routes import pki_router
+from carevault.api.transport import TransportIdentity, client_certificate
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated, TooLarge
 from carevault.services.atna_export import start_exporters
@@ -65,38 +66,44 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-# Outside dev the platform is served over HTTPS only (settings refuse a plain public address):
-# browsers must not fall back to plain HTTP for two years, subdomains included (RFC 6797).
-HSTS = {"Strict-Transport-Security": "max-age=63072000; includeSubDomains"}
+# Browsers must not fall back to plain HTTP for two years, subdomains included (RFC 6797): sent
+# outside dev (served over HTTPS only: settings refuse a plain public address) and on every
+# response CareVault serves over its own TLS (`carevault serve --tls-cert`); behind a proxy,
+# the proxy sends it too (deploy/nginx/carevault.conf).
+HSTS = (b"strict-transport-security", b"max-age=63072000; includeSubDomains")
 
 
 class SecurityHeaders:
-    """Adds ``SECURITY_HEADERS`` (and ``HSTS`` with ``strict_transport``) to every HTTP
-    response that does not set them itself.
+    """Adds ``SECURITY_HEADERS`` to every HTTP response that does not set them itself, and
+    HSTS to those served over HTTPS or, with ``strict_transport`` (outside dev), to all.
 
     A plain ASGI middleware: it only edits the ``http.response.start`` message. (Starlette's
     ``@app.middleware("http")`` would re-stream every request and response body through memory
     channels and a task group, which cost a fifth of the server's CPU on document retrieval.)
     """
 
+    _ENCODED = tuple(
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in SECURITY_HEADERS.items()
+    )
+
     def __init__(self, app: ASGIApp, *, strict_transport: bool = False) -> None:
         self.app = app
-        headers = {**SECURITY_HEADERS, **(HSTS if strict_transport else {})}
-        self._encoded = tuple(
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in headers.items()
-        )
+        self.strict_transport = strict_transport
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        strict = self.strict_transport or scope.get("scheme") == "https"
+        added = (*self._ENCODED, HSTS) if strict else self._ENCODED
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers.extend(pair for pair in self._encoded if pair[0] not in present)
+                headers.extend(pair for pair in added if pair[0] not in present)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -309,6 +316,8 @@ def create_app(
 
     app.add_middleware(TokensNotInUrls)
     app.add_middleware(SecurityHeaders, strict_transport=settings.environment != "dev")
+    # Before anything reads the client's address or the transport's headers.
+    app.add_middleware(TransportIdentity, trusted_proxies=settings.trusted_proxies)
 
     async def fhir(request: Request) -> Response:
         path = str(request.path_params.get("path", ""))
@@ -334,6 +343,7 @@ def create_app(
                 body_error = InvalidInput("the form body of a search is malformed")
             body = b""
         client = request.client.host if request.client else ""
+        certificate = client_certificate(request)
         headers = {k.lower(): v for k, v in request.headers.items()}
         response = await run_in_threadpool(
             door.handle,
@@ -343,6 +353,7 @@ def create_app(
             body=body,
             headers=headers,
             client=client,
+            tls_client=certificate.serial if certificate else "",
             base_url=fhir_base,
             body_error=body_error,
         )

@@ -188,11 +188,15 @@ class AuditTrail:
                 rule=admission.rule if admission else None,
                 request_id=request_id,
                 detail={
-                    **({"client_id": admission.client_id} if admission.client_id else {}),
-                    **admission.detail,
-                }
-                if admission
-                else {},
+                    **(
+                        {"client_id": admission.client_id}
+                        if admission and admission.client_id
+                        else {}
+                    ),
+                    **(admission.detail if admission else {}),
+                    # The transport's verified client certificate: evidence, not identity.
+                    **({"tls-client": request.tls_client} if request.tls_client else {}),
+                },
             )
 
         if registrar:

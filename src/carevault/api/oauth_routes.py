@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenBucketLimiter
+from carevault.api.transport import client_certificate
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.errors import CareVaultError, InvalidInput, RateLimited
 from carevault.services.audit_log import AuditLog, AuditUnavailable
@@ -99,6 +100,10 @@ def oauth_router(
 
     def record(request: Request, outcome: str, detail: dict[str, str], interaction: str) -> None:
         client = request.client.host if request.client else None
+        certificate = client_certificate(request)
+        if certificate is not None:
+            # The transport's verified client certificate: evidence, not identity.
+            detail = {**detail, "tls-client": certificate.serial}
         log.append(
             [
                 AuditRecord(

@@ -8,7 +8,8 @@ spreads new connections over the workers evenly.
 
 The supervisor starts the workers, starts a new one when one dies unexpectedly, and stops them
 all on SIGTERM or SIGINT. Each worker builds its own platform (engine, audit writer, door) from
-the environment's settings through the application factory.
+the environment's settings through the application factory, and its own TLS context when the
+server speaks TLS (`carevault.api.tls`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,51 @@ import threading
 from collections.abc import Mapping
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from carevault.api.tls import TlsHttpProtocol, TlsOptions, server_context
 
 RESTART_PAUSE_SECONDS = 1.0
 STOP_SECONDS = 30.0
+
+
+def server_config(
+    app: Any,
+    host: str,
+    port: int,
+    tls: TlsOptions | None,
+    *,
+    factory: bool = False,
+    log_level: str = "info",
+) -> uvicorn.Config:
+    """uvicorn's configuration for ``app``, over TLS when ``tls`` is given."""
+    config = uvicorn.Config(
+        app,
+        factory=factory,
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=False,  # carevault.api.transport decides whom to believe
+        server_header=False,
+        http=TlsHttpProtocol if tls is not None else "auto",
+        ssl_certfile=tls.cert_file if tls is not None else None,
+        ssl_keyfile=tls.key_file if tls is not None else None,
+    )
+    if tls is not None:
+        # uvicorn builds its context from file names alone (no minimum version, no client
+        # certificate modes beyond a flag): once it is loaded, ours takes its place.
+        config.load()
+        config.ssl = server_context(tls)
+    return config
+
+
+def serve_one(app: Any, host: str, port: int, tls: TlsOptions | None) -> bool:
+    """Serve ``app`` in this process until SIGTERM or SIGINT; False if it could not start."""
+    server = uvicorn.Server(server_config(app, host, port, tls))
+    server.run()
+    return server.started
 
 
 def serve_processes(
@@ -32,6 +75,7 @@ def serve_processes(
     port: int,
     workers: int,
     *,
+    tls: TlsOptions | None = None,
     log_level: str = "info",
     environment: Mapping[str, str] | None = None,
 ) -> None:
@@ -43,7 +87,7 @@ def serve_processes(
 
     def start() -> BaseProcess:
         process = spawn.Process(
-            target=_worker, args=(app, host, port, log_level, extra), daemon=False
+            target=_worker, args=(app, host, port, log_level, tls, extra), daemon=False
         )
         process.start()
         return process
@@ -84,20 +128,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def _worker(
-    app: str, host: str, port: int, log_level: str, environment: dict[str, str]
+    app: str,
+    host: str,
+    port: int,
+    log_level: str,
+    tls: TlsOptions | None,
+    environment: dict[str, str],
 ) -> None:  # pragma: no cover
-    import uvicorn  # in the worker process
-
     os.environ.update(environment)  # this process's own environment, read by the factory
-
     sock = listening_socket(host, port)
-    config = uvicorn.Config(
-        app,
-        factory=True,
-        host=host,
-        port=port,
-        log_level=log_level,
-        proxy_headers=False,
-        server_header=False,
-    )
+    config = server_config(app, host, port, tls, factory=True, log_level=log_level)
     uvicorn.Server(config).run(sockets=[sock])

@@ -6,6 +6,7 @@ saying what is wrong and exit with status 1; they never print a stack trace.
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from collections.abc import Callable
@@ -117,6 +118,11 @@ PortOption = Annotated[
 ]
 
 
+class ClientCertMode(enum.StrEnum):
+    optional = "optional"
+    required = "required"
+
+
 @app.command()
 @friendly
 def serve(
@@ -126,13 +132,53 @@ def serve(
         int | None,
         typer.Option(min=1, max=64, help="Server processes (default CAREVAULT_WORKERS, 1)."),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            help="Serve HTTPS (TLS 1.2+) with this certificate chain, PEM, leaf first "
+            "(default CAREVAULT_TLS_CERT_FILE).",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option("--tls-key", help="Its private key, PEM (default CAREVAULT_TLS_KEY_FILE)."),
+    ] = None,
+    client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--client-ca",
+            help="Ask clients for a certificate verified against this CA file: the platform "
+            "CA chain, `carevault pki ca` (default CAREVAULT_TLS_CLIENT_CA_FILE).",
+        ),
+    ] = None,
+    client_cert: Annotated[
+        ClientCertMode | None,
+        typer.Option(
+            "--client-cert",
+            help="With --client-ca: optional (a client without a certificate is served) or "
+            "required (default CAREVAULT_TLS_CLIENT_CERT, optional).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the FHIR API under /fhir and the portal at /."""
-    import uvicorn
-
+    from carevault.api.tls import TlsOptions, server_context
+    from carevault.api.workers import listening_socket, serve_one, serve_processes
     from carevault.bootstrap import build
 
-    config = _settings().served_at(host, port)
+    flags = {
+        "tls_cert_file": tls_cert,
+        "tls_key_file": tls_key,
+        "tls_client_ca_file": client_ca,
+        "tls_client_cert": client_cert.value if client_cert else None,
+    }
+    config = _settings().model_copy(update={k: v for k, v in flags.items() if v is not None})
+    config = config.served_at(host, port, tls=config.tls_cert_file is not None)
+    config.check_deployable()  # the development defaults first, then how it is reached
+    config.check_transport()
+    tls = TlsOptions.from_settings(config)
+    if tls is not None:
+        server_context(tls)  # an unusable certificate, key or CA file is refused here, readably
     platform = build(config)
     loaded = platform.policy.matrix
     # Every start records the profile matrix in force: a change of who sees what is in the
@@ -147,17 +193,9 @@ def serve(
         f"CareVault: the FHIR API at {config.public_url}/fhir, the portal at {config.public_url}/"
     )
     if processes == 1:
-        uvicorn.run(
-            platform.app,
-            host=host,
-            port=port,
-            log_level="info",
-            proxy_headers=False,
-            server_header=False,
-        )
+        if not serve_one(platform.app, host, port, tls):
+            raise typer.Exit(3)  # uvicorn said why (a port in use…); as uvicorn.run does
         return
-    from carevault.api.workers import listening_socket, serve_processes
-
     platform.engine.dispose()  # the workers build their own; this process only supervises
     try:
         listening_socket(host, port).close()  # a port in use is refused here, readably
@@ -170,6 +208,7 @@ def serve(
         host,
         port,
         processes,
+        tls=tls,
         environment={"CAREVAULT_PUBLIC_BASE_URL": config.public_url},
     )
 

@@ -119,6 +119,34 @@ def init(json_output: JsonOption = False) -> None:
     )
 
 
+@app.command("ca")
+@friendly
+def ca(
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the chain to this new file instead of printing it."),
+    ] = None,
+) -> None:
+    """Print the CA chain (issuing CA, then root; PEM), as GET /pki/ca serves it: the file to
+    give `carevault serve --client-ca` and a proxy's ssl_client_certificate."""
+    config = context.settings()
+    with UnitOfWork(context.engine_for(config.database_url)) as uow:
+        chain = pki.ca_chain_pem(uow)
+    if out is None:
+        typer.echo(chain, nl=False)
+    else:
+        try:
+            with out.open("x", encoding="ascii") as file:  # never overwritten
+                file.write(chain)
+        except FileExistsError:
+            raise CareVaultError(f"{out} exists; it is never overwritten") from None
+        typer.echo(f"wrote the CA chain to {out}")
+    with context.engine_for(config.database_url).begin() as connection:
+        context.log_for(config).append_in(
+            connection, [_operator_record("R", "pki ca", {"out": str(out) if out else "-"})]
+        )
+
+
 def _issue(
     kind: str,
     resource_id: str,

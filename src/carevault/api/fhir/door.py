@@ -84,6 +84,9 @@ class FhirRequest:
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     client: str = ""
+    # The serial of the client certificate the transport verified (CareVault's own TLS or the
+    # trusted proxy's, `carevault.api.transport`), or "": recorded, never used to authenticate.
+    tls_client: str = ""
     base_url: str = ""
     # An operation's declared scope letter (`Operation.permission`), set by the door.
     operation_permission: str = ""
@@ -359,6 +362,7 @@ class FhirDoor:
         body: bytes = b"",
         headers: Mapping[str, str] | None = None,
         client: str = "",
+        tls_client: str = "",
         base_url: str = "",
         body_error: CareVaultError | None = None,
     ) -> FhirResponse:
@@ -378,6 +382,7 @@ class FhirDoor:
             body=body,
             headers=headers or {},
             client=client,
+            tls_client=tls_client,
             base_url=base_url,
         )
         admission: Admission | None = None
