@@ -16,6 +16,7 @@ from carevault.adapters.crypto.vault import EnvelopeVault
 from carevault.adapters.keys.local_file import key_file_path, load_keys
 from carevault.adapters.keys.log_signer import signers_from_key_source
 from carevault.adapters.keys.token_signer import TokenSigningKey
+from carevault.adapters.package_config import builtin_profile_matrix
 from carevault.adapters.security.passwords import Argon2PasswordHasher
 from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox, qr_svg
 from carevault.adapters.storage.blob_store import FileBlobStore
@@ -32,7 +33,7 @@ from carevault.api.fhir.terminology_handlers import load_affinity_domain
 from carevault.api.oauth_routes import oauth_router
 from carevault.domain.affinity import AffinityDomain
 from carevault.domain.audit import STREAMS
-from carevault.domain.authorization import DEFAULT_PROFILE_MATRIX, ProfileMatrix, RecordModel
+from carevault.domain.authorization import ProfileMatrix, RecordModel
 from carevault.domain.errors import CareVaultError, InvalidInput
 from carevault.domain.professions import Professions
 from carevault.domain.scopes import permits
@@ -73,7 +74,7 @@ def load_profile_matrix(settings: Settings) -> ProfileMatrix:
     with a message naming the file."""
     path = settings.profile_matrix_file
     if path is None:
-        return DEFAULT_PROFILE_MATRIX
+        return builtin_profile_matrix()
     try:
         return ProfileMatrix.from_mapping(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as error:

@@ -347,14 +347,7 @@ ALLOWED_VIOLATIONS: dict[tuple[str, str], str] = {
     ("carevault.web.portal", _UOW): "the portal opens units of work itself",
 }
 
-ALLOWED_IMPORT_TIME_READS: dict[tuple[str, str], str] = {
-    ("carevault.domain.authorization", "files()"): "DEFAULT_PROFILE_MATRIX, the built-in matrix",
-    (
-        "carevault.domain.authorization",
-        "read_text()",
-    ): "DEFAULT_PROFILE_MATRIX, the built-in matrix",
-    ("carevault.domain.authorization", "loads()"): "DEFAULT_PROFILE_MATRIX, the built-in matrix",
-}
+ALLOWED_IMPORT_TIME_READS: dict[tuple[str, str], str] = {}
 
 
 def _exact(found: set[tuple[str, str]], allowed: dict[tuple[str, str], str]) -> list[str]:

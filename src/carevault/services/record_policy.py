@@ -37,7 +37,6 @@ from carevault.domain.audit import (
     rfc3339_ms,
 )
 from carevault.domain.authorization import (
-    DEFAULT_PROFILE_MATRIX,
     NOTIFY_PATIENT,
     Action,
     Block,
@@ -168,7 +167,7 @@ class RecordPolicy:
         audit: AuditAppender,
         *,
         clock: Callable[[], datetime],
-        matrix: ProfileMatrix = DEFAULT_PROFILE_MATRIX,
+        matrix: ProfileMatrix,
         care_relationship: timedelta = CARE_RELATIONSHIP,
         emergency_window: timedelta = EMERGENCY_WINDOW,
     ) -> None:
