@@ -27,8 +27,8 @@ from carevault.api.app import create_app
 from carevault.api.audit_trail import AuditTrail, before_commit
 from carevault.api.fhir.capability import capability_statement
 from carevault.api.fhir.context import ApiContext
-from carevault.api.fhir.directory_handlers import fhir_handlers
 from carevault.api.fhir.door import FhirDoor
+from carevault.api.fhir.registry import fhir_handlers
 from carevault.api.fhir.terminology_handlers import load_affinity_domain
 from carevault.api.oauth_routes import oauth_router
 from carevault.domain.affinity import AffinityDomain
