@@ -15,6 +15,7 @@ from carevault.adapters.crypto import open_keyring
 from carevault.adapters.crypto.vault import EnvelopeVault
 from carevault.adapters.keys.local_file import key_file_path, load_keys
 from carevault.adapters.keys.log_signer import signers_from_key_source
+from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.keys.token_signer import TokenSigningKey
 from carevault.adapters.package_config import builtin_profile_matrix
 from carevault.adapters.security.passwords import Argon2PasswordHasher
@@ -31,6 +32,7 @@ from carevault.api.fhir.door import FhirDoor
 from carevault.api.fhir.registry import fhir_handlers
 from carevault.api.fhir.terminology_handlers import load_affinity_domain
 from carevault.api.oauth_routes import oauth_router
+from carevault.api.pki_routes import pki_router
 from carevault.domain.affinity import AffinityDomain
 from carevault.domain.audit import STREAMS
 from carevault.domain.authorization import ProfileMatrix, RecordModel
@@ -231,6 +233,10 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         introspection_limiter=TokenBucketLimiter(settings.introspection_rate_per_minute),
     )
 
+    pki_routes = pki_router(
+        lambda: UnitOfWork(log.engine), ca_key_password(settings.key_source), utc_now
+    )
+
     def security_officer(token: str) -> str | None:
         with UnitOfWork(engine) as uow:
             try:
@@ -245,7 +251,8 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         settings,
         door,
         log,
-        routers=[oauth, portal],
+        # the PKI's public documents last, as before
+        routers=[oauth, portal, pki_routes],
         security_officer=security_officer,
         housekeeping=[
             lambda: documents.release_due(api.unit_of_work),

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from carevault.adapters.storage.account_store import AccountStore
 from carevault.adapters.storage.authority_store import AuthorityStore, PresenceCodeStore
 from carevault.adapters.storage.directory_store import DirectoryStore
+from carevault.adapters.storage.document_store import DocumentStore
 from carevault.adapters.storage.oauth_store import AppStore, OAuthStore
 from carevault.adapters.storage.pki_store import PkiStore
 from carevault.adapters.storage.portal_store import InvitationStore, SessionStore
@@ -50,6 +51,7 @@ class UnitOfWork:
     sessions: SessionStore
     invitations: InvitationStore
     apps: AppStore
+    documents: DocumentStore  # content in the database; `with_blobs` for the filesystem
 
     def __init__(
         self,
@@ -80,6 +82,7 @@ class UnitOfWork:
         self.sessions = SessionStore(self._connection)
         self.invitations = InvitationStore(self._connection)
         self.apps = AppStore(self._connection)
+        self.documents = DocumentStore(self._connection)
         return self
 
     def commit(self) -> None:
