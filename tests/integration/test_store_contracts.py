@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from carevault.adapters.storage.authority_store import RegisteredAuthority
+from carevault.adapters.storage.portal_store import StoredSession
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.authorization import Authority
 from carevault.services import directory as svc
@@ -68,6 +69,40 @@ def check_presence_code_store(uow: Any, patient_id: str, other_id: str) -> None:
     with uow:
         assert not uow.presence_codes.usable("h1", patient_id, NOW)
         assert uow.presence_codes.usable("h2", patient_id, NOW)
+
+
+def check_session_store(uow: Any) -> None:
+    later = NOW + timedelta(minutes=30)
+    with uow:
+        uow.sessions.add(StoredSession("s1", "acc-1", "representative", None, "c1", NOW, later))
+        uow.sessions.add(StoredSession("s2", "acc-2", "patient", "pat-2", "c2", NOW, later))
+        uow.commit()
+    with uow:
+        assert uow.sessions.get("s1") == StoredSession(
+            "s1", "acc-1", "representative", None, "c1", NOW, later)
+        assert uow.sessions.get("nope") is None
+        uow.sessions.extend("s1", later + timedelta(minutes=5))
+        uow.sessions.act_for("s1", "pat-9")
+        uow.sessions.act_for("s2", "pat-9")
+        uow.sessions.end("s2", later)
+        uow.sessions.end("s2", later + timedelta(hours=1))  # ended once
+        uow.commit()
+    with uow:
+        one, two = uow.sessions.get("s1"), uow.sessions.get("s2")
+        assert (one.patient_id, one.expires_at, one.ended_at) == (
+            "pat-9", later + timedelta(minutes=5), None)
+        assert (two.patient_id, two.ended_at) == ("pat-2", later)
+        uow.sessions.end("s1", later)  # not committed
+    with uow:
+        assert uow.sessions.get("s1").ended_at is None
+
+
+def test_the_fake_session_store() -> None:
+    check_session_store(FakeUnitOfWork())
+
+
+def test_the_real_session_store(uow: Callable[[], UnitOfWork]) -> None:
+    check_session_store(_Reused(uow))
 
 
 def _organization(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> str:

@@ -7,8 +7,9 @@ checks on both), and the unit of work keeps its promise: leaving the block witho
 puts every store back as it was at the last commit.
 
 Stores faked so far: `authorities` and `presence_codes` (services/authorities.py,
-services/presence.py), and the part of `directory` those services read (organizations). A
-service that reaches for anything else fails loudly with AttributeError.
+services/presence.py), `sessions` (services/portal_sessions.py), and the part of `directory`
+those services read (organizations). A service that reaches for anything else fails loudly
+with AttributeError.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from carevault.adapters.storage.authority_store import RegisteredAuthority
 from carevault.adapters.storage.directory_store import Stored
+from carevault.adapters.storage.portal_store import StoredSession
 
 
 class FakeDirectory:
@@ -107,15 +109,43 @@ class FakePresenceCodeStore:
         return True
 
 
+class FakeSessionStore:
+    def __init__(self) -> None:
+        self.rows: dict[str, StoredSession] = {}
+
+    def add(self, session: StoredSession) -> None:
+        if session.token_hash in self.rows:
+            raise KeyError("a session is stored once")
+        self.rows[session.token_hash] = session
+
+    def get(self, token_hash: str) -> StoredSession | None:
+        return self.rows.get(token_hash)
+
+    def extend(self, token_hash: str, expires_at: datetime) -> None:
+        if token_hash in self.rows:
+            self.rows[token_hash] = replace(self.rows[token_hash], expires_at=expires_at)
+
+    def act_for(self, token_hash: str, patient_id: str) -> None:
+        found = self.rows.get(token_hash)
+        if found is not None and found.kind == "representative":
+            self.rows[token_hash] = replace(found, patient_id=patient_id)
+
+    def end(self, token_hash: str, at: datetime) -> None:
+        found = self.rows.get(token_hash)
+        if found is not None and found.ended_at is None:
+            self.rows[token_hash] = replace(found, ended_at=at)
+
+
 class FakeUnitOfWork:
     """Stands where `UnitOfWork` does; ``commits`` counts the commits, for the tests."""
 
-    _STORES = ("directory", "authorities", "presence_codes")
+    _STORES = ("directory", "authorities", "presence_codes", "sessions")
 
     def __init__(self) -> None:
         self.directory = FakeDirectory()
         self.authorities = FakeAuthorityStore()
         self.presence_codes = FakePresenceCodeStore()
+        self.sessions = FakeSessionStore()
         self.commits = 0
         self._committed = self._snapshot()
 
