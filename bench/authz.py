@@ -55,8 +55,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from carevault.adapters.package_config import builtin_profile_matrix
 from carevault.domain.authorization import (
-    DEFAULT_PROFILE_MATRIX,
     ORGANIZATION_SYSTEM_PROFILE,
     Action,
     Block,
@@ -79,6 +79,7 @@ from carevault.domain.authorization import (
 
 PYCASBIN_REQUIREMENT = "pycasbin>=1.17"
 RESULTS = Path(__file__).resolve().parent / "results" / "authz.json"
+BUILTIN_MATRIX = builtin_profile_matrix()
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
@@ -408,7 +409,7 @@ def warm_up(directory: Directory, seed: int, decisions: int) -> None:
     """Untimed decisions on requests of their own: the interpreter specializes, the memos fill."""
     for batch in chunks(directory, seed, decisions, max(1, decisions), Span(PATIENTS), salt=0):
         for subject, record, document, _ in batch:
-            decide(subject, Action.READ, record, document, NOW, DEFAULT_PROFILE_MATRIX)
+            decide(subject, Action.READ, record, document, NOW, BUILTIN_MATRIX)
 
 
 class EngineRun:
@@ -430,7 +431,7 @@ class EngineRun:
         self.permits = 0
 
     def run(self, batch: list[Triple]) -> None:
-        read, matrix, clock = Action.READ, DEFAULT_PROFILE_MATRIX, time.perf_counter_ns
+        read, matrix, clock = Action.READ, BUILTIN_MATRIX, time.perf_counter_ns
         timed_as_batch, timed_one_by_one = batch[0::2], batch[1::2]
         start = clock()
         for subject, record, document, _ in timed_as_batch:
@@ -479,13 +480,13 @@ def profile_engine(directory: Directory, seed: int, decisions: int) -> tuple[str
     clock = time.perf_counter_ns
     start = clock()
     for subject, record, document, _ in batch:
-        decide(subject, Action.READ, record, document, NOW, DEFAULT_PROFILE_MATRIX)
+        decide(subject, Action.READ, record, document, NOW, BUILTIN_MATRIX)
     plain_s = (clock() - start) / 1e9
     profiler = cProfile.Profile()
     start = clock()
     profiler.enable()
     for subject, record, document, _ in batch:
-        decide(subject, Action.READ, record, document, NOW, DEFAULT_PROFILE_MATRIX)
+        decide(subject, Action.READ, record, document, NOW, BUILTIN_MATRIX)
     profiler.disable()
     profiled_s = (clock() - start) / 1e9
     out = io.StringIO()
@@ -593,7 +594,7 @@ def casbin_links(directory: Directory) -> tuple[list[list[str]], list[list[str]]
         members += [[pro.id, group] for group in (*pro.organization_ids, *pro.care_team_ids)]
     members += [[system.id, org] for system in directory.systems for org in system.organization_ids]
     profiles = []
-    for key, actions in DEFAULT_PROFILE_MATRIX.profiles.items():
+    for key, actions in BUILTIN_MATRIX.profiles.items():
         profiles += [[code, f"read:{key}"] for code in sorted(actions["read"])]
     return members, profiles
 
@@ -713,7 +714,7 @@ class CasbinRun:
         allowed = [enforcer.enforce(*request) for request in requests]
         self.casbin_ns += clock() - start
         start = clock()
-        ours = [decide(s, Action.READ, r, d, NOW, DEFAULT_PROFILE_MATRIX) for s, r, d, _ in batch]
+        ours = [decide(s, Action.READ, r, d, NOW, BUILTIN_MATRIX) for s, r, d, _ in batch]
         self.engine_ns += clock() - start
         for decision, permit, triple in zip(ours, allowed, batch, strict=True):
             self.total += 1

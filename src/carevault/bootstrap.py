@@ -15,7 +15,9 @@ from carevault.adapters.crypto import open_keyring
 from carevault.adapters.crypto.vault import EnvelopeVault
 from carevault.adapters.keys.local_file import key_file_path, load_keys
 from carevault.adapters.keys.log_signer import signers_from_key_source
+from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.keys.token_signer import TokenSigningKey
+from carevault.adapters.package_config import builtin_profile_matrix
 from carevault.adapters.security.passwords import Argon2PasswordHasher
 from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox, qr_svg
 from carevault.adapters.storage.blob_store import FileBlobStore
@@ -26,13 +28,14 @@ from carevault.api.app import create_app
 from carevault.api.audit_trail import AuditTrail, before_commit
 from carevault.api.fhir.capability import capability_statement
 from carevault.api.fhir.context import ApiContext
-from carevault.api.fhir.directory_handlers import fhir_handlers
 from carevault.api.fhir.door import FhirDoor
+from carevault.api.fhir.registry import fhir_handlers
 from carevault.api.fhir.terminology_handlers import load_affinity_domain
 from carevault.api.oauth_routes import oauth_router
+from carevault.api.pki_routes import pki_router
 from carevault.domain.affinity import AffinityDomain
 from carevault.domain.audit import STREAMS
-from carevault.domain.authorization import DEFAULT_PROFILE_MATRIX, ProfileMatrix, RecordModel
+from carevault.domain.authorization import ProfileMatrix, RecordModel
 from carevault.domain.errors import CareVaultError, InvalidInput
 from carevault.domain.professions import Professions
 from carevault.domain.scopes import permits
@@ -73,7 +76,7 @@ def load_profile_matrix(settings: Settings) -> ProfileMatrix:
     with a message naming the file."""
     path = settings.profile_matrix_file
     if path is None:
-        return DEFAULT_PROFILE_MATRIX
+        return builtin_profile_matrix()
     try:
         return ProfileMatrix.from_mapping(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as error:
@@ -230,6 +233,10 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         introspection_limiter=TokenBucketLimiter(settings.introspection_rate_per_minute),
     )
 
+    pki_routes = pki_router(
+        lambda: UnitOfWork(log.engine), ca_key_password(settings.key_source), utc_now
+    )
+
     def security_officer(token: str) -> str | None:
         with UnitOfWork(engine) as uow:
             try:
@@ -244,7 +251,8 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         settings,
         door,
         log,
-        routers=[oauth, portal],
+        # the PKI's public documents last, as before
+        routers=[oauth, portal, pki_routes],
         security_officer=security_officer,
         housekeeping=[
             lambda: documents.release_due(api.unit_of_work),

@@ -20,6 +20,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, event, insert, select
 
+from carevault.adapters.package_config import builtin_profile_matrix
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.record_store import (
     StoredEncounter,
@@ -27,7 +28,6 @@ from carevault.adapters.storage.record_store import (
 )
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.authorization import (
-    DEFAULT_PROFILE_MATRIX,
     Action,
     Block,
     Confidentiality,
@@ -50,6 +50,7 @@ from carevault.domain.authorization import (
     visible_filter,
 )
 
+BUILTIN_MATRIX = builtin_profile_matrix()
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
@@ -530,12 +531,12 @@ ORGANIZATIONS = ("org-1", "org-2")
 TEAMS = ("team-1", "team-2")
 REPRESENTATIVES = ("rep-a", "rep-b")
 SELF = "<the patient>"
-PROFESSIONS = (*sorted(DEFAULT_PROFILE_MATRIX.profiles), "unlisted-profession")
+PROFESSIONS = (*sorted(BUILTIN_MATRIX.profiles), "unlisted-profession")
 CLASSES = (
     *sorted(
         {
             code
-            for actions in DEFAULT_PROFILE_MATRIX.profiles.values()
+            for actions in BUILTIN_MATRIX.profiles.values()
             for codes in actions.values()
             for code in codes
         }
@@ -793,12 +794,12 @@ def test_the_sql_filter_returns_exactly_what_decide_permits(
         ordered = [document for document, _ in in_order]
         for person in people:
             subject = dataclasses.replace(person, id=patient_id) if person.id == SELF else person
-            visible = visible_filter(subject, facts, NOW)
+            visible = visible_filter(subject, facts, NOW, BUILTIN_MATRIX)
             total, found = unit.records.find_documents(patient_id, visible, offset=0, count=1000)
             permitted = [
                 document.id
                 for document in ordered
-                if decide(subject, Action.READ, facts, document, NOW).permit
+                if decide(subject, Action.READ, facts, document, NOW, BUILTIN_MATRIX).permit
             ]
             matching = [document.id for document in ordered if visible.matches(document)]
             assert [document.id for document in found] == matching, (subject, visible)

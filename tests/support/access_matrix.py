@@ -302,7 +302,8 @@ class Oracle:
         if patient_id is None and personal:
             patient_id = found.patient  # their own record: the token's context
         if patient_id is None:
-            return decide(subject, action, None, None, self.now()), None
+            return decide(subject, action, None, None, self.now(),
+                          self.platform.policy.matrix), None
         record = self.facts(uow, patient_id)
         if subject.kind is SubjectKind.REPRESENTATIVE and patient_id != found.patient:
             return None, record  # the token reaches the record it was issued for
@@ -1506,7 +1507,7 @@ def _presence_code(world: World) -> list[Row]:
                    else Subject(SubjectKind.REPRESENTATIVE, caller.account_id or ""))
         with w.platform.unit_of_work() as uow:
             record = w.platform.policy.facts(uow, session.patient_id, now)
-        decision = decide(subject, Action.MANAGE, record, None, now)
+        decision = decide(subject, Action.MANAGE, record, None, now, w.platform.policy.matrix)
         return Expected(decision.permit, frozenset({200} if decision.permit else {403}),
                         decision.explain())
 
@@ -1558,7 +1559,7 @@ def _representative_reads(world: World, account_id: str) -> bool:
     with world.platform.unit_of_work() as uow:
         record = world.platform.policy.facts(uow, world.patient_id, world.platform.policy.clock())
     return decide(Subject(SubjectKind.REPRESENTATIVE, account_id), Action.READ, record, None,
-                  world.platform.policy.clock()).permit
+                  world.platform.policy.clock(), world.platform.policy.matrix).permit
 
 
 def open_sessions(world: World) -> dict[str, tuple[str, str]]:

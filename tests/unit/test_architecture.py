@@ -1,5 +1,8 @@
-"""The layering, checked on the source: the domain depends on nothing but the standard library,
-and the services never reach up into the HTTP, web or command-line layers."""
+"""The layering, checked on the source: every rule of docs/architecture.md's "Who may import
+what" table, and that nothing reads files or settings at import time.
+
+Today's exceptions are listed explicitly, each with its reason, and the lists must be exact: an
+entry no longer needed fails the test, so they can only shrink."""
 
 from __future__ import annotations
 
@@ -119,14 +122,289 @@ def test_typing_only_imports_count_too() -> None:
 
 # --- the rules -------------------------------------------------------------------------------
 
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _carevault_outside(name: str, allowed: tuple[str, ...]) -> bool:
+    """A carevault module that is none of ``allowed`` (``carevault`` itself is a package)."""
+    if name in ("carevault", "carevault.__version__"):
+        return False
+    return _top(name) == "carevault" and not any(
+        _inside(name, "carevault." + package) for package in allowed
+    )
+
+
+def fhirmodel_violations(imported: set[str]) -> set[str]:
+    third_party = {"fhir", "pydantic"}
+    return {
+        name
+        for name in imported
+        if _carevault_outside(name, ("domain", "fhirmodel"))
+        or (_top(name) not in sys.stdlib_module_names | third_party | {"carevault"})
+    }
+
+
+def adapter_violations(imported: set[str]) -> set[str]:
+    return {
+        name for name in imported if _carevault_outside(name, ("domain", "fhirmodel", "adapters"))
+    }
+
+
+def door_violations(imported: set[str]) -> set[str]:
+    """``api`` and ``web`` use services, the domain, fhirmodel and the settings, and never open
+    a database themselves."""
+    return {
+        name
+        for name in imported
+        if _carevault_outside(name, ("api", "web", "services", "domain", "fhirmodel", "settings"))
+        or _top(name) == "sqlalchemy"
+    }
+
+
+def cli_violations(imported: set[str]) -> set[str]:
+    return {
+        name
+        for name in imported
+        if _inside(name, "carevault.api") or _inside(name, "carevault.web")
+    }
+
+
+def everywhere_violations(module: str, imported: set[str]) -> set[str]:
+    """Rules for every module: only ``bootstrap`` and ``cli`` import the composition root; only
+    ``adapters.storage`` imports SQLAlchemy (and Alembic)."""
+    bad = set()
+    if not (_inside(module, "carevault.bootstrap") or _inside(module, "carevault.cli")):
+        bad |= {name for name in imported if _inside(name, "carevault.bootstrap")}
+    if not _inside(module, "carevault.adapters.storage"):
+        bad |= {name for name in imported if _top(name) in ("sqlalchemy", "alembic")}
+    return bad
+
+
+LAYER_RULES = {
+    "carevault.domain": domain_violations,
+    "carevault.fhirmodel": fhirmodel_violations,
+    "carevault.adapters": adapter_violations,
+    "carevault.services": service_violations,
+    "carevault.api": door_violations,
+    "carevault.web": door_violations,
+    "carevault.cli": cli_violations,
+}
+
+
+def shortest(names: set[str]) -> set[str]:
+    """``from x import y`` yields x and x.y: keep x only."""
+    return {name for name in names if not any(name.startswith(other + ".") for other in names)}
+
+
+def violations_of(module: str, imported: set[str]) -> set[str]:
+    bad = everywhere_violations(module, imported)
+    for layer, rule in LAYER_RULES.items():
+        if _inside(module, layer):
+            bad |= rule(imported)
+    return shortest(bad)
+
+
+DATABASE_CALLS = frozenset({"connect", "create_engine"})
+
+
+def calls_of(source: str) -> set[str]:
+    """Names of the functions and methods ``source`` calls: ``engine.connect()`` is connect."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name):
+                found.add(node.func.id)
+            elif isinstance(node.func, ast.Attribute):
+                found.add(node.func.attr)
+    return found
+
+
+IMPORT_TIME_READS = frozenset(
+    {"open", "read_text", "read_bytes", "files", "load", "loads", "Settings", "getenv"}
+)
+
+
+def import_time_reads(source: str) -> set[str]:
+    """Calls that read a file, a package resource or the settings, made when the module is
+    imported: anywhere but inside a function body (a class body and a default value run at
+    import too)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for part in [*node.decorator_list, *node.args.defaults, *node.args.kw_defaults]:
+                if part is not None:
+                    visit(part)
+            return
+        if isinstance(node, ast.Lambda):
+            return
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if name in IMPORT_TIME_READS:
+                found.add(name)
+        if isinstance(node, ast.Attribute) and node.attr == "environ":
+            found.add("environ")
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(source))
+    return found
+
+
+def _sources() -> list[tuple[str, str, bool]]:
+    return [
+        (module_name(path), path.read_text(encoding="utf-8"), path.name == "__init__.py")
+        for path in sorted(PACKAGE.rglob("*.py"))
+    ]
+
+
+SOURCES = _sources()
 DOMAIN = modules_under("carevault.domain")
 SERVICES = modules_under("carevault.services")
+
+
+def found_violations() -> dict[tuple[str, str], str]:
+    """(module, forbidden import or call) for every module."""
+    found = {}
+    for module, source, is_package in SOURCES:
+        for name in violations_of(module, imports_of(source, module, is_package=is_package)):
+            found[(module, name)] = "import"
+        if _inside(module, "carevault.api") or _inside(module, "carevault.web"):
+            for call in calls_of(source) & DATABASE_CALLS:
+                found[(module, f"{call}()")] = "call"
+    return found
+
+
+def found_import_time_reads() -> set[tuple[str, str]]:
+    return {
+        (module, f"{call}()") for module, source, _ in SOURCES for call in import_time_reads(source)
+    }
+
+
+# --- today's exceptions: exact, so that they can only shrink ------------------------------------
+
+_UOW = "carevault.adapters.storage.unit_of_work"
+_DIRECTORY_STORE = "carevault.adapters.storage.directory_store"
+_HANDLER_UOW = "a handler runs in the door's unit of work, typed by its class (no port yet)"
+_APPEND_IN = "the audit appender's port takes the transaction's Connection (append_in)"
+_SEARCH_RESULT = "SearchResult/Stored, the directory store's answer types, not domain types yet"
+
+ALLOWED_VIOLATIONS: dict[tuple[str, str], str] = {
+    ("carevault.api.access", _UOW): "the gate opens the read-only unit of work it decides in",
+    ("carevault.api.app", "carevault.adapters.storage.lease"): "the chores lease, taken at startup",
+    ("carevault.api.app", "carevault.adapters.syslog.relp_sender"): "the ATNA export's sender",
+    ("carevault.api.app", "carevault.adapters.syslog.tls_sender"): "the ATNA export's sender",
+    ("carevault.api.app", "carevault.adapters.timestamping"): "the RFC 3161 chore's authority",
+    ("carevault.api.asgi", "carevault.bootstrap"): "uvicorn's factory: builds the platform",
+    ("carevault.api.audit_trail", "sqlalchemy"): "records a change on the transaction's connection",
+    ("carevault.api.fhir.audit_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
+    ("carevault.api.fhir.audit_handlers", _UOW): _HANDLER_UOW,
+    ("carevault.api.fhir.context", _UOW): "the request context carries the unit of work",
+    ("carevault.api.fhir.directory_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
+    ("carevault.api.fhir.directory_handlers", _UOW): _HANDLER_UOW,
+    ("carevault.api.fhir.document_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
+    ("carevault.api.fhir.document_handlers", "carevault.adapters.storage.document_store"): (
+        "the stored document types a retrieval is handed by its access_need"
+    ),
+    ("carevault.api.fhir.document_handlers", _UOW): _HANDLER_UOW,
+    ("carevault.api.fhir.door", _UOW): "the door types the unit-of-work factory it is given",
+    ("carevault.api.fhir.record_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
+    ("carevault.api.fhir.record_handlers", "carevault.adapters.storage.record_store"): (
+        "StoredGrant/StoredBlock/StoredEncounter, the record store's answer types"
+    ),
+    ("carevault.api.fhir.record_handlers", _UOW): _HANDLER_UOW,
+    ("carevault.api.fhir.search", _DIRECTORY_STORE): _SEARCH_RESULT,
+    ("carevault.api.fhir.terminology_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
+    ("carevault.api.fhir.terminology_handlers", _UOW): _HANDLER_UOW,
+    ("carevault.api.oauth_routes", _UOW): "the token endpoint opens units of work itself",
+    ("carevault.api.pki_routes", _UOW): "typed by the unit-of-work factory it is given",
+    ("carevault.bootstrap", "sqlalchemy"): "the composition root builds the engine",
+    ("carevault.cli.context", "sqlalchemy"): "the commands' engine, built from the settings",
+    ("carevault.cli.errors", "sqlalchemy.exc"): "says a database error in words",
+    ("carevault.cli.main", "carevault.api.workers"): "`carevault serve` starts the workers",
+    ("carevault.cli.main", "carevault.api.tls"): "`carevault serve` checks its TLS files first",
+    ("carevault.cli.pki_commands", "sqlalchemy"): "typed by the Engine it is handed",
+    ("carevault.services.accounts", "sqlalchemy"): _APPEND_IN,
+    ("carevault.services.atna_export", "sqlalchemy"): "reads the audit log's engine directly",
+    ("carevault.services.audit_log", "sqlalchemy"): "the audit writer owns its connection",
+    ("carevault.services.documents", "sqlalchemy"): _APPEND_IN,
+    ("carevault.services.record_policy", "sqlalchemy"): _APPEND_IN,
+    ("carevault.web.portal", _UOW): "the portal opens units of work itself",
+}
+
+ALLOWED_IMPORT_TIME_READS: dict[tuple[str, str], str] = {}
+
+
+def _exact(found: set[tuple[str, str]], allowed: dict[tuple[str, str], str]) -> list[str]:
+    problems = [f"{module} → {name}: not allowed" for module, name in sorted(found - set(allowed))]
+    problems += [
+        f"{module} → {name}: no longer needed, remove it from the list"
+        for module, name in sorted(set(allowed) - found)
+    ]
+    return problems
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+
+def test_the_checkers_flag_what_their_layer_may_not_import() -> None:
+    assert fhirmodel_violations({"fhir.resources", "pydantic", "carevault.domain.x"}) == set()
+    assert fhirmodel_violations({"httpx", "carevault.adapters"}) == {"httpx", "carevault.adapters"}
+    assert adapter_violations({"carevault.fhirmodel.mhd", "carevault.services.x"}) == {
+        "carevault.services.x"
+    }
+    assert door_violations({"carevault.services.x", "sqlalchemy", "carevault.adapters.k"}) == {
+        "sqlalchemy",
+        "carevault.adapters.k",
+    }
+    assert cli_violations({"carevault.bootstrap", "carevault.web.portal"}) == {
+        "carevault.web.portal"
+    }
+    assert everywhere_violations("carevault.services.x", {"carevault.bootstrap", "sqlalchemy"}) == {
+        "carevault.bootstrap",
+        "sqlalchemy",
+    }
+    assert everywhere_violations("carevault.cli.main", {"carevault.bootstrap"}) == set()
+    assert everywhere_violations("carevault.adapters.storage.x", {"sqlalchemy.exc"}) == set()
+    assert shortest({"sqlalchemy", "sqlalchemy.exc", "carevault.x.y", "carevault.x.y.Z"}) == {
+        "sqlalchemy",
+        "carevault.x.y",
+    }
+
+
+def test_import_time_reads_are_found_outside_function_bodies_only() -> None:
+    source = (
+        "import json, os\n"
+        "from importlib import resources\n"
+        "TEXT = resources.files('p').joinpath('x.json').read_text('utf-8')\n"
+        "HOME = os.environ['HOME']\n"
+        "def f(x=open('y')):\n"
+        "    return json.loads(open('z').read())\n"
+        "class C:\n"
+        "    s = Settings()\n"
+        "g = lambda: open('w')\n"
+    )
+    assert import_time_reads(source) == {"files", "read_text", "environ", "open", "Settings"}
 
 
 def test_there_is_something_to_check() -> None:
     names = {name for name, _ in DOMAIN}
     assert {"carevault.domain", "carevault.domain.errors", "carevault.domain.text"} <= names
     assert "carevault.services" in {name for name, _ in SERVICES}
+    assert {"carevault.bootstrap", "carevault.api.fhir.door"} <= {name for name, _, _ in SOURCES}
+
+
+def test_every_module_keeps_to_the_import_rules_but_the_listed_exceptions() -> None:
+    problems = _exact(set(found_violations()), ALLOWED_VIOLATIONS)
+    assert not problems, "\n".join(problems)
+
+
+def test_nothing_reads_files_or_settings_at_import_time_but_the_listed_exceptions() -> None:
+    problems = _exact(found_import_time_reads(), ALLOWED_IMPORT_TIME_READS)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize(("module", "imported"), DOMAIN, ids=[name for name, _ in DOMAIN])

@@ -40,7 +40,6 @@ from carevault.api.fhir.door import (
     without_url_token,
 )
 from carevault.api.fhir.outcome import from_error
-from carevault.api.pki_routes import pki_router
 from carevault.api.transport import TransportIdentity, client_certificate
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated, TooLarge
@@ -372,7 +371,6 @@ def create_app(
     app.include_router(audit_router(log, settings, utc_now, security_officer))
     for router in routers:
         app.include_router(router)
-    app.include_router(pki_router(log.engine, settings, utc_now))
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

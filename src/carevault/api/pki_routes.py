@@ -13,25 +13,24 @@ from datetime import datetime
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import Engine
 
-from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.services import pki
-from carevault.settings import Settings
 
 CRL_MEDIA_TYPE = "application/pkix-crl"
 CHAIN_MEDIA_TYPE = "application/pem-certificate-chain"
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-def pki_router(engine: Engine, settings: Settings, clock: Callable[[], datetime]) -> APIRouter:
+def pki_router(
+    units: Callable[[], UnitOfWork], password: bytes, clock: Callable[[], datetime]
+) -> APIRouter:
+    """``password`` opens the CA key (bootstrap reads it from the key source)."""
     router = APIRouter(prefix="/pki")
-    password = ca_key_password(settings.key_source)
 
     def answer(produce: Callable[[UnitOfWork], Response]) -> Response:
         try:
-            with UnitOfWork(engine) as uow:
+            with units() as uow:
                 return produce(uow)
         except pki.PkiNotInitialized as error:
             return JSONResponse({"error": str(error)}, status_code=404, headers=NO_STORE)

@@ -36,17 +36,14 @@ Choices the specification leaves open, made here:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum, StrEnum
-from importlib import resources
 from types import MappingProxyType
 from typing import TypeVar, cast
 
 __all__ = [
-    "DEFAULT_PROFILE_MATRIX",
     "ORGANIZATION_SYSTEM_PROFILE",
     "Action",
     "Authority",
@@ -403,15 +400,10 @@ class ProfileMatrix:
         return _ANY_CLASS in allowed or class_code in allowed
 
 
-# The built-in matrix ships as package data (``carevault/config/profile-matrix.json``), the one
-# place its defaults are written: psychiatric, genetic and HIV-related classes for physicians
-# only; pharmacists see medication, prescriptions, allergies and vaccinations; an assistant has
-# no profile of their own (they work with their mandator's). Deployments point
-# ``CAREVAULT_PROFILE_MATRIX_FILE`` at their own version.
-BUILTIN_PROFILE_MATRIX_TEXT = (
-    resources.files("carevault.config").joinpath("profile-matrix.json").read_text("utf-8")
-)
-DEFAULT_PROFILE_MATRIX = ProfileMatrix.from_mapping(json.loads(BUILTIN_PROFILE_MATRIX_TEXT))
+# The built-in matrix ships as package data (``carevault/config/profile-matrix.json``), read by
+# `carevault.adapters.package_config.builtin_profile_matrix` (importing the domain reads
+# nothing); bootstrap loads it, or the deployment's ``CAREVAULT_PROFILE_MATRIX_FILE``, and
+# passes it in.
 
 
 # --- decisions -------------------------------------------------------------------------------
@@ -895,7 +887,7 @@ def decide(
     record: RecordFacts | None,
     document: DocumentFacts | None,
     now: datetime,
-    matrix: ProfileMatrix = DEFAULT_PROFILE_MATRIX,
+    matrix: ProfileMatrix,
 ) -> Decision:
     """Decide one request. ``document`` is None for a record-level request (a search before its
     filter, a write without a class yet); for ``Action.EMERGENCY`` (declaring break-the-glass)
@@ -1105,7 +1097,7 @@ def visible_filter(
     subject: Subject,
     record: RecordFacts | None,
     now: datetime,
-    matrix: ProfileMatrix = DEFAULT_PROFILE_MATRIX,
+    matrix: ProfileMatrix,
 ) -> DocumentFilter:
     """The documents ``decide(subject, Action.READ, record, document, now, matrix)`` permits."""
     if _identity_problem(subject) is not None or subject.kind in _OPERATORS:

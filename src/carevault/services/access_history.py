@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from carevault.adapters.storage.document_store import DocumentStore
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.access_history import DocumentLabel, describe
 from carevault.domain.affinity import CLASS_CODES, TYPE_CODES, AffinityDomain
@@ -89,7 +88,7 @@ def _documents(
         return {}
     labels: dict[str, DocumentLabel] = {}
     with unit_of_work() as uow:
-        store = DocumentStore(uow.directory.connection)
+        store = uow.documents
         for document_id in sorted(wanted):
             stored = store.get(document_id)
             if stored is None:

@@ -364,7 +364,7 @@ class AccountService:
         secret = self.totp.new_secret()
         codes = tuple(new_recovery_code() for _ in range(RECOVERY_CODES))
         with self.units() as uow:
-            store = _store(uow)
+            store = uow.accounts
             patient = resolve(uow, store) if resolve is not None else None
             if store.login_taken(folded):
                 raise Conflict("this login is already taken", expression="login")
@@ -404,7 +404,7 @@ class AccountService:
         sign in. Wrong codes count towards the account's throttle like failed sign-ins."""
         now = now or self.clock()
         with self.units() as uow:
-            store = _store(uow)
+            store = uow.accounts
             account = store.by_id(account_id)
             if account is None:
                 raise NotFound(f"Account/{account_id} is not known")
@@ -458,7 +458,7 @@ class AccountService:
 
         # 1. Throttles, and the attempt charged in advance.
         with self.units() as uow:
-            store = _store(uow)
+            store = uow.accounts
             account = store.by_login(folded) if folded is not None else None
             key = account_key(account.id) if account else login_key(folded or login)
             states = store.lock_throttle_states([key, address])
@@ -480,7 +480,7 @@ class AccountService:
 
         # 3. The outcome.
         with self.units() as uow:
-            store = _store(uow)
+            store = uow.accounts
             if check.ok and account is not None:
                 if check.step is not None:
                     won = store.accept_totp_step(account.id, check.step)
@@ -597,7 +597,7 @@ class AccountService:
         patient's account, an operator). Recorded in the patient's access history."""
         now = now or self.clock()
         with self.units() as uow:
-            store = _store(uow)
+            store = uow.accounts
             account = store.by_id(representative_account_id)
             if account is None:
                 raise NotFound(f"Account/{representative_account_id} is not known")
@@ -630,7 +630,7 @@ class AccountService:
         """The mandates of an account that are in force at ``now``."""
         now = now or self.clock()
         with self.units() as uow:
-            mandates = _store(uow).mandates_of(account_id)
+            mandates = uow.accounts.mandates_of(account_id)
         return [m for m in mandates if m.active_at(now)]
 
     def choose_patient(
@@ -696,7 +696,7 @@ class AccountService:
         """Replace the password, proving the current one; throttled like a sign-in."""
         now = now or self.clock()
         with self.units() as uow:
-            store = _store(uow)
+            store = uow.accounts
             account = store.by_id(account_id)
             if account is None:
                 raise NotFound(f"Account/{account_id} is not known")
@@ -714,7 +714,7 @@ class AccountService:
         ok = self.hasher.verify(account.password_hash, normalize_password(current_password))
         new_hash = self.hasher.hash(normalize_password(new_password)) if ok else None
         with self.units() as uow:
-            store = _store(uow)
+            store = uow.accounts
             if new_hash is not None:
                 store.set_password_hash(account.id, new_hash)
                 store.lock_throttle_states([key])
@@ -746,7 +746,7 @@ class AccountService:
     def notifications(self, account_id: str) -> list[Notification]:
         """What the account holder is to be told, oldest first."""
         with self.units() as uow:
-            return _store(uow).notifications_of(account_id)
+            return uow.accounts.notifications_of(account_id)
 
     # --- audit ------------------------------------------------------------------------------
 
@@ -851,9 +851,3 @@ class AccountService:
 
     def _append(self, uow: UnitOfWork, *records: AuditRecord) -> None:
         self.audit.append_in(uow.directory.connection, records)
-
-
-def _store(uow: UnitOfWork) -> AccountStore:
-    # The account tables live in the directories' database: the store shares the unit of
-    # work's transaction, so a change and its audit record commit together.
-    return AccountStore(uow.directory.connection)

@@ -313,6 +313,28 @@ class AuditLog:
                 newest_first=newest_first,
             )
 
+    def search_entries(
+        self,
+        stream: str,
+        *,
+        patients: Sequence[tuple[str, ...]] = (),
+        agents: Sequence[tuple[str, ...]] = (),
+        recorded: Sequence[tuple[str, datetime, datetime]] = (),
+        offset: int = 0,
+        count: int = 20,
+    ) -> tuple[int, list[tuple[int, bytes]]]:
+        """Entries of ``stream`` matching every criterion, newest first, with the total
+        count (`AuditStore.search_entries`)."""
+        with self.engine.connect() as connection:
+            return AuditStore(connection).search_entries(
+                stream,
+                patients=patients,
+                agents=agents,
+                recorded=recorded,
+                offset=offset,
+                count=count,
+            )
+
 
 def _public(stored: StoredTreeHead) -> TreeHead:
     return TreeHead(stored.tree_size, stored.root_hash, stored.timestamp_ms, stored.signature)

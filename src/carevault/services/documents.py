@@ -157,7 +157,7 @@ class DocumentService:
         self.blobs = blobs
 
     def _store(self, uow: UnitOfWork) -> DocumentStore:
-        return DocumentStore(uow.directory.connection, self.blobs)
+        return uow.documents.with_blobs(self.blobs)
 
     def sweep_orphans(self, units: Callable[[], UnitOfWork], older_than: float = 3600.0) -> int:
         """Delete content files that no committed row references (a submission that failed

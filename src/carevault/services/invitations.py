@@ -14,9 +14,7 @@ import hmac
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
-
-from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.portal_store import StoredInvitation
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import NotAuthenticated
 from carevault.services.directory import read_patient
@@ -43,11 +41,7 @@ def invite(
     read_patient(uow, patient_id)
     raw = base64.b32encode(secrets.token_bytes(15)).decode("ascii")  # 120 bits, 24 chars
     code = "-".join(raw[i : i + 4] for i in range(0, 20, 4))  # 100 bits shown, e.g. ABCD-EFGH-…
-    uow.directory.connection.execute(
-        insert(t.enrolment_invitation).values(
-            code_hash=_hash(code), patient_id=patient_id, created_at=now, expires_at=now + validity
-        )
-    )
+    uow.invitations.add(StoredInvitation(_hash(code), patient_id, now, now + validity))
     uow.commit()
     return code
 
@@ -56,10 +50,7 @@ def redeemable(
     uow: UnitOfWork, code: str, national_id: str, national_system: str, now: datetime
 ) -> str:
     """The patient an unused, unexpired code opens, if the national number is theirs."""
-    table = t.enrolment_invitation
-    row = uow.directory.connection.execute(
-        select(table).where(table.c.code_hash == _hash(code))
-    ).first()
+    row = uow.invitations.get(_hash(code))
     refused = InvitationRefused(
         "the activation code and the national number do not match an invitation in force"
     )
@@ -78,10 +69,5 @@ def redeemable(
 
 
 def mark_used(uow: UnitOfWork, code: str, now: datetime) -> None:
-    table = t.enrolment_invitation
-    uow.directory.connection.execute(
-        update(table)
-        .where(table.c.code_hash == _hash(code), table.c.used_at.is_(None))
-        .values(used_at=now)
-    )
+    uow.invitations.use(_hash(code), now)
     uow.commit()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from carevault.adapters.storage.document_store import DocumentStore, SealedParts
+from carevault.adapters.storage.document_store import SealedParts
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import BusinessRuleViolation
 
@@ -45,7 +45,7 @@ class RotationReport:
 
 def usage(units: Callable[[], UnitOfWork]) -> dict[str, int]:
     with units() as uow:
-        return DocumentStore(uow.directory.connection).kek_usage()
+        return uow.documents.kek_usage()
 
 
 def rewrap_all(
@@ -66,7 +66,7 @@ def rewrap_all(
             after = ""
             while True:
                 with units() as uow:
-                    store = DocumentStore(uow.directory.connection)
+                    store = uow.documents
                     rows = (
                         store.contents_not_under(target, after=after, limit=batch)
                         if kind == "content"

@@ -20,10 +20,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from joserfc import jwt
-from sqlalchemy import insert, select, update
 
-from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.oauth_store import IssuedToken, OAuthStore
+from carevault.adapters.storage.oauth_store import AppClient, AuthorizationCode, IssuedToken
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import InvalidInput, NotAuthenticated, NotFound
 from carevault.domain.scopes import IDENTITY_SCOPES, parse_scopes
@@ -73,14 +71,7 @@ def register_app(uow: UnitOfWork, name: str, redirect_uris: list[str], now: date
                 "absolute, without a fragment"
             )
     client_id = "app-" + uuid.uuid4().hex[:16]
-    uow.directory.connection.execute(
-        insert(t.oauth_client).values(
-            client_id=client_id,
-            name=name.strip(),
-            redirect_uris=" ".join(redirect_uris),
-            created_at=now,
-        )
-    )
+    uow.apps.add_client(AppClient(client_id, name.strip(), tuple(redirect_uris), now))
     uow.commit()
     return client_id
 
@@ -105,13 +96,11 @@ def requested_scopes(scope: str) -> str:
 def check_request(uow: UnitOfWork, params: dict[str, str]) -> AppRequest:
     """Validate an authorization request. Errors about the client or its redirect URI must be
     shown to the person, never sent to that URI (it is not trusted yet)."""
-    row = uow.directory.connection.execute(
-        select(t.oauth_client).where(t.oauth_client.c.client_id == params.get("client_id", ""))
-    ).first()
+    row = uow.apps.client(params.get("client_id", ""))
     if row is None or row.disabled_at is not None:
         raise NotFound("this app is not registered with CareVault")
     redirect_uri = params.get("redirect_uri", "")
-    if redirect_uri not in row.redirect_uris.split():
+    if redirect_uri not in row.redirect_uris:
         raise InvalidInput("the app's redirect_uri is not one registered for it")
     if params.get("response_type") != "code":
         raise InvalidInput("response_type must be code", expression="response_type")
@@ -145,16 +134,16 @@ def approve(
 ) -> str:
     """Issue a code and return the URL to send the browser to."""
     code = secrets.token_urlsafe(32)
-    uow.directory.connection.execute(
-        insert(t.oauth_code).values(
+    uow.apps.add_code(
+        AuthorizationCode(
             code_hash=_hash(code),
             client_id=request.client_id,
             redirect_uri=request.redirect_uri,
             code_challenge=request.code_challenge,
             scope=request.scope,
             account_id=account_id,
-            patient_id=patient_id,
             kind=kind,
+            patient_id=patient_id,
             expires_at=now + CODE_LIFETIME,
         )
     )
@@ -177,9 +166,7 @@ def exchange_code(
     if not _VERIFIER.match(code_verifier):
         raise InvalidGrant("code_verifier must be 43 to 128 unreserved characters")
     now = ctx.clock()
-    table = t.oauth_code
-    connection = uow.directory.connection
-    row = connection.execute(select(table).where(table.c.code_hash == _hash(code))).first()
+    row = uow.apps.code(_hash(code))
     if row is None or row.used_at is not None or row.expires_at <= now:
         raise InvalidGrant("the code is unknown, used or expired")
     challenge = (
@@ -193,12 +180,7 @@ def exchange_code(
         and hmac.compare_digest(redirect_uri, row.redirect_uri)
     ):
         raise InvalidGrant("the code was issued for another client, redirect URI or verifier")
-    used = connection.execute(
-        update(table)
-        .where(table.c.code_hash == row.code_hash, table.c.used_at.is_(None))
-        .values(used_at=now)
-    ).rowcount
-    if not used:
+    if not uow.apps.use_code(row.code_hash, now):
         raise InvalidGrant("the code was already used")
     token_id = uuid.uuid4().hex
     expires_at = now + TOKEN_LIFETIME
@@ -227,7 +209,7 @@ def exchange_code(
         ctx.key.jwk,
         algorithms=["ES256"],
     )
-    OAuthStore(connection).save_token(
+    uow.oauth.save_token(
         IssuedToken(
             token_id,
             row.client_id,

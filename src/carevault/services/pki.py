@@ -147,15 +147,9 @@ class ClientIdentity:
 # --- the authorities ---------------------------------------------------------------------------
 
 
-def _store(uow: UnitOfWork) -> PkiStore:
-    # The PKI tables live in the same database as the directories: the store shares the unit
-    # of work's transaction, so a certificate and the operator's audit record commit together.
-    return PkiStore(uow.directory.connection)
-
-
 def init_pki(uow: UnitOfWork, ctx: PkiContext) -> bool:
     """Create the root and issuing CAs; False (and nothing written) if they already exist."""
-    store = _store(uow)
+    store = uow.pki
     if store.authorities():
         return False
     now = ctx.clock()
@@ -223,7 +217,7 @@ def _open_ca_key(sealed_pem: str, password: bytes) -> ec.EllipticCurvePrivateKey
 
 def ca_chain_pem(uow: UnitOfWork) -> str:
     """The issuing CA's certificate followed by the root's, PEM."""
-    authorities = _authorities(_store(uow))
+    authorities = _authorities(uow.pki)
     return certificate_pem(authorities.issuing) + certificate_pem(authorities.root)
 
 
@@ -315,7 +309,7 @@ def _issue(
     organization_id: str | None,
     deliver: Deliver,
 ) -> CertificateRecord:
-    store = _store(uow)
+    store = uow.pki
     authorities = _authorities(store)
     now = ctx.clock()
     if (
@@ -365,7 +359,7 @@ def revoke(uow: UnitOfWork, serial: str, reason: str, now: datetime) -> Certific
     if reason not in REASONS:
         raise InvalidInput(f"unknown revocation reason {reason!r}: use one of {', '.join(REASONS)}")
     key = parse_serial(serial)
-    store = _store(uow)
+    store = uow.pki
     record = store.certificate(key)
     if record is None:
         raise NotFound(f"no certificate with serial {key} was issued by this platform")
@@ -386,7 +380,7 @@ def current_crl(uow: UnitOfWork, ca_password: bytes, now: datetime) -> bytes:
     It lists the revoked certificates that have not expired yet (an expired one is refused
     anyway). Its number is the signing time in milliseconds, so numbers only grow.
     """
-    store = _store(uow)
+    store = uow.pki
     authorities = _authorities(store)
     key = _open_ca_key(authorities.issuing_sealed_key, ca_password)
     revoked = [
@@ -430,7 +424,7 @@ def validate_client_chain(
         raise CertificateRejected(
             "present the client certificate, optionally followed by the issuing CA certificate"
         )
-    store = _store(uow)
+    store = uow.pki
     try:
         authorities = _authorities(store)
     except PkiNotInitialized as error:

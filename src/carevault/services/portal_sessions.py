@@ -15,9 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select, update
-
-from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.portal_store import StoredSession
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import NotAuthenticated, NotPermitted
 
@@ -50,15 +48,15 @@ class PortalSessions:
             account_id, kind, patient_id, secrets.token_urlsafe(32), now + IDLE_LIFETIME
         )
         with self.units() as uow:
-            uow.directory.connection.execute(
-                insert(t.portal_session).values(
-                    token_hash=_hash(token),
-                    account_id=account_id,
-                    kind=kind,
-                    patient_id=patient_id,
-                    csrf=session.csrf,
-                    created_at=now,
-                    expires_at=session.expires_at,
+            uow.sessions.add(
+                StoredSession(
+                    _hash(token),
+                    account_id,
+                    kind,
+                    patient_id,
+                    session.csrf,
+                    now,
+                    session.expires_at,
                 )
             )
             uow.commit()
@@ -69,42 +67,27 @@ class PortalSessions:
         if not token or len(token) > 100:
             raise NotAuthenticated("please sign in")
         now = self.clock()
-        table = t.portal_session
         with self.units() as uow:
-            row = uow.directory.connection.execute(
-                select(table).where(table.c.token_hash == _hash(token))
-            ).first()
+            row = uow.sessions.get(_hash(token))
             if row is None or row.ended_at is not None or row.expires_at <= now:
                 raise NotAuthenticated("your session has ended; please sign in again")
             expires = now + IDLE_LIFETIME
-            uow.directory.connection.execute(
-                update(table).where(table.c.token_hash == _hash(token)).values(expires_at=expires)
-            )
+            uow.sessions.extend(_hash(token), expires)
             uow.commit()
         return PortalSession(row.account_id, row.kind, row.patient_id, row.csrf, expires)
 
     def act_for(self, token: str, patient_id: str) -> None:
         """A representative's session now acts on this patient's record (mandate checked by
         the caller, through `AccountService.choose_patient`)."""
-        table = t.portal_session
         with self.units() as uow:
-            uow.directory.connection.execute(
-                update(table)
-                .where(table.c.token_hash == _hash(token), table.c.kind == "representative")
-                .values(patient_id=patient_id)
-            )
+            uow.sessions.act_for(_hash(token), patient_id)
             uow.commit()
 
     def end(self, token: str | None) -> None:
         if not token:
             return
-        table = t.portal_session
         with self.units() as uow:
-            uow.directory.connection.execute(
-                update(table)
-                .where(table.c.token_hash == _hash(token), table.c.ended_at.is_(None))
-                .values(ended_at=self.clock())
-            )
+            uow.sessions.end(_hash(token), self.clock())
             uow.commit()
 
 

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.account_store import AccountStore
 from carevault.adapters.storage.record_store import UNSET, Unset
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.accounts import AccountKind, Mandate
@@ -37,7 +36,6 @@ from carevault.domain.audit import (
     rfc3339_ms,
 )
 from carevault.domain.authorization import (
-    DEFAULT_PROFILE_MATRIX,
     NOTIFY_PATIENT,
     Action,
     Block,
@@ -175,7 +173,7 @@ class RecordPolicy:
         audit: AuditAppender,
         *,
         clock: Callable[[], datetime],
-        matrix: ProfileMatrix = DEFAULT_PROFILE_MATRIX,
+        matrix: ProfileMatrix,
         care_relationship: timedelta = CARE_RELATIONSHIP,
         emergency_window: timedelta = EMERGENCY_WINDOW,
     ) -> None:
@@ -664,7 +662,7 @@ class RecordPolicy:
         now = self.clock()
         with self.units() as uow:
             decision = self._managed(uow, actor, patient_id, now)
-            store = AccountStore(uow.directory.connection)
+            store = uow.accounts
             account = store.by_id(account_id)
             if account is None or account.kind is not AccountKind.REPRESENTATIVE:
                 raise NotFound(f"account:{account_id} is not a representative's account")
@@ -700,7 +698,7 @@ class RecordPolicy:
         now = self.clock()
         with self.units() as uow:
             decision = self._managed(uow, actor, patient_id, now)
-            if not AccountStore(uow.directory.connection).end_mandate(patient_id, mandate_id, now):
+            if not uow.accounts.end_mandate(patient_id, mandate_id, now):
                 raise NotFound(f"there is no mandate {mandate_id} in force on this record")
             uow.records.ensure_record(patient_id, now)
             self._change(

@@ -24,7 +24,7 @@ from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
 
 from carevault.adapters.keys.token_signer import TokenSigningKey
-from carevault.adapters.storage.oauth_store import IssuedToken, OAuthStore
+from carevault.adapters.storage.oauth_store import IssuedToken
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated
 from carevault.domain.queries import Page, RoleQuery
@@ -224,9 +224,7 @@ def authenticate_client(
     if identity.kind == "practitioner":
         assert identity.practitioner_id is not None
         _check_practitioner(uow, identity.practitioner_id)
-    if not OAuthStore(uow.directory.connection).use_assertion(
-        identity.client_id, jti, expires + CLOCK_SKEW
-    ):
+    if not uow.oauth.use_assertion(identity.client_id, jti, expires + CLOCK_SKEW):
         raise _fail("this client assertion was already used (jti replay)")
     return AuthenticatedClient(identity, claims)
 
@@ -261,7 +259,7 @@ def issue_backend_token(
             "(system/DocumentReference.cu) and record care events (system/Encounter.c)",
             expression="scope",
         )
-    store = OAuthStore(uow.directory.connection)
+    store = uow.oauth
     granted = " ".join(str(s) for s in scopes)
     token_id = uuid.uuid4().hex
     expires_at = now + TOKEN_LIFETIME
@@ -335,7 +333,7 @@ def authenticate(uow: UnitOfWork, ctx: TokenContext, token: str) -> Caller:
     exp = claims.get("exp")
     if not isinstance(exp, int) or datetime.fromtimestamp(exp, UTC) <= now:
         raise InvalidToken("the access token has expired")
-    issued = OAuthStore(uow.directory.connection).token(str(claims.get("jti", "")))
+    issued = uow.oauth.token(str(claims.get("jti", "")))
     if issued is None:
         raise InvalidToken("the access token is not known")
     if issued.revoked_at is not None:
@@ -427,6 +425,6 @@ def revoke(uow: UnitOfWork, ctx: TokenContext, token: str) -> str | None:
     except InvalidToken:
         return None
     jti = str(claims.get("jti", ""))
-    changed = OAuthStore(uow.directory.connection).revoke(jti, ctx.clock())
+    changed = uow.oauth.revoke(jti, ctx.clock())
     uow.commit()
     return jti if changed else None

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from carevault.adapters.package_config import builtin_profile_matrix
 from carevault.domain.affinity import (
     CLASS_CODES,
     CONFIDENTIALITY_CODES,
@@ -21,9 +22,10 @@ from carevault.domain.affinity import (
     VALUESET_NAMES,
     AffinityDomain,
 )
-from carevault.domain.authorization import DEFAULT_PROFILE_MATRIX, Confidentiality
+from carevault.domain.authorization import Confidentiality
 from carevault.domain.errors import NotFound
 
+BUILTIN_MATRIX = builtin_profile_matrix()
 BUILT_IN = (
     Path(__file__).resolve().parents[3] / "src" / "carevault" / "config" / "affinity-domain.json"
 )
@@ -85,7 +87,7 @@ def test_built_in_file_loads_every_value_set(domain: AffinityDomain) -> None:
 def test_engine_classes_are_the_matrix_vocabulary(domain: AffinityDomain) -> None:
     named_by_matrix = {
         name
-        for actions in DEFAULT_PROFILE_MATRIX.profiles.values()
+        for actions in BUILTIN_MATRIX.profiles.values()
         for classes in actions.values()
         for name in classes
     } - {"*"}

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from carevault.adapters.package_config import builtin_profile_matrix
 from carevault.domain.authorization import (
     Action,
     Block,
@@ -30,6 +31,7 @@ from carevault.domain.authorization import (
     visible_filter,
 )
 
+BUILTIN_MATRIX = builtin_profile_matrix()
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 PATIENT_ID = "pat-1"
 PRACTITIONERS = ("p1", "p2", "p3")
@@ -181,7 +183,7 @@ optional_documents = st.none() | documents
 def permitted(
     subject: Subject, action: Action, record: RecordFacts | None, document: DocumentFacts | None
 ) -> bool:
-    return decide(subject, action, record, document, NOW).permit
+    return decide(subject, action, record, document, NOW, BUILTIN_MATRIX).permit
 
 
 @settings(database=None, deadline=None, max_examples=400)
@@ -237,11 +239,14 @@ def test_removing_a_delegation_or_emergency_window_never_shows_more(
 def test_the_search_filter_agrees_exactly_with_single_reads(
     subject: Subject, record: RecordFacts | None, docs: list[DocumentFacts]
 ) -> None:
-    search = visible_filter(subject, record, NOW)
+    search = visible_filter(subject, record, NOW, BUILTIN_MATRIX)
     for document in docs:
-        read = decide(subject, Action.READ, record, document, NOW)
+        read = decide(subject, Action.READ, record, document, NOW, BUILTIN_MATRIX)
         assert search.matches(document) is read.permit, (search, read.explain())
-        assert decide(subject, Action.SEARCH, record, document, NOW).permit is read.permit
+        assert (
+            decide(subject, Action.SEARCH, record, document, NOW, BUILTIN_MATRIX).permit
+            is read.permit
+        )
     if search.matches_nothing:
         assert not any(search.matches(document) for document in docs)
 
@@ -254,8 +259,8 @@ def test_decisions_are_deterministic_and_explained(
     record: RecordFacts | None,
     document: DocumentFacts | None,
 ) -> None:
-    first = decide(subject, action, record, document, NOW)
-    second = decide(subject, action, record, document, NOW)
+    first = decide(subject, action, record, document, NOW, BUILTIN_MATRIX)
+    second = decide(subject, action, record, document, NOW, BUILTIN_MATRIX)
     assert first == second
     assert first.path[-1] == first.rule
     assert first.path[0] == "identity"

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from carevault.adapters.package_config import builtin_profile_matrix
 from carevault.domain.authorization import (
-    DEFAULT_PROFILE_MATRIX,
     Action,
     Authority,
     Block,
@@ -37,6 +37,7 @@ from carevault.domain.authorization import (
     visible_filter,
 )
 
+BUILTIN_MATRIX = builtin_profile_matrix()
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 
@@ -395,7 +396,7 @@ ROWS = [
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
 def test_rule(row: Row) -> None:
-    decision = decide(row.subject, row.action, row.record, row.document, NOW)
+    decision = decide(row.subject, row.action, row.record, row.document, NOW, BUILTIN_MATRIX)
     assert (decision.permit, decision.rule) == (row.permit, row.rule), decision.explain()
     assert decision.path[-1] == decision.rule
     assert decision.path[0] == "identity"
@@ -409,15 +410,20 @@ def test_rule(row: Row) -> None:
 def test_the_filter_agrees_with_every_single_read(row: Row) -> None:
     if row.document is None or row.action is not Action.READ:
         return
-    expected = decide(row.subject, Action.READ, row.record, row.document, NOW).permit
-    assert visible_filter(row.subject, row.record, NOW).matches(row.document) is expected
+    expected = decide(
+        row.subject, Action.READ, row.record, row.document, NOW, BUILTIN_MATRIX
+    ).permit
+    assert (
+        visible_filter(row.subject, row.record, NOW, BUILTIN_MATRIX).matches(row.document)
+        is expected
+    )
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
 def test_a_refused_reader_is_not_told_the_state_of_the_document(row: Row) -> None:
     """Hidden, secret, restricted or of a category the profession may not see: the refused
     caller reads a neutral reason (`told`); the precise one stays for `explain`."""
-    decision = decide(row.subject, row.action, row.record, row.document, NOW)
+    decision = decide(row.subject, row.action, row.record, row.document, NOW, BUILTIN_MATRIX)
     on_its_state = (
         not decision.permit
         and row.document is not None
@@ -434,8 +440,8 @@ def test_a_refused_reader_is_not_told_the_state_of_the_document(row: Row) -> Non
 
 
 def test_emergency_obligations() -> None:
-    declared = decide(STRANGER, Action.EMERGENCY, RECORD, None, NOW)
-    read = decide(STRANGER, Action.READ, EMERGENCY_OPEN, N_DOC, NOW)
+    declared = decide(STRANGER, Action.EMERGENCY, RECORD, None, NOW, BUILTIN_MATRIX)
+    read = decide(STRANGER, Action.READ, EMERGENCY_OPEN, N_DOC, NOW, BUILTIN_MATRIX)
     for decision in (declared, read):
         assert decision.obligations == {
             Obligation("audit", "EMER"),
@@ -446,7 +452,7 @@ def test_emergency_obligations() -> None:
 
 def test_a_blocked_professional_breaking_the_glass_alerts_the_security_officer() -> None:
     blocked = replace(RECORD, blocks=(Block(Party.PRACTITIONER, "dr-stranger"),))
-    decision = decide(STRANGER, Action.EMERGENCY, blocked, None, NOW)
+    decision = decide(STRANGER, Action.EMERGENCY, blocked, None, NOW, BUILTIN_MATRIX)
     assert Obligation("alert-security-officer") in decision.obligations
     assert Obligation("notify-patient") not in decision.obligations
 
@@ -456,25 +462,32 @@ def test_audit_purposes_and_on_behalf_of() -> None:
         (found,) = [o for o in decision.obligations if o.kind == "audit"]
         return found
 
-    assert audit(decide(CARDIO, Action.READ, RECORD, N_DOC, NOW)) == Obligation("audit", "TREAT")
-    assert audit(decide(PATIENT, Action.READ, RECORD, N_DOC, NOW)) == Obligation("audit", "PATRQT")
-    assert audit(decide(ASSISTANT, Action.READ, RECORD, N_DOC, NOW)) == Obligation(
+    assert audit(decide(CARDIO, Action.READ, RECORD, N_DOC, NOW, BUILTIN_MATRIX)) == Obligation(
+        "audit", "TREAT"
+    )
+    assert audit(decide(PATIENT, Action.READ, RECORD, N_DOC, NOW, BUILTIN_MATRIX)) == Obligation(
+        "audit", "PATRQT"
+    )
+    assert audit(decide(ASSISTANT, Action.READ, RECORD, N_DOC, NOW, BUILTIN_MATRIX)) == Obligation(
         "audit", "TREAT", "dr-cardio"
     )
-    assert audit(decide(PARENT, Action.READ, RECORD, N_DOC, NOW)) == Obligation(
+    assert audit(decide(PARENT, Action.READ, RECORD, N_DOC, NOW, BUILTIN_MATRIX)) == Obligation(
         "audit", "PWATRNY", "pat-1"
     )
     # Denials are audited too.
-    assert audit(decide(OPERATOR, Action.READ, RECORD, N_DOC, NOW)).purpose_of_use == "HOPERAT"
+    assert (
+        audit(decide(OPERATOR, Action.READ, RECORD, N_DOC, NOW, BUILTIN_MATRIX)).purpose_of_use
+        == "HOPERAT"
+    )
 
 
 def test_a_representative_change_notifies_the_patient() -> None:
-    decision = decide(PARENT, Action.WRITE, RECORD, N_DOC, NOW)
+    decision = decide(PARENT, Action.WRITE, RECORD, N_DOC, NOW, BUILTIN_MATRIX)
     assert Obligation("notify-patient") in decision.obligations
 
 
 def test_path_lists_the_rules_in_order() -> None:
-    decision = decide(CARDIO, Action.READ, RECORD, N_DOC, NOW)
+    decision = decide(CARDIO, Action.READ, RECORD, N_DOC, NOW, BUILTIN_MATRIX)
     assert decision.path == (
         "identity",
         "record",
@@ -486,22 +499,22 @@ def test_path_lists_the_rules_in_order() -> None:
         "grant",
     )
     assert "grant" in decision.explain()
-    emergency = decide(STRANGER, Action.READ, EMERGENCY_OPEN, N_DOC, NOW)
+    emergency = decide(STRANGER, Action.READ, EMERGENCY_OPEN, N_DOC, NOW, BUILTIN_MATRIX)
     assert emergency.path[-3:] == ("confidentiality", "grant", "emergency")
 
 
 def test_the_default_matrix_keeps_sensitive_classes_for_physicians() -> None:
-    for key, actions in DEFAULT_PROFILE_MATRIX.profiles.items():
+    for key, actions in BUILTIN_MATRIX.profiles.items():
         for action in ("read", "write"):
             for sensitive in ("psychiatric", "genetic", "hiv"):
-                allowed = DEFAULT_PROFILE_MATRIX.permits(key, None, action, sensitive)
+                allowed = BUILTIN_MATRIX.permits(key, None, action, sensitive)
                 if key == "physician":
                     assert allowed
                 elif action == "read":
                     assert not allowed, (key, actions)
     for seen in ("medication", "prescription", "allergy", "vaccination"):
-        assert DEFAULT_PROFILE_MATRIX.permits("pharmacist", None, "read", seen)
-    assert not DEFAULT_PROFILE_MATRIX.permits("pharmacist", None, "read", "psychiatric")
+        assert BUILTIN_MATRIX.permits("pharmacist", None, "read", seen)
+    assert not BUILTIN_MATRIX.permits("pharmacist", None, "read", "psychiatric")
 
 
 def test_matrix_from_mapping_adds_specialty_to_profession() -> None:
@@ -541,15 +554,15 @@ def test_matrix_from_mapping_refuses_malformed_input(data: dict[str, object]) ->
 
 
 def test_filters_describe_what_they_let_through() -> None:
-    assert visible_filter(OPERATOR, RECORD, NOW).matches_nothing
-    assert visible_filter(STRANGER, RECORD, NOW).confidentiality == frozenset()
-    gp = visible_filter(GP, RECORD, NOW)
+    assert visible_filter(OPERATOR, RECORD, NOW, BUILTIN_MATRIX).matches_nothing
+    assert visible_filter(STRANGER, RECORD, NOW, BUILTIN_MATRIX).confidentiality == frozenset()
+    gp = visible_filter(GP, RECORD, NOW, BUILTIN_MATRIX)
     assert gp.include_hidden
     assert gp.classes is None
     assert gp.confidentiality == {Confidentiality.N, Confidentiality.R}
-    pharmacist = visible_filter(PHARMACIST, RECORD, NOW)
+    pharmacist = visible_filter(PHARMACIST, RECORD, NOW, BUILTIN_MATRIX)
     assert pharmacist.classes == frozenset({"medication", "prescription", "allergy", "vaccination"})
-    assert not visible_filter(PATIENT, RECORD, NOW).include_not_yet_visible
+    assert not visible_filter(PATIENT, RECORD, NOW, BUILTIN_MATRIX).include_not_yet_visible
 
 
 IDS, LINKS = DirectoryArea.IDENTITIES, DirectoryArea.IDENTITY_LINKS
@@ -587,8 +600,14 @@ ALERT = Obligation("alert-security-officer")
         (OPERATOR, Action.WRITE, PROVIDERS, False, "operator", False),
         (OFFICER, Action.READ, PROVIDERS, False, "operator", False),
         (replace(STRANGER, licence_active=False), Action.READ, IDS, False, "identity", False),
-        (replace(PROVIDER_FEED, identity_valid=False), Action.WRITE, PROVIDERS, False,
-         "identity", False),
+        (
+            replace(PROVIDER_FEED, identity_valid=False),
+            Action.WRITE,
+            PROVIDERS,
+            False,
+            "identity",
+            False,
+        ),
     ],
 )
 def test_directory_decisions(
@@ -602,17 +621,20 @@ def test_directory_decisions(
 
 def test_the_registrar_reaches_no_record() -> None:
     for action in (Action.READ, Action.SEARCH, Action.WRITE, Action.MANAGE):
-        decision = decide(REGISTRAR, action, RECORD, None, NOW)
+        decision = decide(REGISTRAR, action, RECORD, None, NOW, BUILTIN_MATRIX)
         assert (decision.permit, decision.rule) == (False, "operator")
     assert decide_audit_trail(REGISTRAR).permit is False
-    assert visible_filter(REGISTRAR, RECORD, NOW).matches_nothing
+    assert visible_filter(REGISTRAR, RECORD, NOW, BUILTIN_MATRIX).matches_nothing
 
 
 def test_an_unproved_care_event_alerts_the_security_officer() -> None:
-    decision = decide(STRANGER, Action.CARE_EVENT, RECORD, None, NOW)
+    decision = decide(STRANGER, Action.CARE_EVENT, RECORD, None, NOW, BUILTIN_MATRIX)
     assert decision.reasons["en"].startswith("A care event opens the record only")
     assert ALERT in decision.obligations
-    assert ALERT not in decide(ADMITTED, Action.CARE_EVENT, RECORD, None, NOW).obligations
+    assert (
+        ALERT
+        not in decide(ADMITTED, Action.CARE_EVENT, RECORD, None, NOW, BUILTIN_MATRIX).obligations
+    )
 
 
 @pytest.mark.parametrize(
@@ -629,5 +651,5 @@ def test_only_the_security_officer_reads_the_whole_audit_trail(
 
 
 def test_a_care_event_notifies_the_patient() -> None:
-    decision = decide(PRESENT, Action.CARE_EVENT, RECORD, None, NOW)
+    decision = decide(PRESENT, Action.CARE_EVENT, RECORD, None, NOW, BUILTIN_MATRIX)
     assert Obligation("notify-patient") in decision.obligations

@@ -172,6 +172,11 @@ class DocumentStore:
         self.connection = connection
         self.blobs = blobs
 
+    def with_blobs(self, blobs: FileBlobStore | None) -> DocumentStore:
+        """This store, in the same transaction, writing content to ``blobs`` (the document
+        service owns the deployment's backend; the unit of work's store has none)."""
+        return self if blobs is self.blobs else DocumentStore(self.connection, blobs)
+
     def identifiers_taken(
         self, submission_set: str, documents: Sequence[str]
     ) -> tuple[bool, frozenset[str]]:

@@ -90,3 +90,103 @@ class OAuthStore:
             .values(revoked_at=at)
         ).rowcount
         return bool(changed)
+
+
+@dataclass(frozen=True)
+class AppClient:
+    """A patient app (a public client) registered by an operator."""
+
+    client_id: str
+    name: str
+    redirect_uris: tuple[str, ...]
+    created_at: datetime
+    disabled_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AuthorizationCode:
+    """A code of the authorization-code flow, by its SHA-256; usable once, within its minute."""
+
+    code_hash: str
+    client_id: str
+    redirect_uri: str
+    code_challenge: str
+    scope: str
+    account_id: str
+    kind: str  # patient | representative (acting for patient_id) | operator | security-officer
+    patient_id: str | None
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class AppStore:
+    """The patient apps and their authorization codes."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def add_client(self, client: AppClient) -> None:
+        self.connection.execute(
+            insert(t.oauth_client).values(
+                client_id=client.client_id,
+                name=client.name,
+                redirect_uris=" ".join(client.redirect_uris),
+                created_at=client.created_at,
+            )
+        )
+
+    def client(self, client_id: str) -> AppClient | None:
+        table = t.oauth_client
+        row = self.connection.execute(select(table).where(table.c.client_id == client_id)).first()
+        if row is None:
+            return None
+        return AppClient(
+            row.client_id,
+            row.name,
+            tuple(row.redirect_uris.split()),
+            row.created_at,
+            row.disabled_at,
+        )
+
+    def add_code(self, code: AuthorizationCode) -> None:
+        self.connection.execute(
+            insert(t.oauth_code).values(
+                code_hash=code.code_hash,
+                client_id=code.client_id,
+                redirect_uri=code.redirect_uri,
+                code_challenge=code.code_challenge,
+                scope=code.scope,
+                account_id=code.account_id,
+                patient_id=code.patient_id,
+                kind=code.kind,
+                expires_at=code.expires_at,
+            )
+        )
+
+    def code(self, code_hash: str) -> AuthorizationCode | None:
+        table = t.oauth_code
+        row = self.connection.execute(select(table).where(table.c.code_hash == code_hash)).first()
+        if row is None:
+            return None
+        return AuthorizationCode(
+            row.code_hash,
+            row.client_id,
+            row.redirect_uri,
+            row.code_challenge,
+            row.scope,
+            row.account_id,
+            row.kind,
+            row.patient_id,
+            row.expires_at,
+            row.used_at,
+        )
+
+    def use_code(self, code_hash: str, at: datetime) -> bool:
+        """Spend the code in one conditional statement: of two racing exchanges, one wins."""
+        table = t.oauth_code
+        changed = self.connection.execute(
+            update(table)
+            .where(table.c.code_hash == code_hash, table.c.used_at.is_(None))
+            .values(used_at=at)
+        ).rowcount
+        return bool(changed)

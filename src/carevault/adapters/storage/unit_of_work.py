@@ -15,8 +15,13 @@ from typing import Self
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from carevault.adapters.storage.account_store import AccountStore
 from carevault.adapters.storage.authority_store import AuthorityStore, PresenceCodeStore
 from carevault.adapters.storage.directory_store import DirectoryStore
+from carevault.adapters.storage.document_store import DocumentStore
+from carevault.adapters.storage.oauth_store import AppStore, OAuthStore
+from carevault.adapters.storage.pki_store import PkiStore
+from carevault.adapters.storage.portal_store import InvitationStore, SessionStore
 from carevault.adapters.storage.record_store import RecordStore
 from carevault.domain.authorization import RecordModel
 from carevault.domain.errors import Conflict
@@ -40,6 +45,13 @@ class UnitOfWork:
     records: RecordStore
     authorities: AuthorityStore
     presence_codes: PresenceCodeStore
+    oauth: OAuthStore
+    accounts: AccountStore
+    pki: PkiStore
+    sessions: SessionStore
+    invitations: InvitationStore
+    apps: AppStore
+    documents: DocumentStore  # content in the database; `with_blobs` for the filesystem
 
     def __init__(
         self,
@@ -64,6 +76,13 @@ class UnitOfWork:
         self.records = RecordStore(self._connection, self._record_model)
         self.authorities = AuthorityStore(self._connection)
         self.presence_codes = PresenceCodeStore(self._connection)
+        self.oauth = OAuthStore(self._connection)
+        self.accounts = AccountStore(self._connection)
+        self.pki = PkiStore(self._connection)
+        self.sessions = SessionStore(self._connection)
+        self.invitations = InvitationStore(self._connection)
+        self.apps = AppStore(self._connection)
+        self.documents = DocumentStore(self._connection)
         return self
 
     def commit(self) -> None:

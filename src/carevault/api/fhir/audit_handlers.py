@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.directory_store import SearchResult
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
@@ -77,15 +76,14 @@ class AuditEventHandler(ResourceHandler):
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
         recorded = sp.date_bounds(request, "date")
-        with self.log.engine.connect() as connection:
-            total, rows = AuditStore(connection).search_entries(
-                "clinical",
-                patients=sp.references(request, "patient", "Patient"),
-                agents=sp.exact(request, "agent"),
-                recorded=recorded,
-                offset=paging.offset,
-                count=paging.count,
-            )
+        total, rows = self.log.search_entries(
+            "clinical",
+            patients=sp.references(request, "patient", "Patient"),
+            agents=sp.exact(request, "agent"),
+            recorded=recorded,
+            offset=paging.offset,
+            count=paging.count,
+        )
         base = request.base_url.rstrip("/")
         bundle = sp.searchset(request, SearchResult(total, []), paging)
         records = [(i, AuditRecord.from_canonical(data)) for i, data in rows]

@@ -11,16 +11,9 @@ from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.audit_handlers import (
     ACCESS_HISTORY,
-    AuditEventHandler,
     access_history_response,
 )
 from carevault.api.fhir.context import ApiContext
-from carevault.api.fhir.document_handlers import (
-    BinaryHandler,
-    DocumentReferenceHandler,
-    SubmissionSetHandler,
-    TransactionHandler,
-)
 from carevault.api.fhir.door import (
     AccessNeed,
     FhirRequest,
@@ -36,14 +29,10 @@ from carevault.api.fhir.record_handlers import (
     EMERGENCY_ACCESS,
     EXPLAIN,
     PRESENCE_CODE,
-    CommunicationHandler,
-    ConsentHandler,
-    EncounterHandler,
     emergency_access_response,
     explain_response,
     presence_code_response,
 )
-from carevault.api.fhir.terminology_handlers import ValueSetHandler
 from carevault.domain.authorization import Action, DirectoryArea
 from carevault.domain.directory import Identifier, IdentityDomain
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
@@ -563,26 +552,3 @@ class OrganizationHandler(DirectoryHandler):
         with self.api.unit_of_work() as uow:
             stored = svc.create_organization(uow, self.api.directory, resource)
         return resource_response(request, stored, 201)
-
-
-def fhir_handlers(api: ApiContext) -> list[ResourceHandler]:
-    """Every resource the FHIR API serves; the door and the CapabilityStatement use this list."""
-    return [
-        PatientHandler(api),
-        PractitionerHandler(api),
-        PractitionerRoleHandler(api),
-        OrganizationHandler(api),
-        AuditEventHandler(api),
-        ConsentHandler(api),
-        EncounterHandler(api),
-        CommunicationHandler(api),
-        TransactionHandler(api),
-        DocumentReferenceHandler(api),
-        BinaryHandler(api),
-        SubmissionSetHandler(api),
-        ValueSetHandler(
-            api.affinity,
-            default_page_size=api.settings.default_page_size,
-            max_page_size=api.settings.max_page_size,
-        ),
-    ]

@@ -16,7 +16,6 @@ from typing import Any
 from carevault.adapters.storage.directory_store import SearchResult, Stored
 from carevault.adapters.storage.document_store import (
     DocumentCriteria,
-    DocumentStore,
     StoredDocument,
 )
 from carevault.adapters.storage.unit_of_work import UnitOfWork
@@ -347,7 +346,7 @@ class RangeNotSatisfiable(HttpProblem):
 
 
 def _one_document(request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
-    stored = DocumentStore(uow.directory.connection).get(request.resource_id or "")
+    stored = uow.documents.get(request.resource_id or "")
     return _reading(request, stored)
 
 
@@ -447,7 +446,7 @@ class SubmissionSetHandler(ResourceHandler):
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         if request.interaction is Interaction.SEARCH:
             return AccessNeed(Target.RECORD, Action.SEARCH, _search_patient(request, uow))
-        row = DocumentStore(uow.directory.connection).submission_set(request.resource_id or "")
+        row = uow.documents.submission_set(request.resource_id or "")
         if row is None:
             raise NotFound(f"List/{request.resource_id} is not known")
         return AccessNeed(Target.RECORD, Action.READ, str(row["patient_id"]))
