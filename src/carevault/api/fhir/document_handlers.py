@@ -32,6 +32,7 @@ from carevault.api.fhir.door import (
     ResourceHandler,
     SearchParam,
     Target,
+    UnknownPatient,
 )
 from carevault.api.fhir.outcome import HttpProblem
 from carevault.api.fhir.record_handlers import actor_of, admitted_record
@@ -57,7 +58,9 @@ def _resolve(uow: UnitOfWork, patient: PatientRef, where: str) -> str:
         return patient.patient_id
     found = uow.directory.patients_by_identifier(patient.system or "", patient.value or "")
     if len(found) != 1:
-        raise NotFound(f"{where}: no patient has the identifier {patient.system}|{patient.value}")
+        raise UnknownPatient(
+            f"{where}: no patient has the identifier {patient.system}|{patient.value}"
+        )
     return found[0]
 
 

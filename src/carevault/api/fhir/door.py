@@ -248,6 +248,13 @@ class Admission:
     detail: Mapping[str, str] = field(default_factory=dict)
 
 
+class UnknownPatient(NotFound):
+    """A request names its patient by an identifier nobody has. A professional is told so (the
+    patients' identities are the directory); a patient's or a representative's app is answered
+    exactly as for another person's number (`carevault.api.access.TokenGate`), so that it never
+    learns whether a number is in the index."""
+
+
 class Refusal(NotPermitted):
     """A refusal by the engine, carrying the admission-to-be so the attempt is recorded with
     who tried and the rule that refused them."""
@@ -591,5 +598,6 @@ __all__ = [
     "ResourceHandler",
     "SearchParam",
     "Target",
+    "UnknownPatient",
     "parse_route",
 ]
