@@ -27,11 +27,16 @@ from typing import Any
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
+from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.storage import schema
 from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
+from carevault.domain.authorization import Authority
+from carevault.fhirmodel.directory import new_role
 from carevault.services import directory as svc
-from support.authorities import presence_code, registrar_headers, with_presence
+from carevault.services import pki
+from support.authorities import authorize, presence_code, registrar_headers, with_presence
+from support.backend import get_token, holder
 from support.builders import hospital, patient
 from support.documents import FHIR_JSON, Pro, created_id, grant, provide_bundle, publish
 from support.tokens import officer_headers, patient_headers
@@ -277,3 +282,25 @@ def attempt(findings: Findings, target: Target, what: str, send: Callable[[], An
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def hospital_system(target: Target, *authorities: Authority) -> dict[str, str]:
+    """The token of the hospital's own system (a system certificate of the world's hospital,
+    registered as ``authorities``), acting for patient A's physician, who works there."""
+    platform, world = target.platform, target.world
+    ctx = platform.directory
+    pki_ctx = pki.PkiContext(systems=ctx.systems,
+                             ca_password=ca_key_password(platform.settings.key_source),
+                             clock=lambda: datetime.now(UTC))
+    with platform.unit_of_work() as uow:
+        svc.create_role(uow, ctx, new_role(ctx.professions, practitioner_id=world.doctor.id,
+                                           profession="physician",
+                                           organization_id=world.hospital_id))
+    issued: list[pki.Credentials] = []
+    with platform.unit_of_work() as uow:
+        pki.issue_system_certificate(uow, pki_ctx, world.hospital_id, issued.append)
+    for authority in authorities:
+        authorize(platform, world.hospital_id, authority)
+    token = get_token(target.http, holder(issued[0]), platform, scope="system/*.cruds",
+                      act={"sub": "HP-OWASP-A"})
+    return {"Authorization": f"Bearer {token}", **FHIR_JSON}
