@@ -317,6 +317,12 @@ class RateLimiter(Protocol):
 
 
 _JSON_TYPES = ("application/fhir+json", "application/json")
+# The most parameters one request may carry (query string and search form together). Each
+# search criterion becomes a condition of the search's SQL, and past a few dozen of them
+# PostgreSQL spends seconds planning one query (SQLite refuses it, its expression tree too
+# deep): a search that really needs more is not one CareVault serves. The fullest legitimate
+# search (ITI-67 with every criterion, a date range and paging) uses 18.
+MAX_PARAMETERS = 20
 FORM = "application/x-www-form-urlencoded"
 
 # RFC 6750 §2.3 (and §2.2, in a form body) is not supported: a token in a URL ends up in
@@ -404,6 +410,11 @@ class FhirDoor:
                 raise body_error
             if token_in_url:
                 raise NotAuthenticated(BEARER_IN_URL)
+            if len(params) > MAX_PARAMETERS:
+                raise InvalidInput(
+                    f"the request has {len(params)} parameters; at most {MAX_PARAMETERS} are "
+                    "accepted"
+                )
             _check_format(request)
             if operation is not None:
                 request = replace(request, operation_permission=self._permission_of(request))
