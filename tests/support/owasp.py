@@ -17,6 +17,9 @@ whether anything was written, `records_since` reads the audit entries a request 
 from __future__ import annotations
 
 import hashlib
+import http.server
+import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +39,7 @@ from carevault.fhirmodel.directory import new_role
 from carevault.services import directory as svc
 from carevault.services import pki
 from support.authorities import authorize, presence_code, registrar_headers, with_presence
-from support.backend import get_token, holder
+from support.backend import Holder, get_token, holder
 from support.builders import hospital, patient
 from support.documents import FHIR_JSON, Pro, created_id, grant, provide_bundle, publish
 from support.tokens import officer_headers, patient_headers
@@ -284,6 +287,17 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def card(platform: Platform, practitioner_id: str) -> Holder:
+    """A new card (certificate, key, chain) of a registered professional."""
+    ctx = pki.PkiContext(systems=platform.directory.systems,
+                         ca_password=ca_key_password(platform.settings.key_source),
+                         clock=lambda: datetime.now(UTC))
+    issued: list[pki.Credentials] = []
+    with platform.unit_of_work() as uow:
+        pki.issue_practitioner_certificate(uow, ctx, practitioner_id, issued.append)
+    return holder(issued[0])
+
+
 def hospital_system(target: Target, *authorities: Authority) -> dict[str, str]:
     """The token of the hospital's own system (a system certificate of the world's hospital,
     registered as ``authorities``), acting for patient A's physician, who works there."""
@@ -304,3 +318,70 @@ def hospital_system(target: Target, *authorities: Authority) -> dict[str, str]:
     token = get_token(target.http, holder(issued[0]), platform, scope="system/*.cruds",
                       act={"sub": "HP-OWASP-A"})
     return {"Authorization": f"Bearer {token}", **FHIR_JSON}
+
+
+class Listener:
+    """A listening TCP socket on the loopback that nobody is meant to call: after a request
+    has been answered, `connections` says whether the server under attack connected to it
+    while serving it (the kernel completes a connection into the backlog before the caller's
+    connect returns, so a fetch made during the request is there to be counted)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.socket.setblocking(False)
+        self.port = int(self.socket.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.accepted = 0
+
+    def connections(self) -> int:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except BlockingIOError:
+                return self.accepted
+            connection.close()
+            self.accepted += 1
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.socket.close()
+
+
+class Impostor:
+    """An HTTP server on the loopback that answers every POST with ``status``, ``headers``
+    and ``body``: a time-stamping authority (or any service CareVault calls) gone wrong."""
+
+    def __init__(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
+                 ) -> None:
+        answer = (status, body, headers or {})
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                code, content, extra = answer
+                self.send_response(code)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/tsa"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Impostor:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)

@@ -37,7 +37,7 @@ from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import pki
 from support.accounts import enrol_patient
 from support.backend import Holder, assertion, token_request
-from support.owasp import Findings, Target, attempt, audit_sizes, records_since
+from support.owasp import Findings, Target, attempt, audit_sizes, card, records_since
 from support.tokens import professional_credentials
 
 pytestmark = pytest.mark.security
@@ -106,7 +106,7 @@ def attack_forged_access_tokens(target: Target) -> list[str]:
         "the platform's key, never issued (unknown jti)": pyjwt.encode(
             {**claims, "jti": "f" * 32, "scope": "system/*.cruds"}, server_pem,
             algorithm="ES256", headers={"kid": header["kid"]}),
-        "the client assertion itself": assertion(_holder(w, platform), platform),
+        "the client assertion itself": assertion(card(platform, w.stranger.id), platform),
         "a truncated token": genuine[: len(genuine) // 2],
     }
     for what, token in forged.items():
@@ -129,51 +129,33 @@ def attack_forged_access_tokens(target: Target) -> list[str]:
     return f.items
 
 
-def _holder(world: Any, platform: Platform) -> Holder:
-    """The stranger's card, as a Holder (a new certificate of theirs)."""
-    from support.backend import holder
-
-    ctx = pki.PkiContext(systems=platform.directory.systems,
-                         ca_password=_ca_password(platform), clock=lambda: datetime.now(UTC))
-    issued: list[pki.Credentials] = []
-    with platform.unit_of_work() as uow:
-        pki.issue_practitioner_certificate(uow, ctx, world.stranger.id, issued.append)
-    return holder(issued[0])
-
-
-def _ca_password(platform: Platform) -> bytes:
-    from carevault.adapters.keys.pki_keys import ca_key_password
-
-    return ca_key_password(platform.settings.key_source)
-
-
 def attack_forged_and_replayed_client_assertions(target: Target) -> list[str]:
     """At the token endpoint: assertions replayed, unsigned, signed with another key, aimed at
     another audience, too long-lived, naming another professional, or chained to another CA.
     None gives a token; each is refused 401 invalid_client and recorded."""
     f, w, http, platform = Findings(), target.world, target.http, target.platform
-    card = _holder(w, platform)
-    used = assertion(card, platform)
+    stolen = card(platform, w.stranger.id)
+    used = assertion(stolen, platform)
     first = token_request(http, used)
     if first.status_code != 200:
         f.add(f"the genuine assertion was refused: {first.text[:200]}")
-    thief = dataclasses.replace(card, key_pem=ec.generate_private_key(ec.SECP256R1())
+    thief = dataclasses.replace(stolen, key_pem=ec.generate_private_key(ec.SECP256R1())
                                 .private_bytes(serialization.Encoding.PEM,
                                                serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption()))
-    claims = pyjwt.decode(assertion(card, platform), options={"verify_signature": False})
-    x5c = [base64.b64encode(der).decode() for der in card.chain_der]
+    claims = pyjwt.decode(assertion(stolen, platform), options={"verify_signature": False})
+    x5c = [base64.b64encode(der).decode() for der in stolen.chain_der]
     forged = {
         "a replayed assertion (same jti)": used,
         "alg none": compact({"alg": "none", "x5c": x5c}, claims),
         "signed with a key that is not the certificate's": assertion(thief, platform),
         "aimed at the FHIR API instead of the token endpoint": assertion(
-            card, platform, aud=platform.tokens.fhir_base),
-        "living an hour": assertion(card, platform, lifetime=3600),
-        "expired": assertion(card, platform, lifetime=-300),
-        "naming another professional": assertion(card, platform, iss="HP-OWASP-A",
+            stolen, platform, aud=platform.tokens.fhir_base),
+        "living an hour": assertion(stolen, platform, lifetime=3600),
+        "expired": assertion(stolen, platform, lifetime=-300),
+        "naming another professional": assertion(stolen, platform, iss="HP-OWASP-A",
                                                  sub="HP-OWASP-A"),
-        "chained to another CA": assertion(_rogue(card.client_id), platform),
+        "chained to another CA": assertion(_rogue(stolen.client_id), platform),
     }
     for what, signed in forged.items():
         before = issued_tokens(platform)
