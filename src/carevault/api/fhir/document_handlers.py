@@ -409,7 +409,7 @@ class BinaryHandler(ResourceHandler):
             "Accept-Ranges": "bytes",
             "Content-Disposition": f'attachment; filename="{metadata.id}"',
             "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
+            "Content-Security-Policy": "sandbox; default-src 'none'; frame-ancestors 'none'",
         }
         if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
             return FhirResponse(

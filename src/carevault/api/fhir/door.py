@@ -556,11 +556,15 @@ def parse_route(
     """Map ``METHOD /fhir/<path>`` to (interaction, type, id, version, operation)."""
     parts = [p for p in path.split("/") if p]
     bad = HttpProblem(404, "not-found", f"no FHIR endpoint at /fhir/{path}")
-    if parts == ["metadata"] and method == "GET":
+    if parts == ["metadata"]:
+        if method != "GET":
+            raise HttpProblem(405, "not-supported", f"{method} is not allowed on /fhir/metadata")
         return Interaction.CAPABILITIES, None, None, None, None
-    if not parts and method == "POST":
+    if not parts:
+        if method != "POST":
+            raise HttpProblem(405, "not-supported", f"{method} is not allowed on /fhir")
         return Interaction.TRANSACTION, "Bundle", None, None, None
-    if not parts or not _TYPE.match(parts[0]):
+    if not _TYPE.match(parts[0]):
         raise bad
     kind = parts[0]
     rest = parts[1:]
