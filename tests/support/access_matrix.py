@@ -472,6 +472,8 @@ def app_routes(routes: list[BaseRoute], prefix: str = "") -> set[tuple[str, str]
         elif isinstance(route, Mount):
             keys.add((prefix + route.path, "MOUNT"))
         elif isinstance(route, Route):  # APIRoute is one
+            if route.methods is None:  # an ASGI endpoint that takes every method (the door)
+                keys.add((prefix + route.path, "*"))
             keys |= {(prefix + route.path, m) for m in route.methods or () if m != "HEAD"}
     return keys
 
@@ -1377,17 +1379,19 @@ def _absolute(method: str, path: str, params: Mapping[str, str] | None = None,
 
 # The FHIR door is walked by the FHIR rows above; what it does not implement, it refuses to
 # everyone alike, before any credential is looked at.
-@app_row("/fhir/{path:path}", "GET")
-@app_row("/fhir/{path:path}", "POST")
-@app_row("/fhir/{path:path}", "PUT")
-@app_row("/fhir", "POST")
+@app_row("/fhir", "*")
 def _the_door(world: World) -> list[Row]:
-    return []  # the FHIR rows
+    return []  # the FHIR rows (the ITI-65 transaction among them)
 
 
-for _method in ("DELETE", "PATCH"):
-    _fixed("/fhir/{path:path}", _method, 405, f"{_method} /fhir/Patient/[id] (not supported)",
-           lambda w, _c, _p, m=_method: Call(m, f"Patient/{w.patient_id}"))
+@app_row("/fhir/{path:path}", "*")
+def _every_method(world: World) -> list[Row]:
+    """Every method reaches the door, which serves its interactions (the FHIR rows) and
+    refuses every other method alike, before any credential is looked at."""
+    return [Row(f"{method} /fhir/Patient/[id] (not supported)", ("/fhir/{path:path}", "*"),
+                ("", ""), lambda w, _c, _p, m=method: Call(m, f"Patient/{w.patient_id}"),
+                fixed=frozenset({405}))
+            for method in ("DELETE", "PATCH", "TRACE", "OPTIONS")]
 
 _fixed("/audit/public-key", "GET", 200)
 _fixed("/audit/tree-head", "GET", 200)

@@ -24,6 +24,7 @@ from carevault.api.fhir.door import (
     NeedOf,
     Refusal,
     Target,
+    UnknownPatient,
 )
 from carevault.domain.authorization import (
     Action,
@@ -168,7 +169,7 @@ class TokenGate:
             ):
                 decision, record, loaded, told = early, None, None, None
             else:
-                need = need_of(request, uow)
+                need = _need(request, need_of, uow, subject)
                 subject, powers = self._with_powers(uow, subject, caller, need)
                 decision, record = self._decide(uow, subject, need, caller, now)
                 loaded, told = need.loaded, need.refusal
@@ -262,6 +263,10 @@ class TokenGate:
                 "name the patient whose record this concerns (the 'patient' parameter)",
                 expression="patient",
             )
+        if subject.kind is SubjectKind.PATIENT and patient_id != subject.id:
+            # Another person's record, or nobody's: decided without loading it, so that the
+            # answer does not tell whether it exists.
+            return self.policy.decide(subject, action, RecordFacts(patient_id), None, now), None
         if subject.kind is SubjectKind.REPRESENTATIVE and patient_id != caller.patient:
             # SMART patient context: the token reaches the record it was issued for, even if
             # the representative holds other mandates (they choose again in the portal).
@@ -277,6 +282,22 @@ class TokenGate:
             )
         record = self.policy.facts(uow, patient_id, now)
         return self.policy.decide(subject, action, record, need.document, now), record
+
+
+# The record a patient's or representative's request names when it names it by a number
+# nobody has: no patient has this id, so the request is refused as one on another's record.
+NOBODY = ""
+
+
+def _need(request: FhirRequest, need_of: NeedOf, uow: UnitOfWork, subject: Subject) -> AccessNeed:
+    """What the request needs, as its handler says; a number nobody has is, for a patient's
+    or representative's app, a record that is not theirs (see `UnknownPatient`)."""
+    try:
+        return need_of(request, uow)
+    except UnknownPatient:
+        if subject.kind not in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE):
+            raise
+        return AccessNeed(Target.RECORD, Action.READ, NOBODY)
 
 
 def _change_detail(need: AccessNeed, subject: Subject) -> dict[str, str]:

@@ -12,7 +12,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carevault import __version__
@@ -141,6 +142,18 @@ class TokensNotInUrls:
             outcome, status_code=status, headers=headers, media_type=f"{FHIR_JSON}; charset=utf-8"
         )
         await refusal(scope, receive, send)
+
+
+class EveryMethod:
+    """An endpoint that takes every HTTP method: Starlette routes a plain function for the
+    methods listed only, and answers the others itself, unrecorded."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+        self.__name__ = endpoint.__name__  # the route's name, as for the plain function
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -359,14 +372,11 @@ def create_app(
         return render(response)
 
     # Plain Starlette routes: the door parses everything itself, so FastAPI's per-request
-    # parameter resolution would be pure cost.
-    app.add_route(
-        "/fhir/{path:path}",
-        fhir,
-        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-        include_in_schema=False,
-    )
-    app.add_route("/fhir", fhir, methods=["POST"], include_in_schema=False)
+    # parameter resolution would be pure cost. Every method goes to the door, which answers
+    # those it does not serve (TRACE, OPTIONS, …) with 405 and records them like any request.
+    door_endpoint = EveryMethod(fhir)
+    for path in ("/fhir/{path:path}", "/fhir"):
+        app.router.routes.append(Route(path, door_endpoint, include_in_schema=False))
     # Routes are matched in the order they are added: the FHIR API, by far the busiest, first.
     app.include_router(audit_router(log, settings, utc_now, security_officer))
     for router in routers:

@@ -226,7 +226,7 @@ def demo(
     host: HostOption = DEV_HOST,
     port: PortOption = DEV_PORT,
 ) -> None:
-    """Load synthetic, reproducible Luxembourg-like directories.
+    """Load synthetic, reproducible Luxembourg-like directories (in dev only).
 
     The links written into the accounts file use the public address: give --host and --port
     as to `carevault serve`. When the data is already loaded, the links of an existing
@@ -234,6 +234,14 @@ def demo(
     from carevault.demo import loader
 
     settings = _settings().served_at(host, port)
+    if settings.environment != "dev":
+        # Demo people come with known secrets (a portal password and TOTP seed, a physician's
+        # private key, in the accounts file) and demo hospitals registered as identity sources
+        # and admission systems: nothing a deployed platform may hold.
+        raise ConfigurationError(
+            f"carevault demo loads synthetic people with published credentials; it runs in "
+            f"dev only (CAREVAULT_ENVIRONMENT is {settings.environment!r})"
+        )
     public_url = settings.public_url
     unit_of_work = context.audited_units(
         settings,

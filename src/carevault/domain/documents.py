@@ -8,6 +8,7 @@ becomes ``superseded`` (or ``entered-in-error``) and stays readable to whoever c
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -107,7 +108,25 @@ def sha256_hex(data: bytes) -> str:
 # --- what the bytes really are ---------------------------------------------------------------
 
 _EXECUTABLES = (b"MZ", b"\x7fELF", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe", b"#!")
-_MARKUP_DANGER = (b"<script", b"javascript:", b"<iframe", b"<object", b"<embed", b" on")
+# Active content in markup, anywhere in the document (a reader's browser or viewer may render
+# the whole of it): an element that runs or embeds something, whatever namespace prefix names
+# it (``<h:script xmlns:h="http://www.w3.org/1999/xhtml">`` runs in a browser), an event
+# handler attribute, a script URL, an XSLT stylesheet (it can write any HTML), and a DTD (its
+# entities can build markup the scan does not see, and expand without end in a parser).
+_ACTIVE_MARKUP = re.compile(
+    rb"<\s*(?:[a-z0-9_.\-]+:)?(?:html|svg|script|iframe|object|embed|frameset|applet)"
+    rb"(?![a-z0-9_.:\-])"
+    rb"|<[a-z0-9_.:\-]+\s[^<>]*?\bon[a-z]+\s*="
+    rb"|<\?xml-stylesheet|<!doctype|<!entity|javascript:|vbscript:"
+)
+_JSON_ESCAPE = re.compile(rb"\\u([0-9a-fA-F]{4})")
+# A PDF name (PDF 32000-1 §7.3.5), its characters possibly written #xx; and the names of the
+# actions that run something: JavaScript (an action's /S, or the document's JavaScript name
+# tree) and Launch (an application or a file). Names hidden in a compressed object stream are
+# not seen: the plain forms are refused, and every document is served as an attachment.
+_PDF_NAME = re.compile(rb"/((?:[^\x00\t\n\x0c\r /<>\[\](){}%#]|#[0-9A-Fa-f]{2})+)")
+_PDF_HEX = re.compile(rb"#([0-9A-Fa-f]{2})")
+_PDF_ACTIONS = frozenset({b"JavaScript", b"Launch"})
 
 
 def _looks_like(content_type: str, data: bytes) -> bool:
@@ -174,11 +193,29 @@ def check_content(
             f"{where}: the bytes are not {declared} (their signature does not match the "
             "declared content type)"
         )
-    if declared.endswith("xml") or declared == "text/plain":
-        lowered = data[:65536].lower()
-        if (
-            b"<html" in lowered
-            or b"<svg" in lowered
-            or any(marker in lowered for marker in _MARKUP_DANGER[:5])
-        ):
-            raise UnsupportedMediaType(f"{where}: active content (HTML, SVG, script) is refused")
+    if declared.endswith("xml") or declared in ("text/plain", "application/fhir+json"):
+        text = data
+        if declared == "application/fhir+json":  # "<" may be written \u003c in a string
+            text = _JSON_ESCAPE.sub(_json_character, data)
+        if _ACTIVE_MARKUP.search(text.lower()):
+            raise UnsupportedMediaType(
+                f"{where}: active content (HTML, SVG, script, stylesheet, DTD) is refused"
+            )
+    if declared == "application/pdf" and _pdf_action(data):
+        raise UnsupportedMediaType(
+            f"{where}: a PDF that runs something (JavaScript, a launch action) is refused"
+        )
+
+
+def _json_character(escape: re.Match[bytes]) -> bytes:
+    return chr(int(escape.group(1), 16)).encode("utf-8", "replace")
+
+
+def _pdf_action(data: bytes) -> bool:
+    for name in _PDF_NAME.finditer(data):
+        raw = name.group(1)
+        if b"#" in raw:
+            raw = _PDF_HEX.sub(lambda hexa: bytes([int(hexa.group(1), 16)]), raw)
+        if raw in _PDF_ACTIONS:
+            return True
+    return False

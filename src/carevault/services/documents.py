@@ -370,11 +370,8 @@ class DocumentService:
             organization = provided.author_organization_id or min(
                 subject.organization_ids, default=""
             )
-            if (
-                organization
-                and subject.organization_ids
-                and (organization not in subject.organization_ids)
-            ):
+            # A professional who works for no organization names none either.
+            if organization and organization not in subject.organization_ids:
                 raise BusinessRuleViolation(
                     f"{where}: the author's organization must be one the practitioner works for",
                     expression="DocumentReference.author",

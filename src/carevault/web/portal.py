@@ -25,7 +25,7 @@ from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenBucketLimiter
 from carevault.domain.accounts import AccountKind, AuthenticationFailed, Throttled
 from carevault.domain.affinity import AffinityDomain
-from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
+from carevault.domain.audit import ACTION_CREATE, Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Subject, SubjectKind
 from carevault.domain.errors import (
     CareVaultError,
@@ -413,6 +413,30 @@ def portal_router(
     async def show_enrol(request: Request) -> Response:
         return enrol_page(request)
 
+    def refused_enrolment(client: str, status: int, reason: str, page: Response) -> Response:
+        """``page``, once the refused enrolment is in the audit log: guessing activation codes
+        must be visible to the security officer. Nothing typed is kept (the national number
+        names someone who may not be the one trying)."""
+        try:
+            log.append(
+                [
+                    AuditRecord(
+                        stream="clinical",
+                        recorded=rfc3339_ms(clock()),
+                        kind="authentication",
+                        action=ACTION_CREATE,
+                        interaction="enrol",
+                        outcome="4",
+                        agent=Agent(who=None, network=client or None),
+                        status=status,
+                        detail={"reason": reason},
+                    )
+                ]
+            )
+        except AuditUnavailable:
+            return HTMLResponse("<p>The service is unavailable; nothing was done.</p>", 503)
+        return page
+
     @router.post("/enrol", include_in_schema=False)
     async def enrol(request: Request) -> Response:
         lang = _language(request)
@@ -426,7 +450,7 @@ def portal_router(
                 request, 429, TEXT[lang]["throttled"].format(seconds=error.retry_after)
             )
             page.headers["Retry-After"] = str(error.retry_after)
-            return page
+            return await run_in_threadpool(refused_enrolment, client, 429, "throttled", page)
         except CareVaultError:
             return enrol_page(request, 403, TEXT[lang]["form"])
         if form.get("password", "") != form.get("password2", ""):
@@ -451,7 +475,10 @@ def portal_router(
         try:
             enrolment = await run_in_threadpool(open_account)
         except InvitationRefused:
-            return enrol_page(request, 401, TEXT[lang]["invitation"])
+            page = enrol_page(request, 401, TEXT[lang]["invitation"])
+            return await run_in_threadpool(
+                refused_enrolment, client, 401, "invitation refused", page
+            )
         except CareVaultError as error:
             return enrol_page(request, 422, error.message)
         csrf = request.cookies.get(LOGIN_CSRF_COOKIE, "")

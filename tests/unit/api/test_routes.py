@@ -91,6 +91,10 @@ def test_bad_resource_ids_are_invalid_input(path: str) -> None:
         ("DELETE", "Patient/123"),
         ("PATCH", "Patient/123"),
         ("POST", "Patient/123"),
+        ("GET", ""),  # the base takes transactions (POST) only
+        ("GET", "/"),
+        ("TRACE", "Patient"),
+        ("OPTIONS", "metadata"),
     ],
 )
 def test_unsupported_methods_are_405(method: str, path: str) -> None:
@@ -103,8 +107,6 @@ def test_unsupported_methods_are_405(method: str, path: str) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "",
-        "/",
         "patient",
         "123",
         "metadata/extra",
@@ -355,7 +357,8 @@ def test_rate_limited_request_is_answered_429_with_retry_after_and_recorded() ->
     ("method", "path", "status"),
     [
         ("GET", "nonsense/path", 404),
-        ("GET", "", 404),
+        ("GET", "", 405),
+        ("TRACE", "Patient", 405),
         ("DELETE", "Patient/123", 405),
         ("GET", "Patient/bad_id", 400),
     ],

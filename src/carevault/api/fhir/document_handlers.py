@@ -31,6 +31,7 @@ from carevault.api.fhir.door import (
     ResourceHandler,
     SearchParam,
     Target,
+    UnknownPatient,
 )
 from carevault.api.fhir.outcome import HttpProblem
 from carevault.api.fhir.record_handlers import actor_of, admitted_record
@@ -56,7 +57,9 @@ def _resolve(uow: UnitOfWork, patient: PatientRef, where: str) -> str:
         return patient.patient_id
     found = uow.directory.patients_by_identifier(patient.system or "", patient.value or "")
     if len(found) != 1:
-        raise NotFound(f"{where}: no patient has the identifier {patient.system}|{patient.value}")
+        raise UnknownPatient(
+            f"{where}: no patient has the identifier {patient.system}|{patient.value}"
+        )
     return found[0]
 
 
@@ -405,7 +408,7 @@ class BinaryHandler(ResourceHandler):
             "Accept-Ranges": "bytes",
             "Content-Disposition": f'attachment; filename="{metadata.id}"',
             "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
+            "Content-Security-Policy": "sandbox; default-src 'none'; frame-ancestors 'none'",
         }
         if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
             return FhirResponse(

@@ -251,6 +251,13 @@ class Admission:
     detail: Mapping[str, str] = field(default_factory=dict)
 
 
+class UnknownPatient(NotFound):
+    """A request names its patient by an identifier nobody has. A professional is told so (the
+    patients' identities are the directory); a patient's or a representative's app is answered
+    exactly as for another person's number (`carevault.api.access.TokenGate`), so that it never
+    learns whether a number is in the index."""
+
+
 class Refusal(NotPermitted):
     """A refusal by the engine, carrying the admission-to-be so the attempt is recorded with
     who tried and the rule that refused them."""
@@ -313,6 +320,12 @@ class RateLimiter(Protocol):
 
 
 _JSON_TYPES = ("application/fhir+json", "application/json")
+# The most parameters one request may carry (query string and search form together). Each
+# search criterion becomes a condition of the search's SQL, and past a few dozen of them
+# PostgreSQL spends seconds planning one query (SQLite refuses it, its expression tree too
+# deep): a search that really needs more is not one CareVault serves. The fullest legitimate
+# search (ITI-67 with every criterion, a date range and paging) uses 18.
+MAX_PARAMETERS = 20
 FORM = "application/x-www-form-urlencoded"
 
 # RFC 6750 §2.3 (and §2.2, in a form body) is not supported: a token in a URL ends up in
@@ -402,6 +415,11 @@ class FhirDoor:
                 raise body_error
             if token_in_url:
                 raise NotAuthenticated(BEARER_IN_URL)
+            if len(params) > MAX_PARAMETERS:
+                raise InvalidInput(
+                    f"the request has {len(params)} parameters; at most {MAX_PARAMETERS} are "
+                    "accepted"
+                )
             _check_format(request)
             if operation is not None:
                 request = replace(request, operation_permission=self._permission_of(request))
@@ -523,15 +541,7 @@ def _check_format(request: FhirRequest) -> None:
 COMMON_PARAMS = frozenset({"_count", "_offset", "_format", "_include"})
 
 
-# A search's conditions, all parameters and repetitions counted (see `search.MAX_REPETITIONS`).
-MAX_SEARCH_PARAMETERS = 30
-
-
 def _check_search_params(handler: ResourceHandler, request: FhirRequest) -> None:
-    if len(request.params) > MAX_SEARCH_PARAMETERS:
-        raise InvalidInput(
-            f"a search may name at most {MAX_SEARCH_PARAMETERS} parameters (repetitions counted)"
-        )
     known = {p.name for p in handler.search_params}
     for name in request.param_names():
         if name in COMMON_PARAMS or name in known:
@@ -553,11 +563,15 @@ def parse_route(
     """Map ``METHOD /fhir/<path>`` to (interaction, type, id, version, operation)."""
     parts = [p for p in path.split("/") if p]
     bad = HttpProblem(404, "not-found", f"no FHIR endpoint at /fhir/{path}")
-    if parts == ["metadata"] and method == "GET":
+    if parts == ["metadata"]:
+        if method != "GET":
+            raise HttpProblem(405, "not-supported", f"{method} is not allowed on /fhir/metadata")
         return Interaction.CAPABILITIES, None, None, None, None
-    if not parts and method == "POST":
+    if not parts:
+        if method != "POST":
+            raise HttpProblem(405, "not-supported", f"{method} is not allowed on /fhir")
         return Interaction.TRANSACTION, "Bundle", None, None, None
-    if not parts or not _TYPE.match(parts[0]):
+    if not _TYPE.match(parts[0]):
         raise bad
     kind = parts[0]
     rest = parts[1:]
@@ -606,5 +620,6 @@ __all__ = [
     "ResourceHandler",
     "SearchParam",
     "Target",
+    "UnknownPatient",
     "parse_route",
 ]
