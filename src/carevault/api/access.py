@@ -151,13 +151,7 @@ class TokenGate:
         now = self.tokens.clock()
         with self.units() as uow:
             caller = authenticate(uow, self.tokens, token.strip())
-            # An ITI-65 bundle creates DocumentReferences (with their List and Binary).
-            kind = (
-                "DocumentReference"
-                if request.interaction is Interaction.TRANSACTION
-                else request.resource_type or ""
-            )
-            scoped = permits(caller.scopes, kind, needed_permission(request))
+            scoped = self.scoped(caller, request)
             subject = subject_of(uow, caller, identity_valid=scoped)
             # Rules 1 and the operator rule need nothing of the request: refuse before any
             # lookup, so that an operator learns nothing, not even whether an id exists.
@@ -202,6 +196,16 @@ class TokenGate:
                 )
             raise Refusal(message, admission)
         return admission
+
+    def scoped(self, caller: Caller, request: FhirRequest) -> bool:
+        """Whether the token's scopes cover the interaction (part of rule 1, identity)."""
+        # An ITI-65 bundle creates DocumentReferences (with their List and Binary).
+        kind = (
+            "DocumentReference"
+            if request.interaction is Interaction.TRANSACTION
+            else request.resource_type or ""
+        )
+        return permits(caller.scopes, kind, needed_permission(request))
 
     def _with_powers(
         self, uow: UnitOfWork, subject: Subject, caller: Caller, need: AccessNeed

@@ -66,6 +66,13 @@ def attack_a_patients_app_names_another_patient(target: Target) -> list[str]:
                 secrets=[MARKER_B, TITLE, "Schmit"])
     attempt(f, target, "a presence code for B's record",
             lambda: http.post(f"/fhir/Patient/{b}/$presence-code", headers=w.app_a), 403)
+    # PIXm resolves A's own numbers only: B's is answered as a number nobody has.
+    answers = [http.get("/fhir/Patient/$ihe-pix", params={"sourceIdentifier": number},
+                        headers=w.app_a) for number in (f"{HOSPITAL_SYSTEM}|H-2",
+                                                        f"{HOSPITAL_SYSTEM}|H-404")]
+    if [a.status_code for a in answers] != [404, 404] or b in answers[0].text:
+        f.add(f"PIXm of B's number for A's app: {answers[0].status_code} "
+              f"{answers[0].text[:200]}")
     # A search that would find B by B's own numbers finds nobody.
     found = http.get("/fhir/Patient", params={"identifier": f"{HOSPITAL_SYSTEM}|H-2"},
                      headers=w.app_a)
