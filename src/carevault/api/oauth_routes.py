@@ -115,7 +115,7 @@ def _claimed_client(form: dict[str, str]) -> str:
         payload = assertion.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         issuer = claims.get("iss") if isinstance(claims, dict) else None
-    except (IndexError, ValueError, UnicodeDecodeError):
+    except (IndexError, ValueError, UnicodeDecodeError, RecursionError):  # deep JSON: Recursion…
         issuer = None
     return str(issuer)[:128] if issuer else "unknown"
 
