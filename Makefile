@@ -36,7 +36,8 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-# The security suites alone (the access matrix…); `make test` runs them too.
+# The security suites alone (the access matrix; schemathesis on /openapi.json, the parser
+# fuzzers, sqlmap: docs/security/attacks.md); `make test` runs them too.
 security: $(STAMP)
 	$(BIN)/pytest -m security
 
