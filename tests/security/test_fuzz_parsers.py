@@ -344,6 +344,10 @@ def test_size_limits_are_enforced_before_parsing(attacked: Any) -> None:
         parse_json(b'{"n":' + b"9" * 5000 + b"}", max_depth=32)
     with pytest.raises(InvalidInput, match="longer than"):
         sp.values(_request((("family", "x" * (sp.MAX_VALUE_LENGTH + 1)),)), "family")
+    with pytest.raises(InvalidInput, match="at most"):  # conditions, before any SQL
+        sp.values(_request((("family", "a"),) * (sp.MAX_REPETITIONS + 1)), "family")
+    with pytest.raises(InvalidInput, match="at most"):
+        sp.strings(_request((("family", ",".join("a" * (sp.MAX_ALTERNATIVES + 1))),)), "family")
     with pytest.raises(InvalidInput, match="at most"):
         parse_scopes(" ".join(["system/Patient.rs"] * 51))
     assert presence.normalize("A" * (presence.MAX_CODE_CHARACTERS + 1)) is None
