@@ -34,9 +34,10 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow"
 
-# The security suites alone (the access matrix…); `make test` runs them too.
+# The security suites alone (the access matrix; schemathesis on /openapi.json, the parser
+# fuzzers, sqlmap: docs/security/attacks.md); `make test` runs them too.
 security: $(STAMP)
 	$(BIN)/pytest -m security
 

@@ -29,6 +29,7 @@ from carevault.bootstrap import Platform, build, directory_context
 from carevault.domain.audit import STREAMS
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
+from support.attacked import attacked  # noqa: F401  (a fixture, shared: tests/security)
 from support.requirements import (  # the hooks: which suites did not run, and why
     POSTGRESQL,
     missing,

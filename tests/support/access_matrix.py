@@ -1407,6 +1407,7 @@ _fixed("/.well-known/smart-configuration", "GET", 200)
 _fixed("/.well-known/oauth-authorization-server", "GET", 200)
 _fixed("/.well-known/jwks.json", "GET", 200)
 _fixed("/health", "GET", 200)
+_fixed("/openapi.json", "GET", 200)  # public, like the CapabilityStatement
 _fixed("/favicon.ico", "GET", 308)
 _fixed("/static", "MOUNT", 200, "GET /static/favicon.svg",
        _absolute("GET", "/static/favicon.svg"))

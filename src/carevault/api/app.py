@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from anyio import to_thread
@@ -41,6 +42,7 @@ from carevault.api.fhir.door import (
     without_url_token,
 )
 from carevault.api.fhir.outcome import from_error
+from carevault.api.openapi import answer, html, openapi_document, redirect
 from carevault.api.transport import TransportIdentity, client_certificate
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated, TooLarge
@@ -49,6 +51,11 @@ from carevault.services.audit_log import AuditLog
 from carevault.settings import ConfigurationError, Settings
 
 FHIR_JSON = "application/fhir+json"
+HEALTH = {
+    "type": "object",
+    "required": ["status", "version"],
+    "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
+}
 
 
 def utc_now() -> datetime:
@@ -384,15 +391,30 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/favicon.ico", include_in_schema=False)
+    @app.get(
+        "/favicon.ico",
+        response_class=Response,
+        status_code=308,
+        responses={308: redirect("the icon is a static file")},
+    )
     async def favicon() -> Response:
         return Response(status_code=308, headers={"Location": "/static/favicon.svg"})
 
-    @app.get("/health", include_in_schema=False)
+    @app.get("/health", responses={200: answer("the server answers", schema=HEALTH)})
     async def health() -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    document: dict[str, Any] = {}
+
+    @app.get("/openapi.json", responses={200: answer("this document", schema={"type": "object"})})
+    async def openapi() -> JSONResponse:
+        """This API's OpenAPI 3.1 description, generated from the routes and the FHIR door's
+        registry (`carevault.api.openapi`); public, like the CapabilityStatement."""
+        if not document:
+            document.update(openapi_document(app, door, settings.max_page_size))
+        return JSONResponse(document)
+
+    @app.get("/", response_class=HTMLResponse, responses={200: html("the home page")})
     async def home(request: Request) -> HTMLResponse:
         return TEMPLATES.TemplateResponse(
             request,

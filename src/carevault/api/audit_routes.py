@@ -15,6 +15,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from carevault.api.access import is_loopback
+from carevault.api.openapi import PLAIN_ERROR, bearer, merged, query
+from carevault.api.openapi import answer as documented
 from carevault.domain.audit import STREAMS, Agent, AuditRecord, rfc3339_ms
 from carevault.domain.merkle import ProofError
 from carevault.services.audit_log import AuditLog, AuditUnavailable
@@ -50,6 +52,43 @@ def _stream(request: Request) -> str:
     return stream
 
 
+TEXT = {"type": "string"}
+STREAM = ("stream", {"enum": list(STREAMS)}, False)
+HASHES = {"type": "array", "items": {"type": "string"}}
+TREE_HEAD = {
+    "type": "object",
+    "required": ["tree_size", "root_hash", "timestamp", "signature"],
+    "properties": {
+        "tree_size": {"type": "integer"},
+        "root_hash": TEXT,
+        "timestamp": {"type": "integer"},
+        "signature": TEXT,
+    },
+}
+TIMESTAMP = {"type": "object", "required": ["tree_size", "timestamp_token"]}
+INCLUSION = {
+    "type": "object",
+    "required": ["leaf_index", "tree_size", "audit_path"],
+    "properties": {"audit_path": HASHES},
+}
+CONSISTENCY = {"type": "object", "required": ["consistency"], "properties": {"consistency": HASHES}}
+ENTRIES = {"type": "object", "required": ["entries"], "properties": {"entries": {"type": "array"}}}
+_STATUS = {
+    400: "a parameter is missing, not a whole number, or out of range",
+    401: "the audit entries are for the security officer",
+    404: "no such tree head, time-stamp or entry",
+    503: "the audit log is unavailable",
+}
+
+
+def number(name: str) -> tuple[str, dict[str, Any], bool]:
+    return name, {"type": "integer", "minimum": 0}, True
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: documented(_STATUS[status], schema=PLAIN_ERROR) for status in statuses}
+
+
 SecurityOfficer = Callable[[str], str | None]
 
 
@@ -75,7 +114,15 @@ def audit_router(
         except AuditUnavailable:
             return JSONResponse({"error": "the audit log is unavailable"}, status_code=503)
 
-    @router.get("/public-key")
+    @router.get(
+        "/public-key",
+        response_class=Response,
+        responses={
+            200: documented("the stream's Ed25519 public key", "application/x-pem-file", TEXT),
+            400: documented("an unknown stream", schema=PLAIN_ERROR),
+        },
+        openapi_extra=query(STREAM),
+    )
     def public_key(request: Request) -> Response:
         try:
             stream = _stream(request)
@@ -83,7 +130,14 @@ def audit_router(
             return JSONResponse({"error": str(error)}, status_code=error.status)
         return Response(log.public_key_pem(stream), media_type="application/x-pem-file")
 
-    @router.get("/tree-head")
+    @router.get(
+        "/tree-head",
+        responses={
+            200: documented("the latest signed tree head", schema=TREE_HEAD),
+            **errors(400, 503),
+        },
+        openapi_extra=query(STREAM),
+    )
     def tree_head(request: Request) -> Response:
         def produce() -> dict[str, Any]:
             head = log.sign_tree_head(_stream(request))
@@ -96,7 +150,14 @@ def audit_router(
 
         return answer(produce)
 
-    @router.get("/tree-head/timestamp")
+    @router.get(
+        "/tree-head/timestamp",
+        responses={
+            200: documented("the RFC 3161 time-stamp of a tree head", schema=TIMESTAMP),
+            **errors(400, 404, 503),
+        },
+        openapi_extra=query(number("tree_size"), STREAM),
+    )
     def tree_head_timestamp(request: Request) -> Response:
         def produce() -> dict[str, Any]:
             size = _int(request, "tree_size")
@@ -107,7 +168,14 @@ def audit_router(
 
         return answer(produce)
 
-    @router.get("/proof/inclusion")
+    @router.get(
+        "/proof/inclusion",
+        responses={
+            200: documented("an RFC 9162 inclusion proof", schema=INCLUSION),
+            **errors(400, 404, 503),
+        },
+        openapi_extra=query(number("leaf_index"), number("tree_size"), STREAM),
+    )
     def inclusion(request: Request) -> Response:
         def produce() -> dict[str, Any]:
             index = _int(request, "leaf_index")
@@ -117,7 +185,14 @@ def audit_router(
 
         return answer(produce)
 
-    @router.get("/proof/consistency")
+    @router.get(
+        "/proof/consistency",
+        responses={
+            200: documented("an RFC 9162 consistency proof", schema=CONSISTENCY),
+            **errors(400, 404, 503),
+        },
+        openapi_extra=query(number("first"), number("second"), STREAM),
+    )
     def consistency(request: Request) -> Response:
         def produce() -> dict[str, Any]:
             first = _int(request, "first")
@@ -127,7 +202,14 @@ def audit_router(
 
         return answer(produce)
 
-    @router.get("/entries")
+    @router.get(
+        "/entries",
+        responses={
+            200: documented("leaves of the log", schema=ENTRIES),
+            **errors(400, 401, 404, 503),
+        },
+        openapi_extra=merged(query(number("start"), number("end"), STREAM), bearer()),
+    )
     def entries(request: Request) -> Response:
         client = request.client.host if request.client else ""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenBucketLimiter
+from carevault.api.openapi import OAUTH_ERROR, answer, form
 from carevault.api.transport import client_certificate
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.errors import CareVaultError, InvalidInput, RateLimited
@@ -39,6 +40,38 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # RFC 7662 §2.1 asks for client authentication; ours is SMART's private_key_jwt, sent in the
 # form (RFC 7523), which has no HTTP authentication scheme of its own: the challenge names it.
 INTROSPECTION_CHALLENGE = 'private_key_jwt realm="CareVault", error="invalid_client"'
+
+
+METADATA = answer("SMART / RFC 8414 metadata", schema={"type": "object", "required": ["issuer"]})
+JWKS = {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}}
+TOKEN = {
+    "type": "object",
+    "required": ["access_token", "token_type", "expires_in", "scope"],
+    "properties": {
+        "access_token": {"type": "string"},
+        "token_type": {"const": "Bearer"},
+        "expires_in": {"type": "integer"},
+        "scope": {"type": "string"},
+        "patient": {"type": "string"},
+    },
+}
+INTROSPECTION = {
+    "type": "object",
+    "required": ["active"],
+    "properties": {"active": {"type": "boolean"}},
+}
+NO_STORE_HEADERS = {"Cache-Control": "no-store"}
+_OAUTH_STATUS = {
+    400: "invalid_request, invalid_scope, invalid_grant, unsupported_grant_type",
+    401: "invalid_client",
+    429: "slow_down (Retry-After)",
+    503: "the request could not be recorded; nothing was done",
+}
+
+
+def oauth_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """RFC 6749 §5.2 error answers, as the OpenAPI document declares them."""
+    return {status: answer(_OAUTH_STATUS[status], schema=OAUTH_ERROR) for status in statuses}
 
 
 def _oauth_error(
@@ -82,7 +115,7 @@ def _claimed_client(form: dict[str, str]) -> str:
         payload = assertion.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         issuer = claims.get("iss") if isinstance(claims, dict) else None
-    except (IndexError, ValueError, UnicodeDecodeError):
+    except (IndexError, ValueError, UnicodeDecodeError, RecursionError):  # deep JSON: Recursion…
         issuer = None
     return str(issuer)[:128] if issuer else "unknown"
 
@@ -177,20 +210,41 @@ def oauth_router(
             ],
         }
 
-    @router.get("/.well-known/smart-configuration")
+    @router.get("/.well-known/smart-configuration", responses={200: METADATA})
     def smart_configuration() -> JSONResponse:
         return JSONResponse(metadata())
 
-    @router.get("/.well-known/oauth-authorization-server")
+    @router.get("/.well-known/oauth-authorization-server", responses={200: METADATA})
     def authorization_server_metadata() -> JSONResponse:
         """RFC 8414 metadata, the form IHE IUA (ITI-103) clients read."""
         return JSONResponse(metadata())
 
-    @router.get("/.well-known/jwks.json")
+    @router.get(
+        "/.well-known/jwks.json", responses={200: answer("the token signing keys", schema=JWKS)}
+    )
     def jwks() -> JSONResponse:
         return JSONResponse(tokens.key.jwks())
 
-    @router.post("/oauth/token")
+    @router.post(
+        "/oauth/token",
+        responses={
+            200: answer("an access token", schema=TOKEN, headers=NO_STORE_HEADERS),
+            **oauth_errors(400, 401, 429, 503),
+        },
+        openapi_extra=form(
+            (
+                "grant_type",
+                "scope",
+                "client_assertion_type",
+                "client_assertion",
+                "code",
+                "redirect_uri",
+                "client_id",
+                "code_verifier",
+            ),
+            ("grant_type",),
+        ),
+    )
     async def token(request: Request) -> Response:
         client = request.client.host if request.client else ""
         try:
@@ -283,7 +337,17 @@ def oauth_router(
             return _oauth_error(400, "invalid_request", "the token parameter is required")
         return value
 
-    @router.post("/oauth/introspect")
+    @router.post(
+        "/oauth/introspect",
+        responses={
+            200: answer("what the client may learn of the token", schema=INTROSPECTION),
+            **oauth_errors(400, 401, 429, 503),
+        },
+        openapi_extra=form(
+            ("token", "client_assertion_type", "client_assertion"),
+            ("token", "client_assertion_type", "client_assertion"),
+        ),
+    )
     async def introspection(request: Request) -> Response:
         """RFC 7662, for an authenticated client only (§2.1: no token scanning): the client
         assertion of the token endpoint, checked the same way (its jti works once). What
@@ -334,7 +398,15 @@ def oauth_router(
             request, JSONResponse(answer, headers=NO_STORE), "0", detail, "token-introspection"
         )
 
-    @router.post("/oauth/revoke")
+    @router.post(
+        "/oauth/revoke",
+        response_class=Response,
+        responses={
+            200: answer("revoked, or not a token (RFC 7009 §2.2)", None),
+            **oauth_errors(400, 503),
+        },
+        openapi_extra=form(("token", "token_type_hint"), ("token",)),
+    )
     async def revocation(request: Request) -> Response:
         value = await _token_parameter(request)
         if isinstance(value, Response):

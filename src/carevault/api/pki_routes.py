@@ -10,16 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.api.openapi import PLAIN_ERROR
+from carevault.api.openapi import answer as documented
 from carevault.services import pki
 
 CRL_MEDIA_TYPE = "application/pkix-crl"
 CHAIN_MEDIA_TYPE = "application/pem-certificate-chain"
 NO_STORE = {"Cache-Control": "no-store"}
+BINARY = {"type": "string", "format": "binary"}
+TEXT = {"type": "string"}
+UNREADY: dict[int | str, dict[str, Any]] = {
+    404: documented("the PKI is not initialized", schema=PLAIN_ERROR),
+    503: documented("the CRL cannot be signed now", schema=PLAIN_ERROR),
+}
 
 
 def pki_router(
@@ -39,7 +48,11 @@ def pki_router(
                 {"error": "the CRL cannot be signed now"}, status_code=503, headers=NO_STORE
             )
 
-    @router.get("/crl")
+    @router.get(
+        "/crl",
+        response_class=Response,
+        responses={200: documented("the CRL (DER)", CRL_MEDIA_TYPE, BINARY), **UNREADY},
+    )
     def crl() -> Response:
         return answer(
             lambda uow: Response(
@@ -49,7 +62,11 @@ def pki_router(
             )
         )
 
-    @router.get("/ca")
+    @router.get(
+        "/ca",
+        response_class=Response,
+        responses={200: documented("the CA chain (PEM)", CHAIN_MEDIA_TYPE, TEXT), **UNREADY},
+    )
     def ca() -> Response:
         return answer(
             lambda uow: Response(

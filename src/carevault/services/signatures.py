@@ -71,7 +71,7 @@ def verify_detached(
         raise InvalidSignature("the signature's JWS payload must be detached (RFC 7515 appendix F)")
     try:
         header = json.loads(_b64url(parts[0], "header"))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         raise InvalidSignature("the signature's header is not JSON") from None
     if not isinstance(header, dict) or header.get("alg") not in ALGORITHMS:
         raise InvalidSignature(f"the signature's alg must be one of {', '.join(ALGORITHMS)}")
@@ -91,6 +91,7 @@ def verify_detached(
         jws.deserialize_compact(
             text, key, algorithms=[str(header["alg"])], registry=_REGISTRY, payload=content
         )
-    except (JoseError, ValueError):
+    # joserfc raises TypeError on a "crit" that is not a list (and see the header above).
+    except (JoseError, ValueError, TypeError, RecursionError):
         raise InvalidSignature("the signature does not verify over the document's bytes") from None
     return identity

@@ -99,7 +99,8 @@ def _fail(message: str) -> InvalidClient:
 def _x5c(assertion: str) -> list[bytes]:
     try:
         header = jws.extract_compact(assertion.encode("ascii"), registry=_ASSERTIONS).protected
-    except (JoseError, ValueError, UnicodeError) as error:
+    # Python's JSON parser raises RecursionError on a header nested a few thousand levels deep.
+    except (JoseError, ValueError, UnicodeError, RecursionError) as error:
         raise _fail(f"the client assertion is not a compact JWS: {error}") from None
     if header.get("alg") != "ES256":
         raise _fail("the client assertion must be signed with ES256")
@@ -200,7 +201,7 @@ def authenticate_client(
             algorithms=["ES256"],
             registry=_ASSERTIONS,
         )
-    except (JoseError, ValueError) as error:
+    except (JoseError, ValueError, TypeError, RecursionError) as error:  # see _token_claims
         raise _fail(f"the client assertion's signature does not verify: {error}") from None
     claims = dict(decoded.claims)
     if claims.get("iss") != identity.client_id or claims.get("sub") != identity.client_id:
@@ -316,7 +317,9 @@ def _token_claims(ctx: TokenContext, token: str) -> dict[str, Any]:
         return dict(known)
     try:
         decoded = jwt.decode(token, ctx.key.public_jwk, algorithms=["ES256"])
-    except (JoseError, ValueError) as error:
+    # joserfc raises TypeError on a header whose "crit" is not a list, before any signature
+    # check: anyone could send one. (RecursionError: see _x5c.)
+    except (JoseError, ValueError, TypeError, RecursionError) as error:
         raise InvalidToken(f"the access token does not verify: {error}") from None
     claims = dict(decoded.claims)
     _VERIFIED.add((ctx.key.kid, token), dict(claims))

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenBucketLimiter
+from carevault.api.openapi import form, html, merged, query, redirect
 from carevault.domain.accounts import AccountKind, AuthenticationFailed, Throttled
 from carevault.domain.affinity import AffinityDomain
 from carevault.domain.audit import ACTION_CREATE, Agent, AuditRecord, rfc3339_ms
@@ -171,6 +172,19 @@ PRESENCE_TEXT = {
 }
 
 
+SIGN_IN: dict[str, Any] = {
+    "response_class": Response,
+    "status_code": 303,
+    "responses": {
+        303: redirect("signed in: to the page asked for"),
+        401: html("the login, the password or the code is not right"),
+        403: html("the form is out of date (CSRF)"),
+        429: html("too many attempts (Retry-After)"),
+    },
+    "openapi_extra": merged(query("lang"), form(("login", "password", "code", "csrf", "next"))),
+}
+
+
 def _session_kind(kind: AccountKind, security_officer: bool, registrar: bool = False) -> str:
     if kind is AccountKind.OPERATOR:
         if security_officer:
@@ -260,19 +274,29 @@ def portal_router(
             },
         )
 
-    @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    @router.get(
+        "/login",
+        response_class=HTMLResponse,
+        responses={200: html("the sign-in page")},
+        openapi_extra=query("lang", "next"),
+    )
     async def show_login(request: Request) -> Response:
         return login_page(request)
 
-    @router.post("/login", include_in_schema=False)
+    @router.post("/login", **SIGN_IN)
     async def sign_in(request: Request) -> Response:
         return await _sign_in(request, operators=False)
 
-    @router.get("/operator/login", response_class=HTMLResponse, include_in_schema=False)
+    @router.get(
+        "/operator/login",
+        response_class=HTMLResponse,
+        responses={200: html("the operators' sign-in page")},
+        openapi_extra=query("lang", "next"),
+    )
     async def show_operator_login(request: Request) -> Response:
         return login_page(request, operators=True)
 
-    @router.post("/operator/login", include_in_schema=False)
+    @router.post("/operator/login", **SIGN_IN)
     async def operator_sign_in(request: Request) -> Response:
         return await _sign_in(request, operators=True)
 
@@ -320,7 +344,16 @@ def portal_router(
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
         return response
 
-    @router.get("/me", response_class=HTMLResponse, include_in_schema=False)
+    @router.get(
+        "/me",
+        response_class=HTMLResponse,
+        responses={
+            200: html("the signed-in person's page: their access history"),
+            303: redirect("not signed in: to the sign-in page"),
+            503: html("the audit log is unavailable; nothing was shown"),
+        },
+        openapi_extra=query("lang"),
+    )
     async def my_record(request: Request) -> Response:
         lang = _language(request)
         try:
@@ -409,7 +442,12 @@ def portal_router(
     def enrol_page(request: Request, status: int = 200, error: str | None = None) -> Response:
         return anonymous_form(request, "enrol.html", status, {"error": error})
 
-    @router.get("/enrol", response_class=HTMLResponse, include_in_schema=False)
+    @router.get(
+        "/enrol",
+        response_class=HTMLResponse,
+        responses={200: html("the enrolment form")},
+        openapi_extra=query("lang"),
+    )
     async def show_enrol(request: Request) -> Response:
         return enrol_page(request)
 
@@ -437,7 +475,21 @@ def portal_router(
             return HTMLResponse("<p>The service is unavailable; nothing was done.</p>", 503)
         return page
 
-    @router.post("/enrol", include_in_schema=False)
+    @router.post(
+        "/enrol",
+        response_class=HTMLResponse,
+        responses={
+            200: html("the account is opened: its TOTP secret and recovery codes"),
+            401: html("no invitation in force for this code and number"),
+            403: html("the form is out of date (CSRF)"),
+            422: html("the passwords differ, or a rule refuses the account"),
+            429: html("too many enrolments from this address (Retry-After)"),
+        },
+        openapi_extra=merged(
+            query("lang"),
+            form(("national_id", "activation", "login", "password", "password2", "csrf")),
+        ),
+    )
     async def enrol(request: Request) -> Response:
         lang = _language(request)
         client = request.client.host if request.client else ""
@@ -498,7 +550,17 @@ def portal_router(
             },
         )
 
-    @router.post("/enrol/confirm", include_in_schema=False)
+    @router.post(
+        "/enrol/confirm",
+        response_class=HTMLResponse,
+        responses={
+            200: html("the account is ready"),
+            401: html("the code is not right"),
+            403: html("the form is out of date (CSRF)"),
+            429: html("too many attempts"),
+        },
+        openapi_extra=merged(query("lang"), form(("account_id", "code", "csrf"))),
+    )
     async def confirm_enrolment(request: Request) -> Response:
         lang = _language(request)
         client = request.client.host if request.client else None
@@ -533,7 +595,16 @@ def portal_router(
             request, "enrol_ready.html", {"t": TEXT[lang], "lang": lang}
         )
 
-    @router.post("/act-for", include_in_schema=False)
+    @router.post(
+        "/act-for",
+        response_class=Response,
+        status_code=303,
+        responses={
+            303: redirect("to the chosen record, or to the sign-in page"),
+            403: html("not a representative, or no mandate for this patient"),
+        },
+        openapi_extra=merged(query("lang"), form(("patient_id", "csrf"))),
+    )
     async def act_for(request: Request) -> Response:
         lang = _language(request)
         token = request.cookies.get(SESSION_COOKIE) or ""
@@ -559,7 +630,13 @@ def portal_router(
         await run_in_threadpool(sessions.act_for, token, patient_id)
         return RedirectResponse(f"/me?lang={lang}", status_code=303)
 
-    @router.post("/logout", include_in_schema=False)
+    @router.post(
+        "/logout",
+        response_class=Response,
+        status_code=303,
+        responses={303: redirect("to the sign-in page")},
+        openapi_extra=merged(query("lang"), form(("csrf",))),
+    )
     async def sign_out(request: Request) -> Response:
         lang = _language(request)
         token = request.cookies.get(SESSION_COOKIE)
@@ -574,7 +651,16 @@ def portal_router(
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    @router.get("/oauth/authorize", include_in_schema=False)
+    @router.get(
+        "/oauth/authorize",
+        response_class=HTMLResponse,
+        responses={
+            200: html("the consent page"),
+            303: redirect("to sign in first, or back to the app with an error"),
+            400: html("an unknown client or redirect URI: told to the person"),
+        },
+        openapi_extra=query(*sorted(AUTHORIZE_PARAMS), "lang"),
+    )
     async def authorize(request: Request) -> Response:
         lang = _language(request)
         params = dict(request.query_params)
@@ -614,7 +700,17 @@ def portal_router(
             },
         )
 
-    @router.post("/oauth/authorize", include_in_schema=False)
+    @router.post(
+        "/oauth/authorize",
+        response_class=Response,
+        status_code=303,
+        responses={
+            303: redirect("back to the app, with a code or an error"),
+            400: html("an unknown client or redirect URI, or a bad request"),
+            403: html("not signed in, or the form is out of date (CSRF)"),
+        },
+        openapi_extra=merged(query("lang"), form((*sorted(AUTHORIZE_PARAMS), "decision", "csrf"))),
+    )
     async def decide(request: Request) -> Response:
         lang = _language(request)
         token = request.cookies.get(SESSION_COOKIE)
@@ -659,7 +755,17 @@ def portal_router(
                     raise _UntrustedRedirect(error.message) from None
                 raise
 
-    @router.post("/me/presence-code", include_in_schema=False)
+    @router.post(
+        "/me/presence-code",
+        response_class=HTMLResponse,
+        responses={
+            200: html("the code, valid ten minutes and once"),
+            303: redirect("not signed in: to the sign-in page"),
+            400: html("the form is out of date (CSRF)"),
+            403: html("only the patient or a managing representative makes codes"),
+        },
+        openapi_extra=merged(query("lang"), form(("csrf",))),
+    )
     async def presence_code(request: Request) -> Response:
         """A code to show the professional in front of the patient, so that their encounter
         opens the record (docs/authorization.md, "What proves a care relationship")."""

@@ -106,6 +106,12 @@ ACCESS_HISTORY = Operation(
     frozenset({"GET"}),
     "Who accessed this patient's record, in plain words, with inclusion proofs of every entry "
     "in a signed tree head and a consistency proof from the tree size given in 'since'",
+    parameters=(
+        SearchParam("since", "number", "A tree size the caller saw: a consistency proof from it"),
+        SearchParam("after", "number", "The leaf index after which the page starts"),
+        SearchParam("_count", "number", "Entries per page (at most 100)"),
+        SearchParam("language", "token", "en or fr"),
+    ),
 )
 
 MAX_HISTORY_PAGE = 100
@@ -157,7 +163,8 @@ def history_parameters(history: AccessHistory, language: str) -> JsonObject:
 
 def access_history_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     assert request.resource_id is not None
-    unknown = request.param_names() - {"since", "after", "_count", "language", "_format"}
+    accepted = {p.name for p in ACCESS_HISTORY.parameters} | {"_format"}
+    unknown = request.param_names() - accepted
     if unknown:
         raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $access-history")
     language = sp.single(request, "language") or "en"

@@ -204,6 +204,10 @@ class PatientHandler(DirectoryHandler):
             False,
             frozenset({"GET"}),
             "PIXm ITI-83: the identifiers a patient is known by in other domains",
+            parameters=(
+                SearchParam("sourceIdentifier", "token", "system|value", required=True),
+                SearchParam("targetSystem", "uri", "An assigning authority to answer for"),
+            ),
         ),
         Operation(
             "merge",
@@ -211,6 +215,8 @@ class PatientHandler(DirectoryHandler):
             False,
             frozenset({"POST"}),
             "Merge source-patient into target-patient",
+            takes="Parameters",
+            gives="Patient",
         ),
         Operation(
             "unmerge",
@@ -218,6 +224,7 @@ class PatientHandler(DirectoryHandler):
             True,
             frozenset({"POST"}),
             "Undo the merge of this patient; history is kept",
+            gives="Patient",
         ),
         ACCESS_HISTORY,
         EMERGENCY_ACCESS,
@@ -345,7 +352,8 @@ class PatientHandler(DirectoryHandler):
 
     def _pix(self, request: FhirRequest) -> FhirResponse:
         names = request.param_names()
-        unknown = names - {"sourceIdentifier", "targetSystem", "_format"}
+        pix = next(o for o in self.operations if o.name == "ihe-pix")
+        unknown = names - {p.name for p in pix.parameters} - {"_format"}
         if unknown:
             raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $ihe-pix")
         source = sp.single(request, "sourceIdentifier")

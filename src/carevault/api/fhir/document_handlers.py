@@ -203,6 +203,7 @@ class DocumentReferenceHandler(ResourceHandler):
             True,
             frozenset({"POST"}),
             "The author makes a document held from the patient visible to them now",
+            gives="DocumentReference",
         ),
         Operation(
             "entered-in-error",
@@ -211,6 +212,7 @@ class DocumentReferenceHandler(ResourceHandler):
             frozenset({"POST"}),
             "The author withdraws a document registered by mistake: its status becomes "
             "entered-in-error (it is kept, like every version)",
+            gives="DocumentReference",
         ),
         Operation(
             "privacy",
@@ -219,6 +221,8 @@ class DocumentReferenceHandler(ResourceHandler):
             frozenset({"POST"}),
             "The patient hides or shows a document ('hidden' valueBoolean) or changes its "
             "confidentiality ('confidentiality' valueCode N, R or V)",
+            takes="Parameters",
+            gives="DocumentReference",
         ),
     )
 

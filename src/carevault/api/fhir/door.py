@@ -123,6 +123,7 @@ class SearchParam:
     name: str
     type: str  # FHIR search parameter type: string, token, date, reference
     documentation: str
+    required: bool = False  # an operation's parameter without which it is refused
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,12 @@ class Operation:
     # The SMART scope letter (c r u d s) a token needs on the resource type to invoke it; by
     # default "r" for GET and "u" for POST.
     permission: str = ""
+    # What the operation takes and gives, for the OpenAPI document (`api/openapi.py`): its
+    # query parameters, the resource type of its POST body (None: no body), the resource type
+    # of its answer.
+    parameters: tuple[SearchParam, ...] = ()
+    takes: str | None = None
+    gives: str = "Parameters"
 
 
 class Target(enum.Enum):

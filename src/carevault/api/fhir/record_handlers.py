@@ -626,6 +626,7 @@ EMERGENCY_ACCESS = Operation(
     "to this practitioner, notifies the patient and alerts the security officer",
     # It asks to read the record: a professional's tokens hold no write scope on Patient.
     permission="r",
+    takes="Parameters",
 )
 PRESENCE_CODE = Operation(
     "presence-code",
@@ -643,6 +644,10 @@ EXPLAIN = Operation(
     frozenset({"GET"}),
     "The rule path of the engine's decision for 'practitioner' reading this record "
     "(or its 'document'): for the security officer and the patient",
+    parameters=(
+        SearchParam("practitioner", "reference", "Practitioner/id", required=True),
+        SearchParam("document", "token", "The id of one DocumentReference"),
+    ),
 )
 
 
@@ -705,7 +710,7 @@ def decision_parameters(decision: Decision) -> JsonObject:
 
 
 def explain_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
-    unknown = request.param_names() - {"practitioner", "document", "_format"}
+    unknown = request.param_names() - {p.name for p in EXPLAIN.parameters} - {"_format"}
     if unknown:
         raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $explain")
     practitioner = sp.single(request, "practitioner")

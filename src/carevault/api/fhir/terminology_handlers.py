@@ -59,9 +59,15 @@ __all__ = [
 BUILTIN_AFFINITY_DOMAIN = "affinity-domain.json"  # package data of carevault.config
 MAX_EXPANSION_COUNT = 1000
 
-_EXPAND_PARAMS = frozenset(
-    {"url", "valueSetVersion", "filter", "count", "offset", "displayLanguage", "_format"}
+EXPAND_PARAMETERS = (
+    SearchParam("url", "uri", "The canonical URL of the value set"),
+    SearchParam("valueSetVersion", "string", "The version of the affinity domain"),
+    SearchParam("filter", "string", "Words the display must start with"),
+    SearchParam("count", "number", "How many codes to return"),
+    SearchParam("offset", "number", "How many codes to skip"),
+    SearchParam("displayLanguage", "token", "en or fr"),
 )
+_EXPAND_PARAMS = frozenset({p.name for p in EXPAND_PARAMETERS} | {"_format"})
 _LANGUAGE_TAG = re.compile(r"^([A-Za-z]{2,3})(?:-[A-Za-z0-9]{1,8})*$")
 
 
@@ -105,6 +111,8 @@ class ValueSetHandler(ResourceHandler):
             frozenset({"GET"}),
             "The codes of the value set named by url; filter, count, offset, "
             "displayLanguage (en, fr), valueSetVersion",
+            parameters=EXPAND_PARAMETERS,
+            gives="ValueSet",
         ),
         Operation(
             "expand",
@@ -112,6 +120,8 @@ class ValueSetHandler(ResourceHandler):
             True,
             frozenset({"GET"}),
             "The codes of this value set; filter, count, offset, displayLanguage (en, fr)",
+            parameters=EXPAND_PARAMETERS,
+            gives="ValueSet",
         ),
     )
 
