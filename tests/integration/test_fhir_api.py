@@ -578,3 +578,10 @@ def test_a_search_is_bounded_in_conditions(client: TestClient) -> None:
               for _ in range(5)] + [("gender", "female")]
     issue = outcome(client.get("/fhir/Patient", params=spread), 400)
     assert "at most 20 are accepted" in issue["diagnostics"]
+
+
+def test_an_unroutable_fhir_path_gets_an_operation_outcome(client: TestClient) -> None:
+    """A path no route matches (a line break in an id) is answered as FHIR answers, not with
+    the framework's bare JSON (found by schemathesis)."""
+    issue = outcome(client.get("/fhir/ValueSet/%0A/$expand"), 404)
+    assert issue["code"] == "not-found"

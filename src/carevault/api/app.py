@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,7 +46,13 @@ from carevault.api.fhir.outcome import from_error
 from carevault.api.openapi import answer, html, openapi_document, redirect
 from carevault.api.transport import TransportIdentity, client_certificate
 from carevault.domain.audit import STREAMS
-from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated, TooLarge
+from carevault.domain.errors import (
+    CareVaultError,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    TooLarge,
+)
 from carevault.services.atna_export import start_exporters
 from carevault.services.audit_log import AuditLog
 from carevault.settings import ConfigurationError, Settings
@@ -332,6 +339,15 @@ def create_app(
         lifespan=lambda _app: _lifespan_with(log, settings, housekeeping),
     )
     fhir_base = settings.public_url + "/fhir"
+
+    @app.exception_handler(StarletteHTTPException)
+    async def unrouted(request: Request, error: StarletteHTTPException) -> Response:
+        """A path no route matches (a FHIR path holding a line break, say): under /fhir the
+        answer is an OperationOutcome, as from the door."""
+        if not request.url.path.startswith("/fhir"):
+            return JSONResponse({"detail": error.detail}, error.status_code, error.headers)
+        _status, outcome, _headers = from_error(NotFound("no FHIR interaction has this path"))
+        return Response(json.dumps(outcome), error.status_code, media_type="application/fhir+json")
 
     app.add_middleware(TokensNotInUrls)
     app.add_middleware(SecurityHeaders, strict_transport=settings.environment != "dev")
