@@ -189,4 +189,7 @@ class TransportIdentity:
         else:
             certificate = _direct_certificate(scope)
         state = {**scope.get("state", {}), STATE_KEY: certificate}
-        return {**scope, "headers": headers, "client": client, "state": state}
+        # In place: the server's own access log reads this same scope (and must see what the
+        # middlewares inside make of it, a redacted token in the query string for one).
+        scope.update({"headers": headers, "client": client, "state": state})
+        return scope

@@ -109,7 +109,7 @@ def load(
                 }
             )
     wanted = {"physician": 2, "pharmacist": 1, "nurse": 1, "laboratory-biologist": 1}
-    # An organization's first professional (identifier, id), for its system to act for.
+    # An organization's first physician (identifier, id), for its system to act for.
     members: dict[str, tuple[str, str]] = {}
     for batch in _batches(population.practitioners(professionals, seed), BATCH):
         items = [
@@ -130,7 +130,7 @@ def load(
         with unit_of_work() as uow:
             stored = svc.register_professionals(uow, ctx, items)
         for professional, (practitioner, _role) in zip(batch, stored, strict=True):
-            if professional.organization_key:
+            if professional.organization_key and professional.profession == "physician":
                 members.setdefault(
                     professional.organization_key, (professional.identifier, practitioner.id)
                 )
