@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import pwd
+import socket
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy import Engine
 
+from carevault.adapters.anomaly.isolation_forest import IsolationForestModel
 from carevault.adapters.crypto import open_keyring
 from carevault.adapters.crypto.vault import EnvelopeVault
 from carevault.adapters.keys.local_file import key_file_path, load_keys
-from carevault.adapters.keys.log_signer import signers_from_key_source
+from carevault.adapters.keys.log_signer import (
+    platform_signer_from_key_source,
+    signers_from_key_source,
+)
 from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.keys.token_signer import TokenSigningKey
-from carevault.adapters.package_config import builtin_profile_matrix
+from carevault.adapters.mail.smtp import SmtpSender
+from carevault.adapters.messaging.maildir import MaildirBoxes
+from carevault.adapters.package_config import builtin_profile_matrix, builtin_text
+from carevault.adapters.printing.prescription_pdf import prescription_pdf
 from carevault.adapters.security.passwords import Argon2PasswordHasher
 from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox, qr_svg
 from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.database import connect
+from carevault.adapters.storage.health import database_health
+from carevault.adapters.storage.lease import try_chores_lease
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.syslog.relp_sender import RelpSender
+from carevault.adapters.syslog.tls_sender import TlsSyslogSender
+from carevault.adapters.timestamping import HttpTimeStampAuthority
 from carevault.api.access import TokenBucketLimiter, TokenGate
 from carevault.api.app import create_app
 from carevault.api.audit_trail import AuditTrail, before_commit
@@ -31,24 +46,40 @@ from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import FhirDoor
 from carevault.api.fhir.registry import fhir_handlers
 from carevault.api.fhir.terminology_handlers import load_affinity_domain
+from carevault.api.instruments import Instruments, json_log_config
 from carevault.api.oauth_routes import oauth_router
-from carevault.api.pki_routes import pki_router
+from carevault.api.pki_routes import pki_router, signing_key_router
 from carevault.domain.affinity import AffinityDomain
 from carevault.domain.audit import STREAMS
 from carevault.domain.authorization import ProfileMatrix, RecordModel
-from carevault.domain.errors import CareVaultError, InvalidInput
+from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated
+from carevault.domain.prescriptions import MedicationCatalogue
 from carevault.domain.professions import Professions
 from carevault.domain.scopes import permits
 from carevault.fhirmodel.directory import IdentitySystems
 from carevault.services.accounts import AccountService
+from carevault.services.anomaly_detection import AnomalyDetection
+from carevault.services.atna_export import start_exporters
 from carevault.services.audit_log import AuditLog
+from carevault.services.chores import Chores
 from carevault.services.directory import DirectoryContext
 from carevault.services.documents import DocumentLimits, DocumentService
+from carevault.services.messaging import MessagingContext, MessagingService
+from carevault.services.notification_mail import NotificationMailer
+from carevault.services.pki import PkiContext, PublicDocuments
 from carevault.services.portal_sessions import PortalSessions
+from carevault.services.prescriptions import PrescriptionService
+from carevault.services.professionals import Professionals
+from carevault.services.readiness import Readiness
 from carevault.services.record_policy import RecordPolicy
+from carevault.services.retention import Retention
+from carevault.services.token_endpoint import TokenEndpoint
 from carevault.services.tokens import TokenContext, authenticate
-from carevault.settings import Settings
+from carevault.services.workspace_signin import WorkspaceSignIn, relying_party
+from carevault.settings import ConfigurationError, Settings
+from carevault.web.pages import SESSION_COOKIE
 from carevault.web.portal import portal_router
+from carevault.web.workspace import workspace_router
 
 BUILTIN_PROFESSIONS = Path(__file__).parent / "config" / "professions.json"
 
@@ -148,6 +179,37 @@ def policy_and_documents(
     )
 
 
+def messaging_service(settings: Settings, engine: Engine, log: AuditLog) -> MessagingService:
+    """Secure messaging's submission side: the SMTP server and the HTTP API share it."""
+    context = MessagingContext(
+        pki=PkiContext(
+            systems=directory_context(settings).systems,
+            ca_password=ca_key_password(settings.key_source),
+            clock=utc_now,
+            environment=settings.environment,
+        ),
+        domain=settings.messaging_domain,
+    )
+    return MessagingService(units(settings, engine), context, mailboxes(settings), log.append)
+
+
+def mail_owner(settings: Settings) -> tuple[int, int] | None:
+    """The mail user's uid and gid (``CAREVAULT_MESSAGING_MAIL_USER``), if one is set."""
+    if settings.messaging_mail_user is None:
+        return None
+    try:
+        entry = pwd.getpwnam(settings.messaging_mail_user)
+    except KeyError:
+        raise InvalidInput(
+            f"CAREVAULT_MESSAGING_MAIL_USER: no system user {settings.messaging_mail_user!r}"
+        ) from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def mailboxes(settings: Settings) -> MaildirBoxes:
+    return MaildirBoxes(settings.messaging_maildir, mail_owner(settings))
+
+
 def audit_log(settings: Settings, engine: Engine) -> AuditLog:
     signers = signers_from_key_source(settings.key_source, STREAMS)
     return AuditLog(engine, {stream: signer for stream, signer in signers.items()}, utc_now)
@@ -165,6 +227,139 @@ def account_service(settings: Settings, engine: Engine, log: AuditLog) -> Accoun
     )
 
 
+def load_medication_catalogue(settings: Settings) -> MedicationCatalogue:
+    """The deployment's medication catalogue, or the built-in example list."""
+    path = settings.medication_catalogue_file
+    try:
+        text = (
+            builtin_text("medication-products.json")
+            if path is None
+            else path.read_text(encoding="utf-8")
+        )
+        return MedicationCatalogue.from_mapping(json.loads(text))
+    except (OSError, ValueError) as error:
+        raise InvalidInput(f"the medication catalogue {path} cannot be used: {error}") from None
+
+
+def prescription_service(settings: Settings, engine: Engine, log: AuditLog) -> PrescriptionService:
+    return PrescriptionService(
+        units(settings, engine),
+        log,
+        platform_signer_from_key_source(settings.key_source),
+        clock=utc_now,
+        catalogue=load_medication_catalogue(settings),
+        patient_system=settings.national_id_system,
+        practitioner_system=settings.professional_id_system,
+        default_validity=timedelta(days=settings.prescription_validity_days),
+        counting_units=lambda: UnitOfWork(engine),
+        printer=prescription_pdf,
+    )
+
+
+def readiness(settings: Settings, engine: Engine, log: AuditLog, vault: EnvelopeVault) -> Readiness:
+    """What /health/ready checks: the keys are usable when the key file still loads and the
+    documents' vault seals and opens a probe (an HSM that went away fails here)."""
+
+    def keys_usable() -> None:
+        load_keys(key_file_path(settings.key_source))
+        sealed = vault.seal(b"probe", document_id="health-probe", version=0, purpose="health")
+        opened = vault.open(sealed, document_id="health-probe", version=0, purpose="health")
+        if opened != b"probe":
+            raise ValueError("the vault does not round-trip")
+
+    destination = f"{settings.atna_host}:{settings.atna_port}" if settings.atna_host else None
+    return Readiness(
+        lambda: database_health(engine),
+        log,
+        keys_usable,
+        export_destination=destination,
+        require_synchronous=settings.require_synchronous_replication,
+        document_store=settings.document_storage_path
+        if settings.document_storage == "filesystem"
+        else None,
+    )
+
+
+def retention(settings: Settings, engine: Engine, log: AuditLog) -> Retention:
+    """The retention job over the configured period and document store."""
+    return Retention(
+        lambda: UnitOfWork(engine),
+        log,
+        utc_now,
+        years=settings.retention_years,
+        blobs=FileBlobStore(settings.document_storage_path)
+        if settings.document_storage == "filesystem"
+        else None,
+    )
+
+
+def log_config(level: str = "info") -> dict[str, object]:
+    """The JSON-lines logging configuration of `carevault serve` (CAREVAULT_LOG_FORMAT)."""
+    return json_log_config(level)
+
+
+def metrics_credential(settings: Settings) -> bytes | None:
+    """The /metrics secret, read from its file (refused if others may read it)."""
+    path = settings.metrics_credential_file
+    if path is None:
+        return None
+    if path.stat().st_mode & 0o077:
+        raise InvalidInput(f"{path} must be readable by its owner only (chmod 600)")
+    secret = path.read_bytes().strip()
+    if len(secret) < 16:
+        raise InvalidInput(f"{path} must hold a secret of at least 16 characters")
+    return secret
+
+
+def atna_export(
+    settings: Settings, log: AuditLog
+) -> Callable[[threading.Event], list[threading.Thread]]:
+    """Starts the export of both audit streams to the configured ATNA repository, if any."""
+    if not settings.atna_host:
+        return lambda _stop: []
+    host, port = settings.atna_host, settings.atna_port
+
+    def start(stop: threading.Event) -> list[threading.Thread]:
+        # Built by the holder of the chores lease only, when it takes the lease.
+        if settings.atna_ca_file is None:
+            raise ConfigurationError(
+                "CAREVAULT_ATNA_CA_FILE is needed to trust the ATNA repository"
+            )
+        ca_file = str(settings.atna_ca_file)
+        transport = RelpSender if settings.atna_transport == "relp" else TlsSyslogSender
+        sender = transport.from_files(
+            host,
+            port,
+            ca_file,
+            str(settings.atna_cert_file) if settings.atna_cert_file else None,
+            str(settings.atna_key_file) if settings.atna_key_file else None,
+            server_name=settings.atna_server_name,
+        )
+        return start_exporters(
+            log.engine,
+            sender,
+            destination=f"{host}:{port}",
+            hostname=socket.gethostname(),
+            stop=stop,
+        )
+
+    return start
+
+
+def chores(
+    settings: Settings, log: AuditLog, housekeeping: Sequence[Callable[[], object]]
+) -> Chores:
+    """The chores of the process that holds the chores lease, with their adapters."""
+    return Chores(
+        tree_heads=log,
+        lease=lambda: try_chores_lease(log.engine),
+        housekeeping=housekeeping,
+        authority=HttpTimeStampAuthority(settings.tsa_url) if settings.tsa_url else None,
+        stamp_interval_seconds=settings.tsa_interval_seconds,
+        start_export=atna_export(settings, log),
+    )
+
+
 @dataclass
 class Platform:
     settings: Settings
@@ -178,6 +373,7 @@ class Platform:
     vault: EnvelopeVault
     door: FhirDoor
     app: FastAPI
+    alerts: AnomalyDetection | None = None
 
     def unit_of_work(self) -> UnitOfWork:
         return units(self.settings, self.engine)()
@@ -194,7 +390,16 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     affinity = load_affinity_domain(settings.affinity_domain_file)
     vault = document_vault(settings)
     documents = document_service(settings, log, policy.matrix, affinity, vault)
+    # The security officer's alerts: the detector reads the audit log as a chore.
+    alerts = AnomalyDetection(
+        units(settings, engine),
+        log,
+        utc_now,
+        national_system=directory.systems.national,
+        model=IsolationForestModel(),
+    )
     api = ApiContext(
+        prescriptions=prescription_service(settings, engine, log),
         unit_of_work=units(settings, engine),
         directory=directory,
         audit=log,
@@ -202,9 +407,12 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         policy=policy,
         documents=documents,
         affinity=affinity,
+        alerts=alerts,
+        professionals=Professionals(policy.units, log, clock=policy.clock),
     )
     base = settings.public_url
     fhir_base = base + "/fhir"
+    instruments = Instruments(readiness(settings, engine, log, vault))
     tokens = TokenContext(
         key=TokenSigningKey.from_key_source(settings.key_source),
         issuer=base,
@@ -215,27 +423,51 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     door = FhirDoor(
         handlers=fhir_handlers(api),
         gate=TokenGate(settings, read_units(settings, engine), tokens, policy),
-        recorder=AuditTrail(log, utc_now),
+        recorder=AuditTrail(log, utc_now, on_decision=instruments.decided),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         capabilities=lambda d: capability_statement(d, fhir_base),
     )
     accounts = account_service(settings, engine, log)
     sessions = PortalSessions(lambda: UnitOfWork(engine), utc_now)
+    public_pki = PublicDocuments(
+        lambda: UnitOfWork(log.engine), ca_key_password(settings.key_source), utc_now
+    )
     portal = portal_router(
-        settings, accounts, sessions, log, api.unit_of_work, utc_now, api.policy, affinity=affinity
+        settings,
+        accounts,
+        sessions,
+        log,
+        api.unit_of_work,
+        utc_now,
+        api.policy,
+        affinity=affinity,
+        documents=api.documents,
+        alerts=alerts,
+        pki=public_pki,
+    )
+    workspace = workspace_router(
+        settings,
+        sessions,
+        WorkspaceSignIn(
+            lambda: UnitOfWork(engine),
+            tokens,
+            relying_party(settings.public_url, settings.environment),
+            utc_now,
+        ),
+        utc_now,
+        log,
+        api.policy,
+        api.documents,
+        api.professionals,
+        affinity,
     )
     oauth = oauth_router(
-        lambda: UnitOfWork(engine),
-        tokens,
-        log,
+        TokenEndpoint(lambda: UnitOfWork(engine), tokens),
         TokenBucketLimiter(settings.rate_limit_per_minute),
-        utc_now,
         introspection_limiter=TokenBucketLimiter(settings.introspection_rate_per_minute),
     )
 
-    pki_routes = pki_router(
-        lambda: UnitOfWork(log.engine), ca_key_password(settings.key_source), utc_now
-    )
+    pki_routes = pki_router(public_pki)
 
     def security_officer(token: str) -> str | None:
         with UnitOfWork(engine) as uow:
@@ -247,18 +479,82 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
             return caller.fhir_user
         return None
 
+    def officer_session(request: Request) -> str | None:
+        """The security officer signed in to the portal (their workspace's pages)."""
+        try:
+            session = sessions.resume(request.cookies.get(SESSION_COOKIE))
+        except NotAuthenticated:
+            return None
+        return f"account:{session.account_id}" if session.kind == "security-officer" else None
+
     app = create_app(
         settings,
         door,
         log,
         # the PKI's public documents last, as before
-        routers=[oauth, portal, pki_routes],
-        security_officer=security_officer,
-        housekeeping=[
-            lambda: documents.release_due(api.unit_of_work),
-            lambda: documents.sweep_orphans(api.unit_of_work),
+        routers=[
+            oauth,
+            portal,
+            workspace,
+            pki_routes,
+            signing_key_router(api.prescriptions.signer.public_key_pem()),
         ],
+        security_officer=security_officer,
+        officer_session=officer_session,
+        instruments=instruments,
+        metrics_credential=metrics_credential(settings),
+        chores=chores(
+            settings,
+            log,
+            housekeeping=[
+                lambda: documents.release_due(api.unit_of_work),
+                lambda: documents.sweep_orphans(api.unit_of_work),
+                alerts.catch_up,
+                *notification_chores(settings, api.unit_of_work),
+            ],
+        ).run,
     )
     return Platform(
-        settings, engine, directory, log, tokens, accounts, policy, documents, vault, door, app
+        settings,
+        engine,
+        directory,
+        log,
+        tokens,
+        accounts,
+        policy,
+        documents,
+        vault,
+        door,
+        app,
+        alerts,
     )
+
+
+def notification_mailer(
+    settings: Settings, units: Callable[[], UnitOfWork]
+) -> NotificationMailer | None:
+    """The chore that mails patients that something happened (no medical content), through
+    the configured SMTP relay; None when none is configured."""
+    if settings.smtp_host is None:
+        return None
+    return NotificationMailer(
+        units,
+        SmtpSender(settings.smtp_host, settings.smtp_port),
+        mail_from=settings.mail_from,
+        portal_url=settings.public_url,
+        clock=utc_now,
+    )
+
+
+def notification_chores(
+    settings: Settings, units: Callable[[], UnitOfWork]
+) -> list[Callable[[], object]]:
+    mailer = notification_mailer(settings, units)
+    return [] if mailer is None else [mailer.run_once]
+
+
+def application() -> FastAPI:
+    """The ASGI application factory of ``carevault serve --workers N``
+    (``carevault.bootstrap:application``): every worker process builds its own platform
+    (engine, audit writer, door) from the environment's settings."""
+    return build(Settings()).app

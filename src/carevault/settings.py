@@ -91,6 +91,28 @@ class Settings(BaseSettings):
     document_storage_path: Path = Field(
         default=Path("var/documents"), description="The filesystem backend's directory."
     )
+    messaging_domain: str = Field(
+        default="msg.carevault.localhost",
+        description="The domain of the professionals' messaging addresses (hp-123@DOMAIN).",
+    )
+    smtp_host: str | None = Field(
+        default=None,
+        description="The SMTP relay that mails patients' notifications (none: no e-mail).",
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="The relay's port.")
+    mail_from: str = Field(
+        default="carevault@localhost",
+        description="The sender address of the notifications mailed to patients.",
+    )
+    messaging_maildir: Path = Field(
+        default=Path("var/mail"),
+        description="Where the per-recipient Maildirs of (encrypted) messages live.",
+    )
+    messaging_mail_user: str | None = Field(
+        default=None,
+        description="The system user Dovecot serves mail as, and who owns the Maildirs; "
+        "needed when CareVault runs as root (Dovecot never serves mail as root).",
+    )
     document_release_days: int = Field(
         default=14, ge=1, le=366, description="How long a held document waits by default."
     )
@@ -110,6 +132,19 @@ class Settings(BaseSettings):
         "registered admission system, the patient's presence code, or either.",
     )
     emergency_access_hours: int = Field(default=24, ge=1, le=168)
+    dispensing_professions: tuple[str, ...] = Field(
+        default=("pharmacist",),
+        description="The professions whose members dispense e-prescriptions (of a pharmacy "
+        "they work for).",
+    )
+    medication_catalogue_file: Path | None = Field(
+        default=None,
+        description="The national product codes a prescription may name, with their ATC codes "
+        "(JSON, versioned); None = the built-in example list.",
+    )
+    prescription_validity_days: int = Field(
+        default=28, ge=1, le=366, description="How long a prescription without an end is valid."
+    )
     # A 20 MB document travels base64-encoded (4/3) inside a Bundle.
     max_body_bytes: int = Field(default=28 * 1024 * 1024, ge=1024)
     max_bundle_entries: int = Field(default=1000, ge=1)
@@ -146,6 +181,26 @@ class Settings(BaseSettings):
     tls_client_cert: Literal["optional", "required"] = Field(
         default="optional",
         description="With a client CA: whether a client without a certificate may connect.",
+    )
+    # Instruments (docs/operations.md): /metrics asks for this secret (a file holding it, 0600,
+    # the same one Prometheus's `credentials_file` reads); without it /metrics is refused.
+    metrics_credential_file: Path | None = Field(
+        default=None, description="File holding the bearer secret /metrics asks for."
+    )
+    retention_years: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Years a closed record's documents are kept before `carevault retention "
+        "run` purges them.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="`carevault serve`'s log lines: text, or JSON lines."
+    )
+    require_synchronous_replication: bool = Field(
+        default=False,
+        description="/health/ready says not ready on a PostgreSQL primary without a "
+        "synchronous standby (two-site installations that refuse to run on one site).",
     )
     trusted_proxies: Annotated[
         tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], NoDecode

@@ -6,9 +6,17 @@ and entries, however obtained (the HTTP API, a database dump, a backup). It depe
 for Ed25519, and can be vendored on its own.
 
 * `verify_tree_head`, `verify_inclusion`, `verify_consistency`: check one answer of the API.
+* `verify_platform_signature`, `verify_receipt`: a dispense receipt (or a printed
+  prescription's signature) by the platform's published key, and the receipt's audit entry
+  in the log by its inclusion proof.
+* `verify_completeness`: a patient's history is complete between two signed tree heads:
+  every entry is in the newer head, the newer head extends the older one, and the entries
+  follow each other along the patient's hash chain from the last one before the older head
+  (`carevault.domain.audit_chain`), so none was left out.
 * `verify_log`: stream a whole log, recompute every leaf and subtree hash, compare them with
-  the stored ones and with every signed tree head, and report the first bad index. It keeps
-  O(log n) state in a `Checkpoint`, which can be saved and resumed.
+  the stored ones and with every signed tree head, follow every patient's hash chain, and
+  report the first bad index. It keeps O(log n) state plus each patient's chain head in a
+  `Checkpoint`, which can be saved and resumed.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import base64
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -24,15 +33,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from carevault.domain import merkle
+from carevault.domain.audit_chain import ChainBroken, ChainedEntry, Chains, check_chain
 from carevault.domain.tree_head import TreeHead, signed_bytes
 
 __all__ = [
     "Checkpoint",
+    "CompletenessProof",
+    "CompletenessReport",
+    "ProvenEntry",
     "VerificationError",
     "VerifyReport",
+    "verify_completeness",
     "verify_consistency",
     "verify_inclusion",
     "verify_log",
+    "verify_platform_signature",
+    "verify_receipt",
     "verify_tree_head",
 ]
 
@@ -92,17 +108,174 @@ def verify_consistency(
         raise VerificationError(str(error)) from error
 
 
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def verify_platform_signature(jws: str, platform_key_pem: bytes) -> bytes:
+    """The payload of a compact JWS (EdDSA) the platform signed, if its signature holds under
+    the key it publishes (``/.well-known/carevault-signing-key.pem``)."""
+    parts = jws.strip().split(".")
+    if len(parts) != 3:
+        raise VerificationError("not a compact JWS")
+    try:
+        header = json.loads(_unb64url(parts[0]))
+        signature = _unb64url(parts[2])
+        payload = _unb64url(parts[1])
+    except (ValueError, TypeError) as error:
+        raise VerificationError("the JWS is malformed") from error
+    if not isinstance(header, dict) or header.get("alg") != "EdDSA":
+        raise VerificationError("the platform signs with EdDSA (Ed25519)")
+    try:
+        _public_key(platform_key_pem).verify(signature, f"{parts[0]}.{parts[1]}".encode())
+    except (InvalidSignature, ValueError) as error:
+        raise VerificationError("the platform's signature does not verify") from error
+    return payload
+
+
+def verify_receipt(receipt: str, platform_key_pem: bytes, log_key_pem: bytes) -> dict[str, object]:
+    """A dispense receipt: signed by the platform, and its audit entry (which names the task,
+    the prescription's and the dispense's hashes) is in the audit log whose signed tree head
+    the receipt carries. Returns the receipt's claims."""
+    try:
+        claims = json.loads(verify_platform_signature(receipt, platform_key_pem))
+        audit = claims["audit"]
+        head = TreeHead(
+            int(audit["tree-size"]),
+            base64.b64decode(audit["root-hash"]),
+            int(audit["timestamp-ms"]),
+            base64.b64decode(audit["tree-head-signature"]),
+        )
+        leaf = base64.b64decode(audit["leaf"])
+        proof = [base64.b64decode(h) for h in audit["inclusion-proof"]]
+        index = int(audit["leaf-index"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise VerificationError("the receipt's claims are malformed") from error
+    verify_inclusion(log_key_pem, head, leaf, index, proof)
+    entry = json.loads(leaf)
+    detail = entry.get("detail") or {}
+    if (
+        entry.get("entity_id") != claims.get("task")
+        or detail.get("prescription-sha256") != claims.get("prescription-sha256")
+        or detail.get("dispense-sha256") != claims.get("dispense-sha256")
+    ):
+        raise VerificationError("the audit entry is not this receipt's", index)
+    result: dict[str, object] = claims
+    return result
+
+
+@dataclass(frozen=True)
+class ProvenEntry:
+    """One entry with its inclusion proof in the proof's newer tree head."""
+
+    leaf_index: int
+    leaf_input: bytes
+    audit_path: Sequence[bytes]
+
+
+@dataclass(frozen=True)
+class CompletenessProof:
+    """What a patient's device needs to check that their history is complete from ``since``
+    (the older signed head, ``None`` for the start of the log) to the last entry shown: the
+    newer head, the consistency proof between the two, the ``anchor`` (the patient's last
+    linked entry before ``since``, ``None`` when their chain starts after it) and every entry
+    about the patient from ``since`` on, in the log's order, each with its inclusion proof."""
+
+    patient: str
+    head: TreeHead
+    entries: Sequence[ProvenEntry]
+    since: TreeHead | None = None
+    consistency: Sequence[bytes] = ()
+    anchor: ProvenEntry | None = None
+
+
+@dataclass(frozen=True)
+class CompletenessReport:
+    """What a verified proof shows: every entry about the patient with ``first <= leaf index
+    <= last`` is among the ``count`` shown; ``start`` and ``end`` in milliseconds since 1970
+    (the older head's time, or the chain's genesis; the last entry's time)."""
+
+    first: int
+    last: int
+    count: int
+    start_ms: int
+    end_ms: int
+
+
+def _ms(recorded: str) -> int:
+    moment = datetime.fromisoformat(recorded.replace("Z", "+00:00"))
+    return int(moment.timestamp() * 1000)
+
+
+def verify_completeness(public_key_pem: bytes, proof: CompletenessProof) -> CompletenessReport:
+    """Check ``proof`` with nothing but the log's public key; raise `VerificationError`
+    naming the gap (``first_bad_index``: the leaf after which an entry is missing)."""
+    head, since = proof.head, proof.since
+    verify_tree_head(public_key_pem, head)
+    start = 0
+    if since is not None:
+        verify_consistency(public_key_pem, since, head, proof.consistency)
+        start = since.tree_size
+    proven = [proof.anchor] if proof.anchor is not None else []
+    for entry in [*proven, *proof.entries]:
+        try:
+            merkle.verify_inclusion(
+                merkle.leaf_hash(entry.leaf_input),
+                entry.leaf_index,
+                head.tree_size,
+                entry.audit_path,
+                head.root_hash,
+            )
+        except merkle.ProofError as error:
+            raise VerificationError(
+                f"the entry at leaf {entry.leaf_index} is not in the signed tree head of size "
+                f"{head.tree_size}: {error}",
+                entry.leaf_index,
+            ) from error
+    if proof.anchor is not None and proof.anchor.leaf_index >= start:
+        raise VerificationError("the anchor is not before the older tree head", start)
+    if any(e.leaf_index < start for e in proof.entries):
+        raise VerificationError("an entry shown is before the older tree head", start)
+    try:
+        anchor = (
+            ChainedEntry.of(proof.anchor.leaf_index, proof.anchor.leaf_input)
+            if (proof.anchor is not None)
+            else None
+        )
+        chained = [ChainedEntry.of(e.leaf_index, e.leaf_input) for e in proof.entries]
+        check_chain(proof.patient, anchor, chained)
+    except ChainBroken as error:
+        raise VerificationError(
+            f"the history of Patient/{proof.patient} is not complete: {error}",
+            error.after if error.after is not None else error.before,
+        ) from error
+    if not chained:
+        raise VerificationError("the proof shows no entry: nothing to vouch for", start)
+    first = start if anchor is not None else chained[0].leaf_index
+    start_ms = (
+        since.timestamp_ms
+        if (since is not None and anchor is not None)
+        else _ms(chained[0].recorded)
+    )
+    return CompletenessReport(
+        first, chained[-1].leaf_index, len(chained), start_ms, _ms(chained[-1].recorded)
+    )
+
+
 @dataclass
 class Checkpoint:
-    """How far a whole-log verification got: the size verified and the tree's right edge."""
+    """How far a whole-log verification got: the size verified, the tree's right edge and
+    every patient's chain head."""
 
     size: int = 0
     frontier: list[bytes] = field(default_factory=list)
+    chains: Chains = field(default_factory=Chains)
 
     def save(self, path: Path) -> None:
         data = {
             "size": self.size,
             "frontier": [base64.b64encode(h).decode("ascii") for h in self.frontier],
+            "chains": self.chains.to_json(),
         }
         temporary = path.with_suffix(path.suffix + ".tmp")
         temporary.write_text(json.dumps(data), encoding="utf-8")
@@ -111,7 +284,11 @@ class Checkpoint:
     @classmethod
     def load(cls, path: Path) -> Checkpoint:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(int(data["size"]), [base64.b64decode(h) for h in data["frontier"]])
+        return cls(
+            int(data["size"]),
+            [base64.b64decode(h) for h in data["frontier"]],
+            Chains.from_json(data.get("chains", {})),
+        )
 
 
 @dataclass(frozen=True)
@@ -146,6 +323,7 @@ def verify_log(
     """
     state = checkpoint or Checkpoint()
     frontier = merkle.Frontier(state.size, state.frontier)
+    chains = Chains.from_json(state.chains.to_json())
     heads = sorted(tree_heads, key=lambda h: h.tree_size)
     for head in heads:
         verify_tree_head(public_key_pem, head)
@@ -164,9 +342,11 @@ def verify_log(
         roots: dict[int, bytes] = {}  # the roots at the sizes of pending tree heads
         wanted = {h.tree_size for h in pending}
         expected = start
+        read: list[tuple[int, bytes]] = []
         for index, data in read_entries(start, end):
             if index != expected:
                 raise VerificationError(f"entry {expected} is missing or out of order", expected)
+            read.append((index, data))
             for node, value in frontier.append(merkle.leaf_hash(data)):
                 computed[node] = value
             expected += 1
@@ -177,7 +357,14 @@ def verify_log(
         # Stored hashes first: they locate a change to the exact entry or subtree.
         _compare_nodes(computed, read_nodes)
         last_good = _check_heads(roots, pending, last_good)
-        on_checkpoint(Checkpoint(frontier.size, list(frontier.hashes)))
+        # The chains last: a changed entry is located by its hashes above, not by the link of
+        # the patient's next entry, which no longer matches it.
+        for index, data in read:
+            try:
+                chains.follow(index, data)
+            except ChainBroken as error:
+                raise VerificationError(str(error), index) from error
+        on_checkpoint(Checkpoint(frontier.size, list(frontier.hashes), chains))
         progress(end - start)
     checked = len(heads) - len(pending)
     return VerifyReport(frontier.size, checked, frontier.root())

@@ -11,6 +11,7 @@ must succeed (``set -euo pipefail``; the README's ``curl -f`` fails on an HTTP e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -61,6 +62,10 @@ def make_run(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     if not (venv / ".installed").exists():
         (venv / ".installed").touch()  # the virtualenv running these tests is installed
     (workdir / ".venv").symlink_to(venv)
+    # That virtualenv is installed for this pyproject: make must not rebuild it (through the
+    # symlink) because the checkout's pyproject.toml changed after it was installed.
+    stamp = (venv / ".installed").stat()
+    os.utime(workdir / "pyproject.toml", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     port = free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("CAREVAULT_") and k not in ("MAKEFLAGS", "MAKELEVEL")}
@@ -85,7 +90,8 @@ def make_run(tmp_path: Path) -> Iterator[tuple[Path, int]]:
             time.sleep(0.5)
         yield workdir, port
     finally:
-        os.killpg(process.pid, 15)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended already
+            os.killpg(process.pid, 15)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:

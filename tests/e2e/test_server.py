@@ -355,7 +355,7 @@ def test_text_plain_body_is_415(registrar: httpx.Client) -> None:
         ("GET", "/fhir/Observation", 404),
         ("DELETE", "/fhir/Patient", 405),
         ("GET", "/fhir/Patient?birthdate=1980-13-45", 400),
-        ("GET", "/fhir/Patient?_format=xml", 406),
+        ("GET", "/fhir/Patient?_format=turtle", 406),
     ],
 )
 def test_other_refusals_are_operation_outcomes(

@@ -386,6 +386,48 @@ def test_a_held_document_reaches_the_patient_when_released(
     assert refused.status_code == 400
 
 
+def test_a_held_document_is_released_at_its_time_without_the_chore(
+        client: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    """The release time is a fact the engine compares with the request's own time: the
+    document is the patient's from that instant, whether the chore ran or not (a fixed clock,
+    moved past the time, and no `release_due`)."""
+    from datetime import UTC, datetime, timedelta
+
+    patient_id, mine, gp = setting
+    now = datetime.now(UTC).replace(microsecond=0)
+    until = now + timedelta(minutes=1)
+    held = created_id(publish(client, gp, provide_bundle(patient_id, gp, held=until.isoformat())))
+    tokens, documents = platform.tokens, platform.documents
+    real_tokens, real_documents = tokens.clock, documents.clock
+
+    def at(moment: datetime) -> None:
+        object.__setattr__(tokens, "clock", lambda: moment)  # the gate's clock
+        documents.clock = lambda: moment  # type: ignore[method-assign]
+
+    try:
+        at(until - timedelta(milliseconds=1))
+        assert client.get(f"/fhir/Binary/{held}", headers=mine).status_code == 403
+        assert find(client, mine, patient_id).json()["total"] == 0
+        at(until)
+        assert client.get(f"/fhir/Binary/{held}", headers=mine).content == PDF
+        found = find(client, mine, patient_id).json()
+        assert found["total"] == 2  # the document and its signature
+    finally:
+        object.__setattr__(tokens, "clock", real_tokens)
+        documents.clock = real_documents  # type: ignore[method-assign]
+    # The chore still tells the patient, once; the document stays visible.
+    later = real_documents() + timedelta(minutes=2)
+    documents.clock = lambda: later  # type: ignore[method-assign]
+    try:
+        assert documents.release_due(platform.unit_of_work) == 1
+    finally:
+        documents.clock = real_documents  # type: ignore[method-assign]
+    with platform.unit_of_work() as uow:
+        facts = uow.records.document(patient_id, held)
+    assert facts is not None and not facts.held(None)
+
+
 def test_the_patient_hides_a_document_and_changes_its_confidentiality(
         client: TestClient, platform: Platform,
         setting: tuple[str, dict[str, str], Pro]) -> None:

@@ -48,8 +48,9 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
     assert statement["fhirVersion"] == "4.0.1"
     resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
     assert set(resources) == {"Patient", "Practitioner", "PractitionerRole", "Organization",
-                              "AuditEvent", "Consent", "Encounter", "Communication",
-                              "DocumentReference", "Binary", "List", "ValueSet"}
+                              "CareTeam", "AuditEvent", "Consent", "Encounter", "Communication",
+                              "DocumentReference", "Binary", "List", "ValueSet", "Task",
+                              "MedicationRequest", "MedicationDispense", "DetectedIssue"}
     (transaction,) = statement["rest"][0]["interaction"]
     assert transaction["code"] == "transaction"
     assert "valueIdentifier" in transaction["documentation"]  # MHD 4.1+ sourceId, and valueUri
@@ -58,7 +59,9 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
             "address-postalcode"} <= patient_params
     assert {o["name"] for o in resources["Patient"]["operation"]} == {
         "ihe-pix", "merge", "unmerge", "access-history", "emergency-access", "explain",
-        "presence-code"}
+        "presence-code", "delegate", "record-settings", "representative", "everything"}
+    assert {o["name"] for o in resources["Practitioner"]["operation"]} == {
+        "mandate-assistant", "end-mandate", "mandates"}
     assert resources["Patient"]["conditionalUpdate"] is True
     assert "PractitionerRole:practitioner" in resources["PractitionerRole"]["searchInclude"]
 
@@ -72,9 +75,12 @@ def test_every_advertised_search_parameter_is_accepted(registrar: TestClient, cl
                "uri": "https://carevault.lu/fhir/ValueSet/xds-typecode"}
     own = post(registrar, "Patient", patient(platform.directory.systems, 7)).json()["id"]
     mine = patient_headers(platform, own)
+    officer = officer_headers(platform, "system/AuditEvent.rs system/DetectedIssue.rus")
     for resource in statement["rest"][0]["resource"]:
+        alerts = resource["type"] == "DetectedIssue"  # the security officer's alone
         personal = resource["type"] in ("AuditEvent", "Consent", "Encounter", "Communication",
-                                        "DocumentReference", "List")
+                                        "DocumentReference", "List", "Task",
+                                        "MedicationRequest", "MedicationDispense")
         for param in resource["searchParam"]:
             value = samples[param["type"]]
             if param["name"] in ("identifier",):
@@ -82,8 +88,11 @@ def test_every_advertised_search_parameter_is_accepted(registrar: TestClient, cl
             if param["name"] == "gender":
                 value = "female"
             if param["name"] == "status":
-                value = "active"
+                value = "open" if alerts else "active"
             params = {param["name"]: value}
+            if (resource["type"], param["name"]) in (("MedicationDispense", "performer"),
+                                                     ("MedicationRequest", "requester")):
+                continue  # a pharmacy's or prescriber's own list: test_medication_list.py
             if personal:
                 params["patient"] = f"Patient/{own}"
             if param["name"] == "patient.identifier":
@@ -92,7 +101,7 @@ def test_every_advertised_search_parameter_is_accepted(registrar: TestClient, cl
             if param["name"] == "code" and resource["type"] == "List":
                 params["code"] = "submissionset"
             response = client.get(f"/fhir/{resource['type']}", params=params,
-                                  headers=mine if personal else {})
+                                  headers=officer if alerts else mine if personal else {})
             assert response.status_code == 200, (resource["type"], param["name"], response.text)
 
 
@@ -249,8 +258,12 @@ def test_mcsd_searches(registrar: TestClient,
     ({"method": "GET", "url": "/fhir/Patient?family:exact=x"}, 400, "modifier"),
     ({"method": "GET", "url": "/fhir/Patient?birthdate=yesterday"}, 400, "date"),
     ({"method": "GET", "url": "/fhir/Patient?active=maybe"}, 400, "true"),
-    ({"method": "GET", "url": "/fhir/Patient?_format=xml"}, 406, "JSON"),
+    ({"method": "GET", "url": "/fhir/Patient?_format=turtle"}, 406, "json or xml"),
     ({"method": "GET", "url": "/fhir/Patient?identifier=,"}, 400, "empty value"),
+    # Found by schemathesis: PostgreSQL refuses a NUL byte in a compared string (a 500 before).
+    ({"method": "GET", "url": "/fhir/Encounter?patient=a%00"}, 400, "NUL"),
+    ({"method": "POST", "url": "/fhir/Communication/_search", "content": b"patient=%C3%85%00",
+      "headers": {"Content-Type": "application/x-www-form-urlencoded"}}, 400, "NUL"),
     ({"method": "GET", "url": "/fhir/Patient?_count=%C2%B2"}, 400, "whole number"),
     ({"method": "GET", "url": "/fhir/Patient/abc/_history/%C2%B2"}, 404, "no version"),
     ({"method": "PUT", "url": "/fhir/Patient?identifier=a|1&identifier=b|2", "json": {},

@@ -20,7 +20,7 @@ from carevault.adapters.storage.account_store import AccountStore
 from carevault.bootstrap import Platform
 from carevault.demo.loader import enrol_demo_patient
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
-from carevault.web.portal import HISTORY_PAGE
+from carevault.web.record_home import HISTORY_PAGE
 from support.accounts import PatientAccount, enrol_patient
 from support.authorities import presence_code, with_presence
 from support.documents import Pro, created_id, provide_bundle, publish

@@ -130,6 +130,37 @@ def test_reading_the_history_is_itself_recorded(client: TestClient, platform: Pl
         "patient-action", "access-history", account.patient_id)
 
 
+def test_the_history_is_verified_complete_and_a_deleted_line_is_noticed(
+        client: TestClient, platform: Platform, engine: Engine,
+        account: PatientAccount) -> None:
+    """The badge is the verifier's answer on the proof, not a sentence always shown: delete
+    one line about the patient from the database and the next reading says so."""
+    client.get(f"/fhir/Patient/{account.patient_id}")
+    sign_in(client, account)
+    page = client.get("/me")
+    badge = re.search(r'<p class="badge complete" id="completeness" role="status">'
+                      r'<strong>Complete between ([^<]+) and ([^<]+), verified</strong>', page.text)
+    assert badge, page.text
+    french = client.get("/me", params={"lang": "fr"})
+    assert re.search(r"Complet entre le [^<]+ et le [^<]+, vérifié", french.text)
+    german = client.get("/me", params={"lang": "de"})
+    assert re.search(r"Vollständig zwischen [^<]+ und [^<]+, geprüft", german.text)
+    with engine.begin() as connection:
+        about = [int(i) for i in connection.execute(
+            select(t.audit_entry.c.leaf_index).where(
+                t.audit_entry.c.stream == "clinical",
+                t.audit_entry.c.patient_id == account.patient_id)
+            .order_by(t.audit_entry.c.leaf_index)).scalars()]
+        assert len(about) >= 3
+        connection.execute(t.audit_entry.delete().where(
+            t.audit_entry.c.stream == "clinical", t.audit_entry.c.leaf_index == about[-2]))
+    tampered = client.get("/me")
+    assert tampered.status_code == 200
+    assert 'id="completeness" role="alert">This history could not be verified complete.' in (
+        tampered.text)
+    assert "Complete between" not in tampered.text
+
+
 def test_a_patient_cannot_use_the_operators_door(client: TestClient,
                                                  account: PatientAccount) -> None:
     page = client.get("/operator/login")

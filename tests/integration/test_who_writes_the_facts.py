@@ -161,7 +161,7 @@ def test_a_professionals_token_is_narrowed_to_what_a_professional_may_do(
     answer = token_request(http, assertion(world.doctor, platform), "system/*.cruds")
     assert answer.status_code == 200, answer.text
     assert answer.json()["scope"] == (
-        "system/*.rs system/DocumentReference.cu system/Encounter.c")
+        "system/*.rs system/DocumentReference.cu system/Encounter.c system/Task.cu")
     # Asking only for what may never be granted is refused, saying what may be.
     refused = token_request(http, assertion(world.doctor, platform),
                             "system/PractitionerRole.cud system/Patient.u")
@@ -171,7 +171,8 @@ def test_a_professionals_token_is_narrowed_to_what_a_professional_may_do(
     # The hospital's system, registered as nothing, is narrowed the same way.
     system = token_request(http, assertion(world.system, platform, act={"sub": "HP-W1"}),
                            "system/*.cruds")
-    assert system.json()["scope"] == "system/*.rs system/DocumentReference.cu system/Encounter.c"
+    assert system.json()["scope"] == (
+        "system/*.rs system/DocumentReference.cu system/Encounter.c system/Task.cu")
 
 
 @pytest.mark.parametrize("attack", [

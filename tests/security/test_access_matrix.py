@@ -199,8 +199,9 @@ class ReadForWriteRoles(PractitionerRoleHandler):
 
 
 class BlacklistBlindPolicy(RecordPolicy):
-    def facts(self, uow: UnitOfWork, patient_id: str, now: datetime) -> RecordFacts | None:
-        found = super().facts(uow, patient_id, now)
+    def facts(self, uow: UnitOfWork, patient_id: str, now: datetime, *,
+              opening: bool = False) -> RecordFacts | None:
+        found = super().facts(uow, patient_id, now, opening=opening)
         return None if found is None else replace(found, blocks=())
 
 

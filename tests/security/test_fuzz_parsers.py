@@ -41,7 +41,7 @@ from carevault.domain.scopes import backend_ceiling, narrow, parse_scopes, resou
 from carevault.fhirmodel.mhd import parse_provide_bundle
 from carevault.fhirmodel.validate import parse_json, validate_resource
 from carevault.services import presence, signatures, tokens
-from carevault.web.portal import _form as portal_form
+from carevault.web.pages import read_form as portal_form
 from support.documents import provide_bundle
 
 pytestmark = pytest.mark.security

@@ -94,6 +94,8 @@ class Need:
     document_id: str | None = None  # one document, decided on its own facts
     area: DirectoryArea = DirectoryArea.PROVIDERS
     care_proof: CareProof | None = None  # a proof the request itself carries
+    # A record's fact that is no stored document but is decided as one (an e-prescription).
+    facts: DocumentFacts | None = None
     # Documents a write would create: the documents service decides each one too.
     writes: tuple[DocumentFacts, ...] = ()
 
@@ -307,7 +309,7 @@ class Oracle:
         record = self.facts(uow, patient_id)
         if subject.kind is SubjectKind.REPRESENTATIVE and patient_id != found.patient:
             return None, record  # the token reaches the record it was issued for
-        document = None
+        document = need.facts
         if need.document_id is not None:
             metadata = self.document(uow, need.document_id)
             document = metadata.facts()
@@ -762,6 +764,160 @@ _searches("Organization", _organization_values,
           lambda _w, _n: _need(Target.DIRECTORY, Action.SEARCH), primary="name")
 
 
+_CARE_TEAMS: dict[int, str] = {}
+
+
+def _care_team(world: World) -> str:
+    """The world's care team (the normal-grant physician in the first hospital), made once."""
+    found = _CARE_TEAMS.get(id(world))
+    if found is None:
+        from carevault.services.professionals import create_care_team
+        with world.platform.unit_of_work() as uow:
+            found = create_care_team(uow, _team_body(world), world.platform.policy.clock()).id
+        _CARE_TEAMS[id(world)] = found
+    return found
+
+
+def _team_body(world: World) -> JsonObject:
+    return {"resourceType": "CareTeam", "status": "active", "name": "Matrix ward",
+            "managingOrganization": [{"reference": f"Organization/{world.h1_id}"}],
+            "participant": [{"member": {
+                "reference": f"Practitioner/{_practitioner(world, 'normal-grant')}"}}]}
+
+
+def _care_team_values(world: World) -> dict[str, str]:
+    return {"_id": _care_team(world), "organization": f"Organization/{world.h1_id}",
+            "participant": f"Practitioner/{_practitioner(world, 'normal-grant')}"}
+
+
+_SEARCH_PARAMS["CareTeam"] = ["_id", "participant", "organization"]
+_directory_reads("CareTeam", _care_team)
+_searches("CareTeam", _care_team_values,
+          lambda _w, _n: _need(Target.DIRECTORY, Action.SEARCH), primary="organization")
+
+
+@fhir_row("CareTeam", "create")
+def _care_team_create(world: World) -> list[Row]:
+    return [Row("CareTeam create", ("CareTeam", "create"), ("CareTeam", "c"),
+                lambda w, _c, _p: Call("POST", "CareTeam", json=_team_body(w)),
+                _need(Target.DIRECTORY, Action.WRITE), writes=True)]
+
+
+@fhir_row("CareTeam", "update")
+def _care_team_update(world: World) -> list[Row]:
+    def call(w: World, _c: Caller, _p: bool) -> Call:
+        from carevault.services.professionals import create_care_team
+        with w.platform.unit_of_work() as uow:
+            team = create_care_team(uow, _team_body(w), w.platform.policy.clock()).id
+        return Call("PUT", f"CareTeam/{team}", json={**_team_body(w), "id": team,
+                                                      "status": "inactive"})
+    return [Row("CareTeam update", ("CareTeam", "update"), ("CareTeam", "u"), call,
+                _need(Target.DIRECTORY, Action.WRITE), writes=True)]
+
+
+# --- FHIR rows: what professionals record about each other and pass on ----------------------
+
+
+def _own_practitioner(world: World, caller: Caller) -> str:
+    """The practitioner a caller names as themselves: their own, else a physician's."""
+    return caller.practitioner_id or _practitioner(world, "normal-grant")
+
+
+def _not_in_person(world: World, caller: Caller, subject: Subject, need: Need) -> str | None:
+    """`decide_mandate`: the practitioner named in the path, in person, with their own card."""
+    from carevault.domain.authorization import decide_mandate
+    decision = decide_mandate(subject, _own_practitioner(world, caller))
+    if not decision.permit:
+        return decision.explain()
+    if caller.kind == "system":
+        return "a system acting for the practitioner is not the practitioner"
+    return None
+
+
+def _mandate_for(world: World, caller: Caller) -> tuple[str, str]:
+    """A fresh assistant and a mandate to them in the caller's name (stored directly)."""
+    from carevault.domain.mandates import AssistantMandate
+    assistant = world.new_practitioner(profession="medical-assistant")["id"]
+    now = world.platform.policy.clock()
+    mandate = AssistantMandate(f"mx-{world.next()}", _own_practitioner(world, caller),
+                               assistant, now, now + timedelta(days=7))
+    with world.platform.unit_of_work() as uow:
+        uow.directory.add_mandate(mandate, now, "access-matrix")
+        uow.commit()
+    return assistant, mandate.id
+
+
+@fhir_row("Practitioner", "$mandate-assistant@instance:POST")
+def _mandate_assistant(world: World) -> list[Row]:
+    def call(w: World, caller: Caller, _p: bool) -> Call:
+        assistant = w.new_practitioner(profession="medical-assistant")["id"]
+        end = (w.platform.policy.clock() + timedelta(days=30)).isoformat()
+        return Call("POST", f"Practitioner/{_own_practitioner(w, caller)}/$mandate-assistant",
+                    json={"resourceType": "Parameters", "parameter": [
+                        {"name": "assistant",
+                         "valueReference": {"reference": f"Practitioner/{assistant}"}},
+                        {"name": "end", "valueDateTime": end}]})
+    return [Row("Practitioner/[id] $mandate-assistant",
+                ("Practitioner", "$mandate-assistant@instance:POST"), ("Practitioner", "r"),
+                call, _need(Target.DIRECTORY, Action.READ), writes=True,
+                beyond=_not_in_person)]
+
+
+@fhir_row("Practitioner", "$end-mandate@instance:POST")
+def _end_mandate(world: World) -> list[Row]:
+    def call(w: World, caller: Caller, _p: bool) -> Call:
+        _assistant, mandate = _mandate_for(w, caller)
+        return Call("POST", f"Practitioner/{_own_practitioner(w, caller)}/$end-mandate",
+                    json={"resourceType": "Parameters",
+                          "parameter": [{"name": "mandate", "valueString": mandate}]})
+    return [Row("Practitioner/[id] $end-mandate",
+                ("Practitioner", "$end-mandate@instance:POST"), ("Practitioner", "r"),
+                call, _need(Target.DIRECTORY, Action.READ), writes=True,
+                beyond=_not_in_person)]
+
+
+@fhir_row("Practitioner", "$mandates@instance:GET")
+def _mandates(world: World) -> list[Row]:
+    def not_theirs(w: World, caller: Caller, subject: Subject, need: Need) -> str | None:
+        if subject.id != _own_practitioner(w, caller):
+            return "a practitioner lists their own mandates only"
+        return None
+    return [Row("Practitioner/[id] $mandates", ("Practitioner", "$mandates@instance:GET"),
+                ("Practitioner", "r"),
+                lambda w, c, _p: Call("GET", f"Practitioner/{_own_practitioner(w, c)}/$mandates"),
+                _need(Target.DIRECTORY, Action.READ), beyond=not_theirs)]
+
+
+@fhir_row("Patient", "$delegate@instance:POST")
+def _delegate(world: World) -> list[Row]:
+    def call(w: World, _c: Caller, _p: bool) -> Call:
+        colleague = w.new_practitioner()["id"]
+        end = (w.platform.policy.clock() + timedelta(days=3)).isoformat()
+        return Call("POST", f"Patient/{w.patient_id}/$delegate", json={
+            "resourceType": "Parameters", "parameter": [
+                {"name": "delegate", "valueReference": {"reference": f"Practitioner/{colleague}"}},
+                {"name": "end", "valueDateTime": end}]})
+
+    def not_delegable(w: World, caller: Caller, subject: Subject, need: Need) -> str | None:
+        """`RecordPolicy.delegate`: a practitioner in person, whose access is a grant of their
+        own that the patient made delegable (or the referring physician's), on a record that
+        allows delegation."""
+        now = w.platform.policy.clock()
+        with w.platform.unit_of_work() as uow:
+            record = w.platform.policy.facts(uow, w.patient_id, now)
+        assert record is not None
+        decision = decide(subject, Action.READ, record, None, now, w.platform.policy.matrix)
+        holds = record.referring_physician_id == subject.id or any(
+            g.party_id == subject.id and g.delegable and g.active(now) for g in record.grants)
+        if (subject.kind is not SubjectKind.PRACTITIONER or decision.rule != "grant"
+                or not holds or caller.kind == "system" or not record.delegation_allowed):
+            return "only a practitioner holding a delegable access, in person, delegates it"
+        return None
+    return [Row("Patient/[id] $delegate", ("Patient", "$delegate@instance:POST"),
+                ("Patient", "r"), call, _need(Target.RECORD, Action.READ, world.patient_id),
+                writes=True, beyond=not_delegable)]
+
+
 def _directory_write(area: DirectoryArea) -> Callable[[World, Caller], Need]:
     return _need(Target.DIRECTORY, Action.WRITE, area=area)
 
@@ -885,6 +1041,53 @@ def _presence(world: World) -> list[Row]:
                 _need(Target.RECORD, Action.MANAGE, world.patient_id), writes=True)]
 
 
+@fhir_row("Patient", "$record-settings@instance:GET")
+def _record_settings_read(world: World) -> list[Row]:
+    return [Row(f"Patient/[id] $record-settings read ({whose})",
+                ("Patient", "$record-settings@instance:GET"), ("Patient", "r"),
+                _get(f"Patient/{patient}/$record-settings"),
+                _need(Target.RECORD, Action.PERSONAL, patient))
+            for whose, patient in _both(world)]
+
+
+@fhir_row("Patient", "$record-settings@instance:POST")
+def _record_settings_change(world: World) -> list[Row]:
+    # The default level of new documents set to what it is: a real change, harmless to the
+    # other cells.
+    body = {"resourceType": "Parameters",
+            "parameter": [{"name": "default-confidentiality", "valueCode": "N"}]}
+    return [Row(f"Patient/[id] $record-settings change ({whose})",
+                ("Patient", "$record-settings@instance:POST"), ("Patient", "u"),
+                _post_json(f"Patient/{patient}/$record-settings", body),
+                _need(Target.RECORD, Action.MANAGE, patient), writes=True)
+            for whose, patient in _both(world)]
+
+
+@fhir_row("Patient", "$representative@instance:POST")
+def _representative_named(world: World) -> list[Row]:
+    def call(w: World, _c: Caller, _p: bool) -> Call:
+        # A fresh representative's account each time: naming is a create.
+        login = f"matrix-{time.monotonic_ns()}@representatives.example"
+        w.platform.accounts.add_representative(login, "a matrix representative's phrase 7")
+        return Call("POST", f"Patient/{w.patient_id}/$representative", json={
+            "resourceType": "Parameters", "parameter": [
+                {"name": "action", "valueCode": "name"},
+                {"name": "login", "valueString": login},
+                {"name": "scope", "valueCode": "read"}]})
+    return [Row("Patient/[id] $representative", ("Patient", "$representative@instance:POST"),
+                ("Patient", "u"), call, _need(Target.RECORD, Action.MANAGE, world.patient_id),
+                writes=True)]
+
+
+@fhir_row("Patient", "$everything@instance:GET")
+def _everything(world: World) -> list[Row]:
+    return [Row(f"Patient/[id] $everything ({whose})",
+                ("Patient", "$everything@instance:GET"), ("Patient", "r"),
+                _get(f"Patient/{patient}/$everything"),
+                _need(Target.RECORD, Action.PERSONAL, patient))
+            for whose, patient in _both(world)]
+
+
 @fhir_row("Practitioner", "create")
 def _practitioner_create(world: World) -> list[Row]:
     return [Row("Practitioner create", ("Practitioner", "create"), ("Practitioner", "c"),
@@ -973,6 +1176,71 @@ def _audit_posted(world: World) -> list[Row]:
                 _post_search("AuditEvent", patient=f"Patient/{world.patient_id}"),
                 _need(Target.AUDIT_TRAIL, Action.SEARCH, world.patient_id),
                 check=_audit_concerning)]
+
+
+# --- FHIR rows: the security officer's alerts (DetectedIssue) ---------------------------------
+
+
+def _fresh_alert(world: World) -> str:
+    """A new alert about the world's patient, stored as the detector would store it: each call
+    that may change one gets its own (a closed alert refuses every further action)."""
+    from carevault.adapters.storage.alert_store import StoredAlert
+
+    now = datetime.now(UTC)
+    alert_id = f"matrix-{time.monotonic_ns()}"
+    with world.platform.unit_of_work() as uow:
+        uow.alerts.raise_or_extend(StoredAlert(
+            alert_id, alert_id, "vip", 80, "open", None, _practitioner(world, "normal-grant"),
+            None, world.patient_id, "access matrix", (0,), now, now, None, None, None, None,
+            None, 1))
+        uow.commit()
+    return alert_id
+
+
+@fhir_row("DetectedIssue", "read")
+def _alert_read(world: World) -> list[Row]:
+    return [Row("DetectedIssue read", ("DetectedIssue", "read"), ("DetectedIssue", "r"),
+                lambda w, _c, _p: Call("GET", f"DetectedIssue/{_fresh_alert(w)}"),
+                _need(Target.AUDIT_TRAIL, Action.READ))]
+
+
+def _alert_search(name: str, value: str) -> None:
+    def factory(world: World) -> list[Row]:
+        return [Row(f"DetectedIssue search {name}", ("DetectedIssue", f"search:{name}"),
+                    ("DetectedIssue", "s"), _get("DetectedIssue", **{name: value}),
+                    _need(Target.AUDIT_TRAIL, Action.READ))]
+    fhir_row("DetectedIssue", f"search:{name}")(factory)
+
+
+for _name, _value in (("status", "open"), ("code", "vip")):
+    _alert_search(_name, _value)
+
+
+@fhir_row("DetectedIssue", "search-type")
+def _alert_posted(world: World) -> list[Row]:
+    return [Row("DetectedIssue search (POST _search)", ("DetectedIssue", "search-type"),
+                ("DetectedIssue", "s"), _post_search("DetectedIssue", status="open"),
+                _need(Target.AUDIT_TRAIL, Action.READ))]
+
+
+def _alert_operation(name: str, **values: str) -> None:
+    body = {"resourceType": "Parameters",
+            "parameter": [{"name": k, "valueString": v} for k, v in values.items()]}
+
+    def factory(world: World) -> list[Row]:
+        key = f"${name}@instance:POST"
+        return [Row(f"DetectedIssue/[id] ${name}", ("DetectedIssue", key),
+                    ("DetectedIssue", "u"),
+                    lambda w, _c, _p: Call("POST", f"DetectedIssue/{_fresh_alert(w)}/${name}",
+                                           json=body),
+                    _need(Target.AUDIT_TRAIL, Action.WRITE), writes=True)]
+    fhir_row("DetectedIssue", f"${name}@instance:POST")(factory)
+
+
+_alert_operation("acknowledge")
+_alert_operation("assign", assignee="matrix investigator")
+_alert_operation("close", verdict="false-positive")
+_alert_operation("notify-patient")
 
 
 CLASSCODE = "xds-classcode"
@@ -1407,6 +1675,11 @@ _fixed("/.well-known/smart-configuration", "GET", 200)
 _fixed("/.well-known/oauth-authorization-server", "GET", 200)
 _fixed("/.well-known/jwks.json", "GET", 200)
 _fixed("/health", "GET", 200)
+_fixed("/health/live", "GET", 200)
+_fixed("/health/ready", "GET", 200)
+# The metrics credential is no token: every token holder is refused (tests/integration/
+# test_instruments.py serves it to the credential).
+_fixed("/metrics", "GET", 401)
 _fixed("/openapi.json", "GET", 200)  # public, like the CapabilityStatement
 _fixed("/favicon.ico", "GET", 308)
 _fixed("/static", "MOUNT", 200, "GET /static/favicon.svg",
@@ -1425,6 +1698,66 @@ _fixed("/enrol", "GET", 200)
 for _path in ("/login", "/operator/login", "/enrol", "/enrol/confirm"):
     _fixed(_path, "POST", 403, f"POST {_path} (no CSRF token)",
            _absolute("POST", _path, form={"login": "x", "password": "y"}))
+
+# The professional workspace's doors (tests/integration/test_workspace_signin.py): a bearer
+# token is no card proof and no passkey; the anonymous forms need their CSRF cookie.
+_fixed("/workspace/card/challenge", "POST", 200)
+_fixed("/workspace/card/enrol", "POST", 401, "POST /workspace/card/enrol (no card assertion)",
+       _absolute("POST", "/workspace/card/enrol", form={"client_assertion": "x"}))
+_fixed("/workspace/enrol", "GET", 200)
+_fixed("/workspace/login", "GET", 200)
+for _path in ("/workspace/enrol/options", "/workspace/enrol", "/workspace/login/options",
+              "/workspace/login"):
+    _fixed(_path, "POST", 400, f"POST {_path} (no CSRF token)",
+           _absolute("POST", _path, form={"code": "x", "credential": "{}"}))
+_fixed("/workspace/logout", "POST", 303, "POST /workspace/logout (no session)",
+       _absolute("POST", "/workspace/logout", form={"csrf": "x"}))
+
+
+@app_row("/workspace", "GET")
+def _workspace_home(world: World) -> list[Row]:
+    def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
+        """Only a professional's session (a passkey) opens the workspace; the matrix's
+        sessions are patients', representatives' and operators'."""
+        if caller.name in w.sessions:
+            return Expected(False, frozenset({403}), "not a professional's session")
+        return Expected(False, frozenset({303}), "no session: to the workspace's sign-in")
+
+    return [Row("GET /workspace (the professional workspace)", ("/workspace", "GET"), ("", ""),
+                _session_call("GET", "/workspace", lambda _w, _c: {}), expect=expect)]
+
+
+def _officer_rows(path: str, method: str, officer_status: int, label: str
+                  ) -> Callable[[World], list[Row]]:
+    """A page of the security officer's workspace (web/officer_pages.py): the door admits the
+    officer's portal session (or token) alone; every other session or none is refused there."""
+    def rows(world: World) -> list[Row]:
+        def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
+            if caller.name in w.sessions and caller.session_kind == "security-officer":
+                return Expected(officer_status == 200, frozenset({officer_status}),
+                                "the security officer's session")
+            return Expected(False, frozenset({401}), "not the security officer")
+
+        def form(w: World, caller: Caller) -> dict[str, str]:
+            session = w.sessions.get(caller.name)
+            return {"csrf": session[1] if session else "", "action": "none-such"}
+
+        return [Row(label, (path, method), ("", ""),
+                    _session_call(method, path.replace("{alert_id}", "no-such-alert"), form),
+                    expect=expect)]
+    return rows
+
+
+for _path, _method, _status, _label in (
+        ("/officer", "GET", 200, "GET /officer (the alert queue)"),
+        ("/officer/alerts/{alert_id}", "GET", 404, "GET /officer/alerts/{id} (unknown alert)"),
+        ("/officer/alerts/{alert_id}", "POST", 400,
+         "POST /officer/alerts/{id} (an action the form does not know)"),
+        ("/officer/emergencies", "GET", 200, "GET /officer/emergencies"),
+        ("/officer/audit", "GET", 200, "GET /officer/audit"),
+        ("/officer/integrity", "GET", 200, "GET /officer/integrity"),
+        ("/officer/pki", "GET", 200, "GET /officer/pki")):
+    app_row(_path, _method)(_officer_rows(_path, _method, _status, _label))
 
 
 @app_row("/audit/entries", "GET")
@@ -1475,6 +1808,8 @@ def _session_call(method: str, path: str, form: Callable[[World, Caller], dict[s
 @app_row("/me", "GET")
 def _me(world: World) -> list[Row]:
     def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
+        if caller.name in w.sessions and caller.session_kind == "security-officer":
+            return Expected(False, frozenset({303}), "the officer's session: to /officer")
         if caller.name in w.sessions:
             return Expected(True, frozenset({200}), "a portal session")
         return Expected(False, frozenset({303}), "no session: to the sign-in page")
@@ -1525,6 +1860,64 @@ def _presence_code(world: World) -> list[Row]:
                 _session_call("POST", "/me/presence-code", form), expect=expect)]
 
 
+def _record_page(path: str, method: str, action: Action, form: dict[str, str],
+                 permitted: int, label: str) -> Callable[[World], list[Row]]:
+    """A portal page of the record (/me/documents, /me/access): a session acting on a record
+    the engine lets it reach with ``action``; a session on no record is refused."""
+    def rows(world: World) -> list[Row]:
+        def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
+            if caller.name not in w.sessions:
+                return Expected(False, frozenset({303}), "no session: to the sign-in page")
+            now = w.platform.policy.clock()
+            session = PortalSessions(w.platform.unit_of_work, w.platform.policy.clock).resume(
+                w.sessions[caller.name][0])
+            if session.patient_id is None or caller.session_kind not in (
+                    "patient", "representative"):
+                return Expected(False, frozenset({403}), "the session acts on no record")
+            subject = (Subject(SubjectKind.PATIENT, session.patient_id)
+                       if caller.session_kind == "patient"
+                       else Subject(SubjectKind.REPRESENTATIVE, caller.account_id or ""))
+            with w.platform.unit_of_work() as uow:
+                record = w.platform.policy.facts(uow, session.patient_id, now)
+            decision = decide(subject, action, record, None, now, w.platform.policy.matrix)
+            return Expected(decision.permit,
+                            frozenset({permitted} if decision.permit else {403}),
+                            decision.explain())
+
+        def fields(w: World, caller: Caller) -> dict[str, str]:
+            session = w.sessions.get(caller.name)
+            return {**form, "csrf": session[1] if session else ""} if method == "POST" else {}
+
+        return [Row(label, (path, method), ("", ""), _session_call(method, path, fields),
+                    expect=expect)]
+    return rows
+
+
+APP_ROWS[("/me/documents", "GET")] = _record_page(
+    "/me/documents", "GET", Action.SEARCH, {}, 200, "GET /me/documents (the patient's documents)")
+APP_ROWS[("/me/documents", "POST")] = _record_page(
+    "/me/documents", "POST", Action.MANAGE, {"document": "no-such-document", "hidden": "false"},
+    404, "POST /me/documents (hide or show a document; an unknown one here)")
+APP_ROWS[("/me/access", "GET")] = _record_page(
+    "/me/access", "GET", Action.PERSONAL, {}, 200, "GET /me/access (who can see the record)")
+APP_ROWS[("/me/access", "POST")] = _record_page(
+    "/me/access", "POST", Action.MANAGE, {"do": "confidentiality", "level": "N"}, 303,
+    "POST /me/access (a setting of the record)")
+APP_ROWS[("/me/access/find", "POST")] = _record_page(
+    "/me/access/find", "POST", Action.MANAGE, {"name": "zz-nobody"}, 200,
+    "POST /me/access/find (the directory, to choose whom to grant or block)")
+APP_ROWS[("/me/access/share", "POST")] = _record_page(
+    "/me/access/share", "POST", Action.MANAGE, {"do": "unblock", "block": "no-such-block"}, 404,
+    "POST /me/access/share (grant, block, unblock; an unknown block here)")
+APP_ROWS[("/me/access/representatives", "POST")] = _record_page(
+    "/me/access/representatives", "POST", Action.MANAGE,
+    {"do": "limit", "mandate": "no-such-mandate", "scope": "read"}, 404,
+    "POST /me/access/representatives (name or limit a representative; an unknown one here)")
+APP_ROWS[("/me/access/preview", "POST")] = _record_page(
+    "/me/access/preview", "POST", Action.PERSONAL, {"party_id": "no-such-practitioner"}, 404,
+    "POST /me/access/preview (what a professional would see; an unknown one here)")
+
+
 @app_row("/act-for", "POST")
 def _act_for(world: World) -> list[Row]:
     def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
@@ -1550,6 +1943,20 @@ def _act_for(world: World) -> list[Row]:
 def _logout(world: World) -> list[Row]:
     return [Row("POST /logout (no CSRF token: the session stays)", ("/logout", "POST"), ("", ""),
                 _session_call("POST", "/logout", lambda _w, _c: {}), fixed=frozenset({303}))]
+
+
+@app_row("/logout/everywhere", "POST")
+def _logout_everywhere(world: World) -> list[Row]:
+    def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
+        """Without the session's CSRF token nothing is ended (the other rows need the
+        sessions); tests/integration/test_portal_everywhere.py ends them."""
+        if caller.name not in w.sessions:
+            return Expected(False, frozenset({303}), "no session: to the sign-in page")
+        return Expected(False, frozenset({400}), "no CSRF token: every session stays")
+
+    return [Row("POST /logout/everywhere (no CSRF token: every session stays)",
+                ("/logout/everywhere", "POST"), ("", ""),
+                _session_call("POST", "/logout/everywhere", lambda _w, _c: {}), expect=expect)]
 
 
 @app_row("/oauth/authorize", "POST")
@@ -1591,3 +1998,7 @@ def summary_table(outcome: Outcome) -> str:
         lines.append(f"  {name:<24} {len(cells):>5} cells {permitted:>4} permitted "
                      f"{len(cells) - permitted:>5} refused")
     return "\n".join(lines)
+
+
+# The e-prescription rows (Task and its operations) live in their own module.
+import support.access_matrix_prescriptions  # noqa: E402, F401

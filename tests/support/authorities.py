@@ -18,7 +18,8 @@ from carevault.services.presence import issue_presence_code
 from support.tokens import account_token
 
 REGISTRAR_SCOPE = ("system/Patient.cruds system/Practitioner.cruds "
-                   "system/PractitionerRole.cruds system/Organization.cruds")
+                   "system/PractitionerRole.cruds system/Organization.cruds "
+                   "system/CareTeam.cruds")
 PRESENCE_CODE_URL = "https://carevault.lu/fhir/StructureDefinition/presence-code"
 
 

@@ -7,35 +7,69 @@ checks on both), and the unit of work keeps its promise: leaving the block witho
 puts every store back as it was at the last commit.
 
 Stores faked so far: `authorities` and `presence_codes` (services/authorities.py,
-services/presence.py), `sessions` (services/portal_sessions.py), and the part of `directory`
-those services read (organizations). A service that reaches for anything else fails loudly
-with AttributeError.
+services/presence.py), `sessions` (services/portal_sessions.py), `passkeys`
+(services/workspace_signin.py: challenges and passkeys), `invitations`
+(services/invitations.py), `apps` (services/patient_apps.py: registration, requests,
+codes), the key-rotation part of `documents` (services/key_rotation.py: which KEK wraps
+each content's data key and each sealed free text), `prescriptions` (services/prescriptions.py:
+tasks and their conditional changes of status, wrong-code attempts), the patients'
+notifications of `records`, `alerts` (services/anomaly_detection.py: the officer's
+alerts and the detector's cursor), and the part of `directory` those services read (organizations,
+patients by id and by identifier, practitioners by identifier). A service that reaches for
+anything else fails loudly with AttributeError.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
+from carevault.adapters.storage.alert_store import MAX_EVIDENCE, StoredAlert
 from carevault.adapters.storage.authority_store import RegisteredAuthority
 from carevault.adapters.storage.directory_store import Stored
-from carevault.adapters.storage.portal_store import StoredSession
+from carevault.adapters.storage.document_store import SealedParts
+from carevault.adapters.storage.oauth_store import AppClient, AuthorizationCode
+from carevault.adapters.storage.passkey_store import StoredChallenge, StoredPasskey
+from carevault.adapters.storage.portal_store import StoredInvitation, StoredSession
+from carevault.adapters.storage.prescription_store import StoredTask
 
 
 class FakeDirectory:
-    """Organizations only: enough for registering authorities."""
+    """Organizations and patients read by id: enough for registering authorities and for
+    invitations."""
 
     def __init__(self) -> None:
         self.organizations: dict[str, tuple[dict[str, Any], str | None]] = {}
+        self.patients: dict[str, dict[str, Any]] = {}
+        self.practitioners: dict[str, str] = {}  # professional identifier -> id
+
+    def add_practitioner(self, practitioner_id: str, identifier: str) -> None:
+        self.practitioners[identifier] = practitioner_id
+
+    def patients_by_identifier(self, system: str, value: str) -> list[str]:
+        return [
+            patient_id for patient_id, resource in self.patients.items()
+            if {"system": system, "value": value} in resource["identifier"]
+        ]
+
+    def practitioner_ids_by_identifier(self, values: Any) -> dict[str, str]:
+        return {v: self.practitioners[v] for v in set(values) if v in self.practitioners}
+
+    def add_patient(self, patient_id: str, identifiers: list[dict[str, str]]) -> None:
+        self.patients[patient_id] = {
+            "resourceType": "Patient", "id": patient_id, "identifier": identifiers}
 
     def add_organization(self, organization_id: str, patient_id_system: str | None = None) -> None:
         resource = {"resourceType": "Organization", "id": organization_id}
         self.organizations[organization_id] = (resource, patient_id_system)
 
     def read(self, table: Any, resource_id: str) -> Stored | None:
+        if table.name == "patient":
+            patient = self.patients.get(resource_id)
+            return None if patient is None else Stored(resource_id, 1, patient)
         if table.name != "organization":
             raise NotImplementedError(f"the fake directory holds no {table.name}")
         found = self.organizations.get(resource_id)
@@ -135,17 +169,353 @@ class FakeSessionStore:
         if found is not None and found.ended_at is None:
             self.rows[token_hash] = replace(found, ended_at=at)
 
+    def end_all(self, account_id: str, at: datetime) -> int:
+        ended = [h for h, s in self.rows.items()
+                 if s.account_id == account_id and s.ended_at is None]
+        for token_hash in ended:
+            self.rows[token_hash] = replace(self.rows[token_hash], ended_at=at)
+        return len(ended)
+
+
+class FakePasskeyStore:
+    def __init__(self) -> None:
+        self.challenges: dict[str, StoredChallenge] = {}
+        self.rows: dict[str, StoredPasskey] = {}
+
+    def add_challenge(self, challenge: StoredChallenge) -> None:
+        floor = challenge.expires_at - timedelta(hours=1)
+        self.challenges = {k: v for k, v in self.challenges.items() if v.expires_at > floor}
+        if challenge.challenge_hash in self.challenges:
+            raise KeyError("a challenge is stored once")
+        self.challenges[challenge.challenge_hash] = challenge
+
+    def take_challenge(self, challenge_hash: str, purpose: str, now: datetime
+                       ) -> StoredChallenge | None:
+        found = self.challenges.get(challenge_hash)
+        if (found is None or found.purpose != purpose or found.used_at is not None
+                or found.expires_at <= now):
+            return None
+        self.challenges[challenge_hash] = replace(found, used_at=now)
+        return self.challenges[challenge_hash]
+
+    def add(self, passkey: StoredPasskey) -> None:
+        if passkey.credential_id in self.rows:
+            raise KeyError("a passkey is stored once")
+        self.rows[passkey.credential_id] = passkey
+
+    def get(self, credential_id: str) -> StoredPasskey | None:
+        return self.rows.get(credential_id)
+
+    def of_practitioner(self, practitioner_id: str) -> list[StoredPasskey]:
+        return sorted((p for p in self.rows.values() if p.practitioner_id == practitioner_id),
+                      key=lambda p: p.created_at)
+
+    def used(self, credential_id: str, sign_count: int, at: datetime) -> None:
+        if credential_id in self.rows:
+            self.rows[credential_id] = replace(self.rows[credential_id], sign_count=sign_count,
+                                               last_used_at=at)
+
+
+class FakeInvitationStore:
+    def __init__(self) -> None:
+        self.rows: dict[str, StoredInvitation] = {}
+
+    def add(self, invitation: StoredInvitation) -> None:
+        if invitation.code_hash in self.rows:
+            raise KeyError("an invitation is stored once")
+        self.rows[invitation.code_hash] = invitation
+
+    def get(self, code_hash: str) -> StoredInvitation | None:
+        return self.rows.get(code_hash)
+
+    def use(self, code_hash: str, at: datetime) -> None:
+        found = self.rows.get(code_hash)
+        if found is not None and found.used_at is None:
+            self.rows[code_hash] = replace(found, used_at=at)
+
+
+class FakeAppStore:
+    def __init__(self) -> None:
+        self.clients: dict[str, AppClient] = {}
+        self.codes: dict[str, AuthorizationCode] = {}
+
+    def add_client(self, client: AppClient) -> None:
+        if client.client_id in self.clients:
+            raise KeyError("a client is stored once")
+        self.clients[client.client_id] = client
+
+    def client(self, client_id: str) -> AppClient | None:
+        return self.clients.get(client_id)
+
+    def add_code(self, code: AuthorizationCode) -> None:
+        if code.code_hash in self.codes:
+            raise KeyError("a code is stored once")
+        self.codes[code.code_hash] = code
+
+    def code(self, code_hash: str) -> AuthorizationCode | None:
+        return self.codes.get(code_hash)
+
+    def use_code(self, code_hash: str, at: datetime) -> bool:
+        found = self.codes.get(code_hash)
+        if found is None or found.used_at is not None:
+            return False
+        self.codes[code_hash] = replace(found, used_at=at)
+        return True
+
+
+class FakeDocumentKeys:
+    """The sealed parts of documents, as key rotation sees them: each content's wrapped data
+    key (by document id) and each sealed free text."""
+
+    def __init__(self) -> None:
+        self.contents: dict[str, SealedParts] = {}
+        self.texts: dict[str, SealedParts] = {}
+
+    def kek_usage(self) -> dict[str, int]:
+        usage: dict[str, int] = {}
+        for sealed in [*self.contents.values(), *self.texts.values()]:
+            usage[sealed.kek_id] = usage.get(sealed.kek_id, 0) + 1
+        return usage
+
+    @staticmethod
+    def _not_under(rows: dict[str, SealedParts], kek_id: str, after: str,
+                   limit: int) -> list[tuple[str, SealedParts]]:
+        found = sorted((i, p) for i, p in rows.items() if p.kek_id != kek_id and i > after)
+        return found[:limit]
+
+    def contents_not_under(self, kek_id: str, *, after: str,
+                           limit: int) -> list[tuple[str, SealedParts]]:
+        return [(i, SealedParts(p.kek_id, p.wrapped_key, b"", b""))
+                for i, p in self._not_under(self.contents, kek_id, after, limit)]
+
+    def texts_not_under(self, kek_id: str, *, after: str,
+                        limit: int) -> list[tuple[str, SealedParts]]:
+        return self._not_under(self.texts, kek_id, after, limit)
+
+    def set_content_key(self, document_id: str, old_kek: str, kek_id: str,
+                        wrapped: bytes) -> bool:
+        found = self.contents.get(document_id)
+        if found is None or found.kek_id != old_kek:
+            return False
+        self.contents[document_id] = replace(found, kek_id=kek_id, wrapped_key=wrapped)
+        return True
+
+    def set_text(self, document_id: str, old_kek: str, sealed: SealedParts) -> bool:
+        found = self.texts.get(document_id)
+        if found is None or found.kek_id != old_kek:
+            return False
+        self.texts[document_id] = sealed
+        return True
+
+
+class FakeAlertStore:
+    """The security officer's alerts and the detector's cursors (`AlertStore`), in memory."""
+
+    WORKFLOW = frozenset({"status", "verdict", "assignee", "acknowledged_by", "closed_by",
+                          "note", "patient_notified_at"})
+
+    def __init__(self) -> None:
+        self.rows: dict[str, StoredAlert] = {}
+        self.cursors: dict[str, int] = {}
+
+    def raise_or_extend(self, alert: StoredAlert) -> StoredAlert:
+        old = next((a for a in self.rows.values() if a.group_key == alert.group_key), None)
+        if old is None:
+            self.rows[alert.id] = replace(alert, verdict=None, version=1)
+            return self.rows[alert.id]
+        evidence = sorted(set(old.evidence) | set(alert.evidence))
+        if len(evidence) > MAX_EVIDENCE:
+            evidence = evidence[:MAX_EVIDENCE // 2] + evidence[-(MAX_EVIDENCE // 2):]
+        self.rows[old.id] = replace(
+            old, severity=max(old.severity, alert.severity),
+            explanation=alert.explanation if alert.severity > old.severity else old.explanation,
+            evidence=tuple(evidence), updated_at=alert.updated_at, version=old.version + 1)
+        return self.rows[old.id]
+
+    def get(self, alert_id: str) -> StoredAlert | None:
+        return self.rows.get(alert_id)
+
+    def search(self, *, status: tuple[str, ...] = (), kind: tuple[str, ...] = (),
+               offset: int = 0, count: int = 50) -> tuple[int, list[StoredAlert]]:
+        found = [a for a in self.rows.values()
+                 if (not status or a.status in status) and (not kind or a.kind in kind)]
+        found.sort(key=lambda a: a.id)
+        found.sort(key=lambda a: (a.severity, a.raised_at), reverse=True)
+        return len(found), found[offset:offset + count]
+
+    def closed_verdicts(self) -> list[tuple[str, str, str]]:
+        closed = sorted((a for a in self.rows.values()
+                         if a.status == "closed" and a.verdict is not None),
+                        key=lambda a: (a.updated_at, a.id))
+        return [(a.professional, a.kind, str(a.verdict)) for a in closed]
+
+    def change(self, alert_id: str, version: int, now: datetime,
+               **values: str | datetime | None) -> bool:
+        if not set(values) <= self.WORKFLOW:
+            raise ValueError(f"not a workflow field: {sorted(set(values) - self.WORKFLOW)}")
+        found = self.rows.get(alert_id)
+        if found is None or found.version != version:
+            return False
+        self.rows[alert_id] = replace(found, **values, updated_at=now,  # type: ignore[arg-type]
+                                      version=version + 1)
+        return True
+
+    def cursor(self, stream: str) -> int:
+        return self.cursors.get(stream, 0)
+
+    def move_cursor(self, stream: str, position: int) -> None:
+        self.cursors[stream] = position
+
+
+class FakePrescriptionStore:
+    """Tasks by id: each change of status applies only from the statuses it names (and with
+    the secret, for the pharmacy's steps), as the real store's conditional UPDATE does."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, StoredTask] = {}
+        self.failures: list[tuple[str, datetime]] = []
+        self.touched_patients: list[str] = []
+
+    def touch(self, patient_id: str | None) -> None:
+        if patient_id is not None and patient_id not in self.touched_patients:
+            self.touched_patients.append(patient_id)
+
+    def add(self, task: StoredTask) -> None:
+        if task.id in self.tasks or any(t.number == task.number for t in self.tasks.values()):
+            raise KeyError("a task and its number are stored once")
+        self.tasks[task.id] = task
+        self.touch(task.patient_id)
+
+    def get(self, task_id: str) -> StoredTask | None:
+        return self.tasks.get(task_id)
+
+    def _change(self, task_id: str, statuses: Any, now: datetime, *,
+                holding: str | None = None, valid_at: datetime | None = None,
+                **values: Any) -> bool:
+        found = self.tasks.get(task_id)
+        if found is None or found.status not in set(statuses):
+            return False
+        if holding is not None and found.secret_hash != holding:
+            return False
+        if valid_at is not None and not (found.expires_at is not None
+                                         and found.expires_at > valid_at):
+            return False
+        if valid_at is not None and found.valid_from is not None and found.valid_from > valid_at:
+            return False
+        self.tasks[task_id] = replace(found, version=found.version + 1, updated_at=now, **values)
+        return True
+
+    def activate(self, task_id: str, patient_id: str, signed_prescription: str,
+                 expires_at: datetime, now: datetime, valid_from: datetime | None = None) -> bool:
+        changed = self._change(task_id, ("draft",), now, status="ready", patient_id=patient_id,
+                               signed_prescription=signed_prescription, expires_at=expires_at,
+                               valid_from=valid_from)
+        if changed:
+            self.touch(patient_id)
+        return changed
+
+    def accept(self, task_id: str, secret_hash: str, pharmacist_id: str,
+               pharmacy_id: str | None, now: datetime) -> bool:
+        return self._change(task_id, ("ready",), now, valid_at=now, status="in-progress",
+                            secret_hash=secret_hash, pharmacist_id=pharmacist_id,
+                            pharmacy_id=pharmacy_id)
+
+    def reject(self, task_id: str, secret_hash: str, now: datetime) -> bool:
+        return self._change(task_id, ("in-progress",), now, holding=secret_hash,
+                            status="ready", secret_hash=None, pharmacist_id=None,
+                            pharmacy_id=None)
+
+    def close(self, task_id: str, secret_hash: str, dispense: str, receipt: str,
+              now: datetime) -> bool:
+        return self._change(task_id, ("in-progress",), now, holding=secret_hash,
+                            status="completed", dispense=dispense, receipt=receipt)
+
+    def cancel(self, task_id: str, statuses: Any, now: datetime,
+               secret_hash: str | None = None) -> bool:
+        return self._change(task_id, statuses, now, holding=secret_hash, status="cancelled")
+
+    def set_receipt(self, task_id: str, receipt: str) -> None:
+        if task_id in self.tasks:
+            self.tasks[task_id] = replace(self.tasks[task_id], receipt=receipt)
+
+    def of_patient(self, patient_id: str, since: datetime | None, offset: int,
+                   count: int) -> tuple[int, list[StoredTask]]:
+        return self.find(patient_id=patient_id, since=since, offset=offset, count=count)
+
+    def find(self, *, patient_id: str | None = None, prescriber_id: str | None = None,
+             pharmacy_id: str | None = None, dispensed: bool = False,
+             since: datetime | None = None, offset: int = 0,
+             count: int = 20) -> tuple[int, list[StoredTask]]:
+        def when(task: StoredTask) -> datetime:
+            return task.updated_at if dispensed else task.created_at
+
+        found = [
+            t for t in self.tasks.values()
+            if t.patient_id is not None
+            and patient_id in (None, t.patient_id)
+            and prescriber_id in (None, t.prescriber_id)
+            and pharmacy_id in (None, t.pharmacy_id)
+            and (not dispensed or t.status == "completed")
+            and (since is None or when(t) >= since)
+        ]
+        # Newest first, then by id: the real store's ORDER BY.
+        found.sort(key=lambda t: t.id)
+        found.sort(key=when, reverse=True)
+        return len(found), found[offset:offset + count]
+
+    def note_failure(self, who: str, now: datetime) -> None:
+        self.failures.append((who, now))
+
+    def failures_since(self, who: str, since: datetime) -> int:
+        return sum(1 for w, at in self.failures if w == who and at > since)
+
+
+@dataclass(frozen=True)
+class FakeNotification:
+    patient_id: str
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class FakeAuditStore:
+    """Where a unit test's audit port appends the records a service gives it, in order."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+
+class FakeRecords:
+    """The patients' notifications (the outbox the mail chore reads), in order."""
+
+    def __init__(self) -> None:
+        self.notifications: list[FakeNotification] = []
+
+    def notify(self, patient_id: str, kind: str, payload: dict[str, Any], now: datetime,
+               account_id: str | None = None) -> str:
+        self.notifications.append(FakeNotification(patient_id, kind, payload, now))
+        return f"notification-{len(self.notifications)}"
+
 
 class FakeUnitOfWork:
     """Stands where `UnitOfWork` does; ``commits`` counts the commits, for the tests."""
 
-    _STORES = ("directory", "authorities", "presence_codes", "sessions")
+    _STORES = ("directory", "authorities", "presence_codes", "sessions", "invitations", "apps",
+                "documents", "prescriptions", "records", "audit", "alerts", "passkeys")
 
     def __init__(self) -> None:
         self.directory = FakeDirectory()
         self.authorities = FakeAuthorityStore()
         self.presence_codes = FakePresenceCodeStore()
         self.sessions = FakeSessionStore()
+        self.passkeys = FakePasskeyStore()
+        self.invitations = FakeInvitationStore()
+        self.apps = FakeAppStore()
+        self.documents = FakeDocumentKeys()
+        self.alerts = FakeAlertStore()
+        self.prescriptions = FakePrescriptionStore()
+        self.records = FakeRecords()
+        self.audit = FakeAuditStore()
         self.commits = 0
         self._committed = self._snapshot()
 

@@ -163,7 +163,8 @@ class World:
             svc.merge_patients(uow, self.platform.directory, source, survivor)
         return source, survivor
 
-    def new_practitioner(self, *, register: bool = True) -> dict[str, Any]:
+    def new_practitioner(self, *, register: bool = True,
+                         profession: str = "physician") -> dict[str, Any]:
         n = self.next()
         resource = new_practitioner(
             self.platform.directory.systems,
@@ -176,7 +177,7 @@ class World:
         ctx = self.platform.directory
         with self.platform.unit_of_work() as uow:
             (stored, _), = svc.register_professionals(
-                uow, ctx, [svc.NewProfessional(resource, "physician", None, None)])
+                uow, ctx, [svc.NewProfessional(resource, profession, None, None)])
         return stored.resource
 
     def publish(self, name: str, *, held: bool = False) -> str:
@@ -231,6 +232,7 @@ def build_world(platform: Platform, http: TestClient) -> World:
     registry = organization("ORG-MX-REG", "Matrix Provider Registry")
     admission = organization("ORG-MX-ADM", "Matrix Admissions")
     group = organization("ORG-MX-GRP", "Matrix Group Practice")
+    pharmacy = organization("ORG-MX-PHA", "Matrix Pharmacy")  # the pharmacist dispenses there
     authorize(platform, ids_org, Authority.IDENTITY_SOURCE)
     authorize(platform, registry, Authority.PROVIDER_REGISTRY)
     authorize(platform, admission, Authority.ADMISSION_SYSTEM)
@@ -246,7 +248,7 @@ def build_world(platform: Platform, http: TestClient) -> World:
         ("referring", "HP-MX-REFERRING", "physician", "general-practice", None),
         ("emergency", "HP-MX-ER", "physician", "emergency-medicine", None),
         ("assistant", "HP-MX-ASSISTANT", "medical-assistant", None, None),
-        ("pharmacist", "HP-MX-PHARMA", "pharmacist", None, None),
+        ("pharmacist", "HP-MX-PHARMA", "pharmacist", None, pharmacy),
         ("stranger", "HP-MX-STRANGER", "physician", "cardiology", None),
         ("organization-grant", "HP-MX-GROUP", "physician", "general-practice", group),
         ("identity-clerk", "HP-MX-IDS", "physician", None, ids_org),
@@ -357,7 +359,7 @@ def build_world(platform: Platform, http: TestClient) -> World:
     operator("operator", kind="operator", scope="system/*.cruds")
     operator("registrar", registrar=True, kind="registrar", scope=REGISTRAR_SCOPE)
     operator("security-officer", officer=True, kind="security-officer",
-             scope="system/AuditEvent.rs system/Patient.r")
+             scope="system/AuditEvent.rs system/Patient.r system/DetectedIssue.rus")
     normal_mint = callers["normal-grant"].mint
     callers["anonymous"] = Caller("anonymous", lambda: None, "none")
     callers["bad-signature"] = Caller("bad-signature", lambda: tampered(normal_mint() or ""),

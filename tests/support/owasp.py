@@ -55,8 +55,11 @@ TITLE_SECRET = "Title-SECRET-of-A-5531"  # the sealed title of A's secret docume
 # to make the attack, throttling state, sessions).
 NOT_DATA = frozenset({
     "audit_entry", "audit_node", "audit_log_state", "audit_tree_head", "audit_export_cursor",
+    "audit_chain_head",  # the per-patient chain's head moves with every audited refusal
     "oauth_assertion", "oauth_token", "oauth_code", "oauth_client",
     "login_attempt_state", "portal_session",
+    # The anomaly detector's place in the log, and the alerts an attack may rightly raise.
+    "anomaly_cursor", "access_alert",
 })
 
 

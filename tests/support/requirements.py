@@ -61,7 +61,9 @@ def missing(requirement: Requirement, problem: str) -> NoReturn:
         if under_ci()
         else pytest.skip.Exception(reason)
     )
-    stop.missing_requirement = (requirement, problem, under_ci())  # type: ignore[union-attr]
+    # Plain strings only: under pytest-xdist the report crosses a process boundary.
+    stop.missing_requirement = (  # type: ignore[union-attr]
+        requirement.name, requirement.package, requirement.hint, problem, under_ci())
     raise stop from None  # whatever was being handled is in ``problem``
 
 
@@ -156,6 +158,14 @@ PLAYWRIGHT = Requirement(
     hint=".venv/bin/pip install -e '.[test]'",
 )
 OPENSSL_TS = Requirement("openssl", "openssl", _find_openssl_ts)
+DOVECOT_IMAPD = Requirement(
+    "Dovecot's IMAP server",
+    "dovecot-imapd",
+    lambda: _missing_paths(
+        ("dovecot", shutil.which("dovecot") is not None or Path("/usr/sbin/dovecot").exists()),
+        ("imap", Path("/usr/lib/dovecot/imap").exists()),
+    ),
+)
 
 
 def find_nginx() -> str | None:
@@ -186,7 +196,7 @@ def pytest_runtest_makereport(
     return report
 
 
-Stopped = dict[Requirement, tuple[str, dict[str, int], bool]]
+Stopped = dict[tuple[str, str | None, str | None], tuple[str, dict[str, int], bool]]
 
 
 def _stopped(reports: Iterable[pytest.TestReport]) -> Stopped:
@@ -197,8 +207,8 @@ def _stopped(reports: Iterable[pytest.TestReport]) -> Stopped:
         for name, value in getattr(report, "user_properties", ()):
             if name != PROPERTY:
                 continue
-            requirement, problem, failed = value
-            _, files, _ = found.setdefault(requirement, (problem, {}, failed))
+            name_, package, hint, problem, failed = value
+            _, files, _ = found.setdefault((name_, package, hint), (problem, {}, failed))
             path = report.nodeid.split("::", 1)[0]
             files[path] = files.get(path, 0) + 1
     return found
@@ -219,12 +229,12 @@ def summary_lines(reports: Iterable[pytest.TestReport]) -> list[str]:
     tests = sum(sum(files.values()) for _, files, _ in stopped.values())
     verb = "failed (CI=true: they are required)" if failed else "were skipped"
     lines = [f"{tests} tests {verb}: this machine lacks what their suites need."]
-    for requirement, (problem, files, _) in sorted(stopped.items(), key=lambda i: i[0].name):
-        lines.append(f"  {requirement.name}: {problem}")
+    for (name, _, hint), (problem, files, _) in sorted(stopped.items(), key=lambda i: i[0][0]):
+        lines.append(f"  {name}: {problem}")
         lines.append(f"      {_files(files)}")
-        if requirement.hint:
-            lines.append(f"      {requirement.hint}")
-    packages = sorted({r.package for r in stopped if r.package})
+        if hint:
+            lines.append(f"      {hint}")
+    packages = sorted({package for _, package, _ in stopped if package})
     if packages:
         lines.append("To run them all: sudo apt-get install " + " ".join(packages))
     if not failed:

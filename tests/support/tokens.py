@@ -120,7 +120,8 @@ def patient_headers(platform: Platform, patient_id: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def officer_headers(platform: Platform) -> dict[str, str]:
+def officer_headers(platform: Platform,
+                    scope: str = "system/AuditEvent.rs system/Patient.r") -> dict[str, str]:
     """A security officer's token (an operator account with the role, TOTP confirmed)."""
     import urllib.parse
     from datetime import timedelta
@@ -136,5 +137,5 @@ def officer_headers(platform: Platform) -> dict[str, str]:
     platform.accounts.confirm_totp(enrolment.account_id, pyotp.TOTP(secret).at(earlier),
                                    now=earlier)
     token = account_token(platform, enrolment.account_id, None, kind="security-officer",
-                          scope="system/AuditEvent.rs system/Patient.r")
+                          scope=scope)
     return {"Authorization": f"Bearer {token}"}

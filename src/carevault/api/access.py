@@ -26,6 +26,7 @@ from carevault.api.fhir.door import (
     Target,
     UnknownPatient,
 )
+from carevault.domain.access_basis import basis_detail
 from carevault.domain.authorization import (
     Action,
     Authority,
@@ -37,6 +38,9 @@ from carevault.domain.authorization import (
     SubjectKind,
     decide_audit_trail,
     decide_directory,
+    decide_dispensing,
+    decide_prescribing,
+    refused_identity,
 )
 from carevault.domain.errors import InvalidInput, NotAuthenticated, RateLimited
 from carevault.domain.scopes import permits
@@ -136,6 +140,7 @@ class TokenGate:
         self.tokens = tokens
         self.policy = policy
         self.care_proofs = settings.care_event_proofs
+        self.dispensing_professions = frozenset(settings.dispensing_professions)
 
     def admit(self, request: FhirRequest, need_of: NeedOf) -> Admission:
         if request.interaction is Interaction.CAPABILITIES:
@@ -152,22 +157,27 @@ class TokenGate:
         with self.units() as uow:
             caller = authenticate(uow, self.tokens, token.strip())
             scoped = self.scoped(caller, request)
-            subject = subject_of(uow, caller, identity_valid=scoped)
+            subject = subject_of(
+                uow, caller, identity_valid=scoped, now=now, mandator_id=_mandator(request)
+            )
             # Rules 1 and the operator rule need nothing of the request: refuse before any
             # lookup, so that an operator learns nothing, not even whether an id exists.
-            early = self.policy.decide(subject, Action.READ, None, None, now)
+            # (Rule 1 alone: the decision below is the request's one engine decision.)
+            early = refused_identity(subject, operators=subject.kind is SubjectKind.OPERATOR)
             powers = NO_POWERS
             detail: dict[str, str] = {}
-            if early.rule == "identity" or (
-                early.rule == "operator" and subject.kind is SubjectKind.OPERATOR
-            ):
+            if early is not None:
                 decision, record, loaded, told = early, None, None, None
             else:
                 need = _need(request, need_of, uow, subject)
                 subject, powers = self._with_powers(uow, subject, caller, need)
                 decision, record = self._decide(uow, subject, need, caller, now)
                 loaded, told = need.loaded, need.refusal
-                detail = _change_detail(need, subject)
+                detail = {
+                    **_change_detail(need, subject),
+                    # Why the access was allowed, as the facts stood when it was decided.
+                    **basis_detail(decision, subject, record, now),
+                }
         admission = Admission(
             rule=decision.explain(),
             who=caller.fhir_user,
@@ -177,13 +187,11 @@ class TokenGate:
             subject=subject,
             decision=decision,
             record=record,
-            on_behalf_of=f"Patient/{record.patient_id}"
-            if record is not None and subject.kind is SubjectKind.REPRESENTATIVE
-            else None,
+            on_behalf_of=_on_behalf_of(subject, record),
             purpose_of_use=next(
                 (o.purpose_of_use for o in decision.obligations if o.kind == "audit"), None
             ),
-            loaded=loaded,
+            document=loaded,
             identity_domain=powers.identity_domain,
             detail=detail,
         )
@@ -247,6 +255,10 @@ class TokenGate:
         target, action = need.target, need.action
         if target is Target.DIRECTORY:
             return decide_directory(subject, action, need.area), None
+        if target is Target.PRESCRIBING:
+            return decide_prescribing(subject, self.policy.matrix, need.owner), None
+        if target is Target.DISPENSING:
+            return decide_dispensing(subject, self.dispensing_professions, need.owner), None
         if target is Target.DEMOGRAPHICS and not personal:
             return decide_directory(subject, action, DirectoryArea.IDENTITIES), None
         if target is Target.AUDIT_TRAIL and (
@@ -284,8 +296,9 @@ class TokenGate:
                     subject=subject,
                 ),
             )
-        record = self.policy.facts(uow, patient_id, now)
-        return self.policy.decide(subject, action, record, need.document, now), record
+        record = self.policy.facts(uow, patient_id, now, opening=need.opening)
+        document = need.loaded.facts if need.loaded is not None else need.document
+        return self.policy.decide(subject, action, record, document, now), record
 
 
 # The record a patient's or representative's request names when it names it by a number
@@ -329,7 +342,40 @@ _OPERATOR_KINDS = {
 }
 
 
-def subject_of(uow: UnitOfWork, caller: Caller, *, identity_valid: bool = True) -> Subject:
+# An assistant mandated by several practitioners names the one they act for on each request.
+ON_BEHALF_OF_HEADER = "x-on-behalf-of"
+
+
+def _mandator(request: FhirRequest) -> str | None:
+    value = request.headers.get(ON_BEHALF_OF_HEADER)
+    if value is None:
+        return None
+    mandator = value.strip().removeprefix("Practitioner/")
+    if not mandator or "/" in mandator or len(mandator) > 64:
+        raise InvalidInput(
+            "X-On-Behalf-Of names one practitioner: Practitioner/<id>", expression="X-On-Behalf-Of"
+        )
+    return mandator
+
+
+def _on_behalf_of(subject: Subject, record: RecordFacts | None) -> str | None:
+    """Whom the audit entry says the caller acted for: the patient, for a representative; the
+    mandating practitioner, for an assistant (the entry names the assistant as the agent)."""
+    if subject.kind is SubjectKind.REPRESENTATIVE and record is not None:
+        return f"Patient/{record.patient_id}"
+    if subject.kind is SubjectKind.ASSISTANT and subject.mandator is not None:
+        return f"Practitioner/{subject.mandator.id}"
+    return None
+
+
+def subject_of(
+    uow: UnitOfWork,
+    caller: Caller,
+    *,
+    identity_valid: bool = True,
+    now: datetime | None = None,
+    mandator_id: str | None = None,
+) -> Subject:
     """The engine's subject for an authenticated caller."""
     if caller.role is not None:
         kind = _OPERATOR_KINDS.get(caller.role, SubjectKind.OPERATOR)
@@ -343,6 +389,10 @@ def subject_of(uow: UnitOfWork, caller: Caller, *, identity_valid: bool = True) 
         caller.organization.removeprefix("Organization/") if caller.organization else None
     )
     subject = practitioner_subject(
-        uow, caller.fhir_user.removeprefix("Practitioner/"), organization
+        uow,
+        caller.fhir_user.removeprefix("Practitioner/"),
+        organization,
+        now=now,
+        mandator_id=mandator_id,
     )
     return replace(subject, identity_valid=identity_valid)

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from anyio import to_thread
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -29,23 +27,42 @@ from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carevault import __version__
-from carevault.adapters.storage.lease import Lease, try_chores_lease
-from carevault.adapters.syslog.relp_sender import RelpSender
-from carevault.adapters.syslog.tls_sender import TlsSyslogSender
-from carevault.adapters.timestamping import HttpTimeStampAuthority
+from carevault.api.access import is_loopback
 from carevault.api.audit_routes import SecurityOfficer, audit_router
+from carevault.api.errors import ErrorStyle, error_response
 from carevault.api.fhir.door import (
     BEARER_IN_URL,
     FORM,
+    REDACTED,
+    SECRET_PARAMETERS,
     FhirDoor,
     FhirResponse,
     carries_url_token,
     without_url_token,
 )
+from carevault.api.fhir.formats import (
+    FHIR_XML,
+    XML_TYPES,
+    Preference,
+    json_to_xml,
+    media_type,
+    negotiate,
+    preferred_body,
+    xml_to_json,
+)
 from carevault.api.fhir.outcome import from_error
+from carevault.api.instruments import Instruments, RequestInstruments
+from carevault.api.instruments_routes import instruments_router, metrics_credential_check
 from carevault.api.openapi import answer, html, openapi_document, redirect
+from carevault.api.route_door import (
+    FHIR_DOOR,
+    PUBLIC,
+    Caller,
+    RouteDoor,
+    UndeclaredRoute,
+    access,
+)
 from carevault.api.transport import TransportIdentity, client_certificate
-from carevault.domain.audit import STREAMS
 from carevault.domain.errors import (
     CareVaultError,
     InvalidInput,
@@ -53,9 +70,8 @@ from carevault.domain.errors import (
     NotFound,
     TooLarge,
 )
-from carevault.services.atna_export import start_exporters
 from carevault.services.audit_log import AuditLog
-from carevault.settings import ConfigurationError, Settings
+from carevault.settings import Settings
 
 FHIR_JSON = "application/fhir+json"
 HEALTH = {
@@ -124,6 +140,25 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+# Where the door finds the query's parameters when the query string had to be redacted.
+QUERY_KEPT = "carevault.query"
+
+
+def _codes_kept(scope: Scope, query: bytes) -> bytes:
+    """An e-prescription's access code or secret (``$accept?ac=…``, the E-Rezept API's own
+    shape) reaches the door from ``scope[QUERY_KEPT]``; the query string everything else
+    reads (the server's access log) holds ``redacted`` instead."""
+    params = tuple(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+    if not any(name in SECRET_PARAMETERS for name, _ in params):
+        return query
+    scope[QUERY_KEPT] = params
+    redacted = tuple(
+        (name, REDACTED if name in SECRET_PARAMETERS else value) for name, value in params
+    )
+    scope["query_string"] = urlencode(redacted).encode("latin-1")
+    return bytes(scope["query_string"])
+
+
 class TokensNotInUrls:
     """Refuses an access token in the query string (RFC 6750 §2.3), and keeps it out of every
     record: its value is replaced in the request's ``scope`` before anything reads it, the
@@ -137,6 +172,8 @@ class TokensNotInUrls:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         query: bytes = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if query and (b"ac=" in query or b"secret=" in query or b"%" in query):
+            query = _codes_kept(scope, query)
         # The parameter's name is written out, or percent-encoded: anything else is skipped
         # without parsing.
         if not query or (b"%" not in query and b"access_token" not in query.lower()):
@@ -151,10 +188,7 @@ class TokensNotInUrls:
         if path == "/fhir" or path.startswith("/fhir/"):
             await self.app(scope, receive, send)
             return
-        status, outcome, headers = from_error(NotAuthenticated(BEARER_IN_URL))
-        refusal = JSONResponse(
-            outcome, status_code=status, headers=headers, media_type=f"{FHIR_JSON}; charset=utf-8"
-        )
+        refusal = error_response(NotAuthenticated(BEARER_IN_URL), ErrorStyle.FHIR)
         await refusal(scope, receive, send)
 
 
@@ -188,7 +222,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def render(response: FhirResponse) -> Response:
+def render(
+    response: FhirResponse,
+    fmt: str = "json",
+    preference: Preference | None = None,
+    method: str = "",
+) -> Response:
+    """The door's answer on the wire: the negotiated format (`formats.negotiate`), and for a
+    write what ``Prefer: return=…`` asked for."""
+    if response.raw is None and (fmt == "xml" or preference is not None):
+        body = preferred_body(method, response.status, response.body, preference or Preference())
+        xml = json_to_xml(body) if fmt == "xml" and body is not None else None
+        if xml is not None or body is None:
+            return Response(
+                xml or b"",
+                status_code=response.status,
+                headers={**response.headers, "Cache-Control": "no-store"},
+                media_type=f"{FHIR_XML if fmt == 'xml' else FHIR_JSON}; charset=utf-8",
+            )
+        response = replace(response, body=body)
     if response.raw is not None:
         return Response(
             response.raw,
@@ -196,12 +248,10 @@ def render(response: FhirResponse) -> Response:
             headers={**response.headers, "Cache-Control": "no-store"},
             media_type=response.media_type or "application/octet-stream",
         )
-    content = (
-        b""
-        if response.body is None
-        else json.dumps(response.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    )
     headers = {**response.headers, "Cache-Control": "no-store"}
+    if response.body is None:  # 204 No Content ($reject, $abort): no body, no media type
+        return Response(status_code=response.status, headers=headers)
+    content = json.dumps(response.body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return Response(
         content,
         status_code=response.status,
@@ -210,116 +260,25 @@ def render(response: FhirResponse) -> Response:
     )
 
 
-TREE_HEAD_INTERVAL_SECONDS = 1.0
-HOUSEKEEPING_SECONDS = 30.0
-
-
 @contextlib.asynccontextmanager
 async def _lifespan_with(
-    log: AuditLog, settings: Settings, housekeeping: Sequence[Callable[[], object]] = ()
+    log: AuditLog, settings: Settings, chores: Callable[[threading.Event], None] | None = None
 ) -> AsyncIterator[None]:
-    """Size the request thread pool; run the chores in the one process that holds the chores
-    lease; flush the log on shutdown."""
+    """Size the request thread pool; run the chores (`carevault.services.chores`, wired by
+    bootstrap) in a thread of their own; flush the log on shutdown."""
     to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
     stop = threading.Event()
-    chores = threading.Thread(
-        target=_chores, args=(log, settings, housekeeping, stop), name="chores", daemon=True
-    )
-    chores.start()
+    thread = None
+    if chores is not None:
+        thread = threading.Thread(target=chores, args=(stop,), name="chores", daemon=True)
+        thread.start()
     try:
         yield
     finally:
         stop.set()
-        chores.join(timeout=10)
+        if thread is not None:
+            thread.join(timeout=10)
         log.close()
-
-
-def _chores(
-    log: AuditLog,
-    settings: Settings,
-    housekeeping: Sequence[Callable[[], object]],
-    stop: threading.Event,
-) -> None:
-    """While this process holds the chores lease (see ``adapters.storage.lease``): publish
-    signed tree heads every second, have one time-stamped by the configured TSA every
-    ``tsa_interval_seconds``, run the ``housekeeping`` tasks (releasing held documents…)
-    every ``HOUSEKEEPING_SECONDS``, and export to the ATNA repository. A process that does
-    not hold it asks again every second, so the chores move on when their holder ends."""
-    authority = HttpTimeStampAuthority(settings.tsa_url) if settings.tsa_url else None
-    audit_logger = logging.getLogger("carevault.audit")
-    lease: Lease | None = None
-    leading = threading.Event()  # set: the exporters of the lease stop
-    exporters: list[threading.Thread] = []
-    next_stamp = next_chores = 0.0
-    try:
-        while not stop.wait(TREE_HEAD_INTERVAL_SECONDS):
-            if lease is not None and not lease.alive():
-                audit_logger.warning("the chores lease was lost; chores paused")
-                leading.set()
-                for thread in exporters:
-                    thread.join(timeout=5)
-                lease.release()
-                lease = None
-            if lease is None:
-                try:
-                    lease = try_chores_lease(log.engine)
-                except Exception:  # asked again at the next tick; the chores must not die
-                    audit_logger.exception("the chores lease could not be asked for")
-                if lease is None:
-                    continue
-                leading = threading.Event()
-                exporters = _start_atna_export(log, settings, leading)
-            if time.monotonic() >= next_chores:
-                next_chores = time.monotonic() + HOUSEKEEPING_SECONDS
-                for chore in housekeeping:
-                    try:
-                        chore()
-                    except Exception:  # retried at the next round
-                        audit_logger.exception("housekeeping failed")
-            for stream in STREAMS:
-                try:
-                    log.sign_tree_head(stream)
-                except Exception:  # the next tick retries; a failure must not stop serving
-                    audit_logger.exception("tree head not signed")
-            if authority is not None and time.monotonic() >= next_stamp:
-                next_stamp = time.monotonic() + settings.tsa_interval_seconds
-                for stream in STREAMS:
-                    try:
-                        log.stamp_latest_tree_head(stream, authority)
-                    except Exception as error:
-                        audit_logger.warning("tree head not time-stamped: %s", error)
-    finally:
-        leading.set()
-        for thread in exporters:
-            thread.join(timeout=5)
-        if lease is not None:
-            lease.release()
-
-
-def _start_atna_export(
-    log: AuditLog, settings: Settings, stop: threading.Event
-) -> list[threading.Thread]:
-    """Forward both audit streams to the configured ATNA repository, if there is one."""
-    if not settings.atna_host:
-        return []
-    if settings.atna_ca_file is None:
-        raise ConfigurationError("CAREVAULT_ATNA_CA_FILE is needed to trust the ATNA repository")
-    transport = RelpSender if settings.atna_transport == "relp" else TlsSyslogSender
-    sender = transport.from_files(
-        settings.atna_host,
-        settings.atna_port,
-        str(settings.atna_ca_file),
-        str(settings.atna_cert_file) if settings.atna_cert_file else None,
-        str(settings.atna_key_file) if settings.atna_key_file else None,
-        server_name=settings.atna_server_name,
-    )
-    return start_exporters(
-        log.engine,
-        sender,
-        destination=f"{settings.atna_host}:{settings.atna_port}",
-        hostname=socket.gethostname(),
-        stop=stop,
-    )
 
 
 def create_app(
@@ -328,16 +287,57 @@ def create_app(
     log: AuditLog,
     routers: Sequence[APIRouter] = (),
     security_officer: SecurityOfficer = lambda _token: None,
-    housekeeping: Sequence[Callable[[], object]] = (),
+    chores: Callable[[threading.Event], None] | None = None,
+    instruments: Instruments | None = None,
+    metrics_credential: bytes | None = None,
+    officer_session: Callable[[Request], str | None] = lambda _request: None,
 ) -> FastAPI:
+    """``instruments``: the metrics this app counts into and the readiness it reports
+    (`carevault.api.instruments`); ``metrics_credential``: what ``/metrics`` asks for;
+    ``officer_session``: the security officer a portal session cookie belongs to (the
+    officer's workspace pages, `carevault.web.officer_pages`)."""
+    instruments = instruments or Instruments()
+    instruments.fhir_types = frozenset(door.handlers)
+    instruments.fhir_operations = frozenset(
+        operation.name for handler in door.handlers.values() for operation in handler.operations
+    )
+
+    def officer(request: Request) -> Caller | None:
+        """The security officer a bearer token or a portal session belongs to; in ``dev`` only,
+        the developer's loopback too."""
+        client = request.client.host if request.client else ""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        who = security_officer(token.strip()) if scheme.lower() == "bearer" else None
+        if who is None and not scheme:
+            who = officer_session(request)
+        if who is not None:
+            return Caller(who, "security-officer")
+        if settings.environment == "dev" and is_loopback(client):
+            return Caller(None, "security-officer")
+        return None
+
+    route_door = RouteDoor(
+        log,
+        utc_now,
+        {
+            "security-officer": officer,
+            "metrics-credential": metrics_credential_check(metrics_credential),
+        },
+    )
+
     app = FastAPI(
         title="CareVault",
         version=__version__,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
-        lifespan=lambda _app: _lifespan_with(log, settings, housekeeping),
+        lifespan=lambda _app: _lifespan_with(log, settings, chores),
+        # Every route of every router passes the one door of non-FHIR routes
+        # (`carevault.api.route_door`); one that declares no access rule is refused.
+        dependencies=[Depends(route_door.check_declared)],
     )
+    app.state.route_door = route_door
+    app.add_exception_handler(UndeclaredRoute, route_door.refuse_undeclared)
     fhir_base = settings.public_url + "/fhir"
 
     @app.exception_handler(StarletteHTTPException)
@@ -349,6 +349,8 @@ def create_app(
         _status, outcome, _headers = from_error(NotFound("no FHIR interaction has this path"))
         return Response(json.dumps(outcome), error.status_code, media_type="application/fhir+json")
 
+    # Innermost: it reads the route Starlette's router matched (the metrics' route template).
+    app.add_middleware(RequestInstruments, instruments=instruments)
     app.add_middleware(TokensNotInUrls)
     app.add_middleware(SecurityHeaders, strict_transport=settings.environment != "dev")
     # Before anything reads the client's address or the transport's headers.
@@ -356,7 +358,8 @@ def create_app(
 
     async def fhir(request: Request) -> Response:
         path = str(request.path_params.get("path", ""))
-        params = tuple(request.query_params.multi_items())
+        kept = request.scope.get(QUERY_KEPT)
+        params = tuple(request.query_params.multi_items()) if kept is None else kept
         body, body_error = b"", None
         try:
             body = await read_body(request, settings.max_body_bytes)
@@ -380,32 +383,51 @@ def create_app(
         client = request.client.host if request.client else ""
         certificate = client_certificate(request)
         headers = {k.lower(): v for k, v in request.headers.items()}
-        response = await run_in_threadpool(
-            door.handle,
-            request.method,
-            path,
-            params=params,
-            body=body,
-            headers=headers,
-            client=client,
-            tls_client=certificate.serial if certificate else "",
-            base_url=fhir_base,
-            body_error=body_error,
-        )
-        return render(response)
+        fmt = negotiate(params, headers.get("accept", ""))
+        prefer = headers.get("prefer")
+        preference = Preference.of(prefer) if prefer else None
+
+        def exchange(body: bytes, body_error: CareVaultError | None) -> Response:
+            """XML in, the door, the answer out: one thread, off the event loop (the XML
+            mapping costs milliseconds)."""
+            if (
+                body_error is None
+                and body
+                and media_type(headers.get("content-type", "")) in XML_TYPES
+            ):
+                try:
+                    body = xml_to_json(body, max_depth=settings.max_json_depth)
+                    headers["content-type"] = FHIR_JSON
+                except CareVaultError as error:
+                    body_error = error
+            response = door.handle(
+                request.method,
+                path,
+                params=params,
+                body=body,
+                headers=headers,
+                client=client,
+                tls_client=certificate.serial if certificate else "",
+                base_url=fhir_base,
+                body_error=body_error,
+            )
+            return render(response, fmt, preference, request.method)
+
+        return await run_in_threadpool(exchange, body, body_error)
 
     # Plain Starlette routes: the door parses everything itself, so FastAPI's per-request
     # parameter resolution would be pure cost. Every method goes to the door, which answers
     # those it does not serve (TRACE, OPTIONS, …) with 405 and records them like any request.
-    door_endpoint = EveryMethod(fhir)
+    door_endpoint = access(FHIR_DOOR)(EveryMethod(fhir))
     for path in ("/fhir/{path:path}", "/fhir"):
         app.router.routes.append(Route(path, door_endpoint, include_in_schema=False))
     # Routes are matched in the order they are added: the FHIR API, by far the busiest, first.
-    app.include_router(audit_router(log, settings, utc_now, security_officer))
+    app.include_router(audit_router(log))
+    app.include_router(instruments_router(instruments))
     for router in routers:
         app.include_router(router)
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", access(PUBLIC)(StaticFiles(directory=STATIC)), name="static")
 
     @app.get(
         "/favicon.ico",
@@ -413,16 +435,19 @@ def create_app(
         status_code=308,
         responses={308: redirect("the icon is a static file")},
     )
+    @access(PUBLIC)
     async def favicon() -> Response:
         return Response(status_code=308, headers={"Location": "/static/favicon.svg"})
 
     @app.get("/health", responses={200: answer("the server answers", schema=HEALTH)})
+    @access(PUBLIC)
     async def health() -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
 
     document: dict[str, Any] = {}
 
     @app.get("/openapi.json", responses={200: answer("this document", schema={"type": "object"})})
+    @access(PUBLIC)
     async def openapi() -> JSONResponse:
         """This API's OpenAPI 3.1 description, generated from the routes and the FHIR door's
         registry (`carevault.api.openapi`); public, like the CapabilityStatement."""
@@ -431,6 +456,7 @@ def create_app(
         return JSONResponse(document)
 
     @app.get("/", response_class=HTMLResponse, responses={200: html("the home page")})
+    @access(PUBLIC)
     async def home(request: Request) -> HTMLResponse:
         return TEMPLATES.TemplateResponse(
             request,

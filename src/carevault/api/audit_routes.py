@@ -14,21 +14,16 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from carevault.api.access import is_loopback
+from carevault.api.errors import ErrorStyle, error_response
 from carevault.api.openapi import PLAIN_ERROR, bearer, merged, query
 from carevault.api.openapi import answer as documented
-from carevault.domain.audit import STREAMS, Agent, AuditRecord, rfc3339_ms
+from carevault.api.route_door import PUBLIC, SECURITY_OFFICER, Audited, access, admitted
+from carevault.domain.audit import STREAMS
+from carevault.domain.errors import CareVaultError, InvalidInput, NotFound, Unavailable
 from carevault.domain.merkle import ProofError
 from carevault.services.audit_log import AuditLog, AuditUnavailable
-from carevault.settings import Settings
 
 MAX_ENTRIES = 1000
-
-
-class BadAuditRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def b64(value: bytes) -> str:
@@ -38,17 +33,17 @@ def b64(value: bytes) -> str:
 def _int(request: Request, name: str, *, minimum: int = 0) -> int:
     value = request.query_params.get(name)
     if value is None or not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise BadAuditRequest(400, f"{name} must be a whole number")
+        raise InvalidInput(f"{name} must be a whole number")
     number = int(value)
     if number < minimum:
-        raise BadAuditRequest(400, f"{name} must be at least {minimum}")
+        raise InvalidInput(f"{name} must be at least {minimum}")
     return number
 
 
 def _stream(request: Request) -> str:
     stream = request.query_params.get("stream", "clinical")
     if stream not in STREAMS:
-        raise BadAuditRequest(400, f"stream must be one of {', '.join(STREAMS)}")
+        raise InvalidInput(f"stream must be one of {', '.join(STREAMS)}")
     return stream
 
 
@@ -92,27 +87,28 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 SecurityOfficer = Callable[[str], str | None]
 
 
-def audit_router(
-    log: AuditLog,
-    settings: Settings,
-    clock: Callable[[], Any],
-    security_officer: SecurityOfficer = lambda _token: None,
-) -> APIRouter:
-    """``security_officer(bearer token)`` names the security officer a token belongs to, or
-    None; the entries are served to them (and, in ``dev`` only, to the developer's loopback)."""
+ENTRIES_AUDITED = Audited(
+    "operator", "security", "R", "audit-entries", entity_type="AuditLog", query=True
+)
+
+
+def audit_router(log: AuditLog) -> APIRouter:
+    """The tree heads, proofs and keys are public; the entries are for the security officer
+    (the route door's `SECURITY_OFFICER` rule: in ``dev`` only, the developer's loopback too),
+    and every attempt on them is recorded in the operators' stream, refused or not."""
     router = APIRouter(prefix="/audit")
 
     def answer(produce: Callable[[], Any]) -> Response:
         try:
             return JSONResponse(produce(), headers={"Cache-Control": "no-store"})
-        except BadAuditRequest as error:
-            return JSONResponse({"error": str(error)}, status_code=error.status)
         except ProofError as error:
-            return JSONResponse({"error": str(error)}, status_code=400)
+            return error_response(InvalidInput(str(error)), ErrorStyle.PLAIN)
         except LookupError as error:
-            return JSONResponse({"error": str(error)}, status_code=404)
+            return error_response(NotFound(str(error)), ErrorStyle.PLAIN)
         except AuditUnavailable:
-            return JSONResponse({"error": "the audit log is unavailable"}, status_code=503)
+            return error_response(Unavailable("the audit log is unavailable"), ErrorStyle.PLAIN)
+        except CareVaultError as error:
+            return error_response(error, ErrorStyle.PLAIN)
 
     @router.get(
         "/public-key",
@@ -123,11 +119,12 @@ def audit_router(
         },
         openapi_extra=query(STREAM),
     )
+    @access(PUBLIC)
     def public_key(request: Request) -> Response:
         try:
             stream = _stream(request)
-        except BadAuditRequest as error:
-            return JSONResponse({"error": str(error)}, status_code=error.status)
+        except CareVaultError as error:
+            return error_response(error, ErrorStyle.PLAIN)
         return Response(log.public_key_pem(stream), media_type="application/x-pem-file")
 
     @router.get(
@@ -138,6 +135,7 @@ def audit_router(
         },
         openapi_extra=query(STREAM),
     )
+    @access(PUBLIC)
     def tree_head(request: Request) -> Response:
         def produce() -> dict[str, Any]:
             head = log.sign_tree_head(_stream(request))
@@ -158,6 +156,7 @@ def audit_router(
         },
         openapi_extra=query(number("tree_size"), STREAM),
     )
+    @access(PUBLIC)
     def tree_head_timestamp(request: Request) -> Response:
         def produce() -> dict[str, Any]:
             size = _int(request, "tree_size")
@@ -176,6 +175,7 @@ def audit_router(
         },
         openapi_extra=query(number("leaf_index"), number("tree_size"), STREAM),
     )
+    @access(PUBLIC)
     def inclusion(request: Request) -> Response:
         def produce() -> dict[str, Any]:
             index = _int(request, "leaf_index")
@@ -193,6 +193,7 @@ def audit_router(
         },
         openapi_extra=query(number("first"), number("second"), STREAM),
     )
+    @access(PUBLIC)
     def consistency(request: Request) -> Response:
         def produce() -> dict[str, Any]:
             first = _int(request, "first")
@@ -210,45 +211,21 @@ def audit_router(
         },
         openapi_extra=merged(query(number("start"), number("end"), STREAM), bearer()),
     )
+    @access(SECURITY_OFFICER, ENTRIES_AUDITED)
     def entries(request: Request) -> Response:
-        client = request.client.host if request.client else ""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        officer = security_officer(token.strip()) if scheme.lower() == "bearer" else None
-
-        def recorded(outcome: str, detail: str) -> None:
-            # Every attempt on the entries is recorded in the operators' stream, refused or not.
-            log.append(
-                [
-                    AuditRecord(
-                        stream="operator",
-                        recorded=rfc3339_ms(clock()),
-                        kind="security",
-                        action="R",
-                        interaction="audit-entries",
-                        outcome=outcome,
-                        agent=Agent(who=officer, role="security-officer", network=client or None),
-                        entity_type="AuditLog",
-                        query=str(request.query_params)[:500],
-                        detail={"result": detail},
-                    )
-                ]
-            )
+        admission = admitted(request)
 
         def produce() -> dict[str, Any]:
-            developer = settings.environment == "dev" and is_loopback(client)
-            if officer is None and not developer:
-                recorded("4", "refused: not the security officer")
-                raise BadAuditRequest(401, "the audit entries are for the security officer")
             try:
                 stream = _stream(request)
                 start = _int(request, "start")
                 end = _int(request, "end")
                 if end <= start or end - start > MAX_ENTRIES:
-                    raise BadAuditRequest(400, f"ask for 1 to {MAX_ENTRIES} entries (start < end)")
-            except BadAuditRequest as error:
-                recorded("4", str(error))
+                    raise InvalidInput(f"ask for 1 to {MAX_ENTRIES} entries (start < end)")
+            except CareVaultError as error:
+                admission.note("4", {"result": error.message})
                 raise
-            recorded("0", f"{stream} {start}..{end}")
+            admission.note("0", {"result": f"{stream} {start}..{end}"})
             rows = log.entries(stream, start, end)
             return {"entries": [{"leaf_index": i, "leaf_input": b64(data)} for i, data in rows]}
 

@@ -24,12 +24,15 @@ from typing import Self
 from sqlalchemy import Connection
 
 from carevault.api.fhir.door import (
+    REDACTED,
+    SECRET_PARAMETERS,
     AccessScope,
     Admission,
     FhirRequest,
     FhirResponse,
     Interaction,
 )
+from carevault.api.instruments import current_request_id
 from carevault.domain.audit import (
     ACTION_CREATE,
     ACTION_EXECUTE,
@@ -68,7 +71,10 @@ def _query(request: FhirRequest, names_only: bool) -> str | None:
         return None
     if names_only:
         return ",".join(sorted(request.param_names()))
-    return "&".join(f"{name}={value}" for name, value in request.params)
+    return "&".join(
+        f"{name}={REDACTED if name in SECRET_PARAMETERS else value}"
+        for name, value in request.params
+    )
 
 
 class AuditScope:
@@ -116,9 +122,17 @@ def before_commit(connection: Connection, patients: list[str]) -> None:
 class AuditTrail:
     """The door's recorder, writing to the Merkle-tree audit log."""
 
-    def __init__(self, log: AuditLog, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        log: AuditLog,
+        clock: Callable[[], datetime],
+        on_decision: Callable[[str], None] = lambda _outcome: None,
+    ) -> None:
+        """``on_decision(outcome)`` counts each request by the engine's outcome (permit, deny,
+        none: refused before a decision) for the metrics."""
         self.log = log
         self.clock = clock
+        self.on_decision = on_decision
 
     def begin(self, request: FhirRequest, admission: Admission | None) -> AuditScope:
         return AuditScope(self, request, admission)
@@ -130,6 +144,8 @@ class AuditTrail:
         admission: Admission | None,
         scope: AccessScope | None,
     ) -> None:
+        decision = admission.decision if admission is not None else None
+        self.on_decision("none" if decision is None else "permit" if decision.permit else "deny")
         if scope is not None and scope.recorded and response.status < 400:
             return
         records = self.records(request, response.status, admission, response.patients)
@@ -148,7 +164,7 @@ class AuditTrail:
         admission: Admission | None,
         patients: tuple[str, ...],
     ) -> list[AuditRecord]:
-        request_id = uuid.uuid4().hex
+        request_id = current_request_id() or uuid.uuid4().hex
         own = (
             request.resource_id
             if request.resource_type == "Patient" and request.resource_id

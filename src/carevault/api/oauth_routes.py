@@ -9,34 +9,22 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.access import TokenBucketLimiter
+from carevault.api.errors import NO_STORE, oauth_error
 from carevault.api.openapi import OAUTH_ERROR, answer, form
-from carevault.api.transport import client_certificate
-from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
+from carevault.api.route_door import PUBLIC, TOKEN_REQUEST, Audited, access, admitted
 from carevault.domain.errors import CareVaultError, InvalidInput, RateLimited
-from carevault.services.audit_log import AuditLog, AuditUnavailable
-from carevault.services.patient_apps import InvalidGrant, exchange_code
-from carevault.services.tokens import (
-    ASSERTION_TYPE,
-    InvalidClient,
-    TokenContext,
-    authenticate_client,
-    introspect,
-    issue_backend_token,
-    revoke,
-)
+from carevault.services.patient_apps import InvalidGrant
+from carevault.services.token_endpoint import TokenEndpoint
+from carevault.services.tokens import ASSERTION_TYPE, InvalidClient
 
 MAX_FORM_BYTES = 32_768
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # RFC 7662 §2.1 asks for client authentication; ours is SMART's private_key_jwt, sent in the
 # form (RFC 7523), which has no HTTP authentication scheme of its own: the challenge names it.
 INTROSPECTION_CHALLENGE = 'private_key_jwt realm="CareVault", error="invalid_client"'
@@ -74,14 +62,10 @@ def oauth_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: answer(_OAUTH_STATUS[status], schema=OAUTH_ERROR) for status in statuses}
 
 
-def _oauth_error(
-    status: int, error: str, description: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": error, "error_description": description},
-        status_code=status,
-        headers={**NO_STORE, **(headers or {})},
-    )
+_oauth_error = oauth_error
+# Every token request the service decides on is recorded by the route door, granted or refused
+# (`recorded`); one throttled or malformed before that is not.
+TOKEN_AUDITED = Audited("clinical", "authentication", "E", "token")
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -121,50 +105,21 @@ def _claimed_client(form: dict[str, str]) -> str:
 
 
 def oauth_router(
-    units: Callable[[], UnitOfWork],
-    tokens: TokenContext,
-    log: AuditLog,
+    endpoint: TokenEndpoint,
     limiter: TokenBucketLimiter,
-    clock: Callable[[], datetime],
     introspection_limiter: TokenBucketLimiter | None = None,
 ) -> APIRouter:
     router = APIRouter()
     introspections = introspection_limiter or limiter
-
-    def record(request: Request, outcome: str, detail: dict[str, str], interaction: str) -> None:
-        client = request.client.host if request.client else None
-        certificate = client_certificate(request)
-        if certificate is not None:
-            # The transport's verified client certificate: evidence, not identity.
-            detail = {**detail, "tls-client": certificate.serial}
-        log.append(
-            [
-                AuditRecord(
-                    stream="clinical",
-                    recorded=rfc3339_ms(clock()),
-                    kind="authentication",
-                    action="E",
-                    interaction=interaction,
-                    outcome=outcome,
-                    agent=Agent(who=None, network=client),
-                    status=200 if outcome == "0" else 401,
-                    detail=detail,
-                )
-            ]
-        )
+    tokens = endpoint.context
 
     def recorded(
         request: Request, answer: Response, outcome: str, detail: dict[str, str], interaction: str
     ) -> Response:
-        """The answer, once its audit entry is durable; 503 and nothing else otherwise."""
-        try:
-            record(request, outcome, detail, interaction)
-        except AuditUnavailable:
-            return _oauth_error(
-                503,
-                "temporarily_unavailable",
-                "the request could not be recorded; nothing was done",
-            )
+        """The answer, noted for the door's one record: the door sends it once the record is
+        durable, and 503 and nothing else otherwise."""
+        status = 200 if outcome == "0" else 401
+        admitted(request).note(outcome, detail, interaction=interaction, status=status)
         return answer
 
     def metadata() -> dict[str, Any]:
@@ -192,6 +147,10 @@ def oauth_router(
                 "system/PractitionerRole.rs",
                 "system/Organization.rs",
                 "system/AuditEvent.rs",
+                # The security officer's alerts: reading them, and reviewing them ($acknowledge,
+                # $assign, $close, $notify-patient).
+                "system/DetectedIssue.rs",
+                "system/DetectedIssue.rus",
                 "system/Patient.cruds",
                 "patient/Patient.rs",
                 "patient/AuditEvent.rs",
@@ -211,10 +170,12 @@ def oauth_router(
         }
 
     @router.get("/.well-known/smart-configuration", responses={200: METADATA})
+    @access(PUBLIC)
     def smart_configuration() -> JSONResponse:
         return JSONResponse(metadata())
 
     @router.get("/.well-known/oauth-authorization-server", responses={200: METADATA})
+    @access(PUBLIC)
     def authorization_server_metadata() -> JSONResponse:
         """RFC 8414 metadata, the form IHE IUA (ITI-103) clients read."""
         return JSONResponse(metadata())
@@ -222,6 +183,7 @@ def oauth_router(
     @router.get(
         "/.well-known/jwks.json", responses={200: answer("the token signing keys", schema=JWKS)}
     )
+    @access(PUBLIC)
     def jwks() -> JSONResponse:
         return JSONResponse(tokens.key.jwks())
 
@@ -245,6 +207,7 @@ def oauth_router(
             ("grant_type",),
         ),
     )
+    @access(TOKEN_REQUEST, TOKEN_AUDITED)
     async def token(request: Request) -> Response:
         client = request.client.host if request.client else ""
         try:
@@ -266,14 +229,11 @@ def oauth_router(
                 400, "unsupported_grant_type", "use client_credentials or authorization_code"
             )
         try:
-            with units() as uow:
-                grant = issue_backend_token(
-                    uow,
-                    tokens,
-                    assertion_type=form.get("client_assertion_type", ""),
-                    assertion=form.get("client_assertion", ""),
-                    scope=form.get("scope", ""),
-                )
+            grant = endpoint.issue_backend_token(
+                assertion_type=form.get("client_assertion_type", ""),
+                assertion=form.get("client_assertion", ""),
+                scope=form.get("scope", ""),
+            )
         except InvalidClient as error:
             answer = _oauth_error(401, "invalid_client", error.message)
             outcome, detail = "4", {"reason": error.message[:300]}
@@ -300,15 +260,12 @@ def oauth_router(
     def code_grant(request: Request, form: dict[str, str]) -> Response:
         """A patient app trades its code and PKCE verifier for a token on its patient."""
         try:
-            with units() as uow:
-                grant, patient = exchange_code(
-                    uow,
-                    tokens,
-                    code=form.get("code", ""),
-                    redirect_uri=form.get("redirect_uri", ""),
-                    client_id=form.get("client_id", ""),
-                    code_verifier=form.get("code_verifier", ""),
-                )
+            grant, patient = endpoint.exchange_code(
+                code=form.get("code", ""),
+                redirect_uri=form.get("redirect_uri", ""),
+                client_id=form.get("client_id", ""),
+                code_verifier=form.get("code_verifier", ""),
+            )
         except InvalidGrant as error:
             answer: Response = _oauth_error(400, "invalid_grant", error.message)
             outcome, detail = "4", {"reason": error.message[:300]}
@@ -348,6 +305,7 @@ def oauth_router(
             ("token", "client_assertion_type", "client_assertion"),
         ),
     )
+    @access(TOKEN_REQUEST, TOKEN_AUDITED)
     async def introspection(request: Request) -> Response:
         """RFC 7662, for an authenticated client only (§2.1: no token scanning): the client
         assertion of the token endpoint, checked the same way (its jti works once). What
@@ -366,15 +324,11 @@ def oauth_router(
         if not value:
             return _oauth_error(400, "invalid_request", "the token parameter is required")
         try:
-            with units() as uow:
-                asker = authenticate_client(
-                    uow,
-                    tokens,
-                    assertion_type=form.get("client_assertion_type", ""),
-                    assertion=form.get("client_assertion", ""),
-                    audiences=(f"{tokens.issuer}/oauth/introspect",),
-                ).identity
-                uow.commit()  # the assertion's jti is spent
+            asker = endpoint.authenticate_client(  # its jti is spent
+                assertion_type=form.get("client_assertion_type", ""),
+                assertion=form.get("client_assertion", ""),
+                audiences=(f"{tokens.issuer}/oauth/introspect",),
+            )
         except InvalidClient as error:
             refused = _oauth_error(
                 401,
@@ -391,8 +345,7 @@ def oauth_router(
             return _oauth_error(
                 429, "slow_down", error.message, {"Retry-After": str(error.retry_after)}
             )
-        with units() as uow:
-            answer: dict[str, Any] = introspect(uow, tokens, value, asker)
+        answer: dict[str, Any] = endpoint.introspect(value, asker)
         detail = {"client_id": asker.client_id, "active": "true" if answer["active"] else "false"}
         return recorded(
             request, JSONResponse(answer, headers=NO_STORE), "0", detail, "token-introspection"
@@ -407,12 +360,12 @@ def oauth_router(
         },
         openapi_extra=form(("token", "token_type_hint"), ("token",)),
     )
+    @access(TOKEN_REQUEST, TOKEN_AUDITED)
     async def revocation(request: Request) -> Response:
         value = await _token_parameter(request)
         if isinstance(value, Response):
             return value
-        with units() as uow:
-            revoked = revoke(uow, tokens, value)
+        revoked = endpoint.revoke(value)
         return recorded(
             request,
             Response(status_code=200, headers=NO_STORE),

@@ -542,6 +542,9 @@ def _operation(kind: str, declared: Operation, method: str, max_page_size: int) 
             **_problems(_WRITING if method == "POST" else {}),
         },
     }
+    if declared.permission == "c":
+        # An operation that creates (Task/$create) answers 201 with what it created.
+        spec["responses"]["201"] = _fhir(_resource(declared.gives), "created")
     if declared.takes is not None:
         spec["requestBody"] = _body(_resource(declared.takes))
     return spec

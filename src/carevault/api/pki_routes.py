@@ -9,15 +9,14 @@ reaches every relying party that honours ``nextUpdate`` within a token's lifetim
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.openapi import PLAIN_ERROR
 from carevault.api.openapi import answer as documented
+from carevault.api.route_door import PUBLIC, access
 from carevault.services import pki
 
 CRL_MEDIA_TYPE = "application/pkix-crl"
@@ -31,16 +30,13 @@ UNREADY: dict[int | str, dict[str, Any]] = {
 }
 
 
-def pki_router(
-    units: Callable[[], UnitOfWork], password: bytes, clock: Callable[[], datetime]
-) -> APIRouter:
-    """``password`` opens the CA key (bootstrap reads it from the key source)."""
+def pki_router(documents: pki.PublicDocuments) -> APIRouter:
+    """``documents`` reads them (bootstrap gave it the CA key's password)."""
     router = APIRouter(prefix="/pki")
 
-    def answer(produce: Callable[[UnitOfWork], Response]) -> Response:
+    def answer(produce: Callable[[], Response]) -> Response:
         try:
-            with units() as uow:
-                return produce(uow)
+            return produce()
         except pki.PkiNotInitialized as error:
             return JSONResponse({"error": str(error)}, status_code=404, headers=NO_STORE)
         except pki.CaKeyUnavailable:
@@ -53,13 +49,10 @@ def pki_router(
         response_class=Response,
         responses={200: documented("the CRL (DER)", CRL_MEDIA_TYPE, BINARY), **UNREADY},
     )
+    @access(PUBLIC)
     def crl() -> Response:
         return answer(
-            lambda uow: Response(
-                pki.current_crl(uow, password, clock()),
-                media_type=CRL_MEDIA_TYPE,
-                headers=NO_STORE,
-            )
+            lambda: Response(documents.crl(), media_type=CRL_MEDIA_TYPE, headers=NO_STORE)
         )
 
     @router.get(
@@ -67,11 +60,30 @@ def pki_router(
         response_class=Response,
         responses={200: documented("the CA chain (PEM)", CHAIN_MEDIA_TYPE, TEXT), **UNREADY},
     )
+    @access(PUBLIC)
     def ca() -> Response:
         return answer(
-            lambda uow: Response(
-                pki.ca_chain_pem(uow), media_type=CHAIN_MEDIA_TYPE, headers=NO_STORE
-            )
+            lambda: Response(documents.chain_pem(), media_type=CHAIN_MEDIA_TYPE, headers=NO_STORE)
         )
+
+    return router
+
+
+SIGNING_KEY_PATH = "/.well-known/carevault-signing-key.pem"
+
+
+def signing_key_router(public_key_pem: bytes) -> APIRouter:
+    """The platform's own signing key (Ed25519, PEM): it signs dispense receipts and printed
+    prescriptions, which anyone verifies offline with it (`carevault.verifier`). Public."""
+    router = APIRouter()
+
+    @router.get(
+        SIGNING_KEY_PATH,
+        response_class=Response,
+        responses={200: documented("the platform's Ed25519 key", "application/x-pem-file", TEXT)},
+    )
+    @access(PUBLIC)
+    def signing_key() -> Response:
+        return Response(public_key_pem, media_type="application/x-pem-file")
 
     return router

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Mapping
 from multiprocessing.process import BaseProcess
@@ -25,7 +27,10 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+import uvicorn.config
+from prometheus_client import multiprocess
 
+from carevault.api.instruments import MULTIPROCESS_DIR, json_log_config
 from carevault.api.tls import TlsHttpProtocol, TlsOptions, server_context
 
 RESTART_PAUSE_SECONDS = 1.0
@@ -40,10 +45,13 @@ def server_config(
     *,
     factory: bool = False,
     log_level: str = "info",
+    json_logs: bool = False,
 ) -> uvicorn.Config:
-    """uvicorn's configuration for ``app``, over TLS when ``tls`` is given."""
+    """uvicorn's configuration for ``app``, over TLS when ``tls`` is given; ``json_logs``:
+    every log line (uvicorn's and CareVault's) a JSON object with the request id."""
     config = uvicorn.Config(
         app,
+        log_config=json_log_config(log_level) if json_logs else uvicorn.config.LOGGING_CONFIG,
         factory=factory,
         host=host,
         port=port,
@@ -62,9 +70,11 @@ def server_config(
     return config
 
 
-def serve_one(app: Any, host: str, port: int, tls: TlsOptions | None) -> bool:
+def serve_one(
+    app: Any, host: str, port: int, tls: TlsOptions | None, *, json_logs: bool = False
+) -> bool:
     """Serve ``app`` in this process until SIGTERM or SIGINT; False if it could not start."""
-    server = uvicorn.Server(server_config(app, host, port, tls))
+    server = uvicorn.Server(server_config(app, host, port, tls, json_logs=json_logs))
     server.run()
     return server.started
 
@@ -78,6 +88,7 @@ def serve_processes(
     tls: TlsOptions | None = None,
     log_level: str = "info",
     environment: Mapping[str, str] | None = None,
+    json_logs: bool = False,
 ) -> None:
     """Run ``workers`` processes serving the ASGI factory ``app`` ("module:function"), each
     with ``environment`` added to its own (what the supervisor resolved for them)."""
@@ -87,7 +98,9 @@ def serve_processes(
 
     def start() -> BaseProcess:
         process = spawn.Process(
-            target=_worker, args=(app, host, port, log_level, tls, extra), daemon=False
+            target=_worker,
+            args=(app, host, port, log_level, tls, extra, json_logs),
+            daemon=False,
         )
         process.start()
         return process
@@ -96,12 +109,19 @@ def serve_processes(
         stopping.set()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # The workers' metrics are summed over processes (`carevault.api.instruments`): a fresh
+    # directory for this run, in the environment the spawned workers inherit, set before they
+    # import prometheus_client.
+    metrics_dir = tempfile.mkdtemp(prefix="carevault-metrics-")
+    os.environ[MULTIPROCESS_DIR] = metrics_dir
     processes = [start() for _ in range(workers)]
     try:
         while not stopping.wait(RESTART_PAUSE_SECONDS):
             for index, process in enumerate(processes):
                 if not process.is_alive() and not stopping.is_set():
                     process.join()
+                    if process.pid is not None:
+                        multiprocess.mark_process_dead(process.pid, metrics_dir)  # type: ignore[no-untyped-call]
                     processes[index] = start()
     finally:
         for process in processes:
@@ -114,6 +134,8 @@ def serve_processes(
                 process.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.environ.pop(MULTIPROCESS_DIR, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -134,8 +156,11 @@ def _worker(
     log_level: str,
     tls: TlsOptions | None,
     environment: dict[str, str],
+    json_logs: bool = False,
 ) -> None:  # pragma: no cover
     os.environ.update(environment)  # this process's own environment, read by the factory
     sock = listening_socket(host, port)
-    config = server_config(app, host, port, tls, factory=True, log_level=log_level)
+    config = server_config(
+        app, host, port, tls, factory=True, log_level=log_level, json_logs=json_logs
+    )
     uvicorn.Server(config).run(sockets=[sock])

@@ -17,7 +17,8 @@ from carevault.cli.errors import friendly
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError
 from carevault.domain.tree_head import TreeHead
-from carevault.verifier import Checkpoint, VerificationError, verify_log
+from carevault.services.access_history import completeness_proof
+from carevault.verifier import Checkpoint, VerificationError, verify_completeness, verify_log
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 
@@ -92,12 +93,24 @@ def verify(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Save progress here, and resume from it if it exists.")
     ] = None,
+    patient: Annotated[
+        str | None,
+        typer.Option(help="Check only this patient's history: complete, by the proofs alone."),
+    ] = None,
+    since: Annotated[
+        int | None, typer.Option(min=0, help="With --patient: from this signed tree size.")
+    ] = None,
 ) -> None:
-    """Recompute the whole log and check every stored hash and every signed tree head."""
+    """Recompute the whole log and check every stored hash, every signed tree head and every
+    patient's hash chain; or, with --patient, check that patient's history is complete with
+    nothing but the public key and the proofs, as their device would."""
     config = settings()
     stream = _stream(stream)
     log = log_for(config)
     engine = engine_for(config.database_url)
+    if patient is not None:
+        _verify_patient(patient, since)
+        return
     with engine.connect() as connection:
         store = AuditStore(connection)
         size = store.size(stream)
@@ -146,6 +159,40 @@ def verify(
                     "audit verify",
                     entity_type="AuditLog",
                     entity_id=stream,
+                    outcome=outcome,
+                    detail={"result": message[:500]},
+                )
+            ],
+        )
+    if outcome != "0":
+        raise CareVaultError(message)
+    typer.echo(message)
+
+
+def _verify_patient(patient: str, since: int | None) -> None:
+    config = settings()
+    log = log_for(config)
+    outcome = "0"
+    try:
+        proof = completeness_proof(log, patient, since=since)
+        report = verify_completeness(log.public_key_pem("clinical"), proof)
+        message = (
+            f"the history of Patient/{patient} is complete from leaf {report.first} to leaf "
+            f"{report.last} ({report.count} entries), verified against the tree head of size "
+            f"{proof.head.tree_size}"
+        )
+    except VerificationError as error:
+        outcome = "8"
+        message = f"{error} (first bad index: {error.first_bad_index})"
+    with engine_for(config.database_url).begin() as connection:
+        log.append_in(
+            connection,
+            [
+                operator_record(
+                    "E",
+                    "audit verify",
+                    entity_type="Patient",
+                    entity_id=patient,
                     outcome=outcome,
                     detail={"result": message[:500]},
                 )

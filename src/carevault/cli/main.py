@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging.config
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -28,11 +29,17 @@ from carevault.cli.account_commands import app as accounts_app
 from carevault.cli.account_commands import apps_app
 from carevault.cli.audit_commands import app as audit_app
 from carevault.cli.authority_commands import app as authorities_app
+from carevault.cli.backup_commands import app as backup_app
+from carevault.cli.backup_commands import restore_command
+from carevault.cli.card_commands import app as card_app
 from carevault.cli.errors import friendly
 from carevault.cli.keys_commands import app as keys_app
+from carevault.cli.messaging_commands import client_app as message_app
+from carevault.cli.messaging_commands import operator_app as messaging_app
 from carevault.cli.pki_commands import app as pki_app
 from carevault.cli.policy_commands import app as policy_app
 from carevault.cli.policy_commands import matrix_digest
+from carevault.cli.retention_commands import app as retention_app
 from carevault.domain.errors import CareVaultError
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
@@ -58,6 +65,12 @@ app.add_typer(pki_app, name="pki")
 app.add_typer(policy_app, name="policy")
 app.add_typer(authorities_app, name="authorities")
 app.add_typer(keys_app, name="keys")
+app.add_typer(messaging_app, name="messaging")
+app.add_typer(message_app, name="message")
+app.add_typer(backup_app, name="backup")
+app.add_typer(retention_app, name="retention")
+app.add_typer(card_app, name="card")
+app.command("restore")(restore_command)
 
 
 def _settings() -> Settings:
@@ -164,7 +177,7 @@ def serve(
     """Serve the FHIR API under /fhir and the portal at /."""
     from carevault.api.tls import TlsOptions, server_context
     from carevault.api.workers import listening_socket, serve_one, serve_processes
-    from carevault.bootstrap import build
+    from carevault.bootstrap import build, log_config
 
     flags = {
         "tls_cert_file": tls_cert,
@@ -179,6 +192,9 @@ def serve(
     tls = TlsOptions.from_settings(config)
     if tls is not None:
         server_context(tls)  # an unusable certificate, key or CA file is refused here, readably
+    json_logs = config.log_format == "json"
+    if json_logs:
+        logging.config.dictConfig(log_config())
     platform = build(config)
     loaded = platform.policy.matrix
     # Every start records the profile matrix in force: a change of who sees what is in the
@@ -193,7 +209,7 @@ def serve(
         f"CareVault: the FHIR API at {config.public_url}/fhir, the portal at {config.public_url}/"
     )
     if processes == 1:
-        if not serve_one(platform.app, host, port, tls):
+        if not serve_one(platform.app, host, port, tls, json_logs=json_logs):
             raise typer.Exit(3)  # uvicorn said why (a port in use…); as uvicorn.run does
         return
     platform.engine.dispose()  # the workers build their own; this process only supervises
@@ -204,12 +220,13 @@ def serve(
     # The workers read their settings from the environment: they are told the public
     # address resolved here, so that all of them advertise the same one.
     serve_processes(
-        "carevault.api.asgi:application",
+        "carevault.bootstrap:application",
         host,
         port,
         processes,
         tls=tls,
         environment={"CAREVAULT_PUBLIC_BASE_URL": config.public_url},
+        json_logs=json_logs,
     )
 
 

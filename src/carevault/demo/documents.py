@@ -167,6 +167,7 @@ def publish_demo_documents(
         "status": "current",
         "mode": "working",
         "code": {"coding": [{"system": SUBMISSION_SET_SYSTEM, "code": "submissionset"}]},
+        "date": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "subject": {"reference": f"Patient/{patient_id}"},
         "entry": listed,
     }

@@ -242,6 +242,7 @@ _ACCOUNT_VERBS = {
         "recovery-code-use": "used a recovery code",
         "lockout": "had the account locked after repeated failed sign-ins",
         "act-for": "started acting on your behalf",
+        "logout-everywhere": "signed out everywhere (every session ended)",
     },
     "fr": {
         "login": "connexion",
@@ -251,6 +252,7 @@ _ACCOUNT_VERBS = {
         "recovery-code-use": "utilisation d'un code de secours",
         "lockout": "verrouillage du compte après des échecs de connexion répétés",
         "act-for": "début d'une action en votre nom",
+        "logout-everywhere": "déconnexion partout (toutes les sessions fermées)",
     },
 }
 _FAILED = {"en": "failed", "fr": "échec"}
@@ -300,6 +302,8 @@ _POLICY_EVENTS = {
         "default-confidentiality": "changed the default confidentiality of new documents",
         "record-close": "closed your record",
         "record-reopen": "reopened your record",
+        "record-open": "opened your record",
+        "mandate-limit": "changed a representative's mandate",
         "document-hide": "hid {document}",
         "document-unhide": "made {document} visible again",
         "document-confidentiality": "changed the confidentiality of {document}",
@@ -323,6 +327,8 @@ _POLICY_EVENTS = {
         "default-confidentiality": "a modifié la confidentialité par défaut des documents",
         "record-close": "a fermé votre dossier",
         "record-reopen": "a rouvert votre dossier",
+        "record-open": "a ouvert votre dossier",
+        "mandate-limit": "a modifié le mandat d'un représentant",
         "document-hide": "a masqué {document}",
         "document-unhide": "a rendu visible {document}",
         "document-confidentiality": "a modifié la confidentialité de {document}",

@@ -33,6 +33,16 @@ class Agent:
 
 
 @dataclass(frozen=True)
+class ChainLink:
+    """An entry's place in its patient's hash chain (`domain/audit_chain.py`): its sequence
+    number among the entries about that patient in its stream, and the leaf hash (hex) of the
+    previous one; ``None`` for the chain's first entry (its genesis)."""
+
+    seq: int
+    previous: str | None
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     stream: str
     recorded: str  # RFC 3339 UTC with milliseconds, "Z"
@@ -50,13 +60,19 @@ class AuditRecord:
     rule: str | None = None
     request_id: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    # Set by the log when it appends an entry about a patient, never by whoever records it;
+    # absent from entries without a patient and from those appended before migration 0019.
+    chain: ChainLink | None = None
 
     def __post_init__(self) -> None:
         if self.stream not in STREAMS:
             raise ValueError(f"unknown audit stream {self.stream!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        value = asdict(self)
+        if self.chain is None:
+            del value["chain"]  # an entry without a link keeps the bytes it always had
+        return value
 
     def canonical(self) -> bytes:
         return canonical_bytes(self.to_json())
@@ -65,6 +81,8 @@ class AuditRecord:
     def from_canonical(cls, data: bytes) -> AuditRecord:
         value = json.loads(data)
         value["agent"] = Agent(**value["agent"])
+        if "chain" in value:
+            value["chain"] = ChainLink(**value["chain"])
         return cls(**value)
 
 

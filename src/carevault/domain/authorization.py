@@ -72,6 +72,9 @@ __all__ = [
     "decide",
     "decide_audit_trail",
     "decide_directory",
+    "decide_mandate",
+    "refused_identity",
+    "stricter",
     "visible_filter",
 ]
 
@@ -156,6 +159,16 @@ class Confidentiality(StrEnum):
     V = "V"
 
 
+_CONFIDENTIALITY_ORDER = {"N": 0, "R": 1, "V": 2}
+
+
+def stricter(first: Confidentiality, second: Confidentiality) -> Confidentiality:
+    """The more confidential of two levels: a new document takes at least the patient's
+    default level, whatever its author labelled it (a patient who keeps everything restricted
+    is not opened up by a hospital's default)."""
+    return max(first, second, key=lambda level: _CONFIDENTIALITY_ORDER[level.value])
+
+
 class GrantLevel(StrEnum):
     NORMAL = "normal"  # sees N
     EXTENDED = "extended"  # sees N and R
@@ -231,6 +244,9 @@ class Subject:
     # What proves this request's care relationship with the patient, once checked: the
     # organization's registered admission system, or a presence code the patient gave.
     care_proof: CareProof | None = None
+    # For an assistant: the document classes their mandate narrows them to (None: whatever
+    # the mandator's profile allows).
+    mandate_classes: frozenset[str] | None = None
 
     @property
     def mandator_id(self) -> str | None:
@@ -324,6 +340,15 @@ class DocumentFacts:
     confidentiality: Confidentiality = Confidentiality.N
     hidden: bool = False
     not_yet_visible_to_patient: bool = False
+    # When a held document becomes visible to the patient by itself: the engine compares it
+    # with the request's time, so the release is exact to the request (no chore's delay).
+    held_until: datetime | None = None
+
+    def held(self, now: datetime | None) -> bool:
+        """Whether it is still held from the patient at ``now`` (None: as stored)."""
+        if not self.not_yet_visible_to_patient:
+            return False
+        return now is None or self.held_until is None or now < self.held_until
 
 
 # --- the profile matrix ----------------------------------------------------------------------
@@ -522,6 +547,17 @@ _REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
             "Un assistant agit seulement dans les droits du professionnel qui l'a mandaté et "
             "n'ajoute ni ne modifie rien dans le dossier.",
         ),
+        "mandate-own": (
+            "Only a practising professional, in person, mandates their own assistants or passes "
+            "on their own access.",
+            "Seul un professionnel en exercice, en personne, mandate ses propres assistants ou "
+            "délègue son propre accès.",
+        ),
+        "mandate-given": (
+            "The practitioner, in person, decides who acts in their name or shares their access.",
+            "Le professionnel décide lui-même, en personne, qui agit en son nom ou partage son "
+            "accès.",
+        ),
         "mandate-none": (
             "This person is not, or no longer, a representative of the patient (outside the "
             "dates of the mandate).",
@@ -641,6 +677,39 @@ _REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
             "You may not read this document.",
             "Vous ne pouvez pas lire ce document.",
         ),
+        "prescribing": (
+            "This professional may prescribe.",
+            "Ce professionnel peut prescrire.",
+        ),
+        "prescribing-profession": (
+            "Professionals of this kind may not write prescriptions.",
+            "Les professionnels de cette catégorie ne peuvent pas rédiger d'ordonnance.",
+        ),
+        "prescribing-not-professional": (
+            "Only a professional, with their own card, writes or changes a prescription.",
+            "Seul un professionnel, avec sa propre carte, rédige ou modifie une ordonnance.",
+        ),
+        "prescribing-not-own": (
+            "A prescriber lists their own prescriptions, not another prescriber's.",
+            "Un prescripteur consulte ses propres ordonnances, pas celles d'un autre.",
+        ),
+        "dispensing-other-pharmacy": (
+            "A pharmacist lists what the pharmacies they work for dispensed, not another's.",
+            "Un pharmacien consulte ce qu'ont délivré les pharmacies où il exerce, pas une autre.",
+        ),
+        "dispensing": (
+            "A pharmacist of a pharmacy may take a prescription whose code the patient gave.",
+            "Un pharmacien d'une pharmacie peut prendre une ordonnance dont le patient a donné "
+            "le code.",
+        ),
+        "dispensing-profession": (
+            "Only a pharmacist dispenses prescriptions.",
+            "Seul un pharmacien délivre les ordonnances.",
+        ),
+        "dispensing-no-pharmacy": (
+            "A pharmacist dispenses for a pharmacy they work for; none is known for them.",
+            "Un pharmacien délivre pour une pharmacie où il exerce ; aucune n'est connue pour lui.",
+        ),
         "deny-by-default": (
             "No active access from the patient, care relationship or emergency access covers "
             "this request.",
@@ -745,6 +814,19 @@ def _on_behalf_of(subject: Subject, record: RecordFacts | None) -> str | None:
 
 
 # --- what a subject holds on a record ---------------------------------------------------------
+
+
+def _refused_identity(trace: _Trace, subject: Subject, *, operators: bool) -> Decision | None:
+    """Rule 1 of every decision: a caller whose identity, licence or mandate does not hold is
+    refused; so is an operator where ``operators`` (no operator reaches clinical content).
+    None when the caller passes on to the decision's own rules."""
+    trace.check("identity")
+    problem = _identity_problem(subject)
+    if problem is not None:
+        return trace.decide(False, "identity", problem)
+    if operators and subject.kind in _OPERATORS:
+        return trace.decide(False, "operator")
+    return None
 
 
 def _identity_problem(subject: Subject) -> str | None:
@@ -862,7 +944,12 @@ def _profile_classes(subject: Subject, matrix: ProfileMatrix, action: str) -> fr
     if subject.kind is _SubjectKind.ORGANIZATION_SYSTEM:
         return matrix.classes(ORGANIZATION_SYSTEM_PROFILE, None, action)
     acting = _acting(subject)
-    return matrix.classes(acting.profession, acting.specialty, action)
+    allowed = matrix.classes(acting.profession, acting.specialty, action)
+    narrowed = subject.mandate_classes
+    if subject.kind is _SubjectKind.ASSISTANT and narrowed is not None:
+        # The mandate narrows, never widens: what the mandator's profile allows, and named.
+        return narrowed - {_ANY_CLASS} if _ANY_CLASS in allowed else allowed & narrowed
+    return allowed
 
 
 def _mandate(subject: Subject, record: RecordFacts, now: datetime) -> Representative | None:
@@ -893,20 +980,25 @@ def decide(
     filter, a write without a class yet); for ``Action.EMERGENCY`` (declaring break-the-glass)
     it is ignored."""
     trace = _Trace(subject, record)
-    trace.check("identity")
-    problem = _identity_problem(subject)
-    if problem is not None:
-        return trace.decide(False, "identity", problem)
-    if subject.kind in _OPERATORS:
-        return trace.decide(False, "operator")
+    refused = _refused_identity(trace, subject, operators=True)
+    if refused is not None:
+        return refused
     trace.check("record")
     if record is None:
         return trace.decide(False, "record", "record-missing")
     if subject.kind in _PROFESSIONALS:
         return _decide_professional(trace, subject, action, record, document, now, matrix)
     if subject.kind is _SubjectKind.PATIENT:
-        return _decide_patient(trace, subject, action, record, document)
+        return _decide_patient(trace, subject, action, record, document, now)
     return _decide_representative(trace, subject, action, record, document, now)
+
+
+def refused_identity(subject: Subject, *, operators: bool) -> Decision | None:
+    """Rule 1 of every decision on its own (and the operator rule, if ``operators``): the
+    decision `decide` makes when it refuses there, else None. It needs no fact of the request,
+    so a gate asks it before loading any, and a refused caller learns nothing, not even whether
+    an id exists; it is not a decision of its own (the request's is made once, after)."""
+    return _refused_identity(_Trace(subject, None), subject, operators=operators)
 
 
 def _decide_patient(
@@ -915,6 +1007,7 @@ def _decide_patient(
     action: Action,
     record: RecordFacts,
     document: DocumentFacts | None,
+    now: datetime,
 ) -> Decision:
     # A closed record stays the patient's: they can still read it and reopen it. A patient may
     # also add documents of their own (as in the DMP and the EPD); they are never emergencies.
@@ -926,7 +1019,7 @@ def _decide_patient(
         return trace.decide(False, "care-event", "care-event-not-professional")
     if action in _READING and document is not None:
         trace.check("not-yet-visible")
-        if document.not_yet_visible_to_patient:
+        if document.held(now):
             return trace.decide(False, "not-yet-visible")
     return trace.decide(True, "patient")
 
@@ -958,7 +1051,7 @@ def _decide_representative(
         return trace.decide(True, "representative", extra=(NOTIFY_PATIENT,))
     if document is not None:
         trace.check("not-yet-visible")
-        if document.not_yet_visible_to_patient:
+        if document.held(now):
             return trace.decide(False, "not-yet-visible")
         trace.check("confidentiality")
         if document.confidentiality is _Confidentiality.V:
@@ -1074,6 +1167,8 @@ class DocumentFilter:
     include_hidden: bool = False
     include_not_yet_visible: bool = False
     author_id: str | None = None
+    # The request's time: a held document whose ``held_until`` has passed is released.
+    released_by: datetime | None = None
 
     @property
     def matches_nothing(self) -> bool:
@@ -1084,7 +1179,7 @@ class DocumentFilter:
             return True
         return (
             (self.include_hidden or not document.hidden)
-            and (self.include_not_yet_visible or not document.not_yet_visible_to_patient)
+            and (self.include_not_yet_visible or not document.held(self.released_by))
             and (self.classes is None or document.class_code in self.classes)
             and document.confidentiality in self.confidentiality
         )
@@ -1108,7 +1203,10 @@ def visible_filter(
         if subject.id != record.patient_id:
             return _NO_DOCUMENTS
         return DocumentFilter(
-            confidentiality=frozenset(Confidentiality), classes=None, include_hidden=True
+            confidentiality=frozenset(Confidentiality),
+            classes=None,
+            include_hidden=True,
+            released_by=now,
         )
     if subject.kind is _SubjectKind.REPRESENTATIVE:
         mandate = _mandate(subject, record, now)
@@ -1120,6 +1218,7 @@ def visible_filter(
             confidentiality=frozenset({_Confidentiality.N, _Confidentiality.R}),
             classes=None,
             include_hidden=True,
+            released_by=now,
         )
     if subject.kind not in _PROFESSIONALS:
         return _NO_DOCUMENTS
@@ -1153,10 +1252,9 @@ def decide_directory(
     refused and the security officer alerted; a registrar's hand-made change that affects
     access is permitted and shown to the security officer. Other operators are kept out."""
     trace = _Trace(subject, None)
-    trace.check("identity")
-    problem = _identity_problem(subject)
-    if problem is not None:
-        return trace.decide(False, "identity", problem)
+    refused = _refused_identity(trace, subject, operators=False)
+    if refused is not None:
+        return refused
     registrar = subject.kind is _SubjectKind.REGISTRAR
     if subject.kind in _OPERATORS and not registrar:
         return trace.decide(False, "operator")
@@ -1176,15 +1274,80 @@ def decide_directory(
     return trace.decide(False, "directory-authority", extra=(ALERT_SECURITY_OFFICER,))
 
 
+def decide_mandate(subject: Subject, practitioner_id: str) -> Decision:
+    """Mandating an assistant, or ending a mandate, in ``practitioner_id``'s name (PRODUCT.md:
+    "assistants' mandates: the professional who holds the access"): that practitioner alone, in
+    person. An assistant never mandates (not even in their mandator's name), a system acting
+    for the practitioner is not the practitioner (`Subject.authorities` or the gate's ``act``
+    tell the caller this), an operator or a patient never does."""
+    trace = _Trace(subject, None)
+    refused = _refused_identity(trace, subject, operators=True)
+    if refused is not None:
+        return refused
+    trace.check("mandate")
+    if subject.kind is _SubjectKind.ASSISTANT:
+        return trace.decide(False, "mandate", "mandate-assistant-write")
+    if subject.kind is not _SubjectKind.PRACTITIONER or subject.id != practitioner_id:
+        return trace.decide(False, "mandate", "mandate-own")
+    return trace.decide(True, "mandate", "mandate-given")
+
+
 def decide_audit_trail(subject: Subject) -> Decision:
     """The whole audit trail (every patient's accesses) is for the security officer alone; a
     patient's own history is a `Action.PERSONAL` request on their record."""
     trace = _Trace(subject, None)
-    trace.check("identity")
-    problem = _identity_problem(subject)
-    if problem is not None:
-        return trace.decide(False, "identity", problem)
+    refused = _refused_identity(trace, subject, operators=False)
+    if refused is not None:
+        return refused
     trace.check("audit-trail")
     if subject.kind is _SubjectKind.SECURITY_OFFICER:
         return trace.decide(True, "audit-trail")
     return trace.decide(False, "audit-trail", "audit-trail-officer-only")
+
+
+# --- prescriptions ------------------------------------------------------------------------------
+
+PRESCRIPTION_CLASS = "prescription"  # the document class a prescriber's profile must write
+
+
+def decide_prescribing(
+    subject: Subject, matrix: ProfileMatrix, prescriber_id: str | None = None
+) -> Decision:
+    """Writing a prescription (creating, activating or cancelling it as its prescriber): a
+    practitioner in person whose profile may write the ``prescription`` class. The record's own
+    rules (blocks, grants) are decided when the prescription names its patient, by `decide`.
+    With ``prescriber_id`` (listing a prescriber's prescriptions, across their patients): that
+    prescriber only, about themselves."""
+    trace = _Trace(subject, None)
+    refused = _refused_identity(trace, subject, operators=True)
+    if refused is not None:
+        return refused
+    trace.check("prescribing")
+    if subject.kind is not _SubjectKind.PRACTITIONER:
+        return trace.decide(False, "prescribing", "prescribing-not-professional")
+    if not matrix.permits(subject.profession, subject.specialty, "write", PRESCRIPTION_CLASS):
+        return trace.decide(False, "prescribing", "prescribing-profession")
+    if prescriber_id is not None and prescriber_id != subject.id:
+        return trace.decide(False, "prescribing", "prescribing-not-own")
+    return trace.decide(True, "prescribing")
+
+
+def decide_dispensing(
+    subject: Subject, professions: frozenset[str], pharmacy_id: str | None = None
+) -> Decision:
+    """Taking, returning or completing a prescription: a practitioner of a dispensing
+    profession (``professions``, configuration) who works for an organization. What opens the
+    prescription to them is the access code the patient gave, checked by the service. With
+    ``pharmacy_id`` (listing what a pharmacy dispensed, across patients): one they work for."""
+    trace = _Trace(subject, None)
+    refused = _refused_identity(trace, subject, operators=True)
+    if refused is not None:
+        return refused
+    trace.check("dispensing")
+    if subject.kind is not _SubjectKind.PRACTITIONER or subject.profession not in professions:
+        return trace.decide(False, "dispensing", "dispensing-profession")
+    if not subject.organization_ids:
+        return trace.decide(False, "dispensing", "dispensing-no-pharmacy")
+    if pharmacy_id is not None and pharmacy_id not in subject.organization_ids:
+        return trace.decide(False, "dispensing", "dispensing-other-pharmacy")
+    return trace.decide(True, "dispensing")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -98,7 +98,26 @@ class DocumentMetadata:
             confidentiality=self.confidentiality,
             hidden=self.hidden,
             not_yet_visible_to_patient=self.not_yet_visible_to_patient,
+            held_until=self.release_at if self.not_yet_visible_to_patient else None,
         )
+
+
+@dataclass(frozen=True)
+class DocumentCriteria:
+    """ITI-67 search criteria, each a list of alternatives (OR) combined with AND."""
+
+    status: list[tuple[str, ...]] = field(default_factory=list)
+    category: list[tuple[str, ...]] = field(default_factory=list)  # system|code or code
+    type: list[tuple[str, ...]] = field(default_factory=list)
+    setting: list[tuple[str, ...]] = field(default_factory=list)
+    facility: list[tuple[str, ...]] = field(default_factory=list)
+    format: list[tuple[str, ...]] = field(default_factory=list)
+    event: list[tuple[str, ...]] = field(default_factory=list)
+    security_label: list[tuple[str, ...]] = field(default_factory=list)
+    related: list[tuple[str, ...]] = field(default_factory=list)  # DocumentReference ids
+    date: list[tuple[str, datetime, datetime]] = field(default_factory=list)  # prefix, lo, hi
+    period: list[tuple[str, datetime, datetime]] = field(default_factory=list)
+    author: list[tuple[str, ...]] = field(default_factory=list)  # practitioner ids
 
 
 def sha256_hex(data: bytes) -> str:

@@ -95,3 +95,8 @@ class IntegrityFailure(CareVaultError):
 
 class Unavailable(CareVaultError):
     """The request cannot be served safely right now; nothing was served."""
+
+
+class StorageFull(Unavailable):
+    """The document store has no space left (HTTP 507): nothing of the request was stored,
+    and the same request succeeds once the operators have made room."""

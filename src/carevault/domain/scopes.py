@@ -92,11 +92,16 @@ def narrow(asked: tuple[Scope, ...], ceiling: tuple[Scope, ...]) -> tuple[Scope,
 # system: everything the engine lets them read; documents to publish (ITI-65) and correct; care
 # events (which still need a proof). The directories are read-only to them: writing them is for
 # the authorities the platform registers (`Authority`), each for its own resources.
-PROFESSIONAL_CEILING = parse_scopes("system/*.rs system/DocumentReference.cu system/Encounter.c")
+# E-prescriptions: a prescriber creates and activates Tasks, a pharmacist accepts and closes them
+# (``system/Task.cu``; the engine decides which of them each may take).
+PROFESSIONAL_CEILING = parse_scopes(
+    "system/*.rs system/DocumentReference.cu system/Encounter.c system/Task.cu"
+)
 AUTHORITY_SCOPES = {
     Authority.IDENTITY_SOURCE: parse_scopes("system/Patient.cu"),
     Authority.PROVIDER_REGISTRY: parse_scopes(
-        "system/Practitioner.cu system/PractitionerRole.cu system/Organization.cu"
+        "system/Practitioner.cu system/PractitionerRole.cu system/Organization.cu "
+        "system/CareTeam.cu"
     ),
     Authority.ADMISSION_SYSTEM: parse_scopes("system/Encounter.c"),
 }

@@ -7,11 +7,12 @@ plain FHIR R4 as IHE PDQm, PIXm and mCSD expect it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from carevault.domain.directory import Identifier, PatientEntry, PersonName
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput
+from carevault.domain.mandates import MAX_TEAM_MEMBERS, CareTeam, TeamMember
 from carevault.domain.national_id import parse_luxembourg_national_id
 from carevault.domain.professions import Professions
 
@@ -366,3 +367,74 @@ def new_organization(
             {k: v for k, v in (("city", city), ("postalCode", postal_code), ("country", "LU")) if v}
         ]
     return resource
+
+
+def _moment(value: Any, where: str) -> datetime | None:
+    """A FHIR dateTime as an aware UTC instant; a date alone is its midnight UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{where} must be a dateTime", expression=where)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{where} is not a valid dateTime", expression=where) from None
+    if moment.tzinfo is None:
+        if "T" in value:
+            raise InvalidInput(f"{where} needs a time zone", expression=where)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _period(value: Any, where: str) -> tuple[datetime | None, datetime | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where} must be a Period", expression=where)
+    start = _moment(value.get("start"), f"{where}.start")
+    end = _moment(value.get("end"), f"{where}.end")
+    if start is not None and end is not None and end <= start:
+        raise InvalidInput(f"{where} must end after it starts", expression=f"{where}.end")
+    return start, end
+
+
+def care_team_entry(resource: JsonObject, team_id: str = "") -> CareTeam:
+    """What the engine needs of a validated FHIR CareTeam: its one managing organization, name,
+    status, period and Practitioner members with their periods (other kinds of member, a
+    patient or a related person, give no access and are refused rather than silently kept)."""
+    organizations = resource.get("managingOrganization") or []
+    if len(organizations) != 1:
+        raise InvalidInput(
+            "a care team has exactly one managingOrganization",
+            expression="CareTeam.managingOrganization",
+        )
+    organization = _reference_id(organizations[0], "Organization", "CareTeam.managingOrganization")
+    name = resource.get("name")
+    if not isinstance(name, str) or not name.strip() or organization is None:
+        raise InvalidInput("a care team has a name", expression="CareTeam.name")
+    start, end = _period(resource.get("period"), "CareTeam.period")
+    members: list[TeamMember] = []
+    participants = resource.get("participant") or []
+    if len(participants) > MAX_TEAM_MEMBERS:
+        raise InvalidInput(
+            f"a care team has at most {MAX_TEAM_MEMBERS} participants",
+            expression="CareTeam.participant",
+        )
+    for index, participant in enumerate(participants):
+        where = f"CareTeam.participant[{index}]"
+        member = _reference_id(participant.get("member"), "Practitioner", f"{where}.member")
+        if member is None:
+            raise InvalidInput(
+                "each participant is a Practitioner (member)", expression=f"{where}.member"
+            )
+        member_start, member_end = _period(participant.get("period"), f"{where}.period")
+        members.append(TeamMember(member, member_start, member_end))
+    return CareTeam(
+        team_id,
+        organization,
+        name.strip(),
+        resource.get("status") == "active",
+        start,
+        end,
+        tuple(members),
+    )

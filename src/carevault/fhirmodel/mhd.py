@@ -14,7 +14,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,14 @@ from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import Confidentiality
 from carevault.domain.documents import Coding, DocumentMetadata
 from carevault.domain.errors import InvalidInput
+from carevault.fhirmodel.mhd_walk import (
+    FOLDER_REFUSED,
+    AuthorClaim,
+    is_folder,
+    submission_set_unique_id,
+    walk_document_reference,
+    walk_submission_set,
+)
 from carevault.fhirmodel.validate import validate_resource
 
 JsonObject = dict[str, Any]
@@ -35,13 +43,35 @@ SOURCE_ID_URLS = frozenset(
 )
 
 
-def _source_id(extension: JsonObject) -> object:
+def _source_id(submission_set: JsonObject) -> str:
     """The SubmissionSet's sourceId: ``valueIdentifier`` (MHD 4.1 and later, 1..1), or the
     ``valueUri`` that MHD 4.0 sources still send."""
+    found = [
+        e
+        for e in submission_set.get("extension", [])
+        if isinstance(e, dict) and e.get("url") in SOURCE_ID_URLS
+    ]
+    where = "List.extension[sourceId]"
+    if len(found) != 1:
+        raise _fail(
+            f"the SubmissionSet needs exactly one sourceId extension ({SOURCE_ID_EXTENSION}); "
+            f"it has {len(found)}",
+            where,
+        )
+    extension = found[0]
     identifier = extension.get("valueIdentifier")
-    if isinstance(identifier, dict):
-        return identifier.get("value")
-    return extension.get("valueUri")
+    if identifier is not None:
+        value = identifier.get("value") if isinstance(identifier, dict) else None
+        if not isinstance(value, str) or not value:
+            raise _fail("sourceId's valueIdentifier needs a value", f"{where}.valueIdentifier")
+        return value
+    uri = extension.get("valueUri")
+    if isinstance(uri, str) and uri:
+        return uri
+    raise _fail(
+        "sourceId takes valueIdentifier (MHD 4.1 and later) or, from MHD 4.0 sources, valueUri",
+        f"{where}.value[x]",
+    )
 
 
 # The author holds the document from the patient: valueBoolean true (until the author releases
@@ -103,6 +133,11 @@ class ProvidedSubmission:
     patient: PatientRef
     documents: tuple[ProvidedDocument, ...]
     entry_order: tuple[str, ...]  # every entry's fullUrl, as sent: the response follows it
+    # What the SubmissionSet said that CareVault keeps verbatim and returns (ITI-66):
+    # designationType, intendedRecipient, source (author, authorOrg), title, note, contained.
+    details: JsonObject = field(default_factory=dict)
+    # Literal author references of the SubmissionSet, which must name the caller.
+    author_claims: tuple[AuthorClaim, ...] = ()
 
 
 def _fail(message: str, where: str) -> InvalidInput:
@@ -212,6 +247,8 @@ def parse_provide_bundle(
         kind = resource.get("resourceType")
         if kind == "Binary":
             binaries[full_url] = _binary_bytes(resource, f"{where}.resource")
+        elif kind == "List" and is_folder(resource):
+            raise _fail(FOLDER_REFUSED, f"{where}.resource.code")
         elif kind == "List":
             lists.append((full_url, validate_resource(resource, "List")))
         elif kind == "DocumentReference":
@@ -231,20 +268,15 @@ def parse_provide_bundle(
         raise _fail(f"the List must be coded {SUBMISSION_SET_SYSTEM}|submissionset", "List.code")
     if not references:
         raise _fail("the Bundle holds no DocumentReference", "Bundle.entry")
-    set_identifier = _identifier_value(submission_set, "List.identifier", usual=False)
-    source = next(
-        (
-            _source_id(e)
-            for e in submission_set.get("extension", [])
-            if isinstance(e, dict) and e.get("url") in SOURCE_ID_URLS
-        ),
-        None,
-    )
-    if not isinstance(source, str) or not source:
+    set_identifier = submission_set_unique_id(submission_set)
+    if set_identifier is None:
         raise _fail(
-            f"the SubmissionSet needs the sourceId extension ({SOURCE_ID_EXTENSION})",
-            "List.extension",
+            "List.identifier needs the uniqueId (an identifier with a value)", "List.identifier"
         )
+    source = _source_id(submission_set)
+    details, claims = walk_submission_set(
+        submission_set, {url for url, _resource, _where in references}
+    )
     set_patient = patient_reference(submission_set.get("subject"), "List.subject")
     used: set[str] = set()
     documents = []
@@ -272,16 +304,9 @@ def parse_provide_bundle(
         set_patient,
         tuple(documents),
         tuple(str(entry["fullUrl"]) for entry in entries),
+        details,
+        claims,
     )
-
-
-def _identifier_value(resource: JsonObject, where: str, *, usual: bool) -> str:
-    for identifier in resource.get("identifier", []):
-        if identifier.get("use") == ("usual" if usual else "official") or not usual:
-            value = identifier.get("value")
-            if isinstance(value, str) and value:
-                return value
-    raise _fail(f"{where} needs the uniqueId (an identifier with a value)", where)
 
 
 def _document(
@@ -301,6 +326,7 @@ def _document(
         )
     if resource.get("status") != "current":
         raise _fail("a new DocumentReference has status 'current'", f"{here}.status")
+    walk_document_reference(resource, master)
     contents = resource.get("content", [])
     if len(contents) != 1:
         raise _fail("a DocumentReference has exactly one content", f"{here}.content")
@@ -342,22 +368,27 @@ def _document(
         raise _fail("the confidentiality is N, R or V", f"{here}.securityLabel")
     context = resource.get("context", {})
     practitioner = organization = patient_author = None
-    for author in resource.get("author", []):
+    # MHD's author is 0..*: absent or contained (Comprehensive), the recorded author is the
+    # caller; a literal one must name them (checked by the service).
+    for index, author in enumerate(resource.get("author", [])):
         reference = author.get("reference") if isinstance(author, dict) else None
+        if isinstance(reference, str) and reference.startswith("#"):
+            continue  # a contained author: the source's description of the caller
         parts = reference.rstrip("/").rsplit("/", 2) if isinstance(reference, str) else []
         kind = parts[-2] if len(parts) >= 2 else None
+        where_author = f"{here}.author[{index}]"
         if kind == "Practitioner" and practitioner is None:
-            practitioner = _reference_id(author, "Practitioner", f"{here}.author")
+            practitioner = _reference_id(author, "Practitioner", where_author)
         elif kind == "Organization" and organization is None:
-            organization = _reference_id(author, "Organization", f"{here}.author")
+            organization = _reference_id(author, "Organization", where_author)
         elif kind == "Patient" and patient_author is None:
-            patient_author = _reference_id(author, "Patient", f"{here}.author")
-    if practitioner is None and organization is None and patient_author is None:
-        raise _fail(
-            "a DocumentReference needs its author (Practitioner and Organization, or the "
-            "Patient for their own upload)",
-            f"{here}.author",
-        )
+            patient_author = _reference_id(author, "Patient", where_author)
+        else:
+            raise _fail(
+                "a literal author is the calling Practitioner, one Organization of theirs, or "
+                "the Patient for their own upload (other authors go in contained resources)",
+                where_author,
+            )
     replaces = signs = None
     for relation in resource.get("relatesTo", []):
         code = relation.get("code")
@@ -543,11 +574,16 @@ def submission_set_list(row: JsonObject, visible_ids: list[str], base_url: str) 
     """A SubmissionSet as the List ITI-66 returns, listing only the documents the reader may
     see (a hidden document's existence is not revealed)."""
     base = base_url.rstrip("/")
-    return {
+    details: JsonObject = row.get("details") or {}
+    listed: JsonObject = {
         "resourceType": "List",
         "id": row["id"],
         "meta": {"versionId": "1", "lastUpdated": rfc3339_ms(row["submitted_at"])},
-        "extension": [{"url": SOURCE_ID_EXTENSION, "valueIdentifier": {"value": row["source_id"]}}],
+        **({"contained": details["contained"]} if details.get("contained") else {}),
+        "extension": [
+            {"url": SOURCE_ID_EXTENSION, "valueIdentifier": {"value": row["source_id"]}},
+            *details.get("extension", []),
+        ],
         "identifier": [
             {"use": "official", "system": "urn:ietf:rfc:3986", "value": row["master_identifier"]}
         ],
@@ -558,3 +594,7 @@ def submission_set_list(row: JsonObject, visible_ids: list[str], base_url: str) 
         "date": rfc3339_ms(row["submitted_at"]),
         "entry": [{"item": {"reference": f"{base}/DocumentReference/{i}"}} for i in visible_ids],
     }
+    for name in ("title", "source", "note"):
+        if name in details:
+            listed[name] = details[name]
+    return listed

@@ -8,6 +8,7 @@ patient was removed or altered since.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,8 +20,19 @@ from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.tree_head import TreeHead
 from carevault.services import directory as svc
 from carevault.services.audit_log import AuditLog
+from carevault.verifier import (
+    CompletenessProof,
+    CompletenessReport,
+    ProvenEntry,
+    VerificationError,
+    verify_completeness,
+)
 
 STREAM = "clinical"
+_log = logging.getLogger("carevault.audit")
+# Entries one completeness proof carries at most (each with its inclusion proof); a longer
+# history is proven in steps, each from the tree head the last step ended in.
+MAX_PROOF_ENTRIES = 1000
 
 
 @dataclass(frozen=True)
@@ -168,3 +180,77 @@ def access_history(
         else None
     )
     return AccessHistory(head, consistency, entries, rows[-1][0] if more and rows else None)
+
+
+def completeness_proof(
+    log: AuditLog, patient_id: str, *, since: int | None, limit: int = MAX_PROOF_ENTRIES
+) -> CompletenessProof:
+    """The proof that the patient's history is complete from the signed tree head of size
+    ``since`` (``None``: from the start of their chain) up to their latest entry in a freshly
+    signed head, or their ``limit``-th entry after ``since`` (`carevault.verifier`).
+
+    The anchor is the patient's last entry before ``since``, if it carries a link: entries
+    appended before the chains began (migration 0019) carry none, and the proof then starts at
+    the chain's genesis."""
+    head = log.sign_tree_head(STREAM)
+    older = None
+    if since is not None:
+        if since > head.tree_size:
+            raise InvalidInput(
+                f"the log has {head.tree_size} entries; no tree head of size {since} was signed",
+                expression="since",
+            )
+        try:
+            older = log.tree_head(STREAM, since)
+        except LookupError as error:
+            raise InvalidInput(
+                f"no tree head of size {since} was signed", expression="since"
+            ) from error
+
+    def proven(index: int, data: bytes) -> ProvenEntry:
+        return ProvenEntry(index, data, log.inclusion_proof(STREAM, index, head.tree_size))
+
+    anchor = None
+    start = older.tree_size if older is not None else 0
+    if start > 0:
+        before = log.patient_entries(patient_id, before=start, limit=1, newest_first=True)
+        if before and _linked(before[0][1]):
+            anchor = proven(*before[0])
+    rows = log.patient_entries(patient_id, after=start - 1, before=head.tree_size, limit=limit)
+    if anchor is None:  # the proof starts at the genesis: drop what came before the chains
+        rows = [(i, data) for i, data in rows if _linked(data)]
+    return CompletenessProof(
+        patient_id,
+        head,
+        [proven(i, data) for i, data in rows],
+        since=older,
+        consistency=(
+            log.consistency_proof(STREAM, start, head.tree_size) if older is not None else ()
+        ),
+        anchor=anchor,
+    )
+
+
+def _linked(data: bytes) -> bool:
+    return AuditRecord.from_canonical(data).chain is not None
+
+
+def verified_completeness(
+    log: AuditLog, patient_id: str, oldest_shown: int
+) -> CompletenessReport | None:
+    """Whether the patient's history is complete from the last tree head signed before the
+    oldest entry shown to their latest entry, computed by verifying the proof with the log's
+    public key (`carevault.verifier`), never asserted; ``None`` if it does not verify."""
+    older = log.tree_head_before(STREAM, oldest_shown + 1)
+    proof = completeness_proof(
+        log, patient_id, since=older.tree_size if older is not None and older.tree_size else None
+    )
+    try:
+        return verify_completeness(log.public_key_pem(STREAM), proof)
+    except VerificationError as error:
+        log_warning(patient_id, error)
+        return None
+
+
+def log_warning(patient_id: str, error: VerificationError) -> None:
+    _log.error("the access history of a patient does not verify: %s", error)

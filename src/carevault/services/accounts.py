@@ -52,9 +52,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import NoReturn, Protocol
 
-from sqlalchemy import Connection
-
 from carevault.adapters.storage.account_store import AccountRecord, AccountStore, Notification
+from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.accounts import (
     ACCOUNT_POLICY,
@@ -154,7 +153,7 @@ class SecretBox(Protocol):
 class AuditAppender(Protocol):
     """`carevault.services.audit_log.AuditLog`."""
 
-    def append_in(self, connection: Connection, records: Sequence[AuditRecord]) -> list[int]: ...
+    def append_with(self, store: AuditStore, records: Sequence[AuditRecord]) -> list[int]: ...
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -682,6 +681,31 @@ class AccountService:
             raise NotPermitted("no mandate in force lets this account act for this patient")
         return replace(principal, acting_for=patient_id, scope=scope)
 
+    def sign_out_everywhere(self, account_id: str, *, client_ip: str | None = None) -> int:
+        """End every portal session of the account, in every browser and on every device, in
+        one transaction with its audit entry (in the patient's history for a patient's
+        account); how many sessions were ended."""
+        now = self.clock()
+        with self.units() as uow:
+            account = uow.accounts.by_id(account_id)
+            if account is None:
+                raise NotFound("no such account")
+            ended = uow.sessions.end_all(account_id, now)
+            self._append(
+                uow,
+                self._event(
+                    account,
+                    "logout-everywhere",
+                    ACTION_EXECUTE,
+                    _SUCCESS,
+                    now,
+                    client_ip,
+                    detail={"sessions": str(ended)},
+                ),
+            )
+            uow.commit()
+        return ended
+
     # --- passwords --------------------------------------------------------------------------
 
     def change_password(
@@ -850,4 +874,4 @@ class AccountService:
         )
 
     def _append(self, uow: UnitOfWork, *records: AuditRecord) -> None:
-        self.audit.append_in(uow.directory.connection, records)
+        self.audit.append_with(uow.audit, records)

@@ -83,14 +83,20 @@ class AuditLog:
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Whether the latest group commit failed: what ``/health/ready`` says of the audit log.
+        self.last_commit_failed = False
 
     # --- appending ------------------------------------------------------------------------
 
     def append_in(self, connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
         """Append inside the caller's transaction; the caller's commit makes them durable."""
+        return self.append_with(AuditStore(connection), records)
+
+    def append_with(self, store: AuditStore, records: Sequence[AuditRecord]) -> list[int]:
+        """Append through a unit of work's audit store (``uow.audit``), inside its
+        transaction: its commit makes them durable."""
         now = self.clock()
         indexes: list[int] = []
-        store = AuditStore(connection)
         for stream in STREAMS:
             batch = [_pending(r, now) for r in records if r.stream == stream]
             if batch:
@@ -176,7 +182,18 @@ class AuditLog:
             count += len(item.entries)
         return batch
 
+    def queue_depth(self) -> int:
+        """Appends waiting for the group commit (a metric: it grows when the database slows)."""
+        return self._queue.qsize()
+
+    def export_backlog(self, stream: str, destination: str) -> int:
+        """Entries of ``stream`` the ATNA repository at ``destination`` has not confirmed."""
+        with self.engine.connect() as connection:
+            store = AuditStore(connection)
+            return max(0, store.size(stream) - store.export_cursor(stream, destination))
+
     def _fail(self, batch: list[_Request], error: Exception) -> None:
+        self.last_commit_failed = True
         log.error("audit group commit of %d requests failed: %s", len(batch), type(error).__name__)
         for request in batch:
             request.done.set_exception(error)
@@ -196,6 +213,7 @@ class AuditLog:
                 connection.rollback()
             self._fail(batch, error)
             return
+        self.last_commit_failed = False
         offsets = dict(firsts)
         for request in batch:
             start = offsets[request.stream]
@@ -263,12 +281,30 @@ class AuditLog:
             raise LookupError(f"no signed tree head of size {tree_size}")
         return _public(stored)
 
+    def tree_head_before(self, stream: str, tree_size: int) -> TreeHead | None:
+        """The largest signed tree head smaller than ``tree_size``, if any."""
+        with self.engine.connect() as connection:
+            stored = AuditStore(connection).head_before(stream, tree_size)
+        return None if stored is None else _public(stored)
+
     def latest_tree_head(self, stream: str) -> TreeHead:
         with self.engine.connect() as connection:
             stored = AuditStore(connection).latest_tree_head(stream)
         if stored is None:
             return self.sign_tree_head(stream)
         return _public(stored)
+
+    def stored_heads(
+        self, stream: str
+    ) -> tuple[StoredTreeHead | None, StoredTreeHead | None, StoredTreeHead | None]:
+        """The latest signed tree head, the one signed before it, and the latest one an RFC 3161
+        authority stamped (for the security officer's integrity check)."""
+        with self.engine.connect() as connection:
+            store = AuditStore(connection)
+            latest = store.latest_tree_head(stream)
+            previous = store.head_before(stream, latest.tree_size) if latest is not None else None
+            stamped = store.latest_stamped_head(stream)
+        return latest, previous, stamped
 
     # --- proofs and entries -----------------------------------------------------------------
 

@@ -254,10 +254,10 @@ def feed_patient(
         )
     matches = uow.directory.patients_by_identifier(identifier.system, identifier.value)
     if not matches:
-        if _replaced_by(resource) is not None:
+        if _replaced_by(uow, resource) is not None:
             raise BusinessRuleViolation("cannot merge a patient that does not exist yet")
         return register_patients(uow, ctx, [resource], domain)[0], True
-    survivor = _replaced_by(resource)
+    survivor = _replaced_by(uow, resource)
     now = ctx.clock()
     stored = _replace_patient(uow, ctx, matches[0], resource, None, now, domain)
     if survivor is not None:
@@ -266,17 +266,38 @@ def feed_patient(
     return stored, False
 
 
-def _replaced_by(resource: JsonObject) -> str | None:
+def _replaced_by(uow: UnitOfWork, resource: JsonObject) -> str | None:
+    """The surviving patient a feed's ``replaced-by`` link names: ITI-104 (PIXm 3,
+    §2:3.104.4.2.2) names it by its identifier (``link.other.identifier``); a reference
+    ``Patient/id`` is read too."""
     for link in resource.get("link", []):
-        if link.get("type") == "replaced-by":
-            reference = str(link.get("other", {}).get("reference", ""))
-            kind, _, target = reference.partition("/")
-            if kind != "Patient" or not target:
+        if link.get("type") != "replaced-by":
+            continue
+        other = link.get("other") if isinstance(link.get("other"), dict) else {}
+        named = other.get("identifier")
+        if "reference" not in other and isinstance(named, dict):
+            system, value = named.get("system"), named.get("value")
+            if not isinstance(system, str) or not isinstance(value, str) or not system:
                 raise BusinessRuleViolation(
-                    "a replaced-by link must reference 'Patient/id'",
-                    expression="Patient.link.other",
+                    "a replaced-by link's identifier needs a system and a value",
+                    expression="Patient.link.other.identifier",
                 )
-            return target
+            holders = uow.directory.patients_by_identifier(system, value)
+            if not holders:
+                raise BusinessRuleViolation(
+                    f"the surviving patient {system}|{value} is not known",
+                    expression="Patient.link.other.identifier",
+                )
+            return holders[0]
+        reference = str(other.get("reference", ""))
+        kind, _, target = reference.partition("/")
+        if kind != "Patient" or not target:
+            raise BusinessRuleViolation(
+                "a replaced-by link must name the surviving patient by its identifier or "
+                "reference it as 'Patient/id'",
+                expression="Patient.link.other",
+            )
+        return target
     return None
 
 
@@ -484,6 +505,7 @@ TABLES = {
     "Practitioner": t.practitioner,
     "PractitionerRole": t.practitioner_role,
     "Organization": t.organization,
+    "CareTeam": t.care_team,
 }
 
 

@@ -4,8 +4,9 @@ Publishing (ITI-65) is all-or-nothing: every document of a submission is checked
 against the affinity domain, bytes against their declared type, size and hash), decided by the
 engine as a write of its class, sealed (a fresh data key per document, AES-256-GCM) and stored
 in one transaction with the SubmissionSet, the replaced documents' new status, the patient's
-notification and the audit entry. Retrieval (ITI-68) decides the read on the document's own
-facts, opens the sealed bytes and checks CareVault's SHA-256 before serving a single byte.
+notification and the audit entry. Retrieval (ITI-68) is decided once, by the gate, on the
+document's own facts as `load` read them (`PermittedRead`); `retrieve` opens the sealed bytes
+and checks CareVault's SHA-256 before serving a single byte.
 
 A write that names a stored document (replacing it, marking it entered-in-error, releasing it)
 is first decided as a read of that document by the same caller (`require_visible`): nobody
@@ -17,12 +18,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
-
-from sqlalchemy import Connection
 
 from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.document_store import (
@@ -38,11 +37,14 @@ from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_READ, Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import (
     Action,
+    Decision,
+    DocumentFacts,
     ProfileMatrix,
     RecordFacts,
     Subject,
     SubjectKind,
     decide,
+    stricter,
     visible_filter,
 )
 from carevault.domain.documents import (
@@ -90,8 +92,6 @@ class AffinityCodes(Protocol):
 
 
 class AuditAppender(Protocol):
-    def append_in(self, connection: Connection, records: Sequence[AuditRecord]) -> list[int]: ...
-
     def append(self, records: Sequence[AuditRecord]) -> list[int]: ...
 
 
@@ -114,11 +114,27 @@ class Published:
 
 
 @dataclass(frozen=True)
-class Fetched:
-    """A stored document and its content's row, as one statement read them."""
+class LoadedDocument:
+    """One stored document, read once: in the gate's transaction, so that the engine decides
+    on its ``facts`` and the handler serves what was decided on, without reading it again.
+    ``content`` is its content's row when it was read for a retrieval (``with_content``; None
+    then means there is no row)."""
 
-    document: StoredDocument
-    content: StoredContent | None
+    stored: StoredDocument
+    facts: DocumentFacts
+    content: StoredContent | None = None
+    with_content: bool = False
+
+
+@dataclass(frozen=True)
+class PermittedRead:
+    """The engine's permit to read one loaded document of one record, as the gate decided it
+    (once, on ``document.facts``): `DocumentService.describe` and `retrieve` serve it without
+    deciding again."""
+
+    record: RecordFacts
+    decision: Decision
+    document: LoadedDocument
 
 
 @dataclass(frozen=True)
@@ -196,6 +212,7 @@ class DocumentService:
                 f"a SubmissionSet with uniqueId {submission.master_identifier} was already received"
             )
         unique = set(taken)  # grows with this submission's own documents
+        _check_set_authors(subject, record, submission)
         ids = {d.full_url: new_id() for d in submission.documents}
         set_id = new_id()
         signatures = self._signatures(submission)
@@ -213,6 +230,7 @@ class DocumentService:
                     engine_class=target.engine_class,
                     confidentiality=target.confidentiality,
                     not_yet_visible_to_patient=target.not_yet_visible_to_patient,
+                    release_at=target.release_at,
                 )
             else:
                 signed[provided.full_url] = metadata
@@ -248,6 +266,7 @@ class DocumentService:
             subject.id,
             [m.id for m in stored],
             now,
+            submission.details,
         )
         # The patient is told of what they can see: not signatures, not held documents (they
         # are told when those are released).
@@ -397,7 +416,9 @@ class DocumentService:
             format_code=provided.format_code,
             practice_setting=provided.practice_setting,
             facility_type=provided.facility_type,
-            confidentiality=provided.confidentiality,
+            # At least the patient's default level for new documents (their choice holds
+            # whatever the author labelled); a signature takes its document's level below.
+            confidentiality=stricter(provided.confidentiality, record.default_confidentiality),
             engine_class=engine_class,
             author_id=author,
             author_organization_id=organization,
@@ -548,6 +569,45 @@ class DocumentService:
         )
         return total, [self._with_text(stored) for stored in found]
 
+    def listing(
+        self, units: Callable[[], UnitOfWork], subject: Subject, patient_id: str, count: int = 200
+    ) -> list[DocumentMetadata]:
+        """The documents of a record the subject sees (the patient's "my documents": the
+        engine's search on the record, then its filter), newest first."""
+        now = self.clock()
+        with units() as uow:
+            record = uow.records.load(patient_id, now)
+            decision = decide(subject, Action.SEARCH, record, None, now, self.matrix)
+            if not decision.permit or record is None:
+                raise Refused(decision)
+            _total, found = self.find(
+                uow, subject, record, DocumentCriteria(), offset=0, count=count
+            )
+        return sorted(found, key=lambda m: m.indexed, reverse=True)
+
+    def everything(
+        self,
+        units: Callable[[], UnitOfWork],
+        subject: Subject,
+        record: RecordFacts,
+        step: int = 100,
+    ) -> Iterator[Retrieved]:
+        """Every document the subject sees, with its content checked and decrypted, ``step``
+        at a time (one short transaction each): the export of a record."""
+        offset = 0
+        while True:
+            with units() as uow:
+                total, found = self.find(
+                    uow, subject, record, DocumentCriteria(), offset=offset, count=step
+                )
+                loaded = [self.load(uow, m.id, with_content=True) for m in found]
+            for metadata, one in zip(found, loaded, strict=True):
+                if one is not None:
+                    yield replace(self.open(subject, record, one), metadata=metadata)
+            offset += len(found)
+            if not found or offset >= total:
+                return
+
     def submission_sets(
         self,
         uow: UnitOfWork,
@@ -586,26 +646,49 @@ class DocumentService:
     def read(
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
     ) -> DocumentMetadata:
+        """One document's metadata, decided here (after a write changed it: the gate's
+        snapshot is then out of date)."""
         stored = self._permitted(uow, subject, record, document_id)
         return self._with_text(stored)
 
-    def fetch(self, uow: UnitOfWork, document_id: str) -> Fetched | None:
-        """A document with its content's row, in one statement: the gate reads it to decide
-        and hands it to ``open``, so that a retrieval reads the database once."""
-        found = self._store(uow).get_with_content(document_id)
-        return None if found is None else Fetched(*found)
+    def load(
+        self, uow: UnitOfWork, document_id: str, *, with_content: bool = False
+    ) -> LoadedDocument | None:
+        """A document, and with ``with_content`` its content's row in the same statement: the
+        gate reads it to decide and hands it to ``describe`` or ``retrieve``, so that a read
+        reads the database once and the engine decides once."""
+        store = self._store(uow)
+        if with_content:
+            found = store.get_with_content(document_id)
+            if found is None:
+                return None
+            stored, content = found
+            return LoadedDocument(stored, stored.metadata.facts(), content, with_content=True)
+        one = store.get(document_id)
+        return None if one is None else LoadedDocument(one, one.metadata.facts())
 
-    def open(self, subject: Subject, record: RecordFacts, fetched: Fetched) -> Retrieved:
-        """The exact bytes, after the engine permitted the read and the integrity checks; a
-        failed check alerts the security officer (outside any transaction, so that the alert
-        never waits on it)."""
-        document_id = fetched.document.metadata.id
-        stored = self._check_permitted(fetched.document, subject, record, document_id)
-        sealed = (
-            None
-            if fetched.content is None
-            else sealed_parts(document_id, fetched.content, self.blobs)
-        )
+    def describe(self, read: PermittedRead) -> DocumentMetadata:
+        """ITI-67 read: the permitted document's metadata, its free text opened."""
+        return self._with_text(_admitted(read))
+
+    def retrieve(self, read: PermittedRead) -> Retrieved:
+        """ITI-68: the permitted document's exact bytes (see `_open`)."""
+        loaded = read.document
+        if not loaded.with_content:
+            raise ValueError("a retrieval needs the document loaded with its content")
+        return self._open(_admitted(read), loaded.content)
+
+    def open(self, subject: Subject, record: RecordFacts, loaded: LoadedDocument) -> Retrieved:
+        """The exact bytes of a document loaded with its content, decided here (the export,
+        which finds the documents itself)."""
+        stored = self._check_permitted(loaded.stored, subject, record, loaded.stored.metadata.id)
+        return self._open(stored, loaded.content)
+
+    def _open(self, stored: StoredDocument, content_row: StoredContent | None) -> Retrieved:
+        """The bytes, after the integrity checks; a failed check alerts the security officer
+        (outside any transaction, so that the alert never waits on it)."""
+        document_id = stored.metadata.id
+        sealed = None if content_row is None else sealed_parts(document_id, content_row, self.blobs)
         problem = None
         content = b""
         if sealed is None:
@@ -688,6 +771,15 @@ class DocumentService:
         )
 
 
+def _admitted(read: PermittedRead) -> StoredDocument:
+    """The permitted document, once the permit is one: a read of this record's document that
+    the engine permitted (a handler cannot serve what the gate refused)."""
+    stored = read.document.stored
+    if not read.decision.permit or stored.metadata.patient_id != read.record.patient_id:
+        raise NotFound(f"DocumentReference/{stored.metadata.id} is not known")
+    return stored
+
+
 def _listing(row: dict[str, Any], visible: set[str]) -> SubmissionSet:
     return SubmissionSet(row, [i for i in row["document_ids"] if i in visible])
 
@@ -698,3 +790,26 @@ def _free_text(provided: ProvidedDocument) -> bytes | None:
     return json.dumps(
         {"title": provided.title, "description": provided.description}, ensure_ascii=False
     ).encode("utf-8")
+
+
+def _check_set_authors(
+    subject: Subject, record: RecordFacts, submission: ProvidedSubmission
+) -> None:
+    """A SubmissionSet's literal author (``List.source``, its authorOrg) names the caller: the
+    platform keeps and returns it, so it must not let a system claim someone else's name. A
+    contained author is the source's own description and is kept as such."""
+    patient_upload = subject.kind in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE)
+    for claim in submission.author_claims:
+        if claim.kind == "Practitioner":
+            ok = not patient_upload and claim.id == subject.id
+        elif claim.kind == "Organization":
+            ok = not patient_upload and claim.id in subject.organization_ids
+        else:  # Patient
+            ok = patient_upload and claim.id == record.patient_id
+        if not ok:
+            raise BusinessRuleViolation(
+                f"{claim.where}: {claim.kind}/{claim.id} is not the caller (the SubmissionSet's "
+                "author is the authenticated practitioner, one of their organizations, or the "
+                "patient for their own upload)",
+                expression=claim.where,
+            )

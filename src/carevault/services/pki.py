@@ -79,6 +79,7 @@ __all__ = [
     "Deliver",
     "PkiContext",
     "PkiNotInitialized",
+    "PublicDocuments",
     "ca_chain_pem",
     "current_crl",
     "init_pki",
@@ -577,3 +578,81 @@ def _client_id(leaf: x509.Certificate) -> str:
     if len(named) != 1 or named != in_subject:
         raise CertificateRejected("the client certificate does not name exactly one client_id")
     return named.pop()
+
+
+# --- for the messaging use cases, which issue encryption certificates with the same CA -------
+
+authorities = _authorities
+open_ca_key = _open_ca_key
+certifiable = _certifiable
+
+
+@dataclass(frozen=True)
+class PublicDocuments:
+    """The PKI's public documents, each read in a transaction of its own: what the HTTP layer
+    serves, without a unit of work or the CA key's password in its hands."""
+
+    units: Callable[[], UnitOfWork]
+    ca_password: bytes
+    clock: Callable[[], datetime]
+
+    def crl(self) -> bytes:
+        with self.units() as uow:
+            return current_crl(uow, self.ca_password, self.clock())
+
+    def chain_pem(self) -> str:
+        with self.units() as uow:
+            return ca_chain_pem(uow)
+
+    def status(self) -> PkiStatus:
+        """The CA certificates' validity and the CRL's, for the security officer's workspace
+        (signing a CRL now, as a relying party fetching it would get it)."""
+        now = self.clock()
+        with self.units() as uow:
+            try:
+                authorities = _authorities(uow.pki)
+            except PkiNotInitialized:
+                return PkiStatus(initialized=False, checked_at=now)
+            crl = x509.load_der_x509_crl(current_crl(uow, self.ca_password, now))
+            revoked = uow.pki.revoked_unexpired(now)
+        return PkiStatus(
+            initialized=True,
+            checked_at=now,
+            authorities=tuple(
+                CertificateStatus(
+                    role,
+                    certificate.subject.rfc4514_string(),
+                    format(certificate.serial_number, "x"),
+                    certificate.not_valid_before_utc,
+                    certificate.not_valid_after_utc,
+                )
+                for role, certificate in (
+                    (ROOT, authorities.root),
+                    (ISSUING, authorities.issuing),
+                )
+            ),
+            crl_issued=crl.last_update_utc,
+            crl_next=crl.next_update_utc,
+            crl_signature_valid=crl.is_signature_valid(authorities.issuing.public_key()),  # type: ignore[arg-type]
+            revoked=len(revoked),
+        )
+
+
+@dataclass(frozen=True)
+class CertificateStatus:
+    role: str  # root | issuing
+    subject: str
+    serial: str
+    not_before: datetime
+    not_after: datetime
+
+
+@dataclass(frozen=True)
+class PkiStatus:
+    initialized: bool
+    checked_at: datetime
+    authorities: tuple[CertificateStatus, ...] = ()
+    crl_issued: datetime | None = None
+    crl_next: datetime | None = None
+    crl_signature_valid: bool = False
+    revoked: int = 0

@@ -2,8 +2,14 @@
 
 The cookie carries 256 random bits; the database keeps only their SHA-256, so neither a backup
 nor an operator reading the table can take over a session. Sessions expire after
-``IDLE_LIFETIME`` without use and can be ended at once (sign-out, or later by the patient from
-another device). Each session has its own CSRF token that every form must echo.
+``IDLE_LIFETIME`` without use and can be ended at once (sign-out; "sign out everywhere" ends
+every session of the account, `AccountService.sign_out_everywhere`). Each session has its own
+CSRF token that every form must echo.
+
+A professional's session (kind ``practitioner``, opened with a passkey in the workspace) stands
+on the card certificate the passkey was enrolled with and on the licence: at every request both
+are checked again (`workspace_signin.binding_problem`), and when either fails every session of
+that professional ends at once.
 """
 
 from __future__ import annotations
@@ -18,17 +24,20 @@ from datetime import datetime, timedelta
 from carevault.adapters.storage.portal_store import StoredSession
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import NotAuthenticated, NotPermitted
+from carevault.services.workspace_signin import binding_problem
 
 IDLE_LIFETIME = timedelta(minutes=30)
+PRACTITIONER_SESSION = "practitioner"  # a professional signed in to the workspace
 
 
 @dataclass(frozen=True)
 class PortalSession:
-    account_id: str
-    kind: str  # patient | representative | operator | security-officer
+    account_id: str  # a professional's: their practitioner id
+    kind: str  # patient | representative | operator | security-officer | practitioner
     patient_id: str | None
     csrf: str
     expires_at: datetime
+    certificate_serial: str | None = None  # a professional's card certificate
 
 
 def _hash(token: str) -> str:
@@ -40,12 +49,23 @@ class PortalSessions:
         self.units = units
         self.clock = clock
 
-    def open(self, account_id: str, kind: str, patient_id: str | None) -> tuple[str, PortalSession]:
+    def open(
+        self,
+        account_id: str,
+        kind: str,
+        patient_id: str | None,
+        certificate_serial: str | None = None,
+    ) -> tuple[str, PortalSession]:
         """Start a session; return the cookie value (shown once) and the session."""
         token = secrets.token_urlsafe(32)
         now = self.clock()
         session = PortalSession(
-            account_id, kind, patient_id, secrets.token_urlsafe(32), now + IDLE_LIFETIME
+            account_id,
+            kind,
+            patient_id,
+            secrets.token_urlsafe(32),
+            now + IDLE_LIFETIME,
+            certificate_serial,
         )
         with self.units() as uow:
             uow.sessions.add(
@@ -57,6 +77,7 @@ class PortalSessions:
                     session.csrf,
                     now,
                     session.expires_at,
+                    certificate_serial=certificate_serial,
                 )
             )
             uow.commit()
@@ -71,10 +92,18 @@ class PortalSessions:
             row = uow.sessions.get(_hash(token))
             if row is None or row.ended_at is not None or row.expires_at <= now:
                 raise NotAuthenticated("your session has ended; please sign in again")
+            if row.kind == PRACTITIONER_SESSION:
+                problem = binding_problem(uow, row.account_id, row.certificate_serial, now)
+                if problem is not None:
+                    uow.sessions.end_all(row.account_id, now)
+                    uow.commit()
+                    raise NotAuthenticated(f"your session has ended: {problem}")
             expires = now + IDLE_LIFETIME
             uow.sessions.extend(_hash(token), expires)
             uow.commit()
-        return PortalSession(row.account_id, row.kind, row.patient_id, row.csrf, expires)
+        return PortalSession(
+            row.account_id, row.kind, row.patient_id, row.csrf, expires, row.certificate_serial
+        )
 
     def act_for(self, token: str, patient_id: str) -> None:
         """A representative's session now acts on this patient's record (mandate checked by
@@ -82,6 +111,13 @@ class PortalSessions:
         with self.units() as uow:
             uow.sessions.act_for(_hash(token), patient_id)
             uow.commit()
+
+    def end_all(self, account_id: str) -> int:
+        """End every session of an account (a professional: of their practitioner id)."""
+        with self.units() as uow:
+            ended = uow.sessions.end_all(account_id, self.clock())
+            uow.commit()
+        return ended
 
     def end(self, token: str | None) -> None:
         if not token:

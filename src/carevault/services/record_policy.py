@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
-
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.record_store import UNSET, Unset
+from carevault.adapters.storage.audit_store import AuditStore
+from carevault.adapters.storage.record_store import UNSET, StoredBlock, StoredGrant, Unset
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.accounts import AccountKind, Mandate
 from carevault.domain.audit import (
@@ -53,6 +52,7 @@ from carevault.domain.authorization import (
     Party,
     ProfileMatrix,
     RecordFacts,
+    RecordModel,
     RecordState,
     Subject,
     SubjectKind,
@@ -60,6 +60,7 @@ from carevault.domain.authorization import (
     visible_filter,
 )
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
+from carevault.fhirmodel.directory import LICENCE_STATUS_URL
 from carevault.services import presence
 from carevault.services.presence import PresenceCode, code_hash, normalize
 
@@ -70,7 +71,7 @@ _SUCCESS = "0"
 
 
 class AuditAppender(Protocol):
-    def append_in(self, connection: Connection, records: Sequence[AuditRecord]) -> list[int]: ...
+    def append_with(self, store: AuditStore, records: Sequence[AuditRecord]) -> list[int]: ...
 
 
 class Refused(NotPermitted):
@@ -119,23 +120,72 @@ class Actor:
     network: str | None = None
     organization: str | None = None
 
+    def agent(self, on_behalf_of: str | None = None) -> Agent:
+        """The audit entry's agent: this actor, acting for ``on_behalf_of`` if given."""
+        return Agent(
+            who=self.who,
+            role=self.subject.kind.value,
+            organization=self.organization,
+            network=self.network,
+            on_behalf_of=on_behalf_of,
+        )
+
 
 # --- who is asking ---------------------------------------------------------------------------
 
 
-# Professions whose members act only under a practitioner's mandate (PRODUCT.md, rule 8). The
-# directory records no mandate yet, so the engine sees them without a mandator and refuses them
-# by rule 1 (identity-assistant) until it does (docs/authorization.md).
+# Professions whose members act only under a practitioner's mandate (PRODUCT.md, rule 8): the
+# directory's `carevault.domain.mandates.AssistantMandate` names who they act for; without one
+# in force the engine refuses them by rule 1 (identity-assistant).
 ASSISTANT_PROFESSIONS = frozenset({"medical-assistant"})
 
 
 def practitioner_subject(
-    uow: UnitOfWork, practitioner_id: str, organization_id: str | None = None
+    uow: UnitOfWork,
+    practitioner_id: str,
+    organization_id: str | None = None,
+    *,
+    now: datetime | None = None,
+    mandator_id: str | None = None,
 ) -> Subject:
-    """A practitioner as the directory describes them: the profession and specialty of their
-    role at ``organization_id`` (when a system acts for them) or of their first active role, and
-    every organization they work for; an assistant (`ASSISTANT_PROFESSIONS`) as an assistant.
-    Licence and revocation were checked with the token."""
+    """A practitioner as the directory describes them at ``now``: the profession and specialty
+    of their role at ``organization_id`` (when a system acts for them) or of their first active
+    role, every organization they work for and the care teams they are an active member of.
+
+    An assistant (`ASSISTANT_PROFESSIONS`) is described with their mandator: the practitioner
+    whose mandate is in force (``mandator_id`` chooses among several; with several and no
+    choice, none is assumed and the engine refuses), with that practitioner's licence as the
+    directory holds it now. The assistant's own licence and revocation were checked with the
+    token."""
+    moment = now if now is not None else datetime.now(UTC)
+    subject = _described(uow, practitioner_id, organization_id, moment)
+    if subject.kind is not SubjectKind.ASSISTANT:
+        return subject
+    mandates = [
+        m
+        for m in uow.directory.active_mandates(practitioner_id, moment)
+        if mandator_id is None or m.mandator_id == mandator_id
+    ]
+    if len({m.mandator_id for m in mandates}) != 1:
+        return subject
+    mandate = mandates[0]
+    mandator = _described(uow, mandate.mandator_id, None, moment)
+    if mandator.kind is not SubjectKind.PRACTITIONER:
+        return subject  # an assistant's mandate to another assistant gives nothing
+    stored = uow.directory.practitioner(mandate.mandator_id)
+    mandator = replace(mandator, licence_active=stored is not None and licensed(stored.resource))
+    classes = None
+    for m in mandates:  # several mandates of one practitioner: the widest
+        if m.classes is None:
+            classes = None
+            break
+        classes = (classes or frozenset()) | m.classes
+    return replace(subject, mandator=mandator, mandate_classes=classes)
+
+
+def _described(
+    uow: UnitOfWork, practitioner_id: str, organization_id: str | None, now: datetime
+) -> Subject:
     profession: str | None = None
     specialty: str | None = None
     organizations: set[str] = set()
@@ -154,7 +204,110 @@ def practitioner_subject(
         profession,
         specialty,
         organization_ids=frozenset(organizations),
+        care_team_ids=uow.directory.care_team_ids(practitioner_id, now),
     )
+
+
+# --- the record's settings, changed together ------------------------------------------------
+
+_WORDS: dict[str, tuple[str, str]] = {
+    "referring-physician": (
+        "Your representative changed your referring physician.",
+        "Votre représentant a changé votre médecin référent.",
+    ),
+    "default-confidentiality": (
+        "Your representative changed the default confidentiality of new documents.",
+        "Votre représentant a modifié la confidentialité par défaut des nouveaux documents.",
+    ),
+    "emergency-setting": (
+        "Your representative changed the emergency access setting.",
+        "Votre représentant a modifié le réglage de l'accès d'urgence.",
+    ),
+    "delegation-setting": (
+        "Your representative changed whether professionals may pass on their access.",
+        "Votre représentant a modifié la possibilité pour les professionnels de déléguer "
+        "leur accès.",
+    ),
+    "record-close": (
+        "Your representative closed your record.",
+        "Votre représentant a fermé votre dossier.",
+    ),
+    "record-reopen": (
+        "Your representative reopened your record.",
+        "Votre représentant a rouvert votre dossier.",
+    ),
+    "record-open": ("Your record was opened.", "Votre dossier a été ouvert."),
+}
+
+
+@dataclass(frozen=True)
+class RecordOverview:
+    record: RecordFacts
+    opened: bool  # False only under opt-in, before the patient opens their record
+    grants: tuple[StoredGrant, ...]
+    mandates: tuple[Mandate, ...]
+    blocks: tuple[StoredBlock, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordChange:
+    """The settings of a record to change together; None (UNSET for the referring physician,
+    where None removes them) leaves a setting as it is."""
+
+    state: RecordState | None = None
+    referring_physician: str | Unset | None = UNSET
+    default_confidentiality: Confidentiality | None = None
+    emergency_setting: EmergencySetting | None = None
+    delegation_allowed: bool | None = None
+
+    def is_empty(self) -> bool:
+        return self == RecordChange()
+
+    def entries(
+        self, before: RecordFacts, unopened: bool
+    ) -> list[tuple[str, dict[str, str], tuple[str, str]]]:
+        """One audit entry per setting changed: its interaction, detail and words."""
+        found: list[tuple[str, dict[str, str]]] = []
+        if self.state is not None:
+            if unopened:
+                found.append(("record-open", {"state": self.state.value}))
+            elif self.state is not before.state:
+                closing = self.state is RecordState.CLOSED
+                found.append(
+                    ("record-close" if closing else "record-reopen", {"state": self.state.value})
+                )
+        if not isinstance(self.referring_physician, Unset):
+            named = self.referring_physician or ""
+            found.append(("referring-physician", {"referring_physician": named}))
+        if self.default_confidentiality is not None:
+            found.append(
+                (
+                    "default-confidentiality",
+                    {"default_confidentiality": self.default_confidentiality.value},
+                )
+            )
+        if self.emergency_setting is not None:
+            found.append(("emergency-setting", {"emergency_setting": self.emergency_setting.value}))
+        if self.delegation_allowed is not None:
+            found.append(
+                (
+                    "delegation-setting",
+                    {"delegation_allowed": "true" if self.delegation_allowed else "false"},
+                )
+            )
+        return [(name, detail, _WORDS[name]) for name, detail in found]
+
+
+def licensed(resource: dict[str, Any]) -> bool:
+    status = next(
+        (
+            e.get("valueCode")
+            for e in resource.get("extension", [])
+            if isinstance(e, dict) and e.get("url") == LICENCE_STATUS_URL
+        ),
+        "active",
+    )
+    return bool(resource.get("active", True)) and status == "active"
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -186,8 +339,16 @@ class RecordPolicy:
 
     # --- decisions --------------------------------------------------------------------------
 
-    def facts(self, uow: UnitOfWork, patient_id: str, now: datetime) -> RecordFacts | None:
-        return uow.records.load(patient_id, now)
+    def facts(
+        self, uow: UnitOfWork, patient_id: str, now: datetime, *, opening: bool = False
+    ) -> RecordFacts | None:
+        """The record's facts, or None when there is none. ``opening``: under opt-in, a
+        patient's record they have not opened yet is a closed one (only they can open it)
+        rather than none."""
+        record = uow.records.load(patient_id, now)
+        if record is None and opening and uow.records.unopened(patient_id, now):
+            return RecordFacts(patient_id, RecordState.CLOSED, RecordModel.OPT_IN)
+        return record
 
     def decide(
         self,
@@ -212,6 +373,14 @@ class RecordPolicy:
             raise Refused(decision)
         return decision
 
+    def check(self, actor: Actor, patient_id: str, action: Action) -> Decision:
+        """The engine's word on ``actor`` doing ``action`` on the record now; Refused if no
+        (a page that only prepares a change asks before showing anything)."""
+        now = self.clock()
+        with self.units() as uow:
+            record = self.facts(uow, patient_id, now, opening=True)
+            return self.require(actor.subject, action, record, None, now)
+
     def visible(
         self, subject: Subject, record: RecordFacts | None, now: datetime
     ) -> DocumentFilter:
@@ -225,7 +394,7 @@ class RecordPolicy:
         with self.units() as uow:
             if uow.directory.read(t.practitioner, practitioner_id) is None:
                 raise NotFound(f"Practitioner/{practitioner_id} is not in the directory")
-            subject = practitioner_subject(uow, practitioner_id)
+            subject = practitioner_subject(uow, practitioner_id, now=now)
             record = self.facts(uow, patient_id, now)
             document = None
             if document_id is not None:
@@ -265,14 +434,10 @@ class RecordPolicy:
             action=action,
             interaction=interaction,
             outcome=_SUCCESS,
-            agent=Agent(
-                who=actor.who,
-                role=actor.subject.kind.value,
-                organization=actor.organization,
-                network=actor.network,
-                on_behalf_of=f"Patient/{patient_id}"
+            agent=actor.agent(
+                f"Patient/{patient_id}"
                 if actor.subject.kind is SubjectKind.REPRESENTATIVE
-                else None,
+                else None
             ),
             patient=patient_id,
             entity_type=entity[0] if entity else None,
@@ -281,7 +446,7 @@ class RecordPolicy:
             rule=" → ".join(decision.path),
             detail=detail,
         )
-        self.audit.append_in(uow.directory.connection, [record])
+        self.audit.append_with(uow.audit, [record])
         if NOTIFY_PATIENT in decision.obligations and words is not None:
             self._notify(uow, patient_id, interaction, words, actor, now, detail)
 
@@ -559,6 +724,140 @@ class RecordPolicy:
             state=RecordState.ACTIVE,
         )
 
+    def change_record(self, actor: Actor, patient_id: str, change: RecordChange) -> RecordFacts:
+        """Change several settings of the record at once, in one transaction, each change its
+        own audit entry: the referring physician, the default confidentiality of new
+        documents, the emergency setting, delegation, and the state (closing is the
+        patient's objection; ``active`` reopens a closed record or, under opt-in, opens it).
+        Returns the record's facts afterwards."""
+        if change.is_empty():
+            raise InvalidInput("name at least one setting to change")
+        now = self.clock()
+        with self.units() as uow:
+            opening = change.state is RecordState.ACTIVE
+            record = self.facts(uow, patient_id, now, opening=True)
+            decision = self.require(actor.subject, Action.MANAGE, record, None, now)
+            assert record is not None  # the engine refuses a missing record
+            unopened = uow.records.unopened(patient_id, now)
+            if unopened and not opening:
+                raise BusinessRuleViolation(
+                    "this record is not open yet: open it first (state 'active')",
+                    expression="state",
+                )
+            if isinstance(change.referring_physician, str):
+                self._require_party(uow, Party.PRACTITIONER, change.referring_physician)
+            uow.records.update_record(
+                patient_id,
+                now,
+                state=change.state,
+                referring_physician_id=change.referring_physician,
+                emergency_setting=change.emergency_setting,
+                delegation_allowed=change.delegation_allowed,
+                default_confidentiality=change.default_confidentiality,
+            )
+            for interaction, detail, words in change.entries(record, unopened):
+                self._change(
+                    uow,
+                    actor,
+                    patient_id,
+                    decision,
+                    now,
+                    interaction,
+                    ACTION_UPDATE,
+                    detail,
+                    entity=("Patient", patient_id),
+                    words=words,
+                )
+            after = uow.records.load(patient_id, now)
+            uow.commit()
+        assert after is not None
+        return after
+
+    def overview(self, actor: Actor, patient_id: str) -> RecordOverview:
+        """What the patient's "who can see my record" page shows: the settings, the grants and
+        blocks in force, and every mandate (the engine's personal reading)."""
+        now = self.clock()
+        with self.units() as uow:
+            record = self.facts(uow, patient_id, now, opening=True)
+            self.require(actor.subject, Action.PERSONAL, record, None, now)
+            assert record is not None
+            return RecordOverview(
+                record=record,
+                opened=not uow.records.unopened(patient_id, now),
+                grants=tuple(g for g in uow.records.grants(patient_id) if g.revoked_at is None),
+                mandates=tuple(uow.accounts.mandates_for(patient_id)),
+                blocks=tuple(uow.records.blocks(patient_id)),
+            )
+
+    def representatives(self, actor: Actor, patient_id: str) -> list[Mandate]:
+        """Every mandate on the record, ended ones too, for the patient or a representative
+        (the engine's personal reading)."""
+        now = self.clock()
+        with self.units() as uow:
+            record = self.facts(uow, patient_id, now, opening=True)
+            self.require(actor.subject, Action.PERSONAL, record, None, now)
+            return uow.accounts.mandates_for(patient_id)
+
+    def name_representative(
+        self,
+        actor: Actor,
+        patient_id: str,
+        login: str,
+        scope: MandateScope,
+        *,
+        end: datetime | None = None,
+    ) -> Mandate:
+        """The patient names a representative by the login of their representative's account
+        (the person opened it at the desk, with their own identity checked)."""
+        with self.units() as uow:
+            account = uow.accounts.by_login(login.strip())
+        if account is None or account.kind is not AccountKind.REPRESENTATIVE:
+            raise NotFound("no representative's account has this login", expression="login")
+        return self.add_representative(actor, patient_id, account.id, scope, end=end)
+
+    def limit_representative(
+        self,
+        actor: Actor,
+        patient_id: str,
+        mandate_id: str,
+        scope: MandateScope,
+        end: datetime | None,
+    ) -> None:
+        """Change a mandate in force: its scope (read or manage) and its end."""
+        now = self.clock()
+        if end is not None and end <= now:
+            raise InvalidInput("the end of a mandate is in the future", expression="end")
+        with self.units() as uow:
+            decision = self._managed(uow, actor, patient_id, now)
+            own = [
+                m
+                for m in uow.accounts.mandates_for(patient_id)
+                if m.id == mandate_id and m.representative_account_id == actor.subject.id
+            ]
+            if actor.subject.kind is SubjectKind.REPRESENTATIVE and own:
+                raise NotPermitted("a representative does not change their own mandate")
+            if not uow.accounts.limit_mandate(patient_id, mandate_id, scope.value, end, now):
+                raise NotFound(f"there is no mandate {mandate_id} in force on this record")
+            uow.records.ensure_record(patient_id, now)
+            detail = {"mandate": mandate_id, "scope": scope.value}
+            if end is not None:
+                detail["end"] = rfc3339_ms(end)
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "mandate-limit",
+                ACTION_UPDATE,
+                detail,
+                words=(
+                    "Your representative changed a representative's mandate.",
+                    "Votre représentant a modifié le mandat d'un représentant.",
+                ),
+            )
+            uow.commit()
+
     def _update_record(
         self,
         actor: Actor,
@@ -666,6 +965,10 @@ class RecordPolicy:
             account = store.by_id(account_id)
             if account is None or account.kind is not AccountKind.REPRESENTATIVE:
                 raise NotFound(f"account:{account_id} is not a representative's account")
+            if actor.subject.kind is SubjectKind.REPRESENTATIVE and account_id == actor.subject.id:
+                raise NotPermitted("a representative does not give themselves a mandate")
+            if end is not None and end <= (start or now):
+                raise InvalidInput("the end of a mandate comes after its start", expression="end")
             mandate = Mandate(_new_id(), account_id, patient_id, scope.value, start or now, end)
             store.add_mandate(mandate, now)
             uow.records.ensure_record(patient_id, now)  # marks the record as written
@@ -736,11 +1039,28 @@ class RecordPolicy:
             record = self.facts(uow, patient_id, now)
             decision = self.require(actor.subject, Action.READ, record, None, now)
             assert record is not None
-            if actor.subject.kind is not SubjectKind.PRACTITIONER or decision.rule != "grant":
+            holds = record.referring_physician_id == actor.subject.id or any(
+                grant.party is Party.PRACTITIONER
+                and grant.party_id == actor.subject.id
+                and grant.delegable
+                and grant.active(now)
+                for grant in record.grants
+            )
+            if (
+                actor.subject.kind is not SubjectKind.PRACTITIONER
+                or decision.rule != "grant"
+                or not holds
+                or actor.organization is not None
+            ):
+                # A delegate never passes a delegation on (the engine would give it nothing),
+                # nor does a system acting for the practitioner.
                 raise NotPermitted(
-                    "only a practitioner holding an access from the patient can delegate it",
+                    "only a practitioner holding a delegable access from the patient, in "
+                    "person, can delegate it",
                     issue_code="forbidden",
                 )
+            if delegate_id == actor.subject.id:
+                raise InvalidInput("delegate to a colleague", expression="delegate")
             if not record.delegation_allowed:
                 raise NotPermitted(
                     "the patient does not allow professionals to delegate their access",

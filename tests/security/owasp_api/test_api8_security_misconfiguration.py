@@ -128,7 +128,7 @@ def attack_errors_that_tell_too_much(target: Target) -> list[str]:
          {"Authorization": "Bearer %00'\"<script>"}),
         ("XML", "POST", "/fhir/Encounter", b"<Encounter/>",
          {**mine, "Content-Type": "application/fhir+xml"}),
-        ("a format not served", "GET", "/fhir/Practitioner?_format=xml", b"", mine),
+        ("a format not served", "GET", "/fhir/Practitioner?_format=turtle", b"", mine),
         ("a form that is no form", "POST", "/oauth/token", b"%%%=&&", {
             "Content-Type": "application/x-www-form-urlencoded"}),
         ("an audit proof of a tree that does not exist", "GET",

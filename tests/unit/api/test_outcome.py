@@ -20,6 +20,7 @@ from carevault.domain.errors import (
     NotFound,
     NotPermitted,
     RateLimited,
+    StorageFull,
     TooLarge,
     Unavailable,
     UnsupportedMediaType,
@@ -39,6 +40,7 @@ EXPECTED: list[tuple[CareVaultError, int, str]] = [
     (UnsupportedMediaType("xml"), 415, "not-supported"),
     (RateLimited("slow", retry_after=30), 429, "throttled"),
     (Unavailable("audit log down"), 503, "transient"),
+    (StorageFull("the document store is full"), 507, "transient"),
     (IntegrityFailure("a stored document failed its check"), 500, "exception"),
 ]
 

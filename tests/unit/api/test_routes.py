@@ -434,8 +434,8 @@ def test_post_search_accepts_a_form_body() -> None:
     assert rig.events == ["limit", "gate", "search", "record"]
 
 
-@pytest.mark.parametrize("value", ["xml", "application/fhir+xml", "text/html"])
-def test_non_json_format_is_406(value: str) -> None:
+@pytest.mark.parametrize("value", ["text/html", "turtle", "application/fhir+turtle"])
+def test_unserved_format_is_406(value: str) -> None:
     rig = Rig()
     response = rig.handle("GET", "Patient/123", params=(("_format", value),))
     assert response.status == 406
@@ -443,8 +443,10 @@ def test_non_json_format_is_406(value: str) -> None:
     assert rig.only_record[1] == 406
 
 
-@pytest.mark.parametrize("value", ["json", "application/fhir+json", "application/json"])
-def test_json_format_is_served(value: str) -> None:
+@pytest.mark.parametrize(
+    "value", ["json", "application/fhir+json", "application/json", "xml", "application/fhir+xml"]
+)
+def test_json_and_xml_formats_are_served(value: str) -> None:
     response = Rig().handle("GET", "Patient/123", params=(("_format", value),))
     assert response.status == 200
 

@@ -47,3 +47,13 @@ def signers_from_key_source(
     if MASTER_KEY not in keys:
         raise KeyFileError(f"the key file has no {MASTER_KEY!r} key")
     return {stream: Ed25519TreeHeadSigner.derive(keys[MASTER_KEY], stream) for stream in streams}
+
+
+def platform_signer_from_key_source(key_source: str) -> Ed25519TreeHeadSigner:
+    """The platform's own signing key (Ed25519): dispense receipts and printed prescriptions.
+    Derived like the audit streams' keys, under its own label, and published at
+    ``/.well-known/carevault-signing-key.pem`` so that a printout verifies offline."""
+    keys = load_keys(key_file_path(key_source))
+    if MASTER_KEY not in keys:
+        raise KeyFileError(f"the key file has no {MASTER_KEY!r} key")
+    return Ed25519TreeHeadSigner.derive(keys[MASTER_KEY], "platform-signature")

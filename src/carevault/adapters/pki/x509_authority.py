@@ -9,6 +9,12 @@ nothing here reads a clock, a file or a database. The shapes are fixed:
   ``O`` (when known), ``CN`` (display name), ``serialNumber`` (the client_id), SAN URI
   ``urn:carevault:client:<client_id>``, digitalSignature (critical), EKU clientAuth.
 
+* encryption certificates (secure messaging): signed by the issuing CA, 1 year, for an RSA key
+  of at least 3072 bits that the holder generated (the platform sees only its CSR), the same
+  subject as a client certificate, SAN ``rfc822Name`` (the messaging address) and the client
+  URI, keyEncipherment (critical) and nothing else, EKU emailProtection: it cannot
+  authenticate anyone, and a client certificate cannot receive messages.
+
 Every certificate carries a subject key identifier and, but for the root, the authority key
 identifier of its issuer.
 """
@@ -23,18 +29,20 @@ from urllib.parse import quote, unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = [
     "CLIENT_URI_PREFIX",
     "ISSUING_LIFETIME",
     "LEAF_LIFETIME",
+    "MIN_RSA_BITS",
     "REASONS",
     "ROOT_LIFETIME",
     "LeafSubject",
     "RevokedEntry",
     "build_crl",
+    "build_encryption_leaf",
     "build_issuing",
     "build_leaf",
     "build_root",
@@ -250,6 +258,67 @@ def build_leaf(
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.UniformResourceIdentifier(client_uri(subject.client_id))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(_ski(issuer)),
+            critical=False,
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+MIN_RSA_BITS = 3072
+
+
+def build_encryption_leaf(
+    public_key: rsa.RSAPublicKey,
+    subject: LeafSubject,
+    address: str,
+    issuer: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    now: datetime,
+    *,
+    lifetime: timedelta = LEAF_LIFETIME,
+) -> x509.Certificate:
+    """An S/MIME encryption certificate for ``address``; it never outlives its issuer."""
+    if public_key.key_size < MIN_RSA_BITS:
+        raise ValueError(f"an encryption key has at least {MIN_RSA_BITS} bits")
+    start = _second(now)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(_subject_name(subject))
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(min(start + lifetime, issuer.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.RFC822Name(address),
+                    x509.UniformResourceIdentifier(client_uri(subject.client_id)),
+                ]
             ),
             critical=False,
         )

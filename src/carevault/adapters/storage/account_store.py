@@ -184,6 +184,32 @@ class AccountStore:
         )
         return done.rowcount == 1
 
+    def limit_mandate(
+        self, patient_id: str, mandate_id: str, scope: str, ends_at: datetime | None, at: datetime
+    ) -> bool:
+        """Change the scope and end of a mandate in force now; False if none matches."""
+        m = t.mandate
+        done = self.connection.execute(
+            update(m)
+            .where(
+                m.c.id == mandate_id,
+                m.c.patient_id == patient_id,
+                m.c.starts_at <= at,
+                (m.c.ends_at.is_(None)) | (m.c.ends_at > at),
+            )
+            .values(scope=scope, ends_at=ends_at)
+        )
+        return done.rowcount == 1
+
+    def mandates_for(self, patient_id: str) -> list[Mandate]:
+        """Every mandate on a patient's record, ended ones too (the patient sees their
+        history), oldest first."""
+        m = t.mandate
+        rows = self.connection.execute(
+            select(m).where(m.c.patient_id == patient_id).order_by(m.c.starts_at, m.c.id)
+        )
+        return [_mandate(row) for row in rows]
+
     def mandates_of(self, representative_account_id: str) -> list[Mandate]:
         m = t.mandate
         rows = self.connection.execute(
@@ -282,4 +308,15 @@ def _account(values: RowMapping) -> AccountRecord:
         roles=frozenset(values["roles"].split()),
         created_at=values["created_at"],
         disabled_at=values["disabled_at"],
+    )
+
+
+def _mandate(row: Any) -> Mandate:
+    return Mandate(
+        id=row.id,
+        representative_account_id=row.representative_account_id,
+        patient_id=row.patient_id,
+        scope=row.scope,
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
     )

@@ -5,6 +5,13 @@ Appending locks the stream's state row (``SELECT … FOR UPDATE`` on PostgreSQL;
 entries and the subtree hashes they complete, all in the caller's transaction. So indexes are
 contiguous across processes, and the entries, the hashes and the size commit together or not
 at all.
+
+Under that same lock it links every entry about a patient to that patient's previous one
+(`domain/audit_chain.py`): it reads the chain heads of the batch's patients, writes each entry's
+link into its canonical bytes, and moves the heads on. The stream's lock is what keeps a
+patient's chain from forking: two transactions appending about the same patient take it one
+after the other, and the second reads the head the first committed (READ COMMITTED reads each
+statement afresh on PostgreSQL; SQLite has one writer).
 """
 
 from __future__ import annotations
@@ -28,12 +35,18 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from carevault.adapters.storage import schema as t
+from carevault.domain.audit_chain import linked, next_link
 from carevault.domain.merkle import HASH_SIZE, Frontier, Node, leaf_hash
 
 _ENTRY_COLUMNS = ("stream", "leaf_index", "patient_id", "agent", "recorded_at", "entry")
 _NODE_COLUMNS = ("stream", "level", "idx", "hash")
+_HEAD_COLUMNS = ("stream", "patient_id", "seq", "leaf_index", "leaf_hash")
+# Chain heads read per statement (an IN list).
+_HEADS_PER_READ = 500
 _STATE_COLUMNS = ("new_size", "new_frontier", "state_stream")
 # Up to this many entries, one statement; beyond, COPY (see `AuditStore.append`).
 _ONE_STATEMENT_ROWS = 32
@@ -50,9 +63,10 @@ _SET_STATE = (
 )
 
 
-@functools.lru_cache(maxsize=64)
-def _one_statement(entries: int, nodes: int) -> pgsql.Composed:
-    """WITH e AS (INSERT entries), n AS (INSERT nodes) UPDATE the state, for these counts."""
+@functools.lru_cache(maxsize=256)
+def _one_statement(entries: int, nodes: int, heads: int) -> pgsql.Composed:
+    """WITH e AS (INSERT entries), n AS (INSERT nodes), h AS (UPSERT chain heads) UPDATE the
+    state, for these counts."""
 
     def values(columns: tuple[str, ...], count: int) -> pgsql.Composed:
         row = pgsql.SQL("({})").format(pgsql.SQL(", ").join([pgsql.Placeholder()] * len(columns)))
@@ -61,15 +75,23 @@ def _one_statement(entries: int, nodes: int) -> pgsql.Composed:
     def names(columns: tuple[str, ...]) -> pgsql.Composed:
         return pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
 
+    chain: pgsql.Composable = pgsql.SQL("")
+    if heads:
+        chain = pgsql.SQL(
+            ", h AS (INSERT INTO audit_chain_head ({}) VALUES {} ON CONFLICT (stream, patient_id) "
+            "DO UPDATE SET seq = EXCLUDED.seq, leaf_index = EXCLUDED.leaf_index, "
+            "leaf_hash = EXCLUDED.leaf_hash)"
+        ).format(names(_HEAD_COLUMNS), values(_HEAD_COLUMNS, heads))
     return pgsql.SQL(
         "WITH e AS (INSERT INTO audit_entry ({}) VALUES {}), "
-        "n AS (INSERT INTO audit_node ({}) VALUES {}) "
+        "n AS (INSERT INTO audit_node ({}) VALUES {}){} "
         "UPDATE audit_log_state SET tree_size = {}, frontier = {} WHERE stream = {}"
     ).format(
         names(_ENTRY_COLUMNS),
         values(_ENTRY_COLUMNS, entries),
         names(_NODE_COLUMNS),
         values(_NODE_COLUMNS, nodes),
+        chain,
         pgsql.Placeholder(),
         pgsql.Placeholder(),
         pgsql.Placeholder(),
@@ -121,48 +143,101 @@ class AuditStore:
         return Frontier(int(row.tree_size), hashes)
 
     def append(self, stream: str, entries: Sequence[PendingEntry]) -> tuple[int, int]:
-        """Append entries in order; return (first leaf index, new tree size)."""
+        """Append entries in order, each about a patient linked into that patient's chain;
+        return (first leaf index, new tree size)."""
         frontier = self._locked_frontier(stream)
         first = frontier.size
+        chains = self._chain_heads(stream, {e.patient_id for e in entries if e.patient_id})
+        moved: dict[str, tuple[int, int, bytes]] = {}
         nodes: list[tuple[str, int, int, bytes]] = []
         rows: list[tuple[str, int, str | None, str | None, datetime, bytes]] = []
         for entry in entries:
+            data = entry.data
+            if entry.patient_id is not None:
+                link = next_link(chains.get(entry.patient_id))
+                data = linked(data, link)
             rows.append(
-                (
-                    stream,
-                    frontier.size,
-                    entry.patient_id,
-                    entry.agent,
-                    entry.recorded_at,
-                    entry.data,
-                )
+                (stream, frontier.size, entry.patient_id, entry.agent, entry.recorded_at, data)
             )
-            for (level, idx), value in frontier.append(leaf_hash(entry.data)):
+            hashed = leaf_hash(data)
+            if entry.patient_id is not None:
+                chains[entry.patient_id] = (link.seq, hashed)
+                moved[entry.patient_id] = (link.seq, frontier.size, hashed)
+            for (level, idx), value in frontier.append(hashed):
                 nodes.append((stream, level, idx, value))
+        heads = [(stream, patient, *head) for patient, head in moved.items()]
         if rows:
             state = (frontier.size, b"".join(frontier.hashes), stream)
             if self.connection.dialect.name != "postgresql":
                 self.connection.execute(insert(t.audit_entry), _named(_ENTRY_COLUMNS, rows))
                 self.connection.execute(insert(t.audit_node), _named(_NODE_COLUMNS, nodes))
+                self._move_heads(heads)
                 self.connection.execute(_SET_STATE, dict(zip(_STATE_COLUMNS, state, strict=True)))
             elif len(rows) <= _ONE_STATEMENT_ROWS:
-                self._append_in_one_statement(rows, nodes, state)
+                self._append_in_one_statement(rows, nodes, heads, state)
             else:
-                self._append_by_copy(rows, nodes, state)
+                self._append_by_copy(rows, nodes, heads, state)
         return first, frontier.size
 
+    def _chain_heads(self, stream: str, patients: set[str]) -> dict[str, tuple[int, bytes]]:
+        """The (seq, leaf hash) each of these patients' chains ends with, under the lock."""
+        head = t.audit_chain_head
+        found: dict[str, tuple[int, bytes]] = {}
+        wanted = sorted(patients)
+        for start in range(0, len(wanted), _HEADS_PER_READ):
+            rows = self.connection.execute(
+                select(head.c.patient_id, head.c.seq, head.c.leaf_hash).where(
+                    head.c.stream == stream,
+                    head.c.patient_id.in_(wanted[start : start + _HEADS_PER_READ]),
+                )
+            )
+            found.update({row.patient_id: (int(row.seq), bytes(row.leaf_hash)) for row in rows})
+        return found
+
+    def _move_heads(self, heads: list[tuple[Any, ...]]) -> None:
+        if not heads:
+            return
+        upsert = (
+            pg_insert(t.audit_chain_head)
+            if self.connection.dialect.name == "postgresql"
+            else sqlite_insert(t.audit_chain_head)
+        )
+        excluded = upsert.excluded
+        self.connection.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["stream", "patient_id"],
+                set_={
+                    "seq": excluded.seq,
+                    "leaf_index": excluded.leaf_index,
+                    "leaf_hash": excluded.leaf_hash,
+                },
+            ),
+            _named(_HEAD_COLUMNS, heads),
+        )
+
     def _append_in_one_statement(
-        self, rows: list[tuple[Any, ...]], nodes: list[tuple[Any, ...]], state: tuple[Any, ...]
+        self,
+        rows: list[tuple[Any, ...]],
+        nodes: list[tuple[Any, ...]],
+        heads: list[tuple[Any, ...]],
+        state: tuple[Any, ...],
     ) -> None:
-        """PostgreSQL, a few entries (one request's): the entries, the hashes and the new state
-        in one statement, so one round trip while the stream's lock is held."""
+        """PostgreSQL, a few entries (one request's): the entries, the hashes, the chain heads
+        and the new state in one statement, so one round trip (besides reading the heads) while
+        the stream's lock is held."""
         params = [value for row in rows for value in row]
         params += [value for node in nodes for value in node]
+        params += [value for head in heads for value in head]
+        statement = _one_statement(len(rows), len(nodes), len(heads))
         with self._driver().cursor() as cursor:
-            cursor.execute(_one_statement(len(rows), len(nodes)), [*params, *state])
+            cursor.execute(statement, [*params, *state])
 
     def _append_by_copy(
-        self, rows: list[tuple[Any, ...]], nodes: list[tuple[Any, ...]], state: tuple[Any, ...]
+        self,
+        rows: list[tuple[Any, ...]],
+        nodes: list[tuple[Any, ...]],
+        heads: list[tuple[Any, ...]],
+        state: tuple[Any, ...],
     ) -> None:
         """PostgreSQL, many entries (an import, a batch): COPY, several times cheaper per row
         than INSERT."""
@@ -177,6 +252,7 @@ class AuditStore:
                 with cursor.copy(statement) as copy:
                     for value in values:
                         copy.write_row(value)
+        self._move_heads(heads)
         self.connection.execute(_SET_STATE, dict(zip(_STATE_COLUMNS, state, strict=True)))
 
     def _driver(self) -> Any:
@@ -348,6 +424,28 @@ class AuditStore:
             select(head).where(head.c.stream == stream).order_by(head.c.tree_size)
         )
         return [_tree_head(row) for row in rows]
+
+    def head_before(self, stream: str, tree_size: int) -> StoredTreeHead | None:
+        """The largest signed tree head smaller than ``tree_size``."""
+        head = t.audit_tree_head
+        row = self.connection.execute(
+            select(head)
+            .where(head.c.stream == stream, head.c.tree_size < tree_size)
+            .order_by(head.c.tree_size.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else _tree_head(row)
+
+    def latest_stamped_head(self, stream: str) -> StoredTreeHead | None:
+        """The largest signed tree head that carries an RFC 3161 time-stamp token."""
+        head = t.audit_tree_head
+        row = self.connection.execute(
+            select(head)
+            .where(head.c.stream == stream, head.c.timestamp_token.is_not(None))
+            .order_by(head.c.tree_size.desc())
+            .limit(1)
+        ).first()
+        return None if row is None else _tree_head(row)
 
     def tree_head(self, stream: str, tree_size: int) -> StoredTreeHead | None:
         head = t.audit_tree_head

@@ -9,11 +9,14 @@ once they are older than any transaction could be.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from carevault.domain.errors import StorageFull
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -31,17 +34,25 @@ class FileBlobStore:
     def write(self, document_id: str, data: bytes) -> str:
         """Store durably; returns the location to keep in the database."""
         final = self._path(document_id)
-        final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temporary = self.root / "tmp" / f"{document_id}.{os.getpid()}.{time.monotonic_ns()}"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(descriptor, view)
-                view = view[written:]
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+            final.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(descriptor, view)
+                    view = view[written:]
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull(
+                    "the document store is full: nothing was stored; try again later"
+                ) from None
+            raise
         os.replace(temporary, final)
         directory = os.open(final.parent, os.O_RDONLY)
         try:

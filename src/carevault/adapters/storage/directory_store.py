@@ -8,6 +8,7 @@ data, an initial identity feed) use ``executemany`` through the same code path a
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ from sqlalchemy import (
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.sql import escape_like
 from carevault.domain.directory import MergeState, PatientEntry
+from carevault.domain.mandates import AssistantMandate, CareTeam, TeamMember
 from carevault.domain.queries import (
     Alternatives,
     DateRange,
@@ -521,6 +523,59 @@ class DirectoryStore:
         self._write(t.practitioner, rows, new)
         self._history("Practitioner", rows, now)
 
+    def family_name_shares(self, at_least: float) -> dict[str, float]:
+        """The share of patients bearing each family name (folded, the first name of each)
+        that at least ``at_least`` of them bear, and at least two: the common names. A name
+        it leaves out is rare."""
+        pn = t.patient_name
+        total = self.connection.execute(
+            select(func.count()).select_from(pn).where(pn.c.position == 0)
+        ).scalar_one()
+        if not total:
+            return {}
+        least = max(2, math.ceil(total * at_least))
+        rows = self.connection.execute(
+            select(pn.c.family_folded, func.count())
+            .where(pn.c.position == 0)
+            .group_by(pn.c.family_folded)
+            .having(func.count() >= least)
+        )
+        return {str(name): int(count) / total for name, count in rows}
+
+    def professionals_as_patients(self, national_system: str) -> dict[str, frozenset[str]]:
+        """Patients who are health professionals: a Practitioner carrying a national
+        identifier (``national_system``) that a patient bears, by patient id, with the
+        organizations of that practitioner's active roles (the colleague rule's facts)."""
+        numbers: dict[str, str] = {}
+        for practitioner_id, text in self.connection.execute(
+            select(t.practitioner.c.id, t.practitioner.c.resource)
+        ):
+            for identifier in json.loads(text).get("identifier", []):
+                if identifier.get("system") == national_system and identifier.get("value"):
+                    numbers[str(identifier["value"])] = str(practitioner_id)
+        if not numbers:
+            return {}
+        pi = t.patient_identifier
+        patients = self.connection.execute(
+            select(pi.c.value, pi.c.patient_id).where(
+                pi.c.system == national_system, pi.c.value.in_(list(numbers))
+            )
+        ).all()
+        role = t.practitioner_role
+        organizations: dict[str, set[str]] = {}
+        for practitioner_id, organization_id in self.connection.execute(
+            select(role.c.practitioner_id, role.c.organization_id).where(
+                role.c.practitioner_id.in_(set(numbers.values())),
+                role.c.active.is_(True),
+                role.c.organization_id.is_not(None),
+            )
+        ):
+            organizations.setdefault(str(practitioner_id), set()).add(str(organization_id))
+        return {
+            str(patient_id): frozenset(organizations.get(numbers[str(value)], set()))
+            for value, patient_id in patients
+        }
+
     def practitioner_ids_by_identifier(self, values: Iterable[str]) -> dict[str, str]:
         pr = t.practitioner
         rows = self.connection.execute(
@@ -622,5 +677,163 @@ class DirectoryStore:
         self._practitioners[practitioner_id] = (stored, roles)
         return stored, roles
 
+    # --- assistants' mandates ---------------------------------------------------------------
+
+    def add_mandate(self, mandate: AssistantMandate, now: datetime, by: str) -> None:
+        self.connection.execute(
+            insert(t.assistant_mandate).values(
+                id=mandate.id,
+                mandator_id=mandate.mandator_id,
+                assistant_id=mandate.assistant_id,
+                classes=" ".join(sorted(mandate.classes)) if mandate.classes is not None else None,
+                starts_at=mandate.start,
+                ends_at=mandate.end,
+                created_at=now,
+                created_by=by,
+            )
+        )
+
+    def end_mandate(self, mandate_id: str, mandator_id: str, now: datetime, by: str) -> bool:
+        """End a mandate of ``mandator_id`` that is still in force; False if there is none."""
+        m = t.assistant_mandate
+        result = self.connection.execute(
+            update(m)
+            .where(
+                m.c.id == mandate_id,
+                m.c.mandator_id == mandator_id,
+                m.c.ended_at.is_(None),
+                m.c.ends_at > now,
+            )
+            .values(ended_at=now, ended_by=by)
+        )
+        return result.rowcount == 1
+
+    def mandates(
+        self, *, assistant_id: str | None = None, mandator_id: str | None = None
+    ) -> list[AssistantMandate]:
+        """An assistant's or a practitioner's mandates, ended ones included, newest first."""
+        m = t.assistant_mandate
+        query = select(m).order_by(m.c.starts_at.desc(), m.c.id)
+        if assistant_id is not None:
+            query = query.where(m.c.assistant_id == assistant_id)
+        if mandator_id is not None:
+            query = query.where(m.c.mandator_id == mandator_id)
+        return [_mandate(row) for row in self.connection.execute(query.limit(1_000))]
+
+    def active_mandates(self, assistant_id: str, now: datetime) -> list[AssistantMandate]:
+        m = t.assistant_mandate
+        rows = self.connection.execute(
+            select(m)
+            .where(
+                m.c.assistant_id == assistant_id,
+                m.c.ended_at.is_(None),
+                m.c.starts_at <= now,
+                m.c.ends_at > now,
+            )
+            .order_by(m.c.starts_at.desc(), m.c.id)
+        )
+        return [_mandate(row) for row in rows]
+
+    # --- care teams ---------------------------------------------------------------------------
+
+    def write_care_team(self, stored: Stored, team: CareTeam, now: datetime, *, new: bool) -> None:
+        row = {
+            "id": stored.id,
+            "version_id": stored.version_id,
+            "organization_id": team.organization_id,
+            "name": team.name,
+            "active": team.active_status,
+            "period_start": team.start,
+            "period_end": team.end,
+            "resource": dump(stored.resource),
+            "updated_at": now,
+        }
+        self._write(t.care_team, [row], new)
+        self._history("CareTeam", [row], now)
+        member = t.care_team_member
+        self.connection.execute(delete(member).where(member.c.care_team_id == stored.id))
+        if team.members:
+            self.connection.execute(
+                insert(member),
+                [
+                    {
+                        "care_team_id": stored.id,
+                        "position": position,
+                        "practitioner_id": m.practitioner_id,
+                        "period_start": m.start,
+                        "period_end": m.end,
+                    }
+                    for position, m in enumerate(team.members)
+                ],
+            )
+
+    def care_team(self, team_id: str) -> CareTeam | None:
+        ct, member = t.care_team, t.care_team_member
+        row = self.connection.execute(select(ct).where(ct.c.id == team_id)).first()
+        if row is None:
+            return None
+        members = self.connection.execute(
+            select(member).where(member.c.care_team_id == team_id).order_by(member.c.position)
+        ).all()
+        return CareTeam(
+            row.id,
+            row.organization_id,
+            row.name,
+            bool(row.active),
+            row.period_start,
+            row.period_end,
+            tuple(TeamMember(m.practitioner_id, m.period_start, m.period_end) for m in members),
+        )
+
+    def care_team_ids(self, practitioner_id: str, now: datetime) -> frozenset[str]:
+        """The teams ``practitioner_id`` is an active member of, at ``now``, in active teams."""
+        ct, member = t.care_team, t.care_team_member
+        rows = self.connection.execute(
+            select(ct.c.id)
+            .join(member, member.c.care_team_id == ct.c.id)
+            .where(
+                member.c.practitioner_id == practitioner_id,
+                ct.c.active.is_(True),
+                or_(ct.c.period_start.is_(None), ct.c.period_start <= now),
+                or_(ct.c.period_end.is_(None), ct.c.period_end > now),
+                or_(member.c.period_start.is_(None), member.c.period_start <= now),
+                or_(member.c.period_end.is_(None), member.c.period_end > now),
+            )
+        )
+        return frozenset(row.id for row in rows)
+
+    def search_care_teams(
+        self,
+        ids: Sequence[Alternatives],
+        organizations: Sequence[Alternatives],
+        participants: Sequence[Alternatives],
+        page: Page,
+    ) -> SearchResult:
+        ct, member = t.care_team, t.care_team_member
+        where: list[ColumnElement[bool]] = []
+        for alternatives in ids:
+            where.append(ct.c.id.in_(alternatives))
+        for alternatives in organizations:
+            where.append(ct.c.organization_id.in_(alternatives))
+        for alternatives in participants:
+            where.append(
+                ct.c.id.in_(
+                    select(member.c.care_team_id).where(member.c.practitioner_id.in_(alternatives))
+                )
+            )
+        return self._page(ct, where, page, order=(ct.c.name,))
+
     def count(self, table: Table) -> int:
         return int(self.connection.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _mandate(row: Any) -> AssistantMandate:
+    return AssistantMandate(
+        id=row.id,
+        mandator_id=row.mandator_id,
+        assistant_id=row.assistant_id,
+        start=row.starts_at,
+        end=row.ends_at,
+        classes=frozenset(row.classes.split()) if row.classes is not None else None,
+        ended_at=row.ended_at,
+    )

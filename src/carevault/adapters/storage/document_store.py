@@ -10,8 +10,8 @@ same WHERE clause as the criteria, so hidden documents never leave the database 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Row,
     and_,
     bindparam,
+    delete,
     func,
     insert,
     literal,
@@ -34,7 +35,12 @@ from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.record_store import filter_clause
 from carevault.adapters.storage.sql import escape_like
 from carevault.domain.authorization import Confidentiality, DocumentFilter
-from carevault.domain.documents import Coding, DocumentMetadata, DocumentStatus
+from carevault.domain.documents import (
+    Coding,
+    DocumentMetadata,
+    DocumentStatus,
+)
+from carevault.domain.documents import DocumentCriteria as DocumentCriteria  # re-exported
 
 
 @dataclass(frozen=True)
@@ -82,24 +88,6 @@ class StoredContent:
     wrapped_key: bytes
     nonce: bytes
     ciphertext: bytes | None
-
-
-@dataclass(frozen=True)
-class DocumentCriteria:
-    """ITI-67 search criteria, each a list of alternatives (OR) combined with AND."""
-
-    status: list[tuple[str, ...]] = field(default_factory=list)
-    category: list[tuple[str, ...]] = field(default_factory=list)  # system|code or code
-    type: list[tuple[str, ...]] = field(default_factory=list)
-    setting: list[tuple[str, ...]] = field(default_factory=list)
-    facility: list[tuple[str, ...]] = field(default_factory=list)
-    format: list[tuple[str, ...]] = field(default_factory=list)
-    event: list[tuple[str, ...]] = field(default_factory=list)
-    security_label: list[tuple[str, ...]] = field(default_factory=list)
-    related: list[tuple[str, ...]] = field(default_factory=list)  # DocumentReference ids
-    date: list[tuple[str, datetime, datetime]] = field(default_factory=list)  # prefix, lo, hi
-    period: list[tuple[str, datetime, datetime]] = field(default_factory=list)
-    author: list[tuple[str, ...]] = field(default_factory=list)  # practitioner ids
 
 
 def _code(coding: Coding) -> str:
@@ -207,6 +195,7 @@ class DocumentStore:
                     "confidentiality": d.confidentiality.value,
                     "hidden": d.hidden,
                     "not_yet_visible": d.not_yet_visible_to_patient,
+                    "held_until": d.release_at if d.not_yet_visible_to_patient else None,
                     "created_at": d.indexed,
                 }
                 for d, _, _ in documents
@@ -397,7 +386,7 @@ class DocumentStore:
         done = self.connection.execute(
             update(d)
             .where(d.c.patient_id == patient_id, d.c.id.in_(ids), d.c.not_yet_visible.is_(True))
-            .values(not_yet_visible=False)
+            .values(not_yet_visible=False, held_until=None)
         )
         return done.rowcount > 0
 
@@ -447,6 +436,48 @@ class DocumentStore:
             for row in rows
         ]
 
+    def purge_record(self, patient_id: str) -> list[str]:
+        """Delete every document of a patient: content, metadata and facts rows. The one place
+        that deletes a document, called only by the retention job (`services.retention`);
+        the caller deletes the blobs of the ids returned once the transaction committed (a
+        crash in between leaves orphan files, which the sweep removes, never a document
+        without its content)."""
+        d, m, c = t.document, t.document_metadata, t.document_content
+        ids = [
+            row.id
+            for row in self.connection.execute(
+                select(d.c.id).where(d.c.patient_id == patient_id).order_by(d.c.id)
+            )
+        ]
+        for table in (c, m):
+            self.connection.execute(delete(table).where(table.c.patient_id == patient_id))
+        self.connection.execute(delete(d).where(d.c.patient_id == patient_id))
+        return ids
+
+    def sealed_contents(
+        self, *, after: str, limit: int
+    ) -> list[tuple[str, str, SealedParts | None]]:
+        """(document id, the content's SHA-256 in hex, its sealed parts, None when its blob is
+        missing) by id after ``after``: what a restore drill opens, one batch at a time."""
+        c, m = t.document_content, t.document_metadata
+        rows = self.connection.execute(
+            select(c, m.c.sha256)
+            .join(m, m.c.document_id == c.c.document_id)
+            .where(c.c.document_id > after)
+            .order_by(c.c.document_id)
+            .limit(limit)
+        )
+        found: list[tuple[str, str, SealedParts | None]] = []
+        for row in rows:
+            ciphertext = None if row.location is not None else bytes(row.ciphertext)
+            content = StoredContent(
+                row.kek_id, bytes(row.wrapped_key), bytes(row.nonce), ciphertext
+            )
+            found.append(
+                (row.document_id, row.sha256, sealed_parts(row.document_id, content, self.blobs))
+            )
+        return found
+
     def set_content_key(self, document_id: str, old_kek: str, kek_id: str, wrapped: bytes) -> bool:
         """Swap a content's wrapped key, if no one else did in the meantime."""
         c = t.document_content
@@ -489,6 +520,7 @@ class DocumentStore:
         author_id: str | None,
         document_ids: Sequence[str],
         now: datetime,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         self.connection.execute(
             _INSERT_SUBMISSION_SET,
@@ -500,6 +532,7 @@ class DocumentStore:
                 "author_id": author_id,
                 "submitted_at": now,
                 "document_ids": json.dumps(list(document_ids)),
+                "details": json.dumps(dict(details), ensure_ascii=False) if details else None,
             },
         )
 
@@ -508,7 +541,7 @@ class DocumentStore:
         row = self.connection.execute(select(s).where(s.c.id == set_id)).first()
         if row is None:
             return None
-        return {**row._asdict(), "document_ids": json.loads(row.document_ids)}
+        return _set_row(row)
 
     def submission_sets(
         self, patient_id: str, visible: DocumentFilter, *, offset: int, count: int
@@ -537,9 +570,16 @@ class DocumentStore:
             .offset(offset)
             .limit(count)
         )
-        return int(total), [
-            {**row._asdict(), "document_ids": json.loads(row.document_ids)} for row in rows
-        ]
+        return int(total), [_set_row(row) for row in rows]
+
+
+def _set_row(row: Row[Any]) -> dict[str, Any]:
+    """A SubmissionSet row with its JSON columns decoded."""
+    return {
+        **row._asdict(),
+        "document_ids": json.loads(row.document_ids),
+        "details": json.loads(row.details) if row.details else {},
+    }
 
 
 _CONTENT_COLUMNS: Final = tuple(

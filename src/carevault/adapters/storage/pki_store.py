@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, RowMapping, bindparam, insert, select, update
+from sqlalchemy import Connection, RowMapping, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from carevault.adapters.storage import schema as t
@@ -26,7 +26,7 @@ class StoredAuthority:
 class CertificateRecord:
     serial: str  # lowercase hexadecimal, no leading zeros
     client_id: str
-    kind: str  # 'practitioner' or 'system'
+    kind: str  # 'practitioner', 'system' or 'encryption' (secure messaging)
     practitioner_id: str | None
     organization_id: str | None
     subject: str
@@ -103,6 +103,23 @@ class PkiStore:
         c = t.pki_certificate
         rows = self.connection.execute(
             select(c).where(c.c.client_id == client_id).order_by(c.c.not_before, c.c.serial)
+        )
+        return [_record(row._mapping) for row in rows]
+
+    def encryption_certificates(self, client_id: str, now: datetime) -> list[CertificateRecord]:
+        """The valid, unrevoked encryption certificates of a client_id given in any case,
+        newest first: where messages to them may be encrypted."""
+        c = t.pki_certificate
+        rows = self.connection.execute(
+            select(c)
+            .where(
+                c.c.kind == "encryption",
+                func.lower(c.c.client_id) == client_id.lower(),
+                c.c.revoked_at.is_(None),
+                c.c.not_before <= now,
+                c.c.not_after > now,
+            )
+            .order_by(c.c.not_before.desc(), c.c.serial)
         )
         return [_record(row._mapping) for row in rows]
 

@@ -23,6 +23,7 @@ class StoredSession:
     created_at: datetime
     expires_at: datetime
     ended_at: datetime | None = None
+    certificate_serial: str | None = None  # a professional's: the card it stands on
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class SessionStore:
                 csrf=session.csrf,
                 created_at=session.created_at,
                 expires_at=session.expires_at,
+                certificate_serial=session.certificate_serial,
             )
         )
 
@@ -65,6 +67,7 @@ class SessionStore:
             row.created_at,
             row.expires_at,
             row.ended_at,
+            row.certificate_serial,
         )
 
     def extend(self, token_hash: str, expires_at: datetime) -> None:
@@ -90,6 +93,16 @@ class SessionStore:
             .where(table.c.token_hash == token_hash, table.c.ended_at.is_(None))
             .values(ended_at=at)
         )
+
+    def end_all(self, account_id: str, at: datetime) -> int:
+        """End every session of the account not ended yet; how many were ended."""
+        table = t.portal_session
+        result = self.connection.execute(
+            update(table)
+            .where(table.c.account_id == account_id, table.c.ended_at.is_(None))
+            .values(ended_at=at)
+        )
+        return int(result.rowcount)
 
 
 class InvitationStore:

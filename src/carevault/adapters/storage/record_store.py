@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    exists,
     false,
     func,
     insert,
@@ -316,7 +317,11 @@ def filter_clause(visible: DocumentFilter) -> ColumnElement[bool]:
     if not visible.include_hidden:
         terms.append(d.c.hidden == false())
     if not visible.include_not_yet_visible:
-        terms.append(d.c.not_yet_visible == false())
+        shown: ColumnElement[bool] = d.c.not_yet_visible == false()
+        if visible.released_by is not None:
+            released = and_(d.c.held_until.is_not(None), d.c.held_until <= visible.released_by)
+            shown = or_(shown, released)
+        terms.append(shown)
     if visible.classes is not None:
         terms.append(d.c.class_code.in_(sorted(visible.classes)) if visible.classes else false())
     levels = sorted(level.value for level in visible.confidentiality)
@@ -337,6 +342,7 @@ def _document(row: Row[Any]) -> DocumentFacts:
         confidentiality=Confidentiality(row.confidentiality),
         hidden=bool(row.hidden),
         not_yet_visible_to_patient=bool(row.not_yet_visible),
+        held_until=row.held_until,
     )
 
 
@@ -412,6 +418,15 @@ class RecordStore:
         rows = self.connection.execute(_FACTS_QUERY, {"patient_id": patient_id, "now": now}).all()
         return _facts(patient_id, self.model, rows)
 
+    def unopened(self, patient_id: str, now: datetime) -> bool:
+        """True for a patient in the index, active and not merged, who has not opened a record
+        under opt-in: their record is closed until they open it themselves."""
+        if self.model is not RecordModel.OPT_IN:
+            return False
+        rows = self.connection.execute(_FACTS_QUERY, {"patient_id": patient_id, "now": now}).all()
+        head = next((row for row in rows if row.kind == "record"), None)
+        return head is not None and head.starts is None
+
     # --- the record's settings ------------------------------------------------------------
 
     def ensure_record(self, patient_id: str, now: datetime) -> None:
@@ -463,6 +478,23 @@ class RecordStore:
         self.connection.execute(
             update(t.record).where(t.record.c.patient_id == patient_id).values(**values)
         )
+
+    def closed_with_documents(self, closed_before: datetime, limit: int) -> list[str]:
+        """Patients whose record is closed and unchanged since before ``closed_before`` and
+        still holds documents: what the retention job purges (its last change, the closing
+        or a later one, starts the retention period, so a later change only delays it)."""
+        r, d = t.record, t.document
+        rows = self.connection.execute(
+            select(r.c.patient_id)
+            .where(
+                r.c.state == RecordState.CLOSED.value,
+                r.c.updated_at <= closed_before,
+                exists().where(d.c.patient_id == r.c.patient_id),
+            )
+            .order_by(r.c.patient_id)
+            .limit(limit)
+        )
+        return [row.patient_id for row in rows]
 
     # --- grants -----------------------------------------------------------------------------
 
@@ -670,6 +702,7 @@ class RecordStore:
                 confidentiality=document.confidentiality.value,
                 hidden=document.hidden,
                 not_yet_visible=document.not_yet_visible_to_patient,
+                held_until=document.held_until,
                 created_at=now,
             )
         )
@@ -691,7 +724,9 @@ class RecordStore:
 
     def set_document_released(self, patient_id: str, document_id: str) -> bool:
         """Make a document visible to the patient (and their representatives)."""
-        return self._update_document(patient_id, document_id, not_yet_visible=False)
+        return self._update_document(
+            patient_id, document_id, not_yet_visible=False, held_until=None
+        )
 
     def _update_document(self, patient_id: str, document_id: str, **values: Any) -> bool:
         """Change a document's facts, and its signatures' with it: a signature shows what it
@@ -794,6 +829,26 @@ class RecordStore:
         n = t.notification
         row = self.connection.execute(select(n).where(n.c.id == notification_id)).first()
         return None if row is None or row.patient_id is None else _notification(row)
+
+    def unmailed(self, limit: int) -> list[tuple[PatientNotification, str]]:
+        """Notifications not mailed yet, oldest first, with the login (an e-mail address) of
+        the patient's account; patients without an account are not mailed."""
+        n, a = t.notification, t.account
+        rows = self.connection.execute(
+            select(n, a.c.login.label("login"))
+            .join(a, (a.c.patient_id == n.c.patient_id) & (a.c.kind == "patient"))
+            .where(n.c.mailed_at.is_(None))
+            .order_by(n.c.created_at, n.c.id)
+            .limit(limit)
+        )
+        return [(_notification(row), row.login) for row in rows]
+
+    def mark_mailed(self, notification_ids: Sequence[str], now: datetime) -> None:
+        if notification_ids:
+            n = t.notification
+            self.connection.execute(
+                update(n).where(n.c.id.in_(list(notification_ids))).values(mailed_at=now)
+            )
 
     def notifications(
         self, patient_id: str, offset: int, count: int

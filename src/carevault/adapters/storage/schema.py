@@ -227,6 +227,19 @@ audit_tree_head = Table(
     Column("timestamp_token", LargeBinary),
 )
 
+# The last entry of each patient's hash chain (`domain/audit_chain.py`), per stream: what the
+# next entry about them links to. Read and written under the stream's lock; a cache of what the
+# entries themselves say, which the verifiers never trust (migration 0019).
+audit_chain_head = Table(
+    "audit_chain_head",
+    metadata,
+    Column("stream", String(16), primary_key=True),
+    Column("patient_id", ID, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+)
+
 # How far each external audit repository has confirmed delivery (the outbox is the log itself).
 audit_export_cursor = Table(
     "audit_export_cursor",
@@ -255,7 +268,7 @@ pki_certificate = Table(
     metadata,
     Column("serial", String(64), primary_key=True),
     Column("client_id", String(128), nullable=False, index=True),
-    Column("kind", String(16), nullable=False),  # 'practitioner' or 'system'
+    Column("kind", String(16), nullable=False),  # 'practitioner', 'system', 'encryption'
     Column("practitioner_id", ID),
     Column("organization_id", ID),
     Column("subject", Text, nullable=False),
@@ -360,6 +373,7 @@ notification = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("payload", Text, nullable=False),
     Column("read_at", UTCDateTime),
+    Column("mailed_at", UTCDateTime),  # the e-mail chore's outbox: NULL until mailed (0017)
 )
 
 # --- portal sessions (migration 0006) ------------------------------------------------------------
@@ -379,6 +393,39 @@ portal_session = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime),
+    # A professional's session: the serial of the card certificate its passkey was enrolled
+    # with; the session lives only while that certificate and the licence do (migration 0020).
+    Column("certificate_serial", String(64)),
+)
+
+# --- the professionals' workspace: passkeys bound to the card (migration 0020) ------------------
+
+# A professional's passkey (WebAuthn), enrolled once by proving possession of the card's key:
+# it is bound to that certificate, and signs in only while the certificate is valid.
+passkey = Table(
+    "passkey",
+    metadata,
+    Column("credential_id", String(700), primary_key=True),  # base64url, at most 1023 bytes raw
+    Column("practitioner_id", ID, nullable=False, index=True),
+    Column("certificate_serial", String(64), nullable=False),
+    Column("public_key", LargeBinary, nullable=False),  # COSE
+    Column("sign_count", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+)
+
+# The single-use challenges of the card proof and the WebAuthn ceremonies, and the enrolment
+# codes the card proof yields; only their SHA-256 is kept. ``purpose``: card | enrolment |
+# register | signin.
+workspace_challenge = Table(
+    "workspace_challenge",
+    metadata,
+    Column("challenge_hash", String(64), primary_key=True),
+    Column("purpose", String(16), nullable=False),
+    Column("practitioner_id", ID),
+    Column("certificate_serial", String(64)),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("used_at", UTCDateTime),
 )
 
 # --- patient apps: OAuth clients and authorization codes (migration 0007) ----------------------
@@ -521,6 +568,9 @@ document = Table(
     Column("confidentiality", String(1), nullable=False),
     Column("hidden", Boolean, nullable=False),
     Column("not_yet_visible", Boolean, nullable=False),
+    # When a held document becomes visible to the patient by itself (None: held until its
+    # author releases it, or not held): a fact the engine compares with the request's time.
+    Column("held_until", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_document_patient_id_class_code", "patient_id", "class_code"),
 )
@@ -601,6 +651,9 @@ submission_set = Table(
     Column("author_id", ID),
     Column("submitted_at", UTCDateTime, nullable=False),
     Column("document_ids", Text, nullable=False),  # JSON list, in submission order
+    # What the List said that is kept verbatim and returned by ITI-66 (JSON): designationType,
+    # intendedRecipient, source and authorOrg, title, note, their contained resources (0013).
+    Column("details", Text),
 )
 
 # --- who may change the facts the engine trusts (migration 0011) ----------------------------------
@@ -635,4 +688,128 @@ presence_code = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime),
     Column("used_by", String(255)),
+)
+
+# --- what professionals record about each other (carevault.domain.mandates) ------------------
+
+# An assistant acts in a practitioner's name from ``starts_at`` to ``ends_at`` (mandatory),
+# optionally narrowed to some document classes (``classes``: space-separated codes; NULL: all
+# the practitioner may read). Ending one early marks the row; the history stays readable.
+assistant_mandate = Table(
+    "assistant_mandate",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("mandator_id", ID, ForeignKey("practitioner.id"), nullable=False, index=True),
+    Column("assistant_id", ID, ForeignKey("practitioner.id"), nullable=False, index=True),
+    Column("classes", Text),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("ended_by", String(255)),
+)
+
+# FHIR CareTeam: a directory resource (versions in resource_history) and its members, each for
+# a period, which the gate reads to know which teams a practitioner belongs to now.
+care_team = Table(
+    "care_team",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("organization_id", ID, ForeignKey("organization.id"), nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("period_start", UTCDateTime),
+    Column("period_end", UTCDateTime),
+    Column("resource", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+care_team_member = Table(
+    "care_team_member",
+    metadata,
+    Column("care_team_id", ID, ForeignKey("care_team.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("practitioner_id", ID, ForeignKey("practitioner.id"), nullable=False, index=True),
+    Column("period_start", UTCDateTime),
+    Column("period_end", UTCDateTime),
+)
+
+# --- e-prescriptions (migration 0014) ------------------------------------------------------------
+
+# One prescription as a FHIR Task (gematik's E-Rezept workflow). The patient is known once the
+# prescriber activates it with the signed prescription (``patient_id`` is empty in ``draft``).
+# The access code and the pharmacy's secret are kept as SHA-256 hashes; ``version`` counts the
+# changes. A pharmacy takes it with a conditional UPDATE (``status = 'ready'``): the database,
+# not the application, lets exactly one of many racing pharmacies win.
+prescription_task = Table(
+    "prescription_task",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("number", String(32), nullable=False, unique=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), index=True),
+    Column("prescriber_id", ID, nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("access_code_hash", String(64), nullable=False),
+    Column("secret_hash", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("valid_from", UTCDateTime),  # not dispensed before (a repeat's window; 0018)
+    Column("pharmacist_id", ID),  # who accepted it (and closed it)
+    Column("pharmacy_id", ID),  # the organization they accepted it for
+    Column("signed_prescription", Text),  # the prescriber's compact JWS over the Bundle
+    Column("dispense", Text),  # the MedicationDispense (JSON) of $close
+    Column("receipt", Text),  # the platform-signed receipt (JSON) of $close
+    Column("repeat_of", ID),  # a repeat prescription's first task
+)
+
+# Wrong access codes and unknown numbers, per pharmacist: the rate limit of $accept counts them.
+prescription_failure = Table(
+    "prescription_failure",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("who", String(255), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_prescription_failure_who_at", "who", "at"),
+)
+
+# --- the security officer's alerts (migration 0015) -------------------------------------------
+
+# An alert of the access anomaly detector (`domain/anomaly.py`), or an emergency access to
+# review: one row per professional, kind, patient (when the kind is about one) and day, which
+# later findings extend. It holds who, whom, when and why, never medical content; ``evidence``
+# is the JSON list of the clinical stream's leaf indexes it rests on.
+access_alert = Table(
+    "access_alert",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("group_key", String(255), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("severity", SmallInteger, nullable=False),  # 0..100
+    Column("status", String(16), nullable=False, index=True),  # open | acknowledged | closed
+    Column("verdict", String(16)),  # true-positive | false-positive, once closed
+    Column("professional", String(255), nullable=False, index=True),
+    Column("organization", String(255)),
+    Column("patient_id", ID, index=True),  # no foreign key: the log may name a merged id
+    Column("explanation", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("raised_at", UTCDateTime, nullable=False, index=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("assignee", String(255)),
+    Column("acknowledged_by", String(255)),
+    Column("closed_by", String(255)),
+    Column("note", Text),
+    Column("patient_notified_at", UTCDateTime),
+    Column("version", Integer, nullable=False),
+)
+
+# How far the detector has read each audit stream (the next leaf index to read).
+anomaly_cursor = Table(
+    "anomaly_cursor",
+    metadata,
+    Column("stream", String(16), primary_key=True),
+    Column("position", BigInteger, nullable=False),
 )

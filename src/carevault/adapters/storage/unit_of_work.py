@@ -13,18 +13,22 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from carevault.adapters.storage.account_store import AccountStore
+from carevault.adapters.storage.alert_store import AlertStore
+from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.authority_store import AuthorityStore, PresenceCodeStore
 from carevault.adapters.storage.directory_store import DirectoryStore
 from carevault.adapters.storage.document_store import DocumentStore
 from carevault.adapters.storage.oauth_store import AppStore, OAuthStore
+from carevault.adapters.storage.passkey_store import PasskeyStore
 from carevault.adapters.storage.pki_store import PkiStore
 from carevault.adapters.storage.portal_store import InvitationStore, SessionStore
+from carevault.adapters.storage.prescription_store import PrescriptionStore
 from carevault.adapters.storage.record_store import RecordStore
 from carevault.domain.authorization import RecordModel
-from carevault.domain.errors import Conflict
+from carevault.domain.errors import Conflict, Unavailable
 
 BeforeCommit = Callable[[Connection, list[str]], None]
 
@@ -49,9 +53,12 @@ class UnitOfWork:
     accounts: AccountStore
     pki: PkiStore
     sessions: SessionStore
+    passkeys: PasskeyStore  # the professionals' passkeys and the workspace's challenges
     invitations: InvitationStore
     apps: AppStore
     documents: DocumentStore  # content in the database; `with_blobs` for the filesystem
+    prescriptions: PrescriptionStore
+    alerts: AlertStore  # the security officer's alerts and the detector's cursor
 
     def __init__(
         self,
@@ -68,7 +75,12 @@ class UnitOfWork:
         self._connection: Connection | None = None
 
     def __enter__(self) -> Self:
-        self._connection = self._engine.connect()
+        try:
+            self._connection = self._engine.connect()
+        except (OperationalError, InterfaceError) as error:
+            raise Unavailable(
+                "the database cannot be reached (a failover?): nothing was done; try again"
+            ) from error
         if self._read_only and self._engine.dialect.name == "postgresql":
             self._connection.execution_options(postgresql_readonly=True)
         self._connection.begin()
@@ -80,23 +92,35 @@ class UnitOfWork:
         self.accounts = AccountStore(self._connection)
         self.pki = PkiStore(self._connection)
         self.sessions = SessionStore(self._connection)
+        self.passkeys = PasskeyStore(self._connection)
         self.invitations = InvitationStore(self._connection)
         self.apps = AppStore(self._connection)
         self.documents = DocumentStore(self._connection)
+        self.prescriptions = PrescriptionStore(self._connection)
+        self.alerts = AlertStore(self._connection)
+        # The audit log's entries written in this transaction (`AuditLog.append_with`).
+        self.audit = AuditStore(self._connection)
         return self
 
     def commit(self) -> None:
         assert self._connection is not None
         if self._before_commit is not None:
-            written = self.directory.touched_patients + [
-                p for p in self.records.touched_patients if p not in self.directory.touched_patients
-            ]
+            written = list(self.directory.touched_patients)
+            for touched in (self.records.touched_patients, self.prescriptions.touched_patients):
+                written += [p for p in touched if p not in written]
             self._before_commit(self._connection, written)
         try:
             self._connection.commit()
         except IntegrityError as error:
             raise Conflict(
                 "the change conflicts with stored data (a duplicate identifier?)"
+            ) from error
+        except (OperationalError, InterfaceError) as error:
+            # The commit may or may not have happened: the client must send the same request
+            # again (submissions are idempotent by their unique identifiers).
+            raise Unavailable(
+                "the database connection was lost while committing: the outcome is unknown; "
+                "send the same request again"
             ) from error
 
     def __exit__(
@@ -117,4 +141,9 @@ class UnitOfWork:
         if isinstance(error, IntegrityError):
             raise Conflict(
                 "the change conflicts with stored data (a duplicate identifier?)"
+            ) from error
+        if isinstance(error, (OperationalError, InterfaceError)):
+            # A lost connection (a failover, a restart): answered 503, not as an incident.
+            raise Unavailable(
+                "the database connection was lost (a failover?): nothing was stored; try again"
             ) from error

@@ -16,6 +16,26 @@ TRANSACTION_DOC = (
     "valueUri; it is answered as valueIdentifier."
 )
 
+# The IHE actors whose CapabilityStatements CareVault implements, with what each needs of the
+# registry (a system interaction, or a resource type and interaction): listed only when the
+# registry serves all of it, so the claim cannot outlive the code.
+IHE_ACTORS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/"
+        "IHE.MHD.DocumentRecipient.Comprehensive",
+        (("Bundle", "transaction"),),
+    ),
+    (
+        "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/IHE.MHD.DocumentResponder",
+        (
+            ("List", "search-type"),
+            ("DocumentReference", "search-type"),
+            ("DocumentReference", "read"),
+            ("Binary", "read"),
+        ),
+    ),
+)
+
 # The order FHIR lists interactions in; 'conditional-update' is a flag, not an interaction.
 _ORDER = ["read", "vread", "update", "history-instance", "create", "search-type"]
 
@@ -54,6 +74,10 @@ def capability_statement(
                 for o in handler.operations
             ]
         resources.append(entry)
+    served = {
+        (kind, i.value) for kind, handler in door.handlers.items() for i in handler.interactions
+    }
+    instantiates = [url for url, needs in IHE_ACTORS if all(n in served for n in needs)]
     when = (published or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
     return {
         "resourceType": "CapabilityStatement",
@@ -61,13 +85,14 @@ def capability_statement(
         "date": when,
         "publisher": "CareVault",
         "kind": "instance",
+        "instantiates": instantiates,
         "software": {"name": "CareVault", "version": __version__},
         "implementation": {
             "description": "CareVault shared care record",
             "url": base_url.rstrip("/"),
         },
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
+        "format": ["application/fhir+json", "application/fhir+xml", "json", "xml"],
         "rest": [
             {
                 "mode": "server",

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.affinity import AffinityDomain
+from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
 from carevault.services.documents import DocumentService
+from carevault.services.prescriptions import PrescriptionService
+from carevault.services.professionals import Professionals
 from carevault.services.record_policy import RecordPolicy
 from carevault.settings import Settings
 
@@ -24,3 +27,6 @@ class ApiContext:
     policy: RecordPolicy
     documents: DocumentService
     affinity: AffinityDomain  # the codes ITI-65 metadata must come from, served as ValueSets
+    prescriptions: PrescriptionService
+    professionals: Professionals  # assistants' mandates
+    alerts: AnomalyDetection | None = None  # the security officer's alerts (DetectedIssue)

@@ -8,6 +8,7 @@ from typing import Any
 
 from carevault.adapters.storage.directory_store import SearchResult, Stored
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.api.fhir import patient_controls
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.audit_handlers import (
     ACCESS_HISTORY,
@@ -25,6 +26,17 @@ from carevault.api.fhir.door import (
     Target,
     reading,
 )
+from carevault.api.fhir.professional_handlers import (
+    DELEGATE,
+    END_MANDATE,
+    MANDATE_ASSISTANT,
+    MANDATES,
+    delegate_response,
+    end_mandate_response,
+    mandate_assistant_response,
+    mandates_response,
+    practitioner_operation_need,
+)
 from carevault.api.fhir.record_handlers import (
     EMERGENCY_ACCESS,
     EXPLAIN,
@@ -39,6 +51,7 @@ from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.queries import OrganizationQuery, PatientQuery, PractitionerQuery, RoleQuery
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services import directory as svc
+from carevault.services import professionals as teams
 
 JsonObject = dict[str, Any]
 
@@ -172,6 +185,7 @@ def _param(name: str, kind: str, doc: str) -> SearchParam:
     return SearchParam(name, kind, doc)
 
 
+_PATIENT_CONTROLS = frozenset(o.name for o in patient_controls.OPERATIONS)
 PIX_DEFINITION = "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"
 
 
@@ -230,6 +244,8 @@ class PatientHandler(DirectoryHandler):
         EMERGENCY_ACCESS,
         EXPLAIN,
         PRESENCE_CODE,
+        DELEGATE,
+        *patient_controls.OPERATIONS,
     )
 
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
@@ -239,6 +255,8 @@ class PatientHandler(DirectoryHandler):
         access); the access history, emergency access, presence codes and explanations are
         record requests."""
         patient = request.resource_id
+        if request.operation in _PATIENT_CONTROLS:
+            return patient_controls.access_need(request)
         match request.interaction, request.operation:
             case Interaction.OPERATION, ACCESS_HISTORY.name:
                 return AccessNeed(Target.RECORD, Action.PERSONAL, patient)
@@ -246,6 +264,9 @@ class PatientHandler(DirectoryHandler):
                 return AccessNeed(Target.RECORD, Action.EMERGENCY, patient)
             case Interaction.OPERATION, PRESENCE_CODE.name:
                 return AccessNeed(Target.RECORD, Action.MANAGE, patient)
+            case Interaction.OPERATION, DELEGATE.name:
+                # Holding an access that reads the record; the service decides the rest.
+                return AccessNeed(Target.RECORD, Action.READ, patient)
             case Interaction.OPERATION, EXPLAIN.name:
                 return AccessNeed(Target.AUDIT_TRAIL, Action.READ, patient)
             case Interaction.OPERATION, "ihe-pix":
@@ -336,6 +357,8 @@ class PatientHandler(DirectoryHandler):
         return resource_response(request, stored, 201 if created else 200)
 
     def operation(self, request: FhirRequest) -> FhirResponse:
+        if request.operation in _PATIENT_CONTROLS:
+            return patient_controls.respond(self.api, request)
         if request.operation == ACCESS_HISTORY.name:
             return access_history_response(self.api, request)
         if request.operation == EMERGENCY_ACCESS.name:
@@ -344,6 +367,8 @@ class PatientHandler(DirectoryHandler):
             return explain_response(self.api, request)
         if request.operation == PRESENCE_CODE.name:
             return presence_code_response(self.api, request)
+        if request.operation == DELEGATE.name:
+            return delegate_response(self.api, request)
         if request.operation == "ihe-pix":
             return self._pix(request)
         if request.operation == "merge":
@@ -446,6 +471,19 @@ class PractitionerHandler(DirectoryHandler):
         _param("name", "string", "Any part of the name, case- and accent-insensitive prefix"),
         _param("identifier", "token", "The professional identifier (system|value)"),
     )
+    operations = (MANDATE_ASSISTANT, END_MANDATE, MANDATES)
+
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
+        if request.interaction is Interaction.OPERATION:
+            return practitioner_operation_need(request)
+        return super().access_need(request, uow)
+
+    def operation(self, request: FhirRequest) -> FhirResponse:
+        if request.operation == MANDATE_ASSISTANT.name:
+            return mandate_assistant_response(self.api, request)
+        if request.operation == END_MANDATE.name:
+            return end_mandate_response(self.api, request)
+        return mandates_response(self.api, request)
 
     def search(self, request: FhirRequest) -> FhirResponse:
         query = PractitionerQuery(
@@ -560,3 +598,48 @@ class OrganizationHandler(DirectoryHandler):
         with self.api.unit_of_work() as uow:
             stored = svc.create_organization(uow, self.api.directory, resource)
         return resource_response(request, stored, 201)
+
+
+class CareTeamHandler(DirectoryHandler):
+    resource_type = "CareTeam"
+    interactions = DirectoryHandler.interactions | {Interaction.UPDATE}
+    search_params = (
+        SearchParam("_id", "token", "Logical id"),
+        SearchParam("participant", "reference", "A member: Practitioner/id"),
+        SearchParam("organization", "reference", "The managing Organization/id"),
+    )
+
+    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
+        # Care teams decide who a team grant reaches: a change affects access.
+        return AccessNeed(Target.DIRECTORY, reading(request), area=DirectoryArea.PROVIDERS)
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        paging = self.page(request)
+        participants = [
+            tuple(v.removeprefix("Practitioner/") for v in alternatives)
+            for alternatives in sp.references(request, "participant", "Practitioner")
+        ]
+        organizations = [
+            tuple(v.removeprefix("Organization/") for v in alternatives)
+            for alternatives in sp.references(request, "organization", "Organization")
+        ]
+        with self.api.unit_of_work() as uow:
+            result = teams.search_care_teams(
+                uow, sp.exact(request, "_id"), organizations, participants, paging
+            )
+        return self.searchset(request, result, paging)
+
+    def create(self, request: FhirRequest) -> FhirResponse:
+        resource = self.body(request)
+        with self.api.unit_of_work() as uow:
+            stored = teams.create_care_team(uow, resource, self.api.policy.clock())
+        return resource_response(request, stored, 201)
+
+    def update(self, request: FhirRequest) -> FhirResponse:
+        assert request.resource_id is not None
+        resource = self.body(request)
+        with self.api.unit_of_work() as uow:
+            stored = teams.update_care_team(
+                uow, request.resource_id, resource, self.api.policy.clock(), if_match(request)
+            )
+        return resource_response(request, stored)

@@ -14,10 +14,6 @@ from dataclasses import replace
 from typing import Any
 
 from carevault.adapters.storage.directory_store import SearchResult, Stored
-from carevault.adapters.storage.document_store import (
-    DocumentCriteria,
-    StoredDocument,
-)
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
@@ -36,6 +32,7 @@ from carevault.api.fhir.door import (
 from carevault.api.fhir.outcome import HttpProblem
 from carevault.api.fhir.record_handlers import actor_of, admitted_record
 from carevault.domain.authorization import Action, Confidentiality, RecordFacts
+from carevault.domain.documents import DocumentCriteria
 from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.queries import Page
 from carevault.fhirmodel.mhd import (
@@ -46,7 +43,7 @@ from carevault.fhirmodel.mhd import (
     submission_set_list,
 )
 from carevault.fhirmodel.validate import validate_resource
-from carevault.services.documents import Fetched
+from carevault.services.documents import DocumentService, LoadedDocument, PermittedRead
 from carevault.services.record_policy import Refused, unseen
 
 JsonObject = dict[str, Any]
@@ -229,7 +226,7 @@ class DocumentReferenceHandler(ResourceHandler):
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         if request.interaction is Interaction.SEARCH:
             return AccessNeed(Target.RECORD, Action.SEARCH, _search_patient(request, uow))
-        need = _one_document(request, uow)
+        need = _reading(request, self.api.documents, uow, with_content=False)
         if request.operation == "privacy":
             # The patient's say over the record; the service also decides the read of the
             # document (nobody relabels what they may not see).
@@ -252,9 +249,7 @@ class DocumentReferenceHandler(ResourceHandler):
                     uow.commit()
             else:
                 self._privacy(request, record, document_id)
-        return self.read(
-            replace(request, interaction=Interaction.READ, operation=None, method="GET")
-        )
+        return self._read_again(request)
 
     def _privacy(self, request: FhirRequest, record: RecordFacts, document_id: str) -> None:
         body = validate_resource(request.json_body(self.api.settings.max_json_depth), "Parameters")
@@ -284,6 +279,15 @@ class DocumentReferenceHandler(ResourceHandler):
         return self.read(request)
 
     def read(self, request: FhirRequest) -> FhirResponse:
+        """The document the gate read and decided on, served as it was decided."""
+        permitted = _permitted_read(request)
+        metadata = self.api.documents.describe(permitted)
+        body = document_reference(metadata, request.base_url)
+        return FhirResponse(200, body, {"ETag": 'W/"1"'}, patients=(permitted.record.patient_id,))
+
+    def _read_again(self, request: FhirRequest) -> FhirResponse:
+        """The document after an operation changed it: read and decided again (the gate's
+        snapshot is the document before the change)."""
         subject, record = admitted_record(request)
         with self.api.unit_of_work() as uow:
             metadata = self.api.documents.read(uow, subject, record, request.resource_id or "")
@@ -352,19 +356,25 @@ class RangeNotSatisfiable(HttpProblem):
         super().__init__(416, "invalid", f"the range is outside the document's {size} bytes")
 
 
-def _one_document(request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
-    stored = uow.documents.get(request.resource_id or "")
-    return _reading(request, stored)
-
-
 def _reading(
-    request: FhirRequest, stored: StoredDocument | None, loaded: object = None
+    request: FhirRequest, documents: DocumentService, uow: UnitOfWork, *, with_content: bool
 ) -> AccessNeed:
-    """Reading one document: decided on its own facts; unknown ids are 404."""
-    if stored is None:
+    """Reading one document: loaded in the gate's transaction (with its content's row for a
+    retrieval), decided on its own facts, handed back to the handler; unknown ids are 404."""
+    loaded = documents.load(uow, request.resource_id or "", with_content=with_content)
+    if loaded is None:
         raise NotFound(f"{request.resource_type}/{request.resource_id} is not known")
-    metadata = stored.metadata
-    return AccessNeed(Target.RECORD, Action.READ, metadata.patient_id, metadata.facts(), loaded)
+    return AccessNeed(Target.RECORD, Action.READ, loaded.stored.metadata.patient_id, loaded=loaded)
+
+
+def _permitted_read(request: FhirRequest) -> PermittedRead:
+    """What the gate decided a read on: the record's facts, its decision and the document it
+    loaded (the handler's ``access_need`` is `_reading`, so the door always hands them over)."""
+    admission = request.admission
+    loaded: LoadedDocument | None = admission.document if admission else None
+    if admission is None or admission.record is None or admission.decision is None or not loaded:
+        raise RuntimeError("the gate did not hand over the document it decided on")
+    return PermittedRead(admission.record, admission.decision, loaded)
 
 
 class BinaryHandler(ResourceHandler):
@@ -378,9 +388,8 @@ class BinaryHandler(ResourceHandler):
 
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         # The document and its content's row in one statement, in the gate's transaction:
-        # the engine decides on the document's facts, and the handler opens what was read.
-        fetched = self.api.documents.fetch(uow, request.resource_id or "")
-        return _reading(request, fetched.document if fetched else None, fetched)
+        # the engine decides once, on the document's facts, and the handler opens what was read.
+        return _reading(request, self.api.documents, uow, with_content=True)
 
     def vread(self, request: FhirRequest) -> FhirResponse:
         _only_version_one(request)
@@ -389,14 +398,11 @@ class BinaryHandler(ResourceHandler):
     def read(self, request: FhirRequest) -> FhirResponse:
         """The bytes (ranges and conditional requests honoured), or, for a client that asks
         for FHIR JSON, a Binary resource with the bytes in base64."""
-        subject, record = admitted_record(request)
-        fetched = request.admission.loaded if request.admission else None
-        if not isinstance(fetched, Fetched):  # access_need always hands it over
-            raise RuntimeError("the gate did not hand over the document it read")
-        retrieved = self.api.documents.open(subject, record, fetched)
+        permitted = _permitted_read(request)
+        retrieved = self.api.documents.retrieve(permitted)
         metadata, content = retrieved.metadata, retrieved.content
         etag = f'"{metadata.sha256}"'
-        patients = (record.patient_id,)
+        patients = (permitted.record.patient_id,)
         accept = request.headers.get("accept", "")
         if "application/fhir+json" in accept and metadata.content_type != "application/fhir+json":
             body = {

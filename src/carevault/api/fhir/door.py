@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from carevault.api.fhir.formats import format_param
 from carevault.api.fhir.outcome import HttpProblem, from_error
 from carevault.domain.authorization import (
     Action,
@@ -51,6 +52,7 @@ from carevault.fhirmodel.validate import parse_json
 
 if TYPE_CHECKING:
     from carevault.adapters.storage.unit_of_work import UnitOfWork
+    from carevault.services.documents import LoadedDocument
 
 JsonObject = dict[str, Any]
 
@@ -155,6 +157,11 @@ class Target(enum.Enum):
     # The audit trail: the security officer's; a patient's own entries (``patient_id``) are a
     # personal request on their record.
     AUDIT_TRAIL = "audit-trail"
+    # E-prescriptions: writing one as its prescriber (``decide_prescribing``), taking one as a
+    # pharmacist (``decide_dispensing``); a prescription that names its patient is decided on
+    # that patient's record (``RECORD``) as well, where it says so.
+    PRESCRIBING = "prescribing"
+    DISPENSING = "dispensing"
 
 
 @dataclass(frozen=True)
@@ -164,12 +171,14 @@ class AccessNeed:
     target: Target
     action: Action
     patient_id: str | None = None
-    # One document of the record (a DocumentReference or its Binary): decided on its own
-    # facts, so that its author reads it even without a grant to the record.
+    # One document of the record (an e-prescription's Task, say): decided on its own facts,
+    # so that its author reads it even without a grant to the record.
     document: DocumentFacts | None = None
-    # What the handler read, in the gate's transaction, to state the need (a stored document,
-    # say): handed back to it in the Admission, so that it is not read twice.
-    loaded: object | None = None
+    # One stored document (a DocumentReference or its Binary) the handler read, in the gate's
+    # transaction, to state the need: the engine decides on its facts (``document`` is then
+    # ignored), and the Admission hands it back, typed, so that it is neither read nor
+    # decided on twice.
+    loaded: LoadedDocument | None = None
     # Which part of the directories a directory request reaches (``Target.DIRECTORY``).
     area: DirectoryArea = DirectoryArea.PROVIDERS
     # A care event's proof found in the request itself (a presence code that is usable now);
@@ -178,6 +187,12 @@ class AccessNeed:
     # What a refused caller is told instead of the engine's reason, when the request writes to
     # the document it names: the state of a document they may not read is not theirs to learn.
     refusal: str | None = None
+    # The request opens the record (opt-in): a record its patient has not opened yet is then
+    # decided as a closed one, which only the patient may open, rather than as none.
+    opening: bool = False
+    # Whose prescriptions a request lists across patients (``Target.PRESCRIBING``: the
+    # prescriber's id; ``Target.DISPENSING``: the pharmacy's): the engine admits them alone.
+    owner: str | None = None
 
 
 def reading(request: FhirRequest) -> Action:
@@ -251,7 +266,8 @@ class Admission:
     record: RecordFacts | None = None  # the facts the decision was made on, if a record
     on_behalf_of: str | None = None
     purpose_of_use: str | None = None
-    loaded: object | None = None  # the need's ``loaded``: see AccessNeed
+    # The need's ``loaded`` document, which ``decision`` was made on (see AccessNeed).
+    document: LoadedDocument | None = None
     # An identity source's assigning authority, which bounds the patients it may write.
     identity_domain: IdentityDomain | None = None
     # Said in the request's audit entry: e.g. that a directory change affects access.
@@ -340,6 +356,9 @@ FORM = "application/x-www-form-urlencoded"
 # anything keeps the request, and the request is refused.
 BEARER_PARAMETER = "access_token"
 REDACTED = "redacted"
+# The E-Rezept API's codes travel in the query string (``$accept?ac=…``, ``$close?secret=…``):
+# the handlers read them, nothing keeps them (the audit trail, the server's access log).
+SECRET_PARAMETERS = frozenset({"ac", "secret"})
 BEARER_IN_URL = (
     "an access token is never accepted in the URL or a form (RFC 6750 §2.3): it ends up in "
     "logs and browser histories. Send it in the header 'Authorization: Bearer <token>', and "
@@ -427,6 +446,9 @@ class FhirDoor:
                     f"the request has {len(params)} parameters; at most {MAX_PARAMETERS} are "
                     "accepted"
                 )
+            if any("\x00" in name or "\x00" in value for name, value in params):
+                # No search matches a NUL byte, and PostgreSQL refuses to compare with one.
+                raise InvalidInput("a request parameter holds a NUL character")
             _check_format(request)
             if operation is not None:
                 request = replace(request, operation_permission=self._permission_of(request))
@@ -540,9 +562,12 @@ def _check_body(request: FhirRequest) -> None:
 
 
 def _check_format(request: FhirRequest) -> None:
+    """``_format`` names JSON or XML (`formats`: the HTTP layer converts XML both ways)."""
     for name, value in request.params:
-        if name == "_format" and value not in ("json", *_JSON_TYPES):
-            raise HttpProblem(406, "not-supported", "only JSON is served (_format=json)")
+        if name == "_format" and format_param(((name, value),)) is None:
+            raise HttpProblem(
+                406, "not-supported", "_format takes json or xml (or their FHIR media types)"
+            )
 
 
 COMMON_PARAMS = frozenset({"_count", "_offset", "_format", "_include"})
@@ -614,6 +639,8 @@ def parse_route(
 
 
 __all__ = [
+    "REDACTED",
+    "SECRET_PARAMETERS",
     "AccessGate",
     "AccessNeed",
     "AccessRecorder",

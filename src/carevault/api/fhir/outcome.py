@@ -21,6 +21,7 @@ from carevault.domain.errors import (
     NotFound,
     NotPermitted,
     RateLimited,
+    StorageFull,
     TooLarge,
     Unavailable,
     UnsupportedMediaType,
@@ -44,6 +45,7 @@ _MAPPING: list[tuple[type[CareVaultError], int, str]] = [
     (TooLarge, 413, "too-costly"),
     (UnsupportedMediaType, 415, "not-supported"),
     (RateLimited, 429, "throttled"),
+    (StorageFull, 507, "transient"),
     (Unavailable, 503, "transient"),
     (IntegrityFailure, 500, "exception"),
 ]

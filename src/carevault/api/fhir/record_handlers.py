@@ -70,6 +70,9 @@ _EMERGENCY_LABELS = {
     EmergencySetting.NORMAL_AND_RESTRICTED: ["N", "R"],
 }
 EMERGENCY_CONSENT_PREFIX = "emergency-"
+# On a grant's provision: the practitioner may pass the access on to a colleague for a while
+# (`Patient/[id]/$delegate`), when the patient allows delegation on the record.
+DELEGABLE_URL = "https://carevault.lu/fhir/StructureDefinition/delegable"
 
 
 def _instant(value: Any, where: str) -> datetime:
@@ -178,6 +181,11 @@ def grant_consent(patient_id: str, stored: StoredGrant) -> JsonObject:
             "securityLabel": [
                 {"system": CONFIDENTIALITY, "code": code} for code in _LEVEL_LABELS[grant.level]
             ],
+            **(
+                {"extension": [{"url": DELEGABLE_URL, "valueBoolean": True}]}
+                if grant.delegable
+                else {}
+            ),
         },
         **({"sourceReference": {"reference": stored.source_ref}} if stored.source_ref else {}),
     }
@@ -240,6 +248,20 @@ def _labels(provision: JsonObject) -> set[str]:
 def _grant_level(provision: JsonObject) -> GrantLevel:
     """N (or no label): a normal access; N and R: an extended one."""
     return GrantLevel.EXTENDED if "R" in _labels(provision) else GrantLevel.NORMAL
+
+
+def _delegable(provision: JsonObject) -> bool:
+    values = [
+        e.get("valueBoolean")
+        for e in provision.get("extension", [])
+        if isinstance(e, dict) and e.get("url") == DELEGABLE_URL
+    ]
+    if len(values) > 1 or any(not isinstance(v, bool) for v in values):
+        raise InvalidInput(
+            f"{DELEGABLE_URL} appears at most once, with valueBoolean",
+            expression="Consent.provision.extension",
+        )
+    return bool(values and values[0])
 
 
 def _emergency_setting(provision: JsonObject) -> EmergencySetting:
@@ -359,7 +381,14 @@ class ConsentHandler(ResourceHandler):
                 _instant(period["end"], "Consent.provision.period.end") if "end" in period else None
             )
             grant = policy.grant(
-                actor, record.patient_id, party, party_id, level, start=start, end=end
+                actor,
+                record.patient_id,
+                party,
+                party_id,
+                level,
+                start=start,
+                end=end,
+                delegable=_delegable(provision),
             )
             with self.api.unit_of_work() as uow:
                 stored_grant = uow.records.grant(record.patient_id, grant.id)

@@ -6,9 +6,11 @@ CapabilityStatement is generated from it; a new resource is one more handler her
 
 from __future__ import annotations
 
+from carevault.api.fhir.alert_handlers import DetectedIssueHandler
 from carevault.api.fhir.audit_handlers import AuditEventHandler
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.directory_handlers import (
+    CareTeamHandler,
     OrganizationHandler,
     PatientHandler,
     PractitionerHandler,
@@ -21,6 +23,11 @@ from carevault.api.fhir.document_handlers import (
     TransactionHandler,
 )
 from carevault.api.fhir.door import ResourceHandler
+from carevault.api.fhir.medication_handlers import (
+    MedicationDispenseHandler,
+    MedicationRequestHandler,
+)
+from carevault.api.fhir.prescription_handlers import TaskHandler
 from carevault.api.fhir.record_handlers import (
     CommunicationHandler,
     ConsentHandler,
@@ -36,7 +43,9 @@ def fhir_handlers(api: ApiContext) -> list[ResourceHandler]:
         PractitionerHandler(api),
         PractitionerRoleHandler(api),
         OrganizationHandler(api),
+        CareTeamHandler(api),
         AuditEventHandler(api),
+        DetectedIssueHandler(api),
         ConsentHandler(api),
         EncounterHandler(api),
         CommunicationHandler(api),
@@ -44,6 +53,9 @@ def fhir_handlers(api: ApiContext) -> list[ResourceHandler]:
         DocumentReferenceHandler(api),
         BinaryHandler(api),
         SubmissionSetHandler(api),
+        TaskHandler(api, api.prescriptions),
+        MedicationRequestHandler(api, api.prescriptions),
+        MedicationDispenseHandler(api, api.prescriptions),
         ValueSetHandler(
             api.affinity,
             default_page_size=api.settings.default_page_size,

@@ -1,0 +1,297 @@
+"""Soak: CareVault under a steady realistic load for a long time (issue 20, item 7).
+
+The mix: search 50 % (ITI-67, ``GET /fhir/DocumentReference?patient=…`` by a physician),
+retrieve 35 % (ITI-68, ``GET /fhir/Binary/{id}``), submit 10 % (ITI-65, a signed one-document
+Provide Document Bundle), patient actions 5 % (the patient's app reading their own
+notifications). First the maximum rate is measured for ``--calibrate`` seconds with every
+client unthrottled; then the soak runs for ``--minutes`` at ``--load`` (80 %) of it.
+
+Every minute it records the requests, errors, p50/p99 latency, the resident memory (RSS) of
+the process and the audit entries added. Every request carries its own ``X-Request-ID``; at
+the end the run checks that every request id is in the audit log (audit entries = requests).
+Results go to ``--out`` (JSON) and an SVG plot beside it (RSS and throughput per minute).
+
+The platform runs in this process (``carevault.bootstrap.build`` and Starlette's test client:
+the production app, door, engine, vault and audit log, without the network), on SQLite by
+default or ``--database-url``; the people and their credentials are made with the helpers of
+``tests/support`` (the production enrolment and token paths). RSS is this process's: server and
+clients together.
+
+Run: ``.venv/bin/python bench/soak.py --minutes 30 --out bench/results/soak.json`` (the issue's
+run; not on a shared machine) or ``--minutes 1 --calibrate 10`` (a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+MIX = (("search", 50), ("retrieve", 35), ("submit", 10), ("patient", 5))
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class Minute:
+    minute: int
+    requests: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    by_kind: dict[str, int] = field(default_factory=dict)
+    rss_mib: float = 0.0
+    audit_entries: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+
+        def pick(p: float) -> float:
+            return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else 0
+
+        return {"minute": self.minute, "requests": self.requests, "errors": self.errors,
+                "by_kind": self.by_kind, "p50_ms": round(pick(0.50), 2),
+                "p99_ms": round(pick(0.99), 2), "rss_mib": round(self.rss_mib, 1),
+                "audit_entries": self.audit_entries}
+
+
+class World:
+    """The platform and its people: physicians who saw their patients, patients' apps."""
+
+    def __init__(self, database_url: str | None, workdir: Path, patients: int) -> None:
+        from starlette.testclient import TestClient
+
+        from carevault.adapters.keys.local_file import create_key_file
+        from carevault.adapters.storage.database import connect, upgrade
+        from carevault.bootstrap import build
+        from carevault.settings import Settings
+        from support.records import patient_and_author
+        from support.tokens import patient_headers, professional_token
+
+        url = database_url or f"sqlite:///{workdir / 'carevault.db'}"
+        engine = connect(url, pool_size=24)
+        upgrade(engine)
+        key_file = workdir / "carevault.key"
+        create_key_file(key_file)
+        settings = Settings(database_url=url, key_source=f"file:{key_file}", environment="dev",
+                            rate_limit_per_minute=10_000_000, request_threads=16,
+                            _env_file=None)  # type: ignore[call-arg]
+        self.platform = build(settings, engine)
+        self.client = TestClient(self.platform.app, base_url="http://127.0.0.1:8000",
+                                 client=("127.0.0.1", 50000))
+        self.client.__enter__()
+        self.client.headers["Authorization"] = f"Bearer {professional_token(self.platform)}"
+        self.records: list[tuple[str, Any, dict[str, str]]] = []
+        for n in range(patients):
+            patient_id, gp = patient_and_author(self.platform, self.client, number=100 + n,
+                                                author=f"HP-SOAK-{n}")
+            self.records.append((patient_id, gp, patient_headers(self.platform, patient_id)))
+        self.documents: list[tuple[str, Any]] = []  # (document id, its author)
+        self.lock = threading.Lock()
+        for patient_id, gp, _ in self.records:
+            for _ in range(2):
+                self.submit(patient_id, gp, str(uuid.uuid4()))
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+        self.platform.engine.dispose()
+
+    def audit_size(self) -> int:
+        return sum(self.platform.audit.size(s) for s in ("clinical", "operator"))
+
+    def submit(self, patient_id: str, gp: Any, request_id: str) -> int:
+        from support.documents import created_id, provide_bundle
+
+        content = b"%PDF-1.4\n% soak " + uuid.uuid4().hex.encode() + b"\n%%EOF\n"
+        answer = self.client.post("/fhir", json=provide_bundle(patient_id, gp, content),
+                                  headers={**gp.headers, "X-Request-ID": request_id})
+        if answer.status_code == 200:
+            with self.lock:
+                self.documents.append((created_id(answer), gp))
+        return answer.status_code
+
+    def operation(self, kind: str, rng: random.Random, request_id: str) -> int:
+        patient_id, gp, mine = rng.choice(self.records)
+        if kind == "submit":
+            return self.submit(patient_id, gp, request_id)
+        if kind == "search":
+            return self.client.get("/fhir/DocumentReference",
+                                   params={"patient": f"Patient/{patient_id}"},
+                                   headers={**gp.headers, "X-Request-ID": request_id}
+                                   ).status_code
+        if kind == "retrieve":
+            with self.lock:
+                document_id, author = rng.choice(self.documents)
+            return self.client.get(f"/fhir/Binary/{document_id}",
+                                   headers={**author.headers, "X-Request-ID": request_id}
+                                   ).status_code
+        return self.client.get("/fhir/Communication", params={"patient": f"Patient/{patient_id}"},
+                               headers={**mine, "X-Request-ID": request_id}).status_code
+
+
+def drive(world: World, seconds: float, rate: float | None, clients: int,
+          on_result: Callable[[str, str, int, float], None]) -> int:
+    """Run the mix for ``seconds`` at ``rate`` requests/s (None: as fast as possible)."""
+    kinds = [kind for kind, weight in MIX for _ in range(weight)]
+    end = time.monotonic() + seconds
+    started = time.monotonic()
+    issued = 0
+    lock = threading.Lock()
+
+    def client(seed: int) -> None:
+        nonlocal issued
+        rng = random.Random(seed)
+        while True:
+            with lock:
+                now = time.monotonic()
+                if now >= end:
+                    return
+                due = started + issued / rate if rate else now
+                issued += 1
+            if due > now:
+                time.sleep(due - now)
+            kind = rng.choice(kinds)
+            request_id = uuid.uuid4().hex
+            began = time.perf_counter()
+            try:
+                status = world.operation(kind, rng, request_id)
+            except Exception:  # counted as an error, the soak goes on
+                status = 599
+            on_result(kind, request_id, status, time.perf_counter() - began)
+
+    threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return issued
+
+
+def svg_plot(minutes: list[dict[str, Any]]) -> str:
+    """RSS (MiB) and requests per minute, two polylines on one small chart."""
+    width, height, pad = 640, 320, 40
+    xs = [m["minute"] for m in minutes] or [0]
+    span = max(1, max(xs))
+
+    def line(values: list[float], colour: str) -> str:
+        top = max(values) or 1.0
+        points = " ".join(
+            f"{pad + (x / span) * (width - 2 * pad):.1f},"
+            f"{height - pad - (v / top) * (height - 2 * pad):.1f}"
+            for x, v in zip(xs, values, strict=True))
+        return (f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
+                f'<text x="{width - pad}" y="{pad - 8}" text-anchor="end" fill="{colour}">'
+                f'max {top:.0f}</text>')
+
+    rss = [float(m["rss_mib"]) for m in minutes]
+    requests = [float(m["requests"]) for m in minutes]
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-family="sans-serif" font-size="12"><title>CareVault soak</title>'
+            f'<rect width="100%" height="100%" fill="white"/>'
+            f'<text x="{pad}" y="20">RSS MiB (blue), requests per minute (green), by minute'
+            f'</text>{line(rss, "#1f4e9c")}'
+            f'{line(requests, "#2a7a2a").replace(f"y={chr(34)}{pad - 8}", f"y={chr(34)}{pad + 8}")}'
+            f'</svg>')
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--calibrate", type=float, default=60.0, help="seconds at full speed")
+    parser.add_argument("--load", type=float, default=0.8, help="share of the maximum rate")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--patients", type=int, default=10)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="carevault-soak-") as scratch:
+        world = World(args.database_url, Path(scratch), args.patients)
+        try:
+            calibration = drive(world, args.calibrate, None, args.clients,
+                                lambda *_: None)
+            maximum = calibration / args.calibrate
+            rate = maximum * args.load
+            print(f"maximum {maximum:.1f} requests/s; soak at {rate:.1f}/s "
+                  f"for {args.minutes} minutes", flush=True)
+            sent: set[str] = set()
+            lock = threading.Lock()
+            start = time.monotonic()
+            minutes: list[Minute] = [Minute(0)]
+            audit_before = world.audit_size()
+            audit_mark = audit_before
+
+            def on_result(kind: str, request_id: str, status: int, seconds: float) -> None:
+                with lock:
+                    current = minutes[-1]
+                    current.requests += 1
+                    current.errors += status >= 400
+                    current.latencies.append(seconds)
+                    current.by_kind[kind] = current.by_kind.get(kind, 0) + 1
+                    sent.add(request_id)
+
+            total = args.minutes * 60
+            while time.monotonic() - start < total:
+                length = min(60.0, total - (time.monotonic() - start))
+                drive(world, length, rate, args.clients, on_result)
+                with lock:
+                    done = minutes[-1]
+                    done.rss_mib = rss_bytes() / 2**20
+                    size = world.audit_size()
+                    done.audit_entries, audit_mark = size - audit_mark, size
+                    print(json.dumps(done.summary()), flush=True)
+                    minutes.append(Minute(len(minutes)))
+            minutes.pop()
+            recorded = set()
+            for stream in ("clinical", "operator"):
+                size = world.platform.audit.size(stream)
+                for start_index in range(0, size, 1000):
+                    for _, data in world.platform.audit.entries(
+                            stream, start_index, min(size, start_index + 1000)):
+                        request_id = json.loads(data).get("request_id")
+                        if request_id in sent:
+                            recorded.add(request_id)
+        finally:
+            world.close()
+    summaries = [m.summary() for m in minutes]
+    latencies = [s for m in minutes for s in m.latencies]
+    result = {
+        "minutes": args.minutes, "calibration_seconds": args.calibrate,
+        "maximum_per_second": round(maximum, 1), "rate_per_second": round(rate, 1),
+        "requests": len(sent), "errors": sum(m.errors for m in minutes),
+        "requests_in_audit_log": len(recorded), "missing_from_audit_log": len(sent - recorded),
+        "audit_entries_added": world_audit_delta(summaries),
+        "rss_mib_first": summaries[0]["rss_mib"] if summaries else 0,
+        "rss_mib_last": summaries[-1]["rss_mib"] if summaries else 0,
+        "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else 0,
+        "per_minute": summaries,
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "per_minute"}), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.with_suffix(".svg").write_text(svg_plot(summaries))
+    return result
+
+
+def world_audit_delta(summaries: list[dict[str, Any]]) -> int:
+    return sum(int(m["audit_entries"]) for m in summaries)
+
+
+if __name__ == "__main__":
+    main()

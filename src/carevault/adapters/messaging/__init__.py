@@ -1,0 +1,1 @@
+"""Secure messaging: S/MIME messages, mailboxes, the submission server."""

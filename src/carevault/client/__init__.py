@@ -1,0 +1,1 @@
+"""Client-side libraries: what a professional's machine runs, holding their keys."""

@@ -1,0 +1,99 @@
+"""The platform's chores, run in one process at a time: the holder of the chores lease.
+
+Publishing signed tree heads every second, having one time-stamped by a TSA now and then,
+the housekeeping tasks (releasing held documents, sweeping orphan blobs…) and the ATNA export.
+Everything the chores need from outside - the lease, the TSA, the export's sender - is handed
+in by `carevault.bootstrap`, which builds the adapters; the HTTP layer only starts and stops
+the loop (`carevault.api.app`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from carevault.adapters.storage.lease import Lease
+from carevault.adapters.timestamping import TimeStampAuthority
+from carevault.domain.audit import STREAMS
+
+TREE_HEAD_INTERVAL_SECONDS = 1.0
+HOUSEKEEPING_SECONDS = 30.0
+
+log = logging.getLogger("carevault.audit")
+
+
+class TreeHeads(Protocol):
+    """What the chores ask of the audit log."""
+
+    def sign_tree_head(self, stream: str) -> object: ...
+
+    def stamp_latest_tree_head(self, stream: str, authority: TimeStampAuthority) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Chores:
+    """``lease()`` asks for the chores lease (None: another process holds it);
+    ``start_export(stop)`` starts the ATNA exporters until ``stop`` is set."""
+
+    tree_heads: TreeHeads
+    lease: Callable[[], Lease | None]
+    housekeeping: Sequence[Callable[[], object]] = ()
+    authority: TimeStampAuthority | None = None
+    stamp_interval_seconds: float = 3600.0
+    start_export: Callable[[threading.Event], list[threading.Thread]] = lambda _stop: []
+
+    def run(self, stop: threading.Event) -> None:
+        """While this process holds the chores lease: publish signed tree heads every second,
+        have one time-stamped every ``stamp_interval_seconds``, run the housekeeping every
+        ``HOUSEKEEPING_SECONDS``, and export to the ATNA repository. A process that does not
+        hold it asks again every second, so the chores move on when their holder ends."""
+        lease: Lease | None = None
+        leading = threading.Event()  # set: the exporters of the lease stop
+        exporters: list[threading.Thread] = []
+        next_stamp = next_chores = 0.0
+        try:
+            while not stop.wait(TREE_HEAD_INTERVAL_SECONDS):
+                if lease is not None and not lease.alive():
+                    log.warning("the chores lease was lost; chores paused")
+                    leading.set()
+                    for thread in exporters:
+                        thread.join(timeout=5)
+                    lease.release()
+                    lease = None
+                if lease is None:
+                    try:
+                        lease = self.lease()
+                    except Exception:  # asked again at the next tick; the chores must not die
+                        log.exception("the chores lease could not be asked for")
+                    if lease is None:
+                        continue
+                    leading = threading.Event()
+                    exporters = self.start_export(leading)
+                if time.monotonic() >= next_chores:
+                    next_chores = time.monotonic() + HOUSEKEEPING_SECONDS
+                    for chore in self.housekeeping:
+                        try:
+                            chore()
+                        except Exception:  # retried at the next round
+                            log.exception("housekeeping failed")
+                for stream in STREAMS:
+                    try:
+                        self.tree_heads.sign_tree_head(stream)
+                    except Exception:  # the next tick retries; a failure must not stop serving
+                        log.exception("tree head not signed")
+                if self.authority is not None and time.monotonic() >= next_stamp:
+                    next_stamp = time.monotonic() + self.stamp_interval_seconds
+                    for stream in STREAMS:
+                        try:
+                            self.tree_heads.stamp_latest_tree_head(stream, self.authority)
+                        except Exception as error:
+                            log.warning("tree head not time-stamped: %s", error)
+        finally:
+            leading.set()
+            for thread in exporters:
+                thread.join(timeout=5)
+            if lease is not None:
+                lease.release()

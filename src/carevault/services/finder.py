@@ -1,0 +1,184 @@
+"""Finding a professional or an organization in the directory, as a patient chooses whom to
+give access to or to block: by a name, a profession, a city.
+
+The directory holds no medical content and patients may read it (`decide_directory`). A
+professional's city is that of the organizations they work for (the directory gives people no
+address). Every search is bounded: at most ``CANDIDATES`` entries are read from the directory
+for one search, and at most ``limit`` of each kind are returned, so a search that matches more
+says so (``more``) and the person narrows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.authorization import Party
+from carevault.domain.errors import InvalidInput
+from carevault.domain.queries import OrganizationQuery, Page, PractitionerQuery, RoleQuery
+from carevault.domain.text import fold
+
+CANDIDATES = 200  # directory entries read for one search, at most
+MAX_TERM = 64  # characters of a name or a city
+MIN_NAME = 2  # letters of a name, at least, when it is the only criterion
+
+
+@dataclass(frozen=True)
+class FoundParty:
+    """One entry a patient may grant or block."""
+
+    party: Party
+    id: str
+    name: str
+    profession: str | None  # a professional's (their first active role's); None: organization
+    organizations: tuple[str, ...]  # a professional's organizations' names
+    cities: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Found:
+    parties: tuple[FoundParty, ...]
+    more: bool  # more entries match than are shown: narrow the search
+
+
+def person_name(resource: dict[str, Any]) -> str:
+    """A practitioner's name as the directory writes it (prefix, given names, family)."""
+    name = (resource.get("name") or [{}])[0]
+    return " ".join(
+        [*name.get("prefix", []), *name.get("given", []), name.get("family", "")]
+    ).strip()
+
+
+def party_names(uow: UnitOfWork, parties: list[tuple[Party, str]]) -> dict[str, str]:
+    """Names of professionals and organizations as the directory gives them, by id (an id
+    the directory does not know is left out)."""
+    names: dict[str, str] = {}
+    for party, party_id in set(parties):
+        table = t.practitioner if party is Party.PRACTITIONER else t.organization
+        stored = uow.directory.read(table, party_id)
+        if stored is None:
+            continue
+        names[party_id] = (
+            person_name(stored.resource)
+            if party is Party.PRACTITIONER
+            else str(stored.resource.get("name", party_id))
+        )
+    return names
+
+
+def _cities(resource: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        a["city"] for a in resource.get("address", []) if isinstance(a, dict) and a.get("city")
+    )
+
+
+def _term(value: str, what: str) -> str:
+    value = value.strip()
+    if len(value) > MAX_TERM:
+        raise InvalidInput(f"a {what} has at most {MAX_TERM} characters", expression=what)
+    return value
+
+
+def find_parties(
+    uow: UnitOfWork, *, name: str = "", profession: str = "", city: str = "", limit: int = 20
+) -> Found:
+    """Professionals and organizations matching every criterion given: ``name`` the beginning
+    of a word of their name (accents and case ignored), ``profession`` a profession code (then
+    only professionals), ``city`` the beginning of a city of theirs. A name of at least
+    ``MIN_NAME`` letters or a profession is needed; a city alone would read the whole
+    directory."""
+    name, city = fold(_term(name, "name")), fold(_term(city, "city"))
+    profession = _term(profession, "profession")
+    if len(name) < MIN_NAME and not profession:
+        raise InvalidInput(
+            f"give at least {MIN_NAME} letters of a name, or a profession", expression="name"
+        )
+    directory = uow.directory
+    organizations: dict[str, dict[str, Any] | None] = {}
+
+    def organization(organization_id: str) -> dict[str, Any] | None:
+        if organization_id not in organizations:
+            stored = directory.read(t.organization, organization_id)
+            organizations[organization_id] = stored.resource if stored else None
+        return organizations[organization_id]
+
+    def in_city(cities: tuple[str, ...]) -> bool:
+        return not city or any(fold(c).startswith(city) for c in cities)
+
+    page = Page(0, CANDIDATES)
+    if name:
+        people = directory.search_practitioners(
+            PractitionerQuery(name=[(name,)], active=True), page
+        ).items
+    else:
+        roles = directory.search_roles(RoleQuery(role=[(profession,)], active=True), page).items
+        ids = list(
+            dict.fromkeys(
+                r.resource["practitioner"]["reference"].split("/")[-1]
+                for r in roles
+                if "practitioner" in r.resource
+            )
+        )
+        people = (
+            directory.search_practitioners(
+                PractitionerQuery(ids=[tuple(ids)], active=True), page
+            ).items
+            if ids
+            else []
+        )
+    more = len(people) >= CANDIDATES
+    found: list[FoundParty] = []
+    shown = 0
+    for person in people:
+        active = directory.active_roles(person.id)
+        if not active or (profession and all(r.profession != profession for r in active)):
+            continue
+        chosen = next(r for r in active if not profession or r.profession == profession)
+        orgs = [organization(r.organization_id) for r in active if r.organization_id]
+        cities = tuple(dict.fromkeys(c for o in orgs if o for c in _cities(o)))
+        if not in_city(cities):
+            continue
+        if shown == limit:
+            more = True
+            break
+        shown += 1
+        found.append(
+            FoundParty(
+                Party.PRACTITIONER,
+                person.id,
+                person_name(person.resource),
+                chosen.profession,
+                tuple(dict.fromkeys(str(o.get("name", "")) for o in orgs if o)),
+                cities,
+            )
+        )
+    if name and not profession:
+        orgs_found = directory.search_organizations(
+            OrganizationQuery(name=[(name,)], active=True), page
+        ).items
+        more = more or len(orgs_found) >= CANDIDATES
+        shown = 0
+        for stored in orgs_found:
+            cities = _cities(stored.resource)
+            if not in_city(cities):
+                continue
+            if shown == limit:
+                more = True
+                break
+            shown += 1
+            found.append(
+                FoundParty(
+                    Party.ORGANIZATION,
+                    stored.id,
+                    str(stored.resource.get("name", "")),
+                    None,
+                    (),
+                    cities,
+                )
+            )
+    return Found(tuple(found), more)
+
+
+__all__ = ["CANDIDATES", "Found", "FoundParty", "find_parties", "party_names", "person_name"]

@@ -1,0 +1,711 @@
+"""E-prescriptions: gematik's E-Rezept ``Task`` workflow on CareVault, one use case each.
+
+The engine decides who may take each step (`decide_prescribing`, `decide_dispensing`, and
+`decide` on the patient's record when the prescription names them); this service checks what
+only the prescription knows (its prescriber, its codes, its status) and makes each change in
+one transaction. Every change of status is a conditional UPDATE (`PrescriptionStore`), so two
+pharmacies racing for one task cannot both win, whatever the timing.
+
+The prescription is the prescriber's compact JWS over the Bundle, with their certificate chain
+in ``x5c``: checked exactly as a document's signature (`services.signatures`), against the
+platform CA and its revocations. Completing it gives the pharmacy a receipt the platform signs,
+which carries the inclusion proof of its audit entry: anyone with the platform's published keys
+checks it offline (`carevault.verifier.verify_receipt`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from carevault.adapters.printing.prescription_pdf import Printout
+from carevault.adapters.storage.audit_store import AuditStore
+from carevault.adapters.storage.prescription_store import StoredTask
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.audit import ACTION_UPDATE, AuditRecord, rfc3339_ms
+from carevault.domain.errors import (
+    BusinessRuleViolation,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotPermitted,
+    RateLimited,
+)
+from carevault.domain.prescriptions import (
+    AttemptLimit,
+    MedicationCatalogue,
+    Step,
+    TaskConflict,
+    TaskStatus,
+    allowed_from,
+    code_hash,
+    code_matches,
+    expired,
+    new_code,
+    next_status,
+    not_yet_valid,
+    prescription_number,
+    validity_end,
+    well_formed_code,
+)
+from carevault.domain.tree_head import TreeHead
+from carevault.fhirmodel.prescription import Prescription, read_prescription
+from carevault.fhirmodel.validate import parse_json
+from carevault.services.record_policy import Actor
+from carevault.services.signatures import InvalidSignature, verify_detached
+
+MAX_PRESCRIPTION_BYTES = 256 * 1024
+# How far back the medication list goes (MedicationRequest and MedicationDispense searches):
+# what the issue asks for, enough to see a duplicate therapy.
+MEDICATION_LIST_PERIOD = timedelta(days=365)
+MAX_JSON_DEPTH = 32
+RECEIPT_TYPE = "carevault-dispense-receipt+jws"
+PRINTOUT_TYPE = "carevault-printout+jws"
+
+
+class ReceiptSigner(Protocol):
+    """The platform's Ed25519 key that signs receipts and printouts (`adapters.keys`)."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+    def public_key_pem(self) -> bytes: ...
+
+
+class Printer(Protocol):
+    """Lays out a printed prescription (`adapters.printing`): the facts in, PDF bytes out."""
+
+    def __call__(self, printout: Printout) -> bytes: ...
+
+
+class AuditPort(Protocol):
+    def append_with(self, store: AuditStore, records: Sequence[AuditRecord]) -> list[int]: ...
+
+    def sign_tree_head(self, stream: str) -> TreeHead: ...
+
+    def inclusion_proof(self, stream: str, leaf_index: int, tree_size: int) -> list[bytes]: ...
+
+    def entries(self, stream: str, start: int, end: int) -> list[tuple[int, bytes]]: ...
+
+
+class WrongCode(NotPermitted):
+    """A wrong access code or secret, or a number nobody has: counted for the rate limit."""
+
+
+@dataclass(frozen=True)
+class Created:
+    task: StoredTask
+    access_code: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    task: StoredTask
+    secret: str
+    signed_prescription: str
+
+
+@dataclass(frozen=True)
+class Closed:
+    task: StoredTask
+    receipt: str  # compact JWS (EdDSA) of the platform over the receipt's JSON
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_compact(signer: ReceiptSigner, payload: bytes, kind: str) -> str:
+    """A compact JWS (RFC 7515, EdDSA / RFC 8037) by the platform's key."""
+    header = b64url(json.dumps({"alg": "EdDSA", "typ": kind}, separators=(",", ":")).encode())
+    body = b64url(payload)
+    signature = signer.sign(f"{header}.{body}".encode("ascii"))
+    return f"{header}.{body}.{b64url(signature)}"
+
+
+def split_prescription(jws: str) -> tuple[str, bytes]:
+    """The detached form (``header..signature``) and the payload of an attached compact JWS."""
+    if len(jws) > MAX_PRESCRIPTION_BYTES * 2:
+        raise InvalidSignature("the signed prescription is too large")
+    parts = jws.strip().split(".")
+    if len(parts) != 3 or not parts[1]:
+        raise InvalidSignature(
+            "the prescription is a compact JWS with its payload (header.payload.signature)"
+        )
+    try:
+        payload = unb64url(parts[1])
+    except (binascii.Error, ValueError):
+        raise InvalidSignature("the prescription's payload is not base64url") from None
+    return f"{parts[0]}..{parts[2]}", payload
+
+
+def prescription_bundle(jws: str) -> dict[str, Any]:
+    """The Bundle a signed prescription carries (not yet verified)."""
+    _detached, payload = split_prescription(jws)
+    if len(payload) > MAX_PRESCRIPTION_BYTES:
+        raise InvalidInput(f"the prescription is larger than {MAX_PRESCRIPTION_BYTES} bytes")
+    return parse_json(payload, max_depth=MAX_JSON_DEPTH)
+
+
+def signed_from_parameters(parameters: dict[str, Any]) -> str:
+    """The compact JWS of ``$activate``'s ``ePrescription`` parameter (a Binary,
+    application/jose), as in the E-Rezept API."""
+    if parameters.get("resourceType") != "Parameters":
+        raise InvalidInput("$activate takes a Parameters resource", expression="resourceType")
+    found = [p for p in parameters.get("parameter") or [] if p.get("name") == "ePrescription"]
+    if len(found) != 1:
+        raise InvalidInput(
+            "$activate takes one 'ePrescription' parameter", expression="Parameters.parameter"
+        )
+    binary = found[0].get("resource") or {}
+    if binary.get("resourceType") != "Binary" or binary.get("contentType") != "application/jose":
+        raise InvalidInput(
+            "the ePrescription is a Binary of contentType application/jose",
+            expression="Parameters.parameter.resource",
+        )
+    try:
+        return base64.b64decode(str(binary.get("data", "")), validate=True).decode("ascii")
+    except (binascii.Error, ValueError):
+        raise InvalidInput(
+            "the ePrescription's data is not the base64 of a compact JWS",
+            expression="Binary.data",
+        ) from None
+
+
+class PrescriptionService:
+    def __init__(
+        self,
+        units: Callable[[], UnitOfWork],
+        audit: AuditPort,
+        signer: ReceiptSigner,
+        *,
+        clock: Callable[[], datetime],
+        catalogue: MedicationCatalogue,
+        patient_system: str,
+        practitioner_system: str,
+        attempts: AttemptLimit | None = None,
+        default_validity: timedelta = timedelta(days=28),
+        counting_units: Callable[[], UnitOfWork] | None = None,
+        printer: Printer | None = None,
+    ) -> None:
+        self.printer = printer
+        self.units = units
+        # Wrong codes are counted in a transaction of their own, which is no change the
+        # request makes: a unit of work that does not record the request on commit.
+        self.counting_units = counting_units or units
+        self.audit = audit
+        self.signer = signer
+        self.clock = clock
+        self.catalogue = catalogue
+        self.patient_system = patient_system
+        self.practitioner_system = practitioner_system
+        self.attempts = attempts or AttemptLimit()
+        self.default_validity = default_validity
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def task(self, uow: UnitOfWork, task_id: str) -> StoredTask:
+        found = uow.prescriptions.get(task_id)
+        if found is None:
+            raise NotFound(f"Task/{task_id} is not known")
+        return found
+
+    def get(self, task_id: str) -> StoredTask:
+        with self.units() as uow:
+            return self.task(uow, task_id)
+
+    def read(self, prescription: str) -> Prescription:
+        return read_prescription(
+            prescription_bundle(prescription),
+            self.catalogue,
+            patient_system=self.patient_system,
+            practitioner_system=self.practitioner_system,
+        )
+
+    def patient_named(self, uow: UnitOfWork, jws: str) -> str:
+        """The CareVault patient a signed prescription names (by their national identifier)."""
+        system, value = self.read(jws).patient_identifier
+        found = uow.directory.patients_by_identifier(system, value)
+        if len(found) != 1:
+            raise NotFound("the prescription's patient is not in the patient index")
+        return found[0]
+
+    def of_patient(
+        self, patient_id: str, offset: int, count: int, since: datetime | None = None
+    ) -> tuple[int, list[StoredTask]]:
+        with self.units() as uow:
+            return uow.prescriptions.of_patient(patient_id, since, offset, count)
+
+    def medication_list(
+        self,
+        *,
+        patient_id: str | None = None,
+        prescriber_id: str | None = None,
+        pharmacy_id: str | None = None,
+        dispensed: bool = False,
+        offset: int = 0,
+        count: int = 20,
+    ) -> tuple[int, list[StoredTask]]:
+        """The prescriptions (or, with ``dispensed``, the dispenses) of the last
+        `MEDICATION_LIST_PERIOD` of a patient, a prescriber or a pharmacy, newest first. Who
+        may see which was decided by the engine before (and, on a record, after: the caller
+        filters each with `decide`)."""
+        since = self.clock() - MEDICATION_LIST_PERIOD
+        with self.units() as uow:
+            return uow.prescriptions.find(
+                patient_id=patient_id,
+                prescriber_id=prescriber_id,
+                pharmacy_id=pharmacy_id,
+                dispensed=dispensed,
+                since=since,
+                offset=offset,
+                count=count,
+            )
+
+    @staticmethod
+    def signed_bundle(task: StoredTask) -> dict[str, Any]:
+        """The prescription Bundle a stored task holds (checked when it was activated)."""
+        if task.signed_prescription is None:
+            raise NotFound(f"Task/{task.id} holds no prescription yet")
+        return prescription_bundle(task.signed_prescription)
+
+    # --- the prescriber -----------------------------------------------------------------------
+
+    def create(self, actor: Actor, repeat_of: str | None = None) -> Created:
+        """A new ``draft`` task with its number and access code (shown once, kept hashed)."""
+        now = self.clock()
+        code = new_code()
+        with self.units() as uow:
+            if repeat_of is not None:
+                first = self.task(uow, repeat_of)
+                if first.prescriber_id != actor.subject.id:
+                    raise NotPermitted(
+                        "a repeat prescription follows one of the prescriber's own",
+                        issue_code="forbidden",
+                    )
+            task = StoredTask(
+                id=uuid.uuid4().hex,
+                number=prescription_number(),
+                patient_id=None,
+                prescriber_id=actor.subject.id,
+                status=TaskStatus.DRAFT,
+                version=1,
+                access_code_hash=code_hash(code),
+                secret_hash=None,
+                created_at=now,
+                updated_at=now,
+                repeat_of=repeat_of,
+            )
+            uow.prescriptions.add(task)
+            uow.commit()
+        return Created(task, code)
+
+    def activate(self, actor: Actor, task_id: str, jws: str) -> StoredTask:
+        """Check the prescriber's signature over the Bundle and what it says, then ``ready``."""
+        now = self.clock()
+        detached, payload = split_prescription(jws)
+        content = self.read(jws)
+        with self.units() as uow:
+            task = self.task(uow, task_id)
+            self._own(actor, task)
+            next_status(Step.ACTIVATE, task.status)
+            signer = verify_detached(uow, detached.encode("ascii"), payload, now)
+            if signer.kind != "practitioner" or signer.practitioner_id != actor.subject.id:
+                raise InvalidSignature(
+                    "the prescription is signed with the prescriber's own card: this signature "
+                    "is not theirs"
+                )
+            _system, value = content.practitioner_identifier
+            named = uow.directory.practitioner_ids_by_identifier([value]).get(value)
+            if named != actor.subject.id:
+                raise InvalidInput(
+                    "the prescription's Practitioner is not the prescriber who signs it",
+                    expression="Practitioner.identifier",
+                )
+            patients = uow.directory.patients_by_identifier(*content.patient_identifier)
+            if len(patients) != 1:
+                raise NotFound("the prescription's patient is not in the patient index")
+            if task.repeat_of is not None:
+                self._check_repeat(uow, task.repeat_of, patients[0])
+            until = validity_end(
+                content.validity_start, content.validity_end, now, default=self.default_validity
+            )
+            start = content.validity_start
+            if not uow.prescriptions.activate(
+                task_id, patients[0], jws.strip(), until, now, valid_from=start
+            ):
+                raise TaskConflict(Step.ACTIVATE, self.task(uow, task_id).status)
+            self._notify(
+                uow,
+                patients[0],
+                "prescription-activated",
+                (
+                    f"A prescription of {content.medication} is ready for you "
+                    f"(number {task.number}), valid until {until.date().isoformat()}.",
+                    f"Une ordonnance de {content.medication} est prête pour vous "
+                    f"(numéro {task.number}), valable jusqu'au {until.date().isoformat()}.",
+                ),
+                actor,
+                now,
+            )
+            uow.commit()
+        return self.task_after(task_id)
+
+    def _check_repeat(self, uow: UnitOfWork, first_id: str, patient_id: str) -> None:
+        """A repeat prescription is for the patient of the one it repeats, once that one is
+        activated; its validity window is its own (its Bundle's ``validityPeriod``)."""
+        first = self.task(uow, first_id)
+        if first.patient_id is None:
+            raise BusinessRuleViolation(
+                "a repeat prescription follows an activated one: activate the first before",
+                expression="Task.basedOn",
+            )
+        if first.patient_id != patient_id:
+            raise BusinessRuleViolation(
+                "a repeat prescription is for the patient of the prescription it repeats",
+                expression="Patient.identifier",
+            )
+
+    def abort(self, actor: Actor, task_id: str, access_code: str | None) -> StoredTask:
+        """Cancel a prescription no pharmacy holds: its prescriber (with the access code) or
+        its patient (whose own record it is, decided by the engine at the door)."""
+        now = self.clock()
+        with self.units() as uow:
+            task = self.task(uow, task_id)
+            if access_code is not None and not code_matches(access_code, task.access_code_hash):
+                raise WrongCode("the access code is not this prescription's")
+            if task.status == TaskStatus.IN_PROGRESS:
+                raise TaskConflict(Step.ABORT, task.status)
+            next_status(Step.ABORT, task.status)
+            if not uow.prescriptions.cancel(task_id, allowed_from(Step.ABORT), now):
+                raise TaskConflict(Step.ABORT, self.task(uow, task_id).status)
+            if task.patient_id is not None:
+                self._notify(
+                    uow,
+                    task.patient_id,
+                    "prescription-cancelled",
+                    (
+                        f"Prescription {task.number} was cancelled.",
+                        f"L'ordonnance {task.number} a été annulée.",
+                    ),
+                    actor,
+                    now,
+                )
+            uow.commit()
+        return self.task_after(task_id)
+
+    def printout(self, actor: Actor, task_id: str, access_code: str) -> bytes:
+        """The printed prescription (PDF) of a ready task, for its prescriber, who gives the
+        access code again (only its hash is kept). Its 2D code holds the task reference and
+        code (gematik's ``{"urls": [...]}``); the platform signs what the page says."""
+        if self.printer is None:
+            raise NotFound("printing is not configured")
+        task = self.get(task_id)
+        self._own(actor, task)
+        if not code_matches(access_code, task.access_code_hash):
+            raise WrongCode("the access code is not this prescription's")
+        if task.status != TaskStatus.READY or task.signed_prescription is None:
+            raise TaskConflict(Step.ACCEPT, task.status)
+        content = self.read(task.signed_prescription)
+        assert task.expires_at is not None
+        access = json.dumps(
+            {"urls": [f"Task/{task.id}/$accept?ac={access_code}"]}, separators=(",", ":")
+        )
+        facts = {
+            "prescription": task.number,
+            "task": task.id,
+            "patient": content.patient,
+            "medication": content.medication,
+            "dosage": content.dosage,
+            "quantity": content.quantity,
+            "valid-until": task.expires_at.date().isoformat(),
+            "prescriber": content.prescriber,
+            "code-sha256": _sha256(access.encode()),
+        }
+        payload = json.dumps(facts, sort_keys=True, separators=(",", ":")).encode()
+        return self.printer(
+            Printout(
+                number=task.number,
+                medication=content.medication,
+                dosage=content.dosage,
+                quantity=content.quantity,
+                valid_until=facts["valid-until"],
+                prescriber=content.prescriber,
+                organization=content.organization,
+                patient=content.patient,
+                access_payload=access,
+                signature=sign_compact(self.signer, payload, PRINTOUT_TYPE),
+            )
+        )
+
+    # --- the pharmacy -------------------------------------------------------------------------
+
+    def _check_attempts(self, who: str, now: datetime) -> None:
+        with self.counting_units() as uow:
+            recent = uow.prescriptions.failures_since(who, now - self.attempts.window)
+        if self.attempts.blocked(recent):
+            raise RateLimited(
+                "too many wrong codes or unknown prescriptions: try again later",
+                retry_after=int(self.attempts.window.total_seconds()),
+            )
+
+    def _failed(self, actor: Actor, task_id: str, now: datetime, why: str) -> None:
+        """Count a wrong code (or an unknown number), in its own transaction, and alert the
+        security officer when the count reaches the limit."""
+        with self.counting_units() as uow:
+            uow.prescriptions.note_failure(actor.who, now)
+            recent = uow.prescriptions.failures_since(actor.who, now - self.attempts.window)
+            if self.attempts.alerts(recent):
+                self.audit.append_with(
+                    uow.audit,
+                    [
+                        AuditRecord(
+                            stream="clinical",
+                            recorded=rfc3339_ms(now),
+                            kind="alert",
+                            action=ACTION_UPDATE,
+                            interaction="prescription-attempts",
+                            outcome="4",
+                            agent=actor.agent(),
+                            entity_type="Task",
+                            entity_id=task_id,
+                            rule="prescription attempts",
+                            detail={
+                                "failures": str(recent),
+                                "window-minutes": str(
+                                    int(self.attempts.window.total_seconds() // 60)
+                                ),
+                                "last": why,
+                            },
+                        )
+                    ],
+                )
+            uow.commit()
+
+    def accept(self, actor: Actor, task_id: str, access_code: str) -> Accepted:
+        """Take a ``ready`` prescription: at most one pharmacy ever does (the database's
+        conditional UPDATE); the others get `TaskConflict` with the status."""
+        now = self.clock()
+        self._check_attempts(actor.who, now)
+        with self.units() as uow:
+            task = uow.prescriptions.get(task_id)
+        if task is None:
+            self._failed(actor, task_id, now, "unknown prescription")
+            raise WrongCode("no prescription has this id and access code")
+        if not code_matches(access_code, task.access_code_hash):
+            self._failed(actor, task_id, now, "wrong access code")
+            raise WrongCode("no prescription has this id and access code")
+        if task.status == TaskStatus.READY and expired(task.expires_at, now):
+            raise TaskConflict(Step.ACCEPT, TaskStatus.CANCELLED) from None
+        if task.status == TaskStatus.READY and not_yet_valid(task.valid_from, now):
+            assert task.valid_from is not None
+            raise Conflict(
+                "the prescription cannot be accepted yet: it may be dispensed from "
+                f"{task.valid_from.date().isoformat()} (ready)"
+            )
+        next_status(Step.ACCEPT, task.status)
+        secret = new_code()
+        pharmacy = sorted(actor.subject.organization_ids)
+        organization = (actor.organization or "").removeprefix("Organization/") or (
+            pharmacy[0] if pharmacy else None
+        )
+        with self.units() as uow:
+            if not uow.prescriptions.accept(
+                task_id, code_hash(secret), actor.subject.id, organization, now
+            ):
+                current = self.task(uow, task_id)
+                if current.status == TaskStatus.READY:  # ready, so it expired meanwhile
+                    raise TaskConflict(Step.ACCEPT, TaskStatus.CANCELLED)
+                raise TaskConflict(Step.ACCEPT, current.status)
+            uow.prescriptions.touch(task.patient_id)
+            uow.commit()
+        accepted = self.task_after(task_id)
+        assert accepted.signed_prescription is not None
+        return Accepted(accepted, secret, accepted.signed_prescription)
+
+    def _holding(self, actor: Actor, task: StoredTask, secret: str, step: Step) -> None:
+        if task.status != TaskStatus.IN_PROGRESS:
+            raise TaskConflict(step, task.status)
+        if task.pharmacist_id != actor.subject.id or not code_matches(secret, task.secret_hash):
+            raise WrongCode("the secret is not the one this prescription was accepted with")
+
+    def _held(
+        self, actor: Actor, task_id: str, secret: str, step: Step, now: datetime
+    ) -> StoredTask:
+        """The task this pharmacist holds with this secret; a wrong one is counted (outside
+        any other transaction: SQLite has one writer at a time)."""
+        task = self.get(task_id)
+        try:
+            self._holding(actor, task, secret, step)
+        except WrongCode:
+            self._failed(actor, task_id, now, "wrong secret")
+            raise
+        return task
+
+    def reject(self, actor: Actor, task_id: str, secret: str) -> StoredTask:
+        """Give the prescription back (``ready``): another pharmacy may take it."""
+        now = self.clock()
+        self._check_attempts(actor.who, now)
+        task = self._held(actor, task_id, secret, Step.REJECT, now)
+        with self.units() as uow:
+            if not uow.prescriptions.reject(task_id, code_hash(secret), now):
+                raise TaskConflict(Step.REJECT, self.task(uow, task_id).status)
+            uow.prescriptions.touch(task.patient_id)
+            uow.commit()
+        return self.task_after(task_id)
+
+    def abort_dispensing(self, actor: Actor, task_id: str, secret: str) -> StoredTask:
+        """The pharmacy that holds the prescription cancels it."""
+        now = self.clock()
+        self._check_attempts(actor.who, now)
+        task = self._held(actor, task_id, secret, Step.ABORT_DISPENSING, now)
+        with self.units() as uow:
+            if not uow.prescriptions.cancel(
+                task_id, allowed_from(Step.ABORT_DISPENSING), now, secret_hash=code_hash(secret)
+            ):
+                raise TaskConflict(Step.ABORT_DISPENSING, self.task(uow, task_id).status)
+            assert task.patient_id is not None
+            self._notify(
+                uow,
+                task.patient_id,
+                "prescription-cancelled",
+                (
+                    f"Prescription {task.number} was cancelled by the pharmacy.",
+                    f"L'ordonnance {task.number} a été annulée par la pharmacie.",
+                ),
+                actor,
+                now,
+            )
+            uow.commit()
+        return self.task_after(task_id)
+
+    def close(
+        self, actor: Actor, task_id: str, secret: str, dispense: dict[str, Any], dispense_text: str
+    ) -> Closed:
+        """Complete the prescription with the ``MedicationDispense``; the receipt the platform
+        signs carries the inclusion proof of this change's audit entry."""
+        now = self.clock()
+        self._check_attempts(actor.who, now)
+        task = self._held(actor, task_id, secret, Step.CLOSE, now)
+        with self.units() as uow:
+            assert task.patient_id is not None
+            assert task.signed_prescription is not None
+            dispense_bytes = json.dumps(dispense, sort_keys=True, separators=(",", ":")).encode()
+            # The audit entry of the dispense, whose inclusion proof the receipt carries.
+            record = AuditRecord(
+                stream="clinical",
+                recorded=rfc3339_ms(now),
+                kind="prescription",
+                action=ACTION_UPDATE,
+                interaction="dispense",
+                outcome="0",
+                agent=actor.agent(),
+                patient=task.patient_id,
+                entity_type="Task",
+                entity_id=task_id,
+                rule="dispensing",
+                detail={
+                    "prescription": task.number,
+                    "prescription-sha256": _sha256(task.signed_prescription.encode("ascii")),
+                    "dispense-sha256": _sha256(dispense_bytes),
+                },
+            )
+            (leaf_index,) = self.audit.append_with(uow.audit, [record])
+            if not uow.prescriptions.close(task_id, code_hash(secret), dispense_text, "", now):
+                raise TaskConflict(Step.CLOSE, self.task(uow, task_id).status)
+            self._notify(
+                uow,
+                task.patient_id,
+                "prescription-dispensed",
+                (
+                    f"Prescription {task.number} was dispensed.",
+                    f"L'ordonnance {task.number} a été délivrée.",
+                ),
+                actor,
+                now,
+            )
+            uow.commit()
+        receipt = self._receipt(task, record, leaf_index, now)
+        with self.counting_units() as uow:
+            uow.prescriptions.set_receipt(task_id, receipt)
+            uow.commit()
+        return Closed(self.task_after(task_id), receipt)
+
+    def _receipt(
+        self, task: StoredTask, record: AuditRecord, leaf_index: int, now: datetime
+    ) -> str:
+        head = self.audit.sign_tree_head("clinical")
+        proof = self.audit.inclusion_proof("clinical", leaf_index, head.tree_size)
+        ((_index, leaf),) = self.audit.entries("clinical", leaf_index, leaf_index + 1)
+        claims = {
+            "task": task.id,
+            "prescription": task.number,
+            "completed": rfc3339_ms(now),
+            "prescription-sha256": record.detail["prescription-sha256"],
+            "dispense-sha256": record.detail["dispense-sha256"],
+            "audit": {
+                "stream": "clinical",
+                "leaf-index": leaf_index,
+                "leaf": base64.b64encode(leaf).decode(),
+                "tree-size": head.tree_size,
+                "root-hash": base64.b64encode(head.root_hash).decode(),
+                "timestamp-ms": head.timestamp_ms,
+                "tree-head-signature": base64.b64encode(head.signature).decode(),
+                "inclusion-proof": [base64.b64encode(h).decode() for h in proof],
+            },
+        }
+        payload = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
+        return sign_compact(self.signer, payload, RECEIPT_TYPE)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def task_after(self, task_id: str) -> StoredTask:
+        with self.units() as uow:
+            return self.task(uow, task_id)
+
+    @staticmethod
+    def _own(actor: Actor, task: StoredTask) -> None:
+        if task.prescriber_id != actor.subject.id:
+            raise NotPermitted(
+                "only the prescriber who created this prescription may change it",
+                issue_code="forbidden",
+            )
+
+    @staticmethod
+    def _notify(
+        uow: UnitOfWork,
+        patient_id: str,
+        kind: str,
+        words: tuple[str, str],
+        actor: Actor,
+        now: datetime,
+    ) -> None:
+        payload = {"en": words[0], "fr": words[1], "sender": actor.who}
+        uow.records.notify(patient_id, kind, payload, now)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = [
+    "Accepted",
+    "Closed",
+    "Created",
+    "PrescriptionService",
+    "StoredTask",
+    "UnitOfWork",
+    "WrongCode",
+    "signed_from_parameters",
+    "well_formed_code",
+]

@@ -1,0 +1,414 @@
+"""Professionals sign in to the workspace with a passkey bound to their professional card.
+
+The card is the platform certificate and its key (`carevault pki issue-practitioner`). Once, the
+professional proves possession of that key (`carevault card enrol`): the command fetches a
+single-use challenge, signs it in a client assertion (RFC 7523, the certificate chain in
+``x5c``, as for a SMART token) and receives a short enrolment code. Typed in the browser, the
+code opens the WebAuthn registration of a passkey, which is stored bound to that certificate.
+From then on the passkey signs in; the session it opens stands on the certificate and the
+licence: when the certificate is revoked or expires, or the licence is suspended, every session
+of that professional ends at the next request (`PortalSessions.resume` asks `binding_problem`).
+
+The WebAuthn ceremonies are `webauthn` (py_webauthn)'s: resident key and user verification
+required, challenges from this server only, each used once. Mutual TLS at a proxy is the
+documented alternative for sites whose workstations hold the card in the browser
+(docs/workspace.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    options_to_json,
+    verify_authentication_response,
+    verify_registration_response,
+)
+from webauthn.helpers import bytes_to_base64url, parse_client_data_json
+from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialDescriptor,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+
+from carevault.adapters.storage.passkey_store import StoredChallenge, StoredPasskey
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.authorization import Subject
+from carevault.domain.errors import NotAuthenticated
+from carevault.services.record_policy import licensed, practitioner_subject
+from carevault.services.tokens import (
+    ASSERTION_TYPE,
+    InvalidClient,
+    TokenContext,
+    authenticate_client,
+)
+
+CARD_ENROL_PATH = "/workspace/card/enrol"
+CARD_CHALLENGE_LIFETIME = timedelta(minutes=5)
+ENROLMENT_CODE_LIFETIME = timedelta(minutes=10)
+CEREMONY_LIFETIME = timedelta(minutes=5)
+CEREMONY_TIMEOUT_MS = 120_000
+MAX_CREDENTIAL_BYTES = 6_000  # a passkey's JSON: a few hundred bytes; attestation none
+ENROLMENT_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
+ENROLMENT_CODE_LENGTH = 10
+
+
+class CardRefused(NotAuthenticated):
+    """The card proof does not hold: the assertion, its certificate, the licence or the
+    challenge."""
+
+
+class PasskeyRefused(NotAuthenticated):
+    """A registration or a sign-in that does not hold. Vague on purpose: the log has why."""
+
+
+@dataclass(frozen=True)
+class RelyingParty:
+    """The WebAuthn relying party: the public address's host, and the origins pages come
+    from."""
+
+    id: str
+    name: str
+    origins: tuple[str, ...]
+
+
+def relying_party(public_url: str, environment: str) -> RelyingParty:
+    """From the public address. A browser refuses WebAuthn on an IP address, so in ``dev`` a
+    loopback address is served as ``localhost`` (browse to http://localhost:PORT)."""
+    parts = urlsplit(public_url)
+    host = parts.hostname or "localhost"
+    origins = [f"{parts.scheme}://{parts.netloc}"]
+    if environment == "dev" and host in ("127.0.0.1", "::1", "localhost"):
+        port = f":{parts.port}" if parts.port else ""
+        origins.append(f"{parts.scheme}://localhost{port}")
+        host = "localhost"
+    return RelyingParty(host, "CareVault", tuple(dict.fromkeys(origins)))
+
+
+@dataclass(frozen=True)
+class EnrolmentCode:
+    code: str
+    expires_at: datetime
+    practitioner_id: str
+    certificate_serial: str
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    practitioner_id: str
+    certificate_serial: str
+    credential_id: str
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
+
+
+def _normalized_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())[:32]
+
+
+def binding_problem(
+    uow: UnitOfWork, practitioner_id: str, certificate_serial: str | None, now: datetime
+) -> str | None:
+    """Why a professional's session (or passkey) no longer stands, or None: the card
+    certificate revoked, expired or not this professional's, or the licence not active."""
+    if certificate_serial is None:
+        return "the session is bound to no card"
+    record = uow.pki.certificate(certificate_serial)
+    if record is None or record.practitioner_id != practitioner_id:
+        return "the card certificate is not this professional's"
+    if record.revoked_at is not None:
+        return "the card certificate was revoked"
+    if record.not_after <= now:
+        return "the card certificate has expired"
+    stored = uow.directory.practitioner(practitioner_id)
+    if stored is None or not licensed(stored.resource):
+        return "the professional's licence is not active"
+    return None
+
+
+class WorkspaceSignIn:
+    """The card proof, the passkey's registration and the passkey sign-in."""
+
+    def __init__(
+        self,
+        units: Callable[[], UnitOfWork],
+        tokens: TokenContext,
+        party: RelyingParty,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.units = units
+        self.tokens = tokens
+        self.party = party
+        self.clock = clock
+        self.card_audience = tokens.issuer.rstrip("/") + CARD_ENROL_PATH
+
+    def describe(self, practitioner_id: str) -> tuple[Subject, str]:
+        """A signed-in professional as the engine sees them now (profession, organizations,
+        teams, an assistant's mandator), and their name as the directory has it."""
+        with self.units() as uow:
+            subject = practitioner_subject(uow, practitioner_id, now=self.clock())
+            stored = uow.directory.practitioner(practitioner_id)
+        name = _display_name(stored.resource if stored else {}) or practitioner_id
+        return subject, name
+
+    # --- the card proof -----------------------------------------------------------------
+
+    def card_challenge(self) -> str:
+        """A fresh challenge for `carevault card enrol` to sign (5 minutes, once)."""
+        challenge = secrets.token_urlsafe(32)
+        self._store(challenge, "card", None, None, CARD_CHALLENGE_LIFETIME)
+        return challenge
+
+    def enrol_card(self, assertion: str) -> EnrolmentCode:
+        """Check the card's signed assertion over a challenge of ours (aud: the enrolment
+        endpoint; claim ``challenge``); the enrolment code for a passkey, 10 minutes, once."""
+        now = self.clock()
+        with self.units() as uow:
+            try:
+                client = authenticate_client(
+                    uow,
+                    self.tokens,
+                    assertion_type=ASSERTION_TYPE,
+                    assertion=assertion,
+                    audiences=(self.card_audience,),
+                )
+            except InvalidClient as error:
+                raise CardRefused(error.message) from None
+            identity, claims = client.identity, client.claims
+            if claims.get("aud") != self.card_audience:
+                raise CardRefused(f"aud must be {self.card_audience}")
+            if identity.kind != "practitioner" or identity.practitioner_id is None:
+                raise CardRefused("only a professional's card enrols a passkey")
+            challenge = claims.get("challenge")
+            if not isinstance(challenge, str) or len(challenge) > 100:
+                raise CardRefused("the assertion must carry the server's challenge")
+            if uow.passkeys.take_challenge(_hash(challenge), "card", now) is None:
+                raise CardRefused("the challenge is unknown, used or expired: ask for a new one")
+            code = "".join(
+                secrets.choice(ENROLMENT_CODE_ALPHABET) for _ in range(ENROLMENT_CODE_LENGTH)
+            )
+            expires = now + ENROLMENT_CODE_LIFETIME
+            uow.passkeys.add_challenge(
+                StoredChallenge(
+                    _hash(code), "enrolment", identity.practitioner_id, identity.serial, expires
+                )
+            )
+            uow.commit()
+        return EnrolmentCode(code, expires, identity.practitioner_id, identity.serial)
+
+    # --- registration -------------------------------------------------------------------
+
+    def registration_options(self, code: str) -> str:
+        """The WebAuthn creation options for the holder of an enrolment code (used up)."""
+        now = self.clock()
+        with self.units() as uow:
+            taken = uow.passkeys.take_challenge(_hash(_normalized_code(code)), "enrolment", now)
+            if taken is None or taken.practitioner_id is None:
+                raise PasskeyRefused("this enrolment code is unknown, used or expired")
+            practitioner_id = taken.practitioner_id
+            problem = binding_problem(uow, practitioner_id, taken.certificate_serial, now)
+            if problem is not None:
+                raise PasskeyRefused(problem)
+            stored = uow.directory.practitioner(practitioner_id)
+            name = _display_name(stored.resource if stored else {}) or practitioner_id
+            existing = uow.passkeys.of_practitioner(practitioner_id)
+            options = generate_registration_options(
+                rp_id=self.party.id,
+                rp_name=self.party.name,
+                user_id=practitioner_id.encode("utf-8"),
+                user_name=name,
+                user_display_name=name,
+                timeout=CEREMONY_TIMEOUT_MS,
+                authenticator_selection=AuthenticatorSelectionCriteria(
+                    resident_key=ResidentKeyRequirement.REQUIRED,
+                    user_verification=UserVerificationRequirement.REQUIRED,
+                ),
+                exclude_credentials=[
+                    PublicKeyCredentialDescriptor(id=_unb64(p.credential_id)) for p in existing
+                ],
+            )
+            uow.passkeys.add_challenge(
+                StoredChallenge(
+                    _hash(bytes_to_base64url(options.challenge)),
+                    "register",
+                    practitioner_id,
+                    taken.certificate_serial,
+                    now + CEREMONY_LIFETIME,
+                )
+            )
+            uow.commit()
+        return options_to_json(options)
+
+    def register(self, credential: str) -> SignedIn:
+        """Verify the browser's new credential against our challenge; store the passkey bound
+        to the enrolment's certificate."""
+        now = self.clock()
+        challenge = _challenge_of(credential)
+        with self.units() as uow:
+            taken = uow.passkeys.take_challenge(_hash(challenge), "register", now)
+            if taken is None or taken.practitioner_id is None or not taken.certificate_serial:
+                raise PasskeyRefused("this registration was not asked for, or is too late")
+            try:
+                verified = verify_registration_response(
+                    credential=credential,
+                    expected_challenge=_unb64(challenge),
+                    expected_rp_id=self.party.id,
+                    expected_origin=list(self.party.origins),
+                    require_user_verification=True,
+                )
+            except (WebAuthnException, ValueError, TypeError, KeyError) as error:
+                raise PasskeyRefused(f"the passkey does not verify: {error}") from None
+            credential_id = bytes_to_base64url(verified.credential_id)
+            if uow.passkeys.get(credential_id) is not None:
+                raise PasskeyRefused("this passkey is already enrolled")
+            problem = binding_problem(uow, taken.practitioner_id, taken.certificate_serial, now)
+            if problem is not None:
+                raise PasskeyRefused(problem)
+            uow.passkeys.add(
+                StoredPasskey(
+                    credential_id,
+                    taken.practitioner_id,
+                    taken.certificate_serial,
+                    verified.credential_public_key,
+                    verified.sign_count,
+                    now,
+                )
+            )
+            uow.commit()
+        return SignedIn(taken.practitioner_id, taken.certificate_serial, credential_id)
+
+    # --- sign-in ------------------------------------------------------------------------
+
+    def sign_in_options(self) -> str:
+        """WebAuthn request options for a discoverable passkey (the browser offers them)."""
+        options = generate_authentication_options(
+            rp_id=self.party.id,
+            timeout=CEREMONY_TIMEOUT_MS,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        )
+        self._store(bytes_to_base64url(options.challenge), "signin", None, None, CEREMONY_LIFETIME)
+        return options_to_json(options)
+
+    def sign_in(self, credential: str) -> SignedIn:
+        """Verify a passkey's assertion over our challenge; the passkey's card certificate and
+        the licence must still hold."""
+        now = self.clock()
+        challenge = _challenge_of(credential)
+        credential_id = _credential_id(credential)
+        with self.units() as uow:
+            if uow.passkeys.take_challenge(_hash(challenge), "signin", now) is None:
+                raise PasskeyRefused("this sign-in was not asked for, or is too late")
+            passkey = uow.passkeys.get(credential_id)
+            if passkey is None:
+                raise PasskeyRefused("this passkey is not enrolled here")
+            try:
+                verified = verify_authentication_response(
+                    credential=credential,
+                    expected_challenge=_unb64(challenge),
+                    expected_rp_id=self.party.id,
+                    expected_origin=list(self.party.origins),
+                    credential_public_key=passkey.public_key,
+                    credential_current_sign_count=passkey.sign_count,
+                    require_user_verification=True,
+                )
+            except (WebAuthnException, ValueError, TypeError, KeyError) as error:
+                raise PasskeyRefused(f"the passkey does not verify: {error}") from None
+            problem = binding_problem(uow, passkey.practitioner_id, passkey.certificate_serial, now)
+            if problem is not None:
+                uow.commit()  # the challenge stays used
+                raise PasskeyRefused(problem)
+            uow.passkeys.used(credential_id, verified.new_sign_count, now)
+            uow.commit()
+        return SignedIn(passkey.practitioner_id, passkey.certificate_serial, credential_id)
+
+    def _store(
+        self,
+        challenge: str,
+        purpose: str,
+        practitioner_id: str | None,
+        serial: str | None,
+        lifetime: timedelta,
+    ) -> None:
+        with self.units() as uow:
+            uow.passkeys.add_challenge(
+                StoredChallenge(
+                    _hash(challenge), purpose, practitioner_id, serial, self.clock() + lifetime
+                )
+            )
+            uow.commit()
+
+
+def _display_name(resource: dict[str, object]) -> str:
+    names = resource.get("name")
+    if not isinstance(names, list) or not names or not isinstance(names[0], dict):
+        return ""
+    name = names[0]
+    given = name.get("given", [])
+    parts = [*(given if isinstance(given, list) else []), name.get("family", "")]
+    return " ".join(str(p) for p in parts if p)
+
+
+def _unb64(value: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        raise PasskeyRefused("not base64url") from None
+
+
+def _parsed(credential: str) -> dict[str, object]:
+    if len(credential) > MAX_CREDENTIAL_BYTES:
+        raise PasskeyRefused("the credential is too large")
+    try:
+        parsed = json.loads(credential)
+    except (ValueError, RecursionError):
+        raise PasskeyRefused("the credential is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise PasskeyRefused("the credential is not a JSON object")
+    return parsed
+
+
+def _challenge_of(credential: str) -> str:
+    """The challenge the browser signed, from the credential's clientDataJSON: which of our
+    challenges it answers (then checked by the library against the stored one)."""
+    response = _parsed(credential).get("response")
+    client_data = response.get("clientDataJSON") if isinstance(response, dict) else None
+    if not isinstance(client_data, str):
+        raise PasskeyRefused("the credential has no clientDataJSON")
+    try:
+        parsed = parse_client_data_json(_unb64(client_data))
+    except (WebAuthnException, ValueError, TypeError, KeyError):
+        raise PasskeyRefused("the credential's clientDataJSON is malformed") from None
+    return bytes_to_base64url(parsed.challenge)
+
+
+def _credential_id(credential: str) -> str:
+    raw = _parsed(credential).get("rawId")
+    if not isinstance(raw, str) or not raw or len(raw) > 700:
+        raise PasskeyRefused("the credential has no rawId")
+    return bytes_to_base64url(_unb64(raw))
+
+
+__all__ = [
+    "CARD_ENROL_PATH",
+    "CardRefused",
+    "EnrolmentCode",
+    "PasskeyRefused",
+    "RelyingParty",
+    "SignedIn",
+    "WorkspaceSignIn",
+    "binding_problem",
+    "relying_party",
+]

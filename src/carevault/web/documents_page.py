@@ -1,0 +1,126 @@
+""" "My documents": every document of the record the person may see, newest first, with its
+author, its confidentiality and whether it is hidden; hiding and showing again go through
+`RecordPolicy.hide_document` (the engine decides, the change is audited). No medical data in
+URLs: a document is named in the form's body only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from carevault.api.openapi import form, html, merged, query, redirect
+from carevault.api.route_door import SESSION, access
+from carevault.domain.affinity import TYPE_CODES
+from carevault.domain.errors import CareVaultError, NotFound
+from carevault.services.audit_log import AuditUnavailable
+from carevault.web.i18n import day, language
+from carevault.web.record_home import actor_of, record_view
+
+if TYPE_CHECKING:
+    from carevault.web.portal import PortalContext
+
+PAGE = "/me/documents"
+
+
+def documents_page_router(ctx: PortalContext) -> APIRouter:
+    router = APIRouter()
+    pages = ctx.pages
+
+    @router.get(
+        PAGE,
+        response_class=HTMLResponse,
+        responses={
+            200: html("the documents of the record"),
+            303: redirect("not signed in: to the sign-in page"),
+            403: html("the session acts on no record"),
+        },
+        openapi_extra=query("lang", "done"),
+    )
+    @access(SESSION)
+    async def show(request: Request) -> Response:
+        session = await pages.record_session(request)
+        if isinstance(session, Response):
+            return session
+        lang, patient_id = language(request), session.patient_id or ""
+        actor = actor_of(session, request)
+        you = pages.text(request, "you", "documents")
+
+        def load() -> list[dict[str, Any]]:
+            found = ctx.documents.listing(ctx.units, actor.subject, patient_id)
+            record_view(ctx, session, request, "documents", "DocumentReference")
+            shown = []
+            for metadata in found:
+                if metadata.signs is not None:
+                    continue  # an author's signature is shown with its document
+                shown.append(
+                    {
+                        "id": metadata.id,
+                        "date": day(metadata.created or metadata.indexed, lang),
+                        "title": metadata.title
+                        or ctx.affinity.display(
+                            TYPE_CODES,
+                            metadata.type_code.system,
+                            metadata.type_code.code,
+                            lang if lang in ("en", "fr") else "en",
+                        )
+                        or metadata.type_code.code,
+                        "author": you if metadata.patient_authored else metadata.author_id,
+                        "confidentiality": metadata.confidentiality.value,
+                        "hidden": metadata.hidden,
+                    }
+                )
+            return shown
+
+        try:
+            documents = await run_in_threadpool(load)
+        except AuditUnavailable:
+            return pages.error(request, 503, pages.text(request, "unavailable"))
+        except CareVaultError as error:
+            return pages.error(request, 403, error.message)
+        context = {
+            "csrf": session.csrf,
+            "documents": documents,
+            "done": request.query_params.get("done") == "1",
+        }
+        return pages.render(request, "documents.html", context, family="documents")
+
+    @router.post(
+        PAGE,
+        response_class=Response,
+        status_code=303,
+        responses={
+            303: redirect("done: back to the list; or not signed in: to the sign-in page"),
+            400: html("the form is out of date (CSRF) or malformed"),
+            403: html("the engine refuses this change to this person"),
+            404: html("no such document in this record"),
+        },
+        openapi_extra=merged(query("lang"), form(("csrf", "document", "hidden"))),
+    )
+    @access(SESSION)
+    async def change(request: Request) -> Response:
+        answer = await pages.record_post(request)
+        if isinstance(answer, Response):
+            return answer
+        session, posted = answer
+        if posted.get("hidden") not in ("true", "false"):
+            return pages.error(request, 400, pages.text(request, "form"))
+        actor, patient_id = actor_of(session, request), session.patient_id or ""
+        hidden = posted["hidden"] == "true"
+        try:
+            await run_in_threadpool(
+                ctx.policy.hide_document, actor, patient_id, posted.get("document", ""), hidden
+            )
+        except NotFound as error:
+            return pages.error(request, 404, error.message)
+        except CareVaultError as error:
+            return pages.error(request, 403, error.message)
+        return RedirectResponse(f"{PAGE}?lang={language(request)}&done=1", status_code=303)
+
+    return router
+
+
+__all__ = ["documents_page_router"]

@@ -1,0 +1,162 @@
+"""The OAuth consent page: a person allows (or refuses) an app's request to reach their record.
+
+A request that cannot be answered at its redirect URI (an unknown client, a redirect URI it did
+not register) is told to the person instead, never redirected; every other problem goes back to
+the app as an OAuth error.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from carevault.api.openapi import form, html, merged, query, redirect
+from carevault.api.route_door import SESSION, access
+from carevault.domain.errors import CareVaultError, InvalidInput, NotFound
+from carevault.services.patient_apps import AppRequest, approve, check_request
+from carevault.web.i18n import language
+from carevault.web.record_home import OPERATOR_SESSIONS
+
+if TYPE_CHECKING:
+    from carevault.web.portal import PortalContext
+
+AUTHORIZE_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "aud",
+    }
+)
+
+
+class _UntrustedRedirect(Exception):
+    """The request cannot be answered at its redirect URI: tell the person instead."""
+
+
+def _redirect_error(params: dict[str, str], error: str, description: str) -> Response:
+    answer = {
+        "error": error,
+        "error_description": description,
+        **({"state": params["state"]} if "state" in params else {}),
+    }
+    uri = params.get("redirect_uri", "")
+    separator = "&" if "?" in uri else "?"
+    return RedirectResponse(f"{uri}{separator}{urlencode(answer)}", status_code=303)
+
+
+def oauth_consent_router(ctx: PortalContext) -> APIRouter:
+    router = APIRouter()
+    pages = ctx.pages
+
+    def _check(params: dict[str, str]) -> AppRequest:
+        with ctx.units() as uow:
+            try:
+                return check_request(uow, params)
+            except NotFound as error:
+                raise _UntrustedRedirect(error.message) from None
+            except InvalidInput as error:
+                if error.expression is None:  # about the client or its redirect URI
+                    raise _UntrustedRedirect(error.message) from None
+                raise
+
+    @router.get(
+        "/oauth/authorize",
+        response_class=HTMLResponse,
+        responses={
+            200: html("the consent page"),
+            303: redirect("to sign in first, or back to the app with an error"),
+            400: html("an unknown client or redirect URI: told to the person"),
+        },
+        openapi_extra=query(*sorted(AUTHORIZE_PARAMS), "lang"),
+    )
+    @access(SESSION)
+    async def authorize(request: Request) -> Response:
+        params = dict(request.query_params)
+        try:
+            app_request = await run_in_threadpool(_check, params)
+        except _UntrustedRedirect as error:
+            return pages.error(request, 400, str(error))
+        except InvalidInput as error:
+            return _redirect_error(
+                params,
+                "invalid_scope" if error.expression == "scope" else "invalid_request",
+                error.message,
+            )
+        session = await pages.session(request)
+        if session is None:
+            here = f"{request.url.path}?{request.url.query}"
+            lang = language(request)
+            return RedirectResponse(
+                f"/login?{urlencode({'next': here, 'lang': lang})}", status_code=303
+            )
+        operator = session.kind in OPERATOR_SESSIONS
+        patient_scopes = app_request.scope_context == "patient"
+        if operator == patient_scopes or (not operator and session.patient_id is None):
+            return _redirect_error(
+                params, "access_denied", "these scopes are not for this kind of account"
+            )
+        return pages.render(
+            request,
+            "authorize.html",
+            {
+                "csrf": session.csrf,
+                "app": app_request,
+                "params": params,
+                "scopes": app_request.scope.split(),
+            },
+        )
+
+    @router.post(
+        "/oauth/authorize",
+        response_class=Response,
+        status_code=303,
+        responses={
+            303: redirect("back to the app, with a code or an error"),
+            400: html("an unknown client or redirect URI, or a bad request"),
+            403: html("not signed in, or the form is out of date (CSRF)"),
+        },
+        openapi_extra=merged(query("lang"), form((*sorted(AUTHORIZE_PARAMS), "decision", "csrf"))),
+    )
+    @access(SESSION)
+    async def decide(request: Request) -> Response:
+        try:
+            session, posted = await pages.signed_post(request)
+        except CareVaultError:
+            return pages.error(request, 403, pages.text(request, "form"))
+        params = {k: v for k, v in posted.items() if k in AUTHORIZE_PARAMS}
+        try:
+            app_request = await run_in_threadpool(_check, params)
+        except (_UntrustedRedirect, InvalidInput) as error:
+            return pages.error(request, 400, str(error))
+        operator = session.kind in OPERATOR_SESSIONS
+        if posted.get("decision") != "approve" or operator == (
+            app_request.scope_context == "patient"
+        ):
+            return _redirect_error(params, "access_denied", "the request was declined")
+
+        def issue() -> str:
+            with ctx.units() as uow:
+                return approve(
+                    uow,
+                    app_request,
+                    session.account_id,
+                    session.patient_id,
+                    ctx.clock(),
+                    kind=session.kind,
+                )
+
+        return RedirectResponse(await run_in_threadpool(issue), status_code=303)
+
+    return router
+
+
+__all__ = ["AUTHORIZE_PARAMS", "oauth_consent_router"]

@@ -1,0 +1,212 @@
+"""What every portal page shares: the base layout, the language, the forms and their CSRF
+tokens, the session, and errors a person can read.
+
+Each page module (``signin``, ``record_home``, ``oauth_consent``, …, and the professionals'
+workspace) builds its routes on one ``Pages``: it renders a template with the chosen language's
+messages and the language choice, reads a bounded form, resumes the session and checks the form's
+CSRF token (before sign-in a double-submit cookie, after it the session's own token). The
+security headers, the strict CSP among them (no inline script or style: scripts are files under
+``/static``), are set on every answer by the application (``api/app.py``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from carevault.domain.errors import NotAuthenticated, NotPermitted
+from carevault.services.portal_sessions import PortalSession, PortalSessions, check_csrf
+from carevault.web.i18n import LANGUAGE_NAMES, language, messages
+
+TEMPLATE_DIRECTORY = Path(__file__).parent / "templates"
+SESSION_COOKIE = "cv_session"
+LOGIN_CSRF_COOKIE = "cv_login_csrf"
+SESSION_MAX_AGE = 1800  # the cookie's; the server ends an idle session after the same time
+MAX_FORM_BYTES = 8_192
+MAX_FORM_FIELDS = 10  # the OAuth consent form has the most: 8 parameters, decision, csrf
+
+
+class FormRefused(NotPermitted):
+    """A form that is too large, malformed, or whose CSRF token is not the session's."""
+
+
+# Whom a representative's session acts for, for the banner of every page: the patient's name
+# and the mandate's scope (read | manage), or None when the mandate is no longer in force.
+Acting = Callable[[PortalSession], dict[str, str] | None]
+ACTING_KEY = "carevault.acting"
+
+
+class Pages:
+    """Rendering and the checks every page of the portal shares."""
+
+    def __init__(
+        self, sessions: PortalSessions, *, secure: bool, acting: Acting | None = None
+    ) -> None:
+        self.templates = Jinja2Templates(directory=str(TEMPLATE_DIRECTORY))
+        self.sessions = sessions
+        self.secure = secure  # cookies are Secure outside ``dev``
+        self.acting = acting
+
+    # --- rendering ----------------------------------------------------------------------
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        context: Mapping[str, Any] | None = None,
+        status: int = 200,
+        *,
+        family: str = "portal",
+    ) -> Response:
+        """``template`` in the person's language: ``t`` holds the ``family``'s messages,
+        ``portal`` the shared ones, ``languages`` the language choice."""
+        lang = language(request)
+        page = {
+            "lang": lang,
+            "t": messages(lang, family),
+            "portal": messages(lang, "portal"),
+            "languages": LANGUAGE_NAMES,
+            # The language choice links to the same page: only a page reached by GET has one.
+            "here": request.url.path if request.method == "GET" else None,
+            # A representative reads on every page whose record they act on, and as whom.
+            "acting": request.scope.get(ACTING_KEY),
+            **(context or {}),
+        }
+        return self.templates.TemplateResponse(request, template, page, status_code=status)
+
+    def error(self, request: Request, status: int, message: str) -> Response:
+        return self.render(request, "error.html", {"message": message}, status)
+
+    def text(self, request: Request, key: str, family: str = "portal", **values: Any) -> str:
+        """One message in the person's language, its ``{placeholders}`` filled."""
+        message = messages(language(request), family)[key]
+        return message.format(**values) if values else message
+
+    def to_login(self, request: Request) -> Response:
+        return RedirectResponse(f"/login?lang={language(request)}", status_code=303)
+
+    # --- cookies and anonymous forms ----------------------------------------------------
+
+    def set_cookie(self, response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            httponly=True,
+            secure=self.secure,
+            samesite="strict",
+            path="/",
+        )
+
+    def anonymous_form(
+        self,
+        request: Request,
+        template: str,
+        status: int,
+        context: Mapping[str, Any],
+        *,
+        family: str = "portal",
+    ) -> Response:
+        """A form shown before sign-in: its CSRF token is a double-submit cookie."""
+        csrf = secrets.token_urlsafe(32)
+        response = self.render(request, template, {"csrf": csrf, **context}, status, family=family)
+        self.set_cookie(response, LOGIN_CSRF_COOKIE, csrf, SESSION_MAX_AGE)
+        return response
+
+    async def anonymous_post(self, request: Request) -> dict[str, str]:
+        """The form of an anonymous page, once its double-submit token matches."""
+        form = await read_form(request)
+        try:
+            check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE, ""), form.get("csrf"))
+        except NotPermitted:
+            raise FormRefused("the form is out of date") from None
+        return form
+
+    # --- sessions -----------------------------------------------------------------------
+
+    async def session(self, request: Request) -> PortalSession | None:
+        """The live session of the request's cookie (its idle expiry pushed back), or None;
+        for a representative acting on a record, whom they act for (the pages' banner)."""
+        try:
+            session = await run_in_threadpool(
+                self.sessions.resume, request.cookies.get(SESSION_COOKIE)
+            )
+        except NotAuthenticated:
+            return None
+        if session.kind == "representative" and session.patient_id and self.acting:
+            request.scope[ACTING_KEY] = await run_in_threadpool(self.acting, session)
+        return session
+
+    async def signed_post(self, request: Request) -> tuple[PortalSession, dict[str, str]]:
+        """The session and the form of a signed-in person's POST, once the form's CSRF token
+        is the session's; NotAuthenticated without a live session, FormRefused otherwise."""
+        session = await self.session(request)
+        if session is None:
+            raise NotAuthenticated("no session")
+        form = await read_form(request)
+        try:
+            check_csrf(session.csrf, form.get("csrf"))
+        except NotPermitted:
+            raise FormRefused("the form is out of date") from None
+        return session, form
+
+    async def record_session(self, request: Request) -> PortalSession | Response:
+        """The session of a page about one record, or the answer instead of the page: the
+        sign-in page without a live session, 403 (choose a record first) when the session
+        acts on no record yet (a representative before choosing)."""
+        session = await self.session(request)
+        if session is None:
+            return self.to_login(request)
+        if session.patient_id is None:
+            return self.error(request, 403, self.text(request, "choose"))
+        return session
+
+    async def record_post(
+        self, request: Request
+    ) -> tuple[PortalSession, dict[str, str]] | Response:
+        """`signed_post` for a form about one record, or the answer instead: the sign-in page
+        without a live session, 400 for a form out of date, 403 without a record chosen."""
+        try:
+            session, posted = await self.signed_post(request)
+        except NotAuthenticated:
+            return self.to_login(request)
+        except FormRefused:
+            return self.error(request, 400, self.text(request, "form"))
+        if session.patient_id is None:
+            return self.error(request, 403, self.text(request, "choose"))
+        return session, posted
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A urlencoded form, at most ``MAX_FORM_BYTES`` and ``MAX_FORM_FIELDS`` fields."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FormRefused("the form is too large")
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), max_num_fields=MAX_FORM_FIELDS))
+    except (UnicodeDecodeError, ValueError):
+        raise FormRefused("the form is malformed") from None
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+__all__ = [
+    "LOGIN_CSRF_COOKIE",
+    "SESSION_COOKIE",
+    "FormRefused",
+    "Pages",
+    "client_address",
+    "read_form",
+]

@@ -1,0 +1,282 @@
+"""The signed-in person's home: their record and who accessed it, the choice of whose record a
+representative acts on, and the presence code a patient shows a professional.
+
+Reading one's own history is an access too: it is recorded before the page is shown, and if the
+audit log cannot take it the page says so and shows nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from carevault.api.openapi import form, html, merged, query, redirect
+from carevault.api.route_door import SESSION, access
+from carevault.domain.accounts import AccountKind
+from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
+from carevault.domain.authorization import Subject, SubjectKind
+from carevault.domain.errors import NotAuthenticated, NotPermitted
+from carevault.services.access_history import access_history, verified_completeness
+from carevault.services.accounts import Principal
+from carevault.services.audit_log import AuditUnavailable
+from carevault.services.directory import read_patient
+from carevault.services.portal_sessions import PortalSession
+from carevault.services.record_policy import Actor
+from carevault.web.i18n import language, messages, moment
+from carevault.web.pages import SESSION_COOKIE, FormRefused, client_address
+
+if TYPE_CHECKING:
+    from carevault.web.portal import PortalContext
+
+OPERATOR_SESSIONS = ("operator", "security-officer", "registrar")
+HISTORY_PAGE = 50
+# The access history is worded in these languages (`domain/access_history.py`); a page in
+# another language shows it in English.
+HISTORY_LANGUAGES = ("en", "fr")
+
+
+def patient_name(resource: dict[str, Any]) -> str:
+    name = resource.get("name", [{}])[0]
+    return " ".join([*name.get("given", []), name.get("family", "")])
+
+
+def actor_of(session: PortalSession, request: Request) -> Actor:
+    """Who acts, for the engine and the audit: the patient, or a representative acting for
+    them (audited "on behalf of")."""
+    representative = session.kind == "representative"
+    subject = Subject(
+        SubjectKind.REPRESENTATIVE if representative else SubjectKind.PATIENT,
+        session.account_id if representative else session.patient_id or "",
+    )
+    return Actor(subject, f"account:{session.account_id}", network=client_address(request))
+
+
+def record_view(
+    ctx: PortalContext,
+    session: PortalSession,
+    request: Request,
+    interaction: str,
+    entity_type: str,
+) -> None:
+    """Record that the person saw a page of their record (reading is an access too), before
+    the page is shown; AuditUnavailable if the log cannot take it."""
+    ctx.log.append(
+        [
+            AuditRecord(
+                stream="clinical",
+                recorded=rfc3339_ms(ctx.clock()),
+                kind="patient-action",
+                action="R",
+                interaction=interaction,
+                outcome="0",
+                agent=Agent(
+                    who=f"account:{session.account_id}",
+                    role=session.kind,
+                    network=client_address(request),
+                    on_behalf_of=f"Patient/{session.patient_id}"
+                    if session.kind == "representative"
+                    else None,
+                ),
+                patient=session.patient_id,
+                entity_type=entity_type,
+            )
+        ]
+    )
+
+
+def record_home_router(ctx: PortalContext) -> APIRouter:
+    router = APIRouter()
+    pages = ctx.pages
+
+    @router.get(
+        "/me",
+        response_class=HTMLResponse,
+        responses={
+            200: html("the signed-in person's page: their access history"),
+            303: redirect("not signed in: to the sign-in page"),
+            503: html("the audit log is unavailable; nothing was shown"),
+        },
+        openapi_extra=query("lang"),
+    )
+    @access(SESSION)
+    async def my_record(request: Request) -> Response:
+        lang = language(request)
+        session = await pages.session(request)
+        if session is None:
+            return pages.to_login(request)
+        context: dict[str, Any] = {
+            "csrf": session.csrf,
+            "entries": [],
+            "name": None,
+            "tree_size": None,
+        }
+        if session.kind == "security-officer":
+            # The security officer's home is their workspace (`web/officer_pages.py`).
+            return RedirectResponse(f"/officer?lang={lang}", status_code=303)
+        if session.kind in OPERATOR_SESSIONS:
+            context["notice"] = pages.text(request, "operator")
+            return pages.render(request, "me.html", context)
+        if session.patient_id is None:
+            # A representative chooses whose record to act on, among their mandates.
+            def mandates() -> list[dict[str, str]]:
+                choices = []
+                for mandate in ctx.accounts.mandates_of(session.account_id):
+                    with ctx.units() as uow:
+                        resource = read_patient(uow, mandate.patient_id).resource
+                    choices.append(
+                        {
+                            "patient_id": mandate.patient_id,
+                            "scope": mandate.scope,
+                            "name": patient_name(resource),
+                        }
+                    )
+                return choices
+
+            context["mandates"] = await run_in_threadpool(mandates)
+            context["notice"] = pages.text(request, "choose")
+            return pages.render(request, "me.html", context)
+        client = client_address(request)
+        patient_id = session.patient_id
+
+        def load() -> None:
+            with ctx.units() as uow:
+                resource = read_patient(uow, patient_id).resource
+            context["name"] = patient_name(resource)
+            history = access_history(
+                ctx.log,
+                ctx.units,
+                patient_id,
+                known_size=None,
+                after=-1,
+                limit=HISTORY_PAGE,
+                language=lang if lang in HISTORY_LANGUAGES else "en",
+                affinity=ctx.affinity,
+                newest_first=True,
+            )
+            # The patient reading their own history is an access too: it is recorded.
+            ctx.log.append(
+                [
+                    AuditRecord(
+                        stream="clinical",
+                        recorded=rfc3339_ms(ctx.clock()),
+                        kind="patient-action",
+                        action="R",
+                        interaction="access-history",
+                        outcome="0",
+                        agent=Agent(
+                            who=f"account:{session.account_id}", role=session.kind, network=client
+                        ),
+                        patient=patient_id,
+                        entity_type="AuditEvent",
+                    )
+                ]
+            )
+            context["entries"] = [{"text": e.text, "index": e.leaf_index} for e in history.entries]
+            context["tree_size"] = history.tree_head.tree_size
+            if history.entries:
+                # The badge is what the verifier says of the proof, from the last tree head
+                # signed before the oldest line shown to this very reading (recorded above).
+                oldest = min(e.leaf_index for e in history.entries)
+                report = verified_completeness(ctx.log, patient_id, oldest)
+                context["completeness"] = (
+                    {
+                        "verified": True,
+                        "start": moment(datetime.fromtimestamp(report.start_ms / 1000, UTC), lang),
+                        "end": moment(datetime.fromtimestamp(report.end_ms / 1000, UTC), lang),
+                    }
+                    if report is not None
+                    else {"verified": False}
+                )
+            context["presence"] = messages(lang, "presence")
+
+        try:
+            await run_in_threadpool(load)
+        except AuditUnavailable:
+            return pages.error(request, 503, pages.text(request, "unavailable"))
+        return pages.render(request, "me.html", context)
+
+    @router.post(
+        "/act-for",
+        response_class=Response,
+        status_code=303,
+        responses={
+            303: redirect("to the chosen record, or to the sign-in page"),
+            403: html("not a representative, or no mandate for this patient"),
+        },
+        openapi_extra=merged(query("lang"), form(("patient_id", "csrf"))),
+    )
+    @access(SESSION)
+    async def act_for(request: Request) -> Response:
+        lang = language(request)
+        try:
+            session, posted = await pages.signed_post(request)
+        except (NotAuthenticated, FormRefused):
+            return pages.to_login(request)
+        if session.kind != "representative":
+            return pages.error(request, 403, pages.text(request, "form"))
+        principal = Principal(
+            session.account_id,
+            AccountKind.REPRESENTATIVE,
+            None,
+            frozenset(),
+            "session",
+            ctx.clock(),
+        )
+        patient_id = posted.get("patient_id", "")
+        client = client_address(request)
+        try:
+            await run_in_threadpool(
+                lambda: ctx.accounts.choose_patient(principal, patient_id, client_ip=client)
+            )
+        except NotPermitted as error:
+            return pages.error(request, 403, error.message)
+        token = request.cookies.get(SESSION_COOKIE) or ""
+        await run_in_threadpool(ctx.sessions.act_for, token, patient_id)
+        return RedirectResponse(f"/me?lang={lang}", status_code=303)
+
+    @router.post(
+        "/me/presence-code",
+        response_class=HTMLResponse,
+        responses={
+            200: html("the code, valid ten minutes and once"),
+            303: redirect("not signed in: to the sign-in page"),
+            400: html("the form is out of date (CSRF)"),
+            403: html("only the patient or a managing representative makes codes"),
+        },
+        openapi_extra=merged(query("lang"), form(("csrf",))),
+    )
+    @access(SESSION)
+    async def presence_code(request: Request) -> Response:
+        """A code to show the professional in front of the patient, so that their encounter
+        opens the record (docs/authorization.md, "What proves a care relationship")."""
+        try:
+            session, _posted = await pages.signed_post(request)
+        except NotAuthenticated:
+            return pages.to_login(request)
+        except FormRefused:
+            return pages.error(request, 400, pages.text(request, "form"))
+        if session.patient_id is None or session.kind not in ("patient", "representative"):
+            return pages.error(request, 403, pages.text(request, "nobody", "presence"))
+        try:
+            code = await run_in_threadpool(
+                ctx.policy.issue_presence_code, actor_of(session, request), session.patient_id
+            )
+        except NotPermitted as error:
+            return pages.error(request, 403, error.message)
+        page = pages.render(
+            request,
+            "presence.html",
+            {"code": code.code, "expires": f"{code.expires:%H:%M} UTC"},
+            family="presence",
+        )
+        page.headers["Cache-Control"] = "no-store"
+        return page
+
+    return router
+
+
+__all__ = ["OPERATOR_SESSIONS", "actor_of", "patient_name", "record_home_router"]

@@ -1,0 +1,47 @@
+"""The professionals' workspace: one router of pages built on one `Workspace`
+(`web/workspace_context.py`): ``workspace_signin`` (the card proof, passkeys, sign-in and out)
+and ``workspace_record`` (finding a patient, the record as the engine lets this professional
+see it, reading, publishing, emergency access, my patients and accesses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from fastapi import APIRouter
+
+from carevault.domain.affinity import AffinityDomain
+from carevault.services.audit_log import AuditLog
+from carevault.services.documents import DocumentService
+from carevault.services.portal_sessions import PortalSessions
+from carevault.services.professionals import Professionals
+from carevault.services.record_policy import RecordPolicy
+from carevault.services.workspace_signin import WorkspaceSignIn
+from carevault.settings import Settings
+from carevault.web.pages import Pages
+from carevault.web.workspace_context import Workspace
+from carevault.web.workspace_record import workspace_record_router
+from carevault.web.workspace_signin import workspace_signin_router
+
+
+def workspace_router(
+    settings: Settings,
+    sessions: PortalSessions,
+    signin: WorkspaceSignIn,
+    clock: Callable[[], datetime],
+    log: AuditLog,
+    policy: RecordPolicy,
+    documents: DocumentService,
+    professionals: Professionals,
+    affinity: AffinityDomain,
+) -> APIRouter:
+    pages = Pages(sessions, secure=settings.environment != "dev")
+    ws = Workspace(settings, pages, signin, clock, log, policy, documents, professionals, affinity)
+    router = APIRouter()
+    for part in (workspace_signin_router, workspace_record_router):
+        router.include_router(part(ws))
+    return router
+
+
+__all__ = ["workspace_router"]

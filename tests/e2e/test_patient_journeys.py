@@ -1,0 +1,160 @@
+"""The patient's journeys in Debian's Chromium against a real server with demo data, each
+checked by its effect through the FHIR API as the demo physician's system sees it, and every
+page checked by axe-core (no serious or critical violation) in French, English and German.
+
+One browser for the module (`support.browser`); the demo physician has seen the demo patient
+(a care event) and published their documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pyotp
+import pytest
+
+from support.browser import axe_violations, chromium, new_page, page_errors
+from support.documents import PDF, detached_jws, provide_bundle
+
+pytestmark = pytest.mark.e2e
+
+LANGUAGES = ("fr", "en", "de")
+PAGES = ("/me", "/me/documents", "/me/access")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+def signed_in(server: Any, browser: Any) -> Iterator[Any]:
+    """A page signed in as the demo patient (password and TOTP, as a person types them), once
+    for the module: a TOTP code is accepted once, and its 30 seconds would be waited for."""
+    portal = server.accounts["patients"][0]["portal"]
+    with new_page(browser) as page:
+        page.goto(server.base_url + "/login?lang=fr", wait_until="load")
+        assert axe_violations(page) == []
+        page.fill("#login", portal["login"])
+        page.fill("#password", portal["password"])
+        page.fill("#code", pyotp.TOTP(portal["totp_secret"]).now())
+        with page.expect_navigation(wait_until="load"):
+            page.click("#signin")
+        assert "/me" in page.url
+        yield page
+
+
+class Physician:
+    """The demo physician's system, as `support.documents.provide_bundle` signs for it."""
+
+    def __init__(self, server: Any) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        found = next(p for p in server.accounts["professionals"]
+                     if p["profession"] == "physician")
+        self.id, self.identifier = found["practitioner_id"], found["identifier"]
+        self.key_pem = (server.card / "key.pem").read_text()
+        self.chain = [c.public_bytes(Encoding.DER) for name in ("cert.pem", "chain.pem")
+                      for c in x509.load_pem_x509_certificates((server.card / name).read_bytes())]
+        self.headers = {"Authorization": f"Bearer {server.token()}",
+                        "Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture(scope="module")
+def seen(server: Any, signed_in: Any) -> tuple[Physician, str]:
+    """The patient shows the physician a presence code made in the portal; the physician's
+    visit (an Encounter carrying it) opens the record to them; they publish a signed report."""
+    page, patient_id = signed_in, server.accounts["patients"][0]["patient_id"]
+    physician = Physician(server)
+    assert physician_searches(server) == 403  # not yet seen
+    page.goto(server.base_url + "/me?lang=en", wait_until="load")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#make-presence-code")
+    assert axe_violations(page) == []
+    code = page.locator("#presence-code").inner_text().strip()
+    visit = httpx.post(f"{server.fhir}/Encounter", headers=physician.headers, timeout=30, json={
+        "resourceType": "Encounter", "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "participant": [{"individual": {"reference": f"Practitioner/{physician.id}"}}],
+        "period": {"start": "2026-11-20T09:00:00Z"},
+        "extension": [{"url": "https://carevault.lu/fhir/StructureDefinition/presence-code",
+                       "valueString": code}]})
+    assert visit.status_code == 201, visit.text
+    published = httpx.post(server.fhir, headers=physician.headers, timeout=60,
+                           json=provide_bundle(patient_id, f"Practitioner/{physician.id}",
+                                               signature=detached_jws(PDF, physician.key_pem,
+                                                                      physician.chain)))
+    assert published.status_code == 200, published.text
+    locations = [e["response"]["location"] for e in published.json()["entry"]]
+    document = next(loc.split("/")[-3] for loc in locations if "/DocumentReference/" in loc)
+    return physician, document
+
+
+def physician_searches(server: Any) -> int:
+    patient_id = server.accounts["patients"][0]["patient_id"]
+    return httpx.get(f"{server.fhir}/DocumentReference",
+                     params={"patient": f"Patient/{patient_id}"},
+                     headers={"Authorization": f"Bearer {server.token()}"},
+                     timeout=30).status_code
+
+
+def test_every_page_is_accessible_in_three_languages(server: Any, signed_in: Any) -> None:
+    page = signed_in
+    problems = page_errors(page)
+    violations: list[str] = []
+    for lang in LANGUAGES:
+        for path in PAGES:
+            response = page.goto(f"{server.base_url}{path}?lang={lang}", wait_until="load")
+            assert response is not None and response.status == 200, (path, lang)
+            assert page.locator("html").get_attribute("lang") == lang
+            violations += axe_violations(page)
+    assert violations == [], "\n".join(violations)
+    assert problems == [], "\n".join(problems)
+
+
+def test_closing_and_reopening_the_record_in_the_browser(
+        server: Any, signed_in: Any, seen: tuple[Physician, str]) -> None:
+    page = signed_in
+    assert physician_searches(server) == 200
+    page.goto(server.base_url + "/me/access?lang=en", wait_until="load")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#close-record")
+    assert page.locator("#done").is_visible()
+    assert axe_violations(page) == []
+    assert physician_searches(server) == 403  # closed: refused at once
+    with page.expect_navigation(wait_until="load"):
+        page.click("#reopen-record")
+    assert physician_searches(server) == 200
+
+
+def test_naming_a_referring_physician_and_hiding_a_document(
+        server: Any, signed_in: Any, seen: tuple[Physician, str]) -> None:
+    page = signed_in
+    physician, _document = seen
+    page.goto(server.base_url + "/me/access?lang=de", wait_until="load")
+    page.fill("#number", physician.identifier)
+    with page.expect_navigation(wait_until="load"):
+        page.click("#name-referring")
+    assert page.locator("#referring-name").inner_text().strip()
+    assert axe_violations(page) == []
+    page.goto(server.base_url + "/me/documents?lang=fr", wait_until="load")
+    rows = page.locator("#documents tbody tr")
+    assert rows.count() > 0
+    first = rows.first.get_attribute("data-document")
+    with page.expect_navigation(wait_until="load"):
+        rows.first.locator("button.hide").click()
+    hidden = page.locator(f'tr[data-document="{first}"]')
+    assert "masqué" in hidden.inner_text()
+    assert axe_violations(page) == []
+    # The document's author still reads it; the patient sees it hidden in their list.
+    answer = httpx.get(f"{server.fhir}/DocumentReference/{first}",
+                       headers={"Authorization": f"Bearer {server.token()}"}, timeout=30)
+    assert answer.status_code == 200
+    with page.expect_navigation(wait_until="load"):
+        hidden.locator("button.unhide").click()
+    assert "visible" in page.locator(f'tr[data-document="{first}"]').inner_text()

@@ -1,0 +1,45 @@
+""""Sign out everywhere", on both databases: two browsers of one patient, one ends them both;
+another person's session lives on; the form without the session's CSRF token ends nothing; the
+patient reads it in their history."""
+
+from __future__ import annotations
+
+from starlette.testclient import TestClient
+
+from carevault.bootstrap import Platform
+from carevault.domain.audit import AuditRecord
+from support.accounts import enrol_patient
+from support.portal import csrf_of, signed_in
+
+
+def live(browser: TestClient) -> bool:
+    return browser.get("/me", follow_redirects=False).status_code == 200
+
+
+def test_signing_out_everywhere_ends_every_session_of_the_account(platform: Platform) -> None:
+    account = enrol_patient(platform, family="Weber")
+    other = enrol_patient(platform, 2, family="Schmit", login="jos.schmit@example.lu")
+    laptop = signed_in(platform, account, port=50030)
+    phone = signed_in(platform, account, port=50031, code=account.recovery_codes[0])
+    someone = signed_in(platform, other, port=50032)
+    assert live(laptop) and live(phone) and live(someone)
+    csrf = csrf_of(laptop.get("/me"))
+    forged = phone.post("/logout/everywhere", data={"csrf": "forged"}, follow_redirects=False)
+    assert forged.status_code == 400
+    theirs = someone.post("/logout/everywhere", data={"csrf": csrf}, follow_redirects=False)
+    assert theirs.status_code == 400  # the laptop's token is not the other person's session's
+    assert live(laptop) and live(phone) and live(someone)
+    ended = laptop.post("/logout/everywhere?lang=de", data={"csrf": csrf},
+                        follow_redirects=False)
+    assert ended.status_code == 303 and ended.headers["location"] == "/login?lang=de"
+    assert not live(phone)  # the other browser, which did nothing
+    assert not live(laptop)
+    assert live(someone)
+    entries = [AuditRecord.from_canonical(data)
+               for _, data in platform.audit.patient_entries(account.patient_id, limit=200)]
+    everywhere = [e for e in entries if e.interaction == "logout-everywhere"]
+    assert len(everywhere) == 1 and everywhere[0].detail["sessions"] == "2"
+    assert everywhere[0].agent.network == "127.0.0.1"
+    anonymous = TestClient(platform.app, base_url="http://127.0.0.1:8000")
+    assert anonymous.post("/logout/everywhere", data={"csrf": csrf},
+                          follow_redirects=False).status_code == 303
