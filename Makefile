@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=30 -m "not slow"
 
 # The security suites alone (the access matrix; schemathesis on /openapi.json, the parser
 # fuzzers, sqlmap: docs/security/attacks.md); `make test` runs them too.

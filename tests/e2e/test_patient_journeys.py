@@ -9,6 +9,7 @@ One browser for the module (`support.browser`); the demo physician has seen the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -158,3 +159,39 @@ def test_naming_a_referring_physician_and_hiding_a_document(
     with page.expect_navigation(wait_until="load"):
         hidden.locator("button.unhide").click()
     assert "visible" in page.locator(f'tr[data-document="{first}"]').inner_text()
+
+
+def test_the_history_highlights_an_emergency_and_is_verified_complete(
+        server: Any, signed_in: Any, seen: tuple[Physician, str]) -> None:
+    """Last of the module (an emergency stays in the record's history): the physician breaks
+    the glass; the patient reads it highlighted with its reason in three languages, narrows
+    the history to emergencies, and finds it counted in this month's bar of the chart."""
+    page = signed_in
+    physician, _document = seen
+    patient_id = server.accounts["patients"][0]["patient_id"]
+    glass = httpx.post(f"{server.fhir}/Patient/{patient_id}/$emergency-access",
+                       headers=physician.headers, timeout=30,
+                       json={"resourceType": "Parameters", "parameter": [
+                           {"name": "reason", "valueString": "found unconscious at home"}]})
+    assert glass.status_code == 200, glass.text
+    problems = page_errors(page)
+    for lang, tag in (("en", "Emergency"), ("fr", "Urgence"), ("de", "Notfall")):
+        page.goto(f"{server.base_url}/me?lang={lang}", wait_until="load")
+        urgent = page.locator("#access-history li.emergency")
+        assert urgent.count() >= 1, lang
+        assert "found unconscious at home" in urgent.first.inner_text()
+        assert urgent.first.locator(".tag").text_content() == tag
+        assert page.locator("#completeness.complete").is_visible(), lang
+        assert axe_violations(page) == [], lang
+    page.goto(f"{server.base_url}/me?lang=en", wait_until="load")
+    page.select_option("#show", "emergencies")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#apply-filter")
+    assert "show=emergencies" in page.url
+    lines = page.locator("#access-history li")
+    assert lines.count() >= 1
+    assert lines.count() == page.locator("#access-history li.emergency").count()
+    this_month = page.locator(f'#accesses-per-month tr[data-month="{datetime.now(UTC):%Y-%m}"] td')
+    assert int(this_month.nth(1).inner_text()) >= 1  # the emergency, counted
+    assert axe_violations(page) == []
+    assert problems == [], "\n".join(problems)

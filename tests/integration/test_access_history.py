@@ -109,7 +109,11 @@ def test_access_history_refusals(registrar: TestClient,
                        headers=FHIR_JSON).json()
     base = f"/fhir/Patient/{anne['id']}/$access-history"
     client.headers.update(patient_headers(platform, anne["id"]))
-    assert client.get(base, params={"language": "de"}).status_code == 400
+    assert client.get(base, params={"language": "it"}).status_code == 400
+    german = client.get(base, params={"language": "de"})
+    assert german.status_code == 200
+    told = [dict(parts(p))["text"] for p in german.json()["parameter"] if p["name"] == "entry"]
+    assert told and all(" am " in text for text in told), told
     assert client.get(base, params={"since": "10000000"}).status_code == 400
     assert client.get(base, params={"since": "-1"}).status_code == 400
     assert client.get(base, params={"colour": "red"}).status_code == 400

@@ -27,7 +27,9 @@ from support.documents import Pro, created_id, provide_bundle, publish
 from support.tokens import account_token
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-LINE = re.compile(r'<li data-leaf-index="(\d+)">([^<]+)</li>')
+# A line of the history; an emergency or a refusal is marked by a class and a tag before it.
+LINE = re.compile(r'<li data-leaf-index="(\d+)"(?: class="\w+")?>'
+                  r'(?:<strong class="tag">[^<]+</strong> )?([^<]+)</li>')
 GP = "Theo HP-HISTORY-GP"  # as `support.tokens` registers a professional
 
 
@@ -279,3 +281,116 @@ def test_the_history_api_names_operations_for_what_they_are(
         texts = api_history(client, platform, account.patient_id, language)
         assert any(t.startswith(words) for t in texts), texts
         assert not any("processed" in t or "a traité" in t or "$" in t for t in texts)
+
+
+# --- (f) emergencies highlighted, filters, the chart, German ------------------------------------
+
+
+@pytest.fixture
+def emergency(client: TestClient, platform: Platform, account: PatientAccount) -> Pro:
+    """An emergency physician breaks the glass on the record and reads the patient's identity
+    under it; a professional with no access is refused."""
+    er = Pro(platform, "HP-HISTORY-ER")
+    glass = client.post(f"/fhir/Patient/{account.patient_id}/$emergency-access",
+                        json={"resourceType": "Parameters", "parameter": [
+                            {"name": "reason", "valueString": "unconscious on arrival"}]},
+                        headers=er.headers)
+    assert glass.status_code == 200, glass.text
+    assert client.get("/fhir/Encounter", params={"patient": f"Patient/{account.patient_id}"},
+                      headers=er.headers).status_code == 200
+    refused = client.get(f"/fhir/Patient/{account.patient_id}/$access-history")
+    assert refused.status_code == 403
+    return er
+
+
+def marked(page: str, mark: str) -> list[str]:
+    """The texts of the lines the page marks as ``mark`` (emergency, refused)."""
+    found = re.findall(rf'<li data-leaf-index="\d+" class="{mark}"><strong class="tag">'
+                       r'[^<]+</strong> ([^<]+)</li>', page)
+    return [html.unescape(text) for text in found]
+
+
+def test_emergencies_are_highlighted_with_their_reason(
+        client: TestClient, platform: Platform, account: PatientAccount, emergency: Pro) -> None:
+    sign_in(client, account.login, account.password, account.totp.now())
+    page = client.get("/me", params={"lang": "en"}).text
+    urgent = marked(page, "emergency")
+    assert any("declared an emergency to open your record" in text for text in urgent), urgent
+    assert any("emergency access: reason “unconscious on arrival”" in text for text in urgent)
+    assert '<strong class="tag">Emergency</strong>' in page
+    refused = marked(page, "refused")
+    assert any("was refused access to your access history" in text for text in refused)
+    # A line is marked an emergency exactly when it tells of one.
+    lines = [html.unescape(text) for _, text in LINE.findall(page)]
+    assert [t for t in lines if "emergency" in t] == urgent
+
+
+@pytest.mark.parametrize(("show", "each_has", "none_has"), [
+    ("emergencies", "emergenc", "signed in"),
+    ("refused", "refused", "declared an emergency"),
+    ("yours", "You", "HP-HISTORY-ER"),
+    ("others", "", "You "),
+])
+def test_a_filter_shows_only_what_was_asked(
+        client: TestClient, platform: Platform, account: PatientAccount, emergency: Pro,
+        show: str, each_has: str, none_has: str) -> None:
+    sign_in(client, account.login, account.password, account.totp.now())
+    everything = [text for _, text in history(client)]
+    page = client.get("/me", params={"lang": "en", "show": show})
+    assert page.status_code == 200
+    lines = [html.unescape(text) for _, text in LINE.findall(page.text)]
+    assert lines and len(lines) < len(everything), (show, lines)
+    assert all(each_has in text for text in lines), (show, lines)
+    assert not any(none_has in text for text in lines), (show, lines)
+    assert f'<option value="{show}" selected>' in page.text
+
+
+def test_a_month_shows_that_months_entries_and_the_chart_counts_them(
+        client: TestClient, platform: Platform, account: PatientAccount, emergency: Pro) -> None:
+    sign_in(client, account.login, account.password, account.totp.now())
+    now = datetime.now(UTC)
+    this_month, last_year = f"{now:%Y-%m}", f"{now.year - 1}-{now.month:02d}"
+    page = client.get("/me", params={"lang": "en"}).text
+    rows = re.findall(r'<tr data-month="([0-9-]+)"><th scope="row"><a href="([^"]+)">[^<]+</a>'
+                      r'</th><td>(\d+)</td><td>(\d+)</td></tr>', page)
+    assert len(rows) == 12 and rows[-1][0] == this_month and rows[0][0] != last_year
+    accesses, emergencies = int(rows[-1][2]), int(rows[-1][3])
+    # The emergency declared, the search under it (EMER), the refused call: by others.
+    assert emergencies >= 2 and accesses >= emergencies + 1, rows[-1]
+    assert all(int(r[2]) == 0 for r in rows[:-1]) or now.day == 1
+    link = html.unescape(rows[-1][1])
+    assert f"month={this_month}" in link and "show=all" in link
+    same = client.get(link.split("#")[0])
+    assert same.status_code == 200 and LINE.findall(same.text)
+    empty = client.get("/me", params={"lang": "en", "month": f"{now.year - 1}-01"})
+    assert empty.status_code == 200
+    assert LINE.findall(empty.text) == [] and 'id="no-match"' in empty.text
+
+
+@pytest.mark.parametrize(("parameter", "value", "words"), [
+    ("show", "everything-and-more", "This choice of entries does not exist"),
+    ("month", "2026-13", "A month is written year-month"),
+    ("month", "26-1", "A month is written year-month"),
+    ("month", "2026-11' OR 1=1", "A month is written year-month"),
+])
+def test_a_filter_the_page_never_offers_is_refused_in_words(
+        client: TestClient, account: PatientAccount, parameter: str, value: str,
+        words: str) -> None:
+    sign_in(client, account.login, account.password, account.totp.now())
+    page = client.get("/me", params={"lang": "en", parameter: value})
+    assert page.status_code == 400
+    assert words in page.text and "Traceback" not in page.text
+
+
+def test_the_history_in_german(client: TestClient, platform: Platform,
+                               account: PatientAccount, emergency: Pro) -> None:
+    sign_in(client, account.login, account.password, account.totp.now())
+    history(client, "de")
+    page = client.get("/me", params={"lang": "de"}).text
+    texts = [text for _, text in history(client, "de")]
+    assert texts[0].startswith("Sie haben Ihr Zugriffsprotokoll gelesen, am ") or \
+        texts[0].startswith("Sie (von 127.0.0.1) haben Ihr Zugriffsprotokoll gelesen, am "), texts
+    assert any("Notfallzugriff: Grund „unconscious on arrival“" in t for t in texts), texts
+    assert '<strong class="tag">Notfall</strong>' in page
+    assert "Zugriffe auf Ihre Akte pro Monat" in page
+    assert api_history(client, platform, account.patient_id, "de")

@@ -53,7 +53,8 @@ def test_sign_in_then_see_who_accessed_the_record(client: TestClient, platform: 
     page = client.get("/me")
     assert page.status_code == 200
     assert "Müller&lt;script&gt;" in page.text and "<script>" not in page.text
-    history = re.findall(r'<li data-leaf-index="\d+">([^<]+)</li>', page.text)
+    history = re.findall(r'<li data-leaf-index="\d+"(?: class="\w+")?>'
+                         r'(?:<strong class="tag">[^<]+</strong> )?([^<]+)</li>', page.text)
     assert any("read your identity record" in line for line in history)
     assert any("You (from 127.0.0.1) signed in" in line for line in history)
     french = client.get("/me", params={"lang": "fr"})

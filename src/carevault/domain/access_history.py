@@ -1,4 +1,4 @@
-"""An audit entry told in plain words, for the patient it concerns (English and French).
+"""An audit entry told in plain words, for the patient it concerns (English, French, German).
 
 "Dr X, Hospital Y read your document “Laboratory report”, on 12 March 2026 at 10:42 UTC,
 emergency access: reason …". Names of people and organizations are looked up by the caller
@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE, ACTION_UPDATE, AuditRecord
 
-LANGUAGES = ("en", "fr")
+LANGUAGES = ("en", "fr", "de")
 
 _MONTHS = {
     "en": [
@@ -48,6 +49,20 @@ _MONTHS = {
         "octobre",
         "novembre",
         "décembre",
+    ],
+    "de": [
+        "Januar",
+        "Februar",
+        "März",
+        "April",
+        "Mai",
+        "Juni",
+        "Juli",
+        "August",
+        "September",
+        "Oktober",
+        "November",
+        "Dezember",
     ],
 }
 
@@ -88,6 +103,19 @@ _VERBS = {
         "capabilities": "a consulté",
         "transaction": "a ajouté",
     },
+    # German puts the participle last: each verb is a template around what was done.
+    "de": {
+        "read": "hat {what} gelesen",
+        "vread": "hat eine frühere Fassung von {what} gelesen",
+        "history-instance": "hat den Verlauf von {what} gelesen",
+        "search-type": "hat {what} gefunden",
+        "create": "hat {what} angelegt",
+        "update": "hat {what} geändert",
+        "conditional-update": "hat {what} geändert",
+        "operation": "hat {what} bearbeitet",
+        "capabilities": "hat {what} abgefragt",
+        "transaction": "hat {what} hinzugefügt",
+    },
 }
 
 # What a refusal says, by the kind of thing asked for: to see, to add, to change. The French
@@ -102,6 +130,11 @@ _REFUSED = {
         "read": "s'est vu refuser de consulter",
         "add": "s'est vu refuser d'ajouter",
         "change": "s'est vu refuser de modifier",
+    },
+    "de": {
+        "read": "hat keinen Zugriff auf {what} erhalten",
+        "add": "hat keine Erlaubnis erhalten, {what} hinzuzufügen",
+        "change": "hat keine Erlaubnis erhalten, {what} zu ändern",
     },
 }
 
@@ -128,6 +161,18 @@ _WHAT = {
         "Communication": "vos notifications",
         "List": "une liste de documents de votre dossier",
     },
+    # In the accusative, as every German phrase above takes it.
+    "de": {
+        "Patient": "Ihre Stammdaten",
+        "DocumentReference": "ein Dokument Ihrer Akte",
+        "Binary": "den Inhalt eines Dokuments Ihrer Akte",
+        "AuditEvent": "Ihr Zugriffsprotokoll",
+        "Consent": "Ihre Zugriffseinstellungen",
+        "Bundle": "Dokumente zu Ihrer Akte",
+        "Encounter": "eine Behandlung",
+        "Communication": "Ihre Benachrichtigungen",
+        "List": "eine Dokumentliste Ihrer Akte",
+    },
 }
 
 # A document the history may name.
@@ -141,6 +186,11 @@ _DOCUMENT = {
         "DocumentReference": "votre document « {kind} »",
         "Binary": "le contenu de votre document « {kind} »",
         "signature": "la signature par son auteur de votre document « {kind} »",
+    },
+    "de": {
+        "DocumentReference": "Ihr Dokument „{kind}“",
+        "Binary": "den Inhalt Ihres Dokuments „{kind}“",
+        "signature": "die Signatur des Verfassers Ihres Dokuments „{kind}“",
     },
 }
 
@@ -195,27 +245,63 @@ _OPERATIONS = {
             "s'est vu refuser l'annulation d'une fusion de votre fiche d'identité",
         ),
     },
+    "de": {
+        "$access-history": (
+            "hat Ihr Zugriffsprotokoll gelesen",
+            "hat keinen Zugriff auf Ihr Zugriffsprotokoll erhalten",
+        ),
+        "$emergency-access": (
+            "hat einen Notfall erklärt, um Ihre Akte zu öffnen",
+            "hat keinen Notfallzugriff auf Ihre Akte erhalten",
+        ),
+        "$explain": (
+            "hat gefragt, warum eine Fachperson Ihre Akte sehen darf oder nicht",
+            "hat keine Erklärung erhalten, wer Ihre Akte sehen darf",
+        ),
+        "$ihe-pix": (
+            "hat Ihre Kennungen nachgeschlagen",
+            "hat Ihre Kennungen nicht nachschlagen dürfen",
+        ),
+        "$merge": (
+            "hat Ihre Stammdaten mit anderen zusammengeführt",
+            "hat Ihre Stammdaten nicht zusammenführen dürfen",
+        ),
+        "$unmerge": (
+            "hat eine Zusammenführung Ihrer Stammdaten rückgängig gemacht",
+            "hat eine Zusammenführung Ihrer Stammdaten nicht rückgängig machen dürfen",
+        ),
+    },
 }
 
-_UNKNOWN_ACTOR = {"en": "An unidentified system", "fr": "Un système non identifié"}
-_FROM = {"en": "from", "fr": "depuis"}
-_EMERGENCY = {"en": "emergency access", "fr": "accès d'urgence"}
-_REASON = {"en": "reason", "fr": "motif"}
-_ON_BEHALF = {"en": "on behalf of", "fr": "pour le compte de"}
-_UNTIL = {"en": "until", "fr": "jusqu'au"}
-_NO_END = {"en": "with no end date", "fr": "sans date de fin"}
+_UNKNOWN_ACTOR = {
+    "en": "An unidentified system",
+    "fr": "Un système non identifié",
+    "de": "Ein nicht identifiziertes System",
+}
+_FROM = {"en": "from", "fr": "depuis", "de": "von"}
+_EMERGENCY = {"en": "emergency access", "fr": "accès d'urgence", "de": "Notfallzugriff"}
+_REASON = {"en": "reason", "fr": "motif", "de": "Grund"}
+_ON_BEHALF = {"en": "on behalf of", "fr": "pour le compte de", "de": "im Auftrag von"}
+_UNTIL = {"en": "until", "fr": "jusqu'au", "de": "bis zum"}
+_NO_END = {"en": "with no end date", "fr": "sans date de fin", "de": "ohne Enddatum"}
+
+
+_AT = {"en": "at", "fr": "à", "de": "um"}
+_ON = {"en": "on", "fr": "le", "de": "am"}
+# How each language quotes the reason a professional gave.
+_QUOTES = {"en": ("“", "”"), "fr": ("« ", " »"), "de": ("„", "“")}
 
 
 def moment(recorded: str, language: str) -> str:
     """A date and time as a patient reads it: "12 March 2026 at 10:42 UTC"."""
     at = datetime.fromisoformat(recorded.replace("Z", "+00:00"))
     month = _MONTHS[language][at.month - 1]
-    joiner = "à" if language == "fr" else "at"
-    return f"{at.day} {month} {at.year} {joiner} {at:%H:%M} UTC"
+    day = f"{at.day}." if language == "de" else str(at.day)
+    return f"{day} {month} {at.year} {_AT[language]} {at:%H:%M} UTC"
 
 
 def when(recorded: str, language: str) -> str:
-    return f"{'le' if language == 'fr' else 'on'} {moment(recorded, language)}"
+    return f"{_ON[language]} {moment(recorded, language)}"
 
 
 # People who act through an account: the patient themself, or their representative.
@@ -231,8 +317,17 @@ _ACCOUNT_ACTORS = {
         "representative": "Votre mandataire",
         "registrar": "Un agent d'enregistrement des annuaires",
     },
+    "de": {
+        "patient": "Sie",
+        "representative": "Ihre Vertretung",
+        "registrar": "Ein Registerführer der Patienten- und Fachpersonenverzeichnisse",
+    },
 }
-_SOME_ACCOUNT = {"en": "Someone signed in", "fr": "Une personne connectée"}
+_SOME_ACCOUNT = {
+    "en": "Someone signed in",
+    "fr": "Une personne connectée",
+    "de": "Eine angemeldete Person",
+}
 _ACCOUNT_VERBS = {
     "en": {
         "login": "signed in",
@@ -254,13 +349,24 @@ _ACCOUNT_VERBS = {
         "act-for": "début d'une action en votre nom",
         "logout-everywhere": "déconnexion partout (toutes les sessions fermées)",
     },
+    "de": {
+        "login": "Anmeldung",
+        "enrol": "Anlage des Kontos",
+        "enrol-confirm": "Bestätigung des zweiten Faktors des Kontos",
+        "password-change": "Änderung des Passworts des Kontos",
+        "recovery-code-use": "Verwendung eines Wiederherstellungscodes",
+        "lockout": "Sperrung des Kontos nach wiederholten Fehlanmeldungen",
+        "act-for": "Beginn eines Handelns in Ihrem Namen",
+        "logout-everywhere": "Abmeldung überall (alle Sitzungen beendet)",
+    },
 }
-_FAILED = {"en": "failed", "fr": "échec"}
+_FAILED = {"en": "failed", "fr": "échec", "de": "fehlgeschlagen"}
 
 # The patient (or their representative) reading the access history in the portal.
 _OWN_HISTORY = {
     "en": "viewed your access history",
     "fr": "a consulté votre historique d'accès",
+    "de": "hat Ihr Zugriffsprotokoll gelesen",
 }
 
 
@@ -278,6 +384,8 @@ def _describe_account_event(record: AuditRecord, language: str) -> str:
     failed = record.outcome != "0" and record.interaction != "lockout"
     if language == "fr":
         sentence = f"{actor} : {event}" + (f" ({_FAILED[language]})" if failed else "")
+    elif language == "de":
+        sentence = f"{actor}: {event}" + (f" ({_FAILED[language]})" if failed else "")
     elif failed:
         attempt = "sign in" if record.interaction == "login" else event
         sentence = f"{actor} tried to {attempt} and failed"
@@ -339,12 +447,39 @@ _POLICY_EVENTS = {
         "mandate-create": "vous a désigné un représentant",
         "mandate-end": "a mis fin au mandat d'un représentant",
     },
+    "de": {
+        "grant-create": "hat einen Zugriff auf Ihre Akte gewährt",
+        "grant-revoke": "hat einen Zugriff auf Ihre Akte entzogen",
+        "grant-change": "hat einen Zugriff auf Ihre Akte geändert",
+        "block-create": "hat jemanden für Ihre Akte gesperrt",
+        "block-revoke": "hat eine Sperre Ihrer Akte aufgehoben",
+        "emergency-setting": "hat die Einstellung des Notfallzugriffs auf Ihre Akte geändert",
+        "referring-physician": "hat Ihre Hausärztin oder Ihren Hausarzt geändert",
+        "delegation-setting": "hat geändert, ob Fachpersonen ihren Zugriff weitergeben dürfen",
+        "delegation-create": "hat den Zugriff auf Ihre Akte an eine Kollegin oder einen "
+        "Kollegen weitergegeben",
+        "default-confidentiality": "hat die Standardvertraulichkeit neuer Dokumente geändert",
+        "record-close": "hat Ihre Akte geschlossen",
+        "record-reopen": "hat Ihre Akte wieder geöffnet",
+        "record-open": "hat Ihre Akte eröffnet",
+        "mandate-limit": "hat die Vollmacht einer Vertretung geändert",
+        "document-hide": "hat {document} ausgeblendet",
+        "document-unhide": "hat {document} wieder sichtbar gemacht",
+        "document-confidentiality": "hat die Vertraulichkeit von {document} geändert",
+        "care-event": "hat eine Behandlung mit Ihnen erfasst, die Zugriff auf Ihre Akte gibt",
+        "presence-code": "hat einen Anwesenheitscode erstellt, mit dem die Fachperson, die ihn "
+        "erhält, eine Behandlung mit Ihnen erfassen kann",
+        "emergency-access": "hat einen Notfall erklärt, um Ihre Akte zu öffnen",
+        "mandate-create": "hat für Sie eine Vertretung benannt",
+        "mandate-end": "hat die Vollmacht einer Vertretung beendet",
+    },
 }
 # A care event always ends; an entry recorded without its end says so vaguely rather than not.
-_FOR_A_TIME = {"en": "for a limited time", "fr": "pour un temps limité"}
+_FOR_A_TIME = {"en": "for a limited time", "fr": "pour un temps limité", "de": "für begrenzte Zeit"}
 _ALERTED = {
     "en": "the security officer was alerted",
     "fr": "le responsable de la sécurité a été alerté",
+    "de": "der Sicherheitsbeauftragte wurde benachrichtigt",
 }
 
 
@@ -383,7 +518,8 @@ def describe(
     elif refused:
         action = _refusal(record, what, language)
     else:
-        action = f"{_VERBS[language].get(record.interaction, record.interaction)} {what}"
+        verb = _VERBS[language].get(record.interaction, record.interaction)
+        action = verb.format(what=what) if "{what}" in verb else f"{verb} {what}"
     if _is_the_patient(record):
         action = _to_you(action, language)
     sentence = f"{actor} {action}, {when(record.recorded, language)}"
@@ -391,11 +527,8 @@ def describe(
         sentence += f", {_EMERGENCY[language]}"
         reason = record.detail.get("reason")
         if reason:
-            sentence += (
-                f": {_REASON[language]} « {reason} »"
-                if language == "fr"
-                else f": {_REASON[language]} “{reason}”"
-            )
+            opening, closing = _QUOTES[language]
+            sentence += f": {_REASON[language]} {opening}{reason}{closing}"
     return sentence + "."
 
 
@@ -433,6 +566,8 @@ def _to_you(action: str, language: str) -> str:
             if action.startswith(third):
                 return second + action.removeprefix(third)
         return action
+    if language == "de":
+        return "haben " + action.removeprefix("hat ") if action.startswith("hat ") else action
     return "were " + action.removeprefix("was ") if action.startswith("was ") else action
 
 
@@ -454,7 +589,8 @@ def _refusal(record: AuditRecord, what: str, language: str) -> str:
         verb = "change"
     else:
         verb = "read"
-    return f"{_REFUSED[language][verb]} {what}"
+    refused = _REFUSED[language][verb]
+    return refused.format(what=what) if "{what}" in refused else f"{refused} {what}"
 
 
 def _policy_action(record: AuditRecord, policy: str, what: str, language: str) -> str:
@@ -467,3 +603,46 @@ def _policy_action(record: AuditRecord, policy: str, what: str, language: str) -
     if record.interaction == "care-event":
         return f"{action} {_FOR_A_TIME[language]}"
     return action
+
+
+# --- what a person asks to see ----------------------------------------------------------------
+
+
+class Shown(StrEnum):
+    """The entries a person asks to see on their history page."""
+
+    ALL = "all"
+    EMERGENCIES = "emergencies"  # break-the-glass accesses, and what was read under them
+    OTHERS = "others"  # what professionals, systems and registrars did: not you
+    REFUSED = "refused"  # attempts the platform refused
+    YOURS = "yours"  # what you (or your representative) did, sign-ins included
+
+
+def is_emergency(record: AuditRecord) -> bool:
+    """An emergency access declared, refused, or a read made under one."""
+    operation = (record.query or "").split("?", 1)[0]
+    return (
+        record.purpose_of_use == "EMER"
+        or record.interaction == "emergency-access"
+        or operation == "$emergency-access"
+    )
+
+
+def is_yours(record: AuditRecord) -> bool:
+    """Done by the patient themself or by their representative."""
+    return _is_the_patient(record) or (
+        (record.agent.who or "").startswith("account:") and record.agent.role == "representative"
+    )
+
+
+def shows(record: AuditRecord, shown: Shown) -> bool:
+    """Whether the entry belongs on a page that shows ``shown``."""
+    if shown is Shown.EMERGENCIES:
+        return is_emergency(record)
+    if shown is Shown.OTHERS:
+        return not is_yours(record)
+    if shown is Shown.REFUSED:
+        return record.outcome != "0"
+    if shown is Shown.YOURS:
+        return is_yours(record)
+    return True

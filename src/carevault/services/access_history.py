@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
-from carevault.domain.access_history import DocumentLabel, describe
+from carevault.domain.access_history import DocumentLabel, describe, is_emergency, is_yours
 from carevault.domain.affinity import CLASS_CODES, TYPE_CODES, AffinityDomain
+from carevault.domain.affinity import LANGUAGES as AFFINITY_LANGUAGES
 from carevault.domain.audit import AuditRecord
 from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.tree_head import TreeHead
@@ -33,6 +35,29 @@ _log = logging.getLogger("carevault.audit")
 # Entries one completeness proof carries at most (each with its inclusion proof); a longer
 # history is proven in steps, each from the tree head the last step ended in.
 MAX_PROOF_ENTRIES = 1000
+# A filtered reading (emergencies only, refusals only, …) reads the patient's entries newest
+# first in batches and stops after this many: a page costs a bounded amount of work whatever
+# the history's length, and says when it stopped short.
+FILTER_BATCH = 500
+MAX_FILTER_SCAN = 20_000
+# The accesses-per-month chart counts at most this many entries (and says when it stopped).
+MAX_CHART_ENTRIES = 20_000
+
+
+@dataclass(frozen=True)
+class MonthOfAccesses:
+    """Accesses to the record by others than the patient in one calendar month (UTC)."""
+
+    year: int
+    month: int
+    accesses: int
+    emergencies: int
+
+
+@dataclass(frozen=True)
+class MonthlyAccesses:
+    months: list[MonthOfAccesses]  # oldest first, every month of the span, empty ones too
+    capped: bool  # MAX_CHART_ENTRIES were counted and more were left out
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,9 @@ class AccessHistory:
     consistency: list[bytes] | None  # from the size the device saw last, if it said one
     entries: list[HistoryEntry]  # in the log's order; newest first if asked so
     next_after: int | None  # pass as ``after`` for the next page (in the log's order)
+    # A filtered reading looked at the latest MAX_FILTER_SCAN entries only, and found fewer
+    # than it asked for: older ones may match too.
+    partial: bool = False
 
 
 def _display_name(resource: dict[str, object]) -> str | None:
@@ -99,6 +127,8 @@ def _documents(
     if not wanted:
         return {}
     labels: dict[str, DocumentLabel] = {}
+    # The affinity domain names document kinds in fewer languages than the history is told in.
+    language = language if language in AFFINITY_LANGUAGES else AFFINITY_LANGUAGES[0]
     with unit_of_work() as uow:
         store = uow.documents
         for document_id in sorted(wanted):
@@ -131,6 +161,8 @@ def access_history(
     language: str,
     affinity: AffinityDomain,
     newest_first: bool = False,
+    keep: Callable[[AuditRecord], bool] | None = None,
+    recorded_between: tuple[datetime, datetime] | None = None,
 ) -> AccessHistory:
     """A page of the patient's history, each entry in plain words with its inclusion proof.
 
@@ -138,7 +170,11 @@ def access_history(
     ``newest_first``, the ``limit`` latest entries, latest first, for a person reading it (no
     next page then). The order is always the log's, never the entries' recorded times: two
     entries of the same millisecond, or of clocks a little apart, keep the order they were
-    recorded in. ``affinity`` gives the words for the documents entries concern."""
+    recorded in. ``affinity`` gives the words for the documents entries concern.
+
+    A person may narrow the newest-first reading to the entries ``keep`` accepts (at most
+    MAX_FILTER_SCAN entries are looked at: ``partial`` says if that was not all of them) and
+    recorded in ``recorded_between`` (from, before)."""
     head = log.sign_tree_head(STREAM)
     if known_size is not None and known_size > head.tree_size:
         raise InvalidInput(
@@ -146,16 +182,29 @@ def access_history(
             f"{known_size} was never published",
             expression="since",
         )
-    rows = log.patient_entries(
-        patient_id,
-        after=after,
-        before=head.tree_size,
-        limit=limit + 1,
-        newest_first=newest_first,
-    )
-    more = len(rows) > limit and not newest_first
-    rows = rows[:limit]
-    records = [(i, data, AuditRecord.from_canonical(data)) for i, data in rows]
+    since, until = recorded_between if recorded_between is not None else (None, None)
+    partial = False
+    if keep is not None and newest_first:
+        records, partial = _newest_matching(
+            log, patient_id, head.tree_size, limit, keep, since, until
+        )
+        more = False
+        rows = [(i, data) for i, data, _ in records]
+    else:
+        rows = log.patient_entries(
+            patient_id,
+            after=after,
+            before=head.tree_size,
+            limit=limit + 1,
+            newest_first=newest_first,
+            recorded_from=since,
+            recorded_before=until,
+        )
+        more = len(rows) > limit and not newest_first
+        rows = rows[:limit]
+        records = [(i, data, AuditRecord.from_canonical(data)) for i, data in rows]
+        if keep is not None:
+            records = [(i, data, r) for i, data, r in records if keep(r)]
     references = {
         reference
         for _, _, r in records
@@ -179,7 +228,78 @@ def access_history(
         if known_size is not None
         else None
     )
-    return AccessHistory(head, consistency, entries, rows[-1][0] if more and rows else None)
+    return AccessHistory(
+        head, consistency, entries, rows[-1][0] if more and rows else None, partial
+    )
+
+
+def _newest_matching(
+    log: AuditLog,
+    patient_id: str,
+    before: int,
+    limit: int,
+    keep: Callable[[AuditRecord], bool],
+    since: datetime | None,
+    until: datetime | None,
+) -> tuple[list[tuple[int, bytes, AuditRecord]], bool]:
+    """The ``limit`` newest entries ``keep`` accepts, reading back in batches; and whether the
+    reading stopped at MAX_FILTER_SCAN with older entries left unread."""
+    found: list[tuple[int, bytes, AuditRecord]] = []
+    scanned = 0
+    while scanned < MAX_FILTER_SCAN:
+        batch = log.patient_entries(
+            patient_id,
+            before=before,
+            limit=min(FILTER_BATCH, MAX_FILTER_SCAN - scanned),
+            newest_first=True,
+            recorded_from=since,
+            recorded_before=until,
+        )
+        for index, data in batch:
+            record = AuditRecord.from_canonical(data)
+            if keep(record):
+                found.append((index, data, record))
+                if len(found) == limit:
+                    return found, False
+        scanned += len(batch)
+        if len(batch) < FILTER_BATCH or not batch:
+            return found, False
+        before = batch[-1][0]
+    return found, True
+
+
+def accesses_per_month(
+    log: AuditLog, patient_id: str, *, now: datetime, months: int = 12
+) -> MonthlyAccesses:
+    """How many times others than the patient (and their representatives) reached the record
+    in each of the last ``months`` calendar months (UTC), this one included, and how many of
+    those were emergencies: the history page's chart."""
+    if not 1 <= months <= 120:
+        raise InvalidInput("a chart spans 1 to 120 months", expression="months")
+    now = now.astimezone(UTC)
+    spans = []
+    year, month = now.year, now.month
+    for _ in range(months):
+        spans.append((year, month))
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+    spans.reverse()
+    start = datetime(spans[0][0], spans[0][1], 1, tzinfo=UTC)
+    rows = log.patient_entries(
+        patient_id, limit=MAX_CHART_ENTRIES + 1, newest_first=True, recorded_from=start
+    )
+    capped = len(rows) > MAX_CHART_ENTRIES
+    counts = {span: [0, 0] for span in spans}
+    for _, data in rows[:MAX_CHART_ENTRIES]:
+        record = AuditRecord.from_canonical(data)
+        if is_yours(record):
+            continue
+        at = datetime.fromisoformat(record.recorded.replace("Z", "+00:00"))
+        tally = counts.get((at.year, at.month))
+        if tally is None:  # recorded in the future by a clock ahead: not this chart's
+            continue
+        tally[0] += 1
+        tally[1] += is_emergency(record)
+    return MonthlyAccesses([MonthOfAccesses(y, m, *counts[(y, m)]) for y, m in spans], capped)
 
 
 def completeness_proof(

@@ -338,6 +338,8 @@ class AuditLog:
         before: int | None = None,
         limit: int = 100,
         newest_first: bool = False,
+        recorded_from: datetime | None = None,
+        recorded_before: datetime | None = None,
     ) -> list[tuple[int, bytes]]:
         with self.engine.connect() as connection:
             return AuditStore(connection).patient_entries(
@@ -347,6 +349,8 @@ class AuditLog:
                 before=before,
                 limit=limit,
                 newest_first=newest_first,
+                recorded_from=recorded_from,
+                recorded_before=recorded_before,
             )
 
     def search_entries(

@@ -7,6 +7,8 @@ audit log cannot take it the page says so and shows nothing.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,17 +18,25 @@ from starlette.concurrency import run_in_threadpool
 
 from carevault.api.openapi import form, html, merged, query, redirect
 from carevault.api.route_door import SESSION, access
+from carevault.domain.access_history import Shown, is_emergency, shows
 from carevault.domain.accounts import AccountKind
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Subject, SubjectKind
-from carevault.domain.errors import NotAuthenticated, NotPermitted
-from carevault.services.access_history import access_history, verified_completeness
+from carevault.domain.errors import InvalidInput, NotAuthenticated, NotPermitted
+from carevault.services.access_history import (
+    MAX_FILTER_SCAN,
+    MonthlyAccesses,
+    access_history,
+    accesses_per_month,
+    verified_completeness,
+)
 from carevault.services.accounts import Principal
 from carevault.services.audit_log import AuditUnavailable
 from carevault.services.directory import read_patient
 from carevault.services.portal_sessions import PortalSession
 from carevault.services.record_policy import Actor
 from carevault.web.i18n import language, messages, moment
+from carevault.web.i18n import month as month_name
 from carevault.web.pages import SESSION_COOKIE, FormRefused, client_address
 
 if TYPE_CHECKING:
@@ -34,9 +44,82 @@ if TYPE_CHECKING:
 
 OPERATOR_SESSIONS = ("operator", "security-officer", "registrar")
 HISTORY_PAGE = 50
-# The access history is worded in these languages (`domain/access_history.py`); a page in
-# another language shows it in English.
-HISTORY_LANGUAGES = ("en", "fr")
+# The chart of accesses per month spans this many months, this one included.
+CHART_MONTHS = 12
+# The chart's bars: drawn as SVG shapes (presentation attributes pass the strict CSP that
+# refuses inline styles), with the same figures in a table beside it for every reader.
+_CHART_HEIGHT = 100
+_BAR_STEP = 30
+_BAR_WIDTH = 22
+
+
+@dataclass(frozen=True)
+class HistoryChoice:
+    """What the person asked to see: which entries, and of which month (``?show=&month=``)."""
+
+    shown: Shown
+    month: tuple[int, int] | None
+
+    def between(self) -> tuple[datetime, datetime] | None:
+        if self.month is None:
+            return None
+        year, month = self.month
+        start = datetime(year, month, 1, tzinfo=UTC)
+        end = (
+            datetime(year + 1, 1, 1, tzinfo=UTC) if month == 12 else start.replace(month=month + 1)
+        )
+        return start, end
+
+
+def history_choice(request: Request) -> HistoryChoice:
+    """The filter of the history page from its query; InvalidInput on a value it never offers."""
+    show = request.query_params.get("show") or Shown.ALL.value
+    try:
+        shown = Shown(show)
+    except ValueError:
+        raise InvalidInput("bad_show", expression="show") from None
+    raw = request.query_params.get("month") or ""
+    if not raw:
+        return HistoryChoice(shown, None)
+    match = _MONTH.fullmatch(raw)
+    if match is None or not 1 <= int(match["month"]) <= 12:
+        raise InvalidInput("bad_month", expression="month")
+    return HistoryChoice(shown, (int(match["year"]), int(match["month"])))
+
+
+_MONTH = re.compile(r"(?P<year>20[0-9]{2})-(?P<month>[0-9]{2})")
+
+
+def chart(monthly: MonthlyAccesses, lang: str, shown: Shown) -> dict[str, Any]:
+    """The accesses-per-month chart: its bars (SVG coordinates) and its table rows."""
+    highest = max((m.accesses for m in monthly.months), default=0) or 1
+    bars = []
+    for position, month in enumerate(monthly.months):
+        first = datetime(month.year, month.month, 15, tzinfo=UTC)
+        height = round(_CHART_HEIGHT * month.accesses / highest)
+        urgent = round(_CHART_HEIGHT * month.emergencies / highest)
+        bars.append(
+            {
+                "label": month_name(first, lang),
+                "key": f"{month.year:04d}-{month.month:02d}",
+                "accesses": month.accesses,
+                "emergencies": month.emergencies,
+                "x": position * _BAR_STEP + 4,
+                "y": _CHART_HEIGHT - height,
+                "height": height,
+                "urgent_y": _CHART_HEIGHT - urgent,
+                "urgent_height": urgent,
+                "link": f"/me?lang={lang}&show={shown.value}&month="
+                f"{month.year:04d}-{month.month:02d}#history",
+            }
+        )
+    return {
+        "bars": bars,
+        "width": len(bars) * _BAR_STEP + 8,
+        "height": _CHART_HEIGHT,
+        "bar_width": _BAR_WIDTH,
+        "capped": monthly.capped,
+    }
 
 
 def patient_name(resource: dict[str, Any]) -> str:
@@ -98,9 +181,14 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
         responses={
             200: html("the signed-in person's page: their access history"),
             303: redirect("not signed in: to the sign-in page"),
+            400: html("a choice of entries or a month the page never offers"),
             503: html("the audit log is unavailable; nothing was shown"),
         },
-        openapi_extra=query("lang"),
+        openapi_extra=query(
+            "lang",
+            ("show", {"type": "string", "enum": [s.value for s in Shown]}, False),
+            ("month", {"type": "string", "pattern": "^20[0-9]{2}-(0[1-9]|1[0-2])$"}, False),
+        ),
     )
     @access(SESSION)
     async def my_record(request: Request) -> Response:
@@ -141,6 +229,10 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             return pages.render(request, "me.html", context)
         client = client_address(request)
         patient_id = session.patient_id
+        try:
+            choice = history_choice(request)
+        except InvalidInput as error:
+            return pages.error(request, 400, messages(lang, "history")[error.message])
 
         def load() -> None:
             with ctx.units() as uow:
@@ -153,10 +245,13 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
                 known_size=None,
                 after=-1,
                 limit=HISTORY_PAGE,
-                language=lang if lang in HISTORY_LANGUAGES else "en",
+                language=lang,
                 affinity=ctx.affinity,
                 newest_first=True,
+                keep=None if choice.shown is Shown.ALL else lambda r: shows(r, choice.shown),
+                recorded_between=choice.between(),
             )
+            monthly = accesses_per_month(ctx.log, patient_id, now=ctx.clock(), months=CHART_MONTHS)
             # The patient reading their own history is an access too: it is recorded.
             ctx.log.append(
                 [
@@ -175,8 +270,29 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
                     )
                 ]
             )
-            context["entries"] = [{"text": e.text, "index": e.leaf_index} for e in history.entries]
+            context["entries"] = [
+                {
+                    "text": e.text,
+                    "index": e.leaf_index,
+                    "emergency": is_emergency(e.record),
+                    "refused": e.record.outcome != "0",
+                }
+                for e in history.entries
+            ]
             context["tree_size"] = history.tree_head.tree_size
+            context["h"] = messages(lang, "history")
+            context["choice"] = {
+                "show": choice.shown.value,
+                "month": f"{choice.month[0]:04d}-{choice.month[1]:02d}" if choice.month else "",
+                "filtered": choice.shown is not Shown.ALL or choice.month is not None,
+                "options": [s.value for s in Shown],
+                "partial": history.partial,
+                "scan": MAX_FILTER_SCAN,
+            }
+            context["chart"] = chart(monthly, lang, choice.shown)
+            context["month_label"] = (
+                month_name(datetime(*choice.month, 15, tzinfo=UTC), lang) if choice.month else None
+            )
             if history.entries:
                 # The badge is what the verifier says of the proof, from the last tree head
                 # signed before the oldest line shown to this very reading (recorded above).

@@ -1,5 +1,5 @@
-"""The patient's access history in plain words, English and French (the languages of the
-history, of the portal and of the affinity domain's displays; no German yet)."""
+"""The patient's access history in plain words, in English, French and German (the languages
+of the portal; the affinity domain's displays of document kinds are in English and French)."""
 
 from __future__ import annotations
 
@@ -226,7 +226,51 @@ def test_sign_in_events(interaction: str, outcome: str, role: str, english: str,
 
 def test_an_unknown_language_is_refused() -> None:
     with pytest.raises(ValueError, match="language"):
-        describe(record(), "de")
+        describe(record(), "it")
+
+
+# --- German: the participle goes last, the patient is "Sie" ------------------------------------
+
+
+def test_a_read_in_german() -> None:
+    assert describe(record(), "de", NAMES) == (
+        "Dr Anne Weber, CHL hat ein Dokument Ihrer Akte gelesen, am 12. März 2026 um 10:42 UTC.")
+
+
+def test_an_emergency_in_german_gives_its_reason_in_german_quotes() -> None:
+    emergency = record(purpose_of_use="EMER", detail={"reason": "bewusstlos eingeliefert"})
+    assert describe(emergency, "de", NAMES).endswith(
+        "Notfallzugriff: Grund „bewusstlos eingeliefert“.")
+
+
+@pytest.mark.parametrize(("fields", "german"), [
+    ({"outcome": "4", "entity_type": "Patient"},
+     "Dr Anne Weber, CHL hat keinen Zugriff auf Ihre Stammdaten erhalten, am 12. März"),
+    ({"outcome": "4", "entity_type": "Bundle", "interaction": "transaction", "action": "C"},
+     "hat keine Erlaubnis erhalten, Dokumente zu Ihrer Akte hinzuzufügen, am"),
+    ({"interaction": "operation", "entity_type": "Patient", "query": "$emergency-access"},
+     "hat einen Notfall erklärt, um Ihre Akte zu öffnen, am"),
+    ({"kind": "policy", "interaction": "grant-create", "action": "C",
+      "detail": {"end": "2027-01-01T00:00:00.000Z"}},
+     "hat einen Zugriff auf Ihre Akte gewährt bis zum 1. Januar 2027 um 00:00 UTC, am 12. März"),
+])
+def test_what_was_done_and_refused_in_german(fields: dict[str, object], german: str) -> None:
+    assert german in describe(record(**fields), "de", NAMES)
+
+
+def test_the_patient_is_addressed_as_sie() -> None:
+    done = record(agent=Agent(who="account:a1", role="patient"))
+    assert describe(done, "de").startswith("Sie haben ein Dokument Ihrer Akte gelesen, am 12.")
+    signed_in = record(kind="authentication", action="E", interaction="login", outcome="4",
+                       agent=Agent(who="account:a1", role="patient", network="10.0.0.1"),
+                       entity_type=None)
+    assert describe(signed_in, "de").startswith("Sie (von 10.0.0.1): Anmeldung (fehlgeschlagen)")
+
+
+def test_a_named_document_in_german() -> None:
+    read = record(entity_id="d1")
+    assert "hat Ihr Dokument „Laborbefund“ gelesen" in describe(
+        read, "de", NAMES, {"d1": DocumentLabel("Laborbefund")})
 
 
 @pytest.mark.parametrize(("interaction", "english", "french"), [

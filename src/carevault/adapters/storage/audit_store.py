@@ -354,9 +354,12 @@ class AuditStore:
         before: int | None = None,
         limit: int = 100,
         newest_first: bool = False,
+        recorded_from: datetime | None = None,
+        recorded_before: datetime | None = None,
     ) -> list[tuple[int, bytes]]:
-        """A patient's entries with ``after < leaf_index < before``: the first ``limit`` in the
-        log's order, or with ``newest_first`` the last ``limit``, newest first."""
+        """A patient's entries with ``after < leaf_index < before`` (and recorded in
+        ``[recorded_from, recorded_before)`` if given): the first ``limit`` in the log's order,
+        or with ``newest_first`` the last ``limit``, newest first."""
         entry = t.audit_entry
         conditions = [
             entry.c.stream == stream,
@@ -365,6 +368,10 @@ class AuditStore:
         ]
         if before is not None:
             conditions.append(entry.c.leaf_index < before)
+        if recorded_from is not None:
+            conditions.append(entry.c.recorded_at >= recorded_from)
+        if recorded_before is not None:
+            conditions.append(entry.c.recorded_at < recorded_before)
         order = entry.c.leaf_index.desc() if newest_first else entry.c.leaf_index
         rows = self.connection.execute(
             select(entry.c.leaf_index, entry.c.entry)

@@ -44,12 +44,12 @@ class PasskeyStore:
 
     def add_challenge(self, challenge: StoredChallenge) -> None:
         """Store a challenge, and forget those that expired (they can only ever be refused)."""
-        table = t.workspace_challenge
+        challenges = t.workspace_challenge
         # Challenges live minutes; those that ended an hour before this one's end are gone.
         floor = challenge.expires_at - timedelta(hours=1)
-        self.connection.execute(delete(table).where(table.c.expires_at <= floor))
+        self.connection.execute(delete(challenges).where(challenges.c.expires_at <= floor))
         self.connection.execute(
-            insert(table).values(
+            insert(challenges).values(
                 challenge_hash=challenge.challenge_hash,
                 purpose=challenge.purpose,
                 practitioner_id=challenge.practitioner_id,

@@ -24,6 +24,7 @@ from carevault.api.fhir.door import (
     SearchParam,
     Target,
 )
+from carevault.domain.access_history import LANGUAGES as HISTORY_LANGUAGES
 from carevault.domain.audit import STREAMS, AuditRecord
 from carevault.domain.authorization import Action
 from carevault.domain.errors import InvalidInput, NotFound
@@ -110,7 +111,7 @@ ACCESS_HISTORY = Operation(
         SearchParam("since", "number", "A tree size the caller saw: a consistency proof from it"),
         SearchParam("after", "number", "The leaf index after which the page starts"),
         SearchParam("_count", "number", "Entries per page (at most 100)"),
-        SearchParam("language", "token", "en or fr"),
+        SearchParam("language", "token", "en, fr or de"),
     ),
 )
 
@@ -168,8 +169,10 @@ def access_history_response(api: ApiContext, request: FhirRequest) -> FhirRespon
     if unknown:
         raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $access-history")
     language = sp.single(request, "language") or "en"
-    if language not in ("en", "fr"):
-        raise InvalidInput("language must be 'en' or 'fr'", expression="language")
+    if language not in HISTORY_LANGUAGES:
+        raise InvalidInput(
+            f"language must be one of {', '.join(HISTORY_LANGUAGES)}", expression="language"
+        )
     since = sp.single(request, "since")
     after = sp.single(request, "after")
     count = sp.page(request, 20, MAX_HISTORY_PAGE).count

@@ -34,6 +34,7 @@ from carevault.api.fhir.record_handlers import (
     emergency_consent,
     grant_consent,
 )
+from carevault.domain.access_history import LANGUAGES as HISTORY_LANGUAGES
 from carevault.domain.accounts import Mandate
 from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import (
@@ -323,8 +324,10 @@ def _everything(api: ApiContext, request: FhirRequest) -> FhirResponse:
     if unknown:
         raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $everything")
     language = sp.single(request, "language") or "en"
-    if language not in ("en", "fr"):
-        raise InvalidInput("language must be 'en' or 'fr'", expression="language")
+    if language not in HISTORY_LANGUAGES:
+        raise InvalidInput(
+            f"language must be one of {', '.join(HISTORY_LANGUAGES)}", expression="language"
+        )
     subject, record = admitted_record(request)
     patient_id = record.patient_id
     base = request.base_url
