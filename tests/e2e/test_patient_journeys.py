@@ -179,7 +179,8 @@ def test_the_history_highlights_an_emergency_and_is_verified_complete(
         page.goto(f"{server.base_url}/me?lang={lang}", wait_until="load")
         urgent = page.locator("#access-history li.emergency")
         assert urgent.count() >= 1, lang
-        assert "found unconscious at home" in urgent.first.inner_text()
+        # The declaration, and what was read under it with the physician's reason.
+        assert any("found unconscious at home" in text for text in urgent.all_inner_texts())
         assert urgent.first.locator(".tag").text_content() == tag
         assert page.locator("#completeness.complete").is_visible(), lang
         assert axe_violations(page) == [], lang

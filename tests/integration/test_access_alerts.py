@@ -233,6 +233,29 @@ def test_a_snooped_celebrity_raises_an_alert_the_officer_reviews(
     assert "Encounter" not in str(closed.json())
 
 
+def test_a_label_given_after_the_detector_saw_the_patient_counts_from_then_on(
+        client: TestClient, registrar: TestClient, platform: Platform) -> None:
+    """The detector keeps what it read of a patient; the registrar's change of the patient's
+    entry (in the log before the next access) makes it read them again."""
+    resource = patient(platform.directory.systems, 8, family="Later")
+    created = registrar.post("/fhir/Patient", json=resource, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    later = created.json()
+    nosy = Pro(platform, "HP-NOSY-LATER", "Curieux")
+    break_glass(client, nosy, later["id"])
+    assert encounters(client, nosy, later["id"]).status_code == 200
+    assert platform.alerts is not None
+    platform.alerts.scan()  # the detector reads the patient: not a VIP yet
+    assert platform.alerts.search(kind=("vip",))[1] == []
+    later["meta"] = {"security": [CELEBRITY]}
+    labelled = registrar.put(f"/fhir/Patient/{later['id']}", json=later, headers=FHIR_JSON)
+    assert labelled.status_code == 200, labelled.text
+    assert encounters(client, nosy, later["id"]).status_code == 200
+    platform.alerts.scan()
+    [vip] = platform.alerts.search(kind=("vip",))[1]
+    assert vip.patient_id == later["id"] and vip.professional == nosy.id
+
+
 def test_nobody_but_a_security_officer_reaches_the_alerts(
         client: TestClient, registrar: TestClient, platform: Platform,
         record: tuple[str, dict[str, str]]) -> None:

@@ -44,7 +44,7 @@ from carevault.domain.anomaly import (
     Person,
     combined,
 )
-from carevault.domain.audit import AuditRecord
+from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE, ACTION_UPDATE, AuditRecord
 from carevault.domain.errors import BusinessRuleViolation, Conflict, InvalidInput, NotFound
 from carevault.domain.text import fold
 from carevault.services.audit_log import AuditLog
@@ -162,6 +162,7 @@ class AnomalyDetection:
         self._leaves: OrderedDict[int, int] = OrderedDict()  # stream position -> leaf index
         self._groups: dict[str, str] = {}
         self._celebrities: set[str] = set()
+        self._patients = _Lookup(self._load_patient)
         self._works_at: dict[str, frozenset[str]] = {}
         self.national_system = national_system
         self.model = model
@@ -186,8 +187,20 @@ class AnomalyDetection:
             stored = uow.directory.practitioner(practitioner_id)
         return _person(stored.resource) if stored is not None else None
 
+    def _forget_changed_patient(self, record: AuditRecord) -> None:
+        """A patient's entry changed (a registrar labelled them VIP, moved them, …): what the
+        detector read of them is read again at their next access. The log itself says when."""
+        if (
+            record.entity_type == "Patient"
+            and record.entity_id
+            and record.outcome == "0"
+            and record.action in (ACTION_CREATE, ACTION_UPDATE, ACTION_DELETE)
+        ):
+            self._patients.cache.pop(record.entity_id, None)
+            self._celebrities.discard(record.entity_id)
+
     def _new_detector(self) -> Detector:
-        patients = _Lookup(self._load_patient)
+        patients = self._patients = _Lookup(self._load_patient)
         practitioners = _Lookup(self._load_practitioner)
         # The directory facts read once per detector (each start, `warm`): the family names
         # common in this directory (the relative rule weighs a shared rare name only: a
@@ -271,7 +284,9 @@ class AnomalyDetection:
             start = max(0, position - WARM_ENTRIES)
             seen = 0
             for leaf, data in self._entries(start, position):
-                event = self.event_of(leaf, AuditRecord.from_canonical(data))
+                record = AuditRecord.from_canonical(data)
+                self._forget_changed_patient(record)
+                event = self.event_of(leaf, record)
                 if event is not None:
                     detector.due(event.at)
                     self._learn(detector.observe(event).features)
@@ -333,7 +348,9 @@ class AnomalyDetection:
             scored: list[tuple[Finding, tuple[float, ...]]] = []
             reviews: list[tuple[Event, int]] = []
             for leaf, data in rows:
-                event = self.event_of(leaf, AuditRecord.from_canonical(data))
+                record = AuditRecord.from_canonical(data)
+                self._forget_changed_patient(record)
+                event = self.event_of(leaf, record)
                 if event is None:
                     continue
                 findings.extend(detector.due(event.at))
