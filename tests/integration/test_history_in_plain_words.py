@@ -355,6 +355,12 @@ def test_a_month_shows_that_months_entries_and_the_chart_counts_them(
                       r'</th><td>(\d+)</td><td>(\d+)</td></tr>', page)
     assert len(rows) == 12 and rows[-1][0] == this_month and rows[0][0] != last_year
     accesses, emergencies = int(rows[-1][2]), int(rows[-1][3])
+    # The patient's own visits (each reading of the page is one) are not counted.
+    for _ in range(3):
+        again = client.get("/me", params={"lang": "en"}).text
+    assert f'<tr data-month="{this_month}">' in again
+    assert re.search(rf'data-month="{this_month}">.*?<td>{accesses}</td><td>{emergencies}</td>',
+                     again)
     # The emergency declared, the search under it (EMER), the refused call: by others.
     assert emergencies >= 2 and accesses >= emergencies + 1, rows[-1]
     assert all(int(r[2]) == 0 for r in rows[:-1]) or now.day == 1

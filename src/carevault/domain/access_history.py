@@ -635,6 +635,13 @@ def is_yours(record: AuditRecord) -> bool:
     )
 
 
+def by_professional_or_system(record: AuditRecord) -> bool:
+    """Done by a professional or a system: not through any account (the patient's, a
+    representative's, an operator's) nor by the patient's own entry."""
+    who = record.agent.who or ""
+    return not who.startswith("account:") and not _is_the_patient(record)
+
+
 def shows(record: AuditRecord, shown: Shown) -> bool:
     """Whether the entry belongs on a page that shows ``shown``."""
     if shown is Shown.EMERGENCIES:

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
-from carevault.domain.access_history import DocumentLabel, describe, is_emergency, is_yours
+from carevault.domain.access_history import (
+    DocumentLabel,
+    by_professional_or_system,
+    describe,
+    is_emergency,
+)
 from carevault.domain.affinity import CLASS_CODES, TYPE_CODES, AffinityDomain
 from carevault.domain.affinity import LANGUAGES as AFFINITY_LANGUAGES
 from carevault.domain.audit import AuditRecord
@@ -271,9 +276,10 @@ def _newest_matching(
 def accesses_per_month(
     log: AuditLog, patient_id: str, *, now: datetime, months: int = 12
 ) -> MonthlyAccesses:
-    """How many times others than the patient (and their representatives) reached the record
-    in each of the last ``months`` calendar months (UTC), this one included, and how many of
-    those were emergencies: the history page's chart."""
+    """How many times professionals and systems reached the record in each of the last
+    ``months`` calendar months (UTC), this one included, and how many of those were
+    emergencies: the history page's chart. The patient's own visits, which every reading of
+    the page adds, are left out by the query itself, not read and skipped."""
     if not 1 <= months <= 120:
         raise InvalidInput("a chart spans 1 to 120 months", expression="months")
     now = now.astimezone(UTC)
@@ -285,13 +291,17 @@ def accesses_per_month(
     spans.reverse()
     start = datetime(spans[0][0], spans[0][1], 1, tzinfo=UTC)
     rows = log.patient_entries(
-        patient_id, limit=MAX_CHART_ENTRIES + 1, newest_first=True, recorded_from=start
+        patient_id,
+        limit=MAX_CHART_ENTRIES + 1,
+        newest_first=True,
+        recorded_from=start,
+        by_others=True,
     )
     capped = len(rows) > MAX_CHART_ENTRIES
     counts = {span: [0, 0] for span in spans}
     for _, data in rows[:MAX_CHART_ENTRIES]:
         record = AuditRecord.from_canonical(data)
-        if is_yours(record):
+        if not by_professional_or_system(record):
             continue
         at = datetime.fromisoformat(record.recorded.replace("Z", "+00:00"))
         tally = counts.get((at.year, at.month))

@@ -340,6 +340,7 @@ class AuditLog:
         newest_first: bool = False,
         recorded_from: datetime | None = None,
         recorded_before: datetime | None = None,
+        by_others: bool = False,
     ) -> list[tuple[int, bytes]]:
         with self.engine.connect() as connection:
             return AuditStore(connection).patient_entries(
@@ -351,6 +352,7 @@ class AuditLog:
                 newest_first=newest_first,
                 recorded_from=recorded_from,
                 recorded_before=recorded_before,
+                by_others=by_others,
             )
 
     def search_entries(

@@ -356,10 +356,12 @@ class AuditStore:
         newest_first: bool = False,
         recorded_from: datetime | None = None,
         recorded_before: datetime | None = None,
+        by_others: bool = False,
     ) -> list[tuple[int, bytes]]:
         """A patient's entries with ``after < leaf_index < before`` (and recorded in
-        ``[recorded_from, recorded_before)`` if given): the first ``limit`` in the log's order,
-        or with ``newest_first`` the last ``limit``, newest first."""
+        ``[recorded_from, recorded_before)`` if given; and, ``by_others``, made by neither an
+        account nor the patient's own entry: professionals and systems): the first ``limit`` in
+        the log's order, or with ``newest_first`` the last ``limit``, newest first."""
         entry = t.audit_entry
         conditions = [
             entry.c.stream == stream,
@@ -372,6 +374,16 @@ class AuditStore:
             conditions.append(entry.c.recorded_at >= recorded_from)
         if recorded_before is not None:
             conditions.append(entry.c.recorded_at < recorded_before)
+        if by_others:
+            conditions.append(
+                or_(
+                    entry.c.agent.is_(None),
+                    and_(
+                        entry.c.agent.not_like("account:%"),
+                        entry.c.agent != f"Patient/{patient_id}",
+                    ),
+                )
+            )
         order = entry.c.leaf_index.desc() if newest_first else entry.c.leaf_index
         rows = self.connection.execute(
             select(entry.c.leaf_index, entry.c.entry)
