@@ -15,6 +15,7 @@ from sqlalchemy import Engine, insert
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
 from carevault.adapters.storage import schema as t
 from carevault.domain.audit import Agent, AuditRecord
+from carevault.domain.merkle import ProofError
 from carevault.domain.tree_head import signed_bytes
 from carevault.services.audit_log import AuditLog, AuditUnavailable
 from support import rfc9162
@@ -113,6 +114,12 @@ def test_proofs_match_an_independent_rfc9162_implementation(audit_log: AuditLog)
         for first in range(size + 1):
             assert audit_log.consistency_proof("clinical", first, size) == rfc9162.proof(
                 first, data[:size])
+        # Many proofs at once, in one read, are the same paths.
+        assert audit_log.inclusion_proofs("clinical", [size - 1, 0, size // 2, 0], size) == {
+            index: rfc9162.path(index, data[:size]) for index in {0, size // 2, size - 1}}
+    assert audit_log.inclusion_proofs("clinical", [], 35) == {}
+    with pytest.raises(ProofError):
+        audit_log.inclusion_proofs("clinical", [0], 36)
 
 
 def test_signed_tree_head_verifies_with_the_public_key(audit_log: AuditLog) -> None:

@@ -218,14 +218,9 @@ def access_history(
     }
     names = _names(unit_of_work, references)
     documents = _documents(unit_of_work, affinity, patient_id, [r for _, _, r in records], language)
+    proofs = log.inclusion_proofs(STREAM, (i for i, _, _ in records), head.tree_size)
     entries = [
-        HistoryEntry(
-            i,
-            data,
-            record,
-            describe(record, language, names, documents),
-            log.inclusion_proof(STREAM, i, head.tree_size),
-        )
+        HistoryEntry(i, data, record, describe(record, language, names, documents), proofs[i])
         for i, data, record in records
     ]
     consistency = (
@@ -337,22 +332,22 @@ def completeness_proof(
                 f"no tree head of size {since} was signed", expression="since"
             ) from error
 
-    def proven(index: int, data: bytes) -> ProvenEntry:
-        return ProvenEntry(index, data, log.inclusion_proof(STREAM, index, head.tree_size))
-
-    anchor = None
+    anchored = None
     start = older.tree_size if older is not None else 0
     if start > 0:
         before = log.patient_entries(patient_id, before=start, limit=1, newest_first=True)
         if before and _linked(before[0][1]):
-            anchor = proven(*before[0])
+            anchored = before[0]
     rows = log.patient_entries(patient_id, after=start - 1, before=head.tree_size, limit=limit)
-    if anchor is None:  # the proof starts at the genesis: drop what came before the chains
+    if anchored is None:  # the proof starts at the genesis: drop what came before the chains
         rows = [(i, data) for i, data in rows if _linked(data)]
+    proved = [*rows, *([anchored] if anchored is not None else [])]
+    proofs = log.inclusion_proofs(STREAM, (i for i, _ in proved), head.tree_size)
+    anchor = ProvenEntry(anchored[0], anchored[1], proofs[anchored[0]]) if anchored else None
     return CompletenessProof(
         patient_id,
         head,
-        [proven(i, data) for i, data in rows],
+        [ProvenEntry(i, data, proofs[i]) for i, data in rows],
         since=older,
         consistency=(
             log.consistency_proof(STREAM, start, head.tree_size) if older is not None else ()

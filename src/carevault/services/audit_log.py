@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -314,6 +314,22 @@ class AuditLog:
 
     def inclusion_proof(self, stream: str, leaf_index: int, tree_size: int) -> list[bytes]:
         return self._proof(stream, merkle.inclusion_ranges(leaf_index, tree_size), tree_size)
+
+    def inclusion_proofs(
+        self, stream: str, leaf_indices: Iterable[int], tree_size: int
+    ) -> dict[int, list[bytes]]:
+        """The inclusion proofs of several entries in one tree, read in one connection with
+        the subtree hashes they share fetched once (a page of history proves fifty entries)."""
+        ranges = {i: merkle.inclusion_ranges(i, tree_size) for i in set(leaf_indices)}
+        if not ranges:
+            return {}
+        with self.engine.connect() as connection:
+            store = AuditStore(connection)
+            if tree_size > store.size(stream):
+                raise merkle.ProofError(f"the log has fewer than {tree_size} entries")
+            wanted = {node for r in ranges.values() for node in merkle.nodes_needed(r)}
+            nodes = store.nodes(stream, wanted)
+        return {i: merkle.proof_hashes(r, nodes) for i, r in ranges.items()}
 
     def consistency_proof(self, stream: str, first: int, second: int) -> list[bytes]:
         return self._proof(stream, merkle.consistency_ranges(first, second), second)
