@@ -308,16 +308,22 @@ def accesses_per_month(
 
 
 def completeness_proof(
-    log: AuditLog, patient_id: str, *, since: int | None, limit: int = MAX_PROOF_ENTRIES
+    log: AuditLog,
+    patient_id: str,
+    *,
+    since: int | None,
+    limit: int = MAX_PROOF_ENTRIES,
+    head: TreeHead | None = None,
 ) -> CompletenessProof:
     """The proof that the patient's history is complete from the signed tree head of size
     ``since`` (``None``: from the start of their chain) up to their latest entry in a freshly
-    signed head, or their ``limit``-th entry after ``since`` (`carevault.verifier`).
+    signed head (or ``head``, a signed head the caller already holds), or their ``limit``-th
+    entry after ``since`` (`carevault.verifier`).
 
     The anchor is the patient's last entry before ``since``, if it carries a link: entries
     appended before the chains began (migration 0019) carry none, and the proof then starts at
     the chain's genesis."""
-    head = log.sign_tree_head(STREAM)
+    head = head if head is not None else log.sign_tree_head(STREAM)
     older = None
     if since is not None:
         if since > head.tree_size:
@@ -361,14 +367,18 @@ def _linked(data: bytes) -> bool:
 
 
 def verified_completeness(
-    log: AuditLog, patient_id: str, oldest_shown: int
+    log: AuditLog, patient_id: str, oldest_shown: int, head: TreeHead | None = None
 ) -> CompletenessReport | None:
     """Whether the patient's history is complete from the last tree head signed before the
-    oldest entry shown to their latest entry, computed by verifying the proof with the log's
+    oldest entry shown to their latest entry in ``head`` (the head the entries shown were
+    proven in; a freshly signed one if None), computed by verifying the proof with the log's
     public key (`carevault.verifier`), never asserted; ``None`` if it does not verify."""
     older = log.tree_head_before(STREAM, oldest_shown + 1)
     proof = completeness_proof(
-        log, patient_id, since=older.tree_size if older is not None and older.tree_size else None
+        log,
+        patient_id,
+        since=older.tree_size if older is not None and older.tree_size else None,
+        head=head,
     )
     try:
         return verify_completeness(log.public_key_pem(STREAM), proof)

@@ -295,9 +295,9 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             )
             if history.entries:
                 # The badge is what the verifier says of the proof, from the last tree head
-                # signed before the oldest line shown to this very reading (recorded above).
+                # signed before the oldest line shown to the head the lines were proven in.
                 oldest = min(e.leaf_index for e in history.entries)
-                report = verified_completeness(ctx.log, patient_id, oldest)
+                report = verified_completeness(ctx.log, patient_id, oldest, head=history.tree_head)
                 context["completeness"] = (
                     {
                         "verified": True,
