@@ -66,7 +66,8 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 def _load(name: str) -> ModuleType:
     path = ROOT / "bench" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[f"bench_{name}"] = module
     spec.loader.exec_module(module)
