@@ -160,10 +160,11 @@ def check_pages(base_url: str, cookie: str) -> None:
 
 
 def publish_documents(env: dict[str, str], workdir: Path, base_url: str, pg: Any,
-                      patient_id: str, opts: Options) -> None:
+                      patient_id: str, opts: Options) -> Any:
     """A physician with a card of the platform CA sees the patient (a care event with the
     patient's presence code) and publishes signed documents to the record, as a hospital
-    does (`bench/retrieval.py`'s helpers): the documents page then lists real documents."""
+    does (`bench/retrieval.py`'s helpers): the documents page then lists real documents.
+    Returns the physician's card (``headers()`` gives a fresh token)."""
     docs.cli(env, workdir, "pki", "init")
     organization = docs.cli(env, workdir, "directory", "add-organization", "--identifier",
                             "BENCH-PORTAL-ORG", "--name", "Clinique du Portail", "--json")
@@ -178,6 +179,7 @@ def publish_documents(env: dict[str, str], workdir: Path, base_url: str, pg: Any
     publishing = argparse.Namespace(documents=opts.documents, document_bytes=16 * 1024)
     retrieval.publish(base_url, card, [patient_id], str(physician["id"]), publishing,
                       retrieval.presence_codes(pg.url, [patient_id]))
+    return card
 
 
 # --- wrk -----------------------------------------------------------------------------------------

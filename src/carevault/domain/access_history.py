@@ -628,6 +628,12 @@ def is_emergency(record: AuditRecord) -> bool:
     )
 
 
+def is_emergency_declaration(record: AuditRecord) -> bool:
+    """The one entry that says the glass was broken and the record opened (the request and
+    the officer's alert that go with it are entries of their own)."""
+    return record.kind == "policy" and record.interaction == "emergency-access"
+
+
 def is_yours(record: AuditRecord) -> bool:
     """Done by the patient themself or by their representative."""
     return _is_the_patient(record) or (

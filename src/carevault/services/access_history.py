@@ -18,7 +18,7 @@ from carevault.domain.access_history import (
     DocumentLabel,
     by_professional_or_system,
     describe,
-    is_emergency,
+    is_emergency_declaration,
 )
 from carevault.domain.affinity import CLASS_CODES, TYPE_CODES, AffinityDomain
 from carevault.domain.affinity import LANGUAGES as AFFINITY_LANGUAGES
@@ -51,7 +51,8 @@ MAX_CHART_ENTRIES = 20_000
 
 @dataclass(frozen=True)
 class MonthOfAccesses:
-    """Accesses to the record by others than the patient in one calendar month (UTC)."""
+    """Accesses to the record by professionals and systems in one calendar month (UTC), and
+    the emergencies declared among them (one per break-the-glass)."""
 
     year: int
     month: int
@@ -272,8 +273,8 @@ def accesses_per_month(
     log: AuditLog, patient_id: str, *, now: datetime, months: int = 12
 ) -> MonthlyAccesses:
     """How many times professionals and systems reached the record in each of the last
-    ``months`` calendar months (UTC), this one included, and how many of those were
-    emergencies: the history page's chart. The patient's own visits, which every reading of
+    ``months`` calendar months (UTC), this one included, and how many emergencies were
+    declared: the history page's chart. The patient's own visits, which every reading of
     the page adds, are left out by the query itself, not read and skipped."""
     if not 1 <= months <= 120:
         raise InvalidInput("a chart spans 1 to 120 months", expression="months")
@@ -303,7 +304,7 @@ def accesses_per_month(
         if tally is None:  # recorded in the future by a clock ahead: not this chart's
             continue
         tally[0] += 1
-        tally[1] += is_emergency(record)
+        tally[1] += is_emergency_declaration(record)
     return MonthlyAccesses([MonthOfAccesses(y, m, *counts[(y, m)]) for y, m in spans], capped)
 
 

@@ -335,3 +335,38 @@ def test_an_alert_says_the_security_officer_was_told() -> None:
     assert describe(emergency_refused, "fr", NAMES).startswith(
         "Dr Anne Weber, CHL s'est vu refuser un accès d'urgence à votre dossier, le 12 mars")
     assert "le responsable de la sécurité a été alerté" in describe(refused, "fr", NAMES)
+
+
+# --- which entries a page shows -----------------------------------------------------------------
+
+
+def test_the_filters_sort_entries_by_who_and_why() -> None:
+    from carevault.domain.access_history import (
+        Shown,
+        by_professional_or_system,
+        is_emergency,
+        is_emergency_declaration,
+        shows,
+    )
+
+    read = record()
+    under_emergency = record(purpose_of_use="EMER")
+    declared = record(kind="policy", interaction="emergency-access", action="E")
+    asked = record(kind="alert", interaction="operation", query="$emergency-access")
+    refused = record(outcome="4")
+    yours = record(agent=Agent(who="account:a1", role="patient"))
+    representative = record(agent=Agent(who="account:r1", role="representative"))
+    registrar = record(agent=Agent(who="account:g1", role="registrar"))
+    assert [is_emergency(r) for r in (read, under_emergency, declared, asked)] == [
+        False, True, True, True]
+    assert [is_emergency_declaration(r) for r in (under_emergency, declared, asked)] == [
+        False, True, False]
+    assert [shows(r, Shown.YOURS) for r in (read, yours, representative, registrar)] == [
+        False, True, True, False]
+    assert [shows(r, Shown.OTHERS) for r in (read, yours, representative, registrar)] == [
+        True, False, False, True]
+    assert [shows(r, Shown.REFUSED) for r in (read, refused)] == [False, True]
+    assert all(shows(r, Shown.ALL) for r in (read, refused, yours))
+    # The chart counts professionals and systems: no account, not even a registrar's.
+    assert [by_professional_or_system(r) for r in (read, yours, registrar)] == [
+        True, False, False]
