@@ -142,6 +142,8 @@ def test_the_history_is_verified_complete_and_a_deleted_line_is_noticed(
     badge = re.search(r'<p class="badge complete" id="completeness" role="status">'
                       r'<strong>Complete between ([^<]+) and ([^<]+), verified</strong>', page.text)
     assert badge, page.text
+    # Its times are written as the history's lines write theirs.
+    assert badge.group(1).endswith(" UTC") and " at " in badge.group(1), badge.group(1)
     french = client.get("/me", params={"lang": "fr"})
     assert re.search(r"Complet entre le [^<]+ et le [^<]+, vérifié", french.text)
     german = client.get("/me", params={"lang": "de"})

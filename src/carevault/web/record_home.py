@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from carevault.api.openapi import form, html, merged, query, redirect
 from carevault.api.route_door import SESSION, access
 from carevault.domain.access_history import Shown, is_emergency, shows
+from carevault.domain.access_history import moment as told_moment
 from carevault.domain.accounts import AccountKind
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Subject, SubjectKind
@@ -35,7 +36,7 @@ from carevault.services.audit_log import AuditUnavailable
 from carevault.services.directory import read_patient
 from carevault.services.portal_sessions import PortalSession
 from carevault.services.record_policy import Actor
-from carevault.web.i18n import language, messages, moment
+from carevault.web.i18n import language, messages
 from carevault.web.i18n import month as month_name
 from carevault.web.pages import SESSION_COOKIE, FormRefused, client_address
 
@@ -88,6 +89,10 @@ def history_choice(request: Request) -> HistoryChoice:
 
 
 _MONTH = re.compile(r"(?P<year>20[0-9]{2})-(?P<month>[0-9]{2})")
+
+
+def _at(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)
 
 
 def chart(monthly: MonthlyAccesses, lang: str, shown: Shown) -> dict[str, Any]:
@@ -301,8 +306,9 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
                 context["completeness"] = (
                     {
                         "verified": True,
-                        "start": moment(datetime.fromtimestamp(report.start_ms / 1000, UTC), lang),
-                        "end": moment(datetime.fromtimestamp(report.end_ms / 1000, UTC), lang),
+                        # Written as the lines above it write their times (UTC).
+                        "start": told_moment(rfc3339_ms(_at(report.start_ms)), lang),
+                        "end": told_moment(rfc3339_ms(_at(report.end_ms)), lang),
                     }
                     if report is not None
                     else {"verified": False}
