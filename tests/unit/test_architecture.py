@@ -393,7 +393,6 @@ RECORDERS = frozenset({"carevault.api.route_door", "carevault.api.audit_trail"})
 # route door instead (`admitted(request).note`), and leave this list.
 ALLOWED_HAND_BUILT_RECORDS: dict[str, str] = {
     "carevault.web.record_home": "the record page writes its read in its own transaction",
-    "carevault.web.signin": "refused enrolments are recorded by the view",
 }
 
 

@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 from carevault.api.access import TokenBucketLimiter
 from carevault.api.openapi import form, html, merged, query, redirect
-from carevault.api.route_door import FORM, SESSION, access
+from carevault.api.route_door import FORM, SESSION, Audited, access, admitted
 from carevault.domain.accounts import AccountKind, AuthenticationFailed, Throttled
-from carevault.domain.audit import ACTION_CREATE, Agent, AuditRecord, rfc3339_ms
+from carevault.domain.audit import ACTION_CREATE
 from carevault.domain.errors import CareVaultError, NotAuthenticated, RateLimited
 from carevault.services.audit_log import AuditUnavailable
 from carevault.services.invitations import InvitationRefused, mark_used, redeemable
@@ -33,6 +33,10 @@ from carevault.web.pages import (
     FormRefused,
     client_address,
 )
+
+# What the door records of an enrolment the view refuses (an opened account is recorded by the
+# accounts service, in its transaction).
+REFUSED_ENROLMENT = Audited("clinical", "authentication", ACTION_CREATE, "enrol")
 
 if TYPE_CHECKING:
     from carevault.web.portal import PortalContext
@@ -227,30 +231,11 @@ def signin_router(ctx: PortalContext) -> APIRouter:
     async def show_enrol(request: Request) -> Response:
         return enrol_page(request)
 
-    def refused_enrolment(
-        request: Request, client: str, status: int, reason: str, page: Response
-    ) -> Response:
-        """``page``, once the refused enrolment is in the audit log: guessing activation codes
-        must be visible to the security officer. Nothing typed is kept (the national number
-        names someone who may not be the one trying)."""
-        try:
-            ctx.log.append(
-                [
-                    AuditRecord(
-                        stream="clinical",
-                        recorded=rfc3339_ms(ctx.clock()),
-                        kind="authentication",
-                        action=ACTION_CREATE,
-                        interaction="enrol",
-                        outcome="4",
-                        agent=Agent(who=None, network=client or None),
-                        status=status,
-                        detail={"reason": reason},
-                    )
-                ]
-            )
-        except AuditUnavailable:
-            return pages.error(request, 503, pages.text(request, "unavailable_done"))
+    def refused_enrolment(request: Request, status: int, reason: str, page: Response) -> Response:
+        """``page``, once the door has the refused enrolment to record before it answers:
+        guessing activation codes must be visible to the security officer. Nothing typed is
+        kept (the national number names someone who may not be the one trying)."""
+        admitted(request).note("4", {"reason": reason}, status=status)
         return page
 
     @router.post(
@@ -268,7 +253,7 @@ def signin_router(ctx: PortalContext) -> APIRouter:
             form(("national_id", "activation", "login", "password", "password2", "csrf")),
         ),
     )
-    @access(FORM)
+    @access(FORM, REFUSED_ENROLMENT)
     async def enrol(request: Request) -> Response:
         client = client_address(request) or ""
         try:
@@ -279,9 +264,7 @@ def signin_router(ctx: PortalContext) -> APIRouter:
                 request, 429, pages.text(request, "throttled", seconds=error.retry_after)
             )
             page.headers["Retry-After"] = str(error.retry_after)
-            return await run_in_threadpool(
-                refused_enrolment, request, client, 429, "throttled", page
-            )
+            return refused_enrolment(request, 429, "throttled", page)
         except CareVaultError:
             return enrol_page(request, 403, pages.text(request, "form"))
         if posted.get("password", "") != posted.get("password2", ""):
@@ -311,9 +294,7 @@ def signin_router(ctx: PortalContext) -> APIRouter:
             enrolment = await run_in_threadpool(open_account)
         except InvitationRefused:
             page = enrol_page(request, 401, pages.text(request, "invitation"))
-            return await run_in_threadpool(
-                refused_enrolment, request, client, 401, "invitation refused", page
-            )
+            return refused_enrolment(request, 401, "invitation refused", page)
         except CareVaultError as error:
             return enrol_page(request, 422, error.message)
         return pages.render(
