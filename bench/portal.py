@@ -35,10 +35,9 @@ import re
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -185,56 +184,34 @@ def publish_documents(env: dict[str, str], workdir: Path, base_url: str, pg: Any
 # --- wrk -----------------------------------------------------------------------------------------
 
 
-WRK_SCRIPT = """\
-wrk.headers["Cookie"] = "%(cookie)s"
-
-function done(summary, latency, requests)
-  local out = io.open("%(result)s", "w")
-  out:write(string.format(
-    '{"requests": %%d, "duration_us": %%d, "bytes": %%d, "errors": {"connect": %%d, ' ..
-    '"read": %%d, "write": %%d, "status": %%d, "timeout": %%d}, "latency_us": {"p50": %%d, ' ..
-    '"p90": %%d, "p99": %%d, "max": %%d, "mean": %%.1f}}',
-    summary.requests, summary.duration, summary.bytes, summary.errors.connect,
-    summary.errors.read, summary.errors.write, summary.errors.status, summary.errors.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    latency.mean))
-  out:close()
-end
-"""
-
-
-def wrk(url: str, cookie: str, threads: int, connections: int, seconds: float,
-        workdir: Path) -> dict[str, Any]:
-    result = workdir / "wrk.json"
-    result.unlink(missing_ok=True)
-    script = workdir / "portal.lua"
-    script.write_text(WRK_SCRIPT % {"cookie": cookie, "result": result}, encoding="ascii")
-    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
-               "--timeout", "10s", "-s", str(script), url]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
-                          check=False)
-    if done.returncode != 0 or not result.exists():
-        raise RuntimeError(f"wrk exited {done.returncode}: {done.stderr or done.stdout}")
-    summary: dict[str, Any] = json.loads(result.read_text())
+def wrk(base_url: str, path: str, cookie: str, opts: Options, seconds: float, workdir: Path,
+        *, one_at_a_time: bool = False) -> dict[str, Any]:
+    """`bench/retrieval.py`'s wrk run on one path, the session cookie in the header; any
+    answer that is not 2xx/3xx fails the run."""
+    if one_at_a_time:
+        opts = replace(opts, threads=1, connections=1)
+    summary: dict[str, Any] = retrieval.wrk(base_url, [path], cookie, opts, seconds, workdir,
+                                            header="Cookie")
     errors = sum(summary["errors"].values())
     if errors:
-        raise RuntimeError(f"wrk saw {errors} errors on {url}: {summary['errors']}")
+        raise RuntimeError(f"wrk saw {errors} errors on {path}: {summary['errors']}")
     return summary
 
 
-def render_time(url: str, cookie: str, opts: Options, workdir: Path) -> dict[str, float]:
+def render_time(base_url: str, path: str, cookie: str, opts: Options,
+                workdir: Path) -> dict[str, float]:
     """Latency with one request at a time: the server's own time per request."""
-    wrk(url, cookie, 1, 1, opts.warmup, workdir)
-    run = wrk(url, cookie, 1, 1, opts.seconds, workdir)
+    wrk(base_url, path, cookie, opts, opts.warmup, workdir, one_at_a_time=True)
+    run = wrk(base_url, path, cookie, opts, opts.seconds, workdir, one_at_a_time=True)
     return {k: round(v / 1000, 2) for k, v in run["latency_us"].items()}
 
 
-def throughput(server: Any, pg: Any, url: str, cookie: str, opts: Options,
+def throughput(server: Any, pg: Any, base_url: str, path: str, cookie: str, opts: Options,
                workdir: Path) -> dict[str, Any]:
     """Requests per second under load, with the server's CPU per request."""
-    wrk(url, cookie, opts.threads, opts.connections, opts.warmup, workdir)
+    wrk(base_url, path, cookie, opts, opts.warmup, workdir)
     before = docs.processes_cpu_seconds(pg.name), retrieval.children_cpu_seconds()
-    run = wrk(url, cookie, opts.threads, opts.connections, opts.seconds, workdir)
+    run = wrk(base_url, path, cookie, opts, opts.seconds, workdir)
     after = docs.processes_cpu_seconds(pg.name), retrieval.children_cpu_seconds()
     tree = docs._descendants(server.pid, {**before[0], **after[0]})
     spent = {"server": 0.0, "postgres": 0.0}
@@ -341,9 +318,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         paths = {"static": STATIC, **{name: path for name, (path, _) in PAGES.items()}}
         for round_number in range(opts.rounds):
             for name, path in paths.items():
-                url = base_url + path
-                figures = {"render_ms": render_time(url, cookie, opts, workdir),
-                           "load": throughput(server, pg, url, cookie, opts, workdir)}
+                figures = {"render_ms": render_time(base_url, path, cookie, opts, workdir),
+                           "load": throughput(server, pg, base_url, path, cookie, opts,
+                                              workdir)}
                 runs[name].append(figures)
                 say(f"round {round_number + 1} {name:9} render p50 "
                     f"{figures['render_ms']['p50']:7.2f} ms p99 {figures['render_ms']['p99']:7.2f}"

@@ -222,7 +222,7 @@ WRK_SCRIPT = """\
 local paths = {}
 for line in io.lines("%(paths)s") do paths[#paths + 1] = line end
 local next_one = 0
-wrk.headers["Authorization"] = "Bearer %(token)s"
+wrk.headers["%(header)s"] = "%(value)s"
 
 function init(args)
   next_one = (tonumber(args[1]) or 0) %% #paths
@@ -254,15 +254,18 @@ def children_cpu_seconds() -> float:
 
 
 def wrk(base_url: str, paths: list[str], token: str, opts: Options, seconds: float,
-        workdir: Path) -> dict[str, Any]:
-    """One wrk run over ``paths`` (in the given order, from a random start), its summary."""
+        workdir: Path, header: str = "Authorization") -> dict[str, Any]:
+    """One wrk run over ``paths`` (in the given order, from a random start), its summary;
+    ``token`` goes in ``header`` (a bearer token by default; `bench/portal.py` sends a
+    session cookie)."""
+    value = f"Bearer {token}" if header == "Authorization" else token
     paths_file = workdir / "paths.txt"
     paths_file.write_text("\n".join(paths) + "\n", encoding="ascii")
     result = workdir / "wrk.json"
     result.unlink(missing_ok=True)
     script = workdir / "bench.lua"
-    script.write_text(WRK_SCRIPT % {"paths": paths_file, "token": token, "result": result},
-                      encoding="ascii")
+    script.write_text(WRK_SCRIPT % {"paths": paths_file, "header": header, "value": value,
+                                    "result": result}, encoding="ascii")
     command = ["wrk", "-t", str(opts.threads), "-c", str(opts.connections), "-d",
                f"{seconds:g}s", "--timeout", "10s", "-s", str(script), base_url, "--",
                str(random.randrange(len(paths)))]
