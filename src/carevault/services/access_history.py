@@ -169,6 +169,7 @@ def access_history(
     newest_first: bool = False,
     keep: Callable[[AuditRecord], bool] | None = None,
     recorded_between: tuple[datetime, datetime] | None = None,
+    with_proofs: bool = True,
 ) -> AccessHistory:
     """A page of the patient's history, each entry in plain words with its inclusion proof.
 
@@ -180,7 +181,9 @@ def access_history(
 
     A person may narrow the newest-first reading to the entries ``keep`` accepts (at most
     MAX_FILTER_SCAN entries are looked at: ``partial`` says if that was not all of them) and
-    recorded in ``recorded_between`` (from, before)."""
+    recorded in ``recorded_between`` (from, before). A page that shows the lines without their
+    proofs (the portal verifies the completeness proof instead) asks ``with_proofs=False``:
+    each entry's ``audit_path`` is then empty."""
     head = log.sign_tree_head(STREAM)
     if known_size is not None and known_size > head.tree_size:
         raise InvalidInput(
@@ -219,9 +222,15 @@ def access_history(
     }
     names = _names(unit_of_work, references)
     documents = _documents(unit_of_work, affinity, patient_id, [r for _, _, r in records], language)
-    proofs = log.inclusion_proofs(STREAM, (i for i, _, _ in records), head.tree_size)
+    proofs = (
+        log.inclusion_proofs(STREAM, (i for i, _, _ in records), head.tree_size)
+        if with_proofs
+        else {}
+    )
     entries = [
-        HistoryEntry(i, data, record, describe(record, language, names, documents), proofs[i])
+        HistoryEntry(
+            i, data, record, describe(record, language, names, documents), proofs.get(i, [])
+        )
         for i, data, record in records
     ]
     consistency = (

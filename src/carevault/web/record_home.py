@@ -255,6 +255,9 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
                 newest_first=True,
                 keep=None if choice.shown is Shown.ALL else lambda r: shows(r, choice.shown),
                 recorded_between=choice.between(),
+                # The page shows the lines, not their proofs: it verifies the completeness
+                # proof of the same head below, which proves every line it covers.
+                with_proofs=False,
             )
             monthly = accesses_per_month(ctx.log, patient_id, now=ctx.clock(), months=CHART_MONTHS)
             # The patient reading their own history is an access too: it is recorded.
