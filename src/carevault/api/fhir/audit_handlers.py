@@ -162,17 +162,24 @@ def history_parameters(history: AccessHistory, language: str) -> JsonObject:
     return {"resourceType": "Parameters", "parameter": parameters}
 
 
+def history_language(request: FhirRequest) -> str:
+    """The ``language`` the access history is told in (English if none); InvalidInput for one
+    it has no words in (`carevault.domain.access_history.LANGUAGES`)."""
+    language = sp.single(request, "language") or "en"
+    if language not in HISTORY_LANGUAGES:
+        raise InvalidInput(
+            f"language must be one of {', '.join(HISTORY_LANGUAGES)}", expression="language"
+        )
+    return language
+
+
 def access_history_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     assert request.resource_id is not None
     accepted = {p.name for p in ACCESS_HISTORY.parameters} | {"_format"}
     unknown = request.param_names() - accepted
     if unknown:
         raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $access-history")
-    language = sp.single(request, "language") or "en"
-    if language not in HISTORY_LANGUAGES:
-        raise InvalidInput(
-            f"language must be one of {', '.join(HISTORY_LANGUAGES)}", expression="language"
-        )
+    language = history_language(request)
     since = sp.single(request, "since")
     after = sp.single(request, "after")
     count = sp.page(request, 20, MAX_HISTORY_PAGE).count

@@ -22,8 +22,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from carevault.api.fhir import search as sp
-from carevault.api.fhir.audit_handlers import history_parameters
+from carevault.api.fhir.audit_handlers import history_language, history_parameters
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import AccessNeed, FhirRequest, FhirResponse, Operation, Target
 from carevault.api.fhir.record_handlers import (
@@ -34,7 +33,6 @@ from carevault.api.fhir.record_handlers import (
     emergency_consent,
     grant_consent,
 )
-from carevault.domain.access_history import LANGUAGES as HISTORY_LANGUAGES
 from carevault.domain.accounts import Mandate
 from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import (
@@ -323,11 +321,7 @@ def _everything(api: ApiContext, request: FhirRequest) -> FhirResponse:
     unknown = request.param_names() - {"_format", "language"}
     if unknown:
         raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $everything")
-    language = sp.single(request, "language") or "en"
-    if language not in HISTORY_LANGUAGES:
-        raise InvalidInput(
-            f"language must be one of {', '.join(HISTORY_LANGUAGES)}", expression="language"
-        )
+    language = history_language(request)
     subject, record = admitted_record(request)
     patient_id = record.patient_id
     base = request.base_url
