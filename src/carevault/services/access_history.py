@@ -191,9 +191,11 @@ def access_history(
             f"{known_size} was never published",
             expression="since",
         )
+    if keep is not None and not newest_first:
+        raise ValueError("a filtered history is read newest first")
     since, until = recorded_between if recorded_between is not None else (None, None)
     partial = False
-    if keep is not None and newest_first:
+    if keep is not None:
         records, partial = _newest_matching(
             log, patient_id, head.tree_size, limit, keep, since, until
         )
@@ -212,8 +214,6 @@ def access_history(
         more = len(rows) > limit and not newest_first
         rows = rows[:limit]
         records = [(i, data, AuditRecord.from_canonical(data)) for i, data in rows]
-        if keep is not None:
-            records = [(i, data, r) for i, data, r in records if keep(r)]
     references = {
         reference
         for _, _, r in records
@@ -257,10 +257,11 @@ def _newest_matching(
     found: list[tuple[int, bytes, AuditRecord]] = []
     scanned = 0
     while scanned < MAX_FILTER_SCAN:
+        asked = min(FILTER_BATCH, MAX_FILTER_SCAN - scanned)
         batch = log.patient_entries(
             patient_id,
             before=before,
-            limit=min(FILTER_BATCH, MAX_FILTER_SCAN - scanned),
+            limit=asked,
             newest_first=True,
             recorded_from=since,
             recorded_before=until,
@@ -272,7 +273,7 @@ def _newest_matching(
                 if len(found) == limit:
                     return found, False
         scanned += len(batch)
-        if len(batch) < FILTER_BATCH or not batch:
+        if len(batch) < asked:  # the patient's entries ended before the bound
             return found, False
         before = batch[-1][0]
     return found, True

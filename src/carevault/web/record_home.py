@@ -25,6 +25,7 @@ from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Subject, SubjectKind
 from carevault.domain.errors import InvalidInput, NotAuthenticated, NotPermitted
 from carevault.services.access_history import (
+    MAX_CHART_ENTRIES,
     MAX_FILTER_SCAN,
     MonthlyAccesses,
     access_history,
@@ -124,6 +125,7 @@ def chart(monthly: MonthlyAccesses, lang: str, shown: Shown) -> dict[str, Any]:
         "height": _CHART_HEIGHT,
         "bar_width": _BAR_WIDTH,
         "capped": monthly.capped,
+        "counted": MAX_CHART_ENTRIES,
     }
 
 
