@@ -4,6 +4,8 @@ through FHIR DetectedIssue; nobody else reaches them, and they hold no medical c
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from starlette.testclient import TestClient
 
 from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
+from carevault.fhirmodel.directory import new_organization
 from support.builders import patient
 from support.tokens import officer_headers, patient_headers, professional_token
 
@@ -44,6 +47,8 @@ def record(registrar: TestClient, platform: Platform) -> tuple[str, dict[str, st
 
 
 def grant_to(client: TestClient, mine: dict[str, str], patient_id: str, who: str) -> None:
+    # A grant to an organization or a team must end (PRODUCT.md): a month from now.
+    ends = {"period": {"end": (datetime.now(UTC) + timedelta(days=30)).isoformat()}}
     made = client.post(
         "/fhir/Consent",
         headers=mine,
@@ -61,6 +66,7 @@ def grant_to(client: TestClient, mine: dict[str, str], patient_id: str, who: str
             "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
             "patient": {"reference": f"Patient/{patient_id}"},
             "provision": {
+                **(ends if not who.startswith("Practitioner/") else {}),
                 "type": "permit",
                 "actor": [
                     {
@@ -330,6 +336,19 @@ def test_a_namesake_is_a_relative_only_when_the_name_is_rare_in_the_directory(
     assert "rare family name" in relatives[0].explanation
 
 
+def first_round_of_the_chores(platform: Platform) -> int:
+    """Wait for the app's chores to have read the log once (they start a second after the
+    app); the position they left the detector at."""
+    size = platform.audit.size("clinical")
+    for _ in range(300):
+        with platform.unit_of_work() as uow:
+            position = uow.alerts.cursor("clinical")
+        if position >= size:
+            return position
+        time.sleep(0.1)
+    raise AssertionError("the app's chores never read the audit log")
+
+
 def test_the_chore_judges_every_access_at_its_next_round_with_the_isolation_forest(
         client: TestClient, registrar: TestClient, platform: Platform,
         record: tuple[str, dict[str, str]]) -> None:
@@ -341,6 +360,9 @@ def test_the_chore_judges_every_access_at_its_next_round_with_the_isolation_fore
     from carevault.services.chores import HOUSEKEEPING_SECONDS
 
     assert HOUSEKEEPING_SECONDS <= 60
+    # The app's own chores run a second after it starts, then every HOUSEKEEPING_SECONDS:
+    # the backlog this test reads must come after that first round, not be cut by it.
+    start = first_round_of_the_chores(platform)
     patient_id, mine = record
     cardio = Pro(platform, "HP-FOREST-1", "Cardio")
     grant_to(client, mine, patient_id, f"Practitioner/{cardio.id}")
@@ -355,9 +377,122 @@ def test_the_chore_judges_every_access_at_its_next_round_with_the_isolation_fore
     assert encounters(client, nosy, star).status_code == 200
     # One round of the chore, in batches far smaller than the backlog: all is read at once.
     report = alerts_.catch_up(limit=50)
-    assert report.position == platform.audit.size("clinical") and report.read > 50 * 5
+    backlog = platform.audit.size("clinical") - start
+    assert report.position == start + backlog and report.read == backlog > 50 * 5
     assert alerts_.model_fitted
     [vip] = alerts_.search(kind=("vip",))[1]
     assert "isolation-forest score" in vip.explanation
     assert 80 < vip.severity <= 90  # the rules' 0.8, ordered by the model's score
     assert alerts_.catch_up(limit=50).read == 0
+
+
+# --- hand-made directory changes (the operators' stream) ------------------------------------
+
+
+def clinic(registrar: TestClient, platform: Platform, identifier: str) -> str:
+    resource = new_organization(platform.directory.systems, identifier=identifier,
+                                name=f"Clinique {identifier}", kind="hospital")
+    made = registrar.post("/fhir/Organization", json=resource, headers=FHIR_JSON)
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+def role_at(platform: Platform, practitioner_id: str, organization_id: str) -> dict[str, Any]:
+    return {"resourceType": "PractitionerRole", "active": True,
+            "practitioner": {"reference": f"Practitioner/{practitioner_id}"},
+            "organization": {"reference": f"Organization/{organization_id}"},
+            "code": [{"coding": [{"system": platform.directory.professions.profession_system,
+                                  "code": "physician"}]}]}
+
+
+def directory_alerts(platform: Platform) -> list[Any]:
+    assert platform.alerts is not None
+    platform.alerts.scan()
+    return list(platform.alerts.search(kind=("directory",))[1])
+
+
+def test_a_registrars_hand_made_role_then_an_access_through_its_organization_alerts(
+        client: TestClient, registrar: TestClient, platform: Platform,
+        record: tuple[str, dict[str, str]]) -> None:
+    """The registrar's change is in the operators' stream, the access in the clinical one: the
+    detector reads both, in time order, and the entry names whose roles changed."""
+    patient_id, mine = record
+    organization = clinic(registrar, platform, "ORG-DIR-1")
+    grant_to(client, mine, patient_id, f"Organization/{organization}")
+    newcomer = Pro(platform, "HP-DIR-1", "Neuer")
+    assert encounters(client, newcomer, patient_id).status_code == 403
+    made = registrar.post("/fhir/PractitionerRole",
+                          json=role_at(platform, newcomer.id, organization), headers=FHIR_JSON)
+    assert made.status_code == 201, made.text
+    size = platform.audit.size("operator")
+    own = AuditRecord.from_canonical(platform.audit.entries("operator", size - 2, size)[0][1])
+    assert own.agent.role == "registrar" and own.detail["professionals"] == newcomer.id
+    assert directory_alerts(platform) == []  # a change alone is no access
+    assert platform.alerts is not None
+    platform.alerts.warm()  # a restart: what the detector knew is rebuilt from both streams
+    assert encounters(client, newcomer, patient_id).status_code == 200
+    [found] = directory_alerts(platform)
+    assert found.professional == newcomer.id and "hand-made change" in found.explanation
+    # Its evidence is the access itself, in the clinical stream.
+    [(_, data)] = platform.audit.entries("clinical", found.evidence[0], found.evidence[0] + 1)
+    access = AuditRecord.from_canonical(data)
+    assert access.agent.who == f"Practitioner/{newcomer.id}" and access.patient == patient_id
+    assert platform.alerts is not None and platform.alerts.scan().alerts == 0
+
+
+def test_a_role_from_the_registry_raises_nothing_and_a_later_change_counts_from_its_time(
+        client: TestClient, registrar: TestClient, platform: Platform,
+        record: tuple[str, dict[str, str]]) -> None:
+    """A role the provider registry's feed gave (not by hand) is ordinary; a hand-made change
+    recorded after an access explains nothing of that access (the streams are merged in time
+    order), and counts for the accesses after it."""
+    from carevault.fhirmodel.directory import new_practitioner
+    from carevault.services import directory as svc
+
+    patient_id, mine = record
+    organization = clinic(registrar, platform, "ORG-DIR-2")
+    grant_to(client, mine, patient_id, f"Organization/{organization}")
+    ctx = platform.directory
+    with platform.unit_of_work() as uow:
+        ((fed, _),) = svc.register_professionals(uow, ctx, [svc.NewProfessional(
+            new_practitioner(ctx.systems, identifier="HP-DIR-2", family="Alt", given=["Eva"]),
+            "physician", "cardiology", organization)])
+    regular = Pro(platform, "HP-DIR-2", "Alt")
+    assert regular.id == fed.id
+    assert encounters(client, regular, patient_id).status_code == 200
+    elsewhere = clinic(registrar, platform, "ORG-DIR-3")
+    made = registrar.post("/fhir/PractitionerRole",
+                          json=role_at(platform, regular.id, elsewhere), headers=FHIR_JSON)
+    assert made.status_code == 201, made.text
+    assert directory_alerts(platform) == []  # the access came before the change
+    assert encounters(client, regular, patient_id).status_code == 200
+    [found] = directory_alerts(platform)
+    assert found.professional == regular.id
+
+
+def test_an_operators_command_that_adds_a_professional_is_watched_too(
+        client: TestClient, registrar: TestClient, platform: Platform, settings: Any,
+        record: tuple[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from carevault.cli import context
+    from carevault.cli.main import app
+
+    patient_id, mine = record
+    organization = clinic(registrar, platform, "ORG-DIR-4")
+    grant_to(client, mine, patient_id, f"Organization/{organization}")
+    monkeypatch.setenv("CAREVAULT_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CAREVAULT_KEY_SOURCE", settings.key_source)
+    context.engine_for.cache_clear()
+    try:
+        done = CliRunner().invoke(app, [
+            "directory", "add-practitioner", "--identifier", "HP-DIR-CLI", "--family", "Hand",
+            "--given", "Made", "--profession", "physician", "--organization", organization])
+        assert done.exit_code == 0, done.output
+    finally:
+        context.engine_for(settings.database_url).dispose()
+        context.engine_for.cache_clear()
+    added = Pro(platform, "HP-DIR-CLI", "Hand")
+    assert encounters(client, added, patient_id).status_code == 200
+    [found] = directory_alerts(platform)
+    assert found.professional == added.id

@@ -23,6 +23,7 @@ from typing import Self
 
 from sqlalchemy import Connection
 
+from carevault.adapters.storage.unit_of_work import Written
 from carevault.api.fhir.door import (
     REDACTED,
     SECRET_PARAMETERS,
@@ -41,6 +42,7 @@ from carevault.domain.audit import (
     Agent,
     AuditRecord,
     outcome_of,
+    professionals_detail,
     rfc3339_ms,
 )
 from carevault.domain.authorization import ALERT_SECURITY_OFFICER
@@ -102,21 +104,27 @@ class AuditScope:
         if self._token is not None:
             _current.reset(self._token)
 
-    def write_in(self, connection: Connection, patients: list[str]) -> None:
+    def write_in(self, connection: Connection, written: Written) -> None:
         """Record the change being committed, inside its transaction (once per request)."""
         if self.recorded:
             return
         status = 201 if self.request.interaction is Interaction.CREATE else 200
-        records = self.trail.records(self.request, status, self.admission, tuple(patients))
+        records = self.trail.records(
+            self.request,
+            status,
+            self.admission,
+            tuple(written.patients),
+            professionals=tuple(written.professionals),
+        )
         self.trail.log.append_in(connection, records)
         self.recorded = True
 
 
-def before_commit(connection: Connection, patients: list[str]) -> None:
+def before_commit(connection: Connection, written: Written) -> None:
     """The unit-of-work hook: record the current request's change in its transaction."""
     scope = _current.get()
     if scope is not None:
-        scope.write_in(connection, patients)
+        scope.write_in(connection, written)
 
 
 class AuditTrail:
@@ -163,7 +171,11 @@ class AuditTrail:
         status: int,
         admission: Admission | None,
         patients: tuple[str, ...],
+        *,
+        professionals: tuple[str, ...] = (),
     ) -> list[AuditRecord]:
+        """The request's entries; a change to professionals' entries, roles or teams names
+        them in its main entry (`professionals_detail`), for the security officer's detector."""
         request_id = current_request_id() or uuid.uuid4().hex
         own = (
             request.resource_id
@@ -217,9 +229,11 @@ class AuditTrail:
 
         if registrar:
             main = entry(None, names_only=False, stream="operator")
+            main = replace(main, detail={**main.detail, **professionals_detail(professionals)})
             others = [entry(p, names_only=True) for p in dict.fromkeys((*patients, own)) if p]
             return [main, *others, *self._alerts(request, status, admission, main)]
         main = entry(own, names_only=False)
+        main = replace(main, detail={**main.detail, **professionals_detail(professionals)})
         others = [entry(p, names_only=True) for p in patients if p != own]
         return [main, *others, *self._alerts(request, status, admission, main)]
 

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine
 
 from carevault.adapters.storage.database import connect
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import UnitOfWork, Written
 from carevault.bootstrap import audit_log
-from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
+from carevault.domain.audit import Agent, AuditRecord, professionals_detail, rfc3339_ms
 from carevault.services.audit_log import AuditLog
 from carevault.settings import Settings
 
@@ -73,10 +73,14 @@ def audited_units(
     engine = engine_for(config.database_url)
     log = audit_log(config, engine)
 
-    def record(connection: Connection, patients: list[str]) -> None:
+    def record(connection: Connection, written: Written) -> None:
+        patients = written.patients
         entity = {"patients": ",".join(patients)} if patients else {}
         change = {"directory-change": "providers"} if affects_access else {}
-        entry = operator_record(action, interaction, detail={**(detail or {}), **entity, **change})
+        professionals = professionals_detail(written.professionals)
+        entry = operator_record(
+            action, interaction, detail={**(detail or {}), **entity, **change, **professionals}
+        )
         alerts = [replace(entry, kind="alert")] if affects_access else []
         log.append_in(connection, [entry, *alerts])
 

@@ -21,7 +21,7 @@ from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.pki.credential_files import CredentialFiles, check_free, write_credentials
 from carevault.adapters.pki.x509_authority import REASONS
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import UnitOfWork, Written
 from carevault.bootstrap import directory_context, utc_now
 from carevault.cli import context
 from carevault.cli.errors import friendly
@@ -76,7 +76,7 @@ def _audited(
     engine = context.engine_for(config.database_url)
     log = context.log_for(config)
 
-    def record(connection: Connection, _patients: list[str]) -> None:
+    def record(connection: Connection, _written: Written) -> None:
         log.append_in(connection, [_operator_record(action, interaction, detail)])
 
     try:

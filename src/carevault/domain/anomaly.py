@@ -582,7 +582,8 @@ class Detector:
             )
 
         # Directory: reached through the organization or a team soon after a hand-made change.
-        directory_recent = at - pro.hand_change <= DIRECTORY_WINDOW
+        # (A change recorded after the access, read first from the other stream, is no cause.)
+        directory_recent = 0 <= at - pro.hand_change <= DIRECTORY_WINDOW
         if directory_recent and the_basis in (basis.ORGANIZATION, basis.TEAM):
             findings.append(
                 self._finding(

@@ -119,3 +119,27 @@ def outcome_of(status: int) -> str:
 
 def rfc3339_ms(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# A change to professionals' entries, roles or teams names them in its entry (the security
+# officer's detector watches what they reach next); a bulk feed names the first ones and how
+# many there were, so that one entry stays small.
+PROFESSIONALS = "professionals"
+PROFESSIONALS_COUNT = "professionals-count"
+MAX_NAMED_PROFESSIONALS = 100
+
+
+def professionals_detail(professionals: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The detail naming the practitioners a change touched (none: no detail)."""
+    if not professionals:
+        return {}
+    named = {PROFESSIONALS: ",".join(professionals[:MAX_NAMED_PROFESSIONALS])}
+    if len(professionals) > MAX_NAMED_PROFESSIONALS:
+        named[PROFESSIONALS_COUNT] = str(len(professionals))
+    return named
+
+
+def changed_professionals(record: AuditRecord) -> tuple[str, ...]:
+    """The practitioners (ids) whose entries, roles or teams ``record``'s change touched."""
+    named = record.detail.get(PROFESSIONALS)
+    return tuple(p for p in named.split(",") if p) if isinstance(named, str) else ()

@@ -2,10 +2,13 @@
 
 `AnomalyDetection.scan` is a chore (every few seconds in the process that holds the chores
 lease): it reads the clinical stream from where it stopped, turns each entry into the
-detector's `Event` (who, whom, when, and the ``basis`` the gate recorded), and stores each
-finding severe enough as an alert, with the leaf indexes it rests on, in one transaction with
-the detector's new place in the log. Every emergency access also becomes an alert of kind
-``emergency-access`` (one per professional, patient and day): each must be reviewed. The
+detector's `Event` (who, whom, when, and the ``basis`` the gate recorded), merges in time order
+the hand-made changes to professionals' roles that the operators' stream records (a registrar's
+request, an operator's command: accesses through an organization soon after one are worth a
+look), and stores each finding severe enough as an alert, with the leaf indexes it rests on, in
+one transaction with the detector's new places in both streams. Every emergency access also
+becomes an alert of kind ``emergency-access`` (one per professional, patient and day): each
+must be reviewed. The
 detector's baselines live in memory; when the process starts they are rebuilt from the log's
 recent past (`warm`) without raising anything, and the officer's verdicts on closed alerts are
 replayed into it.
@@ -18,10 +21,12 @@ medical content: an alert names a professional, a patient, times and reasons.
 
 from __future__ import annotations
 
+import heapq
+import math
 import threading
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +38,7 @@ from carevault.domain.anomaly import (
     ACCESS,
     ALERT_SEVERITY,
     CARE_EVENT,
+    DIRECTORY_CHANGE,
     RARE_NAME_SHARE,
     WRITE,
     AnomalyModel,
@@ -44,13 +50,21 @@ from carevault.domain.anomaly import (
     Person,
     combined,
 )
-from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE, ACTION_UPDATE, AuditRecord
+from carevault.domain.audit import (
+    ACTION_CREATE,
+    ACTION_DELETE,
+    ACTION_UPDATE,
+    AuditRecord,
+    changed_professionals,
+)
 from carevault.domain.errors import BusinessRuleViolation, Conflict, InvalidInput, NotFound
 from carevault.domain.text import fold
 from carevault.services.audit_log import AuditLog
 from carevault.services.record_policy import practitioner_subject
 
 STREAM = "clinical"
+OPERATORS = "operator"  # the registrars' and operators' stream: hand-made directory changes
+BY_HAND = "registrar"  # the detector's word for a change made by hand (`Event.by`)
 BATCH = 2_000
 MAX_ROUNDS = 500  # batches per chore round: a million entries, a backlog of minutes
 WARM_ENTRIES = 200_000  # how much of the log's recent past rebuilds the baselines
@@ -134,6 +148,14 @@ def _labels(resource: Mapping[str, object]) -> set[str]:
     if not isinstance(security, list):
         return set()
     return {str(c.get("code")) for c in security if isinstance(c, dict)}
+
+
+def _when(item: tuple[int | None, Event]) -> float:
+    return item[1].at
+
+
+def _recorded(data: bytes) -> str:
+    return AuditRecord.from_canonical(data).recorded
 
 
 def _seconds(recorded: str) -> float:
@@ -281,18 +303,58 @@ class AnomalyDetection:
             self._detector = detector = self._new_detector()
             with self.units() as uow:
                 position = uow.alerts.cursor(STREAM)
+                changes_at = uow.alerts.cursor(OPERATORS)
             start = max(0, position - WARM_ENTRIES)
+            changes, _ = self._hand_changes(
+                self._entries(OPERATORS, max(0, changes_at - WARM_ENTRIES), changes_at), math.inf
+            )
+            clinical = self._clinical_events(self._entries(STREAM, start, position))
             seen = 0
-            for leaf, data in self._entries(start, position):
-                record = AuditRecord.from_canonical(data)
-                self._forget_changed_patient(record)
-                event = self.event_of(leaf, record)
-                if event is not None:
-                    detector.due(event.at)
-                    self._learn(detector.observe(event).features)
-                    seen += 1
+            for leaf, event in heapq.merge(clinical, changes, key=_when):
+                detector.due(event.at)
+                self._learn(detector.observe(event).features)
+                seen += leaf is not None
             self._fit_if_due()
             return seen
+
+    def _clinical_events(
+        self, rows: Iterable[tuple[int, bytes]]
+    ) -> Iterator[tuple[int | None, Event]]:
+        """The clinical stream's entries as the detector's events, with their leaf indexes."""
+        for leaf, data in rows:
+            record = AuditRecord.from_canonical(data)
+            self._forget_changed_patient(record)
+            event = self.event_of(leaf, record)
+            if event is not None:
+                yield leaf, event
+
+    def _hand_changes(
+        self, rows: Iterable[tuple[int, bytes]], until: float
+    ) -> tuple[list[tuple[int | None, Event]], int | None]:
+        """The hand-made changes to professionals' roles among the operators' stream's
+        ``rows`` (a registrar's request, an operator's command: the provider registry's feed
+        is in the clinical stream), as the detector's events, up to the first entry recorded
+        after ``until``; and the position after the last entry read (None: none read).
+
+        The two streams are two logs: a change is judged among the clinical entries of its
+        time, so one recorded after the last clinical entry at hand waits for the next scan."""
+        changes: list[tuple[int | None, Event]] = []
+        end = None
+        for leaf, data in rows:
+            record = AuditRecord.from_canonical(data)
+            at = _seconds(record.recorded)
+            if at > until:
+                break
+            end = leaf + 1
+            if record.kind == "alert" or record.outcome != "0":
+                continue
+            if "directory-change" not in record.detail:
+                continue
+            changes += [
+                (None, Event(at, DIRECTORY_CHANGE, who, "", "", by=BY_HAND))
+                for who in changed_professionals(record)
+            ]
+        return changes, end
 
     def _learn(self, features: tuple[float, ...]) -> None:
         """Keep an access's features for the model's next fitting (ordinary traffic: rare
@@ -310,9 +372,9 @@ class AnomalyDetection:
         self.model_fitted = True
         self._unfitted = 0
 
-    def _entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    def _entries(self, stream: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         while start < end:
-            rows = self.log.entries(STREAM, start, min(end, start + BATCH))
+            rows = self.log.entries(stream, start, min(end, start + BATCH))
             if not rows:
                 return
             yield from rows
@@ -341,26 +403,30 @@ class AnomalyDetection:
             detector = self._detector
             with self.units() as uow:
                 position = uow.alerts.cursor(STREAM)
+                changes_at = uow.alerts.cursor(OPERATORS)
             rows = self.log.entries(STREAM, position, position + limit)
+            # The clinical stream read to its end, every change recorded so far is judged;
+            # otherwise those up to the last clinical entry read.
+            until = math.inf if len(rows) < limit else _seconds(_recorded(rows[-1][1]))
+            changes, changes_end = self._hand_changes(
+                self.log.entries(OPERATORS, changes_at, changes_at + limit), until
+            )
             findings: list[Finding] = []
             # Each finding with the features of the access that raised it (none for delayed
             # findings: their severity is the rules' alone).
             scored: list[tuple[Finding, tuple[float, ...]]] = []
             reviews: list[tuple[Event, int]] = []
-            for leaf, data in rows:
-                record = AuditRecord.from_canonical(data)
-                self._forget_changed_patient(record)
-                event = self.event_of(leaf, record)
-                if event is None:
-                    continue
+            clinical = self._clinical_events(rows)
+            for leaf, event in heapq.merge(clinical, changes, key=_when):
                 findings.extend(detector.due(event.at))
-                self._leaves[detector.position] = leaf
-                if len(self._leaves) > WARM_ENTRIES:
-                    self._leaves.popitem(last=False)
+                if leaf is not None:
+                    self._leaves[detector.position] = leaf
+                    if len(self._leaves) > WARM_ENTRIES:
+                        self._leaves.popitem(last=False)
                 assessment = detector.observe(event)
                 self._learn(assessment.features)
                 scored.extend((finding, assessment.features) for finding in assessment.findings)
-                if event.kind == ACCESS and event.basis == basis.EMERGENCY:
+                if leaf is not None and event.kind == ACCESS and event.basis == basis.EMERGENCY:
                     reviews.append((event, leaf))
             findings.extend(detector.due(self.clock().timestamp()))
             self._fit_if_due()
@@ -377,7 +443,9 @@ class AnomalyDetection:
                     uow.alerts.raise_or_extend(self._review(event, leaf, now))
                     raised += 1
                 end = rows[-1][0] + 1 if rows else position
-                if end != position or raised:
+                if changes_end is not None:
+                    uow.alerts.move_cursor(OPERATORS, changes_end)
+                if end != position or raised or changes_end is not None:
                     uow.alerts.move_cursor(STREAM, end)
                     uow.commit()
             return ScanReport(len(rows), raised, end)

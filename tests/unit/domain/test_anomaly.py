@@ -253,3 +253,19 @@ def test_feedback_lowers_and_restores_a_kind_for_a_professional() -> None:
 def test_combined_score_puts_any_finding_above_the_model() -> None:
     finding = Finding("vip", 0.5, "x", (0,), "dr", "p", 0.0)
     assert combined(Assessment((finding,), ()), 0.0) > combined(Assessment((), ()), 1.0)
+
+
+def test_a_hand_made_change_recorded_after_an_access_is_no_cause_of_it() -> None:
+    """The two streams are read side by side: a change the detector reads before an access
+    that came earlier explains nothing of that access, and still counts for the later ones."""
+    detector = Detector(directory())
+    change = Event(9000.0, DIRECTORY_CHANGE, "dr-3", "H1", "physician/internal", by="registrar")
+    found = run(
+        detector,
+        [
+            change,
+            access(5000.0, "dr-3", "p1", basis.ORGANIZATION),
+            access(9500.0, "dr-3", "p2", basis.ORGANIZATION),
+        ],
+    )
+    assert [(f.kind, f.patient) for f in found] == [("directory", "p2")]

@@ -156,6 +156,9 @@ class DirectoryStore:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.touched_patients: list[str] = []  # patients written in this transaction
+        # Professionals whose entry, roles or teams this transaction wrote: what they may
+        # reach changed, and their audit entry says so (`Written`).
+        self.touched_professionals: list[str] = []
         # A practitioner and their active roles as this transaction read them (every request
         # of a practitioner needs both: the licence, then the profession); any write forgets.
         self._practitioners: dict[str, tuple[Stored | None, list[ActiveRole]]] = {}
@@ -522,6 +525,12 @@ class DirectoryStore:
         ]
         self._write(t.practitioner, rows, new)
         self._history("Practitioner", rows, now)
+        self._touch_professionals(s.id for s, _ in writes)
+
+    def _touch_professionals(self, ids: Iterable[str | None]) -> None:
+        for practitioner_id in ids:
+            if practitioner_id and practitioner_id not in self.touched_professionals:
+                self.touched_professionals.append(practitioner_id)
 
     def family_name_shares(self, at_least: float) -> dict[str, float]:
         """The share of patients bearing each family name (folded, the first name of each)
@@ -628,6 +637,7 @@ class DirectoryStore:
         ]
         self._write(t.practitioner_role, rows, new)
         self._history("PractitionerRole", rows, now)
+        self._touch_professionals(e.practitioner_id for _, e in writes)
 
     def search_roles(self, query: RoleQuery, page: Page) -> SearchResult:
         role = t.practitioner_role
@@ -750,6 +760,7 @@ class DirectoryStore:
         }
         self._write(t.care_team, [row], new)
         self._history("CareTeam", [row], now)
+        self._touch_professionals(m.practitioner_id for m in team.members)
         member = t.care_team_member
         self.connection.execute(delete(member).where(member.c.care_team_id == stored.id))
         if team.members:

@@ -9,6 +9,7 @@ same identifier) becomes a `Conflict` rather than a server error.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -30,12 +31,23 @@ from carevault.adapters.storage.record_store import RecordStore
 from carevault.domain.authorization import RecordModel
 from carevault.domain.errors import Conflict, Unavailable
 
-BeforeCommit = Callable[[Connection, list[str]], None]
+
+@dataclass(frozen=True)
+class Written:
+    """What a transaction wrote, as its audit entry names it: the patients whose records or
+    identities changed, and the professionals whose roles, licence or teams changed (what
+    they may reach changed: the security officer's detector watches what they do next)."""
+
+    patients: list[str]
+    professionals: list[str]
+
+
+BeforeCommit = Callable[[Connection, Written], None]
 
 
 class UnitOfWork:
-    """``before_commit`` runs inside the transaction just before it commits, with the ids of
-    the patients the transaction wrote: the audit log uses it to record a change atomically
+    """``before_commit`` runs inside the transaction just before it commits, with what the
+    transaction wrote (`Written`): the audit log uses it to record a change atomically
     with the change. ``record_model`` (opt-in or opt-out) tells the record store whether a
     patient without a stored record has one.
 
@@ -108,7 +120,8 @@ class UnitOfWork:
             written = list(self.directory.touched_patients)
             for touched in (self.records.touched_patients, self.prescriptions.touched_patients):
                 written += [p for p in touched if p not in written]
-            self._before_commit(self._connection, written)
+            professionals = list(self.directory.touched_professionals)
+            self._before_commit(self._connection, Written(written, professionals))
         try:
             self._connection.commit()
         except IntegrityError as error:
