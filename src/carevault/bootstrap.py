@@ -57,6 +57,7 @@ from carevault.domain.prescriptions import MedicationCatalogue
 from carevault.domain.professions import Professions
 from carevault.domain.scopes import permits
 from carevault.fhirmodel.directory import IdentitySystems
+from carevault.services.account_passkeys import AccountPasskeys
 from carevault.services.accounts import AccountService
 from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.atna_export import start_exporters
@@ -66,6 +67,7 @@ from carevault.services.directory import DirectoryContext
 from carevault.services.documents import DocumentLimits, DocumentService
 from carevault.services.messaging import MessagingContext, MessagingService
 from carevault.services.notification_mail import NotificationMailer
+from carevault.services.passkey_ceremony import relying_party
 from carevault.services.pki import PkiContext, PublicDocuments
 from carevault.services.portal_sessions import PortalSessions
 from carevault.services.prescriptions import PrescriptionService
@@ -75,7 +77,7 @@ from carevault.services.record_policy import RecordPolicy
 from carevault.services.retention import Retention
 from carevault.services.token_endpoint import TokenEndpoint
 from carevault.services.tokens import TokenContext, authenticate
-from carevault.services.workspace_signin import WorkspaceSignIn, relying_party
+from carevault.services.workspace_signin import WorkspaceSignIn
 from carevault.settings import ConfigurationError, Settings
 from carevault.web.pages import SESSION_COOKIE
 from carevault.web.portal import portal_router
@@ -215,7 +217,10 @@ def audit_log(settings: Settings, engine: Engine) -> AuditLog:
     return AuditLog(engine, {stream: signer for stream, signer in signers.items()}, utc_now)
 
 
-def account_service(settings: Settings, engine: Engine, log: AuditLog) -> AccountService:
+def account_service(
+    settings: Settings, engine: Engine, log: AuditLog, passkeys: AccountPasskeys | None = None
+) -> AccountService:
+    """The accounts' use cases; with ``passkeys``, a passkey signs in besides the TOTP code."""
     return AccountService(
         lambda: UnitOfWork(engine),
         log,
@@ -224,6 +229,7 @@ def account_service(settings: Settings, engine: Engine, log: AuditLog) -> Accoun
         secret_box=TotpSecretBox.from_key_source(settings.key_source),
         qr_code=qr_svg,
         clock=utc_now,
+        passkeys=passkeys,
     )
 
 
@@ -427,7 +433,9 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         capabilities=lambda d: capability_statement(d, fhir_base),
     )
-    accounts = account_service(settings, engine, log)
+    party = relying_party(settings.public_url, settings.environment)
+    passkeys = AccountPasskeys(lambda: UnitOfWork(engine), log, party, utc_now)
+    accounts = account_service(settings, engine, log, passkeys)
     sessions = PortalSessions(lambda: UnitOfWork(engine), utc_now)
     public_pki = PublicDocuments(
         lambda: UnitOfWork(log.engine), ca_key_password(settings.key_source), utc_now
@@ -444,6 +452,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         documents=api.documents,
         alerts=alerts,
         pki=public_pki,
+        passkeys=passkeys,
     )
     workspace = workspace_router(
         settings,
@@ -451,7 +460,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         WorkspaceSignIn(
             lambda: UnitOfWork(engine),
             tokens,
-            relying_party(settings.public_url, settings.environment),
+            party,
             utc_now,
         ),
         utc_now,

@@ -54,6 +54,7 @@ from typing import NoReturn, Protocol
 
 from carevault.adapters.storage.account_store import AccountRecord, AccountStore, Notification
 from carevault.adapters.storage.audit_store import AuditStore
+from carevault.adapters.storage.passkey_store import AccountPasskey
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.accounts import (
     ACCOUNT_POLICY,
@@ -88,10 +89,12 @@ from carevault.domain.errors import (
     BusinessRuleViolation,
     Conflict,
     InvalidInput,
+    NotAuthenticated,
     NotFound,
     NotPermitted,
 )
 from carevault.services.directory import read_patient
+from carevault.services.passkey_ceremony import challenge_hash, challenge_of, credential_id_of
 
 __all__ = [
     "FAILED",
@@ -114,6 +117,8 @@ THROTTLED = "too many failed sign-ins: try again later"
 RECOVERY_CODES = 10
 TOTP_CODE = "totp"
 RECOVERY_CODE = "recovery-code"
+PASSKEY = "passkey"
+SIGN_IN = "account-signin"  # the purpose of a passkey sign-in's challenge (`account_passkeys`)
 
 # FHIR AuditEvent.outcome: a refused sign-in is a minor failure; a lock is serious.
 _SUCCESS, _FAILURE, _SERIOUS = "0", "4", "8"
@@ -150,6 +155,12 @@ class SecretBox(Protocol):
     def open(self, sealed: bytes, account_id: str) -> str: ...
 
 
+class PasskeyVerifier(Protocol):
+    """`carevault.services.account_passkeys.AccountPasskeys`."""
+
+    def verify(self, credential: str, passkey: AccountPasskey) -> int: ...
+
+
 class AuditAppender(Protocol):
     """`carevault.services.audit_log.AuditLog`."""
 
@@ -180,7 +191,7 @@ class Principal:
     kind: AccountKind
     patient_id: str | None
     roles: frozenset[str]
-    second_factor: str  # 'totp' or 'recovery-code'
+    second_factor: str  # 'totp', 'recovery-code' or 'passkey'
     authenticated_at: datetime
     acting_for: str | None = None
     scope: str | None = None
@@ -208,6 +219,26 @@ class _Check:
     step: int | None = None
     recovery_hash: bytes | None = None
     new_hash: str | None = None
+    passkey_count: int | None = None  # a passkey's new signature counter
+
+
+@dataclass(frozen=True)
+class _Assertion:
+    """A passkey's assertion as a sign-in reads it before checking: the credential JSON, the
+    stored form of the challenge it answers, and which passkey it names. Malformed: no id."""
+
+    credential: str = field(repr=False)
+    challenge_hash: str = ""
+    credential_id: str = ""
+
+    @classmethod
+    def read(cls, credential: str) -> _Assertion:
+        try:
+            return cls(
+                credential, challenge_hash(challenge_of(credential)), credential_id_of(credential)
+            )
+        except NotAuthenticated:
+            return cls(credential)
 
 
 # --- recovery codes -----------------------------------------------------------------------------
@@ -244,6 +275,42 @@ def _new_id() -> str:
 # --- the service --------------------------------------------------------------------------------
 
 
+def authentication_record(
+    account: AccountRecord | None,
+    interaction: str,
+    action: str,
+    outcome: str,
+    now: datetime,
+    client_ip: str | None,
+    *,
+    reason: str | None = None,
+    by: str | None = None,
+    detail: dict[str, str] | None = None,
+) -> AuditRecord:
+    """An authentication event of ``account`` (None: a login that names no account)."""
+    operator = account is not None and account.kind is AccountKind.OPERATOR
+    details = dict(detail or {})
+    if reason is not None:
+        details["reason"] = reason
+    return AuditRecord(
+        stream="operator" if operator else "clinical",
+        recorded=rfc3339_ms(now),
+        kind="authentication",
+        action=action,
+        interaction=interaction,
+        outcome=outcome,
+        agent=Agent(
+            who=by or (f"account:{account.id}" if account else None),
+            role=account.kind.value if account else None,
+            network=client_ip,
+        ),
+        # No entity: FHIR's "Account" is a billing resource, and the account already is
+        # the agent.
+        patient=account.patient_id if account else None,
+        detail=details,
+    )
+
+
 class AccountService:
     """Accounts' use cases, each in its own transaction(s) through ``units``."""
 
@@ -259,8 +326,10 @@ class AccountService:
         clock: Callable[[], datetime],
         account_policy: ThrottlePolicy = ACCOUNT_POLICY,
         ip_policy: ThrottlePolicy = IP_POLICY,
+        passkeys: PasskeyVerifier | None = None,
     ) -> None:
         self.units = units
+        self.passkeys = passkeys  # None: no sign-in with a passkey
         self.audit = audit
         self.hasher = hasher
         self.totp = totp
@@ -443,12 +512,16 @@ class AccountService:
         code: str,
         client_ip: str,
         now: datetime | None = None,
+        *,
+        passkey: str = "",
     ) -> Principal:
-        """Sign in with a password and a TOTP code or a recovery code.
+        """Sign in with a password and a TOTP code, a recovery code, or a passkey's assertion
+        (the browser's credential JSON), all checked in one attempt.
 
         Raises `Throttled` (with ``retry_after`` seconds) while the account or the address is
         backing off, and `AuthenticationFailed` with one message whatever was wrong."""
         now = now or self.clock()
+        assertion = _Assertion.read(passkey) if passkey else None
         try:
             folded: str | None = fold_login(login)
         except InvalidInput:
@@ -472,16 +545,35 @@ class AccountService:
             store.save_throttle_state(key, charged)
             # Queried for an unknown login too, so that both paths do the same work.
             unused_codes = store.unused_recovery_codes(account.id if account else "")
+            key_of_passkey = (
+                uow.passkeys.account_passkey(assertion.credential_id)
+                if assertion is not None and assertion.credential_id
+                else None
+            )
             uow.commit()
 
         # 2. The slow check, holding no lock.
-        check = self._check(account, password, code, now, unused_codes)
+        if passkey:
+            check = self._check_passkey(account, password, now, assertion, key_of_passkey)
+        else:
+            check = self._check(account, password, code, now, unused_codes)
 
         # 3. The outcome.
         with self.units() as uow:
             store = uow.accounts
             if check.ok and account is not None:
-                if check.step is not None:
+                if check.passkey_count is not None:
+                    assert assertion is not None
+                    assert key_of_passkey is not None
+                    won = uow.passkeys.take_challenge(
+                        assertion.challenge_hash, SIGN_IN, now
+                    ) is not None and uow.passkeys.account_passkey_used(
+                        key_of_passkey.credential_id,
+                        key_of_passkey.sign_count,
+                        check.passkey_count,
+                        now,
+                    )
+                elif check.step is not None:
                     won = store.accept_totp_step(account.id, check.step)
                 else:
                     assert check.recovery_hash is not None
@@ -528,14 +620,31 @@ class AccountService:
             uow.commit()
         raise AuthenticationFailed(FAILED)
 
-    def _check(
+    def _check_passkey(
         self,
         account: AccountRecord | None,
         password: str,
-        code: str,
         now: datetime,
-        unused_codes: Sequence[bytes],
+        assertion: _Assertion | None,
+        passkey: AccountPasskey | None,
     ) -> _Check:
+        """The password, then the passkey: the account's own, its assertion valid."""
+        check = self._check_password(account, password)
+        if not check.ok or account is None:
+            return check
+        if self.passkeys is None or assertion is None or not assertion.credential_id:
+            return _Check(False, "wrong-passkey")
+        if passkey is None or passkey.account_id != account.id:
+            return _Check(False, "wrong-passkey")
+        try:
+            count = self.passkeys.verify(assertion.credential, passkey)
+        except NotAuthenticated:
+            return _Check(False, "wrong-passkey")
+        return replace(check, reason=PASSKEY, passkey_count=count)
+
+    def _check_password(self, account: AccountRecord | None, password: str) -> _Check:
+        """The password of an enrolled, enabled account (the same work for an unknown one);
+        ok with the reason left to the second factor, and the password's new hash if due."""
         normalized = normalize_password(password)
         if account is None or account.disabled_at is not None:
             self.hasher.verify(self._dummy_hash, normalized)  # the same work, then refuse
@@ -544,6 +653,24 @@ class AccountService:
             return _Check(False, "wrong-password")
         if not account.enrolled:
             return _Check(False, "enrolment-incomplete")
+        rehash = (
+            self.hasher.hash(normalized)
+            if self.hasher.needs_rehash(account.password_hash)
+            else None
+        )
+        return _Check(True, "", new_hash=rehash)
+
+    def _check(
+        self,
+        account: AccountRecord | None,
+        password: str,
+        code: str,
+        now: datetime,
+        unused_codes: Sequence[bytes],
+    ) -> _Check:
+        check = self._check_password(account, password)
+        if not check.ok or account is None:
+            return check
         secret = self.secret_box.open(account.totp_secret, account.id)
         submitted = (code or "").strip()
         if _is_totp_code(submitted):
@@ -551,19 +678,15 @@ class AccountService:
             if step is None:
                 replayed = self.totp.verify(secret, submitted, now, None) is not None
                 return _Check(False, "replayed-code" if replayed else "wrong-code")
-            result = _Check(True, TOTP_CODE, step=step)
-        else:
-            digest = recovery_digest(submitted)
-            matched: bytes | None = None
-            for stored in unused_codes:  # every one compared, in constant time
-                if hmac.compare_digest(stored, digest):
-                    matched = stored
-            if matched is None or not submitted:
-                return _Check(False, "wrong-code")
-            result = _Check(True, RECOVERY_CODE, recovery_hash=matched)
-        if self.hasher.needs_rehash(account.password_hash):
-            result = replace(result, new_hash=self.hasher.hash(normalized))
-        return result
+            return replace(check, reason=TOTP_CODE, step=step)
+        digest = recovery_digest(submitted)
+        matched: bytes | None = None
+        for stored in unused_codes:  # every one compared, in constant time
+            if hmac.compare_digest(stored, digest):
+                matched = stored
+        if matched is None or not submitted:
+            return _Check(False, "wrong-code")
+        return replace(check, reason=RECOVERY_CODE, recovery_hash=matched)
 
     @staticmethod
     def _principal(account: AccountRecord, second_factor: str, now: datetime) -> Principal:
@@ -850,27 +973,16 @@ class AccountService:
         by: str | None = None,
         detail: dict[str, str] | None = None,
     ) -> AuditRecord:
-        """An authentication event of ``account`` (None: a login that names no account)."""
-        operator = account is not None and account.kind is AccountKind.OPERATOR
-        details = dict(detail or {})
-        if reason is not None:
-            details["reason"] = reason
-        return AuditRecord(
-            stream="operator" if operator else "clinical",
-            recorded=rfc3339_ms(now),
-            kind="authentication",
-            action=action,
-            interaction=interaction,
-            outcome=outcome,
-            agent=Agent(
-                who=by or (f"account:{account.id}" if account else None),
-                role=account.kind.value if account else None,
-                network=client_ip,
-            ),
-            # No entity: FHIR's "Account" is a billing resource, and the account already is
-            # the agent.
-            patient=account.patient_id if account else None,
-            detail=details,
+        return authentication_record(
+            account,
+            interaction,
+            action,
+            outcome,
+            now,
+            client_ip,
+            reason=reason,
+            by=by,
+            detail=detail,
         )
 
     def _append(self, uow: UnitOfWork, *records: AuditRecord) -> None:

@@ -17,14 +17,10 @@ documented alternative for sites whose workstations hold the card in the browser
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 
 from webauthn import (
     generate_authentication_options,
@@ -33,7 +29,7 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers import bytes_to_base64url, parse_client_data_json
+from webauthn.helpers import bytes_to_base64url
 from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
@@ -46,6 +42,16 @@ from carevault.adapters.storage.passkey_store import StoredChallenge, StoredPass
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.authorization import Subject
 from carevault.domain.errors import NotAuthenticated
+from carevault.services.passkey_ceremony import (
+    CEREMONY_TIMEOUT_MS,
+    PasskeyRefused,
+    RelyingParty,
+    challenge_hash,
+    challenge_of,
+    credential_id_of,
+    relying_party,
+    unb64,
+)
 from carevault.services.record_policy import licensed, practitioner_subject
 from carevault.services.tokens import (
     ASSERTION_TYPE,
@@ -58,8 +64,6 @@ CARD_ENROL_PATH = "/workspace/card/enrol"
 CARD_CHALLENGE_LIFETIME = timedelta(minutes=5)
 ENROLMENT_CODE_LIFETIME = timedelta(minutes=10)
 CEREMONY_LIFETIME = timedelta(minutes=5)
-CEREMONY_TIMEOUT_MS = 120_000
-MAX_CREDENTIAL_BYTES = 6_000  # a passkey's JSON: a few hundred bytes; attestation none
 ENROLMENT_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 ENROLMENT_CODE_LENGTH = 10
 
@@ -67,33 +71,6 @@ ENROLMENT_CODE_LENGTH = 10
 class CardRefused(NotAuthenticated):
     """The card proof does not hold: the assertion, its certificate, the licence or the
     challenge."""
-
-
-class PasskeyRefused(NotAuthenticated):
-    """A registration or a sign-in that does not hold. Vague on purpose: the log has why."""
-
-
-@dataclass(frozen=True)
-class RelyingParty:
-    """The WebAuthn relying party: the public address's host, and the origins pages come
-    from."""
-
-    id: str
-    name: str
-    origins: tuple[str, ...]
-
-
-def relying_party(public_url: str, environment: str) -> RelyingParty:
-    """From the public address. A browser refuses WebAuthn on an IP address, so in ``dev`` a
-    loopback address is served as ``localhost`` (browse to http://localhost:PORT)."""
-    parts = urlsplit(public_url)
-    host = parts.hostname or "localhost"
-    origins = [f"{parts.scheme}://{parts.netloc}"]
-    if environment == "dev" and host in ("127.0.0.1", "::1", "localhost"):
-        port = f":{parts.port}" if parts.port else ""
-        origins.append(f"{parts.scheme}://localhost{port}")
-        host = "localhost"
-    return RelyingParty(host, "CareVault", tuple(dict.fromkeys(origins)))
 
 
 @dataclass(frozen=True)
@@ -109,10 +86,6 @@ class SignedIn:
     practitioner_id: str
     certificate_serial: str
     credential_id: str
-
-
-def _hash(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()
 
 
 def _normalized_code(code: str) -> str:
@@ -195,7 +168,7 @@ class WorkspaceSignIn:
             challenge = claims.get("challenge")
             if not isinstance(challenge, str) or len(challenge) > 100:
                 raise CardRefused("the assertion must carry the server's challenge")
-            if uow.passkeys.take_challenge(_hash(challenge), "card", now) is None:
+            if uow.passkeys.take_challenge(challenge_hash(challenge), "card", now) is None:
                 raise CardRefused("the challenge is unknown, used or expired: ask for a new one")
             code = "".join(
                 secrets.choice(ENROLMENT_CODE_ALPHABET) for _ in range(ENROLMENT_CODE_LENGTH)
@@ -203,7 +176,11 @@ class WorkspaceSignIn:
             expires = now + ENROLMENT_CODE_LIFETIME
             uow.passkeys.add_challenge(
                 StoredChallenge(
-                    _hash(code), "enrolment", identity.practitioner_id, identity.serial, expires
+                    challenge_hash(code),
+                    "enrolment",
+                    identity.practitioner_id,
+                    identity.serial,
+                    expires,
                 )
             )
             uow.commit()
@@ -215,7 +192,9 @@ class WorkspaceSignIn:
         """The WebAuthn creation options for the holder of an enrolment code (used up)."""
         now = self.clock()
         with self.units() as uow:
-            taken = uow.passkeys.take_challenge(_hash(_normalized_code(code)), "enrolment", now)
+            taken = uow.passkeys.take_challenge(
+                challenge_hash(_normalized_code(code)), "enrolment", now
+            )
             if taken is None or taken.practitioner_id is None:
                 raise PasskeyRefused("this enrolment code is unknown, used or expired")
             practitioner_id = taken.practitioner_id
@@ -237,12 +216,12 @@ class WorkspaceSignIn:
                     user_verification=UserVerificationRequirement.REQUIRED,
                 ),
                 exclude_credentials=[
-                    PublicKeyCredentialDescriptor(id=_unb64(p.credential_id)) for p in existing
+                    PublicKeyCredentialDescriptor(id=unb64(p.credential_id)) for p in existing
                 ],
             )
             uow.passkeys.add_challenge(
                 StoredChallenge(
-                    _hash(bytes_to_base64url(options.challenge)),
+                    challenge_hash(bytes_to_base64url(options.challenge)),
                     "register",
                     practitioner_id,
                     taken.certificate_serial,
@@ -256,15 +235,15 @@ class WorkspaceSignIn:
         """Verify the browser's new credential against our challenge; store the passkey bound
         to the enrolment's certificate."""
         now = self.clock()
-        challenge = _challenge_of(credential)
+        challenge = challenge_of(credential)
         with self.units() as uow:
-            taken = uow.passkeys.take_challenge(_hash(challenge), "register", now)
+            taken = uow.passkeys.take_challenge(challenge_hash(challenge), "register", now)
             if taken is None or taken.practitioner_id is None or not taken.certificate_serial:
                 raise PasskeyRefused("this registration was not asked for, or is too late")
             try:
                 verified = verify_registration_response(
                     credential=credential,
-                    expected_challenge=_unb64(challenge),
+                    expected_challenge=unb64(challenge),
                     expected_rp_id=self.party.id,
                     expected_origin=list(self.party.origins),
                     require_user_verification=True,
@@ -306,10 +285,10 @@ class WorkspaceSignIn:
         """Verify a passkey's assertion over our challenge; the passkey's card certificate and
         the licence must still hold."""
         now = self.clock()
-        challenge = _challenge_of(credential)
-        credential_id = _credential_id(credential)
+        challenge = challenge_of(credential)
+        credential_id = credential_id_of(credential)
         with self.units() as uow:
-            if uow.passkeys.take_challenge(_hash(challenge), "signin", now) is None:
+            if uow.passkeys.take_challenge(challenge_hash(challenge), "signin", now) is None:
                 raise PasskeyRefused("this sign-in was not asked for, or is too late")
             passkey = uow.passkeys.get(credential_id)
             if passkey is None:
@@ -317,7 +296,7 @@ class WorkspaceSignIn:
             try:
                 verified = verify_authentication_response(
                     credential=credential,
-                    expected_challenge=_unb64(challenge),
+                    expected_challenge=unb64(challenge),
                     expected_rp_id=self.party.id,
                     expected_origin=list(self.party.origins),
                     credential_public_key=passkey.public_key,
@@ -345,7 +324,11 @@ class WorkspaceSignIn:
         with self.units() as uow:
             uow.passkeys.add_challenge(
                 StoredChallenge(
-                    _hash(challenge), purpose, practitioner_id, serial, self.clock() + lifetime
+                    challenge_hash(challenge),
+                    purpose,
+                    practitioner_id,
+                    serial,
+                    self.clock() + lifetime,
                 )
             )
             uow.commit()
@@ -359,46 +342,6 @@ def _display_name(resource: dict[str, object]) -> str:
     given = name.get("given", [])
     parts = [*(given if isinstance(given, list) else []), name.get("family", "")]
     return " ".join(str(p) for p in parts if p)
-
-
-def _unb64(value: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except ValueError:
-        raise PasskeyRefused("not base64url") from None
-
-
-def _parsed(credential: str) -> dict[str, object]:
-    if len(credential) > MAX_CREDENTIAL_BYTES:
-        raise PasskeyRefused("the credential is too large")
-    try:
-        parsed = json.loads(credential)
-    except (ValueError, RecursionError):
-        raise PasskeyRefused("the credential is not JSON") from None
-    if not isinstance(parsed, dict):
-        raise PasskeyRefused("the credential is not a JSON object")
-    return parsed
-
-
-def _challenge_of(credential: str) -> str:
-    """The challenge the browser signed, from the credential's clientDataJSON: which of our
-    challenges it answers (then checked by the library against the stored one)."""
-    response = _parsed(credential).get("response")
-    client_data = response.get("clientDataJSON") if isinstance(response, dict) else None
-    if not isinstance(client_data, str):
-        raise PasskeyRefused("the credential has no clientDataJSON")
-    try:
-        parsed = parse_client_data_json(_unb64(client_data))
-    except (WebAuthnException, ValueError, TypeError, KeyError):
-        raise PasskeyRefused("the credential's clientDataJSON is malformed") from None
-    return bytes_to_base64url(parsed.challenge)
-
-
-def _credential_id(credential: str) -> str:
-    raw = _parsed(credential).get("rawId")
-    if not isinstance(raw, str) or not raw or len(raw) > 700:
-        raise PasskeyRefused("the credential has no rawId")
-    return bytes_to_base64url(_unb64(raw))
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from fastapi import APIRouter
 
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.affinity import AffinityDomain
+from carevault.services.account_passkeys import AccountPasskeys
 from carevault.services.accounts import AccountService
 from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.audit_log import AuditLog
@@ -36,6 +37,7 @@ from carevault.web.documents_page import documents_page_router
 from carevault.web.oauth_consent import AUTHORIZE_PARAMS, oauth_consent_router
 from carevault.web.officer_pages import officer_pages_router
 from carevault.web.pages import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Pages
+from carevault.web.passkeys_page import passkeys_page_router
 from carevault.web.record_home import patient_name, record_home_router
 from carevault.web.representatives_page import representatives_page_router
 from carevault.web.sharing_page import sharing_page_router
@@ -59,6 +61,7 @@ class PortalContext:
     documents: DocumentService
     alerts: AnomalyDetection | None = None
     pki: PublicDocuments | None = None
+    passkeys: AccountPasskeys | None = None  # patients' passkeys (a second factor)
 
 
 def acting_for(
@@ -90,6 +93,7 @@ def portal_router(
     documents: DocumentService,
     alerts: AnomalyDetection | None = None,
     pki: PublicDocuments | None = None,
+    passkeys: AccountPasskeys | None = None,
 ) -> APIRouter:
     pages = Pages(
         sessions,
@@ -109,6 +113,7 @@ def portal_router(
         documents,
         alerts,
         pki,
+        passkeys,
     )
     router = APIRouter()
     parts = (
@@ -118,6 +123,7 @@ def portal_router(
         access_page_router,
         sharing_page_router,
         representatives_page_router,
+        passkeys_page_router,
         oauth_consent_router,
         officer_pages_router,
     )

@@ -50,7 +50,9 @@ SIGN_IN: dict[str, Any] = {
         403: html("the form is out of date (CSRF)"),
         429: html("too many attempts (Retry-After)"),
     },
-    "openapi_extra": merged(query("lang"), form(("login", "password", "code", "csrf", "next"))),
+    "openapi_extra": merged(
+        query("lang"), form(("login", "password", "code", "passkey", "csrf", "next"))
+    ),
 }
 
 
@@ -140,6 +142,7 @@ def signin_router(ctx: PortalContext) -> APIRouter:
                 posted.get("password", ""),
                 posted.get("code", ""),
                 client_address(request) or "",
+                passkey="" if operators else posted.get("passkey", ""),
             )
         except Throttled as error:
             page = login_page(

@@ -1,4 +1,6 @@
-"""SQL storage of the professionals' passkeys and of the workspace's single-use challenges.
+"""SQL storage of the passkeys (the professionals', bound to their card; the patients' and
+representatives', a second factor of their account) and of the ceremonies' single-use
+challenges.
 
 A challenge is kept as its SHA-256 only, and is taken at most once: `take_challenge` marks it
 used in the same statement that finds it, so two requests racing with one challenge cannot
@@ -18,11 +20,12 @@ from carevault.adapters.storage import schema as t
 @dataclass(frozen=True)
 class StoredChallenge:
     challenge_hash: str
-    purpose: str  # card | enrolment | register | signin
+    purpose: str  # card | enrolment | register | signin | account-register | account-signin
     practitioner_id: str | None
     certificate_serial: str | None
     expires_at: datetime
     used_at: datetime | None = None
+    account_id: str | None = None  # a patient's ceremony: the account it was opened for
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,16 @@ class StoredPasskey:
     credential_id: str  # base64url
     practitioner_id: str
     certificate_serial: str  # the card certificate it was enrolled with
+    public_key: bytes  # COSE
+    sign_count: int
+    created_at: datetime
+    last_used_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AccountPasskey:
+    credential_id: str  # base64url
+    account_id: str
     public_key: bytes  # COSE
     sign_count: int
     created_at: datetime
@@ -55,6 +68,7 @@ class PasskeyStore:
                 practitioner_id=challenge.practitioner_id,
                 certificate_serial=challenge.certificate_serial,
                 expires_at=challenge.expires_at,
+                account_id=challenge.account_id,
             )
         )
 
@@ -85,6 +99,7 @@ class PasskeyStore:
             row.certificate_serial,
             row.expires_at,
             row.used_at,
+            row.account_id,
         )
 
     # --- passkeys ---------------------------------------------------------------------------
@@ -124,6 +139,66 @@ class PasskeyStore:
             .where(table.c.credential_id == credential_id)
             .values(sign_count=sign_count, last_used_at=at)
         )
+
+    # --- the accounts' passkeys (a second factor) ---------------------------------------
+
+    def add_for_account(self, passkey: AccountPasskey) -> None:
+        self.connection.execute(
+            insert(t.account_passkey).values(
+                credential_id=passkey.credential_id,
+                account_id=passkey.account_id,
+                public_key=passkey.public_key,
+                sign_count=passkey.sign_count,
+                created_at=passkey.created_at,
+            )
+        )
+
+    def account_passkey(self, credential_id: str) -> AccountPasskey | None:
+        table = t.account_passkey
+        row = self.connection.execute(
+            select(table).where(table.c.credential_id == credential_id)
+        ).first()
+        return None if row is None else _account_passkey(row)
+
+    def of_account(self, account_id: str) -> list[AccountPasskey]:
+        table = t.account_passkey
+        rows = self.connection.execute(
+            select(table).where(table.c.account_id == account_id).order_by(table.c.created_at)
+        )
+        return [_account_passkey(row) for row in rows]
+
+    def account_passkey_used(
+        self, credential_id: str, old_count: int, new_count: int, at: datetime
+    ) -> bool:
+        """Record a sign-in with the passkey; False if another sign-in moved its counter
+        first (the same assertion replayed in a race): the caller refuses."""
+        table = t.account_passkey
+        changed = self.connection.execute(
+            update(table)
+            .where(table.c.credential_id == credential_id, table.c.sign_count == old_count)
+            .values(sign_count=new_count, last_used_at=at)
+        ).rowcount
+        return changed == 1
+
+    def remove_account_passkey(self, account_id: str, credential_id: str) -> bool:
+        keys = t.account_passkey
+        removed = self.connection.execute(
+            delete(keys).where(
+                keys.c.account_id == account_id, keys.c.credential_id == credential_id
+            )
+        ).rowcount
+        return removed == 1
+
+
+def _account_passkey(row: Row[Any]) -> AccountPasskey:
+    return AccountPasskey(
+        row.credential_id,
+        row.account_id,
+        bytes(row.public_key),
+        int(row.sign_count),
+        row.created_at,
+        row.last_used_at,
+    )
 
 
 def _passkey(row: Row[Any]) -> StoredPasskey:

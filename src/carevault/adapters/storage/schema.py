@@ -426,6 +426,21 @@ workspace_challenge = Table(
     Column("certificate_serial", String(64)),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
     Column("used_at", UTCDateTime),
+    # The account a patient's passkey ceremony was opened for (migration 0021).
+    Column("account_id", ID),
+)
+
+# A patient's or representative's passkey (migration 0021): a second factor besides the TOTP
+# code, checked with the password in one sign-in.
+account_passkey = Table(
+    "account_passkey",
+    metadata,
+    Column("credential_id", String(700), primary_key=True),  # base64url
+    Column("account_id", ID, nullable=False, index=True),
+    Column("public_key", LargeBinary, nullable=False),  # COSE
+    Column("sign_count", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
 )
 
 # --- patient apps: OAuth clients and authorization codes (migration 0007) ----------------------
