@@ -23,7 +23,6 @@ from typing import Self
 
 from sqlalchemy import Connection
 
-from carevault.adapters.storage.unit_of_work import Written
 from carevault.api.fhir.door import (
     REDACTED,
     SECRET_PARAMETERS,
@@ -41,6 +40,7 @@ from carevault.domain.audit import (
     ACTION_UPDATE,
     Agent,
     AuditRecord,
+    Written,
     outcome_of,
     professionals_detail,
     rfc3339_ms,

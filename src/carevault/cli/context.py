@@ -15,9 +15,15 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine
 
 from carevault.adapters.storage.database import connect
-from carevault.adapters.storage.unit_of_work import UnitOfWork, Written
+from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import audit_log
-from carevault.domain.audit import Agent, AuditRecord, professionals_detail, rfc3339_ms
+from carevault.domain.audit import (
+    Agent,
+    AuditRecord,
+    Written,
+    professionals_detail,
+    rfc3339_ms,
+)
 from carevault.services.audit_log import AuditLog
 from carevault.settings import Settings
 

@@ -21,11 +21,11 @@ from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.pki.credential_files import CredentialFiles, check_free, write_credentials
 from carevault.adapters.pki.x509_authority import REASONS
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.adapters.storage.unit_of_work import UnitOfWork, Written
+from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import directory_context, utc_now
 from carevault.cli import context
 from carevault.cli.errors import friendly
-from carevault.domain.audit import AuditRecord
+from carevault.domain.audit import AuditRecord, Written
 from carevault.domain.errors import CareVaultError
 from carevault.services import pki
 from carevault.settings import Settings

@@ -121,6 +121,16 @@ def rfc3339_ms(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class Written:
+    """What a transaction wrote, as its audit entry names it: the patients whose records or
+    identities changed, and the professionals whose roles, licence or teams changed (what
+    they may reach changed: the security officer's detector watches what they do next)."""
+
+    patients: list[str]
+    professionals: list[str]
+
+
 # A change to professionals' entries, roles or teams names them in its entry (the security
 # officer's detector watches what they reach next); a bulk feed names the first ones and how
 # many there were, so that one entry stays small.

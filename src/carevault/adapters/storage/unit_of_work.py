@@ -9,7 +9,6 @@ same identifier) becomes a `Conflict` rather than a server error.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -28,19 +27,9 @@ from carevault.adapters.storage.pki_store import PkiStore
 from carevault.adapters.storage.portal_store import InvitationStore, SessionStore
 from carevault.adapters.storage.prescription_store import PrescriptionStore
 from carevault.adapters.storage.record_store import RecordStore
+from carevault.domain.audit import Written
 from carevault.domain.authorization import RecordModel
 from carevault.domain.errors import Conflict, Unavailable
-
-
-@dataclass(frozen=True)
-class Written:
-    """What a transaction wrote, as its audit entry names it: the patients whose records or
-    identities changed, and the professionals whose roles, licence or teams changed (what
-    they may reach changed: the security officer's detector watches what they do next)."""
-
-    patients: list[str]
-    professionals: list[str]
-
 
 BeforeCommit = Callable[[Connection, Written], None]
 
