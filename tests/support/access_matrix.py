@@ -1714,6 +1714,43 @@ _fixed("/workspace/logout", "POST", 303, "POST /workspace/logout (no session)",
        _absolute("POST", "/workspace/logout", form={"csrf": "x"}))
 
 
+# The patients' passkeys (tests/integration/test_portal_passkeys.py adds, uses and removes them).
+_fixed("/login/passkey", "POST", 400, "POST /login/passkey (no CSRF token)",
+       _absolute("POST", "/login/passkey", form={"csrf": "x"}))
+
+
+def _persons_page(path: str, method: str, label: str, *, json_answers: bool) -> list[Row]:
+    """A page of the patients' and representatives' own accounts: no session, the sign-in
+    (or 401 for the ceremonies' JSON); a session without the page's CSRF token changes
+    nothing (400); an operator's session has no passkeys here (403, on the page itself)."""
+    def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
+        if caller.name not in w.sessions:
+            if json_answers:
+                return Expected(False, frozenset({401}), "no session")
+            return Expected(False, frozenset({303}), "no session: to the sign-in page")
+        if method == "POST":
+            return Expected(False, frozenset({400}), "no CSRF token: nothing changes")
+        if caller.session_kind in ("patient", "representative"):
+            return Expected(True, frozenset({200}), "their own passkeys")
+        return Expected(False, frozenset({403}), "an operator's session")
+
+    return [Row(label, (path, method), ("", ""),
+                _session_call(method, path, lambda _w, _c: {"credential_id": "x"}),
+                expect=expect)]
+
+
+APP_ROWS[("/me/passkeys", "GET")] = lambda _w: _persons_page(
+    "/me/passkeys", "GET", "GET /me/passkeys (the account's passkeys)", json_answers=False)
+APP_ROWS[("/me/passkeys/options", "POST")] = lambda _w: _persons_page(
+    "/me/passkeys/options", "POST", "POST /me/passkeys/options (no CSRF token)",
+    json_answers=True)
+APP_ROWS[("/me/passkeys", "POST")] = lambda _w: _persons_page(
+    "/me/passkeys", "POST", "POST /me/passkeys (no CSRF token)", json_answers=True)
+APP_ROWS[("/me/passkeys/remove", "POST")] = lambda _w: _persons_page(
+    "/me/passkeys/remove", "POST", "POST /me/passkeys/remove (no CSRF token)",
+    json_answers=False)
+
+
 @app_row("/workspace", "GET")
 def _workspace_home(world: World) -> list[Row]:
     def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:

@@ -29,10 +29,14 @@ if TYPE_CHECKING:
     from carevault.web.portal import PortalContext
 
 PAGE = "/me/passkeys"
+# Whose sessions have passkeys here: the people of the patients' door (operators sign in at
+# their own door, with their TOTP code; professionals' passkeys are bound to their card).
+PERSONS = frozenset({"patient", "representative"})
 SIGN_IN_OPTIONS = "/login/passkey"
 JSON_ERRORS: dict[int | str, dict[str, Any]] = {
     400: answer("the form is out of date (CSRF) or malformed"),
     401: answer("refused: the message says what to do"),
+    403: answer("an operator's session: operators have no passkeys here"),
     429: answer("too many attempts (Retry-After)"),
 }
 
@@ -78,7 +82,11 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
     @router.get(
         PAGE,
         response_class=HTMLResponse,
-        responses={200: html("the account's passkeys"), 303: redirect("to the sign-in page")},
+        responses={
+            200: html("the account's passkeys"),
+            303: redirect("to the sign-in page"),
+            403: html("an operator's session: operators have no passkeys here"),
+        },
         openapi_extra=query("lang"),
     )
     @access(SESSION)
@@ -86,6 +94,8 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
         session = await pages.session(request)
         if session is None:
             return pages.to_login(request)
+        if session.kind not in PERSONS:
+            return pages.error(request, 403, pages.text(request, "persons_only", "passkeys"))
         keys = await run_in_threadpool(lambda: service().of_account(session.account_id))
         return pages.render(
             request,
@@ -109,6 +119,8 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
             return refusal(request, 401, "signed_out")
         except FormRefused:
             return refusal(request, 400, "form")
+        if session.kind not in PERSONS:
+            return refusal(request, 403, "persons_only")
         try:
             options = await run_in_threadpool(
                 lambda: service().registration_options(session.account_id)
@@ -130,6 +142,8 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
             return refusal(request, 401, "signed_out")
         except FormRefused:
             return refusal(request, 400, "form")
+        if session.kind not in PERSONS:
+            return refusal(request, 403, "persons_only")
         client = client_address(request)
         try:
             await run_in_threadpool(
