@@ -1935,6 +1935,8 @@ APP_ROWS[("/me/documents", "GET")] = _record_page(
 APP_ROWS[("/me/documents", "POST")] = _record_page(
     "/me/documents", "POST", Action.MANAGE, {"document": "no-such-document", "hidden": "false"},
     404, "POST /me/documents (hide or show a document; an unknown one here)")
+APP_ROWS[("/me/export", "GET")] = _record_page(
+    "/me/export", "GET", Action.PERSONAL, {}, 200, "GET /me/export (the record's Bundle)")
 APP_ROWS[("/me/access", "GET")] = _record_page(
     "/me/access", "GET", Action.PERSONAL, {}, 200, "GET /me/access (who can see the record)")
 APP_ROWS[("/me/access", "POST")] = _record_page(

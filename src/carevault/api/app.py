@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
@@ -230,6 +230,16 @@ def render(
 ) -> Response:
     """The door's answer on the wire: the negotiated format (`formats.negotiate`), and for a
     write what ``Prefer: return=…`` asked for."""
+    if response.stream is not None:
+        if fmt != "xml":
+            return StreamingResponse(
+                response.stream,
+                status_code=response.status,
+                headers={**response.headers, "Cache-Control": "no-store"},
+                media_type=f"{FHIR_JSON}; charset=utf-8",
+            )
+        # XML is not written piece by piece: the whole body, converted.
+        response = replace(response, body=json.loads(b"".join(response.stream)), stream=None)
     if response.raw is None and (fmt == "xml" or preference is not None):
         body = preferred_body(method, response.status, response.body, preference or Preference())
         xml = json_to_xml(body) if fmt == "xml" and body is not None else None

@@ -6,17 +6,22 @@ URLs: a document is named in the form's body only.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from carevault.api.fhir.record_export import attachment_headers, bundle_bytes, bundle_entries
 from carevault.api.openapi import form, html, merged, query, redirect
 from carevault.api.route_door import SESSION, access
 from carevault.domain.affinity import TYPE_CODES
+from carevault.domain.audit import rfc3339_ms
+from carevault.domain.authorization import Action
 from carevault.domain.errors import CareVaultError, NotFound
 from carevault.services.audit_log import AuditUnavailable
+from carevault.services.record_export import RecordExport
 from carevault.web.i18n import day, language
 from carevault.web.record_home import actor_of, record_view
 
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
     from carevault.web.portal import PortalContext
 
 PAGE = "/me/documents"
+EXPORT = "/me/export"
 
 
 def documents_page_router(ctx: PortalContext) -> APIRouter:
@@ -120,7 +126,59 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
             return pages.error(request, 403, error.message)
         return RedirectResponse(f"{PAGE}?lang={language(request)}&done=1", status_code=303)
 
+    @router.get(
+        EXPORT,
+        response_class=Response,
+        responses={
+            200: {
+                "description": "the record as a FHIR Bundle (collection), streamed as a download",
+                "content": {"application/fhir+json": {}},
+            },
+            303: redirect("not signed in: to the sign-in page"),
+            403: html("the session acts on no record, or the engine refuses the export"),
+            503: html("the audit log is unavailable: nothing was exported"),
+        },
+        openapi_extra=query("lang"),
+    )
+    @access(SESSION)
+    async def export(request: Request) -> Response:
+        """Everything the person may see of the record (GDPR portability), as the FHIR API's
+        ``$everything`` gives it: decided and recorded before the first byte, then streamed."""
+        session = await pages.record_session(request)
+        if isinstance(session, Response):
+            return session
+        lang, patient_id = language(request), session.patient_id or ""
+        actor = actor_of(session, request)
+
+        def prepare() -> tuple[Iterator[bytes], int]:
+            now = ctx.clock()
+            with ctx.units() as uow:
+                record = ctx.policy.facts(uow, patient_id, now)
+                ctx.policy.require(actor.subject, Action.PERSONAL, record, None, now)
+            assert record is not None  # the engine permits nothing on no record
+            record_view(ctx, session, request, "export", "Bundle")
+            reader = RecordExport(ctx.units, ctx.documents, ctx.log, ctx.affinity)
+            total = reader.document_count(actor.subject, record)
+            entries = bundle_entries(
+                reader.parts(actor.subject, record, lang),
+                record,
+                ctx.settings.public_url + "/fhir",
+                lang,
+            )
+            return bundle_bytes(entries, rfc3339_ms(now)), total
+
+        try:
+            stream, total = await run_in_threadpool(prepare)
+        except AuditUnavailable:
+            return pages.error(request, 503, pages.text(request, "unavailable"))
+        except CareVaultError as error:
+            return pages.error(request, 403, error.message)
+        headers = {**attachment_headers(patient_id), "X-Export-Documents": str(total)}
+        return StreamingResponse(
+            stream, headers=headers, media_type="application/fhir+json; charset=utf-8"
+        )
+
     return router
 
 
-__all__ = ["documents_page_router"]
+__all__ = ["EXPORT", "documents_page_router"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -118,6 +118,8 @@ class FhirResponse:
     # Bytes served as they are (ITI-68 retrieve), with ``media_type``; ``body`` is then None.
     raw: bytes | None = None
     media_type: str | None = None
+    # A FHIR JSON body written as it is read (the export of a record): ``body`` is then None.
+    stream: Iterator[bytes] | None = None
 
 
 @dataclass(frozen=True)

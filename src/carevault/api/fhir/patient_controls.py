@@ -18,20 +18,17 @@ representatives); professionals are refused all three.
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 from typing import Any
 
-from carevault.api.fhir.audit_handlers import history_language, history_parameters
+from carevault.api.fhir.audit_handlers import history_language
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import AccessNeed, FhirRequest, FhirResponse, Operation, Target
+from carevault.api.fhir.record_export import attachment_headers, bundle_bytes, bundle_entries
 from carevault.api.fhir.record_handlers import (
     _instant,
     actor_of,
     admitted_record,
-    block_consent,
-    emergency_consent,
-    grant_consent,
 )
 from carevault.domain.accounts import Mandate
 from carevault.domain.audit import rfc3339_ms
@@ -44,9 +41,7 @@ from carevault.domain.authorization import (
     RecordState,
 )
 from carevault.domain.errors import InvalidInput
-from carevault.fhirmodel.mhd import document_reference
-from carevault.services.access_history import access_history
-from carevault.services.directory import read_patient
+from carevault.services.record_export import RecordExport
 from carevault.services.record_policy import RecordChange
 
 JsonObject = dict[str, Any]
@@ -54,7 +49,6 @@ SETTINGS_URL = "https://carevault.lu/fhir/OperationDefinition/Patient-record-set
 REPRESENTATIVE_URL = "https://carevault.lu/fhir/OperationDefinition/Patient-representative"
 EVERYTHING_URL = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 # The export pages through the record in steps of this many documents and history entries.
-EXPORT_STEP = 100
 
 RECORD_SETTINGS_READ = Operation(
     "record-settings",
@@ -317,67 +311,24 @@ def _representative(api: ApiContext, request: FhirRequest) -> FhirResponse:
 
 
 def _everything(api: ApiContext, request: FhirRequest) -> FhirResponse:
-    """Everything the caller may see of the record, in one Bundle."""
+    """Everything the caller may see of the record, in one Bundle, streamed
+    (`carevault.api.fhir.record_export`)."""
     unknown = request.param_names() - {"_format", "language"}
     if unknown:
         raise InvalidInput(f"unknown parameter {sorted(unknown)[0]!r} for $everything")
     language = history_language(request)
     subject, record = admitted_record(request)
-    patient_id = record.patient_id
-    base = request.base_url
-    entries: list[JsonObject] = []
-
-    def add(resource: JsonObject, url: str) -> None:
-        entries.append({"fullUrl": url, "resource": resource})
-
-    with api.unit_of_work() as uow:
-        add(read_patient(uow, patient_id).resource, f"{base}/Patient/{patient_id}")
-    for retrieved in api.documents.everything(api.unit_of_work, subject, record, EXPORT_STEP):
-        metadata = retrieved.metadata
-        add(document_reference(metadata, base), f"{base}/DocumentReference/{metadata.id}")
-        binary = {
-            "resourceType": "Binary",
-            "id": metadata.id,
-            "contentType": metadata.content_type,
-            "data": base64.b64encode(retrieved.content).decode("ascii"),
-        }
-        add(binary, f"{base}/Binary/{metadata.id}")
-    with api.unit_of_work() as uow:
-        grants = uow.records.grants(patient_id)
-        blocks = uow.records.blocks(patient_id)
-    for grant in grants:
-        add(grant_consent(patient_id, grant), f"{base}/Consent/{grant.grant.id}")
-    for block in blocks:
-        add(block_consent(patient_id, block), f"{base}/Consent/{block.block.id}")
-    add(emergency_consent(record), f"{base}/Consent/emergency-{patient_id}")
-    after = -1
-    while True:
-        history = access_history(
-            api.audit,
-            api.unit_of_work,
-            patient_id,
-            known_size=None,
-            after=after,
-            limit=EXPORT_STEP,
-            language=language,
-            affinity=api.affinity,
-        )
-        if history.entries:
-            page = history_parameters(history, language)
-            add(page, f"urn:carevault:access-history:{history.entries[0].leaf_index}")
-        if history.next_after is None or not history.entries:
-            break
-        after = history.next_after
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "timestamp": rfc3339_ms(api.policy.clock()),
-        "entry": entries,
-    }
-    response = FhirResponse(200, bundle, patients=(patient_id,))
-    response.headers["Content-Disposition"] = f'attachment; filename="record-{patient_id}.json"'
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    export = RecordExport(api.unit_of_work, api.documents, api.audit, api.affinity)
+    parts = export.parts(subject, record, language)
+    entries = bundle_entries(parts, record, request.base_url, language)
+    timestamp = rfc3339_ms(api.policy.clock())
+    return FhirResponse(
+        200,
+        None,
+        headers=attachment_headers(record.patient_id),
+        patients=(record.patient_id,),
+        stream=bundle_bytes(entries, timestamp),
+    )
 
 
 __all__ = ["EVERYTHING", "OPERATIONS", "RECORD_SETTINGS_READ", "REPRESENTATIVE"]
