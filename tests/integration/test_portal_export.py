@@ -61,7 +61,8 @@ def test_the_export_is_the_records_bundle_with_every_document_and_its_content(
     binaries = [r for r in resources if r["resourceType"] == "Binary"]
     assert int(download.headers["x-export-documents"]) == len(binaries) >= 1
     assert any(base64.b64decode(b["data"]) == PDF for b in binaries)
-    assert any(r.get("id") == document for r in resources if r["resourceType"] == "DocumentReference")
+    references = [r for r in resources if r["resourceType"] == "DocumentReference"]
+    assert any(r.get("id") == document for r in references)
     # Each document's metadata then its content, as $everything writes them.
     urls = [e["fullUrl"] for e in bundle["entry"]]
     at = urls.index(f"http://127.0.0.1:8000/fhir/DocumentReference/{document}")
