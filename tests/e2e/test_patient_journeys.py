@@ -196,3 +196,31 @@ def test_the_history_highlights_an_emergency_and_is_verified_complete(
     assert int(this_month.nth(1).inner_text()) >= 1  # the emergency, counted
     assert axe_violations(page) == []
     assert problems == [], "\n".join(problems)
+
+
+def test_exporting_the_record_with_its_progress_and_opening_the_bundle(
+        server: Any, signed_in: Any, seen: tuple[Physician, str], tmp_path: Any) -> None:
+    """The export streams; the page counts the documents as they arrive, then saves the
+    Bundle, which opens as FHIR JSON with the physician's document and its content."""
+    import base64
+    import json
+
+    page = signed_in
+    problems = page_errors(page)
+    _physician, document = seen
+    page.goto(server.base_url + "/me/documents?lang=en", wait_until="load")
+    with page.expect_download() as arriving:
+        page.click("#export")
+    saved = tmp_path / "record.json"
+    arriving.value.save_as(saved)
+    page.locator("#export-status").filter(has_text="downloaded").wait_for()
+    assert page.locator("#export-progress").get_attribute("value") == page.locator(
+        "#export-progress").get_attribute("max")
+    bundle = json.loads(saved.read_text(encoding="utf-8"))
+    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
+    resources = {(e["resource"]["resourceType"], e["resource"].get("id")): e["resource"]
+                 for e in bundle["entry"]}
+    assert ("DocumentReference", document) in resources
+    assert base64.b64decode(resources[("Binary", document)]["data"]) == PDF
+    assert axe_violations(page) == []
+    assert problems == []
