@@ -43,3 +43,35 @@ def test_signing_out_everywhere_ends_every_session_of_the_account(platform: Plat
     anonymous = TestClient(platform.app, base_url="http://127.0.0.1:8000")
     assert anonymous.post("/logout/everywhere", data={"csrf": csrf},
                           follow_redirects=False).status_code == 303
+
+
+def test_signing_out_everywhere_revokes_the_accounts_app_tokens_too(platform: Platform) -> None:
+    """A phone app the patient approved holds a token: "sign out everywhere" (the lost phone)
+    ends it at once; another person's app keeps working."""
+    from support.tokens import account_token as app_token
+
+    account = enrol_patient(platform, family="Weber")
+    other = enrol_patient(platform, 2, family="Schmit", login="jos.schmit@example.lu")
+    with platform.unit_of_work() as uow:
+        mine = uow.accounts.by_login(account.login)
+        theirs = uow.accounts.by_login(other.login)
+    assert mine is not None and theirs is not None
+    phone_app = app_token(platform, mine.id, account.patient_id)
+    their_app = app_token(platform, theirs.id, other.patient_id)
+    api = TestClient(platform.app, base_url="http://127.0.0.1:8000")
+
+    def reads(token: str, patient_id: str) -> int:
+        return api.get(f"/fhir/Patient/{patient_id}",
+                       headers={"Authorization": f"Bearer {token}"}).status_code
+
+    assert reads(phone_app, account.patient_id) == 200
+    laptop = signed_in(platform, account, port=50033)
+    csrf = csrf_of(laptop.get("/me"))
+    assert laptop.post("/logout/everywhere", data={"csrf": csrf},
+                       follow_redirects=False).status_code == 303
+    assert reads(phone_app, account.patient_id) == 401
+    assert reads(their_app, other.patient_id) == 200
+    entries = [AuditRecord.from_canonical(data)
+               for _, data in platform.audit.patient_entries(account.patient_id, limit=200)]
+    (everywhere,) = [e for e in entries if e.interaction == "logout-everywhere"]
+    assert everywhere.detail["app_tokens"] == "1"

@@ -805,15 +805,16 @@ class AccountService:
         return replace(principal, acting_for=patient_id, scope=scope)
 
     def sign_out_everywhere(self, account_id: str, *, client_ip: str | None = None) -> int:
-        """End every portal session of the account, in every browser and on every device, in
-        one transaction with its audit entry (in the patient's history for a patient's
-        account); how many sessions were ended."""
+        """End every portal session of the account, in every browser and on every device, and
+        revoke the access tokens its apps hold, in one transaction with its audit entry (in the
+        patient's history for a patient's account); how many sessions were ended."""
         now = self.clock()
         with self.units() as uow:
             account = uow.accounts.by_id(account_id)
             if account is None:
                 raise NotFound("no such account")
             ended = uow.sessions.end_all(account_id, now)
+            tokens = uow.oauth.revoke_subject(f"account:{account_id}", now)
             self._append(
                 uow,
                 self._event(
@@ -823,7 +824,7 @@ class AccountService:
                     _SUCCESS,
                     now,
                     client_ip,
-                    detail={"sessions": str(ended)},
+                    detail={"sessions": str(ended), "app_tokens": str(tokens)},
                 ),
             )
             uow.commit()

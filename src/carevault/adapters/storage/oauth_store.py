@@ -83,6 +83,22 @@ class OAuthStore:
             row.certificate_revoked_at,
         )
 
+    def revoke_subject(self, subject: str, at: datetime) -> int:
+        """Revoke every token of ``subject`` still in force (an account's "sign out
+        everywhere" reaches its apps too); how many."""
+        token = t.oauth_token
+        return int(
+            self.connection.execute(
+                update(token)
+                .where(
+                    token.c.subject == subject,
+                    token.c.revoked_at.is_(None),
+                    token.c.expires_at > at,
+                )
+                .values(revoked_at=at)
+            ).rowcount
+        )
+
     def revoke(self, jti: str, at: datetime) -> bool:
         changed = self.connection.execute(
             update(t.oauth_token)

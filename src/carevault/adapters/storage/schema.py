@@ -298,7 +298,8 @@ oauth_token = Table(
     Column("jti", String(64), primary_key=True),
     Column("client_id", String(128), nullable=False, index=True),
     Column("certificate_serial", String(64)),
-    Column("subject", String(255), nullable=False),
+    # Indexed (migration 0021): "sign out everywhere" revokes an account's tokens.
+    Column("subject", String(255), nullable=False, index=True),
     Column("scope", Text, nullable=False),
     Column("issued_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),

@@ -1,5 +1,6 @@
 """Patients' and representatives' passkeys: a second factor besides the TOTP code, and the
-account a WebAuthn ceremony's challenge was issued to.
+account a WebAuthn ceremony's challenge was issued to; an index on the tokens' subject, so
+that "sign out everywhere" revokes an account's app tokens without reading them all.
 
 Revision ID: 0021
 Revises: 0020
@@ -30,9 +31,11 @@ def upgrade() -> None:
     op.create_index("ix_account_passkey_account_id", "account_passkey", ["account_id"])
     with op.batch_alter_table("workspace_challenge") as batch:
         batch.add_column(sa.Column("account_id", sa.String(64), nullable=True))
+    op.create_index("ix_oauth_token_subject", "oauth_token", ["subject"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_oauth_token_subject", "oauth_token")
     with op.batch_alter_table("workspace_challenge") as batch:
         batch.drop_column("account_id")
     op.drop_index("ix_account_passkey_account_id", "account_passkey")
