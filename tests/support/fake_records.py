@@ -66,6 +66,23 @@ class _Emergency:
 
 
 @dataclass
+class _MandateRow:
+    """A ``mandate`` row, unchecked: `Mandate` checks its values when the account store reads
+    it back, as the real one does."""
+
+    id: str
+    representative_account_id: str
+    patient_id: str
+    scope: str
+    starts_at: datetime
+    ends_at: datetime | None
+
+    def mandate(self) -> Mandate:
+        return Mandate(self.id, self.representative_account_id, self.patient_id, self.scope,
+                       self.starts_at, self.ends_at)
+
+
+@dataclass
 class _Delegation:
     patient_id: str
     delegation: Delegation
@@ -86,7 +103,7 @@ class FakeRecordStore(FakeRecords):
         model: RecordModel = RecordModel.OPT_OUT,
         *,
         patients: dict[str, dict[str, Any]] | None = None,
-        mandates: dict[str, Mandate] | None = None,
+        mandates: dict[str, _MandateRow] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -315,7 +332,7 @@ class FakeAccountStore:
     """Accounts by id and login, and the representatives' mandates (shared with the record
     store, which reads them as the record's representatives), as `AccountStore` keeps them."""
 
-    mandates: dict[str, Mandate] = field(default_factory=dict)
+    mandates: dict[str, _MandateRow] = field(default_factory=dict)
     accounts: dict[str, AccountRecord] = field(default_factory=dict)
 
     def add(self, account: AccountRecord) -> None:
@@ -334,9 +351,11 @@ class FakeAccountStore:
     def add_mandate(self, mandate: Mandate, created_at: datetime) -> None:
         if mandate.id in self.mandates:
             raise KeyError("a mandate is stored once")
-        self.mandates[mandate.id] = mandate
+        self.mandates[mandate.id] = _MandateRow(
+            mandate.id, mandate.representative_account_id, mandate.patient_id, mandate.scope,
+            mandate.starts_at, mandate.ends_at)
 
-    def _in_force(self, patient_id: str, mandate_id: str, at: datetime) -> Mandate | None:
+    def _in_force(self, patient_id: str, mandate_id: str, at: datetime) -> _MandateRow | None:
         found = self.mandates.get(mandate_id)
         if (found is None or found.patient_id != patient_id or found.starts_at > at
                 or (found.ends_at is not None and found.ends_at <= at)):
@@ -347,7 +366,7 @@ class FakeAccountStore:
         found = self._in_force(patient_id, mandate_id, at)
         if found is None:
             return False
-        self.mandates[mandate_id] = replace(found, ends_at=at)
+        found.ends_at = at
         return True
 
     def limit_mandate(
@@ -356,12 +375,13 @@ class FakeAccountStore:
         found = self._in_force(patient_id, mandate_id, at)
         if found is None:
             return False
-        self.mandates[mandate_id] = replace(found, scope=scope, ends_at=ends_at)
+        found.scope, found.ends_at = scope, ends_at
         return True
 
     def mandates_for(self, patient_id: str) -> list[Mandate]:
-        return sorted((m for m in self.mandates.values() if m.patient_id == patient_id),
-                      key=lambda m: (m.starts_at, m.id))
+        found = sorted((m for m in self.mandates.values() if m.patient_id == patient_id),
+                       key=lambda m: (m.starts_at, m.id))
+        return [m.mandate() for m in found]
 
 
 class FakeRecordDirectory(FakeDirectory):
