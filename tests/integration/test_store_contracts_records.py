@@ -212,6 +212,9 @@ def check_accounts_and_mandates(uow: Any, patient_id: str, other_id: str) -> Non
         assert not accounts.limit_mandate(patient_id, "m3", "manage", None, NOW)
         assert accounts.end_mandate(patient_id, "m1", NOW)
         assert not accounts.end_mandate(patient_id, "m1", NOW)  # ended now
+        # Started this very instant: ended at it, it would end when it starts (and no reading
+        # of the record's mandates would work any more).
+        assert not accounts.end_mandate(patient_id, "m2", NOW)
         assert accounts.limit_mandate(patient_id, "m2", "read", NOW + DAY, NOW)
         assert not accounts.limit_mandate(patient_id, "nope", "read", None, NOW)
         uow.commit()

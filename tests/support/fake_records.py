@@ -364,7 +364,7 @@ class FakeAccountStore:
 
     def end_mandate(self, patient_id: str, mandate_id: str, at: datetime) -> bool:
         found = self._in_force(patient_id, mandate_id, at)
-        if found is None:
+        if found is None or found.starts_at == at:
             return False
         found.ends_at = at
         return True

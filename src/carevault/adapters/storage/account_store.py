@@ -170,14 +170,16 @@ class AccountStore:
         )
 
     def end_mandate(self, patient_id: str, mandate_id: str, at: datetime) -> bool:
-        """End a mandate in force now (its history stays); False if none matches."""
+        """End a mandate in force now (its history stays); False if none matches. One that
+        started at this very instant is not ended at it: the stored mandate would end when it
+        starts, which no mandate may (`Mandate`), and every later reading would fail."""
         m = t.mandate
         done = self.connection.execute(
             update(m)
             .where(
                 m.c.id == mandate_id,
                 m.c.patient_id == patient_id,
-                m.c.starts_at <= at,
+                m.c.starts_at < at,
                 (m.c.ends_at.is_(None)) | (m.c.ends_at > at),
             )
             .values(ends_at=at)
