@@ -15,7 +15,8 @@ each content's data key and each sealed free text), `prescriptions` (services/pr
 tasks and their conditional changes of status, wrong-code attempts), the patients'
 notifications of `records`, `alerts` (services/anomaly_detection.py: the officer's
 alerts and the detector's cursor), and the part of `directory` those services read (organizations,
-patients by id and by identifier, practitioners by identifier). A service that reaches for
+patients by id and by identifier, practitioners by identifier); `support.fake_documents`
+adds the documents' purge, the PKI and the notifications' outbox. A service that reaches for
 anything else fails loudly with AttributeError.
 """
 
@@ -501,9 +502,11 @@ class FakeUnitOfWork:
     """Stands where `UnitOfWork` does; ``commits`` counts the commits, for the tests."""
 
     _STORES = ("directory", "authorities", "presence_codes", "sessions", "invitations", "apps",
-                "documents", "prescriptions", "records", "audit", "alerts", "passkeys")
+                "documents", "prescriptions", "records", "audit", "alerts", "passkeys", "pki")
 
     def __init__(self) -> None:
+        from support.fake_documents import FakeDocumentStore, FakePkiStore, FakeRecordStore
+
         self.directory = FakeDirectory()
         self.authorities = FakeAuthorityStore()
         self.presence_codes = FakePresenceCodeStore()
@@ -511,10 +514,11 @@ class FakeUnitOfWork:
         self.passkeys = FakePasskeyStore()
         self.invitations = FakeInvitationStore()
         self.apps = FakeAppStore()
-        self.documents = FakeDocumentKeys()
+        self.documents = FakeDocumentStore()
+        self.pki = FakePkiStore()
         self.alerts = FakeAlertStore()
         self.prescriptions = FakePrescriptionStore()
-        self.records = FakeRecords()
+        self.records = FakeRecordStore(lambda: self.documents)
         self.audit = FakeAuditStore()
         self.commits = 0
         self._committed = self._snapshot()

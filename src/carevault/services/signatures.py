@@ -86,8 +86,9 @@ def verify_detached(
     pem = identity.public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    key = ECKey.import_key(pem) if header["alg"] == "ES256" else OKPKey.import_key(pem)
     try:
+        # The platform certifies ECDSA keys only: an EdDSA header names a key it cannot hold.
+        key = ECKey.import_key(pem) if header["alg"] == "ES256" else OKPKey.import_key(pem)
         jws.deserialize_compact(
             text, key, algorithms=[str(header["alg"])], registry=_REGISTRY, payload=content
         )
