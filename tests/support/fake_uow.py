@@ -15,8 +15,9 @@ each content's data key and each sealed free text), `prescriptions` (services/pr
 tasks and their conditional changes of status, wrong-code attempts), the patients'
 notifications of `records`, `alerts` (services/anomaly_detection.py: the officer's
 alerts and the detector's cursor), and the part of `directory` those services read (organizations,
-patients by id and by identifier, practitioners by identifier). A service that reaches for
-anything else fails loudly with AttributeError.
+patients by id and by identifier, practitioners by identifier); `accounts`, `pki` and `oauth`
+(services/accounts.py, services/tokens.py) are in `support.fake_accounts`. A service that
+reaches for anything else fails loudly with AttributeError.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from carevault.adapters.storage.oauth_store import AppClient, AuthorizationCode
 from carevault.adapters.storage.passkey_store import StoredChallenge, StoredPasskey
 from carevault.adapters.storage.portal_store import StoredInvitation, StoredSession
 from carevault.adapters.storage.prescription_store import StoredTask
+from support.fake_accounts import FakeAccountStore, FakeOAuthStore, FakePkiStore
 
 
 class FakeDirectory:
@@ -501,7 +503,8 @@ class FakeUnitOfWork:
     """Stands where `UnitOfWork` does; ``commits`` counts the commits, for the tests."""
 
     _STORES = ("directory", "authorities", "presence_codes", "sessions", "invitations", "apps",
-                "documents", "prescriptions", "records", "audit", "alerts", "passkeys")
+                "documents", "prescriptions", "records", "audit", "alerts", "passkeys",
+                "accounts", "pki", "oauth")
 
     def __init__(self) -> None:
         self.directory = FakeDirectory()
@@ -516,6 +519,9 @@ class FakeUnitOfWork:
         self.prescriptions = FakePrescriptionStore()
         self.records = FakeRecords()
         self.audit = FakeAuditStore()
+        self.accounts = FakeAccountStore()
+        self.pki = FakePkiStore()
+        self.oauth = FakeOAuthStore(lambda serial: self.pki.certificate(serial))
         self.commits = 0
         self._committed = self._snapshot()
 
