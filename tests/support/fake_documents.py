@@ -12,46 +12,13 @@ is faked: anything else fails with AttributeError.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from carevault.adapters.storage.document_store import SealedParts
-from carevault.adapters.storage.pki_store import CertificateRecord, StoredAuthority
 from carevault.adapters.storage.record_store import PatientNotification
 from support.fake_uow import FakeDocumentKeys, FakeRecords
-
-
-class FakePkiStore:
-    """The platform's two authorities and the certificates they issued (`PkiStore`)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, StoredAuthority] = {}
-        self.certificates: dict[str, CertificateRecord] = {}
-
-    def authorities(self) -> dict[str, StoredAuthority]:
-        return dict(self.rows)
-
-    def add_authorities(self, authorities: list[StoredAuthority]) -> bool:
-        if any(a.name in self.rows for a in authorities):
-            return False  # the real store's primary key refuses the second 'pki init'
-        self.rows.update((a.name, a) for a in authorities)
-        return True
-
-    def add_certificate(self, record: CertificateRecord) -> None:
-        if record.serial in self.certificates:
-            raise KeyError(f"certificate {record.serial} is stored once")
-        self.certificates[record.serial] = record
-
-    def certificate(self, serial: str) -> CertificateRecord | None:
-        return self.certificates.get(serial)
-
-    def revoke(self, serial: str, at: datetime, reason: str) -> bool:
-        found = self.certificates.get(serial)
-        if found is None or found.revoked_at is not None:
-            return False
-        self.certificates[serial] = replace(found, revoked_at=at, revocation_reason=reason)
-        return True
 
 
 class FakeDocumentStore(FakeDocumentKeys):

@@ -16,8 +16,10 @@ tasks and their conditional changes of status, wrong-code attempts), the patient
 notifications of `records`, `alerts` (services/anomaly_detection.py: the officer's
 alerts and the detector's cursor), and the part of `directory` those services read (organizations,
 patients by id and by identifier, practitioners by identifier); `support.fake_documents`
-adds the documents' purge, the PKI and the notifications' outbox. A service that reaches for
-anything else fails loudly with AttributeError.
+adds the documents' purge and the notifications' outbox; `accounts`, `pki` and `oauth`
+(services/accounts.py, services/tokens.py, services/signatures.py) are in
+`support.fake_accounts`. A service that reaches for anything else fails loudly with
+AttributeError.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from carevault.adapters.storage.oauth_store import AppClient, AuthorizationCode
 from carevault.adapters.storage.passkey_store import StoredChallenge, StoredPasskey
 from carevault.adapters.storage.portal_store import StoredInvitation, StoredSession
 from carevault.adapters.storage.prescription_store import StoredTask
+from support.fake_accounts import FakeAccountStore, FakeOAuthStore, FakePkiStore
 
 
 class FakeDirectory:
@@ -502,10 +505,11 @@ class FakeUnitOfWork:
     """Stands where `UnitOfWork` does; ``commits`` counts the commits, for the tests."""
 
     _STORES = ("directory", "authorities", "presence_codes", "sessions", "invitations", "apps",
-                "documents", "prescriptions", "records", "audit", "alerts", "passkeys", "pki")
+                "documents", "prescriptions", "records", "audit", "alerts", "passkeys",
+                "accounts", "pki", "oauth")
 
     def __init__(self) -> None:
-        from support.fake_documents import FakeDocumentStore, FakePkiStore, FakeRecordStore
+        from support.fake_documents import FakeDocumentStore, FakeRecordStore
 
         self.directory = FakeDirectory()
         self.authorities = FakeAuthorityStore()
@@ -515,11 +519,13 @@ class FakeUnitOfWork:
         self.invitations = FakeInvitationStore()
         self.apps = FakeAppStore()
         self.documents = FakeDocumentStore()
-        self.pki = FakePkiStore()
         self.alerts = FakeAlertStore()
         self.prescriptions = FakePrescriptionStore()
         self.records = FakeRecordStore(lambda: self.documents)
         self.audit = FakeAuditStore()
+        self.accounts = FakeAccountStore()
+        self.pki = FakePkiStore()
+        self.oauth = FakeOAuthStore(lambda serial: self.pki.certificate(serial))
         self.commits = 0
         self._committed = self._snapshot()
 
