@@ -215,6 +215,12 @@ def check_pki_and_oauth_stores(uow: Any) -> None:
                                          "system/*.rs", NOW, expires, None, None))
         uow.oauth.save_token(IssuedToken("t2", "app-1", None, "account:acc-1",
                                          "patient/*.rs", NOW, expires, None, None))
+        # Another app of the same account, one already expired, and another account's.
+        for jti, subject, until in (("t3", "account:acc-1", expires),
+                                    ("t4", "account:acc-1", NOW - timedelta(minutes=1)),
+                                    ("t5", "account:acc-2", expires)):
+            uow.oauth.save_token(IssuedToken(jti, "app-1", None, subject, "patient/*.rs",
+                                             NOW - timedelta(minutes=7), until, None, None))
         uow.commit()
     with uow:
         assert uow.pki.authorities() == {a.name: a for a in authorities}
@@ -230,6 +236,12 @@ def check_pki_and_oauth_stores(uow: Any) -> None:
         assert uow.oauth.revoke("t2", NOW)
         assert not uow.oauth.revoke("t2", NOW)
         assert not uow.oauth.revoke("nope", NOW)
+        # An account's tokens still in force, all at once (t2 is already revoked, t4 over).
+        assert uow.oauth.revoke_subject("account:acc-1", NOW) == 1
+        assert uow.oauth.revoke_subject("account:acc-1", NOW) == 0
+        assert uow.oauth.token("t3").revoked_at == NOW
+        assert uow.oauth.token("t4").revoked_at is None
+        assert uow.oauth.token("t5").revoked_at is None
         uow.commit()
     with uow:
         # The certificate's revocation shows on the token issued under it.

@@ -223,3 +223,10 @@ class FakeOAuthStore:
             return False
         self.tokens[jti] = replace(found, revoked_at=at)
         return True
+
+    def revoke_subject(self, subject: str, at: datetime) -> int:
+        alive = [t for t in self.tokens.values()
+                 if t.subject == subject and t.revoked_at is None and t.expires_at > at]
+        for token in alive:
+            self.tokens[token.jti] = replace(token, revoked_at=at)
+        return len(alive)

@@ -407,16 +407,15 @@ class FakeRecordUnitOfWork(FakeUnitOfWork):
     accounts: FakeAccountStore
 
     def __init__(self, model: RecordModel = RecordModel.OPT_OUT) -> None:
-        self.accounts = FakeAccountStore()  # before the first snapshot, which copies it
         super().__init__()
+        self.accounts = FakeAccountStore()  # the representatives' accounts and mandates
         self.directory = FakeRecordDirectory()
         self.records = FakeRecordStore(
             model, patients=self.directory.patients, mandates=self.accounts.mandates)
         self._committed = self._snapshot()
 
     def _snapshot(self) -> dict[str, Any]:
-        names = (*self._STORES, "accounts")
-        return copy.deepcopy({name: getattr(self, name) for name in names})
+        return copy.deepcopy({name: getattr(self, name) for name in self._STORES})
 
     def rollback(self) -> None:
         for name, store in copy.deepcopy(self._committed).items():

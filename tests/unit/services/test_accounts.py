@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox
+from carevault.adapters.storage.oauth_store import IssuedToken
 from carevault.adapters.storage.portal_store import StoredSession
 from carevault.domain.accounts import (
     REGISTRAR,
@@ -560,11 +561,16 @@ def test_signing_out_everywhere_ends_every_session_of_the_account_only(world: Wo
     later = NOW + timedelta(hours=1)
     for token, owner in (("s1", account_id), ("s2", account_id), ("s3", "other")):
         world.uow.sessions.add(StoredSession(token, owner, "patient", "pat-1", "c", NOW, later))
+    # The apps the account allowed lose their tokens too; another account's keep theirs.
+    for jti, subject in (("app-1", f"account:{account_id}"), ("app-2", "account:other")):
+        world.uow.oauth.save_token(IssuedToken(jti, "app", None, subject, "patient/*.rs",
+                                               NOW, later, None, None))
     assert world.service.sign_out_everywhere(account_id, client_ip=IP) == 2
     assert [world.uow.sessions.rows[t].ended_at for t in ("s1", "s2", "s3")] == [NOW, NOW, None]
+    assert [world.uow.oauth.token(j).revoked_at for j in ("app-1", "app-2")] == [NOW, None]
     record = world.records[-1]
     assert (record.interaction, record.patient, record.detail) == (
-        "logout-everywhere", "pat-1", {"sessions": "2"})
+        "logout-everywhere", "pat-1", {"sessions": "2", "app_tokens": "1"})
     with pytest.raises(NotFound):
         world.service.sign_out_everywhere("nobody")
 
