@@ -504,7 +504,9 @@ class FakeUnitOfWork:
                 "documents", "prescriptions", "records", "audit", "alerts", "passkeys")
 
     def __init__(self) -> None:
-        self.directory = FakeDirectory()
+        from support.fake_directory import FakeDirectoryStore  # a subclass: no import cycle
+
+        self.directory = FakeDirectoryStore()
         self.authorities = FakeAuthorityStore()
         self.presence_codes = FakePresenceCodeStore()
         self.sessions = FakeSessionStore()
