@@ -509,9 +509,11 @@ class FakeUnitOfWork:
                 "accounts", "pki", "oauth")
 
     def __init__(self) -> None:
+        # Subclasses of the fakes here, in their own modules: imported here, no import cycle.
+        from support.fake_directory import FakeDirectoryStore
         from support.fake_documents import FakeDocumentStore, FakeRecordStore
 
-        self.directory = FakeDirectory()
+        self.directory = FakeDirectoryStore()
         self.authorities = FakeAuthorityStore()
         self.presence_codes = FakePresenceCodeStore()
         self.sessions = FakeSessionStore()

@@ -108,12 +108,16 @@ def find_parties(
         return not city or any(fold(c).startswith(city) for c in cities)
 
     page = Page(0, CANDIDATES)
+    cut = False  # entries beyond those read match: the search must say so
     if name:
         people = directory.search_practitioners(
             PractitionerQuery(name=[(name,)], active=True), page
         ).items
     else:
-        roles = directory.search_roles(RoleQuery(role=[(profession,)], active=True), page).items
+        found_roles = directory.search_roles(RoleQuery(role=[(profession,)], active=True), page)
+        roles = found_roles.items
+        # The roles read may all be of people not offered (who left, or several roles each).
+        cut = found_roles.total > len(roles)
         ids = list(
             dict.fromkeys(
                 r.resource["practitioner"]["reference"].split("/")[-1]
@@ -128,7 +132,7 @@ def find_parties(
             if ids
             else []
         )
-    more = len(people) >= CANDIDATES
+    more = cut or len(people) >= CANDIDATES
     found: list[FoundParty] = []
     shown = 0
     for person in people:

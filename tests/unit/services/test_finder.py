@@ -1,0 +1,192 @@
+"""Finding a professional or an organization, as a patient does to grant or block them, on a
+unit of work in memory: by the beginning of a word of a name (accents and case ignored), a
+profession, a city of their organizations; bounded, and saying so when more match."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from carevault.adapters.storage.directory_store import Stored
+from carevault.domain.authorization import Party
+from carevault.domain.errors import InvalidInput
+from carevault.fhirmodel.directory import (
+    new_organization,
+    new_practitioner,
+    new_role,
+    practitioner_entry,
+    role_entry,
+)
+from carevault.services import directory as svc
+from carevault.services.directory import NewProfessional
+from carevault.services.finder import (
+    CANDIDATES,
+    FoundParty,
+    find_parties,
+    party_names,
+    person_name,
+)
+from support.fake_directory import directory_context
+from support.fake_uow import FakeUnitOfWork
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+CTX = directory_context(lambda: NOW)
+
+
+class World:
+    """Two hospitals and a practice in three towns; a cardiologist working in two of them, a
+    nurse, a physician who left (inactive) and one with no role any more."""
+
+    def __init__(self) -> None:
+        self.uow = FakeUnitOfWork()
+        with self.uow as uow:
+            self.kirchberg, self.esch, self.practice = (s.id for s in svc.register_organizations(
+                uow, CTX, [
+                    new_organization(CTX.systems, identifier="ORG-1", name="Hôpital Kirchberg",
+                                     city="Luxembourg"),
+                    new_organization(CTX.systems, identifier="ORG-2", name="Clinique d'Esch",
+                                     city="Esch-sur-Alzette"),
+                    new_organization(CTX.systems, identifier="ORG-3", name="Cabinet Müller",
+                                     city="Ettelbruck")]))
+            registered = svc.register_professionals(uow, CTX, [
+                self.professional("HP-1", "Müller", "physician", self.kirchberg, "cardiology"),
+                self.professional("HP-2", "Weber", "nurse", self.esch),
+                self.professional("HP-3", "Mullet", "physician", self.kirchberg)])
+            (self.muller, _), (self.weber, _), (self.mullet, _) = registered
+            svc.create_role(uow, CTX, new_role(
+                CTX.professions, practitioner_id=self.muller.id, profession="physician",
+                organization_id=self.esch))
+            left = {**self.mullet.resource, "active": False}
+            svc.update_practitioner(uow, CTX, self.mullet.id, left)
+            self.mulder = svc.create_practitioner(uow, CTX, new_practitioner(
+                CTX.systems, identifier="HP-4", family="Mulder", given=["Eva"]))
+
+    @staticmethod
+    def professional(identifier: str, family: str, profession: str, organization_id: str,
+                     specialty: str | None = None) -> NewProfessional:
+        given = {"Müller": ["Anne"], "Weber": ["Jean"]}.get(family, ["Luc"])
+        resource = new_practitioner(CTX.systems, identifier=identifier, family=family,
+                                    given=given)
+        return NewProfessional(resource, profession, specialty, organization_id)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_a_name_finds_the_professionals_and_organizations_it_begins_a_word_of(
+        world: World) -> None:
+    found = find_parties(world.uow, name="MUL")
+    assert not found.more
+    [doctor, practice] = found.parties
+    assert doctor == FoundParty(Party.PRACTITIONER, world.muller.id, "Anne Müller", "physician",
+                                doctor.organizations, doctor.cities)
+    assert set(doctor.organizations) == {"Hôpital Kirchberg", "Clinique d'Esch"}
+    assert set(doctor.cities) == {"Luxembourg", "Esch-sur-Alzette"}
+    assert practice == FoundParty(Party.ORGANIZATION, world.practice, "Cabinet Müller", None,
+                                  (), ("Ettelbruck",))
+    # Accents and case are ignored; a part of a word inside it is not its beginning.
+    assert [p.id for p in find_parties(world.uow, name="  müll ").parties] == [
+        world.muller.id, world.practice]
+    assert find_parties(world.uow, name="ller").parties == ()
+
+
+def test_who_left_or_holds_no_active_role_is_not_offered(world: World) -> None:
+    names = {p.name for p in find_parties(world.uow, name="mul").parties}
+    assert "Luc Mullet" not in names and "Eva Mulder" not in names
+    assert find_parties(world.uow, name="eva").parties == ()
+
+
+def test_a_profession_alone_lists_its_professionals_and_no_organization(world: World) -> None:
+    found = find_parties(world.uow, profession="nurse")
+    assert found.parties == (FoundParty(Party.PRACTITIONER, world.weber.id, "Jean Weber",
+                                        "nurse", ("Clinique d'Esch",), ("Esch-sur-Alzette",)),)
+    assert [p.id for p in find_parties(world.uow, profession="physician").parties] == [
+        world.muller.id]
+    assert find_parties(world.uow, profession="midwife").parties == ()
+
+
+def test_a_name_and_a_profession_must_both_hold(world: World) -> None:
+    assert find_parties(world.uow, name="mul", profession="nurse").parties == ()
+    [nurse] = find_parties(world.uow, name="jean", profession="nurse").parties
+    assert (nurse.id, nurse.profession) == (world.weber.id, "nurse")
+
+
+def test_a_city_is_the_beginning_of_a_city_of_theirs(world: World) -> None:
+    in_esch = find_parties(world.uow, name="mul", city="Ésch")
+    assert [p.id for p in in_esch.parties] == [world.muller.id]  # not the practice
+    assert [p.id for p in find_parties(world.uow, name="mul", city="ettel").parties] == [
+        world.practice]
+    assert find_parties(world.uow, name="mul", city="alzette").parties == ()
+    assert find_parties(world.uow, profession="nurse", city="lux").parties == ()
+
+
+@pytest.mark.parametrize(("criteria", "message"), [
+    ({"name": "m"}, "give at least 2 letters of a name, or a profession"),
+    ({"name": "   ", "city": "Luxembourg"}, "give at least 2 letters of a name"),
+    ({"name": "m" * 65}, "a name has at most 64 characters"),
+    ({"name": "mul", "city": "x" * 65}, "a city has at most 64 characters"),
+    ({"profession": "p" * 65}, "a profession has at most 64 characters"),
+])
+def test_a_search_that_would_read_the_whole_directory_is_refused(
+        world: World, criteria: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        find_parties(world.uow, **criteria)
+
+
+def test_one_letter_is_enough_beside_a_profession(world: World) -> None:
+    assert [p.id for p in find_parties(world.uow, name="j", profession="nurse").parties] == [
+        world.weber.id]
+
+
+def test_at_most_the_limit_of_each_kind_is_shown_and_more_says_there_are_others(
+        world: World) -> None:
+    with world.uow as uow:
+        svc.register_professionals(uow, CTX, [
+            world.professional(f"HP-K{i}", f"Klein{i}", "physician", world.kirchberg)
+            for i in range(3)])
+    two = find_parties(world.uow, name="klein", limit=2)
+    assert [p.name for p in two.parties] == ["Luc Klein0", "Luc Klein1"] and two.more
+    three = find_parties(world.uow, name="klein", limit=3)
+    assert len(three.parties) == 3 and not three.more
+
+
+def test_professionals_beyond_the_roles_read_are_announced(world: World) -> None:
+    """A profession's roles are read up to `CANDIDATES`; when more roles than that hold it,
+    those read may all belong to people not offered (who left, here), and the nurse behind
+    them is never looked at: the search must say there is more, not that there is nobody."""
+    with world.uow as uow:
+        for i in range(CANDIDATES):
+            practitioner = new_practitioner(CTX.systems, identifier=f"HP-OLD-{i}",
+                                            family="Retired", given=["Old"])
+            practitioner["active"] = False
+            stored = Stored(f"old-{i:03}", 1, practitioner)
+            uow.directory.write_practitioners(
+                [(stored, practitioner_entry(practitioner, CTX.systems))], NOW, new=True)
+            role = new_role(CTX.professions, practitioner_id=stored.id, profession="midwife")
+            uow.directory.write_roles([(Stored(f"0-role-{i:03}", 1, role),
+                                        role_entry(role, CTX.professions))], NOW, new=True)
+        svc.register_professionals(uow, CTX, [  # her role's random id sorts after "0-role-…"
+            world.professional("HP-M", "Hebamme", "midwife", world.esch)])
+        uow.commit()
+    found = find_parties(world.uow, profession="midwife")
+    assert found.parties == () and found.more
+
+
+def test_party_names_are_the_directorys_and_unknown_ids_are_left_out(world: World) -> None:
+    with world.uow as uow:
+        names = party_names(uow, [
+            (Party.PRACTITIONER, world.muller.id), (Party.ORGANIZATION, world.esch),
+            (Party.PRACTITIONER, world.esch), (Party.ORGANIZATION, "nowhere"),
+            (Party.PRACTITIONER, world.muller.id)])
+    assert names == {world.muller.id: "Anne Müller", world.esch: "Clinique d'Esch"}
+
+
+def test_a_persons_name_reads_prefix_given_names_and_family() -> None:
+    assert person_name({"name": [{"prefix": ["Dr"], "given": ["Anne", "Marie"],
+                                  "family": "Müller"}, {"family": "Other"}]}) == (
+        "Dr Anne Marie Müller")
+    assert person_name({"name": [{"given": ["Anne"]}]}) == "Anne"
+    assert person_name({}) == ""
