@@ -182,8 +182,9 @@ class FakeDirectoryStore(FakeDirectory):
         self.tables["patient"][patient_id] = Row(1, dump(resource), index)
         self._sync()
 
-    def add_organization(self, organization_id: str, patient_id_system: str | None = None) -> None:
-        resource = {"resourceType": "Organization", "id": organization_id}
+    def add_organization(self, organization_id: str, patient_id_system: str | None = None,
+                         resource: dict[str, Any] | None = None) -> None:
+        resource = resource or {"resourceType": "Organization", "id": organization_id}
         entry = OrganizationEntry(organization_id, organization_id, patient_id_system, True)
         self.tables["organization"][organization_id] = Row(1, dump(resource), entry)
         self._sync()

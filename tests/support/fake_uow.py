@@ -66,8 +66,9 @@ class FakeDirectory:
         self.patients[patient_id] = {
             "resourceType": "Patient", "id": patient_id, "identifier": identifiers}
 
-    def add_organization(self, organization_id: str, patient_id_system: str | None = None) -> None:
-        resource = {"resourceType": "Organization", "id": organization_id}
+    def add_organization(self, organization_id: str, patient_id_system: str | None = None,
+                         resource: dict[str, Any] | None = None) -> None:
+        resource = resource or {"resourceType": "Organization", "id": organization_id}
         self.organizations[organization_id] = (resource, patient_id_system)
 
     def read(self, table: Any, resource_id: str) -> Stored | None:

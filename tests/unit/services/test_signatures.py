@@ -64,7 +64,7 @@ def signed(content: bytes, signer: Signer, **header: Any) -> bytes:
 def platform_with_signer(organization_identifier: str = "ORG-H1") -> tuple[FakeUnitOfWork, Signer]:
     """A platform whose PKI issued a certificate to a hospital's system (the real PKI code)."""
     uow = FakeUnitOfWork()
-    uow.directory.organizations["org-1"] = (hospital(SYSTEMS, organization_identifier), None)
+    uow.directory.add_organization("org-1", resource=hospital(SYSTEMS, organization_identifier))
     ctx = pki.PkiContext(SYSTEMS, b"ca password", lambda: NOW)
     delivered: list[pki.Credentials] = []
     with uow:
