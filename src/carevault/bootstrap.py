@@ -68,6 +68,7 @@ from carevault.services.documents import DocumentLimits, DocumentService
 from carevault.services.messaging import MessagingContext, MessagingService
 from carevault.services.notification_mail import NotificationMailer
 from carevault.services.passkey_ceremony import relying_party
+from carevault.services.patient_uploads import PatientUploads
 from carevault.services.pki import PkiContext, PublicDocuments
 from carevault.services.portal_sessions import PortalSessions
 from carevault.services.prescriptions import PrescriptionService
@@ -453,6 +454,9 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         alerts=alerts,
         pki=public_pki,
         passkeys=passkeys,
+        uploads=PatientUploads(
+            api.unit_of_work, api.documents, api.policy, log, settings.max_document_bytes
+        ),
     )
     workspace = workspace_router(
         settings,

@@ -1935,6 +1935,27 @@ APP_ROWS[("/me/documents", "GET")] = _record_page(
 APP_ROWS[("/me/documents", "POST")] = _record_page(
     "/me/documents", "POST", Action.MANAGE, {"document": "no-such-document", "hidden": "false"},
     404, "POST /me/documents (hide or show a document; an unknown one here)")
+@app_row("/me/documents/upload", "POST")
+def _upload(world: World) -> list[Row]:
+    def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
+        """The matrix posts a plain form, not a file: refused as malformed once a session on a
+        record is found (tests/integration/test_portal_upload.py adds real files and checks
+        the engine's word); nothing is stored either way."""
+        if caller.name not in w.sessions:
+            return Expected(False, frozenset({303}), "no session: to the sign-in page")
+        session = PortalSessions(w.platform.unit_of_work, w.platform.policy.clock).resume(
+            w.sessions[caller.name][0])
+        if session.patient_id is None:
+            return Expected(False, frozenset({403}), "the session acts on no record")
+        return Expected(False, frozenset({400}), "not a file upload: nothing stored")
+
+    return [Row("POST /me/documents/upload (a form without its file)",
+                ("/me/documents/upload", "POST"), ("", ""),
+                _session_call("POST", "/me/documents/upload",
+                              lambda _w, _c: {"title": "x", "kind": "consultation"}),
+                expect=expect)]
+
+
 APP_ROWS[("/me/export", "GET")] = _record_page(
     "/me/export", "GET", Action.PERSONAL, {}, 200, "GET /me/export (the record's Bundle)")
 APP_ROWS[("/me/access", "GET")] = _record_page(

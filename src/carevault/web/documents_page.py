@@ -19,10 +19,13 @@ from carevault.api.route_door import SESSION, access
 from carevault.domain.affinity import TYPE_CODES
 from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import Action
-from carevault.domain.errors import CareVaultError, NotFound
+from carevault.domain.errors import CareVaultError, NotFound, NotPermitted
 from carevault.services.audit_log import AuditUnavailable
+from carevault.services.patient_uploads import UPLOAD_KINDS, PatientUpload, UploadRefused
+from carevault.services.portal_sessions import check_csrf
 from carevault.services.record_export import RecordExport
 from carevault.web.i18n import day, language
+from carevault.web.pages import FormRefused, TooLarge, read_upload
 from carevault.web.record_home import actor_of, record_view
 
 if TYPE_CHECKING:
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 
 PAGE = "/me/documents"
 EXPORT = "/me/export"
+UPLOAD = "/me/documents/upload"
+UPLOAD_OVERHEAD = 16_384  # the multipart envelope and the form's other fields
 
 
 def documents_page_router(ctx: PortalContext) -> APIRouter:
@@ -44,7 +49,7 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
             303: redirect("not signed in: to the sign-in page"),
             403: html("the session acts on no record"),
         },
-        openapi_extra=query("lang", "done"),
+        openapi_extra=query("lang", "done", "added"),
     )
     @access(SESSION)
     async def show(request: Request) -> Response:
@@ -91,6 +96,9 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
             "csrf": session.csrf,
             "documents": documents,
             "done": request.query_params.get("done") == "1",
+            "added": request.query_params.get("added") == "1",
+            "kinds": list(UPLOAD_KINDS),
+            "max_mb": ctx.settings.max_document_bytes // 1_048_576,
         }
         return pages.render(request, "documents.html", context, family="documents")
 
@@ -125,6 +133,72 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
         except CareVaultError as error:
             return pages.error(request, 403, error.message)
         return RedirectResponse(f"{PAGE}?lang={language(request)}&done=1", status_code=303)
+
+    @router.post(
+        UPLOAD,
+        response_class=Response,
+        status_code=303,
+        responses={
+            303: redirect("added: back to the list; or not signed in: to the sign-in page"),
+            400: html("the form is out of date (CSRF) or malformed"),
+            403: html("the engine refuses this person a document on this record"),
+            413: html("the file is larger than the deployment takes"),
+            422: html("the file or its description is refused: the page says why"),
+        },
+        openapi_extra={
+            **query("lang"),
+            "requestBody": {
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "csrf": {"type": "string"},
+                                "title": {"type": "string", "maxLength": 200},
+                                "kind": {"type": "string", "enum": list(UPLOAD_KINDS)},
+                                "file": {"type": "string", "format": "binary"},
+                            },
+                            "required": ["csrf", "title", "kind", "file"],
+                        }
+                    }
+                }
+            },
+        },
+    )
+    @access(SESSION)
+    async def upload(request: Request) -> Response:
+        """The person's own document (PDF, JPEG, PNG), added to the record as theirs."""
+        session = await pages.record_session(request)
+        if isinstance(session, Response):
+            return session
+        limit = ctx.settings.max_document_bytes
+        try:
+            posted, uploaded = await read_upload(request, limit + UPLOAD_OVERHEAD)
+            check_csrf(session.csrf, posted.get("csrf"))
+        except TooLarge:
+            message = pages.text(request, "upload_size", "documents", limit=limit // 1_048_576)
+            return pages.error(request, 413, message)
+        except (FormRefused, NotPermitted):
+            return pages.error(request, 400, pages.text(request, "form"))
+        if ctx.uploads is None or uploaded is None:
+            return pages.error(request, 422, pages.text(request, "upload_empty", "documents"))
+        actor, patient_id = actor_of(session, request), session.patient_id or ""
+        item = PatientUpload(
+            uploaded.content, uploaded.content_type, posted.get("title", ""), posted.get("kind", "")
+        )
+        uploads = ctx.uploads
+        try:
+            await run_in_threadpool(uploads.upload, actor, patient_id, item)
+        except UploadRefused as refused:
+            message = pages.text(
+                request, f"upload_{refused.reason}", "documents", limit=limit // 1_048_576
+            )
+            return pages.error(request, 422, message)
+        except AuditUnavailable:
+            return pages.error(request, 503, pages.text(request, "unavailable"))
+        except CareVaultError as error:
+            return pages.error(request, 403, error.message)
+        return RedirectResponse(f"{PAGE}?lang={language(request)}&added=1", status_code=303)
 
     @router.get(
         EXPORT,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -21,6 +22,7 @@ from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from carevault.domain.errors import NotAuthenticated, NotPermitted
 from carevault.services.portal_sessions import PortalSession, PortalSessions, check_csrf
@@ -36,6 +38,10 @@ MAX_FORM_FIELDS = 10  # the OAuth consent form has the most: 8 parameters, decis
 
 class FormRefused(NotPermitted):
     """A form that is too large, malformed, or whose CSRF token is not the session's."""
+
+
+class TooLarge(FormRefused):
+    """An upload larger than the deployment takes."""
 
 
 # Whom a representative's session acts for, for the banner of every page: the patient's name
@@ -183,6 +189,48 @@ class Pages:
         if session.patient_id is None:
             return self.error(request, 403, self.text(request, "choose"))
         return session, posted
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    content_type: str
+    content: bytes = field(repr=False)
+
+
+MAX_UPLOAD_FIELDS = 4  # csrf, title, kind, and the file
+
+
+async def read_upload(
+    request: Request, max_bytes: int
+) -> tuple[dict[str, str], UploadedFile | None]:
+    """A multipart form with one file, its whole body at most ``max_bytes`` (and saying so in
+    Content-Length before a byte is read); FormRefused otherwise, ``TooLarge`` for the size."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        raise FormRefused("the form does not say its length")
+    if int(declared) > max_bytes:
+        raise TooLarge("the file is too large")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise FormRefused("the form is not a file upload")
+    try:
+        form = await request.form(
+            max_files=1, max_fields=MAX_UPLOAD_FIELDS, max_part_size=MAX_FORM_BYTES
+        )
+    except (ValueError, KeyError, HTTPException):
+        raise FormRefused("the form is malformed") from None
+    fields: dict[str, str] = {}
+    uploaded: UploadedFile | None = None
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            fields[name] = value
+        elif uploaded is None:
+            content = await value.read(max_bytes + 1)
+            if len(content) > max_bytes:
+                raise TooLarge("the file is too large")
+            kind = (value.content_type or "").split(";")[0].strip().lower()
+            uploaded = UploadedFile(kind, content)
+    await form.close()
+    return fields, uploaded
 
 
 async def read_form(request: Request) -> dict[str, str]:

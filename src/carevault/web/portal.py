@@ -28,6 +28,7 @@ from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import read_patient
 from carevault.services.documents import DocumentService
+from carevault.services.patient_uploads import PatientUploads
 from carevault.services.pki import PublicDocuments
 from carevault.services.portal_sessions import PortalSession, PortalSessions
 from carevault.services.record_policy import RecordPolicy
@@ -62,6 +63,7 @@ class PortalContext:
     alerts: AnomalyDetection | None = None
     pki: PublicDocuments | None = None
     passkeys: AccountPasskeys | None = None  # patients' passkeys (a second factor)
+    uploads: PatientUploads | None = None  # patients' own documents
 
 
 def acting_for(
@@ -94,6 +96,7 @@ def portal_router(
     alerts: AnomalyDetection | None = None,
     pki: PublicDocuments | None = None,
     passkeys: AccountPasskeys | None = None,
+    uploads: PatientUploads | None = None,
 ) -> APIRouter:
     pages = Pages(
         sessions,
@@ -114,6 +117,7 @@ def portal_router(
         alerts,
         pki,
         passkeys,
+        uploads,
     )
     router = APIRouter()
     parts = (
