@@ -224,3 +224,30 @@ def test_exporting_the_record_with_its_progress_and_opening_the_bundle(
     assert base64.b64decode(resources[("Binary", document)]["data"]) == PDF
     assert axe_violations(page) == []
     assert problems == []
+
+
+def test_adding_my_own_document_which_the_physician_then_reads(
+        server: Any, signed_in: Any, seen: tuple[Physician, str], tmp_path: Any) -> None:
+    page = signed_in
+    problems = page_errors(page)
+    letter = tmp_path / "letter.pdf"
+    letter.write_bytes(b"%PDF-1.7\n% Lettre du Dr Rossi, Milan\n%%EOF\n")
+    page.goto(server.base_url + "/me/documents?lang=fr", wait_until="load")
+    assert axe_violations(page) == []
+    page.set_input_files("#upload-file", str(letter))
+    page.fill("#upload-title-input", "Lettre du Dr Rossi (Milan)")
+    page.select_option("#upload-kind", "consultation")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#upload-button")
+    assert page.locator("#added").is_visible()
+    assert "Lettre du Dr Rossi (Milan)" in page.inner_text("main")
+    assert axe_violations(page) == []
+    patient_id = server.accounts["patients"][0]["patient_id"]
+    found = httpx.get(f"{server.fhir}/DocumentReference",
+                      params={"patient": f"Patient/{patient_id}"},
+                      headers={"Authorization": f"Bearer {server.token()}"}, timeout=30)
+    assert found.status_code == 200
+    mine = [e["resource"] for e in found.json()["entry"]
+            if e["resource"]["author"][0]["reference"] == f"Patient/{patient_id}"]
+    assert mine and any("Rossi" in str(r) for r in mine)
+    assert problems == []
