@@ -16,7 +16,7 @@ from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
 from support.accounts import PatientAccount, enrol_patient
 from support.documents import PDF, created_id, provide_bundle, publish
-from support.portal import seen_by
+from support.portal import seen_by, signed_in
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -28,16 +28,7 @@ def account(platform: Platform) -> PatientAccount:
 
 @pytest.fixture
 def portal(platform: Platform, account: PatientAccount) -> TestClient:
-    browser = TestClient(platform.app, base_url="http://127.0.0.1:8000",
-                         client=("127.0.0.1", 50011))
-    page = browser.get("/login")
-    csrf = CSRF.search(page.text)
-    assert csrf
-    signed = browser.post("/login", data={"login": account.login, "password": account.password,
-                                          "code": account.totp.now(), "csrf": csrf.group(1)},
-                          follow_redirects=False)
-    assert signed.status_code == 303
-    return browser
+    return signed_in(platform, account, port=50011)
 
 
 def test_the_export_is_the_records_bundle_with_every_document_and_its_content(

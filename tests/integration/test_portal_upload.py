@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
 from support.accounts import PatientAccount, enrol_patient
-from support.portal import csrf_of, seen_by
+from support.portal import csrf_of, seen_by, signed_in
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 PDF = b"%PDF-1.7\n% letter from a doctor abroad\n%%EOF\n"
@@ -27,16 +27,7 @@ def account(platform: Platform) -> PatientAccount:
 
 @pytest.fixture
 def portal(platform: Platform, account: PatientAccount) -> TestClient:
-    browser = TestClient(platform.app, base_url="http://127.0.0.1:8000",
-                         client=("127.0.0.1", 50012))
-    page = browser.get("/login")
-    csrf = CSRF.search(page.text)
-    assert csrf
-    signed = browser.post("/login", data={"login": account.login, "password": account.password,
-                                          "code": account.totp.now(), "csrf": csrf.group(1)},
-                          follow_redirects=False)
-    assert signed.status_code == 303
-    return browser
+    return signed_in(platform, account, port=50012)
 
 
 def upload(portal: TestClient, csrf: str, content: bytes, content_type: str = "application/pdf",

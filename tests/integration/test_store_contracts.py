@@ -19,6 +19,7 @@ from carevault.domain.authorization import Authority
 from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
 from support.builders import hospital, patient
+from support.contracts import Reused
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -114,7 +115,7 @@ def test_the_fake_session_store() -> None:
 
 
 def test_the_real_session_store(uow: Callable[[], UnitOfWork]) -> None:
-    check_session_store(_Reused(uow))
+    check_session_store(Reused(uow))
 
 
 def check_passkey_store(uow: Any) -> None:
@@ -156,7 +157,7 @@ def test_the_fake_passkey_store() -> None:
 
 
 def test_the_real_passkey_store(uow: Callable[[], UnitOfWork]) -> None:
-    check_passkey_store(_Reused(uow))
+    check_passkey_store(Reused(uow))
 
 
 def _organization(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> str:
@@ -173,7 +174,7 @@ def test_the_fake_authority_store() -> None:
 
 def test_the_real_authority_store(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
     org = _organization(uow, ctx)
-    check_authority_store(_Reused(uow), org)
+    check_authority_store(Reused(uow), org)
 
 
 def test_the_fake_presence_code_store() -> None:
@@ -186,7 +187,7 @@ def test_the_real_presence_code_store(
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
                                                      patient(ctx.systems, 2)])
-    check_presence_code_store(_Reused(uow), one.id, two.id)
+    check_presence_code_store(Reused(uow), one.id, two.id)
 
 
 def check_invitation_store(uow: Any, patient_id: str) -> None:
@@ -215,7 +216,7 @@ def test_the_fake_invitation_store() -> None:
 def test_the_real_invitation_store(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
     with uow() as unit:
         [one] = svc.register_patients(unit, ctx, [patient(ctx.systems, 1)])
-    check_invitation_store(_Reused(uow), one.id)
+    check_invitation_store(Reused(uow), one.id)
 
 
 def check_app_store(uow: Any, patient_id: str) -> None:
@@ -248,26 +249,7 @@ def test_the_fake_app_store() -> None:
 def test_the_real_app_store(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
     with uow() as unit:
         [one] = svc.register_patients(unit, ctx, [patient(ctx.systems, 1)])
-    check_app_store(_Reused(uow), one.id)
-
-
-class _Reused:
-    """A fresh real unit of work at each ``with``, used as the fake is (one object)."""
-
-    def __init__(self, units: Callable[[], UnitOfWork]) -> None:
-        self._units = units
-        self._current: UnitOfWork | None = None
-
-    def __enter__(self) -> UnitOfWork:
-        self._current = self._units().__enter__()
-        return self._current
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self._current is not None
-        self._current.__exit__(*exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._current, name)
+    check_app_store(Reused(uow), one.id)
 
 
 def _alert(id: str, key: str, severity: int, evidence: tuple[int, ...], minutes: int,
@@ -333,7 +315,7 @@ def test_the_fake_alert_store() -> None:
 
 
 def test_the_real_alert_store(uow: Callable[[], UnitOfWork]) -> None:
-    check_alert_store(_Reused(uow))
+    check_alert_store(Reused(uow))
 
 
 def _task(task_id: str, number: str, prescriber: str, created: datetime) -> StoredTask:
@@ -435,7 +417,7 @@ def test_the_real_prescription_store(
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
                                                      patient(ctx.systems, 2)])
-    check_prescription_store(_Reused(uow), one.id, two.id)
+    check_prescription_store(Reused(uow), one.id, two.id)
 
 
 def test_the_directory_knows_which_patients_are_professionals_and_where_they_work(

@@ -23,31 +23,12 @@ from carevault.fhirmodel.directory import IdentitySystems, new_practitioner
 from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
 from support.builders import hospital, patient
+from support.contracts import Reused
 from support.fake_professionals import FakeProfessionalDirectory, professional_unit_of_work
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 _SYSTEMS = IdentitySystems("urn:test:national", "urn:test:hpd", "urn:test:organizations")
-
-
-class _Reused:
-    """A fresh real unit of work at each ``with``, used as the fake is (one object); the same
-    as test_store_contracts.py's."""
-
-    def __init__(self, units: Callable[[], UnitOfWork]) -> None:
-        self._units = units
-        self._current: UnitOfWork | None = None
-
-    def __enter__(self) -> UnitOfWork:
-        self._current = self._units().__enter__()
-        return self._current
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self._current is not None
-        self._current.__exit__(*exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._current, name)
 
 
 def _account(id: str, kind: AccountKind, login: str, patient_id: str | None = None,
@@ -180,7 +161,7 @@ def test_the_real_account_store(uow: Callable[[], UnitOfWork], ctx: DirectoryCon
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
                                                      patient(ctx.systems, 2)])
-    check_account_store(_Reused(uow), one.id, two.id, _national(ctx, one))
+    check_account_store(Reused(uow), one.id, two.id, _national(ctx, one))
 
 
 def test_the_real_account_stores_mandates_throttles_and_notifications(
@@ -188,7 +169,7 @@ def test_the_real_account_stores_mandates_throttles_and_notifications(
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
                                                      patient(ctx.systems, 2)])
-    check_mandates_throttles_and_notifications(_Reused(uow), one.id, two.id)
+    check_mandates_throttles_and_notifications(Reused(uow), one.id, two.id)
 
 
 # --- the PKI and OAuth ---------------------------------------------------------------------------
@@ -267,7 +248,7 @@ def test_the_fake_pki_and_oauth_stores() -> None:
 
 
 def test_the_real_pki_and_oauth_stores(uow: Callable[[], UnitOfWork]) -> None:
-    check_pki_and_oauth_stores(_Reused(uow))
+    check_pki_and_oauth_stores(Reused(uow))
 
 
 # --- what these services read of the directory ---------------------------------------------------
@@ -338,5 +319,5 @@ def test_the_real_professional_directory(uow: Callable[[], UnitOfWork],
     with uow() as unit:
         svc.merge_patients(unit, ctx, two.id, one.id)
         unit.commit()
-    check_professional_directory(_Reused(uow), ids["HP-C1"], ids["HP-C2"], org.id, one.id,
+    check_professional_directory(Reused(uow), ids["HP-C1"], ids["HP-C2"], org.id, one.id,
                                  two.id)

@@ -43,31 +43,12 @@ from carevault.fhirmodel.directory import (
 )
 from carevault.services.directory import DirectoryContext
 from support.builders import HOSPITAL_SYSTEM, patient
+from support.contracts import Reused
 from support.fake_directory import directory_context
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 PAGE = Page(0, 50)
-
-
-class _Reused:
-    """A fresh real unit of work at each ``with``, used as the fake is (one object); as in
-    test_store_contracts.py."""
-
-    def __init__(self, units: Callable[[], UnitOfWork]) -> None:
-        self._units = units
-        self._current: UnitOfWork | None = None
-
-    def __enter__(self) -> UnitOfWork:
-        self._current = self._units().__enter__()
-        return self._current
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self._current is not None
-        self._current.__exit__(*exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._current, name)
 
 
 def _ids(found: SearchResult) -> list[str]:
@@ -191,7 +172,7 @@ def test_the_fake_directory_keeps_patients() -> None:
 
 def test_the_real_directory_keeps_patients(uow: Callable[[], UnitOfWork],
                                            ctx: DirectoryContext) -> None:
-    check_patients(_Reused(uow), ctx)
+    check_patients(Reused(uow), ctx)
 
 
 def _organization(ctx: DirectoryContext, org_id: str, identifier: str, name: str, *,
@@ -334,7 +315,7 @@ def test_the_fake_directory_keeps_professionals() -> None:
 
 def test_the_real_directory_keeps_professionals(uow: Callable[[], UnitOfWork],
                                                 ctx: DirectoryContext) -> None:
-    check_professionals(_Reused(uow), ctx)
+    check_professionals(Reused(uow), ctx)
 
 
 def _team(team_id: str, name: str, members: list[tuple[str, str | None]], *,
@@ -442,5 +423,5 @@ def test_the_fake_directory_keeps_mandates_and_care_teams() -> None:
 
 def test_the_real_directory_keeps_mandates_and_care_teams(uow: Callable[[], UnitOfWork],
                                                           ctx: DirectoryContext) -> None:
-    check_mandates_and_teams(_Reused(uow), ctx)
+    check_mandates_and_teams(Reused(uow), ctx)
 

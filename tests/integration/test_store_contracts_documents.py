@@ -20,31 +20,12 @@ from carevault.domain.documents import Coding, DocumentMetadata, DocumentStatus
 from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
 from support.builders import patient
+from support.contracts import Reused
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 CONTENT = SealedParts("kek-1", b"wrapped", b"nonce-12byte", b"ciphertext")
 TEXT = SealedParts("kek-2", b"wrapped", b"nonce-12byte", b"title")
-
-
-class _Reused:
-    """A fresh real unit of work at each ``with``, used as the fake is (one object); as in
-    `test_store_contracts.py`."""
-
-    def __init__(self, units: Callable[[], UnitOfWork]) -> None:
-        self._units = units
-        self._current: UnitOfWork | None = None
-
-    def __enter__(self) -> UnitOfWork:
-        self._current = self._units().__enter__()
-        return self._current
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self._current is not None
-        self._current.__exit__(*exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._current, name)
 
 
 def _patients(uow: Callable[[], UnitOfWork], ctx: DirectoryContext, count: int) -> list[str]:
@@ -95,7 +76,7 @@ def test_the_fake_pki_store() -> None:
 
 
 def test_the_real_pki_store(uow: Callable[[], UnitOfWork]) -> None:
-    check_pki_store(_Reused(uow))
+    check_pki_store(Reused(uow))
 
 
 # --- documents of closed records, and their purge ----------------------------------------------
@@ -172,7 +153,7 @@ def test_the_fake_closed_records_and_their_purge() -> None:
 
 def test_the_real_closed_records_and_their_purge(
         uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
-    check_closed_records_and_their_purge(_Reused(uow), _add_real, _patients(uow, ctx, 4))
+    check_closed_records_and_their_purge(Reused(uow), _add_real, _patients(uow, ctx, 4))
 
 
 # --- the notifications' outbox -------------------------------------------------------------
@@ -224,4 +205,4 @@ def test_the_real_outbox(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -
             unit.accounts.add(AccountRecord(f"acc-{n}", AccountKind.PATIENT, login, "hash",
                                             b"sealed", None, patients[n], frozenset(), NOW))
         unit.commit()
-    check_outbox(_Reused(uow), patients, accounts)
+    check_outbox(Reused(uow), patients, accounts)

@@ -35,31 +35,12 @@ from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
 from support.builders import patient
+from support.contracts import Reused
 from support.fake_records import FakeRecordUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-
-
-class _Reused:
-    """A fresh real unit of work at each ``with``, used as the fake is (one object); the same
-    as tests/integration/test_store_contracts.py's."""
-
-    def __init__(self, units: Callable[[], UnitOfWork]) -> None:
-        self._units = units
-        self._current: UnitOfWork | None = None
-
-    def __enter__(self) -> UnitOfWork:
-        self._current = self._units().__enter__()
-        return self._current
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self._current is not None
-        self._current.__exit__(*exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._current, name)
 
 
 def _account(account_id: str, login: str, kind: AccountKind = AccountKind.REPRESENTATIVE,
@@ -259,7 +240,7 @@ def test_the_fake_record_store() -> None:
 
 
 def test_the_real_record_store(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
-    check_record_store(_Reused(uow), *_patients(uow, ctx))
+    check_record_store(Reused(uow), *_patients(uow, ctx))
 
 
 def test_the_fake_record_settings() -> None:
@@ -267,7 +248,7 @@ def test_the_fake_record_settings() -> None:
 
 
 def test_the_real_record_settings(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
-    check_record_settings(_Reused(uow), _patients(uow, ctx)[0])
+    check_record_settings(Reused(uow), _patients(uow, ctx)[0])
 
 
 def test_the_fake_windows_and_delegations() -> None:
@@ -276,7 +257,7 @@ def test_the_fake_windows_and_delegations() -> None:
 
 def test_the_real_windows_and_delegations(
         uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
-    check_windows_and_delegations(_Reused(uow), _patients(uow, ctx)[0])
+    check_windows_and_delegations(Reused(uow), _patients(uow, ctx)[0])
 
 
 def test_the_fake_accounts_and_mandates() -> None:
@@ -285,7 +266,7 @@ def test_the_fake_accounts_and_mandates() -> None:
 
 def test_the_real_accounts_and_mandates(
         uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
-    check_accounts_and_mandates(_Reused(uow), *_patients(uow, ctx))
+    check_accounts_and_mandates(Reused(uow), *_patients(uow, ctx))
 
 
 def test_the_fake_record_store_under_opt_in() -> None:
@@ -298,7 +279,7 @@ def test_the_real_record_store_under_opt_in(engine: Engine, ctx: DirectoryContex
     def units() -> UnitOfWork:
         return UnitOfWork(engine, record_model=RecordModel.OPT_IN)
 
-    check_opt_in(_Reused(units), _patients(units, ctx)[0])
+    check_opt_in(Reused(units), _patients(units, ctx)[0])
 
 
 def check_practitioners_read_by_id(uow: Any, practitioner_id: str) -> None:
@@ -324,4 +305,4 @@ def test_the_real_directory_reads_practitioners_by_id(
         unit.commit()
     with uow() as unit:
         practitioner_id = unit.directory.practitioner_ids_by_identifier(["HP-1"])["HP-1"]
-    check_practitioners_read_by_id(_Reused(uow), practitioner_id)
+    check_practitioners_read_by_id(Reused(uow), practitioner_id)

@@ -452,7 +452,7 @@ class AccountService:
             detail = {"roles": " ".join(sorted(roles))} if roles else {}
             self._append(
                 uow,
-                self._event(
+                authentication_record(
                     account, "enrol", ACTION_CREATE, _SUCCESS, now, client_ip, by=by, detail=detail
                 ),
             )
@@ -491,7 +491,9 @@ class AccountService:
                 store.save_throttle_state(key, self.account_throttle.succeed())
                 self._append(
                     uow,
-                    self._event(account, "enrol-confirm", ACTION_UPDATE, _SUCCESS, now, client_ip),
+                    authentication_record(
+                        account, "enrol-confirm", ACTION_UPDATE, _SUCCESS, now, client_ip
+                    ),
                 )
                 uow.commit()
                 return
@@ -586,7 +588,7 @@ class AccountService:
                 if check.new_hash is not None:
                     store.set_password_hash(account.id, check.new_hash)
                 events = [
-                    self._event(
+                    authentication_record(
                         account,
                         "login",
                         ACTION_EXECUTE,
@@ -599,7 +601,7 @@ class AccountService:
                 if check.reason == RECOVERY_CODE:
                     left = str(len(unused_codes) - 1)
                     events.append(
-                        self._event(
+                        authentication_record(
                             account,
                             "recovery-code-use",
                             ACTION_UPDATE,
@@ -817,7 +819,7 @@ class AccountService:
             tokens = uow.oauth.revoke_subject(f"account:{account_id}", now)
             self._append(
                 uow,
-                self._event(
+                authentication_record(
                     account,
                     "logout-everywhere",
                     ACTION_EXECUTE,
@@ -869,7 +871,7 @@ class AccountService:
                 store.save_throttle_state(key, self.account_throttle.succeed())
                 self._append(
                     uow,
-                    self._event(
+                    authentication_record(
                         account, "password-change", ACTION_UPDATE, _SUCCESS, now, client_ip
                     ),
                 )
@@ -911,7 +913,9 @@ class AccountService:
         """Record a refusal of a throttled account or address, commit it, and refuse."""
         self._append(
             uow,
-            self._event(account, interaction, action, _FAILURE, now, client_ip, reason="throttled"),
+            authentication_record(
+                account, interaction, action, _FAILURE, now, client_ip, reason="throttled"
+            ),
         )
         uow.commit()
         raise Throttled(THROTTLED, retry_after=wait)
@@ -931,7 +935,9 @@ class AccountService:
         """Record a refused attempt and, if it locked the account, the lock and a notice."""
         action = ACTION_EXECUTE if interaction == "login" else ACTION_UPDATE
         events = [
-            self._event(account, interaction, action, _FAILURE, now, client_ip, reason=reason)
+            authentication_record(
+                account, interaction, action, _FAILURE, now, client_ip, reason=reason
+            )
         ]
         if self.account_throttle.newly_locked(before, charged):
             until = charged.next_allowed_at
@@ -939,7 +945,7 @@ class AccountService:
             if until is not None:
                 detail["until"] = rfc3339_ms(until)
             events.append(
-                self._event(
+                authentication_record(
                     account, "lockout", ACTION_EXECUTE, _SERIOUS, now, client_ip, detail=detail
                 )
             )
@@ -960,31 +966,6 @@ class AccountService:
                     )
                 )
         self._append(uow, *events)
-
-    def _event(
-        self,
-        account: AccountRecord | None,
-        interaction: str,
-        action: str,
-        outcome: str,
-        now: datetime,
-        client_ip: str | None,
-        *,
-        reason: str | None = None,
-        by: str | None = None,
-        detail: dict[str, str] | None = None,
-    ) -> AuditRecord:
-        return authentication_record(
-            account,
-            interaction,
-            action,
-            outcome,
-            now,
-            client_ip,
-            reason=reason,
-            by=by,
-            detail=detail,
-        )
 
     def _append(self, uow: UnitOfWork, *records: AuditRecord) -> None:
         self.audit.append_with(uow.audit, records)
