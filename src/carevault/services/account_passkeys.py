@@ -17,21 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
+from webauthn import options_to_json
 from webauthn.helpers import bytes_to_base64url
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from carevault.adapters.storage.passkey_store import AccountPasskey, StoredChallenge
 from carevault.adapters.storage.unit_of_work import UnitOfWork
@@ -39,12 +26,14 @@ from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE
 from carevault.domain.errors import NotFound
 from carevault.services.accounts import AuditAppender, authentication_record
 from carevault.services.passkey_ceremony import (
-    CEREMONY_TIMEOUT_MS,
     PasskeyRefused,
     RelyingParty,
     challenge_hash,
     challenge_of,
-    unb64,
+    creation_options,
+    request_options,
+    verified_registration,
+    verified_sign_count,
 )
 
 CEREMONY_LIFETIME = timedelta(minutes=5)
@@ -85,20 +74,8 @@ class AccountPasskeys:
             existing = uow.passkeys.of_account(account_id)
             if len(existing) >= MAX_PASSKEYS:
                 raise PasskeyRefused(f"an account holds at most {MAX_PASSKEYS} passkeys")
-            options = generate_registration_options(
-                rp_id=self.party.id,
-                rp_name=self.party.name,
-                user_id=account_id.encode("utf-8"),
-                user_name=account.login,
-                user_display_name=account.login,
-                timeout=CEREMONY_TIMEOUT_MS,
-                authenticator_selection=AuthenticatorSelectionCriteria(
-                    resident_key=ResidentKeyRequirement.REQUIRED,
-                    user_verification=UserVerificationRequirement.REQUIRED,
-                ),
-                exclude_credentials=[
-                    PublicKeyCredentialDescriptor(id=unb64(p.credential_id)) for p in existing
-                ],
+            options = creation_options(
+                self.party, account_id, account.login, (p.credential_id for p in existing)
             )
             uow.passkeys.add_challenge(
                 StoredChallenge(
@@ -125,16 +102,7 @@ class AccountPasskeys:
             account = uow.accounts.by_id(account_id)
             if account is None or account.disabled_at is not None:
                 raise PasskeyRefused("this account cannot add a passkey")
-            try:
-                verified = verify_registration_response(
-                    credential=credential,
-                    expected_challenge=unb64(challenge),
-                    expected_rp_id=self.party.id,
-                    expected_origin=list(self.party.origins),
-                    require_user_verification=True,
-                )
-            except (WebAuthnException, ValueError, TypeError, KeyError) as error:
-                raise PasskeyRefused(f"the passkey does not verify: {error}") from None
+            verified = verified_registration(self.party, credential, challenge)
             credential_id = bytes_to_base64url(verified.credential_id)
             taken_elsewhere = uow.passkeys.get(credential_id) is not None
             if taken_elsewhere or uow.passkeys.account_passkey(credential_id) is not None:
@@ -170,11 +138,7 @@ class AccountPasskeys:
     def sign_in_options(self) -> str:
         """WebAuthn request options for a discoverable passkey (the browser offers those it
         holds for this site); the challenge is kept, to be taken by the sign-in."""
-        options = generate_authentication_options(
-            rp_id=self.party.id,
-            timeout=CEREMONY_TIMEOUT_MS,
-            user_verification=UserVerificationRequirement.REQUIRED,
-        )
+        options = request_options(self.party)
         with self.units() as uow:
             uow.passkeys.add_challenge(
                 StoredChallenge(
@@ -191,20 +155,9 @@ class AccountPasskeys:
     def verify(self, credential: str, passkey: AccountPasskey) -> int:
         """Check an assertion of ``passkey`` over the challenge it claims (the sign-in then
         takes that challenge: one of ours, unused, unexpired); its new signature counter."""
-        challenge = challenge_of(credential)
-        try:
-            verified = verify_authentication_response(
-                credential=credential,
-                expected_challenge=unb64(challenge),
-                expected_rp_id=self.party.id,
-                expected_origin=list(self.party.origins),
-                credential_public_key=passkey.public_key,
-                credential_current_sign_count=passkey.sign_count,
-                require_user_verification=True,
-            )
-        except (WebAuthnException, ValueError, TypeError, KeyError) as error:
-            raise PasskeyRefused(f"the passkey does not verify: {error}") from None
-        return int(verified.new_sign_count)
+        return verified_sign_count(
+            self.party, credential, challenge_of(credential), passkey.public_key, passkey.sign_count
+        )
 
 
 __all__ = ["MAX_PASSKEYS", "PASSKEY", "AccountPasskeys"]

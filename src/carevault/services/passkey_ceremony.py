@@ -11,11 +11,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from webauthn import (
+    generate_authentication_options,
+    generate_registration_options,
+    verify_authentication_response,
+    verify_registration_response,
+)
 from webauthn.helpers import bytes_to_base64url, parse_client_data_json
 from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.structs import (
+    AuthenticatorSelectionCriteria,
+    PublicKeyCredentialCreationOptions,
+    PublicKeyCredentialDescriptor,
+    PublicKeyCredentialRequestOptions,
+    ResidentKeyRequirement,
+    UserVerificationRequirement,
+)
+from webauthn.registration.verify_registration_response import VerifiedRegistration
 
 from carevault.domain.errors import NotAuthenticated
 
@@ -96,13 +112,82 @@ def credential_id_of(credential: str) -> str:
     return bytes_to_base64url(unb64(raw))
 
 
+def creation_options(
+    party: RelyingParty, user_id: str, name: str, existing: Iterable[str]
+) -> PublicKeyCredentialCreationOptions:
+    """Options to create a discoverable passkey with user verification, the user's existing
+    credentials (base64url ids) excluded."""
+    return generate_registration_options(
+        rp_id=party.id,
+        rp_name=party.name,
+        user_id=user_id.encode("utf-8"),
+        user_name=name,
+        user_display_name=name,
+        timeout=CEREMONY_TIMEOUT_MS,
+        authenticator_selection=AuthenticatorSelectionCriteria(
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
+        ),
+        exclude_credentials=[PublicKeyCredentialDescriptor(id=unb64(i)) for i in existing],
+    )
+
+
+def request_options(party: RelyingParty) -> PublicKeyCredentialRequestOptions:
+    """Options to sign with a discoverable passkey (the browser offers those it holds)."""
+    return generate_authentication_options(
+        rp_id=party.id,
+        timeout=CEREMONY_TIMEOUT_MS,
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
+
+
+def verified_registration(
+    party: RelyingParty, credential: str, challenge: str
+) -> VerifiedRegistration:
+    """The new credential, verified against our ``challenge``; PasskeyRefused otherwise."""
+    try:
+        return verify_registration_response(
+            credential=credential,
+            expected_challenge=unb64(challenge),
+            expected_rp_id=party.id,
+            expected_origin=list(party.origins),
+            require_user_verification=True,
+        )
+    except (WebAuthnException, ValueError, TypeError, KeyError) as error:
+        raise PasskeyRefused(f"the passkey does not verify: {error}") from None
+
+
+def verified_sign_count(
+    party: RelyingParty, credential: str, challenge: str, public_key: bytes, sign_count: int
+) -> int:
+    """An assertion of the passkey ``public_key`` over our ``challenge``, verified; its new
+    signature counter. PasskeyRefused otherwise."""
+    try:
+        verified = verify_authentication_response(
+            credential=credential,
+            expected_challenge=unb64(challenge),
+            expected_rp_id=party.id,
+            expected_origin=list(party.origins),
+            credential_public_key=public_key,
+            credential_current_sign_count=sign_count,
+            require_user_verification=True,
+        )
+    except (WebAuthnException, ValueError, TypeError, KeyError) as error:
+        raise PasskeyRefused(f"the passkey does not verify: {error}") from None
+    return int(verified.new_sign_count)
+
+
 __all__ = [
     "CEREMONY_TIMEOUT_MS",
     "PasskeyRefused",
     "RelyingParty",
     "challenge_hash",
     "challenge_of",
+    "creation_options",
     "credential_id_of",
     "relying_party",
+    "request_options",
     "unb64",
+    "verified_registration",
+    "verified_sign_count",
 ]

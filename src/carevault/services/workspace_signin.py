@@ -22,35 +22,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
+from webauthn import options_to_json
 from webauthn.helpers import bytes_to_base64url
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from carevault.adapters.storage.passkey_store import StoredChallenge, StoredPasskey
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.authorization import Subject
 from carevault.domain.errors import NotAuthenticated
 from carevault.services.passkey_ceremony import (
-    CEREMONY_TIMEOUT_MS,
     PasskeyRefused,
     RelyingParty,
     challenge_hash,
     challenge_of,
+    creation_options,
     credential_id_of,
     relying_party,
-    unb64,
+    request_options,
+    verified_registration,
+    verified_sign_count,
 )
 from carevault.services.record_policy import licensed, practitioner_subject
 from carevault.services.tokens import (
@@ -204,20 +193,8 @@ class WorkspaceSignIn:
             stored = uow.directory.practitioner(practitioner_id)
             name = _display_name(stored.resource if stored else {}) or practitioner_id
             existing = uow.passkeys.of_practitioner(practitioner_id)
-            options = generate_registration_options(
-                rp_id=self.party.id,
-                rp_name=self.party.name,
-                user_id=practitioner_id.encode("utf-8"),
-                user_name=name,
-                user_display_name=name,
-                timeout=CEREMONY_TIMEOUT_MS,
-                authenticator_selection=AuthenticatorSelectionCriteria(
-                    resident_key=ResidentKeyRequirement.REQUIRED,
-                    user_verification=UserVerificationRequirement.REQUIRED,
-                ),
-                exclude_credentials=[
-                    PublicKeyCredentialDescriptor(id=unb64(p.credential_id)) for p in existing
-                ],
+            options = creation_options(
+                self.party, practitioner_id, name, (p.credential_id for p in existing)
             )
             uow.passkeys.add_challenge(
                 StoredChallenge(
@@ -240,16 +217,7 @@ class WorkspaceSignIn:
             taken = uow.passkeys.take_challenge(challenge_hash(challenge), "register", now)
             if taken is None or taken.practitioner_id is None or not taken.certificate_serial:
                 raise PasskeyRefused("this registration was not asked for, or is too late")
-            try:
-                verified = verify_registration_response(
-                    credential=credential,
-                    expected_challenge=unb64(challenge),
-                    expected_rp_id=self.party.id,
-                    expected_origin=list(self.party.origins),
-                    require_user_verification=True,
-                )
-            except (WebAuthnException, ValueError, TypeError, KeyError) as error:
-                raise PasskeyRefused(f"the passkey does not verify: {error}") from None
+            verified = verified_registration(self.party, credential, challenge)
             credential_id = bytes_to_base64url(verified.credential_id)
             if uow.passkeys.get(credential_id) is not None:
                 raise PasskeyRefused("this passkey is already enrolled")
@@ -273,11 +241,7 @@ class WorkspaceSignIn:
 
     def sign_in_options(self) -> str:
         """WebAuthn request options for a discoverable passkey (the browser offers them)."""
-        options = generate_authentication_options(
-            rp_id=self.party.id,
-            timeout=CEREMONY_TIMEOUT_MS,
-            user_verification=UserVerificationRequirement.REQUIRED,
-        )
+        options = request_options(self.party)
         self._store(bytes_to_base64url(options.challenge), "signin", None, None, CEREMONY_LIFETIME)
         return options_to_json(options)
 
@@ -293,23 +257,14 @@ class WorkspaceSignIn:
             passkey = uow.passkeys.get(credential_id)
             if passkey is None:
                 raise PasskeyRefused("this passkey is not enrolled here")
-            try:
-                verified = verify_authentication_response(
-                    credential=credential,
-                    expected_challenge=unb64(challenge),
-                    expected_rp_id=self.party.id,
-                    expected_origin=list(self.party.origins),
-                    credential_public_key=passkey.public_key,
-                    credential_current_sign_count=passkey.sign_count,
-                    require_user_verification=True,
-                )
-            except (WebAuthnException, ValueError, TypeError, KeyError) as error:
-                raise PasskeyRefused(f"the passkey does not verify: {error}") from None
+            new_count = verified_sign_count(
+                self.party, credential, challenge, passkey.public_key, passkey.sign_count
+            )
             problem = binding_problem(uow, passkey.practitioner_id, passkey.certificate_serial, now)
             if problem is not None:
                 uow.commit()  # the challenge stays used
                 raise PasskeyRefused(problem)
-            uow.passkeys.used(credential_id, verified.new_sign_count, now)
+            uow.passkeys.used(credential_id, new_count, now)
             uow.commit()
         return SignedIn(passkey.practitioner_id, passkey.certificate_serial, credential_id)
 
