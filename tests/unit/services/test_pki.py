@@ -328,6 +328,25 @@ def test_revoking_twice_an_unknown_serial_or_an_unknown_reason_is_refused(world:
     assert world.uow.commits == commits
 
 
+def test_a_revocation_that_another_one_overtook_is_a_conflict(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = world.practitioner()
+    store = world.uow.pki
+    read = store.certificate
+
+    def overtaken(serial: str) -> pki.CertificateRecord | None:
+        found = read(serial)
+        store.revoke(serial, NOW, "superseded")  # another transaction, between read and write
+        return found
+
+    monkeypatch.setattr(store, "certificate", overtaken)
+    commits = world.uow.commits
+    with world.uow, pytest.raises(Conflict) as error:
+        pki.revoke(world.uow, record.serial, "keyCompromise", NOW)
+    assert error.value.message == f"certificate {record.serial} was revoked meanwhile"
+    assert world.uow.commits == commits
+
+
 def test_the_crl_lives_five_minutes_is_signed_by_the_issuing_ca_and_forgets_expired_ones(
         world: World) -> None:
     record = world.practitioner()
