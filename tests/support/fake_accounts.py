@@ -6,7 +6,9 @@ services/tokens.py, services/token_endpoint.py), used by `support.fake_uow.FakeU
   the patient index in the real store; here the test says which patient holds it
   (`FakeAccountStore.national_ids`).
 * `FakePkiStore` (``uow.pki``): the platform's two authorities and the certificates they
-  issued, enough for `services.pki` to issue, check and revoke client certificates.
+  issued, enough for `services.pki` to issue, check and revoke client certificates and to
+  sign its CRL (checked against the real store in
+  tests/integration/test_store_contracts_passkeys.py).
 * `FakeOAuthStore` (``uow.oauth``): client assertion ids already used and issued access
   tokens; a token's certificate revocation is read from ``uow.pki``, as the real store's join
   reads it.
@@ -170,6 +172,13 @@ class FakePkiStore:
             return False
         self.certificates[serial] = replace(found, revoked_at=at, revocation_reason=reason)
         return True
+
+    def revoked_unexpired(self, now: datetime) -> list[CertificateRecord]:
+        """What a CRL lists: the revoked certificates not expired at ``now``, by revocation
+        time, then serial."""
+        found = [c for c in self.certificates.values()
+                 if c.revoked_at is not None and c.not_after > now]
+        return sorted(found, key=lambda c: (c.revoked_at or now, c.serial))
 
 
 @dataclass(frozen=True)

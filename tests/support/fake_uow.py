@@ -8,7 +8,8 @@ puts every store back as it was at the last commit.
 
 Stores faked so far: `authorities` and `presence_codes` (services/authorities.py,
 services/presence.py), `sessions` (services/portal_sessions.py), `passkeys`
-(services/workspace_signin.py: challenges and passkeys), `invitations`
+(services/workspace_signin.py: challenges and passkeys; the accounts' passkeys are
+`support.fake_passkeys`'s), `invitations`
 (services/invitations.py), `apps` (services/patient_apps.py: registration, requests,
 codes), the key-rotation part of `documents` (services/key_rotation.py: which KEK wraps
 each content's data key and each sealed free text), `prescriptions` (services/prescriptions.py:
@@ -513,12 +514,13 @@ class FakeUnitOfWork:
         # Subclasses of the fakes here, in their own modules: imported here, no import cycle.
         from support.fake_directory import FakeDirectoryStore
         from support.fake_documents import FakeDocumentStore, FakeRecordStore
+        from support.fake_passkeys import FakeAccountPasskeyStore
 
         self.directory = FakeDirectoryStore()
         self.authorities = FakeAuthorityStore()
         self.presence_codes = FakePresenceCodeStore()
         self.sessions = FakeSessionStore()
-        self.passkeys = FakePasskeyStore()
+        self.passkeys = FakeAccountPasskeyStore()
         self.invitations = FakeInvitationStore()
         self.apps = FakeAppStore()
         self.documents = FakeDocumentStore()
