@@ -16,28 +16,10 @@ from carevault.adapters.storage.passkey_store import (
 )
 from carevault.adapters.storage.pki_store import CertificateRecord
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from support.contracts import Reused
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-
-class _Reused:
-    """A fresh real unit of work at each ``with``, used as the fake is (one object)."""
-
-    def __init__(self, units: Callable[[], UnitOfWork]) -> None:
-        self._units = units
-        self._current: UnitOfWork | None = None
-
-    def __enter__(self) -> UnitOfWork:
-        self._current = self._units().__enter__()
-        return self._current
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self._current is not None
-        self._current.__exit__(*exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._current, name)
 
 
 def check_account_passkeys(uow: Any) -> None:
@@ -132,7 +114,7 @@ def test_the_fake_account_passkeys() -> None:
 
 
 def test_the_real_account_passkeys(uow: Callable[[], UnitOfWork]) -> None:
-    check_account_passkeys(_Reused(uow))
+    check_account_passkeys(Reused(uow))
 
 
 def test_the_fake_pkis_revoked_certificates() -> None:
@@ -140,4 +122,4 @@ def test_the_fake_pkis_revoked_certificates() -> None:
 
 
 def test_the_real_pkis_revoked_certificates(uow: Callable[[], UnitOfWork]) -> None:
-    check_revoked_unexpired(_Reused(uow))
+    check_revoked_unexpired(Reused(uow))
