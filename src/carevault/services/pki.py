@@ -343,16 +343,16 @@ def _issue(
 # --- revocation ------------------------------------------------------------------------------
 
 
+HEX_DIGITS = "0123456789abcdef"
+
+
 def parse_serial(text: str) -> str:
     """A serial number as stored (lowercase hex); accepts ``0x``, colons and upper case."""
     cleaned = text.strip().lower().replace(":", "").removeprefix("0x")
-    try:
-        if not 0 < len(cleaned) <= 64:
-            raise ValueError(cleaned)
-        value = int(cleaned, 16)
-    except ValueError:
-        raise InvalidInput(f"serial {text!r} is not a hexadecimal serial number") from None
-    return format(value, "x")
+    # Hex digits only: int() alone would also take a sign, underscores and spaces.
+    if not 0 < len(cleaned) <= 64 or cleaned.strip(HEX_DIGITS):
+        raise InvalidInput(f"serial {text!r} is not a hexadecimal serial number")
+    return format(int(cleaned, 16), "x")
 
 
 def revoke(uow: UnitOfWork, serial: str, reason: str, now: datetime) -> CertificateRecord:
