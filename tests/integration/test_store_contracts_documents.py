@@ -2,25 +2,33 @@
 fake unit of work and on the real one (SQLite and PostgreSQL), as `test_store_contracts.py`
 does for the other fakes. Covered: the PKI's authorities and certificates (what an author's
 signature is checked against), the purge of a record's documents and which closed records
-still hold some (the retention job), the notifications' outbox (the mail chore)."""
+still hold some (the retention job), the notifications' outbox (the mail chore), and the
+documents themselves as the document services store and read them (metadata as read back,
+content rows, searches under the engine's filter and the criteria, statuses, held documents,
+SubmissionSets, the constraints)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from carevault.adapters.storage.account_store import AccountRecord
-from carevault.adapters.storage.document_store import SealedParts
+from carevault.adapters.storage.document_store import DocumentCriteria, SealedParts, StoredContent
 from carevault.adapters.storage.pki_store import CertificateRecord, StoredAuthority
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.accounts import AccountKind
-from carevault.domain.authorization import Confidentiality, RecordState
+from carevault.domain.authorization import Confidentiality, DocumentFilter, RecordState
 from carevault.domain.documents import Coding, DocumentMetadata, DocumentStatus
+from carevault.domain.errors import Conflict
 from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
 from support.builders import patient
 from support.contracts import Reused
+from support.fake_documents import FakeDocumentUnitOfWork
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -206,3 +214,156 @@ def test_the_real_outbox(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -
                                             b"sealed", None, patients[n], frozenset(), NOW))
         unit.commit()
     check_outbox(Reused(uow), patients, accounts)
+
+
+# --- the documents themselves -----------------------------------------------------------------
+
+
+def _document(document_id: str, patient_id: str, minutes: int, **changes: Any) -> DocumentMetadata:
+    """A document indexed ``minutes`` after NOW, as the service would store it."""
+    values: dict[str, Any] = {
+        "master_identifier": f"urn:oid:7.{document_id}", "submission_set_id": "set-1",
+        "indexed": NOW + timedelta(minutes=minutes),
+        "class_code": Coding("http://loinc.org", "11490-0", "display, not kept"),
+        "events": (Coding("http://snomed.info/sct", "27113001"),), **changes}
+    return replace(_metadata(document_id, patient_id), **values)
+
+
+def check_documents(uow: Any, patients: list[str]) -> None:
+    mine, other = patients
+    report = _document("d-report", mine, 1, title="Title", description="Description")
+    signature = _document("d-sig", mine, 1, signs="d-report", content_type="application/jose")
+    secret = _document("d-secret", mine, 2, confidentiality=Confidentiality.R,
+                       author_id="dr-2", engine_class="psychiatric")
+    held = _document("d-held", mine, 3, not_yet_visible_to_patient=True,
+                     release_at=NOW + timedelta(days=1), submission_set_id="set-2")
+    theirs = _document("d-theirs", other, 4, submission_set_id="set-3")
+    with uow:
+        assert uow.documents.identifiers_taken("urn:oid:set-1", ["urn:oid:7.d-report"]) == (
+            False, frozenset())
+        uow.documents.add([(report, CONTENT, TEXT), (signature, CONTENT, None),
+                           (secret, CONTENT, None), (held, CONTENT, None)], NOW)
+        uow.documents.add([(theirs, CONTENT, None)], NOW)
+        uow.documents.add_submission_set("set-1", mine, "urn:oid:set-1", "urn:oid:src", "dr-1",
+                                         ["d-report", "d-sig", "d-secret"], NOW, {"title": "T"})
+        uow.documents.add_submission_set("set-2", mine, "urn:oid:set-2", "urn:oid:src", None,
+                                         ["d-held"], NOW + timedelta(minutes=3))
+        uow.commit()
+    with uow:
+        assert uow.documents.identifiers_taken(
+            "urn:oid:set-1", ["urn:oid:7.d-report", "urn:oid:7.d-new"]) == (
+            True, frozenset({"urn:oid:7.d-report"}))
+        stored = uow.documents.get("d-report")
+        assert stored.metadata == replace(report, title=None, description=None,
+                                          class_code=Coding("http://loinc.org", "11490-0"))
+        assert stored.sealed_text == TEXT
+        assert uow.documents.get("d-none") is None
+        found, content = uow.documents.get_with_content("d-sig")
+        assert found.sealed_text is None and found.metadata.signs == "d-report"
+        assert content == StoredContent(CONTENT.kek_id, CONTENT.wrapped_key, CONTENT.nonce,
+                                        CONTENT.ciphertext)
+        assert uow.documents.get_with_content("d-none") is None
+        assert uow.documents.referenced(["d-report", "d-none"]) == {"d-report"}
+        # The engine's filter: normal only, held ones out unless released by then.
+        normal = DocumentFilter(confidentiality=frozenset({Confidentiality.N}), classes=None)
+        total, page = uow.documents.search(mine, normal, DocumentCriteria(), offset=0, count=10)
+        assert (total, [s.metadata.id for s in page]) == (2, ["d-report", "d-sig"])
+        patient = DocumentFilter(confidentiality=frozenset(Confidentiality), classes=None,
+                                 include_hidden=True, released_by=NOW + timedelta(days=1))
+        total, page = uow.documents.search(mine, patient, DocumentCriteria(), offset=1, count=2)
+        assert (total, [s.metadata.id for s in page]) == (4, ["d-secret", "d-report"])
+        author = DocumentFilter(author_id="dr-2")
+        assert [s.metadata.id for s in uow.documents.search(
+            mine, author, DocumentCriteria(), offset=0, count=9)[1]] == ["d-secret"]
+        classes = DocumentFilter(confidentiality=frozenset(Confidentiality),
+                                 classes=frozenset({"psychiatric"}), include_not_yet_visible=True)
+        assert uow.documents.search(mine, classes, DocumentCriteria(), offset=0, count=9)[0] == 1
+        assert uow.documents.search(mine, DocumentFilter(), DocumentCriteria(), offset=0,
+                                    count=9) == (0, [])
+        everyone = DocumentFilter(confidentiality=frozenset(Confidentiality), classes=None,
+                                  include_not_yet_visible=True)
+        for criteria, expected in [
+            (DocumentCriteria(security_label=[("R",)]), ["d-secret"]),
+            (DocumentCriteria(author=[("dr-2", "dr-9")]), ["d-secret"]),
+            (DocumentCriteria(category=[("11490-0",)], type=[("http://loinc.org|11490-0",)]),
+             ["d-held", "d-secret", "d-report", "d-sig"]),
+            (DocumentCriteria(category=[("http://other|11490-0",)]), []),
+            (DocumentCriteria(event=[("27113001",)], related=[("d-report",)]), ["d-sig"]),
+            (DocumentCriteria(date=[("ge", NOW + timedelta(minutes=2),
+                                     NOW + timedelta(minutes=3))]), ["d-held", "d-secret"]),
+        ]:
+            total, page = uow.documents.search(mine, everyone, criteria, offset=0, count=9)
+            assert (total, [s.metadata.id for s in page]) == (len(expected), expected), criteria
+        assert uow.documents.visible_among(mine, normal, ["d-report", "d-secret", "d-theirs"]
+                                           ) == {"d-report"}
+        assert uow.documents.submission_sets(mine, normal, offset=0, count=9)[0] == 1
+        total, rows = uow.documents.submission_sets(mine, everyone, offset=0, count=9)
+        assert (total, [r["id"] for r in rows]) == (2, ["set-2", "set-1"])
+        row = uow.documents.submission_set("set-1")
+        assert (row["patient_id"], row["document_ids"], row["details"], row["author_id"]) == (
+            mine, ["d-report", "d-sig", "d-secret"], {"title": "T"}, "dr-1")
+        assert uow.documents.submission_set("set-2")["details"] == {}
+        assert uow.documents.submission_set("set-9") is None
+        # Statuses follow to the signatures; another patient's document is not changed.
+        assert uow.documents.set_status(other, "d-report", DocumentStatus.SUPERSEDED) is False
+        assert uow.documents.set_status(mine, "d-report", DocumentStatus.SUPERSEDED) is True
+        assert uow.documents.get("d-sig").metadata.status is DocumentStatus.SUPERSEDED
+        # Held documents.
+        assert uow.documents.due_for_release(NOW + timedelta(hours=23)) == []
+        assert uow.documents.due_for_release(NOW + timedelta(days=1)) == [(mine, "d-held")]
+        assert uow.documents.release(other, "d-held") is False
+        assert uow.documents.release(mine, "d-held") is True
+        assert uow.documents.release(mine, "d-held") is False
+        released = uow.documents.get("d-held").metadata
+        assert (released.not_yet_visible_to_patient, released.release_at) == (False, None)
+        assert uow.documents.due_for_release(NOW + timedelta(days=1)) == []
+        # Not committed: all of it goes.
+    with uow:
+        assert uow.documents.get("d-report").metadata.status is DocumentStatus.CURRENT
+        assert uow.documents.get("d-held").metadata.not_yet_visible_to_patient is True
+    with pytest.raises(Conflict), uow:  # a uniqueId twice
+        uow.documents.add([(replace(theirs, id="d-again"), CONTENT, None)], NOW)
+    with pytest.raises(Conflict), uow:
+        uow.documents.add_submission_set("set-9", mine, "urn:oid:set-1", "s", None, [], NOW)
+    with uow:
+        assert uow.documents.get("d-again") is None
+
+
+def test_the_fake_documents() -> None:
+    uow = FakeUnitOfWork()
+    check_documents(uow, ["pat-1", "pat-2"])
+
+
+def test_the_real_documents(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+    check_documents(Reused(uow), _patients(uow, ctx, 2))
+
+
+def check_document_facts_the_patient_manages(uow: Any, patients: list[str]) -> None:
+    mine, other = patients
+    with uow:
+        uow.documents.add([(_document("d-report", mine, 1), CONTENT, None),
+                           (_document("d-sig", mine, 1, signs="d-report"), CONTENT, None)], NOW)
+        uow.commit()
+    with uow:
+        assert uow.records.document(other, "d-report") is None
+        assert uow.records.set_document_hidden(other, "d-report", True) is False
+        assert uow.records.set_document_hidden(mine, "d-report", True) is True
+        assert uow.records.set_document_confidentiality(mine, "d-report", Confidentiality.R)
+        for document_id in ("d-report", "d-sig"):  # the signature follows
+            facts = uow.records.document(mine, document_id)
+            assert (facts.hidden, facts.confidentiality) == (True, Confidentiality.R)
+            assert uow.documents.get(document_id).metadata.hidden is True
+        assert uow.records.touched_patients == [other, mine]  # as asked, changed or not
+        uow.commit()
+    with uow:
+        assert uow.records.touched_patients == []
+        assert uow.records.document(mine, "d-report").hidden is True
+
+
+def test_the_fake_document_facts_the_patient_manages() -> None:
+    check_document_facts_the_patient_manages(FakeDocumentUnitOfWork(), ["pat-1", "pat-2"])
+
+
+def test_the_real_document_facts_the_patient_manages(
+        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+    check_document_facts_the_patient_manages(Reused(uow), _patients(uow, ctx, 2))
