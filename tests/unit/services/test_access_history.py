@@ -4,9 +4,9 @@ head, the newest-first filtered reading, the accesses-per-month chart, and the c
 proof, which verifies with the log's public key only while the log is whole.
 
 The log is `support.fake_audit_log.FakeAuditLog`, a stand-in for `AuditLog` implementing only
-the methods the services call; its hashes, proofs, chain links and signatures are the real ones (`carevault.domain`),
-so a proof it serves is checked as a device would check it. The log on a database is tested in
-tests/integration/test_access_history.py."""
+the methods the services call; its hashes, proofs, chain links and signatures are the real ones
+(`carevault.domain`), so a proof it serves is checked as a device would check it. The log on a
+database is tested in tests/integration/test_access_history.py."""
 
 from __future__ import annotations
 
