@@ -1,6 +1,7 @@
-"""The directories (MPI and HPD) in memory: what services/directory.py, services/finder.py and
-services/professionals.py ask of `DirectoryStore`, answered as the real store answers
-(`tests/integration/test_store_contracts_directory.py` runs the same checks on both).
+"""The directories (MPI and HPD) in memory: what services/directory.py, services/finder.py,
+services/professionals.py and services/anomaly_detection.py ask of `DirectoryStore`, answered as
+the real store answers (`tests/integration/test_store_contracts_directory.py` and, for the
+detector's facts, `test_store_contracts_alerts.py` run the same checks on both).
 
 Each table keeps its rows as the real one does: the resource as stored text (so a read returns a
 fresh copy, as ``json.loads`` does) beside the index the store writes (the service's entry). The

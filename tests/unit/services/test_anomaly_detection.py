@@ -174,6 +174,15 @@ def test_every_emergency_access_is_an_alert_to_review_one_per_professional_patie
                == (world.nosy, world.plain, world.org, 40) for a in reviews)
 
 
+def test_an_emergency_review_rests_on_the_accesses_not_on_the_care_written_meanwhile(
+        world: World) -> None:
+    read = world.access(world.nosy, world.plain, NOW, basis.EMERGENCY)
+    world.access(world.nosy, world.plain, NOW + timedelta(minutes=10), basis.EMERGENCY,
+                 entity="DocumentReference", action="C")
+    world.service().scan()
+    assert [a.evidence for a in world.alerts("emergency-access")] == [(read,)]
+
+
 def test_a_hand_made_role_change_then_an_access_through_the_organization_raises_a_directory_alert(
         world: World) -> None:
     world.hand_change([world.nosy], NOW)
