@@ -1,6 +1,7 @@
-"""The directories (MPI and HPD) in memory: what services/directory.py, services/finder.py and
-services/professionals.py ask of `DirectoryStore`, answered as the real store answers
-(`tests/integration/test_store_contracts_directory.py` runs the same checks on both).
+"""The directories (MPI and HPD) in memory: what services/directory.py, services/finder.py,
+services/professionals.py and services/anomaly_detection.py ask of `DirectoryStore`, answered as
+the real store answers (`tests/integration/test_store_contracts_directory.py` and, for the
+detector's facts, `test_store_contracts_alerts.py` run the same checks on both).
 
 Each table keeps its rows as the real one does: the resource as stored text (so a read returns a
 fresh copy, as ``json.loads`` does) beside the index the store writes (the service's entry). The
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -354,6 +356,40 @@ class FakeDirectoryStore(FakeDirectory):
 
         found = sorted((i, row) for i, row in table.items() if matches(i, row.index))
         return _page(found, page)
+
+    # --- what the security officer's detector reads -----------------------------------------
+
+    def family_name_shares(self, at_least: float) -> dict[str, float]:
+        """The share of patients bearing each family name (folded, each one's first name) that
+        at least ``at_least`` of them bear, and at least two: `DirectoryStore`'s common names."""
+        firsts = [row.index.names[0][0] for row in self.tables["patient"].values()
+                  if row.index.names]
+        if not firsts:
+            return {}
+        least = max(2, math.ceil(len(firsts) * at_least))
+        return {name: firsts.count(name) / len(firsts) for name in set(firsts)
+                if firsts.count(name) >= least}
+
+    def professionals_as_patients(self, national_system: str) -> dict[str, frozenset[str]]:
+        """Patients a Practitioner's national identifier (``national_system``) names, each with
+        the organizations of that practitioner's active roles (none: an empty set)."""
+        numbers: dict[str, str] = {}
+        for practitioner_id, row in self.tables["practitioner"].items():
+            for identifier in json.loads(row.resource).get("identifier", []):
+                if identifier.get("system") == national_system and identifier.get("value"):
+                    numbers[str(identifier["value"])] = practitioner_id
+        organizations: dict[str, set[str]] = {}
+        for row in self.tables["practitioner_role"].values():
+            entry = row.index
+            if entry.practitioner_id in numbers.values() and entry.active \
+                    and entry.organization_id is not None:
+                organizations.setdefault(entry.practitioner_id, set()).add(entry.organization_id)
+        return {
+            patient_id: frozenset(organizations.get(numbers[value], set()))
+            for patient_id, row in self.tables["patient"].items()
+            for system, value in row.index.identifiers
+            if system == national_system and value in numbers
+        }
 
     # --- organizations --------------------------------------------------------------------
 

@@ -575,6 +575,8 @@ class AnomalyDetection:
             found = uow.alerts.get(alert_id)
             if found is None:
                 raise NotFound(f"DetectedIssue/{alert_id} is not known")
+            if found.status == "closed":
+                raise BusinessRuleViolation("this alert is closed: nothing more is done with it")
             if found.patient_id is None:
                 raise BusinessRuleViolation("this alert concerns no single patient")
             if found.patient_notified_at is not None:

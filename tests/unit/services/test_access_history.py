@@ -3,27 +3,22 @@ memory: its pages in the log's order with inclusion proofs that verify against t
 head, the newest-first filtered reading, the accesses-per-month chart, and the completeness
 proof, which verifies with the log's public key only while the log is whole.
 
-The log is `FakeAuditLog`, a stand-in for `AuditLog` implementing only the methods the service
-calls; its hashes, proofs, chain links and signatures are the real ones (`carevault.domain`),
-so a proof it serves is checked as a device would check it. The log on a database is tested in
-tests/integration/test_access_history.py."""
+The log is `support.fake_audit_log.FakeAuditLog`, a stand-in for `AuditLog` implementing only
+the methods the services call; its hashes, proofs, chain links and signatures are the real ones
+(`carevault.domain`), so a proof it serves is checked as a device would check it. The log on a
+database is tested in tests/integration/test_access_history.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from carevault.api.fhir.terminology_handlers import load_affinity_domain
 from carevault.domain import merkle
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
-from carevault.domain.audit_chain import linked, next_link
 from carevault.domain.errors import InvalidInput
-from carevault.domain.tree_head import TreeHead, signed_bytes
 from carevault.services.access_history import (
     MonthOfAccesses,
     access_history,
@@ -31,89 +26,11 @@ from carevault.services.access_history import (
     completeness_proof,
     verified_completeness,
 )
+from support.fake_audit_log import FakeAuditLog
 from support.fake_records import FakeRecordUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 AFFINITY = load_affinity_domain(None)
-
-
-class FakeAuditLog:
-    """An audit log in memory, for unit tests only: one stream, whose entries about a patient
-    are linked into that patient's chain as `AuditStore.append` links them; tree heads signed
-    with an Ed25519 key; proofs computed from the leaves by `carevault.domain.merkle`. It
-    implements only what the access history calls, and keeps nothing durable."""
-
-    def __init__(self) -> None:
-        self.key = Ed25519PrivateKey.generate()
-        self.rows: list[tuple[bytes, str | None, str | None, datetime]] = []
-        self.heads: dict[int, TreeHead] = {}
-        self.chains: dict[str, tuple[int, bytes]] = {}
-
-    def append(self, record: AuditRecord, at: datetime) -> int:
-        data = record.canonical()
-        if record.patient is not None:
-            link = next_link(self.chains.get(record.patient))
-            data = linked(data, link)
-            self.chains[record.patient] = (link.seq, merkle.leaf_hash(data))
-        self.rows.append((data, record.patient, record.agent.who, at))
-        return len(self.rows) - 1
-
-    def _hashes(self) -> list[bytes]:
-        return [merkle.leaf_hash(data) for data, *_ in self.rows]
-
-    def _nodes(self, needed: Iterable[merkle.Node]) -> dict[merkle.Node, bytes]:
-        hashes = self._hashes()
-        return {(level, idx): merkle.root_of(hashes[idx << level:(idx + 1) << level])
-                for level, idx in needed}
-
-    def public_key_pem(self, stream: str) -> bytes:
-        return self.key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-    def sign_tree_head(self, stream: str) -> TreeHead:
-        size = len(self.rows)
-        if size not in self.heads:
-            root = merkle.root_of(self._hashes())
-            stamp = int(NOW.timestamp() * 1000) + size
-            signature = self.key.sign(signed_bytes(size, root, stamp))
-            self.heads[size] = TreeHead(size, root, stamp, signature)
-        return self.heads[size]
-
-    def tree_head(self, stream: str, tree_size: int) -> TreeHead:
-        if tree_size not in self.heads:
-            raise LookupError(f"no signed tree head of size {tree_size}")
-        return self.heads[tree_size]
-
-    def tree_head_before(self, stream: str, tree_size: int) -> TreeHead | None:
-        sizes = [size for size in self.heads if size < tree_size]
-        return self.heads[max(sizes)] if sizes else None
-
-    def inclusion_proofs(self, stream: str, leaf_indices: Iterable[int],
-                         tree_size: int) -> dict[int, list[bytes]]:
-        ranges = {i: merkle.inclusion_ranges(i, tree_size) for i in set(leaf_indices)}
-        nodes = self._nodes({n for r in ranges.values() for n in merkle.nodes_needed(r)})
-        return {i: merkle.proof_hashes(r, nodes) for i, r in ranges.items()}
-
-    def consistency_proof(self, stream: str, first: int, second: int) -> list[bytes]:
-        ranges = merkle.consistency_ranges(first, second)
-        return merkle.proof_hashes(ranges, self._nodes(merkle.nodes_needed(ranges)))
-
-    def patient_entries(self, patient_id: str, *, after: int = -1, before: int | None = None,
-                        limit: int = 100, newest_first: bool = False,
-                        recorded_from: datetime | None = None,
-                        recorded_before: datetime | None = None,
-                        by_others: bool = False) -> list[tuple[int, bytes]]:
-        found = [
-            (i, data) for i, (data, patient, agent, at) in enumerate(self.rows)
-            if patient == patient_id and i > after and (before is None or i < before)
-            and (recorded_from is None or at >= recorded_from)
-            and (recorded_before is None or at < recorded_before)
-            and (not by_others or agent is None
-                 or (not agent.startswith("account:") and agent != f"Patient/{patient_id}"))
-        ]
-        if newest_first:
-            found.reverse()
-        return found[:limit]
 
 
 def entry(who: str, at: datetime, *, patient: str = "pat-1", interaction: str = "read",
