@@ -238,11 +238,14 @@ def restore_keys(archive: Path, key: bytes, directory: Path) -> list[Path]:
     work = _private_workdir(directory)
     try:
         manifest, root = _open(archive, key, work, "keys")
-        restored = []
-        for name in sorted(manifest["files"]):
-            target = directory / PurePosixPath(name).name
+        targets = [
+            (name, directory / PurePosixPath(name).name) for name in sorted(manifest["files"])
+        ]
+        for _name, target in targets:  # all checked before any is put in place
             if target.exists():
                 raise RestoreRefused(f"{target} exists: key files are never overwritten")
+        restored = []
+        for name, target in targets:
             os.chmod(root / name, 0o600)
             os.replace(root / name, target)
             restored.append(target)
