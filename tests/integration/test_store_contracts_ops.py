@@ -10,29 +10,10 @@ from typing import Any
 
 from carevault.adapters.storage.pki_store import CertificateRecord
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from support.contracts import Reused
 from support.fake_messaging import messaging_unit_of_work
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-
-class _Reused:
-    """A fresh real unit of work at each ``with``, used as the fake is (one object); the same
-    as test_store_contracts.py's."""
-
-    def __init__(self, units: Callable[[], UnitOfWork]) -> None:
-        self._units = units
-        self._current: UnitOfWork | None = None
-
-    def __enter__(self) -> UnitOfWork:
-        self._current = self._units().__enter__()
-        return self._current
-
-    def __exit__(self, *exc: Any) -> None:
-        assert self._current is not None
-        self._current.__exit__(*exc)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._current, name)
 
 
 def _certificate(serial: str, client_id: str, kind: str = "encryption", *, days: int = 0,
@@ -81,4 +62,4 @@ def test_the_fake_encryption_certificates() -> None:
 
 
 def test_the_real_encryption_certificates(uow: Callable[[], UnitOfWork]) -> None:
-    check_encryption_certificates(_Reused(uow))
+    check_encryption_certificates(Reused(uow))
