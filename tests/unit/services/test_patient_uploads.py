@@ -68,7 +68,9 @@ def test_the_patients_document_is_stored_as_theirs_with_its_audit_entry_in_one_c
     assert (stored.metadata.class_code.code, stored.metadata.type_code.code) == (
         "18726-0", "18748-4")
     assert stored.metadata.created == NOW
-    assert LETTER not in repr(uow.documents.__dict__)  # sealed, never kept in clear
+    found = uow.documents.get_with_content(metadata.id)
+    assert found is not None
+    assert LETTER not in found[1].ciphertext and len(found[1].ciphertext) >= len(LETTER)
     [entry] = uow.audit.records
     assert (entry.interaction, entry.patient, entry.entity_id, entry.agent.who) == (
         "document-upload", "pat-1", metadata.id, "account:acc-pat")
