@@ -159,7 +159,10 @@ def test_rewriting_entries_and_hashes_together_breaks_the_signed_head(
     result = verify()
     assert result.exit_code == 1
     assert "signed tree head" in result.output
-    assert first_bad_index(result.output) == 0
+    # The rewrite is reported from the largest signed head it left intact: none (index 0), or
+    # one the app's chores signed while the fixture wrote (they sign every second), never past
+    # the forged entry.
+    assert 0 <= first_bad_index(result.output) <= 5
 
 
 def test_verification_resumes_from_a_checkpoint(filled: Platform, cli_env: None,
