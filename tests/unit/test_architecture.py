@@ -287,28 +287,17 @@ def found_import_time_reads() -> set[tuple[str, str]]:
 # --- today's exceptions: exact, so that they can only shrink ------------------------------------
 
 _UOW = "carevault.adapters.storage.unit_of_work"
-_DIRECTORY_STORE = "carevault.adapters.storage.directory_store"
 _HANDLER_UOW = "a handler runs in the door's unit of work, typed by its class (no port yet)"
-_SEARCH_RESULT = "SearchResult/Stored, the directory store's answer types, not domain types yet"
 
 ALLOWED_VIOLATIONS: dict[tuple[str, str], str] = {
     ("carevault.api.access", _UOW): "the gate opens the read-only unit of work it decides in",
     ("carevault.api.audit_trail", "sqlalchemy"): "records a change on the transaction's connection",
-    ("carevault.api.fhir.audit_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
     ("carevault.api.fhir.audit_handlers", _UOW): _HANDLER_UOW,
     ("carevault.api.fhir.context", _UOW): "the request context carries the unit of work",
-    ("carevault.api.fhir.directory_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
     ("carevault.api.fhir.directory_handlers", _UOW): _HANDLER_UOW,
-    ("carevault.api.fhir.document_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
     ("carevault.api.fhir.document_handlers", _UOW): _HANDLER_UOW,
     ("carevault.api.fhir.door", _UOW): "the door types the unit-of-work factory it is given",
-    ("carevault.api.fhir.record_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
-    ("carevault.api.fhir.record_handlers", "carevault.adapters.storage.record_store"): (
-        "StoredGrant/StoredBlock/StoredEncounter, the record store's answer types"
-    ),
     ("carevault.api.fhir.record_handlers", _UOW): _HANDLER_UOW,
-    ("carevault.api.fhir.search", _DIRECTORY_STORE): _SEARCH_RESULT,
-    ("carevault.api.fhir.terminology_handlers", _DIRECTORY_STORE): _SEARCH_RESULT,
     ("carevault.api.fhir.terminology_handlers", _UOW): _HANDLER_UOW,
     ("carevault.bootstrap", "sqlalchemy"): "the composition root builds the engine",
     ("carevault.cli.context", "sqlalchemy"): "the commands' engine, built from the settings",

@@ -21,7 +21,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from carevault.adapters.keys.local_file import create_key_file, key_file_path
 from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.storage.database import connect, upgrade
-from carevault.adapters.storage.directory_store import SearchResult
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import account_service, directory_context
 from carevault.cli import context
@@ -41,6 +40,7 @@ from carevault.cli.policy_commands import app as policy_app
 from carevault.cli.policy_commands import matrix_digest
 from carevault.cli.retention_commands import app as retention_app
 from carevault.domain.errors import CareVaultError
+from carevault.domain.queries import SearchResult
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
 from carevault.services import pki

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from carevault.domain.directory import Identifier
 
@@ -22,6 +23,23 @@ class DateRange:
     prefix: str  # eq, ne, lt, le, gt, ge
     start: date
     end: date
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A resource as stored: its JSON (with ``id`` and ``meta``) and its current version."""
+
+    id: str
+    version_id: int
+    resource: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One page of a search: the total that matched, and the page's resources."""
+
+    total: int
+    items: list[Stored]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.directory_store import PatientWrite, SearchResult, Stored
+from carevault.adapters.storage.directory_store import PatientWrite
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.directory import (
     Identifier,
@@ -36,6 +36,8 @@ from carevault.domain.queries import (
     PatientQuery,
     PractitionerQuery,
     RoleQuery,
+    SearchResult,
+    Stored,
 )
 from carevault.fhirmodel.directory import (
     IdentitySystems,

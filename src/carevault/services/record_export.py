@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from carevault.adapters.storage.document_store import DocumentCriteria
-from carevault.adapters.storage.record_store import StoredBlock, StoredGrant
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.affinity import AffinityDomain
 from carevault.domain.authorization import RecordFacts, Subject
+from carevault.domain.records import StoredBlock, StoredGrant
 from carevault.services.access_history import AccessHistory, access_history
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import read_patient

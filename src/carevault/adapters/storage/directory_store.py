@@ -34,7 +34,7 @@ from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.sql import escape_like
 from carevault.domain.directory import MergeState, PatientEntry
 from carevault.domain.mandates import AssistantMandate, CareTeam, TeamMember
-from carevault.domain.queries import (
+from carevault.domain.queries import (  # the store's answers, domain types
     Alternatives,
     DateRange,
     OrganizationQuery,
@@ -42,6 +42,8 @@ from carevault.domain.queries import (
     PatientQuery,
     PractitionerQuery,
     RoleQuery,
+    SearchResult,
+    Stored,
 )
 from carevault.domain.text import fold
 from carevault.fhirmodel.directory import OrganizationEntry, PractitionerEntry, RoleEntry
@@ -58,27 +60,12 @@ def dump(resource: JsonObject) -> str:
 
 
 @dataclass(frozen=True)
-class Stored:
-    """A resource as stored: its JSON (with ``id`` and ``meta``) and its current version."""
-
-    id: str
-    version_id: int
-    resource: JsonObject
-
-
-@dataclass(frozen=True)
 class PatientWrite:
     id: str
     version_id: int
     entry: PatientEntry
     resource: JsonObject
     merged_into: str | None = None
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    total: int
-    items: list[Stored]
 
 
 def _like_prefix(column: Any, prefix: str) -> ColumnElement[bool]:

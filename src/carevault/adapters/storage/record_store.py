@@ -46,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.type_api import TypeEngine
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.directory_store import JsonObject, dump
+from carevault.adapters.storage.directory_store import dump
 from carevault.adapters.storage.sql import insert_if_absent
 from carevault.domain.authorization import (
     Block,
@@ -65,6 +65,7 @@ from carevault.domain.authorization import (
     RecordState,
     Representative,
 )
+from carevault.domain.records import StoredBlock, StoredEncounter, StoredGrant
 
 __all__ = [
     "UNSET",
@@ -84,39 +85,6 @@ class Unset(Enum):
 
 
 UNSET: Final = Unset.UNSET
-
-
-@dataclass(frozen=True)
-class StoredGrant:
-    grant: Grant
-    created_at: datetime
-    revoked_at: datetime | None = None
-    revoked_by: str | None = None
-    source_ref: str | None = None
-
-
-@dataclass(frozen=True)
-class StoredBlock:
-    block: Block
-    created_by: str
-    created_at: datetime
-    revoked_at: datetime | None = None
-    revoked_by: str | None = None
-
-
-@dataclass(frozen=True)
-class StoredEncounter:
-    """A care event; ``resource`` is the FHIR Encounter, the columns are derived from it."""
-
-    id: str
-    version_id: int
-    patient_id: str
-    practitioner_id: str
-    organization_id: str | None
-    period_start: datetime
-    period_end: datetime | None
-    resource: JsonObject
-    created_at: datetime
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from carevault.adapters.storage.directory_store import SearchResult
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
@@ -28,7 +27,7 @@ from carevault.domain.access_history import LANGUAGES as HISTORY_LANGUAGES
 from carevault.domain.audit import STREAMS, AuditRecord
 from carevault.domain.authorization import Action
 from carevault.domain.errors import InvalidInput, NotFound
-from carevault.domain.queries import Page
+from carevault.domain.queries import Page, SearchResult
 from carevault.fhirmodel.audit_event import audit_event
 from carevault.services.access_history import AccessHistory, access_history
 from carevault.services.directory import read_patient

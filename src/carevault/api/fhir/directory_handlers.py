@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from carevault.adapters.storage.directory_store import SearchResult, Stored
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import patient_controls
 from carevault.api.fhir import search as sp
@@ -48,7 +47,14 @@ from carevault.api.fhir.record_handlers import (
 from carevault.domain.authorization import Action, DirectoryArea
 from carevault.domain.directory import Identifier, IdentityDomain
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
-from carevault.domain.queries import OrganizationQuery, PatientQuery, PractitionerQuery, RoleQuery
+from carevault.domain.queries import (
+    OrganizationQuery,
+    PatientQuery,
+    PractitionerQuery,
+    RoleQuery,
+    SearchResult,
+    Stored,
+)
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services import directory as svc
 from carevault.services import professionals as teams

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
-from carevault.adapters.storage.directory_store import SearchResult, Stored
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
@@ -34,7 +33,7 @@ from carevault.api.fhir.record_handlers import actor_of, admitted_record
 from carevault.domain.authorization import Action, Confidentiality, RecordFacts
 from carevault.domain.documents import DocumentCriteria
 from carevault.domain.errors import InvalidInput, NotFound
-from carevault.domain.queries import Page
+from carevault.domain.queries import Page, SearchResult, Stored
 from carevault.fhirmodel.mhd import (
     PatientRef,
     document_reference,

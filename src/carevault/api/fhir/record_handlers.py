@@ -19,7 +19,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from carevault.adapters.storage.record_store import StoredBlock, StoredEncounter, StoredGrant
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
@@ -47,6 +46,7 @@ from carevault.domain.authorization import (
     Subject,
 )
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
+from carevault.domain.records import StoredBlock, StoredEncounter, StoredGrant
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services.presence import code_hash, normalize
 from carevault.services.record_policy import Actor
@@ -150,8 +150,7 @@ def _one_patient(request: FhirRequest) -> str | None:
 def _searchset(
     request: FhirRequest, total: int, resources: list[JsonObject], offset: int, count: int
 ) -> JsonObject:
-    from carevault.adapters.storage.directory_store import SearchResult, Stored
-    from carevault.domain.queries import Page
+    from carevault.domain.queries import Page, SearchResult, Stored
 
     items = [Stored(str(r["id"]), 1, r) for r in resources]
     return sp.searchset(request, SearchResult(total, items), Page(offset, count))

@@ -13,11 +13,10 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from urllib.parse import urlencode
 
-from carevault.adapters.storage.directory_store import SearchResult, Stored
 from carevault.api.fhir.door import FhirRequest
 from carevault.domain.directory import Identifier
 from carevault.domain.errors import InvalidInput
-from carevault.domain.queries import Alternatives, DateRange, Page
+from carevault.domain.queries import Alternatives, DateRange, Page, SearchResult, Stored
 from carevault.domain.text import fold
 
 JsonObject = dict[str, Any]

@@ -21,7 +21,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from carevault.adapters.storage.directory_store import SearchResult, Stored
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.door import (
     AccessNeed,
@@ -37,6 +36,7 @@ from carevault.api.fhir.door import (
 from carevault.domain.affinity import LANGUAGES, AffinityDomain, ValueSetCodes
 from carevault.domain.authorization import Action
 from carevault.domain.errors import InvalidInput, NotFound
+from carevault.domain.queries import SearchResult, Stored
 from carevault.domain.text import fold
 from carevault.fhirmodel.valueset import (
     EXPAND_DEFINITION,
