@@ -15,16 +15,16 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from fastapi import Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from carevault.domain.errors import NotAuthenticated, NotPermitted
+from carevault.domain.errors import NotAuthenticated, NotPermitted, RateLimited
 from carevault.services.portal_sessions import PortalSession, PortalSessions, check_csrf
 from carevault.web.i18n import LANGUAGE_NAMES, language, messages
 
@@ -231,6 +231,37 @@ async def read_upload(
             uploaded = UploadedFile(kind, content)
     await form.close()
     return fields, uploaded
+
+
+class JsonAnswers:
+    """The JSON answers of a page's WebAuthn ceremonies (their script reads ``error``): a
+    refusal in the person's language, from the messages of ``family``, and the per-address
+    throttle that answers 429 with Retry-After."""
+
+    def __init__(self, pages: Pages, family: str, limiter: Limiter) -> None:
+        self.pages = pages
+        self.family = family
+        self.limiter = limiter
+
+    def refusal(self, request: Request, status: int, key: str) -> JSONResponse:
+        message = self.pages.text(request, key, self.family)
+        return JSONResponse({"error": message}, status_code=status)
+
+    def limited(self, request: Request) -> JSONResponse | None:
+        """The 429 answer when this address asks too often, else None."""
+        try:
+            self.limiter.check(client_address(request) or "")
+        except RateLimited as error:
+            refused = self.refusal(request, 429, "throttled")
+            refused.headers["Retry-After"] = str(error.retry_after)
+            return refused
+        return None
+
+
+class Limiter(Protocol):
+    """`carevault.api.access.TokenBucketLimiter`: RateLimited when a key asks too often."""
+
+    def check(self, key: str) -> None: ...
 
 
 async def read_form(request: Request) -> dict[str, str]:

@@ -19,13 +19,14 @@ from starlette.concurrency import run_in_threadpool
 from carevault.api.access import TokenBucketLimiter
 from carevault.api.openapi import answer, form, html, merged, query, redirect
 from carevault.api.route_door import FORM, SESSION, access
-from carevault.domain.errors import NotAuthenticated, NotFound, RateLimited
+from carevault.domain.errors import NotAuthenticated, NotFound
 from carevault.services.passkey_ceremony import PasskeyRefused
 from carevault.web.i18n import language
-from carevault.web.pages import FormRefused, client_address
+from carevault.web.pages import FormRefused, JsonAnswers, client_address
 
 if TYPE_CHECKING:
     from carevault.services.account_passkeys import AccountPasskeys
+    from carevault.services.portal_sessions import PortalSession
     from carevault.web.portal import PortalContext
 
 PAGE = "/me/passkeys"
@@ -51,17 +52,21 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
             raise NotFound("passkeys are not offered here")
         return ctx.passkeys
 
-    def refusal(request: Request, status: int, key: str) -> JSONResponse:
-        return JSONResponse({"error": pages.text(request, key, "passkeys")}, status_code=status)
+    answers = JsonAnswers(pages, "passkeys", limiter)
+    refusal, limited = answers.refusal, answers.limited
 
-    def limited(request: Request) -> JSONResponse | None:
+    async def person_post(request: Request) -> tuple[PortalSession, dict[str, str]] | Response:
+        """The session and form of a patient's or representative's ceremony step, or the JSON
+        refusal instead: signed out (401), the form out of date (400), an operator (403)."""
         try:
-            limiter.check(client_address(request) or "")
-        except RateLimited as error:
-            refused = refusal(request, 429, "throttled")
-            refused.headers["Retry-After"] = str(error.retry_after)
-            return refused
-        return None
+            session, posted = await pages.signed_post(request)
+        except NotAuthenticated:
+            return refusal(request, 401, "signed_out")
+        except FormRefused:
+            return refusal(request, 400, "form")
+        if session.kind not in PERSONS:
+            return refusal(request, 403, "persons_only")
+        return session, posted
 
     @router.post(
         SIGN_IN_OPTIONS,
@@ -113,14 +118,10 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
     async def add_options(request: Request) -> Response:
         if (slow := limited(request)) is not None:
             return slow
-        try:
-            session, _ = await pages.signed_post(request)
-        except NotAuthenticated:
-            return refusal(request, 401, "signed_out")
-        except FormRefused:
-            return refusal(request, 400, "form")
-        if session.kind not in PERSONS:
-            return refusal(request, 403, "persons_only")
+        answer = await person_post(request)
+        if isinstance(answer, Response):
+            return answer
+        session, _ = answer
         try:
             options = await run_in_threadpool(
                 lambda: service().registration_options(session.account_id)
@@ -136,14 +137,10 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
     )
     @access(SESSION)
     async def add(request: Request) -> Response:
-        try:
-            session, posted = await pages.signed_post(request)
-        except NotAuthenticated:
-            return refusal(request, 401, "signed_out")
-        except FormRefused:
-            return refusal(request, 400, "form")
-        if session.kind not in PERSONS:
-            return refusal(request, 403, "persons_only")
+        answer = await person_post(request)
+        if isinstance(answer, Response):
+            return answer
+        session, posted = answer
         client = client_address(request)
         try:
             await run_in_threadpool(

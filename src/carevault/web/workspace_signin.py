@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from carevault.api.access import TokenBucketLimiter
 from carevault.api.openapi import answer, form, html, merged, query, redirect
 from carevault.api.route_door import FORM, SESSION, TOKEN_REQUEST, Audited, access, admitted
-from carevault.domain.errors import CareVaultError, RateLimited
+from carevault.domain.errors import CareVaultError
 from carevault.services.portal_sessions import PRACTITIONER_SESSION
 from carevault.services.workspace_signin import (
     CARD_ENROL_PATH,
@@ -33,7 +33,7 @@ from carevault.web.pages import (
     SESSION_COOKIE,
     SESSION_MAX_AGE,
     FormRefused,
-    client_address,
+    JsonAnswers,
     read_form,
 )
 from carevault.web.workspace_context import HOME, LOGIN, Answered
@@ -58,17 +58,8 @@ def workspace_signin_router(ws: Workspace) -> APIRouter:
     pages = ws.pages
     limiter = TokenBucketLimiter(ws.settings.rate_limit_per_minute)
 
-    def refusal(request: Request, status: int, key: str) -> JSONResponse:
-        return JSONResponse({"error": pages.text(request, key, "workspace")}, status_code=status)
-
-    def limited(request: Request) -> JSONResponse | None:
-        try:
-            limiter.check(client_address(request) or "")
-        except RateLimited as error:
-            answer = refusal(request, 429, "throttled")
-            answer.headers["Retry-After"] = str(error.retry_after)
-            return answer
-        return None
+    answers = JsonAnswers(pages, "workspace", limiter)
+    refusal, limited = answers.refusal, answers.limited
 
     def signed_in(request: Request, who: SignedIn) -> JSONResponse:
         """The session of a professional who just proved their passkey, and where to go."""
