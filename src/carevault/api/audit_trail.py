@@ -229,12 +229,11 @@ class AuditTrail:
 
         if registrar:
             main = entry(None, names_only=False, stream="operator")
-            main = replace(main, detail={**main.detail, **professionals_detail(professionals)})
             others = [entry(p, names_only=True) for p in dict.fromkeys((*patients, own)) if p]
-            return [main, *others, *self._alerts(request, status, admission, main)]
-        main = entry(own, names_only=False)
+        else:
+            main = entry(own, names_only=False)
+            others = [entry(p, names_only=True) for p in patients if p != own]
         main = replace(main, detail={**main.detail, **professionals_detail(professionals)})
-        others = [entry(p, names_only=True) for p in patients if p != own]
         return [main, *others, *self._alerts(request, status, admission, main)]
 
     def _alerts(
