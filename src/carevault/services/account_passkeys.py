@@ -24,8 +24,9 @@ from carevault.adapters.storage.passkey_store import AccountPasskey, StoredChall
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE
 from carevault.domain.errors import NotFound
-from carevault.services.accounts import AuditAppender, authentication_record
+from carevault.services.accounts import SIGN_IN, AuditAppender, authentication_record
 from carevault.services.passkey_ceremony import (
+    MAX_CREDENTIAL_ID,
     PasskeyRefused,
     RelyingParty,
     challenge_hash,
@@ -39,8 +40,6 @@ from carevault.services.passkey_ceremony import (
 CEREMONY_LIFETIME = timedelta(minutes=5)
 MAX_PASSKEYS = 10  # per account: a phone, a laptop, a security key or two, and spares
 REGISTER = "account-register"
-SIGN_IN = "account-signin"
-PASSKEY = "passkey"  # the second factor's name in the sign-in's audit entry
 
 
 class AccountPasskeys:
@@ -124,7 +123,7 @@ class AccountPasskeys:
         with self.units() as uow:
             account = uow.accounts.by_id(account_id)
             if account is None or not uow.passkeys.remove_account_passkey(
-                account_id, credential_id[:700]
+                account_id, credential_id[:MAX_CREDENTIAL_ID]
             ):
                 raise NotFound("no such passkey on this account")
             record = authentication_record(
@@ -160,4 +159,4 @@ class AccountPasskeys:
         )
 
 
-__all__ = ["MAX_PASSKEYS", "PASSKEY", "AccountPasskeys"]
+__all__ = ["MAX_PASSKEYS", "AccountPasskeys"]

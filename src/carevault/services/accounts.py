@@ -118,7 +118,8 @@ RECOVERY_CODES = 10
 TOTP_CODE = "totp"
 RECOVERY_CODE = "recovery-code"
 PASSKEY = "passkey"
-SIGN_IN = "account-signin"  # the purpose of a passkey sign-in's challenge (`account_passkeys`)
+# The purpose of a passkey sign-in's challenge: `account_passkeys` issues it, `login` takes it.
+SIGN_IN = "account-signin"
 
 # FHIR AuditEvent.outcome: a refused sign-in is a minor failure; a lock is serious.
 _SUCCESS, _FAILURE, _SERIOUS = "0", "4", "8"
@@ -556,7 +557,7 @@ class AccountService:
 
         # 2. The slow check, holding no lock.
         if passkey:
-            check = self._check_passkey(account, password, now, assertion, key_of_passkey)
+            check = self._check_passkey(account, password, assertion, key_of_passkey)
         else:
             check = self._check(account, password, code, now, unused_codes)
 
@@ -626,7 +627,6 @@ class AccountService:
         self,
         account: AccountRecord | None,
         password: str,
-        now: datetime,
         assertion: _Assertion | None,
         passkey: AccountPasskey | None,
     ) -> _Check:
