@@ -8,10 +8,9 @@ request, an operator's command: accesses through an organization soon after one 
 look), and stores each finding severe enough as an alert, with the leaf indexes it rests on, in
 one transaction with the detector's new places in both streams. Every emergency access also
 becomes an alert of kind ``emergency-access`` (one per professional, patient and day): each
-must be reviewed. The
-detector's baselines live in memory; when the process starts they are rebuilt from the log's
-recent past (`warm`) without raising anything, and the officer's verdicts on closed alerts are
-replayed into it.
+must be reviewed. The detector's baselines live in memory; when the process starts they are
+rebuilt from the log's recent past (`warm`) without raising anything, and the officer's
+verdicts on closed alerts are replayed into it.
 
 The officer's review (acknowledge, assign, close as a true or false positive, notify the
 patient) is one transaction per action, refused on a closed alert, and optimistic: two officers
@@ -528,17 +527,8 @@ class AnomalyDetection:
     def _change(self, alert_id: str, officer: str, **values: str | datetime | None) -> StoredAlert:
         now = self.clock()
         with self.units() as uow:
-            found = uow.alerts.get(alert_id)
-            if found is None:
-                raise NotFound(f"DetectedIssue/{alert_id} is not known")
-            if found.status == "closed":
-                raise BusinessRuleViolation("this alert is closed: nothing more is done with it")
-            if not uow.alerts.change(alert_id, found.version, now, **values):
-                raise Conflict("someone changed this alert meanwhile: reload it and try again")
-            changed = uow.alerts.get(alert_id)
-            uow.commit()
-        assert changed is not None
-        return changed
+            found = _under_review(uow, alert_id)
+            return _saved(uow, found, now, **values)
 
     def acknowledge(self, alert_id: str, officer: str) -> StoredAlert:
         return self._change(alert_id, officer, status="acknowledged", acknowledged_by=officer)
@@ -572,11 +562,7 @@ class AnomalyDetection:
         security officer is looking into (in their notifications; no detail of the finding)."""
         now = self.clock()
         with self.units() as uow:
-            found = uow.alerts.get(alert_id)
-            if found is None:
-                raise NotFound(f"DetectedIssue/{alert_id} is not known")
-            if found.status == "closed":
-                raise BusinessRuleViolation("this alert is closed: nothing more is done with it")
+            found = _under_review(uow, alert_id)
             if found.patient_id is None:
                 raise BusinessRuleViolation("this alert concerns no single patient")
             if found.patient_notified_at is not None:
@@ -593,12 +579,30 @@ class AnomalyDetection:
                 },
                 now,
             )
-            if not uow.alerts.change(alert_id, found.version, now, patient_notified_at=now):
-                raise Conflict("someone changed this alert meanwhile: reload it and try again")
-            changed = uow.alerts.get(alert_id)
-            uow.commit()
-        assert changed is not None
-        return changed
+            return _saved(uow, found, now, patient_notified_at=now)
+
+
+def _under_review(uow: UnitOfWork, alert_id: str) -> StoredAlert:
+    """The alert, still open to review: NotFound, or refused once it is closed."""
+    found = uow.alerts.get(alert_id)
+    if found is None:
+        raise NotFound(f"DetectedIssue/{alert_id} is not known")
+    if found.status == "closed":
+        raise BusinessRuleViolation("this alert is closed: nothing more is done with it")
+    return found
+
+
+def _saved(
+    uow: UnitOfWork, found: StoredAlert, now: datetime, **values: str | datetime | None
+) -> StoredAlert:
+    """Change the alert if nobody changed it since ``found`` was read, and commit (optimistic:
+    Conflict otherwise, nothing written)."""
+    if not uow.alerts.change(found.id, found.version, now, **values):
+        raise Conflict("someone changed this alert meanwhile: reload it and try again")
+    changed = uow.alerts.get(found.id)
+    assert changed is not None
+    uow.commit()
+    return changed
 
 
 def _new_alert(
