@@ -146,9 +146,7 @@ class PatientUploads:
             entry_order=(entry,),
         )
         with self.units() as uow:
-            record = self.policy.facts(uow, patient_id, now)
-            self.policy.require(actor.subject, Action.WRITE, record, None, now)
-            assert record is not None  # the engine permits nothing on no record
+            record = self.policy.permitted_record(uow, actor.subject, patient_id, Action.WRITE, now)
             published = self.documents.publish(uow, actor.subject, record, submission)
             self.audit.append_with(uow.audit, [_record(actor, patient_id, published, now)])
             uow.commit()

@@ -373,6 +373,16 @@ class RecordPolicy:
             raise Refused(decision)
         return decision
 
+    def permitted_record(
+        self, uow: UnitOfWork, subject: Subject, patient_id: str, action: Action, now: datetime
+    ) -> RecordFacts:
+        """The record's facts, once the engine lets ``subject`` do ``action`` on it; Refused
+        otherwise (the engine permits nothing on a record that is not there)."""
+        record = self.facts(uow, patient_id, now)
+        self.require(subject, action, record, None, now)
+        assert record is not None
+        return record
+
     def check(self, actor: Actor, patient_id: str, action: Action) -> Decision:
         """The engine's word on ``actor`` doing ``action`` on the record now; Refused if no
         (a page that only prepares a change asks before showing anything)."""

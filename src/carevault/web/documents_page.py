@@ -227,9 +227,9 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
         def prepare() -> tuple[Iterator[bytes], int]:
             now = ctx.clock()
             with ctx.units() as uow:
-                record = ctx.policy.facts(uow, patient_id, now)
-                ctx.policy.require(actor.subject, Action.PERSONAL, record, None, now)
-            assert record is not None  # the engine permits nothing on no record
+                record = ctx.policy.permitted_record(
+                    uow, actor.subject, patient_id, Action.PERSONAL, now
+                )
             record_view(ctx, session, request, "export", "Bundle")
             reader = RecordExport(ctx.units, ctx.documents, ctx.log, ctx.affinity)
             total = reader.document_count(actor.subject, record)
