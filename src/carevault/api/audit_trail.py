@@ -233,7 +233,8 @@ class AuditTrail:
         else:
             main = entry(own, names_only=False)
             others = [entry(p, names_only=True) for p in patients if p != own]
-        main = replace(main, detail={**main.detail, **professionals_detail(professionals)})
+        if professionals:  # a change to professionals' roles: rare, and every request comes here
+            main = replace(main, detail={**main.detail, **professionals_detail(professionals)})
         return [main, *others, *self._alerts(request, status, admission, main)]
 
     def _alerts(
