@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import jwt
+import pyotp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -85,6 +86,26 @@ class BearerAuth(httpx.Auth):
             self._fetched = time.monotonic()
         request.headers.setdefault("Authorization", f"Bearer {self._token}")
         yield request
+
+
+# The last TOTP time step a sign-in of this worker used, per secret: the e2e modules of a worker
+# share one server (`server`) and its demo patient, and the server takes a step once, and only
+# steps after the last one it took.
+_TOTP_STEPS: dict[str, int] = {}
+TOTP_STEP_SECONDS = 30
+
+
+def unused_totp(secret: str) -> str:
+    """A code of the demo patient's authenticator for a time step no sign-in of this worker
+    used yet, as a person would type it; when the current step is spent, the next one is waited
+    for (a TOTP code exists once per 30 seconds)."""
+    while True:
+        step = int(time.time()) // TOTP_STEP_SECONDS
+        if step > _TOTP_STEPS.get(secret, -1):
+            break
+        time.sleep(TOTP_STEP_SECONDS - time.time() % TOTP_STEP_SECONDS + 0.05)
+    _TOTP_STEPS[secret] = step
+    return str(pyotp.TOTP(secret).at(step * TOTP_STEP_SECONDS))
 
 
 def free_port() -> int:

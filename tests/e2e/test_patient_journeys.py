@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pyotp
 import pytest
 
 from support.browser import axe_violations, chromium, new_page, page_errors
 from support.documents import PDF, detached_jws, provide_bundle
+
+from .conftest import unused_totp
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +42,7 @@ def signed_in(server: Any, browser: Any) -> Iterator[Any]:
         assert axe_violations(page) == []
         page.fill("#login", portal["login"])
         page.fill("#password", portal["password"])
-        page.fill("#code", pyotp.TOTP(portal["totp_secret"]).now())
+        page.fill("#code", unused_totp(portal["totp_secret"]))
         with page.expect_navigation(wait_until="load"):
             page.click("#signin")
         assert "/me" in page.url
