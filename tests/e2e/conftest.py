@@ -239,20 +239,25 @@ def rsyslog(tmp_path: Path) -> Iterator[RsyslogServer]:
         server.stop()
 
 
+def previous_step_code(totp: Any) -> str:
+    """The code of the TOTP step before the current one, which a confirmation accepts (one step
+    of drift either way) and which leaves the current step free for the sign-in that follows.
+    Near the end of a step the next one is waited for first: a command started a few seconds
+    later on a loaded machine would otherwise land two steps after the code (CI failed so)."""
+    into = time.time() % TOTP_STEP_SECONDS
+    if into > TOTP_STEP_SECONDS - 10:
+        time.sleep(TOTP_STEP_SECONDS - into + 0.05)
+    return str(totp.at(time.time() - TOTP_STEP_SECONDS))
+
+
 def confirm_totp(workdir: Path, env: dict[str, str], account_id: str, totp: Any) -> None:
     """Confirm an account's TOTP with the previous step's code, so that the sign-in's own step
-    is still unused; on a loaded machine the command may start after that step has passed,
-    and then the current step confirms and the sign-in waits for the next."""
-    for code in (totp.at(time.time() - 30), None):
-        used = code or totp.now()
-        done = subprocess.run([CAREVAULT, "accounts", "confirm", account_id, "--code", used],
-                              cwd=workdir, env=env, capture_output=True, text=True,
-                              timeout=COMMAND_SECONDS, check=False)
-        if done.returncode == 0:
-            while code is None and totp.now() == used:
-                time.sleep(1)
-            return
-    raise AssertionError(f"the TOTP was not confirmed: {done.stderr}")
+    is still unused."""
+    done = subprocess.run([CAREVAULT, "accounts", "confirm", account_id,
+                           "--code", previous_step_code(totp)],
+                          cwd=workdir, env=env, capture_output=True, text=True,
+                          timeout=COMMAND_SECONDS, check=False)
+    assert done.returncode == 0, f"the TOTP was not confirmed: {done.stderr}"
 
 
 def registrar_token(base_url: str, workdir: Path) -> str:

@@ -11,7 +11,6 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 
 from support.requirements import CHROMIUM, CHROMIUM_BROWSER, PLAYWRIGHT, require
 
-from .conftest import CAREVAULT, carevault_env, unused_totp
+from .conftest import CAREVAULT, carevault_env, previous_step_code, unused_totp
 
 pytestmark = pytest.mark.e2e
 
@@ -197,7 +196,7 @@ def test_a_patient_enrols_in_the_browser_then_signs_in(server: Any, page: Any) -
     assert secret
     totp = pyotp.TOTP(secret.group(1))
     assert len(page.locator("#recovery-codes li").all_inner_texts()) >= 8
-    page.fill("#code", totp.at(datetime.now(UTC) - timedelta(seconds=30)))
+    page.fill("#code", previous_step_code(totp))
     with page.expect_navigation(wait_until="load"):
         page.click("#confirm")
     assert page.locator("#ready").is_visible()
