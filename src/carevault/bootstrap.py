@@ -72,6 +72,7 @@ from carevault.services.patient_uploads import PatientUploads
 from carevault.services.pki import PkiContext, PublicDocuments
 from carevault.services.portal_sessions import PortalSessions
 from carevault.services.prescriptions import PrescriptionService
+from carevault.services.professional_record import ProfessionalRecord
 from carevault.services.professionals import Professionals
 from carevault.services.readiness import Readiness
 from carevault.services.record_policy import RecordPolicy
@@ -473,6 +474,14 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         api.documents,
         api.professionals,
         affinity,
+        ProfessionalRecord(
+            api.unit_of_work,
+            api.policy,
+            api.documents,
+            log,
+            settings.national_id_system,
+            settings.max_document_bytes,
+        ),
     )
     oauth = oauth_router(
         TokenEndpoint(lambda: UnitOfWork(engine), tokens),

@@ -226,6 +226,10 @@ class FakeDocumentStore(FakeDocumentKeys):
         page = found[offset:offset + count]
         return len(found), [StoredDocument(m, self.texts.get(m.id)) for m in page]
 
+    def count_current(self, patient_id: str, visible: DocumentFilter) -> int:
+        return sum(1 for m in self._visible(patient_id, visible)
+                   if m.status is DocumentStatus.CURRENT and m.signs is None)
+
     def visible_among(self, patient_id: str, visible: DocumentFilter,
                       document_ids: Sequence[str]) -> set[str]:
         wanted = set(document_ids)

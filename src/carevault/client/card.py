@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.jwk import ECKey
 from joserfc.jws import JWSRegistry
 
@@ -68,6 +68,23 @@ def _read_card(card: Path) -> tuple[list[x509.Certificate], bytes, str]:
     if client_id is None:
         raise CardUnreadable("the card's certificate names no CareVault client")
     return chain, key, client_id
+
+
+def detached_jws(content: bytes, key_pem: bytes, chain_der: list[bytes]) -> bytes:
+    """An author's signature over ``content`` as IHE DSG carries it: a compact JWS (ES256)
+    whose payload is detached (RFC 7515 appendix F: ``header..signature``), the signer's
+    chain in ``x5c``."""
+    header = {"alg": "ES256", "x5c": [base64.b64encode(der).decode() for der in chain_der]}
+    token = jws.serialize_compact(header, content, ECKey.import_key(key_pem))
+    protected, _payload, signature = token.split(".")
+    return f"{protected}..{signature}".encode("ascii")
+
+
+def sign(card: Path, content: bytes) -> bytes:
+    """The card holder's detached signature over ``content`` (`detached_jws`): what the
+    workspace's publication form and an ITI-65 source send beside the document."""
+    chain, key, _client_id = _read_card(card)
+    return detached_jws(content, key, [c.public_bytes(Encoding.DER) for c in chain])
 
 
 def assertion(card: Path, audience: str, challenge: str, now: float | None = None) -> str:

@@ -18,12 +18,11 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from joserfc import jws
-from joserfc.jwk import ECKey
 
 from carevault.adapters.pki.credential_files import CHAIN_FILE, KEY_FILE
 from carevault.adapters.storage.record_store import StoredEncounter
 from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.client.card import detached_jws
 from carevault.domain.authorization import CareProof
 from carevault.fhirmodel.mhd import (
     CONFIDENTIALITY_SYSTEM,
@@ -48,13 +47,6 @@ _DOCUMENTS = (
 
 def _pdf(text: bytes) -> bytes:
     return b"%PDF-1.7\n% CareVault demo\n% " + text + b"\n%%EOF\n"
-
-
-def _signature(content: bytes, key_pem: bytes, chain: list[bytes]) -> bytes:
-    header = {"alg": "ES256", "x5c": [base64.b64encode(der).decode() for der in chain]}
-    token = jws.serialize_compact(header, content, ECKey.import_key(key_pem))
-    protected, _payload, signature = token.split(".")
-    return f"{protected}..{signature}".encode("ascii")  # RFC 7515 appendix F: detached
 
 
 def _reference(
@@ -139,7 +131,7 @@ def publish_demo_documents(
         reference = _reference(patient_id, practitioner_id, codes, title, data)
         signed = _reference(patient_id, practitioner_id, codes, title, data)
         signed["relatesTo"] = [{"code": "signs", "target": {"reference": doc_url}}]
-        jws_bytes = _signature(data, key_pem, chain)
+        jws_bytes = detached_jws(data, key_pem, chain)
         signed["content"] = [
             {
                 "attachment": {

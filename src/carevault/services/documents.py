@@ -37,8 +37,10 @@ from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_READ, Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import (
     Action,
+    Confidentiality,
     Decision,
     DocumentFacts,
+    DocumentFilter,
     ProfileMatrix,
     RecordFacts,
     Subject,
@@ -69,6 +71,13 @@ from carevault.services.signatures import InvalidSignature, verify_detached
 
 CONTENT = "content"
 TEXT = "text"
+# Every document of a record, whatever the engine lets anyone see of it.
+_EVERY_DOCUMENT = DocumentFilter(
+    confidentiality=frozenset(Confidentiality),
+    classes=None,
+    include_hidden=True,
+    include_not_yet_visible=True,
+)
 
 
 class ContentVault(Protocol):
@@ -568,6 +577,15 @@ class DocumentService:
             record.patient_id, visible, criteria, offset=offset, count=count
         )
         return total, [self._with_text(stored) for stored in found]
+
+    def not_visible(self, uow: UnitOfWork, subject: Subject, record: RecordFacts) -> int:
+        """How many current documents of the record the subject does not see (signatures not
+        counted): what a professional whom the engine lets search the record may be told, so
+        that they ask the patient rather than believe the record complete."""
+        store = self._store(uow)
+        visible = visible_filter(subject, record, self.clock(), self.matrix)
+        every = store.count_current(record.patient_id, _EVERY_DOCUMENT)
+        return every - store.count_current(record.patient_id, visible)
 
     def listing(
         self, units: Callable[[], UnitOfWork], subject: Subject, patient_id: str, count: int = 200

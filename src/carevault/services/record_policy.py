@@ -35,6 +35,7 @@ from carevault.domain.audit import (
     rfc3339_ms,
 )
 from carevault.domain.authorization import (
+    ALERT_SECURITY_OFFICER,
     NOTIFY_PATIENT,
     Action,
     Block,
@@ -434,9 +435,9 @@ class RecordPolicy:
         *,
         entity: tuple[str, str] | None = None,
         words: tuple[str, str] | None = None,
-    ) -> None:
+    ) -> AuditRecord:
         """Audit a change in its transaction, and tell the patient when a representative made
-        it (the engine's obligation)."""
+        it (the engine's obligation); the entry written."""
         record = AuditRecord(
             stream="clinical",
             recorded=rfc3339_ms(now),
@@ -459,6 +460,7 @@ class RecordPolicy:
         self.audit.append_with(uow.audit, [record])
         if NOTIFY_PATIENT in decision.obligations and words is not None:
             self._notify(uow, patient_id, interaction, words, actor, now, detail)
+        return record
 
     def _notify(
         self,
@@ -1123,9 +1125,13 @@ class RecordPolicy:
             uow.commit()
         return code
 
-    def declare_emergency(self, actor: Actor, patient_id: str, reason: str) -> EmergencyWindow:
+    def declare_emergency(
+        self, actor: Actor, patient_id: str, reason: str, *, alert: bool = False
+    ) -> EmergencyWindow:
         """Break the glass: a window of ``emergency_window`` for this practitioner alone; the
-        patient is told at once and the security officer alerted (both in this transaction)."""
+        patient is told at once and the security officer alerted (both in this transaction).
+        The API's recorder writes the alert with the request's entry; a caller without one
+        (the workspace) asks for it here with ``alert``."""
         reason = " ".join(reason.split())
         if not reason:
             raise InvalidInput("an emergency access needs a reason", expression="reason")
@@ -1142,9 +1148,12 @@ class RecordPolicy:
             window = EmergencyWindow(actor.subject.id, now + self.emergency_window, _new_id())
             uow.records.open_emergency(patient_id, window, reason, now)
             detail = {"emergency": window.id, "reason": reason, "until": rfc3339_ms(window.until)}
-            self._change(
+            entry = self._change(
                 uow, actor, patient_id, decision, now, "emergency-access", ACTION_EXECUTE, detail
             )
+            if alert and ALERT_SECURITY_OFFICER in decision.obligations:
+                told = {**detail, "decision": "permit", "rule": decision.rule}
+                self.audit.append_with(uow.audit, [replace(entry, kind="alert", detail=told)])
             self._notify(
                 uow,
                 patient_id,

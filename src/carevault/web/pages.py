@@ -197,7 +197,7 @@ class UploadedFile:
     content: bytes = field(repr=False)
 
 
-MAX_UPLOAD_FIELDS = 4  # csrf, title, kind, and the file
+MAX_UPLOAD_FIELDS = 4  # csrf, title, kind, confidentiality (files are counted apart)
 
 
 async def read_upload(
@@ -205,6 +205,15 @@ async def read_upload(
 ) -> tuple[dict[str, str], UploadedFile | None]:
     """A multipart form with one file, its whole body at most ``max_bytes`` (and saying so in
     Content-Length before a byte is read); FormRefused otherwise, ``TooLarge`` for the size."""
+    fields, files = await read_uploads(request, max_bytes, max_files=1)
+    return fields, next(iter(files.values()), None)
+
+
+async def read_uploads(
+    request: Request, max_bytes: int, *, max_files: int
+) -> tuple[dict[str, str], dict[str, UploadedFile]]:
+    """A multipart form with up to ``max_files`` files, by their field's name (see
+    `read_upload`)."""
     declared = request.headers.get("content-length", "")
     if not declared.isdigit():
         raise FormRefused("the form does not say its length")
@@ -214,23 +223,25 @@ async def read_upload(
         raise FormRefused("the form is not a file upload")
     try:
         form = await request.form(
-            max_files=1, max_fields=MAX_UPLOAD_FIELDS, max_part_size=MAX_FORM_BYTES
+            max_files=max_files,
+            max_fields=MAX_UPLOAD_FIELDS,
+            max_part_size=MAX_FORM_BYTES,
         )
     except (ValueError, KeyError, HTTPException):
         raise FormRefused("the form is malformed") from None
     fields: dict[str, str] = {}
-    uploaded: UploadedFile | None = None
+    files: dict[str, UploadedFile] = {}
     for name, value in form.multi_items():
         if isinstance(value, str):
             fields[name] = value
-        elif uploaded is None:
+        elif name not in files:
             content = await value.read(max_bytes + 1)
             if len(content) > max_bytes:
                 raise TooLarge("the file is too large")
             kind = (value.content_type or "").split(";")[0].strip().lower()
-            uploaded = UploadedFile(kind, content)
+            files[name] = UploadedFile(kind, content)
     await form.close()
-    return fields, uploaded
+    return fields, files
 
 
 class JsonAnswers:

@@ -15,6 +15,7 @@ from carevault.domain.affinity import AffinityDomain
 from carevault.services.audit_log import AuditLog
 from carevault.services.documents import DocumentService
 from carevault.services.portal_sessions import PortalSessions
+from carevault.services.professional_record import ProfessionalRecord
 from carevault.services.professionals import Professionals
 from carevault.services.record_policy import RecordPolicy
 from carevault.services.workspace_signin import WorkspaceSignIn
@@ -35,9 +36,12 @@ def workspace_router(
     documents: DocumentService,
     professionals: Professionals,
     affinity: AffinityDomain,
+    record: ProfessionalRecord,
 ) -> APIRouter:
     pages = Pages(sessions, secure=settings.environment != "dev")
-    ws = Workspace(settings, pages, signin, clock, log, policy, documents, professionals, affinity)
+    ws = Workspace(
+        settings, pages, signin, clock, log, policy, documents, professionals, affinity, record
+    )
     router = APIRouter()
     for part in (workspace_signin_router, workspace_record_router):
         router.include_router(part(ws))

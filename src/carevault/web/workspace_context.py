@@ -28,6 +28,7 @@ from carevault.domain.errors import NotAuthenticated
 from carevault.services.audit_log import AuditLog
 from carevault.services.documents import DocumentService
 from carevault.services.portal_sessions import PRACTITIONER_SESSION, PortalSession, PortalSessions
+from carevault.services.professional_record import ProfessionalRecord
 from carevault.services.professionals import Professionals
 from carevault.services.record_policy import Actor, RecordPolicy
 from carevault.services.workspace_signin import SignedIn, WorkspaceSignIn
@@ -79,6 +80,7 @@ class Workspace:
     documents: DocumentService
     professionals: Professionals
     affinity: AffinityDomain
+    record: ProfessionalRecord
 
     @property
     def sessions(self) -> PortalSessions:

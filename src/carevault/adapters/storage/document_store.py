@@ -354,6 +354,24 @@ class DocumentStore:
         )
         return int(total.scalar_one()), [_stored(row) for row in rows]
 
+    def count_current(self, patient_id: str, visible: DocumentFilter) -> int:
+        """How many current documents of the record (signatures not counted) the filter lets
+        through: the workspace tells a professional how many they do not see."""
+        if visible.matches_nothing:
+            return 0
+        d, m = t.document, t.document_metadata
+        found = self.connection.execute(
+            select(func.count())
+            .select_from(d.join(m, m.c.document_id == d.c.id))
+            .where(
+                d.c.patient_id == patient_id,
+                m.c.status == DocumentStatus.CURRENT.value,
+                m.c.signs.is_(None),
+                filter_clause(visible),
+            )
+        )
+        return int(found.scalar_one())
+
     def visible_among(
         self, patient_id: str, visible: DocumentFilter, document_ids: Sequence[str]
     ) -> set[str]:

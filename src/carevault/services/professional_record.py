@@ -1,0 +1,641 @@
+"""A professional's work with one record, in the workspace: find the patient, open the record
+as the engine lets them see it, read a document with its author's signature checked, publish a
+signed document, break the glass.
+
+The FHIR API does the same through its door (gate → handler → recorder). The workspace has no
+token and no FHIR request, so each use case here asks the engine itself and writes the access's
+audit entry before anything is shown — the same entry the API's recorder writes (kind
+``access``, the rule path, the purpose of use), so that the patient's history and the security
+officer's detector read a page of the workspace exactly as they read a request of the API. A
+refusal is recorded too, then raised (`Refused`, carrying the engine's decision).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+
+from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.domain.audit import (
+    ACTION_CREATE,
+    ACTION_READ,
+    AuditRecord,
+    rfc3339_ms,
+)
+from carevault.domain.authorization import (
+    ALERT_SECURITY_OFFICER,
+    Action,
+    Confidentiality,
+    Decision,
+    RecordFacts,
+)
+from carevault.domain.directory import Identifier
+from carevault.domain.documents import Coding, DocumentCriteria, DocumentMetadata
+from carevault.domain.errors import InvalidInput, NotFound
+from carevault.domain.queries import DateRange, Page, PatientQuery, Stored
+from carevault.domain.text import fold
+from carevault.fhirmodel.mhd import PatientRef, ProvidedDocument, ProvidedSubmission
+from carevault.services.accounts import AuditAppender
+from carevault.services.documents import DocumentService, Published
+from carevault.services.patient_uploads import FORMAT_CODES, LOINC, SIGNATURES, SNOMED
+from carevault.services.record_policy import Actor, RecordPolicy, Refused
+from carevault.services.signatures import InvalidSignature, verify_detached
+
+MAX_FOUND = 20  # a search that matches more asks for more criteria rather than a long list
+MAX_SEARCH_TEXT = 100
+MAX_TITLE = 200
+DSG_FORMAT = "urn:ihe:iti:dsg:detached:2014"
+SOURCE_ID = "urn:carevault:workspace"
+
+# What a professional may say their document is: (class, type), LOINC codes of the built-in
+# affinity domain (the same choices as the patients' uploads, and a referral letter).
+PUBLISH_KINDS: dict[str, tuple[str, str]] = {
+    "consultation": ("11488-4", "11488-4"),
+    "laboratory": ("26436-6", "11502-2"),
+    "imaging": ("18726-0", "18748-4"),
+    "discharge": ("18842-5", "18842-5"),
+    "vaccination": ("11369-6", "11369-6"),
+}
+# Content a browser shows itself, from CareVault's own origin, in a sandbox: anything else is
+# offered as a download only.
+SHOWN_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg", "text/plain"})
+
+
+@dataclass(frozen=True)
+class PatientSearch:
+    """The workspace's search form: any of these, all that are given must hold."""
+
+    family: str = ""
+    given: str = ""
+    birthdate: str = ""  # YYYY-MM-DD
+    national_id: str = ""
+    hospital_number: str = ""  # a number any hospital of the platform assigned
+
+    def given_fields(self) -> list[str]:
+        return [name for name, value in vars(self).items() if value.strip()]
+
+
+@dataclass(frozen=True)
+class FoundPatient:
+    id: str
+    name: str
+    birthdate: str
+    gender: str
+
+
+@dataclass(frozen=True)
+class Found:
+    patients: tuple[FoundPatient, ...]
+    more: bool  # more matched than are shown: the professional narrows the search
+
+
+@dataclass(frozen=True)
+class RecordView:
+    """What the workspace shows of a record to one professional."""
+
+    patient: FoundPatient
+    documents: tuple[DocumentMetadata, ...]  # the documents they see, newest first
+    not_visible: int  # current documents of the record they do not see
+    emergency_until: datetime | None  # their own break-the-glass window, while it lasts
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The author's signature as checked now, against the platform CA and its revocations."""
+
+    verified: bool
+    signer: str | None  # the signing practitioner's or system's identifier
+    problem: str | None  # why it did not verify (English, for the page's detail)
+
+
+@dataclass(frozen=True)
+class DocumentReading:
+    metadata: DocumentMetadata
+    content_type: str
+    content: bytes
+    signature: SignatureCheck | None  # None: the document carries no signature
+
+
+@dataclass(frozen=True)
+class SignedUpload:
+    """A document and its author's detached JWS (IHE DSG), made with the card's key by
+    ``carevault card sign`` or any DSG-capable tool."""
+
+    content: bytes
+    content_type: str
+    signature: bytes
+    title: str
+    kind: str  # a key of PUBLISH_KINDS
+    confidentiality: str  # N, R or V
+
+
+class PublishRefused(InvalidInput):
+    """A publication refused before anything is stored; ``reason`` names why, for the page's
+    message in the person's language."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message, expression=reason)
+        self.reason = reason
+
+
+def _name(resource: dict[str, object]) -> str:
+    names = resource.get("name")
+    first = names[0] if isinstance(names, list) and names else {}
+    if not isinstance(first, dict):
+        return ""
+    given = first.get("given", [])
+    parts = [*(given if isinstance(given, list) else []), first.get("family", "")]
+    return " ".join(str(p) for p in parts if p)
+
+
+def found_patient(stored: Stored) -> FoundPatient:
+    resource = stored.resource
+    return FoundPatient(
+        stored.id,
+        _name(resource),
+        str(resource.get("birthDate", "")),
+        str(resource.get("gender", "")),
+    )
+
+
+def _on_behalf_of(actor: Actor) -> str | None:
+    """An assistant acts for their mandating practitioner: the entry names both."""
+    mandator = actor.subject.mandator_id
+    return f"Practitioner/{mandator}" if mandator is not None else None
+
+
+def _purpose(decision: Decision) -> str | None:
+    return next((o.purpose_of_use for o in decision.obligations if o.kind == "audit"), None)
+
+
+def _query(search: PatientSearch) -> PatientQuery:
+    query = PatientQuery()
+    for text in (search.family, search.given, search.national_id, search.hospital_number):
+        if len(text) > MAX_SEARCH_TEXT:
+            raise InvalidInput(
+                f"a search field holds at most {MAX_SEARCH_TEXT} characters", expression="length"
+            )
+    if family := fold(search.family):
+        query.family.append((family,))
+    if given := fold(search.given):
+        query.given.append((given,))
+    if search.birthdate.strip():
+        try:
+            day = date.fromisoformat(search.birthdate.strip())
+        except ValueError:
+            raise InvalidInput(
+                "the birth date is a date (YYYY-MM-DD)", expression="birthdate"
+            ) from None
+        query.birthdate.append(DateRange("eq", day, day + timedelta(days=1)))
+    return query
+
+
+class ProfessionalRecord:
+    """The workspace's use cases on a record; each owns its transaction and its audit entry."""
+
+    def __init__(
+        self,
+        units: Callable[[], UnitOfWork],
+        policy: RecordPolicy,
+        documents: DocumentService,
+        audit: AuditAppender,
+        national_system: str,
+        max_bytes: int,
+    ) -> None:
+        self.units = units
+        self.policy = policy
+        self.documents = documents
+        self.audit = audit
+        self.national_system = national_system
+        self.max_bytes = max_bytes
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        return self.documents.clock
+
+    def _entry(
+        self,
+        actor: Actor,
+        now: datetime,
+        interaction: str,
+        *,
+        action: str = ACTION_READ,
+        patient: str | None = None,
+        decision: Decision | None = None,
+        entity: tuple[str, str | None] | None = None,
+        query: str | None = None,
+        kind: str = "access",
+    ) -> AuditRecord:
+        permit = decision is None or decision.permit
+        return AuditRecord(
+            stream="clinical",
+            recorded=rfc3339_ms(now),
+            kind=kind,
+            action=action,
+            interaction=interaction,
+            outcome="0" if permit else "4",
+            agent=actor.agent(_on_behalf_of(actor)),
+            patient=patient,
+            entity_type=entity[0] if entity else None,
+            entity_id=entity[1] if entity else None,
+            query=query,
+            status=200 if permit else 403,
+            purpose_of_use=None if decision is None else _purpose(decision),
+            rule=None if decision is None else " → ".join(decision.path),
+            detail={"surface": "workspace"},
+        )
+
+    def _entries(
+        self,
+        actor: Actor,
+        now: datetime,
+        interaction: str,
+        decision: Decision,
+        *,
+        action: str = ACTION_READ,
+        patient: str | None = None,
+        entity: tuple[str, str | None] | None = None,
+        query: str | None = None,
+    ) -> list[AuditRecord]:
+        """The access's entry, and the engine's alert to the security officer beside it when
+        the decision carries that obligation (as the API's recorder adds it)."""
+        main = self._entry(
+            actor,
+            now,
+            interaction,
+            action=action,
+            patient=patient,
+            decision=decision,
+            entity=entity,
+            query=query,
+        )
+        if ALERT_SECURITY_OFFICER not in decision.obligations:
+            return [main]
+        alert = replace(
+            main,
+            kind="alert",
+            query=None,
+            detail={
+                **main.detail,
+                "decision": "permit" if decision.permit else "deny",
+                "rule": decision.rule,
+            },
+        )
+        return [main, alert]
+
+    # --- finding a patient ------------------------------------------------------------------
+
+    def find(self, actor: Actor, search: PatientSearch) -> Found:
+        """Patients of the directory matching every field given (names by prefix, accents and
+        case ignored); at least one field. The search is recorded with the fields it used."""
+        fields = search.given_fields()
+        if not fields:
+            raise InvalidInput("give a name, a birth date or an identifier", expression="search")
+        query = _query(search)
+        now = self.clock()
+        with self.units() as uow:
+            if number := search.national_id.strip():
+                query.identifier.append((Identifier(self.national_system, number),))
+            if number := search.hospital_number.strip():
+                systems = sorted(uow.directory.assigning_authorities())
+                query.identifier.append(tuple(Identifier(s, number) for s in systems))
+            result = (
+                uow.directory.search_patients(query, Page(0, MAX_FOUND + 1))
+                if all(query.identifier)
+                else None
+            )
+            self.audit.append_with(
+                uow.audit,
+                [
+                    self._entry(
+                        actor,
+                        now,
+                        "search-type",
+                        entity=("Patient", None),
+                        query="&".join(f"{name}=" for name in fields),
+                    )
+                ],
+            )
+            uow.commit()
+        items = [] if result is None else result.items
+        return Found(tuple(found_patient(s) for s in items[:MAX_FOUND]), len(items) > MAX_FOUND)
+
+    # --- the record -------------------------------------------------------------------------
+
+    def _decided(
+        self, uow: UnitOfWork, actor: Actor, patient_id: str, action: Action, now: datetime
+    ) -> tuple[RecordFacts | None, Decision]:
+        record = self.policy.facts(uow, patient_id, now)
+        return record, self.policy.decide(actor.subject, action, record, None, now)
+
+    def _refuse(
+        self,
+        actor: Actor,
+        now: datetime,
+        interaction: str,
+        decision: Decision,
+        *,
+        action: str = ACTION_READ,
+        patient: str | None = None,
+        entity: tuple[str, str | None] | None = None,
+        query: str | None = None,
+    ) -> Refused:
+        """Record a refused access (its own transaction), then the error to raise."""
+        entries = self._entries(
+            actor,
+            now,
+            interaction,
+            decision,
+            action=action,
+            patient=patient,
+            entity=entity,
+            query=query,
+        )
+        with self.units() as uow:
+            self.audit.append_with(uow.audit, entries)
+            uow.commit()
+        return Refused(decision)
+
+    def open(self, actor: Actor, patient_id: str) -> RecordView:
+        """The record as the engine lets this professional see it: the documents they see, how
+        many they do not, and their emergency window if they broke the glass. Refused (and
+        recorded) when the engine lets them search nothing of it."""
+        now = self.clock()
+        with self.units() as uow:
+            stored = uow.directory.read(t.patient, patient_id)
+            if stored is None:
+                raise NotFound("no such patient")
+            record, decision = self._decided(uow, actor, patient_id, Action.SEARCH, now)
+            if not decision.permit or record is None:
+                pass  # nothing written: the unit of work rolls back on leaving
+            else:
+                _total, found = self.documents.find(
+                    uow, actor.subject, record, DocumentCriteria(), offset=0, count=200
+                )
+                hidden = self.documents.not_visible(uow, actor.subject, record)
+                self.audit.append_with(
+                    uow.audit,
+                    self._entries(
+                        actor,
+                        now,
+                        "search-type",
+                        decision,
+                        patient=patient_id,
+                        entity=("DocumentReference", None),
+                        query="patient=",
+                    ),
+                )
+                uow.commit()
+                window = next(
+                    (
+                        w.until
+                        for w in record.emergency_windows
+                        if w.practitioner_id == actor.subject.id and w.until > now
+                    ),
+                    None,
+                )
+                shown = tuple(
+                    sorted(
+                        (m for m in found if m.signs is None), key=lambda m: m.indexed, reverse=True
+                    )
+                )
+                return RecordView(found_patient(stored), shown, hidden, window)
+        raise self._refuse(
+            actor,
+            now,
+            "search-type",
+            decision,
+            patient=patient_id,
+            entity=("DocumentReference", None),
+            query="patient=",
+        )
+
+    def patient(self, patient_id: str) -> FoundPatient:
+        """A patient's name and birth date as the directory has them (the professionals'
+        directory search shows as much)."""
+        with self.units() as uow:
+            stored = uow.directory.read(t.patient, patient_id)
+        if stored is None:
+            raise NotFound("no such patient")
+        return found_patient(stored)
+
+    def read(self, actor: Actor, patient_id: str, document_id: str) -> DocumentReading:
+        """One document's bytes, decided and recorded as ITI-68 is, with its author's
+        signature checked now (a revoked signer's signature no longer verifies)."""
+        now = self.clock()
+        with self.units() as uow:
+            record = self.policy.facts(uow, patient_id, now)
+            loaded = self.documents.load(uow, document_id, with_content=True)
+            facts = None
+            if loaded is not None and loaded.stored.metadata.patient_id == patient_id:
+                facts = loaded.facts
+            decision = self.policy.decide(actor.subject, Action.READ, record, facts, now)
+            if loaded is None or facts is None or record is None or not decision.permit:
+                pass  # nothing written: the unit of work rolls back on leaving
+                refused = True
+            else:
+                refused = False
+                retrieved = self.documents.open(actor.subject, record, loaded)
+                signature = self._signature(uow, actor, record, document_id, retrieved.content, now)
+                self.audit.append_with(
+                    uow.audit,
+                    self._entries(
+                        actor,
+                        now,
+                        "read",
+                        decision,
+                        patient=patient_id,
+                        entity=("DocumentReference", document_id),
+                    ),
+                )
+                uow.commit()
+        if refused:
+            if facts is None:
+                raise NotFound("no such document in this record")
+            raise self._refuse(
+                actor,
+                now,
+                "read",
+                decision,
+                patient=patient_id,
+                entity=("DocumentReference", document_id),
+            )
+        return DocumentReading(
+            retrieved.metadata, retrieved.metadata.content_type, retrieved.content, signature
+        )
+
+    def _signature(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        record: RecordFacts,
+        document_id: str,
+        content: bytes,
+        now: datetime,
+    ) -> SignatureCheck | None:
+        _total, related = self.documents.find(
+            uow,
+            actor.subject,
+            record,
+            DocumentCriteria(related=[(document_id,)]),
+            offset=0,
+            count=10,
+        )
+        signature = next((m for m in related if m.signs == document_id), None)
+        if signature is None:
+            return None
+        loaded = self.documents.load(uow, signature.id, with_content=True)
+        if loaded is None:
+            return SignatureCheck(False, None, "the signature's content is missing")
+        jws = self.documents.open(actor.subject, record, loaded).content
+        try:
+            identity = verify_detached(uow, jws, content, now)
+        except InvalidSignature as error:
+            return SignatureCheck(False, None, error.message)
+        return SignatureCheck(True, identity.client_id, None)
+
+    # --- publishing -------------------------------------------------------------------------
+
+    def publish(self, actor: Actor, patient_id: str, upload: SignedUpload) -> Published:
+        """A document authored by this professional, with their detached signature: the
+        same checks as ITI-65 (the engine decides the write; the signature must verify and be
+        the author's), stored with its audit entry in one transaction."""
+        title = " ".join(upload.title.split())
+        if not title or len(title) > MAX_TITLE:
+            raise PublishRefused(f"the title has 1 to {MAX_TITLE} characters", "title")
+        if upload.kind not in PUBLISH_KINDS:
+            raise PublishRefused(f"kind is one of {', '.join(PUBLISH_KINDS)}", "kind")
+        try:
+            confidentiality = Confidentiality(upload.confidentiality)
+        except ValueError:
+            raise PublishRefused("confidentiality is N, R or V", "confidentiality") from None
+        if not upload.content:
+            raise PublishRefused("the file is empty", "empty")
+        if len(upload.content) > self.max_bytes:
+            raise PublishRefused(f"the file exceeds {self.max_bytes} bytes", "size")
+        starts = SIGNATURES.get(upload.content_type, ())
+        if upload.content_type != "text/plain" and not any(
+            upload.content.startswith(s) for s in starts
+        ):
+            raise PublishRefused("the file is a PDF, JPEG, PNG or plain text", "type")
+        if not upload.signature.strip():
+            raise PublishRefused("the author's signature is missing", "signature")
+        author = actor.subject.id
+        class_code, type_code = PUBLISH_KINDS[upload.kind]
+        now = self.clock()
+        entry, signature_entry = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
+
+        def provided(
+            url: str, content_type: str, content: bytes, signs: str | None, format_code: str
+        ) -> ProvidedDocument:
+            return ProvidedDocument(
+                full_url=url,
+                master_identifier=f"urn:uuid:{uuid.uuid4()}",
+                patient=PatientRef(patient_id),
+                class_code=Coding(LOINC, class_code),
+                type_code=Coding(LOINC, type_code),
+                format_code=Coding(FORMAT_CODES, format_code),
+                practice_setting=Coding(SNOMED, "394802001"),  # general medicine
+                facility_type=Coding(SNOMED, "22232009"),  # hospital
+                confidentiality=confidentiality,
+                author_practitioner_id=author,
+                author_organization_id=None,
+                author_patient_id=None,
+                content_type=content_type,
+                content=content,
+                declared_size=None,
+                declared_sha1=None,
+                created=now.astimezone(UTC),
+                service_start=None,
+                service_end=None,
+                title=title,
+                description=None,
+                language=None,
+                replaces=None,
+                held=False,
+                events=(),
+                binary_url=None,
+                signs=signs,
+            )
+
+        submission = ProvidedSubmission(
+            full_url=f"urn:uuid:{uuid.uuid4()}",
+            master_identifier=f"urn:uuid:{uuid.uuid4()}",
+            source_id=SOURCE_ID,
+            patient=PatientRef(patient_id),
+            documents=(
+                provided(
+                    entry,
+                    upload.content_type,
+                    upload.content,
+                    None,
+                    "urn:ihe:iti:xds:2017:mimeTypeSufficient",
+                ),
+                provided(
+                    signature_entry,
+                    "application/jose",
+                    upload.signature.strip(),
+                    entry,
+                    DSG_FORMAT,
+                ),
+            ),
+            entry_order=(entry, signature_entry),
+        )
+        with self.units() as uow:
+            record, decision = self._decided(uow, actor, patient_id, Action.WRITE, now)
+            if decision.permit and record is not None:
+                published = self.documents.publish(uow, actor.subject, record, submission)
+                document_id = published.ids[entry]
+                self.audit.append_with(
+                    uow.audit,
+                    self._entries(
+                        actor,
+                        now,
+                        "create",
+                        decision,
+                        action=ACTION_CREATE,
+                        patient=patient_id,
+                        entity=("DocumentReference", document_id),
+                    ),
+                )
+                uow.commit()
+                return published
+            pass  # nothing written: the unit of work rolls back on leaving
+        raise self._refuse(
+            actor,
+            now,
+            "create",
+            decision,
+            action=ACTION_CREATE,
+            patient=patient_id,
+            entity=("DocumentReference", None),
+        )
+
+    # --- emergency --------------------------------------------------------------------------
+
+    def emergency_possible(self, actor: Actor, patient_id: str) -> bool:
+        """Whether the engine would let this professional break the glass on the record now
+        (asked before the warning is shown; nothing is recorded by asking)."""
+        now = self.clock()
+        with self.units() as uow:
+            _record, decision = self._decided(uow, actor, patient_id, Action.EMERGENCY, now)
+        return decision.permit
+
+
+__all__ = [
+    "MAX_FOUND",
+    "PUBLISH_KINDS",
+    "SHOWN_TYPES",
+    "DocumentReading",
+    "Found",
+    "FoundPatient",
+    "PatientSearch",
+    "ProfessionalRecord",
+    "PublishRefused",
+    "RecordView",
+    "SignatureCheck",
+    "SignedUpload",
+]
