@@ -389,14 +389,7 @@ class ProfessionalRecord:
                     ),
                 )
                 uow.commit()
-                window = next(
-                    (
-                        w.until
-                        for w in record.emergency_windows
-                        if w.practitioner_id == actor.subject.id and w.until > now
-                    ),
-                    None,
-                )
+                window = _open_window(actor, record, now)
                 shown = tuple(
                     sorted(
                         (m for m in found if m.signs is None), key=lambda m: m.indexed, reverse=True
@@ -617,12 +610,22 @@ class ProfessionalRecord:
     # --- emergency --------------------------------------------------------------------------
 
     def emergency_possible(self, actor: Actor, patient_id: str) -> bool:
-        """Whether the engine would let this professional break the glass on the record now
-        (asked before the warning is shown; nothing is recorded by asking)."""
+        """Whether the engine would let this professional break the glass on the record now,
+        and they have no emergency window open on it already (asked before the warning is
+        shown; nothing is recorded by asking)."""
         now = self.clock()
         with self.units() as uow:
-            _record, decision = self._decided(uow, actor, patient_id, Action.EMERGENCY, now)
-        return decision.permit
+            record, decision = self._decided(uow, actor, patient_id, Action.EMERGENCY, now)
+        return decision.permit and _open_window(actor, record, now) is None
+
+
+def _open_window(actor: Actor, record: RecordFacts | None, now: datetime) -> datetime | None:
+    """The end of this professional's own emergency window on the record, while it lasts."""
+    windows = () if record is None else record.emergency_windows
+    return next(
+        (w.until for w in windows if w.practitioner_id == actor.subject.id and w.until > now),
+        None,
+    )
 
 
 __all__ = [
