@@ -1764,6 +1764,44 @@ def _workspace_home(world: World) -> list[Row]:
                 _session_call("GET", "/workspace", lambda _w, _c: {}), expect=expect)]
 
 
+# The workspace's record pages (tests/integration/test_workspace_record.py signs a professional
+# in with a passkey and walks each): the matrix's sessions are no professional's, so each page
+# sends them away before reading a path parameter or a body.
+_WORKSPACE_PAGES = (
+    ("/workspace/patients", "GET"),
+    ("/workspace/patients", "POST"),
+    ("/workspace/record/{patient_id}", "GET"),
+    ("/workspace/record/{patient_id}/document/{document_id}", "GET"),
+    ("/workspace/record/{patient_id}/document/{document_id}/content", "GET"),
+    ("/workspace/record/{patient_id}/publish", "GET"),
+    ("/workspace/record/{patient_id}/publish", "POST"),
+    ("/workspace/record/{patient_id}/emergency", "GET"),
+    ("/workspace/record/{patient_id}/emergency", "POST"),
+)
+
+
+def _workspace_page(path: str, method: str) -> Callable[[World], list[Row]]:
+    def rows(world: World) -> list[Row]:
+        def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
+            if caller.name in w.sessions:
+                return Expected(False, frozenset({403}), "not a professional's session")
+            return Expected(False, frozenset({303}), "no session: to the workspace's sign-in")
+
+        def form(w: World, caller: Caller) -> dict[str, str]:
+            session = w.sessions.get(caller.name)
+            return {"csrf": session[1] if session else "", "family": "Muller", "reason": "x"}
+
+        concrete = path.replace("{patient_id}", "some-patient").replace(
+            "{document_id}", "some-document")
+        return [Row(f"{method} {path} (the professional workspace)", (path, method), ("", ""),
+                    _session_call(method, concrete, form), expect=expect)]
+    return rows
+
+
+for _path, _method in _WORKSPACE_PAGES:
+    app_row(_path, _method)(_workspace_page(_path, _method))
+
+
 def _officer_rows(path: str, method: str, officer_status: int, label: str
                   ) -> Callable[[World], list[Row]]:
     """A page of the security officer's workspace (web/officer_pages.py): the door admits the
