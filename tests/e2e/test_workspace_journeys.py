@@ -1,0 +1,229 @@
+"""The professional workspace's journeys in Debian's Chromium against a real server on demo
+data, each checked by its effect: the demo physician enrols a passkey with their card
+(`carevault card enrol`, Chromium's virtual authenticator), finds the demo patient by name and
+by hospital number, reads a document whose signature shows as verified, publishes a document
+signed with `carevault card sign` that the patient then sees in their portal; the patient hides
+a document, and a second physician, without access, breaks the glass with a reason, sees the
+record but "1 document not visible", and the patient reads the reason in their history. Every
+page is axe-clean in French, English and German.
+
+With ``CAREVAULT_SCREENSHOTS=1`` the journeys also save the pages shown in the documentation
+(docs/screenshots/workspace-*.png)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.browser import axe_violations, chromium, new_page, page_errors
+
+from .conftest import CAREVAULT, carevault_env, free_port, unused_totp
+
+pytestmark = pytest.mark.e2e
+
+LANGUAGES = ("fr", "de", "en")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+@dataclass(frozen=True)
+class Site:
+    workdir: Path
+    base: str
+    accounts: dict[str, Any]
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run([CAREVAULT, *args], cwd=self.workdir,
+                              env=carevault_env(self.workdir, self.base), capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, f"carevault {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    @property
+    def patient(self) -> dict[str, Any]:
+        return dict(self.accounts["patients"][0])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    workdir = tmp_path_factory.mktemp("workspace-journeys")
+    # WebAuthn refuses an IP address: the public address (the relying party) is localhost.
+    port = free_port()
+    base = f"http://localhost:{port}"
+    accounts_file = workdir / "var" / "demo-accounts.json"
+    setup = Site(workdir, base, {})
+    setup.cli("init")
+    setup.cli("pki", "init")  # before the demo: it then issues the demo card and signs with it
+    setup.cli("demo", "--patients", "60", "--professionals", "40", "--accounts",
+              str(accounts_file))
+    accounts = json.loads(accounts_file.read_text(encoding="utf-8"))
+    env = {**carevault_env(workdir, base), "CAREVAULT_RATE_LIMIT_PER_MINUTE": "1000000"}
+    with (workdir / "server.out").open("wb") as out, (workdir / "server.err").open("wb") as err:
+        process = subprocess.Popen([CAREVAULT, "serve", "--host", "127.0.0.1", "--port",
+                                    str(port)], cwd=workdir, env=env, stdout=out, stderr=err)
+    try:
+        from .conftest import _wait_until_healthy
+
+        _wait_until_healthy(process, base, workdir / "server.err")
+        yield Site(workdir, base, accounts)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium() as launched:
+        yield launched
+
+
+def authenticator(page: Any) -> None:
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable", {"enableUI": False})
+    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
+        "hasUserVerification": True, "isUserVerified": True,
+        "automaticPresenceSimulation": True}})
+
+
+def enrol(site: Site, page: Any, card: Path) -> None:
+    """The professional proves their card with the command line, then enrols a passkey in the
+    browser: the workspace's home follows."""
+    made = json.loads(site.cli("card", "enrol", "--card", str(card), "--base", site.base,
+                               "--json"))
+    authenticator(page)
+    page.goto(f"{site.base}/workspace/enrol?lang=en")
+    page.fill("#code", made["code"])
+    page.click("#enrol")
+    page.wait_for_url(f"{site.base}/workspace?lang=en")
+
+
+def each_language(page: Any, url: str) -> None:
+    """The page, axe-clean in the three languages (English last)."""
+    for lang in LANGUAGES:
+        page.goto(f"{url}{'&' if '?' in url else '?'}lang={lang}", wait_until="load")
+        assert axe_violations(page) == [], (url, lang)
+
+
+def shoot(page: Any, name: str) -> None:
+    if os.environ.get("CAREVAULT_SCREENSHOTS") == "1":
+        page.set_viewport_size({"width": 1000, "height": 800})
+        page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def patient_signed_in(site: Site, browser: Any) -> Any:
+    portal = site.patient["portal"]
+    context = new_page(browser)
+    page = context.__enter__()
+    page.goto(f"{site.base}/login?lang=en", wait_until="load")
+    page.fill("#login", portal["login"])
+    page.fill("#password", portal["password"])
+    page.fill("#code", unused_totp(portal["totp_secret"]))
+    with page.expect_navigation(wait_until="load"):
+        page.click("#signin")
+    assert "/me" in page.url, page.url
+    return context, page
+
+
+def test_the_physician_finds_reads_publishes_and_is_told_what_is_hidden(
+        site: Site, browser: Any, tmp_path: Path) -> None:
+    patient = site.patient
+    family = patient["name"].split()[-1]
+    with new_page(browser) as page:
+        problems = page_errors(page)
+        enrol(site, page, site.workdir / "var" / "demo-card")
+        # Find the patient by name, then by a hospital's number: never in the address bar.
+        each_language(page, f"{site.base}/workspace/patients")
+        page.fill("#family", family)
+        page.fill("#given", patient["name"].split()[0])
+        with page.expect_navigation(wait_until="load"):
+            page.click("#search")
+        assert page.url == f"{site.base}/workspace/patients?lang=en"
+        assert page.locator(f'li[data-patient="{patient["patient_id"]}"]').count() == 1
+        assert axe_violations(page) == []
+        shoot(page, "workspace-find-en.png")
+        assert patient["local_ids"], "the demo patient has a hospital number"
+        page.goto(f"{site.base}/workspace/patients?lang=en")
+        page.fill("#hospital_number", patient["local_ids"][0]["value"])
+        with page.expect_navigation(wait_until="load"):
+            page.click("#search")
+        with page.expect_navigation(wait_until="load"):
+            page.locator(f'li[data-patient="{patient["patient_id"]}"] a').click()
+        record = page.url.split("?")[0]
+        assert record == f"{site.base}/workspace/record/{patient['patient_id']}"
+        assert page.locator("#documents tbody tr").count() == 2
+        assert page.locator("#not-visible").count() == 0
+        each_language(page, record)
+        # Read a document: its author's signature is checked now, and shown as verified.
+        with page.expect_navigation(wait_until="load"):
+            page.locator("#documents tbody tr", has_text="Laboratory").locator("a").click()
+        assert page.locator("#signature").get_attribute("data-verified") == "true"
+        each_language(page, page.url.split("?")[0])
+        shoot(page, "workspace-document-en.png")
+        # Publish a letter signed with the card: the patient then sees it in their portal.
+        letter = tmp_path / "letter.pdf"
+        letter.write_bytes(b"%PDF-1.7\n% a letter from the workspace\n%%EOF\n")
+        site.cli("card", "sign", str(letter), "--card", str(site.workdir / "var" / "demo-card"))
+        each_language(page, f"{record}/publish")
+        page.set_input_files("#publish-file", str(letter))
+        page.set_input_files("#publish-signature", str(letter) + ".jws")
+        page.fill("#publish-title", "Letter after the visit")
+        with page.expect_navigation(wait_until="load"):
+            page.click("#publish-button")
+        assert page.locator("#published").is_visible()
+        assert page.locator("#documents tbody tr", has_text="Letter after the visit").count() == 1
+        context, mine = patient_signed_in(site, browser)
+        try:
+            mine.goto(f"{site.base}/me/documents?lang=en", wait_until="load")
+            assert "Letter after the visit" in mine.inner_text("#documents")
+        finally:
+            context.__exit__(None, None, None)
+        assert problems == []
+
+
+def test_a_physician_without_access_breaks_the_glass_and_the_patient_reads_why(
+        site: Site, browser: Any) -> None:
+    patient = site.patient
+    other = [p for p in site.accounts["professionals"] if p["profession"] == "physician"][1]
+    card = site.workdir / "card-2"
+    site.cli("pki", "issue-practitioner", other["practitioner_id"], "--out", str(card))
+    reason = "Unconscious at the emergency department, no relative reachable"
+    context, mine = patient_signed_in(site, browser)
+    # The patient hides the laboratory report from everyone but its author.
+    mine.goto(f"{site.base}/me/documents?lang=en", wait_until="load")
+    with mine.expect_navigation(wait_until="load"):
+        mine.locator("#documents tbody tr", has_text="Laboratory").locator("button.hide").click()
+    with new_page(browser) as page:
+        enrol(site, page, card)
+        record = f"{site.base}/workspace/record/{patient['patient_id']}"
+        page.goto(f"{record}?lang=en", wait_until="load")
+        assert page.locator("#refusal").is_visible()
+        assert page.locator("#documents").count() == 0
+        each_language(page, record)
+        with page.expect_navigation(wait_until="load"):
+            page.click("#emergency-link")
+        each_language(page, f"{record}/emergency")
+        shoot(page, "workspace-emergency-en.png")
+        page.fill("#reason", reason)
+        with page.expect_navigation(wait_until="load"):
+            page.click("#declare")
+        assert "Emergency access" in page.inner_text("#emergency-banner")
+        # The emergency opens the normal documents, not the one the patient hid: the
+        # physician is told it exists, and to ask the patient.
+        assert page.locator("#documents tbody tr", has_text="Consultation").count() == 1
+        assert page.locator("#documents tbody tr", has_text="Laboratory").count() == 0
+        assert "1 document of this record is not visible to you" in page.inner_text(
+            "#not-visible")
+        shoot(page, "workspace-record-en.png")
+        each_language(page, record)
+    try:
+        mine.goto(f"{site.base}/me?lang=en", wait_until="load")
+        assert reason in mine.inner_text("main")
+    finally:
+        context.__exit__(None, None, None)
