@@ -211,6 +211,11 @@ class MyAccesses:
             more=any(len(listed) > limit for listed in (found, windows, passed)),
         )
 
+    def practitioner_by_identifier(self, identifier: str) -> str | None:
+        """The practitioner a professional identifier names in the directory, if any."""
+        with self.units() as uow:
+            return uow.directory.practitioner_ids_by_identifier([identifier]).get(identifier)
+
     def choose_mandator(self, actor: Actor, mandator_id: str) -> None:
         """An assistant chooses to act for ``mandator_id``: allowed only under a mandate of
         theirs in force now (the workspace checks it again at each request). Recorded, and

@@ -13,12 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse
-from starlette.concurrency import run_in_threadpool
 
-from carevault.api.openapi import html, query, redirect
-from carevault.api.route_door import SESSION, access
-from carevault.web.workspace_context import HOME, Answered, Professional
+from carevault.web.workspace_context import Professional
 
 if TYPE_CHECKING:
     from carevault.web.workspace_context import Workspace
@@ -37,24 +33,6 @@ def workspace_record_router(ws: Workspace) -> APIRouter:
             {"csrf": me.session.csrf, "me": me.name, **context},
             family="workspace",
         )
-
-    @router.get(
-        HOME,
-        response_class=HTMLResponse,
-        responses={
-            200: html("the professional's home: my patients, my accesses"),
-            303: redirect("not signed in: to the workspace's sign-in page"),
-            403: html("not a professional's session"),
-        },
-        openapi_extra=query("lang"),
-    )
-    @access(SESSION)
-    async def home(request: Request) -> Response:
-        try:
-            me = await ws.professional(request)
-        except Answered as answered:
-            return answered.response
-        return await run_in_threadpool(page, request, me, "workspace_home.html", {})
 
     return router
 
