@@ -22,7 +22,6 @@ from typing import Any
 from carevault.adapters.storage.account_store import AccountRecord
 from carevault.adapters.storage.directory_store import Stored
 from carevault.adapters.storage.record_store import UNSET, StoredBlock, StoredGrant, Unset
-from carevault.domain.records import PartyDelegation, PartyEmergency, PartyGrant
 from carevault.domain.accounts import Mandate, check_account
 from carevault.domain.authorization import (
     Block,
@@ -38,6 +37,7 @@ from carevault.domain.authorization import (
     RecordState,
     Representative,
 )
+from carevault.domain.records import PartyDelegation, PartyEmergency, PartyGrant
 from support.fake_uow import FakeDirectory, FakeRecords, FakeUnitOfWork
 
 

@@ -117,9 +117,7 @@ class WorkspaceSignIn:
         self.clock = clock
         self.card_audience = tokens.issuer.rstrip("/") + CARD_ENROL_PATH
 
-    def describe(
-        self, practitioner_id: str, acting_for: str | None = None
-    ) -> tuple[Subject, str]:
+    def describe(self, practitioner_id: str, acting_for: str | None = None) -> tuple[Subject, str]:
         """A signed-in professional as the engine sees them now (profession, organizations,
         teams), and their name as the directory has it. An assistant acts for the practitioner
         their session chose (``acting_for``) while that mandate is in force, else for nobody:
