@@ -237,6 +237,51 @@ def test_delegation_through_the_api_and_who_may_not_delegate(
     assert delegate(holder, holder).status_code == 400
 
 
+def test_a_delegation_ends_through_the_api_by_its_delegator_or_the_patient(
+        client: TestClient, platform: Platform, record: tuple[str, dict[str, str]]) -> None:
+    from carevault.domain.authorization import Subject, SubjectKind
+    from carevault.services.record_policy import Actor
+    patient_id, mine = record
+    holder = Pro(platform, "HP-HOLDER-E", "Holder")
+    locum = Pro(platform, "HP-LOCUM-E", "Locum")
+    stranger = Pro(platform, "HP-STRANGER-E", "Stranger")
+    grant(client, mine, patient_id, holder.ref, delegable=True)
+    grant(client, mine, patient_id, stranger.ref)
+    platform.policy.allow_delegation(
+        Actor(Subject(SubjectKind.PATIENT, patient_id), f"Patient/{patient_id}"), patient_id,
+        True)
+
+    def delegated() -> str:
+        made = client.post(f"/fhir/Patient/{patient_id}/$delegate", headers=holder.headers,
+                           json=parameters(delegate={"reference": locum.ref}, end=later(7)))
+        assert made.status_code == 200, made.text
+        return str(made.json()["parameter"][0]["valueString"])
+
+    def end(who: Pro | dict[str, str], delegation: Any) -> Any:
+        headers = who.headers if isinstance(who, Pro) else who
+        return client.post(f"/fhir/Patient/{patient_id}/$end-delegation", headers=headers,
+                           json=parameters(delegation=delegation))
+
+    first = delegated()
+    assert encounters(client, locum.headers, patient_id).status_code == 200
+    # Neither the delegate nor another professional of the record ends it.
+    assert end(locum, first).status_code == 403
+    assert end(stranger, first).status_code == 403
+    assert end(holder, 12).status_code == 400  # not an id
+    ended = end(holder, first)
+    assert ended.status_code == 200, ended.text
+    assert ended.json()["parameter"] == [{"name": "ended", "valueBoolean": True}]
+    assert encounters(client, locum.headers, patient_id).status_code == 403
+    second = delegated()
+    assert end(mine, second).status_code == 200
+    assert end(mine, second).status_code == 404  # once
+    assert encounters(client, locum.headers, patient_id).status_code == 403
+    ends = [AuditRecord.from_canonical(data) for _, data in
+            platform.audit.patient_entries(patient_id, limit=100)]
+    assert sorted(e.detail["by"] for e in ends if e.interaction == "delegation-end") == [
+        "delegator", "record"]
+
+
 def care_team(organization: str, members: list[str], *, end: str | None = None) -> dict[str, Any]:
     team: dict[str, Any] = {
         "resourceType": "CareTeam", "status": "active", "name": "Cardiology ward team",

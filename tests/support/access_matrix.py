@@ -47,6 +47,8 @@ from carevault.domain.authorization import (
     Decision,
     DirectoryArea,
     DocumentFacts,
+    GrantLevel,
+    Party,
     RecordFacts,
     Subject,
     SubjectKind,
@@ -63,6 +65,7 @@ from carevault.fhirmodel.valueset import valueset_url
 from carevault.services.authorities import NO_POWERS, Powers, powers_of
 from carevault.services.directory import read_patient
 from carevault.services.portal_sessions import PortalSessions
+from carevault.services.record_policy import Actor, practitioner_subject
 from carevault.services.tokens import Caller as TokenCaller
 from carevault.services.tokens import authenticate
 from carevault.web.portal import SESSION_COOKIE
@@ -916,6 +919,41 @@ def _delegate(world: World) -> list[Row]:
     return [Row("Patient/[id] $delegate", ("Patient", "$delegate@instance:POST"),
                 ("Patient", "r"), call, _need(Target.RECORD, Action.READ, world.patient_id),
                 writes=True, beyond=not_delegable)]
+
+
+@fhir_row("Patient", "$end-delegation@instance:POST")
+def _end_delegation(world: World) -> list[Row]:
+    def call(w: World, _c: Caller, permitted: bool) -> Call:
+        delegation = "no-such-delegation"
+        if permitted:  # a fresh delegation for whoever manages the record to end
+            policy = w.platform.policy
+            owner = Actor(Subject(SubjectKind.PATIENT, w.patient_id), f"Patient/{w.patient_id}")
+            holder, colleague = w.new_practitioner()["id"], w.new_practitioner()["id"]
+            end = policy.clock() + timedelta(days=3)
+            policy.allow_delegation(owner, w.patient_id, True)
+            policy.grant(owner, w.patient_id, Party.PRACTITIONER, holder, GrantLevel.NORMAL,
+                         end=end, delegable=True)
+            with w.platform.unit_of_work() as uow:
+                subject = practitioner_subject(uow, holder)
+            delegation = policy.delegate(Actor(subject, f"Practitioner/{holder}"), w.patient_id,
+                                         colleague, GrantLevel.NORMAL, end).id
+        return Call("POST", f"Patient/{w.patient_id}/$end-delegation", json={
+            "resourceType": "Parameters",
+            "parameter": [{"name": "delegation", "valueString": delegation}]})
+
+    def not_managing(w: World, caller: Caller, subject: Subject, need: Need) -> str | None:
+        """`RecordPolicy.end_delegation`: the delegator (none of the matrix's callers) or
+        whoever manages the record."""
+        now = w.platform.policy.clock()
+        with w.platform.unit_of_work() as uow:
+            record = w.platform.policy.facts(uow, w.patient_id, now)
+        if not decide(subject, Action.MANAGE, record, None, now,
+                      w.platform.policy.matrix).permit:
+            return "only the delegator or whoever manages the record ends a delegation"
+        return None
+    return [Row("Patient/[id] $end-delegation", ("Patient", "$end-delegation@instance:POST"),
+                ("Patient", "r"), call, _need(Target.RECORD, Action.READ, world.patient_id),
+                writes=True, beyond=not_managing)]
 
 
 def _directory_write(area: DirectoryArea) -> Callable[[World, Caller], Need]:
@@ -1800,6 +1838,30 @@ def _workspace_page(path: str, method: str) -> Callable[[World], list[Row]]:
 
 for _path, _method in _WORKSPACE_PAGES:
     app_row(_path, _method)(_workspace_page(_path, _method))
+
+
+def _workspace_form(path: str) -> Callable[[World], list[Row]]:
+    """A form of the professional's home (web/workspace_mine.py): no session, the workspace's
+    sign-in; a session that is not a professional's, with its own CSRF token, is refused before
+    anything is read (tests/integration/test_workspace_mine.py drives the professionals')."""
+    def expect(oracle: Oracle, w: World, caller: Caller) -> Expected:
+        if caller.name in w.sessions:
+            return Expected(False, frozenset({403}), "not a professional's session")
+        return Expected(False, frozenset({303}), "no session: to the workspace's sign-in")
+
+    def fields(w: World, caller: Caller) -> dict[str, str]:
+        session = w.sessions.get(caller.name)
+        return {"csrf": session[1] if session else "x", "do": "end", "patient": w.patient_id,
+                "mandate": "m", "delegation": "d", "mandator": "p"}
+
+    def rows(_world: World) -> list[Row]:
+        return [Row(f"POST {path} (a professional's form)", (path, "POST"), ("", ""),
+                    _session_call("POST", path, fields), expect=expect)]
+    return rows
+
+
+for _path in ("/workspace/acting-for", "/workspace/assistants", "/workspace/delegations"):
+    APP_ROWS[(_path, "POST")] = _workspace_form(_path)
 
 
 def _officer_rows(path: str, method: str, officer_status: int, label: str

@@ -37,6 +37,7 @@ from carevault.domain.authorization import (
     RecordState,
     Representative,
 )
+from carevault.domain.records import PartyDelegation, PartyEmergency, PartyGrant
 from support.fake_uow import FakeDirectory, FakeRecords, FakeUnitOfWork
 
 
@@ -316,6 +317,13 @@ class FakeRecordStore(FakeRecords):
             patient_id, replace(delegation, id=delegation_id), now)
         return delegation_id
 
+    def revoke_delegation(self, patient_id: str, delegation_id: str, now: datetime) -> bool:
+        found = self.delegations.get(delegation_id)
+        if found is None or found.patient_id != patient_id or found.revoked_at is not None:
+            return False
+        found.revoked_at = now
+        return True
+
     def open_emergency(
         self, patient_id: str, window: EmergencyWindow, reason: str, now: datetime
     ) -> str:
@@ -325,6 +333,40 @@ class FakeRecordStore(FakeRecords):
         self.emergencies[window_id] = _Emergency(
             patient_id, replace(window, id=window_id), reason, now)
         return window_id
+
+    # --- a professional's accesses across records ------------------------------------------
+
+    def grants_to(self, parties: Any, now: datetime, limit: int) -> list[PartyGrant]:
+        named = {(party, party_id) for party, party_id in parties}
+        found = [
+            PartyGrant(owner, stored.grant) for owner, stored in self.grant_rows.values()
+            if (stored.grant.party, stored.grant.party_id) in named and stored.revoked_at is None
+            and (stored.grant.end is None or stored.grant.end > now) and self._live(owner)
+        ]
+        found.sort(key=lambda f: (f.grant.end is None, f.grant.end or now, f.grant.id))
+        return found[:limit]
+
+    def delegations_of(self, practitioner_id: str, now: datetime,
+                       limit: int) -> list[PartyDelegation]:
+        found = [
+            PartyDelegation(d.patient_id, d.delegation) for d in self.delegations.values()
+            if practitioner_id in (d.delegation.delegator_id, d.delegation.delegate_id)
+            and d.revoked_at is None and d.delegation.end > now and self._live(d.patient_id)
+        ]
+        found.sort(key=lambda f: (f.delegation.end, f.delegation.id))
+        return found[:limit]
+
+    def emergencies_of(self, practitioner_id: str, now: datetime,
+                       limit: int) -> list[PartyEmergency]:
+        found = [
+            PartyEmergency(e.window.id, e.patient_id, e.window.practitioner_id, e.reason,
+                           e.starts_at, e.window.until)
+            for e in self.emergencies.values()
+            if e.window.practitioner_id == practitioner_id and e.closed_at is None
+            and e.window.until > now and self._live(e.patient_id)
+        ]
+        found.sort(key=lambda f: (f.end, f.id))
+        return found[:limit]
 
 
 @dataclass

@@ -170,6 +170,11 @@ class FakeSessionStore:
         if found is not None and found.kind == "representative":
             self.rows[token_hash] = replace(found, patient_id=patient_id)
 
+    def act_for_practitioner(self, token_hash: str, practitioner_id: str | None) -> None:
+        found = self.rows.get(token_hash)
+        if found is not None and found.kind == "practitioner":
+            self.rows[token_hash] = replace(found, acting_for=practitioner_id)
+
     def end(self, token_hash: str, at: datetime) -> None:
         found = self.rows.get(token_hash)
         if found is not None and found.ended_at is None:

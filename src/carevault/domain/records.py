@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from carevault.domain.authorization import Block, Grant
+from carevault.domain.authorization import Block, Delegation, Grant
 
 JsonObject = dict[str, Any]
 
@@ -47,4 +47,41 @@ class StoredEncounter:
     created_at: datetime
 
 
-__all__ = ["StoredBlock", "StoredEncounter", "StoredGrant"]
+@dataclass(frozen=True)
+class PartyGrant:
+    """A grant in force, with the record it belongs to: a professional's accesses are listed
+    across records (`RecordStore.grants_to`)."""
+
+    patient_id: str
+    grant: Grant
+
+
+@dataclass(frozen=True)
+class PartyDelegation:
+    """A delegation in force, with the record it belongs to (`RecordStore.delegations_of`)."""
+
+    patient_id: str
+    delegation: Delegation
+
+
+@dataclass(frozen=True)
+class PartyEmergency:
+    """An emergency window still open, with the record and the reason given
+    (`RecordStore.emergencies_of`)."""
+
+    id: str
+    patient_id: str
+    practitioner_id: str
+    reason: str
+    start: datetime
+    end: datetime
+
+
+__all__ = [
+    "PartyDelegation",
+    "PartyEmergency",
+    "PartyGrant",
+    "StoredBlock",
+    "StoredEncounter",
+    "StoredGrant",
+]

@@ -38,6 +38,7 @@ class PortalSession:
     csrf: str
     expires_at: datetime
     certificate_serial: str | None = None  # a professional's card certificate
+    acting_for: str | None = None  # an assistant's: the practitioner whose mandate they use
 
 
 def _hash(token: str) -> str:
@@ -102,7 +103,13 @@ class PortalSessions:
             uow.sessions.extend(_hash(token), expires)
             uow.commit()
         return PortalSession(
-            row.account_id, row.kind, row.patient_id, row.csrf, expires, row.certificate_serial
+            row.account_id,
+            row.kind,
+            row.patient_id,
+            row.csrf,
+            expires,
+            row.certificate_serial,
+            row.acting_for,
         )
 
     def act_for(self, token: str, patient_id: str) -> None:
@@ -110,6 +117,15 @@ class PortalSessions:
         the caller, through `AccountService.choose_patient`)."""
         with self.units() as uow:
             uow.sessions.act_for(_hash(token), patient_id)
+            uow.commit()
+
+    def act_for_professional(self, token: str | None, practitioner_id: str | None) -> None:
+        """An assistant's workspace session now acts for ``practitioner_id`` (their mandate in
+        force checked by the caller, `Professionals.act_for`), or for nobody (None)."""
+        if not token:
+            return
+        with self.units() as uow:
+            uow.sessions.act_for_practitioner(_hash(token), practitioner_id)
             uow.commit()
 
     def end_all(self, account_id: str) -> int:

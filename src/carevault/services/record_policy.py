@@ -1098,6 +1098,54 @@ class RecordPolicy:
             uow.commit()
         return delegation
 
+    def end_delegation(self, actor: Actor, patient_id: str, delegation_id: str) -> None:
+        """End a delegation in force now: its delegator ends it in person, and whoever manages
+        the record (the patient, a representative who manages it) ends any; the delegate is
+        refused from the very next request. Anyone else is refused by the engine (manage), and
+        a delegation that is not in force on this record is not found."""
+        now = self.clock()
+        with self.units() as uow:
+            record = self.facts(uow, patient_id, now)
+            found = next(
+                (d for d in (record.delegations if record else ()) if d.id == delegation_id),
+                None,
+            )
+            subject = actor.subject
+            if (
+                found is not None
+                and subject.kind is SubjectKind.PRACTITIONER
+                and actor.organization is None
+                and found.delegator_id == subject.id
+            ):
+                # The delegator takes back what they passed on, whatever they hold today.
+                decision = self.decide(subject, Action.READ, record, None, now)
+                by = "delegator"
+            else:
+                decision = self.require(subject, Action.MANAGE, record, None, now)
+                by = "record"
+            if found is None or not uow.records.revoke_delegation(patient_id, found.id, now):
+                raise NotFound(f"there is no delegation {delegation_id} in force on this record")
+            self._change(
+                uow,
+                actor,
+                patient_id,
+                decision,
+                now,
+                "delegation-end",
+                ACTION_DELETE,
+                {
+                    "delegation": found.id,
+                    "delegate": f"Practitioner/{found.delegate_id}",
+                    "delegator": f"Practitioner/{found.delegator_id}",
+                    "by": by,
+                },
+                words=(
+                    "Your representative ended a professional's delegated access.",
+                    "Votre représentant a mis fin à l'accès délégué d'un professionnel.",
+                ),
+            )
+            uow.commit()
+
     def issue_presence_code(self, actor: Actor, patient_id: str) -> PresenceCode:
         """A presence code for the patient to give the professional in front of them (see
         `carevault.services.presence`): the patient's or a managing representative's act,

@@ -117,14 +117,24 @@ class WorkspaceSignIn:
         self.clock = clock
         self.card_audience = tokens.issuer.rstrip("/") + CARD_ENROL_PATH
 
-    def describe(self, practitioner_id: str) -> tuple[Subject, str]:
+    def describe(self, practitioner_id: str, acting_for: str | None = None) -> tuple[Subject, str]:
         """A signed-in professional as the engine sees them now (profession, organizations,
-        teams, an assistant's mandator), and their name as the directory has it."""
+        teams), and their name as the directory has it. An assistant acts for the practitioner
+        their session chose (``acting_for``) while that mandate is in force, else for nobody:
+        the workspace never picks a mandator for them."""
         with self.units() as uow:
-            subject = practitioner_subject(uow, practitioner_id, now=self.clock())
+            subject = practitioner_subject(
+                uow, practitioner_id, now=self.clock(), mandator_id=acting_for or ""
+            )
             stored = uow.directory.practitioner(practitioner_id)
         name = _display_name(stored.resource if stored else {}) or practitioner_id
         return subject, name
+
+    def name_of(self, practitioner_id: str) -> str:
+        """A practitioner's name as the directory has it (their id if it has none)."""
+        with self.units() as uow:
+            stored = uow.directory.practitioner(practitioner_id)
+        return _display_name(stored.resource if stored else {}) or practitioner_id
 
     # --- the card proof -----------------------------------------------------------------
 

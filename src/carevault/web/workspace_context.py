@@ -15,7 +15,7 @@ certificate or licence no longer holds has already ended (`PortalSessions.resume
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from fastapi import Request, Response
@@ -34,7 +34,7 @@ from carevault.services.record_policy import Actor, RecordPolicy
 from carevault.services.workspace_signin import SignedIn, WorkspaceSignIn
 from carevault.settings import Settings
 from carevault.web.i18n import language
-from carevault.web.pages import FormRefused, Pages, client_address
+from carevault.web.pages import ACTING_KEY, SESSION_COOKIE, FormRefused, Pages, client_address
 
 LOGIN = "/workspace/login"
 HOME = "/workspace"
@@ -48,6 +48,9 @@ class Professional:
     session: PortalSession
     actor: Actor
     name: str  # as the directory has it
+    # An assistant acting under a mandate in force: the practitioner, and their name.
+    acting_for: str | None = None
+    acting_for_name: str = ""
 
     @property
     def practitioner_id(self) -> str:
@@ -104,9 +107,21 @@ class Workspace:
     def _professional(self, request: Request, session: PortalSession) -> Professional:
         if session.kind != PRACTITIONER_SESSION:
             raise self.refused(request, 403, "not_professional")
-        subject, name = self.signin.describe(session.account_id)
+        chosen = session.acting_for
+        subject, name = self.signin.describe(session.account_id, chosen)
+        acting = subject.mandator.id if subject.mandator is not None else None
+        if chosen is not None and acting != chosen:
+            # The mandate ended (or was never theirs): the session acts for nobody from now.
+            self.sessions.act_for_professional(request.cookies.get(SESSION_COOKIE), None)
+            session = replace(session, acting_for=None)
         who = f"Practitioner/{session.account_id}"
-        return Professional(session, Actor(subject, who, network=client_address(request)), name)
+        actor = Actor(subject, who, network=client_address(request))
+        if acting is None:
+            return Professional(session, actor, name)
+        acting_name = self.signin.name_of(acting)
+        # Every page's banner (`_workspace_header.html`): in whose name this assistant acts.
+        request.scope[ACTING_KEY] = {"name": acting_name, "practitioner": acting}
+        return Professional(session, actor, name, acting, acting_name)
 
     async def professional(self, request: Request) -> Professional:
         """The signed-in professional of a page (GET); `Answered` otherwise."""

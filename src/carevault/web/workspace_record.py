@@ -1,6 +1,6 @@
-"""The professional's work with the record, as the engine lets them: their home page (my
-patients, my accesses), finding a patient, the patient's record, reading, publishing,
-emergency access.
+"""The professional's work with the record, as the engine lets them: finding a patient, the
+patient's record, reading, publishing, emergency access (their home page, my patients and my
+accesses, is `web/workspace_mine.py`).
 
 Every page goes through the services the FHIR API uses, so the engine decides here exactly as
 it does there, and every access is recorded by the service before the page is shown
@@ -35,7 +35,7 @@ from carevault.services.professional_record import (
 from carevault.services.record_policy import Refused
 from carevault.web.i18n import day, language, messages, moment
 from carevault.web.pages import FormRefused, TooLarge, read_uploads
-from carevault.web.workspace_context import HOME, Answered, Professional
+from carevault.web.workspace_context import Answered, Professional
 
 if TYPE_CHECKING:
     from carevault.web.workspace_context import Workspace
@@ -122,24 +122,6 @@ def workspace_record_router(ws: Workspace) -> APIRouter:
             )
             or metadata.type_code.code
         )
-
-    @router.get(
-        HOME,
-        response_class=HTMLResponse,
-        responses={
-            200: html("the professional's home: my patients, my accesses"),
-            303: redirect("not signed in: to the workspace's sign-in page"),
-            403: html("not a professional's session"),
-        },
-        openapi_extra=query("lang"),
-    )
-    @access(SESSION)
-    async def home(request: Request) -> Response:
-        try:
-            me = await ws.professional(request)
-        except Answered as answered:
-            return answered.response
-        return await run_in_threadpool(page, request, me, "workspace_home.html", {})
 
     # --- finding a patient ----------------------------------------------------------------
 

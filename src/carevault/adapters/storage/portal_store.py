@@ -24,6 +24,7 @@ class StoredSession:
     expires_at: datetime
     ended_at: datetime | None = None
     certificate_serial: str | None = None  # a professional's: the card it stands on
+    acting_for: str | None = None  # an assistant's: the mandating practitioner chosen
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class SessionStore:
             row.expires_at,
             row.ended_at,
             row.certificate_serial,
+            row.acting_for,
         )
 
     def extend(self, token_hash: str, expires_at: datetime) -> None:
@@ -84,6 +86,16 @@ class SessionStore:
             update(table)
             .where(table.c.token_hash == token_hash, table.c.kind == "representative")
             .values(patient_id=patient_id)
+        )
+
+    def act_for_practitioner(self, token_hash: str, practitioner_id: str | None) -> None:
+        """A professional's session now acts for ``practitioner_id`` (an assistant under that
+        practitioner's mandate, checked by the caller), or for nobody but themselves."""
+        table = t.portal_session
+        self.connection.execute(
+            update(table)
+            .where(table.c.token_hash == token_hash, table.c.kind == "practitioner")
+            .values(acting_for=practitioner_id)
         )
 
     def end(self, token_hash: str, at: datetime) -> None:

@@ -65,7 +65,14 @@ from carevault.domain.authorization import (
     RecordState,
     Representative,
 )
-from carevault.domain.records import StoredBlock, StoredEncounter, StoredGrant
+from carevault.domain.records import (
+    PartyDelegation,
+    PartyEmergency,
+    PartyGrant,
+    StoredBlock,
+    StoredEncounter,
+    StoredGrant,
+)
 
 __all__ = [
     "UNSET",
@@ -623,6 +630,93 @@ class RecordStore:
             .values(revoked_at=now)
         )
         return done.rowcount == 1
+
+    # --- a professional's accesses across records (the workspace's home) ---------------------
+
+    def _live_patients(self, patient_column: Any) -> ColumnElement[bool]:
+        p = t.patient
+        return exists().where(
+            p.c.id == patient_column, p.c.active == true(), p.c.merged_into.is_(None)
+        )
+
+    def grants_to(
+        self, parties: Sequence[tuple[Party, str]], now: datetime, limit: int
+    ) -> list[PartyGrant]:
+        """The grants in force or to come that name one of ``parties`` (a practitioner, their
+        organizations, their care teams), on live patients' records; those ending first
+        first, at most ``limit`` (indexed by party)."""
+        if not parties:
+            return []
+        g = t.record_grant
+        named = or_(*(and_(g.c.party == party.value, g.c.party_id == i) for party, i in parties))
+        rows = self.connection.execute(
+            select(g)
+            .where(
+                named,
+                g.c.revoked_at.is_(None),
+                or_(g.c.ends_at.is_(None), g.c.ends_at > now),
+                self._live_patients(g.c.patient_id),
+            )
+            .order_by(g.c.ends_at.is_(None), g.c.ends_at, g.c.id)
+            .limit(limit)
+        )
+        return [PartyGrant(row.patient_id, _stored_grant(row).grant) for row in rows]
+
+    def delegations_of(
+        self, practitioner_id: str, now: datetime, limit: int
+    ) -> list[PartyDelegation]:
+        """The delegations in force or to come that ``practitioner_id`` gave or received, on
+        live patients' records; those ending first first, at most ``limit``."""
+        d = t.record_delegation
+        rows = self.connection.execute(
+            select(d)
+            .where(
+                or_(d.c.delegator_id == practitioner_id, d.c.delegate_id == practitioner_id),
+                d.c.revoked_at.is_(None),
+                d.c.ends_at > now,
+                self._live_patients(d.c.patient_id),
+            )
+            .order_by(d.c.ends_at, d.c.id)
+            .limit(limit)
+        )
+        return [
+            PartyDelegation(
+                row.patient_id,
+                Delegation(
+                    row.delegator_id,
+                    row.delegate_id,
+                    GrantLevel(row.level),
+                    row.starts_at,
+                    row.ends_at,
+                    row.id,
+                ),
+            )
+            for row in rows
+        ]
+
+    def emergencies_of(
+        self, practitioner_id: str, now: datetime, limit: int
+    ) -> list[PartyEmergency]:
+        """The emergency windows ``practitioner_id`` opened that are still open, ending first
+        first, at most ``limit``."""
+        e = t.emergency_access
+        rows = self.connection.execute(
+            select(e)
+            .where(
+                e.c.practitioner_id == practitioner_id,
+                e.c.closed_at.is_(None),
+                e.c.ends_at > now,
+                self._live_patients(e.c.patient_id),
+            )
+            .order_by(e.c.ends_at, e.c.id)
+            .limit(limit)
+        )
+        return [
+            PartyEmergency(
+                row.id, row.patient_id, row.practitioner_id, row.reason, row.starts_at, row.ends_at
+            )
+            for row in rows
+        ]
 
     # --- emergency access -------------------------------------------------------------------
 

@@ -397,6 +397,9 @@ portal_session = Table(
     # A professional's session: the serial of the card certificate its passkey was enrolled
     # with; the session lives only while that certificate and the licence do (migration 0020).
     Column("certificate_serial", String(64)),
+    # An assistant's session: the practitioner whose mandate it acts under, chosen in the
+    # workspace and checked against the mandates in force at each request (migration 0022).
+    Column("acting_for", ID),
 )
 
 # --- the professionals' workspace: passkeys bound to the card (migration 0020) ------------------
@@ -526,6 +529,8 @@ record_grant = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
     Column("revoked_by", String(255)),
+    # A professional's own accesses across records, in the workspace (migration 0022).
+    Index("ix_record_grant_party", "party", "party_id"),
 )
 
 # The patient's blacklist: a practitioner, organization or care team kept out, emergencies too.
@@ -548,8 +553,8 @@ record_delegation = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
-    Column("delegator_id", ID, nullable=False),
-    Column("delegate_id", ID, nullable=False),
+    Column("delegator_id", ID, nullable=False, index=True),  # migration 0022
+    Column("delegate_id", ID, nullable=False, index=True),
     Column("level", String(16), nullable=False),
     Column("starts_at", UTCDateTime, nullable=False),
     Column("ends_at", UTCDateTime, nullable=False),
@@ -563,7 +568,7 @@ emergency_access = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("patient_id", ID, ForeignKey("patient.id"), nullable=False, index=True),
-    Column("practitioner_id", ID, nullable=False),
+    Column("practitioner_id", ID, nullable=False, index=True),  # migration 0022
     Column("reason", Text, nullable=False),
     Column("starts_at", UTCDateTime, nullable=False),
     Column("ends_at", UTCDateTime, nullable=False),

@@ -27,10 +27,12 @@ from carevault.api.fhir.door import (
 )
 from carevault.api.fhir.professional_handlers import (
     DELEGATE,
+    END_DELEGATION,
     END_MANDATE,
     MANDATE_ASSISTANT,
     MANDATES,
     delegate_response,
+    end_delegation_response,
     end_mandate_response,
     mandate_assistant_response,
     mandates_response,
@@ -251,6 +253,7 @@ class PatientHandler(DirectoryHandler):
         EXPLAIN,
         PRESENCE_CODE,
         DELEGATE,
+        END_DELEGATION,
         *patient_controls.OPERATIONS,
     )
 
@@ -270,7 +273,7 @@ class PatientHandler(DirectoryHandler):
                 return AccessNeed(Target.RECORD, Action.EMERGENCY, patient)
             case Interaction.OPERATION, PRESENCE_CODE.name:
                 return AccessNeed(Target.RECORD, Action.MANAGE, patient)
-            case Interaction.OPERATION, DELEGATE.name:
+            case Interaction.OPERATION, DELEGATE.name | END_DELEGATION.name:
                 # Holding an access that reads the record; the service decides the rest.
                 return AccessNeed(Target.RECORD, Action.READ, patient)
             case Interaction.OPERATION, EXPLAIN.name:
@@ -375,6 +378,8 @@ class PatientHandler(DirectoryHandler):
             return presence_code_response(self.api, request)
         if request.operation == DELEGATE.name:
             return delegate_response(self.api, request)
+        if request.operation == END_DELEGATION.name:
+            return end_delegation_response(self.api, request)
         if request.operation == "ihe-pix":
             return self._pix(request)
         if request.operation == "merge":

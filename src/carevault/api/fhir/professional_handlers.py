@@ -5,6 +5,7 @@
   document classes: ``scope``) or ends a mandate; ``Practitioner/[id]/$mandates`` lists them;
 - ``Patient/[id]/$delegate``: a practitioner holding a delegable access from the patient passes
   it on to a colleague until an end date, when the patient allows it;
+  ``Patient/[id]/$end-delegation`` ends one now (its delegator, or whoever manages the record);
 (``CareTeam``, a directory resource, is served beside the other directory resources in
 `carevault.api.fhir.directory_handlers`.)
 
@@ -71,6 +72,17 @@ DELEGATE = Operation(
     "A practitioner holding a delegable access from the patient passes it on to a colleague "
     "(Parameters: 'delegate' valueReference, 'end' valueDateTime, optional 'level' valueCode "
     "normal or extended), when the patient allows delegation; never more than they hold",
+    permission="r",
+    takes="Parameters",
+)
+END_DELEGATION = Operation(
+    "end-delegation",
+    "https://carevault.lu/fhir/OperationDefinition/Patient-end-delegation",
+    True,
+    frozenset({"POST"}),
+    "End a delegation in force on this record now (Parameters: 'delegation' valueString, the "
+    "id $delegate answered): its delegator ends it in person, the patient or a representative "
+    "who manages the record ends any; the delegate is refused from the next request",
     permission="r",
     takes="Parameters",
 )
@@ -224,6 +236,20 @@ def delegate_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     return FhirResponse(200, result, patients=(patient_id,))
 
 
+def end_delegation_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
+    parameters = _parameters(api, request)
+    delegation = _one(parameters, "delegation", "valueString")
+    if not isinstance(delegation, str) or not delegation or len(delegation) > 64:
+        raise InvalidInput("'delegation' is a delegation id", expression="Parameters.delegation")
+    patient_id = request.resource_id or ""
+    api.policy.end_delegation(actor_of(request), patient_id, delegation)
+    return FhirResponse(
+        200,
+        {"resourceType": "Parameters", "parameter": [{"name": "ended", "valueBoolean": True}]},
+        patients=(patient_id,),
+    )
+
+
 def practitioner_operation_need(request: FhirRequest) -> AccessNeed:
     """Every professional may ask; the service decides who may write (see the module)."""
     return AccessNeed(Target.DIRECTORY, Action.READ)
@@ -231,10 +257,12 @@ def practitioner_operation_need(request: FhirRequest) -> AccessNeed:
 
 __all__ = [
     "DELEGATE",
+    "END_DELEGATION",
     "END_MANDATE",
     "MANDATES",
     "MANDATE_ASSISTANT",
     "delegate_response",
+    "end_delegation_response",
     "end_mandate_response",
     "mandate_assistant_response",
     "mandates_response",
