@@ -15,7 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carevault.domain.errors import InvalidInput
-from carevault.domain.prescriptions import ATC_SYSTEM, MedicationCatalogue, Product
+from carevault.domain.prescriptions import (
+    ATC_SYSTEM,
+    PRESCRIPTION_ID_SYSTEM,
+    MedicationCatalogue,
+    Product,
+)
 from carevault.fhirmodel.validate import validate_resource
 
 JsonObject = dict[str, Any]
@@ -39,6 +44,9 @@ class Prescription:
     authored_on: str | None
     prescriber: str = ""  # the Practitioner's name, as written
     patient: str = ""  # the Patient's name, as written
+    # The prescription number the Bundle's identifier names (gematik's PrescriptionID): the
+    # task it was signed for, so that a signed prescription is activated on that task alone.
+    number: str | None = None
 
 
 def _fail(message: str, where: str) -> InvalidInput:
@@ -202,7 +210,17 @@ def read_prescription(
         authored_on=request.get("authoredOn"),
         prescriber=_name(practitioner_entry[1]),
         patient=_name(patient_entry[1]),
+        number=_bundle_number(bundle),
     )
+
+
+def _bundle_number(bundle: JsonObject) -> str | None:
+    """The value of the Bundle's identifier of system PrescriptionID, if it has one."""
+    identifier = bundle.get("identifier")
+    if isinstance(identifier, dict) and identifier.get("system") == PRESCRIPTION_ID_SYSTEM:
+        value = identifier.get("value")
+        return value if isinstance(value, str) else None
+    return None
 
 
 # --- the medication list: what the searches answer -------------------------------------------
