@@ -459,6 +459,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         uploads=PatientUploads(
             api.unit_of_work, api.documents, api.policy, log, settings.max_document_bytes
         ),
+        prescriptions=api.prescriptions,
     )
     workspace = workspace_router(
         settings,

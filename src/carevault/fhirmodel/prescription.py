@@ -97,8 +97,30 @@ def _name(resource: JsonObject) -> str:
     return " ".join([*map(str, first.get("given", [])), str(first.get("family", ""))]).strip()
 
 
-def dosage_in_words(dosage: JsonObject) -> str:
-    """A structured ``Dosage`` in words: ``1 tablet, 3 times every 1 day``."""
+# The timing in French and German, for the patient's portal: (once per unit, every N units).
+_TIMING = {
+    "fr": {
+        "h": ("par heure", "toutes les {n} heures"),
+        "d": ("par jour", "tous les {n} jours"),
+        "wk": ("par semaine", "toutes les {n} semaines"),
+        "mo": ("par mois", "tous les {n} mois"),
+        "min": ("par minute", "toutes les {n} minutes"),
+    },
+    "de": {
+        "h": ("pro Stunde", "alle {n} Stunden"),
+        "d": ("pro Tag", "alle {n} Tage"),
+        "wk": ("pro Woche", "alle {n} Wochen"),
+        "mo": ("pro Monat", "alle {n} Monate"),
+        "min": ("pro Minute", "alle {n} Minuten"),
+    },
+}
+_TIMES = {"fr": "{n} fois", "de": "{n}-mal"}
+
+
+def dosage_in_words(dosage: JsonObject, lang: str = "en") -> str:
+    """A structured ``Dosage`` in words: ``1 tablet, 3 times every 1 day`` (English, as the
+    printout has it), or in French or German for the patient's portal (``3 fois par jour``,
+    ``3-mal pro Tag``); the dose's unit and the free text stay as the prescriber wrote them."""
     dose = (dosage.get("doseAndRate") or [{}])[0].get("doseQuantity") or {}
     repeat = (dosage.get("timing") or {}).get("repeat") or {}
     if "value" not in dose or not (dose.get("unit") or dose.get("code")):
@@ -113,12 +135,21 @@ def dosage_in_words(dosage: JsonObject) -> str:
         )
     unit = _PERIOD_WORDS.get(str(repeat["periodUnit"]), str(repeat["periodUnit"]))
     period = _number(repeat["period"])
+    text = dosage.get("text")
+    timing = _TIMING.get(lang, {}).get(str(repeat["periodUnit"]))
+    if timing is not None:
+        once, every = timing
+        words = (
+            f"{_number(dose['value'])} {dose.get('unit') or dose.get('code')}, "
+            f"{_TIMES[lang].format(n=_number(repeat['frequency']))} "
+            f"{once if period == '1' else every.format(n=period)}"
+        )
+        return f"{words} ({text})" if isinstance(text, str) and text.strip() else words
     words = (
         f"{_number(dose['value'])} {dose.get('unit') or dose.get('code')}, "
         f"{_number(repeat['frequency'])} time{'s' if repeat['frequency'] != 1 else ''} "
         f"every {period} {unit}{'s' if period != '1' else ''}"
     )
-    text = dosage.get("text")
     return f"{words} ({text})" if isinstance(text, str) and text.strip() else words
 
 
@@ -221,6 +252,12 @@ def _bundle_number(bundle: JsonObject) -> str | None:
         value = identifier.get("value")
         return value if isinstance(value, str) else None
     return None
+
+
+def dosage_text(bundle: JsonObject, lang: str) -> str:
+    """The dosage of a prescription Bundle (read and checked at its activation) in ``lang``."""
+    request = _entry_of(bundle, "MedicationRequest")
+    return "; ".join(dosage_in_words(d, lang) for d in request.get("dosageInstruction") or [])
 
 
 # --- the medication list: what the searches answer -------------------------------------------

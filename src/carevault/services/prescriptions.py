@@ -58,7 +58,7 @@ from carevault.domain.prescriptions import (
     well_formed_code,
 )
 from carevault.domain.tree_head import TreeHead
-from carevault.fhirmodel.prescription import Prescription, read_prescription
+from carevault.fhirmodel.prescription import Prescription, dosage_text, read_prescription
 from carevault.fhirmodel.validate import parse_json
 from carevault.services.record_policy import Actor
 from carevault.services.signatures import InvalidSignature, verify_detached
@@ -330,9 +330,11 @@ class PrescriptionService:
         # shown for a code a pharmacy would be refused with.
         return code if code_matches(code, task.access_code_hash) else None
 
-    def patient_prescriptions(self, patient_id: str, count: int = 50) -> list[PatientPrescription]:
+    def patient_prescriptions(
+        self, patient_id: str, lang: str = "en", count: int = 50
+    ) -> list[PatientPrescription]:
         """The patient's prescriptions, newest first, as the portal shows them to the patient
-        (or their representative, once the engine has said so)."""
+        (or their representative, once the engine has said so), the dosage in ``lang``."""
         now = self.clock()
         with self.units() as uow:
             _total, tasks = uow.prescriptions.of_patient(patient_id, None, 0, count)
@@ -351,7 +353,7 @@ class PrescriptionService:
                     number=task.number,
                     status=status,
                     medication=content.medication,
-                    dosage=content.dosage,
+                    dosage=dosage_text(prescription_bundle(task.signed_prescription), lang),
                     quantity=content.quantity,
                     prescriber=content.prescriber,
                     organization=content.organization,
