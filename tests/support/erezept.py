@@ -20,9 +20,10 @@ from starlette.testclient import TestClient
 from carevault.bootstrap import Platform
 from carevault.fhirmodel.directory import new_organization, new_practitioner
 from carevault.services import directory as svc
+from support.accounts import PatientAccount, enrol_registered
 from support.builders import patient
 from support.documents import FHIR_JSON, Pro, grant
-from support.tokens import patient_headers, professional_credentials
+from support.tokens import account_token, patient_headers, professional_credentials
 
 NAMING = "https://carevault.lu/fhir/NamingSystem"
 ACCESS_CODE = f"{NAMING}/AccessCode"
@@ -154,7 +155,9 @@ class Scene:
     """A patient with their app, a GP they gave access to, and a pharmacist."""
 
     def __init__(self, platform: Platform, client: TestClient, registrar: TestClient,
-                 seq: int = 31) -> None:
+                 seq: int = 31, login: str | None = None) -> None:
+        """``login``: the patient's account has this login (``self.account``: its password
+        and authenticator, to sign in to the portal)."""
         systems = platform.directory.systems
         resource = patient(systems, seq)
         created = registrar.post("/fhir/Patient", json=resource, headers=FHIR_JSON)
@@ -165,7 +168,13 @@ class Scene:
         national = identifier(resource, self.patient_system)
         assert national is not None
         self.national_id = national
-        self.patient_headers = {**patient_headers(platform, self.patient_id), **FHIR_JSON}
+        self.account: PatientAccount | None = None
+        if login is None:
+            self.patient_headers = {**patient_headers(platform, self.patient_id), **FHIR_JSON}
+        else:
+            account_id, self.account = enrol_registered(platform, self.patient_id, login)
+            token = account_token(platform, account_id, self.patient_id)
+            self.patient_headers = {"Authorization": f"Bearer {token}", **FHIR_JSON}
         self.gp = Pro(platform, "HP-ERX-GP")
         grant(client, self.patient_headers, self.patient_id, self.gp.id)
         self.pharmacy_id = pharmacy(platform)
