@@ -132,11 +132,11 @@ def prescriptions_page_router(ctx: PortalContext) -> APIRouter:
             return session
         task_id = request.query_params.get("prescription", "")
         service = ctx.prescriptions
-        if service is None or not _TASK_ID.fullmatch(task_id):
-            return pages.error(request, 404, pages.text(request, "unknown", "prescriptions"))
 
         def made() -> bytes:
-            permitted(session, request)
+            permitted(session, request)  # the engine first: a refusal says nothing of the id
+            if service is None or not _TASK_ID.fullmatch(task_id):
+                raise NotFound("no such prescription")
             pdf = service.patient_printout(session.patient_id or "", task_id)
             record_view(ctx, session, request, "prescription-print", "Task")
             return pdf
