@@ -13,11 +13,12 @@ submissions per second, both over HTTP), which this script prints next to its ow
 Setup, not timed: a scratch database (SQLite in a temporary folder, or ``--database-url``
 for PostgreSQL, whose tables are dropped first), the platform built as ``carevault serve``
 builds it, one patient, a physician the patient gave access to, a pharmacist of a pharmacy,
-their SMART tokens (PyJWT client assertions with ``x5c``), and N prescription Bundles signed
-by the physician beforehand (PyJWT, ES256).
+their SMART tokens (PyJWT client assertions with ``x5c``).
 
-Timed, with C threads: (1) ``$create`` then ``$activate`` of each; (2) ``$accept`` then
-``$close`` of each. Each answer is checked (201/200/200/200).
+Timed, with C threads: (1) ``$create``, the physician's signature of the prescription Bundle
+for the task's number (PyJWT, ES256: a signed prescription is bound to its task, so it cannot
+be made beforehand; a fraction of a millisecond), then ``$activate`` of each; (2) ``$accept``
+then ``$close`` of each. Each answer is checked (201/200/200/200).
 
 Run: ``.venv/bin/python bench/prescriptions.py`` (N=200, C=8; under a minute on SQLite), or
 ``--count 40 --threads 4`` for a smoke run; ``--out FILE`` writes the figures as JSON.
@@ -58,6 +59,7 @@ from carevault.settings import Settings
 RESULTS = Path(__file__).parent / "results" / "documents.json"
 ATC, PRODUCTS = "http://www.whocc.no/atc", "https://carevault.lu/fhir/sid/medicinal-product"
 ACCESS_CODE = "https://carevault.lu/fhir/NamingSystem/AccessCode"
+PRESCRIPTION_ID = "https://carevault.lu/fhir/NamingSystem/PrescriptionID"
 SECRET = "https://carevault.lu/fhir/NamingSystem/Secret"
 
 
@@ -90,7 +92,7 @@ def credentials(platform: Platform, identifier: str) -> tuple[str, str, list[byt
     return token, card.private_key_pem, chain
 
 
-def prescription(patient_system: str, national: str, hpd_system: str) -> bytes:
+def prescription(patient_system: str, national: str, hpd_system: str, number: str) -> bytes:
     today = datetime.now(UTC).date()
     urls = {k: f"urn:uuid:{uuid.uuid4()}" for k in
             ("MedicationRequest", "Medication", "Patient", "Practitioner", "Organization")}
@@ -112,7 +114,8 @@ def prescription(patient_system: str, national: str, hpd_system: str) -> bytes:
          "identifier": [{"system": hpd_system, "value": "HP-BENCH-GP"}]},
         {"resourceType": "Organization", "name": "Bench practice"},
     ]
-    return json.dumps({"resourceType": "Bundle", "type": "document", "entry": [
+    return json.dumps({"resourceType": "Bundle", "type": "document", "identifier": {
+        "system": PRESCRIPTION_ID, "value": number}, "entry": [
         {"fullUrl": urls[r["resourceType"]], "resource": r} for r in resources]}).encode()
 
 
@@ -168,9 +171,12 @@ def run(count: int, threads: int, database_url: str | None) -> dict[str, Any]:
             url, Path(scratch))
         settings = platform.settings
         header = {"x5c": [base64.b64encode(der).decode() for der in chain]}
-        signed = [pyjwt.api_jws.PyJWS().encode(
-            prescription(settings.national_id_system, national, settings.professional_id_system),
-            key, algorithm="ES256", headers=header) for _ in range(count)]
+
+        def signed(number: str) -> str:
+            return pyjwt.api_jws.PyJWS().encode(
+                prescription(settings.national_id_system, national,
+                             settings.professional_id_system, number),
+                key, algorithm="ES256", headers=header)
         door = platform.door
         gp = {"authorization": f"Bearer {gp_token}", "content-type": "application/fhir+json"}
         ph = {"authorization": f"Bearer {pharmacist}", "content-type": "application/fhir+json"}
@@ -183,11 +189,13 @@ def run(count: int, threads: int, database_url: str | None) -> dict[str, Any]:
             assert made.status == 201, made.body
             assert made.body is not None
             code = next(i["value"] for i in made.body["identifier"] if i["system"] == ACCESS_CODE)
+            number = next(i["value"] for i in made.body["identifier"]
+                          if i["system"] == PRESCRIPTION_ID)
             tasks[n] = (str(made.body["id"]), code)
             body = json.dumps({"resourceType": "Parameters", "parameter": [{
                 "name": "ePrescription", "resource": {
                     "resourceType": "Binary", "contentType": "application/jose",
-                    "data": base64.b64encode(signed[n].encode()).decode()}}]}).encode()
+                    "data": base64.b64encode(signed(number).encode()).decode()}}]}).encode()
             done = door.handle("POST", f"Task/{tasks[n][0]}/$activate", body=body, headers=gp,
                                client="127.0.0.1")
             assert done.status == 200, done.body

@@ -29,6 +29,7 @@ from carevault.adapters.messaging.maildir import MaildirBoxes
 from carevault.adapters.package_config import builtin_profile_matrix, builtin_text
 from carevault.adapters.printing.prescription_pdf import prescription_pdf
 from carevault.adapters.security.passwords import Argon2PasswordHasher
+from carevault.adapters.security.sealed_codes import AccessCodeBox
 from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox, qr_svg
 from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.database import connect
@@ -261,6 +262,7 @@ def prescription_service(settings: Settings, engine: Engine, log: AuditLog) -> P
         default_validity=timedelta(days=settings.prescription_validity_days),
         counting_units=lambda: UnitOfWork(engine),
         printer=prescription_pdf,
+        codes=AccessCodeBox.from_key_source(settings.key_source),
     )
 
 
@@ -458,6 +460,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         uploads=PatientUploads(
             api.unit_of_work, api.documents, api.policy, log, settings.max_document_bytes
         ),
+        prescriptions=api.prescriptions,
     )
     workspace = workspace_router(
         settings,

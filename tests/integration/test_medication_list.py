@@ -195,7 +195,8 @@ def test_a_repeat_is_a_linked_task_with_its_own_validity_window(scene: Scene) ->
     repeat = made.json()
     assert repeat["basedOn"] == [{"reference": f"Task/{first}"}]
     code = identifier(repeat, ACCESS_CODE)
-    later = sign(scene.bundle(starts_in_days=30, valid_days=28), scene.gp.key_pem, scene.gp.chain)
+    later = sign(scene.bundle(repeat["id"], starts_in_days=30, valid_days=28), scene.gp.key_pem,
+                 scene.gp.chain)
     activated = scene.activate(repeat["id"], later)
     assert activated.status_code == 200, activated.text
     until = activated.json()["restriction"]["period"]["end"]
@@ -230,7 +231,8 @@ def test_a_repeat_follows_the_prescribers_own_activated_prescription(
     # The first must be activated, and the repeat is for the same patient.
     draft, _code, _task = scene.create()
     after_draft = repeat_of(scene, draft).json()["id"]
-    answer = scene.activate(after_draft, sign(scene.bundle(), scene.gp.key_pem, scene.gp.chain))
+    answer = scene.activate(after_draft, sign(scene.bundle(after_draft), scene.gp.key_pem,
+                                              scene.gp.chain))
     assert answer.status_code == 422 and "activate the first" in reason(answer)
     systems = platform.directory.systems
     someone = patient(systems, 47)
@@ -243,10 +245,10 @@ def test_a_repeat_follows_the_prescribers_own_activated_prescription(
     theirs = {**patient_headers(platform, created.json()["id"]),
               "Content-Type": "application/fhir+json"}
     grant(scene.client, theirs, created.json()["id"], scene.gp.id)
+    wrong = repeat_of(scene, first).json()["id"]
     elsewhere = prescription_bundle(
         patient_system=scene.patient_system, patient_id_value=national,
         practitioner_system=platform.settings.professional_id_system,
-        practitioner_id_value="HP-ERX-GP")
-    wrong = repeat_of(scene, first).json()["id"]
+        practitioner_id_value="HP-ERX-GP", number=scene.number(wrong))
     answer = scene.activate(wrong, sign(elsewhere, scene.gp.key_pem, scene.gp.chain))
     assert answer.status_code == 422 and "patient of the prescription" in reason(answer)

@@ -104,3 +104,49 @@ def test_an_emergency_and_a_new_document_are_mailed_once_without_medical_content
 
 def test_without_a_relay_nothing_is_mailed(platform: Platform) -> None:
     assert notification_mailer(platform.settings, platform.unit_of_work) is None
+
+
+def test_a_prescription_ready_then_dispensed_is_mailed_without_the_medicine(
+        mailing: Platform, smtp: tuple[Inbox, int]) -> None:
+    """Issue #18: "the patient is notified" when a prescription is activated, and of each
+    dispense: two mails, which say so and nothing of the medicine, the number or who."""
+    from support.authorities import registrar_token
+    from support.erezept import SECRET, Scene, dispense, identifier
+    from support.tokens import professional_token
+
+    inbox, _port = smtp
+    platform = mailing
+    professional = TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                              client=("127.0.0.1", 50071), headers={
+                                  "Authorization": f"Bearer {professional_token(platform)}"})
+    registrar = TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                           client=("127.0.0.1", 50072), headers={
+                               "Authorization": f"Bearer {registrar_token(platform)}"})
+    scene = Scene(platform, professional, registrar, seq=71, login="rx.mail@example.lu")
+    mailer = notification_mailer(platform.settings, platform.unit_of_work)
+    assert mailer is not None
+    mailer.run_once()  # what the scene's setting up caused (the access the patient gave)
+    inbox.messages.clear()
+
+    task_id, code = scene.ready()
+    assert mailer.run_once() == 1
+    taken = professional.post(f"/fhir/Task/{task_id}/$accept", params={"ac": code},
+                              headers=scene.pharmacist.headers)
+    assert taken.status_code == 200, taken.text
+    secret = identifier(taken.json()["entry"][0]["resource"], SECRET)
+    closed = professional.post(f"/fhir/Task/{task_id}/$close", params={"secret": secret},
+                               json=dispense(task_id, scene.national_id, scene.patient_system),
+                               headers=scene.pharmacist.headers)
+    assert closed.status_code == 200, closed.text
+    assert mailer.run_once() == 1
+    assert mailer.run_once() == 0
+    assert [rcpt for rcpt, _ in inbox.messages] == [["rx.mail@example.lu"]] * 2
+    ready, dispensed = (message.get_payload(decode=True).decode("utf-8")
+                        for _, message in inbox.messages)
+    assert "a prescription ready for you" in ready and "une ordonnance prête" in ready
+    assert "ein Rezept für Sie bereit" in ready
+    assert "a prescription dispensed" in dispensed and "une ordonnance délivrée" in dispensed
+    number = scene.number(task_id)
+    for text in (ready, dispensed):
+        for secret_word in ("Amoxicillin", number, code, "Arzt", "HP-ERX", "Pharmacie"):
+            assert secret_word not in text, secret_word

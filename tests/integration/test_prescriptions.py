@@ -57,7 +57,8 @@ def test_create_then_activate_a_signed_prescription(scene: Scene, platform: Plat
     assert number is not None and valid_number(number)
     assert len(code) == 64  # 256 bits
 
-    answer = scene.activate(task_id, sign(scene.bundle(), scene.gp.key_pem, scene.gp.chain))
+    answer = scene.activate(task_id, sign(scene.bundle(task_id), scene.gp.key_pem,
+                                          scene.gp.chain))
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "ready"
     assert answer.json()["for"] == {"reference": f"Patient/{scene.patient_id}"}
@@ -69,7 +70,7 @@ def test_create_then_activate_a_signed_prescription(scene: Scene, platform: Plat
     assert any(number in e["resource"]["payload"][0]["contentString"]
                for e in notices.get("entry", []))
     # Activating twice is a conflict with the status.
-    again = scene.activate(task_id, sign(scene.bundle(), scene.gp.key_pem, scene.gp.chain))
+    again = scene.activate(task_id, sign(scene.bundle(task_id), scene.gp.key_pem, scene.gp.chain))
     assert again.status_code == 409 and "(ready)" in reason(again)
 
 
@@ -92,7 +93,7 @@ def test_a_forged_prescription_is_refused(scene: Scene, platform: Platform) -> N
 
 
 def forged(scene: Scene, platform: Platform, task_id: str, forgery: str) -> None:
-    jws = sign(scene.bundle(), scene.gp.key_pem, scene.gp.chain)
+    jws = sign(scene.bundle(task_id), scene.gp.key_pem, scene.gp.chain)
     if forgery == "modified":  # the quantity raised after signing
         def more(bundle: dict[str, Any]) -> dict[str, Any]:
             request = bundle["entry"][1]["resource"]
@@ -101,7 +102,7 @@ def forged(scene: Scene, platform: Platform, task_id: str, forgery: str) -> None
         jws = tampered(jws, more)
     elif forgery == "re-signed":  # signed again by another physician's valid card
         other = Pro(platform, "HP-ERX-OTHER")
-        jws = sign(scene.bundle(), other.key_pem, other.chain)
+        jws = sign(scene.bundle(task_id), other.key_pem, other.chain)
     elif forgery == "unsigned":
         header, payload, _ = jws.split(".")
         jws = f"{header}.{payload}."
@@ -111,7 +112,7 @@ def forged(scene: Scene, platform: Platform, task_id: str, forgery: str) -> None
         key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption()).decode()
-        jws = sign(scene.bundle(), key, scene.gp.chain)
+        jws = sign(scene.bundle(task_id), key, scene.gp.chain)
     answer = scene.activate(task_id, jws)
     assert answer.status_code in (400, 422), (forgery, answer.text)
     assert "signature" in reason(answer) or "signed" in reason(answer), forgery
@@ -130,14 +131,14 @@ def test_a_revoked_card_does_not_sign(scene: Scene, platform: Platform) -> None:
         pki.revoke(uow, serial, "keyCompromise", datetime.now(UTC))
         uow.commit()
     task_id, _code, _ = scene.create()
-    answer = scene.activate(task_id, sign(scene.bundle(), key, chain))
+    answer = scene.activate(task_id, sign(scene.bundle(task_id), key, chain))
     assert answer.status_code in (400, 422), answer.text
     assert "revoked" in reason(answer), reason(answer)
 
 
 def test_a_suspended_prescriber_is_refused(scene: Scene, platform: Platform) -> None:
     task_id, _code, _ = scene.create()
-    jws = sign(scene.bundle(), scene.gp.key_pem, scene.gp.chain)
+    jws = sign(scene.bundle(task_id), scene.gp.key_pem, scene.gp.chain)
     from carevault.fhirmodel.directory import new_practitioner
     from carevault.services import directory as svc
     ctx = platform.directory
@@ -167,7 +168,7 @@ def test_a_midwife_prescribes_but_only_for_whom_she_may(scene: Scene,
     have access (a grant), like any write."""
     midwife = Pro(platform, "HP-ERX-MIDWIFE", profession="midwife", specialty=None)
     task_id, _code, _ = scene.create(midwife)
-    bundle = scene.bundle()
+    bundle = scene.bundle(task_id, who=midwife)
     bundle["entry"][4]["resource"]["identifier"][0]["value"] = "HP-ERX-MIDWIFE"
     refused = scene.activate(task_id, sign(bundle, midwife.key_pem, midwife.chain), midwife)
     assert refused.status_code == 403, refused.text
@@ -180,7 +181,7 @@ def test_only_its_prescriber_activates_a_task(scene: Scene, platform: Platform) 
     task_id, _code, _ = scene.create()
     other = Pro(platform, "HP-ERX-COLLEAGUE")
     grant(scene.client, scene.patient_headers, scene.patient_id, other.id)
-    bundle = scene.bundle()
+    bundle = scene.bundle(task_id)
     bundle["entry"][4]["resource"]["identifier"][0]["value"] = "HP-ERX-COLLEAGUE"
     answer = scene.activate(task_id, sign(bundle, other.key_pem, other.chain), other)
     assert answer.status_code == 403, answer.text
@@ -193,7 +194,7 @@ def test_an_incomplete_prescription_is_refused(scene: Scene) -> None:
 
 
 def incomplete(scene: Scene, task_id: str, problem: str) -> None:
-    bundle = scene.bundle(valid_days=-1 if problem == "expired" else 28)
+    bundle = scene.bundle(task_id, valid_days=-1 if problem == "expired" else 28)
     request, medication = bundle["entry"][1]["resource"], bundle["entry"][2]["resource"]
     if problem == "product":
         medication["code"]["coding"][0]["code"] = "9999999"

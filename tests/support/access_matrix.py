@@ -2058,6 +2058,12 @@ def _upload(world: World) -> list[Row]:
 
 APP_ROWS[("/me/export", "GET")] = _record_page(
     "/me/export", "GET", Action.PERSONAL, {}, 200, "GET /me/export (the record's Bundle)")
+APP_ROWS[("/me/prescriptions", "GET")] = _record_page(
+    "/me/prescriptions", "GET", Action.PERSONAL, {}, 200,
+    "GET /me/prescriptions (the patient's prescriptions and their access codes)")
+APP_ROWS[("/me/prescriptions/print", "GET")] = _record_page(
+    "/me/prescriptions/print", "GET", Action.PERSONAL, {}, 404,
+    "GET /me/prescriptions/print (a ready prescription's printout; none named here)")
 APP_ROWS[("/me/access", "GET")] = _record_page(
     "/me/access", "GET", Action.PERSONAL, {}, 200, "GET /me/access (who can see the record)")
 APP_ROWS[("/me/access", "POST")] = _record_page(

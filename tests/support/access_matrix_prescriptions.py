@@ -68,15 +68,17 @@ def _professional_identifier(world: World, practitioner_id: str) -> str:
     return found
 
 
-def _signed(world: World, caller: Caller) -> str:
-    """A prescription for the patient under attack, naming ``caller``'s practitioner and
-    signed with ``caller``'s key (their card, or their organization system's)."""
+def _signed(world: World, caller: Caller, task_id: str) -> str:
+    """A prescription for the patient under attack, naming ``caller``'s practitioner, for the
+    task ``task_id`` (its number) and signed with ``caller``'s key (their card, or their
+    organization system's)."""
     assert caller.signer is not None and caller.practitioner_id is not None
     settings = world.platform.settings
     bundle = prescription_bundle(
         patient_system=settings.national_id_system, patient_id_value=world.patient_national_id,
         practitioner_system=settings.professional_id_system,
-        practitioner_id_value=_professional_identifier(world, caller.practitioner_id))
+        practitioner_id_value=_professional_identifier(world, caller.practitioner_id),
+        number=_service(world).get(task_id).number)
     key, chain = caller.signer
     return sign(bundle, key if isinstance(key, str) else key.decode(), chain)
 
@@ -89,8 +91,8 @@ def _draft(world: World, name: str = "author") -> tuple[str, str]:
 def _ready(world: World) -> tuple[str, str]:
     """A prescription by the author (who saw the patient), ready for a pharmacy."""
     task_id, code = _draft(world)
-    _service(world).activate(_actor(world, "author"), task_id, _signed(world,
-                                                                        world.caller("author")))
+    _service(world).activate(_actor(world, "author"), task_id,
+                             _signed(world, world.caller("author"), task_id))
     return task_id, code
 
 
@@ -154,10 +156,10 @@ def _activate(world: World) -> list[Row]:
             assert made.status_code == 201, made.text
             task_id = str(made.json()["id"])
             return Call("POST", f"Task/{task_id}/$activate",
-                        json=activation(_signed(w, caller)))
+                        json=activation(_signed(w, caller, task_id)))
         task_id, _code = _draft(w)
         return Call("POST", f"Task/{task_id}/$activate",
-                    json=activation(_signed(w, w.caller("author"))))
+                    json=activation(_signed(w, w.caller("author"), task_id)))
 
     inner = Row("", ("Task", "$activate@instance:POST"), ("Task", "u"), call,
                 lambda _w, _c: need)

@@ -38,3 +38,16 @@ def enrol_patient(platform: Platform, seq: int = 1, *, family: str = "Müller",
     earlier = datetime.now(UTC) - timedelta(seconds=30)
     platform.accounts.confirm_totp(enrolment.account_id, totp.at(earlier), now=earlier)
     return PatientAccount(patient_id, login, PASSWORD, totp, enrolment.recovery_codes)
+
+
+def enrol_registered(platform: Platform, patient_id: str,
+                     login: str) -> tuple[str, PatientAccount]:
+    """Enrol an account for a patient already in the index (its id and the account, with the
+    TOTP confirmed by the previous step's code, as `enrol_patient`)."""
+    enrolment = platform.accounts.enrol_patient(login, PASSWORD, patient_id=patient_id)
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(enrolment.totp_provisioning_uri).query)
+    totp = pyotp.TOTP(query["secret"][0])
+    earlier = datetime.now(UTC) - timedelta(seconds=30)
+    platform.accounts.confirm_totp(enrolment.account_id, totp.at(earlier), now=earlier)
+    return enrolment.account_id, PatientAccount(patient_id, login, PASSWORD, totp,
+                                                enrolment.recovery_codes)

@@ -20,9 +20,10 @@ from starlette.testclient import TestClient
 from carevault.bootstrap import Platform
 from carevault.fhirmodel.directory import new_organization, new_practitioner
 from carevault.services import directory as svc
+from support.accounts import PatientAccount, enrol_registered
 from support.builders import patient
 from support.documents import FHIR_JSON, Pro, grant
-from support.tokens import patient_headers, professional_credentials
+from support.tokens import account_token, patient_headers, professional_credentials
 
 NAMING = "https://carevault.lu/fhir/NamingSystem"
 ACCESS_CODE = f"{NAMING}/AccessCode"
@@ -40,10 +41,11 @@ def identifier(resource: JsonObject, system: str) -> str | None:
 
 
 def prescription_bundle(*, patient_system: str, patient_id_value: str,
-                        practitioner_system: str, practitioner_id_value: str,
+                        practitioner_system: str, practitioner_id_value: str, number: str,
                         product: str = "1000002", atc: str = "J01CA04",
                         valid_days: int = 28, starts_in_days: int = 0) -> JsonObject:
-    """A prescription Bundle of type document, as the KBV shape has it."""
+    """A prescription Bundle of type document, as the KBV shape has it: its identifier is the
+    prescription number ``$create`` gave the task it is signed for (gematik's PrescriptionId)."""
     urls = {kind: f"urn:uuid:{uuid.uuid4()}" for kind in (
         "Composition", "MedicationRequest", "Medication", "Patient", "Practitioner",
         "Organization")}
@@ -85,7 +87,7 @@ def prescription_bundle(*, patient_system: str, patient_id_value: str,
          "telecom": [{"system": "phone", "value": "+352 1234 5678"}]},
     ]
     return {"resourceType": "Bundle", "type": "document",
-            "identifier": {"system": PRESCRIPTION_ID, "value": "pending"},
+            "identifier": {"system": PRESCRIPTION_ID, "value": number},
             "timestamp": today.isoformat(),
             "entry": [{"fullUrl": urls[r["resourceType"]], "resource": r} for r in resources]}
 
@@ -153,7 +155,9 @@ class Scene:
     """A patient with their app, a GP they gave access to, and a pharmacist."""
 
     def __init__(self, platform: Platform, client: TestClient, registrar: TestClient,
-                 seq: int = 31) -> None:
+                 seq: int = 31, login: str | None = None) -> None:
+        """``login``: the patient's account has this login (``self.account``: its password
+        and authenticator, to sign in to the portal)."""
         systems = platform.directory.systems
         resource = patient(systems, seq)
         created = registrar.post("/fhir/Patient", json=resource, headers=FHIR_JSON)
@@ -164,17 +168,33 @@ class Scene:
         national = identifier(resource, self.patient_system)
         assert national is not None
         self.national_id = national
-        self.patient_headers = {**patient_headers(platform, self.patient_id), **FHIR_JSON}
+        self.account: PatientAccount | None = None
+        if login is None:
+            self.patient_headers = {**patient_headers(platform, self.patient_id), **FHIR_JSON}
+        else:
+            account_id, self.account = enrol_registered(platform, self.patient_id, login)
+            token = account_token(platform, account_id, self.patient_id)
+            self.patient_headers = {"Authorization": f"Bearer {token}", **FHIR_JSON}
         self.gp = Pro(platform, "HP-ERX-GP")
         grant(client, self.patient_headers, self.patient_id, self.gp.id)
         self.pharmacy_id = pharmacy(platform)
         self.pharmacist = Pharmacist(platform, "HP-ERX-PHARMA", self.pharmacy_id)
 
-    def bundle(self, **changes: Any) -> JsonObject:
+    def number(self, task_id: str, who: Pro | None = None) -> str:
+        """The prescription number of a task, as its prescriber's software reads it."""
+        answer = self.client.get(f"/fhir/Task/{task_id}", headers=(who or self.gp).headers)
+        assert answer.status_code == 200, answer.text
+        number = identifier(answer.json(), PRESCRIPTION_ID)
+        assert number is not None
+        return number
+
+    def bundle(self, task_id: str, *, who: Pro | None = None, **changes: Any) -> JsonObject:
+        """The GP's prescription for the patient, signed for the task ``task_id`` (``who``
+        reads its number, when the task is someone else's)."""
         return prescription_bundle(
             patient_system=self.patient_system, patient_id_value=self.national_id,
             practitioner_system=self.platform.settings.professional_id_system,
-            practitioner_id_value="HP-ERX-GP", **changes)
+            practitioner_id_value="HP-ERX-GP", number=self.number(task_id, who), **changes)
 
     def create(self, who: Pro | None = None) -> tuple[str, str, JsonObject]:
         """$create as ``who``: the task's id, its access code, the Task."""
@@ -193,7 +213,8 @@ class Scene:
     def ready(self) -> tuple[str, str]:
         """A task activated with a prescription the GP signed: (id, access code)."""
         task_id, code, _ = self.create()
-        answer = self.activate(task_id, sign(self.bundle(), self.gp.key_pem, self.gp.chain))
+        answer = self.activate(task_id, sign(self.bundle(task_id), self.gp.key_pem,
+                                             self.gp.chain))
         assert answer.status_code == 200, answer.text
         return task_id, code
 

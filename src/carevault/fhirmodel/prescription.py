@@ -15,7 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carevault.domain.errors import InvalidInput
-from carevault.domain.prescriptions import ATC_SYSTEM, MedicationCatalogue, Product
+from carevault.domain.prescriptions import (
+    ATC_SYSTEM,
+    PRESCRIPTION_ID_SYSTEM,
+    MedicationCatalogue,
+    Product,
+)
 from carevault.fhirmodel.validate import validate_resource
 
 JsonObject = dict[str, Any]
@@ -39,6 +44,9 @@ class Prescription:
     authored_on: str | None
     prescriber: str = ""  # the Practitioner's name, as written
     patient: str = ""  # the Patient's name, as written
+    # The prescription number the Bundle's identifier names (gematik's PrescriptionID): the
+    # task it was signed for, so that a signed prescription is activated on that task alone.
+    number: str | None = None
 
 
 def _fail(message: str, where: str) -> InvalidInput:
@@ -89,8 +97,30 @@ def _name(resource: JsonObject) -> str:
     return " ".join([*map(str, first.get("given", [])), str(first.get("family", ""))]).strip()
 
 
-def dosage_in_words(dosage: JsonObject) -> str:
-    """A structured ``Dosage`` in words: ``1 tablet, 3 times every 1 day``."""
+# The timing in French and German, for the patient's portal: (once per unit, every N units).
+_TIMING = {
+    "fr": {
+        "h": ("par heure", "toutes les {n} heures"),
+        "d": ("par jour", "tous les {n} jours"),
+        "wk": ("par semaine", "toutes les {n} semaines"),
+        "mo": ("par mois", "tous les {n} mois"),
+        "min": ("par minute", "toutes les {n} minutes"),
+    },
+    "de": {
+        "h": ("pro Stunde", "alle {n} Stunden"),
+        "d": ("pro Tag", "alle {n} Tage"),
+        "wk": ("pro Woche", "alle {n} Wochen"),
+        "mo": ("pro Monat", "alle {n} Monate"),
+        "min": ("pro Minute", "alle {n} Minuten"),
+    },
+}
+_TIMES = {"fr": "{n} fois", "de": "{n}-mal"}
+
+
+def dosage_in_words(dosage: JsonObject, lang: str = "en") -> str:
+    """A structured ``Dosage`` in words: ``1 tablet, 3 times every 1 day`` (English, as the
+    printout has it), or in French or German for the patient's portal (``3 fois par jour``,
+    ``3-mal pro Tag``); the dose's unit and the free text stay as the prescriber wrote them."""
     dose = (dosage.get("doseAndRate") or [{}])[0].get("doseQuantity") or {}
     repeat = (dosage.get("timing") or {}).get("repeat") or {}
     if "value" not in dose or not (dose.get("unit") or dose.get("code")):
@@ -105,12 +135,21 @@ def dosage_in_words(dosage: JsonObject) -> str:
         )
     unit = _PERIOD_WORDS.get(str(repeat["periodUnit"]), str(repeat["periodUnit"]))
     period = _number(repeat["period"])
+    text = dosage.get("text")
+    timing = _TIMING.get(lang, {}).get(str(repeat["periodUnit"]))
+    if timing is not None:
+        once, every = timing
+        words = (
+            f"{_number(dose['value'])} {dose.get('unit') or dose.get('code')}, "
+            f"{_TIMES[lang].format(n=_number(repeat['frequency']))} "
+            f"{once if period == '1' else every.format(n=period)}"
+        )
+        return f"{words} ({text})" if isinstance(text, str) and text.strip() else words
     words = (
         f"{_number(dose['value'])} {dose.get('unit') or dose.get('code')}, "
         f"{_number(repeat['frequency'])} time{'s' if repeat['frequency'] != 1 else ''} "
         f"every {period} {unit}{'s' if period != '1' else ''}"
     )
-    text = dosage.get("text")
     return f"{words} ({text})" if isinstance(text, str) and text.strip() else words
 
 
@@ -202,7 +241,23 @@ def read_prescription(
         authored_on=request.get("authoredOn"),
         prescriber=_name(practitioner_entry[1]),
         patient=_name(patient_entry[1]),
+        number=_bundle_number(bundle),
     )
+
+
+def _bundle_number(bundle: JsonObject) -> str | None:
+    """The value of the Bundle's identifier of system PrescriptionID, if it has one."""
+    identifier = bundle.get("identifier")
+    if isinstance(identifier, dict) and identifier.get("system") == PRESCRIPTION_ID_SYSTEM:
+        value = identifier.get("value")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def dosage_text(bundle: JsonObject, lang: str) -> str:
+    """The dosage of a prescription Bundle (read and checked at its activation) in ``lang``."""
+    request = _entry_of(bundle, "MedicationRequest")
+    return "; ".join(dosage_in_words(d, lang) for d in request.get("dosageInstruction") or [])
 
 
 # --- the medication list: what the searches answer -------------------------------------------

@@ -1,6 +1,7 @@
 """E-mail notifications to patients: that something happened on their record (an emergency
-access, a new document, an access given or a care event), never what — no medical content, no
-name of a professional, no document title, no reason: the mail only asks them to sign in.
+access, a new document, an access given, a care event, a prescription ready or dispensed),
+never what — no medical content, no name of a professional, no document title, no medicine,
+no reason: the mail only asks them to sign in.
 
 The outbox is the notification table itself (`RecordStore.unmailed`): a notification is written
 in the transaction of the change that causes it, and this chore mails it afterwards, at least
@@ -36,6 +37,22 @@ _KINDS = {
     "new-document": ("un nouveau document", "a new document", "ein neues Dokument"),
     "grant-create": ("un accès donné", "an access given", "ein erteilter Zugriff"),
     "care-event": ("une prise en charge", "a care event", "eine Behandlung"),
+    # E-prescriptions (issue #18): that one is ready or dispensed, never which medicine.
+    "prescription-activated": (
+        "une ordonnance prête",
+        "a prescription ready for you",
+        "ein Rezept für Sie bereit",
+    ),
+    "prescription-dispensed": (
+        "une ordonnance délivrée",
+        "a prescription dispensed",
+        "ein Rezept abgegeben",
+    ),
+    "prescription-cancelled": (
+        "une ordonnance annulée",
+        "a prescription cancelled",
+        "ein Rezept storniert",
+    ),
 }
 _OTHER = ("un changement", "a change", "eine Änderung")
 

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from carevault.adapters.printing.prescription_pdf import Printout
+from carevault.adapters.security.sealed_codes import CodeUnavailable
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.prescription_store import StoredTask
 from carevault.adapters.storage.unit_of_work import UnitOfWork
@@ -39,6 +40,7 @@ from carevault.domain.errors import (
     RateLimited,
 )
 from carevault.domain.prescriptions import (
+    PRESCRIPTION_ID_SYSTEM,
     AttemptLimit,
     MedicationCatalogue,
     Step,
@@ -56,7 +58,7 @@ from carevault.domain.prescriptions import (
     well_formed_code,
 )
 from carevault.domain.tree_head import TreeHead
-from carevault.fhirmodel.prescription import Prescription, read_prescription
+from carevault.fhirmodel.prescription import Prescription, dosage_text, read_prescription
 from carevault.fhirmodel.validate import parse_json
 from carevault.services.record_policy import Actor
 from carevault.services.signatures import InvalidSignature, verify_detached
@@ -76,6 +78,15 @@ class ReceiptSigner(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
     def public_key_pem(self) -> bytes: ...
+
+
+class CodeBox(Protocol):
+    """Seals a task's access code for its patient (`adapters.security.sealed_codes`); `open`
+    raises `CodeUnavailable` when it does not open (another key, another task's row)."""
+
+    def seal(self, code: str, task_id: str) -> bytes: ...
+
+    def open(self, sealed: bytes, task_id: str) -> str: ...
 
 
 class Printer(Protocol):
@@ -102,6 +113,27 @@ class WrongCode(NotPermitted):
 class Created:
     task: StoredTask
     access_code: str
+
+
+@dataclass(frozen=True)
+class PatientPrescription:
+    """One prescription as its patient sees it (the portal): what the prescriber signed, in
+    words, its state, and, while it waits for a pharmacy, its number and access code."""
+
+    task_id: str
+    number: str
+    status: str  # the task's, or "expired" for a ready one past its validity
+    medication: str
+    dosage: str
+    quantity: str
+    prescriber: str
+    organization: str
+    created_at: datetime
+    valid_from: datetime | None
+    valid_until: datetime | None
+    dispensed_at: datetime | None = None
+    dispensed: str = ""  # what the pharmacy handed over, in words, when it says
+    access_code: str | None = None  # only while ready, and only if it was kept sealed
 
 
 @dataclass(frozen=True)
@@ -197,8 +229,11 @@ class PrescriptionService:
         default_validity: timedelta = timedelta(days=28),
         counting_units: Callable[[], UnitOfWork] | None = None,
         printer: Printer | None = None,
+        codes: CodeBox | None = None,
     ) -> None:
         self.printer = printer
+        # Without a box (the unit tests), only the access code's hash is kept.
+        self.codes = codes
         self.units = units
         # Wrong codes are counted in a transaction of their own, which is no change the
         # request makes: a unit of work that does not record the request on commit.
@@ -279,12 +314,67 @@ class PrescriptionService:
             raise NotFound(f"Task/{task.id} holds no prescription yet")
         return prescription_bundle(task.signed_prescription)
 
+    def access_code(self, task: StoredTask) -> str | None:
+        """The access code of a ``ready`` task, unsealed for its patient; None once it is not
+        ready (a pharmacy holds it, or it is over), or if it was not kept sealed. Whom it may
+        be shown to is decided before (the engine: the patient and their representatives)."""
+        if self.codes is None or task.access_code_sealed is None:
+            return None
+        if task.status != TaskStatus.READY or expired(task.expires_at, self.clock()):
+            return None
+        try:
+            code = self.codes.open(task.access_code_sealed, task.id)
+        except CodeUnavailable:
+            return None
+        # What opens must still be the code the hash checks: a row's sealed code is never
+        # shown for a code a pharmacy would be refused with.
+        return code if code_matches(code, task.access_code_hash) else None
+
+    def patient_prescriptions(
+        self, patient_id: str, lang: str = "en", count: int = 50
+    ) -> list[PatientPrescription]:
+        """The patient's prescriptions, newest first, as the portal shows them to the patient
+        (or their representative, once the engine has said so), the dosage in ``lang``."""
+        now = self.clock()
+        with self.units() as uow:
+            _total, tasks = uow.prescriptions.of_patient(patient_id, None, 0, count)
+        shown = []
+        for task in tasks:
+            if task.signed_prescription is None:
+                continue
+            content = self.read(task.signed_prescription)
+            status = str(task.status)
+            if status == TaskStatus.READY and expired(task.expires_at, now):
+                status = "expired"
+            completed = task.status == TaskStatus.COMPLETED
+            shown.append(
+                PatientPrescription(
+                    task_id=task.id,
+                    number=task.number,
+                    status=status,
+                    medication=content.medication,
+                    dosage=dosage_text(prescription_bundle(task.signed_prescription), lang),
+                    quantity=content.quantity,
+                    prescriber=content.prescriber,
+                    organization=content.organization,
+                    created_at=task.created_at,
+                    valid_from=task.valid_from,
+                    valid_until=task.expires_at,
+                    dispensed_at=task.updated_at if completed else None,
+                    dispensed=_dispensed(task.dispense) if completed else "",
+                    access_code=self.access_code(task),
+                )
+            )
+        return shown
+
     # --- the prescriber -----------------------------------------------------------------------
 
     def create(self, actor: Actor, repeat_of: str | None = None) -> Created:
-        """A new ``draft`` task with its number and access code (shown once, kept hashed)."""
+        """A new ``draft`` task with its number and access code: kept hashed to check it, and
+        sealed for the patient, who may be shown it again (`patient_prescriptions`)."""
         now = self.clock()
         code = new_code()
+        task_id = uuid.uuid4().hex
         with self.units() as uow:
             if repeat_of is not None:
                 first = self.task(uow, repeat_of)
@@ -294,7 +384,7 @@ class PrescriptionService:
                         issue_code="forbidden",
                     )
             task = StoredTask(
-                id=uuid.uuid4().hex,
+                id=task_id,
                 number=prescription_number(),
                 patient_id=None,
                 prescriber_id=actor.subject.id,
@@ -305,6 +395,7 @@ class PrescriptionService:
                 created_at=now,
                 updated_at=now,
                 repeat_of=repeat_of,
+                access_code_sealed=None if self.codes is None else self.codes.seal(code, task_id),
             )
             uow.prescriptions.add(task)
             uow.commit()
@@ -325,6 +416,7 @@ class PrescriptionService:
                     "the prescription is signed with the prescriber's own card: this signature "
                     "is not theirs"
                 )
+            _bound_to(task, content)
             _system, value = content.practitioner_identifier
             named = uow.directory.practitioner_ids_by_identifier([value]).get(value)
             if named != actor.subject.id:
@@ -406,14 +498,38 @@ class PrescriptionService:
 
     def printout(self, actor: Actor, task_id: str, access_code: str) -> bytes:
         """The printed prescription (PDF) of a ready task, for its prescriber, who gives the
-        access code again (only its hash is kept). Its 2D code holds the task reference and
-        code (gematik's ``{"urls": [...]}``); the platform signs what the page says."""
+        access code again (it is sealed for the patient alone). Its 2D code holds the task
+        reference and code (gematik's ``{"urls": [...]}``); the platform signs what the page
+        says."""
         if self.printer is None:
             raise NotFound("printing is not configured")
         task = self.get(task_id)
         self._own(actor, task)
         if not code_matches(access_code, task.access_code_hash):
             raise WrongCode("the access code is not this prescription's")
+        return self._print(task, access_code)
+
+    def patient_printout(self, patient_id: str, task_id: str) -> bytes:
+        """The printed prescription of a ready task, for its patient (the portal, once the
+        engine has let the person see what is the patient's own): the access code is the
+        sealed one. Another patient's task is not known here."""
+        if self.printer is None:
+            raise NotFound("printing is not configured")
+        with self.units() as uow:
+            task = uow.prescriptions.get(task_id)
+        if task is None or task.patient_id is None or task.patient_id != patient_id:
+            raise NotFound("no prescription of this record has this id")
+        if task.status != TaskStatus.READY:
+            raise TaskConflict(Step.ACCEPT, task.status)
+        code = self.access_code(task)
+        if code is None:
+            raise NotFound(
+                "this prescription's access code was not kept: its prescriber prints it again"
+            )
+        return self._print(task, code)
+
+    def _print(self, task: StoredTask, access_code: str) -> bytes:
+        assert self.printer is not None
         if task.status != TaskStatus.READY or task.signed_prescription is None:
             raise TaskConflict(Step.ACCEPT, task.status)
         content = self.read(task.signed_prescription)
@@ -698,10 +814,47 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _bound_to(task: StoredTask, content: Prescription) -> None:
+    """A signed prescription is activated on the task it was signed for: its Bundle's
+    identifier (PrescriptionID) is the task's number, as in the E-Rezept workflow, so that a
+    validly signed prescription cannot be replayed onto another task."""
+    if content.number is None:
+        raise InvalidInput(
+            "the prescription Bundle's identifier must be this task's prescription number "
+            f"(system {PRESCRIPTION_ID_SYSTEM}): the prescriber signs it for one task",
+            expression="Bundle.identifier",
+        )
+    if content.number != task.number:
+        raise InvalidInput(
+            f"the prescription was signed for prescription number {content.number}, not for "
+            f"this task's ({task.number}): a signed prescription is activated on its own task",
+            expression="Bundle.identifier",
+        )
+
+
+def _dispensed(dispense: str | None) -> str:
+    """What a pharmacy's ``MedicationDispense`` says it handed over, in words (its quantity
+    and medication text), or nothing."""
+    if not dispense:
+        return ""
+    try:
+        resource = json.loads(dispense)
+    except ValueError:
+        return ""
+    quantity = resource.get("quantity") or {}
+    medication = (resource.get("medicationCodeableConcept") or {}).get("text") or ""
+    amount = ""
+    if "value" in quantity:
+        amount = f"{quantity['value']} {quantity.get('unit') or quantity.get('code') or ''}"
+    return " ".join(part for part in (amount.strip(), str(medication)) if part)
+
+
 __all__ = [
     "Accepted",
     "Closed",
+    "CodeBox",
     "Created",
+    "PatientPrescription",
     "PrescriptionService",
     "StoredTask",
     "UnitOfWork",

@@ -31,6 +31,7 @@ from carevault.services.documents import DocumentService
 from carevault.services.patient_uploads import PatientUploads
 from carevault.services.pki import PublicDocuments
 from carevault.services.portal_sessions import PortalSession, PortalSessions
+from carevault.services.prescriptions import PrescriptionService
 from carevault.services.record_policy import RecordPolicy
 from carevault.settings import Settings
 from carevault.web.access_page import access_page_router
@@ -39,6 +40,7 @@ from carevault.web.oauth_consent import AUTHORIZE_PARAMS, oauth_consent_router
 from carevault.web.officer_pages import officer_pages_router
 from carevault.web.pages import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Pages
 from carevault.web.passkeys_page import passkeys_page_router
+from carevault.web.prescriptions_page import prescriptions_page_router
 from carevault.web.record_home import patient_name, record_home_router
 from carevault.web.representatives_page import representatives_page_router
 from carevault.web.sharing_page import sharing_page_router
@@ -64,6 +66,7 @@ class PortalContext:
     pki: PublicDocuments | None = None
     passkeys: AccountPasskeys | None = None  # patients' passkeys (a second factor)
     uploads: PatientUploads | None = None  # patients' own documents
+    prescriptions: PrescriptionService | None = None  # patients' e-prescriptions and codes
 
 
 def acting_for(
@@ -97,6 +100,7 @@ def portal_router(
     pki: PublicDocuments | None = None,
     passkeys: AccountPasskeys | None = None,
     uploads: PatientUploads | None = None,
+    prescriptions: PrescriptionService | None = None,
 ) -> APIRouter:
     pages = Pages(
         sessions,
@@ -118,12 +122,14 @@ def portal_router(
         pki,
         passkeys,
         uploads,
+        prescriptions,
     )
     router = APIRouter()
     parts = (
         signin_router,
         record_home_router,
         documents_page_router,
+        prescriptions_page_router,
         access_page_router,
         sharing_page_router,
         representatives_page_router,

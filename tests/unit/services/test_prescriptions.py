@@ -280,3 +280,43 @@ def _bundle() -> str:
     return f"e30.{payload}.c2ln"
 
 
+
+
+class Box:
+    """A code box that seals by reversing and binding the task id (the real one is AES-GCM,
+    `tests/unit/adapters/test_sealed_codes.py`); what matters here is when it is opened."""
+
+    def seal(self, code: str, task_id: str) -> bytes:
+        return f"{task_id}:{code[::-1]}".encode()
+
+    def open(self, sealed: bytes, task_id: str) -> str:
+        from carevault.adapters.security.sealed_codes import CodeUnavailable
+        bound, _, body = sealed.decode().partition(":")
+        if bound != task_id:
+            raise CodeUnavailable("another task's")
+        return body[::-1]
+
+
+def test_the_sealed_code_is_given_back_only_while_ready_and_only_as_the_hash_checks(
+        uow: FakeUnitOfWork) -> None:
+    from dataclasses import replace
+    moments = [NOW]
+    svc = PrescriptionService(lambda: uow, Audit(uow), Signer(), clock=lambda: moments[0],
+                              catalogue=CATALOGUE, patient_system=PATIENTS,
+                              practitioner_system=HPD, codes=Box())
+    draft = svc.create(DR)
+    assert svc.access_code(svc.get(draft.task.id)) is None  # a draft is no patient's yet
+    task_id, code = ready(uow, svc)
+    task = svc.get(task_id)
+    assert task.access_code_sealed is not None and svc.access_code(task) == code
+    # Another task's sealed code, or one that is not what the hash checks: nothing shown.
+    assert svc.access_code(replace(task, access_code_sealed=Box().seal(code, "other"))) is None
+    assert svc.access_code(replace(task, access_code_sealed=Box().seal("f" * 64, task_id))) is None
+    assert svc.access_code(replace(task, access_code_sealed=None)) is None
+    # Held by a pharmacy, over, or past its validity: nothing either.
+    for status in ("in-progress", "completed", "cancelled"):
+        assert svc.access_code(replace(task, status=status)) is None, status
+    moments[0] = NOW + timedelta(days=29)
+    assert svc.access_code(task) is None
+    # Without a box (only the hash kept), never.
+    assert service(uow).access_code(task) is None

@@ -38,6 +38,7 @@ class StoredTask:
     receipt: str | None = None
     repeat_of: str | None = None
     valid_from: datetime | None = None  # not dispensed before (a repeat's own window)
+    access_code_sealed: bytes | None = None  # the access code, sealed for its patient
 
 
 def _task(row: Row[Any]) -> StoredTask:

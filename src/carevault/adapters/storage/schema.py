@@ -785,6 +785,10 @@ prescription_task = Table(
     Column("dispense", Text),  # the MedicationDispense (JSON) of $close
     Column("receipt", Text),  # the platform-signed receipt (JSON) of $close
     Column("repeat_of", ID),  # a repeat prescription's first task
+    # The access code sealed for its patient (AES-256-GCM under a key derived from the key
+    # file, the task id bound in; `adapters/security/sealed_codes.py`; 0022): the hash above
+    # checks a code, this gives it back to the patient. None for tasks created before 0022.
+    Column("access_code_sealed", LargeBinary),
 )
 
 # Wrong access codes and unknown numbers, per pharmacist: the rate limit of $accept counts them.

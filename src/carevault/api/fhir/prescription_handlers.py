@@ -266,12 +266,14 @@ class TaskHandler(ResourceHandler):
         personal = subject.kind in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE)
         return FhirResponse(
             200,
-            task_resource(task, access_code=None if not personal else self._code_of(task)),
+            task_resource(task, access_code=self._code_of(task) if personal else None),
             patients=(task.patient_id,) if task.patient_id else (),
         )
 
     def _code_of(self, task: StoredTask) -> str | None:
-        return None  # the patient's code is shown on the printout and in the portal (step 3)
+        """The access code of a ready task, to its patient and their representatives (the
+        engine let them read the record at the door; professionals never get it here)."""
+        return self.prescriptions.access_code(task)
 
     def search(self, request: FhirRequest) -> FhirResponse:
         admission = request.admission
@@ -283,7 +285,8 @@ class TaskHandler(ResourceHandler):
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
         total, tasks = self.prescriptions.of_patient(patient_id, paging.offset, paging.count)
-        if subject.kind not in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE):
+        personal = subject.kind in (SubjectKind.PATIENT, SubjectKind.REPRESENTATIVE)
+        if not personal:
             now = self.api.policy.clock()
             visible = [
                 t
@@ -295,7 +298,11 @@ class TaskHandler(ResourceHandler):
             total -= len(tasks) - len(visible)
             tasks = visible
         body = _searchset(
-            request, total, [task_resource(t) for t in tasks], paging.offset, paging.count
+            request,
+            total,
+            [task_resource(t, access_code=self._code_of(t) if personal else None) for t in tasks],
+            paging.offset,
+            paging.count,
         )
         return FhirResponse(200, body, patients=(patient_id,))
 
