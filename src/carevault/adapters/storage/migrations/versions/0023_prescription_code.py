@@ -2,8 +2,8 @@
 that its patient can be shown it again (the portal, their app); the hash still checks a code
 presented by a pharmacy. Tasks created before have none: their patients ask the prescriber.
 
-Revision ID: 0022_prescription_code
-Revises: 0021
+Revision ID: 0023
+Revises: 0022
 Create Date: 2026-12-07 00:00:00.000000
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0022_prescription_code"
-down_revision = "0021"
+revision = "0023"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 
