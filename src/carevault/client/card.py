@@ -70,8 +70,9 @@ def _read_card(card: Path) -> tuple[list[x509.Certificate], bytes, str]:
     return chain, key, client_id
 
 
-def assertion(card: Path, audience: str, challenge: str, now: float | None = None) -> str:
-    """The card's signed answer to ``challenge``, for ``audience``."""
+def assertion(card: Path, audience: str, challenge: str | None, now: float | None = None) -> str:
+    """The card's signed answer to ``challenge``, for ``audience``; without a challenge, the
+    client assertion of SMART Backend Services (RFC 7523) for the token endpoint."""
     chain, key, client_id = _read_card(card)
     issued = int(now if now is not None else time.time())
     claims = {
@@ -81,7 +82,7 @@ def assertion(card: Path, audience: str, challenge: str, now: float | None = Non
         "iat": issued,
         "exp": issued + ASSERTION_LIFETIME_SECONDS,
         "jti": uuid.uuid4().hex,
-        "challenge": challenge,
+        **({"challenge": challenge} if challenge is not None else {}),
     }
     header = {
         "alg": "ES256",
