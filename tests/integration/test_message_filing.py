@@ -3,7 +3,7 @@ message with a PDF; Paul files it into a patient's record with ``carevault messa
 (decrypted on his side with his messaging key, signed with his card, submitted as ITI-65 over
 the HTTP API); the document is in the record, authored and signed by Paul. Léa, to whom the
 patient gave no access, is refused by the engine. The command line's HTTP client is handed the
-application itself (no sockets); tests/e2e/test_messaging_api.py runs it against a server."""
+application itself (no sockets)."""
 
 from __future__ import annotations
 
