@@ -48,6 +48,7 @@ from carevault.api.fhir.door import FhirDoor
 from carevault.api.fhir.registry import fhir_handlers
 from carevault.api.fhir.terminology_handlers import load_affinity_domain
 from carevault.api.instruments import Instruments, json_log_config
+from carevault.api.mailbox_routes import mailbox_router, professional_authenticator
 from carevault.api.oauth_routes import oauth_router
 from carevault.api.pki_routes import pki_router, signing_key_router
 from carevault.domain.affinity import AffinityDomain
@@ -66,6 +67,7 @@ from carevault.services.audit_log import AuditLog
 from carevault.services.chores import Chores
 from carevault.services.directory import DirectoryContext
 from carevault.services.documents import DocumentLimits, DocumentService
+from carevault.services.mailbox import MailboxService
 from carevault.services.messaging import MessagingContext, MessagingService
 from carevault.services.notification_mail import NotificationMailer
 from carevault.services.passkey_ceremony import relying_party
@@ -184,9 +186,8 @@ def policy_and_documents(
     )
 
 
-def messaging_service(settings: Settings, engine: Engine, log: AuditLog) -> MessagingService:
-    """Secure messaging's submission side: the SMTP server and the HTTP API share it."""
-    context = MessagingContext(
+def messaging_context(settings: Settings) -> MessagingContext:
+    return MessagingContext(
         pki=PkiContext(
             systems=directory_context(settings).systems,
             ca_password=ca_key_password(settings.key_source),
@@ -195,7 +196,20 @@ def messaging_service(settings: Settings, engine: Engine, log: AuditLog) -> Mess
         ),
         domain=settings.messaging_domain,
     )
-    return MessagingService(units(settings, engine), context, mailboxes(settings), log.append)
+
+
+def messaging_service(settings: Settings, engine: Engine, log: AuditLog) -> MessagingService:
+    """Secure messaging's submission side (the SMTP server)."""
+    return MessagingService(
+        units(settings, engine), messaging_context(settings), mailboxes(settings), log.append
+    )
+
+
+def mailbox_service(settings: Settings, engine: Engine, tokens: TokenContext) -> MailboxService:
+    """A professional's mailbox over the HTTP API: the Maildirs the submission server fills."""
+    return MailboxService(
+        read_units(settings, engine), tokens, messaging_context(settings), mailboxes(settings)
+    )
 
 
 def mail_owner(settings: Settings) -> tuple[int, int] | None:
@@ -493,6 +507,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     )
 
     pki_routes = pki_router(public_pki)
+    mailbox = mailbox_service(settings, engine, tokens)
 
     def security_officer(token: str) -> str | None:
         with UnitOfWork(engine) as uow:
@@ -523,8 +538,10 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
             workspace,
             pki_routes,
             signing_key_router(api.prescriptions.signer.public_key_pem()),
+            mailbox_router(mailbox),
         ],
         security_officer=security_officer,
+        authenticators={"professional": professional_authenticator(mailbox)},
         officer_session=officer_session,
         instruments=instruments,
         metrics_credential=metrics_credential(settings),

@@ -2167,4 +2167,5 @@ def summary_table(outcome: Outcome) -> str:
 
 
 # The e-prescription rows (Task and its operations) live in their own module.
+import support.access_matrix_messaging  # noqa: E402
 import support.access_matrix_prescriptions  # noqa: E402, F401

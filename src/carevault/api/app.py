@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ from carevault.api.openapi import answer, html, openapi_document, redirect
 from carevault.api.route_door import (
     FHIR_DOOR,
     PUBLIC,
+    Authenticator,
     Caller,
     RouteDoor,
     UndeclaredRoute,
@@ -301,11 +302,14 @@ def create_app(
     instruments: Instruments | None = None,
     metrics_credential: bytes | None = None,
     officer_session: Callable[[Request], str | None] = lambda _request: None,
+    authenticators: Mapping[str, Authenticator] | None = None,
 ) -> FastAPI:
     """``instruments``: the metrics this app counts into and the readiness it reports
     (`carevault.api.instruments`); ``metrics_credential``: what ``/metrics`` asks for;
     ``officer_session``: the security officer a portal session cookie belongs to (the
-    officer's workspace pages, `carevault.web.officer_pages`)."""
+    officer's workspace pages, `carevault.web.officer_pages`); ``authenticators``: the route
+    door's others, by the name their rule gives (``professional``:
+    `carevault.api.mailbox_routes`)."""
     instruments = instruments or Instruments()
     instruments.fhir_types = frozenset(door.handlers)
     instruments.fhir_operations = frozenset(
@@ -332,6 +336,7 @@ def create_app(
         {
             "security-officer": officer,
             "metrics-credential": metrics_credential_check(metrics_credential),
+            **(authenticators or {}),
         },
     )
 

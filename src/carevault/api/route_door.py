@@ -41,7 +41,12 @@ from carevault.api.errors import ErrorStyle, error_response
 from carevault.api.instruments import current_request_id
 from carevault.api.transport import client_certificate
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
-from carevault.domain.errors import CareVaultError, NotAuthenticated, Unavailable
+from carevault.domain.errors import (
+    CareVaultError,
+    NotAuthenticated,
+    NotPermitted,
+    Unavailable,
+)
 from carevault.services.audit_log import AuditLog, AuditUnavailable
 
 ACCESS_ATTRIBUTE = "__carevault_access__"
@@ -113,6 +118,15 @@ METRICS = AccessRule(
     refused="refused: no valid metrics credential",
     challenge='Bearer realm="metrics"',
 )
+PROFESSIONAL = AccessRule(
+    "professional",
+    "a professional's own SMART access token (their card's, checked as the FHIR gate checks "
+    "it) for what is theirs alone: their mailbox; another valid token is refused (403)",
+    authenticator="professional",
+    refusal="a professional's SMART access token is required",
+    refused="refused: no valid access token",
+    challenge='Bearer realm="carevault"',
+)
 FHIR_DOOR = AccessRule(
     "fhir-door",
     "the FHIR door's own routes: `FhirDoor.handle` admits and records every request itself",
@@ -137,6 +151,9 @@ class Caller:
 
     who: str | None
     role: str | None = None
+    # Authenticated, but not someone the rule admits (a patient's token on a professional's
+    # route): refused with 403 and this reason, and recorded with who it was.
+    refused: str | None = None
 
 
 @dataclass
@@ -317,6 +334,11 @@ class RouteDoor:
                     refusal.headers["WWW-Authenticate"] = rule.challenge
                 return await self._recorded(request, admission, refusal)
             admission.caller = caller
+            if caller.refused is not None:
+                if audited is not None:
+                    admission.note("4", {"result": f"refused: {caller.refused}"}, status=403)
+                refusal = error_response(NotPermitted(caller.refused), rule.errors)
+                return await self._recorded(request, admission, refusal)
         request.scope[ADMISSION_KEY] = admission
         try:
             answer = await handler()

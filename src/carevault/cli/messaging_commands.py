@@ -7,9 +7,10 @@ credentials. Each of these is recorded in the operator audit stream.
 ``carevault message …`` is the professional's client, on their own machine. It needs no
 database. It works from a *card folder*: ``cert.pem``, ``key.pem`` and ``chain.pem`` as
 ``carevault pki issue-practitioner --out`` writes them, plus ``enc.key`` and ``enc.pem``, the
-messaging key (made there by ``message keygen``) and its certificate. It talks only standard
-SMTP and IMAP. The IMAP credential is read from ``CAREVAULT_IMAP_PASSWORD``, never from the
-command line.
+messaging key (made there by ``message keygen``) and its certificate. It talks standard SMTP
+and IMAP (the IMAP credential is read from ``CAREVAULT_IMAP_PASSWORD``, never from the command
+line) or, with ``--api URL``, the platform's HTTP API with a token its card obtains: the
+mailbox, and ``message file``, which files an attachment into a patient's record (ITI-65).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import email.policy
 import imaplib
 import json
+import mimetypes
 import os
 import signal
 import smtplib
@@ -28,6 +30,7 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -44,7 +47,9 @@ from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import audit_log, mail_owner, messaging_service
 from carevault.cli import context
 from carevault.cli.errors import friendly
+from carevault.client import documents as filing
 from carevault.client import messaging as client
+from carevault.client import platform
 from carevault.domain.errors import CareVaultError, InvalidInput
 from carevault.services import messaging, pki
 
@@ -65,6 +70,24 @@ ServerCaOption = Annotated[
     Path, typer.Option("--server-ca", help="The CA file that vouches for the server's TLS.")
 ]
 UserOption = Annotated[str, typer.Option("--user", help="Your messaging address.")]
+ImapServerOption = Annotated[
+    str | None, typer.Option("--server", help="HOST:PORT of the IMAP server (without --api).")
+]
+ImapServerCaOption = Annotated[
+    Path | None,
+    typer.Option("--server-ca", help="The CA file that vouches for the IMAP server's TLS."),
+]
+ImapUserOption = Annotated[
+    str | None, typer.Option("--user", help="Your messaging address (IMAP login).")
+]
+ApiOption = Annotated[
+    str | None,
+    typer.Option("--api", help="The platform's address (https://…): use its HTTP API, not IMAP."),
+]
+ApiCaOption = Annotated[
+    Path | None,
+    typer.Option("--api-ca", help="The CA file that vouches for the platform's TLS (--api)."),
+]
 CrlOption = Annotated[
     Path | None, typer.Option("--crl", help="The platform CRL (GET /pki/crl), to flag revoked.")
 ]
@@ -299,7 +322,7 @@ def send(
         else body_file.read_text(encoding="utf-8")
     )
     attachments = [
-        client.Attachment(path.name, "application/octet-stream", path.read_bytes())
+        client.Attachment(path.name, _media_type(path.name, ""), path.read_bytes())
         for path in attach or []
     ]
     recipients = [_recipient(item) for item in to]
@@ -370,13 +393,83 @@ def _fetch(imap: imaplib.IMAP4, uid: str) -> bytes:
     return bytes(first[1])
 
 
+class _Source:
+    """Where the professional's messages are read: IMAP (the default) or, with ``--api``, the
+    platform's HTTP API with a token the card obtains."""
+
+    def __init__(
+        self,
+        card: Card | None,
+        server: str | None,
+        server_ca: Path | None,
+        user: str | None,
+        api: str | None,
+        api_ca: Path | None,
+    ) -> None:
+        self.imap: imaplib.IMAP4 | None = None
+        self.http: httpx.Client | None = None
+        self.mailbox: platform.Mailbox | None = None
+        if api is None:
+            if server is None or server_ca is None or user is None:
+                raise InvalidInput("give --server, --server-ca and --user (IMAP), or --api")
+            self.imap = _imap(server, server_ca, user)
+            return
+        if card is None:
+            raise InvalidInput("--api needs --card: your card obtains the access token")
+        self.http = _http(api_ca)
+        try:
+            token = platform.access_token(self.http, api, card.folder, platform.MAILBOX_SCOPE)
+        except BaseException:
+            self.close()
+            raise
+        self.mailbox = platform.Mailbox(self.http, api, token)
+
+    def ids(self) -> list[str]:
+        if self.mailbox is not None:
+            return [entry.id for entry in self.mailbox.listing()[1]]
+        assert self.imap is not None
+        status, data = self.imap.uid("SEARCH", "ALL")
+        return [uid.decode() for uid in (data[0] or b"").split()] if status == "OK" else []
+
+    def fetch(self, message_id: str) -> bytes:
+        if self.mailbox is not None:
+            return self.mailbox.fetch(message_id)
+        assert self.imap is not None
+        return _fetch(self.imap, message_id)
+
+    def delete(self, message_id: str) -> None:
+        if self.mailbox is not None:
+            self.mailbox.delete(message_id)
+            return
+        assert self.imap is not None
+        status, _ = self.imap.uid("STORE", message_id, "+FLAGS", "(\\Deleted)")
+        if status != "OK":
+            raise InvalidInput(f"no message {message_id} in the mailbox")
+        self.imap.expunge()
+
+    def close(self) -> None:
+        if self.imap is not None:
+            self.imap.logout()
+        if self.http is not None:
+            self.http.close()
+
+
+def _http(api_ca: Path | None) -> httpx.Client:
+    verify: ssl.SSLContext | bool = (
+        ssl.create_default_context(cafile=str(api_ca)) if api_ca is not None else True
+    )
+    return httpx.Client(timeout=60.0, verify=verify)
+
+
 @client_app.command("list")
 @friendly
 def list_messages(
     card: CardOption,
-    server: ServerOption,
-    server_ca: ServerCaOption,
-    user: UserOption,
+    server: ImapServerOption = None,
+    server_ca: ImapServerCaOption = None,
+    user: ImapUserOption = None,
+    api: ApiOption = None,
+    api_ca: ApiCaOption = None,
     crl: CrlOption = None,
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -384,40 +477,41 @@ def list_messages(
     found = _card(card)
     certificate, key = found.encryption()
     trust = _trust(found, crl)
-    imap = _imap(server, server_ca, user)
+    source = _Source(found, server, server_ca, user, api, api_ca)
     rows: list[dict[str, Any]] = []
     try:
-        status, data = imap.uid("SEARCH", "ALL")
-        for uid in (data[0] or b"").split() if status == "OK" else []:
-            raw = _fetch(imap, uid.decode())
+        for uid in source.ids():
+            raw = source.fetch(uid)
             try:
                 opened = client.read(raw, certificate, key, trust)
                 rows.append(
                     {
-                        "uid": uid.decode(),
+                        "uid": uid,
                         "from": opened.sender,
                         "subject": opened.subject,
                         "date": opened.sent_at.isoformat() if opened.sent_at else None,
                         "warnings": list(opened.warnings),
                         "receipt_for": opened.receipt_for,
                         "receipt_requested": opened.receipt_requested,
+                        "attachments": [a.filename for a in opened.attachments],
                     }
                 )
             except (client.MalformedMessage, client.NotForYou, client.SignatureInvalid) as e:
                 headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
                 rows.append(
                     {
-                        "uid": uid.decode(),
+                        "uid": uid,
                         "from": str(headers.get("From", "")),
                         "subject": None,
                         "date": None,
                         "warnings": [f"unreadable: {e}"],
                         "receipt_for": None,
                         "receipt_requested": False,
+                        "attachments": [],
                     }
                 )
     finally:
-        imap.logout()
+        source.close()
     if json_output:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
@@ -427,14 +521,31 @@ def list_messages(
         typer.echo(f"{row['uid']:>5}  {row['from']}  {row['subject']}{flags}")
 
 
+def _opened(found: Card, source: _Source, uid: str, crl: Path | None) -> client.Opened:
+    """One message fetched from ``source`` and opened here with your messaging key."""
+    certificate, key = found.encryption()
+    try:
+        raw = source.fetch(uid)
+    finally:
+        source.close()
+    try:
+        return client.read(raw, certificate, key, _trust(found, crl))
+    except client.SignatureInvalid as error:
+        raise CareVaultError(f"do not trust this message: {error}") from None
+    except (client.MalformedMessage, client.NotForYou) as error:
+        raise CareVaultError(f"cannot read this message: {error}") from None
+
+
 @client_app.command("read")
 @friendly
 def read(
-    uid: Annotated[str, typer.Argument(help="The message's number in 'message list'.")],
+    uid: Annotated[str, typer.Argument(help="The message's id in 'message list'.")],
     card: CardOption,
-    server: ServerOption,
-    server_ca: ServerCaOption,
-    user: UserOption,
+    server: ImapServerOption = None,
+    server_ca: ImapServerCaOption = None,
+    user: ImapUserOption = None,
+    api: ApiOption = None,
+    api_ca: ApiCaOption = None,
     crl: CrlOption = None,
     save: Annotated[
         Path | None, typer.Option("--save", help="Save the attachments in this folder.")
@@ -442,32 +553,95 @@ def read(
 ) -> None:
     """Decrypt and check one message; print it (and save its attachments)."""
     found = _card(card)
-    certificate, key = found.encryption()
-    imap = _imap(server, server_ca, user)
-    try:
-        raw = _fetch(imap, uid)
-    finally:
-        imap.logout()
-    try:
-        opened = client.read(raw, certificate, key, _trust(found, crl))
-    except client.SignatureInvalid as error:
-        raise CareVaultError(f"do not trust this message: {error}") from None
-    except (client.MalformedMessage, client.NotForYou) as error:
-        raise CareVaultError(f"cannot read this message: {error}") from None
+    opened = _opened(found, _Source(found, server, server_ca, user, api, api_ca), uid, crl)
     for warning in opened.warnings:
         typer.echo(f"WARNING: {warning}", err=True)
     typer.echo(f"From: {opened.sender}\nTo: {', '.join(opened.recipients)}")
     typer.echo(f"Subject: {opened.subject}\n")
     typer.echo(opened.body)
-    for attachment in opened.attachments:
+    for number, attachment in enumerate(opened.attachments, start=1):
         if save is None:
-            typer.echo(f"[attachment {attachment.filename}, {len(attachment.data)} bytes]")
+            typer.echo(
+                f"[attachment {number}: {attachment.filename}, {attachment.content_type}, "
+                f"{len(attachment.data)} bytes]"
+            )
             continue
         save.mkdir(parents=True, exist_ok=True)
         target = save / Path(attachment.filename).name
         with target.open("xb") as file:
             file.write(attachment.data)
         typer.echo(f"[saved {target}]")
+
+
+@client_app.command("file")
+@friendly
+def file_attachment(
+    uid: Annotated[str, typer.Argument(help="The message's id in 'message list --api'.")],
+    card: CardOption,
+    attachment: Annotated[
+        int, typer.Option("--attachment", min=1, help="Which attachment (1 is the first).")
+    ],
+    patient: Annotated[str, typer.Option("--patient", help="The patient's id (Patient/…).")],
+    api: Annotated[str, typer.Option("--api", help="The platform's address (https://…).")],
+    api_ca: ApiCaOption = None,
+    crl: CrlOption = None,
+    title: Annotated[
+        str | None, typer.Option("--title", help="The document's title (its file name).")
+    ] = None,
+    content_type: Annotated[
+        str | None,
+        typer.Option("--content-type", help="Its media type (guessed from its name)."),
+    ] = None,
+    type_code: Annotated[str, typer.Option("--type-code", help="LOINC type.")] = "11488-4",
+    class_code: Annotated[str, typer.Option("--class-code", help="LOINC class.")] = "11488-4",
+    confidentiality: Annotated[str, typer.Option("--confidentiality", help="N, R or V.")] = "N",
+) -> None:
+    """File an attachment of a message you received into a patient's record: decrypted here,
+    signed with your card, submitted as ITI-65. The record's rules decide, as for any
+    document you publish."""
+    found = _card(card)
+    with _http(api_ca) as http:
+        token = platform.access_token(
+            http, api, found.folder, f"{platform.MAILBOX_SCOPE} {platform.FILING_SCOPE}"
+        )
+        raw = platform.Mailbox(http, api, token).fetch(uid)
+        certificate, key = found.encryption()
+        try:
+            opened = client.read(raw, certificate, key, _trust(found, crl))
+        except client.SignatureInvalid as error:
+            raise CareVaultError(f"do not trust this message: {error}") from None
+        except (client.MalformedMessage, client.NotForYou) as error:
+            raise CareVaultError(f"cannot read this message: {error}") from None
+        if opened.warnings:
+            raise CareVaultError(
+                f"not filed: the message is flagged ({', '.join(opened.warnings)})"
+            )
+        if attachment > len(opened.attachments):
+            raise InvalidInput(f"the message has {len(opened.attachments)} attachment(s)")
+        chosen = opened.attachments[attachment - 1]
+        media = content_type or _media_type(chosen.filename, chosen.content_type)
+        bundle = filing.provide_bundle(
+            patient.removeprefix("Patient/"),
+            chosen.data,
+            media,
+            title or chosen.filename,
+            found.folder,
+            filing.DocumentCodes(
+                type_code=type_code, class_code=class_code, confidentiality=confidentiality
+            ),
+        )
+        made = platform.provide(http, api, token, bundle)
+    typer.echo(f"filed {chosen.filename} into Patient/{patient.removeprefix('Patient/')}:")
+    for document_id in made:
+        typer.echo(f"DocumentReference/{document_id}")
+
+
+def _media_type(filename: str, declared: str) -> str:
+    """The attachment's declared type, or what its name says when it declares none."""
+    if declared and declared != "application/octet-stream":
+        return declared
+    guessed, _ = mimetypes.guess_type(filename, strict=True)
+    return guessed or declared or "application/octet-stream"
 
 
 @client_app.command("receipt")
@@ -514,20 +688,24 @@ def send_receipt(
 @client_app.command("delete")
 @friendly
 def delete(
-    uid: Annotated[str, typer.Argument(help="The message's number in 'message list'.")],
-    server: ServerOption,
-    server_ca: ServerCaOption,
-    user: UserOption,
+    uid: Annotated[str, typer.Argument(help="The message's id in 'message list'.")],
+    server: ImapServerOption = None,
+    server_ca: ImapServerCaOption = None,
+    user: ImapUserOption = None,
+    api: ApiOption = None,
+    api_ca: ApiCaOption = None,
+    card: Annotated[
+        Path | None, typer.Option("--card", help="Your card folder (with --api).")
+    ] = None,
 ) -> None:
     """Delete one of your messages from the server for good (it is expunged at once)."""
-    imap = _imap(server, server_ca, user)
+    source = _Source(
+        _card(card) if card is not None else None, server, server_ca, user, api, api_ca
+    )
     try:
-        status, _ = imap.uid("STORE", uid, "+FLAGS", "(\\Deleted)")
-        if status != "OK":
-            raise InvalidInput(f"no message {uid} in the mailbox")
-        imap.expunge()
+        source.delete(uid)
     finally:
-        imap.logout()
+        source.close()
     typer.echo(f"deleted message {uid}")
 
 

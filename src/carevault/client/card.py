@@ -87,8 +87,9 @@ def sign(card: Path, content: bytes) -> bytes:
     return detached_jws(content, key, [c.public_bytes(Encoding.DER) for c in chain])
 
 
-def assertion(card: Path, audience: str, challenge: str, now: float | None = None) -> str:
-    """The card's signed answer to ``challenge``, for ``audience``."""
+def assertion(card: Path, audience: str, challenge: str | None, now: float | None = None) -> str:
+    """The card's signed answer to ``challenge``, for ``audience``; without a challenge, the
+    client assertion of SMART Backend Services (RFC 7523) for the token endpoint."""
     chain, key, client_id = _read_card(card)
     issued = int(now if now is not None else time.time())
     claims = {
@@ -98,7 +99,7 @@ def assertion(card: Path, audience: str, challenge: str, now: float | None = Non
         "iat": issued,
         "exp": issued + ASSERTION_LIFETIME_SECONDS,
         "jti": uuid.uuid4().hex,
-        "challenge": challenge,
+        **({"challenge": challenge} if challenge is not None else {}),
     }
     header = {
         "alg": "ES256",

@@ -63,6 +63,7 @@ __all__ = [
     "MessagingService",
     "Passwords",
     "Recipient",
+    "active_practitioner",
     "issue_encryption_certificate",
     "recipient",
 ]
@@ -108,8 +109,9 @@ class ImapCredential:
     secret: str  # shown once; only its digest is kept
 
 
-def _active_practitioner(uow: UnitOfWork, ctx: MessagingContext, practitioner_id: str) -> str:
-    """The identifier of an active professional with an active licence."""
+def active_practitioner(uow: UnitOfWork, ctx: MessagingContext, practitioner_id: str) -> str:
+    """The identifier of an active professional with an active licence
+    (`BusinessRuleViolation` otherwise, `NotFound` for no such professional)."""
     stored = read_resource(uow, "Practitioner", practitioner_id)
     entry = practitioner_entry(stored.resource, ctx.pki.systems)
     if not entry.active or entry.licence_status != "active":
@@ -138,7 +140,7 @@ def issue_encryption_certificate(
         raise InvalidInput("the certificate signing request's signature does not verify")
     if not isinstance(public_key, rsa.RSAPublicKey) or public_key.key_size < MIN_RSA_BITS:
         raise InvalidInput(f"an encryption key is an RSA key of at least {MIN_RSA_BITS} bits")
-    identifier = _active_practitioner(uow, ctx, practitioner_id)
+    identifier = active_practitioner(uow, ctx, practitioner_id)
     address = address_of(identifier, ctx.domain)
     store = uow.pki
     authorities = pki.authorities(store)
@@ -179,7 +181,7 @@ def recipient(uow: UnitOfWork, ctx: MessagingContext, address: str) -> Recipient
     practitioner_id = records[0].practitioner_id
     if practitioner_id is not None:
         try:
-            _active_practitioner(uow, ctx, practitioner_id)
+            active_practitioner(uow, ctx, practitioner_id)
         except (BusinessRuleViolation, NotFound):
             raise NotFound(f"{address} cannot receive: not an active professional") from None
     return Recipient(
@@ -245,7 +247,7 @@ class MessagingService:
             if identity.kind != "practitioner" or identity.practitioner_id is None:
                 raise NotAuthenticated("only a professional's certificate may send messages")
             try:
-                _active_practitioner(uow, self.ctx, identity.practitioner_id)
+                active_practitioner(uow, self.ctx, identity.practitioner_id)
             except (BusinessRuleViolation, NotFound):
                 raise NotAuthenticated("the sender is not an active professional") from None
             return Sender(
@@ -258,7 +260,7 @@ class MessagingService:
         """A new IMAP credential for an active professional's mailbox (created if need be);
         any older one stops working at once. Recorded in the audit log, the secret is not."""
         with self.units() as uow:
-            identifier = _active_practitioner(uow, self.ctx, practitioner_id)
+            identifier = active_practitioner(uow, self.ctx, practitioner_id)
         address = address_of(identifier, self.ctx.domain)
         local = identifier_of(address, self.ctx.domain)
         now = self.ctx.pki.clock()
