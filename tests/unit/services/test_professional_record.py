@@ -462,9 +462,12 @@ def test_a_document_of_another_record_or_none_is_not_found_and_nothing_recorded(
         world: World) -> None:
     report = world.publish(1)
     world.forget()
-    for patient_id, document_id in ((world.kaiser, report), ("pat-1", "no-such-document")):
-        with pytest.raises(NotFound):
-            world.service.read(ME, patient_id, document_id)
+    # Named under a record it is not of: not found, whether the engine would let the reader
+    # into that record (the author, ME) or not (NORMAL, no grant on Kaiser's record).
+    for actor in (ME, NORMAL):
+        for patient_id, document_id in ((world.kaiser, report), ("pat-1", "no-such-document")):
+            with pytest.raises(NotFound):
+                world.service.read(actor, patient_id, document_id)
     assert world.entries() == [] and world.uow.commits == 0
 
 
