@@ -338,6 +338,47 @@ def test_the_real_documents(uow: Callable[[], UnitOfWork], ctx: DirectoryContext
     check_documents(Reused(uow), _patients(uow, ctx, 2))
 
 
+def check_count_current(uow: Any, patients: list[str]) -> None:
+    """How many current documents a filter lets through, signatures and superseded versions
+    left out (the workspace's count of what a professional does not see)."""
+    mine, other = patients
+    with uow:
+        uow.documents.add([
+            (_document("c-report", mine, 1), CONTENT, None),
+            (_document("c-sig", mine, 1, signs="c-report"), CONTENT, None),
+            (_document("c-secret", mine, 2, confidentiality=Confidentiality.R, author_id="dr-2"),
+             CONTENT, None),
+            (_document("c-hidden", mine, 3, hidden=True), CONTENT, None),
+            (_document("c-old", mine, 4, status=DocumentStatus.SUPERSEDED), CONTENT, None),
+            (_document("c-held", mine, 5, not_yet_visible_to_patient=True,
+                       release_at=NOW + timedelta(days=1)), CONTENT, None),
+            (_document("c-theirs", other, 6), CONTENT, None),
+        ], NOW)
+        uow.commit()
+    every = DocumentFilter(confidentiality=frozenset(Confidentiality), classes=None,
+                           include_hidden=True, include_not_yet_visible=True)
+    normal = DocumentFilter(confidentiality=frozenset({Confidentiality.N}), classes=None)
+    with uow:
+        assert uow.documents.count_current(mine, every) == 4  # not c-sig, c-old, c-theirs
+        assert uow.documents.count_current(other, every) == 1
+        assert uow.documents.count_current(mine, normal) == 1  # c-report
+        assert uow.documents.count_current(
+            mine, replace(normal, include_hidden=True, released_by=NOW + timedelta(days=1))) == 3
+        assert uow.documents.count_current(mine, DocumentFilter(author_id="dr-2")) == 1
+        assert uow.documents.count_current(mine, DocumentFilter()) == 0
+        assert uow.documents.count_current("no-such-patient", every) == 0
+        assert uow.documents.set_status(mine, "c-report", DocumentStatus.SUPERSEDED) is True
+        assert uow.documents.count_current(mine, every) == 3
+
+
+def test_the_fake_count_current() -> None:
+    check_count_current(FakeDocumentUnitOfWork(), ["pat-1", "pat-2"])
+
+
+def test_the_real_count_current(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+    check_count_current(Reused(uow), _patients(uow, ctx, 2))
+
+
 def check_document_facts_the_patient_manages(uow: Any, patients: list[str]) -> None:
     mine, other = patients
     with uow:

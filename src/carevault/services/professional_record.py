@@ -75,7 +75,9 @@ class PatientSearch:
     hospital_number: str = ""  # a number any hospital of the platform assigned
 
     def given_fields(self) -> list[str]:
-        return [name for name, value in vars(self).items() if value.strip()]
+        """The fields that hold a criterion: a field of nothing but spaces and accents (what
+        folding leaves of "´" or "¨" is nothing) holds none, rather than matching everyone."""
+        return [name for name, value in vars(self).items() if fold(value)]
 
 
 @dataclass(frozen=True)
@@ -297,9 +299,11 @@ class ProfessionalRecord:
         query = _query(search)
         now = self.clock()
         with self.units() as uow:
-            if number := search.national_id.strip():
+            if "national_id" in fields:
+                number = search.national_id.strip()
                 query.identifier.append((Identifier(self.national_system, number),))
-            if number := search.hospital_number.strip():
+            if "hospital_number" in fields:
+                number = search.hospital_number.strip()
                 systems = sorted(uow.directory.assigning_authorities())
                 query.identifier.append(tuple(Identifier(s, number) for s in systems))
             result = (
@@ -432,6 +436,8 @@ class ProfessionalRecord:
             else:
                 refused = False
                 retrieved = self.documents.open(actor.subject, record, loaded)
+                # Its title and description as the author gave them (sealed apart from it).
+                metadata = self.documents.read(uow, actor.subject, record, document_id)
                 signature = self._signature(uow, actor, record, document_id, retrieved.content, now)
                 self.audit.append_with(
                     uow.audit,
@@ -456,9 +462,7 @@ class ProfessionalRecord:
                 patient=patient_id,
                 entity=("DocumentReference", document_id),
             )
-        return DocumentReading(
-            retrieved.metadata, retrieved.metadata.content_type, retrieved.content, signature
-        )
+        return DocumentReading(metadata, metadata.content_type, retrieved.content, signature)
 
     def _signature(
         self,
