@@ -21,7 +21,7 @@ patient-scoped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -189,7 +189,8 @@ def test_every_patient_scoped_table_carries_its_key_not_null_and_indexed(engine:
             continue
         if columns[key]["nullable"]:
             wrong.append(f"{table}.{key} may be NULL")
-        leading = [schema.get_pk_constraint(table)["constrained_columns"][:1]]
+        leading: list[Sequence[str | None]] = [
+            list(schema.get_pk_constraint(table)["constrained_columns"][:1])]
         leading += [i["column_names"][:1] for i in schema.get_indexes(table)]
         leading += [u["column_names"][:1] for u in schema.get_unique_constraints(table)]
         if [key] not in leading:
@@ -211,10 +212,12 @@ def _citus_conflicts(engine: Engine) -> set[str]:
     schema = inspect(engine)
     found = set()
     for table, key in PATIENT_KEY.items():
-        unique = [schema.get_pk_constraint(table)["constrained_columns"]]
+        unique: list[Sequence[str | None]] = [
+            list(schema.get_pk_constraint(table)["constrained_columns"])]
         unique += [u["column_names"] for u in schema.get_unique_constraints(table)]
         unique += [i["column_names"] for i in schema.get_indexes(table) if i["unique"]]
-        found |= {f"UNIQUE {table}({', '.join(c)})" for c in unique if c and key not in c}
+        found |= {f"UNIQUE {table}({', '.join(map(str, c))})" for c in unique
+                  if c and key not in c}
     for table in PATIENT_KEY.keys() | NOT_PATIENT_SCOPED.keys() | NOT_YET_SHARDABLE.keys():
         for fk in schema.get_foreign_keys(table):
             target = fk["referred_table"]
@@ -362,11 +365,11 @@ def _workload(platform: Platform, client: TestClient) -> None:
     # The chores and the retention job (a record closed in 2027, purged ten years later).
     documents = platform.documents
     clock = documents.clock
-    documents.clock = lambda: clock() + timedelta(hours=2)  # type: ignore[method-assign]
+    documents.clock = lambda: clock() + timedelta(hours=2)
     try:
         assert documents.release_due(platform.unit_of_work) == 1
     finally:
-        documents.clock = clock  # type: ignore[method-assign]
+        documents.clock = clock
     if platform.alerts is not None:
         platform.alerts.catch_up()
     closed, _ = patient_with_documents(platform, client, 1, number=9, author="HP-SHARD-OLD")
