@@ -138,6 +138,9 @@ def check_closed_records_and_their_purge(uow: Any, add: AddDocument, patients: l
         due = uow.records.closed_with_documents(NOW + timedelta(seconds=1), 10)
         assert due == sorted([old, later])
         assert uow.records.closed_with_documents(NOW + timedelta(days=1), 1) == due[:1]
+        assert [p for p in patients if uow.records.due_for_purge(p, NOW)] == [old]
+        assert not uow.records.due_for_purge(later, NOW)  # changed after the cut-off
+        assert uow.records.due_for_purge(later, NOW + timedelta(seconds=1))
         assert uow.documents.kek_usage() == {"kek-1": 4, "kek-2": 4}
         assert uow.documents.purge_record(old) == ["doc0", "doc1"]
         assert uow.documents.purge_record(old) == []
@@ -258,6 +261,10 @@ def check_documents(uow: Any, patients: list[str]) -> None:
                                           class_code=Coding("http://loinc.org", "11490-0"))
         assert stored.sealed_text == TEXT
         assert uow.documents.get("d-none") is None
+        assert uow.documents.of_patient(mine, "d-report") == stored
+        assert uow.documents.of_patient(other, "d-report") is None  # not theirs
+        assert uow.documents.of_patient(mine, "d-theirs") is None
+        assert uow.documents.of_patient(other, "d-theirs") is not None
         found, content = uow.documents.get_with_content("d-sig")
         assert found.sealed_text is None and found.metadata.signs == "d-report"
         assert content == StoredContent(CONTENT.kek_id, CONTENT.wrapped_key, CONTENT.nonce,

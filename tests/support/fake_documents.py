@@ -176,6 +176,10 @@ class FakeDocumentStore(FakeDocumentKeys):
     def get(self, document_id: str) -> StoredDocument | None:
         return self._stored(document_id)
 
+    def of_patient(self, patient_id: str, document_id: str) -> StoredDocument | None:
+        stored = self._stored(document_id)
+        return stored if stored is not None and stored.metadata.patient_id == patient_id else None
+
     def get_with_content(
         self, document_id: str
     ) -> tuple[StoredDocument, StoredContent | None] | None:
@@ -352,6 +356,9 @@ class FakeRecordStore(FakeRecords):
             if record.closed and record.updated_at <= closed_before and holding.holds(patient_id)
         )
         return found[:limit]
+
+    def due_for_purge(self, patient_id: str, closed_before: datetime) -> bool:
+        return patient_id in self.closed_with_documents(closed_before, len(self.records))
 
 
 class _LivePatients:

@@ -138,12 +138,10 @@ def _documents(
     with unit_of_work() as uow:
         store = uow.documents
         for document_id in sorted(wanted):
-            stored = store.get(document_id)
-            if stored is None:
+            stored = store.of_patient(patient_id, document_id)
+            if stored is None:  # unknown, or another patient's
                 continue
             document = stored.metadata
-            if document.patient_id != patient_id:
-                continue
             if document.not_yet_visible_to_patient and not document.patient_authored:
                 continue
             kind = affinity.display(

@@ -537,8 +537,8 @@ class DocumentService:
     ) -> StoredDocument:
         """A stored document a write names, once the caller may read it (`require_visible`):
         nothing is told about a document they may not see, not even its status."""
-        stored = store.get(document_id)
-        if stored is None or stored.metadata.patient_id != record.patient_id:
+        stored = store.of_patient(record.patient_id, document_id)
+        if stored is None:
             raise NotFound(f"DocumentReference/{document_id} (the document to {what}) is not known")
         require_visible(subject, record, stored.metadata.facts(), now, self.matrix, what)
         return stored
@@ -730,7 +730,10 @@ class DocumentService:
         self, uow: UnitOfWork, subject: Subject, record: RecordFacts, document_id: str
     ) -> StoredDocument:
         return self._check_permitted(
-            self._store(uow).get(document_id), subject, record, document_id
+            self._store(uow).of_patient(record.patient_id, document_id),
+            subject,
+            record,
+            document_id,
         )
 
     def _check_permitted(

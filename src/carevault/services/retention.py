@@ -84,7 +84,7 @@ class Retention:
         now = self.clock()
         with self.units() as uow:
             # Checked again inside the transaction: a record reopened meanwhile is kept.
-            if patient_id not in uow.records.closed_with_documents(cutoff, 1_000_000):
+            if not uow.records.due_for_purge(patient_id, cutoff):
                 return 0
             purged = uow.documents.purge_record(patient_id)
             detail = {

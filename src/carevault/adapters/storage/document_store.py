@@ -19,6 +19,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Row,
+    Table,
     and_,
     bindparam,
     delete,
@@ -272,7 +273,18 @@ class DocumentStore:
     def get(self, document_id: str) -> StoredDocument | None:
         d, m = t.document, t.document_metadata
         row = self.connection.execute(
-            select(d, m).join(m, m.c.document_id == d.c.id).where(d.c.id == document_id)
+            select(d, m).join(m, _same_document(m, d)).where(d.c.id == document_id)
+        ).first()
+        return None if row is None else _stored(row)
+
+    def of_patient(self, patient_id: str, document_id: str) -> StoredDocument | None:
+        """``get``, for a caller who knows the patient: the document only if it is theirs,
+        found by the patient's key (one shard, once distributed: docs/scaling.md)."""
+        d, m = t.document, t.document_metadata
+        row = self.connection.execute(
+            select(d, m)
+            .join(m, _same_document(m, d))
+            .where(d.c.patient_id == patient_id, d.c.id == document_id)
         ).first()
         return None if row is None else _stored(row)
 
@@ -333,8 +345,16 @@ class DocumentStore:
             or_(
                 m.c.replaces.in_(alternatives),
                 m.c.signs.in_(alternatives),
-                d.c.id.in_(select(m.c.replaces).where(m.c.document_id.in_(alternatives))),
-                d.c.id.in_(select(m.c.signs).where(m.c.document_id.in_(alternatives))),
+                d.c.id.in_(
+                    select(m.c.replaces).where(
+                        m.c.patient_id == patient_id, m.c.document_id.in_(alternatives)
+                    )
+                ),
+                d.c.id.in_(
+                    select(m.c.signs).where(
+                        m.c.patient_id == patient_id, m.c.document_id.in_(alternatives)
+                    )
+                ),
             )
             for alternatives in criteria.related
         ]
@@ -342,7 +362,7 @@ class DocumentStore:
         where += [
             _period(m.c.service_start, m.c.service_end, *bounds) for bounds in criteria.period
         ]
-        joined = d.join(m, m.c.document_id == d.c.id)
+        joined = d.join(m, _same_document(m, d))
         total = self.connection.execute(select(func.count()).select_from(joined).where(*where))
         rows = self.connection.execute(
             select(d, m)
@@ -394,7 +414,8 @@ class DocumentStore:
         """Make a held document visible to the patient now (with its signatures)."""
         d, m = t.document, t.document_metadata
         ids = select(m.c.document_id).where(
-            or_(m.c.document_id == document_id, m.c.signs == document_id)
+            m.c.patient_id == patient_id,
+            or_(m.c.document_id == document_id, m.c.signs == document_id),
         )
         self.connection.execute(
             update(m)
@@ -572,7 +593,7 @@ class DocumentStore:
         s, d, m = t.submission_set, t.document, t.document_metadata
         shown = (
             select(m.c.document_id)
-            .join(d, d.c.id == m.c.document_id)
+            .join(d, _same_document(m, d))
             .where(m.c.submission_set_id == s.c.id, d.c.patient_id == patient_id)
             .where(filter_clause(visible))
             .exists()
@@ -589,6 +610,13 @@ class DocumentStore:
             .limit(count)
         )
         return int(total), [_set_row(row) for row in rows]
+
+
+def _same_document(part: Table, d: Table) -> ColumnElement[bool]:
+    """The join of a document's metadata or content row to its ``document`` row, on the
+    patient key too: a co-located join once the tables are distributed by patient
+    (docs/scaling.md); the rows of one document always share their patient."""
+    return and_(part.c.document_id == d.c.id, part.c.patient_id == d.c.patient_id)
 
 
 def _set_row(row: Row[Any]) -> dict[str, Any]:
@@ -624,8 +652,8 @@ _INSERT_SUBMISSION_SET: Final = insert(t.submission_set)
 # Read on every retrieval: built once, bound at each execution.
 _WITH_CONTENT: Final = (
     select(t.document, t.document_metadata, *_CONTENT_COLUMNS)
-    .join(t.document_metadata, t.document_metadata.c.document_id == t.document.c.id)
-    .outerjoin(t.document_content, t.document_content.c.document_id == t.document.c.id)
+    .join(t.document_metadata, _same_document(t.document_metadata, t.document))
+    .outerjoin(t.document_content, _same_document(t.document_content, t.document))
     .where(t.document.c.id == bindparam("document_id"))
 )
 

@@ -355,6 +355,16 @@ def _encounter(row: Row[Any]) -> StoredEncounter:
     )
 
 
+def _closed_with_documents(closed_before: datetime) -> tuple[ColumnElement[bool], ...]:
+    """A record closed and unchanged since before ``closed_before`` that holds documents."""
+    r, d = t.record, t.document
+    return (
+        r.c.state == RecordState.CLOSED.value,
+        r.c.updated_at <= closed_before,
+        exists().where(d.c.patient_id == r.c.patient_id),
+    )
+
+
 def _notification(row: Row[Any]) -> PatientNotification:
     return PatientNotification(
         id=row.id,
@@ -458,18 +468,23 @@ class RecordStore:
         """Patients whose record is closed and unchanged since before ``closed_before`` and
         still holds documents: what the retention job purges (its last change, the closing
         or a later one, starts the retention period, so a later change only delays it)."""
-        r, d = t.record, t.document
         rows = self.connection.execute(
-            select(r.c.patient_id)
-            .where(
-                r.c.state == RecordState.CLOSED.value,
-                r.c.updated_at <= closed_before,
-                exists().where(d.c.patient_id == r.c.patient_id),
-            )
-            .order_by(r.c.patient_id)
+            select(t.record.c.patient_id)
+            .where(*_closed_with_documents(closed_before))
+            .order_by(t.record.c.patient_id)
             .limit(limit)
         )
         return [row.patient_id for row in rows]
+
+    def due_for_purge(self, patient_id: str, closed_before: datetime) -> bool:
+        """Whether this patient is among ``closed_with_documents(closed_before, …)``: read by
+        the patient's key, not by scanning every closed record."""
+        found = self.connection.execute(
+            select(t.record.c.patient_id).where(
+                t.record.c.patient_id == patient_id, *_closed_with_documents(closed_before)
+            )
+        ).first()
+        return found is not None
 
     # --- grants -----------------------------------------------------------------------------
 
