@@ -172,6 +172,9 @@ def register_system(
                 uow, organization.id, kind, by="conformance-sandbox", now=ctx.pki.clock()
             )
     registered: list[Registration] = []
+    # Read before the certificate's transaction (on a database connection of its own): the
+    # system can make no request before it holds its certificate.
+    run_start = clinical_size()
 
     def handed_over(credentials: pki.Credentials) -> None:
         # Before the certificate's commit: its operator entry is the registration.
@@ -185,7 +188,7 @@ def register_system(
             practitioner_identifier=professional,
             patient_id_system=patient_ids,
             serial=record.serial,
-            run_start=clinical_size(),
+            run_start=run_start,
         )
         registered.append(registration)
         detail.clear()
@@ -269,6 +272,12 @@ def build_report(
         "passed": verdict(results),
         "steps": [r.to_json() for r in results],
     }
+    return sign_report(signer, report)
+
+
+def sign_report(signer: ReceiptSigner, report: dict[str, Any]) -> dict[str, Any]:
+    """The report file: the report, and the platform's compact JWS (EdDSA) over its canonical
+    JSON, which is what a verifier trusts."""
     return {
         "report": report,
         "signature": sign_compact(signer, canonical_bytes(report), SIGNATURE_TYPE),
@@ -361,5 +370,6 @@ __all__ = [
     "passing_report",
     "register_system",
     "report_digest",
+    "sign_report",
     "verify_report",
 ]
