@@ -96,6 +96,18 @@ def test_the_sandbox_is_the_integration_environments_only(
         assert not (tmp_path / environment).exists()
 
 
+def test_registering_without_the_sandboxs_public_address_makes_nothing(
+        cli_env: Callable[[str], None], engine: Engine, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cli_env("integration")
+    ok("pki", "init")
+    monkeypatch.delenv("CAREVAULT_PUBLIC_BASE_URL")
+    assert "CAREVAULT_PUBLIC_BASE_URL" in refused(
+        "conformance", "register", "Demo HIS 1.0", "--out", str(tmp_path / "demo"))
+    assert not (tmp_path / "demo").exists()
+    assert operator_records(engine, "conformance register") == []
+
+
 def test_registering_gives_the_system_its_client_and_what_it_acts_for(
         cli_env: Callable[[str], None], engine: Engine, tmp_path: Path) -> None:
     cli_env("integration")

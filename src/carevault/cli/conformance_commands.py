@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import Connection
 
 from carevault.adapters.keys.log_signer import platform_signer_from_key_source
 from carevault.adapters.pki.credential_files import CredentialFiles, check_free, write_credentials
@@ -26,7 +25,6 @@ from carevault.bootstrap import directory_context, utc_now
 from carevault.cli import context
 from carevault.cli.errors import friendly
 from carevault.cli.pki_commands import pki_context
-from carevault.domain.audit import Written
 from carevault.domain.conformance import SCENARIO
 from carevault.domain.errors import CareVaultError
 from carevault.services import conformance as svc
@@ -63,18 +61,12 @@ def _audited(
 ) -> Iterator[Callable[[], UnitOfWork]]:
     """Units of work whose commit records ``interaction`` with ``detail`` as it is then; a
     refusal is recorded on its own (outcome 4, with the reason)."""
-    engine = context.engine_for(config.database_url)
-    log = context.log_for(config)
-
-    def record(connection: Connection, _written: Written) -> None:
-        log.append_in(connection, [context.operator_record("C", interaction, detail=dict(detail))])
-
     try:
-        yield lambda: UnitOfWork(engine, before_commit=record)
+        yield context.audited_units(config, interaction, detail=detail)
     except CareVaultError as error:
         refused = {**detail, "result": str(error)[:500]}
-        with engine.begin() as connection:
-            log.append_in(
+        with context.engine_for(config.database_url).begin() as connection:
+            context.log_for(config).append_in(
                 connection, [context.operator_record("C", interaction, detail=refused, outcome="4")]
             )
         raise
@@ -112,6 +104,7 @@ def register(
     config = context.settings()
     ctx = svc.SandboxContext(directory_context(config), pki_context(config), config.environment)
     log = context.log_for(config)
+    base = config.public_url if config.environment == "integration" else ""  # set, or refused
     detail: dict[str, str] = {"system": system}
     written: list[CredentialFiles] = []
 
@@ -141,7 +134,6 @@ def register(
                     path.unlink(missing_ok=True)
             raise
     (files,) = written
-    base = config.public_url
     data = {
         "system": registration.system,
         "client_id": registration.client_id,
