@@ -447,7 +447,12 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     door = FhirDoor(
         handlers=fhir_handlers(api),
         gate=TokenGate(settings, read_units(settings, engine), tokens, policy),
-        recorder=AuditTrail(log, utc_now, on_decision=instruments.decided),
+        recorder=AuditTrail(
+            log,
+            utc_now,
+            on_decision=instruments.decided,
+            errors_recorded=settings.environment == "integration",
+        ),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         capabilities=lambda d: capability_statement(d, fhir_base),
     )

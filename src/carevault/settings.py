@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     prescription_validity_days: int = Field(
         default=28, ge=1, le=366, description="How long a prescription without an end is valid."
     )
+    conformance_key_file: Path | None = Field(
+        default=None,
+        description="The conformance sandbox's signing key (PEM: the integration platform's "
+        "/.well-known/carevault-signing-key.pem), against which `carevault conformance grant` "
+        "and `verify` check reports; None = this platform's own key.",
+    )
     # A 20 MB document travels base64-encoded (4/3) inside a Bundle.
     max_body_bytes: int = Field(default=28 * 1024 * 1024, ge=1024)
     max_bundle_entries: int = Field(default=1000, ge=1)

@@ -174,6 +174,7 @@ class TokenGate:
                 decision, record = self._decide(uow, subject, need, caller, now)
                 loaded, told = need.loaded, need.refusal
                 detail = {
+                    **need.detail,
                     **_change_detail(need, subject),
                     # Why the access was allowed, as the facts stood when it was decided.
                     **basis_detail(decision, subject, record, now),

@@ -79,6 +79,18 @@ def _query(request: FhirRequest, names_only: bool) -> str | None:
     )
 
 
+def _told(response: FhirResponse) -> str | None:
+    """The first issue of an OperationOutcome answer: its code and diagnostics, bounded."""
+    body = response.body
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return None
+    issues = body.get("issue")
+    issue = issues[0] if isinstance(issues, list) and issues else None
+    if not isinstance(issue, dict):
+        return None
+    return f"{issue.get('code', 'unknown')}: {issue.get('diagnostics', '')}"[:500]
+
+
 class AuditScope:
     """The audit context of one request while its handler runs."""
 
@@ -135,12 +147,18 @@ class AuditTrail:
         log: AuditLog,
         clock: Callable[[], datetime],
         on_decision: Callable[[str], None] = lambda _outcome: None,
+        *,
+        errors_recorded: bool = False,
     ) -> None:
         """``on_decision(outcome)`` counts each request by the engine's outcome (permit, deny,
-        none: refused before a decision) for the metrics."""
+        none: refused before a decision) for the metrics. With ``errors_recorded`` (the
+        ``integration`` environment: the conformance sandbox reports what each failed request
+        of a vendor's system was told), a refused request's entry holds its OperationOutcome's
+        diagnostics (``error``)."""
         self.log = log
         self.clock = clock
         self.on_decision = on_decision
+        self.errors_recorded = errors_recorded
 
     def begin(self, request: FhirRequest, admission: Admission | None) -> AuditScope:
         return AuditScope(self, request, admission)
@@ -156,7 +174,10 @@ class AuditTrail:
         self.on_decision("none" if decision is None else "permit" if decision.permit else "deny")
         if scope is not None and scope.recorded and response.status < 400:
             return
+        error = _told(response) if self.errors_recorded and response.status >= 400 else None
         records = self.records(request, response.status, admission, response.patients)
+        if error:
+            records[0] = replace(records[0], detail={**records[0].detail, "error": error})
         try:
             self.log.append(records)
         except AuditUnavailable as error:

@@ -254,7 +254,11 @@ def oauth_router(
                 },
                 headers=NO_STORE,
             )
-            outcome, detail = "0", {"scope": grant.scope}
+            outcome, detail = "0", {"scope": grant.scope, "client_id": grant.client_id}
+        if outcome != "0":
+            # Whose request it was, unverified: the conformance sandbox finds a client's
+            # refused token requests by it.
+            detail["claimed-client"] = _claimed_client(form)
         return recorded(request, answer, outcome, detail, "token")
 
     def code_grant(request: Request, form: dict[str, str]) -> Response:

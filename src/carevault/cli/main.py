@@ -31,6 +31,7 @@ from carevault.cli.authority_commands import app as authorities_app
 from carevault.cli.backup_commands import app as backup_app
 from carevault.cli.backup_commands import restore_command
 from carevault.cli.card_commands import app as card_app
+from carevault.cli.conformance_commands import app as conformance_app
 from carevault.cli.errors import friendly
 from carevault.cli.keys_commands import app as keys_app
 from carevault.cli.messaging_commands import client_app as message_app
@@ -70,6 +71,7 @@ app.add_typer(message_app, name="message")
 app.add_typer(backup_app, name="backup")
 app.add_typer(retention_app, name="retention")
 app.add_typer(card_app, name="card")
+app.add_typer(conformance_app, name="conformance")
 app.command("restore")(restore_command)
 
 

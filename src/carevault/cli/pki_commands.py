@@ -35,6 +35,10 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+# Where an organization's system is trusted only with a passing conformance report
+# (`carevault conformance grant`); dev and the integration sandbox issue them directly.
+GRANTED_ENVIRONMENTS = ("preprod", "prod")
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 OutOption = Annotated[
     Path,
@@ -44,7 +48,7 @@ OutOption = Annotated[
 ]
 
 
-def _context(config: Settings) -> pki.PkiContext:
+def pki_context(config: Settings) -> pki.PkiContext:
     return pki.PkiContext(
         systems=directory_context(config).systems,
         ca_password=ca_key_password(config.key_source),
@@ -97,7 +101,7 @@ def _print(data: dict[str, Any], as_json: bool, text: str) -> None:
 def init(json_output: JsonOption = False) -> None:
     """Create the root CA and the issuing CA (ECDSA P-256); safe to run again."""
     config = context.settings()
-    ctx = _context(config)
+    ctx = pki_context(config)
     with _audited(config, "pki init", "C", {}) as units:
         with units() as uow:
             created = pki.init_pki(uow, ctx)
@@ -155,7 +159,7 @@ def _issue(
     issue: Callable[[UnitOfWork, pki.PkiContext, str, pki.Deliver], CertificateRecord],
 ) -> None:
     config = context.settings()
-    ctx = _context(config)
+    ctx = pki_context(config)
     detail = {f"{'practitioner' if kind == 'practitioner' else 'organization'}_id": resource_id}
     written: list[CredentialFiles] = []
 
@@ -169,6 +173,12 @@ def _issue(
         detail.update(serial=record.serial, client_id=record.client_id)
 
     with _audited(config, f"pki issue-{kind}", "C", detail) as units:
+        if kind == "system" and config.environment in GRANTED_ENVIRONMENTS:
+            raise CareVaultError(
+                f"in {config.environment} a system's credentials are granted with its passing "
+                "conformance report: carevault conformance grant SYSTEM ORGANIZATION_ID "
+                "--report REPORT --out DIR (docs/conformance.md)"
+            )
         check_free(out)  # before any key is made
         try:
             with units() as uow:

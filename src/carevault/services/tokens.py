@@ -90,6 +90,7 @@ class TokenGrant:
     access_token: str
     expires_in: int
     scope: str
+    client_id: str = ""  # the authenticated client (a backend client; recorded with the grant)
 
 
 def _fail(message: str) -> InvalidClient:
@@ -298,7 +299,7 @@ def issue_backend_token(
         )
     )
     uow.commit()
-    return TokenGrant(token, int(TOKEN_LIFETIME.total_seconds()), granted)
+    return TokenGrant(token, int(TOKEN_LIFETIME.total_seconds()), granted, identity.client_id)
 
 
 # Access tokens whose signature verified, with their claims. The ES256 verification costs more

@@ -113,11 +113,18 @@ class TransactionHandler(ResourceHandler):
 
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         bundle = self._bundle(request)
-        for entry in bundle.get("entry", []) if isinstance(bundle.get("entry"), list) else []:
+        entries = bundle.get("entry", []) if isinstance(bundle.get("entry"), list) else []
+        for entry in entries:
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(resource, dict) and resource.get("resourceType") == "List":
                 patient = patient_reference(resource.get("subject"), "List.subject")
-                return AccessNeed(Target.RECORD, Action.WRITE, _resolve(uow, patient, "List"))
+                replaced = _replaced(entries)
+                return AccessNeed(
+                    Target.RECORD,
+                    Action.WRITE,
+                    _resolve(uow, patient, "List"),
+                    detail={"replaces": replaced} if replaced else {},
+                )
         raise InvalidInput(
             "an ITI-65 Bundle holds one List (the SubmissionSet) naming the patient",
             expression="Bundle.entry",
@@ -355,15 +362,40 @@ class RangeNotSatisfiable(HttpProblem):
         super().__init__(416, "invalid", f"the range is outside the document's {size} bytes")
 
 
+def _replaced(entries: list[Any]) -> str:
+    """The documents an ITI-65 Bundle says it replaces (``relatesTo`` ``replaces``), as its
+    audit entry names them; the service checks them."""
+    targets = []
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") != "DocumentReference":
+            continue
+        relations = resource.get("relatesTo")
+        for relation in relations if isinstance(relations, list) else []:
+            target = relation.get("target") if isinstance(relation, dict) else None
+            reference = target.get("reference") if isinstance(target, dict) else None
+            if relation.get("code") == "replaces" and isinstance(reference, str):
+                targets.append(reference.rsplit("/", 1)[-1][:64])
+    return ",".join(targets)[:500]
+
+
 def _reading(
     request: FhirRequest, documents: DocumentService, uow: UnitOfWork, *, with_content: bool
 ) -> AccessNeed:
     """Reading one document: loaded in the gate's transaction (with its content's row for a
-    retrieval), decided on its own facts, handed back to the handler; unknown ids are 404."""
+    retrieval), decided on its own facts, handed back to the handler; unknown ids are 404.
+    A signature's audit entry names the document it signs."""
     loaded = documents.load(uow, request.resource_id or "", with_content=with_content)
     if loaded is None:
         raise NotFound(f"{request.resource_type}/{request.resource_id} is not known")
-    return AccessNeed(Target.RECORD, Action.READ, loaded.stored.metadata.patient_id, loaded=loaded)
+    signs = loaded.stored.metadata.signs
+    return AccessNeed(
+        Target.RECORD,
+        Action.READ,
+        loaded.stored.metadata.patient_id,
+        loaded=loaded,
+        detail={"signs": signs} if signs else {},
+    )
 
 
 def _permitted_read(request: FhirRequest) -> PermittedRead:

@@ -195,6 +195,9 @@ class AccessNeed:
     # Whose prescriptions a request lists across patients (``Target.PRESCRIBING``: the
     # prescriber's id; ``Target.DISPENSING``: the pharmacy's): the engine admits them alone.
     owner: str | None = None
+    # What the audit entry says of the request beyond its route, as its handler read it: an
+    # ITI-65 Bundle that replaces documents, a retrieval of an author's signature.
+    detail: Mapping[str, str] = field(default_factory=dict)
 
 
 def reading(request: FhirRequest) -> Action:
