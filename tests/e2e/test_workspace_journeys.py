@@ -17,6 +17,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -225,5 +226,45 @@ def test_a_physician_without_access_breaks_the_glass_and_the_patient_reads_why(
     try:
         mine.goto(f"{site.base}/me?lang=en", wait_until="load")
         assert reason in mine.inner_text("main")
+    finally:
+        context.__exit__(None, None, None)
+
+
+def test_an_assistant_acts_in_the_physicians_name_and_the_history_names_both(
+        site: Site, browser: Any) -> None:
+    patient = site.patient
+    physician = next(p for p in site.accounts["professionals"] if p["profession"] == "physician")
+    made = json.loads(site.cli("directory", "add-practitioner", "--identifier", "HP-ASSIST-E2E",
+                               "--family", "Assistent", "--given", "Alex", "--profession",
+                               "medical-assistant", "--json"))
+    card = site.workdir / "card-assistant"
+    site.cli("pki", "issue-practitioner", made["id"], "--out", str(card))
+    # The physician mandates the assistant from their own home page, with their own card.
+    with new_page(browser) as page:
+        enrol(site, page, site.workdir / "var" / "demo-card")
+        page.fill("#assistant-id", "HP-ASSIST-E2E")
+        page.fill("#mandate-end", (date.today() + timedelta(days=90)).isoformat())
+        with page.expect_navigation(wait_until="load"):
+            page.click("#mandate")
+        assert "Alex Assistent" in page.inner_text("#mandates")
+    with new_page(browser) as page:
+        enrol(site, page, card)
+        assert page.locator("#acting-banner").count() == 0
+        with page.expect_navigation(wait_until="load"):
+            page.click("#act-for")
+        assert physician["name"] in page.inner_text("#acting-banner")
+        record = f"{site.base}/workspace/record/{patient['patient_id']}"
+        page.goto(f"{record}?lang=en", wait_until="load")
+        assert physician["name"] in page.inner_text("#acting-banner")
+        with page.expect_navigation(wait_until="load"):
+            page.locator("#documents tbody tr", has_text="Consultation").locator("a").click()
+        assert page.locator("#signature").get_attribute("data-verified") == "true"
+        each_language(page, record)
+        shoot(page, "workspace-acting-en.png")
+    context, mine = patient_signed_in(site, browser)
+    try:
+        mine.goto(f"{site.base}/me?lang=en", wait_until="load")
+        history = mine.inner_text("main")
+        assert f"Alex Assistent, on behalf of {physician['name']}" in history, history
     finally:
         context.__exit__(None, None, None)
