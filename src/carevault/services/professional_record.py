@@ -229,13 +229,13 @@ class ProfessionalRecord:
         decision: Decision | None = None,
         entity: tuple[str, str | None] | None = None,
         query: str | None = None,
-        kind: str = "access",
+        unknown: bool = False,
     ) -> AuditRecord:
-        permit = decision is None or decision.permit
+        permit = (decision is None or decision.permit) and not unknown
         return AuditRecord(
             stream="clinical",
             recorded=rfc3339_ms(now),
-            kind=kind,
+            kind="access",
             action=action,
             interaction=interaction,
             outcome="0" if permit else "4",
@@ -244,7 +244,7 @@ class ProfessionalRecord:
             entity_type=entity[0] if entity else None,
             entity_id=entity[1] if entity else None,
             query=query,
-            status=200 if permit else 403,
+            status=404 if unknown else 200 if permit else 403,
             purpose_of_use=None if decision is None else _purpose(decision),
             rule=None if decision is None else " → ".join(decision.path),
             detail={"surface": "workspace"},
@@ -335,6 +335,23 @@ class ProfessionalRecord:
         record = self.policy.facts(uow, patient_id, now)
         return record, self.policy.decide(actor.subject, action, record, None, now)
 
+    def _unknown(
+        self,
+        actor: Actor,
+        now: datetime,
+        interaction: str,
+        entity: tuple[str, str | None],
+        message: str,
+        patient: str | None = None,
+    ) -> NotFound:
+        """Record an attempt on a patient or document that is not there (someone trying ids
+        is what the security officer's detector looks for), then the error to raise."""
+        entry = self._entry(actor, now, interaction, patient=patient, entity=entity, unknown=True)
+        with self.units() as uow:
+            self.audit.append_with(uow.audit, [entry])
+            uow.commit()
+        return NotFound(message)
+
     def _refuse(
         self,
         actor: Actor,
@@ -370,10 +387,8 @@ class ProfessionalRecord:
         now = self.clock()
         with self.units() as uow:
             stored = uow.directory.read(t.patient, patient_id)
-            if stored is None:
-                raise NotFound("no such patient")
             record, decision = self._decided(uow, actor, patient_id, Action.SEARCH, now)
-            if not decision.permit or record is None:
+            if stored is None or not decision.permit or record is None:
                 pass  # nothing written: the unit of work rolls back on leaving
             else:
                 _total, found = self.documents.find(
@@ -400,6 +415,10 @@ class ProfessionalRecord:
                     )
                 )
                 return RecordView(found_patient(stored), shown, hidden, window)
+        if stored is None:
+            raise self._unknown(
+                actor, now, "search-type", ("Patient", patient_id), "no such patient"
+            )
         raise self._refuse(
             actor,
             now,
@@ -453,7 +472,14 @@ class ProfessionalRecord:
                 uow.commit()
         if refused:
             if facts is None:
-                raise NotFound("no such document in this record")
+                raise self._unknown(
+                    actor,
+                    now,
+                    "read",
+                    ("DocumentReference", document_id),
+                    "no such document in this record",
+                    patient_id if record is not None else None,
+                )
             raise self._refuse(
                 actor,
                 now,

@@ -345,13 +345,21 @@ def test_a_record_the_engine_keeps_from_them_is_refused_and_the_refusal_recorded
     assert world.uow.commits == 1  # the refusal's entry, nothing else
 
 
-def test_an_unknown_patient_is_not_found_and_nothing_is_recorded(world: World) -> None:
+def test_an_unknown_patient_is_not_found_and_the_attempt_is_recorded(world: World) -> None:
+    """Trying ids is what a scraper does: the attempt is in the log (the patient field stays
+    empty, there is no such patient), and nothing else is written."""
     with pytest.raises(NotFound):
         world.service.open(ME, "no-such-patient")
+    [entry] = world.entries()
+    assert (entry.kind, entry.interaction, entry.outcome, entry.status) == (
+        "access", "search-type", "4", 404)
+    assert (entry.patient, entry.entity_type, entry.entity_id) == (
+        None, "Patient", "no-such-patient")
+    assert world.uow.commits == 1
     with pytest.raises(NotFound):
-        world.service.patient("no-such-patient")
+        world.service.patient("no-such-patient")  # a name for a page: no access, no entry
     assert world.service.patient(world.kaiser).name == "Kurt Kaiser"
-    assert world.entries() == [] and world.uow.commits == 0
+    assert len(world.entries()) == 1
 
 
 def test_the_glass_broken_the_record_opens_with_the_officers_alert_beside_each_access(
@@ -458,17 +466,22 @@ def test_a_hidden_or_restricted_document_is_refused_and_the_refusal_recorded(
     assert len(world.entries()) == 2 and world.uow.commits == 2
 
 
-def test_a_document_of_another_record_or_none_is_not_found_and_nothing_recorded(
+def test_a_document_of_another_record_or_none_is_not_found_and_the_attempt_recorded(
         world: World) -> None:
     report = world.publish(1)
     world.forget()
     # Named under a record it is not of: not found, whether the engine would let the reader
-    # into that record (the author, ME) or not (NORMAL, no grant on Kaiser's record).
+    # into that record (the author, ME) or not (NORMAL, no grant on Kaiser's record); each
+    # attempt is in the log as a 404, and nothing is read.
+    tried = [(world.kaiser, report), ("pat-1", "no-such-document")]
     for actor in (ME, NORMAL):
-        for patient_id, document_id in ((world.kaiser, report), ("pat-1", "no-such-document")):
+        for patient_id, document_id in tried:
             with pytest.raises(NotFound):
                 world.service.read(actor, patient_id, document_id)
-    assert world.entries() == [] and world.uow.commits == 0
+    entries = world.entries()
+    assert [(e.status, e.outcome, e.interaction) for e in entries] == [(404, "4", "read")] * 4
+    assert [(e.patient, e.entity_id) for e in entries] == tried * 2
+    assert world.uow.commits == 4
 
 
 # --- publishing ----------------------------------------------------------------------------
