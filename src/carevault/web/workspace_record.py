@@ -57,6 +57,16 @@ _CONTENT_HEADERS = {
     "X-Frame-Options": "SAMEORIGIN",
     "Cache-Control": "no-store",
 }
+# A PDF is shown by the browser's own viewer, which refuses to run in a sandboxed frame; it
+# runs in the viewer's origin, not CareVault's, and nothing of the document's may load more.
+_PDF_CSP = "default-src 'none'; frame-ancestors 'self'"
+
+
+def content_headers(content_type: str) -> dict[str, str]:
+    """The headers of a document's bytes served inline (see `_CONTENT_HEADERS`)."""
+    if content_type == "application/pdf":
+        return {**_CONTENT_HEADERS, "Content-Security-Policy": _PDF_CSP}
+    return _CONTENT_HEADERS
 
 
 def record_path(patient_id: str) -> str:
@@ -317,7 +327,7 @@ def workspace_record_router(ws: Workspace) -> APIRouter:
                 reading.content,
                 media_type=reading.content_type if inline else "application/octet-stream",
                 headers={
-                    **_CONTENT_HEADERS,
+                    **content_headers(reading.content_type if inline else ""),
                     "Content-Disposition": f'{disposition}; filename="{document_id}"',
                 },
             )
