@@ -143,6 +143,18 @@ class PublishRefused(InvalidInput):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Access:
+    """What one access of the workspace was, for its audit entry: the FHIR interaction it
+    stands for, whose record, which resource, and the search's parameter names."""
+
+    interaction: str
+    patient: str | None = None
+    entity: tuple[str, str | None] | None = None
+    action: str = ACTION_READ
+    query: str | None = None
+
+
 def _name(resource: dict[str, object]) -> str:
     names = resource.get("name")
     first = names[0] if isinstance(names, list) and names else {}
@@ -222,28 +234,25 @@ class ProfessionalRecord:
         self,
         actor: Actor,
         now: datetime,
-        interaction: str,
-        *,
-        action: str = ACTION_READ,
-        patient: str | None = None,
+        access: Access,
         decision: Decision | None = None,
-        entity: tuple[str, str | None] | None = None,
-        query: str | None = None,
+        *,
         unknown: bool = False,
     ) -> AuditRecord:
         permit = (decision is None or decision.permit) and not unknown
+        entity_type, entity_id = access.entity if access.entity else (None, None)
         return AuditRecord(
             stream="clinical",
             recorded=rfc3339_ms(now),
             kind="access",
-            action=action,
-            interaction=interaction,
+            action=access.action,
+            interaction=access.interaction,
             outcome="0" if permit else "4",
             agent=actor.agent(_on_behalf_of(actor)),
-            patient=patient,
-            entity_type=entity[0] if entity else None,
-            entity_id=entity[1] if entity else None,
-            query=query,
+            patient=access.patient,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            query=access.query,
             status=404 if unknown else 200 if permit else 403,
             purpose_of_use=None if decision is None else _purpose(decision),
             rule=None if decision is None else " → ".join(decision.path),
@@ -251,29 +260,11 @@ class ProfessionalRecord:
         )
 
     def _entries(
-        self,
-        actor: Actor,
-        now: datetime,
-        interaction: str,
-        decision: Decision,
-        *,
-        action: str = ACTION_READ,
-        patient: str | None = None,
-        entity: tuple[str, str | None] | None = None,
-        query: str | None = None,
+        self, actor: Actor, now: datetime, access: Access, decision: Decision
     ) -> list[AuditRecord]:
         """The access's entry, and the engine's alert to the security officer beside it when
         the decision carries that obligation (as the API's recorder adds it)."""
-        main = self._entry(
-            actor,
-            now,
-            interaction,
-            action=action,
-            patient=patient,
-            decision=decision,
-            entity=entity,
-            query=query,
-        )
+        main = self._entry(actor, now, access, decision)
         if ALERT_SECURITY_OFFICER not in decision.obligations:
             return [main]
         alert = replace(
@@ -287,6 +278,23 @@ class ProfessionalRecord:
             },
         )
         return [main, alert]
+
+    def _recorded(self, entries: list[AuditRecord]) -> None:
+        """Entries of an access that wrote nothing else, in a transaction of their own."""
+        with self.units() as uow:
+            self.audit.append_with(uow.audit, entries)
+            uow.commit()
+
+    def _refuse(self, actor: Actor, now: datetime, access: Access, decision: Decision) -> Refused:
+        """Record a refused access, then the error to raise."""
+        self._recorded(self._entries(actor, now, access, decision))
+        return Refused(decision)
+
+    def _unknown(self, actor: Actor, now: datetime, access: Access, message: str) -> NotFound:
+        """Record an attempt on a patient or document that is not there (someone trying ids
+        is what the security officer's detector looks for), then the error to raise."""
+        self._recorded([self._entry(actor, now, access, unknown=True)])
+        return NotFound(message)
 
     # --- finding a patient ------------------------------------------------------------------
 
@@ -311,18 +319,12 @@ class ProfessionalRecord:
                 if all(query.identifier)
                 else None
             )
-            self.audit.append_with(
-                uow.audit,
-                [
-                    self._entry(
-                        actor,
-                        now,
-                        "search-type",
-                        entity=("Patient", None),
-                        query="&".join(f"{name}=" for name in fields),
-                    )
-                ],
+            searched = Access(
+                "search-type",
+                entity=("Patient", None),
+                query="&".join(f"{name}=" for name in fields),
             )
+            self.audit.append_with(uow.audit, [self._entry(actor, now, searched)])
             uow.commit()
         items = [] if result is None else result.items
         return Found(tuple(found_patient(s) for s in items[:MAX_FOUND]), len(items) > MAX_FOUND)
@@ -335,78 +337,22 @@ class ProfessionalRecord:
         record = self.policy.facts(uow, patient_id, now)
         return record, self.policy.decide(actor.subject, action, record, None, now)
 
-    def _unknown(
-        self,
-        actor: Actor,
-        now: datetime,
-        interaction: str,
-        entity: tuple[str, str | None],
-        message: str,
-        patient: str | None = None,
-    ) -> NotFound:
-        """Record an attempt on a patient or document that is not there (someone trying ids
-        is what the security officer's detector looks for), then the error to raise."""
-        entry = self._entry(actor, now, interaction, patient=patient, entity=entity, unknown=True)
-        with self.units() as uow:
-            self.audit.append_with(uow.audit, [entry])
-            uow.commit()
-        return NotFound(message)
-
-    def _refuse(
-        self,
-        actor: Actor,
-        now: datetime,
-        interaction: str,
-        decision: Decision,
-        *,
-        action: str = ACTION_READ,
-        patient: str | None = None,
-        entity: tuple[str, str | None] | None = None,
-        query: str | None = None,
-    ) -> Refused:
-        """Record a refused access (its own transaction), then the error to raise."""
-        entries = self._entries(
-            actor,
-            now,
-            interaction,
-            decision,
-            action=action,
-            patient=patient,
-            entity=entity,
-            query=query,
-        )
-        with self.units() as uow:
-            self.audit.append_with(uow.audit, entries)
-            uow.commit()
-        return Refused(decision)
-
     def open(self, actor: Actor, patient_id: str) -> RecordView:
         """The record as the engine lets this professional see it: the documents they see, how
         many they do not, and their emergency window if they broke the glass. Refused (and
         recorded) when the engine lets them search nothing of it."""
         now = self.clock()
+        access = Access("search-type", patient_id, ("DocumentReference", None), query="patient=")
         with self.units() as uow:
             stored = uow.directory.read(t.patient, patient_id)
             record, decision = self._decided(uow, actor, patient_id, Action.SEARCH, now)
-            if stored is None or not decision.permit or record is None:
-                pass  # nothing written: the unit of work rolls back on leaving
-            else:
+            # Refused: nothing is written here, and the unit of work rolls back on leaving.
+            if stored is not None and decision.permit and record is not None:
                 _total, found = self.documents.find(
                     uow, actor.subject, record, DocumentCriteria(), offset=0, count=200
                 )
                 hidden = self.documents.not_visible(uow, actor.subject, record)
-                self.audit.append_with(
-                    uow.audit,
-                    self._entries(
-                        actor,
-                        now,
-                        "search-type",
-                        decision,
-                        patient=patient_id,
-                        entity=("DocumentReference", None),
-                        query="patient=",
-                    ),
-                )
+                self.audit.append_with(uow.audit, self._entries(actor, now, access, decision))
                 uow.commit()
                 window = _open_window(actor, record, now)
                 shown = tuple(
@@ -416,18 +362,9 @@ class ProfessionalRecord:
                 )
                 return RecordView(found_patient(stored), shown, hidden, window)
         if stored is None:
-            raise self._unknown(
-                actor, now, "search-type", ("Patient", patient_id), "no such patient"
-            )
-        raise self._refuse(
-            actor,
-            now,
-            "search-type",
-            decision,
-            patient=patient_id,
-            entity=("DocumentReference", None),
-            query="patient=",
-        )
+            unknown = Access("search-type", entity=("Patient", patient_id))
+            raise self._unknown(actor, now, unknown, "no such patient")
+        raise self._refuse(actor, now, access, decision)
 
     def patient(self, patient_id: str) -> FoundPatient:
         """A patient's name and birth date as the directory has them (the professionals'
@@ -442,6 +379,7 @@ class ProfessionalRecord:
         """One document's bytes, decided and recorded as ITI-68 is, with its author's
         signature checked now (a revoked signer's signature no longer verifies)."""
         now = self.clock()
+        access = Access("read", patient_id, ("DocumentReference", document_id))
         with self.units() as uow:
             record = self.policy.facts(uow, patient_id, now)
             loaded = self.documents.load(uow, document_id, with_content=True)
@@ -449,45 +387,21 @@ class ProfessionalRecord:
             if loaded is not None and loaded.stored.metadata.patient_id == patient_id:
                 facts = loaded.facts
             decision = self.policy.decide(actor.subject, Action.READ, record, facts, now)
-            if loaded is None or facts is None or record is None or not decision.permit:
-                pass  # nothing written: the unit of work rolls back on leaving
-                refused = True
-            else:
+            # Refused: nothing is written here, and the unit of work rolls back on leaving.
+            refused = True
+            if loaded is not None and facts is not None and record is not None and decision.permit:
                 refused = False
                 retrieved = self.documents.open(actor.subject, record, loaded)
                 # Its title and description as the author gave them (sealed apart from it).
                 metadata = self.documents.read(uow, actor.subject, record, document_id)
                 signature = self._signature(uow, actor, record, document_id, retrieved.content, now)
-                self.audit.append_with(
-                    uow.audit,
-                    self._entries(
-                        actor,
-                        now,
-                        "read",
-                        decision,
-                        patient=patient_id,
-                        entity=("DocumentReference", document_id),
-                    ),
-                )
+                self.audit.append_with(uow.audit, self._entries(actor, now, access, decision))
                 uow.commit()
         if refused:
             if facts is None:
-                raise self._unknown(
-                    actor,
-                    now,
-                    "read",
-                    ("DocumentReference", document_id),
-                    "no such document in this record",
-                    patient_id if record is not None else None,
-                )
-            raise self._refuse(
-                actor,
-                now,
-                "read",
-                decision,
-                patient=patient_id,
-                entity=("DocumentReference", document_id),
-            )
+                unknown = replace(access, patient=patient_id if record is not None else None)
+                raise self._unknown(actor, now, unknown, "no such document in this record")
+            raise self._refuse(actor, now, access, decision)
         return DocumentReading(metadata, metadata.content_type, retrieved.content, signature)
 
     def _signature(
@@ -607,35 +521,16 @@ class ProfessionalRecord:
             ),
             entry_order=(entry, signature_entry),
         )
+        written = Access("create", patient_id, ("DocumentReference", None), ACTION_CREATE)
         with self.units() as uow:
             record, decision = self._decided(uow, actor, patient_id, Action.WRITE, now)
             if decision.permit and record is not None:
                 published = self.documents.publish(uow, actor.subject, record, submission)
-                document_id = published.ids[entry]
-                self.audit.append_with(
-                    uow.audit,
-                    self._entries(
-                        actor,
-                        now,
-                        "create",
-                        decision,
-                        action=ACTION_CREATE,
-                        patient=patient_id,
-                        entity=("DocumentReference", document_id),
-                    ),
-                )
+                created = replace(written, entity=("DocumentReference", published.ids[entry]))
+                self.audit.append_with(uow.audit, self._entries(actor, now, created, decision))
                 uow.commit()
                 return published
-            pass  # nothing written: the unit of work rolls back on leaving
-        raise self._refuse(
-            actor,
-            now,
-            "create",
-            decision,
-            action=ACTION_CREATE,
-            patient=patient_id,
-            entity=("DocumentReference", None),
-        )
+        raise self._refuse(actor, now, written, decision)  # nothing was written
 
     # --- emergency --------------------------------------------------------------------------
 
