@@ -24,13 +24,8 @@ from datetime import datetime
 
 import pyotp
 import segno
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from carevault.adapters.keys.local_file import KeyFileError, key_file_path, load_keys
-from carevault.adapters.keys.log_signer import MASTER_KEY
+from carevault.adapters.security.sealed_box import SealedBox, Unsealable
 
 __all__ = [
     "ISSUER",
@@ -43,8 +38,6 @@ __all__ = [
 
 ISSUER = "CareVault"
 TOTP_SECRET_INFO = b"carevault/totp-secret/v1"
-_SEAL_VERSION = b"\x01"
-_NONCE_BYTES = 12
 
 
 class TotpAuthenticator:
@@ -108,47 +101,15 @@ def qr_svg(uri: str) -> str:
     return out.getvalue().decode("utf-8")
 
 
-class SecretUnavailable(Exception):
+class SecretUnavailable(Unsealable):
     """A sealed TOTP secret does not open with this key (another environment's key file, or a
     row tampered with)."""
 
 
-class TotpSecretBox:
-    def __init__(self, key: bytes) -> None:
-        if len(key) != 32:
-            raise ValueError("the TOTP sealing key is 256 bits")
-        self._aead = AESGCM(key)
+class TotpSecretBox(SealedBox):
+    """A TOTP secret, bound to its account's id (`carevault.adapters.security.sealed_box`)."""
 
-    @classmethod
-    def derive(cls, master: bytes) -> TotpSecretBox:
-        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=TOTP_SECRET_INFO).derive(
-            master
-        )
-        return cls(key)
-
-    @classmethod
-    def from_key_source(cls, key_source: str) -> TotpSecretBox:
-        keys = load_keys(key_file_path(key_source))
-        if MASTER_KEY not in keys:
-            raise KeyFileError(f"the key file has no {MASTER_KEY!r} key")
-        return cls.derive(keys[MASTER_KEY])
-
-    def seal(self, secret: str, account_id: str) -> bytes:
-        # A random 96-bit nonce per seal: safe far beyond the number of accounts (NIST SP
-        # 800-38D §8.3 allows 2**32 random nonces per key).
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, secret.encode("ascii"), _associated(account_id))
-        return _SEAL_VERSION + nonce + sealed
-
-    def open(self, sealed: bytes, account_id: str) -> str:
-        if sealed[:1] != _SEAL_VERSION:
-            raise SecretUnavailable("unknown TOTP secret format")
-        nonce, body = sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :]
-        try:
-            return self._aead.decrypt(nonce, body, _associated(account_id)).decode("ascii")
-        except InvalidTag:
-            raise SecretUnavailable("the TOTP secret does not open with this key") from None
-
-
-def _associated(account_id: str) -> bytes:
-    return b"carevault/account/" + account_id.encode("utf-8")
+    INFO = TOTP_SECRET_INFO
+    BOUND_TO = b"carevault/account/"
+    WHAT = "TOTP secret"
+    ERROR = SecretUnavailable
