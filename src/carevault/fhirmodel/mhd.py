@@ -125,6 +125,58 @@ class ProvidedDocument:
     signs: str | None  # fullUrl of the DocumentReference this signature signs (IHE DSG)
 
 
+def authored_document(
+    *,
+    full_url: str,
+    patient_id: str,
+    codes: tuple[Coding, Coding, Coding],
+    setting: tuple[Coding, Coding],
+    confidentiality: Confidentiality,
+    content_type: str,
+    content: bytes,
+    created: datetime,
+    title: str,
+    practitioner_id: str | None = None,
+    patient_author: bool = False,
+    signs: str | None = None,
+) -> ProvidedDocument:
+    """A document CareVault's own pages submit (a patient's upload, a professional's
+    publication from the workspace): ``codes`` are its class, type and format, ``setting``
+    its practice setting and facility type; authored by the practitioner, or by the patient
+    with ``patient_author``; everything an ITI-65 bundle may add beside is absent."""
+    class_code, type_code, format_code = codes
+    practice_setting, facility_type = setting
+    return ProvidedDocument(
+        full_url=full_url,
+        master_identifier=f"urn:uuid:{uuid.uuid4()}",
+        patient=PatientRef(patient_id),
+        class_code=class_code,
+        type_code=type_code,
+        format_code=format_code,
+        practice_setting=practice_setting,
+        facility_type=facility_type,
+        confidentiality=confidentiality,
+        author_practitioner_id=practitioner_id,
+        author_organization_id=None,
+        author_patient_id=patient_id if patient_author else None,
+        content_type=content_type,
+        content=content,
+        declared_size=None,
+        declared_sha1=None,
+        created=created,
+        service_start=None,
+        service_end=None,
+        title=title,
+        description=None,
+        language=None,
+        replaces=None,
+        held=False,
+        events=(),
+        binary_url=None,
+        signs=signs,
+    )
+
+
 @dataclass(frozen=True)
 class ProvidedSubmission:
     full_url: str

@@ -20,7 +20,7 @@ from carevault.domain.audit import ACTION_CREATE, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Action, Confidentiality, SubjectKind
 from carevault.domain.documents import Coding
 from carevault.domain.errors import InvalidInput
-from carevault.fhirmodel.mhd import PatientRef, ProvidedDocument, ProvidedSubmission
+from carevault.fhirmodel.mhd import PatientRef, ProvidedSubmission, authored_document
 from carevault.services.accounts import AuditAppender
 from carevault.services.documents import DocumentService, Published
 from carevault.services.record_policy import Actor, RecordPolicy
@@ -108,34 +108,22 @@ class PatientUploads:
         class_code, type_code = UPLOAD_KINDS[upload.kind]
         now = self.documents.clock()
         entry = f"urn:uuid:{uuid.uuid4()}"
-        document = ProvidedDocument(
+        document = authored_document(
             full_url=entry,
-            master_identifier=f"urn:uuid:{uuid.uuid4()}",
-            patient=PatientRef(patient_id),
-            class_code=Coding(LOINC, class_code),
-            type_code=Coding(LOINC, type_code),
-            format_code=Coding(FORMAT_CODES, "urn:ihe:iti:xds:2017:mimeTypeSufficient"),
-            practice_setting=Coding(SNOMED, "394802001"),  # general medicine
-            facility_type=Coding(SNOMED, "394778007"),  # the patient's home
+            patient_id=patient_id,
+            codes=(
+                Coding(LOINC, class_code),
+                Coding(LOINC, type_code),
+                Coding(FORMAT_CODES, "urn:ihe:iti:xds:2017:mimeTypeSufficient"),
+            ),
+            # general medicine, the patient's home
+            setting=(Coding(SNOMED, "394802001"), Coding(SNOMED, "394778007")),
             confidentiality=Confidentiality.N,  # the patient's default applies on top
-            author_practitioner_id=None,
-            author_organization_id=None,
-            author_patient_id=patient_id,
             content_type=upload.content_type,
             content=upload.content,
-            declared_size=None,
-            declared_sha1=None,
             created=now.astimezone(UTC),
-            service_start=None,
-            service_end=None,
             title=title,
-            description=None,
-            language=None,
-            replaces=None,
-            held=False,
-            events=(),
-            binary_url=None,
-            signs=None,
+            patient_author=True,
         )
         submission = ProvidedSubmission(
             full_url=f"urn:uuid:{uuid.uuid4()}",

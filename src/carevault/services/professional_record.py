@@ -37,7 +37,12 @@ from carevault.domain.documents import Coding, DocumentCriteria, DocumentMetadat
 from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.queries import DateRange, Page, PatientQuery, Stored
 from carevault.domain.text import fold
-from carevault.fhirmodel.mhd import PatientRef, ProvidedDocument, ProvidedSubmission
+from carevault.fhirmodel.mhd import (
+    PatientRef,
+    ProvidedDocument,
+    ProvidedSubmission,
+    authored_document,
+)
 from carevault.services.accounts import AuditAppender
 from carevault.services.documents import DocumentService, Published
 from carevault.services.patient_uploads import FORMAT_CODES, LOINC, SIGNATURES, SNOMED
@@ -468,33 +473,22 @@ class ProfessionalRecord:
         def provided(
             url: str, content_type: str, content: bytes, signs: str | None, format_code: str
         ) -> ProvidedDocument:
-            return ProvidedDocument(
+            return authored_document(
                 full_url=url,
-                master_identifier=f"urn:uuid:{uuid.uuid4()}",
-                patient=PatientRef(patient_id),
-                class_code=Coding(LOINC, class_code),
-                type_code=Coding(LOINC, type_code),
-                format_code=Coding(FORMAT_CODES, format_code),
-                practice_setting=Coding(SNOMED, "394802001"),  # general medicine
-                facility_type=Coding(SNOMED, "22232009"),  # hospital
+                patient_id=patient_id,
+                codes=(
+                    Coding(LOINC, class_code),
+                    Coding(LOINC, type_code),
+                    Coding(FORMAT_CODES, format_code),
+                ),
+                # general medicine, a hospital
+                setting=(Coding(SNOMED, "394802001"), Coding(SNOMED, "22232009")),
                 confidentiality=confidentiality,
-                author_practitioner_id=author,
-                author_organization_id=None,
-                author_patient_id=None,
                 content_type=content_type,
                 content=content,
-                declared_size=None,
-                declared_sha1=None,
                 created=now.astimezone(UTC),
-                service_start=None,
-                service_end=None,
                 title=title,
-                description=None,
-                language=None,
-                replaces=None,
-                held=False,
-                events=(),
-                binary_url=None,
+                practitioner_id=author,
                 signs=signs,
             )
 
