@@ -98,6 +98,14 @@ def form(fields: Iterable[str], required: Iterable[str] = ()) -> JsonObject:
     return {"requestBody": {"required": True, "content": {FORM: {"schema": schema}}}}
 
 
+def multipart(fields: dict[str, JsonObject], files: Iterable[str]) -> JsonObject:
+    """``openapi_extra`` for an upload form (``multipart/form-data``): its string ``fields``
+    with their schemas, and its ``files``; every one of them required."""
+    properties = {**fields, **{name: {"type": "string", "format": "binary"} for name in files}}
+    schema = {"type": "object", "properties": properties, "required": list(properties)}
+    return {"requestBody": {"content": {"multipart/form-data": {"schema": schema}}}}
+
+
 def bearer() -> JsonObject:
     """``openapi_extra`` of a route that reads a bearer token."""
     return {"security": [{BEARER: []}]}

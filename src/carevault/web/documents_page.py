@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from carevault.api.fhir.record_export import attachment_headers, bundle_bytes, bundle_entries
-from carevault.api.openapi import form, html, merged, query, redirect
+from carevault.api.openapi import form, html, merged, multipart, query, redirect
 from carevault.api.route_door import SESSION, access
 from carevault.domain.affinity import TYPE_CODES
 from carevault.domain.audit import rfc3339_ms
@@ -145,25 +145,17 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
             413: html("the file is larger than the deployment takes"),
             422: html("the file or its description is refused: the page says why"),
         },
-        openapi_extra={
-            **query("lang"),
-            "requestBody": {
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "csrf": {"type": "string"},
-                                "title": {"type": "string", "maxLength": 200},
-                                "kind": {"type": "string", "enum": list(UPLOAD_KINDS)},
-                                "file": {"type": "string", "format": "binary"},
-                            },
-                            "required": ["csrf", "title", "kind", "file"],
-                        }
-                    }
-                }
-            },
-        },
+        openapi_extra=merged(
+            query("lang"),
+            multipart(
+                {
+                    "csrf": {"type": "string"},
+                    "title": {"type": "string", "maxLength": 200},
+                    "kind": {"type": "string", "enum": list(UPLOAD_KINDS)},
+                },
+                ["file"],
+            ),
+        ),
     )
     @access(SESSION)
     async def upload(request: Request) -> Response:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from carevault.api.openapi import form, html, merged, query, redirect
+from carevault.api.openapi import form, html, merged, multipart, query, redirect
 from carevault.api.route_door import SESSION, access
 from carevault.domain.affinity import TYPE_CODES
 from carevault.domain.documents import DocumentMetadata
@@ -379,34 +379,18 @@ def workspace_record_router(ws: Workspace) -> APIRouter:
             413: html("the file is larger than the deployment takes"),
             422: html("the file, its signature or its description is refused: the page says why"),
         },
-        openapi_extra={
-            **query("lang"),
-            "requestBody": {
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "csrf": {"type": "string"},
-                                "title": {"type": "string", "maxLength": 200},
-                                "kind": {"type": "string", "enum": list(PUBLISH_KINDS)},
-                                "confidentiality": {"type": "string", "enum": ["N", "R", "V"]},
-                                "file": {"type": "string", "format": "binary"},
-                                "signature": {"type": "string", "format": "binary"},
-                            },
-                            "required": [
-                                "csrf",
-                                "title",
-                                "kind",
-                                "confidentiality",
-                                "file",
-                                "signature",
-                            ],
-                        }
-                    }
-                }
-            },
-        },
+        openapi_extra=merged(
+            query("lang"),
+            multipart(
+                {
+                    "csrf": {"type": "string"},
+                    "title": {"type": "string", "maxLength": 200},
+                    "kind": {"type": "string", "enum": list(PUBLISH_KINDS)},
+                    "confidentiality": {"type": "string", "enum": ["N", "R", "V"]},
+                },
+                ["file", "signature"],
+            ),
+        ),
     )
     @access(SESSION)
     async def publish(request: Request, patient_id: str) -> Response:
