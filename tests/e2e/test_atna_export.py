@@ -2,7 +2,7 @@
 
 The source is an in-memory outbox written here: ``ExportSource`` is the exporter's own port, so a
 fake is the right double; the database-backed source is wired elsewhere. Every count below is
-read from the files rsyslog wrote, by the ``leafIndex`` each message carries.
+read from the files rsyslog wrote, by the ``leafIndex`` (and ``logId``) each message carries.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from carevault.adapters.syslog.tls_sender import DeliveryError, TlsSyslogSender,
 from carevault.services.atna_export import MSGID, SD_ID
 from support.atna import (
     CLINICAL_APP,
+    LOG_ID,
     OPERATOR_APP,
     SECRET,
     WAIT_SECONDS,
@@ -79,7 +80,7 @@ def test_1000_events_arrive_once_in_order_and_operator_events_in_their_own_strea
     header, _, body = clinical_lines[7].partition(" \ufeff")
     assert re.fullmatch(
         rf"<85>1 \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{6}}Z carevault\.test {CLINICAL_APP} "
-        rf'\d+ {re.escape(MSGID)} \[{SD_ID} stream="clinical" leafIndex="7"\]',
+        rf'\d+ {re.escape(MSGID)} \[{SD_ID} stream="clinical" leafIndex="7" logId="{LOG_ID}"\]',
         header,
     )
     assert json.loads(body) == json.loads(clinical.entries[7])
@@ -212,7 +213,7 @@ def test_a_repository_stopped_mid_batch_gets_that_batch_again_and_nothing_else_t
 ) -> None:
     """RFC 5425 has no acknowledgement: rsyslog stopped after writing 152 messages of a batch
     cannot be told from one that wrote none, so the batch goes again whole when it is back. The
-    152 arrive twice, each with its (stream, leafIndex), by which a repository drops repeats;
+    152 arrive twice, each with its (logId, leafIndex), by which a repository drops repeats;
     nothing is lost and nothing outside the cut batch repeats. (The earlier form of this test
     sent SIGTERM just before the batch and expected no repeat; on a loaded machine rsyslog
     still read leaves 3000..3151 before it stopped, and that run failed as this one would.)"""
@@ -220,7 +221,7 @@ def test_a_repository_stopped_mid_batch_gets_that_batch_again_and_nothing_else_t
     cut_part = list(range(CUT_BATCH, CUT_BATCH + CUT_AFTER))
     assert received == [*range(CUT_BATCH), *cut_part, *range(CUT_BATCH, TOTAL)]
     assert all(first == CUT_BATCH for first, _last in sender.failed_batches)
-    # What a repository keeps when it drops repeats by (stream, leafIndex): each event once.
+    # What a repository keeps when it drops repeats by (logId, leafIndex): each event once.
     assert list(dict.fromkeys(received)) == list(range(TOTAL))
 
 
