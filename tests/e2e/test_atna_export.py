@@ -152,7 +152,7 @@ class CountingSender:
 
 def run_through_an_outage(
     rsyslog: RsyslogServer, cut: Cut | None
-) -> tuple[list[int], CountingSender, MemorySource]:
+) -> tuple[list[int], CountingSender]:
     """10,000 events; rsyslog stopped at the batch at ``CUT_BATCH`` (before it, or inside it when
     ``cut`` is given), down while the exporter fails four times, started again. What rsyslog
     wrote, by leaf index, in file order."""
@@ -197,13 +197,13 @@ def run_through_an_outage(
     assert any(pauses[i : i + 4] == [0.05, 0.1, 0.2, 0.4] for i in range(len(pauses)))
     assert max(pause or 0.0 for pause in pauses) == 0.4
     lines = rsyslog.wait_for_lines(TOTAL, CLINICAL_APP, timeout=10)
-    return leaf_indexes(lines, "clinical"), sender, source
+    return leaf_indexes(lines, "clinical"), sender
 
 
 def test_a_repository_stopped_between_batches_of_a_10000_event_run_gets_each_once(
     rsyslog: RsyslogServer,
 ) -> None:
-    received, sender, _source = run_through_an_outage(rsyslog, cut=None)
+    received, sender = run_through_an_outage(rsyslog, cut=None)
     assert received == list(range(TOTAL))  # nothing lost, nothing repeated, in order
     assert all(first == CUT_BATCH for first, _last in sender.failed_batches)
 
@@ -217,7 +217,7 @@ def test_a_repository_stopped_mid_batch_gets_that_batch_again_and_nothing_else_t
     nothing is lost and nothing outside the cut batch repeats. (The earlier form of this test
     sent SIGTERM just before the batch and expected no repeat; on a loaded machine rsyslog
     still read leaves 3000..3151 before it stopped, and that run failed as this one would.)"""
-    received, sender, _source = run_through_an_outage(rsyslog, cut=Cut())
+    received, sender = run_through_an_outage(rsyslog, cut=Cut())
     cut_part = list(range(CUT_BATCH, CUT_BATCH + CUT_AFTER))
     assert received == [*range(CUT_BATCH), *cut_part, *range(CUT_BATCH, TOTAL)]
     assert all(first == CUT_BATCH for first, _last in sender.failed_batches)
