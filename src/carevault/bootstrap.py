@@ -62,7 +62,7 @@ from carevault.fhirmodel.directory import IdentitySystems
 from carevault.services.account_passkeys import AccountPasskeys
 from carevault.services.accounts import AccountService
 from carevault.services.anomaly_detection import AnomalyDetection
-from carevault.services.atna_export import start_exporters
+from carevault.services.atna_export import log_id_of, start_exporters
 from carevault.services.audit_log import AuditLog
 from carevault.services.chores import Chores
 from carevault.services.directory import DirectoryContext
@@ -362,6 +362,7 @@ def atna_export(
         return start_exporters(
             log.engine,
             sender,
+            logs={stream: log_id_of(log.public_key_pem(stream)) for stream in STREAMS},
             destination=f"{host}:{port}",
             hostname=socket.gethostname(),
             stop=stop,

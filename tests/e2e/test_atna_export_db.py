@@ -17,9 +17,10 @@ from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.bootstrap import build
 from carevault.domain.audit import Agent, AuditRecord
-from carevault.services.atna_export import AtnaExporter, AuditLogSource
+from carevault.services.atna_export import AtnaExporter, AuditLogSource, log_id_of
 from carevault.services.audit_log import AuditLog
 from carevault.settings import Settings
+from support.atna import LOG_ID
 from support.authorities import registrar_headers
 from support.builders import patient
 from support.rsyslog import RsyslogServer, sender_for, wait_until
@@ -27,7 +28,7 @@ from support.tokens import professional_token
 
 pytestmark = pytest.mark.e2e
 
-LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)"\]')
+LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)" logId="[0-9a-f]{64}"\]')
 WAIT_SECONDS = 90.0
 
 
@@ -79,7 +80,8 @@ def cursor(engine: Engine) -> int:
 
 def run_exporter(source: AuditLogSource, server: RsyslogServer,
                  stop: threading.Event) -> threading.Thread:
-    exporter = AtnaExporter(source, sender_for(server), stream="clinical", destination="arr",
+    exporter = AtnaExporter(source, sender_for(server), stream="clinical", log_id=LOG_ID,
+                            destination="arr",
                             app_name="carevault-clinical", hostname="carevault.test")
     worker = threading.Thread(target=exporter.run_forever, args=(stop,), daemon=True,
                               kwargs={"idle_seconds": 0.05, "retry_seconds": 0.05,
@@ -166,5 +168,12 @@ def test_the_server_forwards_both_streams(settings: Settings, engine: Engine,
         clinical = rsyslog.wait_for_lines(2, "carevault-clinical", timeout=WAIT_SECONDS)
         operator = rsyslog.wait_for_lines(1, "carevault-operator", timeout=WAIT_SECONDS)
     events = [json.loads(line.partition(" \ufeff")[2]) for line in clinical]
+    # Each stream's messages name its log by the id of its tree-head key: one installation's
+    # entries keep their identity whichever worker or site sends them.
+    for stream, lines in (("clinical", clinical), ("operator", operator)):
+        expected = log_id_of(platform.audit.public_key_pem(stream))
+        assert {re.findall(r'logId="(\w+)"', line)[0] for line in lines} == {expected}
+    assert log_id_of(platform.audit.public_key_pem("clinical")) != log_id_of(
+        platform.audit.public_key_pem("operator"))
     assert [e["subtype"][0]["code"] for e in events][:2] == ["create", "read"]
     assert json.loads(operator[0].partition(" \ufeff")[2])["id"] == "operator-0"

@@ -28,6 +28,7 @@ from carevault.services.atna_export import MSGID, SD_ID
 from carevault.settings import Settings
 from support.atna import (
     CLINICAL_APP,
+    LOG_ID,
     OPERATOR_APP,
     SECRET,
     WAIT_SECONDS,
@@ -122,7 +123,7 @@ def test_a_relp_round_trip_arrives_once_in_order_in_each_streams_file(
     header, _, body = clinical_lines[7].partition(" \ufeff")
     assert re.fullmatch(
         rf"<85>1 \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{6}}Z carevault\.test {CLINICAL_APP} "
-        rf'\d+ {re.escape(MSGID)} \[{SD_ID} stream="clinical" leafIndex="7"\]',
+        rf'\d+ {re.escape(MSGID)} \[{SD_ID} stream="clinical" leafIndex="7" logId="{LOG_ID}"\]',
         header,
     )
     assert json.loads(body) == json.loads(clinical.entries[7])

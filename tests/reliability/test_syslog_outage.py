@@ -21,7 +21,7 @@ from carevault.settings import Settings
 from support.rsyslog import RsyslogServer, wait_until
 from support.tokens import professional_token
 
-LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)"\]')
+LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)" logId="[0-9a-f]{64}"\]')
 SECRET = "metrics-secret-for-the-outage-test-01"
 WAIT_SECONDS = 90.0
 

@@ -16,7 +16,8 @@ OPERATOR_APP = "carevault-operator"
 DESTINATION = "arr-test"
 SECRET = "Müller-Zoë-7781"  # appears in every AuditEvent; must never reach the log
 WAIT_SECONDS = 60.0
-LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)"\]')
+LEAF = re.compile(r'\[carevault@32473 stream="(\w+)" leafIndex="(\d+)" logId="([0-9a-f]{64})"\]')
+LOG_ID = "5e" * 32  # a log id (services.atna_export.log_id_of) for the tests' outboxes
 
 
 def audit_event(stream: str, index: int) -> str:
@@ -83,6 +84,7 @@ def exporter(
         source,
         sender,
         stream=source.stream,
+        log_id=LOG_ID,
         destination=DESTINATION,
         app_name=app_name,
         hostname="carevault.test",
@@ -97,5 +99,6 @@ def leaf_indexes(lines: list[str], stream: str) -> list[int]:
         match = LEAF.search(line)
         assert match is not None, f"a line without the carevault SD element: {line[:120]!r}"
         assert match.group(1) == stream
+        assert match.group(3) == LOG_ID
         found.append(int(match.group(2)))
     return found

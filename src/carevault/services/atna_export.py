@@ -12,10 +12,16 @@ in order, when it is back. Each stream has its own exporter, cursor and APP-NAME
 its own destination).
 
 Each message is ``<85>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [carevault@32473 stream="…"
-leafIndex="…"] BOM{AuditEvent JSON}``. ``carevault@32473`` uses 32473, the private enterprise
-number that RFC 5612 reserves for documentation examples, until CareVault has its own IANA
-number. The stream and leaf index identify an entry, so a repository can also drop repeats.
-TIMESTAMP is when the batch was formatted (the event's own time is inside the AuditEvent).
+leafIndex="…" logId="…"] BOM{AuditEvent JSON}``. ``carevault@32473`` uses 32473, the private
+enterprise number that RFC 5612 reserves for documentation examples, until CareVault has its
+own IANA number. ``logId`` names the stream's log as RFC 6962 §3.2 names a log: the SHA-256 of
+its tree-head signing key (DER SubjectPublicKeyInfo; ``GET /audit/public-key?stream=…`` serves
+the key), in hex; it is the same on every worker and site of an installation and after a
+restore, and differs between installations (each has its own keys). (logId, leafIndex)
+identifies an entry, so a repository can drop repeats by it; HOSTNAME cannot serve, being the
+machine that held the chores lease at the time. TIMESTAMP is when the batch was formatted (the
+event's own time is inside the AuditEvent), so a repeat differs from the first copy in
+TIMESTAMP, PROCID and perhaps HOSTNAME only.
 
 Exactly once, as counted by the repository, holds when every message the repository stored was
 confirmed to us, and every confirmed message was stored. How close a transport comes is in its
@@ -31,15 +37,22 @@ leaf range and how many were confirmed, never the message contents.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
 from sqlalchemy import Engine
 
 from carevault.adapters.storage.audit_store import AuditStore
@@ -85,6 +98,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def log_id_of(public_key_pem: bytes) -> str:
+    """The identity of a log (RFC 6962 §3.2): SHA-256 of its signing key's DER
+    SubjectPublicKeyInfo, as 64 lower-case hex digits."""
+    key = load_pem_public_key(public_key_pem)
+    return hashlib.sha256(
+        key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
+
+
 @dataclass(frozen=True)
 class _Outcome:
     sent: int
@@ -100,6 +122,7 @@ class AtnaExporter:
         sender: Sender,
         *,
         stream: str,
+        log_id: str,
         destination: str,
         app_name: str,
         hostname: str,
@@ -111,6 +134,9 @@ class AtnaExporter:
             raise ValueError(f"unknown audit stream {stream!r}; expected one of {sorted(STREAMS)}")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if re.fullmatch(r"[0-9a-f]{64}", log_id) is None:
+            raise ValueError("log_id must be 64 lower-case hex digits (see log_id_of)")
+        self.log_id = log_id
         self.source = source
         self.sender = sender
         self.stream = stream
@@ -198,7 +224,14 @@ class AtnaExporter:
             procid=self.procid,
             msgid=MSGID,
             structured_data=[
-                (SD_ID, [("stream", self.stream), ("leafIndex", str(leaf_index))]),
+                (
+                    SD_ID,
+                    [
+                        ("stream", self.stream),
+                        ("leafIndex", str(leaf_index)),
+                        ("logId", self.log_id),
+                    ],
+                ),
             ],
             message=text,
         )
@@ -234,15 +267,23 @@ class AuditLogSource:
 
 
 def start_exporters(
-    engine: Engine, sender: Sender, *, destination: str, hostname: str, stop: threading.Event
+    engine: Engine,
+    sender: Sender,
+    *,
+    logs: Mapping[str, str],
+    destination: str,
+    hostname: str,
+    stop: threading.Event,
 ) -> list[threading.Thread]:
-    """One exporter thread per stream, each with its own APP-NAME ("one function, one trace")."""
+    """One exporter thread per stream, each with its own APP-NAME ("one function, one trace");
+    ``logs`` gives each stream's log id (`log_id_of`)."""
     threads = []
     for stream in sorted(STREAMS):
         exporter = AtnaExporter(
             AuditLogSource(engine),
             sender,
             stream=stream,
+            log_id=logs[stream],
             destination=destination,
             app_name=f"carevault-{stream}",
             hostname=hostname,

@@ -44,15 +44,23 @@ class Chores:
     authority: TimeStampAuthority | None = None
     stamp_interval_seconds: float = 3600.0
     start_export: Callable[[threading.Event], list[threading.Thread]] = lambda _stop: []
+    export_stop_seconds: float = 5.0
 
     def run(self, stop: threading.Event) -> None:
         """While this process holds the chores lease: publish signed tree heads every second,
         have one time-stamped every ``stamp_interval_seconds``, run the housekeeping every
         ``HOUSEKEEPING_SECONDS``, and export to the ATNA repository. A process that does not
-        hold it asks again every second, so the chores move on when their holder ends."""
+        hold it asks again every second, so the chores move on when their holder ends.
+
+        Exporters are told to stop when the lease is lost or ``stop`` is set, and waited for
+        up to ``export_stop_seconds`` each: an exporter ends after its current attempt, and a
+        delivery can take its sender's whole timeout. Under a new lease, new exporters start
+        only once those of the lost one have ended: one process never runs two exporters on
+        one cursor (which would send the batch in flight twice)."""
         lease: Lease | None = None
         leading = threading.Event()  # set: the exporters of the lease stop
         exporters: list[threading.Thread] = []
+        exporting = False  # the exporters of the current lease have started
         next_stamp = next_chores = 0.0
         try:
             while not stop.wait(TREE_HEAD_INTERVAL_SECONDS):
@@ -60,9 +68,10 @@ class Chores:
                     log.warning("the chores lease was lost; chores paused")
                     leading.set()
                     for thread in exporters:
-                        thread.join(timeout=5)
+                        thread.join(timeout=self.export_stop_seconds)
                     lease.release()
                     lease = None
+                    exporting = False
                 if lease is None:
                     try:
                         lease = self.lease()
@@ -71,7 +80,14 @@ class Chores:
                     if lease is None:
                         continue
                     leading = threading.Event()
+                    if any(thread.is_alive() for thread in exporters):
+                        log.warning(
+                            "an ATNA exporter of the lost chores lease has not ended yet; "
+                            "the export starts again once it has"
+                        )
+                if not exporting and not any(thread.is_alive() for thread in exporters):
                     exporters = self.start_export(leading)
+                    exporting = True
                 if time.monotonic() >= next_chores:
                     next_chores = time.monotonic() + HOUSEKEEPING_SECONDS
                     for chore in self.housekeeping:
@@ -94,6 +110,6 @@ class Chores:
         finally:
             leading.set()
             for thread in exporters:
-                thread.join(timeout=5)
+                thread.join(timeout=self.export_stop_seconds)
             if lease is not None:
                 lease.release()

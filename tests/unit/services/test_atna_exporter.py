@@ -6,15 +6,19 @@ doubles; the real transports are tested against a real rsyslog in ``tests/e2e``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from carevault.adapters.syslog import DeliveryError
-from carevault.services.atna_export import AtnaExporter
+from carevault.services.atna_export import AtnaExporter, log_id_of
+from support.atna import LOG_ID
 
 SECRET = "Müller-Zoë-7781"
 
@@ -53,6 +57,7 @@ def exporter(outbox: Outbox, sender: ScriptedSender, batch_size: int = 10) -> At
         outbox,
         sender,
         stream="clinical",
+        log_id=LOG_ID,
         destination="arr",
         app_name="cv",
         hostname="h",
@@ -127,3 +132,35 @@ def test_progress_before_a_failure_resets_the_back_off() -> None:
     # Three failures back off 0.1, 0.2, 0.4; the partial one (3 confirmed) starts over at 0.1.
     assert stop.waits[:5] == [0.1, 0.2, 0.4, 0.1, 0.2]
     assert outbox.confirms[0] == 2
+
+
+# RFC 8410 §4: an Ed25519 SubjectPublicKeyInfo is these 12 bytes, then the 32-byte key.
+ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+
+
+def test_a_log_is_named_by_the_sha256_of_its_signing_keys_subject_public_key_info() -> None:
+    raw = bytes(range(32))
+    key = Ed25519PublicKey.from_public_bytes(raw)
+    pem = key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    assert log_id_of(pem) == hashlib.sha256(ED25519_SPKI_PREFIX + raw).hexdigest()
+    other = Ed25519PublicKey.from_public_bytes(bytes(range(1, 33)))
+    assert log_id_of(other.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)) != (
+        log_id_of(pem)
+    )
+
+
+def test_every_message_carries_the_log_id_and_a_malformed_one_is_refused() -> None:
+    outbox, sender = Outbox(3), ScriptedSender()
+    assert exporter(outbox, sender).run_once() == 3
+    assert all(f' logId="{LOG_ID}"]'.encode() in message for message in sender.batches[0])
+    for wrong in ("", "5E" * 32, "5e" * 31, "5e" * 32 + "\n", "g" * 64):
+        with pytest.raises(ValueError, match="log_id"):
+            AtnaExporter(
+                outbox,
+                sender,
+                stream="clinical",
+                log_id=wrong,
+                destination="arr",
+                app_name="cv",
+                hostname="h",
+            )

@@ -301,3 +301,59 @@ def test_a_tsa_that_fails_for_one_stream_does_not_stop_the_others(
     assert [w for w in journal.at(1) if w.startswith("stamp")] == [f"stamp {s}" for s in STREAMS]
     assert "tree head not time-stamped: the TSA did not answer" in [
         r.getMessage() for r in caplog.records]
+
+
+class SlowToStopExporters(Exporters):
+    """Exporters whose first thread is in the middle of a delivery when told to stop: it ends
+    only when ``finish`` is set (the delivery over), not when its stop event is."""
+
+    def __init__(self, journal: Journal) -> None:
+        super().__init__(journal)
+        self.finish = threading.Event()
+
+    def export(self, stop: threading.Event) -> None:
+        if stop is self.events[0]:
+            self.finish.wait()
+        else:
+            stop.wait()
+        self.journal.note("export stopped")
+
+
+class TicksThatFinishTheDelivery(Ticks):
+    """Ticks that, at tick ``at``, let the slow exporter finish and wait until it has ended."""
+
+    def __init__(self, rounds: int, at: int) -> None:
+        super().__init__(rounds)
+        self.at = at
+        self.exporters: SlowToStopExporters | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        stopped = super().wait(timeout)
+        if self.tick == self.at and self.exporters and not self.exporters.finish.is_set():
+            self.exporters.finish.set()
+            self.exporters.threads[0].join()
+        return stopped
+
+
+def test_a_lost_lease_whose_exporter_is_still_delivering_starts_no_second_exporter_until_it_ends(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Two exporters on one cursor send the batch in flight twice. Under a new lease, the
+    chores go on at once, but the export starts again only once the exporter of the lost lease,
+    which outlasted its stop time (a delivery can take the sender's whole timeout), has ended."""
+    ticks = TicksThatFinishTheDelivery(5, at=4)
+    journal = Journal(ticks)
+    exporters = ticks.exporters = SlowToStopExporters(journal)
+    first, second = StandInLease(journal, "L1", lose_at=2), StandInLease(journal, "L2")
+    with caplog.at_level(logging.WARNING, "carevault.audit"):
+        Chores(RecordingTreeHeads(journal), Leases(journal, first, second),
+               start_export=exporters, export_stop_seconds=0).run(ticks)
+    assert journal.at(1) == ["ask", "start export", *SIGNING]
+    # Lost at tick 2 while its exporter is still delivering: a new lease, no second exporter.
+    assert journal.at(2) == ["release L1", "ask", *SIGNING]
+    assert journal.at(3) == SIGNING
+    assert journal.at(4) == ["export stopped", "start export", *SIGNING]
+    exporters.threads[1].join()  # told to stop at tick 5 (and waited for 0 s here), it ends
+    assert journal.at(5)[: len(SIGNING)] == SIGNING
+    assert sorted(journal.at(5)[len(SIGNING) :]) == ["export stopped", "release L2"]
+    assert journal.ticks_of("start export") == [1, 4]
+    assert "an ATNA exporter of the lost chores lease has not ended yet" in caplog.text
