@@ -5,9 +5,10 @@ The directory holds no medical content and patients may read it (`decide_directo
 professional's city is that of the organizations they work for (the directory gives people no
 address), a care team's those of its managing organization. A care team is shown with its
 organization and how many members it has now, never who they are: the team, as its
-organization keeps it up to date, is what the patient chooses. Every search is bounded: at most ``CANDIDATES`` entries are read from the directory
-for one search, and at most ``limit`` of each kind are returned, so a search that matches more
-says so (``more``) and the person narrows it.
+organization keeps it up to date, is what the patient chooses. Every search is bounded: at
+most ``CANDIDATES`` entries are read from the directory for one search, and at most ``limit``
+of each kind are returned, so a search that matches more says so (``more``) and the person
+narrows it.
 """
 
 from __future__ import annotations

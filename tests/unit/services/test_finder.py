@@ -20,7 +20,6 @@ from carevault.fhirmodel.directory import (
 )
 from carevault.services import directory as svc
 from carevault.services.directory import NewProfessional
-from carevault.services.professionals import create_care_team
 from carevault.services.finder import (
     CANDIDATES,
     FoundParty,
@@ -29,6 +28,7 @@ from carevault.services.finder import (
     party_names,
     person_name,
 )
+from carevault.services.professionals import create_care_team
 from support.fake_directory import directory_context
 from support.fake_uow import FakeUnitOfWork
 
