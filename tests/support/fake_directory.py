@@ -530,6 +530,10 @@ class FakeDirectoryStore(FakeDirectory):
         self._write("care_team", rows, new, now)
         self._touch_professionals(m.practitioner_id for m in team.members)
 
+    def care_team(self, team_id: str) -> CareTeam | None:
+        row = self.tables["care_team"].get(team_id)
+        return None if row is None else replace(row.index, id=team_id)
+
     def care_team_ids(self, practitioner_id: str, now: datetime) -> frozenset[str]:
         return frozenset(
             i for i, row in self.tables["care_team"].items()
@@ -537,13 +541,18 @@ class FakeDirectoryStore(FakeDirectory):
         )
 
     def search_care_teams(self, ids: Sequence[Alternatives], organizations: Sequence[Alternatives],
-                          participants: Sequence[Alternatives], page: Page) -> SearchResult:
+                          participants: Sequence[Alternatives], page: Page, *,
+                          names: Sequence[Alternatives] = (),
+                          active: bool | None = None) -> SearchResult:
         def matches(i: str, team: CareTeam) -> bool:
             members = {m.practitioner_id for m in team.members}
+            folded = fold(team.name)
             return (
                 all(i in a for a in ids)
                 and all(team.organization_id in a for a in organizations)
                 and all(members & set(a) for a in participants)
+                and all(_any_of(a, lambda v: _word_prefix(folded, v)) for a in names)
+                and active in (None, team.active_status)
             )
 
         found = [(i, r) for i, r in self.tables["care_team"].items() if matches(i, r.index)]

@@ -1,16 +1,20 @@
-"""Finding a professional or an organization in the directory, as a patient chooses whom to
-give access to or to block: by a name, a profession, a city.
+"""Finding a professional, an organization or a care team in the directory, as a patient
+chooses whom to give access to or to block: by a name, a profession, a city.
 
 The directory holds no medical content and patients may read it (`decide_directory`). A
 professional's city is that of the organizations they work for (the directory gives people no
-address). Every search is bounded: at most ``CANDIDATES`` entries are read from the directory
-for one search, and at most ``limit`` of each kind are returned, so a search that matches more
-says so (``more``) and the person narrows it.
+address), a care team's those of its managing organization. A care team is shown with its
+organization and how many members it has now, never who they are: the team, as its
+organization keeps it up to date, is what the patient chooses. Every search is bounded: at
+most ``CANDIDATES`` entries are read from the directory for one search, and at most ``limit``
+of each kind are returned, so a search that matches more says so (``more``) and the person
+narrows it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from carevault.adapters.storage import schema as t
@@ -27,14 +31,15 @@ MIN_NAME = 2  # letters of a name, at least, when it is the only criterion
 
 @dataclass(frozen=True)
 class FoundParty:
-    """One entry a patient may grant or block."""
+    """One entry a patient may grant (or block, but a care team)."""
 
     party: Party
     id: str
     name: str
-    profession: str | None  # a professional's (their first active role's); None: organization
-    organizations: tuple[str, ...]  # a professional's organizations' names
+    profession: str | None  # a professional's (their first active role's); None otherwise
+    organizations: tuple[str, ...]  # a professional's organizations; a team's managing one
     cities: tuple[str, ...]
+    members: int | None = None  # a care team's active members now; None otherwise
 
 
 @dataclass(frozen=True)
@@ -52,12 +57,16 @@ def person_name(resource: dict[str, Any]) -> str:
 
 
 def party_names(uow: UnitOfWork, parties: list[tuple[Party, str]]) -> dict[str, str]:
-    """Names of professionals and organizations as the directory gives them, by id (an id
-    the directory does not know is left out)."""
+    """Names of professionals, organizations and care teams as the directory gives them, by
+    id (an id the directory does not know is left out)."""
     names: dict[str, str] = {}
+    tables = {
+        Party.PRACTITIONER: t.practitioner,
+        Party.ORGANIZATION: t.organization,
+        Party.CARE_TEAM: t.care_team,
+    }
     for party, party_id in set(parties):
-        table = t.practitioner if party is Party.PRACTITIONER else t.organization
-        stored = uow.directory.read(table, party_id)
+        stored = uow.directory.read(tables[party], party_id)
         if stored is None:
             continue
         names[party_id] = (
@@ -82,13 +91,20 @@ def _term(value: str, what: str) -> str:
 
 
 def find_parties(
-    uow: UnitOfWork, *, name: str = "", profession: str = "", city: str = "", limit: int = 20
+    uow: UnitOfWork,
+    *,
+    name: str = "",
+    profession: str = "",
+    city: str = "",
+    limit: int = 20,
+    now: datetime | None = None,
 ) -> Found:
-    """Professionals and organizations matching every criterion given: ``name`` the beginning
-    of a word of their name (accents and case ignored), ``profession`` a profession code (then
-    only professionals), ``city`` the beginning of a city of theirs. A name of at least
-    ``MIN_NAME`` letters or a profession is needed; a city alone would read the whole
-    directory."""
+    """Professionals, organizations and care teams matching every criterion given: ``name``
+    the beginning of a word of their name (accents and case ignored), ``profession`` a
+    profession code (then only professionals), ``city`` the beginning of a city of theirs. A
+    name of at least ``MIN_NAME`` letters or a profession is needed; a city alone would read
+    the whole directory. Care teams are those active at ``now`` (by default, the present)."""
+    now = now or datetime.now(UTC)
     name, city = fold(_term(name, "name")), fold(_term(city, "city"))
     profession = _term(profession, "profession")
     if len(name) < MIN_NAME and not profession:
@@ -182,7 +198,48 @@ def find_parties(
                     cities,
                 )
             )
+        teams = directory.search_care_teams([], [], [], page, names=[(name,)], active=True).items
+        more = more or len(teams) >= CANDIDATES
+        shown = 0
+        for stored in teams:
+            team = directory.care_team(stored.id)
+            if team is None or not team.active(now):
+                continue
+            managing = organization(team.organization_id)
+            cities = _cities(managing) if managing else ()
+            if not in_city(cities):
+                continue
+            if shown == limit:
+                more = True
+                break
+            shown += 1
+            found.append(
+                FoundParty(
+                    Party.CARE_TEAM,
+                    team.id,
+                    team.name,
+                    None,
+                    (str(managing.get("name", "")),) if managing else (),
+                    cities,
+                    sum(1 for m in team.members if m.active(now)),
+                )
+            )
     return Found(tuple(found), more)
 
 
-__all__ = ["CANDIDATES", "Found", "FoundParty", "find_parties", "party_names", "person_name"]
+def active_care_team(uow: UnitOfWork, team_id: str, now: datetime) -> bool:
+    """Whether ``team_id`` is a care team of the directory, active at ``now``: the only teams
+    the portal offers, and lets a patient give access to."""
+    team = uow.directory.care_team(team_id)
+    return team is not None and team.active(now)
+
+
+__all__ = [
+    "CANDIDATES",
+    "Found",
+    "FoundParty",
+    "active_care_team",
+    "find_parties",
+    "party_names",
+    "person_name",
+]

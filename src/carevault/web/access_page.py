@@ -82,6 +82,7 @@ def access_page_router(ctx: PortalContext) -> APIRouter:
                         "id": g.grant.id,
                         "party_id": g.grant.party_id,
                         "practitioner": g.grant.party is Party.PRACTITIONER,
+                        "team": g.grant.party is Party.CARE_TEAM,
                         "who": names.get(g.grant.party_id, g.grant.party_id),
                         "level": g.grant.level.value,
                         "end": day(g.grant.end, lang) if g.grant.end else None,

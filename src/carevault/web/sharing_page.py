@@ -1,7 +1,13 @@
-"""Giving access and blocking, from "who can see my record": find a professional or an
-organization in the directory (by name, profession, city), give them access until a date or
-block them, lift a block; and "what would they see?", the engine's own answer for one
+"""Giving access and blocking, from "who can see my record": find a professional, an
+organization or a care team in the directory (by name, profession, city), give them access until
+a date or block them, lift a block; and "what would they see?", the engine's own answer for one
 professional.
+
+A care team is given access like an organization, with an end date always: its members change
+as its organization keeps it up to date, without the patient hearing of it, so an access to a
+team without end would keep reaching people the patient never saw listed. A team is not
+blocked: a block keeps people out whatever else lets them in, and a team's members are
+professionals (and its organization an organization) the patient can block themselves.
 
 Every change goes through `RecordPolicy` (the engine's ``manage`` on the record, audited in its
 transaction, a representative's change notified to the patient); the preview through
@@ -25,7 +31,7 @@ from carevault.domain.affinity import TYPE_CODES
 from carevault.domain.authorization import Action, GrantLevel, Party
 from carevault.domain.errors import CareVaultError, InvalidInput, NotFound
 from carevault.services.audit_log import AuditUnavailable
-from carevault.services.finder import find_parties
+from carevault.services.finder import active_care_team, find_parties
 from carevault.services.finder import party_names as directory_names
 from carevault.services.preview import what_they_would_see
 from carevault.web.i18n import TIME_ZONE, day, language, messages
@@ -77,7 +83,8 @@ def last_day(end: datetime) -> str:
 
 
 def party_names(ctx: PortalContext, parties: list[tuple[Party, str]]) -> dict[str, str]:
-    """Names of professionals and organizations as the directory gives them, by id."""
+    """Names of professionals, organizations and care teams as the directory gives them, by
+    id."""
     with ctx.units() as uow:
         return directory_names(uow, parties)
 
@@ -90,7 +97,7 @@ def sharing_page_router(ctx: PortalContext) -> APIRouter:
         FIND,
         response_class=HTMLResponse,
         responses={
-            200: html("the professionals and organizations found, each to grant or block"),
+            200: html("the professionals, organizations and care teams found, to grant"),
             303: redirect("not signed in: to the sign-in page"),
             400: html("the form is out of date (CSRF), or the search is too vague or long"),
             403: html("the engine refuses this person managing the record"),
@@ -116,6 +123,7 @@ def sharing_page_router(ctx: PortalContext) -> APIRouter:
                     name=criteria["name"],
                     profession=criteria["profession"],
                     city=criteria["city"],
+                    now=ctx.clock(),
                 )
 
         try:
@@ -146,7 +154,7 @@ def sharing_page_router(ctx: PortalContext) -> APIRouter:
             303: redirect("done: back to who can see the record; or to the sign-in page"),
             400: html("the form is out of date (CSRF) or malformed, or its end date"),
             403: html("the engine refuses this change to this person"),
-            404: html("no such professional, organization or block"),
+            404: html("no such professional, organization, active care team or block"),
         },
         openapi_extra=merged(
             query("lang"), form(("csrf", "do", "party", "party_id", "level", "end", "block"))
@@ -168,15 +176,20 @@ def sharing_page_router(ctx: PortalContext) -> APIRouter:
                 ctx.policy.unblock(actor, patient_id, posted.get("block", ""))
                 return
             party = Party(posted.get("party", ""))
-            if party is Party.CARE_TEAM:
-                raise ValueError("care teams are not chosen here")
             party_id = posted.get("party_id", "")
             if action == "block":
+                if party is Party.CARE_TEAM:
+                    raise ValueError("a care team is not blocked")
                 ctx.policy.block(actor, patient_id, party, party_id)
                 return
+            if party is Party.CARE_TEAM:
+                # The engine keeps any team id; the portal offers active teams only.
+                with ctx.units() as uow:
+                    if not active_care_team(uow, party_id, ctx.clock()):
+                        raise NotFound(f"CareTeam/{party_id} is not an active care team")
             end = grant_end(posted.get("end", ""), datetime.now(TIME_ZONE).date())
             if end is None and party is not Party.PRACTITIONER:
-                raise InvalidInput("an organization's access has an end date", expression="end")
+                raise InvalidInput("a group's access has an end date", expression="end")
             level = GrantLevel(posted.get("level", ""))
             ctx.policy.grant(actor, patient_id, party, party_id, level, end=end)
 

@@ -1,6 +1,6 @@
-"""Finding a professional or an organization, as a patient does to grant or block them, on a
-unit of work in memory: by the beginning of a word of a name (accents and case ignored), a
-profession, a city of their organizations; bounded, and saying so when more match."""
+"""Finding a professional, an organization or a care team, as a patient does to grant (or
+block) them, on a unit of work in memory: by the beginning of a word of a name (accents and case
+ignored), a profession, a city of their organizations; bounded, and saying so when more match."""
 
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ from carevault.services.directory import NewProfessional
 from carevault.services.finder import (
     CANDIDATES,
     FoundParty,
+    active_care_team,
     find_parties,
     party_names,
     person_name,
 )
+from carevault.services.professionals import create_care_team
 from support.fake_directory import directory_context
 from support.fake_uow import FakeUnitOfWork
 
@@ -190,3 +192,79 @@ def test_a_persons_name_reads_prefix_given_names_and_family() -> None:
         "Dr Anne Marie Müller")
     assert person_name({"name": [{"given": ["Anne"]}]}) == "Anne"
     assert person_name({}) == ""
+
+
+# --- care teams ------------------------------------------------------------------------------
+
+def _team(world: World, name: str, members: list[tuple[str, str | None]], *,
+          organization: str | None = None, status: str = "active",
+          period_end: str | None = None) -> str:
+    """A care team written as the registrar's API writes it; ``members`` are (practitioner,
+    end of their membership or None)."""
+    resource: dict[str, object] = {
+        "resourceType": "CareTeam", "status": status, "name": name,
+        "managingOrganization": [{"reference": f"Organization/{organization or world.esch}"}],
+        "participant": [
+            {"member": {"reference": f"Practitioner/{who}"},
+             **({"period": {"end": end}} if end else {})}
+            for who, end in members],
+    }
+    if period_end:
+        resource["period"] = {"end": period_end}
+    with world.uow as uow:
+        return create_care_team(uow, resource, NOW).id
+
+
+def test_a_name_finds_an_active_care_team_with_its_organization_and_member_count(
+        world: World) -> None:
+    team = _team(world, "Équipe Soins Palliatifs",
+                 [(world.weber.id, None), (world.muller.id, None),
+                  (world.mullet.id, "2026-11-01T00:00:00Z")])  # his membership ended
+    [found] = find_parties(world.uow, name="equipe", now=NOW).parties
+    assert found == FoundParty(Party.CARE_TEAM, team, "Équipe Soins Palliatifs", None,
+                               ("Clinique d'Esch",), ("Esch-sur-Alzette",), 2)
+    # Any word's beginning, accents and case ignored; never a member's name.
+    assert [p.id for p in find_parties(world.uow, name="PALLI", now=NOW).parties] == [team]
+    assert find_parties(world.uow, name="weber", now=NOW).parties[0].party is (
+        Party.PRACTITIONER)
+    assert team not in {p.id for p in find_parties(world.uow, name="weber", now=NOW).parties}
+    assert find_parties(world.uow, name="atifs", now=NOW).parties == ()
+
+
+def test_an_inactive_or_ended_care_team_is_not_offered(world: World) -> None:
+    _team(world, "Equipe Ancienne", [(world.weber.id, None)], status="inactive")
+    _team(world, "Equipe Finie", [(world.weber.id, None)], period_end="2026-11-30T00:00:00Z")
+    assert find_parties(world.uow, name="equipe", now=NOW).parties == ()
+
+
+def test_a_care_team_is_in_its_organizations_city_and_has_no_profession(world: World) -> None:
+    team = _team(world, "Mulhouse Cardio", [(world.muller.id, None)],
+                 organization=world.kirchberg)
+    in_lux = find_parties(world.uow, name="mul", city="luxem", now=NOW).parties
+    assert [(p.party, p.id) for p in in_lux] == [
+        (Party.PRACTITIONER, world.muller.id), (Party.CARE_TEAM, team)]
+    assert find_parties(world.uow, name="mulhouse", city="esch", now=NOW).parties == ()
+    assert find_parties(world.uow, name="mulhouse", profession="physician",
+                        now=NOW).parties == ()
+
+
+def test_at_most_the_limit_of_care_teams_is_shown_and_more_says_so(world: World) -> None:
+    for i in range(3):
+        _team(world, f"Equipe {i}", [(world.weber.id, None)])
+    two = find_parties(world.uow, name="equipe", limit=2, now=NOW)
+    assert [p.name for p in two.parties] == ["Equipe 0", "Equipe 1"] and two.more
+    assert not find_parties(world.uow, name="equipe", limit=3, now=NOW).more
+
+
+def test_a_care_teams_name_is_the_directorys_and_only_an_active_one_may_be_chosen(
+        world: World) -> None:
+    team = _team(world, "Equipe Mobile", [(world.weber.id, None)])
+    gone = _team(world, "Equipe Finie", [(world.weber.id, None)],
+                 period_end="2026-11-30T00:00:00Z")
+    with world.uow as uow:
+        assert party_names(uow, [(Party.CARE_TEAM, team), (Party.CARE_TEAM, "nowhere"),
+                                 (Party.ORGANIZATION, team)]) == {team: "Equipe Mobile"}
+        assert active_care_team(uow, team, NOW)
+        assert not active_care_team(uow, gone, NOW)
+        assert not active_care_team(uow, "nowhere", NOW)
+        assert not active_care_team(uow, world.esch, NOW)  # an organization is not a team

@@ -739,6 +739,7 @@ class DirectoryStore:
             "version_id": stored.version_id,
             "organization_id": team.organization_id,
             "name": team.name,
+            "name_folded": fold(team.name),
             "active": team.active_status,
             "period_start": team.start,
             "period_end": team.end,
@@ -806,11 +807,20 @@ class DirectoryStore:
         organizations: Sequence[Alternatives],
         participants: Sequence[Alternatives],
         page: Page,
+        *,
+        names: Sequence[Alternatives] = (),
+        active: bool | None = None,
     ) -> SearchResult:
+        """Care teams matching every criterion: ``names`` folded beginnings of a word of the
+        team's name, ``active`` its status (its period is not looked at)."""
         ct, member = t.care_team, t.care_team_member
         where: list[ColumnElement[bool]] = []
         for alternatives in ids:
             where.append(ct.c.id.in_(alternatives))
+        for alternatives in names:
+            where.append(_any_of(alternatives, lambda v: _word_prefix(ct.c.name_folded, v)))
+        if active is not None:
+            where.append(ct.c.active == active)
         for alternatives in organizations:
             where.append(ct.c.organization_id.in_(alternatives))
         for alternatives in participants:

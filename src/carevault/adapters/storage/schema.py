@@ -745,6 +745,9 @@ care_team = Table(
     Column("period_end", UTCDateTime),
     Column("resource", Text, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Found by a word of its name from the portal (migration 0024).
+    Column("name_folded", Text, nullable=False),
+    _prefix_index("ix_care_team_name_folded", "care_team", "name_folded"),
 )
 
 care_team_member = Table(
