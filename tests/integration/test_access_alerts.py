@@ -269,7 +269,9 @@ def test_nobody_but_a_security_officer_reaches_the_alerts(
     er = Pro(platform, "HP-ALERT-ER", "Urgence", "emergency-medicine")
     break_glass(client, er, patient_id)
     assert encounters(client, er, patient_id).status_code == 200
-    assert platform.alerts is not None and platform.alerts.scan().alerts >= 1
+    assert platform.alerts is not None
+    platform.alerts.scan()  # the app's own chore may have scanned the entries first
+    assert platform.alerts.search()[0] >= 1
     officer = {**officer_headers(platform, OFFICER_SCOPE), **FHIR_JSON}
     issue = alerts(client, officer)[0]
     base = f"/fhir/DetectedIssue/{issue['id']}"
@@ -301,7 +303,9 @@ def test_the_smart_configuration_lists_the_alert_scopes_and_they_mean_what_they_
     patient_id, _ = record
     er = Pro(platform, "HP-SCOPE-ER", "Urgence", "emergency-medicine")
     break_glass(client, er, patient_id)
-    assert platform.alerts is not None and platform.alerts.scan().alerts >= 1
+    assert platform.alerts is not None
+    platform.alerts.scan()  # the app's own chore may have scanned the entries first
+    assert platform.alerts.search()[0] >= 1
     reader = {**officer_headers(platform, "system/AuditEvent.rs system/DetectedIssue.rs"),
               **FHIR_JSON}
     issue = alerts(client, reader)[0]

@@ -59,7 +59,8 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
             "address-postalcode"} <= patient_params
     assert {o["name"] for o in resources["Patient"]["operation"]} == {
         "ihe-pix", "merge", "unmerge", "access-history", "emergency-access", "explain",
-        "presence-code", "delegate", "record-settings", "representative", "everything"}
+        "presence-code", "delegate", "end-delegation", "record-settings", "representative",
+        "everything"}
     assert {o["name"] for o in resources["Practitioner"]["operation"]} == {
         "mandate-assistant", "end-mandate", "mandates"}
     assert resources["Patient"]["conditionalUpdate"] is True

@@ -57,7 +57,11 @@ def snooped_star(client: TestClient, registrar: TestClient, platform: Platform) 
     nosy = Pro(platform, "HP-NOSY-PAGES", "Curieux")
     break_glass(client, nosy, star)
     assert encounters(client, nosy, star).status_code == 200
-    assert platform.alerts is not None and platform.alerts.scan().alerts >= 2
+    assert platform.alerts is not None
+    # The app's own chore may have scanned these entries first (it failed so once under
+    # load): what matters is that the alerts are there after a scan, whoever made them.
+    platform.alerts.scan()
+    assert platform.alerts.search()[0] >= 2
     return star, nosy
 
 

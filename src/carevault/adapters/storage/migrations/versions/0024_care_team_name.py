@@ -21,7 +21,9 @@ depends_on = None
 
 _BATCH = 500
 _TEAMS = sa.table(
-    "care_team", sa.column("id", sa.String), sa.column("name", sa.Text),
+    "care_team",
+    sa.column("id", sa.String),
+    sa.column("name", sa.Text),
     sa.column("name_folded", sa.Text),
 )
 
