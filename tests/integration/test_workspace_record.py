@@ -139,6 +139,7 @@ def test_the_record_shows_what_the_engine_permits_and_counts_what_it_does_not(
     assert world.hidden_id not in page.text
     assert "1 document of this record is not visible to you" in page.text
     assert "Kurt Kaiser" in page.text
+    assert "HP-WS-GP" in page.text and world.gp.id not in page.text  # the author, by name
     viewed = [e for e in entries(platform) if e.get("patient") == world.patient_id
               and e.get("interaction") == "search-type"]
     assert viewed and viewed[-1]["agent"]["who"] == f"Practitioner/{world.card.practitioner_id}"

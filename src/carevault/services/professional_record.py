@@ -13,8 +13,8 @@ refusal is recorded too, then raised (`Refused`, carrying the engine's decision)
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 from carevault.adapters.storage import schema as t
@@ -107,6 +107,7 @@ class RecordView:
     documents: tuple[DocumentMetadata, ...]  # the documents they see, newest first
     not_visible: int  # current documents of the record they do not see
     emergency_until: datetime | None  # their own break-the-glass window, while it lasts
+    authors: dict[str, str] = field(default_factory=dict)  # practitioner id -> name
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class DocumentReading:
     content_type: str
     content: bytes
     signature: SignatureCheck | None  # None: the document carries no signature
+    author: str = ""  # the author's name as the directory has it
 
 
 @dataclass(frozen=True)
@@ -357,6 +359,7 @@ class ProfessionalRecord:
                     uow, actor.subject, record, DocumentCriteria(), offset=0, count=200
                 )
                 hidden = self.documents.not_visible(uow, actor.subject, record)
+                authors = _authors(uow, [m.author_id for m in found])
                 self.audit.append_with(uow.audit, self._entries(actor, now, access, decision))
                 uow.commit()
                 window = _open_window(actor, record, now)
@@ -365,7 +368,7 @@ class ProfessionalRecord:
                         (m for m in found if m.signs is None), key=lambda m: m.indexed, reverse=True
                     )
                 )
-                return RecordView(found_patient(stored), shown, hidden, window)
+                return RecordView(found_patient(stored), shown, hidden, window, authors)
         if stored is None:
             unknown = Access("search-type", entity=("Patient", patient_id))
             raise self._unknown(actor, now, unknown, "no such patient")
@@ -400,6 +403,7 @@ class ProfessionalRecord:
                 # Its title and description as the author gave them (sealed apart from it).
                 metadata = self.documents.read(uow, actor.subject, record, document_id)
                 signature = self._signature(uow, actor, record, document_id, retrieved.content, now)
+                author = _authors(uow, [metadata.author_id]).get(metadata.author_id or "", "")
                 self.audit.append_with(uow.audit, self._entries(actor, now, access, decision))
                 uow.commit()
         if refused:
@@ -407,7 +411,9 @@ class ProfessionalRecord:
                 unknown = replace(access, patient=patient_id if record is not None else None)
                 raise self._unknown(actor, now, unknown, "no such document in this record")
             raise self._refuse(actor, now, access, decision)
-        return DocumentReading(metadata, metadata.content_type, retrieved.content, signature)
+        return DocumentReading(
+            metadata, metadata.content_type, retrieved.content, signature, author
+        )
 
     def _signature(
         self,
@@ -536,6 +542,17 @@ class ProfessionalRecord:
         with self.units() as uow:
             record, decision = self._decided(uow, actor, patient_id, Action.EMERGENCY, now)
         return decision.permit and _open_window(actor, record, now) is None
+
+
+def _authors(uow: UnitOfWork, ids: Sequence[str | None]) -> dict[str, str]:
+    """The names of the practitioners who wrote these documents, as the directory has them
+    (a patient's own document names no practitioner)."""
+    names = {}
+    for practitioner_id in dict.fromkeys(i for i in ids if i):
+        stored = uow.directory.read(t.practitioner, practitioner_id)
+        if stored is not None:
+            names[practitioner_id] = _name(stored.resource)
+    return names
 
 
 def _open_window(actor: Actor, record: RecordFacts | None, now: datetime) -> datetime | None:

@@ -235,7 +235,9 @@ def workspace_record_router(ws: Workspace) -> APIRouter:
                     "id": m.id,
                     "title": title_of(m, lang),
                     "date": day(m.created or m.indexed, lang),
-                    "author": m.author_id or "",
+                    "author": clinical(request, "by_patient")
+                    if m.patient_authored
+                    else view.authors.get(m.author_id or "", m.author_id or ""),
                     "confidentiality": m.confidentiality.value,
                 }
                 for m in view.documents
@@ -292,7 +294,9 @@ def workspace_record_router(ws: Workspace) -> APIRouter:
                     "document_id": document_id,
                     "title": title_of(reading.metadata, lang),
                     "date": day(reading.metadata.created or reading.metadata.indexed, lang),
-                    "author": reading.metadata.author_id or "",
+                    "author": clinical(request, "by_patient")
+                    if reading.metadata.patient_authored
+                    else reading.author or reading.metadata.author_id or "",
                     "content_type": reading.content_type,
                     "size": len(reading.content),
                     "text": text,
