@@ -1,4 +1,6 @@
-"""Screenshots of the patient portal's main pages, for the README: ``docs/screenshots/*.png``.
+"""Screenshots of the patient portal's main pages, for the README: ``docs/screenshots/*.png``
+(the professional workspace's are taken by its journeys: ``CAREVAULT_SCREENSHOTS=1`` with
+tests/e2e/test_workspace_journeys.py).
 
 A real server on demo data, set up as `bench/portal.py` does (a scratch PostgreSQL database,
 ``carevault demo``, a physician who sees the first demo patient and publishes signed documents
@@ -35,6 +37,7 @@ SHOTS = (
     ("history-de.png", "/me?lang=de&show=emergencies", "the same history in German, filtered"),
     ("documents-fr.png", "/me/documents?lang=fr", "the documents of the record, in French"),
     ("access-en.png", "/me/access?lang=en", "who can see the record, and its settings"),
+    ("passkeys-en.png", "/me/passkeys?lang=en", "the account's passkeys, and adding one"),
 )
 
 
