@@ -9,11 +9,7 @@ French, German and English."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,57 +17,18 @@ import pytest
 
 from support.browser import axe_violations, chromium, new_page, page_errors
 
-from .conftest import CAREVAULT, carevault_env, free_port, registrar_token, unused_totp
+from .conftest import registrar_token, unused_totp
+from .workspace_site import LANGUAGES, Site, demo_site, each_language, enrol
 
 pytestmark = pytest.mark.e2e
 
-LANGUAGES = ("fr", "de", "en")
 TEAM = "Équipe Soins Palliatifs"
-
-
-@dataclass(frozen=True)
-class Site:
-    workdir: Path
-    base: str
-    accounts: dict[str, Any]
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run([CAREVAULT, *args], cwd=self.workdir,
-                              env=carevault_env(self.workdir, self.base), capture_output=True,
-                              text=True, timeout=300, check=False)
-        assert done.returncode == 0, f"carevault {' '.join(args)}: {done.stderr}"
-        return done.stdout
-
-    @property
-    def patient(self) -> dict[str, Any]:
-        return dict(self.accounts["patients"][0])
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    workdir = tmp_path_factory.mktemp("workspace-care-team")
-    # WebAuthn refuses an IP address: the public address (the relying party) is localhost.
-    port = free_port()
-    base = f"http://localhost:{port}"
-    accounts_file = workdir / "var" / "demo-accounts.json"
-    setup = Site(workdir, base, {})
-    setup.cli("init")
-    setup.cli("pki", "init")
-    setup.cli("demo", "--patients", "60", "--professionals", "40", "--accounts",
-              str(accounts_file))
-    accounts = json.loads(accounts_file.read_text(encoding="utf-8"))
-    env = {**carevault_env(workdir, base), "CAREVAULT_RATE_LIMIT_PER_MINUTE": "1000000"}
-    with (workdir / "server.out").open("wb") as out, (workdir / "server.err").open("wb") as err:
-        process = subprocess.Popen([CAREVAULT, "serve", "--host", "127.0.0.1", "--port",
-                                    str(port)], cwd=workdir, env=env, stdout=out, stderr=err)
-    try:
-        from .conftest import _wait_until_healthy
-
-        _wait_until_healthy(process, base, workdir / "server.err")
-        yield Site(workdir, base, accounts)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with demo_site(tmp_path_factory.mktemp("workspace-care-team")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -97,30 +54,6 @@ def care_team(site: Site, member_id: str) -> str:
             "participant": [{"member": {"reference": f"Practitioner/{member_id}"}}]})
         assert made.status_code == 201, made.text
         return str(made.json()["id"])
-
-
-def enrol(site: Site, page: Any, card: Path) -> None:
-    """The professional proves their card with the command line, then enrols a passkey with
-    Chromium's virtual authenticator: the workspace's home follows."""
-    made = json.loads(site.cli("card", "enrol", "--card", str(card), "--base", site.base,
-                               "--json"))
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable", {"enableUI": False})
-    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
-        "hasUserVerification": True, "isUserVerified": True,
-        "automaticPresenceSimulation": True}})
-    page.goto(f"{site.base}/workspace/enrol?lang=en")
-    page.fill("#code", made["code"])
-    page.click("#enrol")
-    page.wait_for_url(f"{site.base}/workspace?lang=en")
-
-
-def each_language(page: Any, url: str) -> None:
-    """The page, axe-clean in the three languages (English last)."""
-    for lang in LANGUAGES:
-        page.goto(f"{url}{'&' if '?' in url else '?'}lang={lang}", wait_until="load")
-        assert axe_violations(page) == [], (url, lang)
 
 
 def find_team(site: Site, page: Any, lang: str) -> Any:

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,91 +23,24 @@ import pytest
 
 from support.browser import axe_violations, chromium, new_page, page_errors
 
-from .conftest import CAREVAULT, carevault_env, free_port, unused_totp
+from .conftest import unused_totp
+from .workspace_site import Site, demo_site, each_language, enrol
 
 pytestmark = pytest.mark.e2e
 
-LANGUAGES = ("fr", "de", "en")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
-
-@dataclass(frozen=True)
-class Site:
-    workdir: Path
-    base: str
-    accounts: dict[str, Any]
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run([CAREVAULT, *args], cwd=self.workdir,
-                              env=carevault_env(self.workdir, self.base), capture_output=True,
-                              text=True, timeout=300, check=False)
-        assert done.returncode == 0, f"carevault {' '.join(args)}: {done.stderr}"
-        return done.stdout
-
-    @property
-    def patient(self) -> dict[str, Any]:
-        return dict(self.accounts["patients"][0])
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    workdir = tmp_path_factory.mktemp("workspace-journeys")
-    # WebAuthn refuses an IP address: the public address (the relying party) is localhost.
-    port = free_port()
-    base = f"http://localhost:{port}"
-    accounts_file = workdir / "var" / "demo-accounts.json"
-    setup = Site(workdir, base, {})
-    setup.cli("init")
-    setup.cli("pki", "init")  # before the demo: it then issues the demo card and signs with it
-    setup.cli("demo", "--patients", "60", "--professionals", "40", "--accounts",
-              str(accounts_file))
-    accounts = json.loads(accounts_file.read_text(encoding="utf-8"))
-    env = {**carevault_env(workdir, base), "CAREVAULT_RATE_LIMIT_PER_MINUTE": "1000000"}
-    with (workdir / "server.out").open("wb") as out, (workdir / "server.err").open("wb") as err:
-        process = subprocess.Popen([CAREVAULT, "serve", "--host", "127.0.0.1", "--port",
-                                    str(port)], cwd=workdir, env=env, stdout=out, stderr=err)
-    try:
-        from .conftest import _wait_until_healthy
-
-        _wait_until_healthy(process, base, workdir / "server.err")
-        yield Site(workdir, base, accounts)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with demo_site(tmp_path_factory.mktemp("workspace-journeys")) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with chromium() as launched:
         yield launched
-
-
-def authenticator(page: Any) -> None:
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("WebAuthn.enable", {"enableUI": False})
-    cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
-        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
-        "hasUserVerification": True, "isUserVerified": True,
-        "automaticPresenceSimulation": True}})
-
-
-def enrol(site: Site, page: Any, card: Path) -> None:
-    """The professional proves their card with the command line, then enrols a passkey in the
-    browser: the workspace's home follows."""
-    made = json.loads(site.cli("card", "enrol", "--card", str(card), "--base", site.base,
-                               "--json"))
-    authenticator(page)
-    page.goto(f"{site.base}/workspace/enrol?lang=en")
-    page.fill("#code", made["code"])
-    page.click("#enrol")
-    page.wait_for_url(f"{site.base}/workspace?lang=en")
-
-
-def each_language(page: Any, url: str) -> None:
-    """The page, axe-clean in the three languages (English last)."""
-    for lang in LANGUAGES:
-        page.goto(f"{url}{'&' if '?' in url else '?'}lang={lang}", wait_until="load")
-        assert axe_violations(page) == [], (url, lang)
 
 
 def shoot(page: Any, name: str) -> None:
@@ -138,7 +69,7 @@ def test_the_physician_finds_reads_publishes_and_is_told_what_is_hidden(
     family = patient["name"].split()[-1]
     with new_page(browser) as page:
         problems = page_errors(page)
-        enrol(site, page, site.workdir / "var" / "demo-card")
+        enrol(site, page, site.demo_card)
         # Find the patient by name, then by a hospital's number: never in the address bar.
         each_language(page, f"{site.base}/workspace/patients")
         page.fill("#family", family)
@@ -170,7 +101,7 @@ def test_the_physician_finds_reads_publishes_and_is_told_what_is_hidden(
         # Publish a letter signed with the card: the patient then sees it in their portal.
         letter = tmp_path / "letter.pdf"
         letter.write_bytes(b"%PDF-1.7\n% a letter from the workspace\n%%EOF\n")
-        site.cli("card", "sign", str(letter), "--card", str(site.workdir / "var" / "demo-card"))
+        site.cli("card", "sign", str(letter), "--card", str(site.demo_card))
         each_language(page, f"{record}/publish")
         page.set_input_files("#publish-file", str(letter))
         page.set_input_files("#publish-signature", str(letter) + ".jws")
@@ -241,7 +172,7 @@ def test_an_assistant_acts_in_the_physicians_name_and_the_history_names_both(
     site.cli("pki", "issue-practitioner", made["id"], "--out", str(card))
     # The physician mandates the assistant from their own home page, with their own card.
     with new_page(browser) as page:
-        enrol(site, page, site.workdir / "var" / "demo-card")
+        enrol(site, page, site.demo_card)
         page.fill("#assistant-id", "HP-ASSIST-E2E")
         page.fill("#mandate-end", (date.today() + timedelta(days=90)).isoformat())
         with page.expect_navigation(wait_until="load"):
