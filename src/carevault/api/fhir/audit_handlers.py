@@ -87,7 +87,7 @@ class AuditEventHandler(ResourceHandler):
         base = request.base_url.rstrip("/")
         bundle = sp.searchset(request, SearchResult(total, []), paging)
         records = [(i, AuditRecord.from_canonical(data)) for i, data in rows]
-        bundle["entry"] = [
+        entries = [
             {
                 "fullUrl": f"{base}/AuditEvent/clinical-{i}",
                 "resource": audit_event("clinical", i, record),
@@ -95,6 +95,8 @@ class AuditEventHandler(ResourceHandler):
             }
             for i, record in records
         ]
+        if entries:  # FHIR JSON has no empty array
+            bundle["entry"] = entries
         patients = tuple(sorted({r.patient for _, r in records if r.patient}))
         return FhirResponse(200, bundle, patients=patients)
 
