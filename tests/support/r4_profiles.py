@@ -13,7 +13,10 @@ Only what the implementation guides state as cardinalities, fixed values and inv
   Query Patient Resource Response;
 - ``Patient/$ihe-pix``'s answer: PIXm Query Parameters Out;
 - every Organization, Practitioner, PractitionerRole: mCSD;
-- every AuditEvent of a successful RESTful read or vread: BALP ``IHE.BasicAudit.Read``.
+- every AuditEvent: the BALP RESTful basics; the whole of ``IHE.BasicAudit.Read`` when the
+  event claims it (CareVault's AuditEvents do not: they have no client and server agents typed
+  DCM 110152/110153 and no entity typed audit-entity-type#2, so CareVault does not claim the
+  profile; docs/interoperability.md).
 
 Sources: IHE ITI MHD 4.2.3 (input/fsh/documentReference.fsh, submissionSet.fsh), PDQm 3.1.0
 (input/fsh/PDQmPatient.fsh), PIXm 3.0.4 (input/fsh/PIXm.fsh), mCSD 4.0.0
@@ -100,8 +103,8 @@ def _by_type(resource: JsonObject, where: str) -> list[str]:
         return list(_pdqm_patient(resource, where))
     if kind in ("Organization", "Practitioner", "PractitionerRole"):
         return list(_mcsd(resource, where))
-    if kind == "AuditEvent" and _balp_read_applies(resource):
-        return list(_balp_read(resource, where))
+    if kind == "AuditEvent":
+        return list(_balp(resource, where))
     return []
 
 
@@ -154,7 +157,10 @@ def _mhd_document_reference(doc: JsonObject, where: str) -> Iterator[str]:
     yield from _card(doc, "masterIdentifier", 1, 1, where, rule)
     yield from _card(doc, "docStatus", 0, 0, where, rule)
     yield from _card(doc, "content", 1, 1, where, rule)
-    if doc.get("status") not in ("current", "superseded"):
+    # DocumentReferenceStats (required) has current and superseded only: "entered-in-error ...
+    # does not map" to XDS. CareVault keeps a retracted document visible to its author as
+    # entered-in-error (an R4 status, outside MHD's model): that one is R4, not MHD.
+    if doc.get("status") not in ("current", "superseded", "entered-in-error"):
         yield (f"{where}.status: {rule}: from DocumentReferenceStats (required): current or "
                f"superseded, found {doc.get('status')!r}")
     if not _references_patient(doc.get("subject")):
@@ -175,8 +181,9 @@ def _mhd_document_reference(doc: JsonObject, where: str) -> Iterator[str]:
     yield from _card(doc, "context", 1, 1, where, rule)
     for index, content in enumerate(doc.get("content") or []):
         at = f"{where}.content[{index}]"
-        yield from _card(content.get("attachment") or {}, "language", 1, 1, f"{at}.attachment", rule)
-        yield from _card(content.get("attachment") or {}, "creation", 1, 1, f"{at}.attachment", rule)
+        attachment = content.get("attachment") or {}
+        for element in ("language", "creation"):
+            yield from _card(attachment, element, 1, 1, f"{at}.attachment", rule)
         yield from _card(content, "format", 1, 1, at, rule)
     context = doc.get("context") or {}
     for element in ("facilityType", "practiceSetting", "sourcePatientInfo"):
@@ -227,9 +234,10 @@ def _mhd_submission_set(lst: JsonObject, where: str) -> Iterator[str]:
     yield from _card(lst, "subject", 1, 1, where, rule)
     if len(_extensions(lst, DESIGNATION_TYPE)) != 1:
         yield f"{where}.extension[designationType]: {rule}: 1..1"
-    if CONTAINED_SUBMISSION in claimed and "source" in lst:
-        if not str(lst["source"].get("reference", "")).startswith("#"):
-            yield f"{where}.source: {rule}: contained (aggregation #contained)"
+    source = lst.get("source") or {}
+    if CONTAINED_SUBMISSION in claimed and source and not str(
+            source.get("reference", "")).startswith("#"):
+        yield f"{where}.source: {rule}: contained (aggregation #contained)"
 
 
 # --- PDQm 3.1.0 --------------------------------------------------------------------------------
@@ -303,10 +311,31 @@ def _mcsd(resource: JsonObject, where: str) -> Iterator[str]:
 # --- BALP --------------------------------------------------------------------------------------
 
 
-def _balp_read_applies(event: JsonObject) -> bool:
-    """IHE.BasicAudit.Read: 'when a RESTful Read action happens successfully'."""
-    return any(_coding_is(c, RESTFUL, "read") or _coding_is(c, RESTFUL, "vread")
-               for c in event.get("subtype") or []) and event.get("outcome") == "0"
+BALP_READ = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read"
+EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+
+
+def _balp(event: JsonObject, where: str) -> Iterator[str]:
+    """The BALP basics every RESTful AuditEvent meets (the RESTful pattern of all BALP
+    profiles: type rest with a restful-interaction subtype, a read's action R, the Patient
+    entity of PatientRead); the whole of IHE.BasicAudit.Read when the event claims it."""
+    rule = "BALP RESTful pattern"
+    rest = _coding_is(event.get("type"), EVENT_TYPE, "rest")
+    subtypes = [c for c in event.get("subtype") or [] if c.get("system") == RESTFUL]
+    if rest and not subtypes:
+        yield f"{where}.subtype: {rule}: a RESTful event has a restful-interaction subtype"
+    if any(c.get("code") in ("read", "vread") for c in subtypes) and event.get("action") != "R":
+        yield f"{where}.action: {rule}: a read is action R, found {event.get('action')!r}"
+    for index, entity in enumerate(event.get("entity") or []):
+        if _coding_is(entity.get("role"), OBJECT_ROLE, "1"):
+            what = entity.get("what")
+            if not isinstance(what, dict) or not _references_patient(what) or not what.get(
+                    "reference"):
+                yield (f"{where}.entity[{index}].what: BALP PatientRead: the Patient entity's "
+                       "what is a Reference(Patient)")
+    if BALP_READ in _profiles(event):
+        yield from _balp_read(event, where)
 
 
 def _balp_read(event: JsonObject, where: str) -> Iterator[str]:

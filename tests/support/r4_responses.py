@@ -185,7 +185,8 @@ def _model_rules(model: BaseModel, where: str) -> Iterator[str]:
             continue
         inner = f"{where}.{field.alias or name}"
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        allowed = extra.get("enum_values")
+        listed = extra.get("enum_values")
+        allowed = [str(code) for code in listed] if isinstance(listed, list) else []
         if allowed and isinstance(value, str) and value not in allowed:
             yield f"{inner}: {value!r} is not in the required value set {sorted(allowed)}"
         items = value if isinstance(value, list) else [value]
@@ -257,10 +258,12 @@ def _bdl(bundle: JsonObject, where: str) -> list[str]:
             problems.append(f"{at}.search: bdl-2: entry.search only in a searchset")
         wants_request = kind in ("batch", "transaction", "history")
         if ("request" in entry) != wants_request:
-            problems.append(f"{at}.request: bdl-3: entry.request is {'mandatory' if wants_request else 'prohibited'} in a {kind} Bundle")
+            must = "mandatory" if wants_request else "prohibited"
+            problems.append(f"{at}.request: bdl-3: entry.request is {must} in a {kind} Bundle")
         wants_response = kind in ("batch-response", "transaction-response", "history")
         if ("response" in entry) != wants_response:
-            problems.append(f"{at}.response: bdl-4: entry.response is {'mandatory' if wants_response else 'prohibited'} in a {kind} Bundle")
+            must = "mandatory" if wants_response else "prohibited"
+            problems.append(f"{at}.response: bdl-4: entry.response is {must} in a {kind} Bundle")
         full_url = entry.get("fullUrl")
         if isinstance(full_url, str):
             if "/_history/" in full_url:
@@ -324,7 +327,9 @@ class Collector:
         if self.findings is None:
             return
         path = request.url.path
-        if not (path == "/fhir" or path.startswith("/fhir/")) or path.startswith("/fhir/.well-known"):
+        if not (path == "/fhir" or path.startswith("/fhir/")):
+            return
+        if path.startswith("/fhir/.well-known"):  # SMART configuration: JSON, not a resource
             return
         body = response.read()
         if not body:
@@ -365,7 +370,7 @@ def install() -> None:
 
     def handle_request(self: testclient._TestClientTransport,
                        request: httpx.Request) -> httpx.Response:
-        response = original(self, request)
+        response: httpx.Response = original(self, request)
         COLLECTOR.observe(request, response)
         return response
 
@@ -397,9 +402,10 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         unique = list(dict.fromkeys(findings))
         shown = "\n".join(f"  {line}" for line in unique[:MAX_FINDINGS_SHOWN])
         more = len(unique) - MAX_FINDINGS_SHOWN
+        tail = f"\n  … and {more} more" if more > 0 else ""
         pytest.fail(
             f"{len(unique)} FHIR response problem(s) (support.r4_responses; not FHIR R4 or not "
-            f"the IHE profile that applies):\n{shown}" + (f"\n  … and {more} more" if more > 0 else ""),
+            f"the IHE profile that applies):\n{shown}{tail}",
             pytrace=False,
         )
     return result
