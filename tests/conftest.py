@@ -30,6 +30,12 @@ from carevault.domain.audit import STREAMS
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
 from support.attacked import attacked  # noqa: F401  (a fixture, shared: tests/security)
+from support.r4_responses import (  # every FHIR response is R4 and its IHE profiles
+    pytest_configure,  # noqa: F401
+    pytest_runtest_call,  # noqa: F401
+    pytest_runtest_setup,  # noqa: F401
+    pytest_runtest_teardown,  # noqa: F401
+)
 from support.requirements import (  # the hooks: which suites did not run, and why
     POSTGRESQL,
     missing,

@@ -82,7 +82,7 @@ def test_every_advertised_search_parameter_is_accepted(registrar: TestClient, cl
         personal = resource["type"] in ("AuditEvent", "Consent", "Encounter", "Communication",
                                         "DocumentReference", "List", "Task",
                                         "MedicationRequest", "MedicationDispense")
-        for param in resource["searchParam"]:
+        for param in resource.get("searchParam", []):
             value = samples[param["type"]]
             if param["name"] in ("identifier",):
                 value = "urn:x|1"
@@ -599,3 +599,24 @@ def test_an_unroutable_fhir_path_gets_an_operation_outcome(client: TestClient) -
     the framework's bare JSON (found by schemathesis)."""
     issue = outcome(client.get("/fhir/ValueSet/%0A/$expand"), 404)
     assert issue["code"] == "not-found"
+
+
+def test_an_organization_without_a_type_is_refused(registrar: TestClient, systems: Any) -> None:
+    """The directory serves mCSD Organizations, whose type is 1..* (IHE mCSD 4.0.0): one that
+    does not say what it is is refused, with the element named, rather than served short."""
+    untyped = {k: v for k, v in hospital(systems).items() if k != "type"}
+    refused = post(registrar, "Organization", untyped)
+    assert refused.status_code == 422, refused.text
+    (issue,) = refused.json()["issue"]
+    assert issue["expression"] == ["Organization.type"]
+    assert "mCSD" in issue["diagnostics"]
+    assert registrar.get("/fhir/Organization", params={"name": "Hôpital"}).json()["total"] == 0
+
+
+def test_an_empty_search_has_no_entry_array(client: TestClient) -> None:
+    """FHIR JSON has no empty array (R4 json.html): a search that matches nothing answers a
+    searchset with total 0 and no ``entry`` element, which strict R4 parsers require."""
+    bundle = client.get("/fhir/Patient", params={"family": "nobody-has-this-name"}).json()
+    assert bundle["total"] == 0
+    assert "entry" not in bundle
+    Bundle.model_validate(bundle)

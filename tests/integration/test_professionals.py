@@ -300,6 +300,8 @@ def test_a_grant_to_a_care_team_reaches_its_active_members(
     outsider = Pro(platform, "HP-TEAM-2", "Outsider")
     organization = registrar.post("/fhir/Organization", headers=FHIR_JSON, json={
         "resourceType": "Organization", "name": "Hôpital du Nord", "active": True,
+        "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/organization-type",
+                              "code": "prov"}]}],
         "identifier": [{"system": platform.directory.systems.organization,
                         "value": "ORG-TEAM-1"}]})
     assert organization.status_code == 201, organization.text

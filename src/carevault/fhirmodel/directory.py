@@ -22,6 +22,17 @@ EXT_BASE = "https://carevault.lu/fhir/StructureDefinition/"
 LICENCE_STATUS_URL = EXT_BASE + "licence-status"
 PATIENT_ID_SYSTEM_URL = EXT_BASE + "patient-identifier-system"
 ORGANIZATION_KIND_URL = EXT_BASE + "organization-kind"
+# Every organization of the providers' directory is a care provider: its mCSD type (IHE mCSD
+# 4.0.0, IHE.mCSD.Organization: ``type 1..*``), from HL7's organization-type code system.
+ORGANIZATION_TYPE_PROVIDER = {
+    "coding": [
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/organization-type",
+            "code": "prov",
+            "display": "Healthcare Provider",
+        }
+    ]
+}
 
 GENDERS = frozenset({"male", "female", "other", "unknown"})
 LICENCE_STATUSES = frozenset({"active", "suspended"})
@@ -235,6 +246,16 @@ def organization_entry(resource: JsonObject, systems: IdentitySystems) -> Organi
     )
 
 
+def require_organization_type(resource: JsonObject) -> None:
+    """A new Organization says what kind it is: the directory serves mCSD Organizations."""
+    if not resource.get("type"):
+        raise BusinessRuleViolation(
+            "an Organization needs a type (IHE mCSD Organization: type 1..*), e.g. "
+            "http://terminology.hl7.org/CodeSystem/organization-type#prov",
+            expression="Organization.type",
+        )
+
+
 # --- building resources (the CLI and the demo loader speak through the same services) ---
 
 
@@ -353,6 +374,7 @@ def new_organization(
         "resourceType": "Organization",
         "identifier": [{"system": systems.organization, "value": identifier}],
         "active": True,
+        "type": [ORGANIZATION_TYPE_PROVIDER],
         "name": name,
     }
     extensions = []

@@ -644,8 +644,11 @@ def submission_set_list(row: JsonObject, visible_ids: list[str], base_url: str) 
         "code": {"coding": [{"system": SUBMISSION_SET_SYSTEM, "code": "submissionset"}]},
         "subject": {"reference": f"Patient/{row['patient_id']}"},
         "date": rfc3339_ms(row["submitted_at"]),
-        "entry": [{"item": {"reference": f"{base}/DocumentReference/{i}"}} for i in visible_ids],
     }
+    if visible_ids:  # FHIR JSON has no empty array: a List none of whose entries the reader sees
+        listed["entry"] = [
+            {"item": {"reference": f"{base}/DocumentReference/{i}"}} for i in visible_ids
+        ]
     for name in ("title", "source", "note"):
         if name in details:
             listed[name] = details[name]

@@ -45,6 +45,7 @@ from carevault.fhirmodel.directory import (
     organization_entry,
     patient_entry,
     practitioner_entry,
+    require_organization_type,
     role_entry,
     with_national_id,
 )
@@ -469,6 +470,7 @@ def register_organizations(
     writes = []
     for resource in resources:
         valid = validate_resource(resource, "Organization")
+        require_organization_type(valid)
         entry = organization_entry(valid, ctx.systems)
         org_id = _new_id()
         writes.append((Stored(org_id, 1, _stamp(valid, org_id, 1, now)), entry))

@@ -194,15 +194,16 @@ class DetectedIssueHandler(ResourceHandler):
             "type": "searchset",
             "total": total,
             "link": links,
-            "entry": [
+        }
+        if alerts:  # FHIR JSON has no empty array: no match, no entry element
+            bundle["entry"] = [
                 {
                     "fullUrl": f"{base}/DetectedIssue/{a.id}",
                     "resource": detected_issue(a),
                     "search": {"mode": "match"},
                 }
                 for a in alerts
-            ],
-        }
+            ]
         return FhirResponse(200, bundle)
 
     def operation(self, request: FhirRequest) -> FhirResponse:

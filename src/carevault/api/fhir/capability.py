@@ -59,11 +59,12 @@ def capability_statement(
             "readHistory": Interaction.VREAD in handler.interactions,
             "updateCreate": False,
             "conditionalUpdate": Interaction.CONDITIONAL_UPDATE in handler.interactions,
-            "searchParam": [
+        }
+        if handler.search_params:  # FHIR JSON has no empty array (Binary has no search)
+            entry["searchParam"] = [
                 {"name": p.name, "type": p.type, "documentation": p.documentation}
                 for p in handler.search_params
-            ],
-        }
+            ]
         if handler.profile:
             entry["supportedProfile"] = [handler.profile]
         if handler.includes:

@@ -206,7 +206,7 @@ def _settings_answer(api: ApiContext, request: FhirRequest, record: RecordFacts)
             }
         )
     parameters += [_mandate_part(m, now) for m in mandates]
-    body = {"resourceType": "Parameters", "parameter": parameters}
+    body = {"resourceType": "Parameters", **({"parameter": parameters} if parameters else {})}
     response = FhirResponse(200, body, patients=(patient_id,))
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -303,7 +303,8 @@ def _representative(api: ApiContext, request: FhirRequest) -> FhirResponse:
         raise InvalidInput("action is one of name, limit, end", expression="action")
     now = api.policy.clock()
     mandates = api.policy.representatives(actor, patient_id)
-    body = {"resourceType": "Parameters", "parameter": [_mandate_part(m, now) for m in mandates]}
+    parts = [_mandate_part(m, now) for m in mandates]
+    body = {"resourceType": "Parameters", **({"parameter": parts} if parts else {})}
     return FhirResponse(200, body, patients=(patient_id,))
 
 

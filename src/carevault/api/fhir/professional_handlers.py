@@ -199,12 +199,10 @@ def mandates_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     now = api.policy.clock()
     given = api.professionals.mandates(mandator_id=practitioner_id)
     held = api.professionals.mandates(assistant_id=practitioner_id)
+    parts = [mandate_parameters(m, now) for m in [*given, *held]]
+    # FHIR JSON has no empty array: no mandate, no parameter element.
     return FhirResponse(
-        200,
-        {
-            "resourceType": "Parameters",
-            "parameter": [mandate_parameters(m, now) for m in [*given, *held]],
-        },
+        200, {"resourceType": "Parameters", **({"parameter": parts} if parts else {})}
     )
 
 

@@ -228,10 +228,12 @@ def searchset(
                 "search": {"mode": "include"},
             }
         )
-    return {
+    bundle: JsonObject = {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": result.total,
         "link": links,
-        "entry": entries,
     }
+    if entries:  # FHIR JSON has no empty array (R4 json.html): no match, no entry element
+        bundle["entry"] = entries
+    return bundle

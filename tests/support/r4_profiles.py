@@ -1,0 +1,362 @@
+"""The IHE profiles a CareVault FHIR response must meet, as small explicit rules with their source.
+
+Only what the implementation guides state as cardinalities, fixed values and invariants is here
+(their FSH sources, at the release named), never a guess at intent. Which profile applies:
+
+- every DocumentReference: MHD Minimal DocumentReference; the Comprehensive rules on top when the
+  resource claims ``IHE.MHD.Comprehensive.DocumentReference`` (or its UnContained parent) in
+  ``meta.profile`` (a document published with minimal metadata cannot be served as
+  comprehensive, and MHD lets a Document Responder return either);
+- every List coded ``submissionset``: MHD Minimal SubmissionSet, and the Comprehensive rules
+  when claimed;
+- every Patient served (not contained): PDQm Patient; a Patient search's Bundle: PDQm ITI-78
+  Query Patient Resource Response;
+- ``Patient/$ihe-pix``'s answer: PIXm Query Parameters Out;
+- every Organization, Practitioner, PractitionerRole: mCSD;
+- every AuditEvent: the BALP RESTful basics; the whole of ``IHE.BasicAudit.Read`` when the
+  event claims it (CareVault's AuditEvents do not: they have no client and server agents typed
+  DCM 110152/110153 and no entity typed audit-entity-type#2, so CareVault does not claim the
+  profile; docs/interoperability.md).
+
+Sources: IHE ITI MHD 4.2.3 (input/fsh/documentReference.fsh, submissionSet.fsh), PDQm 3.1.0
+(input/fsh/PDQmPatient.fsh), PIXm 3.0.4 (input/fsh/PIXm.fsh), mCSD 4.0.0
+(input/fsh/organization.fsh, practitioner.fsh), BALP (input/fsh/PatientRead.fsh, profile
+``IHE.BasicAudit.Read``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+MHD = "https://profiles.ihe.net/ITI/MHD/StructureDefinition/"
+COMPREHENSIVE_DOCREF = {
+    MHD + "IHE.MHD.Comprehensive.DocumentReference",
+    MHD + "IHE.MHD.UnContained.Comprehensive.DocumentReference",
+}
+CONTAINED_DOCREF = MHD + "IHE.MHD.Comprehensive.DocumentReference"
+COMPREHENSIVE_SUBMISSION = {
+    MHD + "IHE.MHD.Comprehensive.SubmissionSet",
+    MHD + "IHE.MHD.UnContained.Comprehensive.SubmissionSet",
+}
+CONTAINED_SUBMISSION = MHD + "IHE.MHD.Comprehensive.SubmissionSet"
+MHD_LIST_TYPES = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
+SOURCE_ID = MHD + "ihe-sourceId"
+DESIGNATION_TYPE = MHD + "ihe-designationType"
+INTENDED_RECIPIENT = MHD + "ihe-intendedRecipient"
+AUTHOR_ORG = MHD + "ihe-authorOrg"
+DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+RESTFUL = "http://hl7.org/fhir/restful-interaction"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+
+
+def path_kind(path: str) -> str:
+    """The part of a /fhir path that decides which rules apply: ``Patient?`` for a search,
+    ``Patient/$ihe-pix`` for an operation, ``Patient/{id}`` for a read."""
+    parts = [p for p in path.split("/")[2:] if p]
+    if not parts:
+        return ""
+    if len(parts) == 1:
+        return parts[0] if parts[0].startswith("$") or parts[0] == "metadata" else f"{parts[0]}?"
+    operation = next((p for p in parts[1:] if p.startswith("$")), None)
+    return f"{parts[0]}/{operation}" if operation else f"{parts[0]}/{{id}}"
+
+
+def check(path: str, resource: JsonObject) -> list[str]:
+    kind = path_kind(path)
+    kind_of = resource.get("resourceType")
+    where = str(kind_of)
+    problems: list[str] = []
+    for at, served in _served(resource, where):
+        problems += _by_type(served, at)
+    if kind == "Patient?" and kind_of == "Bundle":
+        problems += _pdqm_search(resource, where)
+    if kind == "Patient/$ihe-pix" and kind_of == "Parameters":
+        problems += _pixm_out(resource, where)
+    return problems
+
+
+def _served(resource: JsonObject, where: str) -> Iterator[tuple[str, JsonObject]]:
+    """The resources served as such: this one, a Bundle's entries, a Parameters' resources (not
+    contained ones, which are parts of their container)."""
+    yield where, resource
+    if resource.get("resourceType") == "Bundle":
+        for index, entry in enumerate(resource.get("entry") or []):
+            if isinstance(entry.get("resource"), dict):
+                yield from _served(entry["resource"], f"{where}.entry[{index}].resource")
+    if resource.get("resourceType") == "Parameters":
+        for index, parameter in enumerate(resource.get("parameter") or []):
+            if isinstance(parameter.get("resource"), dict):
+                yield from _served(parameter["resource"], f"{where}.parameter[{index}].resource")
+
+
+def _by_type(resource: JsonObject, where: str) -> list[str]:
+    kind = resource.get("resourceType")
+    if kind == "DocumentReference":
+        return list(_mhd_document_reference(resource, where))
+    if kind == "List" and _coded(resource.get("code"), MHD_LIST_TYPES, "submissionset"):
+        return list(_mhd_submission_set(resource, where))
+    if kind == "Patient":
+        return list(_pdqm_patient(resource, where))
+    if kind in ("Organization", "Practitioner", "PractitionerRole"):
+        return list(_mcsd(resource, where))
+    if kind == "AuditEvent":
+        return list(_balp(resource, where))
+    return []
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _coded(concept: Any, system: str, code: str) -> bool:
+    codings = concept.get("coding", []) if isinstance(concept, dict) else []
+    return any(c.get("system") == system and c.get("code") == code for c in codings)
+
+
+def _coding_is(coding: Any, system: str, code: str) -> bool:
+    return isinstance(coding, dict) and coding.get("system") == system and coding.get(
+        "code") == code
+
+
+def _profiles(resource: JsonObject) -> set[str]:
+    return {p.split("|")[0] for p in (resource.get("meta") or {}).get("profile", [])}
+
+
+def _count(value: Any) -> int:
+    if value is None:
+        return 0
+    return len(value) if isinstance(value, list) else 1
+
+
+def _card(resource: JsonObject, element: str, low: int, high: int | None, where: str,
+          rule: str) -> Iterator[str]:
+    count = _count(resource.get(element))
+    if count < low or (high is not None and count > high):
+        bound = f"{low}..{'*' if high is None else high}"
+        yield f"{where}.{element}: {rule}: {bound}, found {count}"
+
+
+def _extensions(resource: JsonObject, url: str) -> list[JsonObject]:
+    return [e for e in resource.get("extension") or [] if e.get("url") == url]
+
+
+def _references_patient(reference: Any) -> bool:
+    text = reference.get("reference", "") if isinstance(reference, dict) else ""
+    return not text or bool(re.match(r"^(.*/)?Patient/[^/]+(/_history/.+)?$|^#|^urn:", text))
+
+
+# --- MHD 4.2.3 ---------------------------------------------------------------------------------
+
+
+def _mhd_document_reference(doc: JsonObject, where: str) -> Iterator[str]:
+    rule = "MHD Minimal DocumentReference"
+    yield from _card(doc, "modifierExtension", 0, 0, where, rule)
+    yield from _card(doc, "masterIdentifier", 1, 1, where, rule)
+    yield from _card(doc, "docStatus", 0, 0, where, rule)
+    yield from _card(doc, "content", 1, 1, where, rule)
+    # DocumentReferenceStats (required) has current and superseded only: "entered-in-error ...
+    # does not map" to XDS. CareVault keeps a retracted document visible to its author as
+    # entered-in-error (an R4 status, outside MHD's model): that one is R4, not MHD.
+    if doc.get("status") not in ("current", "superseded", "entered-in-error"):
+        yield (f"{where}.status: {rule}: from DocumentReferenceStats (required): current or "
+               f"superseded, found {doc.get('status')!r}")
+    if not _references_patient(doc.get("subject")):
+        yield f"{where}.subject: {rule}: only Reference(Patient)"
+    for index, content in enumerate(doc.get("content") or []):
+        attachment = content.get("attachment") or {}
+        at = f"{where}.content[{index}]"
+        yield from _card(attachment, "contentType", 1, 1, f"{at}.attachment", rule)
+        yield from _card(attachment, "url", 1, 1, f"{at}.attachment", rule)
+        yield from _card(attachment, "data", 0, 0, f"{at}.attachment", rule)
+    claimed = _profiles(doc)
+    if not claimed & COMPREHENSIVE_DOCREF:
+        return
+    rule = "MHD Comprehensive DocumentReference"
+    for element in ("type", "category", "subject"):
+        yield from _card(doc, element, 1, 1, where, rule)
+    yield from _card(doc, "securityLabel", 1, None, where, rule)
+    yield from _card(doc, "context", 1, 1, where, rule)
+    for index, content in enumerate(doc.get("content") or []):
+        at = f"{where}.content[{index}]"
+        attachment = content.get("attachment") or {}
+        for element in ("language", "creation"):
+            yield from _card(attachment, element, 1, 1, f"{at}.attachment", rule)
+        yield from _card(content, "format", 1, 1, at, rule)
+    context = doc.get("context") or {}
+    for element in ("facilityType", "practiceSetting", "sourcePatientInfo"):
+        yield from _card(context, element, 1, 1, f"{where}.context", rule)
+    if CONTAINED_DOCREF in claimed:
+        contained = [
+            *(doc.get("author") or []),
+            *([doc["authenticator"]] if "authenticator" in doc else []),
+            *([context["sourcePatientInfo"]] if "sourcePatientInfo" in context else []),
+        ]
+        for reference in contained:
+            if not str(reference.get("reference", "")).startswith("#"):
+                yield (f"{where}: {rule}: author, authenticator and context.sourcePatientInfo "
+                       f"are contained (aggregation #contained), found {reference}")
+
+
+def _mhd_submission_set(lst: JsonObject, where: str) -> Iterator[str]:
+    rule = "MHD Minimal SubmissionSet"
+    source_ids = _extensions(lst, SOURCE_ID)
+    if len(source_ids) != 1 or "valueIdentifier" not in source_ids[0]:
+        yield (f"{where}.extension[sourceId]: {rule}: 1..1, with valueIdentifier 1..1 "
+               f"(ihe-sourceId), found {source_ids}")
+    if len(_extensions(lst, DESIGNATION_TYPE)) > 1:
+        yield f"{where}.extension[designationType]: {rule}: 0..1"
+    for extension in _extensions(lst, INTENDED_RECIPIENT):
+        if "valueReference" not in extension:
+            yield f"{where}.extension[intendedRecipient]: {rule}: valueReference 1..1"
+    for extension in _extensions(lst.get("source") or {}, AUTHOR_ORG):
+        if "valueReference" not in extension:
+            yield f"{where}.source.extension[authorOrg]: {rule}: valueReference 1..1"
+    if lst.get("status") != "current":
+        yield f"{where}.status: {rule}: fixed current, found {lst.get('status')!r}"
+    if lst.get("mode") != "working":
+        yield f"{where}.mode: {rule}: fixed working, found {lst.get('mode')!r}"
+    yield from _card(lst, "date", 1, 1, where, rule)
+    for element in ("encounter", "orderedBy", "emptyReason"):
+        yield from _card(lst, element, 0, 0, where, rule)
+    yield from _card(lst, "note", 0, 1, where, rule)
+    if not _references_patient(lst.get("subject")):
+        yield f"{where}.subject: {rule}: only Reference(Patient)"
+    for index, entry in enumerate(lst.get("entry") or []):
+        for element in ("flag", "deleted", "date"):
+            yield from _card(entry, element, 0, 0, f"{where}.entry[{index}]", rule)
+    claimed = _profiles(lst)
+    if not claimed & COMPREHENSIVE_SUBMISSION:
+        return
+    rule = "MHD Comprehensive SubmissionSet"
+    yield from _card(lst, "subject", 1, 1, where, rule)
+    if len(_extensions(lst, DESIGNATION_TYPE)) != 1:
+        yield f"{where}.extension[designationType]: {rule}: 1..1"
+    source = lst.get("source") or {}
+    if CONTAINED_SUBMISSION in claimed and source and not str(
+            source.get("reference", "")).startswith("#"):
+        yield f"{where}.source: {rule}: contained (aggregation #contained)"
+
+
+# --- PDQm 3.1.0 --------------------------------------------------------------------------------
+
+
+def _pdqm_patient(patient: JsonObject, where: str) -> Iterator[str]:
+    rule = "PDQm Patient"
+    yield from _card(patient, "modifierExtension", 0, 0, where, rule)
+    yield from _card(patient, "implicitRules", 0, 0, where, rule)
+    yield from _card(patient, "identifier", 1, None, where, rule)
+    for index, identifier in enumerate(patient.get("identifier") or []):
+        for element in ("system", "value"):
+            yield from _card(identifier, element, 1, 1, f"{where}.identifier[{index}]", rule)
+    for index, name in enumerate(patient.get("name") or []):
+        named = any(k in name for k in ("family", "given", "text"))
+        absent = bool(_extensions(name, DATA_ABSENT))
+        if named == absent:
+            yield (f"{where}.name[{index}]: {rule}: iti-pdqm-patname: family, given or text, "
+                   "xor a data-absent-reason extension")
+    if "link" in patient and "active" not in patient:
+        yield f"{where}: {rule}: iti-pdqm-linkstatus: link present implies active present"
+
+
+def _pdqm_search(bundle: JsonObject, where: str) -> Iterator[str]:
+    rule = "PDQm Query Patient Resource Response (ITI-78)"
+    if bundle.get("type") != "searchset":
+        yield f"{where}.type: {rule}: fixed searchset, found {bundle.get('type')!r}"
+    yield from _card(bundle, "total", 1, 1, where, rule)
+    for index, entry in enumerate(bundle.get("entry") or []):
+        yield from _card(entry, "fullUrl", 1, 1, f"{where}.entry[{index}]", rule)
+
+
+# --- PIXm 3.0.4 --------------------------------------------------------------------------------
+
+
+def _pixm_out(parameters: JsonObject, where: str) -> Iterator[str]:
+    rule = "PIXm Query Parameters Out"
+    for index, parameter in enumerate(parameters.get("parameter") or []):
+        at = f"{where}.parameter[{index}]"
+        if parameter.get("name") == "targetId":
+            value = parameter.get("valueReference")
+            if not isinstance(value, dict) or not value.get("reference"):
+                yield f"{at}: {rule}: targetId is a valueReference with reference 1..1"
+            elif not _references_patient(value):
+                yield f"{at}: {rule}: targetId is a Reference(Patient)"
+        if parameter.get("name") == "targetIdentifier":
+            value = parameter.get("valueIdentifier")
+            if not isinstance(value, dict) or not value.get("system") or not value.get("value"):
+                yield f"{at}: {rule}: targetIdentifier is a valueIdentifier with system and value"
+            elif "assigner" in value and not (value["assigner"] or {}).get("display"):
+                yield f"{at}: {rule}: targetIdentifier.assigner has display 1..1"
+
+
+# --- mCSD 4.0.0 --------------------------------------------------------------------------------
+
+
+def _mcsd(resource: JsonObject, where: str) -> Iterator[str]:
+    kind = resource["resourceType"]
+    rule = f"mCSD {kind}"
+    yield from _card(resource, "implicitRules", 0, 0, where, rule)
+    yield from _card(resource, "modifierExtension", 0, 0, where, rule)
+    if kind == "Organization":
+        yield from _card(resource, "type", 1, None, where, rule)
+        yield from _card(resource, "name", 1, 1, where, rule)
+    elif kind == "Practitioner":
+        yield from _card(resource, "name", 1, None, where, rule)
+    else:
+        yield from _card(resource, "code", 1, None, where, rule)
+
+
+# --- BALP --------------------------------------------------------------------------------------
+
+
+BALP_READ = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read"
+EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+
+
+def _balp(event: JsonObject, where: str) -> Iterator[str]:
+    """The BALP basics every RESTful AuditEvent meets (the RESTful pattern of all BALP
+    profiles: type rest with a restful-interaction subtype, a read's action R, the Patient
+    entity of PatientRead); the whole of IHE.BasicAudit.Read when the event claims it."""
+    rule = "BALP RESTful pattern"
+    rest = _coding_is(event.get("type"), EVENT_TYPE, "rest")
+    subtypes = [c for c in event.get("subtype") or [] if c.get("system") == RESTFUL]
+    if rest and not subtypes:
+        yield f"{where}.subtype: {rule}: a RESTful event has a restful-interaction subtype"
+    if any(c.get("code") in ("read", "vread") for c in subtypes) and event.get("action") != "R":
+        yield f"{where}.action: {rule}: a read is action R, found {event.get('action')!r}"
+    for index, entity in enumerate(event.get("entity") or []):
+        if _coding_is(entity.get("role"), OBJECT_ROLE, "1"):
+            what = entity.get("what")
+            if not isinstance(what, dict) or not _references_patient(what) or not what.get(
+                    "reference"):
+                yield (f"{where}.entity[{index}].what: BALP PatientRead: the Patient entity's "
+                       "what is a Reference(Patient)")
+    if BALP_READ in _profiles(event):
+        yield from _balp_read(event, where)
+
+
+def _balp_read(event: JsonObject, where: str) -> Iterator[str]:
+    rule = "BALP Read (IHE.BasicAudit.Read)"
+    if not _coding_is(event.get("type"), "http://terminology.hl7.org/CodeSystem/audit-event-type",
+                      "rest"):
+        yield f"{where}.type: {rule}: fixed audit-event-type#rest"
+    if event.get("action") != "R":
+        yield f"{where}.action: {rule}: fixed R, found {event.get('action')!r}"
+    yield from _card(event, "recorded", 1, 1, where, rule)
+    agents = event.get("agent") or []
+    for role, code in (("client", "110152"), ("server", "110153")):
+        found = [a for a in agents if _coded(a.get("type"), DCM, code)]
+        if len(found) != 1:
+            yield f"{where}.agent[{role}]: {rule}: 1..1 (type DCM#{code}), found {len(found)}"
+            continue
+        for element in ("who", "network"):
+            yield from _card(found[0], element, 1, 1, f"{where}.agent[{role}]", rule)
+    data = [e for e in event.get("entity") or [] if _coding_is(
+        e.get("type"), "http://terminology.hl7.org/CodeSystem/audit-entity-type", "2")]
+    if len(data) != 1:
+        yield f"{where}.entity[data]: {rule}: 1..1 (type audit-entity-type#2), found {len(data)}"
+    else:
+        yield from _card(data[0], "what", 1, 1, f"{where}.entity[data]", rule)
