@@ -41,6 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 MIX = (("search", 50), ("retrieve", 35), ("submit", 10), ("patient", 5))
 
+# Tokens live five minutes (services/tokens.py TOKEN_LIFETIME): renewed after three.
+TOKEN_REFRESH_SECONDS = 180.0
+
 
 def rss_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -82,7 +85,7 @@ class World:
         from carevault.bootstrap import build
         from carevault.settings import Settings
         from support.records import patient_and_author
-        from support.tokens import patient_headers, professional_token
+        from support.tokens import patient_account, professional_token
 
         url = database_url or f"sqlite:///{workdir / 'carevault.db'}"
         engine = connect(url, pool_size=24)
@@ -98,15 +101,40 @@ class World:
         self.client.__enter__()
         self.client.headers["Authorization"] = f"Bearer {professional_token(self.platform)}"
         self.records: list[tuple[str, Any, dict[str, str]]] = []
+        self.accounts: dict[str, str] = {}  # patient id -> their account's id
+        self.refreshed = time.monotonic()
         for n in range(patients):
             patient_id, gp = patient_and_author(self.platform, self.client, number=100 + n,
                                                 author=f"HP-SOAK-{n}")
-            self.records.append((patient_id, gp, patient_headers(self.platform, patient_id)))
+            self.accounts[patient_id] = patient_account(self.platform, patient_id)
+            self.records.append((patient_id, gp, self.patient_headers(patient_id)))
         self.documents: list[tuple[str, Any]] = []  # (document id, its author)
         self.lock = threading.Lock()
         for patient_id, gp, _ in self.records:
             for _ in range(2):
                 self.submit(patient_id, gp, str(uuid.uuid4()))
+
+    def refresh_tokens(self) -> None:
+        """New tokens for every caller, the production way, before the five-minute ones run
+        out (TOKEN_LIFETIME): a soak longer than that would otherwise measure 401s. Called
+        between minutes, while no request is in flight; the same objects are updated, so the
+        documents' authors read with their new tokens."""
+        from support.documents import Pro
+        from support.tokens import professional_token
+
+        self.client.headers["Authorization"] = f"Bearer {professional_token(self.platform)}"
+        for n, (patient_id, gp, mine) in enumerate(self.records):
+            fresh = Pro(self.platform, f"HP-SOAK-{n}")
+            gp.headers, gp.key_pem, gp.chain = fresh.headers, fresh.key_pem, fresh.chain
+            mine.clear()
+            mine.update(self.patient_headers(patient_id))
+        self.refreshed = time.monotonic()
+
+    def patient_headers(self, patient_id: str) -> dict[str, str]:
+        from support.tokens import account_token
+
+        token = account_token(self.platform, self.accounts[patient_id], patient_id)
+        return {"Authorization": f"Bearer {token}"}
 
     def close(self) -> None:
         self.client.__exit__(None, None, None)
@@ -247,6 +275,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             total = args.minutes * 60
             while time.monotonic() - start < total:
+                if time.monotonic() - world.refreshed > TOKEN_REFRESH_SECONDS:
+                    world.refresh_tokens()
                 length = min(60.0, total - (time.monotonic() - start))
                 drive(world, length, rate, args.clients, on_result)
                 with lock:

@@ -103,6 +103,12 @@ def account_token(platform: Platform, account_id: str, patient_id: str | None, *
 
 def patient_headers(platform: Platform, patient_id: str) -> dict[str, str]:
     """Enrol an account for a registered patient and return their app token's headers."""
+    token = account_token(platform, patient_account(platform, patient_id), patient_id)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def patient_account(platform: Platform, patient_id: str) -> str:
+    """Enrol an account (TOTP confirmed) for a registered patient; its id."""
     import urllib.parse
     from datetime import timedelta
 
@@ -116,8 +122,7 @@ def patient_headers(platform: Platform, patient_id: str) -> dict[str, str]:
     earlier = datetime.now(UTC) - timedelta(seconds=30)
     platform.accounts.confirm_totp(enrolment.account_id, pyotp.TOTP(secret).at(earlier),
                                    now=earlier)
-    token = account_token(platform, enrolment.account_id, patient_id)
-    return {"Authorization": f"Bearer {token}"}
+    return enrolment.account_id
 
 
 def officer_headers(platform: Platform,
