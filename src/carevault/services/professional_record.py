@@ -30,6 +30,7 @@ from carevault.domain.authorization import (
     Action,
     Confidentiality,
     Decision,
+    Party,
     RecordFacts,
 )
 from carevault.domain.directory import Identifier
@@ -45,8 +46,9 @@ from carevault.fhirmodel.mhd import (
 )
 from carevault.services.accounts import AuditAppender
 from carevault.services.documents import DocumentService, Published
+from carevault.services.finder import party_names, person_name
 from carevault.services.patient_uploads import FORMAT_CODES, LOINC, SIGNATURES, SNOMED
-from carevault.services.record_policy import Actor, RecordPolicy, Refused
+from carevault.services.record_policy import Actor, RecordPolicy, Refused, purpose_of_use
 from carevault.services.signatures import InvalidSignature, verify_detached
 
 MAX_FOUND = 20  # a search that matches more asks for more criteria rather than a long list
@@ -162,21 +164,11 @@ class Access:
     query: str | None = None
 
 
-def _name(resource: dict[str, object]) -> str:
-    names = resource.get("name")
-    first = names[0] if isinstance(names, list) and names else {}
-    if not isinstance(first, dict):
-        return ""
-    given = first.get("given", [])
-    parts = [*(given if isinstance(given, list) else []), first.get("family", "")]
-    return " ".join(str(p) for p in parts if p)
-
-
 def found_patient(stored: Stored) -> FoundPatient:
     resource = stored.resource
     return FoundPatient(
         stored.id,
-        _name(resource),
+        person_name(resource),
         str(resource.get("birthDate", "")),
         str(resource.get("gender", "")),
     )
@@ -186,10 +178,6 @@ def _on_behalf_of(actor: Actor) -> str | None:
     """An assistant acts for their mandating practitioner: the entry names both."""
     mandator = actor.subject.mandator_id
     return f"Practitioner/{mandator}" if mandator is not None else None
-
-
-def _purpose(decision: Decision) -> str | None:
-    return next((o.purpose_of_use for o in decision.obligations if o.kind == "audit"), None)
 
 
 def _query(search: PatientSearch) -> PatientQuery:
@@ -261,7 +249,7 @@ class ProfessionalRecord:
             entity_id=entity_id,
             query=access.query,
             status=404 if unknown else 200 if permit else 403,
-            purpose_of_use=None if decision is None else _purpose(decision),
+            purpose_of_use=None if decision is None else purpose_of_use(decision),
             rule=None if decision is None else " → ".join(decision.path),
             detail={"surface": "workspace"},
         )
@@ -545,14 +533,9 @@ class ProfessionalRecord:
 
 
 def _authors(uow: UnitOfWork, ids: Sequence[str | None]) -> dict[str, str]:
-    """The names of the practitioners who wrote these documents, as the directory has them
-    (a patient's own document names no practitioner)."""
-    names = {}
-    for practitioner_id in dict.fromkeys(i for i in ids if i):
-        stored = uow.directory.read(t.practitioner, practitioner_id)
-        if stored is not None:
-            names[practitioner_id] = _name(stored.resource)
-    return names
+    """The names of the practitioners who wrote these documents (a patient's own document
+    names no practitioner)."""
+    return party_names(uow, [(Party.PRACTITIONER, i) for i in dict.fromkeys(ids) if i])
 
 
 def _open_window(actor: Actor, record: RecordFacts | None, now: datetime) -> datetime | None:

@@ -453,7 +453,7 @@ class RecordPolicy:
             patient=patient_id,
             entity_type=entity[0] if entity else None,
             entity_id=entity[1] if entity else None,
-            purpose_of_use=_purpose(decision),
+            purpose_of_use=purpose_of_use(decision),
             rule=" → ".join(decision.path),
             detail=detail,
         )
@@ -1297,7 +1297,8 @@ class RecordPolicy:
             raise NotFound(f"{kind}/{party_id} is not in the directory")
 
 
-def _purpose(decision: Decision) -> str | None:
+def purpose_of_use(decision: Decision) -> str | None:
+    """The purpose of use the engine's audit obligation names, for the access's entry."""
     for obligation in decision.obligations:
         if obligation.kind == "audit":
             return obligation.purpose_of_use
