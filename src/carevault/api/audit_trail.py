@@ -21,8 +21,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Connection
-
 from carevault.api.fhir.door import (
     REDACTED,
     SECRET_PARAMETERS,
@@ -47,7 +45,7 @@ from carevault.domain.audit import (
 )
 from carevault.domain.authorization import ALERT_SECURITY_OFFICER
 from carevault.domain.errors import Unavailable
-from carevault.services.audit_log import AuditLog, AuditUnavailable
+from carevault.services.audit_log import AuditLog, AuditTransaction, AuditUnavailable
 
 _ACTIONS = {
     Interaction.READ: ACTION_READ,
@@ -116,7 +114,7 @@ class AuditScope:
         if self._token is not None:
             _current.reset(self._token)
 
-    def write_in(self, connection: Connection, written: Written) -> None:
+    def write_in(self, store: AuditTransaction, written: Written) -> None:
         """Record the change being committed, inside its transaction (once per request)."""
         if self.recorded:
             return
@@ -128,15 +126,15 @@ class AuditScope:
             tuple(written.patients),
             professionals=tuple(written.professionals),
         )
-        self.trail.log.append_in(connection, records)
+        self.trail.log.append_with(store, records)
         self.recorded = True
 
 
-def before_commit(connection: Connection, written: Written) -> None:
+def before_commit(store: AuditTransaction, written: Written) -> None:
     """The unit-of-work hook: record the current request's change in its transaction."""
     scope = _current.get()
     if scope is not None:
-        scope.write_in(connection, written)
+        scope.write_in(store, written)
 
 
 class AuditTrail:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
+from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.database import connect
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import audit_log
@@ -79,7 +80,7 @@ def audited_units(
     engine = engine_for(config.database_url)
     log = audit_log(config, engine)
 
-    def record(connection: Connection, written: Written) -> None:
+    def record(store: AuditStore, written: Written) -> None:
         patients = written.patients
         entity = {"patients": ",".join(patients)} if patients else {}
         change = {"directory-change": "providers"} if affects_access else {}
@@ -88,7 +89,7 @@ def audited_units(
             action, interaction, detail={**(detail or {}), **entity, **change, **professionals}
         )
         alerts = [replace(entry, kind="alert")] if affects_access else []
-        log.append_in(connection, [entry, *alerts])
+        log.append_with(store, [entry, *alerts])
 
     return lambda: UnitOfWork(engine, before_commit=record)
 

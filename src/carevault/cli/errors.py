@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import typer
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from carevault.adapters.keys.local_file import KeyFileError
+from carevault.adapters.storage.database import DATABASE_ERRORS, database_refusal
 from carevault.domain.errors import CareVaultError
 from carevault.settings import ConfigurationError
 
@@ -27,9 +27,9 @@ def friendly(command: Callable[P, R]) -> Callable[P, R]:
         except (CareVaultError, ConfigurationError, KeyFileError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1) from None
-        except SQLAlchemyError as error:
-            reason = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()[0]
-            typer.echo(f"error: the database refused the operation: {reason[:300]}", err=True)
+        except DATABASE_ERRORS as error:
+            reason = database_refusal(error)
+            typer.echo(f"error: the database refused the operation: {reason}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -15,11 +15,11 @@ from typing import Annotated, Any
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from sqlalchemy import Connection
 
 from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.pki.credential_files import CredentialFiles, check_free, write_credentials
 from carevault.adapters.pki.x509_authority import REASONS
+from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.pki_store import CertificateRecord
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import directory_context, utc_now
@@ -80,8 +80,8 @@ def _audited(
     engine = context.engine_for(config.database_url)
     log = context.log_for(config)
 
-    def record(connection: Connection, _written: Written) -> None:
-        log.append_in(connection, [_operator_record(action, interaction, detail)])
+    def record(store: AuditStore, _written: Written) -> None:
+        log.append_with(store, [_operator_record(action, interaction, detail)])
 
     try:
         yield lambda: UnitOfWork(engine, before_commit=record)

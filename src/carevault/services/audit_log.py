@@ -36,6 +36,12 @@ from carevault.domain.tree_head import TreeHead, signed_bytes
 
 log = logging.getLogger("carevault.audit")
 
+# The audit store of a unit of work's transaction, which `AuditLog.append_with` appends in: the
+# unit of work hands it to its ``before_commit`` hook, so that a change and its audit entry
+# commit together. Named here so that the hooks (the API's audit trail, the commands) need not
+# know the storage adapter.
+AuditTransaction = AuditStore
+
 
 class AuditUnavailable(Exception):
     """The audit log could not durably record an access; the access must not be served."""
@@ -92,7 +98,7 @@ class AuditLog:
         """Append inside the caller's transaction; the caller's commit makes them durable."""
         return self.append_with(AuditStore(connection), records)
 
-    def append_with(self, store: AuditStore, records: Sequence[AuditRecord]) -> list[int]:
+    def append_with(self, store: AuditTransaction, records: Sequence[AuditRecord]) -> list[int]:
         """Append through a unit of work's audit store (``uow.audit``), inside its
         transaction: its commit makes them durable."""
         now = self.clock()

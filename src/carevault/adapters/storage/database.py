@@ -16,8 +16,21 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+# What the database (or the driver between) raises when it refuses an operation; the commands
+# say it in words (`database_refusal`) instead of a stack trace.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError,)
+
+
+def database_refusal(error: Exception) -> str:
+    """The first line of the database's own reason (the driver's message, not SQLAlchemy's
+    wrapping with the statement), at most 300 characters: a statement's parameters may hold
+    what a log must not."""
+    reason = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()
+    return (reason[0] if reason else type(error).__name__)[:300]
 
 
 def connect(url: str, pool_size: int = 10) -> Engine:

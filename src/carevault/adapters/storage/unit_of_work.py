@@ -31,14 +31,14 @@ from carevault.domain.audit import Written
 from carevault.domain.authorization import RecordModel
 from carevault.domain.errors import Conflict, Unavailable
 
-BeforeCommit = Callable[[Connection, Written], None]
+BeforeCommit = Callable[[AuditStore, Written], None]
 
 
 class UnitOfWork:
-    """``before_commit`` runs inside the transaction just before it commits, with what the
-    transaction wrote (`Written`): the audit log uses it to record a change atomically
-    with the change. ``record_model`` (opt-in or opt-out) tells the record store whether a
-    patient without a stored record has one.
+    """``before_commit`` runs inside the transaction just before it commits, with the
+    transaction's audit store and what the transaction wrote (`Written`): the audit log uses it
+    to record a change atomically with the change. ``record_model`` (opt-in or opt-out) tells
+    the record store whether a patient without a stored record has one.
 
     A ``read_only`` unit of work (the door's gate: authentication and the facts of a decision)
     runs a PostgreSQL ``READ ONLY`` transaction and ends it with a commit, which for such a
@@ -110,7 +110,7 @@ class UnitOfWork:
             for touched in (self.records.touched_patients, self.prescriptions.touched_patients):
                 written += [p for p in touched if p not in written]
             professionals = list(self.directory.touched_professionals)
-            self._before_commit(self._connection, Written(written, professionals))
+            self._before_commit(self.audit, Written(written, professionals))
         try:
             self._connection.commit()
         except IntegrityError as error:
