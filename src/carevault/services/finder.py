@@ -13,6 +13,8 @@ narrows it.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +23,13 @@ from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.authorization import Party
 from carevault.domain.errors import InvalidInput
-from carevault.domain.queries import OrganizationQuery, Page, PractitionerQuery, RoleQuery
+from carevault.domain.queries import (
+    OrganizationQuery,
+    Page,
+    PractitionerQuery,
+    RoleQuery,
+    Stored,
+)
 from carevault.domain.text import fold
 
 CANDIDATES = 200  # directory entries read for one search, at most
@@ -149,72 +157,41 @@ def find_parties(
             else []
         )
     more = cut or len(people) >= CANDIDATES
-    found: list[FoundParty] = []
-    shown = 0
-    for person in people:
-        active = directory.active_roles(person.id)
-        if not active or (profession and all(r.profession != profession for r in active)):
-            continue
-        chosen = next(r for r in active if not profession or r.profession == profession)
-        orgs = [organization(r.organization_id) for r in active if r.organization_id]
-        cities = tuple(dict.fromkeys(c for o in orgs if o for c in _cities(o)))
-        if not in_city(cities):
-            continue
-        if shown == limit:
-            more = True
-            break
-        shown += 1
-        found.append(
-            FoundParty(
-                Party.PRACTITIONER,
-                person.id,
-                person_name(person.resource),
-                chosen.profession,
-                tuple(dict.fromkeys(str(o.get("name", "")) for o in orgs if o)),
-                cities,
-            )
-        )
-    if name and not profession:
-        orgs_found = directory.search_organizations(
-            OrganizationQuery(name=[(name,)], active=True), page
-        ).items
-        more = more or len(orgs_found) >= CANDIDATES
-        shown = 0
-        for stored in orgs_found:
-            cities = _cities(stored.resource)
-            if not in_city(cities):
+
+    def practitioners() -> Iterator[FoundParty]:
+        for person in people:
+            active = directory.active_roles(person.id)
+            if not active or (profession and all(r.profession != profession for r in active)):
                 continue
-            if shown == limit:
-                more = True
-                break
-            shown += 1
-            found.append(
-                FoundParty(
-                    Party.ORGANIZATION,
-                    stored.id,
-                    str(stored.resource.get("name", "")),
-                    None,
-                    (),
+            chosen = next(r for r in active if not profession or r.profession == profession)
+            orgs = [organization(r.organization_id) for r in active if r.organization_id]
+            cities = tuple(dict.fromkeys(c for o in orgs if o for c in _cities(o)))
+            if in_city(cities):
+                yield FoundParty(
+                    Party.PRACTITIONER,
+                    person.id,
+                    person_name(person.resource),
+                    chosen.profession,
+                    tuple(dict.fromkeys(str(o.get("name", "")) for o in orgs if o)),
                     cities,
                 )
-            )
-        teams = directory.search_care_teams([], [], [], page, names=[(name,)], active=True).items
-        more = more or len(teams) >= CANDIDATES
-        shown = 0
+
+    def organizations_named(orgs_found: list[Stored]) -> Iterator[FoundParty]:
+        for stored in orgs_found:
+            cities = _cities(stored.resource)
+            if in_city(cities):
+                name_ = str(stored.resource.get("name", ""))
+                yield FoundParty(Party.ORGANIZATION, stored.id, name_, None, (), cities)
+
+    def teams_named(teams: list[Stored]) -> Iterator[FoundParty]:
         for stored in teams:
             team = directory.care_team(stored.id)
             if team is None or not team.active(now):
                 continue
             managing = organization(team.organization_id)
             cities = _cities(managing) if managing else ()
-            if not in_city(cities):
-                continue
-            if shown == limit:
-                more = True
-                break
-            shown += 1
-            found.append(
-                FoundParty(
+            if in_city(cities):
+                yield FoundParty(
                     Party.CARE_TEAM,
                     team.id,
                     team.name,
@@ -223,8 +200,27 @@ def find_parties(
                     cities,
                     sum(1 for m in team.members if m.active(now)),
                 )
-            )
+
+    found, beyond = _up_to(practitioners(), limit)
+    more = more or beyond
+    if name and not profession:
+        orgs_found = directory.search_organizations(
+            OrganizationQuery(name=[(name,)], active=True), page
+        ).items
+        teams = directory.search_care_teams([], [], [], page, names=[(name,)], active=True).items
+        more = more or len(orgs_found) >= CANDIDATES or len(teams) >= CANDIDATES
+        for candidates in (organizations_named(orgs_found), teams_named(teams)):
+            taken, beyond = _up_to(candidates, limit)
+            found += taken
+            more = more or beyond
     return Found(tuple(found), more)
+
+
+def _up_to(candidates: Iterator[FoundParty], limit: int) -> tuple[list[FoundParty], bool]:
+    """The first ``limit`` candidates, and whether there is one more beyond them (the search
+    then says that it shows only some)."""
+    taken = list(itertools.islice(candidates, limit + 1))
+    return taken[:limit], len(taken) > limit
 
 
 def active_care_team(uow: UnitOfWork, team_id: str, now: datetime) -> bool:

@@ -4,6 +4,7 @@ ignored), a profession, a city of their organizations; bounded, and saying so wh
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -23,6 +24,7 @@ from carevault.services.directory import NewProfessional
 from carevault.services.finder import (
     CANDIDATES,
     FoundParty,
+    _up_to,
     active_care_team,
     find_parties,
     party_names,
@@ -268,3 +270,20 @@ def test_a_care_teams_name_is_the_directorys_and_only_an_active_one_may_be_chose
         assert not active_care_team(uow, gone, NOW)
         assert not active_care_team(uow, "nowhere", NOW)
         assert not active_care_team(uow, world.esch, NOW)  # an organization is not a team
+
+
+def test_a_kind_is_read_no_further_than_one_beyond_the_limit() -> None:
+    """Each candidate may cost queries (its roles, its organizations): the finder reads one
+    past the limit to know there are more, and no further."""
+    read: list[int] = []
+
+    def candidates() -> Iterator[FoundParty]:
+        for n in range(100):
+            read.append(n)
+            yield FoundParty(Party.ORGANIZATION, f"o{n}", f"Org {n}", None, (), ())
+
+    shown, more = _up_to(candidates(), 3)
+    assert [p.id for p in shown] == ["o0", "o1", "o2"] and more and read == [0, 1, 2, 3]
+    read.clear()
+    few = iter([FoundParty(Party.ORGANIZATION, "o", "Org", None, (), ())])
+    assert _up_to(few, 3) == ([FoundParty(Party.ORGANIZATION, "o", "Org", None, (), ())], False)
