@@ -702,6 +702,14 @@ class DocumentService:
         stored = self._check_permitted(loaded.stored, subject, record, loaded.stored.metadata.id)
         return self._open(stored, loaded.content)
 
+    def open_with_text(
+        self, subject: Subject, record: RecordFacts, loaded: LoadedDocument
+    ) -> tuple[Retrieved, DocumentMetadata]:
+        """`open`, and the metadata with its free text opened, decided once: the workspace's
+        reading page shows the bytes under the title the author gave."""
+        stored = self._check_permitted(loaded.stored, subject, record, loaded.stored.metadata.id)
+        return self._open(stored, loaded.content), self._with_text(stored)
+
     def _open(self, stored: StoredDocument, content_row: StoredContent | None) -> Retrieved:
         """The bytes, after the integrity checks; a failed check alerts the security officer
         (outside any transaction, so that the alert never waits on it)."""

@@ -387,9 +387,9 @@ class ProfessionalRecord:
             refused = True
             if loaded is not None and facts is not None and record is not None and decision.permit:
                 refused = False
-                retrieved = self.documents.open(actor.subject, record, loaded)
-                # Its title and description as the author gave them (sealed apart from it).
-                metadata = self.documents.read(uow, actor.subject, record, document_id)
+                # The bytes, and the title and description as the author gave them (sealed
+                # apart from them), from the document loaded above.
+                retrieved, metadata = self.documents.open_with_text(actor.subject, record, loaded)
                 signature = self._signature(uow, actor, record, document_id, retrieved.content, now)
                 author = _authors(uow, [metadata.author_id]).get(metadata.author_id or "", "")
                 self.audit.append_with(uow.audit, self._entries(actor, now, access, decision))
