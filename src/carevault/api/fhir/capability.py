@@ -66,7 +66,7 @@ def capability_statement(
                 for p in handler.search_params
             ]
         if handler.profile:
-            entry["supportedProfile"] = [handler.profile]
+            entry["supportedProfile"] = [handler.profile, *handler.more_profiles]
         if handler.includes:
             entry["searchInclude"] = list(handler.includes)
         if handler.operations:
