@@ -366,6 +366,7 @@ def atna_export(
             destination=f"{host}:{port}",
             hostname=socket.gethostname(),
             stop=stop,
+            server=settings.public_url + "/fhir",
         )
 
     return start

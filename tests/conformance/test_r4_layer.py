@@ -102,6 +102,42 @@ def document(**changes: Any) -> dict[str, Any]:
     return doc
 
 
+def coded(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
+CLIENT_READ = {"type": coded(r4_profiles.DCM, "110152"), "who": {"display": "app"},
+               "requestor": False, "network": {"address": "192.0.2.1", "type": "2"}}
+SERVER_READ = {"type": coded(r4_profiles.DCM, "110153"), "who": {"display": "https://x/fhir"},
+               "requestor": False, "network": {"address": "https://x/fhir", "type": "5"}}
+USER = {"type": coded(r4_profiles.PARTICIPATION, "IRCP"), "who": {"reference": "Practitioner/1"},
+        "requestor": True}
+
+
+def balp_read(**changes: Any) -> dict[str, Any]:
+    """An AuditEvent meeting IHE.BasicAudit.Read, with ``changes`` (None removes, lists of
+    agents with a None element lose it)."""
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent", "meta": {"profile": [r4_profiles.BALP_READ]},
+        "type": {"system": r4_profiles.EVENT_TYPE, "code": "rest"},
+        "subtype": [{"system": r4_profiles.RESTFUL, "code": "read"}], "action": "R",
+        "recorded": "2024-01-01T00:00:00Z", "outcome": "0",
+        "agent": [CLIENT_READ, SERVER_READ, USER],
+        "source": {"observer": {"display": "x"}},
+        "entity": [{"type": {"system": r4_profiles.ENTITY_TYPE, "code": "2"},
+                    "role": {"system": r4_profiles.OBJECT_ROLE, "code": "4"},
+                    "what": {"reference": "Encounter/1"}}],
+    }
+    event.update(changes)
+    event["agent"] = [{k: v for k, v in a.items() if v is not None} for a in event["agent"]]
+    return event
+
+
+def test_a_conformant_balp_read_passes_the_layer() -> None:
+    """The cases below fail for the reason they name, not for another."""
+    assert problems(balp_read(), "/fhir/AuditEvent/1") == []
+
+
 @pytest.mark.parametrize(("resource", "path", "found"), [
     (document(masterIdentifier=None), "/fhir/DocumentReference/1",
      "MHD Minimal DocumentReference: 1..1, found 0"),
@@ -132,6 +168,24 @@ def document(**changes: Any) -> dict[str, Any]:
       "subtype": [{"system": r4_profiles.RESTFUL, "code": "read"}], "action": "C",
       "recorded": "2024-01-01T00:00:00Z", "agent": [{"requestor": True}],
       "source": {"observer": {"display": "x"}}}, "/fhir/AuditEvent/1", "a read is action R"),
+    (balp_read(agent=[]), "/fhir/AuditEvent/1", "agent[client]: BALP Read"),
+    (balp_read(agent=[CLIENT_READ, {**SERVER_READ, "network": None}]), "/fhir/AuditEvent/1",
+     "agent[server].network: BALP Read"),
+    (balp_read(meta={"profile": [r4_profiles.BALP + "PatientRead"]}), "/fhir/AuditEvent/1",
+     "entity[patient]: BALP PatientRead"),
+    (balp_read(agent=[CLIENT_READ, SERVER_READ, {**USER, "network": {"address": "h"}}]),
+     "/fhir/AuditEvent/1", "agent[user].network: BALP Read"),
+    (balp_read(meta={"profile": [r4_profiles.BALP + "Query"]}), "/fhir/AuditEvent",
+     "action: BALP Query (IHE.BasicAudit.Query): fixed E"),
+    (balp_read(meta={"profile": [r4_profiles.BALP + "Query"]}, action="E",
+               subtype=[{"system": r4_profiles.RESTFUL, "code": "search-type"}]),
+     "/fhir/AuditEvent", "entity[query].role: BALP Query"),
+    (balp_read(outcome="4"), "/fhir/AuditEvent/1", "outcome: BALP Read"),
+    (balp_read(meta={"profile": [r4_profiles.BALP + "Create"]}, action="C",
+               subtype=[{"system": r4_profiles.RESTFUL, "code": "create"}],
+               agent=[{**CLIENT_READ, "type": coded(r4_profiles.DCM, "110153")},
+                      {**SERVER_READ, "type": coded(r4_profiles.DCM, "110152")}, USER]),
+     "/fhir/AuditEvent/1", "agent[user].type: BALP Create"),
 ])
 def test_the_profile_rules_find_what_they_claim(resource: dict[str, Any], path: str,
                                                 found: str) -> None:
@@ -168,6 +222,9 @@ CHECKED_PROFILES = {
     "https://profiles.ihe.net/ITI/mCSD/StructureDefinition/IHE.mCSD.Practitioner": "mCSD",
     "https://profiles.ihe.net/ITI/mCSD/StructureDefinition/IHE.mCSD.PractitionerRole": "mCSD",
     "https://profiles.ihe.net/ITI/mCSD/StructureDefinition/IHE.mCSD.Organization": "mCSD",
+    **{r4_profiles.BALP + name: "BALP, where an event claims it"
+       for name in ("Read", "PatientRead", "Query", "PatientQuery", "Create", "PatientCreate",
+                    "Update", "PatientUpdate")},
 }
 NOT_CHECKED_PROFILES = {
     "https://profiles.ihe.net/ITI/PCF/StructureDefinition/IHE.PCF.consent":

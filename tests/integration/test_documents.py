@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import jwt as pyjwt
 import pytest
@@ -541,6 +542,36 @@ def test_retrieval_honours_ranges_conditions_and_fhir_json(
     versioned = client.get(f"{url}/_history/1", headers=gp.headers)
     assert versioned.content == PDF
     assert client.get(f"{url}/_history/2", headers=gp.headers).status_code == 404
+
+
+def test_a_binary_read_in_a_fhir_format_is_the_binary_resource_in_json_or_xml(
+        client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
+    """FHIR R4 binary.html: a read that asks for a FHIR format gets the Binary resource
+    (contentType and base64 data), in that format; any other read gets the document's bytes."""
+    patient_id, _, gp = setting
+    document_id = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    url = f"/fhir/Binary/{document_id}"
+    namespace = {"f": "http://hl7.org/fhir"}
+    for asked in ({"headers": {"Accept": "application/fhir+xml"}},
+                  {"params": {"_format": "xml"}},
+                  {"params": {"_format": "application/fhir+xml"},
+                   "headers": {"Accept": "application/pdf"}}):
+        answer = client.get(url, params=asked.get("params"),
+                            headers={**gp.headers, **asked.get("headers", {})})
+        assert answer.status_code == 200, asked
+        assert answer.headers["content-type"].startswith("application/fhir+xml"), asked
+        root = ElementTree.fromstring(answer.content)
+        assert root.tag == "{http://hl7.org/fhir}Binary"
+        assert root.find("f:contentType", namespace).get("value") == "application/pdf"
+        assert base64.b64decode(root.find("f:data", namespace).get("value")) == PDF
+    as_json = client.get(url, params={"_format": "json"}, headers=gp.headers)
+    assert as_json.headers["content-type"].startswith("application/fhir+json")
+    assert as_json.json()["contentType"] == "application/pdf"
+    assert base64.b64decode(as_json.json()["data"]) == PDF
+    for accept in ("*/*", "application/pdf", "application/xml", "application/json",
+                   "application/fhir+xml;q=0, */*"):
+        raw = client.get(url, headers={**gp.headers, "Accept": accept})
+        assert raw.content == PDF and raw.headers["content-type"] == "application/pdf", accept
 
 
 def test_the_transaction_response_follows_the_request(

@@ -13,15 +13,13 @@ Only what the implementation guides state as cardinalities, fixed values and inv
   Query Patient Resource Response;
 - ``Patient/$ihe-pix``'s answer: PIXm Query Parameters Out;
 - every Organization, Practitioner, PractitionerRole: mCSD;
-- every AuditEvent: the BALP RESTful basics; the whole of ``IHE.BasicAudit.Read`` when the
-  event claims it (CareVault's AuditEvents do not: they have no client and server agents typed
-  DCM 110152/110153 and no entity typed audit-entity-type#2, so CareVault does not claim the
-  profile; docs/interoperability.md).
+- every AuditEvent: the BALP RESTful basics; the whole of each BALP profile the event claims in
+  ``meta.profile`` (Read, Query, Create, Update and their Patient variants).
 
 Sources: IHE ITI MHD 4.2.3 (input/fsh/documentReference.fsh, submissionSet.fsh), PDQm 3.1.0
 (input/fsh/PDQmPatient.fsh), PIXm 3.0.4 (input/fsh/PIXm.fsh), mCSD 4.0.0
-(input/fsh/organization.fsh, practitioner.fsh), BALP (input/fsh/PatientRead.fsh, profile
-``IHE.BasicAudit.Read``).
+(input/fsh/organization.fsh, practitioner.fsh), BALP 1.1.x (input/fsh/PatientRead.fsh,
+PatientQuery.fsh, PatientCreate.fsh, PatientUpdate.fsh).
 """
 
 from __future__ import annotations
@@ -308,18 +306,50 @@ def _mcsd(resource: JsonObject, where: str) -> Iterator[str]:
         yield from _card(resource, "code", 1, None, where, rule)
 
 
-# --- BALP --------------------------------------------------------------------------------------
+# --- BALP 1.1.x -------------------------------------------------------------------------------
 
 
-BALP_READ = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.Read"
+BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+BALP_READ = BALP + "Read"
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+BALP_ENTITY_TYPE = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
+
+
+class _Balp:
+    """One BALP RESTful profile as its FSH states it (input/fsh/PatientRead.fsh,
+    PatientQuery.fsh, PatientCreate.fsh, PatientUpdate.fsh)."""
+
+    def __init__(self, name: str, subtypes: set[str], action: str, client: str, server: str,
+                 users: set[str], entity: str) -> None:
+        self.name = name
+        self.subtypes = subtypes  # the restful-interaction codes its subtype slices allow
+        self.action = action
+        self.client = client  # the DCM code of agent[client]
+        self.server = server
+        self.users = users  # the v3-ParticipationType codes agent[user].type may take
+        self.entity = entity  # "data" or "query"
+
+
+_BALP_PROFILES = {
+    "Read": _Balp("Read", {"read", "vread"}, "R", "110152", "110153", {"IRCP"}, "data"),
+    "Query": _Balp("Query", {"search", "search-type", "search-system"}, "E", "110153",
+                   "110152", {"IRCP"}, "query"),
+    "Create": _Balp("Create", {"create"}, "C", "110153", "110152", {"AUT", "INF", "CST"},
+                    "data"),
+    "Update": _Balp("Update", {"update", "patch"}, "U", "110153", "110152",
+                    {"AUT", "INF", "CST"}, "data"),
+}
+# RestObjectRoles (required binding of entity[data].role): Domain Resource, Report, Job.
+_REST_OBJECT_ROLES = {"4", "3", "20"}
 
 
 def _balp(event: JsonObject, where: str) -> Iterator[str]:
-    """The BALP basics every RESTful AuditEvent meets (the RESTful pattern of all BALP
-    profiles: type rest with a restful-interaction subtype, a read's action R, the Patient
-    entity of PatientRead); the whole of IHE.BasicAudit.Read when the event claims it."""
+    """The BALP basics every RESTful AuditEvent meets (type rest with a restful-interaction
+    subtype, a read's action R, the Patient entity a Reference(Patient)); the whole of each
+    BALP profile the event claims."""
     rule = "BALP RESTful pattern"
     rest = _coding_is(event.get("type"), EVENT_TYPE, "rest")
     subtypes = [c for c in event.get("subtype") or [] if c.get("system") == RESTFUL]
@@ -334,29 +364,84 @@ def _balp(event: JsonObject, where: str) -> Iterator[str]:
                     "reference"):
                 yield (f"{where}.entity[{index}].what: BALP PatientRead: the Patient entity's "
                        "what is a Reference(Patient)")
-    if BALP_READ in _profiles(event):
-        yield from _balp_read(event, where)
+    for claimed in sorted(_profiles(event)):
+        if not claimed.startswith(BALP):
+            continue
+        name = claimed.removeprefix(BALP)
+        base = _BALP_PROFILES.get(name.removeprefix("Patient"))
+        if base is None:
+            yield f"{where}.meta.profile: {claimed} is not a BALP profile the layer knows"
+            continue
+        yield from _balp_profile(event, where, base, patient=name.startswith("Patient"))
 
 
-def _balp_read(event: JsonObject, where: str) -> Iterator[str]:
-    rule = "BALP Read (IHE.BasicAudit.Read)"
-    if not _coding_is(event.get("type"), "http://terminology.hl7.org/CodeSystem/audit-event-type",
-                      "rest"):
+def _balp_profile(event: JsonObject, where: str, spec: _Balp, *, patient: bool) -> Iterator[str]:
+    rule = f"BALP {'Patient' if patient else ''}{spec.name} (IHE.BasicAudit."
+    rule += f"{'Patient' if patient else ''}{spec.name})"
+    if not _coding_is(event.get("type"), EVENT_TYPE, "rest"):
         yield f"{where}.type: {rule}: fixed audit-event-type#rest"
-    if event.get("action") != "R":
-        yield f"{where}.action: {rule}: fixed R, found {event.get('action')!r}"
+    yield from _card(event, "subtype", 1, None, where, rule)
+    for coding in event.get("subtype") or []:
+        if coding.get("system") == RESTFUL and coding.get("code") not in spec.subtypes:
+            yield f"{where}.subtype: {rule}: {coding.get('code')!r} is not {sorted(spec.subtypes)}"
+    if event.get("action") != spec.action:
+        yield f"{where}.action: {rule}: fixed {spec.action}, found {event.get('action')!r}"
     yield from _card(event, "recorded", 1, 1, where, rule)
+    if event.get("outcome") != "0":
+        yield f"{where}.outcome: {rule}: fixed 0 (Success), found {event.get('outcome')!r}"
     agents = event.get("agent") or []
-    for role, code in (("client", "110152"), ("server", "110153")):
+    yield from _card(event, "agent", 2, None, where, rule)
+    for role, code in (("client", spec.client), ("server", spec.server)):
         found = [a for a in agents if _coded(a.get("type"), DCM, code)]
         if len(found) != 1:
             yield f"{where}.agent[{role}]: {rule}: 1..1 (type DCM#{code}), found {len(found)}"
             continue
-        for element in ("who", "network"):
-            yield from _card(found[0], element, 1, 1, f"{where}.agent[{role}]", rule)
-    data = [e for e in event.get("entity") or [] if _coding_is(
-        e.get("type"), "http://terminology.hl7.org/CodeSystem/audit-entity-type", "2")]
-    if len(data) != 1:
-        yield f"{where}.entity[data]: {rule}: 1..1 (type audit-entity-type#2), found {len(data)}"
+        for element, low, high in (("who", 1, 1), ("network", 1, 1), ("media", 0, 0)):
+            yield from _card(found[0], element, low, high, f"{where}.agent[{role}]", rule)
+    users = [a for a in agents if any(_coded(a.get("type"), PARTICIPATION, c)
+                                      for c in {"IRCP", "AUT", "INF", "CST"})]
+    if len(users) > 1:
+        yield f"{where}.agent[user]: {rule}: 0..1, found {len(users)}"
+    for user in users:
+        at = f"{where}.agent[user]"
+        if not any(_coded(user.get("type"), PARTICIPATION, c) for c in spec.users):
+            yield f"{at}.type: {rule}: one of {sorted(spec.users)}"
+        yield from _card(user, "who", 1, 1, at, rule)
+        if user.get("requestor") is not True:
+            yield f"{at}.requestor: {rule}: fixed true"
+        for element in ("media", "network"):
+            yield from _card(user, element, 0, 0, at, rule)
+    entities = event.get("entity") or []
+    yield from _card(event, "entity", 2 if patient else 1, None, where, rule)
+    for index, entity in enumerate(entities):
+        if _coding_is(entity.get("type"), BALP_ENTITY_TYPE, "XrequestId"):
+            value = ((entity.get("what") or {}).get("identifier") or {}).get("value")
+            if not value:
+                yield (f"{where}.entity[{index}].what.identifier.value: {rule}: the "
+                       "transaction entity's X-Request-Id 1..1")
+    objects = [e for e in entities if _coding_is(e.get("type"), ENTITY_TYPE, "2")]
+    if len(objects) != 1:
+        yield (f"{where}.entity[{spec.entity}]: {rule}: 1..1 (type audit-entity-type#2), "
+               f"found {len(objects)}")
     else:
-        yield from _card(data[0], "what", 1, 1, f"{where}.entity[data]", rule)
+        at = f"{where}.entity[{spec.entity}]"
+        role = objects[0].get("role")
+        if spec.entity == "query":
+            if not _coding_is(role, OBJECT_ROLE, "24"):
+                yield f"{at}.role: {rule}: fixed object-role#24 (Query)"
+            for element, low, high in (("what", 0, 0), ("lifecycle", 0, 0), ("query", 1, 1),
+                                       ("detail", 0, 0)):
+                yield from _card(objects[0], element, low, high, at, rule)
+        else:
+            if not (isinstance(role, dict) and role.get("system") == OBJECT_ROLE
+                    and role.get("code") in _REST_OBJECT_ROLES):
+                yield f"{at}.role: {rule}: from RestObjectRoles (4, 3, 20), required"
+            yield from _card(objects[0], "what", 1, 1, at, rule)
+    if patient:
+        people = [e for e in entities if _coding_is(e.get("type"), ENTITY_TYPE, "1")
+                  and _coding_is(e.get("role"), OBJECT_ROLE, "1")]
+        if len(people) != 1:
+            yield (f"{where}.entity[patient]: {rule}: 1..1 (type audit-entity-type#1, role "
+                   f"object-role#1), found {len(people)}")
+        elif not (people[0].get("what") or {}).get("reference", "").startswith("Patient/"):
+            yield f"{where}.entity[patient].what: {rule}: 1..1 Reference(Patient)"

@@ -241,8 +241,10 @@ class AuditLogSource:
     """The audit log itself as the exporter's outbox: entries rendered as FHIR AuditEvents,
     the confirmed position kept per (stream, destination) in ``audit_export_cursor``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, server: str | None = None) -> None:
+        """``server``: the platform's FHIR base, BALP's server agent of each event."""
         self.engine = engine
+        self.server = server
 
     def pending(self, stream: str, destination: str, limit: int) -> list[tuple[int, str]]:
         with self.engine.connect() as connection:
@@ -253,7 +255,9 @@ class AuditLogSource:
             (
                 index,
                 json.dumps(
-                    audit_event(stream, index, AuditRecord.from_canonical(data)),
+                    audit_event(
+                        stream, index, AuditRecord.from_canonical(data), server=self.server
+                    ),
                     ensure_ascii=False,
                     separators=(",", ":"),
                 ),
@@ -274,13 +278,14 @@ def start_exporters(
     destination: str,
     hostname: str,
     stop: threading.Event,
+    server: str | None = None,
 ) -> list[threading.Thread]:
     """One exporter thread per stream, each with its own APP-NAME ("one function, one trace");
     ``logs`` gives each stream's log id (`log_id_of`)."""
     threads = []
     for stream in sorted(STREAMS):
         exporter = AtnaExporter(
-            AuditLogSource(engine),
+            AuditLogSource(engine, server),
             sender,
             stream=stream,
             log_id=logs[stream],

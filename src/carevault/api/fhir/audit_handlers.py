@@ -28,7 +28,7 @@ from carevault.domain.audit import STREAMS, AuditRecord
 from carevault.domain.authorization import Action
 from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.queries import Page, SearchResult
-from carevault.fhirmodel.audit_event import audit_event
+from carevault.fhirmodel.audit_event import BALP, audit_event
 from carevault.services.access_history import AccessHistory, access_history
 from carevault.services.directory import read_patient
 
@@ -39,12 +39,24 @@ def _b64(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
+def _server(request: FhirRequest) -> str | None:
+    """This FHIR base, as the request reached it: BALP's server agent of every event (the same
+    platform served the request the event records)."""
+    return request.base_url.rstrip("/") or None
+
+
 class AuditEventHandler(ResourceHandler):
     resource_type = "AuditEvent"
-    # Not claimed: IHE.BasicAudit.Read wants client and server agents (DCM 110152 / 110153,
-    # each with who and network) and a data entity typed audit-entity-type#2, which these
-    # AuditEvents, rendered from the audit log's records, do not carry (tests/support/
-    # r4_profiles.py checks the profile wherever it is claimed).
+    # The events claim, each in its meta.profile, the BALP profile they meet
+    # (fhirmodel/audit_event.py); tests/support/r4_profiles.py checks every claim.
+    profile = BALP + "Read"
+    more_profiles = tuple(
+        BALP + name
+        for name in (
+            *("PatientRead", "Query", "PatientQuery"),
+            *("Create", "PatientCreate", "Update", "PatientUpdate"),
+        )
+    )
     interactions = frozenset({Interaction.READ, Interaction.SEARCH})
     search_params = (
         SearchParam("patient", "reference", "The patient the event concerns (Patient/id)"),
@@ -72,7 +84,8 @@ class AuditEventHandler(ResourceHandler):
             raise NotFound(f"AuditEvent/{request.resource_id} is not known")
         record = AuditRecord.from_canonical(rows[0][1])
         patients = (record.patient,) if record.patient else ()
-        return FhirResponse(200, audit_event(stream, rows[0][0], record), patients=patients)
+        event = audit_event(stream, rows[0][0], record, server=_server(request))
+        return FhirResponse(200, event, patients=patients)
 
     def search(self, request: FhirRequest) -> FhirResponse:
         paging: Page = sp.page(
@@ -93,7 +106,7 @@ class AuditEventHandler(ResourceHandler):
         entries = [
             {
                 "fullUrl": f"{base}/AuditEvent/clinical-{i}",
-                "resource": audit_event("clinical", i, record),
+                "resource": audit_event("clinical", i, record, server=_server(request)),
                 "search": {"mode": "match"},
             }
             for i, record in records

@@ -17,8 +17,12 @@ TRANSACTION_DOC = (
 )
 
 # The IHE actors whose CapabilityStatements CareVault implements, with what each needs of the
-# registry (a system interaction, or a resource type and interaction): listed only when the
-# registry serves all of it, so the claim cannot outlive the code.
+# registry (a system interaction, a resource type and interaction, or a resource type and
+# ``$operation``): listed only when the registry serves all of it, so the claim cannot outlive
+# the code. R4 lets a server instantiate a statement of which it implements a subset
+# (CapabilityStatement.instantiates); what it does implement is this statement's own ``rest``.
+# The canonical URLs are the IHE implementation guides' (profiles.ihe.net): MHD 4.2, PDQm 3.1,
+# PIXm 3.0, mCSD 4.0, BALP 1.1 (input/fsh/capability.fsh).
 IHE_ACTORS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     (
         "https://profiles.ihe.net/ITI/MHD/CapabilityStatement/"
@@ -34,7 +38,56 @@ IHE_ACTORS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("Binary", "read"),
         ),
     ),
+    (
+        # ITI-78: Patient read and search.
+        "https://profiles.ihe.net/ITI/PDQm/CapabilityStatement/IHE.PDQm.PatientDemographicsSupplier",
+        (("Patient", "read"), ("Patient", "search-type")),
+    ),
+    (
+        # ITI-83 ($ihe-pix) and ITI-104 (conditional update of Patient).
+        "https://profiles.ihe.net/ITI/PIXm/CapabilityStatement/IHE.PIXm.Manager",
+        (("Patient", "$ihe-pix"), ("Patient", "conditional-update")),
+    ),
+    (
+        # ITI-90 on the directory CareVault keeps: organizations, practitioners and their
+        # roles (the statement also lists Location, HealthcareService, Endpoint and
+        # OrganizationAffiliation, which CareVault does not serve).
+        "https://profiles.ihe.net/ITI/mCSD/CapabilityStatement/"
+        "IHE.mCSD.CareServicesSelectiveSupplier",
+        tuple(
+            (kind, interaction)
+            for kind in ("Organization", "Practitioner", "PractitionerRole")
+            for interaction in ("read", "search-type")
+        ),
+    ),
+    (
+        # ITI-81 (Retrieve ATNA Audit Event) with BALP content; CareVault takes no ITI-20
+        # (AuditEvent create): its log is written by its own requests only.
+        "https://profiles.ihe.net/ITI/BALP/CapabilityStatement/IHE.BALP.ATNA.AuditRecordRepository",
+        (("AuditEvent", "read"), ("AuditEvent", "search-type")),
+    ),
 )
+
+# SMART App Launch 2 (and IHE IUA, which publishes no CapabilityStatement to instantiate)
+# advertise the authorization server in /.well-known/smart-configuration; R4's own mark of it is
+# rest.security.service SMART-on-FHIR.
+SECURITY = {
+    "service": [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR",
+                }
+            ]
+        }
+    ],
+    "description": (
+        "OAuth 2.0 access tokens (SMART App Launch 2, SMART Backend Services; IHE IUA "
+        "Resource Server): the authorization server is described at "
+        "/.well-known/smart-configuration"
+    ),
+}
 
 # The order FHIR lists interactions in; 'conditional-update' is a flag, not an interaction.
 _ORDER = ["read", "vread", "update", "history-instance", "create", "search-type"]
@@ -66,7 +119,7 @@ def capability_statement(
                 for p in handler.search_params
             ]
         if handler.profile:
-            entry["supportedProfile"] = [handler.profile]
+            entry["supportedProfile"] = [handler.profile, *handler.more_profiles]
         if handler.includes:
             entry["searchInclude"] = list(handler.includes)
         if handler.operations:
@@ -77,6 +130,8 @@ def capability_statement(
         resources.append(entry)
     served = {
         (kind, i.value) for kind, handler in door.handlers.items() for i in handler.interactions
+    } | {
+        (kind, f"${o.name}") for kind, handler in door.handlers.items() for o in handler.operations
     }
     instantiates = [url for url, needs in IHE_ACTORS if all(n in served for n in needs)]
     when = (published or datetime.now(UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -97,6 +152,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
+                "security": SECURITY,
                 "resource": resources,
                 **({"interaction": system_interactions} if system_interactions else {}),
             }

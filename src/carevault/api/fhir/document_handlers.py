@@ -28,6 +28,7 @@ from carevault.api.fhir.door import (
     Target,
     UnknownPatient,
 )
+from carevault.api.fhir.formats import FHIR_JSON, FHIR_XML, accepted, format_param
 from carevault.api.fhir.outcome import HttpProblem
 from carevault.api.fhir.record_handlers import actor_of, admitted_record
 from carevault.domain.authorization import Action, Confidentiality, RecordFacts
@@ -428,14 +429,18 @@ class BinaryHandler(ResourceHandler):
 
     def read(self, request: FhirRequest) -> FhirResponse:
         """The bytes (ranges and conditional requests honoured), or, for a client that asks
-        for FHIR JSON, a Binary resource with the bytes in base64."""
+        for a FHIR format (``Accept: application/fhir+json | application/fhir+xml``, or
+        ``_format``), the Binary resource with the bytes in base64 (FHIR R4 binary.html,
+        "Serving Binary Resources using the RESTful API"). A document that is itself stored in
+        the format asked for is served as its own bytes: they already are that format."""
         permitted = _permitted_read(request)
         retrieved = self.api.documents.retrieve(permitted)
         metadata, content = retrieved.metadata, retrieved.content
         etag = f'"{metadata.sha256}"'
         patients = (permitted.record.patient_id,)
-        accept = request.headers.get("accept", "")
-        if "application/fhir+json" in accept and metadata.content_type != "application/fhir+json":
+        wanted_form = _fhir_form_asked(request)
+        if wanted_form is not None and metadata.content_type != wanted_form:
+            # The app layer renders this JSON as XML when XML was asked for (formats.py).
             body = {
                 "resourceType": "Binary",
                 "id": metadata.id,
@@ -470,6 +475,22 @@ class BinaryHandler(ResourceHandler):
             raw=content[start : end + 1],
             media_type=metadata.content_type,
         )
+
+
+def _fhir_form_asked(request: FhirRequest) -> str | None:
+    """The FHIR media type a Binary read asks for explicitly, or None for the raw bytes.
+
+    ``_format`` (json or xml) decides first, as it does for every answer (`formats.negotiate`);
+    then an ``Accept`` that names a FHIR media type with a quality above zero. A generic type
+    (``*/*``, ``application/json``, ``application/xml``) asks for the document, not for FHIR:
+    an ITI-68 Document Consumer says what it accepts of the document itself."""
+    chosen = format_param(request.params)
+    if chosen is not None:
+        return FHIR_XML if chosen == "xml" else FHIR_JSON
+    for kind, quality in accepted(request.headers.get("accept", "")):
+        if kind in (FHIR_JSON, FHIR_XML) and quality > 0:
+            return kind
+    return None
 
 
 class SubmissionSetHandler(ResourceHandler):

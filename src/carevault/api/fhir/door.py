@@ -216,6 +216,8 @@ class ResourceHandler:
 
     resource_type: str = ""
     profile: str | None = None
+    # Further profiles its resources claim, each where it applies (listed after ``profile``).
+    more_profiles: tuple[str, ...] = ()
     interactions: frozenset[Interaction] = frozenset()
     search_params: tuple[SearchParam, ...] = ()
     includes: tuple[str, ...] = ()

@@ -72,7 +72,18 @@ def negotiate(params: tuple[tuple[str, str], ...], accept: str) -> str:
         # A browser (text/html first, then generic application/xml): it shows JSON readably,
         # and a person who follows the portal's link to /fhir/metadata expects to read it.
         return "json"
-    for index, part in enumerate(accept.split(",")):
+    for index, (kind, quality) in enumerate(accepted(accept)):
+        served = FORMAT_VALUES.get(kind)
+        if served is not None and quality > 0:
+            ranked.append((-quality, index, served))
+    return min(ranked)[2] if ranked else "json"
+
+
+def accepted(accept: str) -> list[tuple[str, float]]:
+    """An ``Accept`` header's media types (lower case) with their quality, in its order; a
+    quality that is not a number counts as 0 (not accepted)."""
+    types = []
+    for part in accept.split(","):
         kind, *options = (p.strip() for p in part.split(";"))
         quality = 1.0
         for option in options:
@@ -81,10 +92,8 @@ def negotiate(params: tuple[tuple[str, str], ...], accept: str) -> str:
                     quality = float(option[2:])
                 except ValueError:
                     quality = 0.0
-        served = FORMAT_VALUES.get(kind.lower())
-        if served is not None and quality > 0:
-            ranked.append((-quality, index, served))
-    return min(ranked)[2] if ranked else "json"
+        types.append((kind.lower(), quality))
+    return types
 
 
 def _depth(element: Element, limit: int) -> None:
