@@ -281,6 +281,27 @@ def test_scopes_bound_the_token(world: World, remote: TestClient, platform: Plat
     assert (user.status_code, user.json()["error"]) == (400, "invalid_scope")
 
 
+def test_a_client_asking_for_more_gets_less(world: World, remote: TestClient,
+                                            platform: Platform) -> None:
+    """A professional's card asking for every system scope gets a professional's: the response
+    says so, and a directory write (the registered authorities') is refused by the scope."""
+    response = token_request(remote, assertion(world.doctor, platform), scope="system/*.cruds")
+    assert response.status_code == 200, response.text
+    granted = response.json()["scope"]
+    assert granted == ("system/*.rs system/DocumentReference.cu system/Encounter.c "
+                       "system/Task.cu")
+    headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    assert remote.get("/fhir/Practitioner", headers=headers).status_code == 200
+    wider = remote.post("/fhir/Organization", headers={**headers,
+                        "Content-Type": "application/fhir+json"},
+                        json={"resourceType": "Organization", "name": "Not theirs"})
+    issue = fhir_outcome(wider, 403)
+    assert "scopes do not allow" in issue["diagnostics"]
+    only_beyond = token_request(remote, assertion(world.doctor, platform),
+                                scope="system/Organization.cu system/Patient.d")
+    assert (only_beyond.status_code, only_beyond.json()["error"]) == (400, "invalid_scope")
+
+
 def introspect(client: TestClient, holder: Holder, platform: Platform, token: str,
                **claims: Any) -> Any:
     """RFC 7662 as a resource server asks: the token, and a fresh client assertion."""
