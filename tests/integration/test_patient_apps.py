@@ -321,3 +321,26 @@ def test_a_security_officers_token_holds_only_what_the_role_allows(
                                "system/DetectedIssue.rus")
     headers = {"Authorization": f"Bearer {token}"}
     refused_by_scope(client.get("/fhir/Practitioner", headers=headers))
+
+
+def test_a_public_app_revokes_its_own_tokens_only(client: TestClient,
+                                                   platform: Platform) -> None:
+    """RFC 7009 §2.1 for a public client: its client_id authenticates it; another app (which
+    somehow holds the token) is refused, and the token lives on until its own app revokes it."""
+    account = enrol_patient(platform)
+    app_id = narrow_app(platform, "launch/patient patient/Patient.rs")
+    other_app = narrow_app(platform, "launch/patient patient/Patient.rs")
+    verifier, challenge = pkce()
+    consent = sign_in_through(client, account, authorize_url(app_id, challenge))
+    token = token_for(client, app_id, verifier, consent_fields(consent.text))["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    theirs = client.post("/oauth/revoke", data={"token": token, "client_id": other_app})
+    assert (theirs.status_code, theirs.json()["error"]) == (400, "unauthorized_client")
+    nobody = client.post("/oauth/revoke", data={"token": token})
+    assert (nobody.status_code, nobody.json()["error"]) == (401, "invalid_client")
+    assert client.get(f"/fhir/Patient/{account.patient_id}", headers=headers).status_code == 200
+    own = client.post("/oauth/revoke", data={"token": token, "client_id": app_id})
+    assert own.status_code == 200 and own.headers["cache-control"] == "no-store"
+    assert client.get(f"/fhir/Patient/{account.patient_id}", headers=headers).status_code == 401
+    metadata = client.get("/.well-known/smart-configuration").json()
+    assert metadata["revocation_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]

@@ -324,10 +324,62 @@ def test_introspection_and_revocation(world: World, remote: TestClient,
     own = introspect(remote, world.doctor, platform, token).json()
     assert own["active"] is True and own["client_id"] == "HP-1"
     assert introspect(remote, world.colleague, platform, token).json() == {"active": False}
-    assert remote.post("/oauth/revoke", data={"token": token}).status_code == 200
+    assert revoke(remote, token, world.doctor, platform).status_code == 200
     assert introspect(remote, world.system, platform, token).json() == {"active": False}
     fhir_outcome(remote.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}), 401)
     assert introspect(remote, world.system, platform, "garbage").json() == {"active": False}
+
+
+def revoke(client: TestClient, token: str, holder: Holder | None, platform: Platform,
+           **form: str) -> Any:
+    """RFC 7009 as a confidential client asks: the token and a fresh client assertion (for the
+    revocation endpoint), or what ``form`` says instead."""
+    data = {"token": token, **form}
+    if holder is not None:
+        data |= {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion(
+            holder, platform, aud=f"{platform.tokens.issuer}/oauth/revoke")}
+    return client.post("/oauth/revoke", data=data)
+
+
+def test_revocation_needs_the_client_the_token_was_issued_to(
+        world: World, remote: TestClient, platform: Platform) -> None:
+    """RFC 7009 §2.1: no client authentication, a forged one, another client's assertion, a
+    public client's id: each is refused and the token lives on; the client it was issued to
+    revokes it. Another client's token is refused the same way whether it is live or not."""
+    token = get_token(remote, world.doctor, platform)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def lives() -> bool:
+        return remote.get("/fhir/Practitioner", headers=headers).status_code == 200
+
+    anonymous = remote.post("/oauth/revoke", data={"token": token})
+    assert (anonymous.status_code, anonymous.json()["error"]) == (401, "invalid_client")
+    assert anonymous.headers["www-authenticate"].startswith("private_key_jwt")
+    forged = revoke(remote, token, None, platform, client_assertion_type=ASSERTION_TYPE,
+                    client_assertion="a.b.c")
+    assert (forged.status_code, forged.json()["error"]) == (401, "invalid_client")
+    unknown_app = revoke(remote, token, None, platform, client_id="app-0000000000000000")
+    assert (unknown_app.status_code, unknown_app.json()["error"]) == (401, "invalid_client")
+    claimed = revoke(remote, token, None, platform, client_id="HP-1")  # the card's id, no key
+    assert (claimed.status_code, claimed.json()["error"]) == (401, "invalid_client")
+    theirs = revoke(remote, token, world.colleague, platform)
+    assert (theirs.status_code, theirs.json()["error"]) == (400, "unauthorized_client")
+    assert "HP-1" not in theirs.text
+    mismatched = revoke(remote, token, world.colleague, platform, client_id="HP-1")
+    assert (mismatched.status_code, mismatched.json()["error"]) == (401, "invalid_client")
+    assert lives()
+    assert revoke(remote, token, world.doctor, platform).status_code == 200
+    assert not lives()
+    # Revoked now: the colleague is told the same as when it was live.
+    again = revoke(remote, token, world.colleague, platform)
+    assert (again.status_code, again.json()["error"]) == (400, "unauthorized_client")
+    # An unknown or invalid token is no error for an authenticated client (§2.2).
+    assert revoke(remote, "not-a-token", world.colleague, platform).status_code == 200
+    size = platform.audit.size("clinical")
+    entries = [AuditRecord.from_canonical(data)
+               for _, data in platform.audit.entries("clinical", 0, size)]
+    refused = [e for e in entries if e.interaction == "token-revocation" and e.outcome != "0"]
+    assert len(refused) == 7
 
 
 def test_introspection_answers_for_every_kind_of_token(world: World, remote: TestClient,

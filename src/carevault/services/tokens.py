@@ -421,14 +421,26 @@ def introspect(
     return answer
 
 
-def revoke(uow: UnitOfWork, ctx: TokenContext, token: str) -> str | None:
-    """RFC 7009: revoking an unknown or invalid token is not an error. Returns the id of the
-    token revoked, if one was."""
+class NotTheClients(CareVaultError):
+    """RFC 7009 §2.1: the token to revoke was not issued to the client asking."""
+
+
+def revoke(uow: UnitOfWork, ctx: TokenContext, token: str, client_id: str) -> str | None:
+    """RFC 7009 for an authenticated client (``client_id``): revoking an unknown or invalid
+    token is not an error (None); a token of ours issued to another client is refused
+    (`NotTheClients`), whatever its state (live, expired or revoked), so that the answer tells
+    nothing about another client's token beyond what its bearer can learn at the FHIR door
+    (that it is one of ours). Returns the id of the token revoked, if one was."""
     try:
         claims = _token_claims(ctx, token)
     except InvalidToken:
         return None
     jti = str(claims.get("jti", ""))
+    issued = uow.oauth.token(jti)
+    if issued is None:
+        return None
+    if issued.client_id != client_id:
+        raise NotTheClients("the token was not issued to this client", issue_code="security")
     changed = uow.oauth.revoke(jti, ctx.clock())
     uow.commit()
     return jti if changed else None
