@@ -530,7 +530,7 @@ def test_two_racing_declarations_cannot_pass_the_quota(
         platform.policy.emergency_quota = round_ + 1  # one place left each round
         start = threading.Barrier(2)
 
-        def race(patient_id: str) -> str:
+        def race(patient_id: str, start: threading.Barrier = start) -> str:
             start.wait()
             try:
                 platform.policy.declare_emergency(actor, patient_id, "two at once")
