@@ -528,3 +528,27 @@ def test_token_requests_are_throttled_per_client_and_per_address(
         # Another client from that address may go on.
         other = token_request(second, assertion(world.colleague, strict))
         assert other.status_code == 200
+
+
+def test_a_refused_token_request_is_attributed_only_to_a_client_that_authenticated(
+        world: World, remote: TestClient, platform: Platform) -> None:
+    """The conformance sandbox counts a system's refused token requests against it: only
+    those its client authenticated for (here a scope it may not have) name it as
+    ``client_id``; one with a forged signature names the client it claims, apart
+    (``claimed-client``), and `is_attempt_of` counts it against nobody."""
+    from carevault.domain.conformance import is_attempt_of, is_unauthenticated_claim
+
+    before = platform.audit.size("clinical")
+    forged = assertion(world.doctor, platform)
+    head, payload, _signature = forged.split(".")
+    tampered = f"{head}.{payload}.{base64.urlsafe_b64encode(b'x' * 64).decode().rstrip('=')}"
+    assert token_request(remote, tampered).status_code == 401
+    scope = token_request(remote, assertion(world.doctor, platform), scope="system/Patient.d")
+    assert (scope.status_code, scope.json()["error"]) == (400, "invalid_scope")
+    entries = platform.audit.entries("clinical", before, platform.audit.size("clinical"))
+    claimed, own = [r for r in (AuditRecord.from_canonical(d) for _, d in entries)
+                    if r.interaction == "token"]
+    client = world.doctor.client_id
+    assert claimed.detail.get("claimed-client") == client and "client_id" not in claimed.detail
+    assert not is_attempt_of(claimed, client) and is_unauthenticated_claim(claimed, client)
+    assert own.detail.get("client_id") == client and is_attempt_of(own, client)

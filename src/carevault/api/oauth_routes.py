@@ -22,7 +22,13 @@ from carevault.api.route_door import PUBLIC, TOKEN_REQUEST, Audited, access, adm
 from carevault.domain.errors import CareVaultError, InvalidInput, RateLimited
 from carevault.services.patient_apps import InvalidGrant
 from carevault.services.token_endpoint import TokenEndpoint
-from carevault.services.tokens import ASSERTION_TYPE, InvalidClient, NotTheClients
+from carevault.services.tokens import (
+    ASSERTION_TYPE,
+    ActorRefused,
+    InvalidClient,
+    NotTheClients,
+    ScopeRefused,
+)
 
 MAX_FORM_BYTES = 32_768
 # RFC 7662 §2.1 asks for client authentication; ours is SMART's private_key_jwt, sent in the
@@ -236,22 +242,31 @@ def oauth_router(
             return _oauth_error(
                 400, "unsupported_grant_type", "use client_credentials or authorization_code"
             )
+
+        def refused(error: InvalidClient | InvalidInput) -> tuple[Response, dict[str, str]]:
+            if isinstance(error, InvalidClient):
+                answer = _oauth_error(401, "invalid_client", error.message)
+            else:
+                code = "invalid_scope" if error.expression == "scope" else "invalid_request"
+                answer = _oauth_error(400, code, error.message)
+            return answer, {"reason": error.message[:300]}
+
         try:
             grant = endpoint.issue_backend_token(
                 assertion_type=form.get("client_assertion_type", ""),
                 assertion=form.get("client_assertion", ""),
                 scope=form.get("scope", ""),
             )
-        except InvalidClient as error:
-            answer = _oauth_error(401, "invalid_client", error.message)
-            outcome, detail = "4", {"reason": error.message[:300]}
-        except InvalidInput as error:
-            answer = _oauth_error(
-                400,
-                "invalid_scope" if error.expression == "scope" else "invalid_request",
-                error.message,
-            )
-            outcome, detail = "4", {"reason": error.message[:300]}
+        except (ScopeRefused, ActorRefused) as refusal:
+            # The client proved who it is: the refusal is its own (the conformance sandbox
+            # counts it against the client's system).
+            answer, detail = refused(refusal)
+            outcome, detail["client_id"] = "4", refusal.client_id
+        except (InvalidClient, InvalidInput) as error:
+            # Before the client authenticated: whose request it was is unverified, recorded as
+            # the client it claimed (throttling, the officer's eye), and counted against nobody.
+            answer, detail = refused(error)
+            outcome, detail["claimed-client"] = "4", _claimed_client(form)
         else:
             answer = JSONResponse(
                 {
@@ -263,10 +278,6 @@ def oauth_router(
                 headers=NO_STORE,
             )
             outcome, detail = "0", {"scope": grant.scope, "client_id": grant.client_id}
-        if outcome != "0":
-            # Whose request it was, unverified: the conformance sandbox finds a client's
-            # refused token requests by it.
-            detail["claimed-client"] = _claimed_client(form)
         return recorded(request, answer, outcome, detail, "token")
 
     def code_grant(request: Request, form: dict[str, str]) -> Response:

@@ -57,6 +57,25 @@ class InvalidClient(NotAuthenticated):
     """The client could not be authenticated (RFC 6749 ``invalid_client``)."""
 
 
+class ScopeRefused(InvalidInput):
+    """A token request refused for its scope once its client had authenticated: whose request
+    it was is known (``client_id``), unlike a refusal of `authenticate_client`, where only the
+    client it claims to be is (and anyone can claim any)."""
+
+    def __init__(self, message: str, client_id: str) -> None:
+        super().__init__(message, expression="scope")
+        self.client_id = client_id
+
+
+class ActorRefused(InvalidClient):
+    """A system's token request refused for the professional it names, once the system had
+    authenticated (``client_id``, as `ScopeRefused`)."""
+
+    def __init__(self, message: str, client_id: str) -> None:
+        super().__init__(message, issue_code="security")
+        self.client_id = client_id
+
+
 class InvalidToken(NotAuthenticated):
     """A bearer token that is malformed, expired, revoked or otherwise unusable."""
 
@@ -234,8 +253,23 @@ def authenticate_client(
 def issue_backend_token(
     uow: UnitOfWork, ctx: TokenContext, *, assertion_type: str, assertion: str, scope: str
 ) -> TokenGrant:
-    """The ``client_credentials`` grant with a ``private_key_jwt`` client assertion."""
+    """The ``client_credentials`` grant with a ``private_key_jwt`` client assertion; a refusal
+    after the client authenticated is a `ScopeRefused` or an `ActorRefused`, which name it."""
     client = authenticate_client(uow, ctx, assertion_type=assertion_type, assertion=assertion)
+    client_id = client.identity.client_id
+    try:
+        return _issue_backend_token(uow, ctx, client, scope)
+    except InvalidClient as error:
+        raise ActorRefused(error.message, client_id) from error
+    except InvalidInput as error:
+        raise ScopeRefused(error.message, client_id) from error
+
+
+def _issue_backend_token(
+    uow: UnitOfWork, ctx: TokenContext, client: AuthenticatedClient, scope: str
+) -> TokenGrant:
+    """The grant once the client authenticated: its scopes, and for a system the professional
+    it acts for."""
     identity, claims = client.identity, client.claims
     now = ctx.clock()
     asked = parse_scopes(scope)
