@@ -65,6 +65,9 @@ def main() -> None:
         consent = browser.get(signed_in.headers["location"]).text
         fields = {name: html.unescape(value) for name, value in re.findall(
             r'<input type="hidden" name="([^"]+)" value="([^"]*)">', consent)}
+        # The scope boxes, as the page ticks them: the person allows everything shown.
+        fields.update(re.findall(
+            r'<input type="checkbox" name="(allow-\d+)" value="([^"]*)"[^>]* checked>', consent))
         allowed = browser.post("/oauth/authorize", data={**fields, "decision": "approve"})
         back = urllib.parse.urlsplit(allowed.headers.get("location", ""))
         code = urllib.parse.parse_qs(back.query).get("code")

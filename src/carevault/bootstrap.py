@@ -141,6 +141,7 @@ def record_policy(settings: Settings, engine: Engine, log: AuditLog) -> RecordPo
         matrix=load_profile_matrix(settings),
         care_relationship=timedelta(days=settings.care_relationship_days),
         emergency_window=timedelta(hours=settings.emergency_access_hours),
+        emergency_quota=settings.emergency_quota,
     )
 
 

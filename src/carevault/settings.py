@@ -132,6 +132,17 @@ class Settings(BaseSettings):
         "registered admission system, the patient's presence code, or either.",
     )
     emergency_access_hours: int = Field(default=24, ge=1, le=168)
+    emergency_quota: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="How many emergencies (break-the-glass) one professional may declare in 24 "
+        "hours, on any records; one more is refused and the security officer alerted. Five "
+        "leaves room for a night in an emergency department whose patients the platform does "
+        "not know yet (an admission system records those as care events, which need no "
+        "emergency), while a stolen card or session opens five records at most that way, each "
+        "told to its patient.",
+    )
     dispensing_professions: tuple[str, ...] = Field(
         default=("pharmacist",),
         description="The professions whose members dispense e-prescriptions (of a pharmacy "

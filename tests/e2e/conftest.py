@@ -286,7 +286,8 @@ def registrar_token(base_url: str, workdir: Path) -> str:
     totp = pyotp.TOTP(secret)
     confirm_totp(workdir, env, made["account_id"], totp)
     client_id = cli("apps", "register", "--name", "Registry console", "--redirect-uri",
-                    REDIRECT, "--json")["client_id"]
+                    REDIRECT, *(f"--scope={w}" for w in REGISTRAR_SCOPE.split()),
+                    "--json")["client_id"]
     with httpx.Client(base_url=base_url, timeout=30.0) as browser:
         return authorize_operator(browser, client_id, login, totp, REGISTRAR_SCOPE)
 

@@ -20,6 +20,7 @@ from carevault.services import directory as svc
 from carevault.services.patient_apps import register_app
 from support.accounts import PatientAccount, enrol_patient
 from support.builders import patient
+from support.operators import consent_fields, operator, operator_token
 
 REDIRECT = "https://app.example/callback"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -69,9 +70,7 @@ def sign_in_through(client: TestClient, account: PatientAccount, url: str) -> An
 
 
 def consent_form(consent: Any) -> dict[str, str]:
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
-                             consent.text))
-    return {k: v.replace("&amp;", "&") for k, v in fields.items()}
+    return consent_fields(consent.text)
 
 
 def test_the_full_flow_gives_a_token_for_the_patients_own_record(
@@ -183,7 +182,12 @@ def test_login_does_not_redirect_anywhere_else(client: TestClient,
 
 
 def test_a_patient_cannot_grant_system_scopes(client: TestClient, account: PatientAccount,
-                                              app_id: str) -> None:
+                                              platform: Platform) -> None:
+    """Even through an app whose registration allows system scopes (an operators' console):
+    the scopes are not for a patient's account."""
+    with platform.unit_of_work() as uow:
+        app_id = register_app(uow, "Console", [REDIRECT], datetime.now(UTC),
+                              scopes="launch/patient patient/*.rs system/Patient.rs")
     url = authorize_url(app_id, pkce()[1], scope="system/Patient.rs")
     to_login = client.get(url, follow_redirects=False)
     page = client.get(to_login.headers["location"])
@@ -197,3 +201,146 @@ def test_a_patient_cannot_grant_system_scopes(client: TestClient, account: Patie
     refused = client.get(back.headers["location"], follow_redirects=False)
     assert refused.status_code == 303
     assert parse_qs(urlsplit(refused.headers["location"]).query)["error"] == ["access_denied"]
+
+
+# --- narrowed scopes ----------------------------------------------------------------------
+# A token's scopes never exceed what the app's registration, the account's role and the
+# person's consent allow (PRODUCT.md): an app asking for more gets less, and the door refuses the
+# wider action (403, OperationOutcome); an app asking only for what it may not have is refused
+# with ``invalid_scope``; a scope the person unticks on the consent page is not in the token. On
+# both databases, through the HTTP routes a real app uses.
+
+
+def narrow_app(platform: Platform, scopes: str) -> str:
+    with platform.unit_of_work() as uow:
+        return register_app(uow, "Narrow app", [REDIRECT], datetime.now(UTC), scopes=scopes)
+
+
+def token_for(client: TestClient, app_id: str, verifier: str, fields: dict[str, str]) -> Any:
+    approved = client.post("/oauth/authorize", data={**fields, "decision": "approve"},
+                           follow_redirects=False)
+    assert approved.status_code == 303, approved.text
+    code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
+    answer = client.post("/oauth/token", data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+        "client_id": app_id, "code_verifier": verifier})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def refused_by_scope(answer: Any) -> None:
+    assert answer.status_code == 403, answer.text
+    outcome = answer.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "scopes do not allow" in outcome["issue"][0]["diagnostics"]
+
+
+def test_an_app_asking_for_more_than_its_registration_gets_less(
+        client: TestClient, platform: Platform) -> None:
+    account = enrol_patient(platform)
+    app_id = narrow_app(platform, "launch/patient patient/Patient.rs")
+    verifier, challenge = pkce()
+    consent = sign_in_through(client, account, authorize_url(
+        app_id, challenge, scope="launch/patient openid patient/*.cruds"))
+    fields = consent_fields(consent.text)
+    assert [v for k, v in fields.items() if k.startswith("allow-")] == ["patient/Patient.rs"]
+    body = token_for(client, app_id, verifier, fields)
+    assert body["scope"] == "launch/patient patient/Patient.rs"  # openid: not registered
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    assert client.get(f"/fhir/Patient/{account.patient_id}", headers=headers).status_code == 200
+    refused_by_scope(client.get("/fhir/AuditEvent", headers=headers,
+                                params={"patient": f"Patient/{account.patient_id}"}))
+    refused_by_scope(client.get("/fhir/DocumentReference", headers=headers,
+                                params={"patient": f"Patient/{account.patient_id}"}))
+
+
+def test_an_app_asking_only_for_what_it_may_not_have_gets_invalid_scope(
+        client: TestClient, platform: Platform) -> None:
+    """Told at the app's redirect URI before anyone signs in (RFC 6749 §4.1.2.1)."""
+    app_id = narrow_app(platform, "launch/patient patient/Patient.rs")
+    answer = client.get(authorize_url(app_id, pkce()[1], scope="launch/patient "
+                                      "patient/DocumentReference.cu"), follow_redirects=False)
+    assert answer.status_code == 303
+    location = urlsplit(answer.headers["location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT
+    query = parse_qs(location.query)
+    assert query["error"] == ["invalid_scope"] and query["state"] == ["xyz-123"]
+    assert "code" not in query
+
+
+def test_a_scope_the_patient_unticks_is_not_granted(
+        client: TestClient, platform: Platform) -> None:
+    account: PatientAccount = enrol_patient(platform)
+    app_id = narrow_app(platform, "launch/patient patient/Patient.rs patient/AuditEvent.rs")
+    verifier, challenge = pkce()
+    consent = sign_in_through(client, account, authorize_url(app_id, challenge))
+    fields = consent_fields(consent.text)
+    unticked = {k: v for k, v in fields.items() if v != "patient/AuditEvent.rs"}
+    assert len(unticked) == len(fields) - 1
+    body = token_for(client, app_id, verifier, unticked)
+    assert "patient/AuditEvent" not in body["scope"] and "patient/Patient.rs" in body["scope"]
+    claims = pyjwt.decode(body["access_token"], options={"verify_signature": False})
+    assert claims["scope"] == body["scope"]
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    refused_by_scope(client.get("/fhir/AuditEvent", headers=headers,
+                                params={"patient": f"Patient/{account.patient_id}"}))
+
+
+def test_unticking_every_scope_gives_no_code(client: TestClient, platform: Platform) -> None:
+    account = enrol_patient(platform)
+    app_id = narrow_app(platform, "launch/patient patient/Patient.rs")
+    consent = sign_in_through(client, account, authorize_url(app_id, pkce()[1]))
+    fields = {k: v for k, v in consent_fields(consent.text).items()
+              if not k.startswith("allow-")}
+    answer = client.post("/oauth/authorize", data={**fields, "decision": "approve"},
+                         follow_redirects=False)
+    query = parse_qs(urlsplit(answer.headers["location"]).query)
+    assert query["error"] == ["access_denied"] and "code" not in query
+
+
+def test_a_forged_box_cannot_add_a_scope(client: TestClient, platform: Platform) -> None:
+    """A box posted for a scope the page did not show (the app's registration does not allow
+    it) is ignored: consent only narrows."""
+    account = enrol_patient(platform)
+    app_id = narrow_app(platform, "launch/patient patient/Patient.rs")
+    verifier, challenge = pkce()
+    consent = sign_in_through(client, account, authorize_url(app_id, challenge))
+    fields = {**consent_fields(consent.text), "allow-7": "patient/*.cruds"}
+    assert token_for(client, app_id, verifier, fields)["scope"] == \
+        "launch/patient patient/Patient.rs"
+
+
+def test_a_security_officers_token_holds_only_what_the_role_allows(
+        client: TestClient, platform: Platform) -> None:
+    """A console registered for every system scope, an officer asking for all of them: the
+    token holds the officer's own (the audit trail, the alerts, the patients they name)."""
+    totp = operator(platform, "officer.narrow", security_officer=True)
+    token = operator_token(client, platform, "officer.narrow", totp, "system/*.cruds")
+    claims = pyjwt.decode(token, options={"verify_signature": False})
+    assert claims["scope"] == ("system/AuditEvent.rs system/Patient.rs "
+                               "system/DetectedIssue.rus")
+    headers = {"Authorization": f"Bearer {token}"}
+    refused_by_scope(client.get("/fhir/Practitioner", headers=headers))
+
+
+def test_a_public_app_revokes_its_own_tokens_only(client: TestClient,
+                                                   platform: Platform) -> None:
+    """RFC 7009 §2.1 for a public client: its client_id authenticates it; another app (which
+    somehow holds the token) is refused, and the token lives on until its own app revokes it."""
+    account = enrol_patient(platform)
+    app_id = narrow_app(platform, "launch/patient patient/Patient.rs")
+    other_app = narrow_app(platform, "launch/patient patient/Patient.rs")
+    verifier, challenge = pkce()
+    consent = sign_in_through(client, account, authorize_url(app_id, challenge))
+    token = token_for(client, app_id, verifier, consent_fields(consent.text))["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    theirs = client.post("/oauth/revoke", data={"token": token, "client_id": other_app})
+    assert (theirs.status_code, theirs.json()["error"]) == (400, "unauthorized_client")
+    nobody = client.post("/oauth/revoke", data={"token": token})
+    assert (nobody.status_code, nobody.json()["error"]) == (401, "invalid_client")
+    assert client.get(f"/fhir/Patient/{account.patient_id}", headers=headers).status_code == 200
+    own = client.post("/oauth/revoke", data={"token": token, "client_id": app_id})
+    assert own.status_code == 200 and own.headers["cache-control"] == "no-store"
+    assert client.get(f"/fhir/Patient/{account.patient_id}", headers=headers).status_code == 401
+    metadata = client.get("/.well-known/smart-configuration").json()
+    assert metadata["revocation_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]

@@ -75,3 +75,47 @@ def test_signing_out_everywhere_revokes_the_accounts_app_tokens_too(platform: Pl
                for _, data in platform.audit.patient_entries(account.patient_id, limit=200)]
     (everywhere,) = [e for e in entries if e.interaction == "logout-everywhere"]
     assert everywhere.detail["app_tokens"] == "1"
+
+
+def test_signing_out_everywhere_spends_a_code_not_yet_exchanged(platform: Platform) -> None:
+    """The patient approved an app a moment ago and its code is on its way: after "sign out
+    everywhere" the code gives no token (invalid_grant), so no app is left connected."""
+    import base64
+    import hashlib
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from carevault.services.patient_apps import (
+        AppRequest,
+        InvalidGrant,
+        approve,
+        exchange_code,
+        register_app,
+    )
+
+    account = enrol_patient(platform, family="Weber")
+    with platform.unit_of_work() as uow:
+        mine = uow.accounts.by_login(account.login)
+        assert mine is not None
+        client_id = register_app(uow, "Phone app", ["https://app.example/cb"],
+                                 datetime.now(UTC))
+    verifier = "v" * 64
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    request = AppRequest(client_id, "Phone app", "https://app.example/cb",
+                         "launch/patient patient/*.rs", None, challenge)
+    with platform.unit_of_work() as uow:
+        location = approve(uow, request, mine.id, account.patient_id, datetime.now(UTC))
+    code = location.split("code=", 1)[1].split("&", 1)[0]
+    laptop = signed_in(platform, account, port=50034)
+    csrf = csrf_of(laptop.get("/me"))
+    assert laptop.post("/logout/everywhere", data={"csrf": csrf},
+                       follow_redirects=False).status_code == 303
+    with platform.unit_of_work() as uow, pytest.raises(InvalidGrant):
+        exchange_code(uow, platform.tokens, code=code, redirect_uri="https://app.example/cb",
+                      client_id=client_id, code_verifier=verifier)
+    entries = [AuditRecord.from_canonical(data)
+               for _, data in platform.audit.patient_entries(account.patient_id, limit=200)]
+    (everywhere,) = [e for e in entries if e.interaction == "logout-everywhere"]
+    assert everywhere.detail["app_codes"] == "1"

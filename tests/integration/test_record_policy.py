@@ -469,3 +469,76 @@ def test_an_assistant_is_refused_by_rule_1_until_the_directory_records_a_mandate
     explained = client.get(f"/fhir/Patient/{patient_id}/$explain",
                            params={"practitioner": assistant.id}, headers=mine).json()
     assert {"name": "rule", "valueString": "identity"} in explained["parameter"]
+
+
+def declare(client: TestClient, who: dict[str, str], patient_id: str) -> Any:
+    return client.post(f"/fhir/Patient/{patient_id}/$emergency-access",
+                       json={"resourceType": "Parameters", "parameter": [
+                           {"name": "reason", "valueString": "found unconscious"}]},
+                       headers=who)
+
+
+def new_record(registrar: TestClient, platform: Platform, seq: int) -> str:
+    created = registrar.post("/fhir/Patient", json=patient(platform.directory.systems, seq),
+                             headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def test_emergencies_beyond_the_quota_are_refused_and_alert_the_officer(
+        client: TestClient, registrar: TestClient, platform: Platform) -> None:
+    """Two declarations in 24 hours allowed: the third, on yet another record, is refused by
+    the engine (403, OperationOutcome, the reason in words), nothing opens, and the security
+    officer is alerted; another professional still declares."""
+    platform.policy.emergency_quota = 2
+    er = Pro(platform, "HP-QUOTA", "Quota", specialty="emergency-medicine")
+    first, second, third = (new_record(registrar, platform, n) for n in (21, 22, 23))
+    assert declare(client, er.headers, first).status_code == 200
+    assert declare(client, er.headers, second).status_code == 200
+    refused = declare(client, er.headers, third)
+    assert refused.status_code == 403
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert "as many emergencies as the platform allows" in diagnostics(refused)
+    assert search_encounters(client, er.headers, third).status_code == 403
+    entries = [AuditRecord.from_canonical(data) for _, data in
+               platform.audit.patient_entries(third, limit=200)]
+    alerts = [e for e in entries if e.kind == "alert"]
+    assert [(a.detail["decision"], a.detail["rule"]) for a in alerts] == [("deny", "emergency")]
+    assert any("emergency" in (e.rule or "") and e.outcome != "0" for e in entries
+               if e.kind == "access")
+    colleague = Pro(platform, "HP-QUOTA-2", "Other", specialty="emergency-medicine")
+    assert declare(client, colleague.headers, third).status_code == 200
+
+
+def test_two_racing_declarations_cannot_pass_the_quota(
+        registrar: TestClient, platform: Platform) -> None:
+    """One place left, two declarations at the same instant on two records, each in its own
+    thread and transaction: exactly one is let in (the second counts the first), on SQLite and
+    on PostgreSQL; three rounds."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from carevault.services.record_policy import practitioner_subject
+
+    er = Pro(platform, "HP-RACE-ER", "Racer", specialty="emergency-medicine")
+    with platform.unit_of_work() as uow:
+        subject = practitioner_subject(uow, er.id, now=datetime.now(UTC))
+    actor = Actor(subject, f"Practitioner/{er.id}")
+    records = [new_record(registrar, platform, 30 + n) for n in range(6)]
+    for round_ in range(3):
+        platform.policy.emergency_quota = round_ + 1  # one place left each round
+        start = threading.Barrier(2)
+
+        def race(patient_id: str, start: threading.Barrier = start) -> str:
+            start.wait()
+            try:
+                platform.policy.declare_emergency(actor, patient_id, "two at once")
+            except Refused as refused:
+                return refused.decision.reason
+            return "open"
+
+        pair = records[2 * round_: 2 * round_ + 2]
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(pool.map(race, pair))
+        assert outcomes == ["emergency-quota", "open"], outcomes

@@ -19,6 +19,7 @@ from carevault.bootstrap import Platform
 from carevault.services import directory as svc
 from carevault.services.patient_apps import register_app
 from support.builders import patient
+from support.operators import consent_fields
 
 PASSWORD = "a representative's own passphrase 3"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -86,8 +87,7 @@ def test_an_app_approved_by_a_representative_names_both(
         "response_type": "code", "client_id": app_id, "redirect_uri": "https://family.example/cb",
         "scope": "launch/patient patient/Patient.rs", "code_challenge": challenge,
         "code_challenge_method": "S256"}))
-    fields = {k: v.replace("&amp;", "&") for k, v in re.findall(
-        r'<input type="hidden" name="([^"]+)" value="([^"]*)">', consent.text)}
+    fields = consent_fields(consent.text)
     approved = client.post("/oauth/authorize", data={**fields, "decision": "approve"},
                            follow_redirects=False)
     code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]

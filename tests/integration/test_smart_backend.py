@@ -281,6 +281,27 @@ def test_scopes_bound_the_token(world: World, remote: TestClient, platform: Plat
     assert (user.status_code, user.json()["error"]) == (400, "invalid_scope")
 
 
+def test_a_client_asking_for_more_gets_less(world: World, remote: TestClient,
+                                            platform: Platform) -> None:
+    """A professional's card asking for every system scope gets a professional's: the response
+    says so, and a directory write (the registered authorities') is refused by the scope."""
+    response = token_request(remote, assertion(world.doctor, platform), scope="system/*.cruds")
+    assert response.status_code == 200, response.text
+    granted = response.json()["scope"]
+    assert granted == ("system/*.rs system/DocumentReference.cu system/Encounter.c "
+                       "system/Task.cu")
+    headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    assert remote.get("/fhir/Practitioner", headers=headers).status_code == 200
+    wider = remote.post("/fhir/Organization", headers={**headers,
+                        "Content-Type": "application/fhir+json"},
+                        json={"resourceType": "Organization", "name": "Not theirs"})
+    issue = fhir_outcome(wider, 403)
+    assert "scopes do not allow" in issue["diagnostics"]
+    only_beyond = token_request(remote, assertion(world.doctor, platform),
+                                scope="system/Organization.cu system/Patient.d")
+    assert (only_beyond.status_code, only_beyond.json()["error"]) == (400, "invalid_scope")
+
+
 def introspect(client: TestClient, holder: Holder, platform: Platform, token: str,
                **claims: Any) -> Any:
     """RFC 7662 as a resource server asks: the token, and a fresh client assertion."""
@@ -303,10 +324,62 @@ def test_introspection_and_revocation(world: World, remote: TestClient,
     own = introspect(remote, world.doctor, platform, token).json()
     assert own["active"] is True and own["client_id"] == "HP-1"
     assert introspect(remote, world.colleague, platform, token).json() == {"active": False}
-    assert remote.post("/oauth/revoke", data={"token": token}).status_code == 200
+    assert revoke(remote, token, world.doctor, platform).status_code == 200
     assert introspect(remote, world.system, platform, token).json() == {"active": False}
     fhir_outcome(remote.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}), 401)
     assert introspect(remote, world.system, platform, "garbage").json() == {"active": False}
+
+
+def revoke(client: TestClient, token: str, holder: Holder | None, platform: Platform,
+           **form: str) -> Any:
+    """RFC 7009 as a confidential client asks: the token and a fresh client assertion (for the
+    revocation endpoint), or what ``form`` says instead."""
+    data = {"token": token, **form}
+    if holder is not None:
+        data |= {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion(
+            holder, platform, aud=f"{platform.tokens.issuer}/oauth/revoke")}
+    return client.post("/oauth/revoke", data=data)
+
+
+def test_revocation_needs_the_client_the_token_was_issued_to(
+        world: World, remote: TestClient, platform: Platform) -> None:
+    """RFC 7009 §2.1: no client authentication, a forged one, another client's assertion, a
+    public client's id: each is refused and the token lives on; the client it was issued to
+    revokes it. Another client's token is refused the same way whether it is live or not."""
+    token = get_token(remote, world.doctor, platform)
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def lives() -> bool:
+        return remote.get("/fhir/Practitioner", headers=headers).status_code == 200
+
+    anonymous = remote.post("/oauth/revoke", data={"token": token})
+    assert (anonymous.status_code, anonymous.json()["error"]) == (401, "invalid_client")
+    assert anonymous.headers["www-authenticate"].startswith("private_key_jwt")
+    forged = revoke(remote, token, None, platform, client_assertion_type=ASSERTION_TYPE,
+                    client_assertion="a.b.c")
+    assert (forged.status_code, forged.json()["error"]) == (401, "invalid_client")
+    unknown_app = revoke(remote, token, None, platform, client_id="app-0000000000000000")
+    assert (unknown_app.status_code, unknown_app.json()["error"]) == (401, "invalid_client")
+    claimed = revoke(remote, token, None, platform, client_id="HP-1")  # the card's id, no key
+    assert (claimed.status_code, claimed.json()["error"]) == (401, "invalid_client")
+    theirs = revoke(remote, token, world.colleague, platform)
+    assert (theirs.status_code, theirs.json()["error"]) == (400, "unauthorized_client")
+    assert "HP-1" not in theirs.text
+    mismatched = revoke(remote, token, world.colleague, platform, client_id="HP-1")
+    assert (mismatched.status_code, mismatched.json()["error"]) == (401, "invalid_client")
+    assert lives()
+    assert revoke(remote, token, world.doctor, platform).status_code == 200
+    assert not lives()
+    # Revoked now: the colleague is told the same as when it was live.
+    again = revoke(remote, token, world.colleague, platform)
+    assert (again.status_code, again.json()["error"]) == (400, "unauthorized_client")
+    # An unknown or invalid token is no error for an authenticated client (§2.2).
+    assert revoke(remote, "not-a-token", world.colleague, platform).status_code == 200
+    size = platform.audit.size("clinical")
+    entries = [AuditRecord.from_canonical(data)
+               for _, data in platform.audit.entries("clinical", 0, size)]
+    refused = [e for e in entries if e.interaction == "token-revocation" and e.outcome != "0"]
+    assert len(refused) == 7
 
 
 def test_introspection_answers_for_every_kind_of_token(world: World, remote: TestClient,
@@ -455,3 +528,27 @@ def test_token_requests_are_throttled_per_client_and_per_address(
         # Another client from that address may go on.
         other = token_request(second, assertion(world.colleague, strict))
         assert other.status_code == 200
+
+
+def test_a_refused_token_request_is_attributed_only_to_a_client_that_authenticated(
+        world: World, remote: TestClient, platform: Platform) -> None:
+    """The conformance sandbox counts a system's refused token requests against it: only
+    those its client authenticated for (here a scope it may not have) name it as
+    ``client_id``; one with a forged signature names the client it claims, apart
+    (``claimed-client``), and `is_attempt_of` counts it against nobody."""
+    from carevault.domain.conformance import is_attempt_of, is_unauthenticated_claim
+
+    before = platform.audit.size("clinical")
+    forged = assertion(world.doctor, platform)
+    head, payload, _signature = forged.split(".")
+    tampered = f"{head}.{payload}.{base64.urlsafe_b64encode(b'x' * 64).decode().rstrip('=')}"
+    assert token_request(remote, tampered).status_code == 401
+    scope = token_request(remote, assertion(world.doctor, platform), scope="system/Patient.d")
+    assert (scope.status_code, scope.json()["error"]) == (400, "invalid_scope")
+    entries = platform.audit.entries("clinical", before, platform.audit.size("clinical"))
+    claimed, own = [r for r in (AuditRecord.from_canonical(d) for _, d in entries)
+                    if r.interaction == "token"]
+    client = world.doctor.client_id
+    assert claimed.detail.get("claimed-client") == client and "client_id" not in claimed.detail
+    assert not is_attempt_of(claimed, client) and is_unauthenticated_claim(claimed, client)
+    assert own.detail.get("client_id") == client and is_attempt_of(own, client)

@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,29 @@ def test_a_text_note_is_shown_in_the_page_and_its_bytes_are_sandboxed(
     assert content.content == note
     assert content.headers["content-security-policy"].startswith("sandbox;")
     assert content.headers["x-content-type-options"] == "nosniff"
+
+
+def test_an_emergency_beyond_the_quota_is_refused_in_words_and_alerts_the_officer(
+        platform: Platform, world: World) -> None:
+    """One declaration allowed in 24 hours: the second, on another record, is refused with the
+    engine's reason on the page (403), nothing opens, and the officer is alerted."""
+    platform.policy.emergency_quota = 1
+    first = f"/workspace/record/{world.stranger_id}/emergency"
+    csrf = CSRF.search(world.web.get(first + "?lang=en").text)
+    assert csrf
+    assert world.web.post(first, data={"csrf": csrf.group(1), "reason": "unconscious"},
+                          follow_redirects=False).status_code == 303
+    second = f"/workspace/record/{world.patient_id}/emergency"
+    refused = world.web.post(second + "?lang=fr", data={"csrf": csrf.group(1),
+                                                       "reason": "unconscious again"},
+                             follow_redirects=False)
+    assert refused.status_code == 403
+    assert "autant d&#39;urgences" in refused.text or "autant d'urgences" in refused.text
+    assert "Traceback" not in refused.text
+    mine = [e for e in entries(platform) if e.get("patient") == world.patient_id
+            and e.get("interaction") == "emergency-access"]
+    assert [(e["kind"], e["outcome"]) for e in mine] == [("policy", "4"), ("alert", "4")]
+    assert mine[1]["detail"]["decision"] == "deny"
+    with platform.unit_of_work() as uow:
+        assert uow.records.emergencies_declared(world.card.practitioner_id,
+                                                datetime.now(UTC) - timedelta(days=1)) == 1

@@ -1726,7 +1726,9 @@ _fixed("/static", "MOUNT", 200, "GET /static/favicon.svg",
 _fixed("/oauth/token", "POST", 401, "POST /oauth/token (a bearer token, no client assertion)",
        _absolute("POST", "/oauth/token", form={"grant_type": "client_credentials",
                                                "scope": "system/*.rs"}))
-_fixed("/oauth/revoke", "POST", 200, "POST /oauth/revoke (an unknown token)",
+# Revocation authenticates the client as the token endpoint does (RFC 7009 §2.1): a bearer
+# token is no client authentication there either.
+_fixed("/oauth/revoke", "POST", 401, "POST /oauth/revoke (no client authentication)",
        _absolute("POST", "/oauth/revoke", form={"token": "not-a-token"}))
 _fixed("/oauth/authorize", "GET", 400, "GET /oauth/authorize (no registered app)")
 _fixed("/", "GET", 200)

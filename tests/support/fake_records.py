@@ -334,6 +334,10 @@ class FakeRecordStore(FakeRecords):
             patient_id, replace(window, id=window_id), reason, now)
         return window_id
 
+    def emergencies_declared(self, practitioner_id: str, since: datetime) -> int:
+        return sum(1 for e in self.emergencies.values()
+                   if e.window.practitioner_id == practitioner_id and e.starts_at >= since)
+
     # --- a professional's accesses across records ------------------------------------------
 
     def grants_to(self, parties: Any, now: datetime, limit: int) -> list[PartyGrant]:

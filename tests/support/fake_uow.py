@@ -273,6 +273,13 @@ class FakeAppStore:
         self.codes[code_hash] = replace(found, used_at=at)
         return True
 
+    def spend_codes_of(self, account_id: str, at: datetime) -> int:
+        pending = [c for c in self.codes.values()
+                   if c.account_id == account_id and c.used_at is None and c.expires_at > at]
+        for code in pending:
+            self.codes[code.code_hash] = replace(code, used_at=at)
+        return len(pending)
+
 
 class FakeDocumentKeys:
     """The sealed parts of documents, as key rotation sees them: each content's wrapped data

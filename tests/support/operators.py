@@ -36,7 +36,8 @@ def operator(platform: Platform, login: str, *, security_officer: bool) -> pyotp
 def operator_token(client: TestClient, platform: Platform, login: str, totp: pyotp.TOTP,
                    scope: str) -> str:
     with platform.unit_of_work() as uow:
-        client_id = register_app(uow, "Security console", [REDIRECT], datetime.now(UTC))
+        client_id = register_app(uow, "Security console", [REDIRECT], datetime.now(UTC),
+                                 scopes=scope)
     return authorize_operator(client, client_id, login, totp, scope)
 
 
@@ -61,9 +62,7 @@ def authorize_operator(client: httpx.Client, client_id: str, login: str, totp: p
                                        "next": next_field.group(1).replace("&amp;", "&")},
                        follow_redirects=False)
     consent = client.get(back.headers["location"])
-    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
-                             consent.text))
-    fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
+    fields = consent_fields(consent.text)
     approved = client.post("/oauth/authorize", data={**fields, "decision": "approve"},
                            follow_redirects=False)
     code = parse_qs(urlsplit(approved.headers["location"]).query)["code"][0]
@@ -72,6 +71,15 @@ def authorize_operator(client: httpx.Client, client_id: str, login: str, totp: p
         "client_id": client_id, "code_verifier": verifier}).json()
     assert "patient" not in answer
     return str(answer["access_token"])
+
+
+def consent_fields(page: str) -> dict[str, str]:
+    """The consent form as a browser sends it when the person allows everything shown: its
+    hidden fields and every scope box, ticked as the page shows them."""
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page))
+    fields.update(re.findall(
+        r'<input type="checkbox" name="(allow-\d+)" value="([^"]*)"[^>]* checked>', page))
+    return {k: v.replace("&amp;", "&") for k, v in fields.items()}
 
 
 def security_officer_token(client: TestClient, platform: Platform,

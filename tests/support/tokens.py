@@ -89,7 +89,7 @@ def account_token(platform: Platform, account_id: str, patient_id: str | None, *
         hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
     now = datetime.now(UTC)
     with platform.unit_of_work() as uow:
-        client_id = register_app(uow, "Test app", [redirect], now)
+        client_id = register_app(uow, "Test app", [redirect], now, scopes=scope)
     request = AppRequest(client_id, "Test app", redirect, scope, None, challenge)
     with platform.unit_of_work() as uow:
         location = approve(uow, request, account_id, patient_id, now, kind=kind)

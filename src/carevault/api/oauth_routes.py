@@ -22,12 +22,21 @@ from carevault.api.route_door import PUBLIC, TOKEN_REQUEST, Audited, access, adm
 from carevault.domain.errors import CareVaultError, InvalidInput, RateLimited
 from carevault.services.patient_apps import InvalidGrant
 from carevault.services.token_endpoint import TokenEndpoint
-from carevault.services.tokens import ASSERTION_TYPE, InvalidClient
+from carevault.services.tokens import (
+    ASSERTION_TYPE,
+    ActorRefused,
+    InvalidClient,
+    NotTheClients,
+    ScopeRefused,
+)
 
 MAX_FORM_BYTES = 32_768
 # RFC 7662 §2.1 asks for client authentication; ours is SMART's private_key_jwt, sent in the
 # form (RFC 7523), which has no HTTP authentication scheme of its own: the challenge names it.
 INTROSPECTION_CHALLENGE = 'private_key_jwt realm="CareVault", error="invalid_client"'
+# RFC 7009 §2.1: revocation authenticates the client as the token endpoint does: a confidential
+# client with its client assertion, a public client (a patient app) with its client_id.
+REVOCATION_CHALLENGE = 'private_key_jwt realm="CareVault", error="invalid_client"'
 
 
 METADATA = answer("SMART / RFC 8414 metadata", schema={"type": "object", "required": ["issuer"]})
@@ -50,7 +59,8 @@ INTROSPECTION = {
 }
 NO_STORE_HEADERS = {"Cache-Control": "no-store"}
 _OAUTH_STATUS = {
-    400: "invalid_request, invalid_scope, invalid_grant, unsupported_grant_type",
+    400: "invalid_request, invalid_scope, invalid_grant, unsupported_grant_type, "
+    "unauthorized_client (revocation: the token is another client's)",
     401: "invalid_client",
     429: "slow_down (Retry-After)",
     503: "the request could not be recorded; nothing was done",
@@ -118,7 +128,7 @@ def oauth_router(
     ) -> Response:
         """The answer, noted for the door's one record: the door sends it once the record is
         durable, and 503 and nothing else otherwise."""
-        status = 200 if outcome == "0" else 401
+        status = 200 if outcome == "0" else 400 if answer.status_code == 400 else 401
         admitted(request).note(outcome, detail, interaction=interaction, status=status)
         return answer
 
@@ -140,6 +150,10 @@ def oauth_router(
             # RFC 8414: introspection needs the same client authentication (RFC 7662 §2.1).
             "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
             "introspection_endpoint_auth_signing_alg_values_supported": ["ES256"],
+            # RFC 7009 §2.1: a confidential client's assertion, or a public client's client_id
+            # alone ("none", RFC 8414 §2).
+            "revocation_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
+            "revocation_endpoint_auth_signing_alg_values_supported": ["ES256"],
             "scopes_supported": [
                 "system/*.rs",
                 "system/Patient.rs",
@@ -228,22 +242,31 @@ def oauth_router(
             return _oauth_error(
                 400, "unsupported_grant_type", "use client_credentials or authorization_code"
             )
+
+        def refused(error: InvalidClient | InvalidInput) -> tuple[Response, dict[str, str]]:
+            if isinstance(error, InvalidClient):
+                answer = _oauth_error(401, "invalid_client", error.message)
+            else:
+                code = "invalid_scope" if error.expression == "scope" else "invalid_request"
+                answer = _oauth_error(400, code, error.message)
+            return answer, {"reason": error.message[:300]}
+
         try:
             grant = endpoint.issue_backend_token(
                 assertion_type=form.get("client_assertion_type", ""),
                 assertion=form.get("client_assertion", ""),
                 scope=form.get("scope", ""),
             )
-        except InvalidClient as error:
-            answer = _oauth_error(401, "invalid_client", error.message)
-            outcome, detail = "4", {"reason": error.message[:300]}
-        except InvalidInput as error:
-            answer = _oauth_error(
-                400,
-                "invalid_scope" if error.expression == "scope" else "invalid_request",
-                error.message,
-            )
-            outcome, detail = "4", {"reason": error.message[:300]}
+        except (ScopeRefused, ActorRefused) as refusal:
+            # The client proved who it is: the refusal is its own (the conformance sandbox
+            # counts it against the client's system).
+            answer, detail = refused(refusal)
+            outcome, detail["client_id"] = "4", refusal.client_id
+        except (InvalidClient, InvalidInput) as error:
+            # Before the client authenticated: whose request it was is unverified, recorded as
+            # the client it claimed (throttling, the officer's eye), and counted against nobody.
+            answer, detail = refused(error)
+            outcome, detail["claimed-client"] = "4", _claimed_client(form)
         else:
             answer = JSONResponse(
                 {
@@ -255,10 +278,6 @@ def oauth_router(
                 headers=NO_STORE,
             )
             outcome, detail = "0", {"scope": grant.scope, "client_id": grant.client_id}
-        if outcome != "0":
-            # Whose request it was, unverified: the conformance sandbox finds a client's
-            # refused token requests by it.
-            detail["claimed-client"] = _claimed_client(form)
         return recorded(request, answer, outcome, detail, "token")
 
     def code_grant(request: Request, form: dict[str, str]) -> Response:
@@ -288,15 +307,15 @@ def oauth_router(
             outcome, detail = "0", {"scope": grant.scope, "client_id": form.get("client_id", "")}
         return recorded(request, answer, outcome, detail, "authorization-code")
 
-    async def _token_parameter(request: Request) -> str | Response:
+    async def _token_form(request: Request) -> dict[str, str] | Response:
+        """The form of a request about a token, once it names one; the error answer else."""
         try:
             form = await _form(request)
         except CareVaultError as error:
             return _oauth_error(400, "invalid_request", error.message)
-        value = form.get("token")
-        if not value:
+        if not form.get("token"):
             return _oauth_error(400, "invalid_request", "the token parameter is required")
-        return value
+        return form
 
     @router.post(
         "/oauth/introspect",
@@ -355,26 +374,75 @@ def oauth_router(
             request, JSONResponse(answer, headers=NO_STORE), "0", detail, "token-introspection"
         )
 
+    def revoking_client(form: dict[str, str]) -> str:
+        """The client a revocation request authenticates as (RFC 7009 §2.1), as at the token
+        endpoint: a client assertion (its jti is spent), or a registered public client's
+        client_id; InvalidClient otherwise."""
+        named = form.get("client_id", "")
+        if form.get("client_assertion") or form.get("client_assertion_type"):
+            identity = endpoint.authenticate_client(
+                assertion_type=form.get("client_assertion_type", ""),
+                assertion=form.get("client_assertion", ""),
+                audiences=(f"{tokens.issuer}/oauth/revoke",),
+            )
+            if named and named != identity.client_id:
+                raise InvalidClient("client_id is not the client of the assertion")
+            return identity.client_id
+        if named and endpoint.public_client(named):
+            return named
+        raise InvalidClient(
+            "authenticate the client as at the token endpoint: a private_key_jwt client "
+            f"assertion (client_assertion_type {ASSERTION_TYPE}), or a registered public "
+            "client's client_id"
+        )
+
     @router.post(
         "/oauth/revoke",
         response_class=Response,
         responses={
             200: answer("revoked, or not a token (RFC 7009 §2.2)", None),
-            **oauth_errors(400, 503),
+            **oauth_errors(400, 401, 429, 503),
         },
-        openapi_extra=form(("token", "token_type_hint"), ("token",)),
+        openapi_extra=form(
+            ("token", "token_type_hint", "client_id", "client_assertion_type", "client_assertion"),
+            ("token",),
+        ),
     )
     @access(TOKEN_REQUEST, TOKEN_AUDITED)
     async def revocation(request: Request) -> Response:
-        value = await _token_parameter(request)
-        if isinstance(value, Response):
-            return value
-        revoked = endpoint.revoke(value)
+        """RFC 7009 for an authenticated client only (§2.1): a client revokes its own tokens,
+        never another client's (refused with ``unauthorized_client``, whatever the state of
+        that token); an unknown or invalid token is no error (§2.2)."""
+        address = request.client.host if request.client else ""
+        try:
+            introspections.check(f"ip:{address}")
+        except RateLimited as error:
+            return _oauth_error(
+                429, "slow_down", error.message, {"Retry-After": str(error.retry_after)}
+            )
+        form = await _token_form(request)
+        if isinstance(form, Response):
+            return form
+        value = form["token"]
+        try:
+            client_id = revoking_client(form)
+        except InvalidClient as error:
+            refused = _oauth_error(
+                401, "invalid_client", error.message, {"WWW-Authenticate": REVOCATION_CHALLENGE}
+            )
+            detail = {"reason": error.message[:300]}
+            return recorded(request, refused, "4", detail, "token-revocation")
+        try:
+            revoked = endpoint.revoke(value, client_id)
+        except NotTheClients as error:
+            refused = _oauth_error(400, "unauthorized_client", error.message)
+            detail = {"client_id": client_id, "reason": error.message}
+            return recorded(request, refused, "4", detail, "token-revocation")
         return recorded(
             request,
             Response(status_code=200, headers=NO_STORE),
             "0",
-            {"revoked": revoked or "unknown token"},
+            {"client_id": client_id, "revoked": revoked or "unknown token"},
             "token-revocation",
         )
 

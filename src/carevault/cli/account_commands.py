@@ -22,7 +22,7 @@ from carevault.cli.errors import friendly
 from carevault.domain.errors import CareVaultError
 from carevault.services.accounts import AccountService, Enrolment
 from carevault.services.invitations import invite
-from carevault.services.patient_apps import register_app
+from carevault.services.patient_apps import DEFAULT_APP_SCOPES, register_app
 from carevault.settings import Settings
 
 app = typer.Typer(help="Patient and representative accounts.", no_args_is_help=True)
@@ -102,13 +102,22 @@ apps_app = typer.Typer(help="Patient apps (public OAuth clients with PKCE).", no
 def register(
     name: Annotated[str, typer.Option(help="The app's name, as patients will see it.")],
     redirect_uri: Annotated[list[str], typer.Option(help="An exact redirect URI (repeat).")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A scope the app may ever be granted (repeat, or several in one); default: "
+            f"{DEFAULT_APP_SCOPES}."
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Register a patient app; prints its client_id."""
+    """Register a patient app (or an operator's console) with the scopes it may be granted;
+    prints its client_id. A token never holds more than these, whatever the app asks."""
     config = settings()
     engine = engine_for(config.database_url)
+    scopes = " ".join(scope) if scope else DEFAULT_APP_SCOPES
     with UnitOfWork(engine) as uow:
-        client_id = register_app(uow, name, redirect_uri, datetime.now(UTC))
+        client_id = register_app(uow, name, redirect_uri, datetime.now(UTC), scopes=scopes)
     _record(config, "apps register", client_id)
     if json_output:
         typer.echo(json.dumps({"client_id": client_id}))

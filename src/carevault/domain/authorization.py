@@ -55,6 +55,7 @@ __all__ = [
     "DirectoryArea",
     "DocumentFacts",
     "DocumentFilter",
+    "EmergencyQuota",
     "EmergencySetting",
     "EmergencyWindow",
     "Grant",
@@ -247,6 +248,9 @@ class Subject:
     # For an assistant: the document classes their mandate narrows them to (None: whatever
     # the mandator's profile allows).
     mandate_classes: frozenset[str] | None = None
+    # For a declaration of emergency: the professional's declarations counted from the stored
+    # facts in the declaring transaction (None: not counted, a request that declares nothing).
+    emergency_quota: EmergencyQuota | None = None
 
     @property
     def mandator_id(self) -> str | None:
@@ -278,6 +282,20 @@ class Block:
     party: Party
     party_id: str
     id: str = ""
+
+
+@dataclass(frozen=True)
+class EmergencyQuota:
+    """How many emergencies a professional declared over the quota's period (any record), and
+    how many they may: break-the-glass is for the unforeseen, and a card or session used to
+    open record after record that way is stopped at the limit, not only reviewed after."""
+
+    declared: int
+    limit: int
+
+    @property
+    def spent(self) -> bool:
+        return self.declared >= self.limit
 
 
 @dataclass(frozen=True)
@@ -594,6 +612,14 @@ _REASONS: Mapping[str, tuple[str, str]] = MappingProxyType(
         "emergency-off": (
             "The patient has turned emergency access off for this record.",
             "Le patient a désactivé l'accès d'urgence à son dossier.",
+        ),
+        "emergency-quota": (
+            "This professional has declared as many emergencies as the platform allows in 24 "
+            "hours; the security officer is alerted. Ask the patient for an access, or the "
+            "security officer to review the emergencies declared.",
+            "Ce professionnel a déclaré autant d'urgences que la plateforme en permet en 24 "
+            "heures ; le responsable de la sécurité est alerté. Demandez un accès au patient, ou "
+            "au responsable de la sécurité d'examiner les urgences déclarées.",
         ),
         "emergency-not-professional": (
             "Only a professional, in person, can declare or use emergency access.",
@@ -1101,6 +1127,11 @@ def _decide_professional(
             return trace.decide(False, "emergency", "emergency-not-professional")
         if record.emergency_setting is _EmergencySetting.OFF:
             return trace.decide(False, "emergency", "emergency-off")
+        if subject.emergency_quota is not None and subject.emergency_quota.spent:
+            # One more than the quota allows: refused, and worth a look at once.
+            return trace.decide(
+                False, "emergency", "emergency-quota", extra=(ALERT_SECURITY_OFFICER,)
+            )
         return _emergency_permit(trace)
 
     reading = action in _READING

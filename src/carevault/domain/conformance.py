@@ -170,12 +170,27 @@ class Attempt:
 
 def is_attempt_of(record: AuditRecord, client_id: str) -> bool:
     """Whether ``record`` is the main entry of a request of ``client_id``: its FHIR requests
-    (the token's client) and its token requests (the client the assertion claimed)."""
+    (the token's client) and its token requests once the client authenticated (granted, or
+    refused for its scope or the professional it named: ``client_id``). A token request
+    refused before that names only the client it claimed (``claimed-client``), which anyone can
+    claim: it is counted against nobody (`is_unauthenticated_claim`), so that a third party
+    cannot add failures to another system's report."""
     if record.stream != "clinical" or record.kind not in ("access", "authentication"):
         return False
     if record.interaction == "token":
-        return client_id in (record.detail.get("client_id"), record.detail.get("claimed-client"))
+        return record.detail.get("client_id") == client_id
     return record.kind == "access" and record.detail.get("client_id") == client_id
+
+
+def is_unauthenticated_claim(record: AuditRecord, client_id: str) -> bool:
+    """A token request refused before any client authenticated, claiming ``client_id``: shown
+    apart in the report (the vendor may find a misconfigured key there), never a failure."""
+    return (
+        record.stream == "clinical"
+        and record.interaction == "token"
+        and "client_id" not in record.detail
+        and record.detail.get("claimed-client") == client_id
+    )
 
 
 def steps_of(attempt: Attempt) -> tuple[str, ...]:

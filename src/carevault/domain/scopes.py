@@ -114,3 +114,46 @@ def backend_ceiling(authorities: Iterable[Authority]) -> tuple[Scope, ...]:
     for authority in sorted(set(authorities)):
         ceiling += AUTHORITY_SCOPES[authority]
     return ceiling
+
+
+# What each kind of account may ever be granted through the authorization code flow, whatever
+# its app asks for and its registration allows: a patient's or representative's app reaches the
+# patient's own record (patient/…; the engine decides each request), a security officer reads the
+# audit trail, the patients it names and the alerts it reviews, a registrar writes the
+# directories it keeps. An operator holds system/… scopes, and the engine's operator rule refuses
+# every clinical content to them whatever the scope says.
+_PERSON = "launch/patient openid fhirUser patient/*.cruds"
+ACCOUNT_CEILINGS: dict[str, str] = {
+    "patient": _PERSON,
+    "representative": _PERSON,
+    "operator": "openid fhirUser system/*.cruds",
+    "security-officer": (
+        "openid fhirUser system/AuditEvent.rs system/Patient.rs system/DetectedIssue.rus"
+    ),
+    "registrar": (
+        "openid fhirUser system/Patient.cruds system/Practitioner.cruds "
+        "system/PractitionerRole.cruds system/Organization.cruds system/CareTeam.cruds"
+    ),
+}
+
+
+def narrow_words(asked: str, ceiling: str) -> str:
+    """`narrow` for scope strings with identity and launch scopes (``openid``, ``fhirUser``,
+    ``launch/patient``): those are kept when the ceiling names them, resource scopes are
+    narrowed; the result is normalized (identity first, then resource scopes), and has no
+    resource scope when nothing asked for is allowed."""
+    allowed = set(ceiling.split())
+    identity = [w for w in dict.fromkeys(asked.split()) if w in IDENTITY_SCOPES and w in allowed]
+    resource = [w for w in asked.split() if w not in IDENTITY_SCOPES]
+    limit = [w for w in ceiling.split() if w not in IDENTITY_SCOPES]
+    scopes = (
+        narrow(parse_scopes(" ".join(resource)), parse_scopes(" ".join(limit)))
+        if (resource and limit)
+        else ()
+    )
+    return " ".join([*identity, *(str(s) for s in scopes)])
+
+
+def has_resource_scope(text: str) -> bool:
+    """Whether a scope string holds a resource scope (identity scopes alone reach nothing)."""
+    return any(w not in IDENTITY_SCOPES for w in text.split())

@@ -808,8 +808,9 @@ class AccountService:
 
     def sign_out_everywhere(self, account_id: str, *, client_ip: str | None = None) -> int:
         """End every portal session of the account, in every browser and on every device, and
-        revoke the access tokens its apps hold, in one transaction with its audit entry (in the
-        patient's history for a patient's account); how many sessions were ended."""
+        revoke the access tokens its apps hold and spend the codes approved for them not yet
+        exchanged, in one transaction with its audit entry (in the patient's history for a
+        patient's account); how many sessions were ended."""
         now = self.clock()
         with self.units() as uow:
             account = uow.accounts.by_id(account_id)
@@ -817,6 +818,9 @@ class AccountService:
                 raise NotFound("no such account")
             ended = uow.sessions.end_all(account_id, now)
             tokens = uow.oauth.revoke_subject(f"account:{account_id}", now)
+            # A code approved a moment ago and not yet traded would give an app a fresh token
+            # after this: spent too. (There are no refresh tokens: an app signs in again.)
+            codes = uow.apps.spend_codes_of(account_id, now)
             self._append(
                 uow,
                 authentication_record(
@@ -826,7 +830,11 @@ class AccountService:
                     _SUCCESS,
                     now,
                     client_ip,
-                    detail={"sessions": str(ended), "app_tokens": str(tokens)},
+                    detail={
+                        "sessions": str(ended),
+                        "app_tokens": str(tokens),
+                        "app_codes": str(codes),
+                    },
                 ),
             )
             uow.commit()

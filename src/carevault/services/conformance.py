@@ -37,6 +37,7 @@ from carevault.domain.conformance import (
     check_system_name,
     failed_steps,
     is_attempt_of,
+    is_unauthenticated_claim,
     report_errors,
     slug,
     verdict,
@@ -227,9 +228,20 @@ def find_registration(log: AuditLog, system: str) -> Registration:
 
 def attempts_of(log: AuditLog, registration: Registration) -> list[Attempt]:
     """The system's requests since its registration: one per request (its main entry)."""
+    return _attempts(log, registration)[0]
+
+
+def _attempts(log: AuditLog, registration: Registration) -> tuple[list[Attempt], int]:
+    """The system's requests since its registration, and apart, how many token requests were
+    refused before any client authenticated while claiming to be its client (anyone may claim
+    any client: they are never failures of the system, `is_unauthenticated_claim`)."""
     seen: set[str] = set()
     attempts = []
+    claims = 0
     for index, record in _entries(log, "clinical", registration.run_start, log.size("clinical")):
+        if is_unauthenticated_claim(record, registration.client_id):
+            claims += 1
+            continue
         if not is_attempt_of(record, registration.client_id):
             continue
         if record.request_id is not None:
@@ -237,7 +249,7 @@ def attempts_of(log: AuditLog, registration: Registration) -> list[Attempt]:
                 continue  # a patient's own copy of the same request
             seen.add(record.request_id)
         attempts.append(Attempt.of(index, record))
-    return attempts
+    return attempts, claims
 
 
 def build_report(
@@ -251,7 +263,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The signed report on the system's run so far: ``{"report": …, "signature": JWS}``,
     the JWS's payload being the report's canonical JSON."""
-    attempts = attempts_of(log, registration)
+    attempts, claims = _attempts(log, registration)
     results = assess(attempts)
     report: dict[str, Any] = {
         "type": REPORT_TYPE,
@@ -268,6 +280,9 @@ def build_report(
             "from-entry": registration.run_start,
             "to-entry": log.size("clinical"),
             "requests": len(attempts),
+            # Token requests refused before authentication that claimed the system's client:
+            # not its requests (anyone may claim a client id), not counted in any step.
+            "unauthenticated-token-attempts": claims,
         },
         "passed": verdict(results),
         "steps": [r.to_json() for r in results],

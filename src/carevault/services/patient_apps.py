@@ -14,7 +14,7 @@ import hmac
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -24,10 +24,20 @@ from joserfc import jwt
 from carevault.adapters.storage.oauth_store import AppClient, AuthorizationCode, IssuedToken
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import InvalidInput, NotAuthenticated, NotFound
-from carevault.domain.scopes import IDENTITY_SCOPES, parse_scopes
+from carevault.domain.scopes import (
+    ACCOUNT_CEILINGS,
+    IDENTITY_SCOPES,
+    has_resource_scope,
+    narrow_words,
+    parse_scopes,
+)
 from carevault.services.tokens import TOKEN_LIFETIME, TokenContext, TokenGrant
 
 CODE_LIFETIME = timedelta(seconds=60)
+# What an app registered without a list of scopes may be granted: reading the patient's own
+# record. An app that writes (a patient's uploads, their choices) or an operator's console is
+# registered with the scopes it needs (``carevault apps register --scope``).
+DEFAULT_APP_SCOPES = "launch/patient openid fhirUser patient/*.rs"
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.1
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
 
@@ -47,6 +57,28 @@ class AppRequest:
     state: str | None
     code_challenge: str
 
+    def for_role(self, kind: str) -> AppRequest:
+        """The request narrowed to what an account of ``kind`` may ever hold
+        (`ACCOUNT_CEILINGS`); InvalidInput (``invalid_scope``) when nothing asked is."""
+        scope = narrow_words(self.scope, ACCOUNT_CEILINGS.get(kind, ""))
+        if not has_resource_scope(scope):
+            raise InvalidInput(
+                f"none of the scopes asked for ({self.scope}) may be granted to this kind of "
+                "account",
+                expression="scope",
+            )
+        return replace(self, scope=scope)
+
+    def consented(self, ticked: set[str]) -> AppRequest:
+        """The request as the person approved it on the consent page: the resource scopes they
+        left ticked (identity scopes are not theirs to untick: they reach no data). Nothing
+        ticked is a refusal (InvalidInput)."""
+        kept = [w for w in self.scope.split() if w in IDENTITY_SCOPES or w in ticked]
+        scope = " ".join(kept)
+        if not has_resource_scope(scope):
+            raise InvalidInput("no scope was allowed", expression="scope")
+        return replace(self, scope=scope)
+
     @property
     def scope_context(self) -> str:
         """'patient' for a patient app, 'system' for an operator's or security officer's."""
@@ -57,7 +89,17 @@ def _hash(value: str) -> str:
     return hashlib.sha256(value.encode("ascii", "replace")).hexdigest()
 
 
-def register_app(uow: UnitOfWork, name: str, redirect_uris: list[str], now: datetime) -> str:
+def register_app(
+    uow: UnitOfWork,
+    name: str,
+    redirect_uris: list[str],
+    now: datetime,
+    *,
+    scopes: str = DEFAULT_APP_SCOPES,
+) -> str:
+    """Register a public client with its exact redirect URIs and the scopes it may ever be
+    granted (the registration's ceiling: a token never holds more, whatever the app asks)."""
+    allowed = registration_scopes(scopes)
     if not name.strip() or len(name) > 200:
         raise InvalidInput("an app needs a name of at most 200 characters")
     if not redirect_uris:
@@ -71,9 +113,22 @@ def register_app(uow: UnitOfWork, name: str, redirect_uris: list[str], now: date
                 "absolute, without a fragment"
             )
     client_id = "app-" + uuid.uuid4().hex[:16]
-    uow.apps.add_client(AppClient(client_id, name.strip(), tuple(redirect_uris), now))
+    uow.apps.add_client(
+        AppClient(client_id, name.strip(), tuple(redirect_uris), now, scopes=allowed)
+    )
     uow.commit()
     return client_id
+
+
+def registration_scopes(scope: str) -> str:
+    """A registration's scopes, checked and normalized: identity scopes and SMART scopes of
+    either context (an app may serve patients and operators alike; each request is of one)."""
+    words = list(dict.fromkeys(scope.split()))
+    resource = [w for w in words if w not in IDENTITY_SCOPES]
+    if not resource:
+        raise InvalidInput("an app needs at least one resource scope", expression="scope")
+    parsed = parse_scopes(" ".join(resource))
+    return " ".join([*(w for w in words if w in IDENTITY_SCOPES), *(str(s) for s in parsed)])
 
 
 def requested_scopes(scope: str) -> str:
@@ -113,14 +168,17 @@ def check_request(uow: UnitOfWork, params: dict[str, str]) -> AppRequest:
     state = params.get("state")
     if state is not None and len(state) > 500:
         raise InvalidInput("state is too long", expression="state")
-    return AppRequest(
-        row.client_id,
-        row.name,
-        redirect_uri,
-        requested_scopes(params.get("scope", "")),
-        state,
-        params["code_challenge"],
-    )
+    asked = requested_scopes(params.get("scope", ""))
+    # Never more than the app's registration allows: what is asked beyond it is left out (the
+    # consent page shows what remains), and a request for nothing it may have is refused.
+    scope = narrow_words(asked, row.scopes)
+    if not has_resource_scope(scope):
+        raise InvalidInput(
+            f"none of the scopes asked for ({asked}) may be granted to this app: its "
+            f"registration allows {row.scopes}",
+            expression="scope",
+        )
+    return AppRequest(row.client_id, row.name, redirect_uri, scope, state, params["code_challenge"])
 
 
 def approve(
@@ -182,6 +240,14 @@ def exchange_code(
         raise InvalidGrant("the code was issued for another client, redirect URI or verifier")
     if not uow.apps.use_code(row.code_hash, now):
         raise InvalidGrant("the code was already used")
+    # What the person approved, narrowed again to the app's registration and the account's
+    # role as they stand now (an app disabled or narrowed since the consent gets no more).
+    app = uow.apps.client(row.client_id)
+    if app is None or app.disabled_at is not None:
+        raise InvalidGrant("the app is no longer registered")
+    scope = narrow_words(narrow_words(row.scope, app.scopes), ACCOUNT_CEILINGS.get(row.kind, ""))
+    if not has_resource_scope(scope):
+        raise InvalidGrant("nothing the code was approved for may still be granted")
     token_id = uuid.uuid4().hex
     expires_at = now + TOKEN_LIFETIME
     payload: dict[str, Any] = {
@@ -191,7 +257,7 @@ def exchange_code(
         "iat": int(now.timestamp()),
         "exp": int(expires_at.timestamp()),
         "jti": token_id,
-        "scope": row.scope,
+        "scope": scope,
         "client_id": row.client_id,
     }
     if row.kind == "patient":
@@ -215,7 +281,7 @@ def exchange_code(
             row.client_id,
             None,
             f"account:{row.account_id}",
-            row.scope,
+            scope,
             now,
             expires_at,
             None,
@@ -223,4 +289,6 @@ def exchange_code(
         )
     )
     uow.commit()
-    return TokenGrant(token, int(TOKEN_LIFETIME.total_seconds()), row.scope), row.patient_id
+    return TokenGrant(
+        token, int(TOKEN_LIFETIME.total_seconds()), scope, row.client_id
+    ), row.patient_id

@@ -45,6 +45,7 @@ from carevault.domain.authorization import (
     Delegation,
     DocumentFacts,
     DocumentFilter,
+    EmergencyQuota,
     EmergencySetting,
     EmergencyWindow,
     Grant,
@@ -67,6 +68,10 @@ from carevault.services.presence import PresenceCode, code_hash, normalize
 
 CARE_RELATIONSHIP = timedelta(days=90)  # ELGA's default for a care contact
 EMERGENCY_WINDOW = timedelta(hours=24)
+# The emergencies one professional may declare over `EMERGENCY_QUOTA_PERIOD` (the setting
+# ``emergency_quota``, which says why five).
+EMERGENCY_QUOTA = 5
+EMERGENCY_QUOTA_PERIOD = timedelta(hours=24)
 MAX_REASON = 1_000
 _SUCCESS = "0"
 
@@ -330,6 +335,7 @@ class RecordPolicy:
         matrix: ProfileMatrix,
         care_relationship: timedelta = CARE_RELATIONSHIP,
         emergency_window: timedelta = EMERGENCY_WINDOW,
+        emergency_quota: int = EMERGENCY_QUOTA,
     ) -> None:
         self.units = units
         self.audit = audit
@@ -337,6 +343,7 @@ class RecordPolicy:
         self.matrix = matrix
         self.care_relationship = care_relationship
         self.emergency_window = emergency_window
+        self.emergency_quota = emergency_quota
 
     # --- decisions --------------------------------------------------------------------------
 
@@ -1179,7 +1186,13 @@ class RecordPolicy:
         """Break the glass: a window of ``emergency_window`` for this practitioner alone; the
         patient is told at once and the security officer alerted (both in this transaction).
         The API's recorder writes the alert with the request's entry; a caller without one
-        (the workspace) asks for it here with ``alert``."""
+        (the workspace) asks for it here with ``alert``.
+
+        The engine also weighs the professional's quota (``emergency_quota`` declarations over
+        `EMERGENCY_QUOTA_PERIOD`), counted here from the stored declarations while the
+        professional's row is locked: of two declarations racing for the last place, the
+        second counts the first. Beyond it, Refused (with the alert: the recorder's, or here
+        with ``alert``)."""
         reason = " ".join(reason.split())
         if not reason:
             raise InvalidInput("an emergency access needs a reason", expression="reason")
@@ -1190,9 +1203,21 @@ class RecordPolicy:
         now = self.clock()
         with self.units() as uow:
             record = self.facts(uow, patient_id, now)
-            # The gate made the same decision; its alert obligation is fulfilled by the
-            # recorder with the request's own entry (`carevault.api.audit_trail`).
-            decision = self.require(actor.subject, Action.EMERGENCY, record, None, now)
+            declared = uow.records.emergencies_declared(
+                actor.subject.id, now - EMERGENCY_QUOTA_PERIOD
+            )
+            subject = replace(
+                actor.subject, emergency_quota=EmergencyQuota(declared, self.emergency_quota)
+            )
+            # The gate made the same decision but for the quota; its alert obligation is
+            # fulfilled by the recorder with the request's own entry
+            # (`carevault.api.audit_trail`).
+            decision = self.decide(subject, Action.EMERGENCY, record, None, now)
+            if not decision.permit:
+                if alert and ALERT_SECURITY_OFFICER in decision.obligations:
+                    self._refused_declaration(uow, actor, patient_id, decision, now)
+                    uow.commit()
+                raise Refused(decision)
             window = EmergencyWindow(actor.subject.id, now + self.emergency_window, _new_id())
             uow.records.open_emergency(patient_id, window, reason, now)
             detail = {"emergency": window.id, "reason": reason, "until": rfc3339_ms(window.until)}
@@ -1218,6 +1243,27 @@ class RecordPolicy:
             )
             uow.commit()
         return window
+
+    def _refused_declaration(
+        self, uow: UnitOfWork, actor: Actor, patient_id: str, decision: Decision, now: datetime
+    ) -> None:
+        """The refused declaration's entry and the engine's alert beside it, for a caller that
+        has no recorder of its own (the workspace)."""
+        entry = AuditRecord(
+            stream="clinical",
+            recorded=rfc3339_ms(now),
+            kind="policy",
+            action=ACTION_EXECUTE,
+            interaction="emergency-access",
+            outcome="4",
+            agent=actor.agent(None),
+            patient=patient_id,
+            purpose_of_use=purpose_of_use(decision),
+            rule=" → ".join(decision.path),
+            detail={"reason": decision.reason},
+        )
+        told = {**entry.detail, "decision": "deny", "rule": decision.rule}
+        self.audit.append_with(uow.audit, [entry, replace(entry, kind="alert", detail=told)])
 
     def record_care_event(
         self,

@@ -58,6 +58,14 @@ class TokenEndpoint:
         with self.units() as uow:
             return tokens.introspect(uow, self.context, token, asker)
 
-    def revoke(self, token: str) -> str | None:
+    def public_client(self, client_id: str) -> bool:
+        """Whether ``client_id`` names a registered public client (a patient app) in service:
+        how a public client authenticates (RFC 6749 §2.3, RFC 7009 §2.1)."""
         with self.units() as uow:
-            return tokens.revoke(uow, self.context, token)
+            app = uow.apps.client(client_id)
+        return app is not None and app.disabled_at is None
+
+    def revoke(self, token: str, client_id: str) -> str | None:
+        """`tokens.revoke` for the authenticated client ``client_id``."""
+        with self.units() as uow:
+            return tokens.revoke(uow, self.context, token, client_id)

@@ -57,6 +57,25 @@ class InvalidClient(NotAuthenticated):
     """The client could not be authenticated (RFC 6749 ``invalid_client``)."""
 
 
+class ScopeRefused(InvalidInput):
+    """A token request refused for its scope once its client had authenticated: whose request
+    it was is known (``client_id``), unlike a refusal of `authenticate_client`, where only the
+    client it claims to be is (and anyone can claim any)."""
+
+    def __init__(self, message: str, client_id: str) -> None:
+        super().__init__(message, expression="scope")
+        self.client_id = client_id
+
+
+class ActorRefused(InvalidClient):
+    """A system's token request refused for the professional it names, once the system had
+    authenticated (``client_id``, as `ScopeRefused`)."""
+
+    def __init__(self, message: str, client_id: str) -> None:
+        super().__init__(message, issue_code="security")
+        self.client_id = client_id
+
+
 class InvalidToken(NotAuthenticated):
     """A bearer token that is malformed, expired, revoked or otherwise unusable."""
 
@@ -234,8 +253,23 @@ def authenticate_client(
 def issue_backend_token(
     uow: UnitOfWork, ctx: TokenContext, *, assertion_type: str, assertion: str, scope: str
 ) -> TokenGrant:
-    """The ``client_credentials`` grant with a ``private_key_jwt`` client assertion."""
+    """The ``client_credentials`` grant with a ``private_key_jwt`` client assertion; a refusal
+    after the client authenticated is a `ScopeRefused` or an `ActorRefused`, which name it."""
     client = authenticate_client(uow, ctx, assertion_type=assertion_type, assertion=assertion)
+    client_id = client.identity.client_id
+    try:
+        return _issue_backend_token(uow, ctx, client, scope)
+    except InvalidClient as error:
+        raise ActorRefused(error.message, client_id) from error
+    except InvalidInput as error:
+        raise ScopeRefused(error.message, client_id) from error
+
+
+def _issue_backend_token(
+    uow: UnitOfWork, ctx: TokenContext, client: AuthenticatedClient, scope: str
+) -> TokenGrant:
+    """The grant once the client authenticated: its scopes, and for a system the professional
+    it acts for."""
     identity, claims = client.identity, client.claims
     now = ctx.clock()
     asked = parse_scopes(scope)
@@ -421,14 +455,26 @@ def introspect(
     return answer
 
 
-def revoke(uow: UnitOfWork, ctx: TokenContext, token: str) -> str | None:
-    """RFC 7009: revoking an unknown or invalid token is not an error. Returns the id of the
-    token revoked, if one was."""
+class NotTheClients(CareVaultError):
+    """RFC 7009 §2.1: the token to revoke was not issued to the client asking."""
+
+
+def revoke(uow: UnitOfWork, ctx: TokenContext, token: str, client_id: str) -> str | None:
+    """RFC 7009 for an authenticated client (``client_id``): revoking an unknown or invalid
+    token is not an error (None); a token of ours issued to another client is refused
+    (`NotTheClients`), whatever its state (live, expired or revoked), so that the answer tells
+    nothing about another client's token beyond what its bearer can learn at the FHIR door
+    (that it is one of ours). Returns the id of the token revoked, if one was."""
     try:
         claims = _token_claims(ctx, token)
     except InvalidToken:
         return None
     jti = str(claims.get("jti", ""))
+    issued = uow.oauth.token(jti)
+    if issued is None:
+        return None
+    if issued.client_id != client_id:
+        raise NotTheClients("the token was not issued to this client", issue_code="security")
     changed = uow.oauth.revoke(jti, ctx.clock())
     uow.commit()
     return jti if changed else None

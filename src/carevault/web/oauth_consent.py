@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from carevault.api.openapi import form, html, merged, query, redirect
 from carevault.api.route_door import SESSION, access
 from carevault.domain.errors import CareVaultError, InvalidInput, NotFound
+from carevault.domain.scopes import IDENTITY_SCOPES
 from carevault.services.patient_apps import AppRequest, approve, check_request
 from carevault.web.i18n import language
 from carevault.web.record_home import OPERATOR_SESSIONS
@@ -104,6 +105,11 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
             return _redirect_error(
                 params, "access_denied", "these scopes are not for this kind of account"
             )
+        try:
+            app_request = app_request.for_role(session.kind)
+        except InvalidInput as error:
+            return _redirect_error(params, "invalid_scope", error.message)
+        words = app_request.scope.split()
         return pages.render(
             request,
             "authorize.html",
@@ -111,7 +117,9 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
                 "csrf": session.csrf,
                 "app": app_request,
                 "params": params,
-                "scopes": app_request.scope.split(),
+                # Identity scopes are shown; each resource scope is a box the person may untick.
+                "identity": [w for w in words if w in IDENTITY_SCOPES],
+                "scopes": [w for w in words if w not in IDENTITY_SCOPES],
             },
         )
 
@@ -142,6 +150,17 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
             app_request.scope_context == "patient"
         ):
             return _redirect_error(params, "access_denied", "the request was declined")
+        try:
+            app_request = app_request.for_role(session.kind)
+        except InvalidInput as error:
+            return _redirect_error(params, "invalid_scope", error.message)
+        # The boxes left ticked (``allow-N``: one per resource scope shown); an unticked one is
+        # not granted, and nothing ticked is a refusal.
+        ticked = {v for k, v in posted.items() if k.startswith("allow-")}
+        try:
+            app_request = app_request.consented(ticked)
+        except InvalidInput:
+            return _redirect_error(params, "access_denied", "no scope was allowed")
 
         def issue() -> str:
             with ctx.units() as uow:

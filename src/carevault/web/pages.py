@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from carevault.domain.errors import NotAuthenticated, NotPermitted, RateLimited
+from carevault.domain.scopes import MAX_SCOPES
 from carevault.services.portal_sessions import PortalSession, PortalSessions, check_csrf
 from carevault.web.i18n import LANGUAGE_NAMES, language, messages
 
@@ -33,7 +34,8 @@ SESSION_COOKIE = "cv_session"
 LOGIN_CSRF_COOKIE = "cv_login_csrf"
 SESSION_MAX_AGE = 1800  # the cookie's; the server ends an idle session after the same time
 MAX_FORM_BYTES = 8_192
-MAX_FORM_FIELDS = 10  # the OAuth consent form has the most: 8 parameters, decision, csrf
+# The OAuth consent form has the most: 8 parameters, decision, csrf, and a box per scope
+MAX_FORM_FIELDS = 10 + MAX_SCOPES
 
 
 class FormRefused(NotPermitted):

@@ -35,6 +35,7 @@ from carevault.adapters.storage import schema
 from carevault.bootstrap import Platform
 from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import pki
+from carevault.services.tokens import ASSERTION_TYPE
 from support.accounts import enrol_patient
 from support.backend import Holder, assertion, token_request
 from support.owasp import Findings, Target, attempt, audit_sizes, card, records_since
@@ -210,10 +211,27 @@ def attack_credentials_that_were_good_once(target: Target) -> list[str]:
     attempt(f, target, "a live token of a suspended professional", lambda: http.get(
         "/fhir/DocumentReference", params=documents, headers=live), 401,
         secrets=[w.report_a])
-    # A token its client revoked (RFC 7009).
+    # A token its client revoked (RFC 7009), after another client (the stranger's card) and an
+    # unauthenticated caller tried to revoke it and were refused (§2.1).
     other = w.doctor_b.headers
-    revoked = http.post("/oauth/revoke", data={
-        "token": other["Authorization"].removeprefix("Bearer ")})
+    victim = other["Authorization"].removeprefix("Bearer ")
+
+    def revoking(pro: Any, identifier: str) -> dict[str, str]:
+        return {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion(
+            Holder(identifier, pro.key_pem, pro.chain, ""), platform,
+            aud=f"{platform.tokens.issuer}/oauth/revoke")}
+
+    for what, form, expected in (
+            ("no client authentication", {}, 401),
+            ("another client's assertion", revoking(w.stranger, "HP-OWASP-STRANGER"), 400)):
+        tried = http.post("/oauth/revoke", data={"token": victim, **form})
+        if tried.status_code != expected or "error" not in tried.json():
+            f.add(f"revoking another's token with {what}: {tried.status_code} {tried.text[:200]}")
+    if http.get("/fhir/DocumentReference", params={"patient": f"Patient/{w.patient_b}"},
+                headers=other).status_code != 200:
+        f.add("a refused revocation stopped the token all the same")
+    revoked = http.post("/oauth/revoke", data={"token": victim,
+                                               **revoking(w.doctor_b, "HP-OWASP-B")})
     if revoked.status_code != 200:
         f.add(f"revocation failed: {revoked.text[:200]}")
     attempt(f, target, "a revoked token", lambda: http.get(

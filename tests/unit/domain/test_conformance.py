@@ -17,6 +17,7 @@ from carevault.domain.conformance import (
     assess,
     check_system_name,
     is_attempt_of,
+    is_unauthenticated_claim,
     report_errors,
     slug,
     steps_of,
@@ -109,7 +110,13 @@ def test_the_attempts_of_a_client_are_its_own_requests_and_token_requests() -> N
                      detail={"scope": "system/*.rs", "client_id": CLIENT})
     refused = record(kind="authentication", interaction="token", outcome="4",
                      detail={"reason": "expired", "claimed-client": CLIENT})
-    assert is_attempt_of(granted, CLIENT) and is_attempt_of(refused, CLIENT)
+    scope = record(kind="authentication", interaction="token", outcome="4",
+                   detail={"reason": "no scope", "client_id": CLIENT})
+    assert is_attempt_of(granted, CLIENT) and is_attempt_of(scope, CLIENT)
+    # Refused before the client authenticated: the claim is anyone's, never the system's.
+    assert not is_attempt_of(refused, CLIENT) and is_unauthenticated_claim(refused, CLIENT)
+    assert not is_unauthenticated_claim(refused, "system:OTHER")
+    assert not is_unauthenticated_claim(scope, CLIENT)
     assert not is_attempt_of(record(kind="authentication", interaction="token",
                                     detail={"scope": "x"}), CLIENT)
 

@@ -570,7 +570,7 @@ def test_signing_out_everywhere_ends_every_session_of_the_account_only(world: Wo
     assert [world.uow.oauth.token(j).revoked_at for j in ("app-1", "app-2")] == [NOW, None]
     record = world.records[-1]
     assert (record.interaction, record.patient, record.detail) == (
-        "logout-everywhere", "pat-1", {"sessions": "2", "app_tokens": "1"})
+        "logout-everywhere", "pat-1", {"sessions": "2", "app_tokens": "1", "app_codes": "0"})
     with pytest.raises(NotFound):
         world.service.sign_out_everywhere("nobody")
 

@@ -845,3 +845,30 @@ def test_a_mandate_changed_by_a_representative_is_told_to_the_patient(
     assert [n.kind for n in uow.records.notifications] == ["mandate-limit", "mandate-end"]
     assert uow.records.notifications[1].payload["en"] == (
         "Your representative ended a representative's mandate.")
+
+
+def test_the_emergency_quota_counts_a_day_of_declarations_and_then_refuses_with_an_alert(
+        uow: FakeRecordUnitOfWork, clock: Clock) -> None:
+    """Two declarations allowed in 24 hours, on any records: the third is refused by the
+    engine (``emergency-quota``), nothing opens, and for a caller without a recorder (the
+    workspace: ``alert``) the refusal and its alert are written here; a day later the
+    professional may declare again, and another professional was never concerned."""
+    policy = RecordPolicy(lambda: uow, AuditPort(), clock=clock, matrix=MATRIX,
+                          emergency_quota=2)
+    policy.declare_emergency(DR, "pat-1", "unconscious")
+    clock.now += timedelta(hours=1)
+    policy.declare_emergency(DR, "pat-2", "unconscious too")
+    written = len(entries(uow))
+    with pytest.raises(Refused) as refused:
+        policy.declare_emergency(DR, "pat-1", "a third", alert=True)
+    assert refused.value.decision.reason == "emergency-quota"
+    assert "as many emergencies" in refused.value.message
+    kinds = [(e.kind, e.outcome, e.detail.get("decision")) for e in entries(uow)[written:]]
+    assert kinds == [("policy", "4", None), ("alert", "4", "deny")]
+    assert len(uow.records.emergencies) == 2
+    policy.declare_emergency(DR2, "pat-1", "their own")  # another professional's quota
+    clock.now += timedelta(hours=23, seconds=1)  # the first declaration is a day old
+    policy.declare_emergency(DR, "pat-1", "the next day")
+    with pytest.raises(Refused):
+        policy.declare_emergency(DR, "pat-2", "again")  # the API's caller: its recorder alerts
+    assert len(entries(uow)) == written + 2 + 2  # two permits since; the last wrote nothing

@@ -34,6 +34,7 @@ from carevault.services.tokens import (
     TOKEN_LIFETIME,
     InvalidClient,
     InvalidToken,
+    NotTheClients,
     TokenContext,
     authenticate,
 )
@@ -310,7 +311,7 @@ def test_a_token_stops_at_once_when_it_its_certificate_or_its_licence_is_revoked
         world: World) -> None:
     card = world.card()
     revoked, of_revoked_card, of_suspended = world.token(card), world.token(card), None
-    assert world.endpoint.revoke(revoked) is not None
+    assert world.endpoint.revoke(revoked, "HP-1") is not None
     with pytest.raises(InvalidToken, match="token was revoked"):
         world.caller(revoked)
     world.caller(of_revoked_card)
@@ -356,7 +357,7 @@ def test_introspection_tells_a_card_of_its_own_tokens_and_a_resource_server_of_a
     assert own["exp"] == int((NOW + TOKEN_LIFETIME).timestamp())
     assert world.endpoint.introspect(token, _asker("HP-2", "practitioner")) == {"active": False}
     assert world.endpoint.introspect(token, _asker("system:ORG-H9", "system"))["active"] is True
-    world.endpoint.revoke(token)
+    world.endpoint.revoke(token, "HP-1")
     assert world.endpoint.introspect(token, _asker("HP-1", "practitioner")) == {"active": False}
     assert world.endpoint.introspect("garbage", _asker("HP-1", "practitioner")) == {
         "active": False}
@@ -366,14 +367,19 @@ def test_revoking_is_committed_once_and_an_unknown_token_is_no_error(world: Worl
     token = world.token(world.card())
     jti = world.caller(token).token_id
     commits = world.uow.commits
-    assert world.endpoint.revoke(token) == jti
+    with pytest.raises(NotTheClients):  # another client's, whatever it asks
+        world.endpoint.revoke(token, "HP-2")
+    assert world.uow.oauth.tokens[jti].revoked_at is None
+    assert world.endpoint.revoke(token, "HP-1") == jti
     assert world.uow.commits == commits + 1
     assert world.uow.oauth.tokens[jti].revoked_at == NOW
     world.clock.now = NOW + timedelta(minutes=1)
-    assert world.endpoint.revoke(token) is None
+    assert world.endpoint.revoke(token, "HP-1") is None
     assert world.uow.oauth.tokens[jti].revoked_at == NOW  # revoked once
+    with pytest.raises(NotTheClients):  # revoked or not, the same answer to another client
+        world.endpoint.revoke(token, "HP-2")
     commits = world.uow.commits
-    assert world.endpoint.revoke("not a token") is None
+    assert world.endpoint.revoke("not a token", "HP-2") is None
     assert world.uow.commits == commits
 
 

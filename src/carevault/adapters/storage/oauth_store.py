@@ -117,6 +117,8 @@ class AppClient:
     redirect_uris: tuple[str, ...]
     created_at: datetime
     disabled_at: datetime | None = None
+    # The scopes its registration allows (a ceiling: see `patient_apps.register_app`).
+    scopes: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,7 @@ class AppStore:
                 name=client.name,
                 redirect_uris=" ".join(client.redirect_uris),
                 created_at=client.created_at,
+                scopes=client.scopes,
             )
         )
 
@@ -162,6 +165,7 @@ class AppStore:
             tuple(row.redirect_uris.split()),
             row.created_at,
             row.disabled_at,
+            row.scopes,
         )
 
     def add_code(self, code: AuthorizationCode) -> None:
@@ -206,3 +210,19 @@ class AppStore:
             .values(used_at=at)
         ).rowcount
         return bool(changed)
+
+    def spend_codes_of(self, account_id: str, at: datetime) -> int:
+        """Spend every code of ``account_id`` not yet exchanged: "sign out everywhere" must not
+        leave an app a code it can still trade for a fresh token; how many."""
+        table = t.oauth_code
+        return int(
+            self.connection.execute(
+                update(table)
+                .where(
+                    table.c.account_id == account_id,
+                    table.c.used_at.is_(None),
+                    table.c.expires_at > at,
+                )
+                .values(used_at=at)
+            ).rowcount
+        )

@@ -735,6 +735,26 @@ class RecordStore:
 
     # --- emergency access -------------------------------------------------------------------
 
+    def emergencies_declared(self, practitioner_id: str, since: datetime) -> int:
+        """How many emergencies ``practitioner_id`` declared from ``since`` on, on any record
+        (closed early or not: each was a declaration). The professional's directory row is
+        locked first (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serializes
+        writers already), so that two declarations of one professional count one after the
+        other: the quota cannot be passed by racing."""
+        self.connection.execute(
+            select(t.practitioner.c.id)
+            .where(t.practitioner.c.id == practitioner_id)
+            .with_for_update()
+        )
+        e = t.emergency_access
+        return int(
+            self.connection.execute(
+                select(func.count())
+                .select_from(e)
+                .where(e.c.practitioner_id == practitioner_id, e.c.starts_at >= since)
+            ).scalar_one()
+        )
+
     def open_emergency(
         self, patient_id: str, window: EmergencyWindow, reason: str, now: datetime
     ) -> str:

@@ -459,6 +459,8 @@ oauth_client = Table(
     Column("redirect_uris", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("disabled_at", UTCDateTime),
+    # The scopes the app may ever be granted, space-separated (migration 0025).
+    Column("scopes", Text, nullable=False),
 )
 
 # Authorization codes, stored as SHA-256 and usable once within their minute of life.

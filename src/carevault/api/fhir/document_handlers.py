@@ -8,8 +8,6 @@ read of one document), and searches filter with the engine's ``visible_filter`` 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +20,6 @@ from carevault.api.fhir.door import (
     FhirResponse,
     Interaction,
     Operation,
-    Refusal,
     ResourceHandler,
     SearchParam,
     Target,
@@ -30,7 +27,7 @@ from carevault.api.fhir.door import (
 )
 from carevault.api.fhir.formats import FHIR_JSON, FHIR_XML, accepted, format_param
 from carevault.api.fhir.outcome import HttpProblem
-from carevault.api.fhir.record_handlers import actor_of, admitted_record
+from carevault.api.fhir.record_handlers import actor_of, admitted_record, refusals_recorded
 from carevault.domain.authorization import Action, Confidentiality, RecordFacts
 from carevault.domain.documents import DocumentCriteria
 from carevault.domain.errors import InvalidInput, NotFound
@@ -44,7 +41,7 @@ from carevault.fhirmodel.mhd import (
 )
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services.documents import DocumentService, LoadedDocument, PermittedRead
-from carevault.services.record_policy import Refused, unseen
+from carevault.services.record_policy import unseen
 
 JsonObject = dict[str, Any]
 
@@ -58,22 +55,6 @@ def _resolve(uow: UnitOfWork, patient: PatientRef, where: str) -> str:
             f"{where}: no patient has the identifier {patient.system}|{patient.value}"
         )
     return found[0]
-
-
-@contextmanager
-def _refusals_recorded(request: FhirRequest) -> Iterator[None]:
-    """An engine refusal met in the handler, past the gate (a write naming a document the
-    caller may not see), is recorded as the gate's are: with the decision that refused, not
-    the one that admitted the request."""
-    try:
-        yield
-    except Refused as refused:
-        admission = request.admission
-        if admission is None:
-            raise
-        decision = refused.decision
-        recorded = replace(admission, rule=decision.explain(), decision=decision)
-        raise Refusal(refused.message, recorded) from refused
 
 
 def _search_patient(request: FhirRequest, uow: UnitOfWork) -> str | None:
@@ -148,7 +129,7 @@ class TransactionHandler(ResourceHandler):
                         "every resource of the Bundle concerns the same patient",
                         expression=where,
                     )
-            with _refusals_recorded(request):
+            with refusals_recorded(request):
                 published = documents.publish(uow, subject, record, submission)
             uow.commit()
         # One response entry per request entry, in the same order (FHIR R4 transaction).
@@ -246,7 +227,7 @@ class DocumentReferenceHandler(ResourceHandler):
     def operation(self, request: FhirRequest) -> FhirResponse:
         subject, record = admitted_record(request)
         document_id = request.resource_id or ""
-        with _refusals_recorded(request):
+        with refusals_recorded(request):
             if request.operation in _WRITES:
                 with self.api.unit_of_work() as uow:
                     if request.operation == "release":

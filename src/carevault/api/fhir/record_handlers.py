@@ -16,6 +16,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +32,7 @@ from carevault.api.fhir.door import (
     FhirResponse,
     Interaction,
     Operation,
+    Refusal,
     ResourceHandler,
     SearchParam,
     Target,
@@ -49,7 +53,7 @@ from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.records import StoredBlock, StoredEncounter, StoredGrant
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services.presence import code_hash, normalize
-from carevault.services.record_policy import Actor
+from carevault.services.record_policy import Actor, Refused
 
 JsonObject = dict[str, Any]
 
@@ -679,6 +683,22 @@ EXPLAIN = Operation(
 )
 
 
+@contextmanager
+def refusals_recorded(request: FhirRequest) -> Iterator[None]:
+    """An engine refusal met in the handler, past the gate (a write naming a document the
+    caller may not see), is recorded as the gate's are: with the decision that refused, not
+    the one that admitted the request."""
+    try:
+        yield
+    except Refused as refused:
+        admission = request.admission
+        if admission is None:
+            raise
+        decision = refused.decision
+        recorded = replace(admission, rule=decision.explain(), decision=decision)
+        raise Refusal(refused.message, recorded) from refused
+
+
 def emergency_access_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     body = _body(api, request, "Parameters")
     reasons = [p.get("valueString") for p in body.get("parameter", []) if p.get("name") == "reason"]
@@ -688,7 +708,10 @@ def emergency_access_response(api: ApiContext, request: FhirRequest) -> FhirResp
             expression="Parameters.parameter",
         )
     patient_id = request.resource_id or ""
-    window = api.policy.declare_emergency(actor_of(request), patient_id, reasons[0])
+    # Past the gate, the engine counts the professional's declarations (the quota): a refusal
+    # there is recorded with its own decision, and its alert.
+    with refusals_recorded(request):
+        window = api.policy.declare_emergency(actor_of(request), patient_id, reasons[0])
     result = {
         "resourceType": "Parameters",
         "parameter": [
