@@ -55,7 +55,7 @@ def capability_statement(
         entry: JsonObject = {
             "type": kind,
             "interaction": [{"code": code} for code in _ORDER if code in codes],
-            "versioning": "versioned",
+            "versioning": handler.versioning,
             "readHistory": Interaction.VREAD in handler.interactions,
             "updateCreate": False,
             "conditionalUpdate": Interaction.CONDITIONAL_UPDATE in handler.interactions,
