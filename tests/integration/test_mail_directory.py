@@ -227,3 +227,53 @@ def test_refusals(directory: Directory) -> None:
     bad = directory.http.get("/fhir/Endpoint", params={"address": "x"},
                              headers=directory.headers)
     assert bad.status_code == 400 and bad.json()["resourceType"] == "OperationOutcome"
+
+
+# --- the client's side: finding whom to encrypt to ---------------------------------------------
+
+
+def test_the_client_finds_and_checks_a_recipients_certificate(directory: Directory,
+                                                              tmp_path: Path) -> None:
+    from carevault.client import messaging as client
+    from carevault.client import platform as api
+    from carevault.domain.errors import CareVaultError
+
+    people = directory.world.people
+    token = directory.headers["Authorization"].removeprefix("Bearer ")
+    trust = directory.world.trust()
+    base = str(directory.http.base_url)
+    for name in ("paul", "lea"):
+        pems = api.mail_certificates(directory.http, base, token, people[name].address.upper())
+        chosen = client.directory_certificate(people[name].address, pems, trust)
+        assert chosen == people[name].encryption_certificate
+    # The client checks what the directory says: a certificate for another address, or of
+    # another CA, is not used.
+    paul_pems = api.mail_certificates(directory.http, base, token, people["paul"].address)
+    with pytest.raises(ValueError, match="no certificate published"):
+        client.directory_certificate(people["lea"].address, paul_pems, trust)
+    stranger = x509_ca_certificate(tmp_path, people["paul"].address)
+    with pytest.raises(ValueError, match="no certificate published"):
+        client.directory_certificate(people["paul"].address, [stranger], trust)
+    # No mailbox, or one that cannot receive: said, not guessed.
+    with pytest.raises(CareVaultError, match="has no mailbox"):
+        api.mail_certificates(directory.http, base, token,
+                              f"hp-999999@{directory.platform.settings.messaging_domain}")
+    with directory.world.units() as uow:
+        pki.revoke(uow, people["paul"].encryption_serial, "superseded", datetime.now(UTC))
+    with pytest.raises(CareVaultError, match="cannot receive: its mailbox is off"):
+        api.mail_certificates(directory.http, base, token, people["paul"].address)
+    with pytest.raises(api.PlatformRefused) as refused:
+        api.mail_certificates(directory.http, base, "not-a-token", people["lea"].address)
+    assert refused.value.status == 401
+
+
+def x509_ca_certificate(folder: Path, address: str) -> bytes:
+    """A self-signed RSA certificate naming ``address``: not the platform's."""
+    import subprocess
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=impostor", "-addext", f"subjectAltName=email:{address}",
+         "-keyout", str(folder / "k.pem"),
+         "-out", str(folder / "c.pem")], check=True, capture_output=True)
+    return (folder / "c.pem").read_bytes()
