@@ -53,6 +53,11 @@ def main() -> None:
         "code_challenge": challenge.decode().rstrip("="), "code_challenge_method": "S256"})
     with httpx.Client(base_url=args.base, timeout=30.0) as browser:
         to_login = browser.get(f"/oauth/authorize?{query}").headers.get("location", "")
+        refused = urllib.parse.parse_qs(urllib.parse.urlsplit(to_login).query).get("error")
+        if to_login.startswith(args.redirect_uri) and refused:
+            # Sent back to the app before any sign-in: e.g. invalid_scope, when the app's
+            # registration allows none of the scopes asked for.
+            sys.exit(f"authorization refused: {refused[0]}")
         if args.operator:
             to_login = to_login.replace("/login", "/operator/login", 1)
         form = browser.get(to_login).text

@@ -164,6 +164,9 @@ def test_a_conformant_balp_read_passes_the_layer() -> None:
      "type: mCSD Organization: 1..*"),
     ({"resourceType": "PractitionerRole"}, "/fhir/PractitionerRole/1",
      "code: mCSD PractitionerRole: 1..*"),
+    ({"resourceType": "Endpoint", "status": "active", "address": "mailto:a@b.example",
+      "connectionType": {"code": "secure-email"}, "payloadType": [{"text": "any"}]},
+     "/fhir/Endpoint/1", "managingOrganization: mCSD Endpoint: 1..1"),
     ({"resourceType": "AuditEvent", "type": {"system": r4_profiles.EVENT_TYPE, "code": "rest"},
       "subtype": [{"system": r4_profiles.RESTFUL, "code": "read"}], "action": "C",
       "recorded": "2024-01-01T00:00:00Z", "agent": [{"requestor": True}],
@@ -225,6 +228,7 @@ CHECKED_PROFILES = {
     **{r4_profiles.BALP + name: "BALP, where an event claims it"
        for name in ("Read", "PatientRead", "Query", "PatientQuery", "Create", "PatientCreate",
                     "Update", "PatientUpdate")},
+    "https://profiles.ihe.net/ITI/mCSD/StructureDefinition/IHE.mCSD.Endpoint": "mCSD",
 }
 NOT_CHECKED_PROFILES = {
     "https://profiles.ihe.net/ITI/PCF/StructureDefinition/IHE.PCF.consent":

@@ -50,7 +50,8 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
     assert set(resources) == {"Patient", "Practitioner", "PractitionerRole", "Organization",
                               "CareTeam", "AuditEvent", "Consent", "Encounter", "Communication",
                               "DocumentReference", "Binary", "List", "ValueSet", "Task",
-                              "MedicationRequest", "MedicationDispense", "DetectedIssue"}
+                              "MedicationRequest", "MedicationDispense", "DetectedIssue",
+                              "Endpoint"}
     (transaction,) = statement["rest"][0]["interaction"]
     assert transaction["code"] == "transaction"
     assert "valueIdentifier" in transaction["documentation"]  # MHD 4.1+ sourceId, and valueUri
@@ -65,6 +66,13 @@ def test_capability_statement_lists_exactly_what_is_served(client: TestClient) -
         "mandate-assistant", "end-mandate", "mandates"}
     assert resources["Patient"]["conditionalUpdate"] is True
     assert "PractitionerRole:practitioner" in resources["PractitionerRole"]["searchInclude"]
+    assert "PractitionerRole:endpoint" in resources["PractitionerRole"]["searchInclude"]
+    # The secure-messaging mailboxes are derived on every request: read and search, no versions.
+    endpoint = resources["Endpoint"]
+    assert [i["code"] for i in endpoint["interaction"]] == ["read", "search-type"]
+    assert endpoint["versioning"] == "no-version" and endpoint["readHistory"] is False
+    assert {p["name"] for p in endpoint["searchParam"]} == {
+        "_id", "identifier", "organization", "status", "connection-type"}
 
 
 def test_every_advertised_search_parameter_is_accepted(registrar: TestClient, client: TestClient,

@@ -5,6 +5,7 @@ as tests/integration/test_store_contracts.py does for the other fakes."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +56,51 @@ def check_encryption_certificates(uow: Any) -> None:
         assert "e1" in {c.serial for c in at_start}
         at_end = uow.pki.encryption_certificates("HP-1", NOW + timedelta(days=355))
         assert "a1" not in {c.serial for c in at_end} and "a2" in {c.serial for c in at_end}
+
+
+def check_encryption_certificates_of(uow: Any) -> None:
+    """Every encryption certificate of the practitioners named (revoked and expired too), by
+    practitioner, then newest first: what the directory publishes of their mailboxes."""
+    def of(serial: str, practitioner: str | None, kind: str = "encryption",
+           days: int = 0) -> CertificateRecord:
+        client_id = "HP-3" if practitioner == "pr-3" else "HP-X"
+        return replace(_certificate(serial, client_id, kind, days=days),
+                       practitioner_id=practitioner)
+
+    with uow:
+        for record in (
+            of("p2-old", "pr-2", days=-30),
+            of("p1-new", "pr-1", days=-1),
+            of("p1-old", "pr-1", days=-400),  # expired: still listed
+            of("p1-b", "pr-1", days=-1),  # as new as p1-new: by serial
+            of("p1-card", "pr-1", "practitioner"),  # a card is no mailbox
+            of("org", None),  # no practitioner's
+            of("p3", "pr-3", days=-5),
+        ):
+            uow.pki.add_certificate(record)
+        uow.commit()
+    with uow:
+        assert uow.pki.revoke("p2-old", NOW, "keyCompromise") is True
+        uow.commit()
+    with uow:
+        found = uow.pki.encryption_certificates_of(["pr-1", "pr-2", "pr-9"])
+        assert [c.serial for c in found] == ["p1-b", "p1-new", "p1-old", "p2-old"]
+        assert found[3].revoked_at == NOW and found[3].revocation_reason == "keyCompromise"
+        assert uow.pki.encryption_certificates_of([]) == []
+        every = uow.pki.encryption_certificates_of(None)
+        assert [c.serial for c in every] == ["p1-b", "p1-new", "p1-old", "p2-old", "p3"]
+        # By directory identifier, in any case; with practitioners, both must hold.
+        assert [c.serial for c in uow.pki.encryption_certificates_of(None, client_id="hp-3")] \
+            == ["p3"]
+        assert uow.pki.encryption_certificates_of(["pr-1"], client_id="HP-3") == []
+
+
+def test_the_fake_encryption_certificates_of() -> None:
+    check_encryption_certificates_of(messaging_unit_of_work())
+
+
+def test_the_real_encryption_certificates_of(uow: Callable[[], UnitOfWork]) -> None:
+    check_encryption_certificates_of(Reused(uow))
 
 
 def test_the_fake_encryption_certificates() -> None:

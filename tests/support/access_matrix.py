@@ -746,7 +746,8 @@ def _role_values(world: World) -> dict[str, str]:
 _directory_reads("PractitionerRole", lambda w: w.role_id)
 _searches("PractitionerRole", _role_values,
           lambda _w, _n: _need(Target.DIRECTORY, Action.SEARCH), primary="practitioner")
-for _spec in ("PractitionerRole:practitioner", "PractitionerRole:organization"):
+for _spec in ("PractitionerRole:practitioner", "PractitionerRole:organization",
+              "PractitionerRole:endpoint"):
     def _include(world: World, spec: str = _spec) -> list[Row]:
         practitioner = f"Practitioner/{_practitioner(world, 'normal-grant')}"
         return [Row(f"PractitionerRole _include {spec}", ("PractitionerRole", f"_include:{spec}"),
@@ -765,6 +766,45 @@ def _organization_values(world: World) -> dict[str, str]:
 _directory_reads("Organization", lambda w: w.h1_id)
 _searches("Organization", _organization_values,
           lambda _w, _n: _need(Target.DIRECTORY, Action.SEARCH), primary="name")
+
+
+_MAILBOXES: dict[int, str] = {}
+
+
+def _mailbox(world: World) -> str:
+    """The normal-grant physician's secure-messaging Endpoint (an encryption certificate
+    enrolled from a CSR), made once."""
+    found = _MAILBOXES.get(id(world))
+    if found is None:
+        from carevault.bootstrap import messaging_context
+        from carevault.client.messaging import keygen
+        from carevault.services.messaging import issue_encryption_certificate
+
+        practitioner = _practitioner(world, "normal-grant")
+        _, csr = keygen("Matrix mailbox")
+        with world.platform.unit_of_work() as uow:
+            issue_encryption_certificate(
+                uow, messaging_context(world.platform.settings), practitioner, csr)
+        found = _MAILBOXES[id(world)] = f"msg-{practitioner}"
+    return found
+
+
+def _endpoint_values(world: World) -> dict[str, str]:
+    address = f"hp-mx-normal@{world.platform.settings.messaging_domain}"
+    return {"_id": _mailbox(world), "identifier": f"urn:ietf:rfc:3986|mailto:{address}",
+            "organization": f"Organization/{world.h1_id}", "status": "active",
+            "connection-type": "secure-email"}
+
+
+def _endpoint_read(world: World) -> list[Row]:
+    return [Row("Endpoint read", ("Endpoint", "read"), ("Endpoint", "r"),
+                _get(f"Endpoint/{_mailbox(world)}"), _need(Target.DIRECTORY, Action.READ))]
+
+
+fhir_row("Endpoint", "read")(_endpoint_read)
+_SEARCH_PARAMS["Endpoint"] = ["_id", "identifier", "organization", "status", "connection-type"]
+_searches("Endpoint", _endpoint_values,
+          lambda _w, _n: _need(Target.DIRECTORY, Action.SEARCH), primary="_id")
 
 
 _CARE_TEAMS: dict[int, str] = {}

@@ -7,6 +7,7 @@ The real store answers the same: tests/integration/test_store_contracts_ops.py.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from carevault.adapters.storage.pki_store import CertificateRecord
@@ -28,6 +29,17 @@ class FakeMessagingPkiStore(FakePkiStore):
         found.sort(key=lambda c: c.serial)
         found.sort(key=lambda c: c.not_before, reverse=True)
         return found
+
+    def encryption_certificates_of(self, practitioner_ids: Collection[str] | None, *,
+                                   client_id: str | None = None) -> list[CertificateRecord]:
+        found = [c for c in self.certificates.values()
+                 if c.kind == "encryption" and c.practitioner_id is not None
+                 and (practitioner_ids is None or c.practitioner_id in practitioner_ids)
+                 and (client_id is None or c.client_id.lower() == client_id.lower())]
+        # By practitioner, then newest first, then by serial: the real store's ORDER BY.
+        found.sort(key=lambda c: c.serial)
+        found.sort(key=lambda c: c.not_before, reverse=True)
+        return sorted(found, key=lambda c: c.practitioner_id or "")
 
 
 def messaging_unit_of_work() -> FakeUnitOfWork:

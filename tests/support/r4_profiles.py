@@ -12,13 +12,13 @@ Only what the implementation guides state as cardinalities, fixed values and inv
 - every Patient served (not contained): PDQm Patient; a Patient search's Bundle: PDQm ITI-78
   Query Patient Resource Response;
 - ``Patient/$ihe-pix``'s answer: PIXm Query Parameters Out;
-- every Organization, Practitioner, PractitionerRole: mCSD;
+- every Organization, Practitioner, PractitionerRole, Endpoint: mCSD;
 - every AuditEvent: the BALP RESTful basics; the whole of each BALP profile the event claims in
   ``meta.profile`` (Read, Query, Create, Update and their Patient variants).
 
 Sources: IHE ITI MHD 4.2.3 (input/fsh/documentReference.fsh, submissionSet.fsh), PDQm 3.1.0
 (input/fsh/PDQmPatient.fsh), PIXm 3.0.4 (input/fsh/PIXm.fsh), mCSD 4.0.0
-(input/fsh/organization.fsh, practitioner.fsh), BALP 1.1.x (input/fsh/PatientRead.fsh,
+(input/fsh/organization.fsh, practitioner.fsh, endpoint.fsh), BALP 1.1.x (input/fsh/PatientRead.fsh,
 PatientQuery.fsh, PatientCreate.fsh, PatientUpdate.fsh).
 """
 
@@ -99,7 +99,7 @@ def _by_type(resource: JsonObject, where: str) -> list[str]:
         return list(_mhd_submission_set(resource, where))
     if kind == "Patient":
         return list(_pdqm_patient(resource, where))
-    if kind in ("Organization", "Practitioner", "PractitionerRole"):
+    if kind in ("Organization", "Practitioner", "PractitionerRole", "Endpoint"):
         return list(_mcsd(resource, where))
     if kind == "AuditEvent":
         return list(_balp(resource, where))
@@ -302,6 +302,10 @@ def _mcsd(resource: JsonObject, where: str) -> Iterator[str]:
         yield from _card(resource, "name", 1, 1, where, rule)
     elif kind == "Practitioner":
         yield from _card(resource, "name", 1, None, where, rule)
+    elif kind == "Endpoint":
+        # IHE.mCSD.Endpoint: managingOrganization 1..1 (R4 itself has connectionType 1..1,
+        # payloadType 1..* and address 1..1, which the models check).
+        yield from _card(resource, "managingOrganization", 1, 1, where, rule)
     else:
         yield from _card(resource, "code", 1, None, where, rule)
 

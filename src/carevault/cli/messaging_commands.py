@@ -301,7 +301,11 @@ def send(
     card: CardOption,
     to: Annotated[
         list[str],
-        typer.Option("--to", help="ADDRESS=CERTIFICATE_FILE of a recipient (repeat)."),
+        typer.Option(
+            "--to",
+            help="A recipient (repeat): ADDRESS, whose certificate the directory gives (--api), "
+            "or ADDRESS=CERTIFICATE_FILE.",
+        ),
     ],
     subject: Annotated[str, typer.Option("--subject")],
     server: ServerOption,
@@ -311,6 +315,12 @@ def send(
     ],
     attach: Annotated[list[Path] | None, typer.Option("--attach", help="A file (repeat).")] = None,
     receipt: Annotated[bool, typer.Option("--receipt", help="Ask for a read receipt.")] = False,
+    api: Annotated[
+        str | None,
+        typer.Option("--api", help="The platform (https://…) whose directory (mCSD) to ask."),
+    ] = None,
+    api_ca: ApiCaOption = None,
+    crl: CrlOption = None,
 ) -> None:
     """Sign with your card, encrypt to each recipient and to yourself, submit over SMTP."""
     found = _card(card)
@@ -325,7 +335,7 @@ def send(
         client.Attachment(path.name, _media_type(path.name, ""), path.read_bytes())
         for path in attach or []
     ]
-    recipients = [_recipient(item) for item in to]
+    recipients = _recipients(found, to, api, api_ca, crl)
     message = client.compose(
         sender=sender,
         signer_certificate=found.certificate,
@@ -340,6 +350,31 @@ def send(
     )
     _submit(found, server, server_ca, sender, [a for a, _ in recipients], message)
     typer.echo(f"sent to {', '.join(a for a, _ in recipients)} ({len(message)} bytes)")
+
+
+def _recipients(
+    card: Card, to: list[str], api: str | None, api_ca: Path | None, crl: Path | None
+) -> list[tuple[str, x509.Certificate]]:
+    """Each recipient with the certificate to encrypt to: given in a file (ADDRESS=FILE), or
+    found in the platform's directory (mCSD: the address's secure-email Endpoint) and checked
+    here against the platform's CA, the address and the CRL."""
+    named = [item for item in to if "=" not in item]
+    if named and api is None:
+        raise InvalidInput(
+            f"--to {named[0]!r}: give ADDRESS=CERTIFICATE_FILE, or --api to ask the directory"
+        )
+    found: dict[str, x509.Certificate] = {}
+    if named and api is not None:
+        trust = _trust(card, crl)
+        with _http(api_ca) as http:
+            token = platform.access_token(http, api, card.folder, platform.DIRECTORY_SCOPE)
+            for address in named:
+                pems = platform.mail_certificates(http, api, token, address)
+                try:
+                    found[address] = client.directory_certificate(address, pems, trust)
+                except ValueError as error:
+                    raise CareVaultError(str(error)) from None
+    return [_recipient(item) if "=" in item else (item, found[item]) for item in to]
 
 
 def _submit(

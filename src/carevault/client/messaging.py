@@ -43,6 +43,7 @@ __all__ = [
     "SignatureInvalid",
     "Trust",
     "compose",
+    "directory_certificate",
     "keygen",
     "read",
     "receipt",
@@ -183,6 +184,27 @@ def _signer_address_ok(signer: x509.Certificate, sender: str) -> bool:
     }
     local = sender.partition("@")[0].lower()
     return any(found is not None and found.lower() == local for found in ids)
+
+
+def directory_certificate(address: str, pems: Sequence[bytes], trust: Trust) -> x509.Certificate:
+    """The certificate to encrypt to for ``address``, of those the directory published (newest
+    first): the first issued by the platform's CA, naming ``address``, and not on the CRL. The
+    client checks rather than trusts the answer (`ValueError` if none holds)."""
+    for pem in pems:
+        try:
+            certificate = x509.load_pem_x509_certificate(pem)
+            names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except (ValueError, x509.ExtensionNotFound):
+            continue
+        emails = {e.lower() for e in names.value.get_values_for_type(x509.RFC822Name)}
+        if address.lower() not in emails or not isinstance(
+            certificate.public_key(), rsa.RSAPublicKey
+        ):
+            continue
+        warnings = _trust_warnings(certificate, trust)
+        if not warnings:
+            return certificate
+    raise ValueError(f"{address}: no certificate published for it is a valid platform one")
 
 
 def _trust_warnings(signer: x509.Certificate, trust: Trust | None) -> list[str]:

@@ -1,7 +1,8 @@
 """The professional's client talking to the platform's HTTP API with their card: a SMART
 Backend Services token (RFC 7523 client assertion signed by the card key, traded at
-``/oauth/token``), the mailbox (``/messaging/mailbox``) and the filing of a document into a
-patient's record (IHE MHD ITI-65 at ``/fhir``, `carevault.client.documents` builds it).
+``/oauth/token``), the mailbox (``/messaging/mailbox``), a recipient's encryption certificates
+in the directory (mCSD ITI-90: their secure-email ``Endpoint``) and the filing of a document
+into a patient's record (IHE MHD ITI-65 at ``/fhir``, `carevault.client.documents` builds it).
 
 Everything here is what any HTTP client could do; ``http`` is an `httpx.Client` the caller
 opens (with the TLS trust it needs), so that the tests can hand it the application itself.
@@ -21,9 +22,16 @@ import httpx
 
 from carevault.client.card import assertion
 from carevault.domain.errors import CareVaultError
+from carevault.fhirmodel.endpoint import (
+    URI_SYSTEM,
+    encryption_certificates,
+    is_mail_endpoint,
+    mailto,
+)
 
 __all__ = [
     "ASSERTION_TYPE",
+    "DIRECTORY_SCOPE",
     "FILING_SCOPE",
     "MAILBOX_PATH",
     "MAILBOX_SCOPE",
@@ -31,6 +39,7 @@ __all__ = [
     "MailboxEntry",
     "PlatformRefused",
     "access_token",
+    "mail_certificates",
     "provide",
 ]
 
@@ -38,6 +47,7 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAILBOX_PATH = "/messaging/mailbox"
 MAILBOX_SCOPE = "system/Communication.rs"
 FILING_SCOPE = "system/*.rs system/DocumentReference.cu"
+DIRECTORY_SCOPE = "system/Endpoint.rs"
 
 
 class PlatformRefused(CareVaultError):
@@ -139,6 +149,36 @@ class Mailbox:
         )
         if answered.status_code != 204:
             raise PlatformRefused(answered.status_code, _said(answered))
+
+
+def mail_certificates(http: httpx.Client, base: str, token: str, address: str) -> list[bytes]:
+    """The encryption certificates (PEM, newest first) the directory publishes for a messaging
+    address: its secure-email Endpoint, found as any mCSD client would
+    (``Endpoint?identifier=urn:ietf:rfc:3986|mailto:…``). `CareVaultError` if the address has
+    no mailbox, or one that cannot receive now (revoked, suspended)."""
+    answered = _send(
+        http,
+        "GET",
+        base.rstrip("/") + "/fhir/Endpoint",
+        params={"identifier": f"{URI_SYSTEM}|{mailto(address)}"},
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/fhir+json"},
+    )
+    if answered.status_code != 200:
+        raise PlatformRefused(answered.status_code, _said(answered))
+    try:
+        entries = answered.json().get("entry", [])
+        found = [e["resource"] for e in entries if is_mail_endpoint(e["resource"], address)]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise CareVaultError(f"{base} did not answer the directory as CareVault does") from None
+    if not found:
+        raise CareVaultError(f"{address} has no mailbox in the directory")
+    endpoint = found[0]
+    if endpoint.get("status") != "active":
+        raise CareVaultError(f"{address} cannot receive: its mailbox is {endpoint.get('status')}")
+    certificates = encryption_certificates(endpoint)
+    if not certificates:
+        raise CareVaultError(f"{address} publishes no encryption certificate")
+    return certificates
 
 
 def _segment(message_id: str) -> str:

@@ -5,6 +5,7 @@ Like the other stores it works inside the caller's transaction and never commits
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -120,6 +121,26 @@ class PkiStore:
                 c.c.not_after > now,
             )
             .order_by(c.c.not_before.desc(), c.c.serial)
+        )
+        return [_record(row._mapping) for row in rows]
+
+    def encryption_certificates_of(
+        self, practitioner_ids: Collection[str] | None, *, client_id: str | None = None
+    ) -> list[CertificateRecord]:
+        """Every encryption certificate (valid, expired or revoked) of these practitioners, or
+        of every practitioner (None), by practitioner, then newest first: what the directory
+        publishes of their mailboxes, revocations included. ``client_id`` (in any case) keeps
+        only the certificates of that directory identifier."""
+        c = t.pki_certificate
+        query = select(c).where(c.c.kind == "encryption", c.c.practitioner_id.is_not(None))
+        if client_id is not None:
+            query = query.where(func.lower(c.c.client_id) == client_id.lower())
+        if practitioner_ids is not None:
+            if not practitioner_ids:
+                return []
+            query = query.where(c.c.practitioner_id.in_(sorted(set(practitioner_ids))))
+        rows = self.connection.execute(
+            query.order_by(c.c.practitioner_id, c.c.not_before.desc(), c.c.serial)
         )
         return [_record(row._mapping) for row in rows]
 

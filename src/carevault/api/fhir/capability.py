@@ -49,14 +49,14 @@ IHE_ACTORS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
         (("Patient", "$ihe-pix"), ("Patient", "conditional-update")),
     ),
     (
-        # ITI-90 on the directory CareVault keeps: organizations, practitioners and their
-        # roles (the statement also lists Location, HealthcareService, Endpoint and
-        # OrganizationAffiliation, which CareVault does not serve).
+        # ITI-90 on the directory CareVault keeps: organizations, practitioners, their roles
+        # and their mailboxes' endpoints (the statement also lists Location,
+        # HealthcareService and OrganizationAffiliation, which CareVault does not serve).
         "https://profiles.ihe.net/ITI/mCSD/CapabilityStatement/"
         "IHE.mCSD.CareServicesSelectiveSupplier",
         tuple(
             (kind, interaction)
-            for kind in ("Organization", "Practitioner", "PractitionerRole")
+            for kind in ("Organization", "Practitioner", "PractitionerRole", "Endpoint")
             for interaction in ("read", "search-type")
         ),
     ),
@@ -108,7 +108,7 @@ def capability_statement(
         entry: JsonObject = {
             "type": kind,
             "interaction": [{"code": code} for code in _ORDER if code in codes],
-            "versioning": "versioned",
+            "versioning": handler.versioning,
             "readHistory": Interaction.VREAD in handler.interactions,
             "updateCreate": False,
             "conditionalUpdate": Interaction.CONDITIONAL_UPDATE in handler.interactions,

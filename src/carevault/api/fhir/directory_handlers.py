@@ -57,8 +57,10 @@ from carevault.domain.queries import (
     SearchResult,
     Stored,
 )
+from carevault.fhirmodel.endpoint import CONNECTION_TYPES, MCSD_ENDPOINT, URI_SYSTEM
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services import directory as svc
+from carevault.services import mail_directory as mail
 from carevault.services import professionals as teams
 
 JsonObject = dict[str, Any]
@@ -124,7 +126,16 @@ class DirectoryHandler(ResourceHandler):
         assert request.resource_id is not None
         with self.api.unit_of_work() as uow:
             stored = svc.read_resource(uow, self.resource_type, request.resource_id)
+            (stored,) = self.served(uow, [stored])
         return resource_response(request, stored)
+
+    def served(self, uow: UnitOfWork, items: list[Stored]) -> list[Stored]:
+        """The current resources as served (read and search): what the directory derives
+        is added here (the mailboxes of `carevault.services.mail_directory`)."""
+        return items
+
+    def mail(self) -> mail.MailDirectory:
+        return mail_directory(self.api)
 
     def vread(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
@@ -173,6 +184,12 @@ class DirectoryHandler(ResourceHandler):
         body = sp.searchset(request, result, paging, included or [])
         found = tuple(i.id for i in result.items if i.resource.get("resourceType") == "Patient")
         return FhirResponse(200, body, patients=found)
+
+
+def mail_directory(api: ApiContext) -> mail.MailDirectory:
+    return mail.MailDirectory(
+        api.directory.systems, api.settings.messaging_domain, api.directory.clock
+    )
 
 
 def _own_patient(request: FhirRequest) -> str | None:
@@ -508,7 +525,11 @@ class PractitionerHandler(DirectoryHandler):
         paging = self.page(request)
         with self.api.unit_of_work() as uow:
             result = svc.search_practitioners(uow, query, paging)
+            result = SearchResult(result.total, self.served(uow, result.items))
         return self.searchset(request, result, paging)
+
+    def served(self, uow: UnitOfWork, items: list[Stored]) -> list[Stored]:
+        return mail.serve_practitioners(uow, self.mail(), items)
 
     def create(self, request: FhirRequest) -> FhirResponse:
         resource = self.body(request)
@@ -537,7 +558,14 @@ class PractitionerRoleHandler(DirectoryHandler):
         _param("role", "token", "The profession (physician, pharmacist, nurse, …)"),
         _param("specialty", "token", "The specialty (cardiology, psychiatry, …)"),
     )
-    includes = ("PractitionerRole:practitioner", "PractitionerRole:organization")
+    includes = (
+        "PractitionerRole:practitioner",
+        "PractitionerRole:organization",
+        "PractitionerRole:endpoint",
+    )
+
+    def served(self, uow: UnitOfWork, items: list[Stored]) -> list[Stored]:
+        return mail.serve_roles(uow, self.mail(), items)[0]
 
     def search(self, request: FhirRequest) -> FhirResponse:
         professions = self.api.directory.professions
@@ -560,6 +588,8 @@ class PractitionerRoleHandler(DirectoryHandler):
         paging = self.page(request)
         with self.api.unit_of_work() as uow:
             result = svc.search_roles(uow, query, paging)
+            roles, endpoints = mail.serve_roles(uow, self.mail(), result.items)
+            result = SearchResult(result.total, roles)
             included: list[Stored] = []
             for spec, kind, key in (
                 ("PractitionerRole:practitioner", "Practitioner", "practitioner"),
@@ -573,6 +603,10 @@ class PractitionerRoleHandler(DirectoryHandler):
                     if key in item.resource
                 }
                 included += [svc.read_resource(uow, kind, ident) for ident in sorted(wanted)]
+            if "PractitionerRole:practitioner" in includes:
+                included = mail.serve_practitioners(uow, self.mail(), included)
+            if "PractitionerRole:endpoint" in includes:
+                included += endpoints
         return self.searchset(request, result, paging, included)
 
     def create(self, request: FhirRequest) -> FhirResponse:
@@ -654,3 +688,51 @@ class CareTeamHandler(DirectoryHandler):
                 uow, request.resource_id, resource, self.api.policy.clock(), if_match(request)
             )
         return resource_response(request, stored)
+
+
+class EndpointHandler(DirectoryHandler):
+    """The secure-messaging mailboxes (`carevault.services.mail_directory`): derived from the
+    PKI and the directory on every request, so they have no versions (read and search only)."""
+
+    resource_type = "Endpoint"
+    profile = MCSD_ENDPOINT
+    interactions = frozenset({Interaction.READ, Interaction.SEARCH})
+    versioning = "no-version"
+    search_params = (
+        _param("_id", "token", "Logical id (msg- and the Practitioner's id)"),
+        _param(
+            "identifier",
+            "token",
+            f"The mailbox's address as a URI: {URI_SYSTEM}|mailto:hp-123456@… (any case)",
+        ),
+        _param(
+            "organization",
+            "reference",
+            "The managing organization (Organization/id): the one its holder's roles name",
+        ),
+        _param("status", "token", "active | suspended | off"),
+        _param("connection-type", "token", f"{CONNECTION_TYPES}|secure-email"),
+    )
+
+    def read(self, request: FhirRequest) -> FhirResponse:
+        assert request.resource_id is not None
+        with self.api.unit_of_work() as uow:
+            stored = mail.mail_endpoint(uow, self.mail(), request.resource_id)
+        return FhirResponse(200, stored.resource)
+
+    def search(self, request: FhirRequest) -> FhirResponse:
+        addresses = [
+            tuple(i.value for i in alternatives if i.system in ("", URI_SYSTEM))
+            for alternatives in sp.tokens(request, "identifier")
+        ]
+        query = mail.EndpointQuery(
+            ids=sp.exact(request, "_id"),
+            addresses=addresses,
+            organization=sp.references(request, "organization", "Organization"),
+            status=sp.exact(request, "status"),
+            connection_type=sp.codes_in(request, "connection-type", CONNECTION_TYPES),
+        )
+        paging = self.page(request)
+        with self.api.unit_of_work() as uow:
+            total, items = mail.search_endpoints(uow, self.mail(), query, paging)
+        return self.searchset(request, SearchResult(total, items), paging)

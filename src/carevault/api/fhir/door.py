@@ -222,6 +222,9 @@ class ResourceHandler:
     search_params: tuple[SearchParam, ...] = ()
     includes: tuple[str, ...] = ()
     operations: tuple[Operation, ...] = ()
+    # The CapabilityStatement's ``versioning``: "no-version" for a resource derived on every
+    # request (an Endpoint), which has no versions to keep.
+    versioning: str = "versioned"
 
     def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
         """What this request needs of the engine; ``uow`` is the gate's transaction, for a

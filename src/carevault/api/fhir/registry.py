@@ -11,6 +11,7 @@ from carevault.api.fhir.audit_handlers import AuditEventHandler
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.directory_handlers import (
     CareTeamHandler,
+    EndpointHandler,
     OrganizationHandler,
     PatientHandler,
     PractitionerHandler,
@@ -44,6 +45,7 @@ def fhir_handlers(api: ApiContext) -> list[ResourceHandler]:
         PractitionerRoleHandler(api),
         OrganizationHandler(api),
         CareTeamHandler(api),
+        EndpointHandler(api),
         AuditEventHandler(api),
         DetectedIssueHandler(api),
         ConsentHandler(api),
