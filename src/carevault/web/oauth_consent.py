@@ -7,8 +7,9 @@ the app as an OAuth error.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -19,8 +20,9 @@ from carevault.api.route_door import SESSION, access
 from carevault.domain.errors import CareVaultError, InvalidInput, NotFound
 from carevault.domain.scopes import IDENTITY_SCOPES
 from carevault.services.patient_apps import AppRequest, approve, check_request
-from carevault.web.i18n import language
+from carevault.web.i18n import language, messages
 from carevault.web.record_home import OPERATOR_SESSIONS
+from carevault.web.scope_words import scope_sentence
 
 if TYPE_CHECKING:
     from carevault.web.portal import PortalContext
@@ -52,6 +54,27 @@ def _redirect_error(params: dict[str, str], error: str, description: str) -> Res
     uri = params.get("redirect_uri", "")
     separator = "&" if "?" in uri else "?"
     return RedirectResponse(f"{uri}{separator}{urlencode(answer)}", status_code=303)
+
+
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+_HOST = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
+
+
+def consent_page_csp(redirect_uri: str) -> str:
+    """The consent page's Content-Security-Policy: the platform's, with the app's registered
+    redirect URI's origin added to ``form-action``. Browsers apply ``form-action`` to the
+    redirects that follow a form's submission, so with ``'self'`` alone the person's "Allow"
+    would never reach the app (Chromium blocks the 303 to its redirect URI). The URI was checked
+    against the app's registration before the page is shown; a form that would not parse as a
+    plain origin adds nothing."""
+    parts = urlsplit(redirect_uri)
+    scheme = parts.scheme.lower()
+    source = ""
+    if scheme in ("http", "https") and _HOST.match(parts.netloc):
+        source = f" {scheme}://{parts.netloc}"
+    elif _SCHEME.match(scheme) and scheme not in ("http", "https", "javascript", "data"):
+        source = f" {scheme}:"  # a native app's private-use scheme (RFC 8252 §7.1)
+    return f"default-src 'self'; frame-ancestors 'none'; form-action 'self'{source}"
 
 
 def oauth_consent_router(ctx: PortalContext) -> APIRouter:
@@ -110,7 +133,7 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
         except InvalidInput as error:
             return _redirect_error(params, "invalid_scope", error.message)
         words = app_request.scope.split()
-        return pages.render(
+        page = pages.render(
             request,
             "authorize.html",
             {
@@ -119,9 +142,15 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
                 "params": params,
                 # Identity scopes are shown; each resource scope is a box the person may untick.
                 "identity": [w for w in words if w in IDENTITY_SCOPES],
-                "scopes": [w for w in words if w not in IDENTITY_SCOPES],
+                "scopes": [
+                    (w, scope_sentence(w, messages(language(request))))
+                    for w in words
+                    if w not in IDENTITY_SCOPES
+                ],
             },
         )
+        page.headers["Content-Security-Policy"] = consent_page_csp(app_request.redirect_uri)
+        return page
 
     @router.post(
         "/oauth/authorize",
