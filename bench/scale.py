@@ -570,6 +570,310 @@ def load(database_url: str, *, patients: int, documents: int, chunk: int = 1000,
         platform.engine.dispose()
 
 
+# --- measure ---------------------------------------------------------------------------------
+
+
+def _percentile(ordered: list[float], p: float) -> float:
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))] if ordered else 0.0
+
+
+class _Statements:
+    """The SELECTs the platform sends while ``current`` is set (for EXPLAIN)."""
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        self.current: str | None = None
+        self.seen: dict[str, list[tuple[str, Any]]] = {}
+        event.listen(engine, "before_cursor_execute", self._record)
+
+    def _record(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        head = statement.lstrip().upper()
+        if self.current is None or not head.startswith(("SELECT", "WITH")):
+            return
+        if head.startswith("SELECT 1"):
+            return
+        found = self.seen.setdefault(self.current, [])
+        if all(statement != known for known, _ in found):
+            found.append((statement, parameters))
+
+
+def _explain(engine: Any, statements: _Statements, into: Path) -> dict[str, list[str]]:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of every SELECT each operation sent, one file per
+    operation (in a transaction rolled back); the sequential scans found, per operation."""
+    into.mkdir(parents=True, exist_ok=True)
+    seq_scans: dict[str, list[str]] = {}
+    with engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        for operation, found in statements.seen.items():
+            lines: list[str] = [f"-- {operation}: the SELECTs of one request, as sent\n"]
+            for statement, parameters in found:
+                with driver.cursor() as cursor:
+                    cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+                    plan = [row[0] for row in cursor.fetchall()]
+                driver.rollback()
+                lines += [statement.strip(), f"-- parameters: {parameters!r}"[:2000], *plan, ""]
+                seq_scans.setdefault(operation, []).extend(
+                    line.strip() for line in plan if "Seq Scan" in line)
+            (into / f"{operation}.txt").write_text("\n".join(lines) + "\n")
+    return {k: v for k, v in seq_scans.items() if v}
+
+
+def measure(database_url: str, *, samples: int = 300, plans: Path | None = None,
+            seed: int = 5, key_file: Path | None = None) -> dict[str, Any]:
+    """p50/p99 of each hot operation through the production app, in this process, for random
+    patients of the loaded set (those of a few GPs, whose tokens are real)."""
+    from starlette.testclient import TestClient
+
+    from carevault.domain.authorization import Action, decide
+    from carevault.services.record_policy import practitioner_subject
+    from support.documents import Pro, provide_bundle
+    from support.tokens import account_token, patient_account
+
+    rng = random.Random(seed)  # noqa: S311 — sampling, not security
+    platform = platform_for(database_url, key_file, pool=8)
+    client = TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                        client=("127.0.0.1", 50000))
+    client.__enter__()
+    statements = _Statements(platform.engine)
+    try:
+        with platform.engine.connect() as connection:
+            driver = connection.connection.driver_connection
+            patients = driver.execute("SELECT count(*) FROM patient").fetchone()[0]
+            documents = driver.execute("SELECT count(*) FROM document").fetchone()[0]
+            physicians = driver.execute(
+                "SELECT DISTINCT g.party_id, p.identifier FROM record_grant g "
+                "JOIN practitioner p ON p.id = g.party_id WHERE g.source = 'care-event' "
+                "AND g.party_id IN (SELECT party_id FROM record_grant TABLESAMPLE SYSTEM (5) "
+                "LIMIT 200) ORDER BY 2").fetchall()
+            gps = rng.sample(physicians, min(6, len(physicians)))
+            records = driver.execute(
+                "SELECT patient_id, party_id FROM record_grant WHERE party = 'practitioner' "
+                "AND party_id = ANY(%s)", ([g[0] for g in gps],)).fetchall()
+            chosen = rng.sample(records, min(len(records), 400))
+            ids = [patient for patient, _ in chosen]
+            identity = dict(driver.execute(
+                "SELECT patient_id, value FROM patient_identifier WHERE patient_id = ANY(%s) "
+                "AND system = %s", (ids, platform.directory.systems.national)).fetchall())
+            families = dict(driver.execute(
+                "SELECT patient_id, family_folded FROM patient_name WHERE patient_id = ANY(%s) "
+                "AND position = 0", (ids,)).fetchall())
+            readable = driver.execute(
+                "SELECT id, patient_id FROM document WHERE patient_id = ANY(%s) "
+                "AND confidentiality = 'N' AND author_id = ANY(%s)",
+                (ids, [g[0] for g in gps])).fetchall()
+        gp_of = dict(chosen)
+        pros = {gp_id: Pro(platform, identifier) for gp_id, identifier in gps}
+        mine: dict[str, dict[str, str]] = {}
+        for patient_id in ids[:8]:
+            account = patient_account(platform, patient_id)
+            mine[patient_id] = {"Authorization":
+                                f"Bearer {account_token(platform, account, patient_id)}"}
+        national = platform.directory.systems.national
+
+        def pick() -> tuple[str, Any]:
+            patient_id = rng.choice(ids)
+            return patient_id, pros[gp_of[patient_id]]
+
+        def pdqm_family() -> int:
+            patient_id, gp = pick()
+            return client.get("/fhir/Patient", params={"family": families[patient_id]},
+                              headers=gp.headers).status_code
+
+        def pdqm_identifier() -> int:
+            patient_id, gp = pick()
+            return client.get("/fhir/Patient",
+                              params={"identifier": f"{national}|{identity[patient_id]}"},
+                              headers=gp.headers).status_code
+
+        def iti67_find() -> int:
+            patient_id, gp = pick()
+            return client.get("/fhir/DocumentReference",
+                              params={"patient": f"Patient/{patient_id}"},
+                              headers=gp.headers).status_code
+
+        def iti68_retrieve() -> int:
+            document_id, patient_id = rng.choice(readable)
+            return client.get(f"/fhir/Binary/{document_id}",
+                              headers=pros[gp_of[patient_id]].headers).status_code
+
+        def iti65_submit() -> int:
+            patient_id, gp = pick()
+            content = b"%PDF-1.4\n% scale " + uuid.uuid4().hex.encode() + b"\n%%EOF\n"
+            return client.post("/fhir", json=provide_bundle(patient_id, gp, content),
+                               headers=gp.headers).status_code
+
+        def access_history() -> int:
+            patient_id = rng.choice(list(mine))
+            return client.get(f"/fhir/Patient/{patient_id}/$access-history",
+                              headers=mine[patient_id]).status_code
+
+        subjects: dict[str, Any] = {}
+
+        def engine_decision() -> int:
+            document_id, patient_id = rng.choice(readable)
+            gp_id = gp_of[patient_id]
+            with platform.unit_of_work() as uow:
+                if gp_id not in subjects:
+                    subjects[gp_id] = practitioner_subject(uow, gp_id)
+                stored = uow.documents.of_patient(patient_id, document_id)
+                assert stored is not None
+                began = time.perf_counter()
+                now = datetime.now(UTC)
+                record = platform.policy.facts(uow, patient_id, now)
+                decision = decide(subjects[gp_id], Action.READ, record, stored.metadata.facts(),
+                                  now, platform.policy.matrix)
+                engine_decision.seconds = time.perf_counter() - began  # type: ignore[attr-defined]
+            return 200 if decision.permit else 403
+
+        operations: dict[str, Callable[[], int]] = {
+            "pdqm_family": pdqm_family, "pdqm_identifier": pdqm_identifier,
+            "iti67_find": iti67_find, "iti68_retrieve": iti68_retrieve,
+            "iti65_submit": iti65_submit, "access_history": access_history,
+            "engine_decision": engine_decision,
+        }
+        results: dict[str, Any] = {}
+        for name, operation in operations.items():
+            statements.current = name if plans is not None else None
+            operation()  # the plans are of this first request
+            statements.current = None
+            for _ in range(10):
+                operation()
+            latencies: list[float] = []
+            statuses: dict[str, int] = {}
+            for _ in range(samples):
+                began = time.perf_counter()
+                status = operation()
+                seconds = time.perf_counter() - began
+                if name == "engine_decision":
+                    seconds = engine_decision.seconds  # type: ignore[attr-defined]
+                latencies.append(seconds * 1000)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+            latencies.sort()
+            results[name] = {"p50_ms": round(_percentile(latencies, 0.50), 3),
+                             "p99_ms": round(_percentile(latencies, 0.99), 3),
+                             "mean_ms": round(statistics.fmean(latencies), 3),
+                             "samples": samples, "statuses": statuses}
+        figures: dict[str, Any] = {
+            "patients": patients, "documents": documents, "operations": results,
+            "sampled": {"gps": len(gps), "patients": len(ids),
+                        "readable_documents": len(readable), "patient_accounts": len(mine)},
+        }
+        if plans is not None:
+            figures["seq_scans"] = _explain(platform.engine, statements, plans)
+        return figures
+    finally:
+        client.__exit__(None, None, None)
+        platform.audit.close()
+        platform.engine.dispose()
+
+
+# --- curve -----------------------------------------------------------------------------------
+
+
+def _label(patients: int) -> str:
+    return f"{patients // 1_000_000}m" if patients % 1_000_000 == 0 else f"{patients // 1000}k"
+
+
+def _ensure_database(server: str, name: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        exists = connection.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                    {"n": name}).first()
+        if exists is None:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return f"{server}/{name}"
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": host.python_version(),
+            "system": f"{host.system()} {host.release()}",
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def svg_plot(sizes: dict[str, Any]) -> str:
+    """p99 of each operation against the number of patients (log scale)."""
+    import math
+
+    width, height, left, bottom, top, right = 760, 420, 60, 50, 20, 190
+    labels = sorted(sizes, key=lambda k: sizes[k]["patients"])
+    xs = [math.log10(sizes[k]["patients"]) for k in labels]
+    values = [sizes[k]["operations"][op]["p99_ms"] for k in labels for op in OPERATIONS]
+    top_value = max(values) * 1.1 if values else 1
+    low_x, high_x = min(xs) - 0.2, max(xs) + 0.2
+    colours = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#666666")
+
+    def x(value: float) -> float:
+        return left + (value - low_x) / (high_x - low_x) * (width - left - right)
+
+    def y(value: float) -> float:
+        return height - bottom - value / top_value * (height - bottom - top)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             'font-family="sans-serif" font-size="12">',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" '
+             f'y2="{height - bottom}" stroke="black"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>',
+             f'<text x="{left}" y="{height - 10}">patients (log scale)</text>',
+             f'<text x="5" y="{top + 5}">p99 ms</text>']
+    for k, value in zip(labels, xs, strict=True):
+        parts.append(f'<text x="{x(value) - 12:.0f}" y="{height - bottom + 18}">{k}</text>')
+    for step in range(5):
+        tick = top_value * step / 4
+        parts.append(f'<text x="{left - 45}" y="{y(tick) + 4:.0f}">{tick:.0f}</text>')
+    for n, op in enumerate(OPERATIONS):
+        points = " ".join(f"{x(value):.1f},{y(sizes[k]['operations'][op]['p99_ms']):.1f}"
+                          for k, value in zip(labels, xs, strict=True))
+        colour = colours[n % len(colours)]
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+                     f'points="{points}"/>')
+        parts.append(f'<text x="{width - right + 10}" y="{top + 20 + 18 * n}" '
+                     f'fill="{colour}">{op}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def curve(sizes: list[int], documents_per_patient: int, *, server: str = DEFAULT_SERVER,
+          samples: int = 300, out: Path = RESULTS / "scale.json") -> dict[str, Any]:
+    """Load and measure at each size, in a database of its own (``scale_10k``…), then write
+    the figures, the ratios of the largest size's p99 over the smallest's and the plot."""
+    results: dict[str, Any] = {}
+    largest = max(sizes)
+    for patients in sorted(sizes):
+        label = _label(patients)
+        url = _ensure_database(server, f"scale_{label}")
+        before = machine()
+        report = load(url, patients=patients, documents=patients * documents_per_patient)
+        figures = measure(url, samples=samples,
+                          plans=RESULTS / "scale-plans" if patients == largest else None)
+        figures["load"] = report.__dict__
+        figures["machine"] = {"before": before, "after": machine()}
+        results[label] = figures
+        print(json.dumps({label: figures["operations"]}, indent=1))
+    smallest = _label(min(sizes))
+    document: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "bench/scale.py curve --sizes " + ",".join(map(str, sizes)),
+        "note": "",
+        "sizes": results,
+    }
+    for label in results:
+        if label == smallest:
+            continue
+        document[f"p99_ratio_{label}_over_{smallest}"] = {
+            op: round(results[label]["operations"][op]["p99_ms"]
+                      / results[smallest]["operations"][op]["p99_ms"], 2)
+            for op in OPERATIONS
+        }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=1) + "\n")
+    out.with_suffix(".svg").write_text(svg_plot(results))
+    return document
+
+
 # --- command line ----------------------------------------------------------------------------
 
 
