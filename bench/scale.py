@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import bisect
 import hashlib
 import json
 import multiprocessing
@@ -317,7 +316,7 @@ class Loader:
         content_purpose, text_purpose = self.purposes
         for offset, person in enumerate(people):
             number = first + offset
-            rng = random.Random(f"scale:{self.seed}:{number}")  # noqa: S311 — synthetic data
+            rng = random.Random(f"scale:{self.seed}:{number}")
             patient_id = det_id("patient", number)
             resource = new_patient(
                 self.platform.directory.systems, national_id=person.national_id,
@@ -399,7 +398,7 @@ class Loader:
                   rng.choice(self.codes.formats), rng.choice(self.codes.settings),
                   rng.choice(self.codes.facilities), "", "application/pdf", len(content),
                   hashlib.sha256(content).hexdigest(),
-                  base64.b64encode(hashlib.sha1(content).digest()).decode(),  # noqa: S324 — FHIR's Attachment.hash
+                  base64.b64encode(hashlib.sha1(content).digest()).decode(),
                   created, None, None, "fr", None, None, set_id, False, None,
                   sealed_text.pack(), sealed_text.kek_id)
         chunk.add("document_content", document_id, patient_id, sealed.kek_id,
@@ -630,7 +629,7 @@ def measure(database_url: str, *, samples: int = 300, plans: Path | None = None,
     from support.documents import Pro, provide_bundle
     from support.tokens import account_token, patient_account
 
-    rng = random.Random(seed)  # noqa: S311 — sampling, not security
+    rng = random.Random(seed)
     platform = platform_for(database_url, key_file, pool=8)
     client = TestClient(platform.app, base_url="http://127.0.0.1:8000",
                         client=("127.0.0.1", 50000))
