@@ -2,6 +2,11 @@
 members managed by Patroni (Debian's ``patroni`` and ``etcd-server``), in synchronous strict
 mode, with the timings of ``deploy/two-site/patroni-site-a.yml``.
 
+The sites, as in docs/operations.md: site *i* (0 or 1) is PostgreSQL member ``pg<i>``, its
+Patroni and etcd member ``e<i>``; ``e2`` is the witness at a third place. `kill_site` loses a
+whole site at once (SIGKILL of its Patroni, its postmaster and its etcd member: the two other
+etcd members keep the quorum); `restart_site` brings it back with its data.
+
 Everything lives in one directory owned by ``postgres`` (PostgreSQL refuses to run as root);
 Patroni runs as ``postgres`` in its own session, so the PIDs kept are Patroni's own. ``stop``
 kills what it started by PID only: Patroni (SIGKILL), each postmaster (SIGQUIT, from its
@@ -74,6 +79,7 @@ class PatroniCluster:
     members: list[Member] = field(default_factory=list)
     etcd: list[subprocess.Popen[bytes]] = field(default_factory=list)
     etcd_client_ports: list[int] = field(default_factory=list)
+    etcd_commands: list[list[str]] = field(default_factory=list)
 
     @classmethod
     def create(cls) -> PatroniCluster:
@@ -93,8 +99,7 @@ class PatroniCluster:
         initial = ",".join(f"e{i}=http://127.0.0.1:{peers[i]}" for i in range(3))
         for i in range(3):
             data = self.workdir / f"etcd{i}"
-            log = open(self.workdir / f"etcd{i}.log", "wb")  # noqa: SIM115 - the child's
-            self.etcd.append(subprocess.Popen(
+            self.etcd_commands.append(
                 ["etcd", "--name", f"e{i}", "--data-dir", str(data),
                  "--listen-client-urls", f"http://127.0.0.1:{clients[i]}",
                  "--advertise-client-urls", f"http://127.0.0.1:{clients[i]}",
@@ -102,12 +107,23 @@ class PatroniCluster:
                  "--initial-advertise-peer-urls", f"http://127.0.0.1:{peers[i]}",
                  "--initial-cluster", initial, "--initial-cluster-state", "new",
                  "--initial-cluster-token", self.workdir.name,
-                 "--heartbeat-interval", "100", "--election-timeout", "1000"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True))
+                 "--heartbeat-interval", "100", "--election-timeout", "1000"])
+            self.etcd.append(self._etcd_process(i))
+        self._wait_for_etcd(range(3))
+
+    def _etcd_process(self, i: int) -> subprocess.Popen[bytes]:
+        """etcd member ``e<i>``; started again on its data directory, it rejoins (the
+        ``--initial-*`` flags count only for a new one)."""
+        log = open(self.workdir / f"etcd{i}.log", "ab")  # noqa: SIM115 - the child's
+        try:
+            return subprocess.Popen(self.etcd_commands[i], stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
             log.close()
+
+    def _wait_for_etcd(self, members: range | list[int]) -> None:
         deadline = time.monotonic() + START_SECONDS
-        while not all(self._etcd_healthy(port) for port in clients):
+        while not all(self._etcd_healthy(self.etcd_client_ports[i]) for i in members):
             if time.monotonic() > deadline:
                 raise RuntimeError("etcd did not become healthy:\n" + self.logs())
             time.sleep(0.1)
@@ -266,6 +282,29 @@ class PatroniCluster:
                 except ProcessLookupError:
                     break
                 time.sleep(0.05)
+
+    def kill_site(self, member: Member) -> None:
+        """Lose ``member``'s whole site at once: SIGKILL of its Patroni, its postmaster and
+        the site's etcd member, one right after the other (nothing shuts down cleanly, the
+        leader key is not released: the other site waits for it to expire)."""
+        site = self.members.index(member)
+        assert member.process is not None
+        postmaster = member.postmaster_pid()
+        member.process.kill()
+        if postmaster is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(postmaster, signal.SIGKILL)
+        self.etcd[site].kill()
+        member.process.wait()
+        self.etcd[site].wait()
+
+    def restart_site(self, member: Member) -> None:
+        """Bring a lost site back with its data: its etcd member, then its Patroni (which
+        rewinds the old primary and has it follow the new one)."""
+        site = self.members.index(member)
+        self.etcd[site] = self._etcd_process(site)
+        self._wait_for_etcd([site])
+        self.start_member(member)
 
     def stop(self) -> None:
         for member in self.members:

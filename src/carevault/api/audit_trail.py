@@ -44,7 +44,7 @@ from carevault.domain.audit import (
     rfc3339_ms,
 )
 from carevault.domain.authorization import ALERT_SECURITY_OFFICER
-from carevault.domain.errors import Unavailable
+from carevault.domain.errors import SEND_AGAIN, Unavailable
 from carevault.services.audit_log import AuditLog, AuditTransaction, AuditUnavailable
 
 _ACTIONS = {
@@ -180,8 +180,8 @@ class AuditTrail:
             self.log.append(records)
         except AuditUnavailable as error:
             raise Unavailable(
-                "the access could not be recorded in the audit log, so nothing "
-                "was served; try again shortly"
+                f"the access could not be recorded in the audit log, so nothing was served; "
+                f"{SEND_AGAIN}"
             ) from error
 
     def records(

@@ -22,7 +22,7 @@ import html
 
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from carevault.api.fhir.outcome import from_error, status_and_code
+from carevault.api.fhir.outcome import from_error, retry_headers, status_and_code
 from carevault.domain.errors import (
     CareVaultError,
     InvalidInput,
@@ -84,7 +84,7 @@ def error_response(error: CareVaultError, style: ErrorStyle) -> Response:
     """The answer to ``error`` in ``style``: its status from the one mapping, its headers
     (``Retry-After``), its body in the shape the route's clients read."""
     status, _code = status_and_code(error)
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else {}
+    headers = retry_headers(error)
     if style is ErrorStyle.OAUTH:
         return oauth_error(status, _oauth_code(error, status), error.message, headers)
     if style is ErrorStyle.FHIR:

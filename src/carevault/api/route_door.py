@@ -14,7 +14,9 @@ here, on the endpoint, in one line beneath the router's decorator::
 Admission is authentication (the rule's authenticator, if it has one) → decision (no caller:
 refused, and recorded) → the handler → one audit record (what the handler noted, built here,
 durable before the response leaves; 503 in the route's error style if it cannot be). Errors of
-the domain's hierarchy raised by a handler are answered in one place (`carevault.api.errors`).
+the domain's hierarchy raised by a handler are answered in one place (`carevault.api.errors`),
+and so is a lost database met by the authenticator or the handler (a failover:
+`carevault.services.availability`), as `Unavailable`; any other exception is an incident.
 
 `access` wraps the endpoint itself (FastAPI builds a route from its endpoint, however the
 router is included), and `RouteDoor.check_declared` is a dependency of the whole application
@@ -42,17 +44,19 @@ from carevault.api.instruments import current_request_id
 from carevault.api.transport import client_certificate
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.errors import (
+    SEND_AGAIN,
     CareVaultError,
     NotAuthenticated,
     NotPermitted,
     Unavailable,
 )
 from carevault.services.audit_log import AuditLog, AuditUnavailable
+from carevault.services.availability import as_unavailable
 
 ACCESS_ATTRIBUTE = "__carevault_access__"
 ADMISSION_KEY = "carevault.admission"
 _INJECTED = "carevault_door_request"
-UNRECORDED = "the request could not be recorded; nothing was done"
+UNRECORDED = f"the request could not be recorded; nothing was done; {SEND_AGAIN}"
 
 
 @dataclass(frozen=True)
@@ -88,11 +92,13 @@ FORM = AccessRule(
     "form",
     "an anonymous form of the portal (sign-in, enrolment), guarded by its CSRF double-submit "
     "cookie; the view records what it does",
+    errors=ErrorStyle.PAGE,  # what a page does not answer itself (a lost database): a page
 )
 SESSION = AccessRule(
     "session",
     "a portal page or form behind a portal session (`PortalSessions.resolve`) and its CSRF "
     "token; the view records what it shows or does",
+    errors=ErrorStyle.PAGE,
 )
 SECURITY_OFFICER = AccessRule(
     "security-officer",
@@ -272,6 +278,16 @@ def admitted(request: Request) -> Admission:
 Authenticator = Callable[[Request], Caller | None]
 
 
+def _domain_error(error: Exception) -> CareVaultError:
+    """``error`` as the domain's, or raised again: an incident is the server's to answer."""
+    if isinstance(error, CareVaultError):
+        return error
+    unavailable = as_unavailable(error)
+    if unavailable is None:
+        raise error
+    return unavailable
+
+
 class UndeclaredRoute(Exception):
     """Raised before the handler of a route that declares no access rule."""
 
@@ -323,9 +339,12 @@ class RouteDoor:
         admission = Admission(rule, audited)
         if rule.authenticator is not None:
             authenticate = self.authenticators.get(rule.authenticator)
-            caller = (
-                None if authenticate is None else await run_in_threadpool(authenticate, request)
-            )
+            try:
+                caller = (
+                    None if authenticate is None else await run_in_threadpool(authenticate, request)
+                )
+            except Exception as error:
+                return error_response(_domain_error(error), rule.errors)
             if caller is None:
                 if audited is not None:
                     admission.note("4", {"result": rule.refused}, status=401)
@@ -342,8 +361,8 @@ class RouteDoor:
         request.scope[ADMISSION_KEY] = admission
         try:
             answer = await handler()
-        except CareVaultError as error:
-            answer = error_response(error, rule.errors)
+        except Exception as error:
+            answer = error_response(_domain_error(error), rule.errors)
         return await self._recorded(request, admission, answer)
 
     async def _recorded(self, request: Request, admission: Admission, answer: Any) -> Any:

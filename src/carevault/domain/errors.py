@@ -17,8 +17,10 @@ person who sent the request, so it names the field and the rule, never internal 
     ├── TooLarge              a size limit was exceeded (413)
     ├── UnsupportedMediaType  the body is not in a format we accept (415)
     ├── RateLimited           too many requests from this client (429)
-    └── Unavailable           a dependency the request cannot be served without is down (503),
-                              e.g. the audit log: nothing is served that was not recorded
+    └── Unavailable           a dependency the request cannot be served without is down (503,
+                              with ``Retry-After``), e.g. the audit log (nothing is served that
+                              was not recorded) or the database during a failover
+        └── StorageFull       the document store is full (507)
 """
 
 from __future__ import annotations
@@ -93,10 +95,36 @@ class IntegrityFailure(CareVaultError):
     served and the security officer is alerted."""
 
 
+# What a client is told to do when the database went away under its request (a failover, a
+# restart): the outcome of a change may be unknown, and submissions are idempotent by their
+# unique identifiers, so the same request again is always right.
+SEND_AGAIN = "send the same request again"
+# Seconds a client is asked to wait before it does (``Retry-After``): a switch-over of the
+# two-site cluster takes from a few seconds to Patroni's ``ttl`` (docs/operations.md).
+RETRY_AFTER_SECONDS = 5
+
+
 class Unavailable(CareVaultError):
-    """The request cannot be served safely right now; nothing was served."""
+    """The request cannot be served safely right now; nothing was served. ``retry_after``
+    (seconds) is what the answer's ``Retry-After`` says; None says nothing of when."""
+
+    retry_after: int | None = RETRY_AFTER_SECONDS
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expression: str | None = None,
+        issue_code: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message, expression=expression, issue_code=issue_code)
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class StorageFull(Unavailable):
     """The document store has no space left (HTTP 507): nothing of the request was stored,
-    and the same request succeeds once the operators have made room."""
+    and the same request succeeds once the operators have made room (no one knows when)."""
+
+    retry_after = None

@@ -26,12 +26,13 @@ from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from carevault.adapters.storage.audit_store import AuditStore, PendingEntry, StoredTreeHead
 from carevault.adapters.timestamping import TimeStampAuthority, timestamp
 from carevault.domain import merkle
 from carevault.domain.audit import STREAMS, AuditRecord
+from carevault.domain.errors import SEND_AGAIN, Unavailable
 from carevault.domain.tree_head import TreeHead, signed_bytes
 
 log = logging.getLogger("carevault.audit")
@@ -43,8 +44,9 @@ log = logging.getLogger("carevault.audit")
 AuditTransaction = AuditStore
 
 
-class AuditUnavailable(Exception):
-    """The audit log could not durably record an access; the access must not be served."""
+class AuditUnavailable(Unavailable):
+    """The audit log could not durably record an access; the access must not be served (503,
+    wherever it is raised: it is one of the domain's errors)."""
 
 
 class Signer(Protocol):
@@ -128,7 +130,10 @@ class AuditLog:
             try:
                 indexes += done.result(timeout=self.wait_seconds)
             except Exception as error:
-                raise AuditUnavailable("the audit log could not record this access") from error
+                raise AuditUnavailable(
+                    f"the audit log could not record this access, so nothing was served; "
+                    f"{SEND_AGAIN}"
+                ) from error
         return indexes
 
     def _ensure_writer(self) -> None:
@@ -155,14 +160,7 @@ class AuditLog:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                if connection is None or connection.invalidated or connection.closed:
-                    try:
-                        connection = self.engine.connect()
-                    except Exception as error:  # the database is unreachable: fail the batch
-                        self._fail(batch, error)
-                        connection = None
-                        continue
-                self._commit(connection, batch)
+                connection = self._commit(connection, batch)
         finally:
             if connection is not None:
                 connection.close()
@@ -204,27 +202,57 @@ class AuditLog:
         for request in batch:
             request.done.set_exception(error)
 
-    def _commit(self, connection: Connection, batch: list[_Request]) -> None:
-        """One transaction, one append per stream, then each waiter gets its slice."""
-        try:
+    def _connected(self, connection: Connection | None) -> Connection:
+        """The writer's connection, a new one if it was lost (the lost one given back)."""
+        if connection is not None and not connection.invalidated and not connection.closed:
+            return connection
+        if connection is not None and not connection.closed:
+            connection.close()
+        return self.engine.connect()
+
+    def _commit(self, connection: Connection | None, batch: list[_Request]) -> Connection | None:
+        """One transaction, one append per stream, then each waiter gets its slice; returns
+        the connection to keep (None once it is lost).
+
+        The writer's connection idles between batches, so it is the first to learn that the
+        database went away meanwhile (a failover, a restart): if the server is found gone
+        before the commit was sent, nothing of the batch was committed, and the batch is
+        tried once more on a new connection instead of failing requests after the database
+        is back. A failure of the commit itself leaves the outcome unknown: never retried."""
+        for attempt in (1, 2):
+            try:
+                connection = self._connected(connection)
+            except Exception as error:  # the database is unreachable: fail the batch
+                self._fail(batch, error)
+                return None
             firsts: dict[str, int] = {}
-            with connection.begin():
+            try:
+                transaction = connection.begin()
                 store = AuditStore(connection)
                 for stream in STREAMS:
                     entries = [e for r in batch if r.stream == stream for e in r.entries]
                     if entries:
                         firsts[stream], _size = store.append(stream, entries)
-        except Exception as error:
-            if connection.in_transaction():
-                connection.rollback()
-            self._fail(batch, error)
-            return
+            except Exception as error:
+                _roll_back(connection)
+                if attempt == 1 and isinstance(error, DBAPIError) and error.connection_invalidated:
+                    continue  # stale: it died while idle (`_connected` replaces it)
+                self._fail(batch, error)
+                return connection
+            try:
+                transaction.commit()
+            except Exception as error:
+                _roll_back(connection)
+                self._fail(batch, error)
+                return connection
+            break
         self.last_commit_failed = False
         offsets = dict(firsts)
         for request in batch:
             start = offsets[request.stream]
             offsets[request.stream] += len(request.entries)
             request.done.set_result(list(range(start, start + len(request.entries))))
+        return connection
 
     # --- tree heads -----------------------------------------------------------------------
 
@@ -398,6 +426,15 @@ class AuditLog:
                 offset=offset,
                 count=count,
             )
+
+
+def _roll_back(connection: Connection) -> None:
+    """End a failed transaction; on a lost connection there is nothing left to end."""
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+    except Exception:  # the connection is gone: the server ended the transaction
+        connection.invalidate()
 
 
 def _public(stored: StoredTreeHead) -> TreeHead:

@@ -18,6 +18,7 @@ from typing import Protocol
 from carevault.adapters.storage.lease import Lease
 from carevault.adapters.timestamping import TimeStampAuthority
 from carevault.domain.audit import STREAMS
+from carevault.services.availability import as_unavailable
 
 TREE_HEAD_INTERVAL_SECONDS = 1.0
 HOUSEKEEPING_SECONDS = 30.0
@@ -93,13 +94,13 @@ class Chores:
                     for chore in self.housekeeping:
                         try:
                             chore()
-                        except Exception:  # retried at the next round
-                            log.exception("housekeeping failed")
+                        except Exception as error:  # retried at the next round
+                            _failed("housekeeping failed", error)
                 for stream in STREAMS:
                     try:
                         self.tree_heads.sign_tree_head(stream)
-                    except Exception:  # the next tick retries; a failure must not stop serving
-                        log.exception("tree head not signed")
+                    except Exception as error:  # the next tick retries; serving goes on
+                        _failed("tree head not signed", error)
                 if self.authority is not None and time.monotonic() >= next_stamp:
                     next_stamp = time.monotonic() + self.stamp_interval_seconds
                     for stream in STREAMS:
@@ -113,3 +114,12 @@ class Chores:
                 thread.join(timeout=self.export_stop_seconds)
             if lease is not None:
                 lease.release()
+
+
+def _failed(what: str, error: Exception) -> None:
+    """A chore that failed: a lost database (a failover: every second of it, until the lease
+    moves) is one line; anything else is logged with its stack trace."""
+    if as_unavailable(error) is not None:
+        log.warning("%s: the database is unavailable (%s)", what, type(error).__name__)
+    else:
+        log.exception(what)

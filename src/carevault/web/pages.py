@@ -24,7 +24,12 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from carevault.domain.errors import NotAuthenticated, NotPermitted, RateLimited
+from carevault.domain.errors import (
+    RETRY_AFTER_SECONDS,
+    NotAuthenticated,
+    NotPermitted,
+    RateLimited,
+)
 from carevault.domain.scopes import MAX_SCOPES
 from carevault.services.portal_sessions import PortalSession, PortalSessions, check_csrf
 from carevault.web.i18n import LANGUAGE_NAMES, language, messages
@@ -91,7 +96,12 @@ class Pages:
         return self.templates.TemplateResponse(request, template, page, status_code=status)
 
     def error(self, request: Request, status: int, message: str) -> Response:
-        return self.render(request, "error.html", {"message": message}, status)
+        """A page that says what went wrong; a 503 (the audit log or the database away for a
+        moment) tells the browser when to try again, as every 503 does."""
+        page = self.render(request, "error.html", {"message": message}, status)
+        if status == 503:
+            page.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return page
 
     def text(self, request: Request, key: str, family: str = "portal", **values: Any) -> str:
         """One message in the person's language, its ``{placeholders}`` filled."""

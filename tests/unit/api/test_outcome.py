@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 
+import psycopg
 import pytest
+import sqlalchemy.exc
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from carevault.api.fhir.outcome import HttpProblem, from_error, status_and_code
@@ -26,6 +28,7 @@ from carevault.domain.errors import (
     UnsupportedMediaType,
     VersionConflict,
 )
+from carevault.services.audit_log import AuditUnavailable
 
 EXPECTED: list[tuple[CareVaultError, int, str]] = [
     (InvalidInput("bad"), 400, "invalid"),
@@ -90,12 +93,14 @@ def test_outcome_is_a_valid_r4_operation_outcome(case: tuple[CareVaultError, int
 
 
 @pytest.mark.parametrize("case", EXPECTED, ids=_ids)
-def test_only_rate_limiting_and_authentication_set_headers(
+def test_only_rate_limiting_unavailability_and_authentication_set_headers(
     case: tuple[CareVaultError, int, str],
 ) -> None:
     _, _, headers = from_error(case[0])
     if isinstance(case[0], RateLimited):
         assert headers == {"Retry-After": "30"}
+    elif isinstance(case[0], Unavailable) and not isinstance(case[0], StorageFull):
+        assert headers == {"Retry-After": "5"}  # a failover: come back in a few seconds
     elif isinstance(case[0], NotAuthenticated):
         assert headers == {"WWW-Authenticate": 'Bearer realm="CareVault"'}  # RFC 6750 §3
     else:
@@ -155,3 +160,56 @@ def test_each_unexpected_error_gets_its_own_incident() -> None:
     first = from_error(RuntimeError("x"))[1]["issue"][0]["diagnostics"]
     second = from_error(RuntimeError("x"))[1]["issue"][0]["diagnostics"]
     assert first != second
+
+
+def _lost(error: Exception) -> Exception:
+    """``error`` as SQLAlchemy raises it from a statement: wrapped, the driver's as cause."""
+    wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, error)
+    wrapped.__cause__ = error
+    return wrapped
+
+
+LOST_DATABASE = [
+    _lost(psycopg.OperationalError("server closed the connection unexpectedly")),
+    sqlalchemy.exc.InterfaceError("SELECT 1", {}, psycopg.InterfaceError("connection closed")),
+    sqlalchemy.exc.TimeoutError("QueuePool limit of size 10 overflow 5 reached"),
+    sqlalchemy.exc.DisconnectionError("the pool found the connection dead"),
+    psycopg.OperationalError("connection failed: Connection refused"),  # raw, from the driver
+    psycopg.errors.ReadOnlySqlTransaction("cannot execute INSERT in a read-only transaction"),
+]
+
+
+@pytest.mark.parametrize("error", LOST_DATABASE, ids=lambda e: type(e).__name__)
+def test_a_lost_database_is_a_503_to_send_again_not_an_incident(error: Exception) -> None:
+    """A failover surfaces as the driver's or the pool's exception wherever the request met
+    it: it is the domain's `Unavailable`, with Retry-After, never an incident (500)."""
+    status, body, headers = from_error(error)
+    assert status == 503
+    assert headers == {"Retry-After": "5"}
+    (issue,) = body["issue"]
+    assert issue["code"] == "transient"
+    assert "send the same request again" in issue["diagnostics"]
+    assert "incident" not in issue["diagnostics"]
+    assert "SELECT" not in issue["diagnostics"]  # nothing of the driver's message
+    OperationOutcome.model_validate(body)
+
+
+def test_an_audit_log_that_cannot_record_is_a_503_wherever_it_is_raised() -> None:
+    status, body, headers = from_error(AuditUnavailable("the audit log could not record"))
+    assert (status, headers) == (503, {"Retry-After": "5"})
+    assert body["issue"][0]["code"] == "transient"
+
+
+def test_an_error_raised_while_the_database_was_lost_is_one_too() -> None:
+    error = RuntimeError("the rollback found no connection")
+    error.__cause__ = _lost(psycopg.OperationalError("terminating connection"))
+    assert from_error(error)[0] == 503
+
+
+@pytest.mark.parametrize("error", [
+    sqlalchemy.exc.IntegrityError("INSERT", {}, psycopg.errors.UniqueViolation("duplicate")),
+    sqlalchemy.exc.ProgrammingError("SELEC", {}, psycopg.errors.SyntaxError("syntax")),
+    sqlalchemy.exc.DataError("SELECT", {}, psycopg.errors.NumericValueOutOfRange("range")),
+], ids=lambda e: type(e).__name__)
+def test_other_database_errors_stay_incidents(error: Exception) -> None:
+    assert from_error(error)[0] == 500

@@ -131,7 +131,9 @@ def test_when_the_database_is_down_every_caller_is_refused_and_the_log_says_so()
     try:
         with pytest.raises(AuditUnavailable) as refused:
             log.append([record("clinical", "read", "pat-1"), record("operator", "login")])
-        assert str(refused.value) == "the audit log could not record this access"
+        assert str(refused.value) == (
+            "the audit log could not record this access, so nothing was served; "
+            "send the same request again")
         assert isinstance(refused.value.__cause__, ConnectionRefusedError)
         assert log.last_commit_failed is True
         # The writer lives on: the next access is refused as well, after a new attempt.

@@ -12,11 +12,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -31,6 +39,39 @@ def database_refusal(error: Exception) -> str:
     what a log must not."""
     reason = str(error.orig if isinstance(error, DBAPIError) else error).splitlines()
     return (reason[0] if reason else type(error).__name__)[:300]
+
+
+# A database that is there again in a moment: the server went away under a connection or
+# refuses new ones (a failover, a restart), the pool waited in vain for a connection, the
+# server cancelled a statement (a deadlock, a serialization failure, a standby's recovery
+# conflict), or a primary became read-only under its sessions (25006, being demoted). Each
+# is answered 503 with "send the same request again", never as an incident.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeout,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+READ_ONLY_TRANSACTION = "25006"
+
+
+def lost_database(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, says the database is unavailable
+    for the moment rather than that a request or the code is wrong (`_TRANSIENT`)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _TRANSIENT):
+            return True
+        if getattr(current, "sqlstate", None) == READ_ONLY_TRANSACTION:
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def connect(url: str, pool_size: int = 10) -> Engine:

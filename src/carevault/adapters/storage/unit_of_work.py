@@ -13,12 +13,13 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from carevault.adapters.storage.account_store import AccountStore
 from carevault.adapters.storage.alert_store import AlertStore
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.authority_store import AuthorityStore, PresenceCodeStore
+from carevault.adapters.storage.database import lost_database
 from carevault.adapters.storage.directory_store import DirectoryStore
 from carevault.adapters.storage.document_store import DocumentStore
 from carevault.adapters.storage.oauth_store import AppStore, OAuthStore
@@ -29,7 +30,7 @@ from carevault.adapters.storage.prescription_store import PrescriptionStore
 from carevault.adapters.storage.record_store import RecordStore
 from carevault.domain.audit import Written
 from carevault.domain.authorization import RecordModel
-from carevault.domain.errors import Conflict, Unavailable
+from carevault.domain.errors import SEND_AGAIN, CareVaultError, Conflict, Unavailable
 
 BeforeCommit = Callable[[AuditStore, Written], None]
 
@@ -78,10 +79,12 @@ class UnitOfWork:
     def __enter__(self) -> Self:
         try:
             self._connection = self._engine.connect()
-        except (OperationalError, InterfaceError) as error:
-            raise Unavailable(
-                "the database cannot be reached (a failover?): nothing was done; try again"
-            ) from error
+        except Exception as error:
+            if lost_database(error):
+                raise Unavailable(
+                    f"the database cannot be reached (a failover?): nothing was done; {SEND_AGAIN}"
+                ) from error
+            raise
         if self._read_only and self._engine.dialect.name == "postgresql":
             self._connection.execution_options(postgresql_readonly=True)
         self._connection.begin()
@@ -117,12 +120,14 @@ class UnitOfWork:
             raise Conflict(
                 "the change conflicts with stored data (a duplicate identifier?)"
             ) from error
-        except (OperationalError, InterfaceError) as error:
+        except Exception as error:
+            if not lost_database(error):
+                raise
             # The commit may or may not have happened: the client must send the same request
             # again (submissions are idempotent by their unique identifiers).
             raise Unavailable(
-                "the database connection was lost while committing: the outcome is unknown; "
-                "send the same request again"
+                f"the database connection was lost while committing: the outcome is unknown; "
+                f"{SEND_AGAIN}"
             ) from error
 
     def __exit__(
@@ -144,8 +149,8 @@ class UnitOfWork:
             raise Conflict(
                 "the change conflicts with stored data (a duplicate identifier?)"
             ) from error
-        if isinstance(error, (OperationalError, InterfaceError)):
+        if error is not None and not isinstance(error, CareVaultError) and lost_database(error):
             # A lost connection (a failover, a restart): answered 503, not as an incident.
             raise Unavailable(
-                "the database connection was lost (a failover?): nothing was stored; try again"
+                f"the database connection was lost (a failover?): nothing was stored; {SEND_AGAIN}"
             ) from error

@@ -40,6 +40,7 @@ from carevault.domain.authorization import (
 )
 from carevault.domain.directory import IdentityDomain
 from carevault.domain.errors import (
+    SEND_AGAIN,
     CareVaultError,
     InvalidInput,
     NotAuthenticated,
@@ -479,7 +480,9 @@ class FhirDoor:
             response = _error_response(
                 error
                 if isinstance(error, CareVaultError)
-                else Unavailable("the access could not be recorded; nothing was served")
+                else Unavailable(
+                    f"the access could not be recorded, so nothing was served; {SEND_AGAIN}"
+                )
             )
         return response
 

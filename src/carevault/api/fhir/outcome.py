@@ -1,7 +1,9 @@
 """Every error becomes one FHIR ``OperationOutcome`` with the right HTTP status, here only.
 
-Unexpected exceptions are logged with an incident id and answered with that id and nothing
-else: no stack trace, no internal message ever reaches a client.
+An exception outside the domain's hierarchy that says the database is unavailable for the
+moment (a failover) is the domain's `Unavailable` (`carevault.services.availability`): 503
+with ``Retry-After``. Other unexpected exceptions are logged with an incident id and answered
+with that id and nothing else: no stack trace, no internal message ever reaches a client.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from carevault.domain.errors import (
     UnsupportedMediaType,
     VersionConflict,
 )
+from carevault.services.availability import as_unavailable
 
 log = logging.getLogger("carevault.api")
 
@@ -78,13 +81,20 @@ def status_and_code(error: CareVaultError) -> tuple[int, str]:
     return 400, "processing"
 
 
+def retry_headers(error: CareVaultError) -> dict[str, str]:
+    """``Retry-After`` for an error that asks the client to come back (429, 503)."""
+    if isinstance(error, (RateLimited, Unavailable)) and error.retry_after is not None:
+        return {"Retry-After": str(error.retry_after)}
+    return {}
+
+
 def from_error(error: BaseException) -> tuple[int, JsonObject, dict[str, str]]:
     """Status, OperationOutcome body and extra headers for any exception."""
+    if not isinstance(error, CareVaultError):
+        error = as_unavailable(error) or error
     if isinstance(error, CareVaultError):
         status, code = status_and_code(error)
-        headers = {}
-        if isinstance(error, RateLimited):
-            headers["Retry-After"] = str(error.retry_after)
+        headers = retry_headers(error)
         if isinstance(error, NotAuthenticated):
             headers["WWW-Authenticate"] = 'Bearer realm="CareVault"'  # RFC 6750 §3
         return status, operation_outcome("error", code, error.message, error.expression), headers
