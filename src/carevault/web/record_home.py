@@ -242,6 +242,28 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             return pages.error(request, 400, messages(lang, "history")[error.message])
 
         def load() -> None:
+            # The lines are read in a head signed now, before the reading is recorded: the
+            # reading is not one of its own lines. Its append is queued at once so that its
+            # durable commit overlaps the reads below, and waited for before the page is
+            # rendered: AuditUnavailable then, and nothing is shown (fail closed).
+            head = ctx.log.sign_tree_head("clinical")
+            recorded = ctx.log.submit(
+                [
+                    AuditRecord(
+                        stream="clinical",
+                        recorded=rfc3339_ms(ctx.clock()),
+                        kind="patient-action",
+                        action="R",
+                        interaction="access-history",
+                        outcome="0",
+                        agent=Agent(
+                            who=f"account:{session.account_id}", role=session.kind, network=client
+                        ),
+                        patient=patient_id,
+                        entity_type="AuditEvent",
+                    )
+                ]
+            )
             with ctx.units() as uow:
                 resource = read_patient(uow, patient_id).resource
             context["name"] = patient_name(resource)
@@ -260,26 +282,9 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
                 # The page shows the lines, not their proofs: it verifies the completeness
                 # proof of the same head below, which proves every line it covers.
                 with_proofs=False,
+                head=head,
             )
             monthly = accesses_per_month(ctx.log, patient_id, now=ctx.clock(), months=CHART_MONTHS)
-            # The patient reading their own history is an access too: it is recorded.
-            ctx.log.append(
-                [
-                    AuditRecord(
-                        stream="clinical",
-                        recorded=rfc3339_ms(ctx.clock()),
-                        kind="patient-action",
-                        action="R",
-                        interaction="access-history",
-                        outcome="0",
-                        agent=Agent(
-                            who=f"account:{session.account_id}", role=session.kind, network=client
-                        ),
-                        patient=patient_id,
-                        entity_type="AuditEvent",
-                    )
-                ]
-            )
             context["entries"] = [
                 {
                     "text": e.text,
@@ -319,6 +324,7 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
                     else {"verified": False}
                 )
             context["presence"] = messages(lang, "presence")
+            recorded()
 
         try:
             await run_in_threadpool(load)
