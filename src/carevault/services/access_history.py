@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.access_history import (
     DocumentLabel,
+    break_the_glass_parts,
     by_professional_or_system,
     describe,
     is_emergency_declaration,
@@ -284,7 +285,8 @@ def accesses_per_month(
 ) -> MonthlyAccesses:
     """How many times professionals and systems reached the record in each of the last
     ``months`` calendar months (UTC), this one included, and how many emergencies were
-    declared: the history page's chart. The patient's own visits, which every reading of
+    declared: the history page's chart. A break-the-glass counts once, as the page shows it
+    (`break_the_glass_parts`). The patient's own visits, which every reading of
     the page adds, are left out by the query itself, not read and skipped."""
     if not 1 <= months <= 120:
         raise InvalidInput("a chart spans 1 to 120 months", expression="months")
@@ -305,9 +307,12 @@ def accesses_per_month(
     )
     capped = len(rows) > MAX_CHART_ENTRIES
     counts = {span: [0, 0] for span in spans}
-    for _, data in rows[:MAX_CHART_ENTRIES]:
-        record = AuditRecord.from_canonical(data)
-        if not by_professional_or_system(record):
+    records = [(i, AuditRecord.from_canonical(data)) for i, data in rows[:MAX_CHART_ENTRIES]]
+    # A break-the-glass is one access (and one emergency), as the history tells it: its
+    # request and the officer's alert are folded into its declaration.
+    folded = break_the_glass_parts(records)
+    for index, record in records:
+        if index in folded or not by_professional_or_system(record):
             continue
         at = datetime.fromisoformat(record.recorded.replace("Z", "+00:00"))
         tally = counts.get((at.year, at.month))

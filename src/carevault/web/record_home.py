@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from carevault.api.openapi import form, html, merged, query, redirect
 from carevault.api.route_door import SESSION, access
-from carevault.domain.access_history import Shown, is_emergency, shows
+from carevault.domain.access_history import Shown, break_the_glass_parts, is_emergency, shows
 from carevault.domain.access_history import moment as told_moment
 from carevault.domain.accounts import AccountKind
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
@@ -27,6 +27,7 @@ from carevault.domain.errors import InvalidInput, NotAuthenticated, NotPermitted
 from carevault.services.access_history import (
     MAX_CHART_ENTRIES,
     MAX_FILTER_SCAN,
+    HistoryEntry,
     MonthlyAccesses,
     access_history,
     accesses_per_month,
@@ -127,6 +128,30 @@ def chart(monthly: MonthlyAccesses, lang: str, shown: Shown) -> dict[str, Any]:
         "capped": monthly.capped,
         "counted": MAX_CHART_ENTRIES,
     }
+
+
+def lines(entries: list[HistoryEntry]) -> list[dict[str, Any]]:
+    """The history's lines, in the order given: one per entry, except that a break-the-glass
+    is one line (its declaration, with the reason) and its request and the officer's alert
+    are folded under it as ``related`` (`break_the_glass_parts`), in the same order."""
+    folded = break_the_glass_parts((e.leaf_index, e.record) for e in entries)
+    shown: dict[int, dict[str, Any]] = {}
+    for entry in entries:
+        line = {
+            "text": entry.text,
+            "index": entry.leaf_index,
+            "emergency": is_emergency(entry.record),
+            "refused": entry.record.outcome != "0",
+            "related": [],
+        }
+        if entry.leaf_index not in folded:
+            shown[entry.leaf_index] = line
+    for entry in entries:
+        if entry.leaf_index in folded:
+            shown[folded[entry.leaf_index]]["related"].append(
+                {"text": entry.text, "index": entry.leaf_index}
+            )
+    return list(shown.values())
 
 
 def patient_name(resource: dict[str, Any]) -> str:
@@ -285,15 +310,7 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
                 head=head,
             )
             monthly = accesses_per_month(ctx.log, patient_id, now=ctx.clock(), months=CHART_MONTHS)
-            context["entries"] = [
-                {
-                    "text": e.text,
-                    "index": e.leaf_index,
-                    "emergency": is_emergency(e.record),
-                    "refused": e.record.outcome != "0",
-                }
-                for e in history.entries
-            ]
+            context["entries"] = lines(history.entries)
             context["tree_size"] = history.tree_head.tree_size
             context["h"] = messages(lang, "history")
             context["choice"] = {
