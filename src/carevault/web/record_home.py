@@ -8,6 +8,7 @@ audit log cannot take it the page says so and shows nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -179,7 +180,19 @@ def record_view(
 ) -> None:
     """Record that the person saw a page of their record (reading is an access too), before
     the page is shown; AuditUnavailable if the log cannot take it."""
-    ctx.log.append(
+    recording_view(ctx, session, request, interaction, entity_type)()
+
+
+def recording_view(
+    ctx: PortalContext,
+    session: PortalSession,
+    request: Request,
+    interaction: str,
+    entity_type: str,
+) -> Callable[[], list[int]]:
+    """`record_view` that returns at once the wait for the durable commit, so that the page
+    is read and rendered meanwhile; the page is answered only through `once_recorded`."""
+    return ctx.log.submit(
         [
             AuditRecord(
                 stream="clinical",
@@ -201,6 +214,18 @@ def record_view(
             )
         ]
     )
+
+
+async def once_recorded(
+    ctx: PortalContext, request: Request, recorded: Callable[[], list[int]], page: Response
+) -> Response:
+    """``page``, once the reading it shows is durably recorded (`recording_view`); the 503
+    page instead if the audit log could not take it: nothing is shown (fail closed)."""
+    try:
+        await run_in_threadpool(recorded)
+    except AuditUnavailable:
+        return ctx.pages.error(request, 503, ctx.pages.text(request, "unavailable"))
+    return page
 
 
 def record_home_router(ctx: PortalContext) -> APIRouter:
@@ -429,4 +454,11 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
     return router
 
 
-__all__ = ["OPERATOR_SESSIONS", "actor_of", "patient_name", "record_home_router"]
+__all__ = [
+    "OPERATOR_SESSIONS",
+    "actor_of",
+    "once_recorded",
+    "patient_name",
+    "record_home_router",
+    "recording_view",
+]
