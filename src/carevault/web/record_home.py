@@ -284,7 +284,6 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             context["mandates"] = await run_in_threadpool(mandates)
             context["notice"] = pages.text(request, "choose")
             return pages.render(request, "me.html", context)
-        client = client_address(request)
         patient_id = session.patient_id
         try:
             choice = history_choice(request)
@@ -297,23 +296,7 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             # durable commit overlaps the reads below, and waited for before the page is
             # rendered: AuditUnavailable then, and nothing is shown (fail closed).
             head = ctx.log.sign_tree_head("clinical")
-            recorded = ctx.log.submit(
-                [
-                    AuditRecord(
-                        stream="clinical",
-                        recorded=rfc3339_ms(ctx.clock()),
-                        kind="patient-action",
-                        action="R",
-                        interaction="access-history",
-                        outcome="0",
-                        agent=Agent(
-                            who=f"account:{session.account_id}", role=session.kind, network=client
-                        ),
-                        patient=patient_id,
-                        entity_type="AuditEvent",
-                    )
-                ]
-            )
+            recorded = recording_view(ctx, session, request, "access-history", "AuditEvent")
             with ctx.units() as uow:
                 resource = read_patient(uow, patient_id).resource
             context["name"] = patient_name(resource)
