@@ -37,6 +37,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ from typing import Any
 import httpx
 import psycopg
 import pyotp
+from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "portal.json"
@@ -181,6 +183,43 @@ def publish_documents(env: dict[str, str], workdir: Path, base_url: str, pg: Any
     return card
 
 
+# --- what a durable commit costs on this disk -----------------------------------------------------
+
+
+def commit_floor(pg: Any, samples: int = 200) -> dict[str, float]:
+    """The floor under a page that records its reading: on the scratch database, the median
+    time of a round trip (``SELECT 1``), of a one-row insert committed durably (the WAL's
+    fsync: what the audit log's group commit waits for), and of the same committed with
+    ``synchronous_commit = off`` (no fsync), in milliseconds. Every page of the portal
+    records its reading durably before it answers, so it cannot be faster than one durable
+    commit, whatever else is cut."""
+    url = make_url(pg.url)
+    timings: dict[str, list[float]] = {"round_trip_ms": [], "durable_commit_ms": [],
+                                       "commit_without_fsync_ms": []}
+    with psycopg.connect(host=url.host or "127.0.0.1", port=url.port or 5432,
+                         user=url.username or "postgres", password=url.password,
+                         dbname=url.database, autocommit=False) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_floor (n integer)")
+        conn.commit()
+        for key, setting in (("round_trip_ms", None), ("durable_commit_ms", "on"),
+                             ("commit_without_fsync_ms", "off")):
+            if setting is not None:
+                conn.execute(f"SET synchronous_commit = {setting}")
+                conn.commit()
+            for n in range(samples):
+                started = time.perf_counter()
+                if setting is None:
+                    conn.execute("SELECT 1").fetchone()
+                    conn.rollback()
+                else:
+                    conn.execute("INSERT INTO bench_commit_floor VALUES (%s)", (n,))
+                    conn.commit()
+                timings[key].append((time.perf_counter() - started) * 1000)
+        conn.execute("DROP TABLE bench_commit_floor")
+        conn.commit()
+    return {key: round(statistics.median(values), 3) for key, values in timings.items()}
+
+
 # --- wrk -----------------------------------------------------------------------------------------
 
 
@@ -238,7 +277,7 @@ def throughput(server: Any, pg: Any, base_url: str, path: str, cookie: str, opts
 
 
 def summarize(opts: Options, runs: dict[str, list[dict[str, Any]]], machine: dict[str, Any],
-              started: datetime) -> dict[str, Any]:
+              started: datetime, floor: dict[str, float] | None = None) -> dict[str, Any]:
     def median(name: str, part: str, key: str) -> float:
         return round(statistics.median(r[part][key] for r in runs[name]), 2)
 
@@ -273,6 +312,8 @@ def summarize(opts: Options, runs: dict[str, list[dict[str, Any]]], machine: dic
         "pages": pages,
         "goal_p50_over_static": GOAL_RATIO,
         "goal_met": {n: pages[n]["p50_over_static"] <= GOAL_RATIO for n in PAGES},
+        # A durable commit on this disk, beside the goal (3 x the static page's p50).
+        "commit_floor": floor,
         "baseline_saturates_server": saturation,
         "machine": machine,
         "rounds": runs,
@@ -314,6 +355,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         publish_documents(env, workdir, base_url, pg, patient_id, opts)
         cookie = sign_in(base_url, portal)
         check_pages(base_url, cookie)
+        floor = commit_floor(pg)
+        say(f"floor: round trip {floor['round_trip_ms']} ms, durable commit "
+            f"{floor['durable_commit_ms']} ms, without fsync {floor['commit_without_fsync_ms']} ms")
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ("static", *PAGES)}
         paths = {"static": STATIC, **{name: path for name, (path, _) in PAGES.items()}}
         for round_number in range(opts.rounds):
@@ -331,7 +375,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for line in server.tracebacks():
             say(f"  server traceback: {line[:300]}")
         machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        result = summarize(opts, runs, machine, started)
+        result = summarize(opts, runs, machine, started, floor)
     finally:
         if server is not None:
             server.stop()
@@ -340,7 +384,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pg.drop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    say(json.dumps({k: result[k] for k in ("pages", "goal_met", "baseline_saturates_server")},
+    say(json.dumps({k: result[k] for k in ("pages", "goal_met", "commit_floor",
+                                           "baseline_saturates_server")},
                    indent=1))
     if opts.out is not None:
         opts.out.parent.mkdir(parents=True, exist_ok=True)

@@ -178,11 +178,19 @@ def test_the_history_highlights_an_emergency_and_is_verified_complete(
     problems = page_errors(page)
     for lang, tag in (("en", "Emergency"), ("fr", "Urgence"), ("de", "Notfall")):
         page.goto(f"{server.base_url}/me?lang={lang}", wait_until="load")
-        urgent = page.locator("#access-history li.emergency")
+        urgent = page.locator("#access-history > li.emergency")
         assert urgent.count() >= 1, lang
         # The declaration, and what was read under it with the physician's reason.
         assert any("found unconscious at home" in text for text in urgent.all_inner_texts())
         assert urgent.first.locator(".tag").text_content() == tag
+        # The break-the-glass is one line; its request and the security officer's alert are
+        # folded under it, shown when the patient opens them.
+        glass = page.locator("#access-history > li.emergency", has=page.locator("details"))
+        assert glass.count() == 1, lang
+        folded = glass.locator("details.related li")
+        assert folded.count() == 2 and not folded.first.is_visible(), lang
+        glass.locator("summary").click()
+        assert folded.first.is_visible() and folded.nth(1).is_visible(), lang
         assert page.locator("#completeness.complete").is_visible(), lang
         assert axe_violations(page) == [], lang
     page.goto(f"{server.base_url}/me?lang=en", wait_until="load")
@@ -190,9 +198,9 @@ def test_the_history_highlights_an_emergency_and_is_verified_complete(
     with page.expect_navigation(wait_until="load"):
         page.click("#apply-filter")
     assert "show=emergencies" in page.url
-    lines = page.locator("#access-history li")
+    lines = page.locator("#access-history > li")
     assert lines.count() >= 1
-    assert lines.count() == page.locator("#access-history li.emergency").count()
+    assert lines.count() == page.locator("#access-history > li.emergency").count()
     this_month = page.locator(f'#accesses-per-month tr[data-month="{datetime.now(UTC):%Y-%m}"] td')
     assert int(this_month.nth(1).inner_text()) >= 1  # the emergency, counted
     assert axe_violations(page) == []

@@ -140,3 +140,32 @@ def test_a_failed_commit_fails_every_waiting_caller(audit_log: AuditLog, engine:
     with pytest.raises(AuditUnavailable):
         audit_log.append([record(1)])
     assert audit_log.size("clinical") == 0
+
+
+def test_a_lone_caller_does_not_wait_for_stragglers(engine: Engine) -> None:
+    """The writer waits for late arrivals only while callers are concurrent: with a straggler
+    wait far longer than the callers' patience, lone appends one after another still commit
+    (they would each time out and fail, were the wait made for them)."""
+    signers = {s: Ed25519TreeHeadSigner.derive(b"k" * 32, s) for s in ("clinical", "operator")}
+    log = AuditLog(engine, dict(signers), lambda: datetime.now(UTC), straggler_seconds=3600,
+                   wait_seconds=5)
+    try:
+        assert [log.append([record(n)]) for n in range(3)] == [[0], [1], [2]]
+    finally:
+        log.close()
+
+
+def test_a_submitted_append_is_committed_when_its_wait_returns(
+        audit_log: AuditLog, engine: Engine) -> None:
+    """`submit` queues at once; its wait gives the indexes once committed, or raises
+    AuditUnavailable (a page answers only after it returned)."""
+    wait = audit_log.submit([record(1), record(2)])
+    assert wait() == [0, 1]
+    assert audit_log.size("clinical") == 2
+    with engine.begin() as connection:
+        connection.execute(insert(t.audit_entry).values(
+            stream="clinical", leaf_index=2, patient_id=None,
+            recorded_at=datetime.now(UTC), entry=b"{}"))
+    failing = audit_log.submit([record(3)])
+    with pytest.raises(AuditUnavailable):
+        failing()

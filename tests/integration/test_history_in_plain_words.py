@@ -27,9 +27,13 @@ from support.documents import Pro, created_id, provide_bundle, publish
 from support.tokens import account_token
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-# A line of the history; an emergency or a refusal is marked by a class and a tag before it.
+# A line of the history; an emergency or a refusal is marked by a class and a tag before it; a
+# break-the-glass's line folds the entries recorded with it in a <details> after its text.
 LINE = re.compile(r'<li data-leaf-index="(\d+)"(?: class="\w+")?>'
-                  r'(?:<strong class="tag">[^<]+</strong> )?([^<]+)</li>')
+                  r'(?:<strong class="tag">[^<]+</strong> )?([^<]+?)\s*'
+                  r'(?:<details class="related">.*?</details>)?</li>', re.S)
+# An entry folded under a line: (the line's leaf index, its own, its text).
+FOLDED = re.compile(r'<li data-part-of="(\d+)" data-leaf-index="(\d+)">([^<]+)</li>')
 GP = "Theo HP-HISTORY-GP"  # as `support.tokens` registers a professional
 
 
@@ -306,7 +310,8 @@ def emergency(client: TestClient, platform: Platform, account: PatientAccount) -
 def marked(page: str, mark: str) -> list[str]:
     """The texts of the lines the page marks as ``mark`` (emergency, refused)."""
     found = re.findall(rf'<li data-leaf-index="\d+" class="{mark}"><strong class="tag">'
-                       r'[^<]+</strong> ([^<]+)</li>', page)
+                       r'[^<]+</strong> ([^<]+?)\s*(?:<details class="related">.*?</details>)?'
+                       r'</li>', page, re.S)
     return [html.unescape(text) for text in found]
 
 
@@ -323,6 +328,32 @@ def test_emergencies_are_highlighted_with_their_reason(
     # A line is marked an emergency exactly when it tells of one.
     lines = [html.unescape(text) for _, text in LINE.findall(page)]
     assert [t for t in lines if "emergency" in t] == urgent
+
+
+def test_a_break_the_glass_is_one_line_with_the_entries_recorded_with_it_folded_under_it(
+        client: TestClient, platform: Platform, account: PatientAccount, emergency: Pro) -> None:
+    """The opening, the physician's request and the security officer's alert are three
+    entries of the log (each still proven): the page tells them as one highlighted line, the
+    declaration with its reason, and folds the other two under it, in each language."""
+    sign_in(client, account.login, account.password, account.totp.now())
+    for language, declared, alerted in (
+            ("en", "declared an emergency to open your record", "security officer was alerted"),
+            ("fr", "a déclaré une urgence pour ouvrir votre dossier", "sécurité a été alerté"),
+            ("de", "hat einen Notfall erklärt, um Ihre Akte zu öffnen",
+             "Sicherheitsbeauftragte wurde benachrichtigt")):
+        page = client.get("/me", params={"lang": language}).text
+        lines = {int(i): html.unescape(text) for i, text in LINE.findall(page)}
+        declarations = [i for i, text in lines.items() if declared in text]
+        assert len(declarations) == 1, (language, lines)
+        line = declarations[0]
+        assert "unconscious on arrival" in lines[line]
+        assert f'<li data-leaf-index="{line}" class="emergency">' in page
+        folded = [(int(under), int(i), html.unescape(text))
+                  for under, i, text in FOLDED.findall(page)]
+        assert [under for under, _, _ in folded] == [line, line], folded
+        assert {i for _, i, _ in folded}.isdisjoint(lines)
+        assert any(alerted in text for _, _, text in folded), folded
+        assert '<details class="related"><summary>' in page
 
 
 @pytest.mark.parametrize(("show", "each_has", "none_has"), [
@@ -361,9 +392,11 @@ def test_a_month_shows_that_months_entries_and_the_chart_counts_them(
     assert f'<tr data-month="{this_month}">' in again
     assert re.search(rf'data-month="{this_month}">.*?<td>{accesses}</td><td>{emergencies}</td>',
                      again)
-    # One emergency declared (its request, alert and opening are three entries: one counted);
-    # with the search under it and the refused call, all by others.
-    assert emergencies == 1 and accesses >= 4, rows[-1]
+    # One break-the-glass (its opening, request and alert are three entries: one line, one
+    # access, one emergency), the search under it and the refused call: the lines by others.
+    lines = [text for _, text in LINE.findall(page)]
+    assert emergencies == 1 and accesses == 3, rows[-1]
+    assert accesses == len([t for t in lines if not t.startswith("You")]), lines
     assert all(int(r[2]) == 0 for r in rows[:-1]) or now.day == 1
     link = html.unescape(rows[-1][1])
     assert f"month={this_month}" in link and "show=all" in link

@@ -228,3 +228,27 @@ def test_an_operator_makes_no_presence_code(client: TestClient, platform: Platfo
     assert session_csrf and "make-presence-code" not in me.text
     refused = client.post("/me/presence-code", data={"csrf": session_csrf.group(1)})
     assert refused.status_code == 403
+
+
+@pytest.mark.parametrize(("path", "content"), [
+    ("/me", 'id="access-history"'),
+    ("/me/documents", 'id="upload-title"'),
+    ("/me/access", 'id="close-record"'),
+])
+def test_a_page_whose_reading_cannot_be_recorded_shows_nothing(
+        client: TestClient, platform: Platform, engine: Engine, account: PatientAccount,
+        path: str, content: str) -> None:
+    """The reading is recorded while the page is read and rendered; if the audit log cannot
+    commit it, the page is not answered: 503 and nothing of the record (fail closed)."""
+    assert sign_in(client, account).status_code == 303
+    assert content in client.get(path).text
+    # Take the log's next index behind its back: its next group commit fails.
+    with engine.begin() as connection:
+        size = connection.execute(select(t.audit_log_state.c.tree_size).where(
+            t.audit_log_state.c.stream == "clinical")).scalar_one()
+        connection.execute(t.audit_entry.insert().values(
+            stream="clinical", leaf_index=size, patient_id=None,
+            recorded_at=platform.audit.clock(), entry=b"{}"))
+    refused = client.get(path)
+    assert refused.status_code == 503
+    assert content not in refused.text and "Traceback" not in refused.text

@@ -25,6 +25,7 @@ from carevault.domain import merkle
 from carevault.domain.audit import STREAMS, AuditRecord
 from carevault.domain.audit_chain import linked, next_link
 from carevault.domain.tree_head import TreeHead, signed_bytes
+from carevault.services.audit_log import ProofMaterial
 
 SIGNED_FROM = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # the first head's time; then 1 ms a leaf
 
@@ -157,6 +158,19 @@ class FakeAuditLog:
                          tree_size: int) -> dict[int, list[bytes]]:
         ranges = {i: merkle.inclusion_ranges(i, tree_size) for i in set(leaf_indices)}
         return {i: self._proof(stream, r, tree_size) for i, r in ranges.items()}
+
+    def patient_proof_material(self, patient_id: str, *, start: int, tree_size: int, limit: int,
+                               consistency: bool) -> ProofMaterial:
+        """`AuditLog.patient_proof_material`, from this log's own reads."""
+        before = (self.patient_entries(patient_id, before=start, limit=1, newest_first=True)
+                  if start > 0 else [])
+        rows = self.patient_entries(patient_id, after=start - 1, before=tree_size, limit=limit)
+        if tree_size > self.size("clinical"):
+            raise merkle.ProofError(f"the log has fewer than {tree_size} entries")
+        return ProofMaterial(
+            before[0] if before else None, rows,
+            self.inclusion_proofs("clinical", (i for i, _ in [*rows, *before]), tree_size),
+            self.consistency_proof("clinical", start, tree_size) if consistency else [])
 
     def consistency_proof(self, stream: str, first: int, second: int) -> list[bytes]:
         return self._proof(stream, merkle.consistency_ranges(first, second), second)

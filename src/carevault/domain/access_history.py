@@ -12,7 +12,7 @@ Entries are told one by one, in the order of the log: the caller lists them by l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -632,6 +632,54 @@ def is_emergency_declaration(record: AuditRecord) -> bool:
     """The one entry that says the glass was broken and the record opened (the request and
     the officer's alert that go with it are entries of their own)."""
     return record.kind == "policy" and record.interaction == "emergency-access"
+
+
+def _glass_part(record: AuditRecord) -> str | None:
+    """Which part of a break-the-glass that opened the record an entry tells, if any: its
+    declaration (the opening, with its reason and end), the request the professional made,
+    or the security officer's alert."""
+    if is_emergency_declaration(record) and record.outcome == "0":
+        return "declaration"
+    operation = (record.query or "").split("?", 1)[0]
+    if record.kind == "access" and operation == "$emergency-access" and record.outcome == "0":
+        return "request"
+    if (
+        record.kind == "alert"
+        and record.detail.get("rule") == "emergency"
+        and record.detail.get("decision") == "permit"
+    ):
+        return "alert"
+    return None
+
+
+def break_the_glass_parts(entries: Iterable[tuple[int, AuditRecord]]) -> dict[int, int]:
+    """The entries a break-the-glass's declaration already tells, by leaf index, each to the
+    declaration's leaf index: one break-the-glass is recorded as three entries (the request,
+    the opening, the officer's alert), which a person reads as one event. They are the
+    request and the alert recorded next to the declaration among ``entries`` (consecutive in
+    the log's order, by the same professional, one of each); anything between them, or a
+    second declaration, keeps them apart. A refused request opened nothing and is left
+    alone. The entries themselves are all kept: the audit log and its proofs are unchanged,
+    only the telling is folded."""
+    parts: dict[int, int] = {}
+    run: list[tuple[int, str, str | None]] = []  # (leaf index, part, professional)
+
+    def close() -> None:
+        declared = [index for index, part, _ in run if part == "declaration"]
+        if len(declared) == 1:
+            parts.update({index: declared[0] for index, part, _ in run if index != declared[0]})
+
+    for index, record in sorted(entries, key=lambda entry: entry[0]):
+        part = _glass_part(record)
+        if part is None or (
+            run and (record.agent.who != run[0][2] or any(part == p for _, p, _ in run))
+        ):
+            close()
+            run = []
+        if part is not None:
+            run.append((index, part, record.agent.who))
+    close()
+    return parts
 
 
 def is_yours(record: AuditRecord) -> bool:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.access_history import (
     DocumentLabel,
+    break_the_glass_parts,
     by_professional_or_system,
     describe,
     is_emergency_declaration,
@@ -168,6 +169,7 @@ def access_history(
     keep: Callable[[AuditRecord], bool] | None = None,
     recorded_between: tuple[datetime, datetime] | None = None,
     with_proofs: bool = True,
+    head: TreeHead | None = None,
 ) -> AccessHistory:
     """A page of the patient's history, each entry in plain words with its inclusion proof.
 
@@ -181,8 +183,9 @@ def access_history(
     MAX_FILTER_SCAN entries are looked at: ``partial`` says if that was not all of them) and
     recorded in ``recorded_between`` (from, before). A page that shows the lines without their
     proofs (the portal verifies the completeness proof instead) asks ``with_proofs=False``:
-    each entry's ``audit_path`` is then empty."""
-    head = log.sign_tree_head(STREAM)
+    each entry's ``audit_path`` is then empty. The page is read in a freshly signed tree head,
+    or in ``head``, one the caller signed just before."""
+    head = head if head is not None else log.sign_tree_head(STREAM)
     if known_size is not None and known_size > head.tree_size:
         raise InvalidInput(
             f"the log has {head.tree_size} entries; a tree head of size "
@@ -282,7 +285,8 @@ def accesses_per_month(
 ) -> MonthlyAccesses:
     """How many times professionals and systems reached the record in each of the last
     ``months`` calendar months (UTC), this one included, and how many emergencies were
-    declared: the history page's chart. The patient's own visits, which every reading of
+    declared: the history page's chart. A break-the-glass counts once, as the page shows it
+    (`break_the_glass_parts`). The patient's own visits, which every reading of
     the page adds, are left out by the query itself, not read and skipped."""
     if not 1 <= months <= 120:
         raise InvalidInput("a chart spans 1 to 120 months", expression="months")
@@ -303,9 +307,12 @@ def accesses_per_month(
     )
     capped = len(rows) > MAX_CHART_ENTRIES
     counts = {span: [0, 0] for span in spans}
-    for _, data in rows[:MAX_CHART_ENTRIES]:
-        record = AuditRecord.from_canonical(data)
-        if not by_professional_or_system(record):
+    records = [(i, AuditRecord.from_canonical(data)) for i, data in rows[:MAX_CHART_ENTRIES]]
+    # A break-the-glass is one access (and one emergency), as the history tells it: its
+    # request and the officer's alert are folded into its declaration.
+    folded = break_the_glass_parts(records)
+    for index, record in records:
+        if index in folded or not by_professional_or_system(record):
             continue
         at = datetime.fromisoformat(record.recorded.replace("Z", "+00:00"))
         tally = counts.get((at.year, at.month))
@@ -323,11 +330,13 @@ def completeness_proof(
     since: int | None,
     limit: int = MAX_PROOF_ENTRIES,
     head: TreeHead | None = None,
+    since_head: TreeHead | None = None,
 ) -> CompletenessProof:
     """The proof that the patient's history is complete from the signed tree head of size
     ``since`` (``None``: from the start of their chain) up to their latest entry in a freshly
     signed head (or ``head``, a signed head the caller already holds), or their ``limit``-th
-    entry after ``since`` (`carevault.verifier`).
+    entry after ``since`` (`carevault.verifier`). A caller that already read the head of size
+    ``since`` passes it as ``since_head``.
 
     The anchor is the patient's last entry before ``since``, if it carries a link: entries
     appended before the chains began (migration 0019) carry none, and the proof then starts at
@@ -340,33 +349,36 @@ def completeness_proof(
                 f"the log has {head.tree_size} entries; no tree head of size {since} was signed",
                 expression="since",
             )
-        try:
-            older = log.tree_head(STREAM, since)
-        except LookupError as error:
-            raise InvalidInput(
-                f"no tree head of size {since} was signed", expression="since"
-            ) from error
+        if since_head is not None and since_head.tree_size == since:
+            older = since_head
+        else:
+            try:
+                older = log.tree_head(STREAM, since)
+            except LookupError as error:
+                raise InvalidInput(
+                    f"no tree head of size {since} was signed", expression="since"
+                ) from error
 
-    anchored = None
     start = older.tree_size if older is not None else 0
-    if start > 0:
-        before = log.patient_entries(patient_id, before=start, limit=1, newest_first=True)
-        if before and _linked(before[0][1]):
-            anchored = before[0]
-    rows = log.patient_entries(patient_id, after=start - 1, before=head.tree_size, limit=limit)
+    material = log.patient_proof_material(
+        patient_id,
+        start=start,
+        tree_size=head.tree_size,
+        limit=limit,
+        consistency=older is not None,
+    )
+    anchored = material.anchor if material.anchor and _linked(material.anchor[1]) else None
+    rows = material.rows
     if anchored is None:  # the proof starts at the genesis: drop what came before the chains
         rows = [(i, data) for i, data in rows if _linked(data)]
-    proved = [*rows, *([anchored] if anchored is not None else [])]
-    proofs = log.inclusion_proofs(STREAM, (i for i, _ in proved), head.tree_size)
+    proofs = material.inclusion
     anchor = ProvenEntry(anchored[0], anchored[1], proofs[anchored[0]]) if anchored else None
     return CompletenessProof(
         patient_id,
         head,
         [ProvenEntry(i, data, proofs[i]) for i, data in rows],
         since=older,
-        consistency=(
-            log.consistency_proof(STREAM, start, head.tree_size) if older is not None else ()
-        ),
+        consistency=material.consistency if older is not None else (),
         anchor=anchor,
     )
 
@@ -388,6 +400,7 @@ def verified_completeness(
         patient_id,
         since=older.tree_size if older is not None and older.tree_size else None,
         head=head,
+        since_head=older,
     )
     try:
         return verify_completeness(log.public_key_pem(STREAM), proof)

@@ -57,6 +57,16 @@ class Signer(Protocol):
     def public_key_pem(self) -> bytes: ...
 
 
+@dataclass(frozen=True)
+class ProofMaterial:
+    """`AuditLog.patient_proof_material`: entries as (leaf index, canonical bytes)."""
+
+    anchor: tuple[int, bytes] | None  # the patient's last entry before the start
+    rows: list[tuple[int, bytes]]  # their entries from the start, in the log's order
+    inclusion: dict[int, list[bytes]]  # the inclusion proof of each of those, by leaf index
+    consistency: list[bytes]  # from the start to the tree size (empty if not asked)
+
+
 @dataclass
 class _Request:
     stream: str
@@ -91,6 +101,9 @@ class AuditLog:
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Whether the last group commit held requests of several callers: only then does the
+        # writer wait for stragglers (see `_next_batch`).
+        self._concurrent = False
         # Whether the latest group commit failed: what ``/health/ready`` says of the audit log.
         self.last_commit_failed = False
 
@@ -114,8 +127,15 @@ class AuditLog:
 
     def append(self, records: Sequence[AuditRecord]) -> list[int]:
         """Append and wait until committed; raise `AuditUnavailable` if that cannot be done."""
+        return self.submit(records)()
+
+    def submit(self, records: Sequence[AuditRecord]) -> Callable[[], list[int]]:
+        """Queue for the group commit and return at once a wait that blocks until the entries
+        are committed (their indexes), or raises `AuditUnavailable`. For a page that reads
+        while its own reading is being recorded, so that the commit's fsync overlaps the
+        reads: it must call the wait, and answer only once it returned (fail closed)."""
         if not records:
-            return []
+            return list
         self._ensure_writer()
         now = self.clock()
         futures = []
@@ -125,16 +145,20 @@ class AuditLog:
                 done: Future[list[int]] = Future()
                 self._queue.put(_Request(stream, batch, done))
                 futures.append(done)
-        indexes: list[int] = []
-        for done in futures:
-            try:
-                indexes += done.result(timeout=self.wait_seconds)
-            except Exception as error:
-                raise AuditUnavailable(
-                    f"the audit log could not record this access, so nothing was served; "
-                    f"{SEND_AGAIN}"
-                ) from error
-        return indexes
+
+        def wait() -> list[int]:
+            indexes: list[int] = []
+            for done in futures:
+                try:
+                    indexes += done.result(timeout=self.wait_seconds)
+                except Exception as error:
+                    raise AuditUnavailable(
+                        f"the audit log could not record this access, so nothing was served; "
+                        f"{SEND_AGAIN}"
+                    ) from error
+            return indexes
+
+        return wait
 
     def _ensure_writer(self) -> None:
         with self._lock:
@@ -167,16 +191,20 @@ class AuditLog:
 
     def _next_batch(self) -> list[_Request] | None:
         """Everything queued, waiting up to ``straggler_seconds`` for late arrivals once the
-        queue runs dry, so that a burst shares one commit instead of several."""
+        queue runs dry, so that a burst shares one commit instead of several. The wait is
+        made only while callers are concurrent (the last commit held several requests): a
+        lone caller would only lose it, and under load requests queue up during each commit
+        anyway."""
         first = self._queue.get()
         if first is None:
             return None
         batch = [first]
         count = len(first.entries)
-        deadline = time.monotonic() + self.straggler_seconds
+        deadline = time.monotonic() + (self.straggler_seconds if self._concurrent else 0.0)
         while count < self.max_batch:
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                wait = max(0.0, deadline - time.monotonic())
+                item = self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is None:
@@ -184,6 +212,7 @@ class AuditLog:
                 break
             batch.append(item)
             count += len(item.entries)
+        self._concurrent = len(batch) > 1
         return batch
 
     def queue_depth(self) -> int:
@@ -276,8 +305,9 @@ class AuditLog:
             with self.engine.begin() as connection:
                 AuditStore(connection).save_tree_head(head)
         except IntegrityError:
-            pass  # another signer published this size first; serve theirs
-        return self.tree_head(stream, size)
+            # Another signer published this size first; serve theirs.
+            return self.tree_head(stream, size)
+        return _public(head)
 
     def _current_root(self, store: AuditStore, stream: str) -> tuple[int, bytes]:
         size = store.size(stream)
@@ -364,6 +394,40 @@ class AuditLog:
             wanted = {node for r in ranges.values() for node in merkle.nodes_needed(r)}
             nodes = store.nodes(stream, wanted)
         return {i: merkle.proof_hashes(r, nodes) for i, r in ranges.items()}
+
+    def patient_proof_material(
+        self, patient_id: str, *, start: int, tree_size: int, limit: int, consistency: bool
+    ) -> ProofMaterial:
+        """What a completeness proof of the patient's clinical entries from ``start`` to
+        ``tree_size`` is made of, read in one connection (each connection costs a pool
+        check-out with its ping, and a rollback): the patient's last entry before ``start``
+        (if ``start``), their first ``limit`` entries from it, the inclusion proofs of all of
+        them, and (``consistency``) the proof from ``start`` to ``tree_size``, the subtree
+        hashes they share fetched once."""
+        with self.engine.connect() as connection:
+            store = AuditStore(connection)
+            before = (
+                store.patient_entries(
+                    "clinical", patient_id, before=start, limit=1, newest_first=True
+                )
+                if start > 0
+                else []
+            )
+            rows = store.patient_entries(
+                "clinical", patient_id, after=start - 1, before=tree_size, limit=limit
+            )
+            ranges = {i: merkle.inclusion_ranges(i, tree_size) for i, _ in [*rows, *before]}
+            between = merkle.consistency_ranges(start, tree_size) if consistency else []
+            if tree_size > store.size("clinical"):
+                raise merkle.ProofError(f"the log has fewer than {tree_size} entries")
+            wanted = {node for r in ranges.values() for node in merkle.nodes_needed(r)}
+            nodes = store.nodes("clinical", wanted | merkle.nodes_needed(between))
+        return ProofMaterial(
+            before[0] if before else None,
+            rows,
+            {i: merkle.proof_hashes(r, nodes) for i, r in ranges.items()},
+            merkle.proof_hashes(between, nodes),
+        )
 
     def consistency_proof(self, stream: str, first: int, second: int) -> list[bytes]:
         return self._proof(stream, merkle.consistency_ranges(first, second), second)

@@ -27,6 +27,11 @@ from carevault.domain.errors import NotAuthenticated, NotPermitted
 from carevault.services.workspace_signin import binding_problem
 
 IDLE_LIFETIME = timedelta(minutes=30)
+# A request pushes the idle expiry back only once it would move by at least this much: every
+# page reads the session, and writing it back each time cost a durable commit (an fsync) per
+# page. A session used again within the step keeps its expiry, so it ends between
+# ``IDLE_LIFETIME - EXTEND_STEP`` and ``IDLE_LIFETIME`` after its last use: never later.
+EXTEND_STEP = timedelta(minutes=1)
 PRACTITIONER_SESSION = "practitioner"  # a professional signed in to the workspace
 
 
@@ -85,7 +90,8 @@ class PortalSessions:
         return token, session
 
     def resume(self, token: str | None) -> PortalSession:
-        """The live session a cookie names, its idle expiry pushed back; else NotAuthenticated."""
+        """The live session a cookie names, its idle expiry pushed back (when it moves by
+        ``EXTEND_STEP`` or more); else NotAuthenticated."""
         if not token or len(token) > 100:
             raise NotAuthenticated("please sign in")
         now = self.clock()
@@ -100,8 +106,11 @@ class PortalSessions:
                     uow.commit()
                     raise NotAuthenticated(f"your session has ended: {problem}")
             expires = now + IDLE_LIFETIME
-            uow.sessions.extend(_hash(token), expires)
-            uow.commit()
+            if expires - row.expires_at >= EXTEND_STEP:
+                uow.sessions.extend(_hash(token), expires)
+                uow.commit()
+            else:
+                expires = row.expires_at
         return PortalSession(
             row.account_id,
             row.kind,

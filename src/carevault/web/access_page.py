@@ -9,6 +9,7 @@ personal reading of the record, recorded before it is shown.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
@@ -22,7 +23,7 @@ from carevault.domain.errors import CareVaultError, NotFound
 from carevault.services.audit_log import AuditUnavailable
 from carevault.services.record_policy import RecordChange
 from carevault.web.i18n import day, language, messages
-from carevault.web.record_home import actor_of, record_view
+from carevault.web.record_home import actor_of, once_recorded, recording_view
 from carevault.web.sharing_page import PROFESSIONS, last_day, party_names
 
 if TYPE_CHECKING:
@@ -55,9 +56,11 @@ def access_page_router(ctx: PortalContext) -> APIRouter:
         lang, patient_id = language(request), session.patient_id or ""
         actor = actor_of(session, request)
 
-        def load() -> dict[str, Any]:
+        def load() -> tuple[dict[str, Any], Callable[[], list[int]]]:
             overview = ctx.policy.overview(actor, patient_id)
-            record_view(ctx, session, request, "record-settings", "Consent")
+            # Recorded once the engine permitted the reading; the names are read and the page
+            # rendered while it commits, and answered only once it did.
+            recorded = recording_view(ctx, session, request, "record-settings", "Consent")
             referring_id = overview.record.referring_physician_id
             names = party_names(
                 ctx,
@@ -105,10 +108,10 @@ def access_page_router(ctx: PortalContext) -> APIRouter:
                     for m in overview.mandates
                     if m.active_at(now)
                 ],
-            }
+            }, recorded
 
         try:
-            context = await run_in_threadpool(load)
+            context, recorded = await run_in_threadpool(load)
         except AuditUnavailable:
             return pages.error(request, 503, pages.text(request, "unavailable"))
         except CareVaultError as error:
@@ -118,7 +121,8 @@ def access_page_router(ctx: PortalContext) -> APIRouter:
         context["done"] = request.query_params.get("done") == "1"
         context["professions"] = PROFESSIONS
         context["profession_names"] = messages(lang, "professions")
-        return pages.render(request, "access.html", context, family="access")
+        page = pages.render(request, "access.html", context, family="access")
+        return await once_recorded(ctx, request, recorded, page)
 
     @router.post(
         PAGE,

@@ -6,7 +6,7 @@ URLs: a document is named in the form's body only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
@@ -26,7 +26,7 @@ from carevault.services.portal_sessions import check_csrf
 from carevault.services.record_export import RecordExport
 from carevault.web.i18n import day, language
 from carevault.web.pages import FormRefused, TooLarge, read_upload
-from carevault.web.record_home import actor_of, record_view
+from carevault.web.record_home import actor_of, once_recorded, record_view, recording_view
 
 if TYPE_CHECKING:
     from carevault.web.portal import PortalContext
@@ -60,9 +60,11 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
         actor = actor_of(session, request)
         you = pages.text(request, "you", "documents")
 
-        def load() -> list[dict[str, Any]]:
+        def load() -> tuple[list[dict[str, Any]], Callable[[], list[int]]]:
             found = ctx.documents.listing(ctx.units, actor.subject, patient_id)
-            record_view(ctx, session, request, "documents", "DocumentReference")
+            # The reading is recorded once the engine permitted it; the list is built and
+            # rendered while it commits, and answered only once it did.
+            recorded = recording_view(ctx, session, request, "documents", "DocumentReference")
             shown = []
             for metadata in found:
                 if metadata.signs is not None:
@@ -84,10 +86,10 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
                         "hidden": metadata.hidden,
                     }
                 )
-            return shown
+            return shown, recorded
 
         try:
-            documents = await run_in_threadpool(load)
+            documents, recorded = await run_in_threadpool(load)
         except AuditUnavailable:
             return pages.error(request, 503, pages.text(request, "unavailable"))
         except CareVaultError as error:
@@ -100,7 +102,8 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
             "kinds": list(UPLOAD_KINDS),
             "max_mb": ctx.settings.max_document_bytes // 1_048_576,
         }
-        return pages.render(request, "documents.html", context, family="documents")
+        page = pages.render(request, "documents.html", context, family="documents")
+        return await once_recorded(ctx, request, recorded, page)
 
     @router.post(
         PAGE,

@@ -8,6 +8,7 @@ audit log cannot take it the page says so and shows nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from carevault.api.openapi import form, html, merged, query, redirect
 from carevault.api.route_door import SESSION, access
-from carevault.domain.access_history import Shown, is_emergency, shows
+from carevault.domain.access_history import Shown, break_the_glass_parts, is_emergency, shows
 from carevault.domain.access_history import moment as told_moment
 from carevault.domain.accounts import AccountKind
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
@@ -27,6 +28,7 @@ from carevault.domain.errors import InvalidInput, NotAuthenticated, NotPermitted
 from carevault.services.access_history import (
     MAX_CHART_ENTRIES,
     MAX_FILTER_SCAN,
+    HistoryEntry,
     MonthlyAccesses,
     access_history,
     accesses_per_month,
@@ -129,6 +131,30 @@ def chart(monthly: MonthlyAccesses, lang: str, shown: Shown) -> dict[str, Any]:
     }
 
 
+def lines(entries: list[HistoryEntry]) -> list[dict[str, Any]]:
+    """The history's lines, in the order given: one per entry, except that a break-the-glass
+    is one line (its declaration, with the reason) and its request and the officer's alert
+    are folded under it as ``related`` (`break_the_glass_parts`), in the same order."""
+    folded = break_the_glass_parts((e.leaf_index, e.record) for e in entries)
+    shown: dict[int, dict[str, Any]] = {}
+    for entry in entries:
+        line = {
+            "text": entry.text,
+            "index": entry.leaf_index,
+            "emergency": is_emergency(entry.record),
+            "refused": entry.record.outcome != "0",
+            "related": [],
+        }
+        if entry.leaf_index not in folded:
+            shown[entry.leaf_index] = line
+    for entry in entries:
+        if entry.leaf_index in folded:
+            shown[folded[entry.leaf_index]]["related"].append(
+                {"text": entry.text, "index": entry.leaf_index}
+            )
+    return list(shown.values())
+
+
 def patient_name(resource: dict[str, Any]) -> str:
     name = resource.get("name", [{}])[0]
     return " ".join([*name.get("given", []), name.get("family", "")])
@@ -154,7 +180,19 @@ def record_view(
 ) -> None:
     """Record that the person saw a page of their record (reading is an access too), before
     the page is shown; AuditUnavailable if the log cannot take it."""
-    ctx.log.append(
+    recording_view(ctx, session, request, interaction, entity_type)()
+
+
+def recording_view(
+    ctx: PortalContext,
+    session: PortalSession,
+    request: Request,
+    interaction: str,
+    entity_type: str,
+) -> Callable[[], list[int]]:
+    """`record_view` that returns at once the wait for the durable commit, so that the page
+    is read and rendered meanwhile; the page is answered only through `once_recorded`."""
+    return ctx.log.submit(
         [
             AuditRecord(
                 stream="clinical",
@@ -176,6 +214,18 @@ def record_view(
             )
         ]
     )
+
+
+async def once_recorded(
+    ctx: PortalContext, request: Request, recorded: Callable[[], list[int]], page: Response
+) -> Response:
+    """``page``, once the reading it shows is durably recorded (`recording_view`); the 503
+    page instead if the audit log could not take it: nothing is shown (fail closed)."""
+    try:
+        await run_in_threadpool(recorded)
+    except AuditUnavailable:
+        return ctx.pages.error(request, 503, ctx.pages.text(request, "unavailable"))
+    return page
 
 
 def record_home_router(ctx: PortalContext) -> APIRouter:
@@ -234,7 +284,6 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             context["mandates"] = await run_in_threadpool(mandates)
             context["notice"] = pages.text(request, "choose")
             return pages.render(request, "me.html", context)
-        client = client_address(request)
         patient_id = session.patient_id
         try:
             choice = history_choice(request)
@@ -242,6 +291,12 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             return pages.error(request, 400, messages(lang, "history")[error.message])
 
         def load() -> None:
+            # The lines are read in a head signed now, before the reading is recorded: the
+            # reading is not one of its own lines. Its append is queued at once so that its
+            # durable commit overlaps the reads below, and waited for before the page is
+            # rendered: AuditUnavailable then, and nothing is shown (fail closed).
+            head = ctx.log.sign_tree_head("clinical")
+            recorded = recording_view(ctx, session, request, "access-history", "AuditEvent")
             with ctx.units() as uow:
                 resource = read_patient(uow, patient_id).resource
             context["name"] = patient_name(resource)
@@ -260,35 +315,10 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
                 # The page shows the lines, not their proofs: it verifies the completeness
                 # proof of the same head below, which proves every line it covers.
                 with_proofs=False,
+                head=head,
             )
             monthly = accesses_per_month(ctx.log, patient_id, now=ctx.clock(), months=CHART_MONTHS)
-            # The patient reading their own history is an access too: it is recorded.
-            ctx.log.append(
-                [
-                    AuditRecord(
-                        stream="clinical",
-                        recorded=rfc3339_ms(ctx.clock()),
-                        kind="patient-action",
-                        action="R",
-                        interaction="access-history",
-                        outcome="0",
-                        agent=Agent(
-                            who=f"account:{session.account_id}", role=session.kind, network=client
-                        ),
-                        patient=patient_id,
-                        entity_type="AuditEvent",
-                    )
-                ]
-            )
-            context["entries"] = [
-                {
-                    "text": e.text,
-                    "index": e.leaf_index,
-                    "emergency": is_emergency(e.record),
-                    "refused": e.record.outcome != "0",
-                }
-                for e in history.entries
-            ]
+            context["entries"] = lines(history.entries)
             context["tree_size"] = history.tree_head.tree_size
             context["h"] = messages(lang, "history")
             context["choice"] = {
@@ -319,6 +349,7 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
                     else {"verified": False}
                 )
             context["presence"] = messages(lang, "presence")
+            recorded()
 
         try:
             await run_in_threadpool(load)
@@ -406,4 +437,11 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
     return router
 
 
-__all__ = ["OPERATOR_SESSIONS", "actor_of", "patient_name", "record_home_router"]
+__all__ = [
+    "OPERATOR_SESSIONS",
+    "actor_of",
+    "once_recorded",
+    "patient_name",
+    "record_home_router",
+    "recording_view",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from carevault.domain.access_history import DocumentLabel, describe
+from carevault.domain.access_history import DocumentLabel, break_the_glass_parts, describe
 from carevault.domain.audit import Agent, AuditRecord
 
 
@@ -370,3 +370,50 @@ def test_the_filters_sort_entries_by_who_and_why() -> None:
     # The chart counts professionals and systems: no account, not even a registrar's.
     assert [by_professional_or_system(r) for r in (read, yours, registrar)] == [
         True, False, False]
+
+
+ER = "Practitioner/er-1"
+
+
+def declaration(who: str = ER) -> AuditRecord:
+    return record(kind="policy", interaction="emergency-access", purpose_of_use="EMER",
+                  agent=Agent(who=who), detail={"reason": "unconscious", "emergency": "e-1"})
+
+
+def request(who: str = ER, outcome: str = "0") -> AuditRecord:
+    return record(kind="access", interaction="operation", query="$emergency-access",
+                  purpose_of_use="EMER", agent=Agent(who=who), outcome=outcome)
+
+
+def alert(who: str = ER, decision: str = "permit") -> AuditRecord:
+    return record(kind="alert", interaction="operation", purpose_of_use="EMER",
+                  agent=Agent(who=who), detail={"rule": "emergency", "decision": decision})
+
+
+def read_under_it(who: str = ER) -> AuditRecord:
+    return record(purpose_of_use="EMER", agent=Agent(who=who))
+
+
+def test_one_break_the_glass_is_told_by_its_declaration() -> None:
+    """Its three entries (the opening, the request, the officer's alert) read as one: the
+    request and the alert fold into the declaration, whatever order they were recorded in
+    and in whichever order they are given; what was read under it stays a line of its own."""
+    assert break_the_glass_parts([(2, declaration()), (3, request()), (4, alert()),
+                                  (6, read_under_it())]) == {3: 2, 4: 2}
+    assert break_the_glass_parts([(9, alert()), (8, declaration()), (7, request())]) == {
+        7: 8, 9: 8}
+    # One of each: a second request is another event, told on its own line.
+    assert break_the_glass_parts([(1, declaration()), (2, request()), (3, request())]) == {2: 1}
+
+
+@pytest.mark.parametrize("entries", [
+    # A refused request opened nothing: no declaration, nothing folded.
+    [(1, request(outcome="4")), (2, alert(decision="deny"))],
+    # Another professional's request or alert is not this break-the-glass.
+    [(1, declaration()), (2, request(who="Practitioner/other")),
+     (3, alert(who="Practitioner/other"))],
+    # Something recorded between them keeps them apart.
+    [(1, declaration()), (2, read_under_it()), (3, request())],
+])
+def test_only_the_parts_of_one_opening_are_folded(entries: list[tuple[int, AuditRecord]]) -> None:
+    assert break_the_glass_parts(entries) == {}

@@ -171,6 +171,22 @@ def test_the_chart_counts_accesses_by_professionals_per_month_not_the_patients_o
     assert december == MonthOfAccesses(2026, 12, 1, 1)
 
 
+def test_the_chart_counts_a_break_the_glass_once_as_the_page_tells_it(log: FakeAuditLog) -> None:
+    """Its declaration, its request and the officer's alert are three entries and one access
+    (one emergency); a read under it is an access of its own."""
+    at = NOW - timedelta(hours=1)
+    before = accesses_per_month(log, "pat-1", now=NOW, months=1).months[0]
+    log.append(entry("Practitioner/dr-3", at, interaction="emergency-access", kind="policy",
+                     detail={"emergency": "w1"}), at)
+    request = entry("Practitioner/dr-3", at, interaction="operation")
+    log.append(replace(request, query="$emergency-access"), at)
+    log.append(entry("Practitioner/dr-3", at, interaction="operation", kind="alert",
+                     detail={"rule": "emergency", "decision": "permit"}), at)
+    log.append(entry("Practitioner/dr-3", at), at)
+    after = accesses_per_month(log, "pat-1", now=NOW, months=1).months[0]
+    assert (after.accesses - before.accesses, after.emergencies - before.emergencies) == (2, 1)
+
+
 @pytest.mark.parametrize("months", [0, 121])
 def test_a_chart_spans_one_to_a_hundred_and_twenty_months(log: FakeAuditLog,
                                                            months: int) -> None:

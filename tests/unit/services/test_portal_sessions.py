@@ -8,7 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from carevault.domain.errors import NotAuthenticated, NotPermitted
-from carevault.services.portal_sessions import IDLE_LIFETIME, PortalSessions, check_csrf
+from carevault.services.portal_sessions import (
+    EXTEND_STEP,
+    IDLE_LIFETIME,
+    PortalSessions,
+    check_csrf,
+)
 from support.fake_uow import FakeUnitOfWork
 
 START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -51,6 +56,29 @@ def test_a_session_lives_while_it_is_used(sessions: PortalSessions, clock: Clock
         clock.now += IDLE_LIFETIME - timedelta(seconds=1)
         assert sessions.resume(token).expires_at == clock.now + IDLE_LIFETIME
     clock.now += IDLE_LIFETIME
+    with pytest.raises(NotAuthenticated, match="ended"):
+        sessions.resume(token)
+
+
+def test_a_session_used_again_within_the_step_is_not_written_back(
+    sessions: PortalSessions, uow: FakeUnitOfWork, clock: Clock
+) -> None:
+    """Every page reads the session: writing its expiry back each time cost a durable commit
+    per page. Within EXTEND_STEP of the last push, the expiry stays (it only comes sooner
+    than a push would make it, never later); past it, it is pushed back again."""
+    token, opened = sessions.open("acc-1", "patient", "pat-1")
+    commits = uow.commits
+    clock.now += EXTEND_STEP - timedelta(seconds=1)
+    assert sessions.resume(token).expires_at == opened.expires_at
+    assert uow.commits == commits
+    clock.now += timedelta(seconds=1)
+    assert sessions.resume(token).expires_at == clock.now + IDLE_LIFETIME
+    assert uow.commits == commits + 1
+    # Used only within the steps, it still ends at most IDLE_LIFETIME after its last use.
+    last_use = clock.now + EXTEND_STEP / 2
+    clock.now = last_use
+    sessions.resume(token)
+    clock.now = last_use + IDLE_LIFETIME
     with pytest.raises(NotAuthenticated, match="ended"):
         sessions.resume(token)
 
