@@ -468,28 +468,13 @@ def _build(job: tuple[int, list[Any]]) -> tuple[int, int, _Chunk]:
 def verify_operator_log(platform: Any) -> str:
     """Recompute the operator stream (every entry, stored hash and signed tree head), as
     ``carevault audit verify --stream operator`` does; the message or a raised error."""
-    from carevault.adapters.storage.audit_store import AuditStore
-    from carevault.domain.tree_head import TreeHead
     from carevault.verifier import verify_log
 
     stream = "operator"
     platform.audit.sign_tree_head(stream)
-    engine = platform.engine
-    with engine.connect() as connection:
-        store = AuditStore(connection)
-        size = store.size(stream)
-        heads = [TreeHead(h.tree_size, h.root_hash, h.timestamp_ms, h.signature)
-                 for h in store.tree_heads(stream)]
-
-    def entries(first: int, end: int) -> list[tuple[int, bytes]]:
-        with engine.connect() as connection:
-            return AuditStore(connection).entries(stream, first, end)
-
-    def nodes(level: int, first: int, end: int) -> list[tuple[int, bytes]]:
-        with engine.connect() as connection:
-            return AuditStore(connection).level_nodes(stream, level, first, end)
-
-    report = verify_log(platform.audit.public_key_pem(stream), size, entries, nodes, heads)
+    read = platform.audit.for_verifier(stream)
+    report = verify_log(platform.audit.public_key_pem(stream), read.size, read.entries,
+                        read.nodes, read.heads)
     return (f"verified {report.verified_size} entries of the operator log and "
             f"{report.tree_heads_checked} signed tree heads")
 

@@ -11,14 +11,11 @@ machine, and the ``apt-get install`` line that brings it all (`support.requireme
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
 from carevault.adapters.keys.local_file import create_key_file
@@ -30,6 +27,7 @@ from carevault.domain.audit import STREAMS
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
 from support.attacked import attacked  # noqa: F401  (a fixture, shared: tests/security)
+from support.databases import private_database
 from support.r4_responses import (  # every FHIR response is R4 and its IHE profiles
     pytest_configure,  # noqa: F401
     pytest_runtest_call,  # noqa: F401
@@ -37,37 +35,21 @@ from support.r4_responses import (  # every FHIR response is R4 and its IHE prof
     pytest_runtest_teardown,  # noqa: F401
 )
 from support.requirements import (  # the hooks: which suites did not run, and why
-    POSTGRESQL,
-    missing,
     pytest_runtest_makereport,  # noqa: F401
     pytest_terminal_summary,  # noqa: F401
 )
 from support.softhsm import softhsm  # noqa: F401  (a fixture, shared)
 from support.tokens import professional_token
 
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A private PostgreSQL database for this test session, migrated to the latest schema."""
-    admin_url = make_url(os.environ.get("CAREVAULT_TEST_DATABASE_URL", DEFAULT_PG))
-    name = f"carevault_test_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:
-        where = admin_url.render_as_string(hide_password=True)
-        missing(POSTGRESQL, f"{where} is unreachable ({str(error).strip().splitlines()[0]})")
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    engine = connect(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with private_database("carevault_test") as url:
+        engine = connect(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 def _truncate(engine: Engine) -> None:

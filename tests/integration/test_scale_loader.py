@@ -6,9 +6,7 @@ stopped without duplicating anything."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
-import uuid
 from collections.abc import Iterator
 from hashlib import sha256
 from pathlib import Path
@@ -16,19 +14,17 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.document_store import sealed_parts
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.services.documents import CONTENT
-from support.requirements import POSTGRESQL, missing
+from support.databases import private_database
 
 pytestmark = pytest.mark.postgres
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "scale.py"
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +40,8 @@ def scale() -> ModuleType:
 @pytest.fixture
 def empty_database() -> Iterator[str]:
     """A database of its own, not migrated: the loader migrates it (`upgrade`)."""
-    admin_url = make_url(os.environ.get("CAREVAULT_TEST_DATABASE_URL", DEFAULT_PG))
-    name = f"carevault_scale_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:
-        where = admin_url.render_as_string(hide_password=True)
-        missing(POSTGRESQL, f"{where} is unreachable ({str(error).strip().splitlines()[0]})")
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with private_database("carevault_scale") as url:
+        yield url
 
 
 def _counts(platform: Any) -> dict[str, int]:

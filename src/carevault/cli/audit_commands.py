@@ -11,12 +11,10 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from carevault.adapters.storage.audit_store import AuditStore
 from carevault.cli.context import engine_for, log_for, operator_record, settings
 from carevault.cli.errors import friendly
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError
-from carevault.domain.tree_head import TreeHead
 from carevault.services.access_history import completeness_proof
 from carevault.verifier import Checkpoint, VerificationError, verify_completeness, verify_log
 
@@ -111,22 +109,9 @@ def verify(
     if patient is not None:
         _verify_patient(patient, since)
         return
-    with engine.connect() as connection:
-        store = AuditStore(connection)
-        size = store.size(stream)
-        heads = [
-            TreeHead(h.tree_size, h.root_hash, h.timestamp_ms, h.signature)
-            for h in store.tree_heads(stream)
-        ]
+    read = log.for_verifier(stream)
+    size = read.size
     start = Checkpoint.load(checkpoint) if checkpoint and checkpoint.exists() else None
-
-    def read_entries(first: int, end: int) -> list[tuple[int, bytes]]:
-        with engine.connect() as connection:
-            return AuditStore(connection).entries(stream, first, end)
-
-    def read_nodes(level: int, first: int, end: int) -> list[tuple[int, bytes]]:
-        with engine.connect() as connection:
-            return AuditStore(connection).level_nodes(stream, level, first, end)
 
     columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     outcome, message = "0", ""
@@ -136,9 +121,9 @@ def verify(
             report = verify_log(
                 log.public_key_pem(stream),
                 size,
-                read_entries,
-                read_nodes,
-                heads,
+                read.entries,
+                read.nodes,
+                read.heads,
                 checkpoint=start,
                 progress=lambda n: bar.advance(task, n),
                 on_checkpoint=(lambda c: c.save(checkpoint)) if checkpoint else lambda _c: None,

@@ -58,6 +58,19 @@ class Signer(Protocol):
 
 
 @dataclass(frozen=True)
+class StreamForVerifier:
+    """`AuditLog.for_verifier`: what the stand-alone verifier (`carevault.verifier.verify_log`)
+    reads of one stream, from this log's storage: its size and signed heads as they were when
+    asked, and readers of entries and subtree hashes, each in a connection of its own so that
+    a long verification holds none open."""
+
+    size: int
+    heads: list[TreeHead]
+    entries: Callable[[int, int], list[tuple[int, bytes]]]
+    nodes: Callable[[int, int, int], list[tuple[int, bytes]]]
+
+
+@dataclass(frozen=True)
 class ProofMaterial:
     """`AuditLog.patient_proof_material`: entries as (leaf index, canonical bytes)."""
 
@@ -287,6 +300,27 @@ class AuditLog:
 
     def public_key_pem(self, stream: str) -> bytes:
         return self.signers[stream].public_key_pem()
+
+    def for_verifier(self, stream: str) -> StreamForVerifier:
+        """The stream as the verifier reads it (`carevault audit verify`, the restore drill)."""
+        engine = self.engine
+        with engine.connect() as connection:
+            store = AuditStore(connection)
+            size = store.size(stream)
+            heads = [
+                TreeHead(h.tree_size, h.root_hash, h.timestamp_ms, h.signature)
+                for h in store.tree_heads(stream)
+            ]
+
+        def entries(first: int, end: int) -> list[tuple[int, bytes]]:
+            with engine.connect() as connection:
+                return AuditStore(connection).entries(stream, first, end)
+
+        def nodes(level: int, first: int, end: int) -> list[tuple[int, bytes]]:
+            with engine.connect() as connection:
+                return AuditStore(connection).level_nodes(stream, level, first, end)
+
+        return StreamForVerifier(size, heads, entries, nodes)
 
     def sign_tree_head(self, stream: str) -> TreeHead:
         """Sign the current tree, unless the latest signed head already covers it."""

@@ -38,7 +38,6 @@ from carevault.adapters.crypto.archive import (
     read_archive,
 )
 from carevault.adapters.crypto.vault import EnvelopeVault
-from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.snapshot import snapshot, sqlite_path
 from carevault.adapters.storage.unit_of_work import UnitOfWork
@@ -290,25 +289,10 @@ def drill(
 
 
 def _verify_stream(log: AuditLog, stream: str, manifest: dict[str, Any] | None) -> int:
-    engine = log.engine
-    with engine.connect() as connection:
-        store = AuditStore(connection)
-        size = store.size(stream)
-        heads = [
-            TreeHead(h.tree_size, h.root_hash, h.timestamp_ms, h.signature)
-            for h in store.tree_heads(stream)
-        ]
-
-    def entries(first: int, end: int) -> list[tuple[int, bytes]]:
-        with engine.connect() as connection:
-            return AuditStore(connection).entries(stream, first, end)
-
-    def nodes(level: int, first: int, end: int) -> list[tuple[int, bytes]]:
-        with engine.connect() as connection:
-            return AuditStore(connection).level_nodes(stream, level, first, end)
-
+    read = log.for_verifier(stream)
+    size, heads = read.size, read.heads
     try:
-        verify_log(log.public_key_pem(stream), size, entries, nodes, heads)
+        verify_log(log.public_key_pem(stream), size, read.entries, read.nodes, heads)
     except VerificationError as error:
         raise RestoreRefused(f"the {stream} audit log does not verify: {error}") from None
     if manifest is not None:
