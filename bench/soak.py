@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,32 +60,47 @@ class Minute:
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
     by_kind: dict[str, int] = field(default_factory=dict)
+    kind_latencies: dict[str, list[float]] = field(default_factory=dict)
     rss_mib: float = 0.0
     audit_entries: int = 0
 
     def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
-
-        def pick(p: float) -> float:
-            return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000 if ordered else 0
-
         return {"minute": self.minute, "requests": self.requests, "errors": self.errors,
-                "by_kind": self.by_kind, "p50_ms": round(pick(0.50), 2),
-                "p99_ms": round(pick(0.99), 2), "rss_mib": round(self.rss_mib, 1),
-                "audit_entries": self.audit_entries}
+                "by_kind": self.by_kind, "p50_ms": pick(self.latencies, 0.50),
+                "p99_ms": pick(self.latencies, 0.99),
+                "p50_ms_by_kind": {kind: pick(values, 0.50)
+                                   for kind, values in sorted(self.kind_latencies.items())},
+                "rss_mib": round(self.rss_mib, 1), "audit_entries": self.audit_entries}
+
+
+def pick(latencies: list[float], p: float) -> float:
+    """The p-quantile of latencies in seconds, in milliseconds (0 for none)."""
+    ordered = sorted(latencies)
+    if not ordered:
+        return 0.0
+    return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 2)
 
 
 class World:
-    """The platform and its people: physicians who saw their patients, patients' apps."""
+    """The platform and its people: physicians who saw their patients, some patients' apps.
 
-    def __init__(self, database_url: str | None, workdir: Path, patients: int) -> None:
+    The record a request reads must not grow with the run, or the soak measures the data's
+    growth rather than the server's: the workload is spread over many patients (``patients``,
+    default 1,000; at 10 % submissions a 30-minute run adds about ten documents to each), seen by
+    a few physicians (``physicians``); ``with_apps`` of the patients have an app (patient
+    actions are 5 % of the mix)."""
+
+    def __init__(self, database_url: str | None, workdir: Path, patients: int,
+                 physicians: int = 20, with_apps: int = 50) -> None:
         from starlette.testclient import TestClient
 
         from carevault.adapters.keys.local_file import create_key_file
         from carevault.adapters.storage.database import connect, upgrade
         from carevault.bootstrap import build
         from carevault.settings import Settings
-        from support.records import patient_and_author
+        from support.authorities import registrar_token
+        from support.documents import Pro
+        from support.records import patient_seen_by
         from support.tokens import patient_account, professional_token
 
         url = database_url or f"sqlite:///{workdir / 'carevault.db'}"
@@ -100,19 +116,25 @@ class World:
                                  client=("127.0.0.1", 50000))
         self.client.__enter__()
         self.client.headers["Authorization"] = f"Bearer {professional_token(self.platform)}"
-        self.records: list[tuple[str, Any, dict[str, str]]] = []
-        self.accounts: dict[str, str] = {}  # patient id -> their account's id
-        self.refreshed = time.monotonic()
+        self.physicians = [Pro(self.platform, f"HP-SOAK-{n}") for n in range(physicians)]
+        registrar = registrar_token(self.platform)
+        self.records: list[tuple[str, Any]] = []  # (patient id, the physician who saw them)
         for n in range(patients):
-            patient_id, gp = patient_and_author(self.platform, self.client, number=100 + n,
-                                                author=f"HP-SOAK-{n}")
+            gp = self.physicians[n % physicians]
+            born = date(1950, 1, 1) + timedelta(days=n // 1000)
+            patient_id = patient_seen_by(self.platform, self.client, gp, number=n % 1000,
+                                         born=born, registrar=registrar)
+            self.records.append((patient_id, gp))
+        self.apps: list[tuple[str, dict[str, str]]] = []  # (patient id, their app's headers)
+        self.accounts: dict[str, str] = {}  # patient id -> their account's id
+        for patient_id, _ in self.records[:with_apps]:
             self.accounts[patient_id] = patient_account(self.platform, patient_id)
-            self.records.append((patient_id, gp, self.patient_headers(patient_id)))
+            self.apps.append((patient_id, self.patient_headers(patient_id)))
+        self.refreshed = time.monotonic()
         self.documents: list[tuple[str, Any]] = []  # (document id, its author)
         self.lock = threading.Lock()
-        for patient_id, gp, _ in self.records:
-            for _ in range(2):
-                self.submit(patient_id, gp, str(uuid.uuid4()))
+        for patient_id, gp in self.records:
+            self.submit(patient_id, gp, str(uuid.uuid4()))
 
     def refresh_tokens(self) -> None:
         """New tokens for every caller, the production way, before the five-minute ones run
@@ -123,9 +145,10 @@ class World:
         from support.tokens import professional_token
 
         self.client.headers["Authorization"] = f"Bearer {professional_token(self.platform)}"
-        for n, (patient_id, gp, mine) in enumerate(self.records):
+        for n, gp in enumerate(self.physicians):
             fresh = Pro(self.platform, f"HP-SOAK-{n}")
             gp.headers, gp.key_pem, gp.chain = fresh.headers, fresh.key_pem, fresh.chain
+        for patient_id, mine in self.apps:
             mine.clear()
             mine.update(self.patient_headers(patient_id))
         self.refreshed = time.monotonic()
@@ -155,7 +178,12 @@ class World:
         return answer.status_code
 
     def operation(self, kind: str, rng: random.Random, request_id: str) -> int:
-        patient_id, gp, mine = rng.choice(self.records)
+        if kind == "patient":
+            patient_id, mine = rng.choice(self.apps)
+            return self.client.get("/fhir/Communication",
+                                   params={"patient": f"Patient/{patient_id}"},
+                                   headers={**mine, "X-Request-ID": request_id}).status_code
+        patient_id, gp = rng.choice(self.records)
         if kind == "submit":
             return self.submit(patient_id, gp, request_id)
         if kind == "search":
@@ -163,14 +191,11 @@ class World:
                                    params={"patient": f"Patient/{patient_id}"},
                                    headers={**gp.headers, "X-Request-ID": request_id}
                                    ).status_code
-        if kind == "retrieve":
-            with self.lock:
-                document_id, author = rng.choice(self.documents)
-            return self.client.get(f"/fhir/Binary/{document_id}",
-                                   headers={**author.headers, "X-Request-ID": request_id}
-                                   ).status_code
-        return self.client.get("/fhir/Communication", params={"patient": f"Patient/{patient_id}"},
-                               headers={**mine, "X-Request-ID": request_id}).status_code
+        with self.lock:
+            document_id, author = rng.choice(self.documents)
+        return self.client.get(f"/fhir/Binary/{document_id}",
+                               headers={**author.headers, "X-Request-ID": request_id}
+                               ).status_code
 
 
 def drive(world: World, seconds: float, rate: float | None, clients: int,
@@ -244,12 +269,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--calibrate", type=float, default=60.0, help="seconds at full speed")
     parser.add_argument("--load", type=float, default=0.8, help="share of the maximum rate")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--patients", type=int, default=10)
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--physicians", type=int, default=20)
+    parser.add_argument("--with-apps", type=int, default=50, help="patients with an app")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="carevault-soak-") as scratch:
-        world = World(args.database_url, Path(scratch), args.patients)
+        world = World(args.database_url, Path(scratch), args.patients, args.physicians,
+                      args.with_apps)
         try:
             calibration = drive(world, args.calibrate, None, args.clients,
                                 lambda *_: None)
@@ -271,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     current.errors += status >= 400
                     current.latencies.append(seconds)
                     current.by_kind[kind] = current.by_kind.get(kind, 0) + 1
+                    current.kind_latencies.setdefault(kind, []).append(seconds)
                     sent.add(request_id)
 
             total = args.minutes * 60
@@ -308,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "audit_entries_added": world_audit_delta(summaries),
         "rss_mib_first": summaries[0]["rss_mib"] if summaries else 0,
         "rss_mib_last": summaries[-1]["rss_mib"] if summaries else 0,
+        "rss_slope_mib_per_minute_second_half": rss_slope(summaries[len(summaries) // 2:]),
         "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else 0,
         "per_minute": summaries,
     }
@@ -317,6 +347,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         args.out.with_suffix(".svg").write_text(svg_plot(summaries))
     return result
+
+
+def rss_slope(minutes: list[dict[str, Any]]) -> float:
+    """Least-squares slope of RSS against the minute, in MiB a minute (0 for fewer than two):
+    whether memory still grows once the caches and pools have filled, which the first and last
+    readings alone do not tell."""
+    if len(minutes) < 2:
+        return 0.0
+    xs = [float(m["minute"]) for m in minutes]
+    ys = [float(m["rss_mib"]) for m in minutes]
+    return round(statistics.linear_regression(xs, ys).slope, 2)
 
 
 def world_audit_delta(summaries: list[dict[str, Any]]) -> int:

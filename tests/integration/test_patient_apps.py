@@ -17,7 +17,8 @@ from starlette.testclient import TestClient
 
 from carevault.bootstrap import Platform
 from carevault.services import directory as svc
-from carevault.services.patient_apps import register_app
+from carevault.domain.errors import InvalidInput, NotFound
+from carevault.services.patient_apps import register_app, set_app_scopes
 from support.accounts import PatientAccount, enrol_patient
 from support.builders import patient
 from support.operators import consent_fields, operator, operator_token
@@ -344,3 +345,33 @@ def test_a_public_app_revokes_its_own_tokens_only(client: TestClient,
     assert client.get(f"/fhir/Patient/{account.patient_id}", headers=headers).status_code == 401
     metadata = client.get("/.well-known/smart-configuration").json()
     assert metadata["revocation_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
+
+
+def test_an_operator_narrows_an_app_registered_with_every_scope(
+        client: TestClient, platform: Platform) -> None:
+    """An app registered before scopes were recorded kept every one: `set_app_scopes` (the
+    `carevault apps set-scopes` command) narrows it, and the next token holds no more."""
+    account = enrol_patient(platform)
+    app_id = narrow_app(platform, "launch/patient openid fhirUser patient/*.cruds")
+    with platform.unit_of_work() as uow:
+        stored = set_app_scopes(uow, app_id, "patient/Patient.rs launch/patient")
+    assert stored == "launch/patient patient/Patient.rs"
+    verifier, challenge = pkce()
+    consent = sign_in_through(client, account, authorize_url(app_id, challenge))
+    body = token_for(client, app_id, verifier, consent_fields(consent.text))
+    assert body["scope"] == "launch/patient patient/Patient.rs"
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    refused_by_scope(client.get("/fhir/AuditEvent", headers=headers,
+                                params={"patient": f"Patient/{account.patient_id}"}))
+
+
+def test_narrowing_refuses_an_unknown_app_and_a_scope_that_is_not_one(platform: Platform) -> None:
+    app_id = narrow_app(platform, "launch/patient patient/Patient.rs")
+    with platform.unit_of_work() as uow, pytest.raises(NotFound):
+        set_app_scopes(uow, "app-nope", "patient/Patient.rs")
+    with platform.unit_of_work() as uow, pytest.raises(InvalidInput):
+        set_app_scopes(uow, app_id, "everything please")
+    with platform.unit_of_work() as uow, pytest.raises(InvalidInput):
+        set_app_scopes(uow, app_id, "openid")  # no resource scope
+    with platform.unit_of_work() as uow:
+        assert uow.apps.client(app_id).scopes == "launch/patient patient/Patient.rs"

@@ -234,9 +234,12 @@ def check_app_store(uow: Any, patient_id: str) -> None:
         assert uow.apps.use_code("c1", NOW) is True
         assert uow.apps.use_code("c1", NOW) is False  # of two exchanges, one wins
         assert uow.apps.use_code("nope", NOW) is False
+        assert uow.apps.set_scopes("app-1", "patient/Patient.rs") is True
+        assert uow.apps.set_scopes("nope", "patient/Patient.rs") is False
         uow.commit()
     with uow:
         assert uow.apps.code("c1").used_at == NOW
+        assert uow.apps.client("app-1").scopes == "patient/Patient.rs"
         uow.apps.add_client(AppClient("app-2", "Other", uris, NOW))  # not committed
     with uow:
         assert uow.apps.client("app-2") is None

@@ -258,6 +258,13 @@ class FakeAppStore:
     def client(self, client_id: str) -> AppClient | None:
         return self.clients.get(client_id)
 
+    def set_scopes(self, client_id: str, scopes: str) -> bool:
+        found = self.clients.get(client_id)
+        if found is None:
+            return False
+        self.clients[client_id] = replace(found, scopes=scopes)
+        return True
+
     def add_code(self, code: AuthorizationCode) -> None:
         if code.code_hash in self.codes:
             raise KeyError("a code is stored once")

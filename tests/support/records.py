@@ -3,6 +3,8 @@ that need a record to back up, restore or purge."""
 
 from __future__ import annotations
 
+from datetime import date
+
 from starlette.testclient import TestClient
 
 from carevault.bootstrap import Platform
@@ -28,12 +30,21 @@ def patient_with_documents(platform: Platform, client: TestClient, count: int, *
 def patient_and_author(platform: Platform, client: TestClient, *, number: int,
                        author: str) -> tuple[str, Pro]:
     """A new patient and a new GP who saw them (so the GP may publish to their record)."""
-    registrar = {**FHIR_JSON, "Authorization": f"Bearer {registrar_token(platform)}"}
-    made = client.post("/fhir/Patient", json=patient(platform.directory.systems, number),
-                       headers=registrar)
+    gp = Pro(platform, author)
+    return patient_seen_by(platform, client, gp, number=number), gp
+
+
+def patient_seen_by(platform: Platform, client: TestClient, gp: Pro, *, number: int,
+                    born: date = date(1980, 4, 12), registrar: str | None = None) -> str:
+    """A new patient, registered the production way (by ``registrar``'s token, else a new
+    registrar's), whom ``gp`` saw (an Encounter with the patient's presence code): the GP may
+    publish to their record. Returns the patient's id."""
+    registrar_headers = {**FHIR_JSON,
+                         "Authorization": f"Bearer {registrar or registrar_token(platform)}"}
+    made = client.post("/fhir/Patient", json=patient(platform.directory.systems, number, born=born),
+                       headers=registrar_headers)
     assert made.status_code == 201, made.text
     patient_id = str(made.json()["id"])
-    gp = Pro(platform, author)
     seen = client.post("/fhir/Encounter", headers=gp.headers, json=with_presence({
         "resourceType": "Encounter", "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
@@ -41,4 +52,4 @@ def patient_and_author(platform: Platform, client: TestClient, *, number: int,
         "participant": [{"individual": {"reference": f"Practitioner/{gp.id}"}}],
         "period": {"start": "2026-11-20T09:00:00Z"}}, presence_code(platform, patient_id)))
     assert seen.status_code == 201, seen.text
-    return patient_id, gp
+    return patient_id

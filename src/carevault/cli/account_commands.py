@@ -22,7 +22,7 @@ from carevault.cli.errors import friendly
 from carevault.domain.errors import CareVaultError
 from carevault.services.accounts import AccountService, Enrolment
 from carevault.services.invitations import invite
-from carevault.services.patient_apps import DEFAULT_APP_SCOPES, register_app
+from carevault.services.patient_apps import DEFAULT_APP_SCOPES, register_app, set_app_scopes
 from carevault.settings import Settings
 
 app = typer.Typer(help="Patient and representative accounts.", no_args_is_help=True)
@@ -123,6 +123,29 @@ def register(
         typer.echo(json.dumps({"client_id": client_id}))
     else:
         typer.echo(f"app registered: client_id {client_id}")
+
+
+@apps_app.command("set-scopes")
+@friendly
+def set_scopes(
+    client_id: Annotated[str, typer.Argument(help="The app's client_id.")],
+    scope: Annotated[
+        list[str],
+        typer.Option(help="A scope the app may ever be granted (repeat, or several in one)."),
+    ],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Replace the scopes an app may be granted (narrow an app registered before scopes were
+    recorded, which kept every one). New tokens hold no more; issued ones expire within
+    minutes."""
+    config = settings()
+    with UnitOfWork(engine_for(config.database_url)) as uow:
+        stored = set_app_scopes(uow, client_id, " ".join(scope))
+    _record(config, "apps set-scopes", client_id)
+    if json_output:
+        typer.echo(json.dumps({"client_id": client_id, "scopes": stored}))
+    else:
+        typer.echo(f"app {client_id} may now be granted: {stored}")
 
 
 def _password(password_stdin: bool) -> str:

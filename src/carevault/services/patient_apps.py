@@ -120,6 +120,19 @@ def register_app(
     return client_id
 
 
+def set_app_scopes(uow: UnitOfWork, client_id: str, scopes: str) -> str:
+    """Replace a registered app's ceiling (checked and normalized as at registration): how an
+    operator narrows an app registered before scopes were recorded, which kept every scope,
+    or one that asked for more than it needs. Tokens issued from now on hold no more; those
+    already issued keep their scope until they expire (TOKEN_LIFETIME, minutes). Returns the
+    stored scopes."""
+    allowed = registration_scopes(scopes)
+    if not uow.apps.set_scopes(client_id, allowed):
+        raise NotFound(f"no app {client_id!r} is registered")
+    uow.commit()
+    return allowed
+
+
 def registration_scopes(scope: str) -> str:
     """A registration's scopes, checked and normalized: identity scopes and SMART scopes of
     either context (an app may serve patients and operators alike; each request is of one)."""

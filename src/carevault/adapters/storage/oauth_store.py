@@ -168,6 +168,14 @@ class AppStore:
             row.scopes,
         )
 
+    def set_scopes(self, client_id: str, scopes: str) -> bool:
+        """Replace a registration's scopes; False when there is no such client."""
+        table = t.oauth_client
+        changed = self.connection.execute(
+            update(table).where(table.c.client_id == client_id).values(scopes=scopes)
+        ).rowcount
+        return bool(changed)
+
     def add_code(self, code: AuthorizationCode) -> None:
         self.connection.execute(
             insert(t.oauth_code).values(
