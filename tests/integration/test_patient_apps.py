@@ -16,8 +16,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from carevault.bootstrap import Platform
-from carevault.services import directory as svc
 from carevault.domain.errors import InvalidInput, NotFound
+from carevault.services import directory as svc
 from carevault.services.patient_apps import register_app, set_app_scopes
 from support.accounts import PatientAccount, enrol_patient
 from support.builders import patient

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
 )
 
 
@@ -269,7 +270,7 @@ pki_certificate = Table(
     Column("serial", String(64), primary_key=True),
     Column("client_id", String(128), nullable=False, index=True),
     Column("kind", String(16), nullable=False),  # 'practitioner', 'system', 'encryption'
-    Column("practitioner_id", ID),
+    Column("practitioner_id", ID, index=True),
     Column("organization_id", ID),
     Column("subject", Text, nullable=False),
     Column("not_before", UTCDateTime, nullable=False),
@@ -278,6 +279,8 @@ pki_certificate = Table(
     Column("revoked_at", UTCDateTime),
     Column("revocation_reason", String(32)),
 )
+# A mailbox's owner is found by their directory identifier in any case (migration 0026).
+Index("ix_pki_certificate_client_id_lower", func.lower(pki_certificate.c.client_id))
 
 # --- OAuth 2 / SMART tokens (migration 0004) ----------------------------------------------------
 
