@@ -27,6 +27,7 @@ from carevault.domain.audit import STREAMS
 from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
 from support.attacked import attacked  # noqa: F401  (a fixture, shared: tests/security)
+from support.command_line import cli_env  # noqa: F401  (a fixture, shared)
 from support.databases import private_database
 from support.r4_responses import (  # every FHIR response is R4 and its IHE profiles
     pytest_configure,  # noqa: F401

@@ -5,7 +5,6 @@ readable line and changes nothing."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -14,17 +13,6 @@ from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.cli import context
 from carevault.cli.main import app
 from carevault.settings import Settings
-
-
-@pytest.fixture
-def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("CAREVAULT_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("CAREVAULT_KEY_SOURCE", settings.key_source)
-    monkeypatch.setenv("CAREVAULT_ENVIRONMENT", "dev")
-    context.engine_for.cache_clear()
-    yield
-    context.engine_for(settings.database_url).dispose()
-    context.engine_for.cache_clear()
 
 
 def run(*args: str) -> Result:
@@ -38,7 +26,7 @@ def scopes_of(settings: Settings, client_id: str) -> str:
         return found.scopes
 
 
-def test_an_operator_narrows_an_apps_scopes(cli: None, settings: Settings) -> None:
+def test_an_operator_narrows_an_apps_scopes(cli_env: None, settings: Settings) -> None:
     made = run("apps", "register", "--name", "Old diary", "--redirect-uri",
                "https://diary.example/cb", "--scope", "launch/patient patient/*.cruds", "--json")
     assert made.exit_code == 0, made.output
@@ -59,7 +47,7 @@ def test_an_operator_narrows_an_apps_scopes(cli: None, settings: Settings) -> No
     (None, "openid", "resource scope"),
 ])
 def test_a_refused_change_says_why_and_changes_nothing(
-        cli: None, settings: Settings, target: str | None, scope: str, said: str) -> None:
+        cli_env: None, settings: Settings, target: str | None, scope: str, said: str) -> None:
     made = run("apps", "register", "--name", "Diary", "--redirect-uri",
                "https://diary.example/cb", "--scope", "launch/patient patient/Patient.rs",
                "--json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +17,11 @@ from typer.testing import CliRunner, Result
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.unit_of_work import UnitOfWork
-from carevault.cli import context
 from carevault.cli.main import app
 from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
-from carevault.settings import Settings
 from support.builders import hospital
-
-
-@pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("CAREVAULT_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("CAREVAULT_KEY_SOURCE", settings.key_source)
-    monkeypatch.setenv("CAREVAULT_ENVIRONMENT", "dev")
-    context.engine_for.cache_clear()
-    yield
-    context.engine_for(settings.database_url).dispose()
-    context.engine_for.cache_clear()
 
 
 def run(*args: str) -> Result:
