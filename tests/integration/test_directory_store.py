@@ -309,3 +309,24 @@ def test_patient_scoped_tables_carry_the_patient_key() -> None:
               t.resource_history]
     for table in scoped:
         assert "patient_id" in table.c, table.name
+
+
+
+def test_a_search_tells_its_total_whether_or_not_it_counts(
+        uow: UowFactory, ctx: DirectoryContext) -> None:
+    """A page short of full needs no count (it ends the matches); a full page, or one past
+    the end, counts them: the total is the same either way."""
+    with uow() as unit:
+        for n in range(5):
+            svc.create_patient(unit, ctx, patient(ctx.systems, 300 + n, family="Weber"))
+    webers = PatientQuery(family=[("weber",)])
+    with uow() as unit:
+        pages = {offset: svc.search_patients(unit, webers, Page(offset, 2))
+                 for offset in (0, 2, 4, 8)}
+        assert {offset: page.total for offset, page in pages.items()} == {0: 5, 2: 5, 4: 5, 8: 5}
+        assert [len(page.items) for page in pages.values()] == [2, 2, 1, 0]
+        assert len({item.id for page in pages.values() for item in page.items}) == 5
+        assert svc.search_patients(unit, webers, Page(0, 50)).total == 5
+        assert svc.search_patients(unit, webers, Page(0, 5)).total == 5  # full: counted
+        assert svc.search_patients(unit, PatientQuery(family=[("nobody",)]), PAGE).total == 0
+        assert svc.search_patients(unit, PatientQuery(family=[("nobody",)]), Page(4, 2)).total == 0

@@ -217,10 +217,10 @@ class DirectoryStore:
     def _page(
         self, table: Table, where: list[ColumnElement[bool]], page: Page, order: Any
     ) -> SearchResult:
+        """One page and the total that matched. A page short of full tells the total itself
+        (most searches: one patient by their number), so the matches are counted only when
+        the page is full or past the end (PDQm's Bundle.total is 1..1: it is always given)."""
         condition = and_(true(), *where)
-        total = self.connection.execute(
-            select(func.count()).select_from(table).where(condition)
-        ).scalar_one()
         rows = self.connection.execute(
             select(table.c.id, table.c.version_id, table.c.resource)
             .where(condition)
@@ -228,6 +228,12 @@ class DirectoryStore:
             .offset(page.offset)
             .limit(page.count)
         ).all()
+        if 0 < len(rows) < page.count or (not rows and page.offset == 0):
+            total = page.offset + len(rows)
+        else:
+            total = self.connection.execute(
+                select(func.count()).select_from(table).where(condition)
+            ).scalar_one()
         return SearchResult(
             total, [Stored(r.id, r.version_id, json.loads(r.resource)) for r in rows]
         )
