@@ -24,6 +24,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
 from carevault.adapters.storage.pki_store import CertificateRecord
 from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import AuditRecord, canonical_bytes, rfc3339_ms
@@ -196,6 +200,9 @@ def register_system(
         detail.update({"step": "certificate", **registration.detail()})
         deliver(credentials)
 
+    # Said before it is tried: a refusal of the certificate is recorded as the certificate's,
+    # not as the last authority's (`handed_over` then writes the whole registration).
+    detail.update(step="certificate")
     with units() as uow:
         pki.issue_system_certificate(uow, ctx.pki, organization.id, handed_over)
     return registered[0]
@@ -318,12 +325,18 @@ def verify_report(document: Mapping[str, Any], public_key_pem: bytes) -> dict[st
     signature = document.get("signature")
     if not isinstance(signature, str):
         raise ReportRejected("the report file holds no signature")
+    # The key is read first: `verify_platform_signature` would call a key that is no PEM, or
+    # not Ed25519, a signature that "does not verify", and send the operator to the report.
+    try:
+        key = load_pem_public_key(public_key_pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise ReportRejected(f"the public key cannot be read (a PEM public key): {error}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ReportRejected("the public key is not the platform's signing key (Ed25519)")
     try:
         payload = verify_platform_signature(signature, public_key_pem)
     except VerificationError as error:
         raise ReportRejected(f"the report's signature does not verify: {error}") from None
-    except ValueError as error:  # not a PEM public key
-        raise ReportRejected(f"the public key cannot be read: {error}") from None
     try:
         report = json.loads(payload)
     except (ValueError, RecursionError):
