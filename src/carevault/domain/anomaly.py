@@ -194,7 +194,11 @@ class _Professional:
     total: int = 0
     seen: set[str] = field(default_factory=set)
     recent_new: deque[tuple[float, str]] = field(default_factory=deque)
-    accesses: deque[float] = field(default_factory=deque)  # within EMERGENCY_WINDOW
+    # Accesses within EMERGENCY_WINDOW, counted by the hour (hour number, count): at most
+    # 169 buckets, however busy the professional or system (one float per access would grow
+    # with the week's traffic); the window is then whole hours, up to one hour longer.
+    accesses: deque[list[int]] = field(default_factory=deque)
+    accesses_in_window: int = 0
     emergencies: deque[float] = field(default_factory=deque)
     day: int = -1
     day_count: int = 0
@@ -206,6 +210,22 @@ class _Professional:
     # Odd-hour browsing waiting for its confirmation: (deadline, stream positions, hour).
     odd_pending: tuple[float, tuple[int, ...], int] | None = None
     weight: dict[str, float] = field(default_factory=dict)  # feedback per kind
+
+
+def _count_in_window(pro: _Professional, at: float, window_start: float) -> int:
+    """Count this access in the professional's hourly buckets, drop the buckets wholly before
+    the window, and return the accesses in it (this one included)."""
+    buckets = pro.accesses
+    hour = int(at // HOUR)
+    if buckets and buckets[-1][0] >= hour:  # the same hour (or a late entry: counted in it)
+        buckets[-1][1] += 1
+    else:
+        buckets.append([hour, 1])
+    pro.accesses_in_window += 1
+    first_hour = int(window_start // HOUR)
+    while buckets and buckets[0][0] < first_hour:
+        pro.accesses_in_window -= buckets.popleft()[1]
+    return pro.accesses_in_window
 
 
 @dataclass(slots=True)
@@ -426,10 +446,7 @@ class Detector:
 
         # Emergency rate against peers over a week.
         window_start = at - EMERGENCY_WINDOW
-        accesses = pro.accesses
-        accesses.append(at)
-        while accesses and accesses[0] < window_start:
-            accesses.popleft()
+        in_window = _count_in_window(pro, at, window_start)
         emergencies = pro.emergencies
         while emergencies and emergencies[0] < window_start:
             emergencies.popleft()
@@ -443,7 +460,7 @@ class Detector:
             # An organization with few peers is compared with the profession everywhere.
             peers = group if len(group.members) >= 5 else profession
             rate = (peers.emergencies + 1) / (peers.accesses + 20)
-            expected = rate * len(accesses)
+            expected = rate * in_window
             count = len(emergencies)
             emergency_excess = (count - expected) / math.sqrt(expected + 1.0)
             if count >= 3 and emergency_excess >= 3.0:

@@ -24,6 +24,7 @@ import heapq
 import math
 import threading
 import uuid
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -161,6 +162,29 @@ def _seconds(recorded: str) -> float:
     return datetime.fromisoformat(recorded.replace("Z", "+00:00")).timestamp()
 
 
+class RecentLeaves:
+    """The audit leaf index of each of the last ``size`` stream positions the detector read,
+    for the evidence of its findings (a finding names the positions of its events, recent
+    ones). Two fixed arrays of 8-byte integers, a slot per position modulo ``size``: a
+    constant 16 bytes an entry, where a dict of Python ints took about 100 and grew until
+    it held ``size`` of them."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._positions = array("q", [-1]) * size
+        self._leaves = array("q", [0]) * size
+
+    def add(self, position: int, leaf: int) -> None:
+        slot = position % self._size
+        self._positions[slot] = position
+        self._leaves[slot] = leaf
+
+    def get(self, position: int) -> int | None:
+        """The leaf of this position, or None once a later position has taken its slot."""
+        slot = position % self._size
+        return self._leaves[slot] if self._positions[slot] == position else None
+
+
 class AnomalyDetection:
     """The detector over the audit log, and the alerts' workflow (see the module's docstring)."""
 
@@ -180,7 +204,7 @@ class AnomalyDetection:
         self.hour_offset = hour_offset
         self._lock = threading.Lock()
         self._detector: Detector | None = None
-        self._leaves: OrderedDict[int, int] = OrderedDict()  # stream position -> leaf index
+        self._leaves = RecentLeaves(WARM_ENTRIES)  # stream position -> leaf index
         self._groups: dict[str, str] = {}
         self._celebrities: set[str] = set()
         self._patients = _Lookup(self._load_patient)
@@ -419,9 +443,7 @@ class AnomalyDetection:
             for leaf, event in heapq.merge(clinical, changes, key=_when):
                 findings.extend(detector.due(event.at))
                 if leaf is not None:
-                    self._leaves[detector.position] = leaf
-                    if len(self._leaves) > WARM_ENTRIES:
-                        self._leaves.popitem(last=False)
+                    self._leaves.add(detector.position, leaf)
                 assessment = detector.observe(event)
                 self._learn(assessment.features)
                 scored.extend((finding, assessment.features) for finding in assessment.findings)
@@ -460,7 +482,9 @@ class AnomalyDetection:
         return [(finding, score) for (finding, _), score in zip(scored, scores, strict=True)]
 
     def _alert(self, finding: Finding, now: datetime, score: float | None = None) -> StoredAlert:
-        leaves = tuple(self._leaves[p] for p in finding.events if p in self._leaves)
+        leaves = tuple(
+            leaf for leaf in (self._leaves.get(p) for p in finding.events) if leaf is not None
+        )
         day = int(finding.at // 86_400)
         about_one = finding.kind in ("vip", "colleague", "relative", "care-relationship")
         patient = finding.patient if about_one else None

@@ -269,3 +269,19 @@ def test_a_hand_made_change_recorded_after_an_access_is_no_cause_of_it() -> None
         ],
     )
     assert [(f.kind, f.patient) for f in found] == [("directory", "p2")]
+
+
+def test_a_busy_systems_week_of_accesses_is_counted_in_bounded_memory() -> None:
+    """A hospital system reading all day keeps at most one bucket per hour of the week (it
+    kept one number per access), and the week's count is still right: everything within the
+    last seven days, plus at most the first hour's accesses at its edge."""
+    detector = Detector(directory())
+    events = [access(k * 90.0, "dr-3", f"p{k % 400}", basis.ORGANIZATION)
+              for k in range(int(10 * DAY / 90.0))]  # one access every 90 s for ten days
+    run(detector, events)
+    pro = detector.pros["dr-3"]
+    assert len(pro.accesses) <= 7 * 24 + 1
+    last = events[-1].at
+    exact = sum(1 for e in events if e.at >= last - 7 * DAY)
+    assert exact <= pro.accesses_in_window <= exact + HOUR / 90.0
+    assert pro.accesses_in_window == sum(count for _, count in pro.accesses)

@@ -28,6 +28,7 @@ from carevault.services import directory as svc
 from carevault.services.anomaly_detection import (
     MODEL_MIN_ROWS,
     AnomalyDetection,
+    RecentLeaves,
     ScanReport,
     StoredAlert,
 )
@@ -549,3 +550,13 @@ def test_the_queue_is_searched_by_known_states_and_kinds(world: World) -> None:
         service.search(status=("pending",))
     assert refused.value.expression == "status"
     assert service.alert(vip.id) == vip
+
+
+def test_the_recent_leaves_keep_the_last_positions_in_fixed_memory() -> None:
+    leaves = RecentLeaves(4)
+    for position in range(10):
+        leaves.add(position, 1000 + position)
+    assert [leaves.get(p) for p in range(10)] == [None] * 6 + [1006, 1007, 1008, 1009]
+    leaves.add(12, 5)  # positions skipped (operator-stream events) leave their slots stale
+    assert (leaves.get(12), leaves.get(8)) == (5, None)
+    assert leaves.get(9) == 1009 and leaves.get(13) is None
