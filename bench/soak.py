@@ -24,6 +24,7 @@ run; not on a shared machine) or ``--minutes 1 --calibrate 10`` (a smoke run).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
@@ -32,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -42,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 MIX = (("search", 50), ("retrieve", 35), ("submit", 10), ("patient", 5))
 
+# Documents retrieval picks among (the newest replace random older ones beyond this many).
+RETRIEVABLE = 20_000
 # Tokens live five minutes (services/tokens.py TOKEN_LIFETIME): renewed after three.
 TOKEN_REFRESH_SECONDS = 180.0
 
@@ -173,8 +177,11 @@ class World:
         answer = self.client.post("/fhir", json=provide_bundle(patient_id, gp, content),
                                   headers={**gp.headers, "X-Request-ID": request_id})
         if answer.status_code == 200:
-            with self.lock:
-                self.documents.append((created_id(answer), gp))
+            with self.lock:  # at most RETRIEVABLE kept: the load generator stays its size
+                if len(self.documents) < RETRIEVABLE:
+                    self.documents.append((created_id(answer), gp))
+                else:
+                    self.documents[random.randrange(RETRIEVABLE)] = (created_id(answer), gp)
         return answer.status_code
 
     def operation(self, kind: str, rng: random.Random, request_id: str) -> int:
@@ -199,7 +206,8 @@ class World:
 
 
 def drive(world: World, seconds: float, rate: float | None, clients: int,
-          on_result: Callable[[str, str, int, float], None]) -> int:
+          on_result: Callable[[str, str, int, float], None],
+          request_ids: Callable[[], str] = lambda: uuid.uuid4().hex) -> int:
     """Run the mix for ``seconds`` at ``rate`` requests/s (None: as fast as possible)."""
     kinds = [kind for kind, weight in MIX for _ in range(weight)]
     end = time.monotonic() + seconds
@@ -220,7 +228,7 @@ def drive(world: World, seconds: float, rate: float | None, clients: int,
             if due > now:
                 time.sleep(due - now)
             kind = rng.choice(kinds)
-            request_id = uuid.uuid4().hex
+            request_id = request_ids()
             began = time.perf_counter()
             try:
                 status = world.operation(kind, rng, request_id)
@@ -285,14 +293,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rate = maximum * args.load
             print(f"maximum {maximum:.1f} requests/s; soak at {rate:.1f}/s "
                   f"for {args.minutes} minutes", flush=True)
-            sent: set[str] = set()
+            # Request ids are this run's prefix and a number: which were sent is then a count,
+            # not a set the load generator would grow (its memory is in the RSS measured).
+            run = uuid.uuid4().hex[:12]
+            numbers = itertools.count()
+            sent = 0
+            measured = array("d")  # every latency, 8 bytes each, for the run's median
             lock = threading.Lock()
             start = time.monotonic()
             minutes: list[Minute] = [Minute(0)]
+            summaries: list[dict[str, Any]] = []
             audit_before = world.audit_size()
             audit_mark = audit_before
 
             def on_result(kind: str, request_id: str, status: int, seconds: float) -> None:
+                nonlocal sent
                 with lock:
                     current = minutes[-1]
                     current.requests += 1
@@ -300,40 +315,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     current.latencies.append(seconds)
                     current.by_kind[kind] = current.by_kind.get(kind, 0) + 1
                     current.kind_latencies.setdefault(kind, []).append(seconds)
-                    sent.add(request_id)
+                    sent += 1
 
             total = args.minutes * 60
             while time.monotonic() - start < total:
                 if time.monotonic() - world.refreshed > TOKEN_REFRESH_SECONDS:
                     world.refresh_tokens()
                 length = min(60.0, total - (time.monotonic() - start))
-                drive(world, length, rate, args.clients, on_result)
+                drive(world, length, rate, args.clients, on_result,
+                      lambda: f"{run}-{next(numbers):09d}")
                 with lock:
                     done = minutes[-1]
                     done.rss_mib = rss_bytes() / 2**20
                     size = world.audit_size()
                     done.audit_entries, audit_mark = size - audit_mark, size
-                    print(json.dumps(done.summary()), flush=True)
-                    minutes.append(Minute(len(minutes)))
-            minutes.pop()
-            recorded = set()
+                    summaries.append(done.summary())
+                    print(json.dumps(summaries[-1]), flush=True)
+                    measured.extend(done.latencies)
+                    minutes[-1] = Minute(len(minutes))  # the summary kept, the samples not
+            issued = next(numbers)
+            recorded: set[int] = set()
             for stream in ("clinical", "operator"):
                 size = world.platform.audit.size(stream)
                 for start_index in range(0, size, 1000):
                     for _, data in world.platform.audit.entries(
                             stream, start_index, min(size, start_index + 1000)):
-                        request_id = json.loads(data).get("request_id")
-                        if request_id in sent:
-                            recorded.add(request_id)
+                        request_id = str(json.loads(data).get("request_id") or "")
+                        if request_id.startswith(run + "-"):
+                            recorded.add(int(request_id[len(run) + 1:]))
         finally:
             world.close()
-    summaries = [m.summary() for m in minutes]
-    latencies = [s for m in minutes for s in m.latencies]
+    latencies = sorted(measured)
     result = {
         "minutes": args.minutes, "calibration_seconds": args.calibrate,
         "maximum_per_second": round(maximum, 1), "rate_per_second": round(rate, 1),
-        "requests": len(sent), "errors": sum(m.errors for m in minutes),
-        "requests_in_audit_log": len(recorded), "missing_from_audit_log": len(sent - recorded),
+        "requests": sent, "requests_issued": issued,
+        "errors": sum(int(m["errors"]) for m in summaries),
+        "requests_in_audit_log": len(recorded & set(range(issued))),
+        "missing_from_audit_log": issued - len(recorded & set(range(issued))),
         "audit_entries_added": world_audit_delta(summaries),
         "rss_mib_first": summaries[0]["rss_mib"] if summaries else 0,
         "rss_mib_last": summaries[-1]["rss_mib"] if summaries else 0,
