@@ -281,6 +281,18 @@ def test_scopes_bound_the_token(world: World, remote: TestClient, platform: Plat
     assert (user.status_code, user.json()["error"]) == (400, "invalid_scope")
 
 
+def test_an_assertion_refused_for_its_scope_is_spent(world: World, remote: TestClient,
+                                                     platform: Platform) -> None:
+    """RFC 7523 §3: an assertion is used once, whatever the answer; a copy of one refused for
+    its scope cannot be tried again with another."""
+    signed = assertion(world.doctor, platform)
+    refused = token_request(remote, signed, scope="system/Patient.cu system/Organization.cu")
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_scope")
+    again = token_request(remote, signed, scope="system/*.rs")
+    assert (again.status_code, again.json()["error"]) == (401, "invalid_client")
+    assert "access_token" not in again.json()
+
+
 def test_a_client_asking_for_more_gets_less(world: World, remote: TestClient,
                                             platform: Platform) -> None:
     """A professional's card asking for every system scope gets a professional's: the response

@@ -167,12 +167,22 @@ def test_a_backend_token_is_committed_with_its_spent_assertion(world: World) -> 
     assert grant.client_id == "HP-1"
 
 
-def test_a_token_refused_for_its_scope_writes_nothing(world: World) -> None:
-    with pytest.raises(ScopeRefused) as refused:
-        world.token("system/Patient.cu")  # a professional's card never writes patients
+def test_a_token_refused_for_its_scope_issues_nothing_but_spends_its_assertion(
+        world: World) -> None:
+    """RFC 7523 §3: an assertion is used once. Refused for its scope, it may not be tried
+    again with another scope."""
+    assertion = world.card.assertion()
+    with pytest.raises(ScopeRefused) as refused:  # a professional's card never writes patients
+        world.endpoint.issue_backend_token(assertion_type=ASSERTION_TYPE, assertion=assertion,
+                                           scope="system/Patient.cu")
     assert refused.value.client_id == "HP-1"
-    assert world.uow.commits == 0
-    assert world.uow.oauth.tokens == {} and world.uow.oauth.assertions == {}
+    assert world.uow.commits == 1 and world.uow.oauth.tokens == {}
+    jti = pyjwt.decode(assertion, options={"verify_signature": False})["jti"]
+    assert list(world.uow.oauth.assertions) == [("HP-1", jti)]
+    with pytest.raises(InvalidClient, match="already"):
+        world.endpoint.issue_backend_token(assertion_type=ASSERTION_TYPE, assertion=assertion,
+                                           scope="system/*.rs")
+    assert world.uow.oauth.tokens == {}
 
 
 def test_authenticating_a_client_commits_its_spent_assertion_and_a_refusal_spends_none(
