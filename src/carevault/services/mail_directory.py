@@ -51,6 +51,8 @@ JsonObject = dict[str, Any]
 ENDPOINT_PREFIX = "msg-"
 _MAX_ID = 64  # a FHIR id
 _ROLES_PAGE = 10_000
+# Practitioners whose roles are read at once (each has a few roles: far below _ROLES_PAGE).
+_PRACTITIONERS_AT_ONCE = 500
 
 
 @dataclass(frozen=True)
@@ -138,10 +140,22 @@ def mail_endpoints(
 
 
 def _organizations(uow: UnitOfWork, practitioner_ids: Sequence[str]) -> dict[str, str]:
-    """The organization each practitioner's active roles name (the first by id)."""
-    roles = uow.directory.search_roles(
-        RoleQuery(practitioner=[tuple(practitioner_ids)], active=True), Page(0, _ROLES_PAGE)
-    ).items
+    """The organization each practitioner's active roles name (the first by id): every role,
+    read ``_PRACTITIONERS_AT_ONCE`` practitioners and ``_ROLES_PAGE`` roles at a time (one
+    read of all of them stopped at the page and silently left the others' mailboxes to the
+    platform's name)."""
+    roles: list[Stored] = []
+    for start in range(0, len(practitioner_ids), _PRACTITIONERS_AT_ONCE):
+        chunk = tuple(practitioner_ids[start : start + _PRACTITIONERS_AT_ONCE])
+        offset = 0
+        while True:
+            found = uow.directory.search_roles(
+                RoleQuery(practitioner=[chunk], active=True), Page(offset, _ROLES_PAGE)
+            )
+            roles.extend(found.items)
+            offset += len(found.items)
+            if not found.items or offset >= found.total:
+                break
     named: dict[str, set[str]] = defaultdict(set)
     for role in roles:
         practitioner = _reference(role.resource.get("practitioner"), "Practitioner")

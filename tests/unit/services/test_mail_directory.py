@@ -142,6 +142,19 @@ def test_the_managing_organization_is_the_first_active_roles_else_the_platform(
                                                          "value": DOMAIN}
 
 
+def test_every_holders_organization_is_read_however_many_roles_there_are(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The roles are read a few practitioners and a page at a time: none is left out (one
+    read of them all stopped at its page and gave the rest the platform's name)."""
+    from carevault.services import mail_directory
+
+    monkeypatch.setattr(mail_directory, "_ROLES_PAGE", 1)
+    monkeypatch.setattr(mail_directory, "_PRACTITIONERS_AT_ONCE", 1)
+    found = mail_endpoints(world.uow, MAIL, [world.anne, world.paul])
+    assert found[world.anne].organization_id == min(world.org_a, world.org_b)
+    assert found[world.paul].organization_id == world.org_b
+
+
 def test_who_never_had_an_encryption_certificate_has_no_mailbox(world: World) -> None:
     with pytest.raises(NotFound, match=f"Endpoint/msg-{world.lea} is not known"):
         world.endpoint(world.lea)
