@@ -277,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--calibrate", type=float, default=60.0, help="seconds at full speed")
     parser.add_argument("--load", type=float, default=0.8, help="share of the maximum rate")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--report-every", type=float, default=60.0,
+                        help="seconds per reported period (a minute; shorter for tests)")
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--physicians", type=int, default=20)
     parser.add_argument("--with-apps", type=int, default=50, help="patients with an app")
@@ -321,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             while time.monotonic() - start < total:
                 if time.monotonic() - world.refreshed > TOKEN_REFRESH_SECONDS:
                     world.refresh_tokens()
-                length = min(60.0, total - (time.monotonic() - start))
+                length = min(args.report_every, total - (time.monotonic() - start))
                 drive(world, length, rate, args.clients, on_result,
                       lambda: f"{run}-{next(numbers):09d}")
                 with lock:
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     summaries.append(done.summary())
                     print(json.dumps(summaries[-1]), flush=True)
                     measured.extend(done.latencies)
-                    minutes[-1] = Minute(len(minutes))  # the summary kept, the samples not
+                    minutes[-1] = Minute(done.minute + 1)  # the summary kept, the samples not
             issued = next(numbers)
             recorded: set[int] = set()
             for stream in ("clinical", "operator"):

@@ -18,9 +18,10 @@ def test_a_few_seconds_of_soak_lose_no_audit_entry(tmp_path: Path) -> None:
     sys.modules["bench_soak"] = module
     spec.loader.exec_module(module)
     out = tmp_path / "soak.json"
-    result = module.main(["--minutes", "0.05", "--calibrate", "1", "--patients", "1",
-                          "--clients", "2", "--out", str(out)])
+    result = module.main(["--minutes", "0.1", "--report-every", "2", "--calibrate", "1",
+                          "--patients", "1", "--clients", "2", "--out", str(out)])
     assert result["requests"] > 0 and result["errors"] == 0
     assert result["missing_from_audit_log"] == 0
-    assert json.loads(out.read_text())["per_minute"]
+    minutes = json.loads(out.read_text())["per_minute"]
+    assert [m["minute"] for m in minutes] == [0, 1, 2]  # three periods of two seconds
     assert out.with_suffix(".svg").read_text().startswith("<svg")
