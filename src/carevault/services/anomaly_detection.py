@@ -212,7 +212,10 @@ class AnomalyDetection:
         self.national_system = national_system
         self.model = model
         self.model_fitted = False
-        self._rows: deque[tuple[float, ...]] = deque(maxlen=MODEL_WINDOW)
+        # Each row an array of doubles (176 bytes for the 12 features; a tuple of floats took
+        # 424): the window is the detector's largest memory, reached after MODEL_WINDOW
+        # accesses and constant from then on.
+        self._rows: deque[array[float]] = deque(maxlen=MODEL_WINDOW)
         self._unfitted = 0  # rows seen since the model was last fitted
 
     # --- the detector ----------------------------------------------------------------------
@@ -383,7 +386,7 @@ class AnomalyDetection:
         """Keep an access's features for the model's next fitting (ordinary traffic: rare
         abuses hardly move an isolation forest fitted on tens of thousands of rows)."""
         if features and self.model is not None:
-            self._rows.append(features)
+            self._rows.append(array("d", features))
             self._unfitted += 1
 
     def _fit_if_due(self) -> None:
