@@ -39,10 +39,11 @@ side, rounds alternating which side goes first:
    way. A secure Bundle can be submitted once only (the same Bundle again is refused, see
    ``duplicate_submission_status``), so each secure round gets fresh Bundles: the warm-up's
    rate sizes them (``BUNDLE_MARGIN`` times what the timed run should need), they are written
-   one per line into one file per wrk thread, and a thread that runs out stops (reported as
-   ``exhausted``). The bare side cycles through a pool of Bundles built once. After each run
-   the rows created are counted: every answered secure submission must have stored its
-   document, every bare one its row.
+   one per line into one file per wrk thread, and a thread that runs out stops (the run then
+   fails: wrk goes on timing until its duration is up, so the rate would be understated). The
+   bare side cycles through a pool of Bundles built once. After each run the rows created are
+   counted: every answered secure submission must have stored its document, every bare one
+   its row.
 
 Any answer ≥ 400 in a timed run (wrk's count) fails the run.
 
@@ -911,7 +912,9 @@ def submit_secure(side: Side, pg: Any, opts: Options, workdir: Path, lists: Path
                   card: Any) -> tuple[WrkRun, dict[str, Any]]:
     """Secure ITI-65 with fresh Bundles: a warm-up on its own Bundles gives the rate that
     sizes the timed run's (each Bundle is submitted once)."""
-    warm_count = max(opts.connections * 2, 100 if opts.quick else 300)
+    # wrk runs for its whole duration even when its threads stopped early, so a warm-up that
+    # ran out of Bundles would understate the rate: enough for 250 submissions/s
+    warm_count = max(opts.connections * 2, math.ceil(250 * opts.warmup))
     write_items(bundle_lines(warm_count, patients, practitioner_id, card, opts.document_bytes),
                 opts.threads, lists / "secure-warm")
     common = {"method": "POST", "target": "/fhir", "threads": opts.threads,
@@ -922,6 +925,8 @@ def submit_secure(side: Side, pg: Any, opts: Options, workdir: Path, lists: Path
     if warm.errors:
         raise RuntimeError(f"secure ITI-65 warm-up: wrk saw errors {warm.summary['errors']}")
     rate = max(warm.requests / max(warm.seconds, 0.1), 20.0)
+    if warm.exhausted:
+        rate = 2 * warm_count / opts.warmup
     count = math.ceil(BUNDLE_MARGIN * rate * opts.seconds) + opts.connections
     started = time.perf_counter()
     write_items(bundle_lines(count, patients, practitioner_id, card, opts.document_bytes),
@@ -937,6 +942,8 @@ def submit_secure(side: Side, pg: Any, opts: Options, workdir: Path, lists: Path
     after = retrieval.snapshot(pg)
     if run.errors:
         raise RuntimeError(f"secure ITI-65: wrk saw errors {run.summary['errors']}")
+    if run.exhausted:  # its threads idled until the end: the rate would be understated
+        raise RuntimeError(f"secure ITI-65: the {count} Bundles ran out; raise BUNDLE_MARGIN")
     found = figures(run, before, after, side.server.pid, opts.workers, opts.threads)
     found["bundles_prepared"] = count
     found["documents_stored"] = count_rows(pg, "document_content") - before_rows

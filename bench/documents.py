@@ -34,9 +34,10 @@ One run, on this machine and in this order:
    processes with CareVault's supervisor, or ``uvicorn.run`` for one; same loop and HTTP
    implementations, access log on) and answers
    ``GET /content/{id}`` with ``document_content.ciphertext`` fetched by primary key through
-   CareVault's own engine factory (``adapters.storage.database.connect``: same pool, same
-   pre-ping), in the threadpool like the FHIR route; no token, no policy, no decryption, no
-   audit. The same clients fetch the same ids in the same way for S seconds.
+   CareVault's own engine factory (``adapters.storage.database.connect``: same pool, sized as
+   ``carevault serve`` sizes it, same pre-ping), in the threadpool like the FHIR route; no
+   token, no policy, no decryption, no audit. The same clients fetch the same ids in the same
+   way for S seconds.
 
 Latency is measured by the client around each request (connection reuse, queueing in the
 server included). CPU time of the server process, of the PostgreSQL backends of the scratch
@@ -167,7 +168,12 @@ def baseline_app(database_url: str) -> Any:
     """Starlette: ``GET /content/{id}`` answers the stored ciphertext by primary key, and
     ``POST /bundles`` stores the request's bytes with one INSERT, committed before the answer
     (PostgreSQL's default ``synchronous_commit``: durable). Both echo ``X-Request-ID`` as
-    CareVault does, so that a paced load can match answers to requests."""
+    CareVault does, so that a paced load can match answers to requests.
+
+    Its pool and thread pool are sized as `carevault serve` sizes them (``request_threads``
+    threads, ``request_threads + 6`` connections): a smaller pool than the threads would open
+    and close overflow connections under load, a cost CareVault does not pay."""
+    from anyio import to_thread
     from sqlalchemy import bindparam, select, text
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -177,8 +183,11 @@ def baseline_app(database_url: str) -> Any:
 
     from carevault.adapters.storage import schema as t
     from carevault.adapters.storage.database import connect
+    from carevault.settings import Settings
 
-    engine = connect(database_url)
+    threads = int(os.environ.get("CAREVAULT_REQUEST_THREADS")
+                  or Settings.model_fields["request_threads"].default)
+    engine = connect(database_url, pool_size=threads + 6)
     table = t.document_content
     query = select(table.c.ciphertext).where(table.c.document_id == bindparam("document_id"))
     insert = text(f"INSERT INTO {BUNDLE_TABLE} (body) VALUES (:body) RETURNING id")
@@ -212,11 +221,16 @@ def baseline_app(database_url: str) -> Any:
     async def health(_request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> Any:
+        to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
     return Starlette(routes=[
         Route("/content/{document_id}", content),
         Route("/bundles", bundles, methods=["POST"]),
         Route("/health", health),
-    ])
+    ], lifespan=lifespan)
 
 
 def baseline_factory() -> Any:
