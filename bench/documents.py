@@ -14,7 +14,9 @@ One run, on this machine and in this order:
    physician's certificate (``pki issue-practitioner --json``), ``carevault serve --workers W``
    (W processes, one listening socket each), SMART tokens from ``/oauth/token`` with a
    ``private_key_jwt`` client assertion carrying ``x5c`` (renewed before each phase), and one
-   ``Encounter`` per patient so that the physician may publish to every record.
+   ``Encounter`` per patient, carrying the code the patient gives (made straight in the
+   database, as their app's ``$presence-code`` makes it), so that the physician may publish to
+   every record.
 3. **ITI-65**: C concurrent clients (one ``httpx.AsyncClient``, i.e. one keep-alive connection,
    each) POST prepared transaction Bundles to ``/fhir``, each a SubmissionSet ``List``, one
    ``DocumentReference`` and one ``Binary`` of a ~16 KB PDF-like document (``%PDF-`` … ``%%EOF``,
@@ -32,9 +34,10 @@ One run, on this machine and in this order:
    processes with CareVault's supervisor, or ``uvicorn.run`` for one; same loop and HTTP
    implementations, access log on) and answers
    ``GET /content/{id}`` with ``document_content.ciphertext`` fetched by primary key through
-   CareVault's own engine factory (``adapters.storage.database.connect``: same pool, same
-   pre-ping), in the threadpool like the FHIR route; no token, no policy, no decryption, no
-   audit. The same clients fetch the same ids in the same way for S seconds.
+   CareVault's own engine factory (``adapters.storage.database.connect``: same pool, sized as
+   ``carevault serve`` sizes it, same pre-ping), in the threadpool like the FHIR route; no
+   token, no policy, no decryption, no audit. The same clients fetch the same ids in the same
+   way for S seconds.
 
 Latency is measured by the client around each request (connection reuse, queueing in the
 server included). CPU time of the server process, of the PostgreSQL backends of the scratch
@@ -119,6 +122,7 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 FORMATS = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"
 SOURCE = "urn:oid:1.3.6.1.4.1.21367.2026.1"
+PRESENCE_CODE_URL = "https://carevault.lu/fhir/StructureDefinition/presence-code"
 
 
 def say(message: str) -> None:
@@ -147,9 +151,30 @@ def load_crypto_bench() -> ModuleType:
 # --- the bare baseline server ----------------------------------------------------------------
 
 
+# The bare submission baseline's table (bench/bare.py): one row per Bundle received.
+BUNDLE_TABLE = "bench_bundle"
+
+
+def create_bundle_table(database_url: str) -> None:
+    """The table the baseline's ``POST /bundles`` inserts into, in the scratch database."""
+    url = make_url(database_url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {BUNDLE_TABLE} (id bigserial PRIMARY KEY, "
+                     "body bytea NOT NULL, received_at timestamptz NOT NULL DEFAULT now())")
+
+
 def baseline_app(database_url: str) -> Any:
-    """Starlette: ``GET /content/{id}`` answers the stored ciphertext by primary key."""
-    from sqlalchemy import bindparam, select
+    """Starlette: ``GET /content/{id}`` answers the stored ciphertext by primary key, and
+    ``POST /bundles`` stores the request's bytes with one INSERT, committed before the answer
+    (PostgreSQL's default ``synchronous_commit``: durable). Both echo ``X-Request-ID`` as
+    CareVault does, so that a paced load can match answers to requests.
+
+    Its pool and thread pool are sized as `carevault serve` sizes them (``request_threads``
+    threads, ``request_threads + 6`` connections): a smaller pool than the threads would open
+    and close overflow connections under load, a cost CareVault does not pay."""
+    from anyio import to_thread
+    from sqlalchemy import bindparam, select, text
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -158,28 +183,54 @@ def baseline_app(database_url: str) -> Any:
 
     from carevault.adapters.storage import schema as t
     from carevault.adapters.storage.database import connect
+    from carevault.settings import Settings
 
-    engine = connect(database_url)
+    threads = int(os.environ.get("CAREVAULT_REQUEST_THREADS")
+                  or Settings.model_fields["request_threads"].default)
+    engine = connect(database_url, pool_size=threads + 6)
     table = t.document_content
     query = select(table.c.ciphertext).where(table.c.document_id == bindparam("document_id"))
+    insert = text(f"INSERT INTO {BUNDLE_TABLE} (body) VALUES (:body) RETURNING id")
 
     def fetch(document_id: str) -> bytes | None:
         with engine.connect() as connection:
             value = connection.execute(query, {"document_id": document_id}).scalar_one_or_none()
             return None if value is None else bytes(value)
 
+    def store(body: bytes) -> int:
+        with engine.begin() as connection:
+            return int(connection.execute(insert, {"body": body}).scalar_one())
+
+    def echoed(request: Request) -> dict[str, str]:
+        asked = request.headers.get("x-request-id")
+        return {"X-Request-ID": asked} if asked else {}
+
     async def content(request: Request) -> Response:
         data = await run_in_threadpool(fetch, request.path_params["document_id"])
         if data is None:
             return PlainTextResponse("not found", status_code=404)
-        return Response(data, media_type="application/octet-stream")
+        return Response(data, media_type="application/octet-stream", headers=echoed(request))
+
+    async def bundles(request: Request) -> Response:
+        body = await request.body()
+        if not body:
+            return PlainTextResponse("empty", status_code=400)
+        stored = await run_in_threadpool(store, body)
+        return PlainTextResponse(str(stored), status_code=201, headers=echoed(request))
 
     async def health(_request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    return Starlette(
-        routes=[Route("/content/{document_id}", content), Route("/health", health)]
-    )
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> Any:
+        to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
+    return Starlette(routes=[
+        Route("/content/{document_id}", content),
+        Route("/bundles", bundles, methods=["POST"]),
+        Route("/health", health),
+    ], lifespan=lifespan)
 
 
 def baseline_factory() -> Any:
@@ -609,14 +660,37 @@ def provide_bundle(patient_id: str, practitioner_id: str, content: bytes,
     ]}
 
 
-def encounter(patient_id: str, practitioner_id: str) -> bytes:
-    return json.dumps({
+def encounter(patient_id: str, practitioner_id: str, presence_code: str | None = None) -> bytes:
+    """An Encounter: the care event that lets the practitioner open the record. Recording one
+    needs the code the patient gives (their app's ``$presence-code``), carried in an
+    extension."""
+    resource: dict[str, Any] = {
         "resourceType": "Encounter", "status": "finished",
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
         "subject": {"reference": f"Patient/{patient_id}"},
         "participant": [{"individual": {"reference": f"Practitioner/{practitioner_id}"}}],
         "period": {"start": "2026-11-20T09:00:00Z"},
-    }).encode()
+    }
+    if presence_code is not None:
+        resource["extension"] = [{"url": PRESENCE_CODE_URL, "valueString": presence_code}]
+    return json.dumps(resource).encode()
+
+
+def presence_codes(database_url: str, patients: Sequence[str]) -> dict[str, str]:
+    """The code each patient gives the physician (their app's ``$presence-code``), made
+    straight in the database: a care event needs one to open the record."""
+    from carevault.adapters.storage.database import connect
+    from carevault.adapters.storage.unit_of_work import UnitOfWork
+    from carevault.services.presence import issue_presence_code
+
+    engine = connect(database_url)
+    try:
+        with UnitOfWork(engine) as uow:
+            codes = {p: issue_presence_code(uow, p, f"account:bench-{p}", datetime.now(UTC)).code
+                     for p in patients}
+        return codes
+    finally:
+        engine.dispose()
 
 
 # --- the load ------------------------------------------------------------------------------------
@@ -1125,8 +1199,9 @@ def main(argv: list[str] | None = None) -> int:
         card.renew()
         load = Load(base_url, opts.clients, card, pg, seen)
 
-        encounters = [Job("POST", "/fhir/Encounter", encounter(p, practitioner_id), expect(201))
-                      for p in patients]
+        codes = presence_codes(pg.url, patients)
+        encounters = [Job("POST", "/fhir/Encounter", encounter(p, practitioner_id, codes[p]),
+                          expect(201)) for p in patients]
         done = load.run("encounters", iter(encounters), math.inf, server.pid)
         if done.failures:
             raise RuntimeError(f"recording the encounters failed: {done.problems[:3]}")

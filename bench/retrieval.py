@@ -328,24 +328,9 @@ def timed(server: Any, pg: Any, base_url: str, paths: list[str], token: str, opt
 # --- setup ---------------------------------------------------------------------------------------
 
 
-PRESENCE_CODE_URL = "https://carevault.lu/fhir/StructureDefinition/presence-code"
-
-
-def presence_codes(database_url: str, patients: list[str]) -> dict[str, str]:
-    """The code each patient gives the physician (their app's ``$presence-code``), made
-    straight in the database: a care event needs one to open the record."""
-    from carevault.adapters.storage.database import connect
-    from carevault.adapters.storage.unit_of_work import UnitOfWork
-    from carevault.services.presence import issue_presence_code
-
-    engine = connect(database_url)
-    try:
-        with UnitOfWork(engine) as uow:
-            codes = {p: issue_presence_code(uow, p, f"account:bench-{p}", datetime.now(UTC)).code
-                     for p in patients}
-        return codes
-    finally:
-        engine.dispose()
+# Kept here by name for the scripts that import them from this module (bench/portal.py).
+PRESENCE_CODE_URL = docs.PRESENCE_CODE_URL
+presence_codes = docs.presence_codes
 
 
 def publish(base_url: str, card: Any, patients: list[str], practitioner_id: str,
@@ -355,9 +340,8 @@ def publish(base_url: str, card: Any, patients: list[str], practitioner_id: str,
     published: dict[str, str] = {}
     with httpx.Client(base_url=base_url, timeout=60) as client:
         for patient in patients:
-            encounter = json.loads(docs.encounter(patient, practitioner_id))
-            encounter["extension"] = [{"url": PRESENCE_CODE_URL, "valueString": codes[patient]}]
-            answer = client.post("/fhir/Encounter", content=json.dumps(encounter),
+            answer = client.post("/fhir/Encounter",
+                                 content=docs.encounter(patient, practitioner_id, codes[patient]),
                                  headers={**card.headers(), "Content-Type": docs.FHIR_JSON})
             if answer.status_code != 201:
                 raise RuntimeError(f"Encounter: {answer.status_code} {answer.text[:300]}")
