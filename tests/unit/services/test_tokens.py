@@ -280,7 +280,10 @@ def test_a_system_must_act_for_a_professional_of_its_own(world: World, act: Any,
     system = world.system()
     with pytest.raises(InvalidClient, match=reason):
         world.token(system, act=act)
-    assert world.uow.oauth.tokens == {} and world.uow.oauth.assertions == {}
+    # No token; the assertion is spent all the same (RFC 7523 §3: used once, whatever the
+    # answer), so that it cannot be tried again for another professional.
+    assert world.uow.oauth.tokens == {}
+    assert [client for client, _ in world.uow.oauth.assertions] == [system.client_id]
 
 
 def test_a_system_of_a_registered_authority_gets_its_scopes(world: World) -> None:
