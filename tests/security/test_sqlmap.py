@@ -36,7 +36,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlencode
 
 import httpx
@@ -51,6 +53,7 @@ from starlette.routing import Route
 
 from carevault.adapters.storage.database import connect, upgrade
 from carevault.bootstrap import build
+from carevault.services import patient_apps, tokens
 from support.attacked import AttackedWorld, seed, seeded_settings
 from support.requirements import POSTGRESQL, missing
 from support.tokens import professional_token
@@ -58,6 +61,7 @@ from support.tokens import professional_token
 pytestmark = pytest.mark.security
 
 SQLMAP = str(Path(sys.executable).parent / "sqlmap")
+SCANNER_TOKEN_LIFETIME = timedelta(hours=1)
 CAREVAULT = str(Path(sys.executable).parent / "carevault")
 DEEP = ("--level", "5", "--risk", "3")
 BROAD = ("--level", "2", "--risk", "2")
@@ -146,14 +150,18 @@ class Served:
     folder: Path
 
     def headers(self, caller: str) -> list[str]:
-        """A token minted now (a deep run lasts minutes; a token five)."""
+        """A token minted now, living an hour: sqlmap cannot renew one, and a deep run on a
+        busy machine outlasts the production five minutes (it then stops at the first 401,
+        its target untested). Minted in this process, checked by the server like any other."""
         platform = self.attacked.platform
-        if caller == "professional":
-            token = professional_token(platform, identifier="HP-ATTACK-1")
-        elif caller == "patient":
-            token = self.attacked.patient.fresh()
-        else:
-            return []
+        with mock.patch.object(tokens, "TOKEN_LIFETIME", SCANNER_TOKEN_LIFETIME), \
+                mock.patch.object(patient_apps, "TOKEN_LIFETIME", SCANNER_TOKEN_LIFETIME):
+            if caller == "professional":
+                token = professional_token(platform, identifier="HP-ATTACK-1")
+            elif caller == "patient":
+                token = self.attacked.patient.fresh()
+            else:
+                return []
         return [f"--headers=Authorization: Bearer {token}"]
 
 
