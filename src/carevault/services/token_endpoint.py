@@ -19,27 +19,12 @@ class TokenEndpoint:
     context: TokenContext
 
     def issue_backend_token(self, *, assertion_type: str, assertion: str, scope: str) -> TokenGrant:
-        """The ``client_credentials`` grant (`tokens.issue_backend_token`). A request refused
-        after its client authenticated (its scope, the professional it acts for) still spends
-        its assertion, in a transaction of its own: an assertion is used once (RFC 7523
-        §3), whatever the answer, so that a copy of it cannot be tried again with another
-        scope within its lifetime."""
-        try:
-            with self.units() as uow:
-                return tokens.issue_backend_token(
-                    uow,
-                    self.context,
-                    assertion_type=assertion_type,
-                    assertion=assertion,
-                    scope=scope,
-                )
-        except (tokens.ScopeRefused, tokens.ActorRefused):
-            with self.units() as uow:
-                tokens.authenticate_client(
-                    uow, self.context, assertion_type=assertion_type, assertion=assertion
-                )
-                uow.commit()
-            raise
+        """The ``client_credentials`` grant (`tokens.issue_backend_token`; a refusal after the
+        client authenticated still spends its assertion)."""
+        with self.units() as uow:
+            return tokens.issue_backend_token(
+                uow, self.context, assertion_type=assertion_type, assertion=assertion, scope=scope
+            )
 
     def exchange_code(
         self, *, code: str, redirect_uri: str, client_id: str, code_verifier: str

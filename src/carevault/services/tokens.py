@@ -254,14 +254,19 @@ def issue_backend_token(
     uow: UnitOfWork, ctx: TokenContext, *, assertion_type: str, assertion: str, scope: str
 ) -> TokenGrant:
     """The ``client_credentials`` grant with a ``private_key_jwt`` client assertion; a refusal
-    after the client authenticated is a `ScopeRefused` or an `ActorRefused`, which name it."""
+    after the client authenticated is a `ScopeRefused` or an `ActorRefused`, which name it.
+    Such a refusal still commits the spent assertion (nothing else is written before it): an
+    assertion is used once, whatever the answer (RFC 7523 §3), so that a copy cannot be tried
+    again with another scope or professional within its lifetime."""
     client = authenticate_client(uow, ctx, assertion_type=assertion_type, assertion=assertion)
     client_id = client.identity.client_id
     try:
         return _issue_backend_token(uow, ctx, client, scope)
     except InvalidClient as error:
+        uow.commit()
         raise ActorRefused(error.message, client_id) from error
     except InvalidInput as error:
+        uow.commit()
         raise ScopeRefused(error.message, client_id) from error
 
 
