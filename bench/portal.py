@@ -179,7 +179,7 @@ def publish_documents(env: dict[str, str], workdir: Path, base_url: str, pg: Any
     card.renew()
     publishing = argparse.Namespace(documents=opts.documents, document_bytes=16 * 1024)
     retrieval.publish(base_url, card, [patient_id], str(physician["id"]), publishing,
-                      retrieval.presence_codes(pg.url, [patient_id]))
+                      docs.presence_codes(pg.url, [patient_id]))
     return card
 
 

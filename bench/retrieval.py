@@ -328,11 +328,6 @@ def timed(server: Any, pg: Any, base_url: str, paths: list[str], token: str, opt
 # --- setup ---------------------------------------------------------------------------------------
 
 
-# Kept here by name for the scripts that import them from this module (bench/portal.py).
-PRESENCE_CODE_URL = docs.PRESENCE_CODE_URL
-presence_codes = docs.presence_codes
-
-
 def publish(base_url: str, card: Any, patients: list[str], practitioner_id: str,
             opts: Options, codes: dict[str, str]) -> dict[str, str]:
     """Encounters (the care relationship, with the patient's presence code), then D signed
@@ -489,7 +484,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         card = docs.Card(base_url, workdir / "card", str(issued["client_id"]))
         card.renew()
         published = publish(base_url, card, patients, practitioner_id, opts,
-                            presence_codes(pg.url, patients))
+                            docs.presence_codes(pg.url, patients))
         server.stop()
         ids = list(published)
         random.Random(68).shuffle(ids)
