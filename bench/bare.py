@@ -434,16 +434,7 @@ def ms(values: Sequence[float], p: float) -> float | None:
 def figures(run: WrkRun, before: Any, after: Any, server_pid: int, workers: int,
             threads: int) -> dict[str, Any]:
     """Requests/s, latencies, cores busy and CPU ms per request of one timed run."""
-    tree = docs._descendants(server_pid, {**before.processes, **after.processes})
-    spent = {"server": 0.0, "postgres": 0.0}
-    for pid, (cpu, ours, _parent) in after.processes.items():
-        delta = cpu - before.processes.get(pid, (0.0, False, 0))[0]
-        if pid in tree:
-            spent["server"] += delta
-        elif ours:
-            spent["postgres"] += delta
-    spent["wrk"] = after.wrk - before.wrk
-    spent["machine"] = after.machine - before.machine
+    spent = retrieval.cpu_spent(before, after, server_pid)
     # Everything else the CPUs did: PostgreSQL backends that ended during the run (a pool's
     # overflow connections, see postgres_sessions_opened), the kernel's work (loopback
     # traffic), this script (idle while wrk runs), other sessions' work on a shared machine.

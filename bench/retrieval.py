@@ -290,13 +290,10 @@ def snapshot(pg: Any) -> Snapshot:
                     docs.machine_cpu_seconds(), pg.counters())
 
 
-def timed(server: Any, pg: Any, base_url: str, paths: list[str], token: str, opts: Options,
-          workdir: Path) -> dict[str, Any]:
-    wrk(base_url, paths, token, opts, opts.warmup, workdir)  # connections, caches; not counted
-    before = snapshot(pg)
-    run = wrk(base_url, paths, token, opts, opts.seconds, workdir)
-    after = snapshot(pg)
-    tree = docs._descendants(server.pid, {**before.processes, **after.processes})
+def cpu_spent(before: Snapshot, after: Snapshot, server_pid: int) -> dict[str, float]:
+    """CPU seconds between two snapshots: the server's process tree, the scratch database's
+    PostgreSQL processes, wrk (this script's children) and the whole machine."""
+    tree = docs._descendants(server_pid, {**before.processes, **after.processes})
     spent = {"server": 0.0, "postgres": 0.0}
     for pid, (cpu, ours, _parent) in after.processes.items():
         delta = cpu - before.processes.get(pid, (0.0, False, 0))[0]
@@ -306,6 +303,16 @@ def timed(server: Any, pg: Any, base_url: str, paths: list[str], token: str, opt
             spent["postgres"] += delta
     spent["wrk"] = after.wrk - before.wrk
     spent["machine"] = after.machine - before.machine
+    return spent
+
+
+def timed(server: Any, pg: Any, base_url: str, paths: list[str], token: str, opts: Options,
+          workdir: Path) -> dict[str, Any]:
+    wrk(base_url, paths, token, opts, opts.warmup, workdir)  # connections, caches; not counted
+    before = snapshot(pg)
+    run = wrk(base_url, paths, token, opts, opts.seconds, workdir)
+    after = snapshot(pg)
+    spent = cpu_spent(before, after, server.pid)
     wall = run["duration_us"] / 1e6
     requests = run["requests"]
     errors = sum(run["errors"].values())
