@@ -12,6 +12,11 @@ from carevault.fhirmodel.directory import IdentitySystems, new_organization, new
 HOSPITAL_SYSTEM = "https://carevault.lu/fhir/sid/local/test-hospital"
 
 
+# Identity systems of the services' unit tests: URNs of no real registry, and national numbers
+# taken as given (no checksum), so that a test's people need no valid matricule.
+URN_SYSTEMS = IdentitySystems(national="urn:test:national", professional="urn:test:hpd",
+                              organization="urn:test:organizations", validate_national=False)
+
 def national_id(seq: int, born: date = date(1980, 4, 12)) -> str:
     return make_luxembourg_national_id(born, seq)
 

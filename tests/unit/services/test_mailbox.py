@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from carevault.adapters.keys.token_signer import TokenSigningKey
 from carevault.domain.errors import InvalidInput, NotAuthenticated, NotFound, NotPermitted
 from carevault.domain.messaging import message_digest
-from carevault.fhirmodel.directory import IdentitySystems, new_practitioner
+from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import pki
 from carevault.services.mailbox import (
     MailboxOwner,
@@ -33,14 +33,13 @@ from carevault.services.messaging import MessagingContext
 from carevault.services.patient_apps import AppRequest, approve, register_app
 from carevault.services.token_endpoint import TokenEndpoint
 from carevault.services.tokens import ASSERTION_TYPE, TokenContext
-from support.builders import hospital
+from support.builders import URN_SYSTEMS, hospital
 from support.fake_messaging import messaging_unit_of_work
 from support.fake_professionals import FakeProfessionalDirectory
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-SYSTEMS = IdentitySystems(national="urn:test:national", professional="urn:test:hpd",
-                          organization="urn:test:organizations", validate_national=False)
+SYSTEMS = URN_SYSTEMS
 BASE = "https://carevault.test"
 TOKEN_URL = f"{BASE}/oauth/token"
 DOMAIN = "msg.carevault.test"

@@ -28,18 +28,17 @@ from carevault.domain.errors import (
     NotFound,
 )
 from carevault.domain.messaging import MAX_RECIPIENTS, message_digest
-from carevault.fhirmodel.directory import IdentitySystems, new_practitioner
+from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import messaging, pki
 from carevault.services.audit_log import AuditUnavailable
 from carevault.services.messaging import MessagingContext, MessagingService, Sender
-from support.builders import hospital
+from support.builders import URN_SYSTEMS, hospital
 from support.fake_messaging import messaging_unit_of_work
 from support.fake_professionals import FakeProfessionalDirectory
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-SYSTEMS = IdentitySystems(national="urn:test:national", professional="urn:test:hpd",
-                          organization="urn:test:organizations", validate_national=False)
+SYSTEMS = URN_SYSTEMS
 DOMAIN = "msg.carevault.test"
 BODY = "Patient seen today: suspected appendicitis, please call me."
 

@@ -17,15 +17,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from carevault.domain.errors import BusinessRuleViolation, Conflict, InvalidInput, NotFound
-from carevault.fhirmodel.directory import IdentitySystems, new_practitioner
+from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import pki
-from support.builders import hospital
+from support.builders import URN_SYSTEMS, hospital
 from support.fake_professionals import FakeProfessionalDirectory, professional_unit_of_work
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-SYSTEMS = IdentitySystems(national="urn:test:national", professional="urn:test:hpd",
-                          organization="urn:test:organizations", validate_national=False)
+SYSTEMS = URN_SYSTEMS
 PASSWORD = b"ca password"
 
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from carevault.adapters.keys.token_signer import TokenSigningKey
-from carevault.fhirmodel.directory import IdentitySystems, new_practitioner
+from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import pki
 from carevault.services.patient_apps import AppRequest, InvalidGrant, approve, register_app
 from carevault.services.pki import ClientIdentity
@@ -32,13 +32,12 @@ from carevault.services.tokens import (
     ScopeRefused,
     TokenContext,
 )
-from support.builders import hospital
+from support.builders import URN_SYSTEMS, hospital
 from support.fake_professionals import FakeProfessionalDirectory
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-SYSTEMS = IdentitySystems(national="urn:test:national", professional="urn:test:hpd",
-                          organization="urn:test:organizations", validate_national=False)
+SYSTEMS = URN_SYSTEMS
 BASE = "https://carevault.test"
 TOKEN_URL = f"{BASE}/oauth/token"
 INTROSPECT_URL = f"{BASE}/oauth/introspect"

@@ -24,7 +24,7 @@ from carevault.adapters.storage.authority_store import RegisteredAuthority
 from carevault.domain.authorization import Authority
 from carevault.domain.errors import InvalidInput
 from carevault.domain.scopes import parse_scopes
-from carevault.fhirmodel.directory import IdentitySystems, new_practitioner
+from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import pki
 from carevault.services.patient_apps import AppRequest, InvalidGrant, approve, register_app
 from carevault.services.pki import ClientIdentity
@@ -38,13 +38,12 @@ from carevault.services.tokens import (
     TokenContext,
     authenticate,
 )
-from support.builders import hospital
+from support.builders import URN_SYSTEMS, hospital
 from support.fake_professionals import FakeProfessionalDirectory, professional_unit_of_work
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-SYSTEMS = IdentitySystems(national="urn:test:national", professional="urn:test:hpd",
-                          organization="urn:test:organizations", validate_national=False)
+SYSTEMS = URN_SYSTEMS
 BASE = "https://carevault.test"
 TOKEN_ENDPOINT = f"{BASE}/oauth/token"
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from carevault.adapters.keys.token_signer import TokenSigningKey
-from carevault.fhirmodel.directory import IdentitySystems, new_practitioner
+from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import pki
 from carevault.services.passkey_ceremony import PasskeyRefused, RelyingParty, challenge_hash
 from carevault.services.tokens import TokenContext
@@ -34,15 +34,14 @@ from carevault.services.workspace_signin import (
     WorkspaceSignIn,
     binding_problem,
 )
-from support.builders import hospital
+from support.builders import URN_SYSTEMS, hospital
 from support.fake_passkeys import FakeAccountPasskeyStore
 from support.fake_professionals import FakeProfessionalDirectory, professional_unit_of_work
 from support.fake_uow import FakeUnitOfWork
 from support.passkeys import SoftwareAuthenticator, b64
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-SYSTEMS = IdentitySystems(national="urn:test:national", professional="urn:test:hpd",
-                          organization="urn:test:organizations", validate_national=False)
+SYSTEMS = URN_SYSTEMS
 BASE = "http://localhost:8000"
 ORIGIN = BASE
 PARTY = RelyingParty("localhost", "CareVault", (ORIGIN,))
