@@ -680,12 +680,12 @@ def presence_codes(database_url: str, patients: Sequence[str]) -> dict[str, str]
     """The code each patient gives the physician (their app's ``$presence-code``), made
     straight in the database: a care event needs one to open the record."""
     from carevault.adapters.storage.database import connect
-    from carevault.adapters.storage.unit_of_work import UnitOfWork
+    from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
     from carevault.services.presence import issue_presence_code
 
     engine = connect(database_url)
     try:
-        with UnitOfWork(engine) as uow:
+        with SqlUnitOfWork(engine) as uow:
             codes = {p: issue_presence_code(uow, p, f"account:bench-{p}", datetime.now(UTC)).code
                      for p in patients}
         return codes

@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 from carevault.adapters.keys.local_file import create_key_file
 from carevault.adapters.storage import schema
 from carevault.adapters.storage.database import connect, upgrade
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import Platform, build, directory_context
 from carevault.domain.audit import STREAMS
 from carevault.services.directory import DirectoryContext
@@ -94,8 +94,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def uow(engine: Engine) -> Callable[[], UnitOfWork]:
-    return lambda: UnitOfWork(engine)
+def uow(engine: Engine) -> Callable[[], SqlUnitOfWork]:
+    return lambda: SqlUnitOfWork(engine)
 
 
 @pytest.fixture

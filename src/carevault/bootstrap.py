@@ -35,7 +35,7 @@ from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.database import connect
 from carevault.adapters.storage.health import database_health
 from carevault.adapters.storage.lease import try_chores_lease
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.adapters.syslog.relp_sender import RelpSender
 from carevault.adapters.syslog.tls_sender import TlsSyslogSender
 from carevault.adapters.timestamping import HttpTimeStampAuthority
@@ -51,6 +51,8 @@ from carevault.api.instruments import Instruments, json_log_config
 from carevault.api.mailbox_routes import mailbox_router, professional_authenticator
 from carevault.api.oauth_routes import oauth_router
 from carevault.api.pki_routes import pki_router, signing_key_router
+from carevault.api.tls import TlsOptions, server_context
+from carevault.api.workers import listening_socket, serve_one, serve_processes
 from carevault.domain.affinity import AffinityDomain
 from carevault.domain.audit import STREAMS
 from carevault.domain.authorization import ProfileMatrix, RecordModel
@@ -82,6 +84,7 @@ from carevault.services.record_policy import RecordPolicy
 from carevault.services.retention import Retention
 from carevault.services.token_endpoint import TokenEndpoint
 from carevault.services.tokens import TokenContext, authenticate
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.services.workspace_signin import WorkspaceSignIn
 from carevault.settings import ConfigurationError, Settings
 from carevault.web.pages import SESSION_COOKIE
@@ -124,13 +127,13 @@ def load_profile_matrix(settings: Settings) -> ProfileMatrix:
 def units(settings: Settings, engine: Engine) -> Callable[[], UnitOfWork]:
     """Units of work that record the current request's change atomically with it."""
     model = RecordModel(settings.record_model)
-    return lambda: UnitOfWork(engine, before_commit=before_commit, record_model=model)
+    return lambda: SqlUnitOfWork(engine, before_commit=before_commit, record_model=model)
 
 
 def read_units(settings: Settings, engine: Engine) -> Callable[[], UnitOfWork]:
     """Read-only units of work (the door's gate)."""
     model = RecordModel(settings.record_model)
-    return lambda: UnitOfWork(engine, record_model=model, read_only=True)
+    return lambda: SqlUnitOfWork(engine, record_model=model, read_only=True)
 
 
 def record_policy(settings: Settings, engine: Engine, log: AuditLog) -> RecordPolicy:
@@ -240,7 +243,7 @@ def account_service(
 ) -> AccountService:
     """The accounts' use cases; with ``passkeys``, a passkey signs in besides the TOTP code."""
     return AccountService(
-        lambda: UnitOfWork(engine),
+        lambda: SqlUnitOfWork(engine),
         log,
         hasher=Argon2PasswordHasher(),
         totp=TotpAuthenticator(),
@@ -275,7 +278,7 @@ def prescription_service(settings: Settings, engine: Engine, log: AuditLog) -> P
         patient_system=settings.national_id_system,
         practitioner_system=settings.professional_id_system,
         default_validity=timedelta(days=settings.prescription_validity_days),
-        counting_units=lambda: UnitOfWork(engine),
+        counting_units=lambda: SqlUnitOfWork(engine),
         printer=prescription_pdf,
         codes=AccessCodeBox.from_key_source(settings.key_source),
     )
@@ -308,7 +311,7 @@ def readiness(settings: Settings, engine: Engine, log: AuditLog, vault: Envelope
 def retention(settings: Settings, engine: Engine, log: AuditLog) -> Retention:
     """The retention job over the configured period and document store."""
     return Retention(
-        lambda: UnitOfWork(engine),
+        lambda: SqlUnitOfWork(engine),
         log,
         utc_now,
         years=settings.retention_years,
@@ -316,6 +319,47 @@ def retention(settings: Settings, engine: Engine, log: AuditLog) -> Retention:
         if settings.document_storage == "filesystem"
         else None,
     )
+
+
+def server_tls(settings: Settings) -> TlsOptions | None:
+    """The TLS `carevault serve` listens with, if any, checked before anything starts: an
+    unusable certificate, key or CA file is refused here with a readable message."""
+    tls = TlsOptions.from_settings(settings)
+    if tls is not None:
+        server_context(tls)
+    return tls
+
+
+def serve(
+    platform: Platform,
+    host: str,
+    port: int,
+    processes: int,
+    tls: TlsOptions | None,
+    *,
+    json_logs: bool,
+) -> bool:
+    """Serve ``platform`` on host:port: in this process (one worker), or in ``processes``
+    worker processes that each build their own platform (`application`) from the environment,
+    told the public address resolved here so that all of them advertise the same one. False
+    when the single server could not start (uvicorn said why: a port in use…)."""
+    if processes == 1:
+        return serve_one(platform.app, host, port, tls, json_logs=json_logs)
+    platform.engine.dispose()  # the workers build their own; this process only supervises
+    try:
+        listening_socket(host, port).close()  # a port in use is refused here, readably
+    except OSError as error:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    serve_processes(
+        "carevault.bootstrap:application",
+        host,
+        port,
+        processes,
+        tls=tls,
+        environment={"CAREVAULT_PUBLIC_BASE_URL": platform.settings.public_url},
+        json_logs=json_logs,
+    )
+    return True
 
 
 def log_config(level: str = "info") -> dict[str, object]:
@@ -460,11 +504,11 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         capabilities=lambda d: capability_statement(d, fhir_base),
     )
     party = relying_party(settings.public_url, settings.environment)
-    passkeys = AccountPasskeys(lambda: UnitOfWork(engine), log, party, utc_now)
+    passkeys = AccountPasskeys(lambda: SqlUnitOfWork(engine), log, party, utc_now)
     accounts = account_service(settings, engine, log, passkeys)
-    sessions = PortalSessions(lambda: UnitOfWork(engine), utc_now)
+    sessions = PortalSessions(lambda: SqlUnitOfWork(engine), utc_now)
     public_pki = PublicDocuments(
-        lambda: UnitOfWork(log.engine), ca_key_password(settings.key_source), utc_now
+        lambda: SqlUnitOfWork(log.engine), ca_key_password(settings.key_source), utc_now
     )
     portal = portal_router(
         settings,
@@ -488,7 +532,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         settings,
         sessions,
         WorkspaceSignIn(
-            lambda: UnitOfWork(engine),
+            lambda: SqlUnitOfWork(engine),
             tokens,
             party,
             utc_now,
@@ -509,7 +553,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         ),
     )
     oauth = oauth_router(
-        TokenEndpoint(lambda: UnitOfWork(engine), tokens),
+        TokenEndpoint(lambda: SqlUnitOfWork(engine), tokens),
         TokenBucketLimiter(settings.rate_limit_per_minute),
         introspection_limiter=TokenBucketLimiter(settings.introspection_rate_per_minute),
     )
@@ -518,7 +562,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     mailbox = mailbox_service(settings, engine, tokens)
 
     def security_officer(token: str) -> str | None:
-        with UnitOfWork(engine) as uow:
+        with SqlUnitOfWork(engine) as uow:
             try:
                 caller = authenticate(uow, tokens, token)
             except CareVaultError:

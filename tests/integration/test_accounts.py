@@ -18,7 +18,7 @@ from carevault.adapters.security.passwords import Argon2PasswordHasher
 from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox, qr_svg
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.account_store import AccountRecord, AccountStore
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import Platform
 from carevault.domain.accounts import AccountKind
 from carevault.domain.audit import AuditRecord
@@ -39,7 +39,7 @@ from carevault.services.directory import DirectoryContext
 from carevault.settings import Settings
 from support.builders import national_id, patient
 
-Units = Callable[[], UnitOfWork]
+Units = Callable[[], SqlUnitOfWork]
 
 T0 = datetime(2026, 11, 22, 9, 0, 5, tzinfo=UTC)
 PASSWORD = "violet tramway over Kirchberg"

@@ -9,7 +9,7 @@ import json
 import pytest
 from typer.testing import CliRunner, Result
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.cli import context
 from carevault.cli.main import app
 from carevault.settings import Settings
@@ -20,7 +20,7 @@ def run(*args: str) -> Result:
 
 
 def scopes_of(settings: Settings, client_id: str) -> str:
-    with UnitOfWork(context.engine_for(settings.database_url)) as uow:
+    with SqlUnitOfWork(context.engine_for(settings.database_url)) as uow:
         found = uow.apps.client(client_id)
         assert found is not None
         return found.scopes

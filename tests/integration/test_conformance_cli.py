@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.cli import context
 from carevault.cli.main import app
 from carevault.domain.conformance import Attempt, assess, verdict
@@ -121,7 +121,7 @@ def test_registering_gives_the_system_its_client_and_what_it_acts_for(
     assert [s["step"] for s in made["scenario"]][:2] == ["authenticate", "feed-patient"]
     certificate = x509.load_pem_x509_certificate((out / "cert.pem").read_bytes())
     assert "system:SANDBOX-DEMO-HIS-1-0" in certificate.subject.rfc4514_string()
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         organization_id = made["organization"].removeprefix("Organization/")
         kinds = {a.kind.value for a in uow.authorities.active_of(organization_id)}
     assert kinds == {"identity-source", "admission-system"}
@@ -208,7 +208,7 @@ class Sandbox:
 
 
 @pytest.fixture
-def production(cli_env: Callable[[str], None], uow: Callable[[], UnitOfWork],
+def production(cli_env: Callable[[str], None], uow: Callable[[], SqlUnitOfWork],
                ctx: DirectoryContext) -> str:
     """A production platform with its CA and a hospital; the hospital's id."""
     cli_env("prod")

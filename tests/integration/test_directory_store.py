@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain.directory import Identifier
 from carevault.domain.errors import (
     BusinessRuleViolation,
@@ -30,7 +30,7 @@ from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
 from support.builders import HOSPITAL_SYSTEM, hospital, national_id, patient
 
-UowFactory = Callable[[], UnitOfWork]
+UowFactory = Callable[[], SqlUnitOfWork]
 PAGE = Page(0, 50)
 
 

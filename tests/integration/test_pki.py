@@ -35,7 +35,7 @@ from carevault.adapters.pki.x509_authority import (
 )
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.pki_store import CertificateRecord, PkiStore, StoredAuthority
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import Platform, directory_context
 from carevault.domain.errors import BusinessRuleViolation, Conflict, InvalidInput, NotFound
 from carevault.fhirmodel.directory import new_organization, new_practitioner
@@ -60,7 +60,7 @@ from carevault.services.pki import (
 from carevault.settings import Settings
 from support.builders import hospital
 
-Units = Callable[[], UnitOfWork]
+Units = Callable[[], SqlUnitOfWork]
 
 
 def now() -> datetime:

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select
 from typer.testing import CliRunner, Result
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.cli.main import app
 from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import directory as svc
@@ -59,7 +59,7 @@ def pki_records(engine: Engine) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def directory(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> dict[str, str]:
+def directory(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> dict[str, str]:
     with uow() as unit:
         (org,) = svc.register_organizations(unit, ctx, [hospital(ctx.systems, "ORG-0001")])
     with uow() as unit:

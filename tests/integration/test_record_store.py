@@ -26,7 +26,7 @@ from carevault.adapters.storage.record_store import (
     StoredEncounter,
     filter_clause,
 )
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain.authorization import (
     Action,
     Block,
@@ -132,22 +132,22 @@ def sort_facts(facts: RecordFacts | None) -> RecordFacts | None:
 
 
 @pytest.fixture
-def unit(engine: Engine) -> Iterator[UnitOfWork]:
+def unit(engine: Engine) -> Iterator[SqlUnitOfWork]:
     """A unit of work that is never committed: each test leaves the database as it found it."""
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         yield uow
 
 
 # --- loading the facts ------------------------------------------------------------------------
 
 
-def test_a_patient_without_a_record_row_has_the_defaults_under_opt_out(unit: UnitOfWork) -> None:
+def test_a_patient_without_a_record_row_has_the_defaults_under_opt_out(unit: SqlUnitOfWork) -> None:
     patient_id = add_patient(unit.records.connection)
     assert unit.records.load(patient_id, NOW) == RecordFacts(patient_id=patient_id)
 
 
 def test_no_record_for_unknown_inactive_merged_or_unopened_opt_in(engine: Engine) -> None:
-    with UnitOfWork(engine, record_model=RecordModel.OPT_IN) as uow:
+    with SqlUnitOfWork(engine, record_model=RecordModel.OPT_IN) as uow:
         connection = uow.records.connection
         survivor = add_patient(connection)
         inactive = add_patient(connection, active=False)
@@ -166,7 +166,7 @@ def test_no_record_for_unknown_inactive_merged_or_unopened_opt_in(engine: Engine
         )
 
 
-def test_every_kind_of_fact_round_trips(unit: UnitOfWork) -> None:
+def test_every_kind_of_fact_round_trips(unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     records.update_record(
@@ -239,7 +239,7 @@ def test_every_kind_of_fact_round_trips(unit: UnitOfWork) -> None:
     assert all(g.start.tzinfo is not None for g in loaded.grants)
 
 
-def test_new_facts_get_an_id(unit: UnitOfWork) -> None:
+def test_new_facts_get_an_id(unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     grant_id = records.add_grant(
@@ -253,7 +253,7 @@ def test_new_facts_get_an_id(unit: UnitOfWork) -> None:
     assert len(grant_id) == 32 and grant_id != block_id
 
 
-def test_revoked_expired_and_closed_facts_are_left_out(unit: UnitOfWork) -> None:
+def test_revoked_expired_and_closed_facts_are_left_out(unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     other = add_patient(records.connection)
@@ -303,7 +303,7 @@ def test_revoked_expired_and_closed_facts_are_left_out(unit: UnitOfWork) -> None
     assert revoked.revoked_at == NOW and revoked.revoked_by == "patient:me"
 
 
-def test_load_is_one_statement(engine: Engine, unit: UnitOfWork) -> None:
+def test_load_is_one_statement(engine: Engine, unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     records.ensure_record(patient_id, NOW)
@@ -335,7 +335,7 @@ def test_load_is_one_statement(engine: Engine, unit: UnitOfWork) -> None:
 
 
 def test_update_record_creates_the_row_and_changes_only_what_it_is_given(
-    unit: UnitOfWork,
+    unit: SqlUnitOfWork,
 ) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
@@ -351,7 +351,7 @@ def test_update_record_creates_the_row_and_changes_only_what_it_is_given(
     )
 
 
-def test_grants_are_listed_changed_and_revoked(unit: UnitOfWork) -> None:
+def test_grants_are_listed_changed_and_revoked(unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     first = Grant(Party.PRACTITIONER, "pr-a", GrantLevel.NORMAL, NOW, NOW + HOUR, id="g-1")
@@ -375,7 +375,7 @@ def test_grants_are_listed_changed_and_revoked(unit: UnitOfWork) -> None:
     assert records.grant("another-patient", "g-2") is None
 
 
-def test_blocks_are_listed_and_revoked(unit: UnitOfWork) -> None:
+def test_blocks_are_listed_and_revoked(unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     records.add_block(patient_id, Block(Party.PRACTITIONER, "pr-a", "b-1"), NOW, "patient:me")
@@ -393,7 +393,7 @@ def test_blocks_are_listed_and_revoked(unit: UnitOfWork) -> None:
 # --- documents --------------------------------------------------------------------------------
 
 
-def test_document_facts_round_trip_and_change(unit: UnitOfWork) -> None:
+def test_document_facts_round_trip_and_change(unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     document = DocumentFacts(
@@ -412,7 +412,7 @@ def test_document_facts_round_trip_and_change(unit: UnitOfWork) -> None:
     assert not records.set_document_released("another-patient", "doc-1")
 
 
-def test_find_documents_filters_and_counts_in_the_database(unit: UnitOfWork) -> None:
+def test_find_documents_filters_and_counts_in_the_database(unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     other = add_patient(records.connection)
@@ -462,7 +462,7 @@ def test_find_documents_filters_and_counts_in_the_database(unit: UnitOfWork) -> 
 # --- encounters and notifications -------------------------------------------------------------
 
 
-def test_encounters_round_trip_most_recent_first(unit: UnitOfWork) -> None:
+def test_encounters_round_trip_most_recent_first(unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     stored = [
@@ -488,7 +488,7 @@ def test_encounters_round_trip_most_recent_first(unit: UnitOfWork) -> None:
     assert records.encounters("another-patient", 0, 10) == (0, [])
 
 
-def test_notifications_to_a_patient_without_an_account(unit: UnitOfWork) -> None:
+def test_notifications_to_a_patient_without_an_account(unit: SqlUnitOfWork) -> None:
     records = unit.records
     patient_id = add_patient(records.connection)
     first = records.notify(patient_id, "emergency-access", {"b": 1, "a": "é"}, NOW)
@@ -512,13 +512,13 @@ def test_notifications_to_a_patient_without_an_account(unit: UnitOfWork) -> None
 
 
 def test_facts_survive_a_commit(engine: Engine) -> None:
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         patient_id = add_patient(uow.records.connection)
         uow.records.add_grant(
             patient_id, Grant(Party.PRACTITIONER, "pr-a", GrantLevel.NORMAL, NOW, id="g-1"), NOW
         )
         uow.commit()
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         facts = uow.records.load(patient_id, NOW)
     assert facts is not None
     assert [g.id for g in facts.grants] == ["g-1"]
@@ -705,7 +705,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     )
 
 
-def store(unit: UnitOfWork, scenario: Scenario) -> tuple[str, RecordFacts | None]:
+def store(unit: SqlUnitOfWork, scenario: Scenario) -> tuple[str, RecordFacts | None]:
     """Write the scenario for a new patient; returns its id and the facts `load` should give."""
     records = unit.records
     patient_id = add_patient(records.connection)
@@ -786,7 +786,7 @@ def test_the_sql_filter_returns_exactly_what_decide_permits(
     people: list[Subject],
     pages: list[tuple[int, int]],
 ) -> None:
-    with UnitOfWork(engine, record_model=scenario.model) as unit:  # rolled back at the end
+    with SqlUnitOfWork(engine, record_model=scenario.model) as unit:  # rolled back at the end
         patient_id, expected = store(unit, scenario)
         facts = unit.records.load(patient_id, NOW)
         assert sort_facts(facts) == sort_facts(expected)

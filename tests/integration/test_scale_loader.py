@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.document_store import sealed_parts
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.services.documents import CONTENT
 from support.databases import private_database
 
@@ -87,7 +87,7 @@ def test_a_stopped_load_resumes_and_what_it_loaded_opens(
 
         # Every document is its own ciphertext, bound to its id: it opens with the platform's
         # keys and matches the hash its metadata declares.
-        with UnitOfWork(platform.engine) as uow:
+        with SqlUnitOfWork(platform.engine) as uow:
             for document_id in document_ids[:: len(document_ids) // 10]:
                 found = uow.documents.get_with_content(document_id)
                 assert found is not None

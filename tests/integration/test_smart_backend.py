@@ -31,7 +31,7 @@ from carevault.adapters.pki.x509_authority import (
     ca_name,
     new_key,
 )
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
 from carevault.domain.errors import CareVaultError
@@ -58,7 +58,7 @@ class World:
 
 @pytest.fixture
 def world(platform: Platform, settings: Settings) -> World:
-    units: Callable[[], UnitOfWork] = platform.unit_of_work
+    units: Callable[[], SqlUnitOfWork] = platform.unit_of_work
     ctx = platform.directory
     pki_ctx = pki.PkiContext(systems=ctx.systems, ca_password=ca_key_password(settings.key_source),
                              clock=now)

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from carevault.adapters.storage.alert_store import StoredAlert
 from carevault.adapters.storage.authority_store import RegisteredAuthority
 from carevault.adapters.storage.oauth_store import AppClient, AuthorizationCode
 from carevault.adapters.storage.passkey_store import StoredChallenge, StoredPasskey
 from carevault.adapters.storage.portal_store import StoredInvitation, StoredSession
-from carevault.adapters.storage.prescription_store import StoredTask
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
+from carevault.domain.anomaly import StoredAlert
 from carevault.domain.authorization import Authority
+from carevault.domain.prescriptions import StoredTask
 from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
 from support.builders import hospital, patient
@@ -114,7 +114,7 @@ def test_the_fake_session_store() -> None:
     check_session_store(FakeUnitOfWork())
 
 
-def test_the_real_session_store(uow: Callable[[], UnitOfWork]) -> None:
+def test_the_real_session_store(uow: Callable[[], SqlUnitOfWork]) -> None:
     check_session_store(Reused(uow))
 
 
@@ -156,11 +156,11 @@ def test_the_fake_passkey_store() -> None:
     check_passkey_store(FakeUnitOfWork())
 
 
-def test_the_real_passkey_store(uow: Callable[[], UnitOfWork]) -> None:
+def test_the_real_passkey_store(uow: Callable[[], SqlUnitOfWork]) -> None:
     check_passkey_store(Reused(uow))
 
 
-def _organization(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> str:
+def _organization(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> str:
     with uow() as unit:
         [stored] = svc.register_organizations(unit, ctx, [hospital(ctx.systems)])
     return stored.id
@@ -172,7 +172,7 @@ def test_the_fake_authority_store() -> None:
     check_authority_store(fake, "org-1")
 
 
-def test_the_real_authority_store(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+def test_the_real_authority_store(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     org = _organization(uow, ctx)
     check_authority_store(Reused(uow), org)
 
@@ -182,7 +182,7 @@ def test_the_fake_presence_code_store() -> None:
 
 
 def test_the_real_presence_code_store(
-    uow: Callable[[], UnitOfWork], ctx: DirectoryContext
+    uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext
 ) -> None:
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
@@ -213,7 +213,7 @@ def test_the_fake_invitation_store() -> None:
     check_invitation_store(FakeUnitOfWork(), "pat-1")
 
 
-def test_the_real_invitation_store(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+def test_the_real_invitation_store(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     with uow() as unit:
         [one] = svc.register_patients(unit, ctx, [patient(ctx.systems, 1)])
     check_invitation_store(Reused(uow), one.id)
@@ -249,7 +249,7 @@ def test_the_fake_app_store() -> None:
     check_app_store(FakeUnitOfWork(), "pat-1")
 
 
-def test_the_real_app_store(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+def test_the_real_app_store(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     with uow() as unit:
         [one] = svc.register_patients(unit, ctx, [patient(ctx.systems, 1)])
     check_app_store(Reused(uow), one.id)
@@ -317,7 +317,7 @@ def test_the_fake_alert_store() -> None:
     check_alert_store(FakeUnitOfWork())
 
 
-def test_the_real_alert_store(uow: Callable[[], UnitOfWork]) -> None:
+def test_the_real_alert_store(uow: Callable[[], SqlUnitOfWork]) -> None:
     check_alert_store(Reused(uow))
 
 
@@ -415,7 +415,7 @@ def test_the_fake_prescription_store() -> None:
 
 
 def test_the_real_prescription_store(
-    uow: Callable[[], UnitOfWork], ctx: DirectoryContext
+    uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext
 ) -> None:
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
@@ -424,7 +424,7 @@ def test_the_real_prescription_store(
 
 
 def test_the_directory_knows_which_patients_are_professionals_and_where_they_work(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     """The colleague rule's facts: a Practitioner carrying a patient's national identifier is
     that patient, working in the organizations of their active roles; the common family
     names are those borne by at least two patients and the given share."""

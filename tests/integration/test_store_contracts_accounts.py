@@ -14,7 +14,7 @@ from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.account_store import AccountRecord, Notification
 from carevault.adapters.storage.oauth_store import IssuedToken
 from carevault.adapters.storage.pki_store import CertificateRecord, StoredAuthority
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain.accounts import AccountKind, Mandate, ThrottleState
 from carevault.domain.directory import MergeState
 from carevault.domain.errors import BusinessRuleViolation
@@ -157,7 +157,7 @@ def test_the_fake_account_stores_mandates_throttles_and_notifications() -> None:
     check_mandates_throttles_and_notifications(FakeUnitOfWork(), "pat-1", "pat-2")
 
 
-def test_the_real_account_store(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+def test_the_real_account_store(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
                                                      patient(ctx.systems, 2)])
@@ -165,7 +165,7 @@ def test_the_real_account_store(uow: Callable[[], UnitOfWork], ctx: DirectoryCon
 
 
 def test_the_real_account_stores_mandates_throttles_and_notifications(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
                                                      patient(ctx.systems, 2)])
@@ -247,7 +247,7 @@ def test_the_fake_pki_and_oauth_stores() -> None:
     check_pki_and_oauth_stores(FakeUnitOfWork())
 
 
-def test_the_real_pki_and_oauth_stores(uow: Callable[[], UnitOfWork]) -> None:
+def test_the_real_pki_and_oauth_stores(uow: Callable[[], SqlUnitOfWork]) -> None:
     check_pki_and_oauth_stores(Reused(uow))
 
 
@@ -300,7 +300,7 @@ def test_the_fake_professional_directory() -> None:
     check_professional_directory(fake, "pr-1", "pr-2", "org-1", "pat-1", "pat-2")
 
 
-def test_the_real_professional_directory(uow: Callable[[], UnitOfWork],
+def test_the_real_professional_directory(uow: Callable[[], SqlUnitOfWork],
                                          ctx: DirectoryContext) -> None:
     with uow() as unit:
         [org] = svc.register_organizations(unit, ctx, [hospital(ctx.systems)])

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
 from carevault.adapters.storage.audit_store import AuditStore
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain import merkle
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.tree_head import signed_bytes
@@ -88,7 +88,7 @@ def test_the_fake_directory_knows_the_detectors_facts() -> None:
 
 
 def test_the_real_directory_knows_the_detectors_facts(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_detector_directory_facts(uow, ctx)
 
 

@@ -19,7 +19,7 @@ from carevault.adapters.storage.directory_store import (
     SearchResult,
     Stored,
 )
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain.directory import Identifier, MergeState
 from carevault.domain.errors import Conflict
 from carevault.domain.mandates import AssistantMandate
@@ -170,7 +170,7 @@ def test_the_fake_directory_keeps_patients() -> None:
     check_patients(FakeUnitOfWork(), directory_context(lambda: NOW))
 
 
-def test_the_real_directory_keeps_patients(uow: Callable[[], UnitOfWork],
+def test_the_real_directory_keeps_patients(uow: Callable[[], SqlUnitOfWork],
                                            ctx: DirectoryContext) -> None:
     check_patients(Reused(uow), ctx)
 
@@ -313,7 +313,7 @@ def test_the_fake_directory_keeps_professionals() -> None:
     check_professionals(FakeUnitOfWork(), directory_context(lambda: NOW))
 
 
-def test_the_real_directory_keeps_professionals(uow: Callable[[], UnitOfWork],
+def test_the_real_directory_keeps_professionals(uow: Callable[[], SqlUnitOfWork],
                                                 ctx: DirectoryContext) -> None:
     check_professionals(Reused(uow), ctx)
 
@@ -421,7 +421,7 @@ def test_the_fake_directory_keeps_mandates_and_care_teams() -> None:
     check_mandates_and_teams(FakeUnitOfWork(), directory_context(lambda: NOW))
 
 
-def test_the_real_directory_keeps_mandates_and_care_teams(uow: Callable[[], UnitOfWork],
+def test_the_real_directory_keeps_mandates_and_care_teams(uow: Callable[[], SqlUnitOfWork],
                                                           ctx: DirectoryContext) -> None:
     check_mandates_and_teams(Reused(uow), ctx)
 

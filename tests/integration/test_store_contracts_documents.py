@@ -19,7 +19,7 @@ import pytest
 from carevault.adapters.storage.account_store import AccountRecord
 from carevault.adapters.storage.document_store import DocumentCriteria, SealedParts, StoredContent
 from carevault.adapters.storage.pki_store import CertificateRecord, StoredAuthority
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain.accounts import AccountKind
 from carevault.domain.authorization import Confidentiality, DocumentFilter, RecordState
 from carevault.domain.documents import Coding, DocumentMetadata, DocumentStatus
@@ -36,7 +36,7 @@ CONTENT = SealedParts("kek-1", b"wrapped", b"nonce-12byte", b"ciphertext")
 TEXT = SealedParts("kek-2", b"wrapped", b"nonce-12byte", b"title")
 
 
-def _patients(uow: Callable[[], UnitOfWork], ctx: DirectoryContext, count: int) -> list[str]:
+def _patients(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext, count: int) -> list[str]:
     with uow() as unit:
         stored = svc.register_patients(unit, ctx, [patient(ctx.systems, n + 1)
                                                    for n in range(count)])
@@ -83,7 +83,7 @@ def test_the_fake_pki_store() -> None:
     check_pki_store(FakeUnitOfWork())
 
 
-def test_the_real_pki_store(uow: Callable[[], UnitOfWork]) -> None:
+def test_the_real_pki_store(uow: Callable[[], SqlUnitOfWork]) -> None:
     check_pki_store(Reused(uow))
 
 
@@ -163,7 +163,7 @@ def test_the_fake_closed_records_and_their_purge() -> None:
 
 
 def test_the_real_closed_records_and_their_purge(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_closed_records_and_their_purge(Reused(uow), _add_real, _patients(uow, ctx, 4))
 
 
@@ -207,7 +207,7 @@ def test_the_fake_outbox() -> None:
     check_outbox(fake, ["pat-1", "pat-2", "pat-3"], {"pat-1": "acc-1", "pat-2": "acc-2"})
 
 
-def test_the_real_outbox(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+def test_the_real_outbox(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     patients = _patients(uow, ctx, 3)
     accounts = {}
     with uow() as unit:
@@ -341,7 +341,7 @@ def test_the_fake_documents() -> None:
     check_documents(uow, ["pat-1", "pat-2"])
 
 
-def test_the_real_documents(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+def test_the_real_documents(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_documents(Reused(uow), _patients(uow, ctx, 2))
 
 
@@ -382,7 +382,7 @@ def test_the_fake_count_current() -> None:
     check_count_current(FakeDocumentUnitOfWork(), ["pat-1", "pat-2"])
 
 
-def test_the_real_count_current(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+def test_the_real_count_current(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_count_current(Reused(uow), _patients(uow, ctx, 2))
 
 
@@ -413,5 +413,5 @@ def test_the_fake_document_facts_the_patient_manages() -> None:
 
 
 def test_the_real_document_facts_the_patient_manages(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_document_facts_the_patient_manages(Reused(uow), _patients(uow, ctx, 2))

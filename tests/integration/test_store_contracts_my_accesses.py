@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain.authorization import Delegation, EmergencyWindow, Grant, GrantLevel, Party
 from carevault.services import directory as svc
 from carevault.services.directory import DirectoryContext
@@ -94,7 +94,7 @@ def test_the_fake_lists_a_professionals_accesses() -> None:
 
 
 def test_the_real_store_lists_a_professionals_accesses(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
                                                      patient(ctx.systems, 2)])
@@ -126,7 +126,7 @@ def test_the_fake_leaves_inactive_patients_out() -> None:
 
 
 def test_the_real_store_leaves_inactive_patients_out(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1), {
             **patient(ctx.systems, 2), "active": False}])

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from support.contracts import Reused
 from support.fake_messaging import messaging_unit_of_work
 
@@ -99,7 +99,7 @@ def test_the_fake_encryption_certificates_of() -> None:
     check_encryption_certificates_of(messaging_unit_of_work())
 
 
-def test_the_real_encryption_certificates_of(uow: Callable[[], UnitOfWork]) -> None:
+def test_the_real_encryption_certificates_of(uow: Callable[[], SqlUnitOfWork]) -> None:
     check_encryption_certificates_of(Reused(uow))
 
 
@@ -107,5 +107,5 @@ def test_the_fake_encryption_certificates() -> None:
     check_encryption_certificates(messaging_unit_of_work())
 
 
-def test_the_real_encryption_certificates(uow: Callable[[], UnitOfWork]) -> None:
+def test_the_real_encryption_certificates(uow: Callable[[], SqlUnitOfWork]) -> None:
     check_encryption_certificates(Reused(uow))

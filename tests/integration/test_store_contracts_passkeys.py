@@ -15,7 +15,7 @@ from carevault.adapters.storage.passkey_store import (
     StoredPasskey,
 )
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from support.contracts import Reused
 from support.fake_uow import FakeUnitOfWork
 
@@ -113,7 +113,7 @@ def test_the_fake_account_passkeys() -> None:
     check_account_passkeys(FakeUnitOfWork())
 
 
-def test_the_real_account_passkeys(uow: Callable[[], UnitOfWork]) -> None:
+def test_the_real_account_passkeys(uow: Callable[[], SqlUnitOfWork]) -> None:
     check_account_passkeys(Reused(uow))
 
 
@@ -121,5 +121,5 @@ def test_the_fake_pkis_revoked_certificates() -> None:
     check_revoked_unexpired(FakeUnitOfWork())
 
 
-def test_the_real_pkis_revoked_certificates(uow: Callable[[], UnitOfWork]) -> None:
+def test_the_real_pkis_revoked_certificates(uow: Callable[[], SqlUnitOfWork]) -> None:
     check_revoked_unexpired(Reused(uow))

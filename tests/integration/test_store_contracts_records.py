@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.account_store import AccountRecord
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain.accounts import AccountKind, Mandate
 from carevault.domain.authorization import (
     Block,
@@ -228,7 +228,7 @@ def _fake() -> FakeRecordUnitOfWork:
     return fake
 
 
-def _patients(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> tuple[str, str]:
+def _patients(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> tuple[str, str]:
     with uow() as unit:
         one, two = svc.register_patients(unit, ctx, [patient(ctx.systems, 1),
                                                      patient(ctx.systems, 2)])
@@ -239,7 +239,7 @@ def test_the_fake_record_store() -> None:
     check_record_store(_fake(), "pat-1", "pat-2")
 
 
-def test_the_real_record_store(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+def test_the_real_record_store(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_record_store(Reused(uow), *_patients(uow, ctx))
 
 
@@ -247,7 +247,7 @@ def test_the_fake_record_settings() -> None:
     check_record_settings(_fake(), "pat-1")
 
 
-def test_the_real_record_settings(uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+def test_the_real_record_settings(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_record_settings(Reused(uow), _patients(uow, ctx)[0])
 
 
@@ -256,7 +256,7 @@ def test_the_fake_windows_and_delegations() -> None:
 
 
 def test_the_real_windows_and_delegations(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_windows_and_delegations(Reused(uow), _patients(uow, ctx)[0])
 
 
@@ -265,7 +265,7 @@ def test_the_fake_accounts_and_mandates() -> None:
 
 
 def test_the_real_accounts_and_mandates(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_accounts_and_mandates(Reused(uow), *_patients(uow, ctx))
 
 
@@ -276,8 +276,8 @@ def test_the_fake_record_store_under_opt_in() -> None:
 
 
 def test_the_real_record_store_under_opt_in(engine: Engine, ctx: DirectoryContext) -> None:
-    def units() -> UnitOfWork:
-        return UnitOfWork(engine, record_model=RecordModel.OPT_IN)
+    def units() -> SqlUnitOfWork:
+        return SqlUnitOfWork(engine, record_model=RecordModel.OPT_IN)
 
     check_opt_in(Reused(units), _patients(units, ctx)[0])
 
@@ -297,7 +297,7 @@ def test_the_fake_directory_reads_practitioners_by_id() -> None:
 
 
 def test_the_real_directory_reads_practitioners_by_id(
-        uow: Callable[[], UnitOfWork], ctx: DirectoryContext) -> None:
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     with uow() as unit:
         svc.register_professionals(unit, ctx, [svc.NewProfessional(
             new_practitioner(ctx.systems, identifier="HP-1", family="Curie", given=["Marie"]),

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.api.access import TokenGate
 from carevault.api.fhir.directory_handlers import PractitionerRoleHandler
 from carevault.api.fhir.door import AccessNeed, FhirRequest, Operation, SearchParam
@@ -193,13 +193,13 @@ class ReadForWriteRoles(PractitionerRoleHandler):
     reading the directory needs. (Planted on Consent instead, the record policy's own check
     of the change refuses it: defence in depth hides it from HTTP.)"""
 
-    def access_need(self, request: FhirRequest, uow: UnitOfWork) -> AccessNeed:
+    def access_need(self, request: FhirRequest, uow: SqlUnitOfWork) -> AccessNeed:
         need = super().access_need(request, uow)
         return replace(need, action=Action.READ) if need.action is Action.WRITE else need
 
 
 class BlacklistBlindPolicy(RecordPolicy):
-    def facts(self, uow: UnitOfWork, patient_id: str, now: datetime, *,
+    def facts(self, uow: SqlUnitOfWork, patient_id: str, now: datetime, *,
               opening: bool = False) -> RecordFacts | None:
         found = super().facts(uow, patient_id, now, opening=opening)
         return None if found is None else replace(found, blocks=())

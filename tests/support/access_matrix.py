@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
 from carevault.adapters.storage.document_store import DocumentCriteria, DocumentStore
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.api.access import subject_of
 from carevault.api.fhir.door import FhirDoor, Target
 from carevault.domain.authorization import (
@@ -185,10 +185,10 @@ class Oracle:
         self._documents.clear()
         self._record_documents.clear()
 
-    def uow(self) -> UnitOfWork:
+    def uow(self) -> SqlUnitOfWork:
         return self.platform.unit_of_work()
 
-    def token_caller(self, uow: UnitOfWork, caller: Caller) -> TokenCaller | None:
+    def token_caller(self, uow: SqlUnitOfWork, caller: Caller) -> TokenCaller | None:
         if self.frozen and caller.name in self._callers:
             return self._callers[caller.name]
         found: TokenCaller | None = None
@@ -201,7 +201,7 @@ class Oracle:
             self._callers[caller.name] = found
         return found
 
-    def facts(self, uow: UnitOfWork, patient_id: str) -> RecordFacts | None:
+    def facts(self, uow: SqlUnitOfWork, patient_id: str) -> RecordFacts | None:
         if self.frozen and patient_id in self._facts:
             return self._facts[patient_id]
         found = self.platform.policy.facts(uow, patient_id, self.now())
@@ -209,7 +209,7 @@ class Oracle:
             self._facts[patient_id] = found
         return found
 
-    def document(self, uow: UnitOfWork, document_id: str) -> DocumentMetadata:
+    def document(self, uow: SqlUnitOfWork, document_id: str) -> DocumentMetadata:
         if self.frozen and document_id in self._documents:
             return self._documents[document_id]
         stored = DocumentStore(uow.directory.connection).get(document_id)
@@ -233,7 +233,7 @@ class Oracle:
     def now(self) -> datetime:
         return self.platform.policy.clock()
 
-    def subject(self, uow: UnitOfWork, caller: Caller, found: TokenCaller,
+    def subject(self, uow: SqlUnitOfWork, caller: Caller, found: TokenCaller,
                 scope: tuple[str, str]) -> tuple[Subject, Powers]:
         subject = subject_of(uow, found, identity_valid=permits(found.scopes, *scope))
         if caller.assistant:
@@ -288,7 +288,7 @@ class Oracle:
                 return Expected(False, DENIED, refused, subject, record)
         return Expected(True, frozenset(), decision.explain(), subject, record)
 
-    def _decide(self, uow: UnitOfWork, subject: Subject, found: TokenCaller,
+    def _decide(self, uow: SqlUnitOfWork, subject: Subject, found: TokenCaller,
                 need: Need) -> tuple[Decision | None, RecordFacts | None]:
         """The engine on the need, as the policy states it (docs/authorization.md); None for
         a representative's token used on another record than the one it was issued for."""
@@ -1262,7 +1262,7 @@ def _audit_posted(world: World) -> list[Row]:
 def _fresh_alert(world: World) -> str:
     """A new alert about the world's patient, stored as the detector would store it: each call
     that may change one gets its own (a closed alert refuses every further action)."""
-    from carevault.adapters.storage.alert_store import StoredAlert
+    from carevault.domain.anomaly import StoredAlert
 
     now = datetime.now(UTC)
     alert_id = f"matrix-{time.monotonic_ns()}"

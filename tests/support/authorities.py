@@ -68,11 +68,11 @@ def presence_code_in(database_url: str, patient_id: str) -> str:
     """A patient's code made straight in the database of a server that runs in another
     process (the patient's own request, `$presence-code`, is tested on its own)."""
     from carevault.adapters.storage.database import connect
-    from carevault.adapters.storage.unit_of_work import UnitOfWork
+    from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 
     engine = connect(database_url)
     try:
-        with UnitOfWork(engine) as uow:
+        with SqlUnitOfWork(engine) as uow:
             return issue_presence_code(uow, patient_id, f"account:test-{patient_id}",
                                        datetime.now(UTC)).code
     finally:

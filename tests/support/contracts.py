@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 
 
 class Reused:
     """A fresh real unit of work at each ``with``, used as the fake is (one object)."""
 
-    def __init__(self, units: Callable[[], UnitOfWork]) -> None:
+    def __init__(self, units: Callable[[], SqlUnitOfWork]) -> None:
         self._units = units
-        self._current: UnitOfWork | None = None
+        self._current: SqlUnitOfWork | None = None
 
-    def __enter__(self) -> UnitOfWork:
+    def __enter__(self) -> SqlUnitOfWork:
         self._current = self._units().__enter__()
         return self._current
 

@@ -31,14 +31,15 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
-from carevault.adapters.storage.alert_store import MAX_EVIDENCE, StoredAlert
+from carevault.adapters.storage.alert_store import MAX_EVIDENCE
 from carevault.adapters.storage.authority_store import RegisteredAuthority
 from carevault.adapters.storage.directory_store import Stored
 from carevault.adapters.storage.document_store import SealedParts
 from carevault.adapters.storage.oauth_store import AppClient, AuthorizationCode
 from carevault.adapters.storage.passkey_store import StoredChallenge, StoredPasskey
 from carevault.adapters.storage.portal_store import StoredInvitation, StoredSession
-from carevault.adapters.storage.prescription_store import StoredTask
+from carevault.domain.anomaly import StoredAlert
+from carevault.domain.prescriptions import StoredTask
 from support.fake_accounts import FakeAccountStore, FakeOAuthStore, FakePkiStore
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.pki.credential_files import write_credentials
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import directory_context, messaging_service
 from carevault.client import messaging as client
 from carevault.fhirmodel.directory import new_practitioner
@@ -52,8 +52,8 @@ class World:
     chain_pem: bytes  # issuing CA then root
     people: dict[str, Professional]
 
-    def units(self) -> UnitOfWork:
-        return UnitOfWork(self.engine)
+    def units(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine)
 
     def trust(self) -> client.Trust:
         with self.units() as uow:
@@ -87,29 +87,29 @@ def build_world(settings: Settings, engine: Engine, folder: Path,
                            ca_password=ca_key_password(settings.key_source), clock=now),
         domain=settings.messaging_domain)
     dctx = directory_context(settings)
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         assert pki.init_pki(uow, ctx.pki)
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         (org,) = svc.register_organizations(uow, dctx, [hospital(systems, "ORG-0001")])
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         pairs = svc.register_professionals(uow, dctx, [
             svc.NewProfessional(new_practitioner(systems, identifier=f"HP-10000{i}",
                                                  family=name.title(), given=["Dr"]),
                                 "physician", organization_id=org.id)
             for i, name in enumerate(names)])
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         chain_pem = pki.ca_chain_pem(uow).encode()
     people = {}
     for name, (practitioner, _) in zip(names, pairs, strict=True):
         where = folder / name
         delivered: list[pki.Credentials] = []
-        with UnitOfWork(engine) as uow:
+        with SqlUnitOfWork(engine) as uow:
             card = pki.issue_practitioner_certificate(uow, ctx.pki, practitioner.id,
                                                       delivered.append)
         files = write_credentials(where, card.certificate_pem, delivered[0].private_key_pem,
                                   delivered[0].chain_pem)
         key_pem, csr_pem = client.keygen(name)
-        with UnitOfWork(engine) as uow:
+        with SqlUnitOfWork(engine) as uow:
             record = messaging.issue_encryption_certificate(uow, ctx, practitioner.id, csr_pem)
         (where / "enc.pem").write_text(record.certificate_pem)
         (where / "enc.key").write_bytes(key_pem)

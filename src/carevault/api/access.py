@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir.door import (
     AccessNeed,
     Admission,
@@ -47,6 +46,7 @@ from carevault.domain.scopes import permits
 from carevault.services.authorities import NO_POWERS, Powers, powers_of
 from carevault.services.record_policy import RecordPolicy, practitioner_subject
 from carevault.services.tokens import Caller, InvalidToken, TokenContext, authenticate
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.settings import Settings
 
 

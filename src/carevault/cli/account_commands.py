@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import account_service
 from carevault.cli.context import engine_for, log_for, operator, operator_record, settings
 from carevault.cli.errors import friendly
@@ -68,7 +68,7 @@ def invite_patient(
 ) -> None:
     """Give a patient (whose identity you checked) a one-time code to enrol in the portal."""
     config = settings()
-    with UnitOfWork(engine_for(config.database_url)) as uow:
+    with SqlUnitOfWork(engine_for(config.database_url)) as uow:
         code = invite(uow, patient_id, datetime.now(UTC), timedelta(days=days))
     _record(config, "accounts invite", patient_id)
     if json_output:
@@ -116,7 +116,7 @@ def register(
     config = settings()
     engine = engine_for(config.database_url)
     scopes = " ".join(scope) if scope else DEFAULT_APP_SCOPES
-    with UnitOfWork(engine) as uow:
+    with SqlUnitOfWork(engine) as uow:
         client_id = register_app(uow, name, redirect_uri, datetime.now(UTC), scopes=scopes)
     _record(config, "apps register", client_id)
     if json_output:
@@ -139,7 +139,7 @@ def set_scopes(
     recorded, which kept every one). New tokens hold no more; issued ones expire within
     minutes."""
     config = settings()
-    with UnitOfWork(engine_for(config.database_url)) as uow:
+    with SqlUnitOfWork(engine_for(config.database_url)) as uow:
         stored = set_app_scopes(uow, client_id, " ".join(scope))
     _record(config, "apps set-scopes", client_id)
     if json_output:

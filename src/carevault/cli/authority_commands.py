@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.cli.context import audited_units, engine_for, operator, settings
 from carevault.cli.errors import friendly
 from carevault.domain.authorization import Authority
@@ -95,7 +95,7 @@ def listing(
 ) -> None:
     """The registered authorities."""
     config = settings()
-    with UnitOfWork(engine_for(config.database_url)) as uow:
+    with SqlUnitOfWork(engine_for(config.database_url)) as uow:
         found = svc.list_authorities(uow, include_ended=include_ended)
     rows = [
         {

@@ -20,7 +20,7 @@ from carevault.adapters.crypto.archive import ArchiveError, create_backup_key, l
 from carevault.adapters.keys.local_file import key_file_path
 from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.snapshot import NotEmbedded, sqlite_path
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import audit_log, document_vault
 from carevault.cli.context import engine_for, log_for, operator_record, settings
 from carevault.cli.errors import friendly
@@ -141,7 +141,7 @@ def _drill(config: Settings, manifest: dict[str, object] | None) -> backup.Drill
     vault = document_vault(config)
     try:
         return backup.drill(
-            lambda: UnitOfWork(engine),
+            lambda: SqlUnitOfWork(engine),
             audit_log(config, engine),
             vault,
             manifest,

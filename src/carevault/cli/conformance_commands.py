@@ -20,7 +20,6 @@ import typer
 from carevault.adapters.keys.log_signer import platform_signer_from_key_source
 from carevault.adapters.pki.credential_files import CredentialFiles, check_free, write_credentials
 from carevault.adapters.printing.conformance_page import report_page
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.bootstrap import directory_context, utc_now
 from carevault.cli import context
 from carevault.cli.errors import friendly
@@ -29,6 +28,7 @@ from carevault.domain.conformance import SCENARIO
 from carevault.domain.errors import CareVaultError
 from carevault.services import conformance as svc
 from carevault.services import pki
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.settings import Settings
 
 app = typer.Typer(

@@ -6,17 +6,14 @@ the operator stream of the audit log, inside the transaction that makes the chan
 
 from __future__ import annotations
 
-import functools
 import getpass
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
-
 from carevault.adapters.storage.audit_store import AuditStore
-from carevault.adapters.storage.database import connect
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.database import shared_engine
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import audit_log
 from carevault.domain.audit import (
     Agent,
@@ -26,6 +23,7 @@ from carevault.domain.audit import (
     rfc3339_ms,
 )
 from carevault.services.audit_log import AuditLog
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.settings import Settings
 
 
@@ -33,9 +31,7 @@ def settings() -> Settings:
     return Settings()
 
 
-@functools.cache
-def engine_for(url: str) -> Engine:
-    return connect(url)
+engine_for = shared_engine  # the commands' engine for a database URL, one per process
 
 
 def operator() -> str:
@@ -91,7 +87,7 @@ def audited_units(
         alerts = [replace(entry, kind="alert")] if affects_access else []
         log.append_with(store, [entry, *alerts])
 
-    return lambda: UnitOfWork(engine, before_commit=record)
+    return lambda: SqlUnitOfWork(engine, before_commit=record)
 
 
 def log_for(config: Settings) -> AuditLog:

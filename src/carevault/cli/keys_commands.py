@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import document_vault
 from carevault.cli.context import engine_for, log_for, operator_record, settings
 from carevault.cli.errors import friendly
@@ -31,7 +31,7 @@ def status() -> None:
     config = settings()
     vault = document_vault(config)
     engine = engine_for(config.database_url)
-    used = key_rotation.usage(lambda: UnitOfWork(engine))
+    used = key_rotation.usage(lambda: SqlUnitOfWork(engine))
     for kek_id in vault.kek_ids():
         mark = " (current)" if kek_id == vault.current_kek else ""
         typer.echo(f"{kek_id}{mark}: {used.get(kek_id, 0)} data key(s)")
@@ -51,8 +51,8 @@ def rotate(
     vault = document_vault(config)
     engine = engine_for(config.database_url)
 
-    def units() -> UnitOfWork:
-        return UnitOfWork(engine)
+    def units() -> SqlUnitOfWork:
+        return SqlUnitOfWork(engine)
 
     _record("keys rotate start", {"from": vault.current_kek, "resume": str(resume).lower()})
     with Progress(
@@ -84,6 +84,6 @@ def retire(
     """Destroy a KEK that no document uses any more (refused otherwise)."""
     config = settings()
     engine = engine_for(config.database_url)
-    key_rotation.retire(lambda: UnitOfWork(engine), document_vault(config), kek_id)
+    key_rotation.retire(lambda: SqlUnitOfWork(engine), document_vault(config), kek_id)
     _record("keys retire", {"kek": kek_id})
     typer.echo(f"{kek_id} destroyed")

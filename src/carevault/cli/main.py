@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from carevault.adapters.keys.local_file import create_key_file, key_file_path
 from carevault.adapters.keys.pki_keys import ca_key_password
 from carevault.adapters.storage.database import connect, upgrade
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import account_service, directory_context
 from carevault.cli import context
 from carevault.cli.account_commands import app as accounts_app
@@ -45,6 +45,7 @@ from carevault.domain.queries import SearchResult
 from carevault.fhirmodel.directory import new_organization, new_patient, new_practitioner
 from carevault.services import directory as svc
 from carevault.services import pki
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.settings import DEV_HOST, DEV_PORT, ConfigurationError, Settings
 
 app = typer.Typer(
@@ -177,9 +178,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the FHIR API under /fhir and the portal at /."""
-    from carevault.api.tls import TlsOptions, server_context
-    from carevault.api.workers import listening_socket, serve_one, serve_processes
-    from carevault.bootstrap import build, log_config
+    from carevault.bootstrap import build, log_config, serve, server_tls
 
     flags = {
         "tls_cert_file": tls_cert,
@@ -191,9 +190,7 @@ def serve(
     config = config.served_at(host, port, tls=config.tls_cert_file is not None)
     config.check_deployable()  # the development defaults first, then how it is reached
     config.check_transport()
-    tls = TlsOptions.from_settings(config)
-    if tls is not None:
-        server_context(tls)  # an unusable certificate, key or CA file is refused here, readably
+    tls = server_tls(config)  # an unusable certificate, key or CA file is refused here
     json_logs = config.log_format == "json"
     if json_logs:
         logging.config.dictConfig(log_config())
@@ -210,26 +207,8 @@ def serve(
     typer.echo(
         f"CareVault: the FHIR API at {config.public_url}/fhir, the portal at {config.public_url}/"
     )
-    if processes == 1:
-        if not serve_one(platform.app, host, port, tls, json_logs=json_logs):
-            raise typer.Exit(3)  # uvicorn said why (a port in use…); as uvicorn.run does
-        return
-    platform.engine.dispose()  # the workers build their own; this process only supervises
-    try:
-        listening_socket(host, port).close()  # a port in use is refused here, readably
-    except OSError as error:
-        raise ConfigurationError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    # The workers read their settings from the environment: they are told the public
-    # address resolved here, so that all of them advertise the same one.
-    serve_processes(
-        "carevault.bootstrap:application",
-        host,
-        port,
-        processes,
-        tls=tls,
-        environment={"CAREVAULT_PUBLIC_BASE_URL": config.public_url},
-        json_logs=json_logs,
-    )
+    if not serve(platform, host, port, processes, tls, json_logs=json_logs):
+        raise typer.Exit(3)  # uvicorn said why (a port in use…); as uvicorn.run does
 
 
 @app.command()
@@ -480,7 +459,7 @@ def list_directory(
                 )
             ],
         )
-    with UnitOfWork(context.engine_for(config.database_url)) as uow:
+    with SqlUnitOfWork(context.engine_for(config.database_url)) as uow:
         result = searches[kind](uow)
     rows = [
         {

@@ -43,7 +43,7 @@ from carevault.adapters.messaging.dovecot import (
     internal_group,
 )
 from carevault.adapters.messaging.submission import SubmissionServer, server_tls_context
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import audit_log, mail_owner, messaging_service
 from carevault.cli import context
 from carevault.cli.errors import friendly
@@ -157,7 +157,7 @@ def serve(
     """Run the SMTP submission server and Dovecot until SIGINT or SIGTERM."""
     config = context.settings()
     service = _service()
-    with UnitOfWork(context.engine_for(config.database_url)) as uow:
+    with SqlUnitOfWork(context.engine_for(config.database_url)) as uow:
         chain = pki.ca_chain_pem(uow)
     smtp = SubmissionServer(
         service,

@@ -21,13 +21,14 @@ from carevault.adapters.pki.credential_files import CredentialFiles, check_free,
 from carevault.adapters.pki.x509_authority import REASONS
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import directory_context, utc_now
 from carevault.cli import context
 from carevault.cli.errors import friendly
 from carevault.domain.audit import AuditRecord, Written
 from carevault.domain.errors import CareVaultError
 from carevault.services import pki
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.settings import Settings
 
 app = typer.Typer(
@@ -84,7 +85,7 @@ def _audited(
         log.append_with(store, [_operator_record(action, interaction, detail)])
 
     try:
-        yield lambda: UnitOfWork(engine, before_commit=record)
+        yield lambda: SqlUnitOfWork(engine, before_commit=record)
     except CareVaultError as error:
         refused = {**detail, "result": str(error)[:500]}
         with engine.begin() as connection:
@@ -134,7 +135,7 @@ def ca(
     """Print the CA chain (issuing CA, then root; PEM), as GET /pki/ca serves it: the file to
     give `carevault serve --client-ca` and a proxy's ssl_client_certificate."""
     config = context.settings()
-    with UnitOfWork(context.engine_for(config.database_url)) as uow:
+    with SqlUnitOfWork(context.engine_for(config.database_url)) as uow:
         chain = pki.ca_chain_pem(uow)
     if out is None:
         typer.echo(chain, nl=False)

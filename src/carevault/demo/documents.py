@@ -21,7 +21,6 @@ from cryptography.hazmat.primitives import serialization
 
 from carevault.adapters.pki.credential_files import CHAIN_FILE, KEY_FILE
 from carevault.adapters.storage.record_store import StoredEncounter
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.client.card import detached_jws
 from carevault.domain.authorization import CareProof
 from carevault.fhirmodel.mhd import (
@@ -32,6 +31,7 @@ from carevault.fhirmodel.mhd import (
 )
 from carevault.services.documents import DocumentService
 from carevault.services.record_policy import Actor, RecordPolicy, practitioner_subject
+from carevault.services.unit_of_work import UnitOfWork
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 from carevault.adapters.pki.credential_files import write_credentials
 from carevault.adapters.security.totp import TotpAuthenticator
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.demo import population
 from carevault.domain.accounts import WeakPassword
 from carevault.domain.authorization import Authority
@@ -30,6 +29,7 @@ from carevault.services import directory as svc
 from carevault.services import pki
 from carevault.services.accounts import AccountService
 from carevault.services.authorities import register_authority
+from carevault.services.unit_of_work import UnitOfWork
 
 BATCH = 1000
 T = TypeVar("T")

@@ -38,6 +38,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from carevault.domain import access_basis as basis
@@ -104,6 +105,31 @@ FEATURES = (
     "volume_vs_own",
     "volume_vs_peers",
 )
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    """An alert to the security officer as stored: what was found, about whom, and its handling."""
+
+    id: str
+    group_key: str
+    kind: str
+    severity: int
+    status: str  # open | acknowledged | closed
+    verdict: str | None
+    professional: str
+    organization: str | None
+    patient_id: str | None
+    explanation: str
+    evidence: tuple[int, ...]  # leaf indexes of the clinical stream
+    raised_at: datetime
+    updated_at: datetime
+    assignee: str | None
+    acknowledged_by: str | None
+    closed_by: str | None
+    note: str | None
+    patient_notified_at: datetime | None
+    version: int
 
 
 @dataclass(frozen=True, slots=True)

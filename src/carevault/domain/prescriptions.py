@@ -221,6 +221,31 @@ def not_yet_valid(valid_from: datetime | None, now: datetime) -> bool:
 
 
 @dataclass(frozen=True)
+class StoredTask:
+    """A prescription's Task as stored: its state, who holds it, and the hashes of its codes."""
+
+    id: str
+    number: str
+    patient_id: str | None
+    prescriber_id: str
+    status: str
+    version: int
+    access_code_hash: str
+    secret_hash: str | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None = None
+    pharmacist_id: str | None = None
+    pharmacy_id: str | None = None
+    signed_prescription: str | None = None
+    dispense: str | None = None
+    receipt: str | None = None
+    repeat_of: str | None = None
+    valid_from: datetime | None = None  # not dispensed before (a repeat's own window)
+    access_code_sealed: bytes | None = None  # the access code, sealed for its patient
+
+
+@dataclass(frozen=True)
 class AttemptLimit:
     """How many wrong codes (or unknown numbers) one pharmacist may present in ``window``
     before every further attempt is refused until the window has passed; reaching the limit

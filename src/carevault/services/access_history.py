@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.access_history import (
     DocumentLabel,
     break_the_glass_parts,
@@ -28,6 +27,7 @@ from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.tree_head import TreeHead
 from carevault.services import directory as svc
 from carevault.services.audit_log import AuditLog
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.verifier import (
     CompletenessProof,
     CompletenessReport,

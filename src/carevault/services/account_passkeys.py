@@ -21,7 +21,6 @@ from webauthn import options_to_json
 from webauthn.helpers import bytes_to_base64url
 
 from carevault.adapters.storage.passkey_store import AccountPasskey, StoredChallenge
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE
 from carevault.domain.errors import NotFound
 from carevault.services.accounts import SIGN_IN, AuditAppender, authentication_record
@@ -36,6 +35,7 @@ from carevault.services.passkey_ceremony import (
     verified_registration,
     verified_sign_count,
 )
+from carevault.services.unit_of_work import UnitOfWork
 
 CEREMONY_LIFETIME = timedelta(minutes=5)
 MAX_PASSKEYS = 10  # per account: a phone, a laptop, a security key or two, and spares

@@ -55,7 +55,6 @@ from typing import NoReturn, Protocol
 from carevault.adapters.storage.account_store import AccountRecord, AccountStore, Notification
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.passkey_store import AccountPasskey
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.accounts import (
     ACCOUNT_POLICY,
     IP_POLICY,
@@ -95,6 +94,7 @@ from carevault.domain.errors import (
 )
 from carevault.services.directory import read_patient
 from carevault.services.passkey_ceremony import challenge_hash, challenge_of, credential_id_of
+from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = [
     "FAILED",

@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.alert_store import StoredAlert
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain import access_basis as basis
 from carevault.domain.anomaly import (
     ACCESS,
@@ -48,6 +46,7 @@ from carevault.domain.anomaly import (
     Event,
     Finding,
     Person,
+    StoredAlert,
     combined,
 )
 from carevault.domain.audit import (
@@ -61,6 +60,7 @@ from carevault.domain.errors import BusinessRuleViolation, Conflict, InvalidInpu
 from carevault.domain.text import fold
 from carevault.services.audit_log import AuditLog
 from carevault.services.record_policy import practitioner_subject
+from carevault.services.unit_of_work import UnitOfWork
 
 STREAM = "clinical"
 OPERATORS = "operator"  # the registrars' and operators' stream: hand-made directory changes

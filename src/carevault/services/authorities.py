@@ -16,10 +16,10 @@ from datetime import datetime
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.authority_store import RegisteredAuthority
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.authorization import Authority
 from carevault.domain.directory import IdentityDomain
 from carevault.domain.errors import BusinessRuleViolation, Conflict, NotFound
+from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = ["Powers", "end_authority", "list_authorities", "powers_of", "register_authority"]
 

@@ -40,11 +40,11 @@ from carevault.adapters.crypto.archive import (
 from carevault.adapters.crypto.vault import EnvelopeVault
 from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.snapshot import snapshot, sqlite_path
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import STREAMS
 from carevault.domain.tree_head import TreeHead
 from carevault.services.audit_log import AuditLog
 from carevault.services.documents import CONTENT
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.verifier import VerificationError, verify_log
 
 FORMAT = "carevault-backup/1"

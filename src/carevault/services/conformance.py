@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import AuditRecord, canonical_bytes, rfc3339_ms
 from carevault.domain.authorization import Authority
 from carevault.domain.conformance import (
@@ -53,6 +52,7 @@ from carevault.services import pki
 from carevault.services.audit_log import AuditLog
 from carevault.services.authorities import register_authority
 from carevault.services.prescriptions import ReceiptSigner, sign_compact
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.verifier import VerificationError, verify_platform_signature
 
 REGISTER = "conformance register"

@@ -18,7 +18,6 @@ from typing import Any
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.directory_store import PatientWrite
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.directory import (
     Identifier,
     IdentityDomain,
@@ -50,6 +49,7 @@ from carevault.fhirmodel.directory import (
     with_national_id,
 )
 from carevault.fhirmodel.validate import validate_resource
+from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
 

@@ -33,7 +33,6 @@ from carevault.adapters.storage.document_store import (
     StoredDocument,
     sealed_parts,
 )
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_READ, Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import (
     Action,
@@ -68,6 +67,7 @@ from carevault.domain.errors import (
 from carevault.fhirmodel.mhd import ProvidedDocument, ProvidedSubmission, new_id
 from carevault.services.record_policy import Refused, require_visible
 from carevault.services.signatures import InvalidSignature, verify_detached
+from carevault.services.unit_of_work import UnitOfWork
 
 CONTENT = "content"
 TEXT = "text"

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.authorization import Party
 from carevault.domain.errors import InvalidInput
 from carevault.domain.queries import (
@@ -31,6 +30,7 @@ from carevault.domain.queries import (
     Stored,
 )
 from carevault.domain.text import fold
+from carevault.services.unit_of_work import UnitOfWork
 
 CANDIDATES = 200  # directory entries read for one search, at most
 MAX_TERM = 64  # characters of a name or a city

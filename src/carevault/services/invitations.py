@@ -15,9 +15,9 @@ import secrets
 from datetime import datetime, timedelta
 
 from carevault.adapters.storage.portal_store import StoredInvitation
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import NotAuthenticated
 from carevault.services.directory import read_patient
+from carevault.services.unit_of_work import UnitOfWork
 
 DEFAULT_VALIDITY = timedelta(days=14)
 

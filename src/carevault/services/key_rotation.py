@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from carevault.adapters.storage.document_store import SealedParts
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import BusinessRuleViolation
+from carevault.services.unit_of_work import UnitOfWork
 
 Progress = Callable[[int, int], None]  # (done, still to do when last counted)
 

@@ -27,12 +27,12 @@ from datetime import datetime
 from typing import Any
 
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.messaging import address_of, identifier_of
 from carevault.domain.queries import Alternatives, Page, PractitionerQuery, RoleQuery, Stored
 from carevault.fhirmodel.directory import IdentitySystems, practitioner_entry
 from carevault.fhirmodel.endpoint import MailEndpoint, endpoint_resource
+from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = [
     "ENDPOINT_PREFIX",

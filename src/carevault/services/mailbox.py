@@ -23,12 +23,12 @@ from typing import Protocol
 
 from carevault.adapters.messaging import smime
 from carevault.adapters.messaging.maildir import StoredMessage
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
 from carevault.domain.messaging import address_of, message_digest
 from carevault.domain.scopes import permits
 from carevault.services.messaging import MessagingContext, active_practitioner
 from carevault.services.tokens import TokenContext, authenticate
+from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = [
     "MAILBOX_SCOPE",

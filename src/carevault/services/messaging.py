@@ -35,7 +35,6 @@ from carevault.adapters.pki.x509_authority import (
     certificate_pem,
 )
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_CREATE, Agent, AuditRecord, rfc3339_ms
 from carevault.domain.errors import (
     BusinessRuleViolation,
@@ -54,6 +53,7 @@ from carevault.domain.messaging import (
 from carevault.fhirmodel.directory import practitioner_entry
 from carevault.services import pki
 from carevault.services.directory import read_resource
+from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = [
     "ENCRYPTION",

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Delegation, Grant, Party, Subject, SubjectKind
 from carevault.domain.errors import NotPermitted
 from carevault.domain.mandates import AssistantMandate
 from carevault.domain.records import PartyEmergency
 from carevault.services.record_policy import Actor, AuditAppender
+from carevault.services.unit_of_work import UnitOfWork
 
 LIMIT = 100  # per list; the page says when there are more
 

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Protocol
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = ["SUBJECT", "MailSender", "NotificationMailer"]
 

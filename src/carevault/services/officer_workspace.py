@@ -18,9 +18,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from carevault.adapters.storage.alert_store import StoredAlert
 from carevault.adapters.storage.audit_store import StoredTreeHead
 from carevault.domain import merkle
+from carevault.domain.anomaly import StoredAlert
 from carevault.domain.audit import STREAMS, AuditRecord
 from carevault.domain.errors import InvalidInput
 from carevault.domain.tree_head import signed_bytes

@@ -22,7 +22,6 @@ from urllib.parse import urlencode, urlsplit
 from joserfc import jwt
 
 from carevault.adapters.storage.oauth_store import AppClient, AuthorizationCode, IssuedToken
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import InvalidInput, NotAuthenticated, NotFound
 from carevault.domain.scopes import (
     ACCOUNT_CEILINGS,
@@ -32,6 +31,7 @@ from carevault.domain.scopes import (
     parse_scopes,
 )
 from carevault.services.tokens import TOKEN_LIFETIME, TokenContext, TokenGrant
+from carevault.services.unit_of_work import UnitOfWork
 
 CODE_LIFETIME = timedelta(seconds=60)
 # What an app registered without a list of scopes may be granted: reading the patient's own

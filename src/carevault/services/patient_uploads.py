@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_CREATE, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Action, Confidentiality, SubjectKind
 from carevault.domain.documents import Coding
@@ -24,6 +23,7 @@ from carevault.fhirmodel.mhd import PatientRef, ProvidedSubmission, authored_doc
 from carevault.services.accounts import AuditAppender
 from carevault.services.documents import DocumentService, Published
 from carevault.services.record_policy import Actor, RecordPolicy
+from carevault.services.unit_of_work import UnitOfWork
 
 LOINC = "http://loinc.org"
 FORMAT_CODES = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode"

@@ -54,7 +54,6 @@ from carevault.adapters.pki.x509_authority import (
     unencrypted_key_pem,
 )
 from carevault.adapters.storage.pki_store import CertificateRecord, PkiStore, StoredAuthority
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import (
     BusinessRuleViolation,
     Conflict,
@@ -67,6 +66,7 @@ from carevault.domain.queries import Page, RoleQuery
 from carevault.fhirmodel.directory import IdentitySystems, organization_entry, practitioner_entry
 from carevault.services.bounded_memo import BoundedMemo
 from carevault.services.directory import read_resource
+from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = [
     "CRL_LIFETIME",

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from carevault.adapters.storage.portal_store import StoredSession
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import NotAuthenticated, NotPermitted
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.services.workspace_signin import binding_problem
 
 IDLE_LIFETIME = timedelta(minutes=30)

@@ -28,8 +28,6 @@ from typing import Any, Protocol
 from carevault.adapters.printing.prescription_pdf import Printout
 from carevault.adapters.security.sealed_codes import CodeUnavailable
 from carevault.adapters.storage.audit_store import AuditStore
-from carevault.adapters.storage.prescription_store import StoredTask
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_UPDATE, AuditRecord, rfc3339_ms
 from carevault.domain.errors import (
     BusinessRuleViolation,
@@ -44,6 +42,7 @@ from carevault.domain.prescriptions import (
     AttemptLimit,
     MedicationCatalogue,
     Step,
+    StoredTask,
     TaskConflict,
     TaskStatus,
     allowed_from,
@@ -62,6 +61,7 @@ from carevault.fhirmodel.prescription import Prescription, dosage_text, read_pre
 from carevault.fhirmodel.validate import parse_json
 from carevault.services.record_policy import Actor
 from carevault.services.signatures import InvalidSignature, verify_detached
+from carevault.services.unit_of_work import UnitOfWork
 
 MAX_PRESCRIPTION_BYTES = 256 * 1024
 # How far back the medication list goes (MedicationRequest and MedicationDispense searches):
@@ -856,8 +856,6 @@ __all__ = [
     "Created",
     "PatientPrescription",
     "PrescriptionService",
-    "StoredTask",
-    "UnitOfWork",
     "WrongCode",
     "signed_from_parameters",
     "well_formed_code",

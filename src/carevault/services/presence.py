@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
+from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = [
     "PRESENCE_CODE_LIFETIME",

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from carevault.adapters.storage.document_store import DocumentCriteria
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Action, Decision, SubjectKind
 from carevault.domain.documents import DocumentMetadata
 from carevault.domain.errors import NotFound
 from carevault.services.documents import DocumentService
 from carevault.services.record_policy import Actor, RecordPolicy, practitioner_subject
+from carevault.services.unit_of_work import UnitOfWork
 
 PREVIEW_LIMIT = 200  # documents listed in one preview, at most; the total is always given
 

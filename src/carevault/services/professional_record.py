@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import (
     ACTION_CREATE,
     ACTION_READ,
@@ -50,6 +49,7 @@ from carevault.services.finder import party_names, person_name
 from carevault.services.patient_uploads import FORMAT_CODES, LOINC, SIGNATURES, SNOMED
 from carevault.services.record_policy import Actor, RecordPolicy, Refused, purpose_of_use
 from carevault.services.signatures import InvalidSignature, verify_detached
+from carevault.services.unit_of_work import UnitOfWork
 
 MAX_FOUND = 20  # a search that matches more asks for more criteria rather than a long list
 MAX_SEARCH_TEXT = 100

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from carevault.adapters.storage import schema as t
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Decision, SubjectKind, decide_mandate
 from carevault.domain.errors import BusinessRuleViolation, NotFound, NotPermitted, VersionConflict
@@ -30,6 +29,7 @@ from carevault.domain.queries import Alternatives, Page, SearchResult, Stored
 from carevault.fhirmodel.directory import care_team_entry
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services.record_policy import Actor, AuditAppender, Refused, practitioner_subject
+from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, object]
 _SUCCESS = "0"

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from carevault.adapters.storage.document_store import DocumentCriteria
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.affinity import AffinityDomain
 from carevault.domain.authorization import RecordFacts, Subject
 from carevault.domain.records import StoredBlock, StoredGrant
@@ -22,6 +21,7 @@ from carevault.services.access_history import AccessHistory, access_history
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import read_patient
 from carevault.services.documents import DocumentService, Retrieved
+from carevault.services.unit_of_work import UnitOfWork
 
 EXPORT_STEP = 100  # documents (and history entries) read per transaction
 

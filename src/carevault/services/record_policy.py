@@ -23,7 +23,6 @@ from typing import Any, Protocol
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.record_store import UNSET, StoredBlock, StoredGrant, Unset
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.accounts import AccountKind, Mandate
 from carevault.domain.audit import (
     ACTION_CREATE,
@@ -65,6 +64,7 @@ from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFoun
 from carevault.fhirmodel.directory import LICENCE_STATUS_URL
 from carevault.services import presence
 from carevault.services.presence import PresenceCode, code_hash, normalize
+from carevault.services.unit_of_work import UnitOfWork
 
 CARE_RELATIONSHIP = timedelta(days=90)  # ELGA's default for a care contact
 EMERGENCY_WINDOW = timedelta(hours=24)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from carevault.adapters.storage.blob_store import FileBlobStore
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.audit import ACTION_DELETE, Agent, AuditRecord, rfc3339_ms
 from carevault.services.audit_log import AuditLog
+from carevault.services.unit_of_work import UnitOfWork
 
 DEFAULT_YEARS = 10
 

@@ -23,9 +23,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
 from joserfc.jws import JWSRegistry
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import BusinessRuleViolation
 from carevault.services.pki import CertificateRejected, ClientIdentity, validate_client_chain
+from carevault.services.unit_of_work import UnitOfWork
 
 ALGORITHMS = ("ES256", "EdDSA")
 MAX_SIGNATURE_BYTES = 32_768

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.services import patient_apps, tokens
 from carevault.services.pki import ClientIdentity
 from carevault.services.tokens import TokenContext, TokenGrant
+from carevault.services.unit_of_work import UnitOfWork
 
 
 @dataclass(frozen=True)

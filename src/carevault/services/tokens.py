@@ -25,7 +25,6 @@ from joserfc.jws import JWSRegistry
 
 from carevault.adapters.keys.token_signer import TokenSigningKey
 from carevault.adapters.storage.oauth_store import IssuedToken
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated
 from carevault.domain.queries import Page, RoleQuery
 from carevault.domain.scopes import (
@@ -39,6 +38,7 @@ from carevault.fhirmodel.directory import LICENCE_STATUS_URL
 from carevault.services.authorities import NO_POWERS, powers_of
 from carevault.services.bounded_memo import BoundedMemo
 from carevault.services.pki import CertificateRejected, ClientIdentity, validate_client_chain
+from carevault.services.unit_of_work import UnitOfWork
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The roles of operators' tokens: never any clinical content (see `carevault.api.access`).

@@ -26,7 +26,6 @@ from webauthn import options_to_json
 from webauthn.helpers import bytes_to_base64url
 
 from carevault.adapters.storage.passkey_store import StoredChallenge, StoredPasskey
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.authorization import Subject
 from carevault.domain.errors import NotAuthenticated
 from carevault.services.passkey_ceremony import (
@@ -48,6 +47,7 @@ from carevault.services.tokens import (
     TokenContext,
     authenticate_client,
 )
+from carevault.services.unit_of_work import UnitOfWork
 
 CARD_ENROL_PATH = "/workspace/card/enrol"
 CARD_CHALLENGE_LIFETIME = timedelta(minutes=5)

@@ -20,7 +20,6 @@ from datetime import datetime
 
 from fastapi import APIRouter
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.affinity import AffinityDomain
 from carevault.services.account_passkeys import AccountPasskeys
 from carevault.services.accounts import AccountService
@@ -33,6 +32,7 @@ from carevault.services.pki import PublicDocuments
 from carevault.services.portal_sessions import PortalSession, PortalSessions
 from carevault.services.prescriptions import PrescriptionService
 from carevault.services.record_policy import RecordPolicy
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.settings import Settings
 from carevault.web.access_page import access_page_router
 from carevault.web.documents_page import documents_page_router

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from carevault.adapters.storage.alert_store import StoredAlert
+from carevault.domain.anomaly import StoredAlert
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.errors import InvalidInput
 from carevault.domain.tree_head import TreeHead

@@ -3,37 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Row, func, insert, select, update
 
 from carevault.adapters.storage import schema as t
+from carevault.domain.anomaly import StoredAlert
 
 MAX_EVIDENCE = 200  # leaf indexes kept per alert: the first ones, then the latest
-
-
-@dataclass(frozen=True)
-class StoredAlert:
-    id: str
-    group_key: str
-    kind: str
-    severity: int
-    status: str  # open | acknowledged | closed
-    verdict: str | None
-    professional: str
-    organization: str | None
-    patient_id: str | None
-    explanation: str
-    evidence: tuple[int, ...]  # leaf indexes of the clinical stream
-    raised_at: datetime
-    updated_at: datetime
-    assignee: str | None
-    acknowledged_by: str | None
-    closed_by: str | None
-    note: str | None
-    patient_notified_at: datetime | None
-    version: int
 
 
 _table = t.access_alert

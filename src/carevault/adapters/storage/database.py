@@ -8,6 +8,7 @@ failing. Schema changes go through Alembic only, for both backends.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,13 @@ def connect(url: str, pool_size: int = 10) -> Engine:
     return create_engine(
         url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max(pool_size // 2, 4)
     )
+
+
+@functools.cache
+def shared_engine(url: str) -> Engine:
+    """One engine per database for the life of the process: the command line's steps share
+    its pool instead of opening one each (`shared_engine.cache_clear` forgets them)."""
+    return connect(url)
 
 
 def create_private_database(path: Path) -> None:

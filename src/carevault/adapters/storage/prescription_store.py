@@ -9,36 +9,13 @@ one, and the other's UPDATE finds the status already changed and counts no row.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, func, insert, or_, select, update
 
 from carevault.adapters.storage import schema as t
-
-
-@dataclass(frozen=True)
-class StoredTask:
-    id: str
-    number: str
-    patient_id: str | None
-    prescriber_id: str
-    status: str
-    version: int
-    access_code_hash: str
-    secret_hash: str | None
-    created_at: datetime
-    updated_at: datetime
-    expires_at: datetime | None = None
-    pharmacist_id: str | None = None
-    pharmacy_id: str | None = None
-    signed_prescription: str | None = None
-    dispense: str | None = None
-    receipt: str | None = None
-    repeat_of: str | None = None
-    valid_from: datetime | None = None  # not dispensed before (a repeat's own window)
-    access_code_sealed: bytes | None = None  # the access code, sealed for its patient
+from carevault.domain.prescriptions import StoredTask
 
 
 def _task(row: Row[Any]) -> StoredTask:

@@ -35,7 +35,7 @@ from carevault.domain.errors import SEND_AGAIN, CareVaultError, Conflict, Unavai
 BeforeCommit = Callable[[AuditStore, Written], None]
 
 
-class UnitOfWork:
+class SqlUnitOfWork:
     """``before_commit`` runs inside the transaction just before it commits, with the
     transaction's audit store and what the transaction wrote (`Written`): the audit log uses it
     to record a change atomically with the change. ``record_model`` (opt-in or opt-out) tells
@@ -61,6 +61,7 @@ class UnitOfWork:
     documents: DocumentStore  # content in the database; `with_blobs` for the filesystem
     prescriptions: PrescriptionStore
     alerts: AlertStore  # the security officer's alerts and the detector's cursor
+    audit: AuditStore  # the audit log's entries written in this transaction
 
     def __init__(
         self,
@@ -102,7 +103,6 @@ class UnitOfWork:
         self.documents = DocumentStore(self._connection)
         self.prescriptions = PrescriptionStore(self._connection)
         self.alerts = AlertStore(self._connection)
-        # The audit log's entries written in this transaction (`AuditLog.append_with`).
         self.audit = AuditStore(self._connection)
         return self
 

@@ -29,11 +29,12 @@ from carevault.api.fhir.door import (
     SearchParam,
     Target,
 )
+from carevault.domain.anomaly import StoredAlert
 from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import Action
 from carevault.domain.errors import InvalidInput, NotFound, Unavailable
 from carevault.fhirmodel.validate import validate_resource
-from carevault.services.anomaly_detection import AnomalyDetection, StoredAlert
+from carevault.services.anomaly_detection import AnomalyDetection
 
 JsonObject = dict[str, Any]
 KIND_SYSTEM = "https://carevault.lu/fhir/CodeSystem/access-anomaly"

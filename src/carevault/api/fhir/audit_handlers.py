@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import (
@@ -31,6 +30,7 @@ from carevault.domain.queries import Page, SearchResult
 from carevault.fhirmodel.audit_event import BALP, audit_event
 from carevault.services.access_history import AccessHistory, access_history
 from carevault.services.directory import read_patient
+from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.domain.affinity import AffinityDomain
 from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.audit_log import AuditLog
@@ -15,6 +14,7 @@ from carevault.services.documents import DocumentService
 from carevault.services.prescriptions import PrescriptionService
 from carevault.services.professionals import Professionals
 from carevault.services.record_policy import RecordPolicy
+from carevault.services.unit_of_work import UnitOfWork
 from carevault.settings import Settings
 
 

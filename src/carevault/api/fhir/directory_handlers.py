@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import patient_controls
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.audit_handlers import (
@@ -62,6 +61,7 @@ from carevault.fhirmodel.validate import validate_resource
 from carevault.services import directory as svc
 from carevault.services import mail_directory as mail
 from carevault.services import professionals as teams
+from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
 

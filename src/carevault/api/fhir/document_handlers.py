@@ -11,7 +11,6 @@ import base64
 from dataclasses import replace
 from typing import Any
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import (
@@ -42,6 +41,7 @@ from carevault.fhirmodel.mhd import (
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services.documents import DocumentService, LoadedDocument, PermittedRead
 from carevault.services.record_policy import unseen
+from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
 

@@ -52,8 +52,8 @@ from carevault.domain.errors import (
 from carevault.fhirmodel.validate import parse_json
 
 if TYPE_CHECKING:
-    from carevault.adapters.storage.unit_of_work import UnitOfWork
     from carevault.services.documents import LoadedDocument
+    from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
 

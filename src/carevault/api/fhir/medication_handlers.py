@@ -34,9 +34,10 @@ from carevault.api.fhir.prescription_handlers import _facts
 from carevault.api.fhir.record_handlers import _one_patient, _searchset
 from carevault.domain.authorization import Action, Subject, SubjectKind
 from carevault.domain.errors import InvalidInput, NotPermitted
-from carevault.domain.prescriptions import PRESCRIPTION_ID_SYSTEM, expired
+from carevault.domain.prescriptions import PRESCRIPTION_ID_SYSTEM, StoredTask, expired
 from carevault.fhirmodel.prescription import medication_dispense, medication_request
-from carevault.services.prescriptions import PrescriptionService, StoredTask, UnitOfWork
+from carevault.services.prescriptions import PrescriptionService
+from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
 

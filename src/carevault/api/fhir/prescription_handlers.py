@@ -52,14 +52,14 @@ from carevault.domain.prescriptions import (
     FLOW_TYPE_SYSTEM,
     PRESCRIPTION_ID_SYSTEM,
     SECRET_SYSTEM,
+    StoredTask,
 )
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services.prescriptions import (
     PrescriptionService,
-    StoredTask,
-    UnitOfWork,
     signed_from_parameters,
 )
+from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
 

@@ -22,7 +22,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from carevault.adapters.storage.unit_of_work import UnitOfWork
 from carevault.api.fhir import search as sp
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import (
@@ -54,6 +53,7 @@ from carevault.domain.records import StoredBlock, StoredEncounter, StoredGrant
 from carevault.fhirmodel.validate import validate_resource
 from carevault.services.presence import code_hash, normalize
 from carevault.services.record_policy import Actor, Refused
+from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
 

@@ -47,7 +47,7 @@ from carevault.fhirmodel.valueset import (
 )
 
 if TYPE_CHECKING:
-    from carevault.adapters.storage.unit_of_work import UnitOfWork
+    from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = [
     "BUILTIN_AFFINITY_DOMAIN",
