@@ -53,6 +53,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
+from carevault.adapters.storage.audit_database import AuditDatabase
 from carevault.adapters.storage.database import connect, upgrade
 from carevault.domain import merkle
 from carevault.domain.audit import STREAMS, Agent, AuditRecord
@@ -310,7 +311,7 @@ def bench_carevault(
         upgrade(engine)
         batches = Batches()
         batches.attach(engine)
-        log = AuditLog(engine, signers(), lambda: datetime.now(UTC))
+        log = AuditLog(AuditDatabase(engine), signers(), lambda: datetime.now(UTC))
         warmup, timed = records[:clients], records[clients:]
         warm = run_appends(log, warmup, clients, 60)  # starts the writer, fills the pool
         if warm.errors:

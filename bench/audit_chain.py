@@ -6,7 +6,7 @@ the stream's lock, one indexed read of the chain heads and their upsert (in the 
 as the entries on PostgreSQL). Each figure below alternates rounds of the two kinds on the same
 fresh database, so both see the same tree size and the same machine load:
 
-* *change*: one transaction per entry through ``AuditLog.append_in`` (a write's own entry);
+* *change*: one transaction per entry through ``AuditLog.append_with`` (a write's own entry);
 * *group commit*: C threads calling ``AuditLog.append([record])`` (a read's entry).
 
 Run: ``.venv/bin/python bench/audit_chain.py [--entries N] [--clients C] [--rounds R]``.
@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
+from carevault.adapters.storage.audit_database import AuditDatabase
 from carevault.adapters.storage.database import connect, upgrade
 from carevault.domain.audit import STREAMS, Agent, AuditRecord
 from carevault.services.audit_log import AuditLog
@@ -62,8 +63,7 @@ def per_append_us(work: Callable[[int, bool], None], entries: int, linked: bool)
 def changes(log: AuditLog) -> Callable[[int, bool], None]:
     def work(entries: int, linked: bool) -> None:
         for n in range(entries):
-            with log.engine.begin() as connection:
-                log.append_in(connection, [record(n, linked)])
+            log.append_now([record(n, linked)])
 
     return work
 
@@ -89,7 +89,7 @@ def measure(name: str, url: str, entries: int, clients: int, rounds: int) -> Non
     engine = connect(url)
     upgrade(engine)
     signers = {s: Ed25519TreeHeadSigner.derive(b"b" * 32, s) for s in STREAMS}
-    log = AuditLog(engine, dict(signers), lambda: datetime.now(UTC))
+    log = AuditLog(AuditDatabase(engine), dict(signers), lambda: datetime.now(UTC))
     try:
         for label, work in (
             ("change (1 entry per transaction)", changes(log)),

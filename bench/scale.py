@@ -3,7 +3,7 @@ scaling curve of the hot operations measured on what it loaded.
 
 ``load`` fills a migrated PostgreSQL database with N patients and M documents by COPY, in
 chunks of patients, each chunk one transaction with its documents and one operator-stream audit
-entry appended through the real audit log (`AuditLog.append_in`). What is real and what is not:
+entry appended through the real audit log (`AuditLog.append_with`). What is real and what is not:
 
 - the directory (organizations, hospitals' authorities, professionals and their roles) is made
   by the demo loader, through the registration services, exactly as ``carevault demo`` does;
@@ -406,6 +406,7 @@ class Loader:
 
     def write(self, chunk: _Chunk, first: int, count: int) -> int:
         """COPY the chunk and append its operator entry, in one transaction."""
+        from carevault.adapters.storage.audit_store import AuditStore
         from carevault.cli.context import operator_record
 
         documents = len(chunk.rows["document"])
@@ -424,7 +425,7 @@ class Loader:
                         copy.set_types(self.types[table])
                         for row in rows:
                             copy.write_row(row)
-            self.platform.audit.append_in(connection, [operator_record(
+            self.platform.audit.append_with(AuditStore(connection), [operator_record(
                 "C", "bulk load", entity_type="Patient",
                 detail={"tool": "bench/scale.py load", "patients": f"{first}-{first + count - 1}",
                         "first": det_id("patient", first), "documents": str(documents)})])

@@ -31,6 +31,7 @@ from carevault.adapters.printing.prescription_pdf import prescription_pdf
 from carevault.adapters.security.passwords import Argon2PasswordHasher
 from carevault.adapters.security.sealed_codes import AccessCodeBox
 from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox, qr_svg
+from carevault.adapters.storage.audit_database import AuditDatabase
 from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.database import connect
 from carevault.adapters.storage.health import database_health
@@ -235,7 +236,9 @@ def mailboxes(settings: Settings) -> MaildirBoxes:
 
 def audit_log(settings: Settings, engine: Engine) -> AuditLog:
     signers = signers_from_key_source(settings.key_source, STREAMS)
-    return AuditLog(engine, {stream: signer for stream, signer in signers.items()}, utc_now)
+    return AuditLog(
+        AuditDatabase(engine), {stream: signer for stream, signer in signers.items()}, utc_now
+    )
 
 
 def account_service(
@@ -405,7 +408,7 @@ def atna_export(
             server_name=settings.atna_server_name,
         )
         return start_exporters(
-            log.engine,
+            log.database,
             sender,
             logs={stream: log_id_of(log.public_key_pem(stream)) for stream in STREAMS},
             destination=f"{host}:{port}",
@@ -423,7 +426,7 @@ def chores(
     """The chores of the process that holds the chores lease, with their adapters."""
     return Chores(
         tree_heads=log,
-        lease=lambda: try_chores_lease(log.engine),
+        lease=lambda: try_chores_lease(log.database.engine),
         housekeeping=housekeeping,
         authority=HttpTimeStampAuthority(settings.tsa_url) if settings.tsa_url else None,
         stamp_interval_seconds=settings.tsa_interval_seconds,
@@ -508,7 +511,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
     accounts = account_service(settings, engine, log, passkeys)
     sessions = PortalSessions(lambda: SqlUnitOfWork(engine), utc_now)
     public_pki = PublicDocuments(
-        lambda: SqlUnitOfWork(log.engine), ca_key_password(settings.key_source), utc_now
+        lambda: SqlUnitOfWork(log.database.engine), ca_key_password(settings.key_source), utc_now
     )
     portal = portal_router(
         settings,

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
+from carevault.adapters.storage.audit_database import AuditDatabase
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.bootstrap import build
 from carevault.domain.audit import Agent, AuditRecord
@@ -52,7 +53,7 @@ class GatedSource(AuditLogSource):
     """The database outbox, holding the exporter before the batch that starts at ``at``."""
 
     def __init__(self, engine: Engine, at: int) -> None:
-        super().__init__(engine)
+        super().__init__(AuditDatabase(engine))
         self.at = at
         self.reached = threading.Event()
         self.released = threading.Event()
@@ -67,10 +68,10 @@ class GatedSource(AuditLogSource):
 
 def fill(engine: Engine, total: int) -> None:
     signers = {s: Ed25519TreeHeadSigner.derive(b"k" * 32, s) for s in ("clinical", "operator")}
-    log = AuditLog(engine, {**signers}, lambda: datetime.now(UTC))
+    log = AuditLog(AuditDatabase(engine), {**signers}, lambda: datetime.now(UTC))
     for start in range(0, total, 1000):
         with engine.begin() as connection:
-            log.append_in(connection, [record(n) for n in range(start, start + 1000)])
+            log.append_with(AuditStore(connection), [record(n) for n in range(start, start + 1000)])
 
 
 def cursor(engine: Engine) -> int:
@@ -129,7 +130,7 @@ def test_a_stop_in_the_middle_of_a_batch_loses_nothing(engine: Engine,
     leafIndex) so a repository can drop them."""
     fill(engine, TOTAL)
     stop = threading.Event()
-    worker = run_exporter(AuditLogSource(engine), rsyslog, stop)
+    worker = run_exporter(AuditLogSource(AuditDatabase(engine)), rsyslog, stop)
     try:
         assert wait_until(lambda: cursor(engine) >= 3000, WAIT_SECONDS)
         rsyslog.stop()

@@ -13,6 +13,8 @@ from sqlalchemy import Engine, select
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
 from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.audit_database import AuditDatabase
+from carevault.adapters.storage.audit_store import AuditStore
 from carevault.domain.audit import Agent, AuditRecord
 from carevault.domain.audit_chain import ChainedEntry, Chains, check_chain
 from carevault.services.audit_log import AuditLog
@@ -29,7 +31,7 @@ def record(n: int, patient: str | None) -> AuditRecord:
 @pytest.fixture
 def audit_log(engine: Engine) -> Iterator[AuditLog]:
     signers = {s: Ed25519TreeHeadSigner.derive(b"k" * 32, s) for s in ("clinical", "operator")}
-    log = AuditLog(engine, dict(signers), lambda: datetime.now(UTC))
+    log = AuditLog(AuditDatabase(engine), dict(signers), lambda: datetime.now(UTC))
     yield log
     log.close()
 
@@ -78,7 +80,7 @@ def test_a_change_and_a_group_commit_extend_one_chain(
         audit_log: AuditLog, engine: Engine) -> None:
     audit_log.append([record(0, "p-a")])
     with engine.begin() as connection:
-        audit_log.append_in(connection, [record(1, "p-a"), record(2, "p-a")])
+        audit_log.append_with(AuditStore(connection), [record(1, "p-a"), record(2, "p-a")])
     audit_log.append([record(3, "p-a"), record(4, None)])
     check_chain("p-a", None, chain_of(audit_log, "p-a"))
     assert len(chain_of(audit_log, "p-a")) == 4
@@ -89,7 +91,7 @@ def test_a_rolled_back_change_leaves_the_chain_head_where_it_was(
     audit_log.append([record(0, "p-a")])
     def failing_change() -> None:
         with engine.begin() as connection:
-            audit_log.append_in(connection, [record(1, "p-a")])
+            audit_log.append_with(AuditStore(connection), [record(1, "p-a")])
             raise RuntimeError("the change failed")
 
     with pytest.raises(RuntimeError):
@@ -120,7 +122,7 @@ def test_concurrent_transactions_about_one_patient_do_not_fork_its_chain(
                     connection.execute(select(t.audit_log_state.c.tree_size)).all()
                     if r == 0:
                         start.wait(timeout=30)
-                    audit_log.append_in(connection, [record(n * 100 + r, "p-shared")])
+                    audit_log.append_with(AuditStore(connection), [record(n * 100 + r, "p-shared")])
                     time.sleep(0.002)  # hold the lock while the others wait on it
         except BaseException as error:
             failures.append(error)

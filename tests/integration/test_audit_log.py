@@ -14,6 +14,8 @@ from sqlalchemy import Engine, insert
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
 from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.audit_database import AuditDatabase
+from carevault.adapters.storage.audit_store import AuditStore
 from carevault.domain.audit import Agent, AuditRecord
 from carevault.domain.merkle import ProofError
 from carevault.domain.tree_head import signed_bytes
@@ -31,7 +33,7 @@ def record(n: int, stream: str = "clinical", patient: str | None = None) -> Audi
 @pytest.fixture
 def audit_log(engine: Engine) -> Iterator[AuditLog]:
     signers = {s: Ed25519TreeHeadSigner.derive(b"k" * 32, s) for s in ("clinical", "operator")}
-    log = AuditLog(engine, dict(signers), lambda: datetime.now(UTC))
+    log = AuditLog(AuditDatabase(engine), dict(signers), lambda: datetime.now(UTC))
     yield log
     log.close()
 
@@ -89,17 +91,17 @@ def test_streams_are_separate_trees(audit_log: AuditLog) -> None:
             clinical.tree_size, clinical.root_hash, clinical.timestamp_ms))
 
 
-def test_append_in_a_transaction_is_atomic_with_it(audit_log: AuditLog, engine: Engine) -> None:
+def test_append_with_a_transaction_is_atomic_with_it(audit_log: AuditLog, engine: Engine) -> None:
     def failing_write() -> None:
         with engine.begin() as connection:
-            audit_log.append_in(connection, [record(1)])
+            audit_log.append_with(AuditStore(connection), [record(1)])
             raise RuntimeError("the business write failed after the audit entry was added")
 
     with pytest.raises(RuntimeError):
         failing_write()
     assert audit_log.size("clinical") == 0
     with engine.begin() as connection:
-        assert audit_log.append_in(connection, [record(2)]) == [0]
+        assert audit_log.append_with(AuditStore(connection), [record(2)]) == [0]
     assert audit_log.size("clinical") == 1
 
 
@@ -147,8 +149,8 @@ def test_a_lone_caller_does_not_wait_for_stragglers(engine: Engine) -> None:
     wait far longer than the callers' patience, lone appends one after another still commit
     (they would each time out and fail, were the wait made for them)."""
     signers = {s: Ed25519TreeHeadSigner.derive(b"k" * 32, s) for s in ("clinical", "operator")}
-    log = AuditLog(engine, dict(signers), lambda: datetime.now(UTC), straggler_seconds=3600,
-                   wait_seconds=5)
+    log = AuditLog(AuditDatabase(engine), dict(signers), lambda: datetime.now(UTC),
+                   straggler_seconds=3600, wait_seconds=5)
     try:
         assert [log.append([record(n)]) for n in range(3)] == [[0], [1], [2]]
     finally:

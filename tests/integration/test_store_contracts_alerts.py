@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import Engine
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
+from carevault.adapters.storage.audit_database import AuditDatabase
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain import merkle
@@ -103,7 +104,7 @@ class _RealLog:
         self.engine = engine
         self.now = NOW
         signers = {s: Ed25519TreeHeadSigner.derive(b"k" * 32, s) for s in ("clinical", "operator")}
-        self.log = AuditLog(engine, dict(signers), lambda: self.now)
+        self.log = AuditLog(AuditDatabase(engine), dict(signers), lambda: self.now)
 
     def append(self, record: AuditRecord, at: datetime) -> int:
         self.now = at

@@ -34,11 +34,9 @@ def _service(config: Settings) -> AccountService:
 
 def _record(config: Settings, interaction: str, account_id: str) -> None:
     """The operator's side of the enrolment, in the operators' stream."""
-    with engine_for(config.database_url).begin() as connection:
-        log_for(config).append_in(
-            connection,
-            [operator_record("C", interaction, entity_type="Account", entity_id=account_id)],
-        )
+    log_for(config).append_now(
+        [operator_record("C", interaction, entity_type="Account", entity_id=account_id)],
+    )
 
 
 @app.command("enrol-patient")

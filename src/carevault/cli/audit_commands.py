@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from carevault.cli.context import engine_for, log_for, operator_record, settings
+from carevault.cli.context import log_for, operator_record, settings
 from carevault.cli.errors import friendly
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError
@@ -40,20 +40,18 @@ def entry(
     config = settings()
     log = log_for(config)
     rows = log.entries(_stream(stream), index, index + 1)
-    with engine_for(config.database_url).begin() as connection:
-        log.append_in(
-            connection,
-            [
-                operator_record(
-                    "R",
-                    "audit entry",
-                    entity_type="AuditLog",
-                    entity_id=stream,
-                    detail={"leaf_index": str(index)},
-                    outcome="0" if rows else "4",
-                )
-            ],
-        )
+    log.append_now(
+        [
+            operator_record(
+                "R",
+                "audit entry",
+                entity_type="AuditLog",
+                entity_id=stream,
+                detail={"leaf_index": str(index)},
+                outcome="0" if rows else "4",
+            )
+        ],
+    )
     if not rows:
         raise CareVaultError(f"the {stream} log has no entry {index}")
     leaf_index, data = rows[0]
@@ -105,7 +103,6 @@ def verify(
     config = settings()
     stream = _stream(stream)
     log = log_for(config)
-    engine = engine_for(config.database_url)
     if patient is not None:
         _verify_patient(patient, since)
         return
@@ -135,20 +132,18 @@ def verify(
         except VerificationError as error:
             outcome = "8"
             message = f"{error} (first bad index: {error.first_bad_index})"
-    with engine.begin() as connection:
-        log.append_in(
-            connection,
-            [
-                operator_record(
-                    "E",
-                    "audit verify",
-                    entity_type="AuditLog",
-                    entity_id=stream,
-                    outcome=outcome,
-                    detail={"result": message[:500]},
-                )
-            ],
-        )
+    log.append_now(
+        [
+            operator_record(
+                "E",
+                "audit verify",
+                entity_type="AuditLog",
+                entity_id=stream,
+                outcome=outcome,
+                detail={"result": message[:500]},
+            )
+        ],
+    )
     if outcome != "0":
         raise CareVaultError(message)
     typer.echo(message)
@@ -169,20 +164,18 @@ def _verify_patient(patient: str, since: int | None) -> None:
     except VerificationError as error:
         outcome = "8"
         message = f"{error} (first bad index: {error.first_bad_index})"
-    with engine_for(config.database_url).begin() as connection:
-        log.append_in(
-            connection,
-            [
-                operator_record(
-                    "E",
-                    "audit verify",
-                    entity_type="Patient",
-                    entity_id=patient,
-                    outcome=outcome,
-                    detail={"result": message[:500]},
-                )
-            ],
-        )
+    log.append_now(
+        [
+            operator_record(
+                "E",
+                "audit verify",
+                entity_type="Patient",
+                entity_id=patient,
+                outcome=outcome,
+                detail={"result": message[:500]},
+            )
+        ],
+    )
     if outcome != "0":
         raise CareVaultError(message)
     typer.echo(message)

@@ -54,11 +54,9 @@ def now() -> datetime:
 
 
 def _record(config: Settings, interaction: str, detail: dict[str, str]) -> None:
-    with engine_for(config.database_url).begin() as connection:
-        log_for(config).append_in(
-            connection,
-            [operator_record("E", interaction, entity_type="Backup", detail=detail)],
-        )
+    log_for(config).append_now(
+        [operator_record("E", interaction, entity_type="Backup", detail=detail)],
+    )
 
 
 def _key_files(config: Settings) -> list[Path]:

@@ -65,18 +65,16 @@ def _audited(
         yield context.audited_units(config, interaction, detail=detail)
     except CareVaultError as error:
         refused = {**detail, "result": str(error)[:500]}
-        with context.engine_for(config.database_url).begin() as connection:
-            context.log_for(config).append_in(
-                connection, [context.operator_record("C", interaction, detail=refused, outcome="4")]
-            )
+        context.log_for(config).append_now(
+            [context.operator_record("C", interaction, detail=refused, outcome="4")]
+        )
         raise
 
 
 def _record(config: Settings, action: str, interaction: str, detail: dict[str, str]) -> None:
-    with context.engine_for(config.database_url).begin() as connection:
-        context.log_for(config).append_in(
-            connection, [context.operator_record(action, interaction, detail=detail)]
-        )
+    context.log_for(config).append_now(
+        [context.operator_record(action, interaction, detail=detail)]
+    )
 
 
 def _write_new(path: Path, text: str) -> None:

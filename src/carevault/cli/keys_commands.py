@@ -18,10 +18,9 @@ app = typer.Typer(help="The documents' key-encryption keys.", no_args_is_help=Tr
 
 def _record(interaction: str, detail: dict[str, str]) -> None:
     config = settings()
-    with engine_for(config.database_url).begin() as connection:
-        log_for(config).append_in(
-            connection, [operator_record("E", interaction, entity_type="KeyRing", detail=detail)]
-        )
+    log_for(config).append_now(
+        [operator_record("E", interaction, entity_type="KeyRing", detail=detail)]
+    )
 
 
 @app.command("status")

@@ -99,10 +99,7 @@ def init() -> None:
 
 def _record(settings: Settings, interaction: str, detail: dict[str, str]) -> None:
     """Record an operator action that is not a directory change."""
-    with context.engine_for(settings.database_url).begin() as connection:
-        context.log_for(settings).append_in(
-            connection, [context.operator_record("E", interaction, detail=detail)]
-        )
+    context.log_for(settings).append_now([context.operator_record("E", interaction, detail=detail)])
 
 
 @db_app.command("upgrade")
@@ -449,16 +446,14 @@ def list_directory(
     if kind not in searches:
         raise CareVaultError(f"unknown kind {kind!r}: use patients, practitioners or organizations")
     config = _settings()
-    with context.engine_for(config.database_url).begin() as connection:
-        # Listing the directories is an access to identities: it is recorded too.
-        context.log_for(config).append_in(
-            connection,
-            [
-                context.operator_record(
-                    "R", "directory list", entity_type=kind, detail={"limit": str(limit)}
-                )
-            ],
-        )
+    # Listing the directories is an access to identities: it is recorded too.
+    context.log_for(config).append_now(
+        [
+            context.operator_record(
+                "R", "directory list", entity_type=kind, detail={"limit": str(limit)}
+            )
+        ],
+    )
     with SqlUnitOfWork(context.engine_for(config.database_url)) as uow:
         result = searches[kind](uow)
     rows = [

@@ -88,8 +88,7 @@ def _audited(
         yield lambda: SqlUnitOfWork(engine, before_commit=record)
     except CareVaultError as error:
         refused = {**detail, "result": str(error)[:500]}
-        with engine.begin() as connection:
-            log.append_in(connection, [_operator_record(action, interaction, refused, "4")])
+        log.append_now([_operator_record(action, interaction, refused, "4")])
         raise
 
 
@@ -109,11 +108,9 @@ def init(json_output: JsonOption = False) -> None:
         with units() as uow:
             chain = pki.ca_chain_pem(uow)
     if not created:
-        with context.engine_for(config.database_url).begin() as connection:
-            context.log_for(config).append_in(
-                connection,
-                [_operator_record("E", "pki init", {"result": "already initialized, kept"})],
-            )
+        context.log_for(config).append_now(
+            [_operator_record("E", "pki init", {"result": "already initialized, kept"})],
+        )
     root = x509.load_pem_x509_certificates(chain.encode("ascii"))[-1]
     root_fingerprint = root.fingerprint(hashes.SHA256()).hex(":").upper()
     _print(
@@ -146,10 +143,9 @@ def ca(
         except FileExistsError:
             raise CareVaultError(f"{out} exists; it is never overwritten") from None
         typer.echo(f"wrote the CA chain to {out}")
-    with context.engine_for(config.database_url).begin() as connection:
-        context.log_for(config).append_in(
-            connection, [_operator_record("R", "pki ca", {"out": str(out) if out else "-"})]
-        )
+    context.log_for(config).append_now(
+        [_operator_record("R", "pki ca", {"out": str(out) if out else "-"})]
+    )
 
 
 def _issue(

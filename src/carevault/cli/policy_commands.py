@@ -44,23 +44,21 @@ def explain(
     practitioner_id = practitioner.removeprefix("Practitioner/")
     patient_id = patient.removeprefix("Patient/")
     decision = record_policy(config, engine, log).explain(practitioner_id, patient_id, document)
-    with engine.begin() as connection:
-        log.append_in(
-            connection,
-            [
-                operator_record(
-                    "E",
-                    "policy explain",
-                    entity_type="Patient",
-                    entity_id=patient_id,
-                    detail={
-                        "practitioner": f"Practitioner/{practitioner_id}",
-                        **({"document": document} if document else {}),
-                        "decision": "permit" if decision.permit else "deny",
-                    },
-                )
-            ],
-        )
+    log.append_now(
+        [
+            operator_record(
+                "E",
+                "policy explain",
+                entity_type="Patient",
+                entity_id=patient_id,
+                detail={
+                    "practitioner": f"Practitioner/{practitioner_id}",
+                    **({"document": document} if document else {}),
+                    "decision": "permit" if decision.permit else "deny",
+                },
+            )
+        ],
+    )
     if json_output:
         typer.echo(
             json.dumps(

@@ -53,9 +53,8 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_pem_public_key,
 )
-from sqlalchemy import Engine
 
-from carevault.adapters.storage.audit_store import AuditStore
+from carevault.adapters.storage.audit_database import AuditDatabase
 from carevault.adapters.syslog import DeliveryError
 from carevault.adapters.syslog.rfc5424 import format_message
 from carevault.domain.audit import AuditRecord
@@ -241,14 +240,13 @@ class AuditLogSource:
     """The audit log itself as the exporter's outbox: entries rendered as FHIR AuditEvents,
     the confirmed position kept per (stream, destination) in ``audit_export_cursor``."""
 
-    def __init__(self, engine: Engine, server: str | None = None) -> None:
+    def __init__(self, database: AuditDatabase, server: str | None = None) -> None:
         """``server``: the platform's FHIR base, BALP's server agent of each event."""
-        self.engine = engine
+        self.database = database
         self.server = server
 
     def pending(self, stream: str, destination: str, limit: int) -> list[tuple[int, str]]:
-        with self.engine.connect() as connection:
-            store = AuditStore(connection)
+        with self.database.reading() as store:
             start = store.export_cursor(stream, destination)
             rows = store.entries(stream, start, start + limit)
         return [
@@ -266,12 +264,12 @@ class AuditLogSource:
         ]
 
     def confirm(self, stream: str, destination: str, through_index: int) -> None:
-        with self.engine.begin() as connection:
-            AuditStore(connection).advance_export_cursor(stream, destination, through_index + 1)
+        with self.database.writing() as store:
+            store.advance_export_cursor(stream, destination, through_index + 1)
 
 
 def start_exporters(
-    engine: Engine,
+    database: AuditDatabase,
     sender: Sender,
     *,
     logs: Mapping[str, str],
@@ -285,7 +283,7 @@ def start_exporters(
     threads = []
     for stream in sorted(STREAMS):
         exporter = AtnaExporter(
-            AuditLogSource(engine, server),
+            AuditLogSource(database, server),
             sender,
             stream=stream,
             log_id=logs[stream],

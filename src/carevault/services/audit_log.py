@@ -7,8 +7,9 @@ Two ways in, one ordering:
   up meanwhile in one transaction (group commit), so thousands of concurrent requests cost a
   handful of fsyncs. If the commit fails, every waiting caller gets `AuditUnavailable` and must
   not answer (fail closed).
-* `AuditLog.append_in` writes entries inside a caller's transaction, for changes: the record
-  of a write commits atomically with the write itself, so a crash leaves both or neither.
+* `AuditLog.append_with` writes entries inside a unit of work's transaction, for changes: the
+  record of a write commits atomically with the write itself, so a crash leaves both or
+  neither. `AuditLog.append_now` is the same in a transaction of its own (the commands).
 
 Both lock the stream's state row, so indexes stay contiguous whichever path appends.
 """
@@ -25,14 +26,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
-
+from carevault.adapters.storage.audit_database import AuditDatabase, WriterConnection
 from carevault.adapters.storage.audit_store import AuditStore, PendingEntry, StoredTreeHead
 from carevault.adapters.timestamping import TimeStampAuthority, timestamp
 from carevault.domain import merkle
 from carevault.domain.audit import STREAMS, AuditRecord
-from carevault.domain.errors import SEND_AGAIN, Unavailable
+from carevault.domain.errors import SEND_AGAIN, Conflict, Unavailable
 from carevault.domain.tree_head import TreeHead, signed_bytes
 
 log = logging.getLogger("carevault.audit")
@@ -94,7 +93,7 @@ def _pending(record: AuditRecord, recorded_at: datetime) -> PendingEntry:
 class AuditLog:
     def __init__(
         self,
-        engine: Engine,
+        database: AuditDatabase,
         signers: dict[str, Signer],
         clock: Callable[[], datetime],
         *,
@@ -105,7 +104,7 @@ class AuditLog:
         missing = set(STREAMS) - set(signers)
         if missing:
             raise ValueError(f"no signing key for audit streams {sorted(missing)}")
-        self.engine = engine
+        self.database = database
         self.signers = signers
         self.clock = clock
         self.max_batch = max_batch
@@ -122,10 +121,6 @@ class AuditLog:
 
     # --- appending ------------------------------------------------------------------------
 
-    def append_in(self, connection: Connection, records: Sequence[AuditRecord]) -> list[int]:
-        """Append inside the caller's transaction; the caller's commit makes them durable."""
-        return self.append_with(AuditStore(connection), records)
-
     def append_with(self, store: AuditTransaction, records: Sequence[AuditRecord]) -> list[int]:
         """Append through a unit of work's audit store (``uow.audit``), inside its
         transaction: its commit makes them durable."""
@@ -137,6 +132,12 @@ class AuditLog:
                 first, _size = store.append(stream, batch)
                 indexes += range(first, first + len(batch))
         return indexes
+
+    def append_now(self, records: Sequence[AuditRecord]) -> list[int]:
+        """Append in a transaction of its own, committed before returning: an operator's
+        command records what it did without starting the group-commit writer."""
+        with self.database.writing() as store:
+            return self.append_with(store, records)
 
     def append(self, records: Sequence[AuditRecord]) -> list[int]:
         """Append and wait until committed; raise `AuditUnavailable` if that cannot be done."""
@@ -189,18 +190,15 @@ class AuditLog:
             self._writer = None
 
     def _write_loop(self) -> None:
-        # The writer keeps one connection of its own: no pool checkout (and no pre-ping, which
-        # costs a round trip) per group commit.
-        connection: Connection | None = None
+        connection = self.database.writer()  # one of its own, kept between batches
         try:
             while True:
                 batch = self._next_batch()
                 if batch is None:
                     return
-                connection = self._commit(connection, batch)
+                self._commit(connection, batch)
         finally:
-            if connection is not None:
-                connection.close()
+            connection.close()
 
     def _next_batch(self) -> list[_Request] | None:
         """Everything queued, waiting up to ``straggler_seconds`` for late arrivals once the
@@ -234,8 +232,7 @@ class AuditLog:
 
     def export_backlog(self, stream: str, destination: str) -> int:
         """Entries of ``stream`` the ATNA repository at ``destination`` has not confirmed."""
-        with self.engine.connect() as connection:
-            store = AuditStore(connection)
+        with self.database.reading() as store:
             return max(0, store.size(stream) - store.export_cursor(stream, destination))
 
     def _fail(self, batch: list[_Request], error: Exception) -> None:
@@ -244,57 +241,25 @@ class AuditLog:
         for request in batch:
             request.done.set_exception(error)
 
-    def _connected(self, connection: Connection | None) -> Connection:
-        """The writer's connection, a new one if it was lost (the lost one given back)."""
-        if connection is not None and not connection.invalidated and not connection.closed:
-            return connection
-        if connection is not None and not connection.closed:
-            connection.close()
-        return self.engine.connect()
-
-    def _commit(self, connection: Connection | None, batch: list[_Request]) -> Connection | None:
-        """One transaction, one append per stream, then each waiter gets its slice; returns
-        the connection to keep (None once it is lost).
-
-        The writer's connection idles between batches, so it is the first to learn that the
-        database went away meanwhile (a failover, a restart): if the server is found gone
-        before the commit was sent, nothing of the batch was committed, and the batch is
-        tried once more on a new connection instead of failing requests after the database
-        is back. A failure of the commit itself leaves the outcome unknown: never retried."""
-        for attempt in (1, 2):
-            try:
-                connection = self._connected(connection)
-            except Exception as error:  # the database is unreachable: fail the batch
-                self._fail(batch, error)
-                return None
-            firsts: dict[str, int] = {}
-            try:
-                transaction = connection.begin()
-                store = AuditStore(connection)
-                for stream in STREAMS:
-                    entries = [e for r in batch if r.stream == stream for e in r.entries]
-                    if entries:
-                        firsts[stream], _size = store.append(stream, entries)
-            except Exception as error:
-                _roll_back(connection)
-                if attempt == 1 and isinstance(error, DBAPIError) and error.connection_invalidated:
-                    continue  # stale: it died while idle (`_connected` replaces it)
-                self._fail(batch, error)
-                return connection
-            try:
-                transaction.commit()
-            except Exception as error:
-                _roll_back(connection)
-                self._fail(batch, error)
-                return connection
-            break
+    def _commit(self, connection: WriterConnection, batch: list[_Request]) -> None:
+        """One transaction, one append per stream, then each waiter gets its slice; if it
+        fails, every waiter gets the error (the writer connection retries once itself when it
+        finds the database gone before the commit was sent)."""
+        entries = {
+            stream: [e for r in batch if r.stream == stream for e in r.entries]
+            for stream in STREAMS
+        }
+        try:
+            firsts = connection.append(entries)
+        except Exception as error:
+            self._fail(batch, error)
+            return
         self.last_commit_failed = False
         offsets = dict(firsts)
         for request in batch:
             start = offsets[request.stream]
             offsets[request.stream] += len(request.entries)
             request.done.set_result(list(range(start, start + len(request.entries))))
-        return connection
 
     # --- tree heads -----------------------------------------------------------------------
 
@@ -303,9 +268,8 @@ class AuditLog:
 
     def for_verifier(self, stream: str) -> StreamForVerifier:
         """The stream as the verifier reads it (`carevault audit verify`, the restore drill)."""
-        engine = self.engine
-        with engine.connect() as connection:
-            store = AuditStore(connection)
+        database = self.database
+        with database.reading() as store:
             size = store.size(stream)
             heads = [
                 TreeHead(h.tree_size, h.root_hash, h.timestamp_ms, h.signature)
@@ -313,19 +277,18 @@ class AuditLog:
             ]
 
         def entries(first: int, end: int) -> list[tuple[int, bytes]]:
-            with engine.connect() as connection:
-                return AuditStore(connection).entries(stream, first, end)
+            with database.reading() as store:
+                return store.entries(stream, first, end)
 
         def nodes(level: int, first: int, end: int) -> list[tuple[int, bytes]]:
-            with engine.connect() as connection:
-                return AuditStore(connection).level_nodes(stream, level, first, end)
+            with database.reading() as store:
+                return store.level_nodes(stream, level, first, end)
 
         return StreamForVerifier(size, heads, entries, nodes)
 
     def sign_tree_head(self, stream: str) -> TreeHead:
         """Sign the current tree, unless the latest signed head already covers it."""
-        with self.engine.connect() as connection:
-            store = AuditStore(connection)
+        with self.database.reading() as store:
             latest = store.latest_tree_head(stream)
             size, root = self._current_root(store, stream)
         if latest is not None and latest.tree_size == size:
@@ -336,9 +299,9 @@ class AuditLog:
         signature = self.signers[stream].sign(signed_bytes(size, root, timestamp_ms))
         head = StoredTreeHead(stream, size, root, timestamp_ms, signature)
         try:
-            with self.engine.begin() as connection:
-                AuditStore(connection).save_tree_head(head)
-        except IntegrityError:
+            with self.database.writing() as store:
+                store.save_tree_head(head)
+        except Conflict:
             # Another signer published this size first; serve theirs.
             return self.tree_head(stream, size)
         return _public(head)
@@ -354,40 +317,40 @@ class AuditLog:
         """Have a trusted time-stamping authority (RFC 3161) stamp the latest signed tree head,
         unless it already is; return the size stamped. The token proves to a third party that
         the log had this size and root no later than the TSA's time."""
-        with self.engine.connect() as connection:
-            latest = AuditStore(connection).latest_tree_head(stream)
+        with self.database.reading() as store:
+            latest = store.latest_tree_head(stream)
         if latest is None or latest.timestamp_token is not None:
             return None
         token = timestamp(
             signed_bytes(latest.tree_size, latest.root_hash, latest.timestamp_ms), authority
         )
-        with self.engine.begin() as connection:
-            AuditStore(connection).set_timestamp_token(stream, latest.tree_size, token)
+        with self.database.writing() as store:
+            store.set_timestamp_token(stream, latest.tree_size, token)
         return latest.tree_size
 
     def timestamp_token(self, stream: str, tree_size: int) -> bytes | None:
-        with self.engine.connect() as connection:
-            stored = AuditStore(connection).tree_head(stream, tree_size)
+        with self.database.reading() as store:
+            stored = store.tree_head(stream, tree_size)
         if stored is None:
             raise LookupError(f"no signed tree head of size {tree_size}")
         return stored.timestamp_token
 
     def tree_head(self, stream: str, tree_size: int) -> TreeHead:
-        with self.engine.connect() as connection:
-            stored = AuditStore(connection).tree_head(stream, tree_size)
+        with self.database.reading() as store:
+            stored = store.tree_head(stream, tree_size)
         if stored is None:
             raise LookupError(f"no signed tree head of size {tree_size}")
         return _public(stored)
 
     def tree_head_before(self, stream: str, tree_size: int) -> TreeHead | None:
         """The largest signed tree head smaller than ``tree_size``, if any."""
-        with self.engine.connect() as connection:
-            stored = AuditStore(connection).head_before(stream, tree_size)
+        with self.database.reading() as store:
+            stored = store.head_before(stream, tree_size)
         return None if stored is None else _public(stored)
 
     def latest_tree_head(self, stream: str) -> TreeHead:
-        with self.engine.connect() as connection:
-            stored = AuditStore(connection).latest_tree_head(stream)
+        with self.database.reading() as store:
+            stored = store.latest_tree_head(stream)
         if stored is None:
             return self.sign_tree_head(stream)
         return _public(stored)
@@ -397,8 +360,7 @@ class AuditLog:
     ) -> tuple[StoredTreeHead | None, StoredTreeHead | None, StoredTreeHead | None]:
         """The latest signed tree head, the one signed before it, and the latest one an RFC 3161
         authority stamped (for the security officer's integrity check)."""
-        with self.engine.connect() as connection:
-            store = AuditStore(connection)
+        with self.database.reading() as store:
             latest = store.latest_tree_head(stream)
             previous = store.head_before(stream, latest.tree_size) if latest is not None else None
             stamped = store.latest_stamped_head(stream)
@@ -407,8 +369,8 @@ class AuditLog:
     # --- proofs and entries -----------------------------------------------------------------
 
     def size(self, stream: str) -> int:
-        with self.engine.connect() as connection:
-            return AuditStore(connection).size(stream)
+        with self.database.reading() as store:
+            return store.size(stream)
 
     def inclusion_proof(self, stream: str, leaf_index: int, tree_size: int) -> list[bytes]:
         return self._proof(stream, merkle.inclusion_ranges(leaf_index, tree_size), tree_size)
@@ -421,8 +383,7 @@ class AuditLog:
         ranges = {i: merkle.inclusion_ranges(i, tree_size) for i in set(leaf_indices)}
         if not ranges:
             return {}
-        with self.engine.connect() as connection:
-            store = AuditStore(connection)
+        with self.database.reading() as store:
             if tree_size > store.size(stream):
                 raise merkle.ProofError(f"the log has fewer than {tree_size} entries")
             wanted = {node for r in ranges.values() for node in merkle.nodes_needed(r)}
@@ -438,8 +399,7 @@ class AuditLog:
         (if ``start``), their first ``limit`` entries from it, the inclusion proofs of all of
         them, and (``consistency``) the proof from ``start`` to ``tree_size``, the subtree
         hashes they share fetched once."""
-        with self.engine.connect() as connection:
-            store = AuditStore(connection)
+        with self.database.reading() as store:
             before = (
                 store.patient_entries(
                     "clinical", patient_id, before=start, limit=1, newest_first=True
@@ -467,16 +427,15 @@ class AuditLog:
         return self._proof(stream, merkle.consistency_ranges(first, second), second)
 
     def _proof(self, stream: str, ranges: list[merkle.Range], tree_size: int) -> list[bytes]:
-        with self.engine.connect() as connection:
-            store = AuditStore(connection)
+        with self.database.reading() as store:
             if tree_size > store.size(stream):
                 raise merkle.ProofError(f"the log has fewer than {tree_size} entries")
             nodes = store.nodes(stream, merkle.nodes_needed(ranges))
         return merkle.proof_hashes(ranges, nodes)
 
     def entries(self, stream: str, start: int, end: int) -> list[tuple[int, bytes]]:
-        with self.engine.connect() as connection:
-            return AuditStore(connection).entries(stream, start, end)
+        with self.database.reading() as store:
+            return store.entries(stream, start, end)
 
     def patient_entries(
         self,
@@ -490,8 +449,8 @@ class AuditLog:
         recorded_before: datetime | None = None,
         by_others: bool = False,
     ) -> list[tuple[int, bytes]]:
-        with self.engine.connect() as connection:
-            return AuditStore(connection).patient_entries(
+        with self.database.reading() as store:
+            return store.patient_entries(
                 "clinical",
                 patient_id,
                 after=after,
@@ -515,8 +474,8 @@ class AuditLog:
     ) -> tuple[int, list[tuple[int, bytes]]]:
         """Entries of ``stream`` matching every criterion, newest first, with the total
         count (`AuditStore.search_entries`)."""
-        with self.engine.connect() as connection:
-            return AuditStore(connection).search_entries(
+        with self.database.reading() as store:
+            return store.search_entries(
                 stream,
                 patients=patients,
                 agents=agents,
@@ -524,15 +483,6 @@ class AuditLog:
                 offset=offset,
                 count=count,
             )
-
-
-def _roll_back(connection: Connection) -> None:
-    """End a failed transaction; on a lost connection there is nothing left to end."""
-    try:
-        if connection.in_transaction():
-            connection.rollback()
-    except Exception:  # the connection is gone: the server ended the transaction
-        connection.invalidate()
 
 
 def _public(stored: StoredTreeHead) -> TreeHead:

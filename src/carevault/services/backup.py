@@ -116,12 +116,12 @@ def create_backup(
 
     A tree head is signed for every stream first: the snapshot holds it (and possibly later
     entries), and the restore drill requires it."""
-    sqlite_path(log.engine)  # PostgreSQL: refused, readably
+    sqlite_path(log.database.engine)  # PostgreSQL: refused, readably
     heads = {stream: log.sign_tree_head(stream) for stream in STREAMS}
     work = _private_workdir(out.parent)
     try:
         database = work / DATABASE
-        snapshot(log.engine, database)
+        snapshot(log.database.engine, database)
         files = [(DATABASE, database), *_document_files(document_dir)]
         return _write_archive(
             out,

@@ -14,6 +14,7 @@ from typing import cast
 import pytest
 from sqlalchemy import Engine
 
+from carevault.adapters.storage.audit_database import AuditDatabase
 from carevault.adapters.storage.audit_store import AuditStore, PendingEntry
 from carevault.domain.audit import STREAMS, Agent, AuditRecord
 from carevault.services.audit_log import AuditLog, AuditUnavailable, Signer
@@ -67,7 +68,8 @@ def signers() -> dict[str, Signer]:
 
 
 def audit_log(engine: UnreachableDatabase | None = None) -> AuditLog:
-    return AuditLog(cast(Engine, engine or UnreachableDatabase()), signers(), lambda: NOW)
+    database = AuditDatabase(cast(Engine, engine or UnreachableDatabase()))
+    return AuditLog(database, signers(), lambda: NOW)
 
 
 def record(stream: str, what: str, patient: str | None = None) -> AuditRecord:
@@ -78,8 +80,8 @@ def record(stream: str, what: str, patient: str | None = None) -> AuditRecord:
 
 def test_every_stream_needs_its_signing_key() -> None:
     with pytest.raises(ValueError, match=r"^no signing key for audit streams \['operator'\]$"):
-        AuditLog(cast(Engine, UnreachableDatabase()), {"clinical": NamedSigner("clinical")},
-                 lambda: NOW)
+        AuditLog(AuditDatabase(cast(Engine, UnreachableDatabase())),
+                 {"clinical": NamedSigner("clinical")}, lambda: NOW)
 
 
 def test_each_streams_public_key_is_its_own_signers() -> None:
