@@ -750,6 +750,13 @@ class AccountService:
             uow.commit()
         return mandate
 
+    def login_of(self, account_id: str) -> str | None:
+        """The login an account signs in with (a representative named on the patient's page),
+        None if there is no such account."""
+        with self.units() as uow:
+            account = uow.accounts.by_id(account_id)
+        return account.login if account is not None else None
+
     def mandates_of(self, account_id: str, now: datetime | None = None) -> list[Mandate]:
         """The mandates of an account that are in force at ``now``."""
         now = now or self.clock()

@@ -49,7 +49,7 @@ from carevault.fhirmodel.directory import (
     with_national_id,
 )
 from carevault.fhirmodel.validate import validate_resource
-from carevault.services.unit_of_work import UnitOfWork
+from carevault.services.unit_of_work import UnitOfWork, Units
 
 JsonObject = dict[str, Any]
 
@@ -163,6 +163,12 @@ def create_patient(
 
 def read_patient(uow: UnitOfWork, patient_id: str) -> Stored:
     return _require(uow.directory.read(t.patient, patient_id), "Patient", patient_id)
+
+
+def patient_resource(units: Units, patient_id: str) -> dict[str, Any]:
+    """The patient's current resource, read in a transaction of its own (a page's heading)."""
+    with units() as uow:
+        return read_patient(uow, patient_id).resource
 
 
 def update_patient(

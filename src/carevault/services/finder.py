@@ -30,7 +30,7 @@ from carevault.domain.queries import (
     Stored,
 )
 from carevault.domain.text import fold
-from carevault.services.unit_of_work import UnitOfWork
+from carevault.services.unit_of_work import UnitOfWork, Units
 
 CANDIDATES = 200  # directory entries read for one search, at most
 MAX_TERM = 64  # characters of a name or a city
@@ -230,12 +230,49 @@ def active_care_team(uow: UnitOfWork, team_id: str, now: datetime) -> bool:
     return team is not None and team.active(now)
 
 
+# --- the same, each in a transaction of its own (the portal's pages) ---------------------------
+
+
+def lookup_party_names(units: Units, parties: list[tuple[Party, str]]) -> dict[str, str]:
+    """`party_names`, in a read of its own."""
+    with units() as uow:
+        return party_names(uow, parties)
+
+
+def search_parties(
+    units: Units, *, name: str = "", profession: str = "", city: str = "", now: datetime
+) -> Found:
+    """`find_parties`, in a read of its own."""
+    with units() as uow:
+        return find_parties(uow, name=name, profession=profession, city=city, now=now)
+
+
+def practitioner_by_number(units: Units, number: str) -> str | None:
+    """The practitioner whose professional number (an identifier's value, any system) this
+    is, if one is: a patient names a professional by the number on their letterhead."""
+    number = number.strip()
+    if not number or len(number) > MAX_TERM:
+        return None
+    with units() as uow:
+        return uow.directory.practitioner_ids_by_identifier([number]).get(number)
+
+
+def care_team_is_active(units: Units, team_id: str, now: datetime) -> bool:
+    """`active_care_team`, in a read of its own."""
+    with units() as uow:
+        return active_care_team(uow, team_id, now)
+
+
 __all__ = [
     "CANDIDATES",
     "Found",
     "FoundParty",
     "active_care_team",
+    "care_team_is_active",
     "find_parties",
+    "lookup_party_names",
     "party_names",
     "person_name",
+    "practitioner_by_number",
+    "search_parties",
 ]

@@ -12,12 +12,16 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from carevault.adapters.storage.portal_store import StoredInvitation
 from carevault.domain.errors import NotAuthenticated
 from carevault.services.directory import read_patient
-from carevault.services.unit_of_work import UnitOfWork
+from carevault.services.unit_of_work import UnitOfWork, Units
+
+Enrolled = TypeVar("Enrolled")
 
 DEFAULT_VALIDITY = timedelta(days=14)
 
@@ -71,3 +75,22 @@ def redeemable(
 def mark_used(uow: UnitOfWork, code: str, now: datetime) -> None:
     uow.invitations.use(_hash(code), now)
     uow.commit()
+
+
+def open_account(
+    units: Units,
+    code: str,
+    national_id: str,
+    national_system: str,
+    now: datetime,
+    enrol: Callable[[str], Enrolled],
+) -> Enrolled:
+    """Redeem an invitation: ``enrol`` the patient the code opens (their account, in the
+    accounts' own transaction), then spend the code. The code is checked first and spent
+    last, so that a refused enrolment (a login taken) leaves it usable."""
+    with units() as uow:
+        patient_id = redeemable(uow, code, national_id, national_system, now)
+    enrolled = enrol(patient_id)
+    with units() as uow:
+        mark_used(uow, code, now)
+    return enrolled

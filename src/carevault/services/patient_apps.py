@@ -31,7 +31,7 @@ from carevault.domain.scopes import (
     parse_scopes,
 )
 from carevault.services.tokens import TOKEN_LIFETIME, TokenContext, TokenGrant
-from carevault.services.unit_of_work import UnitOfWork
+from carevault.services.unit_of_work import UnitOfWork, Units
 
 CODE_LIFETIME = timedelta(seconds=60)
 # What an app registered without a list of scopes may be granted: reading the patient's own
@@ -222,6 +222,26 @@ def approve(
     query = {"code": code, **({"state": request.state} if request.state is not None else {})}
     separator = "&" if urlsplit(request.redirect_uri).query else "?"
     return f"{request.redirect_uri}{separator}{urlencode(query)}"
+
+
+def request_in_force(units: Units, params: dict[str, str]) -> AppRequest:
+    """`check_request` in a read of its own (the consent page, before it asks the person)."""
+    with units() as uow:
+        return check_request(uow, params)
+
+
+def approve_request(
+    units: Units,
+    request: AppRequest,
+    account_id: str,
+    patient_id: str | None,
+    now: datetime,
+    *,
+    kind: str = "patient",
+) -> str:
+    """`approve` in a transaction of its own: the person said yes on the consent page."""
+    with units() as uow:
+        return approve(uow, request, account_id, patient_id, now, kind=kind)
 
 
 def exchange_code(

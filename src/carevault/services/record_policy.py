@@ -391,6 +391,12 @@ class RecordPolicy:
         assert record is not None
         return record
 
+    def permitted_now(self, subject: Subject, patient_id: str, action: Action) -> RecordFacts:
+        """`permitted_record` now, in a read of its own (a page that decides before it reads
+        through other services)."""
+        with self.units() as uow:
+            return self.permitted_record(uow, subject, patient_id, action, self.clock())
+
     def check(self, actor: Actor, patient_id: str, action: Action) -> Decision:
         """The engine's word on ``actor`` doing ``action`` on the record now; Refused if no
         (a page that only prepares a change asks before showing anything)."""

@@ -15,6 +15,7 @@ no connection or SQLAlchemy object crosses them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -63,3 +64,7 @@ class UnitOfWork(Protocol):
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None: ...
+
+
+Units = Callable[[], UnitOfWork]
+"""A source of units of work: a use case given one opens its own transaction(s) with it."""

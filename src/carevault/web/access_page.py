@@ -21,6 +21,7 @@ from carevault.api.route_door import SESSION, access
 from carevault.domain.authorization import Confidentiality, Party, RecordState
 from carevault.domain.errors import CareVaultError, NotFound
 from carevault.services.audit_log import AuditUnavailable
+from carevault.services.finder import practitioner_by_number
 from carevault.services.record_policy import RecordChange
 from carevault.web.i18n import day, language, messages
 from carevault.web.record_home import actor_of, once_recorded, recording_view
@@ -151,7 +152,7 @@ def access_page_router(ctx: PortalContext) -> APIRouter:
 
         def apply() -> None:
             if action == "referring":
-                practitioner = _practitioner_by_number(ctx, posted.get("number", ""))
+                practitioner = practitioner_by_number(ctx.units, posted.get("number", ""))
                 if practitioner is None:
                     raise NotFound(pages.text(request, "unknown_professional", "access"))
                 ctx.policy.change_record(
@@ -186,18 +187,7 @@ def access_page_router(ctx: PortalContext) -> APIRouter:
 
 
 def _login(ctx: PortalContext, account_id: str) -> str:
-    with ctx.units() as uow:
-        account = uow.accounts.by_id(account_id)
-    return account.login if account is not None else account_id
-
-
-def _practitioner_by_number(ctx: PortalContext, number: str) -> str | None:
-    """The practitioner whose professional number (an identifier's value) this is."""
-    number = number.strip()
-    if not number or len(number) > 64:
-        return None
-    with ctx.units() as uow:
-        return uow.directory.practitioner_ids_by_identifier([number]).get(number)
+    return ctx.accounts.login_of(account_id) or account_id
 
 
 __all__ = ["access_page_router"]

@@ -221,10 +221,7 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
 
         def prepare() -> tuple[Iterator[bytes], int]:
             now = ctx.clock()
-            with ctx.units() as uow:
-                record = ctx.policy.permitted_record(
-                    uow, actor.subject, patient_id, Action.PERSONAL, now
-                )
+            record = ctx.policy.permitted_now(actor.subject, patient_id, Action.PERSONAL)
             record_view(ctx, session, request, "export", "Bundle")
             reader = RecordExport(ctx.units, ctx.documents, ctx.log, ctx.affinity)
             total = reader.document_count(actor.subject, record)

@@ -19,7 +19,7 @@ from carevault.api.openapi import form, html, merged, query, redirect
 from carevault.api.route_door import SESSION, access
 from carevault.domain.errors import CareVaultError, InvalidInput, NotFound
 from carevault.domain.scopes import IDENTITY_SCOPES
-from carevault.services.patient_apps import AppRequest, approve, check_request
+from carevault.services.patient_apps import AppRequest, approve_request, request_in_force
 from carevault.web.i18n import language, messages
 from carevault.web.record_home import OPERATOR_SESSIONS
 from carevault.web.scope_words import scope_sentence
@@ -82,15 +82,14 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
     pages = ctx.pages
 
     def _check(params: dict[str, str]) -> AppRequest:
-        with ctx.units() as uow:
-            try:
-                return check_request(uow, params)
-            except NotFound as error:
+        try:
+            return request_in_force(ctx.units, params)
+        except NotFound as error:
+            raise _UntrustedRedirect(error.message) from None
+        except InvalidInput as error:
+            if error.expression is None:  # about the client or its redirect URI
                 raise _UntrustedRedirect(error.message) from None
-            except InvalidInput as error:
-                if error.expression is None:  # about the client or its redirect URI
-                    raise _UntrustedRedirect(error.message) from None
-                raise
+            raise
 
     @router.get(
         "/oauth/authorize",
@@ -192,15 +191,14 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
             return _redirect_error(params, "access_denied", "no scope was allowed")
 
         def issue() -> str:
-            with ctx.units() as uow:
-                return approve(
-                    uow,
-                    app_request,
-                    session.account_id,
-                    session.patient_id,
-                    ctx.clock(),
-                    kind=session.kind,
-                )
+            return approve_request(
+                ctx.units,
+                app_request,
+                session.account_id,
+                session.patient_id,
+                ctx.clock(),
+                kind=session.kind,
+            )
 
         return RedirectResponse(await run_in_threadpool(issue), status_code=303)
 

@@ -25,7 +25,7 @@ from carevault.services.account_passkeys import AccountPasskeys
 from carevault.services.accounts import AccountService
 from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.audit_log import AuditLog
-from carevault.services.directory import read_patient
+from carevault.services.directory import patient_resource
 from carevault.services.documents import DocumentService
 from carevault.services.patient_uploads import PatientUploads
 from carevault.services.pki import PublicDocuments
@@ -80,8 +80,7 @@ def acting_for(
     }
     if not scopes:
         return None
-    with units() as uow:
-        resource = read_patient(uow, patient_id).resource
+    resource = patient_resource(units, patient_id)
     return {"name": patient_name(resource), "scope": "manage" if "manage" in scopes else "read"}
 
 

@@ -41,15 +41,9 @@ def prescriptions_page_router(ctx: PortalContext) -> APIRouter:
     def permitted(session: PortalSession, request: Request) -> None:
         """The engine's word: what is the patient's own (their codes) is for the patient and
         their representatives (`personal`); Refused otherwise."""
-        now = ctx.clock()
-        with ctx.units() as uow:
-            ctx.policy.permitted_record(
-                uow,
-                actor_of(session, request).subject,
-                session.patient_id or "",
-                Action.PERSONAL,
-                now,
-            )
+        ctx.policy.permitted_now(
+            actor_of(session, request).subject, session.patient_id or "", Action.PERSONAL
+        )
 
     @router.get(
         PAGE,

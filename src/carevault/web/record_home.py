@@ -36,7 +36,7 @@ from carevault.services.access_history import (
 )
 from carevault.services.accounts import Principal
 from carevault.services.audit_log import AuditUnavailable
-from carevault.services.directory import read_patient
+from carevault.services.directory import patient_resource
 from carevault.services.portal_sessions import PortalSession
 from carevault.services.record_policy import Actor
 from carevault.web.i18n import language, messages
@@ -270,8 +270,7 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             def mandates() -> list[dict[str, str]]:
                 choices = []
                 for mandate in ctx.accounts.mandates_of(session.account_id):
-                    with ctx.units() as uow:
-                        resource = read_patient(uow, mandate.patient_id).resource
+                    resource = patient_resource(ctx.units, mandate.patient_id)
                     choices.append(
                         {
                             "patient_id": mandate.patient_id,
@@ -297,8 +296,7 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             # rendered: AuditUnavailable then, and nothing is shown (fail closed).
             head = ctx.log.sign_tree_head("clinical")
             recorded = recording_view(ctx, session, request, "access-history", "AuditEvent")
-            with ctx.units() as uow:
-                resource = read_patient(uow, patient_id).resource
+            resource = patient_resource(ctx.units, patient_id)
             context["name"] = patient_name(resource)
             history = access_history(
                 ctx.log,

@@ -31,8 +31,7 @@ from carevault.domain.affinity import TYPE_CODES
 from carevault.domain.authorization import Action, GrantLevel, Party
 from carevault.domain.errors import CareVaultError, InvalidInput, NotFound
 from carevault.services.audit_log import AuditUnavailable
-from carevault.services.finder import active_care_team, find_parties
-from carevault.services.finder import party_names as directory_names
+from carevault.services.finder import care_team_is_active, lookup_party_names, search_parties
 from carevault.services.preview import what_they_would_see
 from carevault.web.i18n import TIME_ZONE, day, language, messages
 from carevault.web.record_home import actor_of
@@ -85,8 +84,7 @@ def last_day(end: datetime) -> str:
 def party_names(ctx: PortalContext, parties: list[tuple[Party, str]]) -> dict[str, str]:
     """Names of professionals, organizations and care teams as the directory gives them, by
     id."""
-    with ctx.units() as uow:
-        return directory_names(uow, parties)
+    return lookup_party_names(ctx.units, parties)
 
 
 def sharing_page_router(ctx: PortalContext) -> APIRouter:
@@ -117,14 +115,13 @@ def sharing_page_router(ctx: PortalContext) -> APIRouter:
 
         def search() -> Any:
             ctx.policy.check(actor, patient_id, Action.MANAGE)
-            with ctx.units() as uow:
-                return find_parties(
-                    uow,
-                    name=criteria["name"],
-                    profession=criteria["profession"],
-                    city=criteria["city"],
-                    now=ctx.clock(),
-                )
+            return search_parties(
+                ctx.units,
+                name=criteria["name"],
+                profession=criteria["profession"],
+                city=criteria["city"],
+                now=ctx.clock(),
+            )
 
         try:
             found = await run_in_threadpool(search)
@@ -182,11 +179,11 @@ def sharing_page_router(ctx: PortalContext) -> APIRouter:
                     raise ValueError("a care team is not blocked")
                 ctx.policy.block(actor, patient_id, party, party_id)
                 return
-            if party is Party.CARE_TEAM:
-                # The engine keeps any team id; the portal offers active teams only.
-                with ctx.units() as uow:
-                    if not active_care_team(uow, party_id, ctx.clock()):
-                        raise NotFound(f"CareTeam/{party_id} is not an active care team")
+            # The engine keeps any team id; the portal offers active teams only.
+            if party is Party.CARE_TEAM and not care_team_is_active(
+                ctx.units, party_id, ctx.clock()
+            ):
+                raise NotFound(f"CareTeam/{party_id} is not an active care team")
             end = grant_end(posted.get("end", ""), datetime.now(TIME_ZONE).date())
             if end is None and party is not Party.PRACTITIONER:
                 raise InvalidInput("a group's access has an end date", expression="end")

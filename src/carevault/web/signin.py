@@ -23,8 +23,9 @@ from carevault.api.route_door import FORM, SESSION, Audited, access, admitted
 from carevault.domain.accounts import AccountKind, AuthenticationFailed, Throttled
 from carevault.domain.audit import ACTION_CREATE
 from carevault.domain.errors import CareVaultError, NotAuthenticated, RateLimited
+from carevault.services import invitations
 from carevault.services.audit_log import AuditUnavailable
-from carevault.services.invitations import InvitationRefused, mark_used, redeemable
+from carevault.services.invitations import InvitationRefused
 from carevault.web.i18n import language
 from carevault.web.pages import (
     LOGIN_CSRF_COOKIE,
@@ -275,23 +276,19 @@ def signin_router(ctx: PortalContext) -> APIRouter:
         code = posted.get("activation", "")
 
         def open_account() -> Any:
-            with ctx.units() as uow:
-                patient_id = redeemable(
-                    uow,
-                    code,
-                    posted.get("national_id", ""),
-                    ctx.settings.national_id_system,
-                    ctx.clock(),
-                )
-            enrolment = ctx.accounts.enrol_patient(
-                posted.get("login", ""),
-                posted.get("password", ""),
-                patient_id=patient_id,
-                client_ip=client,
+            return invitations.open_account(
+                ctx.units,
+                code,
+                posted.get("national_id", ""),
+                ctx.settings.national_id_system,
+                ctx.clock(),
+                lambda patient_id: ctx.accounts.enrol_patient(
+                    posted.get("login", ""),
+                    posted.get("password", ""),
+                    patient_id=patient_id,
+                    client_ip=client,
+                ),
             )
-            with ctx.units() as uow:
-                mark_used(uow, code, ctx.clock())
-            return enrolment
 
         try:
             enrolment = await run_in_threadpool(open_account)

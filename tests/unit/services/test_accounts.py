@@ -174,6 +174,14 @@ def test_a_patient_is_enrolled_by_national_identifier(world: World) -> None:
     assert world.uow.accounts.rows[enrolment.account_id].patient_id == "pat-2"
 
 
+def test_an_accounts_login_is_what_the_patients_page_names_it_by(world: World) -> None:
+    enrolment = world.service.enrol_patient("Ana@Example.lu", PASSWORD, patient_id="pat-2",
+                                            now=NOW)
+    login = world.uow.accounts.rows[enrolment.account_id].login
+    assert world.service.login_of(enrolment.account_id) == login
+    assert world.service.login_of("acc-nobody") is None
+
+
 def _merged(world: World) -> None:
     world.directory.merge("pat-2", "pat-1")
 

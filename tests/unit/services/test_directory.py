@@ -83,6 +83,11 @@ def test_a_registered_patient_gets_a_random_id_a_first_version_and_a_history_row
         assert svc.read_patient(uow, stored.id) == stored
         assert svc.history(uow, "Patient", stored.id) == [stored]
     assert "id" not in resource  # the caller's resource is left as it was
+    # A page's heading reads it through a unit of work of its own, committing nothing.
+    assert svc.patient_resource(lambda: uow, stored.id) == stored.resource
+    assert uow.commits == 1
+    with pytest.raises(NotFound):
+        svc.patient_resource(lambda: uow, "nobody")
 
 
 def test_a_batch_with_one_bad_patient_stores_none_of_them(uow: FakeUnitOfWork) -> None:

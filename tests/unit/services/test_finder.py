@@ -26,9 +26,13 @@ from carevault.services.finder import (
     FoundParty,
     _up_to,
     active_care_team,
+    care_team_is_active,
     find_parties,
+    lookup_party_names,
     party_names,
     person_name,
+    practitioner_by_number,
+    search_parties,
 )
 from carevault.services.professionals import create_care_team
 from support.fake_directory import directory_context
@@ -287,3 +291,29 @@ def test_a_kind_is_read_no_further_than_one_beyond_the_limit() -> None:
     read.clear()
     few = iter([FoundParty(Party.ORGANIZATION, "o", "Org", None, (), ())])
     assert _up_to(few, 3) == ([FoundParty(Party.ORGANIZATION, "o", "Org", None, (), ())], False)
+
+
+def test_the_portals_reads_open_their_own_unit_of_work(world: World) -> None:
+    """What the portal's pages call (they open no unit of work themselves): the same answers,
+    each read in a unit of work the service opens, with nothing committed."""
+    team = _team(world, "Equipe Mobile", [(world.weber.id, None)])
+    opened: list[FakeUnitOfWork] = []
+
+    def units() -> FakeUnitOfWork:
+        opened.append(world.uow)
+        return world.uow
+
+    commits = world.uow.commits
+    assert search_parties(units, name="MUL", now=NOW) == find_parties(world.uow, name="MUL",
+                                                                      now=NOW)
+    assert lookup_party_names(units, [(Party.CARE_TEAM, team), (Party.CARE_TEAM, "nowhere")]) == {
+        team: "Equipe Mobile"}
+    assert care_team_is_active(units, team, NOW)
+    assert not care_team_is_active(units, world.esch, NOW)
+    assert practitioner_by_number(units, " HP-2 ") == world.weber.id
+    assert practitioner_by_number(units, "HP-404") is None
+    assert len(opened) == 6 and world.uow.commits == commits
+    # A number no letterhead bears is not looked up at all.
+    assert practitioner_by_number(units, "") is None
+    assert practitioner_by_number(units, "H" * 65) is None
+    assert len(opened) == 6

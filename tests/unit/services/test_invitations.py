@@ -8,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from carevault.domain.errors import NotFound
+from carevault.domain.errors import Conflict, NotFound
 from carevault.services.invitations import (
     DEFAULT_VALIDITY,
     InvitationRefused,
     invite,
     mark_used,
+    open_account,
     redeemable,
 )
 from support.fake_uow import FakeUnitOfWork
@@ -87,3 +88,38 @@ def test_a_code_works_once(uow: FakeUnitOfWork) -> None:
     assert stored.used_at == NOW + timedelta(minutes=1)
     mark_used(uow, code, NOW + timedelta(minutes=2))  # a second use changes nothing
     assert next(iter(uow.invitations.rows.values())).used_at == NOW + timedelta(minutes=1)
+
+
+def test_opening_an_account_enrols_the_codes_patient_then_spends_the_code(
+    uow: FakeUnitOfWork,
+) -> None:
+    code = invite(uow, "pat-1", NOW)
+    enrolled: list[str] = []
+    result = open_account(lambda: uow, code, "1985010112345", NATIONAL, NOW,
+                          lambda patient_id: enrolled.append(patient_id) or "account-1")
+    assert (result, enrolled) == ("account-1", ["pat-1"])
+    [stored] = uow.invitations.rows.values()
+    assert stored.used_at == NOW
+    with pytest.raises(InvitationRefused):  # spent: it opens nothing a second time
+        open_account(lambda: uow, code, "1985010112345", NATIONAL, NOW, lambda _: "again")
+
+
+def test_a_refused_code_enrols_no_one(uow: FakeUnitOfWork) -> None:
+    code = invite(uow, "pat-1", NOW)
+    enrolled: list[str] = []
+    with pytest.raises(InvitationRefused, match=REFUSAL):
+        open_account(lambda: uow, code, "1990020254321", NATIONAL, NOW, enrolled.append)
+    assert enrolled == []
+
+
+def test_a_refused_enrolment_leaves_the_code_usable(uow: FakeUnitOfWork) -> None:
+    code = invite(uow, "pat-1", NOW)
+
+    def login_taken(patient_id: str) -> str:
+        raise Conflict("this login is taken")
+
+    with pytest.raises(Conflict):
+        open_account(lambda: uow, code, "1985010112345", NATIONAL, NOW, login_taken)
+    [stored] = uow.invitations.rows.values()
+    assert stored.used_at is None
+    assert redeemable(uow, code, "1985010112345", NATIONAL, NOW) == "pat-1"

@@ -15,8 +15,10 @@ from carevault.domain.errors import InvalidInput, NotFound
 from carevault.services.patient_apps import (
     CODE_LIFETIME,
     approve,
+    approve_request,
     check_request,
     register_app,
+    request_in_force,
     requested_scopes,
 )
 from support.fake_uow import FakeUnitOfWork
@@ -110,3 +112,19 @@ def test_an_approval_stores_the_codes_hash_and_returns_to_the_app(
     assert stored.code_hash != code and code not in stored.code_hash
     assert (stored.account_id, stored.patient_id, stored.kind) == ("acc-1", "pat-1", "patient")
     assert stored.expires_at == NOW + CODE_LIFETIME and stored.used_at is None
+
+
+def test_the_consent_page_checks_and_approves_through_units_it_does_not_open(
+        uow: FakeUnitOfWork, client_id: str) -> None:
+    """`request_in_force` and `approve_request` open their own unit of work: the check commits
+    nothing, the approval commits its code; an unknown app is refused before anything."""
+    commits = uow.commits
+    request = request_in_force(lambda: uow, params(client_id))
+    assert request == check_request(uow, params(client_id)) and uow.commits == commits
+    url = approve_request(lambda: uow, request, "acc-2", None, NOW, kind="representative")
+    [stored] = uow.apps.codes.values()
+    assert (stored.account_id, stored.patient_id, stored.kind) == ("acc-2", None,
+                                                                   "representative")
+    assert url.startswith(CALLBACK + "?code=") and uow.commits == commits + 1
+    with pytest.raises(NotFound):
+        request_in_force(lambda: uow, params("app-unknown"))

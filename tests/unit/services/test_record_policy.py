@@ -248,6 +248,19 @@ def test_only_the_patient_or_a_managing_representative_grants(
     nothing_written(uow)
 
 
+def test_a_page_asks_for_the_patients_own_record_in_a_read_of_its_own(
+        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
+    """`permitted_now`: the record's facts for what is the patient's own (their export, their
+    prescriptions' codes), to the patient; Refused to a professional, even one with access."""
+    policy.grant(PATIENT, "pat-1", Party.PRACTITIONER, "dr-1", GrantLevel.EXTENDED, end=LATER)
+    commits = uow.commits
+    record = policy.permitted_now(PATIENT.subject, "pat-1", Action.PERSONAL)
+    assert record.patient_id == "pat-1" and uow.commits == commits
+    with pytest.raises(Refused) as refused:
+        policy.permitted_now(DR.subject, "pat-1", Action.PERSONAL)
+    assert not refused.value.decision.permit and uow.commits == commits
+
+
 def test_a_representative_who_may_only_read_does_not_grant(
         policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
     plant_mandate(uow, MandateScope.READ)
