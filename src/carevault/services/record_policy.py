@@ -391,6 +391,12 @@ class RecordPolicy:
         assert record is not None
         return record
 
+    def unopened(self, patient_id: str) -> bool:
+        """Whether the patient, under opt-in, has not opened their record yet (it stays closed
+        until they do)."""
+        with self.units() as uow:
+            return uow.records.unopened(patient_id, self.clock())
+
     def permitted_now(self, subject: Subject, patient_id: str, action: Action) -> RecordFacts:
         """`permitted_record` now, in a read of its own (a page that decides before it reads
         through other services)."""

@@ -256,6 +256,7 @@ def test_a_page_asks_for_the_patients_own_record_in_a_read_of_its_own(
     commits = uow.commits
     record = policy.permitted_now(PATIENT.subject, "pat-1", Action.PERSONAL)
     assert record.patient_id == "pat-1" and uow.commits == commits
+    assert not policy.unopened("pat-1")  # opt-out: nothing to open
     with pytest.raises(Refused) as refused:
         policy.permitted_now(DR.subject, "pat-1", Action.PERSONAL)
     assert not refused.value.decision.permit and uow.commits == commits
@@ -667,9 +668,10 @@ def test_under_opt_in_a_record_exists_once_its_patient_opens_it(
         policy.check(DR, "pat-1", Action.READ)
     overview = policy.overview(PATIENT, "pat-1")
     assert not overview.opened and overview.record.state is RecordState.CLOSED
+    assert policy.unopened("pat-1")
     opened = policy.change_record(PATIENT, "pat-1", RecordChange(state=RecordState.ACTIVE))
     assert opened.state is RecordState.ACTIVE and opened.model is RecordModel.OPT_IN
-    assert policy.overview(PATIENT, "pat-1").opened
+    assert policy.overview(PATIENT, "pat-1").opened and not policy.unopened("pat-1")
     [entry] = opt_in.audit.records
     assert (entry.interaction, entry.detail) == ("record-open", {"state": "active"})
 

@@ -29,7 +29,7 @@ from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.queries import Page, SearchResult
 from carevault.fhirmodel.audit_event import BALP, audit_event
 from carevault.services.access_history import AccessHistory, access_history
-from carevault.services.directory import read_patient
+from carevault.services.directory import patient_resource
 from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
@@ -203,8 +203,7 @@ def access_history_response(api: ApiContext, request: FhirRequest) -> FhirRespon
     for name, value in (("since", since), ("after", after)):
         if value is not None and not (value.isascii() and value.isdigit() and len(value) < 16):
             raise InvalidInput(f"{name} must be a whole number", expression=name)
-    with api.unit_of_work() as uow:
-        read_patient(uow, request.resource_id)
+    patient_resource(api.unit_of_work, request.resource_id)  # NotFound for an unknown one
     history = access_history(
         api.audit,
         api.unit_of_work,

@@ -186,8 +186,7 @@ def _mandate_part(mandate: Mandate, now: datetime) -> JsonObject:
 
 def _settings_answer(api: ApiContext, request: FhirRequest, record: RecordFacts) -> FhirResponse:
     patient_id = record.patient_id
-    with api.unit_of_work() as uow:
-        unopened = uow.records.unopened(patient_id, api.policy.clock())
+    unopened = api.policy.unopened(patient_id)
     mandates = api.policy.representatives(actor_of(request), patient_id)
     now = api.policy.clock()
     parameters: list[JsonObject] = [
