@@ -16,6 +16,7 @@ from carevault.cli.errors import friendly
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError
 from carevault.services.access_history import completeness_proof
+from carevault.services.audit_log import AuditLog
 from carevault.verifier import Checkpoint, VerificationError, verify_completeness, verify_log
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -132,17 +133,23 @@ def verify(
         except VerificationError as error:
             outcome = "8"
             message = f"{error} (first bad index: {error.first_bad_index})"
+    _verified(log, "AuditLog", stream, outcome, message)
+
+
+def _verified(log: AuditLog, entity_type: str, entity_id: str, outcome: str, message: str) -> None:
+    """Record the verification and its result in the operators' stream, then say it (a
+    failed one as an error: the command's exit status says it too)."""
     log.append_now(
         [
             operator_record(
                 "E",
                 "audit verify",
-                entity_type="AuditLog",
-                entity_id=stream,
+                entity_type=entity_type,
+                entity_id=entity_id,
                 outcome=outcome,
                 detail={"result": message[:500]},
             )
-        ],
+        ]
     )
     if outcome != "0":
         raise CareVaultError(message)
@@ -164,18 +171,4 @@ def _verify_patient(patient: str, since: int | None) -> None:
     except VerificationError as error:
         outcome = "8"
         message = f"{error} (first bad index: {error.first_bad_index})"
-    log.append_now(
-        [
-            operator_record(
-                "E",
-                "audit verify",
-                entity_type="Patient",
-                entity_id=patient,
-                outcome=outcome,
-                detail={"result": message[:500]},
-            )
-        ],
-    )
-    if outcome != "0":
-        raise CareVaultError(message)
-    typer.echo(message)
+    _verified(log, "Patient", patient, outcome, message)

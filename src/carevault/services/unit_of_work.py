@@ -44,12 +44,12 @@ class UnitOfWork(Protocol):
     accounts: AccountStore
     pki: PkiStore
     sessions: SessionStore
-    passkeys: PasskeyStore
+    passkeys: PasskeyStore  # the professionals' passkeys and the workspace's challenges
     invitations: InvitationStore
     apps: AppStore
-    documents: DocumentStore
+    documents: DocumentStore  # content in the database; `with_blobs` for the filesystem
     prescriptions: PrescriptionStore
-    alerts: AlertStore
+    alerts: AlertStore  # the security officer's alerts and the detector's cursor
     audit: AuditStore  # the audit log's entries written in this transaction
 
     def __enter__(self) -> Self: ...

@@ -45,23 +45,10 @@ class SqlUnitOfWork:
     runs a PostgreSQL ``READ ONLY`` transaction and ends it with a commit, which for such a
     transaction changes nothing. The reason is speed: psycopg forgets its prepared statements
     at every ROLLBACK, so read-only requests ending in one would have every statement planned
-    again, every time. (On SQLite the option changes nothing.)"""
+    again, every time. (On SQLite the option changes nothing.)
 
-    directory: DirectoryStore
-    records: RecordStore
-    authorities: AuthorityStore
-    presence_codes: PresenceCodeStore
-    oauth: OAuthStore
-    accounts: AccountStore
-    pki: PkiStore
-    sessions: SessionStore
-    passkeys: PasskeyStore  # the professionals' passkeys and the workspace's challenges
-    invitations: InvitationStore
-    apps: AppStore
-    documents: DocumentStore  # content in the database; `with_blobs` for the filesystem
-    prescriptions: PrescriptionStore
-    alerts: AlertStore  # the security officer's alerts and the detector's cursor
-    audit: AuditStore  # the audit log's entries written in this transaction
+    It satisfies the port `carevault.services.unit_of_work.UnitOfWork`: its stores are built
+    on the transaction's connection in ``__enter__``."""
 
     def __init__(
         self,
