@@ -661,7 +661,11 @@ def measure(database_url: str, *, samples: int = 300, plans: Path | None = None,
         pros = {gp_id: Pro(platform, identifier) for gp_id, identifier in gps}
         mine: dict[str, dict[str, str]] = {}
         for patient_id in ids[:8]:
-            account = patient_account(platform, patient_id)
+            # A database measured before keeps the accounts that run enrolled.
+            with platform.unit_of_work() as uow:
+                existing = uow.accounts.by_patient(patient_id)
+            account = existing.id if existing is not None else patient_account(platform,
+                                                                                patient_id)
             mine[patient_id] = {"Authorization":
                                 f"Bearer {account_token(platform, account, patient_id)}"}
         national = platform.directory.systems.national
