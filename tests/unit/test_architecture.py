@@ -340,7 +340,6 @@ ALLOWED_VIOLATIONS: dict[tuple[str, str], str] = {
     ),
     ("carevault.api.fhir.directory_handlers", "unit_of_work()"): _HANDLER_WRITES,
     ("carevault.api.fhir.document_handlers", "unit_of_work()"): _HANDLER_WRITES,
-    ("carevault.api.fhir.record_handlers", "unit_of_work()"): _HANDLER_WRITES,
     ("carevault.bootstrap", "sqlalchemy"): (
         "the composition root builds the engine: its builders name SQLAlchemy's Engine type"
     ),

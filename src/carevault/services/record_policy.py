@@ -61,6 +61,7 @@ from carevault.domain.authorization import (
     visible_filter,
 )
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
+from carevault.domain.records import StoredEncounter
 from carevault.fhirmodel.directory import LICENCE_STATUS_URL
 from carevault.services import presence
 from carevault.services.presence import PresenceCode, code_hash, normalize
@@ -1276,6 +1277,25 @@ class RecordPolicy:
         )
         told = {**entry.detail, "decision": "deny", "rule": decision.rule}
         self.audit.append_with(uow.audit, [entry, replace(entry, kind="alert", detail=told)])
+
+    def open_encounter(
+        self, actor: Actor, encounter: StoredEncounter, presence_code: str | None = None
+    ) -> Grant:
+        """Store a practitioner's encounter and the care event it declares
+        (`record_care_event`), in one transaction: both or neither."""
+        with self.units() as uow:
+            uow.records.add_encounter(encounter)
+            grant = self.record_care_event(
+                uow,
+                actor,
+                encounter.patient_id,
+                encounter.id,
+                encounter.period_start,
+                encounter.created_at,
+                presence_code,
+            )
+            uow.commit()
+        return grant
 
     def record_care_event(
         self,

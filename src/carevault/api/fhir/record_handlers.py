@@ -51,6 +51,7 @@ from carevault.domain.authorization import (
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.records import StoredBlock, StoredEncounter, StoredGrant
 from carevault.fhirmodel.validate import validate_resource
+from carevault.services import record_reads
 from carevault.services.presence import code_hash, normalize
 from carevault.services.record_policy import Actor, Refused
 from carevault.services.unit_of_work import UnitOfWork
@@ -309,9 +310,7 @@ class ConsentHandler(ResourceHandler):
         return AccessNeed(Target.RECORD, action, owner)
 
     def _all(self, record: RecordFacts) -> list[JsonObject]:
-        with self.api.unit_of_work() as uow:
-            grants = uow.records.grants(record.patient_id, include_revoked=True)
-            blocks = uow.records.blocks(record.patient_id, include_revoked=True)
+        grants, blocks = record_reads.consents(self.api.unit_of_work, record.patient_id)
         return [
             *(grant_consent(record.patient_id, g) for g in grants),
             *(block_consent(record.patient_id, b) for b in blocks),
@@ -367,10 +366,10 @@ class ConsentHandler(ResourceHandler):
             )
         if kind == "deny":
             block = policy.block(actor, record.patient_id, party, party_id)
-            with self.api.unit_of_work() as uow:
-                stored_block = next(
-                    b for b in uow.records.blocks(record.patient_id, True) if b.block.id == block.id
-                )
+            _, stored_block = record_reads.consent(
+                self.api.unit_of_work, record.patient_id, block.id
+            )
+            assert stored_block is not None
             body = block_consent(record.patient_id, stored_block)
         else:
             level = _grant_level(provision)
@@ -393,8 +392,9 @@ class ConsentHandler(ResourceHandler):
                 end=end,
                 delegable=_delegable(provision),
             )
-            with self.api.unit_of_work() as uow:
-                stored_grant = uow.records.grant(record.patient_id, grant.id)
+            stored_grant, _ = record_reads.consent(
+                self.api.unit_of_work, record.patient_id, grant.id
+            )
             assert stored_grant is not None
             body = grant_consent(record.patient_id, stored_grant)
         return FhirResponse(201, body, _location(request, body), (record.patient_id,))
@@ -417,12 +417,10 @@ class ConsentHandler(ResourceHandler):
                 emergency_consent(_reload(self.api, record.patient_id) or record),
                 patients=(record.patient_id,),
             )
-        with self.api.unit_of_work() as uow:
-            stored_grant = uow.records.grant(record.patient_id, consent_id)
-            blocks = [
-                b for b in uow.records.blocks(record.patient_id, True) if b.block.id == consent_id
-            ]
-        if stored_grant is None and not blocks:
+        stored_grant, stored_block = record_reads.consent(
+            self.api.unit_of_work, record.patient_id, consent_id
+        )
+        if stored_grant is None and stored_block is None:
             raise NotFound(f"Consent/{consent_id} is not known")
         if resource.get("status") == "inactive":
             if stored_grant is not None:
@@ -445,8 +443,7 @@ class ConsentHandler(ResourceHandler):
 
 
 def _reload(api: ApiContext, patient_id: str) -> RecordFacts | None:
-    with api.unit_of_work() as uow:
-        return uow.records.load(patient_id, api.policy.clock())
+    return record_reads.record_now(api.unit_of_work, patient_id, api.policy.clock())
 
 
 def _location(request: FhirRequest, body: JsonObject) -> dict[str, str]:
@@ -543,35 +540,22 @@ class EncounterHandler(ResourceHandler):
         encounter_id = uuid.uuid4().hex
         resource["id"] = encounter_id
         resource["meta"] = {"versionId": "1", "lastUpdated": rfc3339_ms(now)}
-        with self.api.unit_of_work() as uow:
-            uow.records.add_encounter(
-                StoredEncounter(
-                    id=encounter_id,
-                    version_id=1,
-                    patient_id=record.patient_id,
-                    practitioner_id=subject.id,
-                    organization_id=organization,
-                    period_start=start,
-                    period_end=end,
-                    resource=resource,
-                    created_at=now,
-                )
-            )
-            self.api.policy.record_care_event(
-                uow,
-                actor_of(request),
-                record.patient_id,
-                encounter_id,
-                start,
-                now,
-                presence_code,
-            )
-            uow.commit()
+        encounter = StoredEncounter(
+            id=encounter_id,
+            version_id=1,
+            patient_id=record.patient_id,
+            practitioner_id=subject.id,
+            organization_id=organization,
+            period_start=start,
+            period_end=end,
+            resource=resource,
+            created_at=now,
+        )
+        self.api.policy.open_encounter(actor_of(request), encounter, presence_code)
         return FhirResponse(201, resource, _location(request, resource), (record.patient_id,))
 
     def read(self, request: FhirRequest) -> FhirResponse:
-        with self.api.unit_of_work() as uow:
-            stored = uow.records.encounter(request.resource_id or "")
+        stored = record_reads.encounter(self.api.unit_of_work, request.resource_id or "")
         if stored is None:
             raise NotFound(f"Encounter/{request.resource_id} is not known")
         return FhirResponse(200, stored.resource, patients=(stored.patient_id,))
@@ -581,8 +565,9 @@ class EncounterHandler(ResourceHandler):
         paging = sp.page(
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
-        with self.api.unit_of_work() as uow:
-            total, items = uow.records.encounters(record.patient_id, paging.offset, paging.count)
+        total, items = record_reads.encounters(
+            self.api.unit_of_work, record.patient_id, paging.offset, paging.count
+        )
         body = _searchset(request, total, [e.resource for e in items], paging.offset, paging.count)
         return FhirResponse(200, body, patients=(record.patient_id,))
 
@@ -607,8 +592,7 @@ class CommunicationHandler(ResourceHandler):
         return AccessNeed(Target.RECORD, Action.PERSONAL, found.patient_id)
 
     def read(self, request: FhirRequest) -> FhirResponse:
-        with self.api.unit_of_work() as uow:
-            found = uow.records.notification(request.resource_id or "")
+        found = record_reads.notification(self.api.unit_of_work, request.resource_id or "")
         if found is None or found.patient_id is None:
             raise NotFound(f"Communication/{request.resource_id} is not known")
         return FhirResponse(200, communication(found), patients=(found.patient_id,))
@@ -618,8 +602,9 @@ class CommunicationHandler(ResourceHandler):
         paging = sp.page(
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
-        with self.api.unit_of_work() as uow:
-            total, items = uow.records.notifications(record.patient_id, paging.offset, paging.count)
+        total, items = record_reads.notifications(
+            self.api.unit_of_work, record.patient_id, paging.offset, paging.count
+        )
         body = _searchset(
             request, total, [communication(n) for n in items], paging.offset, paging.count
         )
