@@ -23,21 +23,28 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _package_of(module: str, is_package: bool) -> str:
+    return module if is_package else module.rpartition(".")[0]
+
+
+def _from_target(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from … import`` names, a relative one resolved in ``package``."""
+    if not node.level:
+        return node.module or ""
+    base_parts = package.split(".")
+    base = ".".join(base_parts[: len(base_parts) - (node.level - 1)])
+    return f"{base}.{node.module}" if node.module else base
+
+
 def imports_of(source: str, module: str, *, is_package: bool = False) -> set[str]:
     """Absolute names of every module ``source`` imports, relative imports resolved."""
-    package = module if is_package else module.rpartition(".")[0]
+    package = _package_of(module, is_package)
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".")
-                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
-                base = ".".join(base_parts)
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
+            target = _from_target(node, package)
             found.add(target)
             # ``from carevault import api`` imports the module carevault.api
             found.update(f"{target}.{alias.name}" for alias in node.names if alias.name != "*")
@@ -202,16 +209,11 @@ def bound_by_import(source: str, module: str, *, is_package: bool = False) -> di
     """Names a module binds at its top level by importing them, with where they come from:
     ``from carevault.adapters.storage.x import Store`` binds Store to
     ``carevault.adapters.storage.x.Store``."""
-    package = module if is_package else module.rpartition(".")[0]
+    package = _package_of(module, is_package)
     bound: dict[str, str] = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".")
-                base = ".".join(base_parts[: len(base_parts) - (node.level - 1)])
-                target = f"{base}.{node.module}" if node.module else base
-            else:
-                target = node.module or ""
+            target = _from_target(node, package)
             for alias in node.names:
                 bound[alias.asname or alias.name] = f"{target}.{alias.name}"
         elif isinstance(node, ast.Import):
