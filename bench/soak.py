@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import random
 import statistics
 import sys
@@ -302,7 +303,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sent = 0
             measured = array("d")  # every latency, 8 bytes each, for the run's median
             lock = threading.Lock()
-            start = time.monotonic()
             current = Minute(0)  # the period being measured; only its summary is kept
             summaries: list[dict[str, Any]] = []
             audit_before = world.audit_size()
@@ -318,11 +318,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     current.kind_latencies.setdefault(kind, []).append(seconds)
                     sent += 1
 
+            # The periods are counted, not fitted into the wall clock: a period whose
+            # bookkeeping (token refresh, audit count) ran late must not swallow the next one.
             total = args.minutes * 60
-            while time.monotonic() - start < total:
+            periods = max(1, math.ceil(total / args.report_every - 1e-9))
+            for period in range(periods):
                 if time.monotonic() - world.refreshed > TOKEN_REFRESH_SECONDS:
                     world.refresh_tokens()
-                length = min(args.report_every, total - (time.monotonic() - start))
+                length = min(args.report_every, total - period * args.report_every)
                 drive(world, length, rate, args.clients, on_result,
                       lambda: f"{run}-{next(numbers):09d}")
                 with lock:

@@ -69,7 +69,9 @@ from carevault.services.atna_export import log_id_of, start_exporters
 from carevault.services.audit_log import AuditLog
 from carevault.services.chores import Chores
 from carevault.services.directory import DirectoryContext
+from carevault.services.directory_service import DirectoryService
 from carevault.services.documents import DocumentLimits, DocumentService
+from carevault.services.mail_directory import MailDirectory
 from carevault.services.mailbox import MailboxService
 from carevault.services.messaging import MessagingContext, MessagingService
 from carevault.services.notification_mail import NotificationMailer
@@ -476,6 +478,11 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         prescriptions=prescription_service(settings, engine, log),
         unit_of_work=units(settings, engine),
         directory=directory,
+        directories=DirectoryService(
+            units(settings, engine),
+            directory,
+            MailDirectory(directory.systems, settings.messaging_domain, directory.clock),
+        ),
         audit=log,
         settings=settings,
         policy=policy,

@@ -340,7 +340,6 @@ ALLOWED_VIOLATIONS: dict[tuple[str, str], str] = {
     ("carevault.api.access", "units()"): (
         "the door's gate: one read-only unit of work for the decision and the handler"
     ),
-    ("carevault.api.fhir.directory_handlers", "unit_of_work()"): _HANDLER_WRITES,
     ("carevault.api.fhir.document_handlers", "unit_of_work()"): _HANDLER_WRITES,
     ("carevault.bootstrap", "sqlalchemy"): (
         "the composition root builds the engine: its builders name SQLAlchemy's Engine type"

@@ -10,6 +10,7 @@ from carevault.domain.affinity import AffinityDomain
 from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
+from carevault.services.directory_service import DirectoryService
 from carevault.services.documents import DocumentService
 from carevault.services.prescriptions import PrescriptionService
 from carevault.services.professionals import Professionals
@@ -22,6 +23,7 @@ from carevault.settings import Settings
 class ApiContext:
     unit_of_work: Callable[[], UnitOfWork]
     directory: DirectoryContext
+    directories: DirectoryService  # the directories' use cases, one transaction each
     audit: AuditLog
     settings: Settings
     policy: RecordPolicy

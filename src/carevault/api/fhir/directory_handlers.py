@@ -47,7 +47,7 @@ from carevault.api.fhir.record_handlers import (
 )
 from carevault.domain.authorization import Action, DirectoryArea
 from carevault.domain.directory import Identifier, IdentityDomain
-from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
+from carevault.domain.errors import InvalidInput, NotFound
 from carevault.domain.queries import (
     OrganizationQuery,
     PatientQuery,
@@ -58,9 +58,8 @@ from carevault.domain.queries import (
 )
 from carevault.fhirmodel.endpoint import CONNECTION_TYPES, MCSD_ENDPOINT, URI_SYSTEM
 from carevault.fhirmodel.validate import validate_resource
-from carevault.services import directory as svc
-from carevault.services import mail_directory as mail
-from carevault.services import professionals as teams
+from carevault.services.directory_service import DirectoryService
+from carevault.services.mail_directory import EndpointQuery
 from carevault.services.unit_of_work import UnitOfWork
 
 JsonObject = dict[str, Any]
@@ -122,34 +121,28 @@ class DirectoryHandler(ResourceHandler):
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
 
+    @property
+    def directories(self) -> DirectoryService:
+        return self.api.directories
+
     def read(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
-        with self.api.unit_of_work() as uow:
-            stored = svc.read_resource(uow, self.resource_type, request.resource_id)
-            (stored,) = self.served(uow, [stored])
+        stored = self.directories.read(self.resource_type, request.resource_id)
         return resource_response(request, stored)
-
-    def served(self, uow: UnitOfWork, items: list[Stored]) -> list[Stored]:
-        """The current resources as served (read and search): what the directory derives
-        is added here (the mailboxes of `carevault.services.mail_directory`)."""
-        return items
-
-    def mail(self) -> mail.MailDirectory:
-        return mail_directory(self.api)
 
     def vread(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
         version = request.version_id or ""
         if not (version.isascii() and version.isdigit()) or len(version) > 9:
             raise NotFound(f"{self.resource_type}/{request.resource_id} has no version {version!r}")
-        with self.api.unit_of_work() as uow:
-            stored = svc.read_version(uow, self.resource_type, request.resource_id, int(version))
+        stored = self.directories.read_version(
+            self.resource_type, request.resource_id, int(version)
+        )
         return resource_response(request, stored)
 
     def history(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
-        with self.api.unit_of_work() as uow:
-            versions = svc.history(uow, self.resource_type, request.resource_id)
+        versions = self.directories.history(self.resource_type, request.resource_id)
         base = request.base_url.rstrip("/")
         entries = [
             {
@@ -184,12 +177,6 @@ class DirectoryHandler(ResourceHandler):
         body = sp.searchset(request, result, paging, included or [])
         found = tuple(i.id for i in result.items if i.resource.get("resourceType") == "Patient")
         return FhirResponse(200, body, patients=found)
-
-
-def mail_directory(api: ApiContext) -> mail.MailDirectory:
-    return mail.MailDirectory(
-        api.directory.systems, api.settings.messaging_domain, api.directory.clock
-    )
 
 
 def _own_patient(request: FhirRequest) -> str | None:
@@ -334,14 +321,12 @@ class PatientHandler(DirectoryHandler):
             active=sp.boolean(request, "active"),
         )
         paging = self.page(request)
-        with self.api.unit_of_work() as uow:
-            result = svc.search_patients(uow, query, paging)
+        result = self.directories.search_patients(query, paging)
         return self.searchset(request, result, paging)
 
     def create(self, request: FhirRequest) -> FhirResponse:
         resource = self.body(request)
-        with self.api.unit_of_work() as uow:
-            stored = svc.create_patient(uow, self.api.directory, resource, _domain(request))
+        stored = self.directories.create_patient(resource, _domain(request))
         return resource_response(request, stored, 201)
 
     def update(self, request: FhirRequest) -> FhirResponse:
@@ -351,15 +336,9 @@ class PatientHandler(DirectoryHandler):
             raise InvalidInput(
                 "the resource id does not match the id in the URL", expression="Patient.id"
             )
-        with self.api.unit_of_work() as uow:
-            stored = svc.update_patient(
-                uow,
-                self.api.directory,
-                request.resource_id,
-                resource,
-                if_match(request),
-                _domain(request),
-            )
+        stored = self.directories.update_patient(
+            request.resource_id, resource, if_match(request), _domain(request)
+        )
         return resource_response(request, stored)
 
     def conditional_update(self, request: FhirRequest) -> FhirResponse:
@@ -376,10 +355,7 @@ class PatientHandler(DirectoryHandler):
                 "the identifier must be a single system|value", expression="identifier"
             )
         resource = self.body(request)
-        with self.api.unit_of_work() as uow:
-            stored, created = svc.feed_patient(
-                uow, self.api.directory, criteria[0][0], resource, _domain(request)
-            )
+        stored, created = self.directories.feed_patient(criteria[0][0], resource, _domain(request))
         return resource_response(request, stored, 201 if created else 200)
 
     def operation(self, request: FhirRequest) -> FhirResponse:
@@ -416,18 +392,7 @@ class PatientHandler(DirectoryHandler):
                 "sourceIdentifier must be system|value", expression="sourceIdentifier"
             )
         targets = sp.values(request, "targetSystem")
-        with self.api.unit_of_work() as uow:
-            known = uow.directory.assigning_authorities() | {self.api.directory.systems.national}
-            if system not in known:
-                raise NotFound(
-                    "sourceIdentifier Assigning Authority not found",
-                    expression="sourceIdentifier",
-                    issue_code="code-invalid",
-                )
-            for target in targets:
-                if target not in known:
-                    raise _TargetSystemNotFound(target)
-            answer = svc.cross_reference(uow, Identifier(system, value), targets)
+        answer = self.directories.cross_reference(Identifier(system, value), targets)
         own = _own_patient(request)
         if own is not None and answer.patient_id != own:
             # A patient resolves their own identifiers only; another person's number is
@@ -463,28 +428,13 @@ class PatientHandler(DirectoryHandler):
                     f"parameter {name!r} must be a reference 'Patient/id'", expression=name
                 )
             ids.append(ident)
-        with self.api.unit_of_work() as uow:
-            stored = svc.merge_patients(uow, self.api.directory, ids[0], ids[1], _domain(request))
+        stored = self.directories.merge_patients(ids[0], ids[1], _domain(request))
         return resource_response(request, stored)
 
     def _unmerge(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
-        with self.api.unit_of_work() as uow:
-            stored = svc.unmerge_patient(
-                uow, self.api.directory, request.resource_id, _domain(request)
-            )
+        stored = self.directories.unmerge_patient(request.resource_id, _domain(request))
         return resource_response(request, stored)
-
-
-class _TargetSystemNotFound(NotPermitted):
-    """PIXm asks for 403 when a target domain is unknown (ITI-83 §3.83.4.2.3, case 4)."""
-
-    def __init__(self, target: str) -> None:
-        super().__init__(
-            f"targetSystem {target!r} not found",
-            expression="targetSystem",
-            issue_code="code-invalid",
-        )
 
 
 class PractitionerHandler(DirectoryHandler):
@@ -523,27 +473,20 @@ class PractitionerHandler(DirectoryHandler):
             active=sp.boolean(request, "active"),
         )
         paging = self.page(request)
-        with self.api.unit_of_work() as uow:
-            result = svc.search_practitioners(uow, query, paging)
-            result = SearchResult(result.total, self.served(uow, result.items))
+        result = self.directories.search_practitioners(query, paging)
         return self.searchset(request, result, paging)
-
-    def served(self, uow: UnitOfWork, items: list[Stored]) -> list[Stored]:
-        return mail.serve_practitioners(uow, self.mail(), items)
 
     def create(self, request: FhirRequest) -> FhirResponse:
         resource = self.body(request)
-        with self.api.unit_of_work() as uow:
-            stored = svc.create_practitioner(uow, self.api.directory, resource)
+        stored = self.directories.create_practitioner(resource)
         return resource_response(request, stored, 201)
 
     def update(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
         resource = self.body(request)
-        with self.api.unit_of_work() as uow:
-            stored = svc.update_practitioner(
-                uow, self.api.directory, request.resource_id, resource, if_match(request)
-            )
+        stored = self.directories.update_practitioner(
+            request.resource_id, resource, if_match(request)
+        )
         return resource_response(request, stored)
 
 
@@ -564,9 +507,6 @@ class PractitionerRoleHandler(DirectoryHandler):
         "PractitionerRole:endpoint",
     )
 
-    def served(self, uow: UnitOfWork, items: list[Stored]) -> list[Stored]:
-        return mail.serve_roles(uow, self.mail(), items)[0]
-
     def search(self, request: FhirRequest) -> FhirResponse:
         professions = self.api.directory.professions
         query = RoleQuery(
@@ -586,33 +526,12 @@ class PractitionerRoleHandler(DirectoryHandler):
                 expression="_include",
             )
         paging = self.page(request)
-        with self.api.unit_of_work() as uow:
-            result = svc.search_roles(uow, query, paging)
-            roles, endpoints = mail.serve_roles(uow, self.mail(), result.items)
-            result = SearchResult(result.total, roles)
-            included: list[Stored] = []
-            for spec, kind, key in (
-                ("PractitionerRole:practitioner", "Practitioner", "practitioner"),
-                ("PractitionerRole:organization", "Organization", "organization"),
-            ):
-                if spec not in includes:
-                    continue
-                wanted = {
-                    str(item.resource[key]["reference"]).split("/")[-1]
-                    for item in result.items
-                    if key in item.resource
-                }
-                included += [svc.read_resource(uow, kind, ident) for ident in sorted(wanted)]
-            if "PractitionerRole:practitioner" in includes:
-                included = mail.serve_practitioners(uow, self.mail(), included)
-            if "PractitionerRole:endpoint" in includes:
-                included += endpoints
-        return self.searchset(request, result, paging, included)
+        found = self.directories.search_roles(query, paging, includes)
+        return self.searchset(request, found.result, paging, found.included)
 
     def create(self, request: FhirRequest) -> FhirResponse:
         resource = self.body(request)
-        with self.api.unit_of_work() as uow:
-            stored = svc.create_role(uow, self.api.directory, resource)
+        stored = self.directories.create_role(resource)
         return resource_response(request, stored, 201)
 
 
@@ -634,14 +553,12 @@ class OrganizationHandler(DirectoryHandler):
             active=sp.boolean(request, "active"),
         )
         paging = self.page(request)
-        with self.api.unit_of_work() as uow:
-            result = svc.search_organizations(uow, query, paging)
+        result = self.directories.search_organizations(query, paging)
         return self.searchset(request, result, paging)
 
     def create(self, request: FhirRequest) -> FhirResponse:
         resource = self.body(request)
-        with self.api.unit_of_work() as uow:
-            stored = svc.create_organization(uow, self.api.directory, resource)
+        stored = self.directories.create_organization(resource)
         return resource_response(request, stored, 201)
 
 
@@ -668,25 +585,20 @@ class CareTeamHandler(DirectoryHandler):
             tuple(v.removeprefix("Organization/") for v in alternatives)
             for alternatives in sp.references(request, "organization", "Organization")
         ]
-        with self.api.unit_of_work() as uow:
-            result = teams.search_care_teams(
-                uow, sp.exact(request, "_id"), organizations, participants, paging
-            )
+        result = self.directories.search_care_teams(
+            sp.exact(request, "_id"), organizations, participants, paging
+        )
         return self.searchset(request, result, paging)
 
     def create(self, request: FhirRequest) -> FhirResponse:
         resource = self.body(request)
-        with self.api.unit_of_work() as uow:
-            stored = teams.create_care_team(uow, resource, self.api.policy.clock())
+        stored = self.directories.create_care_team(resource)
         return resource_response(request, stored, 201)
 
     def update(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
         resource = self.body(request)
-        with self.api.unit_of_work() as uow:
-            stored = teams.update_care_team(
-                uow, request.resource_id, resource, self.api.policy.clock(), if_match(request)
-            )
+        stored = self.directories.update_care_team(request.resource_id, resource, if_match(request))
         return resource_response(request, stored)
 
 
@@ -716,8 +628,7 @@ class EndpointHandler(DirectoryHandler):
 
     def read(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
-        with self.api.unit_of_work() as uow:
-            stored = mail.mail_endpoint(uow, self.mail(), request.resource_id)
+        stored = self.directories.mailbox(request.resource_id)
         return FhirResponse(200, stored.resource)
 
     def search(self, request: FhirRequest) -> FhirResponse:
@@ -725,7 +636,7 @@ class EndpointHandler(DirectoryHandler):
             tuple(i.value for i in alternatives if i.system in ("", URI_SYSTEM))
             for alternatives in sp.tokens(request, "identifier")
         ]
-        query = mail.EndpointQuery(
+        query = EndpointQuery(
             ids=sp.exact(request, "_id"),
             addresses=addresses,
             organization=sp.references(request, "organization", "Organization"),
@@ -733,6 +644,4 @@ class EndpointHandler(DirectoryHandler):
             connection_type=sp.codes_in(request, "connection-type", CONNECTION_TYPES),
         )
         paging = self.page(request)
-        with self.api.unit_of_work() as uow:
-            total, items = mail.search_endpoints(uow, self.mail(), query, paging)
-        return self.searchset(request, SearchResult(total, items), paging)
+        return self.searchset(request, self.directories.search_mailboxes(query, paging), paging)
