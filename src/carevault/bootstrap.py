@@ -70,6 +70,7 @@ from carevault.services.audit_log import AuditLog
 from carevault.services.chores import Chores
 from carevault.services.directory import DirectoryContext
 from carevault.services.directory_service import DirectoryService
+from carevault.services.document_exchange import DocumentExchange
 from carevault.services.documents import DocumentLimits, DocumentService
 from carevault.services.mail_directory import MailDirectory
 from carevault.services.mailbox import MailboxService
@@ -487,6 +488,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         settings=settings,
         policy=policy,
         documents=documents,
+        exchange=DocumentExchange(units(settings, engine), documents),
         affinity=affinity,
         alerts=alerts,
         professionals=Professionals(policy.units, log, clock=policy.clock),

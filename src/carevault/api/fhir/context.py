@@ -11,6 +11,7 @@ from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.audit_log import AuditLog
 from carevault.services.directory import DirectoryContext
 from carevault.services.directory_service import DirectoryService
+from carevault.services.document_exchange import DocumentExchange
 from carevault.services.documents import DocumentService
 from carevault.services.prescriptions import PrescriptionService
 from carevault.services.professionals import Professionals
@@ -21,13 +22,14 @@ from carevault.settings import Settings
 
 @dataclass(frozen=True)
 class ApiContext:
-    unit_of_work: Callable[[], UnitOfWork]
+    unit_of_work: Callable[[], UnitOfWork]  # handed to the services' reads, never opened here
     directory: DirectoryContext
     directories: DirectoryService  # the directories' use cases, one transaction each
     audit: AuditLog
     settings: Settings
     policy: RecordPolicy
     documents: DocumentService
+    exchange: DocumentExchange  # the MHD use cases, one transaction each
     affinity: AffinityDomain  # the codes ITI-65 metadata must come from, served as ValueSets
     prescriptions: PrescriptionService
     professionals: Professionals  # assistants' mandates

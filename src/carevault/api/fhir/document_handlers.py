@@ -114,24 +114,13 @@ class TransactionHandler(ResourceHandler):
 
     def transaction(self, request: FhirRequest) -> FhirResponse:
         subject, record = admitted_record(request)
-        documents = self.api.documents
         submission = parse_provide_bundle(
             self._bundle(request),
-            documents.affinity.contains,
+            self.api.documents.affinity.contains,
             max_entries=self.api.settings.max_bundle_entries,
         )
-        with self.api.unit_of_work() as uow:
-            for where, patient in [("List.subject", submission.patient)] + [
-                ("DocumentReference.subject", d.patient) for d in submission.documents
-            ]:
-                if _resolve(uow, patient, where) != record.patient_id:
-                    raise InvalidInput(
-                        "every resource of the Bundle concerns the same patient",
-                        expression=where,
-                    )
-            with refusals_recorded(request):
-                published = documents.publish(uow, subject, record, submission)
-            uow.commit()
+        with refusals_recorded(request):
+            published = self.api.exchange.submit(subject, record, submission)
         # One response entry per request entry, in the same order (FHIR R4 transaction).
         base = request.base_url.rstrip("/")
         locations = {submission.full_url: f"List/{published.submission_set_id}"}
@@ -229,12 +218,10 @@ class DocumentReferenceHandler(ResourceHandler):
         document_id = request.resource_id or ""
         with refusals_recorded(request):
             if request.operation in _WRITES:
-                with self.api.unit_of_work() as uow:
-                    if request.operation == "release":
-                        self.api.documents.release(uow, subject, record, document_id)
-                    else:
-                        self.api.documents.withdraw(uow, subject, record, document_id)
-                    uow.commit()
+                if request.operation == "release":
+                    self.api.exchange.release(subject, record, document_id)
+                else:
+                    self.api.exchange.withdraw(subject, record, document_id)
             else:
                 self._privacy(request, record, document_id)
         return self._read_again(request)
@@ -277,8 +264,7 @@ class DocumentReferenceHandler(ResourceHandler):
         """The document after an operation changed it: read and decided again (the gate's
         snapshot is the document before the change)."""
         subject, record = admitted_record(request)
-        with self.api.unit_of_work() as uow:
-            metadata = self.api.documents.read(uow, subject, record, request.resource_id or "")
+        metadata = self.api.exchange.read(subject, record, request.resource_id or "")
         body = document_reference(metadata, request.base_url)
         return FhirResponse(200, body, {"ETag": 'W/"1"'}, patients=(record.patient_id,))
 
@@ -301,10 +287,9 @@ class DocumentReferenceHandler(ResourceHandler):
         paging: Page = sp.page(
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
-        with self.api.unit_of_work() as uow:
-            total, found = self.api.documents.find(
-                uow, subject, record, criteria, offset=paging.offset, count=paging.count
-            )
+        total, found = self.api.exchange.find(
+            subject, record, criteria, offset=paging.offset, count=paging.count
+        )
         items = [Stored(m.id, 1, document_reference(m, request.base_url)) for m in found]
         body = sp.searchset(request, SearchResult(total, items), paging)
         return FhirResponse(200, body, patients=(record.patient_id,))
@@ -503,10 +488,7 @@ class SubmissionSetHandler(ResourceHandler):
 
     def read(self, request: FhirRequest) -> FhirResponse:
         subject, record = admitted_record(request)
-        with self.api.unit_of_work() as uow:
-            found = self.api.documents.submission_set(
-                uow, subject, record, request.resource_id or ""
-            )
+        found = self.api.exchange.submission_set(subject, record, request.resource_id or "")
         body = submission_set_list(found.row, found.document_ids, request.base_url)
         return FhirResponse(200, body, patients=(record.patient_id,))
 
@@ -520,10 +502,9 @@ class SubmissionSetHandler(ResourceHandler):
         paging: Page = sp.page(
             request, self.api.settings.default_page_size, self.api.settings.max_page_size
         )
-        with self.api.unit_of_work() as uow:
-            total, found = self.api.documents.submission_sets(
-                uow, subject, record, offset=paging.offset, count=paging.count
-            )
+        total, found = self.api.exchange.submission_sets(
+            subject, record, offset=paging.offset, count=paging.count
+        )
         items = [
             Stored(s.row["id"], 1, submission_set_list(s.row, s.document_ids, request.base_url))
             for s in found
