@@ -429,9 +429,7 @@ def test_every_module_keeps_to_the_import_rules_but_the_listed_exceptions() -> N
 RECORDERS = frozenset({"carevault.api.route_door", "carevault.api.audit_trail"})
 # Views that still build their audit records themselves; each should note its record for the
 # route door instead (`admitted(request).note`), and leave this list.
-ALLOWED_HAND_BUILT_RECORDS: dict[str, str] = {
-    "carevault.web.record_home": "the record page writes its read in its own transaction",
-}
+ALLOWED_HAND_BUILT_RECORDS: dict[str, str] = {}
 
 
 def builds_audit_records(source: str) -> bool:

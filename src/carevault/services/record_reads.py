@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from carevault.adapters.storage.record_store import PatientNotification
+from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import RecordFacts
 from carevault.domain.records import StoredBlock, StoredEncounter, StoredGrant
 from carevault.services.unit_of_work import Units
@@ -64,3 +65,34 @@ def notifications(
     """A page of what the patient was told and how many messages there are."""
     with units() as uow:
         return uow.records.notifications(patient_id, offset, count)
+
+
+def page_viewed(
+    *,
+    account_id: str,
+    role: str,
+    network: str | None,
+    patient_id: str,
+    interaction: str,
+    entity_type: str,
+    now: datetime,
+) -> AuditRecord:
+    """The clinical record of a person reading a page of their own record, or of the record
+    they act for (``role`` representative: "on behalf of" the patient): reading is an access
+    too, and it is in the history the patient reads."""
+    return AuditRecord(
+        stream="clinical",
+        recorded=rfc3339_ms(now),
+        kind="patient-action",
+        action="R",
+        interaction=interaction,
+        outcome="0",
+        agent=Agent(
+            who=f"account:{account_id}",
+            role=role,
+            network=network,
+            on_behalf_of=f"Patient/{patient_id}" if role == "representative" else None,
+        ),
+        patient=patient_id,
+        entity_type=entity_type,
+    )

@@ -22,7 +22,7 @@ from carevault.api.route_door import SESSION, access
 from carevault.domain.access_history import Shown, break_the_glass_parts, is_emergency, shows
 from carevault.domain.access_history import moment as told_moment
 from carevault.domain.accounts import AccountKind
-from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
+from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import Subject, SubjectKind
 from carevault.domain.errors import InvalidInput, NotAuthenticated, NotPermitted
 from carevault.services.access_history import (
@@ -39,6 +39,7 @@ from carevault.services.audit_log import AuditUnavailable
 from carevault.services.directory import patient_resource
 from carevault.services.portal_sessions import PortalSession
 from carevault.services.record_policy import Actor
+from carevault.services.record_reads import page_viewed
 from carevault.web.i18n import language, messages
 from carevault.web.i18n import month as month_name
 from carevault.web.pages import SESSION_COOKIE, FormRefused, client_address
@@ -194,23 +195,14 @@ def recording_view(
     is read and rendered meanwhile; the page is answered only through `once_recorded`."""
     return ctx.log.submit(
         [
-            AuditRecord(
-                stream="clinical",
-                recorded=rfc3339_ms(ctx.clock()),
-                kind="patient-action",
-                action="R",
+            page_viewed(
+                account_id=session.account_id,
+                role=session.kind,
+                network=client_address(request),
+                patient_id=session.patient_id or "",
                 interaction=interaction,
-                outcome="0",
-                agent=Agent(
-                    who=f"account:{session.account_id}",
-                    role=session.kind,
-                    network=client_address(request),
-                    on_behalf_of=f"Patient/{session.patient_id}"
-                    if session.kind == "representative"
-                    else None,
-                ),
-                patient=session.patient_id,
                 entity_type=entity_type,
+                now=ctx.clock(),
             )
         ]
     )

@@ -75,3 +75,25 @@ def test_the_records_facts_are_read_again_after_a_change() -> None:
     record = record_reads.record_now(Opened(uow), "pat-1", NOW)
     assert record is not None and record.state is RecordState.CLOSED
     assert record_reads.record_now(Opened(uow), "pat-nobody", NOW) is None
+
+
+def test_a_page_read_by_the_patient_is_recorded_as_theirs() -> None:
+    seen = record_reads.page_viewed(
+        account_id="acc-pat", role="patient", network="192.0.2.7", patient_id="pat-1",
+        interaction="documents", entity_type="DocumentReference", now=NOW)
+    assert (seen.stream, seen.kind, seen.action, seen.outcome) == (
+        "clinical", "patient-action", "R", "0")
+    assert (seen.patient, seen.interaction, seen.entity_type) == (
+        "pat-1", "documents", "DocumentReference")
+    assert seen.recorded == "2026-12-01T09:00:00.000Z"
+    assert (seen.agent.who, seen.agent.role, seen.agent.network, seen.agent.on_behalf_of) == (
+        "account:acc-pat", "patient", "192.0.2.7", None)
+
+
+def test_a_page_read_by_a_representative_is_recorded_on_behalf_of_the_patient() -> None:
+    seen = record_reads.page_viewed(
+        account_id="acc-rep", role="representative", network=None, patient_id="pat-1",
+        interaction="access-history", entity_type="AuditEvent", now=NOW)
+    assert (seen.agent.who, seen.agent.role, seen.agent.on_behalf_of) == (
+        "account:acc-rep", "representative", "Patient/pat-1")
+    assert seen.patient == "pat-1"
