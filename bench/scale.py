@@ -15,7 +15,7 @@ entry appended through the real audit log (`AuditLog.append_with`). What is real
   loader validates the first patient of every chunk only, the others being built by the same
   code;
 - each patient has a record, one encounter with their GP (a generated physician) and the
-  care-event grant it gives, as `RecordPolicy.record_care_event` writes them;
+  care-event grant it gives, as `CareAccess.record_care_event` writes them;
 - each document has its ``document``, ``document_metadata`` (class and type codes from the
   affinity domain and their engine class, format, practice setting, facility type, a
   confidentiality mix of 85 % N, 12 % R, 3 % V, an author among the generated professionals
@@ -293,7 +293,7 @@ class Loader:
                         if p.profession in ("physician", "laboratory-biologist", "nurse")]
         if not self.physicians:
             raise SystemExit("the directory has no physician with an organization")
-        self.care = platform.policy.care_relationship
+        self.care = platform.care.care_relationship
         self.national = platform.directory.systems.national
         self.purposes = (CONTENT, TEXT)
         self.now = datetime.now(UTC)

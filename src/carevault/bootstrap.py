@@ -67,6 +67,7 @@ from carevault.services.accounts import AccountService
 from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.atna_export import log_id_of, start_exporters
 from carevault.services.audit_log import AuditLog
+from carevault.services.care_access import CareAccess
 from carevault.services.chores import Chores
 from carevault.services.directory import DirectoryContext
 from carevault.services.directory_service import DirectoryService
@@ -85,6 +86,7 @@ from carevault.services.professional_record import ProfessionalRecord
 from carevault.services.professionals import Professionals
 from carevault.services.readiness import Readiness
 from carevault.services.record_policy import RecordPolicy
+from carevault.services.representatives import Representatives
 from carevault.services.retention import Retention
 from carevault.services.token_endpoint import TokenEndpoint
 from carevault.services.tokens import TokenContext, authenticate
@@ -146,6 +148,13 @@ def record_policy(settings: Settings, engine: Engine, log: AuditLog) -> RecordPo
         log,
         clock=utc_now,
         matrix=load_profile_matrix(settings),
+    )
+
+
+def care_access(settings: Settings, policy: RecordPolicy) -> CareAccess:
+    """Care events, emergency access and delegations, with the deployment's durations."""
+    return CareAccess(
+        policy,
         care_relationship=timedelta(days=settings.care_relationship_days),
         emergency_window=timedelta(hours=settings.emergency_access_hours),
         emergency_quota=settings.emergency_quota,
@@ -446,6 +455,8 @@ class Platform:
     tokens: TokenContext
     accounts: AccountService
     policy: RecordPolicy
+    care: CareAccess
+    representatives: Representatives
     documents: DocumentService
     vault: EnvelopeVault
     door: FhirDoor
@@ -487,6 +498,8 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         audit=log,
         settings=settings,
         policy=policy,
+        care=care_access(settings, policy),
+        representatives=Representatives(policy),
         documents=documents,
         exchange=DocumentExchange(units(settings, engine), documents),
         affinity=affinity,
@@ -530,6 +543,8 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         api.unit_of_work,
         utc_now,
         api.policy,
+        care=api.care,
+        representatives=api.representatives,
         affinity=affinity,
         documents=api.documents,
         alerts=alerts,
@@ -552,6 +567,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         utc_now,
         log,
         api.policy,
+        api.care,
         api.documents,
         api.professionals,
         affinity,
@@ -628,6 +644,8 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         tokens,
         accounts,
         policy,
+        api.care,
+        api.representatives,
         documents,
         vault,
         door,

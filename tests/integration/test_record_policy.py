@@ -341,9 +341,9 @@ def test_a_delegation_needs_the_patients_leave_and_ends_with_the_delegators_gran
                                   GrantLevel.NORMAL, delegable=True)
     week = datetime.now(UTC) + timedelta(days=7)
     with pytest.raises(NotPermitted, match="does not allow"):
-        platform.policy.delegate(doctor, patient_id, colleague.id, GrantLevel.NORMAL, week)
+        platform.care.delegate(doctor, patient_id, colleague.id, GrantLevel.NORMAL, week)
     platform.policy.allow_delegation(me, patient_id, True)
-    platform.policy.delegate(doctor, patient_id, colleague.id, GrantLevel.EXTENDED, week)
+    platform.care.delegate(doctor, patient_id, colleague.id, GrantLevel.EXTENDED, week)
     assert search_encounters(client, colleague.headers, patient_id).status_code == 200
     # The patient's history says for how long.
     texts = [next(p["valueString"] for p in e["part"] if p["name"] == "text") for e in client.get(
@@ -365,7 +365,7 @@ def test_representatives_named_and_removed_by_the_patient(
     me = Actor(Subject(SubjectKind.PATIENT, patient_id), f"Patient/{patient_id}")
     parent = platform.accounts.add_representative("parent@example.lu",
                                                   "orange kettle mountain 4471")
-    mandate = platform.policy.add_representative(me, patient_id, parent.account_id,
+    mandate = platform.representatives.add(me, patient_id, parent.account_id,
                                                  MandateScope.READ)
     token = account_token(platform, parent.account_id, patient_id, kind="representative")
     theirs = {"Authorization": f"Bearer {token}", **FHIR_JSON}
@@ -377,14 +377,14 @@ def test_representatives_named_and_removed_by_the_patient(
                                                       f"Practitioner/{cardio.id}"),
                         headers=theirs)
     assert write.status_code == 403 and "reading only" in diagnostics(write)
-    platform.policy.remove_representative(me, patient_id, mandate.id)
+    platform.representatives.remove(me, patient_id, mandate.id)
     gone = client.get("/fhir/Consent", params={"patient": f"Patient/{patient_id}"},
                       headers=theirs)
     assert gone.status_code == 403 and "no longer" in diagnostics(gone)
     with pytest.raises(NotFound):
-        platform.policy.remove_representative(me, patient_id, mandate.id)
+        platform.representatives.remove(me, patient_id, mandate.id)
     with pytest.raises(NotFound):  # a patient's own account is no representative's
-        platform.policy.add_representative(me, patient_id, "no-such-account", MandateScope.READ)
+        platform.representatives.add(me, patient_id, "no-such-account", MandateScope.READ)
 
 
 def test_document_settings_change_what_a_search_finds_at_once(
@@ -490,7 +490,7 @@ def test_emergencies_beyond_the_quota_are_refused_and_alert_the_officer(
     """Two declarations in 24 hours allowed: the third, on yet another record, is refused by
     the engine (403, OperationOutcome, the reason in words), nothing opens, and the security
     officer is alerted; another professional still declares."""
-    platform.policy.emergency_quota = 2
+    platform.care.emergency_quota = 2
     er = Pro(platform, "HP-QUOTA", "Quota", specialty="emergency-medicine")
     first, second, third = (new_record(registrar, platform, n) for n in (21, 22, 23))
     assert declare(client, er.headers, first).status_code == 200
@@ -527,13 +527,13 @@ def test_two_racing_declarations_cannot_pass_the_quota(
     actor = Actor(subject, f"Practitioner/{er.id}")
     records = [new_record(registrar, platform, 30 + n) for n in range(6)]
     for round_ in range(3):
-        platform.policy.emergency_quota = round_ + 1  # one place left each round
+        platform.care.emergency_quota = round_ + 1  # one place left each round
         start = threading.Barrier(2)
 
         def race(patient_id: str, start: threading.Barrier = start) -> str:
             start.wait()
             try:
-                platform.policy.declare_emergency(actor, patient_id, "two at once")
+                platform.care.declare_emergency(actor, patient_id, "two at once")
             except Refused as refused:
                 return refused.decision.reason
             return "open"

@@ -304,7 +304,7 @@ def test_an_emergency_beyond_the_quota_is_refused_in_words_and_alerts_the_office
         platform: Platform, world: World) -> None:
     """One declaration allowed in 24 hours: the second, on another record, is refused with the
     engine's reason on the page (403), nothing opens, and the officer is alerted."""
-    platform.policy.emergency_quota = 1
+    platform.care.emergency_quota = 1
     first = f"/workspace/record/{world.stranger_id}/emergency"
     csrf = CSRF.search(world.web.get(first + "?lang=en").text)
     assert csrf

@@ -213,8 +213,7 @@ class BlacklistBlindGate(TokenGate):
         super().__init__(platform.settings, read_units(platform.settings, platform.engine),
                          platform.tokens, BlacklistBlindPolicy(
                              policy.units, policy.audit, clock=policy.clock,
-                             matrix=policy.matrix, care_relationship=policy.care_relationship,
-                             emergency_window=policy.emergency_window))
+                             matrix=policy.matrix))
 
 
 @pytest.fixture

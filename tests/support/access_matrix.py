@@ -942,7 +942,7 @@ def _delegate(world: World) -> list[Row]:
                 {"name": "end", "valueDateTime": end}]})
 
     def not_delegable(w: World, caller: Caller, subject: Subject, need: Need) -> str | None:
-        """`RecordPolicy.delegate`: a practitioner in person, whose access is a grant of their
+        """`CareAccess.delegate`: a practitioner in person, whose access is a grant of their
         own that the patient made delegable (or the referring physician's), on a record that
         allows delegation."""
         now = w.platform.policy.clock()
@@ -975,14 +975,15 @@ def _end_delegation(world: World) -> list[Row]:
                          end=end, delegable=True)
             with w.platform.unit_of_work() as uow:
                 subject = practitioner_subject(uow, holder)
-            delegation = policy.delegate(Actor(subject, f"Practitioner/{holder}"), w.patient_id,
-                                         colleague, GrantLevel.NORMAL, end).id
+            delegation = w.platform.care.delegate(
+                Actor(subject, f"Practitioner/{holder}"), w.patient_id, colleague,
+                GrantLevel.NORMAL, end).id
         return Call("POST", f"Patient/{w.patient_id}/$end-delegation", json={
             "resourceType": "Parameters",
             "parameter": [{"name": "delegation", "valueString": delegation}]})
 
     def not_managing(w: World, caller: Caller, subject: Subject, need: Need) -> str | None:
-        """`RecordPolicy.end_delegation`: the delegator (none of the matrix's callers) or
+        """`CareAccess.end_delegation`: the delegator (none of the matrix's callers) or
         whoever manages the record."""
         now = w.platform.policy.clock()
         with w.platform.unit_of_work() as uow:

@@ -342,7 +342,7 @@ def build_world(platform: Platform, http: TestClient) -> World:
             ("representative-expired", MandateScope.READ, t0 - timedelta(days=60),
              t0 - timedelta(days=1))):
         account = person(f"matrix-{name}@example.lu", None)
-        policy.add_representative(me, patient_id, account, scope, start=start, end=end)
+        platform.representatives.add(me, patient_id, account, scope, start=start, end=end)
         callers[name] = Caller(name, app_mint(account, patient_id, "representative",
                                               PATIENT_SCOPE),
                                "representative", patient_id=patient_id, account_id=account,
@@ -385,11 +385,11 @@ def build_world(platform: Platform, http: TestClient) -> World:
     policy.allow_delegation(me, patient_id, True)
     with platform.unit_of_work() as uow:
         delegator = practitioner_subject(uow, pid("extended-grant"))
-    policy.delegate(PolicyActor(delegator, f"Practitioner/{delegator.id}"), patient_id,
+    platform.care.delegate(PolicyActor(delegator, f"Practitioner/{delegator.id}"), patient_id,
                     pid("delegated"), GrantLevel.NORMAL, t0 + timedelta(days=7))
     with platform.unit_of_work() as uow:
         er = practitioner_subject(uow, pid("emergency"))
-    policy.declare_emergency(PolicyActor(er, f"Practitioner/{er.id}"), patient_id,
+    platform.care.declare_emergency(PolicyActor(er, f"Practitioner/{er.id}"), patient_id,
                              "unconscious on arrival (access matrix)")
     sacrificial = new_practitioner(systems, identifier="HP-MX-SACRIFICE", family="Sacrifice",
                                    given=["Consent"])

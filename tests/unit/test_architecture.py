@@ -474,3 +474,37 @@ def test_domain_imports_only_the_standard_library_and_itself(
 @pytest.mark.parametrize(("module", "imported"), SERVICES, ids=[name for name, _ in SERVICES])
 def test_services_do_not_import_api_web_or_cli(module: str, imported: set[str]) -> None:
     assert service_violations(imported) == set(), f"{module} reaches into an upper layer"
+
+
+SERVICE_TESTS = Path(__file__).resolve().parent / "services"
+# Service modules without a unit-test module of their own, each with its reason.
+UNTESTED_SERVICES: dict[str, str] = {
+    "carevault.services.unit_of_work": (
+        "the port itself (a Protocol): the fake and the SQL adapter implement it, checked by "
+        "the store contract tests on SQLite and PostgreSQL"
+    ),
+}
+
+
+def services_without_unit_tests() -> set[str]:
+    """Service modules with no ``tests/unit/services/test_<name>.py`` that imports them."""
+    missing = set()
+    for path in sorted((PACKAGE / "services").glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        module = module_name(path)
+        test = SERVICE_TESTS / f"test_{path.stem}.py"
+        if not test.exists() or module not in imports_of(test.read_text(encoding="utf-8"), ""):
+            missing.add(module)
+    return missing
+
+
+def test_every_service_module_has_unit_tests_of_its_own() -> None:
+    """Each use-case module is tested on the fake unit of work in a module named after it, so
+    that a new service comes with its tests (docs/architecture.md, "adding a capability")."""
+    found = services_without_unit_tests()
+    problems = [f"{m}: no tests/unit/services/test_<name>.py imports it"
+                for m in sorted(found - set(UNTESTED_SERVICES))]
+    problems += [f"{m}: has unit tests now, remove it from the list"
+                 for m in sorted(set(UNTESTED_SERVICES) - found)]
+    assert not problems, "\n".join(problems)

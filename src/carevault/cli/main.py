@@ -301,14 +301,14 @@ def demo(
 def _publish_demo_documents(
     settings: Settings, physician: dict[str, Any], patient: dict[str, Any], card: Path
 ) -> int:
-    from carevault.bootstrap import policy_and_documents, units
+    from carevault.bootstrap import care_access, policy_and_documents, units
     from carevault.demo.documents import publish_demo_documents
 
     engine = context.engine_for(settings.database_url)
     policy, documents = policy_and_documents(settings, engine, context.log_for(settings))
     return publish_demo_documents(
         units(settings, engine),
-        policy,
+        care_access(settings, policy),
         documents,
         physician["practitioner_id"],
         patient["patient_id"],

@@ -29,8 +29,9 @@ from carevault.fhirmodel.mhd import (
     SUBMISSION_SET_SYSTEM,
     parse_provide_bundle,
 )
+from carevault.services.care_access import CareAccess
 from carevault.services.documents import DocumentService
-from carevault.services.record_policy import Actor, RecordPolicy, practitioner_subject
+from carevault.services.record_policy import Actor, practitioner_subject
 from carevault.services.unit_of_work import UnitOfWork
 
 LOINC = "http://loinc.org"
@@ -81,7 +82,7 @@ def _reference(
 
 def publish_demo_documents(
     units: Callable[[], UnitOfWork],
-    policy: RecordPolicy,
+    care: CareAccess,
     documents: DocumentService,
     practitioner_id: str,
     patient_id: str,
@@ -103,25 +104,24 @@ def publish_demo_documents(
         subject = replace(
             practitioner_subject(uow, practitioner_id), care_proof=CareProof.ADMISSION_SYSTEM
         )
-        actor = Actor(subject, f"Practitioner/{practitioner_id}")
-        encounter_id = uuid.uuid4().hex
-        start = now - timedelta(hours=1)
-        resource = {
-            "resourceType": "Encounter",
-            "id": encounter_id,
-            "status": "finished",
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-            "subject": {"reference": f"Patient/{patient_id}"},
-            "participant": [{"individual": {"reference": f"Practitioner/{practitioner_id}"}}],
-            "period": {"start": start.isoformat()},
-        }
-        uow.records.add_encounter(
-            StoredEncounter(
-                encounter_id, 1, patient_id, practitioner_id, None, start, None, resource, now
-            )
-        )
-        policy.record_care_event(uow, actor, patient_id, encounter_id, start, now)
-        uow.commit()
+    actor = Actor(subject, f"Practitioner/{practitioner_id}")
+    encounter_id = uuid.uuid4().hex
+    start = now - timedelta(hours=1)
+    resource = {
+        "resourceType": "Encounter",
+        "id": encounter_id,
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "participant": [{"individual": {"reference": f"Practitioner/{practitioner_id}"}}],
+        "period": {"start": start.isoformat()},
+    }
+    care.open_encounter(
+        actor,
+        StoredEncounter(
+            encounter_id, 1, patient_id, practitioner_id, None, start, None, resource, now
+        ),
+    )
     entries: list[dict[str, Any]] = []
     listed: list[dict[str, Any]] = []
     for class_code, type_code, title, text in _DOCUMENTS:
@@ -177,7 +177,7 @@ def publish_demo_documents(
     }
     submission = parse_provide_bundle(bundle, documents.affinity.contains, max_entries=max_entries)
     with units() as uow:
-        record = policy.facts(uow, patient_id, datetime.now(UTC))
+        record = care.policy.facts(uow, patient_id, datetime.now(UTC))
         if record is None:
             return 0
         published = documents.publish(uow, subject, record, submission)

@@ -58,7 +58,7 @@ def code_hash(patient_id: str, code: str) -> str:
 
 def new_code(uow: UnitOfWork, patient_id: str, by: str, now: datetime) -> PresenceCode:
     """A new code for ``patient_id``, stored (as a hash) in the caller's transaction; who may
-    ask for one is the engine's decision (`RecordPolicy.issue_presence_code`)."""
+    ask for one is the engine's decision (`CareAccess.issue_presence_code`)."""
     plain = "".join(secrets.choice(_ALPHABET) for _ in range(_LENGTH))
     expires = now + PRESENCE_CODE_LIFETIME
     uow.presence_codes.add(code_hash(patient_id, plain), patient_id, by, now, expires)
@@ -67,7 +67,7 @@ def new_code(uow: UnitOfWork, patient_id: str, by: str, now: datetime) -> Presen
 
 def issue_presence_code(uow: UnitOfWork, patient_id: str, by: str, now: datetime) -> PresenceCode:
     """A new code, committed at once: for tests and tools that stand in for the patient (the
-    platform's own way is `RecordPolicy.issue_presence_code`, decided and audited)."""
+    platform's own way is `CareAccess.issue_presence_code`, decided and audited)."""
     code = new_code(uow, patient_id, by, now)
     uow.commit()
     return code

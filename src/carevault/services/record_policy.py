@@ -23,33 +23,26 @@ from typing import Any, Protocol
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.record_store import UNSET, StoredBlock, StoredGrant, Unset
-from carevault.domain.accounts import AccountKind, Mandate
+from carevault.domain.accounts import Mandate
 from carevault.domain.audit import (
     ACTION_CREATE,
     ACTION_DELETE,
-    ACTION_EXECUTE,
     ACTION_UPDATE,
     Agent,
     AuditRecord,
     rfc3339_ms,
 )
 from carevault.domain.authorization import (
-    ALERT_SECURITY_OFFICER,
     NOTIFY_PATIENT,
     Action,
     Block,
-    CareProof,
     Confidentiality,
     Decision,
-    Delegation,
     DocumentFacts,
     DocumentFilter,
-    EmergencyQuota,
     EmergencySetting,
-    EmergencyWindow,
     Grant,
     GrantLevel,
-    MandateScope,
     Party,
     ProfileMatrix,
     RecordFacts,
@@ -61,10 +54,7 @@ from carevault.domain.authorization import (
     visible_filter,
 )
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
-from carevault.domain.records import StoredEncounter
 from carevault.fhirmodel.directory import LICENCE_STATUS_URL
-from carevault.services import presence
-from carevault.services.presence import PresenceCode, code_hash, normalize
 from carevault.services.unit_of_work import UnitOfWork
 
 CARE_RELATIONSHIP = timedelta(days=90)  # ELGA's default for a care contact
@@ -320,7 +310,7 @@ def licensed(resource: dict[str, Any]) -> bool:
 # --- the service -----------------------------------------------------------------------------
 
 
-def _new_id() -> str:
+def new_id() -> str:
     return uuid.uuid4().hex
 
 
@@ -334,17 +324,11 @@ class RecordPolicy:
         *,
         clock: Callable[[], datetime],
         matrix: ProfileMatrix,
-        care_relationship: timedelta = CARE_RELATIONSHIP,
-        emergency_window: timedelta = EMERGENCY_WINDOW,
-        emergency_quota: int = EMERGENCY_QUOTA,
     ) -> None:
         self.units = units
         self.audit = audit
         self.clock = clock
         self.matrix = matrix
-        self.care_relationship = care_relationship
-        self.emergency_window = emergency_window
-        self.emergency_quota = emergency_quota
 
     # --- decisions --------------------------------------------------------------------------
 
@@ -436,13 +420,13 @@ class RecordPolicy:
                     )
         return self.decide(subject, Action.READ, record, document, now)
 
-    # --- changes made by the patient or a representative ------------------------------------
+    # --- the steps every change takes (here and in `representatives`, `care_access`) ---------
 
-    def _managed(self, uow: UnitOfWork, actor: Actor, patient_id: str, now: datetime) -> Decision:
+    def managed(self, uow: UnitOfWork, actor: Actor, patient_id: str, now: datetime) -> Decision:
         record = self.facts(uow, patient_id, now)
         return self.require(actor.subject, Action.MANAGE, record, None, now)
 
-    def _change(
+    def audited_change(
         self,
         uow: UnitOfWork,
         actor: Actor,
@@ -479,10 +463,10 @@ class RecordPolicy:
         )
         self.audit.append_with(uow.audit, [record])
         if NOTIFY_PATIENT in decision.obligations and words is not None:
-            self._notify(uow, patient_id, interaction, words, actor, now, detail)
+            self.notify(uow, patient_id, interaction, words, actor, now, detail)
         return record
 
-    def _notify(
+    def notify(
         self,
         uow: UnitOfWork,
         patient_id: str,
@@ -494,6 +478,15 @@ class RecordPolicy:
     ) -> str:
         payload = {"en": words[0], "fr": words[1], "sender": actor.who, **detail}
         return uow.records.notify(patient_id, kind, payload, now)
+
+    def require_party(self, uow: UnitOfWork, party: Party, party_id: str) -> None:
+        """A grantee, delegate or referring physician must be in the directory."""
+        table = {Party.PRACTITIONER: t.practitioner, Party.ORGANIZATION: t.organization}.get(party)
+        if table is not None and uow.directory.read(table, party_id) is None:
+            kind = "Practitioner" if party is Party.PRACTITIONER else "Organization"
+            raise NotFound(f"{kind}/{party_id} is not in the directory")
+
+    # --- changes made by the patient or a representative ------------------------------------
 
     def grant(
         self,
@@ -516,17 +509,17 @@ class RecordPolicy:
                 "a grant to an organization or a care team needs an end date", expression="end"
             )
         with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
-            self._require_party(uow, party, party_id)
+            decision = self.managed(uow, actor, patient_id, now)
+            self.require_party(uow, party, party_id)
             source = (
                 "representative" if actor.subject.kind is SubjectKind.REPRESENTATIVE else "patient"
             )
             grant = Grant(
-                party, party_id, level, start, end, actor.who, delegable, _new_id(), source
+                party, party_id, level, start, end, actor.who, delegable, new_id(), source
             )
             uow.records.ensure_record(patient_id, now)
             uow.records.add_grant(patient_id, grant, now)
-            self._change(
+            self.audited_change(
                 uow,
                 actor,
                 patient_id,
@@ -534,7 +527,7 @@ class RecordPolicy:
                 now,
                 "grant-create",
                 ACTION_CREATE,
-                _grant_detail(grant),
+                grant_detail(grant),
                 entity=("Consent", grant.id),
                 words=(
                     f"Your representative gave {party.value} {party_id} {level.value} access "
@@ -549,10 +542,10 @@ class RecordPolicy:
     def revoke_grant(self, actor: Actor, patient_id: str, grant_id: str) -> None:
         now = self.clock()
         with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
+            decision = self.managed(uow, actor, patient_id, now)
             if not uow.records.revoke_grant(patient_id, grant_id, now, actor.who):
                 raise NotFound(f"there is no active grant {grant_id} on this record")
-            self._change(
+            self.audited_change(
                 uow,
                 actor,
                 patient_id,
@@ -582,7 +575,7 @@ class RecordPolicy:
         practitioner's grant only), leaving ``end`` out keeps it."""
         now = self.clock()
         with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
+            decision = self.managed(uow, actor, patient_id, now)
             stored = uow.records.grant(patient_id, grant_id)
             if stored is None or stored.revoked_at is not None:
                 raise NotFound(f"there is no active grant {grant_id} on this record")
@@ -599,7 +592,7 @@ class RecordPolicy:
                 detail["level"] = level.value
             if not isinstance(end, Unset):
                 detail["end"] = rfc3339_ms(end) if end is not None else "none"
-            self._change(
+            self.audited_change(
                 uow,
                 actor,
                 patient_id,
@@ -621,12 +614,12 @@ class RecordPolicy:
             raise InvalidInput("block a professional or an organization", expression="party")
         now = self.clock()
         with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
-            self._require_party(uow, party, party_id)
-            block = Block(party, party_id, _new_id())
+            decision = self.managed(uow, actor, patient_id, now)
+            self.require_party(uow, party, party_id)
+            block = Block(party, party_id, new_id())
             uow.records.ensure_record(patient_id, now)
             uow.records.add_block(patient_id, block, now, actor.who)
-            self._change(
+            self.audited_change(
                 uow,
                 actor,
                 patient_id,
@@ -647,10 +640,10 @@ class RecordPolicy:
     def unblock(self, actor: Actor, patient_id: str, block_id: str) -> None:
         now = self.clock()
         with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
+            decision = self.managed(uow, actor, patient_id, now)
             if not uow.records.revoke_block(patient_id, block_id, now, actor.who):
                 raise NotFound(f"there is no active block {block_id} on this record")
-            self._change(
+            self.audited_change(
                 uow,
                 actor,
                 patient_id,
@@ -687,7 +680,7 @@ class RecordPolicy:
     ) -> None:
         if practitioner_id is not None:
             with self.units() as uow:
-                self._require_party(uow, Party.PRACTITIONER, practitioner_id)
+                self.require_party(uow, Party.PRACTITIONER, practitioner_id)
         self._update_record(
             actor,
             patient_id,
@@ -777,7 +770,7 @@ class RecordPolicy:
                     expression="state",
                 )
             if isinstance(change.referring_physician, str):
-                self._require_party(uow, Party.PRACTITIONER, change.referring_physician)
+                self.require_party(uow, Party.PRACTITIONER, change.referring_physician)
             uow.records.update_record(
                 patient_id,
                 now,
@@ -788,7 +781,7 @@ class RecordPolicy:
                 default_confidentiality=change.default_confidentiality,
             )
             for interaction, detail, words in change.entries(record, unopened):
-                self._change(
+                self.audited_change(
                     uow,
                     actor,
                     patient_id,
@@ -821,75 +814,6 @@ class RecordPolicy:
                 blocks=tuple(uow.records.blocks(patient_id)),
             )
 
-    def representatives(self, actor: Actor, patient_id: str) -> list[Mandate]:
-        """Every mandate on the record, ended ones too, for the patient or a representative
-        (the engine's personal reading)."""
-        now = self.clock()
-        with self.units() as uow:
-            record = self.facts(uow, patient_id, now, opening=True)
-            self.require(actor.subject, Action.PERSONAL, record, None, now)
-            return uow.accounts.mandates_for(patient_id)
-
-    def name_representative(
-        self,
-        actor: Actor,
-        patient_id: str,
-        login: str,
-        scope: MandateScope,
-        *,
-        end: datetime | None = None,
-    ) -> Mandate:
-        """The patient names a representative by the login of their representative's account
-        (the person opened it at the desk, with their own identity checked)."""
-        with self.units() as uow:
-            account = uow.accounts.by_login(login.strip())
-        if account is None or account.kind is not AccountKind.REPRESENTATIVE:
-            raise NotFound("no representative's account has this login", expression="login")
-        return self.add_representative(actor, patient_id, account.id, scope, end=end)
-
-    def limit_representative(
-        self,
-        actor: Actor,
-        patient_id: str,
-        mandate_id: str,
-        scope: MandateScope,
-        end: datetime | None,
-    ) -> None:
-        """Change a mandate in force: its scope (read or manage) and its end."""
-        now = self.clock()
-        if end is not None and end <= now:
-            raise InvalidInput("the end of a mandate is in the future", expression="end")
-        with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
-            own = [
-                m
-                for m in uow.accounts.mandates_for(patient_id)
-                if m.id == mandate_id and m.representative_account_id == actor.subject.id
-            ]
-            if actor.subject.kind is SubjectKind.REPRESENTATIVE and own:
-                raise NotPermitted("a representative does not change their own mandate")
-            if not uow.accounts.limit_mandate(patient_id, mandate_id, scope.value, end, now):
-                raise NotFound(f"there is no mandate {mandate_id} in force on this record")
-            uow.records.ensure_record(patient_id, now)
-            detail = {"mandate": mandate_id, "scope": scope.value}
-            if end is not None:
-                detail["end"] = rfc3339_ms(end)
-            self._change(
-                uow,
-                actor,
-                patient_id,
-                decision,
-                now,
-                "mandate-limit",
-                ACTION_UPDATE,
-                detail,
-                words=(
-                    "Your representative changed a representative's mandate.",
-                    "Votre représentant a modifié le mandat d'un représentant.",
-                ),
-            )
-            uow.commit()
-
     def _update_record(
         self,
         actor: Actor,
@@ -901,9 +825,9 @@ class RecordPolicy:
     ) -> None:
         now = self.clock()
         with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
+            decision = self.managed(uow, actor, patient_id, now)
             uow.records.update_record(patient_id, now, **fields)
-            self._change(
+            self.audited_change(
                 uow,
                 actor,
                 patient_id,
@@ -937,7 +861,7 @@ class RecordPolicy:
             decision = self._managed_document(uow, actor, patient_id, document_id, now)
             if not uow.records.set_document_hidden(patient_id, document_id, hidden):
                 raise NotFound(f"document {document_id} is not in this record")
-            self._change(
+            self.audited_change(
                 uow,
                 actor,
                 patient_id,
@@ -962,7 +886,7 @@ class RecordPolicy:
             decision = self._managed_document(uow, actor, patient_id, document_id, now)
             if not uow.records.set_document_confidentiality(patient_id, document_id, level):
                 raise NotFound(f"document {document_id} is not in this record")
-            self._change(
+            self.audited_change(
                 uow,
                 actor,
                 patient_id,
@@ -979,401 +903,6 @@ class RecordPolicy:
             )
             uow.commit()
 
-    def add_representative(
-        self,
-        actor: Actor,
-        patient_id: str,
-        account_id: str,
-        scope: MandateScope,
-        *,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> Mandate:
-        """Name a person (a representative's account) to read or manage the record."""
-        now = self.clock()
-        with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
-            store = uow.accounts
-            account = store.by_id(account_id)
-            if account is None or account.kind is not AccountKind.REPRESENTATIVE:
-                raise NotFound(f"account:{account_id} is not a representative's account")
-            if actor.subject.kind is SubjectKind.REPRESENTATIVE and account_id == actor.subject.id:
-                raise NotPermitted("a representative does not give themselves a mandate")
-            if end is not None and end <= (start or now):
-                raise InvalidInput("the end of a mandate comes after its start", expression="end")
-            mandate = Mandate(_new_id(), account_id, patient_id, scope.value, start or now, end)
-            store.add_mandate(mandate, now)
-            uow.records.ensure_record(patient_id, now)  # marks the record as written
-            detail = {
-                "mandate": mandate.id,
-                "representative": f"account:{account_id}",
-                "scope": scope.value,
-            }
-            if end is not None:
-                detail["end"] = rfc3339_ms(end)
-            self._change(
-                uow,
-                actor,
-                patient_id,
-                decision,
-                now,
-                "mandate-create",
-                ACTION_CREATE,
-                detail,
-                words=(
-                    "Your representative named another representative for you.",
-                    "Votre représentant vous a désigné un autre représentant.",
-                ),
-            )
-            uow.commit()
-        return mandate
-
-    def remove_representative(self, actor: Actor, patient_id: str, mandate_id: str) -> None:
-        """End a mandate now; the representative is refused from the very next request."""
-        now = self.clock()
-        with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
-            if not uow.accounts.end_mandate(patient_id, mandate_id, now):
-                raise NotFound(f"there is no mandate {mandate_id} in force on this record")
-            uow.records.ensure_record(patient_id, now)
-            self._change(
-                uow,
-                actor,
-                patient_id,
-                decision,
-                now,
-                "mandate-end",
-                ACTION_DELETE,
-                {"mandate": mandate_id},
-                words=(
-                    "Your representative ended a representative's mandate.",
-                    "Votre représentant a mis fin au mandat d'un représentant.",
-                ),
-            )
-            uow.commit()
-
-    # --- what professionals do --------------------------------------------------------------
-
-    def delegate(
-        self,
-        actor: Actor,
-        patient_id: str,
-        delegate_id: str,
-        level: GrantLevel,
-        end: datetime,
-    ) -> Delegation:
-        """A practitioner passes their access on, when the patient allows it; the engine never
-        lets a delegation give more than the delegator holds at the moment it is used."""
-        now = self.clock()
-        if end <= now:
-            raise InvalidInput("a delegation needs an end date in the future", expression="end")
-        with self.units() as uow:
-            record = self.facts(uow, patient_id, now)
-            decision = self.require(actor.subject, Action.READ, record, None, now)
-            assert record is not None
-            holds = record.referring_physician_id == actor.subject.id or any(
-                grant.party is Party.PRACTITIONER
-                and grant.party_id == actor.subject.id
-                and grant.delegable
-                and grant.active(now)
-                for grant in record.grants
-            )
-            if (
-                actor.subject.kind is not SubjectKind.PRACTITIONER
-                or decision.rule != "grant"
-                or not holds
-                or actor.organization is not None
-            ):
-                # A delegate never passes a delegation on (the engine would give it nothing),
-                # nor does a system acting for the practitioner.
-                raise NotPermitted(
-                    "only a practitioner holding a delegable access from the patient, in "
-                    "person, can delegate it",
-                    issue_code="forbidden",
-                )
-            if delegate_id == actor.subject.id:
-                raise InvalidInput("delegate to a colleague", expression="delegate")
-            if not record.delegation_allowed:
-                raise NotPermitted(
-                    "the patient does not allow professionals to delegate their access",
-                    issue_code="forbidden",
-                )
-            self._require_party(uow, Party.PRACTITIONER, delegate_id)
-            delegation = Delegation(actor.subject.id, delegate_id, level, now, end, _new_id())
-            uow.records.add_delegation(patient_id, delegation, now)
-            self._change(
-                uow,
-                actor,
-                patient_id,
-                decision,
-                now,
-                "delegation-create",
-                ACTION_CREATE,
-                {
-                    "delegation": delegation.id,
-                    "delegate": f"Practitioner/{delegate_id}",
-                    "end": rfc3339_ms(end),  # the patient's history says until when
-                },
-            )
-            uow.commit()
-        return delegation
-
-    def end_delegation(self, actor: Actor, patient_id: str, delegation_id: str) -> None:
-        """End a delegation in force now: its delegator ends it in person, and whoever manages
-        the record (the patient, a representative who manages it) ends any; the delegate is
-        refused from the very next request. Anyone else is refused by the engine (manage), and
-        a delegation that is not in force on this record is not found."""
-        now = self.clock()
-        with self.units() as uow:
-            record = self.facts(uow, patient_id, now)
-            found = next(
-                (d for d in (record.delegations if record else ()) if d.id == delegation_id),
-                None,
-            )
-            subject = actor.subject
-            if (
-                found is not None
-                and subject.kind is SubjectKind.PRACTITIONER
-                and actor.organization is None
-                and found.delegator_id == subject.id
-            ):
-                # The delegator takes back what they passed on, whatever they hold today.
-                decision = self.decide(subject, Action.READ, record, None, now)
-                by = "delegator"
-            else:
-                decision = self.require(subject, Action.MANAGE, record, None, now)
-                by = "record"
-            if found is None or not uow.records.revoke_delegation(patient_id, found.id, now):
-                raise NotFound(f"there is no delegation {delegation_id} in force on this record")
-            self._change(
-                uow,
-                actor,
-                patient_id,
-                decision,
-                now,
-                "delegation-end",
-                ACTION_DELETE,
-                {
-                    "delegation": found.id,
-                    "delegate": f"Practitioner/{found.delegate_id}",
-                    "delegator": f"Practitioner/{found.delegator_id}",
-                    "by": by,
-                },
-                words=(
-                    "Your representative ended a professional's delegated access.",
-                    "Votre représentant a mis fin à l'accès délégué d'un professionnel.",
-                ),
-            )
-            uow.commit()
-
-    def issue_presence_code(self, actor: Actor, patient_id: str) -> PresenceCode:
-        """A presence code for the patient to give the professional in front of them (see
-        `carevault.services.presence`): the patient's or a managing representative's act,
-        audited (never the code itself) in the transaction that stores its hash."""
-        now = self.clock()
-        with self.units() as uow:
-            decision = self._managed(uow, actor, patient_id, now)
-            code = presence.new_code(uow, patient_id, actor.who, now)
-            self._change(
-                uow,
-                actor,
-                patient_id,
-                decision,
-                now,
-                "presence-code",
-                ACTION_CREATE,
-                {"expires": rfc3339_ms(code.expires)},
-                words=(
-                    "Your representative made a presence code, which lets the professional "
-                    "who receives it record a care event with you.",
-                    "Votre représentant a créé un code de présence, qui permet au "
-                    "professionnel qui le reçoit d'enregistrer une prise en charge.",
-                ),
-            )
-            uow.commit()
-        return code
-
-    def declare_emergency(
-        self, actor: Actor, patient_id: str, reason: str, *, alert: bool = False
-    ) -> EmergencyWindow:
-        """Break the glass: a window of ``emergency_window`` for this practitioner alone; the
-        patient is told at once and the security officer alerted (both in this transaction).
-        The API's recorder writes the alert with the request's entry; a caller without one
-        (the workspace) asks for it here with ``alert``.
-
-        The engine also weighs the professional's quota (``emergency_quota`` declarations over
-        `EMERGENCY_QUOTA_PERIOD`), counted here from the stored declarations while the
-        professional's row is locked: of two declarations racing for the last place, the
-        second counts the first. Beyond it, Refused (with the alert: the recorder's, or here
-        with ``alert``)."""
-        reason = " ".join(reason.split())
-        if not reason:
-            raise InvalidInput("an emergency access needs a reason", expression="reason")
-        if len(reason) > MAX_REASON:
-            raise InvalidInput(
-                f"the reason may hold at most {MAX_REASON} characters", expression="reason"
-            )
-        now = self.clock()
-        with self.units() as uow:
-            record = self.facts(uow, patient_id, now)
-            declared = uow.records.emergencies_declared(
-                actor.subject.id, now - EMERGENCY_QUOTA_PERIOD
-            )
-            subject = replace(
-                actor.subject, emergency_quota=EmergencyQuota(declared, self.emergency_quota)
-            )
-            # The gate made the same decision but for the quota; its alert obligation is
-            # fulfilled by the recorder with the request's own entry
-            # (`carevault.api.audit_trail`).
-            decision = self.decide(subject, Action.EMERGENCY, record, None, now)
-            if not decision.permit:
-                if alert and ALERT_SECURITY_OFFICER in decision.obligations:
-                    self._refused_declaration(uow, actor, patient_id, decision, now)
-                    uow.commit()
-                raise Refused(decision)
-            window = EmergencyWindow(actor.subject.id, now + self.emergency_window, _new_id())
-            uow.records.open_emergency(patient_id, window, reason, now)
-            detail = {"emergency": window.id, "reason": reason, "until": rfc3339_ms(window.until)}
-            entry = self._change(
-                uow, actor, patient_id, decision, now, "emergency-access", ACTION_EXECUTE, detail
-            )
-            if alert and ALERT_SECURITY_OFFICER in decision.obligations:
-                told = {**detail, "decision": "permit", "rule": decision.rule}
-                self.audit.append_with(uow.audit, [replace(entry, kind="alert", detail=told)])
-            self._notify(
-                uow,
-                patient_id,
-                "emergency-access",
-                (
-                    f"{actor.who} declared an emergency to open your record until "
-                    f"{rfc3339_ms(window.until)}. Reason: {reason}",
-                    f"{actor.who} a déclaré une urgence pour ouvrir votre dossier jusqu'au "
-                    f"{rfc3339_ms(window.until)}. Motif : {reason}",
-                ),
-                actor,
-                now,
-                detail,
-            )
-            uow.commit()
-        return window
-
-    def _refused_declaration(
-        self, uow: UnitOfWork, actor: Actor, patient_id: str, decision: Decision, now: datetime
-    ) -> None:
-        """The refused declaration's entry and the engine's alert beside it, for a caller that
-        has no recorder of its own (the workspace)."""
-        entry = AuditRecord(
-            stream="clinical",
-            recorded=rfc3339_ms(now),
-            kind="policy",
-            action=ACTION_EXECUTE,
-            interaction="emergency-access",
-            outcome="4",
-            agent=actor.agent(None),
-            patient=patient_id,
-            purpose_of_use=purpose_of_use(decision),
-            rule=" → ".join(decision.path),
-            detail={"reason": decision.reason},
-        )
-        told = {**entry.detail, "decision": "deny", "rule": decision.rule}
-        self.audit.append_with(uow.audit, [entry, replace(entry, kind="alert", detail=told)])
-
-    def open_encounter(
-        self, actor: Actor, encounter: StoredEncounter, presence_code: str | None = None
-    ) -> Grant:
-        """Store a practitioner's encounter and the care event it declares
-        (`record_care_event`), in one transaction: both or neither."""
-        with self.units() as uow:
-            uow.records.add_encounter(encounter)
-            grant = self.record_care_event(
-                uow,
-                actor,
-                encounter.patient_id,
-                encounter.id,
-                encounter.period_start,
-                encounter.created_at,
-                presence_code,
-            )
-            uow.commit()
-        return grant
-
-    def record_care_event(
-        self,
-        uow: UnitOfWork,
-        actor: Actor,
-        patient_id: str,
-        encounter_id: str,
-        start: datetime,
-        now: datetime,
-        presence_code: str | None = None,
-    ) -> Grant:
-        """An encounter gives its practitioner a ``normal`` grant for ``care_relationship`` from
-        its start, unless the patient blocked them, when it is proved (``actor.subject``'s
-        ``care_proof``): by the organization's registered admission system, or by the
-        patient's ``presence_code``, which is spent here. Runs inside the caller's transaction
-        (the encounter is stored by the same unit of work)."""
-        record = self.facts(uow, patient_id, now)
-        decision = self.require(actor.subject, Action.CARE_EVENT, record, None, now)
-        if actor.subject.care_proof is CareProof.PRESENCE_CODE:
-            plain = normalize(presence_code or "")
-            if plain is None or not uow.presence_codes.use(
-                code_hash(patient_id, plain), patient_id, actor.who, now
-            ):
-                raise NotPermitted(
-                    "the patient's presence code is wrong, used or expired: ask the patient "
-                    "for a new one",
-                    expression="Encounter.extension",
-                )
-        grant = Grant(
-            Party.PRACTITIONER,
-            actor.subject.id,
-            GrantLevel.NORMAL,
-            start,
-            start + self.care_relationship,
-            actor.who,
-            False,
-            _new_id(),
-            "care-event",
-        )
-        if grant.end is not None and grant.end <= now:
-            raise BusinessRuleViolation(
-                f"this encounter started more than {self.care_relationship.days} days ago and "
-                "gives no access any more",
-                expression="Encounter.period.start",
-            )
-        uow.records.ensure_record(patient_id, now)
-        uow.records.add_grant(patient_id, grant, now, source_ref=f"Encounter/{encounter_id}")
-        self._change(
-            uow,
-            actor,
-            patient_id,
-            decision,
-            now,
-            "care-event",
-            ACTION_CREATE,
-            {
-                **_grant_detail(grant),
-                "encounter": f"Encounter/{encounter_id}",
-                "proof": str(actor.subject.care_proof or ""),
-            },
-            entity=("Consent", grant.id),
-            words=(
-                f"{actor.who} recorded a care event with you, which gives them access to your "
-                f"record until {rfc3339_ms(grant.end or now)}. You can withdraw it.",
-                f"{actor.who} a enregistré une prise en charge, qui lui donne accès à votre "
-                f"dossier jusqu'au {rfc3339_ms(grant.end or now)}. Vous pouvez le retirer.",
-            ),
-        )
-        return grant
-
-    # --- helpers ----------------------------------------------------------------------------
-
-    def _require_party(self, uow: UnitOfWork, party: Party, party_id: str) -> None:
-        table = {Party.PRACTITIONER: t.practitioner, Party.ORGANIZATION: t.organization}.get(party)
-        if table is not None and uow.directory.read(table, party_id) is None:
-            kind = "Practitioner" if party is Party.PRACTITIONER else "Organization"
-            raise NotFound(f"{kind}/{party_id} is not in the directory")
-
 
 def purpose_of_use(decision: Decision) -> str | None:
     """The purpose of use the engine's audit obligation names, for the access's entry."""
@@ -1383,7 +912,7 @@ def purpose_of_use(decision: Decision) -> str | None:
     return None
 
 
-def _grant_detail(grant: Grant) -> dict[str, str]:
+def grant_detail(grant: Grant) -> dict[str, str]:
     detail = {
         "grant": grant.id,
         "party": grant.party.value,

@@ -171,7 +171,7 @@ def access_page_router(ctx: PortalContext) -> APIRouter:
             elif action == "revoke":
                 ctx.policy.revoke_grant(actor, patient_id, posted.get("grant", ""))
             else:
-                ctx.policy.remove_representative(actor, patient_id, posted.get("mandate", ""))
+                ctx.representatives.remove(actor, patient_id, posted.get("mandate", ""))
 
         try:
             await run_in_threadpool(apply)

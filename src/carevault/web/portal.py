@@ -25,6 +25,7 @@ from carevault.services.account_passkeys import AccountPasskeys
 from carevault.services.accounts import AccountService
 from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.audit_log import AuditLog
+from carevault.services.care_access import CareAccess
 from carevault.services.directory import patient_resource
 from carevault.services.documents import DocumentService
 from carevault.services.patient_uploads import PatientUploads
@@ -32,6 +33,7 @@ from carevault.services.pki import PublicDocuments
 from carevault.services.portal_sessions import PortalSession, PortalSessions
 from carevault.services.prescriptions import PrescriptionService
 from carevault.services.record_policy import RecordPolicy
+from carevault.services.representatives import Representatives
 from carevault.services.unit_of_work import UnitOfWork
 from carevault.settings import Settings
 from carevault.web.access_page import access_page_router
@@ -59,6 +61,8 @@ class PortalContext:
     units: Callable[[], UnitOfWork]
     clock: Callable[[], datetime]
     policy: RecordPolicy
+    care: CareAccess
+    representatives: Representatives
     affinity: AffinityDomain
     pages: Pages
     documents: DocumentService
@@ -93,6 +97,8 @@ def portal_router(
     clock: Callable[[], datetime],
     policy: RecordPolicy,
     *,
+    care: CareAccess,
+    representatives: Representatives,
     affinity: AffinityDomain,
     documents: DocumentService,
     alerts: AnomalyDetection | None = None,
@@ -107,21 +113,23 @@ def portal_router(
         acting=lambda session: acting_for(accounts, units, session),
     )
     ctx = PortalContext(
-        settings,
-        accounts,
-        sessions,
-        log,
-        units,
-        clock,
-        policy,
-        affinity,
-        pages,
-        documents,
-        alerts,
-        pki,
-        passkeys,
-        uploads,
-        prescriptions,
+        settings=settings,
+        accounts=accounts,
+        sessions=sessions,
+        log=log,
+        units=units,
+        clock=clock,
+        policy=policy,
+        care=care,
+        representatives=representatives,
+        affinity=affinity,
+        pages=pages,
+        documents=documents,
+        alerts=alerts,
+        pki=pki,
+        passkeys=passkeys,
+        uploads=uploads,
+        prescriptions=prescriptions,
     )
     router = APIRouter()
     parts = (

@@ -411,7 +411,7 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             return pages.error(request, 403, pages.text(request, "nobody", "presence"))
         try:
             code = await run_in_threadpool(
-                ctx.policy.issue_presence_code, actor_of(session, request), session.patient_id
+                ctx.care.issue_presence_code, actor_of(session, request), session.patient_id
             )
         except NotPermitted as error:
             return pages.error(request, 403, error.message)

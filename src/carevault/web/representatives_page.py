@@ -68,10 +68,10 @@ def representatives_page_router(ctx: PortalContext) -> APIRouter:
                 login = posted.get("login", "").strip()
                 if not login or len(login) > MAX_LOGIN:
                     raise NotFound("no login")
-                ctx.policy.name_representative(actor, patient_id, login, scope, end=end)
+                ctx.representatives.name_by_login(actor, patient_id, login, scope, end=end)
             else:
                 mandate = posted.get("mandate", "")
-                ctx.policy.limit_representative(actor, patient_id, mandate, scope, end)
+                ctx.representatives.limit(actor, patient_id, mandate, scope, end)
 
         try:
             await run_in_threadpool(apply)

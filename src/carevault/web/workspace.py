@@ -14,6 +14,7 @@ from fastapi import APIRouter
 
 from carevault.domain.affinity import AffinityDomain
 from carevault.services.audit_log import AuditLog
+from carevault.services.care_access import CareAccess
 from carevault.services.documents import DocumentService
 from carevault.services.my_accesses import MyAccesses
 from carevault.services.portal_sessions import PortalSessions
@@ -36,6 +37,7 @@ def workspace_router(
     clock: Callable[[], datetime],
     log: AuditLog,
     policy: RecordPolicy,
+    care: CareAccess,
     documents: DocumentService,
     professionals: Professionals,
     affinity: AffinityDomain,
@@ -43,7 +45,17 @@ def workspace_router(
 ) -> APIRouter:
     pages = Pages(sessions, secure=settings.environment != "dev")
     ws = Workspace(
-        settings, pages, signin, clock, log, policy, documents, professionals, affinity, record
+        settings,
+        pages,
+        signin,
+        clock,
+        log,
+        policy,
+        care,
+        documents,
+        professionals,
+        affinity,
+        record,
     )
     router = APIRouter()
     for part in (workspace_signin_router, workspace_record_router):

@@ -26,6 +26,7 @@ from carevault.domain.affinity import AffinityDomain
 from carevault.domain.authorization import Subject
 from carevault.domain.errors import NotAuthenticated
 from carevault.services.audit_log import AuditLog
+from carevault.services.care_access import CareAccess
 from carevault.services.documents import DocumentService
 from carevault.services.portal_sessions import PRACTITIONER_SESSION, PortalSession, PortalSessions
 from carevault.services.professional_record import ProfessionalRecord
@@ -80,6 +81,7 @@ class Workspace:
     clock: Callable[[], datetime]
     log: AuditLog
     policy: RecordPolicy
+    care: CareAccess
     documents: DocumentService
     professionals: Professionals
     affinity: AffinityDomain

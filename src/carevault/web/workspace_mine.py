@@ -7,7 +7,7 @@ for.
   lets a practitioner mandate in their own name, in person); the mandator is always the
   signed-in professional, never a field of the form.
 - A practitioner passes a patient's access on to a colleague until a day and ends a
-  delegation (`RecordPolicy.delegate` / `end_delegation`: the engine decides).
+  delegation (`CareAccess.delegate` / `end_delegation`: the engine decides).
 - An assistant chooses, among the practitioners whose mandate to them is in force, whom they
   act for (`MyAccesses.choose_mandator`); the choice is kept in the session, server-side, and
   `Workspace._professional` checks it again at each request (an ended mandate ends it).
@@ -210,7 +210,7 @@ def workspace_mine_router(ws: Workspace, mine: MyAccesses) -> APIRouter:
             action = posted.get("do", "")
             patient_id = _field(posted, "patient")
             if action == "end":
-                ws.policy.end_delegation(me.actor, patient_id, _field(posted, "delegation"))
+                ws.care.end_delegation(me.actor, patient_id, _field(posted, "delegation"))
                 return
             if action != "delegate":
                 raise InvalidInput("do: delegate or end", expression="do")
@@ -221,7 +221,7 @@ def workspace_mine_router(ws: Workspace, mine: MyAccesses) -> APIRouter:
             if colleague is None:
                 raise NotFound("no professional with this identifier")
             end = _end_of(posted.get("end", ""))
-            ws.policy.delegate(me.actor, patient_id, colleague, level, end)
+            ws.care.delegate(me.actor, patient_id, colleague, level, end)
 
         return await change(request, apply)
 

@@ -493,7 +493,7 @@ def workspace_record_router(ws: Workspace) -> APIRouter:
             return answered.response
         try:
             await run_in_threadpool(
-                lambda: ws.policy.declare_emergency(
+                lambda: ws.care.declare_emergency(
                     me.actor, patient_id, posted.get("reason", ""), alert=True
                 )
             )

@@ -35,6 +35,7 @@ from carevault.domain.errors import InvalidInput, NotFound
 from carevault.fhirmodel.directory import new_practitioner, practitioner_entry
 from carevault.services import directory as svc
 from carevault.services import pki
+from carevault.services.care_access import CareAccess
 from carevault.services.documents import DocumentService
 from carevault.services.patient_uploads import PatientUpload, PatientUploads
 from carevault.services.professional_record import (
@@ -369,7 +370,7 @@ def test_the_glass_broken_the_record_opens_with_the_officers_alert_beside_each_a
     assert world.service.emergency_possible(STRANGER, "pat-1") is True
     assert world.service.emergency_possible(ASSISTANT, "pat-1") is False  # not in person
     assert world.entries() == [] and world.uow.commits == 0  # asking records nothing
-    world.policy.declare_emergency(STRANGER, "pat-1", "unconscious", alert=True)
+    CareAccess(world.policy).declare_emergency(STRANGER, "pat-1", "unconscious", alert=True)
     world.forget()
     assert world.service.emergency_possible(STRANGER, "pat-1") is False  # already open
     view = world.service.open(STRANGER, "pat-1")

@@ -1,22 +1,20 @@
 """The patient's say over their record (`RecordPolicy`), on a unit of work in memory: who may
-grant, block, name a referring physician, close, reopen or open the record and name
-representatives; what each change stores, audits in its own transaction and tells the patient
+grant, block, name a referring physician, close, reopen or open the record, hide or relabel a
+document; what each change stores, audits in its own transaction and tells the patient
 when a representative made it; and that a refused or failed change leaves nothing behind.
 
 The decisions are the engine's (`carevault.domain.authorization`), over the facts the fake
 record store loads as the real one does (tests/integration/test_store_contracts_records.py);
-the wired-up paths (FHIR Consent, the portal) are tested in tests/integration."""
+the wired-up paths (FHIR Consent, the portal) are tested in tests/integration. Representatives
+are in test_representatives.py, what professionals do (emergencies, delegations) in
+test_care_access.py and test_end_delegation.py."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from carevault.adapters.storage.account_store import AccountRecord
-from carevault.domain.accounts import AccountKind, Mandate
-from carevault.domain.audit import AuditRecord
 from carevault.domain.authorization import (
     Action,
     Confidentiality,
@@ -24,80 +22,44 @@ from carevault.domain.authorization import (
     GrantLevel,
     MandateScope,
     Party,
-    ProfileMatrix,
     RecordFacts,
     RecordModel,
     RecordState,
     Subject,
     SubjectKind,
 )
-from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
+from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound
 from carevault.services.record_policy import (
-    MAX_REASON,
     Actor,
     RecordChange,
     RecordPolicy,
     Refused,
 )
+from carevault.services.representatives import Representatives
 from support.fake_records import FakeRecordUnitOfWork
-from support.fake_uow import FakeAuditStore
-
-NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-LATER = NOW + timedelta(days=30)
-MATRIX = ProfileMatrix.from_mapping(
-    {"version": "test", "profiles": {"physician": {"read": ["*"], "write": ["*"]}}}
+from support.record_world import (
+    DR,
+    DR2,
+    LATER,
+    MATRIX,
+    NOW,
+    OTHER_PATIENT,
+    PATIENT,
+    REP,
+    AuditPort,
+    BrokenAuditPort,
+    Clock,
+    entries,
+    facts,
+    new_uow,
+    plant_mandate,
+    reads,
 )
-
-PATIENT = Actor(Subject(SubjectKind.PATIENT, "pat-1"), "account:acc-pat")
-OTHER_PATIENT = Actor(Subject(SubjectKind.PATIENT, "pat-2"), "account:acc-pat-2")
-REP = Actor(Subject(SubjectKind.REPRESENTATIVE, "acc-rep"), "account:acc-rep")
-DR = Actor(Subject(SubjectKind.PRACTITIONER, "dr-1", "physician"), "Practitioner/dr-1")
-DR2 = Actor(Subject(SubjectKind.PRACTITIONER, "dr-2", "physician"), "Practitioner/dr-2")
-
-
-class AuditPort:
-    """The audit log's port (`AuditAppender`): appends to the unit of work's audit store, so
-    that an entry is kept or rolled back with the change it records."""
-
-    def append_with(self, store: FakeAuditStore, records: Sequence[AuditRecord]) -> list[int]:
-        first = len(store.records)
-        store.records.extend(records)
-        return list(range(first, first + len(records)))
-
-
-class BrokenAuditPort:
-    """An audit log that fails to append: the change it should record must not stay."""
-
-    def append_with(self, store: FakeAuditStore, records: Sequence[AuditRecord]) -> list[int]:
-        raise RuntimeError("the audit store is unreachable")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def account(account_id: str, kind: AccountKind, login: str,
-            patient_id: str | None = None) -> AccountRecord:
-    return AccountRecord(account_id, kind, login, "hash", b"sealed", None, patient_id,
-                         frozenset(), NOW - timedelta(days=400))
 
 
 @pytest.fixture
 def uow() -> FakeRecordUnitOfWork:
-    unit = FakeRecordUnitOfWork()
-    unit.directory.add_patient("pat-1", [])
-    unit.directory.add_patient("pat-2", [])
-    unit.directory.add_practitioner("dr-1", "HP-1")
-    unit.directory.add_practitioner("dr-2", "HP-2")
-    unit.directory.add_organization("org-1")
-    unit.accounts.add(account("acc-pat", AccountKind.PATIENT, "pat@example.org", "pat-1"))
-    unit.accounts.add(account("acc-rep", AccountKind.REPRESENTATIVE, "rep@example.org"))
-    unit.accounts.add(account("acc-rep-2", AccountKind.REPRESENTATIVE, "rep2@example.org"))
-    return unit
+    return new_uow()
 
 
 @pytest.fixture
@@ -110,31 +72,9 @@ def policy(uow: FakeRecordUnitOfWork, clock: Clock) -> RecordPolicy:
     return RecordPolicy(lambda: uow, AuditPort(), clock=clock, matrix=MATRIX)
 
 
-def plant_mandate(uow: FakeRecordUnitOfWork, scope: MandateScope, *, account_id: str = "acc-rep",
-                  starts: datetime = NOW - timedelta(days=1), ends: datetime | None = None,
-                  mandate_id: str = "m-1") -> None:
-    """A mandate in force, stored as the account store holds it."""
-    with uow:
-        uow.accounts.add_mandate(
-            Mandate(mandate_id, account_id, "pat-1", scope.value, starts, ends), NOW)
-        uow.commit()
-
-
-def facts(uow: FakeRecordUnitOfWork, patient_id: str = "pat-1",
-          at: datetime = NOW) -> RecordFacts:
-    found = uow.records.load(patient_id, at)
-    assert found is not None
-    return found
-
-
-def entries(uow: FakeRecordUnitOfWork, interaction: str | None = None) -> list[AuditRecord]:
-    return [r for r in uow.audit.records if interaction in (None, r.interaction)]
-
-
-def reads(policy: RecordPolicy, uow: FakeRecordUnitOfWork, who: Actor,
-          at: datetime = NOW) -> bool:
-    """Whether the engine lets ``who`` read pat-1's record, on the facts stored now."""
-    return policy.decide(who.subject, Action.READ, uow.records.load("pat-1", at), None, at).permit
+@pytest.fixture
+def representatives(policy: RecordPolicy) -> Representatives:
+    return Representatives(policy)
 
 
 def nothing_written(uow: FakeRecordUnitOfWork, commits: int = 0) -> None:
@@ -526,50 +466,6 @@ def test_the_patient_sets_emergency_access_delegation_and_default_confidentialit
     assert uow.commits == 3
 
 
-def test_with_emergency_access_off_no_practitioner_breaks_the_glass(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    policy.set_emergency_setting(PATIENT, "pat-1", EmergencySetting.OFF)
-    with pytest.raises(Refused) as refused:
-        policy.declare_emergency(DR, "pat-1", "unconscious on arrival")
-    assert refused.value.decision.reason == "emergency-off"
-    assert uow.records.emergencies == {} and uow.commits == 1
-
-
-def test_a_declared_emergency_opens_the_record_for_a_day_and_the_patient_is_told(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    window = policy.declare_emergency(DR, "pat-1", "  unconscious\non arrival ")
-    assert (window.practitioner_id, window.until) == ("dr-1", NOW + timedelta(hours=24))
-    assert facts(uow).emergency_windows == (window,)
-    assert uow.records.emergencies[window.id].reason == "unconscious on arrival"
-    decision = policy.decide(DR.subject, Action.READ, facts(uow), None, NOW)
-    assert decision.permit and decision.rule == "emergency"
-    assert not reads(policy, uow, DR2)  # the window is the declarer's alone
-    assert not reads(policy, uow, DR, NOW + timedelta(hours=24))
-    [entry] = entries(uow, "emergency-access")
-    assert entry.purpose_of_use == "EMER" and entry.detail["reason"] == "unconscious on arrival"
-    [told] = uow.records.notifications
-    assert told.kind == "emergency-access" and told.payload["sender"] == "Practitioner/dr-1"
-    assert "Reason: unconscious on arrival" in told.payload["en"]
-
-
-@pytest.mark.parametrize("reason", ["", "  \n ", "x" * (MAX_REASON + 1)])
-def test_an_emergency_needs_a_reason_of_reasonable_length(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork, reason: str) -> None:
-    with pytest.raises(InvalidInput) as refused:
-        policy.declare_emergency(DR, "pat-1", reason)
-    assert refused.value.expression == "reason"
-    assert uow.records.emergencies == {} and uow.commits == 0
-
-
-def test_a_blocked_practitioner_does_not_break_the_glass(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    policy.block(PATIENT, "pat-1", Party.PRACTITIONER, "dr-1")
-    with pytest.raises(Refused) as refused:
-        policy.declare_emergency(DR, "pat-1", "unconscious on arrival")
-    assert refused.value.decision.rule == "blacklist"
-    assert uow.records.emergencies == {} and uow.records.notifications == []
-
-
 # --- closing, reopening, opening ---------------------------------------------------------------
 
 
@@ -702,6 +598,7 @@ def test_under_opt_in_a_record_not_opened_yet_is_not_closed_again(
 
 
 def test_the_overview_shows_grants_and_blocks_in_force_and_every_mandate(
+        representatives: Representatives,
         policy: RecordPolicy, uow: FakeRecordUnitOfWork, clock: Clock) -> None:
     kept = policy.grant(PATIENT, "pat-1", Party.PRACTITIONER, "dr-1", GrantLevel.NORMAL)
     gone = policy.grant(PATIENT, "pat-1", Party.PRACTITIONER, "dr-2", GrantLevel.NORMAL)
@@ -713,15 +610,16 @@ def test_the_overview_shows_grants_and_blocks_in_force_and_every_mandate(
     assert overview.opened and [g.grant for g in overview.grants] == [kept]
     assert [b.block for b in overview.blocks] == [block]
     assert [m.id for m in overview.mandates] == ["m-1"]
-    assert policy.representatives(PATIENT, "pat-1") == list(overview.mandates)
+    assert representatives.listing(PATIENT, "pat-1") == list(overview.mandates)
 
 
-def test_a_professional_sees_no_overview(policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
+def test_a_professional_sees_no_overview(
+        representatives: Representatives, policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
     policy.grant(PATIENT, "pat-1", Party.PRACTITIONER, "dr-1", GrantLevel.EXTENDED)
     with pytest.raises(Refused):
         policy.overview(DR, "pat-1")
     with pytest.raises(Refused):
-        policy.representatives(DR, "pat-1")
+        representatives.listing(DR, "pat-1")
 
 
 def test_check_answers_before_a_page_prepares_a_change(
@@ -737,153 +635,3 @@ def test_check_answers_before_a_page_prepares_a_change(
 # --- representatives ---------------------------------------------------------------------------
 
 
-def test_a_patient_names_a_representative_who_may_then_manage_the_record(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    assert not policy.decide(REP.subject, Action.MANAGE, facts(uow), None, NOW).permit
-    mandate = policy.add_representative(PATIENT, "pat-1", "acc-rep", MandateScope.MANAGE,
-                                        end=LATER)
-    assert (mandate.representative_account_id, mandate.patient_id, mandate.scope,
-            mandate.starts_at, mandate.ends_at) == ("acc-rep", "pat-1", "manage", NOW, LATER)
-    assert uow.accounts.mandates_for("pat-1") == [mandate]
-    assert policy.decide(REP.subject, Action.MANAGE, facts(uow), None, NOW).permit
-    assert "pat-1" in uow.records.settings  # the record is marked as written
-    [entry] = entries(uow, "mandate-create")
-    assert entry.detail == {"mandate": mandate.id, "representative": "account:acc-rep",
-                            "scope": "manage", "end": "2026-12-31T09:00:00.000Z"}
-    assert uow.records.notifications == [] and uow.commits == 1
-
-
-def test_a_representative_is_named_by_the_login_of_their_account(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    mandate = policy.name_representative(PATIENT, "pat-1", " rep@example.org ", MandateScope.READ)
-    assert mandate.representative_account_id == "acc-rep" and mandate.scope == "read"
-
-
-@pytest.mark.parametrize("login", ["nobody@example.org", "pat@example.org"])
-def test_only_a_representatives_account_is_named_representative(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork, login: str) -> None:
-    with pytest.raises(NotFound) as refused:
-        policy.name_representative(PATIENT, "pat-1", login, MandateScope.READ)
-    assert refused.value.expression == "login"
-    with pytest.raises(NotFound):
-        policy.add_representative(PATIENT, "pat-1", "acc-pat", MandateScope.READ)
-    assert uow.accounts.mandates_for("pat-1") == [] and uow.commits == 0
-
-
-def test_a_mandate_ends_after_it_starts(policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    with pytest.raises(InvalidInput) as refused:
-        policy.add_representative(PATIENT, "pat-1", "acc-rep", MandateScope.READ,
-                                  start=LATER, end=LATER)
-    assert refused.value.expression == "end"
-    assert uow.accounts.mandates_for("pat-1") == [] and uow.commits == 0
-
-
-def test_a_representative_does_not_give_themselves_a_mandate(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    plant_mandate(uow, MandateScope.MANAGE, ends=LATER)
-    with pytest.raises(NotPermitted, match="themselves") as refused:
-        policy.add_representative(REP, "pat-1", "acc-rep", MandateScope.MANAGE)
-    assert not isinstance(refused.value, Refused)
-    assert [m.id for m in uow.accounts.mandates_for("pat-1")] == ["m-1"]
-
-
-def test_a_managing_representative_names_another_and_the_patient_is_told(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    plant_mandate(uow, MandateScope.MANAGE)
-    mandate = policy.add_representative(REP, "pat-1", "acc-rep-2", MandateScope.READ)
-    [told] = uow.records.notifications
-    assert told.kind == "mandate-create" and told.payload["mandate"] == mandate.id
-    assert told.payload["en"] == "Your representative named another representative for you."
-
-
-def test_a_removed_representative_is_refused_from_the_next_request(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork, clock: Clock) -> None:
-    plant_mandate(uow, MandateScope.MANAGE)
-    clock.now = NOW + timedelta(minutes=5)
-    policy.remove_representative(PATIENT, "pat-1", "m-1")
-    [ended] = uow.accounts.mandates_for("pat-1")
-    assert ended.ends_at == clock.now
-    with pytest.raises(Refused) as refused:
-        policy.grant(REP, "pat-1", Party.PRACTITIONER, "dr-1", GrantLevel.NORMAL)
-    assert refused.value.decision.reason == "mandate-none"
-    [entry] = entries(uow, "mandate-end")
-    assert (entry.action, entry.detail) == ("D", {"mandate": "m-1"})
-    with pytest.raises(NotFound, match="no mandate m-1 in force"):
-        policy.remove_representative(PATIENT, "pat-1", "m-1")
-
-
-def test_a_mandate_of_another_record_is_not_removed_from_this_one(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    plant_mandate(uow, MandateScope.MANAGE)
-    with pytest.raises(NotFound):
-        policy.remove_representative(OTHER_PATIENT, "pat-2", "m-1")
-    assert uow.accounts.mandates_for("pat-1")[0].ends_at is None
-
-
-def test_a_patient_narrows_a_mandate_to_reading_until_a_date(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    plant_mandate(uow, MandateScope.MANAGE)
-    policy.limit_representative(PATIENT, "pat-1", "m-1", MandateScope.READ, LATER)
-    [limited] = uow.accounts.mandates_for("pat-1")
-    assert (limited.scope, limited.ends_at) == ("read", LATER)
-    with pytest.raises(Refused):
-        policy.grant(REP, "pat-1", Party.PRACTITIONER, "dr-1", GrantLevel.NORMAL)
-    assert entries(uow, "mandate-limit")[0].detail == {
-        "mandate": "m-1", "scope": "read", "end": "2026-12-31T09:00:00.000Z"}
-
-
-def test_a_mandate_is_limited_to_an_end_in_the_future(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    plant_mandate(uow, MandateScope.MANAGE)
-    with pytest.raises(InvalidInput):
-        policy.limit_representative(PATIENT, "pat-1", "m-1", MandateScope.READ, NOW)
-    with pytest.raises(NotFound):
-        policy.limit_representative(PATIENT, "pat-1", "m-9", MandateScope.READ, None)
-    assert uow.accounts.mandates_for("pat-1")[0].scope == "manage" and uow.commits == 1
-
-
-def test_a_representative_does_not_change_their_own_mandate(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    plant_mandate(uow, MandateScope.MANAGE)
-    with pytest.raises(NotPermitted, match="their own mandate") as refused:
-        policy.limit_representative(REP, "pat-1", "m-1", MandateScope.MANAGE, None)
-    assert not isinstance(refused.value, Refused)
-    assert uow.audit.records == [] and uow.commits == 1
-
-
-def test_a_mandate_changed_by_a_representative_is_told_to_the_patient(
-        policy: RecordPolicy, uow: FakeRecordUnitOfWork) -> None:
-    plant_mandate(uow, MandateScope.MANAGE)
-    plant_mandate(uow, MandateScope.MANAGE, account_id="acc-rep-2", mandate_id="m-2")
-    policy.limit_representative(REP, "pat-1", "m-2", MandateScope.READ, None)
-    policy.remove_representative(REP, "pat-1", "m-2")
-    assert [n.kind for n in uow.records.notifications] == ["mandate-limit", "mandate-end"]
-    assert uow.records.notifications[1].payload["en"] == (
-        "Your representative ended a representative's mandate.")
-
-
-def test_the_emergency_quota_counts_a_day_of_declarations_and_then_refuses_with_an_alert(
-        uow: FakeRecordUnitOfWork, clock: Clock) -> None:
-    """Two declarations allowed in 24 hours, on any records: the third is refused by the
-    engine (``emergency-quota``), nothing opens, and for a caller without a recorder (the
-    workspace: ``alert``) the refusal and its alert are written here; a day later the
-    professional may declare again, and another professional was never concerned."""
-    policy = RecordPolicy(lambda: uow, AuditPort(), clock=clock, matrix=MATRIX,
-                          emergency_quota=2)
-    policy.declare_emergency(DR, "pat-1", "unconscious")
-    clock.now += timedelta(hours=1)
-    policy.declare_emergency(DR, "pat-2", "unconscious too")
-    written = len(entries(uow))
-    with pytest.raises(Refused) as refused:
-        policy.declare_emergency(DR, "pat-1", "a third", alert=True)
-    assert refused.value.decision.reason == "emergency-quota"
-    assert "as many emergencies" in refused.value.message
-    kinds = [(e.kind, e.outcome, e.detail.get("decision")) for e in entries(uow)[written:]]
-    assert kinds == [("policy", "4", None), ("alert", "4", "deny")]
-    assert len(uow.records.emergencies) == 2
-    policy.declare_emergency(DR2, "pat-1", "their own")  # another professional's quota
-    clock.now += timedelta(hours=23, seconds=1)  # the first declaration is a day old
-    policy.declare_emergency(DR, "pat-1", "the next day")
-    with pytest.raises(Refused):
-        policy.declare_emergency(DR, "pat-2", "again")  # the API's caller: its recorder alerts
-    assert len(entries(uow)) == written + 2 + 2  # two permits since; the last wrote nothing

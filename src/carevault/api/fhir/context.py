@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from carevault.domain.affinity import AffinityDomain
 from carevault.services.anomaly_detection import AnomalyDetection
 from carevault.services.audit_log import AuditLog
+from carevault.services.care_access import CareAccess
 from carevault.services.directory import DirectoryContext
 from carevault.services.directory_service import DirectoryService
 from carevault.services.document_exchange import DocumentExchange
@@ -16,6 +17,7 @@ from carevault.services.documents import DocumentService
 from carevault.services.prescriptions import PrescriptionService
 from carevault.services.professionals import Professionals
 from carevault.services.record_policy import RecordPolicy
+from carevault.services.representatives import Representatives
 from carevault.services.unit_of_work import UnitOfWork
 from carevault.settings import Settings
 
@@ -28,6 +30,8 @@ class ApiContext:
     audit: AuditLog
     settings: Settings
     policy: RecordPolicy
+    care: CareAccess  # care events, emergencies, delegations, presence codes
+    representatives: Representatives
     documents: DocumentService
     exchange: DocumentExchange  # the MHD use cases, one transaction each
     affinity: AffinityDomain  # the codes ITI-65 metadata must come from, served as ValueSets

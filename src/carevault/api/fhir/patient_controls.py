@@ -187,7 +187,7 @@ def _mandate_part(mandate: Mandate, now: datetime) -> JsonObject:
 def _settings_answer(api: ApiContext, request: FhirRequest, record: RecordFacts) -> FhirResponse:
     patient_id = record.patient_id
     unopened = api.policy.unopened(patient_id)
-    mandates = api.policy.representatives(actor_of(request), patient_id)
+    mandates = api.representatives.listing(actor_of(request), patient_id)
     now = api.policy.clock()
     parameters: list[JsonObject] = [
         {"name": "state", "valueCode": record.state.value},
@@ -285,7 +285,7 @@ def _representative(api: ApiContext, request: FhirRequest) -> FhirResponse:
         if "mandate" in given:
             raise InvalidInput("a new mandate has no id yet", expression="mandate")
         login = _text(given.get("login"), "login")
-        api.policy.name_representative(actor, patient_id, login, scope, end=end)
+        api.representatives.name_by_login(actor, patient_id, login, scope, end=end)
     elif action in ("limit", "end"):
         if "login" in given:
             raise InvalidInput("name the mandate, not the login", expression="login")
@@ -293,15 +293,15 @@ def _representative(api: ApiContext, request: FhirRequest) -> FhirResponse:
         if action == "limit":
             if "scope" not in given:
                 raise InvalidInput("limiting a mandate gives its scope", expression="scope")
-            api.policy.limit_representative(actor, patient_id, mandate, scope, end)
+            api.representatives.limit(actor, patient_id, mandate, scope, end)
         else:
             if "scope" in given or "end" in given:
                 raise InvalidInput("ending a mandate takes only its id", expression="mandate")
-            api.policy.remove_representative(actor, patient_id, mandate)
+            api.representatives.remove(actor, patient_id, mandate)
     else:
         raise InvalidInput("action is one of name, limit, end", expression="action")
     now = api.policy.clock()
-    mandates = api.policy.representatives(actor, patient_id)
+    mandates = api.representatives.listing(actor, patient_id)
     parts = [_mandate_part(m, now) for m in mandates]
     body = {"resourceType": "Parameters", **({"parameter": parts} if parts else {})}
     return FhirResponse(200, body, patients=(patient_id,))

@@ -11,7 +11,7 @@
 
 The gate decides these as directory reads (or a read of the record, for ``$delegate``): every
 professional may ask; the service then decides who may actually write (`decide_mandate`,
-`RecordPolicy.delegate`) and refuses everyone else with a 403 that the door records.
+`CareAccess.delegate`) and refuses everyone else with a 403 that the door records.
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def delegate_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     if level is None:
         raise InvalidInput("'level' is normal or extended", expression="Parameters.level")
     patient_id = request.resource_id or ""
-    delegation = api.policy.delegate(actor_of(request), patient_id, delegate, level, end)
+    delegation = api.care.delegate(actor_of(request), patient_id, delegate, level, end)
     result = {
         "resourceType": "Parameters",
         "parameter": [
@@ -240,7 +240,7 @@ def end_delegation_response(api: ApiContext, request: FhirRequest) -> FhirRespon
     if not isinstance(delegation, str) or not delegation or len(delegation) > 64:
         raise InvalidInput("'delegation' is a delegation id", expression="Parameters.delegation")
     patient_id = request.resource_id or ""
-    api.policy.end_delegation(actor_of(request), patient_id, delegation)
+    api.care.end_delegation(actor_of(request), patient_id, delegation)
     return FhirResponse(
         200,
         {"resourceType": "Parameters", "parameter": [{"name": "ended", "valueBoolean": True}]},

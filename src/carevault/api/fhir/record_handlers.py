@@ -551,7 +551,7 @@ class EncounterHandler(ResourceHandler):
             resource=resource,
             created_at=now,
         )
-        self.api.policy.open_encounter(actor_of(request), encounter, presence_code)
+        self.api.care.open_encounter(actor_of(request), encounter, presence_code)
         return FhirResponse(201, resource, _location(request, resource), (record.patient_id,))
 
     def read(self, request: FhirRequest) -> FhirResponse:
@@ -696,7 +696,7 @@ def emergency_access_response(api: ApiContext, request: FhirRequest) -> FhirResp
     # Past the gate, the engine counts the professional's declarations (the quota): a refusal
     # there is recorded with its own decision, and its alert.
     with refusals_recorded(request):
-        window = api.policy.declare_emergency(actor_of(request), patient_id, reasons[0])
+        window = api.care.declare_emergency(actor_of(request), patient_id, reasons[0])
     result = {
         "resourceType": "Parameters",
         "parameter": [
@@ -712,7 +712,7 @@ def emergency_access_response(api: ApiContext, request: FhirRequest) -> FhirResp
 
 def presence_code_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     patient_id = request.resource_id or ""
-    code = api.policy.issue_presence_code(actor_of(request), patient_id)
+    code = api.care.issue_presence_code(actor_of(request), patient_id)
     result = {
         "resourceType": "Parameters",
         "parameter": [
