@@ -1,4 +1,5 @@
-"""OAuth 2 / SMART on FHIR endpoints: discovery, token, introspection, revocation, keys.
+"""OAuth 2 / SMART on FHIR endpoints: token, introspection, revocation (discovery and the
+signing keys: `carevault.api.oauth_discovery`).
 
 Answers follow RFC 6749 §5.2 (``{"error", "error_description"}``) rather than FHIR, because
 OAuth clients expect them. Every token request, granted or refused, is recorded in the audit
@@ -17,8 +18,9 @@ from fastapi.responses import JSONResponse
 
 from carevault.api.access import TokenBucketLimiter
 from carevault.api.errors import NO_STORE, oauth_error
+from carevault.api.oauth_discovery import discovery_router
 from carevault.api.openapi import OAUTH_ERROR, answer, form
-from carevault.api.route_door import PUBLIC, TOKEN_REQUEST, Audited, access, admitted
+from carevault.api.route_door import TOKEN_REQUEST, Audited, access, admitted
 from carevault.domain.errors import CareVaultError, InvalidInput, RateLimited
 from carevault.services.patient_apps import InvalidGrant
 from carevault.services.token_endpoint import TokenEndpoint
@@ -39,8 +41,6 @@ INTROSPECTION_CHALLENGE = 'private_key_jwt realm="CareVault", error="invalid_cli
 REVOCATION_CHALLENGE = 'private_key_jwt realm="CareVault", error="invalid_client"'
 
 
-METADATA = answer("SMART / RFC 8414 metadata", schema={"type": "object", "required": ["issuer"]})
-JWKS = {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array"}}}
 TOKEN = {
     "type": "object",
     "required": ["access_token", "token_type", "expires_in", "scope"],
@@ -132,74 +132,7 @@ def oauth_router(
         admitted(request).note(outcome, detail, interaction=interaction, status=status)
         return answer
 
-    def metadata() -> dict[str, Any]:
-        return {
-            "issuer": tokens.issuer,
-            "jwks_uri": f"{tokens.issuer}/.well-known/jwks.json",
-            "token_endpoint": tokens.token_endpoint,
-            "introspection_endpoint": f"{tokens.issuer}/oauth/introspect",
-            "revocation_endpoint": f"{tokens.issuer}/oauth/revoke",
-            "authorization_endpoint": f"{tokens.issuer}/oauth/authorize",
-            "grant_types_supported": ["client_credentials", "authorization_code"],
-            "response_types_supported": ["code"],
-            "code_challenge_methods_supported": ["S256"],
-            # As the issue fixes it; public patient apps are announced by "client-public" and
-            # authenticate their code with PKCE instead.
-            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-            "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
-            # RFC 8414: introspection needs the same client authentication (RFC 7662 §2.1).
-            "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
-            "introspection_endpoint_auth_signing_alg_values_supported": ["ES256"],
-            # RFC 7009 §2.1: a confidential client's assertion, or a public client's client_id
-            # alone ("none", RFC 8414 §2).
-            "revocation_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
-            "revocation_endpoint_auth_signing_alg_values_supported": ["ES256"],
-            "scopes_supported": [
-                "system/*.rs",
-                "system/Patient.rs",
-                "system/Practitioner.rs",
-                "system/PractitionerRole.rs",
-                "system/Organization.rs",
-                "system/AuditEvent.rs",
-                # The security officer's alerts: reading them, and reviewing them ($acknowledge,
-                # $assign, $close, $notify-patient).
-                "system/DetectedIssue.rs",
-                "system/DetectedIssue.rus",
-                "system/Patient.cruds",
-                "patient/Patient.rs",
-                "patient/AuditEvent.rs",
-                "launch/patient",
-                "openid",
-                "fhirUser",
-            ],
-            "capabilities": [
-                "client-confidential-asymmetric",
-                "client-public",
-                "launch-standalone",
-                "context-standalone-patient",
-                "permission-patient",
-                "permission-v1",
-                "permission-v2",
-            ],
-        }
-
-    @router.get("/.well-known/smart-configuration", responses={200: METADATA})
-    @access(PUBLIC)
-    def smart_configuration() -> JSONResponse:
-        return JSONResponse(metadata())
-
-    @router.get("/.well-known/oauth-authorization-server", responses={200: METADATA})
-    @access(PUBLIC)
-    def authorization_server_metadata() -> JSONResponse:
-        """RFC 8414 metadata, the form IHE IUA (ITI-103) clients read."""
-        return JSONResponse(metadata())
-
-    @router.get(
-        "/.well-known/jwks.json", responses={200: answer("the token signing keys", schema=JWKS)}
-    )
-    @access(PUBLIC)
-    def jwks() -> JSONResponse:
-        return JSONResponse(tokens.key.jwks())
+    router.include_router(discovery_router(tokens))
 
     @router.post(
         "/oauth/token",
