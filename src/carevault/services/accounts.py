@@ -41,11 +41,7 @@ Errors, besides the directory's `NotFound` and the unit of work's `Conflict`:
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
-import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,7 +50,6 @@ from typing import NoReturn, Protocol
 
 from carevault.adapters.storage.account_store import AccountRecord, AccountStore, Notification
 from carevault.adapters.storage.audit_store import AuditStore
-from carevault.adapters.storage.passkey_store import AccountPasskey
 from carevault.domain.accounts import (
     ACCOUNT_POLICY,
     IP_POLICY,
@@ -88,12 +83,22 @@ from carevault.domain.errors import (
     BusinessRuleViolation,
     Conflict,
     InvalidInput,
-    NotAuthenticated,
     NotFound,
     NotPermitted,
 )
+from carevault.services.credentials import (
+    RECOVERY_CODE,
+    CredentialCheck,
+    Credentials,
+    PasskeyAssertion,
+    PasskeyVerifier,
+    PasswordHasher,
+    SecretBox,
+    TotpVerifier,
+    new_recovery_code,
+    recovery_digest,
+)
 from carevault.services.directory import read_patient
-from carevault.services.passkey_ceremony import challenge_hash, challenge_of, credential_id_of
 from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -102,11 +107,8 @@ __all__ = [
     "AuditAppender",
     "AuthenticationFailed",
     "Enrolment",
-    "PasswordHasher",
     "Principal",
-    "SecretBox",
     "Throttled",
-    "TotpVerifier",
     "WeakPassword",
 ]
 
@@ -115,9 +117,6 @@ log = logging.getLogger("carevault.accounts")
 FAILED = "invalid login or password"
 THROTTLED = "too many failed sign-ins: try again later"
 RECOVERY_CODES = 10
-TOTP_CODE = "totp"
-RECOVERY_CODE = "recovery-code"
-PASSKEY = "passkey"
 # The purpose of a passkey sign-in's challenge: `account_passkeys` issues it, `login` takes it.
 SIGN_IN = "account-signin"
 
@@ -126,40 +125,6 @@ _SUCCESS, _FAILURE, _SERIOUS = "0", "4", "8"
 
 
 # --- ports --------------------------------------------------------------------------------------
-
-
-class PasswordHasher(Protocol):
-    """`carevault.adapters.security.passwords.Argon2PasswordHasher`."""
-
-    def hash(self, password: str) -> str: ...
-
-    def verify(self, encoded: str, password: str) -> bool: ...
-
-    def needs_rehash(self, encoded: str) -> bool: ...
-
-
-class TotpVerifier(Protocol):
-    """`carevault.adapters.security.totp.TotpAuthenticator`."""
-
-    def new_secret(self) -> str: ...
-
-    def provisioning_uri(self, secret: str, account_name: str) -> str: ...
-
-    def verify(self, secret: str, code: str, at: datetime, last_step: int | None) -> int | None: ...
-
-
-class SecretBox(Protocol):
-    """`carevault.adapters.security.totp.TotpSecretBox`."""
-
-    def seal(self, secret: str, account_id: str) -> bytes: ...
-
-    def open(self, sealed: bytes, account_id: str) -> str: ...
-
-
-class PasskeyVerifier(Protocol):
-    """`carevault.services.account_passkeys.AccountPasskeys`."""
-
-    def verify(self, credential: str, passkey: AccountPasskey) -> int: ...
 
 
 class AuditAppender(Protocol):
@@ -209,64 +174,6 @@ class Principal:
     def who(self) -> str:
         """The identity reference audit records name."""
         return f"account:{self.account_id}"
-
-
-@dataclass(frozen=True)
-class _Check:
-    """The outcome of checking a password and a code (step 2 of a sign-in)."""
-
-    ok: bool
-    reason: str  # why it failed, for the audit log; or the second factor used
-    step: int | None = None
-    recovery_hash: bytes | None = None
-    new_hash: str | None = None
-    passkey_count: int | None = None  # a passkey's new signature counter
-
-
-@dataclass(frozen=True)
-class _Assertion:
-    """A passkey's assertion as a sign-in reads it before checking: the credential JSON, the
-    stored form of the challenge it answers, and which passkey it names. Malformed: no id."""
-
-    credential: str = field(repr=False)
-    challenge_hash: str = ""
-    credential_id: str = ""
-
-    @classmethod
-    def read(cls, credential: str) -> _Assertion:
-        try:
-            return cls(
-                credential, challenge_hash(challenge_of(credential)), credential_id_of(credential)
-            )
-        except NotAuthenticated:
-            return cls(credential)
-
-
-# --- recovery codes -----------------------------------------------------------------------------
-
-# Recovery codes are 16 characters of base32: 80 bits from `secrets`. They are stored as plain
-# SHA-256 digests, not Argon2: stretching protects low-entropy human passwords, and guessing one
-# of these takes ~2**79 hash evaluations however fast the hash is. A fast hash also lets a
-# sign-in compare the submitted code with every unused code of the account (in constant time,
-# `hmac.compare_digest`), where Argon2 would cost ten slow hashes per attempt, a gift to anyone
-# trying to exhaust the server.
-_RECOVERY_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-_RECOVERY_LENGTH = 16
-
-
-def new_recovery_code() -> str:
-    raw = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(_RECOVERY_LENGTH))
-    return "-".join(raw[i : i + 4] for i in range(0, _RECOVERY_LENGTH, 4))
-
-
-def recovery_digest(code: str) -> bytes:
-    canonical = "".join(ch for ch in code.casefold() if ch not in "- \t")
-    return hashlib.sha256(canonical.encode("utf-8")).digest()
-
-
-def _is_totp_code(code: str) -> bool:
-    compact = code.replace(" ", "")
-    return len(compact) == 6 and compact.isascii() and compact.isdigit()
 
 
 def _new_id() -> str:
@@ -330,7 +237,6 @@ class AccountService:
         passkeys: PasskeyVerifier | None = None,
     ) -> None:
         self.units = units
-        self.passkeys = passkeys  # None: no sign-in with a passkey
         self.audit = audit
         self.hasher = hasher
         self.totp = totp
@@ -339,9 +245,7 @@ class AccountService:
         self.clock = clock
         self.account_throttle = LoginThrottle(account_policy)
         self.ip_throttle = LoginThrottle(ip_policy)
-        # What an unknown login's password is checked against: the same Argon2 work as a real
-        # check, so that the answer's timing does not reveal whether the account exists.
-        self._dummy_hash = hasher.hash(base64.b64encode(secrets.token_bytes(24)).decode())
+        self.credentials = Credentials(hasher, totp, secret_box, passkeys)
 
     # --- enrolment --------------------------------------------------------------------------
 
@@ -524,7 +428,7 @@ class AccountService:
         Raises `Throttled` (with ``retry_after`` seconds) while the account or the address is
         backing off, and `AuthenticationFailed` with one message whatever was wrong."""
         now = now or self.clock()
-        assertion = _Assertion.read(passkey) if passkey else None
+        assertion = PasskeyAssertion.read(passkey) if passkey else None
         try:
             folded: str | None = fold_login(login)
         except InvalidInput:
@@ -557,9 +461,9 @@ class AccountService:
 
         # 2. The slow check, holding no lock.
         if passkey:
-            check = self._check_passkey(account, password, assertion, key_of_passkey)
+            check = self.credentials.with_passkey(account, password, assertion, key_of_passkey)
         else:
-            check = self._check(account, password, code, now, unused_codes)
+            check = self.credentials.with_code(account, password, code, now, unused_codes)
 
         # 3. The outcome.
         with self.units() as uow:
@@ -582,7 +486,7 @@ class AccountService:
                     assert check.recovery_hash is not None
                     won = store.use_recovery_code(account.id, check.recovery_hash, now)
                 if not won:
-                    check = _Check(False, "replayed-code")
+                    check = CredentialCheck(False, "replayed-code")
             if check.ok and account is not None:
                 store.lock_throttle_states([key])
                 store.save_throttle_state(key, self.account_throttle.succeed())
@@ -622,73 +526,6 @@ class AccountService:
             )
             uow.commit()
         raise AuthenticationFailed(FAILED)
-
-    def _check_passkey(
-        self,
-        account: AccountRecord | None,
-        password: str,
-        assertion: _Assertion | None,
-        passkey: AccountPasskey | None,
-    ) -> _Check:
-        """The password, then the passkey: the account's own, its assertion valid."""
-        check = self._check_password(account, password)
-        if not check.ok or account is None:
-            return check
-        if self.passkeys is None or assertion is None or not assertion.credential_id:
-            return _Check(False, "wrong-passkey")
-        if passkey is None or passkey.account_id != account.id:
-            return _Check(False, "wrong-passkey")
-        try:
-            count = self.passkeys.verify(assertion.credential, passkey)
-        except NotAuthenticated:
-            return _Check(False, "wrong-passkey")
-        return replace(check, reason=PASSKEY, passkey_count=count)
-
-    def _check_password(self, account: AccountRecord | None, password: str) -> _Check:
-        """The password of an enrolled, enabled account (the same work for an unknown one);
-        ok with the reason left to the second factor, and the password's new hash if due."""
-        normalized = normalize_password(password)
-        if account is None or account.disabled_at is not None:
-            self.hasher.verify(self._dummy_hash, normalized)  # the same work, then refuse
-            return _Check(False, "unknown-account" if account is None else "disabled")
-        if not self.hasher.verify(account.password_hash, normalized):
-            return _Check(False, "wrong-password")
-        if not account.enrolled:
-            return _Check(False, "enrolment-incomplete")
-        rehash = (
-            self.hasher.hash(normalized)
-            if self.hasher.needs_rehash(account.password_hash)
-            else None
-        )
-        return _Check(True, "", new_hash=rehash)
-
-    def _check(
-        self,
-        account: AccountRecord | None,
-        password: str,
-        code: str,
-        now: datetime,
-        unused_codes: Sequence[bytes],
-    ) -> _Check:
-        check = self._check_password(account, password)
-        if not check.ok or account is None:
-            return check
-        secret = self.secret_box.open(account.totp_secret, account.id)
-        submitted = (code or "").strip()
-        if _is_totp_code(submitted):
-            step = self.totp.verify(secret, submitted, now, account.totp_last_step)
-            if step is None:
-                replayed = self.totp.verify(secret, submitted, now, None) is not None
-                return _Check(False, "replayed-code" if replayed else "wrong-code")
-            return replace(check, reason=TOTP_CODE, step=step)
-        digest = recovery_digest(submitted)
-        matched: bytes | None = None
-        for stored in unused_codes:  # every one compared, in constant time
-            if hmac.compare_digest(stored, digest):
-                matched = stored
-        if matched is None or not submitted:
-            return _Check(False, "wrong-code")
-        return replace(check, reason=RECOVERY_CODE, recovery_hash=matched)
 
     @staticmethod
     def _principal(account: AccountRecord, second_factor: str, now: datetime) -> Principal:

@@ -43,8 +43,8 @@ from carevault.services.accounts import (
     AccountService,
     Enrolment,
     Principal,
-    recovery_digest,
 )
+from carevault.services.credentials import recovery_digest
 from support.fake_professionals import FakeProfessionalDirectory, professional_unit_of_work
 from support.fake_uow import FakeAuditStore
 
