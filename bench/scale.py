@@ -280,7 +280,7 @@ class Loader:
     def __init__(self, platform: Any, professionals: list[Professional], *, patients: int,
                  documents: int, seed: int, content_bytes: int) -> None:
         from carevault.adapters.crypto.envelope import CONTENT
-        from carevault.services.documents import TEXT
+        from carevault.services.document_publication import TEXT
 
         self.platform = platform
         self.patients = patients

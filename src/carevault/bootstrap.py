@@ -72,7 +72,8 @@ from carevault.services.chores import Chores
 from carevault.services.directory import DirectoryContext
 from carevault.services.directory_service import DirectoryService
 from carevault.services.document_exchange import DocumentExchange
-from carevault.services.documents import DocumentLimits, DocumentService
+from carevault.services.document_publication import DocumentLimits
+from carevault.services.documents import DocumentService
 from carevault.services.mail_directory import MailDirectory
 from carevault.services.mailbox import MailboxService
 from carevault.services.messaging import MessagingContext, MessagingService
@@ -629,7 +630,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
             settings,
             log,
             housekeeping=[
-                lambda: documents.release_due(api.unit_of_work),
+                lambda: documents.publisher.release_due(api.unit_of_work),
                 lambda: documents.sweep_orphans(api.unit_of_work),
                 alerts.catch_up,
                 *notification_chores(settings, api.unit_of_work),

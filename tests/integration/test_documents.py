@@ -375,7 +375,7 @@ def test_a_held_document_reaches_the_patient_when_released(
     original = documents.clock
     documents.clock = lambda: original() + timedelta(hours=2)  # type: ignore[method-assign]
     try:
-        assert documents.release_due(platform.unit_of_work) == 1
+        assert documents.publisher.release_due(platform.unit_of_work) == 1
     finally:
         documents.clock = original  # type: ignore[method-assign]
     assert client.get(f"/fhir/Binary/{later}", headers=mine).status_code == 200
@@ -421,7 +421,7 @@ def test_a_held_document_is_released_at_its_time_without_the_chore(
     later = real_documents() + timedelta(minutes=2)
     documents.clock = lambda: later  # type: ignore[method-assign]
     try:
-        assert documents.release_due(platform.unit_of_work) == 1
+        assert documents.publisher.release_due(platform.unit_of_work) == 1
     finally:
         documents.clock = real_documents  # type: ignore[method-assign]
     with platform.unit_of_work() as uow:

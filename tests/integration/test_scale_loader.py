@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.document_store import sealed_parts
 from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
-from carevault.services.documents import CONTENT
+from carevault.services.document_publication import CONTENT
 from support.databases import private_database
 
 pytestmark = pytest.mark.postgres

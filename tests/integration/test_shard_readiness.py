@@ -367,7 +367,7 @@ def _workload(platform: Platform, client: TestClient) -> None:
     clock = documents.clock
     documents.clock = lambda: clock() + timedelta(hours=2)
     try:
-        assert documents.release_due(platform.unit_of_work) == 1
+        assert documents.publisher.release_due(platform.unit_of_work) == 1
     finally:
         documents.clock = clock
     if platform.alerts is not None:

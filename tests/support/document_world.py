@@ -1,5 +1,5 @@
 """A small world for the document services' unit tests (tests/unit/services/test_documents.py,
-test_preview.py, test_record_export.py): the built-in affinity domain and profile matrix, a
+test_document_publication.py, test_preview.py, test_record_export.py): the built-in affinity domain and profile matrix, a
 patient pat-1 and the practitioners their grants name, the platform's real PKI with a hospital
 system's certificate (the authors' signatures), the real vault, and the builders of ITI-65
 submissions as `carevault.fhirmodel.mhd` hands them to the service."""
@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -20,9 +21,11 @@ from carevault.adapters.crypto.keyring import KeyRing
 from carevault.adapters.crypto.local_kek import LocalKekStore
 from carevault.adapters.crypto.vault import EnvelopeVault
 from carevault.adapters.package_config import builtin_profile_matrix
+from carevault.adapters.storage.document_store import DocumentCriteria
 from carevault.api.fhir.terminology_handlers import load_affinity_domain
 from carevault.domain.audit import AuditRecord
 from carevault.domain.authorization import (
+    Action,
     Confidentiality,
     Grant,
     GrantLevel,
@@ -30,12 +33,13 @@ from carevault.domain.authorization import (
     RecordFacts,
     Subject,
     SubjectKind,
+    decide,
 )
 from carevault.domain.documents import Coding
 from carevault.fhirmodel.directory import IdentitySystems
 from carevault.fhirmodel.mhd import PatientRef, ProvidedDocument, ProvidedSubmission
 from carevault.services import pki
-from carevault.services.documents import DocumentService
+from carevault.services.documents import DocumentService, PermittedRead
 from support.builders import hospital
 from support.documents import detached_jws
 from support.fake_documents import FakeDocumentUnitOfWork
@@ -180,7 +184,7 @@ def publish(service: DocumentService, uow: FakeDocumentUnitOfWork, subject: Subj
             provided: ProvidedSubmission) -> list[str]:
     """Publish and commit; the new documents' ids, signatures left out, in submission order."""
     with uow:
-        published = service.publish(uow, subject, record(uow), provided)
+        published = service.publisher.publish(uow, subject, record(uow), provided)
         uow.commit()
     return [published.ids[d.full_url] for d in provided.documents if d.signs is None]
 
@@ -192,3 +196,36 @@ class AuditPort:
         first = len(store.records)
         store.records.extend(records)
         return list(range(first, first + len(records)))
+
+
+def found_ids(service: DocumentService, uow: FakeDocumentUnitOfWork, subject: Subject,
+              criteria: DocumentCriteria | None = None) -> tuple[int, list[str]]:
+    with uow:
+        total, found = service.find(uow, subject, record(uow), criteria or DocumentCriteria(),
+                                    offset=0, count=50)
+    return total, [m.id for m in found]
+
+
+def permitted(service: DocumentService, uow: FakeDocumentUnitOfWork, subject: Subject,
+              document_id: str) -> PermittedRead:
+    """What the gate hands the handler: the document loaded with its content, and the engine's
+    decision on reading it."""
+    with uow:
+        loaded = service.load(uow, document_id, with_content=True)
+    assert loaded is not None
+    facts = record(uow)
+    return PermittedRead(facts, decide(subject, Action.READ, facts, loaded.facts, NOW, MATRIX),
+                         loaded)
+
+
+def refused(error: type[Exception], service: DocumentService, uow: FakeDocumentUnitOfWork,
+            subject: Subject, provided: ProvidedSubmission) -> str:
+    """The refusal's message; the unit of work is left without a commit, as the API leaves it."""
+    with uow, pytest.raises(error) as raised:
+        service.publisher.publish(uow, subject, record(uow), provided)
+    return str(getattr(raised.value, "message", raised.value))
+
+
+def nothing_stored(uow: FakeDocumentUnitOfWork) -> None:
+    assert uow.documents.metadata == {} and uow.documents.contents == {}
+    assert uow.documents.sets == {} and uow.records.notifications == []

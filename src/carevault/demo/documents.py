@@ -180,6 +180,6 @@ def publish_demo_documents(
         record = care.policy.facts(uow, patient_id, datetime.now(UTC))
         if record is None:
             return 0
-        published = documents.publish(uow, subject, record, submission)
+        published = documents.publisher.publish(uow, subject, record, submission)
         uow.commit()
     return len([m for m in published.documents if m.signs is None])

@@ -43,7 +43,7 @@ from carevault.adapters.storage.snapshot import snapshot, sqlite_path
 from carevault.domain.audit import STREAMS
 from carevault.domain.tree_head import TreeHead
 from carevault.services.audit_log import AuditLog
-from carevault.services.documents import CONTENT
+from carevault.services.document_publication import CONTENT
 from carevault.services.unit_of_work import UnitOfWork
 from carevault.verifier import VerificationError, verify_log
 

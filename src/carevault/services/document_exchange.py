@@ -14,7 +14,8 @@ from carevault.domain.authorization import RecordFacts, Subject
 from carevault.domain.documents import DocumentCriteria, DocumentMetadata
 from carevault.domain.errors import InvalidInput
 from carevault.fhirmodel.mhd import PatientRef, ProvidedSubmission
-from carevault.services.documents import DocumentService, Published, SubmissionSet
+from carevault.services.document_publication import Published
+from carevault.services.documents import DocumentService, SubmissionSet
 from carevault.services.unit_of_work import UnitOfWork, Units
 
 
@@ -34,20 +35,20 @@ class DocumentExchange:
             ]
             for where, patient in named:
                 _check_same_patient(uow, patient, record.patient_id, where)
-            published = self.documents.publish(uow, subject, record, submission)
+            published = self.documents.publisher.publish(uow, subject, record, submission)
             uow.commit()
             return published
 
     def release(self, subject: Subject, record: RecordFacts, document_id: str) -> None:
         """The author makes a held document visible to the patient now."""
         with self.units() as uow:
-            self.documents.release(uow, subject, record, document_id)
+            self.documents.publisher.release(uow, subject, record, document_id)
             uow.commit()
 
     def withdraw(self, subject: Subject, record: RecordFacts, document_id: str) -> None:
         """The author marks a document entered-in-error."""
         with self.units() as uow:
-            self.documents.withdraw(uow, subject, record, document_id)
+            self.documents.publisher.withdraw(uow, subject, record, document_id)
             uow.commit()
 
     def read(self, subject: Subject, record: RecordFacts, document_id: str) -> DocumentMetadata:

@@ -21,7 +21,8 @@ from carevault.domain.documents import Coding
 from carevault.domain.errors import InvalidInput
 from carevault.fhirmodel.mhd import PatientRef, ProvidedSubmission, authored_document
 from carevault.services.accounts import AuditAppender
-from carevault.services.documents import DocumentService, Published
+from carevault.services.document_publication import Published
+from carevault.services.documents import DocumentService
 from carevault.services.record_policy import Actor, RecordPolicy
 from carevault.services.unit_of_work import UnitOfWork
 
@@ -135,7 +136,7 @@ class PatientUploads:
         )
         with self.units() as uow:
             record = self.policy.permitted_record(uow, actor.subject, patient_id, Action.WRITE, now)
-            published = self.documents.publish(uow, actor.subject, record, submission)
+            published = self.documents.publisher.publish(uow, actor.subject, record, submission)
             self.audit.append_with(uow.audit, [_record(actor, patient_id, published, now)])
             uow.commit()
         return published

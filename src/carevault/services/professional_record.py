@@ -44,7 +44,8 @@ from carevault.fhirmodel.mhd import (
     authored_document,
 )
 from carevault.services.accounts import AuditAppender
-from carevault.services.documents import DocumentService, Published
+from carevault.services.document_publication import Published
+from carevault.services.documents import DocumentService
 from carevault.services.finder import party_names, person_name
 from carevault.services.patient_uploads import FORMAT_CODES, LOINC, SIGNATURES, SNOMED
 from carevault.services.record_policy import Actor, RecordPolicy, Refused, purpose_of_use
@@ -513,7 +514,7 @@ class ProfessionalRecord:
         with self.units() as uow:
             record, decision = self._decided(uow, actor, patient_id, Action.WRITE, now)
             if decision.permit and record is not None:
-                published = self.documents.publish(uow, actor.subject, record, submission)
+                published = self.documents.publisher.publish(uow, actor.subject, record, submission)
                 created = replace(written, entity=("DocumentReference", published.ids[entry]))
                 self.audit.append_with(uow.audit, self._entries(actor, now, created, decision))
                 uow.commit()
