@@ -1,8 +1,8 @@
 """A small world for the document services' unit tests (tests/unit/services/test_documents.py,
-test_document_publication.py, test_preview.py, test_record_export.py): the built-in affinity domain and profile matrix, a
-patient pat-1 and the practitioners their grants name, the platform's real PKI with a hospital
-system's certificate (the authors' signatures), the real vault, and the builders of ITI-65
-submissions as `carevault.fhirmodel.mhd` hands them to the service."""
+test_document_publication.py, test_preview.py, test_record_export.py): the built-in affinity
+domain and profile matrix, a patient pat-1 and the practitioners their grants name, the
+platform's real PKI with a hospital system's certificate (the authors' signatures), the real
+vault, the builders of ITI-65 submissions as `carevault.fhirmodel.mhd` hands them to the service."""
 
 from __future__ import annotations
 
