@@ -206,6 +206,35 @@ def test_bad_submissions_name_what_is_wrong_and_store_nothing(
         assert uow.directory.connection.execute(select(t.document_content)).first() is None
 
 
+def test_a_document_naming_another_patient_or_nobody_is_refused_alike(
+        client: TestClient, registrar: TestClient, platform: Platform,
+        setting: tuple[str, dict[str, str], Pro]) -> None:
+    """Past the gate (which admitted the SubmissionSet's patient), a DocumentReference naming
+    another patient's number and one naming a number nobody has get the same answer: the
+    submitter learns nothing about who is in the index; nothing is stored."""
+    patient_id, _, gp = setting
+    other = registrar.post("/fhir/Patient", json=patient(platform.directory.systems, 6),
+                           headers=FHIR_JSON)
+    assert other.status_code == 201, other.text
+    national = platform.directory.systems.national
+    others_number = next(i["value"] for i in other.json()["identifier"]
+                         if i["system"] == national)
+    answers = []
+    for number in (others_number, "1900010100000"):
+        bundle = provide_bundle(patient_id, gp)
+        for entry in bundle["entry"]:
+            if entry["resource"]["resourceType"] == "DocumentReference":
+                entry["resource"]["subject"] = {
+                    "identifier": {"system": national, "value": number}}
+        answer = publish(client, gp, bundle)
+        assert answer.status_code == 400, answer.text
+        answers.append(answer.json()["issue"][0])
+    assert answers[0] == answers[1]
+    assert answers[0]["expression"] == ["DocumentReference.subject"]
+    assert "concerns the patient of its SubmissionSet" in answers[0]["diagnostics"]
+    assert find(client, gp.headers, patient_id).json()["total"] == 0
+
+
 def test_a_bundle_that_is_not_a_transaction_is_refused(
         client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
     patient_id, _, gp = setting
