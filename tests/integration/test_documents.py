@@ -209,9 +209,10 @@ def test_bad_submissions_name_what_is_wrong_and_store_nothing(
 def test_a_document_naming_another_patient_or_nobody_is_refused_alike(
         client: TestClient, registrar: TestClient, platform: Platform,
         setting: tuple[str, dict[str, str], Pro]) -> None:
-    """Past the gate (which admitted the SubmissionSet's patient), a DocumentReference naming
-    another patient's number and one naming a number nobody has get the same answer: the
-    submitter learns nothing about who is in the index; nothing is stored."""
+    """A DocumentReference naming another patient's number and one naming a number nobody has
+    get the same answer (the Bundle names one patient, checked before any lookup): the
+    submitter learns nothing about who is in the index; nothing is stored. (Past the gate,
+    `DocumentExchange` checks every resolved subject again: tests/unit/services.)"""
     patient_id, _, gp = setting
     other = registrar.post("/fhir/Patient", json=patient(platform.directory.systems, 6),
                            headers=FHIR_JSON)
@@ -231,7 +232,7 @@ def test_a_document_naming_another_patient_or_nobody_is_refused_alike(
         answers.append(answer.json()["issue"][0])
     assert answers[0] == answers[1]
     assert answers[0]["expression"] == ["DocumentReference.subject"]
-    assert "concerns the patient of its SubmissionSet" in answers[0]["diagnostics"]
+    assert "concerns the SubmissionSet's patient" in answers[0]["diagnostics"]
     assert find(client, gp.headers, patient_id).json()["total"] == 0
 
 
