@@ -14,6 +14,7 @@ server speaks TLS (`carevault.api.tls`).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import shutil
@@ -70,11 +71,23 @@ def server_config(
     return config
 
 
+def freeze_the_platform() -> None:
+    """Move every object alive now (the built platform: models, schemas, routes, caches, some
+    300,000 tracked objects) out of the garbage collector's reach, once a server process has
+    built it and before it serves. Otherwise each full collection walks them all again with
+    the GIL held (117 ms measured on this machine), stalling every request in the process:
+    the tail of the latencies. They live as long as the process; the collector still sees
+    everything allocated afterwards."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve_one(
     app: Any, host: str, port: int, tls: TlsOptions | None, *, json_logs: bool = False
 ) -> bool:
     """Serve ``app`` in this process until SIGTERM or SIGINT; False if it could not start."""
     server = uvicorn.Server(server_config(app, host, port, tls, json_logs=json_logs))
+    freeze_the_platform()
     server.run()
     return server.started
 
@@ -163,4 +176,7 @@ def _worker(
     config = server_config(
         app, host, port, tls, factory=True, log_level=log_level, json_logs=json_logs
     )
+    if not config.loaded:
+        config.load()  # builds this worker's platform (the factory), so that it is frozen
+    freeze_the_platform()
     uvicorn.Server(config).run(sockets=[sock])
