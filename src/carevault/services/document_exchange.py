@@ -81,16 +81,20 @@ class DocumentExchange:
             return self.documents.submission_sets(uow, subject, record, offset=offset, count=count)
 
 
+def named_patient(uow: UnitOfWork, patient: PatientRef) -> str | None:
+    """The patient a Bundle resource names: its id as given, or the one patient holding the
+    identifier (None when nobody, or more than one entry, holds it)."""
+    if patient.patient_id is not None:
+        return patient.patient_id
+    found = uow.directory.patients_by_identifier(patient.system or "", patient.value or "")
+    return found[0] if len(found) == 1 else None
+
+
 def _check_same_patient(uow: UnitOfWork, patient: PatientRef, patient_id: str, where: str) -> None:
     """A resource of the Bundle that names another patient, or an identifier nobody (or more
     than one entry) has, is refused with the same words: a submitter past the gate learns
     nothing about other people's numbers from the answer."""
-    if patient.patient_id is not None:
-        same = patient.patient_id == patient_id
-    else:
-        found = uow.directory.patients_by_identifier(patient.system or "", patient.value or "")
-        same = found == [patient_id]
-    if not same:
+    if named_patient(uow, patient) != patient_id:
         raise InvalidInput(
             "every resource of the Bundle concerns the patient of its SubmissionSet",
             expression=where,

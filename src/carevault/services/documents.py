@@ -122,7 +122,6 @@ class DocumentService:
         self.audit = audit
         self.clock = clock
         self.matrix = matrix
-        self.limits = limits
         self.blobs = blobs
         # One clock for both halves: the publisher reads the service's, whoever sets it.
         self.publisher = DocumentPublisher(

@@ -7,7 +7,6 @@ wrong (the audit entry says why); an assertion works once, and only for its own 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from carevault.domain.errors import NotFound
 from carevault.services.account_passkeys import MAX_PASSKEYS, AccountPasskeys
 from carevault.services.accounts import FAILED, AccountService, Principal
 from carevault.services.passkey_ceremony import PasskeyRefused, RelyingParty, challenge_hash
+from support.fake_hasher import Hasher
 from support.fake_passkeys import FakeAccountPasskeyStore
 from support.fake_professionals import professional_unit_of_work
 from support.fake_uow import FakeAuditStore, FakeUnitOfWork
@@ -34,19 +34,6 @@ PASSWORD = "correct horse battery staple"
 IP = "192.0.2.10"
 ORIGIN = "http://localhost:8000"
 PARTY = RelyingParty("localhost", "CareVault", (ORIGIN,))
-
-
-class Hasher:
-    """A fast stand-in for Argon2id, with the same answers."""
-
-    def hash(self, password: str) -> str:
-        return "sha256$" + hashlib.sha256(password.encode()).hexdigest()
-
-    def verify(self, encoded: str, password: str) -> bool:
-        return encoded.partition("$")[2] == hashlib.sha256(password.encode()).hexdigest()
-
-    def needs_rehash(self, encoded: str) -> bool:
-        return False
 
 
 class Audit:

@@ -6,7 +6,6 @@ history; every refusal leaves nothing behind but its audit entry."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -45,6 +44,7 @@ from carevault.services.accounts import (
     Principal,
 )
 from carevault.services.credentials import recovery_digest
+from support.fake_hasher import Hasher
 from support.fake_professionals import FakeProfessionalDirectory, professional_unit_of_work
 from support.fake_uow import FakeAuditStore
 
@@ -54,24 +54,6 @@ IP = "192.0.2.10"
 # A failure costs nothing, the second a wait of 2 s, the third 4 s; the fourth locks for an hour.
 POLICY = ThrottlePolicy(free_failures=2, lock_after=4, base_delay=timedelta(seconds=2),
                         max_delay=timedelta(minutes=1), lock_duration=timedelta(hours=1))
-
-
-class Hasher:
-    """A fast stand-in for Argon2id: the same answers, and a note of each check it made."""
-
-    def __init__(self) -> None:
-        self.verified: list[str] = []
-
-    def hash(self, password: str) -> str:
-        return "sha256$" + hashlib.sha256(password.encode()).hexdigest()
-
-    def verify(self, encoded: str, password: str) -> bool:
-        self.verified.append(encoded)
-        return encoded.partition("$")[2] == hashlib.sha256(password.encode()).hexdigest()
-
-    def needs_rehash(self, encoded: str) -> bool:
-        """A hash made with older parameters (here: another prefix)."""
-        return not encoded.startswith("sha256$")
 
 
 class Audit:

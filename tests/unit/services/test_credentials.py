@@ -26,26 +26,10 @@ from carevault.services.credentials import (
     new_recovery_code,
     recovery_digest,
 )
+from support.fake_hasher import Hasher
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
-
-
-class Hasher:
-    """A fast stand-in for Argon2id that notes every hash it checked against."""
-
-    def __init__(self) -> None:
-        self.verified: list[str] = []
-
-    def hash(self, password: str) -> str:
-        return "sha256$" + hashlib.sha256(password.encode()).hexdigest()
-
-    def verify(self, encoded: str, password: str) -> bool:
-        self.verified.append(encoded)
-        return encoded.partition("$")[2] == hashlib.sha256(password.encode()).hexdigest()
-
-    def needs_rehash(self, encoded: str) -> bool:
-        return not encoded.startswith("sha256$")
 
 
 class Passkeys:

@@ -39,6 +39,7 @@ from carevault.fhirmodel.mhd import (
     submission_set_list,
 )
 from carevault.fhirmodel.validate import validate_resource
+from carevault.services.document_exchange import named_patient
 from carevault.services.documents import DocumentService, LoadedDocument, PermittedRead
 from carevault.services.record_policy import unseen
 from carevault.services.unit_of_work import UnitOfWork
@@ -47,14 +48,12 @@ JsonObject = dict[str, Any]
 
 
 def _resolve(uow: UnitOfWork, patient: PatientRef, where: str) -> str:
-    if patient.patient_id is not None:
-        return patient.patient_id
-    found = uow.directory.patients_by_identifier(patient.system or "", patient.value or "")
-    if len(found) != 1:
+    found = named_patient(uow, patient)
+    if found is None:
         raise UnknownPatient(
             f"{where}: no patient has the identifier {patient.system}|{patient.value}"
         )
-    return found[0]
+    return found
 
 
 def _search_patient(request: FhirRequest, uow: UnitOfWork) -> str | None:
