@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.account_store import AccountRecord, Notification
 from carevault.adapters.storage.oauth_store import IssuedToken
 from carevault.adapters.storage.pki_store import CertificateRecord, StoredAuthority
@@ -263,8 +262,8 @@ def check_professional_directory(uow: Any, practitioner: str, outsider: str, org
         assert found.resource["active"] is True
         assert found.resource["identifier"][0]["value"] == "HP-C1"
         assert directory.practitioner("nobody") is None
-        assert directory.read(t.practitioner, practitioner).resource == found.resource
-        assert directory.read(t.practitioner, "nobody") is None
+        assert directory.read("Practitioner", practitioner).resource == found.resource
+        assert directory.read("Practitioner", "nobody") is None
 
         def roles(who: str, where: str | None = None, active: bool | None = True) -> int:
             query = RoleQuery(practitioner=[(who,)], active=active,

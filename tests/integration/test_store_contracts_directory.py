@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.directory_store import (
     ActiveRole,
     PatientWrite,
@@ -78,8 +77,8 @@ def check_patients(uow: Any, ctx: DirectoryContext) -> None:
     with uow:
         directory = uow.directory
         assert directory.touched_patients == []  # what this transaction wrote: nothing yet
-        assert directory.read(t.patient, "p1") == Stored("p1", 1, p1.resource)
-        assert directory.read(t.patient, "nobody") is None
+        assert directory.read("Patient", "p1") == Stored("p1", 1, p1.resource)
+        assert directory.read("Patient", "nobody") is None
         assert directory.patient_merge_state("p1") == MergeState("p1", None)
         assert directory.patient_merge_state("nobody") is None
         assert directory.identifier_owners([
@@ -136,7 +135,7 @@ def check_patients(uow: Any, ctx: DirectoryContext) -> None:
         assert [s.version_id for s in directory.history("Patient", "p1")] == [2, 1]
         assert directory.version("Patient", "p1", 1) == Stored("p1", 1, p1.resource)
         assert directory.version("Patient", "p1", 3) is None
-        assert directory.read(t.patient, "p1").resource["name"][0]["family"] == "Schmit"
+        assert directory.read("Patient", "p1").resource["name"][0]["family"] == "Schmit"
         assert directory.patient_merge_state("p2") == MergeState("p2", "p1")
         assert directory.merged_into("p1") == ["p2"] and directory.merged_into("p2") == []
         assert _ids(directory.search_patients(PatientQuery(family=[("gonc",)]), PAGE)) == []
@@ -148,7 +147,7 @@ def check_patients(uow: Any, ctx: DirectoryContext) -> None:
         directory.write_patients([_patient(ctx, "p4", 4)], NOW, national_system=national,
                                  new=True)  # not committed
     with uow:
-        assert uow.directory.read(t.patient, "p4") is None
+        assert uow.directory.read("Patient", "p4") is None
     refused = [
         ([_patient(ctx, "p4", 3, born=date(1990, 2, 1))], True),  # p3's national identifier
         ([_patient(ctx, "p4", 4, local="L-1")], True),  # p1's local identifier
@@ -162,8 +161,8 @@ def check_patients(uow: Any, ctx: DirectoryContext) -> None:
         with pytest.raises(Conflict), uow:
             uow.directory.write_patients(writes, NOW, national_system=national, new=new)
     with uow:
-        assert uow.directory.read(t.patient, "p4") is None
-        assert uow.directory.read(t.patient, "p3") == Stored("p3", 1, p3.resource)
+        assert uow.directory.read("Patient", "p4") is None
+        assert uow.directory.read("Patient", "p3") == Stored("p3", 1, p3.resource)
 
 
 def test_the_fake_directory_keeps_patients() -> None:
@@ -222,12 +221,12 @@ def check_professionals(uow: Any, ctx: DirectoryContext) -> None:
         uow.commit()
     with uow:
         directory = uow.directory
-        assert directory.read(t.organization, "o1") == o1[0]
-        assert directory.read(t.practitioner_role, "r1") == roles[0][0]
+        assert directory.read("Organization", "o1") == o1[0]
+        assert directory.read("PractitionerRole", "r1") == roles[0][0]
         assert directory.practitioner("d1") == d1[0]
         assert directory.practitioner("nobody") is None
-        assert directory.existing_ids(t.organization, ["o1", "d1", "nobody"]) == {"o1"}
-        assert directory.existing_ids(t.practitioner, []) == set()
+        assert directory.existing_ids("Organization", ["o1", "d1", "nobody"]) == {"o1"}
+        assert directory.existing_ids("Practitioner", []) == set()
         assert directory.organization_ids_by_identifier(["ORG-1", "ORG-9"]) == {"ORG-1": "o1"}
         assert directory.practitioner_ids_by_identifier(iter(["HP-2", "HP-9"])) == {"HP-2": "d2"}
         assert directory.organization_patient_id_system("o1") == HOSPITAL_SYSTEM
@@ -304,9 +303,9 @@ def check_professionals(uow: Any, ctx: DirectoryContext) -> None:
         with pytest.raises(Conflict), uow:
             refused(uow.directory)
     with uow:
-        assert uow.directory.existing_ids(t.practitioner, ["d4", "d5"]) == set()
-        assert uow.directory.existing_ids(t.organization, ["o4"]) == set()
-        assert uow.directory.read(t.practitioner, "d2") == d2[0]
+        assert uow.directory.existing_ids("Practitioner", ["d4", "d5"]) == set()
+        assert uow.directory.existing_ids("Organization", ["o4"]) == set()
+        assert uow.directory.read("Practitioner", "d2") == d2[0]
 
 
 def test_the_fake_directory_keeps_professionals() -> None:
@@ -373,7 +372,7 @@ def check_mandates_and_teams(uow: Any, ctx: DirectoryContext) -> None:
         ended = directory.mandates(mandator_id="d1")[1]
         assert ended.ended_at == NOW + timedelta(hours=1) and ended.classes == {"a", "b"}
         assert directory.active_mandates("a1", NOW + timedelta(hours=2)) == [m3]
-        assert directory.read(t.care_team, "t1") == t1[0]
+        assert directory.read("CareTeam", "t1") == t1[0]
         assert directory.care_team_ids("d1", NOW) == {"t1"}  # t2 is not active
         assert directory.care_team_ids("d2", NOW - timedelta(hours=1)) == {"t1"}
         assert directory.care_team_ids("d2", NOW) == set()  # left t1; t3 has not begun
@@ -394,7 +393,7 @@ def check_mandates_and_teams(uow: Any, ctx: DirectoryContext) -> None:
         directory.write_care_team(*t1_again, NOW, new=False)
         assert directory.touched_professionals == ["d1"]
         assert directory.care_team_ids("d2", NOW - timedelta(hours=1)) == set()
-        assert directory.read(t.care_team, "t1") == t1_again[0]
+        assert directory.read("CareTeam", "t1") == t1_again[0]
         uow.commit()
     with uow:
         assert [s.version_id for s in uow.directory.history("CareTeam", "t1")] == [2, 1]
@@ -414,7 +413,7 @@ def check_mandates_and_teams(uow: Any, ctx: DirectoryContext) -> None:
             refused(uow.directory)
     with uow:
         assert uow.directory.mandates(assistant_id="nobody") == []
-        assert uow.directory.read(t.care_team, "t4") is None
+        assert uow.directory.read("CareTeam", "t4") is None
 
 
 def test_the_fake_directory_keeps_mandates_and_care_teams() -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.account_store import AccountRecord
 from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain.accounts import AccountKind, Mandate
@@ -284,10 +283,10 @@ def test_the_real_record_store_under_opt_in(engine: Engine, ctx: DirectoryContex
 
 def check_practitioners_read_by_id(uow: Any, practitioner_id: str) -> None:
     with uow:
-        found = uow.directory.read(t.practitioner, practitioner_id)
+        found = uow.directory.read("Practitioner", practitioner_id)
         assert found is not None and found.id == practitioner_id
         assert found.resource["resourceType"] == "Practitioner"
-        assert uow.directory.read(t.practitioner, "nobody") is None
+        assert uow.directory.read("Practitioner", "nobody") is None
 
 
 def test_the_fake_directory_reads_practitioners_by_id() -> None:

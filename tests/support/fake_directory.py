@@ -29,7 +29,6 @@ from datetime import date, datetime
 from typing import Any
 
 from carevault import bootstrap
-from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.directory_store import (
     ActiveRole,
     PatientWrite,
@@ -37,7 +36,7 @@ from carevault.adapters.storage.directory_store import (
     Stored,
     dump,
 )
-from carevault.domain.directory import MergeState
+from carevault.domain.directory import DirectoryType, MergeState
 from carevault.domain.errors import Conflict
 from carevault.domain.mandates import AssistantMandate, CareTeam
 from carevault.domain.queries import (
@@ -65,6 +64,7 @@ _TYPES = {
     "organization": "Organization",
     "care_team": "CareTeam",
 }
+_NAMES: dict[str, str] = {kind: name for name, kind in _TYPES.items()}
 _MANDATE_LIMIT = 1_000
 
 
@@ -219,12 +219,15 @@ class FakeDirectoryStore(FakeDirectory):
         found = self.history_rows.get((resource_type, resource_id, version_id))
         return None if found is None else Stored(resource_id, version_id, json.loads(found[0]))
 
-    def read(self, table: Any, resource_id: str) -> Stored | None:
-        row = self.tables[table.name].get(resource_id)
+    def read(self, resource_type: DirectoryType, resource_id: str) -> Stored | None:
+        row = self.tables[_NAMES[resource_type]].get(resource_id)
         return None if row is None else row.stored(resource_id)
 
-    def existing_ids(self, table: Any, ids: Iterable[str]) -> set[str]:
-        return set(ids) & set(self.tables[table.name])
+    def existing_ids(self, resource_type: DirectoryType, ids: Iterable[str]) -> set[str]:
+        return set(ids) & set(self.tables[_NAMES[resource_type]])
+
+    def count(self, resource_type: DirectoryType) -> int:
+        return len(self.tables[_NAMES[resource_type]])
 
     def _write(self, name: str, rows: dict[str, Row], new: bool, now: datetime,
                unique: Sequence[Callable[[Any], object]] = ()) -> None:
@@ -473,7 +476,7 @@ class FakeDirectoryStore(FakeDirectory):
         return _page(sorted(found, key=lambda f: f[0]), page)
 
     def practitioner(self, practitioner_id: str) -> Stored | None:
-        return self.read(t.practitioner, practitioner_id)
+        return self.read("Practitioner", practitioner_id)
 
     def active_roles(self, practitioner_id: str) -> list[ActiveRole]:
         if practitioner_id not in self.tables["practitioner"]:

@@ -47,10 +47,10 @@ class FakeProfessionalDirectory(FakeDirectory):
     def merge(self, patient_id: str, into: str) -> None:
         self.merged_into[patient_id] = into
 
-    def read(self, table: Any, resource_id: str) -> Stored | None:
-        if table.name == "practitioner":
+    def read(self, resource_type: str, resource_id: str) -> Stored | None:
+        if resource_type == "Practitioner":
             return self.practitioner(resource_id)
-        return super().read(table, resource_id)
+        return super().read(resource_type, resource_id)
 
     def practitioner(self, practitioner_id: str) -> Stored | None:
         found = self.practitioner_resources.get(practitioner_id)

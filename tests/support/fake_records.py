@@ -434,9 +434,9 @@ class FakeRecordDirectory(FakeDirectory):
     """`FakeDirectory`, which also reads practitioners by id (those `add_practitioner` named),
     as the grants, blocks and the referring physician check that their party exists."""
 
-    def read(self, table: Any, resource_id: str) -> Stored | None:
-        if table.name != "practitioner":
-            return super().read(table, resource_id)
+    def read(self, resource_type: str, resource_id: str) -> Stored | None:
+        if resource_type != "Practitioner":
+            return super().read(resource_type, resource_id)
         if resource_id not in self.practitioners.values():
             return None
         return Stored(resource_id, 1, {"resourceType": "Practitioner", "id": resource_id})

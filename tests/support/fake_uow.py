@@ -73,12 +73,12 @@ class FakeDirectory:
         resource = resource or {"resourceType": "Organization", "id": organization_id}
         self.organizations[organization_id] = (resource, patient_id_system)
 
-    def read(self, table: Any, resource_id: str) -> Stored | None:
-        if table.name == "patient":
+    def read(self, resource_type: str, resource_id: str) -> Stored | None:
+        if resource_type == "Patient":
             patient = self.patients.get(resource_id)
             return None if patient is None else Stored(resource_id, 1, patient)
-        if table.name != "organization":
-            raise NotImplementedError(f"the fake directory holds no {table.name}")
+        if resource_type != "Organization":
+            raise NotImplementedError(f"the fake directory holds no {resource_type}")
         found = self.organizations.get(resource_id)
         return None if found is None else Stored(resource_id, 1, found[0])
 

@@ -122,6 +122,14 @@ def test_the_checker_flags_what_services_may_not_import() -> None:
     assert service_violations(imported) == {"carevault.api.fhir.door"}
 
 
+def test_the_tables_stay_inside_the_storage_adapter() -> None:
+    imported = {"carevault.adapters.storage.schema", "carevault.adapters.storage.directory_store"}
+    assert everywhere_violations("carevault.services.finder", imported) == {
+        "carevault.adapters.storage.schema"
+    }
+    assert everywhere_violations("carevault.adapters.storage.record_store", imported) == set()
+
+
 def test_typing_only_imports_count_too() -> None:
     source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from fastapi import X\n"
     assert domain_violations(imports_of(source, "carevault.domain.x")) == {"fastapi", "fastapi.X"}
@@ -180,12 +188,14 @@ def cli_violations(imported: set[str]) -> set[str]:
 
 def everywhere_violations(module: str, imported: set[str]) -> set[str]:
     """Rules for every module: only ``bootstrap`` and ``cli`` import the composition root; only
-    ``adapters.storage`` imports SQLAlchemy (and Alembic)."""
+    ``adapters.storage`` imports SQLAlchemy (and Alembic) and names the tables (``schema``): a
+    use case names a directory resource by its FHIR type, the store knows where it is kept."""
     bad = set()
     if not (_inside(module, "carevault.bootstrap") or _inside(module, "carevault.cli")):
         bad |= {name for name in imported if _inside(name, "carevault.bootstrap")}
     if not _inside(module, "carevault.adapters.storage"):
         bad |= {name for name in imported if _top(name) in ("sqlalchemy", "alembic")}
+        bad |= {name for name in imported if _inside(name, "carevault.adapters.storage.schema")}
     return bad
 
 

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 from carevault.adapters.pki.credential_files import write_credentials
 from carevault.adapters.security.totp import TotpAuthenticator
-from carevault.adapters.storage import schema as t
 from carevault.demo import population
 from carevault.domain.accounts import WeakPassword
 from carevault.domain.authorization import Authority
@@ -203,9 +202,9 @@ def load(
 
     with unit_of_work() as uow:
         counts = (
-            uow.directory.count(t.organization),
-            uow.directory.count(t.practitioner),
-            uow.directory.count(t.patient),
+            uow.directory.count("Organization"),
+            uow.directory.count("Practitioner"),
+            uow.directory.count("Patient"),
         )
     return DemoSummary(*counts, accounts=accounts)
 

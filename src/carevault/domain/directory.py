@@ -9,8 +9,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Final, Literal, TypeGuard
 
 from carevault.domain.errors import BusinessRuleViolation, Conflict, NotPermitted
+
+DirectoryType = Literal["Patient", "Practitioner", "PractitionerRole", "Organization", "CareTeam"]
+"""The FHIR resource types the directories hold: what a use case names when it reads one."""
+
+DIRECTORY_TYPES: Final[tuple[DirectoryType, ...]] = (
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "CareTeam",
+)
+
+
+def is_directory_type(resource_type: str) -> TypeGuard[DirectoryType]:
+    """Whether a resource type named by a caller is one the directories hold."""
+    return resource_type in DIRECTORY_TYPES
 
 
 @dataclass(frozen=True)

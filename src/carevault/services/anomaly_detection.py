@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from carevault.adapters.storage import schema as t
 from carevault.domain import access_basis as basis
 from carevault.domain.anomaly import (
     ACCESS,
@@ -222,7 +221,7 @@ class AnomalyDetection:
 
     def _load_patient(self, patient_id: str) -> Person | None:
         with self.units() as uow:
-            stored = uow.directory.read(t.patient, patient_id)
+            stored = uow.directory.read("Patient", patient_id)
         if stored is None:
             return None
         labels = _labels(stored.resource)

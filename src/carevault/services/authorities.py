@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.authority_store import RegisteredAuthority
 from carevault.domain.authorization import Authority
 from carevault.domain.directory import IdentityDomain
@@ -47,7 +46,7 @@ def register_authority(
     """Register ``organization_id`` as an authority of ``kind``. An identity source writes the
     identifiers of one system: ``assigning_authority``, by default the organization's own
     patient-identifier system."""
-    stored = uow.directory.read(t.organization, organization_id)
+    stored = uow.directory.read("Organization", organization_id)
     if stored is None:
         raise NotFound(f"Organization/{organization_id} is not in the directory")
     if kind is Authority.IDENTITY_SOURCE:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.directory_store import PatientWrite
 from carevault.domain.directory import (
     Identifier,
@@ -26,6 +25,7 @@ from carevault.domain.directory import (
     check_local_identifiers,
     check_merge,
     check_unmerge,
+    is_directory_type,
 )
 from carevault.domain.errors import BusinessRuleViolation, Conflict, NotFound, VersionConflict
 from carevault.domain.professions import Professions
@@ -162,7 +162,7 @@ def create_patient(
 
 
 def read_patient(uow: UnitOfWork, patient_id: str) -> Stored:
-    return _require(uow.directory.read(t.patient, patient_id), "Patient", patient_id)
+    return _require(uow.directory.read("Patient", patient_id), "Patient", patient_id)
 
 
 def patient_resource(units: Units, patient_id: str) -> dict[str, Any]:
@@ -493,9 +493,10 @@ def register_organizations(
 
 
 def read_resource(uow: UnitOfWork, resource_type: str, resource_id: str) -> Stored:
-    return _require(
-        uow.directory.read(TABLES[resource_type], resource_id), resource_type, resource_id
-    )
+    """A directory resource by type and id; a type the directories do not hold is not found."""
+    if not is_directory_type(resource_type):
+        raise NotFound(f"the directories hold no {resource_type}")
+    return _require(uow.directory.read(resource_type, resource_id), resource_type, resource_id)
 
 
 def history(uow: UnitOfWork, resource_type: str, resource_id: str) -> list[Stored]:
@@ -508,15 +509,6 @@ def read_version(uow: UnitOfWork, resource_type: str, resource_id: str, version_
     if found is None:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
     return found
-
-
-TABLES = {
-    "Patient": t.patient,
-    "Practitioner": t.practitioner,
-    "PractitionerRole": t.practitioner_role,
-    "Organization": t.organization,
-    "CareTeam": t.care_team,
-}
 
 
 @dataclass(frozen=True)
@@ -570,7 +562,7 @@ def register_professionals(
 
 def _check_organizations(uow: UnitOfWork, ids: Sequence[str | None]) -> None:
     wanted = {i for i in ids if i is not None}
-    missing = wanted - uow.directory.existing_ids(t.organization, wanted)
+    missing = wanted - uow.directory.existing_ids("Organization", wanted)
     if missing:
         raise BusinessRuleViolation(
             f"Organization/{sorted(missing)[0]} is not known",
@@ -599,7 +591,7 @@ def create_role(uow: UnitOfWork, ctx: DirectoryContext, resource: JsonObject) ->
     now = ctx.clock()
     valid = validate_resource(resource, "PractitionerRole")
     entry = role_entry(valid, ctx.professions)
-    if not uow.directory.existing_ids(t.practitioner, [entry.practitioner_id]):
+    if not uow.directory.existing_ids("Practitioner", [entry.practitioner_id]):
         raise BusinessRuleViolation(
             f"Practitioner/{entry.practitioner_id} is not known",
             expression="PractitionerRole.practitioner",

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from carevault.adapters.storage import schema as t
 from carevault.domain.authorization import Party
+from carevault.domain.directory import DirectoryType
 from carevault.domain.errors import InvalidInput
 from carevault.domain.queries import (
     OrganizationQuery,
@@ -64,17 +64,19 @@ def person_name(resource: dict[str, Any]) -> str:
     ).strip()
 
 
+_DIRECTORY_TYPE: dict[Party, DirectoryType] = {
+    Party.PRACTITIONER: "Practitioner",
+    Party.ORGANIZATION: "Organization",
+    Party.CARE_TEAM: "CareTeam",
+}
+
+
 def party_names(uow: UnitOfWork, parties: list[tuple[Party, str]]) -> dict[str, str]:
     """Names of professionals, organizations and care teams as the directory gives them, by
     id (an id the directory does not know is left out)."""
     names: dict[str, str] = {}
-    tables = {
-        Party.PRACTITIONER: t.practitioner,
-        Party.ORGANIZATION: t.organization,
-        Party.CARE_TEAM: t.care_team,
-    }
     for party, party_id in set(parties):
-        stored = uow.directory.read(tables[party], party_id)
+        stored = uow.directory.read(_DIRECTORY_TYPE[party], party_id)
         if stored is None:
             continue
         names[party_id] = (
@@ -124,7 +126,7 @@ def find_parties(
 
     def organization(organization_id: str) -> dict[str, Any] | None:
         if organization_id not in organizations:
-            stored = directory.read(t.organization, organization_id)
+            stored = directory.read("Organization", organization_id)
             organizations[organization_id] = stored.resource if stored else None
         return organizations[organization_id]
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from carevault.adapters.storage import schema as t
 from carevault.domain.audit import AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Delegation, Grant, Party, Subject, SubjectKind
+from carevault.domain.directory import DirectoryType
 from carevault.domain.errors import NotPermitted
 from carevault.domain.mandates import AssistantMandate
 from carevault.domain.records import PartyEmergency
@@ -25,6 +25,13 @@ from carevault.services.record_policy import Actor, AuditAppender
 from carevault.services.unit_of_work import UnitOfWork
 
 LIMIT = 100  # per list; the page says when there are more
+# How the access lists name a party's kind, and the directory type that holds it (practitioners
+# are read with their roles, apart).
+_DIRECTORY_TYPE: dict[str, DirectoryType] = {
+    "patient": "Patient",
+    "organization": "Organization",
+    "care_team": "CareTeam",
+}
 
 
 @dataclass(frozen=True)
@@ -100,12 +107,11 @@ class _Names:
         return self.seen[key]
 
     def _read(self, kind: str, ident: str) -> str:
-        tables = {"patient": t.patient, "organization": t.organization, "care_team": t.care_team}
-        table = tables.get(kind)
+        resource_type = _DIRECTORY_TYPE.get(kind)
         stored = (
             self.uow.directory.practitioner(ident)
-            if table is None
-            else self.uow.directory.read(table, ident)
+            if resource_type is None
+            else self.uow.directory.read(resource_type, ident)
         )
         if stored is None:
             return ""

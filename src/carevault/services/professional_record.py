@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
-from carevault.adapters.storage import schema as t
 from carevault.domain.audit import (
     ACTION_CREATE,
     ACTION_READ,
@@ -340,7 +339,7 @@ class ProfessionalRecord:
         now = self.clock()
         access = Access("search-type", patient_id, ("DocumentReference", None), query="patient=")
         with self.units() as uow:
-            stored = uow.directory.read(t.patient, patient_id)
+            stored = uow.directory.read("Patient", patient_id)
             record, decision = self._decided(uow, actor, patient_id, Action.SEARCH, now)
             # Refused: nothing is written here, and the unit of work rolls back on leaving.
             if stored is not None and decision.permit and record is not None:
@@ -367,7 +366,7 @@ class ProfessionalRecord:
         """A patient's name and birth date as the directory has them (the professionals'
         directory search shows as much)."""
         with self.units() as uow:
-            stored = uow.directory.read(t.patient, patient_id)
+            stored = uow.directory.read("Patient", patient_id)
         if stored is None:
             raise NotFound("no such patient")
         return found_patient(stored)

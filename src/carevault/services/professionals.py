@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from carevault.adapters.storage import schema as t
 from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Decision, SubjectKind, decide_mandate
 from carevault.domain.errors import BusinessRuleViolation, NotFound, NotPermitted, VersionConflict
@@ -163,13 +162,13 @@ def _stamp(resource: JsonObject, resource_id: str, version_id: int, now: datetim
 def _checked(uow: UnitOfWork, resource: JsonObject, team_id: str) -> tuple[JsonObject, CareTeam]:
     valid = validate_resource(dict(resource), "CareTeam")
     team = care_team_entry(valid, team_id)
-    if not uow.directory.existing_ids(t.organization, [team.organization_id]):
+    if not uow.directory.existing_ids("Organization", [team.organization_id]):
         raise BusinessRuleViolation(
             f"Organization/{team.organization_id} is not known",
             expression="CareTeam.managingOrganization",
         )
     members = {m.practitioner_id for m in team.members}
-    missing = members - uow.directory.existing_ids(t.practitioner, members)
+    missing = members - uow.directory.existing_ids("Practitioner", members)
     if missing:
         raise BusinessRuleViolation(
             f"Practitioner/{sorted(missing)[0]} is not known",
@@ -190,7 +189,7 @@ def create_care_team(uow: UnitOfWork, resource: JsonObject, now: datetime) -> St
 def update_care_team(
     uow: UnitOfWork, team_id: str, resource: JsonObject, now: datetime, if_match: int | None
 ) -> Stored:
-    current = uow.directory.read(t.care_team, team_id)
+    current = uow.directory.read("CareTeam", team_id)
     if current is None:
         raise NotFound(f"CareTeam/{team_id} is not known")
     if if_match is not None and if_match != current.version_id:
@@ -208,7 +207,7 @@ def update_care_team(
 
 
 def read_care_team(uow: UnitOfWork, team_id: str) -> Stored:
-    stored = uow.directory.read(t.care_team, team_id)
+    stored = uow.directory.read("CareTeam", team_id)
     if stored is None:
         raise NotFound(f"CareTeam/{team_id} is not known")
     return stored

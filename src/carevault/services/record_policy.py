@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.record_store import UNSET, StoredBlock, StoredGrant, Unset
 from carevault.domain.accounts import Mandate
@@ -53,6 +52,7 @@ from carevault.domain.authorization import (
     decide,
     visible_filter,
 )
+from carevault.domain.directory import DirectoryType
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound, NotPermitted
 from carevault.fhirmodel.directory import LICENCE_STATUS_URL
 from carevault.services.unit_of_work import UnitOfWork
@@ -407,7 +407,7 @@ class RecordPolicy:
         """The rule path for one practitioner reading one record (or one of its documents)."""
         now = self.clock()
         with self.units() as uow:
-            if uow.directory.read(t.practitioner, practitioner_id) is None:
+            if uow.directory.read("Practitioner", practitioner_id) is None:
                 raise NotFound(f"Practitioner/{practitioner_id} is not in the directory")
             subject = practitioner_subject(uow, practitioner_id, now=now)
             record = self.facts(uow, patient_id, now)
@@ -481,9 +481,12 @@ class RecordPolicy:
 
     def require_party(self, uow: UnitOfWork, party: Party, party_id: str) -> None:
         """A grantee, delegate or referring physician must be in the directory."""
-        table = {Party.PRACTITIONER: t.practitioner, Party.ORGANIZATION: t.organization}.get(party)
-        if table is not None and uow.directory.read(table, party_id) is None:
-            kind = "Practitioner" if party is Party.PRACTITIONER else "Organization"
+        kinds: dict[Party, DirectoryType] = {
+            Party.PRACTITIONER: "Practitioner",
+            Party.ORGANIZATION: "Organization",
+        }
+        kind = kinds.get(party)
+        if kind is not None and uow.directory.read(kind, party_id) is None:
             raise NotFound(f"{kind}/{party_id} is not in the directory")
 
     # --- changes made by the patient or a representative ------------------------------------

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from carevault.adapters.storage import schema as t
 from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Authority
 from carevault.domain.conformance import STEP_KEYS
@@ -138,7 +137,7 @@ def test_a_registered_system_gets_an_organization_a_physician_its_authorities_an
     assert registration.patient_id_system == \
         "urn:carevault:conformance:demo-his-4-2:patient-id"
     assert registration.run_start == 1
-    organization = world.uow.directory.read(t.organization, registration.organization_id)
+    organization = world.uow.directory.read("Organization", registration.organization_id)
     assert organization is not None
     assert world.uow.directory.organization_patient_id_system(
         registration.organization_id) == registration.patient_id_system

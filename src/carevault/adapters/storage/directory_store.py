@@ -32,7 +32,7 @@ from sqlalchemy import (
 
 from carevault.adapters.storage import schema as t
 from carevault.adapters.storage.sql import escape_like
-from carevault.domain.directory import MergeState, PatientEntry
+from carevault.domain.directory import DirectoryType, MergeState, PatientEntry
 from carevault.domain.mandates import AssistantMandate, CareTeam, TeamMember
 from carevault.domain.queries import (  # the store's answers, domain types
     Alternatives,
@@ -52,6 +52,16 @@ JsonObject = dict[str, Any]
 
 # Bound on the values of one SQL IN list (SQLite allows 32,766 parameters).
 IN_CHUNK = 500
+
+# The table that holds each directory resource type: the services name the type, only this
+# module knows where it is stored.
+_TABLES: Final[dict[DirectoryType, Table]] = {
+    "Patient": t.patient,
+    "Practitioner": t.practitioner,
+    "PractitionerRole": t.practitioner_role,
+    "Organization": t.organization,
+    "CareTeam": t.care_team,
+}
 
 
 def dump(resource: JsonObject) -> str:
@@ -221,7 +231,8 @@ class DirectoryStore:
 
     # --- generic reads --------------------------------------------------------------------
 
-    def read(self, table: Table, resource_id: str) -> Stored | None:
+    def read(self, resource_type: DirectoryType, resource_id: str) -> Stored | None:
+        table = _TABLES[resource_type]
         row = self.connection.execute(
             select(table.c.version_id, table.c.resource).where(table.c.id == resource_id)
         ).first()
@@ -229,10 +240,11 @@ class DirectoryStore:
             None if row is None else Stored(resource_id, row.version_id, json.loads(row.resource))
         )
 
-    def existing_ids(self, table: Table, ids: Iterable[str]) -> set[str]:
+    def existing_ids(self, resource_type: DirectoryType, ids: Iterable[str]) -> set[str]:
         wanted = set(ids)
         if not wanted:
             return set()
+        table = _TABLES[resource_type]
         rows = self.connection.execute(select(table.c.id).where(table.c.id.in_(wanted)))
         return {row.id for row in rows}
 
@@ -856,8 +868,10 @@ class DirectoryStore:
             )
         return self._page(ct, where, page, order=(ct.c.name,))
 
-    def count(self, table: Table) -> int:
-        return int(self.connection.execute(select(func.count()).select_from(table)).scalar_one())
+    def count(self, resource_type: DirectoryType) -> int:
+        """How many resources of a type the directory holds (the demo's summary)."""
+        counted = select(func.count()).select_from(_TABLES[resource_type])
+        return int(self.connection.execute(counted).scalar_one())
 
 
 def _mandate(row: Any) -> AssistantMandate:
