@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, select, text, true
 
 from carevault.adapters.keys.log_signer import Ed25519TreeHeadSigner
 from carevault.adapters.storage import schema as t
@@ -171,3 +172,47 @@ def test_a_submitted_append_is_committed_when_its_wait_returns(
     failing = audit_log.submit([record(3)])
     with pytest.raises(AuditUnavailable):
         failing()
+
+
+def visit(n: int, agent: str | None, patient: str = "pat-1") -> AuditRecord:
+    return replace(record(n, patient=patient), agent=Agent(who=agent, network="127.0.0.1"))
+
+
+def test_a_patients_entries_by_others_are_marked_when_appended_and_read_alone(
+        audit_log: AuditLog, engine: Engine) -> None:
+    """The chart of a patient's accesses counts professionals and systems: entries by an
+    account or by the patient themselves are left out by a column written at append time
+    (migration 0028), so the query need not walk the patient's own visits to find them."""
+    agents = ["Practitioner/d1", "account:a1", "Patient/pat-1", None, "Device/his", "account:a1"]
+    audit_log.append([visit(n, agent) for n, agent in enumerate(agents)])
+    audit_log.append([visit(9, "Practitioner/d2", patient="pat-2")])
+    with engine.connect() as connection:
+        marked = dict(connection.execute(
+            select(t.audit_entry.c.leaf_index, t.audit_entry.c.by_others)
+            .where(t.audit_entry.c.stream == "clinical")).all())
+    assert marked == {0: True, 1: False, 2: False, 3: True, 4: True, 5: False, 6: True}
+    others = audit_log.patient_entries("pat-1", limit=10, newest_first=True, by_others=True)
+    assert [index for index, _ in others] == [4, 3, 0]
+    everyone = audit_log.patient_entries("pat-1", limit=10, newest_first=True)
+    assert [index for index, _ in everyone] == [5, 4, 3, 2, 1, 0]
+
+
+def test_the_patients_entries_by_others_are_read_by_their_index(
+        audit_log: AuditLog, engine: Engine) -> None:
+    """A patient who read their history thousands of times: the chart's query goes to the few
+    entries by others through the index, instead of walking the patient's own visits."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the plan is PostgreSQL's; SQLite runs the same query above")
+    audit_log.append([visit(n, "account:a1") for n in range(3000)])
+    audit_log.append([visit(n, "Practitioner/d1") for n in range(3)])
+    with engine.connect() as connection:
+        connection.execute(text("ANALYZE audit_entry"))
+        statement = (
+            select(t.audit_entry.c.leaf_index)
+            .where(t.audit_entry.c.stream == "clinical", t.audit_entry.c.patient_id == "pat-1",
+                   t.audit_entry.c.by_others == true())
+            .order_by(t.audit_entry.c.leaf_index.desc()).limit(10)
+        )
+        compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+        plan = "\n".join(row[0] for row in connection.execute(text(f"EXPLAIN {compiled}")))
+    assert "ix_audit_entry_patient_by_others" in plan

@@ -33,6 +33,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -42,7 +43,15 @@ from carevault.adapters.storage import schema as t
 from carevault.domain.audit_chain import linked, next_link
 from carevault.domain.merkle import HASH_SIZE, Frontier, Node, leaf_hash
 
-_ENTRY_COLUMNS = ("stream", "leaf_index", "patient_id", "agent", "recorded_at", "entry")
+_ENTRY_COLUMNS = (
+    "stream",
+    "leaf_index",
+    "patient_id",
+    "agent",
+    "by_others",
+    "recorded_at",
+    "entry",
+)
 _NODE_COLUMNS = ("stream", "level", "idx", "hash")
 _HEAD_COLUMNS = ("stream", "patient_id", "seq", "leaf_index", "leaf_hash")
 # Chain heads read per statement (an IN list).
@@ -96,6 +105,14 @@ def _one_statement(entries: int, nodes: int, heads: int) -> pgsql.Composed:
         pgsql.Placeholder(),
         pgsql.Placeholder(),
     )
+
+
+def by_others(patient_id: str | None, agent: str | None) -> bool:
+    """Whether an entry was made by a professional or a system (or by nobody named), not by an
+    account or the patient themselves: what a patient's chart of accesses counts."""
+    if agent is None:
+        return True
+    return not agent.startswith("account:") and agent != f"Patient/{patient_id or ''}"
 
 
 def _named(columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -160,14 +177,22 @@ class AuditStore:
         chains = self._chain_heads(stream, {e.patient_id for e in entries if e.patient_id})
         moved: dict[str, tuple[int, int, bytes]] = {}
         nodes: list[tuple[str, int, int, bytes]] = []
-        rows: list[tuple[str, int, str | None, str | None, datetime, bytes]] = []
+        rows: list[tuple[str, int, str | None, str | None, bool, datetime, bytes]] = []
         for entry in entries:
             data = entry.data
             if entry.patient_id is not None:
                 link = next_link(chains.get(entry.patient_id))
                 data = linked(data, link)
             rows.append(
-                (stream, frontier.size, entry.patient_id, entry.agent, entry.recorded_at, data)
+                (
+                    stream,
+                    frontier.size,
+                    entry.patient_id,
+                    entry.agent,
+                    by_others(entry.patient_id, entry.agent),
+                    entry.recorded_at,
+                    data,
+                )
             )
             hashed = leaf_hash(data)
             if entry.patient_id is not None:
@@ -392,15 +417,7 @@ class AuditStore:
         if recorded_before is not None:
             conditions.append(entry.c.recorded_at < recorded_before)
         if by_others:
-            conditions.append(
-                or_(
-                    entry.c.agent.is_(None),
-                    and_(
-                        entry.c.agent.not_like("account:%"),
-                        entry.c.agent != f"Patient/{patient_id}",
-                    ),
-                )
-            )
+            conditions.append(entry.c.by_others == true())  # "IS TRUE" would not use the index
         order = entry.c.leaf_index.desc() if newest_first else entry.c.leaf_index
         rows = self.connection.execute(
             select(entry.c.leaf_index, entry.c.entry)

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -205,9 +206,13 @@ audit_entry = Table(
     Column("patient_id", ID),
     # Who acted (an identity reference), for the security officer's searches by agent.
     Column("agent", String(255)),
+    # Made by a professional or a system, not by the patient or an account reading the record:
+    # what the patient's chart counts, read by index (migration 0028).
+    Column("by_others", Boolean, nullable=False, server_default=false()),
     Column("recorded_at", UTCDateTime, nullable=False),
     Column("entry", LargeBinary, nullable=False),
     Index("ix_audit_entry_patient", "stream", "patient_id", "leaf_index"),
+    Index("ix_audit_entry_patient_by_others", "stream", "patient_id", "by_others", "leaf_index"),
     Index("ix_audit_entry_agent", "stream", "agent", "leaf_index"),
     Index("ix_audit_entry_recorded", "stream", "recorded_at"),
 )
