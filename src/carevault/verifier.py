@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -41,6 +41,7 @@ __all__ = [
     "CompletenessProof",
     "CompletenessReport",
     "ProvenEntry",
+    "UnreadableKey",
     "VerificationError",
     "VerifyReport",
     "verify_completeness",
@@ -61,16 +62,25 @@ class VerificationError(Exception):
         self.first_bad_index = first_bad_index
 
 
+class UnreadableKey(VerificationError):
+    """The public key given is no PEM public key, or not an Ed25519 one: nothing was checked
+    (said apart, so that a wrong key file is not taken for a forged signature)."""
+
+
 def _public_key(pem: bytes) -> Ed25519PublicKey:
-    key = load_pem_public_key(pem)
+    try:
+        key = load_pem_public_key(pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise UnreadableKey(f"the public key cannot be read (a PEM public key): {error}") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise VerificationError("the log's public key is not an Ed25519 key")
+        raise UnreadableKey("the public key is not an Ed25519 key")
     return key
 
 
 def verify_tree_head(public_key_pem: bytes, head: TreeHead) -> None:
+    key = _public_key(public_key_pem)
     try:
-        _public_key(public_key_pem).verify(
+        key.verify(
             head.signature, signed_bytes(head.tree_size, head.root_hash, head.timestamp_ms)
         )
     except (InvalidSignature, ValueError) as error:
@@ -126,8 +136,9 @@ def verify_platform_signature(jws: str, platform_key_pem: bytes) -> bytes:
         raise VerificationError("the JWS is malformed") from error
     if not isinstance(header, dict) or header.get("alg") != "EdDSA":
         raise VerificationError("the platform signs with EdDSA (Ed25519)")
+    key = _public_key(platform_key_pem)
     try:
-        _public_key(platform_key_pem).verify(signature, f"{parts[0]}.{parts[1]}".encode())
+        key.verify(signature, f"{parts[0]}.{parts[1]}".encode())
     except (InvalidSignature, ValueError) as error:
         raise VerificationError("the platform's signature does not verify") from error
     return payload
