@@ -139,6 +139,34 @@ def test_registering_gives_the_system_its_client_and_what_it_acts_for(
     assert len(refusals) == 2
 
 
+def test_a_registration_refused_half_way_is_finished_by_running_it_again(
+        cli_env: Callable[[str], None], engine: Engine, tmp_path: Path) -> None:
+    """Before `pki init` the certificate cannot be issued: the organization, physician and
+    authorities made before it stay (their own transactions), no file is left, and the same
+    command, once the CA is there, finishes the registration with them instead of refusing
+    the name as taken."""
+    cli_env("integration")
+    out = tmp_path / "demo"
+    line = refused("conformance", "register", "Demo HIS 1.0", "--out", str(out))
+    assert "pki init" in line or "certificate authority" in line, line
+    assert not (out / "key.pem").exists()
+    ok("pki", "init")
+    made = json.loads(ok("conformance", "register", "Demo HIS 1.0", "--out", str(out),
+                         "--json").stdout)
+    assert made["client_id"] == "system:SANDBOX-DEMO-HIS-1-0"
+    assert (out / "key.pem").exists()
+    organization = t.organization
+    with engine.connect() as connection:
+        organizations = connection.execute(select(organization.c.id)).scalars().all()
+    assert organizations == [made["organization"].removeprefix("Organization/")]
+    records = operator_records(engine, "conformance register")
+    assert [(r["outcome"], r["detail"]["step"]) for r in records] == [
+        ("0", "organization"), ("0", "professional"), ("0", "identity-source"),
+        ("0", "admission-system"), ("4", "certificate"), ("0", "certificate")]
+    assert records[-1]["detail"]["resumed"] == (
+        "organization professional identity-source admission-system")
+
+
 def test_a_report_for_an_unknown_system_is_one_clear_error(
         cli_env: Callable[[str], None], tmp_path: Path) -> None:
     cli_env("integration")

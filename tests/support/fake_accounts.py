@@ -166,6 +166,10 @@ class FakePkiStore:
     def certificate(self, serial: str) -> CertificateRecord | None:
         return self.certificates.get(serial)
 
+    def certificates_of(self, client_id: str) -> list[CertificateRecord]:
+        found = [c for c in self.certificates.values() if c.client_id == client_id]
+        return sorted(found, key=lambda c: (c.not_before, c.serial))
+
     def revoke(self, serial: str, at: datetime, reason: str) -> bool:
         found = self.certificates.get(serial)
         if found is None or found.revoked_at is not None:

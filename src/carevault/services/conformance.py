@@ -6,7 +6,9 @@
   of that organization for the system to act for (``act``); and a system certificate of the
   platform CA, its SMART Backend Services client (``system:SANDBOX-<NAME>``). The registration
   is the operator entry of its last transaction, with the clinical stream's size then: the run
-  is every entry after it.
+  is every entry after it. A registration stopped between its transactions is finished by the
+  next attempt under the same name (``resumed`` in its entry names what was already made); a
+  system that holds its certificate is registered once.
 - `build_report`: the system's requests during the run, read from the audit log (its client's
   entries, `carevault.domain.conformance.assess`), not from anything the vendor says, signed
   by the platform's key (the one that signs dispense receipts: EdDSA, published at
@@ -23,10 +25,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from carevault.adapters.storage.pki_store import CertificateRecord
 from carevault.domain.audit import AuditRecord, canonical_bytes, rfc3339_ms
@@ -53,7 +51,7 @@ from carevault.services.audit_log import AuditLog
 from carevault.services.authorities import register_authority
 from carevault.services.prescriptions import ReceiptSigner, sign_compact
 from carevault.services.unit_of_work import UnitOfWork
-from carevault.verifier import VerificationError, verify_platform_signature
+from carevault.verifier import UnreadableKey, VerificationError, verify_platform_signature
 
 REGISTER = "conformance register"
 SIGNATURE_TYPE = "carevault-conformance-report+jws"
@@ -131,50 +129,65 @@ def register_system(
         raise InvalidInput(
             f"the system name {system!r} has no letter or digit", expression="SYSTEM"
         )
-    identifier = f"SANDBOX-{part}"[:48]
+    identifier = sandbox_identifier(part)
     professional = f"{identifier}-HP"
     patient_ids = f"urn:carevault:conformance:{part.lower()}:patient-id"
+    client_id = pki.SYSTEM_PREFIX + identifier
     detail.update(system=system, step="organization")
+    # A registration stopped between its steps (each its own transaction) is finished by the
+    # next attempt under the same name, from the step it stopped at; a system that holds its
+    # certificate is registered, and a new version has a name of its own.
     with units() as uow:
-        if uow.directory.organization_ids_by_identifier([identifier]):
+        if uow.pki.certificates_of(client_id):
             raise Conflict(
                 f"a system named {system!r} (organization {identifier}) is already registered "
                 "in the sandbox; register the new version under its own name"
             )
-        organization = svc.create_organization(
-            uow,
-            ctx.directory,
-            new_organization(
-                ctx.directory.systems,
-                identifier=identifier,
-                name=f"{system} (conformance sandbox)",
-                patient_id_system=patient_ids,
-            ),
-        )
-    detail.update(step="professional", organization=f"Organization/{organization.id}")
-    with units() as uow:
-        ((practitioner, _role),) = svc.register_professionals(
-            uow,
-            ctx.directory,
-            [
-                svc.NewProfessional(
-                    practitioner=new_practitioner(
-                        ctx.directory.systems,
-                        identifier=professional,
-                        family="Sandbox",
-                        given=[part.title()],
-                    ),
-                    profession="physician",
-                    specialty="general-practice",
-                    organization_id=organization.id,
-                )
-            ],
-        )
-    for kind in (Authority.IDENTITY_SOURCE, Authority.ADMISSION_SYSTEM):
+        begun = _begun(uow, identifier, professional, patient_ids, system)
+    resumed = [step for step, done in begun.items() if done]
+    organization_id = begun.organization_id
+    if organization_id is None:
+        with units() as uow:
+            organization_id = svc.create_organization(
+                uow,
+                ctx.directory,
+                new_organization(
+                    ctx.directory.systems,
+                    identifier=identifier,
+                    name=f"{system} (conformance sandbox)",
+                    patient_id_system=patient_ids,
+                ),
+            ).id
+    detail.update(organization=f"Organization/{organization_id}")
+    practitioner_id = begun.practitioner_id
+    if practitioner_id is None:
+        detail.update(step="professional")
+        with units() as uow:
+            ((practitioner, _role),) = svc.register_professionals(
+                uow,
+                ctx.directory,
+                [
+                    svc.NewProfessional(
+                        practitioner=new_practitioner(
+                            ctx.directory.systems,
+                            identifier=professional,
+                            family="Sandbox",
+                            given=[part.title()],
+                        ),
+                        profession="physician",
+                        specialty="general-practice",
+                        organization_id=organization_id,
+                    )
+                ],
+            )
+        practitioner_id = practitioner.id
+    for kind in _SANDBOX:
+        if kind in begun.authorities:
+            continue
         detail.update(step=kind.value)
         with units() as uow:
             register_authority(
-                uow, organization.id, kind, by="conformance-sandbox", now=ctx.pki.clock()
+                uow, organization_id, kind, by="conformance-sandbox", now=ctx.pki.clock()
             )
     registered: list[Registration] = []
     # Read before the certificate's transaction (on a database connection of its own): the
@@ -187,9 +200,9 @@ def register_system(
         registration = Registration(
             system=system,
             client_id=record.client_id,
-            organization_id=organization.id,
+            organization_id=organization_id,
             organization_identifier=identifier,
-            practitioner_id=practitioner.id,
+            practitioner_id=practitioner_id,
             practitioner_identifier=professional,
             patient_id_system=patient_ids,
             serial=record.serial,
@@ -198,14 +211,81 @@ def register_system(
         registered.append(registration)
         detail.clear()
         detail.update({"step": "certificate", **registration.detail()})
+        if resumed:
+            detail["resumed"] = " ".join(resumed)  # the steps an earlier attempt had made
         deliver(credentials)
 
     # Said before it is tried: a refusal of the certificate is recorded as the certificate's,
     # not as the last authority's (`handed_over` then writes the whole registration).
     detail.update(step="certificate")
     with units() as uow:
-        pki.issue_system_certificate(uow, ctx.pki, organization.id, handed_over)
+        pki.issue_system_certificate(uow, ctx.pki, organization_id, handed_over)
     return registered[0]
+
+
+IDENTIFIER_MAX = 48  # "system:" and the identifier fit the 64 characters of a certificate
+
+
+def sandbox_identifier(part: str) -> str:
+    """The organization identifier of a system whose name gives ``part`` (`slug`):
+    ``SANDBOX-<PART>``; one longer than 48 characters keeps its first 31 and adds 8 hex digits
+    of the SHA-256 of the whole part, so that two long names that begin alike stay two
+    systems (cut at 48, they were one, and the second was refused as already registered)."""
+    identifier = f"SANDBOX-{part}"
+    if len(identifier) <= IDENTIFIER_MAX:
+        return identifier
+    digest = hashlib.sha256(part.encode("ascii")).hexdigest()[:8].upper()
+    return f"{identifier[: IDENTIFIER_MAX - 9]}-{digest}"
+
+
+@dataclass(frozen=True)
+class _Begun:
+    """What an earlier, unfinished registration of the same system made."""
+
+    organization_id: str | None
+    practitioner_id: str | None
+    authorities: frozenset[Authority]
+
+    def items(self) -> list[tuple[str, bool]]:
+        return [
+            ("organization", self.organization_id is not None),
+            ("professional", self.practitioner_id is not None),
+            *((kind.value, kind in self.authorities) for kind in _SANDBOX),
+        ]
+
+
+_SANDBOX = (Authority.IDENTITY_SOURCE, Authority.ADMISSION_SYSTEM)
+
+
+def _begun(
+    uow: UnitOfWork, identifier: str, professional: str, patient_ids: str, system: str
+) -> _Begun:
+    """The organization, physician and authorities a stopped registration made, checked to
+    be the sandbox's own for this system (its patient-identifier system, the physician's role
+    in it): an organization or physician that merely bears the identifier is not adopted."""
+    organizations = uow.directory.organization_ids_by_identifier([identifier])
+    if not organizations:
+        return _Begun(None, None, frozenset())
+    organization_id = organizations[identifier]
+    if uow.directory.organization_patient_id_system(organization_id) != patient_ids:
+        raise Conflict(
+            f"organization identifier {identifier} already names Organization/"
+            f"{organization_id}, which is not the sandbox's organization for {system!r}"
+        )
+    practitioners = uow.directory.practitioner_ids_by_identifier([professional])
+    practitioner_id = practitioners.get(professional)
+    if practitioner_id is not None and not any(
+        role.organization_id == organization_id
+        for role in uow.directory.active_roles(practitioner_id)
+    ):
+        raise Conflict(
+            f"professional identifier {professional} already names Practitioner/"
+            f"{practitioner_id}, who is not the sandbox's physician for {system!r}"
+        )
+    authorities = frozenset(
+        a.kind for a in uow.authorities.active_of(organization_id) if a.kind in _SANDBOX
+    )
+    return _Begun(organization_id, practitioner_id, authorities)
 
 
 def _entries(log: AuditLog, stream: str, start: int, end: int) -> Iterator[tuple[int, AuditRecord]]:
@@ -325,16 +405,10 @@ def verify_report(document: Mapping[str, Any], public_key_pem: bytes) -> dict[st
     signature = document.get("signature")
     if not isinstance(signature, str):
         raise ReportRejected("the report file holds no signature")
-    # The key is read first: `verify_platform_signature` would call a key that is no PEM, or
-    # not Ed25519, a signature that "does not verify", and send the operator to the report.
-    try:
-        key = load_pem_public_key(public_key_pem)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
-        raise ReportRejected(f"the public key cannot be read (a PEM public key): {error}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ReportRejected("the public key is not the platform's signing key (Ed25519)")
     try:
         payload = verify_platform_signature(signature, public_key_pem)
+    except UnreadableKey as error:  # the operator's key file, not the report, is wrong
+        raise ReportRejected(f"the public key is not the platform's signing key: {error}") from None
     except VerificationError as error:
         raise ReportRejected(f"the report's signature does not verify: {error}") from None
     try:

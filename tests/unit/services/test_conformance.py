@@ -23,6 +23,7 @@ from carevault.domain.audit import Agent, AuditRecord, rfc3339_ms
 from carevault.domain.authorization import Authority
 from carevault.domain.conformance import STEP_KEYS
 from carevault.domain.errors import BusinessRuleViolation, Conflict, InvalidInput, NotFound
+from carevault.fhirmodel.directory import new_organization
 from carevault.services import conformance as svc
 from carevault.services import pki
 from carevault.services.conformance import Registration, ReportRejected, SandboxContext
@@ -204,6 +205,86 @@ def test_a_registration_refused_at_the_certificate_says_it_failed_there(world: W
         world.register(detail=detail)
     assert world.written() == (1, 1, 2, 0) and world.delivered == []
     assert detail["step"] == "certificate"
+
+
+def test_a_registration_stopped_at_the_certificate_is_finished_by_the_next_attempt(
+        world: World) -> None:
+    """The CA was missing; once it is there, the same name finishes the registration with what
+    the first attempt made (no second organization, physician or authority), and its entry says
+    what was resumed."""
+    authorities = dict(world.uow.pki.stored_authorities)
+    world.uow.pki.stored_authorities.clear()
+    with pytest.raises(pki.PkiNotInitialized):
+        world.register()
+    [organization_id] = world.uow.directory.organization_ids_by_identifier(
+        ["SANDBOX-DEMO-HIS-4-2"]).values()
+    world.uow.pki.stored_authorities.update(authorities)
+    commits = world.uow.commits
+    detail: dict[str, str] = {}
+    registration = world.register(detail=detail)
+    assert world.written() == (1, 1, 2, 1) and len(world.delivered) == 1
+    assert world.uow.commits == commits + 1  # the certificate's transaction only
+    assert registration.organization_id == organization_id
+    assert registration.client_id == CLIENT
+    assert detail == {"step": "certificate", **registration.detail(),
+                      "resumed": "organization professional identity-source admission-system"}
+    assert svc.find_registration(world.log, SYSTEM).serial == registration.serial
+    with pytest.raises(Conflict, match="already registered"):  # and now it is registered
+        world.register()
+
+
+def test_a_registration_stopped_after_its_organization_goes_on_from_there(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop between the organization's transaction and the physician's (here, the process
+    dying): the next attempt makes the physician, the authorities and the certificate for the
+    organization that was made."""
+    def dies(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(svc.svc, "register_professionals", dies)
+    with pytest.raises(KeyboardInterrupt):
+        world.register()
+    assert world.written() == (1, 0, 0, 0)
+    monkeypatch.undo()
+    detail: dict[str, str] = {}
+    registration = world.register(detail=detail)
+    assert world.written() == (1, 1, 2, 1)
+    [role] = world.uow.directory.active_roles(registration.practitioner_id)
+    assert role.organization_id == registration.organization_id
+    assert detail["resumed"] == "organization"
+
+
+def test_an_organization_that_only_bears_the_sandboxs_identifier_is_not_adopted(
+        world: World) -> None:
+    """An organization named SANDBOX-DEMO-HIS-4-2 that is not the sandbox's for this system
+    (another patient-identifier system) is refused, not given the system's authorities."""
+    with world.uow:
+        svc.svc.create_organization(world.uow, CTX, new_organization(
+            CTX.systems, identifier="SANDBOX-DEMO-HIS-4-2", name="Someone else",
+            patient_id_system="urn:example:someone-else"))
+    before = world.written()
+    theirs = re.escape("not the sandbox's organization for 'Demo HIS 4.2'")
+    with pytest.raises(Conflict, match=theirs):
+        world.register()
+    assert world.written() == before and world.delivered == []
+
+
+def test_two_long_names_that_begin_alike_are_two_systems(world: World) -> None:
+    """Identifiers are at most 48 characters (``system:`` and the identifier fit a
+    certificate's 64): a longer one keeps its beginning and a digest of the whole name, where
+    cutting it made the second system a duplicate of the first."""
+    common = "Hopital Universitaire Grand Est Dossier Patient Informatise"  # 59 characters
+    first, second = world.register(common + " 4.2"), world.register(common + " 4.3")
+    assert first.organization_identifier != second.organization_identifier
+    assert first.organization_id != second.organization_id
+    for registration in (first, second):
+        assert len(registration.organization_identifier) == 48
+        assert registration.organization_identifier.startswith(
+            "SANDBOX-HOPITAL-UNIVERSITAIRE-GRAND-E")
+        assert registration.client_id == "system:" + registration.organization_identifier
+    assert svc.sandbox_identifier("DEMO-HIS-4-2") == "SANDBOX-DEMO-HIS-4-2"  # short: as before
+    with pytest.raises(Conflict, match="already registered"):
+        world.register(common + " 4.2")
 
 
 # --- the registration, found again ------------------------------------------------------------
