@@ -307,11 +307,8 @@ class AuditLog:
         return _public(head)
 
     def _current_root(self, store: AuditStore, stream: str) -> tuple[int, bytes]:
-        size = store.size(stream)
-        if size == 0:
-            return 0, merkle.EMPTY_ROOT
-        nodes = store.nodes(stream, merkle.perfect_nodes(0, size))
-        return size, merkle.range_hash(0, size, nodes.__getitem__)
+        frontier = store.frontier(stream)
+        return frontier.size, frontier.root()
 
     def stamp_latest_tree_head(self, stream: str, authority: TimeStampAuthority) -> int | None:
         """Have a trusted time-stamping authority (RFC 3161) stamp the latest signed tree head,

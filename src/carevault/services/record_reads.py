@@ -31,8 +31,10 @@ def consent(
     """The grant or the block of the record with this id (withdrawn ones included)."""
     with units() as uow:
         grant = uow.records.grant(patient_id, consent_id)
+        if grant is not None:
+            return grant, None
         blocks = uow.records.blocks(patient_id, include_revoked=True)
-    return grant, next((b for b in blocks if b.block.id == consent_id), None)
+    return None, next((b for b in blocks if b.block.id == consent_id), None)
 
 
 def record_now(units: Units, patient_id: str, now: datetime) -> RecordFacts | None:
