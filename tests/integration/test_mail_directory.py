@@ -26,7 +26,7 @@ from carevault.fhirmodel.endpoint import (
     MCSD_ENDPOINT,
     encryption_certificates,
 )
-from carevault.services import messaging, pki
+from carevault.services import mail_directory, messaging, pki
 from carevault.settings import Settings
 from support.builders import patient
 from support.messaging import World, build_world
@@ -277,3 +277,20 @@ def x509_ca_certificate(folder: Path, address: str) -> bytes:
          "-keyout", str(folder / "k.pem"),
          "-out", str(folder / "c.pem")], check=True, capture_output=True)
     return (folder / "c.pem").read_bytes()
+
+
+def test_a_directory_wide_search_beyond_its_limit_is_refused_as_too_costly(
+        directory: Directory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store counts the mailboxes (three here) on the real database; with the limit below
+    that, a search that nothing narrows gets a 400 OperationOutcome ``too-costly`` that names
+    the limit and what narrows it, and a search by organization is still answered."""
+    with directory.world.units() as uow:
+        assert uow.pki.count_encryption_holders() == 3
+    monkeypatch.setattr(mail_directory, "MAX_UNNARROWED", 2)
+    refused = directory.http.get("/fhir/Endpoint", params={"status": "active"},
+                                 headers=directory.headers)
+    assert refused.status_code == 400
+    [issue] = refused.json()["issue"]
+    assert issue["code"] == "too-costly"
+    assert "3 mailboxes" in issue["diagnostics"] and "organization" in issue["diagnostics"]
+    assert directory.get("Endpoint", organization=directory.organization())["total"] == 3

@@ -42,6 +42,11 @@ class FakeMessagingPkiStore(FakePkiStore):
         return sorted(found, key=lambda c: c.practitioner_id or "")
 
 
+    def count_encryption_holders(self) -> int:
+        return len({c.practitioner_id for c in self.certificates.values()
+                    if c.kind == "encryption" and c.practitioner_id is not None})
+
+
 def messaging_unit_of_work() -> FakeUnitOfWork:
     """A fake unit of work whose directory knows practitioners and their roles
     (`support.fake_professionals`) and whose PKI store knows encryption certificates."""

@@ -78,6 +78,11 @@ class TooLarge(CareVaultError):
     """A size, count or nesting limit was exceeded; the message names the limit."""
 
 
+class TooCostly(CareVaultError):
+    """A search would read more than its limit allows for want of a criterion that narrows it;
+    the message names the limit and the criteria that would."""
+
+
 class UnsupportedMediaType(CareVaultError):
     """The request body is in a media type the endpoint does not accept."""
 

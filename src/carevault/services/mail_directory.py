@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.domain.errors import InvalidInput, NotFound
+from carevault.domain.errors import InvalidInput, NotFound, TooCostly
 from carevault.domain.messaging import address_of, identifier_of
 from carevault.domain.queries import Alternatives, Page, PractitionerQuery, RoleQuery, Stored
 from carevault.fhirmodel.directory import IdentitySystems, practitioner_entry
@@ -36,6 +36,7 @@ from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = [
     "ENDPOINT_PREFIX",
+    "MAX_UNNARROWED",
     "EndpointQuery",
     "MailDirectory",
     "endpoint_id",
@@ -53,6 +54,10 @@ _MAX_ID = 64  # a FHIR id
 _ROLES_PAGE = 10_000
 # Practitioners whose roles are read at once (each has a few roles: far below _ROLES_PAGE).
 _PRACTITIONERS_AT_ONCE = 500
+# Mailboxes a search may derive when nothing narrows it (no _id, identifier nor organization):
+# every one is derived from its certificates, directory entry and roles on every page, so a
+# directory-wide listing costs the whole directory per page; beyond this, it is refused.
+MAX_UNNARROWED = 10_000
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,14 @@ def search_endpoints(
         for local in locals_:
             holders |= set(mail_endpoints(uow, ctx, candidates, client_id=local))
         narrow(holders)
+    if candidates is None:
+        published = uow.pki.count_encryption_holders()
+        if published > MAX_UNNARROWED:
+            raise TooCostly(
+                f"an Endpoint search without _id, identifier or organization would derive the "
+                f"{published} mailboxes of the directory, more than the {MAX_UNNARROWED} allowed: "
+                "search by organization or by identifier"
+            )
     endpoints = mail_endpoints(uow, ctx, candidates) if candidates != set() else {}
     matched = [
         e

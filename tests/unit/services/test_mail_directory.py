@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from carevault.adapters.storage.pki_store import CertificateRecord
-from carevault.domain.errors import NotFound
+from carevault.domain.errors import NotFound, TooCostly
 from carevault.domain.queries import Page
 from carevault.fhirmodel.directory import new_organization, new_practitioner
 from carevault.fhirmodel.endpoint import ENCRYPTION_CERTIFICATE_URL
 from carevault.services import directory as svc
+from carevault.services import mail_directory
 from carevault.services.mail_directory import (
     EndpointQuery,
     MailDirectory,
@@ -223,6 +224,24 @@ def test_every_mailbox_is_found_by_id_and_paged(world: World) -> None:
     assert found(world, EndpointQuery()) == (2, sorted([anne, paul]))
     assert found(world, EndpointQuery(), Page(1, 1)) == (2, sorted([anne, paul])[1:])
     assert found(world, EndpointQuery(ids=[(paul, "msg-nobody", "other")])) == (1, [paul])
+
+
+def test_a_search_that_nothing_narrows_is_refused_beyond_its_limit(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every page of a search without _id, identifier or organization derives every mailbox:
+    over `MAX_UNNARROWED` of them it is refused as too costly, naming the limit and what
+    narrows it, while a narrowed one is still answered."""
+    assert world.uow.pki.count_encryption_holders() == 2  # Anne and Paul (Lea: a card only)
+    monkeypatch.setattr(mail_directory, "MAX_UNNARROWED", 1)
+    for query in (EndpointQuery(), EndpointQuery(status=[("active",)])):
+        with pytest.raises(TooCostly, match=r"derive the 2 mailboxes.*more than the 1 allowed"):
+            found(world, query)
+    anne = f"msg-{world.anne}"
+    assert found(world, EndpointQuery(ids=[(anne,)])) == (1, [anne])
+    assert found(world, EndpointQuery(addresses=[(f"mailto:hp-1@{DOMAIN}",)])) == (1, [anne])
+    assert found(world, EndpointQuery(organization=[(world.org_a,)]))[1] == [anne]
+    monkeypatch.setattr(mail_directory, "MAX_UNNARROWED", 2)  # at the limit: answered
+    assert found(world, EndpointQuery())[0] == 2
 
 
 @pytest.mark.parametrize("address", [f"mailto:hp-2@{DOMAIN}", f"MAILTO:HP-2@{DOMAIN.upper()}",

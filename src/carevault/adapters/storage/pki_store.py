@@ -144,6 +144,18 @@ class PkiStore:
         )
         return [_record(row._mapping) for row in rows]
 
+    def count_encryption_holders(self) -> int:
+        """How many practitioners have had an encryption certificate: how many mailboxes the
+        directory publishes."""
+        c = t.pki_certificate
+        return int(
+            self.connection.execute(
+                select(func.count(func.distinct(c.c.practitioner_id))).where(
+                    c.c.kind == "encryption", c.c.practitioner_id.is_not(None)
+                )
+            ).scalar_one()
+        )
+
     def revoke(self, serial: str, at: datetime, reason: str) -> bool:
         """Mark a certificate revoked; False if it is unknown or already revoked."""
         c = t.pki_certificate
