@@ -184,6 +184,34 @@ def test_when_the_preview_cannot_be_recorded_it_is_not_shown(
     assert uow.audit.records == [] and uow.commits == 0
 
 
+def test_what_the_asker_may_not_read_is_neither_listed_nor_counted(
+        uow: FakeDocumentUnitOfWork, platform: tuple[FakeDocumentUnitOfWork, Signing],
+        clock: Clock, documents: DocumentService, published: list[str]) -> None:
+    """Their author sees a result held back until it is explained to the patient, and a
+    secret (V) note: the patient's preview of that author lists and counts the note but not
+    the held result, a representative's neither (a representative never reads V), and the
+    titles of what they may not read appear nowhere in the preview."""
+    held, secret = (
+        publish(documents, uow, DR, signed(platform[1], document(n, **changes),  # type: ignore[arg-type]
+                                           uid=f"urn:oid:9.9.{n}"))[0]
+        for n, changes in ((4, {"held": True, "title": "HELD biopsy result"}),
+                           (5, {"confidentiality": Confidentiality.V, "title": "SECRET note"})))
+    uow.commits = 0
+    total, shown = preview(uow, clock, documents, "dr-1")
+    assert secret in shown and held not in shown
+    assert total == 8  # the three reports, the note, and their four signatures
+    with uow:
+        uow.accounts.add_mandate(Mandate("m-1", "acc-rep", "pat-1", MandateScope.READ.value,
+                                         NOW - timedelta(days=1), None), NOW)
+        uow.commit()
+    representative = Actor(Subject(SubjectKind.REPRESENTATIVE, "acc-rep"), "account:acc-rep")
+    policy = RecordPolicy(lambda: uow, AuditPort(), clock=clock, matrix=MATRIX)
+    seen = what_they_would_see(policy, documents, lambda: uow, representative, "pat-1", "dr-1")
+    titles = {m.title for m in seen.documents}
+    assert not titles & {"HELD biopsy result", "SECRET note"}
+    assert {m.id for m in seen.documents if m.signs is None} == set(published)
+    assert seen.total == 6
+    assert uow.audit.records[-1].detail["documents"] == "6"
 
 
 def test_an_author_whose_grant_was_revoked_would_see_nothing_not_even_their_own_documents(
