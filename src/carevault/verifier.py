@@ -80,9 +80,7 @@ def _public_key(pem: bytes) -> Ed25519PublicKey:
 def verify_tree_head(public_key_pem: bytes, head: TreeHead) -> None:
     key = _public_key(public_key_pem)
     try:
-        key.verify(
-            head.signature, signed_bytes(head.tree_size, head.root_hash, head.timestamp_ms)
-        )
+        key.verify(head.signature, signed_bytes(head.tree_size, head.root_hash, head.timestamp_ms))
     except (InvalidSignature, ValueError) as error:
         raise VerificationError(
             f"the tree head of size {head.tree_size} is not signed by this log's key"

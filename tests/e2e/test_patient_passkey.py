@@ -41,6 +41,7 @@ def test_add_a_passkey_then_sign_in_with_it_instead_of_the_code(server: Any) -> 
         for lang in ("fr", "de", "en"):
             page.goto(f"{base}/me/passkeys?lang={lang}")
             assert axe_violations(page) == []
+        page.fill("#current-password", portal["password"])  # typed again to add a passkey
         page.click("#add-passkey")
         page.wait_for_url(f"{base}/me/passkeys?lang=en&added=1")
         assert page.locator("#passkeys tbody tr").count() == 1

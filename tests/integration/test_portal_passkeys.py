@@ -48,9 +48,10 @@ def sign_in(web: TestClient, account: PatientAccount, **fields: str) -> Any:
                                     "csrf": token, **fields}, follow_redirects=False)
 
 
-def add_passkey(web: TestClient, authenticator: SoftwareAuthenticator) -> Any:
+def add_passkey(web: TestClient, authenticator: SoftwareAuthenticator,
+                password: str) -> Any:
     token = csrf_of(web, "/me/passkeys")
-    options = web.post("/me/passkeys/options", data={"csrf": token})
+    options = web.post("/me/passkeys/options", data={"csrf": token, "password": password})
     assert options.status_code == 200, options.text
     created = authenticator.create(options.json())
     return web.post("/me/passkeys", data={"csrf": token, "credential": json.dumps(created)})
@@ -79,7 +80,7 @@ def test_a_passkey_added_in_the_portal_then_stands_for_the_code(
     signed_in_with_code(web, account)
     assert "id=\"no-passkey\"" in web.get("/me/passkeys").text
     authenticator = SoftwareAuthenticator(ORIGIN)
-    added = add_passkey(web, authenticator)
+    added = add_passkey(web, authenticator, account.password)
     assert added.status_code == 200, added.text
     assert added.json()["next"].startswith("/me/passkeys")
     listed = web.get("/me/passkeys")
@@ -98,7 +99,7 @@ def test_a_passkey_never_replaces_the_password_and_every_refusal_reads_the_same(
         web: TestClient, platform: Platform, account: PatientAccount) -> None:
     signed_in_with_code(web, account)
     authenticator = SoftwareAuthenticator(ORIGIN)
-    assert add_passkey(web, authenticator).status_code == 200
+    assert add_passkey(web, authenticator, account.password).status_code == 200
     web.cookies.clear()
     wrong_password = sign_in(web, account, password="not the password",
                              passkey=passkey_assertion(web, authenticator))
@@ -120,7 +121,7 @@ def test_an_assertion_signs_in_once(web: TestClient, platform: Platform,
                                     account: PatientAccount) -> None:
     signed_in_with_code(web, account)
     authenticator = SoftwareAuthenticator(ORIGIN)
-    assert add_passkey(web, authenticator).status_code == 200
+    assert add_passkey(web, authenticator, account.password).status_code == 200
     web.cookies.clear()
     assertion = passkey_assertion(web, authenticator)
     assert sign_in(web, account, passkey=assertion).status_code == 303
@@ -134,7 +135,7 @@ def test_another_accounts_passkey_does_not_sign_in_and_cannot_be_removed(
     other = enrol_patient(platform, 2, family="Autre", login="other@example.lu")
     signed_in_with_code(web, other)
     theirs = SoftwareAuthenticator(ORIGIN)
-    assert add_passkey(web, theirs).status_code == 200
+    assert add_passkey(web, theirs, other.password).status_code == 200
     with platform.unit_of_work() as uow:
         (key,) = uow.passkeys.of_account(
             uow.accounts.by_login("other@example.lu").id)  # type: ignore[union-attr]
@@ -154,7 +155,7 @@ def test_the_owner_removes_a_passkey_and_it_signs_in_no_more(
         web: TestClient, platform: Platform, account: PatientAccount) -> None:
     signed_in_with_code(web, account)
     authenticator = SoftwareAuthenticator(ORIGIN)
-    assert add_passkey(web, authenticator).status_code == 200
+    assert add_passkey(web, authenticator, account.password).status_code == 200
     with platform.unit_of_work() as uow:
         (key,) = uow.passkeys.of_account(
             uow.accounts.by_login(account.login).id)  # type: ignore[union-attr]
@@ -169,6 +170,29 @@ def test_the_owner_removes_a_passkey_and_it_signs_in_no_more(
     web.cookies.clear()
     assert sign_in(web, account, passkey=passkey_assertion(web, authenticator)).status_code == 401
     assert any(e.interaction == "passkey-remove" for e in events(platform, account.patient_id))
+
+
+def test_adding_a_passkey_needs_the_password_typed_again(
+        web: TestClient, platform: Platform, account: PatientAccount) -> None:
+    """A session left open is not enough: without the account's password, or with a wrong one,
+    no options (so no challenge, so no passkey); the refusal is recorded, and wrong passwords
+    count towards the account's throttle (after five, even the right one waits)."""
+    signed_in_with_code(web, account)
+    token = csrf_of(web, "/me/passkeys")
+    for typed in ("", "not the password"):
+        refused = web.post("/me/passkeys/options", data={"csrf": token, "password": typed})
+        assert refused.status_code == 401
+        assert refused.json()["error"] == "This is not your password: the passkey was not added."
+    with platform.unit_of_work() as uow:
+        account_id = uow.accounts.by_login(account.login).id  # type: ignore[union-attr]
+        assert uow.passkeys.of_account(account_id) == []
+    refusals = [e for e in events(platform, account.patient_id)
+                if e.interaction == "passkey-add" and e.outcome == "4"]
+    assert [e.detail.get("reason") for e in refusals] == ["wrong-password"] * 2
+    for _ in range(3):
+        web.post("/me/passkeys/options", data={"csrf": token, "password": "still wrong"})
+    waits = web.post("/me/passkeys/options", data={"csrf": token, "password": account.password})
+    assert waits.status_code == 429 and int(waits.headers["Retry-After"]) > 0
 
 
 def test_adding_a_passkey_needs_the_session_its_csrf_and_our_challenge(

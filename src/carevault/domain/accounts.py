@@ -58,6 +58,7 @@ __all__ = [
     "AuthenticationFailed",
     "LoginThrottle",
     "Mandate",
+    "Reauthenticated",
     "ThrottlePolicy",
     "ThrottleState",
     "Throttled",
@@ -83,6 +84,16 @@ class AuthenticationFailed(NotAuthenticated):
 
 class Throttled(RateLimited):
     """Too many failed sign-ins for this account or from this address."""
+
+
+@dataclass(frozen=True)
+class Reauthenticated:
+    """The holder of a signed-in session typed their password again, at ``at``: what adding a
+    way to sign in asks for (`AccountService.confirm_password`), so that a session left open
+    on a shared computer is not enough to add one."""
+
+    account_id: str
+    at: datetime
 
 
 # --- accounts -----------------------------------------------------------------------------------

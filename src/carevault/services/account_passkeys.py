@@ -1,7 +1,8 @@
 """A patient's or representative's passkeys: a second factor besides the TOTP code.
 
-A signed-in person registers a passkey (WebAuthn: a discoverable credential, user
-verification required, challenges from this server only, each used once) and can remove it.
+A signed-in person who has typed their password again registers a passkey (WebAuthn: a
+discoverable credential, user verification required, challenges from this server only, each
+used once) and can remove it.
 Signing in with one is `AccountService.login`: the passkey's assertion stands where the TOTP
 code would, checked with the password in the same attempt, so that no answer tells whether the
 password alone was right. This module verifies that assertion (`AccountPasskeys.verify`); the
@@ -21,6 +22,7 @@ from webauthn import options_to_json
 from webauthn.helpers import bytes_to_base64url
 
 from carevault.adapters.storage.passkey_store import AccountPasskey, StoredChallenge
+from carevault.domain.accounts import Reauthenticated
 from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE
 from carevault.domain.errors import NotFound
 from carevault.services.accounts import SIGN_IN, AuditAppender, authentication_record
@@ -38,6 +40,9 @@ from carevault.services.passkey_ceremony import (
 from carevault.services.unit_of_work import UnitOfWork
 
 CEREMONY_LIFETIME = timedelta(minutes=5)
+# How long a typed password vouches for a passkey's registration options (a moment: the
+# options are asked for right after it).
+REAUTHENTICATION_LIFETIME = timedelta(minutes=1)
 MAX_PASSKEYS = 10  # per account: a phone, a laptop, a security key or two, and spares
 REGISTER = "account-register"
 
@@ -63,9 +68,14 @@ class AccountPasskeys:
 
     # --- registration ---------------------------------------------------------------------
 
-    def registration_options(self, account_id: str) -> str:
-        """The WebAuthn creation options for a signed-in account (its passkeys excluded)."""
+    def registration_options(self, confirmed: Reauthenticated) -> str:
+        """The WebAuthn creation options for a signed-in account whose holder has just typed
+        their password again (`AccountService.confirm_password`), its passkeys excluded: the
+        challenge they carry is what `register` requires, so no passkey is added without it."""
         now = self.clock()
+        if not confirmed.at <= now < confirmed.at + REAUTHENTICATION_LIFETIME:
+            raise PasskeyRefused("the password was confirmed too long ago: type it again")
+        account_id = confirmed.account_id
         with self.units() as uow:
             account = uow.accounts.by_id(account_id)
             if account is None or account.disabled_at is not None:

@@ -60,6 +60,7 @@ from carevault.domain.accounts import (
     AuthenticationFailed,
     LoginThrottle,
     Mandate,
+    Reauthenticated,
     Throttled,
     ThrottlePolicy,
     ThrottleState,
@@ -108,6 +109,7 @@ __all__ = [
     "AuthenticationFailed",
     "Enrolment",
     "Principal",
+    "Reauthenticated",
     "Throttled",
     "WeakPassword",
 ]
@@ -409,6 +411,55 @@ class AccountService:
             )
             uow.commit()
         raise AuthenticationFailed("invalid code")
+
+    def confirm_password(
+        self,
+        account_id: str,
+        password: str,
+        *,
+        interaction: str,
+        client_ip: str | None = None,
+        now: datetime | None = None,
+    ) -> Reauthenticated:
+        """The signed-in holder's password, typed again before a change of how they sign in
+        (``interaction`` names it: ``passkey-add``). A wrong one counts towards the account's
+        throttle like a failed sign-in, so that an open session is no oracle for the password;
+        both outcomes are recorded."""
+        now = now or self.clock()
+        with self.units() as uow:
+            store = uow.accounts
+            account = store.by_id(account_id)
+            if account is None or account.disabled_at is not None:
+                raise AuthenticationFailed("this account cannot confirm its password")
+            key = account_key(account.id)
+            before = store.lock_throttle_states([key])[key]
+            wait = self.account_throttle.retry_after(before, now)
+            if wait:
+                self._refuse_throttled(
+                    uow, account, interaction, ACTION_UPDATE, wait, now, client_ip
+                )
+            if self.credentials.password(account, password).ok:
+                self._append(
+                    uow,
+                    authentication_record(
+                        account,
+                        interaction,
+                        ACTION_UPDATE,
+                        _SUCCESS,
+                        now,
+                        client_ip,
+                        reason="password-confirmed",
+                    ),
+                )
+                uow.commit()
+                return Reauthenticated(account.id, now)
+            charged = self.account_throttle.fail(before, now)
+            store.save_throttle_state(key, charged)
+            self._record_failure(
+                uow, store, account, interaction, "wrong-password", before, charged, client_ip, now
+            )
+            uow.commit()
+        raise AuthenticationFailed("the password is not this account's")
 
     # --- signing in -------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ the sign-in's request for a passkey challenge.
 A passkey is a second factor besides the TOTP code: at ``/login`` the person types their login
 and password, and their browser's passkey stands where the code would (`AccountService.login`
 checks both in one attempt). The ceremonies run in ``/static/passkey.js`` (the CSP allows no
-inline script); these routes hand it the options and check its answers. Adding and removing are
-recorded by `AccountPasskeys`, in the person's audit stream.
+inline script); these routes hand it the options and check its answers. Adding one asks for the
+password again (a session left open is not enough to add a way to sign in). Adding and removing
+are recorded by `AccountPasskeys`, in the person's audit stream.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from carevault.api.access import TokenBucketLimiter
 from carevault.api.openapi import answer, form, html, merged, query, redirect
 from carevault.api.route_door import FORM, SESSION, access
+from carevault.domain.accounts import AuthenticationFailed, Throttled
 from carevault.domain.errors import NotAuthenticated, NotFound
 from carevault.services.passkey_ceremony import PasskeyRefused
 from carevault.web.i18n import language
@@ -112,7 +114,7 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
     @router.post(
         PAGE + "/options",
         responses={200: answer("WebAuthn creation options"), **JSON_ERRORS},
-        openapi_extra=merged(query("lang"), form(("csrf",))),
+        openapi_extra=merged(query("lang"), form(("csrf", "password"))),
     )
     @access(SESSION)
     async def add_options(request: Request) -> Response:
@@ -121,11 +123,22 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
         answer = await person_post(request)
         if isinstance(answer, Response):
             return answer
-        session, _ = answer
+        session, posted = answer
+        password, client = posted.get("password", ""), client_address(request)
         try:
-            options = await run_in_threadpool(
-                lambda: service().registration_options(session.account_id)
+            confirmed = await run_in_threadpool(
+                lambda: ctx.accounts.confirm_password(
+                    session.account_id, password, interaction="passkey-add", client_ip=client
+                )
             )
+        except Throttled as error:
+            refused = refusal(request, 429, "throttled")
+            refused.headers["Retry-After"] = str(error.retry_after)
+            return refused
+        except AuthenticationFailed:
+            return refusal(request, 401, "wrong_password")
+        try:
+            options = await run_in_threadpool(lambda: service().registration_options(confirmed))
         except PasskeyRefused:
             return refusal(request, 401, "refused")
         return Response(options, media_type="application/json")

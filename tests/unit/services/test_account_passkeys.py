@@ -17,7 +17,12 @@ import pytest
 
 from carevault.adapters.security.totp import TotpAuthenticator, TotpSecretBox
 from carevault.adapters.storage.passkey_store import AccountPasskey, StoredPasskey
-from carevault.domain.accounts import AuthenticationFailed, ThrottlePolicy, account_key
+from carevault.domain.accounts import (
+    AuthenticationFailed,
+    Reauthenticated,
+    ThrottlePolicy,
+    account_key,
+)
 from carevault.domain.audit import AuditRecord
 from carevault.domain.errors import NotFound
 from carevault.services.account_passkeys import MAX_PASSKEYS, AccountPasskeys
@@ -83,6 +88,10 @@ class World:
                                   now=earlier)
         return account_id
 
+    def confirmed(self, account_id: str) -> Reauthenticated:
+        """The holder typed their password again just now (`confirm_password`'s answer)."""
+        return Reauthenticated(account_id, self.clock())
+
     @property
     def store(self) -> FakeAccountPasskeyStore:
         assert isinstance(self.uow.passkeys, FakeAccountPasskeyStore)
@@ -95,7 +104,7 @@ class World:
     def created(self, account_id: str, authenticator: SoftwareAuthenticator,
                 origin: str | None = None) -> str:
         """The browser's new credential, over creation options issued to ``account_id``."""
-        options = json.loads(self.keys.registration_options(account_id))
+        options = json.loads(self.keys.registration_options(self.confirmed(account_id)))
         return json.dumps(authenticator.create(options, origin=origin))
 
     def add(self, account_id: str, authenticator: SoftwareAuthenticator) -> AccountPasskey:
@@ -162,7 +171,7 @@ def test_a_passkey_registered_by_its_account_is_stored_and_recorded(world: World
 def test_the_creation_options_ask_for_a_discoverable_verified_passkey_not_one_it_has(
         world: World) -> None:
     phone = world.add(world.anne, authenticator())
-    options = json.loads(world.keys.registration_options(world.anne))
+    options = json.loads(world.keys.registration_options(world.confirmed(world.anne)))
     assert options["rp"] == {"id": "localhost", "name": "CareVault"}
     assert options["user"]["name"] == "anne@example.lu"
     selection = options["authenticatorSelection"]
@@ -228,18 +237,33 @@ def test_a_disabled_or_unknown_account_or_a_full_one_adds_no_passkey(world: Worl
                                                    b"cose", 0, NOW))
     world.uow.commit()
     with pytest.raises(PasskeyRefused, match=rf"^an account holds at most {MAX_PASSKEYS} "):
-        world.keys.registration_options(world.rita)
+        world.keys.registration_options(world.confirmed(world.rita))
     with pytest.raises(PasskeyRefused, match=r"^this account cannot add a passkey$"):
-        world.keys.registration_options("nobody")
+        world.keys.registration_options(world.confirmed("nobody"))
     created = world.created(world.anne, authenticator())
     rows = world.uow.accounts.rows
     rows[world.anne] = replace(rows[world.anne], disabled_at=NOW)
     world.uow.commit()
     with pytest.raises(PasskeyRefused, match=r"^this account cannot add a passkey$"):
-        world.keys.registration_options(world.anne)
+        world.keys.registration_options(world.confirmed(world.anne))
     with pytest.raises(PasskeyRefused, match=r"^this account cannot add a passkey$"):
         world.keys.register(world.anne, created, IP)
     assert world.keys.of_account(world.anne) == []
+
+
+def test_a_password_confirmed_more_than_a_minute_ago_vouches_for_no_passkey(
+        world: World) -> None:
+    """The options are asked for right after the password is typed again; an older
+    confirmation (a minute or more) gets none, and nothing is kept."""
+    stale = Reauthenticated(world.anne, NOW - timedelta(minutes=1))
+    with pytest.raises(PasskeyRefused, match="confirmed too long ago"):
+        world.keys.registration_options(stale)
+    future = Reauthenticated(world.anne, NOW + timedelta(seconds=1))
+    with pytest.raises(PasskeyRefused, match="confirmed too long ago"):
+        world.keys.registration_options(future)
+    assert world.store.challenges == {}
+    json.loads(world.keys.registration_options(
+        Reauthenticated(world.anne, NOW - timedelta(seconds=59))))
 
 
 def test_only_its_owner_removes_a_passkey(world: World) -> None:
@@ -329,7 +353,7 @@ def test_an_assertion_over_a_challenge_not_issued_for_a_sign_in_is_refused(
     world.add(world.anne, quiet)
     invented = {"rpId": "localhost", "challenge": b64(os.urandom(32))}
     assert world.refused(json.dumps(quiet.get(invented))) == "replayed-code"
-    registration = json.loads(world.keys.registration_options(world.anne))
+    registration = json.loads(world.keys.registration_options(world.confirmed(world.anne)))
     other_purpose = {"rpId": "localhost", "challenge": registration["challenge"]}
     assert world.refused(json.dumps(quiet.get(other_purpose))) == "replayed-code"
     late = world.assertion(quiet)

@@ -21,6 +21,7 @@ from carevault.domain.accounts import (
     SECURITY_OFFICER,
     AccountKind,
     AuthenticationFailed,
+    Reauthenticated,
     Throttled,
     ThrottlePolicy,
     ThrottleState,
@@ -286,6 +287,43 @@ def test_confirming_is_throttled_like_signing_in(world: World) -> None:
     assert refused.value.retry_after == 2
     assert not world.uow.accounts.rows[account_id].enrolled
     assert interactions(world.records)[-1] == ("enrol-confirm", "4", "throttled")
+
+
+# --- the password typed again -------------------------------------------------------------------
+
+
+def test_a_password_typed_again_vouches_for_its_account_and_is_recorded(world: World) -> None:
+    account_id = world.enrolled().account_id
+    confirmed = world.service.confirm_password(account_id, PASSWORD, interaction="passkey-add",
+                                               client_ip=IP, now=NOW)
+    assert confirmed == Reauthenticated(account_id, NOW)
+    assert interactions(world.records)[-1] == ("passkey-add", "0", "password-confirmed")
+
+
+def test_a_wrong_password_typed_again_is_refused_recorded_and_throttled(world: World) -> None:
+    """An open session is no oracle for the password: wrong ones count towards the account's
+    throttle as failed sign-ins do (here two are free), and the right one is then refused too."""
+    account_id = world.enrolled().account_id
+    for _ in range(2):
+        with pytest.raises(AuthenticationFailed):
+            world.service.confirm_password(account_id, "not the password",
+                                           interaction="passkey-add", now=NOW)
+    assert interactions(world.records)[-1] == ("passkey-add", "4", "wrong-password")
+    with pytest.raises(Throttled) as refused:
+        world.service.confirm_password(account_id, PASSWORD, interaction="passkey-add", now=NOW)
+    assert refused.value.retry_after == 2
+    assert interactions(world.records)[-1] == ("passkey-add", "4", "throttled")
+    with pytest.raises(Throttled):  # and signing in waits as well: one throttle per account
+        world.service.login("anne@example.lu", PASSWORD, world.code(account_id), IP, now=NOW)
+
+
+def test_a_disabled_or_unknown_account_confirms_nothing(world: World) -> None:
+    account_id = world.enrolled().account_id
+    rows = world.uow.accounts.rows
+    rows[account_id] = replace(rows[account_id], disabled_at=NOW)
+    for who in (account_id, "nobody"):
+        with pytest.raises(AuthenticationFailed):
+            world.service.confirm_password(who, PASSWORD, interaction="passkey-add", now=NOW)
 
 
 # --- signing in ---------------------------------------------------------------------------------

@@ -77,7 +77,10 @@
   const add = document.getElementById("passkey-add");
   if (add) {
     ceremony(add, async function (form, csrf) {
-      const options = await answer(await post(form.dataset.options, {csrf: csrf}));
+      // The password again: an open session alone does not add a way to sign in.
+      const options = await answer(await post(form.dataset.options, {
+        csrf: csrf, password: form.elements.password.value,
+      }));
       const credential = await navigator.credentials.create({
         publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options),
       });
