@@ -7,11 +7,12 @@ import base64
 import hashlib
 import re
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt as pyjwt
+import pyotp
 import pytest
 from starlette.testclient import TestClient
 
@@ -202,6 +203,46 @@ def test_a_patient_cannot_grant_system_scopes(client: TestClient, account: Patie
     refused = client.get(back.headers["location"], follow_redirects=False)
     assert refused.status_code == 303
     assert parse_qs(urlsplit(refused.headers["location"]).query)["error"] == ["access_denied"]
+    # The decision posted without the page: refused the same way, and no code is issued.
+    assert_decision_refused(client, url, "system/Patient.rs")
+
+
+def assert_decision_refused(client: TestClient, url: str, scope: str) -> None:
+    """``POST /oauth/authorize`` with ``decision=approve`` and the session's own CSRF token,
+    for the request of ``url``: answered ``access_denied``, with no code."""
+    csrf = CSRF.search(client.get("/me").text)
+    assert csrf
+    params = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    posted = client.post("/oauth/authorize", data={
+        **params, "decision": "approve", "csrf": csrf.group(1), "allow-0": scope},
+        follow_redirects=False)
+    assert posted.status_code == 303
+    answer = parse_qs(urlsplit(posted.headers["location"]).query)
+    assert answer["error"] == ["access_denied"] and "code" not in answer
+
+
+def test_a_representative_who_has_chosen_no_record_gets_no_code(
+        client: TestClient, platform: Platform, app_id: str) -> None:
+    """Signed in, a representative chooses whose record to act on; before that, an app's
+    request is refused on the page and when the approval is posted without it."""
+    enrolment = platform.accounts.add_representative("rep@apps.example",
+                                                     "a representative's passphrase 9")
+    secret = parse_qs(urlsplit(enrolment.totp_provisioning_uri).query)["secret"][0]
+    earlier = datetime.now(UTC) - timedelta(seconds=30)
+    platform.accounts.confirm_totp(enrolment.account_id, pyotp.TOTP(secret).at(earlier),
+                                   now=earlier)
+    page = client.get("/login")
+    csrf = CSRF.search(page.text)
+    assert csrf
+    signed_in = client.post("/login", data={
+        "login": "rep@apps.example", "password": "a representative's passphrase 9",
+        "code": pyotp.TOTP(secret).now(), "csrf": csrf.group(1)}, follow_redirects=False)
+    assert signed_in.status_code == 303, signed_in.text
+    url = authorize_url(app_id, pkce()[1])
+    on_page = client.get(url, follow_redirects=False)
+    assert on_page.status_code == 303
+    assert parse_qs(urlsplit(on_page.headers["location"]).query)["error"] == ["access_denied"]
+    assert_decision_refused(client, url, "patient/Patient.rs")
 
 
 # --- narrowed scopes ----------------------------------------------------------------------

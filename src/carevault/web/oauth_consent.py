@@ -25,6 +25,7 @@ from carevault.web.record_home import OPERATOR_SESSIONS
 from carevault.web.scope_words import scope_sentence
 
 if TYPE_CHECKING:
+    from carevault.services.portal_sessions import PortalSession
     from carevault.web.portal import PortalContext
 
 AUTHORIZE_PARAMS = frozenset(
@@ -121,9 +122,7 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
             return RedirectResponse(
                 f"/login?{urlencode({'next': here, 'lang': lang})}", status_code=303
             )
-        operator = session.kind in OPERATOR_SESSIONS
-        patient_scopes = app_request.scope_context == "patient"
-        if operator == patient_scopes or (not operator and session.patient_id is None):
+        if not _scopes_fit(session, app_request):
             return _redirect_error(
                 params, "access_denied", "these scopes are not for this kind of account"
             )
@@ -173,10 +172,7 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
             app_request = await run_in_threadpool(_check, params)
         except (_UntrustedRedirect, InvalidInput) as error:
             return pages.error(request, 400, str(error))
-        operator = session.kind in OPERATOR_SESSIONS
-        if posted.get("decision") != "approve" or operator == (
-            app_request.scope_context == "patient"
-        ):
+        if posted.get("decision") != "approve" or not _scopes_fit(session, app_request):
             return _redirect_error(params, "access_denied", "the request was declined")
         try:
             app_request = app_request.for_role(session.kind)
@@ -206,3 +202,14 @@ def oauth_consent_router(ctx: PortalContext) -> APIRouter:
 
 
 __all__ = ["AUTHORIZE_PARAMS", "oauth_consent_router"]
+
+
+def _scopes_fit(session: PortalSession, app_request: AppRequest) -> bool:
+    """Whether the request's scopes are for this kind of account: patient scopes for a patient,
+    or a representative who has chosen whose record (a token without a patient is refused
+    later anyway), and user scopes for an operator. Checked on the page and again on the
+    decision, which can be posted without the page."""
+    operator = session.kind in OPERATOR_SESSIONS
+    if operator:
+        return app_request.scope_context != "patient"
+    return app_request.scope_context == "patient" and session.patient_id is not None
