@@ -85,6 +85,8 @@ def test_an_organization_for_30_days_then_a_block_that_wins(
     assert portal.post("/me/access/share", data={**grant, "end": ""}).status_code == 400
     assert portal.post("/me/access/share", data={**grant, "end": "2020-01-01"}
                        ).status_code == 400
+    beyond = (date.today() + timedelta(days=5 * 366 + 2)).isoformat()  # past the five years
+    assert portal.post("/me/access/share", data={**grant, "end": beyond}).status_code == 400
     assert searches(client, doctor, patient_id).status_code == 403
     given = portal.post("/me/access/share", data={**grant, "end": IN_30_DAYS},
                         follow_redirects=False)

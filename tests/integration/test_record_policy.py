@@ -146,6 +146,11 @@ def test_group_grants_need_an_end_and_bad_consents_are_refused(
                                                        "Organization/unknown-org"),
                          headers=mine)
     assert no_end.status_code == 422 and "end date" in diagnostics(no_end)
+    no_real_end = client.post("/fhir/Consent", json=consent(
+        patient_id, "permit", "Organization/unknown-org", period={"end": "9999-12-31"}),
+        headers=mine)
+    assert no_real_end.status_code == 422
+    assert "ends within five years" in diagnostics(no_real_end)
     unknown = client.post("/fhir/Consent", json=consent(patient_id, "permit",
                                                         "Practitioner/nobody"), headers=mine)
     assert unknown.status_code == 404 and "nobody" in diagnostics(unknown)

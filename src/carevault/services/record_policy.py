@@ -64,6 +64,10 @@ EMERGENCY_WINDOW = timedelta(hours=24)
 EMERGENCY_QUOTA = 5
 EMERGENCY_QUOTA_PERIOD = timedelta(hours=24)
 MAX_REASON = 1_000
+# The longest a grant to an organization or a care team may run: it must end (everyone who
+# joins the group later would read the record), and an end in 9999 would be no end at all.
+# Five years of 366 days, and the day the portal's latest end date runs through.
+MAX_GROUP_GRANT = timedelta(days=5 * 366 + 1)
 _SUCCESS = "0"
 
 
@@ -507,10 +511,8 @@ class RecordPolicy:
         start = start or now
         if end is not None and end <= start:
             raise InvalidInput("a grant must end after it starts", expression="end")
-        if party is not Party.PRACTITIONER and end is None:
-            raise BusinessRuleViolation(
-                "a grant to an organization or a care team needs an end date", expression="end"
-            )
+        if party is not Party.PRACTITIONER:
+            _check_group_end(start, end)
         with self.units() as uow:
             decision = self.managed(uow, actor, patient_id, now)
             self.require_party(uow, party, party_id)
@@ -584,11 +586,8 @@ class RecordPolicy:
                 raise NotFound(f"there is no active grant {grant_id} on this record")
             if isinstance(end, datetime) and end <= stored.grant.start:
                 raise InvalidInput("a grant must end after it starts", expression="end")
-            if end is None and stored.grant.party is not Party.PRACTITIONER:
-                raise BusinessRuleViolation(
-                    "a grant to an organization or a care team needs an end date",
-                    expression="end",
-                )
+            if stored.grant.party is not Party.PRACTITIONER and not isinstance(end, Unset):
+                _check_group_end(now, end)
             uow.records.update_grant(patient_id, grant_id, level=level, end=end)
             detail = {"grant": grant_id}
             if level is not None:
@@ -926,3 +925,17 @@ def grant_detail(grant: Grant) -> dict[str, str]:
     if grant.end is not None:
         detail["end"] = rfc3339_ms(grant.end)
     return detail
+
+
+def _check_group_end(start: datetime, end: datetime | None) -> None:
+    """A grant to an organization or a care team ends, and within `MAX_GROUP_GRANT` of
+    ``start`` (its start, or now for a change of its end)."""
+    if end is None:
+        raise BusinessRuleViolation(
+            "a grant to an organization or a care team needs an end date", expression="end"
+        )
+    if end > start + MAX_GROUP_GRANT:
+        raise BusinessRuleViolation(
+            "a grant to an organization or a care team ends within five years",
+            expression="end",
+        )

@@ -11,7 +11,7 @@ test_care_access.py and test_end_delegation.py."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -30,6 +30,7 @@ from carevault.domain.authorization import (
 )
 from carevault.domain.errors import BusinessRuleViolation, InvalidInput, NotFound
 from carevault.services.record_policy import (
+    MAX_GROUP_GRANT,
     Actor,
     RecordChange,
     RecordPolicy,
@@ -159,6 +160,30 @@ def test_a_grant_to_a_group_needs_an_end_date(
     with pytest.raises(BusinessRuleViolation, match="needs an end date"):
         policy.grant(PATIENT, "pat-1", party, "org-1", GrantLevel.NORMAL)
     nothing_written(uow)
+
+
+@pytest.mark.parametrize("party", [Party.ORGANIZATION, Party.CARE_TEAM])
+def test_a_grant_to_a_group_ends_within_five_years(
+        policy: RecordPolicy, uow: FakeRecordUnitOfWork, party: Party) -> None:
+    """"Until 9999" would be no end: refused, when given and when changed; a practitioner's
+    grant, which may have no end at all, is not bounded."""
+    start = NOW + timedelta(days=1)
+    too_far = start + MAX_GROUP_GRANT + timedelta(seconds=1)
+    with pytest.raises(BusinessRuleViolation, match="ends within five years") as refused:
+        policy.grant(PATIENT, "pat-1", party, "org-1", GrantLevel.NORMAL, start=start,
+                     end=too_far)
+    assert refused.value.expression == "end"
+    nothing_written(uow)
+    grant = policy.grant(PATIENT, "pat-1", party, "org-1", GrantLevel.NORMAL, start=start,
+                         end=start + MAX_GROUP_GRANT)
+    commits = uow.commits
+    with pytest.raises(BusinessRuleViolation, match="ends within five years"):
+        policy.change_grant(PATIENT, "pat-1", grant.id, end=datetime(9999, 12, 31, tzinfo=UTC))
+    with pytest.raises(BusinessRuleViolation, match="needs an end date"):
+        policy.change_grant(PATIENT, "pat-1", grant.id, end=None)
+    assert uow.commits == commits
+    policy.grant(PATIENT, "pat-1", Party.PRACTITIONER, "dr-1", GrantLevel.NORMAL,
+                 end=NOW + 10 * MAX_GROUP_GRANT)
 
 
 @pytest.mark.parametrize(("party", "name"), [(Party.PRACTITIONER, "Practitioner/dr-9"),
