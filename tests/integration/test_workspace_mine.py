@@ -110,3 +110,61 @@ def test_a_physician_sees_their_patients_and_an_assistant_acts_in_their_name(
     assert 'id="acting-banner"' not in after and "Ada Alphonse" not in after
     for client in (doctor, assistant, other):
         client.close()
+
+
+def test_a_physician_delegates_through_the_form_and_only_the_delegator_ends_it(
+        platform: Platform, tmp_path: Path) -> None:
+    """``POST /workspace/delegations``: the form needs the session's CSRF token and an end
+    date within range; only a practitioner holding a delegable access delegates it (a
+    colleague holding none is refused); the delegate cannot end the delegation, its delegator
+    can. Each effect is read back from the record."""
+    doctor, doctor_id = signed_in(platform, tmp_path / "doc", "HP-DELEG-1", "Delegue")
+    colleague, colleague_id = signed_in(platform, tmp_path / "col", "HP-DELEG-2", "Collegue")
+    with platform.unit_of_work() as uow:
+        [alpha] = svc.register_patients(uow, platform.directory, [
+            patient(platform.directory.systems, 81, family="Delta", given=["Dora"])])
+    owner = Actor(Subject(SubjectKind.PATIENT, alpha.id), f"Patient/{alpha.id}")
+    platform.policy.grant(owner, alpha.id, Party.PRACTITIONER, doctor_id, GrantLevel.NORMAL,
+                          delegable=True)
+    platform.policy.allow_delegation(owner, alpha.id, True)
+
+    def delegations() -> list[str]:
+        with platform.unit_of_work() as uow:
+            record = uow.records.load(alpha.id, datetime.now(UTC))
+            assert record is not None
+            return [d.delegate_id for d in record.delegations]
+
+    form = {"do": "delegate", "patient": alpha.id, "colleague": "HP-DELEG-2", "end": LATER,
+            "level": "normal"}
+    csrf = page_csrf(doctor, "/workspace")
+    assert doctor.post("/workspace/delegations", data=form,
+                       follow_redirects=False).status_code == 400  # no CSRF token
+    assert doctor.post("/workspace/delegations", data={**form, "csrf": "forged"},
+                       follow_redirects=False).status_code == 400
+    for end in ("", "2020-01-01", (date.today() + timedelta(days=5 * 366 + 2)).isoformat()):
+        assert doctor.post("/workspace/delegations", data={**form, "csrf": csrf, "end": end},
+                           follow_redirects=False).status_code == 400
+    assert delegations() == []
+    # The colleague holds no access to pass on: refused by the engine's rule, nothing made.
+    csrf_c = page_csrf(colleague, "/workspace")
+    theirs = colleague.post("/workspace/delegations", data={
+        **form, "csrf": csrf_c, "colleague": "HP-DELEG-1"}, follow_redirects=False)
+    assert theirs.status_code == 403 and delegations() == []
+    made = doctor.post("/workspace/delegations", data={**form, "csrf": csrf},
+                       follow_redirects=False)
+    assert made.status_code == 303, made.text
+    assert delegations() == [colleague_id]
+    with platform.unit_of_work() as uow:
+        record = uow.records.load(alpha.id, datetime.now(UTC))
+        assert record is not None
+        [delegation] = record.delegations
+    # The delegate cannot end it; the delegator can.
+    ending = {"do": "end", "patient": alpha.id, "delegation": delegation.id}
+    assert colleague.post("/workspace/delegations", data={**ending, "csrf": csrf_c},
+                          follow_redirects=False).status_code == 403
+    assert delegations() == [colleague_id]
+    ended = doctor.post("/workspace/delegations", data={**ending, "csrf": csrf},
+                        follow_redirects=False)
+    assert ended.status_code == 303 and delegations() == []
+    for client in (doctor, colleague):
+        client.close()
