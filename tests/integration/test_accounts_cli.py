@@ -89,8 +89,9 @@ def test_operators_representatives_and_mandates(cli: CliRunner, platform: Platfo
     (mandate,) = platform.accounts.mandates_of(representative)
     assert (mandate.patient_id, mandate.scope) == (child, "read")
     assert mandate.ends_at is not None and mandate.ends_at.year == 2100
-    bad = cli.invoke(app, ["accounts", "mandate", representative, child, "--until", "soon"])
-    assert bad.exit_code == 1 and bad.output.startswith("error: ")
+    for until in ("soon", "9999-12-31"):  # the last day Python holds: a traceback before
+        bad = cli.invoke(app, ["accounts", "mandate", representative, child, "--until", until])
+        assert bad.exit_code == 1 and bad.output.startswith("error: "), bad.output
     size = platform.audit.size("operator")
     interactions = [AuditRecord.from_canonical(d).interaction
                     for _, d in platform.audit.entries("operator", 0, size)]

@@ -139,6 +139,13 @@ def test_the_officer_reviews_an_alert_in_the_workspace(
     assert 'id="found"' in long_ago.text and 'id="results"' not in long_ago.text
     bad = outside.get("/officer/audit", params={"from": "yesterday"})
     assert bad.status_code == 400 and 'id="problem"' in bad.text
+    # The last day Python holds has no day after it, and "²" is a digit to str.isdigit:
+    # both were 500s.
+    edge = outside.get("/officer/audit", params={"to": "9999-12-31", "patient": star})
+    assert edge.status_code == 400 and 'id="problem"' in edge.text
+    for path, criteria in (("/officer", {}), ("/officer/audit", {"patient": star})):
+        squared = outside.get(path, params={"page": "\u00b2", **criteria})
+        assert squared.status_code == 400, (path, squared.text)
 
     integrity = outside.get("/officer/integrity")
     assert integrity.status_code == 200 and integrity.text.count('class="tree-size"') == 2

@@ -122,6 +122,8 @@ def test_a_patient_is_found_by_name_national_number_and_hospital_number(
     # No criterion, a date that is none, a field too long: said on the page, nothing searched.
     assert "at least one field" in search(world).text
     assert "is a date" in search(world, birthdate="12/04/1980").text
+    last_day = search(world, birthdate="9999-12-31")  # no day after it: a 500 before
+    assert last_day.status_code < 500 and "is a date" in last_day.text
     assert "at most 100" in search(world, family="x" * 101).text
     # The criteria never travel in the address, and the search is recorded with their names.
     searches = [e for e in entries(platform) if e.get("interaction") == "search-type"

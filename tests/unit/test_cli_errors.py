@@ -4,6 +4,8 @@ terminal or a log must not), CareVault's refusals, and nothing else swallowed.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import typer
 from sqlalchemy import create_engine, text
@@ -41,6 +43,20 @@ def test_a_refusal_of_carevault_is_its_message(capsys: pytest.CaptureFixture[str
     with pytest.raises(typer.Exit):
         command()
     assert capsys.readouterr().err == "error: the certificate is already revoked\n"
+
+
+def test_a_file_a_command_cannot_read_or_write_is_one_line_with_its_name(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A missing file, a folder where a file was expected, an unwritable target: the path and
+    the system's reason, not a traceback."""
+    for failing in (lambda: (tmp_path / "missing.pem").read_bytes(),
+                    lambda: tmp_path.read_bytes(),
+                    lambda: (tmp_path / "no" / "such" / "out.pem").write_bytes(b"x")):
+        with pytest.raises(typer.Exit) as exited:
+            friendly(failing)()
+        assert exited.value.exit_code == 1
+        said = capsys.readouterr().err
+        assert said.startswith(f"error: {tmp_path}") and said.count("\n") == 1
 
 
 def test_a_bug_is_not_dressed_as_an_expected_failure() -> None:

@@ -105,7 +105,12 @@ class HttpTimeStampAuthority:
 
     def _read_bounded(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_response_bytes:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self.max_response_bytes
+        ):
             raise TimestampError(
                 f"time-stamp response of {declared} bytes exceeds {self.max_response_bytes}"
             )

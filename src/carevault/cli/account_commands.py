@@ -238,7 +238,7 @@ def mandate(
     if until is not None:
         try:
             ends = datetime.combine(date.fromisoformat(until) + timedelta(days=1), time(), UTC)
-        except ValueError:
+        except (ValueError, OverflowError):  # not a date, or 9999-12-31 (no day after it)
             raise CareVaultError(f"--until {until!r} is not a date YYYY-MM-DD") from None
     made = service.create_mandate(representative, patient_id, scope, now, ends, by=operator())
     _record(config, "accounts mandate", representative)

@@ -31,5 +31,9 @@ def friendly(command: Callable[P, R]) -> Callable[P, R]:
             reason = database_refusal(error)
             typer.echo(f"error: the database refused the operation: {reason}", err=True)
             raise typer.Exit(1) from None
+        except OSError as error:  # a file a command reads or writes: missing, unreadable, …
+            where = f"{error.filename}: " if error.filename else ""
+            typer.echo(f"error: {where}{error.strerror or error}", err=True)
+            raise typer.Exit(1) from None
 
     return wrapper

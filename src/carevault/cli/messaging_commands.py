@@ -33,6 +33,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -122,6 +123,8 @@ def enrol(
     units = context.audited_units(config, "messaging enrol", detail=detail)
     if out.exists():
         raise CareVaultError(f"{out} exists; it is never overwritten")
+    if not out.parent.is_dir():  # checked before the certificate is issued, not after
+        raise CareVaultError(f"{out.parent} is not a folder: the certificate would not be written")
     try:
         csr_pem = csr.read_bytes()
     except OSError as error:
@@ -220,6 +223,10 @@ class Card:
             raise InvalidInput(
                 f"{error.filename} is missing: run 'message keygen' and have it enrolled"
             ) from None
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise InvalidInput(
+                f"{self.folder} holds an enc.pem or enc.key that is not an encryption key pair"
+            ) from None
         if not isinstance(key, rsa.RSAPrivateKey):
             raise InvalidInput("enc.key is not an RSA key")
         return certificate, key
@@ -241,7 +248,7 @@ def _card(folder: Path) -> Card:
 
 def _endpoint(server: str) -> tuple[str, int]:
     host, _, port = server.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise InvalidInput(f"--server {server!r}: give HOST:PORT")
     return host, int(port)
 

@@ -15,6 +15,7 @@ from carevault.domain.errors import BusinessRuleViolation, InvalidInput
 from carevault.domain.mandates import MAX_TEAM_MEMBERS, CareTeam, TeamMember
 from carevault.domain.national_id import parse_luxembourg_national_id
 from carevault.domain.professions import Professions
+from carevault.fhirmodel.validate import in_utc
 
 JsonObject = dict[str, Any]
 
@@ -51,7 +52,7 @@ class IdentitySystems:
 def _names(resource: JsonObject, where: str) -> tuple[PersonName, ...]:
     names = tuple(
         PersonName(family=n.get("family", ""), given=tuple(n.get("given", [])))
-        for n in resource.get("name", [])
+        for n in _few(resource.get("name"), f"{where}.name")
     )
     if not any(n.family.strip() for n in names):
         raise BusinessRuleViolation(
@@ -84,7 +85,7 @@ def patient_entry(resource: JsonObject, systems: IdentitySystems) -> PatientEntr
                 expression="Patient.birthDate",
             )
     local_ids = []
-    for item in resource.get("identifier", []):
+    for item in _few(resource.get("identifier"), "Patient.identifier"):
         if item.get("system") == systems.national:
             continue
         if not item.get("system") or not item.get("value"):
@@ -92,7 +93,12 @@ def patient_entry(resource: JsonObject, systems: IdentitySystems) -> PatientEntr
                 "every Patient identifier needs a system and a value",
                 expression="Patient.identifier",
             )
-        local_ids.append(Identifier(item["system"], item["value"]))
+        local_ids.append(
+            Identifier(
+                _bounded(item["system"], MAX_URI, "Patient.identifier.system"),
+                _bounded(item["value"], MAX_IDENTIFIER_VALUE, "Patient.identifier.value"),
+            )
+        )
     gender = resource.get("gender")
     if gender is not None and gender not in GENDERS:
         raise InvalidInput(
@@ -104,7 +110,9 @@ def patient_entry(resource: JsonObject, systems: IdentitySystems) -> PatientEntr
         birth_date=birth_date,
         gender=gender,
         postal_codes=tuple(
-            a["postalCode"] for a in resource.get("address", []) if "postalCode" in a
+            _bounded(a["postalCode"], MAX_POSTAL_CODE, "Patient.address.postalCode")
+            for a in _few(resource.get("address"), "Patient.address")
+            if "postalCode" in a
         ),
         local_ids=tuple(local_ids),
         active=bool(resource.get("active", True)),
@@ -137,14 +145,37 @@ class PractitionerEntry:
     active: bool
 
 
+# What the directory's columns hold (adapters/storage/schema.py), checked here so that a longer
+# value is refused with its name on both databases (PostgreSQL refused it as a 500, SQLite
+# stored it), and how many of each a resource may list.
+MAX_IDENTIFIER_VALUE = 128
+MAX_URI = 255
+MAX_POSTAL_CODE = 32
+MAX_REPEATS = 20  # identifiers, names or addresses of one resource
+
+
+def _bounded(value: str, limit: int, where: str) -> str:
+    if len(value) > limit:
+        raise InvalidInput(f"{where} is at most {limit} characters", expression=where)
+    return value
+
+
+def _few(items: Any, where: str) -> list[Any]:
+    found = list(items or [])
+    if len(found) > MAX_REPEATS:
+        raise InvalidInput(f"at most {MAX_REPEATS} {where} are accepted", expression=where)
+    return found
+
+
 def _single_identifier(resource: JsonObject, system: str, where: str) -> str:
-    values = [i.get("value") for i in resource.get("identifier", []) if i.get("system") == system]
+    identifiers = _few(resource.get("identifier"), f"{where}.identifier")
+    values = [i.get("value") for i in identifiers if i.get("system") == system]
     if len(values) != 1 or not values[0]:
         raise BusinessRuleViolation(
             f"a {where} needs exactly one identifier with system {system!r}",
             expression=f"{where}.identifier",
         )
-    return str(values[0])
+    return _bounded(str(values[0]), MAX_IDENTIFIER_VALUE, f"{where}.identifier.value")
 
 
 def _extension(resource: JsonObject, url: str, key: str) -> Any:
@@ -241,9 +272,16 @@ def organization_entry(resource: JsonObject, systems: IdentitySystems) -> Organi
     return OrganizationEntry(
         identifier=_single_identifier(resource, systems.organization, "Organization"),
         name=name,
-        patient_id_system=_extension(resource, PATIENT_ID_SYSTEM_URL, "valueUri"),
+        patient_id_system=_patient_id_system(resource),
         active=bool(resource.get("active", True)),
     )
+
+
+def _patient_id_system(resource: JsonObject) -> str | None:
+    value = _extension(resource, PATIENT_ID_SYSTEM_URL, "valueUri")
+    if value is None:
+        return None
+    return _bounded(str(value), MAX_URI, "Organization.extension.valueUri")
 
 
 def require_organization_type(resource: JsonObject) -> None:
@@ -405,7 +443,7 @@ def _moment(value: Any, where: str) -> datetime | None:
         if "T" in value:
             raise InvalidInput(f"{where} needs a time zone", expression=where)
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return in_utc(moment, where)
 
 
 def _period(value: Any, where: str) -> tuple[datetime | None, datetime | None]:

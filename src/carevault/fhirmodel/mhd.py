@@ -30,7 +30,7 @@ from carevault.fhirmodel.mhd_walk import (
     walk_document_reference,
     walk_submission_set,
 )
-from carevault.fhirmodel.validate import validate_resource
+from carevault.fhirmodel.validate import in_utc, validate_resource
 
 JsonObject = dict[str, Any]
 
@@ -205,7 +205,7 @@ def _instant(value: Any, where: str) -> datetime:
         raise _fail(f"{where} is not a valid date or dateTime", where) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return in_utc(moment, where)
 
 
 def _coding(concept: Any, where: str, valueset: str, check: CodeCheck) -> Coding:

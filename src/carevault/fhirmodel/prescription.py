@@ -21,7 +21,7 @@ from carevault.domain.prescriptions import (
     MedicationCatalogue,
     Product,
 )
-from carevault.fhirmodel.validate import validate_resource
+from carevault.fhirmodel.validate import in_utc, validate_resource
 
 JsonObject = dict[str, Any]
 
@@ -64,7 +64,7 @@ def _instant(value: object, where: str) -> datetime | None:
         raise _fail(f"{where} is not a valid date", where) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return in_utc(moment, where)
 
 
 def _identifier(resource: JsonObject, system: str, kind: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -37,6 +38,10 @@ def parse_json(body: bytes, *, max_depth: int) -> JsonObject:
     except UnicodeDecodeError:
         raise InvalidInput("the request body is not valid UTF-8") from None
     _check_depth(text, max_depth)
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        # No FHIR string holds one (FHIR strings are Unicode characters, and binary data is
+        # base64), and PostgreSQL refuses text with one.
+        raise InvalidInput("the request body holds a NUL character (\\u0000)")
     try:
         value = json.loads(text, parse_int=_integer, parse_float=_decimal, parse_constant=_constant)
     except json.JSONDecodeError as error:
@@ -84,6 +89,11 @@ def _constant(literal: str) -> Any:
 _STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
+# The escape of a NUL character: \u0000 after an even number of backslashes (an escaped
+# backslash followed by "u0000" is text, not a NUL).
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _check_depth(text: str, max_depth: int) -> None:
     """Bound nesting with a scan of the raw text, before any recursive parser sees it."""
     depth = 0
@@ -95,6 +105,16 @@ def _check_depth(text: str, max_depth: int) -> None:
                 raise TooLarge(f"the JSON body is nested deeper than {max_depth} levels")
         elif char in "]}":
             depth -= 1
+
+
+def in_utc(moment: datetime, where: str) -> datetime:
+    """``moment`` in UTC; `InvalidInput` for one that an offset moves out of the years Python
+    holds (``9999-12-31T23:59:59-01:00``, ``0001-01-01T00:00:00+01:00``: valid FHIR, and an
+    OverflowError, a 500, if converted unchecked)."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{where} is out of range", expression=where) from None
 
 
 def validate_resource(value: JsonObject, expected_type: str) -> JsonObject:

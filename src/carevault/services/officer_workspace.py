@@ -169,7 +169,10 @@ def search(log: AuditLog, query: AuditQuery) -> tuple[int, list[Access]]:
     if query.start is not None:
         recorded.append(("ge", query.start, query.start))
     if query.end is not None:
-        after = query.end + timedelta(days=1)
+        try:
+            after = query.end + timedelta(days=1)
+        except OverflowError:  # 9999-12-31: no day after it
+            raise InvalidInput("the end date is out of range", expression="to") from None
         recorded.append(("lt", after, after))
     if query.start and query.end and query.end < query.start:
         raise InvalidInput("the end comes before the start")

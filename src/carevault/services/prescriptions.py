@@ -194,13 +194,22 @@ def signed_from_parameters(parameters: dict[str, Any]) -> str:
     application/jose), as in the E-Rezept API."""
     if parameters.get("resourceType") != "Parameters":
         raise InvalidInput("$activate takes a Parameters resource", expression="resourceType")
-    found = [p for p in parameters.get("parameter") or [] if p.get("name") == "ePrescription"]
+    entries = parameters.get("parameter") or []
+    if not isinstance(entries, list) or not all(isinstance(p, dict) for p in entries):
+        raise InvalidInput(
+            "Parameters.parameter is a list of parameters", expression="Parameters.parameter"
+        )
+    found = [p for p in entries if p.get("name") == "ePrescription"]
     if len(found) != 1:
         raise InvalidInput(
             "$activate takes one 'ePrescription' parameter", expression="Parameters.parameter"
         )
     binary = found[0].get("resource") or {}
-    if binary.get("resourceType") != "Binary" or binary.get("contentType") != "application/jose":
+    if (
+        not isinstance(binary, dict)
+        or binary.get("resourceType") != "Binary"
+        or binary.get("contentType") != "application/jose"
+    ):
         raise InvalidInput(
             "the ePrescription is a Binary of contentType application/jose",
             expression="Parameters.parameter.resource",

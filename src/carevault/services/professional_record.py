@@ -194,11 +194,11 @@ def _query(search: PatientSearch) -> PatientQuery:
     if search.birthdate.strip():
         try:
             day = date.fromisoformat(search.birthdate.strip())
-        except ValueError:
+            query.birthdate.append(DateRange("eq", day, day + timedelta(days=1)))
+        except (ValueError, OverflowError):  # not a date, or 9999-12-31 (no day after it)
             raise InvalidInput(
                 "the birth date is a date (YYYY-MM-DD)", expression="birthdate"
             ) from None
-        query.birthdate.append(DateRange("eq", day, day + timedelta(days=1)))
     return query
 
 

@@ -50,19 +50,28 @@ def messages(lang: str, family: str = "portal") -> dict[str, str]:
     return catalogue(lang)[family]
 
 
+def _local(value: datetime) -> datetime:
+    """``value`` in local time; at the edge of the years Python holds (an access given until
+    9999-12-31 through the API), as it is: a page must not fail on a date it shows."""
+    try:
+        return value.astimezone(TIME_ZONE)
+    except OverflowError:
+        return value
+
+
 def day(value: datetime, lang: str) -> str:
     """A date as a person writes it in ``lang`` (5 December 2026, 5 décembre 2026, …)."""
-    return format_date(value.astimezone(TIME_ZONE), format="long", locale=lang)
+    return format_date(_local(value), format="long", locale=lang)
 
 
 def moment(value: datetime, lang: str) -> str:
     """A date and time, short enough for a table row, in ``lang`` and local time."""
-    return format_datetime(value.astimezone(TIME_ZONE), format="medium", locale=lang)
+    return format_datetime(_local(value), format="medium", locale=lang)
 
 
 def month(value: datetime, lang: str) -> str:
     """A month and year (for the accesses-per-month chart)."""
-    return format_date(value.astimezone(TIME_ZONE), format="MMMM y", locale=lang)
+    return format_date(_local(value), format="MMMM y", locale=lang)
 
 
 __all__ = [

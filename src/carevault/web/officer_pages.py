@@ -506,7 +506,7 @@ def officer_pages_router(ctx: PortalContext) -> APIRouter:
 
 def _page(request: Request) -> int:
     value = request.query_params.get("page", "0")
-    if not value.isdigit() or len(value) > 5:
+    if not (value.isascii() and value.isdigit()) or len(value) > 5:
         raise InvalidInput("no such page")
     return int(value)
 

@@ -227,9 +227,10 @@ async def read_uploads(
     """A multipart form with up to ``max_files`` files, by their field's name (see
     `read_upload`)."""
     declared = request.headers.get("content-length", "")
-    if not declared.isdigit():
+    if not (declared.isascii() and declared.isdigit()):
         raise FormRefused("the form does not say its length")
-    if int(declared) > max_bytes:
+    # Compared by length first: a header of thousands of digits is not converted.
+    if len(declared.lstrip("0")) > len(str(max_bytes)) or int(declared) > max_bytes:
         raise TooLarge("the file is too large")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise FormRefused("the form is not a file upload")
@@ -295,9 +296,13 @@ async def read_form(request: Request) -> dict[str, str]:
         if len(body) > MAX_FORM_BYTES:
             raise FormRefused("the form is too large")
     try:
-        return dict(parse_qsl(body.decode("utf-8"), max_num_fields=MAX_FORM_FIELDS))
+        fields = dict(parse_qsl(body.decode("utf-8"), max_num_fields=MAX_FORM_FIELDS))
     except (UnicodeDecodeError, ValueError):
         raise FormRefused("the form is malformed") from None
+    if any("\x00" in name or "\x00" in value for name, value in fields.items()):
+        # No field of a form holds one, and PostgreSQL refuses text with one (a 500).
+        raise FormRefused("the form holds a NUL character")
+    return fields
 
 
 def client_address(request: Request) -> str | None:

@@ -78,7 +78,11 @@ def grant_end(value: str, today: date) -> datetime | None:
 def last_day(end: datetime) -> str:
     """The last day an access or a mandate ending at ``end`` holds, local time (YYYY-MM-DD):
     the inverse of `grant_end`."""
-    return (end.astimezone(TIME_ZONE) - timedelta(microseconds=1)).date().isoformat()
+    try:
+        local = end.astimezone(TIME_ZONE)
+    except OverflowError:  # an end at the edge of the years Python holds (given through the API)
+        local = end
+    return (local - timedelta(microseconds=1)).date().isoformat()
 
 
 def party_names(ctx: PortalContext, parties: list[tuple[Party, str]]) -> dict[str, str]:

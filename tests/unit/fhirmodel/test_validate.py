@@ -112,8 +112,13 @@ _json_values = st.recursive(
 )
 
 
+_NO_NUL = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+
+
 @given(
-    value=st.dictionaries(st.text(max_size=3), _json_values, max_size=3), limit=st.integers(1, 8)
+    # Keys without NUL: a body holding one is refused before its depth matters (tested below).
+    value=st.dictionaries(st.text(_NO_NUL, max_size=3), _json_values, max_size=3),
+    limit=st.integers(1, 8),
 )
 def test_the_depth_check_agrees_with_the_parsed_nesting(
     value: dict[str, object], limit: int
@@ -220,3 +225,14 @@ def test_many_problems_are_summarized() -> None:
         validate_resource(value, "Patient")
     assert caught.value.message.count("is not an element") == 5
     assert caught.value.message.endswith("(and 3 more)")
+
+
+@pytest.mark.parametrize("body", [b'{"a": "x\\u0000"}', b'{"\\u0000": 1}',
+                                  b'{"a": ["ok", {"b": "\\\\\\u0000"}]}'])
+def test_a_nul_character_anywhere_in_a_body_is_refused(body: bytes) -> None:
+    with pytest.raises(InvalidInput, match="NUL character"):
+        parse_json(body, max_depth=10)
+
+
+def test_an_escaped_backslash_before_u0000_is_text_not_a_nul() -> None:
+    assert parse_json(b'{"a": "C:\\\\u0000"}', max_depth=10) == {"a": "C:\\u0000"}

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from carevault.domain.audit import AuditRecord
 from carevault.domain.authorization import Subject, SubjectKind
-from carevault.domain.errors import NotFound, NotPermitted, RateLimited
+from carevault.domain.errors import InvalidInput, NotFound, NotPermitted, RateLimited
 from carevault.domain.prescriptions import (
     AttemptLimit,
     MedicationCatalogue,
@@ -29,7 +29,7 @@ from carevault.domain.prescriptions import (
     valid_number,
 )
 from carevault.domain.tree_head import TreeHead
-from carevault.services.prescriptions import PrescriptionService, WrongCode
+from carevault.services.prescriptions import PrescriptionService, WrongCode, signed_from_parameters
 from carevault.services.record_policy import Actor
 from support.fake_uow import FakeAuditStore, FakeUnitOfWork
 
@@ -320,3 +320,18 @@ def test_the_sealed_code_is_given_back_only_while_ready_and_only_as_the_hash_che
     assert svc.access_code(task) is None
     # Without a box (only the hash kept), never.
     assert service(uow).access_code(task) is None
+
+
+@pytest.mark.parametrize("parameters", [
+    {"resourceType": "Parameters", "parameter": "abc"},
+    {"resourceType": "Parameters", "parameter": [7]},
+    {"resourceType": "Parameters", "parameter": [{"name": "ePrescription", "resource": "x"}]},
+    {"resourceType": "Parameters", "parameter": [{"name": "ePrescription",
+                                                  "resource": ["Binary"]}]},
+])
+def test_an_activation_whose_parameters_are_not_shaped_as_fhir_says_is_refused(
+        parameters: dict[str, object]) -> None:
+    """``$activate``'s body is read before the handler (the gate needs the prescription's
+    patient): a list that is not one, a resource that is a string, were AttributeErrors (500)."""
+    with pytest.raises(InvalidInput):
+        signed_from_parameters(parameters)

@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from carevault.adapters.storage.account_store import AccountStore
 from carevault.adapters.storage.alert_store import AlertStore
@@ -30,7 +30,13 @@ from carevault.adapters.storage.prescription_store import PrescriptionStore
 from carevault.adapters.storage.record_store import RecordStore
 from carevault.domain.audit import Written
 from carevault.domain.authorization import RecordModel
-from carevault.domain.errors import SEND_AGAIN, CareVaultError, Conflict, Unavailable
+from carevault.domain.errors import (
+    SEND_AGAIN,
+    CareVaultError,
+    Conflict,
+    InvalidInput,
+    Unavailable,
+)
 
 BeforeCommit = Callable[[AuditStore, Written], None]
 
@@ -135,6 +141,14 @@ class SqlUnitOfWork:
         if isinstance(error, IntegrityError):
             raise Conflict(
                 "the change conflicts with stored data (a duplicate identifier?)"
+            ) from error
+        if isinstance(error, DataError):
+            # The database refused a value the checks before it let through (longer than its
+            # column, a NUL character, a number out of range): nothing was stored, and it is
+            # the request's fault, not an incident.
+            raise InvalidInput(
+                "a value cannot be stored: longer than allowed, out of range, or holding a "
+                "NUL character; nothing was stored"
             ) from error
         if error is not None and not isinstance(error, CareVaultError) and lost_database(error):
             # A lost connection (a failover, a restart): answered 503, not as an incident.

@@ -438,7 +438,9 @@ def _parameters(api: ApiContext, request: FhirRequest) -> JsonObject:
         raise InvalidInput(
             f"${request.operation} takes a Parameters resource", expression="resourceType"
         )
-    return body
+    # Validated as R4 says a Parameters is (its parameters a list, each value of its type):
+    # the operations below read its parts without checking each one's shape again.
+    return validate_resource(body, "Parameters")
 
 
 def _check_flow_type(body: JsonObject) -> None:

@@ -32,7 +32,7 @@ from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import Action, GrantLevel
 from carevault.domain.errors import InvalidInput, NotPermitted
 from carevault.domain.mandates import MAX_MANDATE_CLASSES, AssistantMandate
-from carevault.fhirmodel.validate import validate_resource
+from carevault.fhirmodel.validate import in_utc, validate_resource
 
 JsonObject = dict[str, Any]
 
@@ -121,7 +121,7 @@ def _instant(value: Any, name: str) -> datetime:
         if "T" in value:
             raise InvalidInput(f"'{name}' needs a time zone", expression=where)
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return in_utc(moment, name)
 
 
 def _practitioner(value: Any, name: str) -> str:

@@ -50,7 +50,7 @@ from carevault.domain.authorization import (
 )
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.records import StoredBlock, StoredEncounter, StoredGrant
-from carevault.fhirmodel.validate import validate_resource
+from carevault.fhirmodel.validate import in_utc, validate_resource
 from carevault.services import record_reads
 from carevault.services.presence import code_hash, normalize
 from carevault.services.record_policy import Actor, Refused
@@ -91,7 +91,7 @@ def _instant(value: Any, where: str) -> datetime:
         if "T" in value:
             raise InvalidInput(f"{where} needs a time zone", expression=where)
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return in_utc(moment, where)
 
 
 def _reference_id(value: Any, kind: str, where: str) -> str:
