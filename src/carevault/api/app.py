@@ -193,28 +193,6 @@ class TokensNotInUrls:
         await refusal(scope, receive, send)
 
 
-class NoNulInUrls:
-    """Refuses a NUL character in a path or a query string outside ``/fhir`` (whose door
-    refuses and records it itself), with a page that says so: no id, login or search holds
-    one, and PostgreSQL refuses to compare text with one, which was a 500."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope.get("path", "")
-            query: bytes = scope.get("query_string", b"")
-            nul = "\x00" in path or b"%00" in query or b"\x00" in query
-            if nul and not (path == "/fhir" or path.startswith("/fhir/")):
-                refusal = error_response(
-                    InvalidInput("the address holds a NUL character"), ErrorStyle.PAGE
-                )
-                await refusal(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 class EveryMethod:
     """An endpoint that takes every HTTP method: Starlette routes a plain function for the
     methods listed only, and answers the others itself, unrecorded."""
@@ -389,7 +367,6 @@ def create_app(
     # Innermost: it reads the route Starlette's router matched (the metrics' route template).
     app.add_middleware(RequestInstruments, instruments=instruments)
     app.add_middleware(TokensNotInUrls)
-    app.add_middleware(NoNulInUrls)
     app.add_middleware(SecurityHeaders, strict_transport=settings.environment != "dev")
     # Before anything reads the client's address or the transport's headers.
     app.add_middleware(TransportIdentity, trusted_proxies=settings.trusted_proxies)
