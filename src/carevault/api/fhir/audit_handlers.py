@@ -77,7 +77,9 @@ class AuditEventHandler(ResourceHandler):
 
     def read(self, request: FhirRequest) -> FhirResponse:
         stream, _, index = (request.resource_id or "").rpartition("-")
-        if stream not in STREAMS or not (index.isascii() and index.isdigit()):
+        # A log index has fewer than 16 digits (as `since` below); more would pass SQLite's
+        # 64-bit integers, an OverflowError instead of an unknown entry.
+        if stream not in STREAMS or not (index.isascii() and index.isdigit() and len(index) < 16):
             raise NotFound(f"AuditEvent/{request.resource_id} is not known")
         rows = self.log.entries(stream, int(index), int(index) + 1)
         if not rows:
