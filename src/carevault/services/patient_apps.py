@@ -266,9 +266,10 @@ def exchange_code(
         .rstrip("=")
     )
     if not (
-        hmac.compare_digest(challenge, row.code_challenge)
-        and hmac.compare_digest(client_id, row.client_id)
-        and hmac.compare_digest(redirect_uri, row.redirect_uri)
+        # As bytes: compare_digest refuses a str with non-ASCII characters (a TypeError).
+        hmac.compare_digest(challenge.encode(), row.code_challenge.encode())
+        and hmac.compare_digest(client_id.encode(), row.client_id.encode())
+        and hmac.compare_digest(redirect_uri.encode(), row.redirect_uri.encode())
     ):
         raise InvalidGrant("the code was issued for another client, redirect URI or verifier")
     if not uow.apps.use_code(row.code_hash, now):

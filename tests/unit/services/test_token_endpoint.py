@@ -222,6 +222,19 @@ def test_a_refused_code_exchange_leaves_the_code_unused_and_issues_nothing(
     assert unused.used_at is None
 
 
+@pytest.mark.parametrize("field", ["client_id", "redirect_uri"])
+def test_a_code_exchanged_with_a_non_ascii_client_or_address_is_refused_as_another(
+        world: World, field: str) -> None:
+    """hmac.compare_digest refuses str holding non-ASCII characters (a TypeError, a 500);
+    the values are compared as bytes, so they are simply not the code's."""
+    client_id, code = world.code()
+    given = {"client_id": client_id, "redirect_uri": REDIRECT}
+    given[field] += "\u00e9"
+    with pytest.raises(InvalidGrant, match="another client, redirect URI or verifier"):
+        world.endpoint.exchange_code(code=code, code_verifier=VERIFIER, **given)
+    assert world.uow.oauth.tokens == {}
+
+
 def test_introspection_answers_without_writing_anything(world: World) -> None:
     token = world.token()
     commits, tokens = world.uow.commits, dict(world.uow.oauth.tokens)
