@@ -298,6 +298,10 @@ def check_documents(uow: Any, patients: list[str]) -> None:
             (DocumentCriteria(event=[("27113001",)], related=[("d-report",)]), ["d-sig"]),
             (DocumentCriteria(date=[("ge", NOW + timedelta(minutes=2),
                                      NOW + timedelta(minutes=3))]), ["d-held", "d-secret"]),
+            # Seen by both: the held one and the R one are not the normal filter's.
+            (DocumentCriteria(also_visible_to=normal), ["d-report", "d-sig"]),
+            (DocumentCriteria(also_visible_to=author), ["d-secret"]),  # its author's, R
+            (DocumentCriteria(also_visible_to=DocumentFilter()), []),
         ]:
             total, page = uow.documents.search(mine, everyone, criteria, offset=0, count=9)
             assert (total, [s.metadata.id for s in page]) == (len(expected), expected), criteria

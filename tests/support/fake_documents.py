@@ -220,6 +220,7 @@ class FakeDocumentStore(FakeDocumentKeys):
             and all(self._related(m, a) for a in c.related)
             and all(_dates(m.indexed, *bounds) for bounds in c.date)
             and all(_period(m.service_start, m.service_end, *bounds) for bounds in c.period)
+            and (c.also_visible_to is None or c.also_visible_to.matches(m.facts()))
         )
 
     def search(self, patient_id: str, visible: DocumentFilter, criteria: DocumentCriteria, *,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from carevault.domain.authorization import Confidentiality, DocumentFacts
+from carevault.domain.authorization import Confidentiality, DocumentFacts, DocumentFilter
 from carevault.domain.errors import InvalidInput, UnsupportedMediaType
 
 DEFAULT_MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
@@ -118,6 +118,9 @@ class DocumentCriteria:
     date: list[tuple[str, datetime, datetime]] = field(default_factory=list)  # prefix, lo, hi
     period: list[tuple[str, datetime, datetime]] = field(default_factory=list)
     author: list[tuple[str, ...]] = field(default_factory=list)  # practitioner ids
+    # Documents another subject may see too (the engine's filter for them), where one subject's
+    # search must show only what a second may read: the patient's "what would Dr X see?".
+    also_visible_to: DocumentFilter | None = None
 
 
 def sha256_hex(data: bytes) -> str:

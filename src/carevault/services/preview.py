@@ -15,27 +15,23 @@ preview must not show their titles, nor their number, where the asker's own read
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from carevault.adapters.storage.document_store import DocumentCriteria
 from carevault.domain.audit import AuditRecord, rfc3339_ms
 from carevault.domain.authorization import (
     Action,
     Decision,
-    RecordFacts,
-    Subject,
     SubjectKind,
     visible_filter,
 )
-from carevault.domain.documents import DocumentMetadata
+from carevault.domain.documents import DocumentCriteria, DocumentMetadata
 from carevault.domain.errors import NotFound
 from carevault.services.documents import DocumentService
 from carevault.services.record_policy import Actor, RecordPolicy, practitioner_subject
 from carevault.services.unit_of_work import UnitOfWork
 
 PREVIEW_LIMIT = 200  # documents listed in one preview, at most; the total is always given
-_READ_PAGE = 500  # the practitioner's documents read at once to compare with the asker's
 
 
 @dataclass(frozen=True)
@@ -64,15 +60,17 @@ def what_they_would_see(
             raise NotFound("this professional is not in the directory")
         subject = practitioner_subject(uow, practitioner_id, now=now)
         decision = policy.decide(subject, Action.SEARCH, record, None, now)
-        found = list[DocumentMetadata]()
+        total, found = 0, list[DocumentMetadata]()
         if decision.permit and record is not None:
             yours = visible_filter(actor.subject, record, now, documents.matrix)
-            found = [
-                metadata
-                for metadata in _every_document(documents, uow, subject, record)
-                if yours.matches(metadata.facts())
-            ]
-        total = len(found)
+            total, found = documents.find(
+                uow,
+                subject,
+                record,
+                DocumentCriteria(also_visible_to=yours),
+                offset=0,
+                count=PREVIEW_LIMIT,
+            )
         on_behalf = (
             f"Patient/{patient_id}" if actor.subject.kind is SubjectKind.REPRESENTATIVE else None
         )
@@ -96,23 +94,7 @@ def what_they_would_see(
             ],
         )
         uow.commit()
-    shown = sorted(found, key=lambda m: m.indexed, reverse=True)[:PREVIEW_LIMIT]
-    return Preview(practitioner_id, decision, total, tuple(shown))
-
-
-def _every_document(
-    documents: DocumentService, uow: UnitOfWork, subject: Subject, record: RecordFacts
-) -> Iterator[DocumentMetadata]:
-    """Every document ``subject`` would find in the record, read a page at a time."""
-    offset = 0
-    while True:
-        total, page = documents.find(
-            uow, subject, record, DocumentCriteria(), offset=offset, count=_READ_PAGE
-        )
-        yield from page
-        offset += len(page)
-        if not page or offset >= total:
-            return
+    return Preview(practitioner_id, decision, total, tuple(found))
 
 
 __all__ = ["PREVIEW_LIMIT", "Preview", "what_they_would_see"]

@@ -319,13 +319,16 @@ class DocumentStore:
     ) -> tuple[int, list[StoredDocument]]:
         """Total and one page (newest first), both computed by the database under the
         engine's filter."""
-        if visible.matches_nothing:
+        also = criteria.also_visible_to
+        if visible.matches_nothing or (also is not None and also.matches_nothing):
             return 0, []
         d, m = t.document, t.document_metadata
         where: list[ColumnElement[bool]] = [
             d.c.patient_id == patient_id,
             filter_clause(visible),
         ]
+        if also is not None:
+            where.append(filter_clause(also))
         for column, wanted in (
             (m.c.xds_class, criteria.category),
             (m.c.xds_type, criteria.type),
