@@ -71,6 +71,7 @@ from carevault.domain.errors import (
     NotFound,
     TooLarge,
 )
+from carevault.domain.numbers import exceeds, is_digits
 from carevault.services.audit_log import AuditLog
 from carevault.settings import Settings
 
@@ -209,10 +210,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it exceeds ``limit`` bytes (declared or sent)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
+        if not is_digits(declared):
             raise InvalidInput("Content-Length is not a number")
-        # Compared by length first: a header of thousands of digits is not converted.
-        if len(declared.lstrip("0")) > len(str(limit)) or int(declared) > limit:
+        if exceeds(declared, limit):
             raise TooLarge(f"the request body exceeds the limit of {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():

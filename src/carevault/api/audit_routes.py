@@ -21,6 +21,7 @@ from carevault.api.route_door import PUBLIC, SECURITY_OFFICER, Audited, access, 
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError, InvalidInput, NotFound, Unavailable
 from carevault.domain.merkle import ProofError
+from carevault.domain.numbers import whole_number
 from carevault.services.audit_log import AuditLog, AuditUnavailable
 
 MAX_ENTRIES = 1000
@@ -31,10 +32,9 @@ def b64(value: bytes) -> str:
 
 
 def _int(request: Request, name: str, *, minimum: int = 0) -> int:
-    value = request.query_params.get(name)
-    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 18:
+    number = whole_number(request.query_params.get(name) or "", 18)
+    if number is None:
         raise InvalidInput(f"{name} must be a whole number")
-    number = int(value)
     if number < minimum:
         raise InvalidInput(f"{name} must be at least {minimum}")
     return number

@@ -52,6 +52,7 @@ from carevault.client import documents as filing
 from carevault.client import messaging as client
 from carevault.client import platform
 from carevault.domain.errors import CareVaultError, InvalidInput
+from carevault.domain.numbers import whole_number
 from carevault.services import messaging, pki
 
 operator_app = typer.Typer(
@@ -247,10 +248,11 @@ def _card(folder: Path) -> Card:
 
 
 def _endpoint(server: str) -> tuple[str, int]:
-    host, _, port = server.rpartition(":")
-    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+    host, digits = server.rpartition(":")[::2]
+    port = whole_number(digits, 5)
+    if not host or port is None or not 0 < port < 65536:
         raise InvalidInput(f"--server {server!r}: give HOST:PORT")
-    return host, int(port)
+    return host, port
 
 
 def _own_address(card: Card) -> str:

@@ -22,6 +22,7 @@ from carevault.adapters.storage.account_store import AccountRecord
 from carevault.adapters.storage.passkey_store import AccountPasskey
 from carevault.domain.accounts import normalize_password
 from carevault.domain.errors import NotAuthenticated
+from carevault.domain.numbers import is_digits
 from carevault.services.passkey_ceremony import challenge_hash, challenge_of, credential_id_of
 
 TOTP_CODE = "totp"
@@ -125,7 +126,7 @@ def recovery_digest(code: str) -> bytes:
 
 def _is_totp_code(code: str) -> bool:
     compact = code.replace(" ", "")
-    return len(compact) == 6 and compact.isascii() and compact.isdigit()
+    return len(compact) == 6 and is_digits(compact)
 
 
 # --- the checks ---------------------------------------------------------------------------------

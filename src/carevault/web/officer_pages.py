@@ -26,6 +26,7 @@ from carevault.api.route_door import SECURITY_OFFICER_PAGE, Admission, Audited, 
 from carevault.domain.anomaly import KINDS
 from carevault.domain.audit import STREAMS
 from carevault.domain.errors import CareVaultError, InvalidInput, NotAuthenticated, Unavailable
+from carevault.domain.numbers import whole_number
 from carevault.services.anomaly_detection import (
     EMERGENCY_REVIEW,
     STATUSES,
@@ -505,10 +506,10 @@ def officer_pages_router(ctx: PortalContext) -> APIRouter:
 
 
 def _page(request: Request) -> int:
-    value = request.query_params.get("page", "0")
-    if not (value.isascii() and value.isdigit()) or len(value) > 5:
+    page = whole_number(request.query_params.get("page", "0"), 5)
+    if page is None:
         raise InvalidInput("no such page")
-    return int(value)
+    return page
 
 
 def _page_or_zero(request: Request) -> int:

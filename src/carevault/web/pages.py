@@ -30,6 +30,7 @@ from carevault.domain.errors import (
     NotPermitted,
     RateLimited,
 )
+from carevault.domain.numbers import exceeds, is_digits
 from carevault.domain.scopes import MAX_SCOPES
 from carevault.services.portal_sessions import PortalSession, PortalSessions, check_csrf
 from carevault.web.i18n import LANGUAGE_NAMES, language, messages
@@ -227,10 +228,9 @@ async def read_uploads(
     """A multipart form with up to ``max_files`` files, by their field's name (see
     `read_upload`)."""
     declared = request.headers.get("content-length", "")
-    if not (declared.isascii() and declared.isdigit()):
+    if not is_digits(declared):
         raise FormRefused("the form does not say its length")
-    # Compared by length first: a header of thousands of digits is not converted.
-    if len(declared.lstrip("0")) > len(str(max_bytes)) or int(declared) > max_bytes:
+    if exceeds(declared, max_bytes):
         raise TooLarge("the file is too large")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise FormRefused("the form is not a file upload")

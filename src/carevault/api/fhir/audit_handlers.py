@@ -26,6 +26,7 @@ from carevault.domain.access_history import LANGUAGES as HISTORY_LANGUAGES
 from carevault.domain.audit import STREAMS, AuditRecord
 from carevault.domain.authorization import Action
 from carevault.domain.errors import InvalidInput, NotFound
+from carevault.domain.numbers import whole_number
 from carevault.domain.queries import Page, SearchResult
 from carevault.fhirmodel.audit_event import BALP, audit_event
 from carevault.services.access_history import AccessHistory, access_history
@@ -76,12 +77,11 @@ class AuditEventHandler(ResourceHandler):
         return AccessNeed(Target.AUDIT_TRAIL, Action.READ, single)
 
     def read(self, request: FhirRequest) -> FhirResponse:
-        stream, _, index = (request.resource_id or "").rpartition("-")
-        # A log index has fewer than 16 digits (as `since` below); more would pass SQLite's
-        # 64-bit integers, an OverflowError instead of an unknown entry.
-        if stream not in STREAMS or not (index.isascii() and index.isdigit() and len(index) < 16):
+        stream, _, digits = (request.resource_id or "").rpartition("-")
+        index = whole_number(digits, MAX_INDEX_DIGITS)
+        if stream not in STREAMS or index is None:
             raise NotFound(f"AuditEvent/{request.resource_id} is not known")
-        rows = self.log.entries(stream, int(index), int(index) + 1)
+        rows = self.log.entries(stream, index, index + 1)
         if not rows:
             raise NotFound(f"AuditEvent/{request.resource_id} is not known")
         record = AuditRecord.from_canonical(rows[0][1])
@@ -135,6 +135,9 @@ ACCESS_HISTORY = Operation(
 )
 
 MAX_HISTORY_PAGE = 100
+# A log index (an entry's id, $access-history's since and after) has at most 15 digits: more
+# would pass the databases' 64-bit integers, a 500 instead of an unknown entry.
+MAX_INDEX_DIGITS = 15
 
 
 def history_parameters(history: AccessHistory, language: str) -> JsonObject:
@@ -203,7 +206,7 @@ def access_history_response(api: ApiContext, request: FhirRequest) -> FhirRespon
     after = sp.single(request, "after")
     count = sp.page(request, 20, MAX_HISTORY_PAGE).count
     for name, value in (("since", since), ("after", after)):
-        if value is not None and not (value.isascii() and value.isdigit() and len(value) < 16):
+        if value is not None and whole_number(value, MAX_INDEX_DIGITS) is None:
             raise InvalidInput(f"{name} must be a whole number", expression=name)
     patient_resource(api.unit_of_work, request.resource_id)  # NotFound for an unknown one
     history = access_history(

@@ -48,6 +48,7 @@ from carevault.api.fhir.record_handlers import (
 from carevault.domain.authorization import Action, DirectoryArea
 from carevault.domain.directory import Identifier, IdentityDomain
 from carevault.domain.errors import InvalidInput, NotFound
+from carevault.domain.numbers import whole_number
 from carevault.domain.queries import (
     OrganizationQuery,
     PatientQuery,
@@ -133,11 +134,10 @@ class DirectoryHandler(ResourceHandler):
     def vread(self, request: FhirRequest) -> FhirResponse:
         assert request.resource_id is not None
         version = request.version_id or ""
-        if not (version.isascii() and version.isdigit()) or len(version) > 9:
+        number = whole_number(version, 9)
+        if number is None:
             raise NotFound(f"{self.resource_type}/{request.resource_id} has no version {version!r}")
-        stored = self.directories.read_version(
-            self.resource_type, request.resource_id, int(version)
-        )
+        stored = self.directories.read_version(self.resource_type, request.resource_id, number)
         return resource_response(request, stored)
 
     def history(self, request: FhirRequest) -> FhirResponse:

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 from carevault.api.fhir.door import FhirRequest
 from carevault.domain.directory import Identifier
 from carevault.domain.errors import InvalidInput
+from carevault.domain.numbers import whole_number
 from carevault.domain.queries import Alternatives, DateRange, Page, SearchResult, Stored
 from carevault.domain.text import fold
 
@@ -187,9 +188,10 @@ def _integer(request: FhirRequest, name: str, default: int) -> int:
     value = single(request, name)
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or len(value) > 9:
+    number = whole_number(value, 9)
+    if number is None:
         raise InvalidInput(f"{name} must be a whole number", expression=name)
-    return int(value)
+    return number
 
 
 def searchset(

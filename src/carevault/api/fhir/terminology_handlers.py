@@ -36,6 +36,7 @@ from carevault.api.fhir.door import (
 from carevault.domain.affinity import LANGUAGES, AffinityDomain, ValueSetCodes
 from carevault.domain.authorization import Action
 from carevault.domain.errors import InvalidInput, NotFound
+from carevault.domain.numbers import whole_number
 from carevault.domain.queries import SearchResult, Stored
 from carevault.domain.text import fold
 from carevault.fhirmodel.valueset import (
@@ -249,12 +250,13 @@ def _whole(request: FhirRequest, name: str, maximum: int) -> int | None:
     value = _parameter(request, name)
     if value is None:
         return None
-    if not (value.isascii() and value.isdigit()) or len(value) > 9 or int(value) > maximum:
+    number = whole_number(value, 9)
+    if number is None or number > maximum:
         raise InvalidInput(
             f"$expand parameter {name!r} must be a whole number from 0 to {maximum}",
             expression=name,
         )
-    return int(value)
+    return number
 
 
 def _language(value: str | None) -> str:
