@@ -7,7 +7,7 @@ plain FHIR R4 as IHE PDQm, PIXm and mCSD expect it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from carevault.domain.directory import Identifier, PatientEntry, PersonName
@@ -15,7 +15,7 @@ from carevault.domain.errors import BusinessRuleViolation, InvalidInput
 from carevault.domain.mandates import MAX_TEAM_MEMBERS, CareTeam, TeamMember
 from carevault.domain.national_id import parse_luxembourg_national_id
 from carevault.domain.professions import Professions
-from carevault.fhirmodel.validate import in_utc
+from carevault.fhirmodel.validate import date_time
 
 JsonObject = dict[str, Any]
 
@@ -430,20 +430,7 @@ def new_organization(
 
 
 def _moment(value: Any, where: str) -> datetime | None:
-    """A FHIR dateTime as an aware UTC instant; a date alone is its midnight UTC."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput(f"{where} must be a dateTime", expression=where)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{where} is not a valid dateTime", expression=where) from None
-    if moment.tzinfo is None:
-        if "T" in value:
-            raise InvalidInput(f"{where} needs a time zone", expression=where)
-        moment = moment.replace(tzinfo=UTC)
-    return in_utc(moment, where)
+    return None if value is None else date_time(value, where)
 
 
 def _period(value: Any, where: str) -> tuple[datetime | None, datetime | None]:

@@ -15,7 +15,7 @@ import binascii
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from carevault.domain.audit import rfc3339_ms
@@ -30,7 +30,7 @@ from carevault.fhirmodel.mhd_walk import (
     walk_document_reference,
     walk_submission_set,
 )
-from carevault.fhirmodel.validate import in_utc, validate_resource
+from carevault.fhirmodel.validate import date_time, validate_resource
 
 JsonObject = dict[str, Any]
 
@@ -196,16 +196,9 @@ def _fail(message: str, where: str) -> InvalidInput:
     return InvalidInput(message, expression=where)
 
 
-def _instant(value: Any, where: str) -> datetime:
-    if not isinstance(value, str):
-        raise _fail(f"{where} must be a date or dateTime", where)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _fail(f"{where} is not a valid date or dateTime", where) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return in_utc(moment, where)
+def _when(value: Any, where: str) -> datetime:
+    """A time of the metadata; one without zone, as older MHD clients send, is read as UTC."""
+    return date_time(value, where, zone_required=False)
 
 
 def _coding(concept: Any, where: str, valueset: str, check: CodeCheck) -> Coding:
@@ -495,15 +488,17 @@ def _document(
         content=content,
         declared_size=size if isinstance(size, int) else None,
         declared_sha1=sha1 if isinstance(sha1, str) else None,
-        created=_instant(attachment["creation"], f"{here}.content.attachment.creation")
+        created=date_time(
+            attachment["creation"], f"{here}.content.attachment.creation", zone_required=False
+        )
         if "creation" in attachment
         else None,
-        service_start=_instant(period["start"], f"{here}.context.period.start")
+        service_start=date_time(
+            period["start"], f"{here}.context.period.start", zone_required=False
+        )
         if "start" in period
         else None,
-        service_end=_instant(period["end"], f"{here}.context.period.end")
-        if "end" in period
-        else None,
+        service_end=_when(period["end"], f"{here}.context.period.end") if "end" in period else None,
         title=attachment.get("title"),
         description=resource.get("description"),
         language=attachment.get("language"),
@@ -527,7 +522,7 @@ def _held(resource: JsonObject, where: str) -> bool | datetime:
         if isinstance(extension.get("valueBoolean"), bool):
             return bool(extension["valueBoolean"])
         if "valueDateTime" in extension:
-            return _instant(extension["valueDateTime"], where)
+            return _when(extension["valueDateTime"], where)
         raise _fail(f"{HELD_EXTENSION} takes valueBoolean or valueDateTime", where)
     return False
 

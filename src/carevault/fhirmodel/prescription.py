@@ -21,7 +21,7 @@ from carevault.domain.prescriptions import (
     MedicationCatalogue,
     Product,
 )
-from carevault.fhirmodel.validate import in_utc, validate_resource
+from carevault.fhirmodel.validate import date_time, validate_resource
 
 JsonObject = dict[str, Any]
 
@@ -53,18 +53,8 @@ def _fail(message: str, where: str) -> InvalidInput:
     return InvalidInput(message, expression=where)
 
 
-def _instant(value: object, where: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise _fail(f"{where} must be a date or dateTime", where)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _fail(f"{where} is not a valid date", where) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return in_utc(moment, where)
+def _optional_time(value: object, where: str) -> datetime | None:
+    return None if value is None else date_time(value, where, zone_required=False)
 
 
 def _identifier(resource: JsonObject, system: str, kind: str) -> tuple[str, str]:
@@ -236,8 +226,8 @@ def read_prescription(
         medication=str(medication_text),
         dosage=dosage,
         quantity=f"{_number(quantity['value'])} {quantity.get('unit') or quantity.get('code')}",
-        validity_start=_instant(validity.get("start"), "validityPeriod.start"),
-        validity_end=_instant(validity.get("end"), "validityPeriod.end"),
+        validity_start=_optional_time(validity.get("start"), "validityPeriod.start"),
+        validity_end=_optional_time(validity.get("end"), "validityPeriod.end"),
         authored_on=request.get("authoredOn"),
         prescriber=_name(practitioner_entry[1]),
         patient=_name(patient_entry[1]),

@@ -107,14 +107,33 @@ def _check_depth(text: str, max_depth: int) -> None:
             depth -= 1
 
 
-def in_utc(moment: datetime, where: str) -> datetime:
-    """``moment`` in UTC; `InvalidInput` for one that an offset moves out of the years Python
-    holds (``9999-12-31T23:59:59-01:00``, ``0001-01-01T00:00:00+01:00``: valid FHIR, and an
-    OverflowError, a 500, if converted unchecked)."""
+def date_time(
+    value: object, where: str, *, zone_required: bool = True, name: str | None = None
+) -> datetime:
+    """A FHIR ``date`` or ``dateTime`` as an aware UTC instant; `InvalidInput` at ``where``
+    (said as ``name`` in the message, ``where`` by default) for anything else.
+
+    A date alone is its midnight UTC. A time needs its zone, as R4 says ("if hours and minutes
+    are specified, a time zone SHALL be populated"); ``zone_required=False`` reads one without
+    as UTC, for the documents' metadata that clients of older MHD versions send so. A moment an
+    offset moves out of the years Python holds (``9999-12-31T23:59:59-01:00``, valid FHIR) is
+    out of range, where converting it unchecked was an OverflowError, a 500.
+    """
+    said = name or where
+    if not isinstance(value, str):
+        raise InvalidInput(f"{said} must be a date or dateTime", expression=where)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{said} is not a valid date or dateTime", expression=where) from None
+    if moment.tzinfo is None:
+        if zone_required and "T" in value:
+            raise InvalidInput(f"{said} needs a time zone", expression=where)
+        moment = moment.replace(tzinfo=UTC)
     try:
         return moment.astimezone(UTC)
     except OverflowError:
-        raise InvalidInput(f"{where} is out of range", expression=where) from None
+        raise InvalidInput(f"{said} is out of range", expression=where) from None
 
 
 def validate_resource(value: JsonObject, expected_type: str) -> JsonObject:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from carevault.domain.errors import InvalidInput, TooLarge
 from carevault.fhirmodel.validate import (
     MAX_DECIMAL_DIGITS,
     MAX_INTEGER_DIGITS,
+    date_time,
     parse_json,
     validate_resource,
 )
@@ -236,3 +238,35 @@ def test_a_nul_character_anywhere_in_a_body_is_refused(body: bytes) -> None:
 
 def test_an_escaped_backslash_before_u0000_is_text_not_a_nul() -> None:
     assert parse_json(b'{"a": "C:\\\\u0000"}', max_depth=10) == {"a": "C:\\u0000"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-12-07", datetime(2026, 12, 7, tzinfo=UTC)),  # a date: its midnight UTC
+    ("2026-12-07T10:30:00Z", datetime(2026, 12, 7, 10, 30, tzinfo=UTC)),
+    ("2026-12-07T10:30:00+01:00", datetime(2026, 12, 7, 9, 30, tzinfo=UTC)),
+    ("9999-12-31T23:59:59+01:00", datetime(9999, 12, 31, 22, 59, 59, tzinfo=UTC)),
+])
+def test_a_date_or_date_time_is_an_instant_in_utc(text: str, expected: datetime) -> None:
+    moment = date_time(text, "Consent.provision.period.end")
+    assert moment == expected and moment.utcoffset() is not None
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    (20261207, "must be a date or dateTime"),
+    (None, "must be a date or dateTime"),
+    ("7 December 2026", "is not a valid date or dateTime"),
+    ("2026-02-30", "is not a valid date or dateTime"),
+    ("2026-12-07T10:30:00", "needs a time zone"),  # R4: a time SHALL have its zone
+    ("9999-12-31T23:59:59-01:00", "is out of range"),  # valid FHIR, past Python's years
+    ("0001-01-01T00:00:00+01:00", "is out of range"),
+])
+def test_anything_else_is_refused_where_it_was_given(value: object, said: str) -> None:
+    with pytest.raises(InvalidInput, match=said) as refused:
+        date_time(value, "Parameters.end", name="'end'")
+    assert refused.value.expression == "Parameters.end"
+    assert str(refused.value).startswith("'end' ")
+
+
+def test_a_time_without_zone_is_utc_where_older_clients_send_so() -> None:
+    assert date_time("2026-12-07T10:30:00", "creation", zone_required=False) == datetime(
+        2026, 12, 7, 10, 30, tzinfo=UTC)

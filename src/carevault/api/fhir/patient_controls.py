@@ -25,11 +25,7 @@ from carevault.api.fhir.audit_handlers import history_language
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import AccessNeed, FhirRequest, FhirResponse, Operation, Target
 from carevault.api.fhir.record_export import attachment_headers, bundle_bytes, bundle_entries
-from carevault.api.fhir.record_handlers import (
-    _instant,
-    actor_of,
-    admitted_record,
-)
+from carevault.api.fhir.record_handlers import actor_of, admitted_record
 from carevault.domain.accounts import Mandate
 from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import (
@@ -41,6 +37,7 @@ from carevault.domain.authorization import (
     RecordState,
 )
 from carevault.domain.errors import InvalidInput
+from carevault.fhirmodel.validate import date_time
 from carevault.services.record_export import RecordExport
 from carevault.services.record_policy import RecordChange
 
@@ -279,7 +276,7 @@ def _representative(api: ApiContext, request: FhirRequest) -> FhirResponse:
     given = _parameters(api, request, _REPRESENTATIVE, "$representative")
     action = given.get("action")
     actor, patient_id = actor_of(request), request.resource_id or ""
-    end = _instant(given["end"], "end") if "end" in given else None
+    end = date_time(given["end"], "end") if "end" in given else None
     scope = _code(given.get("scope", "read"), MandateScope, "scope")
     if action == "name":
         if "mandate" in given:

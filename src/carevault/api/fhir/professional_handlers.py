@@ -16,7 +16,7 @@ professional may ask; the service then decides who may actually write (`decide_m
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from carevault.api.fhir.context import ApiContext
@@ -32,7 +32,7 @@ from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import Action, GrantLevel
 from carevault.domain.errors import InvalidInput, NotPermitted
 from carevault.domain.mandates import MAX_MANDATE_CLASSES, AssistantMandate
-from carevault.fhirmodel.validate import in_utc, validate_resource
+from carevault.fhirmodel.validate import date_time, validate_resource
 
 JsonObject = dict[str, Any]
 
@@ -109,19 +109,8 @@ def _one(parameters: list[JsonObject], name: str, kind: str, *, required: bool =
     return values[0] if values else None
 
 
-def _instant(value: Any, name: str) -> datetime:
-    where = f"Parameters.{name}"
-    if not isinstance(value, str):
-        raise InvalidInput(f"'{name}' must be a dateTime", expression=where)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"'{name}' is not a valid dateTime", expression=where) from None
-    if moment.tzinfo is None:
-        if "T" in value:
-            raise InvalidInput(f"'{name}' needs a time zone", expression=where)
-        moment = moment.replace(tzinfo=UTC)
-    return in_utc(moment, name)
+def _parameter_time(value: Any, name: str) -> datetime:
+    return date_time(value, f"Parameters.{name}", name=f"'{name}'")
 
 
 def _practitioner(value: Any, name: str) -> str:
@@ -162,9 +151,9 @@ def mandate_parameters(mandate: AssistantMandate, now: datetime) -> JsonObject:
 def mandate_assistant_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     parameters = _parameters(api, request)
     assistant = _practitioner(_one(parameters, "assistant", "valueReference"), "assistant")
-    end = _instant(_one(parameters, "end", "valueDateTime"), "end")
+    end = _parameter_time(_one(parameters, "end", "valueDateTime"), "end")
     start_value = _one(parameters, "start", "valueDateTime", required=False)
-    start = _instant(start_value, "start") if start_value is not None else None
+    start = _parameter_time(start_value, "start") if start_value is not None else None
     codes = [p.get("valueCode") for p in parameters if p.get("name") == "scope"]
     if any(not isinstance(code, str) or not code or code == "*" for code in codes):
         raise InvalidInput("each 'scope' is a document class code", expression="Parameters.scope")
@@ -212,7 +201,7 @@ _LEVELS = {"normal": GrantLevel.NORMAL, "extended": GrantLevel.EXTENDED}
 def delegate_response(api: ApiContext, request: FhirRequest) -> FhirResponse:
     parameters = _parameters(api, request)
     delegate = _practitioner(_one(parameters, "delegate", "valueReference"), "delegate")
-    end = _instant(_one(parameters, "end", "valueDateTime"), "end")
+    end = _parameter_time(_one(parameters, "end", "valueDateTime"), "end")
     level_code = _one(parameters, "level", "valueCode", required=False) or "normal"
     level = _LEVELS.get(level_code)
     if level is None:

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from carevault.api.fhir import search as sp
@@ -50,7 +49,7 @@ from carevault.domain.authorization import (
 )
 from carevault.domain.errors import InvalidInput, NotFound, NotPermitted
 from carevault.domain.records import StoredBlock, StoredEncounter, StoredGrant
-from carevault.fhirmodel.validate import in_utc, validate_resource
+from carevault.fhirmodel.validate import date_time, validate_resource
 from carevault.services import record_reads
 from carevault.services.presence import code_hash, normalize
 from carevault.services.record_policy import Actor, Refused
@@ -78,20 +77,6 @@ EMERGENCY_CONSENT_PREFIX = "emergency-"
 # On a grant's provision: the practitioner may pass the access on to a colleague for a while
 # (`Patient/[id]/$delegate`), when the patient allows delegation on the record.
 DELEGABLE_URL = "https://carevault.lu/fhir/StructureDefinition/delegable"
-
-
-def _instant(value: Any, where: str) -> datetime:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{where} must be a dateTime", expression=where)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(f"{where} is not a valid dateTime", expression=where) from None
-    if moment.tzinfo is None:
-        if "T" in value:
-            raise InvalidInput(f"{where} needs a time zone", expression=where)
-        moment = moment.replace(tzinfo=UTC)
-    return in_utc(moment, where)
 
 
 def _reference_id(value: Any, kind: str, where: str) -> str:
@@ -375,12 +360,14 @@ class ConsentHandler(ResourceHandler):
             level = _grant_level(provision)
             period = provision.get("period", {})
             start = (
-                _instant(period["start"], "Consent.provision.period.start")
+                date_time(period["start"], "Consent.provision.period.start")
                 if "start" in period
                 else None
             )
             end = (
-                _instant(period["end"], "Consent.provision.period.end") if "end" in period else None
+                date_time(period["end"], "Consent.provision.period.end")
+                if "end" in period
+                else None
             )
             grant = policy.grant(
                 actor,
@@ -432,7 +419,9 @@ class ConsentHandler(ResourceHandler):
             level = _grant_level(provision)
             period = provision.get("period", {})
             end = (
-                _instant(period["end"], "Consent.provision.period.end") if "end" in period else None
+                date_time(period["end"], "Consent.provision.period.end")
+                if "end" in period
+                else None
             )
             policy.change_grant(actor, record.patient_id, consent_id, level=level, end=end)
         else:
@@ -530,8 +519,8 @@ class EncounterHandler(ResourceHandler):
         period = resource.get("period") or {}
         if "start" not in period:
             raise InvalidInput("the encounter needs period.start", expression="Encounter.period")
-        start = _instant(period["start"], "Encounter.period.start")
-        end = _instant(period["end"], "Encounter.period.end") if "end" in period else None
+        start = date_time(period["start"], "Encounter.period.start")
+        end = date_time(period["end"], "Encounter.period.end") if "end" in period else None
         now = self.api.policy.clock()
         if start > now:
             raise InvalidInput(
