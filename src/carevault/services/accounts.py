@@ -385,17 +385,16 @@ class AccountService:
                 raise NotFound(f"Account/{account_id} is not known")
             if account.enrolled:
                 raise Conflict("the second factor of this account is already confirmed")
-            key = account_key(account.id)
-            before = store.lock_throttle_states([key])[key]
-            wait = self.account_throttle.retry_after(before, now)
-            if wait:
-                self._refuse_throttled(
-                    uow, account, "enrol-confirm", ACTION_UPDATE, wait, now, client_ip
-                )
             secret = self.secret_box.open(account.totp_secret, account.id)
-            step = self.totp.verify(secret, code, now, None)
-            if step is not None and store.accept_totp_step(account.id, step):
-                store.save_throttle_state(key, self.account_throttle.succeed())
+
+            def accepted() -> bool:
+                step = self.totp.verify(secret, code, now, None)
+                return step is not None and store.accept_totp_step(account.id, step)
+
+            if self._holder_knows(
+                uow, account, "enrol-confirm", "wrong-code", accepted, client_ip, now
+            ):
+                store.save_throttle_state(account_key(account.id), self.account_throttle.succeed())
                 self._append(
                     uow,
                     authentication_record(
@@ -404,12 +403,6 @@ class AccountService:
                 )
                 uow.commit()
                 return
-            charged = self.account_throttle.fail(before, now)
-            store.save_throttle_state(key, charged)
-            self._record_failure(
-                uow, store, account, "enrol-confirm", "wrong-code", before, charged, client_ip, now
-            )
-            uow.commit()
         raise AuthenticationFailed("invalid code")
 
     def confirm_password(
@@ -431,14 +424,15 @@ class AccountService:
             account = store.by_id(account_id)
             if account is None or account.disabled_at is not None:
                 raise AuthenticationFailed("this account cannot confirm its password")
-            key = account_key(account.id)
-            before = store.lock_throttle_states([key])[key]
-            wait = self.account_throttle.retry_after(before, now)
-            if wait:
-                self._refuse_throttled(
-                    uow, account, interaction, ACTION_UPDATE, wait, now, client_ip
-                )
-            if self.credentials.password(account, password).ok:
+            if self._holder_knows(
+                uow,
+                account,
+                interaction,
+                "wrong-password",
+                lambda: self.credentials.password(account, password).ok,
+                client_ip,
+                now,
+            ):
                 self._append(
                     uow,
                     authentication_record(
@@ -453,12 +447,6 @@ class AccountService:
                 )
                 uow.commit()
                 return Reauthenticated(account.id, now)
-            charged = self.account_throttle.fail(before, now)
-            store.save_throttle_state(key, charged)
-            self._record_failure(
-                uow, store, account, interaction, "wrong-password", before, charged, client_ip, now
-            )
-            uow.commit()
         raise AuthenticationFailed("the password is not this account's")
 
     # --- signing in -------------------------------------------------------------------------
@@ -802,6 +790,36 @@ class AccountService:
             return uow.accounts.notifications_of(account_id)
 
     # --- audit ------------------------------------------------------------------------------
+
+    def _holder_knows(
+        self,
+        uow: UnitOfWork,
+        account: AccountRecord,
+        interaction: str,
+        failure: str,
+        check: Callable[[], bool],
+        client_ip: str | None,
+        now: datetime,
+    ) -> bool:
+        """One ``check`` of what only the holder of a signed-in account knows (a first TOTP
+        code, the password again), under the account's throttle like a sign-in: refused while
+        the throttle waits; a wrong answer charged to it, recorded as ``failure`` and committed.
+        True when it passed: the caller records its success and commits."""
+        store = uow.accounts
+        key = account_key(account.id)
+        before = store.lock_throttle_states([key])[key]
+        wait = self.account_throttle.retry_after(before, now)
+        if wait:
+            self._refuse_throttled(uow, account, interaction, ACTION_UPDATE, wait, now, client_ip)
+        if check():
+            return True
+        charged = self.account_throttle.fail(before, now)
+        store.save_throttle_state(key, charged)
+        self._record_failure(
+            uow, store, account, interaction, failure, before, charged, client_ip, now
+        )
+        uow.commit()
+        return False
 
     def _refuse_throttled(
         self,
