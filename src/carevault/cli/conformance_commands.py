@@ -65,16 +65,12 @@ def _audited(
         yield context.audited_units(config, interaction, detail=detail)
     except CareVaultError as error:
         refused = {**detail, "result": str(error)[:500]}
-        context.log_for(config).append_now(
-            [context.operator_record("C", interaction, detail=refused, outcome="4")]
-        )
+        context.record_now(config, "C", interaction, detail=refused, outcome="4")
         raise
 
 
 def _record(config: Settings, action: str, interaction: str, detail: dict[str, str]) -> None:
-    context.log_for(config).append_now(
-        [context.operator_record(action, interaction, detail=detail)]
-    )
+    context.record_now(config, action, interaction, detail=detail)
 
 
 def _write_new(path: Path, text: str) -> None:

@@ -99,7 +99,7 @@ def init() -> None:
 
 def _record(settings: Settings, interaction: str, detail: dict[str, str]) -> None:
     """Record an operator action that is not a directory change."""
-    context.log_for(settings).append_now([context.operator_record("E", interaction, detail=detail)])
+    context.record_now(settings, "E", interaction, detail=detail)
 
 
 @db_app.command("upgrade")
@@ -447,12 +447,8 @@ def list_directory(
         raise CareVaultError(f"unknown kind {kind!r}: use patients, practitioners or organizations")
     config = _settings()
     # Listing the directories is an access to identities: it is recorded too.
-    context.log_for(config).append_now(
-        [
-            context.operator_record(
-                "R", "directory list", entity_type=kind, detail={"limit": str(limit)}
-            )
-        ],
+    context.record_now(
+        config, "R", "directory list", entity_type=kind, detail={"limit": str(limit)}
     )
     with SqlUnitOfWork(context.engine_for(config.database_url)) as uow:
         result = searches[kind](uow)
