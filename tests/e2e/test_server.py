@@ -184,6 +184,23 @@ def test_demo_patient_found_by_national_identifier(
     ]
 
 
+def test_the_servers_log_holds_no_query_string(
+    server: Any, http: httpx.Client, demo_patient: Any
+) -> None:
+    """FHIR searches carry names, birth dates and national identification numbers in their
+    query: uvicorn's access log line names the request without it (as the nginx configuration's
+    log format does), on stdout or stderr."""
+    national_id = demo_patient["national_id"]
+    family = demo_patient["resource"]["name"][0]["family"]
+    found = http.get("/fhir/Patient", params={"identifier": f"{NATIONAL_SYSTEM}|{national_id}",
+                                                "family": family, "_count": "1"})
+    assert found.status_code == 200
+    logs = "".join((server.workdir / name).read_text("utf-8", errors="replace")
+                   for name in ("server.out", "server.err"))
+    assert '"GET /fhir/Patient HTTP/1.1" 200' in logs  # the line is there, its query is not
+    assert national_id not in logs and f"family={family}" not in logs
+
+
 # --- mCSD: professionals ---------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ Every response carries ``X-Request-ID`` (the caller's own, when it is a plain to
 from __future__ import annotations
 
 import contextvars
+import copy
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import uvicorn.config
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -269,17 +271,45 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class NoQueryInAccessLog(logging.Filter):
+    """uvicorn's access log line names the request's path without its query: FHIR searches
+    carry names, birth dates and national identification numbers there (the nginx
+    configuration's log format leaves the query out for the same reason); CareVault's own
+    audit log records every request in full, under its access rules."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn: '%s - "%s %s HTTP/%s" %d' with (client, method, path?query, version, status)
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].partition("?")[0], *args[3:])
+        return True
+
+
+_NO_QUERY = {"no_query": {"()": f"{__name__}.NoQueryInAccessLog"}}
+
+
 def json_log_config(level: str = "info") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for CareVault and uvicorn: JSON lines on stderr."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     loggers = ("carevault", "uvicorn", "uvicorn.error", "uvicorn.access")
-    return {
+    config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "filters": _NO_QUERY,
         "handlers": {"json": handler},
         "loggers": {
             name: {"handlers": ["json"], "level": level.upper(), "propagate": False}
             for name in loggers
         },
     }
+    config["loggers"]["uvicorn.access"]["filters"] = ["no_query"]
+    return config
+
+
+def text_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration (text lines), its access log without queries."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["filters"] = _NO_QUERY
+    config["loggers"]["uvicorn.access"]["filters"] = ["no_query"]
+    return config

@@ -31,7 +31,7 @@ import uvicorn
 import uvicorn.config
 from prometheus_client import multiprocess
 
-from carevault.api.instruments import MULTIPROCESS_DIR, json_log_config
+from carevault.api.instruments import MULTIPROCESS_DIR, json_log_config, text_log_config
 from carevault.api.tls import TlsHttpProtocol, TlsOptions, server_context
 
 RESTART_PAUSE_SECONDS = 1.0
@@ -52,7 +52,7 @@ def server_config(
     every log line (uvicorn's and CareVault's) a JSON object with the request id."""
     config = uvicorn.Config(
         app,
-        log_config=json_log_config(log_level) if json_logs else uvicorn.config.LOGGING_CONFIG,
+        log_config=json_log_config(log_level) if json_logs else text_log_config(),
         factory=factory,
         host=host,
         port=port,
