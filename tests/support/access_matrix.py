@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.testclient import TestClient
 
@@ -375,18 +376,23 @@ SUMMARIES: list[str] = []
 
 class Clients:
     """One HTTP client per caller (its own address, as a real client has): per-address limits
-    such as the enrolment form's are then each caller's own."""
+    such as the enrolment form's are then each caller's own. They share one event loop in one
+    thread (``portal``), as a server's requests do, where a TestClient outside ``with`` starts
+    a thread and a loop for each request (a millisecond of the matrix's eight thousand cells)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, portal: BlockingPortal) -> None:
         self.app = app
+        self.portal = portal
         self._clients: dict[str, TestClient] = {}
 
     def __call__(self, caller: Caller) -> TestClient:
         if caller.name not in self._clients:
             host = f"198.51.100.{40 + len(self._clients)}"
-            self._clients[caller.name] = TestClient(
+            client = TestClient(
                 self.app, base_url="http://127.0.0.1:8000", client=(host, 4000),
                 follow_redirects=False, raise_server_exceptions=False)
+            client.portal = self.portal  # the app's lifespan is not run, as before
+            self._clients[caller.name] = client
         return self._clients[caller.name]
 
 
@@ -397,23 +403,24 @@ def run_matrix(world: World, app: Any, rows: list[Row],
     world.mint_all()
     world.sessions = open_sessions(world)
     callers = callers if callers is not None else list(world.callers.values())
-    clients = Clients(app)
     oracle = Oracle(world)
     cells: list[Cell] = []
     minted = time.monotonic()
-    for writes in (False, True):
-        oracle.frozen = not writes
-        for row in (r for r in rows if r.writes is writes):
-            if time.monotonic() - minted > TOKEN_REFRESH_SECONDS:
-                # Tokens live five minutes; a slow machine gets fresh ones, and the oracle
-                # forgets the callers it authenticated with the old ones.
-                world.mint_all()
-                oracle.thaw()
-                oracle.frozen = not writes
-                minted = time.monotonic()
-            for caller in callers:
-                cells.append(_cell(world, oracle, clients(caller), row, caller))
-        oracle.thaw()
+    with start_blocking_portal() as portal:
+        clients = Clients(app, portal)
+        for writes in (False, True):
+            oracle.frozen = not writes
+            for row in (r for r in rows if r.writes is writes):
+                if time.monotonic() - minted > TOKEN_REFRESH_SECONDS:
+                    # Tokens live five minutes; a slow machine gets fresh ones, and the oracle
+                    # forgets the callers it authenticated with the old ones.
+                    world.mint_all()
+                    oracle.thaw()
+                    oracle.frozen = not writes
+                    minted = time.monotonic()
+                for caller in callers:
+                    cells.append(_cell(world, oracle, clients(caller), row, caller))
+            oracle.thaw()
     return Outcome(cells, time.monotonic() - started)
 
 
