@@ -106,8 +106,11 @@ def test_sign_out_ends_the_session(client: TestClient, account: PatientAccount) 
     page = client.get("/me")
     token = CSRF.search(page.text)
     assert token
-    assert client.post("/logout", data={"csrf": token.group(1)},
-                       follow_redirects=False).status_code == 303
+    page = client.get("/me")
+    assert page.headers["cache-control"] == "no-store"  # the history is not kept on disk
+    out = client.post("/logout", data={"csrf": token.group(1)}, follow_redirects=False)
+    assert out.status_code == 303
+    assert out.headers["clear-site-data"] == '"cache"'  # and what was kept is dropped
     assert client.get("/me", follow_redirects=False).headers["location"].startswith("/login")
 
 

@@ -446,6 +446,12 @@ def _cell(world: World, oracle: Oracle, http: TestClient, row: Row, caller: Call
         problems.append(f"expected {wanted}: {response.text[:200]}")
     elif expected.permit and row.check is not None:
         problems += row.check(oracle, caller, expected, response)
+    if response.headers.get("content-type", "").startswith("text/html") and \
+            response.headers.get("cache-control") != "no-store":
+        # A page names a person, their documents or who looked at them: a shared browser
+        # must not keep it (every page, every caller, whatever the answer).
+        kept = response.headers.get("cache-control")
+        problems.append(f"an HTML answer that may be cached: {kept}")
     total = None
     if response.headers.get("content-type", "").startswith("application/fhir+json"):
         body = response.json()

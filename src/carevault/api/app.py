@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from carevault import __version__
 from carevault.api.access import is_loopback
 from carevault.api.audit_routes import SecurityOfficer, audit_router
-from carevault.api.errors import ErrorStyle, error_response
+from carevault.api.errors import NO_STORE, ErrorStyle, error_response
 from carevault.api.fhir.door import (
     BEARER_IN_URL,
     FORM,
@@ -477,6 +477,7 @@ def create_app(
             request,
             "home.html",
             {"version": __version__, "environment": settings.environment, "fhir_base": fhir_base},
+            headers=NO_STORE,  # as every page: no HTML answer is cached
         )
 
     return app

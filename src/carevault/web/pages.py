@@ -24,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from carevault.api.errors import NO_STORE
 from carevault.domain.errors import (
     RETRY_AFTER_SECONDS,
     NotAuthenticated,
@@ -81,7 +82,10 @@ class Pages:
         family: str = "portal",
     ) -> Response:
         """``template`` in the person's language: ``t`` holds the ``family``'s messages,
-        ``portal`` the shared ones, ``languages`` the language choice."""
+        ``portal`` the shared ones, ``languages`` the language choice. Never cached: a page
+        names a person, their documents or who looked at them, and a browser shared at a
+        hospital workstation or at home would keep it on disk and show it again (back button)
+        after its session ended."""
         lang = language(request)
         page = {
             "lang": lang,
@@ -94,7 +98,9 @@ class Pages:
             "acting": request.scope.get(ACTING_KEY),
             **(context or {}),
         }
-        return self.templates.TemplateResponse(request, template, page, status_code=status)
+        return self.templates.TemplateResponse(
+            request, template, page, status_code=status, headers=NO_STORE
+        )
 
     def error(self, request: Request, status: int, message: str) -> Response:
         """A page that says what went wrong; a 503 (the audit log or the database away for a
@@ -303,6 +309,15 @@ async def read_form(request: Request) -> dict[str, str]:
         # No field of a form holds one, and PostgreSQL refuses text with one (a 500).
         raise FormRefused("the form holds a NUL character")
     return fields
+
+
+def signed_out(response: Response) -> Response:
+    """``response`` that ends the session in the browser too: its cookie deleted, and the
+    browser asked to drop what it cached of the site (``Clear-Site-Data``; browsers heed it
+    over HTTPS and on localhost), for the pages cached before they were all ``no-store``."""
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.headers["Clear-Site-Data"] = '"cache"'
+    return response
 
 
 def client_address(request: Request) -> str | None:

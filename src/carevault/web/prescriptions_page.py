@@ -100,7 +100,6 @@ def prescriptions_page_router(ctx: PortalContext) -> APIRouter:
             {"csrf": session.csrf, "prescriptions": shown},
             family="prescriptions",
         )
-        page.headers["Cache-Control"] = "no-store"  # the access codes
         return page
 
     @router.get(

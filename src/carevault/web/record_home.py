@@ -421,7 +421,6 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             {"code": code.code, "expires": f"{code.expires:%H:%M} UTC"},
             family="presence",
         )
-        page.headers["Cache-Control"] = "no-store"
         return page
 
     return router

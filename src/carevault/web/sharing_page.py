@@ -265,9 +265,7 @@ def sharing_page_router(ctx: PortalContext) -> APIRouter:
         except CareVaultError as error:
             return pages.error(request, 403, error.message)
         context["csrf"] = session.csrf
-        page = pages.render(request, "preview.html", context, family="sharing")
-        page.headers["Cache-Control"] = "no-store"
-        return page
+        return pages.render(request, "preview.html", context, family="sharing")
 
     return router
 

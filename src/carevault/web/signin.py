@@ -33,6 +33,7 @@ from carevault.web.pages import (
     SESSION_MAX_AGE,
     FormRefused,
     client_address,
+    signed_out,
 )
 
 # What the door records of an enrolment the view refuses (an opened account is recorded by the
@@ -184,9 +185,7 @@ def signin_router(ctx: PortalContext) -> APIRouter:
         except (NotAuthenticated, FormRefused):
             return pages.to_login(request)
         await run_in_threadpool(ctx.sessions.end, request.cookies.get(SESSION_COOKIE))
-        response = pages.to_login(request)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+        return signed_out(pages.to_login(request))
 
     @router.post(
         "/logout/everywhere",
@@ -216,9 +215,7 @@ def signin_router(ctx: PortalContext) -> APIRouter:
             )
         except AuditUnavailable:
             return pages.error(request, 503, pages.text(request, "unavailable_done"))
-        response = pages.to_login(request)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+        return signed_out(pages.to_login(request))
 
     enrol_limiter = TokenBucketLimiter(10)
 

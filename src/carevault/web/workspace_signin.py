@@ -35,6 +35,7 @@ from carevault.web.pages import (
     FormRefused,
     JsonAnswers,
     read_form,
+    signed_out,
 )
 from carevault.web.workspace_context import HOME, LOGIN, Answered
 
@@ -238,9 +239,7 @@ def workspace_signin_router(ws: Workspace) -> APIRouter:
         except (Answered, CareVaultError):
             return ws.to_login(request)
         await run_in_threadpool(ws.sessions.end, request.cookies.get(SESSION_COOKIE))
-        response = ws.to_login(request)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+        return signed_out(ws.to_login(request))
 
     return router
 
