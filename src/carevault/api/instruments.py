@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn.config
+import uvicorn.logging
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -307,9 +308,34 @@ def json_log_config(level: str = "info") -> dict[str, Any]:
     return config
 
 
-def text_log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration (text lines), its access log without queries."""
+class TextFormatter(uvicorn.logging.DefaultFormatter):
+    """uvicorn's text lines, where an exception is named by its type and the place it was
+    raised, never by its text or traceback (a database error, a validation error quote the
+    values they were given: identifiers, names, dates), as the JSON lines name it by its type."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        kind, _, trace = ei
+        where = ""
+        if trace is not None:
+            while trace.tb_next is not None:
+                trace = trace.tb_next
+            where = f" at {trace.tb_frame.f_code.co_filename}:{trace.tb_lineno}"
+        return f"{kind.__name__ if kind is not None else 'exception'}{where}"
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 (logging's name)
+        return ""
+
+
+def text_log_config(level: str = "info") -> dict[str, Any]:
+    """uvicorn's logging configuration (text lines) for uvicorn and CareVault: the access log
+    without queries, an exception by its type and place only (`TextFormatter`)."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["formatters"]["default"]["()"] = f"{__name__}.TextFormatter"
     config["filters"] = _NO_QUERY
     config["loggers"]["uvicorn.access"]["filters"] = ["no_query"]
+    config["loggers"]["carevault"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
     return config

@@ -52,7 +52,7 @@ def server_config(
     every log line (uvicorn's and CareVault's) a JSON object with the request id."""
     config = uvicorn.Config(
         app,
-        log_config=json_log_config(log_level) if json_logs else text_log_config(),
+        log_config=json_log_config(log_level) if json_logs else text_log_config(log_level),
         factory=factory,
         host=host,
         port=port,

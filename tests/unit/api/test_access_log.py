@@ -54,3 +54,20 @@ def test_the_access_log_line_has_no_query(
     assert '127.0.0.1:40312 - "GET /fhir/Patient HTTP/1.1" 200' in lines[0]
     assert '127.0.0.1:40312 - "GET /fhir/Binary/4f1c HTTP/1.1" 200' in lines[1]
     assert "1985021512345" not in written and "Dupont" not in written
+
+
+@pytest.mark.parametrize("config", [text_log_config, lambda: json_log_config("info")])
+@pytest.mark.parametrize("logger", ["carevault.api.fhir.outcome", "uvicorn.error"])
+def test_an_exception_is_logged_by_its_type_never_its_text(
+        restored: None, capsys: pytest.CaptureFixture[str],
+        config: Callable[[], dict[str, Any]], logger: str) -> None:
+    """What a failed statement or a validation error says quotes the values it was given."""
+    logging.config.dictConfig(config())
+    try:
+        raise ValueError("[parameters: ('1985021512345', 'Dupont')]")
+    except ValueError:
+        logging.getLogger(logger).exception("incident 7f3a: unexpected error")
+    written = capsys.readouterr().err
+    assert "incident 7f3a: unexpected error" in written and "ValueError" in written
+    assert "1985021512345" not in written and "Dupont" not in written
+    assert "Traceback" not in written

@@ -79,19 +79,29 @@ def connect(url: str, pool_size: int = 10) -> Engine:
     """An engine for ``url``; for a file SQLite database, its folder and the file are created
     private (see `create_private_database`). A server gives ``pool_size`` at least its request
     threads: connections beyond the pool are opened and closed for every use, which costs
-    PostgreSQL a backend start each time."""
+    PostgreSQL a backend start each time. A failed statement's error never quotes its
+    parameters (``hide_parameters``): they are patients' identifiers and names, and such an
+    error can reach a log line or a traceback."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and "uri" not in parsed.query:
             create_private_database(Path(parsed.database))
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling would delay BEGIN; take it over so that a
         # transaction starts where SQLAlchemy says it does.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     return create_engine(
-        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max(pool_size // 2, 4)
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max(pool_size // 2, 4),
+        hide_parameters=True,
     )
 
 
