@@ -17,7 +17,14 @@ import typer
 
 from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import account_service
-from carevault.cli.context import engine_for, log_for, operator, record_now, settings
+from carevault.cli.context import (
+    engine_for,
+    log_for,
+    operator,
+    operator_record,
+    record_now,
+    settings,
+)
 from carevault.cli.errors import friendly
 from carevault.domain.errors import CareVaultError
 from carevault.services.accounts import AccountService, Enrolment
@@ -34,7 +41,9 @@ def _service(config: Settings) -> AccountService:
 
 def _record(config: Settings, interaction: str, account_id: str) -> None:
     """The operator's side of the enrolment, in the operators' stream."""
-    record_now(config, "C", interaction, entity_type="Account", entity_id=account_id)
+    record_now(
+        config, operator_record("C", interaction, entity_type="Account", entity_id=account_id)
+    )
 
 
 @app.command("enrol-patient")

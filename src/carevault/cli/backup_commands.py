@@ -22,7 +22,7 @@ from carevault.adapters.storage.blob_store import FileBlobStore
 from carevault.adapters.storage.snapshot import NotEmbedded, sqlite_path
 from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import audit_log, document_vault
-from carevault.cli.context import engine_for, log_for, record_now, settings
+from carevault.cli.context import engine_for, log_for, operator_record, record_now, settings
 from carevault.cli.errors import friendly
 from carevault.services import backup
 from carevault.settings import Settings
@@ -54,7 +54,7 @@ def now() -> datetime:
 
 
 def _record(config: Settings, interaction: str, detail: dict[str, str]) -> None:
-    record_now(config, "E", interaction, entity_type="Backup", detail=detail)
+    record_now(config, operator_record("E", interaction, entity_type="Backup", detail=detail))
 
 
 def _key_files(config: Settings) -> list[Path]:

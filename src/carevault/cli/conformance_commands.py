@@ -65,12 +65,14 @@ def _audited(
         yield context.audited_units(config, interaction, detail=detail)
     except CareVaultError as error:
         refused = {**detail, "result": str(error)[:500]}
-        context.record_now(config, "C", interaction, detail=refused, outcome="4")
+        context.record_now(
+            config, context.operator_record("C", interaction, detail=refused, outcome="4")
+        )
         raise
 
 
 def _record(config: Settings, action: str, interaction: str, detail: dict[str, str]) -> None:
-    context.record_now(config, action, interaction, detail=detail)
+    context.record_now(config, context.operator_record(action, interaction, detail=detail))
 
 
 def _write_new(path: Path, text: str) -> None:

@@ -94,25 +94,8 @@ def log_for(config: Settings) -> AuditLog:
     return audit_log(config, engine_for(config.database_url))
 
 
-def record_now(
-    config: Settings,
-    action: str,
-    interaction: str,
-    *,
-    entity_type: str | None = None,
-    entity_id: str | None = None,
-    detail: dict[str, str] | None = None,
-    outcome: str = "0",
-) -> None:
-    """Record an operator's action in the operators' stream at once: one that changes nothing
-    through a unit of work (those are recorded with their commit, `audited_units`), or a
-    refusal (``outcome`` 4)."""
-    entry = operator_record(
-        action,
-        interaction,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        detail=detail,
-        outcome=outcome,
-    )
+def record_now(config: Settings, entry: AuditRecord) -> None:
+    """Record an operator's action (`operator_record`) in the operators' stream at once: one
+    that changes nothing through a unit of work (those are recorded with their commit,
+    `audited_units`), or a refusal (outcome 4)."""
     log_for(config).append_now([entry])

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.bootstrap import document_vault
-from carevault.cli.context import engine_for, record_now, settings
+from carevault.cli.context import engine_for, operator_record, record_now, settings
 from carevault.cli.errors import friendly
 from carevault.services import key_rotation
 
@@ -17,7 +17,7 @@ app = typer.Typer(help="The documents' key-encryption keys.", no_args_is_help=Tr
 
 
 def _record(interaction: str, detail: dict[str, str]) -> None:
-    record_now(settings(), "E", interaction, entity_type="KeyRing", detail=detail)
+    record_now(settings(), operator_record("E", interaction, entity_type="KeyRing", detail=detail))
 
 
 @app.command("status")

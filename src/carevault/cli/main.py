@@ -99,7 +99,7 @@ def init() -> None:
 
 def _record(settings: Settings, interaction: str, detail: dict[str, str]) -> None:
     """Record an operator action that is not a directory change."""
-    context.record_now(settings, "E", interaction, detail=detail)
+    context.record_now(settings, context.operator_record("E", interaction, detail=detail))
 
 
 @db_app.command("upgrade")
@@ -447,9 +447,10 @@ def list_directory(
         raise CareVaultError(f"unknown kind {kind!r}: use patients, practitioners or organizations")
     config = _settings()
     # Listing the directories is an access to identities: it is recorded too.
-    context.record_now(
-        config, "R", "directory list", entity_type=kind, detail={"limit": str(limit)}
+    entry = context.operator_record(
+        "R", "directory list", entity_type=kind, detail={"limit": str(limit)}
     )
+    context.record_now(config, entry)
     with SqlUnitOfWork(context.engine_for(config.database_url)) as uow:
         result = searches[kind](uow)
     rows = [
