@@ -54,9 +54,10 @@ _MAX_ID = 64  # a FHIR id
 _ROLES_PAGE = 10_000
 # Practitioners whose roles are read at once (each has a few roles: far below _ROLES_PAGE).
 _PRACTITIONERS_AT_ONCE = 500
-# Mailboxes a search may derive when nothing narrows it (no _id, identifier nor organization):
-# every one is derived from its certificates, directory entry and roles on every page, so a
-# directory-wide listing costs the whole directory per page; beyond this, it is refused.
+# Mailboxes a search may derive when nothing narrows it (no _id, identifier nor organization),
+# or when an organization alone narrows it: every one is derived from its certificates,
+# directory entry and roles on every page, so a listing of the directory (or of a hospital of
+# thousands) costs all of them per page; beyond this, it is refused.
 MAX_UNNARROWED = 10_000
 
 
@@ -215,11 +216,20 @@ def search_endpoints(
     for alternatives in query.ids:
         narrow(p for p in map(_practitioner_of, alternatives) if p is not None)
     for alternatives in query.organization:
-        roles = uow.directory.search_roles(
+        found = uow.directory.search_roles(
             RoleQuery(organization=[alternatives], active=True), Page(0, _ROLES_PAGE)
-        ).items
+        )
+        if found.total > MAX_UNNARROWED and not (query.ids or query.addresses):
+            # Each of their mailboxes would be derived, on every page of the answer.
+            raise TooCostly(
+                f"an Endpoint search by organization alone would derive the mailboxes of its "
+                f"{found.total} professionals, more than the {MAX_UNNARROWED} allowed: "
+                "search by identifier too"
+            )
         narrow(
-            p for r in roles if (p := _reference(r.resource.get("practitioner"), "Practitioner"))
+            p
+            for r in found.items
+            if (p := _reference(r.resource.get("practitioner"), "Practitioner"))
         )
     wanted_locals: list[set[str]] = []
     for alternatives in query.addresses:

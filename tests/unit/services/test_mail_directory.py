@@ -239,13 +239,30 @@ def test_a_search_that_nothing_narrows_is_refused_beyond_its_limit(
     anne = f"msg-{world.anne}"
     assert found(world, EndpointQuery(ids=[(anne,)])) == (1, [anne])
     assert found(world, EndpointQuery(addresses=[(f"mailto:hp-1@{DOMAIN}",)])) == (1, [anne])
+    monkeypatch.setattr(mail_directory, "MAX_UNNARROWED", 2)  # at the limit: answered
+    assert found(world, EndpointQuery())[0] == 2
     # Anne's mailbox is managed by the first of her two organizations by id (random ids).
     managing = world.endpoint(world.anne)["managingOrganization"]["reference"]
     assert managing in (f"Organization/{world.org_a}", f"Organization/{world.org_b}")
     by_organization = EndpointQuery(organization=[(managing.partition("/")[2],)])
     assert anne in found(world, by_organization)[1]
-    monkeypatch.setattr(mail_directory, "MAX_UNNARROWED", 2)  # at the limit: answered
-    assert found(world, EndpointQuery())[0] == 2
+
+
+def test_a_search_by_a_large_organization_alone_is_refused_beyond_the_limit(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An organization of more professionals than `MAX_UNNARROWED` would derive all their
+    mailboxes on every page (and a role page of 10,000 cut the rest silently): refused,
+    unless an identifier or address narrows it too."""
+    monkeypatch.setattr(mail_directory, "MAX_UNNARROWED", 1)  # org B: Anne and Paul
+    with pytest.raises(TooCostly, match=r"its 2 professionals, more than the 1 allowed"):
+        found(world, EndpointQuery(organization=[(world.org_b,)]))
+    paul = f"msg-{world.paul}"
+    narrowed = EndpointQuery(organization=[(world.org_b,)], ids=[(paul,)])
+    assert found(world, narrowed) == (1, [paul])
+    address = EndpointQuery(organization=[(world.org_b,)],
+                            addresses=[(f"mailto:hp-2@{DOMAIN}",)])
+    assert found(world, address) == (1, [paul])
+    assert found(world, EndpointQuery(organization=[(world.org_a,)]))[0] <= 1  # one role: asked
 
 
 @pytest.mark.parametrize("address", [f"mailto:hp-2@{DOMAIN}", f"MAILTO:HP-2@{DOMAIN.upper()}",
