@@ -8,6 +8,7 @@ token and an engine decision.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import math
 import threading
 import time
@@ -26,6 +27,7 @@ from carevault.api.fhir.door import (
     UnknownPatient,
 )
 from carevault.domain.access_basis import basis_detail
+from carevault.domain.accounts import client_key
 from carevault.domain.authorization import (
     Action,
     Authority,
@@ -73,7 +75,14 @@ class DevLoopbackGate:
 
 
 class TokenBucketLimiter:
-    """Per-client token buckets: ``rate_per_minute`` sustained, the same number as a burst."""
+    """Per-client token buckets: ``rate_per_minute`` sustained, the same number as a burst.
+
+    A client named by its address is counted by `client_key`: an IPv6 client usually holds a
+    whole /64, and counting each of its addresses apart would give it as many buckets as it
+    likes. Memory is bounded: when ``MAX_CLIENTS`` buckets are kept, those full again (a bucket
+    idle for a minute is as good as none) are dropped first, then the least recently used;
+    never all at once, which let a throttled client through by flooding the table with others.
+    """
 
     MAX_CLIENTS = 100_000
 
@@ -81,21 +90,44 @@ class TokenBucketLimiter:
         self.capacity = float(rate_per_minute)
         self.refill_per_second = rate_per_minute / 60.0
         self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # least recently used first
         self._lock = threading.Lock()
 
     def check(self, client: str) -> None:
         now = self.clock()
+        key = _bucket_key(client)
         with self._lock:
-            if len(self._buckets) >= self.MAX_CLIENTS:
-                self._buckets.clear()  # bounded memory; a reset only ever lets clients through
-            tokens, last = self._buckets.get(client, (self.capacity, now))
+            if len(self._buckets) >= self.MAX_CLIENTS and key not in self._buckets:
+                self._evict(now)
+            tokens, last = self._buckets.pop(key, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.refill_per_second)
             if tokens < 1.0:
-                self._buckets[client] = (tokens, now)
+                self._buckets[key] = (tokens, now)
                 wait = math.ceil((1.0 - tokens) / self.refill_per_second)
                 raise RateLimited(f"too many requests; retry in {wait} s", retry_after=wait)
-            self._buckets[client] = (tokens - 1.0, now)
+            self._buckets[key] = (tokens - 1.0, now)
+
+    def _evict(self, now: float) -> None:
+        full = [
+            key
+            for key, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.refill_per_second >= self.capacity
+        ]
+        for key in full:
+            del self._buckets[key]
+        excess = len(self._buckets) - self.MAX_CLIENTS + 1
+        for key in list(itertools.islice(self._buckets, max(excess, 0))):
+            del self._buckets[key]
+
+
+def _bucket_key(client: str) -> str:
+    """An address (bare or ``ip:``-prefixed) as `client_key` counts it; any other key as is."""
+    address = client.removeprefix("ip:")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return client
+    return client_key(address)
 
 
 # What each interaction needs of a SMART scope (c r u d s).

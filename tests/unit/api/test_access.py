@@ -86,6 +86,51 @@ def test_refused_requests_do_not_consume_tokens() -> None:
     assert _admitted(limiter, "a")
 
 
+@pytest.mark.parametrize(("first", "second"), [
+    ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9"),  # one /64, two addresses
+    ("ip:2001:db8:1:2::1", "ip:2001:db8:1:2::2"),  # as the token endpoint names them
+    ("::ffff:192.0.2.7", "192.0.2.7"),  # an IPv4-mapped address is its IPv4 address
+])
+def test_a_client_is_counted_by_its_network_as_the_sign_in_throttle_counts_it(
+        first: str, second: str) -> None:
+    """An IPv6 client holds a whole /64: one bucket for all of it, or it would have as many
+    buckets as it likes (found by a review of resource limits)."""
+    limiter = TokenBucketLimiter(2, clock=FakeClock())
+    limiter.check(first)
+    limiter.check(first)
+    assert not _admitted(limiter, second)
+    assert _admitted(limiter, "2001:db8:1:3::1")  # the next /64 is another client
+    assert _admitted(limiter, "client:hospital-7") and _admitted(limiter, "client:hospital-7")
+
+
+def test_a_full_table_drops_idle_buckets_then_the_least_recently_used_never_all(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flooding the table with other clients used to clear it, a throttled client's bucket
+    included (found by a review of resource limits): now the buckets full again go first
+    (idle a minute: as good as none), then the least recently used, one at a time."""
+    monkeypatch.setattr(TokenBucketLimiter, "MAX_CLIENTS", 50)
+    clock = FakeClock()
+    limiter = TokenBucketLimiter(60, clock=clock)
+    for i in range(30):
+        limiter.check(f"198.51.100.{i}")
+    clock.advance(61)  # those 30 are full again
+    throttled = "203.0.113.9"
+    for _ in range(60):
+        limiter.check(throttled)
+    for i in range(19):
+        limiter.check(f"192.0.2.{i}")
+    assert len(limiter._buckets) == 50 and not _admitted(limiter, throttled)
+    limiter.check("192.0.2.100")  # full: the 30 idle buckets go, nothing else
+    assert len(limiter._buckets) == 21 and not _admitted(limiter, throttled)
+    for i in range(29):
+        limiter.check(f"192.0.2.{120 + i}")
+    assert not _admitted(limiter, throttled)  # the most recently used now
+    limiter.check("192.0.2.200")  # full, none idle: the least recently used goes, one
+    assert len(limiter._buckets) == 50
+    assert "ip:192.0.2.0" not in limiter._buckets and "ip:192.0.2.1" in limiter._buckets
+    assert not _admitted(limiter, throttled)
+
+
 @pytest.mark.parametrize("rate", [1, 6, 7, 60, 1200])
 def test_waiting_retry_after_seconds_is_enough(rate: int) -> None:
     clock = FakeClock()
