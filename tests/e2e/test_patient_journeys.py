@@ -23,7 +23,7 @@ from .conftest import unused_totp
 pytestmark = pytest.mark.e2e
 
 LANGUAGES = ("fr", "en", "de")
-PAGES = ("/me", "/me/documents", "/me/access")
+PAGES = ("/me", "/me/documents", "/me/access", "/me/password")
 
 
 @pytest.fixture(scope="module")
@@ -259,4 +259,26 @@ def test_adding_my_own_document_which_the_physician_then_reads(
     mine = [e["resource"] for e in found.json()["entry"]
             if e["resource"]["author"][0]["reference"] == f"Patient/{patient_id}"]
     assert mine and any("Rossi" in str(r) for r in mine)
+    assert problems == []
+
+
+def test_the_password_page_refuses_two_different_new_passwords_and_says_so(
+        server: Any, signed_in: Any) -> None:
+    """Reached from the record's page; a refusal that changes nothing (the demo patient's
+    password is every other test's), read out as an alert and accessible."""
+    page = signed_in
+    problems = page_errors(page)
+    page.goto(server.base_url + "/me?lang=de", wait_until="load")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#to-password")
+    assert "/me/password" in page.url
+    portal = server.accounts["patients"][0]["portal"]
+    page.fill("#current", portal["password"])
+    page.fill("#new", "a lantern over the Alzette")
+    page.fill("#again", "a lantern over the Sauer")
+    with page.expect_navigation(wait_until="load"):
+        page.click("#change-password")
+    assert "Die beiden neuen Passwörter sind verschieden" in page.inner_text("#error")
+    assert page.locator("#error").get_attribute("role") == "alert"
+    assert axe_violations(page) == []
     assert problems == []

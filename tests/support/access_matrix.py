@@ -1840,6 +1840,11 @@ APP_ROWS[("/me/passkeys/options", "POST")] = lambda _w: _persons_page(
     json_answers=True)
 APP_ROWS[("/me/passkeys", "POST")] = lambda _w: _persons_page(
     "/me/passkeys", "POST", "POST /me/passkeys (no CSRF token)", json_answers=True)
+APP_ROWS[("/me/password", "GET")] = lambda _w: _persons_page(
+    "/me/password", "GET", "GET /me/password (the form that changes the password)",
+    json_answers=False)
+APP_ROWS[("/me/password", "POST")] = lambda _w: _persons_page(
+    "/me/password", "POST", "POST /me/password (no CSRF token)", json_answers=False)
 APP_ROWS[("/me/passkeys/remove", "POST")] = lambda _w: _persons_page(
     "/me/passkeys/remove", "POST", "POST /me/passkeys/remove (no CSRF token)",
     json_answers=False)

@@ -42,6 +42,7 @@ from carevault.web.oauth_consent import AUTHORIZE_PARAMS, oauth_consent_router
 from carevault.web.officer_pages import officer_pages_router
 from carevault.web.pages import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Pages
 from carevault.web.passkeys_page import passkeys_page_router
+from carevault.web.password_page import password_page_router
 from carevault.web.prescriptions_page import prescriptions_page_router
 from carevault.web.record_home import patient_name, record_home_router
 from carevault.web.representatives_page import representatives_page_router
@@ -141,6 +142,7 @@ def portal_router(
         sharing_page_router,
         representatives_page_router,
         passkeys_page_router,
+        password_page_router,
         oauth_consent_router,
         officer_pages_router,
     )
