@@ -120,3 +120,27 @@ def test_an_access_given_until_9999_through_the_api_is_shown_not_a_500(
     portal = signed_in(platform, account, port=50032)
     page = portal.get("/me/access", params={"lang": "fr"})
     assert page.status_code == 200 and "9999" in page.text
+
+
+def _last_entry(platform: Platform) -> Any:
+    from carevault.domain.audit import AuditRecord
+    size = platform.audit.size("clinical")
+    return AuditRecord.from_canonical(platform.audit.entries("clinical", size - 1, size)[0][1])
+
+
+def test_a_long_parameter_is_refused_before_the_gate_and_recorded_cut(
+        platform: Platform) -> None:
+    """A parameter's value is at most 256 characters, refused before the token is even read
+    (found by a review of resource limits: 20 values of 200 kB, sent without a token, were a
+    4 MB entry kept for ever in the append-only log, at the rate limit's pace)."""
+    remote = TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                        client=("198.51.100.7", 4000))  # no token, not the developer's
+    long = {f"p{i}": "x" * 200_000 for i in range(20)}
+    refused = remote.post("/fhir/Patient/_search", data=long)
+    assert refused.status_code == 400, refused.text
+    assert "longer than 256" in refused.json()["issue"][0]["diagnostics"]
+    entry = _last_entry(platform)
+    assert entry.status == 400 and entry.query is not None
+    assert len(entry.query) < 2_100 and entry.query.endswith("more characters not kept)")
+    # At the bound, the value is read as before (here: the search asks for a token).
+    assert remote.get("/fhir/Patient", params={"family": "x" * 256}).status_code == 401

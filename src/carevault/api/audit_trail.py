@@ -66,15 +66,25 @@ _current: contextvars.ContextVar[AuditScope | None] = contextvars.ContextVar(
 )
 
 
+# The most of a request's query an entry keeps: the door refuses longer values, but the refusal
+# is recorded with what was asked, and the log keeps every entry for ever.
+MAX_RECORDED_QUERY = 2048
+
+
 def _query(request: FhirRequest, names_only: bool) -> str | None:
     if not request.params:
         return None
     if names_only:
-        return ",".join(sorted(request.param_names()))
-    return "&".join(
-        f"{name}={REDACTED if name in SECRET_PARAMETERS else value}"
-        for name, value in request.params
-    )
+        query = ",".join(sorted(request.param_names()))
+    else:
+        query = "&".join(
+            f"{name}={REDACTED if name in SECRET_PARAMETERS else value}"
+            for name, value in request.params
+        )
+    if len(query) > MAX_RECORDED_QUERY:
+        cut = len(query) - MAX_RECORDED_QUERY
+        query = f"{query[:MAX_RECORDED_QUERY]}… ({cut} more characters not kept)"
+    return query
 
 
 def _told(response: FhirResponse) -> str | None:

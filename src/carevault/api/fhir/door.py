@@ -360,6 +360,8 @@ _JSON_TYPES = ("application/fhir+json", "application/json")
 # deep): a search that really needs more is not one CareVault serves. The fullest legitimate
 # search (ITI-67 with every criterion, a date range and paging) uses 18.
 MAX_PARAMETERS = 20
+MAX_PARAMETER_NAME = 100  # the longest FHIR search names (chains, _has) are far shorter
+MAX_VALUE_LENGTH = 256  # a parameter's whole value, its comma-separated alternatives included
 FORM = "application/x-www-form-urlencoded"
 
 # RFC 6750 §2.3 (and §2.2, in a form body) is not supported: a token in a URL ends up in
@@ -456,6 +458,15 @@ class FhirDoor:
                 raise InvalidInput(
                     f"the request has {len(params)} parameters; at most {MAX_PARAMETERS} are "
                     "accepted"
+                )
+            if any(
+                len(name) > MAX_PARAMETER_NAME or len(value) > MAX_VALUE_LENGTH
+                for name, value in params
+            ):
+                # Before anything reads them (the gate, a handler): no parameter needs more.
+                raise InvalidInput(
+                    f"a request parameter's name is longer than {MAX_PARAMETER_NAME} characters "
+                    f"or its value longer than {MAX_VALUE_LENGTH}"
                 )
             if any("\x00" in name or "\x00" in value for name, value in params):
                 # No search matches a NUL byte, and PostgreSQL refuses to compare with one.

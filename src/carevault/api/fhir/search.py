@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from urllib.parse import urlencode
 
+from carevault.api.fhir.door import MAX_VALUE_LENGTH as MAX_VALUE_LENGTH  # re-exported
 from carevault.api.fhir.door import FhirRequest
 from carevault.domain.directory import Identifier
 from carevault.domain.errors import InvalidInput
@@ -22,7 +23,6 @@ from carevault.domain.text import fold
 
 JsonObject = dict[str, Any]
 
-MAX_VALUE_LENGTH = 256
 MAX_OFFSET = 1_000_000
 # Each repetition of a parameter is one more condition (AND) and each comma one more
 # alternative (OR) in the statement: unbounded, a single request could plan for minutes.
