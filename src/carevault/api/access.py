@@ -151,6 +151,18 @@ def needed_permission(request: FhirRequest) -> str:
     return _PERMISSION.get(request.interaction, "r")
 
 
+def _bearer(request: FhirRequest) -> str:
+    header = request.headers.get("authorization")
+    if header is None:
+        raise NotAuthenticated(
+            "a SMART access token is required: see /.well-known/smart-configuration"
+        )
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("use 'Authorization: Bearer <access token>'")
+    return token.strip()
+
+
 class TokenGate:
     """Authenticates the SMART access token, then asks the authorization engine.
 
@@ -174,20 +186,19 @@ class TokenGate:
         self.care_proofs = settings.care_event_proofs
         self.dispensing_professions = frozenset(settings.dispensing_professions)
 
+    def authenticate(self, request: FhirRequest) -> None:
+        """The bearer token is one of ours, in force (`AccessGate.authenticate`)."""
+        token = _bearer(request)
+        with self.units() as uow:
+            authenticate(uow, self.tokens, token)
+
     def admit(self, request: FhirRequest, need_of: NeedOf) -> Admission:
         if request.interaction is Interaction.CAPABILITIES:
             return self.fallback.admit(request)
-        header = request.headers.get("authorization")
-        if header is None:
-            raise NotAuthenticated(
-                "a SMART access token is required: see /.well-known/smart-configuration"
-            )
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise InvalidToken("use 'Authorization: Bearer <access token>'")
+        token = _bearer(request)
         now = self.tokens.clock()
         with self.units() as uow:
-            caller = authenticate(uow, self.tokens, token.strip())
+            caller = authenticate(uow, self.tokens, token)
             scoped = self.scoped(caller, request)
             subject = subject_of(
                 uow, caller, identity_valid=scoped, now=now, mandator_id=_mandator(request)

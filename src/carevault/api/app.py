@@ -402,19 +402,14 @@ def create_app(
         prefer = headers.get("prefer")
         preference = Preference.of(prefer) if prefer else None
 
+        def from_xml(body: bytes) -> bytes:
+            return xml_to_json(body, max_depth=settings.max_json_depth)
+
         def exchange(body: bytes, body_error: CareVaultError | None) -> Response:
-            """XML in, the door, the answer out: one thread, off the event loop (the XML
-            mapping costs milliseconds)."""
-            if (
-                body_error is None
-                and body
-                and media_type(headers.get("content-type", "")) in XML_TYPES
-            ):
-                try:
-                    body = xml_to_json(body, max_depth=settings.max_json_depth)
-                    headers["content-type"] = FHIR_JSON
-                except CareVaultError as error:
-                    body_error = error
+            """The door, the answer out: one thread, off the event loop. An XML body is mapped
+            to JSON by the door, once the caller is authenticated (the mapping costs seconds
+            per megabyte)."""
+            xml = bool(body) and media_type(headers.get("content-type", "")) in XML_TYPES
             response = door.handle(
                 request.method,
                 path,
@@ -425,6 +420,7 @@ def create_app(
                 tls_client=certificate.serial if certificate else "",
                 base_url=fhir_base,
                 body_error=body_error,
+                decode=from_xml if xml and body_error is None else None,
             )
             return render(response, fmt, preference, request.method)
 

@@ -146,6 +146,11 @@ class FakeGate:
         self.error = error
         self.requests: list[FhirRequest] = []
 
+    def authenticate(self, request: FhirRequest) -> None:
+        self.events.append("authenticated")
+        if self.error is not None:
+            raise self.error
+
     def admit(self, request: FhirRequest, need_of: NeedOf) -> Admission:
         self.events.append("gate")
         self.requests.append(request)

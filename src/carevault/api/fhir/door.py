@@ -314,6 +314,17 @@ class AccessGate(Protocol):
 
     def admit(self, request: FhirRequest, need_of: NeedOf) -> Admission: ...
 
+    def authenticate(self, request: FhirRequest) -> None:
+        """Check the caller's credentials only, no decision: before the door decodes a body
+        whose decoding costs more than reading it (XML), so that no anonymous caller makes it
+        spend that. Raises as `admit` does."""
+        ...
+
+
+# What the HTTP layer gives the door to turn a body in another format into FHIR JSON (XML):
+# the JSON bytes, or a CareVaultError for a body that does not decode.
+BodyDecoder = Callable[[bytes], bytes]
+
 
 class AccessScope(Protocol):
     """The recorder's context while a handler runs; ``recorded`` once the handler's own
@@ -360,6 +371,7 @@ _JSON_TYPES = ("application/fhir+json", "application/json")
 # deep): a search that really needs more is not one CareVault serves. The fullest legitimate
 # search (ITI-67 with every criterion, a date range and paging) uses 18.
 MAX_PARAMETERS = 20
+JSON_MEDIA_TYPE = "application/fhir+json"  # what a decoded body is
 MAX_PARAMETER_NAME = 100  # the longest FHIR search names (chains, _has) are far shorter
 MAX_VALUE_LENGTH = 256  # a parameter's whole value, its comma-separated alternatives included
 FORM = "application/x-www-form-urlencoded"
@@ -417,11 +429,13 @@ class FhirDoor:
         tls_client: str = "",
         base_url: str = "",
         body_error: CareVaultError | None = None,
+        decode: BodyDecoder | None = None,
     ) -> FhirResponse:
         """Serve one HTTP exchange on ``/fhir/<path>``.
 
         ``body_error`` carries a refusal the HTTP layer met while reading the body (too large),
-        so that it is answered and recorded like every other refusal.
+        so that it is answered and recorded like every other refusal. ``decode`` turns a body
+        in another format (XML) into FHIR JSON, once the caller is authenticated.
         """
         token_in_url = carries_url_token(params)
         if token_in_url:
@@ -472,6 +486,15 @@ class FhirDoor:
                 # No search matches a NUL byte, and PostgreSQL refuses to compare with one.
                 raise InvalidInput("a request parameter holds a NUL character")
             _check_format(request)
+            if decode is not None:
+                # Once the rate limit let it through and the caller is authenticated: an XML
+                # body costs seconds per megabyte to map (found by a review of limits).
+                self.gate.authenticate(request)
+                request = replace(
+                    request,
+                    body=decode(request.body),
+                    headers={**request.headers, "content-type": JSON_MEDIA_TYPE},
+                )
             if operation is not None:
                 request = replace(request, operation_permission=self._permission_of(request))
             admission = self.gate.admit(request, self.need_of)
