@@ -542,6 +542,28 @@ def test_token_requests_are_throttled_per_client_and_per_address(
         assert other.status_code == 200
 
 
+def test_a_client_claimed_by_others_is_not_held_back(
+        world: World, platform: Platform, settings: Settings) -> None:
+    """Requests that only claim a client (its id, an assertion that does not verify) charge
+    their addresses, not the client: charged for the claim, anyone could hold a hospital's
+    token requests back by naming it (found by a review of resource limits)."""
+    from carevault.bootstrap import build
+
+    strict = build(settings.model_copy(update={"rate_limit_per_minute": 3}), platform.engine)
+    doctor_id = world.doctor.client_id
+    forged = assertion(world.doctor, strict, lifetime=-300)  # expired: it does not verify
+    for address in ("198.51.100.50", "198.51.100.51"):
+        with TestClient(strict.app, client=(address, 1)) as claimer:
+            for _ in range(3):
+                claimed = claimer.post("/oauth/token", data={
+                    "grant_type": "client_credentials", "client_id": doctor_id,
+                    "client_assertion_type": ASSERTION_TYPE, "client_assertion": forged,
+                    "scope": "system/*.rs"})
+                assert claimed.status_code == 401
+    with TestClient(strict.app, client=("198.51.100.52", 1)) as real:
+        assert token_request(real, assertion(world.doctor, strict)).status_code == 200
+
+
 def test_a_refused_token_request_is_attributed_only_to_a_client_that_authenticated(
         world: World, remote: TestClient, platform: Platform) -> None:
     """The conformance sandbox counts a system's refused token requests against it: only

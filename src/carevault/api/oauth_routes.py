@@ -160,9 +160,6 @@ def oauth_router(
         try:
             limiter.check(f"ip:{client}")
             form = await _form(request)
-            # Per client as well as per address: a stolen key used from many addresses, or
-            # one address guessing for many clients, is slowed down either way.
-            limiter.check(f"client:{_claimed_client(form)}")
         except RateLimited as error:
             return _oauth_error(
                 429, "slow_down", error.message, {"Retry-After": str(error.retry_after)}
@@ -185,10 +182,18 @@ def oauth_router(
             return answer, {"reason": error.message[:300]}
 
         try:
+            # Per client as well as per address, so that a stolen key used from many addresses
+            # is slowed down too; the client is charged once it proved who it is: charged for
+            # the client it claims, anyone could hold a hospital's requests back by claiming it.
             grant = endpoint.issue_backend_token(
                 assertion_type=form.get("client_assertion_type", ""),
                 assertion=form.get("client_assertion", ""),
                 scope=form.get("scope", ""),
+                authenticated=lambda client_id: limiter.check(f"client:{client_id}"),
+            )
+        except RateLimited as error:  # as the address's limit above: nothing was issued
+            return _oauth_error(
+                429, "slow_down", error.message, {"Retry-After": str(error.retry_after)}
             )
         except (ScopeRefused, ActorRefused) as refusal:
             # The client proved who it is: the refusal is its own (the conformance sandbox

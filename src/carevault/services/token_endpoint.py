@@ -18,12 +18,24 @@ class TokenEndpoint:
     units: Callable[[], UnitOfWork]
     context: TokenContext
 
-    def issue_backend_token(self, *, assertion_type: str, assertion: str, scope: str) -> TokenGrant:
+    def issue_backend_token(
+        self,
+        *,
+        assertion_type: str,
+        assertion: str,
+        scope: str,
+        authenticated: Callable[[str], None] | None = None,
+    ) -> TokenGrant:
         """The ``client_credentials`` grant (`tokens.issue_backend_token`; a refusal after the
         client authenticated still spends its assertion)."""
         with self.units() as uow:
             return tokens.issue_backend_token(
-                uow, self.context, assertion_type=assertion_type, assertion=assertion, scope=scope
+                uow,
+                self.context,
+                assertion_type=assertion_type,
+                assertion=assertion,
+                scope=scope,
+                authenticated=authenticated,
             )
 
     def exchange_code(

@@ -251,15 +251,25 @@ def authenticate_client(
 
 
 def issue_backend_token(
-    uow: UnitOfWork, ctx: TokenContext, *, assertion_type: str, assertion: str, scope: str
+    uow: UnitOfWork,
+    ctx: TokenContext,
+    *,
+    assertion_type: str,
+    assertion: str,
+    scope: str,
+    authenticated: Callable[[str], None] | None = None,
 ) -> TokenGrant:
     """The ``client_credentials`` grant with a ``private_key_jwt`` client assertion; a refusal
     after the client authenticated is a `ScopeRefused` or an `ActorRefused`, which name it.
     Such a refusal still commits the spent assertion (nothing else is written before it): an
     assertion is used once, whatever the answer (RFC 7523 §3), so that a copy cannot be tried
-    again with another scope or professional within its lifetime."""
+    again with another scope or professional within its lifetime. ``authenticated`` is told
+    the client's id once it proved it (a per-client rate limit: it may raise, and then nothing
+    is issued nor spent)."""
     client = authenticate_client(uow, ctx, assertion_type=assertion_type, assertion=assertion)
     client_id = client.identity.client_id
+    if authenticated is not None:
+        authenticated(client_id)
     try:
         return _issue_backend_token(uow, ctx, client, scope)
     except InvalidClient as error:
