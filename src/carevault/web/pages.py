@@ -194,20 +194,26 @@ class Pages:
             return self.error(request, 403, self.text(request, "choose"))
         return session
 
-    async def record_post(
-        self, request: Request
-    ) -> tuple[PortalSession, dict[str, str]] | Response:
-        """`signed_post` for a form about one record, or the answer instead: the sign-in page
-        without a live session, 400 for a form out of date, 403 without a record chosen."""
+    async def form_post(self, request: Request) -> tuple[PortalSession, dict[str, str]] | Response:
+        """`signed_post`, or the page's answer instead: the sign-in page without a live
+        session, 400 for a form out of date."""
         try:
-            session, posted = await self.signed_post(request)
+            return await self.signed_post(request)
         except NotAuthenticated:
             return self.to_login(request)
         except FormRefused:
             return self.error(request, 400, self.text(request, "form"))
-        if session.patient_id is None:
+
+    async def record_post(
+        self, request: Request
+    ) -> tuple[PortalSession, dict[str, str]] | Response:
+        """`form_post` for a form about one record: 403 without a record chosen."""
+        answer = await self.form_post(request)
+        if isinstance(answer, Response):
+            return answer
+        if answer[0].patient_id is None:
             return self.error(request, 403, self.text(request, "choose"))
-        return session, posted
+        return answer
 
 
 @dataclass(frozen=True)

@@ -176,12 +176,10 @@ def passkeys_page_router(ctx: PortalContext) -> APIRouter:
     )
     @access(SESSION)
     async def remove(request: Request) -> Response:
-        try:
-            session, posted = await pages.signed_post(request)
-        except NotAuthenticated:
-            return pages.to_login(request)
-        except FormRefused:
-            return pages.error(request, 400, pages.text(request, "form"))
+        answer = await pages.form_post(request)
+        if isinstance(answer, Response):
+            return answer
+        session, posted = answer
         client = client_address(request)
         try:
             await run_in_threadpool(

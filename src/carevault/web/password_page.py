@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from carevault.api.openapi import form, html, merged, query, redirect
 from carevault.api.route_door import SESSION, access
 from carevault.domain.accounts import AuthenticationFailed, Throttled
-from carevault.domain.errors import CareVaultError, NotAuthenticated
+from carevault.domain.errors import CareVaultError
 from carevault.web.i18n import language
-from carevault.web.pages import FormRefused, client_address
+from carevault.web.pages import client_address
 
 if TYPE_CHECKING:
     from carevault.services.portal_sessions import PortalSession
@@ -82,12 +82,10 @@ def password_page_router(ctx: PortalContext) -> APIRouter:
     )
     @access(SESSION)
     async def change(request: Request) -> Response:
-        try:
-            session, posted = await pages.signed_post(request)
-        except NotAuthenticated:
-            return pages.to_login(request)
-        except FormRefused:
-            return pages.error(request, 400, pages.text(request, "form"))
+        answer = await pages.form_post(request)
+        if isinstance(answer, Response):
+            return answer
+        session, posted = answer
         if session.kind not in PERSONS:
             return pages.error(request, 403, pages.text(request, "persons_only", "password"))
 

@@ -401,12 +401,10 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
     async def presence_code(request: Request) -> Response:
         """A code to show the professional in front of the patient, so that their encounter
         opens the record (docs/authorization.md, "What proves a care relationship")."""
-        try:
-            session, _posted = await pages.signed_post(request)
-        except NotAuthenticated:
-            return pages.to_login(request)
-        except FormRefused:
-            return pages.error(request, 400, pages.text(request, "form"))
+        answer = await pages.form_post(request)
+        if isinstance(answer, Response):
+            return answer
+        session = answer[0]
         if session.patient_id is None or session.kind not in ("patient", "representative"):
             return pages.error(request, 403, pages.text(request, "nobody", "presence"))
         try:
