@@ -283,7 +283,8 @@ def test_a_directory_wide_search_beyond_its_limit_is_refused_as_too_costly(
         directory: Directory, monkeypatch: pytest.MonkeyPatch) -> None:
     """The store counts the mailboxes (three here) on the real database; with the limit below
     that, a search that nothing narrows gets a 400 OperationOutcome ``too-costly`` that names
-    the limit and what narrows it, and a search by organization is still answered."""
+    the limit and what narrows it; so does one that only an organization of more
+    professionals than the limit narrows, unless an identifier narrows it too."""
     with directory.world.units() as uow:
         assert uow.pki.count_encryption_holders() == 3
     monkeypatch.setattr(mail_directory, "MAX_UNNARROWED", 2)
@@ -293,4 +294,10 @@ def test_a_directory_wide_search_beyond_its_limit_is_refused_as_too_costly(
     [issue] = refused.json()["issue"]
     assert issue["code"] == "too-costly"
     assert "3 mailboxes" in issue["diagnostics"] and "organization" in issue["diagnostics"]
+    by_organization = directory.http.get(
+        "/fhir/Endpoint", params={"organization": directory.organization()},
+        headers=directory.headers)
+    assert by_organization.status_code == 400
+    assert "organization alone" in by_organization.json()["issue"][0]["diagnostics"]
+    monkeypatch.setattr(mail_directory, "MAX_UNNARROWED", 3)  # at the limit: answered
     assert directory.get("Endpoint", organization=directory.organization())["total"] == 3
