@@ -488,14 +488,10 @@ def _document(
         content=content,
         declared_size=size if isinstance(size, int) else None,
         declared_sha1=sha1 if isinstance(sha1, str) else None,
-        created=date_time(
-            attachment["creation"], f"{here}.content.attachment.creation", zone_required=False
-        )
+        created=_when(attachment["creation"], f"{here}.content.attachment.creation")
         if "creation" in attachment
         else None,
-        service_start=date_time(
-            period["start"], f"{here}.context.period.start", zone_required=False
-        )
+        service_start=_when(period["start"], f"{here}.context.period.start")
         if "start" in period
         else None,
         service_end=_when(period["end"], f"{here}.context.period.end") if "end" in period else None,

@@ -38,6 +38,9 @@ from carevault.web.i18n import LANGUAGE_NAMES, language, messages
 
 TEMPLATE_DIRECTORY = Path(__file__).parent / "templates"
 SESSION_COOKIE = "cv_session"
+# The people of the patients' door, whose accounts have a password and passkeys managed in
+# the portal (operators sign in at their own door; professionals with their card and passkey).
+PERSONS = frozenset({"patient", "representative"})
 LOGIN_CSRF_COOKIE = "cv_login_csrf"
 SESSION_MAX_AGE = 1800  # the cookie's; the server ends an idle session after the same time
 MAX_FORM_BYTES = 8_192

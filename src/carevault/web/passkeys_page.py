@@ -24,7 +24,7 @@ from carevault.domain.accounts import AuthenticationFailed, Throttled
 from carevault.domain.errors import NotAuthenticated, NotFound
 from carevault.services.passkey_ceremony import PasskeyRefused
 from carevault.web.i18n import language
-from carevault.web.pages import FormRefused, JsonAnswers, client_address
+from carevault.web.pages import PERSONS, FormRefused, JsonAnswers, client_address
 
 if TYPE_CHECKING:
     from carevault.services.account_passkeys import AccountPasskeys
@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     from carevault.web.portal import PortalContext
 
 PAGE = "/me/passkeys"
-# Whose sessions have passkeys here: the people of the patients' door (operators sign in at
-# their own door, with their TOTP code; professionals' passkeys are bound to their card).
-PERSONS = frozenset({"patient", "representative"})
 SIGN_IN_OPTIONS = "/login/passkey"
 JSON_ERRORS: dict[int | str, dict[str, Any]] = {
     400: answer("the form is out of date (CSRF) or malformed"),

@@ -21,16 +21,13 @@ from carevault.api.route_door import SESSION, access
 from carevault.domain.accounts import AuthenticationFailed, Throttled
 from carevault.domain.errors import CareVaultError
 from carevault.web.i18n import language
-from carevault.web.pages import client_address
+from carevault.web.pages import PERSONS, client_address
 
 if TYPE_CHECKING:
     from carevault.services.portal_sessions import PortalSession
     from carevault.web.portal import PortalContext
 
 PAGE = "/me/password"
-# Whose sessions change a password here: the people of the patients' door (operators sign in
-# at their own door; professionals sign in with their card and passkey, without a password).
-PERSONS = frozenset({"patient", "representative"})
 
 
 def password_page_router(ctx: PortalContext) -> APIRouter:
