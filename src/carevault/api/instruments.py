@@ -286,7 +286,9 @@ class NoQueryInAccessLog(logging.Filter):
         return True
 
 
-_NO_QUERY = {"no_query": {"()": f"{__name__}.NoQueryInAccessLog"}}
+def _no_query_filters() -> dict[str, Any]:
+    """The ``filters`` of a logging configuration, fresh for each (dictConfig consumes them)."""
+    return {"no_query": {"()": f"{__name__}.NoQueryInAccessLog"}}
 
 
 def json_log_config(level: str = "info") -> dict[str, Any]:
@@ -297,7 +299,7 @@ def json_log_config(level: str = "info") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "filters": _NO_QUERY,
+        "filters": _no_query_filters(),
         "handlers": {"json": handler},
         "loggers": {
             name: {"handlers": ["json"], "level": level.upper(), "propagate": False}
@@ -331,7 +333,7 @@ def text_log_config(level: str = "info") -> dict[str, Any]:
     without queries, an exception by its type and place only (`TextFormatter`)."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["formatters"]["default"]["()"] = f"{__name__}.TextFormatter"
-    config["filters"] = _NO_QUERY
+    config["filters"] = _no_query_filters()
     config["loggers"]["uvicorn.access"]["filters"] = ["no_query"]
     config["loggers"]["carevault"] = {
         "handlers": ["default"],
