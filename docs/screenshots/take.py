@@ -38,6 +38,7 @@ SHOTS = (
     ("documents-fr.png", "/me/documents?lang=fr", "the documents of the record, in French"),
     ("access-en.png", "/me/access?lang=en", "who can see the record, and its settings"),
     ("passkeys-en.png", "/me/passkeys?lang=en", "the account's passkeys, and adding one"),
+    ("password-fr.png", "/me/password?lang=fr", "changing the password, in French"),
 )
 
 
