@@ -79,7 +79,7 @@ from carevault.services.mailbox import MailboxService
 from carevault.services.messaging import MessagingContext, MessagingService
 from carevault.services.notification_mail import NotificationMailer
 from carevault.services.passkey_ceremony import relying_party
-from carevault.services.patient_uploads import PatientUploads
+from carevault.services.patient_uploads import PatientUploads, UploadQuota
 from carevault.services.pki import PkiContext, PublicDocuments
 from carevault.services.portal_sessions import PortalSessions
 from carevault.services.prescriptions import PrescriptionService
@@ -552,7 +552,12 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         pki=public_pki,
         passkeys=passkeys,
         uploads=PatientUploads(
-            api.unit_of_work, api.documents, api.policy, log, settings.max_document_bytes
+            api.unit_of_work,
+            api.documents,
+            api.policy,
+            log,
+            settings.max_document_bytes,
+            UploadQuota(settings.patient_upload_max_documents, settings.patient_upload_max_bytes),
         ),
         prescriptions=api.prescriptions,
     )

@@ -85,6 +85,17 @@ class Settings(BaseSettings):
         "'pkcs11:module=…;token=…;pin-env=VAR'; None = the key source.",
     )
     max_document_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    patient_upload_max_documents: int = Field(
+        default=200, ge=0, description="How many documents of their own a patient may add."
+    )
+    patient_upload_max_bytes: int = Field(
+        default=500 * 1024 * 1024,
+        ge=0,
+        description="How many bytes in all the documents a patient adds may take.",
+    )
+    patient_uploads_per_minute: int = Field(
+        default=6, ge=1, description="How often a record takes a patient's upload (burst too)."
+    )
     document_storage: Literal["database", "filesystem"] = Field(
         default="database", description="Where sealed document content lives."
     )

@@ -1,7 +1,8 @@
 """A patient adds their own document from the portal, over HTTP on both databases: it is in
 the record, marked as theirs, read by a professional who may see the record; every refusal
 (no CSRF token, a file that is not what it says, too large, no title, an unknown kind, no
-session) stores nothing and says why in the person's language."""
+session, the record's quota of the patient's files reached, too many uploads in a minute)
+stores nothing and says why in the person's language."""
 
 from __future__ import annotations
 
@@ -12,12 +13,24 @@ from starlette.testclient import TestClient
 
 from carevault.bootstrap import Platform
 from carevault.domain.audit import AuditRecord
+from carevault.settings import Settings
 from support.accounts import PatientAccount, enrol_patient
 from support.portal import csrf_of, seen_by, signed_in
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 PDF = b"%PDF-1.7\n% letter from a doctor abroad\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+UPLOADS_PER_MINUTE = 12
+MAX_DOCUMENTS = 3
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The deployment's limits made small enough to reach in a test."""
+    return settings.model_copy(update={"patient_uploads_per_minute": UPLOADS_PER_MINUTE,
+                                       "patient_upload_max_documents": MAX_DOCUMENTS})
 
 
 @pytest.fixture
@@ -97,3 +110,40 @@ def test_every_refused_upload_stores_nothing_and_says_why(
     assert nobody.status_code == 303  # type: ignore[attr-defined]
     assert "/login" in nobody.headers["location"]  # type: ignore[attr-defined]
     assert len(documents_of(client, gp.headers, account.patient_id)) == before
+
+
+def test_a_record_holding_its_quota_of_the_patients_files_takes_no_more(
+        portal: TestClient, platform: Platform, account: PatientAccount) -> None:
+    csrf = csrf_of(portal.get("/me/documents"))
+    for n in range(MAX_DOCUMENTS):
+        added = upload(portal, csrf, PDF, title=f"Letter {n}")
+        assert added.status_code == 303, added.text  # type: ignore[attr-defined]
+    refused = upload(portal, csrf, PDF, title="One too many", lang="fr")
+    assert refused.status_code == 422  # type: ignore[attr-defined]
+    assert f"{MAX_DOCUMENTS} documents" in refused.text  # type: ignore[attr-defined]
+    assert "n&#39;a pas été ajouté" in refused.text  # type: ignore[attr-defined]
+    with platform.unit_of_work() as uow:
+        assert uow.documents.patient_authored_usage(account.patient_id) == (
+            MAX_DOCUMENTS, MAX_DOCUMENTS * len(PDF))
+    entries = [AuditRecord.from_canonical(d)
+               for _, d in platform.audit.patient_entries(account.patient_id, limit=200)]
+    assert sum(e.interaction == "document-upload" for e in entries) == MAX_DOCUMENTS
+
+
+def test_a_record_taking_uploads_too_fast_is_told_when_to_retry(
+        portal: TestClient, platform: Platform, account: PatientAccount) -> None:
+    csrf = csrf_of(portal.get("/me/documents"))
+    # Counted before the file is read: refused uploads count too.
+    for _ in range(UPLOADS_PER_MINUTE):
+        assert upload(portal, "forged", PDF).status_code == 400  # type: ignore[attr-defined]
+    throttled = upload(portal, csrf, PDF, lang="de")
+    assert throttled.status_code == 429  # type: ignore[attr-defined]
+    assert int(throttled.headers["Retry-After"]) >= 1  # type: ignore[attr-defined]
+    assert "Sekunden" in throttled.text  # type: ignore[attr-defined]
+    with platform.unit_of_work() as uow:
+        assert uow.documents.patient_authored_usage(account.patient_id) == (0, 0)
+    # Another record is not held back by this one.
+    other = enrol_patient(platform, 2, family="Elsewhere", login="else@example.lu")
+    elsewhere = signed_in(platform, other, port=50013)
+    added = upload(elsewhere, csrf_of(elsewhere.get("/me/documents")), PDF)
+    assert added.status_code == 303, added.text  # type: ignore[attr-defined]

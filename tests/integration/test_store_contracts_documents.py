@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from carevault.adapters.storage.account_store import AccountRecord
 from carevault.adapters.storage.document_store import DocumentCriteria, SealedParts, StoredContent
@@ -388,6 +389,51 @@ def test_the_fake_count_current() -> None:
 
 def test_the_real_count_current(uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
     check_count_current(Reused(uow), _patients(uow, ctx, 2))
+
+
+def check_patient_authored_usage(uow: Any, patients: list[str]) -> None:
+    """What the patient added themselves takes room in their quota, whatever its status;
+    professionals' documents and another record's do not."""
+    mine, other = patients
+    with uow:
+        assert uow.documents.patient_authored_usage(mine) == (0, 0)
+        uow.documents.add([
+            (_document("u-letter", mine, 1, patient_authored=True, size=300), CONTENT, None),
+            (_document("u-scan", mine, 2, patient_authored=True, size=4_000, hidden=True,
+                       status=DocumentStatus.SUPERSEDED), CONTENT, None),
+            (_document("u-report", mine, 3, size=70_000), CONTENT, None),
+            (_document("u-theirs", other, 4, patient_authored=True, size=9), CONTENT, None),
+        ], NOW)
+        uow.commit()
+    with uow:
+        assert uow.documents.patient_authored_usage(mine) == (2, 4_300)
+        assert uow.documents.patient_authored_usage(other) == (1, 9)
+        assert uow.documents.patient_authored_usage("no-such-patient") == (0, 0)
+
+
+def test_the_fake_patient_authored_usage() -> None:
+    check_patient_authored_usage(FakeDocumentUnitOfWork(), ["pat-1", "pat-2"])
+
+
+def test_the_real_patient_authored_usage(
+        uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
+    check_patient_authored_usage(Reused(uow), _patients(uow, ctx, 2))
+
+
+def test_counting_the_usage_locks_the_record_until_the_upload_commits(
+        database_url: str, uow: Callable[[], SqlUnitOfWork], ctx: DirectoryContext) -> None:
+    # Two uploads racing would both count the quota's last place free: the second to count
+    # waits for the first's commit. PostgreSQL: with a lock timeout, it gives up instead.
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite serializes writers with BEGIN IMMEDIATE: no row lock to see")
+    mine, other = _patients(uow, ctx, 2)
+    with uow() as first:
+        first.documents.patient_authored_usage(mine)
+        with uow() as second:
+            second.documents.connection.exec_driver_sql("SET LOCAL lock_timeout = '50ms'")
+            assert second.documents.patient_authored_usage(other) == (0, 0)  # not that one
+            with pytest.raises(OperationalError, match="lock timeout"):
+                second.documents.patient_authored_usage(mine)
 
 
 def check_document_facts_the_patient_manages(uow: Any, patients: list[str]) -> None:

@@ -235,6 +235,11 @@ class FakeDocumentStore(FakeDocumentKeys):
         return sum(1 for m in self._visible(patient_id, visible)
                    if m.status is DocumentStatus.CURRENT and m.signs is None)
 
+    def patient_authored_usage(self, patient_id: str) -> tuple[int, int]:
+        mine = [m for m in self.metadata.values()
+                if m.patient_id == patient_id and m.patient_authored]
+        return len(mine), sum(m.size for m in mine)
+
     def visible_among(self, patient_id: str, visible: DocumentFilter,
                       document_ids: Sequence[str]) -> set[str]:
         wanted = set(document_ids)

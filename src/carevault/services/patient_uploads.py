@@ -6,6 +6,8 @@ decides the write, the content is sealed, the patient's default confidentiality 
 one submission authored by the patient, marked patient-authored for whoever reads it. The
 file must be what it says it is (PDF, JPEG or PNG, recognised by its first bytes), within the
 deployment's size limit; its audit entry is written in the same transaction as the document.
+What one record may hold of the patient's own files is bounded too (`UploadQuota`): the portal
+is open to every resident, and storage paid for care is not a free file host.
 """
 
 from __future__ import annotations
@@ -50,11 +52,29 @@ SIGNATURES: dict[str, tuple[bytes, ...]] = {
 
 class UploadRefused(InvalidInput):
     """An upload refused before anything is stored; ``reason`` names why, for the page's
-    message in the person's language (kind, title, empty, size, type, mismatch)."""
+    message in the person's language (kind, title, empty, size, type, mismatch, quota)."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message, expression="file" if reason != "title" else "title")
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class UploadQuota:
+    """How much of their own a record may hold: documents the patient added (every status: a
+    hidden one still takes its room) and their bytes in all."""
+
+    max_documents: int = 200
+    max_bytes: int = 500 * 1024 * 1024
+
+    def check(self, documents: int, stored_bytes: int, adding: int) -> None:
+        """UploadRefused ("quota") when one more document of ``adding`` bytes would pass it."""
+        if documents + 1 > self.max_documents or stored_bytes + adding > self.max_bytes:
+            raise UploadRefused(
+                f"the record holds {documents} documents of the patient's ({stored_bytes} "
+                f"bytes); the limit is {self.max_documents} documents, {self.max_bytes} bytes",
+                "quota",
+            )
 
 
 @dataclass(frozen=True)
@@ -96,15 +116,18 @@ class PatientUploads:
         policy: RecordPolicy,
         audit: AuditAppender,
         max_bytes: int,
+        quota: UploadQuota = UploadQuota(),
     ) -> None:
         self.units = units
         self.documents = documents
         self.policy = policy
         self.audit = audit
         self.max_bytes = max_bytes
+        self.quota = quota
 
     def upload(self, actor: Actor, patient_id: str, upload: PatientUpload) -> Published:
-        """Add the document to the record, authored by the patient, with its audit entry."""
+        """Add the document to the record, authored by the patient, with its audit entry,
+        unless the record holds its quota of the patient's own files already."""
         title = check_upload(upload, self.max_bytes)
         class_code, type_code = UPLOAD_KINDS[upload.kind]
         now = self.documents.clock()
@@ -136,6 +159,7 @@ class PatientUploads:
         )
         with self.units() as uow:
             record = self.policy.permitted_record(uow, actor.subject, patient_id, Action.WRITE, now)
+            self.quota.check(*uow.documents.patient_authored_usage(patient_id), len(upload.content))
             published = self.documents.publisher.publish(uow, actor.subject, record, submission)
             self.audit.append_with(uow.audit, [_record(actor, patient_id, published, now)])
             uow.commit()
@@ -160,4 +184,11 @@ def _record(actor: Actor, patient_id: str, published: Published, now: datetime) 
     )
 
 
-__all__ = ["UPLOAD_KINDS", "PatientUpload", "PatientUploads", "UploadRefused", "check_upload"]
+__all__ = [
+    "UPLOAD_KINDS",
+    "PatientUpload",
+    "PatientUploads",
+    "UploadQuota",
+    "UploadRefused",
+    "check_upload",
+]

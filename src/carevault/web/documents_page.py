@@ -13,13 +13,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from carevault.api.access import TokenBucketLimiter
 from carevault.api.fhir.record_export import attachment_headers, bundle_bytes, bundle_entries
 from carevault.api.openapi import form, html, merged, multipart, query, redirect
 from carevault.api.route_door import SESSION, access
 from carevault.domain.affinity import TYPE_CODES
 from carevault.domain.audit import rfc3339_ms
 from carevault.domain.authorization import Action
-from carevault.domain.errors import CareVaultError, NotFound, NotPermitted
+from carevault.domain.errors import CareVaultError, NotFound, NotPermitted, RateLimited
 from carevault.services.audit_log import AuditUnavailable
 from carevault.services.patient_uploads import UPLOAD_KINDS, PatientUpload, UploadRefused
 from carevault.services.portal_sessions import check_csrf
@@ -40,6 +41,9 @@ UPLOAD_OVERHEAD = 16_384  # the multipart envelope and the form's other fields
 def documents_page_router(ctx: PortalContext) -> APIRouter:
     router = APIRouter()
     pages = ctx.pages
+    # Per record, whoever uploads (the patient or a representative), counted before the file
+    # is read: a session cannot have the server take in files as fast as it can send them.
+    upload_limiter = TokenBucketLimiter(ctx.settings.patient_uploads_per_minute)
 
     @router.get(
         PAGE,
@@ -146,7 +150,11 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
             400: html("the form is out of date (CSRF) or malformed"),
             403: html("the engine refuses this person a document on this record"),
             413: html("the file is larger than the deployment takes"),
-            422: html("the file or its description is refused: the page says why"),
+            422: html(
+                "the file or its description is refused, or the record holds its quota of the "
+                "patient's own files: the page says why"
+            ),
+            429: html("the record took many uploads just now: the page says when to retry"),
         },
         openapi_extra=merged(
             query("lang"),
@@ -168,6 +176,16 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
             return session
         limit = ctx.settings.max_document_bytes
         try:
+            upload_limiter.check(f"record:{session.patient_id}")
+        except RateLimited as error:
+            throttled = pages.error(
+                request,
+                429,
+                pages.text(request, "upload_throttled", "documents", seconds=error.retry_after),
+            )
+            throttled.headers["Retry-After"] = str(error.retry_after)
+            return throttled
+        try:
             posted, uploaded = await read_upload(request, limit + UPLOAD_OVERHEAD)
             check_csrf(session.csrf, posted.get("csrf"))
         except TooLarge:
@@ -185,8 +203,14 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
         try:
             await run_in_threadpool(uploads.upload, actor, patient_id, item)
         except UploadRefused as refused:
+            quota = uploads.quota
             message = pages.text(
-                request, f"upload_{refused.reason}", "documents", limit=limit // 1_048_576
+                request,
+                f"upload_{refused.reason}",
+                "documents",
+                limit=limit // 1_048_576,
+                max_documents=quota.max_documents,
+                max_mb=quota.max_bytes // 1_048_576,
             )
             return pages.error(request, 422, message)
         except AuditUnavailable:

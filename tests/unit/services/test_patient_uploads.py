@@ -15,6 +15,7 @@ from carevault.services.documents import DocumentService
 from carevault.services.patient_uploads import (
     PatientUpload,
     PatientUploads,
+    UploadQuota,
     UploadRefused,
     check_upload,
 )
@@ -35,6 +36,7 @@ from support.fake_documents import FakeDocumentUnitOfWork
 
 LETTER = b"%PDF-1.7\n% a letter from Milan\n%%EOF\n"
 ME = Actor(PATIENT, "account:acc-pat")
+DEFAULT_QUOTA = UploadQuota()
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +49,12 @@ def uow() -> FakeDocumentUnitOfWork:
     return fresh_world(issue_signing()[0])
 
 
-def uploads(uow: FakeDocumentUnitOfWork, vault: EnvelopeVault, max_bytes: int = 1_000) -> Any:
+def uploads(uow: FakeDocumentUnitOfWork, vault: EnvelopeVault, max_bytes: int = 1_000,
+            quota: UploadQuota = DEFAULT_QUOTA) -> Any:
     clock = Clock()
     documents = DocumentService(vault, AFFINITY, Audit(), clock=clock, matrix=MATRIX)
     policy = RecordPolicy(lambda: uow, AuditPort(), clock=clock, matrix=MATRIX)
-    return PatientUploads(lambda: uow, documents, policy, AuditPort(), max_bytes)
+    return PatientUploads(lambda: uow, documents, policy, AuditPort(), max_bytes, quota)
 
 
 def test_the_patients_document_is_stored_as_theirs_with_its_audit_entry_in_one_commit(
@@ -112,3 +115,31 @@ def test_someone_else_is_refused_by_the_engine_and_nothing_is_stored(
         uploads(uow, vault).upload(
             stranger, "pat-1", PatientUpload(LETTER, "application/pdf", "Mine", "consultation"))
     assert uow.commits == 0 and uow.audit.records == []
+
+
+@pytest.mark.parametrize(("quota", "taken"), [
+    (UploadQuota(max_documents=2, max_bytes=10_000), 2),  # the third is one document too many
+    (UploadQuota(max_documents=9, max_bytes=2 * len(LETTER) + 10), 2),  # its bytes too many
+])
+def test_a_record_holding_its_quota_of_the_patients_files_takes_no_more(
+        uow: FakeDocumentUnitOfWork, vault: EnvelopeVault, quota: UploadQuota,
+        taken: int) -> None:
+    service = uploads(uow, vault, quota=quota)
+    letter = PatientUpload(LETTER, "application/pdf", "Letter", "consultation")
+    for _ in range(taken):
+        service.upload(ME, "pat-1", letter)
+    with pytest.raises(UploadRefused) as refused:
+        service.upload(ME, "pat-1", letter)
+    assert refused.value.reason == "quota"
+    assert uow.commits == taken and len(uow.audit.records) == taken  # nothing more
+    assert uow.documents.patient_authored_usage("pat-1") == (taken, taken * len(LETTER))
+
+
+def test_hiding_a_file_does_not_free_its_place(
+        uow: FakeDocumentUnitOfWork, vault: EnvelopeVault) -> None:
+    service = uploads(uow, vault, quota=UploadQuota(max_documents=1))
+    letter = PatientUpload(LETTER, "application/pdf", "Letter", "consultation")
+    (first,) = service.upload(ME, "pat-1", letter).documents
+    uow.records.set_document_hidden("pat-1", first.id, True)
+    with pytest.raises(UploadRefused):
+        service.upload(ME, "pat-1", letter)

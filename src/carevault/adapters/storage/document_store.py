@@ -395,6 +395,23 @@ class DocumentStore:
         )
         return int(found.scalar_one())
 
+    def patient_authored_usage(self, patient_id: str) -> tuple[int, int]:
+        """How many documents the patient added to their record themselves, and their bytes
+        (every status: a hidden or replaced one still takes its room). The patient's row is
+        locked first (``FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serializes
+        writers already), so that two uploads count one after the other: the quota cannot be
+        passed by racing."""
+        self.connection.execute(
+            select(t.patient.c.id).where(t.patient.c.id == patient_id).with_for_update()
+        )
+        m = t.document_metadata
+        count, size = self.connection.execute(
+            select(func.count(), func.coalesce(func.sum(m.c.size), 0)).where(
+                m.c.patient_id == patient_id, m.c.patient_authored.is_(True)
+            )
+        ).one()
+        return int(count), int(size)
+
     def visible_among(
         self, patient_id: str, visible: DocumentFilter, document_ids: Sequence[str]
     ) -> set[str]:
