@@ -175,6 +175,13 @@ class Settings(BaseSettings):
     )
     # A 20 MB document travels base64-encoded (4/3) inside a Bundle.
     max_body_bytes: int = Field(default=28 * 1024 * 1024, ge=1024)
+    max_resource_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="The body limit of every FHIR interaction but the ITI-65 transaction "
+        "(POST [base], which carries documents): a Consent, a search form, an operation's "
+        "Parameters fit in far less, and each body is parsed and validated in memory.",
+    )
     max_bundle_entries: int = Field(default=1000, ge=1)
     max_json_depth: int = Field(default=32, ge=4)
     default_page_size: int = Field(default=20, ge=1)

@@ -22,6 +22,7 @@ from support.documents import provide_bundle
 from support.owasp import Findings, Target, World, attempt, audit_sizes, pdf, records_since
 
 pytestmark = pytest.mark.security
+FHIR_JSON = "application/fhir+json"
 
 
 def attack_oversized_bodies(target: Target) -> list[str]:
@@ -40,6 +41,35 @@ def attack_oversized_bodies(target: Target) -> list[str]:
                      headers={"Content-Type": "application/x-www-form-urlencoded"})
     if form.status_code != 400 or "exceeds" not in form.text:
         f.add(f"a 40 kB token request: {form.status_code} {form.text[:200]}")
+    return f.items
+
+
+def attack_a_document_sized_body_where_no_document_goes(target: Target) -> list[str]:
+    """Only the ITI-65 transaction carries documents: every other interaction (a Consent, a
+    search form, an operation's Parameters, a directory entry) is parsed and validated in
+    memory, and takes at most `max_resource_body_bytes` (1 MiB). The transaction still takes a
+    document of several megabytes."""
+    f, w, http, platform = Findings(), target.world, target.http, target.platform
+    limit = platform.settings.max_resource_body_bytes
+    padding = b" " * (limit + 1)  # JSON allows the whitespace; the size alone is refused
+    for label, path, body, content_type in [
+        ("a Consent", "/fhir/Consent", b'{"resourceType":"Consent"}' + padding, FHIR_JSON),
+        ("an operation's Parameters", f"/fhir/Patient/{w.patient_a}/$emergency-access",
+         b'{"resourceType":"Parameters"}' + padding, FHIR_JSON),
+        ("a search form", "/fhir/DocumentReference/_search", b"patient=" + b"x" * (limit + 1),
+         "application/x-www-form-urlencoded"),
+    ]:
+        answer = attempt(f, target, f"{label} of {limit + 1} bytes", lambda p=path, b=body,
+                         c=content_type: http.post(p, content=b, headers={
+                             **w.doctor.headers, "Content-Type": c}), 413)
+        if answer.status_code == 413 and str(limit) not in answer.text:
+            f.add(f"the refusal of {label} does not say the limit: {answer.text[:200]}")
+    large = pdf("large") + b"%" + b"0" * (2 * limit) + b"\n"
+    bundle = provide_bundle(w.patient_a, w.doctor, large)
+    stored = http.post("/fhir", json=bundle, headers=w.doctor.headers)
+    if stored.status_code != 200:
+        f.add(f"an ITI-65 Bundle of a {len(large)}-byte document: {stored.status_code} "
+              f"{stored.text[:200]}")
     return f.items
 
 
@@ -181,6 +211,7 @@ def attack_flooding(target: Target) -> list[str]:
 
 ATTACKS = [
     attack_oversized_bodies,
+    attack_a_document_sized_body_where_no_document_goes,
     attack_a_bundle_of_too_many_entries,
     attack_json_built_to_exhaust_the_parser,
     attack_pages_too_large_or_too_far,
@@ -215,8 +246,9 @@ def test_a_flood_is_slowed_down(limited: Target) -> None:
 
 def test_the_limits_are_explicit_settings(settings: Settings) -> None:
     """The limits the attacks meet are the documented defaults (README, Configuration)."""
-    assert (settings.max_body_bytes, settings.max_bundle_entries, settings.max_json_depth,
-            settings.max_page_size, settings.rate_limit_per_minute) == (
-        28 * 1024 * 1024, 1000, 32, 100, 1200)
+    assert (settings.max_body_bytes, settings.max_resource_body_bytes,
+            settings.max_bundle_entries, settings.max_json_depth, settings.max_page_size,
+            settings.rate_limit_per_minute) == (
+        28 * 1024 * 1024, 1024 * 1024, 1000, 32, 100, 1200)
     readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
     assert f"more than {MAX_PARAMETERS} parameters" in " ".join(readme.split())
