@@ -528,6 +528,7 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         ),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         capabilities=lambda d: capability_statement(d, fhir_base),
+        max_json_depth=settings.max_json_depth,
     )
     party = relying_party(settings.public_url, settings.environment)
     passkeys = AccountPasskeys(lambda: SqlUnitOfWork(engine), log, party, utc_now)

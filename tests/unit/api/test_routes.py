@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from carevault.api.fhir.door import (
+    PARSED_BEFORE_THE_GATE,
     AccessNeed,
     Admission,
     FhirDoor,
@@ -529,3 +530,37 @@ def test_an_access_that_cannot_be_recorded_is_not_served() -> None:
     assert _code(response) == "transient"
     assert "nothing was served" in _diagnostics(response)
     assert "read-only" not in _diagnostics(response)
+
+
+def _large_patient(size: int) -> bytes:
+    """A Patient padded with JSON whitespace to ``size`` bytes."""
+    resource = b'{"resourceType": "Patient"}'
+    return resource[:-1] + b" " * (size - len(resource)) + b"}"
+
+
+def test_a_large_json_body_is_parsed_once_authenticated_before_the_gate_opens_its_transaction(
+) -> None:
+    rig = Rig()
+    body = _large_patient(PARSED_BEFORE_THE_GATE + 1)
+    response = rig.handle("POST", "Patient", body=body, headers=JSON)
+    assert response.status == 201
+    assert rig.events == ["limit", "authenticated", "gate", "create", "record"]
+    (at_the_gate,) = rig.gate.requests
+    assert at_the_gate._parsed == {32: {"resourceType": "Patient"}}  # parsed before admit
+
+
+def test_a_large_json_body_from_a_caller_not_authenticated_is_not_parsed() -> None:
+    rig = Rig(gate_error=NotAuthenticated("no token"))
+    malformed = b"{" + b" " * (PARSED_BEFORE_THE_GATE + 1)  # a parse would answer 400
+    response = rig.handle("POST", "Patient", body=malformed, headers=JSON)
+    assert response.status == 401
+    assert rig.events == ["limit", "authenticated", "record"]
+
+
+def test_a_small_json_body_costs_no_token_check_of_its_own() -> None:
+    rig = Rig()
+    body = _large_patient(PARSED_BEFORE_THE_GATE)
+    assert rig.handle("POST", "Patient", body=body, headers=JSON).status == 201
+    assert rig.events == ["limit", "gate", "create", "record"]
+    (at_the_gate,) = rig.gate.requests
+    assert at_the_gate._parsed == {}  # left to whoever needs it

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from carevault.api.fhir.formats import format_param
+from carevault.api.fhir.formats import format_param, media_type
 from carevault.api.fhir.outcome import HttpProblem, from_error
 from carevault.domain.authorization import (
     Action,
@@ -375,6 +375,11 @@ JSON_MEDIA_TYPE = "application/fhir+json"  # what a decoded body is
 MAX_PARAMETER_NAME = 100  # the longest FHIR search names (chains, _has) are far shorter
 MAX_VALUE_LENGTH = 256  # a parameter's whole value, its comma-separated alternatives included
 FORM = "application/x-www-form-urlencoded"
+# A JSON body larger than this is parsed by the door once the caller is authenticated, before
+# the gate opens its transaction: a handler's `access_need` reads the body (which record an
+# ITI-65 Bundle is for), and parsing megabytes there held a database connection for seconds
+# (1.2 s for 5 MB). A smaller body is parsed where it is needed, without the extra token check.
+PARSED_BEFORE_THE_GATE = 64 * 1024
 
 # RFC 6750 §2.3 (and §2.2, in a form body) is not supported: a token in a URL ends up in
 # server and proxy logs and browser histories. Its value is replaced by ``REDACTED`` before
@@ -410,12 +415,14 @@ class FhirDoor:
         recorder: AccessRecorder,
         limiter: RateLimiter,
         capabilities: Callable[[FhirDoor], JsonObject],
+        max_json_depth: int = 32,
     ) -> None:
         self.handlers = {h.resource_type: h for h in handlers}
         self.gate = gate
         self.recorder = recorder
         self.limiter = limiter
         self._capabilities = capabilities
+        self.max_json_depth = max_json_depth  # the handlers' (`Settings.max_json_depth`)
 
     def handle(
         self,
@@ -486,15 +493,20 @@ class FhirDoor:
                 # No search matches a NUL byte, and PostgreSQL refuses to compare with one.
                 raise InvalidInput("a request parameter holds a NUL character")
             _check_format(request)
-            if decode is not None:
+            large = method in ("POST", "PUT") and len(request.body) > PARSED_BEFORE_THE_GATE
+            if decode is not None or large:
                 # Once the rate limit let it through and the caller is authenticated: an XML
-                # body costs seconds per megabyte to map (found by a review of limits).
+                # body costs seconds per megabyte to map, a large JSON body a second or more
+                # to parse (found by a review of limits).
                 self.gate.authenticate(request)
+            if decode is not None:
                 request = replace(
                     request,
                     body=decode(request.body),
                     headers={**request.headers, "content-type": JSON_MEDIA_TYPE},
                 )
+            if large and media_type(request.headers.get("content-type", "")) in _JSON_TYPES:
+                request.json_body(self.max_json_depth)  # kept for the gate and the handler
             if operation is not None:
                 request = replace(request, operation_permission=self._permission_of(request))
             admission = self.gate.admit(request, self.need_of)
