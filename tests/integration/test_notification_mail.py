@@ -150,3 +150,36 @@ def test_a_prescription_ready_then_dispensed_is_mailed_without_the_medicine(
     for text in (ready, dispensed):
         for secret_word in ("Amoxicillin", number, code, "Arzt", "HP-ERX", "Pharmacie"):
             assert secret_word not in text, secret_word
+
+
+def test_a_changed_password_is_mailed_to_the_holder_saying_what_changed(
+        mailing: Platform, smtp: tuple[Inbox, int]) -> None:
+    """ASVS 6.3.7: the holder learns of a change of their password, by mail and in the app, so
+    that one who did not make it knows someone else has their password. The mail names the
+    change (they may not be able to sign in to see it) and holds nothing else."""
+    from support.accounts import PASSWORD
+
+    inbox, _port = smtp
+    platform = mailing
+    account = enrol_patient(platform, family="Weber", login="jonas.weber@example.lu")
+    mailer = notification_mailer(platform.settings, platform.unit_of_work)
+    assert mailer is not None
+    mailer.run_once()
+    inbox.messages.clear()
+    new = "MARKER a new and longer passphrase"
+    with platform.unit_of_work() as uow:
+        holder = uow.accounts.by_login("jonas.weber@example.lu")
+    assert holder is not None
+    platform.accounts.change_password(holder.id, PASSWORD, new)
+    assert mailer.run_once() == 1
+    [(rcpt, message)] = inbox.messages
+    assert rcpt == ["jonas.weber@example.lu"]
+    text = message.get_payload(decode=True).decode("utf-8")
+    assert "The password of your account was changed. If it was not you" in text
+    assert "mot de passe" in text and "Passwort" in text
+    for secret in ("MARKER", PASSWORD, "Weber"):
+        assert secret not in text, secret
+    # In the app too: the record's Communications hold the notice.
+    with platform.unit_of_work() as uow:
+        _total, notices = uow.records.notifications(account.patient_id, 0, 10)
+    assert [n.kind for n in notices].count("password-changed") == 1

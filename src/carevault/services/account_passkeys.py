@@ -25,7 +25,12 @@ from carevault.adapters.storage.passkey_store import AccountPasskey, StoredChall
 from carevault.domain.accounts import Reauthenticated
 from carevault.domain.audit import ACTION_CREATE, ACTION_DELETE
 from carevault.domain.errors import NotFound
-from carevault.services.accounts import SIGN_IN, AuditAppender, authentication_record
+from carevault.services.accounts import (
+    SIGN_IN,
+    AuditAppender,
+    authentication_record,
+    notify_holder,
+)
 from carevault.services.passkey_ceremony import (
     MAX_CREDENTIAL_ID,
     PasskeyRefused,
@@ -124,6 +129,7 @@ class AccountPasskeys:
                 account, "passkey-add", ACTION_CREATE, "0", now, client_ip
             )
             self.audit.append_with(uow.audit, [record])
+            notify_holder(uow, account, "passkey-added", now)
             uow.commit()
         return passkey
 
@@ -140,6 +146,7 @@ class AccountPasskeys:
                 account, "passkey-remove", ACTION_DELETE, "0", now, client_ip
             )
             self.audit.append_with(uow.audit, [record])
+            notify_holder(uow, account, "passkey-removed", now)
             uow.commit()
 
     # --- signing in -----------------------------------------------------------------------

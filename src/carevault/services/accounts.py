@@ -124,6 +124,49 @@ SIGN_IN = "account-signin"
 
 # FHIR AuditEvent.outcome: a refused sign-in is a minor failure; a lock is serious.
 _SUCCESS, _FAILURE, _SERIOUS = "0", "4", "8"
+# What the holder of a patient account is told when its means of signing in change (ASVS
+# 6.3.7), in the app's languages (a Communication's payload; the mail says the same): one who
+# did not make the change learns that someone else can sign in as them.
+ACCOUNT_NOTICES: dict[str, dict[str, str]] = {
+    "password-changed": {
+        "en": "The password of your account was changed.",
+        "fr": "Le mot de passe de votre compte a été changé.",
+        "de": "Das Passwort Ihres Kontos wurde geändert.",
+    },
+    "recovery-code-used": {
+        "en": "A recovery code of your account was used to sign in.",
+        "fr": "Un code de secours de votre compte a servi à se connecter.",
+        "de": "Ein Wiederherstellungscode Ihres Kontos wurde zur Anmeldung verwendet.",
+    },
+    "passkey-added": {
+        "en": "A passkey was added to your account.",
+        "fr": "Une clé d'accès a été ajoutée à votre compte.",
+        "de": "Ein Passkey wurde Ihrem Konto hinzugefügt.",
+    },
+    "passkey-removed": {
+        "en": "A passkey was removed from your account.",
+        "fr": "Une clé d'accès a été retirée de votre compte.",
+        "de": "Ein Passkey wurde aus Ihrem Konto entfernt.",
+    },
+}
+IF_NOT_YOU = {
+    "en": "If it was not you, contact the help desk at once.",
+    "fr": "Si ce n'était pas vous, contactez l'assistance sans attendre.",
+    "de": "Wenn Sie es nicht waren, wenden Sie sich sofort an den Helpdesk.",
+}
+
+
+def notify_holder(uow: UnitOfWork, account: AccountRecord, kind: str, now: datetime) -> None:
+    """Queue the notice of a change of the account's means of signing in (`ACCOUNT_NOTICES`),
+    mailed and shown in the app, in the transaction of the change. Patient accounts only:
+    representatives' and operators' logins are not known to be mail addresses."""
+    if account.kind != AccountKind.PATIENT or account.patient_id is None:
+        return
+    words = {
+        language: f"{text} {IF_NOT_YOU[language]}"
+        for language, text in ACCOUNT_NOTICES[kind].items()
+    }
+    uow.records.notify(account.patient_id, kind, words, now, account_id=account.id)
 
 
 # --- ports --------------------------------------------------------------------------------------
@@ -555,6 +598,7 @@ class AccountService:
                             detail={"recovery_codes_left": left},
                         )
                     )
+                    notify_holder(uow, account, "recovery-code-used", now)
                 self._append(uow, *events)
                 uow.commit()
                 return self._principal(account, check.reason, now)
@@ -766,6 +810,7 @@ class AccountService:
                         account, "password-change", ACTION_UPDATE, _SUCCESS, now, client_ip
                     ),
                 )
+                notify_holder(uow, account, "password-changed", now)
                 uow.commit()
                 return
             self._record_failure(

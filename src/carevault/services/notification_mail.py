@@ -1,7 +1,9 @@
 """E-mail notifications to patients: that something happened on their record (an emergency
 access, a new document, an access given, a care event, a prescription ready or dispensed),
 never what — no medical content, no name of a professional, no document title, no medicine,
-no reason: the mail only asks them to sign in.
+no reason: the mail only asks them to sign in. A change of their account's means of signing in
+(password, passkey, a recovery code used) is named, since a holder who did not make it may not
+be able to sign in any more.
 
 The outbox is the notification table itself (`RecordStore.unmailed`): a notification is written
 in the transaction of the change that causes it, and this chore mails it afterwards, at least
@@ -16,6 +18,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Protocol
 
+from carevault.services.accounts import ACCOUNT_NOTICES, IF_NOT_YOU
 from carevault.services.unit_of_work import UnitOfWork
 
 __all__ = ["SUBJECT", "MailSender", "NotificationMailer"]
@@ -55,6 +58,16 @@ _KINDS = {
     ),
 }
 _OTHER = ("un changement", "a change", "eine Änderung")
+# A change of the account's means of signing in (`accounts.ACCOUNT_NOTICES`): the mail names it,
+# since a holder who did not make it may no longer be able to sign in to see it.
+_ACCOUNT_BODY = (
+    "Bonjour,\n\n{fr} {fr_if}\nQuelqu'un d'autre que vous pourrait se connecter à votre "
+    "place.\n\n"
+    "Hello,\n\n{en} {en_if}\nSomeone other than you may be able to sign in as you.\n\n"
+    "Guten Tag,\n\n{de} {de_if}\nJemand anderes könnte sich in Ihrem Namen anmelden.\n\n"
+    "— CareVault (ce message ne contient aucune donnée médicale / this message holds no "
+    "medical data / diese Nachricht enthält keine medizinischen Daten)\n"
+)
 
 
 class MailSender(Protocol):
@@ -82,7 +95,14 @@ class NotificationMailer:
         message["To"] = to
         message["Subject"] = SUBJECT
         message["Message-ID"] = make_msgid(domain=self.mail_from.rpartition("@")[2] or None)
-        message.set_content(_BODY.format(fr=fr, en=en, de=de, url=f"{self.portal_url}/login"))
+        change = ACCOUNT_NOTICES.get(kind)
+        if change is None:
+            body = _BODY.format(fr=fr, en=en, de=de, url=f"{self.portal_url}/login")
+        else:
+            body = _ACCOUNT_BODY.format(
+                **change, **{f"{language}_if": words for language, words in IF_NOT_YOU.items()}
+            )
+        message.set_content(body)
         return message
 
     def run_once(self) -> int:

@@ -166,6 +166,9 @@ def test_a_passkey_registered_by_its_account_is_stored_and_recorded(world: World
     last = world.records[-1]
     assert (last.interaction, last.outcome, last.agent.who, last.patient) == (
         "passkey-add", "0", f"account:{world.anne}", "pat-1")
+    # The holder is told (ASVS 6.3.7), by mail and in the app.
+    assert [(n.patient_id, n.kind) for n in world.uow.records.notifications] == [
+        ("pat-1", "passkey-added")]
 
 
 def test_the_creation_options_ask_for_a_discoverable_verified_passkey_not_one_it_has(
@@ -280,6 +283,7 @@ def test_only_its_owner_removes_a_passkey(world: World) -> None:
     last = world.records[-1]
     assert (last.interaction, last.outcome, last.agent.who) == (
         "passkey-remove", "0", f"account:{world.anne}")
+    assert [n.kind for n in world.uow.records.notifications][-1] == "passkey-removed"
 
 
 # --- signing in ------------------------------------------------------------------------------

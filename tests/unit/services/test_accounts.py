@@ -366,6 +366,9 @@ def test_a_recovery_code_stands_for_a_code_once(world: World) -> None:
     assert [(r.interaction, r.detail) for r in world.records[-2:]] == [
         ("login", {"second_factor": "recovery-code"}),
         ("recovery-code-use", {"recovery_codes_left": str(RECOVERY_CODES - 1)})]
+    # The holder is told: one who did not use it learns that someone else can sign in as them.
+    assert [(n.patient_id, n.kind) for n in world.uow.records.notifications] == [
+        ("pat-1", "recovery-code-used")]
     with pytest.raises(AuthenticationFailed, match=FAILED):
         world.service.login("anne@example.lu", PASSWORD, spare, IP, now=NOW)
     assert interactions(world.records)[-1] == ("login", "4", "wrong-code")
@@ -614,6 +617,10 @@ def test_a_password_is_changed_with_the_current_one_and_only_its_hash_kept(
     assert interactions(world.records)[-1] == ("password-change", "0", None)
     with pytest.raises(AuthenticationFailed):
         world.service.login("anne@example.lu", PASSWORD, world.code(account_id), IP, now=NOW)
+    # The holder is told (ASVS 6.3.7), by mail and in the app: the notice goes to the outbox.
+    [notice] = world.uow.records.notifications
+    assert (notice.patient_id, notice.kind) == ("pat-1", "password-changed")
+    assert "password" in notice.payload["en"] and new not in str(notice.payload)
 
 
 def test_a_wrong_current_password_changes_nothing_but_is_counted(world: World) -> None:
@@ -624,6 +631,7 @@ def test_a_wrong_current_password_changes_nothing_but_is_counted(world: World) -
                                       now=NOW)
     assert world.uow.accounts.rows[account_id].password_hash == before
     assert world.uow.accounts.throttles[account_key(account_id)].failures == 1
+    assert world.uow.records.notifications == []  # nothing changed, nothing to tell
     assert interactions(world.records)[-1] == ("password-change", "4", "wrong-password")
 
 
