@@ -217,9 +217,14 @@ def messaging_context(settings: Settings) -> MessagingContext:
 
 
 def messaging_service(settings: Settings, engine: Engine, log: AuditLog) -> MessagingService:
-    """Secure messaging's submission side (the SMTP server)."""
+    """Secure messaging's submission side (the SMTP server), each sender held to
+    ``messaging_sender_rate_per_minute`` messages."""
     return MessagingService(
-        units(settings, engine), messaging_context(settings), mailboxes(settings), log.append
+        units(settings, engine),
+        messaging_context(settings),
+        mailboxes(settings),
+        log.append,
+        sender_rate=TokenBucketLimiter(settings.messaging_sender_rate_per_minute).check,
     )
 
 

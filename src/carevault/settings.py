@@ -124,6 +124,13 @@ class Settings(BaseSettings):
         description="The system user Dovecot serves mail as, and who owns the Maildirs; "
         "needed when CareVault runs as root (Dovecot never serves mail as root).",
     )
+    messaging_sender_rate_per_minute: int = Field(
+        default=60,
+        ge=1,
+        description="Messages one professional may begin over SMTP per minute (as many in a "
+        "burst); one more is answered 451 4.7.1 and recorded. A colleague sends a few an hour; "
+        "a stolen card or a runaway client would otherwise fill the mailboxes and the audit log.",
+    )
     document_release_days: int = Field(
         default=14, ge=1, le=366, description="How long a held document waits by default."
     )

@@ -18,6 +18,7 @@ import socket
 import ssl
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,15 +32,23 @@ from carevault.adapters.messaging.dovecot import (
     ImapSettings,
     internal_group,
 )
-from carevault.adapters.messaging.submission import SubmissionServer, server_tls_context
+from carevault.adapters.messaging.submission import (
+    COMMAND_CALL_LIMIT,
+    SubmissionServer,
+    server_tls_context,
+)
 from carevault.adapters.storage.database import connect, upgrade
-from carevault.bootstrap import audit_log
+from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
+from carevault.api.access import TokenBucketLimiter
+from carevault.bootstrap import audit_log, directory_context
 from carevault.cli import context
 from carevault.cli.main import app
 from carevault.client import messaging as client
 from carevault.domain.audit import AuditRecord
-from carevault.domain.messaging import message_digest
-from carevault.services import pki
+from carevault.domain.messaging import MAX_RECIPIENTS, message_digest
+from carevault.fhirmodel.directory import new_organization, new_practitioner
+from carevault.services import directory as svc
+from carevault.services import messaging, pki
 from carevault.services.audit_log import AuditLog
 from carevault.settings import Settings
 from support.messaging import World, build_world, now
@@ -59,13 +68,14 @@ class Mail:
     tls_ca: Path
     roots: tuple[Path, ...]  # everything the servers write: database, maildirs, logs, indexes
     passwords: ImapPasswords
+    server_tls: ssl.SSLContext
 
-    def client(self, who: str | None) -> smtplib.SMTP:
+    def client(self, who: str | None, port: int | None = None) -> smtplib.SMTP:
         context = ssl.create_default_context(cafile=str(self.tls_ca))
         if who is not None:
             folder = self.world.people[who].folder
             context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-        smtp = smtplib.SMTP("127.0.0.1", self.port, timeout=30)
+        smtp = smtplib.SMTP("127.0.0.1", port or self.port, timeout=30)
         smtp.starttls(context=context)
         smtp.ehlo()
         return smtp
@@ -107,11 +117,10 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mail]:
     tls = LocalCa(tmp_path_factory.mktemp("tls"))
     server_files = tls.server()
     port = free_port()
-    server = SubmissionServer(
-        world.service(log),
-        server_tls_context(server_files.certificate, server_files.key,
-                           world.chain_pem.decode()),
-        listen_port=port, max_message_bytes=world.ctx.max_message_bytes)
+    server_tls = server_tls_context(server_files.certificate, server_files.key,
+                                    world.chain_pem.decode())
+    server = SubmissionServer(world.service(log), server_tls, listen_port=port,
+                              max_message_bytes=world.ctx.max_message_bytes)
     server.start()
     owner = pwd.getpwnam(mail_user)
     passwords = ImapPasswords(served / "imap", internal_group())
@@ -122,7 +131,8 @@ def mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mail]:
         port=free_port()))
     imap.start()
     try:
-        yield Mail(world, log, port, imap.settings.port, tls.pem, (root, served), passwords)
+        yield Mail(world, log, port, imap.settings.port, tls.pem, (root, served), passwords,
+                   server_tls)
     finally:
         imap.stop()
         server.stop()
@@ -387,6 +397,122 @@ def test_the_command_line_client(mail: Mail, tmp_path: Path,
     refused = runner.invoke(app, ["message", "list", *paul_card, *imap])
     assert refused.exit_code != 0 and "cannot open the mailbox" in refused.output
     context.engine_for.cache_clear()
+
+
+def test_a_recipient_named_twice_is_refused_and_the_message_stored_once(mail: Mail) -> None:
+    world = mail.world
+    anne, paul = world.people["anne"], world.people["paul"]
+    def stored() -> int:
+        try:
+            return len(mail.maildir("paul"))
+        except mailbox.NoSuchMailboxError:  # nothing delivered to Paul yet
+            return 0
+
+    before = stored()
+    with mail.client("anne") as smtp:
+        assert smtp.mail(anne.address)[0] == 250
+        assert smtp.rcpt(paul.address)[0] == 250
+        for again in (paul.address, f"<{paul.address.upper()}>"):
+            code, answer = smtp.rcpt(again)
+            assert code == 550 and b"5.5.4" in answer, answer
+            assert b"already a recipient of this message" in answer
+        code, answer = smtp.data(world.compose("anne", ["paul"], "une fois"))
+        assert code == 250, answer
+    assert stored() == before + 1
+    refused = [r for r in audit_records(mail.log) if r.interaction == "message-recipient"
+               and "already a recipient" in r.detail.get("refused", "")]
+    assert len(refused) == 2 and {r.outcome for r in refused} == {"4"}
+
+
+def colleagues(world: World, count: int) -> list[str]:
+    """The addresses of ``count`` more professionals who can receive: registered in the
+    directory, each with an encryption certificate (one RSA key for all: only the certificates
+    count here, and a key takes a second to make)."""
+    dctx = directory_context(world.settings)
+    with SqlUnitOfWork(world.engine) as uow:
+        (org,) = svc.register_organizations(uow, dctx, [new_organization(
+            dctx.systems, identifier="ORG-0452", name="Clinique", kind="clinic")])
+    with SqlUnitOfWork(world.engine) as uow:
+        pairs = svc.register_professionals(uow, dctx, [
+            svc.NewProfessional(new_practitioner(dctx.systems, identifier=f"HP-452{n:03}",
+                                                 family=f"Collegue{n}", given=["Dr"]),
+                                "physician", organization_id=org.id)
+            for n in range(count)])
+    _key, csr = client.keygen("colleagues")
+    addresses = []
+    for practitioner, _ in pairs:
+        with SqlUnitOfWork(world.engine) as uow:
+            record = messaging.issue_encryption_certificate(uow, world.ctx, practitioner.id,
+                                                            csr)
+        addresses.append(f"{record.client_id.lower()}@{world.ctx.domain}")
+    return addresses
+
+
+def test_one_recipient_more_than_the_limit_is_told_452(mail: Mail) -> None:
+    """RFC 5321 §4.5.3.1.10: ``452``, so that the client sends to the others in another
+    message; the recipients admitted so far stay admitted."""
+    anne = mail.world.people["anne"]
+    *admitted, extra = colleagues(mail.world, MAX_RECIPIENTS + 1)
+    with mail.client("anne") as smtp:
+        assert smtp.mail(anne.address)[0] == 250
+        for address in admitted:
+            assert smtp.rcpt(address)[0] == 250, address
+        code, answer = smtp.rcpt(extra)
+        assert code == 452 and answer.startswith(b"4.5.3 Too many recipients"), answer
+        assert smtp.rset()[0] == 250
+        assert smtp.mail(anne.address)[0] == 250
+        assert smtp.rcpt(extra)[0] == 250  # a new message has room again
+    (refused,) = [r for r in audit_records(mail.log) if r.interaction == "message-recipient"
+                  and r.detail["recipients"] == extra]
+    assert refused.outcome == "4" and "at most" in refused.detail["refused"]
+
+
+@contextmanager
+def limited_server(mail: Mail, rate_per_minute: int) -> Iterator[int]:
+    """Another submission server on the same platform whose senders are held to
+    ``rate_per_minute`` by a limiter whose clock never moves: no token ever comes back, so
+    the test does not depend on how fast it runs. Yields its port."""
+    service = mail.world.service(mail.log)
+    limiter = TokenBucketLimiter(rate_per_minute, clock=lambda: 0.0)
+    limited = messaging.MessagingService(service.units, service.ctx, service.mailboxes,
+                                         service.audit, sender_rate=limiter.check)
+    port = free_port()
+    server = SubmissionServer(limited, mail.server_tls, listen_port=port,
+                              max_message_bytes=service.ctx.max_message_bytes)
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop()
+
+
+def test_a_sender_past_their_message_rate_is_refused_at_mail(mail: Mail) -> None:
+    world = mail.world
+    anne, paul = world.people["anne"], world.people["paul"]
+    with limited_server(mail, 2) as port, mail.client("anne", port) as smtp:
+        for _ in range(2):
+            assert smtp.mail(anne.address)[0] == 250
+            assert smtp.rset()[0] == 250
+        code, answer = smtp.mail(anne.address)
+        assert code == 451 and answer.startswith(b"4.7.1 "), answer
+        assert f"{anne.address} sent too many messages".encode() in answer
+        with mail.client("paul", port) as other:  # a rate for each sender
+            assert other.mail(paul.address)[0] == 250
+    (refused,) = [r for r in audit_records(mail.log) if r.interaction == "message-submit"
+                  and "too many messages" in r.detail.get("refused", "")]
+    assert refused.outcome == "4" and refused.agent.who == f"Practitioner/{anne.practitioner_id}"
+
+
+@pytest.mark.parametrize("command", ["NOOP", "RSET"])
+def test_a_session_that_sends_a_command_too_often_is_closed(mail: Mail, command: str) -> None:
+    limit = COMMAND_CALL_LIMIT.get(command, COMMAND_CALL_LIMIT["*"])
+    with mail.client(None) as smtp:
+        for _ in range(limit):
+            assert smtp.docmd(command)[0] == 250
+        code, answer = smtp.docmd(command)
+        assert code == 421 and b"too many times" in answer, answer
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            smtp.docmd("NOOP")
 
 
 def test_nothing_readable_is_left_on_the_server(mail: Mail) -> None:

@@ -15,13 +15,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from carevault.domain.errors import InvalidInput
+from carevault.domain.errors import BusinessRuleViolation, InvalidInput
 
 __all__ = [
     "DEFAULT_DOMAIN",
     "MAX_MESSAGE_BYTES",
     "MAX_RECIPIENTS",
+    "DuplicateRecipient",
     "Envelope",
+    "TooManyRecipients",
     "address_of",
     "identifier_of",
     "message_digest",
@@ -35,6 +37,17 @@ MAX_RECIPIENTS = 50
 
 _LOCAL = re.compile(r"[a-z0-9][a-z0-9._:\-]{0,63}")
 _DOMAIN = re.compile(r"[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?)*")
+
+
+class TooManyRecipients(BusinessRuleViolation):
+    """A message already has `MAX_RECIPIENTS` recipients: told at the next ``RCPT``, not at
+    ``DATA``, so that the client sends to the others in another message (RFC 5321
+    §4.5.3.1.10) instead of losing the whole message after transferring it."""
+
+
+class DuplicateRecipient(BusinessRuleViolation):
+    """A recipient named twice in one message: accepted, it would be delivered as many times
+    as named (one message, the same mailbox, fifty copies), a cheap way to fill a disk."""
 
 
 def address_of(identifier: str, domain: str) -> str:

@@ -11,7 +11,8 @@ accepted, is its envelope: sender, recipients, time, size, digest.
 
 Errors: `InvalidInput` for what is not a message of the right shape, `NotAuthenticated` for a
 sender who is not a valid professional, `BusinessRuleViolation` for a recipient who cannot
-receive, `Unavailable` when the audit log or the mailboxes cannot take it now.
+receive (`TooManyRecipients` and `DuplicateRecipient` among them), `RateLimited` for a sender
+past their message rate, `Unavailable` when the audit log or the mailboxes cannot take it now.
 """
 
 from __future__ import annotations
@@ -41,11 +42,14 @@ from carevault.domain.errors import (
     InvalidInput,
     NotAuthenticated,
     NotFound,
+    RateLimited,
 )
 from carevault.domain.messaging import (
     MAX_MESSAGE_BYTES,
     MAX_RECIPIENTS,
+    DuplicateRecipient,
     Envelope,
+    TooManyRecipients,
     address_of,
     identifier_of,
     message_digest,
@@ -208,11 +212,18 @@ class MessagingService:
         ctx: MessagingContext,
         mailboxes: Mailboxes,
         audit: Callable[[Sequence[AuditRecord]], object],
+        *,
+        sender_rate: Callable[[str], None],
     ) -> None:
+        """``sender_rate`` is told a sender's address at each message they begin and raises
+        `RateLimited` past their rate (bootstrap hands `carevault.api.access.TokenBucketLimiter`
+        of ``messaging_sender_rate_per_minute``). It has no default: without it, one stolen
+        card or runaway client fills the mailboxes and the audit log as fast as they write."""
         self.units = units
         self.ctx = ctx
         self.mailboxes = mailboxes
         self.audit = audit
+        self.sender_rate = sender_rate
 
     @property
     def domain(self) -> str:
@@ -282,10 +293,37 @@ class MessagingService:
         self.mailboxes.ensure(local)
         return ImapCredential(address, passwords.issue(local))
 
-    def admit_recipient(self, sender: Sender, address: str, network: str | None) -> Recipient:
-        """`check_recipient` for a sender's ``RCPT``; a refusal is recorded with its reason."""
+    def admit_message(self, sender: Sender, network: str | None) -> None:
+        """A sender's ``MAIL``: `RateLimited` past their message rate, before any recipient is
+        looked up or any content sent, so that a sender over it costs nothing more. A refusal is
+        recorded (``message-submit``, outcome 4, no recipients yet) with its reason."""
         try:
-            return self.check_recipient(address)
+            self.sender_rate(sender.address)
+        except RateLimited as error:
+            wait = error.retry_after
+            reason = f"{sender.address} sent too many messages; try again in {wait} s"
+            now = self.ctx.pki.clock()
+            refused = Envelope(sender.address, (), now, 0, "")
+            self.audit([replace(_record(refused, sender, network, now, reason), entity_id=None)])
+            raise RateLimited(reason, retry_after=wait) from None
+
+    def admit_recipient(
+        self, sender: Sender, address: str, network: str | None, admitted: Sequence[str] = ()
+    ) -> Recipient:
+        """`check_recipient` for a sender's ``RCPT``, ``admitted`` being the addresses the
+        message already has: `TooManyRecipients` once it has `MAX_RECIPIENTS` (before any
+        lookup), `DuplicateRecipient` for one of them again (compared as `address_of` writes
+        them, without regard to case). A refusal is recorded with its reason."""
+        try:
+            if len(admitted) >= MAX_RECIPIENTS:
+                raise TooManyRecipients(
+                    f"a message has at most {MAX_RECIPIENTS} recipients; send to the others "
+                    "in another message"
+                )
+            found = self.check_recipient(address)
+            if found.address.lower() in {a.strip().lower() for a in admitted}:
+                raise DuplicateRecipient(f"{found.address} is already a recipient of this message")
+            return found
         except BusinessRuleViolation as error:
             now = self.ctx.pki.clock()
             refused = Envelope(sender.address, (address[:320],), now, 0, "")
@@ -327,6 +365,9 @@ class MessagingService:
         if not 1 <= len(recipients) <= MAX_RECIPIENTS:
             raise InvalidInput(f"a message has 1 to {MAX_RECIPIENTS} recipients")
         named = [self.check_recipient(address) for address in recipients]
+        if len({target.address for target in named}) < len(named):
+            # Each would get a copy: whatever the caller let through, never two.
+            raise InvalidInput("a message names one of its recipients more than once")
         der = _envelope_of(message)
         try:
             info = smime.inspect_envelope(der)

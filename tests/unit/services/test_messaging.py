@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from carevault.adapters.pki.x509_authority import LEAF_LIFETIME
+from carevault.api.access import TokenBucketLimiter
 from carevault.client import messaging as client
 from carevault.domain.audit import AuditRecord
 from carevault.domain.errors import (
@@ -26,8 +27,14 @@ from carevault.domain.errors import (
     InvalidInput,
     NotAuthenticated,
     NotFound,
+    RateLimited,
 )
-from carevault.domain.messaging import MAX_RECIPIENTS, message_digest
+from carevault.domain.messaging import (
+    MAX_RECIPIENTS,
+    DuplicateRecipient,
+    TooManyRecipients,
+    message_digest,
+)
 from carevault.fhirmodel.directory import new_practitioner
 from carevault.services import messaging, pki
 from carevault.services.audit_log import AuditUnavailable
@@ -38,6 +45,7 @@ from support.fake_professionals import FakeProfessionalDirectory
 from support.fake_uow import FakeUnitOfWork
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+SENDER_RATE = 2  # messages a minute, on a limiter whose clock never moves
 SYSTEMS = URN_SYSTEMS
 DOMAIN = "msg.carevault.test"
 BODY = "Patient seen today: suspected appendicitis, please call me."
@@ -141,8 +149,9 @@ class World:
             self.directory.add_role(f"role-{practitioner_id}", practitioner_id, "org-1")
         self.mailboxes = RecordingMailboxes()
         self.audit = RecordingAudit(self.mailboxes)
+        self.rate = TokenBucketLimiter(SENDER_RATE, clock=lambda: 0.0)
         self.service = MessagingService(lambda: self.uow, self.ctx,  # type: ignore[arg-type,return-value]
-                                        self.mailboxes, self.audit)
+                                        self.mailboxes, self.audit, sender_rate=self.rate.check)
         self.people = {name: self.enrol(name) for name in PEOPLE}
 
     @property
@@ -376,6 +385,23 @@ def test_a_revoked_card_may_not_send_messages_and_the_reason_is_recorded(world: 
     assert entry.detail == {"refused": message}
 
 
+def test_a_sender_past_their_message_rate_is_refused_and_the_refusal_recorded(
+        world: World) -> None:
+    anne, paul = world.sender("anne"), world.sender("paul")
+    for _ in range(SENDER_RATE):
+        world.service.admit_message(anne, "10.0.0.7")
+    assert world.audit.records == []
+    with pytest.raises(RateLimited) as raised:
+        world.service.admit_message(anne, "10.0.0.7")
+    world.service.admit_message(paul, "10.0.0.7")  # a bucket per sender
+    [record] = world.audit.records
+    assert str(raised.value) == f"{anne.address} sent too many messages; try again in 30 s"
+    assert (record.interaction, record.outcome, record.entity_id, record.agent.who) == (
+        "message-submit", "4", None, "Practitioner/pr-anne")
+    assert record.detail["refused"] == str(raised.value)
+    assert record.detail["recipients"] == ""
+
+
 # --- IMAP credentials -------------------------------------------------------------------------
 
 
@@ -434,6 +460,28 @@ def test_a_recipient_who_cannot_receive_is_refused_and_the_refusal_recorded(
     assert elsewhere.detail["refused"] == (
         "'paul@elsewhere.example' is not a messaging address of this platform")
     assert elsewhere.agent.who == "Practitioner/pr-anne"
+
+
+def test_a_recipient_named_twice_is_refused_and_the_refusal_recorded(world: World) -> None:
+    sender = world.sender("anne")
+    paul = address(world, "paul")
+    with pytest.raises(DuplicateRecipient) as raised:
+        world.service.admit_recipient(sender, f" {paul.upper()}", "10.0.0.7", [paul])
+    assert str(raised.value) == f"{paul} is already a recipient of this message"
+    [record] = world.audit.records
+    assert (record.interaction, record.outcome) == ("message-recipient", "4")
+    assert record.detail["refused"] == str(raised.value)
+
+
+def test_a_message_with_the_most_recipients_admits_no_more(world: World) -> None:
+    sender = world.sender("anne")
+    admitted = [f"hp-{n}@{DOMAIN}" for n in range(MAX_RECIPIENTS)]
+    world.service.admit_recipient(sender, address(world, "paul"), None, admitted[1:])
+    with pytest.raises(TooManyRecipients):
+        world.service.admit_recipient(sender, address(world, "paul"), None, admitted)
+    [record] = world.audit.records
+    assert record.detail["refused"].startswith(
+        f"a message has at most {MAX_RECIPIENTS} recipients")
 
 
 # --- submission -------------------------------------------------------------------------------
@@ -512,6 +560,13 @@ def test_a_message_has_one_to_fifty_recipients(world: World) -> None:
     too_many = [address(world, "paul")] * (MAX_RECIPIENTS + 1)
     assert world.refused_submission(sender, too_many, message) == wanted
     assert world.audit.records[-1].detail["recipients"] == ",".join(too_many[:MAX_RECIPIENTS])
+
+
+def test_a_message_naming_a_recipient_twice_is_refused(world: World) -> None:
+    paul = address(world, "paul")
+    refusal = world.refused_submission(world.sender("anne"), [paul, paul.upper()],
+                                       world.compose("anne", ["paul"]))
+    assert refusal == "a message names one of its recipients more than once"
 
 
 def test_a_message_to_someone_who_cannot_receive_is_refused(world: World) -> None:

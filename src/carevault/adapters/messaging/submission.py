@@ -3,10 +3,13 @@ their professional certificate, every command checked by the messaging service.
 
 Nothing is accepted before STARTTLS (``530``). The client certificate presented in the TLS
 handshake (verified against the platform CA by TLS, then checked for revocation and the
-directory by the service) names the sender; ``MAIL FROM`` must be that sender's own address.
-Each ``RCPT TO`` must be able to receive (a valid encryption certificate): otherwise ``550``
-at once, so that a revoked colleague is refused before any content is sent. ``DATA`` is
-answered ``250`` only once the message is checked, recorded in the audit log and delivered.
+directory by the service) names the sender; ``MAIL FROM`` must be that sender's own address,
+and the sender within their message rate (``451 4.7.1`` past it). Each ``RCPT TO`` must be able
+to receive (a valid encryption certificate): otherwise ``550`` at once, so that a revoked
+colleague is refused before any content is sent; a recipient named twice is refused (``550
+5.5.4``), and one more than `MAX_RECIPIENTS` gets ``452 4.5.3``. ``DATA`` is answered ``250``
+only once the message is checked, recorded in the audit log and delivered. A session may send
+each command only so many times (`COMMAND_CALL_LIMIT`), then it is closed with ``421``.
 
 The service is reached through `SubmissionPort` (bootstrap hands `MessagingService`): this
 module only speaks SMTP. Its calls touch the database, so they run in the default executor,
@@ -21,7 +24,7 @@ import ssl
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -32,13 +35,43 @@ from carevault.domain.errors import (
     InvalidInput,
     NotAuthenticated,
     NotFound,
+    RateLimited,
     Unavailable,
 )
+from carevault.domain.messaging import MAX_RECIPIENTS, DuplicateRecipient, TooManyRecipients
 
-__all__ = ["SubmissionHandler", "SubmissionPort", "SubmissionServer", "server_tls_context"]
+__all__ = [
+    "COMMAND_CALL_LIMIT",
+    "MESSAGES_PER_SESSION",
+    "SubmissionHandler",
+    "SubmissionPort",
+    "SubmissionServer",
+    "server_tls_context",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+MESSAGES_PER_SESSION: Final = 20
+"""How many messages one SMTP session may carry. A mail client sends its queue in one session,
+rarely more than a few messages; more than this, it connects again (each time a TLS handshake
+and the card checked again), and the sender's message rate bounds the total anyway."""
+
+COMMAND_CALL_LIMIT: Final[dict[str, int]] = {
+    "MAIL": MESSAGES_PER_SESSION,
+    "DATA": MESSAGES_PER_SESSION,
+    "RSET": MESSAGES_PER_SESSION,
+    "RCPT": MESSAGES_PER_SESSION * MAX_RECIPIENTS,
+    "*": 10,
+}
+"""How many times one session may send each command (aiosmtpd's ``command_call_limit``: per
+command, ``*`` for any other), after which the server answers ``421 4.7.0`` and closes it.
+Without it a session is bounded by nothing but its idle timeout, which every command resets:
+each ``MAIL`` checks a certificate chain and each ``RCPT`` looks a recipient up in the database
+(and a refused one writes an audit record), so one connection could keep the database and the
+audit log busy for ever. ``MAIL``, ``DATA`` and ``RSET`` go once per message, ``RCPT`` once per
+recipient; anything else (``EHLO`` before and after STARTTLS, ``STARTTLS``, ``NOOP``, ``QUIT``)
+a client needs a few times in a session, not ten."""
 
 
 class AuthenticatedSender(Protocol):
@@ -49,7 +82,11 @@ class AuthenticatedSender(Protocol):
 class SubmissionPort(Protocol):
     def authenticate(self, chain_der: list[bytes], network: str | None) -> Any: ...
 
-    def admit_recipient(self, sender: Any, address: str, network: str | None) -> Any: ...
+    def admit_message(self, sender: Any, network: str | None) -> None: ...
+
+    def admit_recipient(
+        self, sender: Any, address: str, network: str | None, admitted: list[str]
+    ) -> Any: ...
 
     def submit(
         self, sender: Any, recipients: list[str], message: bytes, network: str | None
@@ -71,6 +108,14 @@ def _reply(error: CareVaultError) -> str:
     text = " ".join(str(error).split())[:400]
     if isinstance(error, NotAuthenticated):
         return f"530 5.7.0 {text}"
+    if isinstance(error, RateLimited):
+        # 451 (450 is not a reply to MAIL, RFC 5321 §4.3.2): transient, the client tries later.
+        return f"451 4.7.1 {text}"
+    if isinstance(error, TooManyRecipients):
+        # RFC 5321 §4.5.3.1.10: transient, the client sends to the others in another message.
+        return f"452 4.5.3 Too many recipients: {text}"
+    if isinstance(error, DuplicateRecipient):
+        return f"550 5.5.4 {text}"
     if isinstance(error, BusinessRuleViolation | NotFound):
         return f"550 5.7.1 {text}"
     if isinstance(error, InvalidInput):
@@ -119,6 +164,10 @@ class SubmissionHandler:
             return _reply(error)
         if address.strip().lower() != str(sender.address).lower():
             return f"553 5.7.1 you may send only as {sender.address}"
+        try:
+            await self._call(lambda: self.port.admit_message(sender, network))
+        except CareVaultError as error:
+            return _reply(error)
         self._senders[id(session)] = sender
         envelope.mail_from = sender.address
         envelope.mail_options.extend(mail_options)
@@ -137,8 +186,11 @@ class SubmissionHandler:
             return "503 5.5.1 MAIL first"
         peer = session.peer
         network = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        admitted = list(envelope.rcpt_tos)
         try:
-            found = await self._call(lambda: self.port.admit_recipient(sender, address, network))
+            found = await self._call(
+                lambda: self.port.admit_recipient(sender, address, network, admitted)
+            )
         except CareVaultError as error:
             return _reply(error)
         envelope.rcpt_tos.append(str(found.address))
@@ -195,6 +247,7 @@ class SubmissionServer:
             require_starttls=True,
             data_size_limit=max_message_bytes,
             decode_data=False,
+            command_call_limit=dict(COMMAND_CALL_LIMIT),
             ident="CareVault secure messaging",
         )
 
