@@ -6,6 +6,7 @@ nothing readable left anywhere on the server."""
 
 from __future__ import annotations
 
+import gc
 import imaplib
 import json
 import logging
@@ -17,6 +18,7 @@ import smtplib
 import socket
 import ssl
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -501,6 +503,33 @@ def test_a_sender_past_their_message_rate_is_refused_at_mail(mail: Mail) -> None
     (refused,) = [r for r in audit_records(mail.log) if r.interaction == "message-submit"
                   and "too many messages" in r.detail.get("refused", "")]
     assert refused.outcome == "4" and refused.agent.who == f"Practitioner/{anne.practitioner_id}"
+
+
+def test_a_session_that_hangs_up_after_mail_leaves_no_sender_behind(mail: Mail) -> None:
+    """The server keeps a session's sender from MAIL to DATA: a client that sends MAIL and hangs
+    up, again and again, must not leave one behind each time."""
+    service = mail.world.service(mail.log)
+    port = free_port()
+    server = SubmissionServer(service, mail.server_tls, listen_port=port,
+                              max_message_bytes=service.ctx.max_message_bytes)
+    server.start()
+    try:
+        handler = server.controller.handler
+        anne = mail.world.people["anne"]
+        for _ in range(5):
+            with mail.client("anne", port) as smtp:
+                assert smtp.mail(anne.address)[0] == 250
+                assert len(handler._senders) >= 1  # held while the session lives
+        # aiosmtpd's controller keeps its latest connection's protocol (``smtpd``), and with it
+        # that session: at most that one is left.
+        for _ in range(200):  # until the server's loop has let the closed sessions go
+            gc.collect()
+            if len(handler._senders) <= 1:
+                break
+            time.sleep(0.05)
+        assert len(handler._senders) <= 1
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("command", ["NOOP", "RSET"])

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import ssl
 import uuid
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
@@ -128,7 +129,9 @@ def _reply(error: CareVaultError) -> str:
 class SubmissionHandler:
     def __init__(self, port: SubmissionPort) -> None:
         self.port = port
-        self._senders: dict[int, Any] = {}
+        # Each session's authenticated sender, from its MAIL to its DATA; gone with the session
+        # (one that sends MAIL and hangs up leaves nothing behind).
+        self._senders: weakref.WeakKeyDictionary[Session, Any] = weakref.WeakKeyDictionary()
 
     async def _call(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(None, work)
@@ -168,7 +171,7 @@ class SubmissionHandler:
             await self._call(lambda: self.port.admit_message(sender, network))
         except CareVaultError as error:
             return _reply(error)
-        self._senders[id(session)] = sender
+        self._senders[session] = sender
         envelope.mail_from = sender.address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -181,7 +184,7 @@ class SubmissionHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        sender = self._senders.get(id(session))
+        sender = self._senders.get(session)
         if sender is None:
             return "503 5.5.1 MAIL first"
         peer = session.peer
@@ -200,7 +203,7 @@ class SubmissionHandler:
     async def handle_DATA(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
-        sender = self._senders.pop(id(session), None)
+        sender = self._senders.pop(session, None)
         if sender is None:
             return "503 5.5.1 MAIL first"
         content = envelope.original_content or b""
