@@ -230,6 +230,22 @@ def test_everything_yields_each_visible_document_opened_across_steps(
     assert contents["urn:oid:1.2.3.1.9"].startswith(b"eyJ")  # the signature's JWS
 
 
+def test_everything_reads_each_content_as_it_is_yielded_not_a_step_at_once(
+        service: DocumentService, uow: FakeDocumentUnitOfWork, signing: Signing,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # One document's content in memory at a time: a step of a hundred 20 MB documents read
+    # together held 2 GB.
+    publish(service, uow, DR, signed(signing, document(), document(2), document(3)))
+    loads: list[str] = []
+    original = service.load
+    monkeypatch.setattr(service, "load", lambda u, i, **k: loads.append(i) or original(u, i, **k))
+    exported = service.everything(lambda: uow, DR2, record(uow), step=100)
+    first = next(exported)
+    assert loads == [first.metadata.id]  # not the other five of the step
+    rest = list(exported)
+    assert len(loads) == 1 + len(rest) == 6  # three documents and their signatures
+
+
 def test_a_submission_set_is_known_only_to_who_sees_one_of_its_documents(
         service: DocumentService, uow: FakeDocumentUnitOfWork, signing: Signing) -> None:
     provided = signed(signing, document(confidentiality=Confidentiality.R))
