@@ -15,6 +15,7 @@ from typing import Any
 
 import pyotp
 import pytest
+from lxml import etree
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
@@ -268,6 +269,34 @@ def test_the_export_holds_everything_the_patient_may_see(
     history = [p["part"] for r in resources if r["resourceType"] == "Parameters"
                for p in r["parameter"] if "part" in p]
     assert history  # the access history in plain words is part of it
+
+
+def test_the_export_in_xml_holds_the_same_entries_as_in_json(
+        client: TestClient, setting: tuple[str, dict[str, str], Pro]) -> None:
+    """``_format=xml``: the same Bundle, written entry by entry in FHIR XML (it was converted
+    whole, the record held in memory twice over)."""
+    patient_id, mine, gp = setting
+    document = created_id(publish(client, gp, provide_bundle(patient_id, gp)))
+    in_json = client.get(f"/fhir/Patient/{patient_id}/$everything", headers=mine).json()
+    answer = client.get(f"/fhir/Patient/{patient_id}/$everything", headers=mine,
+                        params={"_format": "xml"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("application/fhir+xml")
+    root = etree.fromstring(answer.content)
+    fhir = "{http://hl7.org/fhir}"
+    assert root.tag == f"{fhir}Bundle"
+    assert root.find(f"{fhir}type").get("value") == "collection"
+    entries = root.findall(f"{fhir}entry")
+    # The access history grows with each export (its own reading is in it): its entries
+    # aside, the same resources in the same order.
+    kinds = [next(iter(e.find(f"{fhir}resource"))).tag.removeprefix(fhir) for e in entries]
+    assert [k for k in kinds if k != "Parameters"] == [
+        e["resource"]["resourceType"] for e in in_json["entry"]
+        if e["resource"]["resourceType"] != "Parameters"]
+    [binary] = [e.find(f"{fhir}resource/{fhir}Binary") for e in entries
+                if e.find(f"{fhir}resource/{fhir}Binary/{fhir}id") is not None
+                and e.find(f"{fhir}resource/{fhir}Binary/{fhir}id").get("value") == document]
+    assert base64.b64decode(binary.find(f"{fhir}data").get("value")) == PDF
 
 
 @pytest.fixture

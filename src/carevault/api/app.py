@@ -242,15 +242,13 @@ def render(
     """The door's answer on the wire: the negotiated format (`formats.negotiate`), and for a
     write what ``Prefer: return=…`` asked for."""
     if response.stream is not None:
-        if fmt != "xml":
-            return StreamingResponse(
-                response.stream,
-                status_code=response.status,
-                headers={**response.headers, "Cache-Control": "no-store"},
-                media_type=f"{FHIR_JSON}; charset=utf-8",
-            )
-        # XML is not written piece by piece: the whole body, converted.
-        response = replace(response, body=json.loads(b"".join(response.stream)), stream=None)
+        in_xml = fmt == "xml"
+        return StreamingResponse(
+            response.stream.xml() if in_xml else response.stream.json(),
+            status_code=response.status,
+            headers={**response.headers, "Cache-Control": "no-store"},
+            media_type=f"{FHIR_XML if in_xml else FHIR_JSON}; charset=utf-8",
+        )
     if response.raw is None and (fmt == "xml" or preference is not None):
         body = preferred_body(method, response.status, response.body, preference or Preference())
         xml = json_to_xml(body) if fmt == "xml" and body is not None else None

@@ -14,7 +14,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from carevault.api.access import TokenBucketLimiter
-from carevault.api.fhir.record_export import attachment_headers, bundle_bytes, bundle_entries
+from carevault.api.fhir.formats import BundleStream
+from carevault.api.fhir.record_export import attachment_headers, bundle_entries
 from carevault.api.openapi import form, html, merged, multipart, query, redirect
 from carevault.api.route_door import SESSION, access
 from carevault.domain.affinity import TYPE_CODES
@@ -255,7 +256,7 @@ def documents_page_router(ctx: PortalContext) -> APIRouter:
                 ctx.settings.public_url + "/fhir",
                 lang,
             )
-            return bundle_bytes(entries, rfc3339_ms(now)), total
+            return BundleStream(entries, rfc3339_ms(now)).json(), total
 
         try:
             stream, total = await run_in_threadpool(prepare)

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from carevault.api.fhir.formats import format_param, media_type
+from carevault.api.fhir.formats import BundleStream, format_param, media_type
 from carevault.api.fhir.outcome import HttpProblem, from_error
 from carevault.domain.authorization import (
     Action,
@@ -119,8 +119,9 @@ class FhirResponse:
     # Bytes served as they are (ITI-68 retrieve), with ``media_type``; ``body`` is then None.
     raw: bytes | None = None
     media_type: str | None = None
-    # A FHIR JSON body written as it is read (the export of a record): ``body`` is then None.
-    stream: Iterator[bytes] | None = None
+    # A Bundle written as it is read (the export of a record), in the format the client asked
+    # for: ``body`` is then None.
+    stream: BundleStream | None = None
 
 
 @dataclass(frozen=True)

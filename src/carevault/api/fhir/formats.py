@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from xml.etree.ElementTree import Element
@@ -159,6 +160,46 @@ def json_to_xml(body: JsonObject) -> bytes | None:
         LOG.exception("the %s answer could not be expressed in XML; it is sent as JSON", kind)
         return None
     return xml if isinstance(xml, bytes) else str(xml).encode("utf-8")
+
+
+@dataclass
+class BundleStream:
+    """A collection ``Bundle`` written entry by entry as ``entries`` yields them (the export
+    of a record), in JSON or in XML: either way the server holds one entry at a time, and the
+    answer starts before the last entry is read."""
+
+    entries: Iterator[dict[str, Any]]
+    timestamp: str
+
+    def _head(self) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "collection", "timestamp": self.timestamp}
+
+    def json(self) -> Iterator[bytes]:
+        opening = json.dumps(self._head(), ensure_ascii=False, separators=(",", ":"))[:-1]
+        yield (opening + ',"entry":[').encode("utf-8")
+        separator = ""
+        for entry in self.entries:
+            text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+            yield (separator + text).encode("utf-8")
+            separator = ","
+        yield b"]}"
+
+    def xml(self) -> Iterator[bytes]:
+        """Each entry mapped on its own (in a Bundle of one, whose ``<entry>`` is cut out: the
+        models write elements in FHIR's order, and text never holds a bare ``<``)."""
+        head = _xml_of(self._head())
+        yield head[: head.rindex(b"</Bundle>")]
+        for entry in self.entries:
+            one = _xml_of({"resourceType": "Bundle", "type": "collection", "entry": [entry]})
+            yield one[one.index(b"<entry>") : one.rindex(b"</Bundle>")]
+        yield b"</Bundle>"
+
+
+def _xml_of(bundle: dict[str, Any]) -> bytes:
+    xml = json_to_xml(bundle)
+    if xml is None:  # logged by json_to_xml; the stream stops, the document does not parse
+        raise ValueError("an entry of the Bundle cannot be written in XML")
+    return xml
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from typing import Any
 from carevault.api.fhir.audit_handlers import history_language
 from carevault.api.fhir.context import ApiContext
 from carevault.api.fhir.door import AccessNeed, FhirRequest, FhirResponse, Operation, Target
-from carevault.api.fhir.record_export import attachment_headers, bundle_bytes, bundle_entries
+from carevault.api.fhir.formats import BundleStream
+from carevault.api.fhir.record_export import attachment_headers, bundle_entries
 from carevault.api.fhir.record_handlers import actor_of, admitted_record
 from carevault.domain.accounts import Mandate
 from carevault.domain.audit import rfc3339_ms
@@ -324,7 +325,7 @@ def _everything(api: ApiContext, request: FhirRequest) -> FhirResponse:
         None,
         headers=attachment_headers(record.patient_id),
         patients=(record.patient_id,),
-        stream=bundle_bytes(entries, timestamp),
+        stream=BundleStream(entries, timestamp),
     )
 
 

@@ -2,17 +2,16 @@
 the identity, every document the caller sees with its content, the grants and blocks, the
 emergency setting and the access history (`carevault.services.record_export` reads them).
 
-Both ``Patient/[id]/$everything`` and the portal's download (``/me/export``) stream it, so a
-large record costs the server one step of memory (a hundred documents), not the whole record.
-The access is decided and audited before the first byte. If a document fails its checks
-mid-way, the stream stops there and the client holds an incomplete JSON document (it does not
-parse), never a silently shorter export.
+Both ``Patient/[id]/$everything`` (JSON or XML) and the portal's download (``/me/export``)
+stream it (`carevault.api.fhir.formats.BundleStream`), so a large record costs the server one
+document's content in memory, not the whole record. The access is decided and audited before
+the first byte. If a document fails its checks mid-way, the stream stops there and the client
+holds an incomplete document (it does not parse), never a silently shorter export.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -93,19 +92,6 @@ def _entries(part: ExportPart, patient_id: str, base: str, language: str) -> lis
     ]
 
 
-def bundle_bytes(entries: Iterable[JsonObject], timestamp: str) -> Iterator[bytes]:
-    """The collection Bundle holding ``entries``, as UTF-8 JSON written piece by piece."""
-    head = {"resourceType": "Bundle", "type": "collection", "timestamp": timestamp}
-    opening = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
-    yield (opening + ',"entry":[').encode("utf-8")
-    separator = ""
-    for entry in entries:
-        text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
-        yield (separator + text).encode("utf-8")
-        separator = ","
-    yield b"]}"
-
-
 def attachment_headers(patient_id: str) -> dict[str, str]:
     return {
         "Content-Disposition": f'attachment; filename="record-{patient_id}.json"',
@@ -113,4 +99,4 @@ def attachment_headers(patient_id: str) -> dict[str, str]:
     }
 
 
-__all__ = ["attachment_headers", "bundle_bytes", "bundle_entries"]
+__all__ = ["attachment_headers", "bundle_entries"]
