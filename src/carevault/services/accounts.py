@@ -460,22 +460,20 @@ class AccountService:
         """The signed-in holder's password, typed again before a change of how they sign in
         (``interaction`` names it: ``passkey-add``). A wrong one counts towards the account's
         throttle like a failed sign-in, so that an open session is no oracle for the password;
-        both outcomes are recorded."""
+        both outcomes are recorded. As at sign-in, the attempt is charged first and the slow
+        hash checked holding no lock (`_charged`); a right password clears the throttle."""
         now = now or self.clock()
         with self.units() as uow:
-            store = uow.accounts
-            account = store.by_id(account_id)
-            if account is None or account.disabled_at is not None:
-                raise AuthenticationFailed("this account cannot confirm its password")
-            if self._holder_knows(
-                uow,
-                account,
-                interaction,
-                "wrong-password",
-                lambda: self.credentials.password(account, password).ok,
-                client_ip,
-                now,
-            ):
+            account = uow.accounts.by_id(account_id)
+        if account is None or account.disabled_at is not None:
+            raise AuthenticationFailed("this account cannot confirm its password")
+        before, charged = self._charged(account, interaction, client_ip, now)
+        ok = self.credentials.password(account, password).ok
+        with self.units() as uow:
+            key = account_key(account.id)
+            if ok:
+                uow.accounts.lock_throttle_states([key])
+                uow.accounts.save_throttle_state(key, self.account_throttle.succeed())
                 self._append(
                     uow,
                     authentication_record(
@@ -490,6 +488,18 @@ class AccountService:
                 )
                 uow.commit()
                 return Reauthenticated(account.id, now)
+            self._record_failure(
+                uow,
+                uow.accounts,
+                account,
+                interaction,
+                "wrong-password",
+                before,
+                charged,
+                client_ip,
+                now,
+            )
+            uow.commit()
         raise AuthenticationFailed("the password is not this account's")
 
     # --- signing in -------------------------------------------------------------------------
@@ -781,21 +791,12 @@ class AccountService:
         """Replace the password, proving the current one; throttled like a sign-in."""
         now = now or self.clock()
         with self.units() as uow:
-            store = uow.accounts
-            account = store.by_id(account_id)
-            if account is None:
-                raise NotFound(f"Account/{account_id} is not known")
-            check_password(new_password, context=(account.login,))  # refused before charging
-            key = account_key(account.id)
-            before = store.lock_throttle_states([key])[key]
-            wait = self.account_throttle.retry_after(before, now)
-            if wait:
-                self._refuse_throttled(
-                    uow, account, "password-change", ACTION_UPDATE, wait, now, client_ip
-                )
-            charged = self.account_throttle.fail(before, now)
-            store.save_throttle_state(key, charged)
-            uow.commit()
+            account = uow.accounts.by_id(account_id)
+        if account is None:
+            raise NotFound(f"Account/{account_id} is not known")
+        check_password(new_password, context=(account.login,))  # refused before charging
+        key = account_key(account.id)
+        before, charged = self._charged(account, "password-change", client_ip, now)
         ok = self.hasher.verify(account.password_hash, normalize_password(current_password))
         new_hash = self.hasher.hash(normalize_password(new_password)) if ok else None
         with self.units() as uow:
@@ -836,6 +837,27 @@ class AccountService:
 
     # --- audit ------------------------------------------------------------------------------
 
+    def _charged(
+        self, account: AccountRecord, interaction: str, client_ip: str | None, now: datetime
+    ) -> tuple[ThrottleState, ThrottleState]:
+        """Charge one failure to the account's throttle before a slow check (a password's
+        hash), in a transaction of its own: the check then holds no lock and no connection,
+        and attempts made at once are each counted. Refused (recorded) while the throttle
+        waits. Returns the state before and the state charged, for `_record_failure`."""
+        key = account_key(account.id)
+        with self.units() as uow:
+            store = uow.accounts
+            before = store.lock_throttle_states([key])[key]
+            wait = self.account_throttle.retry_after(before, now)
+            if wait:
+                self._refuse_throttled(
+                    uow, account, interaction, ACTION_UPDATE, wait, now, client_ip
+                )
+            charged = self.account_throttle.fail(before, now)
+            store.save_throttle_state(key, charged)
+            uow.commit()
+        return before, charged
+
     def _holder_knows(
         self,
         uow: UnitOfWork,
@@ -846,10 +868,12 @@ class AccountService:
         client_ip: str | None,
         now: datetime,
     ) -> bool:
-        """One ``check`` of what only the holder of a signed-in account knows (a first TOTP
-        code, the password again), under the account's throttle like a sign-in: refused while
-        the throttle waits; a wrong answer charged to it, recorded as ``failure`` and committed.
-        True when it passed: the caller records its success and commits."""
+        """One quick ``check`` of what only the holder of the account knows (a first TOTP code,
+        whose step is spent in ``uow``), under the account's throttle like a sign-in, its row
+        locked meanwhile: refused while the throttle waits; a wrong answer charged to it,
+        recorded as ``failure`` and committed. True when it passed: the caller records its
+        success and commits. A slow check (a password's hash) is charged first instead
+        (`_charged`), holding no lock."""
         store = uow.accounts
         key = account_key(account.id)
         before = store.lock_throttle_states([key])[key]

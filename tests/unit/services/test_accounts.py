@@ -300,6 +300,29 @@ def test_a_password_typed_again_vouches_for_its_account_and_is_recorded(world: W
     assert interactions(world.records)[-1] == ("passkey-add", "0", "password-confirmed")
 
 
+def test_the_password_typed_again_is_hashed_with_the_attempt_already_charged(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slow hash runs holding no lock: the attempt is charged and committed first (as at
+    sign-in), so that attempts made at once are each counted and none waits on the row."""
+    account_id = world.enrolled().account_id
+    key = account_key(account_id)
+    seen: list[int] = []
+    verify = world.hasher.verify
+
+    def checking(encoded: str, password: str) -> bool:
+        committed = world.uow._committed["accounts"].throttles.get(key)
+        seen.append(committed.failures if committed is not None else 0)
+        return verify(encoded, password)
+
+    monkeypatch.setattr(world.hasher, "verify", checking)
+    with pytest.raises(AuthenticationFailed):
+        world.service.confirm_password(account_id, "not the password",
+                                       interaction="passkey-add", now=NOW)
+    world.service.confirm_password(account_id, PASSWORD, interaction="passkey-add", now=NOW)
+    assert seen == [1, 2]  # each hashed once its own attempt was counted
+    assert world.uow.accounts.throttles[key].failures == 0  # the right one clears them
+
+
 def test_a_wrong_password_typed_again_is_refused_recorded_and_throttled(world: World) -> None:
     """An open session is no oracle for the password: wrong ones count towards the account's
     throttle as failed sign-ins do (here two are free), and the right one is then refused too."""
