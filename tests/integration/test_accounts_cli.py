@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from carevault.bootstrap import Platform
 from carevault.cli import context
 from carevault.cli.main import app
+from carevault.domain.accounts import normalize_password
 from carevault.domain.audit import AuditRecord
 from carevault.services import directory as svc
 from carevault.settings import Settings
@@ -97,3 +98,40 @@ def test_operators_representatives_and_mandates(cli: CliRunner, platform: Platfo
                     for _, d in platform.audit.entries("operator", 0, size)]
     for expected in ("accounts add-operator", "accounts add-representative", "accounts mandate"):
         assert expected in interactions
+
+
+def test_an_operator_changes_their_password_proving_the_current_one(
+        cli: CliRunner, platform: Platform) -> None:
+    """Operators have no portal page for it: the command line, the current password first
+    (refused and counted when wrong), the new one under the same policy; recorded, and the
+    passwords in no record."""
+    added = cli.invoke(app, ["accounts", "add-operator", "--login", "ops@carevault.test",
+                             "--password-stdin", "--json"], input=PASSWORD + "\n")
+    assert added.exit_code == 0, added.output
+    account_id = json.loads(added.output)["account_id"]
+    new = "another long private passphrase 8"
+    wrong = cli.invoke(app, ["accounts", "change-password", "--login", "ops@carevault.test",
+                             "--password-stdin"], input=f"not my password\n{new}\n")
+    assert wrong.exit_code == 1 and wrong.output.startswith("error: "), wrong.output
+    weak = cli.invoke(app, ["accounts", "change-password", "--login", "ops@carevault.test",
+                            "--password-stdin"], input=f"{PASSWORD}\npassword\n")
+    assert weak.exit_code == 1 and weak.output.startswith("error: "), weak.output
+    nobody = cli.invoke(app, ["accounts", "change-password", "--login", "nobody@carevault.test",
+                              "--password-stdin"], input=f"{PASSWORD}\n{new}\n")
+    assert nobody.exit_code == 1 and "no account" in nobody.output
+    with platform.unit_of_work() as uow:
+        before = uow.accounts.by_id(account_id)
+    assert before is not None
+    changed = cli.invoke(app, ["accounts", "change-password", "--login", "OPS@carevault.test",
+                               "--password-stdin"], input=f"{PASSWORD}\n{new}\n")
+    assert changed.exit_code == 0, changed.output
+    with platform.unit_of_work() as uow:
+        after = uow.accounts.by_id(account_id)
+    assert after is not None and after.password_hash != before.password_hash
+    hasher = platform.accounts.hasher
+    assert hasher.verify(after.password_hash, normalize_password(new))
+    assert not hasher.verify(after.password_hash, normalize_password(PASSWORD))
+    size = platform.audit.size("operator")
+    entries = [d.decode() for _, d in platform.audit.entries("operator", 0, size)]
+    assert any("accounts change-password" in e for e in entries)
+    assert not any(PASSWORD in e or new in e for e in entries)

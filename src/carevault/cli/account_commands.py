@@ -209,6 +209,35 @@ def add_operator(
     _print_enrolment(enrolment, json_output)
 
 
+@app.command("change-password")
+@friendly
+def change_password(
+    login: Annotated[str, typer.Option(help="The account's login.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the current password, then the new one, a line each, from standard input.",
+        ),
+    ] = False,
+) -> None:
+    """Change an account's password, proving the current one (throttled like a sign-in, and
+    recorded): how operators change theirs, who have no portal page for it. Patients and
+    representatives use /me/password."""
+    config = settings()
+    service = _service(config)
+    if password_stdin:
+        current = sys.stdin.readline().rstrip("\n")
+        new = sys.stdin.readline().rstrip("\n")
+    else:
+        current = str(typer.prompt("Current password", hide_input=True))
+        new = str(typer.prompt("New password", hide_input=True, confirmation_prompt=True))
+    account_id = service.account_id_of(login)
+    service.change_password(account_id, current, new)
+    _record(config, "accounts change-password", account_id)
+    typer.echo(f"the password of {login} is changed")
+
+
 @app.command("add-representative")
 @friendly
 def add_representative(

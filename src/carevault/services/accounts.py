@@ -779,6 +779,18 @@ class AccountService:
 
     # --- passwords --------------------------------------------------------------------------
 
+    def account_id_of(self, login: str) -> str:
+        """The id of the account of ``login`` (folded as at sign-in); `NotFound` otherwise."""
+        try:
+            folded = fold_login(login)
+        except InvalidInput:
+            raise NotFound("no account has this login") from None
+        with self.units() as uow:
+            account = uow.accounts.by_login(folded)
+        if account is None:
+            raise NotFound("no account has this login")
+        return account.id
+
     def change_password(
         self,
         account_id: str,
