@@ -255,7 +255,10 @@ def mailboxes(settings: Settings) -> MaildirBoxes:
 def audit_log(settings: Settings, engine: Engine) -> AuditLog:
     signers = signers_from_key_source(settings.key_source, STREAMS)
     return AuditLog(
-        AuditDatabase(engine), {stream: signer for stream, signer in signers.items()}, utc_now
+        AuditDatabase(engine),
+        {stream: signer for stream, signer in signers.items()},
+        utc_now,
+        tree_head_interval=timedelta(seconds=settings.tree_head_interval_seconds),
     )
 
 
@@ -635,6 +638,8 @@ def build(settings: Settings, engine: Engine | None = None) -> Platform:
         security_officer=security_officer,
         authenticators={"professional": professional_authenticator(mailbox)},
         officer_session=officer_session,
+        # The audit log's public routes: per address, a bucket of their own.
+        audit_limiter=TokenBucketLimiter(settings.rate_limit_per_minute),
         instruments=instruments,
         metrics_credential=metrics_credential(settings),
         chores=chores(

@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         default=None, description="An RFC 3161 time-stamping authority for the tree heads."
     )
     tsa_interval_seconds: float = Field(default=60.0, ge=1.0)
+    tree_head_interval_seconds: float = Field(
+        default=10.0,
+        ge=1.0,
+        description="How long the latest signed tree head is served, by the public "
+        "/audit/tree-head and the patients' access histories, before one of them has a new "
+        "one signed: at most one head per interval however many ask (the chores still sign "
+        "every second while the log grows).",
+    )
     # The external ATNA audit record repository (syslog over TLS); none = no export.
     atna_host: str | None = None
     atna_transport: Literal["rfc5425", "relp"] = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -15,8 +16,9 @@ from starlette.testclient import TestClient
 
 from carevault.bootstrap import Platform
 from support import rfc9162
+from support.authorities import registrar_headers
 from support.builders import patient
-from support.tokens import officer_headers, patient_headers
+from support.tokens import officer_headers, patient_headers, professional_token
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -119,3 +121,57 @@ def test_access_history_refusals(registrar: TestClient,
     assert client.get(base, params={"colour": "red"}).status_code == 400
     # Another record, existing or not, is refused alike: existence is not revealed.
     assert client.get("/fhir/Patient/nobody/$access-history").status_code == 403
+
+
+def test_the_history_signs_a_head_only_when_the_patients_lines_need_one(
+        platform: Platform) -> None:
+    """Each call grows the log, and `$access-history` signed a head on each. It is read in the
+    latest head while that covers every entry about the patient and is younger than the
+    interval, whatever else the log took meanwhile; a new one is signed once an entry about
+    them is past it, so that what a professional just did is in the history, proven. (The
+    clients run without their lifespan, so no chores sign heads; the log's clock is held.)"""
+    now = [datetime.now(UTC)]
+    platform.audit.clock = lambda: now[0]
+    systems = platform.directory.systems
+
+    def heads() -> int:
+        return len(platform.audit.for_verifier("clinical").heads)
+
+    def head_of(answer: dict[str, Any]) -> dict[str, Any]:
+        return dict(parts(answer["parameter"][0]))
+
+    registrar = TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                           client=("127.0.0.1", 50001), headers=registrar_headers(platform))
+    anne = registrar.post("/fhir/Patient", json=patient(systems, 1)).json()
+    marc = registrar.post("/fhir/Patient", json=patient(systems, 2, family="Thill")).json()
+    professional = TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                              client=("127.0.0.1", 50000),
+                              headers={"Authorization": f"Bearer {professional_token(platform)}"})
+    own = TestClient(platform.app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50002),
+                     headers=patient_headers(platform, anne["id"]))
+    history = f"/fhir/Patient/{anne['id']}/$access-history"
+    assert own.get(history).status_code == 200
+    # An interval on, the public route signs a head; it covers Anne's reading above too.
+    now[0] += platform.audit.tree_head_interval
+    public = TestClient(platform.app, client=("198.51.100.9", 1)).get("/audit/tree-head").json()
+    signed = heads()
+    # Others' requests grow the log, not Anne's lines: her history is read in that head.
+    assert professional.get(f"/fhir/Patient/{marc['id']}").status_code == 200
+    assert professional.get("/fhir/Patient", params={"family": "thill"}).status_code == 200
+    again = own.get(history).json()
+    assert head_of(again)["treeSize"] == public["tree_size"]
+    assert heads() == signed
+    # A professional reads Anne's record: the next reading needs, and signs, a head with it.
+    assert professional.get(f"/fhir/Patient/{anne['id']}").status_code == 200
+    newer = own.get(history, params={"since": public["tree_size"]}).json()
+    head = head_of(newer)
+    assert head["treeSize"] > public["tree_size"] and heads() == signed + 1
+    texts = [dict(parts(p))["text"] for p in newer["parameter"] if p["name"] == "entry"]
+    assert "read your identity record" in texts[-1], texts
+    leaves = [base64.b64decode(e["leaf_input"]) for e in professional.get(
+        "/audit/entries", params={"start": 0, "end": head["treeSize"]}).json()["entries"]]
+    assert rfc9162.mth(leaves) == base64.b64decode(head["rootHash"])
+    consistency = [base64.b64decode(v) for _, v in parts(
+        next(p for p in newer["parameter"] if p["name"] == "consistency"))]
+    assert consistency == rfc9162.proof(public["tree_size"], leaves)
+    platform.audit.close()

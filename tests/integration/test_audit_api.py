@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import struct
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,11 +15,13 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
-from carevault.bootstrap import Platform
+from carevault.bootstrap import Platform, build
 from carevault.domain.audit import AuditRecord
+from carevault.settings import Settings
 from support import rfc9162
 from support.authorities import registrar_headers
 from support.builders import patient
+from support.tokens import professional_token
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -52,11 +56,31 @@ def test_tree_head_signature_verifies_with_the_published_key(client: TestClient,
     assert rfc9162.mth(leaves) == b64(head["root_hash"])
 
 
+def held_clock(platform: Platform) -> Callable[[timedelta], None]:
+    """The audit log's clock, held by the test from now on: it moves only when the test moves
+    it (the returned function), so that whether a tree head is an interval old is the test's
+    say, not the wall clock's."""
+    now = [datetime.now(UTC)]
+    platform.audit.clock = lambda: now[0]
+
+    def move(by: timedelta) -> None:
+        now[0] += by
+
+    return move
+
+
+def signed_heads(platform: Platform) -> int:
+    """How many tree heads of the clinical stream are stored."""
+    return len(platform.audit.for_verifier("clinical").heads)
+
+
 def test_inclusion_and_consistency_proofs(client: TestClient, platform: Platform) -> None:
+    move = held_clock(platform)
     fill(client, platform, 4)
     old = client.get("/audit/tree-head").json()
     fill(client, platform, 0)
     client.get("/fhir/Patient", params={"family": "m"})
+    move(platform.audit.tree_head_interval)  # the public route signs a new head no sooner
     new = client.get("/audit/tree-head").json()
     assert new["tree_size"] > old["tree_size"]
     leaves = [b64(e["leaf_input"]) for e in client.get(
@@ -168,3 +192,61 @@ def test_tree_heads_are_time_stamped_by_a_trusted_authority(
     stamped_at = verify_timestamp(token, signed, tsa_certificate_pem=tsa.certificate_pem,
                                   root_certificates_pem=[tsa.root_certificate_pem])
     assert abs(stamped_at.timestamp() * 1000 - head["timestamp"]) < 60_000
+
+
+def test_the_public_tree_head_is_signed_at_most_once_an_interval(platform: Platform) -> None:
+    """Every request grows the log: signed whenever the log grew, each ask of the public route
+    stored a head and cost a signature. The latest head is served until it is an interval old;
+    the next is consistent with it. (The clients run without their lifespan: no chores sign
+    heads meanwhile.)"""
+    move = held_clock(platform)
+    interval = platform.audit.tree_head_interval
+    token = professional_token(platform)
+    professional = TestClient(platform.app, base_url="http://127.0.0.1:8000",
+                              client=("127.0.0.1", 50000),
+                              headers={"Authorization": f"Bearer {token}"})
+    anyone = TestClient(platform.app, client=("198.51.100.9", 1))
+    assert professional.get("/fhir/Patient").status_code == 200
+    first = anyone.get("/audit/tree-head").json()
+    signed = signed_heads(platform)
+    for _ in range(3):
+        assert professional.get("/fhir/Patient").status_code == 200  # the log grows ...
+        move(interval / 4)
+        assert anyone.get("/audit/tree-head").json() == first  # ... its head does not
+    assert signed_heads(platform) == signed
+    move(interval / 4)  # an interval since the head was signed
+    second = anyone.get("/audit/tree-head").json()
+    assert second["tree_size"] > first["tree_size"]
+    assert second["timestamp"] > first["timestamp"]
+    assert signed_heads(platform) == signed + 1
+    leaves = [b64(e["leaf_input"]) for e in professional.get(
+        "/audit/entries", params={"start": 0, "end": second["tree_size"]}).json()["entries"]]
+    assert rfc9162.mth(leaves[: first["tree_size"]]) == b64(first["root_hash"])
+    assert rfc9162.mth(leaves) == b64(second["root_hash"])
+    consistency = anyone.get("/audit/proof/consistency", params={
+        "first": first["tree_size"], "second": second["tree_size"]}).json()["consistency"]
+    assert [b64(h) for h in consistency] == rfc9162.proof(first["tree_size"], leaves)
+    platform.audit.close()
+
+
+def test_the_public_routes_are_throttled_per_address(settings: Settings,
+                                                     platform: Platform) -> None:
+    """What anyone may ask is what anyone may make the server spend: the routes share one
+    bucket per address, then answer 429 with Retry-After in their own error shape."""
+    limited = settings.model_copy(update={"rate_limit_per_minute": 3})
+    app = build(limited, platform.engine).app
+    with TestClient(app, client=("198.51.100.4", 1)) as anyone, \
+            TestClient(app, client=("198.51.100.5", 1)) as other:
+        asked = [anyone.get("/audit/public-key"), anyone.get("/audit/tree-head"),
+                 anyone.get("/audit/proof/consistency", params={"first": 0, "second": 0})]
+        assert [r.status_code for r in asked] == [200, 200, 200]
+        for path, params in (("/audit/tree-head", {}),
+                             ("/audit/public-key", {}),
+                             ("/audit/tree-head/timestamp", {"tree_size": 0}),
+                             ("/audit/proof/inclusion", {"leaf_index": 0, "tree_size": 1}),
+                             ("/audit/proof/consistency", {"first": 0, "second": 0})):
+            refused = anyone.get(path, params=params)
+            assert refused.status_code == 429, path
+            assert int(refused.headers["retry-after"]) >= 1
+            assert set(refused.json()) == {"error"} and refused.json()["error"]
+        assert other.get("/audit/tree-head").status_code == 200  # another address, its own

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -132,6 +132,43 @@ def test_signed_tree_head_verifies_with_the_public_key(audit_log: AuditLog) -> N
     assert isinstance(key, Ed25519PublicKey)
     key.verify(head.signature, signed_bytes(head.tree_size, head.root_hash, head.timestamp_ms))
     assert audit_log.sign_tree_head("clinical") == head  # nothing new: the same head
+
+
+def test_a_recent_tree_head_is_signed_at_most_once_an_interval(engine: Engine) -> None:
+    """`recent_tree_head` serves the latest head until it is an interval old by the log's
+    clock (held here), or, for a patient, until an entry about them is past it; timestamps
+    never go back, even when the clock does; every head served is consistent with the next."""
+    now = [datetime(2026, 11, 22, 10, 0, tzinfo=UTC)]
+    signers = {s: Ed25519TreeHeadSigner.derive(b"k" * 32, s) for s in ("clinical", "operator")}
+    log = AuditLog(AuditDatabase(engine), dict(signers), lambda: now[0],
+                   tree_head_interval=timedelta(seconds=10))
+    try:
+        log.append([record(0)])
+        first = log.recent_tree_head("clinical")
+        log.append([record(1), record(2, patient="pat-1")])
+        now[0] += timedelta(seconds=9)
+        assert log.recent_tree_head("clinical") == first  # grown, but not an interval old
+        assert log.recent_tree_head("clinical", patient="pat-2") == first  # nothing about them
+        assert len(log.for_verifier("clinical").heads) == 1
+        covering = log.recent_tree_head("clinical", patient="pat-1")  # their entry is past it
+        assert covering.tree_size == 3
+        log.append([record(3)])
+        now[0] -= timedelta(minutes=5)  # the clock steps back: the latest head is not due
+        now[0] += timedelta(seconds=20)
+        assert log.recent_tree_head("clinical") == covering
+        now[0] += timedelta(minutes=5)  # an interval after it by its own timestamp
+        latest = log.recent_tree_head("clinical")
+        assert latest.tree_size == 4 and latest.timestamp_ms > covering.timestamp_ms
+        heads = log.for_verifier("clinical").heads
+        assert [h.tree_size for h in heads] == [1, 3, 4]
+        assert [h.timestamp_ms for h in heads] == sorted(h.timestamp_ms for h in heads)
+        data = [d for _, d in log.entries("clinical", 0, 4)]
+        for older in heads[:-1]:
+            assert log.consistency_proof("clinical", older.tree_size, 4) == rfc9162.proof(
+                older.tree_size, data)
+            assert older.root_hash == rfc9162.mth(data[: older.tree_size])
+    finally:
+        log.close()
 
 
 def test_a_failed_commit_fails_every_waiting_caller(audit_log: AuditLog, engine: Engine) -> None:

@@ -27,7 +27,7 @@ from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carevault import __version__
-from carevault.api.access import is_loopback
+from carevault.api.access import TokenBucketLimiter, is_loopback
 from carevault.api.audit_routes import SecurityOfficer, audit_router
 from carevault.api.errors import NO_STORE, ErrorStyle, error_response
 from carevault.api.fhir.door import (
@@ -311,13 +311,16 @@ def create_app(
     metrics_credential: bytes | None = None,
     officer_session: Callable[[Request], str | None] = lambda _request: None,
     authenticators: Mapping[str, Authenticator] | None = None,
+    audit_limiter: TokenBucketLimiter | None = None,
 ) -> FastAPI:
     """``instruments``: the metrics this app counts into and the readiness it reports
     (`carevault.api.instruments`); ``metrics_credential``: what ``/metrics`` asks for;
     ``officer_session``: the security officer a portal session cookie belongs to (the
     officer's workspace pages, `carevault.web.officer_pages`); ``authenticators``: the route
     door's others, by the name their rule gives (``professional``:
-    `carevault.api.mailbox_routes`)."""
+    `carevault.api.mailbox_routes`); ``audit_limiter``: the per-address throttle of the audit
+    log's public routes (bootstrap gives it; without one, a bucket of
+    ``rate_limit_per_minute`` of its own, so that no app serves them unthrottled)."""
     instruments = instruments or Instruments()
     instruments.fhir_types = frozenset(door.handlers)
     instruments.fhir_operations = frozenset(
@@ -441,7 +444,9 @@ def create_app(
     for path in ("/fhir/{path:path}", "/fhir"):
         app.router.routes.append(Route(path, door_endpoint, include_in_schema=False))
     # Routes are matched in the order they are added: the FHIR API, by far the busiest, first.
-    app.include_router(audit_router(log))
+    app.include_router(
+        audit_router(log, audit_limiter or TokenBucketLimiter(settings.rate_limit_per_minute))
+    )
     app.include_router(instruments_router(instruments))
     for router in routers:
         app.include_router(router)

@@ -3,6 +3,11 @@
 Tree heads and proofs reveal only sizes and hashes: they are public, so that anyone can
 monitor the log. Entries are not: they go to the security officer only, and reading them is
 itself recorded, in the operators' stream.
+
+What anyone may ask is what anyone may make the server spend: the public routes are throttled
+per client address (a `TokenBucketLimiter`: 429 with ``Retry-After``), and the tree head they
+serve is signed at most once per ``CAREVAULT_TREE_HEAD_INTERVAL_SECONDS``
+(`AuditLog.recent_tree_head`), not on every request that finds the log grown.
 """
 
 from __future__ import annotations
@@ -14,12 +19,19 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from carevault.api.access import TokenBucketLimiter
 from carevault.api.errors import ErrorStyle, error_response
 from carevault.api.openapi import PLAIN_ERROR, bearer, merged, query
 from carevault.api.openapi import answer as documented
 from carevault.api.route_door import PUBLIC, SECURITY_OFFICER, Audited, access, admitted
 from carevault.domain.audit import STREAMS
-from carevault.domain.errors import CareVaultError, InvalidInput, NotFound, Unavailable
+from carevault.domain.errors import (
+    CareVaultError,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unavailable,
+)
 from carevault.domain.merkle import ProofError
 from carevault.domain.numbers import whole_number
 from carevault.services.audit_log import AuditLog, AuditUnavailable
@@ -72,6 +84,7 @@ _STATUS = {
     400: "a parameter is missing, not a whole number, or out of range",
     401: "the audit entries are for the security officer",
     404: "no such tree head, time-stamp or entry",
+    429: "too many requests from this address (the public routes); see Retry-After",
     503: "the audit log is unavailable",
 }
 
@@ -92,11 +105,23 @@ ENTRIES_AUDITED = Audited(
 )
 
 
-def audit_router(log: AuditLog) -> APIRouter:
+def audit_router(log: AuditLog, limiter: TokenBucketLimiter) -> APIRouter:
     """The tree heads, proofs and keys are public; the entries are for the security officer
     (the route door's `SECURITY_OFFICER` rule: in ``dev`` only, the developer's loopback too),
-    and every attempt on them is recorded in the operators' stream, refused or not."""
+    and every attempt on them is recorded in the operators' stream, refused or not.
+
+    ``limiter`` throttles the public routes per client address: they answer without a caller,
+    so nothing else bounds what one address makes the server read, hash and sign."""
     router = APIRouter(prefix="/audit")
+
+    def throttled(request: Request) -> Response | None:
+        """429 with ``Retry-After``, in the routes' error shape, once the address's bucket is
+        empty; None while it lets the request through. Checked before anything is read."""
+        try:
+            limiter.check(request.client.host if request.client else "")
+        except RateLimited as error:
+            return error_response(error, ErrorStyle.PLAIN)
+        return None
 
     def answer(produce: Callable[[], Any]) -> Response:
         try:
@@ -116,11 +141,14 @@ def audit_router(log: AuditLog) -> APIRouter:
         responses={
             200: documented("the stream's Ed25519 public key", "application/x-pem-file", TEXT),
             400: documented("an unknown stream", schema=PLAIN_ERROR),
+            **errors(429),
         },
         openapi_extra=query(STREAM),
     )
     @access(PUBLIC)
     def public_key(request: Request) -> Response:
+        if (refused := throttled(request)) is not None:
+            return refused
         try:
             stream = _stream(request)
         except CareVaultError as error:
@@ -131,14 +159,19 @@ def audit_router(log: AuditLog) -> APIRouter:
         "/tree-head",
         responses={
             200: documented("the latest signed tree head", schema=TREE_HEAD),
-            **errors(400, 503),
+            **errors(400, 429, 503),
         },
         openapi_extra=query(STREAM),
     )
     @access(PUBLIC)
     def tree_head(request: Request) -> Response:
+        if (refused := throttled(request)) is not None:
+            return refused
+
         def produce() -> dict[str, Any]:
-            head = log.sign_tree_head(_stream(request))
+            # The latest head, a new one only once it is an interval old: signing whenever
+            # the log grew would store a head and cost a signature per request.
+            head = log.recent_tree_head(_stream(request))
             return {
                 "tree_size": head.tree_size,
                 "root_hash": b64(head.root_hash),
@@ -152,12 +185,15 @@ def audit_router(log: AuditLog) -> APIRouter:
         "/tree-head/timestamp",
         responses={
             200: documented("the RFC 3161 time-stamp of a tree head", schema=TIMESTAMP),
-            **errors(400, 404, 503),
+            **errors(400, 404, 429, 503),
         },
         openapi_extra=query(number("tree_size"), STREAM),
     )
     @access(PUBLIC)
     def tree_head_timestamp(request: Request) -> Response:
+        if (refused := throttled(request)) is not None:
+            return refused
+
         def produce() -> dict[str, Any]:
             size = _int(request, "tree_size")
             token = log.timestamp_token(_stream(request), size)
@@ -171,12 +207,15 @@ def audit_router(log: AuditLog) -> APIRouter:
         "/proof/inclusion",
         responses={
             200: documented("an RFC 9162 inclusion proof", schema=INCLUSION),
-            **errors(400, 404, 503),
+            **errors(400, 404, 429, 503),
         },
         openapi_extra=query(number("leaf_index"), number("tree_size"), STREAM),
     )
     @access(PUBLIC)
     def inclusion(request: Request) -> Response:
+        if (refused := throttled(request)) is not None:
+            return refused
+
         def produce() -> dict[str, Any]:
             index = _int(request, "leaf_index")
             size = _int(request, "tree_size", minimum=1)
@@ -189,12 +228,15 @@ def audit_router(log: AuditLog) -> APIRouter:
         "/proof/consistency",
         responses={
             200: documented("an RFC 9162 consistency proof", schema=CONSISTENCY),
-            **errors(400, 404, 503),
+            **errors(400, 404, 429, 503),
         },
         openapi_extra=query(number("first"), number("second"), STREAM),
     )
     @access(PUBLIC)
     def consistency(request: Request) -> Response:
+        if (refused := throttled(request)) is not None:
+            return refused
+
         def produce() -> dict[str, Any]:
             first = _int(request, "first")
             second = _int(request, "second")

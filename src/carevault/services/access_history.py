@@ -183,9 +183,12 @@ def access_history(
     MAX_FILTER_SCAN entries are looked at: ``partial`` says if that was not all of them) and
     recorded in ``recorded_between`` (from, before). A page that shows the lines without their
     proofs (the portal verifies the completeness proof instead) asks ``with_proofs=False``:
-    each entry's ``audit_path`` is then empty. The page is read in a freshly signed tree head,
-    or in ``head``, one the caller signed just before."""
-    head = head if head is not None else log.sign_tree_head(STREAM)
+    each entry's ``audit_path`` is then empty. The page is read in ``head``, one the caller
+    took just before, or in the latest signed tree head that covers every entry about the
+    patient so far, signed now only if there is none such or it is an interval old
+    (`AuditLog.recent_tree_head`): not whenever the rest of the log grew, which each request
+    does. Entries and proofs are read in that head's size, so they verify against it."""
+    head = head if head is not None else log.recent_tree_head(STREAM, patient=patient_id)
     if known_size is not None and known_size > head.tree_size:
         raise InvalidInput(
             f"the log has {head.tree_size} entries; a tree head of size "

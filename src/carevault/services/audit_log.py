@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from carevault.adapters.storage.audit_database import AuditDatabase, WriterConnection
@@ -90,6 +90,11 @@ def _pending(record: AuditRecord, recorded_at: datetime) -> PendingEntry:
     return PendingEntry(record.canonical(), record.patient, recorded_at, record.agent.who)
 
 
+# How long a signed tree head is served as the latest before a request that asks for one
+# (`AuditLog.recent_tree_head`) has a new one signed: ``CAREVAULT_TREE_HEAD_INTERVAL_SECONDS``.
+TREE_HEAD_INTERVAL = timedelta(seconds=10)
+
+
 class AuditLog:
     def __init__(
         self,
@@ -100,6 +105,7 @@ class AuditLog:
         max_batch: int = 2000,
         wait_seconds: float = 10.0,
         straggler_seconds: float = 0.002,
+        tree_head_interval: timedelta = TREE_HEAD_INTERVAL,
     ) -> None:
         missing = set(STREAMS) - set(signers)
         if missing:
@@ -110,6 +116,10 @@ class AuditLog:
         self.max_batch = max_batch
         self.wait_seconds = wait_seconds
         self.straggler_seconds = straggler_seconds
+        self.tree_head_interval = tree_head_interval
+        # One signer at a time of the heads `recent_tree_head` finds due, so that the requests
+        # of a burst that all find the latest head too old sign one head between them.
+        self._head_lock = threading.Lock()
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -287,10 +297,73 @@ class AuditLog:
         return StreamForVerifier(size, heads, entries, nodes)
 
     def sign_tree_head(self, stream: str) -> TreeHead:
-        """Sign the current tree, unless the latest signed head already covers it."""
+        """Sign the current tree, unless the latest signed head already covers it.
+
+        For whoever needs a head covering everything appended so far (a dispensing receipt
+        proving its own entry, a backup's manifest, the chores' head every second, the
+        operator's command). Not for what anyone may ask for at will: every request grows the
+        log, so each would store a head and cost a signature; those ask `recent_tree_head`."""
         with self.database.reading() as store:
             latest = store.latest_tree_head(stream)
             size, root = self._current_root(store, stream)
+        return self._sign(stream, latest, size, root)
+
+    def recent_tree_head(self, stream: str, *, patient: str | None = None) -> TreeHead:
+        """The latest signed tree head while it is younger than ``tree_head_interval`` (by
+        ``clock``) and, given a ``patient``, covers every entry about them appended so far;
+        otherwise (or if there is none) the current tree signed (`sign_tree_head`).
+
+        For what callers may ask for as often as they like: the public ``/audit/tree-head``
+        (anyone), a patient's access history and the portal's "verified complete" badge.
+        Every other request grows the log, so signing whenever it grew would store a head and
+        cost a signature per request; bounded, the public route gets a stream at most one head
+        an interval however many ask. A patient's history needs more than a recent head: each
+        of their visits is one of the lines of the next, and what a professional just did must
+        be in it, proven, so it asks a head covering their entries; one is signed only when
+        their own chain grew past the latest head (one entry about them at most, a recorded
+        and throttled request of theirs or an access to their record), never for the rest of
+        the log's growth.
+
+        The head served is always the latest stored one when asked: proofs are made against
+        its size, so they verify against it; a size a device saw before is never larger, so
+        the consistency proof from it exists; timestamps stay monotonic (`sign_tree_head`).
+        Without ``patient``, entries of the last interval at most are not in it yet (the chores
+        sign a head every second while the log grows, so in service it is a second old)."""
+        with self.database.reading() as store:
+            latest = store.latest_tree_head(stream)
+            if latest is not None and self._serves(store, stream, latest, patient):
+                return _public(latest)
+        with self._head_lock:
+            # A request of the same burst may have signed one while this one waited.
+            with self.database.reading() as store:
+                latest = store.latest_tree_head(stream)
+                if latest is not None and self._serves(store, stream, latest, patient):
+                    return _public(latest)
+                size, root = self._current_root(store, stream)
+            return self._sign(stream, latest, size, root)
+
+    def _serves(
+        self, store: AuditStore, stream: str, latest: StoredTreeHead, patient: str | None
+    ) -> bool:
+        """Whether `recent_tree_head` serves ``latest`` as it is: not yet an interval old, and
+        no entry about ``patient`` (if given) at or past its size."""
+        if self._head_due(latest):
+            return False
+        return patient is None or not store.patient_entries(
+            stream, patient, after=latest.tree_size - 1, limit=1
+        )
+
+    def _head_due(self, latest: StoredTreeHead) -> bool:
+        """Whether ``latest`` has been served for ``tree_head_interval`` (a head timestamped
+        ahead of the clock, after the clock stepped back, is not due until the clock caught
+        up: timestamps never go back)."""
+        now_ms = int(self.clock().timestamp() * 1000)
+        return now_ms - latest.timestamp_ms >= self.tree_head_interval / timedelta(milliseconds=1)
+
+    def _sign(self, stream: str, latest: StoredTreeHead | None, size: int, root: bytes) -> TreeHead:
+        """Sign and store the tree of ``size`` entries and ``root``, read after ``latest``,
+        unless ``latest`` already covers it (read and closed before: the write is in a
+        connection of its own)."""
         if latest is not None and latest.tree_size == size:
             return _public(latest)
         timestamp_ms = int(self.clock().timestamp() * 1000)

@@ -282,11 +282,13 @@ def record_home_router(ctx: PortalContext) -> APIRouter:
             return pages.error(request, 400, messages(lang, "history")[error.message])
 
         def load() -> None:
-            # The lines are read in a head signed now, before the reading is recorded: the
-            # reading is not one of its own lines. Its append is queued at once so that its
-            # durable commit overlaps the reads below, and waited for before the page is
-            # rendered: AuditUnavailable then, and nothing is shown (fail closed).
-            head = ctx.log.sign_tree_head("clinical")
+            # The lines are read in a head covering every entry about the patient (signed now
+            # only if the latest does not, or is an interval old: not on every view), taken
+            # before the reading is recorded: the reading is not one of its own lines. Its
+            # append is queued at once so that its durable commit overlaps the reads below,
+            # and waited for before the page is rendered: AuditUnavailable then, and nothing
+            # is shown (fail closed).
+            head = ctx.log.recent_tree_head("clinical", patient=patient_id)
             recorded = recording_view(ctx, session, request, "access-history", "AuditEvent")
             resource = patient_resource(ctx.units, patient_id)
             context["name"] = patient_name(resource)
