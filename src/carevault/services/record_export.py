@@ -2,10 +2,11 @@
 
 `RecordExport.parts` yields, in order: the patient's identity, every document the caller sees
 with its content (checked and decrypted by `DocumentService.everything`: the list a hundred
-at a time, each content read in a short transaction of its own as it is yielded), the record's grants and blocks, and the access history a page at a time. The
-surfaces shape and stream it: ``Patient/[id]/$everything`` and the portal's download, both
-through `carevault.api.fhir.record_export`. The caller's access is decided by whoever calls,
-before the first part is read.
+at a time, each content read in a short transaction of its own as it is yielded), the
+record's grants and blocks, and the access history a page at a time. The surfaces shape and
+stream it: ``Patient/[id]/$everything`` and the portal's download, both through
+`carevault.api.fhir.record_export`. The caller's access is decided by whoever calls, before
+the first part is read.
 """
 
 from __future__ import annotations
