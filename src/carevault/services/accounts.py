@@ -461,46 +461,37 @@ class AccountService:
         (``interaction`` names it: ``passkey-add``). A wrong one counts towards the account's
         throttle like a failed sign-in, so that an open session is no oracle for the password;
         both outcomes are recorded. As at sign-in, the attempt is charged first and the slow
-        hash checked holding no lock (`_charged`); a right password clears the throttle."""
+        hash checked holding no lock (`_password_proven`); a right password clears the
+        throttle."""
         now = now or self.clock()
         with self.units() as uow:
             account = uow.accounts.by_id(account_id)
         if account is None or account.disabled_at is not None:
             raise AuthenticationFailed("this account cannot confirm its password")
-        before, charged = self._charged(account, interaction, client_ip, now)
-        ok = self.credentials.password(account, password).ok
+        if not self._password_proven(
+            account,
+            lambda: self.credentials.password(account, password).ok,
+            interaction,
+            client_ip,
+            now,
+        ):
+            raise AuthenticationFailed("the password is not this account's")
         with self.units() as uow:
-            key = account_key(account.id)
-            if ok:
-                uow.accounts.lock_throttle_states([key])
-                uow.accounts.save_throttle_state(key, self.account_throttle.succeed())
-                self._append(
-                    uow,
-                    authentication_record(
-                        account,
-                        interaction,
-                        ACTION_UPDATE,
-                        _SUCCESS,
-                        now,
-                        client_ip,
-                        reason="password-confirmed",
-                    ),
-                )
-                uow.commit()
-                return Reauthenticated(account.id, now)
-            self._record_failure(
+            self._clear_throttle(uow.accounts, account.id)
+            self._append(
                 uow,
-                uow.accounts,
-                account,
-                interaction,
-                "wrong-password",
-                before,
-                charged,
-                client_ip,
-                now,
+                authentication_record(
+                    account,
+                    interaction,
+                    ACTION_UPDATE,
+                    _SUCCESS,
+                    now,
+                    client_ip,
+                    reason="password-confirmed",
+                ),
             )
             uow.commit()
-        raise AuthenticationFailed("the password is not this account's")
+        return Reauthenticated(account.id, now)
 
     # --- signing in -------------------------------------------------------------------------
 
@@ -580,8 +571,7 @@ class AccountService:
                 if not won:
                     check = CredentialCheck(False, "replayed-code")
             if check.ok and account is not None:
-                store.lock_throttle_states([key])
-                store.save_throttle_state(key, self.account_throttle.succeed())
+                self._clear_throttle(store, account.id)
                 if check.new_hash is not None:
                     store.set_password_hash(account.id, check.new_hash)
                 events = [
@@ -807,38 +797,26 @@ class AccountService:
         if account is None:
             raise NotFound(f"Account/{account_id} is not known")
         check_password(new_password, context=(account.login,))  # refused before charging
-        key = account_key(account.id)
-        before, charged = self._charged(account, "password-change", client_ip, now)
-        ok = self.hasher.verify(account.password_hash, normalize_password(current_password))
-        new_hash = self.hasher.hash(normalize_password(new_password)) if ok else None
+        if not self._password_proven(
+            account,
+            lambda: self.hasher.verify(account.password_hash, normalize_password(current_password)),
+            "password-change",
+            client_ip,
+            now,
+        ):
+            raise AuthenticationFailed("invalid password")
+        new_hash = self.hasher.hash(normalize_password(new_password))
         with self.units() as uow:
-            store = uow.accounts
-            if new_hash is not None:
-                store.set_password_hash(account.id, new_hash)
-                store.lock_throttle_states([key])
-                store.save_throttle_state(key, self.account_throttle.succeed())
-                self._append(
-                    uow,
-                    authentication_record(
-                        account, "password-change", ACTION_UPDATE, _SUCCESS, now, client_ip
-                    ),
-                )
-                notify_holder(uow, account, "password-changed", now)
-                uow.commit()
-                return
-            self._record_failure(
+            uow.accounts.set_password_hash(account.id, new_hash)
+            self._clear_throttle(uow.accounts, account.id)
+            self._append(
                 uow,
-                store,
-                account,
-                "password-change",
-                "wrong-password",
-                before,
-                charged,
-                client_ip,
-                now,
+                authentication_record(
+                    account, "password-change", ACTION_UPDATE, _SUCCESS, now, client_ip
+                ),
             )
+            notify_holder(uow, account, "password-changed", now)
             uow.commit()
-        raise AuthenticationFailed("invalid password")
 
     # --- notifications ----------------------------------------------------------------------
 
@@ -849,13 +827,20 @@ class AccountService:
 
     # --- audit ------------------------------------------------------------------------------
 
-    def _charged(
-        self, account: AccountRecord, interaction: str, client_ip: str | None, now: datetime
-    ) -> tuple[ThrottleState, ThrottleState]:
-        """Charge one failure to the account's throttle before a slow check (a password's
-        hash), in a transaction of its own: the check then holds no lock and no connection,
-        and attempts made at once are each counted. Refused (recorded) while the throttle
-        waits. Returns the state before and the state charged, for `_record_failure`."""
+    def _password_proven(
+        self,
+        account: AccountRecord,
+        check: Callable[[], bool],
+        interaction: str,
+        client_ip: str | None,
+        now: datetime,
+    ) -> bool:
+        """A password typed again (``check``: its slow hash), under the account's throttle as
+        at sign-in: the attempt is charged first, in a transaction of its own, so that the hash
+        runs holding no lock and no connection and attempts made at once are each counted;
+        refused (recorded) while the throttle waits; a wrong one recorded as
+        ``wrong-password``. True when it passed: the caller clears the throttle
+        (`_clear_throttle`) with what it records of the success."""
         key = account_key(account.id)
         with self.units() as uow:
             store = uow.accounts
@@ -868,7 +853,28 @@ class AccountService:
             charged = self.account_throttle.fail(before, now)
             store.save_throttle_state(key, charged)
             uow.commit()
-        return before, charged
+        if check():
+            return True
+        with self.units() as uow:
+            self._record_failure(
+                uow,
+                uow.accounts,
+                account,
+                interaction,
+                "wrong-password",
+                before,
+                charged,
+                client_ip,
+                now,
+            )
+            uow.commit()
+        return False
+
+    def _clear_throttle(self, store: AccountStore, account_id: str) -> None:
+        """A proven holder clears the account's throttle (its row locked, as every change)."""
+        key = account_key(account_id)
+        store.lock_throttle_states([key])
+        store.save_throttle_state(key, self.account_throttle.succeed())
 
     def _holder_knows(
         self,
@@ -885,7 +891,7 @@ class AccountService:
         locked meanwhile: refused while the throttle waits; a wrong answer charged to it,
         recorded as ``failure`` and committed. True when it passed: the caller records its
         success and commits. A slow check (a password's hash) is charged first instead
-        (`_charged`), holding no lock."""
+        (`_password_proven`), holding no lock."""
         store = uow.accounts
         key = account_key(account.id)
         before = store.lock_throttle_states([key])[key]
