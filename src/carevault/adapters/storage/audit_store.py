@@ -16,7 +16,6 @@ statement afresh on PostgreSQL; SQLite has one writer).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -76,39 +75,42 @@ _SET_STATE = (
 )
 
 
-@functools.lru_cache(maxsize=256)
-def _one_statement(entries: int, nodes: int, heads: int) -> pgsql.Composed:
-    """WITH e AS (INSERT entries), n AS (INSERT nodes), h AS (UPSERT chain heads) UPDATE the
-    state, for these counts."""
+# PostgreSQL, a few entries (one request's, a group commit's): the entries, the tree's new
+# hashes, the chain heads and the new state in one statement, each table's rows as arrays.
+# Its text is the same for every batch, so psycopg converts it once and, after a few uses,
+# PostgreSQL runs it prepared; rows spelt out as VALUES made a statement per batch shape, each
+# parsed and planned anew, and above fifty parameters psycopg rescanned its text every time.
+# Numbers, times and bytes go in binary (``%b``): psycopg's text form of a bytea array escapes
+# every byte in Python. Text columns stay ``%s`` (a list of only NULLs has no binary type).
+_ONE_STATEMENT = """\
+WITH e AS (
+  INSERT INTO audit_entry (stream, leaf_index, patient_id, agent, by_others, recorded_at, entry)
+  SELECT %(stream)s, * FROM unnest(%(leaf_index)b::bigint[], %(patient_id)s::text[],
+    %(agent)s::text[], %(by_others)b::boolean[], %(recorded_at)b::timestamptz[],
+    %(entry)b::bytea[])
+), n AS (
+  INSERT INTO audit_node (stream, level, idx, hash)
+  SELECT %(stream)s, * FROM unnest(%(level)b::smallint[], %(idx)b::bigint[], %(hash)b::bytea[])
+), h AS (
+  INSERT INTO audit_chain_head (stream, patient_id, seq, leaf_index, leaf_hash)
+  SELECT %(stream)s, * FROM unnest(%(head_patient)s::text[], %(head_seq)b::bigint[],
+    %(head_leaf_index)b::bigint[], %(head_leaf_hash)b::bytea[])
+  ON CONFLICT (stream, patient_id) DO UPDATE SET seq = EXCLUDED.seq,
+    leaf_index = EXCLUDED.leaf_index, leaf_hash = EXCLUDED.leaf_hash
+)
+UPDATE audit_log_state SET tree_size = %(tree_size)s, frontier = %(frontier)s
+WHERE stream = %(stream)s"""
+# The chain heads of a batch's patients, on PostgreSQL: one array parameter, one statement
+# text whatever the number of patients (an IN list is a new statement for every count).
+_CHAIN_HEADS_ANY = (
+    "SELECT patient_id, seq, leaf_hash FROM audit_chain_head "
+    "WHERE stream = %(stream)s AND patient_id = ANY(%(patients)s::text[])"
+)
 
-    def values(columns: tuple[str, ...], count: int) -> pgsql.Composed:
-        row = pgsql.SQL("({})").format(pgsql.SQL(", ").join([pgsql.Placeholder()] * len(columns)))
-        return pgsql.SQL(", ").join([row] * count)
 
-    def names(columns: tuple[str, ...]) -> pgsql.Composed:
-        return pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
-
-    chain: pgsql.Composable = pgsql.SQL("")
-    if heads:
-        chain = pgsql.SQL(
-            ", h AS (INSERT INTO audit_chain_head ({}) VALUES {} ON CONFLICT (stream, patient_id) "
-            "DO UPDATE SET seq = EXCLUDED.seq, leaf_index = EXCLUDED.leaf_index, "
-            "leaf_hash = EXCLUDED.leaf_hash)"
-        ).format(names(_HEAD_COLUMNS), values(_HEAD_COLUMNS, heads))
-    return pgsql.SQL(
-        "WITH e AS (INSERT INTO audit_entry ({}) VALUES {}), "
-        "n AS (INSERT INTO audit_node ({}) VALUES {}){} "
-        "UPDATE audit_log_state SET tree_size = {}, frontier = {} WHERE stream = {}"
-    ).format(
-        names(_ENTRY_COLUMNS),
-        values(_ENTRY_COLUMNS, entries),
-        names(_NODE_COLUMNS),
-        values(_NODE_COLUMNS, nodes),
-        chain,
-        pgsql.Placeholder(),
-        pgsql.Placeholder(),
-        pgsql.Placeholder(),
-    )
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows of ``width`` values as ``width`` lists, one per column (empty lists for no rows)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
 
 
 def by_others(patient_id: str | None, agent: str | None) -> bool:
@@ -225,6 +227,12 @@ class AuditStore:
         """The (seq, leaf hash) each of these patients' chains ends with, under the lock."""
         found: dict[str, tuple[int, bytes]] = {}
         wanted = sorted(patients)
+        if not wanted:
+            return found
+        if self.connection.dialect.name == "postgresql":
+            with self._driver().cursor() as cursor:
+                cursor.execute(_CHAIN_HEADS_ANY, {"stream": stream, "patients": wanted})
+                return {row[0]: (int(row[1]), bytes(row[2])) for row in cursor.fetchall()}
         for start in range(0, len(wanted), _HEADS_PER_READ):
             rows = self.connection.execute(
                 _CHAIN_HEADS,
@@ -261,15 +269,32 @@ class AuditStore:
         heads: list[tuple[Any, ...]],
         state: tuple[Any, ...],
     ) -> None:
-        """PostgreSQL, a few entries (one request's): the entries, the hashes, the chain heads
-        and the new state in one statement, so one round trip (besides reading the heads) while
-        the stream's lock is held."""
-        params = [value for row in rows for value in row]
-        params += [value for node in nodes for value in node]
-        params += [value for head in heads for value in head]
-        statement = _one_statement(len(rows), len(nodes), len(heads))
+        """PostgreSQL, a few entries: `_ONE_STATEMENT`, one round trip (besides reading the
+        heads) while the stream's lock is held. Every row of one append has the same stream."""
+        _, leaf_index, patient_id, agent, others, recorded_at, entry = _columns(rows, 7)
+        _, level, idx, hashes = _columns(nodes, 4)
+        _, head_patient, head_seq, head_leaf_index, head_leaf_hash = _columns(heads, 5)
+        tree_size, frontier, stream = state
+        parameters = {
+            "stream": stream,
+            "leaf_index": leaf_index,
+            "patient_id": patient_id,
+            "agent": agent,
+            "by_others": others,
+            "recorded_at": recorded_at,
+            "entry": entry,
+            "level": level,
+            "idx": idx,
+            "hash": hashes,
+            "head_patient": head_patient,
+            "head_seq": head_seq,
+            "head_leaf_index": head_leaf_index,
+            "head_leaf_hash": head_leaf_hash,
+            "tree_size": tree_size,
+            "frontier": frontier,
+        }
         with self._driver().cursor() as cursor:
-            cursor.execute(statement, [*params, *state])
+            cursor.execute(_ONE_STATEMENT, parameters)
 
     def _append_by_copy(
         self,
