@@ -40,6 +40,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from carevault.adapters.storage import schema as t
+from carevault.adapters.storage.database import WROTE
 from carevault.domain.audit_chain import linked, next_link
 from carevault.domain.merkle import HASH_SIZE, Frontier, Node, leaf_hash
 
@@ -320,6 +321,9 @@ class AuditStore:
         self.connection.execute(_SET_STATE, dict(zip(_STATE_COLUMNS, state, strict=True)))
 
     def _driver(self) -> Any:
+        """psycopg's connection, for what SQLAlchemy cannot say as cheaply; whatever it is
+        used for, the transaction counts as one that wrote (`database.transaction_wrote`)."""
+        self.connection.info[WROTE] = True
         driver = self.connection.connection.driver_connection
         assert driver is not None
         return driver

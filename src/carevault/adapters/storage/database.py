@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     DBAPIError,
@@ -96,13 +96,46 @@ def connect(url: str, pool_size: int = 10) -> Engine:
         # transaction starts where SQLAlchemy says it does.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max(pool_size // 2, 4),
         hide_parameters=True,
     )
+    event.listen(engine, "before_cursor_execute", _note_write)
+    return engine
+
+
+# ``Connection.info`` key: the transaction under way sent something other than a SELECT.
+WROTE = "carevault.wrote"
+
+
+def _note_write(
+    connection: Connection,
+    _cursor: Any,
+    statement: str,
+    _parameters: Any,
+    _context: Any,
+    _executemany: bool,
+) -> None:
+    """Mark the transaction as one that may have written: every statement but a SELECT
+    (SQLAlchemy writes each read as one) counts, a ``WITH`` or a savepoint too. A unit of work
+    that leaves without committing ends an unmarked transaction with COMMIT instead of
+    ROLLBACK (`carevault.adapters.storage.unit_of_work`): it changes nothing, and psycopg
+    forgets every prepared statement of the connection at a ROLLBACK."""
+    if not statement.startswith("SELECT "):
+        connection.info[WROTE] = True
+
+
+def transaction_wrote(connection: Connection) -> bool:
+    """Whether the connection's transaction sent anything but SELECTs (see `_note_write`)."""
+    return bool(connection.info.get(WROTE))
+
+
+def forget_writes(connection: Connection) -> None:
+    """A new transaction starts: nothing written yet."""
+    connection.info.pop(WROTE, None)
 
 
 @functools.cache
