@@ -465,7 +465,7 @@ class AuditLog:
     ) -> ProofMaterial:
         """What a completeness proof of the patient's clinical entries from ``start`` to
         ``tree_size`` is made of, read in one connection (each connection costs a pool
-        check-out with its ping, and a rollback): the patient's last entry before ``start``
+        check-out and a transaction): the patient's last entry before ``start``
         (if ``start``), their first ``limit`` entries from it, the inclusion proofs of all of
         them, and (``consistency``) the proof from ``start`` to ``tree_size``, the subtree
         hashes they share fetched once."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import select
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +99,34 @@ def connect(url: str, pool_size: int = 10) -> Engine:
         return engine
     engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=max(pool_size // 2, 4),
         hide_parameters=True,
     )
+    event.listen(engine, "checkout", _still_open)
     event.listen(engine, "before_cursor_execute", _note_write)
     return engine
+
+
+def _still_open(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Pool check-out: refuse a connection the server has left, without a round trip.
+
+    An idle connection has nothing to read unless its server closed it or spoke unasked: a
+    restart or a failover (the backends exit and their sockets close), or a FATAL
+    ``terminating connection`` first. The socket is polled without waiting; anything to read,
+    or a connection libpq already knows broken, makes SQLAlchemy discard it and check out
+    another (`DisconnectionError`). This replaces ``pool_pre_ping``, a ``;`` sent and awaited
+    at every check-out, which cost a round trip per unit of work (every request opens one or
+    more). A server that vanished without closing anything (a host cut off) is found by the
+    first statement instead, as it would have been by the ping, and that request is answered
+    503 (`lost_database`)."""
+    pgconn = dbapi_connection.pgconn
+    if dbapi_connection.closed or pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise DisconnectionError("the connection is closed")
+    poller = select.poll()
+    poller.register(pgconn.socket, select.POLLIN | select.POLLPRI)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the connection or spoke unasked")
 
 
 # ``Connection.info`` key: the transaction under way sent something other than a SELECT.
