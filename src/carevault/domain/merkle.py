@@ -130,8 +130,22 @@ def nodes_needed(ranges: Iterable[Range]) -> set[Node]:
     return {n for start, end in ranges for n in perfect_nodes(start, end)}
 
 
-def proof_hashes(ranges: Sequence[Range], nodes: Mapping[Node, bytes]) -> list[bytes]:
-    return [range_hash(start, end, nodes.__getitem__) for start, end in ranges]
+def proof_hashes(
+    ranges: Sequence[Range], nodes: Mapping[Node, bytes], shared: dict[Range, bytes] | None = None
+) -> list[bytes]:
+    """The hashes of ``ranges`` from the stored perfect nodes. ``shared`` keeps the hash of
+    each range computed, for proofs built together: the inclusion proofs of a page of a
+    patient's entries have most of their ranges in common (a right edge's range costs one
+    node hash per piece, every time)."""
+    if shared is None:
+        return [range_hash(start, end, nodes.__getitem__) for start, end in ranges]
+    hashes = []
+    for start, end in ranges:
+        value = shared.get((start, end))
+        if value is None:
+            value = shared[(start, end)] = range_hash(start, end, nodes.__getitem__)
+        hashes.append(value)
+    return hashes
 
 
 def _check_hash(value: bytes, what: str) -> None:

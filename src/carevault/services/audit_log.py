@@ -458,7 +458,8 @@ class AuditLog:
                 raise merkle.ProofError(f"the log has fewer than {tree_size} entries")
             wanted = {node for r in ranges.values() for node in merkle.nodes_needed(r)}
             nodes = store.nodes(stream, wanted)
-        return {i: merkle.proof_hashes(r, nodes) for i, r in ranges.items()}
+        shared: dict[merkle.Range, bytes] = {}
+        return {i: merkle.proof_hashes(r, nodes, shared) for i, r in ranges.items()}
 
     def patient_proof_material(
         self, patient_id: str, *, start: int, tree_size: int, limit: int, consistency: bool
@@ -486,11 +487,12 @@ class AuditLog:
                 raise merkle.ProofError(f"the log has fewer than {tree_size} entries")
             wanted = {node for r in ranges.values() for node in merkle.nodes_needed(r)}
             nodes = store.nodes("clinical", wanted | merkle.nodes_needed(between))
+        shared: dict[merkle.Range, bytes] = {}
         return ProofMaterial(
             before[0] if before else None,
             rows,
-            {i: merkle.proof_hashes(r, nodes) for i, r in ranges.items()},
-            merkle.proof_hashes(between, nodes),
+            {i: merkle.proof_hashes(r, nodes, shared) for i, r in ranges.items()},
+            merkle.proof_hashes(between, nodes, shared),
         )
 
     def consistency_proof(self, stream: str, first: int, second: int) -> list[bytes]:
