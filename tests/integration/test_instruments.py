@@ -155,3 +155,24 @@ def test_json_log_lines_carry_the_request_id_and_no_exception_text() -> None:
     assert line["request_id"] == "req-1" and line["message"] == "failed once"
     assert line["exception"] == "ValueError"
     assert "secret detail" not in json.dumps(line)
+
+
+def test_an_error_nothing_answered_on_the_fhir_lane_is_a_500_outcome_and_raised(
+        metered: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The FHIR API's own lane (`carevault.api.app.CareVaultApp`) ends in a last resort: an
+    exception out of the door is answered 500 with an OperationOutcome, the security headers
+    and the request id, and raised again for the server's log."""
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a defect in the door")
+
+    monkeypatch.setattr(metered.door, "handle", broken)
+    with TestClient(metered.app, raise_server_exceptions=False) as client:
+        answer = client.get("/fhir/Patient", headers={"X-Request-ID": "lane-0001"})
+    assert answer.status_code == 500
+    assert answer.headers["content-type"].startswith("application/fhir+json")
+    assert answer.json()["resourceType"] == "OperationOutcome"
+    assert "a defect" not in answer.text  # the exception's words stay in the server
+    assert answer.headers["x-request-id"] == "lane-0001"
+    assert "frame-ancestors" in answer.headers["content-security-policy"]
+    with TestClient(metered.app) as client, pytest.raises(RuntimeError, match="a defect"):
+        client.get("/fhir/Patient")
