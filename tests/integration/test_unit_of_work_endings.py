@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from carevault.adapters.storage.audit_database import AuditDatabase
 from carevault.adapters.storage.audit_store import PendingEntry
 from carevault.adapters.storage.unit_of_work import SqlUnitOfWork
 from carevault.domain.audit import Agent, AuditRecord
@@ -66,6 +67,23 @@ def test_a_reading_unit_of_work_keeps_the_prepared_statements(engine: Engine) ->
             prepared = driver._prepared._names
         names = set(prepared.values())
     assert names, "the reading units of work ended with a ROLLBACK: nothing stayed prepared"
+
+
+def test_the_audit_logs_reads_keep_the_prepared_statements(engine: Engine) -> None:
+    """The audit log's reads (a page of history, a proof, a tree head) end as a reading unit
+    of work does (`database.ends_as_read`)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("psycopg's prepared statements: PostgreSQL only")
+    database = AuditDatabase(engine.execution_options())
+    names: set[bytes] = set()
+    for _ in range(8):
+        with database.reading() as store:
+            store.size("clinical")
+            driver = store.connection.connection.driver_connection
+            assert driver is not None
+            prepared = driver._prepared._names
+        names = set(prepared.values())
+    assert names, "the audit log's reads ended with a ROLLBACK: nothing stayed prepared"
 
 
 def test_a_failed_read_caught_by_the_use_case_is_rolled_back(engine: Engine) -> None:

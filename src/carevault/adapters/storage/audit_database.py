@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from carevault.adapters.storage.audit_store import AuditStore, PendingEntry
+from carevault.adapters.storage.database import ends_as_read
 from carevault.domain.errors import Conflict
 
 
@@ -29,8 +30,12 @@ class AuditDatabase:
 
     @contextmanager
     def reading(self) -> Iterator[AuditStore]:
+        """A transaction that only reads, ended as a unit of work ends one (`ends_as_read`):
+        a page of history, a proof, a tree head each keep the connection's prepared statements."""
         with self.engine.connect() as connection:
             yield AuditStore(connection)
+            if connection.in_transaction() and ends_as_read(connection):
+                connection.commit()
 
     @contextmanager
     def writing(self) -> Iterator[AuditStore]:

@@ -322,7 +322,7 @@ class AuditStore:
 
     def _driver(self) -> Any:
         """psycopg's connection, for what SQLAlchemy cannot say as cheaply; whatever it is
-        used for, the transaction counts as one that wrote (`database.transaction_wrote`)."""
+        used for, the transaction counts as one that wrote (`database.ends_as_read`)."""
         self.connection.info[WROTE] = True
         driver = self.connection.connection.driver_connection
         assert driver is not None

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from alembic import command
 from alembic.config import Config
+from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
@@ -108,7 +109,7 @@ def connect(url: str, pool_size: int = 10) -> Engine:
     return engine
 
 
-def _still_open(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+def _still_open(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
     """Pool check-out: refuse a connection the server has left, without a round trip.
 
     An idle connection has nothing to read unless its server closed it or spoke unasked: a
@@ -119,7 +120,8 @@ def _still_open(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     at every check-out, which cost a round trip per unit of work (every request opens one or
     more). A server that vanished without closing anything (a host cut off) is found by the
     first statement instead, as it would have been by the ping, and that request is answered
-    503 (`lost_database`)."""
+    503 (`lost_database`). A connection handed out has written nothing yet (`_note_write`)."""
+    record.info.pop(WROTE, None)
     pgconn = dbapi_connection.pgconn
     if dbapi_connection.closed or pgconn.status != psycopg.pq.ConnStatus.OK:
         raise DisconnectionError("the connection is closed")
@@ -142,22 +144,23 @@ def _note_write(
     _executemany: bool,
 ) -> None:
     """Mark the transaction as one that may have written: every statement but a SELECT
-    (SQLAlchemy writes each read as one) counts, a ``WITH`` or a savepoint too. A unit of work
-    that leaves without committing ends an unmarked transaction with COMMIT instead of
-    ROLLBACK (`carevault.adapters.storage.unit_of_work`): it changes nothing, and psycopg
-    forgets every prepared statement of the connection at a ROLLBACK."""
+    (SQLAlchemy writes each read as one) counts, a ``WITH`` or a savepoint too. A transaction
+    left unmarked ends with COMMIT instead of ROLLBACK (`ends_as_read`): it changes nothing,
+    and psycopg forgets every prepared statement of the connection at a ROLLBACK."""
     if not statement.startswith("SELECT "):
         connection.info[WROTE] = True
 
 
-def transaction_wrote(connection: Connection) -> bool:
-    """Whether the connection's transaction sent anything but SELECTs (see `_note_write`)."""
-    return bool(connection.info.get(WROTE))
-
-
-def forget_writes(connection: Connection) -> None:
-    """A new transaction starts: nothing written yet."""
-    connection.info.pop(WROTE, None)
+def ends_as_read(connection: Connection) -> bool:
+    """Whether a COMMIT ends the connection's transaction as a ROLLBACK would, and so is the
+    better end (psycopg keeps its prepared statements): PostgreSQL, nothing but SELECTs sent
+    since the check-out (`_note_write`), and not aborted by a failed statement a caller
+    caught. Used wherever a transaction that only read is ended: the units of work, the audit
+    log's reads."""
+    if connection.dialect.name != "postgresql" or connection.info.get(WROTE):
+        return False
+    driver = connection.connection.driver_connection
+    return driver is not None and driver.info.transaction_status is TransactionStatus.INTRANS
 
 
 @functools.cache

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from psycopg.pq import TransactionStatus
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -20,7 +19,7 @@ from carevault.adapters.storage.account_store import AccountStore
 from carevault.adapters.storage.alert_store import AlertStore
 from carevault.adapters.storage.audit_store import AuditStore
 from carevault.adapters.storage.authority_store import AuthorityStore, PresenceCodeStore
-from carevault.adapters.storage.database import forget_writes, lost_database, transaction_wrote
+from carevault.adapters.storage.database import ends_as_read, lost_database
 from carevault.adapters.storage.directory_store import DirectoryStore
 from carevault.adapters.storage.document_store import DocumentStore
 from carevault.adapters.storage.oauth_store import AppStore, OAuthStore
@@ -54,7 +53,7 @@ class SqlUnitOfWork:
     at every ROLLBACK, so read-only requests ending in one would have every statement planned
     again, every time. (On SQLite the option changes nothing.) For the same reason, on
     PostgreSQL, any unit of work left without `commit` and without an error whose transaction
-    sent only SELECTs (`carevault.adapters.storage.database.transaction_wrote`) ends with a
+    sent only SELECTs (`carevault.adapters.storage.database.ends_as_read`) ends with a
     COMMIT too: the pages and services that only read keep their statements prepared. One that
     sent anything else is rolled back, as ever.
 
@@ -86,7 +85,6 @@ class SqlUnitOfWork:
             raise
         if self._read_only and self._engine.dialect.name == "postgresql":
             self._connection.execution_options(postgresql_readonly=True)
-        forget_writes(self._connection)
         self._connection.begin()
         self.directory = DirectoryStore(self._connection)
         self.records = RecordStore(self._connection, self._record_model)
@@ -129,17 +127,6 @@ class SqlUnitOfWork:
                 f"{SEND_AGAIN}"
             ) from error
 
-    def _only_read(self) -> bool:
-        """Whether the transaction is one a COMMIT ends as a ROLLBACK would."""
-        assert self._connection is not None
-        if self._read_only:
-            return True
-        if self._engine.dialect.name != "postgresql" or transaction_wrote(self._connection):
-            return False
-        # A failed statement the use case caught leaves the transaction aborted: rolled back.
-        driver = self._connection.connection.driver_connection
-        return driver is not None and driver.info.transaction_status is TransactionStatus.INTRANS
-
     def __exit__(
         self,
         kind: type[BaseException] | None,
@@ -148,7 +135,11 @@ class SqlUnitOfWork:
     ) -> None:
         assert self._connection is not None
         try:
-            if error is None and self._connection.in_transaction() and self._only_read():
+            if (
+                error is None
+                and self._connection.in_transaction()
+                and (self._read_only or ends_as_read(self._connection))
+            ):
                 self._connection.commit()  # nothing to commit: keeps the prepared statements
             else:
                 self._connection.rollback()
